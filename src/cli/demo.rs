@@ -1,0 +1,53 @@
+//! `tidemark demo`.
+
+use clap::Args;
+use tidemark::{Error, ErrorKind, Result};
+
+use super::{Global, human_bytes, human_ms};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {}
+
+pub async fn run(global: &Global, _args: DemoArgs) -> Result<()> {
+    let json = global.json;
+    let say = move |line: &str| {
+        if !json {
+            eprintln!("{line}");
+        }
+    };
+    let report = tidemark::ops::demo::demo(&global.progress(), &say).await?;
+    if json {
+        global.print_json(&report);
+    } else {
+        println!();
+        println!("{:<28} {:>10} {:>10}  digest", "table", "source", "restored");
+        for t in &report.verify.tables {
+            println!(
+                "{:<28} {:>10} {:>10}  {}",
+                format!("{}.{}", t.schema, t.name),
+                t.expected_rows,
+                t.actual_rows,
+                if t.ok { "identical" } else { "DIFFERENT" }
+            );
+        }
+        let seq_ok = report.verify.sequences.iter().filter(|s| s.ok).count();
+        println!("sequences: {seq_ok}/{} identical", report.verify.sequences.len());
+        println!("schema (pg_dump --schema-only): {}", if report.schema_identical { "identical" } else { "DIFFERENT" });
+        println!(
+            "snapshot {} in {}, restore in {}; {} of data stored as {}",
+            report.snapshot.id,
+            human_ms(report.snapshot_ms),
+            human_ms(report.restore.timings.total_ms),
+            human_bytes(report.restore.plain_bytes),
+            human_bytes(report.restore.stored_bytes)
+        );
+    }
+    if report.ok {
+        if !json {
+            println!("demo OK: the restored copy is identical to the source.");
+        }
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Integrity, "demo FAILED: the restored copy differs from the source"))
+    }
+}

@@ -1,0 +1,101 @@
+//! The command line: clap definitions and rendering. Each subcommand's file turns its
+//! arguments into the operation's `*Options`, calls `ops::*`, and prints the result as text
+//! or, with `--json`, as one JSON document on stdout.
+
+pub mod demo;
+pub mod init;
+pub mod restore;
+pub mod snapshot;
+pub mod workspace;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tidemark::Result;
+use tidemark::config::LoadedConfig;
+use tidemark::ops::Core;
+
+#[derive(Debug, Parser)]
+#[command(name = "tidemark", version, about = "Backups, versioning and disaster recovery for Postgres-backed workspaces")]
+pub struct Cli {
+    /// Config file (default: $TIDEMARK_CONFIG, else ./tidemark.toml)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print results as JSON on stdout (and no progress)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v info, -vv debug); TIDEMARK_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a repository, an age identity and tidemark.toml
+    Init(init::InitArgs),
+    /// Manage the workspaces in tidemark.toml
+    #[command(subcommand)]
+    Workspace(workspace::WorkspaceCommand),
+    /// Take, list and inspect snapshots
+    #[command(subcommand)]
+    Snapshot(snapshot::SnapshotCommand),
+    /// Restore a snapshot into a new or empty database
+    Restore(restore::RestoreArgs),
+    /// Try tidemark end to end on a throwaway Postgres it starts itself
+    Demo(demo::DemoArgs),
+}
+
+/// Global flags every subcommand sees.
+pub struct Global {
+    pub config: Option<PathBuf>,
+    pub json: bool,
+}
+
+impl Global {
+    pub fn load_config(&self) -> Result<LoadedConfig> {
+        LoadedConfig::load(self.config.as_deref())
+    }
+
+    pub async fn core(&self) -> Result<Core> {
+        Core::open(self.load_config()?).await
+    }
+
+    pub fn progress(&self) -> tidemark::progress::Progress {
+        tidemark::progress::Progress::new(!self.json)
+    }
+
+    /// Prints a value as pretty JSON on stdout.
+    pub fn print_json(&self, value: &impl serde::Serialize) {
+        println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let global = Global { config: cli.config, json: cli.json };
+    match cli.command {
+        Command::Init(args) => init::run(&global, args).await,
+        Command::Workspace(cmd) => workspace::run(&global, cmd).await,
+        Command::Snapshot(cmd) => snapshot::run(&global, cmd).await,
+        Command::Restore(args) => restore::run(&global, args).await,
+        Command::Demo(args) => demo::run(&global, args).await,
+    }
+}
+
+/// `1234567` -> `1.2 MiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// `1234` ms -> `1.2s`.
+pub fn human_ms(ms: u64) -> String {
+    if ms < 1000 { format!("{ms}ms") } else { format!("{:.1}s", ms as f64 / 1000.0) }
+}

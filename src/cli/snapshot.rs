@@ -1,0 +1,123 @@
+//! `tidemark snapshot create|list|show`.
+
+use clap::Subcommand;
+use tidemark::Result;
+use tidemark::ops::snapshot::{self, DEFAULT_SPLIT_TABLE_MIB, SnapshotOptions};
+use tidemark::repo::manifest::SnapshotKind;
+
+use super::{Global, human_bytes, human_ms};
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a manual snapshot of a workspace now
+    Create {
+        #[arg(long, short)]
+        workspace: String,
+        /// A note kept with the snapshot ("before migration 42")
+        #[arg(long)]
+        note: Option<String>,
+        /// Parallel connections (default: one per core)
+        #[arg(long, short)]
+        jobs: Option<usize>,
+        /// Split tables larger than this many MiB into parts copied in parallel (0: never)
+        #[arg(long, default_value_t = DEFAULT_SPLIT_TABLE_MIB, value_name = "MIB")]
+        split_table_mib: u64,
+    },
+    /// List a workspace's snapshots, oldest first
+    List {
+        #[arg(long, short)]
+        workspace: String,
+    },
+    /// Show one snapshot: tables, sizes, digests, timings
+    Show {
+        id: String,
+        #[arg(long, short)]
+        workspace: Option<String>,
+    },
+}
+
+pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
+    let core = global.core().await?;
+    match cmd {
+        SnapshotCommand::Create { workspace, note, jobs, split_table_mib } => {
+            let opts = SnapshotOptions { workspace, note, kind: SnapshotKind::Manual, jobs, split_table_mib };
+            let manifest = snapshot::create(&core, &opts, &global.progress()).await?;
+            if global.json {
+                global.print_json(&snapshot::SnapshotSummary::of(&manifest));
+            } else {
+                println!(
+                    "snapshot {} of {}: {} tables, {} rows, {} read, {} stored, in {}",
+                    manifest.id,
+                    manifest.workspace,
+                    manifest.tables.len(),
+                    manifest.total_rows(),
+                    human_bytes(manifest.plain_bytes()),
+                    human_bytes(manifest.stored_bytes()),
+                    human_ms(manifest.timings.total_ms)
+                );
+            }
+        }
+        SnapshotCommand::List { workspace } => {
+            let list = snapshot::list(&core, &workspace).await?;
+            if global.json {
+                global.print_json(&list);
+            } else if list.is_empty() {
+                println!("workspace {workspace} has no snapshots yet");
+            } else {
+                println!("{:<24} {:<11} {:>7} {:>12} {:>10}  note", "id", "kind", "tables", "rows", "stored");
+                for s in list {
+                    println!(
+                        "{:<24} {:<11} {:>7} {:>12} {:>10}  {}",
+                        s.id,
+                        s.kind.map(|k| k.to_string()).unwrap_or_else(|| "?".into()),
+                        s.tables.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+                        s.rows.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+                        s.stored_bytes.map(human_bytes).unwrap_or_else(|| "?".into()),
+                        s.note.unwrap_or_default()
+                    );
+                }
+                if !core.has_identities() {
+                    eprintln!("(details are encrypted: configure the identity to see them)");
+                }
+            }
+        }
+        SnapshotCommand::Show { id, workspace } => {
+            let m = snapshot::show(&core, &id, workspace.as_deref()).await?;
+            if global.json {
+                global.print_json(&m);
+                return Ok(());
+            }
+            println!("snapshot   {} ({})", m.id, m.kind);
+            println!("workspace  {}", m.workspace);
+            if let Some(note) = &m.note {
+                println!("note       {note}");
+            }
+            println!("taken      {} .. {} ({})", m.started_at, m.finished_at, human_ms(m.timings.total_ms));
+            println!(
+                "source     {} on PostgreSQL {} at LSN {}",
+                m.source.database, m.source.server_version, m.source.snapshot_lsn
+            );
+            println!(
+                "size       {} of data, {} stored, {} rows",
+                human_bytes(m.plain_bytes()),
+                human_bytes(m.stored_bytes()),
+                m.total_rows()
+            );
+            println!("tables ({}):", m.tables.len());
+            for t in &m.tables {
+                let stored: u64 = t.parts.iter().map(|p| p.stored_size).sum();
+                println!(
+                    "  {}.{}  {} rows, {} parts, {} stored, digest {}",
+                    t.schema,
+                    t.name,
+                    t.rows,
+                    t.parts.len(),
+                    human_bytes(stored),
+                    &t.content_digest[..16]
+                );
+            }
+            println!("sequences: {}, materialized views: {}", m.sequences.len(), m.materialized_views.len());
+        }
+    }
+    Ok(())
+}

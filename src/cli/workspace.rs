@@ -1,0 +1,64 @@
+//! `tidemark workspace add|list`.
+
+use clap::Subcommand;
+use tidemark::Result;
+use tidemark::ops::workspace::{WorkspaceAddOptions, add};
+
+use super::Global;
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Add a workspace to tidemark.toml
+    Add {
+        /// Workspace name (lowercase letters, digits, '_' and '-')
+        name: String,
+        /// postgres://user@host:port/db (keep the password out: see --password)
+        #[arg(long, value_name = "URL")]
+        database_url: String,
+        /// Where the password comes from: env:VARIABLE or file:/path
+        #[arg(long, value_name = "env:VAR|file:PATH")]
+        password: Option<String>,
+    },
+    /// List the configured workspaces
+    List,
+}
+
+pub async fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
+    let config = global.load_config()?;
+    match cmd {
+        WorkspaceCommand::Add { name, database_url, password } => {
+            if let Some(p) = &password
+                && !p.starts_with("env:")
+                && !p.starts_with("file:")
+            {
+                return Err(tidemark::Error::usage(
+                    "--password takes env:VARIABLE or file:/path, so the password stays out of shell \
+                     history and the config",
+                ));
+            }
+            let opts = WorkspaceAddOptions { name: name.clone(), database_url, password };
+            add(&config, &opts)?;
+            if global.json {
+                global.print_json(&serde_json::json!({ "added": name, "config": config.path }));
+            } else {
+                println!("added workspace {name} to {}", config.path.display());
+            }
+        }
+        WorkspaceCommand::List => {
+            let list: Vec<_> = config
+                .config
+                .workspaces
+                .iter()
+                .map(|(name, ws)| serde_json::json!({ "name": name, "database": tidemark::pg::redact_url(&ws.database_url) }))
+                .collect();
+            if global.json {
+                global.print_json(&list);
+            } else {
+                for item in list {
+                    println!("{}\t{}", item["name"].as_str().unwrap_or(""), item["database"].as_str().unwrap_or(""));
+                }
+            }
+        }
+    }
+    Ok(())
+}

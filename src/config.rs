@@ -1,0 +1,388 @@
+//! `tidemark.toml` and the environment: where the repository is, which keys to use, which
+//! workspaces exist. Unknown keys are errors; secrets may come from the environment or files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "TIDEMARK_CONFIG";
+/// The config file used when neither `--config` nor `TIDEMARK_CONFIG` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "tidemark.toml";
+/// Path of an age identity file; overrides `repository.identity-file`.
+pub const IDENTITY_FILE_ENV: &str = "TIDEMARK_IDENTITY_FILE";
+/// The age identity itself (the `AGE-SECRET-KEY-1...` text); overrides both files.
+pub const IDENTITY_ENV: &str = "TIDEMARK_IDENTITY";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub repository: RepositoryConfig,
+    #[serde(default)]
+    pub postgres: PostgresConfig,
+    #[serde(default)]
+    pub workspaces: BTreeMap<String, WorkspaceConfig>,
+}
+
+/// Where backups live and how to reach and encrypt them.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RepositoryConfig {
+    /// `file:///path`, `s3://bucket/prefix`.
+    pub url: String,
+    /// age recipients (`age1...`) every object is encrypted to. Backing up needs only these.
+    #[serde(default)]
+    pub recipients: Vec<String>,
+    /// age identity file (X25519 secret keys), needed to read the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_file: Option<PathBuf>,
+    /// S3: endpoint for S3-compatible servers (`http://127.0.0.1:9000`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// S3: region (default from `AWS_REGION`, else `us-east-1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// S3: address buckets as `endpoint/bucket` instead of `bucket.endpoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    /// S3: allow plain `http://` endpoints (local test servers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_http: Option<bool>,
+    /// S3 credentials; default: the standard AWS environment variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    /// Size of each multipart upload part, in MiB (S3 needs at least 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part_size_mib: Option<usize>,
+}
+
+/// Where the Postgres client tools (pg_dump, psql) and server binaries are.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PostgresConfig {
+    /// Folder holding pg_dump, psql, initdb... Default: `pg_config --bindir`, then the newest
+    /// `/usr/lib/postgresql/*/bin`, then `PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<PathBuf>,
+}
+
+/// One workspace: its database (and, later, media and stacks).
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WorkspaceConfig {
+    /// `postgres://user@host:port/db?sslmode=...`; a password here works but `password` is better.
+    pub database_url: String,
+    /// The database password: `env:VAR`, `file:/path`, or the literal text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+}
+
+impl fmt::Debug for WorkspaceConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkspaceConfig")
+            .field("database_url", &crate::pg::redact_url(&self.database_url))
+            .field("password", &self.password)
+            .finish()
+    }
+}
+
+/// A secret value in the config: `env:NAME` reads an environment variable, `file:PATH` reads
+/// a file (trailing newline trimmed), anything else is the value itself. It never prints.
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn literal(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret's value. Errors name the variable or file, never the value.
+    pub fn resolve(&self) -> Result<String> {
+        if let Some(var) = self.0.strip_prefix("env:") {
+            std::env::var(var).map_err(|_| {
+                Error::config(format!("the environment variable {var} named in tidemark.toml is not set"))
+            })
+        } else if let Some(path) = self.0.strip_prefix("file:") {
+            std::fs::read_to_string(path)
+                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|e| Error::config(format!("cannot read the secret file {path}: {e}")))
+        } else {
+            Ok(self.0.clone())
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.starts_with("env:") || self.0.starts_with("file:") {
+            write!(f, "Secret({})", self.0)
+        } else {
+            f.write_str("Secret(<redacted>)")
+        }
+    }
+}
+
+/// A loaded config and the file it came from (relative paths in it are relative to that file).
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub path: PathBuf,
+}
+
+/// Which config file to use: `--config`, else `$TIDEMARK_CONFIG`, else `./tidemark.toml`.
+pub fn config_path(explicit: Option<&Path>) -> PathBuf {
+    if let Some(p) = explicit {
+        return p.to_path_buf();
+    }
+    match std::env::var_os(CONFIG_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_CONFIG_FILE),
+    }
+}
+
+impl LoadedConfig {
+    /// Reads and validates the config file.
+    ///
+    /// Errors: `Config` when the file is missing, not TOML, has unknown keys or bad values.
+    pub fn load(explicit: Option<&Path>) -> Result<LoadedConfig> {
+        let path = config_path(explicit);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::config(format!(
+                    "no config file at {}. Run `tidemark init --repo URL` to create one, or pass \
+                     --config FILE (or set {CONFIG_ENV})",
+                    path.display()
+                ))
+            } else {
+                Error::config(format!("cannot read {}: {e}", path.display()))
+            }
+        })?;
+        let config = Config::parse(&text).map_err(|e| e.context(format!("reading {}", path.display())))?;
+        Ok(LoadedConfig { config, path })
+    }
+
+    /// A path from the config, made absolute relative to the config file's folder.
+    pub fn resolve_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.path.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    /// The workspace named `name`. Errors: `NotFound` listing the configured names.
+    pub fn workspace(&self, name: &str) -> Result<&WorkspaceConfig> {
+        self.config.workspaces.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.config.workspaces.keys().map(String::as_str).collect();
+            Error::not_found(format!(
+                "no workspace named {name:?} in {} (configured: {}). Add one with \
+                 `tidemark workspace add {name} --database-url URL`",
+                self.path.display(),
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        })
+    }
+
+    /// Where the identity comes from: `$TIDEMARK_IDENTITY`, `$TIDEMARK_IDENTITY_FILE`, or
+    /// `repository.identity-file`.
+    pub fn identity_source(&self) -> Option<IdentitySource> {
+        identity_source_from_env().or_else(|| {
+            self.config.repository.identity_file.as_ref().map(|p| IdentitySource::File(self.resolve_path(p)))
+        })
+    }
+}
+
+/// Where an age identity is read from.
+#[derive(Clone)]
+pub enum IdentitySource {
+    File(PathBuf),
+    Inline(Secret),
+}
+
+impl fmt::Debug for IdentitySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentitySource::File(p) => write!(f, "File({})", p.display()),
+            IdentitySource::Inline(_) => f.write_str("Inline(<redacted>)"),
+        }
+    }
+}
+
+/// The identity named by the environment alone, for commands that run without a config.
+pub fn identity_source_from_env() -> Option<IdentitySource> {
+    if let Ok(text) = std::env::var(IDENTITY_ENV)
+        && !text.trim().is_empty()
+    {
+        return Some(IdentitySource::Inline(Secret::literal(text)));
+    }
+    match std::env::var_os(IDENTITY_FILE_ENV) {
+        Some(p) if !p.is_empty() => Some(IdentitySource::File(PathBuf::from(p))),
+        _ => None,
+    }
+}
+
+impl Config {
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| Error::config(format!("invalid config: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.repository.url.trim().is_empty() {
+            return Err(Error::config("repository.url is empty"));
+        }
+        for r in &self.repository.recipients {
+            crate::keys::parse_recipient(r)?;
+        }
+        for (name, ws) in &self.workspaces {
+            validate_workspace_name(name)?;
+            crate::pg::ConnSpec::parse(&ws.database_url, None)
+                .map_err(|e| e.context(format!("reading workspaces.{name}.database-url")))?;
+        }
+        if let Some(mib) = self.repository.part_size_mib
+            && !(5..=5 * 1024).contains(&mib)
+        {
+            return Err(Error::config(format!(
+                "repository.part-size-mib = {mib} is out of range: S3 needs 5 to 5120 MiB"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The config file text `init` writes: commented, so the operator can edit it.
+    pub fn render_initial(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# tidemark configuration. Unknown keys are errors.\n");
+        out.push_str("# Secrets may be written as \"env:VARIABLE\" or \"file:/path\" instead of literal values.\n\n");
+        out.push_str("[repository]\n");
+        out.push_str(&format!("url = {}\n", toml_string(&self.repository.url)));
+        out.push_str("# Backups are encrypted to every recipient; keep a second (break-glass) key offline.\n");
+        out.push_str("recipients = [");
+        out.push_str(&self.repository.recipients.iter().map(|r| toml_string(r)).collect::<Vec<_>>().join(", "));
+        out.push_str("]\n");
+        if let Some(id) = &self.repository.identity_file {
+            out.push_str("# Without this file (or another listed identity) the backups cannot be restored.\n");
+            out.push_str(&format!("identity-file = {}\n", toml_string(&id.display().to_string())));
+        }
+        for (key, value) in [
+            ("endpoint", self.repository.endpoint.clone()),
+            ("region", self.repository.region.clone()),
+        ] {
+            if let Some(v) = value {
+                out.push_str(&format!("{key} = {}\n", toml_string(&v)));
+            }
+        }
+        if let Some(v) = self.repository.path_style {
+            out.push_str(&format!("path-style = {v}\n"));
+        }
+        if let Some(v) = self.repository.allow_http {
+            out.push_str(&format!("allow-http = {v}\n"));
+        }
+        for (name, ws) in &self.workspaces {
+            out.push_str(&render_workspace(name, ws));
+        }
+        out
+    }
+}
+
+/// The TOML text of one `[workspaces.NAME]` table, as `workspace add` appends it.
+pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
+    let mut out = format!("\n[workspaces.{name}]\ndatabase-url = {}\n", toml_string(&ws.database_url));
+    if let Some(p) = &ws.password {
+        out.push_str(&format!("password = {}\n", toml_string(&p.0)));
+    }
+    out
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// Workspace names become object-key segments and database-name suffixes: keep them plain.
+pub fn validate_workspace_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 48
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "workspace name {name:?} is not allowed: use 1-48 lowercase letters, digits, '_' or '-', \
+                 starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::parse("[repository]\nurl = \"file:///x\"\nrecipiants = []\n").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.message().contains("recipiants"), "{}", err.message());
+    }
+
+    #[test]
+    fn rendered_config_parses_back() {
+        let mut config = Config {
+            repository: RepositoryConfig {
+                url: "s3://bucket/prefix".into(),
+                recipients: vec!["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into()],
+                identity_file: Some("id.txt".into()),
+                endpoint: Some("http://127.0.0.1:9000".into()),
+                path_style: Some(true),
+                ..Default::default()
+            },
+            postgres: PostgresConfig::default(),
+            workspaces: BTreeMap::new(),
+        };
+        config.workspaces.insert(
+            "shop".into(),
+            WorkspaceConfig {
+                database_url: "postgres://u@h/shop".into(),
+                password: Some(Secret::literal("env:SHOP_PW")),
+            },
+        );
+        let parsed = Config::parse(&config.render_initial()).unwrap();
+        assert_eq!(parsed.repository.url, "s3://bucket/prefix");
+        assert_eq!(parsed.repository.path_style, Some(true));
+        assert_eq!(parsed.workspaces["shop"].password, Some(Secret::literal("env:SHOP_PW")));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::literal("hunter2");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let ws = WorkspaceConfig { database_url: "postgres://u:hunter2@h/db".into(), password: None };
+        assert!(!format!("{ws:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn secret_from_env_names_the_variable_when_missing() {
+        let err = Secret::literal("env:TIDEMARK_TEST_SURELY_UNSET").resolve().unwrap_err();
+        assert!(err.message().contains("TIDEMARK_TEST_SURELY_UNSET"));
+    }
+
+    #[test]
+    fn workspace_names_are_checked() {
+        assert!(validate_workspace_name("shop-1").is_ok());
+        assert!(validate_workspace_name("Shop").is_err());
+        assert!(validate_workspace_name("../x").is_err());
+        assert!(validate_workspace_name("").is_err());
+    }
+}

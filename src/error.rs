@@ -1,0 +1,318 @@
+//! The one public error type: a stable kind (exit code, HTTP status, retryable), a message
+//! that says what to do next, and context lines. Secrets are never put in an `Error`.
+
+use std::fmt;
+
+/// What went wrong, as a stable table. Each kind maps to one exit code and one HTTP status
+/// and says whether trying again can help. The table is documented in README.md; codes
+/// never change meaning once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// Bad command-line arguments or option values.
+    Usage,
+    /// tidemark.toml, a schedule or the environment is wrong or incomplete.
+    Config,
+    /// A named thing (snapshot, workspace, object, database) does not exist.
+    NotFound,
+    /// Creating something that already exists (a repository, a config file, a database).
+    AlreadyExists,
+    /// The operation would destroy or mix data, so it was refused (e.g. a non-empty target).
+    Refused,
+    /// Stored data failed verification: hash mismatch, truncated or tampered object.
+    Integrity,
+    /// No configured age identity can decrypt the repository, or keys are malformed.
+    Key,
+    /// A server (Postgres, object store) could not be reached or timed out.
+    Unavailable,
+    /// Postgres or a Postgres tool rejected what tidemark asked of it.
+    Database,
+    /// The operation was interrupted (Ctrl-C, SIGTERM).
+    Interrupted,
+    /// A bug or an unexpected condition inside tidemark.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, in table order (used by the docs test that keeps README in sync).
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::Usage,
+        ErrorKind::Config,
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::Refused,
+        ErrorKind::Integrity,
+        ErrorKind::Key,
+        ErrorKind::Unavailable,
+        ErrorKind::Database,
+        ErrorKind::Interrupted,
+        ErrorKind::Internal,
+    ];
+
+    /// The process exit code for this kind.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::Internal => 1,
+            ErrorKind::Usage => 2,
+            ErrorKind::Config => 3,
+            ErrorKind::NotFound => 4,
+            ErrorKind::AlreadyExists => 5,
+            ErrorKind::Refused => 6,
+            ErrorKind::Integrity => 7,
+            ErrorKind::Key => 8,
+            ErrorKind::Unavailable => 9,
+            ErrorKind::Database => 10,
+            ErrorKind::Interrupted => 130,
+        }
+    }
+
+    /// The HTTP status the API answers with for this kind.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::Usage | ErrorKind::Config => 400,
+            ErrorKind::Key => 403,
+            ErrorKind::NotFound => 404,
+            ErrorKind::AlreadyExists | ErrorKind::Refused => 409,
+            ErrorKind::Integrity => 422,
+            ErrorKind::Database => 502,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Interrupted => 499,
+            ErrorKind::Internal => 500,
+        }
+    }
+
+    /// Whether the same call may succeed later without anybody changing anything.
+    pub fn is_temporary(self) -> bool {
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Interrupted)
+    }
+
+    /// The kind's stable name, as printed and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Usage => "usage",
+            ErrorKind::Config => "config",
+            ErrorKind::NotFound => "not-found",
+            ErrorKind::AlreadyExists => "already-exists",
+            ErrorKind::Refused => "refused",
+            ErrorKind::Integrity => "integrity",
+            ErrorKind::Key => "key",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Database => "database",
+            ErrorKind::Interrupted => "interrupted",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+/// tidemark's error: what happened (kind + message), where (context, innermost first) and
+/// why (source). The message is written for the operator and says what to do next.
+#[derive(Debug)]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    context: Vec<String>,
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error { kind, message: message.into(), context: Vec::new(), source: None }
+    }
+
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    pub fn context_lines(&self) -> &[String] {
+        &self.context
+    }
+
+    /// Attaches the underlying cause. Only attach errors that cannot carry secrets.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Adds a line of context ("while restoring table public.users").
+    pub fn context(mut self, line: impl Into<String>) -> Self {
+        self.context.push(line.into());
+        self
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Usage, message)
+    }
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Config, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::NotFound, message)
+    }
+    pub fn integrity(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Integrity, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Internal, message)
+    }
+
+    /// The whole story on one screen: message, context, and the chain of causes.
+    pub fn report(&self) -> String {
+        let mut out = self.message.clone();
+        for line in &self.context {
+            out.push_str("\n  while ");
+            out.push_str(line);
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = self.source.as_deref().map(|e| e as _);
+        while let Some(e) = cause {
+            let text = e.to_string();
+            if !out.contains(&text) {
+                out.push_str("\n  caused by: ");
+                out.push_str(&text);
+            }
+            cause = e.source();
+        }
+        out
+    }
+
+    /// A JSON rendering for `--json` callers and the API.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": {
+                "kind": self.kind.name(),
+                "message": self.message,
+                "context": self.context,
+                "temporary": self.kind.is_temporary(),
+                "exit_code": self.kind.exit_code(),
+            }
+        })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as _)
+    }
+}
+
+/// Adds context to any `Result<_, Error>`.
+pub trait ResultExt<T> {
+    fn context(self, line: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn context(self, line: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| e.context(line()))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => ErrorKind::NotFound,
+            std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+            std::io::ErrorKind::Interrupted => ErrorKind::Interrupted,
+            _ => ErrorKind::Internal,
+        };
+        Error::new(kind, format!("I/O error: {e}"))
+    }
+}
+
+impl From<object_store::Error> for Error {
+    fn from(e: object_store::Error) -> Self {
+        use object_store::Error as E;
+        match &e {
+            E::NotFound { path, .. } => {
+                Error::new(ErrorKind::NotFound, format!("object {path} is not in the repository"))
+            }
+            E::AlreadyExists { path, .. } => Error::new(
+                ErrorKind::AlreadyExists,
+                format!("object {path} already exists in the repository; tidemark never overwrites"),
+            ),
+            E::Precondition { path, .. } => Error::new(
+                ErrorKind::AlreadyExists,
+                format!("object {path} was written by somebody else at the same time"),
+            ),
+            E::Generic { store, source } => Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the object store ({store}) failed: {source}. Check the repository URL, \
+                     endpoint, credentials and that the bucket exists"
+                ),
+            ),
+            _ => Error::new(ErrorKind::Unavailable, format!("the object store failed: {e}")),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) => {
+                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                // Class 08 = connection exception, 57P0x = server shutting down.
+                let kind = if code.starts_with("08") || code.starts_with("57P0") {
+                    ErrorKind::Unavailable
+                } else {
+                    ErrorKind::Database
+                };
+                Error::new(kind, format!("postgres said: {} (SQLSTATE {code})", db.message()))
+            }
+            sqlx::Error::Io(io) => Error::new(
+                ErrorKind::Unavailable,
+                format!("could not talk to postgres: {io}. Is the server running and reachable?"),
+            ),
+            sqlx::Error::PoolTimedOut => {
+                Error::new(ErrorKind::Unavailable, "timed out waiting for a postgres connection")
+            }
+            sqlx::Error::Tls(t) => Error::new(ErrorKind::Unavailable, format!("TLS to postgres failed: {t}")),
+            sqlx::Error::RowNotFound => Error::new(ErrorKind::NotFound, "postgres returned no row"),
+            other => Error::new(ErrorKind::Database, format!("postgres error: {other}")),
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::new(ErrorKind::Integrity, format!("malformed JSON: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_unique_and_stable() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            assert!(seen.insert(kind.exit_code()), "duplicate exit code for {kind:?}");
+            assert!(kind.exit_code() != 0);
+        }
+        assert_eq!(ErrorKind::Integrity.exit_code(), 7);
+        assert_eq!(ErrorKind::Unavailable.http_status(), 503);
+        assert!(ErrorKind::Unavailable.is_temporary());
+        assert!(!ErrorKind::Integrity.is_temporary());
+    }
+
+    #[test]
+    fn report_shows_context_and_cause_once() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::new(ErrorKind::Internal, "could not write").with_source(io).context("writing x");
+        let r = e.report();
+        assert!(r.contains("could not write"));
+        assert!(r.contains("while writing x"));
+        assert_eq!(r.matches("disk on fire").count(), 1);
+    }
+}

@@ -1,0 +1,26 @@
+//! tidemark: backup, versioning and disaster recovery for Postgres-backed application
+//! workspaces.
+//!
+//! The main types:
+//! - [`config::LoadedConfig`]: `tidemark.toml` (repository, keys, workspaces).
+//! - [`repo::Repository`]: where backups live; [`repo::manifest::Manifest`] makes a snapshot exist.
+//! - [`ops`]: one module per operation (`init`, `snapshot`, `restore`, `verify`, `demo`);
+//!   every front end calls these with an `*Options` struct.
+//! - [`pipeline`]: the streaming stages (BLAKE3 -> zstd -> age -> SHA-256 -> upload, and back).
+//! - [`error::Error`]: one error type with a stable [`error::ErrorKind`] table (exit codes,
+//!   HTTP statuses, retryable or not).
+//! - [`pgcluster::Cluster`]: throwaway Postgres clusters for the demo, drills and tests.
+
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod ops;
+pub mod pg;
+pub mod pgcluster;
+pub mod pipeline;
+pub mod progress;
+pub mod repo;
+pub mod restore;
+pub mod source;
+
+pub use error::{Error, ErrorKind, Result};

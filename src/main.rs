@@ -1,0 +1,45 @@
+//! The `tidemark` binary: parse arguments, run the command, turn an error into a message
+//! and the exit code of its kind (see `ErrorKind`).
+
+mod cli;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let default_level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let json = cli.json;
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = cli::run(cli) => r,
+            _ = tokio::signal::ctrl_c() => Err(tidemark::Error::new(
+                tidemark::ErrorKind::Interrupted,
+                "interrupted: nothing was committed by the interrupted operation",
+            )),
+        }
+    });
+    // Let spawned work (uploads, child processes) be dropped before exiting.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(10));
+    if let Err(e) = result {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&e.to_json()).expect("serializable"));
+        }
+        eprintln!("error: {}", e.report());
+        std::process::exit(e.kind().exit_code());
+    }
+}

@@ -1,0 +1,109 @@
+//! `demo`: the newcomer's first command. Starts a throwaway Postgres, fills a sample shop,
+//! creates a repository in a temp folder, takes a snapshot, restores it into a new
+//! database and shows that source and copy match. Everything it started is removed at the
+//! end, also on failure or Ctrl-C (the values own the cluster and the folders).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::Core;
+use super::restore::{RestoreOptions, RestoreReport};
+use super::snapshot::SnapshotOptions;
+use super::verify::VerifyReport;
+use crate::config::{Config, LoadedConfig, RepositoryConfig, WorkspaceConfig};
+use crate::error::{Error, Result};
+use crate::keys::{GeneratedIdentity, Recipients};
+use crate::pg::ConnSpec;
+use crate::pgcluster::{Cluster, ClusterOptions};
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::manifest::Manifest;
+
+const DEMO_SQL: &str = include_str!("demo.sql");
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    pub snapshot: crate::ops::snapshot::SnapshotSummary,
+    pub snapshot_ms: u64,
+    pub restore: RestoreReport,
+    pub verify: VerifyReport,
+    pub schema_identical: bool,
+    pub ok: bool,
+}
+
+/// Runs the demo. `say` receives a line per step for the operator.
+///
+/// Errors: `Config` when the Postgres server binaries are missing, and whatever a step hits.
+pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<DemoReport> {
+    say("starting a throwaway PostgreSQL cluster...");
+    let cluster = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions::default()))
+        .await
+        .map_err(|e| Error::internal(format!("cluster start task: {e}")))??;
+    say(&format!("  postgres is listening on 127.0.0.1:{}", cluster.port()));
+
+    let admin = ConnSpec::parse(&cluster.url("postgres"), None)?;
+    let mut conn = admin.connect().await?;
+    sqlx::raw_sql("CREATE DATABASE shop").execute(&mut conn).await?;
+    ConnSpec::close(conn).await;
+    say("filling the sample workspace `shop` (customers, products, orders, events)...");
+    let source = ConnSpec::parse(&cluster.url("shop"), None)?;
+    let mut conn = source.connect().await?;
+    sqlx::raw_sql(DEMO_SQL).execute(&mut conn).await?;
+    ConnSpec::close(conn).await;
+
+    let work = tempfile::Builder::new().prefix("tidemark-demo-").tempdir()?;
+    let identity = GeneratedIdentity::generate();
+    let recipients = Recipients::parse(std::slice::from_ref(&identity.recipient))?;
+    let repo_url = url::Url::from_directory_path(work.path().join("repo"))
+        .map_err(|_| Error::internal("temp path is not absolute"))?
+        .to_string();
+    let repository = RepositoryConfig { url: repo_url.clone(), recipients: recipients.to_strings(), ..Default::default() };
+    let repo = Repository::init(&repository, &recipients).await?;
+    say(&format!("created an encrypted repository at {repo_url}"));
+    let mut workspaces = BTreeMap::new();
+    workspaces.insert("shop".to_string(), WorkspaceConfig { database_url: cluster.url("shop"), password: None });
+    let config = LoadedConfig {
+        config: Config { repository, postgres: Default::default(), workspaces },
+        path: work.path().join("tidemark.toml"),
+    };
+    let core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
+
+    say("taking a snapshot of `shop`...");
+    let started = std::time::Instant::now();
+    let opts = SnapshotOptions { workspace: "shop".into(), note: Some("demo".into()), ..Default::default() };
+    let manifest: Manifest = super::snapshot::create(&core, &opts, progress).await?;
+    let snapshot_ms = started.elapsed().as_millis() as u64;
+    say(&format!(
+        "  snapshot {}: {} tables, {} rows, {} bytes of data stored as {} bytes (zstd + age)",
+        manifest.id,
+        manifest.tables.len(),
+        manifest.total_rows(),
+        manifest.plain_bytes(),
+        manifest.stored_bytes()
+    ));
+
+    say("restoring it into a new database `shop_restored`...");
+    let target = cluster.url("shop_restored");
+    let restore_opts = RestoreOptions { snapshot: manifest.id.clone(), target: target.clone(), ..Default::default() };
+    let restore = super::restore::restore(&core, &restore_opts, progress).await?;
+
+    say("comparing source and copy...");
+    let target_spec = ConnSpec::parse(&target, None)?;
+    let verify = super::verify::verify_database(&target_spec, &manifest).await?;
+    let bin_dir = core.pg_bin_dir();
+    let schema_identical = super::verify::schema_fingerprint(bin_dir.as_deref(), &source).await?
+        == super::verify::schema_fingerprint(bin_dir.as_deref(), &target_spec).await?;
+    let ok = verify.ok && schema_identical;
+    say("cleaning up the throwaway cluster and repository...");
+    drop(cluster);
+    drop(work);
+    Ok(DemoReport {
+        snapshot: crate::ops::snapshot::SnapshotSummary::of(&manifest),
+        snapshot_ms,
+        restore,
+        verify,
+        schema_identical,
+        ok,
+    })
+}

@@ -1,0 +1,89 @@
+//! The core: one file per operation. The CLI (and later the API and the scheduler) turn
+//! their input into the same `*Options` structs, call these functions and render the result.
+
+pub mod demo;
+pub mod init;
+pub mod restore;
+pub mod snapshot;
+pub mod verify;
+pub mod workspace;
+
+use std::path::PathBuf;
+
+use crate::config::LoadedConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::{Identities, Recipients};
+use crate::repo::Repository;
+
+/// What every operation on an existing repository needs: the config, the open repository
+/// and the keys. Identities are loaded only when an operation needs to read.
+#[derive(Clone)]
+pub struct Core {
+    pub config: LoadedConfig,
+    pub repo: Repository,
+    recipients: Option<Recipients>,
+    identities: Option<Identities>,
+}
+
+impl Core {
+    /// Opens the repository named by the config and parses its keys.
+    ///
+    /// Errors: those of [`Repository::open`], and `Key`/`Config` for malformed keys.
+    pub async fn open(config: LoadedConfig) -> Result<Core> {
+        let repo = Repository::open(&config.config.repository).await?;
+        let recipients = if config.config.repository.recipients.is_empty() {
+            None
+        } else {
+            Some(Recipients::parse(&config.config.repository.recipients)?)
+        };
+        let identities = config.identity_source().map(|s| Identities::load(&s)).transpose()?;
+        Ok(Core { config, repo, recipients, identities })
+    }
+
+    /// A core from parts already at hand (the demo, tests).
+    pub fn from_parts(
+        config: LoadedConfig,
+        repo: Repository,
+        recipients: Option<Recipients>,
+        identities: Option<Identities>,
+    ) -> Core {
+        Core { config, repo, recipients, identities }
+    }
+
+    /// The keys backups are encrypted to. Errors: `Key` when none are configured.
+    pub fn recipients(&self) -> Result<&Recipients> {
+        self.recipients.as_ref().ok_or_else(|| {
+            Error::new(ErrorKind::Key, "no age recipients configured: set repository.recipients in tidemark.toml")
+        })
+    }
+
+    /// The keys that read the repository. Errors: `Key` when none are configured.
+    pub fn identities(&self) -> Result<&Identities> {
+        self.identities.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Key,
+                format!(
+                    "reading the repository needs its age identity: set repository.identity-file in \
+                     tidemark.toml, or {} / {}",
+                    crate::config::IDENTITY_FILE_ENV,
+                    crate::config::IDENTITY_ENV
+                ),
+            )
+        })
+    }
+
+    pub fn has_identities(&self) -> bool {
+        self.identities.is_some()
+    }
+
+    /// Where the Postgres tools are.
+    pub fn pg_bin_dir(&self) -> Option<PathBuf> {
+        crate::pg::bin_dir(self.config.config.postgres.bin_dir.as_deref())
+    }
+}
+
+/// Parallel jobs: the given number, or one per core.
+pub fn jobs_or_default(jobs: Option<usize>) -> usize {
+    jobs.filter(|j| *j > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+}

@@ -1,0 +1,241 @@
+//! Restore a snapshot into a new (or empty) database: pre-data schema, every table loaded
+//! in parallel with `COPY FROM`, post-data (indexes, constraints, triggers: so user triggers
+//! never fire during the load), sequence values, materialized views. Every object's hash is
+//! checked; a missing or altered object stops the restore and names the object.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinSet;
+
+use super::{Core, jobs_or_default};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::ConnSpec;
+use crate::pipeline::read_object;
+use crate::progress::Progress;
+use crate::repo::layout::SnapshotObject;
+use crate::repo::manifest::{Manifest, ObjectEntry};
+use crate::restore::database::{self, TargetState};
+
+/// What `restore` takes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RestoreOptions {
+    pub snapshot: String,
+    /// The snapshot's workspace; found by searching the repository when omitted.
+    pub workspace: Option<String>,
+    /// `postgres://.../new_db`: created if missing, refused if not empty.
+    pub target: String,
+    /// Parallel connections loading tables (default: one per core).
+    pub jobs: Option<usize>,
+}
+
+/// What a restore did, with its phases timed.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub workspace: String,
+    /// The target URL, without any password.
+    pub target: String,
+    pub created_database: bool,
+    pub tables: usize,
+    pub rows: u64,
+    pub plain_bytes: u64,
+    pub stored_bytes: u64,
+    pub timings: RestoreTimings,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreTimings {
+    pub check_ms: u64,
+    pub pre_data_ms: u64,
+    pub data_ms: u64,
+    pub post_data_ms: u64,
+    pub finish_ms: u64,
+    pub total_ms: u64,
+}
+
+/// Restores a snapshot into `opts.target`.
+///
+/// Errors: `NotFound` for an unknown snapshot, `Key` without a matching identity,
+/// `Integrity` for a missing or altered object (named), `Refused` for a non-empty target,
+/// `Database`/`Unavailable` from Postgres. A database the restore created is dropped again
+/// when it fails; an existing empty one is left as it is.
+pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreReport> {
+    let clock = Instant::now();
+    let workspace = match &opts.workspace {
+        Some(w) => w.clone(),
+        None => core.repo.find_snapshot(&opts.snapshot).await?,
+    };
+    let manifest = core.repo.read_manifest(&workspace, &opts.snapshot, core.identities()?).await?;
+    let target = ConnSpec::parse(&opts.target, None)?;
+    progress.set_prefix(format!("restore {}", manifest.id));
+    progress.set_message("checking objects");
+    preflight(core, &manifest).await?;
+    let check_ms = clock.elapsed().as_millis() as u64;
+
+    let state = database::prepare_target(&target, &manifest.source).await?;
+    let result = fill(core, &manifest, &target, opts, progress).await;
+    progress.finish();
+    match result {
+        Ok(mut timings) => {
+            timings.check_ms = check_ms;
+            timings.total_ms = clock.elapsed().as_millis() as u64;
+            Ok(RestoreReport {
+                snapshot: manifest.id.clone(),
+                workspace,
+                target: target.display(),
+                created_database: state == TargetState::Created,
+                tables: manifest.tables.len(),
+                rows: manifest.total_rows(),
+                plain_bytes: manifest.plain_bytes(),
+                stored_bytes: manifest.stored_bytes(),
+                timings,
+            })
+        }
+        Err(e) => {
+            let e = e.context(format!("restoring snapshot {} into {}", manifest.id, target.display()));
+            if state == TargetState::Created {
+                match database::drop_database(&target).await {
+                    Ok(()) => Err(e.context("(the partly restored database was dropped again)".to_string())),
+                    Err(drop_err) => Err(e.context(format!(
+                        "(the partly restored database could not be dropped: {}; drop it by hand)",
+                        drop_err.message()
+                    ))),
+                }
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Every object the manifest names must exist with the recorded size before anything is
+/// written, so a damaged snapshot is refused up front.
+async fn preflight(core: &Core, manifest: &Manifest) -> Result<()> {
+    let store = core.repo.store();
+    let checks = futures::stream::iter(manifest.objects().cloned().collect::<Vec<_>>())
+        .map(|entry| {
+            let store = store.clone();
+            let (ws, id) = (manifest.workspace.clone(), manifest.id.clone());
+            async move {
+                let path = SnapshotObject::key_for_name(&ws, &id, &entry.name)?;
+                match object_store::ObjectStoreExt::head(&store, &path).await {
+                    Ok(meta) if meta.size == entry.stored_size => Ok(()),
+                    Ok(meta) => Err(Error::integrity(format!(
+                        "object {path} has {} bytes, the manifest says {}: the snapshot is damaged",
+                        meta.size, entry.stored_size
+                    ))),
+                    Err(object_store::Error::NotFound { .. }) => Err(Error::integrity(format!(
+                        "object {path} is missing from the repository: the snapshot is damaged"
+                    ))),
+                    Err(e) => Err(Error::from(e)),
+                }
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
+    checks.into_iter().collect()
+}
+
+async fn open(core: &Core, manifest: &Manifest, entry: &ObjectEntry) -> Result<crate::pipeline::ObjectStream> {
+    let path = SnapshotObject::key_for_name(&manifest.workspace, &manifest.id, &entry.name)?;
+    read_object(&core.repo.store(), &path, entry, core.identities()?).await
+}
+
+async fn fill(
+    core: &Core,
+    manifest: &Manifest,
+    target: &ConnSpec,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<RestoreTimings> {
+    let bin_dir = core.pg_bin_dir();
+    let mut timings = RestoreTimings::default();
+
+    let t = Instant::now();
+    progress.set_message("schema (pre-data)");
+    let pre = open(core, manifest, &manifest.schema_pre).await?;
+    database::apply_sql(bin_dir.as_deref(), target, pre, "the schema (pre-data)").await?;
+    timings.pre_data_ms = t.elapsed().as_millis() as u64;
+
+    let t = Instant::now();
+    load_tables(core, manifest, target, opts, progress).await?;
+    timings.data_ms = t.elapsed().as_millis() as u64;
+
+    let t = Instant::now();
+    progress.set_message("indexes, constraints, triggers (post-data)");
+    let post = open(core, manifest, &manifest.schema_post).await?;
+    database::apply_sql(bin_dir.as_deref(), target, post, "the schema (post-data)").await?;
+    timings.post_data_ms = t.elapsed().as_millis() as u64;
+
+    let t = Instant::now();
+    progress.set_message("sequences and materialized views");
+    let mut conn = target.connect().await?;
+    database::set_sequences(&mut conn, &manifest.sequences).await?;
+    database::refresh_materialized_views(&mut conn, &manifest.materialized_views).await?;
+    ConnSpec::close(conn).await;
+    timings.finish_ms = t.elapsed().as_millis() as u64;
+    Ok(timings)
+}
+
+async fn load_tables(
+    core: &Core,
+    manifest: &Manifest,
+    target: &ConnSpec,
+    opts: &RestoreOptions,
+    progress: &Progress,
+) -> Result<()> {
+    let mut items: Vec<(usize, ObjectEntry)> = manifest
+        .tables
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| t.parts.iter().map(move |p| (i, p.clone())))
+        .collect();
+    items.sort_by_key(|(_, p)| std::cmp::Reverse(p.stored_size));
+    let total = items.len();
+    if total == 0 {
+        return Ok(());
+    }
+    let queue = Arc::new(Mutex::new(VecDeque::from(items)));
+    let done = Arc::new(Mutex::new(0usize));
+    let manifest = Arc::new(manifest.clone());
+    progress.set_message(format!("tables 0/{total}"));
+    let mut set = JoinSet::new();
+    for _ in 0..jobs_or_default(opts.jobs).min(total) {
+        let (queue, done, manifest) = (queue.clone(), done.clone(), manifest.clone());
+        let (core, target, progress) = (core.clone(), target.clone(), progress.clone());
+        set.spawn(async move {
+            let mut conn = target.connect().await?;
+            sqlx::raw_sql("SET synchronous_commit = off").execute(&mut conn).await?;
+            loop {
+                let next = queue.lock().expect("queue lock").pop_front();
+                let Some((table_index, entry)) = next else { break };
+                let table = &manifest.tables[table_index];
+                let statement = database::copy_in_statement(&table.schema, &table.name, &table.columns);
+                let stream = open(&core, &manifest, &entry).await?;
+                database::copy_in(&mut conn, &statement, stream)
+                    .await
+                    .map_err(|e| e.context(format!("loading table {}.{} ({})", table.schema, table.name, entry.name)))?;
+                progress.add_bytes(entry.plain_size);
+                let mut n = done.lock().expect("done lock");
+                *n += 1;
+                progress.set_message(format!("tables {n}/{total}"));
+            }
+            ConnSpec::close(conn).await;
+            Ok::<_, Error>(())
+        });
+    }
+    while let Some(joined) = set.join_next().await {
+        let outcome = joined.unwrap_or_else(|e| Err(Error::new(ErrorKind::Internal, format!("a load task failed: {e}"))));
+        if let Err(e) = outcome {
+            set.abort_all();
+            return Err(e);
+        }
+    }
+    Ok(())
+}

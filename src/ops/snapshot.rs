@@ -1,0 +1,361 @@
+//! Snapshots: take one (schema + every table, consistent at one instant, streamed through
+//! the pipeline), list them, show one. The manifest is committed last; a snapshot without
+//! a manifest does not exist.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio::task::JoinSet;
+
+use super::{Core, jobs_or_default};
+use crate::error::{Error, Result};
+use crate::keys::Recipients;
+use crate::pg::ConnSpec;
+use crate::pipeline::ObjectWriter;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::repo::layout::{self, SnapshotObject};
+use crate::repo::manifest::{Manifest, ObjectEntry, SnapshotKind, TableEntry, Timings};
+use crate::source::digest::{self, RowDigest};
+use crate::source::postgres::{self, BlockRange, Section, SnapshotSession};
+
+/// Tables larger than this (heap bytes) are split into parts copied in parallel.
+pub const DEFAULT_SPLIT_TABLE_MIB: u64 = 256;
+
+/// What `snapshot create` takes, from the CLI, the API or a schedule.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SnapshotOptions {
+    pub workspace: String,
+    pub note: Option<String>,
+    pub kind: SnapshotKind,
+    /// Parallel connections copying tables (default: one per core).
+    pub jobs: Option<usize>,
+    /// Split tables larger than this many MiB into parts (0: never split).
+    pub split_table_mib: u64,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        SnapshotOptions {
+            workspace: String::new(),
+            note: None,
+            kind: SnapshotKind::Manual,
+            jobs: None,
+            split_table_mib: DEFAULT_SPLIT_TABLE_MIB,
+        }
+    }
+}
+
+/// One unit of data work: a table or a block range of it.
+struct WorkItem {
+    table: usize,
+    part: Option<u32>,
+    range: Option<BlockRange>,
+    estimate: i64,
+}
+
+struct PartResult {
+    table: usize,
+    part: Option<u32>,
+    entry: ObjectEntry,
+    digest: RowDigest,
+}
+
+/// Takes a snapshot of a workspace's database.
+///
+/// Errors: `NotFound` for an unknown workspace, `Unavailable` when the database or the
+/// store cannot be reached, `Database` when Postgres or pg_dump refuses. On any error no
+/// manifest is written, so no snapshot appears; objects already uploaded are garbage.
+pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) -> Result<Manifest> {
+    let ws = core.config.workspace(&opts.workspace)?;
+    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
+    let recipients = core.recipients()?.clone();
+    let bin_dir = core.pg_bin_dir();
+    let started_at = chrono::Utc::now();
+    let clock = Instant::now();
+    let id = layout::new_snapshot_id(started_at);
+    progress.set_prefix(format!("snapshot {}", opts.workspace));
+    progress.set_message("reading the catalog");
+
+    let pg_dump_version = postgres::pg_dump_version(bin_dir.as_deref()).await?;
+    let session = SnapshotSession::begin(&spec, pg_dump_version)
+        .await
+        .map_err(|e| e.context(format!("starting a snapshot of workspace {}", opts.workspace)))?;
+    tracing::info!(workspace = %opts.workspace, id = %id, tables = session.tables.len(), "snapshot started");
+
+    let schema = {
+        let (repo, recipients, spec, ws_name, id) =
+            (core.repo.clone(), recipients.clone(), spec.clone(), opts.workspace.clone(), id.clone());
+        let snapshot_name = session.snapshot_name.clone();
+        let bin_dir = bin_dir.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let pre = dump_schema(&repo, &recipients, &spec, bin_dir.as_deref(), &snapshot_name, &ws_name, &id, Section::PreData);
+            let post = dump_schema(&repo, &recipients, &spec, bin_dir.as_deref(), &snapshot_name, &ws_name, &id, Section::PostData);
+            let (pre, post) = futures::try_join!(pre, post)?;
+            Ok::<_, Error>((pre, post, t.elapsed().as_millis() as u64))
+        })
+    };
+
+    let data_clock = Instant::now();
+    let parts = copy_tables(core, &session, &spec, &recipients, opts, &id, progress).await;
+    let data_ms = data_clock.elapsed().as_millis() as u64;
+    let schema = match schema.await {
+        Ok(r) => r,
+        Err(join) => Err(Error::internal(format!("schema dump task failed: {join}"))),
+    };
+    let (parts, (schema_pre, schema_post, schema_ms)) = match (parts, schema) {
+        (Ok(p), Ok(s)) => (p, s),
+        (Err(e), _) | (_, Err(e)) => {
+            return Err(e.context(format!("taking snapshot {id} of workspace {}", opts.workspace)));
+        }
+    };
+
+    let mut tables: Vec<TableEntry> = session
+        .tables
+        .iter()
+        .map(|t| TableEntry {
+            schema: t.schema.clone(),
+            name: t.name.clone(),
+            columns: t.columns.clone(),
+            rows: 0,
+            content_digest: String::new(),
+            parts: Vec::new(),
+        })
+        .collect();
+    let mut digests: Vec<RowDigest> = vec![RowDigest::new(); tables.len()];
+    let mut parts = parts;
+    parts.sort_by_key(|p| (p.table, p.part));
+    for p in parts {
+        digests[p.table].combine(&p.digest);
+        tables[p.table].parts.push(p.entry);
+    }
+    for (t, d) in tables.iter_mut().zip(&digests) {
+        t.rows = d.rows();
+        t.content_digest = d.hex();
+    }
+
+    let info = session.info.clone();
+    let sequences = session.sequences.clone();
+    let materialized_views = session.materialized_views.clone();
+    session.finish().await?;
+
+    let manifest = Manifest {
+        format: crate::repo::manifest::MANIFEST_FORMAT,
+        id: id.clone(),
+        workspace: opts.workspace.clone(),
+        kind: opts.kind,
+        note: opts.note.clone(),
+        started_at,
+        finished_at: chrono::Utc::now(),
+        tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
+        source: info,
+        timings: Timings { schema_ms, data_ms, total_ms: clock.elapsed().as_millis() as u64 },
+        schema_pre,
+        schema_post,
+        tables,
+        sequences,
+        materialized_views,
+        content_digest_algorithm: digest::ALGORITHM.to_string(),
+    };
+    core.repo.commit_manifest(&manifest, &recipients).await?;
+    progress.finish();
+    tracing::info!(workspace = %opts.workspace, id = %id, bytes = manifest.stored_bytes(), "snapshot committed");
+    Ok(manifest)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dump_schema(
+    repo: &Repository,
+    recipients: &Recipients,
+    spec: &ConnSpec,
+    bin_dir: Option<&std::path::Path>,
+    snapshot_name: &str,
+    workspace: &str,
+    id: &str,
+    section: Section,
+) -> Result<ObjectEntry> {
+    let object = match section {
+        Section::PreData => SnapshotObject::SchemaPre,
+        Section::PostData => SnapshotObject::SchemaPost,
+    };
+    let mut child = postgres::spawn_schema_dump(bin_dir, spec, snapshot_name, section)?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut writer = ObjectWriter::new(repo, object.key(workspace, id), object.name(), recipients)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = stdout.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        writer.write(&buf[..n]).await?;
+    }
+    postgres::wait_tool(child, &format!("pg_dump {section:?}")).await?;
+    writer.finish().await
+}
+
+async fn copy_tables(
+    core: &Core,
+    session: &SnapshotSession,
+    spec: &ConnSpec,
+    recipients: &Recipients,
+    opts: &SnapshotOptions,
+    id: &str,
+    progress: &Progress,
+) -> Result<Vec<PartResult>> {
+    let mut items = Vec::new();
+    for (i, t) in session.tables.iter().enumerate() {
+        let ranges = session.block_ranges(t, opts.split_table_mib << 20);
+        let split = ranges.len() > 1;
+        let share = t.bytes / ranges.len() as i64;
+        for (p, range) in ranges.into_iter().enumerate() {
+            items.push(WorkItem { table: i, part: split.then_some(p as u32), range, estimate: share });
+        }
+    }
+    // Largest first, so the long poles start early and the tail is short.
+    items.sort_by_key(|w| std::cmp::Reverse(w.estimate));
+    let total_items = items.len();
+    let queue = Arc::new(Mutex::new(VecDeque::from(items)));
+    let done = Arc::new(Mutex::new(0usize));
+    let tables = Arc::new(session.tables.clone());
+    let jobs = jobs_or_default(opts.jobs).min(total_items.max(1));
+    progress.set_message(format!("tables 0/{total_items}"));
+
+    let mut set = JoinSet::new();
+    for _ in 0..jobs {
+        let (queue, done, tables) = (queue.clone(), done.clone(), tables.clone());
+        let (repo, recipients, spec, progress) = (core.repo.clone(), recipients.clone(), spec.clone(), progress.clone());
+        let (snapshot_name, workspace, id) = (session.snapshot_name.clone(), opts.workspace.clone(), id.to_string());
+        set.spawn(async move {
+            let mut conn = postgres::import_snapshot(&spec, &snapshot_name).await?;
+            let mut results = Vec::new();
+            loop {
+                let item = queue.lock().expect("queue lock").pop_front();
+                let Some(item) = item else { break };
+                let table = &tables[item.table];
+                let object = SnapshotObject::TablePart {
+                    schema: table.schema.clone(),
+                    table: table.name.clone(),
+                    part: item.part,
+                };
+                let statement = postgres::copy_out_statement(&table.schema, &table.name, &table.columns, item.range);
+                let mut writer = ObjectWriter::new(&repo, object.key(&workspace, &id), object.name(), &recipients)?;
+                let mut digest = RowDigest::new();
+                let copied: Result<()> = async {
+                    let mut rows = postgres::copy_out(&mut conn, &statement).await?;
+                    while let Some(chunk) = rows.next().await {
+                        let chunk = chunk?;
+                        digest.update(&chunk);
+                        progress.add_bytes(chunk.len() as u64);
+                        writer.write(&chunk).await?;
+                    }
+                    Ok(())
+                }
+                .await;
+                if let Err(e) = copied {
+                    writer.abort().await;
+                    return Err(e.context(format!("copying table {}.{}", table.schema, table.name)));
+                }
+                digest.finish();
+                let entry = writer.finish().await?;
+                results.push(PartResult { table: item.table, part: item.part, entry, digest });
+                let mut n = done.lock().expect("done lock");
+                *n += 1;
+                progress.set_message(format!("tables {n}/{total_items}"));
+            }
+            sqlx::raw_sql("COMMIT").execute(&mut conn).await?;
+            ConnSpec::close(conn).await;
+            Ok::<_, Error>(results)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        match joined {
+            Ok(Ok(results)) => all.extend(results),
+            Ok(Err(e)) => {
+                set.abort_all();
+                return Err(e);
+            }
+            Err(join) => {
+                set.abort_all();
+                return Err(Error::internal(format!("a copy task failed: {join}")));
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// A line of `snapshot list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotSummary {
+    pub id: String,
+    pub workspace: String,
+    /// `None` when the identity is not available to read the manifest.
+    pub kind: Option<SnapshotKind>,
+    pub note: Option<String>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub tables: Option<usize>,
+    pub rows: Option<u64>,
+    pub stored_bytes: Option<u64>,
+}
+
+impl SnapshotSummary {
+    pub fn of(manifest: &Manifest) -> SnapshotSummary {
+        SnapshotSummary {
+            id: manifest.id.clone(),
+            workspace: manifest.workspace.clone(),
+            kind: Some(manifest.kind),
+            note: manifest.note.clone(),
+            finished_at: Some(manifest.finished_at),
+            tables: Some(manifest.tables.len()),
+            rows: Some(manifest.total_rows()),
+            stored_bytes: Some(manifest.stored_bytes()),
+        }
+    }
+}
+
+/// The committed snapshots of a workspace, oldest first. Without an identity only ids are
+/// known (everything else is encrypted).
+///
+/// Errors: `Unavailable` for an unreachable store; `Key`/`Integrity` for manifests that
+/// cannot be read with the configured identity.
+pub async fn list(core: &Core, workspace: &str) -> Result<Vec<SnapshotSummary>> {
+    crate::config::validate_workspace_name(workspace)?;
+    let ids = core.repo.list_snapshot_ids(workspace).await?;
+    if !core.has_identities() {
+        return Ok(ids
+            .into_iter()
+            .map(|id| SnapshotSummary {
+                id,
+                workspace: workspace.to_string(),
+                kind: None,
+                note: None,
+                finished_at: None,
+                tables: None,
+                rows: None,
+                stored_bytes: None,
+            })
+            .collect());
+    }
+    let identities = core.identities()?;
+    let manifests = futures::stream::iter(ids)
+        .map(|id| async move { core.repo.read_manifest(workspace, &id, identities).await })
+        .buffered(8)
+        .collect::<Vec<_>>()
+        .await;
+    manifests.into_iter().map(|m| m.map(|m| SnapshotSummary::of(&m))).collect()
+}
+
+/// One snapshot's manifest. `workspace` may be omitted: the repository is searched.
+pub async fn show(core: &Core, id: &str, workspace: Option<&str>) -> Result<Manifest> {
+    let ws = match workspace {
+        Some(w) => w.to_string(),
+        None => core.repo.find_snapshot(id).await?,
+    };
+    core.repo.read_manifest(&ws, id, core.identities()?).await
+}

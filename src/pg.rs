@@ -1,0 +1,233 @@
+//! Talking to Postgres: connection specs that keep the password apart from the URL (so it
+//! never reaches logs, errors or a process list), sqlx connections with the session settings
+//! every tidemark connection uses, and finding and running the client tools (pg_dump, psql).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+use url::Url;
+
+use crate::config::Secret;
+use crate::error::{Error, ErrorKind, Result};
+
+/// A Postgres connection target: a URL without its password, plus the password apart.
+#[derive(Clone)]
+pub struct ConnSpec {
+    url: Url,
+    password: Option<String>,
+}
+
+impl std::fmt::Debug for ConnSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConnSpec({})", self.url)
+    }
+}
+
+impl ConnSpec {
+    /// Parses a `postgres://` URL. The password comes from `password`, else the URL, else
+    /// `PGPASSWORD`/`.pgpass` (read by libpq and sqlx themselves).
+    ///
+    /// Errors: `Config` for a URL that is not `postgres://` or `postgresql://`.
+    pub fn parse(url: &str, password: Option<&Secret>) -> Result<ConnSpec> {
+        let mut parsed = Url::parse(url).map_err(|e| {
+            Error::config(format!("{} is not a valid postgres URL: {e}", redact_url(url)))
+        })?;
+        if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+            return Err(Error::config(format!(
+                "{} is not a postgres:// URL",
+                redact_url(url)
+            )));
+        }
+        let url_password = parsed.password().map(percent_decode);
+        let _ = parsed.set_password(None);
+        let password = match password {
+            Some(secret) => Some(secret.resolve()?),
+            None => url_password,
+        };
+        Ok(ConnSpec { url: parsed, password })
+    }
+
+    /// The database name (last path segment), `None` when the URL names none.
+    pub fn database(&self) -> Option<String> {
+        let db = self.url.path().trim_start_matches('/');
+        (!db.is_empty()).then(|| percent_decode(db))
+    }
+
+    /// The same server, another database.
+    pub fn with_database(&self, db: &str) -> ConnSpec {
+        let mut url = self.url.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.clear().push(db);
+        }
+        ConnSpec { url, password: self.password.clone() }
+    }
+
+    /// The URL for display: never contains the password.
+    pub fn display(&self) -> String {
+        self.url.to_string()
+    }
+
+    fn connect_options(&self) -> Result<PgConnectOptions> {
+        let mut opts = PgConnectOptions::from_str(self.url.as_str())
+            .map_err(|e| Error::config(format!("{} is not usable: {e}", self.display())))?
+            .application_name("tidemark")
+            .log_statements(tracing::log::LevelFilter::Debug)
+            .log_slow_statements(tracing::log::LevelFilter::Debug, std::time::Duration::from_secs(10));
+        if let Some(p) = &self.password {
+            opts = opts.password(p);
+        } else if let Ok(p) = std::env::var("PGPASSWORD") {
+            opts = opts.password(&p);
+        }
+        Ok(opts)
+    }
+
+    /// Opens a connection with tidemark's session settings (ISO dates, UTC, exact floats,
+    /// row security off so that RLS can never silently hide rows from a backup).
+    ///
+    /// Errors: `Unavailable` when the server cannot be reached, `Database` otherwise.
+    pub async fn connect(&self) -> Result<PgConnection> {
+        let mut conn = self.connect_options()?.connect().await.map_err(|e| {
+            Error::from(e).context(format!("connecting to {}", self.display()))
+        })?;
+        sqlx::raw_sql(SESSION_SETTINGS).execute(&mut conn).await?;
+        Ok(conn)
+    }
+
+    /// Environment and arguments for a libpq tool: the URL goes on the command line without
+    /// the password; the password goes in `PGPASSWORD`.
+    pub fn apply_to_command(&self, cmd: &mut tokio::process::Command) {
+        cmd.arg(format!("--dbname={}", self.url));
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        cmd.env("PGAPPNAME", "tidemark");
+    }
+
+    /// Closes a connection, ignoring errors (the work is already done or failed).
+    pub async fn close(conn: PgConnection) {
+        let _ = conn.close().await;
+    }
+}
+
+/// Settings of every session tidemark opens: output that is the same on every server and
+/// round-trips exactly (what pg_dump sets too).
+pub const SESSION_SETTINGS: &str = "SET DateStyle = ISO; SET IntervalStyle = postgres; \
+     SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET row_security = off; \
+     SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
+     SET bytea_output = 'hex'";
+
+/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`; unparsable input is
+/// replaced entirely, since it might be a secret.
+pub fn redact_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_string(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// Quotes an SQL identifier: always quoted, so every name (spaces, capitals, keywords,
+/// unicode, dots) survives.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `"schema"."name"`.
+pub fn qualified(schema: &str, name: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(name))
+}
+
+/// Where the Postgres binaries are: the configured folder, `pg_config --bindir`, the newest
+/// `/usr/lib/postgresql/*/bin`, or whatever `PATH` finds.
+pub fn bin_dir(configured: Option<&Path>) -> Option<PathBuf> {
+    if let Some(dir) = configured {
+        return Some(dir.to_path_buf());
+    }
+    if let Some(dir) = std::env::var_os("TIDEMARK_PG_BIN_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Ok(out) = std::process::Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("pg_dump").exists() {
+            return Some(dir);
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("pg_dump").exists().then_some((major, bin))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, dir)| dir)
+}
+
+/// The path of a Postgres tool (`pg_dump`, `psql`, `initdb`...).
+pub fn tool(bin_dir: Option<&Path>, name: &str) -> PathBuf {
+    match bin_dir {
+        Some(dir) => dir.join(name),
+        None => PathBuf::from(name),
+    }
+}
+
+/// Error for a tool that could not be started.
+pub fn tool_spawn_error(path: &Path, e: std::io::Error) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        format!(
+            "cannot run {}: {e}. Install the PostgreSQL client tools (Debian: postgresql-client) \
+             or set postgres.bin-dir in tidemark.toml",
+            path.display()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_leave_the_url() {
+        let spec = ConnSpec::parse("postgres://u:p%40ss@db.example:5433/shop?sslmode=require", None).unwrap();
+        assert!(!spec.display().contains("p%40ss"));
+        assert_eq!(spec.password.as_deref(), Some("p@ss"));
+        assert_eq!(spec.database().as_deref(), Some("shop"));
+        let other = spec.with_database("shop copy");
+        assert_eq!(other.database().as_deref(), Some("shop copy"));
+        assert!(other.display().contains("sslmode=require"));
+    }
+
+    #[test]
+    fn config_password_wins_over_url() {
+        let spec = ConnSpec::parse("postgres://u:old@h/db", Some(&Secret::literal("new"))).unwrap();
+        assert_eq!(spec.password.as_deref(), Some("new"));
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("not a url secret"), "<unparsable URL>");
+    }
+
+    #[test]
+    fn identifiers_are_always_quoted() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+        assert_eq!(qualified("my schema", "Table.1"), "\"my schema\".\"Table.1\"");
+    }
+}

@@ -1,0 +1,173 @@
+//! Throwaway Postgres clusters: initdb on a free port in a temp folder, pg_ctl start/stop,
+//! everything run as the `postgres` OS user when tidemark runs as root (Postgres refuses
+//! root). Used by `demo`, by drills and by the tests. A cluster stops and its folder is
+//! removed when the value is dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use nix::unistd::{Gid, Uid, User};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// How to start a cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterOptions {
+    /// Folder with initdb/pg_ctl (default: [`crate::pg::bin_dir`]).
+    pub bin_dir: Option<PathBuf>,
+    /// Extra `postgresql.conf` settings (`("wal_level", "replica")`).
+    pub settings: Vec<(String, String)>,
+}
+
+/// A running throwaway cluster, superuser `postgres`, trust authentication on 127.0.0.1.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    port: u16,
+    bin_dir: Option<PathBuf>,
+    run_as: Option<(Uid, Gid)>,
+    running: bool,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cluster(port {}, {})", self.port, self.data.display())
+    }
+}
+
+impl Cluster {
+    /// Creates and starts a cluster. Blocking (seconds): call from `spawn_blocking` in async code.
+    ///
+    /// Errors: `Config` when the server binaries or the `postgres` user are missing,
+    /// `Internal` with the server log when it does not start.
+    pub fn start(opts: &ClusterOptions) -> Result<Cluster> {
+        let bin_dir = crate::pg::bin_dir(opts.bin_dir.as_deref());
+        let initdb = crate::pg::tool(bin_dir.as_deref(), "initdb");
+        let run_as = if Uid::effective().is_root() {
+            let user = User::from_name("postgres")
+                .ok()
+                .flatten()
+                .ok_or_else(|| Error::config("running as root needs a `postgres` OS user to run the server as"))?;
+            Some((user.uid, user.gid))
+        } else {
+            None
+        };
+        let dir = tempfile::Builder::new().prefix("tidemark-pg-").tempdir()?;
+        if let Some((uid, gid)) = run_as {
+            nix::unistd::chown(dir.path(), Some(uid), Some(gid))
+                .map_err(|e| Error::internal(format!("cannot hand {} to postgres: {e}", dir.path().display())))?;
+        }
+        let data = dir.path().join("data");
+        let mut cmd = Command::new(&initdb);
+        cmd.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
+        run(&mut cmd, run_as, dir.path()).map_err(|e| match e.kind() {
+            ErrorKind::NotFound => crate::pg::tool_spawn_error(&initdb, std::io::Error::from(std::io::ErrorKind::NotFound)),
+            _ => e.context("running initdb".to_string()),
+        })?;
+        let mut cluster = Cluster { dir, data, port: 0, bin_dir, run_as, running: false };
+        let mut last_error = None;
+        for _ in 0..5 {
+            cluster.port = free_port()?;
+            cluster.write_settings(opts)?;
+            match cluster.pg_ctl_start() {
+                Ok(()) => {
+                    cluster.running = true;
+                    return Ok(cluster);
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    fn write_settings(&self, opts: &ClusterOptions) -> Result<()> {
+        let mut conf = format!(
+            "\n# tidemark throwaway cluster\nport = {}\nlisten_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{}'\nfsync = off\nfull_page_writes = off\n\
+             synchronous_commit = off\nmax_connections = 50\n",
+            self.port,
+            self.dir.path().display()
+        );
+        for (k, v) in &opts.settings {
+            conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
+        }
+        std::fs::write(self.data.join("postgresql.auto.conf"), conf)?;
+        Ok(())
+    }
+
+    fn pg_ctl_start(&self) -> Result<()> {
+        let log = self.dir.path().join("server.log");
+        let mut cmd = Command::new(crate::pg::tool(self.bin_dir.as_deref(), "pg_ctl"));
+        cmd.arg("-D").arg(&self.data).arg("-l").arg(&log).args(["-w", "-t", "60", "start"]);
+        run(&mut cmd, self.run_as, self.dir.path()).map_err(|e| {
+            let tail = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+            e.context(format!("starting postgres on port {}; server log:\n{}", self.port, tail.join("\n")))
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/DB`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Stops the server (fast shutdown). Also done on drop.
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let mut cmd = Command::new(crate::pg::tool(self.bin_dir.as_deref(), "pg_ctl"));
+        cmd.arg("-D").arg(&self.data).args(["-m", "fast", "-w", "stop"]);
+        if run(&mut cmd, self.run_as, self.dir.path()).is_err() {
+            let mut cmd = Command::new(crate::pg::tool(self.bin_dir.as_deref(), "pg_ctl"));
+            cmd.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]);
+            let _ = run(&mut cmd, self.run_as, self.dir.path());
+        }
+        self.running = false;
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Runs a server tool, as `run_as` when given; fails with its output.
+fn run(cmd: &mut Command, run_as: Option<(Uid, Gid)>, cwd: &Path) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    cmd.current_dir(cwd).stdin(Stdio::null()).env("LC_ALL", "C");
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid.as_raw()).gid(gid.as_raw()).env("HOME", cwd).env_remove("PGDATA");
+    }
+    let out = cmd.output().map_err(|e| {
+        let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Internal };
+        Error::new(kind, format!("cannot run {:?}: {e}", cmd.get_program()))
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::internal(format!(
+            "{:?} failed ({}): {}{}",
+            cmd.get_program(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )))
+    }
+}

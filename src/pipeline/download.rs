@@ -1,0 +1,132 @@
+//! Reading one object back: download -> SHA-256 of the stored bytes -> age -> zstd ->
+//! BLAKE3 of the plaintext, streamed in bounded memory. The hashes are checked when the
+//! stream ends: the last item is an error if anything does not match, so a consumer that
+//! forwards items and stops at the first error never commits unverified data.
+
+use std::io::{BufReader, Read};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+
+use super::{decrypt_error, read_error};
+use crate::error::{Error, Result};
+use crate::keys::Identities;
+use crate::repo::manifest::ObjectEntry;
+
+/// Chunks of plaintext, then `Ok(None)`... as an async receiver.
+pub type ObjectStream = mpsc::Receiver<Result<Bytes>>;
+
+const CHUNK: usize = 1 << 20;
+/// Chunks buffered between the decoder thread and the consumer.
+const CHANNEL_DEPTH: usize = 4;
+
+struct HashingReader<R> {
+    inner: R,
+    state: Arc<Mutex<(Sha256, u64)>>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut s = self.state.lock().expect("hash lock");
+        s.0.update(&buf[..n]);
+        s.1 += n as u64;
+        Ok(n)
+    }
+}
+
+/// Opens `path` (described by `entry`) and streams its verified plaintext.
+///
+/// Errors (at once): `Integrity` when the object is missing. Errors (as the stream's last
+/// item): `Key` for a wrong identity, `Integrity` for a hash, size or authentication failure.
+pub async fn read_object(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    entry: &ObjectEntry,
+    identities: &Identities,
+) -> Result<ObjectStream> {
+    let what = format!("object {path}");
+    let got = store.get(path).await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => {
+            Error::integrity(format!("{what} is missing from the repository; the snapshot is damaged"))
+        }
+        other => Error::from(other).context(format!("downloading {path}")),
+    })?;
+    let stream = got.into_stream().map_err(std::io::Error::other);
+    let bridge = SyncIoBridge::new(StreamReader::new(stream));
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let entry = entry.clone();
+    let identities = identities.clone();
+    tokio::task::spawn_blocking(move || {
+        let result = decode(bridge, &entry, &identities, &what, &tx);
+        if let Err(e) = result {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Ok(rx)
+}
+
+fn decode(
+    source: impl Read,
+    entry: &ObjectEntry,
+    identities: &Identities,
+    what: &str,
+    tx: &mpsc::Sender<Result<Bytes>>,
+) -> Result<()> {
+    let state = Arc::new(Mutex::new((Sha256::new(), 0u64)));
+    let hashing = BufReader::with_capacity(CHUNK, HashingReader { inner: source, state: state.clone() });
+    let decryptor = age::Decryptor::new_buffered(hashing).map_err(|e| decrypt_error(e, what))?;
+    let plain = decryptor.decrypt(identities.iter()).map_err(|e| decrypt_error(e, what))?;
+    let mut decoder = zstd::stream::read::Decoder::new(plain).map_err(|e| read_error(e, what))?;
+    let mut blake = blake3::Hasher::new();
+    let mut plain_size = 0u64;
+    loop {
+        let mut buf = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            let n = decoder.read(&mut buf[filled..]).map_err(|e| read_error(e, what))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        blake.update(&buf);
+        plain_size += filled as u64;
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+            return Ok(()); // the consumer gave up; nothing to report to anyone
+        }
+    }
+    // Drain anything the decoders left unread so the stored hash covers every byte.
+    let mut rest = decoder.finish();
+    let mut sink = Vec::new();
+    let _ = rest.read_to_end(&mut sink);
+    let (sha, stored_size) = {
+        let s = state.lock().expect("hash lock");
+        (hex::encode(s.0.clone().finalize()), s.1)
+    };
+    if stored_size != entry.stored_size || sha != entry.stored_sha256 {
+        return Err(Error::integrity(format!(
+            "{what} does not match the manifest (stored {stored_size} bytes, sha256 {sha}; expected \
+             {} bytes, sha256 {}): it was altered or truncated",
+            entry.stored_size, entry.stored_sha256
+        )));
+    }
+    let plain_hex = blake.finalize().to_hex().to_string();
+    if plain_size != entry.plain_size || plain_hex != entry.plain_blake3 {
+        return Err(Error::integrity(format!(
+            "{what} decrypted to different data than was backed up (blake3 {plain_hex}, expected {})",
+            entry.plain_blake3
+        )));
+    }
+    Ok(())
+}

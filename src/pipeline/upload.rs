@@ -1,0 +1,190 @@
+//! Writing one object: bytes in, compressed and encrypted bytes out to the object store,
+//! small objects in one PUT, large ones as a multipart upload with bounded parts in flight.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+
+use super::{BATCH_SIZE, ZSTD_LEVEL};
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::Recipients;
+use crate::repo::Repository;
+use crate::repo::manifest::ObjectEntry;
+
+/// Parts of one multipart upload in flight at once (each `part_size` bytes).
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// The end of the encoder chain: counts and hashes what will be stored and hands it over.
+#[derive(Default)]
+struct Stored {
+    pending: Vec<u8>,
+    sha256: Sha256,
+    size: u64,
+}
+
+#[derive(Clone, Default)]
+struct StoredSink(Arc<Mutex<Stored>>);
+
+impl Write for StoredSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut s = self.0.lock().expect("sink lock");
+        s.sha256.update(buf);
+        s.size += buf.len() as u64;
+        s.pending.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+type Encoder = zstd::stream::write::Encoder<'static, age::stream::StreamWriter<StoredSink>>;
+
+enum Upload {
+    /// Not yet a part's worth: kept in memory, sent with one PUT if the object ends here.
+    Buffered(Vec<u8>),
+    Multipart(WriteMultipart),
+}
+
+/// Streams one object into the repository. Call [`ObjectWriter::finish`] to commit it and
+/// get its [`ObjectEntry`]; dropping it without finishing leaves no object under its name
+/// (a multipart upload that never completes is invisible).
+pub struct ObjectWriter {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    name: String,
+    part_size: usize,
+    encoder: Option<Encoder>,
+    sink: StoredSink,
+    plain: blake3::Hasher,
+    plain_size: u64,
+    batch: Vec<u8>,
+    upload: Upload,
+    repo: Repository,
+}
+
+impl ObjectWriter {
+    /// Starts an object at `path`, recorded in the manifest as `name`.
+    pub fn new(repo: &Repository, path: Path, name: String, recipients: &Recipients) -> Result<ObjectWriter> {
+        let sink = StoredSink::default();
+        let encryptor = age::Encryptor::with_recipients(recipients.iter())
+            .map_err(|e| Error::new(ErrorKind::Key, format!("cannot encrypt: {e}")))?;
+        let age_writer = encryptor.wrap_output(sink.clone())?;
+        let encoder = zstd::stream::write::Encoder::new(age_writer, ZSTD_LEVEL)?;
+        Ok(ObjectWriter {
+            store: repo.store(),
+            path,
+            name,
+            part_size: repo.part_size(),
+            encoder: Some(encoder),
+            sink,
+            plain: blake3::Hasher::new(),
+            plain_size: 0,
+            batch: Vec::with_capacity(BATCH_SIZE),
+            upload: Upload::Buffered(Vec::new()),
+            repo: repo.clone(),
+        })
+    }
+
+    /// Plaintext bytes written so far.
+    pub fn plain_size(&self) -> u64 {
+        self.plain_size + self.batch.len() as u64
+    }
+
+    /// Appends plaintext. Returns once the data is compressed, encrypted and either buffered
+    /// or handed to the uploader with room to spare (this is the back-pressure point).
+    pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.batch.extend_from_slice(data);
+        if self.batch.len() >= BATCH_SIZE {
+            self.flush_batch().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_batch(&mut self) -> Result<()> {
+        if !self.batch.is_empty() {
+            self.plain.update(&self.batch);
+            self.plain_size += self.batch.len() as u64;
+            self.encoder.as_mut().expect("writer not finished").write_all(&self.batch)?;
+            self.batch.clear();
+        }
+        self.ship().await
+    }
+
+    /// Moves what the encoder produced towards the store.
+    async fn ship(&mut self) -> Result<()> {
+        let out = std::mem::take(&mut self.sink.0.lock().expect("sink lock").pending);
+        if out.is_empty() {
+            return Ok(());
+        }
+        let start_multipart = match &mut self.upload {
+            Upload::Buffered(buf) => {
+                buf.extend_from_slice(&out);
+                buf.len() >= self.part_size
+            }
+            Upload::Multipart(writer) => {
+                writer.write(&out);
+                false
+            }
+        };
+        if start_multipart {
+            let upload = self.store.put_multipart(&self.path).await.map_err(|e| self.store_error(e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+            if let Upload::Buffered(buf) = &self.upload {
+                writer.write(buf);
+            }
+            self.upload = Upload::Multipart(writer);
+        }
+        if let Upload::Multipart(writer) = &mut self.upload {
+            let result = writer.wait_for_capacity(PARTS_IN_FLIGHT).await;
+            result.map_err(|e| self.store_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Completes the object and makes it durable.
+    ///
+    /// Errors: `Unavailable` when the store fails; the object then does not exist.
+    pub async fn finish(mut self) -> Result<ObjectEntry> {
+        self.flush_batch().await?;
+        let encoder = self.encoder.take().expect("writer not finished");
+        encoder.finish()?.finish()?;
+        self.ship().await?;
+        let upload = std::mem::replace(&mut self.upload, Upload::Buffered(Vec::new()));
+        match upload {
+            Upload::Buffered(buf) => {
+                let opts = object_store::PutOptions::from(PutMode::Create);
+                self.store
+                    .put_opts(&self.path, PutPayload::from(buf), opts)
+                    .await
+                    .map_err(|e| self.store_error(e))?;
+            }
+            Upload::Multipart(writer) => {
+                writer.finish().await.map_err(|e| self.store_error(e))?;
+            }
+        }
+        self.repo.make_durable(&self.path)?;
+        let stored = self.sink.0.lock().expect("sink lock");
+        Ok(ObjectEntry {
+            name: self.name.clone(),
+            plain_size: self.plain_size,
+            plain_blake3: self.plain.finalize().to_hex().to_string(),
+            stored_size: stored.size,
+            stored_sha256: hex::encode(stored.sha256.clone().finalize()),
+        })
+    }
+
+    /// Gives up on the object: a started multipart upload is aborted.
+    pub async fn abort(mut self) {
+        if let Upload::Multipart(writer) = std::mem::replace(&mut self.upload, Upload::Buffered(Vec::new())) {
+            let _ = writer.abort().await;
+        }
+    }
+
+    fn store_error(&self, e: object_store::Error) -> Error {
+        Error::from(e).context(format!("uploading {}", self.path))
+    }
+}

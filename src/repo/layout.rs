@@ -1,0 +1,187 @@
+//! Typed object keys: the one place that turns "the manifest of snapshot X of workspace W"
+//! into a path in the object store. No other module builds key strings.
+//!
+//! ```text
+//! repository.json
+//! workspaces/<ws>/snapshots/<id>/manifest.json.age
+//! workspaces/<ws>/snapshots/<id>/schema-pre.sql.zst.age
+//! workspaces/<ws>/snapshots/<id>/schema-post.sql.zst.age
+//! workspaces/<ws>/snapshots/<id>/tables/<schema>.<table>[.<part>].copy.zst.age
+//! ```
+
+use object_store::path::Path;
+
+use crate::error::{Error, Result};
+
+pub const DESCRIPTOR: &str = "repository.json";
+const MANIFEST: &str = "manifest.json.age";
+
+/// The repository descriptor's key.
+pub fn descriptor() -> Path {
+    Path::from(DESCRIPTOR)
+}
+
+/// `workspaces/`: one common prefix per workspace below it.
+pub fn workspaces() -> Path {
+    Path::from("workspaces")
+}
+
+/// `workspaces/<ws>/snapshots/`: one common prefix per snapshot id below it.
+pub fn snapshots(workspace: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "snapshots"])
+}
+
+/// The folder of one snapshot.
+pub fn snapshot_dir(workspace: &str, id: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "snapshots", id])
+}
+
+/// The manifest of one snapshot: written last, its presence makes the snapshot exist.
+pub fn manifest(workspace: &str, id: &str) -> Path {
+    snapshot_dir(workspace, id).join(MANIFEST)
+}
+
+/// The objects of a snapshot, named relative to the snapshot folder as the manifest lists them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotObject {
+    SchemaPre,
+    SchemaPost,
+    TablePart { schema: String, table: String, part: Option<u32> },
+}
+
+impl SnapshotObject {
+    /// The name recorded in the manifest (relative to the snapshot folder).
+    pub fn name(&self) -> String {
+        match self {
+            SnapshotObject::SchemaPre => "schema-pre.sql.zst.age".into(),
+            SnapshotObject::SchemaPost => "schema-post.sql.zst.age".into(),
+            SnapshotObject::TablePart { schema, table, part } => {
+                let part = part.map(|p| format!(".{p}")).unwrap_or_default();
+                format!("tables/{}.{}{part}.copy.zst.age", encode_segment(schema), encode_segment(table))
+            }
+        }
+    }
+
+    /// The object's full key.
+    pub fn key(&self, workspace: &str, id: &str) -> Path {
+        let dir = snapshot_dir(workspace, id);
+        match self {
+            SnapshotObject::SchemaPre | SnapshotObject::SchemaPost => dir.join(self.name()),
+            SnapshotObject::TablePart { .. } => {
+                let name = self.name();
+                let file = name.strip_prefix("tables/").expect("table objects live in tables/");
+                dir.join("tables").join(file)
+            }
+        }
+    }
+
+    /// Checks that a name read from a manifest is one tidemark writes, so that a crafted
+    /// manifest cannot point a restore at any other key.
+    ///
+    /// Errors: `Integrity` naming the bad entry.
+    pub fn validate_name(name: &str) -> Result<()> {
+        let ok = match name {
+            "schema-pre.sql.zst.age" | "schema-post.sql.zst.age" => true,
+            _ => name
+                .strip_prefix("tables/")
+                .and_then(|rest| rest.strip_suffix(".copy.zst.age"))
+                .is_some_and(|stem| {
+                    !stem.is_empty()
+                        && stem.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '.'))
+                }),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::integrity(format!("the manifest names an object tidemark never writes: {name:?}")))
+        }
+    }
+
+    /// The key of an object given its (validated) manifest name.
+    pub fn key_for_name(workspace: &str, id: &str, name: &str) -> Result<Path> {
+        Self::validate_name(name)?;
+        let mut key = snapshot_dir(workspace, id);
+        for part in name.split('/') {
+            key = key.join(part);
+        }
+        Ok(key)
+    }
+}
+
+/// Encodes an SQL name as a key segment: ASCII letters, digits, `_` and `-` stay; every
+/// other byte becomes `=XX`. The encoding is injective, so distinct names never collide,
+/// and dots (the schema/table separator) never appear inside a segment.
+pub fn encode_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' || b == b'-' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("={b:02X}"));
+        }
+    }
+    out
+}
+
+/// Snapshot ids sort by time: `20261123T004512Z-3f9a1c`.
+pub fn new_snapshot_id(now: chrono::DateTime<chrono::Utc>) -> String {
+    let suffix: u32 = rand::random::<u32>() & 0x00ff_ffff;
+    format!("{}-{suffix:06x}", now.format("%Y%m%dT%H%M%SZ"))
+}
+
+/// Errors: `Usage` when `id` does not look like a snapshot id (it may end up in a key).
+pub fn validate_snapshot_id(id: &str) -> Result<()> {
+    let bytes = id.as_bytes();
+    let ok = bytes.len() == 23
+        && bytes[..8].iter().all(u8::is_ascii_digit)
+        && bytes[8] == b'T'
+        && bytes[9..15].iter().all(u8::is_ascii_digit)
+        && &bytes[15..17] == b"Z-"
+        && bytes[17..].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "{id:?} is not a snapshot id (they look like 20261123T004512Z-3f9a1c); \
+             `tidemark snapshot list` shows them"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hard_names_encode_injectively_and_validate() {
+        let names = ["users", "my table", "a.b", "Ünïcode", "select", "x=41", "x", "A"];
+        let encoded: std::collections::HashSet<String> = names.iter().map(|n| encode_segment(n)).collect();
+        assert_eq!(encoded.len(), names.len());
+        for n in names {
+            let obj = SnapshotObject::TablePart { schema: "s.p".into(), table: n.into(), part: Some(2) };
+            SnapshotObject::validate_name(&obj.name()).unwrap();
+            let key = SnapshotObject::key_for_name("shop", "20261123T004512Z-3f9a1c", &obj.name()).unwrap();
+            assert_eq!(key, obj.key("shop", "20261123T004512Z-3f9a1c"));
+            assert!(!obj.name()[7..].contains('/'));
+        }
+        assert_eq!(encode_segment("a.b"), "a=2Eb");
+    }
+
+    #[test]
+    fn crafted_names_are_refused() {
+        for bad in ["../../repository.json", "tables/../x.copy.zst.age", "tables/a/b.copy.zst.age", "manifest.json.age", ""] {
+            assert!(SnapshotObject::validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_sort_by_time_and_validate() {
+        let t1 = chrono::DateTime::parse_from_rfc3339("2026-11-23T00:45:12Z").unwrap().to_utc();
+        let t2 = t1 + chrono::Duration::seconds(1);
+        let (a, b) = (new_snapshot_id(t1), new_snapshot_id(t2));
+        assert!(a < b);
+        validate_snapshot_id(&a).unwrap();
+        assert!(validate_snapshot_id("../etc").is_err());
+        assert!(validate_snapshot_id("20261123T004512Z-3F9A1C").is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! The snapshot manifest: the single record that makes a snapshot exist. It lists every
+//! object with its sizes and hashes, every table with its row count and content digest,
+//! sequence values and what restore needs to rebuild the database exactly.
+
+use serde::{Deserialize, Serialize};
+
+pub const MANIFEST_FORMAT: u32 = 1;
+
+/// What kind of snapshot this is; each kind has its own retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotKind {
+    /// Taken by a schedule (kept 3 days by default).
+    Automatic,
+    /// Asked for by an operator (kept 90 days by default).
+    Manual,
+    /// Taken before a destructive restore.
+    PreRestore,
+}
+
+impl std::fmt::Display for SnapshotKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SnapshotKind::Automatic => "automatic",
+            SnapshotKind::Manual => "manual",
+            SnapshotKind::PreRestore => "pre-restore",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    pub id: String,
+    pub workspace: String,
+    pub kind: SnapshotKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    pub finished_at: chrono::DateTime<chrono::Utc>,
+    pub tidemark_version: String,
+    pub source: SourceInfo,
+    pub timings: Timings,
+    /// The schema, as pg_dump's pre-data and post-data sections (plain SQL).
+    pub schema_pre: ObjectEntry,
+    pub schema_post: ObjectEntry,
+    pub tables: Vec<TableEntry>,
+    pub sequences: Vec<SequenceEntry>,
+    pub materialized_views: Vec<MatViewEntry>,
+    /// How `content_digest` of every table is computed.
+    pub content_digest_algorithm: String,
+}
+
+/// The database the snapshot was taken from, at the moment it was taken.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SourceInfo {
+    pub database: String,
+    pub server_version: String,
+    pub server_version_num: i32,
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+    /// The exported transaction snapshot every connection shared.
+    pub snapshot_lsn: String,
+    pub system_identifier: String,
+    pub pg_dump_version: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Timings {
+    pub schema_ms: u64,
+    pub data_ms: u64,
+    pub total_ms: u64,
+}
+
+/// One stored object: plaintext size and digest, stored (compressed+encrypted) size and
+/// SHA-256. The SHA-256 is over the bytes in the repository; restore checks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectEntry {
+    /// Relative to the snapshot folder; see `repo::layout::SnapshotObject`.
+    pub name: String,
+    pub plain_size: u64,
+    /// BLAKE3 of the plaintext (what `age -d | zstd -d | b3sum` prints).
+    pub plain_blake3: String,
+    pub stored_size: u64,
+    pub stored_sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub schema: String,
+    pub name: String,
+    /// The columns in the COPY data, in order (generated and dropped columns excluded).
+    pub columns: Vec<String>,
+    pub rows: u64,
+    /// Order-independent digest of the table's COPY text rows (see `content_digest_algorithm`).
+    pub content_digest: String,
+    /// The data, as one or more COPY text objects (large tables are split by block ranges).
+    pub parts: Vec<ObjectEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceEntry {
+    pub schema: String,
+    pub name: String,
+    pub last_value: i64,
+    pub is_called: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatViewEntry {
+    pub schema: String,
+    pub name: String,
+    pub populated: bool,
+}
+
+impl Manifest {
+    /// Every object the snapshot consists of (excluding the manifest itself).
+    pub fn objects(&self) -> impl Iterator<Item = &ObjectEntry> {
+        [&self.schema_pre, &self.schema_post]
+            .into_iter()
+            .chain(self.tables.iter().flat_map(|t| t.parts.iter()))
+    }
+
+    pub fn stored_bytes(&self) -> u64 {
+        self.objects().map(|o| o.stored_size).sum()
+    }
+
+    pub fn plain_bytes(&self) -> u64 {
+        self.objects().map(|o| o.plain_size).sum()
+    }
+
+    pub fn total_rows(&self) -> u64 {
+        self.tables.iter().map(|t| t.rows).sum()
+    }
+}

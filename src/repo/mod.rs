@@ -1,0 +1,261 @@
+//! The repository: where backups live. Opening and creating it (the `repository.json`
+//! descriptor), reading and committing manifests, listing what exists. The repository is the
+//! truth: everything needed to restore is here, readable with only the URL and an identity.
+
+pub mod layout;
+pub mod manifest;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::config::RepositoryConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::{Identities, Recipients};
+use crate::pipeline::{decrypt_small, encrypt_small};
+use manifest::Manifest;
+
+pub const REPOSITORY_FORMAT: &str = "tidemark-repository";
+pub const REPOSITORY_VERSION: u32 = 1;
+/// Default size of multipart upload parts.
+pub const DEFAULT_PART_SIZE: usize = 8 << 20;
+
+/// `repository.json`: plain JSON (readable without a key) describing the repository.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Descriptor {
+    pub format: String,
+    pub version: u32,
+    pub id: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// The public keys the repository was created with (informational: backups use the
+    /// recipients in the config, so keys can be rotated).
+    pub recipients: Vec<String>,
+    pub compression: String,
+    pub encryption: String,
+}
+
+/// An open repository. Cheap to clone.
+#[derive(Clone)]
+pub struct Repository {
+    store: Arc<dyn ObjectStore>,
+    url: String,
+    local_root: Option<PathBuf>,
+    part_size: usize,
+    descriptor: Arc<Descriptor>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repository({})", self.url)
+    }
+}
+
+impl Repository {
+    /// Creates a new repository: writes `repository.json` if and only if none exists.
+    ///
+    /// Errors: `AlreadyExists` when the location already holds a repository; `Unavailable`
+    /// when the store cannot be reached.
+    pub async fn init(cfg: &RepositoryConfig, recipients: &Recipients) -> Result<Repository> {
+        let opened = store::open(cfg, true)?;
+        let descriptor = Descriptor {
+            format: REPOSITORY_FORMAT.into(),
+            version: REPOSITORY_VERSION,
+            id: format!("{:032x}", rand::random::<u128>()),
+            created: chrono::Utc::now(),
+            recipients: recipients.to_strings(),
+            compression: format!("zstd (level {})", crate::pipeline::ZSTD_LEVEL),
+            encryption: "age (X25519 recipients)".into(),
+        };
+        let body = serde_json::to_vec_pretty(&descriptor).expect("descriptor serializes");
+        let put = opened
+            .store
+            .put_opts(&layout::descriptor(), PutPayload::from(body), PutOptions::from(PutMode::Create))
+            .await;
+        match put {
+            Ok(_) => {}
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!(
+                        "{} already holds a tidemark repository; init never overwrites one. Point \
+                         repository.url at it to use it, or choose another location",
+                        cfg.url
+                    ),
+                ));
+            }
+            Err(e) => return Err(Error::from(e).context(format!("creating the repository at {}", cfg.url))),
+        }
+        let repo = Repository::from_parts(cfg, opened, descriptor);
+        repo.make_durable(&layout::descriptor())?;
+        Ok(repo)
+    }
+
+    /// Opens an existing repository.
+    ///
+    /// Errors: `NotFound` when there is no `repository.json`, `Integrity` when it is not a
+    /// tidemark descriptor or has a newer format, `Unavailable` for an unreachable store.
+    pub async fn open(cfg: &RepositoryConfig) -> Result<Repository> {
+        let opened = store::open(cfg, false)?;
+        let got = opened.store.get(&layout::descriptor()).await;
+        let bytes = match got {
+            Ok(g) => g.bytes().await.map_err(|e| Error::from(e).context(format!("reading {}", cfg.url)))?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::not_found(format!(
+                    "no tidemark repository at {} (no repository.json). Run `tidemark init --repo {}` \
+                     to create one, or check repository.url",
+                    cfg.url, cfg.url
+                )));
+            }
+            Err(e) => return Err(Error::from(e).context(format!("opening the repository at {}", cfg.url))),
+        };
+        let descriptor: Descriptor = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::integrity(format!("{}/repository.json is not a tidemark descriptor: {e}", cfg.url)))?;
+        if descriptor.format != REPOSITORY_FORMAT {
+            return Err(Error::integrity(format!("{} is not a tidemark repository", cfg.url)));
+        }
+        if descriptor.version > REPOSITORY_VERSION {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "the repository at {} has format version {}, newer than this tidemark understands \
+                     ({REPOSITORY_VERSION}); upgrade tidemark",
+                    cfg.url, descriptor.version
+                ),
+            ));
+        }
+        Ok(Repository::from_parts(cfg, opened, descriptor))
+    }
+
+    fn from_parts(cfg: &RepositoryConfig, opened: store::OpenedStore, descriptor: Descriptor) -> Repository {
+        Repository {
+            store: opened.store,
+            url: cfg.url.clone(),
+            local_root: opened.local_root,
+            part_size: cfg.part_size_mib.map(|m| m << 20).unwrap_or(DEFAULT_PART_SIZE),
+            descriptor: Arc::new(descriptor),
+        }
+    }
+
+    pub fn store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    pub fn part_size(&self) -> usize {
+        self.part_size
+    }
+
+    /// For a local repository, fsyncs the object and its folder so a crash cannot lose what
+    /// a manifest is about to name. Object stores are durable once a PUT returns.
+    pub fn make_durable(&self, path: &Path) -> Result<()> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let mut file = root.clone();
+        for part in path.parts() {
+            file.push(part.as_ref());
+        }
+        std::fs::File::open(&file)?.sync_all()?;
+        if let Some(dir) = file.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Commits a snapshot: the encrypted manifest is written once, never replaced.
+    pub async fn commit_manifest(&self, manifest: &Manifest, recipients: &Recipients) -> Result<()> {
+        let plain = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
+        let stored = encrypt_small(&plain, recipients)?;
+        let path = layout::manifest(&manifest.workspace, &manifest.id);
+        self.store
+            .put_opts(&path, PutPayload::from(stored), PutOptions::from(PutMode::Create))
+            .await
+            .map_err(|e| Error::from(e).context(format!("committing the manifest {path}")))?;
+        self.make_durable(&path)
+    }
+
+    /// Reads and decrypts a snapshot's manifest.
+    ///
+    /// Errors: `NotFound` when the snapshot does not exist (or was never committed), `Key`
+    /// for a wrong identity, `Integrity` for a damaged manifest.
+    pub async fn read_manifest(&self, workspace: &str, id: &str, identities: &Identities) -> Result<Manifest> {
+        layout::validate_snapshot_id(id)?;
+        let path = layout::manifest(workspace, id);
+        let got = match self.store.get(&path).await {
+            Ok(g) => g.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::not_found(format!(
+                    "workspace {workspace} has no snapshot {id} in {}. `tidemark snapshot list --workspace \
+                     {workspace}` shows the snapshots that exist",
+                    self.url
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let plain = decrypt_small(&got, identities, &format!("the manifest of snapshot {id}"))?;
+        let manifest: Manifest = serde_json::from_slice(&plain)
+            .map_err(|e| Error::integrity(format!("the manifest of snapshot {id} is malformed: {e}")))?;
+        if manifest.id != id || manifest.workspace != workspace {
+            return Err(Error::integrity(format!(
+                "the manifest stored as {workspace}/{id} describes {}/{}: it was moved or tampered with",
+                manifest.workspace, manifest.id
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// The workspaces that have anything in the repository.
+    pub async fn list_workspaces(&self) -> Result<Vec<String>> {
+        let listing = self.store.list_with_delimiter(Some(&layout::workspaces())).await?;
+        let mut names: Vec<String> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(str::to_string))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Ids of the committed snapshots of a workspace (those with a manifest), oldest first.
+    pub async fn list_snapshot_ids(&self, workspace: &str) -> Result<Vec<String>> {
+        let listing: Vec<_> = self.store.list(Some(&layout::snapshots(workspace))).try_collect().await?;
+        let mut ids: Vec<String> = listing
+            .iter()
+            .filter(|meta| meta.location.filename() == Some("manifest.json.age"))
+            .filter_map(|meta| {
+                let parts: Vec<_> = meta.location.parts().collect();
+                // workspaces/<ws>/snapshots/<id>/manifest.json.age
+                (parts.len() == 5).then(|| parts[3].as_ref().to_string())
+            })
+            .filter(|id| layout::validate_snapshot_id(id).is_ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Finds which workspace holds snapshot `id`.
+    pub async fn find_snapshot(&self, id: &str) -> Result<String> {
+        layout::validate_snapshot_id(id)?;
+        for ws in self.list_workspaces().await? {
+            match self.store.head(&layout::manifest(&ws, id)).await {
+                Ok(_) => return Ok(ws),
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::not_found(format!(
+            "no snapshot {id} in {}; `tidemark snapshot list --workspace NAME` shows what exists",
+            self.url
+        )))
+    }
+}

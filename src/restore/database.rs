@@ -1,0 +1,245 @@
+//! Restoring into a Postgres database: the target's life cycle (create, refuse when not
+//! empty, drop what we created when a restore fails) and the steps that fill it.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use sqlx::postgres::PgConnection;
+use sqlx::{AssertSqlSafe, Row};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::{ConnSpec, qualified, quote_ident};
+use crate::pipeline::ObjectStream;
+use crate::repo::manifest::{MatViewEntry, SequenceEntry, SourceInfo};
+
+/// What was found or done to the target database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetState {
+    /// It did not exist; tidemark created it (and drops it again if the restore fails).
+    Created,
+    /// It existed and was empty.
+    ExistedEmpty,
+}
+
+/// A connection to the server's maintenance database (`postgres`, else `template1`).
+async fn maintenance_connection(target: &ConnSpec) -> Result<PgConnection> {
+    match target.with_database("postgres").connect().await {
+        Ok(c) => Ok(c),
+        Err(e) if e.kind() == ErrorKind::Database => target.with_database("template1").connect().await,
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes sure the target database exists and is empty, creating it like the source
+/// (encoding, collation) when it does not exist.
+///
+/// Errors: `Refused` when it exists and holds anything; `Database` when it cannot be created.
+pub async fn prepare_target(target: &ConnSpec, source: &SourceInfo) -> Result<TargetState> {
+    let db = target
+        .database()
+        .ok_or_else(|| Error::usage(format!("the target URL {} names no database", target.display())))?;
+    let mut admin = maintenance_connection(target).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&db)
+        .fetch_one(&mut admin)
+        .await?;
+    if exists {
+        ConnSpec::close(admin).await;
+        let mut conn = target.connect().await?;
+        let objects = user_object_count(&mut conn).await?;
+        ConnSpec::close(conn).await;
+        if objects > 0 {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "the target database {db:?} already holds {objects} objects; tidemark restores only \
+                     into a new or empty database. Choose another name (it will be created) or empty it first"
+                ),
+            ));
+        }
+        return Ok(TargetState::ExistedEmpty);
+    }
+    let create = format!(
+        "CREATE DATABASE {} TEMPLATE template0 ENCODING '{}' LC_COLLATE '{}' LC_CTYPE '{}'",
+        quote_ident(&db),
+        sql_literal_body(&source.encoding),
+        sql_literal_body(&source.collate),
+        sql_literal_body(&source.ctype)
+    );
+    sqlx::raw_sql(AssertSqlSafe(create)).execute(&mut admin).await.map_err(|e| {
+        Error::from(e).context(format!(
+            "creating database {db:?} with encoding {} and locale {}/{} like the source",
+            source.encoding, source.collate, source.ctype
+        ))
+    })?;
+    ConnSpec::close(admin).await;
+    Ok(TargetState::Created)
+}
+
+fn sql_literal_body(s: &str) -> String {
+    s.replace('\'', "''")
+}
+
+/// Objects in a database beyond what a fresh `CREATE DATABASE` has.
+async fn user_object_count(conn: &mut PgConnection) -> Result<i64> {
+    let count: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
+                   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%') \
+              + (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public') \
+                   AND nspname NOT LIKE 'pg\\_toast%' AND nspname NOT LIKE 'pg\\_temp%') \
+              + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql') \
+              + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')) \
+              + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND t.typtype <> 'b' \
+                   AND NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = t.typrelid))",
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(count)
+}
+
+/// Drops a database tidemark created for a restore that failed.
+pub async fn drop_database(target: &ConnSpec) -> Result<()> {
+    let Some(db) = target.database() else { return Ok(()) };
+    let mut admin = maintenance_connection(target).await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&db))))
+        .execute(&mut admin)
+        .await?;
+    ConnSpec::close(admin).await;
+    Ok(())
+}
+
+/// Feeds an SQL object (pg_dump output) to `psql` in one transaction, stopping at the first
+/// error. `what` names the object in errors.
+///
+/// Errors: `Database` with psql's own message; the stream's error if the object fails
+/// verification (psql is then killed, so its transaction rolls back).
+pub async fn apply_sql(bin_dir: Option<&Path>, target: &ConnSpec, mut sql: ObjectStream, what: &str) -> Result<()> {
+    let path = crate::pg::tool(bin_dir, "psql");
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("PGOPTIONS", "-c synchronous_commit=off")
+        .kill_on_drop(true);
+    target.apply_to_command(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| crate::pg::tool_spawn_error(&path, e))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+    let mut feed_error = None;
+    while let Some(chunk) = sql.recv().await {
+        match chunk {
+            Ok(bytes) => {
+                if stdin.write_all(&bytes).await.is_err() {
+                    break; // psql stopped reading: its exit status and stderr say why
+                }
+            }
+            Err(e) => {
+                feed_error = Some(e);
+                break;
+            }
+        }
+    }
+    if let Some(e) = feed_error {
+        let _ = child.kill().await;
+        return Err(e.context(format!("applying {what}")));
+    }
+    drop(stdin);
+    let status = child.wait().await?;
+    let stderr = errors.await.unwrap_or_default();
+    if status.success() {
+        return Ok(());
+    }
+    let tail: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = tail[tail.len().saturating_sub(8)..].join("\n");
+    let mut message = format!("applying {what} failed: {tail}");
+    if tail.contains("role") && tail.contains("does not exist") {
+        message.push_str("\nThe snapshot names roles that this server lacks: create them first (CREATE ROLE ...)");
+    }
+    Err(Error::new(ErrorKind::Database, message))
+}
+
+/// Loads one object of COPY text into a table.
+///
+/// Errors: the stream's error (the COPY is then aborted, so nothing of it is committed) or
+/// `Database` when Postgres rejects the data.
+pub async fn copy_in(conn: &mut PgConnection, statement: &str, mut data: ObjectStream) -> Result<u64> {
+    let mut copy = conn.copy_in_raw(statement).await?;
+    while let Some(chunk) = data.recv().await {
+        match chunk {
+            Ok(bytes) => {
+                copy.send(bytes).await?;
+            }
+            Err(e) => {
+                let _ = copy.abort("tidemark: the backup object failed verification").await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(copy.finish().await?)
+}
+
+/// The `COPY ... FROM STDIN` statement for a table's listed columns.
+pub fn copy_in_statement(schema: &str, name: &str, columns: &[String]) -> String {
+    let table = qualified(schema, name);
+    if columns.is_empty() {
+        format!("COPY {table} FROM STDIN")
+    } else {
+        let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
+        format!("COPY {table} ({}) FROM STDIN", cols.join(", "))
+    }
+}
+
+/// Sets every sequence to the value it had at the snapshot.
+pub async fn set_sequences(conn: &mut PgConnection, sequences: &[SequenceEntry]) -> Result<()> {
+    for s in sequences {
+        sqlx::query("SELECT pg_catalog.setval($1::regclass, $2, $3)")
+            .bind(qualified(&s.schema, &s.name))
+            .bind(s.last_value)
+            .bind(s.is_called)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| Error::from(e).context(format!("setting sequence {}.{}", s.schema, s.name)))?;
+    }
+    Ok(())
+}
+
+/// Refreshes the materialized views that were populated at the source. A view that reads
+/// another view must wait for it, so views that fail are retried after the others, for as
+/// long as each pass makes progress (the order pg_restore reaches by dependencies).
+pub async fn refresh_materialized_views(conn: &mut PgConnection, views: &[MatViewEntry]) -> Result<()> {
+    let mut pending: Vec<&MatViewEntry> = views.iter().filter(|v| v.populated).collect();
+    while !pending.is_empty() {
+        let mut failed = Vec::new();
+        let mut last_error = None;
+        for v in &pending {
+            let sql = format!("REFRESH MATERIALIZED VIEW {}", qualified(&v.schema, &v.name));
+            if let Err(e) = sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *conn).await {
+                last_error = Some(Error::from(e).context(format!("refreshing {}.{}", v.schema, v.name)));
+                failed.push(*v);
+            }
+        }
+        if failed.len() == pending.len() {
+            return Err(last_error.expect("a failure was recorded"));
+        }
+        pending = failed;
+    }
+    Ok(())
+}
+
+/// Rows in a table (for reports).
+pub async fn count_rows(conn: &mut PgConnection, schema: &str, name: &str) -> Result<i64> {
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT count(*) FROM {}", qualified(schema, name))))
+        .fetch_one(conn)
+        .await?;
+    Ok(row.get(0))
+}

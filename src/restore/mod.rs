@@ -1,0 +1,5 @@
+//! Writing a workspace back: creating or checking the target database, applying schema SQL
+//! with psql, loading tables with `COPY FROM`, setting sequences, refreshing materialized
+//! views. Every byte fed to Postgres comes from a verified object stream.
+
+pub mod database;
