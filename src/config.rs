@@ -106,9 +106,8 @@ impl Secret {
     /// The secret's value. Errors name the variable or file, never the value.
     pub fn resolve(&self) -> Result<String> {
         if let Some(var) = self.0.strip_prefix("env:") {
-            std::env::var(var).map_err(|_| {
-                Error::config(format!("the environment variable {var} named in tidemark.toml is not set"))
-            })
+            std::env::var(var)
+                .map_err(|_| Error::config(format!("the environment variable {var} named in tidemark.toml is not set")))
         } else if let Some(path) = self.0.strip_prefix("file:") {
             std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
@@ -170,11 +169,7 @@ impl LoadedConfig {
 
     /// A path from the config, made absolute relative to the config file's folder.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.path.parent().unwrap_or(Path::new(".")).join(p)
-        }
+        if p.is_absolute() { p.to_path_buf() } else { self.path.parent().unwrap_or(Path::new(".")).join(p) }
     }
 
     /// The workspace named `name`. Errors: `NotFound` listing the configured names.
@@ -273,10 +268,8 @@ impl Config {
             out.push_str("# Without this file (or another listed identity) the backups cannot be restored.\n");
             out.push_str(&format!("identity-file = {}\n", toml_string(&id.display().to_string())));
         }
-        for (key, value) in [
-            ("endpoint", self.repository.endpoint.clone()),
-            ("region", self.repository.region.clone()),
-        ] {
+        for (key, value) in [("endpoint", self.repository.endpoint.clone()), ("region", self.repository.region.clone())]
+        {
             if let Some(v) = value {
                 out.push_str(&format!("{key} = {}\n", toml_string(&v)));
             }

@@ -38,9 +38,9 @@ impl Recipients {
 
 /// Parses one X25519 recipient. Errors: `Key`, quoting the (public) key.
 pub fn parse_recipient(key: &str) -> Result<age::x25519::Recipient> {
-    key.trim().parse::<age::x25519::Recipient>().map_err(|e| {
-        Error::new(ErrorKind::Key, format!("{key:?} is not an age X25519 recipient (age1...): {e}"))
-    })
+    key.trim()
+        .parse::<age::x25519::Recipient>()
+        .map_err(|e| Error::new(ErrorKind::Key, format!("{key:?} is not an age X25519 recipient (age1...): {e}")))
 }
 
 /// The secret keys that can decrypt the repository.
@@ -54,10 +54,7 @@ impl Identities {
         let (text, origin) = match source {
             IdentitySource::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::new(
-                        ErrorKind::Key,
-                        format!("cannot read the age identity file {}: {e}", path.display()),
-                    )
+                    Error::new(ErrorKind::Key, format!("cannot read the age identity file {}: {e}", path.display()))
                 })?;
                 (text, path.display().to_string())
             }
@@ -109,12 +106,8 @@ impl GeneratedIdentity {
     /// Writes the identity to a new file with mode 0600, refusing to replace an existing one.
     pub fn write_new_file(&self, path: &Path) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| {
+        let mut file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| {
                 if e.kind() == std::io::ErrorKind::AlreadyExists {
                     Error::new(
                         ErrorKind::AlreadyExists,

@@ -31,14 +31,10 @@ impl ConnSpec {
     ///
     /// Errors: `Config` for a URL that is not `postgres://` or `postgresql://`.
     pub fn parse(url: &str, password: Option<&Secret>) -> Result<ConnSpec> {
-        let mut parsed = Url::parse(url).map_err(|e| {
-            Error::config(format!("{} is not a valid postgres URL: {e}", redact_url(url)))
-        })?;
+        let mut parsed = Url::parse(url)
+            .map_err(|e| Error::config(format!("{} is not a valid postgres URL: {e}", redact_url(url))))?;
         if !matches!(parsed.scheme(), "postgres" | "postgresql") {
-            return Err(Error::config(format!(
-                "{} is not a postgres:// URL",
-                redact_url(url)
-            )));
+            return Err(Error::config(format!("{} is not a postgres:// URL", redact_url(url))));
         }
         let url_password = parsed.password().map(percent_decode);
         let _ = parsed.set_password(None);
@@ -88,9 +84,11 @@ impl ConnSpec {
     ///
     /// Errors: `Unavailable` when the server cannot be reached, `Database` otherwise.
     pub async fn connect(&self) -> Result<PgConnection> {
-        let mut conn = self.connect_options()?.connect().await.map_err(|e| {
-            Error::from(e).context(format!("connecting to {}", self.display()))
-        })?;
+        let mut conn = self
+            .connect_options()?
+            .connect()
+            .await
+            .map_err(|e| Error::from(e).context(format!("connecting to {}", self.display())))?;
         sqlx::raw_sql(SESSION_SETTINGS).execute(&mut conn).await?;
         Ok(conn)
     }

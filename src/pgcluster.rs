@@ -62,7 +62,9 @@ impl Cluster {
         let mut cmd = Command::new(&initdb);
         cmd.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
         run(&mut cmd, run_as, dir.path()).map_err(|e| match e.kind() {
-            ErrorKind::NotFound => crate::pg::tool_spawn_error(&initdb, std::io::Error::from(std::io::ErrorKind::NotFound)),
+            ErrorKind::NotFound => {
+                crate::pg::tool_spawn_error(&initdb, std::io::Error::from(std::io::ErrorKind::NotFound))
+            }
             _ => e.context("running initdb".to_string()),
         })?;
         let mut cluster = Cluster { dir, data, port: 0, bin_dir, run_as, running: false };

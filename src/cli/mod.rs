@@ -16,7 +16,11 @@ use tidemark::config::LoadedConfig;
 use tidemark::ops::Core;
 
 #[derive(Debug, Parser)]
-#[command(name = "tidemark", version, about = "Backups, versioning and disaster recovery for Postgres-backed workspaces")]
+#[command(
+    name = "tidemark",
+    version,
+    about = "Backups, versioning and disaster recovery for Postgres-backed workspaces"
+)]
 pub struct Cli {
     /// Config file (default: $TIDEMARK_CONFIG, else ./tidemark.toml)
     #[arg(long, global = true, value_name = "FILE")]

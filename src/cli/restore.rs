@@ -23,7 +23,8 @@ pub struct RestoreArgs {
 
 pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
     let core = global.core().await?;
-    let opts = RestoreOptions { snapshot: args.snapshot, workspace: args.workspace, target: args.target, jobs: args.jobs };
+    let opts =
+        RestoreOptions { snapshot: args.snapshot, workspace: args.workspace, target: args.target, jobs: args.jobs };
     let report = restore(&core, &opts, &global.progress()).await?;
     if global.json {
         global.print_json(&report);

@@ -58,7 +58,8 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
     let repo_url = url::Url::from_directory_path(work.path().join("repo"))
         .map_err(|_| Error::internal("temp path is not absolute"))?
         .to_string();
-    let repository = RepositoryConfig { url: repo_url.clone(), recipients: recipients.to_strings(), ..Default::default() };
+    let repository =
+        RepositoryConfig { url: repo_url.clone(), recipients: recipients.to_strings(), ..Default::default() };
     let repo = Repository::init(&repository, &recipients).await?;
     say(&format!("created an encrypted repository at {repo_url}"));
     let mut workspaces = BTreeMap::new();

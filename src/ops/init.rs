@@ -54,7 +54,8 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
             ),
         ));
     }
-    let config_dir = absolute(opts.config_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
+    let config_dir =
+        absolute(opts.config_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))?;
     let mut recipients = opts.recipients.clone();
     let mut generated = None;
     let identity_file = match &opts.identity {

@@ -84,6 +84,5 @@ impl Core {
 
 /// Parallel jobs: the given number, or one per core.
 pub fn jobs_or_default(jobs: Option<usize>) -> usize {
-    jobs.filter(|j| *j > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+    jobs.filter(|j| *j > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
 }

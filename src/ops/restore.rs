@@ -190,12 +190,8 @@ async fn load_tables(
     opts: &RestoreOptions,
     progress: &Progress,
 ) -> Result<()> {
-    let mut items: Vec<(usize, ObjectEntry)> = manifest
-        .tables
-        .iter()
-        .enumerate()
-        .flat_map(|(i, t)| t.parts.iter().map(move |p| (i, p.clone())))
-        .collect();
+    let mut items: Vec<(usize, ObjectEntry)> =
+        manifest.tables.iter().enumerate().flat_map(|(i, t)| t.parts.iter().map(move |p| (i, p.clone()))).collect();
     items.sort_by_key(|(_, p)| std::cmp::Reverse(p.stored_size));
     let total = items.len();
     if total == 0 {
@@ -218,9 +214,9 @@ async fn load_tables(
                 let table = &manifest.tables[table_index];
                 let statement = database::copy_in_statement(&table.schema, &table.name, &table.columns);
                 let stream = open(&core, &manifest, &entry).await?;
-                database::copy_in(&mut conn, &statement, stream)
-                    .await
-                    .map_err(|e| e.context(format!("loading table {}.{} ({})", table.schema, table.name, entry.name)))?;
+                database::copy_in(&mut conn, &statement, stream).await.map_err(|e| {
+                    e.context(format!("loading table {}.{} ({})", table.schema, table.name, entry.name))
+                })?;
                 progress.add_bytes(entry.plain_size);
                 let mut n = done.lock().expect("done lock");
                 *n += 1;
@@ -231,7 +227,8 @@ async fn load_tables(
         });
     }
     while let Some(joined) = set.join_next().await {
-        let outcome = joined.unwrap_or_else(|e| Err(Error::new(ErrorKind::Internal, format!("a load task failed: {e}"))));
+        let outcome =
+            joined.unwrap_or_else(|e| Err(Error::new(ErrorKind::Internal, format!("a load task failed: {e}"))));
         if let Err(e) = outcome {
             set.abort_all();
             return Err(e);

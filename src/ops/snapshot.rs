@@ -95,8 +95,26 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         let bin_dir = bin_dir.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            let pre = dump_schema(&repo, &recipients, &spec, bin_dir.as_deref(), &snapshot_name, &ws_name, &id, Section::PreData);
-            let post = dump_schema(&repo, &recipients, &spec, bin_dir.as_deref(), &snapshot_name, &ws_name, &id, Section::PostData);
+            let pre = dump_schema(
+                &repo,
+                &recipients,
+                &spec,
+                bin_dir.as_deref(),
+                &snapshot_name,
+                &ws_name,
+                &id,
+                Section::PreData,
+            );
+            let post = dump_schema(
+                &repo,
+                &recipients,
+                &spec,
+                bin_dir.as_deref(),
+                &snapshot_name,
+                &ws_name,
+                &id,
+                Section::PostData,
+            );
             let (pre, post) = futures::try_join!(pre, post)?;
             Ok::<_, Error>((pre, post, t.elapsed().as_millis() as u64))
         })
@@ -229,7 +247,8 @@ async fn copy_tables(
     let mut set = JoinSet::new();
     for _ in 0..jobs {
         let (queue, done, tables) = (queue.clone(), done.clone(), tables.clone());
-        let (repo, recipients, spec, progress) = (core.repo.clone(), recipients.clone(), spec.clone(), progress.clone());
+        let (repo, recipients, spec, progress) =
+            (core.repo.clone(), recipients.clone(), spec.clone(), progress.clone());
         let (snapshot_name, workspace, id) = (session.snapshot_name.clone(), opts.workspace.clone(), id.to_string());
         set.spawn(async move {
             let mut conn = postgres::import_snapshot(&spec, &snapshot_name).await?;

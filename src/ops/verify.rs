@@ -72,14 +72,14 @@ pub async fn verify_database(spec: &ConnSpec, manifest: &Manifest) -> Result<Ver
     }
     let mut sequences = Vec::with_capacity(manifest.sequences.len());
     for s in &manifest.sequences {
-        let actual = sqlx::query(AssertSqlSafe(format!(
-            "SELECT last_value, is_called FROM {}",
-            qualified(&s.schema, &s.name)
-        )))
-        .fetch_one(&mut conn)
-        .await
-        .map(|r| Some((r.get::<i64, _>(0), r.get::<bool, _>(1))))
-        .map_err(|e| crate::error::Error::from(e).context(format!("reading sequence {}.{}", s.schema, s.name)))?;
+        let actual =
+            sqlx::query(AssertSqlSafe(format!("SELECT last_value, is_called FROM {}", qualified(&s.schema, &s.name))))
+                .fetch_one(&mut conn)
+                .await
+                .map(|r| Some((r.get::<i64, _>(0), r.get::<bool, _>(1))))
+                .map_err(|e| {
+                    crate::error::Error::from(e).context(format!("reading sequence {}.{}", s.schema, s.name))
+                })?;
         let expected = (s.last_value, s.is_called);
         sequences.push(SequenceCheck {
             schema: s.schema.clone(),

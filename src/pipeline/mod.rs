@@ -51,9 +51,9 @@ pub(crate) fn decrypt_error(e: age::DecryptError, what: &str) -> Error {
                  encrypted to other keys. Check repository.identity-file (or TIDEMARK_IDENTITY_FILE)"
             ),
         ),
-        other => Error::integrity(format!(
-            "{what} is corrupt or was tampered with (age: {other}); it cannot be trusted"
-        )),
+        other => {
+            Error::integrity(format!("{what} is corrupt or was tampered with (age: {other}); it cannot be trusted"))
+        }
     }
 }
 

@@ -157,10 +157,7 @@ impl ObjectWriter {
         match upload {
             Upload::Buffered(buf) => {
                 let opts = object_store::PutOptions::from(PutMode::Create);
-                self.store
-                    .put_opts(&self.path, PutPayload::from(buf), opts)
-                    .await
-                    .map_err(|e| self.store_error(e))?;
+                self.store.put_opts(&self.path, PutPayload::from(buf), opts).await.map_err(|e| self.store_error(e))?;
             }
             Upload::Multipart(writer) => {
                 writer.finish().await.map_err(|e| self.store_error(e))?;

@@ -82,13 +82,10 @@ impl SnapshotObject {
     pub fn validate_name(name: &str) -> Result<()> {
         let ok = match name {
             "schema-pre.sql.zst.age" | "schema-post.sql.zst.age" => true,
-            _ => name
-                .strip_prefix("tables/")
-                .and_then(|rest| rest.strip_suffix(".copy.zst.age"))
-                .is_some_and(|stem| {
-                    !stem.is_empty()
-                        && stem.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '.'))
-                }),
+            _ => name.strip_prefix("tables/").and_then(|rest| rest.strip_suffix(".copy.zst.age")).is_some_and(|stem| {
+                !stem.is_empty()
+                    && stem.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '=' | '.'))
+            }),
         };
         if ok {
             Ok(())
@@ -169,7 +166,9 @@ mod tests {
 
     #[test]
     fn crafted_names_are_refused() {
-        for bad in ["../../repository.json", "tables/../x.copy.zst.age", "tables/a/b.copy.zst.age", "manifest.json.age", ""] {
+        for bad in
+            ["../../repository.json", "tables/../x.copy.zst.age", "tables/a/b.copy.zst.age", "manifest.json.age", ""]
+        {
             assert!(SnapshotObject::validate_name(bad).is_err(), "{bad}");
         }
     }

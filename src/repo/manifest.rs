@@ -117,9 +117,7 @@ pub struct MatViewEntry {
 impl Manifest {
     /// Every object the snapshot consists of (excluding the manifest itself).
     pub fn objects(&self) -> impl Iterator<Item = &ObjectEntry> {
-        [&self.schema_pre, &self.schema_post]
-            .into_iter()
-            .chain(self.tables.iter().flat_map(|t| t.parts.iter()))
+        [&self.schema_pre, &self.schema_post].into_iter().chain(self.tables.iter().flat_map(|t| t.parts.iter()))
     }
 
     pub fn stored_bytes(&self) -> u64 {

@@ -217,11 +217,8 @@ impl Repository {
     /// The workspaces that have anything in the repository.
     pub async fn list_workspaces(&self) -> Result<Vec<String>> {
         let listing = self.store.list_with_delimiter(Some(&layout::workspaces())).await?;
-        let mut names: Vec<String> = listing
-            .common_prefixes
-            .iter()
-            .filter_map(|p| p.filename().map(str::to_string))
-            .collect();
+        let mut names: Vec<String> =
+            listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
         names.sort();
         Ok(names)
     }

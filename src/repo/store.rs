@@ -84,19 +84,16 @@ pub fn open(cfg: &RepositoryConfig, create: bool) -> Result<OpenedStore> {
                 builder = builder.with_secret_access_key(secret.resolve()?);
             }
             // The builder's own error text names settings, never credential values.
-            let s3 = builder.build().map_err(|e| {
-                Error::new(ErrorKind::Config, format!("cannot set up S3 for {}: {e}", cfg.url))
-            })?;
+            let s3 = builder
+                .build()
+                .map_err(|e| Error::new(ErrorKind::Config, format!("cannot set up S3 for {}: {e}", cfg.url)))?;
             let prefix = url.path().trim_matches('/');
-            let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
-                Arc::new(s3)
-            } else {
-                Arc::new(PrefixStore::new(s3, prefix))
-            };
+            let store: Arc<dyn ObjectStore> =
+                if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
             Ok(OpenedStore { store, local_root: None })
         }
-        other => Err(Error::config(format!(
-            "repository.url scheme {other}:// is not supported yet; use file:// or s3://"
-        ))),
+        other => {
+            Err(Error::config(format!("repository.url scheme {other}:// is not supported yet; use file:// or s3://")))
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Stdio;
 
 use sqlx::postgres::PgConnection;
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, ErrorKind, Result};
@@ -234,12 +234,4 @@ pub async fn refresh_materialized_views(conn: &mut PgConnection, views: &[MatVie
         pending = failed;
     }
     Ok(())
-}
-
-/// Rows in a table (for reports).
-pub async fn count_rows(conn: &mut PgConnection, schema: &str, name: &str) -> Result<i64> {
-    let row = sqlx::query(AssertSqlSafe(format!("SELECT count(*) FROM {}", qualified(schema, name))))
-        .fetch_one(conn)
-        .await?;
-    Ok(row.get(0))
 }

@@ -134,12 +134,10 @@ impl SnapshotSession {
         let mut sequences = Vec::with_capacity(seq_rows.len());
         for row in seq_rows {
             let (schema, name): (String, String) = (row.get(0), row.get(1));
-            let values = sqlx::query(AssertSqlSafe(format!(
-                "SELECT last_value, is_called FROM {}",
-                qualified(&schema, &name)
-            )))
-            .fetch_one(&mut conn)
-            .await?;
+            let values =
+                sqlx::query(AssertSqlSafe(format!("SELECT last_value, is_called FROM {}", qualified(&schema, &name))))
+                    .fetch_one(&mut conn)
+                    .await?;
             sequences.push(SequenceEntry { schema, name, last_value: values.get(0), is_called: values.get(1) });
         }
 

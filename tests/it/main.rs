@@ -1,1 +1,9 @@
+//! The one integration-test binary. Every test starts its own real parts (Postgres cluster,
+//! repository, S3 server) through `support`.
 
+mod bad_input;
+mod cli;
+mod no_lock_in;
+mod repository;
+mod snapshot_restore;
+mod support;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what tidemark's demo and tests need on Debian/Ubuntu, skipping what is there:
+# the PostgreSQL server binaries (initdb, pg_ctl, pg_dump, psql, contrib extensions),
+# the age and zstd command-line tools, and moto (a local S3 server) for the S3 tests.
+# Run as root (or with sudo). Safe to run again.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+need_apt=()
+bindir=$(pg_config --bindir 2>/dev/null || true)
+if [ -z "$bindir" ] || [ ! -x "$bindir/initdb" ]; then
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then need_apt+=(postgresql postgresql-contrib); fi
+fi
+command -v age >/dev/null 2>&1 || need_apt+=(age)
+command -v zstd >/dev/null 2>&1 || need_apt+=(zstd)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing: ${need_apt[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "installing moto[server] (local S3 server for the tests)"
+  python3 -m pip install --quiet 'moto[server]' || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+fi
+
+# Postgres refuses to run as root; tidemark then runs it as the `postgres` OS user.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
+echo "ready: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -n 1), $(age --version), $(zstd --version | head -c 40)"

@@ -1,0 +1,191 @@
+//! Bad input gets a clear error of the right kind and loses nothing: wrong identity,
+//! tampered or missing object, unreachable database or bucket, init over an existing
+//! repository, restore into a non-empty database, a snapshot that never committed.
+
+use tidemark::config::{LoadedConfig, RepositoryConfig};
+use tidemark::keys::{GeneratedIdentity, Recipients};
+use tidemark::ops::Core;
+use tidemark::ops::restore::{RestoreOptions, restore};
+use tidemark::ops::snapshot::{self, SnapshotOptions};
+use tidemark::pg::ConnSpec;
+use tidemark::progress::Progress;
+use tidemark::repo::Repository;
+use tidemark::repo::manifest::Manifest;
+use tidemark::{Error, ErrorKind};
+
+use crate::support::{World, create_database, world};
+
+async fn world_with_snapshot() -> (World, Manifest) {
+    let w = world().await;
+    create_database(
+        &w.cluster,
+        "shop",
+        "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 20000) i; \
+         CREATE TABLE u (id int); INSERT INTO u VALUES (1);",
+    )
+    .await;
+    let m = snapshot::create(
+        &w.core,
+        &SnapshotOptions { workspace: "shop".into(), ..Default::default() },
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap();
+    (w, m)
+}
+
+async fn restore_into(core: &Core, m: &Manifest, url: &str) -> Result<(), Error> {
+    let opts = RestoreOptions { snapshot: m.id.clone(), target: url.into(), ..Default::default() };
+    restore(core, &opts, &Progress::hidden()).await.map(|_| ())
+}
+
+async fn database_exists(w: &World, db: &str) -> bool {
+    let mut conn = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap().connect().await.unwrap();
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(db)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap()
+}
+
+fn table_object(w: &World, m: &Manifest) -> std::path::PathBuf {
+    w.repo_dir().join("workspaces/shop/snapshots").join(&m.id).join("tables/public.t.copy.zst.age")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_identity_is_a_key_error() {
+    let (w, m) = world_with_snapshot().await;
+    let stranger = GeneratedIdentity::generate();
+    let core = Core::from_parts(w.core.config.clone(), w.core.repo.clone(), None, Some(stranger.identities()));
+    let err = restore_into(&core, &m, &w.cluster.url("copy")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Key, "{}", err.report());
+    assert!(err.message().contains("identity"), "{}", err.message());
+    assert!(!database_exists(&w, "copy").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_object_stops_the_restore_and_names_it() {
+    let (w, m) = world_with_snapshot().await;
+    let path = table_object(&w, &m);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let err = restore_into(&w.core, &m, &w.cluster.url("copy")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{}", err.report());
+    assert!(err.report().contains("public.t.copy.zst.age"), "{}", err.report());
+    assert!(!database_exists(&w, "copy").await, "the half-restored database must be dropped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_object_is_refused_before_anything_is_written() {
+    let (w, m) = world_with_snapshot().await;
+    std::fs::remove_file(table_object(&w, &m)).unwrap();
+    let err = restore_into(&w.core, &m, &w.cluster.url("copy")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity);
+    assert!(err.message().contains("public.t.copy.zst.age") && err.message().contains("missing"), "{}", err.message());
+    assert!(!database_exists(&w, "copy").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_into_a_non_empty_database_is_refused_and_changes_nothing() {
+    let (w, m) = world_with_snapshot().await;
+    let busy =
+        create_database(&w.cluster, "busy", "CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (42);").await;
+    let err = restore_into(&w.core, &m, &w.cluster.url("busy")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused);
+    assert!(err.message().contains("busy"));
+    let mut conn = busy.connect().await.unwrap();
+    let x: i32 = sqlx::query_scalar("SELECT x FROM keep_me").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(x, 42);
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(tables, 1);
+    // An existing but empty database is fine.
+    create_database(&w.cluster, "empty", "SELECT 1").await;
+    restore_into(&w.core, &m, &w.cluster.url("empty")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_is_unavailable_and_hides_the_password() {
+    let w = world().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut config = w.core.config.clone();
+    config.config.workspaces.get_mut("shop").unwrap().database_url =
+        format!("postgres://app:hunter2-secret@127.0.0.1:{port}/shop");
+    let core = Core::from_parts(
+        config,
+        w.core.repo.clone(),
+        Some(Recipients::parse(std::slice::from_ref(&w.identity.recipient)).unwrap()),
+        None,
+    );
+    let err = snapshot::create(
+        &core,
+        &SnapshotOptions { workspace: "shop".into(), ..Default::default() },
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
+    assert!(!err.report().contains("hunter2-secret"), "{}", err.report());
+    assert!(snapshot::list(&w.core, "shop").await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_bucket_is_unavailable_quickly() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let s3 = RepositoryConfig {
+        url: "s3://nowhere/prefix".into(),
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        allow_http: Some(true),
+        path_style: Some(true),
+        access_key_id: Some(tidemark::config::Secret::literal("k")),
+        secret_access_key: Some(tidemark::config::Secret::literal("very-secret-key")),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let err = Repository::open(&s3).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
+    assert!(!err.report().contains("very-secret-key"));
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_never_overwrites_a_repository() {
+    let w = world().await;
+    let before = std::fs::read(w.repo_dir().join("repository.json")).unwrap();
+    let recipients = Recipients::parse(&[GeneratedIdentity::generate().recipient]).unwrap();
+    let err = Repository::init(&w.repo_config, &recipients).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    assert_eq!(before, std::fs::read(w.repo_dir().join("repository.json")).unwrap());
+
+    // Through the operation: no config, no identity file left behind.
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("tidemark.toml");
+    let opts = tidemark::ops::init::InitOptions {
+        repo: w.repo_config.url.clone(),
+        config_path: config_path.clone(),
+        ..Default::default()
+    };
+    let err = tidemark::ops::init::init(&opts).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    assert!(!config_path.exists());
+    assert!(!dir.path().join("tidemark-identity.txt").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_without_manifest_does_not_exist() {
+    let (w, m) = world_with_snapshot().await;
+    // What a crash halfway leaves: objects, no manifest.
+    let crashed = w.repo_dir().join("workspaces/shop/snapshots/20200101T000000Z-000000/tables");
+    std::fs::create_dir_all(&crashed).unwrap();
+    std::fs::copy(table_object(&w, &m), crashed.join("public.t.copy.zst.age")).unwrap();
+    let listed = snapshot::list(&w.core, "shop").await.unwrap();
+    assert_eq!(listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec![m.id.as_str()]);
+    let err = snapshot::show(&w.core, "20200101T000000Z-000000", Some("shop")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let loaded = LoadedConfig::load(Some(&w.core.config.path)).unwrap();
+    assert!(loaded.config.workspaces.contains_key("shop"));
+}

@@ -1,0 +1,89 @@
+//! The binary end to end, as an operator types it: init, workspace add, snapshot
+//! create/list/show, restore, with `--json` and the documented exit codes.
+
+use std::process::{Command, Output};
+
+use tidemark::ErrorKind;
+
+use crate::support::{content_fingerprint, create_database, start_cluster};
+
+fn tidemark(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", dir.join("tidemark.toml").to_str().unwrap()])
+        .args(args)
+        .env_remove("TIDEMARK_IDENTITY")
+        .env_remove("TIDEMARK_IDENTITY_FILE")
+        .output()
+        .expect("run tidemark")
+}
+
+fn ok(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_round_trip_through_the_binary() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let source = create_database(&cluster, "shop", "CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT md5(i::text) FROM generate_series(1, 3000) i;").await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+
+    let init = ok(&tidemark(dir.path(), &["--json", "init", "--repo", repo.to_str().unwrap()]));
+    assert_eq!(init["generated_identity"], true);
+    let identity = dir.path().join("tidemark-identity.txt");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // init again: refused with the already-exists exit code, nothing overwritten.
+    let again = tidemark(dir.path(), &["init", "--repo", repo.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(ErrorKind::AlreadyExists.exit_code()));
+
+    ok(&tidemark(dir.path(), &["workspace", "add", "shop", "--database-url", &cluster.url("shop")]));
+    let created = ok(&tidemark(dir.path(), &["--json", "snapshot", "create", "--workspace", "shop", "--note", "cli"]));
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["rows"], 3000);
+
+    let list = ok(&tidemark(dir.path(), &["--json", "snapshot", "list", "--workspace", "shop"]));
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["note"], "cli");
+    let show = ok(&tidemark(dir.path(), &["--json", "snapshot", "show", &id]));
+    assert_eq!(show["tables"][0]["name"], "t");
+    assert!(show["tables"][0]["content_digest"].as_str().unwrap().len() == 64);
+
+    let target = cluster.url("shop_copy");
+    let restored = ok(&tidemark(dir.path(), &["--json", "restore", &id, "--target", &target]));
+    assert_eq!(restored["created_database"], true);
+    let copy = tidemark::pg::ConnSpec::parse(&target, None).unwrap();
+    assert_eq!(content_fingerprint(&source).await, content_fingerprint(&copy).await);
+
+    // Restoring over it again is refused, with the refused exit code and a JSON error.
+    let refused = tidemark(dir.path(), &["--json", "restore", &id, "--target", &target]);
+    assert_eq!(refused.status.code(), Some(ErrorKind::Refused.exit_code()));
+    let error: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(error["error"]["kind"], "refused");
+
+    // An unknown key in the config is an error that names it.
+    let config = dir.path().join("tidemark.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[postgres]\nbindir = \"/x\"\n")).unwrap();
+    let bad = tidemark(dir.path(), &["snapshot", "list", "--workspace", "shop"]);
+    assert_eq!(bad.status.code(), Some(ErrorKind::Config.exit_code()));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("bindir"));
+}
+
+#[test]
+fn passwords_stay_out_of_listings_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    ok(&tidemark(dir.path(), &["init", "--repo", repo.to_str().unwrap()]));
+    let url = "postgres://app:hunter2-secret@127.0.0.1:1/shop";
+    ok(&tidemark(dir.path(), &["workspace", "add", "shop", "--database-url", url]));
+    let list = tidemark(dir.path(), &["workspace", "list"]);
+    assert!(list.status.success());
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("hunter2-secret"));
+    let snap = tidemark(dir.path(), &["-vv", "snapshot", "create", "--workspace", "shop"]);
+    assert_eq!(snap.status.code(), Some(ErrorKind::Unavailable.exit_code()));
+    let all = format!("{}{}", String::from_utf8_lossy(&snap.stdout), String::from_utf8_lossy(&snap.stderr));
+    assert!(!all.contains("hunter2-secret"), "{all}");
+}

@@ -1,0 +1,196 @@
+//! Real parts for every test: a Postgres cluster of its own (initdb on a free port), a
+//! repository in a temp folder or on a local S3 server (moto), keys, and comparisons of
+//! databases that do not rely on tidemark's own digest code.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::{AssertSqlSafe, Row};
+use tidemark::config::{Config, LoadedConfig, RepositoryConfig, Secret, WorkspaceConfig};
+use tidemark::keys::{GeneratedIdentity, Recipients};
+use tidemark::ops::Core;
+use tidemark::pg::{ConnSpec, qualified};
+use tidemark::pgcluster::{Cluster, ClusterOptions};
+use tidemark::repo::Repository;
+
+pub fn start_cluster() -> Cluster {
+    Cluster::start(&ClusterOptions::default()).expect("start a throwaway postgres")
+}
+
+/// Creates database `db` in the cluster and runs `sql` in it.
+pub async fn create_database(cluster: &Cluster, db: &str, sql: &str) -> ConnSpec {
+    let admin = ConnSpec::parse(&cluster.url("postgres"), None).unwrap();
+    let mut conn = admin.connect().await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {}", tidemark::pg::quote_ident(db))))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let spec = ConnSpec::parse(&cluster.url(db), None).unwrap();
+    let mut conn = spec.connect().await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(sql.to_string())).execute(&mut conn).await.unwrap();
+    spec
+}
+
+/// A test world: one cluster, one repository, keys, and a Core with workspace `shop`
+/// pointing at database `shop` of the cluster.
+pub struct World {
+    pub cluster: Cluster,
+    pub dir: tempfile::TempDir,
+    pub identity: GeneratedIdentity,
+    pub core: Core,
+    pub repo_config: RepositoryConfig,
+}
+
+impl World {
+    pub fn repo_dir(&self) -> PathBuf {
+        self.dir.path().join("repo")
+    }
+
+    pub fn identity_file(&self) -> PathBuf {
+        self.dir.path().join("identity.txt")
+    }
+}
+
+/// A world with a local (file://) repository.
+pub async fn world() -> World {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = url::Url::from_directory_path(dir.path().join("repo")).unwrap().to_string();
+    world_with_repo(cluster, dir, RepositoryConfig { url, ..Default::default() }).await
+}
+
+pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_config: RepositoryConfig) -> World {
+    let identity = GeneratedIdentity::generate();
+    identity.write_new_file(&dir.path().join("identity.txt")).unwrap();
+    repo_config.recipients = vec![identity.recipient.clone()];
+    repo_config.identity_file = Some(dir.path().join("identity.txt"));
+    let recipients = Recipients::parse(&repo_config.recipients).unwrap();
+    let repo = Repository::init(&repo_config, &recipients).await.unwrap();
+    let mut workspaces = BTreeMap::new();
+    workspaces.insert("shop".to_string(), WorkspaceConfig { database_url: cluster.url("shop"), password: None });
+    let config = LoadedConfig {
+        config: Config { repository: repo_config.clone(), postgres: Default::default(), workspaces },
+        path: dir.path().join("tidemark.toml"),
+    };
+    std::fs::write(&config.path, config.config.render_initial()).unwrap();
+    let core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
+    World { cluster, dir, identity, core, repo_config }
+}
+
+/// Everything a database holds, computed with SQL alone (independent of tidemark's
+/// digests): per table and materialized view a row count and an md5 over the sorted row
+/// texts; per sequence its value.
+pub async fn content_fingerprint(spec: &ConnSpec) -> BTreeMap<String, String> {
+    let mut conn = spec.connect().await.unwrap();
+    let rels = sqlx::query(
+        "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relispopulated FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'm', 'S') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+           AND n.nspname NOT LIKE 'pg\\_%' ORDER BY 1, 2",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let mut out = BTreeMap::new();
+    for r in rels {
+        let (schema, name, kind, populated): (String, String, String, bool) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        let q = qualified(&schema, &name);
+        let value = if kind == "S" {
+            let row = sqlx::query(AssertSqlSafe(format!("SELECT last_value::text || '/' || is_called::text FROM {q}")))
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+            row.get::<String, _>(0)
+        } else if !populated {
+            "unpopulated".to_string()
+        } else {
+            let row = sqlx::query(AssertSqlSafe(format!(
+                "SELECT count(*)::text || ':' || coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') FROM {q} AS t"
+            )))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            row.get::<String, _>(0)
+        };
+        out.insert(format!("{kind} {schema}.{name}"), value);
+    }
+    out
+}
+
+pub async fn schema_of(spec: &ConnSpec) -> String {
+    tidemark::ops::verify::schema_fingerprint(tidemark::pg::bin_dir(None).as_deref(), spec).await.unwrap()
+}
+
+/// A local S3 server (moto) on a free port, killed on drop.
+pub struct S3Server {
+    child: Child,
+    pub port: u16,
+}
+
+impl S3Server {
+    pub async fn start() -> S3Server {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server must be installed (pip install 'moto[server]'); .ci/run installs it");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        S3Server { child, port }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn create_bucket(&self, bucket: &str) {
+        let response = reqwest::Client::new().put(format!("{}/{bucket}", self.endpoint())).send().await.unwrap();
+        assert!(response.status().is_success(), "create bucket: {}", response.status());
+    }
+
+    /// Repository settings for `s3://bucket/prefix` on this server.
+    pub fn repo_config(&self, bucket: &str, prefix: &str) -> RepositoryConfig {
+        RepositoryConfig {
+            url: format!("s3://{bucket}/{prefix}"),
+            endpoint: Some(self.endpoint()),
+            region: Some("us-east-1".into()),
+            path_style: Some(true),
+            allow_http: Some(true),
+            access_key_id: Some(Secret::literal("testing")),
+            secret_access_key: Some(Secret::literal("testing")),
+            part_size_mib: Some(5),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every object in the repository as (key, bytes).
+pub async fn all_objects(core: &Core) -> Vec<(String, Vec<u8>)> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    let store = core.repo.store();
+    let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
+    let mut out = Vec::new();
+    for m in metas {
+        let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
+        out.push((m.location.to_string(), bytes.to_vec()));
+    }
+    out
+}
