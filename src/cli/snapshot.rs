@@ -55,6 +55,9 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                     human_bytes(manifest.stored_bytes()),
                     human_ms(manifest.timings.total_ms)
                 );
+                for w in &manifest.warnings {
+                    eprintln!("warning: {w}");
+                }
             }
         }
         SnapshotCommand::List { workspace } => {

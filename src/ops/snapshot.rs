@@ -161,6 +161,10 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
     let info = session.info.clone();
     let sequences = session.sequences.clone();
     let materialized_views = session.materialized_views.clone();
+    let warnings = session.warnings.clone();
+    for w in &warnings {
+        tracing::warn!(workspace = %opts.workspace, "{w}");
+    }
     session.finish().await?;
 
     let manifest = Manifest {
@@ -180,6 +184,7 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         sequences,
         materialized_views,
         content_digest_algorithm: digest::ALGORITHM.to_string(),
+        warnings,
     };
     core.repo.commit_manifest(&manifest, &recipients).await?;
     progress.finish();
@@ -321,6 +326,8 @@ pub struct SnapshotSummary {
     pub tables: Option<usize>,
     pub rows: Option<u64>,
     pub stored_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl SnapshotSummary {
@@ -334,6 +341,7 @@ impl SnapshotSummary {
             tables: Some(manifest.tables.len()),
             rows: Some(manifest.total_rows()),
             stored_bytes: Some(manifest.stored_bytes()),
+            warnings: manifest.warnings.clone(),
         }
     }
 }
@@ -358,6 +366,7 @@ pub async fn list(core: &Core, workspace: &str) -> Result<Vec<SnapshotSummary>> 
                 tables: None,
                 rows: None,
                 stored_bytes: None,
+                warnings: Vec::new(),
             })
             .collect());
     }

@@ -49,6 +49,9 @@ pub struct Manifest {
     pub materialized_views: Vec<MatViewEntry>,
     /// How `content_digest` of every table is computed.
     pub content_digest_algorithm: String,
+    /// What the snapshot could not carry (e.g. large objects).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The database the snapshot was taken from, at the moment it was taken.

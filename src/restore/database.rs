@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use sqlx::postgres::PgConnection;
 use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::{Error, ErrorKind, Result};

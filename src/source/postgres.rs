@@ -42,6 +42,8 @@ pub struct SnapshotSession {
     pub sequences: Vec<SequenceEntry>,
     pub materialized_views: Vec<MatViewEntry>,
     pub block_size: i64,
+    /// What this snapshot cannot carry, said out loud (also recorded in the manifest).
+    pub warnings: Vec<String>,
 }
 
 const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -153,7 +155,16 @@ impl SnapshotSession {
             .map(|r| MatViewEntry { schema: r.get(0), name: r.get(1), populated: r.get(2) })
             .collect();
 
-        Ok(SnapshotSession { conn, snapshot_name, info, tables, sequences, materialized_views, block_size })
+        let mut warnings = Vec::new();
+        let large_objects: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_largeobject_metadata").fetch_one(&mut conn).await?;
+        if large_objects > 0 {
+            warnings.push(format!(
+                "the database has {large_objects} large objects (pg_largeobject); snapshots do not include \
+                 them yet: back them up with pg_dump --large-objects"
+            ));
+        }
+        Ok(SnapshotSession { conn, snapshot_name, info, tables, sequences, materialized_views, block_size, warnings })
     }
 
     /// Ends the exporting transaction (after every importer has finished).

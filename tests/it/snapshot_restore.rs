@@ -125,3 +125,20 @@ async fn snapshot_is_consistent_under_concurrent_writes() {
         .unwrap();
     assert_eq!(total, 40000 * 1000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_objects_are_reported_not_silently_dropped() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int); SELECT lo_from_bytea(0, 'hello');").await;
+    let m = snapshot::create(
+        &w.core,
+        &SnapshotOptions { workspace: "shop".into(), ..Default::default() },
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+    assert!(m.warnings[0].contains("1 large objects"));
+    let shown = snapshot::show(&w.core, &m.id, None).await.unwrap();
+    assert_eq!(shown.warnings, m.warnings);
+}

@@ -1,0 +1,214 @@
+//! Snapshot and restore against the real alternatives, on the same data, in one run:
+//! the raw COPY floor, `pg_dump -Fd -j N`, `pg_dump -Fc`, `pg_restore -j N`.
+//!
+//! ```text
+//! cargo bench --bench compare                  # ~2 GB dataset (pgbench scale 100 + jsonb + bytea)
+//! BENCH_SCALE=10 cargo bench --bench compare   # quicker, ~200 MB
+//! ```
+//! Needs the Postgres server binaries, pgbench and GNU time (`apt-get install time`).
+//! Prints a Markdown table: wall time, client CPU time, peak client memory, size, ratios.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tidemark::pgcluster::{Cluster, ClusterOptions};
+
+struct Measured {
+    name: String,
+    wall: f64,
+    cpu: f64,
+    max_rss_mib: f64,
+    bytes: Option<u64>,
+}
+
+fn main() {
+    let scale: u32 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
+    let jobs: usize = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    assert!(Path::new("/usr/bin/time").exists(), "GNU time is needed: apt-get install time");
+    let bin = tidemark::pg::bin_dir(None);
+    let tool = |name: &str| tidemark::pg::tool(bin.as_deref(), name).display().to_string();
+    let tidemark_bin = env!("CARGO_BIN_EXE_tidemark");
+
+    eprintln!("starting a cluster and generating the dataset (pgbench scale {scale})...");
+    let cluster = Cluster::start(&ClusterOptions {
+        bin_dir: None,
+        settings: vec![
+            ("shared_buffers".into(), "512MB".into()),
+            ("max_wal_size".into(), "8GB".into()),
+            ("checkpoint_timeout".into(), "30min".into()),
+            ("maintenance_work_mem".into(), "256MB".into()),
+        ],
+    })
+    .expect("start postgres");
+    let work = tempfile::Builder::new().prefix("tidemark-bench-").tempdir_in(bench_dir()).expect("temp dir");
+    let url = cluster.url("bench");
+    sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE bench'", tool("psql"), cluster.url("postgres")));
+    sh(&format!("{} -i -q -s {scale} {url} 2>&1 | tail -1", tool("pgbench")));
+    let rows = scale * 3000;
+    sh(&format!(
+        "{} -X -q -v ON_ERROR_STOP=1 -d {url} <<'SQL'\n\
+         CREATE TABLE docs (id bigint PRIMARY KEY, doc jsonb NOT NULL);\n\
+         INSERT INTO docs SELECT i, jsonb_build_object('user', 'user' || (i % 9973), 'tags', jsonb_build_array('a', 'b', i % 17),\n\
+           'score', random(), 'text', repeat(md5(i::text), 3)) FROM generate_series(1, {rows}) i;\n\
+         CREATE TABLE blobs (id bigint PRIMARY KEY, data bytea NOT NULL);\n\
+         INSERT INTO blobs SELECT i, decode(string_agg(md5(random()::text), ''), 'hex')\n\
+           FROM generate_series(1, {blob_rows}) i, generate_series(1, 64) j GROUP BY i;\n\
+         VACUUM ANALYZE; CHECKPOINT;\n\
+         SQL",
+        tool("psql"),
+        blob_rows = scale * 200,
+    ));
+    let db_size = sh(&format!("{} -X -At -d {url} -c \"SELECT pg_database_size('bench')\"", tool("psql")))
+        .trim()
+        .parse::<u64>()
+        .unwrap_or(0);
+    eprintln!("dataset: {:.2} GB in database bench", db_size as f64 / 1e9);
+
+    let tables = sh(&format!(
+        "{} -X -At -d {url} -c \"SELECT quote_ident(relname) FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace ORDER BY pg_relation_size(oid) DESC\"",
+        tool("psql")
+    ));
+    let mut results = Vec::new();
+
+    // The floor: every table COPYed to /dev/null over N connections (what a logical backup cannot beat).
+    let list = work.path().join("tables.txt");
+    std::fs::write(&list, &tables).unwrap();
+    results.push(measure(
+        "raw COPY floor",
+        &format!(
+            "xargs -P {jobs} -I{{}} {} -X -q -d {url} -c 'COPY {{}} TO STDOUT' < {} > /dev/null",
+            tool("psql"),
+            list.display()
+        ),
+        None,
+        &work,
+    ));
+
+    // tidemark snapshot.
+    let repo = work.path().join("repo");
+    let config = work.path().join("tidemark.toml");
+    sh(&format!(
+        "{tidemark_bin} --config {c} init --repo {r} >/dev/null && {tidemark_bin} --config {c} workspace add bench --database-url {url} >/dev/null",
+        c = config.display(),
+        r = repo.display()
+    ));
+    let snap = measure(
+        "tidemark snapshot",
+        &format!(
+            "{tidemark_bin} --config {} --json snapshot create --workspace bench --jobs {jobs} > {}/snap.json",
+            config.display(),
+            work.path().display()
+        ),
+        Some(&repo),
+        &work,
+    );
+    results.push(snap);
+    let snap_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.path().join("snap.json")).unwrap()).unwrap();
+    let id = snap_json["id"].as_str().unwrap().to_string();
+
+    let fd = work.path().join("dump.d");
+    results.push(measure(
+        &format!("pg_dump -Fd -j {jobs}"),
+        &format!("{} -Fd -j {jobs} -f {} {url}", tool("pg_dump"), fd.display()),
+        Some(&fd),
+        &work,
+    ));
+    let fc = work.path().join("dump.fc");
+    results.push(measure(
+        "pg_dump -Fc",
+        &format!("{} -Fc -f {} {url}", tool("pg_dump"), fc.display()),
+        Some(&fc),
+        &work,
+    ));
+
+    results.push(measure(
+        "tidemark restore",
+        &format!(
+            "{tidemark_bin} --config {} restore {id} --jobs {jobs} --target {}",
+            config.display(),
+            cluster.url("restored_tidemark")
+        ),
+        None,
+        &work,
+    ));
+    sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE restored_pg'", tool("psql"), cluster.url("postgres")));
+    results.push(measure(
+        &format!("pg_restore -j {jobs}"),
+        &format!("{} -j {jobs} -d {} {}", tool("pg_restore"), cluster.url("restored_pg"), fd.display()),
+        None,
+        &work,
+    ));
+
+    report(&results, db_size, scale, jobs);
+}
+
+/// Where the bench writes (dumps need room): $BENCH_DIR or the system temp dir.
+fn bench_dir() -> PathBuf {
+    std::env::var_os("BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir)
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("bash").arg("-c").arg(format!("set -euo pipefail\n{script}")).output().expect("bash");
+    assert!(out.status.success(), "failed: {script}\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn measure(name: &str, script: &str, output: Option<&Path>, work: &tempfile::TempDir) -> Measured {
+    eprintln!("running {name}...");
+    let stats = work.path().join("time.txt");
+    sh(&format!(
+        "sync; /usr/bin/time -f '%e %U %S %M' -o {} bash -c {}",
+        stats.display(),
+        shell_quote(&format!("set -euo pipefail; {script}"))
+    ));
+    let text = std::fs::read_to_string(&stats).unwrap();
+    let fields: Vec<f64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let bytes = output.map(|p| sh(&format!("du -sb {} | cut -f1", p.display())).trim().parse().unwrap_or(0));
+    Measured { name: name.into(), wall: fields[0], cpu: fields[1] + fields[2], max_rss_mib: fields[3] / 1024.0, bytes }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn report(results: &[Measured], db_size: u64, scale: u32, jobs: usize) {
+    let find = |prefix: &str| results.iter().find(|m| m.name.starts_with(prefix)).expect("measured");
+    let floor = find("raw COPY floor");
+    let snap = find("tidemark snapshot");
+    let fd = find("pg_dump -Fd");
+    let fc = find("pg_dump -Fc");
+    let tr = find("tidemark restore");
+    let pr = find("pg_restore");
+    println!(
+        "\nDataset: pgbench scale {scale} + jsonb + bytea tables, {:.2} GB on disk; {jobs} jobs; {} cores.\n",
+        db_size as f64 / 1e9,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
+    println!("| operation | wall s | client CPU s | peak client RSS MiB | size MiB |");
+    println!("|---|---:|---:|---:|---:|");
+    for m in results {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.0} | {} |",
+            m.name,
+            m.wall,
+            m.cpu,
+            m.max_rss_mib,
+            m.bytes.map(|b| format!("{:.0}", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into())
+        );
+    }
+    let size = |m: &Measured| m.bytes.unwrap_or(0) as f64;
+    println!("\n| ratio | value | target |");
+    println!("|---|---:|---|");
+    println!("| snapshot / raw COPY floor | {:.2}x | <= 1.3x |", snap.wall / floor.wall);
+    println!("| pg_dump -Fc / snapshot | {:.2}x faster | >= 3x |", fc.wall / snap.wall);
+    println!("| pg_dump -Fd -j / snapshot | {:.2}x faster | >= 1.5x |", fd.wall / snap.wall);
+    println!("| snapshot size / pg_dump -Fd size | {:.2} | <= 1.0 |", size(snap) / size(fd));
+    println!("| snapshot size / pg_dump -Fc size | {:.2} | <= 1.0 |", size(snap) / size(fc));
+    println!("| restore / pg_restore -j | {:.2}x | <= 1.0x |", tr.wall / pr.wall);
+    println!("| peak snapshot RSS | {:.0} MiB | < 300 MiB |", snap.max_rss_mib);
+    println!("| peak restore RSS | {:.0} MiB | < 300 MiB |", tr.max_rss_mib);
+}

@@ -1,0 +1,10 @@
+#!/bin/sh
+# Used by compose.yaml: set tidemark up once (the identity stays in the volume), then take
+# a snapshot of the shop database and list what the repository holds.
+set -eu
+if [ ! -f "$TIDEMARK_CONFIG" ]; then
+  tidemark init --repo s3://backups/tidemark --endpoint http://s3:5000 --path-style --allow-http
+  tidemark workspace add shop --database-url postgres://postgres@postgres:5432/shop --password env:SHOP_PGPASSWORD
+fi
+tidemark snapshot create --workspace shop --note "from docker compose"
+tidemark snapshot list --workspace shop
