@@ -59,7 +59,7 @@ fn main() {
          VACUUM ANALYZE; CHECKPOINT;\n\
          SQL",
         tool("psql"),
-        blob_rows = scale * 200,
+        blob_rows = scale * 2000,
     ));
     let db_size = sh(&format!("{} -X -At -d {url} -c \"SELECT pg_database_size('bench')\"", tool("psql")))
         .trim()
@@ -128,9 +128,10 @@ fn main() {
     results.push(measure(
         "tidemark restore",
         &format!(
-            "{tidemark_bin} --config {} restore {id} --jobs {jobs} --target {}",
+            "{tidemark_bin} --config {} --json restore {id} --jobs {jobs} --target {} > {}/restore.json",
             config.display(),
-            cluster.url("restored_tidemark")
+            cluster.url("restored_tidemark"),
+            work.path().display()
         ),
         None,
         &work,
@@ -144,6 +145,9 @@ fn main() {
     ));
 
     report(&results, db_size, scale, jobs);
+    let restore_json = std::fs::read_to_string(work.path().join("restore.json")).unwrap_or_default();
+    let restore: serde_json::Value = serde_json::from_str(&restore_json).unwrap_or_default();
+    println!("\ntidemark restore phases (ms): {}", restore["timings"]);
 }
 
 /// Where the bench writes (dumps need room): $BENCH_DIR or the system temp dir.

@@ -169,8 +169,10 @@ async fn fill(
 
     let t = Instant::now();
     progress.set_message("indexes, constraints, triggers (post-data)");
-    let post = open(core, manifest, &manifest.schema_post).await?;
-    database::apply_sql(bin_dir.as_deref(), target, post, "the schema (post-data)").await?;
+    let post = crate::pipeline::read_to_end(open(core, manifest, &manifest.schema_post).await?)
+        .await
+        .map_err(|e| e.context("reading the schema (post-data)".to_string()))?;
+    database::apply_post_data(bin_dir.as_deref(), target, post, jobs_or_default(opts.jobs)).await?;
     timings.post_data_ms = t.elapsed().as_millis() as u64;
 
     let t = Instant::now();

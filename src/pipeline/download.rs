@@ -130,3 +130,19 @@ fn decode(
     }
     Ok(())
 }
+
+/// Collects a (small) object's verified plaintext.
+pub async fn read_to_end(mut stream: ObjectStream) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.recv().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+/// A stream that yields `bytes` once (for feeding already-verified data to a consumer).
+pub fn stream_of(bytes: Vec<u8>) -> ObjectStream {
+    let (tx, rx) = mpsc::channel(1);
+    let _ = tx.try_send(Ok(Bytes::from(bytes)));
+    rx
+}

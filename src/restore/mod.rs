@@ -3,3 +3,4 @@
 //! views. Every byte fed to Postgres comes from a verified object stream.
 
 pub mod database;
+pub mod postdata;

@@ -87,3 +87,34 @@ fn passwords_stay_out_of_listings_and_errors() {
     let all = format!("{}{}", String::from_utf8_lossy(&snap.stdout), String::from_utf8_lossy(&snap.stderr));
     assert!(!all.contains("hunter2-secret"), "{all}");
 }
+
+#[test]
+fn demo_stops_its_cluster_on_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .arg("demo")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut port = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(p) = line.trim().strip_prefix("postgres is listening on 127.0.0.1:") {
+            port = p.parse::<u16>().ok();
+        }
+        if line.starts_with("filling the sample workspace") {
+            break;
+        }
+    }
+    let port = port.expect("the demo prints its port");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), "the demo cluster runs");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    let status = child.wait().unwrap();
+    let rest = rest.join().unwrap();
+    assert_eq!(status.code(), Some(ErrorKind::Interrupted.exit_code()), "{rest}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the demo cluster must be stopped");
+}

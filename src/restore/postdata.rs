@@ -1,0 +1,120 @@
+//! Post-data in parallel, as `pg_restore -j` does: pg_dump's plain output marks every
+//! entry with a `-- Name: ...; Type: ...` header, so the section splits into entries.
+//! Indexes and (non-foreign-key) constraints are built on several connections at once;
+//! everything else (foreign keys, triggers, policies, index attachments, comments) then
+//! runs in dump order in one transaction.
+
+/// One entry of a pg_dump section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The `Type:` of the header (`INDEX`, `CONSTRAINT`, `FK CONSTRAINT`, `TRIGGER`...).
+    pub kind: String,
+    pub sql: String,
+}
+
+/// A section split into its session preamble (the `SET` lines at the top) and entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    pub preamble: String,
+    pub entries: Vec<Entry>,
+}
+
+impl Split {
+    /// Entries that can be built concurrently: they depend only on tables and pre-data.
+    pub fn parallel(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| is_parallel(&e.kind))
+    }
+
+    /// Everything else, in dump order.
+    pub fn serial(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().filter(|e| !is_parallel(&e.kind))
+    }
+}
+
+fn is_parallel(kind: &str) -> bool {
+    matches!(kind, "INDEX" | "CONSTRAINT")
+}
+
+/// Splits pg_dump plain SQL. Returns `None` for text this parser does not fully
+/// understand (psql meta-commands other than `\restrict`/`\unrestrict`), so the caller
+/// can fall back to feeding the whole text to psql.
+pub fn split(sql: &str) -> Option<Split> {
+    let lines: Vec<&str> = sql.lines().collect();
+    let mut preamble = String::new();
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let line = lines[i];
+        if line.starts_with("\\restrict") || line.starts_with("\\unrestrict") {
+            i += 1;
+            continue;
+        }
+        if line.starts_with('\\') {
+            return None;
+        }
+        // A header block: "--", "-- Name: ...; Type: T; ...", "--".
+        if line == "--"
+            && let Some(kind) = lines.get(i + 1).and_then(|l| header_kind(l))
+        {
+            entries.push(Entry { kind: kind.to_string(), sql: String::new() });
+            i += 3;
+            continue;
+        }
+        match entries.last_mut() {
+            Some(entry) => {
+                entry.sql.push_str(line);
+                entry.sql.push('\n');
+            }
+            None => {
+                preamble.push_str(line);
+                preamble.push('\n');
+            }
+        }
+        i += 1;
+    }
+    for e in &mut entries {
+        e.sql = e.sql.trim().to_string();
+    }
+    entries.retain(|e| !e.sql.is_empty());
+    Some(Split { preamble, entries })
+}
+
+fn header_kind(line: &str) -> Option<&str> {
+    let rest = line.strip_prefix("-- Name: ")?;
+    let start = rest.find("; Type: ")? + "; Type: ".len();
+    let kind = &rest[start..];
+    Some(kind.split("; ").next().unwrap_or(kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DUMP: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n\nSET statement_timeout = 0;\n\
+SELECT pg_catalog.set_config('search_path', '', false);\n\n\
+--\n-- Name: t t_pkey; Type: CONSTRAINT; Schema: public; Owner: me\n--\n\n\
+ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (id);\n\n\n\
+--\n-- Name: t_v; Type: INDEX; Schema: public; Owner: me\n--\n\n\
+CREATE INDEX t_v ON public.t USING btree (v);\n\n\n\
+--\n-- Name: u u_t_fkey; Type: FK CONSTRAINT; Schema: public; Owner: me\n--\n\n\
+ALTER TABLE ONLY public.u\n    ADD CONSTRAINT u_t_fkey FOREIGN KEY (t) REFERENCES public.t(id);\n\n\
+--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc\n";
+
+    #[test]
+    fn splits_pg_dump_post_data_into_entries() {
+        let s = split(DUMP).unwrap();
+        assert!(s.preamble.contains("SET statement_timeout = 0;"));
+        assert!(s.preamble.contains("set_config('search_path'"));
+        assert!(!s.preamble.contains("restrict"));
+        let kinds: Vec<&str> = s.entries.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["CONSTRAINT", "INDEX", "FK CONSTRAINT"]);
+        assert_eq!(s.parallel().count(), 2);
+        let fk = s.serial().next().unwrap();
+        assert!(fk.sql.starts_with("ALTER TABLE ONLY public.u"));
+    }
+
+    #[test]
+    fn unknown_meta_commands_fall_back() {
+        assert!(split("\\connect other\nCREATE INDEX x ON t (a);\n").is_none());
+    }
+}
