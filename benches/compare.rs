@@ -4,6 +4,7 @@
 //! ```text
 //! cargo bench --bench compare                  # ~2 GB dataset (pgbench scale 100 + jsonb + bytea)
 //! BENCH_SCALE=10 cargo bench --bench compare   # quicker, ~200 MB
+//! BENCH_REPEAT=5 ...                           # runs of the floor and the snapshot (median kept; default 3)
 //! ```
 //! Needs the Postgres server binaries, pgbench and GNU time (`apt-get install time`).
 //! Prints a Markdown table: wall time, client CPU time, peak client memory, size, ratios.
@@ -76,16 +77,19 @@ fn main() {
     // The floor: every table COPYed to /dev/null over N connections (what a logical backup cannot beat).
     let list = work.path().join("tables.txt");
     std::fs::write(&list, &tables).unwrap();
-    results.push(measure(
-        "raw COPY floor",
-        &format!(
-            "xargs -P {jobs} -I{{}} {} -X -q -d {url} -c 'COPY {{}} TO STDOUT' < {} > /dev/null",
-            tool("psql"),
-            list.display()
-        ),
-        None,
-        &work,
-    ));
+    let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    results.push(median_of(repeat, || {
+        measure(
+            "raw COPY floor",
+            &format!(
+                "xargs -P {jobs} -I{{}} {} -X -q -d {url} -c 'COPY {{}} TO STDOUT' < {} > /dev/null",
+                tool("psql"),
+                list.display()
+            ),
+            None,
+            &work,
+        )
+    }));
 
     // tidemark snapshot.
     let repo = work.path().join("repo");
@@ -173,6 +177,16 @@ fn measure(name: &str, script: &str, output: Option<&Path>, work: &tempfile::Tem
     let fields: Vec<f64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
     let bytes = output.map(|p| sh(&format!("du -sb {} | cut -f1", p.display())).trim().parse().unwrap_or(0));
     Measured { name: name.into(), wall: fields[0], cpu: fields[1] + fields[2], max_rss_mib: fields[3] / 1024.0, bytes }
+}
+
+/// Runs `f` `n` times and keeps the run with the median wall time (the machine is shared
+/// with the server, so single runs vary by tens of percent).
+fn median_of(n: usize, mut f: impl FnMut() -> Measured) -> Measured {
+    let mut runs: Vec<Measured> = (0..n.max(1)).map(|_| f()).collect();
+    runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
+    let mut median = runs.swap_remove(runs.len() / 2);
+    median.name = if n > 1 { format!("{} (median of {n})", median.name) } else { median.name };
+    median
 }
 
 fn shell_quote(s: &str) -> String {

@@ -88,40 +88,26 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         .map_err(|e| e.context(format!("starting a snapshot of workspace {}", opts.workspace)))?;
     tracing::info!(workspace = %opts.workspace, id = %id, tables = session.tables.len(), "snapshot started");
 
+    let dest = Destination {
+        repo: core.repo.clone(),
+        recipients: recipients.clone(),
+        workspace: opts.workspace.clone(),
+        id: id.clone(),
+    };
     let schema = {
-        let (repo, recipients, spec, ws_name, id) =
-            (core.repo.clone(), recipients.clone(), spec.clone(), opts.workspace.clone(), id.clone());
+        let (dest, spec, bin_dir) = (dest.clone(), spec.clone(), bin_dir.clone());
         let snapshot_name = session.snapshot_name.clone();
-        let bin_dir = bin_dir.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            let pre = dump_schema(
-                &repo,
-                &recipients,
-                &spec,
-                bin_dir.as_deref(),
-                &snapshot_name,
-                &ws_name,
-                &id,
-                Section::PreData,
-            );
-            let post = dump_schema(
-                &repo,
-                &recipients,
-                &spec,
-                bin_dir.as_deref(),
-                &snapshot_name,
-                &ws_name,
-                &id,
-                Section::PostData,
-            );
+            let pre = dump_schema(&dest, &spec, bin_dir.as_deref(), &snapshot_name, Section::PreData);
+            let post = dump_schema(&dest, &spec, bin_dir.as_deref(), &snapshot_name, Section::PostData);
             let (pre, post) = futures::try_join!(pre, post)?;
             Ok::<_, Error>((pre, post, t.elapsed().as_millis() as u64))
         })
     };
 
     let data_clock = Instant::now();
-    let parts = copy_tables(core, &session, &spec, &recipients, opts, &id, progress).await;
+    let parts = copy_tables(&dest, &session, &spec, opts, progress).await;
     let data_ms = data_clock.elapsed().as_millis() as u64;
     let schema = match schema.await {
         Ok(r) => r,
@@ -192,15 +178,26 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
     Ok(manifest)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Where a snapshot's objects go.
+#[derive(Clone)]
+struct Destination {
+    repo: Repository,
+    recipients: Recipients,
+    workspace: String,
+    id: String,
+}
+
+impl Destination {
+    fn writer(&self, object: &SnapshotObject) -> Result<ObjectWriter> {
+        ObjectWriter::new(&self.repo, object.key(&self.workspace, &self.id), object.name(), &self.recipients)
+    }
+}
+
 async fn dump_schema(
-    repo: &Repository,
-    recipients: &Recipients,
+    dest: &Destination,
     spec: &ConnSpec,
     bin_dir: Option<&std::path::Path>,
     snapshot_name: &str,
-    workspace: &str,
-    id: &str,
     section: Section,
 ) -> Result<ObjectEntry> {
     let object = match section {
@@ -209,7 +206,7 @@ async fn dump_schema(
     };
     let mut child = postgres::spawn_schema_dump(bin_dir, spec, snapshot_name, section)?;
     let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut writer = ObjectWriter::new(repo, object.key(workspace, id), object.name(), recipients)?;
+    let mut writer = dest.writer(&object)?;
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         let n = stdout.read(&mut buf).await?;
@@ -223,12 +220,10 @@ async fn dump_schema(
 }
 
 async fn copy_tables(
-    core: &Core,
+    dest: &Destination,
     session: &SnapshotSession,
     spec: &ConnSpec,
-    recipients: &Recipients,
     opts: &SnapshotOptions,
-    id: &str,
     progress: &Progress,
 ) -> Result<Vec<PartResult>> {
     let mut items = Vec::new();
@@ -252,9 +247,8 @@ async fn copy_tables(
     let mut set = JoinSet::new();
     for _ in 0..jobs {
         let (queue, done, tables) = (queue.clone(), done.clone(), tables.clone());
-        let (repo, recipients, spec, progress) =
-            (core.repo.clone(), recipients.clone(), spec.clone(), progress.clone());
-        let (snapshot_name, workspace, id) = (session.snapshot_name.clone(), opts.workspace.clone(), id.to_string());
+        let (dest, spec, progress) = (dest.clone(), spec.clone(), progress.clone());
+        let snapshot_name = session.snapshot_name.clone();
         set.spawn(async move {
             let mut conn = postgres::import_snapshot(&spec, &snapshot_name).await?;
             let mut results = Vec::new();
@@ -268,16 +262,22 @@ async fn copy_tables(
                     part: item.part,
                 };
                 let statement = postgres::copy_out_statement(&table.schema, &table.name, &table.columns, item.range);
-                let mut writer = ObjectWriter::new(&repo, object.key(&workspace, &id), object.name(), &recipients)?;
+                let mut writer = dest.writer(&object)?;
                 let mut digest = RowDigest::new();
                 let copied: Result<()> = async {
                     let mut rows = postgres::copy_out(&mut conn, &statement).await?;
+                    // COPY yields a row at a time: report progress per MiB, not per row.
+                    let mut unreported = 0u64;
                     while let Some(chunk) = rows.next().await {
                         let chunk = chunk?;
                         digest.update(&chunk);
-                        progress.add_bytes(chunk.len() as u64);
+                        unreported += chunk.len() as u64;
+                        if unreported >= 1 << 20 {
+                            progress.add_bytes(std::mem::take(&mut unreported));
+                        }
                         writer.write(&chunk).await?;
                     }
+                    progress.add_bytes(unreported);
                     Ok(())
                 }
                 .await;

@@ -49,7 +49,7 @@ async fn operator_round_trip_through_the_binary() {
     assert_eq!(list[0]["note"], "cli");
     let show = ok(&tidemark(dir.path(), &["--json", "snapshot", "show", &id]));
     assert_eq!(show["tables"][0]["name"], "t");
-    assert!(show["tables"][0]["content_digest"].as_str().unwrap().len() == 64);
+    assert!(show["tables"][0]["content_digest"].as_str().unwrap().len() == 32);
 
     let target = cluster.url("shop_copy");
     let restored = ok(&tidemark(dir.path(), &["--json", "restore", &id, "--target", &target]));
