@@ -99,19 +99,22 @@ fn main() {
         c = config.display(),
         r = repo.display()
     ));
-    let snap = measure(
-        "tidemark snapshot",
-        &format!(
-            "{tidemark_bin} --config {} --json snapshot create --workspace bench --jobs {jobs} > {}/snap.json",
-            config.display(),
-            work.path().display()
-        ),
-        Some(&repo),
-        &work,
-    );
-    results.push(snap);
+    let mut snap = median_of(repeat, || {
+        measure(
+            "tidemark snapshot",
+            &format!(
+                "{tidemark_bin} --config {} --json snapshot create --workspace bench --jobs {jobs} > {}/snap.json",
+                config.display(),
+                work.path().display()
+            ),
+            None,
+            &work,
+        )
+    });
     let snap_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(work.path().join("snap.json")).unwrap()).unwrap();
+    snap.bytes = snap_json["stored_bytes"].as_u64();
+    results.push(snap);
     let id = snap_json["id"].as_str().unwrap().to_string();
 
     let fd = work.path().join("dump.d");

@@ -9,20 +9,23 @@ pub mod verify;
 pub mod workspace;
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use crate::config::LoadedConfig;
+use crate::config::{IdentitySource, LoadedConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{Identities, Recipients};
 use crate::repo::Repository;
 
 /// What every operation on an existing repository needs: the config, the open repository
-/// and the keys. Identities are loaded only when an operation needs to read.
+/// and the keys. The identity is loaded only when an operation needs to read, so a backup
+/// host never needs it (and a missing identity file cannot stop backups).
 #[derive(Clone)]
 pub struct Core {
     pub config: LoadedConfig,
     pub repo: Repository,
     recipients: Option<Recipients>,
-    identities: Option<Identities>,
+    identity_source: Option<IdentitySource>,
+    identities: OnceLock<Identities>,
 }
 
 impl Core {
@@ -36,8 +39,8 @@ impl Core {
         } else {
             Some(Recipients::parse(&config.config.repository.recipients)?)
         };
-        let identities = config.identity_source().map(|s| Identities::load(&s)).transpose()?;
-        Ok(Core { config, repo, recipients, identities })
+        let identity_source = config.identity_source();
+        Ok(Core { config, repo, recipients, identity_source, identities: OnceLock::new() })
     }
 
     /// A core from parts already at hand (the demo, tests).
@@ -47,7 +50,11 @@ impl Core {
         recipients: Option<Recipients>,
         identities: Option<Identities>,
     ) -> Core {
-        Core { config, repo, recipients, identities }
+        let loaded = OnceLock::new();
+        if let Some(ids) = identities {
+            let _ = loaded.set(ids);
+        }
+        Core { config, repo, recipients, identity_source: None, identities: loaded }
     }
 
     /// The keys backups are encrypted to. Errors: `Key` when none are configured.
@@ -57,9 +64,14 @@ impl Core {
         })
     }
 
-    /// The keys that read the repository. Errors: `Key` when none are configured.
-    pub fn identities(&self) -> Result<&Identities> {
-        self.identities.as_ref().ok_or_else(|| {
+    /// The keys that read the repository, loaded on first use.
+    ///
+    /// Errors: `Key` when none are configured or the identity cannot be read.
+    pub fn identities(&self) -> Result<Identities> {
+        if let Some(ids) = self.identities.get() {
+            return Ok(ids.clone());
+        }
+        let source = self.identity_source.as_ref().ok_or_else(|| {
             Error::new(
                 ErrorKind::Key,
                 format!(
@@ -69,11 +81,15 @@ impl Core {
                     crate::config::IDENTITY_ENV
                 ),
             )
-        })
+        })?;
+        let ids = Identities::load(source)?;
+        let _ = self.identities.set(ids.clone());
+        Ok(ids)
     }
 
+    /// Whether an identity is configured (it may still fail to load).
     pub fn has_identities(&self) -> bool {
-        self.identities.is_some()
+        self.identity_source.is_some() || self.identities.get().is_some()
     }
 
     /// Where the Postgres tools are.

@@ -70,7 +70,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) ->
         Some(w) => w.clone(),
         None => core.repo.find_snapshot(&opts.snapshot).await?,
     };
-    let manifest = core.repo.read_manifest(&workspace, &opts.snapshot, core.identities()?).await?;
+    let manifest = core.repo.read_manifest(&workspace, &opts.snapshot, &core.identities()?).await?;
     let target = ConnSpec::parse(&opts.target, None)?;
     progress.set_prefix(format!("restore {}", manifest.id));
     progress.set_message("checking objects");
@@ -78,7 +78,13 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) ->
     let check_ms = clock.elapsed().as_millis() as u64;
 
     let state = database::prepare_target(&target, &manifest.source).await?;
-    let result = fill(core, &manifest, &target, opts, progress).await;
+    let result = async {
+        database::mark_incomplete(&target, &manifest.id).await?;
+        let timings = fill(core, &manifest, &target, opts, progress).await?;
+        database::mark_complete(&target).await?;
+        Ok::<_, Error>(timings)
+    }
+    .await;
     progress.finish();
     match result {
         Ok(mut timings) => {
@@ -144,7 +150,7 @@ async fn preflight(core: &Core, manifest: &Manifest) -> Result<()> {
 
 async fn open(core: &Core, manifest: &Manifest, entry: &ObjectEntry) -> Result<crate::pipeline::ObjectStream> {
     let path = SnapshotObject::key_for_name(&manifest.workspace, &manifest.id, &entry.name)?;
-    read_object(&core.repo.store(), &path, entry, core.identities()?).await
+    read_object(&core.repo.store(), &path, entry, &core.identities()?).await
 }
 
 async fn fill(

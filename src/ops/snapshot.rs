@@ -108,6 +108,9 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
 
     let data_clock = Instant::now();
     let parts = copy_tables(&dest, &session, &spec, opts, progress).await;
+    if parts.is_err() {
+        schema.abort(); // its pg_dump children are killed on drop
+    }
     let data_ms = data_clock.elapsed().as_millis() as u64;
     let schema = match schema.await {
         Ok(r) => r,
@@ -370,7 +373,7 @@ pub async fn list(core: &Core, workspace: &str) -> Result<Vec<SnapshotSummary>> 
             })
             .collect());
     }
-    let identities = core.identities()?;
+    let identities = &core.identities()?;
     let manifests = futures::stream::iter(ids)
         .map(|id| async move { core.repo.read_manifest(workspace, &id, identities).await })
         .buffered(8)
@@ -385,5 +388,5 @@ pub async fn show(core: &Core, id: &str, workspace: Option<&str>) -> Result<Mani
         Some(w) => w.to_string(),
         None => core.repo.find_snapshot(id).await?,
     };
-    core.repo.read_manifest(&ws, id, core.identities()?).await
+    core.repo.read_manifest(&ws, id, &core.identities()?).await
 }

@@ -189,6 +189,7 @@ impl Repository {
     /// Errors: `NotFound` when the snapshot does not exist (or was never committed), `Key`
     /// for a wrong identity, `Integrity` for a damaged manifest.
     pub async fn read_manifest(&self, workspace: &str, id: &str, identities: &Identities) -> Result<Manifest> {
+        crate::config::validate_workspace_name(workspace)?;
         layout::validate_snapshot_id(id)?;
         let path = layout::manifest(workspace, id);
         let got = match self.store.get(&path).await {

@@ -51,7 +51,18 @@ pub async fn prepare_target(target: &ConnSpec, source: &SourceInfo) -> Result<Ta
         ConnSpec::close(admin).await;
         let mut conn = target.connect().await?;
         let objects = user_object_count(&mut conn).await?;
+        let comment: Option<String> = sqlx::query_scalar(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut conn)
+        .await?;
         ConnSpec::close(conn).await;
+        if let Some(mark) = comment.filter(|c| c.starts_with(INCOMPLETE_MARK)) {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!("the target database {db:?} holds an unfinished restore ({mark}). Drop it and restore again"),
+            ));
+        }
         if objects > 0 {
             return Err(Error::new(
                 ErrorKind::Refused,
@@ -295,4 +306,33 @@ pub async fn apply_post_data(bin_dir: Option<&Path>, target: &ConnSpec, sql: Vec
 
 fn first_line(sql: &str) -> &str {
     sql.lines().next().unwrap_or("")
+}
+
+/// Marks the target as incomplete while a restore fills it (a database comment), so a
+/// restore cut short by a kill or power loss is visible as such; cleared when done.
+pub async fn mark_incomplete(target: &ConnSpec, snapshot: &str) -> Result<()> {
+    set_database_comment(target, Some(&format!("{INCOMPLETE_MARK} {snapshot}: incomplete until this comment is gone")))
+        .await
+}
+
+/// Clears the mark set by [`mark_incomplete`].
+pub async fn mark_complete(target: &ConnSpec) -> Result<()> {
+    set_database_comment(target, None).await
+}
+
+/// The start of the comment an unfinished restore leaves on its database.
+pub const INCOMPLETE_MARK: &str = "tidemark: restore of snapshot";
+
+async fn set_database_comment(target: &ConnSpec, comment: Option<&str>) -> Result<()> {
+    let db = target.database().unwrap_or_default();
+    let value = match comment {
+        Some(c) => format!("'{}'", c.replace('\'', "''")),
+        None => "NULL".to_string(),
+    };
+    let mut conn = target.connect().await?;
+    sqlx::raw_sql(AssertSqlSafe(format!("COMMENT ON DATABASE {} IS {value}", quote_ident(&db))))
+        .execute(&mut conn)
+        .await?;
+    ConnSpec::close(conn).await;
+    Ok(())
 }

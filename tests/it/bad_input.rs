@@ -189,3 +189,55 @@ async fn a_snapshot_without_manifest_does_not_exist() {
     let loaded = LoadedConfig::load(Some(&w.core.config.path)).unwrap();
     assert!(loaded.config.workspaces.contains_key("shop"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_restore_is_marked_and_refused_later() {
+    let (w, m) = world_with_snapshot().await;
+    // Into an existing empty database (which a failed restore leaves in place), with a
+    // damaged object so the restore stops halfway.
+    create_database(&w.cluster, "target", "SELECT 1").await;
+    let path = table_object(&w, &m);
+    let good = std::fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle] ^= 0x80;
+    std::fs::write(&path, &bad).unwrap();
+    let err = restore_into(&w.core, &m, &w.cluster.url("target")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity);
+    assert!(database_exists(&w, "target").await);
+
+    // The object is repaired; the half-filled database still says what it is.
+    std::fs::write(&path, &good).unwrap();
+    let err = restore_into(&w.core, &m, &w.cluster.url("target")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused);
+    assert!(err.message().contains("unfinished restore") && err.message().contains(&m.id), "{}", err.message());
+
+    // A finished restore leaves no mark.
+    restore_into(&w.core, &m, &w.cluster.url("fresh")).await.unwrap();
+    let mut conn = ConnSpec::parse(&w.cluster.url("fresh"), None).unwrap().connect().await.unwrap();
+    let comment: Option<String> =
+        sqlx::query_scalar("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = 'fresh'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(comment, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_identity_file_blocks_reading_but_never_backups() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);").await;
+    let mut config = w.core.config.clone();
+    config.config.repository.identity_file = Some(w.dir.path().join("gone.txt"));
+    let core = Core::open(config).await.unwrap();
+    let m = snapshot::create(
+        &core,
+        &SnapshotOptions { workspace: "shop".into(), ..Default::default() },
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap();
+    let err = snapshot::show(&core, &m.id, Some("shop")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Key);
+    assert!(err.message().contains("gone.txt"), "{}", err.message());
+}
