@@ -22,5 +22,6 @@ pub mod progress;
 pub mod repo;
 pub mod restore;
 pub mod source;
+pub mod stacks;
 
 pub use error::{Error, ErrorKind, Result};

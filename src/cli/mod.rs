@@ -6,6 +6,7 @@ pub mod demo;
 pub mod init;
 pub mod restore;
 pub mod snapshot;
+pub mod stacks;
 pub mod workspace;
 
 use std::path::PathBuf;
@@ -47,6 +48,9 @@ pub enum Command {
     Snapshot(snapshot::SnapshotCommand),
     /// Restore a snapshot into a new or empty database
     Restore(restore::RestoreArgs),
+    /// Function stacks: versioned logic documents kept in the workspace database
+    #[command(subcommand)]
+    Stacks(stacks::StacksCommand),
     /// Try tidemark end to end on a throwaway Postgres it starts itself
     Demo(demo::DemoArgs),
 }
@@ -83,6 +87,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Workspace(cmd) => workspace::run(&global, cmd).await,
         Command::Snapshot(cmd) => snapshot::run(&global, cmd).await,
         Command::Restore(args) => restore::run(&global, args).await,
+        Command::Stacks(cmd) => stacks::run(&global, cmd).await,
         Command::Demo(args) => demo::run(&global, args).await,
     }
 }

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod init;
 pub mod restore;
 pub mod snapshot;
+pub mod stacks;
 pub mod verify;
 pub mod workspace;
 

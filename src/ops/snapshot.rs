@@ -151,6 +151,7 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
     let sequences = session.sequences.clone();
     let materialized_views = session.materialized_views.clone();
     let warnings = session.warnings.clone();
+    let stacks = session.stacks.clone();
     for w in &warnings {
         tracing::warn!(workspace = %opts.workspace, "{w}");
     }
@@ -173,6 +174,7 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         sequences,
         materialized_views,
         content_digest_algorithm: digest::ALGORITHM.to_string(),
+        stacks,
         warnings,
     };
     core.repo.commit_manifest(&manifest, &recipients).await?;

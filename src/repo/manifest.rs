@@ -49,6 +49,10 @@ pub struct Manifest {
     pub materialized_views: Vec<MatViewEntry>,
     /// How `content_digest` of every table is computed.
     pub content_digest_algorithm: String,
+    /// The workspace's function stacks at the snapshot (they are restored with the tables of
+    /// the `tidemark` schema; this is the summary `show` and drills compare against).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<crate::stacks::log::StackSummary>,
     /// What the snapshot could not carry (e.g. large objects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

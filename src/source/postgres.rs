@@ -44,6 +44,8 @@ pub struct SnapshotSession {
     pub block_size: i64,
     /// What this snapshot cannot carry, said out loud (also recorded in the manifest).
     pub warnings: Vec<String>,
+    /// The function stacks as of the snapshot (empty when the workspace has none).
+    pub stacks: Vec<crate::stacks::log::StackSummary>,
 }
 
 const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -164,7 +166,21 @@ impl SnapshotSession {
                  them yet: back them up with pg_dump --large-objects"
             ));
         }
-        Ok(SnapshotSession { conn, snapshot_name, info, tables, sequences, materialized_views, block_size, warnings })
+        let has_stacks: bool = sqlx::query_scalar("SELECT to_regclass('tidemark.stack_versions') IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await?;
+        let stacks = if has_stacks { crate::stacks::log::list(&mut conn).await? } else { Vec::new() };
+        Ok(SnapshotSession {
+            conn,
+            snapshot_name,
+            info,
+            tables,
+            sequences,
+            materialized_views,
+            block_size,
+            warnings,
+            stacks,
+        })
     }
 
     /// Ends the exporting transaction (after every importer has finished).

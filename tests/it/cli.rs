@@ -118,3 +118,40 @@ fn demo_stops_its_cluster_on_ctrl_c() {
     assert_eq!(status.code(), Some(ErrorKind::Interrupted.exit_code()), "{rest}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the demo cluster must be stopped");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacks_through_the_binary() {
+    use std::io::Write;
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    create_database(&cluster, "shop", "SELECT 1").await;
+    let dir = tempfile::tempdir().unwrap();
+    ok(&tidemark(dir.path(), &["init", "--repo", dir.path().join("repo").to_str().unwrap()]));
+    ok(&tidemark(dir.path(), &["workspace", "add", "shop", "--database-url", &cluster.url("shop")]));
+    let file = dir.path().join("checkout.json");
+    std::fs::write(&file, r#"{"route": "/checkout"}"#).unwrap();
+    let put = ok(&tidemark(
+        dir.path(),
+        &["--json", "stacks", "put", "-w", "shop", "api/checkout", "--file", file.to_str().unwrap()],
+    ));
+    assert!(put["change"].is_i64());
+    ok(&tidemark(dir.path(), &["stacks", "publish", "-w", "shop", "api/checkout", "--message", "v1"]));
+
+    // From standard input.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", dir.path().join("tidemark.toml").to_str().unwrap()])
+        .args(["stacks", "put", "-w", "shop", "api/checkout", "--file", "-", "--author", "cli"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(br#"{"route": "/pay"}"#).unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+
+    let diff = tidemark(dir.path(), &["stacks", "diff", "-w", "shop", "api/checkout"]);
+    assert_eq!(String::from_utf8_lossy(&diff.stdout).trim(), "~ /route: \"/checkout\" -> \"/pay\"");
+    let shown =
+        ok(&tidemark(dir.path(), &["--json", "stacks", "show", "-w", "shop", "api/checkout", "--version", "1"]));
+    assert_eq!(shown["content"]["route"], "/checkout");
+    let bad = tidemark(dir.path(), &["stacks", "put", "-w", "shop", "job/x", "--file", file.to_str().unwrap()]);
+    assert_eq!(bad.status.code(), Some(ErrorKind::Usage.exit_code()));
+}

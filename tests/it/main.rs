@@ -6,4 +6,5 @@ mod cli;
 mod no_lock_in;
 mod repository;
 mod snapshot_restore;
+mod stacks;
 mod support;

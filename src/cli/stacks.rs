@@ -1,0 +1,232 @@
+//! `tidemark stacks put|list|show|history|publish|diff|revert|import|export`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use tidemark::Result;
+use tidemark::ops::stacks as ops;
+use tidemark::stacks::{Selector, StackRef};
+
+use super::Global;
+
+#[derive(Debug, Subcommand)]
+pub enum StacksCommand {
+    /// Record new content for a stack (nothing if it is unchanged)
+    Put {
+        #[arg(long, short)]
+        workspace: String,
+        /// kind/name, e.g. api/checkout
+        stack: String,
+        /// JSON file ("-" for standard input)
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        author: Option<String>,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// List the stacks with their live state and newest version
+    List {
+        #[arg(long, short)]
+        workspace: String,
+    },
+    /// Print a stack's content (live by default)
+    Show {
+        #[arg(long, short)]
+        workspace: String,
+        stack: String,
+        #[arg(long, conflicts_with = "change")]
+        version: Option<i32>,
+        #[arg(long)]
+        change: Option<i64>,
+    },
+    /// Every change of a stack, with the versions published from it
+    History {
+        #[arg(long, short)]
+        workspace: String,
+        stack: String,
+    },
+    /// Publish the live content as the next numbered version
+    Publish {
+        #[arg(long, short)]
+        workspace: String,
+        stack: String,
+        #[arg(long)]
+        author: Option<String>,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Structural diff between two states (default: newest published -> live)
+    Diff {
+        #[arg(long, short)]
+        workspace: String,
+        stack: String,
+        /// live, published, version:N or change:N
+        #[arg(long, default_value = "published")]
+        from: String,
+        #[arg(long, default_value = "live")]
+        to: String,
+    },
+    /// Make an earlier state live again (a new change; history is kept)
+    Revert {
+        #[arg(long, short)]
+        workspace: String,
+        stack: String,
+        /// version:N or change:N
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// Import DIR/<kind>/<name>.json: one change per changed file
+    Import {
+        #[arg(long, short)]
+        workspace: String,
+        dir: PathBuf,
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// Export every stack to DIR/<kind>/<name>.json
+    Export {
+        #[arg(long, short)]
+        workspace: String,
+        dir: PathBuf,
+        /// live or published
+        #[arg(long, default_value = "live")]
+        version: String,
+    },
+}
+
+pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
+    let core = global.core().await?;
+    let author = |a: Option<String>| a.unwrap_or_else(ops::default_author);
+    match cmd {
+        StacksCommand::Put { workspace, stack, file, author: who, message } => {
+            let stack = StackRef::parse(&stack)?;
+            let (text, origin) = if file.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                (text, "standard input".to_string())
+            } else {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| tidemark::Error::usage(format!("cannot read {}: {e}", file.display())))?;
+                (text, file.display().to_string())
+            };
+            let out = ops::put(&core, &workspace, &stack, &text, &origin, &author(who), message.as_deref()).await?;
+            if global.json {
+                global.print_json(&out);
+            } else {
+                match out.change {
+                    Some(id) => println!("{} changed (change {id})", out.stack),
+                    None => println!("{} unchanged: nothing recorded", out.stack),
+                }
+            }
+        }
+        StacksCommand::List { workspace } => {
+            let list = ops::list(&core, &workspace).await?;
+            if global.json {
+                global.print_json(&list);
+            } else {
+                for s in list {
+                    let version = s.latest_version.map(|v| format!("v{v}")).unwrap_or_else(|| "unpublished".into());
+                    println!("{:<40} {:>6} changes  live change {:<6} {version}", s.stack, s.changes, s.live_change);
+                }
+            }
+        }
+        StacksCommand::Show { workspace, stack, version, change } => {
+            let selector = match (version, change) {
+                (Some(v), _) => Selector::Version(v),
+                (_, Some(c)) => Selector::Change(c),
+                _ => Selector::Live,
+            };
+            let (change, doc) = ops::show(&core, &workspace, &StackRef::parse(&stack)?, selector).await?;
+            if global.json {
+                global.print_json(&serde_json::json!({ "change": change, "sha256": doc.sha256, "content": doc.value }));
+            } else {
+                println!("{}", serde_json::to_string_pretty(&doc.value).expect("a Value serializes"));
+            }
+        }
+        StacksCommand::History { workspace, stack } => {
+            let history = ops::history(&core, &workspace, &StackRef::parse(&stack)?).await?;
+            if global.json {
+                global.print_json(&history);
+            } else {
+                for c in history {
+                    let versions: Vec<String> = c.versions.iter().map(|v| format!("v{v}")).collect();
+                    println!(
+                        "change {:<6} {} {:<12} {} {}{}",
+                        c.id,
+                        c.at.format("%Y-%m-%d %H:%M:%S"),
+                        c.author,
+                        &c.content_sha256[..12],
+                        c.message.unwrap_or_default(),
+                        if versions.is_empty() { String::new() } else { format!("  [{}]", versions.join(", ")) }
+                    );
+                }
+            }
+        }
+        StacksCommand::Publish { workspace, stack, author: who, message } => {
+            let out =
+                ops::publish(&core, &workspace, &StackRef::parse(&stack)?, &author(who), message.as_deref()).await?;
+            if global.json {
+                global.print_json(&out);
+            } else {
+                println!("published {} version {} (change {})", out.stack, out.version, out.change);
+            }
+        }
+        StacksCommand::Diff { workspace, stack, from, to } => {
+            let report =
+                ops::diff(&core, &workspace, &StackRef::parse(&stack)?, Selector::parse(&from)?, Selector::parse(&to)?)
+                    .await?;
+            if global.json {
+                global.print_json(&report);
+            } else if report.changes.is_empty() {
+                println!("{} {} and {} are identical", report.stack, report.from, report.to);
+            } else {
+                for c in &report.changes {
+                    println!("{}", c.render());
+                }
+            }
+        }
+        StacksCommand::Revert { workspace, stack, to, author: who } => {
+            let out =
+                ops::revert(&core, &workspace, &StackRef::parse(&stack)?, Selector::parse(&to)?, &author(who)).await?;
+            if global.json {
+                global.print_json(&out);
+            } else {
+                match out.change {
+                    Some(id) => println!("{} reverted to {to} (change {id})", out.stack),
+                    None => println!("{} already has the content of {to}: nothing recorded", out.stack),
+                }
+            }
+        }
+        StacksCommand::Import { workspace, dir, author: who } => {
+            let files = ops::import(&core, &workspace, &dir, &author(who)).await?;
+            if global.json {
+                global.print_json(&files);
+            } else {
+                let changed = files.iter().filter(|f| f.change.is_some()).count();
+                for f in &files {
+                    println!("{:<40} {}", f.stack, if f.change.is_some() { "changed" } else { "unchanged" });
+                }
+                println!("{changed} of {} files changed", files.len());
+            }
+        }
+        StacksCommand::Export { workspace, dir, version } => {
+            let selector = match version.as_str() {
+                "live" => Selector::Live,
+                "published" => Selector::Published,
+                other => {
+                    return Err(tidemark::Error::usage(format!("--version takes live or published, not {other:?}")));
+                }
+            };
+            let files = ops::export(&core, &workspace, &dir, selector).await?;
+            if global.json {
+                global.print_json(&files);
+            } else {
+                println!("wrote {} files to {}", files.len(), dir.display());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Function stacks of a workspace: put, list, show, history, publish, diff, revert, import,
+//! export. Each opens the workspace database and works on the change log in its
+//! `tidemark` schema (installed on first write).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sqlx::postgres::PgConnection;
+
+use super::Core;
+use crate::error::{Error, Result};
+use crate::pg::ConnSpec;
+use crate::stacks::diff::{self, Change};
+use crate::stacks::log::{self, ChangeInfo, Published, PutOutcome, StackSummary};
+use crate::stacks::{self as stk, Document, KINDS, Selector, StackRef};
+
+/// Who a change is recorded as when no author is given: `$USER`, else `tidemark`.
+pub fn default_author() -> String {
+    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "tidemark".into())
+}
+
+async fn connect(core: &Core, workspace: &str, write: bool) -> Result<Option<PgConnection>> {
+    let ws = core.config.workspace(workspace)?;
+    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
+    let mut conn = spec.connect().await?;
+    if write {
+        stk::install(&mut conn).await?;
+        return Ok(Some(conn));
+    }
+    let installed: bool =
+        sqlx::query_scalar("SELECT to_regclass('tidemark.stack_versions') IS NOT NULL").fetch_one(&mut conn).await?;
+    Ok(installed.then_some(conn))
+}
+
+async fn reader(core: &Core, workspace: &str, stack: &StackRef) -> Result<PgConnection> {
+    connect(core, workspace, false).await?.ok_or_else(|| {
+        Error::not_found(format!("there is no stack {stack}: workspace {workspace} has no function stacks yet"))
+    })
+}
+
+/// Records a new live content for `stack` from JSON text (nothing when it is unchanged).
+///
+/// Errors: `Usage` for invalid JSON or a bad name (nothing written).
+pub async fn put(
+    core: &Core,
+    workspace: &str,
+    stack: &StackRef,
+    json: &str,
+    origin: &str,
+    author: &str,
+    message: Option<&str>,
+) -> Result<PutOutcome> {
+    let doc = Document::parse(json, origin)?;
+    let mut conn = connect(core, workspace, true).await?.expect("installed");
+    log::put(&mut conn, stack, &doc, author, message, None).await
+}
+
+pub async fn list(core: &Core, workspace: &str) -> Result<Vec<StackSummary>> {
+    match connect(core, workspace, false).await? {
+        Some(mut conn) => log::list(&mut conn).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The content of a state and the change it comes from.
+pub async fn show(core: &Core, workspace: &str, stack: &StackRef, selector: Selector) -> Result<(i64, Document)> {
+    log::read(&mut reader(core, workspace, stack).await?, stack, selector).await
+}
+
+pub async fn history(core: &Core, workspace: &str, stack: &StackRef) -> Result<Vec<ChangeInfo>> {
+    log::history(&mut reader(core, workspace, stack).await?, stack).await
+}
+
+pub async fn publish(
+    core: &Core,
+    workspace: &str,
+    stack: &StackRef,
+    author: &str,
+    message: Option<&str>,
+) -> Result<Published> {
+    let mut conn = connect(core, workspace, true).await?.expect("installed");
+    log::publish(&mut conn, stack, author, message).await
+}
+
+/// A structural diff between two states.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    pub stack: String,
+    pub from: String,
+    pub to: String,
+    pub changes: Vec<Change>,
+}
+
+pub async fn diff(core: &Core, workspace: &str, stack: &StackRef, from: Selector, to: Selector) -> Result<DiffReport> {
+    let mut conn = reader(core, workspace, stack).await?;
+    let (_, a) = log::read(&mut conn, stack, from).await?;
+    let (_, b) = log::read(&mut conn, stack, to).await?;
+    Ok(DiffReport {
+        stack: stack.to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+        changes: diff::diff(&a.value, &b.value),
+    })
+}
+
+/// Makes an earlier state live again, as a new change that says what it reverted to.
+/// Restoring a published version is a revert to it.
+pub async fn revert(core: &Core, workspace: &str, stack: &StackRef, to: Selector, author: &str) -> Result<PutOutcome> {
+    let mut conn = reader(core, workspace, stack).await?;
+    let (_, doc) = log::read(&mut conn, stack, to).await?;
+    let message = format!("revert to {to}");
+    log::put(&mut conn, stack, &doc, author, Some(&message), Some(&to.to_string())).await
+}
+
+/// What happened to one file of an import.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportedFile {
+    pub file: PathBuf,
+    pub stack: String,
+    pub change: Option<i64>,
+}
+
+/// Imports `DIR/<kind>/<name>.json`: one change per changed file, nothing for unchanged
+/// ones. Every file is read and parsed before anything is written.
+///
+/// Errors: `Usage` naming the first unknown folder, bad name or invalid JSON.
+pub async fn import(core: &Core, workspace: &str, dir: &Path, author: &str) -> Result<Vec<ImportedFile>> {
+    let mut docs = Vec::new();
+    let mut kinds: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::usage(format!("cannot read {}: {e}", dir.display())))?
+        .collect::<std::io::Result<Vec<_>>>()?;
+    kinds.sort_by_key(|e| e.file_name());
+    for kind_dir in kinds {
+        let kind = kind_dir.file_name().to_string_lossy().into_owned();
+        if !kind_dir.file_type()?.is_dir() || !KINDS.contains(&kind.as_str()) {
+            return Err(Error::usage(format!(
+                "{} is not a stack folder: an import folder holds only {} folders of <name>.json files",
+                kind_dir.path().display(),
+                KINDS.join("/, ")
+            )));
+        }
+        let mut files: Vec<_> = std::fs::read_dir(kind_dir.path())?.collect::<std::io::Result<Vec<_>>>()?;
+        files.sort_by_key(|e| e.file_name());
+        for file in files {
+            let path = file.path();
+            let name = file.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name.strip_suffix(".json").filter(|_| file.file_type().is_ok_and(|t| t.is_file())) else {
+                return Err(Error::usage(format!("{} is not a <name>.json file", path.display())));
+            };
+            let stack = StackRef::parse(&format!("{kind}/{stem}"))?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
+            let doc = Document::parse(&text, &path.display().to_string())?;
+            docs.push((path, stack, doc));
+        }
+    }
+    let mut conn = connect(core, workspace, true).await?.expect("installed");
+    let mut out = Vec::with_capacity(docs.len());
+    for (file, stack, doc) in docs {
+        let message = format!("import {}", file.display());
+        let outcome = log::put(&mut conn, &stack, &doc, author, Some(&message), None).await?;
+        out.push(ImportedFile { file, stack: stack.to_string(), change: outcome.change });
+    }
+    Ok(out)
+}
+
+/// Writes every stack's live (or newest published) content to `DIR/<kind>/<name>.json`.
+/// Returns the files written; stacks with no published version are skipped for `published`.
+pub async fn export(core: &Core, workspace: &str, dir: &Path, selector: Selector) -> Result<Vec<PathBuf>> {
+    let Some(mut conn) = connect(core, workspace, false).await? else { return Ok(Vec::new()) };
+    let mut written = Vec::new();
+    for summary in log::list(&mut conn).await? {
+        let stack = StackRef::parse(&summary.stack)?;
+        if selector == Selector::Published && summary.latest_version.is_none() {
+            continue;
+        }
+        let (_, doc) = log::read(&mut conn, &stack, selector).await?;
+        let folder = dir.join(&stack.kind);
+        std::fs::create_dir_all(&folder)?;
+        let path = folder.join(format!("{}.json", stack.name));
+        let mut text = serde_json::to_string_pretty(&doc.value).expect("a Value serializes");
+        text.push('\n');
+        std::fs::write(&path, text)?;
+        written.push(path);
+    }
+    Ok(written)
+}

@@ -1,0 +1,176 @@
+//! Function stacks: two-tier history semantics, concurrency, import/export, and snapshots
+//! that bring stacks back exactly as they were.
+
+use tidemark::ErrorKind;
+use tidemark::config::WorkspaceConfig;
+use tidemark::ops::Core;
+use tidemark::ops::restore::{RestoreOptions, restore};
+use tidemark::ops::snapshot::{self, SnapshotOptions};
+use tidemark::ops::stacks as ops;
+use tidemark::progress::Progress;
+use tidemark::stacks::{Selector, StackRef};
+
+use crate::support::{create_database, world};
+
+fn checkout() -> StackRef {
+    StackRef::parse("api/checkout").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_publish_diff_revert_history() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "SELECT 1").await;
+    let (c, s) = (&w.core, &checkout());
+    let v1 = r#"{"route": "/checkout", "steps": ["cart", "pay"], "auth": {"required": true}}"#;
+    let first = ops::put(c, "shop", s, v1, "v1.json", "ana", Some("first")).await.unwrap();
+    assert!(first.change.is_some());
+    // Same document, other key order and spacing: nothing recorded.
+    let same = ops::put(
+        c,
+        "shop",
+        s,
+        r#"{"auth":{"required":true},"steps":["cart","pay"],"route":"/checkout"}"#,
+        "x",
+        "ana",
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(same.change, None);
+    let published = ops::publish(c, "shop", s, "ana", Some("go live")).await.unwrap();
+    assert_eq!(published.version, 1);
+    let again = ops::publish(c, "shop", s, "ana", None).await.unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::AlreadyExists);
+
+    let v2 = r#"{"route": "/pay", "steps": ["cart", "pay", "confirm"], "auth": {"required": true}}"#;
+    ops::put(c, "shop", s, v2, "v2.json", "bo", Some("new route")).await.unwrap();
+    let d = ops::diff(c, "shop", s, Selector::Published, Selector::Live).await.unwrap();
+    let lines: Vec<String> = d.changes.iter().map(|c| c.render()).collect();
+    assert_eq!(lines, vec!["~ /route: \"/checkout\" -> \"/pay\"", "+ /steps/2: \"confirm\""]);
+
+    // Bad input writes nothing.
+    let before = ops::history(c, "shop", s).await.unwrap().len();
+    let bad = ops::put(c, "shop", s, "{\"route\": ", "broken.json", "bo", None).await.unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::Usage);
+    assert!(bad.message().contains("broken.json"));
+    assert_eq!(ops::history(c, "shop", s).await.unwrap().len(), before);
+    assert_eq!(ops::show(c, "shop", s, Selector::Version(9)).await.unwrap_err().kind(), ErrorKind::NotFound);
+    let other = StackRef::parse("task/nightly").unwrap();
+    assert_eq!(ops::history(c, "shop", &other).await.unwrap_err().kind(), ErrorKind::NotFound);
+
+    // Restore the published version: a revert, recorded as a new change.
+    let reverted = ops::revert(c, "shop", s, Selector::Version(1), "ana").await.unwrap();
+    let (live_change, live) = ops::show(c, "shop", s, Selector::Live).await.unwrap();
+    assert_eq!(Some(live_change), reverted.change);
+    let (_, original) = ops::show(c, "shop", s, Selector::Version(1)).await.unwrap();
+    assert_eq!(live.sha256, original.sha256);
+    let history = ops::history(c, "shop", s).await.unwrap();
+    assert_eq!(history.len(), 3);
+    assert_eq!(history[0].versions, vec![1]);
+    assert_eq!(history[0].author, "ana");
+    assert_eq!(history[1].message.as_deref(), Some("new route"));
+    assert_eq!(history[2].reverted_to.as_deref(), Some("version:1"));
+    // Reverting to what is already live records nothing.
+    let noop = ops::revert(c, "shop", s, Selector::Change(history[2].id), "ana").await.unwrap();
+    assert_eq!(noop.change, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_lose_nothing_and_never_share_a_version() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "SELECT 1").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let core = w.core.clone();
+        tasks.spawn(async move {
+            let s = StackRef::parse("function/score").unwrap();
+            let put = ops::put(&core, "shop", &s, &format!("{{\"writer\": {i}}}"), "t", "t", None).await.unwrap();
+            let published = ops::publish(&core, "shop", &s, "t", None).await;
+            (put.change.expect("distinct content is always recorded"), published)
+        });
+    }
+    let mut changes = Vec::new();
+    let mut versions = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        let (change, published) = r.unwrap();
+        changes.push(change);
+        match published {
+            Ok(p) => versions.push(p.version),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{}", e.report()),
+        }
+    }
+    changes.sort();
+    changes.dedup();
+    assert_eq!(changes.len(), 12);
+    versions.sort();
+    assert!(!versions.is_empty());
+    assert_eq!(versions, (1..=versions.len() as i32).collect::<Vec<_>>());
+    let s = StackRef::parse("function/score").unwrap();
+    assert_eq!(ops::history(&w.core, "shop", &s).await.unwrap().len(), 12);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_records_only_what_changed() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "SELECT 1").await;
+    let c = &w.core;
+    for (name, body) in [("api/a", "{\"n\": 1}"), ("task/b", "[1, 2]"), ("trigger/c", "{\"on\": \"insert\"}")] {
+        ops::put(c, "shop", &StackRef::parse(name).unwrap(), body, "t", "t", None).await.unwrap();
+    }
+    let dir = w.dir.path().join("export");
+    let files = ops::export(c, "shop", &dir, Selector::Live).await.unwrap();
+    assert_eq!(files.len(), 3);
+    let unchanged = ops::import(c, "shop", &dir, "t").await.unwrap();
+    assert!(unchanged.iter().all(|f| f.change.is_none()));
+    std::fs::write(dir.join("task/b.json"), "[1, 2, 3]").unwrap();
+    let imported = ops::import(c, "shop", &dir, "t").await.unwrap();
+    let changed: Vec<&str> = imported.iter().filter(|f| f.change.is_some()).map(|f| f.stack.as_str()).collect();
+    assert_eq!(changed, vec!["task/b"]);
+    // A bad file anywhere: nothing of the import is written.
+    std::fs::write(dir.join("api/a.json"), "{\"n\": 2}").unwrap();
+    std::fs::write(dir.join("trigger/c.json"), "{not json").unwrap();
+    assert_eq!(ops::import(c, "shop", &dir, "t").await.unwrap_err().kind(), ErrorKind::Usage);
+    let (_, a) = ops::show(c, "shop", &StackRef::parse("api/a").unwrap(), Selector::Live).await.unwrap();
+    assert_eq!(a.canonical, "{\"n\":1}");
+    assert!(ops::export(c, "shop", &w.dir.path().join("pub"), Selector::Published).await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE orders (id int PRIMARY KEY)").await;
+    let (c, s) = (&w.core, &checkout());
+    ops::put(c, "shop", s, "{\"v\": 1}", "t", "ana", None).await.unwrap();
+    ops::publish(c, "shop", s, "ana", None).await.unwrap();
+    ops::put(c, "shop", s, "{\"v\": 2}", "t", "ana", None).await.unwrap();
+    let manifest =
+        snapshot::create(c, &SnapshotOptions { workspace: "shop".into(), ..Default::default() }, &Progress::hidden())
+            .await
+            .unwrap();
+    assert_eq!(manifest.stacks.len(), 1);
+    assert_eq!(manifest.stacks[0].latest_version, Some(1));
+    let at_snapshot = ops::history(c, "shop", s).await.unwrap();
+
+    // Changed after the snapshot.
+    ops::put(c, "shop", s, "{\"v\": 3}", "t", "bo", None).await.unwrap();
+    ops::publish(c, "shop", s, "bo", None).await.unwrap();
+
+    let url = w.cluster.url("shop_restored");
+    let opts = RestoreOptions { snapshot: manifest.id.clone(), target: url.clone(), ..Default::default() };
+    restore(c, &opts, &Progress::hidden()).await.unwrap();
+    let mut config = c.config.clone();
+    config.config.workspaces.insert("copy".into(), WorkspaceConfig { database_url: url, password: None });
+    let copy = Core::from_parts(config, c.repo.clone(), None, None);
+    let (_, live) = ops::show(&copy, "copy", s, Selector::Live).await.unwrap();
+    assert_eq!(live.canonical, "{\"v\":2}");
+    assert_eq!(live.sha256, manifest.stacks[0].live_sha256);
+    let restored = ops::history(&copy, "copy", s).await.unwrap();
+    assert_eq!(
+        restored.iter().map(|h| (h.id, h.content_sha256.clone(), h.versions.clone())).collect::<Vec<_>>(),
+        at_snapshot.iter().map(|h| (h.id, h.content_sha256.clone(), h.versions.clone())).collect::<Vec<_>>()
+    );
+    // The restored log keeps working: new changes get fresh ids, versions continue.
+    let next = ops::put(&copy, "copy", s, "{\"v\": 4}", "t", "cy", None).await.unwrap();
+    assert!(next.change.unwrap() > at_snapshot.last().unwrap().id);
+    assert_eq!(ops::publish(&copy, "copy", s, "cy", None).await.unwrap().version, 2);
+}
