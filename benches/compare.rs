@@ -132,29 +132,43 @@ fn main() {
         &work,
     ));
 
-    results.push(measure(
-        "tidemark restore",
-        &format!(
-            "{tidemark_bin} --config {} --json restore {id} --jobs {jobs} --target {} > {}/restore.json",
-            config.display(),
-            cluster.url("restored_tidemark"),
-            work.path().display()
-        ),
-        None,
-        &work,
-    ));
-    sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE restored_pg'", tool("psql"), cluster.url("postgres")));
-    results.push(measure(
-        &format!("pg_restore -j {jobs}"),
-        &format!("{} -j {jobs} -d {} {}", tool("pg_restore"), cluster.url("restored_pg"), fd.display()),
-        None,
-        &work,
-    ));
+    // Restores alternate, each into a fresh database that is dropped (and checkpointed away)
+    // before the next run, so both tools meet the same server state.
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for _ in 0..repeat.max(1) {
+        ours.push(measure(
+            "tidemark restore",
+            &format!(
+                "{tidemark_bin} --config {} --json restore {id} --jobs {jobs} --target {} > {}/restore.json",
+                config.display(),
+                cluster.url("restored_tidemark"),
+                work.path().display()
+            ),
+            None,
+            &work,
+        ));
+        sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE restored_pg'", tool("psql"), cluster.url("postgres")));
+        theirs.push(measure(
+            &format!("pg_restore -j {jobs}"),
+            &format!("{} -j {jobs} -d {} {}", tool("pg_restore"), cluster.url("restored_pg"), fd.display()),
+            None,
+            &work,
+        ));
+        sh(&format!(
+            "{psql} -X -q -d {url} -c 'DROP DATABASE restored_tidemark' -c 'DROP DATABASE restored_pg' -c 'CHECKPOINT'",
+            psql = tool("psql"),
+            url = cluster.url("postgres")
+        ));
+    }
+    let mut ours = ours.into_iter();
+    results.push(median_of(repeat, || ours.next().expect("one run per repeat")));
+    let mut theirs = theirs.into_iter();
+    results.push(median_of(repeat, || theirs.next().expect("one run per repeat")));
 
     report(&results, db_size, scale, jobs);
     let restore_json = std::fs::read_to_string(work.path().join("restore.json")).unwrap_or_default();
     let restore: serde_json::Value = serde_json::from_str(&restore_json).unwrap_or_default();
-    println!("\ntidemark restore phases (ms): {}", restore["timings"]);
+    println!("\ntidemark restore phases, last run (ms): {}", restore["timings"]);
 }
 
 /// Where the bench writes (dumps need room): $BENCH_DIR or the system temp dir.

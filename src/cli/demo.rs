@@ -34,6 +34,11 @@ pub async fn run(global: &Global, _args: DemoArgs) -> Result<()> {
         println!("sequences: {seq_ok}/{} identical", report.verify.sequences.len());
         println!("schema (pg_dump --schema-only): {}", if report.schema_identical { "identical" } else { "DIFFERENT" });
         println!(
+            "function stacks: {} with history and versions, {}",
+            report.stacks,
+            if report.stacks_identical { "identical" } else { "DIFFERENT" }
+        );
+        println!(
             "snapshot {} in {}, restore in {}; {} of data stored as {}",
             report.snapshot.id,
             human_ms(report.snapshot_ms),

@@ -1,5 +1,5 @@
-//! `demo`: the newcomer's first command. Starts a throwaway Postgres, fills a sample shop,
-//! creates a repository in a temp folder, takes a snapshot, restores it into a new
+//! `demo`: the newcomer's first command. Starts a throwaway Postgres, fills a sample shop
+//! (tables and function stacks), creates a repository in a temp folder, takes a snapshot, restores it into a new
 //! database and shows that source and copy match. Everything it started is removed at the
 //! end, also on failure or Ctrl-C (the values own the cluster and the folders).
 
@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::Core;
 use super::restore::{RestoreOptions, RestoreReport};
 use super::snapshot::SnapshotOptions;
+use super::stacks;
 use super::verify::VerifyReport;
 use crate::config::{Config, LoadedConfig, RepositoryConfig, WorkspaceConfig};
 use crate::error::{Error, Result};
@@ -19,6 +20,7 @@ use crate::pgcluster::{Cluster, ClusterOptions};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
+use crate::stacks::StackRef;
 
 const DEMO_SQL: &str = include_str!("demo.sql");
 
@@ -29,6 +31,10 @@ pub struct DemoReport {
     pub restore: RestoreReport,
     pub verify: VerifyReport,
     pub schema_identical: bool,
+    /// Function stacks in the workspace, and whether the copy has the same live states,
+    /// versions and change counts.
+    pub stacks: usize,
+    pub stacks_identical: bool,
     pub ok: bool,
 }
 
@@ -64,11 +70,26 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
     say(&format!("created an encrypted repository at {repo_url}"));
     let mut workspaces = BTreeMap::new();
     workspaces.insert("shop".to_string(), WorkspaceConfig { database_url: cluster.url("shop"), password: None });
+    workspaces.insert(
+        "shop_restored".to_string(),
+        WorkspaceConfig { database_url: cluster.url("shop_restored"), password: None },
+    );
     let config = LoadedConfig {
         config: Config { repository, postgres: Default::default(), workspaces },
         path: work.path().join("tidemark.toml"),
     };
     let core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
+
+    say("versioning two function stacks (api/checkout published as version 1, then changed)...");
+    let author = "demo";
+    let checkout = StackRef::parse("api/checkout")?;
+    let v1 = r#"{"route": "/checkout", "method": "POST", "steps": ["validate_cart", "charge", "email_receipt"]}"#;
+    stacks::put(&core, "shop", &checkout, v1, "demo", author, Some("first version")).await?;
+    stacks::publish(&core, "shop", &checkout, author, Some("go live")).await?;
+    let v2 = r#"{"route": "/checkout", "method": "POST", "steps": ["validate_cart", "apply_discount", "charge", "email_receipt"]}"#;
+    stacks::put(&core, "shop", &checkout, v2, "demo", author, Some("discounts")).await?;
+    let discount = StackRef::parse("function/apply_discount")?;
+    stacks::put(&core, "shop", &discount, r#"{"max_percent": 30}"#, "demo", author, None).await?;
 
     say("taking a snapshot of `shop`...");
     let started = std::time::Instant::now();
@@ -95,7 +116,10 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
     let bin_dir = core.pg_bin_dir();
     let schema_identical = super::verify::schema_fingerprint(bin_dir.as_deref(), &source).await?
         == super::verify::schema_fingerprint(bin_dir.as_deref(), &target_spec).await?;
-    let ok = verify.ok && schema_identical;
+    let source_stacks = stacks::list(&core, "shop").await?;
+    let restored_stacks = stacks::list(&core, "shop_restored").await?;
+    let stacks_identical = source_stacks == restored_stacks && !source_stacks.is_empty();
+    let ok = verify.ok && schema_identical && stacks_identical;
     say("cleaning up the throwaway cluster and repository...");
     drop(cluster);
     drop(work);
@@ -105,6 +129,8 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
         restore,
         verify,
         schema_identical,
+        stacks: source_stacks.len(),
+        stacks_identical,
         ok,
     })
 }
