@@ -81,6 +81,10 @@ pub struct WorkspaceConfig {
     /// The database password: `env:VAR`, `file:/path`, or the literal text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
+    /// The media store: `file:///srv/shop/media` or `s3://bucket/prefix` (S3 media use the
+    /// repository's S3 settings).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<String>,
 }
 
 impl fmt::Debug for WorkspaceConfig {
@@ -88,6 +92,7 @@ impl fmt::Debug for WorkspaceConfig {
         f.debug_struct("WorkspaceConfig")
             .field("database_url", &crate::pg::redact_url(&self.database_url))
             .field("password", &self.password)
+            .field("media", &self.media)
             .finish()
     }
 }
@@ -293,6 +298,9 @@ pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
     if let Some(p) = &ws.password {
         out.push_str(&format!("password = {}\n", toml_string(&p.0)));
     }
+    if let Some(m) = &ws.media {
+        out.push_str(&format!("media = {}\n", toml_string(m)));
+    }
     out
 }
 
@@ -349,19 +357,21 @@ mod tests {
             WorkspaceConfig {
                 database_url: "postgres://u@h/shop".into(),
                 password: Some(Secret::literal("env:SHOP_PW")),
+                media: Some("file:///srv/shop/media".into()),
             },
         );
         let parsed = Config::parse(&config.render_initial()).unwrap();
         assert_eq!(parsed.repository.url, "s3://bucket/prefix");
         assert_eq!(parsed.repository.path_style, Some(true));
         assert_eq!(parsed.workspaces["shop"].password, Some(Secret::literal("env:SHOP_PW")));
+        assert_eq!(parsed.workspaces["shop"].media.as_deref(), Some("file:///srv/shop/media"));
     }
 
     #[test]
     fn secrets_never_print() {
         let s = Secret::literal("hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
-        let ws = WorkspaceConfig { database_url: "postgres://u:hunter2@h/db".into(), password: None };
+        let ws = WorkspaceConfig { database_url: "postgres://u:hunter2@h/db".into(), password: None, media: None };
         assert!(!format!("{ws:?}").contains("hunter2"));
     }
 

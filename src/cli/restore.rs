@@ -19,12 +19,24 @@ pub struct RestoreArgs {
     /// Parallel connections loading tables (default: one per core)
     #[arg(long, short)]
     jobs: Option<usize>,
+    /// Where the snapshot's media files go (a folder, file:// or s3:// URL)
+    #[arg(long, value_name = "DIR|URL")]
+    media_target: Option<String>,
+    /// Restore the database only
+    #[arg(long, conflicts_with = "media_target")]
+    no_media: bool,
 }
 
 pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
     let core = global.core().await?;
-    let opts =
-        RestoreOptions { snapshot: args.snapshot, workspace: args.workspace, target: args.target, jobs: args.jobs };
+    let opts = RestoreOptions {
+        snapshot: args.snapshot,
+        workspace: args.workspace,
+        target: args.target,
+        jobs: args.jobs,
+        media_target: args.media_target,
+        no_media: args.no_media,
+    };
     let report = restore(&core, &opts, &global.progress()).await?;
     if global.json {
         global.print_json(&report);

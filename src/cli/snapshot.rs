@@ -22,6 +22,9 @@ pub enum SnapshotCommand {
         /// Split tables larger than this many MiB into parts copied in parallel (0: never)
         #[arg(long, default_value_t = DEFAULT_SPLIT_TABLE_MIB, value_name = "MIB")]
         split_table_mib: u64,
+        /// Leave the media store out
+        #[arg(long)]
+        no_media: bool,
     },
     /// List a workspace's snapshots, oldest first
     List {
@@ -39,8 +42,8 @@ pub enum SnapshotCommand {
 pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
     let core = global.core().await?;
     match cmd {
-        SnapshotCommand::Create { workspace, note, jobs, split_table_mib } => {
-            let opts = SnapshotOptions { workspace, note, kind: SnapshotKind::Manual, jobs, split_table_mib };
+        SnapshotCommand::Create { workspace, note, jobs, split_table_mib, no_media } => {
+            let opts = SnapshotOptions { workspace, note, kind: SnapshotKind::Manual, jobs, split_table_mib, no_media };
             let manifest = snapshot::create(&core, &opts, &global.progress()).await?;
             if global.json {
                 global.print_json(&snapshot::SnapshotSummary::of(&manifest));
@@ -55,6 +58,15 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                     human_bytes(manifest.stored_bytes()),
                     human_ms(manifest.timings.total_ms)
                 );
+                if let Some(m) = &manifest.media {
+                    println!(
+                        "media: {} files, {} ({} new files, {} uploaded)",
+                        m.files.len(),
+                        human_bytes(m.bytes),
+                        m.new_files,
+                        human_bytes(m.new_bytes)
+                    );
+                }
                 for w in &manifest.warnings {
                     eprintln!("warning: {w}");
                 }
@@ -120,6 +132,23 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                 );
             }
             println!("sequences: {}, materialized views: {}", m.sequences.len(), m.materialized_views.len());
+            match &m.media {
+                Some(media) => println!(
+                    "media: {} files, {}; new in this snapshot: {} files, {}",
+                    media.files.len(),
+                    human_bytes(media.bytes),
+                    media.new_files,
+                    human_bytes(media.new_bytes)
+                ),
+                None => println!("media: not included"),
+            }
+            if !m.stacks.is_empty() {
+                println!("function stacks: {}", m.stacks.len());
+                for s in &m.stacks {
+                    let version = s.latest_version.map(|v| format!("v{v}")).unwrap_or_else(|| "unpublished".into());
+                    println!("  {}  {} changes, {version}, live {}", s.stack, s.changes, &s.live_sha256[..12]);
+                }
+            }
         }
     }
     Ok(())

@@ -18,6 +18,9 @@ pub enum WorkspaceCommand {
         /// Where the password comes from: env:VARIABLE or file:/path
         #[arg(long, value_name = "env:VAR|file:PATH")]
         password: Option<String>,
+        /// Media store: file:///srv/media or s3://bucket/prefix
+        #[arg(long, value_name = "URL")]
+        media: Option<String>,
     },
     /// List the configured workspaces
     List,
@@ -26,7 +29,7 @@ pub enum WorkspaceCommand {
 pub async fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
     let config = global.load_config()?;
     match cmd {
-        WorkspaceCommand::Add { name, database_url, password } => {
+        WorkspaceCommand::Add { name, database_url, password, media } => {
             if let Some(p) = &password
                 && !p.starts_with("env:")
                 && !p.starts_with("file:")
@@ -36,7 +39,7 @@ pub async fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
                      history and the config",
                 ));
             }
-            let opts = WorkspaceAddOptions { name: name.clone(), database_url, password };
+            let opts = WorkspaceAddOptions { name: name.clone(), database_url, password, media };
             add(&config, &opts)?;
             if global.json {
                 global.print_json(&serde_json::json!({ "added": name, "config": config.path }));

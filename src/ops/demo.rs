@@ -69,10 +69,11 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
     let repo = Repository::init(&repository, &recipients).await?;
     say(&format!("created an encrypted repository at {repo_url}"));
     let mut workspaces = BTreeMap::new();
-    workspaces.insert("shop".to_string(), WorkspaceConfig { database_url: cluster.url("shop"), password: None });
+    workspaces
+        .insert("shop".to_string(), WorkspaceConfig { database_url: cluster.url("shop"), password: None, media: None });
     workspaces.insert(
         "shop_restored".to_string(),
-        WorkspaceConfig { database_url: cluster.url("shop_restored"), password: None },
+        WorkspaceConfig { database_url: cluster.url("shop_restored"), password: None, media: None },
     );
     let config = LoadedConfig {
         config: Config { repository, postgres: Default::default(), workspaces },

@@ -14,11 +14,12 @@ use tokio::task::JoinSet;
 use super::{Core, jobs_or_default};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::ConnSpec;
-use crate::pipeline::read_object;
+use crate::pipeline::{Expect, read_object, read_verified};
 use crate::progress::Progress;
 use crate::repo::layout::SnapshotObject;
-use crate::repo::manifest::{Manifest, ObjectEntry};
+use crate::repo::manifest::{Manifest, MediaEntry, ObjectEntry};
 use crate::restore::database::{self, TargetState};
+use crate::restore::media::{self, MediaTarget};
 
 /// What `restore` takes.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -31,6 +32,10 @@ pub struct RestoreOptions {
     pub target: String,
     /// Parallel connections loading tables (default: one per core).
     pub jobs: Option<usize>,
+    /// Where the snapshot's media files go: a folder, `file://` or `s3://` URL.
+    pub media_target: Option<String>,
+    /// Restore the database only, even if the snapshot has media.
+    pub no_media: bool,
 }
 
 /// What a restore did, with its phases timed.
@@ -45,6 +50,8 @@ pub struct RestoreReport {
     pub rows: u64,
     pub plain_bytes: u64,
     pub stored_bytes: u64,
+    /// Media files restored (0 with `--no-media` or when the snapshot has none).
+    pub media_files: usize,
     pub timings: RestoreTimings,
 }
 
@@ -55,6 +62,7 @@ pub struct RestoreTimings {
     pub data_ms: u64,
     pub post_data_ms: u64,
     pub finish_ms: u64,
+    pub media_ms: u64,
     pub total_ms: u64,
 }
 
@@ -72,15 +80,21 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) ->
     };
     let manifest = core.repo.read_manifest(&workspace, &opts.snapshot, &core.identities()?).await?;
     let target = ConnSpec::parse(&opts.target, None)?;
+    let media = media_plan(core, &manifest, opts)?;
     progress.set_prefix(format!("restore {}", manifest.id));
     progress.set_message("checking objects");
-    preflight(core, &manifest).await?;
+    preflight(core, &manifest, media.is_some()).await?;
     let check_ms = clock.elapsed().as_millis() as u64;
 
     let state = database::prepare_target(&target, &manifest.source).await?;
     let result = async {
         database::mark_incomplete(&target, &manifest.id).await?;
-        let timings = fill(core, &manifest, &target, opts, progress).await?;
+        let mut timings = fill(core, &manifest, &target, opts, progress).await?;
+        if let Some((media_target, files)) = &media {
+            let t = Instant::now();
+            restore_media(core, &manifest, media_target, files, jobs_or_default(opts.jobs), progress).await?;
+            timings.media_ms = t.elapsed().as_millis() as u64;
+        }
         database::mark_complete(&target).await?;
         Ok::<_, Error>(timings)
     }
@@ -99,6 +113,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) ->
                 rows: manifest.total_rows(),
                 plain_bytes: manifest.plain_bytes(),
                 stored_bytes: manifest.stored_bytes(),
+                media_files: media.as_ref().map(|(_, files)| files.len()).unwrap_or(0),
                 timings,
             })
         }
@@ -121,8 +136,31 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) ->
 
 /// Every object the manifest names must exist with the recorded size before anything is
 /// written, so a damaged snapshot is refused up front.
-async fn preflight(core: &Core, manifest: &Manifest) -> Result<()> {
+async fn preflight(core: &Core, manifest: &Manifest, with_media: bool) -> Result<()> {
     let store = core.repo.store();
+    if with_media && let Some(media) = &manifest.media {
+        let mut shas: Vec<&str> = media.files.iter().map(|f| f.sha256.as_str()).collect();
+        shas.sort_unstable();
+        shas.dedup();
+        let missing = futures::stream::iter(shas)
+            .map(|sha| {
+                let store = store.clone();
+                async move {
+                    let key = crate::repo::layout::media_object(&manifest.workspace, sha)?;
+                    match object_store::ObjectStoreExt::head(&store, &key).await {
+                        Ok(_) => Ok(()),
+                        Err(object_store::Error::NotFound { .. }) => Err(Error::integrity(format!(
+                            "media object {key} is missing from the repository: the snapshot is damaged"
+                        ))),
+                        Err(e) => Err(Error::from(e)),
+                    }
+                }
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<Result<()>>>()
+            .await;
+        missing.into_iter().collect::<Result<()>>()?;
+    }
     let checks = futures::stream::iter(manifest.objects().cloned().collect::<Vec<_>>())
         .map(|entry| {
             let store = store.clone();
@@ -243,4 +281,62 @@ async fn load_tables(
         }
     }
     Ok(())
+}
+
+/// Decides what happens to the snapshot's media, before anything is written: every path
+/// is checked, and a snapshot with media needs `--media-target` or `--no-media`.
+fn media_plan(
+    core: &Core,
+    manifest: &Manifest,
+    opts: &RestoreOptions,
+) -> Result<Option<(MediaTarget, Vec<MediaEntry>)>> {
+    let files = match &manifest.media {
+        Some(m) if !m.files.is_empty() && !opts.no_media => &m.files,
+        _ => return Ok(None),
+    };
+    for f in files {
+        crate::source::media::validate_path(&f.path)?;
+        crate::repo::layout::media_object(&manifest.workspace, &f.sha256)?;
+    }
+    let Some(target) = &opts.media_target else {
+        return Err(Error::usage(format!(
+            "snapshot {} has {} media files: pass --media-target DIR (or an s3:// URL) to restore them, \
+             or --no-media to restore only the database",
+            manifest.id,
+            files.len()
+        )));
+    };
+    Ok(Some((MediaTarget::open(target, &core.config.config.repository)?, files.clone())))
+}
+
+async fn restore_media(
+    core: &Core,
+    manifest: &Manifest,
+    target: &MediaTarget,
+    files: &[MediaEntry],
+    jobs: usize,
+    progress: &Progress,
+) -> Result<()> {
+    progress.set_message(format!("media: {} files", files.len()));
+    let identities = core.identities()?;
+    let store = core.repo.store();
+    futures::stream::iter(files)
+        .map(|entry| {
+            let (store, identities) = (store.clone(), identities.clone());
+            async move {
+                let key = crate::repo::layout::media_object(&manifest.workspace, &entry.sha256)?;
+                let expect = Expect::Content { sha256: entry.sha256.clone(), size: entry.size };
+                let stream = read_verified(&store, &key, expect, &identities).await?;
+                media::write(target, entry, stream)
+                    .await
+                    .map_err(|e| e.context(format!("restoring media file {}", entry.path)))?;
+                progress.add_bytes(entry.size);
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(jobs)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
 }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
@@ -19,8 +19,9 @@ use crate::pipeline::ObjectWriter;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::layout::{self, SnapshotObject};
-use crate::repo::manifest::{Manifest, ObjectEntry, SnapshotKind, TableEntry, Timings};
+use crate::repo::manifest::{Manifest, MediaEntry, MediaSummary, ObjectEntry, SnapshotKind, TableEntry, Timings};
 use crate::source::digest::{self, RowDigest};
+use crate::source::media;
 use crate::source::postgres::{self, BlockRange, Section, SnapshotSession};
 
 /// Tables larger than this (heap bytes) are split into parts copied in parallel.
@@ -37,6 +38,8 @@ pub struct SnapshotOptions {
     pub jobs: Option<usize>,
     /// Split tables larger than this many MiB into parts (0: never split).
     pub split_table_mib: u64,
+    /// Leave the media store out of this snapshot.
+    pub no_media: bool,
 }
 
 impl Default for SnapshotOptions {
@@ -47,6 +50,7 @@ impl Default for SnapshotOptions {
             kind: SnapshotKind::Manual,
             jobs: None,
             split_table_mib: DEFAULT_SPLIT_TABLE_MIB,
+            no_media: false,
         }
     }
 }
@@ -147,6 +151,10 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         t.content_digest = d.hex();
     }
 
+    let media = match (&ws.media, opts.no_media) {
+        (Some(url), false) => Some(backup_media(core, &dest, url, jobs_or_default(opts.jobs), progress).await?),
+        _ => None,
+    };
     let info = session.info.clone();
     let sequences = session.sequences.clone();
     let materialized_views = session.materialized_views.clone();
@@ -175,6 +183,7 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         materialized_views,
         content_digest_algorithm: digest::ALGORITHM.to_string(),
         stacks,
+        media,
         warnings,
     };
     core.repo.commit_manifest(&manifest, &recipients).await?;
@@ -331,6 +340,11 @@ pub struct SnapshotSummary {
     pub tables: Option<usize>,
     pub rows: Option<u64>,
     pub stored_bytes: Option<u64>,
+    /// Media files in the snapshot, and the bytes it uploaded (new content).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_files: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_new_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
 }
@@ -346,6 +360,8 @@ impl SnapshotSummary {
             tables: Some(manifest.tables.len()),
             rows: Some(manifest.total_rows()),
             stored_bytes: Some(manifest.stored_bytes()),
+            media_files: manifest.media.as_ref().map(|m| m.files.len()),
+            media_new_bytes: manifest.media.as_ref().map(|m| m.new_bytes),
             warnings: manifest.warnings.clone(),
         }
     }
@@ -371,6 +387,8 @@ pub async fn list(core: &Core, workspace: &str) -> Result<Vec<SnapshotSummary>> 
                 tables: None,
                 rows: None,
                 stored_bytes: None,
+                media_files: None,
+                media_new_bytes: None,
                 warnings: Vec::new(),
             })
             .collect());
@@ -391,4 +409,115 @@ pub async fn show(core: &Core, id: &str, workspace: Option<&str>) -> Result<Mani
         None => core.repo.find_snapshot(id).await?,
     };
     core.repo.read_manifest(&ws, id, &core.identities()?).await
+}
+
+/// Backs up the media store incrementally: hash what changed (the cache spares the rest),
+/// upload each content not yet in the repository once, list every file in the manifest.
+async fn backup_media(
+    core: &Core,
+    dest: &Destination,
+    url: &str,
+    jobs: usize,
+    progress: &Progress,
+) -> Result<MediaSummary> {
+    let store = media::open(url, &core.config.config.repository)?;
+    let files = media::list(&store).await.map_err(|e| e.context(format!("listing the media store {url}")))?;
+    progress.set_message(format!("media: {} files", files.len()));
+    let mut cache = media::HashCache::load(&core.repo.descriptor().id, &dest.workspace);
+    let hashed: Vec<(media::Listed, String)> = futures::stream::iter(files.iter().cloned())
+        .map(|file| {
+            let (store, cached) = (store.clone(), cache.get(&file).map(str::to_string));
+            async move {
+                let sha = match cached {
+                    Some(sha) => sha,
+                    None => {
+                        media::hash(&store, &file.location)
+                            .await
+                            .map_err(|e| e.context(format!("reading media file {}", file.path)))?
+                            .0
+                    }
+                };
+                Ok::<_, Error>((file, sha))
+            }
+        })
+        .buffered(jobs)
+        .try_collect()
+        .await?;
+    for (file, sha) in &hashed {
+        cache.put(file, sha);
+    }
+    // Each distinct content once, and only if the repository does not have it yet.
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<&(media::Listed, String)> = hashed.iter().filter(|(_, sha)| seen.insert(sha.clone())).collect();
+    let uploads: Vec<Option<u64>> = futures::stream::iter(unique)
+        .map(|(file, sha)| {
+            let store = store.clone();
+            async move {
+                let key = layout::media_object(&dest.workspace, sha)?;
+                match object_store::ObjectStoreExt::head(&dest.repo.store(), &key).await {
+                    Ok(_) => return Ok(None),
+                    Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(Error::from(e)),
+                }
+                upload_media(dest, &store, file, sha, key, progress).await.map(Some)
+            }
+        })
+        .buffer_unordered(jobs)
+        .try_collect()
+        .await?;
+    cache.save(&files);
+    let new: Vec<u64> = uploads.into_iter().flatten().collect();
+    Ok(MediaSummary {
+        source: url.to_string(),
+        bytes: hashed.iter().map(|(f, _)| f.size).sum(),
+        new_files: new.len() as u64,
+        new_bytes: new.iter().sum(),
+        files: hashed
+            .into_iter()
+            .map(|(f, sha256)| MediaEntry { path: f.path, size: f.size, modified: f.modified, sha256 })
+            .collect(),
+    })
+}
+
+/// Streams one media file into the repository under its content hash, checking that the
+/// bytes still hash to it (a file changed since it was hashed is an error, not a lie).
+async fn upload_media(
+    dest: &Destination,
+    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    file: &media::Listed,
+    sha: &str,
+    key: object_store::path::Path,
+    progress: &Progress,
+) -> Result<u64> {
+    use sha2::Digest;
+    let mut writer = ObjectWriter::new(&dest.repo, key, format!("media/{sha}"), &dest.recipients)?;
+    let mut hasher = sha2::Sha256::new();
+    let copied: Result<()> = async {
+        let mut stream = object_store::ObjectStoreExt::get(store, &file.location).await?.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            progress.add_bytes(chunk.len() as u64);
+            writer.write(&chunk).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = copied {
+        writer.abort().await;
+        return Err(e.context(format!("uploading media file {}", file.path)));
+    }
+    if hex::encode(hasher.finalize()) != sha {
+        writer.abort().await;
+        return Err(Error::new(
+            crate::error::ErrorKind::Unavailable,
+            format!("media file {} changed while it was backed up; take the snapshot again", file.path),
+        ));
+    }
+    match writer.finish().await {
+        Ok(entry) => Ok(entry.plain_size),
+        // Another snapshot stored the same content at the same moment: it is there.
+        Err(e) if e.kind() == crate::error::ErrorKind::AlreadyExists => Ok(0),
+        Err(e) => Err(e),
+    }
 }

@@ -14,6 +14,8 @@ pub struct WorkspaceAddOptions {
     pub database_url: String,
     /// `env:VAR` or `file:/path` (a literal password belongs in neither a flag nor a config).
     pub password: Option<String>,
+    /// The media store URL (`file:///srv/media`, `s3://bucket/prefix`).
+    pub media: Option<String>,
 }
 
 /// Adds a workspace to the config file, keeping the file's comments and layout.
@@ -30,6 +32,7 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
     let ws = WorkspaceConfig {
         database_url: opts.database_url.clone(),
         password: opts.password.as_ref().map(|p| Secret::literal(p.clone())),
+        media: opts.media.clone(),
     };
     let text = render_workspace(&opts.name, &ws);
     // Validate the whole file as it will be before touching it.

@@ -41,6 +41,15 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// What a download is checked against when it ends.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// A snapshot object: stored size and SHA-256, plaintext size and BLAKE3, from its manifest.
+    Entry(ObjectEntry),
+    /// A content-addressed object (media): the SHA-256 and size of the plaintext.
+    Content { sha256: String, size: u64 },
+}
+
 /// Opens `path` (described by `entry`) and streams its verified plaintext.
 ///
 /// Errors (at once): `Integrity` when the object is missing. Errors (as the stream's last
@@ -49,6 +58,16 @@ pub async fn read_object(
     store: &Arc<dyn ObjectStore>,
     path: &Path,
     entry: &ObjectEntry,
+    identities: &Identities,
+) -> Result<ObjectStream> {
+    read_verified(store, path, Expect::Entry(entry.clone()), identities).await
+}
+
+/// Like [`read_object`], for any [`Expect`].
+pub async fn read_verified(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    expect: Expect,
     identities: &Identities,
 ) -> Result<ObjectStream> {
     let what = format!("object {path}");
@@ -61,10 +80,9 @@ pub async fn read_object(
     let stream = got.into_stream().map_err(std::io::Error::other);
     let bridge = SyncIoBridge::new(StreamReader::new(stream));
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    let entry = entry.clone();
     let identities = identities.clone();
     tokio::task::spawn_blocking(move || {
-        let result = decode(bridge, &entry, &identities, &what, &tx);
+        let result = decode(bridge, &expect, &identities, &what, &tx);
         if let Err(e) = result {
             let _ = tx.blocking_send(Err(e));
         }
@@ -74,7 +92,7 @@ pub async fn read_object(
 
 fn decode(
     source: impl Read,
-    entry: &ObjectEntry,
+    expect: &Expect,
     identities: &Identities,
     what: &str,
     tx: &mpsc::Sender<Result<Bytes>>,
@@ -85,6 +103,7 @@ fn decode(
     let plain = decryptor.decrypt(identities.iter()).map_err(|e| decrypt_error(e, what))?;
     let mut decoder = zstd::stream::read::Decoder::new(plain).map_err(|e| read_error(e, what))?;
     let mut blake = blake3::Hasher::new();
+    let mut plain_sha = Sha256::new();
     let mut plain_size = 0u64;
     loop {
         let mut buf = vec![0u8; CHUNK];
@@ -100,7 +119,12 @@ fn decode(
             break;
         }
         buf.truncate(filled);
-        blake.update(&buf);
+        match expect {
+            Expect::Entry(_) => {
+                blake.update(&buf);
+            }
+            Expect::Content { .. } => plain_sha.update(&buf),
+        }
         plain_size += filled as u64;
         if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
             return Ok(()); // the consumer gave up; nothing to report to anyone
@@ -114,19 +138,32 @@ fn decode(
         let s = state.lock().expect("hash lock");
         (hex::encode(s.0.clone().finalize()), s.1)
     };
-    if stored_size != entry.stored_size || sha != entry.stored_sha256 {
-        return Err(Error::integrity(format!(
-            "{what} does not match the manifest (stored {stored_size} bytes, sha256 {sha}; expected \
-             {} bytes, sha256 {}): it was altered or truncated",
-            entry.stored_size, entry.stored_sha256
-        )));
-    }
-    let plain_hex = blake.finalize().to_hex().to_string();
-    if plain_size != entry.plain_size || plain_hex != entry.plain_blake3 {
-        return Err(Error::integrity(format!(
-            "{what} decrypted to different data than was backed up (blake3 {plain_hex}, expected {})",
-            entry.plain_blake3
-        )));
+    match expect {
+        Expect::Entry(entry) => {
+            if stored_size != entry.stored_size || sha != entry.stored_sha256 {
+                return Err(Error::integrity(format!(
+                    "{what} does not match the manifest (stored {stored_size} bytes, sha256 {sha}; expected \
+                     {} bytes, sha256 {}): it was altered or truncated",
+                    entry.stored_size, entry.stored_sha256
+                )));
+            }
+            let plain_hex = blake.finalize().to_hex().to_string();
+            if plain_size != entry.plain_size || plain_hex != entry.plain_blake3 {
+                return Err(Error::integrity(format!(
+                    "{what} decrypted to different data than was backed up (blake3 {plain_hex}, expected {})",
+                    entry.plain_blake3
+                )));
+            }
+        }
+        Expect::Content { sha256, size } => {
+            let plain_hex = hex::encode(plain_sha.finalize());
+            if plain_size != *size || &plain_hex != sha256 {
+                return Err(Error::integrity(format!(
+                    "{what} decrypted to content with sha256 {plain_hex} ({plain_size} bytes), not the \
+                     {sha256} ({size} bytes) it is stored under"
+                )));
+            }
+        }
     }
     Ok(())
 }

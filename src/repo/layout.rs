@@ -7,6 +7,7 @@
 //! workspaces/<ws>/snapshots/<id>/schema-pre.sql.zst.age
 //! workspaces/<ws>/snapshots/<id>/schema-post.sql.zst.age
 //! workspaces/<ws>/snapshots/<id>/tables/<schema>.<table>[.<part>].copy.zst.age
+//! workspaces/<ws>/media/<sha256>.zst.age
 //! ```
 
 use object_store::path::Path;
@@ -39,6 +40,16 @@ pub fn snapshot_dir(workspace: &str, id: &str) -> Path {
 /// The manifest of one snapshot: written last, its presence makes the snapshot exist.
 pub fn manifest(workspace: &str, id: &str) -> Path {
     snapshot_dir(workspace, id).join(MANIFEST)
+}
+
+/// A media file's content, shared by every snapshot that has it: `workspaces/<ws>/media/<sha256>.zst.age`.
+///
+/// Errors: `Integrity` when `sha256` is not 64 lowercase hex digits (it may come from a manifest).
+pub fn media_object(workspace: &str, sha256: &str) -> Result<Path> {
+    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(Error::integrity(format!("{sha256:?} is not a media content hash")));
+    }
+    Ok(Path::from_iter(["workspaces", workspace, "media", &format!("{sha256}.zst.age")]))
 }
 
 /// The objects of a snapshot, named relative to the snapshot folder as the manifest lists them.

@@ -53,6 +53,10 @@ pub struct Manifest {
     /// the `tidemark` schema; this is the summary `show` and drills compare against).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stacks: Vec<crate::stacks::log::StackSummary>,
+    /// The media store's files at the snapshot (`None`: the workspace has no media store,
+    /// or the snapshot was taken with `--no-media`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaSummary>,
     /// What the snapshot could not carry (e.g. large objects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -138,4 +142,27 @@ impl Manifest {
     pub fn total_rows(&self) -> u64 {
         self.tables.iter().map(|t| t.rows).sum()
     }
+}
+
+/// The media files of a snapshot. Their content lives in `workspaces/<ws>/media/`, stored
+/// once per distinct SHA-256 and shared by every snapshot that has it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MediaSummary {
+    /// The media store it was read from (informational).
+    pub source: String,
+    pub files: Vec<MediaEntry>,
+    pub bytes: u64,
+    /// Files and bytes whose content was not yet in the repository (uploaded by this snapshot).
+    pub new_files: u64,
+    pub new_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaEntry {
+    /// Relative to the media store's root, `/`-separated.
+    pub path: String,
+    pub size: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+    /// SHA-256 of the file's bytes: its name in the repository.
+    pub sha256: String,
 }

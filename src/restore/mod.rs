@@ -3,4 +3,5 @@
 //! views. Every byte fed to Postgres comes from a verified object stream.
 
 pub mod database;
+pub mod media;
 pub mod postdata;

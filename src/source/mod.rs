@@ -3,4 +3,5 @@
 //! drill prove it got back exactly what was read.
 
 pub mod digest;
+pub mod media;
 pub mod postgres;

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod media;
 mod no_lock_in;
 mod repository;
 mod snapshot_restore;

@@ -1,0 +1,173 @@
+//! Media: byte-exact round trips (local folder and S3 prefix), incremental snapshots that
+//! upload nothing for unchanged media, and hostile names refused.
+
+use std::path::Path;
+
+use tidemark::ErrorKind;
+use tidemark::ops::Core;
+use tidemark::ops::restore::{RestoreOptions, restore};
+use tidemark::ops::snapshot::{self, SnapshotOptions};
+use tidemark::progress::Progress;
+use tidemark::repo::manifest::Manifest;
+
+use crate::support::{S3Server, World, create_database, world, world_with_repo};
+
+fn write(root: &Path, rel: &str, bytes: &[u8]) {
+    let path = root.join(rel);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Files as (relative path, bytes), sorted.
+fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.push((rel, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+async fn media_world() -> (World, std::path::PathBuf) {
+    let mut w = world().await;
+    let media = w.dir.path().join("media");
+    write(&media, "img/cat.png", &(0..=255u8).cycle().take(300_000).collect::<Vec<_>>());
+    write(&media, "img/copy-of-cat.png", &(0..=255u8).cycle().take(300_000).collect::<Vec<_>>());
+    write(&media, "docs/ünï côde.txt", b"hello");
+    write(&media, "empty", b"");
+    let random: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    write(&media, "video/big.bin", &random);
+    let url = url::Url::from_directory_path(&media).unwrap().to_string();
+    w.core.config.config.workspaces.get_mut("shop").unwrap().media = Some(url);
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);").await;
+    (w, media)
+}
+
+async fn take(core: &Core) -> Manifest {
+    snapshot::create(core, &SnapshotOptions { workspace: "shop".into(), ..Default::default() }, &Progress::hidden())
+        .await
+        .unwrap()
+}
+
+fn restore_opts(m: &Manifest, target: String, media: Option<String>) -> RestoreOptions {
+    RestoreOptions { snapshot: m.id.clone(), target, media_target: media, ..Default::default() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_round_trip_and_incremental_snapshots() {
+    let (w, media) = media_world().await;
+    let first = take(&w.core).await;
+    let summary = first.media.as_ref().unwrap();
+    assert_eq!(summary.files.len(), 5);
+    assert_eq!(summary.new_files, 4, "two identical files share one object");
+    assert_eq!(summary.new_bytes, summary.bytes - 300_000);
+
+    // Unchanged media: the second snapshot uploads nothing.
+    let second = take(&w.core).await;
+    let again = second.media.as_ref().unwrap();
+    assert_eq!((again.new_files, again.new_bytes), (0, 0));
+    assert_eq!(again.files, summary.files);
+
+    // One changed file: only it is uploaded.
+    write(&media, "docs/ünï côde.txt", b"hello, world");
+    let third = take(&w.core).await;
+    assert_eq!(third.media.as_ref().unwrap().new_bytes, 12);
+
+    // Restore the first snapshot's media byte for byte; --media-target or --no-media is required.
+    let err =
+        restore(&w.core, &restore_opts(&first, w.cluster.url("c1"), None), &Progress::hidden()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Usage);
+    assert!(err.message().contains("--media-target"));
+    let target = w.dir.path().join("restored-media");
+    let report = restore(
+        &w.core,
+        &restore_opts(&first, w.cluster.url("c1"), Some(target.display().to_string())),
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.media_files, 5);
+    let mut expected = tree(&media);
+    for (path, bytes) in expected.iter_mut() {
+        if path == "docs/ünï côde.txt" {
+            *bytes = b"hello".to_vec();
+        }
+    }
+    assert_eq!(tree(&target), expected);
+    let mut no_media = restore_opts(&first, w.cluster.url("c2"), None);
+    no_media.no_media = true;
+    assert_eq!(restore(&w.core, &no_media, &Progress::hidden()).await.unwrap().media_files, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_media_names_are_refused() {
+    let (w, _media) = media_world().await;
+    let good = take(&w.core).await;
+    let recipients = tidemark::keys::Recipients::parse(&w.core.config.config.repository.recipients).unwrap();
+    let outside = w.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    for (i, bad) in ["../escape.txt", "/etc/evil", "img/../../escape", "a//b", "link/evil.txt"].iter().enumerate() {
+        // A crafted manifest: same content, hostile name.
+        let mut m = good.clone();
+        m.id = format!("2020010{}T000000Z-00000{}", i + 1, i);
+        m.media.as_mut().unwrap().files[0].path = bad.to_string();
+        // Its snapshot objects: the good snapshot's, copied under the new id.
+        let snaps = w.repo_dir().join("workspaces/shop/snapshots");
+        for (rel, bytes) in tree(&snaps.join(&good.id)) {
+            if !rel.ends_with("manifest.json.age") {
+                write(&snaps.join(&m.id), &rel, &bytes);
+            }
+        }
+        w.core.repo.commit_manifest(&m, &recipients).await.unwrap();
+        let target = w.dir.path().join(format!("target{i}"));
+        std::fs::create_dir_all(&target).unwrap();
+        // A symlink inside the target that leads outside it.
+        std::os::unix::fs::symlink(&outside, target.join("link")).unwrap();
+        let opts = restore_opts(&m, w.cluster.url(&format!("h{i}")), Some(target.display().to_string()));
+        let err = restore(&w.core, &opts, &Progress::hidden()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{bad}: {}", err.report());
+        assert!(err.report().contains(bad.trim_start_matches('/').split('/').next().unwrap()), "{}", err.report());
+        assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "{bad} wrote outside the target");
+        assert!(!w.dir.path().join("escape.txt").exists() && !Path::new("/etc/evil").exists());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_on_an_s3_prefix() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("backups").await;
+    s3.create_bucket("media").await;
+    let cluster = tokio::task::spawn_blocking(crate::support::start_cluster).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = world_with_repo(cluster, dir, s3.repo_config("backups", "repo")).await;
+    create_database(&w.cluster, "shop", "SELECT 1").await;
+    // Put media files in the bucket through the same store code.
+    let store = tidemark::source::media::open("s3://media/shop/uploads", &w.repo_config).unwrap();
+    let big: Vec<u8> = (0..7_000_000u32).map(|i| (i.wrapping_mul(2246822519) >> 11) as u8).collect();
+    for (path, bytes) in [("a/1.bin", big.clone()), ("b.txt", b"bee".to_vec())] {
+        object_store::ObjectStoreExt::put(&store, &path.into(), bytes.into()).await.unwrap();
+    }
+    w.core.config.config.workspaces.get_mut("shop").unwrap().media = Some("s3://media/shop/uploads".into());
+    let m = take(&w.core).await;
+    assert_eq!(m.media.as_ref().unwrap().files.len(), 2);
+    let report = restore(
+        &w.core,
+        &restore_opts(&m, w.cluster.url("copy"), Some("s3://media/restored".into())),
+        &Progress::hidden(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.media_files, 2);
+    let restored = tidemark::source::media::open("s3://media/restored", &w.repo_config).unwrap();
+    let got = object_store::ObjectStoreExt::get(&restored, &"a/1.bin".into()).await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.as_ref(), big.as_slice());
+}
