@@ -39,6 +39,11 @@ pub async fn run(global: &Global, _args: DemoArgs) -> Result<()> {
             if report.stacks_identical { "identical" } else { "DIFFERENT" }
         );
         println!(
+            "media: {} files, {}",
+            report.media_files,
+            if report.media_identical { "identical, byte for byte" } else { "DIFFERENT" }
+        );
+        println!(
             "snapshot {} in {}, restore in {}; {} of data stored as {}",
             report.snapshot.id,
             human_ms(report.snapshot_ms),

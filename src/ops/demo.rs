@@ -35,6 +35,9 @@ pub struct DemoReport {
     /// versions and change counts.
     pub stacks: usize,
     pub stacks_identical: bool,
+    /// Media files in the snapshot, and whether the restored folder is byte-for-byte the same.
+    pub media_files: usize,
+    pub media_identical: bool,
     pub ok: bool,
 }
 
@@ -68,9 +71,17 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
         RepositoryConfig { url: repo_url.clone(), recipients: recipients.to_strings(), ..Default::default() };
     let repo = Repository::init(&repository, &recipients).await?;
     say(&format!("created an encrypted repository at {repo_url}"));
+    say("adding sample media files (product photos, a PDF) to the workspace's media folder...");
+    let media_dir = work.path().join("media");
+    write_sample_media(&media_dir)?;
+    let media_url = url::Url::from_directory_path(&media_dir)
+        .map_err(|_| Error::internal("temp path is not absolute"))?
+        .to_string();
     let mut workspaces = BTreeMap::new();
-    workspaces
-        .insert("shop".to_string(), WorkspaceConfig { database_url: cluster.url("shop"), password: None, media: None });
+    workspaces.insert(
+        "shop".to_string(),
+        WorkspaceConfig { database_url: cluster.url("shop"), password: None, media: Some(media_url) },
+    );
     workspaces.insert(
         "shop_restored".to_string(),
         WorkspaceConfig { database_url: cluster.url("shop_restored"), password: None, media: None },
@@ -79,7 +90,8 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
         config: Config { repository, postgres: Default::default(), workspaces },
         path: work.path().join("tidemark.toml"),
     };
-    let core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
+    let mut core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
+    core.cache_dir = Some(work.path().join("cache"));
 
     say("versioning two function stacks (api/checkout published as version 1, then changed)...");
     let author = "demo";
@@ -108,7 +120,13 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
 
     say("restoring it into a new database `shop_restored`...");
     let target = cluster.url("shop_restored");
-    let restore_opts = RestoreOptions { snapshot: manifest.id.clone(), target: target.clone(), ..Default::default() };
+    let media_target = work.path().join("media-restored");
+    let restore_opts = RestoreOptions {
+        snapshot: manifest.id.clone(),
+        target: target.clone(),
+        media_target: Some(media_target.display().to_string()),
+        ..Default::default()
+    };
     let restore = super::restore::restore(&core, &restore_opts, progress).await?;
 
     say("comparing source and copy...");
@@ -120,7 +138,9 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
     let source_stacks = stacks::list(&core, "shop").await?;
     let restored_stacks = stacks::list(&core, "shop_restored").await?;
     let stacks_identical = source_stacks == restored_stacks && !source_stacks.is_empty();
-    let ok = verify.ok && schema_identical && stacks_identical;
+    let media_files = manifest.media.as_ref().map(|m| m.files.len()).unwrap_or(0);
+    let media_identical = media_files > 0 && read_tree(&media_dir)? == read_tree(&media_target)?;
+    let ok = verify.ok && schema_identical && stacks_identical && media_identical;
     say("cleaning up the throwaway cluster and repository...");
     drop(cluster);
     drop(work);
@@ -132,6 +152,41 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
         schema_identical,
         stacks: source_stacks.len(),
         stacks_identical,
+        media_files,
+        media_identical,
         ok,
     })
+}
+
+/// A few files of the sizes and kinds a shop has: images (incompressible) and a document.
+fn write_sample_media(root: &std::path::Path) -> Result<()> {
+    for i in 1..=12u32 {
+        let dir = root.join("products").join(format!("{:03}", i));
+        std::fs::create_dir_all(&dir)?;
+        let bytes: Vec<u8> =
+            (0..64 * 1024u32).map(|j| (j.wrapping_mul(2654435761).wrapping_add(i) >> 11) as u8).collect();
+        std::fs::write(dir.join("photo.jpg"), bytes)?;
+    }
+    std::fs::create_dir_all(root.join("docs"))?;
+    std::fs::write(root.join("docs/terms of service.pdf"), "%PDF-1.4 tidemark demo terms\n".repeat(2000))?;
+    Ok(())
+}
+
+/// Every file below `root` as (relative path, bytes), sorted.
+fn read_tree(root: &std::path::Path) -> Result<Vec<(std::path::PathBuf, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(dir) = folders.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                let bytes = std::fs::read(&path)?;
+                out.push((path.strip_prefix(root).unwrap_or(&path).to_path_buf(), bytes));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
 }

@@ -27,6 +27,9 @@ pub struct Core {
     recipients: Option<Recipients>,
     identity_source: Option<IdentitySource>,
     identities: OnceLock<Identities>,
+    /// Where local caches (the media hash cache) live; default: `$TIDEMARK_CACHE_DIR`,
+    /// `$XDG_CACHE_HOME/tidemark`, `~/.cache/tidemark`.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Core {
@@ -41,7 +44,7 @@ impl Core {
             Some(Recipients::parse(&config.config.repository.recipients)?)
         };
         let identity_source = config.identity_source();
-        Ok(Core { config, repo, recipients, identity_source, identities: OnceLock::new() })
+        Ok(Core { config, repo, recipients, identity_source, identities: OnceLock::new(), cache_dir: None })
     }
 
     /// A core from parts already at hand (the demo, tests).
@@ -55,7 +58,7 @@ impl Core {
         if let Some(ids) = identities {
             let _ = loaded.set(ids);
         }
-        Core { config, repo, recipients, identity_source: None, identities: loaded }
+        Core { config, repo, recipients, identity_source: None, identities: loaded, cache_dir: None }
     }
 
     /// The keys backups are encrypted to. Errors: `Key` when none are configured.

@@ -423,7 +423,7 @@ async fn backup_media(
     let store = media::open(url, &core.config.config.repository)?;
     let files = media::list(&store).await.map_err(|e| e.context(format!("listing the media store {url}")))?;
     progress.set_message(format!("media: {} files", files.len()));
-    let mut cache = media::HashCache::load(&core.repo.descriptor().id, &dest.workspace);
+    let mut cache = media::HashCache::load(core.cache_dir.as_deref(), &core.repo.descriptor().id, &dest.workspace);
     let hashed: Vec<(media::Listed, String)> = futures::stream::iter(files.iter().cloned())
         .map(|file| {
             let (store, cached) = (store.clone(), cache.get(&file).map(str::to_string));

@@ -85,9 +85,11 @@ struct CacheEntry {
 }
 
 impl HashCache {
-    /// Loads the cache for a repository and workspace; a missing or unreadable cache is empty.
-    pub fn load(repository_id: &str, workspace: &str) -> HashCache {
-        let file = cache_dir().map(|d| d.join(repository_id).join(format!("{workspace}.media.json")));
+    /// Loads the cache for a repository and workspace from `dir` (default: the user's cache
+    /// folder); a missing or unreadable cache is empty.
+    pub fn load(dir: Option<&std::path::Path>, repository_id: &str, workspace: &str) -> HashCache {
+        let dir = dir.map(|d| d.to_path_buf()).or_else(cache_dir);
+        let file = dir.map(|d| d.join(repository_id).join(format!("{workspace}.media.json")));
         let mut cache: HashCache = file
             .as_ref()
             .and_then(|f| std::fs::read(f).ok())

@@ -71,6 +71,11 @@ async fn media_round_trip_and_incremental_snapshots() {
     assert_eq!(summary.new_files, 4, "two identical files share one object");
     assert_eq!(summary.new_bytes, summary.bytes - 300_000);
 
+    // The hash cache now knows every file, so unchanged files are not read again.
+    let cache = w.dir.path().join("cache").join(&w.core.repo.descriptor().id).join("shop.media.json");
+    let cached: serde_json::Value = serde_json::from_slice(&std::fs::read(&cache).unwrap()).unwrap();
+    assert_eq!(cached["entries"].as_object().unwrap().len(), 5);
+
     // Unchanged media: the second snapshot uploads nothing.
     let second = take(&w.core).await;
     let again = second.media.as_ref().unwrap();

@@ -79,7 +79,8 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
         path: dir.path().join("tidemark.toml"),
     };
     std::fs::write(&config.path, config.config.render_initial()).unwrap();
-    let core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
+    let mut core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
+    core.cache_dir = Some(dir.path().join("cache"));
     World { cluster, dir, identity, core, repo_config }
 }
 
