@@ -11,8 +11,11 @@ pub struct RestoreArgs {
     /// Snapshot id (see `tidemark snapshot list`)
     snapshot: String,
     /// Target database URL: created if missing, refused if not empty
-    #[arg(long, value_name = "URL")]
-    target: String,
+    #[arg(long, value_name = "URL", required_unless_present = "stacks_only")]
+    target: Option<String>,
+    /// Only make the snapshot's function stacks live again in the workspace (as new changes)
+    #[arg(long, conflicts_with_all = ["target", "media_target"])]
+    stacks_only: bool,
     /// The snapshot's workspace (default: search the repository)
     #[arg(long, short)]
     workspace: Option<String>,
@@ -29,10 +32,26 @@ pub struct RestoreArgs {
 
 pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
     let core = global.core().await?;
+    if args.stacks_only {
+        let author = tidemark::ops::stacks::default_author();
+        let out =
+            tidemark::ops::restore::restore_stacks(&core, &args.snapshot, args.workspace.as_deref(), &author).await?;
+        if global.json {
+            global.print_json(&out);
+        } else {
+            for o in &out {
+                match o.change {
+                    Some(c) => println!("{}: restored as change {c}", o.stack),
+                    None => println!("{}: already as in the snapshot", o.stack),
+                }
+            }
+        }
+        return Ok(());
+    }
     let opts = RestoreOptions {
         snapshot: args.snapshot,
         workspace: args.workspace,
-        target: args.target,
+        target: args.target.unwrap_or_default(),
         jobs: args.jobs,
         media_target: args.media_target,
         no_media: args.no_media,

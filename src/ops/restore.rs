@@ -340,3 +340,83 @@ async fn restore_media(
         .into_iter()
         .collect()
 }
+
+/// `restore --stacks-only`: makes every function stack live again as it was at the
+/// snapshot, in the live workspace database, as new changes (history kept: each change
+/// says which snapshot it came from). Stacks created after the snapshot are left alone.
+///
+/// Errors: `NotFound` when the snapshot has no function stacks; `Integrity` for damaged
+/// objects; `Usage` when the workspace is not configured.
+pub async fn restore_stacks(
+    core: &Core,
+    snapshot: &str,
+    workspace: Option<&str>,
+    author: &str,
+) -> Result<Vec<crate::stacks::log::PutOutcome>> {
+    let workspace = match workspace {
+        Some(w) => w.to_string(),
+        None => core.repo.find_snapshot(snapshot).await?,
+    };
+    let manifest = core.repo.read_manifest(&workspace, snapshot, &core.identities()?).await?;
+    let (stack_rows, stack_cols) = tidemark_table_rows(core, &manifest, "stacks").await?;
+    let (change_rows, change_cols) = tidemark_table_rows(core, &manifest, "stack_changes").await?;
+    let position = |cols: &[String], name: &str| {
+        cols.iter()
+            .position(|c| c == name)
+            .ok_or_else(|| Error::integrity(format!("the snapshot's stack tables have no column {name}")))
+    };
+    let (stack_id_col, kind_col, name_col) =
+        (position(&stack_cols, "id")?, position(&stack_cols, "kind")?, position(&stack_cols, "name")?);
+    let (change_id_col, of_col, content_col) =
+        (position(&change_cols, "id")?, position(&change_cols, "stack_id")?, position(&change_cols, "content")?);
+    let number = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
+    // The live change of each stack at the snapshot: its newest change.
+    let mut live: std::collections::BTreeMap<i64, (i64, String)> = Default::default();
+    for row in &change_rows {
+        let (Some(id), Some(stack), Some(content)) =
+            (number(&row[change_id_col]), number(&row[of_col]), row[content_col].clone())
+        else {
+            return Err(Error::integrity("a stack change in the snapshot is malformed"));
+        };
+        if live.get(&stack).is_none_or(|(newest, _)| id > *newest) {
+            live.insert(stack, (id, content));
+        }
+    }
+    let mut conn = {
+        let ws = core.config.workspace(&workspace)?;
+        ConnSpec::parse(&ws.database_url, ws.password.as_ref())?.connect().await?
+    };
+    crate::stacks::install(&mut conn).await?;
+    let message = format!("restore from snapshot {snapshot}");
+    let mut out = Vec::new();
+    for row in &stack_rows {
+        let (Some(id), Some(kind), Some(name)) = (number(&row[stack_id_col]), &row[kind_col], &row[name_col]) else {
+            return Err(Error::integrity("a stack in the snapshot is malformed"));
+        };
+        let Some((_, content)) = live.get(&id) else { continue };
+        let stack = crate::stacks::StackRef::parse(&format!("{kind}/{name}"))?;
+        let doc = crate::stacks::Document::parse(content, &format!("{stack} in snapshot {snapshot}"))?;
+        let reverted_to = format!("snapshot:{snapshot}");
+        out.push(crate::stacks::log::put(&mut conn, &stack, &doc, author, Some(&message), Some(&reverted_to)).await?);
+    }
+    ConnSpec::close(conn).await;
+    Ok(out)
+}
+
+/// The rows (COPY text fields) and columns of table `tidemark.<name>` in a snapshot.
+async fn tidemark_table_rows(
+    core: &Core,
+    manifest: &Manifest,
+    name: &str,
+) -> Result<(Vec<Vec<Option<String>>>, Vec<String>)> {
+    let table = manifest.tables.iter().find(|t| t.schema == "tidemark" && t.name == name).ok_or_else(|| {
+        Error::not_found(format!("snapshot {} has no function stacks (no tidemark.{name} table)", manifest.id))
+    })?;
+    let mut text = Vec::new();
+    for part in &table.parts {
+        text.extend(crate::pipeline::read_to_end(open(core, manifest, part).await?).await?);
+    }
+    let text = String::from_utf8(text).map_err(|_| Error::integrity(format!("tidemark.{name} data is not UTF-8")))?;
+    let rows = text.lines().map(crate::restore::copytext::fields).collect();
+    Ok((rows, table.columns.clone()))
+}

@@ -2,6 +2,7 @@
 //! with psql, loading tables with `COPY FROM`, setting sequences, refreshing materialized
 //! views. Every byte fed to Postgres comes from a verified object stream.
 
+pub mod copytext;
 pub mod database;
 pub mod media;
 pub mod postdata;

@@ -173,4 +173,20 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     let next = ops::put(&copy, "copy", s, "{\"v\": 4}", "t", "cy", None).await.unwrap();
     assert!(next.change.unwrap() > at_snapshot.last().unwrap().id);
     assert_eq!(ops::publish(&copy, "copy", s, "cy", None).await.unwrap().version, 2);
+
+    // --stacks-only: the live workspace gets the snapshot's stacks back as new changes.
+    let later = StackRef::parse("task/later").unwrap();
+    ops::put(c, "shop", &later, "{\"made\": \"after\"}", "t", "bo", None).await.unwrap();
+    let before = ops::history(c, "shop", s).await.unwrap();
+    let back = tidemark::ops::restore::restore_stacks(c, &manifest.id, Some("shop"), "ops").await.unwrap();
+    assert_eq!(back.len(), 1);
+    let (_, live) = ops::show(c, "shop", s, Selector::Live).await.unwrap();
+    assert_eq!(live.canonical, "{\"v\":2}");
+    let after = ops::history(c, "shop", s).await.unwrap();
+    assert_eq!(after.len(), before.len() + 1, "history is kept; the restore is a new change");
+    assert_eq!(after.last().unwrap().reverted_to.as_deref(), Some(format!("snapshot:{}", manifest.id).as_str()));
+    assert_eq!(ops::history(c, "shop", &later).await.unwrap().len(), 1);
+    // Again: nothing changes, nothing is recorded.
+    let again = tidemark::ops::restore::restore_stacks(c, &manifest.id, Some("shop"), "ops").await.unwrap();
+    assert_eq!(again[0].change, None);
 }
