@@ -77,6 +77,9 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
             human_ms(t.post_data_ms),
             human_ms(t.finish_ms)
         );
+        if report.media_files > 0 {
+            println!("restored {} media files in {}", report.media_files, human_ms(t.media_ms));
+        }
     }
     Ok(())
 }
