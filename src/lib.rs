@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod repo;
 pub mod restore;
+pub mod schedule;
 pub mod source;
 pub mod stacks;
 

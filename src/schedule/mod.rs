@@ -1,0 +1,6 @@
+//! Schedules and retention: policies (`schedules/*.toml`, one per file) say when snapshots
+//! are taken (a 5-field cron line in a time zone) and how long each kind is kept; the
+//! retention selection is a pure function over snapshot times, kinds and pins.
+
+pub mod policy;
+pub mod retention;

@@ -1,0 +1,208 @@
+//! A schedule and retention policy, one TOML file each:
+//!
+//! ```toml
+//! cron = "0 2 * * *"          # standard 5-field crontab line (POSIX weekdays), or @daily...
+//! time-zone = "Europe/Berlin" # IANA name; default UTC
+//! kind = "automatic"          # what the schedule produces and the retention applies to
+//! [retention]
+//! keep-within = "3d"          # and/or keep-last, keep-daily, keep-weekly, keep-monthly
+//! ```
+//!
+//! Daylight saving: runs are computed in the policy's zone. A local time that does not exist
+//! (the hour skipped in spring) is taken at the first moment after the gap; a local time that
+//! occurs twice (the hour repeated in autumn) runs once. Tests pin both behaviours down.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use serde::Deserialize;
+
+use super::retention::Retention;
+use crate::error::{Error, Result};
+use crate::repo::manifest::SnapshotKind;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PolicyFile {
+    cron: Option<toml::Spanned<String>>,
+    time_zone: Option<toml::Spanned<String>>,
+    kind: SnapshotKind,
+    #[serde(default)]
+    retention: RetentionFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RetentionFile {
+    keep_within: Option<toml::Spanned<String>>,
+    keep_last: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+}
+
+/// A loaded, validated policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The file's name without `.toml`.
+    pub name: String,
+    /// `None`: the policy only sets retention (manual snapshots).
+    pub cron: Option<Cron>,
+    pub cron_text: Option<String>,
+    pub time_zone: chrono_tz::Tz,
+    pub kind: SnapshotKind,
+    pub retention: Retention,
+}
+
+impl Policy {
+    /// Reads a policy file. Errors: `Config` naming the file, the line and what is wrong.
+    pub fn load(path: &Path) -> Result<Policy> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("cannot read the policy {}: {e}", path.display())))?;
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("policy").to_string();
+        Policy::parse(&name, &text).map_err(|e| {
+            Error::config(format!("{}{}", path.display(), e.message())).context(format!("loading policy {name}"))
+        })
+    }
+
+    /// Parses policy text; error messages start with `:LINE: ` (or `: ` for TOML errors).
+    pub fn parse(name: &str, text: &str) -> Result<Policy> {
+        let file: PolicyFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| format!(":{}", line_of(text, s.start))).unwrap_or_default();
+            Error::config(format!("{line}: {}", e.message()))
+        })?;
+        let at = |span: std::ops::Range<usize>, what: String| {
+            Error::config(format!(":{}: {what}", line_of(text, span.start)))
+        };
+        let time_zone = match &file.time_zone {
+            None => chrono_tz::UTC,
+            Some(z) => z.get_ref().parse::<chrono_tz::Tz>().map_err(|_| {
+                at(
+                    z.span(),
+                    format!("unknown time zone {:?}: use an IANA name such as UTC or Europe/Berlin", z.get_ref()),
+                )
+            })?,
+        };
+        let (cron, cron_text) = match &file.cron {
+            None => (None, None),
+            Some(line) => {
+                let parser = CronParser::builder().seconds(Seconds::Disallowed).year(Year::Disallowed).build();
+                let cron = parser.parse(line.get_ref()).map_err(|e| {
+                    at(
+                        line.span(),
+                        format!(
+                            "bad cron line {:?}: {e} (use 5 fields: minute hour day month weekday)",
+                            line.get_ref()
+                        ),
+                    )
+                })?;
+                (Some(cron), Some(line.get_ref().clone()))
+            }
+        };
+        let keep_within = match &file.retention.keep_within {
+            None => None,
+            Some(d) => Some(humantime::parse_duration(d.get_ref()).map_err(|e| {
+                at(d.span(), format!("bad duration {:?} for keep-within: {e} (write 3d, 12h, 90d)", d.get_ref()))
+            })?),
+        };
+        let retention = Retention {
+            keep_within: keep_within.map(|d| chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)),
+            keep_last: file.retention.keep_last,
+            keep_daily: file.retention.keep_daily,
+            keep_weekly: file.retention.keep_weekly,
+            keep_monthly: file.retention.keep_monthly,
+        };
+        Ok(Policy { name: name.to_string(), cron, cron_text, time_zone, kind: file.kind, retention })
+    }
+
+    /// The first run strictly after `after`, or `None` for a policy without a cron line.
+    pub fn next_run(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let cron = self.cron.as_ref()?;
+        let local = after.with_timezone(&self.time_zone);
+        cron.find_next_occurrence(&local, false).ok().map(|t| t.with_timezone(&Utc))
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Loads every `*.toml` in a folder, sorted by name.
+pub fn load_dir(dir: &Path) -> Result<Vec<Policy>> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::config(format!("cannot read {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| Policy::load(p)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn every_shipped_policy_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
+        let policies = load_dir(&dir).unwrap();
+        let daily = policies.iter().find(|p| p.name == "daily").expect("schedules/daily.toml");
+        assert_eq!(daily.kind, SnapshotKind::Automatic);
+        assert_eq!(daily.retention.keep_within, Some(chrono::Duration::days(3)));
+        assert_eq!(daily.next_run(utc("2026-11-23T01:00:00Z")), Some(utc("2026-11-23T02:00:00Z")));
+        let manual = policies.iter().find(|p| p.name == "manual").expect("schedules/manual.toml");
+        assert_eq!(manual.kind, SnapshotKind::Manual);
+        assert_eq!(manual.retention.keep_within, Some(chrono::Duration::days(90)));
+        assert!(manual.next_run(utc("2026-11-23T01:00:00Z")).is_none());
+    }
+
+    #[test]
+    fn bad_lines_are_refused_with_their_line() {
+        let bad_cron = Policy::parse("p", "kind = \"automatic\"\ncron = \"0 2 * *\"\n").unwrap_err();
+        assert!(bad_cron.message().starts_with(":2: bad cron line"), "{}", bad_cron.message());
+        let seconds = Policy::parse("p", "kind = \"automatic\"\ncron = \"0 0 2 * * *\"\n").unwrap_err();
+        assert!(seconds.message().contains("bad cron line"), "6 fields are refused: {}", seconds.message());
+        let zone = Policy::parse("p", "kind = \"automatic\"\n\ntime-zone = \"Mars/Olympus\"\n").unwrap_err();
+        assert!(zone.message().starts_with(":3: unknown time zone"), "{}", zone.message());
+        let duration =
+            Policy::parse("p", "kind = \"manual\"\n[retention]\nkeep-within = \"3 fortnights\"\n").unwrap_err();
+        assert!(duration.message().starts_with(":3: bad duration"), "{}", duration.message());
+        let unknown = Policy::parse("p", "kind = \"manual\"\nkeep = 3\n").unwrap_err();
+        assert!(unknown.message().contains("unknown field"), "{}", unknown.message());
+    }
+
+    #[test]
+    fn weekdays_are_posix_and_aliases_work() {
+        // 2026-11-23 is a Monday; weekday 0 and 7 are Sunday, 1 is Monday.
+        let p = Policy::parse("p", "kind = \"automatic\"\ncron = \"30 4 * * 1\"\n").unwrap();
+        assert_eq!(p.next_run(utc("2026-11-22T12:00:00Z")), Some(utc("2026-11-23T04:30:00Z")));
+        let sunday = Policy::parse("p", "kind = \"automatic\"\ncron = \"0 0 * * 0\"\n").unwrap();
+        assert_eq!(sunday.next_run(utc("2026-11-23T12:00:00Z")), Some(utc("2026-11-29T00:00:00Z")));
+        let daily = Policy::parse("p", "kind = \"automatic\"\ncron = \"@daily\"\n").unwrap();
+        assert_eq!(daily.next_run(utc("2026-11-23T12:00:00Z")), Some(utc("2026-11-24T00:00:00Z")));
+    }
+
+    #[test]
+    fn local_time_across_daylight_saving_changes() {
+        let p =
+            Policy::parse("p", "kind = \"automatic\"\ncron = \"30 2 * * *\"\ntime-zone = \"Europe/Berlin\"\n").unwrap();
+        // Winter: 02:30 CET = 01:30 UTC; summer: 02:30 CEST = 00:30 UTC.
+        assert_eq!(p.next_run(utc("2026-01-10T12:00:00Z")), Some(utc("2026-01-11T01:30:00Z")));
+        assert_eq!(p.next_run(utc("2026-07-10T12:00:00Z")), Some(utc("2026-07-11T00:30:00Z")));
+        // 2026-03-29: 02:00-03:00 local does not exist. The run is not lost: it happens at
+        // the first moment after the gap (03:00 CEST = 01:00 UTC), and the next day is normal.
+        let spring = p.next_run(utc("2026-03-28T12:00:00Z")).unwrap();
+        assert_eq!(spring, utc("2026-03-29T01:00:00Z"));
+        assert_eq!(p.next_run(spring), Some(utc("2026-03-30T00:30:00Z")));
+        // 2026-10-25: 02:30 local happens twice; the run happens once.
+        let autumn = p.next_run(utc("2026-10-24T12:00:00Z")).unwrap();
+        assert_eq!(autumn, utc("2026-10-25T00:30:00Z"));
+        assert_eq!(p.next_run(autumn), Some(utc("2026-10-26T01:30:00Z")));
+    }
+}
