@@ -26,6 +26,10 @@ pub struct Config {
     pub postgres: PostgresConfig,
     #[serde(default)]
     pub workspaces: BTreeMap<String, WorkspaceConfig>,
+    /// Folder of schedule/retention policies (`*.toml`). Default: `schedules/` beside the
+    /// config file, else the built-in `daily` and `manual` policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules_dir: Option<PathBuf>,
 }
 
 /// Where backups live and how to reach and encrypt them.
@@ -85,6 +89,10 @@ pub struct WorkspaceConfig {
     /// repository's S3 settings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<String>,
+    /// The policies (file names in the schedules folder, without `.toml`) that apply to
+    /// this workspace. Default: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedules: Option<Vec<String>>,
 }
 
 impl fmt::Debug for WorkspaceConfig {
@@ -93,6 +101,7 @@ impl fmt::Debug for WorkspaceConfig {
             .field("database_url", &crate::pg::redact_url(&self.database_url))
             .field("password", &self.password)
             .field("media", &self.media)
+            .field("schedules", &self.schedules)
             .finish()
     }
 }
@@ -301,6 +310,10 @@ pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
     if let Some(m) = &ws.media {
         out.push_str(&format!("media = {}\n", toml_string(m)));
     }
+    if let Some(list) = &ws.schedules {
+        let names: Vec<String> = list.iter().map(|n| toml_string(n)).collect();
+        out.push_str(&format!("schedules = [{}]\n", names.join(", ")));
+    }
     out
 }
 
@@ -351,6 +364,7 @@ mod tests {
             },
             postgres: PostgresConfig::default(),
             workspaces: BTreeMap::new(),
+            schedules_dir: None,
         };
         config.workspaces.insert(
             "shop".into(),
@@ -358,6 +372,7 @@ mod tests {
                 database_url: "postgres://u@h/shop".into(),
                 password: Some(Secret::literal("env:SHOP_PW")),
                 media: Some("file:///srv/shop/media".into()),
+                schedules: None,
             },
         );
         let parsed = Config::parse(&config.render_initial()).unwrap();
@@ -371,7 +386,12 @@ mod tests {
     fn secrets_never_print() {
         let s = Secret::literal("hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
-        let ws = WorkspaceConfig { database_url: "postgres://u:hunter2@h/db".into(), password: None, media: None };
+        let ws = WorkspaceConfig {
+            database_url: "postgres://u:hunter2@h/db".into(),
+            password: None,
+            media: None,
+            schedules: None,
+        };
         assert!(!format!("{ws:?}").contains("hunter2"));
     }
 

@@ -4,6 +4,7 @@
 
 pub mod demo;
 pub mod init;
+pub mod prune;
 pub mod restore;
 pub mod snapshot;
 pub mod stacks;
@@ -48,6 +49,8 @@ pub enum Command {
     Snapshot(snapshot::SnapshotCommand),
     /// Restore a snapshot into a new or empty database
     Restore(restore::RestoreArgs),
+    /// Apply retention: delete the snapshots no policy keeps, collect garbage
+    Prune(prune::PruneArgs),
     /// Function stacks: versioned logic documents kept in the workspace database
     #[command(subcommand)]
     Stacks(stacks::StacksCommand),
@@ -87,6 +90,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Workspace(cmd) => workspace::run(&global, cmd).await,
         Command::Snapshot(cmd) => snapshot::run(&global, cmd).await,
         Command::Restore(args) => restore::run(&global, args).await,
+        Command::Prune(args) => prune::run(&global, args).await,
         Command::Stacks(cmd) => stacks::run(&global, cmd).await,
         Command::Demo(args) => demo::run(&global, args).await,
     }

@@ -37,6 +37,18 @@ pub enum SnapshotCommand {
         #[arg(long, short)]
         workspace: Option<String>,
     },
+    /// Keep a snapshot forever (retention never deletes a pinned snapshot)
+    Pin {
+        id: String,
+        #[arg(long, short)]
+        workspace: Option<String>,
+    },
+    /// Let retention decide about a pinned snapshot again
+    Unpin {
+        id: String,
+        #[arg(long, short)]
+        workspace: Option<String>,
+    },
 }
 
 pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
@@ -96,6 +108,8 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                 }
             }
         }
+        SnapshotCommand::Pin { id, workspace } => set_pin(global, &core, &id, workspace, true).await?,
+        SnapshotCommand::Unpin { id, workspace } => set_pin(global, &core, &id, workspace, false).await?,
         SnapshotCommand::Show { id, workspace } => {
             let m = snapshot::show(&core, &id, workspace.as_deref()).await?;
             if global.json {
@@ -150,6 +164,22 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                 }
             }
         }
+    }
+    Ok(())
+}
+
+async fn set_pin(
+    global: &Global,
+    core: &tidemark::ops::Core,
+    id: &str,
+    workspace: Option<String>,
+    pin: bool,
+) -> Result<()> {
+    let ws = tidemark::ops::prune::set_pin(core, id, workspace.as_deref(), pin).await?;
+    if global.json {
+        global.print_json(&serde_json::json!({ "id": id, "workspace": ws, "pinned": pin }));
+    } else {
+        println!("snapshot {id} of {ws} is {}", if pin { "pinned" } else { "no longer pinned" });
     }
     Ok(())
 }

@@ -80,14 +80,14 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
     let mut workspaces = BTreeMap::new();
     workspaces.insert(
         "shop".to_string(),
-        WorkspaceConfig { database_url: cluster.url("shop"), password: None, media: Some(media_url) },
+        WorkspaceConfig { database_url: cluster.url("shop"), password: None, media: Some(media_url), schedules: None },
     );
     workspaces.insert(
         "shop_restored".to_string(),
-        WorkspaceConfig { database_url: cluster.url("shop_restored"), password: None, media: None },
+        WorkspaceConfig { database_url: cluster.url("shop_restored"), password: None, media: None, schedules: None },
     );
     let config = LoadedConfig {
-        config: Config { repository, postgres: Default::default(), workspaces },
+        config: Config { repository, postgres: Default::default(), workspaces, schedules_dir: None },
         path: work.path().join("tidemark.toml"),
     };
     let mut core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));

@@ -94,6 +94,7 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         },
         postgres: PostgresConfig::default(),
         workspaces: Default::default(),
+        schedules_dir: None,
     };
     let created = async {
         Repository::init(&config.repository, &parsed).await?;

@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod init;
+pub mod prune;
 pub mod restore;
 pub mod snapshot;
 pub mod stacks;

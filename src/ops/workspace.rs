@@ -33,6 +33,7 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
         database_url: opts.database_url.clone(),
         password: opts.password.as_ref().map(|p| Secret::literal(p.clone())),
         media: opts.media.clone(),
+        schedules: None,
     };
     let text = render_workspace(&opts.name, &ws);
     // Validate the whole file as it will be before touching it.

@@ -52,6 +52,21 @@ pub fn media_object(workspace: &str, sha256: &str) -> Result<Path> {
     Ok(Path::from_iter(["workspaces", workspace, "media", &format!("{sha256}.zst.age")]))
 }
 
+/// `workspaces/<ws>/pins/`: one empty object per pinned snapshot id.
+pub fn pins(workspace: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "pins"])
+}
+
+/// The pin marker of a snapshot: while it exists, retention never deletes the snapshot.
+pub fn pin(workspace: &str, id: &str) -> Path {
+    pins(workspace).join(id)
+}
+
+/// `workspaces/<ws>/media/`.
+pub fn media_dir(workspace: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "media"])
+}
+
 /// The objects of a snapshot, named relative to the snapshot folder as the manifest lists them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SnapshotObject {

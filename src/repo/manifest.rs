@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const MANIFEST_FORMAT: u32 = 1;
 
 /// What kind of snapshot this is; each kind has its own retention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SnapshotKind {
     /// Taken by a schedule (kept 3 days by default).

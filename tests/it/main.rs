@@ -5,6 +5,7 @@ mod bad_input;
 mod cli;
 mod media;
 mod no_lock_in;
+mod prune;
 mod repository;
 mod snapshot_restore;
 mod stacks;

@@ -72,10 +72,17 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
     let recipients = Recipients::parse(&repo_config.recipients).unwrap();
     let repo = Repository::init(&repo_config, &recipients).await.unwrap();
     let mut workspaces = BTreeMap::new();
-    workspaces
-        .insert("shop".to_string(), WorkspaceConfig { database_url: cluster.url("shop"), password: None, media: None });
+    workspaces.insert(
+        "shop".to_string(),
+        WorkspaceConfig { database_url: cluster.url("shop"), password: None, media: None, schedules: None },
+    );
     let config = LoadedConfig {
-        config: Config { repository: repo_config.clone(), postgres: Default::default(), workspaces },
+        config: Config {
+            repository: repo_config.clone(),
+            postgres: Default::default(),
+            workspaces,
+            schedules_dir: None,
+        },
         path: dir.path().join("tidemark.toml"),
     };
     std::fs::write(&config.path, config.config.render_initial()).unwrap();

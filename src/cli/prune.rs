@@ -1,0 +1,42 @@
+//! `tidemark prune`.
+
+use clap::Args;
+use tidemark::Result;
+use tidemark::ops::prune::{PruneOptions, prune};
+
+use super::{Global, human_bytes};
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[arg(long, short)]
+    workspace: String,
+    /// Say what would be deleted, delete nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Leave garbage younger than this alone (a snapshot may be writing it), e.g. 6h, 2d
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "6h")] // DEFAULT_GRACE
+    grace: std::time::Duration,
+}
+
+pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
+    let core = global.core().await?;
+    let opts = PruneOptions { workspace: args.workspace, dry_run: args.dry_run, grace: args.grace };
+    let report = prune(&core, &opts).await?;
+    if global.json {
+        global.print_json(&report);
+        return Ok(());
+    }
+    for d in &report.decisions {
+        println!("{:<24} {:<6}  {}", d.id, if d.keep { "keep" } else { "delete" }, d.reasons.join("; "));
+    }
+    let verb = if report.dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{verb} {} snapshots, {} objects ({}), of which {} garbage; {} objects left for a later prune (inside the grace period)",
+        report.decisions.iter().filter(|d| !d.keep).count(),
+        report.deleted_objects,
+        human_bytes(report.deleted_bytes),
+        report.garbage_objects,
+        report.garbage_in_grace
+    );
+    Ok(())
+}

@@ -1,0 +1,235 @@
+//! `prune`: apply each kind's retention to a workspace's snapshots (saying, per snapshot,
+//! keep or delete and why), delete what no rule keeps — manifest first, so a snapshot
+//! stops existing before any of its objects go — and collect garbage: objects of snapshots
+//! that never committed (a crash) and media no remaining snapshot references, once they
+//! are older than a grace period, so a snapshot being written at the same moment never
+//! loses objects. Also `snapshot pin|unpin`: pins live in the repository.
+
+use std::collections::{BTreeMap, HashSet};
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use serde::Serialize;
+
+use super::Core;
+use crate::error::{Error, Result};
+use crate::repo::layout;
+use crate::repo::manifest::SnapshotKind;
+use crate::schedule::policy::{self, Policy};
+use crate::schedule::retention::{self, Candidate, Decision, Retention};
+
+/// Objects younger than this are never collected as garbage (a snapshot may be writing them).
+pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+const BUILTIN_POLICIES: [(&str, &str); 2] =
+    [("daily", include_str!("../../schedules/daily.toml")), ("manual", include_str!("../../schedules/manual.toml"))];
+
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    pub workspace: String,
+    /// Decide and report, delete nothing.
+    pub dry_run: bool,
+    pub grace: std::time::Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub workspace: String,
+    pub dry_run: bool,
+    pub decisions: Vec<Decision>,
+    /// Objects deleted (or, with --dry-run, that would be), with their bytes.
+    pub deleted_objects: u64,
+    pub deleted_bytes: u64,
+    /// Garbage collected: leftovers of uncommitted snapshots and unreferenced media.
+    pub garbage_objects: u64,
+    /// Garbage still inside the grace period, left for a later prune.
+    pub garbage_in_grace: u64,
+}
+
+/// The policies that apply to a workspace: its `schedules` names (default: all) from the
+/// schedules folder (default: `schedules/` beside the config, else the built-in ones).
+///
+/// Errors: `Config` for a policy that cannot be loaded, a name that does not exist, or two
+/// policies setting retention for the same kind.
+pub fn policies_for(core: &Core, workspace: &str) -> Result<Vec<Policy>> {
+    let ws = core.config.workspace(workspace)?;
+    let dir = match &core.config.config.schedules_dir {
+        Some(d) => Some(core.config.resolve_path(d)),
+        None => Some(core.config.resolve_path(std::path::Path::new("schedules"))).filter(|d| d.is_dir()),
+    };
+    let all = match dir {
+        Some(d) => policy::load_dir(&d)?,
+        None => BUILTIN_POLICIES.iter().map(|(n, t)| Policy::parse(n, t)).collect::<Result<Vec<_>>>()?,
+    };
+    let chosen: Vec<Policy> = match &ws.schedules {
+        None => all,
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                all.iter().find(|p| &p.name == n).cloned().ok_or_else(|| {
+                    Error::config(format!("workspace {workspace} names the schedule {n:?}, which does not exist"))
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut kinds = HashSet::new();
+    for p in &chosen {
+        if !kinds.insert(p.kind) {
+            return Err(Error::config(format!(
+                "two policies of workspace {workspace} set the retention of {} snapshots; keep one",
+                p.kind
+            )));
+        }
+    }
+    Ok(chosen)
+}
+
+/// Pinned snapshot ids of a workspace.
+pub async fn pinned(core: &Core, workspace: &str) -> Result<HashSet<String>> {
+    let list: Vec<_> = core.repo.store().list(Some(&layout::pins(workspace))).try_collect().await?;
+    Ok(list.iter().filter_map(|m| m.location.filename().map(str::to_string)).collect())
+}
+
+/// Pins (or unpins) a snapshot. Errors: `NotFound` for a snapshot that does not exist.
+pub async fn set_pin(core: &Core, id: &str, workspace: Option<&str>, pin: bool) -> Result<String> {
+    let ws = match workspace {
+        Some(w) => w.to_string(),
+        None => core.repo.find_snapshot(id).await?,
+    };
+    layout::validate_snapshot_id(id)?;
+    core.repo.store().head(&layout::manifest(&ws, id)).await.map_err(|e| match e {
+        object_store::Error::NotFound { .. } => Error::not_found(format!("workspace {ws} has no snapshot {id}")),
+        other => other.into(),
+    })?;
+    let marker = layout::pin(&ws, id);
+    if pin {
+        core.repo.store().put(&marker, Vec::<u8>::new().into()).await?;
+        core.repo.make_durable(&marker)?;
+    } else {
+        match core.repo.store().delete(&marker).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(ws)
+}
+
+/// Applies retention and collects garbage.
+///
+/// Errors: `Key` without an identity (retention reads the manifests), `Config` for bad
+/// policies, `Unavailable` for the store. A failure part-way leaves a consistent
+/// repository: manifests go first, so nothing half-deleted looks whole.
+pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
+    let policies = policies_for(core, &opts.workspace)?;
+    let identities = core.identities()?;
+    let pins = pinned(core, &opts.workspace).await?;
+    let ids = core.repo.list_snapshot_ids(&opts.workspace).await?;
+    let mut manifests = BTreeMap::new();
+    for id in &ids {
+        manifests.insert(id.clone(), core.repo.read_manifest(&opts.workspace, id, &identities).await?);
+    }
+    let candidates: Vec<Candidate> = manifests
+        .values()
+        .map(|m| Candidate { id: m.id.clone(), kind: m.kind, taken_at: m.started_at, pinned: pins.contains(&m.id) })
+        .collect();
+    let retention_of = |kind: SnapshotKind| -> Option<(Retention, chrono_tz::Tz)> {
+        policies.iter().find(|p| p.kind == kind).map(|p| (p.retention.clone(), p.time_zone))
+    };
+    let now = chrono::Utc::now();
+    let decisions = retention::select(&candidates, retention_of, now);
+
+    let store = core.repo.store();
+    let mut report = PruneReport {
+        workspace: opts.workspace.clone(),
+        dry_run: opts.dry_run,
+        decisions: decisions.clone(),
+        deleted_objects: 0,
+        deleted_bytes: 0,
+        garbage_objects: 0,
+        garbage_in_grace: 0,
+    };
+    let doomed: HashSet<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.as_str()).collect();
+    for id in &doomed {
+        let manifest = layout::manifest(&opts.workspace, id);
+        if !opts.dry_run {
+            store.delete(&manifest).await?;
+        }
+    }
+
+    // Everything under snapshots/: objects of deleted snapshots go now (nobody else uses
+    // them); objects of snapshots that never committed go once the whole folder is older
+    // than the grace period.
+    let grace = chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX);
+    let listing: Vec<_> = store.list(Some(&layout::snapshots(&opts.workspace))).try_collect().await?;
+    let mut by_snapshot: BTreeMap<String, Vec<object_store::ObjectMeta>> = BTreeMap::new();
+    for meta in listing {
+        if let Some(id) = meta.location.parts().nth(3) {
+            by_snapshot.entry(id.as_ref().to_string()).or_default().push(meta);
+        }
+    }
+    let mut writing_now = false;
+    for (id, objects) in &by_snapshot {
+        let committed = manifests.contains_key(id) && !doomed.contains(id.as_str());
+        if committed {
+            continue;
+        }
+        let garbage = !manifests.contains_key(id);
+        let newest = objects.iter().map(|o| o.last_modified).max().unwrap_or(now);
+        if garbage && now.signed_duration_since(newest) < grace {
+            writing_now = true;
+            report.garbage_in_grace += objects.len() as u64;
+            continue;
+        }
+        for o in objects {
+            if !opts.dry_run {
+                delete_quietly(&store, &o.location).await?;
+            }
+            report.deleted_objects += 1;
+            report.deleted_bytes += o.size;
+            if garbage {
+                report.garbage_objects += 1;
+            }
+        }
+    }
+
+    // Media no remaining snapshot references. While a snapshot may be writing (an
+    // uncommitted folder inside the grace period), media are left alone entirely: its
+    // media objects are referenced by no manifest yet.
+    let referenced: HashSet<String> = manifests
+        .values()
+        .filter(|m| !doomed.contains(m.id.as_str()))
+        .flat_map(|m| m.media.iter().flat_map(|media| media.files.iter().map(|f| f.sha256.clone())))
+        .collect();
+    let media: Vec<_> = store.list(Some(&layout::media_dir(&opts.workspace))).try_collect().await?;
+    for o in media {
+        let sha = o.location.filename().and_then(|f| f.strip_suffix(".zst.age")).unwrap_or_default().to_string();
+        if referenced.contains(&sha) {
+            continue;
+        }
+        if writing_now || now.signed_duration_since(o.last_modified) < grace {
+            report.garbage_in_grace += 1;
+            continue;
+        }
+        if !opts.dry_run {
+            delete_quietly(&store, &o.location).await?;
+        }
+        report.deleted_objects += 1;
+        report.deleted_bytes += o.size;
+        report.garbage_objects += 1;
+    }
+    // Pins of snapshots that no longer exist.
+    for id in pins.iter().filter(|id| !manifests.contains_key(*id)) {
+        if !opts.dry_run {
+            delete_quietly(&store, &layout::pin(&opts.workspace, id)).await?;
+        }
+    }
+    Ok(report)
+}
+
+async fn delete_quietly(store: &std::sync::Arc<dyn object_store::ObjectStore>, path: &Path) -> Result<()> {
+    match store.delete(path).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
