@@ -4,8 +4,10 @@
 //! The main types:
 //! - [`config::LoadedConfig`]: `tidemark.toml` (repository, keys, workspaces).
 //! - [`repo::Repository`]: where backups live; [`repo::manifest::Manifest`] makes a snapshot exist.
-//! - [`ops`]: one module per operation (`init`, `snapshot`, `restore`, `verify`, `demo`);
-//!   every front end calls these with an `*Options` struct.
+//! - [`ops`]: one module per operation (`init`, `snapshot`, `restore`, `verify`, `stacks`,
+//!   `prune`, `demo`); every front end calls these with an `*Options` struct.
+//! - [`stacks`]: function stacks, versioned in the workspace database.
+//! - [`schedule`]: policies (cron, zone, retention) and the pure retention selection.
 //! - [`pipeline`]: the streaming stages (BLAKE3 -> zstd -> age -> SHA-256 -> upload, and back).
 //! - [`error::Error`]: one error type with a stable [`error::ErrorKind`] table (exit codes,
 //!   HTTP statuses, retryable or not).

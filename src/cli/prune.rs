@@ -2,7 +2,7 @@
 
 use clap::Args;
 use tidemark::Result;
-use tidemark::ops::prune::{PruneOptions, prune};
+use tidemark::ops::prune::{DEFAULT_GRACE, PruneOptions, prune};
 
 use super::{Global, human_bytes};
 
@@ -14,13 +14,15 @@ pub struct PruneArgs {
     #[arg(long)]
     dry_run: bool,
     /// Leave garbage younger than this alone (a snapshot may be writing it), e.g. 6h, 2d
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "6h")] // DEFAULT_GRACE
-    grace: std::time::Duration,
+    /// [default: 6h]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    grace: Option<std::time::Duration>,
 }
 
 pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
     let core = global.core().await?;
-    let opts = PruneOptions { workspace: args.workspace, dry_run: args.dry_run, grace: args.grace };
+    let opts =
+        PruneOptions { workspace: args.workspace, dry_run: args.dry_run, grace: args.grace.unwrap_or(DEFAULT_GRACE) };
     let report = prune(&core, &opts).await?;
     if global.json {
         global.print_json(&report);
