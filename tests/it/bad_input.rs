@@ -6,7 +6,7 @@ use tidemark::config::{LoadedConfig, RepositoryConfig};
 use tidemark::keys::{GeneratedIdentity, Recipients};
 use tidemark::ops::Core;
 use tidemark::ops::restore::{RestoreOptions, restore};
-use tidemark::ops::snapshot::{self, SnapshotOptions};
+use tidemark::ops::snapshot::{self};
 use tidemark::pg::ConnSpec;
 use tidemark::progress::Progress;
 use tidemark::repo::Repository;
@@ -24,13 +24,7 @@ async fn world_with_snapshot() -> (World, Manifest) {
          CREATE TABLE u (id int); INSERT INTO u VALUES (1);",
     )
     .await;
-    let m = snapshot::create(
-        &w.core,
-        &SnapshotOptions { workspace: "shop".into(), ..Default::default() },
-        &Progress::hidden(),
-    )
-    .await
-    .unwrap();
+    let m = crate::support::snapshot_shop(&w.core).await.unwrap();
     (w, m)
 }
 
@@ -121,13 +115,7 @@ async fn unreachable_database_is_unavailable_and_hides_the_password() {
         Some(Recipients::parse(std::slice::from_ref(&w.identity.recipient)).unwrap()),
         None,
     );
-    let err = snapshot::create(
-        &core,
-        &SnapshotOptions { workspace: "shop".into(), ..Default::default() },
-        &Progress::hidden(),
-    )
-    .await
-    .unwrap_err();
+    let err = crate::support::snapshot_shop(&core).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
     assert!(!err.report().contains("hunter2-secret"), "{}", err.report());
     assert!(snapshot::list(&w.core, "shop").await.unwrap().is_empty());
@@ -230,13 +218,7 @@ async fn a_missing_identity_file_blocks_reading_but_never_backups() {
     let mut config = w.core.config.clone();
     config.config.repository.identity_file = Some(w.dir.path().join("gone.txt"));
     let core = Core::open(config).await.unwrap();
-    let m = snapshot::create(
-        &core,
-        &SnapshotOptions { workspace: "shop".into(), ..Default::default() },
-        &Progress::hidden(),
-    )
-    .await
-    .unwrap();
+    let m = crate::support::snapshot_shop(&core).await.unwrap();
     let err = snapshot::show(&core, &m.id, Some("shop")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Key);
     assert!(err.message().contains("gone.txt"), "{}", err.message());

@@ -6,7 +6,6 @@ use std::path::Path;
 use tidemark::ErrorKind;
 use tidemark::ops::Core;
 use tidemark::ops::restore::{RestoreOptions, restore};
-use tidemark::ops::snapshot::{self, SnapshotOptions};
 use tidemark::progress::Progress;
 use tidemark::repo::manifest::Manifest;
 
@@ -53,9 +52,7 @@ async fn media_world() -> (World, std::path::PathBuf) {
 }
 
 async fn take(core: &Core) -> Manifest {
-    snapshot::create(core, &SnapshotOptions { workspace: "shop".into(), ..Default::default() }, &Progress::hidden())
-        .await
-        .unwrap()
+    crate::support::snapshot_shop(core).await.unwrap()
 }
 
 fn restore_opts(m: &Manifest, target: String, media: Option<String>) -> RestoreOptions {

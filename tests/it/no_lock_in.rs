@@ -3,9 +3,7 @@
 
 use std::process::Command;
 
-use tidemark::ops::snapshot::{self, SnapshotOptions};
 use tidemark::pg::ConnSpec;
-use tidemark::progress::Progress;
 
 use crate::support::{content_fingerprint, create_database, world};
 
@@ -20,13 +18,7 @@ async fn a_table_restores_with_age_zstd_and_psql() {
          FROM generate_series(1, 5000) i;",
     )
     .await;
-    let manifest = snapshot::create(
-        &w.core,
-        &SnapshotOptions { workspace: "shop".into(), ..Default::default() },
-        &Progress::hidden(),
-    )
-    .await
-    .unwrap();
+    let manifest = crate::support::snapshot_shop(&w.core).await.unwrap();
     let snap_dir = w.repo_dir().join("workspaces/shop/snapshots").join(&manifest.id);
     let identity = w.identity_file();
     let psql = tidemark::pg::tool(tidemark::pg::bin_dir(None).as_deref(), "psql");

@@ -5,8 +5,7 @@
 use std::time::{Duration, SystemTime};
 
 use tidemark::ops::prune::{PruneOptions, prune, set_pin};
-use tidemark::ops::snapshot::{self, SnapshotOptions};
-use tidemark::progress::Progress;
+use tidemark::ops::snapshot::{self};
 
 use crate::support::{create_database, world};
 
@@ -42,13 +41,7 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
 
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let m = snapshot::create(
-            &w.core,
-            &SnapshotOptions { workspace: "shop".into(), ..Default::default() },
-            &Progress::hidden(),
-        )
-        .await
-        .unwrap();
+        let m = crate::support::snapshot_shop(&w.core).await.unwrap();
         ids.push(m.id);
         tokio::time::sleep(Duration::from_millis(1100)).await; // ids sort by second
     }

@@ -130,13 +130,7 @@ async fn snapshot_is_consistent_under_concurrent_writes() {
 async fn large_objects_are_reported_not_silently_dropped() {
     let w = world().await;
     create_database(&w.cluster, "shop", "CREATE TABLE t (id int); SELECT lo_from_bytea(0, 'hello');").await;
-    let m = snapshot::create(
-        &w.core,
-        &SnapshotOptions { workspace: "shop".into(), ..Default::default() },
-        &Progress::hidden(),
-    )
-    .await
-    .unwrap();
+    let m = crate::support::snapshot_shop(&w.core).await.unwrap();
     assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
     assert!(m.warnings[0].contains("1 large objects"));
     let shown = snapshot::show(&w.core, &m.id, None).await.unwrap();

@@ -5,7 +5,6 @@ use tidemark::ErrorKind;
 use tidemark::config::WorkspaceConfig;
 use tidemark::ops::Core;
 use tidemark::ops::restore::{RestoreOptions, restore};
-use tidemark::ops::snapshot::{self, SnapshotOptions};
 use tidemark::ops::stacks as ops;
 use tidemark::progress::Progress;
 use tidemark::stacks::{Selector, StackRef};
@@ -143,10 +142,7 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     ops::put(c, "shop", s, "{\"v\": 1}", "t", "ana", None).await.unwrap();
     ops::publish(c, "shop", s, "ana", None).await.unwrap();
     ops::put(c, "shop", s, "{\"v\": 2}", "t", "ana", None).await.unwrap();
-    let manifest =
-        snapshot::create(c, &SnapshotOptions { workspace: "shop".into(), ..Default::default() }, &Progress::hidden())
-            .await
-            .unwrap();
+    let manifest = crate::support::snapshot_shop(c).await.unwrap();
     assert_eq!(manifest.stacks.len(), 1);
     assert_eq!(manifest.stacks[0].latest_version, Some(1));
     let at_snapshot = ops::history(c, "shop", s).await.unwrap();

@@ -203,3 +203,9 @@ pub async fn all_objects(core: &Core) -> Vec<(String, Vec<u8>)> {
     }
     out
 }
+
+/// A manual snapshot of workspace `shop` with default options.
+pub async fn snapshot_shop(core: &Core) -> tidemark::Result<tidemark::repo::manifest::Manifest> {
+    let opts = tidemark::ops::snapshot::SnapshotOptions { workspace: "shop".into(), ..Default::default() };
+    tidemark::ops::snapshot::create(core, &opts, &tidemark::progress::Progress::hidden()).await
+}
