@@ -30,6 +30,68 @@ pub struct Config {
     /// config file, else the built-in `daily` and `manual` policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedules_dir: Option<PathBuf>,
+    /// The catalog, a SQLite file (job history, the schedules' last runs). Default:
+    /// `tidemark-catalog.sqlite` beside the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<PathBuf>,
+    /// How `tidemark serve` runs its jobs.
+    #[serde(default)]
+    pub daemon: DaemonConfig,
+}
+
+/// `[daemon]`: concurrency, retries, shutdown and notifications of `tidemark serve`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DaemonConfig {
+    /// Jobs running at once across all workspaces (one workspace never runs two).
+    pub max_concurrent_jobs: usize,
+    /// Retries of a job that failed with a temporary error (unreachable database or store).
+    pub retries: u32,
+    /// Wait before the first retry; it doubles for each further retry.
+    #[serde(with = "duration_text")]
+    pub retry_backoff: std::time::Duration,
+    /// On SIGTERM/SIGINT, how long running jobs may take to finish before they are aborted.
+    #[serde(with = "duration_text")]
+    pub shutdown_timeout: std::time::Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            max_concurrent_jobs: 2,
+            retries: 3,
+            retry_backoff: std::time::Duration::from_secs(60),
+            shutdown_timeout: std::time::Duration::from_secs(300),
+            webhook: None,
+        }
+    }
+}
+
+/// `[daemon.webhook]`: a JSON POST for every failed job (and, if asked, every success).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebhookConfig {
+    /// Often carries a token: write it as `env:VAR` or `file:PATH`. Never logged.
+    pub url: Secret,
+    #[serde(default)]
+    pub on_success: bool,
+}
+
+/// Durations written as text: `90s`, `5m`, `1h 30m`.
+mod duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e} (write 90s, 5m, 1h)")))
+    }
 }
 
 /// Where backups live and how to reach and encrypt them.
@@ -186,6 +248,12 @@ impl LoadedConfig {
         if p.is_absolute() { p.to_path_buf() } else { self.path.parent().unwrap_or(Path::new(".")).join(p) }
     }
 
+    /// The catalog file: `catalog` from the config, else `tidemark-catalog.sqlite` beside it.
+    pub fn catalog_path(&self) -> PathBuf {
+        let default = Path::new(crate::catalog::DEFAULT_CATALOG_FILE);
+        self.resolve_path(self.config.catalog.as_deref().unwrap_or(default))
+    }
+
     /// The workspace named `name`. Errors: `NotFound` listing the configured names.
     pub fn workspace(&self, name: &str) -> Result<&WorkspaceConfig> {
         self.config.workspaces.get(name).ok_or_else(|| {
@@ -256,6 +324,9 @@ impl Config {
             validate_workspace_name(name)?;
             crate::pg::ConnSpec::parse(&ws.database_url, None)
                 .map_err(|e| e.context(format!("reading workspaces.{name}.database-url")))?;
+        }
+        if self.daemon.max_concurrent_jobs == 0 {
+            return Err(Error::config("daemon.max-concurrent-jobs = 0 would never run a job: use 1 or more"));
         }
         if let Some(mib) = self.repository.part_size_mib
             && !(5..=5 * 1024).contains(&mib)
@@ -365,6 +436,8 @@ mod tests {
             postgres: PostgresConfig::default(),
             workspaces: BTreeMap::new(),
             schedules_dir: None,
+            catalog: None,
+            daemon: DaemonConfig::default(),
         };
         config.workspaces.insert(
             "shop".into(),
@@ -380,6 +453,18 @@ mod tests {
         assert_eq!(parsed.repository.path_style, Some(true));
         assert_eq!(parsed.workspaces["shop"].password, Some(Secret::literal("env:SHOP_PW")));
         assert_eq!(parsed.workspaces["shop"].media.as_deref(), Some("file:///srv/shop/media"));
+    }
+
+    #[test]
+    fn daemon_settings_parse_with_defaults_and_bad_durations_are_refused() {
+        let base = "[repository]\nurl = \"file:///x\"\n";
+        let config = Config::parse(&format!("{base}[daemon]\nretry-backoff = \"30s\"\n")).unwrap();
+        assert_eq!(config.daemon.retry_backoff, std::time::Duration::from_secs(30));
+        assert_eq!(config.daemon.retries, DaemonConfig::default().retries);
+        let err = Config::parse(&format!("{base}[daemon]\nshutdown-timeout = \"soon\"\n")).unwrap_err();
+        assert!(err.message().contains("bad duration \"soon\""), "{}", err.message());
+        let err = Config::parse(&format!("{base}[daemon]\nmax-concurrent-jobs = 0\n")).unwrap_err();
+        assert!(err.message().contains("max-concurrent-jobs"), "{}", err.message());
     }
 
     #[test]

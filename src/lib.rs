@@ -13,9 +13,11 @@
 //!   HTTP statuses, retryable or not).
 //! - [`pgcluster::Cluster`]: throwaway Postgres clusters for the demo, drills and tests.
 
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod keys;
+pub mod migrations;
 pub mod ops;
 pub mod pg;
 pub mod pgcluster;

@@ -8,13 +8,19 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let default_level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+    // The daemon's log is its record: info by default; other commands stay quiet.
+    let is_daemon = matches!(cli.command, cli::Command::Serve(_));
+    let default_level = match (cli.verbose, is_daemon) {
+        (0, false) => "warn",
+        (0, true) | (1, _) => "info",
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        cli::LogFormat::Text => logs.init(),
+        cli::LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let json = cli.json;
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -25,6 +31,10 @@ fn main() {
         }
     };
     let result = runtime.block_on(async {
+        if is_daemon {
+            // The daemon handles SIGTERM/SIGINT itself: a graceful stop, exit 0.
+            return cli::run(cli).await;
+        }
         tokio::select! {
             r = cli::run(cli) => r,
             _ = tokio::signal::ctrl_c() => Err(tidemark::Error::new(

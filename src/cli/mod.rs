@@ -2,10 +2,12 @@
 //! arguments into the operation's `*Options`, calls `ops::*`, and prints the result as text
 //! or, with `--json`, as one JSON document on stdout.
 
+pub mod catalog;
 pub mod demo;
 pub mod init;
 pub mod prune;
 pub mod restore;
+pub mod serve;
 pub mod snapshot;
 pub mod stacks;
 pub mod workspace;
@@ -33,8 +35,17 @@ pub struct Cli {
     /// More log output on stderr (-v info, -vv debug); TIDEMARK_LOG overrides
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Log lines as text or as one JSON object per line (for log collectors)
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -54,6 +65,13 @@ pub enum Command {
     /// Function stacks: versioned logic documents kept in the workspace database
     #[command(subcommand)]
     Stacks(stacks::StacksCommand),
+    /// Run the daemon: scheduled snapshots and retention, until SIGTERM/SIGINT
+    Serve(serve::ServeArgs),
+    /// The job history from the catalog, newest first
+    Jobs(catalog::JobsArgs),
+    /// The catalog (tidemark's own state; the repository stays the truth)
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
     /// Try tidemark end to end on a throwaway Postgres it starts itself
     Demo(demo::DemoArgs),
 }
@@ -92,6 +110,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Restore(args) => restore::run(&global, args).await,
         Command::Prune(args) => prune::run(&global, args).await,
         Command::Stacks(cmd) => stacks::run(&global, cmd).await,
+        Command::Serve(args) => serve::run(&global, args).await,
+        Command::Jobs(args) => catalog::jobs(&global, args).await,
+        Command::Catalog(cmd) => catalog::run(&global, cmd).await,
         Command::Demo(args) => demo::run(&global, args).await,
     }
 }

@@ -21,8 +21,12 @@ pub struct PruneArgs {
 
 pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
     let core = global.core().await?;
-    let opts =
-        PruneOptions { workspace: args.workspace, dry_run: args.dry_run, grace: args.grace.unwrap_or(DEFAULT_GRACE) };
+    let opts = PruneOptions {
+        workspace: args.workspace,
+        dry_run: args.dry_run,
+        grace: args.grace.unwrap_or(DEFAULT_GRACE),
+        as_of: None,
+    };
     let report = prune(&core, &opts).await?;
     if global.json {
         global.print_json(&report);

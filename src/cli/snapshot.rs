@@ -56,7 +56,7 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
     match cmd {
         SnapshotCommand::Create { workspace, note, jobs, split_table_mib, no_media } => {
             let opts = SnapshotOptions { workspace, note, kind: SnapshotKind::Manual, jobs, split_table_mib, no_media };
-            let manifest = snapshot::create(&core, &opts, &global.progress()).await?;
+            let manifest = snapshot::create_recorded(&core, &opts, &global.progress()).await?;
             if global.json {
                 global.print_json(&snapshot::SnapshotSummary::of(&manifest));
             } else {

@@ -87,7 +87,14 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
         WorkspaceConfig { database_url: cluster.url("shop_restored"), password: None, media: None, schedules: None },
     );
     let config = LoadedConfig {
-        config: Config { repository, postgres: Default::default(), workspaces, schedules_dir: None },
+        config: Config {
+            repository,
+            postgres: Default::default(),
+            workspaces,
+            schedules_dir: None,
+            catalog: None,
+            daemon: Default::default(),
+        },
         path: work.path().join("tidemark.toml"),
     };
     let mut core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));

@@ -95,6 +95,8 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         postgres: PostgresConfig::default(),
         workspaces: Default::default(),
         schedules_dir: None,
+        catalog: None,
+        daemon: Default::default(),
     };
     let created = async {
         Repository::init(&config.repository, &parsed).await?;

@@ -31,6 +31,8 @@ pub struct PruneOptions {
     /// Decide and report, delete nothing.
     pub dry_run: bool,
     pub grace: std::time::Duration,
+    /// Apply retention as of this moment (default: now); the daemon passes its clock's time.
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -136,8 +138,9 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     let retention_of = |kind: SnapshotKind| -> Option<(Retention, chrono_tz::Tz)> {
         policies.iter().find(|p| p.kind == kind).map(|p| (p.retention.clone(), p.time_zone))
     };
+    let decisions = retention::select(&candidates, retention_of, opts.as_of.unwrap_or_else(chrono::Utc::now));
+    // Garbage ages are compared with the objects' own (real) modification times.
     let now = chrono::Utc::now();
-    let decisions = retention::select(&candidates, retention_of, now);
 
     let store = core.repo.store();
     let mut report = PruneReport {

@@ -448,18 +448,21 @@ async fn backup_media(
     }
     // Each distinct content once, and only if the repository does not have it yet.
     let mut seen = std::collections::HashSet::new();
-    let unique: Vec<&(media::Listed, String)> = hashed.iter().filter(|(_, sha)| seen.insert(sha.clone())).collect();
+    let unique: Vec<(media::Listed, String)> =
+        hashed.iter().filter(|(_, sha)| seen.insert(sha.clone())).cloned().collect();
+    // Owned values in each task: borrowed ones make this future not `Send` for the daemon
+    // (rustc's higher-ranked lifetime limitation with async closures in streams).
     let uploads: Vec<Option<u64>> = futures::stream::iter(unique)
         .map(|(file, sha)| {
-            let store = store.clone();
+            let (store, dest, progress) = (store.clone(), dest.clone(), progress.clone());
             async move {
-                let key = layout::media_object(&dest.workspace, sha)?;
+                let key = layout::media_object(&dest.workspace, &sha)?;
                 match object_store::ObjectStoreExt::head(&dest.repo.store(), &key).await {
                     Ok(_) => return Ok(None),
                     Err(object_store::Error::NotFound { .. }) => {}
                     Err(e) => return Err(Error::from(e)),
                 }
-                upload_media(dest, &store, file, sha, key, progress).await.map(Some)
+                upload_media(&dest, &store, &file, &sha, key, &progress).await.map(Some)
             }
         })
         .buffer_unordered(jobs)
@@ -520,4 +523,45 @@ async fn upload_media(
         Err(e) if e.kind() == crate::error::ErrorKind::AlreadyExists => Ok(0),
         Err(e) => Err(e),
     }
+}
+
+/// [`create`], recorded in the catalog's job history as an operator's job. The catalog is
+/// optional here: when it cannot be opened the snapshot is taken anyway, with a warning,
+/// because a command that needs only the repository must not depend on the catalog.
+pub async fn create_recorded(core: &Core, opts: &SnapshotOptions, progress: &Progress) -> Result<Manifest> {
+    use crate::catalog::{JobEnd, JobStatus, NewJob, Trigger};
+    let catalog = match super::catalog::open(core).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(error = %e.report(), "the catalog is not available; this job is not recorded");
+            None
+        }
+    };
+    let new = NewJob {
+        workspace: opts.workspace.clone(),
+        operation: "snapshot".into(),
+        kind: Some(opts.kind.to_string()),
+        trigger: Trigger::Cli,
+        policy: None,
+        scheduled_for: None,
+        started_at: chrono::Utc::now(),
+    };
+    let id = match &catalog {
+        Some(c) => c.start_job(&new).await.inspect_err(|e| tracing::warn!(error = %e.report(), "not recorded")).ok(),
+        None => None,
+    };
+    let result = create(core, opts, progress).await;
+    if let (Some(catalog), Some(id)) = (&catalog, id) {
+        let (status, end) = match &result {
+            Ok(m) => (
+                JobStatus::Succeeded,
+                JobEnd { snapshot_id: Some(m.id.clone()), bytes: Some(m.stored_bytes()), ..Default::default() },
+            ),
+            Err(e) => (JobStatus::Failed, JobEnd { error: Some(e.report()), ..Default::default() }),
+        };
+        if let Err(e) = catalog.finish_job(id, status, &end).await {
+            tracing::warn!(error = %e.report(), "cannot record the end of the job in the catalog");
+        }
+    }
+    result
 }

@@ -7,13 +7,12 @@
 pub mod diff;
 pub mod log;
 
-use std::borrow::Cow;
-
 use sha2::{Digest, Sha256};
-use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnection;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::migrations::Embedded;
 
 /// The kinds a stack can be.
 pub const KINDS: [&str; 6] = ["api", "function", "task", "trigger", "middleware", "addon"];
@@ -116,30 +115,8 @@ impl Document {
 }
 
 /// The workspace schema's migrations, embedded in the binary.
-#[derive(Debug)]
-struct Embedded;
-
-const WORKSPACE_MIGRATIONS: [(i64, &str, &str); 1] =
-    [(1, "stacks", include_str!("../../migrations/workspace/0001_stacks.sql"))];
-
-impl MigrationSource<'static> for Embedded {
-    fn resolve(self) -> futures::future::BoxFuture<'static, Result<Vec<Migration>, sqlx::error::BoxDynError>> {
-        Box::pin(async {
-            Ok(WORKSPACE_MIGRATIONS
-                .iter()
-                .map(|(version, description, sql)| {
-                    Migration::new(
-                        *version,
-                        Cow::Borrowed(*description),
-                        MigrationType::Simple,
-                        sqlx::SqlSafeStr::into_sql_str(*sql),
-                        false,
-                    )
-                })
-                .collect())
-        })
-    }
-}
+const WORKSPACE_MIGRATIONS: Embedded =
+    Embedded(&[(1, "stacks", include_str!("../../migrations/workspace/0001_stacks.sql"))]);
 
 /// Installs or upgrades the `tidemark` schema in a workspace database (idempotent; the
 /// migrations table lives in that schema too, never in `public`).
@@ -147,7 +124,7 @@ impl MigrationSource<'static> for Embedded {
 /// Errors: `Database` when the role may not create the schema.
 pub async fn install(conn: &mut PgConnection) -> Result<()> {
     let mut migrator =
-        Migrator::new(Embedded).await.map_err(|e| Error::internal(format!("embedded migrations: {e}")))?;
+        Migrator::new(WORKSPACE_MIGRATIONS).await.map_err(|e| Error::internal(format!("embedded migrations: {e}")))?;
     migrator.create_schema("tidemark");
     migrator.dangerous_set_table_name("tidemark._sqlx_migrations");
     // run_direct, not run: `run` over `Acquire` makes the future not `Send` (sqlx notes this).

@@ -50,7 +50,7 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
     let media_objects = w.repo_dir().join("workspaces/shop/media");
     assert_eq!(files_below(&media_objects), 1);
 
-    let opts = |dry_run: bool, grace: Duration| PruneOptions { workspace: "shop".into(), dry_run, grace };
+    let opts = |dry_run: bool, grace: Duration| PruneOptions { workspace: "shop".into(), dry_run, grace, as_of: None };
     let dry = prune(&w.core, &opts(true, Duration::ZERO)).await.unwrap();
     let verdict: Vec<(String, bool)> = dry.decisions.iter().map(|d| (d.id.clone(), d.keep)).collect();
     assert_eq!(verdict, vec![(ids[0].clone(), true), (ids[1].clone(), false), (ids[2].clone(), true)]);

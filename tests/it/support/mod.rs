@@ -82,6 +82,8 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
             postgres: Default::default(),
             workspaces,
             schedules_dir: None,
+            catalog: None,
+            daemon: Default::default(),
         },
         path: dir.path().join("tidemark.toml"),
     };

@@ -1,0 +1,409 @@
+//! The catalog: tidemark's own state in SQLite (sqlx, migrations/catalog): the job history
+//! and the schedules' last runs. It is a cache plus history, never the truth about
+//! backups: the repository is. `ops::catalog::rebuild` recreates what it can from the
+//! repository, and commands that only need the repository never open it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::Row;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::migrations::Embedded;
+
+const CATALOG_MIGRATIONS: Embedded = Embedded(&[(1, "jobs", include_str!("../../migrations/catalog/0001_jobs.sql"))]);
+
+/// The catalog file used when the config names none: beside tidemark.toml.
+pub const DEFAULT_CATALOG_FILE: &str = "tidemark-catalog.sqlite";
+
+/// What started a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// A schedule's cron slot came.
+    Schedule,
+    /// A slot missed while the daemon was down, taken once at start.
+    CatchUp,
+    /// An operator on the command line.
+    Cli,
+    /// Recreated from the repository by `catalog rebuild`.
+    Rebuilt,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch-up",
+            Trigger::Cli => "cli",
+            Trigger::Rebuilt => "rebuilt",
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// Stopped by a shutdown (or a crash of the daemon) before it finished.
+    Aborted,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Aborted => "aborted",
+        }
+    }
+
+    fn parse(s: &str) -> JobStatus {
+        match s {
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            _ => JobStatus::Aborted,
+        }
+    }
+}
+
+/// A job about to start.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub workspace: String,
+    pub operation: String,
+    pub kind: Option<String>,
+    pub trigger: Trigger,
+    pub policy: Option<String>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+}
+
+/// How a job ended, as recorded.
+#[derive(Debug, Clone, Default)]
+pub struct JobEnd {
+    pub finished_at: Option<DateTime<Utc>>,
+    pub snapshot_id: Option<String>,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
+    pub warning: Option<String>,
+}
+
+/// One row of the job history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: i64,
+    pub workspace: String,
+    pub operation: String,
+    pub kind: Option<String>,
+    pub trigger: String,
+    pub policy: Option<String>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub attempts: i64,
+    pub snapshot_id: Option<String>,
+    pub bytes: Option<i64>,
+    pub error: Option<String>,
+    pub warning: Option<String>,
+}
+
+impl<'r> sqlx::FromRow<'r, SqliteRow> for Job {
+    fn from_row(row: &'r SqliteRow) -> std::result::Result<Self, sqlx::Error> {
+        Ok(Job {
+            id: row.try_get("id")?,
+            workspace: row.try_get("workspace")?,
+            operation: row.try_get("operation")?,
+            kind: row.try_get("kind")?,
+            trigger: row.try_get("trigger")?,
+            policy: row.try_get("policy")?,
+            scheduled_for: row.try_get("scheduled_for")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            snapshot_id: row.try_get("snapshot_id")?,
+            bytes: row.try_get("bytes")?,
+            error: row.try_get("error")?,
+            warning: row.try_get("warning")?,
+        })
+    }
+}
+
+impl Job {
+    pub fn status(&self) -> JobStatus {
+        JobStatus::parse(&self.status)
+    }
+}
+
+/// The catalog database.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+fn catalog_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Unavailable, format!("catalog {}: {what}: {e}", path.display()))
+}
+
+impl Catalog {
+    /// Opens the catalog file, creating it (and its folder) if missing, and brings its
+    /// schema up to date.
+    ///
+    /// Errors: `Unavailable` when the file cannot be created, opened or migrated (the
+    /// message names the file).
+    pub async fn open(path: &Path) -> Result<Catalog> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| catalog_error(path, "cannot create its folder", e))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| catalog_error(path, "cannot open", e))?;
+        let migrator = Migrator::new(CATALOG_MIGRATIONS)
+            .await
+            .map_err(|e| Error::internal(format!("embedded catalog migrations: {e}")))?;
+        migrator.run(&pool).await.map_err(|e| catalog_error(path, "cannot bring its schema up to date", e))?;
+        Ok(Catalog { pool, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, what: &str, e: sqlx::Error) -> Error {
+        catalog_error(&self.path, what, e)
+    }
+
+    /// Records a job as running and returns its id.
+    pub async fn start_job(&self, job: &NewJob) -> Result<i64> {
+        let row: (i64,) = sqlx::query_as(
+            "INSERT INTO jobs (workspace, operation, kind, trigger, policy, scheduled_for, started_at, status) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'running') RETURNING id",
+        )
+        .bind(&job.workspace)
+        .bind(&job.operation)
+        .bind(&job.kind)
+        .bind(job.trigger.as_str())
+        .bind(&job.policy)
+        .bind(job.scheduled_for)
+        .bind(job.started_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot record a job", e))?;
+        Ok(row.0)
+    }
+
+    /// Records that a job is on its `attempts`-th attempt, with the last attempt's error.
+    pub async fn record_attempt(&self, id: i64, attempts: u32, error: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET attempts = ?, error = ? WHERE id = ?")
+            .bind(attempts)
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot record a retry", e))?;
+        Ok(())
+    }
+
+    /// Records how a job ended.
+    pub async fn finish_job(&self, id: i64, status: JobStatus, end: &JobEnd) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = ?, finished_at = ?, snapshot_id = COALESCE(?, snapshot_id), \
+             bytes = COALESCE(?, bytes), error = COALESCE(?, error), warning = ? WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(end.finished_at.unwrap_or_else(Utc::now))
+        .bind(&end.snapshot_id)
+        .bind(end.bytes.map(|b| b as i64))
+        .bind(&end.error)
+        .bind(&end.warning)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot record the end of a job", e))?;
+        Ok(())
+    }
+
+    /// Marks jobs a previous daemon left `running` (it crashed or was killed) as aborted.
+    /// Jobs started from the command line are left alone: they may still be running.
+    pub async fn abort_orphaned_daemon_jobs(&self, now: DateTime<Utc>, reason: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'aborted', finished_at = ?, error = ? \
+             WHERE status = 'running' AND trigger IN ('schedule', 'catch-up')",
+        )
+        .bind(now)
+        .bind(reason)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot clean up jobs of a stopped daemon", e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// One job by id.
+    pub async fn job(&self, id: i64) -> Result<Job> {
+        sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot read a job", e))?
+            .ok_or_else(|| Error::not_found(format!("the catalog has no job {id}")))
+    }
+
+    /// The newest jobs first, optionally of one workspace.
+    pub async fn jobs(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<Job>> {
+        sqlx::query_as(
+            "SELECT * FROM jobs WHERE (?1 IS NULL OR workspace = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2",
+        )
+        .bind(workspace)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot list jobs", e))
+    }
+
+    /// Adds a finished snapshot job recreated from the repository, unless the catalog
+    /// already knows that snapshot. Returns whether a row was added.
+    pub async fn insert_rebuilt_job(&self, job: &NewJob, end: &JobEnd) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO jobs (workspace, operation, kind, trigger, started_at, finished_at, status, \
+             snapshot_id, bytes) VALUES (?, ?, ?, ?, ?, ?, 'succeeded', ?, ?)",
+        )
+        .bind(&job.workspace)
+        .bind(&job.operation)
+        .bind(&job.kind)
+        .bind(job.trigger.as_str())
+        .bind(job.started_at)
+        .bind(end.finished_at)
+        .bind(&end.snapshot_id)
+        .bind(end.bytes.map(|b| b as i64))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot record a rebuilt job", e))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The last slot a schedule served (or when the daemon first saw it).
+    pub async fn last_slot(&self, workspace: &str, policy: &str) -> Result<Option<DateTime<Utc>>> {
+        let row: Option<(DateTime<Utc>,)> =
+            sqlx::query_as("SELECT last_slot FROM schedule_runs WHERE workspace = ? AND policy = ?")
+                .bind(workspace)
+                .bind(policy)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err("cannot read a schedule's last run", e))?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// Records the slot a schedule served. A slot earlier than the recorded one is
+    /// ignored: a schedule never moves backwards (`catalog rebuild` relies on this).
+    pub async fn set_last_slot(
+        &self,
+        workspace: &str,
+        policy: &str,
+        slot: DateTime<Utc>,
+        status: &str,
+        job: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedule_runs (workspace, policy, last_slot, last_status, last_job) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (workspace, policy) DO UPDATE SET last_slot = excluded.last_slot, \
+             last_status = excluded.last_status, last_job = excluded.last_job \
+             WHERE excluded.last_slot >= schedule_runs.last_slot",
+        )
+        .bind(workspace)
+        .bind(policy)
+        .bind(slot)
+        .bind(status)
+        .bind(job)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot record a schedule's last run", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[tokio::test]
+    async fn jobs_are_recorded_listed_and_orphans_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("sub/catalog.sqlite")).await.unwrap();
+        let new = |ws: &str, trigger, started: &str| NewJob {
+            workspace: ws.into(),
+            operation: "snapshot".into(),
+            kind: Some("automatic".into()),
+            trigger,
+            policy: Some("daily".into()),
+            scheduled_for: None,
+            started_at: at(started),
+        };
+        let a = catalog.start_job(&new("shop", Trigger::Schedule, "2026-11-01T02:00:00Z")).await.unwrap();
+        let b = catalog.start_job(&new("shop", Trigger::Cli, "2026-11-02T02:00:00Z")).await.unwrap();
+        let c = catalog.start_job(&new("blog", Trigger::Schedule, "2026-11-03T02:00:00Z")).await.unwrap();
+        catalog.record_attempt(c, 2, "database unreachable").await.unwrap();
+        let end = JobEnd { snapshot_id: Some("s1".into()), bytes: Some(42), ..Default::default() };
+        catalog.finish_job(c, JobStatus::Succeeded, &end).await.unwrap();
+
+        let shop = catalog.jobs(Some("shop"), 10).await.unwrap();
+        assert_eq!(shop.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b, a], "newest first, one workspace");
+        let blog = catalog.job(c).await.unwrap();
+        assert_eq!((blog.status(), blog.attempts, blog.bytes), (JobStatus::Succeeded, 2, Some(42)));
+        assert_eq!(blog.error.as_deref(), Some("database unreachable"), "the last attempt's error stays");
+
+        // A restarted daemon aborts its own orphans, never a CLI job.
+        assert_eq!(catalog.abort_orphaned_daemon_jobs(Utc::now(), "test").await.unwrap(), 1);
+        assert_eq!(catalog.job(a).await.unwrap().status(), JobStatus::Aborted);
+        assert_eq!(catalog.job(b).await.unwrap().status(), JobStatus::Running);
+
+        // Reopening keeps everything (migrations are not re-applied).
+        drop(catalog);
+        let catalog = Catalog::open(&dir.path().join("sub/catalog.sqlite")).await.unwrap();
+        assert_eq!(catalog.jobs(None, 10).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn last_slots_move_forward_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.sqlite")).await.unwrap();
+        assert_eq!(catalog.last_slot("shop", "daily").await.unwrap(), None);
+        catalog.set_last_slot("shop", "daily", at("2026-11-05T02:00:00Z"), "succeeded", None).await.unwrap();
+        catalog.set_last_slot("shop", "daily", at("2026-11-03T02:00:00Z"), "rebuilt", None).await.unwrap();
+        assert_eq!(catalog.last_slot("shop", "daily").await.unwrap(), Some(at("2026-11-05T02:00:00Z")));
+        catalog.set_last_slot("shop", "daily", at("2026-11-06T02:00:00Z"), "failed", None).await.unwrap();
+        assert_eq!(catalog.last_slot("shop", "daily").await.unwrap(), Some(at("2026-11-06T02:00:00Z")));
+    }
+
+    #[tokio::test]
+    async fn an_unusable_path_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), "x").unwrap();
+        let err = Catalog::open(&dir.path().join("file/catalog.sqlite")).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
+        assert!(err.message().contains("catalog.sqlite"), "{}", err.message());
+    }
+}

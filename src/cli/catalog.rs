@@ -1,0 +1,76 @@
+//! `tidemark jobs` and `tidemark catalog rebuild`: the catalog's job history, and
+//! recreating the catalog from the repository.
+
+use clap::{Args, Subcommand};
+use tidemark::Result;
+use tidemark::ops::catalog;
+
+use super::{Global, human_bytes};
+
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    /// Only this workspace's jobs
+    #[arg(long, short)]
+    workspace: Option<String>,
+    /// How many of the newest jobs to show
+    #[arg(long, default_value_t = 50)]
+    limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Recreate the catalog's job history and schedules' last runs from the repository
+    Rebuild,
+}
+
+pub async fn jobs(global: &Global, args: JobsArgs) -> Result<()> {
+    let core = global.core().await?;
+    let jobs = catalog::jobs(&core, args.workspace.as_deref(), args.limit).await?;
+    if global.json {
+        global.print_json(&jobs);
+        return Ok(());
+    }
+    if jobs.is_empty() {
+        println!("no jobs recorded yet");
+    }
+    for j in &jobs {
+        let outcome = match (&j.snapshot_id, &j.error) {
+            (Some(id), _) => format!("{id} ({})", human_bytes(j.bytes.unwrap_or(0).max(0) as u64)),
+            (None, Some(e)) => e.lines().next().unwrap_or_default().to_string(),
+            _ => String::new(),
+        };
+        println!(
+            "{:>5}  {}  {:<10} {:<9} {:<9} {:<10} attempts {}  {}",
+            j.id,
+            j.started_at.format("%Y-%m-%d %H:%M:%S"),
+            j.workspace,
+            j.kind.as_deref().unwrap_or("-"),
+            j.trigger,
+            j.status,
+            j.attempts,
+            outcome
+        );
+        if let Some(w) = &j.warning {
+            println!("       warning: {w}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(global: &Global, cmd: CatalogCommand) -> Result<()> {
+    let core = global.core().await?;
+    match cmd {
+        CatalogCommand::Rebuild => {
+            let report = catalog::rebuild(&core).await?;
+            if global.json {
+                global.print_json(&report);
+            } else {
+                println!(
+                    "catalog {}: {} snapshots in {} workspaces, {} jobs added, {} schedules' last runs set",
+                    report.catalog, report.snapshots, report.workspaces, report.jobs_added, report.schedules_set
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! `tidemark serve`: run the scheduler until SIGTERM or SIGINT, then stop gracefully.
+
+use std::sync::Arc;
+
+use clap::Args;
+use tidemark::Result;
+use tidemark::ops::serve::serve;
+use tidemark::schedule::clock::SystemClock;
+use tokio_util::sync::CancellationToken;
+
+use super::Global;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// How long running jobs may take to finish after SIGTERM/SIGINT before they are
+    /// aborted (overrides daemon.shutdown-timeout), e.g. 30s, 5m
+    #[arg(long, value_parser = humantime::parse_duration)]
+    shutdown_timeout: Option<std::time::Duration>,
+}
+
+pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
+    let mut core = global.core().await?;
+    if let Some(t) = args.shutdown_timeout {
+        core.config.config.daemon.shutdown_timeout = t;
+    }
+    let shutdown = CancellationToken::new();
+    let listener = tokio::spawn(stop_on_signal(shutdown.clone()));
+    let report = serve(&core, Arc::new(SystemClock), shutdown).await;
+    listener.abort();
+    let report = report?;
+    if global.json {
+        global.print_json(&report);
+    }
+    Ok(())
+}
+
+/// Cancels `shutdown` on the first SIGTERM or SIGINT.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT; stop the daemon with SIGKILL");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(signal = name, "stop requested");
+    shutdown.cancel();
+}

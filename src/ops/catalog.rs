@@ -1,0 +1,91 @@
+//! `catalog rebuild` and `jobs`: the catalog's history, and recreating it from the
+//! repository (the truth) when it is lost: one succeeded job per snapshot, and each
+//! schedule's last run from its newest snapshot of the policy's kind.
+
+use serde::Serialize;
+
+use super::Core;
+use super::prune::policies_for;
+use crate::catalog::{Catalog, Job, JobEnd, NewJob, Trigger};
+use crate::error::Result;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildReport {
+    pub catalog: String,
+    pub workspaces: usize,
+    pub snapshots: usize,
+    /// Snapshots the catalog did not know, now recorded.
+    pub jobs_added: usize,
+    pub schedules_set: usize,
+}
+
+/// Opens the catalog named by the config (creating it if missing).
+pub async fn open(core: &Core) -> Result<Catalog> {
+    Catalog::open(&core.config.catalog_path()).await
+}
+
+/// The job history, newest first.
+pub async fn jobs(core: &Core, workspace: Option<&str>, limit: u32) -> Result<Vec<Job>> {
+    if let Some(ws) = workspace {
+        core.config.workspace(ws)?;
+    }
+    open(core).await?.jobs(workspace, limit).await
+}
+
+/// Recreates what the repository knows. Existing rows are kept; nothing is duplicated,
+/// and no schedule is moved backwards.
+///
+/// Errors: `Key` without an identity (manifests are encrypted), `Unavailable` for the
+/// store or the catalog.
+pub async fn rebuild(core: &Core) -> Result<RebuildReport> {
+    let catalog = open(core).await?;
+    let identities = core.identities()?;
+    let mut workspaces = core.repo.list_workspaces().await?;
+    workspaces.extend(core.config.config.workspaces.keys().cloned());
+    workspaces.sort();
+    workspaces.dedup();
+    let mut report = RebuildReport {
+        catalog: catalog.path().display().to_string(),
+        workspaces: workspaces.len(),
+        snapshots: 0,
+        jobs_added: 0,
+        schedules_set: 0,
+    };
+    for workspace in &workspaces {
+        let mut manifests = Vec::new();
+        for id in core.repo.list_snapshot_ids(workspace).await? {
+            manifests.push(core.repo.read_manifest(workspace, &id, &identities).await?);
+        }
+        report.snapshots += manifests.len();
+        for m in &manifests {
+            let job = NewJob {
+                workspace: workspace.clone(),
+                operation: "snapshot".into(),
+                kind: Some(m.kind.to_string()),
+                trigger: Trigger::Rebuilt,
+                policy: None,
+                scheduled_for: None,
+                started_at: m.started_at,
+            };
+            let end = JobEnd {
+                finished_at: Some(m.finished_at),
+                snapshot_id: Some(m.id.clone()),
+                bytes: Some(m.stored_bytes()),
+                ..Default::default()
+            };
+            if catalog.insert_rebuilt_job(&job, &end).await? {
+                report.jobs_added += 1;
+            }
+        }
+        if !core.config.config.workspaces.contains_key(workspace) {
+            continue; // no policies for a workspace the config no longer has
+        }
+        for policy in policies_for(core, workspace)?.into_iter().filter(|p| p.cron.is_some()) {
+            if let Some(newest) = manifests.iter().filter(|m| m.kind == policy.kind).map(|m| m.started_at).max() {
+                catalog.set_last_slot(workspace, &policy.name, newest, "rebuilt", None).await?;
+                report.schedules_set += 1;
+            }
+        }
+    }
+    Ok(report)
+}

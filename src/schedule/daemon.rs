@@ -1,0 +1,691 @@
+//! The daemon loop of `tidemark serve`: when each schedule's next slot comes (its cron line
+//! in its time zone), run its job; catch up once on a slot missed while the daemon was
+//! down; never two jobs of one workspace at once; at most N jobs at once overall; retry
+//! temporary failures with backoff, then record the job as failed and notify; on shutdown,
+//! start nothing new, let running jobs finish up to a timeout, then abort them.
+//!
+//! What a job does is a [`Runner`]'s business (`ops::serve` takes a snapshot and applies
+//! retention); time comes from a [`Clock`], so tests move days in milliseconds.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::Clock;
+use super::policy::Policy;
+use super::webhook::{JobEvent, Webhook};
+use crate::catalog::{Catalog, JobEnd, JobStatus, NewJob, Trigger};
+use crate::config::DaemonConfig;
+use crate::error::{Error, Result};
+
+/// One schedule the daemon serves: a workspace and a policy with a cron line.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub workspace: String,
+    pub policy: Policy,
+}
+
+/// A job handed to the runner.
+#[derive(Debug, Clone)]
+pub struct ScheduledJob {
+    pub workspace: String,
+    pub policy: String,
+    pub kind: crate::repo::manifest::SnapshotKind,
+    /// The cron slot served (for a catch-up: the moment the daemon caught up).
+    pub slot: DateTime<Utc>,
+    pub trigger: Trigger,
+}
+
+/// What a successful job produced.
+#[derive(Debug, Clone, Default)]
+pub struct JobOutcome {
+    pub snapshot_id: Option<String>,
+    pub bytes: Option<u64>,
+    /// Something went wrong after the main work succeeded (retention, say).
+    pub warning: Option<String>,
+}
+
+/// Does the work of a job. `now` is the clock's time when the attempt starts.
+pub trait Runner: Send + Sync + 'static {
+    fn run(&self, job: &ScheduledJob, now: DateTime<Utc>) -> BoxFuture<'static, Result<JobOutcome>>;
+}
+
+/// What a daemon run did, reported when it stops.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DaemonReport {
+    pub schedules: usize,
+    pub jobs_started: u64,
+    /// Jobs still running when the shutdown timeout passed, aborted (no manifest written).
+    pub jobs_aborted: u64,
+}
+
+pub struct Daemon {
+    pub clock: Arc<dyn Clock>,
+    pub catalog: Catalog,
+    pub runner: Arc<dyn Runner>,
+    pub schedules: Vec<Schedule>,
+    pub settings: DaemonConfig,
+    pub webhook: Option<Webhook>,
+}
+
+/// What every job task shares.
+struct Shared {
+    clock: Arc<dyn Clock>,
+    catalog: Catalog,
+    runner: Arc<dyn Runner>,
+    settings: DaemonConfig,
+    webhook: Option<Webhook>,
+    limit: Semaphore,
+    shutdown: CancellationToken,
+}
+
+struct Entry {
+    schedule: Schedule,
+    /// When it runs next and why; `None` while its job runs.
+    next: Option<(DateTime<Utc>, Trigger)>,
+}
+
+impl Daemon {
+    /// Runs until `shutdown` is cancelled, then winds down (see the module docs).
+    ///
+    /// Errors: `Unavailable` when the catalog cannot be read at start; later catalog
+    /// errors are logged and do not stop backups.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<DaemonReport> {
+        let now = self.clock.now();
+        let orphans =
+            self.catalog.abort_orphaned_daemon_jobs(now, "the daemon stopped before the job finished").await?;
+        if orphans > 0 {
+            tracing::warn!(jobs = orphans, "jobs of a previous daemon never finished; recorded as aborted");
+        }
+        let mut entries = Vec::with_capacity(self.schedules.len());
+        for schedule in self.schedules {
+            let next = first_run(&self.catalog, &schedule, now).await?;
+            match next {
+                Some((at, trigger)) => tracing::info!(
+                    workspace = %schedule.workspace, policy = %schedule.policy.name, next = %at,
+                    trigger = trigger.as_str(), "schedule loaded"
+                ),
+                None => tracing::warn!(workspace = %schedule.workspace, policy = %schedule.policy.name,
+                    "schedule has no future run"),
+            }
+            entries.push(Entry { schedule, next });
+        }
+        let mut report = DaemonReport { schedules: entries.len(), ..Default::default() };
+        let shared = Arc::new(Shared {
+            clock: self.clock.clone(),
+            catalog: self.catalog.clone(),
+            runner: self.runner,
+            limit: Semaphore::new(self.settings.max_concurrent_jobs.max(1)),
+            settings: self.settings,
+            webhook: self.webhook,
+            shutdown: shutdown.clone(),
+        });
+
+        let mut running: JoinSet<usize> = JoinSet::new();
+        let mut busy: HashSet<String> = HashSet::new();
+        loop {
+            let now = self.clock.now();
+            for (index, entry) in entries.iter_mut().enumerate() {
+                let Some((at, trigger)) = entry.next else { continue };
+                if at > now || busy.contains(&entry.schedule.workspace) {
+                    continue;
+                }
+                busy.insert(entry.schedule.workspace.clone());
+                entry.next = None;
+                let job = ScheduledJob {
+                    workspace: entry.schedule.workspace.clone(),
+                    policy: entry.schedule.policy.name.clone(),
+                    kind: entry.schedule.policy.kind,
+                    slot: if trigger == Trigger::CatchUp { now } else { at },
+                    trigger,
+                };
+                report.jobs_started += 1;
+                let shared = shared.clone();
+                running.spawn(async move {
+                    execute(&shared, job).await;
+                    index
+                });
+            }
+            let wake = entries
+                .iter()
+                .filter(|e| !busy.contains(&e.schedule.workspace))
+                .filter_map(|e| e.next.map(|(at, _)| at))
+                .min();
+            let sleep = match wake {
+                Some(at) => self.clock.sleep_until(at),
+                None => Box::pin(std::future::pending()),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                done = running.join_next(), if !running.is_empty() => {
+                    let index = match done {
+                        Some(Ok(index)) => index,
+                        Some(Err(e)) => return Err(Error::internal(format!("a scheduled job panicked: {e}"))),
+                        None => continue,
+                    };
+                    let entry = &mut entries[index];
+                    busy.remove(&entry.schedule.workspace);
+                    // Strictly after now: a job that overran its next slots does not pile up.
+                    entry.next = entry.schedule.policy.next_run(self.clock.now()).map(|at| (at, Trigger::Schedule));
+                }
+                _ = sleep => {}
+            }
+        }
+
+        tracing::info!(running = running.len(), timeout = ?shared.settings.shutdown_timeout,
+            "shutting down: no new jobs; waiting for running ones");
+        let deadline = tokio::time::sleep(shared.settings.shutdown_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                done = running.join_next() => {
+                    if done.is_none() {
+                        break;
+                    }
+                }
+                _ = &mut deadline => {
+                    running.abort_all();
+                    while running.join_next().await.is_some() {}
+                    report.jobs_aborted = shared
+                        .catalog
+                        .abort_orphaned_daemon_jobs(self.clock.now(), "aborted at shutdown: still running after the shutdown timeout")
+                        .await?;
+                    tracing::warn!(jobs = report.jobs_aborted,
+                        "jobs aborted at shutdown; they wrote no manifest and their objects are collected by prune");
+                    break;
+                }
+            }
+        }
+        tracing::info!("stopped");
+        Ok(report)
+    }
+}
+
+/// A schedule's first run after the daemon starts: the next slot after the last one it
+/// served, at once (once) if that slot passed while the daemon was down. A schedule seen
+/// for the first time starts counting now.
+async fn first_run(
+    catalog: &Catalog,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+) -> Result<Option<(DateTime<Utc>, Trigger)>> {
+    let (workspace, policy) = (&schedule.workspace, &schedule.policy);
+    let last = match catalog.last_slot(workspace, &policy.name).await? {
+        Some(last) => last,
+        None => {
+            catalog.set_last_slot(workspace, &policy.name, now, "registered", None).await?;
+            now
+        }
+    };
+    Ok(policy.next_run(last).map(|at| if at <= now { (now, Trigger::CatchUp) } else { (at, Trigger::Schedule) }))
+}
+
+/// Runs one job to its end: waits for a slot under the global limit, records it, retries
+/// temporary failures with backoff, records the outcome and notifies.
+async fn execute(shared: &Shared, job: ScheduledJob) {
+    let _permit = tokio::select! {
+        permit = shared.limit.acquire() => permit.expect("the semaphore is never closed"),
+        _ = shared.shutdown.cancelled() => return,
+    };
+    let started_at = shared.clock.now();
+    let new = NewJob {
+        workspace: job.workspace.clone(),
+        operation: "snapshot".into(),
+        kind: Some(job.kind.to_string()),
+        trigger: job.trigger,
+        policy: Some(job.policy.clone()),
+        scheduled_for: Some(job.slot),
+        started_at,
+    };
+    // A backup matters more than its history line: a catalog failure is logged, not fatal.
+    let id = match shared.catalog.start_job(&new).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::error!(workspace = %job.workspace, error = %e.report(), "cannot record the job in the catalog");
+            None
+        }
+    };
+    tracing::info!(workspace = %job.workspace, policy = %job.policy, trigger = job.trigger.as_str(),
+        slot = %job.slot, job = ?id, "job started");
+
+    let mut attempt: u32 = 1;
+    let (status, end, error) = loop {
+        match shared.runner.run(&job, shared.clock.now()).await {
+            Ok(outcome) => {
+                let end = JobEnd {
+                    finished_at: Some(shared.clock.now()),
+                    snapshot_id: outcome.snapshot_id,
+                    bytes: outcome.bytes,
+                    error: None,
+                    warning: outcome.warning,
+                };
+                break (JobStatus::Succeeded, end, None);
+            }
+            Err(e) if e.kind().is_temporary() && attempt <= shared.settings.retries => {
+                let wait = shared.settings.retry_backoff.saturating_mul(1 << (attempt - 1).min(16));
+                tracing::warn!(workspace = %job.workspace, attempt, retry_in = ?wait, error = %e.report(),
+                    "job attempt failed; retrying");
+                if let Some(id) = id
+                    && let Err(e) = shared.catalog.record_attempt(id, attempt + 1, &e.report()).await
+                {
+                    tracing::error!(error = %e.report(), "cannot record a retry in the catalog");
+                }
+                let until = shared.clock.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
+                tokio::select! {
+                    _ = shared.clock.sleep_until(until) => {}
+                    _ = shared.shutdown.cancelled() => {
+                        let end = JobEnd {
+                            finished_at: Some(shared.clock.now()),
+                            error: Some(format!("aborted at shutdown while waiting to retry: {}", e.report())),
+                            ..Default::default()
+                        };
+                        break (JobStatus::Aborted, end, None);
+                    }
+                }
+                attempt += 1;
+            }
+            Err(e) => {
+                let end =
+                    JobEnd { finished_at: Some(shared.clock.now()), error: Some(e.report()), ..Default::default() };
+                break (JobStatus::Failed, end, Some(e));
+            }
+        }
+    };
+
+    match (&status, &error) {
+        (JobStatus::Succeeded, _) => tracing::info!(workspace = %job.workspace, snapshot = ?end.snapshot_id,
+            bytes = ?end.bytes, warning = ?end.warning, "job succeeded"),
+        (_, Some(e)) => {
+            tracing::error!(workspace = %job.workspace, attempts = attempt, error = %e.report(), "job failed")
+        }
+        _ => tracing::warn!(workspace = %job.workspace, "job aborted at shutdown"),
+    }
+    if let Some(id) = id
+        && let Err(e) = shared.catalog.finish_job(id, status, &end).await
+    {
+        tracing::error!(error = %e.report(), "cannot record the end of a job in the catalog");
+    }
+    if status != JobStatus::Aborted
+        && let Err(e) = shared.catalog.set_last_slot(&job.workspace, &job.policy, job.slot, status.as_str(), id).await
+    {
+        tracing::error!(error = %e.report(), "cannot record the schedule's last run in the catalog");
+    }
+    let notify = match status {
+        JobStatus::Failed => true,
+        JobStatus::Succeeded => shared.webhook.as_ref().is_some_and(|w| w.on_success),
+        _ => false,
+    };
+    if let Some(webhook) = shared.webhook.as_ref().filter(|_| notify) {
+        let event = JobEvent {
+            event: if status == JobStatus::Failed { "job.failed" } else { "job.succeeded" },
+            job_id: id,
+            workspace: job.workspace.clone(),
+            policy: job.policy.clone(),
+            kind: job.kind.to_string(),
+            trigger: job.trigger.as_str(),
+            slot: job.slot,
+            started_at,
+            finished_at: end.finished_at.unwrap_or(started_at),
+            attempts: attempt,
+            snapshot_id: end.snapshot_id.clone(),
+            bytes: end.bytes,
+            error: error.as_ref().map(|e| e.to_json()),
+            warning: end.warning.clone(),
+        };
+        webhook.notify(&event).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The loop's logic with a fake runner (what a job does is tested on real parts in
+    //! tests/it/daemon.rs), a real SQLite catalog and a manual clock.
+
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::schedule::clock::ManualClock;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    fn schedule(workspace: &str, name: &str, cron: &str, zone: &str) -> Schedule {
+        let text = format!("cron = \"{cron}\"\ntime-zone = \"{zone}\"\nkind = \"automatic\"\n");
+        Schedule { workspace: workspace.into(), policy: Policy::parse(name, &text).unwrap() }
+    }
+
+    /// Records every call; fails at once for the workspaces in `failures`; holds the other
+    /// calls until the gate (if any) gives them a permit; checks that one workspace never
+    /// runs twice at once.
+    #[derive(Default)]
+    struct FakeRunner {
+        calls: Option<mpsc::UnboundedSender<(ScheduledJob, DateTime<Utc>)>>,
+        failures: HashMap<String, ErrorKind>,
+        gate: Option<Arc<Semaphore>>,
+        active: Arc<Mutex<Activity>>,
+    }
+
+    /// Workspaces running now, the most jobs seen at once, and workspaces seen twice at once.
+    #[derive(Debug, Clone, Default)]
+    struct Activity {
+        running: HashSet<String>,
+        most: usize,
+        overlaps: Vec<String>,
+    }
+
+    impl Runner for FakeRunner {
+        fn run(&self, job: &ScheduledJob, now: DateTime<Utc>) -> BoxFuture<'static, Result<JobOutcome>> {
+            let _ = self.calls.as_ref().unwrap().send((job.clone(), now));
+            let (gate, active, failure) = (self.gate.clone(), self.active.clone(), self.failures.get(&job.workspace));
+            let failure = failure.copied();
+            let workspace = job.workspace.clone();
+            Box::pin(async move {
+                {
+                    let mut a = active.lock().unwrap();
+                    if !a.running.insert(workspace.clone()) {
+                        a.overlaps.push(workspace.clone());
+                    }
+                    a.most = a.most.max(a.running.len());
+                }
+                if let Some(gate) = gate.filter(|_| failure.is_none()) {
+                    gate.acquire().await.unwrap().forget();
+                }
+                active.lock().unwrap().running.remove(&workspace);
+                match failure {
+                    Some(kind) => Err(Error::new(kind, format!("{workspace} is failing on purpose"))),
+                    None => {
+                        let id = format!("snap-{workspace}-{}", rand::random::<u64>());
+                        Ok(JobOutcome { snapshot_id: Some(id), bytes: Some(7), warning: None })
+                    }
+                }
+            })
+        }
+    }
+
+    struct Harness {
+        clock: ManualClock,
+        catalog: Catalog,
+        calls: mpsc::UnboundedReceiver<(ScheduledJob, DateTime<Utc>)>,
+        shutdown: CancellationToken,
+        daemon: tokio::task::JoinHandle<Result<DaemonReport>>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn start(
+        now: &str,
+        schedules: Vec<Schedule>,
+        settings: DaemonConfig,
+        mut runner: FakeRunner,
+        prepare: impl AsyncFnOnce(&Catalog),
+    ) -> Harness {
+        let _ = tracing_subscriber::fmt().with_env_filter("tidemark=debug").with_test_writer().try_init();
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("catalog.sqlite")).await.unwrap();
+        prepare(&catalog).await;
+        let clock = ManualClock::new(at(now));
+        let (tx, calls) = mpsc::unbounded_channel();
+        runner.calls = Some(tx);
+        let shutdown = CancellationToken::new();
+        let daemon = Daemon {
+            clock: Arc::new(clock.clone()),
+            catalog: catalog.clone(),
+            runner: Arc::new(runner),
+            schedules,
+            settings,
+            webhook: None,
+        };
+        let names: Vec<(String, String)> =
+            daemon.schedules.iter().map(|s| (s.workspace.clone(), s.policy.name.clone())).collect();
+        let daemon = tokio::spawn(daemon.run(shutdown.clone()));
+        // The daemon reads "now" once at start: move the clock only after it registered.
+        for (workspace, policy) in names {
+            for _ in 0..100 {
+                if catalog.last_slot(&workspace, &policy).await.unwrap().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Harness { clock, catalog, calls, shutdown, daemon, _dir: dir }
+    }
+
+    impl Harness {
+        async fn next_call(&mut self) -> (ScheduledJob, DateTime<Utc>) {
+            match tokio::time::timeout(Duration::from_secs(20), self.calls.recv()).await {
+                Ok(Some(call)) => call,
+                _ if self.daemon.is_finished() => panic!("the daemon stopped: {:?}", (&mut self.daemon).await),
+                _ => panic!("a job should have started"),
+            }
+        }
+
+        /// Lets the daemon act on what just happened, then says whether it started a job.
+        async fn started_nothing(&mut self) -> bool {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            self.calls.try_recv().is_err()
+        }
+
+        async fn stop(self) -> (DaemonReport, Catalog) {
+            self.shutdown.cancel();
+            let report = self.daemon.await.unwrap().unwrap();
+            (report, self.catalog)
+        }
+    }
+
+    async fn wait_for_status(catalog: &Catalog, status: &str, count: usize) -> Vec<crate::catalog::Job> {
+        for _ in 0..200 {
+            let jobs = catalog.jobs(None, 100).await.unwrap();
+            if jobs.iter().filter(|j| j.status == status).count() >= count {
+                return jobs;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {count} jobs reached {status}: {:?}", catalog.jobs(None, 100).await.unwrap());
+    }
+
+    /// Waits until the job of `workspace` is on its `attempts`-th attempt (the retry is
+    /// scheduled from the clock's time at the failure: move the clock only after it).
+    async fn wait_for_attempts(catalog: &Catalog, workspace: &str, attempts: i64) {
+        for _ in 0..200 {
+            let jobs = catalog.jobs(Some(workspace), 1).await.unwrap();
+            if jobs.first().is_some_and(|j| j.attempts >= attempts) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{workspace} never reached attempt {attempts}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn daily_runs_follow_local_time_across_daylight_saving_changes() {
+        let berlin = schedule("shop", "daily", "30 2 * * *", "Europe/Berlin");
+        let mut h =
+            start("2026-03-27T12:00:00Z", vec![berlin], DaemonConfig::default(), FakeRunner::default(), async |_| {})
+                .await;
+        // 02:30 CET; then the spring gap (02:30 does not exist: 03:00 CEST); then 02:30 CEST.
+        for expected in ["2026-03-28T01:30:00Z", "2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"] {
+            h.clock.set(at(expected) - chrono::Duration::minutes(1));
+            assert!(h.started_nothing().await, "ran before {expected}");
+            h.clock.set(at(expected));
+            let (job, _) = h.next_call().await;
+            assert_eq!((job.slot, job.trigger), (at(expected), Trigger::Schedule));
+        }
+        let (report, catalog) = h.stop().await;
+        assert_eq!(report.jobs_started, 3);
+        assert_eq!(catalog.last_slot("shop", "daily").await.unwrap(), Some(at("2026-03-30T00:30:00Z")));
+
+        // Autumn: 02:30 local happens twice on 2026-10-25; one run, then the next day.
+        let berlin = schedule("shop", "daily", "30 2 * * *", "Europe/Berlin");
+        let mut h =
+            start("2026-10-24T12:00:00Z", vec![berlin], DaemonConfig::default(), FakeRunner::default(), async |_| {})
+                .await;
+        h.clock.set(at("2026-10-25T00:30:00Z"));
+        assert_eq!(h.next_call().await.0.slot, at("2026-10-25T00:30:00Z"));
+        h.clock.set(at("2026-10-25T01:30:00Z"));
+        assert!(h.started_nothing().await, "the repeated 02:30 ran a second time");
+        h.clock.set(at("2026-10-26T01:30:00Z"));
+        assert_eq!(h.next_call().await.0.slot, at("2026-10-26T01:30:00Z"));
+        let (report, _) = h.stop().await;
+        assert_eq!(report.jobs_started, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slot_missed_while_down_is_caught_up_once() {
+        let daily = schedule("shop", "daily", "0 2 * * *", "UTC");
+        let down_since = async |catalog: &Catalog| {
+            catalog.set_last_slot("shop", "daily", at("2026-11-10T02:00:00Z"), "succeeded", None).await.unwrap();
+        };
+        // Five slots passed while the daemon was down: one run at once, not five.
+        let mut h =
+            start("2026-11-15T09:00:00Z", vec![daily], DaemonConfig::default(), FakeRunner::default(), down_since)
+                .await;
+        let (job, _) = h.next_call().await;
+        assert_eq!((job.trigger, job.slot), (Trigger::CatchUp, at("2026-11-15T09:00:00Z")));
+        assert!(h.started_nothing().await, "caught up more than once");
+        h.clock.set(at("2026-11-16T01:59:00Z"));
+        assert!(h.started_nothing().await);
+        h.clock.set(at("2026-11-16T02:00:00Z"));
+        let (job, _) = h.next_call().await;
+        assert_eq!((job.trigger, job.slot), (Trigger::Schedule, at("2026-11-16T02:00:00Z")));
+        let (_, catalog) = h.stop().await;
+        let jobs = catalog.jobs(Some("shop"), 10).await.unwrap();
+        assert_eq!(jobs.iter().map(|j| j.trigger.as_str()).collect::<Vec<_>>(), ["schedule", "catch-up"]);
+        assert!(jobs.iter().all(|j| j.status() == JobStatus::Succeeded && j.snapshot_id.is_some()));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_job_per_workspace_and_a_global_limit() {
+        // Workspace a has two policies due at the same minute; b one; at most 2 jobs at once.
+        let schedules = vec![
+            schedule("a", "daily", "0 2 * * *", "UTC"),
+            schedule("a", "hourly", "0 * * * *", "UTC"),
+            schedule("b", "daily", "0 2 * * *", "UTC"),
+            schedule("c", "daily", "0 2 * * *", "UTC"),
+        ];
+        let gate = Arc::new(Semaphore::new(0));
+        let runner = FakeRunner { gate: Some(gate.clone()), ..Default::default() };
+        let active = runner.active.clone();
+        let settings = DaemonConfig { max_concurrent_jobs: 2, ..Default::default() };
+        let mut h = start("2026-11-20T01:30:00Z", schedules, settings, runner, async |_| {}).await;
+        h.clock.set(at("2026-11-20T02:00:00Z"));
+        let mut workspaces = vec![h.next_call().await.0.workspace, h.next_call().await.0.workspace];
+        assert!(h.started_nothing().await, "a third job ran beyond the limit of 2");
+        // The next slots come while everything still runs: nothing piles up.
+        h.clock.set(at("2026-11-20T03:00:00Z"));
+        assert!(h.started_nothing().await);
+        gate.add_permits(100);
+        // Once jobs end, the waiting ones run: c (it waited for the limit) and a's other
+        // policy (it waited for a); slots that passed meanwhile are not repeated.
+        while let Ok(Some((job, _))) = tokio::time::timeout(Duration::from_millis(500), h.calls.recv()).await {
+            workspaces.push(job.workspace);
+        }
+        let (report, catalog) = h.stop().await;
+        let Activity { most, overlaps, .. } = active.lock().unwrap().clone();
+        assert!(overlaps.is_empty(), "two jobs of one workspace ran at once: {overlaps:?}");
+        assert_eq!(most, 2, "the global limit was not used or not kept");
+        workspaces.sort();
+        assert_eq!(workspaces, ["a", "a", "b", "c"]);
+        assert_eq!(report.jobs_started, 4);
+        let jobs = catalog.jobs(None, 100).await.unwrap();
+        assert_eq!(jobs.iter().filter(|j| j.status() == JobStatus::Succeeded).count(), 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn temporary_failures_are_retried_with_backoff_then_recorded_as_failed() {
+        let schedules =
+            vec![schedule("down", "daily", "0 2 * * *", "UTC"), schedule("bad", "daily", "0 3 * * *", "UTC")];
+        let runner = FakeRunner {
+            failures: HashMap::from([
+                ("down".to_string(), ErrorKind::Unavailable),
+                ("bad".to_string(), ErrorKind::Config),
+            ]),
+            ..Default::default()
+        };
+        let settings = DaemonConfig { retries: 2, retry_backoff: Duration::from_secs(60), ..Default::default() };
+        let mut h = start("2026-11-20T01:00:00Z", schedules, settings, runner, async |_| {}).await;
+        h.clock.set(at("2026-11-20T02:00:00Z"));
+        assert_eq!(h.next_call().await.1, at("2026-11-20T02:00:00Z"));
+        wait_for_attempts(&h.catalog, "down", 2).await;
+        h.clock.set(at("2026-11-20T02:00:59Z"));
+        assert!(h.started_nothing().await, "retried before the backoff passed");
+        h.clock.set(at("2026-11-20T02:01:00Z"));
+        assert_eq!(h.next_call().await.1, at("2026-11-20T02:01:00Z"), "first retry after 1m");
+        wait_for_attempts(&h.catalog, "down", 3).await;
+        h.clock.set(at("2026-11-20T02:02:59Z"));
+        assert!(h.started_nothing().await, "the backoff did not double");
+        h.clock.set(at("2026-11-20T02:03:00Z"));
+        assert_eq!(h.next_call().await.1, at("2026-11-20T02:03:00Z"), "second retry after 2m more");
+        let jobs = wait_for_status(&h.catalog, "failed", 1).await;
+        let down = jobs.iter().find(|j| j.workspace == "down").unwrap();
+        assert_eq!(down.attempts, 3);
+        assert!(down.error.as_deref().unwrap().contains("failing on purpose"), "{down:?}");
+        // A permanent error (bad config) is not retried.
+        h.clock.set(at("2026-11-20T04:00:00Z"));
+        assert_eq!(h.next_call().await.0.workspace, "bad");
+        assert!(h.started_nothing().await, "a permanent error was retried");
+        let jobs = wait_for_status(&h.catalog, "failed", 2).await;
+        let bad = jobs.iter().find(|j| j.workspace == "bad").unwrap();
+        assert_eq!(bad.attempts, 1);
+        assert_eq!(h.catalog.last_slot("down", "daily").await.unwrap(), Some(at("2026-11-20T02:00:00Z")));
+        h.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_lets_jobs_finish_within_the_timeout_and_aborts_the_rest() {
+        // Within the timeout: the running job finishes and is recorded as succeeded.
+        let gate = Arc::new(Semaphore::new(0));
+        let runner = FakeRunner { gate: Some(gate.clone()), ..Default::default() };
+        let settings = DaemonConfig { shutdown_timeout: Duration::from_secs(30), ..Default::default() };
+        let mut h = start(
+            "2026-11-20T01:00:00Z",
+            vec![schedule("a", "daily", "0 2 * * *", "UTC")],
+            settings,
+            runner,
+            async |_| {},
+        )
+        .await;
+        h.clock.set(at("2026-11-20T02:00:00Z"));
+        h.next_call().await;
+        h.shutdown.cancel();
+        gate.add_permits(1);
+        let (report, catalog) = h.stop().await;
+        assert_eq!(report.jobs_aborted, 0);
+        assert_eq!(catalog.jobs(None, 10).await.unwrap()[0].status(), JobStatus::Succeeded);
+
+        // Past the timeout: aborted, recorded as such; a job waiting to retry stops at once.
+        let runner = FakeRunner {
+            gate: Some(Arc::new(Semaphore::new(0))),
+            failures: HashMap::from([("b".to_string(), ErrorKind::Unavailable)]),
+            ..Default::default()
+        };
+        let settings = DaemonConfig { shutdown_timeout: Duration::from_millis(200), ..Default::default() };
+        let mut h = start(
+            "2026-11-20T01:00:00Z",
+            vec![schedule("a", "daily", "0 2 * * *", "UTC"), schedule("b", "daily", "0 2 * * *", "UTC")],
+            settings,
+            runner,
+            async |_| {},
+        )
+        .await;
+        h.clock.set(at("2026-11-20T02:00:00Z"));
+        h.next_call().await;
+        h.next_call().await;
+        wait_for_status(&h.catalog, "running", 2).await; // b waits to retry, a runs
+        let (report, catalog) = h.stop().await;
+        assert_eq!(report.jobs_aborted, 1, "only a outlived the timeout");
+        let jobs = catalog.jobs(None, 10).await.unwrap();
+        assert!(jobs.iter().all(|j| j.status() == JobStatus::Aborted), "{jobs:?}");
+        assert!(jobs[0].error.as_deref().unwrap().contains("shutdown"));
+    }
+}
