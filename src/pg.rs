@@ -110,11 +110,15 @@ impl ConnSpec {
 }
 
 /// Settings of every session tidemark opens: output that is the same on every server and
-/// round-trips exactly (what pg_dump sets too).
+/// round-trips exactly (what pg_dump sets too). On PostgreSQL 14+, the server also checks
+/// every 5 s that tidemark is still there, so the sessions of an aborted snapshot (a
+/// daemon shutdown, Ctrl-C) end instead of waiting on a lock until it is released.
 pub const SESSION_SETTINGS: &str = "SET DateStyle = ISO; SET IntervalStyle = postgres; \
      SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET row_security = off; \
      SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; \
-     SET bytea_output = 'hex'";
+     SET bytea_output = 'hex'; \
+     SELECT set_config('client_connection_check_interval', '5s', false) \
+     WHERE current_setting('server_version_num')::int >= 140000";
 
 /// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`; unparsable input is
 /// replaced entirely, since it might be a secret.

@@ -167,6 +167,19 @@ impl Catalog {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| catalog_error(path, "cannot create its folder", e))?;
         }
+        // Creating a catalog (switching it to WAL, creating its tables) must not race with
+        // another process opening it at the same moment (the daemon starting while an
+        // operator runs `tidemark jobs`): SQLite answers "database is locked" and sqlx takes
+        // no lock when migrating. A file lock beside the catalog serialises opening.
+        let lock_path = path.with_extension("lock");
+        let lock = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::options().create(true).truncate(false).write(true).open(&lock_path)?;
+            file.lock()?;
+            Ok::<_, std::io::Error>(file)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("catalog lock task: {e}")))?
+        .map_err(|e| catalog_error(path, "cannot lock it while opening", e))?;
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -181,7 +194,9 @@ impl Catalog {
         let migrator = Migrator::new(CATALOG_MIGRATIONS)
             .await
             .map_err(|e| Error::internal(format!("embedded catalog migrations: {e}")))?;
-        migrator.run(&pool).await.map_err(|e| catalog_error(path, "cannot bring its schema up to date", e))?;
+        let migrated = migrator.run(&pool).await;
+        drop(lock);
+        migrated.map_err(|e| catalog_error(path, "cannot bring its schema up to date", e))?;
         Ok(Catalog { pool, path: path.to_path_buf() })
     }
 
@@ -396,6 +411,17 @@ mod tests {
         assert_eq!(catalog.last_slot("shop", "daily").await.unwrap(), Some(at("2026-11-05T02:00:00Z")));
         catalog.set_last_slot("shop", "daily", at("2026-11-06T02:00:00Z"), "failed", None).await.unwrap();
         assert_eq!(catalog.last_slot("shop", "daily").await.unwrap(), Some(at("2026-11-06T02:00:00Z")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_catalog_opened_by_two_at_once_is_created_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let (a, b) = tokio::join!(Catalog::open(&path), Catalog::open(&path));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let now = Utc::now();
+        a.set_last_slot("shop", "daily", now, "registered", None).await.unwrap();
+        assert!(b.last_slot("shop", "daily").await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -335,7 +335,7 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
             attempts: attempt,
             snapshot_id: end.snapshot_id.clone(),
             bytes: end.bytes,
-            error: error.as_ref().map(|e| e.to_json()),
+            error: error.as_ref().map(|e| e.to_json()["error"].clone()),
             warning: end.warning.clone(),
         };
         webhook.notify(&event).await;

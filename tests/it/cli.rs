@@ -155,3 +155,71 @@ async fn stacks_through_the_binary() {
     let bad = tidemark(dir.path(), &["stacks", "put", "-w", "shop", "job/x", "--file", file.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(ErrorKind::Usage.exit_code()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_catalog_rebuild_and_serve_through_the_binary() {
+    use std::io::{BufRead, BufReader};
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    create_database(&cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);").await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    ok(&tidemark(dir.path(), &["init", "--repo", repo.to_str().unwrap()]));
+    ok(&tidemark(dir.path(), &["workspace", "add", "shop", "--database-url", &cluster.url("shop")]));
+
+    // A manual snapshot is recorded in the catalog beside the config.
+    let created = ok(&tidemark(dir.path(), &["--json", "snapshot", "create", "--workspace", "shop"]));
+    let jobs = ok(&tidemark(dir.path(), &["--json", "jobs", "--workspace", "shop"]));
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert_eq!((jobs[0]["trigger"].as_str(), jobs[0]["status"].as_str()), (Some("cli"), Some("succeeded")));
+    assert_eq!(jobs[0]["snapshot_id"], created["id"]);
+
+    // The catalog is lost: the repository is the truth, and rebuild recreates the history.
+    let catalog = dir.path().join(tidemark::catalog::DEFAULT_CATALOG_FILE);
+    assert!(catalog.exists());
+    std::fs::remove_file(&catalog).unwrap();
+    let listed = ok(&tidemark(dir.path(), &["--json", "snapshot", "list", "--workspace", "shop"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "listing needs no catalog");
+    let rebuilt = ok(&tidemark(dir.path(), &["--json", "catalog", "rebuild"]));
+    assert_eq!((rebuilt["snapshots"].as_u64(), rebuilt["jobs_added"].as_u64()), (Some(1), Some(1)));
+    let again = ok(&tidemark(dir.path(), &["--json", "catalog", "rebuild"]));
+    assert_eq!(again["jobs_added"], 0, "rebuilding twice adds nothing");
+    let jobs = ok(&tidemark(dir.path(), &["--json", "jobs"]));
+    assert_eq!((jobs[0]["trigger"].as_str(), &jobs[0]["snapshot_id"]), (Some("rebuilt"), &created["id"]));
+    let unknown = tidemark(dir.path(), &["jobs", "--workspace", "nope"]);
+    assert_eq!(unknown.status.code(), Some(ErrorKind::NotFound.exit_code()));
+
+    // serve: JSON logs, a graceful stop on SIGTERM, exit 0.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", dir.path().join("tidemark.toml").to_str().unwrap(), "serve", "--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut loaded = None;
+    for line in lines.by_ref() {
+        let event: serde_json::Value = serde_json::from_str(&line.unwrap()).expect("every log line is JSON");
+        if event["message"] == "schedule loaded" {
+            loaded = Some(event);
+            break;
+        }
+    }
+    let loaded = loaded.expect("the daemon loads the built-in daily schedule");
+    assert_eq!((loaded["workspace"].as_str(), loaded["policy"].as_str()), (Some("shop"), Some("daily")));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    assert!(rest.iter().any(|l| l.contains("\"stopped\"")), "{rest:?}");
+
+    // A daemon with a bad setting refuses to start, with the config exit code.
+    let config = dir.path().join("tidemark.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[daemon.webhook]\nurl = \"ftp://hooks.example/secret-token\"\n");
+    std::fs::write(&config, text).unwrap();
+    let refused = tidemark(dir.path(), &["serve"]);
+    assert_eq!(refused.status.code(), Some(ErrorKind::Config.exit_code()));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("daemon.webhook.url") && !stderr.contains("secret-token"), "{stderr}");
+}

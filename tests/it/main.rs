@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cli;
+mod daemon;
 mod media;
 mod no_lock_in;
 mod prune;

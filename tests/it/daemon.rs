@@ -1,0 +1,239 @@
+//! The daemon on real parts: scheduled snapshots of a real database into a real
+//! repository, retention after each one, the catalog's history, webhooks delivered to a
+//! real HTTP listener, and a shutdown in the middle of a snapshot. Time is a manual clock.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use tidemark::catalog::{Catalog, Job, JobStatus};
+use tidemark::config::{Secret, WebhookConfig, WorkspaceConfig};
+use tidemark::ops::Core;
+use tidemark::ops::serve::serve;
+use tidemark::ops::snapshot::{self, SnapshotOptions};
+use tidemark::progress::Progress;
+use tidemark::repo::manifest::SnapshotKind;
+use tidemark::schedule::clock::ManualClock;
+use tidemark::schedule::daemon::DaemonReport;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{create_database, world};
+
+/// An HTTP endpoint that answers 500 to the first request and 200 after, keeping bodies.
+struct Hook {
+    url: String,
+    bodies: Arc<Mutex<Vec<serde_json::Value>>>,
+    requests: Arc<Mutex<usize>>,
+}
+
+async fn hook() -> Hook {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/tidemark?token=hook-secret", listener.local_addr().unwrap());
+    let (bodies, requests) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(0usize)));
+    let (b, r) = (bodies.clone(), requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let body = loop {
+                let mut chunk = [0u8; 4096];
+                let n = socket.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let length: usize = text[..end]
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + length {
+                        break buf[end + 4..end + 4 + length].to_vec();
+                    }
+                }
+                if n == 0 {
+                    break Vec::new();
+                }
+            };
+            let first = {
+                let mut count = r.lock().unwrap();
+                *count += 1;
+                *count == 1
+            };
+            let status = if first { "500 Internal Server Error" } else { "200 OK" };
+            if !first {
+                b.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+            }
+            let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = socket.write_all(reply.as_bytes()).await;
+        }
+    });
+    Hook { url, bodies, requests }
+}
+
+/// Runs `serve` on a manual clock in the background.
+fn start_daemon(core: &Core, clock: &ManualClock) -> (CancellationToken, tokio::task::JoinHandle<DaemonReport>) {
+    let (core, clock, shutdown) = (core.clone(), clock.clone(), CancellationToken::new());
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move { serve(&core, Arc::new(clock), token).await.expect("the daemon runs") });
+    (shutdown, task)
+}
+
+async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    for _ in 0..600 {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn job_of(catalog: &Catalog, workspace: &str, status: JobStatus) -> Option<Job> {
+    catalog.jobs(Some(workspace), 10).await.unwrap().into_iter().find(|j| j.status() == status)
+}
+
+/// The next 02:00 UTC (the built-in daily policy's slot) at least `days` from now.
+fn daily_slot(days: i64) -> DateTime<Utc> {
+    let day = Utc::now() + chrono::Duration::days(days);
+    day.with_hour(2).unwrap().with_minute(0).unwrap().with_second(0).unwrap().with_nanosecond(0).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_snapshots_apply_retention_record_jobs_and_notify() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 500);").await;
+    let hook = hook().await;
+    let daemon = &mut w.core.config.config.daemon;
+    daemon.retries = 1;
+    daemon.retry_backoff = Duration::from_secs(60);
+    daemon.webhook = Some(WebhookConfig { url: Secret::literal(hook.url.clone()), on_success: true });
+    // A second workspace whose database is down (a closed port), with a password that
+    // must never show up anywhere.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    w.core.config.config.workspaces.insert(
+        "down".into(),
+        WorkspaceConfig {
+            database_url: format!("postgres://postgres@127.0.0.1:{closed}/down"),
+            password: Some(Secret::literal("pw-never-shown")),
+            media: None,
+            schedules: None,
+        },
+    );
+
+    // Two automatic snapshots and a manual one, taken "five days ago" as the clock will see it.
+    let old_auto = SnapshotOptions { workspace: "shop".into(), kind: SnapshotKind::Automatic, ..Default::default() };
+    let mut old = Vec::new();
+    for _ in 0..2 {
+        old.push(snapshot::create(&w.core, &old_auto, &Progress::hidden()).await.unwrap().id);
+    }
+    let manual = crate::support::snapshot_shop(&w.core).await.unwrap().id;
+
+    let slot = daily_slot(5);
+    let clock = ManualClock::new(slot - chrono::Duration::hours(1));
+    let (shutdown, daemon) = start_daemon(&w.core, &clock);
+    let catalog = Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    wait_for("the schedules to register", async || catalog.last_slot("down", "daily").await.unwrap()).await;
+    wait_for("the schedules to register", async || catalog.last_slot("shop", "daily").await.unwrap()).await;
+    clock.set(slot);
+
+    let done = wait_for("the shop job", async || job_of(&catalog, "shop", JobStatus::Succeeded).await).await;
+    let id = done.snapshot_id.clone().unwrap();
+    assert_eq!(
+        (done.trigger.as_str(), done.kind.as_deref(), done.scheduled_for),
+        ("schedule", Some("automatic"), Some(slot))
+    );
+    assert!(done.bytes.unwrap() > 0);
+    assert_eq!(done.warning, None);
+    let manifest = snapshot::show(&w.core, &id, Some("shop")).await.unwrap();
+    assert_eq!((manifest.kind, manifest.total_rows()), (SnapshotKind::Automatic, 500));
+    // Retention ran after it: the older automatic snapshots are past 3 days by the
+    // daemon's clock; the manual one (90 days) and the new one stay.
+    let mut left = w.core.repo.list_snapshot_ids("shop").await.unwrap();
+    left.sort();
+    let mut expected = vec![manual.clone(), id.clone()];
+    expected.sort();
+    assert_eq!(left, expected, "deleted {old:?}?");
+
+    // The database that is down: retried once after the backoff, then failed.
+    wait_for("the first attempt", async || {
+        catalog.jobs(Some("down"), 1).await.unwrap().first().filter(|j| j.attempts == 2).cloned()
+    })
+    .await;
+    clock.set(slot + chrono::Duration::minutes(1));
+    let failed = wait_for("the failure", async || job_of(&catalog, "down", JobStatus::Failed).await).await;
+    assert_eq!(failed.attempts, 2);
+    assert!(failed.error.as_deref().unwrap().contains("127.0.0.1"), "{failed:?}");
+
+    // Webhooks: the first delivery was refused (500) and retried; one success, one failure.
+    let bodies = wait_for("two webhook deliveries", async || {
+        let b = hook.bodies.lock().unwrap().clone();
+        (b.len() == 2).then_some(b)
+    })
+    .await;
+    assert_eq!(*hook.requests.lock().unwrap(), 3);
+    let success = bodies.iter().find(|b| b["event"] == "job.succeeded").expect("a success event");
+    assert_eq!((success["workspace"].as_str(), success["snapshot_id"].as_str()), (Some("shop"), Some(id.as_str())));
+    let failure = bodies.iter().find(|b| b["event"] == "job.failed").expect("a failure event");
+    assert_eq!((failure["workspace"].as_str(), failure["attempts"].as_u64()), (Some("down"), Some(2)));
+    assert_eq!(failure["error"]["kind"], "unavailable");
+    let everything = format!("{bodies:?} {:?}", catalog.jobs(None, 100).await.unwrap());
+    assert!(!everything.contains("pw-never-shown") && !everything.contains("hook-secret"), "a secret leaked");
+
+    shutdown.cancel();
+    let report = daemon.await.unwrap();
+    assert_eq!((report.schedules, report.jobs_started, report.jobs_aborted), (2, 2, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_mid_snapshot_leaves_no_snapshot_and_the_next_run_succeeds() {
+    let mut w = world().await;
+    let source =
+        create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 1000);")
+            .await;
+    w.core.config.config.daemon.shutdown_timeout = Duration::from_millis(500);
+    // Another session holds a lock the snapshot must wait for: the daemon stops while the
+    // snapshot is in the middle of its work.
+    let mut blocker = source.connect().await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;").execute(&mut blocker).await.unwrap();
+    let lock_waiters = async || {
+        let mut conn = source.connect().await.unwrap();
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop' AND wait_event_type = 'Lock'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        n
+    };
+
+    let slot = daily_slot(1);
+    let clock = ManualClock::new(slot - chrono::Duration::hours(1));
+    let (shutdown, daemon) = start_daemon(&w.core, &clock);
+    let catalog = Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    wait_for("the schedule to register", async || catalog.last_slot("shop", "daily").await.unwrap()).await;
+    clock.set(slot);
+    wait_for("the snapshot to wait for the lock", async || (lock_waiters().await > 0).then_some(())).await;
+
+    shutdown.cancel();
+    let report = daemon.await.unwrap();
+    assert_eq!(report.jobs_aborted, 1);
+    assert!(w.core.repo.list_snapshot_ids("shop").await.unwrap().is_empty(), "an aborted snapshot is visible");
+    let aborted = job_of(&catalog, "shop", JobStatus::Aborted).await.expect("the job is recorded as aborted");
+    assert!(aborted.error.as_deref().unwrap().contains("shutdown"), "{aborted:?}");
+    // Its connections are gone, not left waiting on the lock.
+    wait_for("the aborted snapshot's sessions to end", async || (lock_waiters().await == 0).then_some(())).await;
+
+    // The lock goes; the daemon comes back an hour later and takes the missed slot at once.
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
+    clock.set(slot + chrono::Duration::hours(1));
+    let (shutdown, daemon) = start_daemon(&w.core, &clock);
+    let done = wait_for("the catch-up run", async || job_of(&catalog, "shop", JobStatus::Succeeded).await).await;
+    assert_eq!(done.trigger, "catch-up");
+    let ids = w.core.repo.list_snapshot_ids("shop").await.unwrap();
+    assert_eq!(ids, vec![done.snapshot_id.clone().unwrap()]);
+    let manifest = snapshot::show(&w.core, &ids[0], Some("shop")).await.unwrap();
+    assert_eq!(manifest.total_rows(), 1000);
+    shutdown.cancel();
+    assert_eq!(daemon.await.unwrap().jobs_aborted, 0);
+}
