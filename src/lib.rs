@@ -5,9 +5,12 @@
 //! - [`config::LoadedConfig`]: `tidemark.toml` (repository, keys, workspaces).
 //! - [`repo::Repository`]: where backups live; [`repo::manifest::Manifest`] makes a snapshot exist.
 //! - [`ops`]: one module per operation (`init`, `snapshot`, `restore`, `verify`, `stacks`,
-//!   `prune`, `demo`); every front end calls these with an `*Options` struct.
+//!   `prune`, `serve`, `catalog`, `demo`); every front end calls these with an `*Options` struct.
 //! - [`stacks`]: function stacks, versioned in the workspace database.
-//! - [`schedule`]: policies (cron, zone, retention) and the pure retention selection.
+//! - [`schedule`]: policies (cron, zone, retention), the pure retention selection, and the
+//!   daemon loop of `serve` ([`schedule::daemon::Daemon`], driven by a [`schedule::clock::Clock`]).
+//! - [`catalog::Catalog`]: tidemark's own SQLite state (job history, schedules' last runs),
+//!   rebuildable from the repository.
 //! - [`pipeline`]: the streaming stages (BLAKE3 -> zstd -> age -> SHA-256 -> upload, and back).
 //! - [`error::Error`]: one error type with a stable [`error::ErrorKind`] table (exit codes,
 //!   HTTP statuses, retryable or not).
