@@ -31,5 +31,6 @@ pub mod restore;
 pub mod schedule;
 pub mod source;
 pub mod stacks;
+pub mod wal;
 
 pub use error::{Error, ErrorKind, Result};

@@ -60,6 +60,21 @@ impl ConnSpec {
         ConnSpec { url, password: self.password.clone() }
     }
 
+    /// The same database and role on another server (a restored copy, say); a `host`
+    /// query parameter (a Unix socket folder) is dropped.
+    pub fn with_host_port(&self, host: &str, port: u16) -> Result<ConnSpec> {
+        let mut url = self.url.clone();
+        url.set_host(Some(host)).map_err(|e| Error::usage(format!("{host} is not a host name: {e}")))?;
+        let _ = url.set_port(Some(port));
+        let kept: Vec<(String, String)> =
+            url.query_pairs().filter(|(k, _)| k != "host").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        url.set_query(None);
+        if !kept.is_empty() {
+            url.query_pairs_mut().extend_pairs(kept);
+        }
+        Ok(ConnSpec { url, password: self.password.clone() })
+    }
+
     /// The URL for display: never contains the password.
     pub fn display(&self) -> String {
         self.url.to_string()

@@ -44,15 +44,7 @@ impl Cluster {
     pub fn start(opts: &ClusterOptions) -> Result<Cluster> {
         let bin_dir = crate::pg::bin_dir(opts.bin_dir.as_deref());
         let initdb = crate::pg::tool(bin_dir.as_deref(), "initdb");
-        let run_as = if Uid::effective().is_root() {
-            let user = User::from_name("postgres")
-                .ok()
-                .flatten()
-                .ok_or_else(|| Error::config("running as root needs a `postgres` OS user to run the server as"))?;
-            Some((user.uid, user.gid))
-        } else {
-            None
-        };
+        let run_as = server_user()?;
         let dir = tempfile::Builder::new().prefix("tidemark-pg-").tempdir()?;
         if let Some((uid, gid)) = run_as {
             nix::unistd::chown(dir.path(), Some(uid), Some(gid))
@@ -102,11 +94,8 @@ impl Cluster {
         let log = self.dir.path().join("server.log");
         let mut cmd = Command::new(crate::pg::tool(self.bin_dir.as_deref(), "pg_ctl"));
         cmd.arg("-D").arg(&self.data).arg("-l").arg(&log).args(["-w", "-t", "60", "start"]);
-        run(&mut cmd, self.run_as, self.dir.path()).map_err(|e| {
-            let tail = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
-            e.context(format!("starting postgres on port {}; server log:\n{}", self.port, tail.join("\n")))
-        })
+        run(&mut cmd, self.run_as, self.dir.path())
+            .map_err(|e| e.context(format!("starting postgres on port {}; server log:\n{}", self.port, log_tail(&log))))
     }
 
     pub fn port(&self) -> u16 {
@@ -145,7 +134,78 @@ impl Drop for Cluster {
     }
 }
 
-fn free_port() -> Result<u16> {
+/// Who runs Postgres servers: the `postgres` OS user when tidemark runs as root (the server
+/// refuses root), else the current user (`None`).
+///
+/// Errors: `Config` when running as root and there is no `postgres` user.
+pub fn server_user() -> Result<Option<(Uid, Gid)>> {
+    if !Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let user = User::from_name("postgres")
+        .ok()
+        .flatten()
+        .ok_or_else(|| Error::config("running as root needs a `postgres` OS user to run the server as"))?;
+    Ok(Some((user.uid, user.gid)))
+}
+
+/// Hands a file, or a folder and everything in it, to the server user (when tidemark runs as root).
+pub fn hand_over(path: &Path) -> Result<()> {
+    let Some((uid, gid)) = server_user()? else { return Ok(()) };
+    let chown = |p: &Path| {
+        nix::unistd::chown(p, Some(uid), Some(gid))
+            .map_err(|e| Error::internal(format!("cannot hand {} to postgres: {e}", p.display())))
+    };
+    chown(path)?;
+    if path.is_dir() {
+        for entry in walk(path)? {
+            chown(&entry)?;
+        }
+    }
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() && !path.is_symlink() {
+            out.extend(walk(&path)?);
+        }
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// Starts the server of an existing data directory with `pg_ctl start` (as the server
+/// user), logging to `log`; it keeps running after tidemark exits.
+///
+/// Errors: `Internal` with the end of the server log when it does not start.
+pub fn start_data_dir(bin_dir: Option<&Path>, data: &Path, log: &Path) -> Result<()> {
+    let run_as = server_user()?;
+    let mut cmd = Command::new(crate::pg::tool(bin_dir, "pg_ctl"));
+    cmd.arg("-D").arg(data).arg("-l").arg(log).args(["-w", "-t", "600", "start"]);
+    run(&mut cmd, run_as, data)
+        .map_err(|e| e.context(format!("starting postgres on {}:\n{}", data.display(), log_tail(log))))
+}
+
+/// Stops the server of a data directory (fast shutdown).
+pub fn stop_data_dir(bin_dir: Option<&Path>, data: &Path) -> Result<()> {
+    let run_as = server_user()?;
+    let mut cmd = Command::new(crate::pg::tool(bin_dir, "pg_ctl"));
+    cmd.arg("-D").arg(data).args(["-m", "fast", "-w", "stop"]);
+    run(&mut cmd, run_as, data)
+}
+
+/// The last lines of a server log, for error messages.
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+    tail.join("\n")
+}
+
+/// A TCP port nobody listens on right now.
+pub fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
 }

@@ -2,14 +2,17 @@
 //! arguments into the operation's `*Options`, calls `ops::*`, and prints the result as text
 //! or, with `--json`, as one JSON document on stdout.
 
+pub mod basebackup;
 pub mod catalog;
 pub mod demo;
 pub mod init;
+pub mod pitr;
 pub mod prune;
 pub mod restore;
 pub mod serve;
 pub mod snapshot;
 pub mod stacks;
+pub mod wal;
 pub mod workspace;
 
 use std::path::PathBuf;
@@ -65,6 +68,14 @@ pub enum Command {
     /// Function stacks: versioned logic documents kept in the workspace database
     #[command(subcommand)]
     Stacks(stacks::StacksCommand),
+    /// WAL archiving: archive_command and restore_command
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
+    /// Take a base backup of a workspace's cluster (the start of point-in-time restores)
+    Basebackup(basebackup::BasebackupArgs),
+    /// Point-in-time restore: window, restore, restore points
+    #[command(subcommand)]
+    Pitr(pitr::PitrCommand),
     /// Run the daemon: scheduled snapshots and retention, until SIGTERM/SIGINT
     Serve(serve::ServeArgs),
     /// The job history from the catalog, newest first
@@ -110,6 +121,9 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Restore(args) => restore::run(&global, args).await,
         Command::Prune(args) => prune::run(&global, args).await,
         Command::Stacks(cmd) => stacks::run(&global, cmd).await,
+        Command::Wal(cmd) => wal::run(&global, cmd).await,
+        Command::Basebackup(args) => basebackup::run(&global, args).await,
+        Command::Pitr(cmd) => pitr::run(&global, cmd).await,
         Command::Serve(args) => serve::run(&global, args).await,
         Command::Jobs(args) => catalog::jobs(&global, args).await,
         Command::Catalog(cmd) => catalog::run(&global, cmd).await,

@@ -1,15 +1,18 @@
 //! The core: one file per operation. The CLI (and later the API and the scheduler) turn
 //! their input into the same `*Options` structs, call these functions and render the result.
 
+pub mod basebackup;
 pub mod catalog;
 pub mod demo;
 pub mod init;
+pub mod pitr;
 pub mod prune;
 pub mod restore;
 pub mod serve;
 pub mod snapshot;
 pub mod stacks;
 pub mod verify;
+pub mod wal;
 pub mod workspace;
 
 use std::path::PathBuf;

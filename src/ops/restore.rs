@@ -325,7 +325,7 @@ async fn restore_media(
             let (store, identities) = (store.clone(), identities.clone());
             async move {
                 let key = crate::repo::layout::media_object(&manifest.workspace, &entry.sha256)?;
-                let expect = Expect::Content { sha256: entry.sha256.clone(), size: entry.size };
+                let expect = Expect::Content { sha256: entry.sha256.clone(), size: Some(entry.size) };
                 let stream = read_verified(&store, &key, expect, &identities).await?;
                 media::write(target, entry, stream)
                     .await

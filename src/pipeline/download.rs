@@ -46,8 +46,9 @@ impl<R: Read> Read for HashingReader<R> {
 pub enum Expect {
     /// A snapshot object: stored size and SHA-256, plaintext size and BLAKE3, from its manifest.
     Entry(ObjectEntry),
-    /// A content-addressed object (media): the SHA-256 and size of the plaintext.
-    Content { sha256: String, size: u64 },
+    /// A content-addressed object (media, WAL): the SHA-256 of the plaintext, and its
+    /// size when known.
+    Content { sha256: String, size: Option<u64> },
 }
 
 /// Opens `path` (described by `entry`) and streams its verified plaintext.
@@ -157,10 +158,11 @@ fn decode(
         }
         Expect::Content { sha256, size } => {
             let plain_hex = hex::encode(plain_sha.finalize());
-            if plain_size != *size || &plain_hex != sha256 {
+            if size.is_some_and(|size| size != plain_size) || &plain_hex != sha256 {
                 return Err(Error::integrity(format!(
                     "{what} decrypted to content with sha256 {plain_hex} ({plain_size} bytes), not the \
-                     {sha256} ({size} bytes) it is stored under"
+                     {sha256}{} it is stored under",
+                    size.map(|s| format!(" ({s} bytes)")).unwrap_or_default()
                 )));
             }
         }

@@ -8,7 +8,17 @@
 //! workspaces/<ws>/snapshots/<id>/schema-post.sql.zst.age
 //! workspaces/<ws>/snapshots/<id>/tables/<schema>.<table>[.<part>].copy.zst.age
 //! workspaces/<ws>/media/<sha256>.zst.age
+//! workspaces/<ws>/pins/<id>
+//! workspaces/<ws>/wal/<timeline>/<wal file name>/<sha256>.zst.age
+//! workspaces/<ws>/base/<id>/base.tar.zst.age
+//! workspaces/<ws>/base/<id>/manifest.json.age
+//! workspaces/<ws>/restore-points/<name>.json.age
 //! ```
+//!
+//! A WAL file is stored in a folder of its own, under the SHA-256 of its content (as
+//! pgBackRest puts the checksum in the archived name): the same file pushed twice is
+//! recognised without decrypting anything, and a different file under an existing name is
+//! refused instead of overwriting it.
 
 use object_store::path::Path;
 
@@ -46,7 +56,7 @@ pub fn manifest(workspace: &str, id: &str) -> Path {
 ///
 /// Errors: `Integrity` when `sha256` is not 64 lowercase hex digits (it may come from a manifest).
 pub fn media_object(workspace: &str, sha256: &str) -> Result<Path> {
-    if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if !is_sha256_hex(sha256) {
         return Err(Error::integrity(format!("{sha256:?} is not a media content hash")));
     }
     Ok(Path::from_iter(["workspaces", workspace, "media", &format!("{sha256}.zst.age")]))
@@ -60,6 +70,50 @@ pub fn pins(workspace: &str) -> Path {
 /// The pin marker of a snapshot: while it exists, retention never deletes the snapshot.
 pub fn pin(workspace: &str, id: &str) -> Path {
     pins(workspace).join(id)
+}
+
+/// `workspaces/<ws>/wal/`.
+pub fn wal_dir(workspace: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "wal"])
+}
+
+/// The folder of one archived WAL file. Errors: `Usage` for a name that is not a WAL file.
+pub fn wal_file_dir(workspace: &str, name: &str) -> Result<Path> {
+    let file = crate::wal::WalFile::parse(name)?;
+    Ok(wal_dir(workspace).join(format!("{:08X}", file.timeline())).join(name))
+}
+
+/// An archived WAL file's object, named by the SHA-256 of its content.
+pub fn wal_object(workspace: &str, name: &str, sha256: &str) -> Result<Path> {
+    if !is_sha256_hex(sha256) {
+        return Err(Error::integrity(format!("{sha256:?} is not a WAL content hash")));
+    }
+    Ok(wal_file_dir(workspace, name)?.join(format!("{sha256}.zst.age")))
+}
+
+/// `workspaces/<ws>/base/`: one folder per base backup id.
+pub fn base_backups(workspace: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "base"])
+}
+
+/// The data directory of a base backup, as a tar.
+pub fn base_tar(workspace: &str, id: &str) -> Path {
+    base_backups(workspace).join(id).join("base.tar.zst.age")
+}
+
+/// The manifest of a base backup: written last, its presence makes the base backup exist.
+pub fn base_manifest(workspace: &str, id: &str) -> Path {
+    base_backups(workspace).join(id).join(MANIFEST)
+}
+
+/// A restore point made by `pitr mark`: its name, LSN and time, so a restore to it can
+/// pick the right base backup. `workspaces/<ws>/restore-points/<encoded name>.json.age`.
+pub fn restore_point(workspace: &str, name: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "restore-points", &format!("{}.json.age", encode_segment(name))])
+}
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// `workspaces/<ws>/media/`.

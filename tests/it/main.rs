@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod media;
 mod no_lock_in;
+mod pitr;
 mod prune;
 mod repository;
 mod snapshot_restore;

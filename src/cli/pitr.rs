@@ -1,0 +1,138 @@
+//! `tidemark pitr window|restore|mark`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use tidemark::ops::pitr::{self, PitrRestoreOptions};
+use tidemark::wal::window::Target;
+use tidemark::{Error, Result};
+
+use super::{Global, human_ms};
+
+#[derive(Debug, Subcommand)]
+pub enum PitrCommand {
+    /// The earliest and latest restorable moments, the base backups, and missing WAL
+    Window {
+        #[arg(long, short)]
+        workspace: String,
+    },
+    /// Build a new data directory restored to a moment (and start it with --start)
+    Restore(RestoreArgs),
+    /// Create a named restore point on the workspace's server
+    Mark {
+        name: String,
+        #[arg(long, short)]
+        workspace: String,
+    },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["time", "lsn", "name", "latest"])))]
+pub struct RestoreArgs {
+    #[arg(long, short)]
+    workspace: String,
+    /// The new data directory (must not exist or be empty)
+    #[arg(long)]
+    pgdata: PathBuf,
+    /// Restore up to this moment, e.g. '2026-11-22 10:15:00+00' (RFC 3339 also works)
+    #[arg(long)]
+    time: Option<String>,
+    /// Restore up to this WAL location, e.g. 0/5000028
+    #[arg(long)]
+    lsn: Option<String>,
+    /// Restore up to this named restore point (see `pitr mark`)
+    #[arg(long)]
+    name: Option<String>,
+    /// Restore everything the repository has
+    #[arg(long)]
+    latest: bool,
+    /// Start the server (as `postgres` when root) and wait until the target is reached
+    #[arg(long)]
+    start: bool,
+    /// Port of the started server (default: a free one)
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    let trimmed = text.trim();
+    let parsed = chrono::DateTime::parse_from_rfc3339(trimmed)
+        .or_else(|_| chrono::DateTime::parse_from_str(trimmed, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .map_err(|_| {
+            Error::usage(format!("{text:?} is not a moment: write '2026-11-22 10:15:00+00' or 2026-11-22T10:15:00Z"))
+        })?;
+    Ok(parsed.to_utc())
+}
+
+pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
+    let core = global.core().await?;
+    match cmd {
+        PitrCommand::Window { workspace } => {
+            let window = pitr::window(&core, &workspace).await?;
+            if global.json {
+                global.print_json(&window);
+                return Ok(());
+            }
+            println!("window: {}", window.describe());
+            for b in &window.base_backups {
+                match &b.to {
+                    Some(to) => println!("  base backup {}: {} to {}", b.id, b.from.lsn, to.lsn),
+                    None => println!("  base backup {}: unusable, WAL it needs is missing", b.id),
+                }
+            }
+            for g in &window.gaps {
+                println!("  missing WAL: {} to {} ({} segments)", g.first_missing, g.last_missing, g.segments);
+            }
+            println!("  {} WAL files archived", window.wal_files);
+        }
+        PitrCommand::Restore(args) => {
+            let target = if let Some(t) = &args.time {
+                Target::Time(parse_time(t)?)
+            } else if let Some(l) = &args.lsn {
+                Target::Lsn(l.parse()?)
+            } else if let Some(n) = &args.name {
+                Target::Name(n.clone(), None)
+            } else {
+                Target::Latest
+            };
+            let opts = PitrRestoreOptions {
+                workspace: args.workspace,
+                pgdata: args.pgdata,
+                target,
+                start: args.start,
+                port: args.port,
+                tidemark_command: None,
+            };
+            let report = pitr::restore(&core, &opts).await?;
+            if global.json {
+                global.print_json(&report);
+                return Ok(());
+            }
+            println!(
+                "restored workspace {} to {} from base backup {} into {} in {}",
+                report.workspace,
+                report.target,
+                report.base_backup,
+                report.pgdata,
+                human_ms(report.restore_ms)
+            );
+            match (&report.port, &report.reached) {
+                (Some(port), Some(r)) => println!(
+                    "running on 127.0.0.1:{port}; replayed up to {}, last commit {}",
+                    r.lsn,
+                    r.last_commit.map(|t| t.to_rfc3339()).unwrap_or_else(|| "unknown".into())
+                ),
+                _ => println!("start it with: pg_ctl -D {} start", report.pgdata),
+            }
+        }
+        PitrCommand::Mark { name, workspace } => {
+            let point = pitr::mark(&core, &workspace, &name).await?;
+            if global.json {
+                global.print_json(&point);
+            } else {
+                println!("restore point {} at {} ({})", point.name, point.lsn, point.time.to_rfc3339());
+            }
+        }
+    }
+    Ok(())
+}

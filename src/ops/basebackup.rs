@@ -1,0 +1,17 @@
+//! `basebackup`: a physical copy of a workspace's cluster (pg_basebackup, streamed through
+//! the pipeline), the starting point of every point-in-time restore.
+
+use super::Core;
+use crate::error::Result;
+use crate::pg::ConnSpec;
+use crate::wal::base::{self, BaseManifest};
+
+/// Takes a base backup. Errors: those of [`base::take`], and `NotFound` for an unknown
+/// workspace.
+pub async fn basebackup(core: &Core, workspace: &str) -> Result<BaseManifest> {
+    let ws = core.config.workspace(workspace)?;
+    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
+    base::take(&core.repo, core.recipients()?, &spec, core.pg_bin_dir().as_deref(), workspace)
+        .await
+        .map_err(|e| e.context(format!("base backup of workspace {workspace}")))
+}

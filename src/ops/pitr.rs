@@ -1,0 +1,269 @@
+//! `pitr window|restore|mark`: what moments can be restored, restoring one into a new data
+//! directory (base backup + recovery configured to fetch WAL from the repository), and
+//! named restore points.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::Core;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::ConnSpec;
+use crate::pipeline::{decrypt_small, encrypt_small};
+use crate::repo::layout;
+use crate::wal::window::{self, Target, Window};
+use crate::wal::{Lsn, archive, base};
+
+/// The window of a workspace. Errors: `Key` without an identity (base backup manifests
+/// are encrypted), `Unavailable` for the store.
+pub async fn window(core: &Core, workspace: &str) -> Result<Window> {
+    core.config.workspace(workspace)?;
+    let bases = base::list(&core.repo, &core.identities()?, workspace).await?;
+    let archived = archive::list(&core.repo, workspace).await?;
+    Ok(window::compute(&bases, &archived))
+}
+
+/// A restore point tidemark made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestorePoint {
+    pub name: String,
+    pub lsn: Lsn,
+    pub time: DateTime<Utc>,
+}
+
+/// Creates a named restore point on the workspace's server (`pg_create_restore_point`),
+/// switches to a new WAL segment so it is archived at once, and records it.
+///
+/// Errors: `Database` when the role may not (superuser or an explicit grant is needed).
+pub async fn mark(core: &Core, workspace: &str, name: &str) -> Result<RestorePoint> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(Error::usage("a restore point name has 1 to 63 characters"));
+    }
+    let ws = core.config.workspace(workspace)?;
+    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
+    let mut conn = spec.connect().await?;
+    let (lsn, time): (String, DateTime<Utc>) =
+        sqlx::query_as("SELECT pg_create_restore_point($1)::text, now()").bind(name).fetch_one(&mut conn).await?;
+    sqlx::query("SELECT pg_switch_wal()").execute(&mut conn).await?;
+    let point = RestorePoint { name: name.to_string(), lsn: lsn.parse()?, time };
+    let stored = encrypt_small(&serde_json::to_vec(&point).expect("serializes"), core.recipients()?)?;
+    let key = layout::restore_point(workspace, name);
+    core.repo.store().put(&key, PutPayload::from(stored)).await?;
+    core.repo.make_durable(&key)?;
+    Ok(point)
+}
+
+async fn recorded_point(core: &Core, workspace: &str, name: &str) -> Result<Option<RestorePoint>> {
+    let key = layout::restore_point(workspace, name);
+    let stored = match core.repo.store().get(&key).await {
+        Ok(got) => got.bytes().await?,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let plain = decrypt_small(&stored, &core.identities()?, &format!("restore point {name}"))?;
+    Ok(Some(serde_json::from_slice(&plain)?))
+}
+
+/// What `pitr restore` takes.
+#[derive(Debug, Clone)]
+pub struct PitrRestoreOptions {
+    pub workspace: String,
+    /// The new data directory: must not exist, or be empty.
+    pub pgdata: PathBuf,
+    pub target: Target,
+    /// Start the server and wait until the target is reached.
+    pub start: bool,
+    /// The port of the started server (default: a free one).
+    pub port: Option<u16>,
+    /// How tidemark is invoked by the server's `restore_command` (default: this binary).
+    pub tidemark_command: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Reached {
+    /// The last WAL location replayed.
+    pub lsn: String,
+    /// The commit time of the last transaction replayed.
+    pub last_commit: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PitrRestoreReport {
+    pub workspace: String,
+    pub pgdata: String,
+    pub base_backup: String,
+    pub target: String,
+    pub window: String,
+    pub port: Option<u16>,
+    pub reached: Option<Reached>,
+    pub restore_ms: u64,
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Time(t) => format!("time {}", t.to_rfc3339()),
+        Target::Lsn(l) => format!("lsn {l}"),
+        Target::Name(n, _) => format!("restore point {n}"),
+        Target::Latest => "latest".into(),
+    }
+}
+
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// Builds a data directory restored to the target, and optionally starts it.
+///
+/// Errors: `Refused` for a target outside the window (before anything is written) or a
+/// non-empty `pgdata`; `Integrity`/`Key` for the base backup; `Internal` with the server
+/// log when recovery fails (e.g. the target was never reached). A data directory this
+/// call created is removed again when it fails before the server starts.
+pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrRestoreReport> {
+    let clock = Instant::now();
+    let ws = core.config.workspace(&opts.workspace)?;
+    let identities = core.identities()?;
+    let bases = base::list(&core.repo, &identities, &opts.workspace).await?;
+    let archived = archive::list(&core.repo, &opts.workspace).await?;
+    let window = window::compute(&bases, &archived);
+    let target = match &opts.target {
+        Target::Name(name, None) => {
+            Target::Name(name.clone(), recorded_point(core, &opts.workspace, name).await?.map(|p| p.lsn))
+        }
+        other => other.clone(),
+    };
+    let chosen = window::choose(&window, &bases, &target)?.clone();
+
+    let pgdata = std::path::absolute(&opts.pgdata)?;
+    if pgdata.exists() && std::fs::read_dir(&pgdata)?.next().is_some() {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!("{} is not empty; pitr restore writes a new data directory", pgdata.display()),
+        ));
+    }
+    std::fs::create_dir_all(&pgdata)?;
+    let built: Result<()> = async {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
+        base::extract(&core.repo, &identities, &chosen, &pgdata).await?;
+        write_recovery_settings(core, opts, &target, &pgdata)?;
+        crate::pgcluster::hand_over(&pgdata)
+    }
+    .await;
+    if let Err(e) = built {
+        let _ = std::fs::remove_dir_all(&pgdata);
+        return Err(e.context(format!("restoring workspace {} into {}", opts.workspace, pgdata.display())));
+    }
+
+    let mut report = PitrRestoreReport {
+        workspace: opts.workspace.clone(),
+        pgdata: pgdata.display().to_string(),
+        base_backup: chosen.id.clone(),
+        target: describe(&target),
+        window: window.describe(),
+        port: None,
+        reached: None,
+        restore_ms: 0,
+    };
+    if opts.start {
+        let port = match opts.port {
+            Some(p) => p,
+            None => crate::pgcluster::free_port()?,
+        };
+        append_setting(&pgdata, "port", &port.to_string())?;
+        let log = pgdata.join("tidemark-recovery.log");
+        let (bin_dir, data, log_path) = (core.pg_bin_dir(), pgdata.clone(), log.clone());
+        tokio::task::spawn_blocking(move || crate::pgcluster::start_data_dir(bin_dir.as_deref(), &data, &log_path))
+            .await
+            .map_err(|e| Error::internal(format!("pg_ctl task: {e}")))??;
+        let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?.with_host_port("127.0.0.1", port)?;
+        report.port = Some(port);
+        report.reached = Some(wait_for_promotion(&spec, &log).await?);
+    }
+    report.restore_ms = clock.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+fn append_setting(pgdata: &Path, key: &str, value: &str) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.auto.conf"))?;
+    writeln!(file, "{key} = {}", quote(value))?;
+    Ok(())
+}
+
+fn write_recovery_settings(core: &Core, opts: &PitrRestoreOptions, target: &Target, pgdata: &Path) -> Result<()> {
+    let exe = match &opts.tidemark_command {
+        Some(c) => c.clone(),
+        None => std::env::current_exe()?.display().to_string(),
+    };
+    let config = std::path::absolute(&core.config.path)?;
+    let restore_command = format!(
+        "{exe} --config {} wal fetch --workspace {} %f \"%p\"",
+        shell_quote(&config.display().to_string()),
+        opts.workspace
+    );
+    let mut settings = vec![
+        ("restore_command", restore_command),
+        ("recovery_target_action", "promote".to_string()),
+        ("recovery_target_timeline", "latest".to_string()),
+        // The copy must not archive its own WAL into the source's archive.
+        ("archive_mode", "off".to_string()),
+        ("listen_addresses", "localhost".to_string()),
+        ("unix_socket_directories", String::new()),
+    ];
+    match target {
+        Target::Time(t) => settings.push(("recovery_target_time", t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())),
+        Target::Lsn(l) => settings.push(("recovery_target_lsn", l.to_string())),
+        Target::Name(n, _) => settings.push(("recovery_target_name", n.clone())),
+        Target::Latest => {}
+    }
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.auto.conf"))?;
+        writeln!(file, "\n# tidemark pitr restore of workspace {} to {}", opts.workspace, describe(target))?;
+    }
+    for (k, v) in settings {
+        append_setting(pgdata, k, &v)?;
+    }
+    std::fs::write(pgdata.join("recovery.signal"), "")?;
+    Ok(())
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Waits until recovery has reached its target and the server was promoted.
+async fn wait_for_promotion(spec: &ConnSpec, log: &Path) -> Result<Reached> {
+    let deadline = Instant::now() + Duration::from_secs(6 * 3600);
+    let mut last_error = None;
+    while Instant::now() < deadline {
+        match spec.connect().await {
+            Ok(mut conn) => {
+                let (in_recovery, lsn, last_commit): (bool, Option<String>, Option<DateTime<Utc>>) = sqlx::query_as(
+                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()",
+                )
+                .fetch_one(&mut conn)
+                .await?;
+                if !in_recovery {
+                    return Ok(Reached { lsn: lsn.unwrap_or_default(), last_commit });
+                }
+            }
+            Err(e) => last_error = Some(e),
+        }
+        if !log.parent().unwrap_or(Path::new(".")).join("postmaster.pid").exists() {
+            return Err(Error::internal(format!(
+                "the restored server stopped before reaching the target; its log:\n{}",
+                crate::pgcluster::log_tail(log)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(last_error.unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "recovery did not finish in 6 hours")))
+}

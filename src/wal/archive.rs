@@ -1,0 +1,200 @@
+//! WAL files in the repository: push (an `archive_command`), fetch (a `restore_command`),
+//! and listing. A push returns only once the file is durably stored; the same content
+//! pushed again succeeds; a different content under an existing name is refused; a
+//! fetch writes a temporary file and renames it, so Postgres never reads half a segment.
+
+use std::path::Path;
+
+use futures::TryStreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::{Identities, Recipients};
+use crate::pipeline::ObjectWriter;
+use crate::pipeline::{Expect, read_verified};
+use crate::repo::Repository;
+use crate::repo::layout;
+
+/// What a push did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pushed {
+    pub name: String,
+    pub sha256: String,
+    pub bytes: u64,
+    /// `false`: the repository already had this exact file (a repeated push).
+    pub stored: bool,
+}
+
+/// One archived WAL file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Archived {
+    pub name: String,
+    pub sha256: String,
+    pub stored_size: u64,
+    /// When it was archived: an upper bound of the time of everything it holds.
+    pub archived_at: chrono::DateTime<chrono::Utc>,
+}
+
+const CHUNK: usize = 1 << 20;
+
+async fn sha256_of(path: &Path) -> Result<(String, u64)> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| Error::from(e).context(format!("reading the WAL file {}", path.display())))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// The objects already stored for a WAL file name.
+async fn stored_versions(repo: &Repository, workspace: &str, name: &str) -> Result<Vec<String>> {
+    let dir = layout::wal_file_dir(workspace, name)?;
+    let listed: Vec<_> = repo.store().list(Some(&dir)).try_collect().await?;
+    Ok(listed
+        .iter()
+        .filter_map(|m| m.location.filename().and_then(|f| f.strip_suffix(".zst.age")).map(str::to_string))
+        .collect())
+}
+
+/// Archives one WAL file (segment, timeline history or backup label).
+///
+/// Errors: `Usage` for a name that is not a WAL file (a `.partial`, say), `AlreadyExists`
+/// when a different file of that name is archived, `Unavailable` for the store, `Internal`
+/// when the file changes while it is read.
+pub async fn push(repo: &Repository, recipients: &Recipients, workspace: &str, path: &Path) -> Result<Pushed> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::usage(format!("{} is not a WAL file", path.display())))?
+        .to_string();
+    let (sha256, bytes) = sha256_of(path).await?;
+    let existing = stored_versions(repo, workspace, &name).await?;
+    if existing.contains(&sha256) {
+        return Ok(Pushed { name, sha256, bytes, stored: false });
+    }
+    if let Some(other) = existing.first() {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "the repository already holds a different WAL file {name} of workspace {workspace} (sha256 {other}, \
+                 this one {sha256}); refusing to overwrite it. Are two clusters archiving into one workspace?"
+            ),
+        ));
+    }
+    let key = layout::wal_object(workspace, &name, &sha256)?;
+    let mut writer = ObjectWriter::new(repo, key, format!("wal/{name}"), recipients)?;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let copied: Result<()> = async {
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            hasher.update(&buf[..n]);
+            writer.write(&buf[..n]).await?;
+        }
+    }
+    .await;
+    if let Err(e) = copied {
+        writer.abort().await;
+        return Err(e.context(format!("archiving {name}")));
+    }
+    if hex::encode(hasher.finalize()) != sha256 {
+        writer.abort().await;
+        return Err(Error::internal(format!("{name} changed while it was archived; Postgres will retry")));
+    }
+    match writer.finish().await {
+        Ok(_) => Ok(Pushed { name, sha256, bytes, stored: true }),
+        // The same content landed at the same moment (a stream and archive_command both).
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Pushed { name, sha256, bytes, stored: false }),
+        Err(e) => Err(e.context(format!("archiving {name}"))),
+    }
+}
+
+/// Restores one archived WAL file to `dest`: written beside it under a temporary name,
+/// verified, synced, then renamed.
+///
+/// Errors: `NotFound` when it is not archived (normal at the end of recovery),
+/// `Integrity` for a damaged object or two contents under one name, `Key` for a wrong
+/// identity.
+pub async fn fetch(
+    repo: &Repository,
+    identities: &Identities,
+    workspace: &str,
+    name: &str,
+    dest: &Path,
+) -> Result<u64> {
+    let versions = stored_versions(repo, workspace, name).await?;
+    let sha256 = match versions.as_slice() {
+        [] => return Err(Error::not_found(format!("WAL file {name} is not in the repository"))),
+        [one] => one.clone(),
+        many => {
+            return Err(Error::integrity(format!(
+                "the repository holds {} different WAL files named {name}: {}",
+                many.len(),
+                many.join(", ")
+            )));
+        }
+    };
+    let key = layout::wal_object(workspace, name, &sha256)?;
+    let mut stream = read_verified(&repo.store(), &key, Expect::Content { sha256, size: None }, identities).await?;
+    let tmp = dest.with_file_name(format!(
+        ".{}.tidemark-{}",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
+        std::process::id()
+    ));
+    let written: Result<u64> = async {
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        let mut size = 0u64;
+        while let Some(chunk) = stream.recv().await {
+            let chunk = chunk?;
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await?;
+        }
+        file.sync_all().await?;
+        Ok(size)
+    }
+    .await;
+    match written {
+        Ok(size) => {
+            tokio::fs::rename(&tmp, dest).await?;
+            Ok(size)
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(e.context(format!("restoring WAL file {name} to {}", dest.display())))
+        }
+    }
+}
+
+/// Every archived WAL file of a workspace, sorted by name (so by timeline, then position).
+///
+/// Errors: `Unavailable` for the store.
+pub async fn list(repo: &Repository, workspace: &str) -> Result<Vec<Archived>> {
+    let listed: Vec<_> = repo.store().list(Some(&layout::wal_dir(workspace))).try_collect().await?;
+    let mut out: Vec<Archived> = listed
+        .into_iter()
+        .filter_map(|m| {
+            let parts: Vec<String> = m.location.parts().map(|p| p.as_ref().to_string()).collect();
+            // workspaces/<ws>/wal/<timeline>/<name>/<sha256>.zst.age
+            let [.., name, file] = parts.as_slice() else { return None };
+            let sha256 = file.strip_suffix(".zst.age")?.to_string();
+            Some(Archived { name: name.clone(), sha256, stored_size: m.size, archived_at: m.last_modified })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}

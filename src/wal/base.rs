@@ -1,0 +1,329 @@
+//! Base backups: `pg_basebackup -Ft -D - -X none` streamed through the pipeline into
+//! `base/<id>/base.tar.zst.age`, its WAL range read from the `backup_manifest` inside the
+//! tar as it passes (no second pass), the manifest committed last; and the way back: the
+//! tar extracted into an empty data directory, refusing entries that could escape it.
+
+use std::io::Read;
+use std::path::{Component, Path};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+use super::Lsn;
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::{Identities, Recipients};
+use crate::pg::ConnSpec;
+use crate::pipeline::read_object;
+use crate::pipeline::{ObjectWriter, decrypt_small, encrypt_small};
+use crate::repo::Repository;
+use crate::repo::layout;
+use crate::repo::manifest::ObjectEntry;
+
+pub const BASE_MANIFEST_FORMAT: u32 = 1;
+
+/// What makes a base backup exist; written after its tar is durable.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaseManifest {
+    pub format: u32,
+    pub id: String,
+    pub workspace: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub tidemark_version: String,
+    pub system_identifier: String,
+    pub server_version: String,
+    pub wal_segment_size: u64,
+    pub timeline: u32,
+    /// Replay starts here...
+    pub start_lsn: Lsn,
+    /// ...and the copy is consistent from here on: the earliest moment it can restore to.
+    pub end_lsn: Lsn,
+    pub tar: ObjectEntry,
+}
+
+/// Feeds chunks from a channel to a blocking reader (the tar parser).
+struct ChunkReader<F> {
+    next: F,
+    current: Bytes,
+}
+
+impl<F: FnMut() -> Option<std::io::Result<Bytes>>> Read for ChunkReader<F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match (self.next)() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Reads the `backup_manifest` out of a base backup tar stream.
+fn find_backup_manifest(reader: impl Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut archive = tar::Archive::new(reader);
+    let mut found = None;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.path()?.as_ref() == Path::new("backup_manifest") {
+            let mut text = Vec::new();
+            entry.read_to_end(&mut text)?;
+            found = Some(text);
+        }
+    }
+    Ok(found)
+}
+
+/// `WAL-Ranges` of a `backup_manifest`: the timeline and the range replay must cover.
+fn wal_range(manifest: &[u8]) -> Result<(u32, Lsn, Lsn)> {
+    #[derive(Deserialize)]
+    struct Manifest {
+        #[serde(rename = "WAL-Ranges")]
+        wal_ranges: Vec<Range>,
+    }
+    #[derive(Deserialize)]
+    struct Range {
+        #[serde(rename = "Timeline")]
+        timeline: u32,
+        #[serde(rename = "Start-LSN")]
+        start: Lsn,
+        #[serde(rename = "End-LSN")]
+        end: Lsn,
+    }
+    let parsed: Manifest = serde_json::from_slice(manifest)
+        .map_err(|e| Error::internal(format!("pg_basebackup's backup_manifest is not what tidemark expects: {e}")))?;
+    match parsed.wal_ranges.as_slice() {
+        [one] => Ok((one.timeline, one.start, one.end)),
+        _ => Err(Error::new(
+            ErrorKind::Refused,
+            "the base backup spans a timeline switch (it was taken while the server was promoted); take another",
+        )),
+    }
+}
+
+/// Facts about the server a base backup records.
+struct ServerFacts {
+    system_identifier: String,
+    server_version: String,
+    wal_segment_size: u64,
+}
+
+async fn server_facts(spec: &ConnSpec) -> Result<ServerFacts> {
+    let mut conn = spec.connect().await?;
+    let (system_identifier, server_version, wal_segment_size, archive_mode): (String, String, i64, String) =
+        sqlx::query_as(
+            "SELECT (SELECT system_identifier::text FROM pg_control_system()), current_setting('server_version'), \
+             pg_size_bytes(current_setting('wal_segment_size')), current_setting('archive_mode')",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+    if archive_mode == "off" {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            "archive_mode is off on the source: a base backup without archived WAL cannot be restored. Set \
+             archive_mode = on and archive_command = 'tidemark wal push %p' (see the README), restart, then retry",
+        ));
+    }
+    Ok(ServerFacts { system_identifier, server_version, wal_segment_size: wal_segment_size as u64 })
+}
+
+/// Takes a base backup of the workspace's cluster.
+///
+/// Errors: `Refused` when WAL archiving is off, `Database` when pg_basebackup fails (no
+/// REPLICATION privilege, no pg_hba entry: its message says which), `Unavailable` for the
+/// server or the store. Nothing is visible unless it completes.
+pub async fn take(
+    repo: &Repository,
+    recipients: &Recipients,
+    spec: &ConnSpec,
+    bin_dir: Option<&Path>,
+    workspace: &str,
+) -> Result<BaseManifest> {
+    let facts = server_facts(spec).await?;
+    let started_at = Utc::now();
+    let id = layout::new_snapshot_id(started_at);
+    let tool = crate::pg::tool(bin_dir, "pg_basebackup");
+    let mut cmd = tokio::process::Command::new(&tool);
+    cmd.args(["-D", "-", "-F", "tar", "-X", "none", "--checkpoint=fast", "--no-password"])
+        .arg(format!("--label=tidemark {id}"))
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    spec.apply_to_command(&mut cmd);
+    let mut child = cmd.spawn().map_err(|e| crate::pg::tool_spawn_error(&tool, e))?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text).await;
+        text
+    });
+
+    // The tar goes to the repository and, on the side, to a parser that keeps the
+    // backup_manifest (the last entry) for the WAL range.
+    let (tap, mut tapped) = tokio::sync::mpsc::channel::<Bytes>(8);
+    let parser = tokio::task::spawn_blocking(move || {
+        find_backup_manifest(ChunkReader { next: move || tapped.blocking_recv().map(Ok), current: Bytes::new() })
+    });
+    let mut writer = ObjectWriter::new(repo, layout::base_tar(workspace, &id), "base.tar.zst.age".into(), recipients)?;
+    let copied: Result<()> = async {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = stdout.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            writer.write(&buf[..n]).await?;
+            // A parser that stopped early (it found the end of the tar) needs nothing more.
+            let _ = tap.send(Bytes::copy_from_slice(&buf[..n])).await;
+        }
+    }
+    .await;
+    drop(tap);
+    let status = child.wait().await?;
+    let stderr = errors.await.unwrap_or_default();
+    if let Err(e) = copied {
+        writer.abort().await;
+        return Err(e.context(format!("taking base backup {id} of workspace {workspace}")));
+    }
+    if !status.success() {
+        writer.abort().await;
+        let tail: Vec<&str> = stderr.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(Error::new(ErrorKind::Database, format!("pg_basebackup failed ({status}): {}", tail.join("\n"))));
+    }
+    let backup_manifest = parser
+        .await
+        .map_err(|e| Error::internal(format!("tar parser: {e}")))?
+        .map_err(|e| Error::internal(format!("reading pg_basebackup's tar: {e}")))?
+        .ok_or_else(|| {
+            Error::internal("pg_basebackup's tar has no backup_manifest (PostgreSQL 13 or newer is needed)")
+        })?;
+    let (timeline, start_lsn, end_lsn) = wal_range(&backup_manifest)?;
+    let tar = writer.finish().await?;
+    let manifest = BaseManifest {
+        format: BASE_MANIFEST_FORMAT,
+        id: id.clone(),
+        workspace: workspace.to_string(),
+        started_at,
+        finished_at: Utc::now(),
+        tidemark_version: env!("CARGO_PKG_VERSION").to_string(),
+        system_identifier: facts.system_identifier,
+        server_version: facts.server_version,
+        wal_segment_size: facts.wal_segment_size,
+        timeline,
+        start_lsn,
+        end_lsn,
+        tar,
+    };
+    let path = layout::base_manifest(workspace, &id);
+    let stored = encrypt_small(&serde_json::to_vec_pretty(&manifest).expect("serializes"), recipients)?;
+    repo.store()
+        .put_opts(&path, PutPayload::from(stored), PutOptions::from(PutMode::Create))
+        .await
+        .map_err(|e| Error::from(e).context(format!("committing base backup {id}")))?;
+    repo.make_durable(&path)?;
+    Ok(manifest)
+}
+
+/// Every committed base backup of a workspace, oldest first.
+///
+/// Errors: `Key` for a wrong identity, `Integrity` for a damaged manifest.
+pub async fn list(repo: &Repository, identities: &Identities, workspace: &str) -> Result<Vec<BaseManifest>> {
+    let listed: Vec<_> = repo.store().list(Some(&layout::base_backups(workspace))).try_collect().await?;
+    let mut out = Vec::new();
+    for meta in listed.iter().filter(|m| m.location.filename() == Some("manifest.json.age")) {
+        let stored = repo.store().get(&meta.location).await?.bytes().await?;
+        let plain = decrypt_small(&stored, identities, &format!("base backup manifest {}", meta.location))?;
+        let manifest: BaseManifest = serde_json::from_slice(&plain)
+            .map_err(|e| Error::integrity(format!("the base backup manifest {} is malformed: {e}", meta.location)))?;
+        if layout::base_manifest(workspace, &manifest.id) != meta.location {
+            return Err(Error::integrity(format!("{} describes another base backup: it was moved", meta.location)));
+        }
+        out.push(manifest);
+    }
+    out.sort_by_key(|m| m.end_lsn);
+    Ok(out)
+}
+
+/// Extracts a base backup into `dest` (an existing, empty folder), verifying the object.
+/// Only plain files and folders are written; an entry that is absolute, climbs out with
+/// `..`, or is a link (tablespaces are not supported) is refused.
+///
+/// Errors: `Integrity` for a damaged object or a refused entry, `Key` for a wrong identity.
+pub async fn extract(repo: &Repository, identities: &Identities, manifest: &BaseManifest, dest: &Path) -> Result<()> {
+    let key = layout::base_tar(&manifest.workspace, &manifest.id);
+    let mut stream = read_object(&repo.store(), &key, &manifest.tar, identities).await?;
+    let dest = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let reader = ChunkReader {
+            next: || stream.blocking_recv().map(|r| r.map_err(std::io::Error::other)),
+            current: Bytes::new(),
+        };
+        let mut archive = tar::Archive::new(reader);
+        archive.set_preserve_permissions(true);
+        let io = |e: std::io::Error| match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
+            Some(inner) => Error::new(inner.kind(), inner.report()),
+            None => Error::integrity(format!("the base backup tar is damaged: {e}")),
+        };
+        for entry in archive.entries().map_err(io)? {
+            let mut entry = entry.map_err(io)?;
+            let path = entry.path().map_err(io)?.into_owned();
+            let safe = path.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+            let kind = entry.header().entry_type();
+            if !safe || !(kind.is_file() || kind.is_dir()) {
+                return Err(Error::integrity(format!(
+                    "the base backup holds {} ({kind:?}), which tidemark does not restore (links and tablespaces \
+                     are not supported; nothing outside the data directory is written)",
+                    path.display()
+                )));
+            }
+            entry.unpack_in(&dest).map_err(io)?;
+        }
+        // Drain: the stream's last item carries the verdict on the whole object.
+        let mut rest = Vec::new();
+        archive.into_inner().read_to_end(&mut rest).map_err(io)?;
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::internal(format!("extract task: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_range_comes_from_the_backup_manifest() {
+        let text = br#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [],
+            "WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" }]}"#;
+        let (timeline, start, end) = wal_range(text).unwrap();
+        assert_eq!((timeline, start.to_string(), end.to_string()), (1, "0/2000028".into(), "0/2000100".into()));
+        let two = br#"{"WAL-Ranges": [{ "Timeline": 1, "Start-LSN": "0/1", "End-LSN": "0/2" },
+            { "Timeline": 2, "Start-LSN": "0/2", "End-LSN": "0/3" }]}"#;
+        assert_eq!(wal_range(two).unwrap_err().kind(), ErrorKind::Refused);
+    }
+
+    #[test]
+    fn the_manifest_is_found_at_the_end_of_a_tar() {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (name, body) in [("backup_label", &b"START WAL LOCATION"[..]), ("backup_manifest", &b"{\"x\":1}"[..])] {
+            let mut header = tar::Header::new_ustar();
+            header.set_size(body.len() as u64);
+            header.set_mode(0o600);
+            header.set_cksum();
+            builder.append_data(&mut header, name, body).unwrap();
+        }
+        let bytes = builder.into_inner().unwrap();
+        let mut chunks = bytes.chunks(100).map(|c| Ok(Bytes::copy_from_slice(c))).collect::<Vec<_>>().into_iter();
+        let reader = ChunkReader { next: move || chunks.next(), current: Bytes::new() };
+        assert_eq!(find_backup_manifest(reader).unwrap().unwrap(), b"{\"x\":1}");
+    }
+}

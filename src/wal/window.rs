@@ -1,0 +1,289 @@
+//! The point-in-time window: from the base backups and the archived WAL, which moments can
+//! be restored, which base backup serves a target, and where WAL is missing. A pure
+//! function of the repository listing, so its rules are unit-tested.
+//!
+//! A base backup restores to any moment from its end (when the copy becomes consistent)
+//! up to the end of the unbroken run of WAL segments that starts at its start segment. A
+//! missing segment ends the run: the window shrinks there, and the gap is reported by
+//! name. Moments are LSNs; their times are the base backup's end and the archive time of
+//! the last segment of the run (an upper bound of what it holds). Only the base backup's
+//! own timeline is followed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::archive::Archived;
+use super::base::BaseManifest;
+use super::{Lsn, Segment};
+use crate::error::{Error, ErrorKind, Result};
+
+/// A restorable moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Moment {
+    pub lsn: Lsn,
+    pub time: DateTime<Utc>,
+    pub timeline: u32,
+}
+
+/// What one base backup can restore to.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaseRange {
+    pub id: String,
+    pub from: Moment,
+    /// `None`: WAL it needs to become consistent is missing; it cannot restore at all.
+    pub to: Option<Moment>,
+}
+
+/// Missing WAL segments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Gap {
+    pub timeline: u32,
+    pub first_missing: String,
+    pub last_missing: String,
+    pub segments: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    pub earliest: Option<Moment>,
+    pub latest: Option<Moment>,
+    pub base_backups: Vec<BaseRange>,
+    pub gaps: Vec<Gap>,
+    pub wal_files: usize,
+}
+
+impl Window {
+    /// `from .. to` in words, for messages.
+    pub fn describe(&self) -> String {
+        match (&self.earliest, &self.latest) {
+            (Some(a), Some(b)) => format!("{} ({}) to {} ({})", a.time.to_rfc3339(), a.lsn, b.time.to_rfc3339(), b.lsn),
+            _ => "empty: no base backup with the WAL it needs".to_string(),
+        }
+    }
+}
+
+/// Where a point-in-time restore should stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Time(DateTime<Utc>),
+    Lsn(Lsn),
+    /// A restore point; its LSN when tidemark recorded it.
+    Name(String, Option<Lsn>),
+    Latest,
+}
+
+/// Computes the window.
+pub fn compute(bases: &[BaseManifest], archived: &[Archived]) -> Window {
+    // Per timeline (and segment size): segment number -> archive time.
+    let mut segments: BTreeMap<(u32, u64), BTreeMap<u64, DateTime<Utc>>> = BTreeMap::new();
+    for base in bases {
+        let on = segments.entry((base.timeline, base.wal_segment_size)).or_default();
+        if !on.is_empty() {
+            continue;
+        }
+        for a in archived {
+            if let Ok(seg) = Segment::parse(&a.name, base.wal_segment_size)
+                && seg.timeline == base.timeline
+            {
+                on.insert(seg.number, a.archived_at);
+            }
+        }
+    }
+    let mut ranges = Vec::new();
+    let mut gaps = BTreeSet::new();
+    for base in bases {
+        let size = base.wal_segment_size;
+        let on = &segments[&(base.timeline, size)];
+        let start = Segment::of(base.timeline, base.start_lsn, size).number;
+        let needed = Segment::of(base.timeline, base.end_lsn, size).number;
+        let mut last = None;
+        let mut n = start;
+        while on.contains_key(&n) {
+            last = Some(n);
+            n += 1;
+        }
+        let from = Moment { lsn: base.end_lsn, time: base.finished_at, timeline: base.timeline };
+        let to = last.filter(|l| *l >= needed).map(|l| Moment {
+            lsn: Segment { timeline: base.timeline, number: l + 1 }.start(size),
+            time: on[&l].max(base.finished_at),
+            timeline: base.timeline,
+        });
+        // The first missing run after the base backup's start, if WAL exists beyond it.
+        let missing_from = last.map_or(start, |l| l + 1);
+        if let Some((&next, _)) = on.range(missing_from..).next() {
+            let name = |number| Segment { timeline: base.timeline, number }.name(size);
+            gaps.insert((base.timeline, missing_from, next - 1, name(missing_from), name(next - 1)));
+        }
+        ranges.push(BaseRange { id: base.id.clone(), from, to });
+    }
+    let usable = || ranges.iter().filter(|r| r.to.is_some());
+    let earliest = usable().map(|r| r.from.clone()).min_by_key(|m| m.lsn);
+    let latest = usable().filter_map(|r| r.to.clone()).max_by_key(|m| m.lsn);
+    Window {
+        earliest,
+        latest,
+        base_backups: ranges,
+        gaps: gaps
+            .into_iter()
+            .map(|(timeline, a, b, first, last)| Gap {
+                timeline,
+                first_missing: first,
+                last_missing: last,
+                segments: b - a + 1,
+            })
+            .collect(),
+        wal_files: archived.len(),
+    }
+}
+
+/// The base backup a target is restored from: the newest one whose range holds it (the
+/// least WAL to replay); for a restore point tidemark did not record, the oldest usable
+/// one (the most WAL, so the point is found wherever it is).
+///
+/// Errors: `Refused` for a target outside the window, with the window in the message.
+pub fn choose<'a>(window: &Window, bases: &'a [BaseManifest], target: &Target) -> Result<&'a BaseManifest> {
+    let holds = |r: &BaseRange| -> bool {
+        let Some(to) = &r.to else { return false };
+        match target {
+            Target::Time(t) => r.from.time <= *t && *t <= to.time,
+            Target::Lsn(l) | Target::Name(_, Some(l)) => r.from.lsn <= *l && *l <= to.lsn,
+            Target::Name(_, None) | Target::Latest => true,
+        }
+    };
+    let mut candidates = window.base_backups.iter().filter(|r| holds(r));
+    let chosen = match target {
+        Target::Name(_, None) => candidates.next(),
+        _ => candidates.next_back(),
+    };
+    let outside = || {
+        let what = match target {
+            Target::Time(t) => format!("time {}", t.to_rfc3339()),
+            Target::Lsn(l) => format!("LSN {l}"),
+            Target::Name(n, _) => format!("restore point {n:?}"),
+            Target::Latest => "the latest moment".to_string(),
+        };
+        let gaps = if window.gaps.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = window
+                .gaps
+                .iter()
+                .map(|g| format!("{}..{} ({} segments)", g.first_missing, g.last_missing, g.segments))
+                .collect();
+            format!("; missing WAL: {}", list.join(", "))
+        };
+        Error::new(
+            ErrorKind::Refused,
+            format!("{what} is outside the point-in-time window: {}{gaps}", window.describe()),
+        )
+    };
+    let range = chosen.ok_or_else(outside)?;
+    Ok(bases.iter().find(|b| b.id == range.id).expect("ranges come from these bases"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::manifest::ObjectEntry;
+
+    const SEG: u64 = 16 * 1024 * 1024;
+
+    fn t(minute: i64) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z").unwrap().to_utc() + chrono::Duration::minutes(minute)
+    }
+
+    fn base(id: &str, start_seg: u64, end_seg: u64, finished: i64) -> BaseManifest {
+        BaseManifest {
+            format: 1,
+            id: id.into(),
+            workspace: "shop".into(),
+            started_at: t(finished - 1),
+            finished_at: t(finished),
+            tidemark_version: "test".into(),
+            system_identifier: "1".into(),
+            server_version: "15".into(),
+            wal_segment_size: SEG,
+            timeline: 1,
+            start_lsn: Lsn(start_seg * SEG + 0x28),
+            end_lsn: Lsn(end_seg * SEG + 0x100),
+            tar: ObjectEntry {
+                name: "base.tar.zst.age".into(),
+                plain_size: 0,
+                plain_blake3: String::new(),
+                stored_size: 0,
+                stored_sha256: String::new(),
+            },
+        }
+    }
+
+    /// Segments `numbers` of timeline 1, segment n archived at minute n.
+    fn wal(numbers: &[u64]) -> Vec<Archived> {
+        numbers
+            .iter()
+            .map(|n| Archived {
+                name: Segment { timeline: 1, number: *n }.name(SEG),
+                sha256: "0".repeat(64),
+                stored_size: 1,
+                archived_at: t(*n as i64),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_unbroken_chain_restores_from_the_end_of_the_base_to_the_last_segment() {
+        let bases = [base("a", 2, 2, 2)];
+        let w = compute(&bases, &wal(&[1, 2, 3, 4, 5]));
+        assert_eq!(w.earliest.as_ref().unwrap().lsn, bases[0].end_lsn);
+        assert_eq!(w.latest.as_ref().unwrap().lsn, Lsn(6 * SEG));
+        assert_eq!(w.latest.as_ref().unwrap().time, t(5));
+        assert!(w.gaps.is_empty());
+        assert_eq!(choose(&w, &bases, &Target::Time(t(4))).unwrap().id, "a");
+        assert_eq!(choose(&w, &bases, &Target::Lsn(Lsn(5 * SEG + 1))).unwrap().id, "a");
+        let late = choose(&w, &bases, &Target::Time(t(9))).unwrap_err();
+        assert_eq!(late.kind(), ErrorKind::Refused);
+        assert!(late.message().contains("outside the point-in-time window"), "{}", late.message());
+        // Before the base backup became consistent: refused too.
+        assert!(choose(&w, &bases, &Target::Lsn(Lsn(2 * SEG))).is_err());
+    }
+
+    #[test]
+    fn a_missing_segment_shrinks_the_window_and_is_named() {
+        let bases = [base("a", 2, 2, 2)];
+        let w = compute(&bases, &wal(&[2, 3, 5, 6]));
+        assert_eq!(w.latest.as_ref().unwrap().lsn, Lsn(4 * SEG), "the window ends where WAL is missing");
+        assert_eq!(
+            w.gaps,
+            vec![Gap {
+                timeline: 1,
+                first_missing: "000000010000000000000004".into(),
+                last_missing: "000000010000000000000004".into(),
+                segments: 1,
+            }]
+        );
+        let past = choose(&w, &bases, &Target::Time(t(6))).unwrap_err();
+        assert!(past.message().contains("000000010000000000000004"), "{}", past.message());
+    }
+
+    #[test]
+    fn a_base_without_the_wal_for_consistency_cannot_restore() {
+        let bases = [base("a", 2, 3, 3)];
+        let w = compute(&bases, &wal(&[2, 4]));
+        assert!(w.base_backups[0].to.is_none());
+        assert!(w.earliest.is_none() && w.latest.is_none());
+        assert!(choose(&w, &bases, &Target::Latest).is_err());
+    }
+
+    #[test]
+    fn the_newest_base_holding_the_target_is_chosen() {
+        let bases = [base("a", 2, 2, 2), base("b", 6, 6, 6)];
+        let w = compute(&bases, &wal(&[2, 3, 4, 5, 6, 7, 8]));
+        assert_eq!(choose(&w, &bases, &Target::Time(t(4))).unwrap().id, "a");
+        assert_eq!(choose(&w, &bases, &Target::Time(t(7))).unwrap().id, "b");
+        assert_eq!(choose(&w, &bases, &Target::Latest).unwrap().id, "b");
+        // An unrecorded restore point: the oldest base, so replay passes every point.
+        assert_eq!(choose(&w, &bases, &Target::Name("x".into(), None)).unwrap().id, "a");
+        assert_eq!(w.earliest.unwrap().time, t(2));
+    }
+}

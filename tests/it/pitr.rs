@@ -1,0 +1,251 @@
+//! Point-in-time restore on real clusters, the pgBackRest way: a source archives its WAL
+//! through `tidemark wal push` (the real binary as its archive_command), marker rows are
+//! committed at known moments around a base backup, and restores to a time, an LSN, a
+//! named restore point and the latest moment must bring back exactly the markers
+//! committed before the target. Also: WAL push idempotence and refusal to overwrite, and
+//! a deleted segment reported as a gap that refuses restores past it.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use tidemark::ErrorKind;
+use tidemark::config::RepositoryConfig;
+use tidemark::ops::Core;
+use tidemark::ops::pitr::{self, PitrRestoreOptions};
+use tidemark::pg::ConnSpec;
+use tidemark::pgcluster::{Cluster, ClusterOptions};
+use tidemark::wal::window::Target;
+use tidemark::wal::{Lsn, archive};
+
+use crate::support::{World, create_database, world_with_repo};
+
+/// A world whose cluster archives WAL into the repository with the tidemark binary. The
+/// archive_command runs as the server's OS user: it must read the config and write the
+/// repository, and the restore_command must read the identity.
+async fn archiving_world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("tidemark.toml");
+    let push = format!("{} --config {} wal push --workspace shop %p", env!("CARGO_BIN_EXE_tidemark"), config.display());
+    let settings = vec![
+        ("wal_level".to_string(), "replica".to_string()),
+        ("archive_mode".to_string(), "on".to_string()),
+        ("archive_command".to_string(), push),
+    ];
+    let cluster =
+        tokio::task::spawn_blocking(move || Cluster::start(&ClusterOptions { settings, ..Default::default() }))
+            .await
+            .unwrap()
+            .unwrap();
+    let url = url::Url::from_directory_path(dir.path().join("repo")).unwrap().to_string();
+    let w = world_with_repo(cluster, dir, RepositoryConfig { url, ..Default::default() }).await;
+    let wal = w.repo_dir().join("workspaces/shop/wal");
+    std::fs::create_dir_all(&wal).unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for path in [wal.as_path(), w.identity_file().as_path()] {
+        tidemark::pgcluster::hand_over(path).unwrap();
+    }
+    w
+}
+
+async fn one_row<T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin>(
+    spec: &ConnSpec,
+    sql: &str,
+) -> T {
+    let mut conn = spec.connect().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&mut conn).await.unwrap().get(0)
+}
+
+async fn commit_marker(spec: &ConnSpec, label: &str) -> (DateTime<Utc>, Lsn) {
+    let mut conn = spec.connect().await.unwrap();
+    sqlx::query("INSERT INTO markers (label) VALUES ($1)").bind(label).execute(&mut conn).await.unwrap();
+    let (at, lsn): (DateTime<Utc>, String) =
+        sqlx::query_as("SELECT clock_timestamp(), pg_current_wal_insert_lsn()::text")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    (at, lsn.parse().unwrap())
+}
+
+/// Switches to a new segment and waits until everything so far is archived.
+async fn archive_everything(spec: &ConnSpec, core: &Core) {
+    let lsn: String = one_row(spec, "SELECT pg_current_wal_insert_lsn()::text").await;
+    let lsn: Lsn = lsn.parse().unwrap();
+    let _: String = one_row(spec, "SELECT pg_switch_wal()::text").await;
+    for _ in 0..300 {
+        let window = pitr::window(core, "shop").await.unwrap();
+        if window.latest.as_ref().is_some_and(|l| l.lsn >= lsn) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("WAL up to {lsn} was never archived");
+}
+
+/// Restores into a new data directory, starts it, returns the markers it has, stops it.
+async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
+    let pgdata = w.dir.path().join(format!("restored-{}", rand::random::<u32>()));
+    let opts = PitrRestoreOptions {
+        workspace: "shop".into(),
+        pgdata: pgdata.clone(),
+        target,
+        start: true,
+        port: None,
+        // The server runs the binary, not this test executable.
+        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+    };
+    let report = pitr::restore(&w.core, &opts).await.unwrap();
+    let spec = ConnSpec::parse(&format!("postgres://postgres@127.0.0.1:{}/shop", report.port.unwrap()), None).unwrap();
+    let mut conn = spec.connect().await.unwrap();
+    let rows = sqlx::query("SELECT label FROM markers").fetch_all(&mut conn).await.unwrap();
+    drop(conn);
+    tokio::task::spawn_blocking(move || tidemark::pgcluster::stop_data_dir(None, &pgdata).unwrap()).await.unwrap();
+    rows.iter().map(|r| r.get::<String, _>(0)).collect()
+}
+
+fn set(labels: &[&str]) -> BTreeSet<String> {
+    labels.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
+    let w = archiving_world().await;
+    let source = create_database(
+        &w.cluster,
+        "shop",
+        "CREATE TABLE markers (label text PRIMARY KEY, committed_at timestamptz DEFAULT clock_timestamp());
+         INSERT INTO markers (label) VALUES ('before-base');",
+    )
+    .await;
+    let base = tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    assert!(base.end_lsn >= base.start_lsn && base.tar.stored_size > 0);
+
+    commit_marker(&source, "a").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let between_a_and_b: DateTime<Utc> = one_row(&source, "SELECT clock_timestamp()").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, after_b) = commit_marker(&source, "b").await;
+    commit_marker(&source, "c").await;
+    let point = pitr::mark(&w.core, "shop", "before_d").await.unwrap();
+    assert!(point.lsn > after_b);
+    commit_marker(&source, "d").await;
+    commit_marker(&source, "e").await;
+    archive_everything(&source, &w.core).await;
+
+    let window = pitr::window(&w.core, "shop").await.unwrap();
+    assert!(window.gaps.is_empty(), "{:?}", window.gaps);
+    assert_eq!(window.earliest.as_ref().unwrap().lsn, base.end_lsn);
+
+    let got = markers_after_restore(&w, Target::Time(between_a_and_b)).await;
+    assert_eq!(got, set(&["before-base", "a"]), "restore to a time");
+    let got = markers_after_restore(&w, Target::Lsn(after_b)).await;
+    assert_eq!(got, set(&["before-base", "a", "b"]), "restore to an LSN");
+    let got = markers_after_restore(&w, Target::Name("before_d".into(), None)).await;
+    assert_eq!(got, set(&["before-base", "a", "b", "c"]), "restore to a named point");
+    let got = markers_after_restore(&w, Target::Latest).await;
+    assert_eq!(got, set(&["before-base", "a", "b", "c", "d", "e"]), "restore to the latest moment");
+
+    // A target before the base backup became consistent, or after the last archived WAL,
+    // is refused before anything is written.
+    let pgdata = w.dir.path().join("never");
+    let refused = pitr::restore(
+        &w.core,
+        &PitrRestoreOptions {
+            workspace: "shop".into(),
+            pgdata: pgdata.clone(),
+            target: Target::Time(Utc::now() + chrono::Duration::hours(1)),
+            start: false,
+            port: None,
+            tidemark_command: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Refused);
+    assert!(refused.message().contains("outside the point-in-time window"), "{}", refused.message());
+    assert!(!pgdata.exists(), "nothing may be written for a refused target");
+
+    // A deleted segment becomes a gap: reported by name, and the window ends before it.
+    let archived = archive::list(&w.core.repo, "shop").await.unwrap();
+    let size = base.wal_segment_size;
+    let first_after_base = tidemark::wal::Segment::of(base.timeline, base.end_lsn, size).number + 1;
+    let victim = tidemark::wal::Segment { timeline: base.timeline, number: first_after_base }.name(size);
+    assert!(archived.iter().any(|a| a.name == victim), "{victim} should be archived");
+    let holder = w.repo_dir().join("workspaces/shop/wal").join(&victim[..8]).join(&victim);
+    std::fs::remove_dir_all(&holder).unwrap();
+    let window = pitr::window(&w.core, "shop").await.unwrap();
+    assert_eq!(window.gaps.len(), 1);
+    assert_eq!(window.gaps[0].first_missing, victim);
+    assert!(window.latest.as_ref().unwrap().lsn < after_b);
+    let past = pitr::restore(
+        &w.core,
+        &PitrRestoreOptions {
+            workspace: "shop".into(),
+            pgdata,
+            target: Target::Lsn(after_b),
+            start: false,
+            port: None,
+            tidemark_command: None,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(past.kind(), ErrorKind::Refused);
+    assert!(past.message().contains(&victim), "{}", past.message());
+}
+
+fn segment_file(dir: &Path, name: &str, fill: u8) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, vec![fill; 1 << 20]).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_push_is_idempotent_refuses_to_overwrite_and_fetch_verifies() {
+    let w = crate::support::world().await;
+    let (repo, recipients) = (&w.core.repo, w.core.recipients().unwrap());
+    let spool = tempfile::tempdir().unwrap();
+    let segment = segment_file(spool.path(), "000000010000000000000007", 7);
+
+    let first = archive::push(repo, recipients, "shop", &segment).await.unwrap();
+    assert!(first.stored);
+    let again = archive::push(repo, recipients, "shop", &segment).await.unwrap();
+    assert!(!again.stored, "the same content pushed twice is accepted without a second copy");
+
+    let other = tempfile::tempdir().unwrap();
+    let impostor = segment_file(other.path(), "000000010000000000000007", 8);
+    let refused = archive::push(repo, recipients, "shop", &impostor).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::AlreadyExists);
+    assert!(refused.message().contains("refusing to overwrite"), "{}", refused.message());
+
+    let partial = segment_file(spool.path(), "000000010000000000000008.partial", 1);
+    assert_eq!(archive::push(repo, recipients, "shop", &partial).await.unwrap_err().kind(), ErrorKind::Usage);
+    let history = spool.path().join("00000002.history");
+    std::fs::write(&history, "1\t0/9000000\tno recovery target specified\n").unwrap();
+    assert!(archive::push(repo, recipients, "shop", &history).await.unwrap().stored);
+
+    let ids = w.core.identities().unwrap();
+    let dest = spool.path().join("RECOVERYXLOG");
+    let bytes = archive::fetch(repo, &ids, "shop", "000000010000000000000007", &dest).await.unwrap();
+    assert_eq!(bytes, 1 << 20);
+    assert_eq!(std::fs::read(&dest).unwrap(), std::fs::read(&segment).unwrap());
+    let missing = archive::fetch(repo, &ids, "shop", "000000010000000000000009", &dest).await.unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+
+    // Only ciphertext is stored; a tampered object is refused and leaves no file behind.
+    let stored = w.repo_dir().join("workspaces/shop/wal/00000001/000000010000000000000007");
+    let object = std::fs::read_dir(&stored).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&object).unwrap();
+    assert!(bytes.starts_with(b"age-encryption.org/v1"));
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&object, bytes).unwrap();
+    let dest = spool.path().join("RECOVERYXLOG2");
+    let tampered = archive::fetch(repo, &ids, "shop", "000000010000000000000007", &dest).await.unwrap_err();
+    assert_eq!(tampered.kind(), ErrorKind::Integrity);
+    assert!(!dest.exists(), "a damaged WAL file must never reach the server");
+}
