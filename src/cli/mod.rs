@@ -4,6 +4,7 @@
 
 pub mod basebackup;
 pub mod catalog;
+pub mod check;
 pub mod demo;
 pub mod init;
 pub mod pitr;
@@ -76,6 +77,8 @@ pub enum Command {
     /// Point-in-time restore: window, restore, restore points
     #[command(subcommand)]
     Pitr(pitr::PitrCommand),
+    /// Verify that every backup of a workspace is whole: objects, media, base backups, WAL continuity
+    Check(check::CheckArgs),
     /// Run the daemon: scheduled snapshots and retention, until SIGTERM/SIGINT
     Serve(serve::ServeArgs),
     /// The job history from the catalog, newest first
@@ -124,6 +127,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Wal(cmd) => wal::run(&global, cmd).await,
         Command::Basebackup(args) => basebackup::run(&global, args).await,
         Command::Pitr(cmd) => pitr::run(&global, cmd).await,
+        Command::Check(args) => check::run(&global, args).await,
         Command::Serve(args) => serve::run(&global, args).await,
         Command::Jobs(args) => catalog::jobs(&global, args).await,
         Command::Catalog(cmd) => catalog::run(&global, cmd).await,

@@ -3,6 +3,7 @@
 
 pub mod basebackup;
 pub mod catalog;
+pub mod check;
 pub mod demo;
 pub mod init;
 pub mod pitr;

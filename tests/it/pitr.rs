@@ -169,6 +169,13 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     assert!(refused.message().contains("outside the point-in-time window"), "{}", refused.message());
     assert!(!pgdata.exists(), "nothing may be written for a refused target");
 
+    // `check` reads everything back (snapshot, base backup, every WAL file) and is happy.
+    let clean_snapshot = crate::support::snapshot_shop(&w.core).await.unwrap().id;
+    let clean = tidemark::ops::check::check(&w.core, "shop", true).await.unwrap();
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+    assert_eq!((clean.snapshots, clean.base_backups), (1, 1));
+    assert_eq!(clean.objects_read, clean.objects_checked);
+
     // A deleted segment becomes a gap: reported by name, and the window ends before it.
     let archived = archive::list(&w.core.repo, "shop").await.unwrap();
     let size = base.wal_segment_size;
@@ -181,6 +188,13 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     assert_eq!(window.gaps.len(), 1);
     assert_eq!(window.gaps[0].first_missing, victim);
     assert!(window.latest.as_ref().unwrap().lsn < after_b);
+    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(report.problems.iter().any(|p| p.contains(&victim)), "{:?}", report.problems);
+    let tables = w.repo_dir().join("workspaces/shop/snapshots").join(&clean_snapshot).join("tables");
+    let table_object = std::fs::read_dir(&tables).unwrap().next().unwrap().unwrap().path();
+    std::fs::remove_file(&table_object).unwrap();
+    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(report.problems.iter().any(|p| p.ends_with("missing") && p.contains("tables/")), "{:?}", report.problems);
     let past = pitr::restore(
         &w.core,
         &PitrRestoreOptions {

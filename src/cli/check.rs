@@ -1,0 +1,42 @@
+//! `tidemark check`: exit 0 only when every backup of the workspace is whole.
+
+use clap::Args;
+use tidemark::{Error, ErrorKind, Result};
+
+use super::Global;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[arg(long, short)]
+    workspace: String,
+    /// Also download, decrypt and hash every object (slow; reads the whole repository)
+    #[arg(long)]
+    read_data: bool,
+}
+
+pub async fn run(global: &Global, args: CheckArgs) -> Result<()> {
+    let core = global.core().await?;
+    let report = tidemark::ops::check::check(&core, &args.workspace, args.read_data).await?;
+    if global.json {
+        global.print_json(&report);
+    } else {
+        println!(
+            "workspace {}: {} snapshots, {} base backups, {} WAL files; {} objects checked, {} read back",
+            report.workspace,
+            report.snapshots,
+            report.base_backups,
+            report.wal_files,
+            report.objects_checked,
+            report.objects_read
+        );
+        println!("point-in-time window: {}", report.window);
+        for p in &report.problems {
+            println!("PROBLEM: {p}");
+        }
+    }
+    if report.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(ErrorKind::Integrity, format!("{} problems found in the repository", report.problems.len())))
+    }
+}
