@@ -155,6 +155,9 @@ pub struct WorkspaceConfig {
     /// this workspace. Default: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedules: Option<Vec<String>>,
+    /// `serve` streams this workspace's WAL continuously (see `tidemark wal stream`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wal_stream: bool,
 }
 
 impl fmt::Debug for WorkspaceConfig {
@@ -164,6 +167,7 @@ impl fmt::Debug for WorkspaceConfig {
             .field("password", &self.password)
             .field("media", &self.media)
             .field("schedules", &self.schedules)
+            .field("wal_stream", &self.wal_stream)
             .finish()
     }
 }
@@ -385,6 +389,9 @@ pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
         let names: Vec<String> = list.iter().map(|n| toml_string(n)).collect();
         out.push_str(&format!("schedules = [{}]\n", names.join(", ")));
     }
+    if ws.wal_stream {
+        out.push_str("wal-stream = true\n");
+    }
     out
 }
 
@@ -446,6 +453,7 @@ mod tests {
                 password: Some(Secret::literal("env:SHOP_PW")),
                 media: Some("file:///srv/shop/media".into()),
                 schedules: None,
+                wal_stream: false,
             },
         );
         let parsed = Config::parse(&config.render_initial()).unwrap();
@@ -476,6 +484,7 @@ mod tests {
             password: None,
             media: None,
             schedules: None,
+            wal_stream: false,
         };
         assert!(!format!("{ws:?}").contains("hunter2"));
     }

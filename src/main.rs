@@ -9,7 +9,8 @@ use tracing_subscriber::EnvFilter;
 fn main() {
     let cli = cli::Cli::parse();
     // The daemon's log is its record: info by default; other commands stay quiet.
-    let is_daemon = matches!(cli.command, cli::Command::Serve(_));
+    let is_daemon =
+        matches!(cli.command, cli::Command::Serve(_) | cli::Command::Wal(cli::wal::WalCommand::Stream { .. }));
     let default_level = match (cli.verbose, is_daemon) {
         (0, false) => "warn",
         (0, true) | (1, _) => "info",

@@ -35,7 +35,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.
-async fn stop_on_signal(shutdown: CancellationToken) {
+pub async fn stop_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
         tracing::error!("cannot listen for SIGTERM/SIGINT; stop the daemon with SIGKILL");

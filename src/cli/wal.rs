@@ -18,6 +18,17 @@ pub enum WalCommand {
         #[arg(long, short)]
         workspace: Option<String>,
     },
+    /// Stream WAL continuously (pg_receivewal over a replication slot) and ship each completed segment, until SIGTERM/SIGINT
+    Stream {
+        #[arg(long, short)]
+        workspace: String,
+        /// Replication slot (default: tidemark_<workspace>; created if missing)
+        #[arg(long)]
+        slot: Option<String>,
+        /// Where received WAL waits until it is shipped (default: wal-spool/<workspace> beside the config)
+        #[arg(long)]
+        spool: Option<PathBuf>,
+    },
     /// Restore one WAL file (restore_command = 'tidemark wal fetch %f "%p"')
     Fetch {
         /// The WAL file name (%f)
@@ -36,6 +47,17 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             let pushed = wal::push(&core, workspace.as_deref(), &path).await?;
             if global.json {
                 global.print_json(&pushed);
+            }
+        }
+        WalCommand::Stream { workspace, slot, spool } => {
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let listener = tokio::spawn(super::serve::stop_on_signal(shutdown.clone()));
+            let opts = wal::StreamOptions { workspace, slot, spool };
+            let report = wal::stream(&core, &opts, shutdown).await;
+            listener.abort();
+            let report = report?;
+            if global.json {
+                global.print_json(&report);
             }
         }
         WalCommand::Fetch { name, dest, workspace } => {

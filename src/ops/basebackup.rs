@@ -11,7 +11,8 @@ use crate::wal::base::{self, BaseManifest};
 pub async fn basebackup(core: &Core, workspace: &str) -> Result<BaseManifest> {
     let ws = core.config.workspace(workspace)?;
     let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
-    base::take(&core.repo, core.recipients()?, &spec, core.pg_bin_dir().as_deref(), workspace)
+    let slot = ws.wal_stream.then(|| crate::wal::stream::default_slot(workspace));
+    base::take(&core.repo, core.recipients()?, &spec, core.pg_bin_dir().as_deref(), workspace, slot.as_deref())
         .await
         .map_err(|e| e.context(format!("base backup of workspace {workspace}")))
 }

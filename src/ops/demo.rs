@@ -80,11 +80,23 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
     let mut workspaces = BTreeMap::new();
     workspaces.insert(
         "shop".to_string(),
-        WorkspaceConfig { database_url: cluster.url("shop"), password: None, media: Some(media_url), schedules: None },
+        WorkspaceConfig {
+            database_url: cluster.url("shop"),
+            password: None,
+            media: Some(media_url),
+            schedules: None,
+            wal_stream: false,
+        },
     );
     workspaces.insert(
         "shop_restored".to_string(),
-        WorkspaceConfig { database_url: cluster.url("shop_restored"), password: None, media: None, schedules: None },
+        WorkspaceConfig {
+            database_url: cluster.url("shop_restored"),
+            password: None,
+            media: None,
+            schedules: None,
+            wal_stream: false,
+        },
     );
     let config = LoadedConfig {
         config: Config {

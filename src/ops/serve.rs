@@ -1,6 +1,7 @@
 //! `serve`: the daemon. Builds the schedules of every workspace (its policies that have a
 //! cron line), and runs them with the scheduler of `schedule::daemon`; each job takes a
-//! snapshot of the policy's kind and then applies the workspace's retention.
+//! snapshot of the policy's kind and then applies the workspace's retention. Workspaces
+//! with `wal-stream = true` also get a continuous WAL stream for as long as it runs.
 
 use std::sync::Arc;
 
@@ -49,7 +50,35 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
         tracing::warn!("no age identity is configured: snapshots will be taken, but retention cannot read them");
     }
     let runner = Arc::new(SnapshotRunner { core: core.clone() });
-    Daemon { clock, catalog, runner, schedules, settings, webhook }.run(shutdown).await
+    let mut streams = tokio::task::JoinSet::new();
+    for (name, ws) in &core.config.config.workspaces {
+        if ws.wal_stream {
+            streams.spawn(stream_forever(core.clone(), name.clone(), shutdown.clone()));
+        }
+    }
+    let report = Daemon { clock, catalog, runner, schedules, settings, webhook }.run(shutdown).await;
+    while streams.join_next().await.is_some() {}
+    report
+}
+
+/// A workspace's WAL stream for as long as the daemon runs: restarted with backoff when
+/// it fails (the spool and the slot make a restart lose nothing).
+async fn stream_forever(core: Core, workspace: String, shutdown: CancellationToken) {
+    let opts = super::wal::StreamOptions { workspace: workspace.clone(), ..Default::default() };
+    let mut wait = std::time::Duration::from_secs(5);
+    loop {
+        match super::wal::stream(&core, &opts, shutdown.clone()).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(workspace = %workspace, error = %e.report(), retry_in = ?wait, "WAL stream failed")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        wait = (wait * 2).min(std::time::Duration::from_secs(300));
+    }
 }
 
 /// A scheduled job: a snapshot of the policy's kind, then retention for the workspace.

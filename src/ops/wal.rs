@@ -40,3 +40,38 @@ pub async fn fetch(core: &Core, workspace: Option<&str>, name: &str, dest: &Path
     let workspace = workspace_or_only(core, workspace)?;
     archive::fetch(&core.repo, &core.identities()?, &workspace, name, dest).await
 }
+
+/// What `wal stream` takes.
+#[derive(Debug, Clone, Default)]
+pub struct StreamOptions {
+    pub workspace: String,
+    /// Default: `tidemark_<workspace>`.
+    pub slot: Option<String>,
+    /// Default: `wal-spool/<workspace>` beside the config (it holds WAL not yet shipped:
+    /// keep it on durable storage, not in a cache or tmpfs).
+    pub spool: Option<std::path::PathBuf>,
+}
+
+/// Streams WAL until `shutdown`. Errors: those of [`crate::wal::stream::stream`].
+pub async fn stream(
+    core: &Core,
+    opts: &StreamOptions,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<crate::wal::stream::StreamReport> {
+    use crate::wal::stream::{StreamSettings, default_slot};
+    let ws = core.config.workspace(&opts.workspace)?;
+    let spec = crate::pg::ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
+    let settings = StreamSettings {
+        workspace: opts.workspace.clone(),
+        slot: opts.slot.clone().unwrap_or_else(|| default_slot(&opts.workspace)),
+        spool: opts
+            .spool
+            .clone()
+            .unwrap_or_else(|| core.config.resolve_path(Path::new("wal-spool")).join(&opts.workspace)),
+        poll: std::time::Duration::from_millis(500),
+        report_every: std::time::Duration::from_secs(30),
+    };
+    crate::wal::stream::stream(&core.repo, core.recipients()?, &spec, core.pg_bin_dir().as_deref(), &settings, shutdown)
+        .await
+        .map_err(|e| e.context(format!("streaming WAL of workspace {}", opts.workspace)))
+}

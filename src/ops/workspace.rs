@@ -34,6 +34,7 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
         password: opts.password.as_ref().map(|p| Secret::literal(p.clone())),
         media: opts.media.clone(),
         schedules: None,
+        wal_stream: false,
     };
     let text = render_workspace(&opts.name, &ws);
     // Validate the whole file as it will be before touching it.

@@ -114,7 +114,7 @@ struct ServerFacts {
     wal_segment_size: u64,
 }
 
-async fn server_facts(spec: &ConnSpec) -> Result<ServerFacts> {
+async fn server_facts(spec: &ConnSpec, wal_streamed: bool) -> Result<ServerFacts> {
     let mut conn = spec.connect().await?;
     let (system_identifier, server_version, wal_segment_size, archive_mode): (String, String, i64, String) =
         sqlx::query_as(
@@ -123,19 +123,23 @@ async fn server_facts(spec: &ConnSpec) -> Result<ServerFacts> {
         )
         .fetch_one(&mut conn)
         .await?;
-    if archive_mode == "off" {
+    if archive_mode == "off" && !wal_streamed {
         return Err(Error::new(
             ErrorKind::Refused,
-            "archive_mode is off on the source: a base backup without archived WAL cannot be restored. Set \
-             archive_mode = on and archive_command = 'tidemark wal push %p' (see the README), restart, then retry",
+            "archive_mode is off on the source and the workspace has no WAL stream: a base backup without its WAL \
+             cannot be restored. Set archive_mode = on and archive_command = 'tidemark wal push %p', or \
+             wal-stream = true for the workspace and run `tidemark serve` (see the README), then retry",
         ));
     }
     Ok(ServerFacts { system_identifier, server_version, wal_segment_size: wal_segment_size as u64 })
 }
 
-/// Takes a base backup of the workspace's cluster.
+/// Takes a base backup of the workspace's cluster. `stream_slot`: the workspace's WAL is
+/// streamed (`wal stream`) through this replication slot, so archive_mode may be off; the
+/// slot is created first (reserving WAL) if missing, so a stream that starts later still
+/// receives the WAL from the backup's start.
 ///
-/// Errors: `Refused` when WAL archiving is off, `Database` when pg_basebackup fails (no
+/// Errors: `Refused` when WAL is neither archived nor streamed, `Database` when pg_basebackup fails (no
 /// REPLICATION privilege, no pg_hba entry: its message says which), `Unavailable` for the
 /// server or the store. Nothing is visible unless it completes.
 pub async fn take(
@@ -144,8 +148,12 @@ pub async fn take(
     spec: &ConnSpec,
     bin_dir: Option<&Path>,
     workspace: &str,
+    stream_slot: Option<&str>,
 ) -> Result<BaseManifest> {
-    let facts = server_facts(spec).await?;
+    let facts = server_facts(spec, stream_slot.is_some()).await?;
+    if let Some(slot) = stream_slot {
+        super::stream::ensure_slot(spec, slot).await?;
+    }
     let started_at = Utc::now();
     let id = layout::new_snapshot_id(started_at);
     let tool = crate::pg::tool(bin_dir, "pg_basebackup");

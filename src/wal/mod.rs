@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod base;
+pub mod stream;
 pub mod window;
 
 use std::fmt;

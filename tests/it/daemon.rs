@@ -119,6 +119,7 @@ async fn scheduled_snapshots_apply_retention_record_jobs_and_notify() {
             password: Some(Secret::literal("pw-never-shown")),
             media: None,
             schedules: None,
+            wal_stream: false,
         },
     );
 

@@ -27,15 +27,20 @@ use crate::support::{World, create_database, world_with_repo};
 /// archive_command runs as the server's OS user: it must read the config and write the
 /// repository, and the restore_command must read the identity.
 async fn archiving_world() -> World {
+    pitr_world(true).await
+}
+
+/// `archive`: archive_command pushes WAL; otherwise WAL must be streamed.
+async fn pitr_world(archive: bool) -> World {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = dir.path().join("tidemark.toml");
     let push = format!("{} --config {} wal push --workspace shop %p", env!("CARGO_BIN_EXE_tidemark"), config.display());
-    let settings = vec![
-        ("wal_level".to_string(), "replica".to_string()),
-        ("archive_mode".to_string(), "on".to_string()),
-        ("archive_command".to_string(), push),
-    ];
+    let mut settings = vec![("wal_level".to_string(), "replica".to_string())];
+    if archive {
+        settings.push(("archive_mode".to_string(), "on".to_string()));
+        settings.push(("archive_command".to_string(), push));
+    }
     let cluster =
         tokio::task::spawn_blocking(move || Cluster::start(&ClusterOptions { settings, ..Default::default() }))
             .await
@@ -71,19 +76,20 @@ async fn commit_marker(spec: &ConnSpec, label: &str) -> (DateTime<Utc>, Lsn) {
     (at, lsn.parse().unwrap())
 }
 
-/// Switches to a new segment and waits until everything so far is archived.
-async fn archive_everything(spec: &ConnSpec, core: &Core) {
+/// Switches to a new segment and waits until everything so far is in the repository.
+async fn archive_everything(spec: &ConnSpec, core: &Core) -> Lsn {
     let lsn: String = one_row(spec, "SELECT pg_current_wal_insert_lsn()::text").await;
     let lsn: Lsn = lsn.parse().unwrap();
     let _: String = one_row(spec, "SELECT pg_switch_wal()::text").await;
     for _ in 0..300 {
         let window = pitr::window(core, "shop").await.unwrap();
         if window.latest.as_ref().is_some_and(|l| l.lsn >= lsn) {
-            return;
+            return lsn;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("WAL up to {lsn} was never archived");
+    let window = pitr::window(core, "shop").await.unwrap();
+    panic!("WAL up to {lsn} was never archived: {}", serde_json::to_string(&window).unwrap());
 }
 
 /// Restores into a new data directory, starts it, returns the markers it has, stops it.
@@ -262,4 +268,58 @@ async fn wal_push_is_idempotent_refuses_to_overwrite_and_fetch_verifies() {
     let tampered = archive::fetch(repo, &ids, "shop", "000000010000000000000007", &dest).await.unwrap_err();
     assert_eq!(tampered.kind(), ErrorKind::Integrity);
     assert!(!dest.exists(), "a damaged WAL file must never reach the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_workspace_survives_a_killed_stream_and_a_crashed_source() {
+    let mut w = pitr_world(false).await;
+    w.core.config.config.workspaces.get_mut("shop").unwrap().wal_stream = true;
+    let source = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY);").await;
+    let spool = w.dir.path().join("spool");
+    let start_stream = |core: Core, spool: std::path::PathBuf| {
+        let token = tokio_util::sync::CancellationToken::new();
+        let opts = tidemark::ops::wal::StreamOptions { workspace: "shop".into(), slot: None, spool: Some(spool) };
+        let t = token.clone();
+        (token, tokio::spawn(async move { tidemark::ops::wal::stream(&core, &opts, t).await }))
+    };
+    let (_, first) = start_stream(w.core.clone(), spool.clone());
+    // Without archive_mode, a base backup is accepted because the workspace streams WAL.
+    tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    commit_marker(&source, "a").await;
+    archive_everything(&source, &w.core).await;
+
+    // Killed (the task and its pg_receivewal vanish): WAL written meanwhile stays in the
+    // slot, and the restarted stream ships it; no gap.
+    first.abort();
+    let _ = first.await;
+    commit_marker(&source, "b").await;
+    let _: String = one_row(&source, "SELECT pg_switch_wal()::text").await;
+    commit_marker(&source, "c").await;
+    let (stop, second) = start_stream(w.core.clone(), spool.clone());
+    archive_everything(&source, &w.core).await;
+    let window = pitr::window(&w.core, "shop").await.unwrap();
+    assert!(window.gaps.is_empty(), "{:?}", window.gaps);
+
+    // The source crashes; everything shipped before it comes back.
+    commit_marker(&source, "d").await;
+    archive_everything(&source, &w.core).await;
+    let data = w.cluster.data_dir().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let (uid, gid) = tidemark::pgcluster::server_user().unwrap().map_or((None, None), |(u, g)| (Some(u), Some(g)));
+        let mut cmd = std::process::Command::new(tidemark::pg::tool(tidemark::pg::bin_dir(None).as_deref(), "pg_ctl"));
+        cmd.arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]).current_dir("/");
+        cmd.stdout(std::process::Stdio::null());
+        use std::os::unix::process::CommandExt;
+        if let (Some(u), Some(g)) = (uid, gid) {
+            cmd.uid(u.as_raw()).gid(g.as_raw());
+        }
+        assert!(cmd.status().unwrap().success());
+    })
+    .await
+    .unwrap();
+    stop.cancel();
+    let report = second.await.unwrap().unwrap();
+    assert!(report.shipped > 0);
+    let got = markers_after_restore(&w, Target::Latest).await;
+    assert_eq!(got, set(&["a", "b", "c", "d"]));
 }

@@ -155,10 +155,10 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     let opts = RestoreOptions { snapshot: manifest.id.clone(), target: url.clone(), ..Default::default() };
     restore(c, &opts, &Progress::hidden()).await.unwrap();
     let mut config = c.config.clone();
-    config
-        .config
-        .workspaces
-        .insert("copy".into(), WorkspaceConfig { database_url: url, password: None, media: None, schedules: None });
+    config.config.workspaces.insert(
+        "copy".into(),
+        WorkspaceConfig { database_url: url, password: None, media: None, schedules: None, wal_stream: false },
+    );
     let copy = Core::from_parts(config, c.repo.clone(), None, None);
     let (_, live) = ops::show(&copy, "copy", s, Selector::Live).await.unwrap();
     assert_eq!(live.canonical, "{\"v\":2}");

@@ -64,7 +64,15 @@ pub async fn world() -> World {
     world_with_repo(cluster, dir, RepositoryConfig { url, ..Default::default() }).await
 }
 
+/// Logs of tidemark in test output, filtered by `TIDEMARK_LOG` (e.g. `TIDEMARK_LOG=info`).
+pub fn init_logs() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("TIDEMARK_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    }
+}
+
 pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_config: RepositoryConfig) -> World {
+    init_logs();
     let identity = GeneratedIdentity::generate();
     identity.write_new_file(&dir.path().join("identity.txt")).unwrap();
     repo_config.recipients = vec![identity.recipient.clone()];
@@ -74,7 +82,13 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
     let mut workspaces = BTreeMap::new();
     workspaces.insert(
         "shop".to_string(),
-        WorkspaceConfig { database_url: cluster.url("shop"), password: None, media: None, schedules: None },
+        WorkspaceConfig {
+            database_url: cluster.url("shop"),
+            password: None,
+            media: None,
+            schedules: None,
+            wal_stream: false,
+        },
     );
     let config = LoadedConfig {
         config: Config {

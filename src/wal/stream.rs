@@ -1,0 +1,212 @@
+//! Continuous WAL shipping: `pg_receivewal` streams the source's WAL over a replication
+//! slot into a local spool folder, and every segment it completes is pushed to the
+//! repository (the same push as archive_command: idempotent, never overwriting) and then
+//! removed from the spool. The slot keeps the source from recycling WAL the spool has not
+//! received; the spool keeps what the repository has not received; so a stream killed and
+//! restarted resumes without a gap. The segment still being written (`.partial`) is never
+//! published under its final name.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use super::WalFile;
+use super::archive;
+use crate::error::{Error, Result};
+use crate::keys::Recipients;
+use crate::pg::ConnSpec;
+use crate::repo::Repository;
+
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub workspace: String,
+    pub slot: String,
+    pub spool: PathBuf,
+    /// How often the spool is scanned for completed segments.
+    pub poll: Duration,
+    /// How often the lag is logged.
+    pub report_every: Duration,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StreamReport {
+    pub shipped: u64,
+    pub bytes: u64,
+    pub restarts: u64,
+}
+
+/// The default replication slot of a workspace.
+pub fn default_slot(workspace: &str) -> String {
+    format!("tidemark_{}", workspace.replace('-', "_"))
+}
+
+/// Creates the physical replication slot if it is missing, reserving WAL at once (a slot
+/// made by `pg_receivewal --create-slot` reserves nothing until the stream reports back,
+/// and a checkpoint in between may remove WAL the stream still needs).
+///
+/// Errors: `Database` when the role may not (REPLICATION or superuser is needed).
+pub async fn ensure_slot(spec: &ConnSpec, slot: &str) -> Result<()> {
+    let mut conn = spec.connect().await?;
+    let created = sqlx::query(
+        "SELECT pg_create_physical_replication_slot($1, true) \
+         WHERE NOT EXISTS (SELECT FROM pg_replication_slots WHERE slot_name = $1)",
+    )
+    .bind(slot)
+    .execute(&mut conn)
+    .await;
+    match created {
+        Ok(_) => Ok(()),
+        // Created at the same moment by someone else (a base backup): just as good.
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42710") => Ok(()),
+        Err(e) => Err(Error::from(e).context(format!("creating the replication slot {slot}"))),
+    }
+}
+
+/// The server no longer has the WAL a `.partial` file in the spool continues: that WAL is
+/// lost (the slot was dropped or invalidated). The partial file is set aside so the
+/// stream can go on from the slot; the gap shows in `pitr window` and `check`.
+fn set_aside_partials(spool: &Path) -> Result<Vec<String>> {
+    let mut moved = Vec::new();
+    for entry in std::fs::read_dir(spool)? {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        if name.ends_with(".partial") {
+            std::fs::rename(spool.join(&name), spool.join(format!("{name}.lost")))?;
+            moved.push(name);
+        }
+    }
+    Ok(moved)
+}
+
+/// Ships the completed WAL files in the spool, oldest first; returns (files, bytes).
+async fn ship_spool(repo: &Repository, recipients: &Recipients, settings: &StreamSettings) -> Result<(u64, u64)> {
+    let mut names: Vec<String> = std::fs::read_dir(&settings.spool)?
+        .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().map(str::to_string)))
+        .filter(|n| WalFile::parse(n).is_ok())
+        .collect();
+    names.sort();
+    let (mut files, mut bytes) = (0, 0);
+    for name in names {
+        let path = settings.spool.join(&name);
+        let pushed = archive::push(repo, recipients, &settings.workspace, &path).await?;
+        std::fs::remove_file(&path)?;
+        tracing::info!(workspace = %settings.workspace, file = %name, stored = pushed.stored, "WAL shipped");
+        files += 1;
+        bytes += pushed.bytes;
+    }
+    Ok((files, bytes))
+}
+
+async fn lag_bytes(spec: &ConnSpec, slot: &str) -> Result<Option<i64>> {
+    let mut conn = spec.connect().await?;
+    let row: Option<(Option<i64>,)> = sqlx::query_as(
+        "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+    )
+    .bind(slot)
+    .fetch_optional(&mut conn)
+    .await?;
+    Ok(row.and_then(|r| r.0))
+}
+
+/// Streams until `shutdown`; pg_receivewal is restarted (resuming from the slot) when it
+/// stops. On shutdown, pg_receivewal is stopped and every completed segment shipped.
+///
+/// Errors: `Database` when the slot cannot be created (REPLICATION privilege, pg_hba),
+/// `Unavailable` for the store; a failing push stops the stream (the spool keeps the file).
+pub async fn stream(
+    repo: &Repository,
+    recipients: &Recipients,
+    spec: &ConnSpec,
+    bin_dir: Option<&Path>,
+    settings: &StreamSettings,
+    shutdown: CancellationToken,
+) -> Result<StreamReport> {
+    std::fs::create_dir_all(&settings.spool)
+        .map_err(|e| Error::from(e).context(format!("creating the WAL spool {}", settings.spool.display())))?;
+    let tool = crate::pg::tool(bin_dir, "pg_receivewal");
+    let base_cmd = || {
+        let mut cmd = tokio::process::Command::new(&tool);
+        cmd.args(["--slot", &settings.slot, "--no-password"]).env("LC_ALL", "C").stdin(std::process::Stdio::null());
+        spec.apply_to_command(&mut cmd);
+        cmd
+    };
+    ensure_slot(spec, &settings.slot).await?;
+    let mut report = StreamReport::default();
+    // What a previous run left in the spool goes first.
+    let (files, bytes) = ship_spool(repo, recipients, settings).await?;
+    report.shipped += files;
+    report.bytes += bytes;
+
+    let mut last_report = Instant::now();
+    let mut last_ship = Instant::now();
+    let mut backoff = Duration::from_secs(1);
+    'outer: loop {
+        let mut child = base_cmd()
+            .arg("--directory")
+            .arg(&settings.spool)
+            .args(["--no-loop", "--synchronous"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| crate::pg::tool_spawn_error(&tool, e))?;
+        tracing::info!(workspace = %settings.workspace, slot = %settings.slot, "WAL stream started");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    if let Some(pid) = child.id() {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+                    }
+                    let _ = child.wait().await;
+                    break 'outer;
+                }
+                status = child.wait() => {
+                    let mut stderr = String::new();
+                    if let Some(mut err) = child.stderr.take() {
+                        use tokio::io::AsyncReadExt;
+                        let _ = err.read_to_string(&mut stderr).await;
+                    }
+                    tracing::warn!(workspace = %settings.workspace, status = ?status.ok(), stderr = %stderr.trim(),
+                        retry_in = ?backoff, "pg_receivewal stopped; restarting from the slot");
+                    if stderr.contains("has already been removed") {
+                        let moved = set_aside_partials(&settings.spool)?;
+                        tracing::error!(workspace = %settings.workspace, files = ?moved,
+                            "WAL the stream had not finished was removed from the server: it is lost, and the \
+                             point-in-time window has a gap here; take a base backup");
+                    }
+                    report.restarts += 1;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => break 'outer,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                    continue 'outer;
+                }
+                _ = tokio::time::sleep(settings.poll) => {}
+            }
+            let (files, bytes) = ship_spool(repo, recipients, settings).await?;
+            if files > 0 {
+                report.shipped += files;
+                report.bytes += bytes;
+                last_ship = Instant::now();
+                backoff = Duration::from_secs(1);
+            }
+            if last_report.elapsed() >= settings.report_every {
+                last_report = Instant::now();
+                match lag_bytes(spec, &settings.slot).await {
+                    Ok(lag) => tracing::info!(workspace = %settings.workspace, lag_bytes = ?lag,
+                        seconds_since_last_shipped = last_ship.elapsed().as_secs(), "WAL stream lag"),
+                    Err(e) => {
+                        tracing::warn!(workspace = %settings.workspace, error = %e.report(), "cannot read the lag")
+                    }
+                }
+            }
+        }
+    }
+    let (files, bytes) = ship_spool(repo, recipients, settings).await?;
+    report.shipped += files;
+    report.bytes += bytes;
+    tracing::info!(workspace = %settings.workspace, shipped = report.shipped, "WAL stream stopped");
+    Ok(report)
+}
