@@ -136,3 +136,18 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moments_are_read_as_postgres_prints_them_and_as_rfc3339() {
+        let expected = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:15:00Z").unwrap().to_utc();
+        assert_eq!(parse_time("2026-11-22 10:15:00+00").unwrap(), expected);
+        assert_eq!(parse_time("2026-11-22 12:15:00.000+02:00").unwrap(), expected);
+        assert_eq!(parse_time("2026-11-22T10:15:00Z").unwrap(), expected);
+        assert_eq!(parse_time("yesterday").unwrap_err().kind(), tidemark::ErrorKind::Usage);
+        assert!(parse_time("2026-11-22 10:15:00").is_err(), "a moment without a zone is ambiguous");
+    }
+}

@@ -323,3 +323,30 @@ async fn a_streamed_workspace_survives_a_killed_stream_and_a_crashed_source() {
     let got = markers_after_restore(&w, Target::Latest).await;
     assert_eq!(got, set(&["a", "b", "c", "d"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_and_archive_command_can_ship_the_same_segments() {
+    let mut w = pitr_world(true).await;
+    w.core.config.config.workspaces.get_mut("shop").unwrap().wal_stream = true;
+    let source = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY);").await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let opts = tidemark::ops::wal::StreamOptions {
+        workspace: "shop".into(),
+        slot: None,
+        spool: Some(w.dir.path().join("spool")),
+    };
+    let (core, t) = (w.core.clone(), token.clone());
+    let stream = tokio::spawn(async move { tidemark::ops::wal::stream(&core, &opts, t).await });
+    tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    for label in ["a", "b", "c"] {
+        commit_marker(&source, label).await;
+        archive_everything(&source, &w.core).await;
+    }
+    // Give the slower of the two time to push what the other already pushed.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    token.cancel();
+    stream.await.unwrap().expect("the stream never met a conflicting segment");
+    let failed: i64 = one_row(&source, "SELECT failed_count FROM pg_stat_archiver").await;
+    assert_eq!(failed, 0, "archive_command refused a segment the stream had shipped");
+    assert!(pitr::window(&w.core, "shop").await.unwrap().gaps.is_empty());
+}
