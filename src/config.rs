@@ -79,6 +79,25 @@ pub struct WebhookConfig {
     pub on_success: bool,
 }
 
+/// Optional durations written as text.
+mod optional_duration_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_text::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::time::Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("bad duration {text:?}: {e} (write 7d, 36h)")))
+    }
+}
+
 /// Durations written as text: `90s`, `5m`, `1h 30m`.
 mod duration_text {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -158,6 +177,10 @@ pub struct WorkspaceConfig {
     /// `serve` streams this workspace's WAL continuously (see `tidemark wal stream`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wal_stream: bool,
+    /// How far back a point-in-time restore must stay possible (`7d`); retention keeps the
+    /// base backups and WAL that needs. Default: the longest `keep-within` of its policies.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub pitr_window: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for WorkspaceConfig {
@@ -168,6 +191,7 @@ impl fmt::Debug for WorkspaceConfig {
             .field("media", &self.media)
             .field("schedules", &self.schedules)
             .field("wal_stream", &self.wal_stream)
+            .field("pitr_window", &self.pitr_window)
             .finish()
     }
 }
@@ -392,6 +416,9 @@ pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
     if ws.wal_stream {
         out.push_str("wal-stream = true\n");
     }
+    if let Some(w) = ws.pitr_window {
+        out.push_str(&format!("pitr-window = {}\n", toml_string(&humantime::format_duration(w).to_string())));
+    }
     out
 }
 
@@ -454,6 +481,7 @@ mod tests {
                 media: Some("file:///srv/shop/media".into()),
                 schedules: None,
                 wal_stream: false,
+                pitr_window: None,
             },
         );
         let parsed = Config::parse(&config.render_initial()).unwrap();
@@ -485,6 +513,7 @@ mod tests {
             media: None,
             schedules: None,
             wal_stream: false,
+            pitr_window: None,
         };
         assert!(!format!("{ws:?}").contains("hunter2"));
     }

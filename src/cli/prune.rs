@@ -44,5 +44,17 @@ pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
         report.garbage_objects,
         report.garbage_in_grace
     );
+    let pitr = &report.pitr;
+    if !pitr.base_backups_deleted.is_empty() || pitr.wal_files_deleted > 0 || pitr.wal_files_in_grace > 0 {
+        println!(
+            "point-in-time window {}: {verb} base backups [{}] and {} WAL files ({} more inside the grace period); \
+             WAL kept from {}",
+            pitr.window,
+            pitr.base_backups_deleted.join(", "),
+            pitr.wal_files_deleted,
+            pitr.wal_files_in_grace,
+            pitr.oldest_wal_kept.as_deref().unwrap_or("-")
+        );
+    }
     Ok(())
 }

@@ -81,7 +81,7 @@ pub async fn rebuild(core: &Core) -> Result<RebuildReport> {
             continue; // no policies for a workspace the config no longer has
         }
         for policy in policies_for(core, workspace)?.into_iter().filter(|p| p.cron.is_some()) {
-            if let Some(newest) = manifests.iter().filter(|m| m.kind == policy.kind).map(|m| m.started_at).max() {
+            if let Some(newest) = manifests.iter().filter(|m| Some(m.kind) == policy.kind).map(|m| m.started_at).max() {
                 catalog.set_last_slot(workspace, &policy.name, newest, "rebuilt", None).await?;
                 report.schedules_set += 1;
             }

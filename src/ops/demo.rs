@@ -86,6 +86,7 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
             media: Some(media_url),
             schedules: None,
             wal_stream: false,
+            pitr_window: None,
         },
     );
     workspaces.insert(
@@ -96,6 +97,7 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
             media: None,
             schedules: None,
             wal_stream: false,
+            pitr_window: None,
         },
     );
     let config = LoadedConfig {

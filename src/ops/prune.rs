@@ -3,7 +3,8 @@
 //! stops existing before any of its objects go — and collect garbage: objects of snapshots
 //! that never committed (a crash) and media no remaining snapshot references, once they
 //! are older than a grace period, so a snapshot being written at the same moment never
-//! loses objects. Also `snapshot pin|unpin`: pins live in the repository.
+//! loses objects. The physical side too: base backups and WAL outside the point-in-time
+//! window (see `wal::retention`). Also `snapshot pin|unpin`: pins live in the repository.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -47,6 +48,19 @@ pub struct PruneReport {
     pub garbage_objects: u64,
     /// Garbage still inside the grace period, left for a later prune.
     pub garbage_in_grace: u64,
+    /// Base backups and WAL outside the point-in-time window.
+    pub pitr: PitrPruneReport,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PitrPruneReport {
+    /// How far back a point-in-time restore stays possible.
+    pub window: String,
+    pub base_backups_deleted: Vec<String>,
+    pub wal_files_deleted: u64,
+    /// WAL files retention would delete but that are younger than the grace period.
+    pub wal_files_in_grace: u64,
+    pub oldest_wal_kept: Option<String>,
 }
 
 /// The policies that apply to a workspace: its `schedules` names (default: all) from the
@@ -77,10 +91,11 @@ pub fn policies_for(core: &Core, workspace: &str) -> Result<Vec<Policy>> {
     };
     let mut kinds = HashSet::new();
     for p in &chosen {
-        if !kinds.insert(p.kind) {
+        let Some(kind) = p.kind else { continue };
+        if !kinds.insert(kind) {
             return Err(Error::config(format!(
                 "two policies of workspace {workspace} set the retention of {} snapshots; keep one",
-                p.kind
+                kind
             )));
         }
     }
@@ -136,7 +151,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         .map(|m| Candidate { id: m.id.clone(), kind: m.kind, taken_at: m.started_at, pinned: pins.contains(&m.id) })
         .collect();
     let retention_of = |kind: SnapshotKind| -> Option<(Retention, chrono_tz::Tz)> {
-        policies.iter().find(|p| p.kind == kind).map(|p| (p.retention.clone(), p.time_zone))
+        policies.iter().find(|p| p.kind == Some(kind)).map(|p| (p.retention.clone(), p.time_zone))
     };
     let decisions = retention::select(&candidates, retention_of, opts.as_of.unwrap_or_else(chrono::Utc::now));
     // Garbage ages are compared with the objects' own (real) modification times.
@@ -151,6 +166,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         deleted_bytes: 0,
         garbage_objects: 0,
         garbage_in_grace: 0,
+        pitr: PitrPruneReport::default(),
     };
     let doomed: HashSet<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.as_str()).collect();
     for id in &doomed {
@@ -221,6 +237,9 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         report.deleted_bytes += o.size;
         report.garbage_objects += 1;
     }
+    let as_of = opts.as_of.unwrap_or(now);
+    report.pitr = prune_pitr(core, opts, &policies, &identities, as_of, grace, now).await?;
+
     // Pins of snapshots that no longer exist.
     for id in pins.iter().filter(|id| !manifests.contains_key(*id)) {
         if !opts.dry_run {
@@ -235,4 +254,64 @@ async fn delete_quietly(store: &std::sync::Arc<dyn object_store::ObjectStore>, p
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The physical side: base backups no moment of the PITR window needs (manifest first),
+/// the WAL only they needed, and leftovers of base backups that never committed; WAL and
+/// leftovers younger than the grace period stay.
+async fn prune_pitr(
+    core: &Core,
+    opts: &PruneOptions,
+    policies: &[Policy],
+    identities: &crate::keys::Identities,
+    as_of: chrono::DateTime<chrono::Utc>,
+    grace: chrono::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<PitrPruneReport> {
+    use crate::wal::{archive, base};
+    let ws = core.config.workspace(&opts.workspace)?;
+    let window = match ws.pitr_window {
+        Some(w) => chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX),
+        None => policies.iter().filter_map(|p| p.retention.keep_within).max().unwrap_or(chrono::Duration::days(3)),
+    };
+    let bases = base::list(&core.repo, identities, &opts.workspace).await?;
+    let archived = archive::list(&core.repo, &opts.workspace).await?;
+    let plan = crate::wal::retention::plan(&bases, &archived, window, as_of);
+    let mut report = PitrPruneReport {
+        window: humantime::format_duration(window.to_std().unwrap_or_default()).to_string(),
+        oldest_wal_kept: plan.oldest_wal_kept.clone(),
+        ..Default::default()
+    };
+    let store = core.repo.store();
+    for id in &plan.base_backups {
+        if !opts.dry_run {
+            store.delete(&layout::base_manifest(&opts.workspace, id)).await?;
+            delete_quietly(&store, &layout::base_tar(&opts.workspace, id)).await?;
+        }
+        report.base_backups_deleted.push(id.clone());
+    }
+    let doomed: HashSet<&str> = plan.wal_files.iter().map(String::as_str).collect();
+    for file in archived.iter().filter(|a| doomed.contains(a.name.as_str())) {
+        if now.signed_duration_since(file.archived_at) < grace {
+            report.wal_files_in_grace += 1;
+            continue;
+        }
+        if !opts.dry_run {
+            delete_quietly(&store, &layout::wal_object(&opts.workspace, &file.name, &file.sha256)?).await?;
+        }
+        report.wal_files_deleted += 1;
+    }
+    // A base backup that never committed (crashed) leaves a tar without a manifest.
+    let committed: HashSet<&str> = bases.iter().map(|b| b.id.as_str()).collect();
+    let listing: Vec<_> = store.list(Some(&layout::base_backups(&opts.workspace))).try_collect().await?;
+    for meta in listing {
+        let id = meta.location.parts().nth(3).map(|p| p.as_ref().to_string()).unwrap_or_default();
+        if committed.contains(id.as_str()) || now.signed_duration_since(meta.last_modified) < grace {
+            continue;
+        }
+        if !opts.dry_run {
+            delete_quietly(&store, &meta.location).await?;
+        }
+    }
+    Ok(report)
 }

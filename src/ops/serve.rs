@@ -81,7 +81,8 @@ async fn stream_forever(core: Core, workspace: String, shutdown: CancellationTok
     }
 }
 
-/// A scheduled job: a snapshot of the policy's kind, then retention for the workspace.
+/// A scheduled job: a snapshot of the policy's kind (or a base backup), then retention
+/// for the workspace.
 struct SnapshotRunner {
     core: Core,
 }
@@ -91,13 +92,22 @@ impl Runner for SnapshotRunner {
         let core = self.core.clone();
         let job = job.clone();
         Box::pin(async move {
-            let opts = SnapshotOptions {
-                workspace: job.workspace.clone(),
-                kind: job.kind,
-                note: Some(format!("schedule {}", job.policy)),
-                ..Default::default()
+            let (id, bytes) = match job.kind {
+                Some(kind) => {
+                    let opts = SnapshotOptions {
+                        workspace: job.workspace.clone(),
+                        kind,
+                        note: Some(format!("schedule {}", job.policy)),
+                        ..Default::default()
+                    };
+                    let manifest = create(&core, &opts, &Progress::hidden()).await?;
+                    (manifest.id.clone(), manifest.stored_bytes())
+                }
+                None => {
+                    let manifest = super::basebackup::basebackup(&core, &job.workspace).await?;
+                    (manifest.id, manifest.tar.stored_size)
+                }
             };
-            let manifest = create(&core, &opts, &Progress::hidden()).await?;
             // Retention after every scheduled snapshot. Its failure does not undo a good
             // snapshot: it becomes the job's warning.
             let prune_opts = PruneOptions {
@@ -118,7 +128,7 @@ impl Runner for SnapshotRunner {
                     Some(format!("retention failed: {}", e.report()))
                 }
             };
-            Ok(JobOutcome { snapshot_id: Some(manifest.id.clone()), bytes: Some(manifest.stored_bytes()), warning })
+            Ok(JobOutcome { snapshot_id: Some(id), bytes: Some(bytes), warning })
         })
     }
 }

@@ -35,6 +35,7 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
         media: opts.media.clone(),
         schedules: None,
         wal_stream: false,
+        pitr_window: None,
     };
     let text = render_workspace(&opts.name, &ws);
     // Validate the whole file as it will be before touching it.

@@ -36,10 +36,22 @@ pub struct Schedule {
 pub struct ScheduledJob {
     pub workspace: String,
     pub policy: String,
-    pub kind: crate::repo::manifest::SnapshotKind,
+    pub action: super::policy::Action,
+    /// The snapshot kind (`None` for a base backup).
+    pub kind: Option<crate::repo::manifest::SnapshotKind>,
     /// The cron slot served (for a catch-up: the moment the daemon caught up).
     pub slot: DateTime<Utc>,
     pub trigger: Trigger,
+}
+
+impl ScheduledJob {
+    /// The job's operation, as recorded in the catalog.
+    pub fn operation(&self) -> &'static str {
+        match self.action {
+            super::policy::Action::Snapshot => "snapshot",
+            super::policy::Action::BaseBackup => "basebackup",
+        }
+    }
 }
 
 /// What a successful job produced.
@@ -141,6 +153,7 @@ impl Daemon {
                 let job = ScheduledJob {
                     workspace: entry.schedule.workspace.clone(),
                     policy: entry.schedule.policy.name.clone(),
+                    action: entry.schedule.policy.action,
                     kind: entry.schedule.policy.kind,
                     slot: if trigger == Trigger::CatchUp { now } else { at },
                     trigger,
@@ -236,8 +249,8 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
     let started_at = shared.clock.now();
     let new = NewJob {
         workspace: job.workspace.clone(),
-        operation: "snapshot".into(),
-        kind: Some(job.kind.to_string()),
+        operation: job.operation().into(),
+        kind: job.kind.map(|k| k.to_string()),
         trigger: job.trigger,
         policy: Some(job.policy.clone()),
         scheduled_for: Some(job.slot),
@@ -327,7 +340,8 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
             job_id: id,
             workspace: job.workspace.clone(),
             policy: job.policy.clone(),
-            kind: job.kind.to_string(),
+            operation: job.operation(),
+            kind: job.kind.map(|k| k.to_string()),
             trigger: job.trigger.as_str(),
             slot: job.slot,
             started_at,

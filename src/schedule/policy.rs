@@ -4,6 +4,7 @@
 //! cron = "0 2 * * *"          # standard 5-field crontab line (POSIX weekdays), or @daily...
 //! time-zone = "Europe/Berlin" # IANA name; default UTC
 //! kind = "automatic"          # what the schedule produces and the retention applies to
+//! # action = "base-backup"    # instead of kind: a scheduled base backup (no [retention])
 //! [retention]
 //! keep-within = "3d"          # and/or keep-last, keep-daily, keep-weekly, keep-monthly
 //! ```
@@ -28,7 +29,9 @@ use crate::repo::manifest::SnapshotKind;
 struct PolicyFile {
     cron: Option<toml::Spanned<String>>,
     time_zone: Option<toml::Spanned<String>>,
-    kind: SnapshotKind,
+    #[serde(default)]
+    action: Action,
+    kind: Option<SnapshotKind>,
     #[serde(default)]
     retention: RetentionFile,
 }
@@ -43,6 +46,17 @@ struct RetentionFile {
     keep_monthly: Option<u32>,
 }
 
+/// What a scheduled run does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    /// A logical snapshot of the policy's kind.
+    #[default]
+    Snapshot,
+    /// A base backup for point-in-time restores (kept by the workspace's PITR window).
+    BaseBackup,
+}
+
 /// A loaded, validated policy.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -52,7 +66,9 @@ pub struct Policy {
     pub cron: Option<Cron>,
     pub cron_text: Option<String>,
     pub time_zone: chrono_tz::Tz,
-    pub kind: SnapshotKind,
+    pub action: Action,
+    /// The snapshot kind it produces and keeps; `None` for a base-backup policy.
+    pub kind: Option<SnapshotKind>,
     pub retention: Retention,
 }
 
@@ -114,7 +130,28 @@ impl Policy {
             keep_weekly: file.retention.keep_weekly,
             keep_monthly: file.retention.keep_monthly,
         };
-        Ok(Policy { name: name.to_string(), cron, cron_text, time_zone, kind: file.kind, retention })
+        let kind = match (file.action, file.kind) {
+            (Action::Snapshot, None) => {
+                return Err(Error::config(
+                    ": kind is missing: say which snapshots it makes and keeps (automatic, manual)",
+                ));
+            }
+            (Action::Snapshot, kind) => kind,
+            (Action::BaseBackup, Some(_)) | (Action::BaseBackup, None) if retention != Retention::default() => {
+                return Err(Error::config(
+                    ": a base-backup policy has no kind and no [retention]: base backups are kept by the \
+                     workspace's pitr-window",
+                ));
+            }
+            (Action::BaseBackup, Some(_)) => {
+                return Err(Error::config(": a base-backup policy has no kind (it makes no snapshots)"));
+            }
+            (Action::BaseBackup, None) if cron.is_none() => {
+                return Err(Error::config(": a base-backup policy needs a cron line"));
+            }
+            (Action::BaseBackup, None) => None,
+        };
+        Ok(Policy { name: name.to_string(), cron, cron_text, time_zone, action: file.action, kind, retention })
     }
 
     /// The first run strictly after `after`, or `None` for a policy without a cron line.
@@ -153,11 +190,11 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
         let policies = load_dir(&dir).unwrap();
         let daily = policies.iter().find(|p| p.name == "daily").expect("schedules/daily.toml");
-        assert_eq!(daily.kind, SnapshotKind::Automatic);
+        assert_eq!(daily.kind, Some(SnapshotKind::Automatic));
         assert_eq!(daily.retention.keep_within, Some(chrono::Duration::days(3)));
         assert_eq!(daily.next_run(utc("2026-11-23T01:00:00Z")), Some(utc("2026-11-23T02:00:00Z")));
         let manual = policies.iter().find(|p| p.name == "manual").expect("schedules/manual.toml");
-        assert_eq!(manual.kind, SnapshotKind::Manual);
+        assert_eq!(manual.kind, Some(SnapshotKind::Manual));
         assert_eq!(manual.retention.keep_within, Some(chrono::Duration::days(90)));
         assert!(manual.next_run(utc("2026-11-23T01:00:00Z")).is_none());
     }
@@ -175,6 +212,18 @@ mod tests {
         assert!(duration.message().starts_with(":3: bad duration"), "{}", duration.message());
         let unknown = Policy::parse("p", "kind = \"manual\"\nkeep = 3\n").unwrap_err();
         assert!(unknown.message().contains("unknown field"), "{}", unknown.message());
+    }
+
+    #[test]
+    fn base_backup_policies_have_a_cron_line_and_nothing_else() {
+        let weekly = Policy::parse("weekly-base", "action = \"base-backup\"\ncron = \"0 3 * * 0\"\n").unwrap();
+        assert_eq!((weekly.action, weekly.kind), (Action::BaseBackup, None));
+        let with_kind = Policy::parse("p", "action = \"base-backup\"\ncron = \"@weekly\"\nkind = \"manual\"\n");
+        assert!(with_kind.unwrap_err().message().contains("has no kind"));
+        let kept = "action = \"base-backup\"\ncron = \"@weekly\"\n[retention]\nkeep-last = 2\n";
+        assert!(Policy::parse("p", kept).unwrap_err().message().contains("pitr-window"));
+        assert!(Policy::parse("p", "action = \"base-backup\"\n").unwrap_err().message().contains("cron line"));
+        assert!(Policy::parse("p", "cron = \"@daily\"\n").unwrap_err().message().contains("kind is missing"));
     }
 
     #[test]

@@ -18,7 +18,10 @@ pub struct JobEvent {
     pub job_id: Option<i64>,
     pub workspace: String,
     pub policy: String,
-    pub kind: String,
+    /// `snapshot` or `basebackup`.
+    pub operation: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     pub trigger: &'static str,
     pub slot: DateTime<Utc>,
     pub started_at: DateTime<Utc>,

@@ -120,6 +120,7 @@ async fn scheduled_snapshots_apply_retention_record_jobs_and_notify() {
             media: None,
             schedules: None,
             wal_stream: false,
+            pitr_window: None,
         },
     );
 

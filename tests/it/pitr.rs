@@ -350,3 +350,79 @@ async fn streaming_and_archive_command_can_ship_the_same_segments() {
     assert_eq!(failed, 0, "archive_command refused a segment the stream had shipped");
     assert!(pitr::window(&w.core, "shop").await.unwrap().gaps.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_drops_base_backups_and_wal_outside_the_window_and_the_rest_still_restores() {
+    let mut w = archiving_world().await;
+    w.core.config.config.workspaces.get_mut("shop").unwrap().pitr_window = Some(Duration::from_secs(86400));
+    let source = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY);").await;
+    let old = tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    commit_marker(&source, "a").await;
+    archive_everything(&source, &w.core).await;
+    let newer = tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    commit_marker(&source, "b").await;
+    archive_everything(&source, &w.core).await;
+    let before = archive::list(&w.core.repo, "shop").await.unwrap();
+
+    // A month later with a one-day window: the old base backup and the WAL only it needed
+    // go; the newest base backup stays (it is the newest) with everything after it.
+    let opts = tidemark::ops::prune::PruneOptions {
+        workspace: "shop".into(),
+        dry_run: false,
+        grace: Duration::ZERO,
+        as_of: Some(Utc::now() + chrono::Duration::days(30)),
+    };
+    let report = tidemark::ops::prune::prune(&w.core, &opts).await.unwrap();
+    assert_eq!(report.pitr.base_backups_deleted, vec![old.id.clone()]);
+    let first_kept = tidemark::wal::Segment::of(newer.timeline, newer.start_lsn, newer.wal_segment_size);
+    assert_eq!(report.pitr.oldest_wal_kept.as_deref(), Some(first_kept.name(newer.wal_segment_size).as_str()));
+    assert!(report.pitr.wal_files_deleted > 0);
+    let after = archive::list(&w.core.repo, "shop").await.unwrap();
+    assert_eq!(after.len() as u64, before.len() as u64 - report.pitr.wal_files_deleted);
+    assert!(!w.repo_dir().join("workspaces/shop/base").join(&old.id).exists());
+
+    let window = pitr::window(&w.core, "shop").await.unwrap();
+    assert!(window.gaps.is_empty(), "{:?}", window.gaps);
+    assert_eq!(window.earliest.unwrap().lsn, newer.end_lsn);
+    assert_eq!(markers_after_restore(&w, Target::Latest).await, set(&["a", "b"]));
+    let check = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(check.problems.is_empty(), "{:?}", check.problems);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_takes_base_backups_on_their_schedule() {
+    let mut w = archiving_world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int);").await;
+    let schedules = w.dir.path().join("schedules");
+    std::fs::create_dir_all(&schedules).unwrap();
+    std::fs::write(schedules.join("weekly-base.toml"), "action = \"base-backup\"\ncron = \"0 3 * * 0\"\n").unwrap();
+    w.core.config.config.schedules_dir = Some(schedules);
+    // Sunday 2026-11-29 03:00 UTC is the slot.
+    let slot = DateTime::parse_from_rfc3339("2026-11-29T03:00:00Z").unwrap().to_utc();
+    let clock = tidemark::schedule::clock::ManualClock::new(slot - chrono::Duration::hours(2));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (core, c, t) = (w.core.clone(), clock.clone(), shutdown.clone());
+    let daemon = tokio::spawn(async move { tidemark::ops::serve::serve(&core, std::sync::Arc::new(c), t).await });
+    let catalog = tidemark::catalog::Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    for _ in 0..100 {
+        if catalog.last_slot("shop", "weekly-base").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    clock.set(slot);
+    let mut job = None;
+    for _ in 0..600 {
+        job = catalog.jobs(Some("shop"), 5).await.unwrap().into_iter().find(|j| j.status != "running");
+        if job.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = job.expect("the scheduled base backup finished");
+    assert_eq!((job.operation.as_str(), job.status.as_str(), job.kind.as_deref()), ("basebackup", "succeeded", None));
+    let bases = tidemark::wal::base::list(&w.core.repo, &w.core.identities().unwrap(), "shop").await.unwrap();
+    assert_eq!(bases.iter().map(|b| b.id.clone()).collect::<Vec<_>>(), vec![job.snapshot_id.clone().unwrap()]);
+    shutdown.cancel();
+    daemon.await.unwrap().unwrap();
+}

@@ -157,7 +157,14 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     let mut config = c.config.clone();
     config.config.workspaces.insert(
         "copy".into(),
-        WorkspaceConfig { database_url: url, password: None, media: None, schedules: None, wal_stream: false },
+        WorkspaceConfig {
+            database_url: url,
+            password: None,
+            media: None,
+            schedules: None,
+            wal_stream: false,
+            pitr_window: None,
+        },
     );
     let copy = Core::from_parts(config, c.repo.clone(), None, None);
     let (_, live) = ops::show(&copy, "copy", s, Selector::Live).await.unwrap();

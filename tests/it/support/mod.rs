@@ -88,6 +88,7 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
             media: None,
             schedules: None,
             wal_stream: false,
+            pitr_window: None,
         },
     );
     let config = LoadedConfig {
