@@ -1,0 +1,244 @@
+//! Point-in-time restore against the real alternatives, on the same data and the same WAL,
+//! in one run: tidemark (base backup + archived WAL, compressed and encrypted, restored with
+//! `pitr restore --latest --start`), `pg_basebackup -Ft` + a plain local WAL archive +
+//! manual recovery (`restore_command = cp`), and pgBackRest (zstd level 1, AES-256
+//! encryption, `backup --type=full`, `restore`). One archive_command feeds all three.
+//! Also the RPO of the archive under a pgbench load: bytes and seconds between the
+//! server's WAL position and the newest segment in the repository, sampled every second.
+//!
+//! ```text
+//! cargo bench --bench pitr                    # pgbench scale 20 (~300 MB), 20 s of load
+//! BENCH_SCALE=100 BENCH_LOAD_SECS=60 cargo bench --bench pitr
+//! ```
+//! Needs the Postgres server binaries, pgbench, pgbackrest and GNU time; runs as root (the
+//! server as `postgres`) or as a user who may run Postgres.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tidemark::pgcluster::{Cluster, ClusterOptions};
+
+fn main() {
+    let scale: u32 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    let load_secs: u64 = std::env::var("BENCH_LOAD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    assert!(Path::new("/usr/bin/time").exists(), "GNU time is needed: apt-get install time");
+    assert!(Command::new("pgbackrest").arg("version").output().is_ok(), "pgbackrest is needed: apt-get install pgbackrest");
+    let bin = tidemark::pg::bin_dir(None).expect("postgres binaries");
+    let tool = |name: &str| bin.join(name).display().to_string();
+    let tidemark_bin = env!("CARGO_BIN_EXE_tidemark");
+    let as_pg = if nix::unistd::Uid::effective().is_root() { "runuser -u postgres --" } else { "" };
+
+    let work = tempfile::Builder::new().prefix("tidemark-pitr-bench-").tempdir_in(bench_dir()).expect("temp dir");
+    let w = work.path().display().to_string();
+    sh(&format!("chmod 755 {w}; mkdir -p {w}/archive {w}/pgbr {w}/pgbr-run {w}/pgbb"));
+    // tidemark: a repository and a key the server's user can use.
+    sh(&format!("{tidemark_bin} --config {w}/tidemark.toml init --repo {w}/repo >/dev/null"));
+
+    let archive_command = format!(
+        "{tidemark_bin} --config {w}/tidemark.toml wal push --workspace bench %p && cp %p {w}/archive/%f && \
+         pgbackrest --config={w}/pgbackrest.conf --stanza=bench archive-push %p"
+    );
+    eprintln!("starting a cluster and generating the dataset (pgbench scale {scale})...");
+    let cluster = Cluster::start(&ClusterOptions {
+        bin_dir: None,
+        settings: vec![
+            ("wal_level".into(), "replica".into()),
+            ("archive_mode".into(), "on".into()),
+            ("archive_command".into(), archive_command),
+            ("archive_timeout".into(), "10s".into()),
+            ("shared_buffers".into(), "256MB".into()),
+            ("max_wal_size".into(), "4GB".into()),
+            // The throwaway cluster turns these off for speed; a PITR source keeps them on.
+            ("fsync".into(), "on".into()),
+            ("full_page_writes".into(), "on".into()),
+        ],
+    })
+    .expect("start postgres");
+    let data = cluster.data_dir().display().to_string();
+    let port = cluster.port();
+    let url = cluster.url("bench");
+    sh(&format!(
+        "{tidemark_bin} --config {w}/tidemark.toml workspace add bench --database-url {url} >/dev/null\n\
+         cat > {w}/pgbackrest.conf <<EOF\n[global]\nrepo1-path={w}/pgbr\nrepo1-retention-full=2\n\
+         compress-type=zst\ncompress-level=1\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=bench-only-passphrase\n\
+         log-level-console=warn\nlog-path={w}/pgbr-run\nlock-path={w}/pgbr-run\nspool-path={w}/pgbr-run\nprocess-max=2\n\
+         [bench]\npg1-path={data}\npg1-port={port}\npg1-host-user=postgres\npg1-user=postgres\n\
+         pg1-socket-path={socket}\nEOF\n\
+         mkdir -p {w}/repo/workspaces/bench/wal; chmod 644 {w}/tidemark.toml {w}/pgbackrest.conf\n\
+         if [ \"$(id -u)\" = 0 ]; then chown -R postgres {w}/repo {w}/archive {w}/pgbr {w}/pgbr-run {w}/pgbb {w}/tidemark-identity.txt; fi",
+        socket = cluster.data_dir().parent().unwrap().display()
+    ));
+    sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE bench'", tool("psql"), cluster.url("postgres")));
+    sh(&format!("{} -i -q -s {scale} {url} 2>&1 | tail -1", tool("pgbench")));
+    sh(&format!("{as_pg} pgbackrest --config={w}/pgbackrest.conf --stanza=bench stanza-create"));
+    let db_size: u64 =
+        sh(&format!("{} -X -At -d {url} -c \"SELECT pg_database_size('bench')\"", tool("psql"))).trim().parse().unwrap();
+
+    let mut results = Vec::new();
+    let tm = format!("{tidemark_bin} --config {w}/tidemark.toml");
+    results.push(measure("tidemark basebackup", &format!("{tm} basebackup --workspace bench >/dev/null"), Some(&format!("{w}/repo/workspaces/bench/base")), &w));
+    results.push(measure(
+        "pg_basebackup -Ft -X none (uncompressed, unencrypted)",
+        &format!("{as_pg} {} -d {url} -D {w}/pgbb -Ft -X none -c fast", tool("pg_basebackup")),
+        Some(&format!("{w}/pgbb")),
+        &w,
+    ));
+    results.push(measure(
+        "pgbackrest backup --type=full (zstd 1, aes-256)",
+        &format!("{as_pg} pgbackrest --config={w}/pgbackrest.conf --stanza=bench --type=full backup"),
+        Some(&format!("{w}/pgbr/backup")),
+        &w,
+    ));
+
+    // Load, and the archive's RPO while it runs.
+    eprintln!("pgbench load for {load_secs} s...");
+    let mut load = Command::new(tool("pgbench"))
+        .args(["-q", "-c", "2", "-T", &load_secs.to_string(), &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut behind_bytes = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(load_secs) {
+        std::thread::sleep(Duration::from_secs(1));
+        let current: i64 = sh(&format!(
+            "{} -X -At -d {url} -c \"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint\"",
+            tool("psql")
+        ))
+        .trim()
+        .parse()
+        .unwrap();
+        let archived_name = sh(&format!("{} -X -At -d {url} -c \"SELECT last_archived_wal FROM pg_stat_archiver\"", tool("psql")));
+        let archived_end = segment_end(archived_name.trim());
+        behind_bytes.push((current - archived_end).max(0));
+    }
+    load.wait().unwrap();
+    sh(&format!("{} -X -q -d {url} -c 'SELECT pg_switch_wal()' >/dev/null; sleep 3", tool("psql")));
+    let wal_bytes = sh(&format!("du -sb {w}/archive | cut -f1")).trim().parse::<u64>().unwrap_or(0);
+
+    // Restores to the latest moment, each started and waited for until promoted.
+    let wait_promoted = |port: u16| {
+        format!(
+            "for i in $(seq 1 3600); do r=$({} -X -At -h 127.0.0.1 -p {port} -U postgres -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null || true); \
+             [ \"$r\" = f ] && break; sleep 0.2; done; [ \"$r\" = f ]",
+            tool("psql")
+        )
+    };
+    let stop = |dir: &str| format!("{as_pg} {} -D {dir} -m fast -w stop >/dev/null", tool("pg_ctl"));
+    let p1 = tidemark::pgcluster::free_port().unwrap();
+    results.push(measure(
+        "tidemark pitr restore --latest --start",
+        &format!("{tm} pitr restore --workspace bench --pgdata {w}/r1 --latest --start --port {p1} >/dev/null"),
+        None,
+        &w,
+    ));
+    sh(&stop(&format!("{w}/r1")));
+    let p2 = tidemark::pgcluster::free_port().unwrap();
+    results.push(measure(
+        "tar -x + recovery from a local archive (cp)",
+        &format!(
+            "mkdir -m 700 {w}/r2 && tar -xf {w}/pgbb/base.tar -C {w}/r2 && touch {w}/r2/recovery.signal && \
+             printf \"restore_command = 'cp {w}/archive/%%f %%p'\\nport = {p2}\\narchive_mode = off\\nrecovery_target_action = promote\\nunix_socket_directories = ''\\nlisten_addresses = 'localhost'\\n\" >> {w}/r2/postgresql.auto.conf && \
+             chown -R postgres {w}/r2 2>/dev/null || true; {as_pg} {} -D {w}/r2 -l {w}/pgbr-run/r2.log -w -t 3600 start >/dev/null && {}",
+            tool("pg_ctl"),
+            wait_promoted(p2)
+        ),
+        None,
+        &w,
+    ));
+    sh(&stop(&format!("{w}/r2")));
+    let p3 = tidemark::pgcluster::free_port().unwrap();
+    results.push(measure(
+        "pgbackrest restore + recovery",
+        &format!(
+            "mkdir -m 700 {w}/r3 && chown postgres {w}/r3 2>/dev/null || true; \
+             {as_pg} pgbackrest --config={w}/pgbackrest.conf --stanza=bench --pg1-path={w}/r3 --type=default restore && \
+             printf \"port = {p3}\\narchive_mode = off\\nunix_socket_directories = ''\\nlisten_addresses = 'localhost'\\nrecovery_target_action = promote\\n\" >> {w}/r3/postgresql.auto.conf && \
+             {as_pg} {} -D {w}/r3 -l {w}/pgbr-run/r3.log -w -t 3600 start >/dev/null && {}",
+            tool("pg_ctl"),
+            wait_promoted(p3)
+        ),
+        None,
+        &w,
+    ));
+    sh(&stop(&format!("{w}/r3")));
+
+    let find = |prefix: &str| results.iter().find(|m| m.name.starts_with(prefix)).unwrap();
+    println!(
+        "\nDataset: pgbench scale {scale}, {:.2} GB; {load_secs} s of pgbench load (2 clients) replayed: {:.0} MiB of WAL.\n",
+        db_size as f64 / 1e9,
+        wal_bytes as f64 / 1048576.0
+    );
+    println!("| operation | wall s | client CPU s | peak client RSS MiB | size MiB |");
+    println!("|---|---:|---:|---:|---:|");
+    for m in &results {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.0} | {} |",
+            m.name,
+            m.wall,
+            m.cpu,
+            m.max_rss_mib,
+            m.bytes.map(|b| format!("{:.0}", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into())
+        );
+    }
+    let (t, b, r) = (find("tidemark pitr"), find("tar -x"), find("pgbackrest restore"));
+    println!("\n| ratio | value |\n|---|---:|");
+    println!("| tidemark restore / pg_basebackup + cp recovery | {:.2}x |", t.wall / b.wall);
+    println!("| tidemark restore / pgbackrest restore | {:.2}x |", t.wall / r.wall);
+    let (tb, pb) = (find("tidemark basebackup"), find("pgbackrest backup"));
+    println!("| tidemark base backup / pgbackrest backup (time) | {:.2}x |", tb.wall / pb.wall);
+    println!(
+        "| tidemark base backup / pgbackrest backup (size) | {:.2} |",
+        tb.bytes.unwrap_or(0) as f64 / pb.bytes.unwrap_or(1) as f64
+    );
+    behind_bytes.sort();
+    let p = |q: f64| behind_bytes.get(((behind_bytes.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
+    println!(
+        "\nArchive RPO under load (archive_command, archive_timeout 10 s; bytes of WAL not yet in the repository, \
+         sampled every second): median {:.1} MiB, p95 {:.1} MiB, max {:.1} MiB.",
+        p(0.5) as f64 / 1048576.0,
+        p(0.95) as f64 / 1048576.0,
+        p(1.0) as f64 / 1048576.0
+    );
+    drop(cluster);
+}
+
+/// The LSN just past a WAL segment (16 MiB segments).
+fn segment_end(name: &str) -> i64 {
+    if name.len() < 24 {
+        return 0;
+    }
+    let log = i64::from_str_radix(&name[8..16], 16).unwrap_or(0);
+    let seg = i64::from_str_radix(&name[16..24], 16).unwrap_or(0);
+    (log << 32) + (seg + 1) * 16 * 1024 * 1024
+}
+
+struct Measured {
+    name: String,
+    wall: f64,
+    cpu: f64,
+    max_rss_mib: f64,
+    bytes: Option<u64>,
+}
+
+fn bench_dir() -> std::path::PathBuf {
+    std::env::var_os("BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir)
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("bash").arg("-c").arg(format!("set -euo pipefail\n{script}")).output().expect("bash");
+    assert!(out.status.success(), "failed: {script}\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn measure(name: &str, script: &str, output: Option<&str>, work: &str) -> Measured {
+    eprintln!("running {name}...");
+    let stats = format!("{work}/time.txt");
+    sh(&format!("sync; /usr/bin/time -f '%e %U %S %M' -o {stats} bash -c '{}'", script.replace('\'', "'\\''")));
+    let text = std::fs::read_to_string(&stats).unwrap();
+    let fields: Vec<f64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+    let bytes = output.map(|p| sh(&format!("du -sb {p} | cut -f1")).trim().parse().unwrap_or(0));
+    Measured { name: name.into(), wall: fields[0], cpu: fields[1] + fields[2], max_rss_mib: fields[3] / 1024.0, bytes }
+}
