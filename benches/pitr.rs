@@ -23,7 +23,10 @@ fn main() {
     let scale: u32 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let load_secs: u64 = std::env::var("BENCH_LOAD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     assert!(Path::new("/usr/bin/time").exists(), "GNU time is needed: apt-get install time");
-    assert!(Command::new("pgbackrest").arg("version").output().is_ok(), "pgbackrest is needed: apt-get install pgbackrest");
+    assert!(
+        Command::new("pgbackrest").arg("version").output().is_ok(),
+        "pgbackrest is needed: apt-get install pgbackrest"
+    );
     let bin = tidemark::pg::bin_dir(None).expect("postgres binaries");
     let tool = |name: &str| bin.join(name).display().to_string();
     let tidemark_bin = env!("CARGO_BIN_EXE_tidemark");
@@ -72,12 +75,19 @@ fn main() {
     sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE bench'", tool("psql"), cluster.url("postgres")));
     sh(&format!("{} -i -q -s {scale} {url} 2>&1 | tail -1", tool("pgbench")));
     sh(&format!("{as_pg} pgbackrest --config={w}/pgbackrest.conf --stanza=bench stanza-create"));
-    let db_size: u64 =
-        sh(&format!("{} -X -At -d {url} -c \"SELECT pg_database_size('bench')\"", tool("psql"))).trim().parse().unwrap();
+    let db_size: u64 = sh(&format!("{} -X -At -d {url} -c \"SELECT pg_database_size('bench')\"", tool("psql")))
+        .trim()
+        .parse()
+        .unwrap();
 
     let mut results = Vec::new();
     let tm = format!("{tidemark_bin} --config {w}/tidemark.toml");
-    results.push(measure("tidemark basebackup", &format!("{tm} basebackup --workspace bench >/dev/null"), Some(&format!("{w}/repo/workspaces/bench/base")), &w));
+    results.push(measure(
+        "tidemark basebackup",
+        &format!("{tm} basebackup --workspace bench >/dev/null"),
+        Some(&format!("{w}/repo/workspaces/bench/base")),
+        &w,
+    ));
     results.push(measure(
         "pg_basebackup -Ft -X none (uncompressed, unencrypted)",
         &format!("{as_pg} {} -d {url} -D {w}/pgbb -Ft -X none -c fast", tool("pg_basebackup")),
@@ -93,28 +103,13 @@ fn main() {
 
     // Load, and the archive's RPO while it runs.
     eprintln!("pgbench load for {load_secs} s...");
-    let mut load = Command::new(tool("pgbench"))
-        .args(["-q", "-c", "2", "-T", &load_secs.to_string(), &url])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut behind_bytes = Vec::new();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(load_secs) {
-        std::thread::sleep(Duration::from_secs(1));
-        let current: i64 = sh(&format!(
-            "{} -X -At -d {url} -c \"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint\"",
-            tool("psql")
-        ))
-        .trim()
-        .parse()
-        .unwrap();
-        let archived_name = sh(&format!("{} -X -At -d {url} -c \"SELECT last_archived_wal FROM pg_stat_archiver\"", tool("psql")));
-        let archived_end = segment_end(archived_name.trim());
-        behind_bytes.push((current - archived_end).max(0));
-    }
-    load.wait().unwrap();
+    let mut load = start_load(&tool("pgbench"), &url, load_secs);
+    let psql = tool("psql");
+    let mut behind_bytes = sample_rpo(&psql, &url, load_secs, || {
+        let name = sh(&format!("{psql} -X -At -d {url} -c \"SELECT last_archived_wal FROM pg_stat_archiver\""));
+        segment_end(name.trim())
+    });
+    assert!(load.wait().unwrap().success(), "pgbench failed");
     sh(&format!("{} -X -q -d {url} -c 'SELECT pg_switch_wal()' >/dev/null; sleep 3", tool("psql")));
     let wal_bytes = sh(&format!("du -sb {w}/archive | cut -f1")).trim().parse::<u64>().unwrap_or(0);
 
@@ -165,6 +160,33 @@ fn main() {
     ));
     sh(&stop(&format!("{w}/r3")));
 
+    // The stream's RPO: archive_command off, `tidemark wal stream` on, the same load.
+    sh(&format!(
+        "{psql} -X -q -d {url} -c \"ALTER SYSTEM SET archive_command = 'exit 1'\" -c 'SELECT pg_reload_conf()' >/dev/null"
+    ));
+    let mut stream = Command::new(tidemark_bin)
+        .args(["--config", &format!("{w}/tidemark.toml"), "wal", "stream", "--workspace", "bench", "--spool"])
+        .arg(format!("{w}/spool"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!("pgbench load for {load_secs} s with the WAL stream...");
+    let mut load = start_load(&tool("pgbench"), &url, load_secs);
+    let repo_wal = format!("{w}/repo/workspaces/bench/wal/00000001");
+    let mut stream_behind = sample_rpo(&psql, &url, load_secs, || {
+        let newest = std::fs::read_dir(&repo_wal)
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.len() == 24).max())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        segment_end(&newest)
+    });
+    assert!(load.wait().unwrap().success(), "pgbench failed");
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(stream.id() as i32), nix::sys::signal::Signal::SIGTERM);
+    stream.wait().unwrap();
+
     let find = |prefix: &str| results.iter().find(|m| m.name.starts_with(prefix)).unwrap();
     println!(
         "\nDataset: pgbench scale {scale}, {:.2} GB; {load_secs} s of pgbench load (2 clients) replayed: {:.0} MiB of WAL.\n",
@@ -193,16 +215,44 @@ fn main() {
         "| tidemark base backup / pgbackrest backup (size) | {:.2} |",
         tb.bytes.unwrap_or(0) as f64 / pb.bytes.unwrap_or(1) as f64
     );
-    behind_bytes.sort();
-    let p = |q: f64| behind_bytes.get(((behind_bytes.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
-    println!(
-        "\nArchive RPO under load (archive_command, archive_timeout 10 s; bytes of WAL not yet in the repository, \
-         sampled every second): median {:.1} MiB, p95 {:.1} MiB, max {:.1} MiB.",
-        p(0.5) as f64 / 1048576.0,
-        p(0.95) as f64 / 1048576.0,
-        p(1.0) as f64 / 1048576.0
-    );
+    println!("\nRPO under load: WAL not yet in the repository, sampled every second.\n");
+    println!("| shipping | median MiB | p95 MiB | max MiB |\n|---|---:|---:|---:|");
+    for (name, samples) in
+        [("archive_command (archive_timeout 10 s)", &mut behind_bytes), ("tidemark wal stream", &mut stream_behind)]
+    {
+        samples.sort();
+        let p =
+            |q: f64| samples.get(((samples.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64 / 1048576.0;
+        println!("| {name} | {:.1} | {:.1} | {:.1} |", p(0.5), p(0.95), p(1.0));
+    }
     drop(cluster);
+}
+
+/// pgbench with 2 clients for `secs` seconds, in the background.
+fn start_load(pgbench: &str, url: &str, secs: u64) -> std::process::Child {
+    Command::new(pgbench)
+        .args(["-c", "2", "-T", &secs.to_string(), url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pgbench")
+}
+
+/// Samples, once a second for `secs`, how many bytes the server's WAL position is ahead
+/// of `shipped()` (the LSN just past the newest WAL in the repository).
+fn sample_rpo(psql: &str, url: &str, secs: u64, shipped: impl Fn() -> i64) -> Vec<i64> {
+    let mut behind = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_secs(1));
+        let current: i64 =
+            sh(&format!("{psql} -X -At -d {url} -c \"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint\""))
+                .trim()
+                .parse()
+                .unwrap();
+        behind.push((current - shipped()).max(0));
+    }
+    behind
 }
 
 /// The LSN just past a WAL segment (16 MiB segments).

@@ -124,6 +124,9 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
                 ),
                 _ => println!("start it with: pg_ctl -D {} start", report.pgdata),
             }
+            if let Some(note) = &report.note {
+                println!("note: {note}");
+            }
         }
         PitrCommand::Mark { name, workspace } => {
             let point = pitr::mark(&core, &workspace, &name).await?;

@@ -40,16 +40,22 @@ pub enum WalCommand {
     },
 }
 
+/// `wal fetch`'s exit code for every failure except "not archived": above 125, so that
+/// Postgres aborts recovery instead of taking the failure for the end of the archive
+/// and promoting a copy that is missing WAL (an unreachable bucket, a wrong key).
+pub const FETCH_FAILED_EXIT: i32 = 200;
+
 pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
-    let core = global.core().await?;
     match cmd {
         WalCommand::Push { path, workspace } => {
-            let pushed = wal::push(&core, workspace.as_deref(), &path).await?;
+            let pushed = wal::push(&global.core().await?, workspace.as_deref(), &path).await?;
             if global.json {
                 global.print_json(&pushed);
             }
+            Ok(())
         }
         WalCommand::Stream { workspace, slot, spool } => {
+            let core = global.core().await?;
             let shutdown = tokio_util::sync::CancellationToken::new();
             let listener = tokio::spawn(super::serve::stop_on_signal(shutdown.clone()));
             let opts = wal::StreamOptions { workspace, slot, spool };
@@ -59,13 +65,23 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             if global.json {
                 global.print_json(&report);
             }
+            Ok(())
         }
         WalCommand::Fetch { name, dest, workspace } => {
-            let bytes = wal::fetch(&core, workspace.as_deref(), &name, &dest).await?;
-            if global.json {
-                global.print_json(&serde_json::json!({ "name": name, "bytes": bytes }));
+            let fetched = async { wal::fetch(&global.core().await?, workspace.as_deref(), &name, &dest).await }.await;
+            match fetched {
+                Ok(bytes) => {
+                    if global.json {
+                        global.print_json(&serde_json::json!({ "name": name, "bytes": bytes }));
+                    }
+                    Ok(())
+                }
+                Err(e) if e.kind() == tidemark::ErrorKind::NotFound => Err(e),
+                Err(e) => {
+                    eprintln!("error: {}\n(exit {FETCH_FAILED_EXIT}: recovery must stop, not promote)", e.report());
+                    std::process::exit(FETCH_FAILED_EXIT);
+                }
             }
         }
     }
-    Ok(())
 }

@@ -99,6 +99,8 @@ pub struct PitrRestoreReport {
     pub window: String,
     pub port: Option<u16>,
     pub reached: Option<Reached>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub restore_ms: u64,
 }
 
@@ -115,7 +117,8 @@ fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// Builds a data directory restored to the target, and optionally starts it.
+/// Builds a data directory restored to the target (the base backup checked with
+/// `pg_verifybackup` before recovery is configured), and optionally starts it.
 ///
 /// Errors: `Refused` for a target outside the window (before anything is written) or a
 /// non-empty `pgdata`; `Integrity`/`Key` for the base backup; `Internal` with the server
@@ -148,6 +151,7 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
         base::extract(&core.repo, &identities, &chosen, &pgdata).await?;
+        verify_backup(core.pg_bin_dir().as_deref(), &pgdata).await?;
         write_recovery_settings(core, opts, &target, &pgdata)?;
         crate::pgcluster::hand_over(&pgdata)
     }
@@ -165,6 +169,7 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
         window: window.describe(),
         port: None,
         reached: None,
+        note: None,
         restore_ms: 0,
     };
     if opts.start {
@@ -174,16 +179,59 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
         };
         append_setting(&pgdata, "port", &port.to_string())?;
         let log = pgdata.join("tidemark-recovery.log");
-        let (bin_dir, data, log_path) = (core.pg_bin_dir(), pgdata.clone(), log.clone());
-        tokio::task::spawn_blocking(move || crate::pgcluster::start_data_dir(bin_dir.as_deref(), &data, &log_path))
-            .await
-            .map_err(|e| Error::internal(format!("pg_ctl task: {e}")))??;
         let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?.with_host_port("127.0.0.1", port)?;
         report.port = Some(port);
-        report.reached = Some(wait_for_promotion(&spec, &log).await?);
+        let reached = match start_and_wait(core, &pgdata, &spec, &log).await {
+            Ok(reached) => reached,
+            // A time or LSN past the last transaction in the archive: Postgres stops with
+            // "recovery ended before configured recovery target was reached". Nothing
+            // committed after the target is archived, so everything archived is exactly
+            // the state at the target: recover to the end instead.
+            Err(e)
+                if matches!(target, Target::Time(_) | Target::Lsn(_))
+                    && std::fs::read_to_string(&log).is_ok_and(|l| l.contains("before configured recovery target")) =>
+            {
+                tracing::info!(error = %e.report(), "no transaction after the target is archived; recovering to the end");
+                let setting =
+                    if matches!(target, Target::Time(_)) { "recovery_target_time" } else { "recovery_target_lsn" };
+                append_setting(&pgdata, setting, "")?;
+                report.note = Some(
+                    "no transaction committed after the target is in the repository: recovered everything \
+                     archived, which is the state at the target"
+                        .into(),
+                );
+                start_and_wait(core, &pgdata, &spec, &log).await?
+            }
+            Err(e) => return Err(e),
+        };
+        report.reached = Some(reached);
     }
     report.restore_ms = clock.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// `pg_verifybackup` against the `backup_manifest` pg_basebackup put in the tar: every
+/// file present with its size and checksum (WAL is checked by recovery itself).
+///
+/// Errors: `Integrity` with pg_verifybackup's findings.
+async fn verify_backup(bin_dir: Option<&Path>, pgdata: &Path) -> Result<()> {
+    let tool = crate::pg::tool(bin_dir, "pg_verifybackup");
+    let out = tokio::process::Command::new(&tool)
+        .arg("--no-parse-wal")
+        .arg("--quiet")
+        .arg(pgdata)
+        .env("LC_ALL", "C")
+        .output()
+        .await
+        .map_err(|e| crate::pg::tool_spawn_error(&tool, e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::integrity(format!(
+            "pg_verifybackup found the restored base backup damaged: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
 
 fn append_setting(pgdata: &Path, key: &str, value: &str) -> Result<()> {
@@ -237,6 +285,15 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
+}
+
+/// Starts the restored server and waits until it is promoted.
+async fn start_and_wait(core: &Core, pgdata: &Path, spec: &ConnSpec, log: &Path) -> Result<Reached> {
+    let (bin_dir, data, log_path) = (core.pg_bin_dir(), pgdata.to_path_buf(), log.to_path_buf());
+    tokio::task::spawn_blocking(move || crate::pgcluster::start_data_dir(bin_dir.as_deref(), &data, &log_path))
+        .await
+        .map_err(|e| Error::internal(format!("pg_ctl task: {e}")))??;
+    wait_for_promotion(spec, log).await
 }
 
 /// Waits until recovery has reached its target and the server was promoted.

@@ -154,6 +154,11 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     assert_eq!(got, set(&["before-base", "a", "b", "c"]), "restore to a named point");
     let got = markers_after_restore(&w, Target::Latest).await;
     assert_eq!(got, set(&["before-base", "a", "b", "c", "d", "e"]), "restore to the latest moment");
+    // The end of the window, after the last commit: Postgres alone would stop with
+    // "recovery ended before configured recovery target was reached".
+    let end = window.latest.as_ref().unwrap().time;
+    let got = markers_after_restore(&w, Target::Time(end)).await;
+    assert_eq!(got, set(&["before-base", "a", "b", "c", "d", "e"]), "restore to the end of the window");
 
     // A target before the base backup became consistent, or after the last archived WAL,
     // is refused before anything is written.
@@ -268,6 +273,20 @@ async fn wal_push_is_idempotent_refuses_to_overwrite_and_fetch_verifies() {
     let tampered = archive::fetch(repo, &ids, "shop", "000000010000000000000007", &dest).await.unwrap_err();
     assert_eq!(tampered.kind(), ErrorKind::Integrity);
     assert!(!dest.exists(), "a damaged WAL file must never reach the server");
+
+    // As a restore_command: "not archived" is an ordinary failure (recovery ends there),
+    // anything else exits above 125 so that Postgres stops instead of promoting early.
+    let fetch = |name: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["--config", w.core.config.path.to_str().unwrap(), "wal", "fetch", "--workspace", "shop", name])
+            .arg(spool.path().join("RECOVERYXLOG3"))
+            .output()
+            .unwrap()
+    };
+    assert_eq!(fetch("000000010000000000000009").status.code(), Some(ErrorKind::NotFound.exit_code()));
+    let damaged = fetch("000000010000000000000007");
+    assert!(damaged.status.code().unwrap() > 125, "{damaged:?}");
+    assert!(String::from_utf8_lossy(&damaged.stderr).contains("recovery must stop"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
