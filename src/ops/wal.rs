@@ -70,6 +70,7 @@ pub async fn stream(
             .unwrap_or_else(|| core.config.resolve_path(Path::new("wal-spool")).join(&opts.workspace)),
         poll: std::time::Duration::from_millis(500),
         report_every: std::time::Duration::from_secs(30),
+        partial_every: std::time::Duration::from_secs(1),
     };
     crate::wal::stream::stream(&core.repo, core.recipients()?, &spec, core.pg_bin_dir().as_deref(), &settings, shutdown)
         .await

@@ -10,6 +10,7 @@
 //! workspaces/<ws>/media/<sha256>.zst.age
 //! workspaces/<ws>/pins/<id>
 //! workspaces/<ws>/wal/<timeline>/<wal file name>/<sha256>.zst.age
+//! workspaces/<ws>/wal/<timeline>/<segment>.partial/<sha256>.zst.age   (streamed, unfinished)
 //! workspaces/<ws>/base/<id>/base.tar.zst.age
 //! workspaces/<ws>/base/<id>/manifest.json.age
 //! workspaces/<ws>/restore-points/<name>.json.age
@@ -77,9 +78,16 @@ pub fn wal_dir(workspace: &str) -> Path {
     Path::from_iter(["workspaces", workspace, "wal"])
 }
 
-/// The folder of one archived WAL file. Errors: `Usage` for a name that is not a WAL file.
+/// The folder of one archived WAL file, or (`<segment>.partial`) of the shipped versions
+/// of a segment still being written. Errors: `Usage` for a name that is neither.
 pub fn wal_file_dir(workspace: &str, name: &str) -> Result<Path> {
-    let file = crate::wal::WalFile::parse(name)?;
+    let file = match name.strip_suffix(".partial") {
+        Some(segment) => match crate::wal::WalFile::parse(segment)? {
+            f @ crate::wal::WalFile::Segment { .. } => f,
+            _ => return Err(Error::usage(format!("{name:?} is not a partial WAL segment"))),
+        },
+        None => crate::wal::WalFile::parse(name)?,
+    };
     Ok(wal_dir(workspace).join(format!("{:08X}", file.timeline())).join(name))
 }
 

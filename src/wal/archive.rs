@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,6 +79,67 @@ pub async fn push(repo: &Repository, recipients: &Recipients, workspace: &str, p
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::usage(format!("{} is not a WAL file", path.display())))?
         .to_string();
+    super::WalFile::parse(&name)?; // never a .partial under a final name
+    store_file(repo, recipients, workspace, path, name).await
+}
+
+/// Ships the segment pg_receivewal is still writing (`<segment>.partial`) as the newest
+/// version of its partial object, then deletes the older versions; returns `None` when
+/// this content was shipped already. The file grows while it is read, so it is read once
+/// (one segment in memory) and that copy is hashed and stored: a torn last record is
+/// harmless, recovery stops at the first invalid record. Recovery uses a partial only
+/// when the segment itself is not archived.
+pub async fn push_partial(
+    repo: &Repository,
+    recipients: &Recipients,
+    workspace: &str,
+    path: &Path,
+) -> Result<Option<Pushed>> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let older = stored_versions(repo, workspace, &name).await?;
+    let content = tokio::fs::read(path).await?;
+    let sha256 = hex::encode(Sha256::digest(&content));
+    if older.contains(&sha256) {
+        return Ok(None);
+    }
+    let mut writer =
+        ObjectWriter::new(repo, layout::wal_object(workspace, &name, &sha256)?, format!("wal/{name}"), recipients)?;
+    writer.write(&content).await?;
+    match writer.finish().await {
+        Ok(_) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.context(format!("shipping {name}"))),
+    }
+    for sha in older.iter().filter(|s| **s != sha256) {
+        delete_object(repo, &layout::wal_object(workspace, &name, sha)?).await?;
+    }
+    Ok(Some(Pushed { name, sha256, bytes: content.len() as u64, stored: true }))
+}
+
+/// Deletes every shipped version of a partial segment (once the segment is archived).
+pub async fn drop_partials(repo: &Repository, workspace: &str, segment: &str) -> Result<()> {
+    let name = format!("{segment}.partial");
+    for sha in stored_versions(repo, workspace, &name).await? {
+        delete_object(repo, &layout::wal_object(workspace, &name, &sha)?).await?;
+    }
+    Ok(())
+}
+
+async fn delete_object(repo: &Repository, key: &object_store::path::Path) -> Result<()> {
+    match repo.store().delete(key).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Stores a file under `name`, content-addressed; see [`push`].
+async fn store_file(
+    repo: &Repository,
+    recipients: &Recipients,
+    workspace: &str,
+    path: &Path,
+    name: String,
+) -> Result<Pushed> {
     let (sha256, bytes) = sha256_of(path).await?;
     let existing = stored_versions(repo, workspace, &name).await?;
     if existing.contains(&sha256) {
@@ -124,8 +186,22 @@ pub async fn push(repo: &Repository, recipients: &Recipients, workspace: &str, p
     }
 }
 
+/// The newest shipped version of a segment's partial object, if the name is a segment.
+async fn newest_partial(repo: &Repository, workspace: &str, name: &str) -> Result<Option<String>> {
+    if !matches!(super::WalFile::parse(name), Ok(super::WalFile::Segment { .. })) {
+        return Ok(None);
+    }
+    let dir = layout::wal_file_dir(workspace, &format!("{name}.partial"))?;
+    let listed: Vec<_> = repo.store().list(Some(&dir)).try_collect().await?;
+    Ok(listed
+        .iter()
+        .max_by_key(|m| m.last_modified)
+        .and_then(|m| m.location.filename().and_then(|f| f.strip_suffix(".zst.age")).map(str::to_string)))
+}
+
 /// Restores one archived WAL file to `dest`: written beside it under a temporary name,
-/// verified, synced, then renamed.
+/// verified, synced, then renamed. A segment that is not archived but was streamed while
+/// unfinished is served from its newest partial version (the end of the archive).
 ///
 /// Errors: `NotFound` when it is not archived (normal at the end of recovery),
 /// `Integrity` for a damaged object or two contents under one name, `Key` for a wrong
@@ -138,9 +214,15 @@ pub async fn fetch(
     dest: &Path,
 ) -> Result<u64> {
     let versions = stored_versions(repo, workspace, name).await?;
-    let sha256 = match versions.as_slice() {
-        [] => return Err(Error::not_found(format!("WAL file {name} is not in the repository"))),
-        [one] => one.clone(),
+    let (object_name, sha256) = match versions.as_slice() {
+        [] => match newest_partial(repo, workspace, name).await? {
+            Some(sha) => {
+                tracing::warn!(file = name, "serving the streamed partial segment: the end of the archived WAL");
+                (format!("{name}.partial"), sha)
+            }
+            None => return Err(Error::not_found(format!("WAL file {name} is not in the repository"))),
+        },
+        [one] => (name.to_string(), one.clone()),
         many => {
             return Err(Error::integrity(format!(
                 "the repository holds {} different WAL files named {name}: {}",
@@ -149,7 +231,7 @@ pub async fn fetch(
             )));
         }
     };
-    let key = layout::wal_object(workspace, name, &sha256)?;
+    let key = layout::wal_object(workspace, &object_name, &sha256)?;
     let mut stream = read_verified(&repo.store(), &key, Expect::Content { sha256, size: None }, identities).await?;
     let tmp = dest.with_file_name(format!(
         ".{}.tidemark-{}",

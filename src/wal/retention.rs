@@ -41,19 +41,23 @@ pub fn plan(bases: &[BaseManifest], archived: &[Archived], window: chrono::Durat
     let oldest_kept = sorted.iter().find(|b| keep.contains(b.id.as_str())).expect("the newest is kept");
     let size = oldest_kept.wal_segment_size;
     let first_needed = Segment::of(oldest_kept.timeline, oldest_kept.start_lsn, size);
+    // The segment a WAL file belongs to: its own name, the segment a backup label
+    // (`<segment>.<offset>.backup`) or a streamed partial (`<segment>.partial`) names.
+    // History files belong to none and are always kept.
+    let segment_of = |name: &str| -> Option<Segment> {
+        match WalFile::parse(name) {
+            Ok(WalFile::History { .. }) => None,
+            Ok(WalFile::Segment { .. } | WalFile::BackupLabel { .. }) => Segment::parse(&name[..24], size).ok(),
+            Err(_) => Segment::parse(name.strip_suffix(".partial")?, size).ok(),
+        }
+    };
     let wal_files = archived
         .iter()
-        .filter(|a| match WalFile::parse(&a.name) {
-            Ok(WalFile::History { .. }) | Err(_) => false,
-            Ok(WalFile::Segment { .. }) => Segment::parse(&a.name, size).is_ok_and(|s| {
+        .filter(|a| {
+            segment_of(&a.name).is_some_and(|s| {
                 s.timeline < first_needed.timeline
                     || (s.timeline == first_needed.timeline && s.number < first_needed.number)
-            }),
-            // `<segment>.<offset>.backup`: it belongs to the segment in its name.
-            Ok(WalFile::BackupLabel { .. }) => Segment::parse(&a.name[..24], size).is_ok_and(|s| {
-                s.timeline < first_needed.timeline
-                    || (s.timeline == first_needed.timeline && s.number < first_needed.number)
-            }),
+            })
         })
         .map(|a| a.name.clone())
         .collect();

@@ -4,7 +4,9 @@
 //! removed from the spool. The slot keeps the source from recycling WAL the spool has not
 //! received; the spool keeps what the repository has not received; so a stream killed and
 //! restarted resumes without a gap. The segment still being written (`.partial`) is never
-//! published under its final name.
+//! published under its final name: it is shipped every second (when it changed) as a
+//! partial version of its own, which recovery uses only while the segment itself is not
+//! archived, so a crash of the source loses about a second of WAL, not a segment.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,6 +30,9 @@ pub struct StreamSettings {
     pub poll: Duration,
     /// How often the lag is logged.
     pub report_every: Duration,
+    /// How often the unfinished segment is shipped (when it changed): the RPO on a quiet
+    /// database, where a segment can take hours to fill.
+    pub partial_every: Duration,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -90,12 +95,39 @@ async fn ship_spool(repo: &Repository, recipients: &Recipients, settings: &Strea
     for name in names {
         let path = settings.spool.join(&name);
         let pushed = archive::push(repo, recipients, &settings.workspace, &path).await?;
+        if matches!(WalFile::parse(&name), Ok(WalFile::Segment { .. })) {
+            archive::drop_partials(repo, &settings.workspace, &name).await?;
+        }
         std::fs::remove_file(&path)?;
         tracing::info!(workspace = %settings.workspace, file = %name, stored = pushed.stored, "WAL shipped");
         files += 1;
         bytes += pushed.bytes;
     }
     Ok((files, bytes))
+}
+
+/// Ships the unfinished segment if it changed since `last` (its name and mtime).
+async fn ship_partial(
+    repo: &Repository,
+    recipients: &Recipients,
+    settings: &StreamSettings,
+    last: &mut Option<(String, std::time::SystemTime)>,
+) -> Result<()> {
+    let partial = std::fs::read_dir(&settings.spool)?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".partial")))
+        .max_by_key(|e| e.file_name());
+    let Some(entry) = partial else { return Ok(()) };
+    let name = entry.file_name().to_string_lossy().to_string();
+    let modified = entry.metadata()?.modified()?;
+    if last.as_ref().is_some_and(|(n, m)| *n == name && *m == modified) {
+        return Ok(());
+    }
+    if let Some(pushed) = archive::push_partial(repo, recipients, &settings.workspace, &entry.path()).await? {
+        tracing::debug!(workspace = %settings.workspace, file = %pushed.name, "unfinished WAL segment shipped");
+    }
+    *last = Some((name, modified));
+    Ok(())
 }
 
 async fn lag_bytes(spec: &ConnSpec, slot: &str) -> Result<Option<i64>> {
@@ -140,6 +172,8 @@ pub async fn stream(
 
     let mut last_report = Instant::now();
     let mut last_ship = Instant::now();
+    let mut last_partial_push = Instant::now();
+    let mut last_partial = None;
     let mut backoff = Duration::from_secs(1);
     'outer: loop {
         let mut child = base_cmd()
@@ -192,6 +226,10 @@ pub async fn stream(
                 last_ship = Instant::now();
                 backoff = Duration::from_secs(1);
             }
+            if last_partial_push.elapsed() >= settings.partial_every {
+                last_partial_push = Instant::now();
+                ship_partial(repo, recipients, settings, &mut last_partial).await?;
+            }
             if last_report.elapsed() >= settings.report_every {
                 last_report = Instant::now();
                 match lag_bytes(spec, &settings.slot).await {
@@ -207,6 +245,7 @@ pub async fn stream(
     let (files, bytes) = ship_spool(repo, recipients, settings).await?;
     report.shipped += files;
     report.bytes += bytes;
+    ship_partial(repo, recipients, settings, &mut last_partial).await?;
     tracing::info!(workspace = %settings.workspace, shipped = report.shipped, "WAL stream stopped");
     Ok(report)
 }

@@ -6,8 +6,9 @@
 //! up to the end of the unbroken run of WAL segments that starts at its start segment. A
 //! missing segment ends the run: the window shrinks there, and the gap is reported by
 //! name. Moments are LSNs; their times are the base backup's end and the archive time of
-//! the last segment of the run (an upper bound of what it holds). Only the base backup's
-//! own timeline is followed.
+//! the last segment of the run (an upper bound of what it holds), or the ship time of a
+//! streamed partial version of the next segment. Only the base backup's own timeline is
+//! followed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -91,6 +92,17 @@ pub fn compute(bases: &[BaseManifest], archived: &[Archived]) -> Window {
             }
         }
     }
+    // Streamed versions of unfinished segments: (timeline, size, number) -> ship time.
+    let mut partials: BTreeMap<(u32, u64, u64), DateTime<Utc>> = BTreeMap::new();
+    for base in bases {
+        for a in archived {
+            if let Some(stem) = a.name.strip_suffix(".partial")
+                && let Ok(seg) = Segment::parse(stem, base.wal_segment_size)
+            {
+                partials.insert((seg.timeline, base.wal_segment_size, seg.number), a.archived_at);
+            }
+        }
+    }
     let mut ranges = Vec::new();
     let mut gaps = BTreeSet::new();
     for base in bases {
@@ -105,9 +117,13 @@ pub fn compute(bases: &[BaseManifest], archived: &[Archived]) -> Window {
             n += 1;
         }
         let from = Moment { lsn: base.end_lsn, time: base.finished_at, timeline: base.timeline };
+        // A streamed partial of the next segment extends the window in time (its LSN is
+        // not known without reading it, so the LSN bound stays at the last whole segment).
         let to = last.filter(|l| *l >= needed).map(|l| Moment {
             lsn: Segment { timeline: base.timeline, number: l + 1 }.start(size),
-            time: on[&l].max(base.finished_at),
+            time: on[&l]
+                .max(base.finished_at)
+                .max(partials.get(&(base.timeline, size, l + 1)).copied().unwrap_or(base.finished_at)),
             timeline: base.timeline,
         });
         // The first missing run after the base backup's start, if WAL exists beyond it.
@@ -264,6 +280,23 @@ mod tests {
         );
         let past = choose(&w, &bases, &Target::Time(t(6))).unwrap_err();
         assert!(past.message().contains("000000010000000000000004"), "{}", past.message());
+    }
+
+    #[test]
+    fn a_streamed_partial_of_the_next_segment_extends_the_window_in_time() {
+        let bases = [base("a", 2, 2, 2)];
+        let mut archived = wal(&[2, 3]);
+        archived.push(Archived {
+            name: format!("{}.partial", Segment { timeline: 1, number: 4 }.name(SEG)),
+            sha256: "0".repeat(64),
+            stored_size: 1,
+            archived_at: t(9),
+        });
+        let w = compute(&bases, &archived);
+        let latest = w.latest.as_ref().unwrap();
+        assert_eq!((latest.lsn, latest.time), (Lsn(4 * SEG), t(9)));
+        assert!(w.gaps.is_empty(), "a partial is not a gap");
+        assert_eq!(choose(&w, &bases, &Target::Time(t(8))).unwrap().id, "a");
     }
 
     #[test]

@@ -319,9 +319,17 @@ async fn a_streamed_workspace_survives_a_killed_stream_and_a_crashed_source() {
     let window = pitr::window(&w.core, "shop").await.unwrap();
     assert!(window.gaps.is_empty(), "{:?}", window.gaps);
 
-    // The source crashes; everything shipped before it comes back.
+    // The source crashes; everything shipped before it comes back, including the last
+    // commit, which sits in a segment that never completed: the stream ships the
+    // unfinished segment every second.
     commit_marker(&source, "d").await;
     archive_everything(&source, &w.core).await;
+    commit_marker(&source, "e").await;
+    // Long enough for e's commit record to reach the stream (the source commits
+    // asynchronously: its WAL writer flushes within 200 ms) and be shipped.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let partials = archive::list(&w.core.repo, "shop").await.unwrap();
+    assert!(partials.iter().any(|a| a.name.ends_with(".partial")), "the unfinished segment is shipped");
     let data = w.cluster.data_dir().to_path_buf();
     tokio::task::spawn_blocking(move || {
         let (uid, gid) = tidemark::pgcluster::server_user().unwrap().map_or((None, None), |(u, g)| (Some(u), Some(g)));
@@ -340,7 +348,7 @@ async fn a_streamed_workspace_survives_a_killed_stream_and_a_crashed_source() {
     let report = second.await.unwrap().unwrap();
     assert!(report.shipped > 0);
     let got = markers_after_restore(&w, Target::Latest).await;
-    assert_eq!(got, set(&["a", "b", "c", "d"]));
+    assert_eq!(got, set(&["a", "b", "c", "d", "e"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
