@@ -186,6 +186,25 @@ pub async fn stream(
             .spawn()
             .map_err(|e| crate::pg::tool_spawn_error(&tool, e))?;
         tracing::info!(workspace = %settings.workspace, slot = %settings.slot, "WAL stream started");
+        // Read stderr as it comes (a full pipe would stall pg_receivewal); keep the end.
+        let stderr_tail = {
+            let mut err = child.stderr.take().expect("piped stderr");
+            tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut tail = Vec::new();
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = err.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    tail.extend_from_slice(&buf[..n]);
+                    let excess = tail.len().saturating_sub(8192);
+                    tail.drain(..excess);
+                }
+                String::from_utf8_lossy(&tail).into_owned()
+            })
+        };
+        let mut stderr_tail = Some(stderr_tail);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -196,11 +215,10 @@ pub async fn stream(
                     break 'outer;
                 }
                 status = child.wait() => {
-                    let mut stderr = String::new();
-                    if let Some(mut err) = child.stderr.take() {
-                        use tokio::io::AsyncReadExt;
-                        let _ = err.read_to_string(&mut stderr).await;
-                    }
+                    let stderr = match stderr_tail.take() {
+                        Some(task) => task.await.unwrap_or_default(),
+                        None => String::new(),
+                    };
                     tracing::warn!(workspace = %settings.workspace, status = ?status.ok(), stderr = %stderr.trim(),
                         retry_in = ?backoff, "pg_receivewal stopped; restarting from the slot");
                     if stderr.contains("has already been removed") {
