@@ -36,6 +36,7 @@ fn main() {
     eprintln!("starting a cluster and generating the dataset (pgbench scale {scale})...");
     let cluster = Cluster::start(&ClusterOptions {
         bin_dir: None,
+        parent: None,
         settings: vec![
             ("shared_buffers".into(), "512MB".into()),
             ("max_wal_size".into(), "8GB".into()),

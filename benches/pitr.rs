@@ -45,6 +45,7 @@ fn main() {
     eprintln!("starting a cluster and generating the dataset (pgbench scale {scale})...");
     let cluster = Cluster::start(&ClusterOptions {
         bin_dir: None,
+        parent: None,
         settings: vec![
             ("wal_level".into(), "replica".into()),
             ("archive_mode".into(), "on".into()),

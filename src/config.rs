@@ -37,6 +37,49 @@ pub struct Config {
     /// How `tidemark serve` runs its jobs.
     #[serde(default)]
     pub daemon: DaemonConfig,
+    /// Where and how restore drills run.
+    #[serde(default)]
+    pub drill: DrillConfig,
+}
+
+/// `[drill]`: where drills restore, how long they may take, which assertions they run.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DrillConfig {
+    /// A Postgres server for logical drills (`postgres://user@host/postgres`, its maintenance
+    /// database): each drill creates and drops `tidemark_drill_<workspace>_<snapshot>` there.
+    /// Default: a throwaway cluster tidemark starts itself (initdb on a free port).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scratch_server: Option<String>,
+    /// The scratch server's password: `env:VAR`, `file:/path`, or the literal text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scratch_password: Option<Secret>,
+    /// Where drills put their throwaway clusters and media (default: the system temp folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scratch_dir: Option<PathBuf>,
+    /// A drill that runs longer fails (its throwaway is removed all the same).
+    #[serde(with = "duration_text")]
+    pub timeout: std::time::Duration,
+    /// How long one restore-test assertion may run.
+    #[serde(with = "duration_text")]
+    pub assertion_timeout: std::time::Duration,
+    /// The folder of `*.sql` assertions every drill runs. Default: `restore-tests/` beside
+    /// the config file, else the generic ones built into tidemark.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore_tests: Option<PathBuf>,
+}
+
+impl Default for DrillConfig {
+    fn default() -> Self {
+        DrillConfig {
+            scratch_server: None,
+            scratch_password: None,
+            scratch_dir: None,
+            timeout: std::time::Duration::from_secs(6 * 3600),
+            assertion_timeout: std::time::Duration::from_secs(300),
+            restore_tests: None,
+        }
+    }
 }
 
 /// `[daemon]`: concurrency, retries, shutdown and notifications of `tidemark serve`.
@@ -181,6 +224,10 @@ pub struct WorkspaceConfig {
     /// base backups and WAL that needs. Default: the longest `keep-within` of its policies.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
     pub pitr_window: Option<std::time::Duration>,
+    /// A folder of this workspace's own restore-test assertions (`*.sql`), run by its drills
+    /// after the shared ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_tests: Option<PathBuf>,
 }
 
 impl fmt::Debug for WorkspaceConfig {
@@ -192,6 +239,7 @@ impl fmt::Debug for WorkspaceConfig {
             .field("schedules", &self.schedules)
             .field("wal_stream", &self.wal_stream)
             .field("pitr_window", &self.pitr_window)
+            .field("restore_tests", &self.restore_tests)
             .finish()
     }
 }
@@ -274,6 +322,22 @@ impl LoadedConfig {
     /// A path from the config, made absolute relative to the config file's folder.
     pub fn resolve_path(&self, p: &Path) -> PathBuf {
         if p.is_absolute() { p.to_path_buf() } else { self.path.parent().unwrap_or(Path::new(".")).join(p) }
+    }
+
+    /// The folders of restore-test assertions a drill of `workspace` runs, shared first.
+    /// `None` in the list stands for the generic assertions built into tidemark (used when no
+    /// folder is configured and there is no `restore-tests/` beside the config file).
+    pub fn restore_test_dirs(&self, workspace: &WorkspaceConfig) -> Vec<Option<PathBuf>> {
+        let beside = self.resolve_path(Path::new("restore-tests"));
+        let shared = match &self.config.drill.restore_tests {
+            Some(dir) => Some(self.resolve_path(dir)),
+            None => beside.is_dir().then_some(beside),
+        };
+        let mut dirs = vec![shared];
+        if let Some(own) = &workspace.restore_tests {
+            dirs.push(Some(self.resolve_path(own)));
+        }
+        dirs
     }
 
     /// The catalog file: `catalog` from the config, else `tidemark-catalog.sqlite` beside it.
@@ -419,6 +483,9 @@ pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
     if let Some(w) = ws.pitr_window {
         out.push_str(&format!("pitr-window = {}\n", toml_string(&humantime::format_duration(w).to_string())));
     }
+    if let Some(dir) = &ws.restore_tests {
+        out.push_str(&format!("restore-tests = {}\n", toml_string(&dir.display().to_string())));
+    }
     out
 }
 
@@ -472,6 +539,7 @@ mod tests {
             schedules_dir: None,
             catalog: None,
             daemon: DaemonConfig::default(),
+            drill: DrillConfig::default(),
         };
         config.workspaces.insert(
             "shop".into(),
@@ -482,6 +550,7 @@ mod tests {
                 schedules: None,
                 wal_stream: false,
                 pitr_window: None,
+                restore_tests: None,
             },
         );
         let parsed = Config::parse(&config.render_initial()).unwrap();
@@ -514,6 +583,7 @@ mod tests {
             schedules: None,
             wal_stream: false,
             pitr_window: None,
+            restore_tests: None,
         };
         assert!(!format!("{ws:?}").contains("hunter2"));
     }

@@ -112,13 +112,16 @@ pub struct Error {
     message: String,
     context: Vec<String>,
     source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    /// The command already printed its JSON result (a failed drill's report): `--json`
+    /// callers get that one document, not a second one for the error.
+    result_printed: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), context: Vec::new(), source: None }
+        Error { kind, message: message.into(), context: Vec::new(), source: None, result_printed: false }
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -137,6 +140,16 @@ impl Error {
     pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         self.source = Some(Box::new(source));
         self
+    }
+
+    /// Marks that the command printed its result (as JSON) before failing.
+    pub fn result_printed(mut self) -> Self {
+        self.result_printed = true;
+        self
+    }
+
+    pub fn is_result_printed(&self) -> bool {
+        self.result_printed
     }
 
     /// Adds a line of context ("while restoring table public.users").

@@ -18,6 +18,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod drill;
 pub mod error;
 pub mod keys;
 pub mod migrations;

@@ -23,6 +23,9 @@ fn main() {
         cli::LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     let json = cli.json;
+    // These handle SIGTERM/SIGINT themselves: the daemon stops gracefully (exit 0), a drill
+    // removes its throwaway first.
+    let handles_signals = is_daemon || matches!(cli.command, cli::Command::Drill(_));
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -32,8 +35,7 @@ fn main() {
         }
     };
     let result = runtime.block_on(async {
-        if is_daemon {
-            // The daemon handles SIGTERM/SIGINT itself: a graceful stop, exit 0.
+        if handles_signals {
             return cli::run(cli).await;
         }
         tokio::select! {
@@ -47,7 +49,7 @@ fn main() {
     // Let spawned work (uploads, child processes) be dropped before exiting.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     if let Err(e) = result {
-        if json {
+        if json && !e.is_result_printed() {
             println!("{}", serde_json::to_string_pretty(&e.to_json()).expect("serializable"));
         }
         eprintln!("error: {}", e.report());

@@ -18,6 +18,8 @@ pub struct ClusterOptions {
     pub bin_dir: Option<PathBuf>,
     /// Extra `postgresql.conf` settings (`("wal_level", "replica")`).
     pub settings: Vec<(String, String)>,
+    /// Where the cluster's temp folder goes (default: the system temp folder).
+    pub parent: Option<PathBuf>,
 }
 
 /// A running throwaway cluster, superuser `postgres`, trust authentication on 127.0.0.1.
@@ -45,7 +47,10 @@ impl Cluster {
         let bin_dir = crate::pg::bin_dir(opts.bin_dir.as_deref());
         let initdb = crate::pg::tool(bin_dir.as_deref(), "initdb");
         let run_as = server_user()?;
-        let dir = tempfile::Builder::new().prefix("tidemark-pg-").tempdir()?;
+        let dir = match &opts.parent {
+            Some(parent) => tempfile::Builder::new().prefix("tidemark-pg-").tempdir_in(parent)?,
+            None => tempfile::Builder::new().prefix("tidemark-pg-").tempdir()?,
+        };
         if let Some((uid, gid)) = run_as {
             nix::unistd::chown(dir.path(), Some(uid), Some(gid))
                 .map_err(|e| Error::internal(format!("cannot hand {} to postgres: {e}", dir.path().display())))?;
@@ -194,6 +199,14 @@ pub fn stop_data_dir(bin_dir: Option<&Path>, data: &Path) -> Result<()> {
     let run_as = server_user()?;
     let mut cmd = Command::new(crate::pg::tool(bin_dir, "pg_ctl"));
     cmd.arg("-D").arg(data).args(["-m", "fast", "-w", "stop"]);
+    run(&mut cmd, run_as, data)
+}
+
+/// Stops the server of a data directory at once (immediate shutdown: for throwaways).
+pub fn stop_data_dir_now(bin_dir: Option<&Path>, data: &Path) -> Result<()> {
+    let run_as = server_user()?;
+    let mut cmd = Command::new(crate::pg::tool(bin_dir, "pg_ctl"));
+    cmd.arg("-D").arg(data).args(["-m", "immediate", "-w", "stop"]);
     run(&mut cmd, run_as, data)
 }
 

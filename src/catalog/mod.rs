@@ -15,7 +15,19 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use crate::error::{Error, ErrorKind, Result};
 use crate::migrations::Embedded;
 
-const CATALOG_MIGRATIONS: Embedded = Embedded(&[(1, "jobs", include_str!("../../migrations/catalog/0001_jobs.sql"))]);
+const CATALOG_MIGRATIONS: Embedded = Embedded(&[
+    (1, "jobs", include_str!("../../migrations/catalog/0001_jobs.sql")),
+    (2, "drills", include_str!("../../migrations/catalog/0002_drills.sql")),
+]);
+
+/// A drill as the catalog keeps it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillRecord {
+    pub id: i64,
+    pub trigger: String,
+    #[serde(flatten)]
+    pub report: crate::drill::DrillReport,
+}
 
 /// The catalog file used when the config names none: beside tidemark.toml.
 pub const DEFAULT_CATALOG_FILE: &str = "tidemark-catalog.sqlite";
@@ -353,6 +365,51 @@ impl Catalog {
         .await
         .map_err(|e| self.err("cannot record a schedule's last run", e))?;
         Ok(())
+    }
+
+    /// Records a finished drill with its whole report; returns its id.
+    pub async fn record_drill(&self, report: &crate::drill::DrillReport, trigger: Trigger) -> Result<i64> {
+        let json = serde_json::to_string(report).map_err(|e| Error::internal(format!("drill report: {e}")))?;
+        let row: (i64,) = sqlx::query_as(
+            "INSERT INTO drills (workspace, kind, source, trigger, started_at, finished_at, passed, checks, \
+             failed_checks, restore_ms, stored_bytes, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&report.workspace)
+        .bind(report.kind.as_str())
+        .bind(&report.source)
+        .bind(trigger.as_str())
+        .bind(report.started_at)
+        .bind(report.finished_at)
+        .bind(report.passed)
+        .bind(report.checks.len() as i64)
+        .bind(report.failed_checks().len() as i64)
+        .bind(report.timings.restore_ms as i64)
+        .bind(report.stored_bytes as i64)
+        .bind(json)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot record a drill", e))?;
+        Ok(row.0)
+    }
+
+    /// The newest drills first, optionally of one workspace, with their reports.
+    pub async fn drills(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<DrillRecord>> {
+        let rows: Vec<(i64, String, String)> = sqlx::query_as(
+            "SELECT id, trigger, report FROM drills WHERE (?1 IS NULL OR workspace = ?1) \
+             ORDER BY started_at DESC, id DESC LIMIT ?2",
+        )
+        .bind(workspace)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot list drills", e))?;
+        rows.into_iter()
+            .map(|(id, trigger, report)| {
+                let report = serde_json::from_str(&report)
+                    .map_err(|e| Error::internal(format!("the catalog's drill {id} has an unreadable report: {e}")))?;
+                Ok(DrillRecord { id, trigger, report })
+            })
+            .collect()
     }
 }
 

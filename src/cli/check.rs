@@ -37,6 +37,7 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<()> {
     if report.problems.is_empty() {
         Ok(())
     } else {
-        Err(Error::new(ErrorKind::Integrity, format!("{} problems found in the repository", report.problems.len())))
+        Err(Error::new(ErrorKind::Integrity, format!("{} problems found in the repository", report.problems.len()))
+            .result_printed())
     }
 }

@@ -6,9 +6,13 @@ use tidemark::{Error, ErrorKind, Result};
 use super::{Global, human_bytes, human_ms};
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// Write the demo's restore drill report as JUnit XML to this file (CI keeps it)
+    #[arg(long, value_name = "FILE")]
+    junit: Option<std::path::PathBuf>,
+}
 
-pub async fn run(global: &Global, _args: DemoArgs) -> Result<()> {
+pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
     let json = global.json;
     let say = move |line: &str| {
         if !json {
@@ -16,6 +20,10 @@ pub async fn run(global: &Global, _args: DemoArgs) -> Result<()> {
         }
     };
     let report = tidemark::ops::demo::demo(&global.progress(), &say).await?;
+    if let Some(path) = &args.junit {
+        std::fs::write(path, report.drill.junit())
+            .map_err(|e| Error::internal(format!("cannot write the JUnit report {}: {e}", path.display())))?;
+    }
     if json {
         global.print_json(&report);
     } else {
@@ -51,6 +59,17 @@ pub async fn run(global: &Global, _args: DemoArgs) -> Result<()> {
             human_bytes(report.restore.plain_bytes),
             human_bytes(report.restore.stored_bytes)
         );
+        let d = &report.drill;
+        let passed = d.passed_checks();
+        println!(
+            "restore drill into a {}: {passed}/{} checks passed, restore (RTO) {}",
+            d.restored_into,
+            d.checks.len(),
+            human_ms(d.timings.restore_ms)
+        );
+        for c in d.checks.iter().filter(|c| c.status != tidemark::drill::CheckStatus::Pass) {
+            println!("  {:?} {}: {}", c.status, c.name, c.details);
+        }
     }
     if report.ok {
         if !json {

@@ -6,6 +6,7 @@ pub mod basebackup;
 pub mod catalog;
 pub mod check;
 pub mod demo;
+pub mod drill;
 pub mod init;
 pub mod pitr;
 pub mod prune;
@@ -79,6 +80,8 @@ pub enum Command {
     Pitr(pitr::PitrCommand),
     /// Verify that every backup of a workspace is whole: objects, media, base backups, WAL continuity
     Check(check::CheckArgs),
+    /// Prove a backup restores: restore into a throwaway, check, time, report, remove
+    Drill(drill::DrillArgs),
     /// Run the daemon: scheduled snapshots and retention, until SIGTERM/SIGINT
     Serve(serve::ServeArgs),
     /// The job history from the catalog, newest first
@@ -128,6 +131,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Basebackup(args) => basebackup::run(&global, args).await,
         Command::Pitr(cmd) => pitr::run(&global, cmd).await,
         Command::Check(args) => check::run(&global, args).await,
+        Command::Drill(args) => drill::run(&global, args).await,
         Command::Serve(args) => serve::run(&global, args).await,
         Command::Jobs(args) => catalog::jobs(&global, args).await,
         Command::Catalog(cmd) => catalog::run(&global, cmd).await,

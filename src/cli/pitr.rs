@@ -54,7 +54,7 @@ pub struct RestoreArgs {
     port: Option<u16>,
 }
 
-fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
     let trimmed = text.trim();
     let parsed = chrono::DateTime::parse_from_rfc3339(trimmed)
         .or_else(|_| chrono::DateTime::parse_from_str(trimmed, "%Y-%m-%d %H:%M:%S%.f%#z"))

@@ -55,6 +55,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         jobs: args.jobs,
         media_target: args.media_target,
         no_media: args.no_media,
+        target_password: None,
     };
     let report = restore(&core, &opts, &global.progress()).await?;
     if global.json {

@@ -23,6 +23,8 @@ use crate::repo::manifest::Manifest;
 use crate::stacks::StackRef;
 
 const DEMO_SQL: &str = include_str!("demo.sql");
+/// The demo shop's own restore-test assertions (next to the generic built-in ones).
+const DEMO_RESTORE_TESTS: &str = include_str!("demo-restore-tests.sql");
 
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoReport {
@@ -38,6 +40,8 @@ pub struct DemoReport {
     /// Media files in the snapshot, and whether the restored folder is byte-for-byte the same.
     pub media_files: usize,
     pub media_identical: bool,
+    /// The restore drill of the snapshot, in a second throwaway cluster.
+    pub drill: crate::drill::DrillReport,
     pub ok: bool,
 }
 
@@ -87,6 +91,7 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
             schedules: None,
             wal_stream: false,
             pitr_window: None,
+            restore_tests: Some(work.path().join("shop-restore-tests")),
         },
     );
     workspaces.insert(
@@ -98,6 +103,7 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
             schedules: None,
             wal_stream: false,
             pitr_window: None,
+            restore_tests: None,
         },
     );
     let config = LoadedConfig {
@@ -108,6 +114,7 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
             schedules_dir: None,
             catalog: None,
             daemon: Default::default(),
+            drill: crate::config::DrillConfig { scratch_dir: Some(work.path().join("drills")), ..Default::default() },
         },
         path: work.path().join("tidemark.toml"),
     };
@@ -161,7 +168,16 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
     let stacks_identical = source_stacks == restored_stacks && !source_stacks.is_empty();
     let media_files = manifest.media.as_ref().map(|m| m.files.len()).unwrap_or(0);
     let media_identical = media_files > 0 && read_tree(&media_dir)? == read_tree(&media_target)?;
-    let ok = verify.ok && schema_identical && stacks_identical && media_identical;
+
+    say("running a restore drill of the snapshot: a second throwaway cluster, every check, then removed...");
+    std::fs::create_dir_all(work.path().join("shop-restore-tests"))?;
+    std::fs::write(work.path().join("shop-restore-tests/shop.sql"), DEMO_RESTORE_TESTS)?;
+    let drill_opts = super::drill::DrillOptions {
+        record: false,
+        ..super::drill::DrillOptions::new("shop", super::drill::DrillSource::Snapshot(Some(manifest.id.clone())))
+    };
+    let drill = super::drill::drill(&core, &drill_opts, &tokio_util::sync::CancellationToken::new()).await?;
+    let ok = verify.ok && schema_identical && stacks_identical && media_identical && drill.passed;
     say("cleaning up the throwaway cluster and repository...");
     drop(cluster);
     drop(work);
@@ -175,6 +191,7 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
         stacks_identical,
         media_files,
         media_identical,
+        drill,
         ok,
     })
 }

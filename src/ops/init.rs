@@ -97,6 +97,7 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         schedules_dir: None,
         catalog: None,
         daemon: Default::default(),
+        drill: Default::default(),
     };
     let created = async {
         Repository::init(&config.repository, &parsed).await?;

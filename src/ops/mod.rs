@@ -5,6 +5,7 @@ pub mod basebackup;
 pub mod catalog;
 pub mod check;
 pub mod demo;
+pub mod drill;
 pub mod init;
 pub mod pitr;
 pub mod prune;

@@ -104,15 +104,6 @@ pub struct PitrRestoreReport {
     pub restore_ms: u64,
 }
 
-fn describe(target: &Target) -> String {
-    match target {
-        Target::Time(t) => format!("time {}", t.to_rfc3339()),
-        Target::Lsn(l) => format!("lsn {l}"),
-        Target::Name(n, _) => format!("restore point {n}"),
-        Target::Latest => "latest".into(),
-    }
-}
-
 fn quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
@@ -165,7 +156,7 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
         workspace: opts.workspace.clone(),
         pgdata: pgdata.display().to_string(),
         base_backup: chosen.id.clone(),
-        target: describe(&target),
+        target: target.describe(),
         window: window.describe(),
         port: None,
         reached: None,
@@ -270,7 +261,7 @@ fn write_recovery_settings(core: &Core, opts: &PitrRestoreOptions, target: &Targ
     {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.auto.conf"))?;
-        writeln!(file, "\n# tidemark pitr restore of workspace {} to {}", opts.workspace, describe(target))?;
+        writeln!(file, "\n# tidemark pitr restore of workspace {} to {}", opts.workspace, target.describe())?;
     }
     for (k, v) in settings {
         append_setting(pgdata, k, &v)?;

@@ -36,6 +36,9 @@ pub struct RestoreOptions {
     pub media_target: Option<String>,
     /// Restore the database only, even if the snapshot has media.
     pub no_media: bool,
+    /// The target server's password when the URL carries none (drills on a scratch server).
+    #[serde(skip)]
+    pub target_password: Option<crate::config::Secret>,
 }
 
 /// What a restore did, with its phases timed.
@@ -79,7 +82,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) ->
         None => core.repo.find_snapshot(&opts.snapshot).await?,
     };
     let manifest = core.repo.read_manifest(&workspace, &opts.snapshot, &core.identities()?).await?;
-    let target = ConnSpec::parse(&opts.target, None)?;
+    let target = ConnSpec::parse(&opts.target, opts.target_password.as_ref())?;
     let media = media_plan(core, &manifest, opts)?;
     progress.set_prefix(format!("restore {}", manifest.id));
     progress.set_message("checking objects");
@@ -139,14 +142,16 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) ->
 async fn preflight(core: &Core, manifest: &Manifest, with_media: bool) -> Result<()> {
     let store = core.repo.store();
     if with_media && let Some(media) = &manifest.media {
-        let mut shas: Vec<&str> = media.files.iter().map(|f| f.sha256.as_str()).collect();
+        // Owned items: a stream of borrowed ones makes the future not `Send` for every
+        // lifetime, which the daemon (drills) needs.
+        let mut shas: Vec<String> = media.files.iter().map(|f| f.sha256.clone()).collect();
         shas.sort_unstable();
         shas.dedup();
         let missing = futures::stream::iter(shas)
             .map(|sha| {
                 let store = store.clone();
                 async move {
-                    let key = crate::repo::layout::media_object(&manifest.workspace, sha)?;
+                    let key = crate::repo::layout::media_object(&manifest.workspace, &sha)?;
                     match object_store::ObjectStoreExt::head(&store, &key).await {
                         Ok(_) => Ok(()),
                         Err(object_store::Error::NotFound { .. }) => Err(Error::integrity(format!(
@@ -320,14 +325,14 @@ async fn restore_media(
     progress.set_message(format!("media: {} files", files.len()));
     let identities = core.identities()?;
     let store = core.repo.store();
-    futures::stream::iter(files)
+    futures::stream::iter(files.to_vec())
         .map(|entry| {
             let (store, identities) = (store.clone(), identities.clone());
             async move {
                 let key = crate::repo::layout::media_object(&manifest.workspace, &entry.sha256)?;
                 let expect = Expect::Content { sha256: entry.sha256.clone(), size: Some(entry.size) };
                 let stream = read_verified(&store, &key, expect, &identities).await?;
-                media::write(target, entry, stream)
+                media::write(target, &entry, stream)
                     .await
                     .map_err(|e| e.context(format!("restoring media file {}", entry.path)))?;
                 progress.add_bytes(entry.size);

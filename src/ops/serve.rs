@@ -1,6 +1,7 @@
 //! `serve`: the daemon. Builds the schedules of every workspace (its policies that have a
 //! cron line), and runs them with the scheduler of `schedule::daemon`; each job takes a
-//! snapshot of the policy's kind and then applies the workspace's retention. Workspaces
+//! snapshot of the policy's kind and then applies the workspace's retention (and drills the
+//! snapshot when the policy says `drill-after`), a base backup, or a restore drill. Workspaces
 //! with `wal-stream = true` also get a continuous WAL stream for as long as it runs.
 
 use std::sync::Arc;
@@ -10,13 +11,16 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::Core;
+use super::drill::{DrillOptions, DrillSource, drill};
 use super::prune::{DEFAULT_GRACE, PruneOptions, policies_for, prune};
 use super::snapshot::{SnapshotOptions, create};
 use crate::catalog::Catalog;
-use crate::error::Result;
+use crate::drill::DrillReport;
+use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::schedule::clock::Clock;
 use crate::schedule::daemon::{Daemon, DaemonReport, JobOutcome, Runner, Schedule, ScheduledJob};
+use crate::schedule::policy::Action;
 use crate::schedule::webhook::Webhook;
 
 /// The schedules of every configured workspace: its policies with a cron line.
@@ -92,8 +96,16 @@ impl Runner for SnapshotRunner {
         let core = self.core.clone();
         let job = job.clone();
         Box::pin(async move {
-            let (id, bytes) = match job.kind {
-                Some(kind) => {
+            let (id, bytes) = match (job.action, job.kind) {
+                (Action::Drill, _) => {
+                    let report = scheduled_drill(&core, &job, None).await?;
+                    return Ok(JobOutcome {
+                        snapshot_id: Some(report.source),
+                        bytes: Some(report.stored_bytes),
+                        warning: None,
+                    });
+                }
+                (Action::Snapshot, Some(kind)) => {
                     let opts = SnapshotOptions {
                         workspace: job.workspace.clone(),
                         kind,
@@ -103,9 +115,12 @@ impl Runner for SnapshotRunner {
                     let manifest = create(&core, &opts, &Progress::hidden()).await?;
                     (manifest.id.clone(), manifest.stored_bytes())
                 }
-                None => {
+                (Action::BaseBackup, _) => {
                     let manifest = super::basebackup::basebackup(&core, &job.workspace).await?;
                     (manifest.id, manifest.tar.stored_size)
+                }
+                (Action::Snapshot, None) => {
+                    return Err(Error::internal(format!("policy {} takes snapshots of no kind", job.policy)));
                 }
             };
             // Retention after every scheduled snapshot. Its failure does not undo a good
@@ -128,7 +143,35 @@ impl Runner for SnapshotRunner {
                     Some(format!("retention failed: {}", e.report()))
                 }
             };
+            if job.drill_after && job.action == Action::Snapshot {
+                // The snapshot is committed whatever the drill finds: the job fails (and
+                // notifies) without a retry, which would take another snapshot.
+                scheduled_drill(&core, &job, Some(id.clone())).await.map_err(|e| {
+                    let kind = if e.kind().is_temporary() { ErrorKind::Internal } else { e.kind() };
+                    Error::new(kind, format!("snapshot {id} was taken, but {}", e.report()))
+                })?;
+            }
             Ok(JobOutcome { snapshot_id: Some(id), bytes: Some(bytes), warning })
         })
     }
+}
+
+/// A drill run by the daemon (of `snapshot`, else the newest), recorded in the catalog.
+///
+/// Errors: what kept the drill from running, and `Integrity` naming the failed checks.
+async fn scheduled_drill(core: &Core, job: &ScheduledJob, snapshot: Option<String>) -> Result<DrillReport> {
+    let opts =
+        DrillOptions { trigger: job.trigger, ..DrillOptions::new(&job.workspace, DrillSource::Snapshot(snapshot)) };
+    let report = drill(core, &opts, &CancellationToken::new()).await?;
+    if report.passed {
+        tracing::info!(workspace = %job.workspace, snapshot = %report.source,
+            checks = report.checks.len(), rto_ms = report.timings.restore_ms, "restore drill passed");
+        return Ok(report);
+    }
+    let failed: Vec<String> = report.failed_checks().iter().map(|c| format!("{}: {}", c.name, c.details)).collect();
+    Err(Error::integrity(format!(
+        "the restore drill of snapshot {} FAILED: {}",
+        report.source,
+        if failed.is_empty() { report.cleanup_error.clone().unwrap_or_default() } else { failed.join("; ") }
+    )))
 }

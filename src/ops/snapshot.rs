@@ -160,6 +160,8 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
     let materialized_views = session.materialized_views.clone();
     let warnings = session.warnings.clone();
     let stacks = session.stacks.clone();
+    let schema_fingerprint = session.schema_fingerprint.clone();
+    let roles = session.roles.clone();
     for w in &warnings {
         tracing::warn!(workspace = %opts.workspace, "{w}");
     }
@@ -184,6 +186,8 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         content_digest_algorithm: digest::ALGORITHM.to_string(),
         stacks,
         media,
+        schema_fingerprint,
+        roles,
         warnings,
     };
     core.repo.commit_manifest(&manifest, &recipients).await?;

@@ -36,6 +36,7 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
         schedules: None,
         wal_stream: false,
         pitr_window: None,
+        restore_tests: None,
     };
     let text = render_workspace(&opts.name, &ws);
     // Validate the whole file as it will be before touching it.

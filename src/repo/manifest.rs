@@ -57,6 +57,15 @@ pub struct Manifest {
     /// or the snapshot was taken with `--no-media`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaSummary>,
+    /// The schema's fingerprint at the snapshot: SHA-256 per kind of object (see
+    /// `source::fingerprint`); drills compare the restored schema against it. Empty in
+    /// snapshots taken before tidemark recorded it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub schema_fingerprint: std::collections::BTreeMap<String, String>,
+    /// The roles the database's objects refer to (owners, grantees); a drill creates them in
+    /// its throwaway cluster before loading the schema.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
     /// What the snapshot could not carry (e.g. large objects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

@@ -39,6 +39,8 @@ pub struct ScheduledJob {
     pub action: super::policy::Action,
     /// The snapshot kind (`None` for a base backup).
     pub kind: Option<crate::repo::manifest::SnapshotKind>,
+    /// Drill the snapshot right after taking it.
+    pub drill_after: bool,
     /// The cron slot served (for a catch-up: the moment the daemon caught up).
     pub slot: DateTime<Utc>,
     pub trigger: Trigger,
@@ -50,6 +52,7 @@ impl ScheduledJob {
         match self.action {
             super::policy::Action::Snapshot => "snapshot",
             super::policy::Action::BaseBackup => "basebackup",
+            super::policy::Action::Drill => "drill",
         }
     }
 }
@@ -155,6 +158,7 @@ impl Daemon {
                     policy: entry.schedule.policy.name.clone(),
                     action: entry.schedule.policy.action,
                     kind: entry.schedule.policy.kind,
+                    drill_after: entry.schedule.policy.drill_after,
                     slot: if trigger == Trigger::CatchUp { now } else { at },
                     trigger,
                 };

@@ -5,6 +5,8 @@
 //! time-zone = "Europe/Berlin" # IANA name; default UTC
 //! kind = "automatic"          # what the schedule produces and the retention applies to
 //! # action = "base-backup"    # instead of kind: a scheduled base backup (no [retention])
+//! # action = "drill"          # instead of kind: a restore drill of the newest snapshot
+//! drill-after = true          # a restore drill of every snapshot this policy takes
 //! [retention]
 //! keep-within = "3d"          # and/or keep-last, keep-daily, keep-weekly, keep-monthly
 //! ```
@@ -33,6 +35,8 @@ struct PolicyFile {
     action: Action,
     kind: Option<SnapshotKind>,
     #[serde(default)]
+    drill_after: bool,
+    #[serde(default)]
     retention: RetentionFile,
 }
 
@@ -55,6 +59,8 @@ pub enum Action {
     Snapshot,
     /// A base backup for point-in-time restores (kept by the workspace's PITR window).
     BaseBackup,
+    /// A restore drill of the workspace's newest snapshot.
+    Drill,
 }
 
 /// A loaded, validated policy.
@@ -69,6 +75,8 @@ pub struct Policy {
     pub action: Action,
     /// The snapshot kind it produces and keeps; `None` for a base-backup policy.
     pub kind: Option<SnapshotKind>,
+    /// Drill every snapshot this policy takes, right after it (a failed drill fails the job).
+    pub drill_after: bool,
     pub retention: Retention,
 }
 
@@ -150,8 +158,27 @@ impl Policy {
                 return Err(Error::config(": a base-backup policy needs a cron line"));
             }
             (Action::BaseBackup, None) => None,
+            (Action::Drill, kind) if kind.is_some() || retention != Retention::default() => {
+                return Err(Error::config(": a drill policy has no kind and no [retention] (it makes no snapshots)"));
+            }
+            (Action::Drill, _) if cron.is_none() => {
+                return Err(Error::config(": a drill policy needs a cron line"));
+            }
+            (Action::Drill, _) => None,
         };
-        Ok(Policy { name: name.to_string(), cron, cron_text, time_zone, action: file.action, kind, retention })
+        if file.drill_after && file.action != Action::Snapshot {
+            return Err(Error::config(": drill-after belongs in a snapshot policy (it drills what the policy takes)"));
+        }
+        Ok(Policy {
+            name: name.to_string(),
+            cron,
+            cron_text,
+            time_zone,
+            action: file.action,
+            kind,
+            drill_after: file.drill_after,
+            retention,
+        })
     }
 
     /// The first run strictly after `after`, or `None` for a policy without a cron line.
@@ -224,6 +251,20 @@ mod tests {
         assert!(Policy::parse("p", kept).unwrap_err().message().contains("pitr-window"));
         assert!(Policy::parse("p", "action = \"base-backup\"\n").unwrap_err().message().contains("cron line"));
         assert!(Policy::parse("p", "cron = \"@daily\"\n").unwrap_err().message().contains("kind is missing"));
+    }
+
+    #[test]
+    fn drills_run_on_their_own_cron_line_or_after_each_snapshot() {
+        let weekly = Policy::parse("drill", "action = \"drill\"\ncron = \"0 5 * * 1\"\n").unwrap();
+        assert_eq!((weekly.action, weekly.kind, weekly.drill_after), (Action::Drill, None, false));
+        let after = Policy::parse("daily", "kind = \"automatic\"\ncron = \"@daily\"\ndrill-after = true\n").unwrap();
+        assert!(after.drill_after);
+        let no_cron = Policy::parse("p", "action = \"drill\"\n").unwrap_err();
+        assert!(no_cron.message().contains("needs a cron line"), "{}", no_cron.message());
+        let with_kind = Policy::parse("p", "action = \"drill\"\ncron = \"@daily\"\nkind = \"manual\"\n");
+        assert!(with_kind.unwrap_err().message().contains("has no kind"));
+        let misplaced = Policy::parse("p", "action = \"base-backup\"\ncron = \"@daily\"\ndrill-after = true\n");
+        assert!(misplaced.unwrap_err().message().contains("drill-after belongs in a snapshot policy"));
     }
 
     #[test]

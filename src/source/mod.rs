@@ -3,5 +3,6 @@
 //! drill prove it got back exactly what was read.
 
 pub mod digest;
+pub mod fingerprint;
 pub mod media;
 pub mod postgres;

@@ -46,6 +46,9 @@ pub struct SnapshotSession {
     pub warnings: Vec<String>,
     /// The function stacks as of the snapshot (empty when the workspace has none).
     pub stacks: Vec<crate::stacks::log::StackSummary>,
+    /// The schema's fingerprint and the roles it refers to, as of the snapshot.
+    pub schema_fingerprint: std::collections::BTreeMap<String, String>,
+    pub roles: Vec<String>,
 }
 
 const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -170,6 +173,8 @@ impl SnapshotSession {
             .fetch_one(&mut conn)
             .await?;
         let stacks = if has_stacks { crate::stacks::log::list(&mut conn).await? } else { Vec::new() };
+        let schema_fingerprint = super::fingerprint::schema_fingerprint(&mut conn).await?;
+        let roles = super::fingerprint::referenced_roles(&mut conn).await?;
         Ok(SnapshotSession {
             conn,
             snapshot_name,
@@ -180,6 +185,8 @@ impl SnapshotSession {
             block_size,
             warnings,
             stacks,
+            schema_fingerprint,
+            roles,
         })
     }
 

@@ -75,6 +75,18 @@ pub enum Target {
     Latest,
 }
 
+impl Target {
+    /// `time 2026-11-22T10:15:00+00:00`, `lsn 0/5000028`, `restore point NAME`, `latest`.
+    pub fn describe(&self) -> String {
+        match self {
+            Target::Time(t) => format!("time {}", t.to_rfc3339()),
+            Target::Lsn(l) => format!("lsn {l}"),
+            Target::Name(n, _) => format!("restore point {n}"),
+            Target::Latest => "latest".into(),
+        }
+    }
+}
+
 /// Computes the window.
 pub fn compute(bases: &[BaseManifest], archived: &[Archived]) -> Window {
     // Per timeline (and segment size): segment number -> archive time.

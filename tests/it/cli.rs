@@ -223,3 +223,28 @@ async fn jobs_catalog_rebuild_and_serve_through_the_binary() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("daemon.webhook.url") && !stderr.contains("secret-token"), "{stderr}");
 }
+
+/// The project's own CI is a restore drill: the demo workspace is snapshotted, restored and
+/// drilled, and the drill's JUnit report is kept in `target/drill-reports/demo.xml`.
+#[test]
+fn the_demo_workspace_passes_its_restore_drill_and_the_junit_report_is_kept() {
+    let reports = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("../drill-reports");
+    std::fs::create_dir_all(&reports).unwrap();
+    let junit = reports.join("demo.xml");
+    let _ = std::fs::remove_file(&junit);
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--json", "demo", "--junit"])
+        .arg(&junit)
+        .output()
+        .expect("run tidemark demo");
+    let report = ok(&out);
+    let drill = &report["drill"];
+    assert_eq!(drill["passed"], true, "{drill:#}");
+    let checks = drill["checks"].as_array().unwrap();
+    for name in ["object-hashes", "schema-fingerprint", "function-stacks", "media-hashes", "sequences"] {
+        assert!(checks.iter().any(|c| c["name"] == name && c["status"] == "pass"), "{name} in {checks:#?}");
+    }
+    assert!(checks.iter().any(|c| c["name"].as_str().unwrap().starts_with("restore-test shop.sql: ")));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains(&format!("tests=\"{}\"", checks.len())) && xml.contains("failures=\"0\""), "{xml}");
+}

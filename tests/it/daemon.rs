@@ -121,6 +121,7 @@ async fn scheduled_snapshots_apply_retention_record_jobs_and_notify() {
             schedules: None,
             wal_stream: false,
             pitr_window: None,
+            restore_tests: None,
         },
     );
 
@@ -238,4 +239,74 @@ async fn a_shutdown_mid_snapshot_leaves_no_snapshot_and_the_next_run_succeeds() 
     assert_eq!(manifest.total_rows(), 1000);
     shutdown.cancel();
     assert_eq!(daemon.await.unwrap().jobs_aborted, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_drills_run_after_snapshots_and_on_their_own_and_failures_notify() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 500);").await;
+    std::fs::set_permissions(w.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    w.core.config.config.drill.scratch_dir = Some(w.dir.path().join("drills"));
+    let schedules = w.dir.path().join("schedules");
+    std::fs::create_dir_all(&schedules).unwrap();
+    std::fs::write(
+        schedules.join("daily.toml"),
+        "kind = \"automatic\"\ncron = \"0 2 * * *\"\ndrill-after = true\n[retention]\nkeep-within = \"3d\"\n",
+    )
+    .unwrap();
+    std::fs::write(schedules.join("drill.toml"), "action = \"drill\"\ncron = \"0 4 * * *\"\n").unwrap();
+    w.core.config.config.schedules_dir = Some(schedules);
+    // The business rule the restored copy breaks: the drills must fail and say so.
+    let tests = w.dir.path().join("shop-tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    std::fs::write(tests.join("rules.sql"), "-- assert: at least a thousand rows\nSELECT count(*) >= 1000 FROM t;\n")
+        .unwrap();
+    w.core.config.config.workspaces.get_mut("shop").unwrap().restore_tests = Some(tests);
+    let hook = hook().await;
+    w.core.config.config.daemon.webhook =
+        Some(WebhookConfig { url: Secret::literal(hook.url.clone()), on_success: false });
+
+    let slot = daily_slot(1);
+    let clock = ManualClock::new(slot - chrono::Duration::hours(1));
+    let (shutdown, daemon) = start_daemon(&w.core, &clock);
+    let catalog = Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    wait_for("the schedules to register", async || catalog.last_slot("shop", "drill").await.unwrap()).await;
+    clock.set(slot);
+    let failed = wait_for("the snapshot job", async || job_of(&catalog, "shop", JobStatus::Failed).await).await;
+    assert_eq!((failed.operation.as_str(), failed.attempts), ("snapshot", 1), "a failed drill is not retried");
+    let error = failed.error.clone().unwrap();
+    assert!(
+        error.contains("was taken, but the restore drill") && error.contains("at least a thousand rows"),
+        "{error}"
+    );
+    let snapshots = w.core.repo.list_snapshot_ids("shop").await.unwrap();
+    assert_eq!(snapshots.len(), 1, "the snapshot stays: only its drill failed");
+    assert!(error.contains(&snapshots[0]));
+
+    clock.set(slot + chrono::Duration::hours(2));
+    let drill_job = wait_for("the drill job", async || {
+        catalog
+            .jobs(Some("shop"), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|j| j.operation == "drill" && j.status != "running")
+    })
+    .await;
+    assert_eq!(drill_job.status(), JobStatus::Failed);
+    assert_eq!(drill_job.snapshot_id, None);
+    let drills = catalog.drills(Some("shop"), 10).await.unwrap();
+    assert_eq!(drills.len(), 2);
+    assert!(drills.iter().all(|d| d.trigger == "schedule" && !d.report.passed && d.report.source == snapshots[0]));
+
+    let bodies = wait_for("two failure notifications", async || {
+        let b = hook.bodies.lock().unwrap().clone();
+        (b.len() == 2).then_some(b)
+    })
+    .await;
+    let operations: Vec<&str> = bodies.iter().map(|b| b["operation"].as_str().unwrap()).collect();
+    assert_eq!(operations, vec!["snapshot", "drill"]);
+    assert!(bodies.iter().all(|b| b["event"] == "job.failed" && b["error"]["kind"] == "integrity"));
+    shutdown.cancel();
+    daemon.await.unwrap();
 }

@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod daemon;
+mod drill;
 mod media;
 mod no_lock_in;
 mod pitr;

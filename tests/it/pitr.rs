@@ -113,6 +113,11 @@ async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
     rows.iter().map(|r| r.get::<String, _>(0)).collect()
 }
 
+/// The markers table, with the row committed before the base backup.
+const MARKERS_BEFORE_BASE: &str =
+    "CREATE TABLE markers (label text PRIMARY KEY, committed_at timestamptz DEFAULT clock_timestamp());
+     INSERT INTO markers (label) VALUES ('before-base');";
+
 fn set(labels: &[&str]) -> BTreeSet<String> {
     labels.iter().map(|s| s.to_string()).collect()
 }
@@ -120,13 +125,7 @@ fn set(labels: &[&str]) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     let w = archiving_world().await;
-    let source = create_database(
-        &w.cluster,
-        "shop",
-        "CREATE TABLE markers (label text PRIMARY KEY, committed_at timestamptz DEFAULT clock_timestamp());
-         INSERT INTO markers (label) VALUES ('before-base');",
-    )
-    .await;
+    let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
     let base = tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
     assert!(base.end_lsn >= base.start_lsn && base.tar.stored_size > 0);
 
@@ -452,4 +451,51 @@ async fn the_daemon_takes_base_backups_on_their_schedule() {
     assert_eq!(bases.iter().map(|b| b.id.clone()).collect::<Vec<_>>(), vec![job.snapshot_id.clone().unwrap()]);
     shutdown.cancel();
     daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pitr_drill_recovers_into_a_throwaway_cluster_and_runs_the_assertions() {
+    use tidemark::drill::CheckStatus;
+    use tidemark::ops::drill::{DrillOptions, DrillSource, drill};
+    let mut w = archiving_world().await;
+    let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
+    tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    commit_marker(&source, "after-base").await;
+    archive_everything(&source, &w.core).await;
+    let tests = w.dir.path().join("restore-tests");
+    std::fs::create_dir_all(&tests).unwrap();
+    std::fs::write(
+        tests.join("markers.sql"),
+        "-- assert: the row committed after the base backup was replayed\n\
+         SELECT EXISTS (SELECT 1 FROM markers WHERE label = 'after-base');\n",
+    )
+    .unwrap();
+    let scratch = w.dir.path().join("drills");
+    w.core.config.config.drill.scratch_dir = Some(scratch.clone());
+
+    let opts = DrillOptions {
+        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+        ..DrillOptions::new("shop", DrillSource::Pitr(Target::Latest))
+    };
+    let report = drill(&w.core, &opts, &tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert!(report.passed, "{:#?}", report.checks);
+    let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "base-backup",
+            "recovery",
+            "connect",
+            "restore-test markers.sql: the row committed after the base backup was replayed"
+        ]
+    );
+    assert!(report.checks.iter().all(|c| c.status == CheckStatus::Pass));
+    assert_eq!(report.kind, tidemark::drill::DrillKind::Pitr);
+    assert!(report.timings.restore_ms > 0);
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "the recovered cluster is removed");
+    let port: u16 = report.restored_into.rsplit(':').next().unwrap().parse().unwrap();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the recovered server still listens");
+    // The source archived on, untouched.
+    let markers: i64 = one_row(&source, "SELECT count(*) FROM markers").await;
+    assert_eq!(markers, 2);
 }

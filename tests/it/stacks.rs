@@ -164,6 +164,7 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
             schedules: None,
             wal_stream: false,
             pitr_window: None,
+            restore_tests: None,
         },
     );
     let copy = Core::from_parts(config, c.repo.clone(), None, None);

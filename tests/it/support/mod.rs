@@ -89,6 +89,7 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
             schedules: None,
             wal_stream: false,
             pitr_window: None,
+            restore_tests: None,
         },
     );
     let config = LoadedConfig {
@@ -99,6 +100,7 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
             schedules_dir: None,
             catalog: None,
             daemon: Default::default(),
+            drill: Default::default(),
         },
         path: dir.path().join("tidemark.toml"),
     };
