@@ -18,6 +18,7 @@ use crate::migrations::Embedded;
 const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (1, "jobs", include_str!("../../migrations/catalog/0001_jobs.sql")),
     (2, "drills", include_str!("../../migrations/catalog/0002_drills.sql")),
+    (3, "job_owner", include_str!("../../migrations/catalog/0003_job_owner.sql")),
 ]);
 
 /// A drill as the catalog keeps it.
@@ -169,7 +170,69 @@ fn catalog_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Unavailable, format!("catalog {}: {what}: {e}", path.display()))
 }
 
+/// This machine's name, recorded with the jobs it runs.
+fn host_name() -> String {
+    nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Whether a process with this id exists here (a process of another user counts).
+fn process_alive(pid: i64) -> bool {
+    // An id that cannot be a process's is never ours: leave its job alone.
+    let Ok(pid) = i32::try_from(pid).map_err(|_| ()).and_then(|p| if p > 0 { Ok(p) } else { Err(()) }) else {
+        return true;
+    };
+    !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
+}
+
+/// Held by the one `serve` that uses a catalog, for as long as it runs (a file lock: it
+/// dies with the process).
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: std::fs::File,
+}
+
 impl Catalog {
+    /// Makes this process the catalog's only daemon. A second `serve` on the same catalog
+    /// would take every scheduled snapshot twice and record the first daemon's running
+    /// jobs as aborted.
+    ///
+    /// Errors: `Refused` naming the process that holds the catalog; `Unavailable` when the
+    /// lock file beside the catalog cannot be written.
+    pub fn lock_for_daemon(&self) -> Result<DaemonLock> {
+        use std::io::Write;
+        let path = self.path.with_extension("serve.lock");
+        let mut file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| catalog_error(&self.path, "cannot create the daemon lock", e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = if holder.trim().is_empty() { "its pid is not recorded" } else { holder.trim() };
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "another `tidemark serve` is running with the catalog {} ({holder}); stop it \
+                         first, or give this daemon its own config and catalog",
+                        self.path.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(catalog_error(&self.path, "cannot take the daemon lock", e));
+            }
+        }
+        let recorded = file.set_len(0).and_then(|()| write!(file, "pid {} on {}", std::process::id(), host_name()));
+        if let Err(e) = recorded {
+            tracing::warn!(error = %e, "cannot record the daemon's pid beside the catalog");
+        }
+        Ok(DaemonLock { _file: file })
+    }
+
     /// Opens the catalog file, creating it (and its folder) if missing, and brings its
     /// schema up to date.
     ///
@@ -223,8 +286,8 @@ impl Catalog {
     /// Records a job as running and returns its id.
     pub async fn start_job(&self, job: &NewJob) -> Result<i64> {
         let row: (i64,) = sqlx::query_as(
-            "INSERT INTO jobs (workspace, operation, kind, trigger, policy, scheduled_for, started_at, status) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'running') RETURNING id",
+            "INSERT INTO jobs (workspace, operation, kind, trigger, policy, scheduled_for, started_at, status, pid, \
+             host) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?) RETURNING id",
         )
         .bind(&job.workspace)
         .bind(&job.operation)
@@ -233,6 +296,8 @@ impl Catalog {
         .bind(&job.policy)
         .bind(job.scheduled_for)
         .bind(job.started_at)
+        .bind(std::process::id())
+        .bind(host_name())
         .fetch_one(&self.pool)
         .await
         .map_err(|e| self.err("cannot record a job", e))?;
@@ -283,6 +348,36 @@ impl Catalog {
         .await
         .map_err(|e| self.err("cannot clean up jobs of a stopped daemon", e))?;
         Ok(done.rows_affected())
+    }
+
+    /// Marks jobs left `running` by a process of this host that no longer exists (killed
+    /// with SIGKILL, or the machine went down) as aborted, and returns how many. A job of
+    /// another host, or whose process id is alive (perhaps reused), is left alone.
+    pub async fn abort_jobs_of_dead_processes(&self, now: DateTime<Utc>) -> Result<u64> {
+        let running: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, pid FROM jobs WHERE status = 'running' AND pid IS NOT NULL AND host = ?")
+                .bind(host_name())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.err("cannot read the running jobs", e))?;
+        let mut aborted = 0;
+        for (id, pid) in running {
+            if process_alive(pid) {
+                continue;
+            }
+            let reason = format!("the tidemark process (pid {pid}) ended before the job finished");
+            aborted += sqlx::query(
+                "UPDATE jobs SET status = 'aborted', finished_at = ?, error = ? WHERE id = ? AND status = 'running'",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot record an aborted job", e))?
+            .rows_affected();
+        }
+        Ok(aborted)
     }
 
     /// One job by id.
@@ -456,6 +551,59 @@ mod tests {
         drop(catalog);
         let catalog = Catalog::open(&dir.path().join("sub/catalog.sqlite")).await.unwrap();
         assert_eq!(catalog.jobs(None, 10).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn jobs_of_dead_processes_are_aborted_and_others_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = Catalog::open(&dir.path().join("c.sqlite")).await.unwrap();
+        let job = NewJob {
+            workspace: "shop".into(),
+            operation: "snapshot".into(),
+            kind: Some("manual".into()),
+            trigger: Trigger::Cli,
+            policy: None,
+            scheduled_for: None,
+            started_at: Utc::now(),
+        };
+        let ours = catalog.start_job(&job).await.unwrap();
+        let killed = catalog.start_job(&job).await.unwrap();
+        let elsewhere = catalog.start_job(&job).await.unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let set = |sql: &'static str, value: String, id: i64| {
+            let pool = catalog.pool.clone();
+            async move { sqlx::query(sql).bind(value).bind(id).execute(&pool).await.unwrap() }
+        };
+        set("UPDATE jobs SET pid = ? WHERE id = ?", dead_pid.to_string(), killed).await;
+        set("UPDATE jobs SET pid = ? WHERE id = ?", dead_pid.to_string(), elsewhere).await;
+        set("UPDATE jobs SET host = ? WHERE id = ?", "another-machine".into(), elsewhere).await;
+
+        assert_eq!(catalog.abort_jobs_of_dead_processes(Utc::now()).await.unwrap(), 1);
+        let aborted = catalog.job(killed).await.unwrap();
+        assert_eq!(aborted.status(), JobStatus::Aborted);
+        assert!(aborted.error.unwrap().contains(&format!("pid {dead_pid}")));
+        assert!(aborted.finished_at.is_some());
+        assert_eq!(catalog.job(ours).await.unwrap().status(), JobStatus::Running, "this process is alive");
+        assert_eq!(catalog.job(elsewhere).await.unwrap().status(), JobStatus::Running, "not this host's process");
+        assert_eq!(catalog.abort_jobs_of_dead_processes(Utc::now()).await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn one_daemon_per_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sqlite");
+        let first = Catalog::open(&path).await.unwrap();
+        let second = Catalog::open(&path).await.unwrap();
+        let lock = first.lock_for_daemon().unwrap();
+        let refused = second.lock_for_daemon().unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Refused);
+        let message = refused.message();
+        assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
+        assert!(message.contains(&path.display().to_string()), "{message}");
+        drop(lock);
+        second.lock_for_daemon().expect("the lock is free once the first daemon is gone");
     }
 
     #[tokio::test]

@@ -24,12 +24,15 @@ pub async fn open(core: &Core) -> Result<Catalog> {
     Catalog::open(&core.config.catalog_path()).await
 }
 
-/// The job history, newest first.
+/// The job history, newest first. A job still `running` whose process is gone from this
+/// host (killed with SIGKILL) is first recorded as aborted.
 pub async fn jobs(core: &Core, workspace: Option<&str>, limit: u32) -> Result<Vec<Job>> {
     if let Some(ws) = workspace {
         core.config.workspace(ws)?;
     }
-    open(core).await?.jobs(workspace, limit).await
+    let catalog = open(core).await?;
+    catalog.abort_jobs_of_dead_processes(chrono::Utc::now()).await?;
+    catalog.jobs(workspace, limit).await
 }
 
 /// Recreates what the repository knows. Existing rows are kept; nothing is duplicated,

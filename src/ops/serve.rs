@@ -41,12 +41,14 @@ pub fn schedules(core: &Core) -> Result<Vec<Schedule>> {
 /// Runs the daemon until `shutdown` is cancelled.
 ///
 /// Errors: `Config` for bad policies or webhook settings, `Unavailable` when the catalog
-/// cannot be opened. Job failures are recorded and notified, never returned.
+/// cannot be opened, `Refused` when another daemon runs with the same catalog. Job
+/// failures are recorded and notified, never returned.
 pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationToken) -> Result<DaemonReport> {
     let schedules = schedules(core)?;
     let settings = core.config.config.daemon.clone();
     let webhook = settings.webhook.as_ref().map(Webhook::new).transpose()?;
     let catalog = Catalog::open(&core.config.catalog_path()).await?;
+    let _only_daemon = catalog.lock_for_daemon()?;
     if schedules.is_empty() {
         tracing::warn!("no workspace has a schedule with a cron line: nothing will run");
     }

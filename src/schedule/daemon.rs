@@ -118,6 +118,10 @@ impl Daemon {
         if orphans > 0 {
             tracing::warn!(jobs = orphans, "jobs of a previous daemon never finished; recorded as aborted");
         }
+        let killed = self.catalog.abort_jobs_of_dead_processes(now).await?;
+        if killed > 0 {
+            tracing::warn!(jobs = killed, "jobs whose tidemark process is gone never finished; recorded as aborted");
+        }
         let mut entries = Vec::with_capacity(self.schedules.len());
         for schedule in self.schedules {
             let next = first_run(&self.catalog, &schedule, now).await?;

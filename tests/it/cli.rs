@@ -206,6 +206,11 @@ async fn jobs_catalog_rebuild_and_serve_through_the_binary() {
     }
     let loaded = loaded.expect("the daemon loads the built-in daily schedule");
     assert_eq!((loaded["workspace"].as_str(), loaded["policy"].as_str()), (Some("shop"), Some("daily")));
+    // One daemon per catalog: a second one would take every scheduled snapshot twice.
+    let second = tidemark(dir.path(), &["serve"]);
+    assert_eq!(second.status.code(), Some(ErrorKind::Refused.exit_code()));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("another `tidemark serve`") && stderr.contains(&format!("pid {}", child.id())), "{stderr}");
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
@@ -222,6 +227,55 @@ async fn jobs_catalog_rebuild_and_serve_through_the_binary() {
     assert_eq!(refused.status.code(), Some(ErrorKind::Config.exit_code()));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("daemon.webhook.url") && !stderr.contains("secret-token"), "{stderr}");
+}
+
+/// A `snapshot create` killed with SIGKILL cannot record how it ended: once its process is
+/// gone, `jobs` records the job as aborted instead of listing it as running forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_snapshot_is_listed_as_aborted() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let source = create_database(&cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);").await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    ok(&tidemark(dir.path(), &["init", "--repo", repo.to_str().unwrap()]));
+    ok(&tidemark(dir.path(), &["workspace", "add", "shop", "--database-url", &cluster.url("shop")]));
+    // Another session holds the table: the snapshot waits for its lock, mid-job.
+    let mut blocker = source.connect().await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;").execute(&mut blocker).await.unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", dir.path().join("tidemark.toml").to_str().unwrap(), "snapshot", "create", "-w", "shop"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Not on the blocker's connection: pg_stat_activity stays the same inside a transaction.
+    let mut observer = source.connect().await.unwrap();
+    let mut waiting = false;
+    for _ in 0..300 {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+        if n > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(waiting, "the snapshot never reached the locked table");
+    let running = ok(&tidemark(dir.path(), &["--json", "jobs"]));
+    assert_eq!(running[0]["status"], "running", "its process is alive: {running}");
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let jobs = ok(&tidemark(dir.path(), &["--json", "jobs"]));
+    assert_eq!(jobs.as_array().unwrap().len(), 1);
+    assert_eq!(jobs[0]["status"], "aborted", "{jobs}");
+    let error = jobs[0]["error"].as_str().unwrap();
+    assert!(error.contains(&format!("pid {}", child.id())), "{error}");
+    sqlx::raw_sql("ROLLBACK").execute(&mut blocker).await.unwrap();
+    let listed = ok(&tidemark(dir.path(), &["--json", "snapshot", "list", "-w", "shop"]));
+    assert_eq!(listed.as_array().unwrap().len(), 0, "a killed snapshot never appears");
 }
 
 /// The project's own CI is a restore drill: the demo workspace is snapshotted, restored and
