@@ -2,7 +2,9 @@
 //! in one run: tidemark (base backup + archived WAL, compressed and encrypted, restored with
 //! `pitr restore --latest --start`), `pg_basebackup -Ft` + a plain local WAL archive +
 //! manual recovery (`restore_command = cp`), and pgBackRest (zstd level 1, AES-256
-//! encryption, `backup --type=full`, `restore`). One archive_command feeds all three.
+//! encryption, `backup --type=full`, `restore`, asynchronous archive-get). One
+//! archive_command feeds all three. tidemark restores twice: reading WAL ahead (the
+//! default, `--prefetch 8`) and fetching each segment when Postgres asks (`--prefetch 0`).
 //! Also the RPO of the archive under a pgbench load: bytes and seconds between the
 //! server's WAL position and the newest segment in the repository, sampled every second.
 //!
@@ -68,7 +70,7 @@ fn main() {
          compress-type=zst\ncompress-level=1\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=bench-only-passphrase\n\
          log-level-console=warn\nlog-path={w}/pgbr-run\nlock-path={w}/pgbr-run\nspool-path={w}/pgbr-run\nprocess-max=2\n\
          [bench]\npg1-path={data}\npg1-port={port}\npg1-host-user=postgres\npg1-user=postgres\n\
-         pg1-socket-path={socket}\nEOF\n\
+         pg1-socket-path={socket}\n[global:archive-get]\narchive-async=y\nEOF\n\
          mkdir -p {w}/repo/workspaces/bench/wal; chmod 644 {w}/tidemark.toml {w}/pgbackrest.conf\n\
          if [ \"$(id -u)\" = 0 ]; then chown -R postgres {w}/repo {w}/archive {w}/pgbr {w}/pgbr-run {w}/pgbb {w}/tidemark-identity.txt; fi",
         socket = cluster.data_dir().parent().unwrap().display()
@@ -131,6 +133,16 @@ fn main() {
         &w,
     ));
     sh(&stop(&format!("{w}/r1")));
+    let p0 = tidemark::pgcluster::free_port().unwrap();
+    results.push(measure(
+        "tidemark pitr restore --latest --start --prefetch 0",
+        &format!(
+            "{tm} pitr restore --workspace bench --pgdata {w}/r0 --latest --start --port {p0} --prefetch 0 >/dev/null"
+        ),
+        None,
+        &w,
+    ));
+    sh(&stop(&format!("{w}/r0")));
     let p2 = tidemark::pgcluster::free_port().unwrap();
     results.push(measure(
         "tar -x + recovery from a local archive (cp)",
@@ -206,10 +218,16 @@ fn main() {
             m.bytes.map(|b| format!("{:.0}", b as f64 / 1048576.0)).unwrap_or_else(|| "-".into())
         );
     }
-    let (t, b, r) = (find("tidemark pitr"), find("tar -x"), find("pgbackrest restore"));
+    let (t, t0, b, r) = (
+        find("tidemark pitr restore --latest --start"),
+        find("tidemark pitr restore --latest --start --prefetch 0"),
+        find("tar -x"),
+        find("pgbackrest restore"),
+    );
     println!("\n| ratio | value |\n|---|---:|");
     println!("| tidemark restore / pg_basebackup + cp recovery | {:.2}x |", t.wall / b.wall);
-    println!("| tidemark restore / pgbackrest restore | {:.2}x |", t.wall / r.wall);
+    println!("| tidemark restore / pgbackrest restore (async archive-get) | {:.2}x |", t.wall / r.wall);
+    println!("| tidemark restore without prefetch / with | {:.2}x |", t0.wall / t.wall);
     let (tb, pb) = (find("tidemark basebackup"), find("pgbackrest backup"));
     println!("| tidemark base backup / pgbackrest backup (time) | {:.2}x |", tb.wall / pb.wall);
     println!(

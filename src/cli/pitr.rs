@@ -52,6 +52,9 @@ pub struct RestoreArgs {
     /// Port of the started server (default: a free one)
     #[arg(long)]
     port: Option<u16>,
+    /// WAL segments to read ahead during recovery (0: fetch each when Postgres asks)
+    #[arg(long, default_value_t = pitr::DEFAULT_PREFETCH)]
+    prefetch: u32,
 }
 
 pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
@@ -102,6 +105,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
                 start: args.start,
                 port: args.port,
                 tidemark_command: None,
+                prefetch: args.prefetch,
             };
             let report = pitr::restore(&core, &opts).await?;
             if global.json {

@@ -1,10 +1,12 @@
-//! `tidemark wal push|fetch`: the archive_command and restore_command of a cluster.
+//! `tidemark wal push|fetch|stream|prefetch`: the archive_command and restore_command of a
+//! cluster, continuous streaming, and reading WAL ahead during recovery.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use tidemark::Result;
 use tidemark::ops::wal;
+use tidemark::wal::prefetch::Spool;
 
 use super::Global;
 
@@ -37,8 +39,34 @@ pub enum WalCommand {
         dest: PathBuf,
         #[arg(long, short)]
         workspace: Option<String>,
+        /// Read ahead: a background `wal prefetch` downloads up to N following segments into --spool while the server replays
+        #[arg(long, default_value_t = 0, requires = "spool")]
+        prefetch: u32,
+        /// Where prefetched segments wait (a folder of the server's OS user; remove it at the end of recovery with `wal prefetch --spool DIR --remove`)
+        #[arg(long)]
+        spool: Option<PathBuf>,
+        /// The cluster's WAL segment size in bytes
+        #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE)]
+        segment_size: u64,
+    },
+    /// Download the segments after the one Postgres asked for last into a spool (started by `wal fetch --prefetch`), or remove the spool (--remove: the recovery_end_command)
+    Prefetch {
+        #[arg(long)]
+        spool: PathBuf,
+        #[arg(long, short)]
+        workspace: Option<String>,
+        /// How many segments to read ahead
+        #[arg(long, default_value_t = 8)]
+        depth: u32,
+        #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE)]
+        segment_size: u64,
+        /// Remove the spool (after waiting for a running prefetcher) instead
+        #[arg(long)]
+        remove: bool,
     },
 }
+
+const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 
 /// `wal fetch`'s exit code for every failure except "not archived": above 125, so that
 /// Postgres aborts recovery instead of taking the failure for the end of the archive
@@ -67,12 +95,26 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             }
             Ok(())
         }
-        WalCommand::Fetch { name, dest, workspace } => {
-            let fetched = async { wal::fetch(&global.core().await?, workspace.as_deref(), &name, &dest).await }.await;
+        WalCommand::Fetch { name, dest, workspace, prefetch, spool, segment_size } => {
+            let spool = spool.filter(|_| prefetch > 0).map(Spool::new);
+            let mut prefetched = false;
+            if let Some(spool) = &spool {
+                // Served from the spool needs no repository and no key: a rename.
+                prefetched = spool.take(&name, &dest);
+                start_prefetcher(global, spool, &name, workspace.as_deref(), prefetch, segment_size);
+            }
+            let fetched = async {
+                if prefetched {
+                    return Ok(std::fs::metadata(&dest)?.len());
+                }
+                wal::fetch(&global.core().await?, workspace.as_deref(), &name, &dest).await
+            }
+            .await;
             match fetched {
                 Ok(bytes) => {
                     if global.json {
-                        global.print_json(&serde_json::json!({ "name": name, "bytes": bytes }));
+                        global
+                            .print_json(&serde_json::json!({ "name": name, "bytes": bytes, "prefetched": prefetched }));
                     }
                     Ok(())
                 }
@@ -83,5 +125,59 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
                 }
             }
         }
+        WalCommand::Prefetch { spool, remove: true, .. } => {
+            Spool::new(spool).remove(std::time::Duration::from_secs(60))
+        }
+        WalCommand::Prefetch { spool, workspace, depth, segment_size, remove: false } => {
+            let downloaded =
+                wal::prefetch(&global.core().await?, workspace.as_deref(), &Spool::new(spool), depth, segment_size)
+                    .await?;
+            if global.json {
+                global.print_json(&serde_json::json!({ "downloaded": downloaded }));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Records Postgres' request in the spool and, unless one runs, starts a detached
+/// `wal prefetch` that reads ahead of it. Problems only cost the read-ahead: logged.
+fn start_prefetcher(
+    global: &Global,
+    spool: &Spool,
+    name: &str,
+    workspace: Option<&str>,
+    depth: u32,
+    segment_size: u64,
+) {
+    match spool.request(name) {
+        Ok(true) => {}
+        Ok(false) => return, // a prefetcher runs and will see the request
+        Err(e) => {
+            tracing::warn!(spool = %spool.dir().display(), error = %e, "cannot use the WAL prefetch folder");
+            return;
+        }
+    }
+    let started = std::env::current_exe().and_then(|exe| {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(exe);
+        if let Some(config) = &global.config {
+            command.arg("--config").arg(config);
+        }
+        command.args(["wal", "prefetch", "--spool"]).arg(spool.dir());
+        command.args(["--depth", &depth.to_string(), "--segment-size", &segment_size.to_string()]);
+        if let Some(workspace) = workspace {
+            command.args(["--workspace", workspace]);
+        }
+        // Detached: this fetch returns at once; nobody waits for the prefetcher's output.
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+    });
+    if let Err(e) = started {
+        tracing::warn!(error = %e, "cannot start the WAL prefetcher");
     }
 }

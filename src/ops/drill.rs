@@ -14,7 +14,7 @@ use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::Core;
-use super::pitr::{PitrRestoreOptions, restore as pitr_restore};
+use super::pitr::{DEFAULT_PREFETCH, PitrRestoreOptions, restore as pitr_restore};
 use super::restore::{RestoreOptions, restore};
 use crate::catalog::{Catalog, Trigger};
 use crate::config::WorkspaceConfig;
@@ -578,6 +578,7 @@ async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progressed) -> Resu
         start: true,
         port: None,
         tidemark_command: ctx.opts.tidemark_command.clone(),
+        prefetch: DEFAULT_PREFETCH,
     };
     done.source = "base backup".into(); // until the restore says which
     done.target = target.describe();

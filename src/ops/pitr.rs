@@ -80,7 +80,15 @@ pub struct PitrRestoreOptions {
     pub port: Option<u16>,
     /// How tidemark is invoked by the server's `restore_command` (default: this binary).
     pub tidemark_command: Option<String>,
+    /// WAL segments read ahead during recovery (`wal fetch --prefetch`); 0: none.
+    pub prefetch: u32,
 }
+
+/// Segments `pitr restore` reads ahead by default: 8 x 16 MiB in the spool at most.
+pub const DEFAULT_PREFETCH: u32 = 8;
+
+/// The prefetch folder of a restored data directory (removed at the end of recovery).
+pub const PREFETCH_DIR: &str = "tidemark-prefetch";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Reached {
@@ -143,7 +151,7 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
         std::fs::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
         base::extract(&core.repo, &identities, &chosen, &pgdata).await?;
         verify_backup(core.pg_bin_dir().as_deref(), &pgdata).await?;
-        write_recovery_settings(core, opts, &target, &pgdata)?;
+        write_recovery_settings(core, opts, &target, &pgdata, chosen.wal_segment_size)?;
         crate::pgcluster::hand_over(&pgdata)
     }
     .await;
@@ -232,18 +240,32 @@ fn append_setting(pgdata: &Path, key: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-fn write_recovery_settings(core: &Core, opts: &PitrRestoreOptions, target: &Target, pgdata: &Path) -> Result<()> {
+fn write_recovery_settings(
+    core: &Core,
+    opts: &PitrRestoreOptions,
+    target: &Target,
+    pgdata: &Path,
+    segment_size: u64,
+) -> Result<()> {
     let exe = match &opts.tidemark_command {
         Some(c) => c.clone(),
         None => std::env::current_exe()?.display().to_string(),
     };
     let config = std::path::absolute(&core.config.path)?;
-    let restore_command = format!(
-        "{exe} --config {} wal fetch --workspace {} %f \"%p\"",
+    let mut restore_command = format!(
+        "{exe} --config {} wal fetch --workspace {}",
         shell_quote(&config.display().to_string()),
         opts.workspace
     );
-    let mut settings = vec![
+    let mut settings = Vec::new();
+    if opts.prefetch > 0 {
+        let spool = shell_quote(&pgdata.join(PREFETCH_DIR).display().to_string());
+        restore_command
+            .push_str(&format!(" --prefetch {} --spool {spool} --segment-size {segment_size}", opts.prefetch));
+        settings.push(("recovery_end_command", format!("{exe} wal prefetch --spool {spool} --remove")));
+    }
+    restore_command.push_str(" %f \"%p\"");
+    settings.extend([
         ("restore_command", restore_command),
         ("recovery_target_action", "promote".to_string()),
         ("recovery_target_timeline", "latest".to_string()),
@@ -251,7 +273,7 @@ fn write_recovery_settings(core: &Core, opts: &PitrRestoreOptions, target: &Targ
         ("archive_mode", "off".to_string()),
         ("listen_addresses", "localhost".to_string()),
         ("unix_socket_directories", String::new()),
-    ];
+    ]);
     match target {
         Target::Time(t) => settings.push(("recovery_target_time", t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())),
         Target::Lsn(l) => settings.push(("recovery_target_lsn", l.to_string())),

@@ -41,6 +41,19 @@ pub async fn fetch(core: &Core, workspace: Option<&str>, name: &str, dest: &Path
     archive::fetch(&core.repo, &core.identities()?, &workspace, name, dest).await
 }
 
+/// Reads WAL ahead into `spool` for a recovery (see [`crate::wal::prefetch`]); returns how
+/// many files it downloaded.
+pub async fn prefetch(
+    core: &Core,
+    workspace: Option<&str>,
+    spool: &crate::wal::prefetch::Spool,
+    depth: u32,
+    segment_size: u64,
+) -> Result<usize> {
+    let workspace = workspace_or_only(core, workspace)?;
+    spool.fill(&core.repo, &core.identities()?, &workspace, depth, segment_size).await
+}
+
 /// What `wal stream` takes.
 #[derive(Debug, Clone, Default)]
 pub struct StreamOptions {

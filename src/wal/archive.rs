@@ -213,9 +213,34 @@ pub async fn fetch(
     name: &str,
     dest: &Path,
 ) -> Result<u64> {
+    fetch_to(repo, identities, workspace, name, dest, true).await
+}
+
+/// Like [`fetch`], but only a file archived under its final name: never a streamed partial
+/// segment, which may still grow (what prefetching reads ahead).
+pub async fn fetch_archived(
+    repo: &Repository,
+    identities: &Identities,
+    workspace: &str,
+    name: &str,
+    dest: &Path,
+) -> Result<u64> {
+    fetch_to(repo, identities, workspace, name, dest, false).await
+}
+
+async fn fetch_to(
+    repo: &Repository,
+    identities: &Identities,
+    workspace: &str,
+    name: &str,
+    dest: &Path,
+    partial_fallback: bool,
+) -> Result<u64> {
     let versions = stored_versions(repo, workspace, name).await?;
+    let partial =
+        if versions.is_empty() && partial_fallback { newest_partial(repo, workspace, name).await? } else { None };
     let (object_name, sha256) = match versions.as_slice() {
-        [] => match newest_partial(repo, workspace, name).await? {
+        [] => match partial {
             Some(sha) => {
                 tracing::warn!(file = name, "serving the streamed partial segment: the end of the archived WAL");
                 (format!("{name}.partial"), sha)

@@ -4,6 +4,7 @@
 
 pub mod archive;
 pub mod base;
+pub mod prefetch;
 pub mod retention;
 pub mod stream;
 pub mod window;

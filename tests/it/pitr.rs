@@ -95,6 +95,8 @@ async fn archive_everything(spec: &ConnSpec, core: &Core) -> Lsn {
 /// Restores into a new data directory, starts it, returns the markers it has, stops it.
 async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
     let pgdata = w.dir.path().join(format!("restored-{}", rand::random::<u32>()));
+    // Both ways of fetching WAL restore exactly the same rows.
+    let prefetch = if matches!(target, Target::Lsn(_)) { 0 } else { tidemark::ops::pitr::DEFAULT_PREFETCH };
     let opts = PitrRestoreOptions {
         workspace: "shop".into(),
         pgdata: pgdata.clone(),
@@ -103,8 +105,10 @@ async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
         port: None,
         // The server runs the binary, not this test executable.
         tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+        prefetch,
     };
     let report = pitr::restore(&w.core, &opts).await.unwrap();
+    assert!(!pgdata.join(tidemark::ops::pitr::PREFETCH_DIR).exists(), "the end of recovery removes the spool");
     let spec = ConnSpec::parse(&format!("postgres://postgres@127.0.0.1:{}/shop", report.port.unwrap()), None).unwrap();
     let mut conn = spec.connect().await.unwrap();
     let rows = sqlx::query("SELECT label FROM markers").fetch_all(&mut conn).await.unwrap();
@@ -171,6 +175,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
             start: false,
             port: None,
             tidemark_command: None,
+            prefetch: tidemark::ops::pitr::DEFAULT_PREFETCH,
         },
     )
     .await
@@ -214,6 +219,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
             start: false,
             port: None,
             tidemark_command: None,
+            prefetch: tidemark::ops::pitr::DEFAULT_PREFETCH,
         },
     )
     .await
@@ -286,6 +292,78 @@ async fn wal_push_is_idempotent_refuses_to_overwrite_and_fetch_verifies() {
     let damaged = fetch("000000010000000000000007");
     assert!(damaged.status.code().unwrap() > 125, "{damaged:?}");
     assert!(String::from_utf8_lossy(&damaged.stderr).contains("recovery must stop"));
+}
+
+/// `wal fetch --prefetch`: a detached prefetcher reads the following segments into the
+/// spool, and the next fetches are served from there (shown by deleting one from the
+/// repository first); only verified files land in the spool, never past the end of the
+/// archive, and `wal prefetch --remove` (the recovery_end_command) removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_fetch_reads_ahead_into_a_spool() {
+    let w = crate::support::world().await;
+    let (repo, recipients) = (&w.core.repo, w.core.recipients().unwrap());
+    let files = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (1..=6).map(|i| format!("0000000100000000000000{i:02X}")).collect();
+    for (i, name) in names.iter().enumerate() {
+        archive::push(repo, recipients, "shop", &segment_file(files.path(), name, i as u8 + 1)).await.unwrap();
+    }
+    let spool = files.path().join("spool");
+    let dest = files.path().join("RECOVERYXLOG");
+    let fetch = |name: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["--config", w.core.config.path.to_str().unwrap(), "--json", "wal", "fetch", "-w", "shop"])
+            .args(["--prefetch", "3", "--spool", spool.to_str().unwrap(), name, dest.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (answer["prefetched"].as_bool().unwrap(), std::fs::read(&dest).unwrap())
+    };
+    let wait_for = |name: &str| {
+        for _ in 0..300 {
+            if spool.join(name).exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("{name} was never prefetched");
+    };
+
+    let (prefetched, content) = fetch(&names[0]);
+    assert_eq!((prefetched, content), (false, vec![1u8; 1 << 20]), "the first one is downloaded");
+    for name in &names[1..4] {
+        wait_for(name);
+    }
+    std::fs::remove_dir_all(w.repo_dir().join("workspaces/shop/wal/00000001").join(&names[1])).unwrap();
+    let (prefetched, content) = fetch(&names[1]);
+    assert_eq!((prefetched, content), (true, vec![2u8; 1 << 20]), "served from the spool");
+    assert!(!spool.join(&names[1]).exists(), "moved, not copied");
+    wait_for(&names[4]); // the read-ahead follows the request
+
+    // Reading ahead directly: the end of the archive ends it, a damaged object is skipped
+    // (the fetch itself reports it when Postgres asks).
+    let stored = w.repo_dir().join("workspaces/shop/wal/00000001").join(&names[4]);
+    let object = std::fs::read_dir(&stored).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&object, bytes).unwrap();
+    let direct = tidemark::wal::prefetch::Spool::new(files.path().join("direct"));
+    assert!(direct.request(&names[3]).unwrap());
+    let ids = w.core.identities().unwrap();
+    let downloaded = direct.fill(repo, &ids, "shop", 8, 16 << 20).await.unwrap();
+    assert_eq!(downloaded, 1);
+    let mut held: Vec<String> =
+        std::fs::read_dir(direct.dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    held.sort();
+    assert_eq!(held, vec![names[5].clone(), "prefetch.lock".into(), "requested".into()]);
+
+    let removed = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["wal", "prefetch", "--remove", "--spool", spool.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    assert!(!spool.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
