@@ -46,7 +46,7 @@ pub enum WalCommand {
         #[arg(long)]
         spool: Option<PathBuf>,
         /// The cluster's WAL segment size in bytes
-        #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE)]
+        #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE, value_parser = parse_segment_size)]
         segment_size: u64,
     },
     /// Download the segments after the one Postgres asked for last into a spool (started by `wal fetch --prefetch`), or remove the spool (--remove: the recovery_end_command)
@@ -58,7 +58,7 @@ pub enum WalCommand {
         /// How many segments to read ahead
         #[arg(long, default_value_t = 8)]
         depth: u32,
-        #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE)]
+        #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE, value_parser = parse_segment_size)]
         segment_size: u64,
         /// Remove the spool (after waiting for a running prefetcher) instead
         #[arg(long)]
@@ -67,6 +67,16 @@ pub enum WalCommand {
 }
 
 const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
+
+/// A WAL segment size Postgres allows: a power of two from 1 MiB to 1 GiB.
+fn parse_segment_size(text: &str) -> std::result::Result<u64, String> {
+    let size: u64 = text.parse().map_err(|_| format!("{text:?} is not a number of bytes"))?;
+    if size.is_power_of_two() && ((1 << 20)..=(1 << 30)).contains(&size) {
+        Ok(size)
+    } else {
+        Err(format!("{size} is not a WAL segment size (a power of two from 1048576 to 1073741824)"))
+    }
+}
 
 /// `wal fetch`'s exit code for every failure except "not archived": above 125, so that
 /// Postgres aborts recovery instead of taking the failure for the end of the archive

@@ -67,7 +67,12 @@ impl Spool {
     /// Errors: the spool folder or its files cannot be written.
     pub fn request(&self, name: &str) -> std::io::Result<bool> {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir)?;
+        // Not its parents: a data directory moved after `pitr restore` must not be recreated
+        // at its old place (the read-ahead is then off, with a warning).
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
         let tmp = self.dir.join(format!(".{REQUESTED_FILE}-{}", std::process::id()));
         std::fs::write(&tmp, name)?;
         std::fs::rename(&tmp, self.dir.join(REQUESTED_FILE))?;
@@ -98,16 +103,42 @@ impl Spool {
         depth: u32,
         segment_size: u64,
     ) -> Result<usize> {
-        let lock = self.lock_file()?;
-        if lock.try_lock().is_err() {
-            return Ok(0);
-        }
-        self.remove_unfinished();
         let mut downloaded = 0;
         let mut served = None;
+        loop {
+            let lock = self.lock_file()?;
+            if lock.try_lock().is_err() {
+                return Ok(downloaded);
+            }
+            self.remove_unfinished();
+            downloaded += self.read_ahead(repo, identities, workspace, depth, segment_size, &mut served).await;
+            drop(lock);
+            // A request made while the lock was held, just before it was released, found a
+            // prefetcher running and started none: serve it too.
+            if self.requested() == served {
+                return Ok(downloaded);
+            }
+        }
+    }
+
+    /// Reads ahead of each new request until none is new; returns how many files it
+    /// downloaded and leaves the last request it served in `served`.
+    async fn read_ahead(
+        &self,
+        repo: &Repository,
+        identities: &Identities,
+        workspace: &str,
+        depth: u32,
+        segment_size: u64,
+        served: &mut Option<String>,
+    ) -> usize {
+        let mut downloaded = 0;
         while let Some(requested) = self.requested().filter(|r| Some(r) != served.as_ref()) {
             // A history file or a partial segment: nothing to read ahead of.
-            let Ok(current) = Segment::parse(&requested, segment_size) else { break };
+            let Ok(current) = Segment::parse(&requested, segment_size) else {
+                *served = Some(requested);
+                continue;
+            };
             self.forget_up_to(current, segment_size);
             let wanted: Vec<String> = (1..=u64::from(depth))
                 .map(|i| Segment { timeline: current.timeline, number: current.number + i }.name(segment_size))
@@ -126,10 +157,9 @@ impl Spool {
                     Err(e) => tracing::warn!(file = %name, error = %e.report(), "prefetching a WAL file failed"),
                 }
             }
-            served = Some(requested);
+            *served = Some(requested);
         }
-        drop(lock);
-        Ok(downloaded)
+        downloaded
     }
 
     /// Removes prefetched segments Postgres has gone past (or of another timeline).

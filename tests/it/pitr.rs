@@ -357,6 +357,9 @@ async fn wal_fetch_reads_ahead_into_a_spool() {
         std::fs::read_dir(direct.dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     held.sort();
     assert_eq!(held, vec![names[5].clone(), "prefetch.lock".into(), "requested".into()]);
+    // A timeline history file has nothing after it to read.
+    assert!(direct.request("00000002.history").unwrap());
+    assert_eq!(direct.fill(repo, &ids, "shop", 8, 16 << 20).await.unwrap(), 0);
 
     let removed = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["wal", "prefetch", "--remove", "--spool", spool.to_str().unwrap()])
