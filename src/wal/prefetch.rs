@@ -111,7 +111,32 @@ impl Spool {
                 return Ok(downloaded);
             }
             self.remove_unfinished();
-            downloaded += self.read_ahead(repo, identities, workspace, depth, segment_size, &mut served).await;
+            while let Some(requested) = self.requested().filter(|r| Some(r) != served.as_ref()) {
+                // A history file or a partial segment: nothing to read ahead of.
+                let Ok(current) = Segment::parse(&requested, segment_size) else {
+                    served = Some(requested);
+                    continue;
+                };
+                self.forget_up_to(current, segment_size);
+                let wanted: Vec<String> = (1..=u64::from(depth))
+                    .map(|i| Segment { timeline: current.timeline, number: current.number + i }.name(segment_size))
+                    .filter(|name| !self.dir.join(name).exists())
+                    .collect();
+                let mut results = futures::stream::iter(wanted)
+                    .map(|name| async move {
+                        let fetched = fetch_archived(repo, identities, workspace, &name, &self.dir.join(&name)).await;
+                        (name, fetched)
+                    })
+                    .buffered(CONCURRENCY);
+                while let Some((name, fetched)) = results.next().await {
+                    match fetched {
+                        Ok(_) => downloaded += 1,
+                        Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        Err(e) => tracing::warn!(file = %name, error = %e.report(), "prefetching a WAL file failed"),
+                    }
+                }
+                served = Some(requested);
+            }
             drop(lock);
             // A request made while the lock was held, just before it was released, found a
             // prefetcher running and started none: serve it too.
@@ -119,47 +144,6 @@ impl Spool {
                 return Ok(downloaded);
             }
         }
-    }
-
-    /// Reads ahead of each new request until none is new; returns how many files it
-    /// downloaded and leaves the last request it served in `served`.
-    async fn read_ahead(
-        &self,
-        repo: &Repository,
-        identities: &Identities,
-        workspace: &str,
-        depth: u32,
-        segment_size: u64,
-        served: &mut Option<String>,
-    ) -> usize {
-        let mut downloaded = 0;
-        while let Some(requested) = self.requested().filter(|r| Some(r) != served.as_ref()) {
-            // A history file or a partial segment: nothing to read ahead of.
-            let Ok(current) = Segment::parse(&requested, segment_size) else {
-                *served = Some(requested);
-                continue;
-            };
-            self.forget_up_to(current, segment_size);
-            let wanted: Vec<String> = (1..=u64::from(depth))
-                .map(|i| Segment { timeline: current.timeline, number: current.number + i }.name(segment_size))
-                .filter(|name| !self.dir.join(name).exists())
-                .collect();
-            let mut results = futures::stream::iter(wanted)
-                .map(|name| async move {
-                    let fetched = fetch_archived(repo, identities, workspace, &name, &self.dir.join(&name)).await;
-                    (name, fetched)
-                })
-                .buffered(CONCURRENCY);
-            while let Some((name, fetched)) = results.next().await {
-                match fetched {
-                    Ok(_) => downloaded += 1,
-                    Err(e) if e.kind() == ErrorKind::NotFound => {}
-                    Err(e) => tracing::warn!(file = %name, error = %e.report(), "prefetching a WAL file failed"),
-                }
-            }
-            *served = Some(requested);
-        }
-        downloaded
     }
 
     /// Removes prefetched segments Postgres has gone past (or of another timeline).
