@@ -44,8 +44,12 @@ impl ScratchDir {
         // The server user (when tidemark is root) must reach the cluster folders inside.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o711))?;
-        let lock = File::create(path.join(LOCK_FILE))?;
+        // Locked before it gets its name: another drill looking for leftovers never finds
+        // `drill.lock` unlocked in a folder that is just being set up.
+        let unnamed = path.join(format!(".{LOCK_FILE}"));
+        let lock = File::create(&unnamed)?;
         lock.try_lock().map_err(|e| Error::internal(format!("cannot lock {}: {e}", path.display())))?;
+        std::fs::rename(&unnamed, path.join(LOCK_FILE))?;
         Ok(ScratchDir { path, _lock: lock })
     }
 

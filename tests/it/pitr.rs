@@ -573,6 +573,11 @@ async fn a_pitr_drill_recovers_into_a_throwaway_cluster_and_runs_the_assertions(
     assert!(report.checks.iter().all(|c| c.status == CheckStatus::Pass));
     assert_eq!(report.kind, tidemark::drill::DrillKind::Pitr);
     assert!(report.timings.restore_ms > 0);
+    // What it read: the base backup, and WAL at least up to the row committed after it.
+    let bases = tidemark::wal::base::list(&w.core.repo, &w.core.identities().unwrap(), "shop").await.unwrap();
+    let base = bases.iter().find(|b| b.id == report.source).expect("the report names the base backup");
+    assert!(report.stored_bytes > base.tar.stored_size, "{} bytes", report.stored_bytes);
+    assert!(report.plain_bytes >= base.tar.plain_size + base.wal_segment_size, "{} bytes", report.plain_bytes);
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "the recovered cluster is removed");
     let port: u16 = report.restored_into.rsplit(':').next().unwrap().parse().unwrap();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the recovered server still listens");
