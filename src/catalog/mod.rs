@@ -34,7 +34,7 @@ pub struct DrillRecord {
 pub const DEFAULT_CATALOG_FILE: &str = "tidemark-catalog.sqlite";
 
 /// What started a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Trigger {
     /// A schedule's cron slot came.
@@ -485,6 +485,24 @@ impl Catalog {
         .await
         .map_err(|e| self.err("cannot record a drill", e))?;
         Ok(row.0)
+    }
+
+    /// Records a drill read back from the repository unless the catalog has it (same
+    /// workspace, start and source); returns whether it was added.
+    pub async fn insert_rebuilt_drill(&self, report: &crate::drill::DrillReport, trigger: Trigger) -> Result<bool> {
+        let known: Option<(i64,)> =
+            sqlx::query_as("SELECT id FROM drills WHERE workspace = ? AND started_at = ? AND source = ?")
+                .bind(&report.workspace)
+                .bind(report.started_at)
+                .bind(&report.source)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err("cannot read the drills", e))?;
+        if known.is_some() {
+            return Ok(false);
+        }
+        self.record_drill(report, trigger).await?;
+        Ok(true)
     }
 
     /// The newest drills first, optionally of one workspace, with their reports.

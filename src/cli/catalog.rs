@@ -66,8 +66,14 @@ pub async fn run(global: &Global, cmd: CatalogCommand) -> Result<()> {
                 global.print_json(&report);
             } else {
                 println!(
-                    "catalog {}: {} snapshots in {} workspaces, {} jobs added, {} schedules' last runs set",
-                    report.catalog, report.snapshots, report.workspaces, report.jobs_added, report.schedules_set
+                    "catalog {}: {} snapshots in {} workspaces, {} jobs added, {} schedules' last runs set, \
+                     {} drill reports added",
+                    report.catalog,
+                    report.snapshots,
+                    report.workspaces,
+                    report.jobs_added,
+                    report.schedules_set,
+                    report.drills_added
                 );
             }
             Ok(())

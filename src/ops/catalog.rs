@@ -1,6 +1,7 @@
 //! `catalog rebuild` and `jobs`: the catalog's history, and recreating it from the
-//! repository (the truth) when it is lost: one succeeded job per snapshot, and each
-//! schedule's last run from its newest snapshot of the policy's kind.
+//! repository (the truth) when it is lost: one succeeded job per snapshot, each
+//! schedule's last run from its newest snapshot of the policy's kind, and the drill
+//! reports the repository keeps.
 
 use serde::Serialize;
 
@@ -17,6 +18,8 @@ pub struct RebuildReport {
     /// Snapshots the catalog did not know, now recorded.
     pub jobs_added: usize,
     pub schedules_set: usize,
+    /// Drill reports the catalog did not know, now recorded.
+    pub drills_added: usize,
 }
 
 /// Opens the catalog named by the config (creating it if missing).
@@ -53,6 +56,7 @@ pub async fn rebuild(core: &Core) -> Result<RebuildReport> {
         snapshots: 0,
         jobs_added: 0,
         schedules_set: 0,
+        drills_added: 0,
     };
     for workspace in &workspaces {
         let mut manifests = Vec::new();
@@ -78,6 +82,11 @@ pub async fn rebuild(core: &Core) -> Result<RebuildReport> {
             };
             if catalog.insert_rebuilt_job(&job, &end).await? {
                 report.jobs_added += 1;
+            }
+        }
+        for stored in super::drill::stored_reports(core, workspace).await? {
+            if catalog.insert_rebuilt_drill(&stored.report, stored.trigger).await? {
+                report.drills_added += 1;
             }
         }
         if !core.config.config.workspaces.contains_key(workspace) {

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::Utc;
+use futures::TryStreamExt;
+use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +27,9 @@ use crate::drill::{Check, CheckStatus, DrillKind, DrillReport, DrillTimings};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::{ConnSpec, quote_ident};
 use crate::pgcluster::{Cluster, ClusterOptions};
+use crate::pipeline::{decrypt_small, encrypt_small};
 use crate::progress::Progress;
+use crate::repo::layout;
 use crate::repo::manifest::Manifest;
 use crate::wal::window::Target;
 
@@ -199,13 +204,62 @@ pub async fn drill(core: &Core, opts: &DrillOptions, cancel: &CancellationToken)
         cleanup_error,
     };
     if opts.record {
-        let recorded =
-            async { Catalog::open(&core.config.catalog_path()).await?.record_drill(&report, opts.trigger).await };
-        if let Err(e) = recorded.await {
-            tracing::warn!(error = %e.report(), "the drill's report could not be recorded in the catalog");
-        }
+        record(core, &report, opts.trigger).await;
     }
     Ok(report)
+}
+
+/// A drill's report as the repository keeps it, encrypted (a failed assertion's details
+/// may show data): `workspaces/<ws>/drills/<id>.json.age`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoredDrill {
+    pub trigger: Trigger,
+    pub report: DrillReport,
+}
+
+/// Records the report in the catalog (`drill history`) and in the repository (the truth,
+/// from which `catalog rebuild` brings the history back). Failures are logged: the drill
+/// itself happened either way.
+async fn record(core: &Core, report: &DrillReport, trigger: Trigger) {
+    let catalogued = async { Catalog::open(&core.config.catalog_path()).await?.record_drill(report, trigger).await };
+    if let Err(e) = catalogued.await {
+        tracing::warn!(error = %e.report(), "the drill's report could not be recorded in the catalog");
+    }
+    let stored = async {
+        let plain = serde_json::to_vec(&StoredDrill { trigger, report: report.clone() })?;
+        let sealed = encrypt_small(&plain, core.recipients()?)?;
+        let key = layout::drill_report(&report.workspace, &layout::new_snapshot_id(report.started_at));
+        core.repo.store().put_opts(&key, PutPayload::from(sealed), PutOptions::from(PutMode::Create)).await?;
+        core.repo.make_durable(&key)
+    };
+    if let Err(e) = stored.await {
+        tracing::warn!(error = %e.report(), "the drill's report could not be stored in the repository");
+    }
+}
+
+/// Every drill report the repository holds for a workspace, oldest first. An unreadable
+/// one is skipped with a warning.
+///
+/// Errors: `Unavailable` for the store, `Key` without an identity.
+pub async fn stored_reports(core: &Core, workspace: &str) -> Result<Vec<StoredDrill>> {
+    let identities = core.identities()?;
+    let mut listed: Vec<_> = core.repo.store().list(Some(&layout::drill_reports(workspace))).try_collect().await?;
+    listed.sort_by(|a, b| a.location.cmp(&b.location));
+    let mut out = Vec::with_capacity(listed.len());
+    for meta in listed {
+        let read = async {
+            let sealed = core.repo.store().get(&meta.location).await?.bytes().await?;
+            let plain = decrypt_small(&sealed, &identities, &format!("drill report {}", meta.location))?;
+            Ok::<StoredDrill, Error>(serde_json::from_slice(&plain)?)
+        };
+        match read.await {
+            Ok(stored) => out.push(stored),
+            Err(e) => {
+                tracing::warn!(object = %meta.location, error = %e.report(), "skipping an unreadable drill report")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The drills the catalog recorded, newest first.

@@ -124,6 +124,16 @@ fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
+/// `workspaces/<ws>/drills/`: the reports of restore drills, one encrypted JSON each.
+pub fn drill_reports(workspace: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "drills"])
+}
+
+/// One drill's report: `workspaces/<ws>/drills/<id>.json.age`, the id sorting by time.
+pub fn drill_report(workspace: &str, id: &str) -> Path {
+    drill_reports(workspace).join(format!("{id}.json.age"))
+}
+
 /// `workspaces/<ws>/media/`.
 pub fn media_dir(workspace: &str) -> Path {
     Path::from_iter(["workspaces", workspace, "media"])

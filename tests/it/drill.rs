@@ -106,6 +106,27 @@ async fn a_drill_of_a_real_workspace_passes_every_check_and_leaves_nothing() {
     assert_eq!(recorded.len(), 1);
     assert!(recorded[0].report.passed);
     assert_eq!(recorded[0].report.checks.len(), report.checks.len());
+
+    // So does the repository, encrypted: a lost catalog gets the history back by rebuild.
+    let reports = w.repo_dir().join("workspaces/shop/drills");
+    let stored = entries(&reports);
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let sealed = std::fs::read(reports.join(&stored[0])).unwrap();
+    assert!(sealed.starts_with(b"age-encryption.org/v1"));
+    assert!(!String::from_utf8_lossy(&sealed).contains("object-hashes"), "only ciphertext in the repository");
+    std::fs::remove_file(w.core.config.catalog_path()).unwrap();
+    assert!(history(&w.core, Some("shop"), 10).await.unwrap().is_empty());
+    let rebuilt = tidemark::ops::catalog::rebuild(&w.core).await.unwrap();
+    assert_eq!(rebuilt.drills_added, 1);
+    let recovered = history(&w.core, Some("shop"), 10).await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].trigger, "cli");
+    assert_eq!(
+        serde_json::to_value(&recovered[0].report).unwrap(),
+        serde_json::to_value(&report).unwrap(),
+        "the same report"
+    );
+    assert_eq!(tidemark::ops::catalog::rebuild(&w.core).await.unwrap().drills_added, 0, "never twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
