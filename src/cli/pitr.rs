@@ -86,6 +86,12 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
             for g in &window.gaps {
                 println!("  missing WAL: {} to {} ({} segments)", g.first_missing, g.last_missing, g.segments);
             }
+            for timeline in &window.unfollowed_timelines {
+                println!(
+                    "  WAL of timeline {timeline} is archived, but no base backup is on it: moments after that \
+                     timeline switch cannot be restored until `tidemark basebackup` runs"
+                );
+            }
             println!("  {} WAL files archived", window.wal_files);
         }
         PitrCommand::Restore(args) => {

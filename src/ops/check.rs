@@ -123,6 +123,12 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
             gap.timeline, gap.first_missing, gap.last_missing, gap.segments
         ));
     }
+    for timeline in &window.unfollowed_timelines {
+        problems.push(format!(
+            "WAL of timeline {timeline} is archived (a promoted standby?), but no base backup is on it: \
+             moments after the switch cannot be restored; take one with `tidemark basebackup`"
+        ));
+    }
     for range in window.base_backups.iter().filter(|r| r.to.is_none()) {
         problems.push(format!("base backup {}: the WAL it needs to become consistent is missing", range.id));
     }

@@ -68,39 +68,42 @@ async fn stored_versions(repo: &Repository, workspace: &str, name: &str) -> Resu
         .collect())
 }
 
-/// Archives one WAL file (segment, timeline history or backup label).
+/// Archives one WAL file (segment, timeline history or backup label). A promoted standby
+/// archives the last segment of the old timeline as `<segment>.partial`: that one is kept
+/// like a streamed partial segment, never under the segment's final name (refusing it
+/// would stall the new primary's archiver for good).
 ///
-/// Errors: `Usage` for a name that is not a WAL file (a `.partial`, say), `AlreadyExists`
-/// when a different file of that name is archived, `Unavailable` for the store, `Internal`
-/// when the file changes while it is read.
+/// Errors: `Usage` for a name that is not a WAL file, `AlreadyExists` when a different
+/// file of that name is archived, `Unavailable` for the store, `Internal` when the file
+/// changes while it is read.
 pub async fn push(repo: &Repository, recipients: &Recipients, workspace: &str, path: &Path) -> Result<Pushed> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::usage(format!("{} is not a WAL file", path.display())))?
         .to_string();
-    super::WalFile::parse(&name)?; // never a .partial under a final name
+    if let Some(segment) = name.strip_suffix(".partial")
+        && matches!(super::WalFile::parse(segment), Ok(super::WalFile::Segment { .. }))
+    {
+        return push_partial(repo, recipients, workspace, path).await;
+    }
+    super::WalFile::parse(&name)?;
     store_file(repo, recipients, workspace, path, name).await
 }
 
 /// Ships the segment pg_receivewal is still writing (`<segment>.partial`) as the newest
-/// version of its partial object, then deletes the older versions; returns `None` when
-/// this content was shipped already. The file grows while it is read, so it is read once
+/// version of its partial object, then deletes the older versions (`stored` is false
+/// when this content was shipped already). The file grows while it is read, so it is read once
 /// (one segment in memory) and that copy is hashed and stored: a torn last record is
 /// harmless, recovery stops at the first invalid record. Recovery uses a partial only
 /// when the segment itself is not archived.
-pub async fn push_partial(
-    repo: &Repository,
-    recipients: &Recipients,
-    workspace: &str,
-    path: &Path,
-) -> Result<Option<Pushed>> {
+pub async fn push_partial(repo: &Repository, recipients: &Recipients, workspace: &str, path: &Path) -> Result<Pushed> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     let older = stored_versions(repo, workspace, &name).await?;
     let content = tokio::fs::read(path).await?;
     let sha256 = hex::encode(Sha256::digest(&content));
     if older.contains(&sha256) {
-        return Ok(None);
+        return Ok(Pushed { name, sha256, bytes: content.len() as u64, stored: false });
     }
     let mut writer =
         ObjectWriter::new(repo, layout::wal_object(workspace, &name, &sha256)?, format!("wal/{name}"), recipients)?;
@@ -113,7 +116,7 @@ pub async fn push_partial(
     for sha in older.iter().filter(|s| **s != sha256) {
         delete_object(repo, &layout::wal_object(workspace, &name, sha)?).await?;
     }
-    Ok(Some(Pushed { name, sha256, bytes: content.len() as u64, stored: true }))
+    Ok(Pushed { name, sha256, bytes: content.len() as u64, stored: true })
 }
 
 /// Deletes every shipped version of a partial segment (once the segment is archived).

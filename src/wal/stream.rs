@@ -123,7 +123,8 @@ async fn ship_partial(
     if last.as_ref().is_some_and(|(n, m)| *n == name && *m == modified) {
         return Ok(());
     }
-    if let Some(pushed) = archive::push_partial(repo, recipients, &settings.workspace, &entry.path()).await? {
+    let pushed = archive::push_partial(repo, recipients, &settings.workspace, &entry.path()).await?;
+    if pushed.stored {
         tracing::debug!(workspace = %settings.workspace, file = %pushed.name, "unfinished WAL segment shipped");
     }
     *last = Some((name, modified));

@@ -8,7 +8,7 @@
 //! name. Moments are LSNs; their times are the base backup's end and the archive time of
 //! the last segment of the run (an upper bound of what it holds), or the ship time of a
 //! streamed partial version of the next segment. Only the base backup's own timeline is
-//! followed.
+//! followed; WAL of a newer timeline (after a failover) is named, not used.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::archive::Archived;
 use super::base::BaseManifest;
-use super::{Lsn, Segment};
+use super::{Lsn, Segment, WalFile};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A restorable moment.
@@ -53,6 +53,10 @@ pub struct Window {
     pub base_backups: Vec<BaseRange>,
     pub gaps: Vec<Gap>,
     pub wal_files: usize,
+    /// Timelines newer than the newest base backup's with WAL archived (a promoted standby
+    /// after a failover): the window does not follow a timeline switch, so moments on them
+    /// cannot be restored until a base backup is taken on the newest one.
+    pub unfollowed_timelines: Vec<u32>,
 }
 
 impl Window {
@@ -146,6 +150,13 @@ pub fn compute(bases: &[BaseManifest], archived: &[Archived]) -> Window {
         }
         ranges.push(BaseRange { id: base.id.clone(), from, to });
     }
+    let newest_base_timeline = bases.iter().map(|b| b.timeline).max();
+    let unfollowed: BTreeSet<u32> = archived
+        .iter()
+        .filter_map(|a| WalFile::parse(a.name.strip_suffix(".partial").unwrap_or(&a.name)).ok())
+        .map(|f| f.timeline())
+        .filter(|t| newest_base_timeline.is_some_and(|newest| *t > newest))
+        .collect();
     let usable = || ranges.iter().filter(|r| r.to.is_some());
     let earliest = usable().map(|r| r.from.clone()).min_by_key(|m| m.lsn);
     let latest = usable().filter_map(|r| r.to.clone()).max_by_key(|m| m.lsn);
@@ -163,6 +174,7 @@ pub fn compute(bases: &[BaseManifest], archived: &[Archived]) -> Window {
             })
             .collect(),
         wal_files: archived.len(),
+        unfollowed_timelines: unfollowed.into_iter().collect(),
     }
 }
 
@@ -309,6 +321,25 @@ mod tests {
         assert_eq!((latest.lsn, latest.time), (Lsn(4 * SEG), t(9)));
         assert!(w.gaps.is_empty(), "a partial is not a gap");
         assert_eq!(choose(&w, &bases, &Target::Time(t(8))).unwrap().id, "a");
+    }
+
+    #[test]
+    fn wal_of_a_newer_timeline_is_named_and_not_followed() {
+        let archived_as = |name: String| Archived { name, sha256: "0".repeat(64), stored_size: 1, archived_at: t(9) };
+        let mut archived = wal(&[2, 3]);
+        archived.push(archived_as(format!("{}.partial", Segment { timeline: 1, number: 4 }.name(SEG))));
+        archived.push(archived_as("00000002.history".into()));
+        archived.push(archived_as(Segment { timeline: 2, number: 4 }.name(SEG)));
+        archived.push(archived_as(Segment { timeline: 2, number: 5 }.name(SEG)));
+        let bases = [base("a", 2, 2, 2)];
+        let w = compute(&bases, &archived);
+        assert_eq!(w.unfollowed_timelines, vec![2]);
+        assert_eq!(w.latest.as_ref().unwrap().timeline, 1, "the window stays on the base backup's timeline");
+        assert!(w.gaps.is_empty());
+        let mut on_two = base("b", 5, 5, 8);
+        on_two.timeline = 2;
+        assert!(compute(&[bases[0].clone(), on_two], &archived).unfollowed_timelines.is_empty());
+        assert!(compute(&[], &archived).unfollowed_timelines.is_empty(), "no base backup: nothing to follow");
     }
 
     #[test]

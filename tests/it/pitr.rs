@@ -252,8 +252,16 @@ async fn wal_push_is_idempotent_refuses_to_overwrite_and_fetch_verifies() {
     assert_eq!(refused.kind(), ErrorKind::AlreadyExists);
     assert!(refused.message().contains("refusing to overwrite"), "{}", refused.message());
 
+    // A promoted standby archives the old timeline's last segment as `.partial`: kept, and
+    // never under the segment's own name.
     let partial = segment_file(spool.path(), "000000010000000000000008.partial", 1);
-    assert_eq!(archive::push(repo, recipients, "shop", &partial).await.unwrap_err().kind(), ErrorKind::Usage);
+    assert!(archive::push(repo, recipients, "shop", &partial).await.unwrap().stored);
+    assert!(!archive::push(repo, recipients, "shop", &partial).await.unwrap().stored, "the same content twice");
+    let names: Vec<String> = archive::list(repo, "shop").await.unwrap().into_iter().map(|a| a.name).collect();
+    assert!(names.contains(&"000000010000000000000008.partial".to_string()), "{names:?}");
+    assert!(!names.contains(&"000000010000000000000008".to_string()), "{names:?}");
+    let not_wal = segment_file(spool.path(), "notes.partial", 1);
+    assert_eq!(archive::push(repo, recipients, "shop", &not_wal).await.unwrap_err().kind(), ErrorKind::Usage);
     let history = spool.path().join("00000002.history");
     std::fs::write(&history, "1\t0/9000000\tno recovery target specified\n").unwrap();
     assert!(archive::push(repo, recipients, "shop", &history).await.unwrap().stored);
@@ -367,6 +375,78 @@ async fn wal_fetch_reads_ahead_into_a_spool() {
         .unwrap();
     assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
     assert!(!spool.exists());
+}
+
+/// A failover: a standby of the source (archiving with `tidemark wal push`, as it inherits
+/// the source's settings) is promoted. Postgres then archives the new timeline's history
+/// file and the old timeline's last segment as `.partial`; both must be accepted, or the
+/// new primary's archiver would retry that file forever while WAL piles up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promoted_standby_archives_its_new_timeline() {
+    let w = archiving_world().await;
+    let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
+    let standby = w.dir.path().join("standby");
+    let port = tidemark::pgcluster::free_port().unwrap();
+    let bin = tidemark::pg::bin_dir(None).unwrap();
+    let cloned = std::process::Command::new(bin.join("pg_basebackup"))
+        .args(["-d", &w.cluster.url("postgres"), "-R", "-X", "stream", "-c", "fast", "-D"])
+        .arg(&standby)
+        .output()
+        .unwrap();
+    assert!(cloned.status.success(), "{}", String::from_utf8_lossy(&cloned.stderr));
+    let mut conf = std::fs::OpenOptions::new().append(true).open(standby.join("postgresql.auto.conf")).unwrap();
+    use std::io::Write;
+    writeln!(conf, "port = {port}").unwrap();
+    drop(conf);
+    tidemark::pgcluster::hand_over(&standby).unwrap();
+    let log = standby.join("standby.log"); // the server user writes it
+    let (data, log_path) = (standby.clone(), log.clone());
+    tokio::task::spawn_blocking(move || tidemark::pgcluster::start_data_dir(None, &data, &log_path))
+        .await
+        .unwrap()
+        .unwrap();
+    let promoted = ConnSpec::parse(&format!("postgres://postgres@127.0.0.1:{port}/shop"), None).unwrap();
+    assert!(one_row::<bool>(&promoted, "SELECT pg_is_in_recovery()").await, "a standby first");
+    // The switch happens in the middle of a segment: WAL the standby received after the
+    // base backup's segment switch.
+    commit_marker(&source, "before-failover").await;
+    let replayed = "SELECT count(*) FROM markers WHERE label = 'before-failover'";
+    for _ in 0..300 {
+        if one_row::<i64>(&promoted, replayed).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(one_row::<bool>(&promoted, "SELECT pg_promote(true, 60)").await);
+    commit_marker(&promoted, "after-failover").await;
+    let _: String = one_row(&promoted, "SELECT pg_switch_wal()::text").await;
+
+    let mut names = Vec::new();
+    for _ in 0..300 {
+        names = archive::list(&w.core.repo, "shop").await.unwrap().into_iter().map(|a| a.name).collect::<Vec<_>>();
+        if names.iter().any(|n| n == "00000002.history")
+            && names.iter().any(|n| n.starts_with("00000001") && n.ends_with(".partial"))
+            && names.iter().any(|n| n.starts_with("00000002") && n.len() == 24)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let failed: i64 = one_row(&promoted, "SELECT failed_count FROM pg_stat_archiver").await;
+    let (data, log_path) = (standby.clone(), log.clone());
+    tokio::task::spawn_blocking(move || tidemark::pgcluster::stop_data_dir(None, &data)).await.unwrap().unwrap();
+    assert_eq!(failed, 0, "the new primary's archiver failed: {}", tidemark::pgcluster::log_tail(&log_path));
+    assert!(names.iter().any(|n| n == "00000002.history"), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("00000001") && n.ends_with(".partial")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("00000002") && n.len() == 24), "{names:?}");
+
+    // With a base backup from before the failover, the window stays on timeline 1 and
+    // says so; `check` asks for a base backup on timeline 2.
+    tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    let window = pitr::window(&w.core, "shop").await.unwrap();
+    assert_eq!(window.unfollowed_timelines, vec![2]);
+    let checked = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(checked.problems.iter().any(|p| p.contains("timeline 2")), "{:?}", checked.problems);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
