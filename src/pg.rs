@@ -38,9 +38,11 @@ impl ConnSpec {
         }
         let url_password = parsed.password().map(percent_decode);
         let _ = parsed.set_password(None);
+        // `?password=` works too (libpq and sqlx read it): it leaves the URL as well.
+        let query_password = take_query_password(&mut parsed);
         let password = match password {
             Some(secret) => Some(secret.resolve()?),
-            None => url_password,
+            None => url_password.or(query_password),
         };
         Ok(ConnSpec { url: parsed, password })
     }
@@ -143,10 +145,25 @@ pub fn redact_url(url: &str) -> String {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
             }
+            if take_query_password(&mut u).is_some() {
+                u.query_pairs_mut().append_pair("password", "***");
+            }
             u.to_string()
         }
         Err(_) => "<unparsable URL>".to_string(),
     }
+}
+
+/// Removes a `password` query parameter from the URL and returns its value.
+fn take_query_password(url: &mut Url) -> Option<String> {
+    let password = url.query_pairs().find(|(k, _)| k == "password").map(|(_, v)| v.into_owned())?;
+    let kept: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| k != "password").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    url.set_query(None);
+    if !kept.is_empty() {
+        url.query_pairs_mut().extend_pairs(kept);
+    }
+    Some(password)
 }
 
 fn percent_decode(s: &str) -> String {
@@ -228,6 +245,16 @@ mod tests {
         let other = spec.with_database("shop copy");
         assert_eq!(other.database().as_deref(), Some("shop copy"));
         assert!(other.display().contains("sslmode=require"));
+    }
+
+    #[test]
+    fn a_password_in_the_query_leaves_the_url_too() {
+        let url = "postgres://u@db.example/shop?sslmode=require&password=s3cr%26t";
+        let spec = ConnSpec::parse(url, None).unwrap();
+        assert_eq!(spec.password.as_deref(), Some("s3cr&t"));
+        assert_eq!(spec.display(), "postgres://u@db.example/shop?sslmode=require");
+        assert!(!redact_url(url).contains("s3cr"), "{}", redact_url(url));
+        assert!(redact_url(url).contains("sslmode=require"));
     }
 
     #[test]

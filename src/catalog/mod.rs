@@ -178,9 +178,7 @@ fn host_name() -> String {
 /// Whether a process with this id exists here (a process of another user counts).
 fn process_alive(pid: i64) -> bool {
     // An id that cannot be a process's is never ours: leave its job alone.
-    let Ok(pid) = i32::try_from(pid).map_err(|_| ()).and_then(|p| if p > 0 { Ok(p) } else { Err(()) }) else {
-        return true;
-    };
+    let Some(pid) = i32::try_from(pid).ok().filter(|p| *p > 0) else { return true };
     !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
 }
 
