@@ -493,7 +493,7 @@ async fn check_contents(manifest: &Manifest, target: &ConnSpec, done: &mut Progr
     let fingerprint = async {
         let mut conn = target.connect().await?;
         let actual = crate::source::fingerprint::schema_fingerprint(&mut conn).await;
-        let stacks = read_stacks(&mut conn).await;
+        let stacks = crate::stacks::log::list_if_installed(&mut conn).await;
         ConnSpec::close(conn).await;
         Ok::<_, Error>((actual?, stacks?))
     }
@@ -536,12 +536,6 @@ async fn check_contents(manifest: &Manifest, target: &ConnSpec, done: &mut Progr
             done.checks.push(Check::skipped("function-stacks", "the restored database could not be read"));
         }
     }
-}
-
-async fn read_stacks(conn: &mut PgConnection) -> Result<Vec<crate::stacks::log::StackSummary>> {
-    let installed: bool =
-        sqlx::query_scalar("SELECT to_regclass('tidemark.stack_versions') IS NOT NULL").fetch_one(&mut *conn).await?;
-    if installed { crate::stacks::log::list(conn).await } else { Ok(Vec::new()) }
 }
 
 /// Every media file of the snapshot in the restored folder, with its size and SHA-256.

@@ -27,8 +27,7 @@ async fn connect(core: &Core, workspace: &str, write: bool) -> Result<Option<PgC
         stk::install(&mut conn).await?;
         return Ok(Some(conn));
     }
-    let installed: bool =
-        sqlx::query_scalar("SELECT to_regclass('tidemark.stack_versions') IS NOT NULL").fetch_one(&mut conn).await?;
+    let installed = crate::stacks::log::installed(&mut conn).await?;
     Ok(installed.then_some(conn))
 }
 

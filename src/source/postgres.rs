@@ -169,10 +169,7 @@ impl SnapshotSession {
                  them yet: back them up with pg_dump --large-objects"
             ));
         }
-        let has_stacks: bool = sqlx::query_scalar("SELECT to_regclass('tidemark.stack_versions') IS NOT NULL")
-            .fetch_one(&mut conn)
-            .await?;
-        let stacks = if has_stacks { crate::stacks::log::list(&mut conn).await? } else { Vec::new() };
+        let stacks = crate::stacks::log::list_if_installed(&mut conn).await?;
         let schema_fingerprint = super::fingerprint::schema_fingerprint(&mut conn).await?;
         let roles = super::fingerprint::referenced_roles(&mut conn).await?;
         Ok(SnapshotSession {

@@ -234,6 +234,16 @@ pub async fn history(conn: &mut PgConnection, stack: &StackRef) -> Result<Vec<Ch
         .collect())
 }
 
+/// Whether the database has the stack tables (`install` creates them on first write).
+pub async fn installed(conn: &mut PgConnection) -> Result<bool> {
+    Ok(sqlx::query_scalar("SELECT to_regclass('tidemark.stack_versions') IS NOT NULL").fetch_one(&mut *conn).await?)
+}
+
+/// Every stack with its live state; none when the stack tables were never installed.
+pub async fn list_if_installed(conn: &mut PgConnection) -> Result<Vec<StackSummary>> {
+    if installed(conn).await? { list(conn).await } else { Ok(Vec::new()) }
+}
+
 /// Every stack with its live state.
 pub async fn list(conn: &mut PgConnection) -> Result<Vec<StackSummary>> {
     let rows = sqlx::query(
