@@ -15,7 +15,7 @@ use crate::pg::ConnSpec;
 use crate::pipeline::{decrypt_small, encrypt_small};
 use crate::repo::layout;
 use crate::wal::window::{self, Target, Window};
-use crate::wal::{Lsn, archive, base};
+use crate::wal::{Lsn, Segment, archive, base};
 
 /// The window of a workspace. Errors: `Key` without an identity (base backup manifests
 /// are encrypted), `Unavailable` for the store.
@@ -110,6 +110,12 @@ pub struct PitrRestoreReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     pub restore_ms: u64,
+    /// What the restore reads, stored and plain: the base backup's tar and the WAL
+    /// segments of its timeline from its start to the one recovery stopped in (without
+    /// `--start`, to the one where the copy becomes consistent), as archived when the
+    /// restore began.
+    pub stored_bytes: u64,
+    pub plain_bytes: u64,
 }
 
 fn quote(value: &str) -> String {
@@ -170,6 +176,8 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
         reached: None,
         note: None,
         restore_ms: 0,
+        stored_bytes: 0,
+        plain_bytes: 0,
     };
     if opts.start {
         let port = match opts.port {
@@ -205,8 +213,26 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
         };
         report.reached = Some(reached);
     }
+    let replayed_to = match &report.reached {
+        Some(r) => r.lsn.parse()?,
+        None => chosen.end_lsn,
+    };
+    (report.stored_bytes, report.plain_bytes) = bytes_read(&chosen, &archived, replayed_to);
     report.restore_ms = clock.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The stored and plain bytes of a base backup plus the archived segments of its timeline
+/// from its start up to the one holding `upto`.
+fn bytes_read(base: &base::BaseManifest, archived: &[archive::Archived], upto: Lsn) -> (u64, u64) {
+    let size = base.wal_segment_size;
+    let first = Segment::of(base.timeline, base.start_lsn, size);
+    let last = Segment::of(base.timeline, upto, size);
+    archived
+        .iter()
+        .filter_map(|a| Segment::parse(&a.name, size).ok().map(|s| (s, a.stored_size)))
+        .filter(|(s, _)| s.timeline == base.timeline && (first.number..=last.number).contains(&s.number))
+        .fold((base.tar.stored_size, base.tar.plain_size), |(stored, plain), (_, wal)| (stored + wal, plain + size))
 }
 
 /// `pg_verifybackup` against the `backup_manifest` pg_basebackup put in the tar: every
