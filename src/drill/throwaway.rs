@@ -315,7 +315,16 @@ mod tests {
         let crashed_path = crashed.path().to_path_buf();
         std::fs::write(crashed_path.join("restored.txt"), "x").unwrap();
         drop(crashed); // its lock is released, as when the process dies
-        let removed = remove_leftover_dirs(root.path(), None);
+        // A child that another test is forking at this moment holds a copy of the lock's
+        // descriptor until its exec closes it: give that moment time to pass.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let removed = loop {
+            let removed = remove_leftover_dirs(root.path(), None);
+            if !removed.is_empty() || std::time::Instant::now() > deadline {
+                break removed;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
         assert_eq!(removed, vec![crashed_path.display().to_string()]);
         assert!(!crashed_path.exists());
         assert!(running.path().exists(), "a running drill's folder is never touched");
