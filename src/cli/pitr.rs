@@ -79,7 +79,16 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
             println!("window: {}", window.describe());
             for b in &window.base_backups {
                 match &b.to {
-                    Some(to) => println!("  base backup {}: {} to {}", b.id, b.from.lsn, to.lsn),
+                    Some(to) => {
+                        let timelines: Vec<String> = b.timelines.iter().map(u32::to_string).collect();
+                        println!(
+                            "  base backup {}: {} to {} (timeline {})",
+                            b.id,
+                            b.from.lsn,
+                            to.lsn,
+                            timelines.join(" -> ")
+                        )
+                    }
                     None => println!("  base backup {}: unusable, WAL it needs is missing", b.id),
                 }
             }
@@ -88,8 +97,8 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
             }
             for timeline in &window.unfollowed_timelines {
                 println!(
-                    "  WAL of timeline {timeline} is archived, but no base backup is on it: moments after that \
-                     timeline switch cannot be restored until `tidemark basebackup` runs"
+                    "  WAL of timeline {timeline} is archived, but no base backup's recovery reaches it: moments \
+                     on it cannot be restored until `tidemark basebackup` runs"
                 );
             }
             println!("  {} WAL files archived", window.wal_files);

@@ -116,7 +116,12 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
         }
     }
     let archived = archive::list(&core.repo, workspace).await?;
-    let window = window::compute(&bases, &archived);
+    // A damaged history file is reported; the window is then computed without any.
+    let histories = archive::histories(&core.repo, &identities, workspace, &archived).await.unwrap_or_else(|e| {
+        problems.push(format!("{}; the window below does not follow timeline switches", e.report()));
+        Default::default()
+    });
+    let window = window::compute(&bases, &archived, &histories);
     for gap in &window.gaps {
         problems.push(format!(
             "WAL missing on timeline {}: {} to {} ({} segments); the point-in-time window ends before it",
@@ -125,8 +130,9 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
     }
     for timeline in &window.unfollowed_timelines {
         problems.push(format!(
-            "WAL of timeline {timeline} is archived (a promoted standby?), but no base backup is on it: \
-             moments after the switch cannot be restored; take one with `tidemark basebackup`"
+            "WAL of timeline {timeline} is archived (a promoted standby?), but no base backup's recovery \
+             reaches it (a history file is missing, or the base backups are on another branch): moments \
+             on it cannot be restored; take a base backup with `tidemark basebackup`"
         ));
     }
     for range in window.base_backups.iter().filter(|r| r.to.is_none()) {

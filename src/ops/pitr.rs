@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use super::Core;
 use crate::error::{Error, ErrorKind, Result};
+use crate::keys::Identities;
 use crate::pg::ConnSpec;
 use crate::pipeline::{decrypt_small, encrypt_small};
 use crate::repo::layout;
+use crate::wal::timeline::{self, Histories, Leg};
 use crate::wal::window::{self, Target, Window};
 use crate::wal::{Lsn, Segment, archive, base};
 
@@ -21,9 +23,35 @@ use crate::wal::{Lsn, Segment, archive, base};
 /// are encrypted), `Unavailable` for the store.
 pub async fn window(core: &Core, workspace: &str) -> Result<Window> {
     core.config.workspace(workspace)?;
-    let bases = base::list(&core.repo, &core.identities()?, workspace).await?;
-    let archived = archive::list(&core.repo, workspace).await?;
-    Ok(window::compute(&bases, &archived))
+    Ok(Physical::load(core, &core.identities()?, workspace).await?.window())
+}
+
+/// What the window is computed from: a workspace's base backups, archived WAL files and
+/// timeline history files.
+pub(crate) struct Physical {
+    pub bases: Vec<base::BaseManifest>,
+    pub archived: Vec<archive::Archived>,
+    pub histories: Histories,
+}
+
+impl Physical {
+    /// Errors: `Key` without the identity (manifests and history files are encrypted),
+    /// `Integrity` for a damaged history file, `Unavailable` for the store.
+    pub async fn load(core: &Core, identities: &Identities, workspace: &str) -> Result<Physical> {
+        let bases = base::list(&core.repo, identities, workspace).await?;
+        let archived = archive::list(&core.repo, workspace).await?;
+        let histories = archive::histories(&core.repo, identities, workspace, &archived).await?;
+        Ok(Physical { bases, archived, histories })
+    }
+
+    pub fn window(&self) -> Window {
+        window::compute(&self.bases, &self.archived, &self.histories)
+    }
+
+    /// The timelines recovery from `base` replays.
+    fn path(&self, base: &base::BaseManifest) -> Vec<Leg> {
+        timeline::path(&self.histories, base.timeline, base.start_lsn, base.end_lsn)
+    }
 }
 
 /// A restore point tidemark made.
@@ -111,7 +139,7 @@ pub struct PitrRestoreReport {
     pub note: Option<String>,
     pub restore_ms: u64,
     /// What the restore reads, stored and plain: the base backup's tar and the WAL
-    /// segments of its timeline from its start to the one recovery stopped in (without
+    /// segments along its timelines from its start to the one recovery stopped in (without
     /// `--start`, to the one where the copy becomes consistent), as archived when the
     /// restore began.
     pub stored_bytes: u64,
@@ -133,16 +161,16 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
     let clock = Instant::now();
     let ws = core.config.workspace(&opts.workspace)?;
     let identities = core.identities()?;
-    let bases = base::list(&core.repo, &identities, &opts.workspace).await?;
-    let archived = archive::list(&core.repo, &opts.workspace).await?;
-    let window = window::compute(&bases, &archived);
+    let physical = Physical::load(core, &identities, &opts.workspace).await?;
+    let window = physical.window();
     let target = match &opts.target {
         Target::Name(name, None) => {
             Target::Name(name.clone(), recorded_point(core, &opts.workspace, name).await?.map(|p| p.lsn))
         }
         other => other.clone(),
     };
-    let chosen = window::choose(&window, &bases, &target)?.clone();
+    let chosen = window::choose(&window, &physical.bases, &target)?.clone();
+    let legs = physical.path(&chosen);
 
     let pgdata = std::path::absolute(&opts.pgdata)?;
     if pgdata.exists() && std::fs::read_dir(&pgdata)?.next().is_some() {
@@ -157,7 +185,8 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
         std::fs::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
         base::extract(&core.repo, &identities, &chosen, &pgdata).await?;
         verify_backup(core.pg_bin_dir().as_deref(), &pgdata).await?;
-        write_recovery_settings(core, opts, &target, &pgdata, chosen.wal_segment_size)?;
+        let timeline = legs.last().expect("a path has the base backup's timeline").timeline;
+        write_recovery_settings(core, opts, &target, timeline, &pgdata, chosen.wal_segment_size)?;
         crate::pgcluster::hand_over(&pgdata)
     }
     .await;
@@ -217,21 +246,23 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
         Some(r) => r.lsn.parse()?,
         None => chosen.end_lsn,
     };
-    (report.stored_bytes, report.plain_bytes) = bytes_read(&chosen, &archived, replayed_to);
+    (report.stored_bytes, report.plain_bytes) = bytes_read(&chosen, &legs, &physical.archived, replayed_to);
     report.restore_ms = clock.elapsed().as_millis() as u64;
     Ok(report)
 }
 
-/// The stored and plain bytes of a base backup plus the archived segments of its timeline
-/// from its start up to the one holding `upto`.
-fn bytes_read(base: &base::BaseManifest, archived: &[archive::Archived], upto: Lsn) -> (u64, u64) {
+/// The stored and plain bytes of a base backup plus the archived segments recovery reads
+/// along its timelines (`legs`) from its start up to the one holding `upto`.
+fn bytes_read(base: &base::BaseManifest, legs: &[Leg], archived: &[archive::Archived], upto: Lsn) -> (u64, u64) {
     let size = base.wal_segment_size;
     let first = Segment::of(base.timeline, base.start_lsn, size);
     let last = Segment::of(base.timeline, upto, size);
     archived
         .iter()
         .filter_map(|a| Segment::parse(&a.name, size).ok().map(|s| (s, a.stored_size)))
-        .filter(|(s, _)| s.timeline == base.timeline && (first.number..=last.number).contains(&s.number))
+        .filter(|(s, _)| {
+            (first.number..=last.number).contains(&s.number) && timeline::serving(legs, s.number, size) == s.timeline
+        })
         .fold((base.tar.stored_size, base.tar.plain_size), |(stored, plain), (_, wal)| (stored + wal, plain + size))
 }
 
@@ -270,6 +301,7 @@ fn write_recovery_settings(
     core: &Core,
     opts: &PitrRestoreOptions,
     target: &Target,
+    timeline: u32,
     pgdata: &Path,
     segment_size: u64,
 ) -> Result<()> {
@@ -294,7 +326,9 @@ fn write_recovery_settings(
     settings.extend([
         ("restore_command", restore_command),
         ("recovery_target_action", "promote".to_string()),
-        ("recovery_target_timeline", "latest".to_string()),
+        // The timeline the window was computed along (what 'latest' finds, unless the base
+        // backup is on a branch that was abandoned: then its own).
+        ("recovery_target_timeline", timeline.to_string()),
         // The copy must not archive its own WAL into the source's archive.
         ("archive_mode", "off".to_string()),
         ("listen_addresses", "localhost".to_string()),

@@ -11,6 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::timeline::Histories;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{Identities, Recipients};
 use crate::pipeline::ObjectWriter;
@@ -307,4 +308,35 @@ pub async fn list(repo: &Repository, workspace: &str) -> Result<Vec<Archived>> {
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// Reads and parses every archived timeline history file of `archived` (they are small:
+/// a line per failover).
+///
+/// Errors: `Integrity` for a damaged or unreadable history file, or two contents under
+/// one name; `Key` for a wrong identity; `Unavailable` for the store.
+pub async fn histories(
+    repo: &Repository,
+    identities: &Identities,
+    workspace: &str,
+    archived: &[Archived],
+) -> Result<Histories> {
+    let mut histories = Histories::new();
+    for a in archived {
+        let Ok(super::WalFile::History { timeline }) = super::WalFile::parse(&a.name) else { continue };
+        if histories.contains_key(&timeline) {
+            return Err(Error::integrity(format!("the repository holds different WAL files named {}", a.name)));
+        }
+        let key = layout::wal_object(workspace, &a.name, &a.sha256)?;
+        let expect = Expect::Content { sha256: a.sha256.clone(), size: None };
+        let mut stream = read_verified(&repo.store(), &key, expect, identities).await?;
+        let mut text = Vec::new();
+        while let Some(chunk) = stream.recv().await {
+            text.extend_from_slice(&chunk.map_err(|e| e.context(format!("reading {}", a.name)))?);
+        }
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::integrity(format!("the history file {} is not text", a.name)))?;
+        histories.insert(timeline, super::timeline::parse_history(timeline, &text)?);
+    }
+    Ok(histories)
 }

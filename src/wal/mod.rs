@@ -7,6 +7,7 @@ pub mod base;
 pub mod prefetch;
 pub mod retention;
 pub mod stream;
+pub mod timeline;
 pub mod window;
 
 use std::fmt;

@@ -7,8 +7,9 @@
 //! missing segment ends the run: the window shrinks there, and the gap is reported by
 //! name. Moments are LSNs; their times are the base backup's end and the archive time of
 //! the last segment of the run (an upper bound of what it holds), or the ship time of a
-//! streamed partial version of the next segment. Only the base backup's own timeline is
-//! followed; WAL of a newer timeline (after a failover) is named, not used.
+//! streamed partial version of the next segment. After a failover the run continues on
+//! the new timeline from its switch point ([`super::timeline::path`]), as recovery does;
+//! WAL of a timeline no base backup's recovery reaches is named, not used.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -17,6 +18,7 @@ use serde::Serialize;
 
 use super::archive::Archived;
 use super::base::BaseManifest;
+use super::timeline::{self, Histories};
 use super::{Lsn, Segment, WalFile};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -35,6 +37,8 @@ pub struct BaseRange {
     pub from: Moment,
     /// `None`: WAL it needs to become consistent is missing; it cannot restore at all.
     pub to: Option<Moment>,
+    /// The timelines its recovery replays, oldest first (more than one after a failover).
+    pub timelines: Vec<u32>,
 }
 
 /// Missing WAL segments.
@@ -53,9 +57,9 @@ pub struct Window {
     pub base_backups: Vec<BaseRange>,
     pub gaps: Vec<Gap>,
     pub wal_files: usize,
-    /// Timelines newer than the newest base backup's with WAL archived (a promoted standby
-    /// after a failover): the window does not follow a timeline switch, so moments on them
-    /// cannot be restored until a base backup is taken on the newest one.
+    /// Timelines with WAL archived that no base backup's recovery reaches (their history
+    /// file is missing, or every base backup was taken on a branch they did not come
+    /// from): moments on them cannot be restored until a base backup is taken on one.
     pub unfollowed_timelines: Vec<u32>,
 }
 
@@ -91,71 +95,84 @@ impl Target {
     }
 }
 
-/// Computes the window.
-pub fn compute(bases: &[BaseManifest], archived: &[Archived]) -> Window {
-    // Per timeline (and segment size): segment number -> archive time.
+/// Computes the window. `histories`: the archived timeline history files, which say where
+/// each base backup's WAL continues after a failover.
+pub fn compute(bases: &[BaseManifest], archived: &[Archived], histories: &Histories) -> Window {
+    // Per timeline and segment size: segment number -> archive time; and the streamed
+    // versions of unfinished segments: (timeline, size, number) -> ship time.
+    let sizes: BTreeSet<u64> = bases.iter().map(|b| b.wal_segment_size).collect();
     let mut segments: BTreeMap<(u32, u64), BTreeMap<u64, DateTime<Utc>>> = BTreeMap::new();
-    for base in bases {
-        let on = segments.entry((base.timeline, base.wal_segment_size)).or_default();
-        if !on.is_empty() {
-            continue;
-        }
-        for a in archived {
-            if let Ok(seg) = Segment::parse(&a.name, base.wal_segment_size)
-                && seg.timeline == base.timeline
-            {
-                on.insert(seg.number, a.archived_at);
-            }
-        }
-    }
-    // Streamed versions of unfinished segments: (timeline, size, number) -> ship time.
     let mut partials: BTreeMap<(u32, u64, u64), DateTime<Utc>> = BTreeMap::new();
-    for base in bases {
+    for &size in &sizes {
         for a in archived {
-            if let Some(stem) = a.name.strip_suffix(".partial")
-                && let Ok(seg) = Segment::parse(stem, base.wal_segment_size)
+            if let Ok(seg) = Segment::parse(&a.name, size) {
+                segments.entry((seg.timeline, size)).or_default().insert(seg.number, a.archived_at);
+            } else if let Some(stem) = a.name.strip_suffix(".partial")
+                && let Ok(seg) = Segment::parse(stem, size)
             {
-                partials.insert((seg.timeline, base.wal_segment_size, seg.number), a.archived_at);
+                partials.insert((seg.timeline, size, seg.number), a.archived_at);
             }
         }
     }
+    let none = BTreeMap::new();
     let mut ranges = Vec::new();
     let mut gaps = BTreeSet::new();
+    let mut followed = BTreeSet::new();
     for base in bases {
         let size = base.wal_segment_size;
-        let on = &segments[&(base.timeline, size)];
+        let legs = timeline::path(histories, base.timeline, base.start_lsn, base.end_lsn);
+        followed.extend(legs.iter().map(|leg| leg.timeline));
+        let on = |tl: u32| segments.get(&(tl, size)).unwrap_or(&none);
+        let serve = |number: u64| timeline::serving(&legs, number, size);
+        let archived_at = |number: u64| on(serve(number)).get(&number).copied();
         let start = Segment::of(base.timeline, base.start_lsn, size).number;
         let needed = Segment::of(base.timeline, base.end_lsn, size).number;
         let mut last = None;
         let mut n = start;
-        while on.contains_key(&n) {
+        while archived_at(n).is_some() {
             last = Some(n);
             n += 1;
         }
         let from = Moment { lsn: base.end_lsn, time: base.finished_at, timeline: base.timeline };
         // A streamed partial of the next segment extends the window in time (its LSN is
         // not known without reading it, so the LSN bound stays at the last whole segment).
-        let to = last.filter(|l| *l >= needed).map(|l| Moment {
-            lsn: Segment { timeline: base.timeline, number: l + 1 }.start(size),
-            time: on[&l]
-                .max(base.finished_at)
-                .max(partials.get(&(base.timeline, size, l + 1)).copied().unwrap_or(base.finished_at)),
-            timeline: base.timeline,
+        let to = last.filter(|l| *l >= needed).map(|l| {
+            let partial = partials.get(&(serve(l + 1), size, l + 1)).copied();
+            Moment {
+                lsn: Segment { timeline: serve(l), number: l + 1 }.start(size),
+                time: archived_at(l)
+                    .unwrap_or(base.finished_at)
+                    .max(base.finished_at)
+                    .max(partial.unwrap_or(base.finished_at)),
+                timeline: serve(l),
+            }
         });
-        // The first missing run after the base backup's start, if WAL exists beyond it.
+        // The first missing run after the base backup's start, if WAL exists beyond it
+        // along the path.
         let missing_from = last.map_or(start, |l| l + 1);
-        if let Some((&next, _)) = on.range(missing_from..).next() {
-            let name = |number| Segment { timeline: base.timeline, number }.name(size);
-            gaps.insert((base.timeline, missing_from, next - 1, name(missing_from), name(next - 1)));
+        let next = legs
+            .iter()
+            .filter_map(|leg| {
+                on(leg.timeline).range(missing_from..).map(|(n, _)| *n).find(|n| serve(*n) == leg.timeline)
+            })
+            .min();
+        if let Some(next) = next {
+            let name = |number| Segment { timeline: serve(number), number }.name(size);
+            gaps.insert((serve(missing_from), missing_from, next - 1, name(missing_from), name(next - 1)));
         }
-        ranges.push(BaseRange { id: base.id.clone(), from, to });
+        ranges.push(BaseRange {
+            id: base.id.clone(),
+            from,
+            to,
+            timelines: legs.iter().map(|leg| leg.timeline).collect(),
+        });
     }
-    let newest_base_timeline = bases.iter().map(|b| b.timeline).max();
+    let newest_followed = followed.last().copied();
     let unfollowed: BTreeSet<u32> = archived
         .iter()
         .filter_map(|a| WalFile::parse(a.name.strip_suffix(".partial").unwrap_or(&a.name)).ok())
         .map(|f| f.timeline())
-        .filter(|t| newest_base_timeline.is_some_and(|newest| *t > newest))
+        .filter(|t| newest_followed.is_some_and(|newest| *t > newest))
         .collect();
     let usable = || ranges.iter().filter(|r| r.to.is_some());
     let earliest = usable().map(|r| r.from.clone()).min_by_key(|m| m.lsn);
@@ -189,7 +206,10 @@ pub fn choose<'a>(window: &Window, bases: &'a [BaseManifest], target: &Target) -
         match target {
             Target::Time(t) => r.from.time <= *t && *t <= to.time,
             Target::Lsn(l) | Target::Name(_, Some(l)) => r.from.lsn <= *l && *l <= to.lsn,
-            Target::Name(_, None) | Target::Latest => true,
+            Target::Name(_, None) => true,
+            // The base backups whose recovery reaches the window's end (not one on a branch
+            // an old primary kept writing after a failover).
+            Target::Latest => window.latest.as_ref().is_some_and(|l| (to.lsn, to.timeline) == (l.lsn, l.timeline)),
         }
     };
     let mut candidates = window.base_backups.iter().filter(|r| holds(r));
@@ -274,7 +294,7 @@ mod tests {
     #[test]
     fn an_unbroken_chain_restores_from_the_end_of_the_base_to_the_last_segment() {
         let bases = [base("a", 2, 2, 2)];
-        let w = compute(&bases, &wal(&[1, 2, 3, 4, 5]));
+        let w = compute(&bases, &wal(&[1, 2, 3, 4, 5]), &Histories::new());
         assert_eq!(w.earliest.as_ref().unwrap().lsn, bases[0].end_lsn);
         assert_eq!(w.latest.as_ref().unwrap().lsn, Lsn(6 * SEG));
         assert_eq!(w.latest.as_ref().unwrap().time, t(5));
@@ -291,7 +311,7 @@ mod tests {
     #[test]
     fn a_missing_segment_shrinks_the_window_and_is_named() {
         let bases = [base("a", 2, 2, 2)];
-        let w = compute(&bases, &wal(&[2, 3, 5, 6]));
+        let w = compute(&bases, &wal(&[2, 3, 5, 6]), &Histories::new());
         assert_eq!(w.latest.as_ref().unwrap().lsn, Lsn(4 * SEG), "the window ends where WAL is missing");
         assert_eq!(
             w.gaps,
@@ -316,36 +336,88 @@ mod tests {
             stored_size: 1,
             archived_at: t(9),
         });
-        let w = compute(&bases, &archived);
+        let w = compute(&bases, &archived, &Histories::new());
         let latest = w.latest.as_ref().unwrap();
         assert_eq!((latest.lsn, latest.time), (Lsn(4 * SEG), t(9)));
         assert!(w.gaps.is_empty(), "a partial is not a gap");
         assert_eq!(choose(&w, &bases, &Target::Time(t(8))).unwrap().id, "a");
     }
 
-    #[test]
-    fn wal_of_a_newer_timeline_is_named_and_not_followed() {
-        let archived_as = |name: String| Archived { name, sha256: "0".repeat(64), stored_size: 1, archived_at: t(9) };
+    fn archived_at(name: String, minute: i64) -> Archived {
+        Archived { name, sha256: "0".repeat(64), stored_size: 1, archived_at: t(minute) }
+    }
+
+    /// A failover in segment 4: timeline 1's WAL up to segment 3 and its segment 4 as
+    /// `.partial`, timeline 2's history file and segments 4 and 5.
+    fn failover() -> (Vec<Archived>, Histories) {
         let mut archived = wal(&[2, 3]);
-        archived.push(archived_as(format!("{}.partial", Segment { timeline: 1, number: 4 }.name(SEG))));
-        archived.push(archived_as("00000002.history".into()));
-        archived.push(archived_as(Segment { timeline: 2, number: 4 }.name(SEG)));
-        archived.push(archived_as(Segment { timeline: 2, number: 5 }.name(SEG)));
+        archived.push(archived_at(format!("{}.partial", Segment { timeline: 1, number: 4 }.name(SEG)), 9));
+        archived.push(archived_at("00000002.history".into(), 9));
+        archived.push(archived_at(Segment { timeline: 2, number: 4 }.name(SEG), 10));
+        archived.push(archived_at(Segment { timeline: 2, number: 5 }.name(SEG), 11));
+        let switch = timeline::Switch { parent: 1, switch: Lsn(4 * SEG + 0x5000) };
+        (archived, Histories::from([(2, vec![switch])]))
+    }
+
+    #[test]
+    fn the_window_follows_a_failover_to_the_new_timeline() {
+        let (archived, histories) = failover();
         let bases = [base("a", 2, 2, 2)];
-        let w = compute(&bases, &archived);
+        let w = compute(&bases, &archived, &histories);
+        let latest = w.latest.clone().unwrap();
+        assert_eq!((latest.lsn, latest.time, latest.timeline), (Lsn(6 * SEG), t(11), 2));
+        assert_eq!(w.base_backups[0].timelines, vec![1, 2]);
+        assert!(w.unfollowed_timelines.is_empty() && w.gaps.is_empty(), "{w:?}");
+        assert_eq!(choose(&w, &bases, &Target::Time(t(10))).unwrap().id, "a");
+        assert_eq!(choose(&w, &bases, &Target::Latest).unwrap().id, "a");
+
+        // A segment missing on the new timeline is a gap named on it.
+        let mut holed: Vec<Archived> =
+            archived.iter().filter(|a| !a.name.starts_with("000000020000000000000005")).cloned().collect();
+        holed.push(archived_at(Segment { timeline: 2, number: 6 }.name(SEG), 12));
+        let w = compute(&bases, &holed, &histories);
+        assert_eq!(w.latest.unwrap().lsn, Lsn(5 * SEG));
+        assert_eq!(w.gaps.len(), 1);
+        assert_eq!((w.gaps[0].timeline, w.gaps[0].first_missing.as_str()), (2, "000000020000000000000005"));
+    }
+
+    #[test]
+    fn without_its_history_file_a_new_timeline_is_named_and_not_followed() {
+        let (archived, histories) = failover();
+        let bases = [base("a", 2, 2, 2)];
+        let w = compute(&bases, &archived, &Histories::new());
         assert_eq!(w.unfollowed_timelines, vec![2]);
         assert_eq!(w.latest.as_ref().unwrap().timeline, 1, "the window stays on the base backup's timeline");
         assert!(w.gaps.is_empty());
         let mut on_two = base("b", 5, 5, 8);
         on_two.timeline = 2;
-        assert!(compute(&[bases[0].clone(), on_two], &archived).unfollowed_timelines.is_empty());
-        assert!(compute(&[], &archived).unfollowed_timelines.is_empty(), "no base backup: nothing to follow");
+        let both = [bases[0].clone(), on_two];
+        assert!(compute(&both, &archived, &Histories::new()).unfollowed_timelines.is_empty());
+        assert!(
+            compute(&[], &archived, &histories).unfollowed_timelines.is_empty(),
+            "no base backup: nothing to follow"
+        );
+    }
+
+    #[test]
+    fn a_base_backup_of_an_old_primary_after_the_failover_stays_on_its_branch() {
+        let (mut archived, histories) = failover();
+        // The old primary kept writing timeline 1 (segments 4 to 8) and a base backup was taken there.
+        archived.extend((4..9).map(|n| archived_at(Segment { timeline: 1, number: n }.name(SEG), n as i64)));
+        let bases = [base("a", 2, 2, 2), base("old-primary", 6, 6, 6)];
+        let w = compute(&bases, &archived, &histories);
+        assert_eq!(w.base_backups[1].timelines, vec![1]);
+        assert_eq!(w.base_backups[1].to.as_ref().unwrap().lsn, Lsn(9 * SEG));
+        assert_eq!(w.base_backups[0].to.as_ref().unwrap().timeline, 2, "the older one follows the failover");
+        assert!(w.gaps.is_empty(), "timeline 1's segments 4 and 5 are not read along the path: {:?}", w.gaps);
+        // `latest` is the farthest moment: here the old primary's branch, restored from its base backup.
+        assert_eq!(choose(&w, &bases, &Target::Latest).unwrap().id, "old-primary");
     }
 
     #[test]
     fn a_base_without_the_wal_for_consistency_cannot_restore() {
         let bases = [base("a", 2, 3, 3)];
-        let w = compute(&bases, &wal(&[2, 4]));
+        let w = compute(&bases, &wal(&[2, 4]), &Histories::new());
         assert!(w.base_backups[0].to.is_none());
         assert!(w.earliest.is_none() && w.latest.is_none());
         assert!(choose(&w, &bases, &Target::Latest).is_err());
@@ -354,7 +426,7 @@ mod tests {
     #[test]
     fn the_newest_base_holding_the_target_is_chosen() {
         let bases = [base("a", 2, 2, 2), base("b", 6, 6, 6)];
-        let w = compute(&bases, &wal(&[2, 3, 4, 5, 6, 7, 8]));
+        let w = compute(&bases, &wal(&[2, 3, 4, 5, 6, 7, 8]), &Histories::new());
         assert_eq!(choose(&w, &bases, &Target::Time(t(4))).unwrap().id, "a");
         assert_eq!(choose(&w, &bases, &Target::Time(t(7))).unwrap().id, "b");
         assert_eq!(choose(&w, &bases, &Target::Latest).unwrap().id, "b");

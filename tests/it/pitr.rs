@@ -365,8 +365,14 @@ async fn wal_fetch_reads_ahead_into_a_spool() {
         std::fs::read_dir(direct.dir()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     held.sort();
     assert_eq!(held, vec![names[5].clone(), "prefetch.lock".into(), "requested".into()]);
-    // A timeline history file has nothing after it to read.
-    assert!(direct.request("00000002.history").unwrap());
+    // A timeline history file has nothing after it to read. (The lock is free again once
+    // a child another test is forking at this moment, which holds a copy of its descriptor
+    // until its exec closes it, has started.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !direct.request("00000002.history").unwrap() {
+        assert!(std::time::Instant::now() < deadline, "the prefetch lock is still held after fill returned");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(direct.fill(repo, &ids, "shop", 8, 16 << 20).await.unwrap(), 0);
 
     let removed = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
@@ -380,11 +386,14 @@ async fn wal_fetch_reads_ahead_into_a_spool() {
 /// A failover: a standby of the source (archiving with `tidemark wal push`, as it inherits
 /// the source's settings) is promoted. Postgres then archives the new timeline's history
 /// file and the old timeline's last segment as `.partial`; both must be accepted, or the
-/// new primary's archiver would retry that file forever while WAL piles up.
+/// new primary's archiver would retry that file forever while WAL piles up. A base backup
+/// taken before the failover then restores rows committed on the new primary after it:
+/// the window and the recovery follow the switch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_promoted_standby_archives_its_new_timeline() {
+async fn a_failover_is_archived_and_followed() {
     let w = archiving_world().await;
     let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
+    tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
     let standby = w.dir.path().join("standby");
     let port = tidemark::pgcluster::free_port().unwrap();
     let bin = tidemark::pg::bin_dir(None).unwrap();
@@ -440,13 +449,25 @@ async fn a_promoted_standby_archives_its_new_timeline() {
     assert!(names.iter().any(|n| n.starts_with("00000001") && n.ends_with(".partial")), "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("00000002") && n.len() == 24), "{names:?}");
 
-    // With a base backup from before the failover, the window stays on timeline 1 and
-    // says so; `check` asks for a base backup on timeline 2.
+    // The base backup from before the failover reaches timeline 2, and its latest moment
+    // has the row the new primary committed.
+    let window = pitr::window(&w.core, "shop").await.unwrap();
+    assert_eq!(window.base_backups[0].timelines, vec![1, 2], "{window:?}");
+    assert_eq!(window.latest.as_ref().unwrap().timeline, 2, "{window:?}");
+    assert!(window.unfollowed_timelines.is_empty() && window.gaps.is_empty(), "{window:?}");
+    let checked = tidemark::ops::check::check(&w.core, "shop", true).await.unwrap();
+    assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+    assert_eq!(
+        markers_after_restore(&w, Target::Latest).await,
+        set(&["before-base", "before-failover", "after-failover"])
+    );
+
+    // The old primary goes on writing timeline 1 (split brain): a base backup taken there
+    // now is on a branch timeline 2 did not come from, and stays on it.
     tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
     let window = pitr::window(&w.core, "shop").await.unwrap();
-    assert_eq!(window.unfollowed_timelines, vec![2]);
-    let checked = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
-    assert!(checked.problems.iter().any(|p| p.contains("timeline 2")), "{:?}", checked.problems);
+    let timelines: Vec<Vec<u32>> = window.base_backups.iter().map(|b| b.timelines.clone()).collect();
+    assert_eq!(timelines, vec![vec![1, 2], vec![1]], "{window:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
