@@ -176,6 +176,12 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// Quotes a value for `postgresql.conf`: single quotes doubled and backslashes escaped
+/// (the server reads `\x` in a quoted value as `x`, and `\n` as a new line).
+pub fn conf_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// `"schema"."name"`.
 pub fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))

@@ -83,13 +83,13 @@ impl Cluster {
     fn write_settings(&self, opts: &ClusterOptions) -> Result<()> {
         let mut conf = format!(
             "\n# tidemark throwaway cluster\nport = {}\nlisten_addresses = '127.0.0.1'\n\
-             unix_socket_directories = '{}'\nfsync = off\nfull_page_writes = off\n\
+             unix_socket_directories = {}\nfsync = off\nfull_page_writes = off\n\
              synchronous_commit = off\nmax_connections = 50\n",
             self.port,
-            self.dir.path().display()
+            crate::pg::conf_quote(&self.dir.path().display().to_string())
         );
         for (k, v) in &opts.settings {
-            conf.push_str(&format!("{k} = '{}'\n", v.replace('\'', "''")));
+            conf.push_str(&format!("{k} = {}\n", crate::pg::conf_quote(v)));
         }
         std::fs::write(self.data.join("postgresql.auto.conf"), conf)?;
         Ok(())

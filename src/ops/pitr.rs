@@ -146,10 +146,6 @@ pub struct PitrRestoreReport {
     pub plain_bytes: u64,
 }
 
-fn quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
 /// Builds a data directory restored to the target (the base backup checked with
 /// `pg_verifybackup` before recovery is configured), and optionally starts it.
 ///
@@ -293,7 +289,7 @@ async fn verify_backup(bin_dir: Option<&Path>, pgdata: &Path) -> Result<()> {
 fn append_setting(pgdata: &Path, key: &str, value: &str) -> Result<()> {
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.auto.conf"))?;
-    writeln!(file, "{key} = {}", quote(value))?;
+    writeln!(file, "{key} = {}", crate::pg::conf_quote(value))?;
     Ok(())
 }
 
@@ -306,23 +302,14 @@ fn write_recovery_settings(
     segment_size: u64,
 ) -> Result<()> {
     let exe = match &opts.tidemark_command {
-        Some(c) => c.clone(),
-        None => std::env::current_exe()?.display().to_string(),
+        Some(command) => command.replace('%', "%%"),
+        None => command_word(&std::env::current_exe()?.display().to_string()),
     };
     let config = std::path::absolute(&core.config.path)?;
-    let mut restore_command = format!(
-        "{exe} --config {} wal fetch --workspace {}",
-        shell_quote(&config.display().to_string()),
-        opts.workspace
-    );
-    let mut settings = Vec::new();
-    if opts.prefetch > 0 {
-        let spool = shell_quote(&pgdata.join(PREFETCH_DIR).display().to_string());
-        restore_command
-            .push_str(&format!(" --prefetch {} --spool {spool} --segment-size {segment_size}", opts.prefetch));
-        settings.push(("recovery_end_command", format!("{exe} wal prefetch --spool {spool} --remove")));
-    }
-    restore_command.push_str(" %f \"%p\"");
+    let spool = (opts.prefetch > 0).then(|| pgdata.join(PREFETCH_DIR));
+    let (restore_command, end_command) =
+        recovery_commands(&exe, &config, &opts.workspace, spool.as_deref(), opts.prefetch, segment_size);
+    let mut settings: Vec<(&str, String)> = end_command.map(|c| ("recovery_end_command", c)).into_iter().collect();
     settings.extend([
         ("restore_command", restore_command),
         ("recovery_target_action", "promote".to_string()),
@@ -350,6 +337,36 @@ fn write_recovery_settings(
     }
     std::fs::write(pgdata.join("recovery.signal"), "")?;
     Ok(())
+}
+
+/// The `restore_command` (and, when reading ahead, the `recovery_end_command`) of a restored
+/// data directory. `exe`: how the server invokes tidemark, ready for the command line.
+fn recovery_commands(
+    exe: &str,
+    config: &Path,
+    workspace: &str,
+    spool: Option<&Path>,
+    prefetch: u32,
+    segment_size: u64,
+) -> (String, Option<String>) {
+    let mut restore_command = format!(
+        "{exe} --config {} wal fetch --workspace {}",
+        command_word(&config.display().to_string()),
+        command_word(workspace)
+    );
+    let end_command = spool.map(|spool| {
+        let spool = command_word(&spool.display().to_string());
+        restore_command.push_str(&format!(" --prefetch {prefetch} --spool {spool} --segment-size {segment_size}"));
+        format!("{exe} wal prefetch --spool {spool} --remove")
+    });
+    restore_command.push_str(" %f \"%p\"");
+    (restore_command, end_command)
+}
+
+/// One word of a command Postgres runs through the shell: shell-quoted, and `%` doubled
+/// (the server replaces `%f`, `%p`, `%r` and `%%` in it).
+fn command_word(s: &str) -> String {
+    shell_quote(s).replace('%', "%%")
 }
 
 fn shell_quote(s: &str) -> String {
@@ -396,4 +413,68 @@ async fn wait_for_promotion(spec: &ConnSpec, log: &Path) -> Result<Reached> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Err(last_error.unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "recovery did not finish in 6 hours")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Postgres does with a restore_command: `%f`, `%p`, `%r` and `%%` replaced (any
+    /// other `%` is refused here, as Postgres 16 does), then run by `sh -c`. Returns the
+    /// arguments the command received.
+    fn run_as_postgres_does(command: &str) -> Vec<String> {
+        let mut line = String::new();
+        let mut chars = command.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                line.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('f') => line.push_str("000000010000000000000003"),
+                Some('p') => line.push_str("pg_wal/RECOVERYXLOG"),
+                Some('r') => line.push_str("000000010000000000000001"),
+                Some('%') => line.push('%'),
+                other => panic!("a stray % before {other:?} in {command}"),
+            }
+        }
+        let out = std::process::Command::new("sh").args(["-c", &line]).output().unwrap();
+        assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn recovery_commands_survive_quotes_spaces_and_percent_signs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("it's 100%restored \"test\" $HOME `x` \\ here");
+        std::fs::create_dir(&odd).unwrap();
+        let exe = odd.join("tidemark");
+        std::fs::write(&exe, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (config, spool) = (odd.join("tidemark.toml"), odd.join("spool"));
+        let exe_word = command_word(&exe.display().to_string());
+        let (restore, end) = recovery_commands(&exe_word, &config, "shop", Some(&spool), 8, 16 << 20);
+        let (config, spool) = (config.display().to_string(), spool.display().to_string());
+        let expected = [
+            "--config",
+            &config,
+            "wal",
+            "fetch",
+            "--workspace",
+            "shop",
+            "--prefetch",
+            "8",
+            "--spool",
+            &spool,
+            "--segment-size",
+            "16777216",
+            "000000010000000000000003",
+            "pg_wal/RECOVERYXLOG",
+        ];
+        assert_eq!(run_as_postgres_does(&restore), expected);
+        assert_eq!(run_as_postgres_does(&end.unwrap()), ["wal", "prefetch", "--spool", &spool, "--remove"]);
+        let (plain, none) = recovery_commands(&exe_word, Path::new("/etc/tidemark.toml"), "shop", None, 0, 16 << 20);
+        assert!(none.is_none() && !plain.contains("--prefetch"), "{plain}");
+    }
 }

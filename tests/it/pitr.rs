@@ -36,7 +36,9 @@ async fn pitr_world(archive: bool) -> World {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = dir.path().join("tidemark.toml");
     let push = format!("{} --config {} wal push --workspace shop %p", env!("CARGO_BIN_EXE_tidemark"), config.display());
-    let mut settings = vec![("wal_level".to_string(), "replica".to_string())];
+    // A quote and a backslash in a setting: written to postgresql.auto.conf, read back as is.
+    let name = r"tidemark's \ pitr";
+    let mut settings = vec![("wal_level".to_string(), "replica".to_string()), ("cluster_name".into(), name.into())];
     if archive {
         settings.push(("archive_mode".to_string(), "on".to_string()));
         settings.push(("archive_command".to_string(), push));
@@ -48,6 +50,8 @@ async fn pitr_world(archive: bool) -> World {
             .unwrap();
     let url = url::Url::from_directory_path(dir.path().join("repo")).unwrap().to_string();
     let w = world_with_repo(cluster, dir, RepositoryConfig { url, ..Default::default() }).await;
+    let postgres = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    assert_eq!(one_row::<String>(&postgres, "SHOW cluster_name").await, name);
     let wal = w.repo_dir().join("workspaces/shop/wal");
     std::fs::create_dir_all(&wal).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -94,7 +98,9 @@ async fn archive_everything(spec: &ConnSpec, core: &Core) -> Lsn {
 
 /// Restores into a new data directory, starts it, returns the markers it has, stops it.
 async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
-    let pgdata = w.dir.path().join(format!("restored-{}", rand::random::<u32>()));
+    // A quote, a space and `%r` in the path: the restore_command and the
+    // recovery_end_command (its spool is inside) must quote them for the shell and Postgres.
+    let pgdata = w.dir.path().join(format!("it's 100%restored-{}", rand::random::<u32>()));
     // Both ways of fetching WAL restore exactly the same rows.
     let prefetch = if matches!(target, Target::Lsn(_)) { 0 } else { tidemark::ops::pitr::DEFAULT_PREFETCH };
     let opts = PitrRestoreOptions {
