@@ -55,7 +55,7 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
     if !core.has_identities() {
         tracing::warn!("no age identity is configured: snapshots will be taken, but retention cannot read them");
     }
-    let runner = Arc::new(SnapshotRunner { core: core.clone() });
+    let runner = Arc::new(SnapshotRunner { core: core.clone(), stop: CancellationToken::new() });
     let mut streams = tokio::task::JoinSet::new();
     for (name, ws) in &core.config.config.workspaces {
         if ws.wal_stream {
@@ -91,16 +91,20 @@ async fn stream_forever(core: Core, workspace: String, shutdown: CancellationTok
 /// for the workspace.
 struct SnapshotRunner {
     core: Core,
+    /// Cancelled when the shutdown timeout passes: snapshots and base backups stop at
+    /// once, drills after removing their throwaway.
+    stop: CancellationToken,
 }
 
 impl Runner for SnapshotRunner {
     fn run(&self, job: &ScheduledJob, now: DateTime<Utc>) -> BoxFuture<'static, Result<JobOutcome>> {
         let core = self.core.clone();
         let job = job.clone();
+        let stop = self.stop.clone();
         Box::pin(async move {
             let (id, bytes) = match (job.action, job.kind) {
                 (Action::Drill, _) => {
-                    let report = scheduled_drill(&core, &job, None).await?;
+                    let report = scheduled_drill(&core, &job, None, &stop).await?;
                     return Ok(JobOutcome {
                         snapshot_id: Some(report.source),
                         bytes: Some(report.stored_bytes),
@@ -114,11 +118,11 @@ impl Runner for SnapshotRunner {
                         note: Some(format!("schedule {}", job.policy)),
                         ..Default::default()
                     };
-                    let manifest = create(&core, &opts, &Progress::hidden()).await?;
+                    let manifest = until_stopped(&stop, create(&core, &opts, &Progress::hidden())).await?;
                     (manifest.id.clone(), manifest.stored_bytes())
                 }
                 (Action::BaseBackup, _) => {
-                    let manifest = super::basebackup::basebackup(&core, &job.workspace).await?;
+                    let manifest = until_stopped(&stop, super::basebackup::basebackup(&core, &job.workspace)).await?;
                     (manifest.id, manifest.tar.stored_size)
                 }
                 (Action::Snapshot, None) => {
@@ -147,24 +151,49 @@ impl Runner for SnapshotRunner {
             };
             if job.drill_after && job.action == Action::Snapshot {
                 // The snapshot is committed whatever the drill finds: the job fails (and
-                // notifies) without a retry, which would take another snapshot.
-                scheduled_drill(&core, &job, Some(id.clone())).await.map_err(|e| {
-                    let kind = if e.kind().is_temporary() { ErrorKind::Internal } else { e.kind() };
+                // notifies) without a retry, which would take another snapshot. A drill
+                // stopped at shutdown stays `Interrupted`: the job is then aborted.
+                scheduled_drill(&core, &job, Some(id.clone()), &stop).await.map_err(|e| {
+                    let kind = match e.kind() {
+                        ErrorKind::Interrupted => ErrorKind::Interrupted,
+                        kind if kind.is_temporary() => ErrorKind::Internal,
+                        kind => kind,
+                    };
                     Error::new(kind, format!("snapshot {id} was taken, but {}", e.report()))
                 })?;
             }
             Ok(JobOutcome { snapshot_id: Some(id), bytes: Some(bytes), warning })
         })
     }
+
+    fn stop_jobs(&self) -> bool {
+        self.stop.cancel();
+        true
+    }
+}
+
+/// Runs `work` until it ends or the daemon asks jobs to stop: then it is dropped, which
+/// leaves nothing visible (a snapshot or base backup writes its manifest last), and the
+/// job ends `Interrupted`.
+async fn until_stopped<T>(stop: &CancellationToken, work: impl Future<Output = Result<T>>) -> Result<T> {
+    tokio::select! {
+        done = work => done,
+        _ = stop.cancelled() => Err(Error::new(ErrorKind::Interrupted, "it did not finish; nothing of it is visible")),
+    }
 }
 
 /// A drill run by the daemon (of `snapshot`, else the newest), recorded in the catalog.
 ///
 /// Errors: what kept the drill from running, and `Integrity` naming the failed checks.
-async fn scheduled_drill(core: &Core, job: &ScheduledJob, snapshot: Option<String>) -> Result<DrillReport> {
+async fn scheduled_drill(
+    core: &Core,
+    job: &ScheduledJob,
+    snapshot: Option<String>,
+    stop: &CancellationToken,
+) -> Result<DrillReport> {
     let opts =
         DrillOptions { trigger: job.trigger, ..DrillOptions::new(&job.workspace, DrillSource::Snapshot(snapshot)) };
-    let report = drill(core, &opts, &CancellationToken::new()).await?;
+    let report = drill(core, &opts, stop).await?;
     if report.passed {
         tracing::info!(workspace = %job.workspace, snapshot = %report.source,
             checks = report.checks.len(), rto_ms = report.timings.restore_ms, "restore drill passed");

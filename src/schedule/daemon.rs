@@ -2,13 +2,15 @@
 //! in its time zone), run its job; catch up once on a slot missed while the daemon was
 //! down; never two jobs of one workspace at once; at most N jobs at once overall; retry
 //! temporary failures with backoff, then record the job as failed and notify; on shutdown,
-//! start nothing new, let running jobs finish up to a timeout, then abort them.
+//! start nothing new, let running jobs finish up to a timeout, then ask them to stop and
+//! clean up (a drill removes its throwaway) and abort what still runs after a grace.
 //!
 //! What a job does is a [`Runner`]'s business (`ops::serve` takes a snapshot and applies
 //! retention); time comes from a [`Clock`], so tests move days in milliseconds.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
@@ -22,7 +24,7 @@ use super::policy::Policy;
 use super::webhook::{JobEvent, Webhook};
 use crate::catalog::{Catalog, JobEnd, JobStatus, NewJob, Trigger};
 use crate::config::DaemonConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// One schedule the daemon serves: a workspace and a policy with a cron line.
 #[derive(Debug, Clone)]
@@ -69,7 +71,18 @@ pub struct JobOutcome {
 /// Does the work of a job. `now` is the clock's time when the attempt starts.
 pub trait Runner: Send + Sync + 'static {
     fn run(&self, job: &ScheduledJob, now: DateTime<Utc>) -> BoxFuture<'static, Result<JobOutcome>>;
+
+    /// Asks the running jobs to stop and clean up after themselves (the shutdown timeout
+    /// passed). Returns whether they were asked: they then get [`STOP_GRACE`] to end with
+    /// an `Interrupted` error before they are aborted outright.
+    fn stop_jobs(&self) -> bool {
+        false
+    }
 }
+
+/// How long jobs asked to stop at shutdown get to clean up (a drill stops its throwaway
+/// cluster and removes its folder in a second or two).
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What a daemon run did, reported when it stops.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -211,9 +224,24 @@ impl Daemon {
                     }
                 }
                 _ = &mut deadline => {
+                    if shared.runner.stop_jobs() {
+                        tracing::warn!(running = running.len(), grace = ?STOP_GRACE,
+                            "the shutdown timeout passed: asking the running jobs to stop and clean up");
+                        let grace = tokio::time::sleep(STOP_GRACE);
+                        tokio::pin!(grace);
+                        loop {
+                            tokio::select! {
+                                done = running.join_next() => match done {
+                                    Some(_) => report.jobs_aborted += 1,
+                                    None => break,
+                                },
+                                _ = &mut grace => break,
+                            }
+                        }
+                    }
                     running.abort_all();
                     while running.join_next().await.is_some() {}
-                    report.jobs_aborted = shared
+                    report.jobs_aborted += shared
                         .catalog
                         .abort_orphaned_daemon_jobs(self.clock.now(), "aborted at shutdown: still running after the shutdown timeout")
                         .await?;
@@ -278,6 +306,18 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
     let mut attempt: u32 = 1;
     let (status, end, error) = loop {
         match shared.runner.run(&job, shared.clock.now()).await {
+            // Stopped because the shutdown timeout passed: it cleaned up after itself.
+            Err(e) if e.kind() == ErrorKind::Interrupted && shared.shutdown.is_cancelled() => {
+                let end = JobEnd {
+                    finished_at: Some(shared.clock.now()),
+                    error: Some(format!(
+                        "aborted at shutdown: still running after the shutdown timeout, it was stopped: {}",
+                        e.report()
+                    )),
+                    ..Default::default()
+                };
+                break (JobStatus::Aborted, end, None);
+            }
             Ok(outcome) => {
                 let end = JobEnd {
                     finished_at: Some(shared.clock.now()),
@@ -371,7 +411,6 @@ mod tests {
 
     use std::collections::HashMap;
     use std::sync::Mutex;
-    use std::time::Duration;
 
     use tokio::sync::mpsc;
 
@@ -397,6 +436,9 @@ mod tests {
         failures: HashMap<String, ErrorKind>,
         gate: Option<Arc<Semaphore>>,
         active: Arc<Mutex<Activity>>,
+        /// With it, `stop_jobs` asks held jobs to stop: they clean up and end `Interrupted`.
+        stop: Option<CancellationToken>,
+        cleaned_up: Arc<std::sync::atomic::AtomicUsize>,
     }
 
     /// Workspaces running now, the most jobs seen at once, and workspaces seen twice at once.
@@ -413,6 +455,7 @@ mod tests {
             let (gate, active, failure) = (self.gate.clone(), self.active.clone(), self.failures.get(&job.workspace));
             let failure = failure.copied();
             let workspace = job.workspace.clone();
+            let (stop, cleaned_up) = (self.stop.clone().unwrap_or_default(), self.cleaned_up.clone());
             Box::pin(async move {
                 {
                     let mut a = active.lock().unwrap();
@@ -422,7 +465,14 @@ mod tests {
                     a.most = a.most.max(a.running.len());
                 }
                 if let Some(gate) = gate.filter(|_| failure.is_none()) {
-                    gate.acquire().await.unwrap().forget();
+                    tokio::select! {
+                        permit = gate.acquire() => permit.unwrap().forget(),
+                        _ = stop.cancelled() => {
+                            active.lock().unwrap().running.remove(&workspace);
+                            cleaned_up.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return Err(Error::new(ErrorKind::Interrupted, "stopped; cleaned up"));
+                        }
+                    }
                 }
                 active.lock().unwrap().running.remove(&workspace);
                 match failure {
@@ -433,6 +483,10 @@ mod tests {
                     }
                 }
             })
+        }
+
+        fn stop_jobs(&self) -> bool {
+            self.stop.as_ref().inspect(|stop| stop.cancel()).is_some()
         }
     }
 
@@ -709,5 +763,32 @@ mod tests {
         let jobs = catalog.jobs(None, 10).await.unwrap();
         assert!(jobs.iter().all(|j| j.status() == JobStatus::Aborted), "{jobs:?}");
         assert!(jobs[0].error.as_deref().unwrap().contains("shutdown"));
+
+        // A runner that can stop its jobs: asked past the timeout, the job cleans up and
+        // ends; it is recorded as aborted, not failed (no retry, no failure webhook).
+        let runner = FakeRunner {
+            gate: Some(Arc::new(Semaphore::new(0))),
+            stop: Some(CancellationToken::new()),
+            ..Default::default()
+        };
+        let cleaned_up = runner.cleaned_up.clone();
+        let settings = DaemonConfig { shutdown_timeout: Duration::from_millis(200), ..Default::default() };
+        let mut h = start(
+            "2026-11-20T01:00:00Z",
+            vec![schedule("a", "daily", "0 2 * * *", "UTC")],
+            settings,
+            runner,
+            async |_| {},
+        )
+        .await;
+        h.clock.set(at("2026-11-20T02:00:00Z"));
+        h.next_call().await;
+        let (report, catalog) = h.stop().await;
+        assert_eq!(cleaned_up.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(report.jobs_aborted, 1);
+        let jobs = catalog.jobs(None, 10).await.unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].status(), JobStatus::Aborted, "{jobs:?}");
+        assert!(jobs[0].error.as_deref().unwrap().contains("it was stopped"), "{jobs:?}");
     }
 }

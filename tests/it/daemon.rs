@@ -80,6 +80,14 @@ fn start_daemon(core: &Core, clock: &ManualClock) -> (CancellationToken, tokio::
     (shutdown, task)
 }
 
+/// Whether a file named `name` is in `dir` or a folder below it, at most `depth` deep.
+fn has_file_below(dir: &std::path::Path, name: &str, depth: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else { return false };
+    entries.flatten().any(|e| {
+        e.file_name() == name || (depth > 0 && e.path().is_dir() && has_file_below(&e.path(), name, depth - 1))
+    })
+}
+
 async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     for _ in 0..600 {
         if let Some(v) = probe().await {
@@ -223,7 +231,8 @@ async fn a_shutdown_mid_snapshot_leaves_no_snapshot_and_the_next_run_succeeds() 
     assert_eq!(report.jobs_aborted, 1);
     assert!(w.core.repo.list_snapshot_ids("shop").await.unwrap().is_empty(), "an aborted snapshot is visible");
     let aborted = job_of(&catalog, "shop", JobStatus::Aborted).await.expect("the job is recorded as aborted");
-    assert!(aborted.error.as_deref().unwrap().contains("shutdown"), "{aborted:?}");
+    let error = aborted.error.as_deref().unwrap();
+    assert!(error.contains("aborted at shutdown") && error.contains("nothing of it is visible"), "{aborted:?}");
     // Its connections are gone, not left waiting on the lock.
     wait_for("the aborted snapshot's sessions to end", async || (lock_waiters().await == 0).then_some(())).await;
 
@@ -261,7 +270,7 @@ async fn scheduled_drills_run_after_snapshots_and_on_their_own_and_failures_noti
     std::fs::create_dir_all(&tests).unwrap();
     std::fs::write(tests.join("rules.sql"), "-- assert: at least a thousand rows\nSELECT count(*) >= 1000 FROM t;\n")
         .unwrap();
-    w.core.config.config.workspaces.get_mut("shop").unwrap().restore_tests = Some(tests);
+    w.core.config.config.workspaces.get_mut("shop").unwrap().restore_tests = Some(tests.clone());
     let hook = hook().await;
     w.core.config.config.daemon.webhook =
         Some(WebhookConfig { url: Secret::literal(hook.url.clone()), on_success: false });
@@ -309,4 +318,30 @@ async fn scheduled_drills_run_after_snapshots_and_on_their_own_and_failures_noti
     assert!(bodies.iter().all(|b| b["event"] == "job.failed" && b["error"]["kind"] == "integrity"));
     shutdown.cancel();
     daemon.await.unwrap();
+
+    // A drill still running when the shutdown timeout passes is asked to stop: it stops its
+    // throwaway cluster and removes its folder before the daemon exits; the job is aborted,
+    // not failed. (Only the drill policy is scheduled now; its next slot is due at start.)
+    std::fs::write(
+        w.dir.path().join("schedules/daily.toml"),
+        "kind = \"automatic\"\n[retention]\nkeep-within = \"3d\"\n",
+    )
+    .unwrap();
+    std::fs::write(tests.join("rules.sql"), "-- assert: slow\nSELECT pg_sleep(300) IS NOT NULL;\n").unwrap();
+    w.core.config.config.drill.assertion_timeout = Duration::from_secs(600);
+    w.core.config.config.daemon.shutdown_timeout = Duration::from_millis(100);
+    let clock = ManualClock::new(slot + chrono::Duration::hours(26));
+    let (shutdown, daemon) = start_daemon(&w.core, &clock);
+    let drills_dir = w.dir.path().join("drills");
+    wait_for("the drill's throwaway cluster", async || has_file_below(&drills_dir, "postmaster.pid", 4).then_some(()))
+        .await;
+    shutdown.cancel();
+    let report = daemon.await.unwrap();
+    assert_eq!(report.jobs_aborted, 1);
+    let left: Vec<_> = std::fs::read_dir(&drills_dir).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "the stopped drill removed its folder: {left:?}");
+    let stopped = catalog.jobs(Some("shop"), 10).await.unwrap().into_iter().next().unwrap();
+    assert_eq!((stopped.operation.as_str(), stopped.status()), ("drill", JobStatus::Aborted), "{stopped:?}");
+    assert!(stopped.error.as_deref().unwrap().contains("its throwaway was removed"), "{stopped:?}");
+    assert_eq!(hook.bodies.lock().unwrap().len(), 2, "an aborted job sends no failure notification");
 }
