@@ -150,6 +150,15 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
     }
 }
 
+/// This process's stderr for a detached child, when it is a regular file (the server log
+/// of `pg_ctl -l` or Debian's `pg_ctlcluster`): a pipe could keep whoever reads it
+/// waiting for the child to end.
+fn stderr_if_a_file() -> Option<std::process::Stdio> {
+    use std::os::fd::AsFd;
+    let file = std::fs::File::from(std::io::stderr().as_fd().try_clone_to_owned().ok()?);
+    file.metadata().ok()?.file_type().is_file().then(|| std::process::Stdio::from(file))
+}
+
 /// Records Postgres' request in the spool and, unless one runs, starts a detached
 /// `wal prefetch` that reads ahead of it. Problems only cost the read-ahead: logged.
 fn start_prefetcher(
@@ -179,11 +188,12 @@ fn start_prefetcher(
         if let Some(workspace) = workspace {
             command.args(["--workspace", workspace]);
         }
-        // Detached: this fetch returns at once; nobody waits for the prefetcher's output.
+        // Detached: this fetch returns at once, and nobody may wait for the prefetcher's
+        // output. Its warnings go to the server log when that is where this fetch's go.
         command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr_if_a_file().unwrap_or_else(std::process::Stdio::null))
             .process_group(0)
             .spawn()
     });

@@ -311,7 +311,8 @@ async fn wal_push_is_idempotent_refuses_to_overwrite_and_fetch_verifies() {
 /// `wal fetch --prefetch`: a detached prefetcher reads the following segments into the
 /// spool, and the next fetches are served from there (shown by deleting one from the
 /// repository first); only verified files land in the spool, never past the end of the
-/// archive, and `wal prefetch --remove` (the recovery_end_command) removes it.
+/// archive; the prefetcher's warnings reach the server log; and `wal prefetch --remove`
+/// (the recovery_end_command) removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wal_fetch_reads_ahead_into_a_spool() {
     let w = crate::support::world().await;
@@ -380,6 +381,29 @@ async fn wal_fetch_reads_ahead_into_a_spool() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(direct.fill(repo, &ids, "shop", 8, 16 << 20).await.unwrap(), 0);
+
+    // The detached prefetcher's warnings go where the fetch's go when that is a file (the
+    // server log): here, that it skipped the damaged segment.
+    let log_path = files.path().join("server.log");
+    let fetched = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap(), "wal", "fetch", "-w", "shop", "--prefetch", "2"])
+        .arg("--spool")
+        .arg(files.path().join("spool-2"))
+        .arg(&names[3])
+        .arg(&dest)
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .status()
+        .unwrap();
+    assert!(fetched.success());
+    let warned = |log: &str| log.contains("prefetching a WAL file failed") && log.contains(&names[4]);
+    for _ in 0..300 {
+        if warned(&std::fs::read_to_string(&log_path).unwrap()) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(warned(&log), "{log}");
 
     let removed = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["wal", "prefetch", "--remove", "--spool", spool.to_str().unwrap()])
