@@ -14,7 +14,7 @@ pub struct BasebackupArgs {
 
 pub async fn run(global: &Global, args: BasebackupArgs) -> Result<()> {
     let core = global.core().await?;
-    let manifest = basebackup(&core, &args.workspace).await?;
+    let manifest = basebackup(&core, &args.workspace, &global.progress()).await?;
     if global.json {
         global.print_json(&manifest);
     } else {

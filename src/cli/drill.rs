@@ -84,7 +84,8 @@ pub async fn run(global: &Global, args: DrillArgs) -> Result<()> {
     if !global.json {
         eprintln!("drilling workspace {workspace}: restoring into a throwaway, then checking...");
     }
-    let report = drill(&core, &DrillOptions::new(&workspace, source), &cancel).await;
+    let opts = DrillOptions { progress: !global.json, ..DrillOptions::new(&workspace, source) };
+    let report = drill(&core, &opts, &cancel).await;
     listener.abort();
     let write_junit = |xml: String| match &args.junit {
         Some(path) => std::fs::write(path, xml)

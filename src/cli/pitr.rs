@@ -122,7 +122,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
                 tidemark_command: None,
                 prefetch: args.prefetch,
             };
-            let report = pitr::restore(&core, &opts).await?;
+            let report = pitr::restore(&core, &opts, &global.progress()).await?;
             if global.json {
                 global.print_json(&report);
                 return Ok(());

@@ -52,6 +52,8 @@ pub struct DrillOptions {
     pub tidemark_command: Option<String>,
     /// Record the report in the catalog (the default; off for the demo).
     pub record: bool,
+    /// Show the restore's and the checks' progress on a terminal (the CLI without `--json`).
+    pub progress: bool,
 }
 
 impl DrillOptions {
@@ -62,6 +64,7 @@ impl DrillOptions {
             trigger: Trigger::Cli,
             tidemark_command: None,
             record: true,
+            progress: false,
         }
     }
 }
@@ -377,7 +380,7 @@ async fn logical(
         target_password: ctx.core.config.config.drill.scratch_password.clone().filter(|_| scratch_server.is_some()),
     };
     let clock = Instant::now();
-    let restored = restore(ctx.core, &restore_opts, &Progress::hidden()).await;
+    let restored = restore(ctx.core, &restore_opts, &Progress::new(ctx.opts.progress)).await;
     let restore_ms = ms(clock);
     done.timings.restore_ms = restore_ms;
     let report = match restored {
@@ -418,8 +421,13 @@ async fn logical(
     ));
 
     let checks_clock = Instant::now();
+    let progress = Progress::new(ctx.opts.progress);
+    progress.set_prefix(format!("drill {}", ctx.opts.workspace));
+    progress.set_message(format!("checking {} tables against the snapshot", manifest.tables.len()));
     check_contents(manifest, &target, done).await;
+    progress.set_message("checking media");
     check_media(manifest, &media_dir, done).await;
+    progress.set_message(format!("running {} restore-test assertions", ctx.assertions.len()));
     match target.connect().await {
         Ok(mut conn) => {
             let tables: Vec<(String, String, i64)> =
@@ -429,6 +437,7 @@ async fn logical(
         }
         Err(e) => done.checks.push(Check::new("restore-tests", Err(e.report()), 0)),
     }
+    progress.finish();
     done.timings.checks_ms = ms(checks_clock);
     Ok(())
 }
@@ -631,7 +640,7 @@ async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progressed) -> Resu
     done.source = "base backup".into(); // until the restore says which
     done.target = target.describe();
     let clock = Instant::now();
-    let recovered = pitr_restore(ctx.core, &opts).await;
+    let recovered = pitr_restore(ctx.core, &opts, &Progress::new(ctx.opts.progress)).await;
     done.timings.restore_ms = ms(clock);
     let report = match recovered {
         Ok(report) => report,

@@ -14,6 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::keys::Identities;
 use crate::pg::ConnSpec;
 use crate::pipeline::{decrypt_small, encrypt_small};
+use crate::progress::Progress;
 use crate::repo::layout;
 use crate::wal::timeline::{self, Histories, Leg};
 use crate::wal::window::{self, Target, Window};
@@ -153,7 +154,14 @@ pub struct PitrRestoreReport {
 /// non-empty `pgdata`; `Integrity`/`Key` for the base backup; `Internal` with the server
 /// log when recovery fails (e.g. the target was never reached). A data directory this
 /// call created is removed again when it fails before the server starts.
-pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrRestoreReport> {
+pub async fn restore(core: &Core, opts: &PitrRestoreOptions, progress: &Progress) -> Result<PitrRestoreReport> {
+    progress.set_prefix(format!("pitr restore {}", opts.workspace));
+    let restored = restore_with(core, opts, progress).await;
+    progress.finish();
+    restored
+}
+
+async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progress) -> Result<PitrRestoreReport> {
     let clock = Instant::now();
     let ws = core.config.workspace(&opts.workspace)?;
     let identities = core.identities()?;
@@ -179,7 +187,9 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
     let built: Result<()> = async {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
-        base::extract(&core.repo, &identities, &chosen, &pgdata).await?;
+        progress.set_message(format!("base backup {}: extracting", chosen.id));
+        base::extract(&core.repo, &identities, &chosen, &pgdata, progress).await?;
+        progress.set_message(format!("base backup {}: pg_verifybackup", chosen.id));
         verify_backup(core.pg_bin_dir().as_deref(), &pgdata).await?;
         let timeline = legs.last().expect("a path has the base backup's timeline").timeline;
         write_recovery_settings(core, opts, &target, timeline, &pgdata, chosen.wal_segment_size)?;
@@ -213,6 +223,7 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions) -> Result<PitrResto
         let log = pgdata.join("tidemark-recovery.log");
         let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?.with_host_port("127.0.0.1", port)?;
         report.port = Some(port);
+        progress.set_message(format!("recovering to {} on port {port} (replaying WAL)", target.describe()));
         let reached = match start_and_wait(core, &pgdata, &spec, &log).await {
             Ok(reached) => reached,
             // A time or LSN past the last transaction in the archive: Postgres stops with

@@ -122,7 +122,9 @@ impl Runner for SnapshotRunner {
                     (manifest.id.clone(), manifest.stored_bytes())
                 }
                 (Action::BaseBackup, _) => {
-                    let manifest = until_stopped(&stop, super::basebackup::basebackup(&core, &job.workspace)).await?;
+                    let manifest =
+                        until_stopped(&stop, super::basebackup::basebackup(&core, &job.workspace, &Progress::hidden()))
+                            .await?;
                     (manifest.id, manifest.tar.stored_size)
                 }
                 (Action::Snapshot, None) => {

@@ -19,6 +19,7 @@ use crate::keys::{Identities, Recipients};
 use crate::pg::ConnSpec;
 use crate::pipeline::read_object;
 use crate::pipeline::{ObjectWriter, decrypt_small, encrypt_small};
+use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::layout;
 use crate::repo::manifest::ObjectEntry;
@@ -149,6 +150,7 @@ pub async fn take(
     bin_dir: Option<&Path>,
     workspace: &str,
     stream_slot: Option<&str>,
+    progress: &Progress,
 ) -> Result<BaseManifest> {
     let facts = server_facts(spec, stream_slot.is_some()).await?;
     if let Some(slot) = stream_slot {
@@ -190,6 +192,7 @@ pub async fn take(
                 return Ok(());
             }
             writer.write(&buf[..n]).await?;
+            progress.add_bytes(n as u64);
             // A parser that stopped early (it found the end of the tar) needs nothing more.
             let _ = tap.send(Bytes::copy_from_slice(&buf[..n])).await;
         }
@@ -266,13 +269,25 @@ pub async fn list(repo: &Repository, identities: &Identities, workspace: &str) -
 /// `..`, or is a link (tablespaces are not supported) is refused.
 ///
 /// Errors: `Integrity` for a damaged object or a refused entry, `Key` for a wrong identity.
-pub async fn extract(repo: &Repository, identities: &Identities, manifest: &BaseManifest, dest: &Path) -> Result<()> {
+pub async fn extract(
+    repo: &Repository,
+    identities: &Identities,
+    manifest: &BaseManifest,
+    dest: &Path,
+    progress: &Progress,
+) -> Result<()> {
     let key = layout::base_tar(&manifest.workspace, &manifest.id);
     let mut stream = read_object(&repo.store(), &key, &manifest.tar, identities).await?;
-    let dest = dest.to_path_buf();
+    let (dest, progress) = (dest.to_path_buf(), progress.clone());
     tokio::task::spawn_blocking(move || {
         let reader = ChunkReader {
-            next: || stream.blocking_recv().map(|r| r.map_err(std::io::Error::other)),
+            next: || {
+                let chunk = stream.blocking_recv()?;
+                if let Ok(bytes) = &chunk {
+                    progress.add_bytes(bytes.len() as u64);
+                }
+                Some(chunk.map_err(std::io::Error::other))
+            },
             current: Bytes::new(),
         };
         let mut archive = tar::Archive::new(reader);

@@ -18,6 +18,7 @@ use tidemark::ops::Core;
 use tidemark::ops::pitr::{self, PitrRestoreOptions};
 use tidemark::pg::ConnSpec;
 use tidemark::pgcluster::{Cluster, ClusterOptions};
+use tidemark::progress::Progress;
 use tidemark::wal::window::Target;
 use tidemark::wal::{Lsn, archive};
 
@@ -113,7 +114,7 @@ async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
         tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
         prefetch,
     };
-    let report = pitr::restore(&w.core, &opts).await.unwrap();
+    let report = pitr::restore(&w.core, &opts, &Progress::hidden()).await.unwrap();
     assert!(!pgdata.join(tidemark::ops::pitr::PREFETCH_DIR).exists(), "the end of recovery removes the spool");
     let spec = ConnSpec::parse(&format!("postgres://postgres@127.0.0.1:{}/shop", report.port.unwrap()), None).unwrap();
     let mut conn = spec.connect().await.unwrap();
@@ -136,7 +137,7 @@ fn set(labels: &[&str]) -> BTreeSet<String> {
 async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     let w = archiving_world().await;
     let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
-    let base = tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    let base = tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
     assert!(base.end_lsn >= base.start_lsn && base.tar.stored_size > 0);
 
     commit_marker(&source, "a").await;
@@ -183,6 +184,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
             tidemark_command: None,
             prefetch: tidemark::ops::pitr::DEFAULT_PREFETCH,
         },
+        &Progress::hidden(),
     )
     .await
     .unwrap_err();
@@ -227,6 +229,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
             tidemark_command: None,
             prefetch: tidemark::ops::pitr::DEFAULT_PREFETCH,
         },
+        &Progress::hidden(),
     )
     .await
     .unwrap_err();
@@ -423,7 +426,7 @@ async fn wal_fetch_reads_ahead_into_a_spool() {
 async fn a_failover_is_archived_and_followed() {
     let w = archiving_world().await;
     let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
-    tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
     let standby = w.dir.path().join("standby");
     let port = tidemark::pgcluster::free_port().unwrap();
     let bin = tidemark::pg::bin_dir(None).unwrap();
@@ -494,7 +497,7 @@ async fn a_failover_is_archived_and_followed() {
 
     // The old primary goes on writing timeline 1 (split brain): a base backup taken there
     // now is on a branch timeline 2 did not come from, and stays on it.
-    tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
     let window = pitr::window(&w.core, "shop").await.unwrap();
     let timelines: Vec<Vec<u32>> = window.base_backups.iter().map(|b| b.timelines.clone()).collect();
     assert_eq!(timelines, vec![vec![1, 2], vec![1]], "{window:?}");
@@ -514,7 +517,7 @@ async fn a_streamed_workspace_survives_a_killed_stream_and_a_crashed_source() {
     };
     let (_, first) = start_stream(w.core.clone(), spool.clone());
     // Without archive_mode, a base backup is accepted because the workspace streams WAL.
-    tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
     commit_marker(&source, "a").await;
     archive_everything(&source, &w.core).await;
 
@@ -575,7 +578,7 @@ async fn streaming_and_archive_command_can_ship_the_same_segments() {
     };
     let (core, t) = (w.core.clone(), token.clone());
     let stream = tokio::spawn(async move { tidemark::ops::wal::stream(&core, &opts, t).await });
-    tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
     for label in ["a", "b", "c"] {
         commit_marker(&source, label).await;
         archive_everything(&source, &w.core).await;
@@ -594,10 +597,10 @@ async fn prune_drops_base_backups_and_wal_outside_the_window_and_the_rest_still_
     let mut w = archiving_world().await;
     w.core.config.config.workspaces.get_mut("shop").unwrap().pitr_window = Some(Duration::from_secs(86400));
     let source = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY);").await;
-    let old = tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    let old = tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
     commit_marker(&source, "a").await;
     archive_everything(&source, &w.core).await;
-    let newer = tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    let newer = tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
     commit_marker(&source, "b").await;
     archive_everything(&source, &w.core).await;
     let before = archive::list(&w.core.repo, "shop").await.unwrap();
@@ -671,7 +674,7 @@ async fn a_pitr_drill_recovers_into_a_throwaway_cluster_and_runs_the_assertions(
     use tidemark::ops::drill::{DrillOptions, DrillSource, drill};
     let mut w = archiving_world().await;
     let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
-    tidemark::ops::basebackup::basebackup(&w.core, "shop").await.unwrap();
+    tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
     commit_marker(&source, "after-base").await;
     archive_everything(&source, &w.core).await;
     let tests = w.dir.path().join("restore-tests");
