@@ -56,5 +56,8 @@ pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
             pitr.oldest_wal_kept.as_deref().unwrap_or("-")
         );
     }
+    if report.drill_reports_deleted > 0 {
+        println!("{verb} {} restore drill reports past the retention", report.drill_reports_deleted);
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -50,6 +51,8 @@ pub struct PruneReport {
     pub garbage_in_grace: u64,
     /// Base backups and WAL outside the point-in-time window.
     pub pitr: PitrPruneReport,
+    /// Restore drill reports older than the longest `keep-within` (the newest ten stay).
+    pub drill_reports_deleted: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -167,6 +170,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         garbage_objects: 0,
         garbage_in_grace: 0,
         pitr: PitrPruneReport::default(),
+        drill_reports_deleted: 0,
     };
     let doomed: HashSet<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.as_str()).collect();
     for id in &doomed {
@@ -240,6 +244,21 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     let as_of = opts.as_of.unwrap_or(now);
     report.pitr = prune_pitr(core, opts, &policies, &identities, as_of, grace, now).await?;
 
+    // Drill reports: kept as long as the longest-kept snapshots, the newest always.
+    let horizon = policies
+        .iter()
+        .filter_map(|p| p.retention.keep_within)
+        .max()
+        .unwrap_or(chrono::Duration::days(DRILL_REPORTS_DEFAULT_DAYS));
+    let reports: Vec<_> = store.list(Some(&layout::drill_reports(&opts.workspace))).try_collect().await?;
+    let reports: Vec<(Path, DateTime<Utc>)> = reports.into_iter().map(|m| (m.location, m.last_modified)).collect();
+    for path in drill_reports_to_delete(&reports, horizon, as_of) {
+        if !opts.dry_run {
+            delete_quietly(&store, &path).await?;
+        }
+        report.drill_reports_deleted += 1;
+    }
+
     // Pins of snapshots that no longer exist.
     for id in pins.iter().filter(|id| !manifests.contains_key(*id)) {
         if !opts.dry_run {
@@ -247,6 +266,29 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         }
     }
     Ok(report)
+}
+
+/// Drill reports kept whatever their age: the newest of a workspace.
+const DRILL_REPORTS_ALWAYS_KEPT: usize = 10;
+
+/// How long drill reports are kept when no policy has a `keep-within`.
+const DRILL_REPORTS_DEFAULT_DAYS: i64 = 90;
+
+/// The drill reports retention deletes: written before `as_of - horizon`, except the
+/// newest [`DRILL_REPORTS_ALWAYS_KEPT`].
+fn drill_reports_to_delete(
+    reports: &[(Path, DateTime<Utc>)],
+    horizon: chrono::Duration,
+    as_of: DateTime<Utc>,
+) -> Vec<Path> {
+    let mut newest_first: Vec<&(Path, DateTime<Utc>)> = reports.iter().collect();
+    newest_first.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    newest_first
+        .into_iter()
+        .skip(DRILL_REPORTS_ALWAYS_KEPT)
+        .filter(|(_, written)| *written < as_of - horizon)
+        .map(|(path, _)| path.clone())
+        .collect()
 }
 
 async fn delete_quietly(store: &std::sync::Arc<dyn object_store::ObjectStore>, path: &Path) -> Result<()> {
@@ -314,4 +356,33 @@ async fn prune_pitr(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drill_reports_older_than_the_horizon_go_but_the_newest_ten_stay() {
+        let day0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+        let day = |d: i64| day0 + chrono::Duration::days(d);
+        let reports: Vec<(Path, DateTime<Utc>)> =
+            (0..13).map(|d| (layout::drill_report("shop", &format!("r{d:02}")), day(d))).collect();
+        let names = |paths: Vec<Path>| -> Vec<String> {
+            let mut names: Vec<String> = paths.iter().map(|p| p.filename().unwrap().to_string()).collect();
+            names.sort();
+            names
+        };
+        let ninety = chrono::Duration::days(90);
+        // On day 100, everything before day 10 is past the horizon; days 3..12 are the newest ten.
+        assert_eq!(
+            names(drill_reports_to_delete(&reports, ninety, day(100))),
+            ["r00.json.age", "r01.json.age", "r02.json.age"]
+        );
+        // On day 91, only day 0 is past it.
+        assert_eq!(names(drill_reports_to_delete(&reports, ninety, day(91))), ["r00.json.age"]);
+        assert!(drill_reports_to_delete(&reports, ninety, day(50)).is_empty());
+        // However old, ten reports are never too many.
+        assert!(drill_reports_to_delete(&reports[..10], ninety, day(1000)).is_empty());
+    }
 }

@@ -90,4 +90,22 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
     let left: Vec<String> = snapshot::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(left, vec![ids[2].clone()]);
     assert_eq!(files_below(&media_objects), 1);
+
+    // Drill reports: older than the longest keep-within (none here: 90 days) go, but the
+    // newest ten always stay. Twelve reports, the two oldest written 200 days ago.
+    let reports = w.repo_dir().join("workspaces/shop/drills");
+    std::fs::create_dir_all(&reports).unwrap();
+    for n in 0..12 {
+        let report = reports.join(format!("20260101T0000{n:02}Z-000000.json.age"));
+        std::fs::write(&report, b"a drill report").unwrap();
+        if n < 2 {
+            age(&report, Duration::from_secs(200 * 86400));
+        }
+    }
+    let dry = prune(&w.core, &opts(true, Duration::ZERO)).await.unwrap();
+    assert_eq!((dry.drill_reports_deleted, files_below(&reports)), (2, 12));
+    let done = prune(&w.core, &opts(false, Duration::ZERO)).await.unwrap();
+    assert_eq!((done.drill_reports_deleted, files_below(&reports)), (2, 10));
+    assert!(!reports.join("20260101T000000Z-000000.json.age").exists());
+    assert!(reports.join("20260101T000002Z-000000.json.age").exists());
 }
