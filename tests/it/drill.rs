@@ -302,9 +302,15 @@ async fn a_killed_drill_is_cleaned_up_by_the_next_one() {
 
     let spawn_drill =
         || drill_binary(&w).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Ready, not merely started: a postmaster that fails to start (its port taken by
+    // another test a moment after it was found free) removes its postmaster.pid, and the
+    // drill tries again on another port, which a drill killed right then never does.
     let wait_for_server = || {
-        for _ in 0..600 {
-            if let Some(found) = find_postmaster(&scratch) {
+        for _ in 0..1200 {
+            if let Some(found) = find_postmaster(&scratch)
+                && std::fs::read_to_string(found.join("postmaster.pid"))
+                    .is_ok_and(|pid| pid.lines().any(|l| l.trim() == "ready"))
+            {
                 return found;
             }
             std::thread::sleep(Duration::from_millis(50));
