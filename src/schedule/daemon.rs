@@ -717,21 +717,22 @@ mod tests {
         h.stop().await;
     }
 
+    /// A daemon with a daily 02:00 (UTC) schedule per workspace and this shutdown timeout,
+    /// started at 01:00, its clock then moved to 02:00: every workspace's job starts.
+    async fn daily_at_two(workspaces: &[&str], shutdown_timeout: Duration, runner: FakeRunner) -> Harness {
+        let schedules = workspaces.iter().map(|w| schedule(w, "daily", "0 2 * * *", "UTC")).collect();
+        let settings = DaemonConfig { shutdown_timeout, ..Default::default() };
+        let h = start("2026-11-20T01:00:00Z", schedules, settings, runner, async |_| {}).await;
+        h.clock.set(at("2026-11-20T02:00:00Z"));
+        h
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shutdown_lets_jobs_finish_within_the_timeout_and_aborts_the_rest() {
         // Within the timeout: the running job finishes and is recorded as succeeded.
         let gate = Arc::new(Semaphore::new(0));
         let runner = FakeRunner { gate: Some(gate.clone()), ..Default::default() };
-        let settings = DaemonConfig { shutdown_timeout: Duration::from_secs(30), ..Default::default() };
-        let mut h = start(
-            "2026-11-20T01:00:00Z",
-            vec![schedule("a", "daily", "0 2 * * *", "UTC")],
-            settings,
-            runner,
-            async |_| {},
-        )
-        .await;
-        h.clock.set(at("2026-11-20T02:00:00Z"));
+        let mut h = daily_at_two(&["a"], Duration::from_secs(30), runner).await;
         h.next_call().await;
         h.shutdown.cancel();
         gate.add_permits(1);
@@ -745,16 +746,7 @@ mod tests {
             failures: HashMap::from([("b".to_string(), ErrorKind::Unavailable)]),
             ..Default::default()
         };
-        let settings = DaemonConfig { shutdown_timeout: Duration::from_millis(200), ..Default::default() };
-        let mut h = start(
-            "2026-11-20T01:00:00Z",
-            vec![schedule("a", "daily", "0 2 * * *", "UTC"), schedule("b", "daily", "0 2 * * *", "UTC")],
-            settings,
-            runner,
-            async |_| {},
-        )
-        .await;
-        h.clock.set(at("2026-11-20T02:00:00Z"));
+        let mut h = daily_at_two(&["a", "b"], Duration::from_millis(200), runner).await;
         h.next_call().await;
         h.next_call().await;
         wait_for_status(&h.catalog, "running", 2).await; // b waits to retry, a runs
@@ -772,16 +764,7 @@ mod tests {
             ..Default::default()
         };
         let cleaned_up = runner.cleaned_up.clone();
-        let settings = DaemonConfig { shutdown_timeout: Duration::from_millis(200), ..Default::default() };
-        let mut h = start(
-            "2026-11-20T01:00:00Z",
-            vec![schedule("a", "daily", "0 2 * * *", "UTC")],
-            settings,
-            runner,
-            async |_| {},
-        )
-        .await;
-        h.clock.set(at("2026-11-20T02:00:00Z"));
+        let mut h = daily_at_two(&["a"], Duration::from_millis(200), runner).await;
         h.next_call().await;
         let (report, catalog) = h.stop().await;
         assert_eq!(cleaned_up.load(std::sync::atomic::Ordering::SeqCst), 1);

@@ -140,10 +140,7 @@ pub fn compute(bases: &[BaseManifest], archived: &[Archived], histories: &Histor
             let partial = partials.get(&(serve(l + 1), size, l + 1)).copied();
             Moment {
                 lsn: Segment { timeline: serve(l), number: l + 1 }.start(size),
-                time: archived_at(l)
-                    .unwrap_or(base.finished_at)
-                    .max(base.finished_at)
-                    .max(partial.unwrap_or(base.finished_at)),
+                time: [archived_at(l), partial].into_iter().flatten().fold(base.finished_at, DateTime::max),
                 timeline: serve(l),
             }
         });
