@@ -124,6 +124,12 @@ impl Error {
         Error { kind, message: message.into(), context: Vec::new(), source: None, result_printed: false }
     }
 
+    /// The same error under another kind (when the caller knows better what it is).
+    pub fn with_kind(mut self, kind: ErrorKind) -> Self {
+        self.kind = kind;
+        self
+    }
+
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }

@@ -3,6 +3,8 @@
 //! backups: the repository is. `ops::catalog::rebuild` recreates what it can from the
 //! repository, and commands that only need the repository never open it.
 
+pub mod lock;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

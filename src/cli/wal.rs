@@ -130,7 +130,10 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
                 }
                 Err(e) if e.kind() == tidemark::ErrorKind::NotFound => Err(e),
                 Err(e) => {
-                    eprintln!("error: {}\n(exit {FETCH_FAILED_EXIT}: recovery must stop, not promote)", e.report());
+                    eprintln!(
+                        "{}\n(exit {FETCH_FAILED_EXIT}: recovery must stop, not promote)",
+                        wal::fetch_failure_line(&e)
+                    );
                     std::process::exit(FETCH_FAILED_EXIT);
                 }
             }

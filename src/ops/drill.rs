@@ -645,7 +645,8 @@ async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progressed) -> Resu
     let report = match recovered {
         Ok(report) => report,
         Err(e) => {
-            let (failed, skipped) = if e.kind() == ErrorKind::Integrity {
+            let replaying = e.context_lines().iter().any(|c| c.starts_with(super::pitr::RECOVERY_CONTEXT));
+            let (failed, skipped) = if e.kind() == ErrorKind::Integrity && !replaying {
                 ("base-backup", "recovery")
             } else {
                 ("recovery", "base-backup")

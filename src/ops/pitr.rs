@@ -151,9 +151,11 @@ pub struct PitrRestoreReport {
 /// `pg_verifybackup` before recovery is configured), and optionally starts it.
 ///
 /// Errors: `Refused` for a target outside the window (before anything is written) or a
-/// non-empty `pgdata`; `Integrity`/`Key` for the base backup; `Internal` with the server
-/// log when recovery fails (e.g. the target was never reached). A data directory this
-/// call created is removed again when it fails before the server starts.
+/// non-empty `pgdata`; `Integrity`/`Key` for the base backup; `Integrity` when recovery
+/// ended before the target or the end of the archived WAL (naming what was not replayed),
+/// or a WAL file failed verification; `Internal` with the server log when recovery fails
+/// otherwise. A failed restore stops the server it started and removes what it wrote (the
+/// data directory, when this call created it).
 pub async fn restore(core: &Core, opts: &PitrRestoreOptions, progress: &Progress) -> Result<PitrRestoreReport> {
     progress.set_prefix(format!("pitr restore {}", opts.workspace));
     let restored = restore_with(core, opts, progress).await;
@@ -163,7 +165,7 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions, progress: &Progress
 
 async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progress) -> Result<PitrRestoreReport> {
     let clock = Instant::now();
-    let ws = core.config.workspace(&opts.workspace)?;
+    core.config.workspace(&opts.workspace)?;
     let identities = core.identities()?;
     let physical = Physical::load(core, &identities, &opts.workspace).await?;
     let window = physical.window();
@@ -183,6 +185,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
             format!("{} is not empty; pitr restore writes a new data directory", pgdata.display()),
         ));
     }
+    let created = !pgdata.exists();
     std::fs::create_dir_all(&pgdata)?;
     let built: Result<()> = async {
         use std::os::unix::fs::PermissionsExt;
@@ -197,7 +200,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
     }
     .await;
     if let Err(e) = built {
-        let _ = std::fs::remove_dir_all(&pgdata);
+        discard(core, &pgdata, created).await;
         return Err(e.context(format!("restoring workspace {} into {}", opts.workspace, pgdata.display())));
     }
 
@@ -215,39 +218,16 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         plain_bytes: 0,
     };
     if opts.start {
-        let port = match opts.port {
-            Some(p) => p,
-            None => crate::pgcluster::free_port()?,
-        };
-        append_setting(&pgdata, "port", &port.to_string())?;
-        let log = pgdata.join("tidemark-recovery.log");
-        let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?.with_host_port("127.0.0.1", port)?;
-        report.port = Some(port);
-        progress.set_message(format!("recovering to {} on port {port} (replaying WAL)", target.describe()));
-        let reached = match start_and_wait(core, &pgdata, &spec, &log).await {
-            Ok(reached) => reached,
-            // A time or LSN past the last transaction in the archive: Postgres stops with
-            // "recovery ended before configured recovery target was reached". Nothing
-            // committed after the target is archived, so everything archived is exactly
-            // the state at the target: recover to the end instead.
-            Err(e)
-                if matches!(target, Target::Time(_) | Target::Lsn(_))
-                    && std::fs::read_to_string(&log).is_ok_and(|l| l.contains("before configured recovery target")) =>
-            {
-                tracing::info!(error = %e.report(), "no transaction after the target is archived; recovering to the end");
-                let setting =
-                    if matches!(target, Target::Time(_)) { "recovery_target_time" } else { "recovery_target_lsn" };
-                append_setting(&pgdata, setting, "")?;
-                report.note = Some(
-                    "no transaction committed after the target is in the repository: recovered everything \
-                     archived, which is the state at the target"
-                        .into(),
-                );
-                start_and_wait(core, &pgdata, &spec, &log).await?
-            }
-            Err(e) => return Err(e),
-        };
-        report.reached = Some(reached);
+        let recovered = recover(core, opts, &target, &pgdata, &window, &chosen, &legs, &mut report).await;
+        if let Err(e) = recovered {
+            // Nothing half-recovered is left to be taken for the restore: the server is
+            // stopped (if it promoted) and the directory this call made is removed.
+            discard(core, &pgdata, created).await;
+            return Err(e.context(format!(
+                "{RECOVERY_CONTEXT} of workspace {} from base backup {}",
+                opts.workspace, chosen.id
+            )));
+        }
     }
     let replayed_to = match &report.reached {
         Some(r) => r.lsn.parse()?,
@@ -256,6 +236,109 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
     (report.stored_bytes, report.plain_bytes) = bytes_read(&chosen, &legs, &physical.archived, replayed_to);
     report.restore_ms = clock.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// The context line of errors that happen while the restored server replays WAL (after
+/// the base backup was extracted and verified).
+pub const RECOVERY_CONTEXT: &str = "replaying WAL";
+
+/// Starts the restored server, waits until it has recovered to the target, and checks
+/// that it got there: recovery that ends early (a segment that is not what its name says,
+/// a segment Postgres could not read) promotes silently at the last record it could read.
+#[allow(clippy::too_many_arguments)]
+async fn recover(
+    core: &Core,
+    opts: &PitrRestoreOptions,
+    target: &Target,
+    pgdata: &Path,
+    window: &Window,
+    chosen: &base::BaseManifest,
+    legs: &[Leg],
+    report: &mut PitrRestoreReport,
+) -> Result<()> {
+    let ws = core.config.workspace(&opts.workspace)?;
+    let port = match opts.port {
+        Some(p) => p,
+        None => crate::pgcluster::free_port()?,
+    };
+    append_setting(pgdata, "port", &port.to_string())?;
+    let log = pgdata.join("tidemark-recovery.log");
+    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?.with_host_port("127.0.0.1", port)?;
+    report.port = Some(port);
+    let mut to_the_end = matches!(target, Target::Latest);
+    let reached = match start_and_wait(core, pgdata, &spec, &log).await {
+        Ok(reached) => reached,
+        // A time or LSN past the last transaction in the archive: Postgres stops with
+        // "recovery ended before configured recovery target was reached". Nothing
+        // committed after the target is archived, so everything archived is exactly
+        // the state at the target: recover to the end instead (checked below to get there).
+        Err(e)
+            if matches!(target, Target::Time(_) | Target::Lsn(_))
+                && std::fs::read_to_string(&log).is_ok_and(|l| l.contains("before configured recovery target")) =>
+        {
+            tracing::info!(error = %e.report(), "no transaction after the target is archived; recovering to the end");
+            let setting =
+                if matches!(target, Target::Time(_)) { "recovery_target_time" } else { "recovery_target_lsn" };
+            append_setting(pgdata, setting, "")?;
+            report.note = Some(
+                "no transaction committed after the target is in the repository: recovered everything \
+                 archived, which is the state at the target"
+                    .into(),
+            );
+            to_the_end = true;
+            start_and_wait(core, pgdata, &spec, &log).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let lsn: Lsn = reached.lsn.parse()?;
+    report.reached = Some(reached);
+    let range = window.base_backups.iter().find(|r| r.id == chosen.id).expect("the chosen base backup has a range");
+    let wanted = match target {
+        _ if to_the_end => range.to.as_ref().map(|to| Lsn(to.lsn.0.saturating_sub(chosen.wal_segment_size) + 1)),
+        Target::Lsn(l) | Target::Name(_, Some(l)) => Some(*l),
+        _ => None,
+    };
+    match wanted {
+        Some(wanted) if lsn < wanted => Err(ended_early(lsn, wanted, range, legs, chosen.wal_segment_size)),
+        _ => Ok(()),
+    }
+}
+
+/// Recovery stopped at `reached`, short of `wanted`: names the WAL it did not replay.
+fn ended_early(reached: Lsn, wanted: Lsn, range: &window::BaseRange, legs: &[Leg], size: u64) -> Error {
+    let end = range.to.as_ref().map_or(wanted, |to| to.lsn.max(wanted));
+    let name = |lsn: Lsn| {
+        let number = lsn.0 / size;
+        Segment { timeline: timeline::serving(legs, number, size), number }.name(size)
+    };
+    let last = Lsn(end.0.saturating_sub(1));
+    Error::integrity(format!(
+        "recovery ended at {reached}, before {wanted}: the WAL from {reached} to {end} (segments {} to {}) was \
+         in the repository but was not replayed, so the restored copy would silently lack what was committed \
+         there. A segment there is damaged or is not the segment its name says: run `tidemark check --read-data`",
+        name(reached),
+        name(last)
+    ))
+}
+
+/// Stops a server left running in a failed restore's data directory and removes what the
+/// restore wrote there (the directory itself when the restore created it).
+async fn discard(core: &Core, pgdata: &Path, created: bool) {
+    let (bin_dir, data) = (core.pg_bin_dir(), pgdata.to_path_buf());
+    let _ = tokio::task::spawn_blocking(move || {
+        if data.join("postmaster.pid").exists() {
+            let _ = crate::pgcluster::stop_data_dir_now(bin_dir.as_deref(), &data);
+        }
+    })
+    .await;
+    if created {
+        let _ = std::fs::remove_dir_all(pgdata);
+    } else if let Ok(entries) = std::fs::read_dir(pgdata) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+    }
 }
 
 /// The stored and plain bytes of a base backup plus the archived segments recovery reads
@@ -388,12 +471,25 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// Starts the restored server and waits until it is promoted.
+/// Starts the restored server and waits until it is promoted. When a WAL file tidemark
+/// could not serve stopped recovery, the error has that failure's kind (a damaged object
+/// is `integrity`, a wrong key `key`): it is not a tidemark bug.
 async fn start_and_wait(core: &Core, pgdata: &Path, spec: &ConnSpec, log: &Path) -> Result<Reached> {
+    start_and_wait_once(core, pgdata, spec, log).await.map_err(|e| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        match super::wal::fetch_failure_in(&text) {
+            Some(kind) => e.with_kind(kind),
+            None => e,
+        }
+    })
+}
+
+async fn start_and_wait_once(core: &Core, pgdata: &Path, spec: &ConnSpec, log: &Path) -> Result<Reached> {
     let (bin_dir, data, log_path) = (core.pg_bin_dir(), pgdata.to_path_buf(), log.to_path_buf());
     tokio::task::spawn_blocking(move || crate::pgcluster::start_data_dir(bin_dir.as_deref(), &data, &log_path))
         .await
-        .map_err(|e| Error::internal(format!("pg_ctl task: {e}")))??;
+        .map_err(|e| Error::internal(format!("pg_ctl task: {e}")))?
+        .map_err(|e| e.context("starting the restored server"))?;
     wait_for_promotion(spec, log).await
 }
 

@@ -15,6 +15,7 @@ use object_store::path::Path;
 use serde::Serialize;
 
 use super::Core;
+use crate::catalog::lock::{LockMode, WorkspaceLock};
 use crate::error::{Error, Result};
 use crate::repo::layout;
 use crate::repo::manifest::SnapshotKind;
@@ -138,10 +139,26 @@ pub async fn set_pin(core: &Core, id: &str, workspace: Option<&str>, pin: bool) 
 /// Applies retention and collects garbage.
 ///
 /// Errors: `Key` without an identity (retention reads the manifests), `Config` for bad
-/// policies, `Unavailable` for the store. A failure part-way leaves a consistent
+/// policies, `Unavailable` for the store or while a snapshot of the workspace runs in
+/// another process. A failure part-way leaves a consistent
 /// repository: manifests go first, so nothing half-deleted looks whole.
 pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     let policies = policies_for(core, &opts.workspace)?;
+    // No snapshot of this workspace runs meanwhile in any process of this host: its
+    // objects are committed by no manifest yet. (A dry run deletes nothing.)
+    let _lock = match opts.dry_run {
+        true => None,
+        false => Some(
+            WorkspaceLock::acquire(
+                &core.config.catalog_path(),
+                &opts.workspace,
+                LockMode::Exclusive,
+                std::time::Duration::from_secs(2),
+                "a snapshot",
+            )
+            .await?,
+        ),
+    };
     let identities = core.identities()?;
     let pins = pinned(core, &opts.workspace).await?;
     let ids = core.repo.list_snapshot_ids(&opts.workspace).await?;

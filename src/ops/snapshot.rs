@@ -12,6 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::task::JoinSet;
 
 use super::{Core, jobs_or_default};
+use crate::catalog::lock::{LockMode, WorkspaceLock};
 use crate::error::{Error, Result};
 use crate::keys::Recipients;
 use crate::pg::ConnSpec;
@@ -70,13 +71,26 @@ struct PartResult {
     digest: RowDigest,
 }
 
+/// How long a snapshot waits for a prune of its workspace (in another process) to finish.
+pub const SNAPSHOT_WAITS_FOR_PRUNE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Takes a snapshot of a workspace's database.
 ///
 /// Errors: `NotFound` for an unknown workspace, `Unavailable` when the database or the
-/// store cannot be reached, `Database` when Postgres or pg_dump refuses. On any error no
+/// store cannot be reached (or a prune of the workspace holds it longer than
+/// [`SNAPSHOT_WAITS_FOR_PRUNE`]), `Integrity` when an object it wrote is gone before it commits, `Database` when Postgres or pg_dump refuses. On any error no
 /// manifest is written, so no snapshot appears; objects already uploaded are garbage.
 pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) -> Result<Manifest> {
     let ws = core.config.workspace(&opts.workspace)?;
+    // Never beside a prune of this workspace: it would collect this snapshot's objects.
+    let _lock = WorkspaceLock::acquire(
+        &core.config.catalog_path(),
+        &opts.workspace,
+        LockMode::Shared,
+        SNAPSHOT_WAITS_FOR_PRUNE,
+        "a prune",
+    )
+    .await?;
     let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
     let recipients = core.recipients()?.clone();
     let bin_dir = core.pg_bin_dir();

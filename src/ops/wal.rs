@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::Core;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::wal::archive::{self, Pushed};
 
 /// The workspace named, or the only one configured.
@@ -39,6 +39,21 @@ pub async fn push(core: &Core, workspace: Option<&str>, path: &Path) -> Result<P
 pub async fn fetch(core: &Core, workspace: Option<&str>, name: &str, dest: &Path) -> Result<u64> {
     let workspace = workspace_or_only(core, workspace)?;
     archive::fetch(&core.repo, &core.identities()?, &workspace, name, dest).await
+}
+
+/// How `wal fetch` reports a failure on its stderr (the server log), so that whoever
+/// started the server can tell why recovery stopped: [`fetch_failure_in`] reads it back.
+pub fn fetch_failure_line(e: &Error) -> String {
+    format!("tidemark wal fetch failed ({}): {}", e.kind().name(), e.report())
+}
+
+/// The kind of the first `wal fetch` failure in a server log, if any.
+pub fn fetch_failure_in(log: &str) -> Option<ErrorKind> {
+    log.lines().find_map(|line| {
+        let (_, rest) = line.split_once("tidemark wal fetch failed (")?;
+        let (name, _) = rest.split_once(')')?;
+        ErrorKind::ALL.into_iter().find(|k| k.name() == name)
+    })
 }
 
 /// Reads WAL ahead into `spool` for a recovery (see [`crate::wal::prefetch`]); returns how

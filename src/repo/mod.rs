@@ -172,8 +172,53 @@ impl Repository {
         Ok(())
     }
 
-    /// Commits a snapshot: the encrypted manifest is written once, never replaced.
+    /// Whether an object is stored, and with what size (`None`: it is not).
+    ///
+    /// Errors: `Unavailable` for the store.
+    pub async fn stored_size(&self, key: &Path) -> Result<Option<u64>> {
+        match self.store.head(key).await {
+            Ok(meta) => Ok(Some(meta.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Commits a snapshot: the encrypted manifest is written once, never replaced, and only
+    /// after every object it names was found stored with its size (a HEAD each, run 16 at a
+    /// time). A committed snapshot must restore: an object that went missing while the
+    /// snapshot was written (a `prune` with a short grace period on another host, media
+    /// collected as garbage) fails the snapshot instead.
+    ///
+    /// Errors: `Integrity` naming a missing or wrongly sized object; `AlreadyExists` for an
+    /// id committed before; `Unavailable` for the store.
     pub async fn commit_manifest(&self, manifest: &Manifest, recipients: &Recipients) -> Result<()> {
+        use futures::StreamExt;
+        let (ws, id) = (&manifest.workspace, &manifest.id);
+        let mut wanted = Vec::new();
+        for entry in manifest.objects() {
+            wanted.push((layout::SnapshotObject::key_for_name(ws, id, &entry.name)?, Some(entry.stored_size)));
+        }
+        for file in manifest.media.iter().flat_map(|m| m.files.iter()) {
+            wanted.push((layout::media_object(ws, &file.sha256)?, None));
+        }
+        let mut heads = futures::stream::iter(wanted)
+            .map(|(key, size)| async move { self.stored_size(&key).await.map(|stored| (key, size, stored)) })
+            .buffer_unordered(16);
+        while let Some(head) = heads.next().await {
+            let (key, expected, stored) = head?;
+            let problem = match (stored, expected) {
+                (None, _) => "is missing".to_string(),
+                (Some(stored), Some(expected)) if stored != expected => {
+                    format!("has {stored} bytes, {expected} were written")
+                }
+                _ => continue,
+            };
+            return Err(Error::integrity(format!(
+                "snapshot {id} of workspace {ws} was not committed: its object {key} {problem}. Was it removed \
+                 while the snapshot was written (a prune with a short --grace, from another host)? Nothing was \
+                 committed; take the snapshot again"
+            )));
+        }
         let plain = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
         let stored = encrypt_small(&plain, recipients)?;
         let path = layout::manifest(&manifest.workspace, &manifest.id);

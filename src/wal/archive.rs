@@ -208,8 +208,8 @@ async fn newest_partial(repo: &Repository, workspace: &str, name: &str) -> Resul
 /// unfinished is served from its newest partial version (the end of the archive).
 ///
 /// Errors: `NotFound` when it is not archived (normal at the end of recovery),
-/// `Integrity` for a damaged object or two contents under one name, `Key` for a wrong
-/// identity.
+/// `Integrity` for a damaged object, one that holds another segment than its name says (see
+/// [`super::SegmentContent`]) or two contents under one name, `Key` for a wrong identity.
 pub async fn fetch(
     repo: &Repository,
     identities: &Identities,
@@ -267,13 +267,27 @@ async fn fetch_to(
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
         std::process::id()
     ));
+    let mut content = super::SegmentContent::for_name(&object_name);
     let written: Result<u64> = async {
         let mut file = tokio::fs::File::create(&tmp).await?;
         let mut size = 0u64;
         while let Some(chunk) = stream.recv().await {
             let chunk = chunk?;
             size += chunk.len() as u64;
+            if let Some(content) = &mut content {
+                content.feed(&chunk);
+            }
             file.write_all(&chunk).await?;
+        }
+        match &content {
+            // Shipped before its first page was written: nothing of this segment yet.
+            Some(c) if object_name != name && c.is_blank() => {
+                return Err(Error::not_found(format!(
+                    "WAL file {name} is not in the repository (its streamed partial version is still empty)"
+                )));
+            }
+            Some(c) => c.finish().map_err(|e| e.context(format!("object {key}")))?,
+            None => {}
         }
         file.sync_all().await?;
         Ok(size)

@@ -719,3 +719,110 @@ async fn a_pitr_drill_recovers_into_a_throwaway_cluster_and_runs_the_assertions(
     let markers: i64 = one_row(&source, "SELECT count(*) FROM markers").await;
     assert_eq!(markers, 2);
 }
+
+/// The archived object of segment `name`: (its folder, its only object file).
+fn wal_object_of(w: &World, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = w.repo_dir().join("workspaces/shop/wal").join(&name[..8]).join(name);
+    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    (dir, file)
+}
+
+/// Issue 11.1: a valid WAL object of another segment in a segment's place made recovery
+/// stop there and promote, silently losing every later commit, and `check --read-data`
+/// and the PITR drill passed. Now `wal fetch` refuses it (so the restore fails with
+/// `integrity`, naming it), `check --read-data` names it, the drill fails; and a segment
+/// that passes the header check but still ends recovery early is caught by comparing where
+/// recovery stopped with the end of the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill() {
+    use sha2::Digest;
+    use tidemark::ops::drill::{DrillOptions, DrillSource, drill};
+    let mut w = archiving_world().await;
+    let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
+    let base = tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
+    for label in ["a", "b", "c", "d"] {
+        commit_marker(&source, label).await;
+        archive_everything(&source, &w.core).await;
+    }
+    let size = base.wal_segment_size;
+    let after_base = tidemark::wal::Segment::of(base.timeline, base.end_lsn, size).number + 1;
+    let name = |n: u64| tidemark::wal::Segment { timeline: base.timeline, number: n }.name(size);
+    let (victim, next) = (name(after_base), name(after_base + 1));
+    let (victim_dir, victim_file) = wal_object_of(&w, &victim);
+    let (_, next_file) = wal_object_of(&w, &next);
+    let original = std::fs::read(&victim_file).unwrap();
+
+    // 1. The next segment's object, byte for byte, in the victim's folder: its hash is right.
+    std::fs::remove_file(&victim_file).unwrap();
+    std::fs::copy(&next_file, victim_dir.join(next_file.file_name().unwrap())).unwrap();
+    tidemark::pgcluster::hand_over(&victim_dir).unwrap(); // the server's archive reads it
+    let report = tidemark::ops::check::check(&w.core, "shop", true).await.unwrap();
+    assert!(
+        report.problems.iter().any(|p| p.contains(&victim) && p.contains("wrong segment") && p.contains(&next)),
+        "{:?}",
+        report.problems
+    );
+    let dest = w.dir.path().join("fetched");
+    let refused = archive::fetch(&w.core.repo, &w.core.identities().unwrap(), "shop", &victim, &dest).await;
+    assert_eq!(refused.unwrap_err().kind(), ErrorKind::Integrity);
+    assert!(!dest.exists(), "nothing is handed to Postgres");
+    let pgdata = w.dir.path().join("restored-misplaced");
+    let opts = PitrRestoreOptions {
+        workspace: "shop".into(),
+        pgdata: pgdata.clone(),
+        target: Target::Latest,
+        start: true,
+        port: None,
+        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+        prefetch: 0,
+    };
+    let failed = pitr::restore(&w.core, &opts, &Progress::hidden()).await.unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::Integrity, "{}", failed.report());
+    assert!(failed.report().contains(&victim), "{}", failed.report());
+    assert!(!pgdata.exists(), "a failed restore leaves no data directory to be taken for a restore");
+    let scratch = w.dir.path().join("drills");
+    w.core.config.config.drill.scratch_dir = Some(scratch.clone());
+    let drill_opts = DrillOptions {
+        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+        ..DrillOptions::new("shop", DrillSource::Pitr(Target::Latest))
+    };
+    let drilled = drill(&w.core, &drill_opts, &tokio_util::sync::CancellationToken::new()).await.unwrap();
+    assert!(!drilled.passed, "{:#?}", drilled.checks);
+    let recovery = drilled.checks.iter().find(|c| c.name == "recovery").unwrap();
+    assert!(recovery.details.contains(&victim), "{}", recovery.details);
+
+    // 2. The next segment's content with the victim's first page header: it passes the
+    //    header check, but recovery stops at its first record and would promote there.
+    let identities = w.core.identities().unwrap();
+    let plain = zstd::decode_all(
+        &tidemark::pipeline::decrypt_small(&std::fs::read(&next_file).unwrap(), &identities, "wal").unwrap()[..],
+    )
+    .unwrap();
+    let mut forged = plain.clone();
+    let victim_lsn = tidemark::wal::Segment { timeline: base.timeline, number: after_base }.start(size);
+    forged[8..16].copy_from_slice(&victim_lsn.0.to_le_bytes());
+    let stored = tidemark::pipeline::encrypt_small(
+        &zstd::encode_all(&forged[..], 1).unwrap(),
+        &tidemark::keys::Recipients::parse(&w.repo_config.recipients).unwrap(),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(&victim_dir).unwrap();
+    std::fs::create_dir_all(&victim_dir).unwrap();
+    let sha = hex::encode(sha2::Sha256::digest(&forged));
+    std::fs::write(victim_dir.join(format!("{sha}.zst.age")), stored).unwrap();
+    tidemark::pgcluster::hand_over(&victim_dir).unwrap();
+    archive::fetch(&w.core.repo, &identities, "shop", &victim, &dest).await.expect("the header is right");
+    let failed = pitr::restore(&w.core, &opts, &Progress::hidden()).await.unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::Integrity, "{}", failed.report());
+    assert!(failed.message().contains("recovery ended at"), "{}", failed.report());
+    assert!(failed.report().contains(&victim), "{}", failed.report());
+    assert!(!pgdata.exists());
+
+    // 3. The original object back: the restore brings back every commit.
+    std::fs::remove_dir_all(&victim_dir).unwrap();
+    std::fs::create_dir_all(&victim_dir).unwrap();
+    std::fs::write(&victim_file, original).unwrap();
+    tidemark::pgcluster::hand_over(&victim_dir).unwrap();
+    let got = markers_after_restore(&w, Target::Latest).await;
+    assert_eq!(got, set(&["before-base", "a", "b", "c", "d"]));
+}

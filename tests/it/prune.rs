@@ -109,3 +109,81 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
     assert!(!reports.join("20260101T000000Z-000000.json.age").exists());
     assert!(reports.join("20260101T000002Z-000000.json.age").exists());
 }
+
+/// Issue 11.2: a prune with `--grace 0s` during a snapshot deleted the snapshot's objects,
+/// and the snapshot then committed a manifest that could never restore. Now a prune is
+/// refused while a snapshot of the workspace runs (a file lock, shared by every process
+/// of the host), and a snapshot looks at every object it names before it commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_never_runs_beside_a_snapshot_and_a_snapshot_never_commits_missing_objects() {
+    use sqlx::Row;
+    let w = world().await;
+    let source =
+        create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 1000);")
+            .await;
+    let opts = PruneOptions { workspace: "shop".into(), dry_run: false, grace: Duration::ZERO, as_of: None };
+
+    // A snapshot held up inside its run: its table is locked by another transaction.
+    let mut blocker = source.connect().await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE").execute(&mut blocker).await.unwrap();
+    let core = w.core.clone();
+    let running = tokio::spawn(async move { crate::support::snapshot_shop(&core).await });
+    let mut watcher = source.connect().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let waiting = sqlx::query("SELECT count(*) FROM pg_locks WHERE NOT granted")
+            .fetch_one(&mut watcher)
+            .await
+            .unwrap()
+            .get::<i64, _>(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the snapshot never waited for the table");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = prune(&w.core, &opts).await.unwrap_err();
+    assert_eq!(refused.kind(), tidemark::ErrorKind::Unavailable, "{}", refused.report());
+    assert!(refused.message().contains("a snapshot of workspace shop"), "{}", refused.message());
+    // A dry run deletes nothing, so it does not wait.
+    prune(&w.core, &PruneOptions { dry_run: true, ..opts.clone() }).await.unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
+    let manifest = running.await.unwrap().unwrap();
+    prune(&w.core, &opts).await.expect("after the snapshot, prune runs");
+    let report = tidemark::ops::check::check(&w.core, "shop", true).await.unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+
+    // The last look before committing: a manifest whose objects are not all stored (another
+    // host pruned them) is never written.
+    let mut copy = manifest.clone();
+    copy.id = tidemark::repo::layout::new_snapshot_id(chrono::Utc::now() + chrono::Duration::seconds(5));
+    let recipients = tidemark::keys::Recipients::parse(&w.repo_config.recipients).unwrap();
+    let failed = w.core.repo.commit_manifest(&copy, &recipients).await.unwrap_err();
+    assert_eq!(failed.kind(), tidemark::ErrorKind::Integrity);
+    assert!(failed.message().contains("is missing") && failed.message().contains("schema"), "{}", failed.message());
+    let ids = w.core.repo.list_snapshot_ids("shop").await.unwrap();
+    assert_eq!(ids, vec![manifest.id.clone()], "nothing was committed");
+    // A wrongly sized object is refused too.
+    let table = w.repo_dir().join("workspaces/shop/snapshots").join(&manifest.id).join("tables");
+    let object = std::fs::read_dir(&table).unwrap().next().unwrap().unwrap().path();
+    std::fs::OpenOptions::new().append(true).open(&object).unwrap().set_len(3).unwrap();
+    let mut again = manifest.clone();
+    again.id = tidemark::repo::layout::new_snapshot_id(chrono::Utc::now() + chrono::Duration::seconds(9));
+    // Its objects under its own id: copy the real snapshot's folder, less the manifest.
+    let from = w.repo_dir().join("workspaces/shop/snapshots").join(&manifest.id);
+    let to = w.repo_dir().join("workspaces/shop/snapshots").join(&again.id);
+    copy_tree(&from, &to);
+    std::fs::remove_file(to.join("manifest.json.age")).unwrap();
+    let failed = w.core.repo.commit_manifest(&again, &recipients).await.unwrap_err();
+    assert!(failed.message().contains("bytes"), "{}", failed.message());
+    assert!(!to.join("manifest.json.age").exists());
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() { copy_tree(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
+    }
+}
