@@ -139,6 +139,12 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The first `n` bytes of a stored string for display (a hash prefix), or all of it when
+/// it is shorter or not cut at a character boundary: stored text may be hand-edited.
+pub fn short(s: &str, n: usize) -> &str {
+    s.get(..n).unwrap_or(s)
+}
+
 /// `1234567` -> `1.2 MiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

@@ -51,6 +51,10 @@ pub enum SnapshotCommand {
     },
 }
 
+/// `snapshot create`'s exit code when the snapshot was committed but media files were
+/// skipped (listed in the manifest and the warnings): not an error, not a full success.
+pub const MEDIA_SKIPPED_EXIT: i32 = 11;
+
 pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
     let core = global.core().await?;
     match cmd {
@@ -82,6 +86,10 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                 for w in &manifest.warnings {
                     eprintln!("warning: {w}");
                 }
+            }
+            if manifest.media.as_ref().is_some_and(|m| !m.skipped.is_empty()) {
+                // Committed, but not everything was backed up: scripts must be able to tell.
+                std::process::exit(MEDIA_SKIPPED_EXIT);
             }
         }
         SnapshotCommand::List { workspace } => {
@@ -142,7 +150,7 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                     t.rows,
                     t.parts.len(),
                     human_bytes(stored),
-                    &t.content_digest[..16]
+                    super::short(&t.content_digest, 16)
                 );
             }
             println!("sequences: {}, materialized views: {}", m.sequences.len(), m.materialized_views.len());
@@ -156,11 +164,19 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                 ),
                 None => println!("media: not included"),
             }
+            for skipped in m.media.iter().flat_map(|media| media.skipped.iter()) {
+                println!("  skipped: {} ({})", skipped.path, skipped.reason);
+            }
             if !m.stacks.is_empty() {
                 println!("function stacks: {}", m.stacks.len());
                 for s in &m.stacks {
                     let version = s.latest_version.map(|v| format!("v{v}")).unwrap_or_else(|| "unpublished".into());
-                    println!("  {}  {} changes, {version}, live {}", s.stack, s.changes, &s.live_sha256[..12]);
+                    println!(
+                        "  {}  {} changes, {version}, live {}",
+                        s.stack,
+                        s.changes,
+                        super::short(&s.live_sha256, 12)
+                    );
                 }
             }
         }

@@ -158,7 +158,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
                         c.id,
                         c.at.format("%Y-%m-%d %H:%M:%S"),
                         c.author,
-                        &c.content_sha256[..12],
+                        super::short(&c.content_sha256, 12),
                         c.message.unwrap_or_default(),
                         if versions.is_empty() { String::new() } else { format!("  [{}]", versions.join(", ")) }
                     );

@@ -172,7 +172,16 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
     let info = session.info.clone();
     let sequences = session.sequences.clone();
     let materialized_views = session.materialized_views.clone();
-    let warnings = session.warnings.clone();
+    let mut warnings = session.warnings.clone();
+    if let Some(skipped) = media.as_ref().map(|m| &m.skipped).filter(|s| !s.is_empty()) {
+        let named: Vec<String> = skipped.iter().take(5).map(|s| format!("{} ({})", s.path, s.reason)).collect();
+        let more = if skipped.len() > 5 { format!(" and {} more", skipped.len() - 5) } else { String::new() };
+        warnings.push(format!(
+            "{} media files were skipped and are not in this snapshot: {}{more}; `tidemark snapshot show` lists them",
+            skipped.len(),
+            named.join(", ")
+        ));
+    }
     let stacks = session.stacks.clone();
     let schema_fingerprint = session.schema_fingerprint.clone();
     let roles = session.roles.clone();
@@ -431,6 +440,9 @@ pub async fn show(core: &Core, id: &str, workspace: Option<&str>) -> Result<Mani
 
 /// Backs up the media store incrementally: hash what changed (the cache spares the rest),
 /// upload each content not yet in the repository once, list every file in the manifest.
+/// A problem with one file (a symlink, unreadable, gone or changed during the run) skips
+/// that file and names it in `skipped`: the database part of a snapshot is never lost to
+/// a media file. A problem with the store itself fails the snapshot.
 async fn backup_media(
     core: &Core,
     dest: &Destination,
@@ -438,107 +450,151 @@ async fn backup_media(
     jobs: usize,
     progress: &Progress,
 ) -> Result<MediaSummary> {
-    let store = media::open(url, &core.config.config.repository)?;
-    let files = media::list(&store).await.map_err(|e| e.context(format!("listing the media store {url}")))?;
+    let source = media::open(url, &core.config.config.repository)?;
+    let listing = source.list().await.map_err(|e| e.context(format!("listing the media store {url}")))?;
+    let mut skipped = listing.skipped;
+    let files = listing.files;
     progress.set_message(format!("media: {} files", files.len()));
     let mut cache = media::HashCache::load(core.cache_dir.as_deref(), &core.repo.descriptor().id, &dest.workspace);
-    let hashed: Vec<(media::Listed, String)> = futures::stream::iter(files.iter().cloned())
+    let hashed: Vec<Result<(media::Listed, String), media::Skipped>> = futures::stream::iter(files.iter().cloned())
         .map(|file| {
-            let (store, cached) = (store.clone(), cache.get(&file).map(str::to_string));
+            let (source, cached) = (source.clone(), cache.get(&file).map(str::to_string));
             async move {
                 let sha = match cached {
                     Some(sha) => sha,
-                    None => {
-                        media::hash(&store, &file.location)
-                            .await
-                            .map_err(|e| e.context(format!("reading media file {}", file.path)))?
-                            .0
-                    }
+                    None => match source.hash(&file).await {
+                        Ok((sha, _)) => sha,
+                        Err(media::MediaError::File(reason)) => {
+                            return Ok(Err(media::Skipped { path: file.path, reason }));
+                        }
+                        Err(media::MediaError::Store(e)) => {
+                            return Err(e.context(format!("reading media file {}", file.path)));
+                        }
+                    },
                 };
-                Ok::<_, Error>((file, sha))
+                Ok::<_, Error>(Ok((file, sha)))
             }
         })
         .buffered(jobs)
         .try_collect()
         .await?;
-    for (file, sha) in &hashed {
-        cache.put(file, sha);
+    let mut kept = Vec::with_capacity(hashed.len());
+    for h in hashed {
+        match h {
+            Ok((file, sha)) => {
+                cache.put(&file, &sha);
+                kept.push((file, sha));
+            }
+            Err(skip) => skipped.push(skip),
+        }
     }
     // Each distinct content once, and only if the repository does not have it yet.
     let mut seen = std::collections::HashSet::new();
     let unique: Vec<(media::Listed, String)> =
-        hashed.iter().filter(|(_, sha)| seen.insert(sha.clone())).cloned().collect();
+        kept.iter().filter(|(_, sha)| seen.insert(sha.clone())).cloned().collect();
     // Owned values in each task: borrowed ones make this future not `Send` for the daemon
     // (rustc's higher-ranked lifetime limitation with async closures in streams).
-    let uploads: Vec<Option<u64>> = futures::stream::iter(unique)
+    let uploads: Vec<Uploaded> = futures::stream::iter(unique)
         .map(|(file, sha)| {
-            let (store, dest, progress) = (store.clone(), dest.clone(), progress.clone());
+            let (source, dest, progress) = (source.clone(), dest.clone(), progress.clone());
             async move {
                 let key = layout::media_object(&dest.workspace, &sha)?;
-                match object_store::ObjectStoreExt::head(&dest.repo.store(), &key).await {
-                    Ok(_) => return Ok(None),
-                    Err(object_store::Error::NotFound { .. }) => {}
-                    Err(e) => return Err(Error::from(e)),
+                if dest.repo.stored_size(&key).await?.is_some() {
+                    return Ok(Uploaded::Present);
                 }
-                upload_media(&dest, &store, &file, &sha, key, &progress).await.map(Some)
+                upload_media(&dest, &source, &file, &sha, key, &progress).await
             }
         })
         .buffer_unordered(jobs)
         .try_collect()
         .await?;
+    let mut new = Vec::new();
+    let mut lost = std::collections::HashSet::new();
+    for u in uploads {
+        match u {
+            Uploaded::New(bytes) => new.push(bytes),
+            Uploaded::Present => {}
+            Uploaded::Skipped(sha, reason) => {
+                lost.insert(sha.clone());
+                // Every file with that content goes: none of them is in the repository.
+                for (file, _) in kept.iter().filter(|(_, s)| *s == sha) {
+                    skipped.push(media::Skipped { path: file.path.clone(), reason: reason.clone() });
+                }
+            }
+        }
+    }
+    kept.retain(|(_, sha)| !lost.contains(sha));
     cache.save(&files);
-    let new: Vec<u64> = uploads.into_iter().flatten().collect();
+    skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    for s in &skipped {
+        tracing::warn!(workspace = %dest.workspace, file = %s.path, "media file skipped: it {}", s.reason);
+    }
     Ok(MediaSummary {
         source: url.to_string(),
-        bytes: hashed.iter().map(|(f, _)| f.size).sum(),
+        bytes: kept.iter().map(|(f, _)| f.size).sum(),
         new_files: new.len() as u64,
         new_bytes: new.iter().sum(),
-        files: hashed
+        files: kept
             .into_iter()
             .map(|(f, sha256)| MediaEntry { path: f.path, size: f.size, modified: f.modified, sha256 })
             .collect(),
+        skipped,
     })
 }
 
+/// What became of one media content.
+enum Uploaded {
+    /// Stored now, with its plain bytes.
+    New(u64),
+    /// The repository had it.
+    Present,
+    /// The file could not be read (its content hash, why): it is skipped.
+    Skipped(String, String),
+}
+
 /// Streams one media file into the repository under its content hash, checking that the
-/// bytes still hash to it (a file changed since it was hashed is an error, not a lie).
+/// bytes still hash to it (a file changed since it was hashed is skipped, not a lie).
 async fn upload_media(
     dest: &Destination,
-    store: &std::sync::Arc<dyn object_store::ObjectStore>,
+    source: &media::MediaSource,
     file: &media::Listed,
     sha: &str,
     key: object_store::path::Path,
     progress: &Progress,
-) -> Result<u64> {
+) -> Result<Uploaded> {
     use sha2::Digest;
     let mut writer = ObjectWriter::new(&dest.repo, key, format!("media/{sha}"), &dest.recipients)?;
     let mut hasher = sha2::Sha256::new();
-    let copied: Result<()> = async {
-        let mut stream = object_store::ObjectStoreExt::get(store, &file.location).await?.into_stream();
+    let copied: Result<(), media::MediaError> = async {
+        let mut stream = source.read(file).await?;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(|e| source.classify(e))?;
             hasher.update(&chunk);
             progress.add_bytes(chunk.len() as u64);
-            writer.write(&chunk).await?;
+            writer.write(&chunk).await.map_err(media::MediaError::Store)?;
         }
         Ok(())
     }
     .await;
-    if let Err(e) = copied {
-        writer.abort().await;
-        return Err(e.context(format!("uploading media file {}", file.path)));
+    match copied {
+        Ok(()) => {}
+        Err(media::MediaError::File(reason)) => {
+            writer.abort().await;
+            return Ok(Uploaded::Skipped(sha.to_string(), reason));
+        }
+        Err(media::MediaError::Store(e)) => {
+            writer.abort().await;
+            return Err(e.context(format!("uploading media file {}", file.path)));
+        }
     }
     if hex::encode(hasher.finalize()) != sha {
         writer.abort().await;
-        return Err(Error::new(
-            crate::error::ErrorKind::Unavailable,
-            format!("media file {} changed while it was backed up; take the snapshot again", file.path),
-        ));
+        return Ok(Uploaded::Skipped(sha.to_string(), "changed while it was backed up".into()));
     }
     match writer.finish().await {
-        Ok(entry) => Ok(entry.plain_size),
+        Ok(entry) => Ok(Uploaded::New(entry.plain_size)),
         // Another snapshot stored the same content at the same moment: it is there.
-        Err(e) if e.kind() == crate::error::ErrorKind::AlreadyExists => Ok(0),
+        Err(e) if e.kind() == crate::error::ErrorKind::AlreadyExists => Ok(Uploaded::Present),
         Err(e) => Err(e),
     }
 }

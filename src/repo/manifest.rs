@@ -164,6 +164,11 @@ pub struct MediaSummary {
     /// Files and bytes whose content was not yet in the repository (uploaded by this snapshot).
     pub new_files: u64,
     pub new_bytes: u64,
+    /// Files of the media store this snapshot does not have, and why (a symlink, a file
+    /// that could not be read or vanished during the run). The snapshot is complete for
+    /// everything else; see README "Media".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<crate::source::media::Skipped>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

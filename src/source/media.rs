@@ -1,5 +1,5 @@
 //! A workspace's media store (a local folder or an object-store prefix), backed up
-//! incrementally: every file is stored once in the repository, content-addressed by the
+//! incrementally, without ever following a symlink out of a folder (see [`MediaSource`]): every file is stored once in the repository, content-addressed by the
 //! SHA-256 of its bytes; a local cache of (path, size, mtime) -> SHA-256 spares re-reading
 //! unchanged files.
 
@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -14,12 +15,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::RepositoryConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// A file of the media store as listed.
 #[derive(Debug, Clone)]
 pub struct Listed {
-    /// The store's own key (object_store percent-encodes some characters in it).
+    /// The store's own key (object_store percent-encodes some characters in it); for a
+    /// local folder, unused.
     pub location: Path,
     /// The file's name as people and file systems know it, `/`-separated.
     pub path: String,
@@ -27,22 +29,211 @@ pub struct Listed {
     pub modified: chrono::DateTime<chrono::Utc>,
 }
 
-/// Opens a media store URL (`file:///srv/media`, `s3://bucket/prefix`). S3 media use the
-/// repository's S3 settings (endpoint, region, credentials).
-pub fn open(url: &str, repository: &RepositoryConfig) -> Result<Arc<dyn ObjectStore>> {
-    let cfg = RepositoryConfig { url: url.to_string(), ..repository.clone() };
-    Ok(crate::repo::store::open(&cfg, false).map_err(|e| e.context(format!("opening the media store {url}")))?.store)
+/// A media file a snapshot did not back up, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
 }
 
-/// Every file of the store, sorted by path.
-pub async fn list(store: &Arc<dyn ObjectStore>) -> Result<Vec<Listed>> {
-    let metas: Vec<_> = store.list(None).try_collect().await?;
-    let mut files: Vec<Listed> = metas
-        .into_iter()
-        .map(|m| Listed { path: decoded(&m.location), location: m.location, size: m.size, modified: m.last_modified })
-        .collect();
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
+/// What a media store holds: the regular files to back up, and what was passed over.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub files: Vec<Listed>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// A workspace's media store. A local folder is read by tidemark itself, never following a
+/// symlink (object_store's local store follows them, so a link to `/etc/shadow` or to
+/// tidemark's own identity would be backed up and restored as a copy): symlinks and
+/// anything that is not a regular file are skipped and named, and every file is opened
+/// without following links and checked to be inside the folder.
+#[derive(Clone)]
+pub enum MediaSource {
+    Folder(PathBuf),
+    Store(Arc<dyn ObjectStore>),
+}
+
+/// Opens a media store URL (`file:///srv/media`, `s3://bucket/prefix`). S3 media use the
+/// repository's S3 settings (endpoint, region, credentials).
+///
+/// Errors: `Config` for a URL that cannot be opened.
+pub fn open(url: &str, repository: &RepositoryConfig) -> Result<MediaSource> {
+    if let Ok(parsed) = url::Url::parse(url)
+        && parsed.scheme() == "file"
+    {
+        let root = parsed.to_file_path().map_err(|_| Error::config(format!("{url} is not a local folder")))?;
+        return Ok(MediaSource::Folder(root));
+    }
+    let cfg = RepositoryConfig { url: url.to_string(), ..repository.clone() };
+    let opened =
+        crate::repo::store::open(&cfg, false).map_err(|e| e.context(format!("opening the media store {url}")))?;
+    Ok(MediaSource::Store(opened.store))
+}
+
+impl MediaSource {
+    /// Every file of the store, sorted by path, and what was skipped.
+    ///
+    /// Errors: `Unavailable` when the store (or the folder itself) cannot be listed; a
+    /// problem with one entry below it only skips that entry.
+    pub async fn list(&self) -> Result<Listing> {
+        let mut listing = match self {
+            MediaSource::Folder(root) => {
+                let root = root.clone();
+                tokio::task::spawn_blocking(move || list_folder(&root))
+                    .await
+                    .map_err(|e| Error::internal(format!("media listing task: {e}")))??
+            }
+            MediaSource::Store(store) => {
+                let metas: Vec<_> = store.list(None).try_collect().await?;
+                let files = metas
+                    .into_iter()
+                    .map(|m| Listed {
+                        path: decoded(&m.location),
+                        location: m.location,
+                        size: m.size,
+                        modified: m.last_modified,
+                    })
+                    .collect();
+                Listing { files, skipped: Vec::new() }
+            }
+        };
+        listing.files.sort_by(|a, b| a.path.cmp(&b.path));
+        listing.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(listing)
+    }
+
+    /// The bytes of one file, streamed.
+    ///
+    /// Errors: `MediaError::File` for a problem with this file alone (gone, unreadable, a
+    /// symlink, outside the folder), `MediaError::Store` for the store.
+    pub async fn read(&self, file: &Listed) -> Result<BoxStream<'static, Result<bytes::Bytes>>, MediaError> {
+        match self {
+            MediaSource::Folder(root) => {
+                let (root, rel) = (root.clone(), file.path.clone());
+                let opened = tokio::task::spawn_blocking(move || open_inside(&root, &rel))
+                    .await
+                    .map_err(|e| MediaError::Store(Error::internal(format!("media read task: {e}"))))?
+                    .map_err(MediaError::File)?;
+                let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(opened), 1 << 20);
+                Ok(stream.map(|chunk| chunk.map_err(Error::from)).boxed())
+            }
+            MediaSource::Store(store) => match store.get(&file.location).await {
+                Ok(got) => Ok(got.into_stream().map(|chunk| chunk.map_err(Error::from)).boxed()),
+                Err(object_store::Error::NotFound { .. }) => Err(MediaError::File("it was deleted".into())),
+                Err(e) => Err(MediaError::Store(e.into())),
+            },
+        }
+    }
+
+    /// Streams a media file and returns the SHA-256 of its bytes and its size.
+    pub async fn hash(&self, file: &Listed) -> Result<(String, u64), MediaError> {
+        let mut stream = self.read(file).await?;
+        let mut sha = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.classify(e))?;
+            sha.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok((hex::encode(sha.finalize()), size))
+    }
+
+    /// A read error part-way through a file: the file's problem in a folder (an I/O
+    /// error on one file), the store's for an object store.
+    pub fn classify(&self, e: Error) -> MediaError {
+        match self {
+            MediaSource::Folder(_) => MediaError::File(e.message().to_string()),
+            MediaSource::Store(_) => MediaError::Store(e),
+        }
+    }
+}
+
+/// Why a media file could not be read.
+#[derive(Debug)]
+pub enum MediaError {
+    /// This file alone: skip it and say why.
+    File(String),
+    /// The store: the snapshot cannot read its media.
+    Store(Error),
+}
+
+/// Walks a media folder without following symlinks.
+fn list_folder(root: &std::path::Path) -> Result<Listing> {
+    let mut listing = Listing::default();
+    let top = std::fs::read_dir(root).map_err(|e| {
+        Error::new(ErrorKind::Unavailable, format!("cannot read the media folder {}: {e}", root.display()))
+    })?;
+    let mut pending = vec![(String::new(), top)];
+    while let Some((prefix, entries)) = pending.pop() {
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    listing.skipped.push(Skipped { path: prefix.clone(), reason: format!("cannot be listed: {e}") });
+                    continue;
+                }
+            };
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let skip = |reason: String| Skipped { path: path.clone(), reason };
+            // `symlink_metadata`: the entry itself, never what a link points to.
+            let meta = match std::fs::symlink_metadata(entry.path()) {
+                Ok(m) => m,
+                Err(e) => {
+                    listing.skipped.push(skip(format!("cannot be read: {e}")));
+                    continue;
+                }
+            };
+            let kind = meta.file_type();
+            if kind.is_symlink() {
+                let target = std::fs::read_link(entry.path()).map(|t| t.display().to_string()).unwrap_or_default();
+                listing.skipped.push(skip(format!("is a symlink (to {target}); symlinks are not followed")));
+            } else if kind.is_dir() {
+                match std::fs::read_dir(entry.path()) {
+                    Ok(below) => pending.push((path, below)),
+                    Err(e) => listing.skipped.push(skip(format!("is a folder that cannot be read: {e}"))),
+                }
+            } else if !kind.is_file() {
+                listing.skipped.push(skip("is not a regular file (a device, pipe or socket)".into()));
+            } else if validate_path(&path).is_err() {
+                listing.skipped.push(skip("has a name that cannot be restored safely".into()));
+            } else {
+                let modified = meta.modified().map(chrono::DateTime::<chrono::Utc>::from).unwrap_or_default();
+                listing.files.push(Listed { location: Path::default(), path, size: meta.len(), modified });
+            }
+        }
+    }
+    Ok(listing)
+}
+
+/// Opens `rel` below `root` for reading without following a symlink in its last part, then
+/// checks what was opened: a regular file whose real path is inside `root` (a folder on
+/// the way swapped for a link since it was listed leads elsewhere). Errors: why not.
+fn open_inside(root: &std::path::Path, rel: &str) -> std::result::Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    validate_path(rel).map_err(|e| e.message().to_string())?;
+    let real_root = std::fs::canonicalize(root).map_err(|e| format!("the media folder cannot be read: {e}"))?;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+        .open(root.join(rel))
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == nix::errno::Errno::ELOOP as i32 => "is a symlink now; it is not followed".into(),
+            _ if e.kind() == std::io::ErrorKind::NotFound => "was deleted while the snapshot ran".into(),
+            _ => format!("cannot be read: {e}"),
+        })?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+        .map_err(|e| format!("cannot be checked: {e}"))?;
+    if !real.starts_with(&real_root) {
+        return Err(format!("leads outside the media folder (to {}); not read", real.display()));
+    }
+    let meta = file.metadata().map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    Ok(file)
 }
 
 fn decoded(location: &Path) -> String {
@@ -51,19 +242,6 @@ fn decoded(location: &Path) -> String {
         .map(|p| percent_encoding::percent_decode_str(p.as_ref()).decode_utf8_lossy().into_owned())
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// Streams a media file and returns the SHA-256 of its bytes and its size.
-pub async fn hash(store: &Arc<dyn ObjectStore>, location: &Path) -> Result<(String, u64)> {
-    let mut stream = store.get(location).await?.into_stream();
-    let mut sha = Sha256::new();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        sha.update(&chunk);
-        size += chunk.len() as u64;
-    }
-    Ok((hex::encode(sha.finalize()), size))
 }
 
 /// The hash cache: (path, size, mtime) -> SHA-256, one JSON file per repository and
@@ -162,6 +340,29 @@ pub fn validate_path(path: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_opened_only_inside_the_folder_and_never_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("media"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(root.join("real/a.txt"), b"inside").unwrap();
+        std::fs::write(outside.join("a.txt"), b"outside").unwrap();
+        assert!(open_inside(&root, "real/a.txt").is_ok());
+        // A folder on the way that is a link (swapped in after the listing, say).
+        std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();
+        let e = open_inside(&root, "sub/a.txt").unwrap_err();
+        assert!(e.contains("outside the media folder"), "{e}");
+        // The file itself a link, even to a file inside.
+        std::os::unix::fs::symlink(root.join("real/a.txt"), root.join("link")).unwrap();
+        assert!(open_inside(&root, "link").unwrap_err().contains("symlink"));
+        assert!(open_inside(&root, "gone").unwrap_err().contains("deleted"));
+        assert!(open_inside(&root, "../outside/a.txt").is_err());
+        // The root itself may be reached through a link: what is inside it is still inside.
+        std::os::unix::fs::symlink(&root, dir.path().join("alias")).unwrap();
+        assert!(open_inside(&dir.path().join("alias"), "real/a.txt").is_ok());
+    }
 
     #[test]
     fn hostile_paths_are_refused() {

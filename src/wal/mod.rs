@@ -117,7 +117,7 @@ impl WalFile {
     /// Errors: `Usage` naming the file.
     pub fn parse(name: &str) -> Result<WalFile> {
         let segment = |s: &str| -> Option<(u32, u32, u32)> {
-            (s.len() == 24).then_some(())?;
+            (s.len() == 24 && s.is_ascii()).then_some(())?;
             Some((hex8(&s[..8])?, hex8(&s[8..16])?, hex8(&s[16..])?))
         };
         if let Some((timeline, log, seg)) = segment(name) {

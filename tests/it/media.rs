@@ -55,6 +55,12 @@ async fn take(core: &Core) -> Manifest {
     crate::support::snapshot_shop(core).await.unwrap()
 }
 
+/// A prefix of the test's S3 server, opened with the repository's settings.
+fn s3_store(url: &str, repo: &tidemark::config::RepositoryConfig) -> std::sync::Arc<dyn object_store::ObjectStore> {
+    let cfg = tidemark::config::RepositoryConfig { url: url.into(), ..repo.clone() };
+    tidemark::repo::store::open(&cfg, false).unwrap().store
+}
+
 fn restore_opts(m: &Manifest, target: String, media: Option<String>) -> RestoreOptions {
     RestoreOptions { snapshot: m.id.clone(), target, media_target: media, ..Default::default() }
 }
@@ -153,7 +159,7 @@ async fn media_on_an_s3_prefix() {
     let mut w = world_with_repo(cluster, dir, s3.repo_config("backups", "repo")).await;
     create_database(&w.cluster, "shop", "SELECT 1").await;
     // Put media files in the bucket through the same store code.
-    let store = tidemark::source::media::open("s3://media/shop/uploads", &w.repo_config).unwrap();
+    let store = s3_store("s3://media/shop/uploads", &w.repo_config);
     let big: Vec<u8> = (0..7_000_000u32).map(|i| (i.wrapping_mul(2246822519) >> 11) as u8).collect();
     for (path, bytes) in [("a/1.bin", big.clone()), ("b.txt", b"bee".to_vec())] {
         object_store::ObjectStoreExt::put(&store, &path.into(), bytes.into()).await.unwrap();
@@ -169,7 +175,45 @@ async fn media_on_an_s3_prefix() {
     .await
     .unwrap();
     assert_eq!(report.media_files, 2);
-    let restored = tidemark::source::media::open("s3://media/restored", &w.repo_config).unwrap();
+    let restored = s3_store("s3://media/restored", &w.repo_config);
     let got = object_store::ObjectStoreExt::get(&restored, &"a/1.bin".into()).await.unwrap().bytes().await.unwrap();
     assert_eq!(got.as_ref(), big.as_slice());
+}
+
+/// Issue 11.3 and 11.9: a symlink in the media folder to a file outside it was backed up
+/// and restored as a copy of that file (anyone who can write the media folder could read
+/// any file tidemark can). Symlinks, links to folders, loops and pipes are now skipped and
+/// named; the snapshot of everything else commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinks_and_special_files_in_media_are_skipped_never_followed() {
+    let (w, media) = media_world().await;
+    let outside = w.dir.path().join("outside");
+    write(&outside, "shadow", b"TOP SECRET outside the media folder");
+    std::os::unix::fs::symlink(outside.join("shadow"), media.join("secret")).unwrap();
+    std::os::unix::fs::symlink(&outside, media.join("img/etc")).unwrap();
+    std::os::unix::fs::symlink(w.identity_file(), media.join("identity")).unwrap();
+    std::os::unix::fs::symlink(media.join("loop"), media.join("loop")).unwrap();
+    nix::unistd::mkfifo(&media.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+
+    let m = take(&w.core).await;
+    let summary = m.media.as_ref().unwrap();
+    let paths: Vec<&str> = summary.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["docs/ünï côde.txt", "empty", "img/cat.png", "img/copy-of-cat.png", "video/big.bin"]);
+    let skipped: Vec<(&str, &str)> = summary.skipped.iter().map(|s| (s.path.as_str(), s.reason.as_str())).collect();
+    let names: Vec<&str> = skipped.iter().map(|(p, _)| *p).collect();
+    assert_eq!(names, ["identity", "img/etc", "loop", "pipe", "secret"], "{skipped:?}");
+    assert!(skipped.iter().filter(|(p, _)| *p != "pipe").all(|(_, r)| r.contains("symlink")), "{skipped:?}");
+    assert!(m.warnings.iter().any(|w| w.contains("5 media files were skipped")), "{:?}", m.warnings);
+
+    let target = w.dir.path().join("restored-media");
+    restore(&w.core, &restore_opts(&m, w.cluster.url("c1"), Some(target.display().to_string())), &Progress::hidden())
+        .await
+        .unwrap();
+    let restored = tree(&target);
+    assert_eq!(restored.len(), 5);
+    let secret = std::fs::read(outside.join("shadow")).unwrap();
+    let identity = std::fs::read(w.identity_file()).unwrap();
+    for (path, bytes) in &restored {
+        assert!(bytes != &secret && bytes != &identity, "{path} is a copy of a file outside the media folder");
+    }
 }
