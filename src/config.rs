@@ -255,6 +255,11 @@ impl Secret {
         Secret(value.into())
     }
 
+    /// The environment variable it is read from (`env:VARIABLE`), if any.
+    pub fn env_var(&self) -> Option<&str> {
+        self.0.strip_prefix("env:")
+    }
+
     /// The secret's value. Errors name the variable or file, never the value.
     pub fn resolve(&self) -> Result<String> {
         if let Some(var) = self.0.strip_prefix("env:") {

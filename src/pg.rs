@@ -38,8 +38,21 @@ impl ConnSpec {
         }
         let url_password = parsed.password().map(percent_decode);
         let _ = parsed.set_password(None);
-        // `?password=` works too (libpq and sqlx read it): it leaves the URL as well.
+        // `?password=` works too (libpq and sqlx read it): it leaves the URL as well, in
+        // any case (`?PASSWORD=`), so it is never displayed.
         let query_password = take_query_password(&mut parsed);
+        // A parameter sqlx does not know is logged by sqlx with its value, and pg_dump
+        // (libpq) refuses it: refuse it here, by name only (its value may be a secret).
+        if let Some((key, _)) = parsed.query_pairs().find(|(k, _)| !URL_PARAMETERS.contains(&k.as_ref())) {
+            let mut without_query = parsed.clone();
+            without_query.set_query(None);
+            return Err(Error::config(format!(
+                "the database URL {} has the parameter {key:?}, which tidemark does not know; parameter names \
+                 are lower case, and these are passed on: {}",
+                without_query,
+                URL_PARAMETERS.join(", ")
+            )));
+        }
         let password = match password {
             Some(secret) => Some(secret.resolve()?),
             None => url_password.or(query_password),
@@ -154,11 +167,29 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Removes a `password` query parameter from the URL and returns its value.
+/// The query parameters of a database URL that both sqlx and libpq (pg_dump, psql)
+/// understand alike.
+pub const URL_PARAMETERS: [&str; 11] = [
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "application_name",
+    "options",
+    "sslmode",
+    "sslrootcert",
+    "sslcert",
+    "sslkey",
+];
+
+/// Removes every `password` query parameter (in any case: `PASSWORD` too) from the URL
+/// and returns the first one's value.
 fn take_query_password(url: &mut Url) -> Option<String> {
-    let password = url.query_pairs().find(|(k, _)| k == "password").map(|(_, v)| v.into_owned())?;
+    let is_password = |k: &str| k.eq_ignore_ascii_case("password");
+    let password = url.query_pairs().find(|(k, _)| is_password(k)).map(|(_, v)| v.into_owned())?;
     let kept: Vec<(String, String)> =
-        url.query_pairs().filter(|(k, _)| k != "password").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+        url.query_pairs().filter(|(k, _)| !is_password(k)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
     url.set_query(None);
     if !kept.is_empty() {
         url.query_pairs_mut().extend_pairs(kept);
@@ -261,6 +292,24 @@ mod tests {
         assert_eq!(spec.display(), "postgres://u@db.example/shop?sslmode=require");
         assert!(!redact_url(url).contains("s3cr"), "{}", redact_url(url));
         assert!(redact_url(url).contains("sslmode=require"));
+    }
+
+    /// Issue 11.4: `?PASSWORD=` was printed by `workspace list` and logged by sqlx.
+    #[test]
+    fn a_password_parameter_in_any_case_leaves_the_url_and_unknown_ones_are_refused() {
+        let url = "postgres://u@db.example/shop?PASSWORD=hunter2&sslmode=require&Password=hunter3";
+        let spec = ConnSpec::parse(url, None).unwrap();
+        assert_eq!(spec.password.as_deref(), Some("hunter2"));
+        assert_eq!(spec.display(), "postgres://u@db.example/shop?sslmode=require");
+        assert!(!redact_url(url).contains("hunter"), "{}", redact_url(url));
+        // Refused by name, without the value (it may be a secret or a typo of one).
+        let e = ConnSpec::parse("postgres://u@h/db?pasword=hunter2", None).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(e.message().contains("\"pasword\"") && !e.report().contains("hunter2"), "{}", e.report());
+        assert!(ConnSpec::parse("postgres://u@h/db?ssl-mode=require", None).is_err(), "libpq would refuse it");
+        for ok in ["sslmode=disable", "host=/var/run/postgresql", "application_name=x&options=-c%20a%3Db"] {
+            ConnSpec::parse(&format!("postgres://u@h/db?{ok}"), None).unwrap();
+        }
     }
 
     #[test]

@@ -183,14 +183,15 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Starts the server of an existing data directory with `pg_ctl start` (as the server
-/// user), logging to `log`; it keeps running after tidemark exits.
+/// user), logging to `log`; it keeps running after tidemark exits. `env`: the variables
+/// its commands need beyond the minimal environment (see [`run`]).
 ///
 /// Errors: `Internal` with the end of the server log when it does not start.
-pub fn start_data_dir(bin_dir: Option<&Path>, data: &Path, log: &Path) -> Result<()> {
+pub fn start_data_dir(bin_dir: Option<&Path>, data: &Path, log: &Path, env: &[(String, String)]) -> Result<()> {
     let run_as = server_user()?;
     let mut cmd = Command::new(crate::pg::tool(bin_dir, "pg_ctl"));
     cmd.arg("-D").arg(data).arg("-l").arg(log).args(["-w", "-t", "600", "start"]);
-    run(&mut cmd, run_as, data)
+    run_with(&mut cmd, run_as, data, env)
         .map_err(|e| e.context(format!("starting postgres on {}:\n{}", data.display(), log_tail(log))))
 }
 
@@ -224,11 +225,37 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Runs a server tool, as `run_as` when given; fails with its output.
+///
+/// The tool (and the server it starts) gets a minimal environment, never tidemark's own:
+/// that holds S3 keys, database passwords and webhook URLs, which a server's processes
+/// (and whoever can read their environment) have no business with. `extra` adds what a
+/// server needs on purpose (a restored server's restore_command reaches the repository).
 fn run(cmd: &mut Command, run_as: Option<(Uid, Gid)>, cwd: &Path) -> Result<()> {
+    run_with(cmd, run_as, cwd, &[])
+}
+
+/// Variables a server tool keeps from tidemark's environment.
+pub const SERVER_ENV: [&str; 2] = ["PATH", "TZ"];
+
+fn run_with(cmd: &mut Command, run_as: Option<(Uid, Gid)>, cwd: &Path, extra: &[(String, String)]) -> Result<()> {
     use std::os::unix::process::CommandExt;
+    cmd.env_clear();
+    for key in SERVER_ENV {
+        if let Some(value) = std::env::var_os(key) {
+            cmd.env(key, value);
+        }
+    }
+    cmd.envs(extra.iter().map(|(k, v)| (k, v)));
     cmd.current_dir(cwd).stdin(Stdio::null()).env("LC_ALL", "C");
-    if let Some((uid, gid)) = run_as {
-        cmd.uid(uid.as_raw()).gid(gid.as_raw()).env("HOME", cwd).env_remove("PGDATA");
+    match run_as {
+        Some((uid, gid)) => {
+            cmd.uid(uid.as_raw()).gid(gid.as_raw()).env("HOME", cwd);
+        }
+        None => {
+            if let Some(home) = std::env::var_os("HOME") {
+                cmd.env("HOME", home);
+            }
+        }
     }
     let out = cmd.output().map_err(|e| {
         let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Internal };

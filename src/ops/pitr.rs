@@ -471,6 +471,23 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// What the restored server's `restore_command` (`tidemark wal fetch`) needs of tidemark's
+/// environment to reach the repository, and nothing else: the identity and config
+/// variables tidemark reads, the object store's own (`AWS_*`), and the variables the
+/// repository settings name as `env:` secrets. Database passwords, webhook URLs and the
+/// rest stay out of the server's environment.
+fn restore_command_env(core: &Core) -> Vec<(String, String)> {
+    let repository = &core.config.config.repository;
+    let named: Vec<&str> = [&repository.access_key_id, &repository.secret_access_key]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.env_var())
+        .collect();
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("TIDEMARK_") || k.starts_with("AWS_") || named.contains(&k.as_str()))
+        .collect()
+}
+
 /// Starts the restored server and waits until it is promoted. When a WAL file tidemark
 /// could not serve stopped recovery, the error has that failure's kind (a damaged object
 /// is `integrity`, a wrong key `key`): it is not a tidemark bug.
@@ -486,7 +503,8 @@ async fn start_and_wait(core: &Core, pgdata: &Path, spec: &ConnSpec, log: &Path)
 
 async fn start_and_wait_once(core: &Core, pgdata: &Path, spec: &ConnSpec, log: &Path) -> Result<Reached> {
     let (bin_dir, data, log_path) = (core.pg_bin_dir(), pgdata.to_path_buf(), log.to_path_buf());
-    tokio::task::spawn_blocking(move || crate::pgcluster::start_data_dir(bin_dir.as_deref(), &data, &log_path))
+    let env = restore_command_env(core);
+    tokio::task::spawn_blocking(move || crate::pgcluster::start_data_dir(bin_dir.as_deref(), &data, &log_path, &env))
         .await
         .map_err(|e| Error::internal(format!("pg_ctl task: {e}")))?
         .map_err(|e| e.context("starting the restored server"))?;

@@ -86,6 +86,25 @@ fn passwords_stay_out_of_listings_and_errors() {
     assert_eq!(snap.status.code(), Some(ErrorKind::Unavailable.exit_code()));
     let all = format!("{}{}", String::from_utf8_lossy(&snap.stdout), String::from_utf8_lossy(&snap.stderr));
     assert!(!all.contains("hunter2-secret"), "{all}");
+
+    // Issue 11.4: a password parameter in upper case is a password too: never printed,
+    // never handed to sqlx (which logged it with its value); an unknown parameter is
+    // refused by name before anything connects.
+    let upper = "postgres://app@127.0.0.1:1/blog?PASSWORD=hunter3-secret";
+    ok(&tidemark(dir.path(), &["workspace", "add", "blog", "--database-url", upper]));
+    let list = tidemark(dir.path(), &["--json", "workspace", "list"]);
+    assert!(list.status.success() && !String::from_utf8_lossy(&list.stdout).contains("hunter3"));
+    let snap = tidemark(dir.path(), &["snapshot", "create", "--workspace", "blog"]);
+    assert_eq!(snap.status.code(), Some(ErrorKind::Unavailable.exit_code()));
+    let all = format!("{}{}", String::from_utf8_lossy(&snap.stdout), String::from_utf8_lossy(&snap.stderr));
+    assert!(!all.contains("hunter3") && !all.contains("unrecognized connect parameter"), "{all}");
+    let typo =
+        tidemark(dir.path(), &["workspace", "add", "typo", "--database-url", "postgres://app@h/db?pasword=hunter4"]);
+    assert_eq!(typo.status.code(), Some(ErrorKind::Config.exit_code()));
+    let all = format!("{}{}", String::from_utf8_lossy(&typo.stdout), String::from_utf8_lossy(&typo.stderr));
+    assert!(all.contains("\"pasword\"") && !all.contains("hunter4"), "{all}");
+    let config = std::fs::read_to_string(dir.path().join("tidemark.toml")).unwrap();
+    assert!(!config.contains("typo"), "nothing was written for the refused workspace");
 }
 
 #[test]
@@ -154,6 +173,20 @@ async fn stacks_through_the_binary() {
     assert_eq!(shown["content"]["route"], "/checkout");
     let bad = tidemark(dir.path(), &["stacks", "put", "-w", "shop", "job/x", "--file", file.to_str().unwrap()]);
     assert_eq!(bad.status.code(), Some(ErrorKind::Usage.exit_code()));
+
+    // Issue 11.10: a hand-edited hash shorter than the 12 characters shown (or cut inside
+    // a character) panicked `stacks history`.
+    let spec = tidemark::pg::ConnSpec::parse(&cluster.url("shop"), None).unwrap();
+    let mut conn = spec.connect().await.unwrap();
+    sqlx::raw_sql("UPDATE tidemark.stack_changes SET content_sha256 = 'abc' WHERE id = (SELECT min(id) FROM tidemark.stack_changes); \
+                   UPDATE tidemark.stack_changes SET content_sha256 = 'aééééééé' WHERE id = (SELECT max(id) FROM tidemark.stack_changes)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let history = tidemark(dir.path(), &["stacks", "history", "-w", "shop", "api/checkout"]);
+    assert!(history.status.success(), "{}", String::from_utf8_lossy(&history.stderr));
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(text.contains("abc") && text.contains("aééééééé"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -368,3 +368,26 @@ async fn a_drill_past_its_timeout_fails_and_removes_its_throwaway() {
     assert_eq!(check(&report, "timeout").status, CheckStatus::Fail);
     assert!(entries(&scratch).is_empty(), "left: {:?}", entries(&scratch));
 }
+
+/// Issue 11.4: throwaway servers (drills, and every test cluster) inherited tidemark's whole
+/// environment: S3 keys, database password variables, the webhook URL. They now get
+/// PATH, TZ, LC_ALL and HOME, and nothing else of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throwaway_servers_get_a_minimal_environment() {
+    let cluster = tokio::task::spawn_blocking(crate::support::start_cluster).await.unwrap();
+    let pid = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let keys: Vec<String> = environ
+        .split(|b| *b == 0)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| String::from_utf8_lossy(kv).split('=').next().unwrap().to_string())
+        .collect();
+    let ours: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    assert!(ours.len() > 4, "the test runs with an environment of its own: {ours:?}");
+    // pg_ctl starts the server through `sh -c`, which sets PWD; Postgres and pg_ctl set a
+    // few PG* variables of their own.
+    let allowed = ["PATH", "TZ", "LC_ALL", "HOME", "PWD"];
+    let leaked: Vec<&String> = keys.iter().filter(|k| !allowed.contains(&k.as_str()) && ours.contains(k)).collect();
+    assert!(leaked.is_empty(), "tidemark's environment reached the server: {leaked:?} (server has {keys:?})");
+}

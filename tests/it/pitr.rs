@@ -443,7 +443,7 @@ async fn a_failover_is_archived_and_followed() {
     tidemark::pgcluster::hand_over(&standby).unwrap();
     let log = standby.join("standby.log"); // the server user writes it
     let (data, log_path) = (standby.clone(), log.clone());
-    tokio::task::spawn_blocking(move || tidemark::pgcluster::start_data_dir(None, &data, &log_path))
+    tokio::task::spawn_blocking(move || tidemark::pgcluster::start_data_dir(None, &data, &log_path, &[]))
         .await
         .unwrap()
         .unwrap();
