@@ -24,8 +24,8 @@ fn main() {
     }
     let json = cli.json;
     // These handle SIGTERM/SIGINT themselves: the daemon stops gracefully (exit 0), a drill
-    // removes its throwaway first.
-    let handles_signals = is_daemon || matches!(cli.command, cli::Command::Drill(_));
+    // removes its throwaway first, a restore drops the database it created.
+    let handles_signals = is_daemon || matches!(cli.command, cli::Command::Drill(_) | cli::Command::Restore(_));
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -38,13 +38,18 @@ fn main() {
         if handles_signals {
             return cli::run(cli).await;
         }
-        tokio::select! {
+        // SIGTERM like SIGINT: the work is dropped, nothing half-done is committed.
+        let stop = tokio_util::sync::CancellationToken::new();
+        let listener = tokio::spawn(cli::serve::stop_on_signal(stop.clone()));
+        let result = tokio::select! {
             r = cli::run(cli) => r,
-            _ = tokio::signal::ctrl_c() => Err(tidemark::Error::new(
+            _ = stop.cancelled() => Err(tidemark::Error::new(
                 tidemark::ErrorKind::Interrupted,
                 "interrupted: nothing was committed by the interrupted operation",
             )),
-        }
+        };
+        listener.abort();
+        result
     });
     // Let spawned work (uploads, child processes) be dropped before exiting.
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));

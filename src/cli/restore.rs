@@ -2,7 +2,7 @@
 
 use clap::Args;
 use tidemark::Result;
-use tidemark::ops::restore::{RestoreOptions, restore};
+use tidemark::ops::restore::{RestoreOptions, restore_or_stop};
 
 use super::{Global, human_bytes, human_ms};
 
@@ -57,7 +57,12 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         no_media: args.no_media,
         target_password: None,
     };
-    let report = restore(&core, &opts, &global.progress()).await?;
+    // Ctrl-C and SIGTERM stop the restore, which then drops a database it created.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let listener = tokio::spawn(super::serve::stop_on_signal(stop.clone()));
+    let report = restore_or_stop(&core, &opts, &global.progress(), &stop).await;
+    listener.abort();
+    let report = report?;
     if global.json {
         global.print_json(&report);
     } else {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::{Core, jobs_or_default};
 use crate::error::{Error, ErrorKind, Result};
@@ -76,6 +77,19 @@ pub struct RestoreTimings {
 /// `Database`/`Unavailable` from Postgres. A database the restore created is dropped again
 /// when it fails; an existing empty one is left as it is.
 pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) -> Result<RestoreReport> {
+    restore_or_stop(core, opts, progress, &CancellationToken::new()).await
+}
+
+/// [`restore`], stopped when `stop` is cancelled (Ctrl-C, SIGTERM): the work is dropped
+/// and, as after a failure, a database the restore created is dropped again.
+///
+/// Errors: those of [`restore`]; `Interrupted` when stopped.
+pub async fn restore_or_stop(
+    core: &Core,
+    opts: &RestoreOptions,
+    progress: &Progress,
+    stop: &CancellationToken,
+) -> Result<RestoreReport> {
     let clock = Instant::now();
     let workspace = match &opts.workspace {
         Some(w) => w.clone(),
@@ -90,7 +104,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) ->
     let check_ms = clock.elapsed().as_millis() as u64;
 
     let state = database::prepare_target(&target, &manifest.source).await?;
-    let result = async {
+    let work = async {
         database::mark_incomplete(&target, &manifest.id).await?;
         let mut timings = fill(core, &manifest, &target, opts, progress).await?;
         if let Some((media_target, files)) = &media {
@@ -100,8 +114,11 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, progress: &Progress) ->
         }
         database::mark_complete(&target).await?;
         Ok::<_, Error>(timings)
-    }
-    .await;
+    };
+    let result = tokio::select! {
+        r = work => r,
+        _ = stop.cancelled() => Err(Error::new(ErrorKind::Interrupted, "the restore was interrupted")),
+    };
     progress.finish();
     match result {
         Ok(mut timings) => {

@@ -311,6 +311,87 @@ async fn a_killed_snapshot_is_listed_as_aborted() {
     assert_eq!(listed.as_array().unwrap().len(), 0, "a killed snapshot never appears");
 }
 
+/// Issue 11.6: SIGTERM killed `snapshot create` and `restore` with exit 143, and an
+/// interrupted restore left the database it had created. Both now stop on SIGTERM as on
+/// Ctrl-C (exit 130); the restore drops its database first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_snapshot_and_a_restore_and_leaves_nothing() {
+    use nix::sys::signal::{Signal, kill};
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let source = create_database(
+        &cluster,
+        "shop",
+        "CREATE TABLE t (id int PRIMARY KEY, v text); \
+         INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 400000) i; CREATE INDEX ON t (v);",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    ok(&tidemark(dir.path(), &["init", "--repo", dir.path().join("repo").to_str().unwrap()]));
+    ok(&tidemark(dir.path(), &["workspace", "add", "shop", "--database-url", &cluster.url("shop")]));
+    let id =
+        ok(&tidemark(dir.path(), &["--json", "snapshot", "create", "-w", "shop"]))["id"].as_str().unwrap().to_string();
+    let spawn = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["--config", dir.path().join("tidemark.toml").to_str().unwrap()])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut observer = source.connect().await.unwrap();
+
+    // A snapshot held up by a lock on its table, then SIGTERM.
+    let mut blocker = source.connect().await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;").execute(&mut blocker).await.unwrap();
+    let child = spawn(&["snapshot", "create", "-w", "shop"]);
+    let mut waiting = false;
+    for _ in 0..300 {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+        if n > 0 {
+            waiting = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(waiting, "the snapshot never reached the locked table");
+    kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(ErrorKind::Interrupted.exit_code()), "{}", String::from_utf8_lossy(&out.stderr));
+    sqlx::raw_sql("ROLLBACK").execute(&mut blocker).await.unwrap();
+    let listed = ok(&tidemark(dir.path(), &["--json", "snapshot", "list", "-w", "shop"]));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "the interrupted snapshot never appears");
+
+    // A restore into a new database, SIGTERM as soon as the database exists.
+    let child = spawn(&["restore", &id, "--target", &cluster.url("copy")]);
+    let mut created = false;
+    for _ in 0..2000 {
+        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = 'copy'")
+            .fetch_one(&mut observer)
+            .await
+            .unwrap();
+        if n > 0 {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(created, "the restore never created its database");
+    kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(ErrorKind::Interrupted.exit_code()), "{stderr}");
+    assert!(stderr.contains("was dropped again"), "{stderr}");
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = 'copy'")
+        .fetch_one(&mut observer)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the interrupted restore's database is gone");
+}
+
 /// The project's own CI is a restore drill: the demo workspace is snapshotted, restored and
 /// drilled, and the drill's JUnit report is kept in `target/drill-reports/demo.xml`.
 #[test]

@@ -237,10 +237,27 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     assert!(past.message().contains(&victim), "{}", past.message());
 }
 
+/// A 1 MiB WAL segment file filled with `fill` after the first page header Postgres writes
+/// (which `wal fetch` checks against the name).
 fn segment_file(dir: &Path, name: &str, fill: u8) -> std::path::PathBuf {
     let path = dir.join(name);
-    std::fs::write(&path, vec![fill; 1 << 20]).unwrap();
+    std::fs::write(&path, segment_bytes(name, fill)).unwrap();
     path
+}
+
+fn segment_bytes(name: &str, fill: u8) -> Vec<u8> {
+    const SIZE: u64 = 1 << 20;
+    let mut bytes = vec![fill; SIZE as usize];
+    if let Ok(seg) = tidemark::wal::Segment::parse(name.trim_end_matches(".partial"), SIZE) {
+        bytes[..40].fill(0);
+        bytes[..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        bytes[2..4].copy_from_slice(&2u16.to_le_bytes()); // XLP_LONG_HEADER
+        bytes[4..8].copy_from_slice(&seg.timeline.to_le_bytes());
+        bytes[8..16].copy_from_slice(&seg.start(SIZE).0.to_le_bytes());
+        bytes[32..36].copy_from_slice(&(SIZE as u32).to_le_bytes());
+        bytes[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    }
+    bytes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -348,13 +365,13 @@ async fn wal_fetch_reads_ahead_into_a_spool() {
     };
 
     let (prefetched, content) = fetch(&names[0]);
-    assert_eq!((prefetched, content), (false, vec![1u8; 1 << 20]), "the first one is downloaded");
+    assert_eq!((prefetched, content), (false, segment_bytes(&names[0], 1)), "the first one is downloaded");
     for name in &names[1..4] {
         wait_for(name);
     }
     std::fs::remove_dir_all(w.repo_dir().join("workspaces/shop/wal/00000001").join(&names[1])).unwrap();
     let (prefetched, content) = fetch(&names[1]);
-    assert_eq!((prefetched, content), (true, vec![2u8; 1 << 20]), "served from the spool");
+    assert_eq!((prefetched, content), (true, segment_bytes(&names[1], 2)), "served from the spool");
     assert!(!spool.join(&names[1]).exists(), "moved, not copied");
     wait_for(&names[4]); // the read-ahead follows the request
 
