@@ -75,6 +75,9 @@ pub async fn run(global: &Global, cmd: CatalogCommand) -> Result<()> {
                     report.schedules_set,
                     report.drills_added
                 );
+                for d in &report.damaged {
+                    eprintln!("warning: snapshot {} was not recorded: {}", d.id, d.problem);
+                }
             }
             Ok(())
         }

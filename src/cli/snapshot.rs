@@ -108,7 +108,10 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                         s.tables.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
                         s.rows.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
                         s.stored_bytes.map(human_bytes).unwrap_or_else(|| "?".into()),
-                        s.note.unwrap_or_default()
+                        match &s.problem {
+                            Some(problem) => format!("DAMAGED: {problem}"),
+                            None => s.note.clone().unwrap_or_default(),
+                        }
                     );
                 }
                 if !core.has_identities() {

@@ -20,6 +20,9 @@ pub struct RebuildReport {
     pub schedules_set: usize,
     /// Drill reports the catalog did not know, now recorded.
     pub drills_added: usize,
+    /// Snapshots whose manifest cannot be read (`<workspace>/<id>`): not recorded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<crate::repo::Damaged>,
 }
 
 /// Opens the catalog named by the config (creating it if missing).
@@ -57,12 +60,14 @@ pub async fn rebuild(core: &Core) -> Result<RebuildReport> {
         jobs_added: 0,
         schedules_set: 0,
         drills_added: 0,
+        damaged: Vec::new(),
     };
     for workspace in &workspaces {
-        let mut manifests = Vec::new();
-        for id in core.repo.list_snapshot_ids(workspace).await? {
-            manifests.push(core.repo.read_manifest(workspace, &id, &identities).await?);
-        }
+        let read = core.repo.read_manifests(workspace, &identities).await?;
+        let manifests = read.items;
+        report.damaged.extend(
+            read.damaged.into_iter().map(|d| crate::repo::Damaged { id: format!("{workspace}/{}", d.id), ..d }),
+        );
         report.snapshots += manifests.len();
         for m in &manifests {
             let job = NewJob {

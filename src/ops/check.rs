@@ -104,7 +104,11 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
         }
     }
 
-    let bases = base::list(&core.repo, &identities, workspace).await?;
+    let read = base::read_all(&core.repo, &identities, workspace).await?;
+    for d in &read.damaged {
+        problems.push(format!("base backup {}: its manifest cannot be read: {}", d.id, d.problem));
+    }
+    let bases = read.items;
     for b in &bases {
         objects_checked += 1;
         let key = layout::base_tar(workspace, &b.id);

@@ -293,16 +293,28 @@ fn load_assertions(core: &Core, ws: &WorkspaceConfig) -> Result<Vec<Assertion>> 
     Ok(out)
 }
 
+/// The snapshot named, or the newest one whose manifest can be read ("latest"): a damaged
+/// newer manifest is logged (`check` reports it as a problem) and the drill proves the
+/// newest snapshot that can restore.
 async fn snapshot_to_drill(core: &Core, workspace: &str, id: &Option<String>) -> Result<Manifest> {
-    let id = match id.as_deref() {
-        Some(id) if id != "latest" => id.to_string(),
-        _ => core.repo.list_snapshot_ids(workspace).await?.into_iter().max().ok_or_else(|| {
-            Error::not_found(format!(
-                "workspace {workspace} has no snapshot to drill; take one with `tidemark snapshot create`"
-            ))
-        })?,
-    };
-    super::snapshot::show(core, &id, Some(workspace)).await
+    if let Some(id) = id.as_deref().filter(|id| *id != "latest") {
+        return super::snapshot::show(core, id, Some(workspace)).await;
+    }
+    let read = core.repo.read_manifests(workspace, &core.identities()?).await?;
+    let newest = read.items.into_iter().max_by(|a, b| a.id.cmp(&b.id)).ok_or_else(|| {
+        let damaged = if read.damaged.is_empty() {
+            String::new()
+        } else {
+            format!(" that can be read ({} damaged: `tidemark check --workspace {workspace}`)", read.damaged.len())
+        };
+        Error::not_found(format!(
+            "workspace {workspace} has no snapshot{damaged} to drill; take one with `tidemark snapshot create`"
+        ))
+    })?;
+    for d in read.damaged.iter().filter(|d| d.id > newest.id) {
+        tracing::warn!(workspace, snapshot = %d.id, problem = %d.problem, "a newer snapshot's manifest cannot be read; drilling {}", newest.id);
+    }
+    Ok(newest)
 }
 
 /// Stops and removes the throwaway.

@@ -36,10 +36,17 @@ pub(crate) struct Physical {
 }
 
 impl Physical {
+    /// A base backup whose manifest cannot be read is left out (logged; `check` reports
+    /// it), so an older good one still serves.
+    ///
     /// Errors: `Key` without the identity (manifests and history files are encrypted),
     /// `Integrity` for a damaged history file, `Unavailable` for the store.
     pub async fn load(core: &Core, identities: &Identities, workspace: &str) -> Result<Physical> {
-        let bases = base::list(&core.repo, identities, workspace).await?;
+        let read = base::read_all(&core.repo, identities, workspace).await?;
+        for d in &read.damaged {
+            tracing::warn!(workspace, base_backup = %d.id, problem = %d.problem, "a base backup's manifest cannot be read; it is left out");
+        }
+        let bases = read.items;
         let archived = archive::list(&core.repo, workspace).await?;
         let histories = archive::histories(&core.repo, identities, workspace, &archived).await?;
         Ok(Physical { bases, archived, histories })

@@ -54,6 +54,10 @@ pub struct PruneReport {
     pub pitr: PitrPruneReport,
     /// Restore drill reports older than the longest `keep-within` (the newest ten stay).
     pub drill_reports_deleted: u64,
+    /// Snapshots whose manifest cannot be read: kept, and while there are any, no media
+    /// are collected.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<crate::repo::Damaged>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -65,6 +69,10 @@ pub struct PitrPruneReport {
     /// WAL files retention would delete but that are younger than the grace period.
     pub wal_files_in_grace: u64,
     pub oldest_wal_kept: Option<String>,
+    /// Base backups whose manifest cannot be read: kept, and while there are any, no WAL
+    /// is deleted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged: Vec<crate::repo::Damaged>,
 }
 
 /// The policies that apply to a workspace: its `schedules` names (default: all) from the
@@ -161,11 +169,13 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     };
     let identities = core.identities()?;
     let pins = pinned(core, &opts.workspace).await?;
-    let ids = core.repo.list_snapshot_ids(&opts.workspace).await?;
-    let mut manifests = BTreeMap::new();
-    for id in &ids {
-        manifests.insert(id.clone(), core.repo.read_manifest(&opts.workspace, id, &identities).await?);
-    }
+    // A manifest that cannot be read is never deleted, never counted as a kept snapshot,
+    // and its folder is no garbage; while one exists, no media are collected (what it
+    // references is unknown).
+    let read = core.repo.read_manifests(&opts.workspace, &identities).await?;
+    let damaged: HashSet<String> = read.damaged.iter().map(|d| d.id.clone()).collect();
+    let manifests: BTreeMap<String, crate::repo::manifest::Manifest> =
+        read.items.into_iter().map(|m| (m.id.clone(), m)).collect();
     let candidates: Vec<Candidate> = manifests
         .values()
         .map(|m| Candidate { id: m.id.clone(), kind: m.kind, taken_at: m.started_at, pinned: pins.contains(&m.id) })
@@ -173,7 +183,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     let retention_of = |kind: SnapshotKind| -> Option<(Retention, chrono_tz::Tz)> {
         policies.iter().find(|p| p.kind == Some(kind)).map(|p| (p.retention.clone(), p.time_zone))
     };
-    let decisions = retention::select(&candidates, retention_of, opts.as_of.unwrap_or_else(chrono::Utc::now));
+    let mut decisions = retention::select(&candidates, retention_of, opts.as_of.unwrap_or_else(chrono::Utc::now));
     // Garbage ages are compared with the objects' own (real) modification times.
     let now = chrono::Utc::now();
 
@@ -181,15 +191,26 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     let mut report = PruneReport {
         workspace: opts.workspace.clone(),
         dry_run: opts.dry_run,
-        decisions: decisions.clone(),
+        decisions: Vec::new(),
         deleted_objects: 0,
         deleted_bytes: 0,
         garbage_objects: 0,
         garbage_in_grace: 0,
         pitr: PitrPruneReport::default(),
         drill_reports_deleted: 0,
+        damaged: Vec::new(),
     };
-    let doomed: HashSet<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.as_str()).collect();
+    let doomed: HashSet<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.clone()).collect();
+    for d in &read.damaged {
+        decisions.push(Decision {
+            id: d.id.clone(),
+            keep: true,
+            reasons: vec![format!("its manifest cannot be read, so nothing decides about it: {}", d.problem)],
+        });
+    }
+    decisions.sort_by(|a, b| a.id.cmp(&b.id));
+    report.decisions = decisions;
+    report.damaged = read.damaged.clone();
     for id in &doomed {
         let manifest = layout::manifest(&opts.workspace, id);
         if !opts.dry_run {
@@ -211,7 +232,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     let mut writing_now = false;
     for (id, objects) in &by_snapshot {
         let committed = manifests.contains_key(id) && !doomed.contains(id.as_str());
-        if committed {
+        if committed || damaged.contains(id) {
             continue;
         }
         let garbage = !manifests.contains_key(id);
@@ -247,7 +268,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         if referenced.contains(&sha) {
             continue;
         }
-        if writing_now || now.signed_duration_since(o.last_modified) < grace {
+        if writing_now || !damaged.is_empty() || now.signed_duration_since(o.last_modified) < grace {
             report.garbage_in_grace += 1;
             continue;
         }
@@ -333,10 +354,16 @@ async fn prune_pitr(
         Some(w) => chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX),
         None => policies.iter().filter_map(|p| p.retention.keep_within).max().unwrap_or(chrono::Duration::days(3)),
     };
-    let bases = base::list(&core.repo, identities, &opts.workspace).await?;
+    let read = base::read_all(&core.repo, identities, &opts.workspace).await?;
+    let bases = read.items;
     let archived = archive::list(&core.repo, &opts.workspace).await?;
-    let plan = crate::wal::retention::plan(&bases, &archived, window, as_of);
+    let mut plan = crate::wal::retention::plan(&bases, &archived, window, as_of);
+    if !read.damaged.is_empty() {
+        // What WAL a base backup that cannot be read needs is unknown: none is deleted.
+        plan.wal_files.clear();
+    }
     let mut report = PitrPruneReport {
+        damaged: read.damaged.clone(),
         window: humantime::format_duration(window.to_std().unwrap_or_default()).to_string(),
         oldest_wal_kept: plan.oldest_wal_kept.clone(),
         ..Default::default()
@@ -361,7 +388,8 @@ async fn prune_pitr(
         report.wal_files_deleted += 1;
     }
     // A base backup that never committed (crashed) leaves a tar without a manifest.
-    let committed: HashSet<&str> = bases.iter().map(|b| b.id.as_str()).collect();
+    let committed: HashSet<&str> =
+        bases.iter().map(|b| b.id.as_str()).chain(read.damaged.iter().map(|d| d.id.as_str())).collect();
     let listing: Vec<_> = store.list(Some(&layout::base_backups(&opts.workspace))).try_collect().await?;
     for meta in listing {
         let id = meta.location.parts().nth(3).map(|p| p.as_ref().to_string()).unwrap_or_default();

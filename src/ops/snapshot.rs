@@ -374,9 +374,31 @@ pub struct SnapshotSummary {
     pub media_new_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Set when the manifest is in the repository but cannot be read (damaged): the
+    /// snapshot cannot be restored, and retention never deletes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 impl SnapshotSummary {
+    /// A snapshot whose manifest cannot be read (or, without an identity, is not read).
+    fn unread(id: String, workspace: &str, problem: Option<String>) -> SnapshotSummary {
+        SnapshotSummary {
+            id,
+            workspace: workspace.to_string(),
+            kind: None,
+            note: None,
+            finished_at: None,
+            tables: None,
+            rows: None,
+            stored_bytes: None,
+            media_files: None,
+            media_new_bytes: None,
+            warnings: Vec::new(),
+            problem,
+        }
+    }
+
     pub fn of(manifest: &Manifest) -> SnapshotSummary {
         SnapshotSummary {
             id: manifest.id.clone(),
@@ -390,43 +412,28 @@ impl SnapshotSummary {
             media_files: manifest.media.as_ref().map(|m| m.files.len()),
             media_new_bytes: manifest.media.as_ref().map(|m| m.new_bytes),
             warnings: manifest.warnings.clone(),
+            problem: None,
         }
     }
 }
 
 /// The committed snapshots of a workspace, oldest first. Without an identity only ids are
-/// known (everything else is encrypted).
+/// known (everything else is encrypted). A snapshot whose manifest cannot be read is
+/// listed with its `problem`.
 ///
-/// Errors: `Unavailable` for an unreachable store; `Key`/`Integrity` for manifests that
-/// cannot be read with the configured identity.
+/// Errors: `Unavailable` for an unreachable store; `Key` when no manifest can be read
+/// with the configured identity.
 pub async fn list(core: &Core, workspace: &str) -> Result<Vec<SnapshotSummary>> {
     crate::config::validate_workspace_name(workspace)?;
-    let ids = core.repo.list_snapshot_ids(workspace).await?;
     if !core.has_identities() {
-        return Ok(ids
-            .into_iter()
-            .map(|id| SnapshotSummary {
-                id,
-                workspace: workspace.to_string(),
-                kind: None,
-                note: None,
-                finished_at: None,
-                tables: None,
-                rows: None,
-                stored_bytes: None,
-                media_files: None,
-                media_new_bytes: None,
-                warnings: Vec::new(),
-            })
-            .collect());
+        let ids = core.repo.list_snapshot_ids(workspace).await?;
+        return Ok(ids.into_iter().map(|id| SnapshotSummary::unread(id, workspace, None)).collect());
     }
-    let identities = &core.identities()?;
-    let manifests = futures::stream::iter(ids)
-        .map(|id| async move { core.repo.read_manifest(workspace, &id, identities).await })
-        .buffered(8)
-        .collect::<Vec<_>>()
-        .await;
-    manifests.into_iter().map(|m| m.map(|m| SnapshotSummary::of(&m))).collect()
+    let read = core.repo.read_manifests(workspace, &core.identities()?).await?;
+    let mut out: Vec<SnapshotSummary> = read.items.iter().map(SnapshotSummary::of).collect();
+    out.extend(read.damaged.into_iter().map(|d| SnapshotSummary::unread(d.id, workspace, Some(d.problem))));
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
 }
 
 /// One snapshot's manifest. `workspace` may be omitted: the repository is searched.

@@ -260,6 +260,25 @@ impl Repository {
         Ok(manifest)
     }
 
+    /// Every committed snapshot's manifest of a workspace, oldest first, and the ones that
+    /// cannot be read (see [`sort_out`]): one damaged manifest must not hide the others.
+    ///
+    /// Errors: `Key` when no manifest can be read with the identity; `Unavailable` for
+    /// the store.
+    pub async fn read_manifests(&self, workspace: &str, identities: &Identities) -> Result<Readable<Manifest>> {
+        use futures::StreamExt;
+        let ids = self.list_snapshot_ids(workspace).await?;
+        let read: Vec<(String, Result<Manifest>)> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let manifest = self.read_manifest(workspace, &id, identities).await;
+                (id, manifest)
+            })
+            .buffered(8)
+            .collect()
+            .await;
+        sort_out(read)
+    }
+
     /// The workspaces that have anything in the repository.
     pub async fn list_workspaces(&self) -> Result<Vec<String>> {
         let listing = self.store.list_with_delimiter(Some(&layout::workspaces())).await?;
@@ -301,4 +320,37 @@ impl Repository {
             self.url
         )))
     }
+}
+
+/// Records that were read, and those that could not be (named, with the problem).
+#[derive(Debug)]
+pub struct Readable<T> {
+    pub items: Vec<T>,
+    pub damaged: Vec<Damaged>,
+}
+
+/// A manifest (or other record) that is in the repository but cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Damaged {
+    pub id: String,
+    pub problem: String,
+}
+
+/// Sorts read records into the good and the damaged. A record that fails verification
+/// (`Integrity`), or that no identity opens while others open (`Key`: damaged, or written
+/// for other keys), is damaged; when *no* record opens with the identity the identity is
+/// wrong, and that is the error. Any other error (the store) is returned.
+pub fn sort_out<T>(read: Vec<(String, Result<T>)>) -> Result<Readable<T>> {
+    let opened = read.iter().any(|(_, r)| r.is_ok());
+    let mut out = Readable { items: Vec::new(), damaged: Vec::new() };
+    for (id, r) in read {
+        match r {
+            Ok(item) => out.items.push(item),
+            Err(e) if e.kind() == ErrorKind::Integrity || (e.kind() == ErrorKind::Key && opened) => {
+                out.damaged.push(Damaged { id, problem: e.report() });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }

@@ -244,23 +244,44 @@ pub async fn take(
     Ok(manifest)
 }
 
-/// Every committed base backup of a workspace, oldest first.
+/// Every committed base backup of a workspace whose manifest can be read, oldest first
+/// (damaged ones are left out: [`read_all`] names them).
 ///
-/// Errors: `Key` for a wrong identity, `Integrity` for a damaged manifest.
+/// Errors: `Key` when no manifest opens with the identity, `Unavailable` for the store.
 pub async fn list(repo: &Repository, identities: &Identities, workspace: &str) -> Result<Vec<BaseManifest>> {
+    Ok(read_all(repo, identities, workspace).await?.items)
+}
+
+/// Every committed base backup's manifest, sorted by end LSN, and those that cannot be
+/// read (damaged; see [`crate::repo::sort_out`]): one damaged manifest must not block a
+/// restore from another base backup.
+///
+/// Errors: `Key` when no manifest opens with the identity, `Unavailable` for the store.
+pub async fn read_all(
+    repo: &Repository,
+    identities: &Identities,
+    workspace: &str,
+) -> Result<crate::repo::Readable<BaseManifest>> {
     let listed: Vec<_> = repo.store().list(Some(&layout::base_backups(workspace))).try_collect().await?;
-    let mut out = Vec::new();
+    let mut read = Vec::new();
     for meta in listed.iter().filter(|m| m.location.filename() == Some("manifest.json.age")) {
-        let stored = repo.store().get(&meta.location).await?.bytes().await?;
-        let plain = decrypt_small(&stored, identities, &format!("base backup manifest {}", meta.location))?;
-        let manifest: BaseManifest = serde_json::from_slice(&plain)
-            .map_err(|e| Error::integrity(format!("the base backup manifest {} is malformed: {e}", meta.location)))?;
-        if layout::base_manifest(workspace, &manifest.id) != meta.location {
-            return Err(Error::integrity(format!("{} describes another base backup: it was moved", meta.location)));
+        let id = meta.location.parts().nth(3).map(|p| p.as_ref().to_string()).unwrap_or_default();
+        let manifest = async {
+            let stored = repo.store().get(&meta.location).await?.bytes().await?;
+            let plain = decrypt_small(&stored, identities, &format!("base backup manifest {}", meta.location))?;
+            let manifest: BaseManifest = serde_json::from_slice(&plain).map_err(|e| {
+                Error::integrity(format!("the base backup manifest {} is malformed: {e}", meta.location))
+            })?;
+            if layout::base_manifest(workspace, &manifest.id) != meta.location {
+                return Err(Error::integrity(format!("{} describes another base backup: it was moved", meta.location)));
+            }
+            Ok(manifest)
         }
-        out.push(manifest);
+        .await;
+        read.push((id, manifest));
     }
-    out.sort_by_key(|m| m.end_lsn);
+    let mut out = crate::repo::sort_out(read)?;
+    out.items.sort_by_key(|m| m.end_lsn);
     Ok(out)
 }
 

@@ -223,3 +223,61 @@ async fn a_missing_identity_file_blocks_reading_but_never_backups() {
     assert_eq!(err.kind(), ErrorKind::Key);
     assert!(err.message().contains("gone.txt"), "{}", err.message());
 }
+
+/// Issue 11.7: one corrupted manifest made `snapshot list`, `prune` (even a dry run),
+/// `catalog rebuild` and a default drill fail for the whole workspace. They now name it
+/// and carry on; retention never deletes it, nor counts it as a kept snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_manifest_is_named_and_the_rest_still_works() {
+    use tidemark::ops::drill::{DrillOptions, DrillSource, drill};
+    use tidemark::ops::prune::{PruneOptions, prune};
+    let (mut w, first) = world_with_snapshot().await;
+    let mut ids = vec![first.id.clone()];
+    for _ in 0..2 {
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // ids sort by second
+        ids.push(crate::support::snapshot_shop(&w.core).await.unwrap().id);
+    }
+    // The newest one's manifest is damaged.
+    let manifest = w.repo_dir().join("workspaces/shop/snapshots").join(&ids[2]).join("manifest.json.age");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let last = bytes.len() - 20;
+    bytes[last] ^= 0x55;
+    std::fs::write(&manifest, bytes).unwrap();
+
+    let list = snapshot::list(&w.core, "shop").await.unwrap();
+    assert_eq!(list.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), ids);
+    assert!(list[..2].iter().all(|s| s.problem.is_none() && s.rows.is_some()));
+    assert!(list[2].problem.as_deref().is_some_and(|p| p.contains(&ids[2])), "{:?}", list[2]);
+
+    // Retention would keep only the newest: the damaged one does not count as it.
+    let schedules = w.dir.path().join("schedules");
+    std::fs::create_dir_all(&schedules).unwrap();
+    std::fs::write(schedules.join("manual.toml"), "kind = \"manual\"\n[retention]\nkeep-last = 1\n").unwrap();
+    w.core.config.config.schedules_dir = Some(schedules);
+    let opts =
+        |dry_run| PruneOptions { workspace: "shop".into(), dry_run, grace: std::time::Duration::ZERO, as_of: None };
+    let dry = prune(&w.core, &opts(true)).await.unwrap();
+    let verdict: Vec<(String, bool)> = dry.decisions.iter().map(|d| (d.id.clone(), d.keep)).collect();
+    assert_eq!(verdict, vec![(ids[0].clone(), false), (ids[1].clone(), true), (ids[2].clone(), true)]);
+    assert_eq!(dry.damaged.len(), 1);
+    assert!(dry.decisions[2].reasons[0].contains("cannot be read"), "{:?}", dry.decisions[2]);
+    prune(&w.core, &opts(false)).await.unwrap();
+    assert!(manifest.exists(), "what cannot be read is never deleted");
+    assert!(std::fs::read_dir(manifest.parent().unwrap()).unwrap().count() > 1, "nor its objects");
+    let left: Vec<String> = snapshot::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(left, ids[1..]);
+
+    let rebuilt = tidemark::ops::catalog::rebuild(&w.core).await.unwrap();
+    assert_eq!(rebuilt.snapshots, 1);
+    assert_eq!(rebuilt.damaged.len(), 1);
+    assert!(rebuilt.damaged[0].id.ends_with(&ids[2]));
+
+    // A default drill proves the newest snapshot that can restore.
+    w.core.config.config.drill.scratch_dir = Some(w.dir.path().join("drills"));
+    let report =
+        drill(&w.core, &DrillOptions::new("shop", DrillSource::Snapshot(None)), &Default::default()).await.unwrap();
+    assert!(report.passed, "{:#?}", report.checks);
+    assert_eq!(report.source, ids[1]);
+    let checked = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(checked.problems.iter().any(|p| p.contains(&ids[2])), "{:?}", checked.problems);
+}

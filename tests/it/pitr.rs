@@ -621,15 +621,36 @@ async fn prune_drops_base_backups_and_wal_outside_the_window_and_the_rest_still_
     commit_marker(&source, "b").await;
     archive_everything(&source, &w.core).await;
     let before = archive::list(&w.core.repo, "shop").await.unwrap();
-
-    // A month later with a one-day window: the old base backup and the WAL only it needed
-    // go; the newest base backup stays (it is the newest) with everything after it.
     let opts = tidemark::ops::prune::PruneOptions {
         workspace: "shop".into(),
         dry_run: false,
         grace: Duration::ZERO,
         as_of: Some(Utc::now() + chrono::Duration::days(30)),
     };
+
+    // Issue 11.7: the newer base backup's manifest damaged. It blocked every restore; now
+    // the older base backup serves, `check` names it, and prune deletes neither it nor any
+    // WAL (what it needs is unknown).
+    let manifest = w.repo_dir().join("workspaces/shop/base").join(&newer.id).join("manifest.json.age");
+    let good = std::fs::read(&manifest).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() - 10;
+    bad[at] ^= 0x20;
+    std::fs::write(&manifest, bad).unwrap();
+    assert_eq!(markers_after_restore(&w, Target::Latest).await, set(&["a", "b"]), "from the older base backup");
+    let check = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(check.problems.iter().any(|p| p.contains(&newer.id)), "{:?}", check.problems);
+    let report = tidemark::ops::prune::prune(&w.core, &opts).await.unwrap();
+    assert_eq!(report.pitr.damaged.len(), 1);
+    assert_eq!((report.pitr.base_backups_deleted.len(), report.pitr.wal_files_deleted), (0, 0));
+    assert!(
+        manifest.exists()
+            && w.repo_dir().join("workspaces/shop/base").join(&newer.id).join("base.tar.zst.age").exists()
+    );
+    std::fs::write(&manifest, good).unwrap();
+
+    // A month later with a one-day window: the old base backup and the WAL only it needed
+    // go; the newest base backup stays (it is the newest) with everything after it.
     let report = tidemark::ops::prune::prune(&w.core, &opts).await.unwrap();
     assert_eq!(report.pitr.base_backups_deleted, vec![old.id.clone()]);
     let first_kept = tidemark::wal::Segment::of(newer.timeline, newer.start_lsn, newer.wal_segment_size);
