@@ -51,7 +51,9 @@ fn main() {
         listener.abort();
         result
     });
-    // Let spawned work (uploads, child processes) be dropped before exiting.
+    // Uploads an interrupted or failed command left unfinished are aborted (no staging
+    // file, no incomplete multipart upload stays behind); then spawned work is dropped.
+    runtime.block_on(tidemark::pipeline::finish_aborts(std::time::Duration::from_secs(10)));
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     if let Err(e) = result {
         if json && !e.is_result_printed() {

@@ -178,6 +178,17 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
         }
     }
     objects_checked += archived.len() as u64;
+    // Uploads a killed process never finished, older than prune's default grace period
+    // (younger ones may still be under way).
+    let grace = chrono::Duration::from_std(super::prune::DEFAULT_GRACE).unwrap_or_default();
+    for stale in core.repo.stale_uploads(&layout::workspace(workspace), chrono::Utc::now() - grace)? {
+        problems.push(format!(
+            "{}: an upload that never completed ({} bytes, last written {}); `tidemark prune` removes it",
+            stale.file.display(),
+            stale.size,
+            stale.modified.to_rfc3339()
+        ));
+    }
     Ok(CheckReport {
         workspace: workspace.to_string(),
         snapshots: ids.len(),

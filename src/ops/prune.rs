@@ -50,6 +50,9 @@ pub struct PruneReport {
     pub garbage_objects: u64,
     /// Garbage still inside the grace period, left for a later prune.
     pub garbage_in_grace: u64,
+    /// Staging files of uploads that never completed (a killed snapshot, WAL push or base
+    /// backup in a local repository), older than the grace period.
+    pub unfinished_uploads_deleted: u64,
     /// Base backups and WAL outside the point-in-time window.
     pub pitr: PitrPruneReport,
     /// Restore drill reports older than the longest `keep-within` (the newest ten stay).
@@ -196,6 +199,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         deleted_bytes: 0,
         garbage_objects: 0,
         garbage_in_grace: 0,
+        unfinished_uploads_deleted: 0,
         pitr: PitrPruneReport::default(),
         drill_reports_deleted: 0,
         damaged: Vec::new(),
@@ -278,6 +282,15 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         report.deleted_objects += 1;
         report.deleted_bytes += o.size;
         report.garbage_objects += 1;
+    }
+    // Staging files of uploads a killed process never finished (a local repository).
+    let unfinished_before = now - grace;
+    for stale in core.repo.stale_uploads(&layout::workspace(&opts.workspace), unfinished_before)? {
+        if !opts.dry_run {
+            core.repo.remove_stale_upload(&stale)?;
+        }
+        report.unfinished_uploads_deleted += 1;
+        report.deleted_bytes += stale.size;
     }
     let as_of = opts.as_of.unwrap_or(now);
     report.pitr = prune_pitr(core, opts, &policies, &identities, as_of, grace, now).await?;

@@ -115,13 +115,14 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
     let schema = {
         let (dest, spec, bin_dir) = (dest.clone(), spec.clone(), bin_dir.clone());
         let snapshot_name = session.snapshot_name.clone();
-        tokio::spawn(async move {
+        // Aborted when dropped (an interrupted snapshot), so its uploads are aborted too.
+        tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let t = Instant::now();
             let pre = dump_schema(&dest, &spec, bin_dir.as_deref(), &snapshot_name, Section::PreData);
             let post = dump_schema(&dest, &spec, bin_dir.as_deref(), &snapshot_name, Section::PostData);
             let (pre, post) = futures::try_join!(pre, post)?;
             Ok::<_, Error>((pre, post, t.elapsed().as_millis() as u64))
-        })
+        }))
     };
 
     let data_clock = Instant::now();

@@ -64,6 +64,8 @@ pub struct ObjectWriter {
     batch: Vec<u8>,
     upload: Upload,
     repo: Repository,
+    /// Held while a multipart upload is open: [`finish_aborts`] waits for it.
+    in_flight: Option<tokio_util::task::task_tracker::TaskTrackerToken>,
 }
 
 impl ObjectWriter {
@@ -86,6 +88,7 @@ impl ObjectWriter {
             batch: Vec::with_capacity(BATCH_SIZE),
             upload: Upload::Buffered(Vec::new()),
             repo: repo.clone(),
+            in_flight: None,
         })
     }
 
@@ -131,6 +134,7 @@ impl ObjectWriter {
             }
         };
         if start_multipart {
+            self.in_flight = Some(ABORTS.token());
             let upload = self.store.put_multipart(&self.path).await.map_err(|e| self.store_error(e))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
             if let Upload::Buffered(buf) = &self.upload {
@@ -180,7 +184,47 @@ impl ObjectWriter {
             let _ = writer.abort().await;
         }
     }
+}
 
+/// Aborts of multipart uploads whose writer was dropped unfinished (an interrupted or
+/// failed snapshot, a job stopped by the daemon). [`finish_aborts`] waits for them.
+static ABORTS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+impl Drop for ObjectWriter {
+    /// A started multipart upload that is neither finished nor aborted would stay in the
+    /// store (a `<object>#N` staging file, an incomplete S3 upload): it is aborted in the
+    /// background.
+    fn drop(&mut self) {
+        let Upload::Multipart(writer) = std::mem::replace(&mut self.upload, Upload::Buffered(Vec::new())) else {
+            return;
+        };
+        let (path, in_flight) = (self.path.clone(), self.in_flight.take());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = writer.abort().await {
+                        tracing::warn!(object = %path, error = %e, "could not abort an unfinished upload; prune collects it");
+                    }
+                    drop(in_flight);
+                });
+            }
+            Err(_) => tracing::warn!(object = %path, "an unfinished upload was left; prune collects it"),
+        }
+    }
+}
+
+/// Waits (up to `limit`) until no multipart upload is open any more (the tasks of an
+/// interrupted command are being dropped, their uploads aborted): called before the
+/// process exits, so an interrupted command leaves no upload behind.
+pub async fn finish_aborts(limit: std::time::Duration) {
+    ABORTS.close();
+    if tokio::time::timeout(limit, ABORTS.wait()).await.is_err() {
+        tracing::warn!("unfinished uploads are still being aborted; prune collects what is left");
+    }
+}
+
+impl ObjectWriter {
     fn store_error(&self, e: object_store::Error) -> Error {
         Error::from(e).context(format!("uploading {}", self.path))
     }

@@ -38,6 +38,11 @@ pub fn workspaces() -> Path {
     Path::from("workspaces")
 }
 
+/// `workspaces/<ws>/`: everything of one workspace.
+pub fn workspace(workspace: &str) -> Path {
+    Path::from_iter(["workspaces", workspace])
+}
+
 /// `workspaces/<ws>/snapshots/`: one common prefix per snapshot id below it.
 pub fn snapshots(workspace: &str) -> Path {
     Path::from_iter(["workspaces", workspace, "snapshots"])

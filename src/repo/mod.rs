@@ -279,6 +279,56 @@ impl Repository {
         sort_out(read)
     }
 
+    /// Leftovers of uploads that never completed below `prefix` and were last written
+    /// before `older_than`: in a local repository, object_store's staging files
+    /// (`<object>#<n>`), which a process killed mid-upload leaves and which no listing
+    /// shows. (An S3 bucket's incomplete multipart uploads cannot be listed through
+    /// object_store: a bucket lifecycle rule removes those; see README.)
+    ///
+    /// Errors: `Unavailable` when the folder cannot be read.
+    pub fn stale_uploads(&self, prefix: &Path, older_than: chrono::DateTime<chrono::Utc>) -> Result<Vec<StaleUpload>> {
+        let Some(root) = &self.local_root else { return Ok(Vec::new()) };
+        let mut dir = root.clone();
+        for part in prefix.parts() {
+            dir.push(part.as_ref());
+        }
+        let mut out = Vec::new();
+        let mut pending = vec![dir];
+        while let Some(dir) = pending.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for entry in entries {
+                let entry = entry?;
+                let meta = entry.metadata()?;
+                if meta.is_dir() {
+                    pending.push(entry.path());
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let staging = name.rsplit_once('#').is_some_and(|(object, n)| {
+                    !object.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+                });
+                let modified = meta.modified().map(chrono::DateTime::<chrono::Utc>::from).unwrap_or_default();
+                if staging && modified < older_than {
+                    out.push(StaleUpload { file: entry.path(), size: meta.len(), modified });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.file.cmp(&b.file));
+        Ok(out)
+    }
+
+    /// Removes a leftover found by [`Repository::stale_uploads`] (gone already is fine).
+    pub fn remove_stale_upload(&self, stale: &StaleUpload) -> Result<()> {
+        match std::fs::remove_file(&stale.file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
     /// The workspaces that have anything in the repository.
     pub async fn list_workspaces(&self) -> Result<Vec<String>> {
         let listing = self.store.list_with_delimiter(Some(&layout::workspaces())).await?;
@@ -353,4 +403,12 @@ pub fn sort_out<T>(read: Vec<(String, Result<T>)>) -> Result<Readable<T>> {
         }
     }
     Ok(out)
+}
+
+/// The staging file of an upload that never completed.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaleUpload {
+    pub file: PathBuf,
+    pub size: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
 }

@@ -188,3 +188,105 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         if path.is_dir() { copy_tree(&path, &target) } else { std::fs::copy(&path, &target).map(|_| ()).unwrap() }
     }
 }
+
+/// A snapshot of a table big enough for multipart uploads, through the binary, stopped
+/// with `signal` once an upload is under way (`started` says when). Returns the exit code.
+async fn stop_a_snapshot_mid_upload(
+    config: &std::path::Path,
+    signal: nix::sys::signal::Signal,
+    started: impl AsyncFn() -> bool,
+) -> Option<i32> {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", config.to_str().unwrap(), "snapshot", "create", "-w", "shop"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !started().await {
+        assert!(std::time::Instant::now() < deadline, "no upload was ever started");
+        assert!(child.try_wait().unwrap().is_none(), "the snapshot ended before an upload was seen");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    tokio::task::spawn_blocking(move || child.wait().unwrap().code()).await.unwrap()
+}
+
+/// Files below `dir` whose name is an object_store staging file (`<object>#<n>`).
+fn staging_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(staging_files(&path));
+        } else if path.file_name().unwrap().to_string_lossy().contains('#') {
+            out.push(path);
+        }
+    }
+    out
+}
+
+const BIG_TABLE: &str = "CREATE TABLE t (id int, v text); \
+     INSERT INTO t SELECT i, md5(i::text) || md5((i * 7)::text) FROM generate_series(1, 600000) i;";
+
+/// Issue 11.5: a killed snapshot left `<object>#1` staging files in a `file://` repository
+/// that prune never removed and check never reported. Now check reports them once older
+/// than the grace period and prune collects them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_snapshots_unfinished_uploads_are_reported_and_collected() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", BIG_TABLE).await;
+    let snapshots = w.repo_dir().join("workspaces/shop/snapshots");
+    let code = stop_a_snapshot_mid_upload(&w.core.config.path, nix::sys::signal::Signal::SIGKILL, async || {
+        !staging_files(&snapshots).is_empty()
+    })
+    .await;
+    assert_eq!(code, None, "killed");
+    let left = staging_files(&snapshots);
+    assert!(!left.is_empty(), "a killed upload leaves its staging file");
+    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(report.problems.is_empty(), "young leftovers may still be written: {:?}", report.problems);
+    for file in &left {
+        age(file, Duration::from_secs(7 * 3600));
+    }
+    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(report.problems.iter().any(|p| p.contains("never completed")), "{:?}", report.problems);
+    let opts = PruneOptions { workspace: "shop".into(), dry_run: true, grace: Duration::from_secs(3600), as_of: None };
+    assert_eq!(prune(&w.core, &opts).await.unwrap().unfinished_uploads_deleted, left.len() as u64);
+    assert_eq!(staging_files(&snapshots), left, "a dry run deletes nothing");
+    let done = prune(&w.core, &PruneOptions { dry_run: false, ..opts }).await.unwrap();
+    assert_eq!(done.unfinished_uploads_deleted, left.len() as u64);
+    assert!(staging_files(&snapshots).is_empty());
+    assert!(tidemark::ops::check::check(&w.core, "shop", false).await.unwrap().problems.is_empty());
+}
+
+/// Issue 11.5: an interrupted snapshot left incomplete multipart uploads on S3. The upload
+/// a dropped writer leaves is now aborted before the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_snapshot_leaves_no_multipart_upload_on_s3() {
+    let s3 = crate::support::S3Server::start().await;
+    s3.create_bucket("backups").await;
+    let cluster = tokio::task::spawn_blocking(crate::support::start_cluster).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = crate::support::world_with_repo(cluster, dir, s3.repo_config("backups", "repo")).await;
+    create_database(&w.cluster, "shop", BIG_TABLE).await;
+    // The config the binary reads: the test server's credentials and 5 MiB parts.
+    let text = std::fs::read_to_string(&w.core.config.path).unwrap().replacen(
+        "[repository]\n",
+        "[repository]\naccess-key-id = \"testing\"\nsecret-access-key = \"testing\"\npart-size-mib = 5\n",
+        1,
+    );
+    std::fs::write(&w.core.config.path, text).unwrap();
+    // moto answers ListMultipartUploads without checking signatures.
+    let uploads = async || {
+        let url = format!("{}/backups?uploads", s3.endpoint());
+        let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        body.matches("<UploadId>").count()
+    };
+    let code = stop_a_snapshot_mid_upload(&w.core.config.path, nix::sys::signal::Signal::SIGTERM, async || {
+        uploads().await > 0
+    })
+    .await;
+    assert_eq!(code, Some(tidemark::ErrorKind::Interrupted.exit_code()));
+    assert_eq!(uploads().await, 0, "the interrupted snapshot's multipart uploads were aborted");
+}
