@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::clock::Clock;
 use super::policy::Policy;
-use super::webhook::{JobEvent, Webhook};
+use super::webhook::{JobEvent, Notifier, Webhook};
 use crate::catalog::{Catalog, JobEnd, JobStatus, NewJob, Trigger};
 use crate::config::DaemonConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -108,7 +108,7 @@ struct Shared {
     catalog: Catalog,
     runner: Arc<dyn Runner>,
     settings: DaemonConfig,
-    webhook: Option<Webhook>,
+    notifier: Option<Notifier>,
     limit: Semaphore,
     shutdown: CancellationToken,
 }
@@ -149,13 +149,14 @@ impl Daemon {
             entries.push(Entry { schedule, next });
         }
         let mut report = DaemonReport { schedules: entries.len(), ..Default::default() };
+        let (notifier, delivery) = self.webhook.map(Notifier::start).unzip();
         let shared = Arc::new(Shared {
             clock: self.clock.clone(),
             catalog: self.catalog.clone(),
             runner: self.runner,
             limit: Semaphore::new(self.settings.max_concurrent_jobs.max(1)),
             settings: self.settings,
-            webhook: self.webhook,
+            notifier,
             shutdown: shutdown.clone(),
         });
 
@@ -250,6 +251,12 @@ impl Daemon {
                     break;
                 }
             }
+        }
+        // Every job has ended: the last sender goes with `shared`, and what is queued is
+        // delivered (for a while).
+        drop(shared);
+        if let Some(delivery) = delivery {
+            delivery.finish().await;
         }
         tracing::info!("stopped");
         Ok(report)
@@ -379,10 +386,10 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
     }
     let notify = match status {
         JobStatus::Failed => true,
-        JobStatus::Succeeded => shared.webhook.as_ref().is_some_and(|w| w.on_success),
+        JobStatus::Succeeded => shared.notifier.as_ref().is_some_and(|n| n.on_success),
         _ => false,
     };
-    if let Some(webhook) = shared.webhook.as_ref().filter(|_| notify) {
+    if let Some(notifier) = shared.notifier.as_ref().filter(|_| notify) {
         let event = JobEvent {
             event: if status == JobStatus::Failed { "job.failed" } else { "job.succeeded" },
             job_id: id,
@@ -400,7 +407,7 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
             error: error.as_ref().map(|e| e.to_json()["error"].clone()),
             warning: end.warning.clone(),
         };
-        webhook.notify(&event).await;
+        notifier.send(event);
     }
 }
 
@@ -503,8 +510,19 @@ mod tests {
         now: &str,
         schedules: Vec<Schedule>,
         settings: DaemonConfig,
+        runner: FakeRunner,
+        prepare: impl AsyncFnOnce(&Catalog),
+    ) -> Harness {
+        start_with_webhook(now, schedules, settings, runner, prepare, None).await
+    }
+
+    async fn start_with_webhook(
+        now: &str,
+        schedules: Vec<Schedule>,
+        settings: DaemonConfig,
         mut runner: FakeRunner,
         prepare: impl AsyncFnOnce(&Catalog),
+        webhook: Option<Webhook>,
     ) -> Harness {
         let _ = tracing_subscriber::fmt().with_env_filter("tidemark=debug").with_test_writer().try_init();
         let dir = tempfile::tempdir().unwrap();
@@ -520,7 +538,7 @@ mod tests {
             runner: Arc::new(runner),
             schedules,
             settings,
-            webhook: None,
+            webhook,
         };
         let names: Vec<(String, String)> =
             daemon.schedules.iter().map(|s| (s.workspace.clone(), s.policy.name.clone())).collect();
@@ -675,6 +693,51 @@ mod tests {
         assert_eq!(report.jobs_started, 4);
         let jobs = catalog.jobs(None, 100).await.unwrap();
         assert_eq!(jobs.iter().filter(|j| j.status() == JobStatus::Succeeded).count(), 4);
+    }
+
+    /// Issue 11.8: with a webhook that accepts connections and never answers, each event
+    /// held a job slot for about 74 s and other workspaces missed their slot. Events are
+    /// now delivered off the job slots.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_webhook_never_holds_a_job_slot() {
+        // A receiver that accepts every connection and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let held = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                connections.push(socket);
+            }
+        });
+        let mut webhook =
+            Webhook::new(&crate::config::WebhookConfig { url: crate::config::Secret::literal(url), on_success: true })
+                .unwrap();
+        webhook.drain = Duration::from_millis(200);
+        let schedules: Vec<Schedule> =
+            ["a", "b", "c", "d"].iter().map(|w| schedule(w, "daily", "0 2 * * *", "UTC")).collect();
+        let runner = FakeRunner {
+            failures: HashMap::from([("a".to_string(), ErrorKind::Config), ("b".to_string(), ErrorKind::Config)]),
+            ..Default::default()
+        };
+        // One job at a time: a job that waited for its webhook would hold up every other.
+        let settings = DaemonConfig { max_concurrent_jobs: 1, ..Default::default() };
+        let mut h =
+            start_with_webhook("2026-11-20T01:00:00Z", schedules, settings, runner, async |_| {}, Some(webhook)).await;
+        h.clock.set(at("2026-11-20T02:00:00Z"));
+        let clock = std::time::Instant::now();
+        let mut started = Vec::new();
+        for _ in 0..4 {
+            started.push(h.next_call().await.0.workspace);
+        }
+        assert!(clock.elapsed() < Duration::from_secs(5), "jobs waited for the webhook: {:?}", clock.elapsed());
+        started.sort();
+        assert_eq!(started, ["a", "b", "c", "d"]);
+        let jobs = wait_for_status(&h.catalog, "succeeded", 2).await;
+        assert_eq!(jobs.iter().filter(|j| j.status == "failed").count(), 2);
+        let stopping = std::time::Instant::now();
+        h.stop().await;
+        assert!(stopping.elapsed() < Duration::from_secs(5), "the stop waited for the webhook");
+        held.abort();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -46,6 +46,8 @@ pub struct Webhook {
     /// Deliveries tried per event, and the wait before the first retry (doubling).
     pub attempts: u32,
     pub backoff: Duration,
+    /// How long a stopping daemon waits for queued notifications to be delivered.
+    pub drain: Duration,
 }
 
 impl Webhook {
@@ -57,11 +59,21 @@ impl Webhook {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| Error::config("daemon.webhook.url is not an http:// or https:// URL"))?;
+        // Short timeouts: a receiver that accepts connections and never answers costs a
+        // delivery at most 10 s an attempt, and never a job slot (see [`Notifier`]).
         let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(15))
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::internal(format!("cannot build the webhook HTTP client: {}", e.without_url())))?;
-        Ok(Webhook { url, on_success: config.on_success, client, attempts: 4, backoff: Duration::from_secs(2) })
+        Ok(Webhook {
+            url,
+            on_success: config.on_success,
+            client,
+            attempts: 4,
+            backoff: Duration::from_secs(2),
+            drain: Duration::from_secs(10),
+        })
     }
 
     /// Delivers an event; returns whether a delivery was accepted (2xx). Failures are
@@ -93,5 +105,57 @@ impl Webhook {
         }
         tracing::error!(event = event.event, workspace = %event.workspace, "webhook notification given up");
         false
+    }
+}
+
+/// Events waiting for delivery at most; more are dropped (and logged) rather than held.
+const QUEUE: usize = 256;
+
+/// Delivers notifications off the job slots: jobs hand their event over and go on; one
+/// task delivers them in order, with the webhook's own timeouts and retries, so a slow or
+/// hanging receiver delays only later notifications, never a backup.
+pub struct Notifier {
+    events: tokio::sync::mpsc::Sender<JobEvent>,
+    pub on_success: bool,
+}
+
+/// The delivery task of a [`Notifier`]; [`Delivery::finish`] waits for the queue.
+pub struct Delivery {
+    task: tokio::task::JoinHandle<()>,
+    drain: Duration,
+}
+
+impl Notifier {
+    pub fn start(webhook: Webhook) -> (Notifier, Delivery) {
+        let (events, mut queue) = tokio::sync::mpsc::channel::<JobEvent>(QUEUE);
+        let (on_success, drain) = (webhook.on_success, webhook.drain);
+        let task = tokio::spawn(async move {
+            while let Some(event) = queue.recv().await {
+                webhook.notify(&event).await;
+            }
+        });
+        (Notifier { events, on_success }, Delivery { task, drain })
+    }
+
+    /// Queues an event; never waits.
+    pub fn send(&self, event: JobEvent) {
+        if let Err(e) = self.events.try_send(event) {
+            let event = match &e {
+                tokio::sync::mpsc::error::TrySendError::Full(ev)
+                | tokio::sync::mpsc::error::TrySendError::Closed(ev) => ev,
+            };
+            tracing::error!(event = event.event, workspace = %event.workspace, "the webhook queue is full or closed; notification dropped");
+        }
+    }
+}
+
+impl Delivery {
+    /// Once every [`Notifier`] is dropped: waits up to the drain time for the queued
+    /// notifications, then gives up on the rest (logged).
+    pub async fn finish(mut self) {
+        if tokio::time::timeout(self.drain, &mut self.task).await.is_err() {
+            self.task.abort();
+            tracing::warn!("stopping with webhook notifications not delivered (the receiver does not answer)");
+        }
     }
 }
