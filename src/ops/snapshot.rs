@@ -544,7 +544,7 @@ async fn backup_media(
         new_bytes: new.iter().sum(),
         files: kept
             .into_iter()
-            .map(|(f, sha256)| MediaEntry { path: f.path, size: f.size, modified: f.modified, sha256 })
+            .map(|(f, sha256)| MediaEntry { path: f.path, size: f.size, modified: f.modified, sha256, mode: f.mode })
             .collect(),
         skipped,
     })

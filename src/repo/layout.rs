@@ -223,10 +223,15 @@ pub fn encode_segment(name: &str) -> String {
     out
 }
 
-/// Snapshot ids sort by time: `20261123T004512Z-3f9a1c`.
+/// Snapshot ids sort by time to the microsecond: `20261123T004512Z-0a1b2c` is the second,
+/// then the microseconds in five hex digits (at most f423f) and one random digit (two
+/// snapshots started in the same microsecond still get different ids, mostly; a clash
+/// is refused when the manifest is committed, never overwritten). Ids of earlier versions
+/// (six random digits) remain valid; within one second they sort before or after these.
 pub fn new_snapshot_id(now: chrono::DateTime<chrono::Utc>) -> String {
-    let suffix: u32 = rand::random::<u32>() & 0x00ff_ffff;
-    format!("{}-{suffix:06x}", now.format("%Y%m%dT%H%M%SZ"))
+    let micros = now.timestamp_subsec_micros().min(999_999);
+    let random = rand::random::<u8>() & 0xf;
+    format!("{}-{micros:05x}{random:x}", now.format("%Y%m%dT%H%M%SZ"))
 }
 
 /// Errors: `Usage` when `id` does not look like a snapshot id (it may end up in a key).
@@ -282,6 +287,13 @@ mod tests {
         let t2 = t1 + chrono::Duration::seconds(1);
         let (a, b) = (new_snapshot_id(t1), new_snapshot_id(t2));
         assert!(a < b);
+        // Issue 11.11: two snapshots in the same second sort by time too.
+        for (earlier, later) in [(0, 1), (9, 10), (999, 1000), (123_456, 999_999)] {
+            let (x, y) = (t1 + chrono::Duration::microseconds(earlier), t1 + chrono::Duration::microseconds(later));
+            let (x, y) = (new_snapshot_id(x), new_snapshot_id(y));
+            assert!(x < y, "{x} !< {y}");
+            validate_snapshot_id(&y).unwrap();
+        }
         validate_snapshot_id(&a).unwrap();
         assert!(validate_snapshot_id("../etc").is_err());
         assert!(validate_snapshot_id("20261123T004512Z-3F9A1C").is_err());

@@ -60,6 +60,11 @@ pub async fn write(target: &MediaTarget, entry: &MediaEntry, mut data: ObjectStr
             check(&sha.finalize(), entry)?;
             tmp.as_file().sync_all()?;
             let _ = tmp.as_file().set_modified(entry.modified.into());
+            if let Some(mode) = entry.mode {
+                // The recorded permission bits (the temporary file is 0600).
+                use std::os::unix::fs::PermissionsExt;
+                tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode & 0o777))?;
+            }
             tmp.persist(&file).map_err(|e| Error::from(e.error))?;
         }
         MediaTarget::Store(store) => {

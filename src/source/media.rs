@@ -27,6 +27,8 @@ pub struct Listed {
     pub path: String,
     pub size: u64,
     pub modified: chrono::DateTime<chrono::Utc>,
+    /// Permission bits of a file in a local folder.
+    pub mode: Option<u32>,
 }
 
 /// A media file a snapshot did not back up, and why.
@@ -93,6 +95,7 @@ impl MediaSource {
                         location: m.location,
                         size: m.size,
                         modified: m.last_modified,
+                        mode: None,
                     })
                     .collect();
                 Listing { files, skipped: Vec::new() }
@@ -200,7 +203,9 @@ fn list_folder(root: &std::path::Path) -> Result<Listing> {
                 listing.skipped.push(skip("has a name that cannot be restored safely".into()));
             } else {
                 let modified = meta.modified().map(chrono::DateTime::<chrono::Utc>::from).unwrap_or_default();
-                listing.files.push(Listed { location: Path::default(), path, size: meta.len(), modified });
+                use std::os::unix::fs::PermissionsExt;
+                let mode = Some(meta.permissions().mode() & 0o777);
+                listing.files.push(Listed { location: Path::default(), path, size: meta.len(), modified, mode });
             }
         }
     }

@@ -45,6 +45,8 @@ async fn media_world() -> (World, std::path::PathBuf) {
     write(&media, "empty", b"");
     let random: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     write(&media, "video/big.bin", &random);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(media.join("video/big.bin"), std::fs::Permissions::from_mode(0o750)).unwrap();
     let url = url::Url::from_directory_path(&media).unwrap().to_string();
     w.core.config.config.workspaces.get_mut("shop").unwrap().media = Some(url);
     create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);").await;
@@ -111,6 +113,13 @@ async fn media_round_trip_and_incremental_snapshots() {
         }
     }
     assert_eq!(tree(&target), expected);
+    // Issue 11.11: restored files keep their recorded permission bits (they were all 0600).
+    use std::os::unix::fs::PermissionsExt;
+    for (path, _) in &expected {
+        let mode = |root: &Path| std::fs::metadata(root.join(path)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&target), mode(&media), "{path}");
+    }
+    assert_eq!(std::fs::metadata(target.join("video/big.bin")).unwrap().permissions().mode() & 0o777, 0o750);
     let mut no_media = restore_opts(&first, w.cluster.url("c2"), None);
     no_media.no_media = true;
     assert_eq!(restore(&w.core, &no_media, &Progress::hidden()).await.unwrap().media_files, 0);
