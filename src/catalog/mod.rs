@@ -172,6 +172,21 @@ fn catalog_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Unavailable, format!("catalog {}: {what}: {e}", path.display()))
 }
 
+/// A file that is not an SQLite database or is corrupt (`SQLITE_NOTADB`, `SQLITE_CORRUPT`)
+/// is `Integrity`, with what to do; anything else as [`catalog_error`].
+fn damaged_or(path: &Path, what: &str, e: sqlx::Error) -> Error {
+    let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+    if matches!(code.as_deref(), Some("26" | "11")) {
+        return Error::integrity(format!(
+            "the catalog {} is damaged ({e}). It is only a cache plus history: `tidemark catalog rebuild \
+             --replace` moves it aside and rebuilds it from the repository (the job history of what the \
+             repository does not keep is lost)",
+            path.display()
+        ));
+    }
+    catalog_error(path, what, e)
+}
+
 /// This machine's name, recorded with the jobs it runs.
 fn host_name() -> String {
     nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
@@ -278,14 +293,34 @@ impl Catalog {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|e| catalog_error(path, "cannot open", e))?;
+            .map_err(|e| damaged_or(path, "cannot open", e))?;
         let migrator = Migrator::new(CATALOG_MIGRATIONS)
             .await
             .map_err(|e| Error::internal(format!("embedded catalog migrations: {e}")))?;
         let migrated = migrator.run(&pool).await;
         drop(lock);
-        migrated.map_err(|e| catalog_error(path, "cannot bring its schema up to date", e))?;
+        migrated.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => damaged_or(path, "cannot bring its schema up to date", e),
+            other => catalog_error(path, "cannot bring its schema up to date", other),
+        })?;
         Ok(Catalog { pool, path: path.to_path_buf() })
+    }
+
+    /// Moves a damaged catalog (and its `-wal`/`-shm` files) aside as
+    /// `<file>.damaged-<time>`, so that a new one can be built; returns the new name.
+    ///
+    /// Errors: `Unavailable` when it cannot be renamed.
+    pub fn move_aside(path: &Path) -> Result<PathBuf> {
+        let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
+        let aside = PathBuf::from(format!("{}.damaged-{stamp}", path.display()));
+        std::fs::rename(path, &aside).map_err(|e| catalog_error(path, "cannot move it aside", e))?;
+        for suffix in ["-wal", "-shm"] {
+            let side = PathBuf::from(format!("{}{suffix}", path.display()));
+            if side.exists() {
+                let _ = std::fs::rename(&side, format!("{}{suffix}", aside.display()));
+            }
+        }
+        Ok(aside)
     }
 
     pub fn path(&self) -> &Path {
@@ -542,6 +577,18 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_damaged_catalog_is_named_and_can_be_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+        let e = Catalog::open(&path).await.map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Integrity, "{}", e.report());
+        let aside = Catalog::move_aside(&path).unwrap();
+        assert!(aside.exists() && !path.exists());
+        Catalog::open(&path).await.unwrap();
+    }
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().to_utc()

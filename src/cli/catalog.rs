@@ -20,7 +20,11 @@ pub struct JobsArgs {
 #[derive(Debug, Subcommand)]
 pub enum CatalogCommand {
     /// Recreate the catalog's job history and schedules' last runs from the repository
-    Rebuild,
+    Rebuild {
+        /// If the catalog file is damaged, move it aside (<file>.damaged-<time>) and build a new one
+        #[arg(long)]
+        replace: bool,
+    },
 }
 
 pub async fn jobs(global: &Global, args: JobsArgs) -> Result<()> {
@@ -60,8 +64,8 @@ pub async fn jobs(global: &Global, args: JobsArgs) -> Result<()> {
 pub async fn run(global: &Global, cmd: CatalogCommand) -> Result<()> {
     let core = global.core().await?;
     match cmd {
-        CatalogCommand::Rebuild => {
-            let report = catalog::rebuild(&core).await?;
+        CatalogCommand::Rebuild { replace } => {
+            let report = catalog::rebuild(&core, replace).await?;
             if global.json {
                 global.print_json(&report);
             } else {
@@ -75,6 +79,9 @@ pub async fn run(global: &Global, cmd: CatalogCommand) -> Result<()> {
                     report.schedules_set,
                     report.drills_added
                 );
+                if let Some(aside) = &report.moved_aside {
+                    eprintln!("the damaged catalog was moved to {aside}");
+                }
                 for d in &report.damaged {
                     eprintln!("warning: snapshot {} was not recorded: {}", d.id, d.problem);
                 }

@@ -23,6 +23,9 @@ pub struct RebuildReport {
     /// Snapshots whose manifest cannot be read (`<workspace>/<id>`): not recorded.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub damaged: Vec<crate::repo::Damaged>,
+    /// Where a damaged catalog was moved (`--replace`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moved_aside: Option<String>,
 }
 
 /// Opens the catalog named by the config (creating it if missing).
@@ -44,10 +47,21 @@ pub async fn jobs(core: &Core, workspace: Option<&str>, limit: u32) -> Result<Ve
 /// Recreates what the repository knows. Existing rows are kept; nothing is duplicated,
 /// and no schedule is moved backwards.
 ///
+/// With `replace_damaged`, a damaged catalog is moved aside first and a new one built.
+///
 /// Errors: `Key` without an identity (manifests are encrypted), `Unavailable` for the
-/// store or the catalog.
-pub async fn rebuild(core: &Core) -> Result<RebuildReport> {
-    let catalog = open(core).await?;
+/// store or the catalog, `Integrity` for a damaged catalog (without `replace_damaged`).
+pub async fn rebuild(core: &Core, replace_damaged: bool) -> Result<RebuildReport> {
+    let (catalog, moved_aside) = match open(core).await {
+        Ok(c) => (c, None),
+        // A damaged catalog: moved aside (kept for inspection) and built anew.
+        Err(e) if replace_damaged && e.kind() == crate::error::ErrorKind::Integrity => {
+            let aside = Catalog::move_aside(&core.config.catalog_path())?;
+            tracing::warn!(moved_to = %aside.display(), error = %e.report(), "the catalog was damaged; moved aside");
+            (open(core).await?, Some(aside.display().to_string()))
+        }
+        Err(e) => return Err(e),
+    };
     let identities = core.identities()?;
     let mut workspaces = core.repo.list_workspaces().await?;
     workspaces.extend(core.config.config.workspaces.keys().cloned());
@@ -61,6 +75,7 @@ pub async fn rebuild(core: &Core) -> Result<RebuildReport> {
         schedules_set: 0,
         drills_added: 0,
         damaged: Vec::new(),
+        moved_aside,
     };
     for workspace in &workspaces {
         let read = core.repo.read_manifests(workspace, &identities).await?;

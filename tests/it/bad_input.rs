@@ -267,10 +267,26 @@ async fn a_damaged_manifest_is_named_and_the_rest_still_works() {
     let left: Vec<String> = snapshot::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(left, ids[1..]);
 
-    let rebuilt = tidemark::ops::catalog::rebuild(&w.core).await.unwrap();
+    let rebuilt = tidemark::ops::catalog::rebuild(&w.core, false).await.unwrap();
     assert_eq!(rebuilt.snapshots, 1);
     assert_eq!(rebuilt.damaged.len(), 1);
     assert!(rebuilt.damaged[0].id.ends_with(&ids[2]));
+
+    // Issue 11.11: a damaged catalog could not be rebuilt over. It is now named as damaged
+    // with what to do, and `--replace` moves it aside and builds a new one.
+    let catalog = w.core.config.catalog_path();
+    // A new file (the rebuild's connections may still be closing on the old one).
+    for side in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{side}", catalog.display()));
+    }
+    std::fs::write(&catalog, vec![b'x'; 8192]).unwrap();
+    let refused = tidemark::ops::catalog::rebuild(&w.core, false).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Integrity, "{}", refused.report());
+    assert!(refused.message().contains("--replace"), "{}", refused.message());
+    let replaced = tidemark::ops::catalog::rebuild(&w.core, true).await.unwrap();
+    let aside = replaced.moved_aside.expect("moved aside");
+    assert_eq!(std::fs::read(&aside).unwrap(), vec![b'x'; 8192], "the damaged file is kept for inspection");
+    assert_eq!(replaced.snapshots, 1);
 
     // A default drill proves the newest snapshot that can restore.
     w.core.config.config.drill.scratch_dir = Some(w.dir.path().join("drills"));

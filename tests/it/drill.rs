@@ -116,7 +116,7 @@ async fn a_drill_of_a_real_workspace_passes_every_check_and_leaves_nothing() {
     assert!(!String::from_utf8_lossy(&sealed).contains("object-hashes"), "only ciphertext in the repository");
     std::fs::remove_file(w.core.config.catalog_path()).unwrap();
     assert!(history(&w.core, Some("shop"), 10).await.unwrap().is_empty());
-    let rebuilt = tidemark::ops::catalog::rebuild(&w.core).await.unwrap();
+    let rebuilt = tidemark::ops::catalog::rebuild(&w.core, false).await.unwrap();
     assert_eq!(rebuilt.drills_added, 1);
     let recovered = history(&w.core, Some("shop"), 10).await.unwrap();
     assert_eq!(recovered.len(), 1);
@@ -126,7 +126,7 @@ async fn a_drill_of_a_real_workspace_passes_every_check_and_leaves_nothing() {
         serde_json::to_value(&report).unwrap(),
         "the same report"
     );
-    assert_eq!(tidemark::ops::catalog::rebuild(&w.core).await.unwrap().drills_added, 0, "never twice");
+    assert_eq!(tidemark::ops::catalog::rebuild(&w.core, false).await.unwrap().drills_added, 0, "never twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
