@@ -299,7 +299,7 @@ pub async fn extract(
 ) -> Result<()> {
     let key = layout::base_tar(&manifest.workspace, &manifest.id);
     let mut stream = read_object(&repo.store(), &key, &manifest.tar, identities).await?;
-    let (dest, progress) = (dest.to_path_buf(), progress.clone());
+    let (dest, progress, object) = (dest.to_path_buf(), progress.clone(), key.to_string());
     tokio::task::spawn_blocking(move || {
         let reader = ChunkReader {
             next: || {
@@ -313,9 +313,17 @@ pub async fn extract(
         };
         let mut archive = tar::Archive::new(reader);
         archive.set_preserve_permissions(true);
-        let io = |e: std::io::Error| match e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) {
-            Some(inner) => Error::new(inner.kind(), inner.report()),
-            None => Error::integrity(format!("the base backup tar is damaged: {e}")),
+        // The stream's own error (hash, authentication, key) when tar passes it on; tar's
+        // verdict on the content otherwise. Both name the object.
+        let io = |e: std::io::Error| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|inner| inner as _);
+            while let Some(current) = source {
+                if let Some(inner) = current.downcast_ref::<Error>() {
+                    return Error::new(inner.kind(), inner.report());
+                }
+                source = current.source();
+            }
+            Error::integrity(format!("the base backup object {object} is damaged: {e}"))
         };
         for entry in archive.entries().map_err(io)? {
             let mut entry = entry.map_err(io)?;

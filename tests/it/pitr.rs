@@ -863,4 +863,16 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     tidemark::pgcluster::hand_over(&victim_dir).unwrap();
     let got = markers_after_restore(&w, Target::Latest).await;
     assert_eq!(got, set(&["before-base", "a", "b", "c", "d"]));
+
+    // Issue 11.11: a damaged base backup tar is named.
+    let tar = w.repo_dir().join("workspaces/shop/base").join(&base.id).join("base.tar.zst.age");
+    let mut bytes = std::fs::read(&tar).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&tar, bytes).unwrap();
+    let failed = pitr::restore(&w.core, &PitrRestoreOptions { start: false, ..opts }, &Progress::hidden()).await;
+    let failed = failed.unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::Integrity, "{}", failed.report());
+    assert!(failed.report().contains(&format!("{}/base.tar.zst.age", base.id)), "{}", failed.report());
+    assert!(!pgdata.exists());
 }
