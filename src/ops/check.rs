@@ -64,6 +64,8 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
 
     let ids = core.repo.list_snapshot_ids(workspace).await?;
     let mut media = BTreeSet::new();
+    let descriptor = core.repo.descriptor().digest();
+    let mut descriptor_edited = None;
     for id in &ids {
         let manifest = match core.repo.read_manifest(workspace, id, &identities).await {
             Ok(m) => m,
@@ -72,6 +74,9 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
                 continue;
             }
         };
+        if manifest.repository_digest.as_ref().is_some_and(|d| *d != descriptor) {
+            descriptor_edited = Some(id.clone());
+        }
         for entry in manifest.objects() {
             let key = SnapshotObject::key_for_name(workspace, id, &entry.name)?;
             objects_checked += 1;
@@ -86,6 +91,12 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
         for file in manifest.media.iter().flat_map(|m| m.files.iter()) {
             media.insert((file.sha256.clone(), file.size));
         }
+    }
+    if let Some(id) = descriptor_edited {
+        problems.push(format!(
+            "repository.json was changed after snapshot {id} was taken (its id, recipients or options were \
+             edited; it never changes after init): compare it with a copy, and restore it if it was tampered with"
+        ));
     }
     for (sha256, size) in &media {
         let key = layout::media_object(workspace, sha256)?;

@@ -213,6 +213,7 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         schema_fingerprint,
         roles,
         warnings,
+        repository_digest: Some(core.repo.descriptor().digest()),
     };
     core.repo.commit_manifest(&manifest, &recipients).await?;
     progress.finish();

@@ -69,6 +69,10 @@ pub struct Manifest {
     /// What the snapshot could not carry (e.g. large objects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The [`super::Descriptor::digest`] of `repository.json` when the snapshot was taken
+    /// (`None` in snapshots of earlier versions): `check` reports a descriptor edited since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_digest: Option<String>,
 }
 
 /// The database the snapshot was taken from, at the moment it was taken.

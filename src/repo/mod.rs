@@ -25,7 +25,9 @@ pub const REPOSITORY_VERSION: u32 = 1;
 /// Default size of multipart upload parts.
 pub const DEFAULT_PART_SIZE: usize = 8 << 20;
 
-/// `repository.json`: plain JSON (readable without a key) describing the repository.
+/// `repository.json`: plain JSON (readable without a key) describing the repository. It
+/// never changes after `init`: snapshots record its [`Descriptor::digest`], and `check`
+/// reports an edit (of its id or recipients, say).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Descriptor {
     pub format: String,
@@ -369,6 +371,14 @@ impl Repository {
             "no snapshot {id} in {}; `tidemark snapshot list --workspace NAME` shows what exists",
             self.url
         )))
+    }
+}
+
+impl Descriptor {
+    /// SHA-256 of its fields (not of the file's bytes: layout and spacing do not count).
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(serde_json::to_vec(self).expect("descriptor serializes")))
     }
 }
 

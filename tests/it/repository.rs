@@ -89,3 +89,37 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// Issue 11.11: edits of repository.json (its id or recipients) were never reported by
+/// `check`. Snapshots record its digest, and `check` names a change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_repository_descriptor_is_reported_by_check() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);").await;
+    crate::support::snapshot_shop(&w.core).await.unwrap();
+    let clean = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+    let path = w.repo_dir().join("repository.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let mut descriptor: serde_json::Value = serde_json::from_str(&original).unwrap();
+    // Reformatting alone is no edit.
+    std::fs::write(&path, serde_json::to_string(&descriptor).unwrap()).unwrap();
+    let reopened = tidemark::ops::Core::open(w.core.config.clone()).await.unwrap();
+    assert!(tidemark::ops::check::check(&reopened, "shop", false).await.unwrap().problems.is_empty());
+    for edit in ["recipients", "id"] {
+        match edit {
+            "recipients" => descriptor["recipients"].as_array_mut().unwrap().push("age1attacker".into()),
+            _ => descriptor["id"] = "0123456789abcdef0123456789abcdef".into(),
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&descriptor).unwrap()).unwrap();
+        let reopened = tidemark::ops::Core::open(w.core.config.clone()).await.unwrap();
+        let report = tidemark::ops::check::check(&reopened, "shop", false).await.unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.contains("repository.json was changed")),
+            "{edit}: {:?}",
+            report.problems
+        );
+        std::fs::write(&path, &original).unwrap();
+        descriptor = serde_json::from_str(&original).unwrap();
+    }
+}
