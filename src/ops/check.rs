@@ -3,8 +3,6 @@
 //! and hashed), every base backup's tar, and WAL continuity (gaps shrink the window); with
 //! `--read-data` every WAL segment is also checked to hold the segment its name says.
 
-use std::collections::BTreeSet;
-
 use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
@@ -63,7 +61,7 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
     };
 
     let ids = core.repo.list_snapshot_ids(workspace).await?;
-    let mut media = BTreeSet::new();
+    let mut media = std::collections::BTreeMap::new();
     let descriptor = core.repo.descriptor().digest();
     let mut descriptor_edited = None;
     for id in &ids {
@@ -89,7 +87,8 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
             }
         }
         for file in manifest.media.iter().flat_map(|m| m.files.iter()) {
-            media.insert((file.sha256.clone(), file.size));
+            let known: &mut (u64, Option<u64>) = media.entry(file.sha256.clone()).or_insert((file.size, None));
+            known.1 = known.1.or(file.stored_size);
         }
     }
     if let Some(id) = descriptor_edited {
@@ -98,10 +97,15 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
              edited; it never changes after init): compare it with a copy, and restore it if it was tampered with"
         ));
     }
-    for (sha256, size) in &media {
+    for (sha256, (size, stored_size)) in &media {
         let key = layout::media_object(workspace, sha256)?;
         objects_checked += 1;
         match store.head(&key).await {
+            Ok(meta) if stored_size.is_some_and(|s| s != meta.size) => problems.push(format!(
+                "{key}: {} bytes stored, {} expected (media)",
+                meta.size,
+                stored_size.unwrap_or_default()
+            )),
             Ok(_) if read_data => {
                 objects_read += 1;
                 let expect = Expect::Content { sha256: sha256.clone(), size: Some(*size) };

@@ -508,8 +508,8 @@ async fn backup_media(
             let (source, dest, progress) = (source.clone(), dest.clone(), progress.clone());
             async move {
                 let key = layout::media_object(&dest.workspace, &sha)?;
-                if dest.repo.stored_size(&key).await?.is_some() {
-                    return Ok(Uploaded::Present);
+                if let Some(stored) = dest.repo.stored_size(&key).await? {
+                    return Ok(Uploaded::Present(sha, Some(stored)));
                 }
                 upload_media(&dest, &source, &file, &sha, key, &progress).await
             }
@@ -519,10 +519,16 @@ async fn backup_media(
         .await?;
     let mut new = Vec::new();
     let mut lost = std::collections::HashSet::new();
+    let mut stored_sizes = std::collections::HashMap::new();
     for u in uploads {
         match u {
-            Uploaded::New(bytes) => new.push(bytes),
-            Uploaded::Present => {}
+            Uploaded::New(sha, plain, stored) => {
+                new.push(plain);
+                stored_sizes.insert(sha, stored);
+            }
+            Uploaded::Present(sha, stored) => {
+                stored_sizes.extend(stored.map(|s| (sha, s)));
+            }
             Uploaded::Skipped(sha, reason) => {
                 lost.insert(sha.clone());
                 // Every file with that content goes: none of them is in the repository.
@@ -545,7 +551,14 @@ async fn backup_media(
         new_bytes: new.iter().sum(),
         files: kept
             .into_iter()
-            .map(|(f, sha256)| MediaEntry { path: f.path, size: f.size, modified: f.modified, sha256, mode: f.mode })
+            .map(|(f, sha256)| MediaEntry {
+                path: f.path,
+                size: f.size,
+                modified: f.modified,
+                stored_size: stored_sizes.get(&sha256).copied(),
+                sha256,
+                mode: f.mode,
+            })
             .collect(),
         skipped,
     })
@@ -553,10 +566,10 @@ async fn backup_media(
 
 /// What became of one media content.
 enum Uploaded {
-    /// Stored now, with its plain bytes.
-    New(u64),
-    /// The repository had it.
-    Present,
+    /// Stored now (its content hash, plain and stored bytes).
+    New(String, u64, u64),
+    /// The repository had it (with its stored size, when known).
+    Present(String, Option<u64>),
     /// The file could not be read (its content hash, why): it is skipped.
     Skipped(String, String),
 }
@@ -601,9 +614,9 @@ async fn upload_media(
         return Ok(Uploaded::Skipped(sha.to_string(), "changed while it was backed up".into()));
     }
     match writer.finish().await {
-        Ok(entry) => Ok(Uploaded::New(entry.plain_size)),
+        Ok(entry) => Ok(Uploaded::New(sha.to_string(), entry.plain_size, entry.stored_size)),
         // Another snapshot stored the same content at the same moment: it is there.
-        Err(e) if e.kind() == crate::error::ErrorKind::AlreadyExists => Ok(Uploaded::Present),
+        Err(e) if e.kind() == crate::error::ErrorKind::AlreadyExists => Ok(Uploaded::Present(sha.to_string(), None)),
         Err(e) => Err(e),
     }
 }

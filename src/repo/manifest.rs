@@ -183,6 +183,10 @@ pub struct MediaEntry {
     pub modified: chrono::DateTime<chrono::Utc>,
     /// SHA-256 of the file's bytes: its name in the repository.
     pub sha256: String,
+    /// Bytes of its object in the repository (`check` compares; `None` in snapshots of
+    /// earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_size: Option<u64>,
     /// Unix permission bits of a file from a local folder (restored as they were);
     /// `None` for object-store media and snapshots of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]

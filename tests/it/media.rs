@@ -1,6 +1,7 @@
 //! Media: byte-exact round trips (local folder and S3 prefix), incremental snapshots that
 //! upload nothing for unchanged media, and hostile names refused.
 
+use std::io::Write;
 use std::path::Path;
 
 use tidemark::ErrorKind;
@@ -123,6 +124,14 @@ async fn media_round_trip_and_incremental_snapshots() {
     let mut no_media = restore_opts(&first, w.cluster.url("c2"), None);
     no_media.no_media = true;
     assert_eq!(restore(&w.core, &no_media, &Progress::hidden()).await.unwrap().media_files, 0);
+
+    // Issue 11.11: plain `check` size-checks media objects too (it only looked for them).
+    assert!(tidemark::ops::check::check(&w.core, "shop", false).await.unwrap().problems.is_empty());
+    let objects = w.repo_dir().join("workspaces/shop/media");
+    let object = std::fs::read_dir(&objects).unwrap().next().unwrap().unwrap().path();
+    std::fs::OpenOptions::new().append(true).open(&object).unwrap().write_all(b"appended").unwrap();
+    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(report.problems.iter().any(|p| p.contains("expected (media)")), "{:?}", report.problems);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
