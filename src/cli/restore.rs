@@ -28,9 +28,13 @@ pub struct RestoreArgs {
     /// Restore the database only
     #[arg(long, conflicts_with = "media_target")]
     no_media: bool,
+    /// The target's password, for creating and filling it (else the URL, PGPASSWORD or ~/.pgpass)
+    #[arg(long, value_name = "env:VAR|file:PATH")]
+    target_password: Option<String>,
 }
 
 pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
+    super::check_secret_reference("--target-password", args.target_password.as_deref())?;
     let core = global.core().await?;
     if args.stacks_only {
         let author = tidemark::ops::stacks::default_author();
@@ -55,7 +59,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         jobs: args.jobs,
         media_target: args.media_target,
         no_media: args.no_media,
-        target_password: None,
+        target_password: args.target_password.map(tidemark::config::Secret::literal),
     };
     // Ctrl-C and SIGTERM stop the restore, which then drops a database it created.
     let stop = tokio_util::sync::CancellationToken::new();

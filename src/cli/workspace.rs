@@ -30,15 +30,7 @@ pub async fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
     let config = global.load_config()?;
     match cmd {
         WorkspaceCommand::Add { name, database_url, password, media } => {
-            if let Some(p) = &password
-                && !p.starts_with("env:")
-                && !p.starts_with("file:")
-            {
-                return Err(tidemark::Error::usage(
-                    "--password takes env:VARIABLE or file:/path, so the password stays out of shell \
-                     history and the config",
-                ));
-            }
+            super::check_secret_reference("--password", password.as_deref())?;
             let opts = WorkspaceAddOptions { name: name.clone(), database_url, password, media };
             add(&config, &opts)?;
             if global.json {

@@ -27,11 +27,19 @@ pub enum TargetState {
 
 /// A connection to the server's maintenance database (`postgres`, else `template1`).
 async fn maintenance_connection(target: &ConnSpec) -> Result<PgConnection> {
-    match target.with_database("postgres").connect().await {
+    let connected = match target.with_database("postgres").connect().await {
         Ok(c) => Ok(c),
         Err(e) if e.kind() == ErrorKind::Database => target.with_database("template1").connect().await,
         Err(e) => Err(e),
-    }
+    };
+    connected.map_err(|e| {
+        let db = target.database().unwrap_or_default();
+        e.context(format!(
+            "checking for (or creating) the target database {db:?}, which needs a connection to the server's \
+             postgres or template1 database as the target URL's role. A password: --target-password \
+             env:VARIABLE or file:/path, PGPASSWORD, or ~/.pgpass"
+        ))
+    })
 }
 
 /// Makes sure the target database exists and is empty, creating it like the source

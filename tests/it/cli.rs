@@ -416,3 +416,42 @@ fn the_demo_workspace_passes_its_restore_drill_and_the_junit_report_is_kept() {
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(xml.contains(&format!("tests=\"{}\"", checks.len())) && xml.contains("failures=\"0\""), "{xml}");
 }
+
+/// Issue 12.4: the restore target's password could only be given in the URL, and the
+/// error named `template1` with no hint. `--target-password env:VAR|file:PATH` now gives it,
+/// and the error names the target database and the ways to pass a password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_target_password_comes_from_a_reference_and_errors_say_how() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let source = create_database(&cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t VALUES (1), (2);").await;
+    let mut conn = source.connect().await.unwrap();
+    sqlx::raw_sql("CREATE ROLE restorer LOGIN SUPERUSER PASSWORD 'pw-9f3k'").execute(&mut conn).await.unwrap();
+    // This role must authenticate with its password (everyone else: trust).
+    let hba = cluster.data_dir().join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("host all restorer 127.0.0.1/32 scram-sha-256\n{rules}")).unwrap();
+    sqlx::raw_sql("SELECT pg_reload_conf()").execute(&mut conn).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ok(&tidemark(dir.path(), &["init", "--repo", dir.path().join("repo").to_str().unwrap()]));
+    ok(&tidemark(dir.path(), &["workspace", "add", "shop", "--database-url", &cluster.url("shop")]));
+    let id =
+        ok(&tidemark(dir.path(), &["--json", "snapshot", "create", "-w", "shop"]))["id"].as_str().unwrap().to_string();
+    let target = format!("postgres://restorer@127.0.0.1:{}/shop_copy", cluster.port());
+
+    let denied = tidemark(dir.path(), &["restore", &id, "--target", &target]);
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert_eq!(denied.status.code(), Some(ErrorKind::Database.exit_code()), "{stderr}");
+    assert!(stderr.contains("\"shop_copy\"") && stderr.contains("--target-password"), "{stderr}");
+
+    let literal = tidemark(dir.path(), &["restore", &id, "--target", &target, "--target-password", "pw-9f3k"]);
+    assert_eq!(literal.status.code(), Some(ErrorKind::Usage.exit_code()));
+    assert!(!String::from_utf8_lossy(&literal.stderr).contains("pw-9f3k"), "the value is never repeated");
+
+    let restored = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", dir.path().join("tidemark.toml").to_str().unwrap(), "--json", "restore", &id])
+        .args(["--target", &target, "--target-password", "env:RESTORE_PW"])
+        .env("RESTORE_PW", "pw-9f3k")
+        .output()
+        .unwrap();
+    assert_eq!(ok(&restored)["created_database"], true);
+}
