@@ -242,16 +242,89 @@ impl From<std::io::Error> for Error {
             std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
             std::io::ErrorKind::Interrupted => ErrorKind::Interrupted,
+            std::io::ErrorKind::PermissionDenied => return permission_denied(),
             _ => ErrorKind::Internal,
         };
         Error::new(kind, format!("I/O error: {e}"))
     }
 }
 
+/// A local permission problem is a setup problem (retrying cannot help): `Config`, saying
+/// who tidemark runs as.
+fn permission_denied() -> Error {
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()));
+    Error::new(
+        ErrorKind::Config,
+        format!(
+            "permission denied: tidemark runs as {user}, who may not read or write there. Give it the \
+             folder (chown -R {user} DIR, or add it to the folder's group and chmod -R g+rwX DIR); for \
+             archive_command and restore_command that is the user the Postgres server runs as"
+        ),
+    )
+}
+
+/// The error and its sources, as one text (to recognise what a store's error means).
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Whether an object store error says the bucket does not exist (S3's `NoSuchBucket`,
+/// which object_store reports as a missing object).
+pub fn is_missing_bucket(e: &object_store::Error) -> bool {
+    chain_text(e).contains("NoSuchBucket")
+}
+
+/// Whether an io error of this kind is somewhere in the chain.
+fn has_io_kind(e: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = current {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == kind) {
+            return true;
+        }
+        current = c.source();
+    }
+    false
+}
+
 impl From<object_store::Error> for Error {
     fn from(e: object_store::Error) -> Self {
         use object_store::Error as E;
+        let text = chain_text(&e);
+        if is_missing_bucket(&e) {
+            return Error::new(
+                ErrorKind::Config,
+                "the bucket does not exist: create it first (e.g. `aws s3 mb s3://BUCKET`), or check the bucket \
+                 name in the repository URL",
+            );
+        }
+        if text.contains("169.254.169.254") {
+            // object_store fell back to the instance metadata service: no credentials given.
+            return Error::new(
+                ErrorKind::Config,
+                "no S3 credentials found: set repository.access-key-id and repository.secret-access-key in \
+                 tidemark.toml (as env:VARIABLE), or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; looked at the \
+                 config, the environment and the instance metadata service",
+            );
+        }
+        if has_io_kind(&e, std::io::ErrorKind::PermissionDenied) {
+            return permission_denied();
+        }
         match &e {
+            E::PermissionDenied { path, .. } | E::Unauthenticated { path, .. } => Error::new(
+                ErrorKind::Config,
+                format!("the object store refused access to {path}: check the credentials and the bucket policy"),
+            ),
             E::NotFound { path, .. } => {
                 Error::new(ErrorKind::NotFound, format!("object {path} is not in the repository"))
             }

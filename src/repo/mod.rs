@@ -106,6 +106,9 @@ impl Repository {
         let got = opened.store.get(&layout::descriptor()).await;
         let bytes = match got {
             Ok(g) => g.bytes().await.map_err(|e| Error::from(e).context(format!("reading {}", cfg.url)))?,
+            Err(e) if crate::error::is_missing_bucket(&e) => {
+                return Err(Error::from(e).context(format!("opening the repository at {}", cfg.url)));
+            }
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(Error::not_found(format!(
                     "no tidemark repository at {} (no repository.json). Run `tidemark init --repo {}` \

@@ -2,6 +2,8 @@
 //! tampered or missing object, unreachable database or bucket, init over an existing
 //! repository, restore into a non-empty database, a snapshot that never committed.
 
+use std::os::unix::process::CommandExt;
+
 use tidemark::config::{LoadedConfig, RepositoryConfig};
 use tidemark::keys::{GeneratedIdentity, Recipients};
 use tidemark::ops::Core;
@@ -296,4 +298,42 @@ async fn a_damaged_manifest_is_named_and_the_rest_still_works() {
     assert_eq!(report.source, ids[1]);
     let checked = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
     assert!(checked.problems.iter().any(|p| p.contains(&ids[2])), "{:?}", checked.problems);
+}
+
+/// Issue 12.5 and 12.6: a missing bucket was "object .../repository.json is not in the
+/// repository" (exit 4), and a local folder tidemark may not write was `unavailable` (so
+/// the daemon retried it) naming an internal temporary file. Both are now `config`, saying
+/// what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_and_an_unwritable_folder_say_what_to_do() {
+    let s3 = crate::support::S3Server::start().await;
+    let cfg = s3.repo_config("never-created", "repo");
+    let opened = Repository::open(&cfg).await.unwrap_err();
+    assert_eq!(opened.kind(), ErrorKind::Config, "{}", opened.report());
+    assert!(opened.message().contains("bucket does not exist"), "{}", opened.report());
+    let identity = GeneratedIdentity::generate();
+    let recipients = Recipients::parse(std::slice::from_ref(&identity.recipient)).unwrap();
+    let init = Repository::init(&cfg, &recipients).await.unwrap_err();
+    assert!(init.message().contains("bucket does not exist"), "{}", init.report());
+
+    // As root every folder is writable: the unwritable one is written as `nobody`.
+    if nix::unistd::getuid().is_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir(&repo).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["--config", dir.path().join("elsewhere.toml").to_str().unwrap()])
+            .args(["init", "--repo", repo.to_str().unwrap(), "--recipient", &identity.recipient])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(ErrorKind::Config.exit_code()), "{stderr}");
+        assert!(stderr.contains("permission denied") && stderr.contains("chown"), "{stderr}");
+        assert!(!stderr.contains("#1"), "no internal temporary name: {stderr}");
+        assert!(stderr.contains("creating the repository"), "the repository is what failed: {stderr}");
+    }
 }
