@@ -10,6 +10,9 @@ pub struct DemoArgs {
     /// Write the demo's restore drill report as JUnit XML to this file (CI keeps it)
     #[arg(long, value_name = "FILE")]
     junit: Option<std::path::PathBuf>,
+    /// Keep the repository, tidemark.toml and the identity in this (new or empty) folder, to try commands against
+    #[arg(long, value_name = "DIR")]
+    keep: Option<std::path::PathBuf>,
 }
 
 pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
@@ -19,7 +22,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
             eprintln!("{line}");
         }
     };
-    let report = tidemark::ops::demo::demo(&global.progress(), &say).await?;
+    let report = tidemark::ops::demo::demo(&global.progress(), &say, args.keep.as_deref()).await?;
     if let Some(path) = &args.junit {
         std::fs::write(path, report.drill.junit())
             .map_err(|e| Error::internal(format!("cannot write the JUnit report {}: {e}", path.display())))?;
@@ -74,6 +77,23 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
     if report.ok {
         if !json {
             println!("demo OK: the restored copy is identical to the source.");
+            if let Some(dir) = &report.kept {
+                let config = std::path::Path::new(dir).join("tidemark.toml");
+                let c = config.display();
+                println!();
+                println!("kept in {dir}: the repository, tidemark.toml and the identity. Try:");
+                println!("  tidemark --config {c} snapshot list -w shop");
+                println!("  tidemark --config {c} snapshot show {}", report.snapshot.id);
+                println!("  tidemark --config {c} check -w shop --read-data");
+                println!("  tidemark --config {c} drill -w shop");
+                println!("  (the demo's Postgres is gone: restore into a server of yours with");
+                println!(
+                    "   tidemark --config {c} restore {} --target postgres://USER@HOST/shop_copy --no-media)",
+                    report.snapshot.id
+                );
+            }
+            println!();
+            println!("next: back up your own database with `tidemark init --repo DIR_OR_S3_URL` (README: Quick start)");
         }
         Ok(())
     } else {

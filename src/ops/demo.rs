@@ -43,12 +43,50 @@ pub struct DemoReport {
     /// The restore drill of the snapshot, in a second throwaway cluster.
     pub drill: crate::drill::DrillReport,
     pub ok: bool,
+    /// The folder that keeps the repository, config and identity (`--keep`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
 }
 
-/// Runs the demo. `say` receives a line per step for the operator.
+/// The demo's folder: a temporary one (removed), or the one `--keep` names (kept).
+enum Work {
+    Temp(tempfile::TempDir),
+    Kept(std::path::PathBuf),
+}
+
+impl Work {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Work::Temp(t) => t.path(),
+            Work::Kept(p) => p,
+        }
+    }
+}
+
+/// Runs the demo. `say` receives a line per step for the operator. With `keep`, the
+/// repository, `tidemark.toml` and the identity stay in that folder (new or empty), to try
+/// commands against; the Postgres cluster is removed in any case.
 ///
-/// Errors: `Config` when the Postgres server binaries are missing, and whatever a step hits.
-pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<DemoReport> {
+/// Errors: `Config` when the Postgres server binaries are missing, `Refused` for a `keep`
+/// folder that is not empty, and whatever a step hits.
+pub async fn demo(
+    progress: &Progress,
+    say: &(dyn Fn(&str) + Sync),
+    keep: Option<&std::path::Path>,
+) -> Result<DemoReport> {
+    let work = match keep {
+        Some(dir) => {
+            if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Refused,
+                    format!("{} is not empty; demo --keep writes a new repository and config there", dir.display()),
+                ));
+            }
+            std::fs::create_dir_all(dir)?;
+            Work::Kept(std::path::absolute(dir)?)
+        }
+        None => Work::Temp(tempfile::Builder::new().prefix("tidemark-demo-").tempdir()?),
+    };
     say("starting a throwaway PostgreSQL cluster...");
     let cluster = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions::default()))
         .await
@@ -65,14 +103,18 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
     sqlx::raw_sql(DEMO_SQL).execute(&mut conn).await?;
     ConnSpec::close(conn).await;
 
-    let work = tempfile::Builder::new().prefix("tidemark-demo-").tempdir()?;
     let identity = GeneratedIdentity::generate();
     let recipients = Recipients::parse(std::slice::from_ref(&identity.recipient))?;
     let repo_url = url::Url::from_directory_path(work.path().join("repo"))
         .map_err(|_| Error::internal("temp path is not absolute"))?
         .to_string();
-    let repository =
-        RepositoryConfig { url: repo_url.clone(), recipients: recipients.to_strings(), ..Default::default() };
+    let identity_file = matches!(work, Work::Kept(_)).then(|| work.path().join("tidemark-identity.txt"));
+    let repository = RepositoryConfig {
+        url: repo_url.clone(),
+        recipients: recipients.to_strings(),
+        identity_file: identity_file.clone(),
+        ..Default::default()
+    };
     let repo = Repository::init(&repository, &recipients).await?;
     say(&format!("created an encrypted repository at {repo_url}"));
     say("adding sample media files (product photos, a PDF) to the workspace's media folder...");
@@ -118,6 +160,10 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
         },
         path: work.path().join("tidemark.toml"),
     };
+    if let Some(file) = &identity_file {
+        identity.write_new_file(file)?;
+        std::fs::write(&config.path, config.config.render_initial())?;
+    }
     let mut core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
     core.cache_dir = Some(work.path().join("cache"));
 
@@ -178,9 +224,21 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
     };
     let drill = super::drill::drill(&core, &drill_opts, &tokio_util::sync::CancellationToken::new()).await?;
     let ok = verify.ok && schema_identical && stacks_identical && media_identical && drill.passed;
-    say("cleaning up the throwaway cluster and repository...");
+    match &work {
+        Work::Temp(_) => say("cleaning up the throwaway cluster and repository..."),
+        Work::Kept(dir) => say(&format!(
+            "stopping the throwaway cluster; the repository, tidemark.toml and the identity stay in {}",
+            dir.display()
+        )),
+    }
     drop(cluster);
-    drop(work);
+    let kept = match work {
+        Work::Temp(t) => {
+            drop(t);
+            None
+        }
+        Work::Kept(dir) => Some(dir.display().to_string()),
+    };
     Ok(DemoReport {
         snapshot: crate::ops::snapshot::SnapshotSummary::of(&manifest),
         snapshot_ms,
@@ -193,6 +251,7 @@ pub async fn demo(progress: &Progress, say: &(dyn Fn(&str) + Sync)) -> Result<De
         media_identical,
         drill,
         ok,
+        kept,
     })
 }
 

@@ -81,15 +81,38 @@ pub async fn mark(core: &Core, workspace: &str, name: &str) -> Result<RestorePoi
     let ws = core.config.workspace(workspace)?;
     let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
     let mut conn = spec.connect().await?;
-    let (lsn, time): (String, DateTime<Utc>) =
-        sqlx::query_as("SELECT pg_create_restore_point($1)::text, now()").bind(name).fetch_one(&mut conn).await?;
-    sqlx::query("SELECT pg_switch_wal()").execute(&mut conn).await?;
+    let grant = |e: Error| {
+        if e.message().contains("SQLSTATE 42501") {
+            e.context(format!(
+                "a restore point needs a superuser, or: GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), \
+                 pg_switch_wal() TO {}; (see README \"Privileges\")",
+                spec_user(&spec)
+            ))
+        } else {
+            e
+        }
+    };
+    let (lsn, time): (String, DateTime<Utc>) = sqlx::query_as("SELECT pg_create_restore_point($1)::text, now()")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| grant(e.into()))?;
+    sqlx::query("SELECT pg_switch_wal()").execute(&mut conn).await.map_err(|e| grant(e.into()))?;
     let point = RestorePoint { name: name.to_string(), lsn: lsn.parse()?, time };
     let stored = encrypt_small(&serde_json::to_vec(&point).expect("serializes"), core.recipients()?)?;
     let key = layout::restore_point(workspace, name);
     core.repo.store().put(&key, PutPayload::from(stored)).await?;
     core.repo.make_durable(&key)?;
     Ok(point)
+}
+
+/// The role a connection spec names, for GRANT lines in messages.
+fn spec_user(spec: &ConnSpec) -> String {
+    url::Url::parse(&spec.display())
+        .ok()
+        .map(|u| u.username().to_string())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "<role>".into())
 }
 
 async fn recorded_point(core: &Core, workspace: &str, name: &str) -> Result<Option<RestorePoint>> {

@@ -208,7 +208,19 @@ pub async fn take(
     if !status.success() {
         writer.abort().await;
         let tail: Vec<&str> = stderr.lines().rev().take(12).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(Error::new(ErrorKind::Database, format!("pg_basebackup failed ({status}): {}", tail.join("\n"))));
+        let hint = if stderr.contains("replication")
+            && (stderr.contains("permission") || stderr.contains("must be") || stderr.contains("pg_hba.conf"))
+        {
+            "\nA base backup needs a role with REPLICATION (ALTER ROLE <role> REPLICATION;) and a pg_hba.conf \
+             line for the `replication` database (host replication <role> <address>/32 scram-sha-256); see \
+             README \"Privileges\""
+        } else {
+            ""
+        };
+        return Err(Error::new(
+            ErrorKind::Database,
+            format!("pg_basebackup failed ({status}): {}{hint}", tail.join("\n")),
+        ));
     }
     let backup_manifest = parser
         .await

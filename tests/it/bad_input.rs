@@ -337,3 +337,21 @@ async fn a_missing_bucket_and_an_unwritable_folder_say_what_to_do() {
         assert!(stderr.contains("creating the repository"), "the repository is what failed: {stderr}");
     }
 }
+
+/// Issue 12.7: `pitr mark` without the privilege said only "permission denied"; the error
+/// now carries the GRANT that fixes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_privilege_names_the_grant() {
+    let mut w = world().await;
+    let spec = create_database(&w.cluster, "shop", "CREATE ROLE plain LOGIN").await;
+    drop(spec);
+    let url = format!("postgres://plain@127.0.0.1:{}/shop", w.cluster.port());
+    w.core.config.config.workspaces.get_mut("shop").unwrap().database_url = url;
+    let e = tidemark::ops::pitr::mark(&w.core, "shop", "before").await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Database, "{}", e.report());
+    assert!(
+        e.report().contains("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO plain"),
+        "{}",
+        e.report()
+    );
+}

@@ -400,12 +400,27 @@ fn the_demo_workspace_passes_its_restore_drill_and_the_junit_report_is_kept() {
     std::fs::create_dir_all(&reports).unwrap();
     let junit = reports.join("demo.xml");
     let _ = std::fs::remove_file(&junit);
+    // Issue 12.10: `--keep DIR` leaves the repository, config and identity to look at.
+    let kept = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["--json", "demo", "--junit"])
         .arg(&junit)
+        .arg("--keep")
+        .arg(kept.path().join("demo"))
         .output()
         .expect("run tidemark demo");
     let report = ok(&out);
+    let dir = kept.path().join("demo");
+    assert_eq!(report["kept"].as_str(), Some(dir.to_str().unwrap()));
+    let listed = ok(&tidemark(&dir, &["--json", "snapshot", "list", "-w", "shop"]));
+    assert_eq!(listed[0]["id"], report["snapshot"]["id"]);
+    let checked = ok(&tidemark(&dir, &["--json", "check", "-w", "shop", "--read-data"]));
+    assert_eq!(checked["problems"].as_array().unwrap().len(), 0, "{checked:#}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join("tidemark-identity.txt")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = Command::new(env!("CARGO_BIN_EXE_tidemark")).args(["demo", "--keep"]).arg(&dir).output().unwrap();
+    assert_eq!(again.status.code(), Some(ErrorKind::Refused.exit_code()), "a folder with something in it is refused");
     let drill = &report["drill"];
     assert_eq!(drill["passed"], true, "{drill:#}");
     let checks = drill["checks"].as_array().unwrap();
