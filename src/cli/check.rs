@@ -7,6 +7,7 @@ use super::Global;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
+    /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
     #[arg(long, short)]
     workspace: String,
     /// Also download, decrypt and hash every object (slow; reads the whole repository)

@@ -36,6 +36,7 @@ pub struct DrillArgs {
 pub enum DrillCommand {
     /// The drills recorded in the catalog, newest first
     History {
+        /// Only this workspace's drills (default: every workspace)
         #[arg(long, short)]
         workspace: Option<String>,
         /// How many drills to show

@@ -13,6 +13,7 @@ use super::{Global, human_ms};
 pub enum PitrCommand {
     /// The earliest and latest restorable moments, the base backups, and missing WAL
     Window {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
     },
@@ -20,7 +21,9 @@ pub enum PitrCommand {
     Restore(RestoreArgs),
     /// Create a named restore point on the workspace's server
     Mark {
+        /// The restore point name (1 to 63 characters)
         name: String,
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
     },
@@ -29,6 +32,7 @@ pub enum PitrCommand {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["time", "lsn", "name", "latest"])))]
 pub struct RestoreArgs {
+    /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
     #[arg(long, short)]
     workspace: String,
     /// The new data directory (must not exist or be empty)

@@ -8,6 +8,7 @@ use super::{Global, human_bytes};
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
+    /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
     #[arg(long, short)]
     workspace: String,
     /// Say what would be deleted, delete nothing

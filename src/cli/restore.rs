@@ -8,7 +8,7 @@ use super::{Global, human_bytes, human_ms};
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Snapshot id (see `tidemark snapshot list`)
+    /// Snapshot id (see `tidemark snapshot list`), or `latest` (of --workspace, or the only one configured)
     snapshot: String,
     /// Target database URL: created if missing, refused if not empty
     #[arg(long, value_name = "URL", required_unless_present = "stacks_only")]
@@ -16,7 +16,7 @@ pub struct RestoreArgs {
     /// Only make the snapshot's function stacks live again in the workspace (as new changes)
     #[arg(long, conflicts_with_all = ["target", "media_target"])]
     stacks_only: bool,
-    /// The snapshot's workspace (default: search the repository)
+    /// The snapshot's workspace (default: found in the repository; for `latest`, the only one configured)
     #[arg(long, short)]
     workspace: Option<String>,
     /// Parallel connections loading tables (default: one per core)

@@ -11,6 +11,7 @@ use super::{Global, human_bytes, human_ms};
 pub enum SnapshotCommand {
     /// Take a manual snapshot of a workspace now
     Create {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
         /// A note kept with the snapshot ("before migration 42")
@@ -28,24 +29,31 @@ pub enum SnapshotCommand {
     },
     /// List a workspace's snapshots, oldest first
     List {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
     },
     /// Show one snapshot: tables, sizes, digests, timings
     Show {
+        /// Snapshot id (`tidemark snapshot list`), or `latest`
         id: String,
+        /// The snapshot's workspace (default: found in the repository; for `latest`, the only one configured)
         #[arg(long, short)]
         workspace: Option<String>,
     },
     /// Keep a snapshot forever (retention never deletes a pinned snapshot)
     Pin {
+        /// Snapshot id (`tidemark snapshot list`), or `latest`
         id: String,
+        /// The snapshot's workspace (default: found in the repository; for `latest`, the only one configured)
         #[arg(long, short)]
         workspace: Option<String>,
     },
     /// Let retention decide about a pinned snapshot again
     Unpin {
+        /// Snapshot id (`tidemark snapshot list`), or `latest`
         id: String,
+        /// The snapshot's workspace (default: found in the repository; for `latest`, the only one configured)
         #[arg(long, short)]
         workspace: Option<String>,
     },

@@ -13,6 +13,7 @@ use super::Global;
 pub enum StacksCommand {
     /// Record new content for a stack (nothing if it is unchanged)
     Put {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
         /// kind/name, e.g. api/checkout
@@ -20,76 +21,99 @@ pub enum StacksCommand {
         /// JSON file ("-" for standard input)
         #[arg(long)]
         file: PathBuf,
+        /// Who makes the change, recorded in the history (default: the OS user)
         #[arg(long)]
         author: Option<String>,
+        /// Why: recorded with the change or version
         #[arg(long)]
         message: Option<String>,
     },
     /// List the stacks with their live state and newest version
     List {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
     },
     /// Print a stack's content (live by default)
     Show {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
+        /// The function stack: kind/name, e.g. api/checkout
         stack: String,
         #[arg(long, conflicts_with = "change")]
         version: Option<i32>,
+        /// A change number (`tidemark stacks history`)
         #[arg(long)]
         change: Option<i64>,
     },
     /// Every change of a stack, with the versions published from it
     History {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
+        /// The function stack: kind/name, e.g. api/checkout
         stack: String,
     },
     /// Publish the live content as the next numbered version
     Publish {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
+        /// The function stack: kind/name, e.g. api/checkout
         stack: String,
+        /// Who makes the change, recorded in the history (default: the OS user)
         #[arg(long)]
         author: Option<String>,
+        /// Why: recorded with the change or version
         #[arg(long)]
         message: Option<String>,
     },
     /// Structural diff between two states (default: newest published -> live)
     Diff {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
+        /// The function stack: kind/name, e.g. api/checkout
         stack: String,
         /// live, published, version:N or change:N
         #[arg(long, default_value = "published")]
         from: String,
+        /// live, published, version:N or change:N
         #[arg(long, default_value = "live")]
         to: String,
     },
     /// Make an earlier state live again (a new change; history is kept)
     Revert {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
+        /// The function stack: kind/name, e.g. api/checkout
         stack: String,
         /// version:N or change:N
         #[arg(long)]
         to: String,
+        /// Who makes the change, recorded in the history (default: the OS user)
         #[arg(long)]
         author: Option<String>,
     },
     /// Import DIR/<kind>/<name>.json: one change per changed file
     Import {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
+        /// The folder of stack files (kind/name.json)
         dir: PathBuf,
+        /// Who makes the change, recorded in the history (default: the OS user)
         #[arg(long)]
         author: Option<String>,
     },
     /// Export every stack to DIR/<kind>/<name>.json
     Export {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
+        /// The folder of stack files (kind/name.json)
         dir: PathBuf,
         /// live or published
         #[arg(long, default_value = "live")]

@@ -22,6 +22,7 @@ pub enum WalCommand {
     },
     /// Stream WAL continuously (pg_receivewal over a replication slot) and ship each completed segment, until SIGTERM/SIGINT
     Stream {
+        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
         #[arg(long, short)]
         workspace: String,
         /// Replication slot (default: tidemark_<workspace>; created if missing)
@@ -37,6 +38,7 @@ pub enum WalCommand {
         name: String,
         /// Where to write it (%p)
         dest: PathBuf,
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
         workspace: Option<String>,
         /// Read ahead: a background `wal prefetch` downloads up to N following segments into --spool while the server replays
@@ -51,13 +53,16 @@ pub enum WalCommand {
     },
     /// Download the segments after the one Postgres asked for last into a spool (started by `wal fetch --prefetch`), or remove the spool (--remove: the recovery_end_command)
     Prefetch {
+        /// The spool folder (inside the data directory of the recovering server)
         #[arg(long)]
         spool: PathBuf,
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
         workspace: Option<String>,
         /// How many segments to read ahead
         #[arg(long, default_value_t = 8)]
         depth: u32,
+        /// The cluster's WAL segment size in bytes
         #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE, value_parser = parse_segment_size)]
         segment_size: u64,
         /// Remove the spool (after waiting for a running prefetcher) instead

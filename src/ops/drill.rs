@@ -300,6 +300,7 @@ async fn snapshot_to_drill(core: &Core, workspace: &str, id: &Option<String>) ->
     if let Some(id) = id.as_deref().filter(|id| *id != "latest") {
         return super::snapshot::show(core, id, Some(workspace)).await;
     }
+    // Like `snapshot::resolve("latest")`, and a damaged newer manifest is logged.
     let read = core.repo.read_manifests(workspace, &core.identities()?).await?;
     let newest = read.items.into_iter().max_by(|a, b| a.id.cmp(&b.id)).ok_or_else(|| {
         let damaged = if read.damaged.is_empty() {

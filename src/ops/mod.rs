@@ -104,6 +104,45 @@ impl Core {
         self.identity_source.is_some() || self.identities.get().is_some()
     }
 
+    /// The workspace named (it must be configured), or the only one configured: how every
+    /// command that works on one configured workspace resolves `--workspace`.
+    ///
+    /// Errors: `NotFound` for a name the config does not have; `Usage` when none is named
+    /// and the config has several (or none).
+    pub fn workspace_or_only(&self, workspace: Option<&str>) -> Result<String> {
+        if let Some(ws) = workspace {
+            self.config.workspace(ws)?;
+            return Ok(ws.to_string());
+        }
+        let names: Vec<&String> = self.config.config.workspaces.keys().collect();
+        match names.as_slice() {
+            [only] => Ok((*only).clone()),
+            _ => Err(Error::usage(format!(
+                "say which workspace with --workspace (the config has {})",
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                }
+            ))),
+        }
+    }
+
+    /// A workspace whose backups are read: configured here, or present in the repository
+    /// (another host's, a workspace since removed from the config).
+    ///
+    /// Errors: `NotFound` naming the configured ones when it is neither; `Unavailable`
+    /// for the store.
+    pub async fn known_workspace(&self, workspace: &str) -> Result<()> {
+        crate::config::validate_workspace_name(workspace)?;
+        if self.config.config.workspaces.contains_key(workspace)
+            || self.repo.list_workspaces().await?.iter().any(|w| w == workspace)
+        {
+            return Ok(());
+        }
+        self.config.workspace(workspace).map(|_| ())
+    }
+
     /// Where the Postgres tools are.
     pub fn pg_bin_dir(&self) -> Option<PathBuf> {
         crate::pg::bin_dir(self.config.config.postgres.bin_dir.as_deref())

@@ -125,11 +125,8 @@ pub async fn pinned(core: &Core, workspace: &str) -> Result<HashSet<String>> {
 
 /// Pins (or unpins) a snapshot. Errors: `NotFound` for a snapshot that does not exist.
 pub async fn set_pin(core: &Core, id: &str, workspace: Option<&str>, pin: bool) -> Result<String> {
-    let ws = match workspace {
-        Some(w) => w.to_string(),
-        None => core.repo.find_snapshot(id).await?,
-    };
-    layout::validate_snapshot_id(id)?;
+    let (ws, id) = super::snapshot::resolve(core, id, workspace).await?;
+    let id = id.as_str();
     core.repo.store().head(&layout::manifest(&ws, id)).await.map_err(|e| match e {
         object_store::Error::NotFound { .. } => Error::not_found(format!("workspace {ws} has no snapshot {id}")),
         other => other.into(),

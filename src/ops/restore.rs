@@ -91,11 +91,8 @@ pub async fn restore_or_stop(
     stop: &CancellationToken,
 ) -> Result<RestoreReport> {
     let clock = Instant::now();
-    let workspace = match &opts.workspace {
-        Some(w) => w.clone(),
-        None => core.repo.find_snapshot(&opts.snapshot).await?,
-    };
-    let manifest = core.repo.read_manifest(&workspace, &opts.snapshot, &core.identities()?).await?;
+    let (workspace, id) = super::snapshot::resolve(core, &opts.snapshot, opts.workspace.as_deref()).await?;
+    let manifest = core.repo.read_manifest(&workspace, &id, &core.identities()?).await?;
     let target = ConnSpec::parse(&opts.target, opts.target_password.as_ref())?;
     let media = media_plan(core, &manifest, opts)?;
     progress.set_prefix(format!("restore {}", manifest.id));
@@ -375,11 +372,8 @@ pub async fn restore_stacks(
     workspace: Option<&str>,
     author: &str,
 ) -> Result<Vec<crate::stacks::log::PutOutcome>> {
-    let workspace = match workspace {
-        Some(w) => w.to_string(),
-        None => core.repo.find_snapshot(snapshot).await?,
-    };
-    let manifest = core.repo.read_manifest(&workspace, snapshot, &core.identities()?).await?;
+    let (workspace, snapshot) = super::snapshot::resolve(core, snapshot, workspace).await?;
+    let manifest = core.repo.read_manifest(&workspace, &snapshot, &core.identities()?).await?;
     let (stack_rows, stack_cols) = tidemark_table_rows(core, &manifest, "stacks").await?;
     let (change_rows, change_cols) = tidemark_table_rows(core, &manifest, "stack_changes").await?;
     let position = |cols: &[String], name: &str| {

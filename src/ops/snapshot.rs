@@ -426,7 +426,7 @@ impl SnapshotSummary {
 /// Errors: `Unavailable` for an unreachable store; `Key` when no manifest can be read
 /// with the configured identity.
 pub async fn list(core: &Core, workspace: &str) -> Result<Vec<SnapshotSummary>> {
-    crate::config::validate_workspace_name(workspace)?;
+    core.known_workspace(workspace).await?;
     if !core.has_identities() {
         let ids = core.repo.list_snapshot_ids(workspace).await?;
         return Ok(ids.into_iter().map(|id| SnapshotSummary::unread(id, workspace, None)).collect());
@@ -438,13 +438,45 @@ pub async fn list(core: &Core, workspace: &str) -> Result<Vec<SnapshotSummary>> 
     Ok(out)
 }
 
-/// One snapshot's manifest. `workspace` may be omitted: the repository is searched.
-pub async fn show(core: &Core, id: &str, workspace: Option<&str>) -> Result<Manifest> {
+/// Resolves a snapshot as every command names it: an id (its workspace found in the
+/// repository when not given), or `latest`: the newest snapshot of the workspace (given,
+/// or the only one configured) whose manifest can be read. Returns (workspace, id).
+///
+/// Errors: `Usage` for a malformed id, `NotFound` when there is no such snapshot.
+pub async fn resolve(core: &Core, id: &str, workspace: Option<&str>) -> Result<(String, String)> {
+    if id == "latest" {
+        let ws = match workspace {
+            Some(w) => {
+                core.known_workspace(w).await?;
+                w.to_string()
+            }
+            None => core.workspace_or_only(None)?,
+        };
+        let newest = if core.has_identities() {
+            let read = core.repo.read_manifests(&ws, &core.identities()?).await?;
+            read.items.into_iter().map(|m| m.id).max()
+        } else {
+            core.repo.list_snapshot_ids(&ws).await?.into_iter().max()
+        };
+        let id = newest.ok_or_else(|| {
+            Error::not_found(format!(
+                "workspace {ws} has no snapshot that can be read; take one with `tidemark snapshot create`"
+            ))
+        })?;
+        return Ok((ws, id));
+    }
+    layout::validate_snapshot_id(id)?;
     let ws = match workspace {
         Some(w) => w.to_string(),
         None => core.repo.find_snapshot(id).await?,
     };
-    core.repo.read_manifest(&ws, id, &core.identities()?).await
+    Ok((ws, id.to_string()))
+}
+
+/// One snapshot's manifest (see [`resolve`] for how it is named).
+pub async fn show(core: &Core, id: &str, workspace: Option<&str>) -> Result<Manifest> {
+    let (ws, id) = resolve(core, id, workspace).await?;
+    core.repo.read_manifest(&ws, &id, &core.identities()?).await
 }
 
 /// Backs up the media store incrementally: hash what changed (the cache spares the rest),

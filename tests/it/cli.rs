@@ -49,6 +49,14 @@ async fn operator_round_trip_through_the_binary() {
     assert_eq!(list[0]["note"], "cli");
     let show = ok(&tidemark(dir.path(), &["--json", "snapshot", "show", &id]));
     assert_eq!(show["tables"][0]["name"], "t");
+    // Issue 12.9: snapshots and workspaces are named the same way by every command.
+    let latest = ok(&tidemark(dir.path(), &["--json", "snapshot", "show", "latest"]));
+    assert_eq!(latest["id"], id.as_str(), "latest of the only configured workspace");
+    let typo = tidemark(dir.path(), &["snapshot", "list", "-w", "shpo"]);
+    assert_eq!(typo.status.code(), Some(ErrorKind::NotFound.exit_code()));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("no workspace named \"shpo\""));
+    let typo = tidemark(dir.path(), &["snapshot", "show", "latest", "-w", "shpo"]);
+    assert_eq!(typo.status.code(), Some(ErrorKind::NotFound.exit_code()));
     assert!(show["tables"][0]["content_digest"].as_str().unwrap().len() == 32);
 
     let target = cluster.url("shop_copy");
