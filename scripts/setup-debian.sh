@@ -32,4 +32,5 @@ fi
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
   useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
-echo "ready: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -n 1), $(age --version), $(zstd --version | head -c 40)"
+zstd_version=$(zstd --version | grep -o 'v[0-9][0-9.]*' | head -n 1)
+echo "ready: $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | tail -n 1), age $(age --version), zstd ${zstd_version:-(version unknown)}"

@@ -17,15 +17,24 @@ fn main() {
         _ => "debug",
     };
     let filter = EnvFilter::try_from_env("TIDEMARK_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only on a terminal: a log file or journal gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(colour);
     match cli.log_format {
         cli::LogFormat::Text => logs.init(),
         cli::LogFormat::Json => logs.json().flatten_event(true).init(),
     }
     let json = cli.json;
     // These handle SIGTERM/SIGINT themselves: the daemon stops gracefully (exit 0), a drill
-    // removes its throwaway first, a restore drops the database it created.
-    let handles_signals = is_daemon || matches!(cli.command, cli::Command::Drill(_) | cli::Command::Restore(_));
+    // removes its throwaway first, a restore drops the database it created, a snapshot
+    // records its job as interrupted.
+    let handles_signals = is_daemon
+        || matches!(
+            cli.command,
+            cli::Command::Drill(_)
+                | cli::Command::Restore(_)
+                | cli::Command::Snapshot(cli::snapshot::SnapshotCommand::Create { .. })
+        );
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

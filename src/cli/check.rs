@@ -22,12 +22,12 @@ pub async fn run(global: &Global, args: CheckArgs) -> Result<()> {
         global.print_json(&report);
     } else {
         println!(
-            "workspace {}: {} snapshots, {} base backups, {} WAL files; {} objects checked, {} read back",
+            "workspace {}: {}, {}, {}; {} checked, {} read back",
             report.workspace,
-            report.snapshots,
-            report.base_backups,
-            report.wal_files,
-            report.objects_checked,
+            super::count(report.snapshots as u64, "snapshot"),
+            super::count(report.base_backups as u64, "base backup"),
+            super::count(report.wal_files as u64, "WAL file"),
+            super::count(report.objects_checked, "object"),
             report.objects_read
         );
         println!("point-in-time window: {}", report.window);

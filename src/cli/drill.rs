@@ -151,6 +151,8 @@ fn print_report(r: &DrillReport) {
         println!("removed the leftover of a crashed drill: {l}");
     }
     if r.passed {
-        println!("drill PASSED: {} checks", r.checks.len());
+        let skipped = r.checks.iter().filter(|c| c.status == tidemark::drill::CheckStatus::Skip).count();
+        let skipped = if skipped > 0 { format!(" ({skipped} skipped)") } else { String::new() };
+        println!("drill PASSED: {} of {} checks passed{skipped}", r.passed_checks(), r.checks.len());
     }
 }

@@ -152,6 +152,12 @@ pub fn check_secret_reference(flag: &str, value: Option<&str>) -> Result<()> {
     }
 }
 
+/// `1 part`, `2 parts`, `1 base backup`: a count and its noun.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+}
+
 /// The first `n` bytes of a stored string for display (a hash prefix), or all of it when
 /// it is shorter or not cut at a character boundary: stored text may be hand-edited.
 pub fn short(s: &str, n: usize) -> &str {

@@ -4,7 +4,7 @@ use clap::Args;
 use tidemark::Result;
 use tidemark::ops::prune::{DEFAULT_GRACE, PruneOptions, prune};
 
-use super::{Global, human_bytes};
+use super::{Global, count, human_bytes};
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -38,27 +38,35 @@ pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
     }
     let verb = if report.dry_run { "would delete" } else { "deleted" };
     println!(
-        "{verb} {} snapshots, {} objects ({}), of which {} garbage; {} objects left for a later prune (inside the grace period)",
-        report.decisions.iter().filter(|d| !d.keep).count(),
-        report.deleted_objects,
+        "{verb} {}, {} ({}), of which {} garbage; {} left for a later prune (inside the grace period)",
+        count(report.decisions.iter().filter(|d| !d.keep).count() as u64, "snapshot"),
+        count(report.deleted_objects, "object"),
         human_bytes(report.deleted_bytes),
         report.garbage_objects,
-        report.garbage_in_grace
+        count(report.garbage_in_grace, "object")
     );
+    if report.unfinished_uploads_deleted > 0 {
+        println!("{verb} {} that never completed", count(report.unfinished_uploads_deleted, "upload"));
+    }
+    for d in report.damaged.iter().chain(report.pitr.damaged.iter()) {
+        eprintln!("warning: {} cannot be read and is kept: {}", d.id, d.problem);
+    }
     let pitr = &report.pitr;
     if !pitr.base_backups_deleted.is_empty() || pitr.wal_files_deleted > 0 || pitr.wal_files_in_grace > 0 {
+        let bases = match pitr.base_backups_deleted.as_slice() {
+            [] => "no base backup".to_string(),
+            ids => format!("{} ({})", count(ids.len() as u64, "base backup"), ids.join(", ")),
+        };
         println!(
-            "point-in-time window {}: {verb} base backups [{}] and {} WAL files ({} more inside the grace period); \
-             WAL kept from {}",
+            "point-in-time window {}: {verb} {bases} and {} ({} more inside the grace period); WAL kept from {}",
             pitr.window,
-            pitr.base_backups_deleted.join(", "),
-            pitr.wal_files_deleted,
+            count(pitr.wal_files_deleted, "WAL file"),
             pitr.wal_files_in_grace,
             pitr.oldest_wal_kept.as_deref().unwrap_or("-")
         );
     }
     if report.drill_reports_deleted > 0 {
-        println!("{verb} {} restore drill reports past the retention", report.drill_reports_deleted);
+        println!("{verb} {} past the retention", count(report.drill_reports_deleted, "restore drill report"));
     }
     Ok(())
 }

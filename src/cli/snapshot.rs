@@ -68,7 +68,12 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
     match cmd {
         SnapshotCommand::Create { workspace, note, jobs, split_table_mib, no_media } => {
             let opts = SnapshotOptions { workspace, note, kind: SnapshotKind::Manual, jobs, split_table_mib, no_media };
-            let manifest = snapshot::create_recorded(&core, &opts, &global.progress()).await?;
+            // Ctrl-C and SIGTERM stop the snapshot, which then records its job as interrupted.
+            let stop = tokio_util::sync::CancellationToken::new();
+            let listener = tokio::spawn(super::serve::stop_on_signal(stop.clone()));
+            let manifest = snapshot::create_recorded(&core, &opts, &global.progress(), &stop).await;
+            listener.abort();
+            let manifest = manifest?;
             if global.json {
                 global.print_json(&snapshot::SnapshotSummary::of(&manifest));
             } else {
@@ -155,11 +160,11 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
             for t in &m.tables {
                 let stored: u64 = t.parts.iter().map(|p| p.stored_size).sum();
                 println!(
-                    "  {}.{}  {} rows, {} parts, {} stored, digest {}",
+                    "  {}.{}  {}, {}, {} stored, digest {}",
                     t.schema,
                     t.name,
-                    t.rows,
-                    t.parts.len(),
+                    super::count(t.rows, "row"),
+                    super::count(t.parts.len() as u64, "part"),
                     human_bytes(stored),
                     super::short(&t.content_digest, 16)
                 );

@@ -656,7 +656,15 @@ async fn upload_media(
 /// [`create`], recorded in the catalog's job history as an operator's job. The catalog is
 /// optional here: when it cannot be opened the snapshot is taken anyway, with a warning,
 /// because a command that needs only the repository must not depend on the catalog.
-pub async fn create_recorded(core: &Core, opts: &SnapshotOptions, progress: &Progress) -> Result<Manifest> {
+///
+/// Stopped when `stop` is cancelled (Ctrl-C, SIGTERM): nothing is committed, and the job
+/// is recorded as aborted, "interrupted" (not as a process that vanished).
+pub async fn create_recorded(
+    core: &Core,
+    opts: &SnapshotOptions,
+    progress: &Progress,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Manifest> {
     use crate::catalog::{JobEnd, JobStatus, NewJob, Trigger};
     let catalog = match super::catalog::open(core).await {
         Ok(c) => Some(c),
@@ -678,13 +686,22 @@ pub async fn create_recorded(core: &Core, opts: &SnapshotOptions, progress: &Pro
         Some(c) => c.start_job(&new).await.inspect_err(|e| tracing::warn!(error = %e.report(), "not recorded")).ok(),
         None => None,
     };
-    let result = create(core, opts, progress).await;
+    let result = tokio::select! {
+        r = create(core, opts, progress) => r,
+        _ = stop.cancelled() => Err(Error::new(
+            crate::error::ErrorKind::Interrupted,
+            "interrupted (Ctrl-C or SIGTERM): nothing was committed",
+        )),
+    };
     if let (Some(catalog), Some(id)) = (&catalog, id) {
         let (status, end) = match &result {
             Ok(m) => (
                 JobStatus::Succeeded,
                 JobEnd { snapshot_id: Some(m.id.clone()), bytes: Some(m.stored_bytes()), ..Default::default() },
             ),
+            Err(e) if e.kind() == crate::error::ErrorKind::Interrupted => {
+                (JobStatus::Aborted, JobEnd { error: Some(e.report()), ..Default::default() })
+            }
             Err(e) => (JobStatus::Failed, JobEnd { error: Some(e.report()), ..Default::default() }),
         };
         if let Err(e) = catalog.finish_job(id, status, &end).await {

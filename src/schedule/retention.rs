@@ -74,7 +74,13 @@ pub fn select(
                 if let Some(within) = r.keep_within
                     && now.signed_duration_since(c.taken_at) < within
                 {
-                    reasons.push(format!("within keep-within {}", human(within)));
+                    let left = within - now.signed_duration_since(c.taken_at);
+                    reasons.push(format!(
+                        "within the {} policy's keep-within of {}: {} left",
+                        c.kind,
+                        human(within),
+                        human(left)
+                    ));
                 }
                 let mut same_kind: Vec<&Candidate> = candidates.iter().filter(|o| o.kind == c.kind).collect();
                 same_kind.sort_by(|a, b| (b.taken_at, &b.id).cmp(&(a.taken_at, &a.id)));
@@ -116,8 +122,14 @@ pub fn select(
     decisions
 }
 
+/// A retention span as a person says it: whole days (hours, minutes below a day).
 fn human(d: chrono::Duration) -> String {
-    humantime::format_duration(d.to_std().unwrap_or_default()).to_string()
+    let plural = |n: i64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    match (d.num_days(), d.num_hours(), d.num_minutes()) {
+        (days, _, _) if days >= 1 => plural(days, "day"),
+        (_, hours, _) if hours >= 1 => plural(hours, "hour"),
+        (_, _, minutes) => plural(minutes.max(0), "minute"),
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +157,18 @@ mod tests {
 
     fn kept(decisions: &[Decision]) -> Vec<&str> {
         decisions.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect()
+    }
+
+    /// Issue 12.8: reasons a person reads ("62 days left", not "2months 29days 2h 52m").
+    #[test]
+    fn keep_within_says_the_policy_and_the_time_left() {
+        let old = snap("a", SnapshotKind::Manual, "2026-01-01T10:00:00Z");
+        let newer = snap("b", SnapshotKind::Manual, "2026-01-02T10:00:00Z");
+        let decisions = select(&[old, newer], defaults, at("2026-01-28T12:00:00Z"));
+        assert_eq!(decisions[0].reasons, ["within the manual policy's keep-within of 90 days: 62 days left"]);
+        assert_eq!(human(chrono::Duration::hours(1)), "1 hour");
+        assert_eq!(human(chrono::Duration::minutes(90)), "1 hour");
+        assert_eq!(human(chrono::Duration::seconds(30)), "0 minutes");
     }
 
     #[test]

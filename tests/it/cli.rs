@@ -372,6 +372,10 @@ async fn sigterm_stops_a_snapshot_and_a_restore_and_leaves_nothing() {
     sqlx::raw_sql("ROLLBACK").execute(&mut blocker).await.unwrap();
     let listed = ok(&tidemark(dir.path(), &["--json", "snapshot", "list", "-w", "shop"]));
     assert_eq!(listed.as_array().unwrap().len(), 1, "the interrupted snapshot never appears");
+    // Issue 12.8: its job reads as interrupted, not as a process that vanished.
+    let jobs = ok(&tidemark(dir.path(), &["--json", "jobs"]));
+    assert_eq!(jobs[0]["status"], "aborted", "{jobs}");
+    assert!(jobs[0]["error"].as_str().unwrap().contains("interrupted"), "{jobs}");
 
     // A restore into a new database, SIGTERM as soon as the database exists.
     let child = spawn(&["restore", &id, "--target", &cluster.url("copy")]);
