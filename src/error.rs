@@ -252,11 +252,7 @@ impl From<std::io::Error> for Error {
 /// A local permission problem is a setup problem (retrying cannot help): `Config`, saying
 /// who tidemark runs as.
 fn permission_denied() -> Error {
-    let user = nix::unistd::User::from_uid(nix::unistd::getuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()));
+    let user = current_user();
     Error::new(
         ErrorKind::Config,
         format!(
@@ -265,6 +261,15 @@ fn permission_denied() -> Error {
              archive_command and restore_command that is the user the Postgres server runs as"
         ),
     )
+}
+
+/// The name of the OS user this process runs as (`uid N` when it has none).
+pub fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| format!("uid {}", nix::unistd::getuid()))
 }
 
 /// The error and its sources, as one text (to recognise what a store's error means).

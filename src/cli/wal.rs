@@ -51,6 +51,25 @@ pub enum WalCommand {
         #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE, value_parser = parse_segment_size)]
         segment_size: u64,
     },
+    /// Check, as the OS user the Postgres server runs as, that archive_command (and with --restore, restore_command) can work; print the commands that fix what cannot
+    Setup {
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
+        #[arg(long, short)]
+        workspace: Option<String>,
+        /// Also check what a point-in-time restore needs: the identity and reading the WAL
+        #[arg(long)]
+        restore: bool,
+    },
+    /// What `wal setup` runs as the server's user (prints its findings as JSON)
+    #[command(hide = true)]
+    Probe {
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
+        #[arg(long, short)]
+        workspace: Option<String>,
+        /// Also check the identity and reading the WAL
+        #[arg(long)]
+        restore: bool,
+    },
     /// Download the segments after the one Postgres asked for last into a spool (started by `wal fetch --prefetch`), or remove the spool (--remove: the recovery_end_command)
     Prefetch {
         /// The spool folder (inside the data directory of the recovering server)
@@ -142,6 +161,39 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
                     std::process::exit(FETCH_FAILED_EXIT);
                 }
             }
+        }
+        WalCommand::Setup { workspace, restore } => {
+            let report = wal::setup(&global.core().await?, workspace.as_deref(), restore, None).await?;
+            if global.json {
+                global.print_json(&report);
+            } else if report.ok {
+                println!(
+                    "ok: as {}, {} can read the config and write WAL of workspace {}{}",
+                    report.user,
+                    report.command,
+                    report.workspace,
+                    if report.restore { ", read the identity and fetch WAL" } else { "" }
+                );
+            } else {
+                println!("NOT READY: {}", report.problem.as_deref().unwrap_or_default());
+                println!("fix (as root):");
+                for fix in &report.fixes {
+                    println!("  {fix}");
+                }
+            }
+            match report.ok {
+                true => Ok(()),
+                false => Err(tidemark::Error::new(
+                    tidemark::ErrorKind::Config,
+                    format!("the server's OS user {} cannot use tidemark yet", report.user),
+                )
+                .result_printed()),
+            }
+        }
+        WalCommand::Probe { workspace, restore } => {
+            let probe = wal::probe(&global.core().await?, workspace.as_deref(), restore).await;
+            global.print_json(&probe);
+            Ok(())
         }
         WalCommand::Prefetch { spool, remove: true, .. } => {
             Spool::new(spool).remove(std::time::Duration::from_secs(60))

@@ -196,6 +196,20 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions, progress: &Progress
 async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progress) -> Result<PitrRestoreReport> {
     let clock = Instant::now();
     core.config.workspace(&opts.workspace)?;
+    if opts.start {
+        // The server runs `tidemark wal fetch` as its own OS user: check, as that user,
+        // that it can (before anything is written), and say what to run if not.
+        let command = opts.tidemark_command.as_deref().filter(|c| Path::new(c).is_file());
+        let setup = super::wal::setup(core, Some(&opts.workspace), true, command).await?;
+        if !setup.ok {
+            return Err(Error::config(format!(
+                "the restored server could not fetch WAL: {}. Fix it (as root) with:\n  {}\n(`tidemark wal setup \
+                 --restore` checks again)",
+                setup.problem.unwrap_or_default(),
+                setup.fixes.join("\n  ")
+            )));
+        }
+    }
     let identities = core.identities()?;
     let physical = Physical::load(core, &identities, &opts.workspace).await?;
     let window = physical.window();
@@ -506,7 +520,7 @@ fn shell_quote(s: &str) -> String {
 /// variables tidemark reads, the object store's own (`AWS_*`), and the variables the
 /// repository settings name as `env:` secrets. Database passwords, webhook URLs and the
 /// rest stay out of the server's environment.
-fn restore_command_env(core: &Core) -> Vec<(String, String)> {
+pub(crate) fn restore_command_env(core: &Core) -> Vec<(String, String)> {
     let repository = &core.config.config.repository;
     let named: Vec<&str> = [&repository.access_key_id, &repository.secret_access_key]
         .into_iter()

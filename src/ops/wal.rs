@@ -5,6 +5,8 @@ use std::path::Path;
 
 use super::Core;
 use crate::error::{Error, ErrorKind, Result};
+use serde::{Deserialize, Serialize};
+
 use crate::wal::archive::{self, Pushed};
 
 /// Archives one WAL file; succeeds only once it is durable in the repository.
@@ -81,4 +83,155 @@ pub async fn stream(
     crate::wal::stream::stream(&core.repo, core.recipients()?, &spec, core.pg_bin_dir().as_deref(), &settings, shutdown)
         .await
         .map_err(|e| e.context(format!("streaming WAL of workspace {}", opts.workspace)))
+}
+
+/// What `wal probe` found, as the OS user it ran as.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Probe {
+    pub user: String,
+    /// The first step that failed: `config`, `repository`, `identity`; `None`: all passed.
+    pub failed: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Run by `wal setup` as the server's OS user (the hidden `wal probe`): reads the config
+/// (already done by the caller), writes and deletes an object where WAL goes, and for a
+/// restore loads the identity and lists the WAL. Never fails: the answer says what broke.
+pub async fn probe(core: &Core, workspace: Option<&str>, restore: bool) -> Probe {
+    let user = crate::error::current_user();
+    let workspace = match core.workspace_or_only(workspace) {
+        Ok(w) => w,
+        Err(e) => return Probe { user, failed: Some("config".into()), error: Some(e.report()) },
+    };
+    let tag = format!("{}-{}", std::process::id(), rand::random::<u32>());
+    if let Err(e) = core.repo.probe_write(&crate::repo::layout::wal_probe(&workspace, &tag)).await {
+        return Probe { user, failed: Some("repository".into()), error: Some(e.report()) };
+    }
+    if restore {
+        let read = async { archive::list(&core.repo, &workspace).await.and(core.identities().map(|_| ())) };
+        if let Err(e) = read.await {
+            let step = if e.kind() == crate::error::ErrorKind::Key || e.kind() == crate::error::ErrorKind::Config {
+                "identity"
+            } else {
+                "repository"
+            };
+            return Probe { user, failed: Some(step.into()), error: Some(e.report()) };
+        }
+    }
+    Probe { user, failed: None, error: None }
+}
+
+/// What `wal setup` checked and what to run to fix it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetupReport {
+    pub workspace: String,
+    /// The OS user the Postgres server (and so archive_command/restore_command) runs as.
+    pub user: String,
+    /// How the server runs tidemark.
+    pub command: String,
+    pub restore: bool,
+    pub ok: bool,
+    pub problem: Option<String>,
+    /// Commands that fix it, to run as root (or the owner of the files).
+    pub fixes: Vec<String>,
+}
+
+/// Checks, as the OS user the Postgres server runs as, that it can run tidemark, read the
+/// config, write the repository's WAL (push) and, with `restore`, read the identity and
+/// the WAL (fetch): what `archive_command` and `restore_command` need. `command`: how the
+/// server runs tidemark (default: this binary). When tidemark does not run as root, the
+/// server is taken to run as this user.
+///
+/// Errors: `Config` when there is no `postgres` user to check as (as root).
+pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command: Option<&str>) -> Result<SetupReport> {
+    let workspace = core.workspace_or_only(workspace)?;
+    let run_as = crate::pgcluster::server_user()?;
+    let user = match run_as {
+        Some((uid, _)) => nix::unistd::User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_default(),
+        None => crate::error::current_user(),
+    };
+    let exe = match command {
+        Some(c) => std::path::PathBuf::from(c),
+        None => std::env::current_exe()?,
+    };
+    let config = std::path::absolute(&core.config.path)?;
+    let mut report = SetupReport {
+        workspace: workspace.clone(),
+        user: user.clone(),
+        command: exe.display().to_string(),
+        restore,
+        ok: false,
+        problem: None,
+        fixes: Vec::new(),
+    };
+    let mut child = tokio::process::Command::new(&exe);
+    child.arg("--config").arg(&config).args(["--json", "wal", "probe", "--workspace", &workspace]);
+    if restore {
+        child.arg("--restore");
+    }
+    child
+        .env_clear()
+        .envs(super::pitr::restore_command_env(core))
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    child.current_dir("/").stdin(std::process::Stdio::null());
+    if let Some((uid, gid)) = run_as {
+        child.uid(uid.as_raw()).gid(gid.as_raw());
+    }
+    let group = format!("$(id -gn {user})");
+    let out = match child.output().await {
+        Ok(out) => out,
+        Err(e) => {
+            report.problem = Some(format!("{user} cannot run {}: {e}", exe.display()));
+            report.fixes.push(format!(
+                "install -m 755 {} /usr/local/bin/tidemark   # then use /usr/local/bin/tidemark in archive_command and restore_command",
+                exe.display()
+            ));
+            return Ok(report);
+        }
+    };
+    let probe: Option<Probe> = serde_json::from_slice(&out.stdout).ok();
+    let Some(probe) = probe else {
+        // No answer: it could not read the config (or is another program).
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        report.problem = Some(format!("{user} cannot use the config {}: {stderr}", config.display()));
+        report.fixes.push(format!("chgrp {group} {0} && chmod g+r {0}", config.display()));
+        if let Some(dir) = config.parent() {
+            report.fixes.push(format!("chmod o+x {}   # each folder on the way must be searchable", dir.display()));
+        }
+        return Ok(report);
+    };
+    match probe.failed.as_deref() {
+        None => report.ok = true,
+        Some(step) => {
+            report.problem = Some(format!("as {user}, the {step} check failed: {}", probe.error.unwrap_or_default()));
+            match (step, core.repo.local_root()) {
+                ("repository", Some(root)) => {
+                    let wal = root.join("workspaces").join(&workspace).join("wal");
+                    report.fixes.push(format!("mkdir -p {0} && chown -R {user}:{group} {0}", wal.display()));
+                    report.fixes.push(format!(
+                        "chmod o+x {} {}   # each folder on the way must be searchable",
+                        root.display(),
+                        root.join("workspaces").join(&workspace).display()
+                    ));
+                }
+                ("repository", None) => report.fixes.push(
+                    "give the server's environment the repository credentials (as env: secrets in the config, \
+                     or AWS_* variables of the server's service)"
+                        .into(),
+                ),
+                ("identity", _) => match &core.config.config.repository.identity_file {
+                    Some(file) => {
+                        let file = core.config.resolve_path(file);
+                        report.fixes.push(format!("chgrp {group} {0} && chmod 640 {0}", file.display()));
+                    }
+                    None => report.fixes.push(format!(
+                        "set repository.identity-file in {} to a file {user} can read (mode 640, group {group})",
+                        config.display()
+                    )),
+                },
+                _ => {}
+            }
+        }
+    }
+    Ok(report)
 }

@@ -43,6 +43,12 @@ pub fn workspace(workspace: &str) -> Path {
     Path::from_iter(["workspaces", workspace])
 }
 
+/// A probe object `wal setup` writes and deletes to see that the server's OS user may
+/// write WAL (never listed as WAL: not a WAL file name).
+pub fn wal_probe(workspace: &str, tag: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "wal", &format!("tidemark-probe-{tag}")])
+}
+
 /// `workspaces/<ws>/snapshots/`: one common prefix per snapshot id below it.
 pub fn snapshots(workspace: &str) -> Path {
     Path::from_iter(["workspaces", workspace, "snapshots"])

@@ -150,6 +150,22 @@ impl Repository {
         self.store.clone()
     }
 
+    /// The folder of a `file://` repository (`None` for object stores).
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.local_root.as_deref()
+    }
+
+    /// Writes and deletes a small object at `key`: can this process write the repository?
+    ///
+    /// Errors: those of the store (`Config` for a permission problem).
+    pub async fn probe_write(&self, key: &Path) -> Result<()> {
+        self.store.put(key, PutPayload::from_static(b"tidemark write probe")).await?;
+        match self.store.delete(key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub fn url(&self) -> &str {
         &self.url
     }

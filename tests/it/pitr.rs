@@ -876,3 +876,44 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     assert!(failed.report().contains(&format!("{}/base.tar.zst.age", base.id)), "{}", failed.report());
     assert!(!pgdata.exists());
 }
+
+/// Issue 12.1: as root, the server could not read the identity and `pitr restore --start`
+/// failed late with exit 1, leaving its data directory. `wal setup` checks as the server's
+/// OS user and prints the fix; `pitr restore --start` runs the same check first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_setup_checks_as_the_servers_user_and_pitr_restore_checks_first() {
+    let w = archiving_world().await;
+    let exe = env!("CARGO_BIN_EXE_tidemark");
+    let ready = tidemark::ops::wal::setup(&w.core, Some("shop"), true, Some(exe)).await.unwrap();
+    assert!(ready.ok, "{ready:?}");
+    if !nix::unistd::getuid().is_root() {
+        return; // the server runs as this user: nothing to take away from it
+    }
+    // The identity back to root only, mode 0600: what `init` as root leaves.
+    let identity = w.identity_file();
+    nix::unistd::chown(&identity, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(0))).unwrap();
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let report = tidemark::ops::wal::setup(&w.core, Some("shop"), true, Some(exe)).await.unwrap();
+    assert!(!report.ok);
+    assert_eq!(report.user, "postgres");
+    assert!(
+        report.fixes.iter().any(|f| f.contains("chmod 640") && f.contains(identity.to_str().unwrap())),
+        "{report:?}"
+    );
+    // Archiving alone does not need the identity.
+    assert!(tidemark::ops::wal::setup(&w.core, Some("shop"), false, Some(exe)).await.unwrap().ok);
+    let pgdata = w.dir.path().join("never-restored");
+    let opts = PitrRestoreOptions {
+        workspace: "shop".into(),
+        pgdata: pgdata.clone(),
+        target: Target::Latest,
+        start: true,
+        port: None,
+        tidemark_command: Some(exe.to_string()),
+        prefetch: 0,
+    };
+    let refused = pitr::restore(&w.core, &opts, &Progress::hidden()).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Config, "{}", refused.report());
+    assert!(refused.message().contains("chmod 640"), "{}", refused.message());
+    assert!(!pgdata.exists(), "checked before anything is written");
+}
