@@ -8,14 +8,14 @@ use super::{Global, human_bytes};
 
 #[derive(Debug, Args)]
 pub struct BasebackupArgs {
-    /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+    /// The workspace, as named in tidemark.toml (default: the only one configured)
     #[arg(long, short)]
-    workspace: String,
+    workspace: Option<String>,
 }
 
 pub async fn run(global: &Global, args: BasebackupArgs) -> Result<()> {
     let core = global.core().await?;
-    let manifest = basebackup(&core, &args.workspace, &global.progress()).await?;
+    let manifest = basebackup(&core, &core.workspace_or_only(args.workspace.as_deref())?, &global.progress()).await?;
     if global.json {
         global.print_json(&manifest);
     } else {

@@ -7,9 +7,9 @@ use super::Global;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+    /// The workspace, as named in tidemark.toml (default: the only one configured)
     #[arg(long, short)]
-    workspace: String,
+    workspace: Option<String>,
     /// Also download, decrypt and hash every object (slow; reads the whole repository)
     #[arg(long)]
     read_data: bool,
@@ -17,7 +17,8 @@ pub struct CheckArgs {
 
 pub async fn run(global: &Global, args: CheckArgs) -> Result<()> {
     let core = global.core().await?;
-    let report = tidemark::ops::check::check(&core, &args.workspace, args.read_data).await?;
+    let report =
+        tidemark::ops::check::check(&core, &core.workspace_or_only(args.workspace.as_deref())?, args.read_data).await?;
     if global.json {
         global.print_json(&report);
     } else {

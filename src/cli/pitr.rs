@@ -13,9 +13,9 @@ use super::{Global, human_ms};
 pub enum PitrCommand {
     /// The earliest and latest restorable moments, the base backups, and missing WAL
     Window {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
     },
     /// Build a new data directory restored to a moment (and start it with --start)
     Restore(RestoreArgs),
@@ -23,18 +23,18 @@ pub enum PitrCommand {
     Mark {
         /// The restore point name (1 to 63 characters)
         name: String,
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
     },
 }
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["time", "lsn", "name", "latest"])))]
 pub struct RestoreArgs {
-    /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+    /// The workspace, as named in tidemark.toml (default: the only one configured)
     #[arg(long, short)]
-    workspace: String,
+    workspace: Option<String>,
     /// The new data directory (must not exist or be empty)
     #[arg(long)]
     pgdata: PathBuf,
@@ -75,6 +75,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
     let core = global.core().await?;
     match cmd {
         PitrCommand::Window { workspace } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let window = pitr::window(&core, &workspace).await?;
             if global.json {
                 global.print_json(&window);
@@ -118,7 +119,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
                 Target::Latest
             };
             let opts = PitrRestoreOptions {
-                workspace: args.workspace,
+                workspace: core.workspace_or_only(args.workspace.as_deref())?,
                 pgdata: args.pgdata,
                 target,
                 start: args.start,
@@ -152,6 +153,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
             }
         }
         PitrCommand::Mark { name, workspace } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let point = pitr::mark(&core, &workspace, &name).await?;
             if global.json {
                 global.print_json(&point);

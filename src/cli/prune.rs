@@ -8,9 +8,9 @@ use super::{Global, count, human_bytes};
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+    /// The workspace, as named in tidemark.toml (default: the only one configured)
     #[arg(long, short)]
-    workspace: String,
+    workspace: Option<String>,
     /// Say what would be deleted, delete nothing
     #[arg(long)]
     dry_run: bool,
@@ -23,7 +23,7 @@ pub struct PruneArgs {
 pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
     let core = global.core().await?;
     let opts = PruneOptions {
-        workspace: args.workspace,
+        workspace: core.workspace_or_only(args.workspace.as_deref())?,
         dry_run: args.dry_run,
         grace: args.grace.unwrap_or(DEFAULT_GRACE),
         as_of: None,

@@ -11,9 +11,9 @@ use super::{Global, human_bytes, human_ms};
 pub enum SnapshotCommand {
     /// Take a manual snapshot of a workspace now
     Create {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
         /// A note kept with the snapshot ("before migration 42")
         #[arg(long)]
         note: Option<String>,
@@ -29,9 +29,9 @@ pub enum SnapshotCommand {
     },
     /// List a workspace's snapshots, oldest first
     List {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
     },
     /// Show one snapshot: tables, sizes, digests, timings
     Show {
@@ -67,6 +67,7 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
     let core = global.core().await?;
     match cmd {
         SnapshotCommand::Create { workspace, note, jobs, split_table_mib, no_media } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let opts = SnapshotOptions { workspace, note, kind: SnapshotKind::Manual, jobs, split_table_mib, no_media };
             // Ctrl-C and SIGTERM stop the snapshot, which then records its job as interrupted.
             let stop = tokio_util::sync::CancellationToken::new();
@@ -106,6 +107,10 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
             }
         }
         SnapshotCommand::List { workspace } => {
+            let workspace = match workspace {
+                Some(w) => w,
+                None => core.workspace_or_only(None)?,
+            };
             let list = snapshot::list(&core, &workspace).await?;
             if global.json {
                 global.print_json(&list);

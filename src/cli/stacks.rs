@@ -13,9 +13,9 @@ use super::Global;
 pub enum StacksCommand {
     /// Record new content for a stack (nothing if it is unchanged)
     Put {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
         /// kind/name, e.g. api/checkout
         stack: String,
         /// JSON file ("-" for standard input)
@@ -30,15 +30,15 @@ pub enum StacksCommand {
     },
     /// List the stacks with their live state and newest version
     List {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
     },
     /// Print a stack's content (live by default)
     Show {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
         /// The function stack: kind/name, e.g. api/checkout
         stack: String,
         #[arg(long, conflicts_with = "change")]
@@ -49,17 +49,17 @@ pub enum StacksCommand {
     },
     /// Every change of a stack, with the versions published from it
     History {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
         /// The function stack: kind/name, e.g. api/checkout
         stack: String,
     },
     /// Publish the live content as the next numbered version
     Publish {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
         /// The function stack: kind/name, e.g. api/checkout
         stack: String,
         /// Who makes the change, recorded in the history (default: the OS user)
@@ -71,9 +71,9 @@ pub enum StacksCommand {
     },
     /// Structural diff between two states (default: newest published -> live)
     Diff {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
         /// The function stack: kind/name, e.g. api/checkout
         stack: String,
         /// live, published, version:N or change:N
@@ -85,9 +85,9 @@ pub enum StacksCommand {
     },
     /// Make an earlier state live again (a new change; history is kept)
     Revert {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
         /// The function stack: kind/name, e.g. api/checkout
         stack: String,
         /// version:N or change:N
@@ -99,9 +99,9 @@ pub enum StacksCommand {
     },
     /// Import DIR/<kind>/<name>.json: one change per changed file
     Import {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
         /// The folder of stack files (kind/name.json)
         dir: PathBuf,
         /// Who makes the change, recorded in the history (default: the OS user)
@@ -110,9 +110,9 @@ pub enum StacksCommand {
     },
     /// Export every stack to DIR/<kind>/<name>.json
     Export {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
         /// The folder of stack files (kind/name.json)
         dir: PathBuf,
         /// live or published
@@ -126,6 +126,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
     let author = |a: Option<String>| a.unwrap_or_else(ops::default_author);
     match cmd {
         StacksCommand::Put { workspace, stack, file, author: who, message } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let stack = StackRef::parse(&stack)?;
             let (text, origin) = if file.as_os_str() == "-" {
                 let mut text = String::new();
@@ -147,6 +148,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::List { workspace } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let list = ops::list(&core, &workspace).await?;
             if global.json {
                 global.print_json(&list);
@@ -158,6 +160,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::Show { workspace, stack, version, change } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let selector = match (version, change) {
                 (Some(v), _) => Selector::Version(v),
                 (_, Some(c)) => Selector::Change(c),
@@ -171,6 +174,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::History { workspace, stack } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let history = ops::history(&core, &workspace, &StackRef::parse(&stack)?).await?;
             if global.json {
                 global.print_json(&history);
@@ -190,6 +194,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::Publish { workspace, stack, author: who, message } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let out =
                 ops::publish(&core, &workspace, &StackRef::parse(&stack)?, &author(who), message.as_deref()).await?;
             if global.json {
@@ -199,6 +204,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::Diff { workspace, stack, from, to } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let report =
                 ops::diff(&core, &workspace, &StackRef::parse(&stack)?, Selector::parse(&from)?, Selector::parse(&to)?)
                     .await?;
@@ -213,6 +219,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::Revert { workspace, stack, to, author: who } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let out =
                 ops::revert(&core, &workspace, &StackRef::parse(&stack)?, Selector::parse(&to)?, &author(who)).await?;
             if global.json {
@@ -225,6 +232,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::Import { workspace, dir, author: who } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let files = ops::import(&core, &workspace, &dir, &author(who)).await?;
             if global.json {
                 global.print_json(&files);
@@ -237,6 +245,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::Export { workspace, dir, version } => {
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let selector = match version.as_str() {
                 "live" => Selector::Live,
                 "published" => Selector::Published,

@@ -22,9 +22,9 @@ pub enum WalCommand {
     },
     /// Stream WAL continuously (pg_receivewal over a replication slot) and ship each completed segment, until SIGTERM/SIGINT
     Stream {
-        /// The workspace, as named in tidemark.toml (`tidemark workspace list`)
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
-        workspace: String,
+        workspace: Option<String>,
         /// Replication slot (default: tidemark_<workspace>; created if missing)
         #[arg(long)]
         slot: Option<String>,
@@ -118,6 +118,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
         }
         WalCommand::Stream { workspace, slot, spool } => {
             let core = global.core().await?;
+            let workspace = core.workspace_or_only(workspace.as_deref())?;
             let shutdown = tokio_util::sync::CancellationToken::new();
             let listener = tokio::spawn(super::serve::stop_on_signal(shutdown.clone()));
             let opts = wal::StreamOptions { workspace, slot, spool };

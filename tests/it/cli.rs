@@ -50,6 +50,8 @@ async fn operator_round_trip_through_the_binary() {
     let show = ok(&tidemark(dir.path(), &["--json", "snapshot", "show", &id]));
     assert_eq!(show["tables"][0]["name"], "t");
     // Issue 12.9: snapshots and workspaces are named the same way by every command.
+    let only = ok(&tidemark(dir.path(), &["--json", "snapshot", "list"]));
+    assert_eq!(only[0]["id"], id.as_str(), "--workspace defaults to the only one configured, as for wal push");
     let latest = ok(&tidemark(dir.path(), &["--json", "snapshot", "show", "latest"]));
     assert_eq!(latest["id"], id.as_str(), "latest of the only configured workspace");
     let typo = tidemark(dir.path(), &["snapshot", "list", "-w", "shpo"]);
