@@ -22,6 +22,18 @@ fn ok(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
+/// Polls `sql` (a count) until it is above zero: whether that happened within `tries`.
+async fn until_counted(conn: &mut sqlx::PgConnection, sql: &str, tries: u32, every: std::time::Duration) -> bool {
+    for _ in 0..tries {
+        let (n,): (i64,) = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&mut *conn).await.unwrap();
+        if n > 0 {
+            return true;
+        }
+        tokio::time::sleep(every).await;
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_round_trip_through_the_binary() {
     let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
@@ -293,18 +305,8 @@ async fn a_killed_snapshot_is_listed_as_aborted() {
         .unwrap();
     // Not on the blocker's connection: pg_stat_activity stays the same inside a transaction.
     let mut observer = source.connect().await.unwrap();
-    let mut waiting = false;
-    for _ in 0..300 {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-            .fetch_one(&mut observer)
-            .await
-            .unwrap();
-        if n > 0 {
-            waiting = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let locked = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'";
+    let waiting = until_counted(&mut observer, locked, 300, std::time::Duration::from_millis(100)).await;
     assert!(waiting, "the snapshot never reached the locked table");
     let running = ok(&tidemark(dir.path(), &["--json", "jobs"]));
     assert_eq!(running[0]["status"], "running", "its process is alive: {running}");
@@ -355,18 +357,8 @@ async fn sigterm_stops_a_snapshot_and_a_restore_and_leaves_nothing() {
     let mut blocker = source.connect().await.unwrap();
     sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE;").execute(&mut blocker).await.unwrap();
     let child = spawn(&["snapshot", "create", "-w", "shop"]);
-    let mut waiting = false;
-    for _ in 0..300 {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
-            .fetch_one(&mut observer)
-            .await
-            .unwrap();
-        if n > 0 {
-            waiting = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let locked = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'";
+    let waiting = until_counted(&mut observer, locked, 300, std::time::Duration::from_millis(50)).await;
     assert!(waiting, "the snapshot never reached the locked table");
     kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
@@ -381,18 +373,8 @@ async fn sigterm_stops_a_snapshot_and_a_restore_and_leaves_nothing() {
 
     // A restore into a new database, SIGTERM as soon as the database exists.
     let child = spawn(&["restore", &id, "--target", &cluster.url("copy")]);
-    let mut created = false;
-    for _ in 0..2000 {
-        let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = 'copy'")
-            .fetch_one(&mut observer)
-            .await
-            .unwrap();
-        if n > 0 {
-            created = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let copy = "SELECT count(*) FROM pg_database WHERE datname = 'copy'";
+    let created = until_counted(&mut observer, copy, 2000, std::time::Duration::from_millis(5)).await;
     assert!(created, "the restore never created its database");
     kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let out = child.wait_with_output().unwrap();
