@@ -73,12 +73,17 @@ pub struct RestorePoint {
 /// Creates a named restore point on the workspace's server (`pg_create_restore_point`),
 /// switches to a new WAL segment so it is archived at once, and records it.
 ///
-/// Errors: `Database` when the role may not (superuser or an explicit grant is needed).
+/// Errors: `AlreadyExists` for a name already recorded (never replaced); `Database` when
+/// the role may not (superuser or an explicit grant is needed).
 pub async fn mark(core: &Core, workspace: &str, name: &str) -> Result<RestorePoint> {
     if name.is_empty() || name.len() > 63 {
         return Err(Error::usage("a restore point name has 1 to 63 characters"));
     }
     let ws = core.config.workspace(workspace)?;
+    // A name already recorded is refused before the server gets a second point of that name.
+    if core.repo.stored_size(&layout::restore_point(workspace, name)).await?.is_some() {
+        return Err(used_name(Error::new(ErrorKind::AlreadyExists, "exists"), name));
+    }
     let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
     let mut conn = spec.connect().await?;
     let grant = |e: Error| {
@@ -101,9 +106,25 @@ pub async fn mark(core: &Core, workspace: &str, name: &str) -> Result<RestorePoi
     let point = RestorePoint { name: name.to_string(), lsn: lsn.parse()?, time };
     let stored = encrypt_small(&serde_json::to_vec(&point).expect("serializes"), core.recipients()?)?;
     let key = layout::restore_point(workspace, name);
-    core.repo.store().put(&key, PutPayload::from(stored)).await?;
+    // Write-once: a restore point recorded under this name at the same moment is not replaced.
+    let opts = object_store::PutOptions::from(object_store::PutMode::Create);
+    core.repo.store().put_opts(&key, PutPayload::from(stored), opts).await.map_err(|e| used_name(e.into(), name))?;
     core.repo.make_durable(&key)?;
     Ok(point)
+}
+
+/// A restore point name that is taken: `AlreadyExists`, saying what to do.
+fn used_name(e: Error, name: &str) -> Error {
+    if e.kind() != ErrorKind::AlreadyExists {
+        return e;
+    }
+    Error::new(
+        ErrorKind::AlreadyExists,
+        format!(
+            "a restore point named {name:?} is already recorded; restore points are never replaced (restoring \
+             `--name {name}` must mean one moment): choose another name"
+        ),
+    )
 }
 
 /// The role a connection spec names, for GRANT lines in messages.

@@ -148,6 +148,9 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     commit_marker(&source, "c").await;
     let point = pitr::mark(&w.core, "shop", "before_d").await.unwrap();
     assert!(point.lsn > after_b);
+    // A restore point is written once: the same name again is refused, not replaced.
+    let again = pitr::mark(&w.core, "shop", "before_d").await.unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{}", again.report());
     commit_marker(&source, "d").await;
     commit_marker(&source, "e").await;
     archive_everything(&source, &w.core).await;
