@@ -196,11 +196,11 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
     // Uploads a killed process never finished, older than prune's default grace period
     // (younger ones may still be under way).
     let grace = chrono::Duration::from_std(super::prune::DEFAULT_GRACE).unwrap_or_default();
-    for stale in core.repo.stale_uploads(&layout::workspace(workspace), chrono::Utc::now() - grace)? {
+    for stale in core.repo.stale_uploads(&layout::workspace(workspace), chrono::Utc::now() - grace).await? {
+        let size = stale.size.map(|s| format!("{s} bytes, ")).unwrap_or_default();
         problems.push(format!(
-            "{}: an upload that never completed ({} bytes, last written {}); `tidemark prune` removes it",
-            stale.file.display(),
-            stale.size,
+            "{}: an upload that never completed ({size}since {}); `tidemark prune` removes it",
+            stale.what,
             stale.modified.to_rfc3339()
         ));
     }

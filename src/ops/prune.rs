@@ -50,8 +50,9 @@ pub struct PruneReport {
     pub garbage_objects: u64,
     /// Garbage still inside the grace period, left for a later prune.
     pub garbage_in_grace: u64,
-    /// Staging files of uploads that never completed (a killed snapshot, WAL push or base
-    /// backup in a local repository), older than the grace period.
+    /// Uploads that never completed (a killed snapshot, WAL push or base backup), older
+    /// than the grace period: staging files of a local repository, incomplete S3
+    /// multipart uploads.
     pub unfinished_uploads_deleted: u64,
     /// Base backups and WAL outside the point-in-time window.
     pub pitr: PitrPruneReport,
@@ -280,14 +281,14 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         report.deleted_bytes += o.size;
         report.garbage_objects += 1;
     }
-    // Staging files of uploads a killed process never finished (a local repository).
+    // Uploads a killed process never finished (staging files, incomplete multipart uploads).
     let unfinished_before = now - grace;
-    for stale in core.repo.stale_uploads(&layout::workspace(&opts.workspace), unfinished_before)? {
+    for stale in core.repo.stale_uploads(&layout::workspace(&opts.workspace), unfinished_before).await? {
         if !opts.dry_run {
-            core.repo.remove_stale_upload(&stale)?;
+            core.repo.remove_stale_upload(&stale).await?;
         }
         report.unfinished_uploads_deleted += 1;
-        report.deleted_bytes += stale.size;
+        report.deleted_bytes += stale.size.unwrap_or(0);
     }
     let as_of = opts.as_of.unwrap_or(now);
     report.pitr = prune_pitr(core, opts, &policies, &identities, as_of, grace, now).await?;

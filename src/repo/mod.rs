@@ -47,6 +47,7 @@ pub struct Repository {
     store: Arc<dyn ObjectStore>,
     url: String,
     local_root: Option<PathBuf>,
+    s3: Option<store::S3Bucket>,
     part_size: usize,
     descriptor: Arc<Descriptor>,
 }
@@ -141,6 +142,7 @@ impl Repository {
             store: opened.store,
             url: cfg.url.clone(),
             local_root: opened.local_root,
+            s3: opened.s3,
             part_size: cfg.part_size_mib.map(|m| m << 20).unwrap_or(DEFAULT_PART_SIZE),
             descriptor: Arc::new(descriptor),
         }
@@ -302,12 +304,28 @@ impl Repository {
 
     /// Leftovers of uploads that never completed below `prefix` and were last written
     /// before `older_than`: in a local repository, object_store's staging files
-    /// (`<object>#<n>`), which a process killed mid-upload leaves and which no listing
-    /// shows. (An S3 bucket's incomplete multipart uploads cannot be listed through
-    /// object_store: a bucket lifecycle rule removes those; see README.)
+    /// (`<object>#<n>`), which no listing shows; in S3, incomplete multipart uploads
+    /// (ListMultipartUploads). A process killed mid-upload leaves them.
     ///
-    /// Errors: `Unavailable` when the folder cannot be read.
-    pub fn stale_uploads(&self, prefix: &Path, older_than: chrono::DateTime<chrono::Utc>) -> Result<Vec<StaleUpload>> {
+    /// Errors: `Unavailable` when the folder or bucket cannot be read.
+    pub async fn stale_uploads(
+        &self,
+        prefix: &Path,
+        older_than: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<StaleUpload>> {
+        if let Some(bucket) = &self.s3 {
+            let listed = bucket.multipart_uploads(&format!("{prefix}/")).await?;
+            return Ok(listed
+                .into_iter()
+                .filter(|u| u.initiated < older_than)
+                .map(|u| StaleUpload {
+                    what: format!("{} (incomplete multipart upload {})", u.key, u.upload_id),
+                    size: None,
+                    modified: u.initiated,
+                    leftover: Leftover::Multipart(u),
+                })
+                .collect());
+        }
         let Some(root) = &self.local_root else { return Ok(Vec::new()) };
         let mut dir = root.clone();
         for part in prefix.parts() {
@@ -334,19 +352,28 @@ impl Repository {
                 });
                 let modified = meta.modified().map(chrono::DateTime::<chrono::Utc>::from).unwrap_or_default();
                 if staging && modified < older_than {
-                    out.push(StaleUpload { file: entry.path(), size: meta.len(), modified });
+                    out.push(StaleUpload {
+                        what: entry.path().display().to_string(),
+                        size: Some(meta.len()),
+                        modified,
+                        leftover: Leftover::File(entry.path()),
+                    });
                 }
             }
         }
-        out.sort_by(|a, b| a.file.cmp(&b.file));
+        out.sort_by(|a, b| a.what.cmp(&b.what));
         Ok(out)
     }
 
     /// Removes a leftover found by [`Repository::stale_uploads`] (gone already is fine).
-    pub fn remove_stale_upload(&self, stale: &StaleUpload) -> Result<()> {
-        match std::fs::remove_file(&stale.file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-            _ => Ok(()),
+    pub async fn remove_stale_upload(&self, stale: &StaleUpload) -> Result<()> {
+        match (&stale.leftover, &self.s3) {
+            (Leftover::File(file), _) => match std::fs::remove_file(file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+            (Leftover::Multipart(upload), Some(bucket)) => bucket.abort(upload).await,
+            (Leftover::Multipart(_), None) => Ok(()),
         }
     }
 
@@ -434,10 +461,20 @@ pub fn sort_out<T>(read: Vec<(String, Result<T>)>) -> Result<Readable<T>> {
     Ok(out)
 }
 
-/// The staging file of an upload that never completed.
-#[derive(Debug, Clone, Serialize)]
+/// An upload that never completed.
+#[derive(Debug, Clone)]
 pub struct StaleUpload {
-    pub file: PathBuf,
-    pub size: u64,
+    /// What it is, for people: a file path, or an object key and upload id.
+    pub what: String,
+    /// Bytes it takes (a staging file; unknown for an S3 upload without listing its parts).
+    pub size: Option<u64>,
+    /// When it was last written (a file) or started (an S3 upload).
     pub modified: chrono::DateTime<chrono::Utc>,
+    leftover: Leftover,
+}
+
+#[derive(Debug, Clone)]
+enum Leftover {
+    File(PathBuf),
+    Multipart(store::MultipartUpload),
 }

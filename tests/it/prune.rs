@@ -289,4 +289,25 @@ async fn an_interrupted_snapshot_leaves_no_multipart_upload_on_s3() {
     .await;
     assert_eq!(code, Some(tidemark::ErrorKind::Interrupted.exit_code()));
     assert_eq!(uploads().await, 0, "the interrupted snapshot's multipart uploads were aborted");
+
+    // A killed one cannot abort its upload: check lists it once it is older than the grace
+    // period, and prune aborts it.
+    let code = stop_a_snapshot_mid_upload(&w.core.config.path, nix::sys::signal::Signal::SIGKILL, async || {
+        uploads().await > 0
+    })
+    .await;
+    assert_eq!(code, None, "killed");
+    assert!(uploads().await > 0, "a killed snapshot leaves its multipart upload");
+    let prefix = tidemark::repo::layout::workspace("shop");
+    let soon = chrono::Utc::now() + chrono::Duration::hours(1);
+    let stale = w.core.repo.stale_uploads(&prefix, soon).await.unwrap();
+    assert!(!stale.is_empty() && stale.iter().all(|s| s.what.contains("snapshots/")), "{stale:?}");
+    // moto reports every upload as started on 2010-11-10, so here it is past any grace:
+    // check names it.
+    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(report.problems.iter().any(|p| p.contains("incomplete multipart upload")), "{:?}", report.problems);
+    let opts = PruneOptions { workspace: "shop".into(), dry_run: false, grace: Duration::ZERO, as_of: None };
+    let done = prune(&w.core, &opts).await.unwrap();
+    assert_eq!(done.unfinished_uploads_deleted, stale.len() as u64);
+    assert_eq!(uploads().await, 0, "prune aborted the killed snapshot's uploads");
 }
