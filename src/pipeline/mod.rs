@@ -5,7 +5,7 @@
 mod download;
 mod upload;
 
-pub use download::{Expect, ObjectStream, read_object, read_to_end, read_verified, stream_of};
+pub use download::{Expect, ObjectStream, read_object, read_to_end, read_verified, stream_of, verify_tail};
 pub use upload::{ObjectWriter, finish_aborts};
 
 use std::io::{Read, Write};

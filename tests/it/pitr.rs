@@ -878,6 +878,15 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     assert_eq!(failed.kind(), ErrorKind::Integrity, "{}", failed.report());
     assert!(failed.report().contains(&format!("{}/base.tar.zst.age", base.id)), "{}", failed.report());
     assert!(!pgdata.exists());
+
+    // Issue 11.11: plain `check` only looked for WAL objects; a truncated one is now found by
+    // authenticating its last chunk (its stored size is recorded nowhere).
+    let plain = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(plain.problems.iter().all(|p| !p.contains(&next)), "{:?}", plain.problems);
+    let len = std::fs::metadata(&next_file).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&next_file).unwrap().set_len(len - 100).unwrap();
+    let plain = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    assert!(plain.problems.iter().any(|p| p.contains(&next)), "{:?}", plain.problems);
 }
 
 /// Issue 12.1: as root, the server could not read the identity and `pitr restore --start`
