@@ -154,55 +154,10 @@ pub async fn restore_or_stop(
 /// Every object the manifest names must exist with the recorded size before anything is
 /// written, so a damaged snapshot is refused up front.
 async fn preflight(core: &Core, manifest: &Manifest, with_media: bool) -> Result<()> {
-    let store = core.repo.store();
-    if with_media && let Some(media) = &manifest.media {
-        // Owned items: a stream of borrowed ones makes the future not `Send` for every
-        // lifetime, which the daemon (drills) needs.
-        let mut shas: Vec<String> = media.files.iter().map(|f| f.sha256.clone()).collect();
-        shas.sort_unstable();
-        shas.dedup();
-        let missing = futures::stream::iter(shas)
-            .map(|sha| {
-                let store = store.clone();
-                async move {
-                    let key = crate::repo::layout::media_object(&manifest.workspace, &sha)?;
-                    match object_store::ObjectStoreExt::head(&store, &key).await {
-                        Ok(_) => Ok(()),
-                        Err(object_store::Error::NotFound { .. }) => Err(Error::integrity(format!(
-                            "media object {key} is missing from the repository: the snapshot is damaged"
-                        ))),
-                        Err(e) => Err(Error::from(e)),
-                    }
-                }
-            })
-            .buffer_unordered(16)
-            .collect::<Vec<Result<()>>>()
-            .await;
-        missing.into_iter().collect::<Result<()>>()?;
-    }
-    let checks = futures::stream::iter(manifest.objects().cloned().collect::<Vec<_>>())
-        .map(|entry| {
-            let store = store.clone();
-            let (ws, id) = (manifest.workspace.clone(), manifest.id.clone());
-            async move {
-                let path = SnapshotObject::key_for_name(&ws, &id, &entry.name)?;
-                match object_store::ObjectStoreExt::head(&store, &path).await {
-                    Ok(meta) if meta.size == entry.stored_size => Ok(()),
-                    Ok(meta) => Err(Error::integrity(format!(
-                        "object {path} has {} bytes, the manifest says {}: the snapshot is damaged",
-                        meta.size, entry.stored_size
-                    ))),
-                    Err(object_store::Error::NotFound { .. }) => Err(Error::integrity(format!(
-                        "object {path} is missing from the repository: the snapshot is damaged"
-                    ))),
-                    Err(e) => Err(Error::from(e)),
-                }
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
-    checks.into_iter().collect()
+    core.repo.verify_present(manifest, with_media).await.map_err(|e| match e.kind() {
+        ErrorKind::Integrity => Error::integrity(format!("{}: the snapshot is damaged", e.message())),
+        _ => e,
+    })
 }
 
 async fn open(core: &Core, manifest: &Manifest, entry: &ObjectEntry) -> Result<crate::pipeline::ObjectStream> {

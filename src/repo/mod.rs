@@ -206,23 +206,27 @@ impl Repository {
         }
     }
 
-    /// Commits a snapshot: the encrypted manifest is written once, never replaced, and only
-    /// after every object it names was found stored with its size (a HEAD each, run 16 at a
-    /// time). A committed snapshot must restore: an object that went missing while the
-    /// snapshot was written (a `prune` with a short grace period on another host, media
-    /// collected as garbage) fails the snapshot instead.
+    /// Whether every object a manifest names is stored with its recorded size (media: with
+    /// `with_media`, present, and with their size when the manifest records it): a HEAD
+    /// each, 16 at a time. What a restore checks before it writes anything, and a snapshot
+    /// before it commits.
     ///
-    /// Errors: `Integrity` naming a missing or wrongly sized object; `AlreadyExists` for an
-    /// id committed before; `Unavailable` for the store.
-    pub async fn commit_manifest(&self, manifest: &Manifest, recipients: &Recipients) -> Result<()> {
+    /// Errors: `Integrity` naming the first missing or wrongly sized object;
+    /// `Unavailable` for the store.
+    pub async fn verify_present(&self, manifest: &Manifest, with_media: bool) -> Result<()> {
         use futures::StreamExt;
         let (ws, id) = (&manifest.workspace, &manifest.id);
         let mut wanted = Vec::new();
         for entry in manifest.objects() {
             wanted.push((layout::SnapshotObject::key_for_name(ws, id, &entry.name)?, Some(entry.stored_size)));
         }
-        for file in manifest.media.iter().flat_map(|m| m.files.iter()) {
-            wanted.push((layout::media_object(ws, &file.sha256)?, None));
+        if with_media {
+            let mut seen = std::collections::HashSet::new();
+            for file in manifest.media.iter().flat_map(|m| m.files.iter()) {
+                if seen.insert(&file.sha256) {
+                    wanted.push((layout::media_object(ws, &file.sha256)?, file.stored_size));
+                }
+            }
         }
         let mut heads = futures::stream::iter(wanted)
             .map(|(key, size)| async move { self.stored_size(&key).await.map(|stored| (key, size, stored)) })
@@ -230,18 +234,39 @@ impl Repository {
         while let Some(head) = heads.next().await {
             let (key, expected, stored) = head?;
             let problem = match (stored, expected) {
-                (None, _) => "is missing".to_string(),
+                (None, _) => "is missing from the repository".to_string(),
                 (Some(stored), Some(expected)) if stored != expected => {
-                    format!("has {stored} bytes, {expected} were written")
+                    format!("has {stored} bytes, the manifest says {expected}")
                 }
                 _ => continue,
             };
-            return Err(Error::integrity(format!(
-                "snapshot {id} of workspace {ws} was not committed: its object {key} {problem}. Was it removed \
-                 while the snapshot was written (a prune with a short --grace, from another host)? Nothing was \
-                 committed; take the snapshot again"
-            )));
+            return Err(Error::integrity(format!("object {key} of snapshot {id} {problem}")));
         }
+        Ok(())
+    }
+
+    /// Commits a snapshot: the encrypted manifest is written once, never replaced, and only
+    /// after every object it names was found stored with its size ([`Self::verify_present`]).
+    /// A committed snapshot must restore: an object that went missing while the snapshot was
+    /// written (a `prune` with a short grace period on another host, media collected as
+    /// garbage) fails the snapshot instead.
+    ///
+    /// Errors: `Integrity` naming a missing or wrongly sized object; `AlreadyExists` for an
+    /// id committed before; `Unavailable` for the store.
+    pub async fn commit_manifest(&self, manifest: &Manifest, recipients: &Recipients) -> Result<()> {
+        self.verify_present(manifest, true).await.map_err(|e| {
+            if e.kind() != ErrorKind::Integrity {
+                return e;
+            }
+            Error::integrity(format!(
+                "snapshot {} of workspace {} was not committed: {}. Was it removed while the snapshot was \
+                 written (a prune with a short --grace, from another host)? Nothing was committed; take the \
+                 snapshot again",
+                manifest.id,
+                manifest.workspace,
+                e.message()
+            ))
+        })?;
         let plain = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
         let stored = encrypt_small(&plain, recipients)?;
         let path = layout::manifest(&manifest.workspace, &manifest.id);
