@@ -761,6 +761,20 @@ async fn a_pitr_drill_recovers_into_a_throwaway_cluster_and_runs_the_assertions(
     assert_eq!(markers, 2);
 }
 
+/// A restore of the latest moment into `pgdata`, started, without read-ahead, the server
+/// running the real binary.
+fn latest_started(pgdata: &Path) -> PitrRestoreOptions {
+    PitrRestoreOptions {
+        workspace: "shop".into(),
+        pgdata: pgdata.to_path_buf(),
+        target: Target::Latest,
+        start: true,
+        port: None,
+        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+        prefetch: 0,
+    }
+}
+
 /// The archived object of segment `name`: (its folder, its only object file).
 fn wal_object_of(w: &World, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = w.repo_dir().join("workspaces/shop/wal").join(&name[..8]).join(name);
@@ -808,15 +822,7 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     assert_eq!(refused.unwrap_err().kind(), ErrorKind::Integrity);
     assert!(!dest.exists(), "nothing is handed to Postgres");
     let pgdata = w.dir.path().join("restored-misplaced");
-    let opts = PitrRestoreOptions {
-        workspace: "shop".into(),
-        pgdata: pgdata.clone(),
-        target: Target::Latest,
-        start: true,
-        port: None,
-        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
-        prefetch: 0,
-    };
+    let opts = latest_started(&pgdata);
     let failed = pitr::restore(&w.core, &opts, &Progress::hidden()).await.unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::Integrity, "{}", failed.report());
     assert!(failed.report().contains(&victim), "{}", failed.report());
@@ -915,15 +921,7 @@ async fn wal_setup_checks_as_the_servers_user_and_pitr_restore_checks_first() {
     // Archiving alone does not need the identity.
     assert!(tidemark::ops::wal::setup(&w.core, Some("shop"), false, Some(exe)).await.unwrap().ok);
     let pgdata = w.dir.path().join("never-restored");
-    let opts = PitrRestoreOptions {
-        workspace: "shop".into(),
-        pgdata: pgdata.clone(),
-        target: Target::Latest,
-        start: true,
-        port: None,
-        tidemark_command: Some(exe.to_string()),
-        prefetch: 0,
-    };
+    let opts = latest_started(&pgdata);
     let refused = pitr::restore(&w.core, &opts, &Progress::hidden()).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Config, "{}", refused.report());
     assert!(refused.message().contains("chmod 640"), "{}", refused.message());
