@@ -134,8 +134,13 @@ pub async fn set_pin(core: &Core, id: &str, workspace: Option<&str>, pin: bool) 
     })?;
     let marker = layout::pin(&ws, id);
     if pin {
-        core.repo.store().put(&marker, Vec::<u8>::new().into()).await?;
-        core.repo.make_durable(&marker)?;
+        // Write-once, like every object: pinning a pinned snapshot leaves its marker alone.
+        let once = object_store::PutOptions::from(object_store::PutMode::Create);
+        match core.repo.store().put_opts(&marker, Vec::<u8>::new().into(), once).await {
+            Ok(_) => core.repo.make_durable(&marker)?,
+            Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     } else {
         match core.repo.store().delete(&marker).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

@@ -46,6 +46,9 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
         tokio::time::sleep(Duration::from_millis(1100)).await; // ids sort by second
     }
     set_pin(&w.core, &ids[0], None, true).await.unwrap();
+    set_pin(&w.core, &ids[0], None, true)
+        .await
+        .expect("pinning a pinned snapshot is fine (the marker is written once)");
     let snaps = w.repo_dir().join("workspaces/shop/snapshots");
     let media_objects = w.repo_dir().join("workspaces/shop/media");
     assert_eq!(files_below(&media_objects), 1);
