@@ -5,7 +5,6 @@
 //! `--read-data` every WAL segment is also checked to hold the segment its name says.
 
 use futures::StreamExt;
-use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use serde::Serialize;
 
@@ -40,17 +39,16 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
     let mut objects_read = 0u64;
 
     let present = async |key: &Path, size: u64, problems: &mut Vec<String>| -> Result<bool> {
-        match store.head(key).await {
-            Ok(meta) if meta.size == size => Ok(true),
-            Ok(meta) => {
-                problems.push(format!("{key}: {} bytes stored, {size} expected", meta.size));
+        match core.repo.stored_size(key).await? {
+            Some(stored) if stored == size => Ok(true),
+            Some(stored) => {
+                problems.push(format!("{key}: {stored} bytes stored, {size} expected"));
                 Ok(false)
             }
-            Err(object_store::Error::NotFound { .. }) => {
+            None => {
                 problems.push(format!("{key}: missing"));
                 Ok(false)
             }
-            Err(e) => Err(e.into()),
         }
     };
     let drain = async |stream: Result<ObjectStream>| -> std::result::Result<(), Error> {
@@ -101,22 +99,18 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
     for (sha256, (size, stored_size)) in &media {
         let key = layout::media_object(workspace, sha256)?;
         objects_checked += 1;
-        match store.head(&key).await {
-            Ok(meta) if stored_size.is_some_and(|s| s != meta.size) => problems.push(format!(
-                "{key}: {} bytes stored, {} expected (media)",
-                meta.size,
-                stored_size.unwrap_or_default()
-            )),
-            Ok(_) if read_data => {
+        match core.repo.stored_size(&key).await? {
+            Some(stored) if stored_size.is_some_and(|s| s != stored) => problems
+                .push(format!("{key}: {stored} bytes stored, {} expected (media)", stored_size.unwrap_or_default())),
+            Some(_) if read_data => {
                 objects_read += 1;
                 let expect = Expect::Content { sha256: sha256.clone(), size: Some(*size) };
                 if let Err(e) = drain(read_verified(&store, &key, expect, &identities).await).await {
                     problems.push(format!("{key}: {}", e.message()));
                 }
             }
-            Ok(_) => {}
-            Err(object_store::Error::NotFound { .. }) => problems.push(format!("{key}: missing (media)")),
-            Err(e) => return Err(e.into()),
+            Some(_) => {}
+            None => problems.push(format!("{key}: missing (media)")),
         }
     }
 
