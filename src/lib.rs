@@ -11,7 +11,7 @@
 //!   daemon loop of `serve` ([`schedule::daemon::Daemon`], driven by a [`schedule::clock::Clock`]).
 //! - [`catalog::Catalog`]: tidemark's own SQLite state (job history, schedules' last runs),
 //!   rebuildable from the repository.
-//! - [`pipeline`]: the streaming stages (BLAKE3 -> zstd -> age -> SHA-256 -> upload, and back).
+//! - [`repo::pipeline`]: the streaming stages (BLAKE3 -> zstd -> age -> SHA-256 -> upload, and back).
 //! - [`error::Error`]: one error type with a stable [`error::ErrorKind`] table (exit codes,
 //!   HTTP statuses, retryable or not).
 //! - [`pgcluster::Cluster`]: throwaway Postgres clusters for the demo, drills and tests.
@@ -25,7 +25,6 @@ pub mod migrations;
 pub mod ops;
 pub mod pg;
 pub mod pgcluster;
-pub mod pipeline;
 pub mod progress;
 pub mod repo;
 pub mod restore;

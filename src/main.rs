@@ -62,7 +62,7 @@ fn main() {
     });
     // Uploads an interrupted or failed command left unfinished are aborted (no staging
     // file, no incomplete multipart upload stays behind); then spawned work is dropped.
-    runtime.block_on(tidemark::pipeline::finish_aborts(std::time::Duration::from_secs(10)));
+    runtime.block_on(tidemark::repo::pipeline::finish_aborts(std::time::Duration::from_secs(10)));
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     if let Err(e) = result {
         if json && !e.is_result_printed() {

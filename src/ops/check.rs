@@ -5,13 +5,13 @@
 //! `--read-data` every WAL segment is also checked to hold the segment its name says.
 
 use futures::StreamExt;
-use object_store::path::Path;
 use serde::Serialize;
 
 use super::Core;
-use crate::error::{Error, Result};
-use crate::pipeline::{Expect, ObjectStream, read_verified};
+use crate::error::{Error, ErrorKind, Result};
+use crate::repo::Key;
 use crate::repo::layout::{self, SnapshotObject};
+use crate::repo::pipeline::{Expect, ObjectStream, read_verified};
 use crate::wal::{archive, base, window};
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,22 +33,19 @@ pub struct CheckReport {
 pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<CheckReport> {
     core.config.workspace(workspace)?;
     let identities = core.identities()?;
-    let store = core.repo.store();
+    let store = &core.repo;
     let mut problems = Vec::new();
     let mut objects_checked = 0u64;
     let mut objects_read = 0u64;
 
-    let present = async |key: &Path, size: u64, problems: &mut Vec<String>| -> Result<bool> {
-        match core.repo.stored_size(key).await? {
-            Some(stored) if stored == size => Ok(true),
-            Some(stored) => {
-                problems.push(format!("{key}: {stored} bytes stored, {size} expected"));
+    let present = async |key: &Key, size: Option<u64>, problems: &mut Vec<String>| -> Result<bool> {
+        match core.repo.expect_stored(key, size).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == ErrorKind::Integrity => {
+                problems.push(e.message().to_string());
                 Ok(false)
             }
-            None => {
-                problems.push(format!("{key}: missing"));
-                Ok(false)
-            }
+            Err(e) => Err(e),
         }
     };
     let drain = async |stream: Result<ObjectStream>| -> std::result::Result<(), Error> {
@@ -77,9 +74,9 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
         for entry in manifest.objects() {
             let key = SnapshotObject::key_for_name(workspace, id, &entry.name)?;
             objects_checked += 1;
-            if present(&key, entry.stored_size, &mut problems).await? && read_data {
+            if present(&key, Some(entry.stored_size), &mut problems).await? && read_data {
                 objects_read += 1;
-                let stream = read_verified(&store, &key, Expect::Entry(entry.clone()), &identities).await;
+                let stream = read_verified(store, &key, Expect::Entry(entry.clone()), &identities).await;
                 if let Err(e) = drain(stream).await {
                     problems.push(format!("{key}: {}", e.message()));
                 }
@@ -99,18 +96,12 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
     for (sha256, (size, stored_size)) in &media {
         let key = layout::media_object(workspace, sha256)?;
         objects_checked += 1;
-        match core.repo.stored_size(&key).await? {
-            Some(stored) if stored_size.is_some_and(|s| s != stored) => problems
-                .push(format!("{key}: {stored} bytes stored, {} expected (media)", stored_size.unwrap_or_default())),
-            Some(_) if read_data => {
-                objects_read += 1;
-                let expect = Expect::Content { sha256: sha256.clone(), size: Some(*size) };
-                if let Err(e) = drain(read_verified(&store, &key, expect, &identities).await).await {
-                    problems.push(format!("{key}: {}", e.message()));
-                }
+        if present(&key, *stored_size, &mut problems).await? && read_data {
+            objects_read += 1;
+            let expect = Expect::Content { sha256: sha256.clone(), size: Some(*size) };
+            if let Err(e) = drain(read_verified(store, &key, expect, &identities).await).await {
+                problems.push(format!("{key}: {}", e.message()));
             }
-            Some(_) => {}
-            None => problems.push(format!("{key}: missing (media)")),
         }
     }
 
@@ -122,9 +113,9 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
     for b in &bases {
         objects_checked += 1;
         let key = layout::base_tar(workspace, &b.id);
-        if present(&key, b.tar.stored_size, &mut problems).await? && read_data {
+        if present(&key, Some(b.tar.stored_size), &mut problems).await? && read_data {
             objects_read += 1;
-            let stream = read_verified(&store, &key, Expect::Entry(b.tar.clone()), &identities).await;
+            let stream = read_verified(store, &key, Expect::Entry(b.tar.clone()), &identities).await;
             if let Err(e) = drain(stream).await {
                 problems.push(format!("{key}: {}", e.message()));
             }
@@ -161,7 +152,7 @@ pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<Chec
                 let (store, identities) = (store.clone(), identities.clone());
                 async move {
                     let key = layout::wal_object(workspace, &a.name, &a.sha256)?;
-                    crate::pipeline::verify_tail(&store, &key, a.stored_size, &identities).await
+                    crate::repo::pipeline::verify_tail(&store, &key, a.stored_size, &identities).await
                 }
             })
             .buffer_unordered(4);

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use chrono::Utc;
-use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +25,6 @@ use crate::drill::{Check, CheckStatus, DrillKind, DrillReport, DrillTimings};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::{ConnSpec, quote_ident};
 use crate::pgcluster::{Cluster, ClusterOptions};
-use crate::pipeline::{decrypt_small, encrypt_small};
 use crate::progress::Progress;
 use crate::repo::layout;
 use crate::repo::manifest::Manifest;
@@ -229,11 +226,8 @@ async fn record(core: &Core, report: &DrillReport, trigger: Trigger) {
         tracing::warn!(error = %e.report(), "the drill's report could not be recorded in the catalog");
     }
     let stored = async {
-        let plain = serde_json::to_vec(&StoredDrill { trigger, report: report.clone() })?;
-        let sealed = encrypt_small(&plain, core.recipients()?)?;
         let key = layout::drill_report(&report.workspace, &layout::new_snapshot_id(report.started_at));
-        core.repo.store().put_opts(&key, PutPayload::from(sealed), PutOptions::from(PutMode::Create)).await?;
-        core.repo.make_durable(&key)
+        core.repo.put_sealed(&key, &StoredDrill { trigger, report: report.clone() }, core.recipients()?).await
     };
     if let Err(e) = stored.await {
         tracing::warn!(error = %e.report(), "the drill's report could not be stored in the repository");
@@ -246,19 +240,16 @@ async fn record(core: &Core, report: &DrillReport, trigger: Trigger) {
 /// Errors: `Unavailable` for the store, `Key` without an identity.
 pub async fn stored_reports(core: &Core, workspace: &str) -> Result<Vec<StoredDrill>> {
     let identities = core.identities()?;
-    let mut listed: Vec<_> = core.repo.store().list(Some(&layout::drill_reports(workspace))).try_collect().await?;
-    listed.sort_by(|a, b| a.location.cmp(&b.location));
+    let mut listed = core.repo.list(&layout::drill_reports(workspace)).await?;
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
     let mut out = Vec::with_capacity(listed.len());
-    for meta in listed {
-        let read = async {
-            let sealed = core.repo.store().get(&meta.location).await?.bytes().await?;
-            let plain = decrypt_small(&sealed, &identities, &format!("drill report {}", meta.location))?;
-            Ok::<StoredDrill, Error>(serde_json::from_slice(&plain)?)
-        };
-        match read.await {
-            Ok(stored) => out.push(stored),
+    for object in listed {
+        let what = format!("drill report {}", object.key);
+        match core.repo.read_sealed::<StoredDrill>(&object.key, &identities, &what).await {
+            Ok(Some(stored)) => out.push(stored),
+            Ok(None) => {}
             Err(e) => {
-                tracing::warn!(object = %meta.location, error = %e.report(), "skipping an unreadable drill report")
+                tracing::warn!(object = %object.key, error = %e.report(), "skipping an unreadable drill report")
             }
         }
     }

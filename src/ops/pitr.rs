@@ -6,14 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use super::Core;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::Identities;
 use crate::pg::ConnSpec;
-use crate::pipeline::{decrypt_small, encrypt_small};
 use crate::progress::Progress;
 use crate::repo::layout;
 use crate::wal::timeline::{self, Histories, Leg};
@@ -104,12 +102,9 @@ pub async fn mark(core: &Core, workspace: &str, name: &str) -> Result<RestorePoi
         .map_err(|e| grant(e.into()))?;
     sqlx::query("SELECT pg_switch_wal()").execute(&mut conn).await.map_err(|e| grant(e.into()))?;
     let point = RestorePoint { name: name.to_string(), lsn: lsn.parse()?, time };
-    let stored = encrypt_small(&serde_json::to_vec(&point).expect("serializes"), core.recipients()?)?;
     let key = layout::restore_point(workspace, name);
     // Write-once: a restore point recorded under this name at the same moment is not replaced.
-    let opts = object_store::PutOptions::from(object_store::PutMode::Create);
-    core.repo.store().put_opts(&key, PutPayload::from(stored), opts).await.map_err(|e| used_name(e.into(), name))?;
-    core.repo.make_durable(&key)?;
+    core.repo.put_sealed(&key, &point, core.recipients()?).await.map_err(|e| used_name(e, name))?;
     Ok(point)
 }
 
@@ -138,13 +133,7 @@ fn spec_user(spec: &ConnSpec) -> String {
 
 async fn recorded_point(core: &Core, workspace: &str, name: &str) -> Result<Option<RestorePoint>> {
     let key = layout::restore_point(workspace, name);
-    let stored = match core.repo.store().get(&key).await {
-        Ok(got) => got.bytes().await?,
-        Err(object_store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    let plain = decrypt_small(&stored, &core.identities()?, &format!("restore point {name}"))?;
-    Ok(Some(serde_json::from_slice(&plain)?))
+    core.repo.read_sealed(&key, &core.identities()?, &format!("restore point {name}")).await
 }
 
 /// What `pitr restore` takes.

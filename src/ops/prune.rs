@@ -9,16 +9,13 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
-use object_store::path::Path;
 use serde::Serialize;
 
 use super::Core;
 use crate::catalog::lock::{LockMode, WorkspaceLock};
 use crate::error::{Error, Result};
-use crate::repo::layout;
 use crate::repo::manifest::SnapshotKind;
+use crate::repo::{Key, StoredObject, layout};
 use crate::schedule::policy::{self, Policy};
 use crate::schedule::retention::{self, Candidate, Decision, Retention};
 
@@ -120,33 +117,13 @@ pub fn policies_for(core: &Core, workspace: &str) -> Result<Vec<Policy>> {
 
 /// Pinned snapshot ids of a workspace.
 pub async fn pinned(core: &Core, workspace: &str) -> Result<HashSet<String>> {
-    let list: Vec<_> = core.repo.store().list(Some(&layout::pins(workspace))).try_collect().await?;
-    Ok(list.iter().filter_map(|m| m.location.filename().map(str::to_string)).collect())
+    core.repo.pinned(workspace).await
 }
 
 /// Pins (or unpins) a snapshot. Errors: `NotFound` for a snapshot that does not exist.
 pub async fn set_pin(core: &Core, id: &str, workspace: Option<&str>, pin: bool) -> Result<String> {
     let (ws, id) = super::snapshot::resolve(core, id, workspace).await?;
-    let id = id.as_str();
-    core.repo.store().head(&layout::manifest(&ws, id)).await.map_err(|e| match e {
-        object_store::Error::NotFound { .. } => Error::not_found(format!("workspace {ws} has no snapshot {id}")),
-        other => other.into(),
-    })?;
-    let marker = layout::pin(&ws, id);
-    if pin {
-        // Write-once, like every object: pinning a pinned snapshot leaves its marker alone.
-        let once = object_store::PutOptions::from(object_store::PutMode::Create);
-        match core.repo.store().put_opts(&marker, Vec::<u8>::new().into(), once).await {
-            Ok(_) => core.repo.make_durable(&marker)?,
-            Err(object_store::Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    } else {
-        match core.repo.store().delete(&marker).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    core.repo.set_pin(&ws, &id, pin).await?;
     Ok(ws)
 }
 
@@ -193,7 +170,6 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     // Garbage ages are compared with the objects' own (real) modification times.
     let now = chrono::Utc::now();
 
-    let store = core.repo.store();
     let mut report = PruneReport {
         workspace: opts.workspace.clone(),
         dry_run: opts.dry_run,
@@ -221,7 +197,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     for id in &doomed {
         let manifest = layout::manifest(&opts.workspace, id);
         if !opts.dry_run {
-            store.delete(&manifest).await?;
+            core.repo.delete(&manifest).await?;
         }
     }
 
@@ -229,11 +205,11 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     // them); objects of snapshots that never committed go once the whole folder is older
     // than the grace period.
     let grace = chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX);
-    let listing: Vec<_> = store.list(Some(&layout::snapshots(&opts.workspace))).try_collect().await?;
-    let mut by_snapshot: BTreeMap<String, Vec<object_store::ObjectMeta>> = BTreeMap::new();
-    for meta in listing {
-        if let Some(id) = meta.location.parts().nth(3) {
-            by_snapshot.entry(id.as_ref().to_string()).or_default().push(meta);
+    let listing = core.repo.list(&layout::snapshots(&opts.workspace)).await?;
+    let mut by_snapshot: BTreeMap<String, Vec<StoredObject>> = BTreeMap::new();
+    for object in listing {
+        if let Some(id) = object.key.parts().nth(3) {
+            by_snapshot.entry(id.as_ref().to_string()).or_default().push(object);
         }
     }
     let mut writing_now = false;
@@ -243,7 +219,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
             continue;
         }
         let garbage = !manifests.contains_key(id);
-        let newest = objects.iter().map(|o| o.last_modified).max().unwrap_or(now);
+        let newest = objects.iter().map(|o| o.modified).max().unwrap_or(now);
         if garbage && now.signed_duration_since(newest) < grace {
             writing_now = true;
             report.garbage_in_grace += objects.len() as u64;
@@ -251,7 +227,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         }
         for o in objects {
             if !opts.dry_run {
-                delete_quietly(&store, &o.location).await?;
+                core.repo.delete(&o.key).await?;
             }
             report.deleted_objects += 1;
             report.deleted_bytes += o.size;
@@ -269,18 +245,17 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         .filter(|m| !doomed.contains(m.id.as_str()))
         .flat_map(|m| m.media.iter().flat_map(|media| media.files.iter().map(|f| f.sha256.clone())))
         .collect();
-    let media: Vec<_> = store.list(Some(&layout::media_dir(&opts.workspace))).try_collect().await?;
-    for o in media {
-        let sha = o.location.filename().and_then(|f| f.strip_suffix(".zst.age")).unwrap_or_default().to_string();
+    for o in core.repo.list(&layout::media_dir(&opts.workspace)).await? {
+        let sha = o.key.filename().and_then(|f| f.strip_suffix(".zst.age")).unwrap_or_default().to_string();
         if referenced.contains(&sha) {
             continue;
         }
-        if writing_now || !damaged.is_empty() || now.signed_duration_since(o.last_modified) < grace {
+        if writing_now || !damaged.is_empty() || now.signed_duration_since(o.modified) < grace {
             report.garbage_in_grace += 1;
             continue;
         }
         if !opts.dry_run {
-            delete_quietly(&store, &o.location).await?;
+            core.repo.delete(&o.key).await?;
         }
         report.deleted_objects += 1;
         report.deleted_bytes += o.size;
@@ -304,11 +279,11 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         .filter_map(|p| p.retention.keep_within)
         .max()
         .unwrap_or(chrono::Duration::days(DRILL_REPORTS_DEFAULT_DAYS));
-    let reports: Vec<_> = store.list(Some(&layout::drill_reports(&opts.workspace))).try_collect().await?;
-    let reports: Vec<(Path, DateTime<Utc>)> = reports.into_iter().map(|m| (m.location, m.last_modified)).collect();
-    for path in drill_reports_to_delete(&reports, horizon, as_of) {
+    let reports = core.repo.list(&layout::drill_reports(&opts.workspace)).await?;
+    let reports: Vec<(Key, DateTime<Utc>)> = reports.into_iter().map(|o| (o.key, o.modified)).collect();
+    for key in drill_reports_to_delete(&reports, horizon, as_of) {
         if !opts.dry_run {
-            delete_quietly(&store, &path).await?;
+            core.repo.delete(&key).await?;
         }
         report.drill_reports_deleted += 1;
     }
@@ -316,7 +291,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
     // Pins of snapshots that no longer exist.
     for id in pins.iter().filter(|id| !manifests.contains_key(*id)) {
         if !opts.dry_run {
-            delete_quietly(&store, &layout::pin(&opts.workspace, id)).await?;
+            core.repo.delete(&layout::pin(&opts.workspace, id)).await?;
         }
     }
     Ok(report)
@@ -331,11 +306,11 @@ const DRILL_REPORTS_DEFAULT_DAYS: i64 = 90;
 /// The drill reports retention deletes: written before `as_of - horizon`, except the
 /// newest [`DRILL_REPORTS_ALWAYS_KEPT`].
 fn drill_reports_to_delete(
-    reports: &[(Path, DateTime<Utc>)],
+    reports: &[(Key, DateTime<Utc>)],
     horizon: chrono::Duration,
     as_of: DateTime<Utc>,
-) -> Vec<Path> {
-    let mut newest_first: Vec<&(Path, DateTime<Utc>)> = reports.iter().collect();
+) -> Vec<Key> {
+    let mut newest_first: Vec<&(Key, DateTime<Utc>)> = reports.iter().collect();
     newest_first.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
     newest_first
         .into_iter()
@@ -343,13 +318,6 @@ fn drill_reports_to_delete(
         .filter(|(_, written)| *written < as_of - horizon)
         .map(|(path, _)| path.clone())
         .collect()
-}
-
-async fn delete_quietly(store: &std::sync::Arc<dyn object_store::ObjectStore>, path: &Path) -> Result<()> {
-    match store.delete(path).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// The physical side: base backups no moment of the PITR window needs (manifest first),
@@ -384,11 +352,10 @@ async fn prune_pitr(
         oldest_wal_kept: plan.oldest_wal_kept.clone(),
         ..Default::default()
     };
-    let store = core.repo.store();
     for id in &plan.base_backups {
         if !opts.dry_run {
-            store.delete(&layout::base_manifest(&opts.workspace, id)).await?;
-            delete_quietly(&store, &layout::base_tar(&opts.workspace, id)).await?;
+            core.repo.delete(&layout::base_manifest(&opts.workspace, id)).await?;
+            core.repo.delete(&layout::base_tar(&opts.workspace, id)).await?;
         }
         report.base_backups_deleted.push(id.clone());
     }
@@ -399,21 +366,20 @@ async fn prune_pitr(
             continue;
         }
         if !opts.dry_run {
-            delete_quietly(&store, &layout::wal_object(&opts.workspace, &file.name, &file.sha256)?).await?;
+            core.repo.delete(&layout::wal_object(&opts.workspace, &file.name, &file.sha256)?).await?;
         }
         report.wal_files_deleted += 1;
     }
     // A base backup that never committed (crashed) leaves a tar without a manifest.
     let committed: HashSet<&str> =
         bases.iter().map(|b| b.id.as_str()).chain(read.damaged.iter().map(|d| d.id.as_str())).collect();
-    let listing: Vec<_> = store.list(Some(&layout::base_backups(&opts.workspace))).try_collect().await?;
-    for meta in listing {
-        let id = meta.location.parts().nth(3).map(|p| p.as_ref().to_string()).unwrap_or_default();
-        if committed.contains(id.as_str()) || now.signed_duration_since(meta.last_modified) < grace {
+    for object in core.repo.list(&layout::base_backups(&opts.workspace)).await? {
+        let id = object.key.parts().nth(3).map(|p| p.as_ref().to_string()).unwrap_or_default();
+        if committed.contains(id.as_str()) || now.signed_duration_since(object.modified) < grace {
             continue;
         }
         if !opts.dry_run {
-            delete_quietly(&store, &meta.location).await?;
+            core.repo.delete(&object.key).await?;
         }
     }
     Ok(report)
@@ -427,9 +393,9 @@ mod tests {
     fn drill_reports_older_than_the_horizon_go_but_the_newest_ten_stay() {
         let day0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
         let day = |d: i64| day0 + chrono::Duration::days(d);
-        let reports: Vec<(Path, DateTime<Utc>)> =
+        let reports: Vec<(Key, DateTime<Utc>)> =
             (0..13).map(|d| (layout::drill_report("shop", &format!("r{d:02}")), day(d))).collect();
-        let names = |paths: Vec<Path>| -> Vec<String> {
+        let names = |paths: Vec<Key>| -> Vec<String> {
             let mut names: Vec<String> = paths.iter().map(|p| p.filename().unwrap().to_string()).collect();
             names.sort();
             names

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use super::{Core, jobs_or_default};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::ConnSpec;
-use crate::pipeline::{Expect, read_object, read_verified};
 use crate::progress::Progress;
 use crate::repo::layout::SnapshotObject;
 use crate::repo::manifest::{Manifest, MediaEntry, ObjectEntry};
+use crate::repo::pipeline::{Expect, read_object, read_verified};
 use crate::restore::database::{self, TargetState};
 use crate::restore::media::{self, MediaTarget};
 
@@ -160,9 +160,9 @@ async fn preflight(core: &Core, manifest: &Manifest, with_media: bool) -> Result
     })
 }
 
-async fn open(core: &Core, manifest: &Manifest, entry: &ObjectEntry) -> Result<crate::pipeline::ObjectStream> {
+async fn open(core: &Core, manifest: &Manifest, entry: &ObjectEntry) -> Result<crate::repo::pipeline::ObjectStream> {
     let path = SnapshotObject::key_for_name(&manifest.workspace, &manifest.id, &entry.name)?;
-    read_object(&core.repo.store(), &path, entry, &core.identities()?).await
+    read_object(&core.repo, &path, entry, &core.identities()?).await
 }
 
 async fn fill(
@@ -187,7 +187,7 @@ async fn fill(
 
     let t = Instant::now();
     progress.set_message("indexes, constraints, triggers (post-data)");
-    let post = crate::pipeline::read_to_end(open(core, manifest, &manifest.schema_post).await?)
+    let post = crate::repo::pipeline::read_to_end(open(core, manifest, &manifest.schema_post).await?)
         .await
         .map_err(|e| e.context("reading the schema (post-data)".to_string()))?;
     database::apply_post_data(bin_dir.as_deref(), target, post, jobs_or_default(opts.jobs)).await?;
@@ -293,7 +293,7 @@ async fn restore_media(
 ) -> Result<()> {
     progress.set_message(format!("media: {} files", files.len()));
     let identities = core.identities()?;
-    let store = core.repo.store();
+    let store = core.repo.clone();
     futures::stream::iter(files.to_vec())
         .map(|entry| {
             let (store, identities) = (store.clone(), identities.clone());
@@ -385,7 +385,7 @@ async fn tidemark_table_rows(
     })?;
     let mut text = Vec::new();
     for part in &table.parts {
-        text.extend(crate::pipeline::read_to_end(open(core, manifest, part).await?).await?);
+        text.extend(crate::repo::pipeline::read_to_end(open(core, manifest, part).await?).await?);
     }
     let text = String::from_utf8(text).map_err(|_| Error::integrity(format!("tidemark.{name} data is not UTF-8")))?;
     let rows = text.lines().map(crate::restore::copytext::fields).collect();

@@ -16,11 +16,11 @@ use crate::catalog::lock::{LockMode, WorkspaceLock};
 use crate::error::{Error, Result};
 use crate::keys::Recipients;
 use crate::pg::ConnSpec;
-use crate::pipeline::ObjectWriter;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::layout::{self, SnapshotObject};
 use crate::repo::manifest::{Manifest, MediaEntry, MediaSummary, ObjectEntry, SnapshotKind, TableEntry, Timings};
+use crate::repo::pipeline::ObjectWriter;
 use crate::source::digest::{self, RowDigest};
 use crate::source::media;
 use crate::source::postgres::{self, BlockRange, Section, SnapshotSession};
@@ -613,7 +613,7 @@ async fn upload_media(
     source: &media::MediaSource,
     file: &media::Listed,
     sha: &str,
-    key: object_store::path::Path,
+    key: crate::repo::Key,
     progress: &Progress,
 ) -> Result<Uploaded> {
     use sha2::Digest;

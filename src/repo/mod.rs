@@ -2,8 +2,14 @@
 //! descriptor), reading and committing manifests, listing what exists. The repository is the
 //! truth: everything needed to restore is here, readable with only the URL and an identity.
 
+pub mod bucket;
+mod error;
+pub mod faults;
 pub mod layout;
 pub mod manifest;
+mod objects;
+mod pins;
+pub mod pipeline;
 pub mod store;
 
 use std::path::PathBuf;
@@ -17,8 +23,13 @@ use serde::{Deserialize, Serialize};
 use crate::config::RepositoryConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{Identities, Recipients};
-use crate::pipeline::{decrypt_small, encrypt_small};
+use crate::repo::pipeline::{decrypt_small, encrypt_small};
 use manifest::Manifest;
+pub use objects::{StoredObject, when_taken};
+
+/// The name of an object in the repository (a `/`-separated path below its root); built by
+/// [`layout`].
+pub type Key = Path;
 
 pub const REPOSITORY_FORMAT: &str = "tidemark-repository";
 pub const REPOSITORY_VERSION: u32 = 1;
@@ -71,7 +82,7 @@ impl Repository {
             id: format!("{:032x}", rand::random::<u128>()),
             created: chrono::Utc::now(),
             recipients: recipients.to_strings(),
-            compression: format!("zstd (level {})", crate::pipeline::ZSTD_LEVEL),
+            compression: format!("zstd (level {})", crate::repo::pipeline::ZSTD_LEVEL),
             encryption: "age (X25519 recipients)".into(),
         };
         let body = serde_json::to_vec_pretty(&descriptor).expect("descriptor serializes");
@@ -107,7 +118,7 @@ impl Repository {
         let got = opened.store.get(&layout::descriptor()).await;
         let bytes = match got {
             Ok(g) => g.bytes().await.map_err(|e| Error::from(e).context(format!("reading {}", cfg.url)))?,
-            Err(e) if crate::error::is_missing_bucket(&e) => {
+            Err(e) if error::is_missing_bucket(&e) => {
                 return Err(Error::from(e).context(format!("opening the repository at {}", cfg.url)));
             }
             Err(object_store::Error::NotFound { .. }) => {
@@ -148,7 +159,8 @@ impl Repository {
         }
     }
 
-    pub fn store(&self) -> Arc<dyn ObjectStore> {
+    /// The store itself, for the streaming reader and writer.
+    pub(in crate::repo) fn store(&self) -> Arc<dyn ObjectStore> {
         self.store.clone()
     }
 
@@ -161,7 +173,8 @@ impl Repository {
     ///
     /// Errors: those of the store (`Config` for a permission problem).
     pub async fn probe_write(&self, key: &Path) -> Result<()> {
-        self.store.put(key, PutPayload::from_static(b"tidemark write probe")).await?;
+        let once = PutOptions::from(PutMode::Create);
+        self.store.put_opts(key, PutPayload::from_static(b"tidemark write probe"), once).await?;
         match self.store.delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
@@ -193,17 +206,6 @@ impl Repository {
             std::fs::File::open(dir)?.sync_all()?;
         }
         Ok(())
-    }
-
-    /// Whether an object is stored, and with what size (`None`: it is not).
-    ///
-    /// Errors: `Unavailable` for the store.
-    pub async fn stored_size(&self, key: &Path) -> Result<Option<u64>> {
-        match self.store.head(key).await {
-            Ok(meta) => Ok(Some(meta.size)),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// Whether every object a manifest names is stored with its recorded size (media: with

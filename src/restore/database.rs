@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::postdata::Entry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::{ConnSpec, qualified, quote_ident};
-use crate::pipeline::ObjectStream;
 use crate::repo::manifest::{MatViewEntry, SequenceEntry, SourceInfo};
+use crate::repo::pipeline::ObjectStream;
 
 /// What was found or done to the target database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,7 +266,7 @@ pub async fn refresh_materialized_views(conn: &mut PgConnection, views: &[MatVie
 pub async fn apply_post_data(bin_dir: Option<&Path>, target: &ConnSpec, sql: Vec<u8>, jobs: usize) -> Result<()> {
     let split = std::str::from_utf8(&sql).ok().and_then(super::postdata::split);
     let Some(split) = split else {
-        return apply_sql(bin_dir, target, crate::pipeline::stream_of(sql), "the schema (post-data)").await;
+        return apply_sql(bin_dir, target, crate::repo::pipeline::stream_of(sql), "the schema (post-data)").await;
     };
     let preamble = Arc::new(split.preamble.clone());
     let queue: Arc<Mutex<VecDeque<Entry>>> = Arc::new(Mutex::new(split.parallel().cloned().collect()));

@@ -5,20 +5,19 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::pipeline::ObjectStream;
+use crate::repo::bucket::Bucket;
 use crate::repo::manifest::MediaEntry;
+use crate::repo::pipeline::ObjectStream;
 
 /// Where media are restored to.
 #[derive(Clone)]
 pub enum MediaTarget {
     Folder(PathBuf),
-    Store(Arc<dyn ObjectStore>),
+    Store(Bucket),
 }
 
 impl MediaTarget {
@@ -36,8 +35,7 @@ impl MediaTarget {
                 .map_err(|e| Error::usage(format!("cannot create the media target {}: {e}", path.display())))?;
             return Ok(MediaTarget::Folder(path));
         }
-        let cfg = crate::config::RepositoryConfig { url: target.to_string(), ..repository.clone() };
-        Ok(MediaTarget::Store(crate::repo::store::open(&cfg, false)?.store))
+        Ok(MediaTarget::Store(Bucket::open(target, repository)?))
     }
 }
 
@@ -67,23 +65,21 @@ pub async fn write(target: &MediaTarget, entry: &MediaEntry, mut data: ObjectStr
             }
             tmp.persist(&file).map_err(|e| Error::from(e.error))?;
         }
-        MediaTarget::Store(store) => {
-            let path = object_store::path::Path::from(entry.path.as_str());
-            let mut upload = WriteMultipart::new(store.put_multipart(&path).await?);
+        MediaTarget::Store(bucket) => {
+            let mut upload = bucket.upload(&entry.path).await?;
             while let Some(chunk) = data.recv().await {
                 let chunk = match chunk {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = upload.abort().await;
+                        upload.abort().await;
                         return Err(e);
                     }
                 };
                 sha.update(&chunk);
-                upload.write(&chunk);
-                upload.wait_for_capacity(2).await?;
+                upload.write(&chunk).await?;
             }
             if let Err(e) = check(&sha.finalize(), entry) {
-                let _ = upload.abort().await;
+                upload.abort().await;
                 return Err(e);
             }
             upload.finish().await?;

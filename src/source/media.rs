@@ -5,24 +5,23 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::RepositoryConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::repo::Key;
+use crate::repo::bucket::Bucket;
 
 /// A file of the media store as listed.
 #[derive(Debug, Clone)]
 pub struct Listed {
-    /// The store's own key (object_store percent-encodes some characters in it); for a
-    /// local folder, unused.
-    pub location: Path,
+    /// The store's own key (it percent-encodes some characters); for a local folder,
+    /// unused.
+    pub location: Key,
     /// The file's name as people and file systems know it, `/`-separated.
     pub path: String,
     pub size: u64,
@@ -46,14 +45,14 @@ pub struct Listing {
 }
 
 /// A workspace's media store. A local folder is read by tidemark itself, never following a
-/// symlink (object_store's local store follows them, so a link to `/etc/shadow` or to
+/// symlink (an object store's local folder follows them, so a link to `/etc/shadow` or to
 /// tidemark's own identity would be backed up and restored as a copy): symlinks and
 /// anything that is not a regular file are skipped and named, and every file is opened
 /// without following links and checked to be inside the folder.
 #[derive(Clone)]
 pub enum MediaSource {
     Folder(PathBuf),
-    Store(Arc<dyn ObjectStore>),
+    Store(Bucket),
 }
 
 /// Opens a media store URL (`file:///srv/media`, `s3://bucket/prefix`). S3 media use the
@@ -67,10 +66,8 @@ pub fn open(url: &str, repository: &RepositoryConfig) -> Result<MediaSource> {
         let root = parsed.to_file_path().map_err(|_| Error::config(format!("{url} is not a local folder")))?;
         return Ok(MediaSource::Folder(root));
     }
-    let cfg = RepositoryConfig { url: url.to_string(), ..repository.clone() };
-    let opened =
-        crate::repo::store::open(&cfg, false).map_err(|e| e.context(format!("opening the media store {url}")))?;
-    Ok(MediaSource::Store(opened.store))
+    let bucket = Bucket::open(url, repository).map_err(|e| e.context(format!("opening the media store {url}")))?;
+    Ok(MediaSource::Store(bucket))
 }
 
 impl MediaSource {
@@ -86,17 +83,12 @@ impl MediaSource {
                     .await
                     .map_err(|e| Error::internal(format!("media listing task: {e}")))??
             }
-            MediaSource::Store(store) => {
-                let metas: Vec<_> = store.list(None).try_collect().await?;
-                let files = metas
+            MediaSource::Store(bucket) => {
+                let files = bucket
+                    .list()
+                    .await?
                     .into_iter()
-                    .map(|m| Listed {
-                        path: decoded(&m.location),
-                        location: m.location,
-                        size: m.size,
-                        modified: m.last_modified,
-                        mode: None,
-                    })
+                    .map(|o| Listed { location: o.key, path: o.path, size: o.size, modified: o.modified, mode: None })
                     .collect();
                 Listing { files, skipped: Vec::new() }
             }
@@ -121,10 +113,10 @@ impl MediaSource {
                 let stream = tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(opened), 1 << 20);
                 Ok(stream.map(|chunk| chunk.map_err(Error::from)).boxed())
             }
-            MediaSource::Store(store) => match store.get(&file.location).await {
-                Ok(got) => Ok(got.into_stream().map(|chunk| chunk.map_err(Error::from)).boxed()),
-                Err(object_store::Error::NotFound { .. }) => Err(MediaError::File("it was deleted".into())),
-                Err(e) => Err(MediaError::Store(e.into())),
+            MediaSource::Store(bucket) => match bucket.read(&file.location).await {
+                Ok(Some(stream)) => Ok(stream),
+                Ok(None) => Err(MediaError::File("it was deleted".into())),
+                Err(e) => Err(MediaError::Store(e)),
             },
         }
     }
@@ -205,7 +197,7 @@ fn list_folder(root: &std::path::Path) -> Result<Listing> {
                 let modified = meta.modified().map(chrono::DateTime::<chrono::Utc>::from).unwrap_or_default();
                 use std::os::unix::fs::PermissionsExt;
                 let mode = Some(meta.permissions().mode() & 0o777);
-                listing.files.push(Listed { location: Path::default(), path, size: meta.len(), modified, mode });
+                listing.files.push(Listed { location: Key::default(), path, size: meta.len(), modified, mode });
             }
         }
     }
@@ -239,14 +231,6 @@ fn open_inside(root: &std::path::Path, rel: &str) -> std::result::Result<std::fs
         return Err("is not a regular file".into());
     }
     Ok(file)
-}
-
-fn decoded(location: &Path) -> String {
-    location
-        .parts()
-        .map(|p| percent_encoding::percent_decode_str(p.as_ref()).decode_utf8_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// The hash cache: (path, size, mtime) -> SHA-256, one JSON file per repository and

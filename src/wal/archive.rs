@@ -5,8 +5,6 @@
 
 use std::path::Path;
 
-use futures::TryStreamExt;
-use object_store::ObjectStoreExt;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,10 +12,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::timeline::Histories;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{Identities, Recipients};
-use crate::pipeline::ObjectWriter;
-use crate::pipeline::{Expect, read_verified};
 use crate::repo::Repository;
 use crate::repo::layout;
+use crate::repo::pipeline::ObjectWriter;
+use crate::repo::pipeline::{Expect, read_verified};
 
 /// What a push did.
 #[derive(Debug, Clone, Serialize)]
@@ -62,10 +60,10 @@ async fn sha256_of(path: &Path) -> Result<(String, u64)> {
 /// The objects already stored for a WAL file name.
 async fn stored_versions(repo: &Repository, workspace: &str, name: &str) -> Result<Vec<String>> {
     let dir = layout::wal_file_dir(workspace, name)?;
-    let listed: Vec<_> = repo.store().list(Some(&dir)).try_collect().await?;
+    let listed = repo.list(&dir).await?;
     Ok(listed
         .iter()
-        .filter_map(|m| m.location.filename().and_then(|f| f.strip_suffix(".zst.age")).map(str::to_string))
+        .filter_map(|m| m.key.filename().and_then(|f| f.strip_suffix(".zst.age")).map(str::to_string))
         .collect())
 }
 
@@ -115,7 +113,7 @@ pub async fn push_partial(repo: &Repository, recipients: &Recipients, workspace:
         Err(e) => return Err(e.context(format!("shipping {name}"))),
     }
     for sha in older.iter().filter(|s| **s != sha256) {
-        delete_object(repo, &layout::wal_object(workspace, &name, sha)?).await?;
+        repo.delete(&layout::wal_object(workspace, &name, sha)?).await?;
     }
     Ok(Pushed { name, sha256, bytes: content.len() as u64, stored: true })
 }
@@ -124,16 +122,9 @@ pub async fn push_partial(repo: &Repository, recipients: &Recipients, workspace:
 pub async fn drop_partials(repo: &Repository, workspace: &str, segment: &str) -> Result<()> {
     let name = format!("{segment}.partial");
     for sha in stored_versions(repo, workspace, &name).await? {
-        delete_object(repo, &layout::wal_object(workspace, &name, &sha)?).await?;
+        repo.delete(&layout::wal_object(workspace, &name, &sha)?).await?;
     }
     Ok(())
-}
-
-async fn delete_object(repo: &Repository, key: &object_store::path::Path) -> Result<()> {
-    match repo.store().delete(key).await {
-        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Stores a file under `name`, content-addressed; see [`push`].
@@ -196,11 +187,11 @@ async fn newest_partial(repo: &Repository, workspace: &str, name: &str) -> Resul
         return Ok(None);
     }
     let dir = layout::wal_file_dir(workspace, &format!("{name}.partial"))?;
-    let listed: Vec<_> = repo.store().list(Some(&dir)).try_collect().await?;
+    let listed = repo.list(&dir).await?;
     Ok(listed
         .iter()
-        .max_by_key(|m| m.last_modified)
-        .and_then(|m| m.location.filename().and_then(|f| f.strip_suffix(".zst.age")).map(str::to_string)))
+        .max_by_key(|m| m.modified)
+        .and_then(|m| m.key.filename().and_then(|f| f.strip_suffix(".zst.age")).map(str::to_string)))
 }
 
 /// Restores one archived WAL file to `dest`: written beside it under a temporary name,
@@ -261,7 +252,7 @@ async fn fetch_to(
         }
     };
     let key = layout::wal_object(workspace, &object_name, &sha256)?;
-    let mut stream = read_verified(&repo.store(), &key, Expect::Content { sha256, size: None }, identities).await?;
+    let mut stream = read_verified(repo, &key, Expect::Content { sha256, size: None }, identities).await?;
     let tmp = dest.with_file_name(format!(
         ".{}.tidemark-{}",
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
@@ -309,15 +300,15 @@ async fn fetch_to(
 ///
 /// Errors: `Unavailable` for the store.
 pub async fn list(repo: &Repository, workspace: &str) -> Result<Vec<Archived>> {
-    let listed: Vec<_> = repo.store().list(Some(&layout::wal_dir(workspace))).try_collect().await?;
+    let listed = repo.list(&layout::wal_dir(workspace)).await?;
     let mut out: Vec<Archived> = listed
         .into_iter()
         .filter_map(|m| {
-            let parts: Vec<String> = m.location.parts().map(|p| p.as_ref().to_string()).collect();
+            let parts: Vec<String> = m.key.parts().map(|p| p.as_ref().to_string()).collect();
             // workspaces/<ws>/wal/<timeline>/<name>/<sha256>.zst.age
             let [.., name, file] = parts.as_slice() else { return None };
             let sha256 = file.strip_suffix(".zst.age")?.to_string();
-            Some(Archived { name: name.clone(), sha256, stored_size: m.size, archived_at: m.last_modified })
+            Some(Archived { name: name.clone(), sha256, stored_size: m.size, archived_at: m.modified })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -343,7 +334,7 @@ pub async fn histories(
         }
         let key = layout::wal_object(workspace, &a.name, &a.sha256)?;
         let expect = Expect::Content { sha256: a.sha256.clone(), size: None };
-        let mut stream = read_verified(&repo.store(), &key, expect, identities).await?;
+        let mut stream = read_verified(repo, &key, expect, identities).await?;
         let mut text = Vec::new();
         while let Some(chunk) = stream.recv().await {
             text.extend_from_slice(&chunk.map_err(|e| e.context(format!("reading {}", a.name)))?);

@@ -8,8 +8,6 @@ use std::path::{Component, Path};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
-use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
@@ -17,12 +15,12 @@ use super::Lsn;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{Identities, Recipients};
 use crate::pg::ConnSpec;
-use crate::pipeline::read_object;
-use crate::pipeline::{ObjectWriter, decrypt_small, encrypt_small};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::layout;
 use crate::repo::manifest::ObjectEntry;
+use crate::repo::pipeline::ObjectWriter;
+use crate::repo::pipeline::read_object;
 
 pub const BASE_MANIFEST_FORMAT: u32 = 1;
 
@@ -247,12 +245,9 @@ pub async fn take(
         tar,
     };
     let path = layout::base_manifest(workspace, &id);
-    let stored = encrypt_small(&serde_json::to_vec_pretty(&manifest).expect("serializes"), recipients)?;
-    repo.store()
-        .put_opts(&path, PutPayload::from(stored), PutOptions::from(PutMode::Create))
+    repo.put_sealed(&path, &manifest, recipients)
         .await
-        .map_err(|e| Error::from(e).context(format!("committing base backup {id}")))?;
-    repo.make_durable(&path)?;
+        .map_err(|e| e.context(format!("committing base backup {id}")))?;
     Ok(manifest)
 }
 
@@ -274,18 +269,18 @@ pub async fn read_all(
     identities: &Identities,
     workspace: &str,
 ) -> Result<crate::repo::Readable<BaseManifest>> {
-    let listed: Vec<_> = repo.store().list(Some(&layout::base_backups(workspace))).try_collect().await?;
+    let listed = repo.list(&layout::base_backups(workspace)).await?;
     let mut read = Vec::new();
-    for meta in listed.iter().filter(|m| m.location.filename() == Some("manifest.json.age")) {
-        let id = meta.location.parts().nth(3).map(|p| p.as_ref().to_string()).unwrap_or_default();
+    for object in listed.iter().filter(|m| m.key.filename() == Some("manifest.json.age")) {
+        let id = object.key.parts().nth(3).map(|p| p.as_ref().to_string()).unwrap_or_default();
         let manifest = async {
-            let stored = repo.store().get(&meta.location).await?.bytes().await?;
-            let plain = decrypt_small(&stored, identities, &format!("base backup manifest {}", meta.location))?;
-            let manifest: BaseManifest = serde_json::from_slice(&plain).map_err(|e| {
-                Error::integrity(format!("the base backup manifest {} is malformed: {e}", meta.location))
-            })?;
-            if layout::base_manifest(workspace, &manifest.id) != meta.location {
-                return Err(Error::integrity(format!("{} describes another base backup: it was moved", meta.location)));
+            let what = format!("the base backup manifest {}", object.key);
+            let manifest: BaseManifest = repo
+                .read_sealed(&object.key, identities, &what)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("{what} was deleted while it was read")))?;
+            if layout::base_manifest(workspace, &manifest.id) != object.key {
+                return Err(Error::integrity(format!("{} describes another base backup: it was moved", object.key)));
             }
             Ok(manifest)
         }
@@ -310,7 +305,7 @@ pub async fn extract(
     progress: &Progress,
 ) -> Result<()> {
     let key = layout::base_tar(&manifest.workspace, &manifest.id);
-    let mut stream = read_object(&repo.store(), &key, &manifest.tar, identities).await?;
+    let mut stream = read_object(repo, &key, &manifest.tar, identities).await?;
     let (dest, progress, object) = (dest.to_path_buf(), progress.clone(), key.to_string());
     tokio::task::spawn_blocking(move || {
         let reader = ChunkReader {

@@ -12,4 +12,5 @@ mod prune;
 mod repository;
 mod snapshot_restore;
 mod stacks;
+mod storage;
 mod support;

@@ -211,14 +211,10 @@ impl Drop for S3Server {
 
 /// Every object in the repository as (key, bytes).
 pub async fn all_objects(core: &Core) -> Vec<(String, Vec<u8>)> {
-    use futures::TryStreamExt;
-    use object_store::ObjectStoreExt;
-    let store = core.repo.store();
-    let metas: Vec<_> = store.list(None).try_collect().await.unwrap();
     let mut out = Vec::new();
-    for m in metas {
-        let bytes = store.get(&m.location).await.unwrap().bytes().await.unwrap();
-        out.push((m.location.to_string(), bytes.to_vec()));
+    for o in core.repo.list(&tidemark::repo::Key::default()).await.unwrap() {
+        let bytes = core.repo.get(&o.key).await.unwrap().expect("a listed object is there");
+        out.push((o.key.to_string(), bytes.to_vec()));
     }
     out
 }

@@ -17,6 +17,7 @@ use tokio_util::io::{StreamReader, SyncIoBridge};
 use super::{decrypt_error, read_error};
 use crate::error::{Error, Result};
 use crate::keys::Identities;
+use crate::repo::Repository;
 use crate::repo::manifest::ObjectEntry;
 
 /// Chunks of plaintext, then `Ok(None)`... as an async receiver.
@@ -56,21 +57,22 @@ pub enum Expect {
 /// Errors (at once): `Integrity` when the object is missing. Errors (as the stream's last
 /// item): `Key` for a wrong identity, `Integrity` for a hash, size or authentication failure.
 pub async fn read_object(
-    store: &Arc<dyn ObjectStore>,
+    repo: &Repository,
     path: &Path,
     entry: &ObjectEntry,
     identities: &Identities,
 ) -> Result<ObjectStream> {
-    read_verified(store, path, Expect::Entry(entry.clone()), identities).await
+    read_verified(repo, path, Expect::Entry(entry.clone()), identities).await
 }
 
 /// Like [`read_object`], for any [`Expect`].
 pub async fn read_verified(
-    store: &Arc<dyn ObjectStore>,
+    repo: &Repository,
     path: &Path,
     expect: Expect,
     identities: &Identities,
 ) -> Result<ObjectStream> {
+    let store = repo.store();
     let what = format!("object {path}");
     let got = store.get(path).await.map_err(|e| match e {
         object_store::Error::NotFound { .. } => {
@@ -193,12 +195,12 @@ pub fn stream_of(bytes: Vec<u8>) -> ObjectStream {
 ///
 /// Errors: `Integrity` naming the object; `Key` for a wrong identity; `Unavailable` for
 /// the store.
-pub async fn verify_tail(store: &Arc<dyn ObjectStore>, path: &Path, size: u64, identities: &Identities) -> Result<()> {
+pub async fn verify_tail(repo: &Repository, path: &Path, size: u64, identities: &Identities) -> Result<()> {
     use std::io::{Seek, SeekFrom};
     let what = format!("object {path}");
     let reader = RangeReader {
         runtime: tokio::runtime::Handle::current(),
-        store: store.clone(),
+        store: repo.store(),
         path: path.clone(),
         size,
         pos: 0,

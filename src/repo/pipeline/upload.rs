@@ -134,6 +134,15 @@ impl ObjectWriter {
             }
         };
         if start_multipart {
+            // A multipart upload cannot be made conditional: a HEAD first keeps "never
+            // replace" for large objects too (their keys are unique to one snapshot, base
+            // backup or content, so two writers of one key do not race in practice).
+            if self.repo.stored_size(&self.path).await?.is_some() {
+                return Err(Error::new(
+                    crate::error::ErrorKind::AlreadyExists,
+                    format!("object {} already exists in the repository; tidemark never overwrites", self.path),
+                ));
+            }
             self.in_flight = Some(ABORTS.token());
             let upload = self.store.put_multipart(&self.path).await.map_err(|e| self.store_error(e))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
