@@ -123,7 +123,7 @@ pub struct WebhookConfig {
 }
 
 /// Optional durations written as text.
-mod optional_duration_text {
+pub mod optional_duration_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
@@ -142,7 +142,7 @@ mod optional_duration_text {
 }
 
 /// Durations written as text: `90s`, `5m`, `1h 30m`.
-mod duration_text {
+pub mod duration_text {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -201,7 +201,7 @@ pub struct PostgresConfig {
 }
 
 /// One workspace: its database (and, later, media and stacks).
-#[derive(Clone, Deserialize, Serialize)]
+#[derive(Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct WorkspaceConfig {
     /// `postgres://user@host:port/db?sslmode=...`; a password here works but `password` is better.

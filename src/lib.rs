@@ -16,6 +16,7 @@
 //!   HTTP statuses, retryable or not).
 //! - [`pgcluster::Cluster`]: throwaway Postgres clusters for the demo, drills and tests.
 
+pub mod actor;
 pub mod catalog;
 pub mod config;
 pub mod drill;

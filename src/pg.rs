@@ -66,6 +66,13 @@ impl ConnSpec {
         (!db.is_empty()).then(|| percent_decode(db))
     }
 
+    /// Whether both name the same database of the same server (host, port, database;
+    /// users, passwords and parameters aside).
+    pub fn same_database(&self, other: &ConnSpec) -> bool {
+        let place = |s: &ConnSpec| (s.url.host_str().map(str::to_string), s.url.port().unwrap_or(5432), s.database());
+        place(self) == place(other)
+    }
+
     /// The same server, another database.
     pub fn with_database(&self, db: &str) -> ConnSpec {
         let mut url = self.url.clone();

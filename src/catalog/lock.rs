@@ -1,24 +1,75 @@
-//! Per-workspace file locks beside the catalog, so that work which must not overlap does
-//! not, across every tidemark process of one host (the daemon, the command line): a
-//! snapshot holds its workspace's lock shared (snapshots may run side by side), `prune`
-//! holds it exclusively (it deletes objects nothing has committed yet, which a running
-//! snapshot's are). A file lock dies with its process, so a killed snapshot never blocks
-//! prune. Hosts that share a repository are protected by prune's grace period and by the
-//! snapshot's last look at its objects before it commits.
+//! One operation per workspace, across every tidemark process of a host (the daemon, the
+//! command line, later the API): snapshot, prune, base backup, pin changes and restores
+//! into the workspace's own database take the workspace's lock, a file lock beside the
+//! catalog. The holder writes who it is into the file (operation, actor, pid, host, since),
+//! so a second operation that finds it held can say who holds it. A file lock dies with its
+//! process: a holder killed with SIGKILL leaves nothing to clean up, and the next operation
+//! takes the lock over at once. Hosts that share a repository are protected by prune's
+//! grace period and by the snapshot's last look at its objects before it commits.
 
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::actor::Actor;
 use crate::error::{Error, ErrorKind, Result};
 
-/// Shared (snapshots) or exclusive (prune).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LockMode {
-    Shared,
-    Exclusive,
+/// Who holds a workspace's lock, as the holder wrote it into the lock file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// "snapshot", "prune", "basebackup", "pin", "restore".
+    pub operation: String,
+    /// `cli:alice`, `schedule:nightly`.
+    pub actor: String,
+    pub pid: u32,
+    pub host: String,
+    pub since: DateTime<Utc>,
 }
 
-/// Held for as long as the work runs.
+impl Holder {
+    /// This process, about to run `operation` for `actor`.
+    pub fn me(operation: &str, actor: &Actor) -> Holder {
+        Holder {
+            operation: operation.to_string(),
+            actor: actor.to_string(),
+            pid: std::process::id(),
+            host: super::host_name(),
+            since: Utc::now(),
+        }
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a {} asked by {} (pid {} on {}, since {})",
+            self.operation,
+            self.actor,
+            self.pid,
+            self.host,
+            self.since.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+}
+
+/// How long to wait for a workspace that is busy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Refuse at once (after a second's look: a child being spawned holds a copy of a
+    /// lock this process has just let go of until its exec).
+    No,
+    /// Wait up to this long, then refuse.
+    Up(Duration),
+    /// Wait until the holder finishes (or the operation is stopped).
+    Forever,
+}
+
+/// Held for as long as the operation runs.
 #[derive(Debug)]
 pub struct WorkspaceLock {
     _file: std::fs::File,
@@ -29,90 +80,148 @@ pub fn lock_path(catalog: &Path, workspace: &str) -> PathBuf {
     catalog.with_extension("locks").join(format!("{workspace}.lock"))
 }
 
+/// Who holds the lock now, if it says (`None`: free, or a holder that wrote nothing yet).
+pub fn holder(catalog: &Path, workspace: &str) -> Option<Holder> {
+    let text = std::fs::read_to_string(lock_path(catalog, workspace)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
 impl WorkspaceLock {
-    /// Takes the lock, waiting up to `wait` while another process holds it in a mode that
-    /// excludes this one (at least a second: a child being spawned holds a copy of a lock
-    /// this process has just let go of until its exec). `holder` says what holds it, for
-    /// the message (e.g. "a snapshot").
+    /// Takes the workspace's lock for `me`, waiting as `wait` says while another process
+    /// (or another operation of this one) holds it.
     ///
-    /// Errors: `Unavailable` (temporary: try again later) when it is still held after
-    /// `wait`, or the lock file cannot be created.
+    /// Errors: `Refused` naming the holder when it is still held (`Interrupted` when `stop`
+    /// is cancelled while waiting); `Unavailable` when the lock file cannot be created.
     pub async fn acquire(
         catalog: &Path,
         workspace: &str,
-        mode: LockMode,
-        wait: Duration,
-        holder: &str,
+        me: &Holder,
+        wait: Wait,
+        stop: &CancellationToken,
     ) -> Result<WorkspaceLock> {
         crate::config::validate_workspace_name(workspace)?;
         let path = lock_path(catalog, workspace);
         let unavailable = |e: std::io::Error| {
-            Error::new(ErrorKind::Unavailable, format!("cannot create the workspace lock {}: {e}", path.display()))
+            Error::new(ErrorKind::Unavailable, format!("cannot use the workspace lock {}: {e}", path.display()))
         };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(unavailable)?;
         }
-        let file =
-            std::fs::File::options().create(true).truncate(false).write(true).open(&path).map_err(unavailable)?;
-        let deadline = Instant::now() + wait.max(Duration::from_secs(1));
+        let mut file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(unavailable)?;
+        let started = Instant::now();
+        let patience = match wait {
+            Wait::No => Some(Duration::from_secs(1)),
+            Wait::Up(d) => Some(d.max(Duration::from_secs(1))),
+            Wait::Forever => None,
+        };
         let mut logged = false;
         loop {
-            let tried = match mode {
-                LockMode::Shared => file.try_lock_shared(),
-                LockMode::Exclusive => file.try_lock(),
-            };
-            match tried {
-                Ok(()) => return Ok(WorkspaceLock { _file: file }),
-                Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                    if !logged && wait > Duration::from_secs(1) {
-                        tracing::info!(workspace, "waiting for {holder} of this workspace to finish");
-                        logged = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                Err(std::fs::TryLockError::WouldBlock) => {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::Error(e)) => return Err(unavailable(e)),
+                Err(std::fs::TryLockError::WouldBlock) => {}
+            }
+            let holder = read_holder(&mut file);
+            if patience.is_some_and(|p| started.elapsed() >= p) {
+                return Err(busy(workspace, me, holder.as_ref(), wait));
+            }
+            if !logged && wait != Wait::No {
+                let holder = holder.map(|h| h.to_string()).unwrap_or_else(|| "another operation".into());
+                tracing::info!(workspace, "waiting for {holder} to finish");
+                logged = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = stop.cancelled() => {
                     return Err(Error::new(
-                        ErrorKind::Unavailable,
-                        format!(
-                            "{holder} of workspace {workspace} is running in another tidemark process (lock {}); \
-                             try again when it has finished",
-                            path.display()
-                        ),
+                        ErrorKind::Interrupted,
+                        format!("stopped while waiting for workspace {workspace} to be free"),
                     ));
                 }
-                Err(std::fs::TryLockError::Error(e)) => return Err(unavailable(e)),
             }
         }
+        let written = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(serde_json::to_string(me).expect("a holder serializes").as_bytes()))
+            .and_then(|()| file.flush());
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot record who holds the workspace lock");
+        }
+        Ok(WorkspaceLock { _file: file })
     }
+}
+
+fn read_holder(file: &mut std::fs::File) -> Option<Holder> {
+    let mut text = String::new();
+    file.rewind().ok()?;
+    file.read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn busy(workspace: &str, me: &Holder, holder: Option<&Holder>, wait: Wait) -> Error {
+    let who = holder.map(|h| h.to_string()).unwrap_or_else(|| "another tidemark operation".into());
+    let waited = match wait {
+        Wait::Up(d) => format!(" (waited {})", humantime::format_duration(Duration::from_secs(d.as_secs()))),
+        _ => String::new(),
+    };
+    Error::new(
+        ErrorKind::Refused,
+        format!(
+            "workspace {workspace} is busy: {who} is running{waited}; one operation per workspace at a time. \
+             Run the {} again with --wait to wait for it, or when it has finished",
+            me.operation
+        ),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actor::ActorKind;
+
+    fn me(operation: &str, name: &str) -> Holder {
+        Holder::me(operation, &Actor::new(ActorKind::Cli, name))
+    }
 
     #[tokio::test]
-    async fn snapshots_share_the_lock_and_prune_excludes_them() {
+    async fn one_operation_per_workspace_and_the_refusal_names_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let catalog = dir.path().join("tidemark-catalog.sqlite");
-        let short = Duration::from_millis(10);
-        let first = WorkspaceLock::acquire(&catalog, "shop", LockMode::Shared, short, "a prune").await.unwrap();
-        let second = WorkspaceLock::acquire(&catalog, "shop", LockMode::Shared, short, "a prune").await.unwrap();
-        let refused = WorkspaceLock::acquire(&catalog, "shop", LockMode::Exclusive, short, "a snapshot").await;
-        let e = refused.unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Unavailable);
-        assert!(e.message().contains("a snapshot of workspace shop"), "{}", e.message());
+        let stop = CancellationToken::new();
+        let first = WorkspaceLock::acquire(&catalog, "shop", &me("snapshot", "ana"), Wait::No, &stop).await.unwrap();
+        assert_eq!(holder(&catalog, "shop").unwrap().actor, "cli:ana");
+        let e = WorkspaceLock::acquire(&catalog, "shop", &me("prune", "bo"), Wait::No, &stop).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Refused);
+        let text = e.message();
+        assert!(text.contains("a snapshot asked by cli:ana") && text.contains(&format!("pid {}", std::process::id())));
+        assert!(text.contains("--wait"), "{text}");
         // Another workspace is not affected.
-        WorkspaceLock::acquire(&catalog, "blog", LockMode::Exclusive, short, "a snapshot").await.unwrap();
-        drop((first, second));
-        let prune = WorkspaceLock::acquire(&catalog, "shop", LockMode::Exclusive, short, "a snapshot").await.unwrap();
-        let waiting = WorkspaceLock::acquire(&catalog, "shop", LockMode::Shared, short, "a prune").await;
-        assert_eq!(waiting.unwrap_err().kind(), ErrorKind::Unavailable);
-        // A snapshot that waits long enough gets the lock once prune is done.
-        let later = tokio::spawn(async move {
-            WorkspaceLock::acquire(&catalog, "shop", LockMode::Shared, Duration::from_secs(20), "a prune").await
+        WorkspaceLock::acquire(&catalog, "blog", &me("prune", "bo"), Wait::No, &stop).await.unwrap();
+        // A waiting operation gets the lock once the holder is done.
+        let later = tokio::spawn({
+            let (catalog, stop) = (catalog.clone(), stop.clone());
+            async move { WorkspaceLock::acquire(&catalog, "shop", &me("prune", "bo"), Wait::Forever, &stop).await }
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
-        drop(prune);
-        later.await.unwrap().unwrap();
+        assert!(!later.is_finished());
+        drop(first);
+        let held = later.await.unwrap().unwrap();
+        // Stopping a waiter interrupts it.
+        let stop_waiting = CancellationToken::new();
+        let waiting = tokio::spawn({
+            let (catalog, stop) = (catalog.clone(), stop_waiting.clone());
+            async move { WorkspaceLock::acquire(&catalog, "shop", &me("prune", "cy"), Wait::Forever, &stop).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop_waiting.cancel();
+        assert_eq!(waiting.await.unwrap().unwrap_err().kind(), ErrorKind::Interrupted);
+        drop(held);
     }
 }

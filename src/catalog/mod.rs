@@ -3,16 +3,20 @@
 //! backups: the repository is. `ops::catalog::rebuild` recreates what it can from the
 //! repository, and commands that only need the repository never open it.
 
+mod drills;
+mod jobs;
 pub mod lock;
+mod schedules;
+
+pub use drills::{DrillRecord, DrillRow};
+pub use jobs::{Job, JobEnd, JobProgress, JobStatus, NewJob, Trigger};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use sqlx::Row;
+use chrono::Utc;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::migrations::Embedded;
@@ -21,154 +25,20 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (1, "jobs", include_str!("../../migrations/catalog/0001_jobs.sql")),
     (2, "drills", include_str!("../../migrations/catalog/0002_drills.sql")),
     (3, "job_owner", include_str!("../../migrations/catalog/0003_job_owner.sql")),
+    (4, "actor_progress", include_str!("../../migrations/catalog/0004_actor_progress.sql")),
 ]);
-
-/// A drill as the catalog keeps it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DrillRecord {
-    pub id: i64,
-    pub trigger: String,
-    #[serde(flatten)]
-    pub report: crate::drill::DrillReport,
-}
 
 /// The catalog file used when the config names none: beside tidemark.toml.
 pub const DEFAULT_CATALOG_FILE: &str = "tidemark-catalog.sqlite";
 
-/// What started a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Trigger {
-    /// A schedule's cron slot came.
-    Schedule,
-    /// A slot missed while the daemon was down, taken once at start.
-    CatchUp,
-    /// An operator on the command line.
-    Cli,
-    /// Recreated from the repository by `catalog rebuild`.
-    Rebuilt,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Schedule => "schedule",
-            Trigger::CatchUp => "catch-up",
-            Trigger::Cli => "cli",
-            Trigger::Rebuilt => "rebuilt",
-        }
-    }
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum JobStatus {
-    Running,
-    Succeeded,
-    Failed,
-    /// Stopped by a shutdown (or a crash of the daemon) before it finished.
-    Aborted,
-}
-
-impl JobStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobStatus::Running => "running",
-            JobStatus::Succeeded => "succeeded",
-            JobStatus::Failed => "failed",
-            JobStatus::Aborted => "aborted",
-        }
-    }
-
-    fn parse(s: &str) -> JobStatus {
-        match s {
-            "running" => JobStatus::Running,
-            "succeeded" => JobStatus::Succeeded,
-            "failed" => JobStatus::Failed,
-            _ => JobStatus::Aborted,
-        }
-    }
-}
-
-/// A job about to start.
-#[derive(Debug, Clone)]
-pub struct NewJob {
-    pub workspace: String,
-    pub operation: String,
-    pub kind: Option<String>,
-    pub trigger: Trigger,
-    pub policy: Option<String>,
-    pub scheduled_for: Option<DateTime<Utc>>,
-    pub started_at: DateTime<Utc>,
-}
-
-/// How a job ended, as recorded.
-#[derive(Debug, Clone, Default)]
-pub struct JobEnd {
-    pub finished_at: Option<DateTime<Utc>>,
-    pub snapshot_id: Option<String>,
-    pub bytes: Option<u64>,
-    pub error: Option<String>,
-    pub warning: Option<String>,
-}
-
-/// One row of the job history.
-#[derive(Debug, Clone, Serialize)]
-pub struct Job {
-    pub id: i64,
-    pub workspace: String,
-    pub operation: String,
-    pub kind: Option<String>,
-    pub trigger: String,
-    pub policy: Option<String>,
-    pub scheduled_for: Option<DateTime<Utc>>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub status: String,
-    pub attempts: i64,
-    pub snapshot_id: Option<String>,
-    pub bytes: Option<i64>,
-    pub error: Option<String>,
-    pub warning: Option<String>,
-}
-
-impl<'r> sqlx::FromRow<'r, SqliteRow> for Job {
-    fn from_row(row: &'r SqliteRow) -> std::result::Result<Self, sqlx::Error> {
-        Ok(Job {
-            id: row.try_get("id")?,
-            workspace: row.try_get("workspace")?,
-            operation: row.try_get("operation")?,
-            kind: row.try_get("kind")?,
-            trigger: row.try_get("trigger")?,
-            policy: row.try_get("policy")?,
-            scheduled_for: row.try_get("scheduled_for")?,
-            started_at: row.try_get("started_at")?,
-            finished_at: row.try_get("finished_at")?,
-            status: row.try_get("status")?,
-            attempts: row.try_get("attempts")?,
-            snapshot_id: row.try_get("snapshot_id")?,
-            bytes: row.try_get("bytes")?,
-            error: row.try_get("error")?,
-            warning: row.try_get("warning")?,
-        })
-    }
-}
-
-impl Job {
-    pub fn status(&self) -> JobStatus {
-        JobStatus::parse(&self.status)
-    }
-}
-
 /// The catalog database.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pool: SqlitePool,
+    pub(crate) pool: SqlitePool,
     path: PathBuf,
 }
 
-fn catalog_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn catalog_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Unavailable, format!("catalog {}: {what}: {e}", path.display()))
 }
 
@@ -188,12 +58,12 @@ fn damaged_or(path: &Path, what: &str, e: sqlx::Error) -> Error {
 }
 
 /// This machine's name, recorded with the jobs it runs.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Whether a process with this id exists here (a process of another user counts).
-fn process_alive(pid: i64) -> bool {
+pub(crate) fn process_alive(pid: i64) -> bool {
     // An id that cannot be a process's is never ours: leave its job alone.
     let Some(pid) = i32::try_from(pid).ok().filter(|p| *p > 0) else { return true };
     !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
@@ -327,250 +197,8 @@ impl Catalog {
         &self.path
     }
 
-    fn err(&self, what: &str, e: sqlx::Error) -> Error {
+    pub(crate) fn err(&self, what: &str, e: sqlx::Error) -> Error {
         catalog_error(&self.path, what, e)
-    }
-
-    /// Records a job as running and returns its id.
-    pub async fn start_job(&self, job: &NewJob) -> Result<i64> {
-        let row: (i64,) = sqlx::query_as(
-            "INSERT INTO jobs (workspace, operation, kind, trigger, policy, scheduled_for, started_at, status, pid, \
-             host) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?) RETURNING id",
-        )
-        .bind(&job.workspace)
-        .bind(&job.operation)
-        .bind(&job.kind)
-        .bind(job.trigger.as_str())
-        .bind(&job.policy)
-        .bind(job.scheduled_for)
-        .bind(job.started_at)
-        .bind(std::process::id())
-        .bind(host_name())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.err("cannot record a job", e))?;
-        Ok(row.0)
-    }
-
-    /// Records that a job is on its `attempts`-th attempt, with the last attempt's error.
-    pub async fn record_attempt(&self, id: i64, attempts: u32, error: &str) -> Result<()> {
-        sqlx::query("UPDATE jobs SET attempts = ?, error = ? WHERE id = ?")
-            .bind(attempts)
-            .bind(error)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot record a retry", e))?;
-        Ok(())
-    }
-
-    /// Records how a job ended.
-    pub async fn finish_job(&self, id: i64, status: JobStatus, end: &JobEnd) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET status = ?, finished_at = ?, snapshot_id = COALESCE(?, snapshot_id), \
-             bytes = COALESCE(?, bytes), error = COALESCE(?, error), warning = ? WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(end.finished_at.unwrap_or_else(Utc::now))
-        .bind(&end.snapshot_id)
-        .bind(end.bytes.map(|b| b as i64))
-        .bind(&end.error)
-        .bind(&end.warning)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err("cannot record the end of a job", e))?;
-        Ok(())
-    }
-
-    /// Marks jobs a previous daemon left `running` (it crashed or was killed) as aborted.
-    /// Jobs started from the command line are left alone: they may still be running.
-    pub async fn abort_orphaned_daemon_jobs(&self, now: DateTime<Utc>, reason: &str) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'aborted', finished_at = ?, error = ? \
-             WHERE status = 'running' AND trigger IN ('schedule', 'catch-up')",
-        )
-        .bind(now)
-        .bind(reason)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err("cannot clean up jobs of a stopped daemon", e))?;
-        Ok(done.rows_affected())
-    }
-
-    /// Marks jobs left `running` by a process of this host that no longer exists (killed
-    /// with SIGKILL, or the machine went down) as aborted, and returns how many. A job of
-    /// another host, or whose process id is alive (perhaps reused), is left alone.
-    pub async fn abort_jobs_of_dead_processes(&self, now: DateTime<Utc>) -> Result<u64> {
-        let running: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT id, pid FROM jobs WHERE status = 'running' AND pid IS NOT NULL AND host = ?")
-                .bind(host_name())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.err("cannot read the running jobs", e))?;
-        let mut aborted = 0;
-        for (id, pid) in running {
-            if process_alive(pid) {
-                continue;
-            }
-            let reason = format!("the tidemark process (pid {pid}) ended before the job finished");
-            aborted += sqlx::query(
-                "UPDATE jobs SET status = 'aborted', finished_at = ?, error = ? WHERE id = ? AND status = 'running'",
-            )
-            .bind(now)
-            .bind(reason)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot record an aborted job", e))?
-            .rows_affected();
-        }
-        Ok(aborted)
-    }
-
-    /// One job by id.
-    pub async fn job(&self, id: i64) -> Result<Job> {
-        sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot read a job", e))?
-            .ok_or_else(|| Error::not_found(format!("the catalog has no job {id}")))
-    }
-
-    /// The newest jobs first, optionally of one workspace.
-    pub async fn jobs(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<Job>> {
-        sqlx::query_as(
-            "SELECT * FROM jobs WHERE (?1 IS NULL OR workspace = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2",
-        )
-        .bind(workspace)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err("cannot list jobs", e))
-    }
-
-    /// Adds a finished snapshot job recreated from the repository, unless the catalog
-    /// already knows that snapshot. Returns whether a row was added.
-    pub async fn insert_rebuilt_job(&self, job: &NewJob, end: &JobEnd) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT OR IGNORE INTO jobs (workspace, operation, kind, trigger, started_at, finished_at, status, \
-             snapshot_id, bytes) VALUES (?, ?, ?, ?, ?, ?, 'succeeded', ?, ?)",
-        )
-        .bind(&job.workspace)
-        .bind(&job.operation)
-        .bind(&job.kind)
-        .bind(job.trigger.as_str())
-        .bind(job.started_at)
-        .bind(end.finished_at)
-        .bind(&end.snapshot_id)
-        .bind(end.bytes.map(|b| b as i64))
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err("cannot record a rebuilt job", e))?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// The last slot a schedule served (or when the daemon first saw it).
-    pub async fn last_slot(&self, workspace: &str, policy: &str) -> Result<Option<DateTime<Utc>>> {
-        let row: Option<(DateTime<Utc>,)> =
-            sqlx::query_as("SELECT last_slot FROM schedule_runs WHERE workspace = ? AND policy = ?")
-                .bind(workspace)
-                .bind(policy)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| self.err("cannot read a schedule's last run", e))?;
-        Ok(row.map(|r| r.0))
-    }
-
-    /// Records the slot a schedule served. A slot earlier than the recorded one is
-    /// ignored: a schedule never moves backwards (`catalog rebuild` relies on this).
-    pub async fn set_last_slot(
-        &self,
-        workspace: &str,
-        policy: &str,
-        slot: DateTime<Utc>,
-        status: &str,
-        job: Option<i64>,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO schedule_runs (workspace, policy, last_slot, last_status, last_job) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (workspace, policy) DO UPDATE SET last_slot = excluded.last_slot, \
-             last_status = excluded.last_status, last_job = excluded.last_job \
-             WHERE excluded.last_slot >= schedule_runs.last_slot",
-        )
-        .bind(workspace)
-        .bind(policy)
-        .bind(slot)
-        .bind(status)
-        .bind(job)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err("cannot record a schedule's last run", e))?;
-        Ok(())
-    }
-
-    /// Records a finished drill with its whole report; returns its id.
-    pub async fn record_drill(&self, report: &crate::drill::DrillReport, trigger: Trigger) -> Result<i64> {
-        let json = serde_json::to_string(report).map_err(|e| Error::internal(format!("drill report: {e}")))?;
-        let row: (i64,) = sqlx::query_as(
-            "INSERT INTO drills (workspace, kind, source, trigger, started_at, finished_at, passed, checks, \
-             failed_checks, restore_ms, stored_bytes, report) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&report.workspace)
-        .bind(report.kind.as_str())
-        .bind(&report.source)
-        .bind(trigger.as_str())
-        .bind(report.started_at)
-        .bind(report.finished_at)
-        .bind(report.passed)
-        .bind(report.checks.len() as i64)
-        .bind(report.failed_checks().len() as i64)
-        .bind(report.timings.restore_ms as i64)
-        .bind(report.stored_bytes as i64)
-        .bind(json)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.err("cannot record a drill", e))?;
-        Ok(row.0)
-    }
-
-    /// Records a drill read back from the repository unless the catalog has it (same
-    /// workspace, start and source); returns whether it was added.
-    pub async fn insert_rebuilt_drill(&self, report: &crate::drill::DrillReport, trigger: Trigger) -> Result<bool> {
-        let known: Option<(i64,)> =
-            sqlx::query_as("SELECT id FROM drills WHERE workspace = ? AND started_at = ? AND source = ?")
-                .bind(&report.workspace)
-                .bind(report.started_at)
-                .bind(&report.source)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| self.err("cannot read the drills", e))?;
-        if known.is_some() {
-            return Ok(false);
-        }
-        self.record_drill(report, trigger).await?;
-        Ok(true)
-    }
-
-    /// The newest drills first, optionally of one workspace, with their reports.
-    pub async fn drills(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<DrillRecord>> {
-        let rows: Vec<(i64, String, String)> = sqlx::query_as(
-            "SELECT id, trigger, report FROM drills WHERE (?1 IS NULL OR workspace = ?1) \
-             ORDER BY started_at DESC, id DESC LIMIT ?2",
-        )
-        .bind(workspace)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err("cannot list drills", e))?;
-        rows.into_iter()
-            .map(|(id, trigger, report)| {
-                let report = serde_json::from_str(&report)
-                    .map_err(|e| Error::internal(format!("the catalog's drill {id} has an unreadable report: {e}")))?;
-                Ok(DrillRecord { id, trigger, report })
-            })
-            .collect()
     }
 }
 
@@ -590,8 +218,8 @@ mod tests {
         Catalog::open(&path).await.unwrap();
     }
 
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    fn at(s: &str) -> chrono::DateTime<Utc> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
     }
 
     #[tokio::test]
@@ -606,6 +234,7 @@ mod tests {
             policy: Some("daily".into()),
             scheduled_for: None,
             started_at: at(started),
+            actor: Some(format!("{}:nightly", trigger.as_str())),
         };
         let a = catalog.start_job(&new("shop", Trigger::Schedule, "2026-11-01T02:00:00Z")).await.unwrap();
         let b = catalog.start_job(&new("shop", Trigger::Cli, "2026-11-02T02:00:00Z")).await.unwrap();
@@ -618,6 +247,19 @@ mod tests {
         assert_eq!(shop.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b, a], "newest first, one workspace");
         let blog = catalog.job(c).await.unwrap();
         assert_eq!((blog.status(), blog.attempts, blog.bytes), (JobStatus::Succeeded, 2, Some(42)));
+        assert_eq!(blog.actor.as_deref(), Some("schedule:nightly"));
+        assert_eq!(blog.progress, None, "no progress was recorded");
+        // A running job's progress, as a second front end polls it.
+        let progress = JobProgress {
+            phase: "snapshot shop: tables 3/12".into(),
+            bytes_done: 1 << 20,
+            bytes_total: Some(4 << 20),
+            tables_done: 3,
+            tables_total: Some(12),
+            updated_at: at("2026-11-02T02:00:05Z"),
+        };
+        catalog.record_progress(b, &progress).await.unwrap();
+        assert_eq!(catalog.job(b).await.unwrap().progress, Some(progress));
         assert_eq!(blog.error.as_deref(), Some("database unreachable"), "the last attempt's error stays");
 
         // A restarted daemon aborts its own orphans, never a CLI job.
@@ -643,6 +285,7 @@ mod tests {
             policy: None,
             scheduled_for: None,
             started_at: Utc::now(),
+            actor: None,
         };
         let ours = catalog.start_job(&job).await.unwrap();
         let killed = catalog.start_job(&job).await.unwrap();

@@ -2,7 +2,7 @@
 
 use clap::Args;
 use tidemark::Result;
-use tidemark::ops::basebackup::basebackup;
+use tidemark::ops::basebackup::{BaseBackupOptions, basebackup_recorded};
 
 use super::{Global, human_bytes};
 
@@ -11,11 +11,15 @@ pub struct BasebackupArgs {
     /// The workspace, as named in tidemark.toml (default: the only one configured)
     #[arg(long, short)]
     workspace: Option<String>,
+    #[command(flatten)]
+    wait: super::WaitArg,
 }
 
 pub async fn run(global: &Global, args: BasebackupArgs) -> Result<()> {
-    let core = global.core().await?;
-    let manifest = basebackup(&core, &core.workspace_or_only(args.workspace.as_deref())?, &global.progress()).await?;
+    let (core, _stop) = global.job_core().await?;
+    let opts =
+        BaseBackupOptions { workspace: core.workspace_or_only(args.workspace.as_deref())?, wait: args.wait.get() };
+    let manifest = basebackup_recorded(&core, &opts, &global.actor()).await?;
     if global.json {
         global.print_json(&manifest);
     } else {

@@ -22,7 +22,13 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
             eprintln!("{line}");
         }
     };
-    let report = tidemark::ops::demo::demo(&global.progress(), &say, args.keep.as_deref()).await?;
+    let report = tidemark::ops::demo::demo(
+        &tidemark::actor::Actor::command_line(),
+        &global.progress(),
+        &say,
+        args.keep.as_deref(),
+    )
+    .await?;
     if let Some(path) = &args.junit {
         std::fs::write(path, report.drill.junit())
             .map_err(|e| Error::internal(format!("cannot write the JUnit report {}: {e}", path.display())))?;

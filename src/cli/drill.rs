@@ -6,7 +6,6 @@ use tidemark::drill::{CheckStatus, DrillReport};
 use tidemark::ops::drill::{DrillOptions, DrillSource, drill, history};
 use tidemark::wal::window::Target;
 use tidemark::{Error, ErrorKind, Result};
-use tokio_util::sync::CancellationToken;
 
 use super::{Global, human_bytes, human_ms};
 
@@ -77,17 +76,15 @@ pub async fn run(global: &Global, args: DrillArgs) -> Result<()> {
     let workspace = args.workspace.ok_or_else(|| Error::usage("drill needs --workspace NAME"))?;
     let source = match (args.pitr, args.pitr_time) {
         (Some(_), _) => DrillSource::Pitr(Target::Latest),
-        (None, Some(time)) => DrillSource::Pitr(Target::Time(super::pitr::parse_time(&time)?)),
+        (None, Some(time)) => DrillSource::Pitr(Target::Time(tidemark::wal::window::parse_time(&time)?)),
         (None, None) => DrillSource::Snapshot(args.snapshot),
     };
-    let cancel = CancellationToken::new();
-    let listener = tokio::spawn(super::serve::stop_on_signal(cancel.clone()));
+    let (core, _stop) = global.job_core().await?;
     if !global.json {
         eprintln!("drilling workspace {workspace}: restoring into a throwaway, then checking...");
     }
-    let opts = DrillOptions { progress: !global.json, ..DrillOptions::new(&workspace, source) };
-    let report = drill(&core, &opts, &cancel).await;
-    listener.abort();
+    let opts = DrillOptions::new(&workspace, source);
+    let report = drill(&core, &opts, &global.actor()).await;
     let write_junit = |xml: String| match &args.junit {
         Some(path) => std::fs::write(path, xml)
             .map_err(|e| Error::internal(format!("cannot write the JUnit report {}: {e}", path.display()))),

@@ -112,9 +112,48 @@ impl Global {
         tidemark::progress::Progress::new(!self.json)
     }
 
+    /// Who the command line acts as: the OS user (or the CI job).
+    pub fn actor(&self) -> tidemark::actor::Actor {
+        tidemark::actor::Actor::command_line()
+    }
+
+    /// The core for a long operation: progress on the terminal (not under `--json`), and
+    /// Ctrl-C / SIGTERM stopping it (while the returned guard lives) so that it ends
+    /// cleanly and is recorded as interrupted.
+    pub async fn job_core(&self) -> Result<(Core, StopOnSignal)> {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let core = self.core().await?.with_progress(self.progress()).with_stop(stop.clone());
+        Ok((core, StopOnSignal(tokio::spawn(serve::stop_on_signal(stop)))))
+    }
+
     /// Prints a value as pretty JSON on stdout.
     pub fn print_json(&self, value: &impl serde::Serialize) {
         println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+    }
+}
+
+/// Listens for Ctrl-C and SIGTERM for a long operation; stops listening when dropped.
+pub struct StopOnSignal(tokio::task::JoinHandle<()>);
+
+impl Drop for StopOnSignal {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `--wait [DURATION]`: what an operation does when another one holds its workspace.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WaitArg {
+    /// When another operation holds the workspace, wait for it to finish (up to DURATION,
+    /// e.g. 10m; without one, as long as it takes) instead of refusing
+    #[arg(long, value_name = "DURATION", num_args = 0..=1, default_missing_value = "0s",
+          value_parser = humantime::parse_duration)]
+    wait: Option<std::time::Duration>,
+}
+
+impl WaitArg {
+    pub fn get(&self) -> tidemark::ops::job::WaitFor {
+        tidemark::ops::job::WaitFor(self.wait)
     }
 }
 

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use tidemark::Result;
 use tidemark::ops::pitr::{self, PitrRestoreOptions};
 use tidemark::wal::window::Target;
-use tidemark::{Error, Result};
 
 use super::{Global, human_ms};
 
@@ -61,16 +61,6 @@ pub struct RestoreArgs {
     prefetch: u32,
 }
 
-pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
-    let trimmed = text.trim();
-    let parsed = chrono::DateTime::parse_from_rfc3339(trimmed)
-        .or_else(|_| chrono::DateTime::parse_from_str(trimmed, "%Y-%m-%d %H:%M:%S%.f%#z"))
-        .map_err(|_| {
-            Error::usage(format!("{text:?} is not a moment: write '2026-11-22 10:15:00+00' or 2026-11-22T10:15:00Z"))
-        })?;
-    Ok(parsed.to_utc())
-}
-
 pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
     let core = global.core().await?;
     match cmd {
@@ -109,15 +99,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
             println!("  {} WAL files archived", window.wal_files);
         }
         PitrCommand::Restore(args) => {
-            let target = if let Some(t) = &args.time {
-                Target::Time(parse_time(t)?)
-            } else if let Some(l) = &args.lsn {
-                Target::Lsn(l.parse()?)
-            } else if let Some(n) = &args.name {
-                Target::Name(n.clone(), None)
-            } else {
-                Target::Latest
-            };
+            let target = Target::from_flags(args.time.as_deref(), args.lsn.as_deref(), args.name.as_deref())?;
             let opts = PitrRestoreOptions {
                 workspace: core.workspace_or_only(args.workspace.as_deref())?,
                 pgdata: args.pgdata,
@@ -127,7 +109,8 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
                 tidemark_command: None,
                 prefetch: args.prefetch,
             };
-            let report = pitr::restore(&core, &opts, &global.progress()).await?;
+            let core = core.with_progress(global.progress());
+            let report = pitr::restore(&core, &opts, &global.actor()).await?;
             if global.json {
                 global.print_json(&report);
                 return Ok(());
@@ -154,7 +137,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
         }
         PitrCommand::Mark { name, workspace } => {
             let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let point = pitr::mark(&core, &workspace, &name).await?;
+            let point = pitr::mark(&core, &pitr::MarkOptions { workspace, name }, &global.actor()).await?;
             if global.json {
                 global.print_json(&point);
             } else {
@@ -163,19 +146,4 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn moments_are_read_as_postgres_prints_them_and_as_rfc3339() {
-        let expected = chrono::DateTime::parse_from_rfc3339("2026-11-22T10:15:00Z").unwrap().to_utc();
-        assert_eq!(parse_time("2026-11-22 10:15:00+00").unwrap(), expected);
-        assert_eq!(parse_time("2026-11-22 12:15:00.000+02:00").unwrap(), expected);
-        assert_eq!(parse_time("2026-11-22T10:15:00Z").unwrap(), expected);
-        assert_eq!(parse_time("yesterday").unwrap_err().kind(), tidemark::ErrorKind::Usage);
-        assert!(parse_time("2026-11-22 10:15:00").is_err(), "a moment without a zone is ambiguous");
-    }
 }

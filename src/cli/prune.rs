@@ -2,7 +2,7 @@
 
 use clap::Args;
 use tidemark::Result;
-use tidemark::ops::prune::{DEFAULT_GRACE, PruneOptions, prune};
+use tidemark::ops::prune::{DEFAULT_GRACE, PruneOptions, prune_recorded};
 
 use super::{Global, count, human_bytes};
 
@@ -18,17 +18,20 @@ pub struct PruneArgs {
     /// [default: 6h]
     #[arg(long, value_parser = humantime::parse_duration)]
     grace: Option<std::time::Duration>,
+    #[command(flatten)]
+    wait: super::WaitArg,
 }
 
 pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
-    let core = global.core().await?;
+    let (core, _stop) = global.job_core().await?;
     let opts = PruneOptions {
         workspace: core.workspace_or_only(args.workspace.as_deref())?,
         dry_run: args.dry_run,
         grace: args.grace.unwrap_or(DEFAULT_GRACE),
         as_of: None,
+        wait: args.wait.get(),
     };
-    let report = prune(&core, &opts).await?;
+    let report = prune_recorded(&core, &opts, &global.actor()).await?;
     if global.json {
         global.print_json(&report);
         return Ok(());

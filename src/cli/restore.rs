@@ -2,7 +2,7 @@
 
 use clap::Args;
 use tidemark::Result;
-use tidemark::ops::restore::{RestoreOptions, restore_or_stop};
+use tidemark::ops::restore::{RestoreOptions, restore_recorded};
 
 use super::{Global, human_bytes, human_ms};
 
@@ -31,15 +31,17 @@ pub struct RestoreArgs {
     /// The target's password, for creating and filling it (else the URL, PGPASSWORD or ~/.pgpass)
     #[arg(long, value_name = "env:VAR|file:PATH")]
     target_password: Option<String>,
+    #[command(flatten)]
+    wait: super::WaitArg,
 }
 
 pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
     super::check_secret_reference("--target-password", args.target_password.as_deref())?;
-    let core = global.core().await?;
+    let (core, _stop) = global.job_core().await?;
+    let actor = global.actor();
     if args.stacks_only {
-        let author = tidemark::ops::stacks::default_author();
         let out =
-            tidemark::ops::restore::restore_stacks(&core, &args.snapshot, args.workspace.as_deref(), &author).await?;
+            tidemark::ops::restore::restore_stacks(&core, &args.snapshot, args.workspace.as_deref(), &actor).await?;
         if global.json {
             global.print_json(&out);
         } else {
@@ -60,13 +62,10 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         media_target: args.media_target,
         no_media: args.no_media,
         target_password: args.target_password.map(tidemark::config::Secret::literal),
+        wait: args.wait.get(),
     };
     // Ctrl-C and SIGTERM stop the restore, which then drops a database it created.
-    let stop = tokio_util::sync::CancellationToken::new();
-    let listener = tokio::spawn(super::serve::stop_on_signal(stop.clone()));
-    let report = restore_or_stop(&core, &opts, &global.progress(), &stop).await;
-    listener.abort();
-    let report = report?;
+    let report = restore_recorded(&core, &opts, &actor).await?;
     if global.json {
         global.print_json(&report);
     } else {

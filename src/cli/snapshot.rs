@@ -2,6 +2,7 @@
 
 use clap::Subcommand;
 use tidemark::Result;
+use tidemark::ops::prune::PinOptions;
 use tidemark::ops::snapshot::{self, DEFAULT_SPLIT_TABLE_MIB, SnapshotOptions};
 use tidemark::repo::manifest::SnapshotKind;
 
@@ -26,6 +27,8 @@ pub enum SnapshotCommand {
         /// Leave the media store out
         #[arg(long)]
         no_media: bool,
+        #[command(flatten)]
+        wait: super::WaitArg,
     },
     /// List a workspace's snapshots, oldest first
     List {
@@ -48,6 +51,8 @@ pub enum SnapshotCommand {
         /// The snapshot's workspace (default: found in the repository; for `latest`, the only one configured)
         #[arg(long, short)]
         workspace: Option<String>,
+        #[command(flatten)]
+        wait: super::WaitArg,
     },
     /// Let retention decide about a pinned snapshot again
     Unpin {
@@ -56,6 +61,8 @@ pub enum SnapshotCommand {
         /// The snapshot's workspace (default: found in the repository; for `latest`, the only one configured)
         #[arg(long, short)]
         workspace: Option<String>,
+        #[command(flatten)]
+        wait: super::WaitArg,
     },
 }
 
@@ -66,15 +73,20 @@ pub const MEDIA_SKIPPED_EXIT: i32 = 11;
 pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
     let core = global.core().await?;
     match cmd {
-        SnapshotCommand::Create { workspace, note, jobs, split_table_mib, no_media } => {
+        SnapshotCommand::Create { workspace, note, jobs, split_table_mib, no_media, wait } => {
             let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let opts = SnapshotOptions { workspace, note, kind: SnapshotKind::Manual, jobs, split_table_mib, no_media };
+            let opts = SnapshotOptions {
+                workspace,
+                note,
+                kind: SnapshotKind::Manual,
+                jobs,
+                split_table_mib,
+                no_media,
+                wait: wait.get(),
+            };
             // Ctrl-C and SIGTERM stop the snapshot, which then records its job as interrupted.
-            let stop = tokio_util::sync::CancellationToken::new();
-            let listener = tokio::spawn(super::serve::stop_on_signal(stop.clone()));
-            let manifest = snapshot::create_recorded(&core, &opts, &global.progress(), &stop).await;
-            listener.abort();
-            let manifest = manifest?;
+            let (core, _stop) = global.job_core().await?;
+            let manifest = snapshot::create_recorded(&core, &opts, &global.actor()).await?;
             if global.json {
                 global.print_json(&snapshot::SnapshotSummary::of(&manifest));
             } else {
@@ -137,8 +149,12 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                 }
             }
         }
-        SnapshotCommand::Pin { id, workspace } => set_pin(global, &core, &id, workspace, true).await?,
-        SnapshotCommand::Unpin { id, workspace } => set_pin(global, &core, &id, workspace, false).await?,
+        SnapshotCommand::Pin { id, workspace, wait } => {
+            set_pin(global, &core, PinOptions { id, workspace, pin: true, wait: wait.get() }).await?
+        }
+        SnapshotCommand::Unpin { id, workspace, wait } => {
+            set_pin(global, &core, PinOptions { id, workspace, pin: false, wait: wait.get() }).await?
+        }
         SnapshotCommand::Show { id, workspace } => {
             let m = snapshot::show(&core, &id, workspace.as_deref()).await?;
             if global.json {
@@ -205,14 +221,9 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
     Ok(())
 }
 
-async fn set_pin(
-    global: &Global,
-    core: &tidemark::ops::Core,
-    id: &str,
-    workspace: Option<String>,
-    pin: bool,
-) -> Result<()> {
-    let ws = tidemark::ops::prune::set_pin(core, id, workspace.as_deref(), pin).await?;
+async fn set_pin(global: &Global, core: &tidemark::ops::Core, opts: PinOptions) -> Result<()> {
+    let ws = tidemark::ops::prune::set_pin(core, &opts, &global.actor()).await?;
+    let (id, pin) = (opts.id.as_str(), opts.pin);
     if global.json {
         global.print_json(&serde_json::json!({ "id": id, "workspace": ws, "pinned": pin }));
     } else {

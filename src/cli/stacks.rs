@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 use tidemark::Result;
+use tidemark::actor::Actor;
 use tidemark::ops::stacks as ops;
 use tidemark::stacks::{Selector, StackRef};
 
@@ -123,12 +124,10 @@ pub enum StacksCommand {
 
 pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
     let core = global.core().await?;
-    let author = |a: Option<String>| a.unwrap_or_else(ops::default_author);
+    let actor = Actor::command_line();
     match cmd {
-        StacksCommand::Put { workspace, stack, file, author: who, message } => {
-            let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let stack = StackRef::parse(&stack)?;
-            let (text, origin) = if file.as_os_str() == "-" {
+        StacksCommand::Put { workspace, stack, file, author, message } => {
+            let (json, origin) = if file.as_os_str() == "-" {
                 let mut text = String::new();
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
                 (text, "standard input".to_string())
@@ -137,7 +136,8 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
                     .map_err(|e| tidemark::Error::usage(format!("cannot read {}: {e}", file.display())))?;
                 (text, file.display().to_string())
             };
-            let out = ops::put(&core, &workspace, &stack, &text, &origin, &author(who), message.as_deref()).await?;
+            let opts = ops::StackPutOptions { workspace, stack, json, origin, author, message };
+            let out = ops::put(&core, &opts, &actor).await?;
             if global.json {
                 global.print_json(&out);
             } else {
@@ -193,10 +193,9 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
                 }
             }
         }
-        StacksCommand::Publish { workspace, stack, author: who, message } => {
-            let workspace = core.workspace_or_only(workspace.as_deref())?;
+        StacksCommand::Publish { workspace, stack, author, message } => {
             let out =
-                ops::publish(&core, &workspace, &StackRef::parse(&stack)?, &author(who), message.as_deref()).await?;
+                ops::publish(&core, &ops::StackPublishOptions { workspace, stack, author, message }, &actor).await?;
             if global.json {
                 global.print_json(&out);
             } else {
@@ -218,10 +217,9 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
                 }
             }
         }
-        StacksCommand::Revert { workspace, stack, to, author: who } => {
-            let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let out =
-                ops::revert(&core, &workspace, &StackRef::parse(&stack)?, Selector::parse(&to)?, &author(who)).await?;
+        StacksCommand::Revert { workspace, stack, to, author } => {
+            let out = ops::revert(&core, &ops::StackRevertOptions { workspace, stack, to: to.clone(), author }, &actor)
+                .await?;
             if global.json {
                 global.print_json(&out);
             } else {
@@ -231,9 +229,8 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
                 }
             }
         }
-        StacksCommand::Import { workspace, dir, author: who } => {
-            let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let files = ops::import(&core, &workspace, &dir, &author(who)).await?;
+        StacksCommand::Import { workspace, dir, author } => {
+            let files = ops::import(&core, &ops::StackImportOptions { workspace, dir, author }, &actor).await?;
             if global.json {
                 global.print_json(&files);
             } else {

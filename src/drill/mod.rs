@@ -4,7 +4,9 @@
 //! The drill itself is `ops::drill`.
 
 pub mod assertions;
+pub mod checks;
 pub mod throwaway;
+pub mod verify;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -111,6 +113,23 @@ pub struct DrillReport {
 }
 
 impl DrillReport {
+    /// The report as the catalog records it.
+    pub fn row(&self) -> crate::catalog::DrillRow {
+        crate::catalog::DrillRow {
+            workspace: self.workspace.clone(),
+            kind: self.kind.as_str().to_string(),
+            source: self.source.clone(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            passed: self.passed,
+            checks: self.checks.len(),
+            failed_checks: self.failed_checks().len(),
+            restore_ms: self.timings.restore_ms,
+            stored_bytes: self.stored_bytes,
+            report: serde_json::to_value(self).expect("a report serializes"),
+        }
+    }
+
     pub fn failed_checks(&self) -> Vec<&Check> {
         self.checks.iter().filter(|c| c.status == CheckStatus::Fail).collect()
     }

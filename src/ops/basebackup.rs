@@ -1,23 +1,60 @@
 //! `basebackup`: a physical copy of a workspace's cluster (pg_basebackup, streamed through
 //! the pipeline), the starting point of every point-in-time restore.
 
+use serde::{Deserialize, Serialize};
+
 use super::Core;
+use super::job::WaitFor;
+use crate::actor::Actor;
 use crate::error::Result;
-use crate::pg::ConnSpec;
-use crate::progress::Progress;
 use crate::wal::base::{self, BaseManifest};
 
-/// Takes a base backup, showing the bytes copied on `progress`. Errors: those of
-/// [`base::take`], and `NotFound` for an unknown workspace.
-pub async fn basebackup(core: &Core, workspace: &str, progress: &Progress) -> Result<BaseManifest> {
-    let ws = core.config.workspace(workspace)?;
-    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
-    let slot = ws.wal_stream.then(|| crate::wal::stream::default_slot(workspace));
+/// What `basebackup` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BaseBackupOptions {
+    pub workspace: String,
+    /// When another operation holds the workspace: refuse (default) or wait.
+    #[serde(default)]
+    pub wait: WaitFor,
+}
+
+/// Takes a base backup, showing the bytes copied on the core's progress. Errors: those
+/// of [`base::take`], `NotFound` for an unknown workspace, `Refused` while another
+/// operation holds the workspace.
+pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) -> Result<BaseManifest> {
+    let workspace = opts.workspace.as_str();
+    let ws = core.workspace(workspace)?;
+    let _lock = super::job::take_workspace(core, workspace, "basebackup", actor, opts.wait).await?;
+    let spec = ws.conn()?;
+    let slot = ws.config.wal_stream.then(|| crate::wal::stream::default_slot(workspace));
+    let progress = core.progress();
     progress.set_prefix(format!("base backup {workspace}"));
     let bin_dir = core.pg_bin_dir();
-    let taken =
-        base::take(&core.repo, core.recipients()?, &spec, bin_dir.as_deref(), workspace, slot.as_deref(), progress)
-            .await;
+    // Stopped, it is dropped before its manifest: nothing of it is visible.
+    let taken = core
+        .until_stopped(base::take(
+            &core.repo,
+            core.recipients()?,
+            spec,
+            bin_dir.as_deref(),
+            workspace,
+            slot.as_deref(),
+            progress,
+        ))
+        .await;
     progress.finish();
     taken.map_err(|e| e.context(format!("base backup of workspace {workspace}")))
+}
+
+/// [`basebackup`] as a recorded job (see [`super::job::recorded`]).
+pub async fn basebackup_recorded(core: &Core, opts: &BaseBackupOptions, actor: &Actor) -> Result<BaseManifest> {
+    let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "basebackup", kind: None };
+    super::job::recorded(
+        core,
+        actor,
+        spec,
+        |core| async move { basebackup(&core, opts, actor).await },
+        |m: &BaseManifest| crate::catalog::JobEnd { bytes: Some(m.tar.stored_size), ..Default::default() },
+    )
+    .await
 }

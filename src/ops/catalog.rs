@@ -28,7 +28,8 @@ pub struct RebuildReport {
     pub moved_aside: Option<String>,
 }
 
-/// Opens the catalog named by the config (creating it if missing).
+/// Opens the catalog named by the config (creating it if missing), anew: `rebuild`
+/// repairs it, so it must see the file as it is now, not a pool opened earlier.
 pub async fn open(core: &Core) -> Result<Catalog> {
     Catalog::open(&core.config.catalog_path()).await
 }
@@ -93,6 +94,7 @@ pub async fn rebuild(core: &Core, replace_damaged: bool) -> Result<RebuildReport
                 policy: None,
                 scheduled_for: None,
                 started_at: m.started_at,
+                actor: None,
             };
             let end = JobEnd {
                 finished_at: Some(m.finished_at),
@@ -105,7 +107,7 @@ pub async fn rebuild(core: &Core, replace_damaged: bool) -> Result<RebuildReport
             }
         }
         for stored in super::drill::stored_reports(core, workspace).await? {
-            if catalog.insert_rebuilt_drill(&stored.report, stored.trigger).await? {
+            if catalog.insert_rebuilt_drill(&stored.report.row(), stored.trigger).await? {
                 report.drills_added += 1;
             }
         }

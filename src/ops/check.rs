@@ -5,9 +5,10 @@
 //! `--read-data` every WAL segment is also checked to hold the segment its name says.
 
 use futures::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Core;
+use crate::actor::Actor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::Key;
 use crate::repo::layout::{self, SnapshotObject};
@@ -28,10 +29,19 @@ pub struct CheckReport {
     pub problems: Vec<String>,
 }
 
+/// What `check` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CheckOptions {
+    pub workspace: String,
+    /// Also download, decrypt and hash every object.
+    pub read_data: bool,
+}
+
 /// Checks a workspace's backups. Problems are collected, not raised: the report names
 /// each one. Errors: `Key` without an identity, `Unavailable` for the store.
-pub async fn check(core: &Core, workspace: &str, read_data: bool) -> Result<CheckReport> {
-    core.config.workspace(workspace)?;
+pub async fn check(core: &Core, opts: &CheckOptions, _actor: &Actor) -> Result<CheckReport> {
+    let (workspace, read_data) = (opts.workspace.as_str(), opts.read_data);
+    core.workspace(workspace)?;
     let identities = core.identities()?;
     let store = &core.repo;
     let mut problems = Vec::new();

@@ -11,8 +11,8 @@ use super::Core;
 use super::restore::{RestoreOptions, RestoreReport};
 use super::snapshot::SnapshotOptions;
 use super::stacks;
-use super::verify::VerifyReport;
 use crate::config::{Config, LoadedConfig, RepositoryConfig, WorkspaceConfig};
+use crate::drill::verify::VerifyReport;
 use crate::error::{Error, Result};
 use crate::keys::{GeneratedIdentity, Recipients};
 use crate::pg::ConnSpec;
@@ -20,7 +20,6 @@ use crate::pgcluster::{Cluster, ClusterOptions};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::repo::manifest::Manifest;
-use crate::stacks::StackRef;
 
 const DEMO_SQL: &str = include_str!("demo.sql");
 /// The demo shop's own restore-test assertions (next to the generic built-in ones).
@@ -70,6 +69,7 @@ impl Work {
 /// Errors: `Config` when the Postgres server binaries are missing, `Refused` for a `keep`
 /// folder that is not empty, and whatever a step hits.
 pub async fn demo(
+    actor: &crate::actor::Actor,
     progress: &Progress,
     say: &(dyn Fn(&str) + Sync),
     keep: Option<&std::path::Path>,
@@ -164,24 +164,36 @@ pub async fn demo(
         identity.write_new_file(file)?;
         std::fs::write(&config.path, config.config.render_initial())?;
     }
-    let mut core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
+    let mut core =
+        Core::from_parts(config, repo, Some(recipients), Some(identity.identities())).with_progress(progress.clone());
     core.cache_dir = Some(work.path().join("cache"));
 
     say("versioning two function stacks (api/checkout published as version 1, then changed)...");
-    let author = "demo";
-    let checkout = StackRef::parse("api/checkout")?;
+    let put = |stack: &str, json: &str, message: Option<&str>| stacks::StackPutOptions {
+        workspace: Some("shop".into()),
+        stack: stack.into(),
+        json: json.into(),
+        origin: "demo".into(),
+        author: Some("demo".into()),
+        message: message.map(str::to_string),
+    };
     let v1 = r#"{"route": "/checkout", "method": "POST", "steps": ["validate_cart", "charge", "email_receipt"]}"#;
-    stacks::put(&core, "shop", &checkout, v1, "demo", author, Some("first version")).await?;
-    stacks::publish(&core, "shop", &checkout, author, Some("go live")).await?;
+    stacks::put(&core, &put("api/checkout", v1, Some("first version")), actor).await?;
+    let publish = stacks::StackPublishOptions {
+        workspace: Some("shop".into()),
+        stack: "api/checkout".into(),
+        author: Some("demo".into()),
+        message: Some("go live".into()),
+    };
+    stacks::publish(&core, &publish, actor).await?;
     let v2 = r#"{"route": "/checkout", "method": "POST", "steps": ["validate_cart", "apply_discount", "charge", "email_receipt"]}"#;
-    stacks::put(&core, "shop", &checkout, v2, "demo", author, Some("discounts")).await?;
-    let discount = StackRef::parse("function/apply_discount")?;
-    stacks::put(&core, "shop", &discount, r#"{"max_percent": 30}"#, "demo", author, None).await?;
+    stacks::put(&core, &put("api/checkout", v2, Some("discounts")), actor).await?;
+    stacks::put(&core, &put("function/apply_discount", r#"{"max_percent": 30}"#, None), actor).await?;
 
     say("taking a snapshot of `shop`...");
     let started = std::time::Instant::now();
     let opts = SnapshotOptions { workspace: "shop".into(), note: Some("demo".into()), ..Default::default() };
-    let manifest: Manifest = super::snapshot::create(&core, &opts, progress).await?;
+    let manifest: Manifest = super::snapshot::create(&core, &opts, actor).await?;
     let snapshot_ms = started.elapsed().as_millis() as u64;
     say(&format!(
         "  snapshot {}: {} tables, {} rows, {} bytes of data stored as {} bytes (zstd + age)",
@@ -201,14 +213,14 @@ pub async fn demo(
         media_target: Some(media_target.display().to_string()),
         ..Default::default()
     };
-    let restore = super::restore::restore(&core, &restore_opts, progress).await?;
+    let restore = super::restore::restore(&core, &restore_opts, actor).await?;
 
     say("comparing source and copy...");
     let target_spec = ConnSpec::parse(&target, None)?;
-    let verify = super::verify::verify_database(&target_spec, &manifest).await?;
+    let verify = crate::drill::verify::verify_database(&target_spec, &manifest).await?;
     let bin_dir = core.pg_bin_dir();
-    let schema_identical = super::verify::schema_fingerprint(bin_dir.as_deref(), &source).await?
-        == super::verify::schema_fingerprint(bin_dir.as_deref(), &target_spec).await?;
+    let schema_identical = crate::drill::verify::schema_fingerprint(bin_dir.as_deref(), &source).await?
+        == crate::drill::verify::schema_fingerprint(bin_dir.as_deref(), &target_spec).await?;
     let source_stacks = stacks::list(&core, "shop").await?;
     let restored_stacks = stacks::list(&core, "shop_restored").await?;
     let stacks_identical = source_stacks == restored_stacks && !source_stacks.is_empty();
@@ -222,7 +234,7 @@ pub async fn demo(
         record: false,
         ..super::drill::DrillOptions::new("shop", super::drill::DrillSource::Snapshot(Some(manifest.id.clone())))
     };
-    let drill = super::drill::drill(&core, &drill_opts, &tokio_util::sync::CancellationToken::new()).await?;
+    let drill = super::drill::drill(&core, &drill_opts, actor).await?;
     let ok = verify.ok && schema_identical && stacks_identical && media_identical && drill.passed;
     match &work {
         Work::Temp(_) => say("cleaning up the throwaway cluster and repository..."),

@@ -11,27 +11,27 @@ use std::time::Instant;
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
-use tokio_util::sync::CancellationToken;
 
 use super::Core;
 use super::pitr::{DEFAULT_PREFETCH, PitrRestoreOptions, restore as pitr_restore};
 use super::restore::{RestoreOptions, restore};
-use crate::catalog::{Catalog, Trigger};
+use crate::actor::Actor;
+use crate::catalog::Trigger;
 use crate::config::WorkspaceConfig;
 use crate::drill::assertions::{self, Assertion};
+use crate::drill::checks;
 use crate::drill::throwaway::{ScratchDatabase, ScratchDir, database_name, remove_leftover_databases};
 use crate::drill::{Check, CheckStatus, DrillKind, DrillReport, DrillTimings};
 use crate::error::{Error, ErrorKind, Result};
-use crate::pg::{ConnSpec, quote_ident};
+use crate::pg::ConnSpec;
 use crate::pgcluster::{Cluster, ClusterOptions};
-use crate::progress::Progress;
 use crate::repo::layout;
 use crate::repo::manifest::Manifest;
 use crate::wal::window::Target;
 
 /// What to drill.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DrillSource {
     /// A snapshot by id; `None`: the workspace's newest.
     Snapshot(Option<String>),
@@ -39,30 +39,25 @@ pub enum DrillSource {
     Pitr(Target),
 }
 
-#[derive(Debug, Clone)]
+/// What `drill` takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DrillOptions {
     pub workspace: String,
     pub source: DrillSource,
-    /// What started it, as the catalog records it.
-    pub trigger: Trigger,
+    /// What started it, as the catalog records it (`None`: what the actor's kind says; the
+    /// daemon says `schedule` or `catch-up`).
+    #[serde(default)]
+    pub trigger: Option<Trigger>,
     /// How the recovered server calls `tidemark wal fetch` (PITR; default: this binary).
+    #[serde(skip)]
     pub tidemark_command: Option<String>,
     /// Record the report in the catalog (the default; off for the demo).
     pub record: bool,
-    /// Show the restore's and the checks' progress on a terminal (the CLI without `--json`).
-    pub progress: bool,
 }
 
 impl DrillOptions {
     pub fn new(workspace: &str, source: DrillSource) -> DrillOptions {
-        DrillOptions {
-            workspace: workspace.to_string(),
-            source,
-            trigger: Trigger::Cli,
-            tidemark_command: None,
-            record: true,
-            progress: false,
-        }
+        DrillOptions { workspace: workspace.to_string(), source, trigger: None, tidemark_command: None, record: true }
     }
 }
 
@@ -93,9 +88,10 @@ struct Progressed {
 ///
 /// Errors: `Config` for bad restore-tests files or drill settings; `NotFound` for an
 /// unknown snapshot; `Unavailable`/`Config` when the throwaway cannot be set up;
-/// `Interrupted` when `cancel` fires. A restore or check that fails is a failed check in
-/// the report, not an error.
-pub async fn drill(core: &Core, opts: &DrillOptions, cancel: &CancellationToken) -> Result<DrillReport> {
+/// `Interrupted` when the core's stop signal fires. A restore or check that fails is a
+/// failed check in the report, not an error.
+pub async fn drill(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<DrillReport> {
+    let cancel = core.stop();
     let started_at = Utc::now();
     let clock = Instant::now();
     let ws = core.config.workspace(&opts.workspace)?.clone();
@@ -139,7 +135,7 @@ pub async fn drill(core: &Core, opts: &DrillOptions, cancel: &CancellationToken)
         plain_bytes: 0,
         place: None,
     };
-    let ctx = Context { core, opts, ws: &ws, scratch: scratch.path(), assertions: &user_assertions };
+    let ctx = Context { core, opts, actor, ws: &ws, scratch: scratch.path(), assertions: &user_assertions };
     let ended: Result<()> = {
         let work = async {
             match (&opts.source, &manifest) {
@@ -204,7 +200,7 @@ pub async fn drill(core: &Core, opts: &DrillOptions, cancel: &CancellationToken)
         cleanup_error,
     };
     if opts.record {
-        record(core, &report, opts.trigger).await;
+        record(core, &report, opts.trigger.unwrap_or(Trigger::of(actor)), actor).await;
     }
     Ok(report)
 }
@@ -220,8 +216,9 @@ pub struct StoredDrill {
 /// Records the report in the catalog (`drill history`) and in the repository (the truth,
 /// from which `catalog rebuild` brings the history back). Failures are logged: the drill
 /// itself happened either way.
-async fn record(core: &Core, report: &DrillReport, trigger: Trigger) {
-    let catalogued = async { Catalog::open(&core.config.catalog_path()).await?.record_drill(report, trigger).await };
+async fn record(core: &Core, report: &DrillReport, trigger: Trigger, actor: &Actor) {
+    let who = actor.to_string();
+    let catalogued = async { core.catalog().await?.record_drill(&report.row(), trigger, Some(&who)).await };
     if let Err(e) = catalogued.await {
         tracing::warn!(error = %e.report(), "the drill's report could not be recorded in the catalog");
     }
@@ -259,13 +256,33 @@ pub async fn stored_reports(core: &Core, workspace: &str) -> Result<Vec<StoredDr
 /// The drills the catalog recorded, newest first.
 ///
 /// Errors: `Unavailable` when the catalog cannot be opened.
-pub async fn history(core: &Core, workspace: Option<&str>, limit: u32) -> Result<Vec<crate::catalog::DrillRecord>> {
-    Catalog::open(&core.config.catalog_path()).await?.drills(workspace, limit).await
+pub async fn history(core: &Core, workspace: Option<&str>, limit: u32) -> Result<Vec<DrillEntry>> {
+    let records = core.catalog().await?.drills(workspace, limit).await?;
+    records
+        .into_iter()
+        .map(|r| {
+            let report = serde_json::from_value(r.report)
+                .map_err(|e| Error::internal(format!("the catalog's drill {} has an unreadable report: {e}", r.id)))?;
+            Ok(DrillEntry { id: r.id, trigger: r.trigger, actor: r.actor, report })
+        })
+        .collect()
+}
+
+/// A drill of `drill history`: the catalog's id, what started it, who asked, and the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillEntry {
+    pub id: i64,
+    pub trigger: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(flatten)]
+    pub report: DrillReport,
 }
 
 struct Context<'a> {
     core: &'a Core,
     opts: &'a DrillOptions,
+    actor: &'a Actor,
     ws: &'a WorkspaceConfig,
     scratch: &'a Path,
     assertions: &'a [Assertion],
@@ -367,7 +384,7 @@ async fn logical(
             let admin = ConnSpec::parse(&cluster.url("postgres"), None)?;
             let target = ConnSpec::parse(&cluster.url(&done.database), None)?;
             done.place = Some(Place::Cluster(cluster));
-            create_roles(&admin, &manifest.roles).await?;
+            checks::create_roles(&admin, &manifest.roles).await?;
             target
         }
     };
@@ -382,9 +399,10 @@ async fn logical(
         media_target: manifest.media.as_ref().map(|_| media_dir.display().to_string()),
         no_media: manifest.media.is_none(),
         target_password: ctx.core.config.config.drill.scratch_password.clone().filter(|_| scratch_server.is_some()),
+        wait: Default::default(),
     };
     let clock = Instant::now();
-    let restored = restore(ctx.core, &restore_opts, &Progress::new(ctx.opts.progress)).await;
+    let restored = restore(ctx.core, &restore_opts, ctx.actor).await;
     let restore_ms = ms(clock);
     done.timings.restore_ms = restore_ms;
     let report = match restored {
@@ -425,18 +443,19 @@ async fn logical(
     ));
 
     let checks_clock = Instant::now();
-    let progress = Progress::new(ctx.opts.progress);
+    let progress = ctx.core.progress();
     progress.set_prefix(format!("drill {}", ctx.opts.workspace));
     progress.set_message(format!("checking {} tables against the snapshot", manifest.tables.len()));
-    check_contents(manifest, &target, done).await;
+    done.checks.extend(checks::check_contents(manifest, &target).await);
     progress.set_message("checking media");
-    check_media(manifest, &media_dir, done).await;
+    done.checks.push(checks::check_media(manifest, &media_dir).await);
     progress.set_message(format!("running {} restore-test assertions", ctx.assertions.len()));
     match target.connect().await {
         Ok(mut conn) => {
             let tables: Vec<(String, String, i64)> =
                 manifest.tables.iter().map(|t| (t.schema.clone(), t.name.clone(), t.rows as i64)).collect();
-            run_assertions(ctx, &mut conn, &tables, done).await;
+            let timeout = ctx.core.config.config.drill.assertion_timeout;
+            done.checks.extend(checks::run_assertions(&mut conn, ctx.assertions, &tables, timeout).await);
             ConnSpec::close(conn).await;
         }
         Err(e) => done.checks.push(Check::new("restore-tests", Err(e.report()), 0)),
@@ -444,189 +463,6 @@ async fn logical(
     progress.finish();
     done.timings.checks_ms = ms(checks_clock);
     Ok(())
-}
-
-/// Creates the roles the snapshot's objects refer to, so owners and grants load.
-async fn create_roles(admin: &ConnSpec, roles: &[String]) -> Result<()> {
-    if roles.is_empty() {
-        return Ok(());
-    }
-    let mut conn = admin.connect().await?;
-    let existing: Vec<String> = sqlx::query_scalar("SELECT rolname::text FROM pg_roles").fetch_all(&mut conn).await?;
-    for role in roles.iter().filter(|r| !existing.contains(r)) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE ROLE {} NOLOGIN", quote_ident(role))))
-            .execute(&mut conn)
-            .await
-            .map_err(|e| Error::from(e).context(format!("creating role {role} in the throwaway cluster")))?;
-    }
-    ConnSpec::close(conn).await;
-    Ok(())
-}
-
-/// Tables, sequences, schema fingerprint and function stacks against the manifest.
-async fn check_contents(manifest: &Manifest, target: &ConnSpec, done: &mut Progressed) {
-    let clock = Instant::now();
-    match super::verify::verify_database(target, manifest).await {
-        Ok(verified) => {
-            for t in &verified.tables {
-                let outcome = if t.ok {
-                    Ok(format!("{} rows, content digest {}", t.actual_rows, t.actual_digest))
-                } else {
-                    Err(format!(
-                        "expected {} rows with digest {}, found {} rows with digest {}",
-                        t.expected_rows, t.expected_digest, t.actual_rows, t.actual_digest
-                    ))
-                };
-                done.checks.push(Check::new(format!("table {}.{}", t.schema, t.name), outcome, 0));
-            }
-            let wrong: Vec<String> = verified
-                .sequences
-                .iter()
-                .filter(|s| !s.ok)
-                .map(|s| format!("{}.{} expected {:?}, found {:?}", s.schema, s.name, s.expected, s.actual))
-                .collect();
-            let outcome = if wrong.is_empty() {
-                Ok(format!("{} sequences at their snapshot values", verified.sequences.len()))
-            } else {
-                Err(wrong.join("; "))
-            };
-            done.checks.push(Check::new("sequences", outcome, 0));
-        }
-        Err(e) => {
-            done.checks.push(Check::new("tables", Err(e.report()), ms(clock)));
-            done.checks.push(Check::skipped("sequences", "the tables could not be read"));
-        }
-    }
-    let tables_ms = ms(clock);
-    if let Some(first) = done.checks.iter_mut().find(|c| c.name.starts_with("table ")) {
-        first.duration_ms = tables_ms; // one pass read them all
-    }
-
-    let clock = Instant::now();
-    let fingerprint = async {
-        let mut conn = target.connect().await?;
-        let actual = crate::source::fingerprint::schema_fingerprint(&mut conn).await;
-        let stacks = crate::stacks::log::list_if_installed(&mut conn).await;
-        ConnSpec::close(conn).await;
-        Ok::<_, Error>((actual?, stacks?))
-    }
-    .await;
-    match fingerprint {
-        Ok((actual, stacks)) => {
-            let outcome = if manifest.schema_fingerprint.is_empty() {
-                None
-            } else {
-                let differs =
-                    crate::source::fingerprint::fingerprint_differences(&manifest.schema_fingerprint, &actual);
-                Some(if differs.is_empty() {
-                    Ok(format!("{} kinds of schema objects identical", actual.len()))
-                } else {
-                    Err(format!("these kinds of schema objects differ from the snapshot: {}", differs.join(", ")))
-                })
-            };
-            match outcome {
-                Some(outcome) => done.checks.push(Check::new("schema-fingerprint", outcome, ms(clock))),
-                None => done.checks.push(Check::skipped(
-                    "schema-fingerprint",
-                    "the snapshot predates schema fingerprints (taken by an older tidemark)",
-                )),
-            }
-            let outcome = if stacks == manifest.stacks {
-                Ok(format!("{} stacks with their change counts, live states and versions", stacks.len()))
-            } else {
-                let describe = |s: &[crate::stacks::log::StackSummary]| {
-                    s.iter()
-                        .map(|s| format!("{} (changes {}, version {:?})", s.stack, s.changes, s.latest_version))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                Err(format!("snapshot: [{}]; restored: [{}]", describe(&manifest.stacks), describe(&stacks)))
-            };
-            done.checks.push(Check::new("function-stacks", outcome, 0));
-        }
-        Err(e) => {
-            done.checks.push(Check::new("schema-fingerprint", Err(e.report()), ms(clock)));
-            done.checks.push(Check::skipped("function-stacks", "the restored database could not be read"));
-        }
-    }
-}
-
-/// Every media file of the snapshot in the restored folder, with its size and SHA-256.
-async fn check_media(manifest: &Manifest, dir: &Path, done: &mut Progressed) {
-    let Some(media) = &manifest.media else {
-        done.checks.push(Check::skipped("media-hashes", "the snapshot has no media"));
-        return;
-    };
-    let clock = Instant::now();
-    let (files, dir) = (media.files.clone(), dir.to_path_buf());
-    let problems = tokio::task::spawn_blocking(move || {
-        use sha2::{Digest, Sha256};
-        let mut problems = Vec::new();
-        for f in &files {
-            let path = dir.join(&f.path);
-            let hashed = std::fs::File::open(&path).and_then(|mut file| {
-                let mut hash = Sha256::new();
-                let size = std::io::copy(&mut file, &mut hash)?;
-                Ok((size, hex::encode(hash.finalize())))
-            });
-            match hashed {
-                Ok((size, sha)) if size == f.size && sha == f.sha256 => {}
-                Ok((size, sha)) => {
-                    problems.push(format!("{}: {size} bytes sha256 {sha}, expected {}", f.path, f.sha256))
-                }
-                Err(e) => problems.push(format!("{}: {e}", f.path)),
-            }
-        }
-        problems
-    })
-    .await
-    .unwrap_or_else(|e| vec![format!("media check task: {e}")]);
-    let outcome = if problems.is_empty() {
-        Ok(format!("{} files, {} bytes, every SHA-256 as recorded", media.files.len(), media.bytes))
-    } else {
-        Err(problems.join("; "))
-    };
-    done.checks.push(Check::new("media-hashes", outcome, ms(clock)));
-}
-
-/// Runs the restore-tests assertions, one check each, with the snapshot's tables (and
-/// their row counts at backup) in `pg_temp.tidemark_snapshot_tables`.
-async fn run_assertions(
-    ctx: &Context<'_>,
-    conn: &mut PgConnection,
-    tables: &[(String, String, i64)],
-    done: &mut Progressed,
-) {
-    let setup = async {
-        sqlx::raw_sql(
-            "CREATE TEMP TABLE tidemark_snapshot_tables (schema_name text, table_name text, \"rows\" bigint)",
-        )
-        .execute(&mut *conn)
-        .await?;
-        for (schema, name, rows) in tables {
-            sqlx::query("INSERT INTO pg_temp.tidemark_snapshot_tables VALUES ($1, $2, $3)")
-                .bind(schema)
-                .bind(name)
-                .bind(rows)
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok::<_, sqlx::Error>(())
-    };
-    if let Err(e) = setup.await {
-        done.checks.push(Check::new("restore-tests", Err(Error::from(e).report()), 0));
-        return;
-    }
-    let timeout = ctx.core.config.config.drill.assertion_timeout;
-    for assertion in ctx.assertions {
-        let clock = Instant::now();
-        let outcome = assertions::run(conn, assertion, timeout).await;
-        done.checks.push(Check::new(
-            format!("restore-test {}: {}", assertion.file, assertion.name),
-            outcome,
-            ms(clock),
-        ));
-    }
 }
 
 /// The PITR drill's work: recover into a throwaway cluster, check, run the assertions.
@@ -644,7 +480,7 @@ async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progressed) -> Resu
     done.source = "base backup".into(); // until the restore says which
     done.target = target.describe();
     let clock = Instant::now();
-    let recovered = pitr_restore(ctx.core, &opts, &Progress::new(ctx.opts.progress)).await;
+    let recovered = pitr_restore(ctx.core, &opts, ctx.actor).await;
     done.timings.restore_ms = ms(clock);
     let report = match recovered {
         Ok(report) => report,
@@ -694,7 +530,8 @@ async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progressed) -> Resu
     match spec.connect().await {
         Ok(mut conn) => {
             done.checks.push(Check::new("connect", Ok(format!("connected to {}", spec.display())), ms(clock)));
-            run_assertions(ctx, &mut conn, &[], done).await;
+            let timeout = ctx.core.config.config.drill.assertion_timeout;
+            done.checks.extend(checks::run_assertions(&mut conn, ctx.assertions, &[], timeout).await);
             ConnSpec::close(conn).await;
         }
         Err(e) => done.checks.push(Check::new("connect", Err(e.report()), ms(clock))),

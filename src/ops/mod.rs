@@ -7,37 +7,75 @@ pub mod check;
 pub mod demo;
 pub mod drill;
 pub mod init;
+pub mod job;
 pub mod pitr;
 pub mod prune;
 pub mod restore;
 pub mod serve;
 pub mod snapshot;
 pub mod stacks;
-pub mod verify;
+
 pub mod wal;
 pub mod workspace;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use crate::config::{IdentitySource, LoadedConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::catalog::Catalog;
+use crate::config::{IdentitySource, LoadedConfig, WorkspaceConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{Identities, Recipients};
+use crate::pg::ConnSpec;
+use crate::progress::Progress;
 use crate::repo::Repository;
 
-/// What every operation on an existing repository needs: the config, the open repository
-/// and the keys. The identity is loaded only when an operation needs to read, so a backup
-/// host never needs it (and a missing identity file cannot stop backups).
+/// The one context every operation runs in, whichever front end calls it: the loaded
+/// config, the open repository, the keys, the catalog (one pool, opened on first use),
+/// each configured workspace resolved once, and, per job, where progress goes and the
+/// signal that stops it. The identity is loaded only when an operation needs to read, so
+/// a backup host never needs it (and a missing identity file cannot stop backups); the
+/// catalog is opened only by operations that record something, so `wal fetch` run by the
+/// server's OS user never touches it.
 #[derive(Clone)]
 pub struct Core {
     pub config: LoadedConfig,
     pub repo: Repository,
     recipients: Option<Recipients>,
     identity_source: Option<IdentitySource>,
-    identities: OnceLock<Identities>,
+    identities: Arc<OnceLock<Identities>>,
+    catalog: Arc<tokio::sync::OnceCell<Catalog>>,
+    workspaces: Arc<std::sync::Mutex<BTreeMap<String, Arc<Workspace>>>>,
+    progress: Progress,
+    stop: CancellationToken,
     /// Where local caches (the media hash cache) live; default: `$TIDEMARK_CACHE_DIR`,
     /// `$XDG_CACHE_HOME/tidemark`, `~/.cache/tidemark`.
     pub cache_dir: Option<PathBuf>,
+}
+
+/// A configured workspace as operations use it: its settings, and its connection spec
+/// (the URL parsed and the password secret read once, on first use: a host that only
+/// ships WAL never needs the password). Resolved once per core, again only if the config
+/// entry changes.
+pub struct Workspace {
+    pub name: String,
+    pub config: WorkspaceConfig,
+    conn: OnceLock<ConnSpec>,
+}
+
+impl Workspace {
+    /// How to connect to the workspace database.
+    ///
+    /// Errors: `Config` for a malformed URL or a password secret that cannot be read.
+    pub fn conn(&self) -> Result<&ConnSpec> {
+        if let Some(spec) = self.conn.get() {
+            return Ok(spec);
+        }
+        let spec = ConnSpec::parse(&self.config.database_url, self.config.password.as_ref())?;
+        Ok(self.conn.get_or_init(|| spec))
+    }
 }
 
 impl Core {
@@ -52,7 +90,28 @@ impl Core {
             Some(Recipients::parse(&config.config.repository.recipients)?)
         };
         let identity_source = config.identity_source();
-        Ok(Core { config, repo, recipients, identity_source, identities: OnceLock::new(), cache_dir: None })
+        Ok(Core::assemble(config, repo, recipients, identity_source, OnceLock::new()))
+    }
+
+    fn assemble(
+        config: LoadedConfig,
+        repo: Repository,
+        recipients: Option<Recipients>,
+        identity_source: Option<IdentitySource>,
+        identities: OnceLock<Identities>,
+    ) -> Core {
+        Core {
+            workspaces: Default::default(),
+            config,
+            repo,
+            recipients,
+            identity_source,
+            identities: Arc::new(identities),
+            catalog: Arc::new(tokio::sync::OnceCell::new()),
+            progress: Progress::hidden(),
+            stop: CancellationToken::new(),
+            cache_dir: None,
+        }
     }
 
     /// A core from parts already at hand (the demo, tests).
@@ -66,7 +125,63 @@ impl Core {
         if let Some(ids) = identities {
             let _ = loaded.set(ids);
         }
-        Core { config, repo, recipients, identity_source: None, identities: loaded, cache_dir: None }
+        Core::assemble(config, repo, recipients, None, loaded)
+    }
+
+    /// This core with progress going to `progress` (a terminal line, a job record).
+    pub fn with_progress(&self, progress: Progress) -> Core {
+        Core { progress, ..self.clone() }
+    }
+
+    /// This core with operations stopping when `stop` is cancelled (Ctrl-C, SIGTERM, a
+    /// cancelled job).
+    pub fn with_stop(&self, stop: CancellationToken) -> Core {
+        Core { stop, ..self.clone() }
+    }
+
+    /// Where the running operation reports progress.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Cancelled when the running operation should stop.
+    pub fn stop(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    /// Runs `work` until it ends or the stop signal fires; then it is dropped (what an
+    /// operation that commits last, like a snapshot, leaves is invisible) and the result is
+    /// `Interrupted`.
+    pub async fn until_stopped<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+        tokio::select! {
+            r = work => r,
+            _ = self.stop.cancelled() => Err(Error::new(
+                ErrorKind::Interrupted,
+                "interrupted (Ctrl-C or SIGTERM): nothing was committed",
+            )),
+        }
+    }
+
+    /// The catalog, opened (and migrated) on first use; one pool for every operation.
+    ///
+    /// Errors: `Unavailable` when the catalog cannot be opened, `Integrity` when damaged.
+    pub async fn catalog(&self) -> Result<&Catalog> {
+        let path = self.config.catalog_path();
+        self.catalog.get_or_try_init(|| async move { Catalog::open(&path).await }).await
+    }
+
+    /// A configured workspace, resolved.
+    ///
+    /// Errors: `NotFound` naming the configured ones.
+    pub fn workspace(&self, name: &str) -> Result<Arc<Workspace>> {
+        let config = self.config.workspace(name)?;
+        let mut resolved = self.workspaces.lock().expect("workspaces lock");
+        if let Some(ws) = resolved.get(name).filter(|ws| ws.config == *config) {
+            return Ok(ws.clone());
+        }
+        let ws = Arc::new(Workspace { name: name.to_string(), config: config.clone(), conn: OnceLock::new() });
+        resolved.insert(name.to_string(), ws.clone());
+        Ok(ws)
     }
 
     /// The keys backups are encrypted to. Errors: `Key` when none are configured.

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::Core;
+use crate::actor::Actor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::Identities;
 use crate::pg::ConnSpec;
@@ -68,21 +69,30 @@ pub struct RestorePoint {
     pub time: DateTime<Utc>,
 }
 
+/// What `pitr mark` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MarkOptions {
+    pub workspace: String,
+    /// The restore point's name (1 to 63 characters; never reused).
+    pub name: String,
+}
+
 /// Creates a named restore point on the workspace's server (`pg_create_restore_point`),
 /// switches to a new WAL segment so it is archived at once, and records it.
 ///
 /// Errors: `AlreadyExists` for a name already recorded (never replaced); `Database` when
 /// the role may not (superuser or an explicit grant is needed).
-pub async fn mark(core: &Core, workspace: &str, name: &str) -> Result<RestorePoint> {
+pub async fn mark(core: &Core, opts: &MarkOptions, _actor: &Actor) -> Result<RestorePoint> {
+    let (workspace, name) = (opts.workspace.as_str(), opts.name.as_str());
     if name.is_empty() || name.len() > 63 {
         return Err(Error::usage("a restore point name has 1 to 63 characters"));
     }
-    let ws = core.config.workspace(workspace)?;
+    let ws = core.workspace(workspace)?;
     // A name already recorded is refused before the server gets a second point of that name.
     if core.repo.stored_size(&layout::restore_point(workspace, name)).await?.is_some() {
         return Err(used_name(Error::new(ErrorKind::AlreadyExists, "exists"), name));
     }
-    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
+    let spec = ws.conn()?.clone();
     let mut conn = spec.connect().await?;
     let grant = |e: Error| {
         if e.message().contains("SQLSTATE 42501") {
@@ -137,7 +147,7 @@ async fn recorded_point(core: &Core, workspace: &str, name: &str) -> Result<Opti
 }
 
 /// What `pitr restore` takes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PitrRestoreOptions {
     pub workspace: String,
     /// The new data directory: must not exist, or be empty.
@@ -196,7 +206,8 @@ pub struct PitrRestoreReport {
 /// or a WAL file failed verification; `Internal` with the server log when recovery fails
 /// otherwise. A failed restore stops the server it started and removes what it wrote (the
 /// data directory, when this call created it).
-pub async fn restore(core: &Core, opts: &PitrRestoreOptions, progress: &Progress) -> Result<PitrRestoreReport> {
+pub async fn restore(core: &Core, opts: &PitrRestoreOptions, _actor: &Actor) -> Result<PitrRestoreReport> {
+    let progress = core.progress();
     progress.set_prefix(format!("pitr restore {}", opts.workspace));
     let restored = restore_with(core, opts, progress).await;
     progress.finish();
@@ -310,14 +321,14 @@ async fn recover(
     legs: &[Leg],
     report: &mut PitrRestoreReport,
 ) -> Result<()> {
-    let ws = core.config.workspace(&opts.workspace)?;
+    let ws = core.workspace(&opts.workspace)?;
     let port = match opts.port {
         Some(p) => p,
         None => crate::pgcluster::free_port()?,
     };
     append_setting(pgdata, "port", &port.to_string())?;
     let log = pgdata.join("tidemark-recovery.log");
-    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?.with_host_port("127.0.0.1", port)?;
+    let spec = ws.conn()?.with_host_port("127.0.0.1", port)?;
     report.port = Some(port);
     let mut to_the_end = matches!(target, Target::Latest);
     let reached = match start_and_wait(core, pgdata, &spec, &log).await {

@@ -9,10 +9,11 @@
 use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Core;
-use crate::catalog::lock::{LockMode, WorkspaceLock};
+use super::job::WaitFor;
+use crate::actor::Actor;
 use crate::error::{Error, Result};
 use crate::repo::manifest::SnapshotKind;
 use crate::repo::{Key, StoredObject, layout};
@@ -25,14 +26,30 @@ pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(6 
 const BUILTIN_POLICIES: [(&str, &str); 2] =
     [("daily", include_str!("../../schedules/daily.toml")), ("manual", include_str!("../../schedules/manual.toml"))];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PruneOptions {
     pub workspace: String,
     /// Decide and report, delete nothing.
     pub dry_run: bool,
+    #[serde(with = "crate::config::duration_text")]
     pub grace: std::time::Duration,
     /// Apply retention as of this moment (default: now); the daemon passes its clock's time.
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+    /// When another operation holds the workspace: refuse (default) or wait.
+    #[serde(default)]
+    pub wait: WaitFor,
+}
+
+/// What `snapshot pin` and `snapshot unpin` take.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PinOptions {
+    /// A snapshot id, or `latest`.
+    pub id: String,
+    pub workspace: Option<String>,
+    /// Pin (true) or unpin (false).
+    pub pin: bool,
+    #[serde(default)]
+    pub wait: WaitFor,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,10 +137,12 @@ pub async fn pinned(core: &Core, workspace: &str) -> Result<HashSet<String>> {
     core.repo.pinned(workspace).await
 }
 
-/// Pins (or unpins) a snapshot. Errors: `NotFound` for a snapshot that does not exist.
-pub async fn set_pin(core: &Core, id: &str, workspace: Option<&str>, pin: bool) -> Result<String> {
-    let (ws, id) = super::snapshot::resolve(core, id, workspace).await?;
-    core.repo.set_pin(&ws, &id, pin).await?;
+/// Pins (or unpins) a snapshot; returns its workspace. Errors: `NotFound` for a snapshot
+/// that does not exist; `Refused` while another operation holds the workspace.
+pub async fn set_pin(core: &Core, opts: &PinOptions, actor: &Actor) -> Result<String> {
+    let (ws, id) = super::snapshot::resolve(core, &opts.id, opts.workspace.as_deref()).await?;
+    let _lock = super::job::take_workspace(core, &ws, "pin", actor, opts.wait).await?;
+    core.repo.set_pin(&ws, &id, opts.pin).await?;
     Ok(ws)
 }
 
@@ -133,24 +152,23 @@ pub async fn set_pin(core: &Core, id: &str, workspace: Option<&str>, pin: bool) 
 /// policies, `Unavailable` for the store or while a snapshot of the workspace runs in
 /// another process. A failure part-way leaves a consistent
 /// repository: manifests go first, so nothing half-deleted looks whole.
-pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
+pub async fn prune(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
+    // Stopped part-way, what was deleted is consistent: manifests go first.
+    core.until_stopped(apply(core, opts, actor)).await
+}
+
+async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
     let policies = policies_for(core, &opts.workspace)?;
     // No snapshot of this workspace runs meanwhile in any process of this host: its
     // objects are committed by no manifest yet. (A dry run deletes nothing.)
     let _lock = match opts.dry_run {
         true => None,
-        false => Some(
-            WorkspaceLock::acquire(
-                &core.config.catalog_path(),
-                &opts.workspace,
-                LockMode::Exclusive,
-                std::time::Duration::from_secs(2),
-                "a snapshot",
-            )
-            .await?,
-        ),
+        false => Some(super::job::take_workspace(core, &opts.workspace, "prune", actor, opts.wait).await?),
     };
     let identities = core.identities()?;
+    let progress = core.progress();
+    progress.set_prefix(format!("prune {}", opts.workspace));
+    progress.set_message("retention");
     let pins = pinned(core, &opts.workspace).await?;
     // A manifest that cannot be read is never deleted, never counted as a kept snapshot,
     // and its folder is no garbage; while one exists, no media are collected (what it
@@ -271,8 +289,10 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
         report.deleted_bytes += stale.size.unwrap_or(0);
     }
     let as_of = opts.as_of.unwrap_or(now);
+    progress.set_message("base backups and WAL");
     report.pitr = prune_pitr(core, opts, &policies, &identities, as_of, grace, now).await?;
 
+    progress.set_message("drill reports and pins");
     // Drill reports: kept as long as the longest-kept snapshots, the newest always.
     let horizon = policies
         .iter()
@@ -294,6 +314,7 @@ pub async fn prune(core: &Core, opts: &PruneOptions) -> Result<PruneReport> {
             core.repo.delete(&layout::pin(&opts.workspace, id)).await?;
         }
     }
+    progress.finish();
     Ok(report)
 }
 
@@ -318,6 +339,19 @@ fn drill_reports_to_delete(
         .filter(|(_, written)| *written < as_of - horizon)
         .map(|(path, _)| path.clone())
         .collect()
+}
+
+/// [`prune`] as a recorded job (see [`super::job::recorded`]).
+pub async fn prune_recorded(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
+    let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "prune", kind: None };
+    super::job::recorded(
+        core,
+        actor,
+        spec,
+        |core| async move { prune(&core, opts, actor).await },
+        |r: &PruneReport| crate::catalog::JobEnd { bytes: Some(r.deleted_bytes), ..Default::default() },
+    )
+    .await
 }
 
 /// The physical side: base backups no moment of the PITR window needs (manifest first),

@@ -11,13 +11,15 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use super::Core;
+use super::basebackup::BaseBackupOptions;
 use super::drill::{DrillOptions, DrillSource, drill};
+use super::job::WaitFor;
 use super::prune::{DEFAULT_GRACE, PruneOptions, policies_for, prune};
 use super::snapshot::{SnapshotOptions, create};
+use crate::actor::Actor;
 use crate::catalog::Catalog;
 use crate::drill::DrillReport;
 use crate::error::{Error, ErrorKind, Result};
-use crate::progress::Progress;
 use crate::schedule::clock::Clock;
 use crate::schedule::daemon::{Daemon, DaemonReport, JobOutcome, Runner, Schedule, ScheduledJob};
 use crate::schedule::policy::Action;
@@ -98,13 +100,14 @@ struct SnapshotRunner {
 
 impl Runner for SnapshotRunner {
     fn run(&self, job: &ScheduledJob, now: DateTime<Utc>) -> BoxFuture<'static, Result<JobOutcome>> {
-        let core = self.core.clone();
+        let core = self.core.with_stop(self.stop.clone());
         let job = job.clone();
         let stop = self.stop.clone();
+        let actor = Actor::schedule(&job.policy);
         Box::pin(async move {
             let (id, bytes) = match (job.action, job.kind) {
                 (Action::Drill, _) => {
-                    let report = scheduled_drill(&core, &job, None, &stop).await?;
+                    let report = scheduled_drill(&core, &job, None, &actor).await?;
                     return Ok(JobOutcome {
                         snapshot_id: Some(report.source),
                         bytes: Some(report.stored_bytes),
@@ -116,15 +119,17 @@ impl Runner for SnapshotRunner {
                         workspace: job.workspace.clone(),
                         kind,
                         note: Some(format!("schedule {}", job.policy)),
+                        // A scheduled snapshot waits for an operator's operation on the
+                        // workspace to end (a prune, a pin) instead of failing.
+                        wait: WaitFor::FOREVER,
                         ..Default::default()
                     };
-                    let manifest = until_stopped(&stop, create(&core, &opts, &Progress::hidden())).await?;
+                    let manifest = until_stopped(&stop, create(&core, &opts, &actor)).await?;
                     (manifest.id.clone(), manifest.stored_bytes())
                 }
                 (Action::BaseBackup, _) => {
-                    let manifest =
-                        until_stopped(&stop, super::basebackup::basebackup(&core, &job.workspace, &Progress::hidden()))
-                            .await?;
+                    let opts = BaseBackupOptions { workspace: job.workspace.clone(), wait: WaitFor::FOREVER };
+                    let manifest = until_stopped(&stop, super::basebackup::basebackup(&core, &opts, &actor)).await?;
                     (manifest.id, manifest.tar.stored_size)
                 }
                 (Action::Snapshot, None) => {
@@ -138,8 +143,9 @@ impl Runner for SnapshotRunner {
                 dry_run: false,
                 grace: DEFAULT_GRACE,
                 as_of: Some(now),
+                wait: WaitFor::FOREVER,
             };
-            let warning = match prune(&core, &prune_opts).await {
+            let warning = match until_stopped(&stop, prune(&core, &prune_opts, &actor)).await {
                 Ok(report) => {
                     tracing::info!(workspace = %job.workspace,
                         deleted = report.decisions.iter().filter(|d| !d.keep).count(),
@@ -155,7 +161,7 @@ impl Runner for SnapshotRunner {
                 // The snapshot is committed whatever the drill finds: the job fails (and
                 // notifies) without a retry, which would take another snapshot. A drill
                 // stopped at shutdown stays `Interrupted`: the job is then aborted.
-                scheduled_drill(&core, &job, Some(id.clone()), &stop).await.map_err(|e| {
+                scheduled_drill(&core, &job, Some(id.clone()), &actor).await.map_err(|e| {
                     let kind = match e.kind() {
                         ErrorKind::Interrupted => ErrorKind::Interrupted,
                         kind if kind.is_temporary() => ErrorKind::Internal,
@@ -191,11 +197,13 @@ async fn scheduled_drill(
     core: &Core,
     job: &ScheduledJob,
     snapshot: Option<String>,
-    stop: &CancellationToken,
+    actor: &Actor,
 ) -> Result<DrillReport> {
-    let opts =
-        DrillOptions { trigger: job.trigger, ..DrillOptions::new(&job.workspace, DrillSource::Snapshot(snapshot)) };
-    let report = drill(core, &opts, stop).await?;
+    let opts = DrillOptions {
+        trigger: Some(job.trigger),
+        ..DrillOptions::new(&job.workspace, DrillSource::Snapshot(snapshot))
+    };
+    let report = drill(core, &opts, actor).await?;
     if report.passed {
         tracing::info!(workspace = %job.workspace, snapshot = %report.source,
             checks = report.checks.len(), rto_ms = report.timings.restore_ms, "restore drill passed");

@@ -2,28 +2,19 @@
 //! the pipeline), list them, show one. The manifest is committed last; a snapshot without
 //! a manifest does not exist.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
-use tokio::task::JoinSet;
 
+use super::job::WaitFor;
 use super::{Core, jobs_or_default};
-use crate::catalog::lock::{LockMode, WorkspaceLock};
+use crate::actor::Actor;
 use crate::error::{Error, Result};
-use crate::keys::Recipients;
-use crate::pg::ConnSpec;
-use crate::progress::Progress;
-use crate::repo::Repository;
-use crate::repo::layout::{self, SnapshotObject};
-use crate::repo::manifest::{Manifest, MediaEntry, MediaSummary, ObjectEntry, SnapshotKind, TableEntry, Timings};
-use crate::repo::pipeline::ObjectWriter;
+use crate::repo::layout;
+use crate::repo::manifest::{Manifest, SnapshotKind, TableEntry, Timings};
 use crate::source::digest::{self, RowDigest};
-use crate::source::media;
-use crate::source::postgres::{self, BlockRange, Section, SnapshotSession};
+use crate::source::postgres::{self, Section, SnapshotSession};
+use crate::source::{copy, media_backup};
 
 /// Tables larger than this (heap bytes) are split into parts copied in parallel.
 pub const DEFAULT_SPLIT_TABLE_MIB: u64 = 256;
@@ -41,6 +32,8 @@ pub struct SnapshotOptions {
     pub split_table_mib: u64,
     /// Leave the media store out of this snapshot.
     pub no_media: bool,
+    /// When another operation holds the workspace: refuse (default) or wait.
+    pub wait: WaitFor,
 }
 
 impl Default for SnapshotOptions {
@@ -52,46 +45,30 @@ impl Default for SnapshotOptions {
             jobs: None,
             split_table_mib: DEFAULT_SPLIT_TABLE_MIB,
             no_media: false,
+            wait: WaitFor::NO,
         }
     }
 }
 
-/// One unit of data work: a table or a block range of it.
-struct WorkItem {
-    table: usize,
-    part: Option<u32>,
-    range: Option<BlockRange>,
-    estimate: i64,
-}
-
-struct PartResult {
-    table: usize,
-    part: Option<u32>,
-    entry: ObjectEntry,
-    digest: RowDigest,
-}
-
-/// How long a snapshot waits for a prune of its workspace (in another process) to finish.
-pub const SNAPSHOT_WAITS_FOR_PRUNE: std::time::Duration = std::time::Duration::from_secs(600);
-
 /// Takes a snapshot of a workspace's database.
 ///
 /// Errors: `NotFound` for an unknown workspace, `Unavailable` when the database or the
-/// store cannot be reached (or a prune of the workspace holds it longer than
-/// [`SNAPSHOT_WAITS_FOR_PRUNE`]), `Integrity` when an object it wrote is gone before it commits, `Database` when Postgres or pg_dump refuses. On any error no
+/// store cannot be reached, `Refused` while another operation holds the workspace (see
+/// [`super::job::take_workspace`]), `Integrity` when an object it wrote is gone before it commits, `Database` when Postgres or pg_dump refuses. On any error no
 /// manifest is written, so no snapshot appears; objects already uploaded are garbage.
-pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) -> Result<Manifest> {
-    let ws = core.config.workspace(&opts.workspace)?;
-    // Never beside a prune of this workspace: it would collect this snapshot's objects.
-    let _lock = WorkspaceLock::acquire(
-        &core.config.catalog_path(),
-        &opts.workspace,
-        LockMode::Shared,
-        SNAPSHOT_WAITS_FOR_PRUNE,
-        "a prune",
-    )
-    .await?;
-    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
+pub async fn create(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Manifest> {
+    // Stopped (Ctrl-C, SIGTERM, a stopping daemon): dropped before its manifest, so nothing
+    // of it is visible.
+    core.until_stopped(take(core, opts, actor)).await
+}
+
+async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Manifest> {
+    let ws = core.workspace(&opts.workspace)?;
+    // Never beside another operation on this workspace (a prune would collect this
+    // snapshot's objects, which no manifest commits yet).
+    let _lock = super::job::take_workspace(core, &opts.workspace, "snapshot", actor, opts.wait).await?;
+    let spec = ws.conn()?.clone();
+    let progress = core.progress();
     let recipients = core.recipients()?.clone();
     let bin_dir = core.pg_bin_dir();
     let started_at = chrono::Utc::now();
@@ -106,7 +83,7 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         .map_err(|e| e.context(format!("starting a snapshot of workspace {}", opts.workspace)))?;
     tracing::info!(workspace = %opts.workspace, id = %id, tables = session.tables.len(), "snapshot started");
 
-    let dest = Destination {
+    let dest = copy::Destination {
         repo: core.repo.clone(),
         recipients: recipients.clone(),
         workspace: opts.workspace.clone(),
@@ -118,15 +95,16 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         // Aborted when dropped (an interrupted snapshot), so its uploads are aborted too.
         tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
             let t = Instant::now();
-            let pre = dump_schema(&dest, &spec, bin_dir.as_deref(), &snapshot_name, Section::PreData);
-            let post = dump_schema(&dest, &spec, bin_dir.as_deref(), &snapshot_name, Section::PostData);
+            let pre = copy::dump_schema(&dest, &spec, bin_dir.as_deref(), &snapshot_name, Section::PreData);
+            let post = copy::dump_schema(&dest, &spec, bin_dir.as_deref(), &snapshot_name, Section::PostData);
             let (pre, post) = futures::try_join!(pre, post)?;
             Ok::<_, Error>((pre, post, t.elapsed().as_millis() as u64))
         }))
     };
 
     let data_clock = Instant::now();
-    let parts = copy_tables(&dest, &session, &spec, opts, progress).await;
+    let jobs = jobs_or_default(opts.jobs);
+    let parts = copy::copy_tables(&dest, &session, &spec, opts.split_table_mib << 20, jobs, progress).await;
     if parts.is_err() {
         schema.abort(); // its pg_dump children are killed on drop
     }
@@ -166,8 +144,11 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
         t.content_digest = d.hex();
     }
 
-    let media = match (&ws.media, opts.no_media) {
-        (Some(url), false) => Some(backup_media(core, &dest, url, jobs_or_default(opts.jobs), progress).await?),
+    let media = match (&ws.config.media, opts.no_media) {
+        (Some(url), false) => {
+            let repository = &core.config.config.repository;
+            Some(media_backup::backup_media(&dest, url, repository, core.cache_dir.as_deref(), jobs, progress).await?)
+        }
         _ => None,
     };
     let info = session.info.clone();
@@ -219,142 +200,6 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, progress: &Progress) ->
     progress.finish();
     tracing::info!(workspace = %opts.workspace, id = %id, bytes = manifest.stored_bytes(), "snapshot committed");
     Ok(manifest)
-}
-
-/// Where a snapshot's objects go.
-#[derive(Clone)]
-struct Destination {
-    repo: Repository,
-    recipients: Recipients,
-    workspace: String,
-    id: String,
-}
-
-impl Destination {
-    fn writer(&self, object: &SnapshotObject) -> Result<ObjectWriter> {
-        ObjectWriter::new(&self.repo, object.key(&self.workspace, &self.id), object.name(), &self.recipients)
-    }
-}
-
-async fn dump_schema(
-    dest: &Destination,
-    spec: &ConnSpec,
-    bin_dir: Option<&std::path::Path>,
-    snapshot_name: &str,
-    section: Section,
-) -> Result<ObjectEntry> {
-    let object = match section {
-        Section::PreData => SnapshotObject::SchemaPre,
-        Section::PostData => SnapshotObject::SchemaPost,
-    };
-    let mut child = postgres::spawn_schema_dump(bin_dir, spec, snapshot_name, section)?;
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut writer = dest.writer(&object)?;
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = stdout.read(&mut buf).await?;
-        if n == 0 {
-            break;
-        }
-        writer.write(&buf[..n]).await?;
-    }
-    postgres::wait_tool(child, &format!("pg_dump {section:?}")).await?;
-    writer.finish().await
-}
-
-async fn copy_tables(
-    dest: &Destination,
-    session: &SnapshotSession,
-    spec: &ConnSpec,
-    opts: &SnapshotOptions,
-    progress: &Progress,
-) -> Result<Vec<PartResult>> {
-    let mut items = Vec::new();
-    for (i, t) in session.tables.iter().enumerate() {
-        let ranges = session.block_ranges(t, opts.split_table_mib << 20);
-        let split = ranges.len() > 1;
-        let share = t.bytes / ranges.len() as i64;
-        for (p, range) in ranges.into_iter().enumerate() {
-            items.push(WorkItem { table: i, part: split.then_some(p as u32), range, estimate: share });
-        }
-    }
-    // Largest first, so the long poles start early and the tail is short.
-    items.sort_by_key(|w| std::cmp::Reverse(w.estimate));
-    let total_items = items.len();
-    let queue = Arc::new(Mutex::new(VecDeque::from(items)));
-    let done = Arc::new(Mutex::new(0usize));
-    let tables = Arc::new(session.tables.clone());
-    let jobs = jobs_or_default(opts.jobs).min(total_items.max(1));
-    progress.set_message(format!("tables 0/{total_items}"));
-
-    let mut set = JoinSet::new();
-    for _ in 0..jobs {
-        let (queue, done, tables) = (queue.clone(), done.clone(), tables.clone());
-        let (dest, spec, progress) = (dest.clone(), spec.clone(), progress.clone());
-        let snapshot_name = session.snapshot_name.clone();
-        set.spawn(async move {
-            let mut conn = postgres::import_snapshot(&spec, &snapshot_name).await?;
-            let mut results = Vec::new();
-            loop {
-                let item = queue.lock().expect("queue lock").pop_front();
-                let Some(item) = item else { break };
-                let table = &tables[item.table];
-                let object = SnapshotObject::TablePart {
-                    schema: table.schema.clone(),
-                    table: table.name.clone(),
-                    part: item.part,
-                };
-                let statement = postgres::copy_out_statement(&table.schema, &table.name, &table.columns, item.range);
-                let mut writer = dest.writer(&object)?;
-                let mut digest = RowDigest::new();
-                let copied: Result<()> = async {
-                    let mut rows = postgres::copy_out(&mut conn, &statement).await?;
-                    // COPY yields a row at a time: report progress per MiB, not per row.
-                    let mut unreported = 0u64;
-                    while let Some(chunk) = rows.next().await {
-                        let chunk = chunk?;
-                        digest.update(&chunk);
-                        unreported += chunk.len() as u64;
-                        if unreported >= 1 << 20 {
-                            progress.add_bytes(std::mem::take(&mut unreported));
-                        }
-                        writer.write(&chunk).await?;
-                    }
-                    progress.add_bytes(unreported);
-                    Ok(())
-                }
-                .await;
-                if let Err(e) = copied {
-                    writer.abort().await;
-                    return Err(e.context(format!("copying table {}.{}", table.schema, table.name)));
-                }
-                digest.finish();
-                let entry = writer.finish().await?;
-                results.push(PartResult { table: item.table, part: item.part, entry, digest });
-                let mut n = done.lock().expect("done lock");
-                *n += 1;
-                progress.set_message(format!("tables {n}/{total_items}"));
-            }
-            sqlx::raw_sql("COMMIT").execute(&mut conn).await?;
-            ConnSpec::close(conn).await;
-            Ok::<_, Error>(results)
-        });
-    }
-    let mut all = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok(Ok(results)) => all.extend(results),
-            Ok(Err(e)) => {
-                set.abort_all();
-                return Err(e);
-            }
-            Err(join) => {
-                set.abort_all();
-                return Err(Error::internal(format!("a copy task failed: {join}")));
-            }
-        }
-    }
-    Ok(all)
 }
 
 /// A line of `snapshot list`.
@@ -479,234 +324,25 @@ pub async fn show(core: &Core, id: &str, workspace: Option<&str>) -> Result<Mani
     core.repo.read_manifest(&ws, &id, &core.identities()?).await
 }
 
-/// Backs up the media store incrementally: hash what changed (the cache spares the rest),
-/// upload each content not yet in the repository once, list every file in the manifest.
-/// A problem with one file (a symlink, unreadable, gone or changed during the run) skips
-/// that file and names it in `skipped`: the database part of a snapshot is never lost to
-/// a media file. A problem with the store itself fails the snapshot.
-async fn backup_media(
-    core: &Core,
-    dest: &Destination,
-    url: &str,
-    jobs: usize,
-    progress: &Progress,
-) -> Result<MediaSummary> {
-    let source = media::open(url, &core.config.config.repository)?;
-    let listing = source.list().await.map_err(|e| e.context(format!("listing the media store {url}")))?;
-    let mut skipped = listing.skipped;
-    let files = listing.files;
-    progress.set_message(format!("media: {} files", files.len()));
-    let mut cache = media::HashCache::load(core.cache_dir.as_deref(), &core.repo.descriptor().id, &dest.workspace);
-    let hashed: Vec<Result<(media::Listed, String), media::Skipped>> = futures::stream::iter(files.iter().cloned())
-        .map(|file| {
-            let (source, cached) = (source.clone(), cache.get(&file).map(str::to_string));
-            async move {
-                let sha = match cached {
-                    Some(sha) => sha,
-                    None => match source.hash(&file).await {
-                        Ok((sha, _)) => sha,
-                        Err(media::MediaError::File(reason)) => {
-                            return Ok(Err(media::Skipped { path: file.path, reason }));
-                        }
-                        Err(media::MediaError::Store(e)) => {
-                            return Err(e.context(format!("reading media file {}", file.path)));
-                        }
-                    },
-                };
-                Ok::<_, Error>(Ok((file, sha)))
-            }
-        })
-        .buffered(jobs)
-        .try_collect()
-        .await?;
-    let mut kept = Vec::with_capacity(hashed.len());
-    for h in hashed {
-        match h {
-            Ok((file, sha)) => {
-                cache.put(&file, &sha);
-                kept.push((file, sha));
-            }
-            Err(skip) => skipped.push(skip),
-        }
-    }
-    // Each distinct content once, and only if the repository does not have it yet.
-    let mut seen = std::collections::HashSet::new();
-    let unique: Vec<(media::Listed, String)> =
-        kept.iter().filter(|(_, sha)| seen.insert(sha.clone())).cloned().collect();
-    // Owned values in each task: borrowed ones make this future not `Send` for the daemon
-    // (rustc's higher-ranked lifetime limitation with async closures in streams).
-    let uploads: Vec<Uploaded> = futures::stream::iter(unique)
-        .map(|(file, sha)| {
-            let (source, dest, progress) = (source.clone(), dest.clone(), progress.clone());
-            async move {
-                let key = layout::media_object(&dest.workspace, &sha)?;
-                if let Some(stored) = dest.repo.stored_size(&key).await? {
-                    return Ok(Uploaded::Present(sha, Some(stored)));
-                }
-                upload_media(&dest, &source, &file, &sha, key, &progress).await
-            }
-        })
-        .buffer_unordered(jobs)
-        .try_collect()
-        .await?;
-    let mut new = Vec::new();
-    let mut lost = std::collections::HashSet::new();
-    let mut stored_sizes = std::collections::HashMap::new();
-    for u in uploads {
-        match u {
-            Uploaded::New(sha, plain, stored) => {
-                new.push(plain);
-                stored_sizes.insert(sha, stored);
-            }
-            Uploaded::Present(sha, stored) => {
-                stored_sizes.extend(stored.map(|s| (sha, s)));
-            }
-            Uploaded::Skipped(sha, reason) => {
-                lost.insert(sha.clone());
-                // Every file with that content goes: none of them is in the repository.
-                for (file, _) in kept.iter().filter(|(_, s)| *s == sha) {
-                    skipped.push(media::Skipped { path: file.path.clone(), reason: reason.clone() });
-                }
-            }
-        }
-    }
-    kept.retain(|(_, sha)| !lost.contains(sha));
-    cache.save(&files);
-    skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    for s in &skipped {
-        tracing::warn!(workspace = %dest.workspace, file = %s.path, "media file skipped: it {}", s.reason);
-    }
-    Ok(MediaSummary {
-        source: url.to_string(),
-        bytes: kept.iter().map(|(f, _)| f.size).sum(),
-        new_files: new.len() as u64,
-        new_bytes: new.iter().sum(),
-        files: kept
-            .into_iter()
-            .map(|(f, sha256)| MediaEntry {
-                path: f.path,
-                size: f.size,
-                modified: f.modified,
-                stored_size: stored_sizes.get(&sha256).copied(),
-                sha256,
-                mode: f.mode,
-            })
-            .collect(),
-        skipped,
-    })
-}
-
-/// What became of one media content.
-enum Uploaded {
-    /// Stored now (its content hash, plain and stored bytes).
-    New(String, u64, u64),
-    /// The repository had it (with its stored size, when known).
-    Present(String, Option<u64>),
-    /// The file could not be read (its content hash, why): it is skipped.
-    Skipped(String, String),
-}
-
-/// Streams one media file into the repository under its content hash, checking that the
-/// bytes still hash to it (a file changed since it was hashed is skipped, not a lie).
-async fn upload_media(
-    dest: &Destination,
-    source: &media::MediaSource,
-    file: &media::Listed,
-    sha: &str,
-    key: crate::repo::Key,
-    progress: &Progress,
-) -> Result<Uploaded> {
-    use sha2::Digest;
-    let mut writer = ObjectWriter::new(&dest.repo, key, format!("media/{sha}"), &dest.recipients)?;
-    let mut hasher = sha2::Sha256::new();
-    let copied: Result<(), media::MediaError> = async {
-        let mut stream = source.read(file).await?;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| source.classify(e))?;
-            hasher.update(&chunk);
-            progress.add_bytes(chunk.len() as u64);
-            writer.write(&chunk).await.map_err(media::MediaError::Store)?;
-        }
-        Ok(())
-    }
-    .await;
-    match copied {
-        Ok(()) => {}
-        Err(media::MediaError::File(reason)) => {
-            writer.abort().await;
-            return Ok(Uploaded::Skipped(sha.to_string(), reason));
-        }
-        Err(media::MediaError::Store(e)) => {
-            writer.abort().await;
-            return Err(e.context(format!("uploading media file {}", file.path)));
-        }
-    }
-    if hex::encode(hasher.finalize()) != sha {
-        writer.abort().await;
-        return Ok(Uploaded::Skipped(sha.to_string(), "changed while it was backed up".into()));
-    }
-    match writer.finish().await {
-        Ok(entry) => Ok(Uploaded::New(sha.to_string(), entry.plain_size, entry.stored_size)),
-        // Another snapshot stored the same content at the same moment: it is there.
-        Err(e) if e.kind() == crate::error::ErrorKind::AlreadyExists => Ok(Uploaded::Present(sha.to_string(), None)),
-        Err(e) => Err(e),
-    }
-}
-
-/// [`create`], recorded in the catalog's job history as an operator's job. The catalog is
-/// optional here: when it cannot be opened the snapshot is taken anyway, with a warning,
-/// because a command that needs only the repository must not depend on the catalog.
-///
-/// Stopped when `stop` is cancelled (Ctrl-C, SIGTERM): nothing is committed, and the job
-/// is recorded as aborted, "interrupted" (not as a process that vanished).
-pub async fn create_recorded(
-    core: &Core,
-    opts: &SnapshotOptions,
-    progress: &Progress,
-    stop: &tokio_util::sync::CancellationToken,
-) -> Result<Manifest> {
-    use crate::catalog::{JobEnd, JobStatus, NewJob, Trigger};
-    let catalog = match super::catalog::open(core).await {
-        Ok(c) => Some(c),
-        Err(e) => {
-            tracing::warn!(error = %e.report(), "the catalog is not available; this job is not recorded");
-            None
-        }
-    };
-    let new = NewJob {
+/// [`create`], recorded in the catalog's job history (see [`super::job::recorded`]):
+/// stopped by the core's stop signal (Ctrl-C, SIGTERM) with nothing committed and the job
+/// recorded as aborted, "interrupted".
+pub async fn create_recorded(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Manifest> {
+    let spec = super::job::JobSpec {
         workspace: opts.workspace.clone(),
-        operation: "snapshot".into(),
+        operation: "snapshot",
         kind: Some(opts.kind.to_string()),
-        trigger: Trigger::Cli,
-        policy: None,
-        scheduled_for: None,
-        started_at: chrono::Utc::now(),
     };
-    let id = match &catalog {
-        Some(c) => c.start_job(&new).await.inspect_err(|e| tracing::warn!(error = %e.report(), "not recorded")).ok(),
-        None => None,
-    };
-    let result = tokio::select! {
-        r = create(core, opts, progress) => r,
-        _ = stop.cancelled() => Err(Error::new(
-            crate::error::ErrorKind::Interrupted,
-            "interrupted (Ctrl-C or SIGTERM): nothing was committed",
-        )),
-    };
-    if let (Some(catalog), Some(id)) = (&catalog, id) {
-        let (status, end) = match &result {
-            Ok(m) => (
-                JobStatus::Succeeded,
-                JobEnd { snapshot_id: Some(m.id.clone()), bytes: Some(m.stored_bytes()), ..Default::default() },
-            ),
-            Err(e) if e.kind() == crate::error::ErrorKind::Interrupted => {
-                (JobStatus::Aborted, JobEnd { error: Some(e.report()), ..Default::default() })
-            }
-            Err(e) => (JobStatus::Failed, JobEnd { error: Some(e.report()), ..Default::default() }),
-        };
-        if let Err(e) = catalog.finish_job(id, status, &end).await {
-            tracing::warn!(error = %e.report(), "cannot record the end of the job in the catalog");
-        }
-    }
-    result
+    super::job::recorded(
+        core,
+        actor,
+        spec,
+        |core| async move { create(&core, opts, actor).await },
+        |m: &Manifest| crate::catalog::JobEnd {
+            snapshot_id: Some(m.id.clone()),
+            bytes: Some(m.stored_bytes()),
+            ..Default::default()
+        },
+    )
+    .await
 }

@@ -4,19 +4,64 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnection;
 
 use super::Core;
+use crate::actor::Actor;
 use crate::error::{Error, Result};
 use crate::pg::ConnSpec;
 use crate::stacks::diff::{self, Change};
-use crate::stacks::log::{self, ChangeInfo, Published, PutOutcome, StackSummary};
+use crate::stacks::log::{self, ChangeInfo, ChangedBy, Published, PutOutcome, StackSummary};
 use crate::stacks::{self as stk, Document, KINDS, Selector, StackRef};
 
-/// Who a change is recorded as when no author is given: `$USER`, else `tidemark`.
-pub fn default_author() -> String {
-    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "tidemark".into())
+/// What `stacks put` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackPutOptions {
+    /// The workspace (may be left out when the config has one).
+    pub workspace: Option<String>,
+    /// `kind/name`.
+    pub stack: String,
+    /// The new content, JSON text.
+    pub json: String,
+    /// Where the text came from, for errors ("standard input", a file name).
+    pub origin: String,
+    /// Who the change is recorded as written by; default: the actor's name.
+    pub author: Option<String>,
+    pub message: Option<String>,
+}
+
+/// What `stacks publish` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackPublishOptions {
+    pub workspace: Option<String>,
+    pub stack: String,
+    pub author: Option<String>,
+    pub message: Option<String>,
+}
+
+/// What `stacks revert` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackRevertOptions {
+    pub workspace: Option<String>,
+    pub stack: String,
+    /// The state to go back to: `published`, `version:N`, `change:N`.
+    pub to: String,
+    pub author: Option<String>,
+}
+
+/// What `stacks import` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackImportOptions {
+    pub workspace: Option<String>,
+    /// A folder of `<kind>/<name>.json` files.
+    pub dir: PathBuf,
+    pub author: Option<String>,
+}
+
+/// The author recorded: the one named, else the actor's name.
+fn changed_by<'a>(author: &'a Option<String>, actor: &'a Actor) -> ChangedBy<'a> {
+    ChangedBy { author: author.as_deref().filter(|a| !a.trim().is_empty()).unwrap_or(&actor.name), actor }
 }
 
 async fn connect(core: &Core, workspace: &str, write: bool) -> Result<Option<PgConnection>> {
@@ -40,18 +85,12 @@ async fn reader(core: &Core, workspace: &str, stack: &StackRef) -> Result<PgConn
 /// Records a new live content for `stack` from JSON text (nothing when it is unchanged).
 ///
 /// Errors: `Usage` for invalid JSON or a bad name (nothing written).
-pub async fn put(
-    core: &Core,
-    workspace: &str,
-    stack: &StackRef,
-    json: &str,
-    origin: &str,
-    author: &str,
-    message: Option<&str>,
-) -> Result<PutOutcome> {
-    let doc = Document::parse(json, origin)?;
-    let mut conn = connect(core, workspace, true).await?.expect("installed");
-    log::put(&mut conn, stack, &doc, author, message, None).await
+pub async fn put(core: &Core, opts: &StackPutOptions, actor: &Actor) -> Result<PutOutcome> {
+    let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
+    let stack = StackRef::parse(&opts.stack)?;
+    let doc = Document::parse(&opts.json, &opts.origin)?;
+    let mut conn = connect(core, &workspace, true).await?.expect("installed");
+    log::put(&mut conn, &stack, &doc, changed_by(&opts.author, actor), opts.message.as_deref(), None).await
 }
 
 pub async fn list(core: &Core, workspace: &str) -> Result<Vec<StackSummary>> {
@@ -70,15 +109,11 @@ pub async fn history(core: &Core, workspace: &str, stack: &StackRef) -> Result<V
     log::history(&mut reader(core, workspace, stack).await?, stack).await
 }
 
-pub async fn publish(
-    core: &Core,
-    workspace: &str,
-    stack: &StackRef,
-    author: &str,
-    message: Option<&str>,
-) -> Result<Published> {
-    let mut conn = connect(core, workspace, true).await?.expect("installed");
-    log::publish(&mut conn, stack, author, message).await
+pub async fn publish(core: &Core, opts: &StackPublishOptions, actor: &Actor) -> Result<Published> {
+    let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
+    let stack = StackRef::parse(&opts.stack)?;
+    let mut conn = connect(core, &workspace, true).await?.expect("installed");
+    log::publish(&mut conn, &stack, changed_by(&opts.author, actor), opts.message.as_deref()).await
 }
 
 /// A structural diff between two states.
@@ -104,11 +139,15 @@ pub async fn diff(core: &Core, workspace: &str, stack: &StackRef, from: Selector
 
 /// Makes an earlier state live again, as a new change that says what it reverted to.
 /// Restoring a published version is a revert to it.
-pub async fn revert(core: &Core, workspace: &str, stack: &StackRef, to: Selector, author: &str) -> Result<PutOutcome> {
-    let mut conn = reader(core, workspace, stack).await?;
-    let (_, doc) = log::read(&mut conn, stack, to).await?;
+pub async fn revert(core: &Core, opts: &StackRevertOptions, actor: &Actor) -> Result<PutOutcome> {
+    let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
+    let (stack, to) = (StackRef::parse(&opts.stack)?, Selector::parse(&opts.to)?);
+    let mut conn = reader(core, &workspace, &stack).await?;
+    // A schema installed by an older tidemark gets the columns this one writes.
+    stk::install(&mut conn).await?;
+    let (_, doc) = log::read(&mut conn, &stack, to).await?;
     let message = format!("revert to {to}");
-    log::put(&mut conn, stack, &doc, author, Some(&message), Some(&to.to_string())).await
+    log::put(&mut conn, &stack, &doc, changed_by(&opts.author, actor), Some(&message), Some(&to.to_string())).await
 }
 
 /// What happened to one file of an import.
@@ -123,7 +162,9 @@ pub struct ImportedFile {
 /// ones. Every file is read and parsed before anything is written.
 ///
 /// Errors: `Usage` naming the first unknown folder, bad name or invalid JSON.
-pub async fn import(core: &Core, workspace: &str, dir: &Path, author: &str) -> Result<Vec<ImportedFile>> {
+pub async fn import(core: &Core, opts: &StackImportOptions, actor: &Actor) -> Result<Vec<ImportedFile>> {
+    let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
+    let dir = opts.dir.as_path();
     let mut docs = Vec::new();
     let mut kinds: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| Error::usage(format!("cannot read {}: {e}", dir.display())))?
@@ -153,11 +194,11 @@ pub async fn import(core: &Core, workspace: &str, dir: &Path, author: &str) -> R
             docs.push((path, stack, doc));
         }
     }
-    let mut conn = connect(core, workspace, true).await?.expect("installed");
+    let mut conn = connect(core, &workspace, true).await?.expect("installed");
     let mut out = Vec::with_capacity(docs.len());
     for (file, stack, doc) in docs {
         let message = format!("import {}", file.display());
-        let outcome = log::put(&mut conn, &stack, &doc, author, Some(&message), None).await?;
+        let outcome = log::put(&mut conn, &stack, &doc, changed_by(&opts.author, actor), Some(&message), None).await?;
         out.push(ImportedFile { file, stack: stack.to_string(), change: outcome.change });
     }
     Ok(out)

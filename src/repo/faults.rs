@@ -1,6 +1,6 @@
 //! A fault-injecting wrapper around a real store, for tests and for trying out what a
-//! failing bucket does to an operation: it fails the Nth call, cuts reads short, or makes
-//! every call time out. Wrap an open repository with [`Repository::with_faults`] and steer
+//! failing bucket does to an operation: it fails the Nth call, cuts reads short, makes
+//! every call time out, or slows every call down. Wrap an open repository with [`Repository::with_faults`] and steer
 //! the faults through the [`Faults`] handle while operations run.
 
 use std::fmt;
@@ -36,6 +36,8 @@ struct State {
     fail_after: AtomicBool,
     truncate_reads: AtomicBool,
     time_out: AtomicBool,
+    /// Milliseconds every call waits before it is made (a slow store).
+    delay_ms: AtomicU64,
 }
 
 impl Faults {
@@ -66,12 +68,18 @@ impl Faults {
         self.0.time_out.store(on, Ordering::SeqCst);
     }
 
+    /// Every call waits this long first (a slow store; zero: none).
+    pub fn delay(&self, delay: Duration) {
+        self.0.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
     /// No more faults.
     pub fn clear(&self) {
         self.0.fail_at.store(0, Ordering::SeqCst);
         self.0.fail_after.store(false, Ordering::SeqCst);
         self.truncate_reads(false);
         self.time_out(false);
+        self.delay(Duration::ZERO);
     }
 
     /// Calls made so far.
@@ -81,6 +89,10 @@ impl Faults {
 
     async fn call(&self, what: &str, path: &str) -> object_store::Result<()> {
         let n = self.0.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let delay = self.0.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if self.0.time_out.load(Ordering::SeqCst) {
             tokio::time::sleep(Duration::from_millis(20)).await;
             return Err(injected(std::io::ErrorKind::TimedOut, format!("{what} {path} timed out (injected)")));

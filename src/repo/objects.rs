@@ -115,7 +115,7 @@ impl Repository {
         match (self.stored_size(key).await?, size) {
             (None, _) => Err(Error::integrity(format!("object {key} is missing from the repository"))),
             (Some(stored), Some(expected)) if stored != expected => {
-                Err(Error::integrity(format!("object {key} has {stored} bytes, {expected} were written")))
+                Err(Error::integrity(format!("object {key} has {stored} bytes, {expected} expected")))
             }
             _ => Ok(()),
         }

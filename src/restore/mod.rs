@@ -4,5 +4,6 @@
 
 pub mod copytext;
 pub mod database;
+pub mod load;
 pub mod media;
 pub mod postdata;

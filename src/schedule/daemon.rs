@@ -298,6 +298,7 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
         policy: Some(job.policy.clone()),
         scheduled_for: Some(job.slot),
         started_at,
+        actor: Some(crate::actor::Actor::schedule(&job.policy).to_string()),
     };
     // A backup matters more than its history line: a catalog failure is logged, not fatal.
     let id = match shared.catalog.start_job(&new).await {

@@ -7,13 +7,25 @@ use sqlx::postgres::PgConnection;
 use sqlx::{Connection, Row};
 
 use super::{Document, Selector, StackRef};
+use crate::actor::Actor;
 use crate::error::{Error, ErrorKind, Result};
+
+/// Who a change is recorded as: the author people name, and the actor tidemark knows
+/// asked for it.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangedBy<'a> {
+    pub author: &'a str,
+    pub actor: &'a Actor,
+}
 
 /// One logged change.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChangeInfo {
     pub id: i64,
     pub author: String,
+    /// Who asked tidemark for it (`cli:alice`); `None` for changes made before it was
+    /// recorded.
+    pub actor: Option<String>,
     pub message: Option<String>,
     pub at: chrono::DateTime<chrono::Utc>,
     pub content_sha256: String,
@@ -74,7 +86,7 @@ pub async fn put(
     conn: &mut PgConnection,
     stack: &StackRef,
     doc: &Document,
-    author: &str,
+    by: ChangedBy<'_>,
     message: Option<&str>,
     reverted_to: Option<&str>,
 ) -> Result<PutOutcome> {
@@ -91,15 +103,16 @@ pub async fn put(
         return Ok(PutOutcome { stack: stack.to_string(), change: None, content_sha256: doc.sha256.clone() });
     }
     let change: i64 = sqlx::query_scalar(
-        "INSERT INTO tidemark.stack_changes (stack_id, author, message, content_sha256, content, reverted_to) \
-         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6) RETURNING id",
+        "INSERT INTO tidemark.stack_changes (stack_id, author, message, content_sha256, content, reverted_to, actor) \
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7) RETURNING id",
     )
     .bind(id)
-    .bind(author)
+    .bind(by.author)
     .bind(message)
     .bind(&doc.sha256)
     .bind(&doc.canonical)
     .bind(reverted_to)
+    .bind(by.actor.to_string())
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -113,7 +126,7 @@ pub async fn put(
 pub async fn publish(
     conn: &mut PgConnection,
     stack: &StackRef,
-    author: &str,
+    by: ChangedBy<'_>,
     message: Option<&str>,
 ) -> Result<Published> {
     let mut tx = conn.begin().await?;
@@ -142,13 +155,15 @@ pub async fn publish(
         None => 1,
     };
     sqlx::query(
-        "INSERT INTO tidemark.stack_versions (stack_id, version, change_id, published_by, message) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO tidemark.stack_versions (stack_id, version, change_id, published_by, message, actor) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id)
     .bind(next)
     .bind(live)
-    .bind(author)
+    .bind(by.author)
     .bind(message)
+    .bind(by.actor.to_string())
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -208,7 +223,8 @@ pub async fn read(conn: &mut PgConnection, stack: &StackRef, selector: Selector)
 pub async fn history(conn: &mut PgConnection, stack: &StackRef) -> Result<Vec<ChangeInfo>> {
     let rows = sqlx::query(
         "SELECT c.id, c.author, c.message, c.created_at, c.content_sha256, c.reverted_to, \
-                coalesce(array_agg(v.version ORDER BY v.version) FILTER (WHERE v.version IS NOT NULL), '{}') \
+                coalesce(array_agg(v.version ORDER BY v.version) FILTER (WHERE v.version IS NOT NULL), '{}'), \
+                to_jsonb(c) ->> 'actor' \
          FROM tidemark.stacks s JOIN tidemark.stack_changes c ON c.stack_id = s.id \
          LEFT JOIN tidemark.stack_versions v ON v.change_id = c.id \
          WHERE s.kind = $1 AND s.name = $2 GROUP BY c.id ORDER BY c.id",
@@ -230,6 +246,8 @@ pub async fn history(conn: &mut PgConnection, stack: &StackRef) -> Result<Vec<Ch
             content_sha256: r.get(4),
             reverted_to: r.get(5),
             versions: r.get(6),
+            // Read through jsonb: a schema installed before the column existed has none.
+            actor: r.get(7),
         })
         .collect())
 }

@@ -6,6 +6,7 @@
 
 pub mod diff;
 pub mod log;
+pub mod snapshot;
 
 use sha2::{Digest, Sha256};
 use sqlx::migrate::Migrator;
@@ -115,8 +116,10 @@ impl Document {
 }
 
 /// The workspace schema's migrations, embedded in the binary.
-const WORKSPACE_MIGRATIONS: Embedded =
-    Embedded(&[(1, "stacks", include_str!("../../migrations/workspace/0001_stacks.sql"))]);
+const WORKSPACE_MIGRATIONS: Embedded = Embedded(&[
+    (1, "stacks", include_str!("../../migrations/workspace/0001_stacks.sql")),
+    (2, "actor", include_str!("../../migrations/workspace/0002_actor.sql")),
+]);
 
 /// Installs or upgrades the `tidemark` schema in a workspace database (idempotent; the
 /// migrations table lives in that schema too, never in `public`).

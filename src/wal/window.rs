@@ -83,7 +83,36 @@ pub enum Target {
     Latest,
 }
 
+/// A moment as people write it: `2026-11-22 10:15:00+00` or `2026-11-22T10:15:00Z`
+/// (a zone is required: a moment without one is ambiguous).
+///
+/// Errors: `Usage` saying how to write one.
+pub fn parse_time(text: &str) -> crate::error::Result<DateTime<Utc>> {
+    let trimmed = text.trim();
+    let parsed = DateTime::parse_from_rfc3339(trimmed)
+        .or_else(|_| DateTime::parse_from_str(trimmed, "%Y-%m-%d %H:%M:%S%.f%#z"))
+        .map_err(|_| {
+            crate::error::Error::usage(format!(
+                "{text:?} is not a moment: write '2026-11-22 10:15:00+00' or 2026-11-22T10:15:00Z"
+            ))
+        })?;
+    Ok(parsed.to_utc())
+}
+
 impl Target {
+    /// The target the flags `--time`, `--lsn`, `--name` say (at most one; none: latest).
+    ///
+    /// Errors: `Usage` for a malformed time or LSN, or more than one given.
+    pub fn from_flags(time: Option<&str>, lsn: Option<&str>, name: Option<&str>) -> crate::error::Result<Target> {
+        match (time, lsn, name) {
+            (None, None, None) => Ok(Target::Latest),
+            (Some(t), None, None) => Ok(Target::Time(parse_time(t)?)),
+            (None, Some(l), None) => Ok(Target::Lsn(l.parse()?)),
+            (None, None, Some(n)) => Ok(Target::Name(n.to_string(), None)),
+            _ => Err(crate::error::Error::usage("give at most one of --time, --lsn and --name")),
+        }
+    }
+
     /// `time 2026-11-22T10:15:00+00:00`, `lsn 0/5000028`, `restore point NAME`, `latest`.
     pub fn describe(&self) -> String {
         match self {
@@ -92,6 +121,47 @@ impl Target {
             Target::Name(n, _) => format!("restore point {n}"),
             Target::Latest => "latest".into(),
         }
+    }
+}
+
+/// `latest`, `time:2026-11-22T10:15:00Z`, `lsn:0/5000028`, `name:before_migration`: how a
+/// target is written in JSON (the API's options).
+impl std::str::FromStr for Target {
+    type Err = crate::error::Error;
+
+    fn from_str(text: &str) -> crate::error::Result<Target> {
+        match text.split_once(':') {
+            _ if text == "latest" => Ok(Target::Latest),
+            Some(("time", t)) => Ok(Target::Time(parse_time(t)?)),
+            Some(("lsn", l)) => Ok(Target::Lsn(l.parse()?)),
+            Some(("name", n)) if !n.is_empty() => Ok(Target::Name(n.to_string(), None)),
+            _ => Err(crate::error::Error::usage(format!(
+                "{text:?} is not a restore target: write latest, time:2026-11-22T10:15:00Z, lsn:0/5000028 or name:NAME"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Time(t) => write!(f, "time:{}", t.to_rfc3339()),
+            Target::Lsn(l) => write!(f, "lsn:{l}"),
+            Target::Name(n, _) => write!(f, "name:{n}"),
+            Target::Latest => f.write_str("latest"),
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Target {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Target, D::Error> {
+        String::deserialize(d)?.parse().map_err(|e: crate::error::Error| serde::de::Error::custom(e.message()))
     }
 }
 
@@ -430,5 +500,30 @@ mod tests {
         // An unrecorded restore point: the oldest base, so replay passes every point.
         assert_eq!(choose(&w, &bases, &Target::Name("x".into(), None)).unwrap().id, "a");
         assert_eq!(w.earliest.unwrap().time, t(2));
+    }
+
+    #[test]
+    fn moments_are_read_as_postgres_prints_them_and_as_rfc3339() {
+        let expected = DateTime::parse_from_rfc3339("2026-11-22T10:15:00Z").unwrap().to_utc();
+        assert_eq!(parse_time("2026-11-22 10:15:00+00").unwrap(), expected);
+        assert_eq!(parse_time("2026-11-22 12:15:00.000+02:00").unwrap(), expected);
+        assert_eq!(parse_time("2026-11-22T10:15:00Z").unwrap(), expected);
+        assert_eq!(parse_time("yesterday").unwrap_err().kind(), crate::error::ErrorKind::Usage);
+        assert!(parse_time("2026-11-22 10:15:00").is_err(), "a moment without a zone is ambiguous");
+    }
+
+    #[test]
+    fn targets_read_back_as_they_are_written_and_bad_ones_are_refused() {
+        for text in ["latest", "time:2026-11-22T10:15:00+00:00", "lsn:0/5000028", "name:before_migration"] {
+            let target: Target = text.parse().unwrap();
+            assert_eq!(target.to_string(), text);
+            let json = serde_json::to_string(&target).unwrap();
+            assert_eq!(serde_json::from_str::<Target>(&json).unwrap(), target);
+        }
+        for bad in ["", "time:yesterday", "lsn:x", "name:", "tomorrow"] {
+            assert!(bad.parse::<Target>().is_err(), "{bad:?} was accepted");
+        }
+        assert_eq!(Target::from_flags(None, None, None).unwrap(), Target::Latest);
+        assert!(Target::from_flags(Some("2026-11-22T10:15:00Z"), Some("0/1"), None).is_err());
     }
 }

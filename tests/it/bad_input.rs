@@ -10,7 +10,6 @@ use tidemark::ops::Core;
 use tidemark::ops::restore::{RestoreOptions, restore};
 use tidemark::ops::snapshot::{self};
 use tidemark::pg::ConnSpec;
-use tidemark::progress::Progress;
 use tidemark::repo::Repository;
 use tidemark::repo::manifest::Manifest;
 use tidemark::{Error, ErrorKind};
@@ -32,7 +31,7 @@ async fn world_with_snapshot() -> (World, Manifest) {
 
 async fn restore_into(core: &Core, m: &Manifest, url: &str) -> Result<(), Error> {
     let opts = RestoreOptions { snapshot: m.id.clone(), target: url.into(), ..Default::default() };
-    restore(core, &opts, &Progress::hidden()).await.map(|_| ())
+    restore(core, &opts, &crate::support::actor()).await.map(|_| ())
 }
 
 async fn database_exists(w: &World, db: &str) -> bool {
@@ -256,14 +255,19 @@ async fn a_damaged_manifest_is_named_and_the_rest_still_works() {
     std::fs::create_dir_all(&schedules).unwrap();
     std::fs::write(schedules.join("manual.toml"), "kind = \"manual\"\n[retention]\nkeep-last = 1\n").unwrap();
     w.core.config.config.schedules_dir = Some(schedules);
-    let opts =
-        |dry_run| PruneOptions { workspace: "shop".into(), dry_run, grace: std::time::Duration::ZERO, as_of: None };
-    let dry = prune(&w.core, &opts(true)).await.unwrap();
+    let opts = |dry_run| PruneOptions {
+        workspace: "shop".into(),
+        dry_run,
+        grace: std::time::Duration::ZERO,
+        as_of: None,
+        wait: Default::default(),
+    };
+    let dry = prune(&w.core, &opts(true), &crate::support::actor()).await.unwrap();
     let verdict: Vec<(String, bool)> = dry.decisions.iter().map(|d| (d.id.clone(), d.keep)).collect();
     assert_eq!(verdict, vec![(ids[0].clone(), false), (ids[1].clone(), true), (ids[2].clone(), true)]);
     assert_eq!(dry.damaged.len(), 1);
     assert!(dry.decisions[2].reasons[0].contains("cannot be read"), "{:?}", dry.decisions[2]);
-    prune(&w.core, &opts(false)).await.unwrap();
+    prune(&w.core, &opts(false), &crate::support::actor()).await.unwrap();
     assert!(manifest.exists(), "what cannot be read is never deleted");
     assert!(std::fs::read_dir(manifest.parent().unwrap()).unwrap().count() > 1, "nor its objects");
     let left: Vec<String> = snapshot::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
@@ -292,11 +296,12 @@ async fn a_damaged_manifest_is_named_and_the_rest_still_works() {
 
     // A default drill proves the newest snapshot that can restore.
     w.core.config.config.drill.scratch_dir = Some(w.dir.path().join("drills"));
-    let report =
-        drill(&w.core, &DrillOptions::new("shop", DrillSource::Snapshot(None)), &Default::default()).await.unwrap();
+    let report = drill(&w.core, &DrillOptions::new("shop", DrillSource::Snapshot(None)), &crate::support::actor())
+        .await
+        .unwrap();
     assert!(report.passed, "{:#?}", report.checks);
     assert_eq!(report.source, ids[1]);
-    let checked = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let checked = crate::support::check(&w.core, false).await.unwrap();
     assert!(checked.problems.iter().any(|p| p.contains(&ids[2])), "{:?}", checked.problems);
 }
 
@@ -347,7 +352,7 @@ async fn a_missing_privilege_names_the_grant() {
     drop(spec);
     let url = format!("postgres://plain@127.0.0.1:{}/shop", w.cluster.port());
     w.core.config.config.workspaces.get_mut("shop").unwrap().database_url = url;
-    let e = tidemark::ops::pitr::mark(&w.core, "shop", "before").await.unwrap_err();
+    let e = crate::support::mark(&w.core, "before").await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Database, "{}", e.report());
     assert!(
         e.report().contains("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), pg_switch_wal() TO plain"),

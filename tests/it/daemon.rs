@@ -11,7 +11,6 @@ use tidemark::config::{Secret, WebhookConfig, WorkspaceConfig};
 use tidemark::ops::Core;
 use tidemark::ops::serve::serve;
 use tidemark::ops::snapshot::{self, SnapshotOptions};
-use tidemark::progress::Progress;
 use tidemark::repo::manifest::SnapshotKind;
 use tidemark::schedule::clock::ManualClock;
 use tidemark::schedule::daemon::DaemonReport;
@@ -73,7 +72,10 @@ async fn hook() -> Hook {
 }
 
 /// Runs `serve` on a manual clock in the background.
-fn start_daemon(core: &Core, clock: &ManualClock) -> (CancellationToken, tokio::task::JoinHandle<DaemonReport>) {
+pub(crate) fn start_daemon(
+    core: &Core,
+    clock: &ManualClock,
+) -> (CancellationToken, tokio::task::JoinHandle<DaemonReport>) {
     let (core, clock, shutdown) = (core.clone(), clock.clone(), CancellationToken::new());
     let token = shutdown.clone();
     let task = tokio::spawn(async move { serve(&core, Arc::new(clock), token).await.expect("the daemon runs") });
@@ -88,7 +90,7 @@ fn has_file_below(dir: &std::path::Path, name: &str, depth: u32) -> bool {
     })
 }
 
-async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+pub(crate) async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
     for _ in 0..600 {
         if let Some(v) = probe().await {
             return v;
@@ -98,12 +100,12 @@ async fn wait_for<T>(what: &str, mut probe: impl AsyncFnMut() -> Option<T>) -> T
     panic!("timed out waiting for {what}");
 }
 
-async fn job_of(catalog: &Catalog, workspace: &str, status: JobStatus) -> Option<Job> {
+pub(crate) async fn job_of(catalog: &Catalog, workspace: &str, status: JobStatus) -> Option<Job> {
     catalog.jobs(Some(workspace), 10).await.unwrap().into_iter().find(|j| j.status() == status)
 }
 
 /// The next 02:00 UTC (the built-in daily policy's slot) at least `days` from now.
-fn daily_slot(days: i64) -> DateTime<Utc> {
+pub(crate) fn daily_slot(days: i64) -> DateTime<Utc> {
     let day = Utc::now() + chrono::Duration::days(days);
     day.with_hour(2).unwrap().with_minute(0).unwrap().with_second(0).unwrap().with_nanosecond(0).unwrap()
 }
@@ -137,7 +139,7 @@ async fn scheduled_snapshots_apply_retention_record_jobs_and_notify() {
     let old_auto = SnapshotOptions { workspace: "shop".into(), kind: SnapshotKind::Automatic, ..Default::default() };
     let mut old = Vec::new();
     for _ in 0..2 {
-        old.push(snapshot::create(&w.core, &old_auto, &Progress::hidden()).await.unwrap().id);
+        old.push(snapshot::create(&w.core, &old_auto, &crate::support::actor()).await.unwrap().id);
     }
     let manual = crate::support::snapshot_shop(&w.core).await.unwrap().id;
 
@@ -306,7 +308,9 @@ async fn scheduled_drills_run_after_snapshots_and_on_their_own_and_failures_noti
     assert_eq!(drill_job.snapshot_id, None);
     let drills = catalog.drills(Some("shop"), 10).await.unwrap();
     assert_eq!(drills.len(), 2);
-    assert!(drills.iter().all(|d| d.trigger == "schedule" && !d.report.passed && d.report.source == snapshots[0]));
+    assert!(drills.iter().all(|d| d.trigger == "schedule"
+        && d.report["passed"] == false
+        && d.report["source"] == snapshots[0].as_str()));
 
     let bodies = wait_for("two failure notifications", async || {
         let b = hook.bodies.lock().unwrap().clone();

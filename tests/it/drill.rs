@@ -11,7 +11,6 @@ use std::time::Duration;
 use tidemark::drill::{CheckStatus, DrillKind, DrillReport};
 use tidemark::ops::drill::{DrillOptions, DrillSource, drill, history};
 use tidemark::pg::ConnSpec;
-use tokio_util::sync::CancellationToken;
 
 use crate::support::{World, content_fingerprint, create_database, snapshot_shop, world};
 
@@ -44,7 +43,7 @@ fn drill_binary(w: &World) -> Command {
 }
 
 async fn run(w: &World, source: DrillSource) -> DrillReport {
-    drill(&w.core, &DrillOptions::new("shop", source), &CancellationToken::new()).await.unwrap()
+    drill(&w.core, &DrillOptions::new("shop", source), &crate::support::actor()).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,8 +66,16 @@ async fn a_drill_of_a_real_workspace_passes_every_check_and_leaves_nothing() {
     .await
     .unwrap();
     let stack = tidemark::stacks::StackRef::parse("api/orders").unwrap();
-    tidemark::ops::stacks::put(&w.core, "shop", &stack, r#"{"route": "/orders"}"#, "t", "tester", None).await.unwrap();
-    tidemark::ops::stacks::publish(&w.core, "shop", &stack, "tester", None).await.unwrap();
+    let actor = tidemark::actor::Actor::new(tidemark::actor::ActorKind::Cli, "tester");
+    let put = tidemark::ops::stacks::StackPutOptions {
+        stack: stack.to_string(),
+        json: r#"{"route": "/orders"}"#.into(),
+        origin: "t".into(),
+        ..Default::default()
+    };
+    tidemark::ops::stacks::put(&w.core, &put, &actor).await.unwrap();
+    let publish = tidemark::ops::stacks::StackPublishOptions { stack: stack.to_string(), ..Default::default() };
+    tidemark::ops::stacks::publish(&w.core, &publish, &actor).await.unwrap();
     let media = w.dir.path().join("media");
     std::fs::create_dir_all(media.join("img")).unwrap();
     std::fs::write(media.join("img/logo.png"), vec![9u8; 40_000]).unwrap();
@@ -115,10 +122,19 @@ async fn a_drill_of_a_real_workspace_passes_every_check_and_leaves_nothing() {
     assert!(sealed.starts_with(b"age-encryption.org/v1"));
     assert!(!String::from_utf8_lossy(&sealed).contains("object-hashes"), "only ciphertext in the repository");
     std::fs::remove_file(w.core.config.catalog_path()).unwrap();
-    assert!(history(&w.core, Some("shop"), 10).await.unwrap().is_empty());
-    let rebuilt = tidemark::ops::catalog::rebuild(&w.core, false).await.unwrap();
+    // A new process (the core keeps its catalog open): the catalog is gone.
+    let ids = w.identity.identities();
+    let fresh = tidemark::ops::Core::from_parts(w.core.config.clone(), w.core.repo.clone(), None, Some(ids));
+    assert!(history(&fresh, Some("shop"), 10).await.unwrap().is_empty());
+    let rebuilt = tidemark::ops::catalog::rebuild(&fresh, false).await.unwrap();
     assert_eq!(rebuilt.drills_added, 1);
-    let recovered = history(&w.core, Some("shop"), 10).await.unwrap();
+    let fresh = tidemark::ops::Core::from_parts(
+        w.core.config.clone(),
+        w.core.repo.clone(),
+        None,
+        Some(w.identity.identities()),
+    );
+    let recovered = history(&fresh, Some("shop"), 10).await.unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].trigger, "cli");
     assert_eq!(

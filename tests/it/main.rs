@@ -7,6 +7,7 @@ mod daemon;
 mod drill;
 mod media;
 mod no_lock_in;
+mod one_operation;
 mod pitr;
 mod prune;
 mod repository;

@@ -7,7 +7,6 @@ use std::path::Path;
 use tidemark::ErrorKind;
 use tidemark::ops::Core;
 use tidemark::ops::restore::{RestoreOptions, restore};
-use tidemark::progress::Progress;
 use tidemark::repo::manifest::Manifest;
 
 use crate::support::{S3Server, World, create_database, world, world_with_repo};
@@ -95,14 +94,14 @@ async fn media_round_trip_and_incremental_snapshots() {
 
     // Restore the first snapshot's media byte for byte; --media-target or --no-media is required.
     let err =
-        restore(&w.core, &restore_opts(&first, w.cluster.url("c1"), None), &Progress::hidden()).await.unwrap_err();
+        restore(&w.core, &restore_opts(&first, w.cluster.url("c1"), None), &crate::support::actor()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Usage);
     assert!(err.message().contains("--media-target"));
     let target = w.dir.path().join("restored-media");
     let report = restore(
         &w.core,
         &restore_opts(&first, w.cluster.url("c1"), Some(target.display().to_string())),
-        &Progress::hidden(),
+        &crate::support::actor(),
     )
     .await
     .unwrap();
@@ -123,15 +122,15 @@ async fn media_round_trip_and_incremental_snapshots() {
     assert_eq!(std::fs::metadata(target.join("video/big.bin")).unwrap().permissions().mode() & 0o777, 0o750);
     let mut no_media = restore_opts(&first, w.cluster.url("c2"), None);
     no_media.no_media = true;
-    assert_eq!(restore(&w.core, &no_media, &Progress::hidden()).await.unwrap().media_files, 0);
+    assert_eq!(restore(&w.core, &no_media, &crate::support::actor()).await.unwrap().media_files, 0);
 
     // Issue 11.11: plain `check` size-checks media objects too (it only looked for them).
-    assert!(tidemark::ops::check::check(&w.core, "shop", false).await.unwrap().problems.is_empty());
+    assert!(crate::support::check(&w.core, false).await.unwrap().problems.is_empty());
     let objects = w.repo_dir().join("workspaces/shop/media");
     let object = std::fs::read_dir(&objects).unwrap().next().unwrap().unwrap().path();
     std::fs::OpenOptions::new().append(true).open(&object).unwrap().write_all(b"appended").unwrap();
-    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
-    assert!(report.problems.iter().any(|p| p.contains("expected (media)")), "{:?}", report.problems);
+    let report = crate::support::check(&w.core, false).await.unwrap();
+    assert!(report.problems.iter().any(|p| p.contains("/media/") && p.contains("bytes, ")), "{:?}", report.problems);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +158,7 @@ async fn hostile_media_names_are_refused() {
         // A symlink inside the target that leads outside it.
         std::os::unix::fs::symlink(&outside, target.join("link")).unwrap();
         let opts = restore_opts(&m, w.cluster.url(&format!("h{i}")), Some(target.display().to_string()));
-        let err = restore(&w.core, &opts, &Progress::hidden()).await.unwrap_err();
+        let err = restore(&w.core, &opts, &crate::support::actor()).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity, "{bad}: {}", err.report());
         assert!(err.report().contains(bad.trim_start_matches('/').split('/').next().unwrap()), "{}", err.report());
         assert!(std::fs::read_dir(&outside).unwrap().next().is_none(), "{bad} wrote outside the target");
@@ -188,7 +187,7 @@ async fn media_on_an_s3_prefix() {
     let report = restore(
         &w.core,
         &restore_opts(&m, w.cluster.url("copy"), Some("s3://media/restored".into())),
-        &Progress::hidden(),
+        &crate::support::actor(),
     )
     .await
     .unwrap();
@@ -224,9 +223,13 @@ async fn symlinks_and_special_files_in_media_are_skipped_never_followed() {
     assert!(m.warnings.iter().any(|w| w.contains("5 media files were skipped")), "{:?}", m.warnings);
 
     let target = w.dir.path().join("restored-media");
-    restore(&w.core, &restore_opts(&m, w.cluster.url("c1"), Some(target.display().to_string())), &Progress::hidden())
-        .await
-        .unwrap();
+    restore(
+        &w.core,
+        &restore_opts(&m, w.cluster.url("c1"), Some(target.display().to_string())),
+        &crate::support::actor(),
+    )
+    .await
+    .unwrap();
     let restored = tree(&target);
     assert_eq!(restored.len(), 5);
     let secret = std::fs::read(outside.join("shadow")).unwrap();

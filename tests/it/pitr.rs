@@ -18,7 +18,6 @@ use tidemark::ops::Core;
 use tidemark::ops::pitr::{self, PitrRestoreOptions};
 use tidemark::pg::ConnSpec;
 use tidemark::pgcluster::{Cluster, ClusterOptions};
-use tidemark::progress::Progress;
 use tidemark::wal::window::Target;
 use tidemark::wal::{Lsn, archive};
 
@@ -114,7 +113,7 @@ async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
         tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
         prefetch,
     };
-    let report = pitr::restore(&w.core, &opts, &Progress::hidden()).await.unwrap();
+    let report = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert!(!pgdata.join(tidemark::ops::pitr::PREFETCH_DIR).exists(), "the end of recovery removes the spool");
     let spec = ConnSpec::parse(&format!("postgres://postgres@127.0.0.1:{}/shop", report.port.unwrap()), None).unwrap();
     let mut conn = spec.connect().await.unwrap();
@@ -137,7 +136,7 @@ fn set(labels: &[&str]) -> BTreeSet<String> {
 async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     let w = archiving_world().await;
     let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
-    let base = tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
+    let base = crate::support::basebackup(&w.core).await.unwrap();
     assert!(base.end_lsn >= base.start_lsn && base.tar.stored_size > 0);
 
     commit_marker(&source, "a").await;
@@ -146,10 +145,10 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let (_, after_b) = commit_marker(&source, "b").await;
     commit_marker(&source, "c").await;
-    let point = pitr::mark(&w.core, "shop", "before_d").await.unwrap();
+    let point = crate::support::mark(&w.core, "before_d").await.unwrap();
     assert!(point.lsn > after_b);
     // A restore point is written once: the same name again is refused, not replaced.
-    let again = pitr::mark(&w.core, "shop", "before_d").await.unwrap_err();
+    let again = crate::support::mark(&w.core, "before_d").await.unwrap_err();
     assert_eq!(again.kind(), ErrorKind::AlreadyExists, "{}", again.report());
     commit_marker(&source, "d").await;
     commit_marker(&source, "e").await;
@@ -187,7 +186,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
             tidemark_command: None,
             prefetch: tidemark::ops::pitr::DEFAULT_PREFETCH,
         },
-        &Progress::hidden(),
+        &crate::support::actor(),
     )
     .await
     .unwrap_err();
@@ -197,7 +196,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
 
     // `check` reads everything back (snapshot, base backup, every WAL file) and is happy.
     let clean_snapshot = crate::support::snapshot_shop(&w.core).await.unwrap().id;
-    let clean = tidemark::ops::check::check(&w.core, "shop", true).await.unwrap();
+    let clean = crate::support::check(&w.core, true).await.unwrap();
     assert!(clean.problems.is_empty(), "{:?}", clean.problems);
     assert_eq!((clean.snapshots, clean.base_backups), (1, 1));
     assert_eq!(clean.objects_read, clean.objects_checked);
@@ -214,12 +213,12 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     assert_eq!(window.gaps.len(), 1);
     assert_eq!(window.gaps[0].first_missing, victim);
     assert!(window.latest.as_ref().unwrap().lsn < after_b);
-    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let report = crate::support::check(&w.core, false).await.unwrap();
     assert!(report.problems.iter().any(|p| p.contains(&victim)), "{:?}", report.problems);
     let tables = w.repo_dir().join("workspaces/shop/snapshots").join(&clean_snapshot).join("tables");
     let table_object = std::fs::read_dir(&tables).unwrap().next().unwrap().unwrap().path();
     std::fs::remove_file(&table_object).unwrap();
-    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let report = crate::support::check(&w.core, false).await.unwrap();
     assert!(report.problems.iter().any(|p| p.contains("is missing") && p.contains("tables/")), "{:?}", report.problems);
     let past = pitr::restore(
         &w.core,
@@ -232,7 +231,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
             tidemark_command: None,
             prefetch: tidemark::ops::pitr::DEFAULT_PREFETCH,
         },
-        &Progress::hidden(),
+        &crate::support::actor(),
     )
     .await
     .unwrap_err();
@@ -446,7 +445,7 @@ async fn wal_fetch_reads_ahead_into_a_spool() {
 async fn a_failover_is_archived_and_followed() {
     let w = archiving_world().await;
     let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
-    tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
+    crate::support::basebackup(&w.core).await.unwrap();
     let standby = w.dir.path().join("standby");
     let port = tidemark::pgcluster::free_port().unwrap();
     let bin = tidemark::pg::bin_dir(None).unwrap();
@@ -508,7 +507,7 @@ async fn a_failover_is_archived_and_followed() {
     assert_eq!(window.base_backups[0].timelines, vec![1, 2], "{window:?}");
     assert_eq!(window.latest.as_ref().unwrap().timeline, 2, "{window:?}");
     assert!(window.unfollowed_timelines.is_empty() && window.gaps.is_empty(), "{window:?}");
-    let checked = tidemark::ops::check::check(&w.core, "shop", true).await.unwrap();
+    let checked = crate::support::check(&w.core, true).await.unwrap();
     assert!(checked.problems.is_empty(), "{:?}", checked.problems);
     assert_eq!(
         markers_after_restore(&w, Target::Latest).await,
@@ -517,7 +516,7 @@ async fn a_failover_is_archived_and_followed() {
 
     // The old primary goes on writing timeline 1 (split brain): a base backup taken there
     // now is on a branch timeline 2 did not come from, and stays on it.
-    tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
+    crate::support::basebackup(&w.core).await.unwrap();
     let window = pitr::window(&w.core, "shop").await.unwrap();
     let timelines: Vec<Vec<u32>> = window.base_backups.iter().map(|b| b.timelines.clone()).collect();
     assert_eq!(timelines, vec![vec![1, 2], vec![1]], "{window:?}");
@@ -537,7 +536,7 @@ async fn a_streamed_workspace_survives_a_killed_stream_and_a_crashed_source() {
     };
     let (_, first) = start_stream(w.core.clone(), spool.clone());
     // Without archive_mode, a base backup is accepted because the workspace streams WAL.
-    tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
+    crate::support::basebackup(&w.core).await.unwrap();
     commit_marker(&source, "a").await;
     archive_everything(&source, &w.core).await;
 
@@ -598,7 +597,7 @@ async fn streaming_and_archive_command_can_ship_the_same_segments() {
     };
     let (core, t) = (w.core.clone(), token.clone());
     let stream = tokio::spawn(async move { tidemark::ops::wal::stream(&core, &opts, t).await });
-    tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
+    crate::support::basebackup(&w.core).await.unwrap();
     for label in ["a", "b", "c"] {
         commit_marker(&source, label).await;
         archive_everything(&source, &w.core).await;
@@ -617,10 +616,10 @@ async fn prune_drops_base_backups_and_wal_outside_the_window_and_the_rest_still_
     let mut w = archiving_world().await;
     w.core.config.config.workspaces.get_mut("shop").unwrap().pitr_window = Some(Duration::from_secs(86400));
     let source = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY);").await;
-    let old = tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
+    let old = crate::support::basebackup(&w.core).await.unwrap();
     commit_marker(&source, "a").await;
     archive_everything(&source, &w.core).await;
-    let newer = tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
+    let newer = crate::support::basebackup(&w.core).await.unwrap();
     commit_marker(&source, "b").await;
     archive_everything(&source, &w.core).await;
     let before = archive::list(&w.core.repo, "shop").await.unwrap();
@@ -629,6 +628,7 @@ async fn prune_drops_base_backups_and_wal_outside_the_window_and_the_rest_still_
         dry_run: false,
         grace: Duration::ZERO,
         as_of: Some(Utc::now() + chrono::Duration::days(30)),
+        wait: Default::default(),
     };
 
     // Issue 11.7: the newer base backup's manifest damaged. It blocked every restore; now
@@ -641,9 +641,9 @@ async fn prune_drops_base_backups_and_wal_outside_the_window_and_the_rest_still_
     bad[at] ^= 0x20;
     std::fs::write(&manifest, bad).unwrap();
     assert_eq!(markers_after_restore(&w, Target::Latest).await, set(&["a", "b"]), "from the older base backup");
-    let check = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let check = crate::support::check(&w.core, false).await.unwrap();
     assert!(check.problems.iter().any(|p| p.contains(&newer.id)), "{:?}", check.problems);
-    let report = tidemark::ops::prune::prune(&w.core, &opts).await.unwrap();
+    let report = tidemark::ops::prune::prune(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert_eq!(report.pitr.damaged.len(), 1);
     assert_eq!((report.pitr.base_backups_deleted.len(), report.pitr.wal_files_deleted), (0, 0));
     assert!(
@@ -654,7 +654,7 @@ async fn prune_drops_base_backups_and_wal_outside_the_window_and_the_rest_still_
 
     // A month later with a one-day window: the old base backup and the WAL only it needed
     // go; the newest base backup stays (it is the newest) with everything after it.
-    let report = tidemark::ops::prune::prune(&w.core, &opts).await.unwrap();
+    let report = tidemark::ops::prune::prune(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert_eq!(report.pitr.base_backups_deleted, vec![old.id.clone()]);
     let first_kept = tidemark::wal::Segment::of(newer.timeline, newer.start_lsn, newer.wal_segment_size);
     assert_eq!(report.pitr.oldest_wal_kept.as_deref(), Some(first_kept.name(newer.wal_segment_size).as_str()));
@@ -667,7 +667,7 @@ async fn prune_drops_base_backups_and_wal_outside_the_window_and_the_rest_still_
     assert!(window.gaps.is_empty(), "{:?}", window.gaps);
     assert_eq!(window.earliest.unwrap().lsn, newer.end_lsn);
     assert_eq!(markers_after_restore(&w, Target::Latest).await, set(&["a", "b"]));
-    let check = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let check = crate::support::check(&w.core, false).await.unwrap();
     assert!(check.problems.is_empty(), "{:?}", check.problems);
 }
 
@@ -715,7 +715,7 @@ async fn a_pitr_drill_recovers_into_a_throwaway_cluster_and_runs_the_assertions(
     use tidemark::ops::drill::{DrillOptions, DrillSource, drill};
     let mut w = archiving_world().await;
     let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
-    tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
+    crate::support::basebackup(&w.core).await.unwrap();
     commit_marker(&source, "after-base").await;
     archive_everything(&source, &w.core).await;
     let tests = w.dir.path().join("restore-tests");
@@ -733,7 +733,7 @@ async fn a_pitr_drill_recovers_into_a_throwaway_cluster_and_runs_the_assertions(
         tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
         ..DrillOptions::new("shop", DrillSource::Pitr(Target::Latest))
     };
-    let report = drill(&w.core, &opts, &tokio_util::sync::CancellationToken::new()).await.unwrap();
+    let report = drill(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert!(report.passed, "{:#?}", report.checks);
     let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
@@ -794,7 +794,7 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     use tidemark::ops::drill::{DrillOptions, DrillSource, drill};
     let mut w = archiving_world().await;
     let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
-    let base = tidemark::ops::basebackup::basebackup(&w.core, "shop", &Progress::hidden()).await.unwrap();
+    let base = crate::support::basebackup(&w.core).await.unwrap();
     for label in ["a", "b", "c", "d"] {
         commit_marker(&source, label).await;
         archive_everything(&source, &w.core).await;
@@ -811,7 +811,7 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     std::fs::remove_file(&victim_file).unwrap();
     std::fs::copy(&next_file, victim_dir.join(next_file.file_name().unwrap())).unwrap();
     tidemark::pgcluster::hand_over(&victim_dir).unwrap(); // the server's archive reads it
-    let report = tidemark::ops::check::check(&w.core, "shop", true).await.unwrap();
+    let report = crate::support::check(&w.core, true).await.unwrap();
     assert!(
         report.problems.iter().any(|p| p.contains(&victim) && p.contains("wrong segment") && p.contains(&next)),
         "{:?}",
@@ -823,7 +823,7 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     assert!(!dest.exists(), "nothing is handed to Postgres");
     let pgdata = w.dir.path().join("restored-misplaced");
     let opts = latest_started(&pgdata);
-    let failed = pitr::restore(&w.core, &opts, &Progress::hidden()).await.unwrap_err();
+    let failed = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::Integrity, "{}", failed.report());
     assert!(failed.report().contains(&victim), "{}", failed.report());
     assert!(!pgdata.exists(), "a failed restore leaves no data directory to be taken for a restore");
@@ -833,7 +833,7 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
         tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
         ..DrillOptions::new("shop", DrillSource::Pitr(Target::Latest))
     };
-    let drilled = drill(&w.core, &drill_opts, &tokio_util::sync::CancellationToken::new()).await.unwrap();
+    let drilled = drill(&w.core, &drill_opts, &crate::support::actor()).await.unwrap();
     assert!(!drilled.passed, "{:#?}", drilled.checks);
     let recovery = drilled.checks.iter().find(|c| c.name == "recovery").unwrap();
     assert!(recovery.details.contains(&victim), "{}", recovery.details);
@@ -859,7 +859,7 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     std::fs::write(victim_dir.join(format!("{sha}.zst.age")), stored).unwrap();
     tidemark::pgcluster::hand_over(&victim_dir).unwrap();
     archive::fetch(&w.core.repo, &identities, "shop", &victim, &dest).await.expect("the header is right");
-    let failed = pitr::restore(&w.core, &opts, &Progress::hidden()).await.unwrap_err();
+    let failed = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::Integrity, "{}", failed.report());
     assert!(failed.message().contains("recovery ended at"), "{}", failed.report());
     assert!(failed.report().contains(&victim), "{}", failed.report());
@@ -879,7 +879,7 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&tar, bytes).unwrap();
-    let failed = pitr::restore(&w.core, &PitrRestoreOptions { start: false, ..opts }, &Progress::hidden()).await;
+    let failed = pitr::restore(&w.core, &PitrRestoreOptions { start: false, ..opts }, &crate::support::actor()).await;
     let failed = failed.unwrap_err();
     assert_eq!(failed.kind(), ErrorKind::Integrity, "{}", failed.report());
     assert!(failed.report().contains(&format!("{}/base.tar.zst.age", base.id)), "{}", failed.report());
@@ -887,11 +887,11 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
 
     // Issue 11.11: plain `check` only looked for WAL objects; a truncated one is now found by
     // authenticating its last chunk (its stored size is recorded nowhere).
-    let plain = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let plain = crate::support::check(&w.core, false).await.unwrap();
     assert!(plain.problems.iter().all(|p| !p.contains(&next)), "{:?}", plain.problems);
     let len = std::fs::metadata(&next_file).unwrap().len();
     std::fs::OpenOptions::new().write(true).open(&next_file).unwrap().set_len(len - 100).unwrap();
-    let plain = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let plain = crate::support::check(&w.core, false).await.unwrap();
     assert!(plain.problems.iter().any(|p| p.contains(&next)), "{:?}", plain.problems);
 }
 
@@ -922,7 +922,7 @@ async fn wal_setup_checks_as_the_servers_user_and_pitr_restore_checks_first() {
     assert!(tidemark::ops::wal::setup(&w.core, Some("shop"), false, Some(exe)).await.unwrap().ok);
     let pgdata = w.dir.path().join("never-restored");
     let opts = latest_started(&pgdata);
-    let refused = pitr::restore(&w.core, &opts, &Progress::hidden()).await.unwrap_err();
+    let refused = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Config, "{}", refused.report());
     assert!(refused.message().contains("chmod 640"), "{}", refused.message());
     assert!(!pgdata.exists(), "checked before anything is written");

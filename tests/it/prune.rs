@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use tidemark::ops::prune::{PruneOptions, prune, set_pin};
+use tidemark::ops::prune::{PruneOptions, prune};
 use tidemark::ops::snapshot::{self};
 
 use crate::support::{create_database, world};
@@ -45,22 +45,28 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
         ids.push(m.id);
         tokio::time::sleep(Duration::from_millis(1100)).await; // ids sort by second
     }
-    set_pin(&w.core, &ids[0], None, true).await.unwrap();
-    set_pin(&w.core, &ids[0], None, true)
+    crate::support::set_pin(&w.core, &ids[0], None, true).await.unwrap();
+    crate::support::set_pin(&w.core, &ids[0], None, true)
         .await
         .expect("pinning a pinned snapshot is fine (the marker is written once)");
     let snaps = w.repo_dir().join("workspaces/shop/snapshots");
     let media_objects = w.repo_dir().join("workspaces/shop/media");
     assert_eq!(files_below(&media_objects), 1);
 
-    let opts = |dry_run: bool, grace: Duration| PruneOptions { workspace: "shop".into(), dry_run, grace, as_of: None };
-    let dry = prune(&w.core, &opts(true, Duration::ZERO)).await.unwrap();
+    let opts = |dry_run: bool, grace: Duration| PruneOptions {
+        workspace: "shop".into(),
+        dry_run,
+        grace,
+        as_of: None,
+        wait: Default::default(),
+    };
+    let dry = prune(&w.core, &opts(true, Duration::ZERO), &crate::support::actor()).await.unwrap();
     let verdict: Vec<(String, bool)> = dry.decisions.iter().map(|d| (d.id.clone(), d.keep)).collect();
     assert_eq!(verdict, vec![(ids[0].clone(), true), (ids[1].clone(), false), (ids[2].clone(), true)]);
     assert!(dry.decisions[0].reasons.contains(&"pinned".to_string()));
     assert_eq!(snapshot::list(&w.core, "shop").await.unwrap().len(), 3, "a dry run deletes nothing");
 
-    let done = prune(&w.core, &opts(false, Duration::ZERO)).await.unwrap();
+    let done = prune(&w.core, &opts(false, Duration::ZERO), &crate::support::actor()).await.unwrap();
     assert!(done.deleted_objects >= 3);
     let left: Vec<String> = snapshot::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(left, vec![ids[0].clone(), ids[2].clone()]);
@@ -75,21 +81,21 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
     let orphan = media_objects.join(format!("{}.zst.age", "a".repeat(64)));
     std::fs::write(&orphan, b"orphan").unwrap();
     age(&orphan, Duration::from_secs(86400));
-    let young = prune(&w.core, &opts(false, Duration::from_secs(3600))).await.unwrap();
+    let young = prune(&w.core, &opts(false, Duration::from_secs(3600)), &crate::support::actor()).await.unwrap();
     assert!(young.garbage_in_grace >= 1);
     assert!(crashed.join("public.t.copy.zst.age").exists());
     assert!(orphan.exists(), "while a snapshot may be writing, media are left alone");
 
     age(&crashed.join("public.t.copy.zst.age"), Duration::from_secs(86400));
-    let old = prune(&w.core, &opts(false, Duration::from_secs(3600))).await.unwrap();
+    let old = prune(&w.core, &opts(false, Duration::from_secs(3600)), &crate::support::actor()).await.unwrap();
     assert_eq!(old.garbage_objects, 2, "{old:?}");
     assert!(!crashed.join("public.t.copy.zst.age").exists());
     assert!(!orphan.exists());
     assert_eq!(files_below(&media_objects), 1);
 
     // Unpinned, the old snapshot goes too; the newest never does.
-    set_pin(&w.core, &ids[0], Some("shop"), false).await.unwrap();
-    prune(&w.core, &opts(false, Duration::ZERO)).await.unwrap();
+    crate::support::set_pin(&w.core, &ids[0], Some("shop"), false).await.unwrap();
+    prune(&w.core, &opts(false, Duration::ZERO), &crate::support::actor()).await.unwrap();
     let left: Vec<String> = snapshot::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(left, vec![ids[2].clone()]);
     assert_eq!(files_below(&media_objects), 1);
@@ -105,9 +111,9 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
             age(&report, Duration::from_secs(200 * 86400));
         }
     }
-    let dry = prune(&w.core, &opts(true, Duration::ZERO)).await.unwrap();
+    let dry = prune(&w.core, &opts(true, Duration::ZERO), &crate::support::actor()).await.unwrap();
     assert_eq!((dry.drill_reports_deleted, files_below(&reports)), (2, 12));
-    let done = prune(&w.core, &opts(false, Duration::ZERO)).await.unwrap();
+    let done = prune(&w.core, &opts(false, Duration::ZERO), &crate::support::actor()).await.unwrap();
     assert_eq!((done.drill_reports_deleted, files_below(&reports)), (2, 10));
     assert!(!reports.join("20260101T000000Z-000000.json.age").exists());
     assert!(reports.join("20260101T000002Z-000000.json.age").exists());
@@ -124,7 +130,13 @@ async fn prune_never_runs_beside_a_snapshot_and_a_snapshot_never_commits_missing
     let source =
         create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 1000);")
             .await;
-    let opts = PruneOptions { workspace: "shop".into(), dry_run: false, grace: Duration::ZERO, as_of: None };
+    let opts = PruneOptions {
+        workspace: "shop".into(),
+        dry_run: false,
+        grace: Duration::ZERO,
+        as_of: None,
+        wait: Default::default(),
+    };
 
     // A snapshot held up inside its run: its table is locked by another transaction.
     let mut blocker = source.connect().await.unwrap();
@@ -145,15 +157,15 @@ async fn prune_never_runs_beside_a_snapshot_and_a_snapshot_never_commits_missing
         assert!(std::time::Instant::now() < deadline, "the snapshot never waited for the table");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let refused = prune(&w.core, &opts).await.unwrap_err();
-    assert_eq!(refused.kind(), tidemark::ErrorKind::Unavailable, "{}", refused.report());
-    assert!(refused.message().contains("a snapshot of workspace shop"), "{}", refused.message());
+    let refused = prune(&w.core, &opts, &crate::support::actor()).await.unwrap_err();
+    assert_eq!(refused.kind(), tidemark::ErrorKind::Refused, "{}", refused.report());
+    assert!(refused.message().contains("a snapshot asked by cli:tester"), "{}", refused.message());
     // A dry run deletes nothing, so it does not wait.
-    prune(&w.core, &PruneOptions { dry_run: true, ..opts.clone() }).await.unwrap();
+    prune(&w.core, &PruneOptions { dry_run: true, ..opts.clone() }, &crate::support::actor()).await.unwrap();
     sqlx::raw_sql("COMMIT").execute(&mut blocker).await.unwrap();
     let manifest = running.await.unwrap().unwrap();
-    prune(&w.core, &opts).await.expect("after the snapshot, prune runs");
-    let report = tidemark::ops::check::check(&w.core, "shop", true).await.unwrap();
+    prune(&w.core, &opts, &crate::support::actor()).await.expect("after the snapshot, prune runs");
+    let report = crate::support::check(&w.core, true).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
 
     // The last look before committing: a manifest whose objects are not all stored (another
@@ -256,20 +268,29 @@ async fn a_killed_snapshots_unfinished_uploads_are_reported_and_collected() {
         }
     }
     assert!(!left.is_empty(), "a killed upload leaves its staging file");
-    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let report = crate::support::check(&w.core, false).await.unwrap();
     assert!(report.problems.is_empty(), "young leftovers may still be written: {:?}", report.problems);
     for file in &left {
         age(file, Duration::from_secs(7 * 3600));
     }
-    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let report = crate::support::check(&w.core, false).await.unwrap();
     assert!(report.problems.iter().any(|p| p.contains("never completed")), "{:?}", report.problems);
-    let opts = PruneOptions { workspace: "shop".into(), dry_run: true, grace: Duration::from_secs(3600), as_of: None };
-    assert_eq!(prune(&w.core, &opts).await.unwrap().unfinished_uploads_deleted, left.len() as u64);
+    let opts = PruneOptions {
+        workspace: "shop".into(),
+        dry_run: true,
+        grace: Duration::from_secs(3600),
+        as_of: None,
+        wait: Default::default(),
+    };
+    assert_eq!(
+        prune(&w.core, &opts, &crate::support::actor()).await.unwrap().unfinished_uploads_deleted,
+        left.len() as u64
+    );
     assert_eq!(staging_files(&snapshots), left, "a dry run deletes nothing");
-    let done = prune(&w.core, &PruneOptions { dry_run: false, ..opts }).await.unwrap();
+    let done = prune(&w.core, &PruneOptions { dry_run: false, ..opts }, &crate::support::actor()).await.unwrap();
     assert_eq!(done.unfinished_uploads_deleted, left.len() as u64);
     assert!(staging_files(&snapshots).is_empty());
-    assert!(tidemark::ops::check::check(&w.core, "shop", false).await.unwrap().problems.is_empty());
+    assert!(crate::support::check(&w.core, false).await.unwrap().problems.is_empty());
 }
 
 /// Issue 11.5: an interrupted snapshot left incomplete multipart uploads on S3. The upload
@@ -322,10 +343,16 @@ async fn an_interrupted_snapshot_leaves_no_multipart_upload_on_s3() {
     assert!(!stale.is_empty() && stale.iter().all(|s| s.what.contains("snapshots/")), "{stale:?}");
     // moto reports every upload as started on 2010-11-10, so here it is past any grace:
     // check names it.
-    let report = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let report = crate::support::check(&w.core, false).await.unwrap();
     assert!(report.problems.iter().any(|p| p.contains("incomplete multipart upload")), "{:?}", report.problems);
-    let opts = PruneOptions { workspace: "shop".into(), dry_run: false, grace: Duration::ZERO, as_of: None };
-    let done = prune(&w.core, &opts).await.unwrap();
+    let opts = PruneOptions {
+        workspace: "shop".into(),
+        dry_run: false,
+        grace: Duration::ZERO,
+        as_of: None,
+        wait: Default::default(),
+    };
+    let done = prune(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert_eq!(done.unfinished_uploads_deleted, stale.len() as u64);
     assert_eq!(uploads().await, 0, "prune aborted the killed snapshot's uploads");
 }

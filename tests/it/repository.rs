@@ -4,7 +4,6 @@
 use tidemark::ops::restore::{RestoreOptions, restore};
 use tidemark::ops::snapshot::{self, SnapshotOptions};
 use tidemark::pg::ConnSpec;
-use tidemark::progress::Progress;
 
 use crate::support::{S3Server, World, all_objects, content_fingerprint, create_database, world, world_with_repo};
 
@@ -43,7 +42,7 @@ async fn s3_round_trip_with_multipart_and_only_ciphertext() {
     let source = create_database(&w.cluster, "shop", &shop_sql()).await;
 
     let opts = SnapshotOptions { workspace: "shop".into(), ..Default::default() };
-    let manifest = snapshot::create(&w.core, &opts, &Progress::hidden()).await.unwrap();
+    let manifest = snapshot::create(&w.core, &opts, &crate::support::actor()).await.unwrap();
     let noise = manifest.tables.iter().find(|t| t.name == "noise").unwrap();
     assert!(noise.parts[0].stored_size > 5 << 20, "noise must need a multipart upload");
     assert_only_ciphertext(&w).await;
@@ -55,7 +54,7 @@ async fn s3_round_trip_with_multipart_and_only_ciphertext() {
     assert_eq!(snapshot::list(&fresh, "shop").await.unwrap().len(), 1);
     let target_url = w.cluster.url("restored");
     let opts = RestoreOptions { snapshot: manifest.id.clone(), target: target_url.clone(), ..Default::default() };
-    restore(&fresh, &opts, &Progress::hidden()).await.unwrap();
+    restore(&fresh, &opts, &crate::support::actor()).await.unwrap();
     let target = ConnSpec::parse(&target_url, None).unwrap();
     assert_eq!(content_fingerprint(&source).await, content_fingerprint(&target).await);
 }
@@ -65,7 +64,7 @@ async fn local_repository_holds_only_ciphertext() {
     let w = world().await;
     create_database(&w.cluster, "shop", &shop_sql()).await;
     let opts = SnapshotOptions { workspace: "shop".into(), ..Default::default() };
-    snapshot::create(&w.core, &opts, &Progress::hidden()).await.unwrap();
+    snapshot::create(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert_only_ciphertext(&w).await;
     // And on disk, not only through the store's eyes.
     for entry in walk(&w.repo_dir()) {
@@ -97,7 +96,7 @@ async fn an_edited_repository_descriptor_is_reported_by_check() {
     let w = world().await;
     create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);").await;
     crate::support::snapshot_shop(&w.core).await.unwrap();
-    let clean = tidemark::ops::check::check(&w.core, "shop", false).await.unwrap();
+    let clean = crate::support::check(&w.core, false).await.unwrap();
     assert!(clean.problems.is_empty(), "{:?}", clean.problems);
     let path = w.repo_dir().join("repository.json");
     let original = std::fs::read_to_string(&path).unwrap();
@@ -105,7 +104,7 @@ async fn an_edited_repository_descriptor_is_reported_by_check() {
     // Reformatting alone is no edit.
     std::fs::write(&path, serde_json::to_string(&descriptor).unwrap()).unwrap();
     let reopened = tidemark::ops::Core::open(w.core.config.clone()).await.unwrap();
-    assert!(tidemark::ops::check::check(&reopened, "shop", false).await.unwrap().problems.is_empty());
+    assert!(crate::support::check(&reopened, false).await.unwrap().problems.is_empty());
     for edit in ["recipients", "id"] {
         match edit {
             "recipients" => descriptor["recipients"].as_array_mut().unwrap().push("age1attacker".into()),
@@ -113,7 +112,7 @@ async fn an_edited_repository_descriptor_is_reported_by_check() {
         }
         std::fs::write(&path, serde_json::to_string_pretty(&descriptor).unwrap()).unwrap();
         let reopened = tidemark::ops::Core::open(w.core.config.clone()).await.unwrap();
-        let report = tidemark::ops::check::check(&reopened, "shop", false).await.unwrap();
+        let report = crate::support::check(&reopened, false).await.unwrap();
         assert!(
             report.problems.iter().any(|p| p.contains("repository.json was changed")),
             "{edit}: {:?}",

@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use tidemark::drill::verify::verify_database;
 use tidemark::ops::restore::{RestoreOptions, restore};
 use tidemark::ops::snapshot::{self, SnapshotOptions};
-use tidemark::ops::verify::verify_database;
 use tidemark::pg::ConnSpec;
-use tidemark::progress::Progress;
 use tidemark::repo::manifest::SnapshotKind;
 
 use crate::support::{content_fingerprint, create_database, schema_of, world};
@@ -26,7 +25,7 @@ async fn hard_cases_restore_exactly() {
         split_table_mib: 1,
         ..Default::default()
     };
-    let manifest = snapshot::create(&w.core, &opts, &Progress::hidden()).await.unwrap();
+    let manifest = snapshot::create(&w.core, &opts, &crate::support::actor()).await.unwrap();
     let big = manifest.tables.iter().find(|t| t.name == "big").unwrap();
     assert!(big.parts.len() > 1, "app.big should be split into parts, got {}", big.parts.len());
     assert_eq!(big.rows, 60000);
@@ -45,7 +44,7 @@ async fn hard_cases_restore_exactly() {
         jobs: Some(3),
         ..Default::default()
     };
-    let report = restore(&w.core, &opts, &Progress::hidden()).await.unwrap();
+    let report = restore(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert!(report.created_database);
     assert_eq!(report.rows, manifest.total_rows());
 
@@ -109,7 +108,7 @@ async fn snapshot_is_consistent_under_concurrent_writes() {
     }
     let before = transfers.load(Ordering::Relaxed);
     let opts = SnapshotOptions { workspace: "shop".into(), jobs: Some(2), ..Default::default() };
-    let manifest = snapshot::create(&w.core, &opts, &Progress::hidden()).await.unwrap();
+    let manifest = snapshot::create(&w.core, &opts, &crate::support::actor()).await.unwrap();
     let during = transfers.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
@@ -117,7 +116,7 @@ async fn snapshot_is_consistent_under_concurrent_writes() {
 
     let target_url = w.cluster.url("copy");
     let opts = RestoreOptions { snapshot: manifest.id.clone(), target: target_url.clone(), ..Default::default() };
-    restore(&w.core, &opts, &Progress::hidden()).await.unwrap();
+    restore(&w.core, &opts, &crate::support::actor()).await.unwrap();
     let mut conn = ConnSpec::parse(&target_url, None).unwrap().connect().await.unwrap();
     let total: i64 = sqlx::query_scalar("SELECT ((SELECT sum(balance) FROM a) + (SELECT sum(balance) FROM b))::int8")
         .fetch_one(&mut conn)

@@ -2,14 +2,76 @@
 //! that bring stacks back exactly as they were.
 
 use tidemark::ErrorKind;
+use tidemark::actor::{Actor, ActorKind};
 use tidemark::config::WorkspaceConfig;
 use tidemark::ops::Core;
 use tidemark::ops::restore::{RestoreOptions, restore};
 use tidemark::ops::stacks as ops;
-use tidemark::progress::Progress;
 use tidemark::stacks::{Selector, StackRef};
 
 use crate::support::{create_database, world};
+
+fn tester() -> Actor {
+    Actor::new(ActorKind::Cli, "tester")
+}
+
+/// `stacks put` as the tester, written by `author`.
+async fn put(
+    c: &Core,
+    ws: &str,
+    s: &StackRef,
+    json: &str,
+    origin: &str,
+    author: &str,
+    message: Option<&str>,
+) -> tidemark::Result<tidemark::stacks::log::PutOutcome> {
+    let opts = ops::StackPutOptions {
+        workspace: Some(ws.into()),
+        stack: s.to_string(),
+        json: json.into(),
+        origin: origin.into(),
+        author: Some(author.into()),
+        message: message.map(str::to_string),
+    };
+    ops::put(c, &opts, &tester()).await
+}
+
+async fn publish(
+    c: &Core,
+    ws: &str,
+    s: &StackRef,
+    author: &str,
+    message: Option<&str>,
+) -> tidemark::Result<tidemark::stacks::log::Published> {
+    let opts = ops::StackPublishOptions {
+        workspace: Some(ws.into()),
+        stack: s.to_string(),
+        author: Some(author.into()),
+        message: message.map(str::to_string),
+    };
+    ops::publish(c, &opts, &tester()).await
+}
+
+async fn revert(
+    c: &Core,
+    ws: &str,
+    s: &StackRef,
+    to: Selector,
+    author: &str,
+) -> tidemark::Result<tidemark::stacks::log::PutOutcome> {
+    let opts = ops::StackRevertOptions {
+        workspace: Some(ws.into()),
+        stack: s.to_string(),
+        to: to.to_string(),
+        author: Some(author.into()),
+    };
+    ops::revert(c, &opts, &tester()).await
+}
+
+async fn import(c: &Core, ws: &str, dir: &std::path::Path) -> tidemark::Result<Vec<ops::ImportedFile>> {
+    let opts = ops::StackImportOptions { workspace: Some(ws.into()), dir: dir.to_path_buf(), author: None };
+    ops::import(c, &opts, &tester()).await
+}
 
 fn checkout() -> StackRef {
     StackRef::parse("api/checkout").unwrap()
@@ -21,35 +83,28 @@ async fn put_publish_diff_revert_history() {
     create_database(&w.cluster, "shop", "SELECT 1").await;
     let (c, s) = (&w.core, &checkout());
     let v1 = r#"{"route": "/checkout", "steps": ["cart", "pay"], "auth": {"required": true}}"#;
-    let first = ops::put(c, "shop", s, v1, "v1.json", "ana", Some("first")).await.unwrap();
+    let first = put(c, "shop", s, v1, "v1.json", "ana", Some("first")).await.unwrap();
     assert!(first.change.is_some());
     // Same document, other key order and spacing: nothing recorded.
-    let same = ops::put(
-        c,
-        "shop",
-        s,
-        r#"{"auth":{"required":true},"steps":["cart","pay"],"route":"/checkout"}"#,
-        "x",
-        "ana",
-        None,
-    )
-    .await
-    .unwrap();
+    let same =
+        put(c, "shop", s, r#"{"auth":{"required":true},"steps":["cart","pay"],"route":"/checkout"}"#, "x", "ana", None)
+            .await
+            .unwrap();
     assert_eq!(same.change, None);
-    let published = ops::publish(c, "shop", s, "ana", Some("go live")).await.unwrap();
+    let published = publish(c, "shop", s, "ana", Some("go live")).await.unwrap();
     assert_eq!(published.version, 1);
-    let again = ops::publish(c, "shop", s, "ana", None).await.unwrap_err();
+    let again = publish(c, "shop", s, "ana", None).await.unwrap_err();
     assert_eq!(again.kind(), ErrorKind::AlreadyExists);
 
     let v2 = r#"{"route": "/pay", "steps": ["cart", "pay", "confirm"], "auth": {"required": true}}"#;
-    ops::put(c, "shop", s, v2, "v2.json", "bo", Some("new route")).await.unwrap();
+    put(c, "shop", s, v2, "v2.json", "bo", Some("new route")).await.unwrap();
     let d = ops::diff(c, "shop", s, Selector::Published, Selector::Live).await.unwrap();
     let lines: Vec<String> = d.changes.iter().map(|c| c.render()).collect();
     assert_eq!(lines, vec!["~ /route: \"/checkout\" -> \"/pay\"", "+ /steps/2: \"confirm\""]);
 
     // Bad input writes nothing.
     let before = ops::history(c, "shop", s).await.unwrap().len();
-    let bad = ops::put(c, "shop", s, "{\"route\": ", "broken.json", "bo", None).await.unwrap_err();
+    let bad = put(c, "shop", s, "{\"route\": ", "broken.json", "bo", None).await.unwrap_err();
     assert_eq!(bad.kind(), ErrorKind::Usage);
     assert!(bad.message().contains("broken.json"));
     assert_eq!(ops::history(c, "shop", s).await.unwrap().len(), before);
@@ -58,7 +113,7 @@ async fn put_publish_diff_revert_history() {
     assert_eq!(ops::history(c, "shop", &other).await.unwrap_err().kind(), ErrorKind::NotFound);
 
     // Restore the published version: a revert, recorded as a new change.
-    let reverted = ops::revert(c, "shop", s, Selector::Version(1), "ana").await.unwrap();
+    let reverted = revert(c, "shop", s, Selector::Version(1), "ana").await.unwrap();
     let (live_change, live) = ops::show(c, "shop", s, Selector::Live).await.unwrap();
     assert_eq!(Some(live_change), reverted.change);
     let (_, original) = ops::show(c, "shop", s, Selector::Version(1)).await.unwrap();
@@ -67,10 +122,12 @@ async fn put_publish_diff_revert_history() {
     assert_eq!(history.len(), 3);
     assert_eq!(history[0].versions, vec![1]);
     assert_eq!(history[0].author, "ana");
+    // Who asked is recorded beside the author people name.
+    assert!(history.iter().all(|h| h.actor.as_deref() == Some("cli:tester")), "{history:?}");
     assert_eq!(history[1].message.as_deref(), Some("new route"));
     assert_eq!(history[2].reverted_to.as_deref(), Some("version:1"));
     // Reverting to what is already live records nothing.
-    let noop = ops::revert(c, "shop", s, Selector::Change(history[2].id), "ana").await.unwrap();
+    let noop = revert(c, "shop", s, Selector::Change(history[2].id), "ana").await.unwrap();
     assert_eq!(noop.change, None);
 }
 
@@ -83,8 +140,8 @@ async fn concurrent_writers_lose_nothing_and_never_share_a_version() {
         let core = w.core.clone();
         tasks.spawn(async move {
             let s = StackRef::parse("function/score").unwrap();
-            let put = ops::put(&core, "shop", &s, &format!("{{\"writer\": {i}}}"), "t", "t", None).await.unwrap();
-            let published = ops::publish(&core, "shop", &s, "t", None).await;
+            let put = put(&core, "shop", &s, &format!("{{\"writer\": {i}}}"), "t", "t", None).await.unwrap();
+            let published = publish(&core, "shop", &s, "t", None).await;
             (put.change.expect("distinct content is always recorded"), published)
         });
     }
@@ -114,21 +171,24 @@ async fn export_then_import_records_only_what_changed() {
     create_database(&w.cluster, "shop", "SELECT 1").await;
     let c = &w.core;
     for (name, body) in [("api/a", "{\"n\": 1}"), ("task/b", "[1, 2]"), ("trigger/c", "{\"on\": \"insert\"}")] {
-        ops::put(c, "shop", &StackRef::parse(name).unwrap(), body, "t", "t", None).await.unwrap();
+        put(c, "shop", &StackRef::parse(name).unwrap(), body, "t", "t", None).await.unwrap();
     }
     let dir = w.dir.path().join("export");
     let files = ops::export(c, "shop", &dir, Selector::Live).await.unwrap();
     assert_eq!(files.len(), 3);
-    let unchanged = ops::import(c, "shop", &dir, "t").await.unwrap();
+    let unchanged = import(c, "shop", &dir).await.unwrap();
     assert!(unchanged.iter().all(|f| f.change.is_none()));
     std::fs::write(dir.join("task/b.json"), "[1, 2, 3]").unwrap();
-    let imported = ops::import(c, "shop", &dir, "t").await.unwrap();
+    let imported = import(c, "shop", &dir).await.unwrap();
     let changed: Vec<&str> = imported.iter().filter(|f| f.change.is_some()).map(|f| f.stack.as_str()).collect();
     assert_eq!(changed, vec!["task/b"]);
+    // No author named: the change is recorded as written by the actor.
+    let newest = ops::history(c, "shop", &StackRef::parse("task/b").unwrap()).await.unwrap().pop().unwrap();
+    assert_eq!((newest.author.as_str(), newest.actor.as_deref()), ("tester", Some("cli:tester")));
     // A bad file anywhere: nothing of the import is written.
     std::fs::write(dir.join("api/a.json"), "{\"n\": 2}").unwrap();
     std::fs::write(dir.join("trigger/c.json"), "{not json").unwrap();
-    assert_eq!(ops::import(c, "shop", &dir, "t").await.unwrap_err().kind(), ErrorKind::Usage);
+    assert_eq!(import(c, "shop", &dir).await.unwrap_err().kind(), ErrorKind::Usage);
     let (_, a) = ops::show(c, "shop", &StackRef::parse("api/a").unwrap(), Selector::Live).await.unwrap();
     assert_eq!(a.canonical, "{\"n\":1}");
     assert!(ops::export(c, "shop", &w.dir.path().join("pub"), Selector::Published).await.unwrap().is_empty());
@@ -139,21 +199,21 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     let w = world().await;
     create_database(&w.cluster, "shop", "CREATE TABLE orders (id int PRIMARY KEY)").await;
     let (c, s) = (&w.core, &checkout());
-    ops::put(c, "shop", s, "{\"v\": 1}", "t", "ana", None).await.unwrap();
-    ops::publish(c, "shop", s, "ana", None).await.unwrap();
-    ops::put(c, "shop", s, "{\"v\": 2}", "t", "ana", None).await.unwrap();
+    put(c, "shop", s, "{\"v\": 1}", "t", "ana", None).await.unwrap();
+    publish(c, "shop", s, "ana", None).await.unwrap();
+    put(c, "shop", s, "{\"v\": 2}", "t", "ana", None).await.unwrap();
     let manifest = crate::support::snapshot_shop(c).await.unwrap();
     assert_eq!(manifest.stacks.len(), 1);
     assert_eq!(manifest.stacks[0].latest_version, Some(1));
     let at_snapshot = ops::history(c, "shop", s).await.unwrap();
 
     // Changed after the snapshot.
-    ops::put(c, "shop", s, "{\"v\": 3}", "t", "bo", None).await.unwrap();
-    ops::publish(c, "shop", s, "bo", None).await.unwrap();
+    put(c, "shop", s, "{\"v\": 3}", "t", "bo", None).await.unwrap();
+    publish(c, "shop", s, "bo", None).await.unwrap();
 
     let url = w.cluster.url("shop_restored");
     let opts = RestoreOptions { snapshot: manifest.id.clone(), target: url.clone(), ..Default::default() };
-    restore(c, &opts, &Progress::hidden()).await.unwrap();
+    restore(c, &opts, &crate::support::actor()).await.unwrap();
     let mut config = c.config.clone();
     config.config.workspaces.insert(
         "copy".into(),
@@ -177,15 +237,18 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
         at_snapshot.iter().map(|h| (h.id, h.content_sha256.clone(), h.versions.clone())).collect::<Vec<_>>()
     );
     // The restored log keeps working: new changes get fresh ids, versions continue.
-    let next = ops::put(&copy, "copy", s, "{\"v\": 4}", "t", "cy", None).await.unwrap();
+    let next = put(&copy, "copy", s, "{\"v\": 4}", "t", "cy", None).await.unwrap();
     assert!(next.change.unwrap() > at_snapshot.last().unwrap().id);
-    assert_eq!(ops::publish(&copy, "copy", s, "cy", None).await.unwrap().version, 2);
+    assert_eq!(publish(&copy, "copy", s, "cy", None).await.unwrap().version, 2);
 
     // --stacks-only: the live workspace gets the snapshot's stacks back as new changes.
     let later = StackRef::parse("task/later").unwrap();
-    ops::put(c, "shop", &later, "{\"made\": \"after\"}", "t", "bo", None).await.unwrap();
+    put(c, "shop", &later, "{\"made\": \"after\"}", "t", "bo", None).await.unwrap();
     let before = ops::history(c, "shop", s).await.unwrap();
-    let back = tidemark::ops::restore::restore_stacks(c, &manifest.id, Some("shop"), "ops").await.unwrap();
+    let back =
+        tidemark::ops::restore::restore_stacks(c, &manifest.id, Some("shop"), &Actor::new(ActorKind::Cli, "ops"))
+            .await
+            .unwrap();
     assert_eq!(back.len(), 1);
     let (_, live) = ops::show(c, "shop", s, Selector::Live).await.unwrap();
     assert_eq!(live.canonical, "{\"v\":2}");
@@ -194,6 +257,9 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     assert_eq!(after.last().unwrap().reverted_to.as_deref(), Some(format!("snapshot:{}", manifest.id).as_str()));
     assert_eq!(ops::history(c, "shop", &later).await.unwrap().len(), 1);
     // Again: nothing changes, nothing is recorded.
-    let again = tidemark::ops::restore::restore_stacks(c, &manifest.id, Some("shop"), "ops").await.unwrap();
+    let again =
+        tidemark::ops::restore::restore_stacks(c, &manifest.id, Some("shop"), &Actor::new(ActorKind::Cli, "ops"))
+            .await
+            .unwrap();
     assert_eq!(again[0].change, None);
 }

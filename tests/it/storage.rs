@@ -8,7 +8,6 @@ use std::path::Path;
 use tidemark::ErrorKind;
 use tidemark::config::RepositoryConfig;
 use tidemark::keys::{GeneratedIdentity, Identities, Recipients};
-use tidemark::progress::Progress;
 use tidemark::repo::faults::Faults;
 use tidemark::repo::pipeline::{Expect, ObjectWriter, read_object, read_to_end, read_verified};
 use tidemark::repo::{Key, Repository};
@@ -256,7 +255,7 @@ async fn snapshots_and_base_backups_meeting_a_failing_store_leave_nothing_visibl
 
     let snapshot = || async {
         let opts = tidemark::ops::snapshot::SnapshotOptions { workspace: "shop".into(), ..Default::default() };
-        tidemark::ops::snapshot::create(core, &opts, &Progress::hidden()).await
+        tidemark::ops::snapshot::create(core, &opts, &crate::support::actor()).await
     };
     let snapshots = || async { plain.list_snapshot_ids("shop").await.unwrap().len() };
     let (failures, tried) = fails_cleanly(&faults, snapshot, snapshots).await;
@@ -267,7 +266,7 @@ async fn snapshots_and_base_backups_meeting_a_failing_store_leave_nothing_visibl
         plain.verify_present(&m, true).await.unwrap();
     }
 
-    let base = || async { tidemark::ops::basebackup::basebackup(core, "shop", &Progress::hidden()).await };
+    let base = || async { crate::support::basebackup(core).await };
     let bases = || async { tidemark::wal::base::list(&plain, &identities, "shop").await.unwrap().len() };
     let (failures, tried) = fails_cleanly(&faults, base, bases).await;
     assert_eq!(failures, tried, "a base backup absorbed a failing store call");

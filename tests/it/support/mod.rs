@@ -151,7 +151,7 @@ pub async fn content_fingerprint(spec: &ConnSpec) -> BTreeMap<String, String> {
 }
 
 pub async fn schema_of(spec: &ConnSpec) -> String {
-    tidemark::ops::verify::schema_fingerprint(tidemark::pg::bin_dir(None).as_deref(), spec).await.unwrap()
+    tidemark::drill::verify::schema_fingerprint(tidemark::pg::bin_dir(None).as_deref(), spec).await.unwrap()
 }
 
 /// A local S3 server (moto) on a free port, killed on drop.
@@ -219,8 +219,42 @@ pub async fn all_objects(core: &Core) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// Who the tests act as.
+pub fn actor() -> tidemark::actor::Actor {
+    tidemark::actor::Actor::new(tidemark::actor::ActorKind::Cli, "tester")
+}
+
 /// A manual snapshot of workspace `shop` with default options.
 pub async fn snapshot_shop(core: &Core) -> tidemark::Result<tidemark::repo::manifest::Manifest> {
     let opts = tidemark::ops::snapshot::SnapshotOptions { workspace: "shop".into(), ..Default::default() };
-    tidemark::ops::snapshot::create(core, &opts, &tidemark::progress::Progress::hidden()).await
+    tidemark::ops::snapshot::create(core, &opts, &actor()).await
+}
+
+/// `check` of workspace `shop`.
+pub async fn check(core: &Core, read_data: bool) -> tidemark::Result<tidemark::ops::check::CheckReport> {
+    let opts = tidemark::ops::check::CheckOptions { workspace: "shop".into(), read_data };
+    tidemark::ops::check::check(core, &opts, &actor()).await
+}
+
+/// A base backup of workspace `shop`.
+pub async fn basebackup(core: &Core) -> tidemark::Result<tidemark::wal::base::BaseManifest> {
+    let opts = tidemark::ops::basebackup::BaseBackupOptions { workspace: "shop".into(), ..Default::default() };
+    tidemark::ops::basebackup::basebackup(core, &opts, &actor()).await
+}
+
+/// `pitr mark` in workspace `shop`.
+pub async fn mark(core: &Core, name: &str) -> tidemark::Result<tidemark::ops::pitr::RestorePoint> {
+    let opts = tidemark::ops::pitr::MarkOptions { workspace: "shop".into(), name: name.into() };
+    tidemark::ops::pitr::mark(core, &opts, &actor()).await
+}
+
+/// Pins or unpins a snapshot.
+pub async fn set_pin(core: &Core, id: &str, workspace: Option<&str>, pin: bool) -> tidemark::Result<String> {
+    let opts = tidemark::ops::prune::PinOptions {
+        id: id.into(),
+        workspace: workspace.map(str::to_string),
+        pin,
+        wait: Default::default(),
+    };
+    tidemark::ops::prune::set_pin(core, &opts, &actor()).await
 }

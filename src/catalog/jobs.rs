@@ -1,0 +1,346 @@
+//! The job history: what ran, who asked, how it went, and how far a running job is.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Catalog, host_name, process_alive};
+use crate::actor::{Actor, ActorKind};
+use crate::error::{Error, Result};
+
+/// What started a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    /// A schedule's cron slot came.
+    Schedule,
+    /// A slot missed while the daemon was down, taken once at start.
+    CatchUp,
+    /// An operator on the command line.
+    Cli,
+    /// Recreated from the repository by `catalog rebuild`.
+    Rebuilt,
+    /// A caller of the HTTP API.
+    Api,
+    /// A CI job running the command line.
+    Ci,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch-up",
+            Trigger::Cli => "cli",
+            Trigger::Rebuilt => "rebuilt",
+            Trigger::Api => "api",
+            Trigger::Ci => "ci",
+        }
+    }
+
+    /// What an actor's request is, as a trigger (a schedule's own slots say `Schedule`
+    /// or `CatchUp` themselves).
+    pub fn of(actor: &Actor) -> Trigger {
+        match actor.kind {
+            ActorKind::Cli => Trigger::Cli,
+            ActorKind::Schedule => Trigger::Schedule,
+            ActorKind::Api => Trigger::Api,
+            ActorKind::Ci => Trigger::Ci,
+        }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// Stopped by a shutdown (or a crash of the daemon) before it finished.
+    Aborted,
+}
+
+impl JobStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Aborted => "aborted",
+        }
+    }
+
+    fn parse(s: &str) -> JobStatus {
+        match s {
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            _ => JobStatus::Aborted,
+        }
+    }
+}
+
+/// A job about to start.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub workspace: String,
+    pub operation: String,
+    pub kind: Option<String>,
+    pub trigger: Trigger,
+    pub policy: Option<String>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+    /// Who asked (`cli:alice`, `schedule:nightly`).
+    pub actor: Option<String>,
+}
+
+/// How a job ended, as recorded.
+#[derive(Debug, Clone, Default)]
+pub struct JobEnd {
+    pub finished_at: Option<DateTime<Utc>>,
+    pub snapshot_id: Option<String>,
+    pub bytes: Option<u64>,
+    pub error: Option<String>,
+    pub warning: Option<String>,
+}
+
+/// One row of the job history.
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: i64,
+    pub workspace: String,
+    pub operation: String,
+    pub kind: Option<String>,
+    pub trigger: String,
+    pub policy: Option<String>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub attempts: i64,
+    pub snapshot_id: Option<String>,
+    pub bytes: Option<i64>,
+    pub error: Option<String>,
+    pub warning: Option<String>,
+    /// Who asked; `None` for jobs recorded before it was.
+    pub actor: Option<String>,
+    /// How far a job is (a running one: updated at most once a second).
+    pub progress: Option<JobProgress>,
+}
+
+/// A job's progress as its sink records it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// What it is doing ("copying tables", "media").
+    pub phase: String,
+    pub bytes_done: u64,
+    pub bytes_total: Option<u64>,
+    pub tables_done: u64,
+    pub tables_total: Option<u64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl<'r> sqlx::FromRow<'r, SqliteRow> for Job {
+    fn from_row(row: &'r SqliteRow) -> std::result::Result<Self, sqlx::Error> {
+        Ok(Job {
+            id: row.try_get("id")?,
+            workspace: row.try_get("workspace")?,
+            operation: row.try_get("operation")?,
+            kind: row.try_get("kind")?,
+            trigger: row.try_get("trigger")?,
+            policy: row.try_get("policy")?,
+            scheduled_for: row.try_get("scheduled_for")?,
+            started_at: row.try_get("started_at")?,
+            finished_at: row.try_get("finished_at")?,
+            status: row.try_get("status")?,
+            attempts: row.try_get("attempts")?,
+            snapshot_id: row.try_get("snapshot_id")?,
+            bytes: row.try_get("bytes")?,
+            error: row.try_get("error")?,
+            warning: row.try_get("warning")?,
+            actor: row.try_get("actor")?,
+            progress: match row.try_get::<Option<DateTime<Utc>>, _>("progress_at")? {
+                None => None,
+                Some(updated_at) => Some(JobProgress {
+                    phase: row.try_get::<Option<String>, _>("phase")?.unwrap_or_default(),
+                    bytes_done: row.try_get::<Option<i64>, _>("bytes_done")?.unwrap_or(0) as u64,
+                    bytes_total: row.try_get::<Option<i64>, _>("bytes_total")?.map(|b| b as u64),
+                    tables_done: row.try_get::<Option<i64>, _>("tables_done")?.unwrap_or(0) as u64,
+                    tables_total: row.try_get::<Option<i64>, _>("tables_total")?.map(|b| b as u64),
+                    updated_at,
+                }),
+            },
+        })
+    }
+}
+
+impl Job {
+    pub fn status(&self) -> JobStatus {
+        JobStatus::parse(&self.status)
+    }
+}
+
+impl Catalog {
+    /// Records a job as running and returns its id.
+    pub async fn start_job(&self, job: &NewJob) -> Result<i64> {
+        let row: (i64,) = sqlx::query_as(
+            "INSERT INTO jobs (workspace, operation, kind, trigger, policy, scheduled_for, started_at, status, pid, \
+             host, actor) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING id",
+        )
+        .bind(&job.workspace)
+        .bind(&job.operation)
+        .bind(&job.kind)
+        .bind(job.trigger.as_str())
+        .bind(&job.policy)
+        .bind(job.scheduled_for)
+        .bind(job.started_at)
+        .bind(std::process::id())
+        .bind(host_name())
+        .bind(&job.actor)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot record a job", e))?;
+        Ok(row.0)
+    }
+
+    /// Records a running job's progress (its sink calls this at most once a second).
+    pub async fn record_progress(&self, id: i64, progress: &JobProgress) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET phase = ?, bytes_done = ?, bytes_total = ?, tables_done = ?, tables_total = ?, \
+             progress_at = ? WHERE id = ?",
+        )
+        .bind(&progress.phase)
+        .bind(progress.bytes_done as i64)
+        .bind(progress.bytes_total.map(|b| b as i64))
+        .bind(progress.tables_done as i64)
+        .bind(progress.tables_total.map(|b| b as i64))
+        .bind(progress.updated_at)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot record a job's progress", e))?;
+        Ok(())
+    }
+
+    /// Records that a job is on its `attempts`-th attempt, with the last attempt's error.
+    pub async fn record_attempt(&self, id: i64, attempts: u32, error: &str) -> Result<()> {
+        sqlx::query("UPDATE jobs SET attempts = ?, error = ? WHERE id = ?")
+            .bind(attempts)
+            .bind(error)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot record a retry", e))?;
+        Ok(())
+    }
+
+    /// Records how a job ended.
+    pub async fn finish_job(&self, id: i64, status: JobStatus, end: &JobEnd) -> Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET status = ?, finished_at = ?, snapshot_id = COALESCE(?, snapshot_id), \
+             bytes = COALESCE(?, bytes), error = COALESCE(?, error), warning = ? WHERE id = ?",
+        )
+        .bind(status.as_str())
+        .bind(end.finished_at.unwrap_or_else(Utc::now))
+        .bind(&end.snapshot_id)
+        .bind(end.bytes.map(|b| b as i64))
+        .bind(&end.error)
+        .bind(&end.warning)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot record the end of a job", e))?;
+        Ok(())
+    }
+
+    /// Marks jobs a previous daemon left `running` (it crashed or was killed) as aborted.
+    /// Jobs started from the command line are left alone: they may still be running.
+    pub async fn abort_orphaned_daemon_jobs(&self, now: DateTime<Utc>, reason: &str) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE jobs SET status = 'aborted', finished_at = ?, error = ? \
+             WHERE status = 'running' AND trigger IN ('schedule', 'catch-up')",
+        )
+        .bind(now)
+        .bind(reason)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot clean up jobs of a stopped daemon", e))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Marks jobs left `running` by a process of this host that no longer exists (killed
+    /// with SIGKILL, or the machine went down) as aborted, and returns how many. A job of
+    /// another host, or whose process id is alive (perhaps reused), is left alone.
+    pub async fn abort_jobs_of_dead_processes(&self, now: DateTime<Utc>) -> Result<u64> {
+        let running: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, pid FROM jobs WHERE status = 'running' AND pid IS NOT NULL AND host = ?")
+                .bind(host_name())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.err("cannot read the running jobs", e))?;
+        let mut aborted = 0;
+        for (id, pid) in running {
+            if process_alive(pid) {
+                continue;
+            }
+            let reason = format!("the tidemark process (pid {pid}) ended before the job finished");
+            aborted += sqlx::query(
+                "UPDATE jobs SET status = 'aborted', finished_at = ?, error = ? WHERE id = ? AND status = 'running'",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot record an aborted job", e))?
+            .rows_affected();
+        }
+        Ok(aborted)
+    }
+
+    /// One job by id.
+    pub async fn job(&self, id: i64) -> Result<Job> {
+        sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot read a job", e))?
+            .ok_or_else(|| Error::not_found(format!("the catalog has no job {id}")))
+    }
+
+    /// The newest jobs first, optionally of one workspace.
+    pub async fn jobs(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<Job>> {
+        sqlx::query_as(
+            "SELECT * FROM jobs WHERE (?1 IS NULL OR workspace = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2",
+        )
+        .bind(workspace)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot list jobs", e))
+    }
+
+    /// Adds a finished snapshot job recreated from the repository, unless the catalog
+    /// already knows that snapshot. Returns whether a row was added.
+    pub async fn insert_rebuilt_job(&self, job: &NewJob, end: &JobEnd) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT OR IGNORE INTO jobs (workspace, operation, kind, trigger, started_at, finished_at, status, \
+             snapshot_id, bytes, actor) VALUES (?, ?, ?, ?, ?, ?, 'succeeded', ?, ?, ?)",
+        )
+        .bind(&job.workspace)
+        .bind(&job.operation)
+        .bind(&job.kind)
+        .bind(job.trigger.as_str())
+        .bind(job.started_at)
+        .bind(end.finished_at)
+        .bind(&end.snapshot_id)
+        .bind(end.bytes.map(|b| b as i64))
+        .bind(&job.actor)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot record a rebuilt job", e))?;
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -1,0 +1,178 @@
+//! Jobs: what every front end gets when it runs a long operation. [`recorded`] writes the
+//! job into the catalog (who asked, when, how it ended), sends the operation's progress
+//! to the job record at most once a second (so another front end can poll it), and stops
+//! the operation when the core's stop signal fires. [`take_workspace`] is the rule "one
+//! operation per workspace", taken by the operations themselves so that no front end can
+//! forget it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::Core;
+use crate::actor::Actor;
+use crate::catalog::lock::{Holder, Wait, WorkspaceLock};
+use crate::catalog::{Catalog, JobEnd, JobProgress, JobStatus, NewJob, Trigger};
+use crate::error::{ErrorKind, Result};
+use crate::progress::{ProgressSink, ProgressState};
+
+/// How long an operation waits for a busy workspace: `None` refuses at once,
+/// `Some(ZERO)` waits as long as it takes, else up to that long (`--wait [DURATION]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitFor(#[serde(with = "crate::config::optional_duration_text")] pub Option<Duration>);
+
+impl WaitFor {
+    /// Refuse at once when the workspace is busy.
+    pub const NO: WaitFor = WaitFor(None);
+    /// Wait until it is free.
+    pub const FOREVER: WaitFor = WaitFor(Some(Duration::ZERO));
+
+    fn mode(self) -> Wait {
+        match self.0 {
+            None => Wait::No,
+            Some(d) if d.is_zero() => Wait::Forever,
+            Some(d) => Wait::Up(d),
+        }
+    }
+}
+
+/// Takes `workspace` for `operation` on behalf of `actor`, for as long as the returned lock
+/// lives: snapshot, prune, base backup, pin changes and restores into the workspace's own
+/// database never overlap, whichever process runs them.
+///
+/// Errors: `Refused` naming who holds it (`--wait` waits instead); `Interrupted` when the
+/// core's stop signal fires while waiting.
+pub async fn take_workspace(
+    core: &Core,
+    workspace: &str,
+    operation: &str,
+    actor: &Actor,
+    wait: WaitFor,
+) -> Result<WorkspaceLock> {
+    let me = Holder::me(operation, actor);
+    WorkspaceLock::acquire(&core.config.catalog_path(), workspace, &me, wait.mode(), core.stop()).await
+}
+
+/// A job about to run, as the catalog lists it.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub workspace: String,
+    /// "snapshot", "restore", "drill", "check", "prune", "basebackup".
+    pub operation: &'static str,
+    /// The snapshot kind, for snapshots.
+    pub kind: Option<String>,
+}
+
+/// Runs `work` as a recorded job: a catalog row (running, then how it ended, with `end`
+/// saying what a success produced) and progress into that row at most once a second. The
+/// operation itself answers the core's stop signal (a restore first drops the database it
+/// created); an `Interrupted` end is recorded as aborted. The catalog is optional: when it
+/// cannot be opened the operation runs anyway, with a warning, because a command that
+/// needs only the repository must not depend on it.
+pub async fn recorded<T, F, Fut>(
+    core: &Core,
+    actor: &Actor,
+    spec: JobSpec,
+    work: F,
+    end: impl FnOnce(&T) -> JobEnd,
+) -> Result<T>
+where
+    F: FnOnce(Core) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let catalog = match core.catalog().await {
+        Ok(c) => Some(c.clone()),
+        Err(e) => {
+            tracing::warn!(error = %e.report(), "the catalog is not available; this job is not recorded");
+            None
+        }
+    };
+    let new = NewJob {
+        workspace: spec.workspace.clone(),
+        operation: spec.operation.into(),
+        kind: spec.kind.clone(),
+        trigger: Trigger::of(actor),
+        policy: None,
+        scheduled_for: None,
+        started_at: chrono::Utc::now(),
+        actor: Some(actor.to_string()),
+    };
+    let id = match &catalog {
+        Some(c) => c.start_job(&new).await.inspect_err(|e| tracing::warn!(error = %e.report(), "not recorded")).ok(),
+        None => None,
+    };
+    let job_core = match (&catalog, id) {
+        (Some(c), Some(id)) => core.with_progress(core.progress().with_sink(JobRecord::start(c.clone(), id))),
+        _ => core.clone(),
+    };
+    let progress = job_core.progress().clone();
+    let result = work(job_core).await;
+    if let (Some(catalog), Some(id)) = (&catalog, id) {
+        // The last state, written before the end (the sink's task may not get to it
+        // before a command-line process exits).
+        if let Err(e) = catalog.record_progress(id, &job_progress(&progress.state())).await {
+            tracing::debug!(error = %e.report(), "cannot record a job's progress");
+        }
+        let (status, ending) = match &result {
+            Ok(value) => (JobStatus::Succeeded, end(value)),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                (JobStatus::Aborted, JobEnd { error: Some(e.report()), ..Default::default() })
+            }
+            Err(e) => (JobStatus::Failed, JobEnd { error: Some(e.report()), ..Default::default() }),
+        };
+        if let Err(e) = catalog.finish_job(id, status, &ending).await {
+            tracing::warn!(error = %e.report(), "cannot record the end of the job in the catalog");
+        }
+    }
+    result
+}
+
+/// A progress sink that writes into a job's catalog row (through a task: the operation
+/// never waits for SQLite).
+pub struct JobRecord {
+    tx: tokio::sync::mpsc::UnboundedSender<ProgressState>,
+}
+
+impl JobRecord {
+    /// Starts recording progress into job `id`; the task ends when the sink is dropped.
+    pub fn start(catalog: Catalog, id: i64) -> Arc<JobRecord> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ProgressState>();
+        tokio::spawn(async move {
+            while let Some(mut state) = rx.recv().await {
+                // Only the newest state matters.
+                while let Ok(newer) = rx.try_recv() {
+                    state = newer;
+                }
+                if let Err(e) = catalog.record_progress(id, &job_progress(&state)).await {
+                    tracing::debug!(error = %e.report(), "cannot record a job's progress");
+                }
+            }
+        });
+        Arc::new(JobRecord { tx })
+    }
+}
+
+/// A progress state as the job record keeps it: "prefix: phase", counts, now.
+fn job_progress(state: &ProgressState) -> JobProgress {
+    JobProgress {
+        phase: [state.prefix.as_str(), state.phase.as_str()]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .copied()
+            .collect::<Vec<_>>()
+            .join(": "),
+        bytes_done: state.bytes_done,
+        bytes_total: state.bytes_total,
+        tables_done: state.tables_done,
+        tables_total: state.tables_total,
+        updated_at: chrono::Utc::now(),
+    }
+}
+
+impl ProgressSink for JobRecord {
+    fn update(&self, state: &ProgressState) {
+        let _ = self.tx.send(state.clone());
+    }
+}

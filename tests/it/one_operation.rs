@@ -1,0 +1,109 @@
+//! One operation per workspace across processes: a command-line prune during a daemon's
+//! snapshot of the same workspace is refused naming the snapshot (or waits with `--wait`),
+//! and a lock left by a killed process is taken over at once.
+
+use std::io::BufRead;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use tidemark::ErrorKind;
+use tidemark::catalog::{Catalog, JobStatus};
+use tidemark::repo::faults::Faults;
+use tidemark::schedule::clock::ManualClock;
+
+use crate::daemon::{daily_slot, job_of, start_daemon, wait_for};
+use crate::support::{World, create_database, world};
+
+fn tidemark(w: &World, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    cmd.args(["--config", w.core.config.path.to_str().unwrap()]).args(args);
+    cmd
+}
+
+fn run(w: &World, args: &[&str]) -> Output {
+    tidemark(w, args).output().expect("run tidemark")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_prune_during_a_daemon_snapshot_is_refused_naming_it_or_waits_for_it() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 5000);")
+        .await;
+    // A slow store makes the daemon's snapshot last a few seconds.
+    let faults = Faults::new();
+    faults.delay(Duration::from_millis(400));
+    w.core.repo = w.core.repo.with_faults(&faults);
+    let slot = daily_slot(1);
+    let clock = ManualClock::new(slot - chrono::Duration::hours(1));
+    let (shutdown, daemon) = start_daemon(&w.core, &clock);
+    let catalog = Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    wait_for("the schedule to register", async || catalog.last_slot("shop", "daily").await.unwrap()).await;
+    clock.set(slot);
+    let running = wait_for("the daemon's snapshot", async || job_of(&catalog, "shop", JobStatus::Running).await).await;
+    assert_eq!(running.actor.as_deref(), Some("schedule:daily"));
+
+    let refused = run(&w, &["prune", "--workspace", "shop"]);
+    assert_eq!(refused.status.code(), Some(ErrorKind::Refused.exit_code()), "{}", stderr(&refused));
+    let text = stderr(&refused);
+    assert!(text.contains("a snapshot asked by schedule:daily"), "{text}");
+    assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+    // Pin changes too.
+    let pin = run(&w, &["snapshot", "pin", "latest", "--workspace", "shop"]);
+    assert_ne!(pin.status.code(), Some(0));
+
+    // With --wait the prune runs once the snapshot (and the daemon's own retention) is done.
+    let waited = tidemark(&w, &["--json", "prune", "--workspace", "shop", "--wait", "5m"]).output().unwrap();
+    assert!(waited.status.success(), "{}", stderr(&waited));
+    let job = job_of(&catalog, "shop", JobStatus::Succeeded).await.expect("the daemon's snapshot finished first");
+    assert_eq!(job.operation, "snapshot");
+    // The command line's prune is a job too, recorded with who asked.
+    let jobs = catalog.jobs(Some("shop"), 10).await.unwrap();
+    let prune = jobs.iter().find(|j| j.operation == "prune").expect("the prune is recorded");
+    assert!(prune.actor.as_deref().is_some_and(|a| a.starts_with("cli:")), "{prune:?}");
+    assert!(prune.progress.is_some(), "its progress was recorded: {prune:?}");
+    shutdown.cancel();
+    daemon.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_left_by_a_killed_process_is_taken_over() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);").await;
+    // Another process holds the workspace, as a tidemark process would, then is killed.
+    let lock = tidemark::catalog::lock::lock_path(&w.core.config.catalog_path(), "shop");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let script = format!(
+        "import fcntl, json, os, sys, time\n\
+         f = open({path:?}, 'a+')\n\
+         fcntl.flock(f, fcntl.LOCK_EX)\n\
+         f.truncate(0)\n\
+         f.write(json.dumps({{'operation': 'prune', 'actor': 'cli:ghost', 'pid': os.getpid(), \
+         'host': os.uname().nodename, 'since': '2026-11-29T08:00:00Z'}}))\n\
+         f.flush()\n\
+         print('held', flush=True)\n\
+         time.sleep(600)\n",
+        path = lock.to_str().unwrap()
+    );
+    let mut holder = Command::new("python3").args(["-c", &script]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(holder.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "held");
+
+    let refused = run(&w, &["snapshot", "create", "--workspace", "shop"]);
+    assert_eq!(refused.status.code(), Some(ErrorKind::Refused.exit_code()), "{}", stderr(&refused));
+    let text = stderr(&refused);
+    assert!(text.contains("a prune asked by cli:ghost") && text.contains(&format!("pid {}", holder.id())), "{text}");
+
+    holder.kill().unwrap(); // SIGKILL: it cleans nothing up
+    holder.wait().unwrap();
+    let started = std::time::Instant::now();
+    let taken = run(&w, &["--json", "snapshot", "create", "--workspace", "shop"]);
+    assert!(taken.status.success(), "{}", stderr(&taken));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let after = tidemark::catalog::lock::holder(&w.core.config.catalog_path(), "shop").unwrap();
+    assert_eq!(after.operation, "snapshot", "the new holder wrote itself in");
+}
