@@ -8,16 +8,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
+pub use crate::keys::{IDENTITY_ENV, IDENTITY_FILE_ENV, IdentitySource, identity_source_from_env};
+pub use crate::secret::Secret;
 
 /// The environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "TIDEMARK_CONFIG";
+/// The catalog file used when the config names none: beside tidemark.toml.
+pub const DEFAULT_CATALOG_FILE: &str = "tidemark-catalog.sqlite";
 /// The config file used when neither `--config` nor `TIDEMARK_CONFIG` is given.
 pub const DEFAULT_CONFIG_FILE: &str = "tidemark.toml";
-/// Path of an age identity file; overrides `repository.identity-file`.
-pub const IDENTITY_FILE_ENV: &str = "TIDEMARK_IDENTITY_FILE";
-/// The age identity itself (the `AGE-SECRET-KEY-1...` text); overrides both files.
-pub const IDENTITY_ENV: &str = "TIDEMARK_IDENTITY";
-
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
@@ -244,47 +243,6 @@ impl fmt::Debug for WorkspaceConfig {
     }
 }
 
-/// A secret value in the config: `env:NAME` reads an environment variable, `file:PATH` reads
-/// a file (trailing newline trimmed), anything else is the value itself. It never prints.
-#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn literal(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The environment variable it is read from (`env:VARIABLE`), if any.
-    pub fn env_var(&self) -> Option<&str> {
-        self.0.strip_prefix("env:")
-    }
-
-    /// The secret's value. Errors name the variable or file, never the value.
-    pub fn resolve(&self) -> Result<String> {
-        if let Some(var) = self.0.strip_prefix("env:") {
-            std::env::var(var)
-                .map_err(|_| Error::config(format!("the environment variable {var} named in tidemark.toml is not set")))
-        } else if let Some(path) = self.0.strip_prefix("file:") {
-            std::fs::read_to_string(path)
-                .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
-                .map_err(|e| Error::config(format!("cannot read the secret file {path}: {e}")))
-        } else {
-            Ok(self.0.clone())
-        }
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.starts_with("env:") || self.0.starts_with("file:") {
-            write!(f, "Secret({})", self.0)
-        } else {
-            f.write_str("Secret(<redacted>)")
-        }
-    }
-}
-
 /// A loaded config and the file it came from (relative paths in it are relative to that file).
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
@@ -347,7 +305,7 @@ impl LoadedConfig {
 
     /// The catalog file: `catalog` from the config, else `tidemark-catalog.sqlite` beside it.
     pub fn catalog_path(&self) -> PathBuf {
-        let default = Path::new(crate::catalog::DEFAULT_CATALOG_FILE);
+        let default = Path::new(DEFAULT_CATALOG_FILE);
         self.resolve_path(self.config.catalog.as_deref().unwrap_or(default))
     }
 
@@ -370,35 +328,6 @@ impl LoadedConfig {
         identity_source_from_env().or_else(|| {
             self.config.repository.identity_file.as_ref().map(|p| IdentitySource::File(self.resolve_path(p)))
         })
-    }
-}
-
-/// Where an age identity is read from.
-#[derive(Clone)]
-pub enum IdentitySource {
-    File(PathBuf),
-    Inline(Secret),
-}
-
-impl fmt::Debug for IdentitySource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            IdentitySource::File(p) => write!(f, "File({})", p.display()),
-            IdentitySource::Inline(_) => f.write_str("Inline(<redacted>)"),
-        }
-    }
-}
-
-/// The identity named by the environment alone, for commands that run without a config.
-pub fn identity_source_from_env() -> Option<IdentitySource> {
-    if let Ok(text) = std::env::var(IDENTITY_ENV)
-        && !text.trim().is_empty()
-    {
-        return Some(IdentitySource::Inline(Secret::literal(text)));
-    }
-    match std::env::var_os(IDENTITY_FILE_ENV) {
-        Some(p) if !p.is_empty() => Some(IdentitySource::File(PathBuf::from(p))),
-        _ => None,
     }
 }
 
@@ -473,7 +402,7 @@ impl Config {
 pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
     let mut out = format!("\n[workspaces.{name}]\ndatabase-url = {}\n", toml_string(&ws.database_url));
     if let Some(p) = &ws.password {
-        out.push_str(&format!("password = {}\n", toml_string(&p.0)));
+        out.push_str(&format!("password = {}\n", toml_string(p.as_written())));
     }
     if let Some(m) = &ws.media {
         out.push_str(&format!("media = {}\n", toml_string(m)));

@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use age::secrecy::ExposeSecret;
 
-use crate::config::IdentitySource;
+use std::fmt;
+use std::path::PathBuf;
+
 use crate::error::{Error, ErrorKind, Result};
+use crate::secret::Secret;
 
 /// The public keys every object is encrypted to.
 #[derive(Clone)]
@@ -58,7 +61,7 @@ impl Identities {
                 })?;
                 (text, path.display().to_string())
             }
-            IdentitySource::Inline(secret) => (secret.resolve()?, crate::config::IDENTITY_ENV.to_string()),
+            IdentitySource::Inline(secret) => (secret.resolve()?, IDENTITY_ENV.to_string()),
         };
         Self::parse(&text, &origin)
     }
@@ -128,6 +131,40 @@ impl GeneratedIdentity {
 
     pub fn identities(&self) -> Identities {
         Identities(Arc::new(vec![Box::new(self.identity.clone())]))
+    }
+}
+
+/// Path of an age identity file; overrides `repository.identity-file`.
+pub const IDENTITY_FILE_ENV: &str = "TIDEMARK_IDENTITY_FILE";
+/// The age identity itself (the `AGE-SECRET-KEY-1...` text); overrides both files.
+pub const IDENTITY_ENV: &str = "TIDEMARK_IDENTITY";
+
+/// Where an age identity is read from.
+#[derive(Clone)]
+pub enum IdentitySource {
+    File(PathBuf),
+    Inline(Secret),
+}
+
+impl fmt::Debug for IdentitySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IdentitySource::File(p) => write!(f, "File({})", p.display()),
+            IdentitySource::Inline(_) => f.write_str("Inline(<redacted>)"),
+        }
+    }
+}
+
+/// The identity named by the environment alone, for commands that run without a config.
+pub fn identity_source_from_env() -> Option<IdentitySource> {
+    if let Ok(text) = std::env::var(IDENTITY_ENV)
+        && !text.trim().is_empty()
+    {
+        return Some(IdentitySource::Inline(Secret::literal(text)));
+    }
+    match std::env::var_os(IDENTITY_FILE_ENV) {
+        Some(p) if !p.is_empty() => Some(IdentitySource::File(PathBuf::from(p))),
+        _ => None,
     }
 }
 

@@ -30,8 +30,10 @@ pub mod progress;
 pub mod repo;
 pub mod restore;
 pub mod schedule;
+pub mod secret;
 pub mod source;
 pub mod stacks;
 pub mod wal;
+pub mod wal_name;
 
 pub use error::{Error, ErrorKind, Result};

@@ -9,8 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 use url::Url;
 
-use crate::config::Secret;
 use crate::error::{Error, ErrorKind, Result};
+use crate::secret::Secret;
 
 /// A Postgres connection target: a URL without its password, plus the password apart.
 #[derive(Clone)]

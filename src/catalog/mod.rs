@@ -28,8 +28,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (4, "actor_progress", include_str!("../../migrations/catalog/0004_actor_progress.sql")),
 ]);
 
-/// The catalog file used when the config names none: beside tidemark.toml.
-pub const DEFAULT_CATALOG_FILE: &str = "tidemark-catalog.sqlite";
+pub use crate::config::DEFAULT_CATALOG_FILE;
 
 /// The catalog database.
 #[derive(Debug, Clone)]

@@ -178,19 +178,6 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// A secret given on the command line by reference only (`env:VARIABLE` or `file:/path`),
-/// so the secret itself stays out of shell history, process lists and the config. The
-/// value is never repeated in the error (it may be the password itself).
-pub fn check_secret_reference(flag: &str, value: Option<&str>) -> Result<()> {
-    match value {
-        Some(v) if !v.starts_with("env:") && !v.starts_with("file:") => Err(tidemark::Error::usage(format!(
-            "{flag} takes env:VARIABLE or file:/path, so the password stays out of shell history, process lists \
-             and the config"
-        ))),
-        _ => Ok(()),
-    }
-}
-
 /// `1 part`, `2 parts`, `1 base backup`: a count and its noun.
 pub fn count(n: impl Into<u64>, noun: &str) -> String {
     let n = n.into();

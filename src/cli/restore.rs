@@ -36,7 +36,6 @@ pub struct RestoreArgs {
 }
 
 pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
-    super::check_secret_reference("--target-password", args.target_password.as_deref())?;
     let (core, _stop) = global.job_core().await?;
     let actor = global.actor();
     if args.stacks_only {
@@ -61,7 +60,8 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         jobs: args.jobs,
         media_target: args.media_target,
         no_media: args.no_media,
-        target_password: args.target_password.map(tidemark::config::Secret::literal),
+        target_password: args.target_password,
+        target_secret: None,
         wait: args.wait.get(),
     };
     // Ctrl-C and SIGTERM stop the restore, which then drops a database it created.

@@ -30,7 +30,6 @@ pub async fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
     let config = global.load_config()?;
     match cmd {
         WorkspaceCommand::Add { name, database_url, password, media } => {
-            super::check_secret_reference("--password", password.as_deref())?;
             let opts = WorkspaceAddOptions { name: name.clone(), database_url, password, media };
             add(&config, &opts)?;
             if global.json {

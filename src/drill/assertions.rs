@@ -196,6 +196,19 @@ async fn evaluate(conn: &mut PgConnection, assertion: &Assertion) -> Outcome {
     }
 }
 
+/// The restore-tests assertions of the workspace: the shared folder's (or the built-in
+/// generic ones), then the workspace's own folder's.
+pub fn load_for(config: &crate::config::LoadedConfig, ws: &crate::config::WorkspaceConfig) -> Result<Vec<Assertion>> {
+    let mut out = Vec::new();
+    for dir in config.restore_test_dirs(ws) {
+        match dir {
+            Some(dir) => out.extend(load_dirs(std::slice::from_ref(&dir))?),
+            None => out.extend(parse("generic.sql (built in)", BUILT_IN)?),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

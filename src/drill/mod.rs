@@ -5,6 +5,7 @@
 
 pub mod assertions;
 pub mod checks;
+pub mod record;
 pub mod throwaway;
 pub mod verify;
 

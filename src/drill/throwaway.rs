@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::{ConnSpec, quote_ident};
+use crate::pgcluster::Cluster;
 
 const DIR_PREFIX: &str = "tidemark-drill-";
 const LOCK_FILE: &str = "drill.lock";
@@ -266,6 +267,35 @@ pub async fn remove_leftover_databases(server: &ConnSpec) -> Result<Vec<String>>
     }
     ConnSpec::close(admin).await;
     Ok(removed)
+}
+
+/// Where a drill restored; removed at the end.
+pub enum Place {
+    /// A throwaway cluster being started: even when the drill is cut short (timeout,
+    /// Ctrl-C), the start runs to its end, and cleanup waits for it and stops the cluster.
+    Starting(tokio::task::JoinHandle<Result<Cluster>>),
+    Cluster(Cluster),
+    Server(ScratchDatabase),
+}
+
+/// Stops and removes the throwaway.
+pub async fn remove(place: Option<Place>, scratch: ScratchDir, bin_dir: Option<PathBuf>) -> Result<()> {
+    let place = match place {
+        // A cluster still starting is waited for, then stopped like a running one.
+        Some(Place::Starting(handle)) => handle.await.ok().and_then(Result::ok).map(Place::Cluster),
+        other => other,
+    };
+    let dropped = match place {
+        Some(Place::Server(db)) => db.remove().await,
+        Some(Place::Cluster(cluster)) => tokio::task::spawn_blocking(move || drop(cluster))
+            .await
+            .map_err(|e| Error::internal(format!("cluster stop task: {e}"))),
+        Some(Place::Starting(_)) | None => Ok(()),
+    };
+    let removed = tokio::task::spawn_blocking(move || scratch.remove(bin_dir.as_deref()))
+        .await
+        .map_err(|e| Error::internal(format!("drill cleanup task: {e}")))?;
+    dropped.and(removed)
 }
 
 #[cfg(test)]

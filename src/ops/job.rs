@@ -176,3 +176,30 @@ impl ProgressSink for JobRecord {
         let _ = self.tx.send(state.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_come_as_json_as_a_second_front_end_sends_them() {
+        let opts: crate::ops::snapshot::SnapshotOptions =
+            serde_json::from_str(r#"{"workspace": "shop", "note": "before 42", "wait": "10m"}"#).unwrap();
+        assert_eq!((opts.workspace.as_str(), opts.wait), ("shop", WaitFor(Some(Duration::from_secs(600)))));
+        assert_eq!(opts.kind, crate::repo::manifest::SnapshotKind::Manual, "defaults fill the rest");
+        assert!(
+            serde_json::from_str::<crate::ops::snapshot::SnapshotOptions>(r#"{"workspace": "shop", "oops": 1}"#)
+                .is_err()
+        );
+        let prune: crate::ops::prune::PruneOptions =
+            serde_json::from_str(r#"{"workspace": "shop", "dry_run": true, "grace": "6h", "as_of": null}"#).unwrap();
+        assert_eq!((prune.grace, prune.wait), (Duration::from_secs(6 * 3600), WaitFor::NO));
+        let drill: crate::ops::drill::DrillOptions = serde_json::from_str(
+            r#"{"workspace": "shop", "source": {"pitr": "time:2026-11-22T10:15:00Z"}, "record": true}"#,
+        )
+        .unwrap();
+        assert!(matches!(drill.source, crate::ops::drill::DrillSource::Pitr(crate::wal::window::Target::Time(_))));
+        // And back: what was sent is what a report of it shows.
+        assert_eq!(serde_json::to_value(WaitFor::FOREVER).unwrap(), serde_json::json!("0s"));
+    }
+}

@@ -157,7 +157,7 @@ impl Core {
             r = work => r,
             _ = self.stop.cancelled() => Err(Error::new(
                 ErrorKind::Interrupted,
-                "interrupted (Ctrl-C or SIGTERM): nothing was committed",
+                "interrupted (Ctrl-C, SIGTERM or a daemon shutdown): nothing of it is visible",
             )),
         }
     }

@@ -33,9 +33,12 @@ pub struct RestoreOptions {
     pub media_target: Option<String>,
     /// Restore the database only, even if the snapshot has media.
     pub no_media: bool,
-    /// The target server's password when the URL carries none (drills on a scratch server).
+    /// The target server's password when the URL carries none: `env:VARIABLE` or
+    /// `file:/path` (a password given as is is refused).
+    pub target_password: Option<String>,
+    /// The target's password as a configured secret (a drill's scratch server).
     #[serde(skip)]
-    pub target_password: Option<crate::config::Secret>,
+    pub target_secret: Option<crate::config::Secret>,
     /// When the target is the workspace's own database and another operation holds the
     /// workspace: refuse (default) or wait.
     pub wait: WaitFor,
@@ -69,7 +72,11 @@ pub struct RestoreReport {
 pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
     let clock = Instant::now();
     let (workspace, id) = super::snapshot::resolve(core, &opts.snapshot, opts.workspace.as_deref()).await?;
-    let target = ConnSpec::parse(&opts.target, opts.target_password.as_ref())?;
+    let password = match &opts.target_password {
+        Some(text) => Some(crate::secret::Secret::reference("--target-password", text)?),
+        None => opts.target_secret.clone(),
+    };
+    let target = ConnSpec::parse(&opts.target, password.as_ref())?;
     let own = match core.workspace(&workspace) {
         Ok(ws) => ws.conn().is_ok_and(|spec| spec.same_database(&target)),
         Err(_) => false,
@@ -214,7 +221,12 @@ pub async fn restore_stacks(
     };
     let stacks = load::table_rows(&from, "tidemark", "stacks").await.map_err(no_stacks)?;
     let changes = load::table_rows(&from, "tidemark", "stack_changes").await.map_err(no_stacks)?;
-    let live = crate::stacks::snapshot::live_documents(&stacks, &changes, &snapshot)?;
+    use crate::stacks::snapshot::{Rows, live_documents};
+    let live = live_documents(
+        Rows { rows: &stacks.rows, columns: &stacks.columns },
+        Rows { rows: &changes.rows, columns: &changes.columns },
+        &snapshot,
+    )?;
     let mut conn = core.workspace(&workspace)?.conn()?.connect().await?;
     crate::stacks::install(&mut conn).await?;
     let message = format!("restore from snapshot {snapshot}");

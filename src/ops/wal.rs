@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::Core;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::wal::archive::{self, Pushed};
@@ -21,20 +21,7 @@ pub async fn fetch(core: &Core, workspace: Option<&str>, name: &str, dest: &Path
     archive::fetch(&core.repo, &core.identities()?, &workspace, name, dest).await
 }
 
-/// How `wal fetch` reports a failure on its stderr (the server log), so that whoever
-/// started the server can tell why recovery stopped: [`fetch_failure_in`] reads it back.
-pub fn fetch_failure_line(e: &Error) -> String {
-    format!("tidemark wal fetch failed ({}): {}", e.kind().name(), e.report())
-}
-
-/// The kind of the first `wal fetch` failure in a server log, if any.
-pub fn fetch_failure_in(log: &str) -> Option<ErrorKind> {
-    log.lines().find_map(|line| {
-        let (_, rest) = line.split_once("tidemark wal fetch failed (")?;
-        let (name, _) = rest.split_once(')')?;
-        ErrorKind::ALL.into_iter().find(|k| k.name() == name)
-    })
-}
+pub use crate::wal::recovery::{fetch_failure_in, fetch_failure_line};
 
 /// Reads WAL ahead into `spool` for a recovery (see [`crate::wal::prefetch`]); returns how
 /// many files it downloaded.
@@ -50,7 +37,7 @@ pub async fn prefetch(
 }
 
 /// What `wal stream` takes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct StreamOptions {
     pub workspace: String,
     /// Default: `tidemark_<workspace>`.
@@ -67,8 +54,8 @@ pub async fn stream(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<crate::wal::stream::StreamReport> {
     use crate::wal::stream::{StreamSettings, default_slot};
-    let ws = core.config.workspace(&opts.workspace)?;
-    let spec = crate::pg::ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
+    let ws = core.workspace(&opts.workspace)?;
+    let spec = ws.conn()?.clone();
     let settings = StreamSettings {
         workspace: opts.workspace.clone(),
         slot: opts.slot.clone().unwrap_or_else(|| default_slot(&opts.workspace)),
@@ -171,7 +158,7 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
     }
     child
         .env_clear()
-        .envs(super::pitr::restore_command_env(core))
+        .envs(crate::wal::recovery::restore_command_env(&core.config.config.repository))
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     child.current_dir("/").stdin(std::process::Stdio::null());
     if let Some((uid, gid)) = run_as {

@@ -20,9 +20,11 @@ pub struct WorkspaceAddOptions {
 
 /// Adds a workspace to the config file, keeping the file's comments and layout.
 ///
-/// Errors: `Usage` for a bad name, `AlreadyExists` for a taken one, `Config` for a bad URL.
+/// Errors: `Usage` for a bad name or a password given as is (not `env:`/`file:`),
+/// `AlreadyExists` for a taken one, `Config` for a bad URL.
 pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
     validate_workspace_name(&opts.name)?;
+    let password = opts.password.as_deref().map(|p| Secret::reference("--password", p)).transpose()?;
     if config.config.workspaces.contains_key(&opts.name) {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
@@ -31,7 +33,7 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
     }
     let ws = WorkspaceConfig {
         database_url: opts.database_url.clone(),
-        password: opts.password.as_ref().map(|p| Secret::literal(p.clone())),
+        password,
         media: opts.media.clone(),
         schedules: None,
         wal_stream: false,

@@ -93,11 +93,11 @@ pub fn wal_dir(workspace: &str) -> Path {
 /// of a segment still being written. Errors: `Usage` for a name that is neither.
 pub fn wal_file_dir(workspace: &str, name: &str) -> Result<Path> {
     let file = match name.strip_suffix(".partial") {
-        Some(segment) => match crate::wal::WalFile::parse(segment)? {
-            f @ crate::wal::WalFile::Segment { .. } => f,
+        Some(segment) => match crate::wal_name::WalFile::parse(segment)? {
+            f @ crate::wal_name::WalFile::Segment { .. } => f,
             _ => return Err(Error::usage(format!("{name:?} is not a partial WAL segment"))),
         },
-        None => crate::wal::WalFile::parse(name)?,
+        None => crate::wal_name::WalFile::parse(name)?,
     };
     Ok(wal_dir(workspace).join(format!("{:08X}", file.timeline())).join(name))
 }

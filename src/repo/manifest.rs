@@ -52,7 +52,7 @@ pub struct Manifest {
     /// The workspace's function stacks at the snapshot (they are restored with the tables of
     /// the `tidemark` schema; this is the summary `show` and drills compare against).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub stacks: Vec<crate::stacks::log::StackSummary>,
+    pub stacks: Vec<StackSummary>,
     /// The media store's files at the snapshot (`None`: the workspace has no media store,
     /// or the snapshot was taken with `--no-media`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -172,7 +172,7 @@ pub struct MediaSummary {
     /// that could not be read or vanished during the run). The snapshot is complete for
     /// everything else; see README "Media".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub skipped: Vec<crate::source::media::Skipped>,
+    pub skipped: Vec<Skipped>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,4 +191,21 @@ pub struct MediaEntry {
     /// `None` for object-store media and snapshots of earlier versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
+}
+
+/// A stack in `list` (and in a snapshot's manifest).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackSummary {
+    pub stack: String,
+    pub changes: i64,
+    pub live_change: i64,
+    pub live_sha256: String,
+    pub latest_version: Option<i32>,
+}
+
+/// A media file a snapshot did not back up, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
 }

@@ -23,6 +23,7 @@ use croner::parser::{CronParser, Seconds, Year};
 use serde::Deserialize;
 
 use super::retention::Retention;
+use crate::config::LoadedConfig;
 use crate::error::{Error, Result};
 use crate::repo::manifest::SnapshotKind;
 
@@ -202,6 +203,48 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Policy>> {
         .collect();
     paths.sort();
     paths.iter().map(|p| Policy::load(p)).collect()
+}
+
+const BUILTIN_POLICIES: [(&str, &str); 2] =
+    [("daily", include_str!("../../schedules/daily.toml")), ("manual", include_str!("../../schedules/manual.toml"))];
+
+/// The policies that apply to a workspace: its `schedules` names (default: all) from the
+/// schedules folder (default: `schedules/` beside the config, else the built-in ones).
+///
+/// Errors: `Config` for a policy that cannot be loaded, a name that does not exist, or two
+/// policies setting retention for the same kind.
+pub fn policies_for(config: &LoadedConfig, workspace: &str) -> Result<Vec<Policy>> {
+    let ws = config.workspace(workspace)?;
+    let dir = match &config.config.schedules_dir {
+        Some(d) => Some(config.resolve_path(d)),
+        None => Some(config.resolve_path(Path::new("schedules"))).filter(|d: &std::path::PathBuf| d.is_dir()),
+    };
+    let all = match dir {
+        Some(d) => load_dir(&d)?,
+        None => BUILTIN_POLICIES.iter().map(|(n, t)| Policy::parse(n, t)).collect::<Result<Vec<_>>>()?,
+    };
+    let chosen: Vec<Policy> = match &ws.schedules {
+        None => all,
+        Some(names) => names
+            .iter()
+            .map(|n| {
+                all.iter().find(|p| &p.name == n).cloned().ok_or_else(|| {
+                    Error::config(format!("workspace {workspace} names the schedule {n:?}, which does not exist"))
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let mut kinds = std::collections::HashSet::new();
+    for p in &chosen {
+        let Some(kind) = p.kind else { continue };
+        if !kinds.insert(kind) {
+            return Err(Error::config(format!(
+                "two policies of workspace {workspace} set the retention of {} snapshots; keep one",
+                kind
+            )));
+        }
+    }
+    Ok(chosen)
 }
 
 #[cfg(test)]

@@ -132,6 +132,29 @@ fn human(d: chrono::Duration) -> String {
     }
 }
 
+/// Drill reports kept whatever their age: the newest of a workspace.
+pub const DRILL_REPORTS_ALWAYS_KEPT: usize = 10;
+
+/// How long drill reports are kept when no policy has a `keep-within`.
+pub const DRILL_REPORTS_DEFAULT_DAYS: i64 = 90;
+
+/// The drill reports retention deletes: written before `as_of - horizon`, except the
+/// newest [`DRILL_REPORTS_ALWAYS_KEPT`].
+pub fn drill_reports_to_delete<K: Clone + Ord>(
+    reports: &[(K, DateTime<Utc>)],
+    horizon: chrono::Duration,
+    as_of: DateTime<Utc>,
+) -> Vec<K> {
+    let mut newest_first: Vec<&(K, DateTime<Utc>)> = reports.iter().collect();
+    newest_first.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    newest_first
+        .into_iter()
+        .skip(DRILL_REPORTS_ALWAYS_KEPT)
+        .filter(|(_, written)| *written < as_of - horizon)
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +292,27 @@ mod tests {
         assert_eq!(kept(&utc), vec!["a", "b"]);
         let berlin = select(&snaps, |_| Some((r.clone(), chrono_tz::Europe::Berlin)), at("2026-02-01T00:00:00Z"));
         assert_eq!(kept(&berlin), vec!["b", "c"]);
+    }
+
+    #[test]
+    fn drill_reports_older_than_the_horizon_go_but_the_newest_ten_stay() {
+        let day0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
+        let day = |d: i64| day0 + chrono::Duration::days(d);
+        let reports: Vec<(String, DateTime<Utc>)> = (0..13).map(|d| (format!("r{d:02}.json.age"), day(d))).collect();
+        let names = |mut names: Vec<String>| -> Vec<String> {
+            names.sort();
+            names
+        };
+        let ninety = chrono::Duration::days(90);
+        // On day 100, everything before day 10 is past the horizon; days 3..12 are the newest ten.
+        assert_eq!(
+            names(drill_reports_to_delete(&reports, ninety, day(100))),
+            ["r00.json.age", "r01.json.age", "r02.json.age"]
+        );
+        // On day 91, only day 0 is past it.
+        assert_eq!(names(drill_reports_to_delete(&reports, ninety, day(91))), ["r00.json.age"]);
+        assert!(drill_reports_to_delete(&reports, ninety, day(50)).is_empty());
+        // However old, ten reports are never too many.
+        assert!(drill_reports_to_delete(&reports[..10], ninety, day(1000)).is_empty());
     }
 }

@@ -30,12 +30,7 @@ pub struct Listed {
     pub mode: Option<u32>,
 }
 
-/// A media file a snapshot did not back up, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Skipped {
-    pub path: String,
-    pub reason: String,
-}
+pub use crate::repo::manifest::Skipped;
 
 /// What a media store holds: the regular files to back up, and what was passed over.
 #[derive(Debug, Default)]

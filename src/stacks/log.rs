@@ -34,15 +34,7 @@ pub struct ChangeInfo {
     pub reverted_to: Option<String>,
 }
 
-/// A stack in `list` (and in a snapshot's manifest).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct StackSummary {
-    pub stack: String,
-    pub changes: i64,
-    pub live_change: i64,
-    pub live_sha256: String,
-    pub latest_version: Option<i32>,
-}
+pub use crate::repo::manifest::StackSummary;
 
 /// What a put or revert did.
 #[derive(Debug, Clone, Serialize)]

@@ -114,7 +114,7 @@ async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
         prefetch,
     };
     let report = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap();
-    assert!(!pgdata.join(tidemark::ops::pitr::PREFETCH_DIR).exists(), "the end of recovery removes the spool");
+    assert!(!pgdata.join(tidemark::wal::recovery::PREFETCH_DIR).exists(), "the end of recovery removes the spool");
     let spec = ConnSpec::parse(&format!("postgres://postgres@127.0.0.1:{}/shop", report.port.unwrap()), None).unwrap();
     let mut conn = spec.connect().await.unwrap();
     let rows = sqlx::query("SELECT label FROM markers").fetch_all(&mut conn).await.unwrap();

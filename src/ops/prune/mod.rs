@@ -11,20 +11,20 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+mod physical;
+
 use super::Core;
 use super::job::WaitFor;
 use crate::actor::Actor;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::repo::manifest::SnapshotKind;
 use crate::repo::{Key, StoredObject, layout};
 use crate::schedule::policy::{self, Policy};
 use crate::schedule::retention::{self, Candidate, Decision, Retention};
+use physical::prune_pitr;
 
 /// Objects younger than this are never collected as garbage (a snapshot may be writing them).
 pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
-
-const BUILTIN_POLICIES: [(&str, &str); 2] =
-    [("daily", include_str!("../../schedules/daily.toml")), ("manual", include_str!("../../schedules/manual.toml"))];
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PruneOptions {
@@ -93,43 +93,9 @@ pub struct PitrPruneReport {
     pub damaged: Vec<crate::repo::Damaged>,
 }
 
-/// The policies that apply to a workspace: its `schedules` names (default: all) from the
-/// schedules folder (default: `schedules/` beside the config, else the built-in ones).
-///
-/// Errors: `Config` for a policy that cannot be loaded, a name that does not exist, or two
-/// policies setting retention for the same kind.
+/// The policies that apply to a workspace (see [`crate::schedule::policy::policies_for`]).
 pub fn policies_for(core: &Core, workspace: &str) -> Result<Vec<Policy>> {
-    let ws = core.config.workspace(workspace)?;
-    let dir = match &core.config.config.schedules_dir {
-        Some(d) => Some(core.config.resolve_path(d)),
-        None => Some(core.config.resolve_path(std::path::Path::new("schedules"))).filter(|d| d.is_dir()),
-    };
-    let all = match dir {
-        Some(d) => policy::load_dir(&d)?,
-        None => BUILTIN_POLICIES.iter().map(|(n, t)| Policy::parse(n, t)).collect::<Result<Vec<_>>>()?,
-    };
-    let chosen: Vec<Policy> = match &ws.schedules {
-        None => all,
-        Some(names) => names
-            .iter()
-            .map(|n| {
-                all.iter().find(|p| &p.name == n).cloned().ok_or_else(|| {
-                    Error::config(format!("workspace {workspace} names the schedule {n:?}, which does not exist"))
-                })
-            })
-            .collect::<Result<_>>()?,
-    };
-    let mut kinds = HashSet::new();
-    for p in &chosen {
-        let Some(kind) = p.kind else { continue };
-        if !kinds.insert(kind) {
-            return Err(Error::config(format!(
-                "two policies of workspace {workspace} set the retention of {} snapshots; keep one",
-                kind
-            )));
-        }
-    }
-    Ok(chosen)
+    policy::policies_for(&core.config, workspace)
 }
 
 /// Pinned snapshot ids of a workspace.
@@ -298,10 +264,10 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
         .iter()
         .filter_map(|p| p.retention.keep_within)
         .max()
-        .unwrap_or(chrono::Duration::days(DRILL_REPORTS_DEFAULT_DAYS));
+        .unwrap_or(chrono::Duration::days(retention::DRILL_REPORTS_DEFAULT_DAYS));
     let reports = core.repo.list(&layout::drill_reports(&opts.workspace)).await?;
     let reports: Vec<(Key, DateTime<Utc>)> = reports.into_iter().map(|o| (o.key, o.modified)).collect();
-    for key in drill_reports_to_delete(&reports, horizon, as_of) {
+    for key in retention::drill_reports_to_delete(&reports, horizon, as_of) {
         if !opts.dry_run {
             core.repo.delete(&key).await?;
         }
@@ -318,29 +284,6 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     Ok(report)
 }
 
-/// Drill reports kept whatever their age: the newest of a workspace.
-const DRILL_REPORTS_ALWAYS_KEPT: usize = 10;
-
-/// How long drill reports are kept when no policy has a `keep-within`.
-const DRILL_REPORTS_DEFAULT_DAYS: i64 = 90;
-
-/// The drill reports retention deletes: written before `as_of - horizon`, except the
-/// newest [`DRILL_REPORTS_ALWAYS_KEPT`].
-fn drill_reports_to_delete(
-    reports: &[(Key, DateTime<Utc>)],
-    horizon: chrono::Duration,
-    as_of: DateTime<Utc>,
-) -> Vec<Key> {
-    let mut newest_first: Vec<&(Key, DateTime<Utc>)> = reports.iter().collect();
-    newest_first.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
-    newest_first
-        .into_iter()
-        .skip(DRILL_REPORTS_ALWAYS_KEPT)
-        .filter(|(_, written)| *written < as_of - horizon)
-        .map(|(path, _)| path.clone())
-        .collect()
-}
-
 /// [`prune`] as a recorded job (see [`super::job::recorded`]).
 pub async fn prune_recorded(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
     let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "prune", kind: None };
@@ -352,98 +295,4 @@ pub async fn prune_recorded(core: &Core, opts: &PruneOptions, actor: &Actor) -> 
         |r: &PruneReport| crate::catalog::JobEnd { bytes: Some(r.deleted_bytes), ..Default::default() },
     )
     .await
-}
-
-/// The physical side: base backups no moment of the PITR window needs (manifest first),
-/// the WAL only they needed, and leftovers of base backups that never committed; WAL and
-/// leftovers younger than the grace period stay.
-async fn prune_pitr(
-    core: &Core,
-    opts: &PruneOptions,
-    policies: &[Policy],
-    identities: &crate::keys::Identities,
-    as_of: chrono::DateTime<chrono::Utc>,
-    grace: chrono::Duration,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<PitrPruneReport> {
-    use crate::wal::{archive, base};
-    let ws = core.config.workspace(&opts.workspace)?;
-    let window = match ws.pitr_window {
-        Some(w) => chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX),
-        None => policies.iter().filter_map(|p| p.retention.keep_within).max().unwrap_or(chrono::Duration::days(3)),
-    };
-    let read = base::read_all(&core.repo, identities, &opts.workspace).await?;
-    let bases = read.items;
-    let archived = archive::list(&core.repo, &opts.workspace).await?;
-    let mut plan = crate::wal::retention::plan(&bases, &archived, window, as_of);
-    if !read.damaged.is_empty() {
-        // What WAL a base backup that cannot be read needs is unknown: none is deleted.
-        plan.wal_files.clear();
-    }
-    let mut report = PitrPruneReport {
-        damaged: read.damaged.clone(),
-        window: humantime::format_duration(window.to_std().unwrap_or_default()).to_string(),
-        oldest_wal_kept: plan.oldest_wal_kept.clone(),
-        ..Default::default()
-    };
-    for id in &plan.base_backups {
-        if !opts.dry_run {
-            core.repo.delete(&layout::base_manifest(&opts.workspace, id)).await?;
-            core.repo.delete(&layout::base_tar(&opts.workspace, id)).await?;
-        }
-        report.base_backups_deleted.push(id.clone());
-    }
-    let doomed: HashSet<&str> = plan.wal_files.iter().map(String::as_str).collect();
-    for file in archived.iter().filter(|a| doomed.contains(a.name.as_str())) {
-        if now.signed_duration_since(file.archived_at) < grace {
-            report.wal_files_in_grace += 1;
-            continue;
-        }
-        if !opts.dry_run {
-            core.repo.delete(&layout::wal_object(&opts.workspace, &file.name, &file.sha256)?).await?;
-        }
-        report.wal_files_deleted += 1;
-    }
-    // A base backup that never committed (crashed) leaves a tar without a manifest.
-    let committed: HashSet<&str> =
-        bases.iter().map(|b| b.id.as_str()).chain(read.damaged.iter().map(|d| d.id.as_str())).collect();
-    for object in core.repo.list(&layout::base_backups(&opts.workspace)).await? {
-        let id = object.key.parts().nth(3).map(|p| p.as_ref().to_string()).unwrap_or_default();
-        if committed.contains(id.as_str()) || now.signed_duration_since(object.modified) < grace {
-            continue;
-        }
-        if !opts.dry_run {
-            core.repo.delete(&object.key).await?;
-        }
-    }
-    Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn drill_reports_older_than_the_horizon_go_but_the_newest_ten_stay() {
-        let day0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc();
-        let day = |d: i64| day0 + chrono::Duration::days(d);
-        let reports: Vec<(Key, DateTime<Utc>)> =
-            (0..13).map(|d| (layout::drill_report("shop", &format!("r{d:02}")), day(d))).collect();
-        let names = |paths: Vec<Key>| -> Vec<String> {
-            let mut names: Vec<String> = paths.iter().map(|p| p.filename().unwrap().to_string()).collect();
-            names.sort();
-            names
-        };
-        let ninety = chrono::Duration::days(90);
-        // On day 100, everything before day 10 is past the horizon; days 3..12 are the newest ten.
-        assert_eq!(
-            names(drill_reports_to_delete(&reports, ninety, day(100))),
-            ["r00.json.age", "r01.json.age", "r02.json.age"]
-        );
-        // On day 91, only day 0 is past it.
-        assert_eq!(names(drill_reports_to_delete(&reports, ninety, day(91))), ["r00.json.age"]);
-        assert!(drill_reports_to_delete(&reports, ninety, day(50)).is_empty());
-        // However old, ten reports are never too many.
-        assert!(drill_reports_to_delete(&reports[..10], ninety, day(1000)).is_empty());
-    }
 }

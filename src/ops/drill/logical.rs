@@ -1,0 +1,121 @@
+//! The logical drill: a throwaway database (a cluster of its own, or a scratch server),
+//! the restore into it, then every check of the restored copy.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// The logical drill's work: throwaway database, restore, checks.
+pub(super) async fn logical(
+    ctx: &Context<'_>,
+    manifest: &Manifest,
+    scratch_server: Option<&ConnSpec>,
+    done: &mut Progressed,
+) -> Result<()> {
+    done.source = manifest.id.clone();
+    done.target = manifest.finished_at.to_rfc3339();
+    done.stored_bytes = manifest.stored_bytes();
+    done.database = database_name(&ctx.opts.workspace, &manifest.id);
+    let clock = Instant::now();
+    let target = match scratch_server {
+        Some(server) => {
+            done.place = Some(Place::Server(ScratchDatabase::claim(server, &done.database).await?));
+            done.restored_into = format!("scratch server {}", crate::pg::redact_url(&server.display()));
+            server.with_database(&done.database)
+        }
+        None => {
+            let opts = ClusterOptions {
+                bin_dir: ctx.core.pg_bin_dir(),
+                parent: Some(ctx.scratch.to_path_buf()),
+                ..Default::default()
+            };
+            let starting =
+                done.place.insert(Place::Starting(tokio::task::spawn_blocking(move || Cluster::start(&opts))));
+            let Place::Starting(handle) = starting else { unreachable!("just inserted") };
+            let started = handle.await;
+            done.place = None;
+            let cluster = started.map_err(|e| Error::internal(format!("cluster start task: {e}")))??;
+            done.restored_into = format!("throwaway cluster on 127.0.0.1:{}", cluster.port());
+            let admin = ConnSpec::parse(&cluster.url("postgres"), None)?;
+            let target = ConnSpec::parse(&cluster.url(&done.database), None)?;
+            done.place = Some(Place::Cluster(cluster));
+            checks::create_roles(&admin, &manifest.roles).await?;
+            target
+        }
+    };
+    done.timings.target_ms = ms(clock);
+
+    let media_dir = ctx.scratch.join("media");
+    let restore_opts = RestoreOptions {
+        snapshot: manifest.id.clone(),
+        workspace: Some(ctx.opts.workspace.clone()),
+        target: target.display(),
+        jobs: None,
+        media_target: manifest.media.as_ref().map(|_| media_dir.display().to_string()),
+        no_media: manifest.media.is_none(),
+        target_password: None,
+        target_secret: ctx.core.config.config.drill.scratch_password.clone().filter(|_| scratch_server.is_some()),
+        wait: Default::default(),
+    };
+    let clock = Instant::now();
+    let restored = restore(ctx.core, &restore_opts, ctx.actor).await;
+    let restore_ms = ms(clock);
+    done.timings.restore_ms = restore_ms;
+    let report = match restored {
+        Ok(report) => report,
+        Err(e) => {
+            let (failed, skipped) = if matches!(e.kind(), ErrorKind::Integrity | ErrorKind::Key) {
+                ("object-hashes", "restore")
+            } else {
+                ("restore", "object-hashes")
+            };
+            done.checks.push(Check::new(failed, Err(e.report()), restore_ms));
+            done.checks.push(Check::skipped(skipped, "the restore failed"));
+            for name in ["tables", "schema-fingerprint", "sequences", "function-stacks", "media-hashes"] {
+                done.checks.push(Check::skipped(name, "the restore failed"));
+            }
+            return Ok(());
+        }
+    };
+    let t = &report.timings;
+    (done.timings.preflight_ms, done.timings.schema_ms, done.timings.data_ms) = (t.check_ms, t.pre_data_ms, t.data_ms);
+    (done.timings.indexes_ms, done.timings.finish_ms, done.timings.media_ms) =
+        (t.post_data_ms, t.finish_ms, t.media_ms);
+    done.plain_bytes = report.plain_bytes;
+    let objects = manifest.objects().count();
+    done.checks.push(Check::new(
+        "object-hashes",
+        Ok(format!(
+            "{objects} objects ({} stored bytes) and {} media files authenticated (age) and matched their SHA-256 \
+             while restoring",
+            report.stored_bytes, report.media_files
+        )),
+        0,
+    ));
+    done.checks.push(Check::new(
+        "restore",
+        Ok(format!("{} tables, {} rows in {} ms", report.tables, report.rows, restore_ms)),
+        restore_ms,
+    ));
+
+    let checks_clock = Instant::now();
+    let progress = ctx.core.progress();
+    progress.set_prefix(format!("drill {}", ctx.opts.workspace));
+    progress.set_message(format!("checking {} tables against the snapshot", manifest.tables.len()));
+    done.checks.extend(checks::check_contents(manifest, &target).await);
+    progress.set_message("checking media");
+    done.checks.push(checks::check_media(manifest, &media_dir).await);
+    progress.set_message(format!("running {} restore-test assertions", ctx.assertions.len()));
+    match target.connect().await {
+        Ok(mut conn) => {
+            let tables: Vec<(String, String, i64)> =
+                manifest.tables.iter().map(|t| (t.schema.clone(), t.name.clone(), t.rows as i64)).collect();
+            let timeout = ctx.core.config.config.drill.assertion_timeout;
+            done.checks.extend(checks::run_assertions(&mut conn, ctx.assertions, &tables, timeout).await);
+            ConnSpec::close(conn).await;
+        }
+        Err(e) => done.checks.push(Check::new("restore-tests", Err(e.report()), 0)),
+    }
+    progress.finish();
+    done.timings.checks_ms = ms(checks_clock);
+    Ok(())
+}

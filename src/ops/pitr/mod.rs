@@ -1,0 +1,152 @@
+//! `pitr window|restore|mark`: what moments can be restored, restoring one into a new data
+//! directory (base backup + recovery configured to fetch WAL from the repository), and
+//! named restore points.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+mod restore;
+
+pub use restore::{DEFAULT_PREFETCH, PitrRestoreOptions, PitrRestoreReport, RECOVERY_CONTEXT, restore};
+
+use super::Core;
+use crate::actor::Actor;
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::Identities;
+use crate::pg::ConnSpec;
+use crate::progress::Progress;
+use crate::repo::layout;
+use crate::wal::recovery::{self, Reached};
+use crate::wal::timeline::{self, Histories, Leg};
+use crate::wal::window::{self, Target, Window};
+use crate::wal::{Lsn, archive, base};
+
+/// The window of a workspace. Errors: `Key` without an identity (base backup manifests
+/// are encrypted), `Unavailable` for the store.
+pub async fn window(core: &Core, workspace: &str) -> Result<Window> {
+    core.config.workspace(workspace)?;
+    Ok(Physical::load(core, &core.identities()?, workspace).await?.window())
+}
+
+/// What the window is computed from: a workspace's base backups, archived WAL files and
+/// timeline history files.
+pub(crate) struct Physical {
+    pub bases: Vec<base::BaseManifest>,
+    pub archived: Vec<archive::Archived>,
+    pub histories: Histories,
+}
+
+impl Physical {
+    /// A base backup whose manifest cannot be read is left out (logged; `check` reports
+    /// it), so an older good one still serves.
+    ///
+    /// Errors: `Key` without the identity (manifests and history files are encrypted),
+    /// `Integrity` for a damaged history file, `Unavailable` for the store.
+    pub async fn load(core: &Core, identities: &Identities, workspace: &str) -> Result<Physical> {
+        let read = base::read_all(&core.repo, identities, workspace).await?;
+        for d in &read.damaged {
+            tracing::warn!(workspace, base_backup = %d.id, problem = %d.problem, "a base backup's manifest cannot be read; it is left out");
+        }
+        let bases = read.items;
+        let archived = archive::list(&core.repo, workspace).await?;
+        let histories = archive::histories(&core.repo, identities, workspace, &archived).await?;
+        Ok(Physical { bases, archived, histories })
+    }
+
+    pub fn window(&self) -> Window {
+        window::compute(&self.bases, &self.archived, &self.histories)
+    }
+
+    /// The timelines recovery from `base` replays.
+    fn path(&self, base: &base::BaseManifest) -> Vec<Leg> {
+        timeline::path(&self.histories, base.timeline, base.start_lsn, base.end_lsn)
+    }
+}
+
+/// A restore point tidemark made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestorePoint {
+    pub name: String,
+    pub lsn: Lsn,
+    pub time: DateTime<Utc>,
+}
+
+/// What `pitr mark` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MarkOptions {
+    pub workspace: String,
+    /// The restore point's name (1 to 63 characters; never reused).
+    pub name: String,
+}
+
+/// Creates a named restore point on the workspace's server (`pg_create_restore_point`),
+/// switches to a new WAL segment so it is archived at once, and records it.
+///
+/// Errors: `AlreadyExists` for a name already recorded (never replaced); `Database` when
+/// the role may not (superuser or an explicit grant is needed).
+pub async fn mark(core: &Core, opts: &MarkOptions, _actor: &Actor) -> Result<RestorePoint> {
+    let (workspace, name) = (opts.workspace.as_str(), opts.name.as_str());
+    if name.is_empty() || name.len() > 63 {
+        return Err(Error::usage("a restore point name has 1 to 63 characters"));
+    }
+    let ws = core.workspace(workspace)?;
+    // A name already recorded is refused before the server gets a second point of that name.
+    if core.repo.stored_size(&layout::restore_point(workspace, name)).await?.is_some() {
+        return Err(used_name(Error::new(ErrorKind::AlreadyExists, "exists"), name));
+    }
+    let spec = ws.conn()?.clone();
+    let mut conn = spec.connect().await?;
+    let grant = |e: Error| {
+        if e.message().contains("SQLSTATE 42501") {
+            e.context(format!(
+                "a restore point needs a superuser, or: GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), \
+                 pg_switch_wal() TO {}; (see README \"Privileges\")",
+                spec_user(&spec)
+            ))
+        } else {
+            e
+        }
+    };
+    let (lsn, time): (String, DateTime<Utc>) = sqlx::query_as("SELECT pg_create_restore_point($1)::text, now()")
+        .bind(name)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| grant(e.into()))?;
+    sqlx::query("SELECT pg_switch_wal()").execute(&mut conn).await.map_err(|e| grant(e.into()))?;
+    let point = RestorePoint { name: name.to_string(), lsn: lsn.parse()?, time };
+    let key = layout::restore_point(workspace, name);
+    // Write-once: a restore point recorded under this name at the same moment is not replaced.
+    core.repo.put_sealed(&key, &point, core.recipients()?).await.map_err(|e| used_name(e, name))?;
+    Ok(point)
+}
+
+/// A restore point name that is taken: `AlreadyExists`, saying what to do.
+fn used_name(e: Error, name: &str) -> Error {
+    if e.kind() != ErrorKind::AlreadyExists {
+        return e;
+    }
+    Error::new(
+        ErrorKind::AlreadyExists,
+        format!(
+            "a restore point named {name:?} is already recorded; restore points are never replaced (restoring \
+             `--name {name}` must mean one moment): choose another name"
+        ),
+    )
+}
+
+/// The role a connection spec names, for GRANT lines in messages.
+fn spec_user(spec: &ConnSpec) -> String {
+    url::Url::parse(&spec.display())
+        .ok()
+        .map(|u| u.username().to_string())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "<role>".into())
+}
+
+async fn recorded_point(core: &Core, workspace: &str, name: &str) -> Result<Option<RestorePoint>> {
+    let key = layout::restore_point(workspace, name);
+    core.repo.read_sealed(&key, &core.identities()?, &format!("restore point {name}")).await
+}

@@ -1,0 +1,241 @@
+//! `pitr restore`: a data directory restored to a moment, from a base backup and the WAL
+//! after it (recovery settings and the server's start live in `wal::recovery`).
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// What `pitr restore` takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PitrRestoreOptions {
+    pub workspace: String,
+    /// The new data directory: must not exist, or be empty.
+    pub pgdata: PathBuf,
+    pub target: Target,
+    /// Start the server and wait until the target is reached.
+    pub start: bool,
+    /// The port of the started server (default: a free one).
+    pub port: Option<u16>,
+    /// How tidemark is invoked by the server's `restore_command` (default: this binary).
+    pub tidemark_command: Option<String>,
+    /// WAL segments read ahead during recovery (`wal fetch --prefetch`); 0: none.
+    pub prefetch: u32,
+}
+
+/// Segments `pitr restore` reads ahead by default: 8 x 16 MiB in the spool at most.
+pub const DEFAULT_PREFETCH: u32 = 8;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PitrRestoreReport {
+    pub workspace: String,
+    pub pgdata: String,
+    pub base_backup: String,
+    pub target: String,
+    pub window: String,
+    pub port: Option<u16>,
+    pub reached: Option<Reached>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub restore_ms: u64,
+    /// What the restore reads, stored and plain: the base backup's tar and the WAL
+    /// segments along its timelines from its start to the one recovery stopped in (without
+    /// `--start`, to the one where the copy becomes consistent), as archived when the
+    /// restore began.
+    pub stored_bytes: u64,
+    pub plain_bytes: u64,
+}
+
+/// Builds a data directory restored to the target (the base backup checked with
+/// `pg_verifybackup` before recovery is configured), and optionally starts it.
+///
+/// Errors: `Refused` for a target outside the window (before anything is written) or a
+/// non-empty `pgdata`; `Integrity`/`Key` for the base backup; `Integrity` when recovery
+/// ended before the target or the end of the archived WAL (naming what was not replayed),
+/// or a WAL file failed verification; `Internal` with the server log when recovery fails
+/// otherwise. A failed restore stops the server it started and removes what it wrote (the
+/// data directory, when this call created it).
+pub async fn restore(core: &Core, opts: &PitrRestoreOptions, _actor: &Actor) -> Result<PitrRestoreReport> {
+    let progress = core.progress();
+    progress.set_prefix(format!("pitr restore {}", opts.workspace));
+    let restored = restore_with(core, opts, progress).await;
+    progress.finish();
+    restored
+}
+
+async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progress) -> Result<PitrRestoreReport> {
+    let clock = Instant::now();
+    core.config.workspace(&opts.workspace)?;
+    if opts.start {
+        // The server runs `tidemark wal fetch` as its own OS user: check, as that user,
+        // that it can (before anything is written), and say what to run if not.
+        let command = opts.tidemark_command.as_deref().filter(|c| Path::new(c).is_file());
+        let setup = crate::ops::wal::setup(core, Some(&opts.workspace), true, command).await?;
+        if !setup.ok {
+            return Err(Error::config(format!(
+                "the restored server could not fetch WAL: {}. Fix it (as root) with:\n  {}\n(`tidemark wal setup \
+                 --restore` checks again)",
+                setup.problem.unwrap_or_default(),
+                setup.fixes.join("\n  ")
+            )));
+        }
+    }
+    let identities = core.identities()?;
+    let physical = Physical::load(core, &identities, &opts.workspace).await?;
+    let window = physical.window();
+    let target = match &opts.target {
+        Target::Name(name, None) => {
+            Target::Name(name.clone(), recorded_point(core, &opts.workspace, name).await?.map(|p| p.lsn))
+        }
+        other => other.clone(),
+    };
+    let chosen = window::choose(&window, &physical.bases, &target)?.clone();
+    let legs = physical.path(&chosen);
+
+    let pgdata = std::path::absolute(&opts.pgdata)?;
+    if pgdata.exists() && std::fs::read_dir(&pgdata)?.next().is_some() {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!("{} is not empty; pitr restore writes a new data directory", pgdata.display()),
+        ));
+    }
+    let created = !pgdata.exists();
+    std::fs::create_dir_all(&pgdata)?;
+    let built: Result<()> = async {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
+        progress.set_message(format!("base backup {}: extracting", chosen.id));
+        base::extract(&core.repo, &identities, &chosen, &pgdata, progress).await?;
+        progress.set_message(format!("base backup {}: pg_verifybackup", chosen.id));
+        recovery::verify_backup(core.pg_bin_dir().as_deref(), &pgdata).await?;
+        let timeline = legs.last().expect("a path has the base backup's timeline").timeline;
+        let settings = recovery::Recovery {
+            workspace: &opts.workspace,
+            config: &core.config.path,
+            tidemark_command: opts.tidemark_command.as_deref(),
+            prefetch: opts.prefetch,
+            target: &target,
+            timeline,
+            segment_size: chosen.wal_segment_size,
+        };
+        recovery::write_recovery_settings(&pgdata, &settings)?;
+        crate::pgcluster::hand_over(&pgdata)
+    }
+    .await;
+    if let Err(e) = built {
+        recovery::discard(core.pg_bin_dir(), &pgdata, created).await;
+        return Err(e.context(format!("restoring workspace {} into {}", opts.workspace, pgdata.display())));
+    }
+
+    let mut report = PitrRestoreReport {
+        workspace: opts.workspace.clone(),
+        pgdata: pgdata.display().to_string(),
+        base_backup: chosen.id.clone(),
+        target: target.describe(),
+        window: window.describe(),
+        port: None,
+        reached: None,
+        note: None,
+        restore_ms: 0,
+        stored_bytes: 0,
+        plain_bytes: 0,
+    };
+    if opts.start {
+        let recovered = recover(core, opts, &target, &pgdata, &window, &chosen, &legs, &mut report).await;
+        if let Err(e) = recovered {
+            // Nothing half-recovered is left to be taken for the restore: the server is
+            // stopped (if it promoted) and the directory this call made is removed.
+            recovery::discard(core.pg_bin_dir(), &pgdata, created).await;
+            return Err(e.context(format!(
+                "{RECOVERY_CONTEXT} of workspace {} from base backup {}",
+                opts.workspace, chosen.id
+            )));
+        }
+    }
+    let replayed_to = match &report.reached {
+        Some(r) => r.lsn.parse()?,
+        None => chosen.end_lsn,
+    };
+    (report.stored_bytes, report.plain_bytes) = recovery::bytes_read(&chosen, &legs, &physical.archived, replayed_to);
+    report.restore_ms = clock.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// The context line of errors that happen while the restored server replays WAL (after
+/// the base backup was extracted and verified).
+pub const RECOVERY_CONTEXT: &str = "replaying WAL";
+
+/// Starts the restored server, waits until it has recovered to the target, and checks
+/// that it got there: recovery that ends early (a segment that is not what its name says,
+/// a segment Postgres could not read) promotes silently at the last record it could read.
+#[allow(clippy::too_many_arguments)]
+async fn recover(
+    core: &Core,
+    opts: &PitrRestoreOptions,
+    target: &Target,
+    pgdata: &Path,
+    window: &Window,
+    chosen: &base::BaseManifest,
+    legs: &[Leg],
+    report: &mut PitrRestoreReport,
+) -> Result<()> {
+    let ws = core.workspace(&opts.workspace)?;
+    let port = match opts.port {
+        Some(p) => p,
+        None => crate::pgcluster::free_port()?,
+    };
+    recovery::append_setting(pgdata, "port", &port.to_string())?;
+    let log = pgdata.join("tidemark-recovery.log");
+    let spec = ws.conn()?.with_host_port("127.0.0.1", port)?;
+    report.port = Some(port);
+    let mut to_the_end = matches!(target, Target::Latest);
+    let reached = match recovery::start_and_wait(
+        core.pg_bin_dir(),
+        recovery::restore_command_env(&core.config.config.repository),
+        pgdata,
+        &spec,
+        &log,
+    )
+    .await
+    {
+        Ok(reached) => reached,
+        // A time or LSN past the last transaction in the archive: Postgres stops with
+        // "recovery ended before configured recovery target was reached". Nothing
+        // committed after the target is archived, so everything archived is exactly
+        // the state at the target: recover to the end instead (checked below to get there).
+        Err(e)
+            if matches!(target, Target::Time(_) | Target::Lsn(_))
+                && std::fs::read_to_string(&log).is_ok_and(|l| l.contains("before configured recovery target")) =>
+        {
+            tracing::info!(error = %e.report(), "no transaction after the target is archived; recovering to the end");
+            let setting =
+                if matches!(target, Target::Time(_)) { "recovery_target_time" } else { "recovery_target_lsn" };
+            recovery::append_setting(pgdata, setting, "")?;
+            report.note = Some(
+                "no transaction committed after the target is in the repository: recovered everything \
+                 archived, which is the state at the target"
+                    .into(),
+            );
+            to_the_end = true;
+            recovery::start_and_wait(
+                core.pg_bin_dir(),
+                recovery::restore_command_env(&core.config.config.repository),
+                pgdata,
+                &spec,
+                &log,
+            )
+            .await?
+        }
+        Err(e) => return Err(e),
+    };
+    let lsn: Lsn = reached.lsn.parse()?;
+    report.reached = Some(reached);
+    let range = window.base_backups.iter().find(|r| r.id == chosen.id).expect("the chosen base backup has a range");
+    let wanted = match target {
+        _ if to_the_end => range.to.as_ref().map(|to| Lsn(to.lsn.0.saturating_sub(chosen.wal_segment_size) + 1)),
+        Target::Lsn(l) | Target::Name(_, Some(l)) => Some(*l),
+        _ => None,
+    };
+    match wanted {
+        Some(wanted) if lsn < wanted => Err(recovery::ended_early(lsn, wanted, range, legs, chosen.wal_segment_size)),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,363 @@
+//! Recovery of a restored data directory: the settings that make the server replay WAL
+//! from the repository to a target (`restore_command` calling `tidemark wal fetch`), the
+//! environment it gets (only what reaching the repository needs), starting it and waiting
+//! for its promotion, checking how far it got, and removing what a failed restore wrote.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::timeline::{self, Leg};
+use super::window::{self, Target};
+use super::{Lsn, Segment, archive, base};
+use crate::config::RepositoryConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::ConnSpec;
+
+/// The prefetch folder of a restored data directory (removed at the end of recovery).
+pub const PREFETCH_DIR: &str = "tidemark-prefetch";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Reached {
+    /// The last WAL location replayed.
+    pub lsn: String,
+    /// The commit time of the last transaction replayed.
+    pub last_commit: Option<DateTime<Utc>>,
+}
+
+/// How `wal fetch` reports a failure on its stderr (the server log), so that whoever
+/// started the server can tell why recovery stopped: [`fetch_failure_in`] reads it back.
+pub fn fetch_failure_line(e: &Error) -> String {
+    format!("tidemark wal fetch failed ({}): {}", e.kind().name(), e.report())
+}
+
+/// The kind of the first `wal fetch` failure in a server log, if any.
+pub fn fetch_failure_in(log: &str) -> Option<ErrorKind> {
+    log.lines().find_map(|line| {
+        let (_, rest) = line.split_once("tidemark wal fetch failed (")?;
+        let (name, _) = rest.split_once(')')?;
+        ErrorKind::ALL.into_iter().find(|k| k.name() == name)
+    })
+}
+
+/// Recovery stopped at `reached`, short of `wanted`: names the WAL it did not replay.
+pub fn ended_early(reached: Lsn, wanted: Lsn, range: &window::BaseRange, legs: &[Leg], size: u64) -> Error {
+    let end = range.to.as_ref().map_or(wanted, |to| to.lsn.max(wanted));
+    let name = |lsn: Lsn| {
+        let number = lsn.0 / size;
+        Segment { timeline: timeline::serving(legs, number, size), number }.name(size)
+    };
+    let last = Lsn(end.0.saturating_sub(1));
+    Error::integrity(format!(
+        "recovery ended at {reached}, before {wanted}: the WAL from {reached} to {end} (segments {} to {}) was \
+         in the repository but was not replayed, so the restored copy would silently lack what was committed \
+         there. A segment there is damaged or is not the segment its name says: run `tidemark check --read-data`",
+        name(reached),
+        name(last)
+    ))
+}
+
+/// Stops a server left running in a failed restore's data directory and removes what the
+/// restore wrote there (the directory itself when the restore created it).
+pub async fn discard(bin_dir: Option<PathBuf>, pgdata: &Path, created: bool) {
+    let data = pgdata.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        if data.join("postmaster.pid").exists() {
+            let _ = crate::pgcluster::stop_data_dir_now(bin_dir.as_deref(), &data);
+        }
+    })
+    .await;
+    if created {
+        let _ = std::fs::remove_dir_all(pgdata);
+    } else if let Ok(entries) = std::fs::read_dir(pgdata) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        }
+    }
+}
+
+/// The stored and plain bytes of a base backup plus the archived segments recovery reads
+/// along its timelines (`legs`) from its start up to the one holding `upto`.
+pub fn bytes_read(base: &base::BaseManifest, legs: &[Leg], archived: &[archive::Archived], upto: Lsn) -> (u64, u64) {
+    let size = base.wal_segment_size;
+    let first = Segment::of(base.timeline, base.start_lsn, size);
+    let last = Segment::of(base.timeline, upto, size);
+    archived
+        .iter()
+        .filter_map(|a| Segment::parse(&a.name, size).ok().map(|s| (s, a.stored_size)))
+        .filter(|(s, _)| {
+            (first.number..=last.number).contains(&s.number) && timeline::serving(legs, s.number, size) == s.timeline
+        })
+        .fold((base.tar.stored_size, base.tar.plain_size), |(stored, plain), (_, wal)| (stored + wal, plain + size))
+}
+
+/// `pg_verifybackup` against the `backup_manifest` pg_basebackup put in the tar: every
+/// file present with its size and checksum (WAL is checked by recovery itself).
+///
+/// Errors: `Integrity` with pg_verifybackup's findings.
+pub async fn verify_backup(bin_dir: Option<&Path>, pgdata: &Path) -> Result<()> {
+    let tool = crate::pg::tool(bin_dir, "pg_verifybackup");
+    let out = tokio::process::Command::new(&tool)
+        .arg("--no-parse-wal")
+        .arg("--quiet")
+        .arg(pgdata)
+        .env("LC_ALL", "C")
+        .output()
+        .await
+        .map_err(|e| crate::pg::tool_spawn_error(&tool, e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::integrity(format!(
+            "pg_verifybackup found the restored base backup damaged: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+pub fn append_setting(pgdata: &Path, key: &str, value: &str) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.auto.conf"))?;
+    writeln!(file, "{key} = {}", crate::pg::conf_quote(value))?;
+    Ok(())
+}
+
+/// What the restored server's recovery settings say.
+pub struct Recovery<'a> {
+    pub workspace: &'a str,
+    /// The config file `wal fetch` reads.
+    pub config: &'a Path,
+    /// How the server invokes tidemark (default: this binary).
+    pub tidemark_command: Option<&'a str>,
+    /// Segments read ahead (0: none).
+    pub prefetch: u32,
+    pub target: &'a Target,
+    pub timeline: u32,
+    pub segment_size: u64,
+}
+
+/// Appends the recovery settings to a restored data directory's `postgresql.auto.conf`
+/// and writes `recovery.signal`.
+pub fn write_recovery_settings(pgdata: &Path, recovery: &Recovery<'_>) -> Result<()> {
+    let Recovery { workspace, config, tidemark_command, prefetch, target, timeline, segment_size } = *recovery;
+    let exe = match tidemark_command {
+        Some(command) => command.replace('%', "%%"),
+        None => command_word(&std::env::current_exe()?.display().to_string()),
+    };
+    let config = std::path::absolute(config)?;
+    let spool = (prefetch > 0).then(|| pgdata.join(PREFETCH_DIR));
+    let (restore_command, end_command) =
+        recovery_commands(&exe, &config, workspace, spool.as_deref(), prefetch, segment_size);
+    let mut settings: Vec<(&str, String)> = end_command.map(|c| ("recovery_end_command", c)).into_iter().collect();
+    settings.extend([
+        ("restore_command", restore_command),
+        ("recovery_target_action", "promote".to_string()),
+        // The timeline the window was computed along (what 'latest' finds, unless the base
+        // backup is on a branch that was abandoned: then its own).
+        ("recovery_target_timeline", timeline.to_string()),
+        // The copy must not archive its own WAL into the source's archive.
+        ("archive_mode", "off".to_string()),
+        ("listen_addresses", "localhost".to_string()),
+        ("unix_socket_directories", String::new()),
+    ]);
+    match target {
+        Target::Time(t) => settings.push(("recovery_target_time", t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string())),
+        Target::Lsn(l) => settings.push(("recovery_target_lsn", l.to_string())),
+        Target::Name(n, _) => settings.push(("recovery_target_name", n.clone())),
+        Target::Latest => {}
+    }
+    {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.auto.conf"))?;
+        writeln!(file, "\n# tidemark pitr restore of workspace {workspace} to {}", target.describe())?;
+    }
+    for (k, v) in settings {
+        append_setting(pgdata, k, &v)?;
+    }
+    std::fs::write(pgdata.join("recovery.signal"), "")?;
+    Ok(())
+}
+
+/// The `restore_command` (and, when reading ahead, the `recovery_end_command`) of a restored
+/// data directory. `exe`: how the server invokes tidemark, ready for the command line.
+fn recovery_commands(
+    exe: &str,
+    config: &Path,
+    workspace: &str,
+    spool: Option<&Path>,
+    prefetch: u32,
+    segment_size: u64,
+) -> (String, Option<String>) {
+    let mut restore_command = format!(
+        "{exe} --config {} wal fetch --workspace {}",
+        command_word(&config.display().to_string()),
+        command_word(workspace)
+    );
+    let end_command = spool.map(|spool| {
+        let spool = command_word(&spool.display().to_string());
+        restore_command.push_str(&format!(" --prefetch {prefetch} --spool {spool} --segment-size {segment_size}"));
+        format!("{exe} wal prefetch --spool {spool} --remove")
+    });
+    restore_command.push_str(" %f \"%p\"");
+    (restore_command, end_command)
+}
+
+/// One word of a command Postgres runs through the shell: shell-quoted, and `%` doubled
+/// (the server replaces `%f`, `%p`, `%r` and `%%` in it).
+fn command_word(s: &str) -> String {
+    shell_quote(s).replace('%', "%%")
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// What the restored server's `restore_command` (`tidemark wal fetch`) needs of tidemark's
+/// environment to reach the repository, and nothing else: the identity and config
+/// variables tidemark reads, the object store's own (`AWS_*`), and the variables the
+/// repository settings name as `env:` secrets. Database passwords, webhook URLs and the
+/// rest stay out of the server's environment.
+pub fn restore_command_env(repository: &RepositoryConfig) -> Vec<(String, String)> {
+    let named: Vec<&str> = [&repository.access_key_id, &repository.secret_access_key]
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.env_var())
+        .collect();
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("TIDEMARK_") || k.starts_with("AWS_") || named.contains(&k.as_str()))
+        .collect()
+}
+
+/// Starts the restored server and waits until it is promoted. When a WAL file tidemark
+/// could not serve stopped recovery, the error has that failure's kind (a damaged object
+/// is `integrity`, a wrong key `key`): it is not a tidemark bug.
+pub async fn start_and_wait(
+    bin_dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    pgdata: &Path,
+    spec: &ConnSpec,
+    log: &Path,
+) -> Result<Reached> {
+    start_and_wait_once(bin_dir, env, pgdata, spec, log).await.map_err(|e| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        match fetch_failure_in(&text) {
+            Some(kind) => e.with_kind(kind),
+            None => e,
+        }
+    })
+}
+
+async fn start_and_wait_once(
+    bin_dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    pgdata: &Path,
+    spec: &ConnSpec,
+    log: &Path,
+) -> Result<Reached> {
+    let (data, log_path) = (pgdata.to_path_buf(), log.to_path_buf());
+    tokio::task::spawn_blocking(move || crate::pgcluster::start_data_dir(bin_dir.as_deref(), &data, &log_path, &env))
+        .await
+        .map_err(|e| Error::internal(format!("pg_ctl task: {e}")))?
+        .map_err(|e| e.context("starting the restored server"))?;
+    wait_for_promotion(spec, log).await
+}
+
+/// Waits until recovery has reached its target and the server was promoted.
+async fn wait_for_promotion(spec: &ConnSpec, log: &Path) -> Result<Reached> {
+    let deadline = Instant::now() + Duration::from_secs(6 * 3600);
+    let mut last_error = None;
+    while Instant::now() < deadline {
+        match spec.connect().await {
+            Ok(mut conn) => {
+                let (in_recovery, lsn, last_commit): (bool, Option<String>, Option<DateTime<Utc>>) = sqlx::query_as(
+                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()",
+                )
+                .fetch_one(&mut conn)
+                .await?;
+                if !in_recovery {
+                    return Ok(Reached { lsn: lsn.unwrap_or_default(), last_commit });
+                }
+            }
+            Err(e) => last_error = Some(e),
+        }
+        if !log.parent().unwrap_or(Path::new(".")).join("postmaster.pid").exists() {
+            return Err(Error::internal(format!(
+                "the restored server stopped before reaching the target; its log:\n{}",
+                crate::pgcluster::log_tail(log)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(last_error.unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "recovery did not finish in 6 hours")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Postgres does with a restore_command: `%f`, `%p`, `%r` and `%%` replaced (any
+    /// other `%` is refused here, as Postgres 16 does), then run by `sh -c`. Returns the
+    /// arguments the command received.
+    fn run_as_postgres_does(command: &str) -> Vec<String> {
+        let mut line = String::new();
+        let mut chars = command.chars();
+        while let Some(c) = chars.next() {
+            if c != '%' {
+                line.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some('f') => line.push_str("000000010000000000000003"),
+                Some('p') => line.push_str("pg_wal/RECOVERYXLOG"),
+                Some('r') => line.push_str("000000010000000000000001"),
+                Some('%') => line.push('%'),
+                other => panic!("a stray % before {other:?} in {command}"),
+            }
+        }
+        let out = std::process::Command::new("sh").args(["-c", &line]).output().unwrap();
+        assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn recovery_commands_survive_quotes_spaces_and_percent_signs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("it's 100%restored \"test\" $HOME `x` \\ here");
+        std::fs::create_dir(&odd).unwrap();
+        let exe = odd.join("tidemark");
+        std::fs::write(&exe, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let (config, spool) = (odd.join("tidemark.toml"), odd.join("spool"));
+        let exe_word = command_word(&exe.display().to_string());
+        let (restore, end) = recovery_commands(&exe_word, &config, "shop", Some(&spool), 8, 16 << 20);
+        let (config, spool) = (config.display().to_string(), spool.display().to_string());
+        let expected = [
+            "--config",
+            &config,
+            "wal",
+            "fetch",
+            "--workspace",
+            "shop",
+            "--prefetch",
+            "8",
+            "--spool",
+            &spool,
+            "--segment-size",
+            "16777216",
+            "000000010000000000000003",
+            "pg_wal/RECOVERYXLOG",
+        ];
+        assert_eq!(run_as_postgres_does(&restore), expected);
+        assert_eq!(run_as_postgres_does(&end.unwrap()), ["wal", "prefetch", "--spool", &spool, "--remove"]);
+        let (plain, none) = recovery_commands(&exe_word, Path::new("/etc/tidemark.toml"), "shop", None, 0, 16 << 20);
+        assert!(none.is_none() && !plain.contains("--prefetch"), "{plain}");
+    }
+}
