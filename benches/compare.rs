@@ -27,7 +27,7 @@ fn main() {
     let jobs: usize = std::env::var("BENCH_JOBS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        .unwrap_or_else(|| std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2));
     assert!(Path::new("/usr/bin/time").exists(), "GNU time is needed: apt-get install time");
     let bin = tidemark::pg::bin_dir(None);
     let tool = |name: &str| tidemark::pg::tool(bin.as_deref(), name).display().to_string();
@@ -222,7 +222,7 @@ fn report(results: &[Measured], db_size: u64, scale: u32, jobs: usize) {
     println!(
         "\nDataset: pgbench scale {scale} + jsonb + bytea tables, {:.2} GB on disk; {jobs} jobs; {} cores.\n",
         db_size as f64 / 1e9,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(0)
     );
     println!("| operation | wall s | client CPU s | peak client RSS MiB | size MiB |");
     println!("|---|---:|---:|---:|---:|");

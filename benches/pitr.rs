@@ -239,7 +239,7 @@ fn main() {
     for (name, samples) in
         [("archive_command (archive_timeout 10 s)", &mut behind_bytes), ("tidemark wal stream", &mut stream_behind)]
     {
-        samples.sort();
+        samples.sort_unstable();
         let p =
             |q: f64| samples.get(((samples.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0) as f64 / 1048576.0;
         println!("| {name} | {:.1} | {:.1} | {:.1} |", p(0.5), p(0.95), p(1.0));

@@ -229,6 +229,21 @@ pub struct WorkspaceConfig {
     pub restore_tests: Option<PathBuf>,
 }
 
+impl WorkspaceConfig {
+    /// A workspace at `database_url` with nothing else set.
+    pub fn at(database_url: impl Into<String>) -> WorkspaceConfig {
+        WorkspaceConfig {
+            database_url: database_url.into(),
+            password: None,
+            media: None,
+            schedules: None,
+            wal_stream: false,
+            pitr_window: None,
+            restore_tests: None,
+        }
+    }
+}
+
 impl fmt::Debug for WorkspaceConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WorkspaceConfig")
@@ -328,6 +343,21 @@ impl LoadedConfig {
         identity_source_from_env().or_else(|| {
             self.config.repository.identity_file.as_ref().map(|p| IdentitySource::File(self.resolve_path(p)))
         })
+    }
+}
+
+impl Config {
+    /// A config of a repository and workspaces, everything else at its default.
+    pub fn new(repository: RepositoryConfig, workspaces: BTreeMap<String, WorkspaceConfig>) -> Config {
+        Config {
+            repository,
+            postgres: Default::default(),
+            workspaces,
+            schedules_dir: None,
+            catalog: None,
+            daemon: Default::default(),
+            drill: Default::default(),
+        }
     }
 }
 
@@ -478,13 +508,9 @@ mod tests {
         config.workspaces.insert(
             "shop".into(),
             WorkspaceConfig {
-                database_url: "postgres://u@h/shop".into(),
                 password: Some(Secret::literal("env:SHOP_PW")),
                 media: Some("file:///srv/shop/media".into()),
-                schedules: None,
-                wal_stream: false,
-                pitr_window: None,
-                restore_tests: None,
+                ..WorkspaceConfig::at("postgres://u@h/shop")
             },
         );
         let parsed = Config::parse(&config.render_initial()).unwrap();
@@ -510,15 +536,7 @@ mod tests {
     fn secrets_never_print() {
         let s = Secret::literal("hunter2");
         assert!(!format!("{s:?}").contains("hunter2"));
-        let ws = WorkspaceConfig {
-            database_url: "postgres://u:hunter2@h/db".into(),
-            password: None,
-            media: None,
-            schedules: None,
-            wal_stream: false,
-            pitr_window: None,
-            restore_tests: None,
-        };
+        let ws = WorkspaceConfig::at("postgres://u:hunter2@h/db");
         assert!(!format!("{ws:?}").contains("hunter2"));
     }
 

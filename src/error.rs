@@ -300,7 +300,7 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) => {
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+                let code = db.code().map(std::borrow::Cow::into_owned).unwrap_or_default();
                 // Class 08 = connection exception, 57P0x = server shutting down.
                 let kind = if code.starts_with("08") || code.starts_with("57P0") {
                     ErrorKind::Unavailable

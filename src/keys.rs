@@ -35,7 +35,7 @@ impl Recipients {
     }
 
     pub fn to_strings(&self) -> Vec<String> {
-        self.0.iter().map(|r| r.to_string()).collect()
+        self.0.iter().map(std::string::ToString::to_string).collect()
     }
 }
 

@@ -4,14 +4,16 @@
 //! The main types:
 //! - [`config::LoadedConfig`]: `tidemark.toml` (repository, keys, workspaces).
 //! - [`repo::Repository`]: where backups live; [`repo::manifest::Manifest`] makes a snapshot exist.
-//! - [`ops`]: one module per operation (`init`, `snapshot`, `restore`, `verify`, `stacks`,
-//!   `prune`, `serve`, `catalog`, `demo`); every front end calls these with an `*Options` struct.
+//! - [`ops`]: one module per operation; every front end calls `op(core, &Options, &Actor)`
+//!   with the one context [`ops::Core`] and an [`actor::Actor`] saying who asked (README,
+//!   "Architecture", has the layers and what each may import).
 //! - [`stacks`]: function stacks, versioned in the workspace database.
 //! - [`schedule`]: policies (cron, zone, retention), the pure retention selection, and the
 //!   daemon loop of `serve` ([`schedule::daemon::Daemon`], driven by a [`schedule::clock::Clock`]).
 //! - [`catalog::Catalog`]: tidemark's own SQLite state (job history, schedules' last runs),
 //!   rebuildable from the repository.
-//! - [`repo::pipeline`]: the streaming stages (BLAKE3 -> zstd -> age -> SHA-256 -> upload, and back).
+//! - [`repo::pipeline`]: the streaming stages (BLAKE3 -> zstd -> age -> SHA-256 -> upload, and
+//!   back); [`repo`] is the only module that talks to object storage.
 //! - [`error::Error`]: one error type with a stable [`error::ErrorKind`] table (exit codes,
 //!   HTTP statuses, retryable or not).
 //! - [`pgcluster::Cluster`]: throwaway Postgres clusters for the demo, drills and tests.

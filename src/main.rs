@@ -52,7 +52,7 @@ fn main() {
         let listener = tokio::spawn(cli::serve::stop_on_signal(stop.clone()));
         let result = tokio::select! {
             r = cli::run(cli) => r,
-            _ = stop.cancelled() => Err(tidemark::Error::new(
+            () = stop.cancelled() => Err(tidemark::Error::new(
                 tidemark::ErrorKind::Interrupted,
                 "interrupted: nothing was committed by the interrupted operation",
             )),

@@ -265,7 +265,7 @@ pub fn tool(bin_dir: Option<&Path>, name: &str) -> PathBuf {
 }
 
 /// Error for a tool that could not be started.
-pub fn tool_spawn_error(path: &Path, e: std::io::Error) -> Error {
+pub fn tool_spawn_error(path: &Path, e: &std::io::Error) -> Error {
     Error::new(
         ErrorKind::Config,
         format!(

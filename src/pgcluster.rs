@@ -60,7 +60,7 @@ impl Cluster {
         cmd.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
         run(&mut cmd, run_as, dir.path()).map_err(|e| match e.kind() {
             ErrorKind::NotFound => {
-                crate::pg::tool_spawn_error(&initdb, std::io::Error::from(std::io::ErrorKind::NotFound))
+                crate::pg::tool_spawn_error(&initdb, &std::io::Error::from(std::io::ErrorKind::NotFound))
             }
             _ => e.context("running initdb".to_string()),
         })?;
@@ -259,14 +259,14 @@ fn run_with(cmd: &mut Command, run_as: Option<(Uid, Gid)>, cwd: &Path, extra: &[
     }
     let out = cmd.output().map_err(|e| {
         let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Internal };
-        Error::new(kind, format!("cannot run {:?}: {e}", cmd.get_program()))
+        Error::new(kind, format!("cannot run {}: {e}", cmd.get_program().display()))
     })?;
     if out.status.success() {
         Ok(())
     } else {
         Err(Error::internal(format!(
-            "{:?} failed ({}): {}{}",
-            cmd.get_program(),
+            "{} failed ({}): {}{}",
+            cmd.get_program().display(),
             out.status,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)

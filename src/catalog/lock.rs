@@ -137,8 +137,8 @@ impl WorkspaceLock {
                 logged = true;
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = stop.cancelled() => {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = stop.cancelled() => {
                     return Err(Error::new(
                         ErrorKind::Interrupted,
                         format!("stopped while waiting for workspace {workspace} to be free"),
@@ -166,7 +166,7 @@ fn read_holder(file: &mut std::fs::File) -> Option<Holder> {
 }
 
 fn busy(workspace: &str, me: &Holder, holder: Option<&Holder>, wait: Wait) -> Error {
-    let who = holder.map(|h| h.to_string()).unwrap_or_else(|| "another tidemark operation".into());
+    let who = holder.map(std::string::ToString::to_string).unwrap_or_else(|| "another tidemark operation".into());
     let waited = match wait {
         Wait::Up(d) => format!(" (waited {})", humantime::format_duration(Duration::from_secs(d.as_secs()))),
         _ => String::new(),

@@ -44,7 +44,7 @@ pub(crate) fn catalog_error(path: &Path, what: &str, e: impl std::fmt::Display) 
 /// A file that is not an SQLite database or is corrupt (`SQLITE_NOTADB`, `SQLITE_CORRUPT`)
 /// is `Integrity`, with what to do; anything else as [`catalog_error`].
 fn damaged_or(path: &Path, what: &str, e: sqlx::Error) -> Error {
-    let code = e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned());
+    let code = e.as_database_error().and_then(sqlx::error::DatabaseError::code).map(std::borrow::Cow::into_owned);
     if matches!(code.as_deref(), Some("26" | "11")) {
         return Error::integrity(format!(
             "the catalog {} is damaged ({e}). It is only a cache plus history: `tidemark catalog rebuild \

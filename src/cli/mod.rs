@@ -97,6 +97,8 @@ pub enum Command {
 pub struct Global {
     pub config: Option<PathBuf>,
     pub json: bool,
+    /// Who the command line acts as (see [`tidemark::actor::Actor::command_line`]).
+    pub actor: tidemark::actor::Actor,
 }
 
 impl Global {
@@ -114,7 +116,7 @@ impl Global {
 
     /// Who the command line acts as: the OS user (or the CI job).
     pub fn actor(&self) -> tidemark::actor::Actor {
-        tidemark::actor::Actor::command_line()
+        self.actor.clone()
     }
 
     /// The core for a long operation: progress on the terminal (not under `--json`), and
@@ -127,6 +129,7 @@ impl Global {
     }
 
     /// Prints a value as pretty JSON on stdout.
+    #[allow(clippy::unused_self, reason = "--json output has one place, beside the flag that asks for it")]
     pub fn print_json(&self, value: &impl serde::Serialize) {
         println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
     }
@@ -158,10 +161,10 @@ impl WaitArg {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let global = Global { config: cli.config, json: cli.json };
+    let global = Global { config: cli.config, json: cli.json, actor: tidemark::actor::Actor::command_line() };
     match cli.command {
         Command::Init(args) => init::run(&global, args).await,
-        Command::Workspace(cmd) => workspace::run(&global, cmd).await,
+        Command::Workspace(cmd) => workspace::run(&global, cmd),
         Command::Snapshot(cmd) => snapshot::run(&global, cmd).await,
         Command::Restore(args) => restore::run(&global, args).await,
         Command::Prune(args) => prune::run(&global, args).await,

@@ -82,7 +82,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
                             b.from.lsn,
                             to.lsn,
                             timelines.join(" -> ")
-                        )
+                        );
                     }
                     None => println!("  base backup {}: unusable, WAL it needs is missing", b.id),
                 }

@@ -150,10 +150,10 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
             }
         }
         SnapshotCommand::Pin { id, workspace, wait } => {
-            set_pin(global, &core, PinOptions { id, workspace, pin: true, wait: wait.get() }).await?
+            set_pin(global, &core, PinOptions { id, workspace, pin: true, wait: wait.get() }).await?;
         }
         SnapshotCommand::Unpin { id, workspace, wait } => {
-            set_pin(global, &core, PinOptions { id, workspace, pin: false, wait: wait.get() }).await?
+            set_pin(global, &core, PinOptions { id, workspace, pin: false, wait: wait.get() }).await?;
         }
         SnapshotCommand::Show { id, workspace } => {
             let m = snapshot::show(&core, &id, workspace.as_deref()).await?;

@@ -26,7 +26,7 @@ pub enum WorkspaceCommand {
     List,
 }
 
-pub async fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
+pub fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
     let config = global.load_config()?;
     match cmd {
         WorkspaceCommand::Add { name, database_url, password, media } => {

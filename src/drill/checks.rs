@@ -144,7 +144,7 @@ pub async fn check_media(manifest: &Manifest, dir: &Path) -> Check {
             match hashed {
                 Ok((size, sha)) if size == f.size && sha == f.sha256 => {}
                 Ok((size, sha)) => {
-                    problems.push(format!("{}: {size} bytes sha256 {sha}, expected {}", f.path, f.sha256))
+                    problems.push(format!("{}: {size} bytes sha256 {sha}, expected {}", f.path, f.sha256));
                 }
                 Err(e) => problems.push(format!("{}: {e}", f.path)),
             }

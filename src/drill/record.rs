@@ -57,7 +57,7 @@ pub async fn stored_reports(repo: &Repository, identities: &Identities, workspac
             Ok(Some(stored)) => out.push(stored),
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(object = %object.key, error = %e.report(), "skipping an unreadable drill report")
+                tracing::warn!(object = %object.key, error = %e.report(), "skipping an unreadable drill report");
             }
         }
     }

@@ -258,7 +258,7 @@ pub async fn remove_leftover_databases(server: &ConnSpec) -> Result<Vec<String>>
         let dropped = drop_database(&mut admin, &name).await;
         let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(lock_key(&name)).execute(&mut admin).await;
         match dropped {
-            Ok(_) => {
+            Ok(()) => {
                 tracing::info!(database = %name, "dropped the leftover database of a crashed drill");
                 removed.push(name);
             }

@@ -104,7 +104,7 @@ pub async fn schema_fingerprint(bin_dir: Option<&std::path::Path>, spec: &ConnSp
     let mut cmd = tokio::process::Command::new(&path);
     cmd.args(["--schema-only", "--no-owner", "--no-password"]);
     spec.apply_to_command(&mut cmd);
-    let out = cmd.output().await.map_err(|e| crate::pg::tool_spawn_error(&path, e))?;
+    let out = cmd.output().await.map_err(|e| crate::pg::tool_spawn_error(&path, &e))?;
     if !out.status.success() {
         return Err(crate::error::Error::new(
             crate::error::ErrorKind::Database,

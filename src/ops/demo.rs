@@ -106,7 +106,7 @@ pub async fn demo(
     let identity = GeneratedIdentity::generate();
     let recipients = Recipients::parse(std::slice::from_ref(&identity.recipient))?;
     let repo_url = url::Url::from_directory_path(work.path().join("repo"))
-        .map_err(|_| Error::internal("temp path is not absolute"))?
+        .map_err(|()| Error::internal("temp path is not absolute"))?
         .to_string();
     let identity_file = matches!(work, Work::Kept(_)).then(|| work.path().join("tidemark-identity.txt"));
     let repository = RepositoryConfig {
@@ -121,7 +121,7 @@ pub async fn demo(
     let media_dir = work.path().join("media");
     write_sample_media(&media_dir)?;
     let media_url = url::Url::from_directory_path(&media_dir)
-        .map_err(|_| Error::internal("temp path is not absolute"))?
+        .map_err(|()| Error::internal("temp path is not absolute"))?
         .to_string();
     let mut workspaces = BTreeMap::new();
     workspaces.insert(
@@ -136,27 +136,11 @@ pub async fn demo(
             restore_tests: Some(work.path().join("shop-restore-tests")),
         },
     );
-    workspaces.insert(
-        "shop_restored".to_string(),
-        WorkspaceConfig {
-            database_url: cluster.url("shop_restored"),
-            password: None,
-            media: None,
-            schedules: None,
-            wal_stream: false,
-            pitr_window: None,
-            restore_tests: None,
-        },
-    );
+    workspaces.insert("shop_restored".to_string(), WorkspaceConfig::at(cluster.url("shop_restored")));
     let config = LoadedConfig {
         config: Config {
-            repository,
-            postgres: Default::default(),
-            workspaces,
-            schedules_dir: None,
-            catalog: None,
-            daemon: Default::default(),
             drill: crate::config::DrillConfig { scratch_dir: Some(work.path().join("drills")), ..Default::default() },
+            ..Config::new(repository, workspaces)
         },
         path: work.path().join("tidemark.toml"),
     };
@@ -270,7 +254,7 @@ pub async fn demo(
 /// A few files of the sizes and kinds a shop has: images (incompressible) and a document.
 fn write_sample_media(root: &std::path::Path) -> Result<()> {
     for i in 1..=12u32 {
-        let dir = root.join("products").join(format!("{:03}", i));
+        let dir = root.join("products").join(format!("{i:03}"));
         std::fs::create_dir_all(&dir)?;
         let bytes: Vec<u8> =
             (0..64 * 1024u32).map(|j| (j.wrapping_mul(2654435761).wrapping_add(i) >> 11) as u8).collect();

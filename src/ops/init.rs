@@ -127,7 +127,7 @@ fn normalize_repo_url(repo: &str) -> Result<String> {
     let path = absolute(Path::new(repo))?;
     url::Url::from_directory_path(&path)
         .map(|u| u.to_string().trim_end_matches('/').to_string())
-        .map_err(|_| Error::usage(format!("{repo:?} is neither a URL nor a usable path")))
+        .map_err(|()| Error::usage(format!("{repo:?} is neither a URL nor a usable path")))
 }
 
 fn absolute(p: &Path) -> Result<PathBuf> {

@@ -155,7 +155,7 @@ impl Core {
     pub async fn until_stopped<T>(&self, work: impl std::future::Future<Output = Result<T>>) -> Result<T> {
         tokio::select! {
             r = work => r,
-            _ = self.stop.cancelled() => Err(Error::new(
+            () = self.stop.cancelled() => Err(Error::new(
                 ErrorKind::Interrupted,
                 "interrupted (Ctrl-C, SIGTERM or a daemon shutdown): nothing of it is visible",
             )),
@@ -266,5 +266,6 @@ impl Core {
 
 /// Parallel jobs: the given number, or one per core.
 pub fn jobs_or_default(jobs: Option<usize>) -> usize {
-    jobs.filter(|j| *j > 0).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2))
+    jobs.filter(|j| *j > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2))
 }

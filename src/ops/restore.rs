@@ -110,7 +110,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
     };
     let result = tokio::select! {
         r = work => r,
-        _ = stop.cancelled() => Err(Error::new(ErrorKind::Interrupted, "the restore was interrupted")),
+        () = stop.cancelled() => Err(Error::new(ErrorKind::Interrupted, "the restore was interrupted")),
     };
     progress.finish();
     match result {

@@ -78,12 +78,12 @@ async fn stream_forever(core: Core, workspace: String, shutdown: CancellationTok
         match super::wal::stream(&core, &opts, shutdown.clone()).await {
             Ok(_) => return,
             Err(e) => {
-                tracing::error!(workspace = %workspace, error = %e.report(), retry_in = ?wait, "WAL stream failed")
+                tracing::error!(workspace = %workspace, error = %e.report(), retry_in = ?wait, "WAL stream failed");
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+            () = shutdown.cancelled() => return,
         }
         wait = (wait * 2).min(std::time::Duration::from_secs(300));
     }
@@ -186,7 +186,7 @@ impl Runner for SnapshotRunner {
 async fn until_stopped<T>(stop: &CancellationToken, work: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::select! {
         done = work => done,
-        _ = stop.cancelled() => Err(Error::new(ErrorKind::Interrupted, "it did not finish; nothing of it is visible")),
+        () = stop.cancelled() => Err(Error::new(ErrorKind::Interrupted, "it did not finish; nothing of it is visible")),
     }
 }
 

@@ -60,8 +60,8 @@ pub struct StackImportOptions {
 }
 
 /// The author recorded: the one named, else the actor's name.
-fn changed_by<'a>(author: &'a Option<String>, actor: &'a Actor) -> ChangedBy<'a> {
-    ChangedBy { author: author.as_deref().filter(|a| !a.trim().is_empty()).unwrap_or(&actor.name), actor }
+fn changed_by<'a>(author: Option<&'a str>, actor: &'a Actor) -> ChangedBy<'a> {
+    ChangedBy { author: author.filter(|a| !a.trim().is_empty()).unwrap_or(&actor.name), actor }
 }
 
 async fn connect(core: &Core, workspace: &str, write: bool) -> Result<Option<PgConnection>> {
@@ -90,7 +90,7 @@ pub async fn put(core: &Core, opts: &StackPutOptions, actor: &Actor) -> Result<P
     let stack = StackRef::parse(&opts.stack)?;
     let doc = Document::parse(&opts.json, &opts.origin)?;
     let mut conn = connect(core, &workspace, true).await?.expect("installed");
-    log::put(&mut conn, &stack, &doc, changed_by(&opts.author, actor), opts.message.as_deref(), None).await
+    log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), opts.message.as_deref(), None).await
 }
 
 pub async fn list(core: &Core, workspace: &str) -> Result<Vec<StackSummary>> {
@@ -113,7 +113,7 @@ pub async fn publish(core: &Core, opts: &StackPublishOptions, actor: &Actor) -> 
     let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
     let stack = StackRef::parse(&opts.stack)?;
     let mut conn = connect(core, &workspace, true).await?.expect("installed");
-    log::publish(&mut conn, &stack, changed_by(&opts.author, actor), opts.message.as_deref()).await
+    log::publish(&mut conn, &stack, changed_by(opts.author.as_deref(), actor), opts.message.as_deref()).await
 }
 
 /// A structural diff between two states.
@@ -147,7 +147,8 @@ pub async fn revert(core: &Core, opts: &StackRevertOptions, actor: &Actor) -> Re
     stk::install(&mut conn).await?;
     let (_, doc) = log::read(&mut conn, &stack, to).await?;
     let message = format!("revert to {to}");
-    log::put(&mut conn, &stack, &doc, changed_by(&opts.author, actor), Some(&message), Some(&to.to_string())).await
+    log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), Some(&message), Some(&to.to_string()))
+        .await
 }
 
 /// What happened to one file of an import.
@@ -169,7 +170,7 @@ pub async fn import(core: &Core, opts: &StackImportOptions, actor: &Actor) -> Re
     let mut kinds: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| Error::usage(format!("cannot read {}: {e}", dir.display())))?
         .collect::<std::io::Result<Vec<_>>>()?;
-    kinds.sort_by_key(|e| e.file_name());
+    kinds.sort_by_key(std::fs::DirEntry::file_name);
     for kind_dir in kinds {
         let kind = kind_dir.file_name().to_string_lossy().into_owned();
         if !kind_dir.file_type()?.is_dir() || !KINDS.contains(&kind.as_str()) {
@@ -180,7 +181,7 @@ pub async fn import(core: &Core, opts: &StackImportOptions, actor: &Actor) -> Re
             )));
         }
         let mut files: Vec<_> = std::fs::read_dir(kind_dir.path())?.collect::<std::io::Result<Vec<_>>>()?;
-        files.sort_by_key(|e| e.file_name());
+        files.sort_by_key(std::fs::DirEntry::file_name);
         for file in files {
             let path = file.path();
             let name = file.file_name().to_string_lossy().into_owned();
@@ -198,7 +199,8 @@ pub async fn import(core: &Core, opts: &StackImportOptions, actor: &Actor) -> Re
     let mut out = Vec::with_capacity(docs.len());
     for (file, stack, doc) in docs {
         let message = format!("import {}", file.display());
-        let outcome = log::put(&mut conn, &stack, &doc, changed_by(&opts.author, actor), Some(&message), None).await?;
+        let outcome =
+            log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), Some(&message), None).await?;
         out.push(ImportedFile { file, stack: stack.to_string(), change: outcome.change });
     }
     Ok(out)

@@ -31,15 +31,7 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
             format!("workspace {} is already in {}", opts.name, config.path.display()),
         ));
     }
-    let ws = WorkspaceConfig {
-        database_url: opts.database_url.clone(),
-        password,
-        media: opts.media.clone(),
-        schedules: None,
-        wal_stream: false,
-        pitr_window: None,
-        restore_tests: None,
-    };
+    let ws = WorkspaceConfig { password, media: opts.media.clone(), ..WorkspaceConfig::at(opts.database_url.clone()) };
     let text = render_workspace(&opts.name, &ws);
     // Validate the whole file as it will be before touching it.
     let current = std::fs::read_to_string(&config.path)?;

@@ -195,7 +195,7 @@ impl ObjectStore for FaultyStore {
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let (faults, inner, prefix) = (self.faults.clone(), self.inner.clone(), prefix.cloned());
         futures::stream::once(async move {
-            let shown = prefix.as_ref().map(|p| p.to_string()).unwrap_or_default();
+            let shown = prefix.as_ref().map(std::string::ToString::to_string).unwrap_or_default();
             match faults.call("list", &shown).await {
                 Ok(()) => inner.list(prefix.as_ref()),
                 Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
@@ -206,7 +206,7 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
-        self.faults.call("list", prefix.map(|p| p.as_ref()).unwrap_or_default()).await?;
+        self.faults.call("list", prefix.map(std::convert::AsRef::as_ref).unwrap_or_default()).await?;
         self.inner.list_with_delimiter(prefix).await
     }
 

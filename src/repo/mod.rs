@@ -436,7 +436,7 @@ impl Repository {
         for ws in self.list_workspaces().await? {
             match self.store.head(&layout::manifest(&ws, id)).await {
                 Ok(_) => return Ok(ws),
-                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }

@@ -157,7 +157,7 @@ pub fn open(cfg: &RepositoryConfig, create: bool) -> Result<OpenedStore> {
         "file" => {
             let root = url
                 .to_file_path()
-                .map_err(|_| Error::config(format!("repository.url {:?} is not a local path", cfg.url)))?;
+                .map_err(|()| Error::config(format!("repository.url {:?} is not a local path", cfg.url)))?;
             if create {
                 std::fs::create_dir_all(&root)
                     .map_err(|e| Error::config(format!("cannot create {}: {e}", root.display())))?;

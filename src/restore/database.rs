@@ -149,7 +149,7 @@ pub async fn apply_sql(bin_dir: Option<&Path>, target: &ConnSpec, mut sql: Objec
         .env("PGOPTIONS", "-c synchronous_commit=off")
         .kill_on_drop(true);
     target.apply_to_command(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| crate::pg::tool_spawn_error(&path, e))?;
+    let mut child = cmd.spawn().map_err(|e| crate::pg::tool_spawn_error(&path, &e))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let errors = tokio::spawn(async move {

@@ -27,7 +27,7 @@ impl MediaTarget {
         if !target.contains("://") || target.starts_with("file://") {
             let path = match url::Url::parse(target) {
                 Ok(u) if u.scheme() == "file" => {
-                    u.to_file_path().map_err(|_| Error::usage(format!("{target} is not a local path")))?
+                    u.to_file_path().map_err(|()| Error::usage(format!("{target} is not a local path")))?
                 }
                 _ => PathBuf::from(target),
             };

@@ -197,7 +197,7 @@ impl Daemon {
                 None => Box::pin(std::future::pending()),
             };
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                () = shutdown.cancelled() => break,
                 done = running.join_next(), if !running.is_empty() => {
                     let index = match done {
                         Some(Ok(index)) => index,
@@ -209,7 +209,7 @@ impl Daemon {
                     // Strictly after now: a job that overran its next slots does not pile up.
                     entry.next = entry.schedule.policy.next_run(self.clock.now()).map(|at| (at, Trigger::Schedule));
                 }
-                _ = sleep => {}
+                () = sleep => {}
             }
         }
 
@@ -224,7 +224,7 @@ impl Daemon {
                         break;
                     }
                 }
-                _ = &mut deadline => {
+                () = &mut deadline => {
                     if shared.runner.stop_jobs() {
                         tracing::warn!(running = running.len(), grace = ?STOP_GRACE,
                             "the shutdown timeout passed: asking the running jobs to stop and clean up");
@@ -236,7 +236,7 @@ impl Daemon {
                                     Some(_) => report.jobs_aborted += 1,
                                     None => break,
                                 },
-                                _ = &mut grace => break,
+                                () = &mut grace => break,
                             }
                         }
                     }
@@ -287,7 +287,7 @@ async fn first_run(
 async fn execute(shared: &Shared, job: ScheduledJob) {
     let _permit = tokio::select! {
         permit = shared.limit.acquire() => permit.expect("the semaphore is never closed"),
-        _ = shared.shutdown.cancelled() => return,
+        () = shared.shutdown.cancelled() => return,
     };
     let started_at = shared.clock.now();
     let new = NewJob {
@@ -347,8 +347,8 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
                 }
                 let until = shared.clock.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
                 tokio::select! {
-                    _ = shared.clock.sleep_until(until) => {}
-                    _ = shared.shutdown.cancelled() => {
+                    () = shared.clock.sleep_until(until) => {}
+                    () = shared.shutdown.cancelled() => {
                         let end = JobEnd {
                             finished_at: Some(shared.clock.now()),
                             error: Some(format!("aborted at shutdown while waiting to retry: {}", e.report())),
@@ -371,7 +371,7 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
         (JobStatus::Succeeded, _) => tracing::info!(workspace = %job.workspace, snapshot = ?end.snapshot_id,
             bytes = ?end.bytes, warning = ?end.warning, "job succeeded"),
         (_, Some(e)) => {
-            tracing::error!(workspace = %job.workspace, attempts = attempt, error = %e.report(), "job failed")
+            tracing::error!(workspace = %job.workspace, attempts = attempt, error = %e.report(), "job failed");
         }
         _ => tracing::warn!(workspace = %job.workspace, "job aborted at shutdown"),
     }
@@ -475,7 +475,7 @@ mod tests {
                 if let Some(gate) = gate.filter(|_| failure.is_none()) {
                     tokio::select! {
                         permit = gate.acquire() => permit.unwrap().forget(),
-                        _ = stop.cancelled() => {
+                        () = stop.cancelled() => {
                             active.lock().unwrap().running.remove(&workspace);
                             cleaned_up.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                             return Err(Error::new(ErrorKind::Interrupted, "stopped; cleaned up"));

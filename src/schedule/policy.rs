@@ -146,7 +146,7 @@ impl Policy {
                 ));
             }
             (Action::Snapshot, kind) => kind,
-            (Action::BaseBackup, Some(_)) | (Action::BaseBackup, None) if retention != Retention::default() => {
+            (Action::BaseBackup, Some(_) | None) if retention != Retention::default() => {
                 return Err(Error::config(
                     ": a base-backup policy has no kind and no [retention]: base backups are kept by the \
                      workspace's pitr-window",
@@ -239,8 +239,7 @@ pub fn policies_for(config: &LoadedConfig, workspace: &str) -> Result<Vec<Policy
         let Some(kind) = p.kind else { continue };
         if !kinds.insert(kind) {
             return Err(Error::config(format!(
-                "two policies of workspace {workspace} set the retention of {} snapshots; keep one",
-                kind
+                "two policies of workspace {workspace} set the retention of {kind} snapshots; keep one"
             )));
         }
     }

@@ -58,7 +58,7 @@ pub fn open(url: &str, repository: &RepositoryConfig) -> Result<MediaSource> {
     if let Ok(parsed) = url::Url::parse(url)
         && parsed.scheme() == "file"
     {
-        let root = parsed.to_file_path().map_err(|_| Error::config(format!("{url} is not a local folder")))?;
+        let root = parsed.to_file_path().map_err(|()| Error::config(format!("{url} is not a local folder")))?;
         return Ok(MediaSource::Folder(root));
     }
     let bucket = Bucket::open(url, repository).map_err(|e| e.context(format!("opening the media store {url}")))?;
@@ -250,7 +250,7 @@ impl HashCache {
     /// Loads the cache for a repository and workspace from `dir` (default: the user's cache
     /// folder); a missing or unreadable cache is empty.
     pub fn load(dir: Option<&std::path::Path>, repository_id: &str, workspace: &str) -> HashCache {
-        let dir = dir.map(|d| d.to_path_buf()).or_else(cache_dir);
+        let dir = dir.map(std::path::Path::to_path_buf).or_else(cache_dir);
         let file = dir.map(|d| d.join(repository_id).join(format!("{workspace}.media.json")));
         let mut cache: HashCache = file
             .as_ref()

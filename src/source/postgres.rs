@@ -284,7 +284,7 @@ pub fn spawn_schema_dump(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     spec.apply_to_command(&mut cmd);
-    cmd.spawn().map_err(|e| crate::pg::tool_spawn_error(&path, e))
+    cmd.spawn().map_err(|e| crate::pg::tool_spawn_error(&path, &e))
 }
 
 /// Waits for a tool and turns a failure into an error carrying its stderr.
@@ -309,7 +309,7 @@ pub async fn pg_dump_version(bin_dir: Option<&Path>) -> Result<String> {
         .arg("--version")
         .output()
         .await
-        .map_err(|e| crate::pg::tool_spawn_error(&path, e))?;
+        .map_err(|e| crate::pg::tool_spawn_error(&path, &e))?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 

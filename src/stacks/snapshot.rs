@@ -7,6 +7,7 @@ use super::{Document, StackRef};
 use crate::error::{Error, Result};
 
 /// A table of a snapshot: its rows as `COPY` text fields (`None`: NULL), and its columns.
+#[derive(Clone, Copy)]
 pub struct Rows<'a> {
     pub rows: &'a [Vec<Option<String>>],
     pub columns: &'a [String],

@@ -166,7 +166,7 @@ pub async fn take(
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     spec.apply_to_command(&mut cmd);
-    let mut child = cmd.spawn().map_err(|e| crate::pg::tool_spawn_error(&tool, e))?;
+    let mut child = cmd.spawn().map_err(|e| crate::pg::tool_spawn_error(&tool, &e))?;
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     let errors = tokio::spawn(async move {

@@ -107,7 +107,7 @@ pub async fn verify_backup(bin_dir: Option<&Path>, pgdata: &Path) -> Result<()> 
         .env("LC_ALL", "C")
         .output()
         .await
-        .map_err(|e| crate::pg::tool_spawn_error(&tool, e))?;
+        .map_err(|e| crate::pg::tool_spawn_error(&tool, &e))?;
     if out.status.success() {
         Ok(())
     } else {
@@ -245,28 +245,23 @@ pub async fn start_and_wait(
     spec: &ConnSpec,
     log: &Path,
 ) -> Result<Reached> {
-    start_and_wait_once(bin_dir, env, pgdata, spec, log).await.map_err(|e| {
+    let started = async {
+        let (data, log_path) = (pgdata.to_path_buf(), log.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            crate::pgcluster::start_data_dir(bin_dir.as_deref(), &data, &log_path, &env)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("pg_ctl task: {e}")))?
+        .map_err(|e| e.context("starting the restored server"))?;
+        wait_for_promotion(spec, log).await
+    };
+    started.await.map_err(|e| {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         match fetch_failure_in(&text) {
             Some(kind) => e.with_kind(kind),
             None => e,
         }
     })
-}
-
-async fn start_and_wait_once(
-    bin_dir: Option<PathBuf>,
-    env: Vec<(String, String)>,
-    pgdata: &Path,
-    spec: &ConnSpec,
-    log: &Path,
-) -> Result<Reached> {
-    let (data, log_path) = (pgdata.to_path_buf(), log.to_path_buf());
-    tokio::task::spawn_blocking(move || crate::pgcluster::start_data_dir(bin_dir.as_deref(), &data, &log_path, &env))
-        .await
-        .map_err(|e| Error::internal(format!("pg_ctl task: {e}")))?
-        .map_err(|e| e.context("starting the restored server"))?;
-    wait_for_promotion(spec, log).await
 }
 
 /// Waits until recovery has reached its target and the server was promoted.

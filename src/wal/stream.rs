@@ -114,9 +114,9 @@ async fn ship_partial(
     last: &mut Option<(String, std::time::SystemTime)>,
 ) -> Result<()> {
     let partial = std::fs::read_dir(&settings.spool)?
-        .filter_map(|e| e.ok())
+        .filter_map(std::result::Result::ok)
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".partial")))
-        .max_by_key(|e| e.file_name());
+        .max_by_key(std::fs::DirEntry::file_name);
     let Some(entry) = partial else { return Ok(()) };
     let name = entry.file_name().to_string_lossy().to_string();
     let modified = entry.metadata()?.modified()?;
@@ -185,7 +185,7 @@ pub async fn stream(
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| crate::pg::tool_spawn_error(&tool, e))?;
+            .map_err(|e| crate::pg::tool_spawn_error(&tool, &e))?;
         tracing::info!(workspace = %settings.workspace, slot = %settings.slot, "WAL stream started");
         // Read stderr as it comes (a full pipe would stall pg_receivewal); keep the end.
         let stderr_tail = {
@@ -208,7 +208,7 @@ pub async fn stream(
         let mut stderr_tail = Some(stderr_tail);
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => {
+                () = shutdown.cancelled() => {
                     if let Some(pid) = child.id() {
                         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
                     }
@@ -230,13 +230,13 @@ pub async fn stream(
                     }
                     report.restarts += 1;
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => break 'outer,
+                        () = tokio::time::sleep(backoff) => {}
+                        () = shutdown.cancelled() => break 'outer,
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                     continue 'outer;
                 }
-                _ = tokio::time::sleep(settings.poll) => {}
+                () = tokio::time::sleep(settings.poll) => {}
             }
             let (files, bytes) = ship_spool(repo, recipients, settings).await?;
             if files > 0 {
@@ -255,7 +255,7 @@ pub async fn stream(
                     Ok(lag) => tracing::info!(workspace = %settings.workspace, lag_bytes = ?lag,
                         seconds_since_last_shipped = last_ship.elapsed().as_secs(), "WAL stream lag"),
                     Err(e) => {
-                        tracing::warn!(workspace = %settings.workspace, error = %e.report(), "cannot read the lag")
+                        tracing::warn!(workspace = %settings.workspace, error = %e.report(), "cannot read the lag");
                     }
                 }
             }

@@ -108,10 +108,10 @@ fn layers_import_downward_only_and_nothing_imports_in_a_circle() {
             let op = rel.components().nth(1).unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_string();
             let nested = rel.components().count() > 2;
             let mut deps = referenced(&text, "crate::ops::");
-            if !nested {
-                deps.extend(referenced(&text, "super::"));
-            } else {
+            if nested {
                 deps.extend(referenced(&text, "super::super::"));
+            } else {
+                deps.extend(referenced(&text, "super::"));
             }
             let is_op = |d: &str| src.join("ops").join(format!("{d}.rs")).exists() || src.join("ops").join(d).is_dir();
             for dep in deps.into_iter().filter(|d| *d != op && is_op(d)) {

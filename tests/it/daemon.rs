@@ -125,13 +125,8 @@ async fn scheduled_snapshots_apply_retention_record_jobs_and_notify() {
     w.core.config.config.workspaces.insert(
         "down".into(),
         WorkspaceConfig {
-            database_url: format!("postgres://postgres@127.0.0.1:{closed}/down"),
             password: Some(Secret::literal("pw-never-shown")),
-            media: None,
-            schedules: None,
-            wal_stream: false,
-            pitr_window: None,
-            restore_tests: None,
+            ..WorkspaceConfig::at(format!("postgres://postgres@127.0.0.1:{closed}/down"))
         },
     );
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod cli;
 mod daemon;
 mod drill;
+mod fixture;
 mod media;
 mod no_lock_in;
 mod one_operation;

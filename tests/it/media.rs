@@ -107,7 +107,7 @@ async fn media_round_trip_and_incremental_snapshots() {
     .unwrap();
     assert_eq!(report.media_files, 5);
     let mut expected = tree(&media);
-    for (path, bytes) in expected.iter_mut() {
+    for (path, bytes) in &mut expected {
         if path == "docs/ünï côde.txt" {
             *bytes = b"hello".to_vec();
         }

@@ -129,7 +129,7 @@ const MARKERS_BEFORE_BASE: &str =
      INSERT INTO markers (label) VALUES ('before-base');";
 
 fn set(labels: &[&str]) -> BTreeSet<String> {
-    labels.iter().map(|s| s.to_string()).collect()
+    labels.iter().map(std::string::ToString::to_string).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

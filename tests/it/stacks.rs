@@ -99,7 +99,7 @@ async fn put_publish_diff_revert_history() {
     let v2 = r#"{"route": "/pay", "steps": ["cart", "pay", "confirm"], "auth": {"required": true}}"#;
     put(c, "shop", s, v2, "v2.json", "bo", Some("new route")).await.unwrap();
     let d = ops::diff(c, "shop", s, Selector::Published, Selector::Live).await.unwrap();
-    let lines: Vec<String> = d.changes.iter().map(|c| c.render()).collect();
+    let lines: Vec<String> = d.changes.iter().map(tidemark::stacks::diff::Change::render).collect();
     assert_eq!(lines, vec!["~ /route: \"/checkout\" -> \"/pay\"", "+ /steps/2: \"confirm\""]);
 
     // Bad input writes nothing.
@@ -155,10 +155,10 @@ async fn concurrent_writers_lose_nothing_and_never_share_a_version() {
             Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{}", e.report()),
         }
     }
-    changes.sort();
+    changes.sort_unstable();
     changes.dedup();
     assert_eq!(changes.len(), 12);
-    versions.sort();
+    versions.sort_unstable();
     assert!(!versions.is_empty());
     assert_eq!(versions, (1..=versions.len() as i32).collect::<Vec<_>>());
     let s = StackRef::parse("function/score").unwrap();
@@ -215,18 +215,7 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     let opts = RestoreOptions { snapshot: manifest.id.clone(), target: url.clone(), ..Default::default() };
     restore(c, &opts, &crate::support::actor()).await.unwrap();
     let mut config = c.config.clone();
-    config.config.workspaces.insert(
-        "copy".into(),
-        WorkspaceConfig {
-            database_url: url,
-            password: None,
-            media: None,
-            schedules: None,
-            wal_stream: false,
-            pitr_window: None,
-            restore_tests: None,
-        },
-    );
+    config.config.workspaces.insert("copy".into(), WorkspaceConfig::at(url));
     let copy = Core::from_parts(config, c.repo.clone(), None, None);
     let (_, live) = ops::show(&copy, "copy", s, Selector::Live).await.unwrap();
     assert_eq!(live.canonical, "{\"v\":2}");

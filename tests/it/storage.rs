@@ -217,7 +217,7 @@ where
     let mut failures = 0;
     let mut points: Vec<u64> = vec![1, 2, calls / 3, calls / 2, calls * 2 / 3, calls - 1, calls];
     points.retain(|n| *n >= 1);
-    points.sort();
+    points.sort_unstable();
     points.dedup();
     for n in points.iter().copied() {
         let shown = visible().await;

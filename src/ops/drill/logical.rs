@@ -11,7 +11,7 @@ pub(super) async fn logical(
     scratch_server: Option<&ConnSpec>,
     done: &mut Progressed,
 ) -> Result<()> {
-    done.source = manifest.id.clone();
+    done.source.clone_from(&manifest.id);
     done.target = manifest.finished_at.to_rfc3339();
     done.stored_bytes = manifest.stored_bytes();
     done.database = database_name(&ctx.opts.workspace, &manifest.id);

@@ -116,7 +116,9 @@ pub async fn drill(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<Dr
     }
 
     let (kind, manifest) = match &opts.source {
-        DrillSource::Snapshot(id) => (DrillKind::Logical, Some(snapshot_to_drill(core, &opts.workspace, id).await?)),
+        DrillSource::Snapshot(id) => {
+            (DrillKind::Logical, Some(snapshot_to_drill(core, &opts.workspace, id.as_deref()).await?))
+        }
         DrillSource::Pitr(_) => (DrillKind::Pitr, None),
     };
     let scratch = ScratchDir::create(&root, &opts.workspace)?;
@@ -147,7 +149,7 @@ pub async fn drill(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<Dr
                 Ok(r) => r.map(|()| false),
                 Err(_) => Ok(true),
             },
-            _ = cancel.cancelled() => Err(Error::new(
+            () = cancel.cancelled() => Err(Error::new(
                 ErrorKind::Interrupted,
                 "the drill was interrupted; its throwaway was removed",
             )),
@@ -248,8 +250,8 @@ pub(super) struct Context<'a> {
 /// The snapshot named, or the newest one whose manifest can be read ("latest"): a damaged
 /// newer manifest is logged (`check` reports it as a problem) and the drill proves the
 /// newest snapshot that can restore.
-async fn snapshot_to_drill(core: &Core, workspace: &str, id: &Option<String>) -> Result<Manifest> {
-    if let Some(id) = id.as_deref().filter(|id| *id != "latest") {
+async fn snapshot_to_drill(core: &Core, workspace: &str, id: Option<&str>) -> Result<Manifest> {
+    if let Some(id) = id.filter(|id| *id != "latest") {
         return super::snapshot::show(core, id, Some(workspace)).await;
     }
     // Like `snapshot::resolve("latest")`, and a damaged newer manifest is logged.

@@ -35,8 +35,8 @@ pub(super) async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progress
             return Ok(());
         }
     };
-    done.source = report.base_backup.clone();
-    done.target = report.target.clone();
+    done.source.clone_from(&report.base_backup);
+    done.target.clone_from(&report.target);
     (done.stored_bytes, done.plain_bytes) = (report.stored_bytes, report.plain_bytes);
     let port = report.port.unwrap_or_default();
     done.restored_into = format!("throwaway cluster on 127.0.0.1:{port}");

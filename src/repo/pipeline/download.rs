@@ -104,7 +104,7 @@ fn decode(
     let hashing = BufReader::with_capacity(CHUNK, HashingReader { inner: source, state: state.clone() });
     let decryptor = age::Decryptor::new_buffered(hashing).map_err(|e| decrypt_error(e, what))?;
     let plain = decryptor.decrypt(identities.iter()).map_err(|e| decrypt_error(e, what))?;
-    let mut decoder = zstd::stream::read::Decoder::new(plain).map_err(|e| read_error(e, what))?;
+    let mut decoder = zstd::stream::read::Decoder::new(plain).map_err(|e| read_error(&e, what))?;
     let mut blake = blake3::Hasher::new();
     let mut plain_sha = Sha256::new();
     let mut plain_size = 0u64;
@@ -112,7 +112,7 @@ fn decode(
         let mut buf = vec![0u8; CHUNK];
         let mut filled = 0;
         while filled < CHUNK {
-            let n = decoder.read(&mut buf[filled..]).map_err(|e| read_error(e, what))?;
+            let n = decoder.read(&mut buf[filled..]).map_err(|e| read_error(&e, what))?;
             if n == 0 {
                 break;
             }

@@ -37,7 +37,7 @@ pub fn decrypt_small(stored: &[u8], identities: &Identities, what: &str) -> Resu
     let decryptor = age::Decryptor::new_buffered(stored).map_err(|e| decrypt_error(e, what))?;
     let mut reader = decryptor.decrypt(identities.iter()).map_err(|e| decrypt_error(e, what))?;
     let mut out = Vec::new();
-    reader.read_to_end(&mut out).map_err(|e| read_error(e, what))?;
+    reader.read_to_end(&mut out).map_err(|e| read_error(&e, what))?;
     Ok(out)
 }
 
@@ -58,7 +58,7 @@ pub(crate) fn decrypt_error(e: age::DecryptError, what: &str) -> Error {
 }
 
 /// Maps a failure while reading a decrypted, decompressed stream.
-pub(crate) fn read_error(e: std::io::Error, what: &str) -> Error {
+pub(crate) fn read_error(e: &std::io::Error, what: &str) -> Error {
     match e.kind() {
         std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::Other => {
             Error::integrity(format!("{what} is corrupt or was tampered with: {e}"))

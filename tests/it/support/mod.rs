@@ -80,30 +80,9 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
     let recipients = Recipients::parse(&repo_config.recipients).unwrap();
     let repo = Repository::init(&repo_config, &recipients).await.unwrap();
     let mut workspaces = BTreeMap::new();
-    workspaces.insert(
-        "shop".to_string(),
-        WorkspaceConfig {
-            database_url: cluster.url("shop"),
-            password: None,
-            media: None,
-            schedules: None,
-            wal_stream: false,
-            pitr_window: None,
-            restore_tests: None,
-        },
-    );
-    let config = LoadedConfig {
-        config: Config {
-            repository: repo_config.clone(),
-            postgres: Default::default(),
-            workspaces,
-            schedules_dir: None,
-            catalog: None,
-            daemon: Default::default(),
-            drill: Default::default(),
-        },
-        path: dir.path().join("tidemark.toml"),
-    };
+    workspaces.insert("shop".to_string(), WorkspaceConfig::at(cluster.url("shop")));
+    let config =
+        LoadedConfig { config: Config::new(repo_config.clone(), workspaces), path: dir.path().join("tidemark.toml") };
     std::fs::write(&config.path, config.config.render_initial()).unwrap();
     let mut core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
     core.cache_dir = Some(dir.path().join("cache"));
