@@ -29,7 +29,8 @@ pub enum CatalogCommand {
 
 pub async fn jobs(global: &Global, args: JobsArgs) -> Result<()> {
     let core = global.core().await?;
-    let jobs = catalog::jobs(&core, args.workspace.as_deref(), args.limit).await?;
+    let opts = catalog::JobsOptions { workspace: args.workspace, limit: args.limit };
+    let jobs = catalog::jobs(&core, &opts, &global.actor()).await?;
     if global.json {
         global.print_json(&jobs);
         return Ok(());
@@ -65,7 +66,8 @@ pub async fn run(global: &Global, cmd: CatalogCommand) -> Result<()> {
     let core = global.core().await?;
     match cmd {
         CatalogCommand::Rebuild { replace } => {
-            let report = catalog::rebuild(&core, replace).await?;
+            let opts = catalog::RebuildOptions { replace_damaged: replace };
+            let report = catalog::rebuild(&core, &opts, &global.actor()).await?;
             if global.json {
                 global.print_json(&report);
             } else {

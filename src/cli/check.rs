@@ -16,12 +16,12 @@ pub struct CheckArgs {
 }
 
 pub async fn run(global: &Global, args: CheckArgs) -> Result<()> {
-    let core = global.core().await?;
+    let (core, _stop) = global.job_core().await?;
     let opts = tidemark::ops::check::CheckOptions {
         workspace: core.workspace_or_only(args.workspace.as_deref())?,
         read_data: args.read_data,
     };
-    let report = tidemark::ops::check::check(&core, &opts, &global.actor()).await?;
+    let report = tidemark::ops::check::check_recorded(&core, &opts, &global.actor()).await?;
     if global.json {
         global.print_json(&report);
     } else {

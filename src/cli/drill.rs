@@ -3,7 +3,7 @@
 
 use clap::{Args, Subcommand};
 use tidemark::drill::{CheckStatus, DrillReport};
-use tidemark::ops::drill::{DrillOptions, DrillSource, drill, history};
+use tidemark::ops::drill::{DrillOptions, DrillSource, HistoryOptions, drill_recorded, history};
 use tidemark::wal::window::Target;
 use tidemark::{Error, ErrorKind, Result};
 
@@ -47,7 +47,7 @@ pub enum DrillCommand {
 pub async fn run(global: &Global, args: DrillArgs) -> Result<()> {
     let core = global.core().await?;
     if let Some(DrillCommand::History { workspace, limit }) = args.command {
-        let drills = history(&core, workspace.as_deref(), limit).await?;
+        let drills = history(&core, &HistoryOptions { workspace, limit }, &global.actor()).await?;
         if global.json {
             global.print_json(&drills);
             return Ok(());
@@ -84,7 +84,7 @@ pub async fn run(global: &Global, args: DrillArgs) -> Result<()> {
         eprintln!("drilling workspace {workspace}: restoring into a throwaway, then checking...");
     }
     let opts = DrillOptions::new(&workspace, source);
-    let report = drill(&core, &opts, &global.actor()).await;
+    let report = drill_recorded(&core, &opts, &global.actor()).await;
     let write_junit = |xml: String| match &args.junit {
         Some(path) => std::fs::write(path, xml)
             .map_err(|e| Error::internal(format!("cannot write the JUnit report {}: {e}", path.display()))),

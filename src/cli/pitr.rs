@@ -66,7 +66,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
     match cmd {
         PitrCommand::Window { workspace } => {
             let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let window = pitr::window(&core, &workspace).await?;
+            let window = pitr::window(&core, &pitr::WindowOptions { workspace }, &global.actor()).await?;
             if global.json {
                 global.print_json(&window);
                 return Ok(());

@@ -123,7 +123,8 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                 Some(w) => w,
                 None => core.workspace_or_only(None)?,
             };
-            let list = snapshot::list(&core, &workspace).await?;
+            let opts = snapshot::ListOptions { workspace: workspace.clone() };
+            let list = snapshot::list(&core, &opts, &global.actor()).await?;
             if global.json {
                 global.print_json(&list);
             } else if list.is_empty() {
@@ -156,7 +157,7 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
             set_pin(global, &core, PinOptions { id, workspace, pin: false, wait: wait.get() }).await?;
         }
         SnapshotCommand::Show { id, workspace } => {
-            let m = snapshot::show(&core, &id, workspace.as_deref()).await?;
+            let m = snapshot::show(&core, &snapshot::ShowOptions { id, workspace }, &global.actor()).await?;
             if global.json {
                 global.print_json(&m);
                 return Ok(());

@@ -6,7 +6,7 @@ use clap::Subcommand;
 use tidemark::Result;
 use tidemark::actor::Actor;
 use tidemark::ops::stacks as ops;
-use tidemark::stacks::{Selector, StackRef};
+use tidemark::stacks::Selector;
 
 use super::Global;
 
@@ -148,8 +148,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::List { workspace } => {
-            let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let list = ops::list(&core, &workspace).await?;
+            let list = ops::list(&core, &ops::StackListOptions { workspace }, &actor).await?;
             if global.json {
                 global.print_json(&list);
             } else {
@@ -160,22 +159,21 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::Show { workspace, stack, version, change } => {
-            let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let selector = match (version, change) {
+            let state = match (version, change) {
                 (Some(v), _) => Selector::Version(v),
                 (_, Some(c)) => Selector::Change(c),
                 _ => Selector::Live,
             };
-            let (change, doc) = ops::show(&core, &workspace, &StackRef::parse(&stack)?, selector).await?;
+            let opts = ops::StackShowOptions { workspace, stack, state: state.to_string() };
+            let shown = ops::show(&core, &opts, &actor).await?;
             if global.json {
-                global.print_json(&serde_json::json!({ "change": change, "sha256": doc.sha256, "content": doc.value }));
+                global.print_json(&shown);
             } else {
-                println!("{}", serde_json::to_string_pretty(&doc.value).expect("a Value serializes"));
+                println!("{}", serde_json::to_string_pretty(&shown.content).expect("a Value serializes"));
             }
         }
         StacksCommand::History { workspace, stack } => {
-            let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let history = ops::history(&core, &workspace, &StackRef::parse(&stack)?).await?;
+            let history = ops::history(&core, &ops::StackOptions { workspace, stack }, &actor).await?;
             if global.json {
                 global.print_json(&history);
             } else {
@@ -203,10 +201,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::Diff { workspace, stack, from, to } => {
-            let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let report =
-                ops::diff(&core, &workspace, &StackRef::parse(&stack)?, Selector::parse(&from)?, Selector::parse(&to)?)
-                    .await?;
+            let report = ops::diff(&core, &ops::StackDiffOptions { workspace, stack, from, to }, &actor).await?;
             if global.json {
                 global.print_json(&report);
             } else if report.changes.is_empty() {
@@ -242,15 +237,8 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
             }
         }
         StacksCommand::Export { workspace, dir, version } => {
-            let workspace = core.workspace_or_only(workspace.as_deref())?;
-            let selector = match version.as_str() {
-                "live" => Selector::Live,
-                "published" => Selector::Published,
-                other => {
-                    return Err(tidemark::Error::usage(format!("--version takes live or published, not {other:?}")));
-                }
-            };
-            let files = ops::export(&core, &workspace, &dir, selector).await?;
+            let opts = ops::StackExportOptions { workspace, dir: dir.clone(), state: version };
+            let files = ops::export(&core, &opts, &actor).await?;
             if global.json {
                 global.print_json(&files);
             } else {

@@ -3,10 +3,11 @@
 //! schedule's last run from its newest snapshot of the policy's kind, and the drill
 //! reports the repository keeps.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Core;
 use super::prune::policies_for;
+use crate::actor::Actor;
 use crate::catalog::{Catalog, Job, JobEnd, NewJob, Trigger};
 use crate::error::Result;
 
@@ -36,7 +37,24 @@ pub async fn open(core: &Core) -> Result<Catalog> {
 
 /// The job history, newest first. A job still `running` whose process is gone from this
 /// host (killed with SIGKILL) is first recorded as aborted.
-pub async fn jobs(core: &Core, workspace: Option<&str>, limit: u32) -> Result<Vec<Job>> {
+/// What `jobs` takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobsOptions {
+    /// One workspace's jobs (default: all).
+    pub workspace: Option<String>,
+    /// The newest this many.
+    pub limit: u32,
+}
+
+/// What `catalog rebuild` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RebuildOptions {
+    /// Move a damaged catalog aside and build a new one.
+    pub replace_damaged: bool,
+}
+
+pub async fn jobs(core: &Core, opts: &JobsOptions, _actor: &Actor) -> Result<Vec<Job>> {
+    let (workspace, limit) = (opts.workspace.as_deref(), opts.limit);
     if let Some(ws) = workspace {
         core.config.workspace(ws)?;
     }
@@ -52,7 +70,8 @@ pub async fn jobs(core: &Core, workspace: Option<&str>, limit: u32) -> Result<Ve
 ///
 /// Errors: `Key` without an identity (manifests are encrypted), `Unavailable` for the
 /// store or the catalog, `Integrity` for a damaged catalog (without `replace_damaged`).
-pub async fn rebuild(core: &Core, replace_damaged: bool) -> Result<RebuildReport> {
+pub async fn rebuild(core: &Core, opts: &RebuildOptions, _actor: &Actor) -> Result<RebuildReport> {
+    let replace_damaged = opts.replace_damaged;
     let (catalog, moved_aside) = match open(core).await {
         Ok(c) => (c, None),
         // A damaged catalog: moved aside (kept for inspection) and built anew.

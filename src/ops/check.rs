@@ -37,6 +37,23 @@ pub struct CheckOptions {
     pub read_data: bool,
 }
 
+/// [`check`] as a recorded job: problems found make it a failed job.
+pub async fn check_recorded(core: &Core, opts: &CheckOptions, actor: &Actor) -> Result<CheckReport> {
+    let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "check", kind: None };
+    super::job::recorded(
+        core,
+        actor,
+        spec,
+        |core| async move { check(&core, opts, actor).await },
+        |r: &CheckReport| crate::catalog::JobEnd {
+            error: (!r.problems.is_empty())
+                .then(|| format!("{} problems: {}", r.problems.len(), r.problems.join("; "))),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// Checks a workspace's backups. Problems are collected, not raised: the report names
 /// each one. Errors: `Key` without an identity, `Unavailable` for the store.
 pub async fn check(core: &Core, opts: &CheckOptions, _actor: &Actor) -> Result<CheckReport> {

@@ -205,8 +205,9 @@ pub async fn demo(
     let bin_dir = core.pg_bin_dir();
     let schema_identical = crate::drill::verify::schema_fingerprint(bin_dir.as_deref(), &source).await?
         == crate::drill::verify::schema_fingerprint(bin_dir.as_deref(), &target_spec).await?;
-    let source_stacks = stacks::list(&core, "shop").await?;
-    let restored_stacks = stacks::list(&core, "shop_restored").await?;
+    let of = |ws: &str| stacks::StackListOptions { workspace: Some(ws.into()) };
+    let source_stacks = stacks::list(&core, &of("shop"), actor).await?;
+    let restored_stacks = stacks::list(&core, &of("shop_restored"), actor).await?;
     let stacks_identical = source_stacks == restored_stacks && !source_stacks.is_empty();
     let media_files = manifest.media.as_ref().map(|m| m.files.len()).unwrap_or(0);
     let media_identical = media_files > 0 && read_tree(&media_dir)? == read_tree(&media_target)?;

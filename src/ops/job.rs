@@ -66,7 +66,7 @@ pub struct JobSpec {
 }
 
 /// Runs `work` as a recorded job: a catalog row (running, then how it ended, with `end`
-/// saying what a success produced) and progress into that row at most once a second. The
+/// saying what a success produced; an `error` in it records a failed verdict) and progress into that row at most once a second. The
 /// operation itself answers the core's stop signal (a restore first drops the database it
 /// created); an `Interrupted` end is recorded as aborted. The catalog is optional: when it
 /// cannot be opened the operation runs anyway, with a warning, because a command that
@@ -116,7 +116,12 @@ where
             tracing::debug!(error = %e.report(), "cannot record a job's progress");
         }
         let (status, ending) = match &result {
-            Ok(value) => (JobStatus::Succeeded, end(value)),
+            // An operation that ran to its end with a failing verdict (a drill whose checks
+            // failed, a check that found problems) says so in `error`: a failed job.
+            Ok(value) => {
+                let ending = end(value);
+                (if ending.error.is_some() { JobStatus::Failed } else { JobStatus::Succeeded }, ending)
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {
                 (JobStatus::Aborted, JobEnd { error: Some(e.report()), ..Default::default() })
             }

@@ -2,7 +2,7 @@
 //! export. Each opens the workspace database and works on the change log in its
 //! `tidemark` schema (installed on first write).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgConnection;
@@ -10,7 +10,6 @@ use sqlx::postgres::PgConnection;
 use super::Core;
 use crate::actor::Actor;
 use crate::error::{Error, Result};
-use crate::pg::ConnSpec;
 use crate::stacks::diff::{self, Change};
 use crate::stacks::log::{self, ChangeInfo, ChangedBy, Published, PutOutcome, StackSummary};
 use crate::stacks::{self as stk, Document, KINDS, Selector, StackRef};
@@ -65,9 +64,7 @@ fn changed_by<'a>(author: Option<&'a str>, actor: &'a Actor) -> ChangedBy<'a> {
 }
 
 async fn connect(core: &Core, workspace: &str, write: bool) -> Result<Option<PgConnection>> {
-    let ws = core.config.workspace(workspace)?;
-    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
-    let mut conn = spec.connect().await?;
+    let mut conn = core.workspace(workspace)?.conn()?.connect().await?;
     if write {
         stk::install(&mut conn).await?;
         return Ok(Some(conn));
@@ -93,20 +90,74 @@ pub async fn put(core: &Core, opts: &StackPutOptions, actor: &Actor) -> Result<P
     log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), opts.message.as_deref(), None).await
 }
 
-pub async fn list(core: &Core, workspace: &str) -> Result<Vec<StackSummary>> {
-    match connect(core, workspace, false).await? {
+/// Which workspace's stacks (`stacks list`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackListOptions {
+    pub workspace: Option<String>,
+}
+
+/// One stack (`stacks history`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackOptions {
+    pub workspace: Option<String>,
+    /// `kind/name`.
+    pub stack: String,
+}
+
+/// One state of a stack (`stacks show`): `live`, `published`, `version:N`, `change:N`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackShowOptions {
+    pub workspace: Option<String>,
+    pub stack: String,
+    pub state: String,
+}
+
+/// Two states of a stack (`stacks diff`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackDiffOptions {
+    pub workspace: Option<String>,
+    pub stack: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// `stacks export`: every stack's `live` or `published` content into a folder.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StackExportOptions {
+    pub workspace: Option<String>,
+    pub dir: PathBuf,
+    /// `live` or `published`.
+    pub state: String,
+}
+
+/// A state of a stack and the change it comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct StackState {
+    pub change: i64,
+    pub sha256: String,
+    pub content: serde_json::Value,
+}
+
+pub async fn list(core: &Core, opts: &StackListOptions, _actor: &Actor) -> Result<Vec<StackSummary>> {
+    let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
+    match connect(core, &workspace, false).await? {
         Some(mut conn) => log::list(&mut conn).await,
         None => Ok(Vec::new()),
     }
 }
 
 /// The content of a state and the change it comes from.
-pub async fn show(core: &Core, workspace: &str, stack: &StackRef, selector: Selector) -> Result<(i64, Document)> {
-    log::read(&mut reader(core, workspace, stack).await?, stack, selector).await
+pub async fn show(core: &Core, opts: &StackShowOptions, _actor: &Actor) -> Result<StackState> {
+    let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
+    let (stack, selector) = (StackRef::parse(&opts.stack)?, Selector::parse(&opts.state)?);
+    let (change, doc) = log::read(&mut reader(core, &workspace, &stack).await?, &stack, selector).await?;
+    Ok(StackState { change, sha256: doc.sha256, content: doc.value })
 }
 
-pub async fn history(core: &Core, workspace: &str, stack: &StackRef) -> Result<Vec<ChangeInfo>> {
-    log::history(&mut reader(core, workspace, stack).await?, stack).await
+pub async fn history(core: &Core, opts: &StackOptions, _actor: &Actor) -> Result<Vec<ChangeInfo>> {
+    let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
+    let stack = StackRef::parse(&opts.stack)?;
+    log::history(&mut reader(core, &workspace, &stack).await?, &stack).await
 }
 
 pub async fn publish(core: &Core, opts: &StackPublishOptions, actor: &Actor) -> Result<Published> {
@@ -125,8 +176,11 @@ pub struct DiffReport {
     pub changes: Vec<Change>,
 }
 
-pub async fn diff(core: &Core, workspace: &str, stack: &StackRef, from: Selector, to: Selector) -> Result<DiffReport> {
-    let mut conn = reader(core, workspace, stack).await?;
+pub async fn diff(core: &Core, opts: &StackDiffOptions, _actor: &Actor) -> Result<DiffReport> {
+    let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
+    let stack = &StackRef::parse(&opts.stack)?;
+    let (from, to) = (Selector::parse(&opts.from)?, Selector::parse(&opts.to)?);
+    let mut conn = reader(core, &workspace, stack).await?;
     let (_, a) = log::read(&mut conn, stack, from).await?;
     let (_, b) = log::read(&mut conn, stack, to).await?;
     Ok(DiffReport {
@@ -208,8 +262,15 @@ pub async fn import(core: &Core, opts: &StackImportOptions, actor: &Actor) -> Re
 
 /// Writes every stack's live (or newest published) content to `DIR/<kind>/<name>.json`.
 /// Returns the files written; stacks with no published version are skipped for `published`.
-pub async fn export(core: &Core, workspace: &str, dir: &Path, selector: Selector) -> Result<Vec<PathBuf>> {
-    let Some(mut conn) = connect(core, workspace, false).await? else { return Ok(Vec::new()) };
+pub async fn export(core: &Core, opts: &StackExportOptions, _actor: &Actor) -> Result<Vec<PathBuf>> {
+    let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
+    let dir = opts.dir.as_path();
+    let selector = match opts.state.as_str() {
+        "live" => Selector::Live,
+        "published" => Selector::Published,
+        other => return Err(Error::usage(format!("--version takes live or published, not {other:?}"))),
+    };
+    let Some(mut conn) = connect(core, &workspace, false).await? else { return Ok(Vec::new()) };
     let mut written = Vec::new();
     for summary in log::list(&mut conn).await? {
         let stack = StackRef::parse(&summary.stack)?;

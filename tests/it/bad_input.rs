@@ -8,7 +8,6 @@ use tidemark::config::{LoadedConfig, RepositoryConfig};
 use tidemark::keys::{GeneratedIdentity, Recipients};
 use tidemark::ops::Core;
 use tidemark::ops::restore::{RestoreOptions, restore};
-use tidemark::ops::snapshot::{self};
 use tidemark::pg::ConnSpec;
 use tidemark::repo::Repository;
 use tidemark::repo::manifest::Manifest;
@@ -119,7 +118,7 @@ async fn unreachable_database_is_unavailable_and_hides_the_password() {
     let err = crate::support::snapshot_shop(&core).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
     assert!(!err.report().contains("hunter2-secret"), "{}", err.report());
-    assert!(snapshot::list(&w.core, "shop").await.unwrap().is_empty());
+    assert!(crate::support::list(&w.core, "shop").await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,9 +170,9 @@ async fn a_snapshot_without_manifest_does_not_exist() {
     let crashed = w.repo_dir().join("workspaces/shop/snapshots/20200101T000000Z-000000/tables");
     std::fs::create_dir_all(&crashed).unwrap();
     std::fs::copy(table_object(&w, &m), crashed.join("public.t.copy.zst.age")).unwrap();
-    let listed = snapshot::list(&w.core, "shop").await.unwrap();
+    let listed = crate::support::list(&w.core, "shop").await.unwrap();
     assert_eq!(listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), vec![m.id.as_str()]);
-    let err = snapshot::show(&w.core, "20200101T000000Z-000000", Some("shop")).await.unwrap_err();
+    let err = crate::support::show(&w.core, "20200101T000000Z-000000", Some("shop")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     let loaded = LoadedConfig::load(Some(&w.core.config.path)).unwrap();
     assert!(loaded.config.workspaces.contains_key("shop"));
@@ -220,7 +219,7 @@ async fn a_missing_identity_file_blocks_reading_but_never_backups() {
     config.config.repository.identity_file = Some(w.dir.path().join("gone.txt"));
     let core = Core::open(config).await.unwrap();
     let m = crate::support::snapshot_shop(&core).await.unwrap();
-    let err = snapshot::show(&core, &m.id, Some("shop")).await.unwrap_err();
+    let err = crate::support::show(&core, &m.id, Some("shop")).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Key);
     assert!(err.message().contains("gone.txt"), "{}", err.message());
 }
@@ -245,7 +244,7 @@ async fn a_damaged_manifest_is_named_and_the_rest_still_works() {
     bytes[last] ^= 0x55;
     std::fs::write(&manifest, bytes).unwrap();
 
-    let list = snapshot::list(&w.core, "shop").await.unwrap();
+    let list = crate::support::list(&w.core, "shop").await.unwrap();
     assert_eq!(list.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), ids);
     assert!(list[..2].iter().all(|s| s.problem.is_none() && s.rows.is_some()));
     assert!(list[2].problem.as_deref().is_some_and(|p| p.contains(&ids[2])), "{:?}", list[2]);
@@ -270,10 +269,10 @@ async fn a_damaged_manifest_is_named_and_the_rest_still_works() {
     prune(&w.core, &opts(false), &crate::support::actor()).await.unwrap();
     assert!(manifest.exists(), "what cannot be read is never deleted");
     assert!(std::fs::read_dir(manifest.parent().unwrap()).unwrap().count() > 1, "nor its objects");
-    let left: Vec<String> = snapshot::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
+    let left: Vec<String> = crate::support::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(left, ids[1..]);
 
-    let rebuilt = tidemark::ops::catalog::rebuild(&w.core, false).await.unwrap();
+    let rebuilt = crate::support::rebuild(&w.core, false).await.unwrap();
     assert_eq!(rebuilt.snapshots, 1);
     assert_eq!(rebuilt.damaged.len(), 1);
     assert!(rebuilt.damaged[0].id.ends_with(&ids[2]));
@@ -286,10 +285,10 @@ async fn a_damaged_manifest_is_named_and_the_rest_still_works() {
         let _ = std::fs::remove_file(format!("{}{side}", catalog.display()));
     }
     std::fs::write(&catalog, vec![b'x'; 8192]).unwrap();
-    let refused = tidemark::ops::catalog::rebuild(&w.core, false).await.unwrap_err();
+    let refused = crate::support::rebuild(&w.core, false).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Integrity, "{}", refused.report());
     assert!(refused.message().contains("--replace"), "{}", refused.message());
-    let replaced = tidemark::ops::catalog::rebuild(&w.core, true).await.unwrap();
+    let replaced = crate::support::rebuild(&w.core, true).await.unwrap();
     let aside = replaced.moved_aside.expect("moved aside");
     assert_eq!(std::fs::read(&aside).unwrap(), vec![b'x'; 8192], "the damaged file is kept for inspection");
     assert_eq!(replaced.snapshots, 1);

@@ -154,7 +154,7 @@ async fn scheduled_snapshots_apply_retention_record_jobs_and_notify() {
     );
     assert!(done.bytes.unwrap() > 0);
     assert_eq!(done.warning, None);
-    let manifest = snapshot::show(&w.core, &id, Some("shop")).await.unwrap();
+    let manifest = crate::support::show(&w.core, &id, Some("shop")).await.unwrap();
     assert_eq!((manifest.kind, manifest.total_rows()), (SnapshotKind::Automatic, 500));
     // Retention ran after it: the older automatic snapshots are past 3 days by the
     // daemon's clock; the manual one (90 days) and the new one stay.
@@ -241,7 +241,7 @@ async fn a_shutdown_mid_snapshot_leaves_no_snapshot_and_the_next_run_succeeds() 
     assert_eq!(done.trigger, "catch-up");
     let ids = w.core.repo.list_snapshot_ids("shop").await.unwrap();
     assert_eq!(ids, vec![done.snapshot_id.clone().unwrap()]);
-    let manifest = snapshot::show(&w.core, &ids[0], Some("shop")).await.unwrap();
+    let manifest = crate::support::show(&w.core, &ids[0], Some("shop")).await.unwrap();
     assert_eq!(manifest.total_rows(), 1000);
     shutdown.cancel();
     assert_eq!(daemon.await.unwrap().jobs_aborted, 0);

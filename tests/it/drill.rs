@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use tidemark::drill::{CheckStatus, DrillKind, DrillReport};
-use tidemark::ops::drill::{DrillOptions, DrillSource, drill, history};
+use tidemark::ops::drill::{DrillOptions, DrillSource, drill};
 use tidemark::pg::ConnSpec;
 
 use crate::support::{World, content_fingerprint, create_database, snapshot_shop, world};
@@ -109,7 +109,7 @@ async fn a_drill_of_a_real_workspace_passes_every_check_and_leaves_nothing() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the throwaway server still listens");
 
     // The catalog has it, with its report.
-    let recorded = history(&w.core, Some("shop"), 10).await.unwrap();
+    let recorded = crate::support::drill_history(&w.core, Some("shop"), 10).await.unwrap();
     assert_eq!(recorded.len(), 1);
     assert!(recorded[0].report.passed);
     assert_eq!(recorded[0].report.checks.len(), report.checks.len());
@@ -125,8 +125,8 @@ async fn a_drill_of_a_real_workspace_passes_every_check_and_leaves_nothing() {
     // A new process (the core keeps its catalog open): the catalog is gone.
     let ids = w.identity.identities();
     let fresh = tidemark::ops::Core::from_parts(w.core.config.clone(), w.core.repo.clone(), None, Some(ids));
-    assert!(history(&fresh, Some("shop"), 10).await.unwrap().is_empty());
-    let rebuilt = tidemark::ops::catalog::rebuild(&fresh, false).await.unwrap();
+    assert!(crate::support::drill_history(&fresh, Some("shop"), 10).await.unwrap().is_empty());
+    let rebuilt = crate::support::rebuild(&fresh, false).await.unwrap();
     assert_eq!(rebuilt.drills_added, 1);
     let fresh = tidemark::ops::Core::from_parts(
         w.core.config.clone(),
@@ -134,7 +134,7 @@ async fn a_drill_of_a_real_workspace_passes_every_check_and_leaves_nothing() {
         None,
         Some(w.identity.identities()),
     );
-    let recovered = history(&fresh, Some("shop"), 10).await.unwrap();
+    let recovered = crate::support::drill_history(&fresh, Some("shop"), 10).await.unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].trigger, "cli");
     assert_eq!(
@@ -142,7 +142,7 @@ async fn a_drill_of_a_real_workspace_passes_every_check_and_leaves_nothing() {
         serde_json::to_value(&report).unwrap(),
         "the same report"
     );
-    assert_eq!(tidemark::ops::catalog::rebuild(&w.core, false).await.unwrap().drills_added, 0, "never twice");
+    assert_eq!(crate::support::rebuild(&w.core, false).await.unwrap().drills_added, 0, "never twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,7 +189,7 @@ async fn a_failing_restore_test_fails_the_drill_and_is_named_in_json_and_junit()
     assert!(xml.contains("failures=\"1\""), "{xml}");
     assert!(xml.contains("<testcase name=\"restore-test app.sql: every user has an email\""), "{xml}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("every user has an email"));
-    let history = history(&w.core, Some("shop"), 10).await.unwrap();
+    let history = crate::support::drill_history(&w.core, Some("shop"), 10).await.unwrap();
     assert_eq!(history.len(), 2, "the CLI drill is recorded too");
 
     // A drill that cannot run still leaves a JUnit file saying why.

@@ -49,7 +49,7 @@ async fn a_repository_written_by_the_previous_version_restores_checks_and_drills
 
     let ids = core.repo.list_snapshot_ids("shop").await.unwrap();
     assert_eq!(ids.len(), 1, "{ids:?}");
-    let manifest = tidemark::ops::snapshot::show(&core, "latest", Some("shop")).await.unwrap();
+    let manifest = crate::support::show(&core, "latest", Some("shop")).await.unwrap();
     assert!(manifest.tables.len() >= 6 && !manifest.stacks.is_empty(), "{:?}", manifest.tables.len());
     let media_files = manifest.media.as_ref().map(|m| m.files.len()).unwrap_or(0);
     assert!(media_files > 0);

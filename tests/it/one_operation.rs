@@ -107,3 +107,34 @@ async fn a_lock_left_by_a_killed_process_is_taken_over() {
     let after = tidemark::catalog::lock::holder(&w.core.config.catalog_path(), "shop").unwrap();
     assert_eq!(after.operation, "snapshot", "the new holder wrote itself in");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_and_drills_are_jobs_with_who_asked_and_their_verdict() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);").await;
+    let m = crate::support::snapshot_shop(&w.core).await.unwrap();
+    let actor = tidemark::actor::Actor::new(tidemark::actor::ActorKind::Ci, "nightly");
+    let opts = tidemark::ops::drill::DrillOptions::new("shop", tidemark::ops::drill::DrillSource::Snapshot(None));
+    let report = tidemark::ops::drill::drill_recorded(&w.core, &opts, &actor).await.unwrap();
+    assert!(report.passed);
+    let check = tidemark::ops::check::CheckOptions { workspace: "shop".into(), read_data: false };
+    assert!(tidemark::ops::check::check_recorded(&w.core, &check, &actor).await.unwrap().problems.is_empty());
+    // An object goes missing: the next check runs to its end and is a failed job.
+    let table = w.repo_dir().join(format!("workspaces/shop/snapshots/{}/tables/public.t.copy.zst.age", m.id));
+    std::fs::remove_file(&table).unwrap();
+    let found = tidemark::ops::check::check_recorded(&w.core, &check, &actor).await.unwrap();
+    assert!(!found.problems.is_empty());
+
+    let catalog = Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    let jobs = catalog.jobs(Some("shop"), 10).await.unwrap();
+    let by = |op: &str| jobs.iter().filter(|j| j.operation == op).collect::<Vec<_>>();
+    let (drills, checks) = (by("drill"), by("check"));
+    assert_eq!((drills.len(), checks.len()), (1, 2), "{jobs:?}");
+    assert_eq!((drills[0].status(), drills[0].trigger.as_str()), (JobStatus::Succeeded, "ci"));
+    assert_eq!(drills[0].snapshot_id.as_deref(), Some(m.id.as_str()));
+    assert!(jobs.iter().all(|j| j.actor.as_deref() == Some("ci:nightly") || j.operation == "snapshot"));
+    // Newest first: the check that found the missing object failed, naming it.
+    assert_eq!(checks[0].status(), JobStatus::Failed);
+    assert!(checks[0].error.as_deref().unwrap().contains("public.t.copy.zst.age"), "{:?}", checks[0]);
+    assert_eq!(checks[1].status(), JobStatus::Succeeded);
+}

@@ -86,13 +86,13 @@ async fn archive_everything(spec: &ConnSpec, core: &Core) -> Lsn {
     let lsn: Lsn = lsn.parse().unwrap();
     let _: String = one_row(spec, "SELECT pg_switch_wal()::text").await;
     for _ in 0..300 {
-        let window = pitr::window(core, "shop").await.unwrap();
+        let window = crate::support::window(core, "shop").await.unwrap();
         if window.latest.as_ref().is_some_and(|l| l.lsn >= lsn) {
             return lsn;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let window = pitr::window(core, "shop").await.unwrap();
+    let window = crate::support::window(core, "shop").await.unwrap();
     panic!("WAL up to {lsn} was never archived: {}", serde_json::to_string(&window).unwrap());
 }
 
@@ -154,7 +154,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     commit_marker(&source, "e").await;
     archive_everything(&source, &w.core).await;
 
-    let window = pitr::window(&w.core, "shop").await.unwrap();
+    let window = crate::support::window(&w.core, "shop").await.unwrap();
     assert!(window.gaps.is_empty(), "{:?}", window.gaps);
     assert_eq!(window.earliest.as_ref().unwrap().lsn, base.end_lsn);
 
@@ -209,7 +209,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
     assert!(archived.iter().any(|a| a.name == victim), "{victim} should be archived");
     let holder = w.repo_dir().join("workspaces/shop/wal").join(&victim[..8]).join(&victim);
     std::fs::remove_dir_all(&holder).unwrap();
-    let window = pitr::window(&w.core, "shop").await.unwrap();
+    let window = crate::support::window(&w.core, "shop").await.unwrap();
     assert_eq!(window.gaps.len(), 1);
     assert_eq!(window.gaps[0].first_missing, victim);
     assert!(window.latest.as_ref().unwrap().lsn < after_b);
@@ -503,7 +503,7 @@ async fn a_failover_is_archived_and_followed() {
 
     // The base backup from before the failover reaches timeline 2, and its latest moment
     // has the row the new primary committed.
-    let window = pitr::window(&w.core, "shop").await.unwrap();
+    let window = crate::support::window(&w.core, "shop").await.unwrap();
     assert_eq!(window.base_backups[0].timelines, vec![1, 2], "{window:?}");
     assert_eq!(window.latest.as_ref().unwrap().timeline, 2, "{window:?}");
     assert!(window.unfollowed_timelines.is_empty() && window.gaps.is_empty(), "{window:?}");
@@ -517,7 +517,7 @@ async fn a_failover_is_archived_and_followed() {
     // The old primary goes on writing timeline 1 (split brain): a base backup taken there
     // now is on a branch timeline 2 did not come from, and stays on it.
     crate::support::basebackup(&w.core).await.unwrap();
-    let window = pitr::window(&w.core, "shop").await.unwrap();
+    let window = crate::support::window(&w.core, "shop").await.unwrap();
     let timelines: Vec<Vec<u32>> = window.base_backups.iter().map(|b| b.timelines.clone()).collect();
     assert_eq!(timelines, vec![vec![1, 2], vec![1]], "{window:?}");
 }
@@ -549,7 +549,7 @@ async fn a_streamed_workspace_survives_a_killed_stream_and_a_crashed_source() {
     commit_marker(&source, "c").await;
     let (stop, second) = start_stream(w.core.clone(), spool.clone());
     archive_everything(&source, &w.core).await;
-    let window = pitr::window(&w.core, "shop").await.unwrap();
+    let window = crate::support::window(&w.core, "shop").await.unwrap();
     assert!(window.gaps.is_empty(), "{:?}", window.gaps);
 
     // The source crashes; everything shipped before it comes back, including the last
@@ -608,7 +608,7 @@ async fn streaming_and_archive_command_can_ship_the_same_segments() {
     stream.await.unwrap().expect("the stream never met a conflicting segment");
     let failed: i64 = one_row(&source, "SELECT failed_count FROM pg_stat_archiver").await;
     assert_eq!(failed, 0, "archive_command refused a segment the stream had shipped");
-    assert!(pitr::window(&w.core, "shop").await.unwrap().gaps.is_empty());
+    assert!(crate::support::window(&w.core, "shop").await.unwrap().gaps.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -663,7 +663,7 @@ async fn prune_drops_base_backups_and_wal_outside_the_window_and_the_rest_still_
     assert_eq!(after.len() as u64, before.len() as u64 - report.pitr.wal_files_deleted);
     assert!(!w.repo_dir().join("workspaces/shop/base").join(&old.id).exists());
 
-    let window = pitr::window(&w.core, "shop").await.unwrap();
+    let window = crate::support::window(&w.core, "shop").await.unwrap();
     assert!(window.gaps.is_empty(), "{:?}", window.gaps);
     assert_eq!(window.earliest.unwrap().lsn, newer.end_lsn);
     assert_eq!(markers_after_restore(&w, Target::Latest).await, set(&["a", "b"]));

@@ -5,7 +5,6 @@
 use std::time::{Duration, SystemTime};
 
 use tidemark::ops::prune::{PruneOptions, prune};
-use tidemark::ops::snapshot::{self};
 
 use crate::support::{create_database, world};
 
@@ -64,11 +63,11 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
     let verdict: Vec<(String, bool)> = dry.decisions.iter().map(|d| (d.id.clone(), d.keep)).collect();
     assert_eq!(verdict, vec![(ids[0].clone(), true), (ids[1].clone(), false), (ids[2].clone(), true)]);
     assert!(dry.decisions[0].reasons.contains(&"pinned".to_string()));
-    assert_eq!(snapshot::list(&w.core, "shop").await.unwrap().len(), 3, "a dry run deletes nothing");
+    assert_eq!(crate::support::list(&w.core, "shop").await.unwrap().len(), 3, "a dry run deletes nothing");
 
     let done = prune(&w.core, &opts(false, Duration::ZERO), &crate::support::actor()).await.unwrap();
     assert!(done.deleted_objects >= 3);
-    let left: Vec<String> = snapshot::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
+    let left: Vec<String> = crate::support::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(left, vec![ids[0].clone(), ids[2].clone()]);
     assert!(!snaps.join(&ids[1]).exists() || files_below(&snaps.join(&ids[1])) == 0);
     assert_eq!(files_below(&media_objects), 1, "media still referenced by the kept snapshots stay");
@@ -96,7 +95,7 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
     // Unpinned, the old snapshot goes too; the newest never does.
     crate::support::set_pin(&w.core, &ids[0], Some("shop"), false).await.unwrap();
     prune(&w.core, &opts(false, Duration::ZERO), &crate::support::actor()).await.unwrap();
-    let left: Vec<String> = snapshot::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
+    let left: Vec<String> = crate::support::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(left, vec![ids[2].clone()]);
     assert_eq!(files_below(&media_objects), 1);
 

@@ -51,7 +51,7 @@ async fn s3_round_trip_with_multipart_and_only_ciphertext() {
 
     // A fresh Core with only the URL settings and the identity lists and restores.
     let fresh = tidemark::ops::Core::open(w.core.config.clone()).await.unwrap();
-    assert_eq!(snapshot::list(&fresh, "shop").await.unwrap().len(), 1);
+    assert_eq!(crate::support::list(&fresh, "shop").await.unwrap().len(), 1);
     let target_url = w.cluster.url("restored");
     let opts = RestoreOptions { snapshot: manifest.id.clone(), target: target_url.clone(), ..Default::default() };
     restore(&fresh, &opts, &crate::support::actor()).await.unwrap();

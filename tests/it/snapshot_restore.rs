@@ -32,7 +32,7 @@ async fn hard_cases_restore_exactly() {
     assert!(manifest.tables.iter().all(|t| t.name != "measurements"), "partition parents hold no data");
     assert_eq!(manifest.kind, SnapshotKind::Manual);
 
-    let listed = snapshot::list(&w.core, "shop").await.unwrap();
+    let listed = crate::support::list(&w.core, "shop").await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].note.as_deref(), Some("before migration"));
 
@@ -132,6 +132,6 @@ async fn large_objects_are_reported_not_silently_dropped() {
     let m = crate::support::snapshot_shop(&w.core).await.unwrap();
     assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
     assert!(m.warnings[0].contains("1 large objects"));
-    let shown = snapshot::show(&w.core, &m.id, None).await.unwrap();
+    let shown = crate::support::show(&w.core, &m.id, None).await.unwrap();
     assert_eq!(shown.warnings, m.warnings);
 }

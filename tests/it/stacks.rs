@@ -73,6 +73,30 @@ async fn import(c: &Core, ws: &str, dir: &std::path::Path) -> tidemark::Result<V
     ops::import(c, &opts, &tester()).await
 }
 
+async fn show(c: &Core, ws: &str, s: &StackRef, state: Selector) -> tidemark::Result<(i64, ops::StackState)> {
+    let opts = ops::StackShowOptions { workspace: Some(ws.into()), stack: s.to_string(), state: state.to_string() };
+    ops::show(c, &opts, &tester()).await.map(|shown| (shown.change, shown))
+}
+
+async fn history(c: &Core, ws: &str, s: &StackRef) -> tidemark::Result<Vec<tidemark::stacks::log::ChangeInfo>> {
+    ops::history(c, &ops::StackOptions { workspace: Some(ws.into()), stack: s.to_string() }, &tester()).await
+}
+
+async fn diff(c: &Core, ws: &str, s: &StackRef, from: Selector, to: Selector) -> tidemark::Result<ops::DiffReport> {
+    let opts = ops::StackDiffOptions {
+        workspace: Some(ws.into()),
+        stack: s.to_string(),
+        from: from.to_string(),
+        to: to.to_string(),
+    };
+    ops::diff(c, &opts, &tester()).await
+}
+
+async fn export(c: &Core, ws: &str, dir: &std::path::Path, state: &str) -> tidemark::Result<Vec<std::path::PathBuf>> {
+    let opts = ops::StackExportOptions { workspace: Some(ws.into()), dir: dir.to_path_buf(), state: state.into() };
+    ops::export(c, &opts, &tester()).await
+}
+
 fn checkout() -> StackRef {
     StackRef::parse("api/checkout").unwrap()
 }
@@ -98,27 +122,27 @@ async fn put_publish_diff_revert_history() {
 
     let v2 = r#"{"route": "/pay", "steps": ["cart", "pay", "confirm"], "auth": {"required": true}}"#;
     put(c, "shop", s, v2, "v2.json", "bo", Some("new route")).await.unwrap();
-    let d = ops::diff(c, "shop", s, Selector::Published, Selector::Live).await.unwrap();
+    let d = diff(c, "shop", s, Selector::Published, Selector::Live).await.unwrap();
     let lines: Vec<String> = d.changes.iter().map(tidemark::stacks::diff::Change::render).collect();
     assert_eq!(lines, vec!["~ /route: \"/checkout\" -> \"/pay\"", "+ /steps/2: \"confirm\""]);
 
     // Bad input writes nothing.
-    let before = ops::history(c, "shop", s).await.unwrap().len();
+    let before = history(c, "shop", s).await.unwrap().len();
     let bad = put(c, "shop", s, "{\"route\": ", "broken.json", "bo", None).await.unwrap_err();
     assert_eq!(bad.kind(), ErrorKind::Usage);
     assert!(bad.message().contains("broken.json"));
-    assert_eq!(ops::history(c, "shop", s).await.unwrap().len(), before);
-    assert_eq!(ops::show(c, "shop", s, Selector::Version(9)).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(history(c, "shop", s).await.unwrap().len(), before);
+    assert_eq!(show(c, "shop", s, Selector::Version(9)).await.unwrap_err().kind(), ErrorKind::NotFound);
     let other = StackRef::parse("task/nightly").unwrap();
-    assert_eq!(ops::history(c, "shop", &other).await.unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(history(c, "shop", &other).await.unwrap_err().kind(), ErrorKind::NotFound);
 
     // Restore the published version: a revert, recorded as a new change.
     let reverted = revert(c, "shop", s, Selector::Version(1), "ana").await.unwrap();
-    let (live_change, live) = ops::show(c, "shop", s, Selector::Live).await.unwrap();
+    let (live_change, live) = show(c, "shop", s, Selector::Live).await.unwrap();
     assert_eq!(Some(live_change), reverted.change);
-    let (_, original) = ops::show(c, "shop", s, Selector::Version(1)).await.unwrap();
+    let (_, original) = show(c, "shop", s, Selector::Version(1)).await.unwrap();
     assert_eq!(live.sha256, original.sha256);
-    let history = ops::history(c, "shop", s).await.unwrap();
+    let history = history(c, "shop", s).await.unwrap();
     assert_eq!(history.len(), 3);
     assert_eq!(history[0].versions, vec![1]);
     assert_eq!(history[0].author, "ana");
@@ -162,7 +186,7 @@ async fn concurrent_writers_lose_nothing_and_never_share_a_version() {
     assert!(!versions.is_empty());
     assert_eq!(versions, (1..=versions.len() as i32).collect::<Vec<_>>());
     let s = StackRef::parse("function/score").unwrap();
-    assert_eq!(ops::history(&w.core, "shop", &s).await.unwrap().len(), 12);
+    assert_eq!(history(&w.core, "shop", &s).await.unwrap().len(), 12);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +198,7 @@ async fn export_then_import_records_only_what_changed() {
         put(c, "shop", &StackRef::parse(name).unwrap(), body, "t", "t", None).await.unwrap();
     }
     let dir = w.dir.path().join("export");
-    let files = ops::export(c, "shop", &dir, Selector::Live).await.unwrap();
+    let files = export(c, "shop", &dir, "live").await.unwrap();
     assert_eq!(files.len(), 3);
     let unchanged = import(c, "shop", &dir).await.unwrap();
     assert!(unchanged.iter().all(|f| f.change.is_none()));
@@ -183,15 +207,15 @@ async fn export_then_import_records_only_what_changed() {
     let changed: Vec<&str> = imported.iter().filter(|f| f.change.is_some()).map(|f| f.stack.as_str()).collect();
     assert_eq!(changed, vec!["task/b"]);
     // No author named: the change is recorded as written by the actor.
-    let newest = ops::history(c, "shop", &StackRef::parse("task/b").unwrap()).await.unwrap().pop().unwrap();
+    let newest = history(c, "shop", &StackRef::parse("task/b").unwrap()).await.unwrap().pop().unwrap();
     assert_eq!((newest.author.as_str(), newest.actor.as_deref()), ("tester", Some("cli:tester")));
     // A bad file anywhere: nothing of the import is written.
     std::fs::write(dir.join("api/a.json"), "{\"n\": 2}").unwrap();
     std::fs::write(dir.join("trigger/c.json"), "{not json").unwrap();
     assert_eq!(import(c, "shop", &dir).await.unwrap_err().kind(), ErrorKind::Usage);
-    let (_, a) = ops::show(c, "shop", &StackRef::parse("api/a").unwrap(), Selector::Live).await.unwrap();
-    assert_eq!(a.canonical, "{\"n\":1}");
-    assert!(ops::export(c, "shop", &w.dir.path().join("pub"), Selector::Published).await.unwrap().is_empty());
+    let (_, a) = show(c, "shop", &StackRef::parse("api/a").unwrap(), Selector::Live).await.unwrap();
+    assert_eq!(a.content, serde_json::json!({"n": 1}));
+    assert!(export(c, "shop", &w.dir.path().join("pub"), "published").await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,7 +229,7 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     let manifest = crate::support::snapshot_shop(c).await.unwrap();
     assert_eq!(manifest.stacks.len(), 1);
     assert_eq!(manifest.stacks[0].latest_version, Some(1));
-    let at_snapshot = ops::history(c, "shop", s).await.unwrap();
+    let at_snapshot = history(c, "shop", s).await.unwrap();
 
     // Changed after the snapshot.
     put(c, "shop", s, "{\"v\": 3}", "t", "bo", None).await.unwrap();
@@ -217,10 +241,10 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     let mut config = c.config.clone();
     config.config.workspaces.insert("copy".into(), WorkspaceConfig::at(url));
     let copy = Core::from_parts(config, c.repo.clone(), None, None);
-    let (_, live) = ops::show(&copy, "copy", s, Selector::Live).await.unwrap();
-    assert_eq!(live.canonical, "{\"v\":2}");
+    let (_, live) = show(&copy, "copy", s, Selector::Live).await.unwrap();
+    assert_eq!(live.content, serde_json::json!({"v": 2}));
     assert_eq!(live.sha256, manifest.stacks[0].live_sha256);
-    let restored = ops::history(&copy, "copy", s).await.unwrap();
+    let restored = history(&copy, "copy", s).await.unwrap();
     assert_eq!(
         restored.iter().map(|h| (h.id, h.content_sha256.clone(), h.versions.clone())).collect::<Vec<_>>(),
         at_snapshot.iter().map(|h| (h.id, h.content_sha256.clone(), h.versions.clone())).collect::<Vec<_>>()
@@ -233,18 +257,18 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     // --stacks-only: the live workspace gets the snapshot's stacks back as new changes.
     let later = StackRef::parse("task/later").unwrap();
     put(c, "shop", &later, "{\"made\": \"after\"}", "t", "bo", None).await.unwrap();
-    let before = ops::history(c, "shop", s).await.unwrap();
+    let before = history(c, "shop", s).await.unwrap();
     let back =
         tidemark::ops::restore::restore_stacks(c, &manifest.id, Some("shop"), &Actor::new(ActorKind::Cli, "ops"))
             .await
             .unwrap();
     assert_eq!(back.len(), 1);
-    let (_, live) = ops::show(c, "shop", s, Selector::Live).await.unwrap();
-    assert_eq!(live.canonical, "{\"v\":2}");
-    let after = ops::history(c, "shop", s).await.unwrap();
+    let (_, live) = show(c, "shop", s, Selector::Live).await.unwrap();
+    assert_eq!(live.content, serde_json::json!({"v": 2}));
+    let after = history(c, "shop", s).await.unwrap();
     assert_eq!(after.len(), before.len() + 1, "history is kept; the restore is a new change");
     assert_eq!(after.last().unwrap().reverted_to.as_deref(), Some(format!("snapshot:{}", manifest.id).as_str()));
-    assert_eq!(ops::history(c, "shop", &later).await.unwrap().len(), 1);
+    assert_eq!(history(c, "shop", &later).await.unwrap().len(), 1);
     // Again: nothing changes, nothing is recorded.
     let again =
         tidemark::ops::restore::restore_stacks(c, &manifest.id, Some("shop"), &Actor::new(ActorKind::Cli, "ops"))

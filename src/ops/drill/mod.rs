@@ -20,7 +20,6 @@ use super::pitr::{DEFAULT_PREFETCH, PitrRestoreOptions, restore as pitr_restore}
 use super::restore::{RestoreOptions, restore};
 use crate::actor::Actor;
 use crate::catalog::Trigger;
-use crate::config::WorkspaceConfig;
 use crate::drill::assertions::{self, Assertion};
 use crate::drill::checks;
 use crate::drill::record;
@@ -133,7 +132,7 @@ pub async fn drill(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<Dr
         plain_bytes: 0,
         place: None,
     };
-    let ctx = Context { core, opts, actor, ws: &ws, scratch: scratch.path(), assertions: &user_assertions };
+    let ctx = Context { core, opts, actor, scratch: scratch.path(), assertions: &user_assertions };
     let ended: Result<()> = {
         let work = async {
             match (&opts.source, &manifest) {
@@ -204,6 +203,28 @@ pub async fn drill(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<Dr
     Ok(report)
 }
 
+/// [`drill`] as a recorded job (see [`super::job::recorded`]): a drill whose checks
+/// failed is a failed job, naming them.
+pub async fn drill_recorded(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<DrillReport> {
+    let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "drill", kind: None };
+    super::job::recorded(
+        core,
+        actor,
+        spec,
+        |core| async move { drill(&core, opts, actor).await },
+        |r: &DrillReport| crate::catalog::JobEnd {
+            snapshot_id: matches!(opts.source, DrillSource::Snapshot(_)).then(|| r.source.clone()),
+            bytes: Some(r.stored_bytes),
+            error: (!r.passed).then(|| {
+                let failed: Vec<&str> = r.failed_checks().iter().map(|c| c.name.as_str()).collect();
+                format!("the restore drill FAILED: {}", failed.join(", "))
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// Every drill report the repository holds for a workspace, oldest first (see
 /// [`record::stored_reports`]).
 ///
@@ -215,8 +236,8 @@ pub async fn stored_reports(core: &Core, workspace: &str) -> Result<Vec<StoredDr
 /// The drills the catalog recorded, newest first.
 ///
 /// Errors: `Unavailable` when the catalog cannot be opened.
-pub async fn history(core: &Core, workspace: Option<&str>, limit: u32) -> Result<Vec<DrillEntry>> {
-    let records = core.catalog().await?.drills(workspace, limit).await?;
+pub async fn history(core: &Core, opts: &HistoryOptions, _actor: &Actor) -> Result<Vec<DrillEntry>> {
+    let records = core.catalog().await?.drills(opts.workspace.as_deref(), opts.limit).await?;
     records
         .into_iter()
         .map(|r| {
@@ -225,6 +246,15 @@ pub async fn history(core: &Core, workspace: Option<&str>, limit: u32) -> Result
             Ok(DrillEntry { id: r.id, trigger: r.trigger, actor: r.actor, report })
         })
         .collect()
+}
+
+/// What `drill history` takes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryOptions {
+    /// One workspace's drills (default: all).
+    pub workspace: Option<String>,
+    /// The newest this many.
+    pub limit: u32,
 }
 
 /// A drill of `drill history`: the catalog's id, what started it, who asked, and the report.
@@ -242,7 +272,6 @@ pub(super) struct Context<'a> {
     pub(super) core: &'a Core,
     pub(super) opts: &'a DrillOptions,
     pub(super) actor: &'a Actor,
-    pub(super) ws: &'a WorkspaceConfig,
     pub(super) scratch: &'a Path,
     pub(super) assertions: &'a [Assertion],
 }
@@ -252,7 +281,7 @@ pub(super) struct Context<'a> {
 /// newest snapshot that can restore.
 async fn snapshot_to_drill(core: &Core, workspace: &str, id: Option<&str>) -> Result<Manifest> {
     if let Some(id) = id.filter(|id| *id != "latest") {
-        return super::snapshot::show(core, id, Some(workspace)).await;
+        return super::snapshot::manifest(core, id, Some(workspace)).await;
     }
     // Like `snapshot::resolve("latest")`, and a damaged newer manifest is logged.
     let read = core.repo.read_manifests(workspace, &core.identities()?).await?;

@@ -64,7 +64,7 @@ pub(super) async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progress
     done.checks.push(Check::new("recovery", outcome, report.restore_ms));
 
     let clock = Instant::now();
-    let spec = ConnSpec::parse(&ctx.ws.database_url, ctx.ws.password.as_ref())?.with_host_port("127.0.0.1", port)?;
+    let spec = ctx.core.workspace(&ctx.opts.workspace)?.conn()?.with_host_port("127.0.0.1", port)?;
     done.database = spec.database().unwrap_or_default();
     match spec.connect().await {
         Ok(mut conn) => {

@@ -24,10 +24,17 @@ use crate::wal::timeline::{self, Histories, Leg};
 use crate::wal::window::{self, Target, Window};
 use crate::wal::{Lsn, archive, base};
 
+/// What `pitr window` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WindowOptions {
+    pub workspace: String,
+}
+
 /// The window of a workspace. Errors: `Key` without an identity (base backup manifests
 /// are encrypted), `Unavailable` for the store.
-pub async fn window(core: &Core, workspace: &str) -> Result<Window> {
-    core.config.workspace(workspace)?;
+pub async fn window(core: &Core, opts: &WindowOptions, _actor: &Actor) -> Result<Window> {
+    let workspace = opts.workspace.as_str();
+    core.workspace(workspace)?;
     Ok(Physical::load(core, &core.identities()?, workspace).await?.window())
 }
 

@@ -72,7 +72,24 @@ impl SnapshotSummary {
 ///
 /// Errors: `Unavailable` for an unreachable store; `Key` when no manifest can be read
 /// with the configured identity.
-pub async fn list(core: &Core, workspace: &str) -> Result<Vec<SnapshotSummary>> {
+/// What `snapshot list` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ListOptions {
+    pub workspace: String,
+}
+
+/// What `snapshot show` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShowOptions {
+    /// A snapshot id, or `latest`.
+    pub id: String,
+    /// The snapshot's workspace (default: found in the repository; for `latest`, the
+    /// only one configured).
+    pub workspace: Option<String>,
+}
+
+pub async fn list(core: &Core, opts: &ListOptions, _actor: &Actor) -> Result<Vec<SnapshotSummary>> {
+    let workspace = opts.workspace.as_str();
     core.known_workspace(workspace).await?;
     if !core.has_identities() {
         let ids = core.repo.list_snapshot_ids(workspace).await?;
@@ -121,7 +138,14 @@ pub async fn resolve(core: &Core, id: &str, workspace: Option<&str>) -> Result<(
 }
 
 /// One snapshot's manifest (see [`resolve`] for how it is named).
-pub async fn show(core: &Core, id: &str, workspace: Option<&str>) -> Result<Manifest> {
+pub async fn show(core: &Core, opts: &ShowOptions, _actor: &Actor) -> Result<Manifest> {
+    manifest(core, &opts.id, opts.workspace.as_deref()).await
+}
+
+/// The manifest of a snapshot named by id (or `latest`), for operations that read one.
+///
+/// Errors: those of [`resolve`] and [`crate::repo::Repository::read_manifest`].
+pub async fn manifest(core: &Core, id: &str, workspace: Option<&str>) -> Result<Manifest> {
     let (ws, id) = resolve(core, id, workspace).await?;
     core.repo.read_manifest(&ws, &id, &core.identities()?).await
 }

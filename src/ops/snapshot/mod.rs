@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 mod list;
 
-pub use list::{SnapshotSummary, list, resolve, show};
+pub use list::{ListOptions, ShowOptions, SnapshotSummary, list, manifest, resolve, show};
 
 use super::job::WaitFor;
 use super::{Core, jobs_or_default};

@@ -237,3 +237,40 @@ pub async fn set_pin(core: &Core, id: &str, workspace: Option<&str>, pin: bool) 
     };
     tidemark::ops::prune::set_pin(core, &opts, &actor()).await
 }
+
+/// `snapshot list` of a workspace.
+pub async fn list(core: &Core, workspace: &str) -> tidemark::Result<Vec<tidemark::ops::snapshot::SnapshotSummary>> {
+    tidemark::ops::snapshot::list(core, &tidemark::ops::snapshot::ListOptions { workspace: workspace.into() }, &actor())
+        .await
+}
+
+/// `snapshot show`.
+pub async fn show(
+    core: &Core,
+    id: &str,
+    workspace: Option<&str>,
+) -> tidemark::Result<tidemark::repo::manifest::Manifest> {
+    let opts = tidemark::ops::snapshot::ShowOptions { id: id.into(), workspace: workspace.map(str::to_string) };
+    tidemark::ops::snapshot::show(core, &opts, &actor()).await
+}
+
+/// `pitr window` of a workspace.
+pub async fn window(core: &Core, workspace: &str) -> tidemark::Result<tidemark::wal::window::Window> {
+    tidemark::ops::pitr::window(core, &tidemark::ops::pitr::WindowOptions { workspace: workspace.into() }, &actor())
+        .await
+}
+
+/// `drill history`.
+pub async fn drill_history(
+    core: &Core,
+    workspace: Option<&str>,
+    limit: u32,
+) -> tidemark::Result<Vec<tidemark::ops::drill::DrillEntry>> {
+    let opts = tidemark::ops::drill::HistoryOptions { workspace: workspace.map(str::to_string), limit };
+    tidemark::ops::drill::history(core, &opts, &actor()).await
+}
+
+/// `catalog rebuild [--replace]`.
+pub async fn rebuild(core: &Core, replace_damaged: bool) -> tidemark::Result<tidemark::ops::catalog::RebuildReport> {
+    tidemark::ops::catalog::rebuild(core, &tidemark::ops::catalog::RebuildOptions { replace_damaged }, &actor()).await
+}
