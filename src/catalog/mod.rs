@@ -3,6 +3,7 @@
 //! backups: the repository is. `ops::catalog::rebuild` recreates what it can from the
 //! repository, and commands that only need the repository never open it.
 
+pub mod audit;
 mod drills;
 mod jobs;
 pub mod lock;
@@ -26,6 +27,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (2, "drills", include_str!("../../migrations/catalog/0002_drills.sql")),
     (3, "job_owner", include_str!("../../migrations/catalog/0003_job_owner.sql")),
     (4, "actor_progress", include_str!("../../migrations/catalog/0004_actor_progress.sql")),
+    (5, "audit", include_str!("../../migrations/catalog/0005_audit.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

@@ -2,6 +2,7 @@
 //! arguments into the operation's `*Options`, calls `ops::*`, and prints the result as text
 //! or, with `--json`, as one JSON document on stdout.
 
+pub mod audit;
 pub mod basebackup;
 pub mod catalog;
 pub mod check;
@@ -89,6 +90,9 @@ pub enum Command {
     /// The catalog (tidemark's own state; the repository stays the truth)
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// The audit trail: who changed what, hash-chained and checkpointed into the repository
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Try tidemark end to end on a throwaway Postgres it starts itself
     Demo(demo::DemoArgs),
 }
@@ -177,6 +181,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve::run(&global, args).await,
         Command::Jobs(args) => catalog::jobs(&global, args).await,
         Command::Catalog(cmd) => catalog::run(&global, cmd).await,
+        Command::Audit(cmd) => audit::run(&global, cmd).await,
         Command::Demo(args) => demo::run(&global, args).await,
     }
 }

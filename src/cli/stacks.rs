@@ -22,7 +22,7 @@ pub enum StacksCommand {
         /// JSON file ("-" for standard input)
         #[arg(long)]
         file: PathBuf,
-        /// Who makes the change, recorded in the history (default: the OS user)
+        /// Who makes the change, recorded in the history (default: the OS user, or the CI job)
         #[arg(long)]
         author: Option<String>,
         /// Why: recorded with the change or version
@@ -63,7 +63,7 @@ pub enum StacksCommand {
         workspace: Option<String>,
         /// The function stack: kind/name, e.g. api/checkout
         stack: String,
-        /// Who makes the change, recorded in the history (default: the OS user)
+        /// Who makes the change, recorded in the history (default: the OS user, or the CI job)
         #[arg(long)]
         author: Option<String>,
         /// Why: recorded with the change or version
@@ -94,7 +94,7 @@ pub enum StacksCommand {
         /// version:N or change:N
         #[arg(long)]
         to: String,
-        /// Who makes the change, recorded in the history (default: the OS user)
+        /// Who makes the change, recorded in the history (default: the OS user, or the CI job)
         #[arg(long)]
         author: Option<String>,
     },
@@ -105,7 +105,7 @@ pub enum StacksCommand {
         workspace: Option<String>,
         /// The folder of stack files (kind/name.json)
         dir: PathBuf,
-        /// Who makes the change, recorded in the history (default: the OS user)
+        /// Who makes the change, recorded in the history (default: the OS user, or the CI job)
         #[arg(long)]
         author: Option<String>,
     },

@@ -109,6 +109,7 @@ where
     };
     let progress = job_core.progress().clone();
     let result = work(job_core).await;
+    let mut audit_details = None;
     if let (Some(catalog), Some(id)) = (&catalog, id) {
         // The last state, written before the end (the sink's task may not get to it
         // before a command-line process exits).
@@ -130,8 +131,28 @@ where
         if let Err(e) = catalog.finish_job(id, status, &ending).await {
             tracing::warn!(error = %e.report(), "cannot record the end of the job in the catalog");
         }
+        ending_for_audit(&mut audit_details, id, status, &result_ending(&ending));
+    }
+    if spec.operation != "check" {
+        let details = audit_details.unwrap_or_else(|| serde_json::json!({}));
+        super::audit::record(core, actor, spec.operation, &spec.workspace, &result, details).await;
     }
     result
+}
+
+/// What the audit trail keeps of a job's end: its id and what it produced.
+fn result_ending(ending: &JobEnd) -> serde_json::Value {
+    serde_json::json!({"snapshot": ending.snapshot_id, "bytes": ending.bytes, "error": ending.error})
+}
+
+fn ending_for_audit(slot: &mut Option<serde_json::Value>, id: i64, status: JobStatus, ending: &serde_json::Value) {
+    let mut details = ending.clone();
+    if let Some(map) = details.as_object_mut() {
+        map.retain(|_, v| !v.is_null());
+        map.insert("job".into(), serde_json::json!(id));
+        map.insert("status".into(), serde_json::json!(status.as_str()));
+    }
+    *slot = Some(details);
 }
 
 /// A progress sink that writes into a job's catalog row (through a task: the operation

@@ -1,6 +1,7 @@
 //! The core: one file per operation. The CLI (and later the API and the scheduler) turn
 //! their input into the same `*Options` structs, call these functions and render the result.
 
+pub mod audit;
 pub mod basebackup;
 pub mod catalog;
 pub mod check;

@@ -237,5 +237,8 @@ pub async fn restore_stacks(
         out.push(crate::stacks::log::put(&mut conn, stack, doc, by, Some(&message), Some(&reverted_to)).await?);
     }
     ConnSpec::close(conn).await;
-    Ok(out)
+    let result = Ok(out);
+    let details = serde_json::json!({"snapshot": snapshot, "stacks": live.len()});
+    super::audit::record(core, actor, "restore.stacks", &workspace, &result, details).await;
+    result
 }

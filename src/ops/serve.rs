@@ -105,6 +105,34 @@ impl Runner for SnapshotRunner {
         let stop = self.stop.clone();
         let actor = Actor::schedule(&job.policy);
         Box::pin(async move {
+            let result = scheduled(&core, &job, &actor, &stop, now).await;
+            let details = match &result {
+                Ok(o) => serde_json::json!({"snapshot": o.snapshot_id, "bytes": o.bytes, "warning": o.warning}),
+                Err(_) => serde_json::json!({}),
+            };
+            super::audit::record(&core, &actor, job.operation(), &job.workspace, &result, details).await;
+            result
+        })
+    }
+
+    fn stop_jobs(&self) -> bool {
+        self.stop.cancel();
+        true
+    }
+}
+
+/// One scheduled job's work: a snapshot (then retention, then a drill if the policy asks),
+/// a base backup, or a drill.
+async fn scheduled(
+    core: &Core,
+    job: &ScheduledJob,
+    actor: &Actor,
+    stop: &CancellationToken,
+    now: DateTime<Utc>,
+) -> Result<JobOutcome> {
+    let (core, job, actor, stop) = (core.clone(), job.clone(), actor.clone(), stop.clone());
+    {
+        {
             let (id, bytes) = match (job.action, job.kind) {
                 (Action::Drill, _) => {
                     let report = scheduled_drill(&core, &job, None, &actor).await?;
@@ -171,12 +199,7 @@ impl Runner for SnapshotRunner {
                 })?;
             }
             Ok(JobOutcome { snapshot_id: Some(id), bytes: Some(bytes), warning })
-        })
-    }
-
-    fn stop_jobs(&self) -> bool {
-        self.stop.cancel();
-        true
+        }
     }
 }
 

@@ -87,7 +87,24 @@ pub async fn put(core: &Core, opts: &StackPutOptions, actor: &Actor) -> Result<P
     let stack = StackRef::parse(&opts.stack)?;
     let doc = Document::parse(&opts.json, &opts.origin)?;
     let mut conn = connect(core, &workspace, true).await?.expect("installed");
-    log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), opts.message.as_deref(), None).await
+    let out =
+        log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), opts.message.as_deref(), None)
+            .await;
+    audited(core, actor, "stacks.put", &workspace, &stack, &out).await;
+    out
+}
+
+/// Records a stacks change in the audit trail, with the change it made.
+async fn audited<T: Serialize>(
+    core: &Core,
+    actor: &Actor,
+    action: &str,
+    workspace: &str,
+    stack: &StackRef,
+    out: &Result<T>,
+) {
+    let details = out.as_ref().ok().and_then(|o| serde_json::to_value(o).ok()).unwrap_or(serde_json::json!({}));
+    super::audit::record(core, actor, action, &format!("{workspace}/{stack}"), out, details).await;
 }
 
 /// Which workspace's stacks (`stacks list`).
@@ -164,7 +181,9 @@ pub async fn publish(core: &Core, opts: &StackPublishOptions, actor: &Actor) -> 
     let workspace = core.workspace_or_only(opts.workspace.as_deref())?;
     let stack = StackRef::parse(&opts.stack)?;
     let mut conn = connect(core, &workspace, true).await?.expect("installed");
-    log::publish(&mut conn, &stack, changed_by(opts.author.as_deref(), actor), opts.message.as_deref()).await
+    let out = log::publish(&mut conn, &stack, changed_by(opts.author.as_deref(), actor), opts.message.as_deref()).await;
+    audited(core, actor, "stacks.publish", &workspace, &stack, &out).await;
+    out
 }
 
 /// A structural diff between two states.
@@ -201,8 +220,10 @@ pub async fn revert(core: &Core, opts: &StackRevertOptions, actor: &Actor) -> Re
     stk::install(&mut conn).await?;
     let (_, doc) = log::read(&mut conn, &stack, to).await?;
     let message = format!("revert to {to}");
-    log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), Some(&message), Some(&to.to_string()))
-        .await
+    let by = changed_by(opts.author.as_deref(), actor);
+    let out = log::put(&mut conn, &stack, &doc, by, Some(&message), Some(&to.to_string())).await;
+    audited(core, actor, "stacks.revert", &workspace, &stack, &out).await;
+    out
 }
 
 /// What happened to one file of an import.
@@ -254,7 +275,9 @@ pub async fn import(core: &Core, opts: &StackImportOptions, actor: &Actor) -> Re
     for (file, stack, doc) in docs {
         let message = format!("import {}", file.display());
         let outcome =
-            log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), Some(&message), None).await?;
+            log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), Some(&message), None).await;
+        audited(core, actor, "stacks.import", &workspace, &stack, &outcome).await;
+        let outcome = outcome?;
         out.push(ImportedFile { file, stack: stack.to_string(), change: outcome.change });
     }
     Ok(out)

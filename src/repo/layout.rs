@@ -145,6 +145,17 @@ pub fn drill_report(workspace: &str, id: &str) -> Path {
     drill_reports(workspace).join(format!("{id}.json.age"))
 }
 
+/// `audit/<chain>/`: checkpoints of one catalog's audit chain.
+pub fn audit_checkpoints(chain: &str) -> Path {
+    Path::from_iter(["audit", chain])
+}
+
+/// One checkpoint of an audit chain's head, written once: `audit/<chain>/<seq, 12
+/// digits>.json.age`, so names sort by position in the chain.
+pub fn audit_checkpoint(chain: &str, seq: i64) -> Path {
+    audit_checkpoints(chain).join(format!("{seq:012}.json.age"))
+}
+
 /// `workspaces/<ws>/media/`.
 pub fn media_dir(workspace: &str) -> Path {
     Path::from_iter(["workspaces", workspace, "media"])

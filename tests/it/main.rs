@@ -2,6 +2,7 @@
 //! repository, S3 server) through `support`.
 
 mod architecture;
+mod audit;
 mod bad_input;
 mod cli;
 mod daemon;

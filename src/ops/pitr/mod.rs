@@ -94,7 +94,7 @@ pub struct MarkOptions {
 ///
 /// Errors: `AlreadyExists` for a name already recorded (never replaced); `Database` when
 /// the role may not (superuser or an explicit grant is needed).
-pub async fn mark(core: &Core, opts: &MarkOptions, _actor: &Actor) -> Result<RestorePoint> {
+pub async fn mark(core: &Core, opts: &MarkOptions, actor: &Actor) -> Result<RestorePoint> {
     let (workspace, name) = (opts.workspace.as_str(), opts.name.as_str());
     if name.is_empty() || name.len() > 63 {
         return Err(Error::usage("a restore point name has 1 to 63 characters"));
@@ -126,8 +126,10 @@ pub async fn mark(core: &Core, opts: &MarkOptions, _actor: &Actor) -> Result<Res
     let point = RestorePoint { name: name.to_string(), lsn: lsn.parse()?, time };
     let key = layout::restore_point(workspace, name);
     // Write-once: a restore point recorded under this name at the same moment is not replaced.
-    core.repo.put_sealed(&key, &point, core.recipients()?).await.map_err(|e| used_name(e, name))?;
-    Ok(point)
+    let stored = core.repo.put_sealed(&key, &point, core.recipients()?).await.map_err(|e| used_name(e, name));
+    let details = serde_json::json!({"lsn": point.lsn.to_string(), "time": point.time});
+    super::audit::record(core, actor, "restore-point", &format!("{workspace}/{name}"), &stored, details).await;
+    stored.map(|()| point)
 }
 
 /// A restore point name that is taken: `AlreadyExists`, saying what to do.

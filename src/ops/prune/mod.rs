@@ -107,9 +107,14 @@ pub async fn pinned(core: &Core, workspace: &str) -> Result<HashSet<String>> {
 /// that does not exist; `Refused` while another operation holds the workspace.
 pub async fn set_pin(core: &Core, opts: &PinOptions, actor: &Actor) -> Result<String> {
     let (ws, id) = super::snapshot::resolve(core, &opts.id, opts.workspace.as_deref()).await?;
-    let _lock = super::job::take_workspace(core, &ws, "pin", actor, opts.wait).await?;
-    core.repo.set_pin(&ws, &id, opts.pin).await?;
-    Ok(ws)
+    let done = async {
+        let _lock = super::job::take_workspace(core, &ws, "pin", actor, opts.wait).await?;
+        core.repo.set_pin(&ws, &id, opts.pin).await
+    }
+    .await;
+    let action = if opts.pin { "pin" } else { "unpin" };
+    super::audit::record(core, actor, action, &format!("{ws}/{id}"), &done, serde_json::json!({})).await;
+    done.map(|()| ws)
 }
 
 /// Applies retention and collects garbage.
