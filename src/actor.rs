@@ -44,11 +44,15 @@ pub struct Actor {
     /// The client's address (API).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// What the actor may do: a token's grant. `None`: the host itself (the command line
+    /// and the daemon run with the config and the keys, so with every right).
+    #[serde(skip)]
+    pub grant: Option<crate::access::Grant>,
 }
 
 impl Actor {
     pub fn new(kind: ActorKind, name: impl Into<String>) -> Actor {
-        Actor { kind, name: name.into(), token_id: None, address: None }
+        Actor { kind, name: name.into(), token_id: None, address: None, grant: None }
     }
 
     /// The command line: the OS user running it (from the process's uid, not `$USER`), or,
@@ -63,6 +67,11 @@ impl Actor {
             return Actor::new(ActorKind::Ci, name);
         }
         Actor::new(ActorKind::Cli, crate::error::current_user())
+    }
+
+    /// What this actor may do (the host itself: everything).
+    pub fn grant(&self) -> crate::access::Grant {
+        self.grant.clone().unwrap_or(crate::access::Grant { role: crate::access::Role::Admin, workspaces: Vec::new() })
     }
 
     /// The daemon, running schedule `policy`.

@@ -29,13 +29,18 @@ pub enum ErrorKind {
     Database,
     /// The operation was interrupted (Ctrl-C, SIGTERM).
     Interrupted,
+    /// No valid credentials: an API token missing, malformed, unknown, expired or revoked.
+    Unauthenticated,
+    /// Valid credentials without the right: a role that does not allow the action, a
+    /// workspace outside the token's, an address outside its allow list.
+    Forbidden,
     /// A bug or an unexpected condition inside tidemark.
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, in table order (used by the docs test that keeps README in sync).
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 13] = [
         ErrorKind::Usage,
         ErrorKind::Config,
         ErrorKind::NotFound,
@@ -46,6 +51,8 @@ impl ErrorKind {
         ErrorKind::Unavailable,
         ErrorKind::Database,
         ErrorKind::Interrupted,
+        ErrorKind::Unauthenticated,
+        ErrorKind::Forbidden,
         ErrorKind::Internal,
     ];
 
@@ -63,6 +70,8 @@ impl ErrorKind {
             ErrorKind::Unavailable => 9,
             ErrorKind::Database => 10,
             ErrorKind::Interrupted => 130,
+            ErrorKind::Unauthenticated => 12,
+            ErrorKind::Forbidden => 13,
         }
     }
 
@@ -77,6 +86,8 @@ impl ErrorKind {
             ErrorKind::Database => 502,
             ErrorKind::Unavailable => 503,
             ErrorKind::Interrupted => 499,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
             ErrorKind::Internal => 500,
         }
     }
@@ -99,6 +110,8 @@ impl ErrorKind {
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Database => "database",
             ErrorKind::Interrupted => "interrupted",
+            ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::Internal => "internal",
         }
     }

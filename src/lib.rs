@@ -18,6 +18,7 @@
 //!   HTTP statuses, retryable or not).
 //! - [`pgcluster::Cluster`]: throwaway Postgres clusters for the demo, drills and tests.
 
+pub mod access;
 pub mod actor;
 pub mod catalog;
 pub mod config;

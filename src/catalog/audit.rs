@@ -78,6 +78,7 @@ fn record_of(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<AuditRecord, 
         name: row.try_get("actor_name")?,
         token_id: row.try_get("token_prefix")?,
         address: row.try_get("address")?,
+        grant: None,
     };
     Ok(AuditRecord {
         seq: row.try_get("seq")?,

@@ -8,6 +8,7 @@ mod drills;
 mod jobs;
 pub mod lock;
 mod schedules;
+pub mod tokens;
 
 pub use drills::{DrillRecord, DrillRow};
 pub use jobs::{Job, JobEnd, JobProgress, JobStatus, NewJob, Trigger};
@@ -28,6 +29,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (3, "job_owner", include_str!("../../migrations/catalog/0003_job_owner.sql")),
     (4, "actor_progress", include_str!("../../migrations/catalog/0004_actor_progress.sql")),
     (5, "audit", include_str!("../../migrations/catalog/0005_audit.sql")),
+    (6, "tokens", include_str!("../../migrations/catalog/0006_tokens.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

@@ -15,6 +15,7 @@ pub mod restore;
 pub mod serve;
 pub mod snapshot;
 pub mod stacks;
+pub mod token;
 pub mod wal;
 pub mod workspace;
 
@@ -93,6 +94,9 @@ pub enum Command {
     /// The audit trail: who changed what, hash-chained and checkpointed into the repository
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// API tokens: create (the secret is shown once), list, revoke
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Try tidemark end to end on a throwaway Postgres it starts itself
     Demo(demo::DemoArgs),
 }
@@ -182,6 +186,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Jobs(args) => catalog::jobs(&global, args).await,
         Command::Catalog(cmd) => catalog::run(&global, cmd).await,
         Command::Audit(cmd) => audit::run(&global, cmd).await,
+        Command::Token(cmd) => token::run(&global, cmd).await,
         Command::Demo(args) => demo::run(&global, args).await,
     }
 }

@@ -15,6 +15,7 @@ pub mod restore;
 pub mod serve;
 pub mod snapshot;
 pub mod stacks;
+pub mod token;
 
 pub mod wal;
 pub mod workspace;

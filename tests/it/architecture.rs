@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 /// Lowest first. A module may import its own layer and the ones before it.
 const LAYERS: &[&[&str]] = &[
     &["error"],
-    &["secret", "actor", "progress", "migrations", "wal_name"],
+    &["secret", "actor", "access", "progress", "migrations", "wal_name"],
     &["keys", "pg"],
     &["config"],
     &["pgcluster", "repo", "catalog"],

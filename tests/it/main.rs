@@ -18,3 +18,4 @@ mod snapshot_restore;
 mod stacks;
 mod storage;
 mod support;
+mod tokens;

@@ -1,0 +1,112 @@
+//! API tokens on real parts: made on the command line (secret shown once, stored only as a
+//! hash), turned into an actor with a grant, and refused when malformed, unknown, revoked,
+//! expired, used from another address, or asking for more than their creator has.
+
+use std::process::{Command, Output};
+
+use tidemark::ErrorKind;
+use tidemark::access::{self, Action, Grant, Role};
+use tidemark::actor::{Actor, ActorKind};
+use tidemark::ops::token::{self, TokenCreateOptions};
+
+use crate::support::{World, world};
+
+fn cli(w: &World, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_shown_once_kept_as_hashes_and_refused_when_they_should_be() {
+    let w = world().await;
+    let made =
+        cli(&w, &["token", "create", "--name", "ci-drills", "--role", "operator", "-w", "shop", "--expires", "30d"]);
+    assert!(made.status.success(), "{}", text(&made));
+    let secret = String::from_utf8(made.stdout.clone()).unwrap().trim().to_string();
+    assert!(token::well_formed(&secret), "{secret}");
+    assert!(!String::from_utf8_lossy(&made.stderr).contains(&secret), "the secret is printed once, on stdout");
+
+    // It works, as an API actor with the operator's rights in shop only.
+    let addr = "127.0.0.2".parse().unwrap();
+    let actor = token::authenticate(&w.core, &secret, Some(addr), chrono::Utc::now()).await.unwrap();
+    assert_eq!((actor.kind, actor.name.as_str()), (ActorKind::Api, "ci-drills"));
+    let grant = actor.grant();
+    access::check(&grant, Action::Drill, Some("shop")).unwrap();
+    assert_eq!(access::check(&grant, Action::Prune, Some("shop")).unwrap_err().kind(), ErrorKind::Forbidden);
+    assert_eq!(access::check(&grant, Action::Drill, Some("blog")).unwrap_err().kind(), ErrorKind::Forbidden);
+    let listed = cli(&w, &["--json", "token", "list"]);
+    let tokens: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(tokens[0]["last_used_address"], "127.0.0.2");
+
+    // Refusals: malformed, a changed character, unknown but well formed.
+    let refused = async |s: &str| token::authenticate(&w.core, s, Some(addr), chrono::Utc::now()).await.unwrap_err();
+    for bad in ["", "Bearer x", "tdm_short", &secret[..secret.len() - 1], &secret.replace("tdm_", "tdm-")] {
+        let e = refused(bad).await;
+        assert_eq!(e.kind(), ErrorKind::Unauthenticated, "{bad}: {}", e.report());
+    }
+    let other = token::create(
+        &w.core,
+        &TokenCreateOptions {
+            name: "throwaway".into(),
+            role: Role::Viewer,
+            workspaces: vec![],
+            expires: None,
+            never_expires: false,
+            allow_ips: vec!["127.0.0.3/32".into()],
+        },
+        &crate::support::actor(),
+    )
+    .await
+    .unwrap();
+    // Used from another address than its allow list says.
+    let e = token::authenticate(&w.core, &other.secret, Some(addr), chrono::Utc::now()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Forbidden);
+    token::authenticate(&w.core, &other.secret, Some("127.0.0.3".parse().unwrap()), chrono::Utc::now()).await.unwrap();
+    // Expired (as of a later moment) and revoked.
+    let later = chrono::Utc::now() + chrono::Duration::days(31);
+    let e = token::authenticate(&w.core, &secret, Some(addr), later).await.unwrap_err();
+    assert!(e.kind() == ErrorKind::Unauthenticated && e.message().contains("expired"), "{}", e.report());
+    let revoked = cli(&w, &["token", "revoke", "ci-drills"]);
+    assert!(revoked.status.success(), "{}", text(&revoked));
+    let e = refused(&secret).await;
+    assert!(e.kind() == ErrorKind::Unauthenticated && e.message().contains("revoked"), "{}", e.report());
+    assert!(!e.report().contains(&secret[4..]), "an error never repeats the secret");
+
+    // A token's holder cannot make a token with more than it has.
+    let operator = Actor {
+        grant: Some(Grant { role: Role::Operator, workspaces: vec!["shop".into()] }),
+        ..Actor::new(ActorKind::Api, "ops")
+    };
+    let ask = |role: Role, workspaces: Vec<String>| TokenCreateOptions {
+        name: "more".into(),
+        role,
+        workspaces,
+        expires: None,
+        never_expires: false,
+        allow_ips: vec![],
+    };
+    let e = token::create(&w.core, &ask(Role::Viewer, vec!["shop".into()]), &operator).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Forbidden, "an operator may not manage tokens at all: {}", e.report());
+
+    // The secret is nowhere but in the creator's hands: not in the catalog's files, the
+    // token list, or the audit trail.
+    let catalog = w.core.config.catalog_path();
+    for suffix in ["", "-wal", "-shm"] {
+        let path = format!("{}{suffix}", catalog.display());
+        if let Ok(bytes) = std::fs::read(&path) {
+            assert!(!bytes.windows(secret.len()).any(|win| win == secret.as_bytes()), "{path} holds the secret");
+        }
+    }
+    let everything =
+        format!("{}{}", text(&cli(&w, &["--json", "token", "list"])), text(&cli(&w, &["--json", "audit", "list"])));
+    assert!(!everything.contains(&secret[4..]) && everything.contains("token.create"), "{everything}");
+    let bad = cli(&w, &["token", "create", "--name", "x", "--role", "root"]);
+    assert_eq!(bad.status.code(), Some(ErrorKind::Usage.exit_code()));
+}
