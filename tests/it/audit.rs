@@ -34,6 +34,7 @@ async fn operations_are_audited_checkpointed_and_a_cut_trail_is_caught() {
     // The command line acts as the OS user.
     let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["--config", w.core.config.path.to_str().unwrap(), "stacks", "put", "api/orders", "--file", "-"])
+        .env_remove("CI")
         .stdin(std::process::Stdio::piped())
         .spawn()
         .and_then(|mut child| {
@@ -41,6 +42,14 @@ async fn operations_are_audited_checkpointed_and_a_cut_trail_is_caught() {
             child.stdin.take().unwrap().write_all(br#"{"route": "/orders"}"#)?;
             child.wait_with_output()
         })
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Under CI=true the command line acts as the CI job, named by the CI system.
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap(), "snapshot", "pin", &m.id])
+        .env("CI", "true")
+        .env("GITHUB_WORKFLOW", "nightly-drills")
+        .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -55,23 +64,24 @@ async fn operations_are_audited_checkpointed_and_a_cut_trail_is_caught() {
             ("cli:ana".into(), "pin".into(), "ok".into()),
             ("cli:ana".into(), "unpin".into(), "denied".into()),
             (os_user, "stacks.put".into(), "ok".into()),
+            ("ci:nightly-drills".into(), "pin".into(), "ok".into()),
         ]
     );
     assert_eq!(records[0].entry.details["snapshot"], m.id.as_str());
     assert_eq!(records[1].entry.target, format!("shop/{}", m.id));
     let report = audit::verify(&w.core, &ana).await.unwrap();
-    assert_eq!((report.records, report.checkpoint.as_ref().map(|c| c.seq)), (4, Some(4)));
+    assert_eq!((report.records, report.checkpoint.as_ref().map(|c| c.seq)), (5, Some(5)));
     // Only ciphertext in the repository's checkpoints.
     let chain = report.chain.unwrap();
     let checkpoints = w.repo_dir().join("audit").join(&chain);
-    assert_eq!(std::fs::read_dir(&checkpoints).unwrap().count(), 4, "one checkpoint per record here");
+    assert_eq!(std::fs::read_dir(&checkpoints).unwrap().count(), 5, "one checkpoint per record here");
 
     // Someone removes the last record from the catalog behind tidemark's back.
     let catalog = tidemark::catalog::Catalog::open(&w.core.config.catalog_path()).await.unwrap();
     drop(catalog);
     let db = w.core.config.catalog_path();
     let pool = sqlx::sqlite::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("DELETE FROM audit WHERE seq = 4").execute(&pool).await.unwrap();
+    sqlx::query("DELETE FROM audit WHERE seq = 5").execute(&pool).await.unwrap();
     pool.close().await;
     let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["--config", w.core.config.path.to_str().unwrap(), "audit", "verify"])
@@ -79,5 +89,5 @@ async fn operations_are_audited_checkpointed_and_a_cut_trail_is_caught() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(ErrorKind::Integrity.exit_code()), "{stderr}");
-    assert!(stderr.contains("ends at record 3") && stderr.contains("record 4"), "{stderr}");
+    assert!(stderr.contains("ends at record 4") && stderr.contains("record 5"), "{stderr}");
 }

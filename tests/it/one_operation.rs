@@ -16,7 +16,8 @@ use crate::support::{World, create_database, world};
 
 fn tidemark(w: &World, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidemark"));
-    cmd.args(["--config", w.core.config.path.to_str().unwrap()]).args(args);
+    // As a person at a shell: under CI=true the command line acts as the CI job.
+    cmd.args(["--config", w.core.config.path.to_str().unwrap()]).args(args).env_remove("CI");
     cmd
 }
 
@@ -58,11 +59,22 @@ async fn a_cli_prune_during_a_daemon_snapshot_is_refused_naming_it_or_waits_for_
     // With --wait the prune runs once the snapshot (and the daemon's own retention) is done.
     let waited = tidemark(&w, &["--json", "prune", "--workspace", "shop", "--wait", "5m"]).output().unwrap();
     assert!(waited.status.success(), "{}", stderr(&waited));
-    let job = job_of(&catalog, "shop", JobStatus::Succeeded).await.expect("the daemon's snapshot finished first");
-    assert_eq!(job.operation, "snapshot");
-    // The command line's prune is a job too, recorded with who asked.
+    // The command line's prune is a job too, recorded with who asked; it ended after the
+    // daemon's snapshot (it waited for it).
+    // (The daemon's job goes on with its own retention, which waits for this prune.)
+    let snapshot = wait_for("the daemon's job", async || {
+        catalog
+            .jobs(Some("shop"), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|j| j.operation == "snapshot" && j.status() == JobStatus::Succeeded)
+    })
+    .await;
+    let taken = crate::support::show(&w.core, snapshot.snapshot_id.as_deref().unwrap(), Some("shop")).await.unwrap();
     let jobs = catalog.jobs(Some("shop"), 10).await.unwrap();
     let prune = jobs.iter().find(|j| j.operation == "prune").expect("the prune is recorded");
+    assert!(prune.finished_at.unwrap() >= taken.finished_at, "{prune:?} {taken:?}");
     assert!(prune.actor.as_deref().is_some_and(|a| a.starts_with("cli:")), "{prune:?}");
     assert!(prune.progress.is_some(), "its progress was recorded: {prune:?}");
     shutdown.cancel();
