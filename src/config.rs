@@ -39,6 +39,27 @@ pub struct Config {
     /// Where and how restore drills run.
     #[serde(default)]
     pub drill: DrillConfig,
+    /// The HTTP API `tidemark serve` also serves (off unless `listen` is set).
+    #[serde(default)]
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the HTTP API.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApiConfig {
+    /// `host:port` to listen on; unset: no API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// Serve plain HTTP on an address that is not loopback (TLS is not built in yet: put
+    /// a TLS-terminating proxy in front). Logged as a warning at every start.
+    pub allow_plain_http: bool,
+    /// Client addresses (CIDR) that may call the API at all; empty: every address.
+    pub allow_ips: Vec<String>,
+    /// Client addresses refused whatever else says (deny wins).
+    pub deny_ips: Vec<String>,
+    /// Proxies whose `X-Forwarded-For` names the client; the peer address otherwise.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// `[drill]`: where drills restore, how long they may take, which assertions they run.
@@ -357,6 +378,7 @@ impl Config {
             catalog: None,
             daemon: Default::default(),
             drill: Default::default(),
+            api: Default::default(),
         }
     }
 }
@@ -504,6 +526,7 @@ mod tests {
             catalog: None,
             daemon: DaemonConfig::default(),
             drill: DrillConfig::default(),
+            api: Default::default(),
         };
         config.workspaces.insert(
             "shop".into(),

@@ -20,6 +20,7 @@
 
 pub mod access;
 pub mod actor;
+pub mod api;
 pub mod catalog;
 pub mod config;
 pub mod drill;

@@ -16,6 +16,9 @@ pub struct ServeArgs {
     /// aborted (overrides daemon.shutdown-timeout), e.g. 30s, 5m
     #[arg(long, value_parser = humantime::parse_duration)]
     shutdown_timeout: Option<std::time::Duration>,
+    /// Serve the API ([api] listen) without the scheduler
+    #[arg(long)]
+    api_only: bool,
 }
 
 pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
@@ -24,9 +27,30 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
         core.config.config.daemon.shutdown_timeout = t;
     }
     let shutdown = CancellationToken::new();
+    // The API (when [api] listen is set) runs beside the scheduler and stops with it.
+    let rules = tidemark::api::AddressRules::from_config(&core.config.config.api)?;
+    let api = match tidemark::api::bind(&core.config.config.api).await? {
+        Some(bound) => {
+            tracing::info!(address = %bound.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving the API");
+            Some(tokio::spawn(tidemark::api::serve(core.clone(), rules, bound, shutdown.clone())))
+        }
+        None if args.api_only => {
+            return Err(tidemark::Error::config("--api-only needs [api] listen = \"host:port\" in tidemark.toml"));
+        }
+        None => None,
+    };
     let listener = tokio::spawn(stop_on_signal(shutdown.clone()));
-    let report = serve(&core, Arc::new(SystemClock), shutdown).await;
+    let report = if args.api_only {
+        shutdown.cancelled().await;
+        Ok(Default::default())
+    } else {
+        serve(&core, Arc::new(SystemClock), shutdown.clone()).await
+    };
+    shutdown.cancel();
     listener.abort();
+    if let Some(api) = api {
+        api.await.map_err(|e| tidemark::Error::internal(format!("the API task failed: {e}")))??;
+    }
     let report = report?;
     if global.json {
         global.print_json(&report);

@@ -98,6 +98,7 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         catalog: None,
         daemon: Default::default(),
         drill: Default::default(),
+        api: Default::default(),
     };
     let created = async {
         Repository::init(&config.repository, &parsed).await?;

@@ -82,6 +82,21 @@ where
     F: FnOnce(Core) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
+    begin(core, actor, spec).await.run(work, end).await
+}
+
+/// A job recorded as started, not yet run: a front end that answers before the work ends
+/// (the API's `202`) takes its id, then runs it.
+pub struct StartedJob {
+    core: Core,
+    actor: Actor,
+    spec: JobSpec,
+    catalog: Option<Catalog>,
+    id: Option<i64>,
+}
+
+/// Records a job as started (see [`recorded`]).
+pub async fn begin(core: &Core, actor: &Actor, spec: JobSpec) -> StartedJob {
     let catalog = match core.catalog().await {
         Ok(c) => Some(c.clone()),
         Err(e) => {
@@ -103,41 +118,58 @@ where
         Some(c) => c.start_job(&new).await.inspect_err(|e| tracing::warn!(error = %e.report(), "not recorded")).ok(),
         None => None,
     };
-    let job_core = match (&catalog, id) {
-        (Some(c), Some(id)) => core.with_progress(core.progress().with_sink(JobRecord::start(c.clone(), id))),
-        _ => core.clone(),
-    };
-    let progress = job_core.progress().clone();
-    let result = work(job_core).await;
-    let mut audit_details = None;
-    if let (Some(catalog), Some(id)) = (&catalog, id) {
-        // The last state, written before the end (the sink's task may not get to it
-        // before a command-line process exits).
-        if let Err(e) = catalog.record_progress(id, &job_progress(&progress.state())).await {
-            tracing::debug!(error = %e.report(), "cannot record a job's progress");
-        }
-        let (status, ending) = match &result {
-            // An operation that ran to its end with a failing verdict (a drill whose checks
-            // failed, a check that found problems) says so in `error`: a failed job.
-            Ok(value) => {
-                let ending = end(value);
-                (if ending.error.is_some() { JobStatus::Failed } else { JobStatus::Succeeded }, ending)
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {
-                (JobStatus::Aborted, JobEnd { error: Some(e.report()), ..Default::default() })
-            }
-            Err(e) => (JobStatus::Failed, JobEnd { error: Some(e.report()), ..Default::default() }),
+    StartedJob { core: core.clone(), actor: actor.clone(), spec, catalog, id }
+}
+
+impl StartedJob {
+    /// The job's id in the catalog (`None` when it could not be recorded).
+    pub fn id(&self) -> Option<i64> {
+        self.id
+    }
+
+    /// Runs the work: progress into the job's row, then its end and the audit record.
+    pub async fn run<T, F, Fut>(self, work: F, end: impl FnOnce(&T) -> JobEnd) -> Result<T>
+    where
+        F: FnOnce(Core) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let StartedJob { core, actor, spec, catalog, id } = self;
+        let job_core = match (&catalog, id) {
+            (Some(c), Some(id)) => core.with_progress(core.progress().with_sink(JobRecord::start(c.clone(), id))),
+            _ => core.clone(),
         };
-        if let Err(e) = catalog.finish_job(id, status, &ending).await {
-            tracing::warn!(error = %e.report(), "cannot record the end of the job in the catalog");
+        let progress = job_core.progress().clone();
+        let result = work(job_core).await;
+        let mut audit_details = None;
+        if let (Some(catalog), Some(id)) = (&catalog, id) {
+            // The last state, written before the end (the sink's task may not get to it
+            // before a command-line process exits).
+            if let Err(e) = catalog.record_progress(id, &job_progress(&progress.state())).await {
+                tracing::debug!(error = %e.report(), "cannot record a job's progress");
+            }
+            let (status, ending) = match &result {
+                // An operation that ran to its end with a failing verdict (a drill whose
+                // checks failed, a check that found problems) says so in `error`.
+                Ok(value) => {
+                    let ending = end(value);
+                    (if ending.error.is_some() { JobStatus::Failed } else { JobStatus::Succeeded }, ending)
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {
+                    (JobStatus::Aborted, JobEnd { error: Some(e.report()), ..Default::default() })
+                }
+                Err(e) => (JobStatus::Failed, JobEnd { error: Some(e.report()), ..Default::default() }),
+            };
+            if let Err(e) = catalog.finish_job(id, status, &ending).await {
+                tracing::warn!(error = %e.report(), "cannot record the end of the job in the catalog");
+            }
+            ending_for_audit(&mut audit_details, id, status, &result_ending(&ending));
         }
-        ending_for_audit(&mut audit_details, id, status, &result_ending(&ending));
+        if spec.operation != "check" {
+            let details = audit_details.unwrap_or_else(|| serde_json::json!({}));
+            super::audit::record(&core, &actor, spec.operation, &spec.workspace, &result, details).await;
+        }
+        result
     }
-    if spec.operation != "check" {
-        let details = audit_details.unwrap_or_else(|| serde_json::json!({}));
-        super::audit::record(core, actor, spec.operation, &spec.workspace, &result, details).await;
-    }
-    result
 }
 
 /// What the audit trail keeps of a job's end: its id and what it produced.

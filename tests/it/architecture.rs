@@ -16,6 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["stacks", "source", "wal", "schedule"],
     &["restore", "drill"],
     &["ops"],
+    &["api"],
 ];
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {

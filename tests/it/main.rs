@@ -1,6 +1,7 @@
 //! The one integration-test binary. Every test starts its own real parts (Postgres cluster,
 //! repository, S3 server) through `support`.
 
+mod api;
 mod architecture;
 mod audit;
 mod bad_input;

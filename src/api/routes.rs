@@ -1,0 +1,395 @@
+//! The `/v1` routes: each translates the request into an operation's options and the
+//! token's actor, asks `allow` first, and answers the operation's report (or `202` and a
+//! job for long work).
+
+use std::future::Future;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, App, allow};
+use crate::access::Action;
+use crate::actor::Actor;
+use crate::catalog::JobEnd;
+use crate::error::{Error, ErrorKind};
+use crate::ops::{self, Core, job};
+
+type Answer = Result<Response, ApiError>;
+
+pub(super) fn v1() -> Router<App> {
+    Router::new()
+        .route("/v1/workspaces", get(workspaces))
+        .route("/v1/workspaces/{ws}/snapshots", get(list_snapshots).post(create_snapshot))
+        .route("/v1/workspaces/{ws}/snapshots/{id}", get(show_snapshot))
+        .route("/v1/workspaces/{ws}/snapshots/{id}/pin", post(pin).delete(unpin))
+        .route("/v1/workspaces/{ws}/drills", get(drills).post(run_drill))
+        .route("/v1/workspaces/{ws}/restores", post(restore))
+        .route("/v1/workspaces/{ws}/prune", post(prune))
+        .route("/v1/workspaces/{ws}/check", post(check))
+        .route("/v1/workspaces/{ws}/pitr", get(window))
+        .route("/v1/workspaces/{ws}/stacks", get(stacks))
+        .route("/v1/jobs", get(jobs))
+        .route("/v1/jobs/{id}", get(show_job).delete(cancel_job))
+        .route("/v1/audit", get(audit))
+        .route("/v1/audit/verify", get(audit_verify))
+        .route("/v1/tokens", get(tokens))
+}
+
+fn json(value: &impl Serialize) -> Response {
+    axum::Json(serde_json::to_value(value).expect("reports serialize")).into_response()
+}
+
+/// A JSON body as an operation's options (empty: the defaults). Unknown fields and bad
+/// values are `usage` errors (400), never a partial read.
+fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError(Error::usage(format!("the request body is not valid: {e}"))))
+}
+
+/// The workspace in the path: configured, or `not-found` (a path never names a file).
+fn workspace(core: &Core, ws: &str) -> Result<String, ApiError> {
+    crate::config::validate_workspace_name(ws)?;
+    core.workspace(ws)?;
+    Ok(ws.to_string())
+}
+
+async fn workspaces(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
+    allow(&app.core, &actor, Action::Read, None).await?;
+    let grant = actor.grant();
+    let names: Vec<&String> = app
+        .core
+        .config
+        .config
+        .workspaces
+        .keys()
+        .filter(|w| grant.workspaces.is_empty() || grant.workspaces.contains(w))
+        .collect();
+    Ok(json(&serde_json::json!({ "workspaces": names })))
+}
+
+async fn list_snapshots(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    Ok(json(&ops::snapshot::list(&app.core, &ops::snapshot::ListOptions { workspace: ws }, &actor).await?))
+}
+
+async fn show_snapshot(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, id)): Path<(String, String)>,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    if id != "latest" {
+        crate::repo::layout::validate_snapshot_id(&id)?;
+    }
+    let opts = ops::snapshot::ShowOptions { id, workspace: Some(ws) };
+    Ok(json(&ops::snapshot::show(&app.core, &opts, &actor).await?))
+}
+
+/// Runs long work as a job: `202 Accepted`, the job's id and `Location`; the work goes on
+/// after the answer, stoppable with `DELETE /v1/jobs/{id}`.
+async fn start<T, F, Fut>(app: &App, actor: &Actor, spec: job::JobSpec, work: F, end: fn(&T) -> JobEnd) -> Answer
+where
+    T: Send + Sync + 'static,
+    F: FnOnce(Core) -> Fut + Send + 'static,
+    Fut: Future<Output = crate::error::Result<T>> + Send + 'static,
+{
+    let stop = tokio_util::sync::CancellationToken::new();
+    let core = app.core.with_stop(stop.clone());
+    let started = job::begin(&core, actor, spec).await;
+    let Some(id) = started.id() else {
+        return Err(ApiError(Error::new(ErrorKind::Unavailable, "the catalog cannot record jobs now; try again")));
+    };
+    app.running.lock().expect("jobs lock").insert(id, stop);
+    let running = app.running.clone();
+    tokio::spawn(async move {
+        let _ = started.run(work, end).await;
+        running.lock().expect("jobs lock").remove(&id);
+    });
+    let location = format!("/v1/jobs/{id}");
+    let mut response =
+        (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "job": id, "location": location }))).into_response();
+    response.headers_mut().insert(header::LOCATION, location.parse().expect("a path is a header value"));
+    Ok(response)
+}
+
+async fn create_snapshot(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Snapshot, Some(&ws)).await?;
+    let mut opts: ops::snapshot::SnapshotOptions = body(&bytes)?;
+    // The API takes manual snapshots of the workspace in its path, nothing else.
+    (opts.workspace, opts.kind) = (ws.clone(), crate::repo::manifest::SnapshotKind::Manual);
+    let spec = job::JobSpec { workspace: ws, operation: "snapshot", kind: Some(opts.kind.to_string()) };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::snapshot::create(&core, &opts, &who).await },
+        |m| JobEnd { snapshot_id: Some(m.id.clone()), bytes: Some(m.stored_bytes()), ..Default::default() },
+    )
+    .await
+}
+
+async fn set_pin(app: &App, actor: &Actor, ws: &str, id: String, pin: bool) -> Answer {
+    let ws = workspace(&app.core, ws)?;
+    let action = if pin { Action::Pin } else { Action::Unpin };
+    allow(&app.core, actor, action, Some(&ws)).await?;
+    crate::repo::layout::validate_snapshot_id(&id)?;
+    let opts = ops::prune::PinOptions { id: id.clone(), workspace: Some(ws.clone()), pin, wait: Default::default() };
+    ops::prune::set_pin(&app.core, &opts, actor).await?;
+    Ok(json(&serde_json::json!({ "id": id, "workspace": ws, "pinned": pin })))
+}
+
+async fn pin(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, id)): Path<(String, String)>,
+) -> Answer {
+    set_pin(&app, &actor, &ws, id, true).await
+}
+
+async fn unpin(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, id)): Path<(String, String)>,
+) -> Answer {
+    set_pin(&app, &actor, &ws, id, false).await
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrillBody {
+    /// A snapshot id (default: the newest).
+    snapshot: Option<String>,
+}
+
+async fn run_drill(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Drill, Some(&ws)).await?;
+    let asked: DrillBody = body(&bytes)?;
+    if let Some(id) = asked.snapshot.as_deref().filter(|id| *id != "latest") {
+        crate::repo::layout::validate_snapshot_id(id)?;
+    }
+    let opts = ops::drill::DrillOptions::new(&ws, ops::drill::DrillSource::Snapshot(asked.snapshot));
+    let spec = job::JobSpec { workspace: ws, operation: "drill", kind: None };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::drill::drill(&core, &opts, &who).await },
+        |r| JobEnd {
+            snapshot_id: Some(r.source.clone()),
+            bytes: Some(r.stored_bytes),
+            error: (!r.passed).then(|| "the restore drill FAILED".to_string()),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Limit {
+    limit: Option<u32>,
+}
+
+async fn drills(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    Query(q): Query<Limit>,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let opts = ops::drill::HistoryOptions { workspace: Some(ws), limit: q.limit.unwrap_or(50).min(1000) };
+    Ok(json(&ops::drill::history(&app.core, &opts, &actor).await?))
+}
+
+async fn restore(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Restore, Some(&ws)).await?;
+    let mut opts: ops::restore::RestoreOptions = body(&bytes)?;
+    opts.workspace = Some(ws.clone());
+    if opts.snapshot != "latest" {
+        crate::repo::layout::validate_snapshot_id(&opts.snapshot)?;
+    }
+    // Into a new database only: never the workspace's own (that is an in-place restore).
+    let target = crate::pg::ConnSpec::parse(&opts.target, None)?;
+    if app.core.workspace(&ws)?.conn().is_ok_and(|own| own.same_database(&target)) {
+        return Err(ApiError(Error::new(
+            ErrorKind::Refused,
+            "the API restores into a new database, not the workspace's",
+        )));
+    }
+    let spec = job::JobSpec { workspace: ws, operation: "restore", kind: None };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::restore::restore(&core, &opts, &who).await },
+        |r| JobEnd { snapshot_id: Some(r.snapshot.clone()), bytes: Some(r.stored_bytes), ..Default::default() },
+    )
+    .await
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PruneBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn prune(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Prune, Some(&ws)).await?;
+    let asked: PruneBody = body(&bytes)?;
+    let opts = ops::prune::PruneOptions {
+        workspace: ws.clone(),
+        dry_run: asked.dry_run,
+        grace: ops::prune::DEFAULT_GRACE,
+        ..Default::default()
+    };
+    let spec = job::JobSpec { workspace: ws, operation: "prune", kind: None };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::prune::prune(&core, &opts, &who).await },
+        |r| JobEnd { bytes: Some(r.deleted_bytes), ..Default::default() },
+    )
+    .await
+}
+
+async fn check(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let opts = ops::check::CheckOptions { workspace: ws.clone(), read_data: false };
+    let spec = job::JobSpec { workspace: ws, operation: "check", kind: None };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::check::check(&core, &opts, &who).await },
+        |r| JobEnd { error: (!r.problems.is_empty()).then(|| r.problems.join("; ")), ..Default::default() },
+    )
+    .await
+}
+
+async fn window(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    Ok(json(&ops::pitr::window(&app.core, &ops::pitr::WindowOptions { workspace: ws }, &actor).await?))
+}
+
+async fn stacks(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let opts = ops::stacks::StackListOptions { workspace: Some(ws) };
+    Ok(json(&ops::stacks::list(&app.core, &opts, &actor).await?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct JobsQuery {
+    workspace: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn jobs(State(app): State<App>, Extension(actor): Extension<Actor>, Query(q): Query<JobsQuery>) -> Answer {
+    let grant = actor.grant();
+    let ws = match q.workspace {
+        Some(ws) => Some(workspace(&app.core, &ws)?),
+        // A token limited to one workspace sees that one's jobs.
+        None if grant.workspaces.len() == 1 => grant.workspaces.first().cloned(),
+        None => None,
+    };
+    allow(&app.core, &actor, Action::Read, ws.as_deref().or(grant.workspaces.first().map(String::as_str))).await?;
+    let opts = ops::catalog::JobsOptions { workspace: ws, limit: q.limit.unwrap_or(50).min(1000) };
+    let listed = ops::catalog::jobs(&app.core, &opts, &actor).await?;
+    let visible: Vec<_> =
+        listed.into_iter().filter(|j| grant.workspaces.is_empty() || grant.workspaces.contains(&j.workspace)).collect();
+    Ok(json(&visible))
+}
+
+async fn job_of(app: &App, actor: &Actor, id: i64) -> Result<crate::catalog::Job, ApiError> {
+    let job = app.core.catalog().await?.job(id).await?;
+    allow(&app.core, actor, Action::Read, Some(&job.workspace)).await?;
+    Ok(job)
+}
+
+async fn show_job(State(app): State<App>, Extension(actor): Extension<Actor>, Path(id): Path<i64>) -> Answer {
+    Ok(json(&job_of(&app, &actor, id).await?))
+}
+
+async fn cancel_job(State(app): State<App>, Extension(actor): Extension<Actor>, Path(id): Path<i64>) -> Answer {
+    let job = job_of(&app, &actor, id).await?;
+    let action = match job.operation.as_str() {
+        "snapshot" => Action::Snapshot,
+        "drill" => Action::Drill,
+        "restore" => Action::Restore,
+        "prune" => Action::Prune,
+        _ => Action::Read,
+    };
+    allow(&app.core, &actor, action, Some(&job.workspace)).await?;
+    let stop = app.running.lock().expect("jobs lock").get(&id).cloned();
+    match stop {
+        Some(stop) => {
+            stop.cancel();
+            Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "job": id, "cancelling": true }))).into_response())
+        }
+        None => Err(ApiError(Error::new(ErrorKind::Refused, format!("job {id} is not running in this server")))),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Since {
+    since: Option<String>,
+}
+
+async fn audit(State(app): State<App>, Extension(actor): Extension<Actor>, Query(q): Query<Since>) -> Answer {
+    allow(&app.core, &actor, Action::ReadAudit, None).await?;
+    let since = q.since.as_deref().map(crate::wal::window::parse_time).transpose()?;
+    Ok(json(&ops::audit::list(&app.core, &ops::audit::AuditListOptions { since }, &actor).await?))
+}
+
+async fn audit_verify(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
+    allow(&app.core, &actor, Action::ReadAudit, None).await?;
+    Ok(json(&ops::audit::verify(&app.core, &actor).await?))
+}
+
+async fn tokens(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
+    allow(&app.core, &actor, Action::ManageTokens, None).await?;
+    Ok(json(&ops::token::list(&app.core, &actor).await?))
+}

@@ -1,0 +1,216 @@
+//! The HTTP API on real parts: a server on loopback, clients bound to distinct loopback
+//! addresses (127.0.0.2, 127.0.0.3, ...), tokens made by the operations. Every cell of the
+//! role matrix, the refusals (no, malformed, revoked or foreign token; a denied address; a
+//! token used from outside its allow list), bad input (oversized and unknown bodies, path
+//! tricks), and long work as `202` jobs that can be polled.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use tidemark::access::Role;
+use tidemark::api::AddressRules;
+use tidemark::config::WorkspaceConfig;
+use tidemark::ops::token::{TokenCreateOptions, create};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{World, actor, create_database, snapshot_shop, world};
+
+struct Server {
+    base: String,
+    stop: CancellationToken,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn start(w: &World, rules: AddressRules) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let stop = CancellationToken::new();
+    tokio::spawn(tidemark::api::serve(w.core.clone(), rules, listener, stop.clone()));
+    Server { base, stop }
+}
+
+async fn json(r: reqwest::Response) -> serde_json::Value {
+    let text = r.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+fn client(from: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(from.parse::<IpAddr>().unwrap()).build().unwrap()
+}
+
+async fn token(w: &World, name: &str, role: Role, workspaces: &[&str], allow_ips: &[&str]) -> String {
+    let opts = TokenCreateOptions {
+        name: name.into(),
+        role,
+        workspaces: workspaces.iter().map(ToString::to_string).collect(),
+        expires: None,
+        never_expires: false,
+        allow_ips: allow_ips.iter().map(ToString::to_string).collect(),
+    };
+    create(&w.core, &opts, &actor()).await.unwrap().secret
+}
+
+async fn call(
+    c: &reqwest::Client,
+    method: Method,
+    url: &str,
+    secret: Option<&str>,
+    body: Option<&str>,
+) -> reqwest::Response {
+    let mut request = c.request(method, url);
+    if let Some(s) = secret {
+        request = request.bearer_auth(s);
+    }
+    if let Some(b) = body {
+        request = request.header("content-type", "application/json").body(b.to_string());
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cell_of_the_role_matrix_over_http() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);").await;
+    let m = snapshot_shop(&w.core).await.unwrap();
+    w.core.config.config.workspaces.insert("blog".into(), WorkspaceConfig::at(w.cluster.url("blog")));
+    let server = start(&w, AddressRules::default()).await;
+    let c = client("127.0.0.2");
+    let (base, id) = (server.base.clone(), m.id.clone());
+    let missing = "20200101T000000Z-000000";
+    let target = w.cluster.url("restored_by_api");
+    let restore_body = format!(r#"{{"snapshot": "{missing}", "target": "{target}"}}"#);
+    // (method, path, body, what it needs)
+    let cells: Vec<(Method, String, Option<String>, &str)> = vec![
+        (Method::GET, format!("{base}/v1/workspaces/shop/snapshots"), None, "read"),
+        (Method::GET, format!("{base}/v1/workspaces/shop/snapshots/{id}"), None, "read"),
+        (Method::GET, format!("{base}/v1/workspaces/shop/drills"), None, "read"),
+        (Method::GET, format!("{base}/v1/jobs"), None, "read"),
+        (
+            Method::POST,
+            format!("{base}/v1/workspaces/shop/drills"),
+            Some(format!(r#"{{"snapshot": "{missing}"}}"#)),
+            "drill",
+        ),
+        (Method::POST, format!("{base}/v1/workspaces/shop/restores"), Some(restore_body), "restore"),
+        (Method::POST, format!("{base}/v1/workspaces/shop/snapshots/{id}/pin"), None, "pin"),
+        (Method::DELETE, format!("{base}/v1/workspaces/shop/snapshots/{id}/pin"), None, "unpin"),
+        (Method::POST, format!("{base}/v1/workspaces/shop/prune"), Some(r#"{"dry_run": true}"#.into()), "prune"),
+        (Method::GET, format!("{base}/v1/tokens"), None, "tokens"),
+        (Method::GET, format!("{base}/v1/audit"), None, "audit"),
+    ];
+    let allowed = |role: Role, need: &str| match need {
+        "read" => !matches!(role, Role::Auditor),
+        "drill" | "restore" | "pin" => matches!(role, Role::Operator | Role::Admin),
+        "unpin" | "prune" | "tokens" => role == Role::Admin,
+        "audit" => matches!(role, Role::Admin | Role::Auditor),
+        _ => unreachable!(),
+    };
+    for role in Role::ALL {
+        let secret = token(&w, &format!("matrix-{role}"), role, &[], &[]).await;
+        for (method, url, body, need) in &cells {
+            let response = call(&c, method.clone(), url, Some(&secret), body.as_deref()).await;
+            let status = response.status();
+            if allowed(role, need) {
+                assert!(status.is_success(), "{role} {method} {url}: {status} {}", response.text().await.unwrap());
+            } else {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{role} {method} {url}");
+                let body = json(response).await;
+                assert_eq!(body["error"]["kind"], "forbidden");
+            }
+        }
+    }
+    // A token for another workspace gets nothing of this one.
+    let blog = token(&w, "blog-operator", Role::Operator, &["blog"], &[]).await;
+    let r = call(&c, Method::GET, &format!("{base}/v1/workspaces/shop/snapshots"), Some(&blog), None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let listed = json(call(&c, Method::GET, &format!("{base}/v1/workspaces"), Some(&blog), None).await).await;
+    assert_eq!(listed["workspaces"], serde_json::json!(["blog"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_bad_input_and_jobs_over_http() {
+    let w = world().await;
+    create_database(
+        &w.cluster,
+        "shop",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 1000);",
+    )
+    .await;
+    let rules = AddressRules { deny: vec!["127.0.0.3/32".parse().unwrap()], ..Default::default() };
+    let server = start(&w, rules).await;
+    let base = server.base.clone();
+    let (c2, c3, c4) = (client("127.0.0.2"), client("127.0.0.3"), client("127.0.0.4"));
+    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let snapshots = format!("{base}/v1/workspaces/shop/snapshots");
+
+    // Health needs no token and says nothing else.
+    let health = call(&c2, Method::GET, &format!("{base}/healthz"), None, None).await;
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(json(health).await, serde_json::json!({"status": "ok"}));
+    // No token, a malformed one, a well-formed unknown one: 401 with a challenge.
+    for secret in [None, Some("hunter2"), Some("tdm_0000000000000000000000000000000000000000000000000000")] {
+        let r = call(&c2, Method::GET, &snapshots, secret, None).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{secret:?}");
+        assert_eq!(r.headers()["www-authenticate"], "Bearer");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("hunter2"), "the secret is echoed: {text}");
+    }
+    // A denied address, even with a good token; X-Forwarded-For from an untrusted peer is ignored.
+    assert_eq!(call(&c3, Method::GET, &snapshots, Some(&admin), None).await.status(), StatusCode::FORBIDDEN);
+    let spoofed = c2.get(&snapshots).bearer_auth(&admin).header("x-forwarded-for", "127.0.0.3").send().await.unwrap();
+    assert_eq!(spoofed.status(), StatusCode::OK, "a forwarded-for header from an untrusted peer is not believed");
+    // A token used from outside its own allow list.
+    let pinned = token(&w, "from-2", Role::Viewer, &[], &["127.0.0.2/32"]).await;
+    assert_eq!(call(&c2, Method::GET, &snapshots, Some(&pinned), None).await.status(), StatusCode::OK);
+    assert_eq!(call(&c4, Method::GET, &snapshots, Some(&pinned), None).await.status(), StatusCode::FORBIDDEN);
+    // Revoked: refused at once.
+    let gone = token(&w, "gone", Role::Viewer, &[], &[]).await;
+    tidemark::ops::token::revoke(&w.core, &tidemark::ops::token::TokenRevokeOptions { token: "gone".into() }, &actor())
+        .await
+        .unwrap();
+    assert_eq!(call(&c2, Method::GET, &snapshots, Some(&gone), None).await.status(), StatusCode::UNAUTHORIZED);
+
+    // Bad input: unknown fields, oversized bodies, ids and workspaces that try to be paths.
+    let unknown = call(&c2, Method::POST, &snapshots, Some(&admin), Some(r#"{"note": "x", "oops": 1}"#)).await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    let big = format!(r#"{{"note": "{}"}}"#, "x".repeat(200 * 1024));
+    assert_eq!(
+        call(&c2, Method::POST, &snapshots, Some(&admin), Some(&big)).await.status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    for path in ["/v1/workspaces/shop/snapshots/..%2F..%2Fetc%2Fpasswd", "/v1/workspaces/..%2Fshop/snapshots"] {
+        let r = call(&c2, Method::GET, &format!("{base}{path}"), Some(&admin), None).await;
+        assert!(matches!(r.status(), StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND), "{path}: {}", r.status());
+    }
+
+    // Long work: 202, a Location, a job with its progress and result.
+    let started = call(&c2, Method::POST, &snapshots, Some(&admin), Some(r#"{"note": "before migration 42"}"#)).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    let mut job = serde_json::Value::Null;
+    for _ in 0..300 {
+        job = json(call(&c2, Method::GET, &format!("{base}{location}"), Some(&admin), None).await).await;
+        if job["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["actor"], "api:admin");
+    assert!(job["progress"]["phase"].as_str().unwrap().starts_with("snapshot shop"), "{job}");
+    let listed = json(call(&c2, Method::GET, &snapshots, Some(&admin), None).await).await;
+    assert_eq!(listed[0]["note"], "before migration 42");
+
+    // Every refusal is in the audit trail, with the address and never a secret.
+    let trail = call(&c2, Method::GET, &format!("{base}/v1/audit"), Some(&admin), None).await.text().await.unwrap();
+    assert!(trail.contains("api.denied") && trail.contains("127.0.0.3") && trail.contains("127.0.0.4"), "{trail}");
+    assert!(!trail.contains(&admin[4..]) && !trail.contains("hunter2"));
+    let verified = call(&c2, Method::GET, &format!("{base}/v1/audit/verify"), Some(&admin), None).await;
+    assert_eq!(verified.status(), StatusCode::OK);
+}
