@@ -45,7 +45,7 @@ pub struct Config {
 }
 
 /// `[api]`: the HTTP API.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ApiConfig {
     /// `host:port` to listen on; unset: no API.
@@ -60,6 +60,28 @@ pub struct ApiConfig {
     pub deny_ips: Vec<String>,
     /// Proxies whose `X-Forwarded-For` names the client; the peer address otherwise.
     pub trusted_proxies: Vec<String>,
+    /// Requests a second per token and per client address (bursts of twice that); 0: off.
+    pub requests_per_second: u32,
+    /// Failed authentications a client address may make per minute; then it is refused
+    /// (429) until the minute has passed.
+    pub failed_auth_per_minute: u32,
+    /// Restores and drills the API runs at once per workspace.
+    pub heavy_jobs_per_workspace: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: None,
+            allow_plain_http: false,
+            allow_ips: Vec::new(),
+            deny_ips: Vec::new(),
+            trusted_proxies: Vec::new(),
+            requests_per_second: 50,
+            failed_auth_per_minute: 10,
+            heavy_jobs_per_workspace: 1,
+        }
+    }
 }
 
 /// `[drill]`: where drills restore, how long they may take, which assertions they run.

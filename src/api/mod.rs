@@ -4,6 +4,7 @@
 //! request (address, token, role) is audited; long work answers `202` with a job whose
 //! progress the catalog keeps.
 
+mod limits;
 mod routes;
 
 use std::net::{IpAddr, SocketAddr};
@@ -81,6 +82,7 @@ pub(crate) struct App {
     pub rules: Arc<AddressRules>,
     /// Stop signals of the jobs this server started, for `DELETE /v1/jobs/{id}`.
     pub running: Arc<Mutex<std::collections::HashMap<i64, CancellationToken>>>,
+    pub limits: Arc<limits::Limits>,
 }
 
 /// An error as the API answers it: the error table's HTTP status and the `--json` body.
@@ -101,7 +103,8 @@ impl IntoResponse for ApiError {
 
 /// The router, with the address, token and audit checks in front of every `/v1` route.
 pub fn router(core: Core, rules: AddressRules) -> Router {
-    let app = App { core, rules: Arc::new(rules), running: Default::default() };
+    let limits = Arc::new(limits::Limits::from_config(&core.config.config.api));
+    let app = App { core, rules: Arc::new(rules), running: Default::default(), limits };
     routes::v1()
         .layer(axum::middleware::from_fn_with_state(app.clone(), authenticate))
         .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
@@ -125,6 +128,9 @@ async fn admit(State(app): State<App>, mut request: Request, next: Next) -> Resp
         deny(&app.core, &who, request.uri().path(), &e).await;
         return ApiError(e).into_response();
     }
+    if let Err(wait) = app.limits.request(client) {
+        return wait.into_response();
+    }
     request.extensions_mut().insert(Client(client));
     next.run(request).await
 }
@@ -143,16 +149,27 @@ async fn authenticate(State(app): State<App>, mut request: Request, next: Next) 
     let path = request.uri().path().to_string();
     let anonymous = Actor { address: client.map(|c| c.to_string()), ..Actor::new(ActorKind::Api, "unknown") };
     if secret.is_empty() {
+        if let Some(client) = client {
+            app.limits.failed(client);
+        }
         let e = Error::new(ErrorKind::Unauthenticated, "no token: send Authorization: Bearer tdm_...");
         deny(&app.core, &anonymous, &path, &e).await;
         return with_challenge(ApiError(e).into_response());
     }
     match crate::ops::token::authenticate(&app.core, &secret, client, chrono::Utc::now()).await {
         Ok(actor) => {
+            if let Err(wait) = app.limits.token(actor.token_id.as_deref().unwrap_or_default()) {
+                return wait.into_response();
+            }
             request.extensions_mut().insert(actor);
             next.run(request).await
         }
         Err(e) => {
+            if e.kind() == ErrorKind::Unauthenticated
+                && let Some(client) = client
+            {
+                app.limits.failed(client);
+            }
             deny(&app.core, &anonymous, &path, &e).await;
             let response = ApiError(e).into_response();
             if response.status() == StatusCode::UNAUTHORIZED { with_challenge(response) } else { response }

@@ -103,6 +103,14 @@ where
     F: FnOnce(Core) -> Fut + Send + 'static,
     Fut: Future<Output = crate::error::Result<T>> + Send + 'static,
 {
+    // Restores and drills are heavy: a few at a time per workspace.
+    let slot = match spec.operation {
+        "restore" | "drill" => match app.limits.heavy(&spec.workspace) {
+            Ok(slot) => Some(slot),
+            Err(wait) => return Ok(wait.into_response()),
+        },
+        _ => None,
+    };
     let stop = tokio_util::sync::CancellationToken::new();
     let core = app.core.with_stop(stop.clone());
     let started = job::begin(&core, actor, spec).await;
@@ -114,6 +122,7 @@ where
     tokio::spawn(async move {
         let _ = started.run(work, end).await;
         running.lock().expect("jobs lock").remove(&id);
+        drop(slot);
     });
     let location = format!("/v1/jobs/{id}");
     let mut response =

@@ -79,6 +79,8 @@ async fn every_cell_of_the_role_matrix_over_http() {
     create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);").await;
     let m = snapshot_shop(&w.core).await.unwrap();
     w.core.config.config.workspaces.insert("blog".into(), WorkspaceConfig::at(w.cluster.url("blog")));
+    // Drills and restores of several roles start at once here: no cap for this test.
+    w.core.config.config.api.heavy_jobs_per_workspace = 100;
     let server = start(&w, AddressRules::default()).await;
     let c = client("127.0.0.2");
     let (base, id) = (server.base.clone(), m.id.clone());
@@ -213,4 +215,60 @@ async fn refusals_bad_input_and_jobs_over_http() {
     assert!(!trail.contains(&admin[4..]) && !trail.contains("hunter2"));
     let verified = call(&c2, Method::GET, &format!("{base}/v1/audit/verify"), Some(&admin), None).await;
     assert_eq!(verified.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_per_address_failed_authentication_and_heavy_jobs() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
+    snapshot_shop(&w.core).await.unwrap();
+    let api = &mut w.core.config.config.api;
+    (api.requests_per_second, api.failed_auth_per_minute, api.heavy_jobs_per_workspace) = (2, 3, 1);
+    let server = start(&w, AddressRules::default()).await;
+    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let snapshots = format!("{}/v1/workspaces/shop/snapshots", server.base);
+
+    // Per address: a burst of 4, then 429 with Retry-After; another address is not affected.
+    let c5 = client("127.0.0.5");
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        let r = call(&c5, Method::GET, &snapshots, Some(&admin), None).await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().get("retry-after").is_some());
+        }
+        statuses.push(r.status());
+    }
+    assert!(statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    let c6 = client("127.0.0.6");
+    assert_eq!(call(&c6, Method::GET, &format!("{}/healthz", server.base), None, None).await.status(), StatusCode::OK);
+
+    // Brute force: after 3 failed authentications an address is refused even with a good token.
+    let c7 = client("127.0.0.7");
+    for _ in 0..4 {
+        let bad = call(&c7, Method::GET, &snapshots, Some("tdm_guess"), None).await;
+        assert!(matches!(bad.status(), StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS));
+        tokio::time::sleep(Duration::from_millis(600)).await; // stay under the per-address rate
+    }
+    assert_eq!(call(&c7, Method::GET, &snapshots, Some(&admin), None).await.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    // One restore or drill at a time per workspace: a second while a drill runs is 429.
+    let c8 = client("127.0.0.8");
+    let drills = format!("{}/v1/workspaces/shop/drills", server.base);
+    let first = call(&c8, Method::POST, &drills, Some(&admin), None).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let job = format!("{}{}", server.base, first.headers()["location"].to_str().unwrap());
+    let second = call(&c8, Method::POST, &drills, Some(&admin), None).await;
+    assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
+    // Cancelled, the drill removes its throwaway and its job ends as aborted.
+    assert_eq!(call(&c8, Method::DELETE, &job, Some(&admin), None).await.status(), StatusCode::ACCEPTED);
+    let mut status = String::new();
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(500)).await; // under this server's 2 requests a second
+        let now = json(call(&c8, Method::GET, &job, Some(&admin), None).await).await;
+        status = now["status"].as_str().unwrap_or("rate-limited").to_string();
+        if !matches!(status.as_str(), "running" | "rate-limited") {
+            break;
+        }
+    }
+    assert!(matches!(status.as_str(), "aborted" | "succeeded"), "{status}");
 }
