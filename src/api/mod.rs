@@ -207,12 +207,38 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let app = router(core, rules);
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
+    let app = router(core.clone(), rules);
+    // The audit trail's head goes to the repository at least every few minutes (refused
+    // requests are not checkpointed one by one).
+    let periodic = tokio::spawn({
+        let (core, stop) = (core.clone(), shutdown.clone());
+        async move {
+            let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    () = stop.cancelled() => break,
+                }
+                if let Err(e) = crate::ops::audit::checkpoint(&core).await {
+                    tracing::warn!(error = %e.report(), "the audit trail's checkpoint could not be written");
+                }
+            }
+        }
+    });
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
-        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("the API server failed: {e}")))
+        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("the API server failed: {e}")));
+    shutdown.cancel();
+    let _ = periodic.await;
+    if let Err(e) = crate::ops::audit::checkpoint(&core).await {
+        tracing::warn!(error = %e.report(), "the audit trail's checkpoint could not be written");
+    }
+    served
 }
+
+/// How often the API writes the audit trail's head into the repository.
+pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(180);
 
 /// The listener `[api] listen` names; refused on an address that is not loopback unless
 /// `allow-plain-http` (TLS is not built in: a proxy terminates it).

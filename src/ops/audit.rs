@@ -13,9 +13,10 @@ use crate::catalog::audit::{self, AuditEntry, AuditHead, AuditRecord};
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::layout;
 
-/// Records what an operation did, and checkpoints the chain's head. Never fails the
-/// operation: a trail that cannot be written is logged as an error (and `audit verify`
-/// then finds the gap against the operation's own records, such as jobs).
+/// Records what an operation did, and checkpoints the chain's head (after anything that
+/// ran; a refusal waits for the next checkpoint, so a flood of refused requests cannot
+/// turn into a flood of repository writes: the API also checkpoints every few minutes).
+/// Never fails the operation: a trail that cannot be written is logged as an error.
 pub async fn record<T>(
     core: &Core,
     actor: &Actor,
@@ -41,9 +42,10 @@ pub async fn record<T>(
         outcome: outcome.to_string(),
         details,
     };
+    let denied = outcome == "denied";
     let appended = async {
         core.catalog().await?.append_audit(&entry).await?;
-        checkpoint(core).await
+        if denied { Ok(()) } else { checkpoint(core).await }
     };
     if let Err(e) = appended.await {
         tracing::error!(action, target, error = %e.report(), "the audit trail could not be written");
