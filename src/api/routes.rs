@@ -29,16 +29,24 @@ pub(super) fn v1() -> Router<App> {
         .route("/v1/workspaces/{ws}/snapshots/{id}", get(show_snapshot))
         .route("/v1/workspaces/{ws}/snapshots/{id}/pin", post(pin).delete(unpin))
         .route("/v1/workspaces/{ws}/drills", get(drills).post(run_drill))
+        .route("/v1/workspaces/{ws}/drills/{id}", get(drill_report))
         .route("/v1/workspaces/{ws}/restores", post(restore))
         .route("/v1/workspaces/{ws}/prune", post(prune))
         .route("/v1/workspaces/{ws}/check", post(check))
         .route("/v1/workspaces/{ws}/pitr", get(window))
+        .route("/v1/workspaces/{ws}/restore-points", post(mark))
         .route("/v1/workspaces/{ws}/stacks", get(stacks))
+        .route("/v1/workspaces/{ws}/stacks/{kind}/{name}", get(stack_show).put(stack_put))
+        .route("/v1/workspaces/{ws}/stacks/{kind}/{name}/history", get(stack_history))
+        .route("/v1/workspaces/{ws}/stacks/{kind}/{name}/diff", get(stack_diff))
+        .route("/v1/workspaces/{ws}/stacks/{kind}/{name}/publish", post(stack_publish))
+        .route("/v1/workspaces/{ws}/stacks/{kind}/{name}/revert", post(stack_revert))
         .route("/v1/jobs", get(jobs))
         .route("/v1/jobs/{id}", get(show_job).delete(cancel_job))
         .route("/v1/audit", get(audit))
         .route("/v1/audit/verify", get(audit_verify))
-        .route("/v1/tokens", get(tokens))
+        .route("/v1/tokens", get(tokens).post(token_create))
+        .route("/v1/tokens/{token}", axum::routing::delete(token_revoke))
 }
 
 fn json(value: &impl Serialize) -> Response {
@@ -401,4 +409,190 @@ async fn audit_verify(State(app): State<App>, Extension(actor): Extension<Actor>
 async fn tokens(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
     allow(&app.core, &actor, Action::ManageTokens, None).await?;
     Ok(json(&ops::token::list(&app.core, &actor).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkBody {
+    name: String,
+}
+
+async fn mark(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::MarkRestorePoint, Some(&ws)).await?;
+    let asked: MarkBody = body(&bytes)?;
+    let opts = ops::pitr::MarkOptions { workspace: ws, name: asked.name };
+    Ok(json(&ops::pitr::mark(&app.core, &opts, &actor).await?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct StateQuery {
+    /// `live` (default), `published`, `version:N`, `change:N`.
+    state: Option<String>,
+}
+
+async fn stack_show(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+    Query(q): Query<StateQuery>,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let opts = ops::stacks::StackShowOptions {
+        workspace: Some(ws),
+        stack: format!("{kind}/{name}"),
+        state: q.state.unwrap_or_else(|| "live".into()),
+    };
+    Ok(json(&ops::stacks::show(&app.core, &opts, &actor).await?))
+}
+
+async fn stack_history(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let opts = ops::stacks::StackOptions { workspace: Some(ws), stack: format!("{kind}/{name}") };
+    Ok(json(&ops::stacks::history(&app.core, &opts, &actor).await?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DiffQuery {
+    from: String,
+    to: Option<String>,
+}
+
+async fn stack_diff(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+    Query(q): Query<DiffQuery>,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let opts = ops::stacks::StackDiffOptions {
+        workspace: Some(ws),
+        stack: format!("{kind}/{name}"),
+        from: q.from,
+        to: q.to.unwrap_or_else(|| "live".into()),
+    };
+    Ok(json(&ops::stacks::diff(&app.core, &opts, &actor).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StackChange {
+    /// The new content (put).
+    content: Option<serde_json::Value>,
+    /// The state to go back to (revert).
+    to: Option<String>,
+    message: Option<String>,
+}
+
+async fn stack_put(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::WriteStacks, Some(&ws)).await?;
+    let change: StackChange = body(&bytes)?;
+    let content = change.content.ok_or_else(|| ApiError(Error::usage("put needs {\"content\": ...}")))?;
+    let opts = ops::stacks::StackPutOptions {
+        workspace: Some(ws),
+        stack: format!("{kind}/{name}"),
+        json: content.to_string(),
+        origin: "the request body".into(),
+        // The API records the token's name as the author: nobody else can be claimed.
+        author: None,
+        message: change.message,
+    };
+    Ok(json(&ops::stacks::put(&app.core, &opts, &actor).await?))
+}
+
+async fn stack_publish(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::WriteStacks, Some(&ws)).await?;
+    let change: StackChange = body(&bytes)?;
+    let opts = ops::stacks::StackPublishOptions {
+        workspace: Some(ws),
+        stack: format!("{kind}/{name}"),
+        author: None,
+        message: change.message,
+    };
+    Ok(json(&ops::stacks::publish(&app.core, &opts, &actor).await?))
+}
+
+async fn stack_revert(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::WriteStacks, Some(&ws)).await?;
+    let change: StackChange = body(&bytes)?;
+    let to = change
+        .to
+        .ok_or_else(|| ApiError(Error::usage("revert needs {\"to\": \"published\"|\"version:N\"|\"change:N\"}")))?;
+    let opts =
+        ops::stacks::StackRevertOptions { workspace: Some(ws), stack: format!("{kind}/{name}"), to, author: None };
+    Ok(json(&ops::stacks::revert(&app.core, &opts, &actor).await?))
+}
+
+async fn token_create(State(app): State<App>, Extension(actor): Extension<Actor>, bytes: Bytes) -> Answer {
+    allow(&app.core, &actor, Action::ManageTokens, None).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError(Error::usage("a token needs {\"name\", \"role\"}")));
+    }
+    let opts: ops::token::TokenCreateOptions = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError(Error::usage(format!("the request body is not valid: {e}"))))?;
+    let created = ops::token::create(&app.core, &opts, &actor).await?;
+    Ok((StatusCode::CREATED, axum::Json(serde_json::to_value(&created).expect("a token serializes"))).into_response())
+}
+
+async fn token_revoke(State(app): State<App>, Extension(actor): Extension<Actor>, Path(token): Path<String>) -> Answer {
+    allow(&app.core, &actor, Action::ManageTokens, None).await?;
+    let opts = ops::token::TokenRevokeOptions { token };
+    Ok(json(&ops::token::revoke(&app.core, &opts, &actor).await?))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Format {
+    /// `json` (default) or `junit`.
+    format: Option<String>,
+}
+
+async fn drill_report(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, id)): Path<(String, i64)>,
+    Query(q): Query<Format>,
+) -> Answer {
+    let ws = workspace(&app.core, &ws)?;
+    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let opts = ops::drill::HistoryOptions { workspace: Some(ws.clone()), limit: 100_000 };
+    let entry = ops::drill::history(&app.core, &opts, &actor)
+        .await?
+        .into_iter()
+        .find(|d| d.id == id)
+        .ok_or_else(|| ApiError(Error::not_found(format!("workspace {ws} has no drill {id}"))))?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(json(&entry)),
+        Some("junit") => Ok(([(header::CONTENT_TYPE, "application/xml")], entry.report.junit()).into_response()),
+        Some(other) => Err(ApiError(Error::usage(format!("format is json or junit, not {other:?}")))),
+    }
 }

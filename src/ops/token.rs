@@ -58,6 +58,7 @@ fn hash(secret: &str) -> String {
 
 /// What `token create` takes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TokenCreateOptions {
     /// 1-64 of `A-Za-z0-9_.-`.
     pub name: String,

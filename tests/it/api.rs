@@ -81,6 +81,14 @@ async fn every_cell_of_the_role_matrix_over_http() {
     w.core.config.config.workspaces.insert("blog".into(), WorkspaceConfig::at(w.cluster.url("blog")));
     // Drills and restores of several roles start at once here: no cap for this test.
     w.core.config.config.api.heavy_jobs_per_workspace = 100;
+    let put = tidemark::ops::stacks::StackPutOptions {
+        workspace: Some("shop".into()),
+        stack: "api/matrix".into(),
+        json: r#"{"v": 0}"#.into(),
+        origin: "test".into(),
+        ..Default::default()
+    };
+    tidemark::ops::stacks::put(&w.core, &put, &actor()).await.unwrap();
     let server = start(&w, AddressRules::default()).await;
     let c = client("127.0.0.2");
     let (base, id) = (server.base.clone(), m.id.clone());
@@ -104,11 +112,31 @@ async fn every_cell_of_the_role_matrix_over_http() {
         (Method::DELETE, format!("{base}/v1/workspaces/shop/snapshots/{id}/pin"), None, "unpin"),
         (Method::POST, format!("{base}/v1/workspaces/shop/prune"), Some(r#"{"dry_run": true}"#.into()), "prune"),
         (Method::GET, format!("{base}/v1/tokens"), None, "tokens"),
+        (
+            Method::POST,
+            format!("{base}/v1/tokens"),
+            Some(r#"{"name": "made-by-ROLE", "role": "viewer"}"#.into()),
+            "tokens",
+        ),
+        (
+            Method::POST,
+            format!("{base}/v1/workspaces/shop/restore-points"),
+            Some(r#"{"name": "point-ROLE"}"#.into()),
+            "mark",
+        ),
+        (
+            Method::PUT,
+            format!("{base}/v1/workspaces/shop/stacks/api/matrix"),
+            Some(r#"{"content": {"v": 1}}"#.into()),
+            "stacks",
+        ),
+        (Method::GET, format!("{base}/v1/workspaces/shop/stacks/api/matrix/history"), None, "read"),
         (Method::GET, format!("{base}/v1/audit"), None, "audit"),
     ];
     let allowed = |role: Role, need: &str| match need {
         "read" => !matches!(role, Role::Auditor),
-        "drill" | "restore" | "pin" => matches!(role, Role::Operator | Role::Admin),
+        "drill" | "restore" | "pin" | "mark" => matches!(role, Role::Operator | Role::Admin),
+        "stacks" => matches!(role, Role::Developer | Role::Admin),
         "unpin" | "prune" | "tokens" => role == Role::Admin,
         "audit" => matches!(role, Role::Admin | Role::Auditor),
         _ => unreachable!(),
@@ -116,6 +144,7 @@ async fn every_cell_of_the_role_matrix_over_http() {
     for role in Role::ALL {
         let secret = token(&w, &format!("matrix-{role}"), role, &[], &[]).await;
         for (method, url, body, need) in &cells {
+            let body = body.as_ref().map(|b| b.replace("ROLE", role.as_str()));
             let response = call(&c, method.clone(), url, Some(&secret), body.as_deref()).await;
             let status = response.status();
             if allowed(role, need) {
@@ -271,4 +300,77 @@ async fn rate_limits_per_address_failed_authentication_and_heavy_jobs() {
         }
     }
     assert!(matches!(status.as_str(), "aborted" | "succeeded"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stacks_tokens_and_drill_reports_over_http() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
+    snapshot_shop(&w.core).await.unwrap();
+    let server = start(&w, AddressRules::default()).await;
+    let (c, base) = (client("127.0.0.2"), server.base.clone());
+    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let dev = token(&w, "dev", Role::Developer, &["shop"], &[]).await;
+
+    // A developer changes, publishes and reverts a stack; the history says who.
+    let stack = format!("{base}/v1/workspaces/shop/stacks/api/checkout");
+    for v in [1, 2] {
+        let body = format!(r#"{{"content": {{"route": "/checkout", "v": {v}}}, "message": "v{v}"}}"#);
+        assert_eq!(call(&c, Method::PUT, &stack, Some(&dev), Some(&body)).await.status(), StatusCode::OK);
+        if v == 1 {
+            let published = call(&c, Method::POST, &format!("{stack}/publish"), Some(&dev), None).await;
+            assert_eq!(published.status(), StatusCode::OK);
+        }
+    }
+    let diff = json(call(&c, Method::GET, &format!("{stack}/diff?from=published"), Some(&dev), None).await).await;
+    assert_eq!(diff["changes"].as_array().unwrap().len(), 1, "{diff}");
+    let reverted = call(&c, Method::POST, &format!("{stack}/revert"), Some(&dev), Some(r#"{"to": "published"}"#)).await;
+    assert_eq!(reverted.status(), StatusCode::OK);
+    let shown = json(call(&c, Method::GET, &stack, Some(&dev), None).await).await;
+    assert_eq!(shown["content"]["v"], 1);
+    let history = json(call(&c, Method::GET, &format!("{stack}/history"), Some(&dev), None).await).await;
+    let changes = history.as_array().unwrap();
+    assert_eq!(changes.len(), 3);
+    assert!(changes.iter().all(|h| h["author"] == "dev" && h["actor"] == "api:dev"), "{history}");
+    let junk = call(&c, Method::PUT, &stack, Some(&dev), Some(r#"{"content": 1, "author": "someone else"}"#)).await;
+    assert_eq!(junk.status(), StatusCode::BAD_REQUEST, "the author is the token, never claimed");
+
+    // An admin makes a token over HTTP (201, the secret once), it works, then is revoked.
+    let made = call(
+        &c,
+        Method::POST,
+        &format!("{base}/v1/tokens"),
+        Some(&admin),
+        Some(r#"{"name": "ci", "role": "viewer", "workspaces": ["shop"]}"#),
+    )
+    .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let made = json(made).await;
+    let secret = made["secret"].as_str().unwrap().to_string();
+    let snapshots = format!("{base}/v1/workspaces/shop/snapshots");
+    assert_eq!(call(&c, Method::GET, &snapshots, Some(&secret), None).await.status(), StatusCode::OK);
+    let listed = call(&c, Method::GET, &format!("{base}/v1/tokens"), Some(&admin), None).await.text().await.unwrap();
+    assert!(!listed.contains(&secret[4..]), "a list never shows a secret");
+    assert_eq!(
+        call(&c, Method::DELETE, &format!("{base}/v1/tokens/ci"), Some(&admin), None).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(call(&c, Method::GET, &snapshots, Some(&secret), None).await.status(), StatusCode::UNAUTHORIZED);
+    // A developer cannot make tokens.
+    let refused =
+        call(&c, Method::POST, &format!("{base}/v1/tokens"), Some(&dev), Some(r#"{"name": "x", "role": "viewer"}"#))
+            .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+
+    // A drill's report as JSON and as JUnit.
+    let opts = tidemark::ops::drill::DrillOptions::new("shop", tidemark::ops::drill::DrillSource::Snapshot(None));
+    assert!(tidemark::ops::drill::drill(&w.core, &opts, &actor()).await.unwrap().passed);
+    let drills =
+        json(call(&c, Method::GET, &format!("{base}/v1/workspaces/shop/drills"), Some(&admin), None).await).await;
+    let id = drills[0]["id"].as_i64().unwrap();
+    let report = format!("{base}/v1/workspaces/shop/drills/{id}");
+    assert_eq!(json(call(&c, Method::GET, &report, Some(&admin), None).await).await["passed"], true);
+    let junit = call(&c, Method::GET, &format!("{report}?format=junit"), Some(&admin), None).await;
+    assert_eq!(junit.headers()["content-type"], "application/xml");
+    assert!(junit.text().await.unwrap().contains("<testsuite"));
 }
