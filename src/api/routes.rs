@@ -430,6 +430,20 @@ async fn mark(
     Ok(json(&ops::pitr::mark(&app.core, &opts, &actor).await?))
 }
 
+/// A stack route's workspace and `kind/name`, after the workspace and role checks.
+async fn stack_route(
+    app: &App,
+    actor: &Actor,
+    ws: &str,
+    kind: &str,
+    name: &str,
+    action: Action,
+) -> Result<(String, String), ApiError> {
+    let ws = workspace(&app.core, ws)?;
+    allow(&app.core, actor, action, Some(&ws)).await?;
+    Ok((ws, format!("{kind}/{name}")))
+}
+
 #[derive(Debug, serde::Deserialize)]
 struct StateQuery {
     /// `live` (default), `published`, `version:N`, `change:N`.
@@ -442,13 +456,9 @@ async fn stack_show(
     Path((ws, kind, name)): Path<(String, String, String)>,
     Query(q): Query<StateQuery>,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
-    let opts = ops::stacks::StackShowOptions {
-        workspace: Some(ws),
-        stack: format!("{kind}/{name}"),
-        state: q.state.unwrap_or_else(|| "live".into()),
-    };
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
+    let opts =
+        ops::stacks::StackShowOptions { workspace: Some(ws), stack, state: q.state.unwrap_or_else(|| "live".into()) };
     Ok(json(&ops::stacks::show(&app.core, &opts, &actor).await?))
 }
 
@@ -457,9 +467,8 @@ async fn stack_history(
     Extension(actor): Extension<Actor>,
     Path((ws, kind, name)): Path<(String, String, String)>,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
-    let opts = ops::stacks::StackOptions { workspace: Some(ws), stack: format!("{kind}/{name}") };
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
+    let opts = ops::stacks::StackOptions { workspace: Some(ws), stack };
     Ok(json(&ops::stacks::history(&app.core, &opts, &actor).await?))
 }
 
@@ -475,11 +484,10 @@ async fn stack_diff(
     Path((ws, kind, name)): Path<(String, String, String)>,
     Query(q): Query<DiffQuery>,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
     let opts = ops::stacks::StackDiffOptions {
         workspace: Some(ws),
-        stack: format!("{kind}/{name}"),
+        stack,
         from: q.from,
         to: q.to.unwrap_or_else(|| "live".into()),
     };
@@ -502,13 +510,12 @@ async fn stack_put(
     Path((ws, kind, name)): Path<(String, String, String)>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::WriteStacks, Some(&ws)).await?;
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
     let change: StackChange = body(&bytes)?;
     let content = change.content.ok_or_else(|| ApiError(Error::usage("put needs {\"content\": ...}")))?;
     let opts = ops::stacks::StackPutOptions {
         workspace: Some(ws),
-        stack: format!("{kind}/{name}"),
+        stack,
         json: content.to_string(),
         origin: "the request body".into(),
         // The API records the token's name as the author: nobody else can be claimed.
@@ -524,15 +531,9 @@ async fn stack_publish(
     Path((ws, kind, name)): Path<(String, String, String)>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::WriteStacks, Some(&ws)).await?;
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
     let change: StackChange = body(&bytes)?;
-    let opts = ops::stacks::StackPublishOptions {
-        workspace: Some(ws),
-        stack: format!("{kind}/{name}"),
-        author: None,
-        message: change.message,
-    };
+    let opts = ops::stacks::StackPublishOptions { workspace: Some(ws), stack, author: None, message: change.message };
     Ok(json(&ops::stacks::publish(&app.core, &opts, &actor).await?))
 }
 
@@ -542,14 +543,12 @@ async fn stack_revert(
     Path((ws, kind, name)): Path<(String, String, String)>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::WriteStacks, Some(&ws)).await?;
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
     let change: StackChange = body(&bytes)?;
     let to = change
         .to
         .ok_or_else(|| ApiError(Error::usage("revert needs {\"to\": \"published\"|\"version:N\"|\"change:N\"}")))?;
-    let opts =
-        ops::stacks::StackRevertOptions { workspace: Some(ws), stack: format!("{kind}/{name}"), to, author: None };
+    let opts = ops::stacks::StackRevertOptions { workspace: Some(ws), stack, to, author: None };
     Ok(json(&ops::stacks::revert(&app.core, &opts, &actor).await?))
 }
 
