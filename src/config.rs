@@ -67,6 +67,9 @@ pub struct ApiConfig {
     pub failed_auth_per_minute: u32,
     /// Restores and drills the API runs at once per workspace.
     pub heavy_jobs_per_workspace: u32,
+    /// A client that has not sent a request's headers within this long is cut off.
+    #[serde(with = "duration_text")]
+    pub header_read_timeout: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -80,6 +83,7 @@ impl Default for ApiConfig {
             requests_per_second: 50,
             failed_auth_per_minute: 10,
             heavy_jobs_per_workspace: 1,
+            header_read_timeout: std::time::Duration::from_secs(10),
         }
     }
 }

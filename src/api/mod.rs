@@ -225,16 +225,58 @@ pub async fn serve(
             }
         }
     });
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("the API server failed: {e}")));
+    let served = accept(listener, app, core.config.config.api.header_read_timeout, &shutdown).await;
     shutdown.cancel();
     let _ = periodic.await;
     if let Err(e) = crate::ops::audit::checkpoint(&core).await {
         tracing::warn!(error = %e.report(), "the audit trail's checkpoint could not be written");
     }
     served
+}
+
+/// Serves HTTP/1.1 connections until `shutdown`, then lets open requests finish (up to
+/// 30 s). Each connection gets the client's address (`ConnectInfo`), and a client that has
+/// not sent its headers within `header_read_timeout` is cut off (a slow client cannot hold
+/// connections open).
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: std::time::Duration,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the API could not accept a connection");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let service = app.clone().map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.map(axum::body::Body::new)
+        });
+        let connection = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = watched.await {
+                tracing::debug!(error = %e, "an API connection ended with an error");
+            }
+        });
+    }
+    if tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown()).await.is_err() {
+        tracing::warn!("API connections still open after 30 s were cut off");
+    }
+    Ok(())
 }
 
 /// How often the API writes the audit trail's head into the repository.

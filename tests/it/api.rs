@@ -374,3 +374,33 @@ async fn stacks_tokens_and_drill_reports_over_http() {
     assert_eq!(junit.headers()["content-type"], "application/xml");
     assert!(junit.text().await.unwrap().contains("<testsuite"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_client_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut w = world().await;
+    w.core.config.config.api.header_read_timeout = Duration::from_secs(1);
+    let server = start(&w, AddressRules::default()).await;
+    let address = server.base.trim_start_matches("http://").to_string();
+    // Headers that never end: the server closes the connection after its timeout.
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    // Read until the server closes (it may answer 408 first).
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 256];
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow client was still connected after 10 s");
+    let held = started.elapsed();
+    assert!(held >= Duration::from_millis(900) && held < Duration::from_secs(5), "held for {held:?}");
+    // A client that sends its request in time is served.
+    let c = client("127.0.0.2");
+    assert_eq!(call(&c, Method::GET, &format!("{}/healthz", server.base), None, None).await.status(), StatusCode::OK);
+}
