@@ -84,8 +84,7 @@ async fn workspaces(State(app): State<App>, Extension(actor): Extension<Actor>) 
 }
 
 async fn list_snapshots(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     Ok(json(&ops::snapshot::list(&app.core, &ops::snapshot::ListOptions { workspace: ws }, &actor).await?))
 }
 
@@ -94,13 +93,19 @@ async fn show_snapshot(
     Extension(actor): Extension<Actor>,
     Path((ws, id)): Path<(String, String)>,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     if id != "latest" {
         crate::repo::layout::validate_snapshot_id(&id)?;
     }
     let opts = ops::snapshot::ShowOptions { id, workspace: Some(ws) };
     Ok(json(&ops::snapshot::show(&app.core, &opts, &actor).await?))
+}
+
+/// The workspace in the path, checked, and the actor allowed to do `action` there.
+async fn scoped(app: &App, actor: &Actor, ws: &str, action: Action) -> Result<String, ApiError> {
+    let ws = workspace(&app.core, ws)?;
+    allow(&app.core, actor, action, Some(&ws)).await?;
+    Ok(ws)
 }
 
 /// Runs long work as a job: `202 Accepted`, the job's id and `Location`; the work goes on
@@ -145,8 +150,7 @@ async fn create_snapshot(
     Path(ws): Path<String>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Snapshot, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Snapshot).await?;
     let mut opts: ops::snapshot::SnapshotOptions = body(&bytes)?;
     // The API takes manual snapshots of the workspace in its path, nothing else.
     (opts.workspace, opts.kind) = (ws.clone(), crate::repo::manifest::SnapshotKind::Manual);
@@ -157,15 +161,13 @@ async fn create_snapshot(
         &actor,
         spec,
         move |core| async move { ops::snapshot::create(&core, &opts, &who).await },
-        |m| JobEnd { snapshot_id: Some(m.id.clone()), bytes: Some(m.stored_bytes()), ..Default::default() },
+        ops::snapshot::job_end,
     )
     .await
 }
 
 async fn set_pin(app: &App, actor: &Actor, ws: &str, id: String, pin: bool) -> Answer {
-    let ws = workspace(&app.core, ws)?;
-    let action = if pin { Action::Pin } else { Action::Unpin };
-    allow(&app.core, actor, action, Some(&ws)).await?;
+    let ws = scoped(app, actor, ws, if pin { Action::Pin } else { Action::Unpin }).await?;
     crate::repo::layout::validate_snapshot_id(&id)?;
     let opts = ops::prune::PinOptions { id: id.clone(), workspace: Some(ws.clone()), pin, wait: Default::default() };
     ops::prune::set_pin(&app.core, &opts, actor).await?;
@@ -201,8 +203,7 @@ async fn run_drill(
     Path(ws): Path<String>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Drill, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Drill).await?;
     let asked: DrillBody = body(&bytes)?;
     if let Some(id) = asked.snapshot.as_deref().filter(|id| *id != "latest") {
         crate::repo::layout::validate_snapshot_id(id)?;
@@ -215,12 +216,7 @@ async fn run_drill(
         &actor,
         spec,
         move |core| async move { ops::drill::drill(&core, &opts, &who).await },
-        |r| JobEnd {
-            snapshot_id: Some(r.source.clone()),
-            bytes: Some(r.stored_bytes),
-            error: (!r.passed).then(|| "the restore drill FAILED".to_string()),
-            ..Default::default()
-        },
+        ops::drill::job_end,
     )
     .await
 }
@@ -236,8 +232,7 @@ async fn drills(
     Path(ws): Path<String>,
     Query(q): Query<Limit>,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     let opts = ops::drill::HistoryOptions { workspace: Some(ws), limit: q.limit.unwrap_or(50).min(1000) };
     Ok(json(&ops::drill::history(&app.core, &opts, &actor).await?))
 }
@@ -248,8 +243,7 @@ async fn restore(
     Path(ws): Path<String>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Restore, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Restore).await?;
     let mut opts: ops::restore::RestoreOptions = body(&bytes)?;
     opts.workspace = Some(ws.clone());
     if opts.snapshot != "latest" {
@@ -270,7 +264,7 @@ async fn restore(
         &actor,
         spec,
         move |core| async move { ops::restore::restore(&core, &opts, &who).await },
-        |r| JobEnd { snapshot_id: Some(r.snapshot.clone()), bytes: Some(r.stored_bytes), ..Default::default() },
+        ops::restore::job_end,
     )
     .await
 }
@@ -288,8 +282,7 @@ async fn prune(
     Path(ws): Path<String>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Prune, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Prune).await?;
     let asked: PruneBody = body(&bytes)?;
     let opts = ops::prune::PruneOptions {
         workspace: ws.clone(),
@@ -304,14 +297,13 @@ async fn prune(
         &actor,
         spec,
         move |core| async move { ops::prune::prune(&core, &opts, &who).await },
-        |r| JobEnd { bytes: Some(r.deleted_bytes), ..Default::default() },
+        ops::prune::job_end,
     )
     .await
 }
 
 async fn check(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     let opts = ops::check::CheckOptions { workspace: ws.clone(), read_data: false };
     let spec = job::JobSpec { workspace: ws, operation: "check", kind: None };
     let who = actor.clone();
@@ -320,20 +312,18 @@ async fn check(State(app): State<App>, Extension(actor): Extension<Actor>, Path(
         &actor,
         spec,
         move |core| async move { ops::check::check(&core, &opts, &who).await },
-        |r| JobEnd { error: (!r.problems.is_empty()).then(|| r.problems.join("; ")), ..Default::default() },
+        ops::check::job_end,
     )
     .await
 }
 
 async fn window(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     Ok(json(&ops::pitr::window(&app.core, &ops::pitr::WindowOptions { workspace: ws }, &actor).await?))
 }
 
 async fn stacks(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     let opts = ops::stacks::StackListOptions { workspace: Some(ws) };
     Ok(json(&ops::stacks::list(&app.core, &opts, &actor).await?))
 }
@@ -423,8 +413,7 @@ async fn mark(
     Path(ws): Path<String>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::MarkRestorePoint, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::MarkRestorePoint).await?;
     let asked: MarkBody = body(&bytes)?;
     let opts = ops::pitr::MarkOptions { workspace: ws, name: asked.name };
     Ok(json(&ops::pitr::mark(&app.core, &opts, &actor).await?))
@@ -439,9 +428,7 @@ async fn stack_route(
     name: &str,
     action: Action,
 ) -> Result<(String, String), ApiError> {
-    let ws = workspace(&app.core, ws)?;
-    allow(&app.core, actor, action, Some(&ws)).await?;
-    Ok((ws, format!("{kind}/{name}")))
+    Ok((scoped(app, actor, ws, action).await?, format!("{kind}/{name}")))
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -581,8 +568,7 @@ async fn drill_report(
     Path((ws, id)): Path<(String, i64)>,
     Query(q): Query<Format>,
 ) -> Answer {
-    let ws = workspace(&app.core, &ws)?;
-    allow(&app.core, &actor, Action::Read, Some(&ws)).await?;
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     let opts = ops::drill::HistoryOptions { workspace: Some(ws.clone()), limit: 100_000 };
     let entry = ops::drill::history(&app.core, &opts, &actor)
         .await?

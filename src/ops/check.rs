@@ -37,21 +37,18 @@ pub struct CheckOptions {
     pub read_data: bool,
 }
 
+/// What a check job records as its end: problems found make it a failed job.
+pub fn job_end(r: &CheckReport) -> crate::catalog::JobEnd {
+    crate::catalog::JobEnd {
+        error: (!r.problems.is_empty()).then(|| format!("{} problems: {}", r.problems.len(), r.problems.join("; "))),
+        ..Default::default()
+    }
+}
+
 /// [`check`] as a recorded job: problems found make it a failed job.
 pub async fn check_recorded(core: &Core, opts: &CheckOptions, actor: &Actor) -> Result<CheckReport> {
     let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "check", kind: None };
-    super::job::recorded(
-        core,
-        actor,
-        spec,
-        |core| async move { check(&core, opts, actor).await },
-        |r: &CheckReport| crate::catalog::JobEnd {
-            error: (!r.problems.is_empty())
-                .then(|| format!("{} problems: {}", r.problems.len(), r.problems.join("; "))),
-            ..Default::default()
-        },
-    )
-    .await
+    super::job::recorded(core, actor, spec, |core| async move { check(&core, opts, actor).await }, job_end).await
 }
 
 /// Checks a workspace's backups. Problems are collected, not raised: the report names

@@ -162,7 +162,7 @@ impl StartedJob {
             if let Err(e) = catalog.finish_job(id, status, &ending).await {
                 tracing::warn!(error = %e.report(), "cannot record the end of the job in the catalog");
             }
-            ending_for_audit(&mut audit_details, id, status, &result_ending(&ending));
+            audit_details = Some(audit_details_of(id, status, &ending));
         }
         if spec.operation != "check" {
             let details = audit_details.unwrap_or_else(|| serde_json::json!({}));
@@ -172,19 +172,20 @@ impl StartedJob {
     }
 }
 
-/// What the audit trail keeps of a job's end: its id and what it produced.
-fn result_ending(ending: &JobEnd) -> serde_json::Value {
-    serde_json::json!({"snapshot": ending.snapshot_id, "bytes": ending.bytes, "error": ending.error})
-}
-
-fn ending_for_audit(slot: &mut Option<serde_json::Value>, id: i64, status: JobStatus, ending: &serde_json::Value) {
-    let mut details = ending.clone();
-    if let Some(map) = details.as_object_mut() {
-        map.retain(|_, v| !v.is_null());
-        map.insert("job".into(), serde_json::json!(id));
-        map.insert("status".into(), serde_json::json!(status.as_str()));
+/// What the audit trail keeps of a job's end: its id, status and what it produced.
+fn audit_details_of(id: i64, status: JobStatus, ending: &JobEnd) -> serde_json::Value {
+    let mut details = serde_json::json!({"job": id, "status": status.as_str()});
+    let produced = [
+        ("snapshot", ending.snapshot_id.as_ref().map(|s| serde_json::json!(s))),
+        ("bytes", ending.bytes.map(|b| serde_json::json!(b))),
+        ("error", ending.error.as_ref().map(|e| serde_json::json!(e))),
+    ];
+    for (key, value) in produced {
+        if let Some(v) = value {
+            details[key] = v;
+        }
     }
-    *slot = Some(details);
+    details
 }
 
 /// A progress sink that writes into a job's catalog row (through a task: the operation

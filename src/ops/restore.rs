@@ -147,22 +147,16 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
     }
 }
 
+/// What a restore job records as its end.
+pub fn job_end(r: &RestoreReport) -> crate::catalog::JobEnd {
+    crate::catalog::JobEnd { snapshot_id: Some(r.snapshot.clone()), bytes: Some(r.stored_bytes), ..Default::default() }
+}
+
 /// [`restore`] as a recorded job (see [`super::job::recorded`]).
 pub async fn restore_recorded(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
     let (workspace, _) = super::snapshot::resolve(core, &opts.snapshot, opts.workspace.as_deref()).await?;
     let spec = super::job::JobSpec { workspace, operation: "restore", kind: None };
-    super::job::recorded(
-        core,
-        actor,
-        spec,
-        |core| async move { restore(&core, opts, actor).await },
-        |r: &RestoreReport| crate::catalog::JobEnd {
-            snapshot_id: Some(r.snapshot.clone()),
-            bytes: Some(r.stored_bytes),
-            ..Default::default()
-        },
-    )
-    .await
+    super::job::recorded(core, actor, spec, |core| async move { restore(&core, opts, actor).await }, job_end).await
 }
 
 /// Every object the manifest names must exist with the recorded size before anything is

@@ -102,10 +102,9 @@ impl Runner for SnapshotRunner {
     fn run(&self, job: &ScheduledJob, now: DateTime<Utc>) -> BoxFuture<'static, Result<JobOutcome>> {
         let core = self.core.with_stop(self.stop.clone());
         let job = job.clone();
-        let stop = self.stop.clone();
         let actor = Actor::schedule(&job.policy);
         Box::pin(async move {
-            let result = scheduled(&core, &job, &actor, &stop, now).await;
+            let result = scheduled(&core, &job, &actor, now).await;
             let details = match &result {
                 Ok(o) => serde_json::json!({"snapshot": o.snapshot_id, "bytes": o.bytes, "warning": o.warning}),
                 Err(_) => serde_json::json!({}),
@@ -123,94 +122,73 @@ impl Runner for SnapshotRunner {
 
 /// One scheduled job's work: a snapshot (then retention, then a drill if the policy asks),
 /// a base backup, or a drill.
-async fn scheduled(
-    core: &Core,
-    job: &ScheduledJob,
-    actor: &Actor,
-    stop: &CancellationToken,
-    now: DateTime<Utc>,
-) -> Result<JobOutcome> {
-    let (core, job, actor, stop) = (core.clone(), job.clone(), actor.clone(), stop.clone());
-    {
-        {
-            let (id, bytes) = match (job.action, job.kind) {
-                (Action::Drill, _) => {
-                    let report = scheduled_drill(&core, &job, None, &actor).await?;
-                    return Ok(JobOutcome {
-                        snapshot_id: Some(report.source),
-                        bytes: Some(report.stored_bytes),
-                        warning: None,
-                    });
-                }
-                (Action::Snapshot, Some(kind)) => {
-                    let opts = SnapshotOptions {
-                        workspace: job.workspace.clone(),
-                        kind,
-                        note: Some(format!("schedule {}", job.policy)),
-                        // A scheduled snapshot waits for an operator's operation on the
-                        // workspace to end (a prune, a pin) instead of failing.
-                        wait: WaitFor::FOREVER,
-                        ..Default::default()
-                    };
-                    let manifest = until_stopped(&stop, create(&core, &opts, &actor)).await?;
-                    (manifest.id.clone(), manifest.stored_bytes())
-                }
-                (Action::BaseBackup, _) => {
-                    let opts = BaseBackupOptions { workspace: job.workspace.clone(), wait: WaitFor::FOREVER };
-                    let manifest = until_stopped(&stop, super::basebackup::basebackup(&core, &opts, &actor)).await?;
-                    (manifest.id, manifest.tar.stored_size)
-                }
-                (Action::Snapshot, None) => {
-                    return Err(Error::internal(format!("policy {} takes snapshots of no kind", job.policy)));
-                }
-            };
-            // Retention after every scheduled snapshot. Its failure does not undo a good
-            // snapshot: it becomes the job's warning.
-            let prune_opts = PruneOptions {
-                workspace: job.workspace.clone(),
-                dry_run: false,
-                grace: DEFAULT_GRACE,
-                as_of: Some(now),
-                wait: WaitFor::FOREVER,
-            };
-            let warning = match until_stopped(&stop, prune(&core, &prune_opts, &actor)).await {
-                Ok(report) => {
-                    tracing::info!(workspace = %job.workspace,
-                        deleted = report.decisions.iter().filter(|d| !d.keep).count(),
-                        objects = report.deleted_objects, "retention applied");
-                    None
-                }
-                Err(e) => {
-                    tracing::warn!(workspace = %job.workspace, error = %e.report(), "retention failed");
-                    Some(format!("retention failed: {}", e.report()))
-                }
-            };
-            if job.drill_after && job.action == Action::Snapshot {
-                // The snapshot is committed whatever the drill finds: the job fails (and
-                // notifies) without a retry, which would take another snapshot. A drill
-                // stopped at shutdown stays `Interrupted`: the job is then aborted.
-                scheduled_drill(&core, &job, Some(id.clone()), &actor).await.map_err(|e| {
-                    let kind = match e.kind() {
-                        ErrorKind::Interrupted => ErrorKind::Interrupted,
-                        kind if kind.is_temporary() => ErrorKind::Internal,
-                        kind => kind,
-                    };
-                    Error::new(kind, format!("snapshot {id} was taken, but {}", e.report()))
-                })?;
-            }
-            Ok(JobOutcome { snapshot_id: Some(id), bytes: Some(bytes), warning })
+async fn scheduled(core: &Core, job: &ScheduledJob, actor: &Actor, now: DateTime<Utc>) -> Result<JobOutcome> {
+    let (id, bytes) = match (job.action, job.kind) {
+        (Action::Drill, _) => {
+            let report = scheduled_drill(core, job, None, actor).await?;
+            return Ok(JobOutcome {
+                snapshot_id: Some(report.source),
+                bytes: Some(report.stored_bytes),
+                warning: None,
+            });
         }
+        (Action::Snapshot, Some(kind)) => {
+            let opts = SnapshotOptions {
+                workspace: job.workspace.clone(),
+                kind,
+                note: Some(format!("schedule {}", job.policy)),
+                // A scheduled snapshot waits for an operator's operation on the
+                // workspace to end (a prune, a pin) instead of failing.
+                wait: WaitFor::FOREVER,
+                ..Default::default()
+            };
+            let manifest = create(core, &opts, actor).await?;
+            (manifest.id.clone(), manifest.stored_bytes())
+        }
+        (Action::BaseBackup, _) => {
+            let opts = BaseBackupOptions { workspace: job.workspace.clone(), wait: WaitFor::FOREVER };
+            let manifest = super::basebackup::basebackup(core, &opts, actor).await?;
+            (manifest.id, manifest.tar.stored_size)
+        }
+        (Action::Snapshot, None) => {
+            return Err(Error::internal(format!("policy {} takes snapshots of no kind", job.policy)));
+        }
+    };
+    // Retention after every scheduled snapshot. Its failure does not undo a good
+    // snapshot: it becomes the job's warning.
+    let prune_opts = PruneOptions {
+        workspace: job.workspace.clone(),
+        dry_run: false,
+        grace: DEFAULT_GRACE,
+        as_of: Some(now),
+        wait: WaitFor::FOREVER,
+    };
+    let warning = match prune(core, &prune_opts, actor).await {
+        Ok(report) => {
+            tracing::info!(workspace = %job.workspace,
+                deleted = report.decisions.iter().filter(|d| !d.keep).count(),
+                objects = report.deleted_objects, "retention applied");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(workspace = %job.workspace, error = %e.report(), "retention failed");
+            Some(format!("retention failed: {}", e.report()))
+        }
+    };
+    if job.drill_after && job.action == Action::Snapshot {
+        // The snapshot is committed whatever the drill finds: the job fails (and
+        // notifies) without a retry, which would take another snapshot. A drill
+        // stopped at shutdown stays `Interrupted`: the job is then aborted.
+        scheduled_drill(core, job, Some(id.clone()), actor).await.map_err(|e| {
+            let kind = match e.kind() {
+                ErrorKind::Interrupted => ErrorKind::Interrupted,
+                kind if kind.is_temporary() => ErrorKind::Internal,
+                kind => kind,
+            };
+            Error::new(kind, format!("snapshot {id} was taken, but {}", e.report()))
+        })?;
     }
-}
-
-/// Runs `work` until it ends or the daemon asks jobs to stop: then it is dropped, which
-/// leaves nothing visible (a snapshot or base backup writes its manifest last), and the
-/// job ends `Interrupted`.
-async fn until_stopped<T>(stop: &CancellationToken, work: impl Future<Output = Result<T>>) -> Result<T> {
-    tokio::select! {
-        done = work => done,
-        () = stop.cancelled() => Err(Error::new(ErrorKind::Interrupted, "it did not finish; nothing of it is visible")),
-    }
+    Ok(JobOutcome { snapshot_id: Some(id), bytes: Some(bytes), warning })
 }
 
 /// A drill run by the daemon (of `snapshot`, else the newest), recorded in the catalog.

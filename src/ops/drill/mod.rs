@@ -203,26 +203,25 @@ pub async fn drill(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<Dr
     Ok(report)
 }
 
+/// What a drill job records as its end: a drill whose checks failed is a failed job,
+/// naming them.
+pub fn job_end(r: &DrillReport) -> crate::catalog::JobEnd {
+    crate::catalog::JobEnd {
+        snapshot_id: (r.kind == crate::drill::DrillKind::Logical).then(|| r.source.clone()),
+        bytes: Some(r.stored_bytes),
+        error: (!r.passed).then(|| {
+            let failed: Vec<&str> = r.failed_checks().iter().map(|c| c.name.as_str()).collect();
+            format!("the restore drill FAILED: {}", failed.join(", "))
+        }),
+        ..Default::default()
+    }
+}
+
 /// [`drill`] as a recorded job (see [`super::job::recorded`]): a drill whose checks
 /// failed is a failed job, naming them.
 pub async fn drill_recorded(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<DrillReport> {
     let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "drill", kind: None };
-    super::job::recorded(
-        core,
-        actor,
-        spec,
-        |core| async move { drill(&core, opts, actor).await },
-        |r: &DrillReport| crate::catalog::JobEnd {
-            snapshot_id: matches!(opts.source, DrillSource::Snapshot(_)).then(|| r.source.clone()),
-            bytes: Some(r.stored_bytes),
-            error: (!r.passed).then(|| {
-                let failed: Vec<&str> = r.failed_checks().iter().map(|c| c.name.as_str()).collect();
-                format!("the restore drill FAILED: {}", failed.join(", "))
-            }),
-            ..Default::default()
-        },
-    )
-    .await
+    super::job::recorded(core, actor, spec, |core| async move { drill(&core, opts, actor).await }, job_end).await
 }
 
 /// Every drill report the repository holds for a workspace, oldest first (see

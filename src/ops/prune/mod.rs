@@ -289,15 +289,13 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     Ok(report)
 }
 
+/// What a prune job records as its end.
+pub fn job_end(r: &PruneReport) -> crate::catalog::JobEnd {
+    crate::catalog::JobEnd { bytes: Some(r.deleted_bytes), ..Default::default() }
+}
+
 /// [`prune`] as a recorded job (see [`super::job::recorded`]).
 pub async fn prune_recorded(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
     let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "prune", kind: None };
-    super::job::recorded(
-        core,
-        actor,
-        spec,
-        |core| async move { prune(&core, opts, actor).await },
-        |r: &PruneReport| crate::catalog::JobEnd { bytes: Some(r.deleted_bytes), ..Default::default() },
-    )
-    .await
+    super::job::recorded(core, actor, spec, |core| async move { prune(&core, opts, actor).await }, job_end).await
 }

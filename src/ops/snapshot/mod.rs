@@ -206,6 +206,11 @@ async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Mani
     Ok(manifest)
 }
 
+/// What a snapshot job records as its end.
+pub fn job_end(m: &Manifest) -> crate::catalog::JobEnd {
+    crate::catalog::JobEnd { snapshot_id: Some(m.id.clone()), bytes: Some(m.stored_bytes()), ..Default::default() }
+}
+
 /// [`create`], recorded in the catalog's job history (see [`super::job::recorded`]):
 /// stopped by the core's stop signal (Ctrl-C, SIGTERM) with nothing committed and the job
 /// recorded as aborted, "interrupted".
@@ -215,16 +220,5 @@ pub async fn create_recorded(core: &Core, opts: &SnapshotOptions, actor: &Actor)
         operation: "snapshot",
         kind: Some(opts.kind.to_string()),
     };
-    super::job::recorded(
-        core,
-        actor,
-        spec,
-        |core| async move { create(&core, opts, actor).await },
-        |m: &Manifest| crate::catalog::JobEnd {
-            snapshot_id: Some(m.id.clone()),
-            bytes: Some(m.stored_bytes()),
-            ..Default::default()
-        },
-    )
-    .await
+    super::job::recorded(core, actor, spec, |core| async move { create(&core, opts, actor).await }, job_end).await
 }
