@@ -51,9 +51,15 @@ pub struct ApiConfig {
     /// `host:port` to listen on; unset: no API.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
-    /// Serve plain HTTP on an address that is not loopback (TLS is not built in yet: put
-    /// a TLS-terminating proxy in front). Logged as a warning at every start.
+    /// Serve plain HTTP on an address that is not loopback (without `tls-cert`: a
+    /// TLS-terminating proxy in front). Logged as a warning at every start.
     pub allow_plain_http: bool,
+    /// The certificate chain (PEM, leaf first) the API serves HTTPS with; reloaded on SIGHUP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM); reloaded with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Client addresses (CIDR) that may call the API at all; empty: every address.
     pub allow_ips: Vec<String>,
     /// Client addresses refused whatever else says (deny wins).
@@ -77,6 +83,8 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: None,
             allow_plain_http: false,
+            tls_cert: None,
+            tls_key: None,
             allow_ips: Vec::new(),
             deny_ips: Vec::new(),
             trusted_proxies: Vec::new(),

@@ -6,6 +6,7 @@
 
 mod limits;
 mod routes;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -198,15 +199,44 @@ pub(crate) async fn allow(core: &Core, actor: &Actor, action: Action, workspace:
     Ok(())
 }
 
-/// Serves the API on `listener` until `shutdown`.
+/// Where the API listens: a bound socket, and the certificate when it serves HTTPS.
+pub struct Listener {
+    tcp: tokio::net::TcpListener,
+    tls: Option<Arc<tls::Certificate>>,
+}
+
+impl Listener {
+    /// HTTPS on `tcp` with `certificate`.
+    pub fn tls(tcp: tokio::net::TcpListener, certificate: tls::Certificate) -> Listener {
+        Listener { tcp, tls: Some(Arc::new(certificate)) }
+    }
+
+    /// The bound address.
+    ///
+    /// Errors: `Unavailable` when the socket cannot say.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.tcp.local_addr().map_err(|e| Error::new(ErrorKind::Unavailable, format!("the API's socket: {e}")))
+    }
+
+    /// Whether it serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+/// Plain HTTP on `tcp`.
+impl From<tokio::net::TcpListener> for Listener {
+    fn from(tcp: tokio::net::TcpListener) -> Listener {
+        Listener { tcp, tls: None }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown`. With TLS, SIGHUP loads the certificate
+/// and key again (a renewed certificate serves the next connection; one that cannot be
+/// loaded is logged as an error and the old one stays).
 ///
-/// Errors: `Unavailable` when the server fails.
-pub async fn serve(
-    core: Core,
-    rules: AddressRules,
-    listener: tokio::net::TcpListener,
-    shutdown: CancellationToken,
-) -> Result<()> {
+/// Errors: `Unavailable` when the server fails, `Internal` when TLS cannot be set up.
+pub async fn serve(core: Core, rules: AddressRules, listener: Listener, shutdown: CancellationToken) -> Result<()> {
     let app = router(core.clone(), rules);
     // The audit trail's head goes to the repository at least every few minutes (refused
     // requests are not checkpointed one by one).
@@ -225,7 +255,14 @@ pub async fn serve(
             }
         }
     });
-    let served = accept(listener, app, core.config.config.api.header_read_timeout, &shutdown).await;
+    let acceptor = match &listener.tls {
+        Some(certificate) => {
+            tokio::spawn(reload_on_hangup(certificate.clone(), shutdown.clone()));
+            Some(certificate.acceptor()?)
+        }
+        None => None,
+    };
+    let served = accept(listener.tcp, acceptor, app, core.config.config.api.header_read_timeout, &shutdown).await;
     shutdown.cancel();
     let _ = periodic.await;
     if let Err(e) = crate::ops::audit::checkpoint(&core).await {
@@ -234,18 +271,39 @@ pub async fn serve(
     served
 }
 
-/// Serves HTTP/1.1 connections until `shutdown`, then lets open requests finish (up to
-/// 30 s). Each connection gets the client's address (`ConnectInfo`), and a client that has
-/// not sent its headers within `header_read_timeout` is cut off (a slow client cannot hold
-/// connections open).
+/// Loads the certificate again at every SIGHUP until `shutdown`.
+async fn reload_on_hangup(certificate: Arc<tls::Certificate>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::error!("cannot listen for SIGHUP: a renewed TLS certificate needs a restart");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => {}
+            () = shutdown.cancelled() => return,
+        }
+        match certificate.reload() {
+            Ok(()) => tracing::info!("SIGHUP: the API's TLS certificate was loaded again"),
+            Err(e) => {
+                tracing::error!(error = %e.report(), "SIGHUP: the TLS certificate was NOT reloaded; the old one stays");
+            }
+        }
+    }
+}
+
+/// Serves HTTP/1.1 connections (over TLS when `acceptor` is set) until `shutdown`, then
+/// lets open requests finish (up to 30 s). Each connection gets the client's address
+/// (`ConnectInfo`), and a client that has not finished its TLS handshake or sent its
+/// headers within `header_read_timeout` is cut off (a slow client cannot hold connections
+/// open).
 async fn accept(
     listener: tokio::net::TcpListener,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     header_read_timeout: std::time::Duration,
     shutdown: &CancellationToken,
 ) -> Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -258,18 +316,15 @@ async fn accept(
             },
             () = shutdown.cancelled() => break,
         };
-        let service = app.clone().map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request.map(axum::body::Body::new)
-        });
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service));
-        let watched = graceful.watch(connection);
+        let (app, watcher, acceptor) = (app.clone(), graceful.watcher(), acceptor.clone());
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, "an API connection ended with an error");
+            match acceptor {
+                None => connection(stream, peer, app, header_read_timeout, watcher).await,
+                Some(acceptor) => match tokio::time::timeout(header_read_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => connection(tls, peer, app, header_read_timeout, watcher).await,
+                    Ok(Err(e)) => tracing::debug!(error = %e, %peer, "a TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "a TLS handshake took too long"),
+                },
             }
         });
     }
@@ -279,29 +334,64 @@ async fn accept(
     Ok(())
 }
 
+/// One client connection, HTTP/1.1, watched for the graceful shutdown.
+async fn connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    header_read_timeout: std::time::Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let service = app.map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.map(axum::body::Body::new)
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .serve_connection(TokioIo::new(io), hyper_util::service::TowerToHyperService::new(service));
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(error = %e, "an API connection ended with an error");
+    }
+}
+
 /// How often the API writes the audit trail's head into the repository.
 pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(180);
 
-/// The listener `[api] listen` names; refused on an address that is not loopback unless
-/// `allow-plain-http` (TLS is not built in: a proxy terminates it).
+/// The listener `[api] listen` names: HTTPS when `tls-cert` and `tls-key` are set (both
+/// or neither); plain HTTP only on loopback unless `allow-plain-http`.
 ///
-/// Errors: `Config` for a bad or refused address, `Unavailable` when it cannot be bound.
-pub async fn bind(api: &ApiConfig) -> Result<Option<tokio::net::TcpListener>> {
+/// Errors: `Config` for a bad or refused address or a certificate that cannot be used,
+/// `Unavailable` when the address cannot be bound.
+pub async fn bind(config: &crate::config::LoadedConfig) -> Result<Option<Listener>> {
+    let api = &config.config.api;
     let Some(listen) = &api.listen else { return Ok(None) };
     let addr: SocketAddr = listen
         .parse()
         .map_err(|_| Error::config(format!("api.listen {listen:?} is not host:port (127.0.0.1:8420)")))?;
-    if !addr.ip().is_loopback() {
+    let certificate = match (&api.tls_cert, &api.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::Certificate::load(&config.resolve_path(cert), &config.resolve_path(key))?),
+        (None, None) => None,
+        _ => return Err(Error::config("api: tls-cert and tls-key go together: set both, or neither")),
+    };
+    if certificate.is_none() && !addr.ip().is_loopback() {
         if !api.allow_plain_http {
             return Err(Error::config(format!(
-                "api.listen {addr} is not a loopback address and tidemark serves plain HTTP: put a TLS proxy in \
-                 front and set api.allow-plain-http = true, or listen on 127.0.0.1"
+                "api.listen {addr} is not a loopback address and no TLS certificate is set: set api.tls-cert and \
+                 api.tls-key, or put a TLS proxy in front and set api.allow-plain-http = true, or listen on 127.0.0.1"
             )));
         }
         tracing::warn!(%addr, "the API is served as plain HTTP on a non-loopback address (api.allow-plain-http)");
     }
-    let listener = tokio::net::TcpListener::bind(addr)
+    let tcp = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::new(ErrorKind::Unavailable, format!("cannot listen on {addr}: {e}")))?;
-    Ok(Some(listener))
+    Ok(Some(match certificate {
+        Some(certificate) => Listener::tls(tcp, certificate),
+        None => tcp.into(),
+    }))
 }

@@ -29,9 +29,10 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     // The API (when [api] listen is set) runs beside the scheduler and stops with it.
     let rules = tidemark::api::AddressRules::from_config(&core.config.config.api)?;
-    let api = match tidemark::api::bind(&core.config.config.api).await? {
+    let api = match tidemark::api::bind(&core.config).await? {
         Some(bound) => {
-            tracing::info!(address = %bound.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving the API");
+            let address = bound.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(%address, tls = bound.is_tls(), "serving the API");
             Some(tokio::spawn(tidemark::api::serve(core.clone(), rules, bound, shutdown.clone())))
         }
         None if args.api_only => {
