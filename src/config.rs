@@ -76,6 +76,10 @@ pub struct ApiConfig {
     /// A client that has not sent a request's headers within this long is cut off.
     #[serde(with = "duration_text")]
     pub header_read_timeout: std::time::Duration,
+    /// The longest a new token may live (CLI and API). Set: tokens that never expire are
+    /// refused too. Unset: 366 days, and `--never-expires` may be asked for.
+    #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub max_token_lifetime: Option<std::time::Duration>,
 }
 
 impl Default for ApiConfig {
@@ -92,6 +96,7 @@ impl Default for ApiConfig {
             failed_auth_per_minute: 10,
             heavy_jobs_per_workspace: 1,
             header_read_timeout: std::time::Duration::from_secs(10),
+            max_token_lifetime: None,
         }
     }
 }

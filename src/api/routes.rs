@@ -25,6 +25,7 @@ type Answer = Result<Response, ApiError>;
 pub(super) fn v1() -> Router<App> {
     Router::new()
         .route("/v1/workspaces", get(workspaces))
+        .route("/v1/workspaces/{ws}", get(workspace_status))
         .route("/v1/workspaces/{ws}/snapshots", get(list_snapshots).post(create_snapshot))
         .route("/v1/workspaces/{ws}/snapshots/{id}", get(show_snapshot))
         .route("/v1/workspaces/{ws}/snapshots/{id}/pin", post(pin).delete(unpin))
@@ -81,6 +82,15 @@ async fn workspaces(State(app): State<App>, Extension(actor): Extension<Actor>) 
         .filter(|w| grant.workspaces.is_empty() || grant.workspaces.contains(w))
         .collect();
     Ok(json(&serde_json::json!({ "workspaces": names })))
+}
+
+async fn workspace_status(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    Ok(json(&ops::workspace::status(&app.core, &ops::workspace::StatusOptions { workspace: ws }, &actor).await?))
 }
 
 async fn list_snapshots(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
@@ -381,14 +391,23 @@ async fn cancel_job(State(app): State<App>, Extension(actor): Extension<Actor>, 
 }
 
 #[derive(Debug, serde::Deserialize)]
-struct Since {
+struct AuditQuery {
     since: Option<String>,
+    /// `json` (default) or `csv`.
+    format: Option<String>,
 }
 
-async fn audit(State(app): State<App>, Extension(actor): Extension<Actor>, Query(q): Query<Since>) -> Answer {
+async fn audit(State(app): State<App>, Extension(actor): Extension<Actor>, Query(q): Query<AuditQuery>) -> Answer {
     allow(&app.core, &actor, Action::ReadAudit, None).await?;
     let since = q.since.as_deref().map(crate::wal::window::parse_time).transpose()?;
-    Ok(json(&ops::audit::list(&app.core, &ops::audit::AuditListOptions { since }, &actor).await?))
+    let records = ops::audit::list(&app.core, &ops::audit::AuditListOptions { since }, &actor).await?;
+    match q.format.as_deref() {
+        None | Some("json") => Ok(json(&records)),
+        Some("csv") => {
+            Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], ops::audit::to_csv(&records)).into_response())
+        }
+        Some(other) => Err(ApiError(Error::usage(format!("format is json or csv, not {other:?}")))),
+    }
 }
 
 async fn audit_verify(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {

@@ -310,6 +310,29 @@ impl Catalog {
             .ok_or_else(|| Error::not_found(format!("the catalog has no job {id}")))
     }
 
+    /// The newest job of `operation` in `workspace` that ended with `status`.
+    pub async fn newest_job(&self, workspace: &str, operation: &str, status: JobStatus) -> Result<Option<Job>> {
+        sqlx::query_as(
+            "SELECT * FROM jobs WHERE workspace = ? AND operation = ? AND status = ? \
+             ORDER BY started_at DESC, id DESC LIMIT 1",
+        )
+        .bind(workspace)
+        .bind(operation)
+        .bind(status.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot read the job history", e))
+    }
+
+    /// The jobs of `workspace` still running, oldest first.
+    pub async fn running_jobs(&self, workspace: &str) -> Result<Vec<Job>> {
+        sqlx::query_as("SELECT * FROM jobs WHERE workspace = ? AND status = 'running' ORDER BY started_at, id")
+            .bind(workspace)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot read the job history", e))
+    }
+
     /// The newest jobs first, optionally of one workspace.
     pub async fn jobs(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<Job>> {
         sqlx::query_as(

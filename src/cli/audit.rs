@@ -13,7 +13,8 @@ pub enum AuditCommand {
         /// Only records from this moment on ('2026-11-22 10:15:00+00' or RFC 3339)
         #[arg(long)]
         since: Option<String>,
-        /// Comma-separated values with a header line, for spreadsheets (--json wins over it)
+        /// Comma-separated values with a header line, for spreadsheets; a field that would run
+        /// as a formula gets a leading ' (--json wins over it)
         #[arg(long)]
         csv: bool,
     },
@@ -30,20 +31,7 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> Result<()> {
             if global.json {
                 global.print_json(&records);
             } else if csv {
-                println!("seq,at,actor,action,target,outcome,details,hash");
-                for r in &records {
-                    let fields = [
-                        r.seq.to_string(),
-                        r.at.to_rfc3339(),
-                        r.entry.actor.to_string(),
-                        r.entry.action.clone(),
-                        r.entry.target.clone(),
-                        r.entry.outcome.clone(),
-                        r.entry.details.to_string(),
-                        r.hash.clone(),
-                    ];
-                    println!("{}", fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-                }
+                print!("{}", audit::to_csv(&records));
             } else {
                 for r in &records {
                     println!(
@@ -74,9 +62,4 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A CSV field: quoted when it holds a comma, a quote or a line break.
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) { format!("\"{}\"", text.replace('"', "\"\"")) } else { text.to_string() }
 }

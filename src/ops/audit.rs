@@ -75,6 +75,40 @@ pub async fn list(core: &Core, opts: &AuditListOptions, _actor: &Actor) -> Resul
     core.catalog().await?.audit_records(opts.since).await
 }
 
+/// The trail as comma-separated values with a header line (`seq,at,actor,action,target,
+/// outcome,details,hash`), for spreadsheets: a field a spreadsheet would run as a formula
+/// (starting with `=`, `+`, `@`, or `-` not before a digit) gets a leading `'`, because
+/// refused requests put what a client sent (its path) into the trail.
+pub fn to_csv(records: &[AuditRecord]) -> String {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    let mut row = |fields: [String; 8]| out.write_record(fields.map(defused)).expect("writing to memory");
+    row(["seq", "at", "actor", "action", "target", "outcome", "details", "hash"].map(String::from));
+    for r in records {
+        row([
+            r.seq.to_string(),
+            r.at.to_rfc3339(),
+            r.entry.actor.to_string(),
+            r.entry.action.clone(),
+            r.entry.target.clone(),
+            r.entry.outcome.clone(),
+            r.entry.details.to_string(),
+            r.hash.clone(),
+        ]);
+    }
+    String::from_utf8(out.into_inner().expect("writing to memory")).expect("the fields are text")
+}
+
+/// A field no spreadsheet reads as a formula.
+fn defused(field: String) -> String {
+    let mut chars = field.chars();
+    let formula = match chars.next() {
+        Some('=' | '+' | '@' | '\t' | '\r') => true,
+        Some('-') => !chars.next().is_some_and(|c| c.is_ascii_digit()),
+        _ => false,
+    };
+    if formula { format!("'{field}") } else { field }
+}
+
 /// What `audit verify` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditReport {
@@ -112,4 +146,49 @@ async fn newest_checkpoint(core: &Core, chain: &str) -> Result<Option<AuditHead>
     let Some(newest) = listed.last() else { return Ok(None) };
     let what = format!("audit checkpoint {}", newest.key);
     core.repo.read_sealed(&newest.key, &core.identities()?, &what).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actor::ActorKind;
+    use crate::catalog::audit::AuditEntry;
+
+    fn record(target: &str, details: serde_json::Value) -> AuditRecord {
+        AuditRecord {
+            seq: 7,
+            at: DateTime::parse_from_rfc3339("2026-11-29T10:00:00Z").unwrap().into(),
+            entry: AuditEntry {
+                actor: Actor::new(ActorKind::Api, "ci"),
+                action: "api.denied".into(),
+                target: target.into(),
+                outcome: "denied".into(),
+                details,
+            },
+            prev_hash: String::new(),
+            hash: "ab".into(),
+        }
+    }
+
+    #[test]
+    fn csv_quotes_what_needs_it_and_defuses_formulas() {
+        let records = [
+            record("/v1/a,b", serde_json::json!({"reason": "say \"no\"\nnow"})),
+            record("=HYPERLINK(\"x\")", serde_json::json!(-1)),
+            record("-cmd", serde_json::json!("@SUM(A1)")),
+        ];
+        let text = to_csv(&records);
+        let rows: Vec<csv::StringRecord> =
+            csv::Reader::from_reader(text.as_bytes()).records().collect::<std::result::Result<_, _>>().unwrap();
+        assert_eq!(rows.len(), 3, "{text}");
+        // Commas, quotes and line breaks survive a round trip.
+        assert_eq!(&rows[0][4], "/v1/a,b");
+        assert_eq!(&rows[0][6], r#"{"reason":"say \"no\"\nnow"}"#);
+        // Formulas are defused; a negative number is left alone.
+        assert_eq!(&rows[1][4], "'=HYPERLINK(\"x\")");
+        assert_eq!(&rows[1][6], "-1");
+        assert_eq!(&rows[2][4], "'-cmd");
+        assert_eq!(&rows[2][6], "\"@SUM(A1)\"", "JSON text starts with a quote: no formula");
+        assert!(text.starts_with("seq,at,actor,action,target,outcome,details,hash\n"), "{text}");
+    }
 }

@@ -25,6 +25,15 @@ pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// `never_expires`).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// A lifetime as people say it: whole days as days.
+fn spoken(d: Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    match d.as_secs() {
+        s if s >= DAY && s % DAY == 0 => format!("{} days", s / DAY),
+        _ => humantime::format_duration(d).to_string(),
+    }
+}
+
 const BODY: usize = 44;
 const CHECK: usize = 6;
 
@@ -114,13 +123,23 @@ pub async fn create(core: &Core, opts: &TokenCreateOptions, actor: &Actor) -> Re
     }
     let allow_ips = opts.allow_ips.iter().map(|a| parse_net(a).map(|n| n.to_string())).collect::<Result<Vec<_>>>()?;
     let now = Utc::now();
+    let policy = core.config.config.api.max_token_lifetime;
+    let longest = policy.unwrap_or(MAX_LIFETIME).min(MAX_LIFETIME);
     let expires_at = match (opts.never_expires, opts.expires) {
         (true, Some(_)) => return Err(Error::usage("give --expires or --never-expires, not both")),
+        (true, None) if policy.is_some() => {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!("this server's api.max-token-lifetime is {}: a token cannot live forever", spoken(longest)),
+            ));
+        }
         (true, None) => None,
         (false, lifetime) => {
-            let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME);
-            if lifetime.is_zero() || lifetime > MAX_LIFETIME {
-                return Err(Error::usage("a token lives up to 366 days (or give --never-expires)"));
+            // The default lifetime, shortened to the configured maximum.
+            let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME.min(longest));
+            if lifetime.is_zero() || lifetime > longest {
+                let never = if policy.is_some() { "" } else { " (or give --never-expires)" };
+                return Err(Error::usage(format!("a token lives up to {}{never}", spoken(longest))));
             }
             Some(now + chrono::Duration::from_std(lifetime).expect("at most a year"))
         }

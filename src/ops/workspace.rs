@@ -1,9 +1,15 @@
-//! `workspace add` / `workspace list`: the workspaces tidemark backs up, kept in tidemark.toml.
+//! `workspace add` / `workspace list`: the workspaces tidemark backs up, kept in tidemark.toml;
+//! and a workspace's status, from the catalog alone (cheap enough to ask often).
 
 use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
+use chrono::{DateTime, Utc};
+
+use super::Core;
+use crate::actor::Actor;
+use crate::catalog::{Job, JobStatus};
 use crate::config::{Config, LoadedConfig, Secret, WorkspaceConfig, render_workspace, validate_workspace_name};
 use crate::error::{Error, ErrorKind, Result};
 
@@ -40,4 +46,106 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
     Ok(())
+}
+
+/// What `workspace status` takes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StatusOptions {
+    pub workspace: String,
+}
+
+/// A workspace's state as this host's catalog knows it: the newest good snapshot, base
+/// backup and drill, the newest failure after them, and what runs now. The repository is
+/// not read (a `check` does that).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceStatus {
+    pub workspace: String,
+    /// When this status was read (ages count to it).
+    pub at: DateTime<Utc>,
+    pub wal_stream: bool,
+    pub media: bool,
+    pub last_snapshot: Option<LastJob>,
+    pub last_base_backup: Option<LastJob>,
+    pub last_drill: Option<LastDrill>,
+    /// The newest failed job of each operation that failed after its last success.
+    pub failing: Vec<LastJob>,
+    pub running: Vec<Job>,
+}
+
+/// A finished job, in short.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastJob {
+    pub job: i64,
+    pub operation: String,
+    pub kind: Option<String>,
+    pub snapshot_id: Option<String>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub age_seconds: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl LastJob {
+    fn of(job: &Job, now: DateTime<Utc>) -> LastJob {
+        LastJob {
+            job: job.id,
+            operation: job.operation.clone(),
+            kind: job.kind.clone(),
+            snapshot_id: job.snapshot_id.clone(),
+            finished_at: job.finished_at,
+            age_seconds: job.finished_at.map(|t| (now - t).num_seconds()),
+            error: job.error.clone(),
+        }
+    }
+}
+
+/// The newest drill, in short.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastDrill {
+    pub id: i64,
+    pub source: String,
+    pub passed: bool,
+    pub finished_at: DateTime<Utc>,
+    pub age_seconds: i64,
+    /// The restore's time: the recovery time this drill proves.
+    pub rto_seconds: f64,
+}
+
+/// The status of one configured workspace.
+///
+/// Errors: `NotFound` for a workspace not in the config, `Unavailable` for the catalog.
+pub async fn status(core: &Core, opts: &StatusOptions, actor: &Actor) -> Result<WorkspaceStatus> {
+    let config = core.config.workspace(&opts.workspace)?;
+    let catalog = core.catalog().await?;
+    let now = Utc::now();
+    let ws = opts.workspace.as_str();
+    let mut failing = Vec::new();
+    let mut lasts = Vec::new();
+    for op in ["snapshot", "basebackup", "drill", "restore", "prune", "check"] {
+        let good = catalog.newest_job(ws, op, JobStatus::Succeeded).await?;
+        let bad = catalog.newest_job(ws, op, JobStatus::Failed).await?;
+        let newer_failure = bad.filter(|b| good.as_ref().is_none_or(|g| b.started_at > g.started_at));
+        failing.extend(newer_failure.map(|j| LastJob::of(&j, now)));
+        lasts.push(good.map(|j| LastJob::of(&j, now)));
+    }
+    let history = super::drill::HistoryOptions { workspace: Some(ws.to_string()), limit: 1 };
+    let last_drill = super::drill::history(core, &history, actor).await?.into_iter().next().map(|d| LastDrill {
+        id: d.id,
+        source: d.report.source.clone(),
+        passed: d.report.passed,
+        finished_at: d.report.finished_at,
+        age_seconds: (now - d.report.finished_at).num_seconds(),
+        rto_seconds: d.report.timings.restore_ms as f64 / 1000.0,
+    });
+    Ok(WorkspaceStatus {
+        workspace: ws.to_string(),
+        at: now,
+        wal_stream: config.wal_stream,
+        media: config.media.is_some(),
+        last_snapshot: lasts[0].take(),
+        last_base_backup: lasts[1].take(),
+        last_drill,
+        failing,
+        running: catalog.running_jobs(ws).await?,
+    })
 }

@@ -97,6 +97,7 @@ async fn every_cell_of_the_role_matrix_over_http() {
     let restore_body = format!(r#"{{"snapshot": "{missing}", "target": "{target}"}}"#);
     // (method, path, body, what it needs)
     let cells: Vec<(Method, String, Option<String>, &str)> = vec![
+        (Method::GET, format!("{base}/v1/workspaces/shop"), None, "read"),
         (Method::GET, format!("{base}/v1/workspaces/shop/snapshots"), None, "read"),
         (Method::GET, format!("{base}/v1/workspaces/shop/snapshots/{id}"), None, "read"),
         (Method::GET, format!("{base}/v1/workspaces/shop/drills"), None, "read"),
@@ -237,11 +238,28 @@ async fn refusals_bad_input_and_jobs_over_http() {
     assert!(job["progress"]["phase"].as_str().unwrap().starts_with("snapshot shop"), "{job}");
     let listed = json(call(&c2, Method::GET, &snapshots, Some(&admin), None).await).await;
     assert_eq!(listed[0]["note"], "before migration 42");
+    // The workspace's status names that snapshot as its newest, from the catalog.
+    let status = json(call(&c2, Method::GET, &format!("{base}/v1/workspaces/shop"), Some(&admin), None).await).await;
+    assert_eq!(status["last_snapshot"]["snapshot_id"], job["snapshot_id"], "{status}");
+    assert_eq!(status["last_snapshot"]["kind"], "manual", "{status}");
+    assert!(status["running"].as_array().unwrap().is_empty() && status["failing"].as_array().unwrap().is_empty());
+    let unknown = call(&c2, Method::GET, &format!("{base}/v1/workspaces/nope"), Some(&admin), None).await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 
     // Every refusal is in the audit trail, with the address and never a secret.
     let trail = call(&c2, Method::GET, &format!("{base}/v1/audit"), Some(&admin), None).await.text().await.unwrap();
     assert!(trail.contains("api.denied") && trail.contains("127.0.0.3") && trail.contains("127.0.0.4"), "{trail}");
     assert!(!trail.contains(&admin[4..]) && !trail.contains("hunter2"));
+    // The auditor's export as CSV: one line per record after the header, the same records.
+    let csv = call(&c2, Method::GET, &format!("{base}/v1/audit?format=csv"), Some(&admin), None).await;
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    let records: serde_json::Value = serde_json::from_str(&trail).unwrap();
+    assert!(csv.starts_with("seq,at,actor,action,target,outcome,details,hash\n"), "{csv}");
+    let last = records.as_array().unwrap().last().unwrap()["hash"].as_str().unwrap().to_string();
+    assert!(csv.contains(&last), "the newest record is in the CSV");
+    let bad = call(&c2, Method::GET, &format!("{base}/v1/audit?format=xml"), Some(&admin), None).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     let verified = call(&c2, Method::GET, &format!("{base}/v1/audit/verify"), Some(&admin), None).await;
     assert_eq!(verified.status(), StatusCode::OK);
 }

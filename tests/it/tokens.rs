@@ -110,3 +110,35 @@ async fn tokens_are_shown_once_kept_as_hashes_and_refused_when_they_should_be() 
     let bad = cli(&w, &["token", "create", "--name", "x", "--role", "root"]);
     assert_eq!(bad.status.code(), Some(ErrorKind::Usage.exit_code()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_lifetimes_default_maximum_and_never() {
+    let mut w = world().await;
+    let ask = |name: &str, expires: Option<u64>, never_expires: bool| TokenCreateOptions {
+        name: name.into(),
+        role: Role::Viewer,
+        workspaces: vec![],
+        expires: expires.map(|d| std::time::Duration::from_secs(d * 24 * 3600)),
+        never_expires,
+        allow_ips: vec![],
+    };
+    let me = crate::support::actor();
+    let days =
+        |t: &token::TokenCreated| t.token.expires_at.map(|at| (at - t.token.created_at).num_hours() as f64 / 24.0);
+    // Built in: 7 days by default, 366 at most, forever when asked.
+    let made = token::create(&w.core, &ask("default", None, false), &me).await.unwrap();
+    assert_eq!(days(&made).map(f64::round), Some(7.0));
+    let e = token::create(&w.core, &ask("too-long", Some(367), false), &me).await.unwrap_err();
+    assert!(e.kind() == ErrorKind::Usage && e.message().contains("366 days"), "{}", e.report());
+    let forever = token::create(&w.core, &ask("forever", None, true), &me).await.unwrap();
+    assert_eq!(forever.token.expires_at, None);
+    // A configured maximum: longer is refused, the default shortens to it, forever is refused.
+    w.core.config.config.api.max_token_lifetime = Some(std::time::Duration::from_secs(3 * 24 * 3600));
+    let e = token::create(&w.core, &ask("four-days", Some(4), false), &me).await.unwrap_err();
+    assert!(e.kind() == ErrorKind::Usage && e.message().contains("3 days"), "{}", e.report());
+    let e = token::create(&w.core, &ask("forever-2", None, true), &me).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Refused, "{}", e.report());
+    let made = token::create(&w.core, &ask("capped", None, false), &me).await.unwrap();
+    assert_eq!(days(&made).map(f64::round), Some(3.0));
+    token::create(&w.core, &ask("two-days", Some(2), false), &me).await.unwrap();
+}
