@@ -247,6 +247,23 @@ async fn drills(
     Ok(json(&ops::drill::history(&app.core, &opts, &actor).await?))
 }
 
+/// A restore asked over the API: into a new database on the workspace's own server, with
+/// the workspace's credentials. Neither a server nor a password nor a media folder comes
+/// from the request: a token must not make the backup host connect to a server of its
+/// choosing with a password read from the host's files or environment (`file:`/`env:`),
+/// nor write files where it says.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreBody {
+    /// A snapshot id, or `latest` (default).
+    snapshot: Option<String>,
+    /// The new database's name (letters, digits, `_`; at most 63): created, or refused
+    /// when it exists and is not empty.
+    database: String,
+    /// Parallel connections loading tables (default: one per core, at most 16).
+    jobs: Option<usize>,
+}
+
 async fn restore(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
@@ -254,19 +271,40 @@ async fn restore(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Restore).await?;
-    let mut opts: ops::restore::RestoreOptions = body(&bytes)?;
-    opts.workspace = Some(ws.clone());
-    if opts.snapshot != "latest" {
-        crate::repo::layout::validate_snapshot_id(&opts.snapshot)?;
+    let asked: RestoreBody = body(&bytes)?;
+    let snapshot = asked.snapshot.unwrap_or_else(|| "latest".into());
+    if snapshot != "latest" {
+        crate::repo::layout::validate_snapshot_id(&snapshot)?;
+    }
+    let name_ok = (1..=63).contains(&asked.database.len())
+        && asked.database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !asked.database.starts_with(|c: char| c.is_ascii_digit());
+    if !name_ok {
+        return Err(ApiError(Error::usage(
+            "database is a new database's name: 1 to 63 letters, digits or '_', not starting with a digit",
+        )));
+    }
+    if asked.jobs.is_some_and(|j| j == 0 || j > 16) {
+        return Err(ApiError(Error::usage("jobs is 1 to 16")));
     }
     // Into a new database only: never the workspace's own (that is an in-place restore).
-    let target = crate::pg::ConnSpec::parse(&opts.target, None)?;
-    if app.core.workspace(&ws)?.conn().is_ok_and(|own| own.same_database(&target)) {
+    let own = app.core.workspace(&ws)?.conn()?.clone();
+    let target = own.with_database(&asked.database);
+    if own.same_database(&target) {
         return Err(ApiError(Error::new(
             ErrorKind::Refused,
             "the API restores into a new database, not the workspace's",
         )));
     }
+    let opts = ops::restore::RestoreOptions {
+        snapshot,
+        workspace: Some(ws.clone()),
+        target: target.display(),
+        target_conn: Some(target),
+        jobs: asked.jobs,
+        no_media: true,
+        ..Default::default()
+    };
     let spec = job::JobSpec { workspace: ws, operation: "restore", kind: None };
     let who = actor.clone();
     start(

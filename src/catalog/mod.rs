@@ -30,6 +30,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (4, "actor_progress", include_str!("../../migrations/catalog/0004_actor_progress.sql")),
     (5, "audit", include_str!("../../migrations/catalog/0005_audit.sql")),
     (6, "tokens", include_str!("../../migrations/catalog/0006_tokens.sql")),
+    (7, "jobs_by_snapshot", include_str!("../../migrations/catalog/0007_jobs_by_snapshot.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;
@@ -246,6 +247,20 @@ mod tests {
         let end = JobEnd { snapshot_id: Some("s1".into()), bytes: Some(42), ..Default::default() };
         catalog.finish_job(c, JobStatus::Succeeded, &end).await.unwrap();
 
+        // Restores and drills of that snapshot record their ends too, twice over.
+        for operation in ["restore", "drill", "restore"] {
+            let of_it = catalog
+                .start_job(&NewJob {
+                    workspace: "blog".into(),
+                    operation: operation.into(),
+                    ..new("blog", Trigger::Api, "2026-11-03T03:00:00Z")
+                })
+                .await
+                .unwrap();
+            catalog.finish_job(of_it, JobStatus::Succeeded, &end).await.unwrap();
+            assert_eq!(catalog.job(of_it).await.unwrap().status(), JobStatus::Succeeded, "{operation}");
+        }
+
         let shop = catalog.jobs(Some("shop"), 10).await.unwrap();
         assert_eq!(shop.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b, a], "newest first, one workspace");
         let blog = catalog.job(c).await.unwrap();
@@ -273,7 +288,7 @@ mod tests {
         // Reopening keeps everything (migrations are not re-applied).
         drop(catalog);
         let catalog = Catalog::open(&dir.path().join("sub/catalog.sqlite")).await.unwrap();
-        assert_eq!(catalog.jobs(None, 10).await.unwrap().len(), 3);
+        assert_eq!(catalog.jobs(None, 10).await.unwrap().len(), 6);
     }
 
     #[tokio::test]

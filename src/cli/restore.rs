@@ -62,6 +62,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         no_media: args.no_media,
         target_password: args.target_password,
         target_secret: None,
+        target_conn: None,
         wait: args.wait.get(),
     };
     // Ctrl-C and SIGTERM stop the restore, which then drops a database it created.

@@ -39,6 +39,10 @@ pub struct RestoreOptions {
     /// The target's password as a configured secret (a drill's scratch server).
     #[serde(skip)]
     pub target_secret: Option<crate::config::Secret>,
+    /// The target already resolved, with its credentials; wins over `target` and the
+    /// passwords (the API's: a database on the workspace's own server).
+    #[serde(skip)]
+    pub target_conn: Option<ConnSpec>,
     /// When the target is the workspace's own database and another operation holds the
     /// workspace: refuse (default) or wait.
     pub wait: WaitFor,
@@ -72,11 +76,16 @@ pub struct RestoreReport {
 pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
     let clock = Instant::now();
     let (workspace, id) = super::snapshot::resolve(core, &opts.snapshot, opts.workspace.as_deref()).await?;
-    let password = match &opts.target_password {
-        Some(text) => Some(crate::secret::Secret::reference("--target-password", text)?),
-        None => opts.target_secret.clone(),
+    let target = match &opts.target_conn {
+        Some(resolved) => resolved.clone(),
+        None => {
+            let password = match &opts.target_password {
+                Some(text) => Some(crate::secret::Secret::reference("--target-password", text)?),
+                None => opts.target_secret.clone(),
+            };
+            ConnSpec::parse(&opts.target, password.as_ref())?
+        }
     };
-    let target = ConnSpec::parse(&opts.target, password.as_ref())?;
     let own = match core.workspace(&workspace) {
         Ok(ws) => ws.conn().is_ok_and(|spec| spec.same_database(&target)),
         Err(_) => false,

@@ -93,8 +93,7 @@ async fn every_cell_of_the_role_matrix_over_http() {
     let c = client("127.0.0.2");
     let (base, id) = (server.base.clone(), m.id.clone());
     let missing = "20200101T000000Z-000000";
-    let target = w.cluster.url("restored_by_api");
-    let restore_body = format!(r#"{{"snapshot": "{missing}", "target": "{target}"}}"#);
+    let restore_body = format!(r#"{{"snapshot": "{missing}", "database": "restored_by_api"}}"#);
     // (method, path, body, what it needs)
     let cells: Vec<(Method, String, Option<String>, &str)> = vec![
         (Method::GET, format!("{base}/v1/workspaces/shop"), None, "read"),
@@ -216,6 +215,22 @@ async fn refusals_bad_input_and_jobs_over_http() {
         call(&c2, Method::POST, &snapshots, Some(&admin), Some(&big)).await.status(),
         StatusCode::PAYLOAD_TOO_LARGE
     );
+    // A restore cannot name a server, a password from the host's files or environment, a
+    // media folder, the workspace's own database or a name that is not one.
+    let restores = format!("{base}/v1/workspaces/shop/restores");
+    for evil in [
+        r#"{"database": "copy", "target": "postgres://evil.example/db"}"#,
+        r#"{"database": "copy", "target_password": "file:/etc/shadow"}"#,
+        r#"{"database": "copy", "media_target": "/etc"}"#,
+        r#"{"database": "copy; DROP DATABASE shop"}"#,
+        r#"{"database": "../shop"}"#,
+        r#"{"database": ""}"#,
+    ] {
+        let r = call(&c2, Method::POST, &restores, Some(&admin), Some(evil)).await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{evil}");
+    }
+    let own = call(&c2, Method::POST, &restores, Some(&admin), Some(r#"{"database": "shop"}"#)).await;
+    assert_eq!(own.status(), StatusCode::CONFLICT, "the workspace's own database");
     for path in ["/v1/workspaces/shop/snapshots/..%2F..%2Fetc%2Fpasswd", "/v1/workspaces/..%2Fshop/snapshots"] {
         let r = call(&c2, Method::GET, &format!("{base}{path}"), Some(&admin), None).await;
         assert!(matches!(r.status(), StatusCode::BAD_REQUEST | StatusCode::NOT_FOUND), "{path}: {}", r.status());
@@ -245,6 +260,28 @@ async fn refusals_bad_input_and_jobs_over_http() {
     assert!(status["running"].as_array().unwrap().is_empty() && status["failing"].as_array().unwrap().is_empty());
     let unknown = call(&c2, Method::GET, &format!("{base}/v1/workspaces/nope"), Some(&admin), None).await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    // That snapshot restored into a new database beside the workspace's, rows and all.
+    let asked = format!(r#"{{"snapshot": "{}", "database": "shop_copy"}}"#, job["snapshot_id"].as_str().unwrap());
+    let started = call(&c2, Method::POST, &restores, Some(&admin), Some(&asked)).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    let mut restored = serde_json::Value::Null;
+    for _ in 0..300 {
+        restored = json(call(&c2, Method::GET, &format!("{base}{location}"), Some(&admin), None).await).await;
+        if restored["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(restored["status"], "succeeded", "{restored}");
+    let copy = sqlx::PgPool::connect(&w.cluster.url("shop_copy")).await.unwrap();
+    let source = sqlx::PgPool::connect(&w.cluster.url("shop")).await.unwrap();
+    let count = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'";
+    let (a, b): (i64, i64) = (
+        sqlx::query_scalar(count).fetch_one(&copy).await.unwrap(),
+        sqlx::query_scalar(count).fetch_one(&source).await.unwrap(),
+    );
+    assert!(a > 0 && a == b, "{a} tables restored of {b}");
 
     // Every refusal is in the audit trail, with the address and never a secret.
     let trail = call(&c2, Method::GET, &format!("{base}/v1/audit"), Some(&admin), None).await.text().await.unwrap();

@@ -54,6 +54,7 @@ pub(super) async fn logical(
         no_media: manifest.media.is_none(),
         target_password: None,
         target_secret: ctx.core.config.config.drill.scratch_password.clone().filter(|_| scratch_server.is_some()),
+        target_conn: None,
         wait: Default::default(),
     };
     let clock = Instant::now();
