@@ -73,6 +73,21 @@ async fn call(
     request.send().await.unwrap()
 }
 
+/// The job a `202` answer started, polled at its `Location` until it is no longer running
+/// (30 s at most).
+async fn finished(c: &reqwest::Client, base: &str, started: &reqwest::Response, secret: &str) -> serde_json::Value {
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    let mut job = serde_json::Value::Null;
+    for _ in 0..300 {
+        job = json(call(c, Method::GET, &format!("{base}{location}"), Some(secret), None).await).await;
+        if job["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    job
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_cell_of_the_role_matrix_over_http() {
     let mut w = world().await;
@@ -239,15 +254,7 @@ async fn refusals_bad_input_and_jobs_over_http() {
     // Long work: 202, a Location, a job with its progress and result.
     let started = call(&c2, Method::POST, &snapshots, Some(&admin), Some(r#"{"note": "before migration 42"}"#)).await;
     assert_eq!(started.status(), StatusCode::ACCEPTED);
-    let location = started.headers()["location"].to_str().unwrap().to_string();
-    let mut job = serde_json::Value::Null;
-    for _ in 0..300 {
-        job = json(call(&c2, Method::GET, &format!("{base}{location}"), Some(&admin), None).await).await;
-        if job["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let job = finished(&c2, &base, &started, &admin).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["actor"], "api:admin");
     assert!(job["progress"]["phase"].as_str().unwrap().starts_with("snapshot shop"), "{job}");
@@ -264,15 +271,7 @@ async fn refusals_bad_input_and_jobs_over_http() {
     let asked = format!(r#"{{"snapshot": "{}", "database": "shop_copy"}}"#, job["snapshot_id"].as_str().unwrap());
     let started = call(&c2, Method::POST, &restores, Some(&admin), Some(&asked)).await;
     assert_eq!(started.status(), StatusCode::ACCEPTED);
-    let location = started.headers()["location"].to_str().unwrap().to_string();
-    let mut restored = serde_json::Value::Null;
-    for _ in 0..300 {
-        restored = json(call(&c2, Method::GET, &format!("{base}{location}"), Some(&admin), None).await).await;
-        if restored["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let restored = finished(&c2, &base, &started, &admin).await;
     assert_eq!(restored["status"], "succeeded", "{restored}");
     let copy = sqlx::PgPool::connect(&w.cluster.url("shop_copy")).await.unwrap();
     let source = sqlx::PgPool::connect(&w.cluster.url("shop")).await.unwrap();
