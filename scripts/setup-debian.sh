@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what tidemark's demo and tests need on Debian/Ubuntu, skipping what is there:
 # the PostgreSQL server binaries (initdb, pg_ctl, pg_dump, psql, contrib extensions),
-# the age and zstd command-line tools, and moto (a local S3 server) for the S3 tests.
+# the age and zstd command-line tools, moto (a local S3 server) for the S3 tests, and
+# schemathesis, which tests the served API against its OpenAPI document.
 # Run as root (or with sudo). Safe to run again.
 set -euo pipefail
 
@@ -26,6 +27,11 @@ fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "installing moto[server] (local S3 server for the tests)"
   python3 -m pip install --quiet 'moto[server]' || python3 -m pip install --quiet --break-system-packages 'moto[server]'
+fi
+
+if ! command -v schemathesis >/dev/null 2>&1; then
+  echo "installing schemathesis (checks the served API against its OpenAPI document)"
+  python3 -m pip install --quiet 'schemathesis>=4,<5' || python3 -m pip install --quiet --break-system-packages 'schemathesis>=4,<5'
 fi
 
 # Postgres refuses to run as root; tidemark then runs it as the `postgres` OS user.

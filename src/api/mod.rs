@@ -5,6 +5,7 @@
 //! progress the catalog keeps.
 
 mod limits;
+pub mod openapi;
 mod routes;
 pub mod tls;
 
@@ -108,10 +109,54 @@ pub fn router(core: Core, rules: AddressRules) -> Router {
     let app = App { core, rules: Arc::new(rules), running: Default::default(), limits };
     routes::v1()
         .layer(axum::middleware::from_fn_with_state(app.clone(), authenticate))
-        .route("/healthz", axum::routing::get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
+        .route("/healthz", axum::routing::get(|| async { axum::Json(openapi::Health { status: "ok".into() }) }))
+        .route(
+            "/v1/openapi.json",
+            axum::routing::get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi::document()) }),
+        )
         .layer(axum::middleware::from_fn_with_state(app.clone(), admit))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(app)
+}
+
+/// Every error answer in the error table's JSON body, also those the server gives before a
+/// handler runs (an unknown route, a method the route does not take, a body over the limit,
+/// a path or query parameter that does not parse), whose bodies are plain text otherwise.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let kind = match status {
+        StatusCode::NOT_FOUND => ErrorKind::NotFound,
+        StatusCode::UNAUTHORIZED => ErrorKind::Unauthenticated,
+        StatusCode::FORBIDDEN => ErrorKind::Forbidden,
+        StatusCode::CONFLICT => ErrorKind::Refused,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Unavailable,
+        s if s.is_server_error() => ErrorKind::Internal,
+        _ => ErrorKind::Usage,
+    };
+    let message = match text.is_empty() {
+        true => status.canonical_reason().unwrap_or("refused").to_lowercase(),
+        false => text,
+    };
+    let mut fixed = (status, axum::Json(Error::new(kind, message).to_json())).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
 }
 
 /// The client's address, as the address check found it.

@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -22,32 +22,78 @@ use crate::ops::{self, Core, job};
 
 type Answer = Result<Response, ApiError>;
 
+/// The `/v1` routes and their handlers (the OpenAPI test checks each is documented).
+pub(super) fn table() -> Vec<(&'static str, MethodRouter<App>)> {
+    vec![
+        ("/v1/workspaces", get(workspaces)),
+        ("/v1/workspaces/{ws}", get(workspace_status)),
+        ("/v1/workspaces/{ws}/snapshots", get(list_snapshots).post(create_snapshot)),
+        ("/v1/workspaces/{ws}/snapshots/{id}", get(show_snapshot)),
+        ("/v1/workspaces/{ws}/snapshots/{id}/pin", post(pin).delete(unpin)),
+        ("/v1/workspaces/{ws}/drills", get(drills).post(run_drill)),
+        ("/v1/workspaces/{ws}/drills/{id}", get(drill_report)),
+        ("/v1/workspaces/{ws}/restores", post(restore)),
+        ("/v1/workspaces/{ws}/prune", post(prune)),
+        ("/v1/workspaces/{ws}/check", post(check)),
+        ("/v1/workspaces/{ws}/pitr", get(window)),
+        ("/v1/workspaces/{ws}/restore-points", post(mark)),
+        ("/v1/workspaces/{ws}/stacks", get(stacks)),
+        ("/v1/workspaces/{ws}/stacks/{kind}/{name}", get(stack_show).put(stack_put)),
+        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/history", get(stack_history)),
+        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/diff", get(stack_diff)),
+        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/publish", post(stack_publish)),
+        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/revert", post(stack_revert)),
+        ("/v1/jobs", get(jobs)),
+        ("/v1/jobs/{id}", get(show_job).delete(cancel_job)),
+        ("/v1/audit", get(audit)),
+        ("/v1/audit/verify", get(audit_verify)),
+        ("/v1/tokens", get(tokens).post(token_create)),
+        ("/v1/tokens/{token}", axum::routing::delete(token_revoke)),
+    ]
+}
+
 pub(super) fn v1() -> Router<App> {
-    Router::new()
-        .route("/v1/workspaces", get(workspaces))
-        .route("/v1/workspaces/{ws}", get(workspace_status))
-        .route("/v1/workspaces/{ws}/snapshots", get(list_snapshots).post(create_snapshot))
-        .route("/v1/workspaces/{ws}/snapshots/{id}", get(show_snapshot))
-        .route("/v1/workspaces/{ws}/snapshots/{id}/pin", post(pin).delete(unpin))
-        .route("/v1/workspaces/{ws}/drills", get(drills).post(run_drill))
-        .route("/v1/workspaces/{ws}/drills/{id}", get(drill_report))
-        .route("/v1/workspaces/{ws}/restores", post(restore))
-        .route("/v1/workspaces/{ws}/prune", post(prune))
-        .route("/v1/workspaces/{ws}/check", post(check))
-        .route("/v1/workspaces/{ws}/pitr", get(window))
-        .route("/v1/workspaces/{ws}/restore-points", post(mark))
-        .route("/v1/workspaces/{ws}/stacks", get(stacks))
-        .route("/v1/workspaces/{ws}/stacks/{kind}/{name}", get(stack_show).put(stack_put))
-        .route("/v1/workspaces/{ws}/stacks/{kind}/{name}/history", get(stack_history))
-        .route("/v1/workspaces/{ws}/stacks/{kind}/{name}/diff", get(stack_diff))
-        .route("/v1/workspaces/{ws}/stacks/{kind}/{name}/publish", post(stack_publish))
-        .route("/v1/workspaces/{ws}/stacks/{kind}/{name}/revert", post(stack_revert))
-        .route("/v1/jobs", get(jobs))
-        .route("/v1/jobs/{id}", get(show_job).delete(cancel_job))
-        .route("/v1/audit", get(audit))
-        .route("/v1/audit/verify", get(audit_verify))
-        .route("/v1/tokens", get(tokens).post(token_create))
-        .route("/v1/tokens/{token}", axum::routing::delete(token_revoke))
+    table().into_iter().fold(Router::new(), |router, (path, handler)| router.route(path, handler))
+}
+
+/// The workspaces a token may see.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct WorkspaceList {
+    workspaces: Vec<String>,
+}
+
+/// Long work started: the job to poll.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct JobStarted {
+    job: i64,
+    /// `/v1/jobs/{job}`, also in the `Location` header.
+    location: String,
+}
+
+/// A snapshot's pin, as it is now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct PinState {
+    id: String,
+    workspace: String,
+    pinned: bool,
+}
+
+/// A stop asked of a running job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Cancelling {
+    job: i64,
+    cancelling: bool,
+}
+
+/// A manual snapshot asked over the API.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SnapshotBody {
+    /// Why it was taken ("before migration 42").
+    note: Option<String>,
+    /// Leave the media store out.
+    #[serde(default)]
+    no_media: bool,
 }
 
 fn json(value: &impl Serialize) -> Response {
@@ -70,7 +116,13 @@ fn workspace(core: &Core, ws: &str) -> Result<String, ApiError> {
     Ok(ws.to_string())
 }
 
-async fn workspaces(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces",
+    summary = "The workspaces this token may see",
+    responses((status = 200, body = WorkspaceList)),
+)]
+pub(super) async fn workspaces(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
     allow(&app.core, &actor, Action::Read, None).await?;
     let grant = actor.grant();
     let names: Vec<&String> = app
@@ -81,10 +133,17 @@ async fn workspaces(State(app): State<App>, Extension(actor): Extension<Actor>) 
         .keys()
         .filter(|w| grant.workspaces.is_empty() || grant.workspaces.contains(w))
         .collect();
-    Ok(json(&serde_json::json!({ "workspaces": names })))
+    Ok(json(&WorkspaceList { workspaces: names.into_iter().cloned().collect() }))
 }
 
-async fn workspace_status(
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}",
+    summary = "A workspace's status, from the catalog",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    responses((status = 200, body = ops::workspace::WorkspaceStatus)),
+)]
+pub(super) async fn workspace_status(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
@@ -93,12 +152,30 @@ async fn workspace_status(
     Ok(json(&ops::workspace::status(&app.core, &ops::workspace::StatusOptions { workspace: ws }, &actor).await?))
 }
 
-async fn list_snapshots(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/snapshots",
+    summary = "The workspace's snapshots, oldest first",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    responses((status = 200, body = [ops::snapshot::SnapshotSummary])),
+)]
+pub(super) async fn list_snapshots(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     Ok(json(&ops::snapshot::list(&app.core, &ops::snapshot::ListOptions { workspace: ws }, &actor).await?))
 }
 
-async fn show_snapshot(
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/snapshots/{id}",
+    summary = "One snapshot's manifest",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = String, Path, description = "A snapshot id, or `latest`", pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$", example = "latest")),
+    responses((status = 200, body = crate::repo::manifest::Manifest)),
+)]
+pub(super) async fn show_snapshot(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path((ws, id)): Path<(String, String)>,
@@ -112,7 +189,7 @@ async fn show_snapshot(
 }
 
 /// The workspace in the path, checked, and the actor allowed to do `action` there.
-async fn scoped(app: &App, actor: &Actor, ws: &str, action: Action) -> Result<String, ApiError> {
+pub(super) async fn scoped(app: &App, actor: &Actor, ws: &str, action: Action) -> Result<String, ApiError> {
     let ws = workspace(&app.core, ws)?;
     allow(&app.core, actor, action, Some(&ws)).await?;
     Ok(ws)
@@ -120,7 +197,13 @@ async fn scoped(app: &App, actor: &Actor, ws: &str, action: Action) -> Result<St
 
 /// Runs long work as a job: `202 Accepted`, the job's id and `Location`; the work goes on
 /// after the answer, stoppable with `DELETE /v1/jobs/{id}`.
-async fn start<T, F, Fut>(app: &App, actor: &Actor, spec: job::JobSpec, work: F, end: fn(&T) -> JobEnd) -> Answer
+pub(super) async fn start<T, F, Fut>(
+    app: &App,
+    actor: &Actor,
+    spec: job::JobSpec,
+    work: F,
+    end: fn(&T) -> JobEnd,
+) -> Answer
 where
     T: Send + Sync + 'static,
     F: FnOnce(Core) -> Fut + Send + 'static,
@@ -148,22 +231,37 @@ where
         drop(slot);
     });
     let location = format!("/v1/jobs/{id}");
-    let mut response =
-        (StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "job": id, "location": location }))).into_response();
+    let started = JobStarted { job: id, location: location.clone() };
+    let mut response = (StatusCode::ACCEPTED, json(&started)).into_response();
     response.headers_mut().insert(header::LOCATION, location.parse().expect("a path is a header value"));
     Ok(response)
 }
 
-async fn create_snapshot(
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/snapshots",
+    summary = "Takes a manual snapshot (a job)",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    request_body(content = SnapshotBody, content_type = "application/json"),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(super) async fn create_snapshot(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Snapshot).await?;
-    let mut opts: ops::snapshot::SnapshotOptions = body(&bytes)?;
-    // The API takes manual snapshots of the workspace in its path, nothing else.
-    (opts.workspace, opts.kind) = (ws.clone(), crate::repo::manifest::SnapshotKind::Manual);
+    let asked: SnapshotBody = body(&bytes)?;
+    // The API takes manual snapshots of the workspace in its path, nothing else; how many
+    // connections it opens is the host's to say.
+    let opts = ops::snapshot::SnapshotOptions {
+        workspace: ws.clone(),
+        kind: crate::repo::manifest::SnapshotKind::Manual,
+        note: asked.note,
+        no_media: asked.no_media,
+        ..Default::default()
+    };
     let spec = job::JobSpec { workspace: ws, operation: "snapshot", kind: Some(opts.kind.to_string()) };
     let who = actor.clone();
     start(
@@ -176,15 +274,22 @@ async fn create_snapshot(
     .await
 }
 
-async fn set_pin(app: &App, actor: &Actor, ws: &str, id: String, pin: bool) -> Answer {
+pub(super) async fn set_pin(app: &App, actor: &Actor, ws: &str, id: String, pin: bool) -> Answer {
     let ws = scoped(app, actor, ws, if pin { Action::Pin } else { Action::Unpin }).await?;
     crate::repo::layout::validate_snapshot_id(&id)?;
     let opts = ops::prune::PinOptions { id: id.clone(), workspace: Some(ws.clone()), pin, wait: Default::default() };
     ops::prune::set_pin(&app.core, &opts, actor).await?;
-    Ok(json(&serde_json::json!({ "id": id, "workspace": ws, "pinned": pin })))
+    Ok(json(&PinState { id, workspace: ws, pinned: pin }))
 }
 
-async fn pin(
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/snapshots/{id}/pin",
+    summary = "Pins a snapshot: retention keeps it",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = String, Path, description = "A snapshot id", pattern = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$", example = "20261129T101500Z-1a2b3c")),
+    responses((status = 200, body = PinState)),
+)]
+pub(super) async fn pin(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path((ws, id)): Path<(String, String)>,
@@ -192,7 +297,14 @@ async fn pin(
     set_pin(&app, &actor, &ws, id, true).await
 }
 
-async fn unpin(
+#[utoipa::path(
+    delete,
+    path = "/v1/workspaces/{ws}/snapshots/{id}/pin",
+    summary = "Unpins a snapshot",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = String, Path, description = "A snapshot id", pattern = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$", example = "20261129T101500Z-1a2b3c")),
+    responses((status = 200, body = PinState)),
+)]
+pub(super) async fn unpin(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path((ws, id)): Path<(String, String)>,
@@ -200,14 +312,23 @@ async fn unpin(
     set_pin(&app, &actor, &ws, id, false).await
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DrillBody {
-    /// A snapshot id (default: the newest).
+pub(super) struct DrillBody {
+    /// A snapshot id, or `latest` (default).
+    #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
     snapshot: Option<String>,
 }
 
-async fn run_drill(
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/drills",
+    summary = "Runs a restore drill in a throwaway (a job)",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    request_body(content = DrillBody, content_type = "application/json"),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(super) async fn run_drill(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
@@ -231,12 +352,20 @@ async fn run_drill(
     .await
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Limit {
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct Limit {
     limit: Option<u32>,
 }
 
-async fn drills(
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/drills",
+    summary = "The workspace's restore drills, newest first",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), Limit),
+    responses((status = 200, body = [ops::drill::DrillEntry])),
+)]
+pub(super) async fn drills(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
@@ -252,19 +381,30 @@ async fn drills(
 /// from the request: a token must not make the backup host connect to a server of its
 /// choosing with a password read from the host's files or environment (`file:`/`env:`),
 /// nor write files where it says.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RestoreBody {
+pub(super) struct RestoreBody {
     /// A snapshot id, or `latest` (default).
+    #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
     snapshot: Option<String>,
     /// The new database's name (letters, digits, `_`; at most 63): created, or refused
     /// when it exists and is not empty.
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,62}$", example = "shop_copy")]
     database: String,
     /// Parallel connections loading tables (default: one per core, at most 16).
+    #[schema(minimum = 1, maximum = 16)]
     jobs: Option<usize>,
 }
 
-async fn restore(
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/restores",
+    summary = "Restores a snapshot into a new database on the workspace's server (a job)",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    request_body(content = RestoreBody, content_type = "application/json"),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(super) async fn restore(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
@@ -317,14 +457,22 @@ async fn restore(
     .await
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PruneBody {
+pub(super) struct PruneBody {
     #[serde(default)]
     dry_run: bool,
 }
 
-async fn prune(
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/prune",
+    summary = "Applies retention, or says what it would do (a job)",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    request_body(content = PruneBody, content_type = "application/json"),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(super) async fn prune(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
@@ -350,7 +498,18 @@ async fn prune(
     .await
 }
 
-async fn check(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/check",
+    summary = "Checks the workspace's repository objects (a job)",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(super) async fn check(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     let opts = ops::check::CheckOptions { workspace: ws.clone(), read_data: false };
     let spec = job::JobSpec { workspace: ws, operation: "check", kind: None };
@@ -365,24 +524,58 @@ async fn check(State(app): State<App>, Extension(actor): Extension<Actor>, Path(
     .await
 }
 
-async fn window(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/pitr",
+    summary = "The point-in-time window",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    responses((status = 200, body = crate::wal::window::Window)),
+)]
+pub(super) async fn window(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     Ok(json(&ops::pitr::window(&app.core, &ops::pitr::WindowOptions { workspace: ws }, &actor).await?))
 }
 
-async fn stacks(State(app): State<App>, Extension(actor): Extension<Actor>, Path(ws): Path<String>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/stacks",
+    summary = "The workspace's function stacks",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    responses((status = 200, body = [crate::repo::manifest::StackSummary])),
+)]
+pub(super) async fn stacks(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     let opts = ops::stacks::StackListOptions { workspace: Some(ws) };
     Ok(json(&ops::stacks::list(&app.core, &opts, &actor).await?))
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct JobsQuery {
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct JobsQuery {
     workspace: Option<String>,
     limit: Option<u32>,
 }
 
-async fn jobs(State(app): State<App>, Extension(actor): Extension<Actor>, Query(q): Query<JobsQuery>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    summary = "Jobs, newest first",
+    params(JobsQuery),
+    responses((status = 200, body = [crate::catalog::Job])),
+)]
+pub(super) async fn jobs(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<JobsQuery>,
+) -> Answer {
     let grant = actor.grant();
     let ws = match q.workspace {
         Some(ws) => Some(workspace(&app.core, &ws)?),
@@ -398,17 +591,39 @@ async fn jobs(State(app): State<App>, Extension(actor): Extension<Actor>, Query(
     Ok(json(&visible))
 }
 
-async fn job_of(app: &App, actor: &Actor, id: i64) -> Result<crate::catalog::Job, ApiError> {
+pub(super) async fn job_of(app: &App, actor: &Actor, id: i64) -> Result<crate::catalog::Job, ApiError> {
     let job = app.core.catalog().await?.job(id).await?;
     allow(&app.core, actor, Action::Read, Some(&job.workspace)).await?;
     Ok(job)
 }
 
-async fn show_job(State(app): State<App>, Extension(actor): Extension<Actor>, Path(id): Path<i64>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    summary = "A job: its phase and progress while it runs, its result at the end",
+    params(("id" = i64, Path, description = "A job's id")),
+    responses((status = 200, body = crate::catalog::Job)),
+)]
+pub(super) async fn show_job(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<i64>,
+) -> Answer {
     Ok(json(&job_of(&app, &actor, id).await?))
 }
 
-async fn cancel_job(State(app): State<App>, Extension(actor): Extension<Actor>, Path(id): Path<i64>) -> Answer {
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    summary = "Stops a job this server runs",
+    params(("id" = i64, Path, description = "A job's id")),
+    responses((status = 202, body = Cancelling)),
+)]
+pub(super) async fn cancel_job(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<i64>,
+) -> Answer {
     let job = job_of(&app, &actor, id).await?;
     let action = match job.operation.as_str() {
         "snapshot" => Action::Snapshot,
@@ -422,20 +637,35 @@ async fn cancel_job(State(app): State<App>, Extension(actor): Extension<Actor>, 
     match stop {
         Some(stop) => {
             stop.cancel();
-            Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({ "job": id, "cancelling": true }))).into_response())
+            Ok((StatusCode::ACCEPTED, json(&Cancelling { job: id, cancelling: true })).into_response())
         }
         None => Err(ApiError(Error::new(ErrorKind::Refused, format!("job {id} is not running in this server")))),
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct AuditQuery {
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// Records from this moment on (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
     /// `json` (default) or `csv`.
+    #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
 }
 
-async fn audit(State(app): State<App>, Extension(actor): Extension<Actor>, Query(q): Query<AuditQuery>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    summary = "The audit trail",
+    params(AuditQuery),
+    responses((status = 200, description = "The trail, oldest first: JSON, or CSV with `format=csv`", content(([crate::catalog::audit::AuditRecord] = "application/json"), (String = "text/csv")))),
+)]
+pub(super) async fn audit(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<AuditQuery>,
+) -> Answer {
     allow(&app.core, &actor, Action::ReadAudit, None).await?;
     let since = q.since.as_deref().map(crate::wal::window::parse_time).transpose()?;
     let records = ops::audit::list(&app.core, &ops::audit::AuditListOptions { since }, &actor).await?;
@@ -448,23 +678,43 @@ async fn audit(State(app): State<App>, Extension(actor): Extension<Actor>, Query
     }
 }
 
-async fn audit_verify(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/audit/verify",
+    summary = "Checks the audit trail against the repository's checkpoint",
+    responses((status = 200, body = ops::audit::AuditReport)),
+)]
+pub(super) async fn audit_verify(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
     allow(&app.core, &actor, Action::ReadAudit, None).await?;
     Ok(json(&ops::audit::verify(&app.core, &actor).await?))
 }
 
-async fn tokens(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
+#[utoipa::path(
+    get,
+    path = "/v1/tokens",
+    summary = "Tokens (never a secret)",
+    responses((status = 200, body = [crate::catalog::tokens::TokenRecord])),
+)]
+pub(super) async fn tokens(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
     allow(&app.core, &actor, Action::ManageTokens, None).await?;
     Ok(json(&ops::token::list(&app.core, &actor).await?))
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct MarkBody {
+pub(super) struct MarkBody {
     name: String,
 }
 
-async fn mark(
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/restore-points",
+    summary = "Marks a named restore point",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    request_body(content = MarkBody, content_type = "application/json"),
+    responses((status = 200, body = ops::pitr::RestorePoint)),
+)]
+pub(super) async fn mark(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
@@ -477,7 +727,7 @@ async fn mark(
 }
 
 /// A stack route's workspace and `kind/name`, after the workspace and role checks.
-async fn stack_route(
+pub(super) async fn stack_route(
     app: &App,
     actor: &Actor,
     ws: &str,
@@ -488,13 +738,22 @@ async fn stack_route(
     Ok((scoped(app, actor, ws, action).await?, format!("{kind}/{name}")))
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct StateQuery {
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct StateQuery {
     /// `live` (default), `published`, `version:N`, `change:N`.
+    #[param(pattern = "^(live|published|version:[1-9][0-9]{0,17}|change:[1-9][0-9]{0,17})$")]
     state: Option<String>,
 }
 
-async fn stack_show(
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}",
+    summary = "A state of a stack",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout"), StateQuery),
+    responses((status = 200, body = ops::stacks::StackState)),
+)]
+pub(super) async fn stack_show(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path((ws, kind, name)): Path<(String, String, String)>,
@@ -506,7 +765,14 @@ async fn stack_show(
     Ok(json(&ops::stacks::show(&app.core, &opts, &actor).await?))
 }
 
-async fn stack_history(
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/history",
+    summary = "A stack's changes",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    responses((status = 200, body = [crate::stacks::log::ChangeInfo])),
+)]
+pub(super) async fn stack_history(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path((ws, kind, name)): Path<(String, String, String)>,
@@ -516,13 +782,25 @@ async fn stack_history(
     Ok(json(&ops::stacks::history(&app.core, &opts, &actor).await?))
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct DiffQuery {
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct DiffQuery {
+    /// A state: `live`, `published`, `version:N`, `change:N`.
+    #[param(pattern = "^(live|published|version:[1-9][0-9]{0,17}|change:[1-9][0-9]{0,17})$")]
     from: String,
+    /// A state (default `live`).
+    #[param(pattern = "^(live|published|version:[1-9][0-9]{0,17}|change:[1-9][0-9]{0,17})$")]
     to: Option<String>,
 }
 
-async fn stack_diff(
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/diff",
+    summary = "A structural diff between two states",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout"), DiffQuery),
+    responses((status = 200, body = ops::stacks::DiffReport)),
+)]
+pub(super) async fn stack_diff(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path((ws, kind, name)): Path<(String, String, String)>,
@@ -538,17 +816,26 @@ async fn stack_diff(
     Ok(json(&ops::stacks::diff(&app.core, &opts, &actor).await?))
 }
 
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StackChange {
+pub(super) struct StackChange {
     /// The new content (put).
     content: Option<serde_json::Value>,
-    /// The state to go back to (revert).
+    /// The state to go back to (revert): `published`, `version:N`, `change:N`.
+    #[schema(pattern = "^(live|published|version:[1-9][0-9]{0,17}|change:[1-9][0-9]{0,17})$")]
     to: Option<String>,
     message: Option<String>,
 }
 
-async fn stack_put(
+#[utoipa::path(
+    put,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}",
+    summary = "Writes a stack's live state",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    request_body(content = StackChange, content_type = "application/json"),
+    responses((status = 200, body = crate::stacks::log::PutOutcome)),
+)]
+pub(super) async fn stack_put(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path((ws, kind, name)): Path<(String, String, String)>,
@@ -569,7 +856,15 @@ async fn stack_put(
     Ok(json(&ops::stacks::put(&app.core, &opts, &actor).await?))
 }
 
-async fn stack_publish(
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/publish",
+    summary = "Publishes a stack's live state",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    request_body(content = StackChange, content_type = "application/json"),
+    responses((status = 200, body = crate::stacks::log::Published)),
+)]
+pub(super) async fn stack_publish(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path((ws, kind, name)): Path<(String, String, String)>,
@@ -581,7 +876,15 @@ async fn stack_publish(
     Ok(json(&ops::stacks::publish(&app.core, &opts, &actor).await?))
 }
 
-async fn stack_revert(
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/revert",
+    summary = "Makes an earlier state live again",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    request_body(content = StackChange, content_type = "application/json"),
+    responses((status = 200, body = crate::stacks::log::PutOutcome)),
+)]
+pub(super) async fn stack_revert(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path((ws, kind, name)): Path<(String, String, String)>,
@@ -596,7 +899,14 @@ async fn stack_revert(
     Ok(json(&ops::stacks::revert(&app.core, &opts, &actor).await?))
 }
 
-async fn token_create(State(app): State<App>, Extension(actor): Extension<Actor>, bytes: Bytes) -> Answer {
+#[utoipa::path(
+    post,
+    path = "/v1/tokens",
+    summary = "Makes a token; its secret is in this answer only",
+    request_body(content = ops::token::TokenCreateOptions, content_type = "application/json"),
+    responses((status = 201, body = ops::token::TokenCreated)),
+)]
+pub(super) async fn token_create(State(app): State<App>, Extension(actor): Extension<Actor>, bytes: Bytes) -> Answer {
     allow(&app.core, &actor, Action::ManageTokens, None).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError(Error::usage("a token needs {\"name\", \"role\"}")));
@@ -607,19 +917,39 @@ async fn token_create(State(app): State<App>, Extension(actor): Extension<Actor>
     Ok((StatusCode::CREATED, axum::Json(serde_json::to_value(&created).expect("a token serializes"))).into_response())
 }
 
-async fn token_revoke(State(app): State<App>, Extension(actor): Extension<Actor>, Path(token): Path<String>) -> Answer {
+#[utoipa::path(
+    delete,
+    path = "/v1/tokens/{token}",
+    summary = "Revokes a token at once",
+    params(("token" = String, Path, description = "A token's name or id")),
+    responses((status = 200, body = crate::catalog::tokens::TokenRecord)),
+)]
+pub(super) async fn token_revoke(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(token): Path<String>,
+) -> Answer {
     allow(&app.core, &actor, Action::ManageTokens, None).await?;
     let opts = ops::token::TokenRevokeOptions { token };
     Ok(json(&ops::token::revoke(&app.core, &opts, &actor).await?))
 }
 
-#[derive(Debug, serde::Deserialize)]
-struct Format {
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct Format {
     /// `json` (default) or `junit`.
+    #[param(pattern = "^(json|junit)$")]
     format: Option<String>,
 }
 
-async fn drill_report(
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/drills/{id}",
+    summary = "One drill's report",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = i64, Path, description = "A drill's id"), Format),
+    responses((status = 200, description = "The drill's report as JSON, or JUnit XML with `format=junit`", content((ops::drill::DrillEntry = "application/json"), (String = "application/xml")))),
+)]
+pub(super) async fn drill_report(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path((ws, id)): Path<(String, i64)>,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What happened, as an operation reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub actor: Actor,
     /// `snapshot`, `restore`, `prune`, `pin`, `unpin`, `stacks.put`, ...
@@ -31,7 +31,7 @@ pub struct AuditEntry {
 }
 
 /// One record of the trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     pub seq: i64,
     pub at: DateTime<Utc>,
@@ -42,7 +42,7 @@ pub struct AuditRecord {
 }
 
 /// The head of a chain: its last record's number and hash.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditHead {
     pub chain: String,
     pub seq: i64,

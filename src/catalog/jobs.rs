@@ -107,7 +107,7 @@ pub struct JobEnd {
 }
 
 /// One row of the job history.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Job {
     pub id: i64,
     pub workspace: String,
@@ -131,7 +131,7 @@ pub struct Job {
 }
 
 /// A job's progress as its sink records it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobProgress {
     /// What it is doing ("copying tables", "media").
     pub phase: String,

@@ -10,7 +10,7 @@ use crate::access::Role;
 use crate::error::{Error, ErrorKind, Result};
 
 /// A token, without its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenRecord {
     /// The display prefix: `tdm_` and the secret's first 8 characters.
     pub id: String,

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// How a check ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckStatus {
     Pass,
@@ -23,7 +23,7 @@ pub enum CheckStatus {
 }
 
 /// One named check of a drill.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Check {
     /// `object-hashes`, `table public.users`, `restore-test generic.sql: no invalid indexes`...
     pub name: String,
@@ -47,7 +47,7 @@ impl Check {
 }
 
 /// What was drilled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DrillKind {
     /// A snapshot restored into a throwaway database.
@@ -70,7 +70,7 @@ impl DrillKind {
 /// streamed together), `indexes` (post-data: indexes, constraints, triggers), `finish`
 /// (sequences, materialized views) and `media`. `restore_ms` is the RTO: from the first
 /// request to a restored, usable database. A PITR drill fills only `restore_ms`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DrillTimings {
     pub target_ms: u64,
     pub preflight_ms: u64,
@@ -86,7 +86,7 @@ pub struct DrillTimings {
 }
 
 /// A drill's report: `--json` prints it, `drill history` reads it back from the catalog.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DrillReport {
     pub workspace: String,
     pub kind: DrillKind,

@@ -110,7 +110,7 @@ fn defused(field: String) -> String {
 }
 
 /// What `audit verify` found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditReport {
     pub chain: Option<String>,
     pub records: usize,

@@ -148,7 +148,7 @@ pub struct StackExportOptions {
 }
 
 /// A state of a stack and the change it comes from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StackState {
     pub change: i64,
     pub sha256: String,
@@ -187,7 +187,7 @@ pub async fn publish(core: &Core, opts: &StackPublishOptions, actor: &Actor) -> 
 }
 
 /// A structural diff between two states.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DiffReport {
     pub stack: String,
     pub from: String,

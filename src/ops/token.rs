@@ -66,10 +66,11 @@ fn hash(secret: &str) -> String {
 }
 
 /// What `token create` takes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreateOptions {
     /// 1-64 of `A-Za-z0-9_.-`.
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,64}$")]
     pub name: String,
     pub role: Role,
     /// The workspaces it may touch (empty: all).
@@ -77,6 +78,7 @@ pub struct TokenCreateOptions {
     pub workspaces: Vec<String>,
     /// How long it lives (default 7 days, at most 366).
     #[serde(default, with = "crate::config::optional_duration_text")]
+    #[schema(value_type = Option<String>, example = "30d")]
     pub expires: Option<Duration>,
     /// A token that never expires (only when asked for).
     #[serde(default)]
@@ -87,7 +89,7 @@ pub struct TokenCreateOptions {
 }
 
 /// A created token: its secret, shown this once, and what it is.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenCreated {
     pub secret: String,
     #[serde(flatten)]

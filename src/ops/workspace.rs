@@ -58,7 +58,7 @@ pub struct StatusOptions {
 /// A workspace's state as this host's catalog knows it: the newest good snapshot, base
 /// backup and drill, the newest failure after them, and what runs now. The repository is
 /// not read (a `check` does that).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WorkspaceStatus {
     pub workspace: String,
     /// When this status was read (ages count to it).
@@ -74,7 +74,7 @@ pub struct WorkspaceStatus {
 }
 
 /// A finished job, in short.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LastJob {
     pub job: i64,
     pub operation: String,
@@ -100,7 +100,7 @@ impl LastJob {
 }
 
 /// The newest drill, in short.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LastDrill {
     pub id: i64,
     pub source: String,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const MANIFEST_FORMAT: u32 = 1;
 
 /// What kind of snapshot this is; each kind has its own retention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SnapshotKind {
     /// Taken by a schedule (kept 3 days by default).
@@ -28,7 +28,7 @@ impl std::fmt::Display for SnapshotKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Manifest {
     pub format: u32,
     pub id: String,
@@ -76,7 +76,7 @@ pub struct Manifest {
 }
 
 /// The database the snapshot was taken from, at the moment it was taken.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceInfo {
     pub database: String,
     pub server_version: String,
@@ -90,7 +90,7 @@ pub struct SourceInfo {
     pub pg_dump_version: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     pub schema_ms: u64,
     pub data_ms: u64,
@@ -99,7 +99,7 @@ pub struct Timings {
 
 /// One stored object: plaintext size and digest, stored (compressed+encrypted) size and
 /// SHA-256. The SHA-256 is over the bytes in the repository; restore checks it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ObjectEntry {
     /// Relative to the snapshot folder; see `repo::layout::SnapshotObject`.
     pub name: String,
@@ -110,7 +110,7 @@ pub struct ObjectEntry {
     pub stored_sha256: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TableEntry {
     pub schema: String,
     pub name: String,
@@ -123,7 +123,7 @@ pub struct TableEntry {
     pub parts: Vec<ObjectEntry>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SequenceEntry {
     pub schema: String,
     pub name: String,
@@ -131,7 +131,7 @@ pub struct SequenceEntry {
     pub is_called: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MatViewEntry {
     pub schema: String,
     pub name: String,
@@ -159,7 +159,7 @@ impl Manifest {
 
 /// The media files of a snapshot. Their content lives in `workspaces/<ws>/media/`, stored
 /// once per distinct SHA-256 and shared by every snapshot that has it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaSummary {
     /// The media store it was read from (informational).
     pub source: String,
@@ -175,7 +175,7 @@ pub struct MediaSummary {
     pub skipped: Vec<Skipped>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MediaEntry {
     /// Relative to the media store's root, `/`-separated.
     pub path: String,
@@ -194,7 +194,7 @@ pub struct MediaEntry {
 }
 
 /// A stack in `list` (and in a snapshot's manifest).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StackSummary {
     pub stack: String,
     pub changes: i64,
@@ -204,7 +204,7 @@ pub struct StackSummary {
 }
 
 /// A media file a snapshot did not back up, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Skipped {
     pub path: String,
     pub reason: String,

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Change {
     Added { path: String, value: Value },

@@ -19,7 +19,7 @@ pub struct ChangedBy<'a> {
 }
 
 /// One logged change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ChangeInfo {
     pub id: i64,
     pub author: String,
@@ -37,7 +37,7 @@ pub struct ChangeInfo {
 pub use crate::repo::manifest::StackSummary;
 
 /// What a put or revert did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PutOutcome {
     pub stack: String,
     /// `None` when the content equals the live content: nothing was recorded.
@@ -46,7 +46,7 @@ pub struct PutOutcome {
 }
 
 /// A published version.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Published {
     pub stack: String,
     pub version: i32,

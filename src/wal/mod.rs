@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// A WAL location, `X/Y` in Postgres' notation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, utoipa::ToSchema)]
+#[schema(value_type = String, example = "0/3000028", pattern = "^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")]
 pub struct Lsn(pub u64);
 
 impl fmt::Display for Lsn {

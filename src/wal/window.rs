@@ -23,7 +23,7 @@ use super::{Lsn, Segment, WalFile};
 use crate::error::{Error, ErrorKind, Result};
 
 /// A restorable moment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Moment {
     pub lsn: Lsn,
     pub time: DateTime<Utc>,
@@ -31,7 +31,7 @@ pub struct Moment {
 }
 
 /// What one base backup can restore to.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BaseRange {
     pub id: String,
     pub from: Moment,
@@ -42,7 +42,7 @@ pub struct BaseRange {
 }
 
 /// Missing WAL segments.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Gap {
     pub timeline: u32,
     pub first_missing: String,
@@ -50,7 +50,7 @@ pub struct Gap {
     pub segments: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Window {
     pub earliest: Option<Moment>,
     pub latest: Option<Moment>,

@@ -558,3 +558,80 @@ async fn https_with_a_certificate_reloaded_on_sighup() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(trusted(&second, &healthz).await, "a broken renewal took the certificate away");
 }
+
+/// schemathesis (PyPI; `scripts/setup-debian.sh` installs it) against a live server with
+/// an admin token: every documented operation, generated requests, and no 5xx, no status,
+/// content type, header or body outside the document. The token reaches schemathesis in
+/// its environment through its config file, never in its arguments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_api_keeps_to_its_openapi_document() {
+    let st = ["schemathesis", "st"]
+        .into_iter()
+        .find(|c| std::process::Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("schemathesis is not installed: run scripts/setup-debian.sh (it installs it from PyPI)");
+    let mut w = world().await;
+    create_database(
+        &w.cluster,
+        "shop",
+        "CREATE TABLE orders (id int PRIMARY KEY, note text); INSERT INTO orders SELECT g, 'n' || g FROM generate_series(1, 100) g;",
+    )
+    .await;
+    snapshot_shop(&w.core).await.unwrap();
+    let put = tidemark::ops::stacks::StackPutOptions {
+        workspace: Some("shop".into()),
+        stack: "api/checkout".into(),
+        json: r#"{"steps": [1, 2]}"#.into(),
+        origin: "test".into(),
+        ..Default::default()
+    };
+    tidemark::ops::stacks::put(&w.core, &put, &actor()).await.unwrap();
+    // Rate limits off for the run; a few heavy jobs at once.
+    w.core.config.config.api.requests_per_second = 0;
+    w.core.config.config.api.failed_auth_per_minute = 0;
+    w.core.config.config.api.heavy_jobs_per_workspace = 2;
+    let server = start(&w, AddressRules::default()).await;
+    let secret = token(&w, "schemathesis", Role::Admin, &[], &[]).await;
+    let config = w.dir.path().join("schemathesis.toml");
+    std::fs::write(&config, "[auth.openapi.token]\nbearer = \"${TIDEMARK_SCHEMATHESIS_TOKEN}\"\n").unwrap();
+    let checks = "not_a_server_error,status_code_conformance,content_type_conformance,\
+                  response_headers_conformance,response_schema_conformance,ignored_auth";
+    let url = format!("{}/v1/openapi.json", server.base);
+    let args = [
+        "--config-file",
+        config.to_str().unwrap(),
+        "run",
+        &url,
+        "--checks",
+        checks,
+        "--max-examples",
+        "15",
+        "--request-timeout",
+        "30",
+        "--phases",
+        "examples,coverage,fuzzing",
+        // Revoking tokens has its own tests; here it would revoke the run's own token,
+        // whose id the token list shows.
+        "--exclude-path",
+        "/v1/tokens/{token}",
+        "--no-color",
+    ];
+    let ran = tokio::task::spawn_blocking({
+        let (st, secret) = (st.to_string(), secret.clone());
+        let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+        move || {
+            std::process::Command::new(st)
+                .args(args)
+                .env("TIDEMARK_SCHEMATHESIS_TOKEN", secret)
+                .current_dir(std::env::temp_dir())
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&ran.stdout), String::from_utf8_lossy(&ran.stderr));
+    let said = said.replace(&secret, "tdm_[the token]");
+    assert!(ran.status.success(), "schemathesis found problems:\n{said}");
+    assert!(said.contains("passed") || said.contains("PASSED"), "{said}");
+    assert!(!said.contains("Authentication failed"), "the run's token stopped working:\n{said}");
+}

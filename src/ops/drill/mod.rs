@@ -257,7 +257,7 @@ pub struct HistoryOptions {
 }
 
 /// A drill of `drill history`: the catalog's id, what started it, who asked, and the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DrillEntry {
     pub id: i64,
     pub trigger: String,

@@ -74,7 +74,7 @@ impl Physical {
 }
 
 /// A restore point tidemark made.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RestorePoint {
     pub name: String,
     pub lsn: Lsn,

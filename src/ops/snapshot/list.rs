@@ -5,7 +5,7 @@
 use super::*;
 
 /// A line of `snapshot list`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SnapshotSummary {
     pub id: String,
     pub workspace: String,
