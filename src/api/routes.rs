@@ -56,6 +56,18 @@ pub(super) fn v1() -> Router<App> {
     table().into_iter().fold(Router::new(), |router, (path, handler)| router.route(path, handler))
 }
 
+/// A page of a listing, newest first.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct Page {
+    /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Only those older than this snapshot id (the last of the previous page).
+    #[param(pattern = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")]
+    before: Option<String>,
+}
+
 /// The workspaces a token may see.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(super) struct WorkspaceList {
@@ -155,17 +167,25 @@ pub(super) async fn workspace_status(
 #[utoipa::path(
     get,
     path = "/v1/workspaces/{ws}/snapshots",
-    summary = "The workspace's snapshots, oldest first",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    summary = "The workspace's snapshots, newest first, a page at a time",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), Page),
     responses((status = 200, body = [ops::snapshot::SnapshotSummary])),
 )]
 pub(super) async fn list_snapshots(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
     Path(ws): Path<String>,
+    Query(q): Query<Page>,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
-    Ok(json(&ops::snapshot::list(&app.core, &ops::snapshot::ListOptions { workspace: ws }, &actor).await?))
+    let opts = ops::snapshot::ListOptions {
+        workspace: ws,
+        limit: Some(q.limit.unwrap_or(100).clamp(1, 1000)),
+        before: q.before,
+        // From the catalog's index (compared with the repository once a minute).
+        from_repository: false,
+    };
+    Ok(json(&ops::snapshot::list(&app.core, &opts, &actor).await?))
 }
 
 #[utoipa::path(

@@ -8,6 +8,7 @@ mod drills;
 mod jobs;
 pub mod lock;
 mod schedules;
+mod snapshots;
 pub mod tokens;
 
 pub use drills::{DrillRecord, DrillRow};
@@ -31,6 +32,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (5, "audit", include_str!("../../migrations/catalog/0005_audit.sql")),
     (6, "tokens", include_str!("../../migrations/catalog/0006_tokens.sql")),
     (7, "jobs_by_snapshot", include_str!("../../migrations/catalog/0007_jobs_by_snapshot.sql")),
+    (8, "snapshot_index", include_str!("../../migrations/catalog/0008_snapshot_index.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

@@ -123,7 +123,8 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                 Some(w) => w,
                 None => core.workspace_or_only(None)?,
             };
-            let opts = snapshot::ListOptions { workspace: workspace.clone() };
+            let opts =
+                snapshot::ListOptions { workspace: workspace.clone(), from_repository: true, ..Default::default() };
             let list = snapshot::list(&core, &opts, &global.actor()).await?;
             if global.json {
                 global.print_json(&list);

@@ -25,6 +25,9 @@ pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 /// `never_expires`).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// How often a token's last use is written while it is used from one address.
+pub const LAST_USE_EVERY_SECONDS: i64 = 60;
+
 /// A lifetime as people say it: whole days as days.
 fn spoken(d: Duration) -> String {
     const DAY: u64 = 24 * 3600;
@@ -231,7 +234,12 @@ pub async fn authenticate(core: &Core, secret: &str, address: Option<IpAddr>, no
         }
     }
     let shown = address.map(|a| a.to_string());
-    core.catalog().await?.token_used(&token.id, now, shown.as_deref()).await?;
+    // The last use is kept to the minute (and at once from a new address): a busy token
+    // does not write the catalog on every request.
+    let recent = token.last_used_at.is_some_and(|t| now - t < chrono::Duration::seconds(LAST_USE_EVERY_SECONDS));
+    if !recent || token.last_used_address != shown {
+        core.catalog().await?.token_used(&token.id, now, shown.as_deref()).await?;
+    }
     Ok(Actor {
         kind: ActorKind::Api,
         name: token.name.clone(),

@@ -355,3 +355,65 @@ async fn an_interrupted_snapshot_leaves_no_multipart_upload_on_s3() {
     assert_eq!(done.unfinished_uploads_deleted, stale.len() as u64);
     assert_eq!(uploads().await, 0, "prune aborted the killed snapshot's uploads");
 }
+
+/// The catalog's index of snapshots, as the API lists them: a snapshot taken or pruned on
+/// this host shows at once; one deleted or damaged behind tidemark's back shows once the
+/// index is compared with the repository again (a minute, or a listing from the
+/// repository); pages go newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_index_follows_the_repository() {
+    use tidemark::ops::snapshot::{ListOptions, list};
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(crate::support::snapshot_shop(&w.core).await.unwrap().id);
+        tokio::time::sleep(Duration::from_millis(1100)).await; // ids sort by second
+    }
+    let me = crate::support::actor();
+    let indexed = async |w: &crate::support::World, limit: Option<u32>, before: Option<&str>| -> Vec<String> {
+        let opts =
+            ListOptions { workspace: "shop".into(), limit, before: before.map(Into::into), from_repository: false };
+        list(&w.core, &opts, &me).await.unwrap().into_iter().map(|s| s.id).collect()
+    };
+    // All of them, oldest first; pages newest first.
+    assert_eq!(indexed(&w, None, None).await, ids);
+    assert_eq!(indexed(&w, Some(2), None).await, vec![ids[3].clone(), ids[2].clone()]);
+    assert_eq!(indexed(&w, Some(2), Some(&ids[2])).await, vec![ids[1].clone(), ids[0].clone()]);
+
+    // Pruned here: gone from the index at once.
+    let schedules = w.dir.path().join("schedules");
+    std::fs::create_dir_all(&schedules).unwrap();
+    std::fs::write(schedules.join("manual.toml"), "kind = \"manual\"\n[retention]\nkeep-last = 3\n").unwrap();
+    w.core.config.config.schedules_dir = Some(schedules);
+    let opts = PruneOptions {
+        workspace: "shop".into(),
+        dry_run: false,
+        grace: Duration::ZERO,
+        as_of: None,
+        wait: Default::default(),
+    };
+    prune(&w.core, &opts, &me).await.unwrap();
+    assert_eq!(indexed(&w, None, None).await, ids[1..]);
+
+    // Deleted behind tidemark's back: still indexed until the index is compared again.
+    let folder = w.repo_dir().join("workspaces/shop/snapshots");
+    std::fs::remove_file(folder.join(&ids[1]).join("manifest.json.age")).unwrap();
+    assert_eq!(indexed(&w, None, None).await, ids[1..], "trusted for a minute");
+    let catalog = w.core.catalog().await.unwrap();
+    let older = chrono::Utc::now() - chrono::Duration::seconds(61);
+    catalog.set_snapshot_index_synced("shop", Some(older)).await.unwrap();
+    assert_eq!(indexed(&w, None, None).await, ids[2..], "compared after a minute");
+
+    // Damaged behind its back: a listing from the repository names it, and the index then does too.
+    let manifest = folder.join(&ids[3]).join("manifest.json.age");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0x55;
+    std::fs::write(&manifest, bytes).unwrap();
+    let from_repository = crate::support::list(&w.core, "shop").await.unwrap();
+    assert!(from_repository[1].problem.is_some(), "{:?}", from_repository[1]);
+    let opts = ListOptions { workspace: "shop".into(), limit: Some(1), ..Default::default() };
+    let newest = list(&w.core, &opts, &me).await.unwrap();
+    assert!(newest[0].id == ids[3] && newest[0].problem.is_some(), "{newest:?}");
+}

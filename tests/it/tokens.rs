@@ -140,5 +140,24 @@ async fn token_lifetimes_default_maximum_and_never() {
     assert_eq!(e.kind(), ErrorKind::Refused, "{}", e.report());
     let made = token::create(&w.core, &ask("capped", None, false), &me).await.unwrap();
     assert_eq!(days(&made).map(f64::round), Some(3.0));
-    token::create(&w.core, &ask("two-days", Some(2), false), &me).await.unwrap();
+    let used = token::create(&w.core, &ask("two-days", Some(2), false), &me).await.unwrap();
+
+    // The last use is written to the minute, and at once from another address.
+    let last_use = async || {
+        let all = token::list(&w.core, &me).await.unwrap();
+        let t = all.into_iter().find(|t| t.id == used.token.id).unwrap();
+        (t.last_used_at, t.last_used_address)
+    };
+    let (a, b) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
+    let t0 = chrono::Utc::now();
+    token::authenticate(&w.core, &used.secret, Some(a), t0).await.unwrap();
+    assert_eq!(last_use().await, (Some(t0), Some("127.0.0.2".into())));
+    let t1 = t0 + chrono::Duration::seconds(10);
+    token::authenticate(&w.core, &used.secret, Some(a), t1).await.unwrap();
+    assert_eq!(last_use().await.0, Some(t0), "not written again within the minute");
+    token::authenticate(&w.core, &used.secret, Some(b), t1).await.unwrap();
+    assert_eq!(last_use().await, (Some(t1), Some("127.0.0.3".into())), "another address at once");
+    let t2 = t1 + chrono::Duration::seconds(61);
+    token::authenticate(&w.core, &used.secret, Some(b), t2).await.unwrap();
+    assert_eq!(last_use().await.0, Some(t2), "a minute later");
 }

@@ -189,6 +189,16 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
             core.repo.delete(&manifest).await?;
         }
     }
+    if !opts.dry_run
+        && !doomed.is_empty()
+        && let Ok(catalog) = core.catalog().await
+    {
+        let gone: Vec<String> = doomed.iter().cloned().collect();
+        if let Err(e) = catalog.unindex_snapshots(&opts.workspace, &gone).await {
+            tracing::warn!(error = %e.report(), "deleted snapshots stay in the catalog's index until the next listing");
+            let _ = catalog.set_snapshot_index_synced(&opts.workspace, None).await;
+        }
+    }
 
     // Everything under snapshots/: objects of deleted snapshots go now (nobody else uses
     // them); objects of snapshots that never committed go once the whole folder is older

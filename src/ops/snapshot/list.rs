@@ -4,8 +4,12 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+
 /// A line of `snapshot list`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SnapshotSummary {
     pub id: String,
     pub workspace: String,
@@ -21,7 +25,7 @@ pub struct SnapshotSummary {
     pub media_files: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_new_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
     /// Set when the manifest is in the repository but cannot be read (damaged): the
     /// snapshot cannot be restored, and retention never deletes it.
@@ -74,9 +78,22 @@ impl SnapshotSummary {
 /// with the configured identity.
 /// What `snapshot list` takes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ListOptions {
     pub workspace: String,
+    /// Newest first, at most this many (a page); unset: all, oldest first.
+    pub limit: Option<u32>,
+    /// Only snapshots older than this id (the next page after its last).
+    pub before: Option<String>,
+    /// Read every manifest from the repository (and refresh the catalog's index with what
+    /// was read) instead of trusting the index: a manifest damaged since it was indexed
+    /// shows. The command line lists this way; the API lists from the index.
+    pub from_repository: bool,
 }
+
+/// How long the catalog's index of a workspace's snapshots is trusted before a listing
+/// compares it with the repository again (what this host takes or deletes is in it at once).
+pub const INDEX_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// What `snapshot show` takes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,15 +108,137 @@ pub struct ShowOptions {
 pub async fn list(core: &Core, opts: &ListOptions, _actor: &Actor) -> Result<Vec<SnapshotSummary>> {
     let workspace = opts.workspace.as_str();
     core.known_workspace(workspace).await?;
+    if let Some(before) = &opts.before {
+        layout::validate_snapshot_id(before)?;
+    }
     if !core.has_identities() {
         let ids = core.repo.list_snapshot_ids(workspace).await?;
-        return Ok(ids.into_iter().map(|id| SnapshotSummary::unread(id, workspace, None)).collect());
+        let all = ids.into_iter().map(|id| SnapshotSummary::unread(id, workspace, None)).collect();
+        return Ok(page(all, opts));
     }
-    let read = core.repo.read_manifests(workspace, &core.identities()?).await?;
-    let mut out: Vec<SnapshotSummary> = read.items.iter().map(SnapshotSummary::of).collect();
-    out.extend(read.damaged.into_iter().map(|d| SnapshotSummary::unread(d.id, workspace, Some(d.problem))));
-    out.sort_by(|a, b| a.id.cmp(&b.id));
+    // From the catalog's index; from the repository when asked or when there is no catalog.
+    let catalog = match core.catalog().await {
+        Ok(catalog) => Some(catalog),
+        Err(e) => {
+            tracing::debug!(error = %e.report(), "no catalog: snapshots are listed from the repository");
+            None
+        }
+    };
+    let Some(catalog) = catalog.filter(|_| !opts.from_repository) else {
+        let started = Utc::now();
+        let read = core.repo.read_manifests(workspace, &core.identities()?).await?;
+        let mut all: Vec<SnapshotSummary> = read.items.iter().map(SnapshotSummary::of).collect();
+        all.extend(read.damaged.into_iter().map(|d| SnapshotSummary::unread(d.id, workspace, Some(d.problem))));
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        if let Some(catalog) = catalog
+            && let Err(e) = reindex(catalog, workspace, &all, started).await
+        {
+            tracing::warn!(error = %e.report(), "the catalog's snapshot index was not refreshed");
+        }
+        return Ok(page(all, opts));
+    };
+    let synced = catalog.snapshot_index_synced(workspace).await?;
+    let stale = synced.is_none_or(|at| (Utc::now() - at).to_std().map_or(true, |age| age > INDEX_FRESH));
+    if stale {
+        sync_index(core, catalog, workspace).await?;
+    }
+    let rows = catalog.snapshot_summaries(workspace, opts.before.as_deref(), opts.limit.unwrap_or(u32::MAX)).await?;
+    let mut out = rows
+        .iter()
+        .map(|row| serde_json::from_str(row).map_err(|e| Error::internal(format!("the snapshot index: {e}"))))
+        .collect::<Result<Vec<SnapshotSummary>>>()?;
+    if opts.limit.is_none() {
+        out.reverse();
+    }
     Ok(out)
+}
+
+/// Makes the catalog's index of `workspace` what was just read from the repository.
+async fn reindex(
+    catalog: &crate::catalog::Catalog,
+    workspace: &str,
+    all: &[SnapshotSummary],
+    read_at: chrono::DateTime<Utc>,
+) -> Result<()> {
+    let present: BTreeSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
+    let gone: Vec<String> = catalog
+        .indexed_snapshot_ids(workspace)
+        .await?
+        .into_iter()
+        .filter(|id| !present.contains(id.as_str()))
+        .collect();
+    catalog.unindex_snapshots(workspace, &gone).await?;
+    for summary in all {
+        let row = serde_json::to_string(summary).expect("a summary serializes");
+        catalog.index_snapshot(workspace, &summary.id, &row).await?;
+    }
+    catalog.set_snapshot_index_synced(workspace, Some(read_at)).await
+}
+
+/// A page of `all` (oldest first) as `opts` asks.
+fn page(mut all: Vec<SnapshotSummary>, opts: &ListOptions) -> Vec<SnapshotSummary> {
+    let Some(limit) = opts.limit else { return all };
+    all.retain(|s| opts.before.as_ref().is_none_or(|b| s.id < *b));
+    all.reverse();
+    all.truncate(limit as usize);
+    all
+}
+
+/// Compares the catalog's index of `workspace` with the repository: snapshots gone are
+/// removed, new ones (and ones whose manifest could not be read before) are read and added.
+///
+/// Errors: `Unavailable` for the store or the catalog; `Key` when no new manifest can be
+/// read with the configured identity.
+pub async fn sync_index(core: &Core, catalog: &crate::catalog::Catalog, workspace: &str) -> Result<()> {
+    use futures::StreamExt;
+    let started = Utc::now();
+    let in_repo: BTreeSet<String> = core.repo.list_snapshot_ids(workspace).await?.into_iter().collect();
+    let indexed = catalog.snapshot_summaries(workspace, None, u32::MAX).await?;
+    let mut whole = BTreeSet::new();
+    for row in &indexed {
+        if let Ok(summary) = serde_json::from_str::<SnapshotSummary>(row)
+            && summary.problem.is_none()
+        {
+            whole.insert(summary.id);
+        }
+    }
+    let known: BTreeSet<String> = catalog.indexed_snapshot_ids(workspace).await?.into_iter().collect();
+    let gone: Vec<String> = known.difference(&in_repo).cloned().collect();
+    catalog.unindex_snapshots(workspace, &gone).await?;
+    let identities = core.identities()?;
+    let fresh: Vec<String> = in_repo.difference(&whole).cloned().collect();
+    let read: Vec<(String, Result<Manifest>)> = futures::stream::iter(fresh)
+        .map(|id| {
+            let identities = &identities;
+            async move {
+                let manifest = core.repo.read_manifest(workspace, &id, identities).await;
+                (id, manifest)
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let read = crate::repo::sort_out(read)?;
+    let summaries = read
+        .items
+        .iter()
+        .map(SnapshotSummary::of)
+        .chain(read.damaged.into_iter().map(|d| SnapshotSummary::unread(d.id, workspace, Some(d.problem))));
+    for summary in summaries {
+        let row = serde_json::to_string(&summary).expect("a summary serializes");
+        catalog.index_snapshot(workspace, &summary.id, &row).await?;
+    }
+    catalog.set_snapshot_index_synced(workspace, Some(started)).await
+}
+
+/// Adds a snapshot this host just committed to the catalog's index (when there is a catalog).
+pub async fn index_committed(core: &Core, manifest: &Manifest) {
+    if let Ok(catalog) = core.catalog().await {
+        let row = serde_json::to_string(&SnapshotSummary::of(manifest)).expect("a summary serializes");
+        if let Err(e) = catalog.index_snapshot(&manifest.workspace, &manifest.id, &row).await {
+            tracing::warn!(error = %e.report(), "the snapshot is committed but not in the catalog's index yet");
+        }
+    }
 }
 
 /// Resolves a snapshot as every command names it: an id (its workspace found in the

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 mod list;
 
-pub use list::{ListOptions, ShowOptions, SnapshotSummary, list, manifest, resolve, show};
+pub use list::{INDEX_FRESH, ListOptions, ShowOptions, SnapshotSummary, list, manifest, resolve, show, sync_index};
 
 use super::job::WaitFor;
 use super::{Core, jobs_or_default};
@@ -201,6 +201,7 @@ async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Mani
         repository_digest: Some(core.repo.descriptor().digest()),
     };
     core.repo.commit_manifest(&manifest, &recipients).await?;
+    list::index_committed(core, &manifest).await;
     progress.finish();
     tracing::info!(workspace = %opts.workspace, id = %id, bytes = manifest.stored_bytes(), "snapshot committed");
     Ok(manifest)

@@ -240,8 +240,16 @@ pub async fn set_pin(core: &Core, id: &str, workspace: Option<&str>, pin: bool) 
 
 /// `snapshot list` of a workspace.
 pub async fn list(core: &Core, workspace: &str) -> tidemark::Result<Vec<tidemark::ops::snapshot::SnapshotSummary>> {
-    tidemark::ops::snapshot::list(core, &tidemark::ops::snapshot::ListOptions { workspace: workspace.into() }, &actor())
-        .await
+    tidemark::ops::snapshot::list(
+        core,
+        &tidemark::ops::snapshot::ListOptions {
+            workspace: workspace.into(),
+            from_repository: true,
+            ..Default::default()
+        },
+        &actor(),
+    )
+    .await
 }
 
 /// `snapshot show`.

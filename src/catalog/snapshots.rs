@@ -1,0 +1,83 @@
+//! The index of the repository's snapshots: one row per snapshot with its summary (JSON,
+//! what `snapshot list` shows; what a summary is belongs to `ops`), and when each
+//! workspace's index was last compared with the repository.
+
+use chrono::{DateTime, Utc};
+
+use super::Catalog;
+use crate::error::Result;
+
+impl Catalog {
+    /// Adds or replaces a snapshot's summary.
+    pub async fn index_snapshot(&self, workspace: &str, id: &str, summary: &str) -> Result<()> {
+        sqlx::query("INSERT OR REPLACE INTO snapshots (workspace, id, summary) VALUES (?, ?, ?)")
+            .bind(workspace)
+            .bind(id)
+            .bind(summary)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot index a snapshot", e))?;
+        Ok(())
+    }
+
+    /// Removes snapshots from the index (deleted from the repository).
+    pub async fn unindex_snapshots(&self, workspace: &str, ids: &[String]) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err("cannot update the snapshot index", e))?;
+        for id in ids {
+            sqlx::query("DELETE FROM snapshots WHERE workspace = ? AND id = ?")
+                .bind(workspace)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err("cannot update the snapshot index", e))?;
+        }
+        tx.commit().await.map_err(|e| self.err("cannot update the snapshot index", e))
+    }
+
+    /// The ids the index holds for `workspace`, oldest first.
+    pub async fn indexed_snapshot_ids(&self, workspace: &str) -> Result<Vec<String>> {
+        sqlx::query_scalar("SELECT id FROM snapshots WHERE workspace = ? ORDER BY id")
+            .bind(workspace)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot read the snapshot index", e))
+    }
+
+    /// Summaries of `workspace`, newest first, older than `before` (an id) when given.
+    pub async fn snapshot_summaries(&self, workspace: &str, before: Option<&str>, limit: u32) -> Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT summary FROM snapshots WHERE workspace = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(workspace)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot read the snapshot index", e))
+    }
+
+    /// When the index of `workspace` was last compared with the repository.
+    pub async fn snapshot_index_synced(&self, workspace: &str) -> Result<Option<DateTime<Utc>>> {
+        sqlx::query_scalar("SELECT synced_at FROM snapshot_index WHERE workspace = ?")
+            .bind(workspace)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot read the snapshot index", e))
+    }
+
+    /// Records that the index of `workspace` was compared with the repository at `at`
+    /// (`None`: forget it, so the next listing compares).
+    pub async fn set_snapshot_index_synced(&self, workspace: &str, at: Option<DateTime<Utc>>) -> Result<()> {
+        let query = match at {
+            Some(_) => "INSERT OR REPLACE INTO snapshot_index (workspace, synced_at) VALUES (?, ?)",
+            None => "DELETE FROM snapshot_index WHERE workspace = ? AND ? IS NULL",
+        };
+        sqlx::query(query)
+            .bind(workspace)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot update the snapshot index", e))?;
+        Ok(())
+    }
+}
