@@ -7,7 +7,7 @@
 //! the server's resident memory when idle, before and after the load.
 //!
 //! ```text
-//! cargo bench --bench api                  # 10 s per route, 2 threads, 32 connections
+//! cargo bench --bench api                  # 10 s per route, 2 threads, 8 and then 32 connections
 //! BENCH_SECS=30 BENCH_CONNECTIONS=64 cargo bench --bench api
 //! ```
 
@@ -20,7 +20,10 @@ const SNAPSHOTS: usize = 1000;
 
 fn main() {
     let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let connections: u32 = std::env::var("BENCH_CONNECTIONS").ok().and_then(|s| s.parse().ok()).unwrap_or(32);
+    let levels: Vec<u32> = match std::env::var("BENCH_CONNECTIONS").ok().and_then(|s| s.parse().ok()) {
+        Some(n) => vec![n],
+        None => vec![8, 32],
+    };
     assert!(Command::new("wrk").arg("--version").output().is_ok(), "wrk is needed: apt-get install wrk");
     let tidemark = env!("CARGO_BIN_EXE_tidemark");
     let work = tempfile::Builder::new().prefix("tidemark-api-bench-").tempdir().expect("temp dir");
@@ -39,7 +42,7 @@ fn main() {
     sh(&format!("{tidemark} --config {config} workspace add shop --database-url '{}' >/dev/null", cluster.url("shop")));
     sh(&format!("{tidemark} --config {config} snapshot create -w shop >/dev/null 2>&1"));
 
-    eprintln!("{} more snapshots (the first one's manifest under new ids)...", SNAPSHOTS - 1);
+    eprintln!("{} more snapshots (the first one's manifest under new ids; no objects)...", SNAPSHOTS - 1);
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(async {
         let loaded = tidemark::config::LoadedConfig::load(Some(std::path::Path::new(&config))).expect("the config");
@@ -52,7 +55,10 @@ fn main() {
             let at = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().to_utc()
                 + chrono::Duration::minutes(i as i64);
             copy.id = format!("{}-{i:06x}", at.format("%Y%m%dT%H%M%SZ"));
-            core.repo.commit_manifest(&copy, core.recipients().unwrap()).await.expect("a manifest");
+            // The manifest alone (its objects are the first snapshot's, under its id): what a
+            // listing reads.
+            let key = tidemark::repo::layout::manifest("shop", &copy.id);
+            core.repo.put_sealed(&key, &copy, core.recipients().unwrap()).await.expect("a manifest");
         }
     });
     let secret = sh(&format!("{tidemark} --config {config} token create --name bench --role viewer"));
@@ -111,41 +117,42 @@ fn main() {
         ("GET /v1/jobs/1", "/v1/jobs/1"),
     ];
     let mut rows = Vec::new();
-    for (name, path) in routes {
-        eprintln!("wrk: {name}...");
-        let out = Command::new("wrk")
-            .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency", "-s", &script])
-            .arg(format!("{base}{path}"))
-            .env("TIDEMARK_BENCH_TOKEN", &secret)
-            .output()
-            .expect("wrk");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let rps = field(&text, "Requests/sec:").unwrap_or(0.0);
-        let p99 =
-            text.lines().find(|l| l.trim_start().starts_with("99%")).and_then(|l| millis(l.split_whitespace().nth(1)?));
-        let p50 =
-            text.lines().find(|l| l.trim_start().starts_with("50%")).and_then(|l| millis(l.split_whitespace().nth(1)?));
-        let non_2xx = text.lines().find(|l| l.contains("Non-2xx")).map(str::trim).unwrap_or("").to_string();
-        assert!(non_2xx.is_empty(), "{name}: {non_2xx}\n{text}");
-        rows.push((name, rps, p50, p99));
+    for &connections in &levels {
+        for (name, path) in routes {
+            eprintln!("wrk, {connections} connections: {name}...");
+            let out = Command::new("wrk")
+                .args(["-t2", &format!("-c{connections}"), &format!("-d{secs}s"), "--latency", "-s", &script])
+                .arg(format!("{base}{path}"))
+                .env("TIDEMARK_BENCH_TOKEN", &secret)
+                .output()
+                .expect("wrk");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let rps = field(&text, "Requests/sec:").unwrap_or(0.0);
+            let at = |p: &str| {
+                text.lines().find(|l| l.trim_start().starts_with(p)).and_then(|l| millis(l.split_whitespace().nth(1)?))
+            };
+            let non_2xx = text.lines().find(|l| l.contains("Non-2xx")).map(str::trim).unwrap_or("").to_string();
+            assert!(non_2xx.is_empty(), "{name}: {non_2xx}\n{text}");
+            rows.push((connections, name, rps, at("50%"), at("99%")));
+        }
     }
     std::thread::sleep(Duration::from_secs(2));
     let idle_after = rss_mib(server.0.id());
 
-    println!("\nAPI under wrk (2 threads, {connections} connections, {secs} s per route, this machine):\n");
-    println!("| route | requests/s | p50 | p99 |");
-    println!("|---|---:|---:|---:|");
-    for (name, rps, p50, p99) in &rows {
+    println!("\nAPI under wrk (2 threads, {secs} s per route, this machine):\n");
+    println!("| route | connections | requests/s | p50 | p99 |");
+    println!("|---|---:|---:|---:|---:|");
+    for (connections, name, rps, p50, p99) in &rows {
         let ms = |v: &Option<f64>| v.map_or("?".into(), |v| format!("{v:.2} ms"));
-        println!("| {name} | {rps:.0} | {} | {} |", ms(p50), ms(p99));
+        println!("| {name} | {connections} | {rps:.0} | {} | {} |", ms(p50), ms(p99));
     }
     println!(
         "\nidle RSS: {idle_before:.1} MiB after start, {idle_after:.1} MiB after the load; first listing (reads \
          {SNAPSHOTS} manifests into the index): {index_ms} ms"
     );
-    let floor = rows[0].1;
-    for (name, rps, _, _) in &rows[1..] {
-        println!("{name}: {:.2}x the floor's requests/s", rps / floor);
+    for (connections, name, rps, _, _) in &rows {
+        let floor = rows.iter().find(|r| r.0 == *connections).map_or(1.0, |r| r.2);
+        println!("{name}, {connections} connections: {:.2}x the floor's requests/s", rps / floor);
     }
     server.stop();
     drop(cluster);

@@ -108,8 +108,9 @@ pub(super) struct SnapshotBody {
     no_media: bool,
 }
 
+/// A report as the JSON answer, serialized once, straight into the body.
 fn json(value: &impl Serialize) -> Response {
-    axum::Json(serde_json::to_value(value).expect("reports serialize")).into_response()
+    axum::Json(value).into_response()
 }
 
 /// A JSON body as an operation's options (empty: the defaults). Unknown fields and bad

@@ -50,11 +50,26 @@ pub struct Core {
     identities: Arc<OnceLock<Identities>>,
     catalog: Arc<tokio::sync::OnceCell<Catalog>>,
     workspaces: Arc<std::sync::Mutex<BTreeMap<String, Arc<Workspace>>>>,
+    /// Workspaces whose snapshot index this process is comparing with the repository now
+    /// (one comparison at a time per workspace, however many listings ask).
+    index_syncs: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
     progress: Progress,
     stop: CancellationToken,
     /// Where local caches (the media hash cache) live; default: `$TIDEMARK_CACHE_DIR`,
     /// `$XDG_CACHE_HOME/tidemark`, `~/.cache/tidemark`.
     pub cache_dir: Option<PathBuf>,
+}
+
+/// A claimed comparison of a workspace's snapshot index, given back when dropped.
+pub(crate) struct IndexSyncClaim {
+    busy: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+    workspace: String,
+}
+
+impl Drop for IndexSyncClaim {
+    fn drop(&mut self) {
+        self.busy.lock().expect("index lock").remove(&self.workspace);
+    }
 }
 
 /// A configured workspace as operations use it: its settings, and its connection spec
@@ -104,6 +119,7 @@ impl Core {
     ) -> Core {
         Core {
             workspaces: Default::default(),
+            index_syncs: Default::default(),
             config,
             repo,
             recipients,
@@ -128,6 +144,14 @@ impl Core {
             let _ = loaded.set(ids);
         }
         Core::assemble(config, repo, recipients, None, loaded)
+    }
+
+    /// Claims the comparison of `workspace`'s snapshot index with the repository for this
+    /// process: `None` while another listing does it.
+    pub(crate) fn claim_index_sync(&self, workspace: &str) -> Option<IndexSyncClaim> {
+        let mut busy = self.index_syncs.lock().expect("index lock");
+        busy.insert(workspace.to_string())
+            .then(|| IndexSyncClaim { busy: self.index_syncs.clone(), workspace: workspace.to_string() })
     }
 
     /// This core with progress going to `progress` (a terminal line, a job record).

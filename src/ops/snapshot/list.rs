@@ -137,10 +137,31 @@ pub async fn list(core: &Core, opts: &ListOptions, _actor: &Actor) -> Result<Vec
         }
         return Ok(page(all, opts));
     };
-    let synced = catalog.snapshot_index_synced(workspace).await?;
-    let stale = synced.is_none_or(|at| (Utc::now() - at).to_std().map_or(true, |age| age > INDEX_FRESH));
-    if stale {
-        sync_index(core, catalog, workspace).await?;
+    // Never compared: now, before answering. Older than a minute: compared in the
+    // background by one listing (this answer comes from the index as it is).
+    match catalog.snapshot_index_synced(workspace).await? {
+        None => {
+            let _claim = core.claim_index_sync(workspace);
+            if catalog.snapshot_index_synced(workspace).await?.is_none() {
+                sync_index(core, catalog, workspace).await?;
+            }
+        }
+        Some(at) if (Utc::now() - at).to_std().map_or(true, |age| age > INDEX_FRESH) => {
+            if let Some(claim) = core.claim_index_sync(workspace) {
+                let (core, workspace) = (core.clone(), workspace.to_string());
+                tokio::spawn(async move {
+                    let _claim = claim;
+                    let synced = match core.catalog().await {
+                        Ok(catalog) => sync_index(&core, catalog, &workspace).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = synced {
+                        tracing::warn!(workspace = %workspace, error = %e.report(), "the snapshot index was not compared with the repository");
+                    }
+                });
+            }
+        }
+        Some(_) => {}
     }
     let rows = catalog.snapshot_summaries(workspace, opts.before.as_deref(), opts.limit.unwrap_or(u32::MAX)).await?;
     let mut out = rows
