@@ -1,0 +1,225 @@
+//! The `/v1` routes: each translates the request into an operation's options and the
+//! token's actor, asks `allow` first, and answers the operation's report (or `202` and a
+//! job for long work).
+
+use std::future::Future;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, App, allow};
+use crate::access::Action;
+use crate::actor::Actor;
+use crate::catalog::JobEnd;
+use crate::error::{Error, ErrorKind};
+use crate::ops::{self, Core, job};
+
+mod admin;
+mod drills;
+mod snapshots;
+mod stacks;
+
+pub(super) use admin::*;
+pub(super) use drills::*;
+pub(super) use snapshots::*;
+pub(super) use stacks::*;
+
+type Answer = Result<Response, ApiError>;
+
+/// The `/v1` routes and their handlers (the OpenAPI test checks each is documented).
+pub(super) fn table() -> Vec<(&'static str, MethodRouter<App>)> {
+    vec![
+        ("/v1/workspaces", get(workspaces)),
+        ("/v1/workspaces/{ws}", get(workspace_status)),
+        ("/v1/workspaces/{ws}/snapshots", get(list_snapshots).post(create_snapshot)),
+        ("/v1/workspaces/{ws}/snapshots/{id}", get(show_snapshot)),
+        ("/v1/workspaces/{ws}/snapshots/{id}/pin", post(pin).delete(unpin)),
+        ("/v1/workspaces/{ws}/drills", get(drills).post(run_drill)),
+        ("/v1/workspaces/{ws}/drills/{id}", get(drill_report)),
+        ("/v1/workspaces/{ws}/restores", post(restore)),
+        ("/v1/workspaces/{ws}/prune", post(prune)),
+        ("/v1/workspaces/{ws}/check", post(check)),
+        ("/v1/workspaces/{ws}/pitr", get(window)),
+        ("/v1/workspaces/{ws}/restore-points", post(mark)),
+        ("/v1/workspaces/{ws}/stacks", get(stacks)),
+        ("/v1/workspaces/{ws}/stacks/{kind}/{name}", get(stack_show).put(stack_put)),
+        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/history", get(stack_history)),
+        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/diff", get(stack_diff)),
+        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/publish", post(stack_publish)),
+        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/revert", post(stack_revert)),
+        ("/v1/jobs", get(jobs)),
+        ("/v1/jobs/{id}", get(show_job).delete(cancel_job)),
+        ("/v1/audit", get(audit)),
+        ("/v1/audit/verify", get(audit_verify)),
+        ("/v1/tokens", get(tokens).post(token_create)),
+        ("/v1/tokens/{token}", axum::routing::delete(token_revoke)),
+    ]
+}
+
+pub(super) fn v1() -> Router<App> {
+    table().into_iter().fold(Router::new(), |router, (path, handler)| router.route(path, handler))
+}
+
+/// A page of a listing, newest first.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct Page {
+    /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// Only those older than this snapshot id (the last of the previous page).
+    #[param(pattern = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$")]
+    before: Option<String>,
+}
+
+/// The workspaces a token may see.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct WorkspaceList {
+    workspaces: Vec<String>,
+}
+
+/// Long work started: the job to poll.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct JobStarted {
+    job: i64,
+    /// `/v1/jobs/{job}`, also in the `Location` header.
+    location: String,
+}
+
+/// A snapshot's pin, as it is now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct PinState {
+    id: String,
+    workspace: String,
+    pinned: bool,
+}
+
+/// A stop asked of a running job.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(super) struct Cancelling {
+    job: i64,
+    cancelling: bool,
+}
+
+/// A manual snapshot asked over the API.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct SnapshotBody {
+    /// Why it was taken ("before migration 42").
+    note: Option<String>,
+    /// Leave the media store out.
+    #[serde(default)]
+    no_media: bool,
+}
+
+/// A report as the JSON answer, serialized once, straight into the body.
+fn json(value: &impl Serialize) -> Response {
+    axum::Json(value).into_response()
+}
+
+/// A JSON body as an operation's options (empty: the defaults). Unknown fields and bad
+/// values are `usage` errors (400), never a partial read.
+fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError(Error::usage(format!("the request body is not valid: {e}"))))
+}
+
+/// The workspace in the path: configured, or `not-found` (a path never names a file).
+fn workspace(core: &Core, ws: &str) -> Result<String, ApiError> {
+    crate::config::validate_workspace_name(ws)?;
+    core.workspace(ws)?;
+    Ok(ws.to_string())
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces",
+    summary = "The workspaces this token may see",
+    responses((status = 200, body = WorkspaceList)),
+)]
+pub(super) async fn workspaces(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
+    allow(&app.core, &actor, Action::Read, None).await?;
+    let grant = actor.grant();
+    let names: Vec<&String> = app
+        .core
+        .config
+        .config
+        .workspaces
+        .keys()
+        .filter(|w| grant.workspaces.is_empty() || grant.workspaces.contains(w))
+        .collect();
+    Ok(json(&WorkspaceList { workspaces: names.into_iter().cloned().collect() }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}",
+    summary = "A workspace's status, from the catalog",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    responses((status = 200, body = ops::workspace::WorkspaceStatus)),
+)]
+pub(super) async fn workspace_status(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    Ok(json(&ops::workspace::status(&app.core, &ops::workspace::StatusOptions { workspace: ws }, &actor).await?))
+}
+
+/// The workspace in the path, checked, and the actor allowed to do `action` there.
+pub(super) async fn scoped(app: &App, actor: &Actor, ws: &str, action: Action) -> Result<String, ApiError> {
+    let ws = workspace(&app.core, ws)?;
+    allow(&app.core, actor, action, Some(&ws)).await?;
+    Ok(ws)
+}
+
+/// Runs long work as a job: `202 Accepted`, the job's id and `Location`; the work goes on
+/// after the answer, stoppable with `DELETE /v1/jobs/{id}`.
+pub(super) async fn start<T, F, Fut>(
+    app: &App,
+    actor: &Actor,
+    spec: job::JobSpec,
+    work: F,
+    end: fn(&T) -> JobEnd,
+) -> Answer
+where
+    T: Send + Sync + 'static,
+    F: FnOnce(Core) -> Fut + Send + 'static,
+    Fut: Future<Output = crate::error::Result<T>> + Send + 'static,
+{
+    // Restores and drills are heavy: a few at a time per workspace.
+    let slot = match spec.operation {
+        "restore" | "drill" => match app.limits.heavy(&spec.workspace) {
+            Ok(slot) => Some(slot),
+            Err(wait) => return Ok(wait.into_response()),
+        },
+        _ => None,
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let core = app.core.with_stop(stop.clone());
+    let started = job::begin(&core, actor, spec).await;
+    let Some(id) = started.id() else {
+        return Err(ApiError(Error::new(ErrorKind::Unavailable, "the catalog cannot record jobs now; try again")));
+    };
+    app.running.lock().expect("jobs lock").insert(id, stop);
+    let running = app.running.clone();
+    tokio::spawn(async move {
+        let _ = started.run(work, end).await;
+        running.lock().expect("jobs lock").remove(&id);
+        drop(slot);
+    });
+    let location = format!("/v1/jobs/{id}");
+    let started = JobStarted { job: id, location: location.clone() };
+    let mut response = (StatusCode::ACCEPTED, json(&started)).into_response();
+    response.headers_mut().insert(header::LOCATION, location.parse().expect("a path is a header value"));
+    Ok(response)
+}

@@ -1,0 +1,314 @@
+//! Snapshots, restores into a new database, retention, checks, the PITR window and
+//! restore points.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/snapshots",
+    summary = "The workspace's snapshots, newest first, a page at a time",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), Page),
+    responses((status = 200, body = [ops::snapshot::SnapshotSummary])),
+)]
+pub(in crate::api) async fn list_snapshots(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    Query(q): Query<Page>,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let opts = ops::snapshot::ListOptions {
+        workspace: ws,
+        limit: Some(q.limit.unwrap_or(100).clamp(1, 1000)),
+        before: q.before,
+        // From the catalog's index (compared with the repository once a minute).
+        from_repository: false,
+    };
+    Ok(json(&ops::snapshot::list(&app.core, &opts, &actor).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/snapshots/{id}",
+    summary = "One snapshot's manifest",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = String, Path, description = "A snapshot id, or `latest`", pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$", example = "latest")),
+    responses((status = 200, body = crate::repo::manifest::Manifest)),
+)]
+pub(in crate::api) async fn show_snapshot(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, id)): Path<(String, String)>,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    if id != "latest" {
+        crate::repo::layout::validate_snapshot_id(&id)?;
+    }
+    let opts = ops::snapshot::ShowOptions { id, workspace: Some(ws) };
+    Ok(json(&ops::snapshot::show(&app.core, &opts, &actor).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/snapshots",
+    summary = "Takes a manual snapshot (a job)",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    request_body(content = SnapshotBody, content_type = "application/json"),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(in crate::api) async fn create_snapshot(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::Snapshot).await?;
+    let asked: SnapshotBody = body(&bytes)?;
+    // The API takes manual snapshots of the workspace in its path, nothing else; how many
+    // connections it opens is the host's to say.
+    let opts = ops::snapshot::SnapshotOptions {
+        workspace: ws.clone(),
+        kind: crate::repo::manifest::SnapshotKind::Manual,
+        note: asked.note,
+        no_media: asked.no_media,
+        ..Default::default()
+    };
+    let spec = job::JobSpec { workspace: ws, operation: "snapshot", kind: Some(opts.kind.to_string()) };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::snapshot::create(&core, &opts, &who).await },
+        ops::snapshot::job_end,
+    )
+    .await
+}
+
+pub(in crate::api) async fn set_pin(app: &App, actor: &Actor, ws: &str, id: String, pin: bool) -> Answer {
+    let ws = scoped(app, actor, ws, if pin { Action::Pin } else { Action::Unpin }).await?;
+    crate::repo::layout::validate_snapshot_id(&id)?;
+    let opts = ops::prune::PinOptions { id: id.clone(), workspace: Some(ws.clone()), pin, wait: Default::default() };
+    ops::prune::set_pin(&app.core, &opts, actor).await?;
+    Ok(json(&PinState { id, workspace: ws, pinned: pin }))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/snapshots/{id}/pin",
+    summary = "Pins a snapshot: retention keeps it",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = String, Path, description = "A snapshot id", pattern = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$", example = "20261129T101500Z-1a2b3c")),
+    responses((status = 200, body = PinState)),
+)]
+pub(in crate::api) async fn pin(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, id)): Path<(String, String)>,
+) -> Answer {
+    set_pin(&app, &actor, &ws, id, true).await
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/workspaces/{ws}/snapshots/{id}/pin",
+    summary = "Unpins a snapshot",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = String, Path, description = "A snapshot id", pattern = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$", example = "20261129T101500Z-1a2b3c")),
+    responses((status = 200, body = PinState)),
+)]
+pub(in crate::api) async fn unpin(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, id)): Path<(String, String)>,
+) -> Answer {
+    set_pin(&app, &actor, &ws, id, false).await
+}
+
+/// A restore asked over the API: into a new database on the workspace's own server, with
+/// the workspace's credentials. Neither a server nor a password nor a media folder comes
+/// from the request: a token must not make the backup host connect to a server of its
+/// choosing with a password read from the host's files or environment (`file:`/`env:`),
+/// nor write files where it says.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::api) struct RestoreBody {
+    /// A snapshot id, or `latest` (default).
+    #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
+    snapshot: Option<String>,
+    /// The new database's name (letters, digits, `_`; at most 63): created, or refused
+    /// when it exists and is not empty.
+    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,62}$", example = "shop_copy")]
+    database: String,
+    /// Parallel connections loading tables (default: one per core, at most 16).
+    #[schema(minimum = 1, maximum = 16)]
+    jobs: Option<usize>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/restores",
+    summary = "Restores a snapshot into a new database on the workspace's server (a job)",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    request_body(content = RestoreBody, content_type = "application/json"),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(in crate::api) async fn restore(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::Restore).await?;
+    let asked: RestoreBody = body(&bytes)?;
+    let snapshot = asked.snapshot.unwrap_or_else(|| "latest".into());
+    if snapshot != "latest" {
+        crate::repo::layout::validate_snapshot_id(&snapshot)?;
+    }
+    let name_ok = (1..=63).contains(&asked.database.len())
+        && asked.database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !asked.database.starts_with(|c: char| c.is_ascii_digit());
+    if !name_ok {
+        return Err(ApiError(Error::usage(
+            "database is a new database's name: 1 to 63 letters, digits or '_', not starting with a digit",
+        )));
+    }
+    if asked.jobs.is_some_and(|j| j == 0 || j > 16) {
+        return Err(ApiError(Error::usage("jobs is 1 to 16")));
+    }
+    // Into a new database only: never the workspace's own (that is an in-place restore).
+    let own = app.core.workspace(&ws)?.conn()?.clone();
+    let target = own.with_database(&asked.database);
+    if own.same_database(&target) {
+        return Err(ApiError(Error::new(
+            ErrorKind::Refused,
+            "the API restores into a new database, not the workspace's",
+        )));
+    }
+    let opts = ops::restore::RestoreOptions {
+        snapshot,
+        workspace: Some(ws.clone()),
+        target: target.display(),
+        target_conn: Some(target),
+        jobs: asked.jobs,
+        no_media: true,
+        ..Default::default()
+    };
+    let spec = job::JobSpec { workspace: ws, operation: "restore", kind: None };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::restore::restore(&core, &opts, &who).await },
+        ops::restore::job_end,
+    )
+    .await
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::api) struct PruneBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/prune",
+    summary = "Applies retention, or says what it would do (a job)",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    request_body(content = PruneBody, content_type = "application/json"),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(in crate::api) async fn prune(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::Prune).await?;
+    let asked: PruneBody = body(&bytes)?;
+    let opts = ops::prune::PruneOptions {
+        workspace: ws.clone(),
+        dry_run: asked.dry_run,
+        grace: ops::prune::DEFAULT_GRACE,
+        ..Default::default()
+    };
+    let spec = job::JobSpec { workspace: ws, operation: "prune", kind: None };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::prune::prune(&core, &opts, &who).await },
+        ops::prune::job_end,
+    )
+    .await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/check",
+    summary = "Checks the workspace's repository objects (a job)",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(in crate::api) async fn check(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let opts = ops::check::CheckOptions { workspace: ws.clone(), read_data: false };
+    let spec = job::JobSpec { workspace: ws, operation: "check", kind: None };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::check::check(&core, &opts, &who).await },
+        ops::check::job_end,
+    )
+    .await
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/pitr",
+    summary = "The point-in-time window",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    responses((status = 200, body = crate::wal::window::Window)),
+)]
+pub(in crate::api) async fn window(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    Ok(json(&ops::pitr::window(&app.core, &ops::pitr::WindowOptions { workspace: ws }, &actor).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::api) struct MarkBody {
+    name: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/restore-points",
+    summary = "Marks a named restore point",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    request_body(content = MarkBody, content_type = "application/json"),
+    responses((status = 200, body = ops::pitr::RestorePoint)),
+)]
+pub(in crate::api) async fn mark(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::MarkRestorePoint).await?;
+    let asked: MarkBody = body(&bytes)?;
+    let opts = ops::pitr::MarkOptions { workspace: ws, name: asked.name };
+    Ok(json(&ops::pitr::mark(&app.core, &opts, &actor).await?))
+}

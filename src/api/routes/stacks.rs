@@ -1,0 +1,194 @@
+//! Function stacks: list, show, history, diff, put, publish, revert.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/stacks",
+    summary = "The workspace's function stacks",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    responses((status = 200, body = [crate::repo::manifest::StackSummary])),
+)]
+pub(in crate::api) async fn stacks(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(ws): Path<String>,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let opts = ops::stacks::StackListOptions { workspace: Some(ws) };
+    Ok(json(&ops::stacks::list(&app.core, &opts, &actor).await?))
+}
+
+/// A stack route's workspace and `kind/name`, after the workspace and role checks.
+pub(in crate::api) async fn stack_route(
+    app: &App,
+    actor: &Actor,
+    ws: &str,
+    kind: &str,
+    name: &str,
+    action: Action,
+) -> Result<(String, String), ApiError> {
+    Ok((scoped(app, actor, ws, action).await?, format!("{kind}/{name}")))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(in crate::api) struct StateQuery {
+    /// `live` (default), `published`, `version:N`, `change:N`.
+    #[param(pattern = "^(live|published|version:[1-9][0-9]{0,17}|change:[1-9][0-9]{0,17})$")]
+    state: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}",
+    summary = "A state of a stack",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout"), StateQuery),
+    responses((status = 200, body = ops::stacks::StackState)),
+)]
+pub(in crate::api) async fn stack_show(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+    Query(q): Query<StateQuery>,
+) -> Answer {
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
+    let opts =
+        ops::stacks::StackShowOptions { workspace: Some(ws), stack, state: q.state.unwrap_or_else(|| "live".into()) };
+    Ok(json(&ops::stacks::show(&app.core, &opts, &actor).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/history",
+    summary = "A stack's changes",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    responses((status = 200, body = [crate::stacks::log::ChangeInfo])),
+)]
+pub(in crate::api) async fn stack_history(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+) -> Answer {
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
+    let opts = ops::stacks::StackOptions { workspace: Some(ws), stack };
+    Ok(json(&ops::stacks::history(&app.core, &opts, &actor).await?))
+}
+
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(in crate::api) struct DiffQuery {
+    /// A state: `live`, `published`, `version:N`, `change:N`.
+    #[param(pattern = "^(live|published|version:[1-9][0-9]{0,17}|change:[1-9][0-9]{0,17})$")]
+    from: String,
+    /// A state (default `live`).
+    #[param(pattern = "^(live|published|version:[1-9][0-9]{0,17}|change:[1-9][0-9]{0,17})$")]
+    to: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/diff",
+    summary = "A structural diff between two states",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout"), DiffQuery),
+    responses((status = 200, body = ops::stacks::DiffReport)),
+)]
+pub(in crate::api) async fn stack_diff(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+    Query(q): Query<DiffQuery>,
+) -> Answer {
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
+    let opts = ops::stacks::StackDiffOptions {
+        workspace: Some(ws),
+        stack,
+        from: q.from,
+        to: q.to.unwrap_or_else(|| "live".into()),
+    };
+    Ok(json(&ops::stacks::diff(&app.core, &opts, &actor).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::api) struct StackChange {
+    /// The new content (put).
+    content: Option<serde_json::Value>,
+    /// The state to go back to (revert): `published`, `version:N`, `change:N`.
+    #[schema(pattern = "^(live|published|version:[1-9][0-9]{0,17}|change:[1-9][0-9]{0,17})$")]
+    to: Option<String>,
+    message: Option<String>,
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}",
+    summary = "Writes a stack's live state",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    request_body(content = StackChange, content_type = "application/json"),
+    responses((status = 200, body = crate::stacks::log::PutOutcome)),
+)]
+pub(in crate::api) async fn stack_put(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
+    let change: StackChange = body(&bytes)?;
+    let content = change.content.ok_or_else(|| ApiError(Error::usage("put needs {\"content\": ...}")))?;
+    let opts = ops::stacks::StackPutOptions {
+        workspace: Some(ws),
+        stack,
+        json: content.to_string(),
+        origin: "the request body".into(),
+        // The API records the token's name as the author: nobody else can be claimed.
+        author: None,
+        message: change.message,
+    };
+    Ok(json(&ops::stacks::put(&app.core, &opts, &actor).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/publish",
+    summary = "Publishes a stack's live state",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    request_body(content = StackChange, content_type = "application/json"),
+    responses((status = 200, body = crate::stacks::log::Published)),
+)]
+pub(in crate::api) async fn stack_publish(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
+    let change: StackChange = body(&bytes)?;
+    let opts = ops::stacks::StackPublishOptions { workspace: Some(ws), stack, author: None, message: change.message };
+    Ok(json(&ops::stacks::publish(&app.core, &opts, &actor).await?))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/revert",
+    summary = "Makes an earlier state live again",
+    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    request_body(content = StackChange, content_type = "application/json"),
+    responses((status = 200, body = crate::stacks::log::PutOutcome)),
+)]
+pub(in crate::api) async fn stack_revert(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path((ws, kind, name)): Path<(String, String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
+    let change: StackChange = body(&bytes)?;
+    let to = change
+        .to
+        .ok_or_else(|| ApiError(Error::usage("revert needs {\"to\": \"published\"|\"version:N\"|\"change:N\"}")))?;
+    let opts = ops::stacks::StackRevertOptions { workspace: Some(ws), stack, to, author: None };
+    Ok(json(&ops::stacks::revert(&app.core, &opts, &actor).await?))
+}
