@@ -283,6 +283,7 @@ impl From<tokio::net::TcpListener> for Listener {
 /// Errors: `Unavailable` when the server fails, `Internal` when TLS cannot be set up.
 pub async fn serve(core: Core, rules: AddressRules, listener: Listener, shutdown: CancellationToken) -> Result<()> {
     let app = router(core.clone(), rules);
+    let acceptor = listener.tls.as_ref().map(tls::Certificate::acceptor).transpose()?;
     // The audit trail's head goes to the repository at least every few minutes (refused
     // requests are not checkpointed one by one).
     let periodic = tokio::spawn({
@@ -300,13 +301,9 @@ pub async fn serve(core: Core, rules: AddressRules, listener: Listener, shutdown
             }
         }
     });
-    let acceptor = match &listener.tls {
-        Some(certificate) => {
-            tokio::spawn(reload_on_hangup(certificate.clone(), shutdown.clone()));
-            Some(certificate.acceptor()?)
-        }
-        None => None,
-    };
+    if let Some(certificate) = &listener.tls {
+        tokio::spawn(reload_on_hangup(certificate.clone(), shutdown.clone()));
+    }
     let served = accept(listener.tcp, acceptor, app, core.config.config.api.header_read_timeout, &shutdown).await;
     shutdown.cancel();
     let _ = periodic.await;

@@ -69,15 +69,12 @@ impl Catalog {
     /// (`None`: forget it, so the next listing compares).
     pub async fn set_snapshot_index_synced(&self, workspace: &str, at: Option<DateTime<Utc>>) -> Result<()> {
         let query = match at {
-            Some(_) => "INSERT OR REPLACE INTO snapshot_index (workspace, synced_at) VALUES (?, ?)",
-            None => "DELETE FROM snapshot_index WHERE workspace = ? AND ? IS NULL",
+            Some(at) => sqlx::query("INSERT OR REPLACE INTO snapshot_index (workspace, synced_at) VALUES (?, ?)")
+                .bind(workspace)
+                .bind(at),
+            None => sqlx::query("DELETE FROM snapshot_index WHERE workspace = ?").bind(workspace),
         };
-        sqlx::query(query)
-            .bind(workspace)
-            .bind(at)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot update the snapshot index", e))?;
+        query.execute(&self.pool).await.map_err(|e| self.err("cannot update the snapshot index", e))?;
         Ok(())
     }
 }

@@ -126,12 +126,18 @@ pub async fn list(core: &Core, opts: &ListOptions, _actor: &Actor) -> Result<Vec
     };
     let Some(catalog) = catalog.filter(|_| !opts.from_repository) else {
         let started = Utc::now();
+        // What the index held before the repository was read: a snapshot committed while
+        // it is read is never taken for one that is gone.
+        let known = match catalog {
+            Some(catalog) => catalog.indexed_snapshot_ids(workspace).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
         let read = core.repo.read_manifests(workspace, &core.identities()?).await?;
         let mut all: Vec<SnapshotSummary> = read.items.iter().map(SnapshotSummary::of).collect();
         all.extend(read.damaged.into_iter().map(|d| SnapshotSummary::unread(d.id, workspace, Some(d.problem))));
         all.sort_by(|a, b| a.id.cmp(&b.id));
         if let Some(catalog) = catalog
-            && let Err(e) = reindex(catalog, workspace, &all, started).await
+            && let Err(e) = reindex(catalog, workspace, known, &all, started).await
         {
             tracing::warn!(error = %e.report(), "the catalog's snapshot index was not refreshed");
         }
@@ -178,16 +184,12 @@ pub async fn list(core: &Core, opts: &ListOptions, _actor: &Actor) -> Result<Vec
 async fn reindex(
     catalog: &crate::catalog::Catalog,
     workspace: &str,
+    known: Vec<String>,
     all: &[SnapshotSummary],
     read_at: chrono::DateTime<Utc>,
 ) -> Result<()> {
     let present: BTreeSet<&str> = all.iter().map(|s| s.id.as_str()).collect();
-    let gone: Vec<String> = catalog
-        .indexed_snapshot_ids(workspace)
-        .await?
-        .into_iter()
-        .filter(|id| !present.contains(id.as_str()))
-        .collect();
+    let gone: Vec<String> = known.into_iter().filter(|id| !present.contains(id.as_str())).collect();
     catalog.unindex_snapshots(workspace, &gone).await?;
     for summary in all {
         let row = serde_json::to_string(summary).expect("a summary serializes");
@@ -213,7 +215,8 @@ fn page(mut all: Vec<SnapshotSummary>, opts: &ListOptions) -> Vec<SnapshotSummar
 pub async fn sync_index(core: &Core, catalog: &crate::catalog::Catalog, workspace: &str) -> Result<()> {
     use futures::StreamExt;
     let started = Utc::now();
-    let in_repo: BTreeSet<String> = core.repo.list_snapshot_ids(workspace).await?.into_iter().collect();
+    // The index first, then the repository: a snapshot committed in between is read
+    // again, never taken for one that is gone.
     let indexed = catalog.snapshot_summaries(workspace, None, u32::MAX).await?;
     let mut whole = BTreeSet::new();
     for row in &indexed {
@@ -224,6 +227,7 @@ pub async fn sync_index(core: &Core, catalog: &crate::catalog::Catalog, workspac
         }
     }
     let known: BTreeSet<String> = catalog.indexed_snapshot_ids(workspace).await?.into_iter().collect();
+    let in_repo: BTreeSet<String> = core.repo.list_snapshot_ids(workspace).await?.into_iter().collect();
     let gone: Vec<String> = known.difference(&in_repo).cloned().collect();
     catalog.unindex_snapshots(workspace, &gone).await?;
     let identities = core.identities()?;
