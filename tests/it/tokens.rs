@@ -161,3 +161,63 @@ async fn token_lifetimes_default_maximum_and_never() {
     token::authenticate(&w.core, &used.secret, Some(b), t2).await.unwrap();
     assert_eq!(last_use().await.0, Some(t2), "a minute later");
 }
+
+/// The daemon's own logs, at the most verbose level, while its API is used with a good, a
+/// mistyped, a revoked and a foreign secret: none of them appears there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_the_servers_logs() {
+    let w = world().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = std::fs::read_to_string(&w.core.config.path).unwrap();
+    std::fs::write(&w.core.config.path, format!("{config}\n[api]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let made = cli(&w, &["token", "create", "--name", "logged", "--role", "viewer"]);
+    assert!(made.status.success(), "{}", text(&made));
+    let secret = String::from_utf8(made.stdout).unwrap().trim().to_string();
+    let revoked =
+        String::from_utf8(cli(&w, &["token", "create", "--name", "gone", "--role", "viewer"]).stdout).unwrap();
+    assert!(cli(&w, &["token", "revoke", "gone"]).status.success());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap(), "serve", "--api-only"])
+        .env("TIDEMARK_LOG", "trace")
+        .env_remove("CI")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "the server did not start");
+    let mistyped = format!("{}x", &secret[..secret.len() - 1]);
+    let foreign = "tdm_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    for s in [secret.as_str(), mistyped.as_str(), revoked.trim(), foreign] {
+        for path in ["/v1/workspaces", "/v1/workspaces/shop/snapshots", "/v1/tokens", "/v1/nope"] {
+            let _ = client.get(format!("{base}{path}")).bearer_auth(s).send().await.unwrap();
+        }
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(server.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        let _ = server.wait();
+        let mut logs = String::new();
+        use std::io::Read;
+        server.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
+        server.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+        logs
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("serving the API"), "the logs were captured: {}", &out[..out.len().min(2000)]);
+    for (what, s) in
+        [("good", secret.as_str()), ("mistyped", &mistyped), ("revoked", revoked.trim()), ("foreign", foreign)]
+    {
+        // The body of a secret (its display id, `tdm_` and 8 characters, may be named).
+        assert!(!out.contains(&s[12..]), "the {what} secret is in the server's logs");
+    }
+}
