@@ -392,6 +392,21 @@ impl Repository {
         Ok(out)
     }
 
+    /// Aborts the incomplete multipart uploads of exactly `key` (S3; a local folder has
+    /// none a process can lose track of). For a writer dropped while its upload was being
+    /// created: the store made it, but its id never came back. Returns how many.
+    ///
+    /// Errors: `Unavailable` when the bucket cannot be listed or an abort fails.
+    pub async fn abort_uploads_of(&self, key: &Path) -> Result<usize> {
+        let Some(bucket) = &self.s3 else { return Ok(0) };
+        let mut aborted = 0;
+        for upload in bucket.multipart_uploads(key.as_ref()).await?.into_iter().filter(|u| u.key == *key) {
+            bucket.abort(&upload).await?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+
     /// Removes a leftover found by [`Repository::stale_uploads`] (gone already is fine).
     pub async fn remove_stale_upload(&self, stale: &StaleUpload) -> Result<()> {
         match (&stale.leftover, &self.s3) {

@@ -136,6 +136,22 @@ async fn conformance_s3() {
     // The refused second write of the multipart object left no upload behind.
     let later = chrono::Utc::now() + chrono::Duration::hours(1);
     assert!(repo.stale_uploads(&Key::from("t"), later).await.unwrap().is_empty());
+
+    // An upload the writer lost track of (never finished, aborted or dropped) is found by
+    // its key and aborted, and only that key's.
+    for key in ["lost/big", "lost/big-2"] {
+        let mut w = ObjectWriter::new(&repo, Key::from(key), "big".into(), &keys.recipients).unwrap();
+        w.write(&noise(repo.part_size() * 2)).await.unwrap();
+        std::mem::forget(w);
+    }
+    assert_eq!(repo.stale_uploads(&Key::from("lost"), later).await.unwrap().len(), 2);
+    assert_eq!(repo.abort_uploads_of(&Key::from("lost/big")).await.unwrap(), 1);
+    let left = repo.stale_uploads(&Key::from("lost"), later).await.unwrap();
+    assert!(
+        left.len() == 1 && left[0].what.contains("lost/big-2"),
+        "{:?}",
+        left.iter().map(|l| &l.what).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -176,6 +176,8 @@ impl ObjectWriter {
                 writer.finish().await.map_err(|e| self.store_error(e))?;
             }
         }
+        // Complete: nothing of it is left to abort when the writer is dropped.
+        self.in_flight = None;
         self.repo.make_durable(&self.path)?;
         let stored = self.sink.0.lock().expect("sink lock");
         Ok(ObjectEntry {
@@ -191,6 +193,7 @@ impl ObjectWriter {
     pub async fn abort(mut self) {
         if let Upload::Multipart(writer) = std::mem::replace(&mut self.upload, Upload::Buffered(Vec::new())) {
             let _ = writer.abort().await;
+            self.in_flight = None;
         }
     }
 }
@@ -205,22 +208,41 @@ impl Drop for ObjectWriter {
     /// store (a `<object>#N` staging file, an incomplete S3 upload): it is aborted in the
     /// background.
     fn drop(&mut self) {
-        let Upload::Multipart(writer) = std::mem::replace(&mut self.upload, Upload::Buffered(Vec::new())) else {
+        let upload = std::mem::replace(&mut self.upload, Upload::Buffered(Vec::new()));
+        let (path, in_flight) = (self.path.clone(), self.in_flight.take());
+        let unfinished = match upload {
+            Upload::Multipart(writer) => Unfinished::Started(writer),
+            // Dropped while the upload was being created (or its completion failed): the
+            // store may hold an upload whose id never came back. Found by its key.
+            Upload::Buffered(_) if in_flight.is_some() => Unfinished::Unknown(self.repo.clone()),
+            Upload::Buffered(_) => return,
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(object = %path, "an unfinished upload was left; prune collects it");
             return;
         };
-        let (path, in_flight) = (self.path.clone(), self.in_flight.take());
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    if let Err(e) = writer.abort().await {
-                        tracing::warn!(object = %path, error = %e, "could not abort an unfinished upload; prune collects it");
-                    }
-                    drop(in_flight);
-                });
+        runtime.spawn(async move {
+            let aborted = match unfinished {
+                Unfinished::Started(writer) => writer.abort().await.map_err(Error::from),
+                Unfinished::Unknown(repo) => {
+                    // Once now, and once more for a creation the store answers late.
+                    let first = repo.abort_uploads_of(&path).await;
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    first.and(repo.abort_uploads_of(&path).await).map(|_| ())
+                }
+            };
+            if let Err(e) = aborted {
+                tracing::warn!(object = %path, error = %e.report(), "could not abort an unfinished upload; prune collects it");
             }
-            Err(_) => tracing::warn!(object = %path, "an unfinished upload was left; prune collects it"),
-        }
+            drop(in_flight);
+        });
     }
+}
+
+/// What a dropped writer leaves: an upload it knows, or one it may not.
+enum Unfinished {
+    Started(WriteMultipart),
+    Unknown(Repository),
 }
 
 /// Waits (up to `limit`) until no multipart upload is open any more (the tasks of an
