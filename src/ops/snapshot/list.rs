@@ -70,12 +70,6 @@ impl SnapshotSummary {
     }
 }
 
-/// The committed snapshots of a workspace, oldest first. Without an identity only ids are
-/// known (everything else is encrypted). A snapshot whose manifest cannot be read is
-/// listed with its `problem`.
-///
-/// Errors: `Unavailable` for an unreachable store; `Key` when no manifest can be read
-/// with the configured identity.
 /// What `snapshot list` takes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -105,6 +99,13 @@ pub struct ShowOptions {
     pub workspace: Option<String>,
 }
 
+/// The committed snapshots of a workspace: all, oldest first, or a page, newest first
+/// (see [`ListOptions`]); from the catalog's index unless `from_repository` (or there is no
+/// catalog). Without an identity only ids are known (everything else is encrypted). A
+/// snapshot whose manifest cannot be read is listed with its `problem`.
+///
+/// Errors: `Usage` for a malformed `before`; `Unavailable` for an unreachable store or
+/// catalog; `Key` when no manifest can be read with the configured identity.
 pub async fn list(core: &Core, opts: &ListOptions, _actor: &Actor) -> Result<Vec<SnapshotSummary>> {
     let workspace = opts.workspace.as_str();
     core.known_workspace(workspace).await?;
