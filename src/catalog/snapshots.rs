@@ -34,6 +34,15 @@ impl Catalog {
         tx.commit().await.map_err(|e| self.err("cannot update the snapshot index", e))
     }
 
+    /// The index of `workspace`: each snapshot's id and summary, oldest first.
+    pub async fn indexed_snapshots(&self, workspace: &str) -> Result<Vec<(String, String)>> {
+        sqlx::query_as("SELECT id, summary FROM snapshots WHERE workspace = ? ORDER BY id")
+            .bind(workspace)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot read the snapshot index", e))
+    }
+
     /// The ids the index holds for `workspace`, oldest first.
     pub async fn indexed_snapshot_ids(&self, workspace: &str) -> Result<Vec<String>> {
         sqlx::query_scalar("SELECT id FROM snapshots WHERE workspace = ? ORDER BY id")

@@ -404,11 +404,13 @@ async fn the_snapshot_index_follows_the_repository() {
     let older = chrono::Utc::now() - chrono::Duration::seconds(61);
     catalog.set_snapshot_index_synced("shop", Some(older)).await.unwrap();
     // A listing after a minute answers from the index and has it compared in the background.
-    assert_eq!(indexed(&w, None, None).await, ids[1..], "answered from the index");
+    // (The comparison runs beside the answer: it may already have dropped the gone one.)
+    let answered = indexed(&w, None, None).await;
+    assert!(answered == ids[1..] || answered == ids[2..], "{answered:?}");
     let mut waited = 0;
     while indexed(&w, None, None).await != ids[2..] {
         waited += 1;
-        assert!(waited < 100, "the index was not compared with the repository");
+        assert!(waited < 600, "the index was not compared with the repository within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

@@ -15,14 +15,14 @@ pub(in crate::api) struct DrillBody {
     post,
     path = "/v1/workspaces/{ws}/drills",
     summary = "Runs a restore drill in a throwaway (a job)",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    params(WorkspacePath),
     request_body(content = DrillBody, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn run_drill(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Drill).await?;
@@ -53,13 +53,13 @@ pub(in crate::api) struct Limit {
     get,
     path = "/v1/workspaces/{ws}/drills",
     summary = "The workspace's restore drills, newest first",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), Limit),
+    params(WorkspacePath, Limit),
     responses((status = 200, body = [ops::drill::DrillEntry])),
 )]
 pub(in crate::api) async fn drills(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
     Query(q): Query<Limit>,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
@@ -79,7 +79,7 @@ pub(in crate::api) struct Format {
     get,
     path = "/v1/workspaces/{ws}/drills/{id}",
     summary = "One drill's report",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = i64, Path, description = "A drill's id"), Format),
+    params(WorkspacePath, ("id" = i64, Path, description = "A drill's id"), Format),
     responses((status = 200, description = "The drill's report as JSON, or JUnit XML with `format=junit`", content((ops::drill::DrillEntry = "application/json"), (String = "application/xml")))),
 )]
 pub(in crate::api) async fn drill_report(

@@ -66,6 +66,54 @@ pub(super) fn v1() -> Router<App> {
     table().into_iter().fold(Router::new(), |router, (path, handler)| router.route(path, handler))
 }
 
+/// A workspace in a path (the rules of `config::validate_workspace_name`).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct WorkspacePath {
+    /// A workspace name
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")]
+    ws: String,
+}
+
+/// A snapshot in a path (the rules of `repo::layout::validate_snapshot_id`).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct SnapshotPath {
+    /// A workspace name
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")]
+    ws: String,
+    /// A snapshot id
+    #[param(pattern = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$", example = "20261129T101500Z-1a2b3c")]
+    id: String,
+}
+
+/// A snapshot in a path, or the newest one.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct SnapshotOrLatestPath {
+    /// A workspace name
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")]
+    ws: String,
+    /// A snapshot id, or `latest`
+    #[param(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$", example = "latest")]
+    id: String,
+}
+
+/// A function stack in a path (the rules of `stacks::StackRef::parse`).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(super) struct StackPath {
+    /// A workspace name
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")]
+    ws: String,
+    /// The stack's kind
+    #[param(pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api")]
+    kind: String,
+    /// The stack's name
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")]
+    name: String,
+}
+
 /// A page of a listing, newest first.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -163,13 +211,13 @@ pub(super) async fn workspaces(State(app): State<App>, Extension(actor): Extensi
     get,
     path = "/v1/workspaces/{ws}",
     summary = "A workspace's status, from the catalog",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    params(WorkspacePath),
     responses((status = 200, body = ops::workspace::WorkspaceStatus)),
 )]
 pub(super) async fn workspace_status(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     Ok(json(&ops::workspace::status(&app.core, &ops::workspace::StatusOptions { workspace: ws }, &actor).await?))

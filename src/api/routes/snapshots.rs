@@ -8,13 +8,13 @@ use super::*;
     get,
     path = "/v1/workspaces/{ws}/snapshots",
     summary = "The workspace's snapshots, newest first, a page at a time",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), Page),
+    params(WorkspacePath, Page),
     responses((status = 200, body = [ops::snapshot::SnapshotSummary])),
 )]
 pub(in crate::api) async fn list_snapshots(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
     Query(q): Query<Page>,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
@@ -32,13 +32,13 @@ pub(in crate::api) async fn list_snapshots(
     get,
     path = "/v1/workspaces/{ws}/snapshots/{id}",
     summary = "One snapshot's manifest",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = String, Path, description = "A snapshot id, or `latest`", pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$", example = "latest")),
+    params(SnapshotOrLatestPath),
     responses((status = 200, body = crate::repo::manifest::Manifest)),
 )]
 pub(in crate::api) async fn show_snapshot(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path((ws, id)): Path<(String, String)>,
+    Path(SnapshotOrLatestPath { ws, id }): Path<SnapshotOrLatestPath>,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     if id != "latest" {
@@ -52,14 +52,14 @@ pub(in crate::api) async fn show_snapshot(
     post,
     path = "/v1/workspaces/{ws}/snapshots",
     summary = "Takes a manual snapshot (a job)",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    params(WorkspacePath),
     request_body(content = SnapshotBody, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn create_snapshot(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Snapshot).await?;
@@ -97,13 +97,13 @@ pub(in crate::api) async fn set_pin(app: &App, actor: &Actor, ws: &str, id: Stri
     post,
     path = "/v1/workspaces/{ws}/snapshots/{id}/pin",
     summary = "Pins a snapshot: retention keeps it",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = String, Path, description = "A snapshot id", pattern = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$", example = "20261129T101500Z-1a2b3c")),
+    params(SnapshotPath),
     responses((status = 200, body = PinState)),
 )]
 pub(in crate::api) async fn pin(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path((ws, id)): Path<(String, String)>,
+    Path(SnapshotPath { ws, id }): Path<SnapshotPath>,
 ) -> Answer {
     set_pin(&app, &actor, &ws, id, true).await
 }
@@ -112,13 +112,13 @@ pub(in crate::api) async fn pin(
     delete,
     path = "/v1/workspaces/{ws}/snapshots/{id}/pin",
     summary = "Unpins a snapshot",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("id" = String, Path, description = "A snapshot id", pattern = "^[0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}$", example = "20261129T101500Z-1a2b3c")),
+    params(SnapshotPath),
     responses((status = 200, body = PinState)),
 )]
 pub(in crate::api) async fn unpin(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path((ws, id)): Path<(String, String)>,
+    Path(SnapshotPath { ws, id }): Path<SnapshotPath>,
 ) -> Answer {
     set_pin(&app, &actor, &ws, id, false).await
 }
@@ -147,14 +147,14 @@ pub(in crate::api) struct RestoreBody {
     post,
     path = "/v1/workspaces/{ws}/restores",
     summary = "Restores a snapshot into a new database on the workspace's server (a job)",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    params(WorkspacePath),
     request_body(content = RestoreBody, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn restore(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Restore).await?;
@@ -215,14 +215,14 @@ pub(in crate::api) struct PruneBody {
     post,
     path = "/v1/workspaces/{ws}/prune",
     summary = "Applies retention, or says what it would do (a job)",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    params(WorkspacePath),
     request_body(content = PruneBody, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn prune(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Prune).await?;
@@ -249,13 +249,13 @@ pub(in crate::api) async fn prune(
     post,
     path = "/v1/workspaces/{ws}/check",
     summary = "Checks the workspace's repository objects (a job)",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    params(WorkspacePath),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn check(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     let opts = ops::check::CheckOptions { workspace: ws.clone(), read_data: false };
@@ -275,13 +275,13 @@ pub(in crate::api) async fn check(
     get,
     path = "/v1/workspaces/{ws}/pitr",
     summary = "The point-in-time window",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    params(WorkspacePath),
     responses((status = 200, body = crate::wal::window::Window)),
 )]
 pub(in crate::api) async fn window(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     Ok(json(&ops::pitr::window(&app.core, &ops::pitr::WindowOptions { workspace: ws }, &actor).await?))
@@ -297,14 +297,14 @@ pub(in crate::api) struct MarkBody {
     post,
     path = "/v1/workspaces/{ws}/restore-points",
     summary = "Marks a named restore point",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    params(WorkspacePath),
     request_body(content = MarkBody, content_type = "application/json"),
     responses((status = 200, body = ops::pitr::RestorePoint)),
 )]
 pub(in crate::api) async fn mark(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::MarkRestorePoint).await?;

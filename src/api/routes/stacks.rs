@@ -7,13 +7,13 @@ use super::*;
     get,
     path = "/v1/workspaces/{ws}/stacks",
     summary = "The workspace's function stacks",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")),
+    params(WorkspacePath),
     responses((status = 200, body = [crate::repo::manifest::StackSummary])),
 )]
 pub(in crate::api) async fn stacks(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path(ws): Path<String>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     let opts = ops::stacks::StackListOptions { workspace: Some(ws) };
@@ -44,13 +44,13 @@ pub(in crate::api) struct StateQuery {
     get,
     path = "/v1/workspaces/{ws}/stacks/{kind}/{name}",
     summary = "A state of a stack",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout"), StateQuery),
+    params(StackPath, StateQuery),
     responses((status = 200, body = ops::stacks::StackState)),
 )]
 pub(in crate::api) async fn stack_show(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path((ws, kind, name)): Path<(String, String, String)>,
+    Path(StackPath { ws, kind, name }): Path<StackPath>,
     Query(q): Query<StateQuery>,
 ) -> Answer {
     let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
@@ -63,13 +63,13 @@ pub(in crate::api) async fn stack_show(
     get,
     path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/history",
     summary = "A stack's changes",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    params(StackPath),
     responses((status = 200, body = [crate::stacks::log::ChangeInfo])),
 )]
 pub(in crate::api) async fn stack_history(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path((ws, kind, name)): Path<(String, String, String)>,
+    Path(StackPath { ws, kind, name }): Path<StackPath>,
 ) -> Answer {
     let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
     let opts = ops::stacks::StackOptions { workspace: Some(ws), stack };
@@ -91,13 +91,13 @@ pub(in crate::api) struct DiffQuery {
     get,
     path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/diff",
     summary = "A structural diff between two states",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout"), DiffQuery),
+    params(StackPath, DiffQuery),
     responses((status = 200, body = ops::stacks::DiffReport)),
 )]
 pub(in crate::api) async fn stack_diff(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path((ws, kind, name)): Path<(String, String, String)>,
+    Path(StackPath { ws, kind, name }): Path<StackPath>,
     Query(q): Query<DiffQuery>,
 ) -> Answer {
     let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
@@ -125,14 +125,14 @@ pub(in crate::api) struct StackChange {
     put,
     path = "/v1/workspaces/{ws}/stacks/{kind}/{name}",
     summary = "Writes a stack's live state",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    params(StackPath),
     request_body(content = StackChange, content_type = "application/json"),
     responses((status = 200, body = crate::stacks::log::PutOutcome)),
 )]
 pub(in crate::api) async fn stack_put(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path((ws, kind, name)): Path<(String, String, String)>,
+    Path(StackPath { ws, kind, name }): Path<StackPath>,
     bytes: Bytes,
 ) -> Answer {
     let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
@@ -154,14 +154,14 @@ pub(in crate::api) async fn stack_put(
     post,
     path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/publish",
     summary = "Publishes a stack's live state",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    params(StackPath),
     request_body(content = StackChange, content_type = "application/json"),
     responses((status = 200, body = crate::stacks::log::Published)),
 )]
 pub(in crate::api) async fn stack_publish(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path((ws, kind, name)): Path<(String, String, String)>,
+    Path(StackPath { ws, kind, name }): Path<StackPath>,
     bytes: Bytes,
 ) -> Answer {
     let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
@@ -174,14 +174,14 @@ pub(in crate::api) async fn stack_publish(
     post,
     path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/revert",
     summary = "Makes an earlier state live again",
-    params(("ws" = String, Path, description = "A workspace name", pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop"), ("kind" = String, Path, description = "The stack's kind", pattern = "^(api|function|task|trigger|middleware|addon)$", example = "api"), ("name" = String, Path, description = "The stack's name", pattern = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", example = "checkout")),
+    params(StackPath),
     request_body(content = StackChange, content_type = "application/json"),
     responses((status = 200, body = crate::stacks::log::PutOutcome)),
 )]
 pub(in crate::api) async fn stack_revert(
     State(app): State<App>,
     Extension(actor): Extension<Actor>,
-    Path((ws, kind, name)): Path<(String, String, String)>,
+    Path(StackPath { ws, kind, name }): Path<StackPath>,
     bytes: Bytes,
 ) -> Answer {
     let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;

@@ -218,16 +218,13 @@ pub async fn sync_index(core: &Core, catalog: &crate::catalog::Catalog, workspac
     let started = Utc::now();
     // The index first, then the repository: a snapshot committed in between is read
     // again, never taken for one that is gone.
-    let indexed = catalog.snapshot_summaries(workspace, None, u32::MAX).await?;
-    let mut whole = BTreeSet::new();
-    for row in &indexed {
-        if let Ok(summary) = serde_json::from_str::<SnapshotSummary>(row)
-            && summary.problem.is_none()
-        {
-            whole.insert(summary.id);
-        }
-    }
-    let known: BTreeSet<String> = catalog.indexed_snapshot_ids(workspace).await?.into_iter().collect();
+    let indexed = catalog.indexed_snapshots(workspace).await?;
+    let known: BTreeSet<String> = indexed.iter().map(|(id, _)| id.clone()).collect();
+    let whole: BTreeSet<String> = indexed
+        .into_iter()
+        .filter(|(_, row)| serde_json::from_str::<SnapshotSummary>(row).is_ok_and(|s| s.problem.is_none()))
+        .map(|(id, _)| id)
+        .collect();
     let in_repo: BTreeSet<String> = core.repo.list_snapshot_ids(workspace).await?.into_iter().collect();
     let gone: Vec<String> = known.difference(&in_repo).cloned().collect();
     catalog.unindex_snapshots(workspace, &gone).await?;
