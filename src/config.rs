@@ -247,6 +247,19 @@ pub struct RepositoryConfig {
     /// Size of each multipart upload part, in MiB (S3 needs at least 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_size_mib: Option<usize>,
+    /// The Ed25519 signing key (PKCS#8 PEM, mode 0600) that signs every manifest, record
+    /// and WAL file written; needed to back up, not to restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
+    /// The public keys whose signatures are trusted (base64 of the DER public key, as
+    /// `tidemark signing-key show` prints). The signing key's own is trusted too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_signers: Vec<String>,
+    /// Accept unsigned records (repositories written before tidemark signed) and write
+    /// unsigned ones when there is no signing key. Only from `--allow-unsigned`, never the
+    /// config file.
+    #[serde(skip)]
+    pub allow_unsigned: bool,
 }
 
 /// Where the Postgres client tools (pg_dump, psql) and server binaries are.
@@ -481,6 +494,18 @@ impl Config {
         }
         if let Some(v) = self.repository.allow_http {
             out.push_str(&format!("allow-http = {v}\n"));
+        }
+        if let Some(key) = &self.repository.signing_key {
+            out.push_str("# Signs every manifest and WAL file; needed to back up. Keep it off restore-only hosts.\n");
+            out.push_str(&format!("signing-key = {}\n", toml_string(&key.display().to_string())));
+        }
+        if !self.repository.trusted_signers.is_empty() {
+            out.push_str("# Restore, drill, check and PITR accept only what these public keys signed.\n");
+            out.push_str("trusted-signers = [");
+            out.push_str(
+                &self.repository.trusted_signers.iter().map(|r| toml_string(r)).collect::<Vec<_>>().join(", "),
+            );
+            out.push_str("]\n");
         }
         for (name, ws) in &self.workspaces {
             out.push_str(&render_workspace(name, ws));

@@ -35,6 +35,7 @@ pub mod repo;
 pub mod restore;
 pub mod schedule;
 pub mod secret;
+pub mod signing;
 pub mod source;
 pub mod stacks;
 pub mod wal;

@@ -22,6 +22,9 @@ pub struct InitArgs {
     /// Where to write a generated identity (default: tidemark-identity.txt beside the config)
     #[arg(long, value_name = "FILE")]
     identity_out: Option<PathBuf>,
+    /// Use this existing Ed25519 signing key instead of generating tidemark-signing.key
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
     /// S3 endpoint for S3-compatible servers
     #[arg(long)]
     endpoint: Option<String>,
@@ -43,6 +46,7 @@ pub async fn run(global: &Global, args: InitArgs) -> Result<()> {
         identity: args.identity,
         recipients: args.recipients,
         identity_out: args.identity_out,
+        signing_key: args.signing_key,
         endpoint: args.endpoint,
         region: args.region,
         path_style: args.path_style.then_some(true),
@@ -72,5 +76,12 @@ pub async fn run(global: &Global, args: InitArgs) -> Result<()> {
     } else {
         eprintln!("note: no identity configured: this machine can back up but not restore");
     }
+    if report.generated_signing_key {
+        println!("generated the signing key {} (mode 0600)", report.signing_key.display());
+    } else {
+        println!("signing key: {}", report.signing_key.display());
+    }
+    println!("trusted signer: {}", report.signer);
+    eprintln!("note: a host that only restores needs the identity and the trusted-signers line, not the signing key");
     Ok(())
 }

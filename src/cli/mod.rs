@@ -13,6 +13,7 @@ pub mod pitr;
 pub mod prune;
 pub mod restore;
 pub mod serve;
+pub mod signing;
 pub mod snapshot;
 pub mod stacks;
 pub mod token;
@@ -45,6 +46,11 @@ pub struct Cli {
     /// Log lines as text or as one JSON object per line (for log collectors)
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Accept unsigned manifests, records and WAL (a repository written before tidemark
+    /// signed), and write unsigned ones when no signing key is set. Weakens what restores
+    /// trust: anyone with the bucket's credentials and the recipients can write those
+    #[arg(long, global = true)]
+    pub allow_unsigned: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -99,19 +105,31 @@ pub enum Command {
     Token(token::TokenCommand),
     /// Try tidemark end to end on a throwaway Postgres it starts itself
     Demo(demo::DemoArgs),
+    /// The Ed25519 key that signs manifests and WAL: create one, show its public key
+    #[command(subcommand)]
+    SigningKey(signing::SigningKeyCommand),
 }
 
 /// Global flags every subcommand sees.
 pub struct Global {
     pub config: Option<PathBuf>,
     pub json: bool,
+    /// `--allow-unsigned`.
+    pub allow_unsigned: bool,
     /// Who the command line acts as (see [`tidemark::actor::Actor::command_line`]).
     pub actor: tidemark::actor::Actor,
 }
 
 impl Global {
     pub fn load_config(&self) -> Result<LoadedConfig> {
-        LoadedConfig::load(self.config.as_deref())
+        let mut loaded = LoadedConfig::load(self.config.as_deref())?;
+        if self.allow_unsigned {
+            tracing::warn!(
+                "--allow-unsigned: unsigned manifests, records and WAL are accepted, and written without a signing key"
+            );
+            loaded.config.repository.allow_unsigned = true;
+        }
+        Ok(loaded)
     }
 
     pub async fn core(&self) -> Result<Core> {
@@ -169,7 +187,12 @@ impl WaitArg {
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
-    let global = Global { config: cli.config, json: cli.json, actor: tidemark::actor::Actor::command_line() };
+    let global = Global {
+        config: cli.config,
+        json: cli.json,
+        allow_unsigned: cli.allow_unsigned,
+        actor: tidemark::actor::Actor::command_line(),
+    };
     match cli.command {
         Command::Init(args) => init::run(&global, args).await,
         Command::Workspace(cmd) => workspace::run(&global, cmd),
@@ -188,6 +211,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Audit(cmd) => audit::run(&global, cmd).await,
         Command::Token(cmd) => token::run(&global, cmd).await,
         Command::Demo(args) => demo::run(&global, args).await,
+        Command::SigningKey(cmd) => signing::run(&global, cmd),
     }
 }
 

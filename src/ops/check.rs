@@ -25,6 +25,11 @@ pub struct CheckReport {
     /// Objects whose content was read back and verified (`--read-data`).
     pub objects_read: u64,
     pub window: String,
+    /// Signed records and WAL files by the public key that signed them (key rotation:
+    /// which are still signed with an old key).
+    pub signed_by: std::collections::BTreeMap<String, u64>,
+    /// Records and WAL files accepted without a signature (`--allow-unsigned`).
+    pub unsigned: u64,
     /// Everything wrong, one line each; empty when all is well.
     pub problems: Vec<String>,
 }
@@ -221,6 +226,43 @@ pub async fn check(core: &Core, opts: &CheckOptions, _actor: &Actor) -> Result<C
         }
     }
     objects_checked += archived.len() as u64;
+    // Signatures: who signed each record and WAL file (manifests that did not verify are
+    // reported above, as unreadable).
+    let mut signed_by = std::collections::BTreeMap::new();
+    let mut unsigned = 0u64;
+    let mut signed: Vec<(Key, Option<String>, bool)> = Vec::new();
+    for id in &ids {
+        signed.push((layout::manifest(workspace, id), None, false));
+    }
+    for b in &bases {
+        signed.push((layout::base_manifest(workspace, &b.id), None, false));
+    }
+    for folder in [layout::restore_points(workspace), layout::drill_reports(workspace)] {
+        for o in core.repo.list(&folder).await? {
+            signed.push((o.key, None, true));
+        }
+    }
+    for a in &archived {
+        signed.push((layout::wal_object(workspace, &a.name, &a.sha256)?, Some(a.sha256.clone()), true));
+    }
+    let mut verified = futures::stream::iter(signed)
+        .map(|(key, sha256, report)| async move {
+            let result = core.repo.signed_by(&key, sha256.as_deref()).await;
+            (report, result)
+        })
+        .buffer_unordered(8);
+    while let Some((report, result)) = verified.next().await {
+        match result {
+            Ok(crate::signing::Signed::By(signer)) => *signed_by.entry(signer.to_string()).or_insert(0) += 1,
+            Ok(crate::signing::Signed::Unsigned) => unsigned += 1,
+            Err(e) if e.kind() == ErrorKind::Integrity => {
+                if report {
+                    problems.push(e.message().to_string());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
     // Uploads a killed process never finished, older than prune's default grace period
     // (younger ones may still be under way).
     let grace = chrono::Duration::from_std(super::prune::DEFAULT_GRACE).unwrap_or_default();
@@ -240,6 +282,8 @@ pub async fn check(core: &Core, opts: &CheckOptions, _actor: &Actor) -> Result<C
         objects_checked,
         objects_read,
         window: window.describe(),
+        signed_by,
+        unsigned,
         problems,
     })
 }

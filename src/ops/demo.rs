@@ -109,13 +109,19 @@ pub async fn demo(
         .map_err(|()| Error::internal("temp path is not absolute"))?
         .to_string();
     let identity_file = matches!(work, Work::Kept(_)).then(|| work.path().join("tidemark-identity.txt"));
+    let signing_key = crate::signing::SigningSecret::generate();
+    let signing_file = work.path().join("tidemark-signing.key");
+    signing_key.write_new_file(&signing_file)?;
     let repository = RepositoryConfig {
         url: repo_url.clone(),
         recipients: recipients.to_strings(),
         identity_file: identity_file.clone(),
+        signing_key: Some(signing_file.clone()),
+        trusted_signers: vec![signing_key.public().to_string()],
         ..Default::default()
     };
-    let repo = Repository::init(&repository, &recipients).await?;
+    let signing = crate::signing::Signing::from_config(Some(&signing_file), &repository.trusted_signers, false)?;
+    let repo = Repository::init(&repository, &recipients).await?.with_signing(signing);
     say(&format!("created an encrypted repository at {repo_url}"));
     say("adding sample media files (product photos, a PDF) to the workspace's media folder...");
     let media_dir = work.path().join("media");

@@ -23,6 +23,9 @@ pub struct InitOptions {
     pub recipients: Vec<String>,
     /// Where a generated identity goes (default: `tidemark-identity.txt` beside the config).
     pub identity_out: Option<PathBuf>,
+    /// An existing signing key to use instead of generating `tidemark-signing.key` beside
+    /// the config.
+    pub signing_key: Option<PathBuf>,
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub path_style: Option<bool>,
@@ -37,6 +40,11 @@ pub struct InitReport {
     pub identity_file: Option<PathBuf>,
     /// True when tidemark generated the identity: it must be kept safe, or nothing restores.
     pub generated_identity: bool,
+    /// The Ed25519 key that signs everything written (generated unless one was given).
+    pub signing_key: PathBuf,
+    pub generated_signing_key: bool,
+    /// Its public key, pinned as `trusted-signers` (and to pin on restore-only hosts).
+    pub signer: String,
 }
 
 /// Creates the repository, identity and config.
@@ -81,6 +89,31 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         None => None,
     };
     let parsed = Recipients::parse(&recipients)?;
+    let (signing_key, generated_signing) = match &opts.signing_key {
+        Some(path) => (absolute(path)?, false),
+        None => (config_dir.join("tidemark-signing.key"), true),
+    };
+    let signer = if generated_signing {
+        if signing_key.exists() {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "{} already exists; init never overwrites a signing key. Pass it with --signing-key to use it",
+                    signing_key.display()
+                ),
+            ));
+        }
+        let key = crate::signing::SigningSecret::generate();
+        if let Err(e) = key.write_new_file(&signing_key) {
+            if let Some(path) = &generated {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
+        key.public()
+    } else {
+        crate::signing::SigningSecret::load(&signing_key)?.public()
+    };
     let config = Config {
         repository: RepositoryConfig {
             url: normalize_repo_url(&opts.repo)?,
@@ -90,6 +123,8 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
             region: opts.region.clone(),
             path_style: opts.path_style,
             allow_http: opts.allow_http,
+            signing_key: Some(signing_key.clone()),
+            trusted_signers: vec![signer.to_string()],
             ..Default::default()
         },
         postgres: PostgresConfig::default(),
@@ -109,6 +144,9 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         if let Some(path) = &generated {
             let _ = std::fs::remove_file(path);
         }
+        if generated_signing {
+            let _ = std::fs::remove_file(&signing_key);
+        }
         return Err(e);
     }
     Ok(InitReport {
@@ -117,6 +155,9 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         recipients: parsed.to_strings(),
         identity_file,
         generated_identity: generated.is_some(),
+        signing_key,
+        generated_signing_key: generated_signing,
+        signer: signer.to_string(),
     })
 }
 

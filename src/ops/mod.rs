@@ -13,6 +13,7 @@ pub mod pitr;
 pub mod prune;
 pub mod restore;
 pub mod serve;
+pub mod signing;
 pub mod snapshot;
 pub mod stacks;
 pub mod token;
@@ -100,7 +101,13 @@ impl Core {
     ///
     /// Errors: those of [`Repository::open`], and `Key`/`Config` for malformed keys.
     pub async fn open(config: LoadedConfig) -> Result<Core> {
-        let repo = Repository::open(&config.config.repository).await?;
+        let repo_config = &config.config.repository;
+        let signing = crate::signing::Signing::from_config(
+            repo_config.signing_key.as_ref().map(|p| config.resolve_path(p)).as_deref(),
+            &repo_config.trusted_signers,
+            repo_config.allow_unsigned,
+        )?;
+        let repo = Repository::open(repo_config).await?.with_signing(signing);
         let recipients = if config.config.repository.recipients.is_empty() {
             None
         } else {

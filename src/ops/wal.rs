@@ -181,6 +181,13 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
         // No answer: it could not read the config (or is another program).
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         report.problem = Some(format!("{user} cannot use the config {}: {stderr}", config.display()));
+        // archive_command signs what it pushes: the server's user reads the signing key.
+        if let Some(key) = core.config.config.repository.signing_key.as_ref().filter(|_| stderr.contains("signing key"))
+        {
+            let key = core.config.resolve_path(key);
+            report.fixes.push(format!("chgrp {group} {0} && chmod 640 {0}", key.display()));
+            return Ok(report);
+        }
         report.fixes.push(format!("chgrp {group} {0} && chmod g+r {0}", config.display()));
         if let Some(dir) = config.parent() {
             report.fixes.push(format!("chmod o+x {}   # each folder on the way must be searchable", dir.display()));

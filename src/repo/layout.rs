@@ -14,6 +14,7 @@
 //! workspaces/<ws>/base/<id>/base.tar.zst.age
 //! workspaces/<ws>/base/<id>/manifest.json.age
 //! workspaces/<ws>/restore-points/<name>.json.age
+//! <any signed object>.sig      (its Ed25519 signature, see `crate::signing`)
 //! ```
 //!
 //! A WAL file is stored in a folder of its own, under the SHA-256 of its content (as
@@ -27,6 +28,23 @@ use crate::error::{Error, Result};
 
 pub const DESCRIPTOR: &str = "repository.json";
 const MANIFEST: &str = "manifest.json.age";
+
+/// The signature object beside a signed object: `<key>.sig`.
+pub fn signature(key: &Path) -> Path {
+    Path::from(format!("{key}{}", crate::signing::SIGNATURE_SUFFIX))
+}
+
+/// Whether a key is a signature object.
+pub fn is_signature(key: &Path) -> bool {
+    key.as_ref().ends_with(crate::signing::SIGNATURE_SUFFIX)
+}
+
+/// Whether objects of this key's kind are signed: the records (`*.json.age`: manifests,
+/// restore points, drill reports, audit checkpoints) and WAL files.
+pub fn is_signed_kind(key: &Path) -> bool {
+    let k = key.as_ref();
+    k.ends_with(".json.age") || (k.starts_with("workspaces/") && k.contains("/wal/") && k.ends_with(".zst.age"))
+}
 
 /// The repository descriptor's key.
 pub fn descriptor() -> Path {
@@ -123,6 +141,11 @@ pub fn base_tar(workspace: &str, id: &str) -> Path {
 /// The manifest of a base backup: written last, its presence makes the base backup exist.
 pub fn base_manifest(workspace: &str, id: &str) -> Path {
     base_backups(workspace).join(id).join(MANIFEST)
+}
+
+/// `workspaces/<ws>/restore-points/`.
+pub fn restore_points(workspace: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "restore-points"])
 }
 
 /// A restore point made by `pitr mark`: its name, LSN and time, so a restore to it can

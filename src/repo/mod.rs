@@ -10,6 +10,7 @@ pub mod manifest;
 mod objects;
 mod pins;
 pub mod pipeline;
+mod signatures;
 pub mod store;
 
 use std::path::PathBuf;
@@ -61,6 +62,7 @@ pub struct Repository {
     s3: Option<store::S3Bucket>,
     part_size: usize,
     descriptor: Arc<Descriptor>,
+    signing: Arc<crate::signing::Signing>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -156,6 +158,7 @@ impl Repository {
             s3: opened.s3,
             part_size: cfg.part_size_mib.map(|m| m << 20).unwrap_or(DEFAULT_PART_SIZE),
             descriptor: Arc::new(descriptor),
+            signing: Arc::default(),
         }
     }
 
@@ -272,6 +275,7 @@ impl Repository {
         let plain = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
         let stored = encrypt_small(&plain, recipients)?;
         let path = layout::manifest(&manifest.workspace, &manifest.id);
+        self.sign_bytes(&path, &stored).await?;
         self.store
             .put_opts(&path, PutPayload::from(stored), PutOptions::from(PutMode::Create))
             .await
@@ -298,6 +302,7 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
+        self.verify_bytes(&path, &got).await?;
         let plain = decrypt_small(&got, identities, &format!("the manifest of snapshot {id}"))?;
         let manifest: Manifest = serde_json::from_slice(&plain)
             .map_err(|e| Error::integrity(format!("the manifest of snapshot {id} is malformed: {e}")))?;

@@ -37,13 +37,15 @@ impl Repository {
         self.make_durable(key)
     }
 
-    /// Serializes `value` as JSON, seals it (zstd + age to `recipients`) and writes it once
-    /// ([`Self::put_once`]).
+    /// Serializes `value` as JSON, seals it (zstd + age to `recipients`), signs it and writes
+    /// it once ([`Self::put_once`], the signature first: see [`Self::sign`]).
     ///
-    /// Errors: those of [`Self::put_once`]; `Key` when encryption fails.
+    /// Errors: those of [`Self::put_once`] and [`Self::sign`]; `Key` when encryption fails.
     pub async fn put_sealed<T: Serialize>(&self, key: &Key, value: &T, recipients: &Recipients) -> Result<()> {
         let plain = serde_json::to_vec_pretty(value).expect("records serialize");
-        self.put_once(key, encrypt_small(&plain, recipients)?).await
+        let stored = encrypt_small(&plain, recipients)?;
+        self.sign_bytes(key, &stored).await?;
+        self.put_once(key, stored).await
     }
 
     /// An object's bytes, or `None` when it is not stored.
@@ -57,11 +59,11 @@ impl Repository {
         }
     }
 
-    /// Reads, unseals and parses a record written by [`Self::put_sealed`]; `None` when it is
-    /// not stored. `what` names it in errors ("restore point x").
+    /// Reads a record written by [`Self::put_sealed`], checks its signature, unseals and
+    /// parses it; `None` when it is not stored. `what` names it in errors ("restore point x").
     ///
-    /// Errors: `Key` for a wrong identity, `Integrity` for a damaged or malformed record,
-    /// `Unavailable` for the store.
+    /// Errors: `Key` for a wrong identity, `Integrity` for a damaged, malformed, unsigned
+    /// or forged record, `Unavailable` for the store.
     pub async fn read_sealed<T: DeserializeOwned>(
         &self,
         key: &Key,
@@ -69,6 +71,7 @@ impl Repository {
         what: &str,
     ) -> Result<Option<T>> {
         let Some(stored) = self.get(key).await? else { return Ok(None) };
+        self.verify_bytes(key, &stored).await?;
         let plain = decrypt_small(&stored, identities, what)?;
         serde_json::from_slice(&plain).map(Some).map_err(|e| Error::integrity(format!("{what} is malformed: {e}")))
     }
@@ -77,7 +80,15 @@ impl Repository {
     /// key lists the whole repository), in the store's order.
     ///
     /// Errors: `Unavailable` for the store.
+    /// Signature objects (`*.sig`) are not listed: they belong to the object they sign.
     pub async fn list(&self, prefix: &Key) -> Result<Vec<StoredObject>> {
+        let mut listed = self.list_all(prefix).await?;
+        listed.retain(|o| !super::layout::is_signature(&o.key));
+        Ok(listed)
+    }
+
+    /// Like [`Self::list`], signature objects included (garbage collection).
+    pub async fn list_all(&self, prefix: &Key) -> Result<Vec<StoredObject>> {
         let prefix = Some(prefix).filter(|p| p.parts().next().is_some());
         let listed: Vec<_> = self.store.list(prefix).try_collect().await?;
         Ok(listed
@@ -86,10 +97,19 @@ impl Repository {
             .collect())
     }
 
-    /// Deletes an object; one already gone counts as deleted.
+    /// Deletes an object, and its signature when it is of a signed kind; one already gone
+    /// counts as deleted.
     ///
     /// Errors: `Unavailable`/`Config` for the store.
     pub async fn delete(&self, key: &Key) -> Result<()> {
+        self.delete_one(key).await?;
+        if super::layout::is_signed_kind(key) {
+            self.delete_one(&super::layout::signature(key)).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_one(&self, key: &Key) -> Result<()> {
         match self.store.delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),

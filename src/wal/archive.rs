@@ -104,8 +104,9 @@ pub async fn push_partial(repo: &Repository, recipients: &Recipients, workspace:
     if older.contains(&sha256) {
         return Ok(Pushed { name, sha256, bytes: content.len() as u64, stored: false });
     }
-    let mut writer =
-        ObjectWriter::new(repo, layout::wal_object(workspace, &name, &sha256)?, format!("wal/{name}"), recipients)?;
+    let key = layout::wal_object(workspace, &name, &sha256)?;
+    repo.sign(&key, &sha256).await?;
+    let mut writer = ObjectWriter::new(repo, key, format!("wal/{name}"), recipients)?;
     writer.write(&content).await?;
     match writer.finish().await {
         Ok(_) => {}
@@ -150,6 +151,7 @@ async fn store_file(
         ));
     }
     let key = layout::wal_object(workspace, &name, &sha256)?;
+    repo.sign(&key, &sha256).await?;
     let mut writer = ObjectWriter::new(repo, key, format!("wal/{name}"), recipients)?;
     let mut file = tokio::fs::File::open(path).await?;
     let mut hasher = Sha256::new();
@@ -252,6 +254,7 @@ async fn fetch_to(
         }
     };
     let key = layout::wal_object(workspace, &object_name, &sha256)?;
+    repo.verify(&key, &sha256).await?;
     let mut stream = read_verified(repo, &key, Expect::Content { sha256, size: None }, identities).await?;
     let tmp = dest.with_file_name(format!(
         ".{}.tidemark-{}",
@@ -333,6 +336,7 @@ pub async fn histories(
             return Err(Error::integrity(format!("the repository holds different WAL files named {}", a.name)));
         }
         let key = layout::wal_object(workspace, &a.name, &a.sha256)?;
+        repo.verify(&key, &a.sha256).await?;
         let expect = Expect::Content { sha256: a.sha256.clone(), size: None };
         let mut stream = read_verified(repo, &key, expect, identities).await?;
         let mut text = Vec::new();

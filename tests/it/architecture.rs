@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["error"],
     &["secret", "actor", "access", "progress", "migrations", "wal_name"],
-    &["keys", "pg"],
+    &["keys", "signing", "pg"],
     &["config"],
     &["pgcluster", "repo", "catalog"],
     &["stacks", "source", "wal", "schedule"],

@@ -327,9 +327,15 @@ async fn a_missing_bucket_and_an_unwritable_folder_say_what_to_do() {
         std::fs::create_dir(&repo).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A signing key of its own (init would otherwise fail first, creating one beside
+        // the config in the same folder).
+        let key = dir.path().join("signing.key");
+        tidemark::signing::SigningSecret::generate().write_new_file(&key).unwrap();
+        nix::unistd::chown(&key, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
             .args(["--config", dir.path().join("elsewhere.toml").to_str().unwrap()])
             .args(["init", "--repo", repo.to_str().unwrap(), "--recipient", &identity.recipient])
+            .args(["--signing-key", key.to_str().unwrap()])
             .uid(65534)
             .gid(65534)
             .output()

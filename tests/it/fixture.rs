@@ -37,13 +37,26 @@ async fn a_repository_written_by_the_previous_version_restores_checks_and_drills
     let dir = tempfile::tempdir().unwrap();
     // A copy: the drill adds its report to the repository it drills.
     copy_tree(&fixture().join("repo"), &dir.path().join("repo"));
-    let repository = RepositoryConfig {
+    let mut repository = RepositoryConfig {
         url: url::Url::from_directory_path(dir.path().join("repo")).unwrap().to_string(),
         identity_file: Some(fixture().join("identity.txt")),
         ..Default::default()
     };
     let mut workspaces = BTreeMap::new();
     workspaces.insert("shop".to_string(), WorkspaceConfig::at(cluster.url("shop")));
+    // Written before tidemark signed: refused as unsigned, naming the way out...
+    let strict = LoadedConfig {
+        config: Config::new(repository.clone(), workspaces.clone()),
+        path: dir.path().join("tidemark.toml"),
+    };
+    let strict = Core::open(strict).await.unwrap();
+    let err = crate::support::show(&strict, "latest", Some("shop")).await.unwrap_err();
+    assert_eq!(err.kind(), tidemark::ErrorKind::NotFound, "{}", err.report());
+    let read = strict.repo.read_manifests("shop", &strict.identities().unwrap()).await.unwrap();
+    assert_eq!((read.items.len(), read.damaged.len()), (0, 1));
+    assert!(read.damaged[0].problem.contains("is not signed") && read.damaged[0].problem.contains("--allow-unsigned"));
+    // ...and read with --allow-unsigned.
+    repository.allow_unsigned = true;
     let config = LoadedConfig { config: Config::new(repository, workspaces), path: dir.path().join("tidemark.toml") };
     let core = Core::open(config).await.unwrap();
 
@@ -58,6 +71,7 @@ async fn a_repository_written_by_the_previous_version_restores_checks_and_drills
     let report = check(&core, true).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert!(report.objects_read > 10, "{report:?}");
+    assert!(report.unsigned >= 1 && report.signed_by.is_empty(), "{report:?}");
 
     // Restored into a new database, with its media, exactly as recorded.
     let media_target = dir.path().join("media");

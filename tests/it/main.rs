@@ -15,6 +15,7 @@ mod one_operation;
 mod pitr;
 mod prune;
 mod repository;
+mod signing;
 mod snapshot_restore;
 mod stacks;
 mod storage;

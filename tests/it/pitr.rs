@@ -55,7 +55,7 @@ async fn pitr_world(archive: bool) -> World {
     let wal = w.repo_dir().join("workspaces/shop/wal");
     std::fs::create_dir_all(&wal).unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
-    for path in [wal.as_path(), w.identity_file().as_path()] {
+    for path in [wal.as_path(), w.identity_file().as_path(), w.dir.path().join("signing.key").as_path()] {
         tidemark::pgcluster::hand_over(path).unwrap();
     }
     w
@@ -778,7 +778,11 @@ fn latest_started(pgdata: &Path) -> PitrRestoreOptions {
 /// The archived object of segment `name`: (its folder, its only object file).
 fn wal_object_of(w: &World, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let dir = w.repo_dir().join("workspaces/shop/wal").join(&name[..8]).join(name);
-    let file = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".zst.age"))
+        .unwrap();
     (dir, file)
 }
 
@@ -806,6 +810,7 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     let (victim_dir, victim_file) = wal_object_of(&w, &victim);
     let (_, next_file) = wal_object_of(&w, &next);
     let original = std::fs::read(&victim_file).unwrap();
+    let original_sig = std::fs::read(format!("{}.sig", victim_file.display())).unwrap();
 
     // 1. The next segment's object, byte for byte, in the victim's folder: its hash is right.
     std::fs::remove_file(&victim_file).unwrap();
@@ -857,6 +862,9 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     std::fs::create_dir_all(&victim_dir).unwrap();
     let sha = hex::encode(sha2::Sha256::digest(&forged));
     std::fs::write(victim_dir.join(format!("{sha}.zst.age")), stored).unwrap();
+    // Signed with the repository's own key: this is a wrong content written by tidemark
+    // itself (a bug), not an attack, which the signature refuses first (tests/it/signing.rs).
+    w.core.repo.sign(&tidemark::repo::layout::wal_object("shop", &victim, &sha).unwrap(), &sha).await.unwrap();
     tidemark::pgcluster::hand_over(&victim_dir).unwrap();
     archive::fetch(&w.core.repo, &identities, "shop", &victim, &dest).await.expect("the header is right");
     let failed = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap_err();
@@ -869,6 +877,7 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     std::fs::remove_dir_all(&victim_dir).unwrap();
     std::fs::create_dir_all(&victim_dir).unwrap();
     std::fs::write(&victim_file, original).unwrap();
+    std::fs::write(format!("{}.sig", victim_file.display()), original_sig).unwrap();
     tidemark::pgcluster::hand_over(&victim_dir).unwrap();
     let got = markers_after_restore(&w, Target::Latest).await;
     assert_eq!(got, set(&["before-base", "a", "b", "c", "d"]));

@@ -17,6 +17,7 @@ use crate::support::{S3Server, create_database};
 struct Keys {
     recipients: Recipients,
     identities: Identities,
+    signing: tidemark::signing::Signing,
 }
 
 fn keys() -> Keys {
@@ -24,6 +25,11 @@ fn keys() -> Keys {
     Keys {
         recipients: Recipients::parse(std::slice::from_ref(&generated.recipient)).unwrap(),
         identities: generated.identities(),
+        signing: {
+            let key = tidemark::signing::SigningSecret::generate();
+            let trust = tidemark::signing::Trust { signers: vec![key.public()], allow_unsigned: false };
+            tidemark::signing::Signing { secret: Some(key), trust }
+        },
     }
 }
 
@@ -122,7 +128,8 @@ async fn conformance(repo: &Repository, keys: &Keys) {
 async fn conformance_local_folder() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys();
-    let repo = Repository::init(&local_config(dir.path()), &keys.recipients).await.unwrap();
+    let repo =
+        Repository::init(&local_config(dir.path()), &keys.recipients).await.unwrap().with_signing(keys.signing.clone());
     conformance(&repo, &keys).await;
 }
 
@@ -131,7 +138,10 @@ async fn conformance_s3() {
     let s3 = S3Server::start().await;
     s3.create_bucket("conformance").await;
     let keys = keys();
-    let repo = Repository::init(&s3.repo_config("conformance", "repo"), &keys.recipients).await.unwrap();
+    let repo = Repository::init(&s3.repo_config("conformance", "repo"), &keys.recipients)
+        .await
+        .unwrap()
+        .with_signing(keys.signing.clone());
     conformance(&repo, &keys).await;
     // The refused second write of the multipart object left no upload behind.
     let later = chrono::Utc::now() + chrono::Duration::hours(1);
@@ -158,7 +168,8 @@ async fn conformance_s3() {
 async fn conformance_fault_injecting_wrapper() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys();
-    let plain = Repository::init(&local_config(dir.path()), &keys.recipients).await.unwrap();
+    let plain =
+        Repository::init(&local_config(dir.path()), &keys.recipients).await.unwrap().with_signing(keys.signing.clone());
     let faults = Faults::new();
     let repo = plain.with_faults(&faults);
     // Without faults the wrapper is a store like the others.
@@ -267,7 +278,8 @@ async fn snapshots_and_base_backups_meeting_a_failing_store_leave_nothing_visibl
     let faults = Faults::new();
     w.core.repo = w.core.repo.with_faults(&faults);
     let core = &w.core;
-    let plain = Repository::open(&w.repo_config).await.unwrap();
+    let plain =
+        Repository::open(&w.repo_config).await.unwrap().with_signing(crate::support::signing_of(&w.repo_config));
 
     let snapshot = || async {
         let opts = tidemark::ops::snapshot::SnapshotOptions { workspace: "shop".into(), ..Default::default() };
@@ -292,7 +304,8 @@ async fn snapshots_and_base_backups_meeting_a_failing_store_leave_nothing_visibl
 async fn a_wal_push_meeting_a_failing_store_leaves_nothing_visible() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys();
-    let plain = Repository::init(&local_config(dir.path()), &keys.recipients).await.unwrap();
+    let plain =
+        Repository::init(&local_config(dir.path()), &keys.recipients).await.unwrap().with_signing(keys.signing.clone());
     let faults = Faults::new();
     let repo = plain.with_faults(&faults);
     // Segments of random content (push stores what it is given; fetch checks headers).

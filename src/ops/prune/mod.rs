@@ -204,7 +204,7 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     // them); objects of snapshots that never committed go once the whole folder is older
     // than the grace period.
     let grace = chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX);
-    let listing = core.repo.list(&layout::snapshots(&opts.workspace)).await?;
+    let listing = core.repo.list_all(&layout::snapshots(&opts.workspace)).await?;
     let mut by_snapshot: BTreeMap<String, Vec<StoredObject>> = BTreeMap::new();
     for object in listing {
         if let Some(id) = object.key.parts().nth(3) {

@@ -17,6 +17,7 @@ use tidemark::ops::Core;
 use tidemark::pg::{ConnSpec, qualified};
 use tidemark::pgcluster::{Cluster, ClusterOptions};
 use tidemark::repo::Repository;
+use tidemark::signing::{Signing, SigningSecret};
 
 pub fn start_cluster() -> Cluster {
     Cluster::start(&ClusterOptions::default()).expect("start a throwaway postgres")
@@ -77,8 +78,12 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
     identity.write_new_file(&dir.path().join("identity.txt")).unwrap();
     repo_config.recipients = vec![identity.recipient.clone()];
     repo_config.identity_file = Some(dir.path().join("identity.txt"));
+    let signer = SigningSecret::generate();
+    signer.write_new_file(&dir.path().join("signing.key")).unwrap();
+    repo_config.signing_key = Some(dir.path().join("signing.key"));
+    repo_config.trusted_signers = vec![signer.public().to_string()];
     let recipients = Recipients::parse(&repo_config.recipients).unwrap();
-    let repo = Repository::init(&repo_config, &recipients).await.unwrap();
+    let repo = Repository::init(&repo_config, &recipients).await.unwrap().with_signing(signing_of(&repo_config));
     let mut workspaces = BTreeMap::new();
     workspaces.insert("shop".to_string(), WorkspaceConfig::at(cluster.url("shop")));
     let config =
@@ -87,6 +92,11 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
     let mut core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
     core.cache_dir = Some(dir.path().join("cache"));
     World { cluster, dir, identity, core, repo_config }
+}
+
+/// The signing setup a config names (what `Core::open` builds).
+pub fn signing_of(cfg: &RepositoryConfig) -> Signing {
+    Signing::from_config(cfg.signing_key.as_deref(), &cfg.trusted_signers, cfg.allow_unsigned).unwrap()
 }
 
 /// Everything a database holds, computed with SQL alone (independent of tidemark's

@@ -1,0 +1,91 @@
+//! Signature objects beside signed objects (see [`crate::signing`]): written before the
+//! object they sign, so a committed record is never unsigned; read and checked before a
+//! signed object is trusted.
+
+use sha2::{Digest, Sha256};
+
+use super::{Key, Repository, layout};
+use crate::error::{Error, ErrorKind, Result};
+use crate::signing::{SignatureFile, Signed, Signing};
+
+impl Repository {
+    /// This repository, signing and verifying with `signing`.
+    pub fn with_signing(mut self, signing: Signing) -> Repository {
+        self.signing = std::sync::Arc::new(signing);
+        self
+    }
+
+    pub fn signing(&self) -> &Signing {
+        &self.signing
+    }
+
+    /// Writes the signature of the object about to be written at `key` with content
+    /// `sha256` (see [`crate::signing::statement`]). Without a signing key this is refused,
+    /// unless unsigned writes are allowed (`--allow-unsigned`): a backup readers would
+    /// refuse is worse than no backup taken.
+    ///
+    /// Errors: `Config` without a signing key; `AlreadyExists` when the key already has a
+    /// signature of other content; those of the store.
+    pub async fn sign(&self, key: &Key, sha256: &str) -> Result<()> {
+        let Some(secret) = &self.signing.secret else {
+            if self.signing.trust.allow_unsigned {
+                return Ok(());
+            }
+            return Err(Error::config(format!(
+                "cannot write {key}: repository.signing-key is not set, and tidemark signs every manifest and WAL \
+                 file it writes. Create a key with `tidemark signing-key new --out tidemark-signing.key`, set \
+                 repository.signing-key to it and add its public key to repository.trusted-signers (or pass \
+                 --allow-unsigned to write unsigned backups that restores must also allow)"
+            )));
+        };
+        let file = secret.sign(key.as_ref(), sha256);
+        let sig_key = layout::signature(key);
+        let body = serde_json::to_vec_pretty(&file).expect("a signature serializes");
+        match self.put_once(&sig_key, body).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                // A retry of a write that got as far as its signature: the same content is fine.
+                let existing = self.get(&sig_key).await?.unwrap_or_default();
+                match serde_json::from_slice::<SignatureFile>(&existing) {
+                    Ok(old) if old.sha256 == sha256 && old.key == key.as_ref() => Ok(()),
+                    _ => Err(Error::new(ErrorKind::AlreadyExists, format!("{key} already has a signature"))),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`Self::sign`] for content at hand: signs the SHA-256 of `bytes`.
+    pub async fn sign_bytes(&self, key: &Key, bytes: &[u8]) -> Result<()> {
+        self.sign(key, &hex::encode(Sha256::digest(bytes))).await
+    }
+
+    /// Checks the signature of the object at `key` with content `sha256` against the
+    /// trusted signers.
+    ///
+    /// Errors: `Integrity` naming the object (unsigned, forged, moved, unknown signer);
+    /// those of the store.
+    pub async fn verify(&self, key: &Key, sha256: &str) -> Result<Signed> {
+        let sig = self.get(&layout::signature(key)).await?;
+        self.signing.trust.verify(key.as_ref(), sha256, sig.as_deref())
+    }
+
+    /// Who signed the object at `key`: with `sha256` as given (a WAL file's, from its
+    /// name), else of its stored bytes (read here; records are small).
+    ///
+    /// Errors: those of [`Self::verify`]; `Integrity` when the object is gone.
+    pub async fn signed_by(&self, key: &Key, sha256: Option<&str>) -> Result<Signed> {
+        match sha256 {
+            Some(sha) => self.verify(key, sha).await,
+            None => match self.get(key).await? {
+                Some(bytes) => self.verify_bytes(key, &bytes).await,
+                None => Err(Error::integrity(format!("object {key} is missing from the repository"))),
+            },
+        }
+    }
+
+    /// [`Self::verify`] for content at hand.
+    pub async fn verify_bytes(&self, key: &Key, bytes: &[u8]) -> Result<Signed> {
+        self.verify(key, &hex::encode(Sha256::digest(bytes))).await
+    }
+}
