@@ -255,12 +255,41 @@ pub struct RepositoryConfig {
     /// `tidemark signing-key show` prints). The signing key's own is trusted too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_signers: Vec<String>,
+    /// S3 object lock: every object written gets a retain-until date in this mode (the
+    /// bucket must have object lock enabled). `None`: no locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<LockMode>,
+    /// Added to every lock beyond the retention that needs the object (default 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub lock_margin: Option<std::time::Duration>,
     /// Accept unsigned records (repositories written before tidemark signed) and write
     /// unsigned ones when there is no signing key. Only from `--allow-unsigned`, never the
     /// config file.
     #[serde(skip)]
     pub allow_unsigned: bool,
 }
+
+/// The S3 object-lock mode: `governance` (a user with s3:BypassGovernanceRetention can
+/// still delete) or `compliance` (nobody can, not even the account's root, until the date).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+impl LockMode {
+    /// As S3 writes it.
+    pub fn as_s3(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+/// Default of `repository.lock-margin`.
+pub const DEFAULT_LOCK_MARGIN: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// Where the Postgres client tools (pg_dump, psql) and server binaries are.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -458,6 +487,12 @@ impl Config {
         if self.daemon.max_concurrent_jobs == 0 {
             return Err(Error::config("daemon.max-concurrent-jobs = 0 would never run a job: use 1 or more"));
         }
+        if self.repository.object_lock.is_some() && !self.repository.url.starts_with("s3://") {
+            return Err(Error::config(
+                "repository.object-lock is set, but object lock is an S3 feature and the repository is not s3://: \
+                 remove the setting, or use an S3 bucket with object lock enabled",
+            ));
+        }
         if let Some(mib) = self.repository.part_size_mib
             && !(5..=5 * 1024).contains(&mib)
         {
@@ -494,6 +529,9 @@ impl Config {
         }
         if let Some(v) = self.repository.allow_http {
             out.push_str(&format!("allow-http = {v}\n"));
+        }
+        if let Some(mode) = self.repository.object_lock {
+            out.push_str(&format!("object-lock = {}\n", toml_string(&mode.as_s3().to_lowercase())));
         }
         if let Some(key) = &self.repository.signing_key {
             out.push_str("# Signs every manifest and WAL file; needed to back up. Keep it off restore-only hosts.\n");

@@ -23,6 +23,7 @@ pub struct BaseBackupOptions {
 /// operation holds the workspace.
 pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) -> Result<BaseManifest> {
     let workspace = opts.workspace.as_str();
+    let core = &super::lock::locking(core, super::lock::pitr_until(core, workspace)?);
     let ws = core.workspace(workspace)?;
     let _lock = super::job::take_workspace(core, workspace, "basebackup", actor, opts.wait).await?;
     let spec = ws.conn()?;

@@ -97,6 +97,9 @@ pub async fn check(core: &Core, opts: &CheckOptions, _actor: &Actor) -> Result<C
                 continue;
             }
         };
+        if core.repo.object_lock().is_some() {
+            locks_short(core, &manifest, &mut problems).await?;
+        }
         if manifest.repository_digest.as_ref().is_some_and(|d| *d != descriptor) {
             descriptor_edited = Some(id.clone());
         }
@@ -286,4 +289,52 @@ pub async fn check(core: &Core, opts: &CheckOptions, _actor: &Actor) -> Result<C
         unsigned,
         problems,
     })
+}
+
+/// Object lock: the objects of a snapshot whose lock ends before its retention does (the
+/// `keep-within` of its kind from when it was taken), so a holder of the bucket's
+/// credentials could delete them while tidemark still counts on them.
+///
+/// Errors: `Unavailable`/`Config` for the store.
+async fn locks_short(
+    core: &Core,
+    manifest: &crate::repo::manifest::Manifest,
+    problems: &mut Vec<String>,
+) -> Result<()> {
+    let Some(lock) = core.repo.object_lock() else { return Ok(()) };
+    let Some(needed) = super::lock::snapshot_until(core, &manifest.workspace, manifest.kind, manifest.started_at)?
+    else {
+        return Ok(());
+    };
+    // Retention's end, without the margin the lock adds on top.
+    let needed = needed - lock.margin;
+    let keys: Vec<Key> = core
+        .repo
+        .list_all(&layout::snapshot_dir(&manifest.workspace, &manifest.id))
+        .await?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let mut locks = futures::stream::iter(keys)
+        .map(|key| async move { core.repo.locked_until(&key).await.map(|until| (key, until)) })
+        .buffer_unordered(16);
+    let mut short = Vec::new();
+    while let Some(result) = locks.next().await {
+        let (key, until) = result?;
+        if until.is_none_or(|u| u < needed) {
+            short.push((key, until));
+        }
+    }
+    short.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
+    if let Some((key, until)) = short.first() {
+        let until = until.map_or("is not locked".to_string(), |u| format!("is locked only until {}", u.to_rfc3339()));
+        problems.push(format!(
+            "snapshot {}: {} of its objects end their lock before its retention does ({}); {key} {until}. \
+             `tidemark snapshot pin` extends them",
+            manifest.id,
+            short.len(),
+            needed.to_rfc3339()
+        ));
+    }
+    Ok(())
 }

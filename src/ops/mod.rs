@@ -9,6 +9,7 @@ pub mod demo;
 pub mod drill;
 pub mod init;
 pub mod job;
+pub mod lock;
 pub mod pitr;
 pub mod prune;
 pub mod restore;
@@ -107,7 +108,7 @@ impl Core {
             &repo_config.trusted_signers,
             repo_config.allow_unsigned,
         )?;
-        let repo = Repository::open(repo_config).await?.with_signing(signing);
+        let repo = Repository::open(repo_config).await?.with_signing(signing).with_object_lock(lock::settings(&config));
         let recipients = if config.config.repository.recipients.is_empty() {
             None
         } else {

@@ -12,6 +12,7 @@ use crate::wal::archive::{self, Pushed};
 /// Archives one WAL file; succeeds only once it is durable in the repository.
 pub async fn push(core: &Core, workspace: Option<&str>, path: &Path) -> Result<Pushed> {
     let workspace = core.workspace_or_only(workspace)?;
+    let core = &super::lock::locking(core, super::lock::pitr_until(core, &workspace)?);
     archive::push(&core.repo, core.recipients()?, &workspace, path).await
 }
 

@@ -6,6 +6,7 @@ pub mod bucket;
 mod error;
 pub mod faults;
 pub mod layout;
+mod lock;
 pub mod manifest;
 mod objects;
 mod pins;
@@ -25,6 +26,7 @@ use crate::config::RepositoryConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{Identities, Recipients};
 use crate::repo::pipeline::{decrypt_small, encrypt_small};
+pub use lock::ObjectLock;
 use manifest::Manifest;
 pub use objects::{StoredObject, when_taken};
 
@@ -63,6 +65,8 @@ pub struct Repository {
     part_size: usize,
     descriptor: Arc<Descriptor>,
     signing: Arc<crate::signing::Signing>,
+    lock: Option<ObjectLock>,
+    lock_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl std::fmt::Debug for Repository {
@@ -78,6 +82,10 @@ impl Repository {
     /// when the store cannot be reached.
     pub async fn init(cfg: &RepositoryConfig, recipients: &Recipients) -> Result<Repository> {
         let opened = store::open(cfg, true)?;
+        if cfg.object_lock.is_some() {
+            let probe = Repository::from_parts(cfg, store::open(cfg, false)?, Descriptor::placeholder());
+            probe.check_lock_enabled().await?;
+        }
         let descriptor = Descriptor {
             format: REPOSITORY_FORMAT.into(),
             version: REPOSITORY_VERSION,
@@ -108,6 +116,7 @@ impl Repository {
         }
         let repo = Repository::from_parts(cfg, opened, descriptor);
         repo.make_durable(&layout::descriptor())?;
+        repo.lock_written(&layout::descriptor()).await?;
         Ok(repo)
     }
 
@@ -147,7 +156,9 @@ impl Repository {
                 ),
             ));
         }
-        Ok(Repository::from_parts(cfg, opened, descriptor))
+        let repo = Repository::from_parts(cfg, opened, descriptor);
+        repo.check_lock_enabled().await?;
+        Ok(repo)
     }
 
     fn from_parts(cfg: &RepositoryConfig, opened: store::OpenedStore, descriptor: Descriptor) -> Repository {
@@ -159,6 +170,12 @@ impl Repository {
             part_size: cfg.part_size_mib.map(|m| m << 20).unwrap_or(DEFAULT_PART_SIZE),
             descriptor: Arc::new(descriptor),
             signing: Arc::default(),
+            lock: cfg.object_lock.map(|mode| {
+                let margin = chrono::Duration::from_std(cfg.lock_margin.unwrap_or(crate::config::DEFAULT_LOCK_MARGIN))
+                    .unwrap_or(chrono::Duration::days(7));
+                ObjectLock { mode, hold: chrono::Duration::days(90) + margin, margin }
+            }),
+            lock_until: None,
         }
     }
 
@@ -178,10 +195,7 @@ impl Repository {
     pub async fn probe_write(&self, key: &Path) -> Result<()> {
         let once = PutOptions::from(PutMode::Create);
         self.store.put_opts(key, PutPayload::from_static(b"tidemark write probe"), once).await?;
-        match self.store.delete(key).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.delete(key).await
     }
 
     pub fn url(&self) -> &str {
@@ -280,7 +294,8 @@ impl Repository {
             .put_opts(&path, PutPayload::from(stored), PutOptions::from(PutMode::Create))
             .await
             .map_err(|e| Error::from(e).context(format!("committing the manifest {path}")))?;
-        self.make_durable(&path)
+        self.make_durable(&path)?;
+        self.lock_written(&path).await
     }
 
     /// Reads and decrypts a snapshot's manifest.
@@ -468,6 +483,18 @@ impl Repository {
 }
 
 impl Descriptor {
+    fn placeholder() -> Descriptor {
+        Descriptor {
+            format: REPOSITORY_FORMAT.into(),
+            version: REPOSITORY_VERSION,
+            id: String::new(),
+            created: chrono::Utc::now(),
+            recipients: Vec::new(),
+            compression: String::new(),
+            encryption: String::new(),
+        }
+    }
+
     /// SHA-256 of its fields (not of the file's bytes: layout and spacing do not count).
     pub fn digest(&self) -> String {
         use sha2::Digest;

@@ -34,7 +34,8 @@ impl Repository {
             .put_opts(key, PutPayload::from(bytes.into()), PutOptions::from(PutMode::Create))
             .await
             .map_err(Error::from)?;
-        self.make_durable(key)
+        self.make_durable(key)?;
+        self.lock_written(key).await
     }
 
     /// Serializes `value` as JSON, seals it (zstd + age to `recipients`), signs it and writes
@@ -109,7 +110,21 @@ impl Repository {
         Ok(())
     }
 
+    /// Deletes one object. Under object lock (a versioned bucket) a locked object is
+    /// refused (`Refused`, naming the date), and an unlocked one is deleted by its version,
+    /// so no delete marker hides a version that stays behind.
     async fn delete_one(&self, key: &Key) -> Result<()> {
+        if let (Some(_), Some(bucket)) = (&self.lock, &self.s3) {
+            self.refuse_if_locked(key).await?;
+            let version = match self.store.head(key).await {
+                Ok(meta) => meta.version,
+                Err(object_store::Error::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(version) = version {
+                return bucket.delete_version(key, &version).await;
+            }
+        }
         match self.store.delete(key).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),

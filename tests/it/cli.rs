@@ -48,6 +48,20 @@ async fn operator_round_trip_through_the_binary() {
     let identity = dir.path().join("tidemark-identity.txt");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&identity).unwrap().permissions().mode() & 0o777, 0o600);
+    // Issue 15.2: and a signing key, its public key pinned in the config.
+    assert_eq!(init["generated_signing_key"], true);
+    let signing = dir.path().join("tidemark-signing.key");
+    assert_eq!(std::fs::metadata(&signing).unwrap().permissions().mode() & 0o777, 0o600);
+    let shown = ok(&tidemark(dir.path(), &["--json", "signing-key", "show"]));
+    assert_eq!(shown["public_key"], init["signer"]);
+    let config = std::fs::read_to_string(dir.path().join("tidemark.toml")).unwrap();
+    assert!(config.contains(&format!("trusted-signers = [\"{}\"]", init["signer"].as_str().unwrap())), "{config}");
+    assert!(!config.contains("PRIVATE KEY"), "{config}");
+    let second = dir.path().join("second.key");
+    let other = ok(&tidemark(dir.path(), &["--json", "signing-key", "new", "--out", second.to_str().unwrap()]));
+    assert_ne!(other["public_key"], init["signer"]);
+    let again = tidemark(dir.path(), &["signing-key", "new", "--out", second.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(ErrorKind::AlreadyExists.exit_code()), "never overwritten");
 
     // init again: refused with the already-exists exit code, nothing overwritten.
     let again = tidemark(dir.path(), &["init", "--repo", repo.to_str().unwrap()]);

@@ -11,6 +11,7 @@ mod drill;
 mod fixture;
 mod media;
 mod no_lock_in;
+mod object_lock;
 mod one_operation;
 mod pitr;
 mod prune;

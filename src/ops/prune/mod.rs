@@ -72,6 +72,9 @@ pub struct PruneReport {
     pub pitr: PitrPruneReport,
     /// Restore drill reports older than the longest `keep-within` (the newest ten stay).
     pub drill_reports_deleted: u64,
+    /// Objects retention or garbage collection would delete but object lock still holds
+    /// (kept until their date; a later prune deletes them).
+    pub locked_objects: u64,
     /// Snapshots whose manifest cannot be read: kept, and while there are any, no media
     /// are collected.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -109,7 +112,19 @@ pub async fn set_pin(core: &Core, opts: &PinOptions, actor: &Actor) -> Result<St
     let (ws, id) = super::snapshot::resolve(core, &opts.id, opts.workspace.as_deref()).await?;
     let done = async {
         let _lock = super::job::take_workspace(core, &ws, "pin", actor, opts.wait).await?;
-        core.repo.set_pin(&ws, &id, opts.pin).await
+        core.repo.set_pin(&ws, &id, opts.pin).await?;
+        // Under object lock a pinned snapshot is held one more full hold from now (its
+        // media too, when the manifest can be read here).
+        if opts.pin
+            && let Some(until) = core.repo.lock_target()
+        {
+            let manifest = match core.identities() {
+                Ok(ids) => Some(core.repo.read_manifest(&ws, &id, &ids).await?),
+                Err(_) => None,
+            };
+            super::lock::extend_snapshot(core, manifest.as_ref(), &ws, &id, until).await?;
+        }
+        Ok(())
     }
     .await;
     let action = if opts.pin { "pin" } else { "unpin" };
@@ -170,8 +185,17 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
         unfinished_uploads_deleted: 0,
         pitr: PitrPruneReport::default(),
         drill_reports_deleted: 0,
+        locked_objects: 0,
         damaged: Vec::new(),
     };
+    // Under object lock, a snapshot retention would delete but whose manifest is still
+    // locked is kept, saying until when (S3 would refuse the delete).
+    for d in decisions.iter_mut().filter(|d| !d.keep) {
+        if let Some(until) = core.repo.locked_until(&layout::manifest(&opts.workspace, &d.id)).await? {
+            d.keep = true;
+            d.reasons.push(format!("kept: locked until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+        }
+    }
     let doomed: HashSet<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.clone()).collect();
     for d in &read.damaged {
         decisions.push(Decision {
@@ -186,7 +210,7 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     for id in &doomed {
         let manifest = layout::manifest(&opts.workspace, id);
         if !opts.dry_run {
-            core.repo.delete(&manifest).await?;
+            delete_unless_locked(core, &manifest, &mut report.locked_objects).await?;
         }
     }
     if !opts.dry_run
@@ -225,8 +249,8 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
             continue;
         }
         for o in objects {
-            if !opts.dry_run {
-                core.repo.delete(&o.key).await?;
+            if !opts.dry_run && !delete_unless_locked(core, &o.key, &mut report.locked_objects).await? {
+                continue;
             }
             report.deleted_objects += 1;
             report.deleted_bytes += o.size;
@@ -253,8 +277,8 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
             report.garbage_in_grace += 1;
             continue;
         }
-        if !opts.dry_run {
-            core.repo.delete(&o.key).await?;
+        if !opts.dry_run && !delete_unless_locked(core, &o.key, &mut report.locked_objects).await? {
+            continue;
         }
         report.deleted_objects += 1;
         report.deleted_bytes += o.size;
@@ -283,8 +307,8 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     let reports = core.repo.list(&layout::drill_reports(&opts.workspace)).await?;
     let reports: Vec<(Key, DateTime<Utc>)> = reports.into_iter().map(|o| (o.key, o.modified)).collect();
     for key in retention::drill_reports_to_delete(&reports, horizon, as_of) {
-        if !opts.dry_run {
-            core.repo.delete(&key).await?;
+        if !opts.dry_run && !delete_unless_locked(core, &key, &mut report.locked_objects).await? {
+            continue;
         }
         report.drill_reports_deleted += 1;
     }
@@ -297,6 +321,22 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     }
     progress.finish();
     Ok(report)
+}
+
+/// Deletes an object unless object lock holds it (then counts it in `locked` and returns
+/// false: S3 refuses, and the object is kept until its date).
+///
+/// Errors: those of the store.
+pub(super) async fn delete_unless_locked(core: &Core, key: &Key, locked: &mut u64) -> Result<bool> {
+    match core.repo.delete(key).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == crate::error::ErrorKind::Refused && core.repo.object_lock().is_some() => {
+            tracing::info!(object = %key, "kept: {}", e.message());
+            *locked += 1;
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// What a prune job records as its end.

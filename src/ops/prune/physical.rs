@@ -38,8 +38,11 @@ pub(super) async fn prune_pitr(
     };
     for id in &plan.base_backups {
         if !opts.dry_run {
-            core.repo.delete(&layout::base_manifest(&opts.workspace, id)).await?;
-            core.repo.delete(&layout::base_tar(&opts.workspace, id)).await?;
+            let mut locked = 0;
+            if !super::delete_unless_locked(core, &layout::base_manifest(&opts.workspace, id), &mut locked).await? {
+                continue;
+            }
+            super::delete_unless_locked(core, &layout::base_tar(&opts.workspace, id), &mut locked).await?;
         }
         report.base_backups_deleted.push(id.clone());
     }
@@ -49,8 +52,10 @@ pub(super) async fn prune_pitr(
             report.wal_files_in_grace += 1;
             continue;
         }
-        if !opts.dry_run {
-            core.repo.delete(&layout::wal_object(&opts.workspace, &file.name, &file.sha256)?).await?;
+        let key = layout::wal_object(&opts.workspace, &file.name, &file.sha256)?;
+        let mut locked = 0;
+        if !opts.dry_run && !super::delete_unless_locked(core, &key, &mut locked).await? {
+            continue;
         }
         report.wal_files_deleted += 1;
     }
@@ -63,7 +68,7 @@ pub(super) async fn prune_pitr(
             continue;
         }
         if !opts.dry_run {
-            core.repo.delete(&object.key).await?;
+            super::delete_unless_locked(core, &object.key, &mut 0).await?;
         }
     }
     Ok(report)

@@ -179,6 +179,7 @@ impl ObjectWriter {
         // Complete: nothing of it is left to abort when the writer is dropped.
         self.in_flight = None;
         self.repo.make_durable(&self.path)?;
+        self.repo.lock_written(&self.path).await?;
         let stored = self.sink.0.lock().expect("sink lock");
         Ok(ObjectEntry {
             name: self.name.clone(),

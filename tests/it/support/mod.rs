@@ -175,6 +175,17 @@ impl S3Server {
         assert!(response.status().is_success(), "create bucket: {}", response.status());
     }
 
+    /// A bucket with S3 object lock enabled (which also turns on versioning).
+    pub async fn create_locked_bucket(&self, bucket: &str) {
+        let response = reqwest::Client::new()
+            .put(format!("{}/{bucket}", self.endpoint()))
+            .header("x-amz-bucket-object-lock-enabled", "true")
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "create bucket: {}", response.status());
+    }
+
     /// Repository settings for `s3://bucket/prefix` on this server.
     pub fn repo_config(&self, bucket: &str, prefix: &str) -> RepositoryConfig {
         RepositoryConfig {

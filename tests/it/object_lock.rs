@@ -1,0 +1,164 @@
+//! Issue 15.1: S3 object lock on a local moto server. With the repository's own
+//! credentials, a locked snapshot's objects cannot be deleted (by version) and an
+//! overwrite or a plain delete leaves the locked version as it was; retention keeps what is
+//! locked ("kept: locked until T"); the snapshot still restores.
+
+use object_store::{GetOptions, ObjectStore, ObjectStoreExt, PutPayload};
+use tidemark::ErrorKind;
+use tidemark::config::LockMode;
+use tidemark::ops::prune::{PruneOptions, prune};
+use tidemark::ops::restore::{RestoreOptions, restore};
+use tidemark::repo::layout;
+
+use crate::support::{S3Server, actor, check, content_fingerprint, create_database, snapshot_shop, start_cluster};
+
+const SHOP: &str = "CREATE TABLE orders (id int PRIMARY KEY, total numeric); \
+                    INSERT INTO orders SELECT g, g * 1.5 FROM generate_series(1, 2000) g;";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_without_object_lock_is_refused_when_the_config_asks_for_it() {
+    let s3 = S3Server::start().await;
+    s3.create_bucket("plain").await;
+    let cfg =
+        tidemark::config::RepositoryConfig { object_lock: Some(LockMode::Governance), ..s3.repo_config("plain", "r") };
+    let recipients =
+        tidemark::keys::Recipients::parse(&[tidemark::keys::GeneratedIdentity::generate().recipient]).unwrap();
+    let err = tidemark::repo::Repository::init(&cfg, &recipients).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{}", err.report());
+    assert!(err.message().contains("object-lock-enabled-for-bucket"), "{}", err.report());
+    // Nothing was written.
+    let plain = tidemark::config::RepositoryConfig { object_lock: None, ..cfg.clone() };
+    assert_eq!(tidemark::repo::Repository::open(&plain).await.unwrap_err().kind(), ErrorKind::NotFound);
+    // A local folder cannot lock: the config itself is refused.
+    let text = "[repository]\nurl = \"file:///tmp/x\"\nrecipients = []\nobject-lock = \"governance\"\n";
+    let err = tidemark::config::Config::parse(text).unwrap_err();
+    assert!(err.message().contains("object lock is an S3 feature"), "{}", err.report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_objects_survive_deletes_and_overwrites_and_the_snapshot_restores() {
+    let s3 = S3Server::start().await;
+    s3.create_locked_bucket("locked").await;
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tidemark::config::RepositoryConfig {
+        object_lock: Some(LockMode::Governance),
+        ..s3.repo_config("locked", "repo")
+    };
+    let w = crate::support::world_with_repo(cluster, dir, cfg.clone()).await;
+    let source = create_database(&w.cluster, "shop", SHOP).await;
+    let m = snapshot_shop(&w.core).await.unwrap();
+
+    // Every object of the snapshot is locked until its retention (manual: 90 days) plus
+    // the margin (7 days), and so is repository.json.
+    let opened = tidemark::repo::store::open(&w.repo_config, false).unwrap();
+    let bucket = opened.s3.clone().unwrap();
+    let expected = m.started_at + chrono::Duration::days(97);
+    let manifest = layout::manifest("shop", &m.id);
+    let table = layout::SnapshotObject::key_for_name("shop", &m.id, &m.tables[0].parts[0].name).unwrap();
+    let sig = layout::signature(&manifest);
+    for key in [&manifest, &table, &sig, &layout::descriptor()] {
+        let (mode, until) = bucket.retention(key).await.unwrap().unwrap_or_else(|| panic!("{key} is not locked"));
+        assert_eq!(mode, LockMode::Governance);
+        assert!((until - expected).num_seconds().abs() < 120, "{key}: {until} vs {expected}");
+    }
+
+    // The attacker, with the same credentials: deleting the locked versions is refused...
+    let store = opened.store.clone();
+    for key in [&manifest, &table] {
+        let version = store.head(key).await.unwrap().version.expect("a versioned bucket");
+        let err = bucket.delete_version(key, &version).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Refused, "{}", err.report());
+    }
+    // ...and an overwrite or a plain delete only stacks a new version on top.
+    let original = store.get(&manifest).await.unwrap();
+    let version = original.meta.version.clone().unwrap();
+    let original = original.bytes().await.unwrap();
+    store.put(&manifest, PutPayload::from_static(b"ransom note")).await.unwrap();
+    store.delete(&table).await.unwrap();
+    let err = restore(
+        &w.core,
+        &RestoreOptions { snapshot: m.id.clone(), target: w.cluster.url("r1"), ..Default::default() },
+        &actor(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "detected, never restored: {}", err.report());
+    let kept = store.get_opts(&manifest, GetOptions { version: Some(version), ..Default::default() }).await.unwrap();
+    assert_eq!(kept.bytes().await.unwrap(), original, "the locked version is untouched");
+
+    // Recovery (README "Object lock"): the locked versions made current again, and locked
+    // again to the same date.
+    for key in [&manifest, &table] {
+        let versions = bucket.versions(key).await.unwrap();
+        let locked = versions.iter().find(|v| v.locked).unwrap_or_else(|| panic!("{key}: {versions:?}"));
+        let bytes = store
+            .get_opts(key, GetOptions { version: Some(locked.version.clone()), ..Default::default() })
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        store.put(key, PutPayload::from(bytes)).await.unwrap();
+        bucket.set_retention(key, LockMode::Governance, locked.retain_until.unwrap()).await.unwrap();
+    }
+    restore(
+        &w.core,
+        &RestoreOptions { snapshot: m.id.clone(), target: w.cluster.url("r2"), ..Default::default() },
+        &actor(),
+    )
+    .await
+    .unwrap();
+    let restored = tidemark::pg::ConnSpec::parse(&w.cluster.url("r2"), None).unwrap();
+    assert_eq!(content_fingerprint(&restored).await, content_fingerprint(&source).await);
+
+    // Retention that would delete it (a year on, with a newer snapshot) keeps it while it
+    // is locked, saying so.
+    snapshot_shop(&w.core).await.unwrap();
+    let opts = PruneOptions {
+        workspace: "shop".into(),
+        dry_run: false,
+        grace: tidemark::ops::prune::DEFAULT_GRACE,
+        as_of: Some(chrono::Utc::now() + chrono::Duration::days(365)),
+        wait: Default::default(),
+    };
+    let report = prune(&w.core, &opts, &actor()).await.unwrap();
+    let decision = report.decisions.iter().find(|d| d.id == m.id).unwrap();
+    assert!(decision.keep, "{decision:?}");
+    assert!(decision.reasons.iter().any(|r| r.starts_with("kept: locked until")), "{decision:?}");
+    assert!(store.head(&manifest).await.is_ok());
+    let checked = check(&w.core, false).await.unwrap();
+    assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+
+    // Pinning holds the snapshot one more full hold from now.
+    let before = bucket.retention(&manifest).await.unwrap().unwrap().1;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    crate::support::set_pin(&w.core, &m.id, Some("shop"), true).await.unwrap();
+    for key in [&manifest, &table, &sig] {
+        let after = bucket.retention(key).await.unwrap().unwrap().1;
+        assert!(after > before, "{key}: {after} <= {before}");
+    }
+    crate::support::set_pin(&w.core, &m.id, Some("shop"), false).await.unwrap();
+
+    // WAL is locked for the PITR window (default: the longest keep-within, 90 days) and
+    // the margin.
+    let segment = w.dir.path().join("000000010000000000000001");
+    std::fs::write(&segment, vec![7u8; 1 << 16]).unwrap();
+    let pushed = tidemark::ops::wal::push(&w.core, Some("shop"), &segment).await.unwrap();
+    let wal = layout::wal_object("shop", &pushed.name, &pushed.sha256).unwrap();
+    let until = bucket.retention(&wal).await.unwrap().unwrap().1;
+    let expected = chrono::Utc::now() + chrono::Duration::days(97);
+    assert!((until - expected).num_seconds().abs() < 120, "{until} vs {expected}");
+
+    // Retention made longer than the locks set at the time: check names the snapshots.
+    let schedules = w.dir.path().join("schedules");
+    std::fs::create_dir_all(&schedules).unwrap();
+    let manual = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schedules/manual.toml")).unwrap();
+    std::fs::write(schedules.join("manual.toml"), manual.replace("\"90d\"", "\"200d\"")).unwrap();
+    let checked = check(&w.core, false).await.unwrap();
+    assert!(
+        checked.problems.iter().any(|p| p.contains(&m.id) && p.contains("end their lock before its retention")),
+        "{:?}",
+        checked.problems
+    );
+}
