@@ -72,7 +72,9 @@ impl Repository {
             return Ok(());
         };
         // A pin is a marker that must be removable (unpin); what it keeps is locked itself.
-        if key.parts().nth(2).is_some_and(|p| p.as_ref() == "pins") {
+        // A streamed partial segment is replaced every second and deleted once its segment
+        // is archived (which is locked): locking each version would keep thousands a day.
+        if key.parts().nth(2).is_some_and(|p| p.as_ref() == "pins") || key.as_ref().contains(".partial/") {
             return Ok(());
         }
         bucket.set_retention(key, lock.mode, until).await

@@ -150,6 +150,18 @@ async fn locked_objects_survive_deletes_and_overwrites_and_the_snapshot_restores
     let expected = chrono::Utc::now() + chrono::Duration::days(97);
     assert!((until - expected).num_seconds().abs() < 120, "{until} vs {expected}");
 
+    // A streamed partial segment is not locked: each newer version replaces the last.
+    let partial = w.dir.path().join("000000010000000000000002.partial");
+    for fill in [1u8, 2] {
+        std::fs::write(&partial, vec![fill; 1 << 16]).unwrap();
+        let pushed = tidemark::ops::wal::push(&w.core, Some("shop"), &partial).await.unwrap();
+        let key = layout::wal_object("shop", &pushed.name, &pushed.sha256).unwrap();
+        assert_eq!(bucket.retention(&key).await.unwrap(), None);
+    }
+    let shipped =
+        w.core.repo.list(&layout::wal_file_dir("shop", "000000010000000000000002.partial").unwrap()).await.unwrap();
+    assert_eq!(shipped.len(), 1, "{shipped:?}");
+
     // Retention made longer than the locks set at the time: check names the snapshots.
     let schedules = w.dir.path().join("schedules");
     std::fs::create_dir_all(&schedules).unwrap();
