@@ -23,7 +23,8 @@ pub struct BaseBackupOptions {
 /// operation holds the workspace.
 pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) -> Result<BaseManifest> {
     let workspace = opts.workspace.as_str();
-    let core = &super::lock::locking(core, super::lock::pitr_until(core, workspace)?);
+    let until = super::lock::pitr_until(core, workspace)?;
+    let core = &super::lock::locking(core, until);
     let ws = core.workspace(workspace)?;
     let _lock = super::job::take_workspace(core, workspace, "basebackup", actor, opts.wait).await?;
     let spec = ws.conn()?;
@@ -44,7 +45,12 @@ pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) ->
         ))
         .await;
     progress.finish();
-    taken.map_err(|e| e.context(format!("base backup of workspace {workspace}")))
+    let taken = taken.map_err(|e| e.context(format!("base backup of workspace {workspace}")))?;
+    if let Some(until) = until {
+        let moved = super::lock::extend_for_base(core, workspace, &taken.id, until).await?;
+        tracing::info!(workspace, locks = moved, "object lock: the previous base backup and its WAL extended");
+    }
+    Ok(taken)
 }
 
 /// [`basebackup`] as a recorded job (see [`super::job::recorded`]).

@@ -109,6 +109,61 @@ pub async fn extend_snapshot(
     Ok(moved)
 }
 
+/// After base backup `new_id`: the moments between the previous base backup and this one
+/// are restored from the previous base backup and the WAL archived since it began, and
+/// they stay in the PITR window until `until`; their locks are extended to it. Returns how
+/// many moved.
+///
+/// Errors: those of [`crate::repo::Repository::extend_lock`] and of listing.
+pub async fn extend_for_base(core: &Core, workspace: &str, new_id: &str, until: DateTime<Utc>) -> Result<u64> {
+    use crate::repo::layout;
+    use futures::StreamExt;
+    if core.repo.object_lock().is_none() {
+        return Ok(0);
+    }
+    let objects = core.repo.list_all(&layout::base_backups(workspace)).await?;
+    let previous = objects
+        .iter()
+        .filter_map(|o| o.key.parts().nth(3).map(|p| p.as_ref().to_string()))
+        .filter(|id| id.as_str() < new_id)
+        .max();
+    let Some(previous) = previous else { return Ok(0) };
+    // Ids begin with their UTC start second (see `layout::new_snapshot_id`).
+    let Some(began) = previous
+        .get(..16)
+        .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").ok())
+        .map(|t| t.and_utc() - Duration::minutes(1))
+    else {
+        return Ok(0);
+    };
+    let mut keys: Vec<crate::repo::Key> = objects
+        .into_iter()
+        .filter(|o| o.key.parts().nth(3).is_some_and(|p| p.as_ref() == previous))
+        .map(|o| o.key)
+        .collect();
+    for a in crate::wal::archive::list(&core.repo, workspace).await? {
+        if a.archived_at >= began && !a.name.ends_with(".partial") {
+            let key = layout::wal_object(workspace, &a.name, &a.sha256)?;
+            keys.push(layout::signature(&key));
+            keys.push(key);
+        }
+    }
+    let mut moved = 0;
+    let mut extended = futures::stream::iter(keys)
+        .map(|key| async move {
+            match core.repo.extend_lock(&key, until).await {
+                // A WAL file of an older server version, written before it was signed.
+                Err(e) if e.kind() == crate::error::ErrorKind::NotFound => Ok(false),
+                other => other,
+            }
+        })
+        .buffer_unordered(16);
+    while let Some(result) = extended.next().await {
+        moved += u64::from(result?);
+    }
+    Ok(moved)
+}
+
 /// The object-lock settings a config asks for, with the repository-wide hold.
 pub fn settings(config: &LoadedConfig) -> Option<ObjectLock> {
     let mode = config.config.repository.object_lock?;

@@ -174,3 +174,44 @@ async fn locked_objects_survive_deletes_and_overwrites_and_the_snapshot_restores
         checked.problems
     );
 }
+
+/// A base backup extends the locks of the previous one and of the WAL archived since it
+/// began: the moments between the two are restored from them, and stay in the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_base_backup_extends_the_locks_of_what_restores_the_moments_before_it() {
+    let s3 = S3Server::start().await;
+    s3.create_locked_bucket("based").await;
+    // Archiving on (what base backups require); the WAL itself is pushed by the test.
+    let settings = vec![("archive_mode".to_string(), "on".to_string()), ("archive_command".into(), "true".into())];
+    let options = tidemark::pgcluster::ClusterOptions { settings, ..Default::default() };
+    let cluster =
+        tokio::task::spawn_blocking(move || tidemark::pgcluster::Cluster::start(&options).unwrap()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        tidemark::config::RepositoryConfig { object_lock: Some(LockMode::Compliance), ..s3.repo_config("based", "r") };
+    let w = crate::support::world_with_repo(cluster, dir, cfg).await;
+    create_database(&w.cluster, "shop", SHOP).await;
+    let first = crate::support::basebackup(&w.core).await.unwrap();
+    let segment = w.dir.path().join("000000010000000000000009");
+    std::fs::write(&segment, vec![9u8; 1 << 16]).unwrap();
+    let pushed = tidemark::ops::wal::push(&w.core, Some("shop"), &segment).await.unwrap();
+    let wal = layout::wal_object("shop", &pushed.name, &pushed.sha256).unwrap();
+    let bucket = tidemark::repo::store::open(&w.repo_config, false).unwrap().s3.unwrap();
+    let tar = layout::base_tar("shop", &first.id);
+    let before: Vec<_> = [&tar, &wal].iter().map(|k| async { bucket.retention(k).await.unwrap().unwrap() }).collect();
+    let before = futures::future::join_all(before).await;
+    assert!(before.iter().all(|(mode, _)| *mode == LockMode::Compliance));
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let second = crate::support::basebackup(&w.core).await.unwrap();
+    for (key, (_, was)) in [&tar, &wal].into_iter().zip(before) {
+        let now = bucket.retention(key).await.unwrap().unwrap().1;
+        assert!(now > was, "{key}: {now} <= {was}");
+    }
+    // The new one's own objects are locked from the start.
+    assert!(bucket.retention(&layout::base_tar("shop", &second.id)).await.unwrap().is_some());
+    // And in compliance mode, nobody deletes them: not even by version.
+    let version =
+        tidemark::repo::store::open(&w.repo_config, false).unwrap().store.head(&tar).await.unwrap().version.unwrap();
+    assert_eq!(bucket.delete_version(&tar, &version).await.unwrap_err().kind(), ErrorKind::Refused);
+}
