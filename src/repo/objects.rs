@@ -78,10 +78,10 @@ impl Repository {
     }
 
     /// Every object below `prefix` (a folder: `a/b` lists `a/b/...`, not `a/bc`; the empty
-    /// key lists the whole repository), in the store's order.
+    /// key lists the whole repository), in the store's order. Signature objects (`*.sig`)
+    /// are not listed: they belong to the object they sign.
     ///
     /// Errors: `Unavailable` for the store.
-    /// Signature objects (`*.sig`) are not listed: they belong to the object they sign.
     pub async fn list(&self, prefix: &Key) -> Result<Vec<StoredObject>> {
         let mut listed = self.list_all(prefix).await?;
         listed.retain(|o| !super::layout::is_signature(&o.key));

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Key, Repository, layout};
 use crate::error::{Error, ErrorKind, Result};
-use crate::signing::{SignatureFile, Signed, Signing};
+use crate::signing::{Signed, Signing};
 
 impl Repository {
     /// This repository, signing and verifying with `signing`.
@@ -41,15 +41,23 @@ impl Repository {
         let file = secret.sign(key.as_ref(), sha256);
         let sig_key = layout::signature(key);
         let body = serde_json::to_vec_pretty(&file).expect("a signature serializes");
-        match self.put_once(&sig_key, body).await {
+        match self.put_once(&sig_key, body.clone()).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {
-                // A retry of a write that got as far as its signature: the same content is fine.
+                // A retry of a write that got as far as its signature: a valid signature of
+                // the same content by a trusted key is fine.
                 let existing = self.get(&sig_key).await?.unwrap_or_default();
-                match serde_json::from_slice::<SignatureFile>(&existing) {
-                    Ok(old) if old.sha256 == sha256 && old.key == key.as_ref() => Ok(()),
-                    _ => Err(Error::new(ErrorKind::AlreadyExists, format!("{key} already has a signature"))),
+                if self.signing.trust.verify(key.as_ref(), sha256, Some(&existing)).is_ok() {
+                    return Ok(());
                 }
+                if self.stored_size(key).await?.is_some() {
+                    return Err(Error::new(ErrorKind::AlreadyExists, format!("{key} already exists")));
+                }
+                // A signature without its object (a write that stopped between the two, or
+                // one planted ahead of it): it vouches for nothing, so it is replaced.
+                tracing::warn!(object = %key, "replacing a signature whose object was never written");
+                self.delete(&sig_key).await?;
+                self.put_once(&sig_key, body).await
             }
             Err(e) => Err(e),
         }

@@ -154,6 +154,13 @@ async fn a_wal_file_swapped_for_another_valid_one_is_refused() {
     let (first, second) = (names[0].clone(), names[1].clone());
     assert_ne!(first, second);
     let recipients = Recipients::parse(&w.repo_config.recipients).unwrap();
+    // Someone with the bucket's credentials plants a signature where the first segment's
+    // object will go: it vouches for nothing and is replaced, the push is not blocked.
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(copies.join(&first)).unwrap()));
+    let planted = w.repo_dir().join(format!("{}.sig", layout::wal_object("shop", &first, &sha).unwrap()));
+    std::fs::create_dir_all(planted.parent().unwrap()).unwrap();
+    let evil = SigningSecret::generate().sign(layout::wal_object("shop", &first, &sha).unwrap().as_ref(), &sha);
+    std::fs::write(&planted, serde_json::to_vec(&evil).unwrap()).unwrap();
     let mut pushed = Vec::new();
     for name in [&first, &second] {
         pushed.push(tidemark::wal::archive::push(&w.core.repo, &recipients, "shop", &copies.join(name)).await.unwrap());
