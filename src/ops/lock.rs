@@ -54,12 +54,16 @@ pub fn snapshot_until(
 /// longest keep-within of the workspace's policies), plus the margin.
 pub fn pitr_until(core: &Core, workspace: &str) -> Result<Option<DateTime<Utc>>> {
     let Some(lock) = core.repo.object_lock() else { return Ok(None) };
+    Ok(Some(Utc::now() + pitr_window(core, workspace)? + lock.margin))
+}
+
+/// The PITR window of a workspace: `pitr-window`, else its longest `keep-within`.
+pub fn pitr_window(core: &Core, workspace: &str) -> Result<Duration> {
     let ws = core.config.workspace(workspace)?;
-    let window = match ws.pitr_window.and_then(|w| Duration::from_std(w).ok()) {
+    Ok(match ws.pitr_window.and_then(|w| Duration::from_std(w).ok()) {
         Some(w) => w,
         None => keep_within(&policies_for(&core.config, workspace)?, None).unwrap_or(Duration::days(FALLBACK)),
-    };
-    Ok(Some(Utc::now() + window + lock.margin))
+    })
 }
 
 /// `core` with its writes locked until `until` (unchanged for `None`).

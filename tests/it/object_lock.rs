@@ -189,7 +189,7 @@ async fn a_new_base_backup_extends_the_locks_of_what_restores_the_moments_before
     let dir = tempfile::tempdir().unwrap();
     let cfg =
         tidemark::config::RepositoryConfig { object_lock: Some(LockMode::Compliance), ..s3.repo_config("based", "r") };
-    let w = crate::support::world_with_repo(cluster, dir, cfg).await;
+    let mut w = crate::support::world_with_repo(cluster, dir, cfg).await;
     create_database(&w.cluster, "shop", SHOP).await;
     let first = crate::support::basebackup(&w.core).await.unwrap();
     let segment = w.dir.path().join("000000010000000000000009");
@@ -214,4 +214,14 @@ async fn a_new_base_backup_extends_the_locks_of_what_restores_the_moments_before
     let version =
         tidemark::repo::store::open(&w.repo_config, false).unwrap().store.head(&tar).await.unwrap().version.unwrap();
     assert_eq!(bucket.delete_version(&tar, &version).await.unwrap_err().kind(), ErrorKind::Refused);
+
+    // A PITR window made longer than the locks: check names the WAL files and base backups.
+    let ok = check(&w.core, false).await.unwrap();
+    assert!(ok.problems.iter().all(|p| !p.contains("end their lock")), "{:?}", ok.problems);
+    w.core.config.config.workspaces.get_mut("shop").unwrap().pitr_window =
+        Some(std::time::Duration::from_secs(200 * 86_400));
+    let short = check(&w.core, false).await.unwrap();
+    for what in ["base backups of workspace shop end their lock", "WAL files of workspace shop end their lock"] {
+        assert!(short.problems.iter().any(|p| p.contains(what)), "{what}: {:?}", short.problems);
+    }
 }
