@@ -19,7 +19,7 @@ pub enum Role {
     Operator,
     /// Viewer, plus writing, publishing and reverting function stacks.
     Developer,
-    /// Everything, including prune, unpin, tokens and the audit trail.
+    /// Everything, including prune, unpin, in-place restores, tokens and the audit trail.
     Admin,
     /// Reads and verifies the audit trail, nothing else.
     Auditor,
@@ -87,6 +87,8 @@ pub enum Action {
     Drill,
     /// Restore into a new database.
     Restore,
+    /// Replace a workspace's live database: an in-place restore, or its undo.
+    ReplaceLive,
     /// Mark a restore point.
     MarkRestorePoint,
     /// Pin a snapshot.
@@ -104,11 +106,12 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Read,
         Action::Snapshot,
         Action::Drill,
         Action::Restore,
+        Action::ReplaceLive,
         Action::MarkRestorePoint,
         Action::Pin,
         Action::Unpin,
@@ -148,6 +151,7 @@ fn describe(action: Action) -> &'static str {
         Action::Snapshot => "take snapshots",
         Action::Drill => "run drills",
         Action::Restore => "restore",
+        Action::ReplaceLive => "replace a workspace's live database",
         Action::MarkRestorePoint => "mark restore points",
         Action::Pin => "pin snapshots",
         Action::Unpin => "unpin snapshots",

@@ -75,6 +75,8 @@ async fn openapi_json() {}
         routes::run_drill,
         routes::drill_report,
         routes::restore,
+        routes::restore_in_place,
+        routes::restore_undo,
         routes::prune,
         routes::check,
         routes::window,

@@ -2,17 +2,31 @@
 
 use clap::Args;
 use tidemark::Result;
+use tidemark::ops::inplace::{InPlaceOptions, UndoOptions, restore_in_place, undo};
 use tidemark::ops::restore::{RestoreOptions, restore_recorded};
 
 use super::{Global, human_bytes, human_ms};
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Snapshot id (see `tidemark snapshot list`), or `latest` (of --workspace, or the only one configured)
+    /// Snapshot id (see `tidemark snapshot list`), or `latest` (of --workspace, or the only one
+    /// configured); or `undo` to swap back the newest in-place restore of WORKSPACE
     snapshot: String,
+    /// With `undo`: the workspace whose in-place restore is swapped back
+    #[arg(value_name = "WORKSPACE")]
+    undo_workspace: Option<String>,
     /// Target database URL: created if missing, refused if not empty
-    #[arg(long, value_name = "URL", required_unless_present = "stacks_only")]
+    #[arg(long, value_name = "URL", required_unless_present_any = ["stacks_only", "in_place", "undo_workspace"])]
     target: Option<String>,
+    /// Replace the workspace's live database (after a pre-restore snapshot; `restore undo W` swaps back)
+    #[arg(long, requires_all = ["workspace", "confirm"], conflicts_with_all = ["target", "stacks_only", "media_target"])]
+    in_place: bool,
+    /// With --in-place or undo: repeat the workspace's name
+    #[arg(long, value_name = "WORKSPACE")]
+    confirm: Option<String>,
+    /// With --in-place: drop the replaced database after the switch (no undo)
+    #[arg(long, requires = "in_place")]
+    drop_previous: bool,
     /// Only make the snapshot's function stacks live again in the workspace (as new changes)
     #[arg(long, conflicts_with_all = ["target", "media_target"])]
     stacks_only: bool,
@@ -38,6 +52,64 @@ pub struct RestoreArgs {
 pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
     let (core, _stop) = global.job_core().await?;
     let actor = global.actor();
+    if let Some(workspace) = &args.undo_workspace {
+        if args.snapshot != "undo" {
+            return Err(tidemark::Error::usage(format!(
+                "unexpected argument {workspace:?}: only `tidemark restore undo WORKSPACE --confirm WORKSPACE` takes two"
+            )));
+        }
+        let opts = UndoOptions {
+            workspace: workspace.clone(),
+            confirm: args.confirm.unwrap_or_default(),
+            wait: args.wait.get(),
+        };
+        let report = undo(&core, &opts, &actor).await?;
+        if global.json {
+            global.print_json(&report);
+        } else {
+            println!(
+                "workspace {}: database {} is {} again (switch {}); the restored one is now {}",
+                report.workspace,
+                report.database,
+                report.restored_from,
+                human_ms(report.switch_ms),
+                report.replaced_moved_to
+            );
+        }
+        return Ok(());
+    }
+    if args.in_place {
+        let opts = InPlaceOptions {
+            snapshot: args.snapshot,
+            workspace: args.workspace.unwrap_or_default(),
+            confirm: args.confirm.unwrap_or_default(),
+            jobs: args.jobs,
+            drop_previous: args.drop_previous,
+            wait: args.wait.get(),
+        };
+        let report = restore_in_place(&core, &opts, &actor).await?;
+        if global.json {
+            global.print_json(&report);
+        } else {
+            println!("pre-restore snapshot {} of the live database", report.safety_snapshot);
+            println!(
+                "restored snapshot {} into database {} of workspace {} in place: {} tables checked against the                  snapshot, switch {}",
+                report.snapshot,
+                report.database,
+                report.workspace,
+                report.verified_tables,
+                human_ms(report.switch_ms)
+            );
+            match &report.previous_database {
+                Some(previous) => println!(
+                    "the replaced database is {previous}: `tidemark restore undo {} --confirm {}` swaps it back",
+                    report.workspace, report.workspace
+                ),
+                None => println!("the replaced database was dropped (--drop-previous)"),
+            }
+        }
+        return Ok(());
+    }
     if args.stacks_only {
         let out =
             tidemark::ops::restore::restore_stacks(&core, &args.snapshot, args.workspace.as_deref(), &actor).await?;

@@ -8,6 +8,7 @@ pub mod check;
 pub mod demo;
 pub mod drill;
 pub mod init;
+pub mod inplace;
 pub mod job;
 pub mod lock;
 pub mod pitr;

@@ -344,3 +344,82 @@ async fn set_database_comment(target: &ConnSpec, comment: Option<&str>) -> Resul
     ConnSpec::close(conn).await;
     Ok(())
 }
+
+/// The databases on `server` whose names start with `prefix`, sorted by name.
+///
+/// Errors: `Database`/`Unavailable` from Postgres.
+pub async fn databases_named(server: &ConnSpec, prefix: &str) -> Result<Vec<String>> {
+    let mut admin = maintenance_connection(server).await?;
+    let pattern = format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY datname")
+            .bind(pattern)
+            .fetch_all(&mut admin)
+            .await?;
+    ConnSpec::close(admin).await;
+    Ok(names)
+}
+
+/// Swaps databases on one server in as short a window as Postgres allows: `live` becomes
+/// `aside` and `incoming` becomes `live`. For the window new connections to `live` are
+/// refused and the open ones are ended; a step that fails puts back what was done, so
+/// `live` is either the old database or the new one, never missing. Returns the window.
+///
+/// Errors: `Database` (the role must own both databases and may end their connections:
+/// superuser, or owner with CREATEDB and pg_signal_backend); `Unavailable` when the
+/// connections to `live` do not go away within 10 s.
+pub async fn swap_in(server: &ConnSpec, live: &str, incoming: &str, aside: &str) -> Result<std::time::Duration> {
+    let mut admin = maintenance_connection(server).await?;
+    let (l, i, a) = (quote_ident(live), quote_ident(incoming), quote_ident(aside));
+    let run = |sql: String| sqlx::raw_sql(AssertSqlSafe(sql));
+    let started = std::time::Instant::now();
+    run(format!("ALTER DATABASE {l} WITH ALLOW_CONNECTIONS false")).execute(&mut admin).await?;
+    let moved_aside = async {
+        let deadline = started + std::time::Duration::from_secs(10);
+        loop {
+            sqlx::query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = ANY($1) AND pid <> pg_backend_pid()",
+            )
+            .bind([live, incoming])
+            .execute(&mut admin)
+            .await?;
+            match run(format!("ALTER DATABASE {l} RENAME TO {a}")).execute(&mut admin).await {
+                Ok(_) => return Ok(()),
+                // 55006: "is being accessed by other users": a backend still ending.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") => {
+                    if std::time::Instant::now() > deadline {
+                        return Err(Error::new(
+                            ErrorKind::Unavailable,
+                            format!(
+                                "the connections to database {live:?} did not end within 10 s; nothing was switched"
+                            ),
+                        ));
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(Error::from(e)),
+            }
+        }
+    }
+    .await;
+    if let Err(e) = moved_aside {
+        let _ = run(format!("ALTER DATABASE {l} WITH ALLOW_CONNECTIONS true")).execute(&mut admin).await;
+        return Err(e.context(format!("moving database {live:?} aside")));
+    }
+    if let Err(e) = run(format!("ALTER DATABASE {i} RENAME TO {l}")).execute(&mut admin).await {
+        let back = run(format!("ALTER DATABASE {a} RENAME TO {l}")).execute(&mut admin).await;
+        let _ = run(format!("ALTER DATABASE {l} WITH ALLOW_CONNECTIONS true")).execute(&mut admin).await;
+        let e = Error::from(e).context(format!("giving database {incoming:?} the name {live:?}"));
+        return Err(match back {
+            Ok(_) => e.context("(the live database was put back)".to_string()),
+            Err(b) => {
+                e.context(format!("(the live database is named {aside:?} now and could not be renamed back: {b})"))
+            }
+        });
+    }
+    let window = started.elapsed();
+    run(format!("ALTER DATABASE {a} WITH ALLOW_CONNECTIONS true")).execute(&mut admin).await?;
+    ConnSpec::close(admin).await;
+    Ok(window)
+}

@@ -123,6 +123,19 @@ async fn every_cell_of_the_role_matrix_over_http() {
             "drill",
         ),
         (Method::POST, format!("{base}/v1/workspaces/shop/restores"), Some(restore_body), "restore"),
+        // Replacing the live database: admin only (the job then fails: no such snapshot, nothing to undo).
+        (
+            Method::POST,
+            format!("{base}/v1/workspaces/shop/restores/in-place"),
+            Some(format!(r#"{{"snapshot": "{missing}", "confirm": "shop"}}"#)),
+            "replace",
+        ),
+        (
+            Method::POST,
+            format!("{base}/v1/workspaces/shop/restores/undo"),
+            Some(r#"{"confirm": "shop"}"#.into()),
+            "replace",
+        ),
         (Method::POST, format!("{base}/v1/workspaces/shop/snapshots/{id}/pin"), None, "pin"),
         (Method::DELETE, format!("{base}/v1/workspaces/shop/snapshots/{id}/pin"), None, "unpin"),
         (Method::POST, format!("{base}/v1/workspaces/shop/prune"), Some(r#"{"dry_run": true}"#.into()), "prune"),
@@ -152,7 +165,7 @@ async fn every_cell_of_the_role_matrix_over_http() {
         "read" => !matches!(role, Role::Auditor),
         "drill" | "restore" | "pin" | "mark" => matches!(role, Role::Operator | Role::Admin),
         "stacks" => matches!(role, Role::Developer | Role::Admin),
-        "unpin" | "prune" | "tokens" => role == Role::Admin,
+        "unpin" | "prune" | "tokens" | "replace" => role == Role::Admin,
         "audit" => matches!(role, Role::Admin | Role::Auditor),
         _ => unreachable!(),
     };
@@ -169,6 +182,15 @@ async fn every_cell_of_the_role_matrix_over_http() {
                 let body = json(response).await;
                 assert_eq!(body["error"]["kind"], "forbidden");
             }
+        }
+    }
+    // Replacing the live database needs the workspace's name repeated, even for an admin.
+    let admin_secret = token(&w, "matrix-admin-confirm", Role::Admin, &[], &[]).await;
+    for body in [r#"{"confirm": "shpo"}"#, r#"{"confirm": ""}"#] {
+        for path in ["restores/in-place", "restores/undo"] {
+            let url = format!("{base}/v1/workspaces/shop/{path}");
+            let response = call(&c, Method::POST, &url, Some(&admin_secret), Some(body)).await;
+            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path} {body}");
         }
     }
     // A token for another workspace gets nothing of this one.
@@ -613,6 +635,12 @@ async fn the_served_api_keeps_to_its_openapi_document() {
         // whose id the token list shows.
         "--exclude-path",
         "/v1/tokens/{token}",
+        // These replace the workspace's live database; their roles and refusals have their
+        // own tests (the role matrix above, tests/it/inplace.rs).
+        "--exclude-path",
+        "/v1/workspaces/{ws}/restores/in-place",
+        "--exclude-path",
+        "/v1/workspaces/{ws}/restores/undo",
         "--no-color",
     ];
     let ran = tokio::task::spawn_blocking({

@@ -9,6 +9,7 @@ mod cli;
 mod daemon;
 mod drill;
 mod fixture;
+mod inplace;
 mod media;
 mod no_lock_in;
 mod object_lock;

@@ -43,6 +43,8 @@ pub(super) fn table() -> Vec<(&'static str, MethodRouter<App>)> {
         ("/v1/workspaces/{ws}/drills", get(drills).post(run_drill)),
         ("/v1/workspaces/{ws}/drills/{id}", get(drill_report)),
         ("/v1/workspaces/{ws}/restores", post(restore)),
+        ("/v1/workspaces/{ws}/restores/in-place", post(restore_in_place)),
+        ("/v1/workspaces/{ws}/restores/undo", post(restore_undo)),
         ("/v1/workspaces/{ws}/prune", post(prune)),
         ("/v1/workspaces/{ws}/check", post(check)),
         ("/v1/workspaces/{ws}/pitr", get(window)),

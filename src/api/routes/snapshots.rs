@@ -204,6 +204,109 @@ pub(in crate::api) async fn restore(
     .await
 }
 
+/// An in-place restore asked over the API (admin only): the workspace's live database is
+/// replaced after a pre-restore snapshot, a restore beside it and its checks.
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::api) struct InPlaceBody {
+    /// A snapshot id, or `latest` (default).
+    #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
+    snapshot: Option<String>,
+    /// The workspace's name again: the live database is replaced.
+    confirm: String,
+    /// Drop the replaced database after the switch (no undo then).
+    #[serde(default)]
+    drop_previous: bool,
+}
+
+/// The confirmation of a request that replaces a workspace's live database.
+fn confirmed(ws: &str, confirm: &str) -> Result<(), ApiError> {
+    if confirm != ws {
+        return Err(ApiError(Error::usage(format!(
+            "this replaces the live database of workspace {ws}: set confirm to \"{ws}\""
+        ))));
+    }
+    Ok(())
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/restores/in-place",
+    summary = "Restores a snapshot over the workspace's live database, with an undo (a job; admin)",
+    params(WorkspacePath),
+    request_body(content = InPlaceBody, content_type = "application/json"),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(in crate::api) async fn restore_in_place(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::ReplaceLive).await?;
+    let asked: InPlaceBody = body(&bytes)?;
+    let snapshot = asked.snapshot.unwrap_or_else(|| "latest".into());
+    if snapshot != "latest" {
+        crate::repo::layout::validate_snapshot_id(&snapshot)?;
+    }
+    confirmed(&ws, &asked.confirm)?;
+    let opts = ops::inplace::InPlaceOptions {
+        snapshot,
+        workspace: ws.clone(),
+        confirm: asked.confirm,
+        drop_previous: asked.drop_previous,
+        ..Default::default()
+    };
+    let spec = job::JobSpec { workspace: ws, operation: "restore", kind: None };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::inplace::restore_in_place(&core, &opts, &who).await },
+        ops::inplace::job_end,
+    )
+    .await
+}
+
+/// Swapping back the newest in-place restore (admin only).
+#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(in crate::api) struct UndoBody {
+    /// The workspace's name again: the live database is replaced.
+    confirm: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/workspaces/{ws}/restores/undo",
+    summary = "Swaps back the newest in-place restore of the workspace (a job; admin)",
+    params(WorkspacePath),
+    request_body(content = UndoBody, content_type = "application/json"),
+    responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
+)]
+pub(in crate::api) async fn restore_undo(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
+    bytes: Bytes,
+) -> Answer {
+    let ws = scoped(&app, &actor, &ws, Action::ReplaceLive).await?;
+    let asked: UndoBody = body(&bytes)?;
+    confirmed(&ws, &asked.confirm)?;
+    let opts = ops::inplace::UndoOptions { workspace: ws.clone(), confirm: asked.confirm, ..Default::default() };
+    let spec = job::JobSpec { workspace: ws, operation: "restore-undo", kind: None };
+    let who = actor.clone();
+    start(
+        &app,
+        &actor,
+        spec,
+        move |core| async move { ops::inplace::undo(&core, &opts, &who).await },
+        |_| crate::catalog::JobEnd::default(),
+    )
+    .await
+}
+
 #[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(in crate::api) struct PruneBody {

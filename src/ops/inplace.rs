@@ -1,0 +1,246 @@
+//! `restore --in-place` and `restore undo`: put a workspace's database back as a snapshot
+//! had it, with a way back. First a pre-restore snapshot of the live database, then a
+//! restore into a new database beside it, the drill's content checks on that copy, and only
+//! then the switch: the live database is moved aside as `<name>_before_<id>` and the
+//! restored one takes its name (`restore::database::swap_in`). Anything that fails before
+//! the switch leaves the live database untouched; `undo` swaps back.
+
+use serde::{Deserialize, Serialize};
+
+use super::Core;
+use super::job::WaitFor;
+use super::restore::{RestoreOptions, RestoreReport};
+use super::snapshot::SnapshotOptions;
+use crate::actor::Actor;
+use crate::error::{Error, ErrorKind, Result};
+use crate::repo::manifest::SnapshotKind;
+use crate::restore::database;
+
+/// What `restore --in-place` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InPlaceOptions {
+    /// A snapshot id, or `latest`.
+    pub snapshot: String,
+    pub workspace: String,
+    /// Must repeat the workspace's name: this replaces its live database.
+    pub confirm: String,
+    /// Parallel connections loading tables (default: one per core).
+    pub jobs: Option<usize>,
+    /// Drop the replaced database after the switch (no undo then).
+    pub drop_previous: bool,
+    #[serde(default)]
+    pub wait: WaitFor,
+}
+
+/// What an in-place restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct InPlaceReport {
+    pub workspace: String,
+    pub snapshot: String,
+    /// The snapshot of the live database taken first (kind `pre-restore`).
+    pub safety_snapshot: String,
+    /// The live database's name (now the restored one).
+    pub database: String,
+    /// Where the replaced database is (`None` with `--drop-previous`).
+    pub previous_database: Option<String>,
+    /// Tables and sequences compared with the snapshot on the restored copy before the switch.
+    pub verified_tables: usize,
+    /// How long the live database was unavailable.
+    pub switch_ms: u64,
+    pub restore: RestoreReport,
+}
+
+/// What `restore undo` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UndoOptions {
+    pub workspace: String,
+    /// Must repeat the workspace's name.
+    pub confirm: String,
+    #[serde(default)]
+    pub wait: WaitFor,
+}
+
+/// What an undo did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UndoReport {
+    pub workspace: String,
+    pub database: String,
+    /// The database that is live again (its name before the undo).
+    pub restored_from: String,
+    /// Where the database the undo replaced went.
+    pub replaced_moved_to: String,
+    pub switch_ms: u64,
+}
+
+const BEFORE: &str = "_before_";
+const UNDONE: &str = "_undone_";
+const RESTORING: &str = "_restoring_";
+
+/// The names beside `live` for snapshot `id`: Postgres names are at most 63 bytes.
+fn beside(live: &str, tag: &str, id: &str) -> Result<String> {
+    let name = format!("{live}{tag}{}", id.to_ascii_lowercase().replace('-', "_"));
+    if name.len() > 63 {
+        return Err(Error::usage(format!(
+            "database {live:?} has too long a name for an in-place restore: {name:?} would be longer than \
+             Postgres's 63 bytes; restore into a new database with --target instead"
+        )));
+    }
+    Ok(name)
+}
+
+fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
+    if confirm != workspace {
+        return Err(Error::usage(format!(
+            "this replaces the live database of workspace {workspace}: pass --confirm {workspace} to go ahead"
+        )));
+    }
+    Ok(())
+}
+
+/// Restores a snapshot over a workspace's live database; see the module docs.
+///
+/// Errors: `Usage` without the confirmation, for media (not swapped in place yet) or a
+/// too long name; those of the pre-restore snapshot and the restore (the live database is
+/// then untouched); `Integrity` when the restored copy does not match the snapshot
+/// (dropped again, live untouched); `Database`/`Unavailable` from the switch (which puts
+/// back what it did).
+pub async fn restore_in_place(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
+    confirmed(&opts.workspace, &opts.confirm)?;
+    let done = run(core, opts, actor).await;
+    let details = serde_json::json!({ "snapshot": opts.snapshot, "drop_previous": opts.drop_previous });
+    super::audit::record(core, actor, "restore.in-place", &opts.workspace, &done, details).await;
+    done
+}
+
+async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
+    let (workspace, id) = super::snapshot::resolve(core, &opts.snapshot, Some(&opts.workspace)).await?;
+    let live = core.workspace(&workspace)?.conn()?.clone();
+    let db = live.database().ok_or_else(|| Error::config(format!("workspace {workspace}'s URL names no database")))?;
+    let (incoming, aside) = (beside(&db, RESTORING, &id)?, beside(&db, BEFORE, &id)?);
+    let manifest = core.repo.read_manifest(&workspace, &id, &core.identities()?).await?;
+    if manifest.media.as_ref().is_some_and(|m| !m.files.is_empty()) {
+        return Err(Error::usage(format!(
+            "snapshot {id} has media files; an in-place restore swaps the database only and does not swap media \
+             folders yet. Restore the media with `tidemark restore {id} --target URL --media-target DIR`"
+        )));
+    }
+    if !database::databases_named(&live, &aside).await?.is_empty() {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("database {aside:?} exists (an earlier in-place restore of {id}); drop or rename it first"),
+        ));
+    }
+    // 1. A snapshot of the live database as it is now.
+    let safety = SnapshotOptions {
+        workspace: workspace.clone(),
+        kind: SnapshotKind::PreRestore,
+        note: Some(format!("before restoring {id} in place")),
+        jobs: opts.jobs,
+        no_media: true,
+        wait: opts.wait,
+        ..Default::default()
+    };
+    let safety = super::snapshot::create(core, &safety, actor).await.map_err(|e| {
+        e.context(format!("taking the pre-restore snapshot of workspace {workspace}; nothing was changed"))
+    })?;
+    let _lock = super::job::take_workspace(core, &workspace, "restore --in-place", actor, opts.wait).await?;
+    // 2. The restore, into a new database beside the live one.
+    let target = live.with_database(&incoming);
+    let restore_opts = RestoreOptions {
+        snapshot: id.clone(),
+        workspace: Some(workspace.clone()),
+        target: target.display(),
+        jobs: opts.jobs,
+        no_media: true,
+        target_conn: Some(target.clone()),
+        ..Default::default()
+    };
+    let restored = super::restore::restore(core, &restore_opts, actor).await.map_err(|e| {
+        e.context(format!("the live database {db:?} was not touched (pre-restore snapshot {})", safety.id))
+    })?;
+    // 3. The drill's content checks on the copy.
+    let verified = crate::drill::verify::verify_database(&target, &manifest).await;
+    let verified = match verified {
+        Ok(v) if v.ok => v,
+        outcome => {
+            let _ = database::drop_database(&target).await;
+            let why = match outcome {
+                Ok(v) => {
+                    let bad: Vec<String> =
+                        v.tables.iter().filter(|t| !t.ok).map(|t| format!("{}.{}", t.schema, t.name)).collect();
+                    format!("the restored copy differs from the snapshot in {}", bad.join(", "))
+                }
+                Err(e) => format!("the restored copy could not be checked: {}", e.message()),
+            };
+            return Err(Error::integrity(format!(
+                "{why}; it was dropped and the live database {db:?} was not touched"
+            )));
+        }
+    };
+    // 4. The switch.
+    let window = database::swap_in(&live, &db, &incoming, &aside).await.map_err(|e| {
+        e.context(format!("switching to the restored copy {incoming:?} (pre-restore snapshot {})", safety.id))
+    })?;
+    let previous = match opts.drop_previous {
+        true => {
+            database::drop_database(&live.with_database(&aside)).await?;
+            None
+        }
+        false => Some(aside),
+    };
+    tracing::info!(workspace, snapshot = %id, switch_ms = window.as_millis() as u64, "restored in place");
+    Ok(InPlaceReport {
+        workspace,
+        snapshot: id,
+        safety_snapshot: safety.id,
+        database: db,
+        previous_database: previous,
+        verified_tables: verified.tables.len(),
+        switch_ms: window.as_millis() as u64,
+        restore: restored,
+    })
+}
+
+/// What an in-place restore job records as its end.
+pub fn job_end(r: &InPlaceReport) -> crate::catalog::JobEnd {
+    crate::catalog::JobEnd {
+        snapshot_id: Some(r.snapshot.clone()),
+        bytes: Some(r.restore.stored_bytes),
+        ..Default::default()
+    }
+}
+
+/// Swaps back the newest in-place restore of a workspace: the database it moved aside
+/// becomes live again, and the restored one is moved aside as `<name>_undone_<id>`.
+///
+/// Errors: `Usage` without the confirmation; `NotFound` when no replaced database is left
+/// (none was restored in place, or it was dropped); those of the switch.
+pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<UndoReport> {
+    confirmed(&opts.workspace, &opts.confirm)?;
+    let done = async {
+        let live = core.workspace(&opts.workspace)?.conn()?.clone();
+        let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
+        let _lock = super::job::take_workspace(core, &opts.workspace, "restore undo", actor, opts.wait).await?;
+        let prefix = format!("{db}{BEFORE}");
+        let newest = database::databases_named(&live, &prefix).await?.pop().ok_or_else(|| {
+            Error::not_found(format!(
+                "no database {prefix}* on the server: nothing of workspace {} was restored in place, or the \
+                 replaced database was dropped",
+                opts.workspace
+            ))
+        })?;
+        let id = newest.strip_prefix(&prefix).unwrap_or_default().to_string();
+        let undone = format!("{db}{UNDONE}{id}");
+        let window = database::swap_in(&live, &db, &newest, &undone).await?;
+        Ok(UndoReport {
+            workspace: opts.workspace.clone(),
+            database: db,
+            restored_from: newest,
+            replaced_moved_to: undone,
+            switch_ms: window.as_millis() as u64,
+        })
+    }
+    .await;
+    super::audit::record(core, actor, "restore.undo", &opts.workspace, &done, serde_json::json!({})).await;
+    done
+}

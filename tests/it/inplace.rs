@@ -1,0 +1,128 @@
+//! Issue 16.1: restore in place, with an undo. The live database is replaced only after a
+//! pre-restore snapshot, a restore beside it and the content checks; a failure before the
+//! switch leaves it as it was; `undo` swaps back.
+
+use sqlx::Row;
+use tidemark::ErrorKind;
+use tidemark::ops::inplace::{InPlaceOptions, UndoOptions, restore_in_place, undo};
+use tidemark::pg::ConnSpec;
+use tidemark::repo::layout;
+
+use crate::support::{World, actor, content_fingerprint, create_database, list, snapshot_shop, world};
+
+const SHOP: &str = "CREATE TABLE orders (id serial PRIMARY KEY, total numeric NOT NULL); \
+                    CREATE INDEX ON orders (total); \
+                    INSERT INTO orders (total) SELECT g * 1.5 FROM generate_series(1, 3000) g;";
+
+fn in_place(id: &str) -> InPlaceOptions {
+    InPlaceOptions { snapshot: id.into(), workspace: "shop".into(), confirm: "shop".into(), ..Default::default() }
+}
+
+async fn databases(w: &World) -> Vec<String> {
+    let admin = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    let mut conn = admin.connect().await.unwrap();
+    sqlx::query("SELECT datname::text FROM pg_database WHERE datname LIKE 'shop%' ORDER BY 1")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_is_restored_in_place_while_a_client_is_connected_and_undone() {
+    let w = world().await;
+    let live = create_database(&w.cluster, "shop", SHOP).await;
+    let snapshot = snapshot_shop(&w.core).await.unwrap();
+    let at_snapshot = content_fingerprint(&live).await;
+    // Someone deletes rows and adds a table after the snapshot.
+    let mut client = live.connect().await.unwrap();
+    sqlx::raw_sql("DELETE FROM orders WHERE id % 3 = 0; CREATE TABLE later (x int); INSERT INTO later VALUES (1);")
+        .execute(&mut client)
+        .await
+        .unwrap();
+    let damaged = content_fingerprint(&live).await;
+    assert_ne!(damaged, at_snapshot);
+
+    let report = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap();
+    assert_eq!(content_fingerprint(&live).await, at_snapshot, "the live database is the snapshot again");
+    assert_eq!(report.verified_tables, snapshot.tables.len());
+    assert!(report.switch_ms < 5_000, "{report:?}");
+    // The client that was connected lost its connection, and a new one sees the restored data.
+    assert!(sqlx::query("SELECT 1").execute(&mut client).await.is_err());
+    let mut again = live.connect().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&mut again).await.unwrap();
+    assert_eq!(rows, 3000);
+    ConnSpec::close(again).await;
+    // The replaced database is beside it, as it was; the pre-restore snapshot is listed.
+    let previous = report.previous_database.clone().unwrap();
+    assert_eq!(previous, format!("shop_before_{}", snapshot.id.to_ascii_lowercase().replace('-', "_")));
+    assert_eq!(databases(&w).await, ["shop".to_string(), previous.clone()]);
+    let aside = ConnSpec::parse(&w.cluster.url(&previous), None).unwrap();
+    assert_eq!(content_fingerprint(&aside).await, damaged);
+    let listed = list(&w.core, "shop").await.unwrap();
+    let safety = listed.iter().find(|s| s.id == report.safety_snapshot).unwrap();
+    assert_eq!(safety.kind, Some(tidemark::repo::manifest::SnapshotKind::PreRestore));
+
+    // Undo: the replaced database is live again; the restored one is moved aside.
+    let undone = undo(
+        &w.core,
+        &UndoOptions { workspace: "shop".into(), confirm: "shop".into(), ..Default::default() },
+        &actor(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(content_fingerprint(&live).await, damaged);
+    assert_eq!(undone.restored_from, previous);
+    assert_eq!(databases(&w).await, ["shop".to_string(), undone.replaced_moved_to.clone()]);
+    // Nothing more to undo.
+    let nothing = undo(
+        &w.core,
+        &UndoOptions { workspace: "shop".into(), confirm: "shop".into(), ..Default::default() },
+        &actor(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(nothing.kind(), ErrorKind::NotFound, "{}", nothing.report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_before_the_switch_leaves_the_live_database_as_it_was() {
+    let w = world().await;
+    let live = create_database(&w.cluster, "shop", SHOP).await;
+    let snapshot = snapshot_shop(&w.core).await.unwrap();
+    let mut conn = live.connect().await.unwrap();
+    sqlx::raw_sql("UPDATE orders SET total = 0 WHERE id < 10").execute(&mut conn).await.unwrap();
+    ConnSpec::close(conn).await;
+    let before = content_fingerprint(&live).await;
+
+    // Without the confirmation: refused before anything (no pre-restore snapshot either).
+    let opts = InPlaceOptions { confirm: "shpo".into(), ..in_place(&snapshot.id) };
+    let err = restore_in_place(&w.core, &opts, &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Usage, "{}", err.report());
+    assert_eq!(list(&w.core, "shop").await.unwrap().len(), 1);
+
+    // A damaged object: the restore beside it fails; live untouched, nothing left beside it.
+    let part = &snapshot.tables.iter().find(|t| t.name == "orders").unwrap().parts[0];
+    let key = layout::SnapshotObject::key_for_name("shop", &snapshot.id, &part.name).unwrap();
+    let file = w.repo_dir().join(key.as_ref());
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let err = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{}", err.report());
+    assert!(err.report().contains("was not touched"), "{}", err.report());
+    assert_eq!(content_fingerprint(&live).await, before);
+    assert_eq!(databases(&w).await, ["shop".to_string()]);
+
+    // An existing database where the replaced one would go: refused before the snapshot.
+    let aside = format!("shop_before_{}", snapshot.id.to_ascii_lowercase().replace('-', "_"));
+    create_database(&w.cluster, &aside, "SELECT 1").await;
+    let snapshots = list(&w.core, "shop").await.unwrap().len();
+    let err = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{}", err.report());
+    assert_eq!(list(&w.core, "shop").await.unwrap().len(), snapshots);
+    assert_eq!(content_fingerprint(&live).await, before);
+}
