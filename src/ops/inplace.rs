@@ -2,8 +2,9 @@
 //! had it, with a way back. First a pre-restore snapshot of the live database, then a
 //! restore into a new database beside it, the drill's content checks on that copy, and only
 //! then the switch: the live database is moved aside as `<name>_before_<id>` and the
-//! restored one takes its name (`restore::database::swap_in`). Anything that fails before
-//! the switch leaves the live database untouched; `undo` swaps back.
+//! restored one takes its name (`restore::database::swap_in`); a local media folder is
+//! restored beside the live one and swapped the same way (renames). Anything that fails
+//! before the switch leaves the live database and media untouched; `undo` swaps back.
 
 use serde::{Deserialize, Serialize};
 
@@ -99,8 +100,9 @@ fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
 
 /// Restores a snapshot over a workspace's live database; see the module docs.
 ///
-/// Errors: `Usage` without the confirmation, for media (not swapped in place yet) or a
-/// too long name; those of the pre-restore snapshot and the restore (the live database is
+/// Errors: `Usage` without the confirmation, for media in an object store (only local
+/// media folders are swapped) or a too long name; `AlreadyExists` when a database or folder
+/// of an earlier in-place restore of the same snapshot is in the way; those of the pre-restore snapshot and the restore (the live database is
 /// then untouched); `Integrity` when the restored copy does not match the snapshot
 /// (dropped again, live untouched); `Database`/`Unavailable` from the switch (which puts
 /// back what it did).
@@ -118,11 +120,18 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
     let db = live.database().ok_or_else(|| Error::config(format!("workspace {workspace}'s URL names no database")))?;
     let (incoming, aside) = (beside(&db, RESTORING, &id)?, beside(&db, BEFORE, &id)?);
     let manifest = core.repo.read_manifest(&workspace, &id, &core.identities()?).await?;
-    if manifest.media.as_ref().is_some_and(|m| !m.files.is_empty()) {
-        return Err(Error::usage(format!(
-            "snapshot {id} has media files; an in-place restore swaps the database only and does not swap media \
-             folders yet. Restore the media with `tidemark restore {id} --target URL --media-target DIR`"
-        )));
+    let media = media_folders(core, &workspace, &id, manifest.media.as_ref().is_some_and(|m| !m.files.is_empty()))?;
+    if let Some(m) = &media
+        && (m.incoming.exists() || m.aside.exists())
+    {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "{} or {} exists (an earlier in-place restore); remove it first",
+                m.incoming.display(),
+                m.aside.display()
+            ),
+        ));
     }
     if !database::databases_named(&live, &aside).await?.is_empty() {
         return Err(Error::new(
@@ -151,11 +160,15 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         workspace: Some(workspace.clone()),
         target: target.display(),
         jobs: opts.jobs,
-        no_media: true,
+        no_media: media.is_none(),
+        media_target: media.as_ref().map(|m| m.incoming.display().to_string()),
         target_conn: Some(target.clone()),
         ..Default::default()
     };
     let restored = super::restore::restore(core, &restore_opts, actor).await.map_err(|e| {
+        if let Some(m) = &media {
+            let _ = std::fs::remove_dir_all(&m.incoming);
+        }
         e.context(format!("the live database {db:?} was not touched (pre-restore snapshot {})", safety.id))
     })?;
     // 3. The drill's content checks on the copy.
@@ -164,6 +177,9 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         Ok(v) if v.ok => v,
         outcome => {
             let _ = database::drop_database(&target).await;
+            if let Some(m) = &media {
+                let _ = std::fs::remove_dir_all(&m.incoming);
+            }
             let why = match outcome {
                 Ok(v) => {
                     let bad: Vec<String> =
@@ -177,13 +193,23 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
             )));
         }
     };
-    // 4. The switch.
+    // 4. The switch: the media folders (two renames), then the database.
+    if let Some(m) = &media {
+        std::fs::create_dir_all(&m.live)?;
+        swap_folders(&m.live, &m.incoming, &m.aside)?;
+    }
     let window = database::swap_in(&live, &db, &incoming, &aside).await.map_err(|e| {
+        if let Some(m) = &media {
+            let _ = swap_folders(&m.live, &m.aside, &m.incoming);
+        }
         e.context(format!("switching to the restored copy {incoming:?} (pre-restore snapshot {})", safety.id))
     })?;
     let previous = match opts.drop_previous {
         true => {
             database::drop_database(&live.with_database(&aside)).await?;
+            if let Some(m) = &media {
+                std::fs::remove_dir_all(&m.aside)?;
+            }
             None
         }
         false => Some(aside),
@@ -231,7 +257,16 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         })?;
         let id = newest.strip_prefix(&prefix).unwrap_or_default().to_string();
         let undone = format!("{db}{UNDONE}{id}");
-        let window = database::swap_in(&live, &db, &newest, &undone).await?;
+        // The media folders go back with it, when the in-place restore swapped them.
+        let media = media_folders(core, &opts.workspace, &id, true).ok().flatten().filter(|m| m.aside.exists());
+        if let Some(m) = &media {
+            swap_folders(&m.live, &m.aside, &m.undone)?;
+        }
+        let window = database::swap_in(&live, &db, &newest, &undone).await.inspect_err(|_| {
+            if let Some(m) = &media {
+                let _ = swap_folders(&m.live, &m.undone, &m.aside);
+            }
+        })?;
         Ok(UndoReport {
             workspace: opts.workspace.clone(),
             database: db,
@@ -243,4 +278,58 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
     .await;
     super::audit::record(core, actor, "restore.undo", &opts.workspace, &done, serde_json::json!({})).await;
     done
+}
+
+/// The media folders of an in-place restore: the live one, where the restored files go
+/// first, and where the live one is moved aside (and, for an undo, the restored one).
+struct MediaFolders {
+    live: std::path::PathBuf,
+    incoming: std::path::PathBuf,
+    aside: std::path::PathBuf,
+    undone: std::path::PathBuf,
+}
+
+/// The folders beside a workspace's local media folder (`None` when the snapshot has no
+/// media, or `has_media` is false).
+///
+/// Errors: `Usage` for media in an object store (not swapped in place yet).
+fn media_folders(core: &Core, workspace: &str, id: &str, has_media: bool) -> Result<Option<MediaFolders>> {
+    if !has_media {
+        return Ok(None);
+    }
+    let ws = core.workspace(workspace)?;
+    let Some(url) = &ws.config.media else { return Ok(None) };
+    let live = match url::Url::parse(url) {
+        Ok(u) if u.scheme() == "file" => u.to_file_path().ok(),
+        Ok(_) => None,
+        Err(_) => Some(std::path::PathBuf::from(url)),
+    };
+    let Some(live) = live else {
+        return Err(Error::usage(format!(
+            "snapshot {id} has media files in an object store ({url}); an in-place restore swaps local media \
+             folders only so far. Restore the media beside with `tidemark restore {id} --target URL \
+             --media-target s3://...`"
+        )));
+    };
+    let live = std::path::PathBuf::from(live.to_string_lossy().trim_end_matches('/'));
+    let tag = id.to_ascii_lowercase().replace('-', "_");
+    let with = |suffix: &str| std::path::PathBuf::from(format!("{}{suffix}{tag}", live.display()));
+    Ok(Some(MediaFolders { incoming: with(".restoring-"), aside: with(".before-"), undone: with(".undone-"), live }))
+}
+
+/// `live` moves to `aside` and `incoming` takes its place (renames in one filesystem); the
+/// first is put back when the second fails.
+///
+/// Errors: `Internal` naming the folder that could not be renamed.
+fn swap_folders(live: &std::path::Path, incoming: &std::path::Path, aside: &std::path::Path) -> Result<()> {
+    let rename = |from: &std::path::Path, to: &std::path::Path| {
+        std::fs::rename(from, to)
+            .map_err(|e| Error::internal(format!("cannot rename {} to {}: {e}", from.display(), to.display())))
+    };
+    rename(live, aside)?;
+    if let Err(e) = rename(incoming, live) {
+        let _ = std::fs::rename(aside, live);
+        return Err(e);
+    }
+    Ok(())
 }

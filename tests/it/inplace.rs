@@ -126,3 +126,37 @@ async fn a_failure_before_the_switch_leaves_the_live_database_as_it_was() {
     assert_eq!(list(&w.core, "shop").await.unwrap().len(), snapshots);
     assert_eq!(content_fingerprint(&live).await, before);
 }
+
+/// A local media folder is restored beside the live one and swapped with the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_folders_are_swapped_with_the_database_and_back() {
+    let mut w = world().await;
+    let media = w.dir.path().join("media");
+    std::fs::create_dir_all(media.join("img")).unwrap();
+    std::fs::write(media.join("img/cat.png"), vec![7u8; 100_000]).unwrap();
+    std::fs::write(media.join("notes.txt"), b"at the snapshot").unwrap();
+    w.core.config.config.workspaces.get_mut("shop").unwrap().media =
+        Some(url::Url::from_directory_path(&media).unwrap().to_string());
+    create_database(&w.cluster, "shop", SHOP).await;
+    let snapshot = snapshot_shop(&w.core).await.unwrap();
+    // After the snapshot: a file deleted, one changed, one added.
+    std::fs::remove_file(media.join("img/cat.png")).unwrap();
+    std::fs::write(media.join("notes.txt"), b"changed later").unwrap();
+    std::fs::write(media.join("new.txt"), b"added later").unwrap();
+
+    let report = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap();
+    assert_eq!(report.restore.media_files, 2);
+    assert_eq!(std::fs::read(media.join("img/cat.png")).unwrap(), vec![7u8; 100_000]);
+    assert_eq!(std::fs::read(media.join("notes.txt")).unwrap(), b"at the snapshot");
+    assert!(!media.join("new.txt").exists());
+    let tag = snapshot.id.to_ascii_lowercase().replace('-', "_");
+    let aside = w.dir.path().join(format!("media.before-{tag}"));
+    assert_eq!(std::fs::read(aside.join("new.txt")).unwrap(), b"added later");
+
+    undo(&w.core, &UndoOptions { workspace: "shop".into(), confirm: "shop".into(), ..Default::default() }, &actor())
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(media.join("notes.txt")).unwrap(), b"changed later");
+    assert!(media.join("new.txt").exists() && !media.join("img/cat.png").exists());
+    assert!(w.dir.path().join(format!("media.undone-{tag}")).join("img/cat.png").exists());
+}
