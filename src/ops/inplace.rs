@@ -102,8 +102,8 @@ fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
 ///
 /// Errors: `Usage` without the confirmation, for media in an object store (only local
 /// media folders are swapped) or a too long name; `AlreadyExists` when a database or folder
-/// of an earlier in-place restore of the same snapshot is in the way; those of the pre-restore snapshot and the restore (the live database is
-/// then untouched); `Integrity` when the restored copy does not match the snapshot
+/// of an earlier in-place restore of the same snapshot is in the way; those of the
+/// pre-restore snapshot and the restore (the live database is then untouched); `Integrity` when the restored copy does not match the snapshot
 /// (dropped again, live untouched); `Database`/`Unavailable` from the switch (which puts
 /// back what it did).
 pub async fn restore_in_place(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
@@ -195,8 +195,14 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
     };
     // 4. The switch: the media folders (two renames), then the database.
     if let Some(m) = &media {
-        std::fs::create_dir_all(&m.live)?;
-        swap_folders(&m.live, &m.incoming, &m.aside)?;
+        let swapped = std::fs::create_dir_all(&m.live)
+            .map_err(Error::from)
+            .and_then(|()| swap_folders(&m.live, &m.incoming, &m.aside));
+        if let Err(e) = swapped {
+            let _ = database::drop_database(&target).await;
+            let _ = std::fs::remove_dir_all(&m.incoming);
+            return Err(e.context(format!("swapping the media folders; the live database {db:?} was not touched")));
+        }
     }
     let window = database::swap_in(&live, &db, &incoming, &aside).await.map_err(|e| {
         if let Some(m) = &media {

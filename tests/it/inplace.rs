@@ -107,13 +107,47 @@ async fn a_failure_before_the_switch_leaves_the_live_database_as_it_was() {
     let part = &snapshot.tables.iter().find(|t| t.name == "orders").unwrap().parts[0];
     let key = layout::SnapshotObject::key_for_name("shop", &snapshot.id, &part.name).unwrap();
     let file = w.repo_dir().join(key.as_ref());
-    let mut bytes = std::fs::read(&file).unwrap();
+    let original = std::fs::read(&file).unwrap();
+    let mut bytes = original.clone();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     std::fs::write(&file, bytes).unwrap();
     let err = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{}", err.report());
     assert!(err.report().contains("was not touched"), "{}", err.report());
+    assert_eq!(content_fingerprint(&live).await, before);
+    assert_eq!(databases(&w).await, ["shop".to_string()]);
+
+    // A copy that restores but differs from what its manifest promises (a manifest written
+    // by tidemark itself with a wrong digest, as a bug would): the checks before the switch
+    // catch it, the copy is dropped, live untouched.
+    let mut wrong = snapshot.clone();
+    wrong.id = "20200101T000000Z-000001".into();
+    wrong.tables.iter_mut().find(|t| t.name == "orders").unwrap().content_digest = "00".repeat(16);
+    let snaps = w.repo_dir().join("workspaces/shop/snapshots");
+    let copy = |from: &std::path::Path, to: &std::path::Path| {
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                std::fs::create_dir_all(to.join(path.file_name().unwrap())).unwrap();
+                for inner in std::fs::read_dir(&path).unwrap() {
+                    let inner = inner.unwrap().path();
+                    std::fs::copy(&inner, to.join(path.file_name().unwrap()).join(inner.file_name().unwrap())).unwrap();
+                }
+            } else if !path.to_string_lossy().contains("manifest.json.age") {
+                std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+    };
+    std::fs::create_dir_all(snaps.join(&wrong.id)).unwrap();
+    copy(&snaps.join(&snapshot.id), &snaps.join(&wrong.id));
+    // The damaged object of the step above, mended in the copy.
+    std::fs::write(snaps.join(&wrong.id).join(&part.name), &original).unwrap();
+    let recipients = tidemark::keys::Recipients::parse(&w.repo_config.recipients).unwrap();
+    w.core.repo.commit_manifest(&wrong, &recipients).await.unwrap();
+    let err = restore_in_place(&w.core, &in_place(&wrong.id), &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{}", err.report());
+    assert!(err.message().contains("differs from the snapshot in public.orders"), "{}", err.report());
     assert_eq!(content_fingerprint(&live).await, before);
     assert_eq!(databases(&w).await, ["shop".to_string()]);
 
