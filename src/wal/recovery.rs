@@ -137,16 +137,22 @@ pub struct Recovery<'a> {
     pub target: &'a Target,
     pub timeline: u32,
     pub segment_size: u64,
+    /// `wal fetch` accepts unsigned WAL (`--allow-unsigned` of the restore that wrote it).
+    pub allow_unsigned: bool,
 }
 
 /// Appends the recovery settings to a restored data directory's `postgresql.auto.conf`
 /// and writes `recovery.signal`.
 pub fn write_recovery_settings(pgdata: &Path, recovery: &Recovery<'_>) -> Result<()> {
-    let Recovery { workspace, config, tidemark_command, prefetch, target, timeline, segment_size } = *recovery;
-    let exe = match tidemark_command {
+    let Recovery { workspace, config, tidemark_command, prefetch, target, timeline, segment_size, allow_unsigned } =
+        *recovery;
+    let mut exe = match tidemark_command {
         Some(command) => command.replace('%', "%%"),
         None => command_word(&std::env::current_exe()?.display().to_string()),
     };
+    if allow_unsigned {
+        exe.push_str(" --allow-unsigned");
+    }
     let config = std::path::absolute(config)?;
     let spool = (prefetch > 0).then(|| pgdata.join(PREFETCH_DIR));
     let (restore_command, end_command) =
@@ -354,5 +360,26 @@ mod tests {
         assert_eq!(run_as_postgres_does(&end.unwrap()), ["wal", "prefetch", "--spool", &spool, "--remove"]);
         let (plain, none) = recovery_commands(&exe_word, Path::new("/etc/tidemark.toml"), "shop", None, 0, 16 << 20);
         assert!(none.is_none() && !plain.contains("--prefetch"), "{plain}");
+    }
+
+    #[test]
+    fn a_restore_that_allows_unsigned_wal_passes_it_to_its_restore_command() {
+        let dir = tempfile::tempdir().unwrap();
+        for allow in [false, true] {
+            std::fs::write(dir.path().join("postgresql.auto.conf"), "").unwrap();
+            let recovery = Recovery {
+                workspace: "shop",
+                config: Path::new("/etc/tidemark.toml"),
+                tidemark_command: Some("/usr/bin/tidemark"),
+                prefetch: 0,
+                target: &Target::Latest,
+                timeline: 1,
+                segment_size: 16 << 20,
+                allow_unsigned: allow,
+            };
+            write_recovery_settings(dir.path(), &recovery).unwrap();
+            let conf = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+            assert_eq!(conf.contains("tidemark --allow-unsigned --config"), allow, "{conf}");
+        }
     }
 }

@@ -115,6 +115,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
             target: &target,
             timeline,
             segment_size: chosen.wal_segment_size,
+            allow_unsigned: core.repo.signing().trust.allow_unsigned,
         };
         recovery::write_recovery_settings(&pgdata, &settings)?;
         crate::pgcluster::hand_over(&pgdata)

@@ -196,7 +196,7 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
             d.reasons.push(format!("kept: locked until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
         }
     }
-    let doomed: HashSet<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.clone()).collect();
+    let mut doomed: HashSet<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.clone()).collect();
     for d in &read.damaged {
         decisions.push(Decision {
             id: d.id.clone(),
@@ -207,10 +207,19 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     decisions.sort_by(|a, b| a.id.cmp(&b.id));
     report.decisions = decisions;
     report.damaged = read.damaged.clone();
+    let mut kept_locked = Vec::new();
     for id in &doomed {
         let manifest = layout::manifest(&opts.workspace, id);
-        if !opts.dry_run {
-            delete_unless_locked(core, &manifest, &mut report.locked_objects).await?;
+        if !opts.dry_run && !delete_unless_locked(core, &manifest, &mut report.locked_objects).await? {
+            // Locked after all (its lock moved meanwhile): the snapshot stays whole.
+            kept_locked.push(id.clone());
+        }
+    }
+    for id in kept_locked {
+        doomed.remove(&id);
+        if let Some(d) = report.decisions.iter_mut().find(|d| d.id == id) {
+            d.keep = true;
+            d.reasons.push("kept: its manifest is locked".into());
         }
     }
     if !opts.dry_run
