@@ -303,6 +303,33 @@ async fn refusals_bad_input_and_jobs_over_http() {
         sqlx::query_scalar(count).fetch_one(&source).await.unwrap(),
     );
     assert!(a > 0 && a == b, "{a} tables restored of {b}");
+    source.close().await;
+
+    // An admin puts the workspace's database back as the snapshot had it, then undoes it.
+    let live = sqlx::PgPool::connect(&w.cluster.url("shop")).await.unwrap();
+    sqlx::query("CREATE TABLE after_snapshot (x int)").execute(&live).await.unwrap();
+    live.close().await;
+    let there = async || {
+        let pool = sqlx::PgPool::connect(&w.cluster.url("shop")).await.unwrap();
+        let found: bool = sqlx::query_scalar("SELECT to_regclass('public.after_snapshot') IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        found
+    };
+    let in_place = format!("{base}/v1/workspaces/shop/restores/in-place");
+    let asked = format!(r#"{{"snapshot": "{}", "confirm": "shop"}}"#, job["snapshot_id"].as_str().unwrap());
+    let started = call(&c2, Method::POST, &in_place, Some(&admin), Some(&asked)).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let replaced = finished(&c2, &base, &started, &admin).await;
+    assert_eq!(replaced["status"], "succeeded", "{replaced}");
+    assert!(!there().await, "the table made after the snapshot is gone");
+    let undo = format!("{base}/v1/workspaces/shop/restores/undo");
+    let started = call(&c2, Method::POST, &undo, Some(&admin), Some(r#"{"confirm": "shop"}"#)).await;
+    let undone = finished(&c2, &base, &started, &admin).await;
+    assert_eq!(undone["status"], "succeeded", "{undone}");
+    assert!(there().await, "back as it was before the in-place restore");
 
     // Every refusal is in the audit trail, with the address and never a secret.
     let trail = call(&c2, Method::GET, &format!("{base}/v1/audit"), Some(&admin), None).await.text().await.unwrap();

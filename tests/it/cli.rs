@@ -101,6 +101,23 @@ async fn operator_round_trip_through_the_binary() {
     let error: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
     assert_eq!(error["error"]["kind"], "refused");
 
+    // Issue 16.1: in place, with the workspace's name repeated, and undone.
+    let unconfirmed = tidemark(dir.path(), &["restore", &id, "--in-place", "--workspace", "shop"]);
+    assert_eq!(unconfirmed.status.code(), Some(ErrorKind::Usage.exit_code()), "--confirm is required");
+    let mut conn = source.connect().await.unwrap();
+    sqlx::raw_sql("DELETE FROM t WHERE id > 100").execute(&mut conn).await.unwrap();
+    tidemark::pg::ConnSpec::close(conn).await;
+    let args = ["--json", "restore", &id, "--in-place", "--workspace", "shop", "--confirm", "shop"];
+    let in_place = ok(&tidemark(dir.path(), &args));
+    assert!(in_place["previous_database"].as_str().unwrap().starts_with("shop_before_"), "{in_place}");
+    assert_eq!(content_fingerprint(&source).await, content_fingerprint(&copy).await);
+    let undone = ok(&tidemark(dir.path(), &["--json", "restore", "undo", "shop", "--confirm", "shop"]));
+    assert_eq!(undone["restored_from"], in_place["previous_database"]);
+    let mut conn = source.connect().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(rows, 100, "as before the in-place restore");
+    tidemark::pg::ConnSpec::close(conn).await;
+
     // An unknown key in the config is an error that names it.
     let config = dir.path().join("tidemark.toml");
     let text = std::fs::read_to_string(&config).unwrap();
