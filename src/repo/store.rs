@@ -35,6 +35,8 @@ pub struct S3Bucket {
     /// The repository's prefix inside the bucket (`""` or `prefix/`).
     prefix: String,
     allow_http: bool,
+    /// One connection pool for the calls made here (a lock after every write).
+    client: reqwest::Client,
 }
 
 /// An upload S3 started and nobody completed or aborted.
@@ -141,11 +143,7 @@ impl S3Bucket {
         object_store::aws::AwsAuthorizer::new(&credential, "s3", &self.region)
             .try_authorize(&mut request, None)
             .map_err(Error::from)?;
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| Error::internal(format!("cannot build an HTTP client: {e}")))?;
-        let mut send = client.request(method, &url).body(body);
+        let mut send = self.client.request(method, &url).body(body);
         for (name, value) in request.headers() {
             send = send.header(name.as_str(), value.as_bytes());
         }
@@ -414,6 +412,10 @@ pub fn open(cfg: &RepositoryConfig, create: bool) -> Result<OpenedStore> {
                 region,
                 prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
                 allow_http: cfg.allow_http.unwrap_or(false),
+                client: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .map_err(|e| Error::internal(format!("cannot build an HTTP client: {e}")))?,
             };
             let store: Arc<dyn ObjectStore> =
                 if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
