@@ -93,26 +93,15 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         Some(path) => (absolute(path)?, false),
         None => (config_dir.join("tidemark-signing.key"), true),
     };
-    let signer = if generated_signing {
-        if signing_key.exists() {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!(
-                    "{} already exists; init never overwrites a signing key. Pass it with --signing-key to use it",
-                    signing_key.display()
-                ),
-            ));
-        }
-        let key = crate::signing::SigningSecret::generate();
-        if let Err(e) = key.write_new_file(&signing_key) {
+    let signer = match signer_for(&signing_key, generated_signing) {
+        Ok(signer) => signer,
+        Err(e) => {
+            // Nothing is left behind: not the identity generated above either.
             if let Some(path) = &generated {
                 let _ = std::fs::remove_file(path);
             }
             return Err(e);
         }
-        key.public()
-    } else {
-        crate::signing::SigningSecret::load(&signing_key)?.public()
     };
     let config = Config {
         repository: RepositoryConfig {
@@ -159,6 +148,26 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         generated_signing_key: generated_signing,
         signer: signer.to_string(),
     })
+}
+
+/// The public key of the signing key at `path`: generated there (a new file, never over
+/// an existing one) or read from it.
+fn signer_for(path: &Path, generate: bool) -> Result<crate::signing::SignerKey> {
+    if !generate {
+        return Ok(crate::signing::SigningSecret::load(path)?.public());
+    }
+    if path.exists() {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "{} already exists; init never overwrites a signing key. Pass it with --signing-key to use it",
+                path.display()
+            ),
+        ));
+    }
+    let key = crate::signing::SigningSecret::generate();
+    key.write_new_file(path)?;
+    Ok(key.public())
 }
 
 /// A plain path is taken as a local repository.

@@ -499,3 +499,19 @@ async fn a_restore_target_password_comes_from_a_reference_and_errors_say_how() {
         .unwrap();
     assert_eq!(ok(&restored)["created_database"], true);
 }
+
+/// Issue 15.2: init never overwrites a signing key, and a refused init leaves nothing
+/// behind (not the identity it generated first).
+#[test]
+fn init_refuses_an_existing_signing_key_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tidemark-signing.key"), "someone's key").unwrap();
+    let repo = dir.path().join("repo");
+    let refused = tidemark(dir.path(), &["init", "--repo", repo.to_str().unwrap()]);
+    assert_eq!(refused.status.code(), Some(ErrorKind::AlreadyExists.exit_code()));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--signing-key"));
+    assert_eq!(std::fs::read_to_string(dir.path().join("tidemark-signing.key")).unwrap(), "someone's key");
+    for left in ["tidemark-identity.txt", "tidemark.toml", "repo/repository.json"] {
+        assert!(!dir.path().join(left).exists(), "{left} was left behind");
+    }
+}
