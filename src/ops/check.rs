@@ -312,32 +312,22 @@ async fn locks_short(
     };
     // Retention's end, without the margin the lock adds on top.
     let needed = needed - lock.margin;
-    let keys: Vec<Key> = core
+    let wanted: Vec<(Key, Moment, &'static str)> = core
         .repo
         .list_all(&layout::snapshot_dir(&manifest.workspace, &manifest.id))
         .await?
         .into_iter()
-        .map(|o| o.key)
+        .map(|o| (o.key, needed, "objects"))
         .collect();
-    let mut locks = futures::stream::iter(keys)
-        .map(|key| async move { core.repo.locked_until(&key).await.map(|until| (key, until)) })
-        .buffer_unordered(16);
-    let mut short = Vec::new();
-    while let Some(result) = locks.next().await {
-        let (key, until) = result?;
-        if until.is_none_or(|u| u < needed) {
-            short.push((key, until));
-        }
-    }
-    short.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
-    if let Some((key, until)) = short.first() {
-        let until = until.map_or("is not locked".to_string(), |u| format!("is locked only until {}", u.to_rfc3339()));
+    for (_, short) in short_locks(core.repo.clone(), wanted).await? {
+        let (key, until) = &short[0];
         problems.push(format!(
-            "snapshot {}: {} of its objects end their lock before its retention does ({}); {key} {until}. \
+            "snapshot {}: {} of its objects end their lock before its retention does ({}); {key} {}. \
              `tidemark snapshot pin` extends them",
             manifest.id,
             short.len(),
-            needed.to_rfc3339()
+            needed.to_rfc3339(),
+            describe_lock(*until)
         ));
     }
     Ok(())
@@ -373,8 +363,30 @@ fn pitr_lock_needs(
 async fn pitr_locks_short(
     repo: crate::repo::Repository,
     workspace: String,
-    wanted: Vec<(Key, chrono::DateTime<chrono::Utc>, &'static str)>,
+    wanted: Vec<(Key, Moment, &'static str)>,
 ) -> Result<Vec<String>> {
+    Ok(short_locks(repo, wanted)
+        .await?
+        .into_iter()
+        .map(|(what, short)| {
+            let (key, until) = &short[0];
+            format!(
+                "{} {what} of workspace {workspace} end their lock before the PITR window lets them go; {key} {}",
+                short.len(),
+                describe_lock(*until)
+            )
+        })
+        .collect())
+}
+
+/// Of `wanted` (an object, until when it must stay, what it is), those locked for less
+/// time, by what they are, sorted by key; objects no longer stored are left out.
+///
+/// Errors: `Unavailable`/`Config` for the store.
+async fn short_locks(
+    repo: crate::repo::Repository,
+    wanted: Vec<(Key, Moment, &'static str)>,
+) -> Result<std::collections::BTreeMap<&'static str, Vec<(Key, Option<Moment>)>>> {
     // The futures are made before the stream (a closure in the stream's type trips the
     // compiler's check that the whole check future is Send).
     let asked: Vec<_> = wanted
@@ -399,15 +411,12 @@ async fn pitr_locks_short(
             Err(e) => return Err(e),
         }
     }
-    let mut problems = Vec::new();
-    for (what, mut keys) in short {
+    for keys in short.values_mut() {
         keys.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
-        let (key, until) = &keys[0];
-        let until = until.map_or("is not locked".to_string(), |u| format!("is locked only until {}", u.to_rfc3339()));
-        problems.push(format!(
-            "{} {what} of workspace {workspace} end their lock before the PITR window lets them go; {key} {until}",
-            keys.len()
-        ));
     }
-    Ok(problems)
+    Ok(short)
+}
+
+fn describe_lock(until: Option<Moment>) -> String {
+    until.map_or("is not locked".to_string(), |u| format!("is locked only until {}", u.to_rfc3339()))
 }

@@ -89,10 +89,15 @@ fn beside(live: &str, tag: &str, id: &str) -> Result<String> {
     Ok(name)
 }
 
-fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
+/// That `confirm` repeats the workspace's name (what every front end asks before the live
+/// database is replaced).
+///
+/// Errors: `Usage` when it does not.
+pub fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
     if confirm != workspace {
         return Err(Error::usage(format!(
-            "this replaces the live database of workspace {workspace}: pass --confirm {workspace} to go ahead"
+            "this replaces the live database of workspace {workspace}: confirm with the workspace's name \
+             ({workspace}) to go ahead"
         )));
     }
     Ok(())

@@ -85,7 +85,6 @@ pub async fn extend_snapshot(
     id: &str,
     until: DateTime<Utc>,
 ) -> Result<u64> {
-    use futures::StreamExt;
     if core.repo.object_lock().is_none() {
         return Ok(0);
     }
@@ -103,14 +102,7 @@ pub async fn extend_snapshot(
         }
     }
     keys.push(crate::repo::layout::descriptor());
-    let mut moved = 0;
-    let mut extended = futures::stream::iter(keys)
-        .map(|key| async move { core.repo.extend_lock(&key, until).await })
-        .buffer_unordered(16);
-    while let Some(result) = extended.next().await {
-        moved += u64::from(result?);
-    }
-    Ok(moved)
+    extend_all(core, keys, until).await
 }
 
 /// After base backup `new_id`: the moments between the previous base backup and this one
@@ -121,7 +113,6 @@ pub async fn extend_snapshot(
 /// Errors: those of [`crate::repo::Repository::extend_lock`] and of listing.
 pub async fn extend_for_base(core: &Core, workspace: &str, new_id: &str, until: DateTime<Utc>) -> Result<u64> {
     use crate::repo::layout;
-    use futures::StreamExt;
     if core.repo.object_lock().is_none() {
         return Ok(0);
     }
@@ -152,11 +143,19 @@ pub async fn extend_for_base(core: &Core, workspace: &str, new_id: &str, until: 
             keys.push(key);
         }
     }
+    extend_all(core, keys, until).await
+}
+
+/// Extends the locks of `keys` to `until`, 16 at a time; a key that is not stored (the
+/// signature of a WAL file written before tidemark signed) is skipped. Returns how many moved.
+///
+/// Errors: those of [`crate::repo::Repository::extend_lock`].
+async fn extend_all(core: &Core, keys: Vec<crate::repo::Key>, until: DateTime<Utc>) -> Result<u64> {
+    use futures::StreamExt;
     let mut moved = 0;
     let mut extended = futures::stream::iter(keys)
         .map(|key| async move {
             match core.repo.extend_lock(&key, until).await {
-                // A WAL file of an older server version, written before it was signed.
                 Err(e) if e.kind() == crate::error::ErrorKind::NotFound => Ok(false),
                 other => other,
             }

@@ -47,21 +47,10 @@ impl Repository {
     ///
     /// Errors: `Config` when it does not (or the repository is not S3), saying what to do.
     pub(super) async fn check_lock_enabled(&self) -> Result<()> {
-        if self.lock.is_none() {
-            return Ok(());
+        match self.lock {
+            Some(_) => lock_enabled(self.s3.as_ref(), &self.url).await,
+            None => Ok(()),
         }
-        let Some(bucket) = &self.s3 else {
-            return Err(Error::config("repository.object-lock needs an s3:// repository"));
-        };
-        if !bucket.object_lock_enabled().await? {
-            return Err(Error::config(format!(
-                "repository.object-lock is set, but the bucket of {} does not have object lock enabled. S3 turns \
-                 it on only when a bucket is created (`aws s3api create-bucket --bucket NAME \
-                 --object-lock-enabled-for-bucket`); create such a bucket, or remove object-lock from the config",
-                self.url
-            )));
-        }
-        Ok(())
     }
 
     /// Locks an object just written until [`Self::lock_target`].
@@ -113,4 +102,21 @@ impl Repository {
             Err(e) => Err(e),
         }
     }
+}
+
+/// That the bucket behind `url` has object lock enabled (`init` asks before it writes).
+///
+/// Errors: `Config` when it does not, or the repository is not S3, saying what to do.
+pub(super) async fn lock_enabled(bucket: Option<&super::store::S3Bucket>, url: &str) -> Result<()> {
+    let Some(bucket) = bucket else {
+        return Err(Error::config("repository.object-lock needs an s3:// repository"));
+    };
+    if !bucket.object_lock_enabled().await? {
+        return Err(Error::config(format!(
+            "repository.object-lock is set, but the bucket of {url} does not have object lock enabled. S3 turns it \
+             on only when a bucket is created (`aws s3api create-bucket --bucket NAME \
+             --object-lock-enabled-for-bucket`); create such a bucket, or remove object-lock from the config"
+        )));
+    }
+    Ok(())
 }

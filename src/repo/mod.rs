@@ -83,8 +83,7 @@ impl Repository {
     pub async fn init(cfg: &RepositoryConfig, recipients: &Recipients) -> Result<Repository> {
         let opened = store::open(cfg, true)?;
         if cfg.object_lock.is_some() {
-            let probe = Repository::from_parts(cfg, store::open(cfg, false)?, Descriptor::placeholder());
-            probe.check_lock_enabled().await?;
+            lock::lock_enabled(opened.s3.as_ref(), &cfg.url).await?;
         }
         let descriptor = Descriptor {
             format: REPOSITORY_FORMAT.into(),
@@ -483,18 +482,6 @@ impl Repository {
 }
 
 impl Descriptor {
-    fn placeholder() -> Descriptor {
-        Descriptor {
-            format: REPOSITORY_FORMAT.into(),
-            version: REPOSITORY_VERSION,
-            id: String::new(),
-            created: chrono::Utc::now(),
-            recipients: Vec::new(),
-            compression: String::new(),
-            encryption: String::new(),
-        }
-    }
-
     /// SHA-256 of its fields (not of the file's bytes: layout and spacing do not count).
     pub fn digest(&self) -> String {
         use sha2::Digest;

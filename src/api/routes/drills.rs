@@ -27,10 +27,8 @@ pub(in crate::api) async fn run_drill(
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Drill).await?;
     let asked: DrillBody = body(&bytes)?;
-    if let Some(id) = asked.snapshot.as_deref().filter(|id| *id != "latest") {
-        crate::repo::layout::validate_snapshot_id(id)?;
-    }
-    let opts = ops::drill::DrillOptions::new(&ws, ops::drill::DrillSource::Snapshot(asked.snapshot));
+    let snapshot = snapshot_or_latest(asked.snapshot)?;
+    let opts = ops::drill::DrillOptions::new(&ws, ops::drill::DrillSource::Snapshot(Some(snapshot)));
     let spec = job::JobSpec { workspace: ws, operation: "drill", kind: None };
     let who = actor.clone();
     start(

@@ -77,6 +77,18 @@ pub(super) struct WorkspacePath {
     ws: String,
 }
 
+/// A snapshot named in a body: an id (checked like `repo::layout::validate_snapshot_id`),
+/// or `latest` (also when left out).
+///
+/// Errors: `Usage` for anything else.
+pub(super) fn snapshot_or_latest(asked: Option<String>) -> crate::error::Result<String> {
+    let snapshot = asked.unwrap_or_else(|| "latest".into());
+    if snapshot != "latest" {
+        crate::repo::layout::validate_snapshot_id(&snapshot)?;
+    }
+    Ok(snapshot)
+}
+
 /// A snapshot in a path (the rules of `repo::layout::validate_snapshot_id`).
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -159,10 +159,7 @@ pub(in crate::api) async fn restore(
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Restore).await?;
     let asked: RestoreBody = body(&bytes)?;
-    let snapshot = asked.snapshot.unwrap_or_else(|| "latest".into());
-    if snapshot != "latest" {
-        crate::repo::layout::validate_snapshot_id(&snapshot)?;
-    }
+    let snapshot = snapshot_or_latest(asked.snapshot)?;
     let name_ok = (1..=63).contains(&asked.database.len())
         && asked.database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && !asked.database.starts_with(|c: char| c.is_ascii_digit());
@@ -219,16 +216,6 @@ pub(in crate::api) struct InPlaceBody {
     drop_previous: bool,
 }
 
-/// The confirmation of a request that replaces a workspace's live database.
-fn confirmed(ws: &str, confirm: &str) -> Result<(), ApiError> {
-    if confirm != ws {
-        return Err(ApiError(Error::usage(format!(
-            "this replaces the live database of workspace {ws}: set confirm to \"{ws}\""
-        ))));
-    }
-    Ok(())
-}
-
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{ws}/restores/in-place",
@@ -245,11 +232,8 @@ pub(in crate::api) async fn restore_in_place(
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::ReplaceLive).await?;
     let asked: InPlaceBody = body(&bytes)?;
-    let snapshot = asked.snapshot.unwrap_or_else(|| "latest".into());
-    if snapshot != "latest" {
-        crate::repo::layout::validate_snapshot_id(&snapshot)?;
-    }
-    confirmed(&ws, &asked.confirm)?;
+    let snapshot = snapshot_or_latest(asked.snapshot)?;
+    ops::inplace::confirmed(&ws, &asked.confirm)?;
     let opts = ops::inplace::InPlaceOptions {
         snapshot,
         workspace: ws.clone(),
@@ -293,7 +277,7 @@ pub(in crate::api) async fn restore_undo(
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::ReplaceLive).await?;
     let asked: UndoBody = body(&bytes)?;
-    confirmed(&ws, &asked.confirm)?;
+    ops::inplace::confirmed(&ws, &asked.confirm)?;
     let opts = ops::inplace::UndoOptions { workspace: ws.clone(), confirm: asked.confirm, ..Default::default() };
     let spec = job::JobSpec { workspace: ws, operation: "restore-undo", kind: None };
     let who = actor.clone();
