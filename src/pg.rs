@@ -225,6 +225,61 @@ pub fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(name))
 }
 
+/// A table's name as a user writes it: `schema.name`, or `name` (schema `public`); either
+/// part in double quotes keeps dots, capitals and spaces (`"My.Schema"."Orders"`), and
+/// unquoted parts fold to lower case as Postgres folds them.
+///
+/// Errors: `Usage` for an empty part, an unclosed quote or more than two parts.
+pub fn parse_table_name(text: &str) -> Result<(String, String)> {
+    let bad = |why: &str| {
+        Error::usage(format!("table name {text:?}: {why}; write schema.name (or a quoted \"Schema\".\"Name\")"))
+    };
+    let mut parts: Vec<String> = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let mut part = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        part.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => part.push(c),
+                    None => return Err(bad("a quote is not closed")),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == '.' {
+                    break;
+                }
+                if c == '"' {
+                    return Err(bad("a quote in the middle of a name"));
+                }
+                part.extend(c.to_lowercase());
+                chars.next();
+            }
+        }
+        if part.is_empty() {
+            return Err(bad("a part is empty"));
+        }
+        parts.push(part);
+        match chars.next() {
+            None => break,
+            Some('.') => {}
+            Some(_) => return Err(bad("text after a quoted name")),
+        }
+    }
+    match <[String; 2]>::try_from(parts) {
+        Ok([schema, name]) => Ok((schema, name)),
+        Err(parts) if parts.len() == 1 => Ok(("public".to_string(), parts[0].clone())),
+        Err(_) => Err(bad("more than two parts")),
+    }
+}
+
 /// Where the Postgres binaries are: the configured folder, `pg_config --bindir`, the newest
 /// `/usr/lib/postgresql/*/bin`, or whatever `PATH` finds.
 pub fn bin_dir(configured: Option<&Path>) -> Option<PathBuf> {
@@ -278,6 +333,18 @@ pub fn tool_spawn_error(path: &Path, e: &std::io::Error) -> Error {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn table_names_parse_like_postgres_reads_them() {
+        use super::parse_table_name as p;
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(p("public.orders").unwrap(), pair("public", "orders"));
+        assert_eq!(p("Orders").unwrap(), pair("public", "orders"));
+        assert_eq!(p("\"My.Schema\".\"Or\"\"ders\"").unwrap(), pair("My.Schema", "Or\"ders"));
+        for bad in ["", "a.", ".b", "a.b.c", "\"open", "a\"b", "\"a\"x.b"] {
+            assert!(p(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -16,8 +16,18 @@ pub struct RestoreArgs {
     #[arg(value_name = "WORKSPACE")]
     undo_workspace: Option<String>,
     /// Target database URL: created if missing, refused if not empty
-    #[arg(long, value_name = "URL", required_unless_present_any = ["stacks_only", "in_place", "undo_workspace"])]
+    #[arg(long, value_name = "URL", required_unless_present_any = ["stacks_only", "in_place", "undo_workspace", "into_live"])]
     target: Option<String>,
+    /// Only this table (schema.name; repeat for more), with its indexes, constraints,
+    /// defaults, owned sequences and policies; foreign keys to other tables are left out
+    #[arg(long, value_name = "SCHEMA.NAME", conflicts_with_all = ["in_place", "stacks_only", "media_target"])]
+    table: Vec<String>,
+    /// With --table: into the workspace's live database, beside the live tables (needs --as)
+    #[arg(long, requires_all = ["table", "rename_to"], conflicts_with = "target")]
+    into_live: bool,
+    /// With --table: the name the table gets (one per --table, in order); never an existing table
+    #[arg(long = "as", value_name = "SCHEMA.NAME", requires = "table")]
+    rename_to: Vec<String>,
     /// Replace the workspace's live database (after a pre-restore snapshot; `restore undo W` swaps back)
     #[arg(long, requires_all = ["workspace", "confirm"], conflicts_with_all = ["target", "stacks_only", "media_target"])]
     in_place: bool,
@@ -93,7 +103,8 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         } else {
             println!("pre-restore snapshot {} of the live database", report.safety_snapshot);
             println!(
-                "restored snapshot {} into database {} of workspace {} in place: {} tables checked against the                  snapshot, switch {}",
+                "restored snapshot {} into database {} of workspace {} in place: {} tables checked against the \
+                 snapshot, switch {}",
                 report.snapshot,
                 report.database,
                 report.workspace,
@@ -136,11 +147,40 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         target_secret: None,
         target_conn: None,
         wait: args.wait.get(),
+        tables: args.table,
+        into_live: args.into_live,
+        rename_to: args.rename_to,
     };
     // Ctrl-C and SIGTERM stop the restore, which then drops a database it created.
     let report = restore_recorded(&core, &opts, &actor).await?;
     if global.json {
         global.print_json(&report);
+    } else if let Some(done) = &report.table_restore {
+        for t in &done.tables {
+            let renamed = if t.restored_as == t.table { String::new() } else { format!(" as {}", t.restored_as) };
+            println!(
+                "restored table {}{renamed} from snapshot {} into {}: {} rows, {} indexes, {} sequences",
+                t.table,
+                report.snapshot,
+                report.target,
+                t.rows,
+                t.indexes.len(),
+                t.sequences.len()
+            );
+        }
+        for k in &done.left_out_foreign_keys {
+            println!(
+                "left out: foreign key {} of {} to {} (not restored): {}",
+                k.constraint, k.table, k.references, k.definition
+            );
+        }
+        println!(
+            "read {} of the snapshot's {} ({:.2}%) in {}",
+            human_bytes(done.bytes_read),
+            human_bytes(done.snapshot_bytes),
+            100.0 * done.bytes_read as f64 / done.snapshot_bytes.max(1) as f64,
+            human_ms(report.timings.total_ms)
+        );
     } else {
         let t = &report.timings;
         println!(

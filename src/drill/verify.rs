@@ -2,15 +2,13 @@
 //! digest (computed exactly as the snapshot computed them while streaming) and every
 //! sequence value. The demo uses it, the tests use it, and drills will.
 
-use futures::StreamExt;
 use serde::Serialize;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::error::Result;
 use crate::pg::{ConnSpec, qualified};
 use crate::repo::manifest::Manifest;
-use crate::source::digest::RowDigest;
-use crate::source::postgres::{copy_out, copy_out_statement};
+use crate::source::postgres::table_digest;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TableCheck {
@@ -48,17 +46,7 @@ pub async fn verify_database(spec: &ConnSpec, manifest: &Manifest) -> Result<Ver
     sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut conn).await?;
     let mut tables = Vec::with_capacity(manifest.tables.len());
     for t in &manifest.tables {
-        let statement = copy_out_statement(&t.schema, &t.name, &t.columns, None);
-        let mut digest = RowDigest::new();
-        {
-            let mut rows = copy_out(&mut conn, &statement)
-                .await
-                .map_err(|e| e.context(format!("reading table {}.{}", t.schema, t.name)))?;
-            while let Some(chunk) = rows.next().await {
-                digest.update(&chunk?);
-            }
-        }
-        digest.finish();
+        let digest = table_digest(&mut conn, &t.schema, &t.name, &t.columns).await?;
         let ok = digest.rows() == t.rows && digest.hex() == t.content_digest;
         tables.push(TableCheck {
             schema: t.schema.clone(),

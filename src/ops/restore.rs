@@ -17,6 +17,8 @@ use crate::restore::database::{self, TargetState};
 pub use crate::restore::load::RestoreTimings;
 use crate::restore::load::{self, SnapshotSource};
 use crate::restore::media::MediaTarget;
+pub use crate::restore::tables::TablesOutcome;
+use crate::restore::tables::{TablePick, TablesInto};
 
 /// What `restore` takes.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -46,6 +48,15 @@ pub struct RestoreOptions {
     /// When the target is the workspace's own database and another operation holds the
     /// workspace: refuse (default) or wait.
     pub wait: WaitFor,
+    /// Only these tables (`schema.name`), with their indexes, constraints, defaults, owned
+    /// sequences and row-level security; foreign keys to other tables are left out.
+    pub tables: Vec<String>,
+    /// With `tables`: into the workspace's live database, under the names in `as`.
+    pub into_live: bool,
+    /// With `tables`: the names they get, one per table in the same order (required with
+    /// `into-live`: a restore never goes over an existing table).
+    #[serde(rename = "as")]
+    pub rename_to: Vec<String>,
 }
 
 /// What a restore did, with its phases timed.
@@ -63,6 +74,10 @@ pub struct RestoreReport {
     /// Media files restored (0 with `--no-media` or when the snapshot has none).
     pub media_files: usize,
     pub timings: RestoreTimings,
+    /// With `tables`: what came back, under which names, what was left out and how much
+    /// of the snapshot was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table_restore: Option<TablesOutcome>,
 }
 
 /// Restores a snapshot into `opts.target`.
@@ -76,16 +91,10 @@ pub struct RestoreReport {
 pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
     let clock = Instant::now();
     let (workspace, id) = super::snapshot::resolve(core, &opts.snapshot, opts.workspace.as_deref()).await?;
-    let target = match &opts.target_conn {
-        Some(resolved) => resolved.clone(),
-        None => {
-            let password = match &opts.target_password {
-                Some(text) => Some(crate::secret::Secret::reference("--target-password", text)?),
-                None => opts.target_secret.clone(),
-            };
-            ConnSpec::parse(&opts.target, password.as_ref())?
-        }
-    };
+    if !opts.tables.is_empty() || opts.into_live || !opts.rename_to.is_empty() {
+        return restore_tables(core, opts, actor, &workspace, &id, clock).await;
+    }
+    let target = target_of(opts)?;
     let own = match core.workspace(&workspace) {
         Ok(ws) => ws.conn().is_ok_and(|spec| spec.same_database(&target)),
         Err(_) => false,
@@ -94,8 +103,33 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
         true => Some(super::job::take_workspace(core, &workspace, "restore", actor, opts.wait).await?),
         false => None,
     };
+    restore_database(core, opts, &workspace, &id, target, clock).await
+}
+
+/// The target as given: resolved already, or a URL with its password reference.
+fn target_of(opts: &RestoreOptions) -> Result<ConnSpec> {
+    match &opts.target_conn {
+        Some(resolved) => Ok(resolved.clone()),
+        None => {
+            let password = match &opts.target_password {
+                Some(text) => Some(crate::secret::Secret::reference("--target-password", text)?),
+                None => opts.target_secret.clone(),
+            };
+            ConnSpec::parse(&opts.target, password.as_ref())
+        }
+    }
+}
+
+async fn restore_database(
+    core: &Core,
+    opts: &RestoreOptions,
+    workspace: &str,
+    id: &str,
+    target: ConnSpec,
+    clock: Instant,
+) -> Result<RestoreReport> {
     let (progress, stop) = (core.progress(), core.stop());
-    let manifest = core.repo.read_manifest(&workspace, &id, &core.identities()?).await?;
+    let manifest = core.repo.read_manifest(workspace, id, &core.identities()?).await?;
     let media = media_plan(core, &manifest, opts)?;
     progress.set_prefix(format!("restore {}", manifest.id));
     progress.set_message("checking objects");
@@ -128,7 +162,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
             timings.total_ms = clock.elapsed().as_millis() as u64;
             Ok(RestoreReport {
                 snapshot: manifest.id.clone(),
-                workspace,
+                workspace: workspace.to_string(),
                 target: target.display(),
                 created_database: state == TargetState::Created,
                 tables: manifest.tables.len(),
@@ -137,6 +171,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
                 stored_bytes: manifest.stored_bytes(),
                 media_files: media.as_ref().map(|(_, files)| files.len()).unwrap_or(0),
                 timings,
+                table_restore: None,
             })
         }
         Err(e) => {
@@ -154,6 +189,92 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
             }
         }
     }
+}
+
+/// `restore --table`: the picked tables into a new or empty database (`target`), or into
+/// the live one under new names (`into-live`, which takes the workspace).
+async fn restore_tables(
+    core: &Core,
+    opts: &RestoreOptions,
+    actor: &Actor,
+    workspace: &str,
+    id: &str,
+    clock: Instant,
+) -> Result<RestoreReport> {
+    if opts.tables.is_empty() {
+        return Err(Error::usage("--into-live and --as go with --table NAME (the tables to restore)"));
+    }
+    let picks = table_picks(&opts.tables, &opts.rename_to, opts.into_live)?;
+    let (target, into) = match opts.into_live {
+        true if !opts.target.is_empty() || opts.target_conn.is_some() => {
+            return Err(Error::usage("--into-live restores into the workspace's database: leave out --target"));
+        }
+        true => (core.workspace(workspace)?.conn()?.clone(), TablesInto::Existing),
+        false => (target_of(opts)?, TablesInto::NewDatabase),
+    };
+    let _lock = match opts.into_live {
+        true => Some(super::job::take_workspace(core, workspace, "restore", actor, opts.wait).await?),
+        false => None,
+    };
+    let manifest = core.repo.read_manifest(workspace, id, &core.identities()?).await?;
+    let progress = core.progress();
+    progress.set_prefix(format!("restore {} (tables)", manifest.id));
+    let from = SnapshotSource::new(&core.repo, &core.identities()?, &manifest);
+    let bin_dir = core.pg_bin_dir();
+    let work = crate::restore::tables::restore_tables(&from, &target, &picks, into, bin_dir.as_deref(), progress);
+    let outcome = tokio::select! {
+        r = work => r,
+        () = core.stop().cancelled() => Err(Error::new(ErrorKind::Interrupted, "the restore was interrupted")),
+    };
+    progress.finish();
+    let outcome = outcome
+        .map_err(|e| e.context(format!("restoring tables of snapshot {} into {}", manifest.id, target.display())))?;
+    let picked: Vec<_> = manifest
+        .tables
+        .iter()
+        .filter(|t| picks.iter().any(|p| (&p.from.0, &p.from.1) == (&t.schema, &t.name)))
+        .collect();
+    Ok(RestoreReport {
+        snapshot: manifest.id.clone(),
+        workspace: workspace.to_string(),
+        target: target.display(),
+        created_database: outcome.created_database,
+        tables: picked.len(),
+        rows: picked.iter().map(|t| t.rows).sum(),
+        plain_bytes: picked.iter().flat_map(|t| &t.parts).map(|p| p.plain_size).sum(),
+        stored_bytes: outcome.bytes_read,
+        media_files: 0,
+        timings: RestoreTimings { total_ms: clock.elapsed().as_millis() as u64, ..Default::default() },
+        table_restore: Some(outcome),
+    })
+}
+
+/// `--table` names paired with their `--as` names.
+fn table_picks(tables: &[String], rename_to: &[String], into_live: bool) -> Result<Vec<TablePick>> {
+    if into_live && rename_to.len() != tables.len() {
+        return Err(Error::usage(
+            "--into-live needs a new name for each table (--as schema.name, in the order of --table):              a restore never goes over the live table",
+        ));
+    }
+    if !rename_to.is_empty() && rename_to.len() != tables.len() {
+        return Err(Error::usage(format!(
+            "{} --table and {} --as: give one --as per --table, in the same order, or none",
+            tables.len(),
+            rename_to.len()
+        )));
+    }
+    tables
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let from = crate::pg::parse_table_name(t)?;
+            let to = match rename_to.get(i) {
+                Some(n) => crate::pg::parse_table_name(n)?,
+                None => from.clone(),
+            };
+            Ok(TablePick { from, to })
+        })
+        .collect()
 }
 
 /// What a restore job records as its end.

@@ -7,3 +7,4 @@ pub mod database;
 pub mod load;
 pub mod media;
 pub mod postdata;
+pub mod tables;

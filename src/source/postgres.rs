@@ -249,6 +249,29 @@ pub async fn copy_out<'c>(conn: &'c mut PgConnection, statement: &str) -> Result
     Ok(stream.map(|r| r.map_err(Error::from)).boxed())
 }
 
+/// The row digest of a whole table as a snapshot computes it (the columns in the
+/// manifest's order), read on `conn` (inside its transaction, if one is open).
+///
+/// Errors: `Database` when the table cannot be read.
+pub async fn table_digest(
+    conn: &mut PgConnection,
+    schema: &str,
+    name: &str,
+    columns: &[String],
+) -> Result<super::digest::RowDigest> {
+    let statement = copy_out_statement(schema, name, columns, None);
+    let mut digest = super::digest::RowDigest::new();
+    {
+        let mut rows =
+            copy_out(conn, &statement).await.map_err(|e| e.context(format!("reading table {schema}.{name}")))?;
+        while let Some(chunk) = rows.next().await {
+            digest.update(&chunk?);
+        }
+    }
+    digest.finish();
+    Ok(digest)
+}
+
 /// Which part of the schema pg_dump writes.
 #[derive(Debug, Clone, Copy)]
 pub enum Section {

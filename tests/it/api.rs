@@ -303,6 +303,22 @@ async fn refusals_bad_input_and_jobs_over_http() {
         sqlx::query_scalar(count).fetch_one(&source).await.unwrap(),
     );
     assert!(a > 0 && a == b, "{a} tables restored of {b}");
+    // One table back beside the live one, under a new name; never over the live table.
+    let id = job["snapshot_id"].as_str().unwrap();
+    let back =
+        |name: &str| format!(r#"{{"snapshot": "{id}", "tables": ["public.t"], "into_live": true, "as": ["{name}"]}}"#);
+    let started = call(&c2, Method::POST, &restores, Some(&admin), Some(&back("public.t_back"))).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let table = finished(&c2, &base, &started, &admin).await;
+    assert_eq!(table["status"], "succeeded", "{table}");
+    let rows = "SELECT (SELECT count(*) FROM t_back) = (SELECT count(*) FROM t)";
+    assert!(sqlx::query_scalar::<_, bool>(rows).fetch_one(&source).await.unwrap());
+    let started = call(&c2, Method::POST, &restores, Some(&admin), Some(&back("public.t"))).await;
+    let over = finished(&c2, &base, &started, &admin).await;
+    assert_eq!(over["status"], "failed", "{over}");
+    let both = format!(r#"{{"snapshot": "{id}", "tables": ["t"], "into_live": true, "as": ["x"], "database": "y"}}"#);
+    assert_eq!(call(&c2, Method::POST, &restores, Some(&admin), Some(&both)).await.status(), StatusCode::BAD_REQUEST);
+    sqlx::query("DROP TABLE t_back").execute(&source).await.unwrap();
     source.close().await;
 
     // An admin puts the workspace's database back as the snapshot had it, then undoes it.

@@ -2,7 +2,6 @@
 //! pre-restore snapshot, a restore beside it and the content checks; a failure before the
 //! switch leaves it as it was; `undo` swaps back.
 
-use sqlx::Row;
 use tidemark::ErrorKind;
 use tidemark::ops::inplace::{InPlaceOptions, UndoOptions, restore_in_place, undo};
 use tidemark::pg::ConnSpec;
@@ -19,15 +18,7 @@ fn in_place(id: &str) -> InPlaceOptions {
 }
 
 async fn databases(w: &World) -> Vec<String> {
-    let admin = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
-    let mut conn = admin.connect().await.unwrap();
-    sqlx::query("SELECT datname::text FROM pg_database WHERE datname LIKE 'shop%' ORDER BY 1")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect()
+    crate::support::databases_like(&w.cluster, "shop%").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

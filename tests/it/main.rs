@@ -22,4 +22,5 @@ mod snapshot_restore;
 mod stacks;
 mod storage;
 mod support;
+mod tables;
 mod tokens;

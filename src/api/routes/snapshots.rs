@@ -135,12 +135,25 @@ pub(in crate::api) struct RestoreBody {
     #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
     snapshot: Option<String>,
     /// The new database's name (letters, digits, `_`; at most 63): created, or refused
-    /// when it exists and is not empty.
+    /// when it exists and is not empty. Required unless `into_live`.
     #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,62}$", example = "shop_copy")]
-    database: String,
+    database: Option<String>,
     /// Parallel connections loading tables (default: one per core, at most 16).
     #[schema(minimum = 1, maximum = 16)]
     jobs: Option<usize>,
+    /// Only these tables (`schema.name`), with their indexes, constraints, defaults, owned
+    /// sequences and row-level security; foreign keys to other tables are left out.
+    #[serde(default)]
+    #[schema(max_items = 100, example = json!(["public.orders"]))]
+    tables: Vec<String>,
+    /// With `tables`: into the workspace's live database beside the live tables, under the
+    /// names in `as` (never over an existing table), instead of a new database.
+    #[serde(default)]
+    into_live: bool,
+    /// With `tables`: the names they get, one per table in the same order.
+    #[serde(default, rename = "as")]
+    #[schema(max_items = 100, example = json!(["public.orders_restored"]))]
+    rename_to: Vec<String>,
 }
 
 #[utoipa::path(
@@ -160,33 +173,50 @@ pub(in crate::api) async fn restore(
     let ws = scoped(&app, &actor, &ws, Action::Restore).await?;
     let asked: RestoreBody = body(&bytes)?;
     let snapshot = snapshot_or_latest(asked.snapshot)?;
-    let name_ok = (1..=63).contains(&asked.database.len())
-        && asked.database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !asked.database.starts_with(|c: char| c.is_ascii_digit());
-    if !name_ok {
-        return Err(ApiError(Error::usage(
-            "database is a new database's name: 1 to 63 letters, digits or '_', not starting with a digit",
-        )));
-    }
     if asked.jobs.is_some_and(|j| j == 0 || j > 16) {
         return Err(ApiError(Error::usage("jobs is 1 to 16")));
     }
-    // Into a new database only: never the workspace's own (that is an in-place restore).
-    let own = app.core.workspace(&ws)?.conn()?.clone();
-    let target = own.with_database(&asked.database);
-    if own.same_database(&target) {
-        return Err(ApiError(Error::new(
-            ErrorKind::Refused,
-            "the API restores into a new database, not the workspace's",
-        )));
+    if asked.tables.len() > 100 || asked.rename_to.len() > 100 {
+        return Err(ApiError(Error::usage("at most 100 tables at once")));
     }
+    let target = match (asked.into_live, asked.database) {
+        // Beside the live tables (ops refuses it without tables and new names).
+        (true, None) => None,
+        (true, Some(_)) => {
+            return Err(ApiError(Error::usage("into_live restores into the workspace's database: leave out database")));
+        }
+        (false, None) => return Err(ApiError(Error::usage("database: the new database's name is required"))),
+        (false, Some(database)) => {
+            let name_ok = (1..=63).contains(&database.len())
+                && database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !database.starts_with(|c: char| c.is_ascii_digit());
+            if !name_ok {
+                return Err(ApiError(Error::usage(
+                    "database is a new database's name: 1 to 63 letters, digits or '_', not starting with a digit",
+                )));
+            }
+            // Into a new database only: never the workspace's own (that is an in-place restore).
+            let own = app.core.workspace(&ws)?.conn()?.clone();
+            let target = own.with_database(&database);
+            if own.same_database(&target) {
+                return Err(ApiError(Error::new(
+                    ErrorKind::Refused,
+                    "the API restores into a new database, not the workspace's",
+                )));
+            }
+            Some(target)
+        }
+    };
     let opts = ops::restore::RestoreOptions {
         snapshot,
         workspace: Some(ws.clone()),
-        target: target.display(),
-        target_conn: Some(target),
+        target: target.as_ref().map(crate::pg::ConnSpec::display).unwrap_or_default(),
+        target_conn: target,
         jobs: asked.jobs,
         no_media: true,
+        tables: asked.tables,
+        into_live: asked.into_live,
+        rename_to: asked.rename_to,
         ..Default::default()
     };
     let spec = job::JobSpec { workspace: ws, operation: "restore", kind: None };

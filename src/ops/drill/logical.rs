@@ -55,7 +55,7 @@ pub(super) async fn logical(
         target_password: None,
         target_secret: ctx.core.config.config.drill.scratch_password.clone().filter(|_| scratch_server.is_some()),
         target_conn: None,
-        wait: Default::default(),
+        ..Default::default()
     };
     let clock = Instant::now();
     let restored = restore(ctx.core, &restore_opts, ctx.actor).await;

@@ -219,6 +219,19 @@ pub async fn all_objects(core: &Core) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+/// The names of the cluster's databases matching an SQL `LIKE` pattern, sorted.
+pub async fn databases_like(cluster: &Cluster, pattern: &str) -> Vec<String> {
+    let admin = ConnSpec::parse(&cluster.url("postgres"), None).unwrap();
+    let mut conn = admin.connect().await.unwrap();
+    let names = sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY 1")
+        .bind(pattern)
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    ConnSpec::close(conn).await;
+    names
+}
+
 /// Who the tests act as.
 pub fn actor() -> tidemark::actor::Actor {
     tidemark::actor::Actor::new(tidemark::actor::ActorKind::Cli, "tester")
