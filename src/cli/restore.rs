@@ -11,7 +11,12 @@ use super::{Global, human_bytes, human_ms};
 pub struct RestoreArgs {
     /// Snapshot id (see `tidemark snapshot list`), or `latest` (of --workspace, or the only one
     /// configured); or `undo` to swap back the newest in-place restore of WORKSPACE
-    snapshot: String,
+    #[arg(required_unless_present = "time")]
+    snapshot: Option<String>,
+    /// With --in-place: a moment instead of a snapshot ('2026-11-22 10:15:00+00'): the
+    /// workspace is recovered to it in a throwaway cluster and its database copied from there
+    #[arg(long, value_name = "TIME", requires = "in_place")]
+    time: Option<String>,
     /// With `undo`: the workspace whose in-place restore is swapped back
     #[arg(value_name = "WORKSPACE")]
     undo_workspace: Option<String>,
@@ -63,7 +68,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
     let (core, _stop) = global.job_core().await?;
     let actor = global.actor();
     if let Some(workspace) = &args.undo_workspace {
-        if args.snapshot != "undo" {
+        if args.snapshot.as_deref() != Some("undo") {
             return Err(tidemark::Error::usage(format!(
                 "unexpected argument {workspace:?}: only `tidemark restore undo WORKSPACE --confirm WORKSPACE` takes two"
             )));
@@ -90,7 +95,9 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
     }
     if args.in_place {
         let opts = InPlaceOptions {
-            snapshot: args.snapshot,
+            snapshot: args.snapshot.unwrap_or_default(),
+            time: args.time,
+            tidemark_command: None,
             workspace: args.workspace.unwrap_or_default(),
             confirm: args.confirm.unwrap_or_default(),
             jobs: args.jobs,
@@ -102,10 +109,14 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
             global.print_json(&report);
         } else {
             println!("pre-restore snapshot {} of the live database", report.safety_snapshot);
+            let from = match (&report.snapshot, &report.time) {
+                (Some(id), _) => format!("snapshot {id}"),
+                (None, Some(t)) => format!("the workspace as of {}", t.to_rfc3339()),
+                (None, None) => String::new(),
+            };
             println!(
-                "restored snapshot {} into database {} of workspace {} in place: {} tables checked against the \
-                 snapshot, switch {}",
-                report.snapshot,
+                "restored {from} into database {} of workspace {} in place: {} tables checked before the switch, \
+                 switch {}",
                 report.database,
                 report.workspace,
                 report.verified_tables,
@@ -122,8 +133,13 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         return Ok(());
     }
     if args.stacks_only {
-        let out =
-            tidemark::ops::restore::restore_stacks(&core, &args.snapshot, args.workspace.as_deref(), &actor).await?;
+        let out = tidemark::ops::restore::restore_stacks(
+            &core,
+            args.snapshot.as_deref().unwrap_or_default(),
+            args.workspace.as_deref(),
+            &actor,
+        )
+        .await?;
         if global.json {
             global.print_json(&out);
         } else {
@@ -137,7 +153,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         return Ok(());
     }
     let opts = RestoreOptions {
-        snapshot: args.snapshot,
+        snapshot: args.snapshot.unwrap_or_default(),
         workspace: args.workspace,
         target: args.target.unwrap_or_default(),
         jobs: args.jobs,

@@ -31,24 +31,47 @@ pub struct InPlaceOptions {
     pub drop_previous: bool,
     #[serde(default)]
     pub wait: WaitFor,
+    /// A moment instead of a snapshot (`2026-11-22 10:15:00+00`): the workspace is
+    /// recovered to it in a throwaway cluster and its database copied from there. Media
+    /// are not in WAL: they stay as they are.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// How the recovered server runs `tidemark wal fetch` (default: this binary).
+    #[serde(skip)]
+    pub tidemark_command: Option<String>,
 }
 
 /// What an in-place restore did.
 #[derive(Debug, Clone, Serialize)]
 pub struct InPlaceReport {
     pub workspace: String,
-    pub snapshot: String,
+    /// The snapshot restored (`None` when restored to a moment).
+    pub snapshot: Option<String>,
+    /// The moment restored to (`None` when restored from a snapshot).
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
     /// The snapshot of the live database taken first (kind `pre-restore`).
     pub safety_snapshot: String,
     /// The live database's name (now the restored one).
     pub database: String,
     /// Where the replaced database is (`None` with `--drop-previous`).
     pub previous_database: Option<String>,
-    /// Tables and sequences compared with the snapshot on the restored copy before the switch.
+    /// Tables compared with the snapshot (or the recovered database) on the restored copy
+    /// before the switch (sequences too).
     pub verified_tables: usize,
     /// How long the live database was unavailable.
     pub switch_ms: u64,
-    pub restore: RestoreReport,
+    /// The restore from the snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreReport>,
+    /// The recovery to the moment (in a throwaway cluster, removed since).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<super::pitr::PitrRestoreReport>,
+}
+
+/// Where an in-place restore takes the workspace back to.
+enum Source {
+    Snapshot(String),
+    Time(chrono::DateTime<chrono::Utc>),
 }
 
 /// What `restore undo` takes.
@@ -114,18 +137,35 @@ pub fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
 pub async fn restore_in_place(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
     confirmed(&opts.workspace, &opts.confirm)?;
     let done = run(core, opts, actor).await;
-    let details = serde_json::json!({ "snapshot": opts.snapshot, "drop_previous": opts.drop_previous });
+    let details =
+        serde_json::json!({ "snapshot": opts.snapshot, "time": opts.time, "drop_previous": opts.drop_previous });
     super::audit::record(core, actor, "restore.in-place", &opts.workspace, &done, details).await;
     done
 }
 
 async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
-    let (workspace, id) = super::snapshot::resolve(core, &opts.snapshot, Some(&opts.workspace)).await?;
+    let (workspace, source) = match (&opts.time, opts.snapshot.as_str()) {
+        (Some(time), "") => (opts.workspace.clone(), Source::Time(crate::wal::window::parse_time(time)?)),
+        (Some(_), _) => return Err(Error::usage("give a snapshot or --time, not both")),
+        (None, snapshot) => {
+            let (workspace, id) = super::snapshot::resolve(core, snapshot, Some(&opts.workspace)).await?;
+            (workspace, Source::Snapshot(id))
+        }
+    };
+    // Names beside the live database carry the snapshot id or the moment.
+    let (id, what) = match &source {
+        Source::Snapshot(id) => (id.clone(), format!("snapshot {id}")),
+        Source::Time(t) => (t.format("%Y%m%dT%H%M%SZ").to_string(), format!("the moment {}", t.to_rfc3339())),
+    };
     let live = core.workspace(&workspace)?.conn()?.clone();
     let db = live.database().ok_or_else(|| Error::config(format!("workspace {workspace}'s URL names no database")))?;
     let (incoming, aside) = (beside(&db, RESTORING, &id)?, beside(&db, BEFORE, &id)?);
-    let manifest = core.repo.read_manifest(&workspace, &id, &core.identities()?).await?;
-    let media = media_folders(core, &workspace, &id, manifest.media.as_ref().is_some_and(|m| !m.files.is_empty()))?;
+    let manifest = match &source {
+        Source::Snapshot(id) => Some(core.repo.read_manifest(&workspace, id, &core.identities()?).await?),
+        Source::Time(_) => None,
+    };
+    let has_media = manifest.as_ref().and_then(|m| m.media.as_ref()).is_some_and(|m| !m.files.is_empty());
+    let media = media_folders(core, &workspace, &id, has_media)?;
     if let Some(m) = &media
         && (m.incoming.exists() || m.aside.exists())
     {
@@ -141,14 +181,14 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
     if !database::databases_named(&live, &aside).await?.is_empty() {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
-            format!("database {aside:?} exists (an earlier in-place restore of {id}); drop or rename it first"),
+            format!("database {aside:?} exists (an earlier in-place restore of {what}); drop or rename it first"),
         ));
     }
     // 1. A snapshot of the live database as it is now.
     let safety = SnapshotOptions {
         workspace: workspace.clone(),
         kind: SnapshotKind::PreRestore,
-        note: Some(format!("before restoring {id} in place")),
+        note: Some(format!("before restoring {what} in place")),
         jobs: opts.jobs,
         no_media: true,
         wait: opts.wait,
@@ -158,46 +198,24 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         e.context(format!("taking the pre-restore snapshot of workspace {workspace}; nothing was changed"))
     })?;
     let _lock = super::job::take_workspace(core, &workspace, "restore --in-place", actor, opts.wait).await?;
-    // 2. The restore, into a new database beside the live one.
+    let untouched = format!("the live database {db:?} was not touched (pre-restore snapshot {})", safety.id);
+    // 2. The copy, in a new database beside the live one; 3. its checks.
     let target = live.with_database(&incoming);
-    let restore_opts = RestoreOptions {
-        snapshot: id.clone(),
-        workspace: Some(workspace.clone()),
-        target: target.display(),
-        jobs: opts.jobs,
-        no_media: media.is_none(),
-        media_target: media.as_ref().map(|m| m.incoming.display().to_string()),
-        target_conn: Some(target.clone()),
-        ..Default::default()
+    let beside_live = match (&source, &manifest) {
+        (Source::Snapshot(_), Some(manifest)) => {
+            from_snapshot(core, opts, actor, manifest, &target, media.as_ref()).await.map(|(v, r)| (v, Some(r), None))
+        }
+        (Source::Time(t), _) => {
+            from_time(core, opts, actor, &workspace, *t, &target).await.map(|(v, r)| (v, None, Some(r)))
+        }
+        (Source::Snapshot(_), None) => unreachable!("a snapshot's manifest is read above"),
     };
-    let restored = super::restore::restore(core, &restore_opts, actor).await.map_err(|e| {
+    let (verified_tables, restored, point_in_time) = beside_live.map_err(|e| {
         if let Some(m) = &media {
             let _ = std::fs::remove_dir_all(&m.incoming);
         }
-        e.context(format!("the live database {db:?} was not touched (pre-restore snapshot {})", safety.id))
+        e.context(untouched.clone())
     })?;
-    // 3. The drill's content checks on the copy.
-    let verified = crate::drill::verify::verify_database(&target, &manifest).await;
-    let verified = match verified {
-        Ok(v) if v.ok => v,
-        outcome => {
-            let _ = database::drop_database(&target).await;
-            if let Some(m) = &media {
-                let _ = std::fs::remove_dir_all(&m.incoming);
-            }
-            let why = match outcome {
-                Ok(v) => {
-                    let bad: Vec<String> =
-                        v.tables.iter().filter(|t| !t.ok).map(|t| format!("{}.{}", t.schema, t.name)).collect();
-                    format!("the restored copy differs from the snapshot in {}", bad.join(", "))
-                }
-                Err(e) => format!("the restored copy could not be checked: {}", e.message()),
-            };
-            return Err(Error::integrity(format!(
-                "{why}; it was dropped and the live database {db:?} was not touched"
-            )));
-        }
-    };
     // 4. The switch: the media folders (two renames), then the database.
     if let Some(m) = &media {
         let swapped = std::fs::create_dir_all(&m.live)
@@ -225,26 +243,118 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         }
         false => Some(aside),
     };
-    tracing::info!(workspace, snapshot = %id, switch_ms = window.as_millis() as u64, "restored in place");
+    tracing::info!(workspace, restored = %what, switch_ms = window.as_millis() as u64, "restored in place");
     Ok(InPlaceReport {
         workspace,
-        snapshot: id,
+        snapshot: match &source {
+            Source::Snapshot(id) => Some(id.clone()),
+            Source::Time(_) => None,
+        },
+        time: match source {
+            Source::Time(t) => Some(t),
+            Source::Snapshot(_) => None,
+        },
         safety_snapshot: safety.id,
         database: db,
         previous_database: previous,
-        verified_tables: verified.tables.len(),
+        verified_tables,
         switch_ms: window.as_millis() as u64,
         restore: restored,
+        point_in_time,
     })
+}
+
+/// The snapshot restored into `target` (media into the incoming folder), then the drill's
+/// content checks. Returns the tables and sequences checked. A copy that fails or differs
+/// is dropped again.
+async fn from_snapshot(
+    core: &Core,
+    opts: &InPlaceOptions,
+    actor: &Actor,
+    manifest: &crate::repo::manifest::Manifest,
+    target: &crate::pg::ConnSpec,
+    media: Option<&MediaFolders>,
+) -> Result<(usize, RestoreReport)> {
+    let restore_opts = RestoreOptions {
+        snapshot: manifest.id.clone(),
+        workspace: Some(manifest.workspace.clone()),
+        target: target.display(),
+        jobs: opts.jobs,
+        no_media: media.is_none(),
+        media_target: media.map(|m| m.incoming.display().to_string()),
+        target_conn: Some(target.clone()),
+        ..Default::default()
+    };
+    let restored = super::restore::restore(core, &restore_opts, actor).await?;
+    let verified = crate::drill::verify::verify_database(target, manifest).await;
+    match verified {
+        Ok(v) if v.ok => Ok((v.tables.len(), restored)),
+        outcome => {
+            let _ = database::drop_database(target).await;
+            let why = match outcome {
+                Ok(v) => {
+                    let bad: Vec<String> =
+                        v.tables.iter().filter(|t| !t.ok).map(|t| format!("{}.{}", t.schema, t.name)).collect();
+                    format!("the restored copy differs from the snapshot in {}", bad.join(", "))
+                }
+                Err(e) => format!("the restored copy could not be checked: {}", e.message()),
+            };
+            Err(Error::integrity(format!("{why}; it was dropped")))
+        }
+    }
+}
+
+/// The workspace recovered to `time` in a throwaway cluster, its database copied into
+/// `target`, the copy compared with it (every table's rows and digest, every sequence),
+/// and the throwaway removed. A copy that fails or differs is dropped again.
+async fn from_time(
+    core: &Core,
+    opts: &InPlaceOptions,
+    actor: &Actor,
+    workspace: &str,
+    time: chrono::DateTime<chrono::Utc>,
+    target: &crate::pg::ConnSpec,
+) -> Result<(usize, super::pitr::PitrRestoreReport)> {
+    let target_moment = crate::wal::window::Target::Time(time);
+    let past =
+        super::pitr::past::recover(core, workspace, &target_moment, opts.tidemark_command.clone(), actor).await?;
+    let copied = async {
+        database::copy_database(core.pg_bin_dir().as_deref(), &past.spec, target).await?;
+        let differences = crate::drill::verify::compare_databases(&past.spec, target).await?;
+        if !differences.is_empty() {
+            let _ = database::drop_database(target).await;
+            return Err(Error::integrity(format!(
+                "the copy differs from the recovered database: {}; it was dropped",
+                differences.join("; ")
+            )));
+        }
+        let mut conn = target.connect().await?;
+        let checked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg\\_%'",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        crate::pg::ConnSpec::close(conn).await;
+        Ok(checked as usize)
+    }
+    .await;
+    let report = past.report.clone();
+    if let Err(e) = past.remove(core).await {
+        tracing::warn!(error = %e.report(), "the throwaway cluster of a point-in-time restore could not be removed");
+    }
+    copied.map(|n| (n, report))
 }
 
 /// What an in-place restore job records as its end.
 pub fn job_end(r: &InPlaceReport) -> crate::catalog::JobEnd {
-    crate::catalog::JobEnd {
-        snapshot_id: Some(r.snapshot.clone()),
-        bytes: Some(r.restore.stored_bytes),
-        ..Default::default()
-    }
+    let bytes = match (&r.restore, &r.point_in_time) {
+        (Some(restore), _) => restore.stored_bytes,
+        (None, Some(pitr)) => pitr.stored_bytes,
+        (None, None) => 0,
+    };
+    crate::catalog::JobEnd { snapshot_id: r.snapshot.clone(), bytes: Some(bytes), ..Default::default() }
 }
 
 /// Swaps back the newest in-place restore of a workspace: the database it moved aside
@@ -259,6 +369,10 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
         let _lock = super::job::take_workspace(core, &opts.workspace, "restore undo", actor, opts.wait).await?;
         let prefix = format!("{db}{BEFORE}");
+        // The newest in-place restore's, which is not the newest name (a restore of an older
+        // snapshot, or to a moment, can come later) but the newest database: the one moved
+        // aside last was live, and every live database was created (by a restore) after
+        // every one moved aside before it, or was the newest of them (by an undo).
         let newest = database::databases_named(&live, &prefix).await?.pop().ok_or_else(|| {
             Error::not_found(format!(
                 "no database {prefix}* on the server: nothing of workspace {} was restored in place, or the \

@@ -297,6 +297,15 @@ impl Core {
     pub fn pg_bin_dir(&self) -> Option<PathBuf> {
         crate::pg::bin_dir(self.config.config.postgres.bin_dir.as_deref())
     }
+
+    /// Where throwaway clusters and files go (`[drill] scratch-dir`, else the system's
+    /// temp folder).
+    pub fn scratch_root(&self) -> PathBuf {
+        match &self.config.config.drill.scratch_dir {
+            Some(dir) => self.config.resolve_path(dir),
+            None => std::env::temp_dir(),
+        }
+    }
 }
 
 /// Parallel jobs: the given number, or one per core.

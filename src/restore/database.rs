@@ -47,6 +47,39 @@ async fn maintenance_connection(target: &ConnSpec) -> Result<PgConnection> {
 ///
 /// Errors: `Refused` when it exists and holds anything; `Database` when it cannot be created.
 pub async fn prepare_target(target: &ConnSpec, source: &SourceInfo) -> Result<TargetState> {
+    prepare_target_like(target, &Locale::of(source)).await
+}
+
+/// A database's encoding and locale, which a new database copies.
+#[derive(Debug, Clone)]
+pub struct Locale {
+    pub encoding: String,
+    pub collate: String,
+    pub ctype: String,
+}
+
+impl Locale {
+    fn of(source: &SourceInfo) -> Locale {
+        Locale { encoding: source.encoding.clone(), collate: source.collate.clone(), ctype: source.ctype.clone() }
+    }
+
+    /// The locale of the database `conn` is connected to.
+    ///
+    /// Errors: `Database`.
+    pub async fn read(conn: &mut PgConnection) -> Result<Locale> {
+        let (encoding, collate, ctype): (String, String, String) = sqlx::query_as(
+            "SELECT pg_encoding_to_char(encoding)::text, datcollate::text, datctype::text              FROM pg_database WHERE datname = current_database()",
+        )
+        .fetch_one(conn)
+        .await?;
+        Ok(Locale { encoding, collate, ctype })
+    }
+}
+
+/// [`prepare_target`] with the locale given.
+///
+/// Errors: as [`prepare_target`].
+pub async fn prepare_target_like(target: &ConnSpec, source: &Locale) -> Result<TargetState> {
     let db = target
         .database()
         .ok_or_else(|| Error::usage(format!("the target URL {} names no database", target.display())))?;
@@ -132,6 +165,60 @@ pub async fn drop_database(target: &ConnSpec) -> Result<()> {
         .await?;
     ConnSpec::close(admin).await;
     Ok(())
+}
+
+/// Copies database `from` (on any server) into `to`, a new or empty database created like
+/// it: `pg_dump | psql --single-transaction`, so a copy that fails leaves nothing in `to`
+/// (and a database created here is dropped again).
+///
+/// Errors: `Refused` when `to` is not empty; `Database` with pg_dump's or psql's own
+/// message.
+pub async fn copy_database(bin_dir: Option<&Path>, from: &ConnSpec, to: &ConnSpec) -> Result<TargetState> {
+    let mut conn = from.connect().await?;
+    let locale = Locale::read(&mut conn).await?;
+    ConnSpec::close(conn).await;
+    let state = prepare_target_like(to, &locale).await?;
+    let copied = pipe_dump(bin_dir, from, to).await;
+    match copied {
+        Ok(()) => Ok(state),
+        Err(e) if state == TargetState::Created => {
+            let _ = drop_database(to).await;
+            Err(e.context(format!("(the new database {} was dropped again)", to.display())))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn pipe_dump(bin_dir: Option<&Path>, from: &ConnSpec, to: &ConnSpec) -> Result<()> {
+    let dump_path = crate::pg::tool(bin_dir, "pg_dump");
+    let mut dump = tokio::process::Command::new(&dump_path);
+    dump.args(["--no-password"]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    from.apply_to_command(&mut dump);
+    let mut dump = dump.spawn().map_err(|e| crate::pg::tool_spawn_error(&dump_path, &e))?;
+    let psql_path = crate::pg::tool(bin_dir, "psql");
+    let mut psql = tokio::process::Command::new(&psql_path);
+    psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction", "--no-password", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env("PGOPTIONS", "-c synchronous_commit=off")
+        .kill_on_drop(true);
+    to.apply_to_command(&mut psql);
+    let mut psql = psql.spawn().map_err(|e| crate::pg::tool_spawn_error(&psql_path, &e))?;
+    let (mut out, mut input) = (dump.stdout.take().expect("piped stdout"), psql.stdin.take().expect("piped stdin"));
+    let fed = tokio::io::copy(&mut out, &mut input).await;
+    drop(input);
+    if let Err(e) = fed {
+        // psql stopped reading: its own message says why.
+        let _ = dump.kill().await;
+        crate::source::postgres::wait_tool(psql, "psql loading the copy").await?;
+        return Err(Error::from(e).context("copying the dump into psql".to_string()));
+    }
+    if let Err(e) = crate::source::postgres::wait_tool(dump, "pg_dump of the database to copy").await {
+        let _ = psql.kill().await; // its transaction rolls back
+        return Err(e);
+    }
+    crate::source::postgres::wait_tool(psql, "psql loading the copy").await
 }
 
 /// Feeds an SQL object (pg_dump output) to `psql` in one transaction, stopping at the first
@@ -345,14 +432,15 @@ async fn set_database_comment(target: &ConnSpec, comment: Option<&str>) -> Resul
     Ok(())
 }
 
-/// The databases on `server` whose names start with `prefix`, sorted by name.
+/// The databases on `server` whose names start with `prefix`, oldest first (by oid: the
+/// order they were created in).
 ///
 /// Errors: `Database`/`Unavailable` from Postgres.
 pub async fn databases_named(server: &ConnSpec, prefix: &str) -> Result<Vec<String>> {
     let mut admin = maintenance_connection(server).await?;
     let pattern = format!("{}%", prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
     let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY datname")
+        sqlx::query_scalar("SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY oid")
             .bind(pattern)
             .fetch_all(&mut admin)
             .await?;

@@ -13,6 +13,10 @@ const SHOP: &str = "CREATE TABLE orders (id serial PRIMARY KEY, total numeric NO
                     CREATE INDEX ON orders (total); \
                     INSERT INTO orders (total) SELECT g * 1.5 FROM generate_series(1, 3000) g;";
 
+fn undo_shop() -> UndoOptions {
+    UndoOptions { workspace: "shop".into(), confirm: "shop".into(), ..Default::default() }
+}
+
 fn in_place(id: &str) -> InPlaceOptions {
     InPlaceOptions { snapshot: id.into(), workspace: "shop".into(), confirm: "shop".into(), ..Default::default() }
 }
@@ -57,24 +61,12 @@ async fn a_workspace_is_restored_in_place_while_a_client_is_connected_and_undone
     assert_eq!(safety.kind, Some(tidemark::repo::manifest::SnapshotKind::PreRestore));
 
     // Undo: the replaced database is live again; the restored one is moved aside.
-    let undone = undo(
-        &w.core,
-        &UndoOptions { workspace: "shop".into(), confirm: "shop".into(), ..Default::default() },
-        &actor(),
-    )
-    .await
-    .unwrap();
+    let undone = undo(&w.core, &undo_shop(), &actor()).await.unwrap();
     assert_eq!(content_fingerprint(&live).await, damaged);
     assert_eq!(undone.restored_from, previous);
     assert_eq!(databases(&w).await, ["shop".to_string(), undone.replaced_moved_to.clone()]);
     // Nothing more to undo.
-    let nothing = undo(
-        &w.core,
-        &UndoOptions { workspace: "shop".into(), confirm: "shop".into(), ..Default::default() },
-        &actor(),
-    )
-    .await
-    .unwrap_err();
+    let nothing = undo(&w.core, &undo_shop(), &actor()).await.unwrap_err();
     assert_eq!(nothing.kind(), ErrorKind::NotFound, "{}", nothing.report());
 }
 
@@ -170,7 +162,7 @@ async fn media_folders_are_swapped_with_the_database_and_back() {
     std::fs::write(media.join("new.txt"), b"added later").unwrap();
 
     let report = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap();
-    assert_eq!(report.restore.media_files, 2);
+    assert_eq!(report.restore.as_ref().unwrap().media_files, 2);
     assert_eq!(std::fs::read(media.join("img/cat.png")).unwrap(), vec![7u8; 100_000]);
     assert_eq!(std::fs::read(media.join("notes.txt")).unwrap(), b"at the snapshot");
     assert!(!media.join("new.txt").exists());
@@ -178,10 +170,70 @@ async fn media_folders_are_swapped_with_the_database_and_back() {
     let aside = w.dir.path().join(format!("media.before-{tag}"));
     assert_eq!(std::fs::read(aside.join("new.txt")).unwrap(), b"added later");
 
-    undo(&w.core, &UndoOptions { workspace: "shop".into(), confirm: "shop".into(), ..Default::default() }, &actor())
-        .await
-        .unwrap();
+    undo(&w.core, &undo_shop(), &actor()).await.unwrap();
     assert_eq!(std::fs::read(media.join("notes.txt")).unwrap(), b"changed later");
     assert!(media.join("new.txt").exists() && !media.join("img/cat.png").exists());
     assert!(w.dir.path().join(format!("media.undone-{tag}")).join("img/cat.png").exists());
+}
+
+/// `--time`: recovered in a throwaway cluster, copied beside, compared, switched; and undo
+/// swaps back the newest in-place restore, not the one with the newest name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_goes_back_to_a_moment_in_place_and_undo_takes_the_newest_back() {
+    use crate::pitr::{MARKERS_BEFORE_BASE, archive_everything, commit_marker, one_row};
+    let w = crate::pitr::archiving_world().await;
+    let live = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
+    crate::support::basebackup(&w.core).await.unwrap();
+    commit_marker(&live, "a").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let between: chrono::DateTime<chrono::Utc> = one_row(&live, "SELECT clock_timestamp()").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    commit_marker(&live, "b").await;
+    let snapshot = snapshot_shop(&w.core).await.unwrap();
+    commit_marker(&live, "c").await;
+    archive_everything(&live, &w.core).await;
+    let markers = async || -> Vec<String> {
+        let mut conn = live.connect().await.unwrap();
+        let rows = sqlx::query_scalar("SELECT label FROM markers ORDER BY label").fetch_all(&mut conn).await.unwrap();
+        ConnSpec::close(conn).await;
+        rows
+    };
+
+    // Back to the snapshot (a, b), then to the moment between a and b.
+    restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap();
+    assert_eq!(markers().await, ["a", "b", "before-base"]);
+    let at = InPlaceOptions {
+        snapshot: String::new(),
+        time: Some(between.to_rfc3339()),
+        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+        ..in_place("")
+    };
+    let report = restore_in_place(&w.core, &at, &actor()).await.unwrap();
+    assert_eq!(markers().await, ["a", "before-base"], "exactly what was committed before the moment");
+    assert_eq!((report.snapshot.as_ref(), report.time), (None, Some(between)));
+    let recovered = report.point_in_time.as_ref().unwrap();
+    assert!(!std::path::Path::new(&recovered.pgdata).exists(), "the throwaway cluster is removed");
+    assert!(report.verified_tables >= 1);
+    let tag = between.format("%Y%m%dt%H%M%Sz").to_string();
+    assert_eq!(report.previous_database.as_deref(), Some(format!("shop_before_{tag}").as_str()));
+    let safety = crate::support::list(&w.core, "shop").await.unwrap();
+    assert!(safety.iter().any(|s| s.id == report.safety_snapshot));
+
+    // Undo takes back the restore to the moment (the newest), whose name sorts first.
+    let undone = undo(&w.core, &undo_shop(), &actor()).await.unwrap();
+    assert_eq!(undone.restored_from, format!("shop_before_{tag}"));
+    assert_eq!(markers().await, ["a", "b", "before-base"]);
+    // And then the restore from the snapshot: the database as it was before both.
+    undo(&w.core, &undo_shop(), &actor()).await.unwrap();
+    assert_eq!(markers().await, ["a", "b", "before-base", "c"]);
+
+    // A moment outside the window: refused before the switch, live untouched.
+    let early = InPlaceOptions { time: Some("2001-01-01T00:00:00Z".into()), ..at.clone() };
+    let err = restore_in_place(&w.core, &early, &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Refused, "{}", err.report());
+    assert!(err.report().contains("was not touched"), "{}", err.report());
+    assert_eq!(markers().await, ["a", "b", "before-base", "c"]);
+    // Both a snapshot and a moment: refused.
+    let both = InPlaceOptions { snapshot: snapshot.id.clone(), ..at };
+    assert_eq!(restore_in_place(&w.core, &both, &actor()).await.unwrap_err().kind(), ErrorKind::Usage);
 }

@@ -61,7 +61,7 @@ async fn pitr_world(archive: bool) -> World {
     w
 }
 
-async fn one_row<T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin>(
+pub(crate) async fn one_row<T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin>(
     spec: &ConnSpec,
     sql: &str,
 ) -> T {
@@ -69,7 +69,7 @@ async fn one_row<T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::
     sqlx::query(sqlx::AssertSqlSafe(sql.to_string())).fetch_one(&mut conn).await.unwrap().get(0)
 }
 
-async fn commit_marker(spec: &ConnSpec, label: &str) -> (DateTime<Utc>, Lsn) {
+pub(crate) async fn commit_marker(spec: &ConnSpec, label: &str) -> (DateTime<Utc>, Lsn) {
     let mut conn = spec.connect().await.unwrap();
     sqlx::query("INSERT INTO markers (label) VALUES ($1)").bind(label).execute(&mut conn).await.unwrap();
     let (at, lsn): (DateTime<Utc>, String) =
@@ -81,7 +81,7 @@ async fn commit_marker(spec: &ConnSpec, label: &str) -> (DateTime<Utc>, Lsn) {
 }
 
 /// Switches to a new segment and waits until everything so far is in the repository.
-async fn archive_everything(spec: &ConnSpec, core: &Core) -> Lsn {
+pub(crate) async fn archive_everything(spec: &ConnSpec, core: &Core) -> Lsn {
     let lsn: String = one_row(spec, "SELECT pg_current_wal_insert_lsn()::text").await;
     let lsn: Lsn = lsn.parse().unwrap();
     let _: String = one_row(spec, "SELECT pg_switch_wal()::text").await;
@@ -124,7 +124,7 @@ async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
 }
 
 /// The markers table, with the row committed before the base backup.
-const MARKERS_BEFORE_BASE: &str =
+pub(crate) const MARKERS_BEFORE_BASE: &str =
     "CREATE TABLE markers (label text PRIMARY KEY, committed_at timestamptz DEFAULT clock_timestamp());
      INSERT INTO markers (label) VALUES ('before-base');";
 

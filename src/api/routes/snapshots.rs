@@ -244,6 +244,10 @@ pub(in crate::api) struct InPlaceBody {
     /// Drop the replaced database after the switch (no undo then).
     #[serde(default)]
     drop_previous: bool,
+    /// A moment instead of a snapshot (RFC 3339, with a zone): the workspace is recovered
+    /// to it in a throwaway cluster and its database copied from there.
+    #[schema(example = "2026-11-22T10:15:00Z")]
+    time: Option<String>,
 }
 
 #[utoipa::path(
@@ -262,13 +266,21 @@ pub(in crate::api) async fn restore_in_place(
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::ReplaceLive).await?;
     let asked: InPlaceBody = body(&bytes)?;
-    let snapshot = snapshot_or_latest(asked.snapshot)?;
+    let snapshot = match (&asked.time, asked.snapshot) {
+        (Some(_), Some(_)) => return Err(ApiError(Error::usage("give a snapshot or a time, not both"))),
+        (Some(time), None) => {
+            crate::wal::window::parse_time(time)?;
+            String::new()
+        }
+        (None, snapshot) => snapshot_or_latest(snapshot)?,
+    };
     ops::inplace::confirmed(&ws, &asked.confirm)?;
     let opts = ops::inplace::InPlaceOptions {
         snapshot,
         workspace: ws.clone(),
         confirm: asked.confirm,
         drop_previous: asked.drop_previous,
+        time: asked.time,
         ..Default::default()
     };
     let spec = job::JobSpec { workspace: ws, operation: "restore", kind: None };

@@ -92,10 +92,7 @@ pub async fn drill(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<Dr
     let ws = core.config.workspace(&opts.workspace)?.clone();
     let settings = core.config.config.drill.clone();
     let user_assertions = assertions::load_for(&core.config, &ws)?;
-    let root = match &settings.scratch_dir {
-        Some(dir) => core.config.resolve_path(dir),
-        None => std::env::temp_dir(),
-    };
+    let root = core.scratch_root();
     let bin_dir = core.pg_bin_dir();
     let scratch_server = match &settings.scratch_server {
         Some(url) if matches!(opts.source, DrillSource::Snapshot(_)) => Some(

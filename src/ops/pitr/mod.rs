@@ -8,6 +8,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub mod past;
 mod restore;
 
 pub use restore::{DEFAULT_PREFETCH, PitrRestoreOptions, PitrRestoreReport, RECOVERY_CONTEXT, restore};
