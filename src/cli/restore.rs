@@ -13,9 +13,9 @@ pub struct RestoreArgs {
     /// configured); or `undo` to swap back the newest in-place restore of WORKSPACE
     #[arg(required_unless_present = "time")]
     snapshot: Option<String>,
-    /// With --in-place: a moment instead of a snapshot ('2026-11-22 10:15:00+00'): the
-    /// workspace is recovered to it in a throwaway cluster and its database copied from there
-    #[arg(long, value_name = "TIME", requires = "in_place")]
+    /// A moment instead of a snapshot ('2026-11-22 10:15:00+00'): the workspace is recovered
+    /// to it in a throwaway cluster and its database (or --table) copied from there
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["stacks_only", "media_target"])]
     time: Option<String>,
     /// With `undo`: the workspace whose in-place restore is swapped back
     #[arg(value_name = "WORKSPACE")]
@@ -166,18 +166,23 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         tables: args.table,
         into_live: args.into_live,
         rename_to: args.rename_to,
+        time: args.time,
+        tidemark_command: None,
     };
     // Ctrl-C and SIGTERM stop the restore, which then drops a database it created.
     let report = restore_recorded(&core, &opts, &actor).await?;
+    let from = match report.time {
+        Some(t) => format!("workspace {} as of {}", report.workspace, t.to_rfc3339()),
+        None => format!("snapshot {}", report.snapshot),
+    };
     if global.json {
         global.print_json(&report);
     } else if let Some(done) = &report.table_restore {
         for t in &done.tables {
             let renamed = if t.restored_as == t.table { String::new() } else { format!(" as {}", t.restored_as) };
             println!(
-                "restored table {}{renamed} from snapshot {} into {}: {} rows, {} indexes, {} sequences",
+                "restored table {}{renamed} from {from} into {}: {} rows, {} indexes, {} sequences",
                 t.table,
-                report.snapshot,
                 report.target,
                 t.rows,
                 t.indexes.len(),
@@ -190,12 +195,30 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
                 k.constraint, k.table, k.references, k.definition
             );
         }
+        match &report.point_in_time {
+            Some(p) => println!(
+                "recovered from base backup {} ({} read) in a throwaway cluster; {} in all",
+                p.base_backup,
+                human_bytes(p.stored_bytes),
+                human_ms(report.timings.total_ms)
+            ),
+            None => println!(
+                "read {} of the snapshot's {} ({:.2}%) in {}",
+                human_bytes(done.bytes_read),
+                human_bytes(done.snapshot_bytes),
+                100.0 * done.bytes_read as f64 / done.snapshot_bytes.max(1) as f64,
+                human_ms(report.timings.total_ms)
+            ),
+        }
+    } else if let Some(p) = &report.point_in_time {
         println!(
-            "read {} of the snapshot's {} ({:.2}%) in {}",
-            human_bytes(done.bytes_read),
-            human_bytes(done.snapshot_bytes),
-            100.0 * done.bytes_read as f64 / done.snapshot_bytes.max(1) as f64,
-            human_ms(report.timings.total_ms)
+            "restored {from} into {}{}: {} tables and sequences compared with the recovered database, in {} \
+             (recovered from base backup {} in a throwaway cluster)",
+            report.target,
+            if report.created_database { " (created)" } else { "" },
+            report.tables,
+            human_ms(report.timings.total_ms),
+            p.base_backup
         );
     } else {
         let t = &report.timings;

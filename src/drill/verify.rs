@@ -112,13 +112,23 @@ pub fn normalize_schema_dump(dump: &str) -> String {
         .join("\n")
 }
 
+/// What [`compare_databases`] found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Tables and sequences compared.
+    pub compared: usize,
+    /// Rows in the tables compared.
+    pub rows: u64,
+    /// What differs (empty: the same).
+    pub differences: Vec<String>,
+}
+
 /// Compares every table (rows and content digest) and sequence value of two databases:
-/// the copy an in-place restore from a point in time made, against the recovered database
-/// it copied. Returns what differs (empty: the same).
+/// a copy of a recovered database against the recovered database it copied.
 ///
 /// Errors: `Unavailable`/`Database` when either cannot be read.
-pub async fn compare_databases(expected: &ConnSpec, actual: &ConnSpec) -> Result<Vec<String>> {
-    let (want, got) = (contents(expected).await?, contents(actual).await?);
+pub async fn compare_databases(expected: &ConnSpec, actual: &ConnSpec) -> Result<Comparison> {
+    let ((want, rows), (got, _)) = (contents(expected).await?, contents(actual).await?);
     let mut differences = Vec::new();
     for (name, value) in &want {
         match got.get(name) {
@@ -128,11 +138,12 @@ pub async fn compare_databases(expected: &ConnSpec, actual: &ConnSpec) -> Result
         }
     }
     differences.extend(got.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("{k} is extra")));
-    Ok(differences)
+    Ok(Comparison { compared: want.len(), rows, differences })
 }
 
-/// Per table `rows:digest`, per sequence `value/called`, in one read-only snapshot.
-async fn contents(spec: &ConnSpec) -> Result<std::collections::BTreeMap<String, String>> {
+/// Per table `rows:digest`, per sequence `value/called`, in one read-only snapshot; and
+/// the rows of all tables.
+async fn contents(spec: &ConnSpec) -> Result<(std::collections::BTreeMap<String, String>, u64)> {
     let mut conn = spec.connect().await?;
     sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut conn).await?;
     let relations: Vec<(String, String, String, Vec<String>)> = sqlx::query_as(
@@ -146,7 +157,7 @@ async fn contents(spec: &ConnSpec) -> Result<std::collections::BTreeMap<String, 
     )
     .fetch_all(&mut conn)
     .await?;
-    let mut out = std::collections::BTreeMap::new();
+    let (mut out, mut rows) = (std::collections::BTreeMap::new(), 0);
     for (schema, name, kind, columns) in relations {
         let value = if kind == "S" {
             let sql = format!("SELECT last_value, is_called FROM {}", qualified(&schema, &name));
@@ -154,11 +165,12 @@ async fn contents(spec: &ConnSpec) -> Result<std::collections::BTreeMap<String, 
             format!("{}/{}", row.get::<i64, _>(0), row.get::<bool, _>(1))
         } else {
             let digest = table_digest(&mut conn, &schema, &name, &columns).await?;
+            rows += digest.rows();
             format!("{} rows, digest {}", digest.rows(), digest.hex())
         };
         out.insert(format!("{schema}.{name}"), value);
     }
     sqlx::raw_sql("COMMIT").execute(&mut conn).await?;
     ConnSpec::close(conn).await;
-    Ok(out)
+    Ok((out, rows))
 }

@@ -304,9 +304,8 @@ async fn from_snapshot(
     }
 }
 
-/// The workspace recovered to `time` in a throwaway cluster, its database copied into
-/// `target`, the copy compared with it (every table's rows and digest, every sequence),
-/// and the throwaway removed. A copy that fails or differs is dropped again.
+/// The workspace recovered to `time`, its database copied into `target` and checked (see
+/// [`super::restore::copy_of_moment`]).
 async fn from_time(
     core: &Core,
     opts: &InPlaceOptions,
@@ -315,36 +314,8 @@ async fn from_time(
     time: chrono::DateTime<chrono::Utc>,
     target: &crate::pg::ConnSpec,
 ) -> Result<(usize, super::pitr::PitrRestoreReport)> {
-    let target_moment = crate::wal::window::Target::Time(time);
-    let past =
-        super::pitr::past::recover(core, workspace, &target_moment, opts.tidemark_command.clone(), actor).await?;
-    let copied = async {
-        database::copy_database(core.pg_bin_dir().as_deref(), &past.spec, target).await?;
-        let differences = crate::drill::verify::compare_databases(&past.spec, target).await?;
-        if !differences.is_empty() {
-            let _ = database::drop_database(target).await;
-            return Err(Error::integrity(format!(
-                "the copy differs from the recovered database: {}; it was dropped",
-                differences.join("; ")
-            )));
-        }
-        let mut conn = target.connect().await?;
-        let checked: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
-               AND n.nspname NOT LIKE 'pg\\_%'",
-        )
-        .fetch_one(&mut conn)
-        .await?;
-        crate::pg::ConnSpec::close(conn).await;
-        Ok(checked as usize)
-    }
-    .await;
-    let report = past.report.clone();
-    if let Err(e) = past.remove(core).await {
-        tracing::warn!(error = %e.report(), "the throwaway cluster of a point-in-time restore could not be removed");
-    }
-    copied.map(|n| (n, report))
+    let copied = super::restore::copy_of_moment(core, workspace, time, opts.tidemark_command.clone(), target, actor);
+    copied.await.map(|c| (c.compared, c.recovery))
 }
 
 /// What an in-place restore job records as its end.

@@ -17,8 +17,11 @@ use crate::restore::database::{self, TargetState};
 pub use crate::restore::load::RestoreTimings;
 use crate::restore::load::{self, SnapshotSource};
 use crate::restore::media::MediaTarget;
+use chrono::{DateTime, Utc};
+
+use super::pitr::PitrRestoreReport;
 pub use crate::restore::tables::TablesOutcome;
-use crate::restore::tables::{TablePick, TablesInto};
+use crate::restore::tables::{self, TablePick, TablesFrom, TablesInto};
 
 /// What `restore` takes.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -57,6 +60,13 @@ pub struct RestoreOptions {
     /// `into-live`: a restore never goes over an existing table).
     #[serde(rename = "as")]
     pub rename_to: Vec<String>,
+    /// A moment instead of a snapshot (`2026-11-22 10:15:00+00`): the workspace is
+    /// recovered to it in a throwaway cluster and the database (or `tables`) copied from
+    /// there.
+    pub time: Option<String>,
+    /// How the recovered server runs `tidemark wal fetch` (default: this binary).
+    #[serde(skip)]
+    pub tidemark_command: Option<String>,
 }
 
 /// What a restore did, with its phases timed.
@@ -78,6 +88,73 @@ pub struct RestoreReport {
     /// of the snapshot was read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_restore: Option<TablesOutcome>,
+    /// The moment restored (`snapshot` is then empty).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<DateTime<Utc>>,
+    /// With `time`: the recovery in the throwaway cluster (removed since).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PitrRestoreReport>,
+}
+
+/// Where a restore takes its data from.
+enum RestoreFrom {
+    Snapshot(String),
+    Time(DateTime<Utc>),
+}
+
+/// What [`copy_of_moment`] did.
+pub(super) struct MomentCopy {
+    /// Tables and sequences compared with the recovered database.
+    pub compared: usize,
+    /// Rows copied.
+    pub rows: u64,
+    pub state: TargetState,
+    pub recovery: PitrRestoreReport,
+}
+
+/// The workspace recovered to `time` in a throwaway cluster, its database copied into
+/// `target` (new or empty), every table (rows, content digest) and sequence of the copy
+/// compared with the recovered database, and the throwaway removed. A copy that fails or
+/// differs is dropped again (when it was created here).
+///
+/// Errors: those of `pitr restore` (`Refused` for a moment outside the window, before
+/// anything is written); `Refused` for a target that is not empty; `Integrity` when the
+/// copy differs; `Database` from pg_dump or psql.
+pub(super) async fn copy_of_moment(
+    core: &Core,
+    workspace: &str,
+    time: DateTime<Utc>,
+    tidemark_command: Option<String>,
+    target: &ConnSpec,
+    actor: &Actor,
+) -> Result<MomentCopy> {
+    let moment = crate::wal::window::Target::Time(time);
+    let past = super::pitr::past::recover(core, workspace, &moment, tidemark_command, actor).await?;
+    let copied = async {
+        let state = database::copy_database(core.pg_bin_dir().as_deref(), &past.spec, target).await?;
+        let compared = crate::drill::verify::compare_databases(&past.spec, target).await;
+        match compared {
+            Ok(c) if c.differences.is_empty() => Ok((c.compared, c.rows, state)),
+            other => {
+                if state == TargetState::Created {
+                    let _ = database::drop_database(target).await;
+                }
+                Err(match other {
+                    Ok(c) => Error::integrity(format!(
+                        "the copy differs from the recovered database: {}; it was dropped",
+                        c.differences.join("; ")
+                    )),
+                    Err(e) => e.context("comparing the copy with the recovered database".to_string()),
+                })
+            }
+        }
+    }
+    .await;
+    let recovery = past.report.clone();
+    if let Err(e) = past.remove(core).await {
+        tracing::warn!(error = %e.report(), "the throwaway cluster of a point-in-time restore could not be removed");
+    }
+    copied.map(|(compared, rows, state)| MomentCopy { compared, rows, state, recovery })
 }
 
 /// Restores a snapshot into `opts.target`.
@@ -90,10 +167,14 @@ pub struct RestoreReport {
 /// database takes the workspace (`Refused` while another operation holds it).
 pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
     let clock = Instant::now();
-    let (workspace, id) = super::snapshot::resolve(core, &opts.snapshot, opts.workspace.as_deref()).await?;
+    let (workspace, from) = source_of(core, opts).await?;
     if !opts.tables.is_empty() || opts.into_live || !opts.rename_to.is_empty() {
-        return restore_tables(core, opts, actor, &workspace, &id, clock).await;
+        return restore_tables(core, opts, actor, &workspace, &from, clock).await;
     }
+    let id = match from {
+        RestoreFrom::Snapshot(id) => id,
+        RestoreFrom::Time(time) => return restore_moment(core, opts, actor, &workspace, time, clock).await,
+    };
     let target = target_of(opts)?;
     let own = match core.workspace(&workspace) {
         Ok(ws) => ws.conn().is_ok_and(|spec| spec.same_database(&target)),
@@ -104,6 +185,63 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
         false => None,
     };
     restore_database(core, opts, &workspace, &id, target, clock).await
+}
+
+/// The workspace and the snapshot (or moment) a restore starts from.
+///
+/// Errors: `Usage` for both a snapshot and a time, or a time that is not one; those of
+/// resolving the snapshot.
+async fn source_of(core: &Core, opts: &RestoreOptions) -> Result<(String, RestoreFrom)> {
+    match &opts.time {
+        Some(_) if !opts.snapshot.is_empty() => Err(Error::usage("give a snapshot or --time, not both")),
+        Some(time) => {
+            let time = crate::wal::window::parse_time(time)?;
+            Ok((core.workspace_or_only(opts.workspace.as_deref())?, RestoreFrom::Time(time)))
+        }
+        None => {
+            let (workspace, id) = super::snapshot::resolve(core, &opts.snapshot, opts.workspace.as_deref()).await?;
+            Ok((workspace, RestoreFrom::Snapshot(id)))
+        }
+    }
+}
+
+/// `restore --time T --target URL`: the workspace's database as it was at `time`.
+async fn restore_moment(
+    core: &Core,
+    opts: &RestoreOptions,
+    actor: &Actor,
+    workspace: &str,
+    time: DateTime<Utc>,
+    clock: Instant,
+) -> Result<RestoreReport> {
+    let target = target_of(opts)?;
+    let own = core.workspace(workspace)?.conn().is_ok_and(|spec| spec.same_database(&target));
+    let _lock = match own {
+        true => Some(super::job::take_workspace(core, workspace, "restore", actor, opts.wait).await?),
+        false => None,
+    };
+    let copy = copy_of_moment(core, workspace, time, opts.tidemark_command.clone(), &target, actor);
+    let copied = tokio::select! {
+        r = copy => r,
+        () = core.stop().cancelled() => Err(Error::new(ErrorKind::Interrupted, "the restore was interrupted")),
+    };
+    let copied = copied
+        .map_err(|e| e.context(format!("restoring workspace {workspace} as of {time} into {}", target.display())))?;
+    Ok(RestoreReport {
+        snapshot: String::new(),
+        workspace: workspace.to_string(),
+        target: target.display(),
+        created_database: copied.state == TargetState::Created,
+        tables: copied.compared,
+        rows: copied.rows,
+        plain_bytes: copied.recovery.plain_bytes,
+        stored_bytes: copied.recovery.stored_bytes,
+        media_files: 0,
+        timings: RestoreTimings { total_ms: clock.elapsed().as_millis() as u64, ..Default::default() },
+        table_restore: None,
+        time: Some(time),
+        point_in_time: Some(copied.recovery),
+    })
 }
 
 /// The target as given: resolved already, or a URL with its password reference.
@@ -172,6 +310,8 @@ async fn restore_database(
                 media_files: media.as_ref().map(|(_, files)| files.len()).unwrap_or(0),
                 timings,
                 table_restore: None,
+                time: None,
+                point_in_time: None,
             })
         }
         Err(e) => {
@@ -198,7 +338,7 @@ async fn restore_tables(
     opts: &RestoreOptions,
     actor: &Actor,
     workspace: &str,
-    id: &str,
+    from: &RestoreFrom,
     clock: Instant,
 ) -> Result<RestoreReport> {
     if opts.tables.is_empty() {
@@ -216,36 +356,64 @@ async fn restore_tables(
         true => Some(super::job::take_workspace(core, workspace, "restore", actor, opts.wait).await?),
         false => None,
     };
-    let manifest = core.repo.read_manifest(workspace, id, &core.identities()?).await?;
     let progress = core.progress();
-    progress.set_prefix(format!("restore {} (tables)", manifest.id));
-    let from = SnapshotSource::new(&core.repo, &core.identities()?, &manifest);
     let bin_dir = core.pg_bin_dir();
-    let work = crate::restore::tables::restore_tables(&from, &target, &picks, into, bin_dir.as_deref(), progress);
-    let outcome = tokio::select! {
-        r = work => r,
-        () = core.stop().cancelled() => Err(Error::new(ErrorKind::Interrupted, "the restore was interrupted")),
+    let load = async |from: TablesFrom<'_>| {
+        let work = tables::restore_tables(from, &target, &picks, into, bin_dir.as_deref(), progress);
+        let outcome = tokio::select! {
+            r = work => r,
+            () = core.stop().cancelled() => Err(Error::new(ErrorKind::Interrupted, "the restore was interrupted")),
+        };
+        progress.finish();
+        outcome
     };
-    progress.finish();
-    let outcome = outcome
-        .map_err(|e| e.context(format!("restoring tables of snapshot {} into {}", manifest.id, target.display())))?;
-    let picked: Vec<_> = manifest
-        .tables
-        .iter()
-        .filter(|t| picks.iter().any(|p| (&p.from.0, &p.from.1) == (&t.schema, &t.name)))
-        .collect();
+    let (snapshot, time, outcome, plain_bytes, point_in_time) = match from {
+        RestoreFrom::Snapshot(id) => {
+            let manifest = core.repo.read_manifest(workspace, id, &core.identities()?).await?;
+            progress.set_prefix(format!("restore {} (tables)", manifest.id));
+            let source = SnapshotSource::new(&core.repo, &core.identities()?, &manifest);
+            let outcome = load(TablesFrom::Snapshot(&source)).await;
+            let plain: u64 = manifest
+                .tables
+                .iter()
+                .filter(|t| picks.iter().any(|p| (&p.from.0, &p.from.1) == (&t.schema, &t.name)))
+                .flat_map(|t| &t.parts)
+                .map(|p| p.plain_size)
+                .sum();
+            (manifest.id.clone(), None, outcome, plain, None)
+        }
+        RestoreFrom::Time(time) => {
+            let moment = crate::wal::window::Target::Time(*time);
+            let past =
+                super::pitr::past::recover(core, workspace, &moment, opts.tidemark_command.clone(), actor).await?;
+            progress.set_prefix(format!("restore {workspace} as of {time} (tables)"));
+            let outcome = load(TablesFrom::Database(&past.spec)).await;
+            let recovery = past.report.clone();
+            if let Err(e) = past.remove(core).await {
+                tracing::warn!(error = %e.report(), "the throwaway cluster of a point-in-time restore could not be removed");
+            }
+            (String::new(), Some(*time), outcome, recovery.plain_bytes, Some(recovery))
+        }
+    };
+    let what = match time {
+        Some(t) => format!("workspace {workspace} as of {t}"),
+        None => format!("snapshot {snapshot}"),
+    };
+    let outcome = outcome.map_err(|e| e.context(format!("restoring tables of {what} into {}", target.display())))?;
     Ok(RestoreReport {
-        snapshot: manifest.id.clone(),
+        snapshot,
         workspace: workspace.to_string(),
         target: target.display(),
         created_database: outcome.created_database,
-        tables: picked.len(),
-        rows: picked.iter().map(|t| t.rows).sum(),
-        plain_bytes: picked.iter().flat_map(|t| &t.parts).map(|p| p.plain_size).sum(),
-        stored_bytes: outcome.bytes_read,
+        tables: outcome.tables.len(),
+        rows: outcome.tables.iter().map(|t| t.rows).sum(),
+        plain_bytes,
+        stored_bytes: point_in_time.as_ref().map_or(outcome.bytes_read, |p| p.stored_bytes),
         media_files: 0,
         timings: RestoreTimings { total_ms: clock.elapsed().as_millis() as u64, ..Default::default() },
         table_restore: Some(outcome),
+        time,
+        point_in_time,
     })
 }
 
@@ -253,7 +421,8 @@ async fn restore_tables(
 fn table_picks(tables: &[String], rename_to: &[String], into_live: bool) -> Result<Vec<TablePick>> {
     if into_live && rename_to.len() != tables.len() {
         return Err(Error::usage(
-            "--into-live needs a new name for each table (--as schema.name, in the order of --table):              a restore never goes over the live table",
+            "--into-live needs a new name for each table (--as schema.name, in the order of --table): \
+             a restore never goes over the live table",
         ));
     }
     if !rename_to.is_empty() && rename_to.len() != tables.len() {
@@ -279,12 +448,13 @@ fn table_picks(tables: &[String], rename_to: &[String], into_live: bool) -> Resu
 
 /// What a restore job records as its end.
 pub fn job_end(r: &RestoreReport) -> crate::catalog::JobEnd {
-    crate::catalog::JobEnd { snapshot_id: Some(r.snapshot.clone()), bytes: Some(r.stored_bytes), ..Default::default() }
+    let snapshot_id = (!r.snapshot.is_empty()).then(|| r.snapshot.clone());
+    crate::catalog::JobEnd { snapshot_id, bytes: Some(r.stored_bytes), ..Default::default() }
 }
 
 /// [`restore`] as a recorded job (see [`super::job::recorded`]).
 pub async fn restore_recorded(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
-    let (workspace, _) = super::snapshot::resolve(core, &opts.snapshot, opts.workspace.as_deref()).await?;
+    let (workspace, _) = source_of(core, opts).await?;
     let spec = super::job::JobSpec { workspace, operation: "restore", kind: None };
     super::job::recorded(core, actor, spec, |core| async move { restore(&core, opts, actor).await }, job_end).await
 }

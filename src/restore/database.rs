@@ -59,7 +59,7 @@ pub struct Locale {
 }
 
 impl Locale {
-    fn of(source: &SourceInfo) -> Locale {
+    pub fn of(source: &SourceInfo) -> Locale {
         Locale { encoding: source.encoding.clone(), collate: source.collate.clone(), ctype: source.ctype.clone() }
     }
 

@@ -17,13 +17,34 @@ use serde::Serialize;
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgConnection;
 
-use super::database::{self, TargetState};
+use super::database::{self, Locale, TargetState};
 use super::load::SnapshotSource;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::{ConnSpec, qualified, quote_ident};
 use crate::progress::Progress;
 use crate::repo::manifest::TableEntry;
+use crate::repo::pipeline::stream_of;
 use crate::source::postgres::table_digest;
+
+/// Where the tables come from.
+#[derive(Clone, Copy)]
+pub enum TablesFrom<'a> {
+    Snapshot(&'a SnapshotSource),
+    /// A database (the workspace recovered to a moment in a throwaway cluster): its schema
+    /// by pg_dump, its rows by COPY straight into the target.
+    Database(&'a ConnSpec),
+}
+
+/// A picked table as its source has it.
+struct SourceTable {
+    schema: String,
+    name: String,
+    columns: Vec<String>,
+    /// Rows and content digest the loaded table must have (a snapshot's manifest); from a
+    /// database, computed while the rows are copied.
+    expected: Option<(u64, String)>,
+    parts: Vec<crate::repo::manifest::ObjectEntry>,
+}
 
 /// A table to restore and the name it gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,29 +108,52 @@ pub struct TablesOutcome {
 /// an object or the loaded rows do not match the snapshot; `Database` from Postgres. A
 /// database created here is dropped again on failure; the scratch database always is.
 pub async fn restore_tables(
-    from: &SnapshotSource,
+    from: TablesFrom<'_>,
     target: &ConnSpec,
     picks: &[TablePick],
     into: TablesInto,
     bin_dir: Option<&Path>,
     progress: &Progress,
 ) -> Result<TablesOutcome> {
-    let manifest = &from.manifest;
-    let entries = picked_entries(manifest, picks)?;
-    let bytes_read = manifest.schema_pre.stored_size
-        + manifest.schema_post.stored_size
-        + entries.iter().flat_map(|t| &t.parts).map(|p| p.stored_size).sum::<u64>();
+    let (tables, bytes_read, snapshot_bytes, locale) = match from {
+        TablesFrom::Snapshot(source) => {
+            let manifest = &source.manifest;
+            let entries = picked_entries(manifest, picks)?;
+            let bytes_read = manifest.schema_pre.stored_size
+                + manifest.schema_post.stored_size
+                + entries.iter().flat_map(|t| &t.parts).map(|p| p.stored_size).sum::<u64>();
+            let tables = entries
+                .into_iter()
+                .map(|t| SourceTable {
+                    schema: t.schema.clone(),
+                    name: t.name.clone(),
+                    columns: t.columns.clone(),
+                    expected: Some((t.rows, t.content_digest.clone())),
+                    parts: t.parts.clone(),
+                })
+                .collect();
+            (tables, bytes_read, manifest.stored_bytes(), Locale::of(&manifest.source))
+        }
+        TablesFrom::Database(spec) => {
+            let mut conn = spec.connect().await?;
+            let tables = database_tables(&mut conn, picks).await;
+            let locale = Locale::read(&mut conn).await;
+            ConnSpec::close(conn).await;
+            (tables?, 0, 0, locale?)
+        }
+    };
 
     if into == TablesInto::Existing {
         refuse_existing(target, picks).await?;
     }
     progress.set_message("schema, in a scratch database");
     let scratch = target.with_database(&format!("tidemark_tables_{:016x}", rand::random::<u64>()));
-    database::prepare_target(&scratch, &manifest.source).await?;
+    database::prepare_target_like(&scratch, &locale).await?;
     let prepared = async {
         let ddl = prepare_in_scratch(from, &scratch, picks, into, bin_dir).await?;
-        let pre = dump_section(bin_dir, &scratch, "pre-data", into, picks).await?;
-        let post = dump_section(bin_dir, &scratch, "post-data", into, picks).await?;
+        let only = (into == TablesInto::Existing).then_some(picks);
+        let pre = dump_section(bin_dir, &scratch, "pre-data", only).await?;
+        let post = dump_section(bin_dir, &scratch, "post-data", only).await?;
         Ok::<_, Error>((ddl, pre, post))
     }
     .await;
@@ -120,16 +164,16 @@ pub async fn restore_tables(
     }
 
     let state = match into {
-        TablesInto::NewDatabase => Some(database::prepare_target(target, &manifest.source).await?),
+        TablesInto::NewDatabase => Some(database::prepare_target_like(target, &locale).await?),
         TablesInto::Existing => None,
     };
-    let loaded = load(from, target, picks, &entries, &ddl, &pre, &post, progress).await;
+    let loaded = load(from, target, picks, &tables, &ddl, &pre, &post, progress).await;
     match loaded {
         Ok(tables) => Ok(TablesOutcome {
             tables,
             left_out_foreign_keys: ddl.left_out,
             bytes_read,
-            snapshot_bytes: manifest.stored_bytes(),
+            snapshot_bytes,
             created_database: state == Some(TargetState::Created),
         }),
         Err(e) if state == Some(TargetState::Created) => match database::drop_database(target).await {
@@ -179,6 +223,39 @@ fn picked_entries<'m>(
         .collect()
 }
 
+/// The picked tables as a database has them: each must be there, its columns in order.
+///
+/// Errors: `NotFound` naming a table the database does not have.
+async fn database_tables(conn: &mut PgConnection, picks: &[TablePick]) -> Result<Vec<SourceTable>> {
+    let mut out = Vec::new();
+    for p in picks {
+        let columns: Option<Vec<String>> = sqlx::query_scalar(
+            "SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+        )
+        .bind(&p.from.0)
+        .bind(&p.from.1)
+        .fetch_one(&mut *conn)
+        .await?;
+        let Some(columns) = columns else {
+            return Err(Error::not_found(format!(
+                "the workspace had no table {}.{} at that moment",
+                p.from.0, p.from.1
+            )));
+        };
+        out.push(SourceTable {
+            schema: p.from.0.clone(),
+            name: p.from.1.clone(),
+            columns,
+            expected: None,
+            parts: Vec::new(),
+        });
+    }
+    Ok(out)
+}
+
 /// An `Existing` target must not have any of the new names.
 async fn refuse_existing(target: &ConnSpec, picks: &[TablePick]) -> Result<()> {
     let mut conn = target.connect().await?;
@@ -220,15 +297,25 @@ struct Prepared {
 /// renamed (indexes and sequences too), foreign keys out of the picked set dropped, and for
 /// a new database every other table and view dropped with what depends on it.
 async fn prepare_in_scratch(
-    from: &SnapshotSource,
+    from: TablesFrom<'_>,
     scratch: &ConnSpec,
     picks: &[TablePick],
     into: TablesInto,
     bin_dir: Option<&Path>,
 ) -> Result<Prepared> {
-    let manifest = &from.manifest;
-    database::apply_sql(bin_dir, scratch, from.open(&manifest.schema_pre).await?, "the schema (pre-data)").await?;
-    database::apply_sql(bin_dir, scratch, from.open(&manifest.schema_post).await?, "the schema (post-data)").await?;
+    let (pre, post) = match from {
+        TablesFrom::Snapshot(source) => {
+            let manifest = &source.manifest;
+            (source.open(&manifest.schema_pre).await?, source.open(&manifest.schema_post).await?)
+        }
+        TablesFrom::Database(spec) => {
+            let pre = dump_section(bin_dir, spec, "pre-data", None).await?;
+            let post = dump_section(bin_dir, spec, "post-data", None).await?;
+            (stream_of(pre.into_bytes()), stream_of(post.into_bytes()))
+        }
+    };
+    database::apply_sql(bin_dir, scratch, pre, "the schema (pre-data)").await?;
+    database::apply_sql(bin_dir, scratch, post, "the schema (post-data)").await?;
     let mut conn = scratch.connect().await?;
     let result = shape(&mut conn, picks, into).await;
     ConnSpec::close(conn).await;
@@ -367,31 +454,31 @@ fn derived_name(object: &str, old_table: &str, new_table: &str) -> String {
     name
 }
 
-/// One section of the scratch database's schema: all of it for a new database, only the
-/// picked tables (by their new names) for an existing one.
+/// One section of a database's schema: all of it, or `only` the picked tables (by their
+/// new names), without psql's `\restrict` lines.
 async fn dump_section(
     bin_dir: Option<&Path>,
-    scratch: &ConnSpec,
+    spec: &ConnSpec,
     section: &str,
-    into: TablesInto,
-    picks: &[TablePick],
+    only: Option<&[TablePick]>,
 ) -> Result<String> {
     let path = crate::pg::tool(bin_dir, "pg_dump");
     let mut cmd = tokio::process::Command::new(&path);
     cmd.args(["--schema-only", &format!("--section={section}"), "--no-password"]);
-    if into == TablesInto::Existing {
+    if let Some(picks) = only {
         for p in picks {
             // Inside double quotes a pattern's special characters are literal.
             cmd.arg(format!("--table={}", qualified(&p.to.0, &p.to.1)));
         }
     }
-    scratch.apply_to_command(&mut cmd);
+    spec.apply_to_command(&mut cmd);
     let out = cmd.output().await.map_err(|e| crate::pg::tool_spawn_error(&path, &e))?;
     if !out.status.success() {
         return Err(Error::new(
             ErrorKind::Database,
             format!(
-                "pg_dump --section={section} of the scratch database failed: {}",
+                "pg_dump --section={section} of {} failed: {}",
+                spec.display(),
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
         ));
@@ -414,15 +501,23 @@ async fn dump_section(
 /// Schema, rows, sequence values and post-data in one transaction, checked before commit.
 #[allow(clippy::too_many_arguments)]
 async fn load(
-    from: &SnapshotSource,
+    from: TablesFrom<'_>,
     target: &ConnSpec,
     picks: &[TablePick],
-    entries: &[&TableEntry],
+    tables: &[SourceTable],
     ddl: &Prepared,
     pre: &str,
     post: &str,
     progress: &Progress,
 ) -> Result<Vec<RestoredTable>> {
+    let mut source = match from {
+        TablesFrom::Database(spec) => {
+            let mut conn = spec.connect().await?;
+            sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut conn).await?;
+            Some(conn)
+        }
+        TablesFrom::Snapshot(_) => None,
+    };
     let mut conn = target.connect().await?;
     let run = |sql: String| sqlx::raw_sql(AssertSqlSafe(sql));
     run("BEGIN; SET LOCAL synchronous_commit = off".to_string()).execute(&mut conn).await?;
@@ -434,23 +529,46 @@ async fn load(
             .map_err(|e| Error::from(e).context("creating the tables".to_string()))?;
         let mut out = Vec::new();
         progress.set_tables(0, picks.len() as u64);
-        for (i, (p, t)) in picks.iter().zip(entries).enumerate() {
+        for (i, (p, t)) in picks.iter().zip(tables).enumerate() {
             progress.set_message(format!("table {}.{}", p.to.0, p.to.1));
             let statement = database::copy_in_statement(&p.to.0, &p.to.1, &t.columns);
-            for part in &t.parts {
-                database::copy_in(&mut conn, &statement, from.open(part).await?)
+            let expected = match (from, source.as_mut()) {
+                (TablesFrom::Snapshot(snapshot), _) => {
+                    for part in &t.parts {
+                        database::copy_in(&mut conn, &statement, snapshot.open(part).await?)
+                            .await
+                            .map_err(|e| e.context(format!("loading {}.{} ({})", t.schema, t.name, part.name)))?;
+                        progress.add_bytes(part.plain_size);
+                    }
+                    t.expected.clone().expect("a snapshot's table has its digest")
+                }
+                (TablesFrom::Database(_), Some(source)) => copy_across(source, &mut conn, t, &statement, progress)
                     .await
-                    .map_err(|e| e.context(format!("loading {}.{} ({})", t.schema, t.name, part.name)))?;
-                progress.add_bytes(part.plain_size);
-            }
-            check_rows(&mut conn, p, t).await?;
+                    .map_err(|e| e.context(format!("copying {}.{} from the recovered database", t.schema, t.name)))?,
+                (TablesFrom::Database(_), None) => unreachable!("the source connection is opened above"),
+            };
+            check_rows(&mut conn, p, t, &expected).await?;
             let mut sequences = Vec::new();
             for (old, new) in &ddl.sequences[i] {
-                if let Some(s) = from.manifest.sequences.iter().find(|s| (&s.schema, &s.name) == (&old.0, &old.1)) {
+                let value = match (from, source.as_mut()) {
+                    (TablesFrom::Snapshot(snapshot), _) => snapshot
+                        .manifest
+                        .sequences
+                        .iter()
+                        .find(|s| (&s.schema, &s.name) == (&old.0, &old.1))
+                        .map(|s| (s.last_value, s.is_called)),
+                    (TablesFrom::Database(_), Some(source)) => {
+                        let sql = format!("SELECT last_value, is_called FROM {}", qualified(&old.0, &old.1));
+                        Some(sqlx::query_as(AssertSqlSafe(sql)).fetch_one(&mut *source).await?)
+                    }
+                    (TablesFrom::Database(_), None) => None,
+                };
+                if let Some((last_value, is_called)) = value {
                     let moved = crate::repo::manifest::SequenceEntry {
                         schema: new.0.clone(),
                         name: new.1.clone(),
-                        ..s.clone()
+                        last_value,
+                        is_called,
                     };
                     database::set_sequences(&mut conn, std::slice::from_ref(&moved)).await?;
                 }
@@ -459,7 +577,7 @@ async fn load(
             out.push(RestoredTable {
                 table: format!("{}.{}", t.schema, t.name),
                 restored_as: format!("{}.{}", p.to.0, p.to.1),
-                rows: t.rows,
+                rows: expected.0,
                 sequences,
                 indexes: ddl.indexes[i].clone(),
             });
@@ -478,21 +596,57 @@ async fn load(
         let _ = run("ROLLBACK".to_string()).execute(&mut conn).await;
     }
     ConnSpec::close(conn).await;
+    if let Some(source) = source {
+        ConnSpec::close(source).await;
+    }
     work
 }
 
-/// The loaded rows must be the snapshot's: same count, same content digest.
-async fn check_rows(conn: &mut PgConnection, p: &TablePick, t: &TableEntry) -> Result<()> {
+/// Streams a table's rows from `source` into `target` (COPY out, COPY in), digesting them
+/// on the way. Returns the rows and digest sent.
+///
+/// Errors: `Database` from either side (the COPY in is then aborted).
+async fn copy_across(
+    source: &mut PgConnection,
+    target: &mut PgConnection,
+    t: &SourceTable,
+    statement: &str,
+    progress: &Progress,
+) -> Result<(u64, String)> {
+    let mut digest = crate::source::digest::RowDigest::new();
+    let mut copy = target.copy_in_raw(statement).await?;
+    let out = crate::source::postgres::copy_out_statement(&t.schema, &t.name, &t.columns, None);
+    let mut rows = crate::source::postgres::copy_out(source, &out).await?;
+    while let Some(chunk) = futures::StreamExt::next(&mut rows).await {
+        match chunk {
+            Ok(bytes) => {
+                digest.update(&bytes);
+                progress.add_bytes(bytes.len() as u64);
+                copy.send(bytes).await?;
+            }
+            Err(e) => {
+                let _ = copy.abort("tidemark: reading the source failed").await;
+                return Err(e);
+            }
+        }
+    }
+    copy.finish().await?;
+    digest.finish();
+    Ok((digest.rows(), digest.hex()))
+}
+
+/// The loaded rows must be the source's: same count, same content digest.
+async fn check_rows(conn: &mut PgConnection, p: &TablePick, t: &SourceTable, expected: &(u64, String)) -> Result<()> {
     let digest = table_digest(conn, &p.to.0, &p.to.1, &t.columns).await?;
-    if digest.rows() != t.rows || digest.hex() != t.content_digest {
+    if digest.rows() != expected.0 || digest.hex() != expected.1 {
         return Err(Error::integrity(format!(
-            "{}.{} restored as {}.{} does not match the snapshot ({} rows, expected {}); nothing was committed",
+            "{}.{} restored as {}.{} does not match its source ({} rows, expected {}); nothing was committed",
             t.schema,
             t.name,
             p.to.0,
             p.to.1,
             digest.rows(),
-            t.rows
+            expected.0
         )));
     }
     Ok(())

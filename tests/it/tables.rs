@@ -257,3 +257,61 @@ async fn a_table_comes_back_beside_the_live_one_and_never_over_it() {
     assert_eq!(err.kind(), ErrorKind::Integrity, "{}", err.report());
     assert_eq!(databases(&w).await, ["postgres", "shop"]);
 }
+
+/// `--time`: a table, and a whole database, as they were at a moment (recovered in a
+/// throwaway cluster, copied from there, checked against it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_and_a_database_come_back_from_a_moment() {
+    use crate::pitr::{MARKERS_BEFORE_BASE, archive_everything, commit_marker, one_row};
+    let w = crate::pitr::archiving_world().await;
+    let live = create_database(&w.cluster, "shop", &format!("{MARKERS_BEFORE_BASE}{SHOP}")).await;
+    crate::support::basebackup(&w.core).await.unwrap();
+    commit_marker(&live, "a").await;
+    let then = content_fingerprint(&live).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let between: chrono::DateTime<chrono::Utc> = one_row(&live, "SELECT clock_timestamp()").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut conn = live.connect().await.unwrap();
+    sqlx::raw_sql("DELETE FROM lines; DELETE FROM orders WHERE id > 100").execute(&mut conn).await.unwrap();
+    ConnSpec::close(conn).await;
+    commit_marker(&live, "b").await;
+    archive_everything(&live, &w.core).await;
+    let at = RestoreOptions {
+        snapshot: String::new(),
+        time: Some(between.to_rfc3339()),
+        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+        workspace: Some("shop".into()),
+        ..Default::default()
+    };
+
+    // One table as it was, beside the live one.
+    let table = RestoreOptions {
+        tables: vec!["public.orders".into()],
+        into_live: true,
+        rename_to: vec!["public.orders_then".into()],
+        ..at.clone()
+    };
+    let report = restore(&w.core, &table, &actor()).await.unwrap();
+    assert_eq!((report.snapshot.as_str(), report.time), ("", Some(between)));
+    assert!(report.point_in_time.is_some());
+    let done = report.table_restore.unwrap();
+    assert_eq!(done.tables[0].rows, 2000);
+    let now = content_fingerprint(&live).await;
+    assert_eq!(now.get("r public.orders_then"), then.get("r public.orders"));
+    assert_eq!(now.get("S public.orders_then_id_seq"), then.get("S public.orders_id_seq"));
+    assert_ne!(now.get("r public.orders"), then.get("r public.orders"), "the live table is left as it is");
+
+    // The whole database as it was, into a new one.
+    let whole = RestoreOptions { target: w.cluster.url("shop_then"), ..at.clone() };
+    let report = restore(&w.core, &whole, &actor()).await.unwrap();
+    assert!(report.created_database && report.tables > 5 && report.rows > 22_000, "{report:?}");
+    let copy = ConnSpec::parse(&w.cluster.url("shop_then"), None).unwrap();
+    assert_eq!(content_fingerprint(&copy).await, then);
+
+    // Both a snapshot and a moment, or a moment outside the window: refused, nothing made.
+    let both = RestoreOptions { snapshot: "latest".into(), target: w.cluster.url("nope"), ..at.clone() };
+    assert_eq!(restore(&w.core, &both, &actor()).await.unwrap_err().kind(), ErrorKind::Usage);
+    let early = RestoreOptions { time: Some("2001-01-01T00:00:00Z".into()), target: w.cluster.url("nope"), ..at };
+    assert_eq!(restore(&w.core, &early, &actor()).await.unwrap_err().kind(), ErrorKind::Refused);
+    assert!(!crate::support::databases_like(&w.cluster, "nope").await.iter().any(|d| d == "nope"));
+}

@@ -89,6 +89,18 @@ pub(super) fn snapshot_or_latest(asked: Option<String>) -> crate::error::Result<
     Ok(snapshot)
 }
 
+/// A snapshot as [`snapshot_or_latest`], or none (an empty id) when the body names a
+/// moment instead.
+///
+/// Errors: `Usage` for both, or a time that is not one.
+pub(super) fn snapshot_or_time(asked: Option<String>, time: Option<&str>) -> crate::error::Result<String> {
+    match (time, asked) {
+        (Some(_), Some(_)) => Err(crate::error::Error::usage("give a snapshot or a time, not both")),
+        (Some(time), None) => crate::wal::window::parse_time(time).map(|_| String::new()),
+        (None, asked) => snapshot_or_latest(asked),
+    }
+}
+
 /// A snapshot in a path (the rules of `repo::layout::validate_snapshot_id`).
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]

@@ -154,6 +154,10 @@ pub(in crate::api) struct RestoreBody {
     #[serde(default, rename = "as")]
     #[schema(max_items = 100, example = json!(["public.orders_restored"]))]
     rename_to: Vec<String>,
+    /// A moment instead of a snapshot (RFC 3339, with a zone): the workspace is recovered
+    /// to it in a throwaway cluster and the database (or `tables`) copied from there.
+    #[schema(example = "2026-11-22T10:15:00Z")]
+    time: Option<String>,
 }
 
 #[utoipa::path(
@@ -172,7 +176,7 @@ pub(in crate::api) async fn restore(
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Restore).await?;
     let asked: RestoreBody = body(&bytes)?;
-    let snapshot = snapshot_or_latest(asked.snapshot)?;
+    let snapshot = snapshot_or_time(asked.snapshot, asked.time.as_deref())?;
     if asked.jobs.is_some_and(|j| j == 0 || j > 16) {
         return Err(ApiError(Error::usage("jobs is 1 to 16")));
     }
@@ -217,6 +221,7 @@ pub(in crate::api) async fn restore(
         tables: asked.tables,
         into_live: asked.into_live,
         rename_to: asked.rename_to,
+        time: asked.time,
         ..Default::default()
     };
     let spec = job::JobSpec { workspace: ws, operation: "restore", kind: None };
@@ -266,14 +271,7 @@ pub(in crate::api) async fn restore_in_place(
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::ReplaceLive).await?;
     let asked: InPlaceBody = body(&bytes)?;
-    let snapshot = match (&asked.time, asked.snapshot) {
-        (Some(_), Some(_)) => return Err(ApiError(Error::usage("give a snapshot or a time, not both"))),
-        (Some(time), None) => {
-            crate::wal::window::parse_time(time)?;
-            String::new()
-        }
-        (None, snapshot) => snapshot_or_latest(snapshot)?,
-    };
+    let snapshot = snapshot_or_time(asked.snapshot, asked.time.as_deref())?;
     ops::inplace::confirmed(&ws, &asked.confirm)?;
     let opts = ops::inplace::InPlaceOptions {
         snapshot,
