@@ -329,6 +329,15 @@ pub struct WorkspaceConfig {
     /// after the shared ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_tests: Option<PathBuf>,
+    /// Set on a branch (`tidemark branch create`): the workspace it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_of: Option<String>,
+    /// A branch's source: `snapshot <id>` or `time <RFC 3339>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_source: Option<String>,
+    /// When the branch was made (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch_created: Option<String>,
 }
 
 impl WorkspaceConfig {
@@ -342,6 +351,9 @@ impl WorkspaceConfig {
             wal_stream: false,
             pitr_window: None,
             restore_tests: None,
+            branch_of: None,
+            branch_source: None,
+            branch_created: None,
         }
     }
 }
@@ -574,7 +586,37 @@ pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
     if let Some(dir) = &ws.restore_tests {
         out.push_str(&format!("restore-tests = {}\n", toml_string(&dir.display().to_string())));
     }
+    for (key, value) in
+        [("branch-of", &ws.branch_of), ("branch-source", &ws.branch_source), ("branch-created", &ws.branch_created)]
+    {
+        if let Some(v) = value {
+            out.push_str(&format!("{key} = {}\n", toml_string(v)));
+        }
+    }
     out
+}
+
+/// Removes workspace `name`'s table from the config file at `path`, keeping everything
+/// else (comments, layout) as it is; the file is replaced atomically.
+///
+/// Errors: `NotFound` when the file has no such workspace; `Config` when the file does not
+/// parse; `Internal` when it cannot be written.
+pub fn remove_workspace(path: &Path, name: &str) -> Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    let mut doc: toml_edit::DocumentMut =
+        text.parse().map_err(|e| Error::config(format!("{} is not valid TOML: {e}", path.display())))?;
+    let removed =
+        doc.get_mut("workspaces").and_then(toml_edit::Item::as_table_like_mut).and_then(|t| t.remove(name)).is_some();
+    if !removed {
+        return Err(Error::not_found(format!("{} has no workspace {name}", path.display())));
+    }
+    let new = doc.to_string();
+    Config::parse(&new)?;
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, &new)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 fn toml_string(s: &str) -> String {

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod basebackup;
+pub mod branch;
 pub mod catalog;
 pub mod check;
 pub mod demo;
@@ -73,6 +74,9 @@ pub enum Command {
     Snapshot(snapshot::SnapshotCommand),
     /// Restore a snapshot into a new or empty database
     Restore(restore::RestoreArgs),
+    /// Branches: a workspace's database from a snapshot or a moment, beside the live one
+    #[command(subcommand)]
+    Branch(branch::BranchCommand),
     /// Apply retention: delete the snapshots no policy keeps, collect garbage
     Prune(prune::PruneArgs),
     /// Function stacks: versioned logic documents kept in the workspace database
@@ -198,6 +202,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Workspace(cmd) => workspace::run(&global, cmd),
         Command::Snapshot(cmd) => snapshot::run(&global, cmd).await,
         Command::Restore(args) => restore::run(&global, args).await,
+        Command::Branch(cmd) => branch::run(&global, cmd).await,
         Command::Prune(args) => prune::run(&global, args).await,
         Command::Stacks(cmd) => stacks::run(&global, cmd).await,
         Command::Wal(cmd) => wal::run(&global, cmd).await,

@@ -83,6 +83,9 @@ pub enum StacksCommand {
         /// live, published, version:N or change:N
         #[arg(long, default_value = "live")]
         to: String,
+        /// Read --to in another workspace, e.g. a branch (shop--try)
+        #[arg(long, value_name = "WORKSPACE")]
+        to_workspace: Option<String>,
     },
     /// Make an earlier state live again (a new change; history is kept)
     Revert {
@@ -200,8 +203,9 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
                 println!("published {} version {} (change {})", out.stack, out.version, out.change);
             }
         }
-        StacksCommand::Diff { workspace, stack, from, to } => {
-            let report = ops::diff(&core, &ops::StackDiffOptions { workspace, stack, from, to }, &actor).await?;
+        StacksCommand::Diff { workspace, stack, from, to, to_workspace } => {
+            let opts = ops::StackDiffOptions { workspace, stack, from, to, to_workspace };
+            let report = ops::diff(&core, &opts, &actor).await?;
             if global.json {
                 global.print_json(&report);
             } else if report.changes.is_empty() {

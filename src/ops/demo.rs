@@ -133,13 +133,9 @@ pub async fn demo(
     workspaces.insert(
         "shop".to_string(),
         WorkspaceConfig {
-            database_url: cluster.url("shop"),
-            password: None,
             media: Some(media_url),
-            schedules: None,
-            wal_stream: false,
-            pitr_window: None,
             restore_tests: Some(work.path().join("shop-restore-tests")),
+            ..WorkspaceConfig::at(cluster.url("shop"))
         },
     );
     workspaces.insert("shop_restored".to_string(), WorkspaceConfig::at(cluster.url("shop_restored")));

@@ -96,12 +96,12 @@ pub struct UndoReport {
     pub switch_ms: u64,
 }
 
-const BEFORE: &str = "_before_";
+pub(super) const BEFORE: &str = "_before_";
 const UNDONE: &str = "_undone_";
 const RESTORING: &str = "_restoring_";
 
 /// The names beside `live` for snapshot `id`: Postgres names are at most 63 bytes.
-fn beside(live: &str, tag: &str, id: &str) -> Result<String> {
+pub(super) fn beside(live: &str, tag: &str, id: &str) -> Result<String> {
     let name = format!("{live}{tag}{}", id.to_ascii_lowercase().replace('-', "_"));
     if name.len() > 63 {
         return Err(Error::usage(format!(
@@ -110,6 +110,32 @@ fn beside(live: &str, tag: &str, id: &str) -> Result<String> {
         )));
     }
     Ok(name)
+}
+
+/// A snapshot of the live database (kind `pre-restore`, kept like a manual one, no media)
+/// before it is replaced. Returns its id.
+///
+/// Errors: those of the snapshot, saying that nothing was changed.
+pub(super) async fn safety_snapshot(
+    core: &Core,
+    workspace: &str,
+    note: &str,
+    (jobs, wait): (Option<usize>, WaitFor),
+    actor: &Actor,
+) -> Result<String> {
+    let safety = SnapshotOptions {
+        workspace: workspace.to_string(),
+        kind: SnapshotKind::PreRestore,
+        note: Some(note.to_string()),
+        jobs,
+        no_media: true,
+        wait,
+        ..Default::default()
+    };
+    let taken = super::snapshot::create(core, &safety, actor).await.map_err(|e| {
+        e.context(format!("taking the pre-restore snapshot of workspace {workspace}; nothing was changed"))
+    })?;
+    Ok(taken.id)
 }
 
 /// That `confirm` repeats the workspace's name (what every front end asks before the live
@@ -185,20 +211,11 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         ));
     }
     // 1. A snapshot of the live database as it is now.
-    let safety = SnapshotOptions {
-        workspace: workspace.clone(),
-        kind: SnapshotKind::PreRestore,
-        note: Some(format!("before restoring {what} in place")),
-        jobs: opts.jobs,
-        no_media: true,
-        wait: opts.wait,
-        ..Default::default()
-    };
-    let safety = super::snapshot::create(core, &safety, actor).await.map_err(|e| {
-        e.context(format!("taking the pre-restore snapshot of workspace {workspace}; nothing was changed"))
-    })?;
+    let safety =
+        safety_snapshot(core, &workspace, &format!("before restoring {what} in place"), (opts.jobs, opts.wait), actor)
+            .await?;
     let _lock = super::job::take_workspace(core, &workspace, "restore --in-place", actor, opts.wait).await?;
-    let untouched = format!("the live database {db:?} was not touched (pre-restore snapshot {})", safety.id);
+    let untouched = format!("the live database {db:?} was not touched (pre-restore snapshot {safety})");
     // 2. The copy, in a new database beside the live one; 3. its checks.
     let target = live.with_database(&incoming);
     let beside_live = match (&source, &manifest) {
@@ -231,7 +248,7 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         if let Some(m) = &media {
             let _ = swap_folders(&m.live, &m.aside, &m.incoming);
         }
-        e.context(format!("switching to the restored copy {incoming:?} (pre-restore snapshot {})", safety.id))
+        e.context(format!("switching to the restored copy {incoming:?} (pre-restore snapshot {safety})"))
     })?;
     let previous = match opts.drop_previous {
         true => {
@@ -254,7 +271,7 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
             Source::Time(t) => Some(t),
             Source::Snapshot(_) => None,
         },
-        safety_snapshot: safety.id,
+        safety_snapshot: safety,
         database: db,
         previous_database: previous,
         verified_tables,

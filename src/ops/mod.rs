@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod basebackup;
+pub mod branch;
 pub mod catalog;
 pub mod check;
 pub mod demo;

@@ -136,6 +136,9 @@ pub struct StackDiffOptions {
     pub stack: String,
     pub from: String,
     pub to: String,
+    /// Read `to` in another workspace (a branch: `shop--try`), `from` in `workspace`.
+    #[serde(default)]
+    pub to_workspace: Option<String>,
 }
 
 /// `stacks export`: every stack's `live` or `published` content into a folder.
@@ -201,11 +204,20 @@ pub async fn diff(core: &Core, opts: &StackDiffOptions, _actor: &Actor) -> Resul
     let (from, to) = (Selector::parse(&opts.from)?, Selector::parse(&opts.to)?);
     let mut conn = reader(core, &workspace, stack).await?;
     let (_, a) = log::read(&mut conn, stack, from).await?;
-    let (_, b) = log::read(&mut conn, stack, to).await?;
+    let (to_text, b) = match &opts.to_workspace {
+        Some(other) => {
+            let mut there = reader(core, other, stack).await?;
+            let (_, b) = log::read(&mut there, stack, to).await?;
+            crate::pg::ConnSpec::close(there).await;
+            (format!("{to} of {other}"), b)
+        }
+        None => (to.to_string(), log::read(&mut conn, stack, to).await?.1),
+    };
+    crate::pg::ConnSpec::close(conn).await;
     Ok(DiffReport {
         stack: stack.to_string(),
         from: from.to_string(),
-        to: to.to_string(),
+        to: to_text,
         changes: diff::diff(&a.value, &b.value),
     })
 }

@@ -5,6 +5,7 @@ mod api;
 mod architecture;
 mod audit;
 mod bad_input;
+mod branch;
 mod cli;
 mod daemon;
 mod drill;

@@ -88,6 +88,7 @@ async fn diff(c: &Core, ws: &str, s: &StackRef, from: Selector, to: Selector) ->
         stack: s.to_string(),
         from: from.to_string(),
         to: to.to_string(),
+        to_workspace: None,
     };
     ops::diff(c, &opts, &tester()).await
 }

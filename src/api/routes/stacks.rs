@@ -106,6 +106,8 @@ pub(in crate::api) async fn stack_diff(
         stack,
         from: q.from,
         to: q.to.unwrap_or_else(|| "live".into()),
+        // Another workspace would need a scope check of its own: not offered over the API.
+        to_workspace: None,
     };
     Ok(json(&ops::stacks::diff(&app.core, &opts, &actor).await?))
 }
