@@ -21,6 +21,7 @@
 pub mod access;
 pub mod actor;
 pub mod api;
+pub mod bundle;
 pub mod catalog;
 pub mod config;
 pub mod drill;

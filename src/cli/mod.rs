@@ -9,6 +9,8 @@ pub mod catalog;
 pub mod check;
 pub mod demo;
 pub mod drill;
+pub mod export;
+pub mod import;
 pub mod init;
 pub mod pitr;
 pub mod prune;
@@ -77,6 +79,10 @@ pub enum Command {
     /// Branches: a workspace's database from a snapshot or a moment, beside the live one
     #[command(subcommand)]
     Branch(branch::BranchCommand),
+    /// Write a snapshot as one portable bundle file (schema, data, stacks, media; age-encrypted)
+    Export(export::ExportArgs),
+    /// Load a bundle from `export` into a new database, checking every file and row
+    Import(import::ImportArgs),
     /// Apply retention: delete the snapshots no policy keeps, collect garbage
     Prune(prune::PruneArgs),
     /// Function stacks: versioned logic documents kept in the workspace database
@@ -203,6 +209,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Snapshot(cmd) => snapshot::run(&global, cmd).await,
         Command::Restore(args) => restore::run(&global, args).await,
         Command::Branch(cmd) => branch::run(&global, cmd).await,
+        Command::Export(args) => export::run(&global, args).await,
+        Command::Import(args) => import::run(&global, args).await,
         Command::Prune(args) => prune::run(&global, args).await,
         Command::Stacks(cmd) => stacks::run(&global, cmd).await,
         Command::Wal(cmd) => wal::run(&global, cmd).await,

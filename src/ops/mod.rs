@@ -8,6 +8,8 @@ pub mod catalog;
 pub mod check;
 pub mod demo;
 pub mod drill;
+pub mod export;
+pub mod import;
 pub mod init;
 pub mod inplace;
 pub mod job;

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["pgcluster", "repo", "catalog"],
     &["stacks", "source", "wal", "schedule"],
-    &["restore", "drill"],
+    &["restore", "drill", "bundle"],
     &["ops"],
     &["api"],
 ];

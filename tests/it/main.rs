@@ -6,6 +6,7 @@ mod architecture;
 mod audit;
 mod bad_input;
 mod branch;
+mod bundle;
 mod cli;
 mod daemon;
 mod drill;

@@ -1,0 +1,56 @@
+//! `tidemark import`: a bundle from `export` into a new database.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use tidemark::Result;
+use tidemark::ops::import::{ImportOptions, import};
+
+use super::{Global, human_ms};
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// The bundle file (from `tidemark export`)
+    file: PathBuf,
+    /// Target database URL: created if missing, refused if not empty
+    #[arg(long, value_name = "URL")]
+    target: String,
+    /// The target's password (else the URL, PGPASSWORD or ~/.pgpass)
+    #[arg(long, value_name = "env:VAR|file:PATH")]
+    target_password: Option<String>,
+    /// Where the bundle's media files go (a folder, file:// or s3:// URL); else they are checked and skipped
+    #[arg(long, value_name = "DIR|URL")]
+    media_target: Option<String>,
+    /// Parallel connections building indexes (default: one per core)
+    #[arg(long, short)]
+    jobs: Option<usize>,
+}
+
+pub async fn run(global: &Global, args: ImportArgs) -> Result<()> {
+    let (core, _stop) = global.job_core().await?;
+    let opts = ImportOptions {
+        file: args.file,
+        target: args.target,
+        target_password: args.target_password,
+        media_target: args.media_target,
+        jobs: args.jobs,
+    };
+    let report = import(&core, &opts, &global.actor()).await?;
+    if global.json {
+        global.print_json(&report);
+    } else {
+        println!(
+            "imported {} (snapshot {} of {}) into {}{}: {} tables, {} rows checked, {} media files, in {}",
+            report.file,
+            report.snapshot,
+            report.workspace,
+            report.target,
+            if report.created_database { " (created)" } else { "" },
+            report.tables,
+            report.rows,
+            report.media_files,
+            human_ms(report.total_ms)
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! `import`: a bundle written by `export` into a new (or empty) database: the schema, every
+//! table's data with `COPY FROM` as it streams out of the bundle, the post-data, sequence
+//! values and materialized views, then every table's rows checked against the digests in
+//! the bundle's manifest, and every file against `SHA256SUMS`. A bundle that fails any
+//! check leaves nothing: the database made for it is dropped again.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::Core;
+use crate::actor::Actor;
+use crate::bundle::{BundleManifest, BundleReader, FORMAT};
+use crate::error::{Error, Result};
+use crate::pg::ConnSpec;
+use crate::repo::pipeline::read_to_end;
+use crate::restore::database::{self, TargetState};
+
+/// What `import` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImportOptions {
+    /// The bundle file.
+    pub file: PathBuf,
+    /// `postgres://.../new_db`: created if missing, refused if not empty.
+    pub target: String,
+    /// The target's password when the URL carries none: `env:VARIABLE` or `file:/path`.
+    pub target_password: Option<String>,
+    /// Where the bundle's media files go (a folder, `file://` or `s3://` URL); without it
+    /// they are checked and skipped.
+    pub media_target: Option<String>,
+    /// Parallel connections building indexes (default: one per core).
+    pub jobs: Option<usize>,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportReport {
+    pub file: String,
+    /// The workspace and snapshot the bundle was exported from.
+    pub workspace: String,
+    pub snapshot: String,
+    pub target: String,
+    pub created_database: bool,
+    pub tables: usize,
+    pub rows: u64,
+    pub media_files: usize,
+    pub total_ms: u64,
+}
+
+/// Imports a bundle into a new or empty database.
+///
+/// Errors: `NotFound` for a missing file; `Usage` for a file that is not a bundle; `Key`
+/// when it is encrypted to keys this host lacks; `Integrity` when a file does not match
+/// `SHA256SUMS`, the age authentication fails or the loaded rows differ from the manifest;
+/// `Refused` for a target that is not empty; `Database` from Postgres. The database made
+/// for it is dropped again on any failure.
+pub async fn import(core: &Core, opts: &ImportOptions, actor: &Actor) -> Result<ImportReport> {
+    let done = import_bundle(core, opts).await;
+    let details = serde_json::json!({ "file": opts.file, "target": crate::pg::redact_url(&opts.target) });
+    let workspace = done.as_ref().map(|r| r.workspace.clone()).unwrap_or_default();
+    super::audit::record(core, actor, "import", &workspace, &done, details).await;
+    done
+}
+
+async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport> {
+    let clock = Instant::now();
+    let password = opts
+        .target_password
+        .as_deref()
+        .map(|p| crate::secret::Secret::reference("--target-password", p))
+        .transpose()?;
+    let target = ConnSpec::parse(&opts.target, password.as_ref())?;
+    let identities = if core.has_identities() { Some(core.identities()?) } else { None };
+    let mut reader = BundleReader::open(&opts.file, identities)?;
+    let what = format!("bundle {}", opts.file.display());
+    let first = reader.next().await;
+    let manifest: BundleManifest = match first {
+        Some(entry) if entry.path == "manifest.json" => {
+            let bytes = read_to_end(entry.data).await?;
+            serde_json::from_slice(&bytes).map_err(|e| Error::integrity(format!("{what}: manifest.json: {e}")))?
+        }
+        _ => return Err(Error::integrity(format!("{what} does not start with manifest.json: not a tidemark bundle"))),
+    };
+    if manifest.format != FORMAT {
+        return Err(Error::usage(format!("{what} is in format {:?}; this tidemark reads {FORMAT}", manifest.format)));
+    }
+    let media_target = match &opts.media_target {
+        Some(t) => Some(crate::restore::media::MediaTarget::open(t, &core.config.config.repository)?),
+        None => None,
+    };
+    let state = database::prepare_target(&target, &manifest.source).await?;
+    let progress = core.progress();
+    progress.set_prefix(format!("import {}", opts.file.display()));
+    let loaded = async {
+        database::mark_incomplete(&target, &format!("{} (import)", manifest.snapshot)).await?;
+        let mut conn = target.connect().await?;
+        sqlx::raw_sql("SET synchronous_commit = off").execute(&mut conn).await?;
+        let mut media_files = 0usize;
+        while let Some(entry) = reader.next().await {
+            let path = entry.path.clone();
+            if path == "schema.sql" {
+                progress.set_message("schema");
+                database::apply_sql(core.pg_bin_dir().as_deref(), &target, entry.data, "schema.sql").await?;
+            } else if path == "post-data.sql" {
+                progress.set_message("indexes, constraints, triggers");
+                let sql = read_to_end(entry.data).await?;
+                let jobs = super::jobs_or_default(opts.jobs);
+                database::apply_post_data(core.pg_bin_dir().as_deref(), &target, sql, jobs).await?;
+            } else if let Some(t) = manifest.tables.iter().find(|t| t.file.as_deref() == Some(path.as_str())) {
+                progress.set_message(format!("table {}.{}", t.schema, t.name));
+                let statement = database::copy_in_statement(&t.schema, &t.name, &t.columns);
+                database::copy_in(&mut conn, &statement, entry.data)
+                    .await
+                    .map_err(|e| e.context(format!("loading {}.{} from {path}", t.schema, t.name)))?;
+            } else if let Some(rel) = path.strip_prefix("media/") {
+                let listed = manifest.media.iter().find(|m| m.path == rel).ok_or_else(|| {
+                    Error::integrity(format!("{what} holds {path}, which its manifest does not list"))
+                })?;
+                if let Some(media) = &media_target {
+                    let entry_info = crate::repo::manifest::MediaEntry {
+                        path: listed.path.clone(),
+                        size: listed.size,
+                        modified: manifest.created_at,
+                        sha256: listed.sha256.clone(),
+                        stored_size: None,
+                        mode: None,
+                    };
+                    crate::restore::media::write(media, &entry_info, entry.data).await?;
+                    media_files += 1;
+                }
+            } else if !path.starts_with("stacks/") && path != "load.psql" {
+                return Err(Error::integrity(format!("{what} holds {path}, which its manifest does not list")));
+            }
+        }
+        Ok::<_, Error>(media_files)
+    }
+    .await;
+    // Every byte must match SHA256SUMS (and age's authentication) before anything counts;
+    // a load that failed on altered bytes says so rather than what Postgres made of them.
+    let checked = reader.finish().await;
+    let loaded = match (loaded, checked) {
+        (_, Err(e)) => Err(e),
+        (Err(e), Ok(())) => Err(e),
+        (Ok(media_files), Ok(())) => finish_checks(&target, &manifest).await.map(|()| media_files),
+    };
+    progress.finish();
+    match loaded {
+        Ok(media_files) => Ok(ImportReport {
+            file: opts.file.display().to_string(),
+            workspace: manifest.workspace.clone(),
+            snapshot: manifest.snapshot.clone(),
+            target: target.display(),
+            created_database: state == TargetState::Created,
+            tables: manifest.tables.len(),
+            rows: if manifest.schema_only { 0 } else { manifest.tables.iter().map(|t| t.rows).sum() },
+            media_files,
+            total_ms: clock.elapsed().as_millis() as u64,
+        }),
+        Err(e) => {
+            let e = e.context(format!("importing {} into {}", opts.file.display(), target.display()));
+            if state == TargetState::Created {
+                let _ = database::drop_database(&target).await;
+                return Err(e.context("(the new database was dropped again)".to_string()));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Sequence values, materialized views, then every table's rows against the manifest's
+/// digests; the database is marked complete only after.
+async fn finish_checks(target: &ConnSpec, manifest: &BundleManifest) -> Result<()> {
+    let mut conn = target.connect().await?;
+    database::set_sequences(&mut conn, &manifest.sequences).await?;
+    database::refresh_materialized_views(&mut conn, &manifest.materialized_views).await?;
+    if !manifest.schema_only {
+        for t in &manifest.tables {
+            let digest = crate::source::postgres::table_digest(&mut conn, &t.schema, &t.name, &t.columns).await?;
+            if digest.rows() != t.rows || digest.hex() != t.content_digest {
+                return Err(Error::integrity(format!(
+                    "{}.{} holds {} rows that do not match the bundle's manifest ({} rows)",
+                    t.schema,
+                    t.name,
+                    digest.rows(),
+                    t.rows
+                )));
+            }
+        }
+    }
+    ConnSpec::close(conn).await;
+    database::mark_complete(target).await
+}
