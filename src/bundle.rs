@@ -342,24 +342,14 @@ impl BundleReader {
     /// Errors: `NotFound` for a missing file; `Usage` for a file that is not a bundle;
     /// `Key` when encrypted and no identity matches.
     pub fn open(path: &Path, identities: Option<Identities>) -> Result<BundleReader> {
-        let mut file = std::fs::File::open(path)
-            .map_err(|e| Error::not_found(format!("cannot open bundle {}: {e}", path.display())))?;
-        let mut magic = [0u8; 21];
-        let n = file.read(&mut magic)?;
-        let file = std::fs::File::open(path)?;
         let what = format!("bundle {}", path.display());
-        let plain: Box<dyn Read + Send> = if magic[..n].starts_with(b"age-encryption.org/v1") {
-            let identities = identities.ok_or_else(|| {
-                Error::new(ErrorKind::Key, format!("{what} is encrypted: an age identity is needed to read it"))
-            })?;
-            let decryptor = age::Decryptor::new_buffered(std::io::BufReader::new(file))
-                .map_err(|e| crate::repo::pipeline::decrypt_error(e, &what))?;
-            Box::new(decryptor.decrypt(identities.iter()).map_err(|e| crate::repo::pipeline::decrypt_error(e, &what))?)
-        } else if magic[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            Box::new(file)
-        } else {
+        let (plain, encrypted) = open_file(path, identities, &what)?;
+        let first = [0x28, 0xb5, 0x2f, 0xfd];
+        let mut plain = std::io::BufReader::new(plain);
+        if !encrypted && !std::io::BufRead::fill_buf(&mut plain)?.starts_with(&first) {
             return Err(Error::usage(format!("{} is not a tidemark bundle (neither age nor zstd)", path.display())));
-        };
+        }
+        let plain: Box<dyn Read + Send> = Box::new(plain);
         let (tx, entries) = mpsc::channel::<BundleEntry>(1);
         let thread = tokio::task::spawn_blocking(move || read_all(plain, &tx, &what));
         Ok(BundleReader { entries, thread })
@@ -377,6 +367,185 @@ impl BundleReader {
             while entry.data.recv().await.is_some() {}
         }
         (&mut self.thread).await.map_err(|e| Error::internal(format!("bundle reader: {e}")))?
+    }
+}
+
+/// Opens a file tidemark wrote: decrypted when it is an age file (`true`), as it is
+/// otherwise (`false`).
+///
+/// Errors: `NotFound` for a missing file; `Key` when encrypted and no identity matches;
+/// `Integrity` for a damaged age header.
+pub fn open_file(path: &Path, identities: Option<Identities>, what: &str) -> Result<(Box<dyn Read + Send>, bool)> {
+    let mut file =
+        std::fs::File::open(path).map_err(|e| Error::not_found(format!("cannot open {}: {e}", path.display())))?;
+    let mut magic = [0u8; 21];
+    let n = file.read(&mut magic)?;
+    let file = std::fs::File::open(path)?;
+    if !magic[..n].starts_with(b"age-encryption.org/v1") {
+        return Ok((Box::new(file), false));
+    }
+    let identities = identities.ok_or_else(|| {
+        Error::new(ErrorKind::Key, format!("{what} is encrypted: an age identity is needed to read it"))
+    })?;
+    let decryptor = age::Decryptor::new_buffered(std::io::BufReader::new(file))
+        .map_err(|e| crate::repo::pipeline::decrypt_error(e, what))?;
+    let reader = decryptor.decrypt(identities.iter()).map_err(|e| crate::repo::pipeline::decrypt_error(e, what))?;
+    Ok((Box::new(reader), true))
+}
+
+/// Writes one table's rows as JSON lines (`row_to_json`: numbers stay numbers with their
+/// digits, `bytea` as `"\\x..."`, arrays as arrays, `json`/`jsonb` nested, times as ISO
+/// text, `null` for NULL) into `path`, encrypted unless plain, in one statement's snapshot.
+/// Returns the rows written.
+///
+/// Errors: `AlreadyExists` for an existing file; `NotFound` for a missing table;
+/// `Database` from Postgres (the partial file is removed).
+pub async fn export_jsonl(
+    conn: &mut sqlx::postgres::PgConnection,
+    (schema, name): (&str, &str),
+    path: &Path,
+    protection: &Protection,
+) -> Result<u64> {
+    use futures::TryStreamExt;
+    let table = crate::pg::qualified(schema, name);
+    let found: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass($1)::text").bind(&table).fetch_one(&mut *conn).await?;
+    if found.is_none() {
+        return Err(Error::not_found(format!("the workspace's database has no table {schema}.{name}")));
+    }
+    if path.exists() {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("{} exists; export writes a new file", path.display()),
+        ));
+    }
+    let partial = PathBuf::from(format!("{}.partial", path.display()));
+    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+    let (protection, target) = (protection.clone(), partial.clone());
+    let writer = tokio::task::spawn_blocking(move || -> Result<()> {
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&target)?;
+        let mut sink = match protection {
+            Protection::Plain => Sink::Plain(file),
+            Protection::Encrypted(r) => {
+                let encryptor = age::Encryptor::with_recipients(r.iter())
+                    .map_err(|e| Error::new(ErrorKind::Key, format!("cannot encrypt: {e}")))?;
+                Sink::Age(encryptor.wrap_output(file)?)
+            }
+        };
+        let mut out = std::io::BufWriter::new(&mut sink);
+        while let Some(line) = rx.blocking_recv() {
+            out.write_all(&line)?;
+        }
+        out.flush()?;
+        drop(out);
+        sink.finish()?.sync_all()?;
+        Ok(())
+    });
+    // `alias.*`: the whole row, even when a column has the alias's name.
+    let sql = format!("SELECT row_to_json(tidemark_row.*)::text FROM ONLY {table} AS tidemark_row");
+    let mut rows = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).fetch(&mut *conn);
+    let mut n = 0u64;
+    let read: Result<()> = async {
+        while let Some(mut row) = rows.try_next().await? {
+            row.push('\n');
+            if tx.send(Bytes::from(row)).await.is_err() {
+                break;
+            }
+            n += 1;
+        }
+        Ok(())
+    }
+    .await;
+    drop(rows);
+    drop(tx);
+    let written = writer.await.map_err(|e| Error::internal(format!("jsonl writer: {e}")))?;
+    match read.and(written) {
+        Ok(()) => {
+            std::fs::rename(&partial, path)?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+/// Loads JSON lines (as [`export_jsonl`] writes them) into an existing table, in one
+/// transaction, 1,000 rows a statement (`jsonb_populate_recordset`: each value is read by
+/// its column's type; a key that is missing is NULL). Returns the rows loaded.
+///
+/// Errors: `NotFound` for a missing table; `Usage` naming the line that is not a JSON
+/// object; `Database` from Postgres (nothing is then committed).
+pub async fn import_jsonl(
+    conn: &mut sqlx::postgres::PgConnection,
+    (schema, name): (&str, &str),
+    input: Box<dyn Read + Send>,
+) -> Result<u64> {
+    let table = crate::pg::qualified(schema, name);
+    let columns: Option<Vec<String>> = sqlx::query_scalar(
+        "SELECT array_agg(quote_ident(attname) ORDER BY attnum) FROM pg_attribute \
+         WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped AND attgenerated = ''",
+    )
+    .bind(&table)
+    .fetch_one(&mut *conn)
+    .await?;
+    let columns = columns
+        .ok_or_else(|| Error::not_found(format!("the target has no table {schema}.{name}: create it first")))?
+        .join(", ");
+    let (tx, mut rx) = mpsc::channel::<Result<Vec<String>>>(4);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut batch = Vec::new();
+        for (i, line) in std::io::BufRead::lines(std::io::BufReader::new(input)).enumerate() {
+            let line = match line {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Error::integrity(format!("reading line {}: {e}", i + 1))));
+                    return;
+                }
+            };
+            if line.trim().is_empty() {
+                continue;
+            }
+            if !line.trim_start().starts_with('{') {
+                let _ = tx.blocking_send(Err(Error::usage(format!("line {} is not a JSON object", i + 1))));
+                return;
+            }
+            batch.push(line);
+            if batch.len() == 1000 && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                return;
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(Ok(batch));
+        }
+    });
+    let insert = format!(
+        "INSERT INTO {table} ({columns}) OVERRIDING SYSTEM VALUE \
+         SELECT {columns} FROM jsonb_populate_recordset(NULL::{table}, $1::jsonb)"
+    );
+    sqlx::raw_sql("BEGIN").execute(&mut *conn).await?;
+    let loaded: Result<u64> = async {
+        let mut n = 0;
+        while let Some(batch) = rx.recv().await {
+            let batch = batch?;
+            let array = format!("[{}]", batch.join(","));
+            let done = sqlx::query(sqlx::AssertSqlSafe(insert.clone())).bind(array).execute(&mut *conn).await?;
+            n += done.rows_affected();
+        }
+        Ok(n)
+    }
+    .await;
+    let _ = reader.await;
+    match loaded {
+        Ok(n) => {
+            sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
+            Err(e)
+        }
     }
 }
 

@@ -30,9 +30,12 @@ pub struct ExportArgs {
     /// Encrypt to this age recipient instead of the repository's (repeat for more)
     #[arg(long, value_name = "age1...", conflicts_with = "plain")]
     recipient: Vec<String>,
-    /// Do not encrypt (zstd only): anyone with the file can read it
+    /// Do not encrypt: anyone with the file can read it
     #[arg(long)]
     plain: bool,
+    /// bundle (the default), or jsonl: one live table's rows as JSON lines (with one --table)
+    #[arg(long, value_name = "FORMAT", value_parser = ["bundle", "jsonl"])]
+    format: Option<String>,
 }
 
 pub async fn run(global: &Global, args: ExportArgs) -> Result<()> {
@@ -46,6 +49,7 @@ pub async fn run(global: &Global, args: ExportArgs) -> Result<()> {
         with_media: args.with_media,
         recipients: args.recipient,
         plain: args.plain,
+        format: args.format,
     };
     let report = export(&core, &opts, &global.actor()).await?;
     if let Some(w) = &report.warning {

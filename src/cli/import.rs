@@ -24,6 +24,9 @@ pub struct ImportArgs {
     /// Parallel connections building indexes (default: one per core)
     #[arg(long, short)]
     jobs: Option<usize>,
+    /// The file holds JSON lines (export --format jsonl): load them into this existing table
+    #[arg(long, value_name = "SCHEMA.NAME", conflicts_with = "media_target")]
+    table: Option<String>,
 }
 
 pub async fn run(global: &Global, args: ImportArgs) -> Result<()> {
@@ -34,23 +37,33 @@ pub async fn run(global: &Global, args: ImportArgs) -> Result<()> {
         target_password: args.target_password,
         media_target: args.media_target,
         jobs: args.jobs,
+        table: args.table,
     };
     let report = import(&core, &opts, &global.actor()).await?;
     if global.json {
         global.print_json(&report);
     } else {
-        println!(
-            "imported {} (snapshot {} of {}) into {}{}: {} tables, {} rows checked, {} media files, in {}",
-            report.file,
-            report.snapshot,
-            report.workspace,
-            report.target,
-            if report.created_database { " (created)" } else { "" },
-            report.tables,
-            report.rows,
-            report.media_files,
-            human_ms(report.total_ms)
-        );
+        match report.snapshot.is_empty() {
+            true => println!(
+                "loaded {} rows from {} into {} in {}",
+                report.rows,
+                report.file,
+                report.target,
+                human_ms(report.total_ms)
+            ),
+            false => println!(
+                "imported {} (snapshot {} of {}) into {}{}: {} tables, {} rows checked, {} media files, in {}",
+                report.file,
+                report.snapshot,
+                report.workspace,
+                report.target,
+                if report.created_database { " (created)" } else { "" },
+                report.tables,
+                report.rows,
+                report.media_files,
+                human_ms(report.total_ms)
+            ),
+        }
     }
     Ok(())
 }

@@ -34,6 +34,9 @@ pub struct ExportOptions {
     pub recipients: Vec<String>,
     /// Not encrypted at all (zstd only).
     pub plain: bool,
+    /// `bundle` (the default) or `jsonl`: one table's rows as JSON lines, read from the
+    /// live database (with exactly one `tables` entry).
+    pub format: Option<String>,
 }
 
 /// What an export wrote.
@@ -74,11 +77,9 @@ pub async fn export(core: &Core, opts: &ExportOptions, actor: &Actor) -> Result<
     done
 }
 
-async fn export_bundle(core: &Core, opts: &ExportOptions) -> Result<ExportReport> {
-    let clock = Instant::now();
-    let asked = opts.snapshot.clone().unwrap_or_else(|| "latest".into());
-    let (workspace, id) = super::snapshot::resolve(core, &asked, Some(&opts.workspace)).await?;
-    let (protection, encrypted_to) = match (opts.plain, opts.recipients.is_empty()) {
+/// The protection asked for, and the recipients it names.
+fn protection_of(core: &Core, opts: &ExportOptions) -> Result<(Protection, Vec<String>)> {
+    Ok(match (opts.plain, opts.recipients.is_empty()) {
         (true, false) => return Err(Error::usage("--plain and --recipient contradict each other: choose one")),
         (true, true) => (Protection::Plain, Vec::new()),
         (false, false) => {
@@ -89,7 +90,52 @@ async fn export_bundle(core: &Core, opts: &ExportOptions) -> Result<ExportReport
             let r = core.recipients()?.clone();
             (Protection::Encrypted(r.clone()), r.to_strings())
         }
+    })
+}
+
+/// `--format jsonl`: one live table as JSON lines.
+async fn export_jsonl(core: &Core, opts: &ExportOptions) -> Result<ExportReport> {
+    let clock = Instant::now();
+    let [table] = opts.tables.as_slice() else {
+        return Err(Error::usage("--format jsonl exports one table: give exactly one --table"));
     };
+    if opts.snapshot.is_some() || opts.with_media || opts.schema_only {
+        return Err(Error::usage(
+            "--format jsonl reads the live table: leave out --snapshot, --with-media and --schema-only \
+             (restore the table from a snapshot with `restore --table` first to export that)",
+        ));
+    }
+    let (protection, encrypted_to) = protection_of(core, opts)?;
+    let (schema, name) = crate::pg::parse_table_name(table)?;
+    let mut conn = core.workspace(&opts.workspace)?.conn()?.connect().await?;
+    let rows = crate::bundle::export_jsonl(&mut conn, (&schema, &name), &opts.to, &protection).await;
+    crate::pg::ConnSpec::close(conn).await;
+    let rows = rows?;
+    Ok(ExportReport {
+        workspace: opts.workspace.clone(),
+        snapshot: String::new(),
+        file: opts.to.display().to_string(),
+        bytes: std::fs::metadata(&opts.to)?.len(),
+        encrypted_to,
+        tables: 1,
+        rows,
+        media_files: 0,
+        stacks: 0,
+        total_ms: clock.elapsed().as_millis() as u64,
+        warning: opts.plain.then(|| PLAIN_WARNING.to_string()),
+    })
+}
+
+async fn export_bundle(core: &Core, opts: &ExportOptions) -> Result<ExportReport> {
+    match opts.format.as_deref() {
+        None | Some("bundle") => {}
+        Some("jsonl") => return export_jsonl(core, opts).await,
+        Some(other) => return Err(Error::usage(format!("--format {other:?}: bundle or jsonl"))),
+    }
+    let clock = Instant::now();
+    let asked = opts.snapshot.clone().unwrap_or_else(|| "latest".into());
+    let (workspace, id) = super::snapshot::resolve(core, &asked, Some(&opts.workspace)).await?;
+    let (protection, encrypted_to) = protection_of(core, opts)?;
     let identities = core.identities()?;
     let manifest = core.repo.read_manifest(&workspace, &id, &identities).await?;
     let picked: Vec<&crate::repo::manifest::TableEntry> = match opts.tables.is_empty() {

@@ -32,6 +32,9 @@ pub struct ImportOptions {
     pub media_target: Option<String>,
     /// Parallel connections building indexes (default: one per core).
     pub jobs: Option<usize>,
+    /// The file is JSON lines (`export --format jsonl`): its rows go into this existing
+    /// table of the target, in one transaction.
+    pub table: Option<String>,
 }
 
 /// What an import did.
@@ -64,6 +67,30 @@ pub async fn import(core: &Core, opts: &ImportOptions, actor: &Actor) -> Result<
     done
 }
 
+/// `--table`: JSON lines into one existing table.
+async fn import_jsonl(core: &Core, opts: &ImportOptions, table: &str, target: &ConnSpec) -> Result<ImportReport> {
+    let clock = Instant::now();
+    let (schema, name) = crate::pg::parse_table_name(table)?;
+    let identities = if core.has_identities() { Some(core.identities()?) } else { None };
+    let what = opts.file.display().to_string();
+    let (input, _) = crate::bundle::open_file(&opts.file, identities, &what)?;
+    let mut conn = target.connect().await?;
+    let rows = crate::bundle::import_jsonl(&mut conn, (&schema, &name), input).await;
+    ConnSpec::close(conn).await;
+    let rows = rows.map_err(|e| e.context(format!("loading {what} into {schema}.{name}; nothing was committed")))?;
+    Ok(ImportReport {
+        file: what,
+        workspace: String::new(),
+        snapshot: String::new(),
+        target: target.display(),
+        created_database: false,
+        tables: 1,
+        rows,
+        media_files: 0,
+        total_ms: clock.elapsed().as_millis() as u64,
+    })
+}
+
 async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport> {
     let clock = Instant::now();
     let password = opts
@@ -72,6 +99,9 @@ async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport
         .map(|p| crate::secret::Secret::reference("--target-password", p))
         .transpose()?;
     let target = ConnSpec::parse(&opts.target, password.as_ref())?;
+    if let Some(table) = &opts.table {
+        return import_jsonl(core, opts, table, &target).await;
+    }
     let identities = if core.has_identities() { Some(core.identities()?) } else { None };
     let mut reader = BundleReader::open(&opts.file, identities)?;
     let what = format!("bundle {}", opts.file.display());
