@@ -110,13 +110,7 @@ pub async fn run(global: &Global, cmd: BranchCommand) -> Result<()> {
                     report.workspace,
                     human_ms(report.switch_ms)
                 );
-                match &report.previous_database {
-                    Some(p) => println!(
-                        "the replaced database is {p}: `tidemark restore undo {} --confirm {}` swaps it back",
-                        report.workspace, report.workspace
-                    ),
-                    None => println!("the replaced database was dropped (--drop-previous)"),
-                }
+                super::print_replaced(report.previous_database.as_deref(), &report.workspace);
             }
         }
         BranchCommand::Delete { workspace, name, confirm } => {

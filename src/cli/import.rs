@@ -13,8 +13,21 @@ pub struct ImportArgs {
     /// The bundle file (from `tidemark export`)
     file: PathBuf,
     /// Target database URL: created if missing, refused if not empty
-    #[arg(long, value_name = "URL")]
-    target: String,
+    #[arg(long, value_name = "URL", required_unless_present = "replace")]
+    target: Option<String>,
+    /// Replace the workspace's live database with the bundle (a pre-restore snapshot first;
+    /// `restore undo W` swaps back)
+    #[arg(long, requires_all = ["workspace", "confirm"], conflicts_with_all = ["target", "table", "media_target"])]
+    replace: bool,
+    /// With --replace: the workspace
+    #[arg(long, short)]
+    workspace: Option<String>,
+    /// With --replace: repeat the workspace's name
+    #[arg(long, value_name = "WORKSPACE")]
+    confirm: Option<String>,
+    /// With --replace: drop the replaced database after the switch (no undo then)
+    #[arg(long, requires = "replace")]
+    drop_previous: bool,
     /// The target's password (else the URL, PGPASSWORD or ~/.pgpass)
     #[arg(long, value_name = "env:VAR|file:PATH")]
     target_password: Option<String>,
@@ -31,9 +44,27 @@ pub struct ImportArgs {
 
 pub async fn run(global: &Global, args: ImportArgs) -> Result<()> {
     let (core, _stop) = global.job_core().await?;
+    if args.replace {
+        let opts = tidemark::ops::inplace::InPlaceOptions {
+            workspace: args.workspace.unwrap_or_default(),
+            confirm: args.confirm.unwrap_or_default(),
+            bundle: Some(args.file),
+            jobs: args.jobs,
+            drop_previous: args.drop_previous,
+            ..Default::default()
+        };
+        let report = tidemark::ops::inplace::restore_in_place(&core, &opts, &global.actor()).await?;
+        if global.json {
+            global.print_json(&report);
+        } else {
+            super::restore::print_in_place(&report);
+        }
+        return Ok(());
+    }
     let opts = ImportOptions {
         file: args.file,
-        target: args.target,
+        target: args.target.unwrap_or_default(),
+        target_conn: None,
         target_password: args.target_password,
         media_target: args.media_target,
         jobs: args.jobs,

@@ -228,6 +228,16 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Where the database a switch replaced went, and how to get it back.
+pub fn print_replaced(previous: Option<&str>, workspace: &str) {
+    match previous {
+        Some(p) => println!(
+            "the replaced database is {p}: `tidemark restore undo {workspace} --confirm {workspace}` swaps it back"
+        ),
+        None => println!("the replaced database was dropped (--drop-previous)"),
+    }
+}
+
 /// `1 part`, `2 parts`, `1 base backup`: a count and its noun.
 pub fn count(n: impl Into<u64>, noun: &str) -> String {
     let n = n.into();

@@ -98,6 +98,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
             snapshot: args.snapshot.unwrap_or_default(),
             time: args.time,
             tidemark_command: None,
+            bundle: None,
             workspace: args.workspace.unwrap_or_default(),
             confirm: args.confirm.unwrap_or_default(),
             jobs: args.jobs,
@@ -108,27 +109,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         if global.json {
             global.print_json(&report);
         } else {
-            println!("pre-restore snapshot {} of the live database", report.safety_snapshot);
-            let from = match (&report.snapshot, &report.time) {
-                (Some(id), _) => format!("snapshot {id}"),
-                (None, Some(t)) => format!("the workspace as of {}", t.to_rfc3339()),
-                (None, None) => String::new(),
-            };
-            println!(
-                "restored {from} into database {} of workspace {} in place: {} tables checked before the switch, \
-                 switch {}",
-                report.database,
-                report.workspace,
-                report.verified_tables,
-                human_ms(report.switch_ms)
-            );
-            match &report.previous_database {
-                Some(previous) => println!(
-                    "the replaced database is {previous}: `tidemark restore undo {} --confirm {}` swaps it back",
-                    report.workspace, report.workspace
-                ),
-                None => println!("the replaced database was dropped (--drop-previous)"),
-            }
+            print_in_place(&report);
         }
         return Ok(());
     }
@@ -243,4 +224,23 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What an in-place restore did (from a snapshot, a moment or a bundle), for people.
+pub fn print_in_place(report: &tidemark::ops::inplace::InPlaceReport) {
+    println!("pre-restore snapshot {} of the live database", report.safety_snapshot);
+    let from = match (&report.snapshot, &report.time, &report.import) {
+        (Some(id), _, _) => format!("snapshot {id}"),
+        (None, Some(t), _) => format!("the workspace as of {}", t.to_rfc3339()),
+        (None, None, Some(import)) => format!("bundle {}", import.file),
+        (None, None, None) => String::new(),
+    };
+    println!(
+        "restored {from} into database {} of workspace {} in place: {} tables checked before the switch, switch {}",
+        report.database,
+        report.workspace,
+        report.verified_tables,
+        human_ms(report.switch_ms)
+    );
+    super::print_replaced(report.previous_database.as_deref(), &report.workspace);
 }

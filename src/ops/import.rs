@@ -35,6 +35,10 @@ pub struct ImportOptions {
     /// The file is JSON lines (`export --format jsonl`): its rows go into this existing
     /// table of the target, in one transaction.
     pub table: Option<String>,
+    /// The target already resolved, with its credentials (an in-place import: a database
+    /// beside the workspace's); wins over `target`.
+    #[serde(skip)]
+    pub target_conn: Option<ConnSpec>,
 }
 
 /// What an import did.
@@ -98,7 +102,10 @@ async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport
         .as_deref()
         .map(|p| crate::secret::Secret::reference("--target-password", p))
         .transpose()?;
-    let target = ConnSpec::parse(&opts.target, password.as_ref())?;
+    let target = match &opts.target_conn {
+        Some(resolved) => resolved.clone(),
+        None => ConnSpec::parse(&opts.target, password.as_ref())?,
+    };
     if let Some(table) = &opts.table {
         return import_jsonl(core, opts, table, &target).await;
     }

@@ -39,6 +39,9 @@ pub struct InPlaceOptions {
     /// How the recovered server runs `tidemark wal fetch` (default: this binary).
     #[serde(skip)]
     pub tidemark_command: Option<String>,
+    /// A bundle from `export` instead of a snapshot (`import --replace`).
+    #[serde(default)]
+    pub bundle: Option<std::path::PathBuf>,
 }
 
 /// What an in-place restore did.
@@ -66,12 +69,16 @@ pub struct InPlaceReport {
     /// The recovery to the moment (in a throwaway cluster, removed since).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub point_in_time: Option<super::pitr::PitrRestoreReport>,
+    /// The import of the bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<super::import::ImportReport>,
 }
 
 /// Where an in-place restore takes the workspace back to.
 enum Source {
     Snapshot(String),
     Time(chrono::DateTime<chrono::Utc>),
+    Bundle(std::path::PathBuf),
 }
 
 /// What `restore undo` takes.
@@ -163,14 +170,22 @@ pub fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
 pub async fn restore_in_place(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
     confirmed(&opts.workspace, &opts.confirm)?;
     let done = run(core, opts, actor).await;
-    let details =
-        serde_json::json!({ "snapshot": opts.snapshot, "time": opts.time, "drop_previous": opts.drop_previous });
+    let details = serde_json::json!({
+        "snapshot": opts.snapshot, "time": opts.time, "bundle": opts.bundle, "drop_previous": opts.drop_previous,
+    });
     super::audit::record(core, actor, "restore.in-place", &opts.workspace, &done, details).await;
     done
 }
 
 async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
     let (workspace, source) = match (&opts.time, opts.snapshot.as_str()) {
+        _ if opts.bundle.is_some() && (opts.time.is_some() || !opts.snapshot.is_empty()) => {
+            return Err(Error::usage("a bundle replaces the database by itself: no snapshot or --time with it"));
+        }
+        (None, "") if opts.bundle.is_some() => {
+            core.workspace(&opts.workspace)?;
+            (opts.workspace.clone(), Source::Bundle(opts.bundle.clone().expect("checked")))
+        }
         (Some(time), "") => (opts.workspace.clone(), Source::Time(crate::wal::window::parse_time(time)?)),
         (Some(_), _) => return Err(Error::usage("give a snapshot or --time, not both")),
         (None, snapshot) => {
@@ -182,13 +197,16 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
     let (id, what) = match &source {
         Source::Snapshot(id) => (id.clone(), format!("snapshot {id}")),
         Source::Time(t) => (t.format("%Y%m%dT%H%M%SZ").to_string(), format!("the moment {}", t.to_rfc3339())),
+        Source::Bundle(path) => {
+            (chrono::Utc::now().format("import_%Y%m%dT%H%M%SZ").to_string(), format!("bundle {}", path.display()))
+        }
     };
     let live = core.workspace(&workspace)?.conn()?.clone();
     let db = live.database().ok_or_else(|| Error::config(format!("workspace {workspace}'s URL names no database")))?;
     let (incoming, aside) = (beside(&db, RESTORING, &id)?, beside(&db, BEFORE, &id)?);
     let manifest = match &source {
         Source::Snapshot(id) => Some(core.repo.read_manifest(&workspace, id, &core.identities()?).await?),
-        Source::Time(_) => None,
+        Source::Time(_) | Source::Bundle(_) => None,
     };
     let has_media = manifest.as_ref().and_then(|m| m.media.as_ref()).is_some_and(|m| !m.files.is_empty());
     let media = media_folders(core, &workspace, &id, has_media)?;
@@ -219,15 +237,26 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
     // 2. The copy, in a new database beside the live one; 3. its checks.
     let target = live.with_database(&incoming);
     let beside_live = match (&source, &manifest) {
-        (Source::Snapshot(_), Some(manifest)) => {
-            from_snapshot(core, opts, actor, manifest, &target, media.as_ref()).await.map(|(v, r)| (v, Some(r), None))
-        }
+        (Source::Snapshot(_), Some(manifest)) => from_snapshot(core, opts, actor, manifest, &target, media.as_ref())
+            .await
+            .map(|(v, r)| (v, Some(r), None, None)),
         (Source::Time(t), _) => {
-            from_time(core, opts, actor, &workspace, *t, &target).await.map(|(v, r)| (v, None, Some(r)))
+            from_time(core, opts, actor, &workspace, *t, &target).await.map(|(v, r)| (v, None, Some(r), None))
+        }
+        (Source::Bundle(path), _) => {
+            let import = super::import::ImportOptions {
+                file: path.clone(),
+                target: target.display(),
+                target_conn: Some(target.clone()),
+                jobs: opts.jobs,
+                ..Default::default()
+            };
+            // The import checks every row against the bundle's digests before it succeeds.
+            super::import::import(core, &import, actor).await.map(|r| (r.tables, None, None, Some(r)))
         }
         (Source::Snapshot(_), None) => unreachable!("a snapshot's manifest is read above"),
     };
-    let (verified_tables, restored, point_in_time) = beside_live.map_err(|e| {
+    let (verified_tables, restored, point_in_time, import) = beside_live.map_err(|e| {
         if let Some(m) = &media {
             let _ = std::fs::remove_dir_all(&m.incoming);
         }
@@ -265,11 +294,11 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         workspace,
         snapshot: match &source {
             Source::Snapshot(id) => Some(id.clone()),
-            Source::Time(_) => None,
+            Source::Time(_) | Source::Bundle(_) => None,
         },
         time: match source {
             Source::Time(t) => Some(t),
-            Source::Snapshot(_) => None,
+            Source::Snapshot(_) | Source::Bundle(_) => None,
         },
         safety_snapshot: safety,
         database: db,
@@ -278,6 +307,7 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         switch_ms: window.as_millis() as u64,
         restore: restored,
         point_in_time,
+        import,
     })
 }
 
@@ -340,7 +370,7 @@ pub fn job_end(r: &InPlaceReport) -> crate::catalog::JobEnd {
     let bytes = match (&r.restore, &r.point_in_time) {
         (Some(restore), _) => restore.stored_bytes,
         (None, Some(pitr)) => pitr.stored_bytes,
-        (None, None) => 0,
+        (None, None) => r.import.as_ref().map_or(0, |i| std::fs::metadata(&i.file).map_or(0, |m| m.len())),
     };
     crate::catalog::JobEnd { snapshot_id: r.snapshot.clone(), bytes: Some(bytes), ..Default::default() }
 }

@@ -214,3 +214,52 @@ async fn a_table_round_trips_through_json_lines_with_every_type() {
     let two = ExportOptions { tables: vec!["things".into(), "things".into()], ..opts.clone() };
     assert_eq!(export(&w.core, &two, &actor()).await.unwrap_err().kind(), ErrorKind::Usage);
 }
+
+/// `import --replace`: the bundle goes in beside the live database, is checked, and only
+/// then replaces it (after a pre-restore snapshot); undo swaps back; an altered bundle
+/// leaves the live database as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_replaces_the_live_database_with_an_undo() {
+    use tidemark::ops::inplace::{InPlaceOptions, UndoOptions, restore_in_place, undo};
+    let w = world().await;
+    let live = create_database(&w.cluster, "shop", HARD_CASES).await;
+    snapshot_shop(&w.core).await.unwrap();
+    let exported = content_fingerprint(&live).await;
+    let file = w.dir.path().join("shop.tidemark");
+    export(&w.core, &export_opts(&file), &actor()).await.unwrap();
+    let mut conn = live.connect().await.unwrap();
+    sqlx::raw_sql("DELETE FROM app.big WHERE true; CREATE TABLE app.later_table (x int)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    ConnSpec::close(conn).await;
+    let changed = content_fingerprint(&live).await;
+
+    let replace = InPlaceOptions {
+        workspace: "shop".into(),
+        confirm: "shop".into(),
+        bundle: Some(file.clone()),
+        ..Default::default()
+    };
+    let report = restore_in_place(&w.core, &replace, &actor()).await.unwrap();
+    assert_eq!(content_fingerprint(&live).await, exported);
+    assert!(report.import.is_some() && report.verified_tables > 5, "{report:?}");
+    let opts = UndoOptions { workspace: "shop".into(), confirm: "shop".into(), ..Default::default() };
+    undo(&w.core, &opts, &actor()).await.unwrap();
+    assert_eq!(content_fingerprint(&live).await, changed);
+
+    // An altered bundle: refused before the switch, live as it was, nothing left beside it.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    let err = restore_in_place(&w.core, &replace, &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Integrity, "{}", err.report());
+    assert!(err.report().contains("was not touched"), "{}", err.report());
+    assert_eq!(content_fingerprint(&live).await, changed);
+    assert!(databases_like(&w.cluster, "shop_restoring%").await.is_empty());
+    // Without the confirmation: refused.
+    let err =
+        restore_in_place(&w.core, &InPlaceOptions { confirm: "x".into(), ..replace }, &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Usage);
+}
