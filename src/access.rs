@@ -46,7 +46,10 @@ impl Role {
             Role::Auditor => matches!(action, A::ReadAudit),
             Role::Viewer => matches!(action, A::Read),
             Role::Operator => {
-                matches!(action, A::Read | A::Snapshot | A::Drill | A::Restore | A::MarkRestorePoint | A::Pin)
+                matches!(
+                    action,
+                    A::Read | A::Snapshot | A::Drill | A::Restore | A::MarkRestorePoint | A::Pin | A::Export
+                )
             }
             Role::Developer => matches!(action, A::Read | A::WriteStacks),
         }
@@ -103,10 +106,12 @@ pub enum Action {
     ManageTokens,
     /// Read and verify the audit trail.
     ReadAudit,
+    /// Export a snapshot as a bundle on the server and ask for download links to it.
+    Export,
 }
 
 impl Action {
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::Read,
         Action::Snapshot,
         Action::Drill,
@@ -119,6 +124,7 @@ impl Action {
         Action::WriteStacks,
         Action::ManageTokens,
         Action::ReadAudit,
+        Action::Export,
     ];
 }
 
@@ -159,6 +165,7 @@ fn describe(action: Action) -> &'static str {
         Action::WriteStacks => "change function stacks",
         Action::ManageTokens => "manage tokens",
         Action::ReadAudit => "read the audit trail",
+        Action::Export => "export snapshots and hand out download links",
     }
 }
 
@@ -172,7 +179,7 @@ mod tests {
         use Action as A;
         let allowed: &[(Role, &[Action])] = &[
             (Role::Viewer, &[A::Read]),
-            (Role::Operator, &[A::Read, A::Snapshot, A::Drill, A::Restore, A::MarkRestorePoint, A::Pin]),
+            (Role::Operator, &[A::Read, A::Snapshot, A::Drill, A::Restore, A::MarkRestorePoint, A::Pin, A::Export]),
             (Role::Developer, &[A::Read, A::WriteStacks]),
             (Role::Admin, &A::ALL),
             (Role::Auditor, &[A::ReadAudit]),

@@ -85,6 +85,8 @@ pub(crate) struct App {
     /// Stop signals of the jobs this server started, for `DELETE /v1/jobs/{id}`.
     pub running: Arc<Mutex<std::collections::HashMap<i64, CancellationToken>>>,
     pub limits: Arc<limits::Limits>,
+    /// The key of this process's download links (see `ops::link`).
+    pub links: crate::ops::link::LinkKey,
 }
 
 /// An error as the API answers it: the error table's HTTP status and the `--json` body.
@@ -106,9 +108,12 @@ impl IntoResponse for ApiError {
 /// The router, with the address, token and audit checks in front of every `/v1` route.
 pub fn router(core: Core, rules: AddressRules) -> Router {
     let limits = Arc::new(limits::Limits::from_config(&core.config.config.api));
-    let app = App { core, rules: Arc::new(rules), running: Default::default(), limits };
+    let links = crate::ops::link::LinkKey::generate();
+    let app = App { core, rules: Arc::new(rules), running: Default::default(), limits, links };
     routes::v1()
         .layer(axum::middleware::from_fn_with_state(app.clone(), authenticate))
+        // A download link is its own credential; the address rules still apply.
+        .route("/v1/downloads/{ws}/{export}", axum::routing::get(routes::download))
         .route("/healthz", axum::routing::get(|| async { axum::Json(openapi::Health { status: "ok".into() }) }))
         .route(
             "/v1/openapi.json",

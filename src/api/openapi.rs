@@ -77,6 +77,9 @@ async fn openapi_json() {}
         routes::restore,
         routes::restore_in_place,
         routes::restore_undo,
+        routes::create_export,
+        routes::create_link,
+        routes::download,
         routes::prune,
         routes::check,
         routes::window,
@@ -182,6 +185,7 @@ mod tests {
         for (route, _) in &routes {
             assert!(paths.contains_key(*route), "{route} is not in the document");
         }
-        assert_eq!(paths.len(), routes.len() + 2, "healthz and the document itself");
+        assert!(paths.contains_key("/v1/downloads/{ws}/{export}"), "the download link route");
+        assert_eq!(paths.len(), routes.len() + 3, "healthz, the document itself and downloads");
     }
 }

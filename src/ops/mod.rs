@@ -13,6 +13,7 @@ pub mod import;
 pub mod init;
 pub mod inplace;
 pub mod job;
+pub mod link;
 pub mod lock;
 pub mod pitr;
 pub mod prune;

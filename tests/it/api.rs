@@ -123,6 +123,7 @@ async fn every_cell_of_the_role_matrix_over_http() {
             "drill",
         ),
         (Method::POST, format!("{base}/v1/workspaces/shop/restores"), Some(restore_body), "restore"),
+        (Method::POST, format!("{base}/v1/workspaces/shop/exports"), Some(r#"{"schema_only": true}"#.into()), "export"),
         // Replacing the live database: admin only (the job then fails: no such snapshot, nothing to undo).
         (
             Method::POST,
@@ -163,7 +164,7 @@ async fn every_cell_of_the_role_matrix_over_http() {
     ];
     let allowed = |role: Role, need: &str| match need {
         "read" => !matches!(role, Role::Auditor),
-        "drill" | "restore" | "pin" | "mark" => matches!(role, Role::Operator | Role::Admin),
+        "drill" | "restore" | "pin" | "mark" | "export" => matches!(role, Role::Operator | Role::Admin),
         "stacks" => matches!(role, Role::Developer | Role::Admin),
         "unpin" | "prune" | "tokens" | "replace" => role == Role::Admin,
         "audit" => matches!(role, Role::Admin | Role::Auditor),
@@ -492,6 +493,85 @@ async fn stacks_tokens_and_drill_reports_over_http() {
     let junit = call(&c, Method::GET, &format!("{report}?format=junit"), Some(&admin), None).await;
     assert_eq!(junit.headers()["content-type"], "application/xml");
     assert!(junit.text().await.unwrap().contains("<testsuite"));
+}
+
+/// Issue 16.5: an export kept on the server and private, expiring links to it: bound to
+/// the export and the token that asked, dead when that token is revoked, every issue and
+/// use audited without the signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_links_expire_are_bound_and_die_with_their_token() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);").await;
+    snapshot_shop(&w.core).await.unwrap();
+    let server = start(&w, AddressRules::default()).await;
+    let (c, base) = (client("127.0.0.2"), server.base.clone());
+    let operator = TokenCreateOptions {
+        name: "exporter".into(),
+        role: Role::Operator,
+        workspaces: vec![],
+        expires: None,
+        never_expires: false,
+        allow_ips: vec![],
+    };
+    let operator = create(&w.core, &operator, &actor()).await.unwrap();
+    let (admin, viewer, developer) = (
+        token(&w, "links-admin", Role::Admin, &[], &[]).await,
+        token(&w, "links-viewer", Role::Viewer, &[], &[]).await,
+        token(&w, "links-developer", Role::Developer, &[], &[]).await,
+    );
+    let started =
+        call(&c, Method::POST, &format!("{base}/v1/workspaces/shop/exports"), Some(&operator.secret), Some("{}")).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let job = finished(&c, &base, &started, &admin).await;
+    let export = json(started).await["export"].as_str().unwrap().to_string();
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let file = tidemark::ops::link::export_file(&w.core, "shop", &export).unwrap();
+    let on_disk = std::fs::read(&file).unwrap();
+    assert!(on_disk.starts_with(b"age-encryption.org/v1"));
+
+    let links = format!("{base}/v1/workspaces/shop/exports/{export}/links");
+    for refused in [&viewer, &developer] {
+        assert_eq!(call(&c, Method::POST, &links, Some(refused), Some("{}")).await.status(), StatusCode::FORBIDDEN);
+    }
+    let too_long = call(&c, Method::POST, &links, Some(&operator.secret), Some(r#"{"valid_for": "25h"}"#)).await;
+    assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
+    let issued = call(&c, Method::POST, &links, Some(&operator.secret), Some(r#"{"valid_for": "15m"}"#)).await;
+    assert_eq!(issued.status(), StatusCode::CREATED);
+    let url = json(issued).await["url"].as_str().unwrap().to_string();
+    // No token needed: the link is the credential.
+    let got = call(&c, Method::GET, &format!("{base}{url}"), None, None).await;
+    assert_eq!(got.status(), StatusCode::OK);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), on_disk);
+
+    // Altered: the signature, the expiry, another export: refused.
+    let sig = url.rsplit("sig=").next().unwrap().to_string();
+    let flipped = format!("{}{}", &sig[..sig.len() - 1], if sig.ends_with('0') { '1' } else { '0' });
+    let expires: i64 = url.split("expires=").nth(1).unwrap().split('&').next().unwrap().parse().unwrap();
+    let other = format!("{:032x}", 7);
+    for bad in [
+        url.replace(&sig, &flipped),
+        url.replace(&format!("expires={expires}"), &format!("expires={}", expires + 3600)),
+        url.replace(&export, &other),
+        url.replace(&format!("token={}", operator.token.id), "token=tdm_aaaaaaaa"),
+    ] {
+        let r = call(&c, Method::GET, &format!("{base}{bad}"), None, None).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{bad}");
+    }
+    // Expired.
+    let short = call(&c, Method::POST, &links, Some(&operator.secret), Some(r#"{"valid_for": "1s"}"#)).await;
+    let short = json(short).await["url"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(call(&c, Method::GET, &format!("{base}{short}"), None, None).await.status(), StatusCode::FORBIDDEN);
+    // The token that asked is revoked: its links die with it.
+    let revoke = tidemark::ops::token::TokenRevokeOptions { token: "exporter".into() };
+    tidemark::ops::token::revoke(&w.core, &revoke, &actor()).await.unwrap();
+    assert_eq!(call(&c, Method::GET, &format!("{base}{url}"), None, None).await.status(), StatusCode::FORBIDDEN);
+
+    // Issuing and every use are in the audit trail; the signature never is.
+    let trail =
+        call(&c, Method::GET, &format!("{base}/v1/audit?limit=500"), Some(&admin), None).await.text().await.unwrap();
+    assert!(trail.contains("export.link") && trail.contains("export.download"), "{trail}");
+    assert!(!trail.contains(&sig), "a link's signature is a credential");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,11 +22,13 @@ use crate::ops::{self, Core, job};
 
 mod admin;
 mod drills;
+mod exports;
 mod snapshots;
 mod stacks;
 
 pub(super) use admin::*;
 pub(super) use drills::*;
+pub(super) use exports::*;
 pub(super) use snapshots::*;
 pub(super) use stacks::*;
 
@@ -45,6 +47,8 @@ pub(super) fn table() -> Vec<(&'static str, MethodRouter<App>)> {
         ("/v1/workspaces/{ws}/restores", post(restore)),
         ("/v1/workspaces/{ws}/restores/in-place", post(restore_in_place)),
         ("/v1/workspaces/{ws}/restores/undo", post(restore_undo)),
+        ("/v1/workspaces/{ws}/exports", post(create_export)),
+        ("/v1/workspaces/{ws}/exports/{export}/links", post(create_link)),
         ("/v1/workspaces/{ws}/prune", post(prune)),
         ("/v1/workspaces/{ws}/check", post(check)),
         ("/v1/workspaces/{ws}/pitr", get(window)),
