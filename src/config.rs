@@ -329,6 +329,11 @@ pub struct WorkspaceConfig {
     /// after the shared ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_tests: Option<PathBuf>,
+    /// How long a database moved aside by an in-place restore (`<db>_before_*`, and
+    /// `<db>_undone_*` after an undo) or `branch set-live` is kept before prune drops it
+    /// (default: 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub keep_replaced: Option<std::time::Duration>,
     /// Set on a branch (`tidemark branch create`): the workspace it was made from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch_of: Option<String>,
@@ -351,6 +356,7 @@ impl WorkspaceConfig {
             wal_stream: false,
             pitr_window: None,
             restore_tests: None,
+            keep_replaced: None,
             branch_of: None,
             branch_source: None,
             branch_created: None,

@@ -7,6 +7,7 @@ pub mod audit;
 mod drills;
 mod jobs;
 pub mod lock;
+mod replaced;
 mod schedules;
 mod snapshots;
 pub mod tokens;
@@ -33,6 +34,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (6, "tokens", include_str!("../../migrations/catalog/0006_tokens.sql")),
     (7, "jobs_by_snapshot", include_str!("../../migrations/catalog/0007_jobs_by_snapshot.sql")),
     (8, "snapshot_index", include_str!("../../migrations/catalog/0008_snapshot_index.sql")),
+    (9, "replaced_databases", include_str!("../../migrations/catalog/0009_replaced_databases.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

@@ -68,6 +68,10 @@ pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
             pitr.oldest_wal_kept.as_deref().unwrap_or("-")
         );
     }
+    for db in &report.replaced_databases_dropped {
+        let verb = if report.dry_run { "would drop" } else { "dropped" };
+        println!("{verb} database {db}, replaced by an in-place restore longer ago than keep-replaced");
+    }
     if report.drill_reports_deleted > 0 {
         println!("{verb} {} past the retention", count(report.drill_reports_deleted, "restore drill report"));
     }

@@ -323,7 +323,10 @@ pub async fn set_live(core: &Core, opts: &SetLiveOptions, actor: &Actor) -> Resu
                 database::drop_database(&live.with_database(&aside)).await?;
                 None
             }
-            false => Some(aside),
+            false => {
+                super::inplace::note_replaced(core, &opts.workspace, Some(&aside), None).await;
+                Some(aside)
+            }
         };
         Ok(SetLiveReport {
             workspace: opts.workspace.clone(),

@@ -145,6 +145,26 @@ pub(super) async fn safety_snapshot(
     Ok(taken.id)
 }
 
+/// Notes in the catalog that `aside` was moved aside now (prune drops it once older than
+/// the workspace's keep-replaced) and that `live_again` is live again. A catalog that
+/// cannot be written costs only the automatic drop: it is logged, the switch stands.
+pub(super) async fn note_replaced(core: &Core, workspace: &str, aside: Option<&str>, live_again: Option<&str>) {
+    let noted = async {
+        let catalog = core.catalog().await?;
+        if let Some(db) = live_again {
+            catalog.forget_replaced(workspace, db).await?;
+        }
+        if let Some(db) = aside {
+            catalog.record_replaced(workspace, db, chrono::Utc::now()).await?;
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    if let Err(e) = noted {
+        tracing::warn!(workspace, error = %e.report(), "the replaced database was not recorded; prune will not drop it");
+    }
+}
+
 /// That `confirm` repeats the workspace's name (what every front end asks before the live
 /// database is replaced).
 ///
@@ -287,7 +307,10 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
             }
             None
         }
-        false => Some(aside),
+        false => {
+            note_replaced(core, &workspace, Some(&aside), None).await;
+            Some(aside)
+        }
     };
     tracing::info!(workspace, restored = %what, switch_ms = window.as_millis() as u64, "restored in place");
     Ok(InPlaceReport {
@@ -410,6 +433,7 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
                 let _ = swap_folders(&m.live, &m.undone, &m.aside);
             }
         })?;
+        note_replaced(core, &opts.workspace, Some(&undone), Some(&newest)).await;
         Ok(UndoReport {
             workspace: opts.workspace.clone(),
             database: db,

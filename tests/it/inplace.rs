@@ -237,3 +237,65 @@ async fn a_workspace_goes_back_to_a_moment_in_place_and_undo_takes_the_newest_ba
     let both = InPlaceOptions { snapshot: snapshot.id.clone(), ..at };
     assert_eq!(restore_in_place(&w.core, &both, &actor()).await.unwrap_err().kind(), ErrorKind::Usage);
 }
+
+/// The switch itself failing half-way (the live database moved aside, the restored one
+/// cannot take its name): what was done is put back, so the name belongs to the old
+/// database again and it accepts connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_that_fails_half_way_puts_the_live_database_back() {
+    let w = world().await;
+    let admin = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    let mut conn = admin.connect().await.unwrap();
+    // The switching role owns the live database but not the incoming one: its first
+    // rename succeeds, the second is refused (must be owner).
+    for sql in
+        ["CREATE ROLE swapper LOGIN CREATEDB", "CREATE DATABASE shop OWNER swapper", "CREATE DATABASE shop_incoming"]
+    {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    }
+    ConnSpec::close(conn).await;
+    let live = ConnSpec::parse(&w.cluster.url("shop"), None).unwrap();
+    let mut conn = live.connect().await.unwrap();
+    sqlx::raw_sql("CREATE TABLE marker (x int); INSERT INTO marker VALUES (42);").execute(&mut conn).await.unwrap();
+    ConnSpec::close(conn).await;
+    let before = content_fingerprint(&live).await;
+
+    let mut url = url::Url::parse(&w.cluster.url("postgres")).unwrap();
+    url.set_username("swapper").unwrap();
+    let swapper = ConnSpec::parse(url.as_str(), None).unwrap();
+    let err =
+        tidemark::restore::database::swap_in(&swapper, "shop", "shop_incoming", "shop_before_x").await.unwrap_err();
+    assert!(err.report().contains("the live database was put back"), "{}", err.report());
+    assert_eq!(databases(&w).await, ["shop".to_string(), "shop_incoming".to_string()]);
+    assert_eq!(content_fingerprint(&live).await, before, "the live database is the old one, and it takes connections");
+}
+
+/// The databases a switch moved aside are dropped by prune once older than keep-replaced,
+/// and named in its report (never silently); a dry run only names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_drops_replaced_databases_after_keep_replaced() {
+    let mut w = world().await;
+    let live = create_database(&w.cluster, "shop", SHOP).await;
+    let snapshot = snapshot_shop(&w.core).await.unwrap();
+    let report = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap();
+    let before = report.previous_database.clone().unwrap();
+    let prune =
+        |dry_run| tidemark::ops::prune::PruneOptions { workspace: "shop".into(), dry_run, ..Default::default() };
+    // Kept while younger than keep-replaced (7 days by default).
+    let kept = tidemark::ops::prune::prune(&w.core, &prune(false), &actor()).await.unwrap();
+    assert!(kept.replaced_databases_dropped.is_empty());
+    assert!(databases(&w).await.contains(&before));
+    // After an undo the restored one is the replaced one.
+    let undone = undo(&w.core, &undo_shop(), &actor()).await.unwrap();
+    w.core.config.config.workspaces.get_mut("shop").unwrap().keep_replaced = Some(std::time::Duration::ZERO);
+    let w = w;
+    let dry = tidemark::ops::prune::prune(&w.core, &prune(true), &actor()).await.unwrap();
+    assert_eq!(dry.replaced_databases_dropped, std::slice::from_ref(&undone.replaced_moved_to));
+    assert!(databases(&w).await.contains(&undone.replaced_moved_to), "a dry run drops nothing");
+    let done = tidemark::ops::prune::prune(&w.core, &prune(false), &actor()).await.unwrap();
+    assert_eq!(done.replaced_databases_dropped, std::slice::from_ref(&undone.replaced_moved_to));
+    assert_eq!(databases(&w).await, ["shop".to_string()], "the live database stays, always");
+    let mut conn = live.connect().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(rows, 3000);
+}

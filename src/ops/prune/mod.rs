@@ -72,6 +72,10 @@ pub struct PruneReport {
     pub pitr: PitrPruneReport,
     /// Restore drill reports older than the longest `keep-within` (the newest ten stay).
     pub drill_reports_deleted: u64,
+    /// Databases moved aside by in-place restores and `branch set-live` (`<db>_before_*`,
+    /// `<db>_undone_*`) older than the workspace's keep-replaced: dropped (with --dry-run,
+    /// that would be).
+    pub replaced_databases_dropped: Vec<String>,
     /// Objects retention or garbage collection would delete but object lock still holds
     /// (kept until their date; a later prune deletes them).
     pub locked_objects: u64,
@@ -185,6 +189,7 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
         unfinished_uploads_deleted: 0,
         pitr: PitrPruneReport::default(),
         drill_reports_deleted: 0,
+        replaced_databases_dropped: Vec::new(),
         locked_objects: 0,
         damaged: Vec::new(),
     };
@@ -322,6 +327,9 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
         report.drill_reports_deleted += 1;
     }
 
+    progress.set_message("replaced databases");
+    report.replaced_databases_dropped = prune_replaced(core, opts, now).await?;
+
     // Pins of snapshots that no longer exist.
     for id in pins.iter().filter(|id| !manifests.contains_key(*id)) {
         if !opts.dry_run {
@@ -330,6 +338,34 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     }
     progress.finish();
     Ok(report)
+}
+
+/// How long a replaced database is kept by default.
+pub const KEEP_REPLACED_DEFAULT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Drops the databases switches moved aside longer ago than the workspace's keep-replaced
+/// (on the workspace's server; one that is gone already is only forgotten).
+async fn prune_replaced(core: &Core, opts: &PruneOptions, now: DateTime<Utc>) -> Result<Vec<String>> {
+    let ws = core.workspace(&opts.workspace)?;
+    let keep = ws.config.keep_replaced.unwrap_or(KEEP_REPLACED_DEFAULT);
+    let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    let catalog = core.catalog().await?;
+    let mut dropped = Vec::new();
+    let live = ws.conn()?.database().unwrap_or_default();
+    for (database, replaced_at) in catalog.replaced(&opts.workspace).await? {
+        // Never the live one, whatever the catalog says.
+        if database == live || now.signed_duration_since(replaced_at) < keep {
+            continue;
+        }
+        if !opts.dry_run {
+            let server = ws.conn()?;
+            crate::restore::database::drop_database(&server.with_database(&database)).await?;
+            catalog.forget_replaced(&opts.workspace, &database).await?;
+            tracing::info!(workspace = %opts.workspace, database, "dropped a replaced database (keep-replaced)");
+        }
+        dropped.push(database);
+    }
+    Ok(dropped)
 }
 
 /// Deletes an object unless object lock holds it (then counts it in `locked` and returns

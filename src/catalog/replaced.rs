@@ -1,0 +1,43 @@
+//! Databases a switch moved aside, and when: what prune drops once they are old enough.
+
+use chrono::{DateTime, Utc};
+
+use super::Catalog;
+use crate::error::Result;
+
+impl Catalog {
+    /// Records that `database` of `workspace` was moved aside at `at`.
+    pub async fn record_replaced(&self, workspace: &str, database: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO replaced_databases (workspace, database, replaced_at) VALUES (?, ?, ?) \
+             ON CONFLICT (workspace, database) DO UPDATE SET replaced_at = excluded.replaced_at",
+        )
+        .bind(workspace)
+        .bind(database)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot record a replaced database", e))?;
+        Ok(())
+    }
+
+    /// Forgets `database` (it is live again, or dropped).
+    pub async fn forget_replaced(&self, workspace: &str, database: &str) -> Result<()> {
+        sqlx::query("DELETE FROM replaced_databases WHERE workspace = ? AND database = ?")
+            .bind(workspace)
+            .bind(database)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot forget a replaced database", e))?;
+        Ok(())
+    }
+
+    /// The databases of `workspace` moved aside, oldest first.
+    pub async fn replaced(&self, workspace: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
+        sqlx::query_as("SELECT database, replaced_at FROM replaced_databases WHERE workspace = ? ORDER BY replaced_at")
+            .bind(workspace)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err("cannot read the replaced databases", e))
+    }
+}
