@@ -166,7 +166,64 @@ fn main() {
     let mut theirs = theirs.into_iter();
     results.push(median_of(repeat, || theirs.next().expect("one run per repeat")));
 
+    // Issue 16: export against pg_dump -Fd of the same database (measured above), one
+    // small table back from the snapshot, and the switch window of an in-place restore.
+    let exports = (0..repeat.max(1)).map(|i| work.path().join(format!("export-{i}.tidemark"))).collect::<Vec<_>>();
+    let mut next_export = exports.iter();
+    let export = median_of(repeat, || {
+        let file = next_export.next().expect("one file per run");
+        measure(
+            "tidemark export (bundle)",
+            &format!(
+                "{tidemark_bin} --config {} export bench --snapshot {id} --to {}",
+                config.display(),
+                file.display()
+            ),
+            Some(file),
+            &work,
+        )
+    });
+    results.push(export);
+    let table_target = cluster.url("one_table");
+    let one_table = measure(
+        "one table back (pgbench_branches)",
+        &format!(
+            "{tidemark_bin} --config {} --json restore {id} --table public.pgbench_branches --target {table_target} > {}/table.json",
+            config.display(),
+            work.path().display()
+        ),
+        None,
+        &work,
+    );
+    let table: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.path().join("table.json")).unwrap_or_default())
+            .unwrap_or_default();
+    results.push(one_table);
+    let in_place = measure(
+        "in-place restore (whole command)",
+        &format!(
+            "{tidemark_bin} --config {} --json restore {id} --in-place --workspace bench --confirm bench \
+             --drop-previous --jobs {jobs} > {}/inplace.json",
+            config.display(),
+            work.path().display()
+        ),
+        None,
+        &work,
+    );
+    let inplace: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(work.path().join("inplace.json")).unwrap_or_default())
+            .unwrap_or_default();
+    results.push(in_place);
+
     report(&results, db_size, scale, jobs);
+    let done = &table["table_restore"];
+    println!(
+        "\none table back: read {} of the snapshot's {} bytes ({:.3}%)",
+        done["bytes_read"],
+        done["snapshot_bytes"],
+        100.0 * done["bytes_read"].as_f64().unwrap_or(0.0) / done["snapshot_bytes"].as_f64().unwrap_or(1.0)
+    );
+    println!("in-place restore: the live database was unavailable for {} ms (the switch)", inplace["switch_ms"]);
     let restore_json = std::fs::read_to_string(work.path().join("restore.json")).unwrap_or_default();
     let restore: serde_json::Value = serde_json::from_str(&restore_json).unwrap_or_default();
     println!("\ntidemark restore phases, last run (ms): {}", restore["timings"]);

@@ -220,9 +220,15 @@ impl BundleWriter {
             ));
         }
         let partial = PathBuf::from(format!("{}.partial", path.display()));
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&partial).map_err(|e| {
-            Error::internal(format!("cannot create {}: {e} (a stopped export leaves it: remove it)", partial.display()))
-        })?;
+        use std::os::unix::fs::OpenOptionsExt;
+        // Only the owner reads a bundle (a plain one holds every row as text).
+        let file =
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&partial).map_err(|e| {
+                Error::internal(format!(
+                    "cannot create {}: {e} (a stopped export leaves it: remove it)",
+                    partial.display()
+                ))
+            })?;
         let sink = match protection {
             Protection::Plain => Sink::Plain(file),
             Protection::Encrypted(recipients) => {
@@ -423,7 +429,8 @@ pub async fn export_jsonl(
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let (protection, target) = (protection.clone(), partial.clone());
     let writer = tokio::task::spawn_blocking(move || -> Result<()> {
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&target)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&target)?;
         let mut sink = match protection {
             Protection::Plain => Sink::Plain(file),
             Protection::Encrypted(r) => {

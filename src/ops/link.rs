@@ -131,6 +131,15 @@ pub struct Presented {
 /// Errors: `Forbidden` for a link that is forged, altered, expired, or whose token was
 /// revoked or expired; `NotFound` when the export is gone.
 pub async fn redeem(core: &Core, key: &LinkKey, link: &Presented, address: Option<String>) -> Result<PathBuf> {
+    // What the request says is not trusted into the audit trail until it has the shape of
+    // a token id and an export id.
+    let token_shaped = link.token.len() == 12
+        && link.token.starts_with("tdm_")
+        && link.token[4..].bytes().all(|b| b.is_ascii_alphanumeric());
+    let export_shaped = link.export.len() == 32 && link.export.bytes().all(|b| b.is_ascii_hexdigit());
+    if !token_shaped || !export_shaped || crate::config::validate_workspace_name(&link.workspace).is_err() {
+        return Err(Error::new(ErrorKind::Forbidden, "the download link is not valid"));
+    }
     let actor = Actor {
         kind: ActorKind::Api,
         name: format!("link of {}", link.token),

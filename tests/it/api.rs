@@ -553,6 +553,7 @@ async fn export_links_expire_are_bound_and_die_with_their_token() {
         url.replace(&format!("expires={expires}"), &format!("expires={}", expires + 3600)),
         url.replace(&export, &other),
         url.replace(&format!("token={}", operator.token.id), "token=tdm_aaaaaaaa"),
+        url.replace(&format!("token={}", operator.token.id), &format!("token={}", "x".repeat(5000))),
     ] {
         let r = call(&c, Method::GET, &format!("{base}{bad}"), None, None).await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{bad}");

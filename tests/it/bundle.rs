@@ -47,6 +47,8 @@ async fn an_exported_workspace_imports_exactly_and_reads_with_standard_tools() {
     let report = export(&w.core, &export_opts(&file), &actor()).await.unwrap();
     assert_eq!(report.encrypted_to.len(), 1);
     assert!(report.warning.is_none() && report.stacks == 1 && report.rows > 0, "{report:?}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600, "only the owner reads it");
     // The file is an age file: nothing of the rows is readable without the identity.
     let head = std::fs::read(&file).unwrap();
     assert!(head.starts_with(b"age-encryption.org/v1"));

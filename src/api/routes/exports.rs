@@ -156,8 +156,14 @@ pub(in crate::api) async fn download(
 ) -> Answer {
     let presented =
         ops::link::Presented { workspace: ws, export: export.clone(), token: q.token, expires: q.expires, sig: q.sig };
-    let address = client.map(|Extension(c)| c.0.to_string());
-    let file = ops::link::redeem(&app.core, &app.links, &presented, address).await?;
+    let client = client.map(|Extension(c)| c.0);
+    let redeemed = ops::link::redeem(&app.core, &app.links, &presented, client.map(|c| c.to_string())).await;
+    if let (Err(e), Some(client)) = (&redeemed, client)
+        && e.kind() == ErrorKind::Forbidden
+    {
+        app.limits.failed(client); // guessing at links is guessing at credentials
+    }
+    let file = redeemed?;
     let opened = tokio::fs::File::open(&file).await.map_err(Error::from)?;
     let size = opened.metadata().await.map_err(Error::from)?.len();
     let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(opened));
