@@ -28,7 +28,9 @@ pub enum BranchCommand {
     List { workspace: Option<String> },
     /// Make a branch the workspace's live database (a pre-restore snapshot first; `restore undo` swaps back)
     SetLive {
+        /// The workspace whose live database is replaced
         workspace: String,
+        /// The branch that becomes live
         name: String,
         /// Repeat the workspace's name: its live database is replaced
         #[arg(long, value_name = "WORKSPACE")]
@@ -41,7 +43,9 @@ pub enum BranchCommand {
     },
     /// Drop a branch's database and remove it from tidemark.toml
     Delete {
+        /// The workspace the branch belongs to
         workspace: String,
+        /// The branch whose database is dropped
         name: String,
         /// Repeat the branch's name: its database is dropped
         #[arg(long, value_name = "NAME")]
