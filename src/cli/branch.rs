@@ -25,7 +25,10 @@ pub enum BranchCommand {
         jobs: Option<usize>,
     },
     /// The branches (of WORKSPACE, or all): source, moment, size, age
-    List { workspace: Option<String> },
+    List {
+        /// Only this workspace's branches
+        workspace: Option<String>,
+    },
     /// Make a branch the workspace's live database (a pre-restore snapshot first; `restore undo` swaps back)
     SetLive {
         /// The workspace whose live database is replaced
