@@ -230,13 +230,14 @@ impl BundleWriter {
                 ))
             })?;
         let sink = match protection {
-            Protection::Plain => Sink::Plain(file),
-            Protection::Encrypted(recipients) => {
-                let encryptor = age::Encryptor::with_recipients(recipients.iter())
-                    .map_err(|e| Error::new(ErrorKind::Key, format!("cannot encrypt: {e}")))?;
-                Sink::Age(encryptor.wrap_output(file)?)
-            }
+            Protection::Plain => Ok(Sink::Plain(file)),
+            Protection::Encrypted(recipients) => age::Encryptor::with_recipients(recipients.iter())
+                .map_err(|e| Error::new(ErrorKind::Key, format!("cannot encrypt: {e}")))
+                .and_then(|encryptor| Ok(Sink::Age(encryptor.wrap_output(file)?))),
         };
+        let sink = sink.inspect_err(|_| {
+            let _ = std::fs::remove_file(&partial);
+        })?;
         let (tx, mut rx) = mpsc::channel::<Piece>(16);
         let thread = tokio::task::spawn_blocking(move || {
             let encoder = zstd::stream::write::Encoder::new(sink, 3)?;
