@@ -318,16 +318,7 @@ pub async fn set_live(core: &Core, opts: &SetLiveOptions, actor: &Actor) -> Resu
         crate::config::remove_workspace(&config.path, &entry).map_err(|e| {
             e.context(format!("branch {} is live; remove its entry {entry} from the config by hand", opts.name))
         })?;
-        let previous = match opts.drop_previous {
-            true => {
-                database::drop_database(&live.with_database(&aside)).await?;
-                None
-            }
-            false => {
-                super::inplace::note_replaced(core, &opts.workspace, Some(&aside), None).await;
-                Some(aside)
-            }
-        };
+        let previous = super::inplace::keep_or_drop(core, &opts.workspace, &live, aside, opts.drop_previous).await?;
         Ok(SetLiveReport {
             workspace: opts.workspace.clone(),
             branch: opts.name.clone(),

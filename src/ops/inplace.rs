@@ -165,6 +165,25 @@ pub(super) async fn note_replaced(core: &Core, workspace: &str, aside: Option<&s
     }
 }
 
+/// After a switch: drops the database moved aside (`drop_previous`), or records it for
+/// prune and returns its name (what `restore undo` swaps back).
+///
+/// Errors: `Database` when it cannot be dropped.
+pub(super) async fn keep_or_drop(
+    core: &Core,
+    workspace: &str,
+    live: &crate::pg::ConnSpec,
+    aside: String,
+    drop_previous: bool,
+) -> Result<Option<String>> {
+    if drop_previous {
+        database::drop_database(&live.with_database(&aside)).await?;
+        return Ok(None);
+    }
+    note_replaced(core, workspace, Some(&aside), None).await;
+    Ok(Some(aside))
+}
+
 /// That `confirm` repeats the workspace's name (what every front end asks before the live
 /// database is replaced).
 ///
@@ -299,19 +318,12 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         }
         e.context(format!("switching to the restored copy {incoming:?} (pre-restore snapshot {safety})"))
     })?;
-    let previous = match opts.drop_previous {
-        true => {
-            database::drop_database(&live.with_database(&aside)).await?;
-            if let Some(m) = &media {
-                std::fs::remove_dir_all(&m.aside)?;
-            }
-            None
-        }
-        false => {
-            note_replaced(core, &workspace, Some(&aside), None).await;
-            Some(aside)
-        }
-    };
+    let previous = keep_or_drop(core, &workspace, &live, aside, opts.drop_previous).await?;
+    if opts.drop_previous
+        && let Some(m) = &media
+    {
+        std::fs::remove_dir_all(&m.aside)?;
+    }
     tracing::info!(workspace, restored = %what, switch_ms = window.as_millis() as u64, "restored in place");
     Ok(InPlaceReport {
         workspace,
