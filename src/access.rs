@@ -15,11 +15,13 @@ use crate::error::{Error, ErrorKind, Result};
 pub enum Role {
     /// Reads workspaces, snapshots, jobs, drills, stacks, the PITR window, status.
     Viewer,
-    /// Viewer, plus manual snapshots, drills, restores into a new database, restore points, pins.
+    /// Viewer, plus manual snapshots, drills, restores into a new database, new branches,
+    /// restore points, pins, exports.
     Operator,
     /// Viewer, plus writing, publishing and reverting function stacks.
     Developer,
-    /// Everything, including prune, unpin, in-place restores, tokens and the audit trail.
+    /// Everything, including prune, unpin, in-place restores, branches made live or deleted,
+    /// tokens and the audit trail.
     Admin,
     /// Reads and verifies the audit trail, nothing else.
     Auditor,
@@ -88,9 +90,9 @@ pub enum Action {
     Snapshot,
     /// Run a restore drill.
     Drill,
-    /// Restore into a new database.
+    /// Restore into a new database (also: create a branch).
     Restore,
-    /// Replace a workspace's live database: an in-place restore, or its undo.
+    /// Replace a workspace's live database: an in-place restore, its undo, a branch made live.
     ReplaceLive,
     /// Mark a restore point.
     MarkRestorePoint,
@@ -108,10 +110,12 @@ pub enum Action {
     ReadAudit,
     /// Export a snapshot as a bundle on the server and ask for download links to it.
     Export,
+    /// Delete a branch: its database is dropped.
+    DeleteBranch,
 }
 
 impl Action {
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::Read,
         Action::Snapshot,
         Action::Drill,
@@ -125,6 +129,7 @@ impl Action {
         Action::ManageTokens,
         Action::ReadAudit,
         Action::Export,
+        Action::DeleteBranch,
     ];
 }
 
@@ -157,7 +162,7 @@ fn describe(action: Action) -> &'static str {
         Action::Snapshot => "take snapshots",
         Action::Drill => "run drills",
         Action::Restore => "restore",
-        Action::ReplaceLive => "replace a workspace's live database",
+        Action::ReplaceLive => "replace a workspace's live database (in-place restore, undo, branch set-live)",
         Action::MarkRestorePoint => "mark restore points",
         Action::Pin => "pin snapshots",
         Action::Unpin => "unpin snapshots",
@@ -166,6 +171,7 @@ fn describe(action: Action) -> &'static str {
         Action::ManageTokens => "manage tokens",
         Action::ReadAudit => "read the audit trail",
         Action::Export => "export snapshots and hand out download links",
+        Action::DeleteBranch => "delete branches",
     }
 }
 

@@ -37,7 +37,7 @@ pub struct BranchCreateOptions {
 }
 
 /// A branch, as `branch list` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BranchInfo {
     /// The branch's own workspace name (`<workspace>--<name>`).
     pub workspace: String,
@@ -109,6 +109,14 @@ fn entry_name(workspace: &str, name: &str) -> Result<String> {
     validate_workspace_name(&entry)
         .map_err(|_| Error::usage(format!("{entry:?} (the branch's workspace name) is longer than 48 characters")))?;
     Ok(entry)
+}
+
+/// That `name` can name a branch of `workspace` (what front ends check before they start
+/// a job).
+///
+/// Errors: `Usage` saying why not.
+pub fn check_name(workspace: &str, name: &str) -> Result<()> {
+    entry_name(workspace, name).map(|_| ())
 }
 
 /// The branch's database: `<database>_branch_<name>`, at most 63 bytes.

@@ -94,8 +94,10 @@ async fn every_cell_of_the_role_matrix_over_http() {
     create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);").await;
     let m = snapshot_shop(&w.core).await.unwrap();
     w.core.config.config.workspaces.insert("blog".into(), WorkspaceConfig::at(w.cluster.url("blog")));
-    // Drills and restores of several roles start at once here: no cap for this test.
+    // Drills and restores of several roles start at once here, and one address asks for
+    // every cell: no caps for this test (the limits have their own).
     w.core.config.config.api.heavy_jobs_per_workspace = 100;
+    w.core.config.config.api.requests_per_second = 0;
     let put = tidemark::ops::stacks::StackPutOptions {
         workspace: Some("shop".into()),
         stack: "api/matrix".into(),
@@ -137,6 +139,22 @@ async fn every_cell_of_the_role_matrix_over_http() {
             Some(r#"{"confirm": "shop"}"#.into()),
             "replace",
         ),
+        (Method::GET, format!("{base}/v1/workspaces/shop/branches"), None, "read"),
+        // A branch is a restore into a new database (the job then fails: no such snapshot).
+        (
+            Method::POST,
+            format!("{base}/v1/workspaces/shop/branches"),
+            Some(format!(r#"{{"name": "m-ROLE", "from": "{missing}"}}"#)),
+            "restore",
+        ),
+        (
+            Method::POST,
+            format!("{base}/v1/workspaces/shop/branches/none/set-live"),
+            Some(r#"{"confirm": "shop"}"#.into()),
+            "replace",
+        ),
+        // Deleting one drops a database: admin only (who then learns there is no such branch).
+        (Method::DELETE, format!("{base}/v1/workspaces/shop/branches/none?confirm=none"), None, "delete-branch"),
         (Method::POST, format!("{base}/v1/workspaces/shop/snapshots/{id}/pin"), None, "pin"),
         (Method::DELETE, format!("{base}/v1/workspaces/shop/snapshots/{id}/pin"), None, "unpin"),
         (Method::POST, format!("{base}/v1/workspaces/shop/prune"), Some(r#"{"dry_run": true}"#.into()), "prune"),
@@ -166,7 +184,7 @@ async fn every_cell_of_the_role_matrix_over_http() {
         "read" => !matches!(role, Role::Auditor),
         "drill" | "restore" | "pin" | "mark" | "export" => matches!(role, Role::Operator | Role::Admin),
         "stacks" => matches!(role, Role::Developer | Role::Admin),
-        "unpin" | "prune" | "tokens" | "replace" => role == Role::Admin,
+        "unpin" | "prune" | "tokens" | "replace" | "delete-branch" => role == Role::Admin,
         "audit" => matches!(role, Role::Admin | Role::Auditor),
         _ => unreachable!(),
     };
@@ -176,7 +194,9 @@ async fn every_cell_of_the_role_matrix_over_http() {
             let body = body.as_ref().map(|b| b.replace("ROLE", role.as_str()));
             let response = call(&c, method.clone(), url, Some(&secret), body.as_deref()).await;
             let status = response.status();
-            if allowed(role, need) {
+            if allowed(role, need) && *need == "delete-branch" {
+                assert_eq!(status, StatusCode::NOT_FOUND, "{role} {method} {url}");
+            } else if allowed(role, need) {
                 assert!(status.is_success(), "{role} {method} {url}: {status} {}", response.text().await.unwrap());
             } else {
                 assert_eq!(status, StatusCode::FORBIDDEN, "{role} {method} {url}");
@@ -188,7 +208,7 @@ async fn every_cell_of_the_role_matrix_over_http() {
     // Replacing the live database needs the workspace's name repeated, even for an admin.
     let admin_secret = token(&w, "matrix-admin-confirm", Role::Admin, &[], &[]).await;
     for body in [r#"{"confirm": "shpo"}"#, r#"{"confirm": ""}"#] {
-        for path in ["restores/in-place", "restores/undo"] {
+        for path in ["restores/in-place", "restores/undo", "branches/none/set-live"] {
             let url = format!("{base}/v1/workspaces/shop/{path}");
             let response = call(&c, Method::POST, &url, Some(&admin_secret), Some(body)).await;
             assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path} {body}");
@@ -347,6 +367,67 @@ async fn refusals_bad_input_and_jobs_over_http() {
     let undone = finished(&c2, &base, &started, &admin).await;
     assert_eq!(undone["status"], "succeeded", "{undone}");
     assert!(there().await, "back as it was before the in-place restore");
+
+    // Branches: made by a job, listed, refused when the name or the source is wrong, made
+    // live by an admin (undo swaps back), deleted with the branch's name repeated.
+    let branches = format!("{base}/v1/workspaces/shop/branches");
+    let snapshot_id = job["snapshot_id"].as_str().unwrap();
+    for bad in [
+        r#"{"name": "Not A Name"}"#.to_string(),
+        format!(r#"{{"name": "x", "from": "{snapshot_id}", "time": "2026-01-01 00:00:00+00"}}"#),
+        r#"{"name": "x", "time": "yesterday-ish"}"#.to_string(),
+        r#"{"name": "x", "jobs": 0}"#.to_string(),
+    ] {
+        let refused = call(&c2, Method::POST, &branches, Some(&admin), Some(&bad)).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let asked = format!(r#"{{"name": "try", "from": "{snapshot_id}"}}"#);
+    let started = call(&c2, Method::POST, &branches, Some(&admin), Some(&asked)).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let made = finished(&c2, &base, &started, &admin).await;
+    assert_eq!(made["status"], "succeeded", "{made}");
+    let listed = json(call(&c2, Method::GET, &branches, Some(&admin), None).await).await;
+    assert_eq!(listed["branches"][0]["name"], "try", "{listed}");
+    assert_eq!(listed["branches"][0]["database"], "shop_branch_try", "{listed}");
+    let branch_db = sqlx::PgPool::connect(&w.cluster.url("shop_branch_try")).await.unwrap();
+    sqlx::query("CREATE TABLE made_on_the_branch (x int)").execute(&branch_db).await.unwrap();
+    branch_db.close().await;
+    let set_live = format!("{branches}/try/set-live");
+    let wrong = call(&c2, Method::POST, &set_live, Some(&admin), Some(r#"{"confirm": "try"}"#)).await;
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    let started = call(&c2, Method::POST, &set_live, Some(&admin), Some(r#"{"confirm": "shop"}"#)).await;
+    let switched = finished(&c2, &base, &started, &admin).await;
+    assert_eq!(switched["status"], "succeeded", "{switched}");
+    let live_has = async |table: &str| {
+        let pool = sqlx::PgPool::connect(&w.cluster.url("shop")).await.unwrap();
+        let found: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("public.{table}"))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        found
+    };
+    assert!(live_has("made_on_the_branch").await, "the branch is live");
+    let listed = json(call(&c2, Method::GET, &branches, Some(&admin), None).await).await;
+    assert_eq!(listed["branches"], serde_json::json!([]), "no longer a branch once live");
+    let started = call(&c2, Method::POST, &undo, Some(&admin), Some(r#"{"confirm": "shop"}"#)).await;
+    assert_eq!(finished(&c2, &base, &started, &admin).await["status"], "succeeded");
+    assert!(!live_has("made_on_the_branch").await && live_has("after_snapshot").await, "undone");
+    // Delete: the name repeated, or nothing happens.
+    let asked = format!(r#"{{"name": "gone", "from": "{snapshot_id}"}}"#);
+    let started = call(&c2, Method::POST, &branches, Some(&admin), Some(&asked)).await;
+    assert_eq!(finished(&c2, &base, &started, &admin).await["status"], "succeeded");
+    for confirm in ["", "?confirm=shop", "?confirm=gon"] {
+        let url = format!("{branches}/gone{confirm}");
+        let refused = call(&c2, Method::DELETE, &url, Some(&admin), None).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{confirm}");
+    }
+    assert_eq!(crate::support::databases_like(&w.cluster, "shop_branch_gone").await.len(), 1);
+    let deleted = call(&c2, Method::DELETE, &format!("{branches}/gone?confirm=gone"), Some(&admin), None).await;
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert_eq!(json(deleted).await["database"], "shop_branch_gone");
+    assert!(crate::support::databases_like(&w.cluster, "shop_branch_gone").await.is_empty());
 
     // Every refusal is in the audit trail, with the address and never a secret.
     let trail = call(&c2, Method::GET, &format!("{base}/v1/audit"), Some(&admin), None).await.text().await.unwrap();
@@ -765,6 +846,8 @@ async fn the_served_api_keeps_to_its_openapi_document() {
         "/v1/workspaces/{ws}/restores/in-place",
         "--exclude-path",
         "/v1/workspaces/{ws}/restores/undo",
+        "--exclude-path",
+        "/v1/workspaces/{ws}/branches/{name}/set-live",
         // A download link is its own credential: without a real one every answer is 403
         // (which schemathesis reads as a token that stopped working); tested above.
         "--exclude-path",

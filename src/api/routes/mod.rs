@@ -21,12 +21,14 @@ use crate::error::{Error, ErrorKind};
 use crate::ops::{self, Core, job};
 
 mod admin;
+mod branches;
 mod drills;
 mod exports;
 mod snapshots;
 mod stacks;
 
 pub(super) use admin::*;
+pub(super) use branches::*;
 pub(super) use drills::*;
 pub(super) use exports::*;
 pub(super) use snapshots::*;
@@ -47,6 +49,9 @@ pub(super) fn table() -> Vec<(&'static str, MethodRouter<App>)> {
         ("/v1/workspaces/{ws}/restores", post(restore)),
         ("/v1/workspaces/{ws}/restores/in-place", post(restore_in_place)),
         ("/v1/workspaces/{ws}/restores/undo", post(restore_undo)),
+        ("/v1/workspaces/{ws}/branches", get(branches).post(create_branch)),
+        ("/v1/workspaces/{ws}/branches/{name}", axum::routing::delete(delete_branch)),
+        ("/v1/workspaces/{ws}/branches/{name}/set-live", post(set_live)),
         ("/v1/workspaces/{ws}/exports", post(create_export)),
         ("/v1/workspaces/{ws}/exports/{export}/links", post(create_link)),
         ("/v1/workspaces/{ws}/prune", post(prune)),
