@@ -72,6 +72,10 @@ pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
         let verb = if report.dry_run { "would drop" } else { "dropped" };
         println!("{verb} database {db}, replaced by an in-place restore longer ago than keep-replaced");
     }
+    for id in &report.exports_removed {
+        let verb = if report.dry_run { "would remove" } else { "removed" };
+        println!("{verb} export {id} (made over the API longer ago than [api] keep-exports)");
+    }
     if report.drill_reports_deleted > 0 {
         println!("{verb} {} past the retention", count(report.drill_reports_deleted, "restore drill report"));
     }

@@ -2,14 +2,16 @@
 //! had it, with a way back. First a pre-restore snapshot of the live database, then a
 //! restore into a new database beside it, the drill's content checks on that copy, and only
 //! then the switch: the live database is moved aside as `<name>_before_<id>` and the
-//! restored one takes its name (`restore::database::swap_in`); a local media folder is
-//! restored beside the live one and swapped the same way (renames). Anything that fails
-//! before the switch leaves the live database and media untouched; `undo` swaps back.
+//! restored one takes its name (`restore::database::swap_in`); the media are restored
+//! beside the live ones and swapped just before (`super::media_swap`: renames of a folder,
+//! copies between prefixes of an object store). Anything that fails before the switch
+//! leaves the live database and media untouched; `undo` swaps back.
 
 use serde::{Deserialize, Serialize};
 
 use super::Core;
 use super::job::WaitFor;
+use super::media_swap::MediaSwap;
 use super::restore::{RestoreOptions, RestoreReport};
 use super::snapshot::SnapshotOptions;
 use crate::actor::Actor;
@@ -200,8 +202,8 @@ pub fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
 
 /// Restores a snapshot over a workspace's live database; see the module docs.
 ///
-/// Errors: `Usage` without the confirmation, for media in an object store (only local
-/// media folders are swapped) or a too long name; `AlreadyExists` when a database or folder
+/// Errors: `Usage` without the confirmation, for media at an object store's root (no
+/// prefix beside it) or a too long name; `AlreadyExists` when a database or folder
 /// of an earlier in-place restore of the same snapshot is in the way; those of the
 /// pre-restore snapshot and the restore (the live database is then untouched); `Integrity` when the restored copy does not match the snapshot
 /// (dropped again, live untouched); `Database`/`Unavailable` from the switch (which puts
@@ -248,18 +250,9 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         Source::Time(_) | Source::Bundle(_) => None,
     };
     let has_media = manifest.as_ref().and_then(|m| m.media.as_ref()).is_some_and(|m| !m.files.is_empty());
-    let media = media_folders(core, &workspace, &id, has_media)?;
-    if let Some(m) = &media
-        && (m.incoming.exists() || m.aside.exists())
-    {
-        return Err(Error::new(
-            ErrorKind::AlreadyExists,
-            format!(
-                "{} or {} exists (an earlier in-place restore); remove it first",
-                m.incoming.display(),
-                m.aside.display()
-            ),
-        ));
+    let media = if has_media { media_beside(core, &workspace, &id)? } else { None };
+    if let Some(m) = &media {
+        m.ensure_clear().await?;
     }
     if !database::databases_named(&live, &aside).await?.is_empty() {
         return Err(Error::new(
@@ -295,34 +288,40 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         }
         (Source::Snapshot(_), None) => unreachable!("a snapshot's manifest is read above"),
     };
-    let (verified_tables, restored, point_in_time, import) = beside_live.map_err(|e| {
-        if let Some(m) = &media {
-            let _ = std::fs::remove_dir_all(&m.incoming);
+    let (verified_tables, restored, point_in_time, import) = match beside_live {
+        Ok(done) => done,
+        Err(e) => {
+            if let Some(m) = &media {
+                m.discard_incoming().await;
+            }
+            return Err(e.context(untouched.clone()));
         }
-        e.context(untouched.clone())
-    })?;
-    // 4. The switch: the media folders (two renames), then the database.
-    if let Some(m) = &media {
-        let swapped = std::fs::create_dir_all(&m.live)
-            .map_err(Error::from)
-            .and_then(|()| swap_folders(&m.live, &m.incoming, &m.aside));
-        if let Err(e) = swapped {
-            let _ = database::drop_database(&target).await;
-            let _ = std::fs::remove_dir_all(&m.incoming);
-            return Err(e.context(format!("swapping the media folders; the live database {db:?} was not touched")));
-        }
+    };
+    // 4. The switch: the media (two renames of a folder, copies in an object store), then
+    // the database.
+    if let Some(m) = &media
+        && let Err(e) = m.switch().await
+    {
+        let _ = database::drop_database(&target).await;
+        m.discard_incoming().await;
+        return Err(e.context(format!("swapping the media; the live database {db:?} was not touched")));
     }
-    let window = database::swap_in(&live, &db, &incoming, &aside).await.map_err(|e| {
-        if let Some(m) = &media {
-            let _ = swap_folders(&m.live, &m.aside, &m.incoming);
+    let window = match database::swap_in(&live, &db, &incoming, &aside).await {
+        Ok(window) => window,
+        Err(e) => {
+            if let Some(m) = &media {
+                m.put_back().await;
+            }
+            return Err(
+                e.context(format!("switching to the restored copy {incoming:?} (pre-restore snapshot {safety})"))
+            );
         }
-        e.context(format!("switching to the restored copy {incoming:?} (pre-restore snapshot {safety})"))
-    })?;
+    };
     let previous = keep_or_drop(core, &workspace, &live, aside, opts.drop_previous).await?;
     if opts.drop_previous
         && let Some(m) = &media
     {
-        std::fs::remove_dir_all(&m.aside)?;
+        m.drop_aside().await?;
     }
     tracing::info!(workspace, restored = %what, switch_ms = window.as_millis() as u64, "restored in place");
     Ok(InPlaceReport {
@@ -355,7 +354,7 @@ async fn from_snapshot(
     actor: &Actor,
     manifest: &crate::repo::manifest::Manifest,
     target: &crate::pg::ConnSpec,
-    media: Option<&MediaFolders>,
+    media: Option<&MediaSwap>,
 ) -> Result<(usize, RestoreReport)> {
     let restore_opts = RestoreOptions {
         snapshot: manifest.id.clone(),
@@ -363,7 +362,7 @@ async fn from_snapshot(
         target: target.display(),
         jobs: opts.jobs,
         no_media: media.is_none(),
-        media_target: media.map(|m| m.incoming.display().to_string()),
+        media_target: media.map(MediaSwap::incoming_target),
         target_conn: Some(target.clone()),
         ..Default::default()
     };
@@ -435,16 +434,28 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         })?;
         let id = newest.strip_prefix(&prefix).unwrap_or_default().to_string();
         let undone = format!("{db}{UNDONE}{id}");
-        // The media folders go back with it, when the in-place restore swapped them.
-        let media = media_folders(core, &opts.workspace, &id, true).ok().flatten().filter(|m| m.aside.exists());
-        if let Some(m) = &media {
-            swap_folders(&m.live, &m.aside, &m.undone)?;
+        // The media go back with it, when the in-place restore swapped them.
+        let mut media = media_beside(core, &opts.workspace, &id).ok().flatten();
+        if let Some(m) = &media
+            && !m.swapped().await
+        {
+            media = None;
         }
-        let window = database::swap_in(&live, &db, &newest, &undone).await.inspect_err(|_| {
-            if let Some(m) = &media {
-                let _ = swap_folders(&m.live, &m.undone, &m.aside);
+        if let Some(m) = &media {
+            m.switch_back().await?;
+        }
+        let window = match database::swap_in(&live, &db, &newest, &undone).await {
+            Ok(window) => window,
+            Err(e) => {
+                if let Some(m) = &media {
+                    m.put_forward().await;
+                }
+                return Err(e);
             }
-        })?;
+        };
+        if let Some(m) = &media {
+            m.finish_undo().await;
+        }
         note_replaced(core, &opts.workspace, Some(&undone), Some(&newest)).await;
         Ok(UndoReport {
             workspace: opts.workspace.clone(),
@@ -459,56 +470,11 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
     done
 }
 
-/// The media folders of an in-place restore: the live one, where the restored files go
-/// first, and where the live one is moved aside (and, for an undo, the restored one).
-struct MediaFolders {
-    live: std::path::PathBuf,
-    incoming: std::path::PathBuf,
-    aside: std::path::PathBuf,
-    undone: std::path::PathBuf,
-}
-
-/// The folders beside a workspace's local media folder (`None` when the snapshot has no
-/// media, or `has_media` is false).
+/// The places beside the workspace's media store for an in-place restore tagged `id`
+/// (`None` without a media store).
 ///
-/// Errors: `Usage` for media in an object store (not swapped in place yet).
-fn media_folders(core: &Core, workspace: &str, id: &str, has_media: bool) -> Result<Option<MediaFolders>> {
-    if !has_media {
-        return Ok(None);
-    }
+/// Errors: those of [`MediaSwap::beside`].
+fn media_beside(core: &Core, workspace: &str, id: &str) -> Result<Option<MediaSwap>> {
     let ws = core.workspace(workspace)?;
-    let Some(url) = &ws.config.media else { return Ok(None) };
-    let live = match url::Url::parse(url) {
-        Ok(u) if u.scheme() == "file" => u.to_file_path().ok(),
-        Ok(_) => None,
-        Err(_) => Some(std::path::PathBuf::from(url)),
-    };
-    let Some(live) = live else {
-        return Err(Error::usage(format!(
-            "snapshot {id} has media files in an object store ({url}); an in-place restore swaps local media \
-             folders only so far. Restore the media beside with `tidemark restore {id} --target URL \
-             --media-target s3://...`"
-        )));
-    };
-    let live = std::path::PathBuf::from(live.to_string_lossy().trim_end_matches('/'));
-    let tag = id.to_ascii_lowercase().replace('-', "_");
-    let with = |suffix: &str| std::path::PathBuf::from(format!("{}{suffix}{tag}", live.display()));
-    Ok(Some(MediaFolders { incoming: with(".restoring-"), aside: with(".before-"), undone: with(".undone-"), live }))
-}
-
-/// `live` moves to `aside` and `incoming` takes its place (renames in one filesystem); the
-/// first is put back when the second fails.
-///
-/// Errors: `Internal` naming the folder that could not be renamed.
-fn swap_folders(live: &std::path::Path, incoming: &std::path::Path, aside: &std::path::Path) -> Result<()> {
-    let rename = |from: &std::path::Path, to: &std::path::Path| {
-        std::fs::rename(from, to)
-            .map_err(|e| Error::internal(format!("cannot rename {} to {}: {e}", from.display(), to.display())))
-    };
-    rename(live, aside)?;
-    if let Err(e) = rename(incoming, live) {
-        let _ = std::fs::rename(aside, live);
-        return Err(e);
-    }
-    Ok(())
+    MediaSwap::beside(ws.config.media.as_deref(), &core.config.config.repository, id)
 }

@@ -77,6 +77,127 @@ impl Bucket {
     }
 }
 
+/// A whole bucket, for moving a media store's objects between prefixes side by side
+/// (`media`, `media.before-...`): an object store has no rename, so a move is server-side
+/// copies, then deletes. A copy is one request per object (S3 copies up to 5 GB at once).
+#[derive(Clone)]
+pub struct BucketRoot {
+    store: Arc<dyn ObjectStore>,
+}
+
+/// What [`BucketRoot::mirror`] did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mirrored {
+    pub copied: usize,
+    pub deleted: usize,
+}
+
+/// Objects copied or deleted at once.
+const IN_FLIGHT: usize = 8;
+
+impl BucketRoot {
+    /// The bucket of `url` (`s3://bucket/prefix`), and the prefix (without slashes, empty
+    /// at the bucket's root).
+    ///
+    /// Errors: `Config` for a URL that cannot be opened.
+    pub fn open(url: &str, repository: &RepositoryConfig) -> Result<(BucketRoot, String)> {
+        let mut parsed =
+            url::Url::parse(url).map_err(|e| Error::config(format!("media store {url:?} is not a URL: {e}")))?;
+        let prefix = parsed.path().trim_matches('/').to_string();
+        parsed.set_path("");
+        let cfg = RepositoryConfig { url: parsed.to_string(), ..repository.clone() };
+        Ok((BucketRoot { store: super::store::open(&cfg, false)?.store }, prefix))
+    }
+
+    /// How many objects are under `prefix`.
+    ///
+    /// Errors: `Unavailable` for the store.
+    pub async fn count(&self, prefix: &str) -> Result<usize> {
+        Ok(self.store.list(Some(&Key::from(prefix))).try_collect::<Vec<_>>().await?.len())
+    }
+
+    /// Makes the objects under `to` exactly those under `from`: every object of `from` is
+    /// copied (server-side, overwriting), then every object of `to` that `from` does not have
+    /// is deleted. `from` is left as it was.
+    ///
+    /// Errors: `Unavailable` for the store (`to` may then hold some of each).
+    pub async fn mirror(&self, from: &str, to: &str) -> Result<Mirrored> {
+        let (from, to) = (Key::from(from), Key::from(to));
+        let objects: Vec<_> = self.store.list(Some(&from)).try_collect().await?;
+        let mut wanted = std::collections::HashSet::new();
+        let mut copies = Vec::with_capacity(objects.len());
+        for object in objects {
+            let Some(rest) = object.location.prefix_match(&from) else { continue };
+            let dest: Key = to.parts().chain(rest).collect();
+            wanted.insert(dest.clone());
+            copies.push((object.location, dest));
+        }
+        let copied = copies.len();
+        futures::stream::iter(copies)
+            .map(|(src, dest)| async move { self.store.copy(&src, &dest).await })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?;
+        let extra: Vec<Key> = self
+            .store
+            .list(Some(&to))
+            .map_ok(|m| m.location)
+            .try_filter(|k| futures::future::ready(!wanted.contains(k)))
+            .try_collect()
+            .await?;
+        let deleted = extra.len();
+        futures::stream::iter(extra)
+            .map(|k| async move { self.store.delete(&k).await })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(Mirrored { copied, deleted })
+    }
+
+    /// Deletes every object under `prefix`; returns how many.
+    ///
+    /// Errors: `Unavailable` for the store.
+    pub async fn remove_all(&self, prefix: &str) -> Result<usize> {
+        let keys: Vec<Key> = self.store.list(Some(&Key::from(prefix))).map_ok(|m| m.location).try_collect().await?;
+        let removed = keys.len();
+        futures::stream::iter(keys)
+            .map(|k| async move { self.store.delete(&k).await })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect::<Vec<_>>()
+            .await?;
+        Ok(removed)
+    }
+
+    /// Whether the object `key` exists.
+    ///
+    /// Errors: `Unavailable` for the store.
+    pub async fn has(&self, key: &str) -> Result<bool> {
+        match self.store.head(&Key::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes a small object (a marker).
+    ///
+    /// Errors: `Unavailable` for the store.
+    pub async fn put(&self, key: &str, bytes: &'static [u8]) -> Result<()> {
+        self.store.put(&Key::from(key), Bytes::from_static(bytes).into()).await?;
+        Ok(())
+    }
+
+    /// Deletes the object `key` (gone already is fine).
+    ///
+    /// Errors: `Unavailable` for the store.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        match self.store.delete(&Key::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// An object being written to a [`Bucket`].
 pub struct BucketUpload {
     upload: WriteMultipart,

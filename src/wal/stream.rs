@@ -119,11 +119,20 @@ async fn ship_partial(
         .max_by_key(std::fs::DirEntry::file_name);
     let Some(entry) = partial else { return Ok(()) };
     let name = entry.file_name().to_string_lossy().to_string();
-    let modified = entry.metadata()?.modified()?;
+    // pg_receivewal renames the file once its segment is complete, at any moment: then
+    // there is nothing unfinished to ship (the completed segment is shipped as such).
+    let modified = match entry.metadata().and_then(|m| m.modified()) {
+        Ok(modified) => modified,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
     if last.as_ref().is_some_and(|(n, m)| *n == name && *m == modified) {
         return Ok(());
     }
-    let pushed = archive::push_partial(repo, recipients, &settings.workspace, &entry.path()).await?;
+    let pushed = match archive::push_partial(repo, recipients, &settings.workspace, &entry.path()).await {
+        Err(_) if !entry.path().exists() => return Ok(()),
+        pushed => pushed?,
+    };
     if pushed.stored {
         tracing::debug!(workspace = %settings.workspace, file = %pushed.name, "unfinished WAL segment shipped");
     }

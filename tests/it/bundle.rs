@@ -265,3 +265,41 @@ async fn a_bundle_replaces_the_live_database_with_an_undo() {
         restore_in_place(&w.core, &InPlaceOptions { confirm: "x".into(), ..replace }, &actor()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Usage);
 }
+
+/// Exports made over the API are kept on the server until `prune` finds them older than
+/// `[api] keep-exports`: then removed and named (a dry run only names them); younger ones,
+/// other workspaces' and files that are not exports stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_server_exports_older_than_keep_exports() {
+    use tidemark::ops::prune::{PruneOptions, prune};
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY)").await;
+    let (old, young) = ("a".repeat(32), "b".repeat(32));
+    let file = |ws: &str, id: &str| tidemark::ops::link::export_file(&w.core, ws, id).unwrap();
+    let day_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(24 * 3600);
+    let mut made = Vec::new();
+    for (ws, id, name) in [
+        ("shop", old.as_str(), format!("{old}.tidemark")),
+        ("shop", old.as_str(), format!("{}.tidemark.partial", "c".repeat(32))),
+        ("shop", young.as_str(), format!("{young}.tidemark")),
+        ("shop", old.as_str(), "notes.txt".to_string()),
+        ("blog", old.as_str(), format!("{old}.tidemark")),
+    ] {
+        let path = file(ws, id).with_file_name(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"bundle").unwrap();
+        if !path.to_string_lossy().contains(&young) {
+            std::fs::File::options().write(true).open(&path).unwrap().set_modified(day_ago).unwrap();
+        }
+        made.push(path);
+    }
+    w.core.config.config.api.keep_exports = Some(std::time::Duration::from_secs(3600));
+    let opts = |dry_run| PruneOptions { workspace: "shop".into(), dry_run, ..Default::default() };
+    let dry = prune(&w.core, &opts(true), &actor()).await.unwrap();
+    assert_eq!(dry.exports_removed, [old.clone(), "c".repeat(32)]);
+    assert!(made.iter().all(|p| p.exists()), "a dry run removes nothing");
+    let done = prune(&w.core, &opts(false), &actor()).await.unwrap();
+    assert_eq!(done.exports_removed, dry.exports_removed);
+    let left: Vec<bool> = made.iter().map(|p| p.exists()).collect();
+    assert_eq!(left, [false, false, true, true, true], "younger, not an export, another workspace's: kept");
+}

@@ -2,6 +2,8 @@
 //! pre-restore snapshot, a restore beside it and the content checks; a failure before the
 //! switch leaves it as it was; `undo` swaps back.
 
+use std::collections::BTreeMap;
+
 use tidemark::ErrorKind;
 use tidemark::ops::inplace::{InPlaceOptions, UndoOptions, restore_in_place, undo};
 use tidemark::pg::ConnSpec;
@@ -174,6 +176,104 @@ async fn media_folders_are_swapped_with_the_database_and_back() {
     assert_eq!(std::fs::read(media.join("notes.txt")).unwrap(), b"changed later");
     assert!(media.join("new.txt").exists() && !media.join("img/cat.png").exists());
     assert!(w.dir.path().join(format!("media.undone-{tag}")).join("img/cat.png").exists());
+}
+
+/// Every object under an S3 prefix, as (name, bytes).
+async fn objects(url: &str, repo: &tidemark::config::RepositoryConfig) -> BTreeMap<String, Vec<u8>> {
+    use object_store::ObjectStoreExt;
+    let cfg = tidemark::config::RepositoryConfig { url: url.into(), ..repo.clone() };
+    let store = tidemark::repo::store::open(&cfg, false).unwrap().store;
+    let mut out = BTreeMap::new();
+    for o in futures::TryStreamExt::try_collect::<Vec<_>>(store.list(None)).await.unwrap() {
+        let bytes = store.get(&o.location).await.unwrap().bytes().await.unwrap().to_vec();
+        out.insert(o.location.to_string(), bytes);
+    }
+    out
+}
+
+/// Media in an object store have no rename: the restored files go to a prefix beside the
+/// live one, the live objects are copied aside, the live prefix is made equal to the
+/// restored one, and undo copies them back. A failure before the switch (a damaged media
+/// object) leaves the live objects as they were and nothing beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_in_an_object_store_are_swapped_by_copies_and_back() {
+    use object_store::ObjectStoreExt;
+    let s3 = crate::support::S3Server::start().await;
+    s3.create_bucket("backups").await;
+    s3.create_bucket("media").await;
+    let cluster = tokio::task::spawn_blocking(crate::support::start_cluster).await.unwrap();
+    let mut w =
+        crate::support::world_with_repo(cluster, tempfile::tempdir().unwrap(), s3.repo_config("backups", "repo")).await;
+    let live_url = "s3://media/shop/uploads";
+    let cfg = tidemark::config::RepositoryConfig { url: live_url.into(), ..w.repo_config.clone() };
+    let live_store = tidemark::repo::store::open(&cfg, false).unwrap().store;
+    let big: Vec<u8> = (0..1_500_000u32).map(|i| (i.wrapping_mul(2246822519) >> 9) as u8).collect();
+    for (path, bytes) in
+        [("a/1.bin", big.clone()), ("notes.txt", b"at the snapshot".to_vec()), ("with space/\u{e9}.txt", b"e".to_vec())]
+    {
+        live_store.put(&path.into(), bytes.into()).await.unwrap();
+    }
+    w.core.config.config.workspaces.get_mut("shop").unwrap().media = Some(live_url.into());
+    let live = create_database(&w.cluster, "shop", SHOP).await;
+    let snapshot = snapshot_shop(&w.core).await.unwrap();
+    let at_snapshot = objects(live_url, &w.repo_config).await;
+    assert_eq!(at_snapshot.len(), 3);
+    // After the snapshot: a file deleted, one changed, one added; a row changed.
+    live_store.delete(&"a/1.bin".into()).await.unwrap();
+    live_store.put(&"notes.txt".into(), b"changed later".to_vec().into()).await.unwrap();
+    live_store.put(&"new.txt".into(), b"added later".to_vec().into()).await.unwrap();
+    let mut conn = live.connect().await.unwrap();
+    sqlx::raw_sql("UPDATE orders SET total = 0 WHERE id < 10").execute(&mut conn).await.unwrap();
+    ConnSpec::close(conn).await;
+    let (media_now, data_now) = (objects(live_url, &w.repo_config).await, content_fingerprint(&live).await);
+    let tag = snapshot.id.to_ascii_lowercase().replace('-', "_");
+    let beside = |what: &str| format!("s3://media/shop/uploads.{what}-{tag}");
+
+    // A damaged media object in the repository: the restore beside fails; nothing changed.
+    let repo_store = tidemark::repo::store::open(&s3.repo_config("backups", "repo"), false).unwrap().store;
+    let notes = snapshot.media.as_ref().unwrap().files.iter().find(|f| f.path == "notes.txt").unwrap();
+    let key = tidemark::repo::layout::media_object("shop", &notes.sha256).unwrap();
+    let original = repo_store.get(&key).await.unwrap().bytes().await.unwrap();
+    let mut damaged = original.to_vec();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x01;
+    repo_store.put(&key, damaged.into()).await.unwrap();
+    let err = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap_err();
+    assert!(err.report().contains("was not touched"), "{}", err.report());
+    assert_eq!(objects(live_url, &w.repo_config).await, media_now, "the live media are as they were");
+    assert!(objects(&beside("restoring"), &w.repo_config).await.is_empty(), "the restored files are removed");
+    assert!(objects(&beside("before"), &w.repo_config).await.is_empty());
+    assert_eq!(content_fingerprint(&live).await, data_now);
+    assert_eq!(databases(&w).await, ["shop".to_string()]);
+    repo_store.put(&key, original.into()).await.unwrap();
+
+    // The in-place restore: the live prefix holds what the snapshot had, the objects it
+    // replaced are beside it, nothing is left of the restored prefix.
+    let report = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap();
+    assert_eq!(report.restore.as_ref().unwrap().media_files, 3);
+    assert_eq!(objects(live_url, &w.repo_config).await, at_snapshot, "the live media are the snapshot's");
+    assert_eq!(objects(&beside("before"), &w.repo_config).await, media_now, "what they replaced is beside them");
+    assert!(objects(&beside("restoring"), &w.repo_config).await.is_empty());
+    assert_ne!(content_fingerprint(&live).await, data_now);
+
+    // Undo: media and database back as they were.
+    undo(&w.core, &undo_shop(), &actor()).await.unwrap();
+    assert_eq!(objects(live_url, &w.repo_config).await, media_now, "the media are back");
+    assert_eq!(content_fingerprint(&live).await, data_now);
+    assert!(objects(&beside("before"), &w.repo_config).await.is_empty(), "the aside copy is live again");
+    assert_eq!(objects(&beside("undone"), &w.repo_config).await, at_snapshot, "the undone media are kept beside");
+    let marker = format!("shop/uploads.before-{tag}.swapped");
+    let media_root = tidemark::config::RepositoryConfig { url: "s3://media".into(), ..w.repo_config.clone() };
+    let root = tidemark::repo::store::open(&media_root, false).unwrap().store;
+    assert!(root.head(&marker.as_str().into()).await.is_err(), "the marker is gone with the aside copy");
+
+    // Media at a bucket's root have no prefix beside them: refused before anything.
+    let snapshots = list(&w.core, "shop").await.unwrap().len();
+    w.core.config.config.workspaces.get_mut("shop").unwrap().media = Some("s3://media".into());
+    let err = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Usage, "{}", err.report());
+    assert!(err.message().contains("whole bucket"), "{}", err.report());
+    assert_eq!(list(&w.core, "shop").await.unwrap().len(), snapshots, "no pre-restore snapshot either");
 }
 
 /// `--time`: recovered in a throwaway cluster, copied beside, compared, switched; and undo

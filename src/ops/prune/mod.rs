@@ -16,7 +16,7 @@ mod physical;
 use super::Core;
 use super::job::WaitFor;
 use crate::actor::Actor;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::repo::manifest::SnapshotKind;
 use crate::repo::{Key, StoredObject, layout};
 use crate::schedule::policy::{self, Policy};
@@ -76,6 +76,9 @@ pub struct PruneReport {
     /// `<db>_undone_*`) older than the workspace's keep-replaced: dropped (with --dry-run,
     /// that would be).
     pub replaced_databases_dropped: Vec<String>,
+    /// Exports made over the API (`exports/<workspace>/<id>.tidemark`) older than
+    /// `[api] keep-exports`: removed (with --dry-run, that would be); their ids.
+    pub exports_removed: Vec<String>,
     /// Objects retention or garbage collection would delete but object lock still holds
     /// (kept until their date; a later prune deletes them).
     pub locked_objects: u64,
@@ -190,6 +193,7 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
         pitr: PitrPruneReport::default(),
         drill_reports_deleted: 0,
         replaced_databases_dropped: Vec::new(),
+        exports_removed: Vec::new(),
         locked_objects: 0,
         damaged: Vec::new(),
     };
@@ -329,6 +333,7 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
 
     progress.set_message("replaced databases");
     report.replaced_databases_dropped = prune_replaced(core, opts, now).await?;
+    report.exports_removed = prune_exports(core, opts, now)?;
 
     // Pins of snapshots that no longer exist.
     for id in pins.iter().filter(|id| !manifests.contains_key(*id)) {
@@ -366,6 +371,46 @@ async fn prune_replaced(core: &Core, opts: &PruneOptions, now: DateTime<Utc>) ->
         dropped.push(database);
     }
     Ok(dropped)
+}
+
+/// How long an export made over the API is kept by default.
+pub const KEEP_EXPORTS_DEFAULT: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
+
+/// Removes the workspace's exports made over the API whose file is older than
+/// `[api] keep-exports` (a link to one then answers 404); returns their ids.
+///
+/// Errors: `Internal` for a folder that cannot be read or a file that cannot be removed.
+fn prune_exports(core: &Core, opts: &PruneOptions, now: DateTime<Utc>) -> Result<Vec<String>> {
+    let keep = core.config.config.api.keep_exports.unwrap_or(KEEP_EXPORTS_DEFAULT);
+    let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+    // Any id: only the folder is wanted.
+    let probe = super::link::export_file(core, &opts.workspace, &"0".repeat(32))?;
+    let Some(dir) = probe.parent() else { return Ok(Vec::new()) };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::from(e).context(format!("reading {}", dir.display()))),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        // Finished exports and the partial files of ones that were stopped.
+        let Some(id) = name.strip_suffix(".tidemark").or_else(|| name.strip_suffix(".tidemark.partial")) else {
+            continue;
+        };
+        let modified: DateTime<Utc> = entry.metadata()?.modified()?.into();
+        if now.signed_duration_since(modified) < keep {
+            continue;
+        }
+        if !opts.dry_run {
+            std::fs::remove_file(entry.path())?;
+            tracing::info!(workspace = %opts.workspace, export = id, "removed an export (keep-exports)");
+        }
+        removed.push(id.to_string());
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Deletes an object unless object lock holds it (then counts it in `locked` and returns

@@ -1,0 +1,257 @@
+//! The media half of an in-place restore's switch (and of its undo). A local media folder
+//! is swapped with two renames, like the database. An object store has no rename, so a
+//! media prefix (`s3://bucket/media`) is swapped by server-side copies between prefixes
+//! beside it, in an order that keeps a whole copy of each side at every step:
+//!
+//! 1. before the switch, the snapshot's files are restored into `media.restoring-<id>/`;
+//! 2. the live objects are copied to `media.before-<id>/`, and only once all are there is
+//!    the marker `media.before-<id>.swapped` written (undo looks for it);
+//! 3. the live prefix is made equal to the restored one (copies, then deletes of objects the
+//!    snapshot does not have), and the restored prefix is removed.
+//!
+//! A failure in 2 leaves the live objects untouched; a failure in 3 (or in the database
+//! switch after it) copies the `before` objects back. The window in which the live prefix
+//! is mixed grows with the number of objects (one copy request each), unlike the renames
+//! of a folder.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::repo::bucket::BucketRoot;
+
+/// Where a workspace's media are during an in-place restore of `id`.
+pub(super) enum MediaSwap {
+    Folders { live: PathBuf, incoming: PathBuf, aside: PathBuf, undone: PathBuf },
+    Store { root: BucketRoot, url: url::Url, live: String, incoming: String, aside: String, undone: String },
+}
+
+impl MediaSwap {
+    /// The places beside the workspace's media store for an in-place restore tagged `id`
+    /// (`None` when the workspace has no media store).
+    ///
+    /// Errors: `Usage` for media at an object store's root (there is no prefix beside it);
+    /// `Config` for a URL that cannot be opened.
+    pub(super) fn beside(
+        url: Option<&str>,
+        repository: &crate::config::RepositoryConfig,
+        id: &str,
+    ) -> Result<Option<MediaSwap>> {
+        let Some(url) = url else { return Ok(None) };
+        let tag = id.to_ascii_lowercase().replace('-', "_");
+        let folder = match url::Url::parse(url) {
+            Ok(u) if u.scheme() == "file" => u.to_file_path().ok(),
+            Ok(_) => None,
+            Err(_) => Some(PathBuf::from(url)),
+        };
+        if let Some(live) = folder {
+            let live = PathBuf::from(live.to_string_lossy().trim_end_matches('/'));
+            let with = |suffix: &str| PathBuf::from(format!("{}{suffix}{tag}", live.display()));
+            return Ok(Some(MediaSwap::Folders {
+                incoming: with(".restoring-"),
+                aside: with(".before-"),
+                undone: with(".undone-"),
+                live,
+            }));
+        }
+        let (root, live) = BucketRoot::open(url, repository)?;
+        if live.is_empty() {
+            return Err(Error::usage(format!(
+                "the media store {url} is a whole bucket; an in-place restore needs a prefix beside it to \
+                 restore into (use s3://bucket/media), or restore the media elsewhere with `tidemark restore ID \
+                 --target URL --media-target s3://...`"
+            )));
+        }
+        let with = |suffix: &str| format!("{live}{suffix}{tag}");
+        let url = url::Url::parse(url).map_err(|e| Error::config(format!("media store {url:?}: {e}")))?;
+        Ok(Some(MediaSwap::Store {
+            incoming: with(".restoring-"),
+            aside: with(".before-"),
+            undone: with(".undone-"),
+            root,
+            url,
+            live,
+        }))
+    }
+
+    /// Where the restore writes the snapshot's media: a folder or a URL.
+    pub(super) fn incoming_target(&self) -> String {
+        match self {
+            MediaSwap::Folders { incoming, .. } => incoming.display().to_string(),
+            MediaSwap::Store { url, incoming, .. } => {
+                let mut url = url.clone();
+                url.set_path(&format!("/{incoming}"));
+                url.to_string()
+            }
+        }
+    }
+
+    /// Refuses to start when an earlier in-place restore of the same id left something.
+    ///
+    /// Errors: `AlreadyExists` naming it; `Unavailable` for the store.
+    pub(super) async fn ensure_clear(&self) -> Result<()> {
+        let left = match self {
+            MediaSwap::Folders { incoming, aside, .. } => {
+                [incoming, aside].into_iter().find(|p| p.exists()).map(|p| p.display().to_string())
+            }
+            MediaSwap::Store { root, incoming, aside, .. } => {
+                let mut left = None;
+                for prefix in [incoming, aside] {
+                    if root.count(prefix).await? > 0 || root.has(&marker(prefix)).await? {
+                        left = Some(format!("{prefix}/ in the media bucket"));
+                        break;
+                    }
+                }
+                left
+            }
+        };
+        match left {
+            Some(what) => Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{what} exists (an earlier in-place restore); remove it first"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes what the restore wrote (after a failure before the switch).
+    pub(super) async fn discard_incoming(&self) {
+        match self {
+            MediaSwap::Folders { incoming, .. } => {
+                let _ = std::fs::remove_dir_all(incoming);
+            }
+            MediaSwap::Store { root, incoming, .. } => {
+                let _ = root.remove_all(incoming).await;
+            }
+        }
+    }
+
+    /// The switch: the live media move aside and the restored ones take their place. On
+    /// failure the live media are as they were (put back from the aside copy for a store).
+    ///
+    /// Errors: `Internal` for a rename; `Unavailable` for the store.
+    pub(super) async fn switch(&self) -> Result<()> {
+        match self {
+            MediaSwap::Folders { live, incoming, aside, .. } => {
+                std::fs::create_dir_all(live)?;
+                swap_folders(live, incoming, aside)
+            }
+            MediaSwap::Store { root, live, incoming, aside, .. } => {
+                if let Err(e) = root.mirror(live, aside).await {
+                    let _ = root.remove_all(aside).await;
+                    return Err(e.context("copying the live media aside; they were not touched"));
+                }
+                root.put(&marker(aside), b"tidemark: the media before an in-place restore\n").await?;
+                if let Err(e) = root.mirror(incoming, live).await {
+                    return Err(match root.mirror(aside, live).await {
+                        Ok(_) => e.context("making the restored media live; the live media were put back"),
+                        Err(back) => e.context(format!(
+                            "making the restored media live, and putting the live media back ({}); they are \
+                             whole under {aside}/",
+                            back.message()
+                        )),
+                    });
+                }
+                root.remove_all(incoming).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Undoes [`MediaSwap::switch`] (the database switch after it failed).
+    pub(super) async fn put_back(&self) {
+        match self {
+            MediaSwap::Folders { live, incoming, aside, .. } => {
+                let _ = swap_folders(live, aside, incoming);
+            }
+            MediaSwap::Store { root, live, aside, .. } => {
+                if root.mirror(aside, live).await.is_ok() {
+                    let _ = root.remove_all(aside).await;
+                    let _ = root.delete(&marker(aside)).await;
+                }
+            }
+        }
+    }
+
+    /// Drops the media moved aside (`--drop-previous`).
+    ///
+    /// Errors: those of the file system or the store.
+    pub(super) async fn drop_aside(&self) -> Result<()> {
+        match self {
+            MediaSwap::Folders { aside, .. } => Ok(std::fs::remove_dir_all(aside)?),
+            MediaSwap::Store { root, aside, .. } => {
+                root.remove_all(aside).await?;
+                root.delete(&marker(aside)).await
+            }
+        }
+    }
+
+    /// Whether an in-place restore swapped these media (their aside copy is whole).
+    pub(super) async fn swapped(&self) -> bool {
+        match self {
+            MediaSwap::Folders { aside, .. } => aside.exists(),
+            MediaSwap::Store { root, aside, .. } => root.has(&marker(aside)).await.unwrap_or(false),
+        }
+    }
+
+    /// The undo's switch: the live media move to `undone`, the aside ones take their place.
+    ///
+    /// Errors: `Internal` for a rename; `Unavailable` for the store (the live media are then
+    /// put back).
+    pub(super) async fn switch_back(&self) -> Result<()> {
+        match self {
+            MediaSwap::Folders { live, aside, undone, .. } => swap_folders(live, aside, undone),
+            MediaSwap::Store { root, live, aside, undone, .. } => {
+                root.mirror(live, undone).await.map_err(|e| e.context("copying the live media aside"))?;
+                if let Err(e) = root.mirror(aside, live).await {
+                    let _ = root.mirror(undone, live).await;
+                    return Err(e.context("putting the media from before the restore back"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Undoes [`MediaSwap::switch_back`] (the database switch after it failed).
+    pub(super) async fn put_forward(&self) {
+        match self {
+            MediaSwap::Folders { live, aside, undone, .. } => {
+                let _ = swap_folders(live, undone, aside);
+            }
+            MediaSwap::Store { root, live, undone, .. } => {
+                if root.mirror(undone, live).await.is_ok() {
+                    let _ = root.remove_all(undone).await;
+                }
+            }
+        }
+    }
+
+    /// After an undo: the aside copy is live now (a folder was renamed; a prefix is removed).
+    pub(super) async fn finish_undo(&self) {
+        if let MediaSwap::Store { root, aside, .. } = self {
+            let _ = root.remove_all(aside).await;
+            let _ = root.delete(&marker(aside)).await;
+        }
+    }
+}
+
+/// The marker beside a whole aside prefix (a sibling key, never one of the media files).
+fn marker(prefix: &str) -> String {
+    format!("{prefix}.swapped")
+}
+
+/// `live` moves to `aside` and `incoming` takes its place (renames in one filesystem); the
+/// first is put back when the second fails.
+///
+/// Errors: `Internal` naming the folder that could not be renamed.
+fn swap_folders(live: &Path, incoming: &Path, aside: &Path) -> Result<()> {
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to)
+            .map_err(|e| Error::internal(format!("cannot rename {} to {}: {e}", from.display(), to.display())))
+    };
+    rename(live, aside)?;
+    if let Err(e) = rename(incoming, live) {
+        let _ = std::fs::rename(aside, live);
+        return Err(e);
+    }
+    Ok(())
+}
