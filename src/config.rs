@@ -80,6 +80,10 @@ pub struct ApiConfig {
     /// refused too. Unset: 366 days, and `--never-expires` may be asked for.
     #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
     pub max_token_lifetime: Option<std::time::Duration>,
+    /// How long an export made over the API is kept on the server (`exports/` beside the
+    /// config) before `prune` of its workspace removes it (default: 3 days).
+    #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub keep_exports: Option<std::time::Duration>,
 }
 
 impl Default for ApiConfig {
@@ -97,6 +101,7 @@ impl Default for ApiConfig {
             heavy_jobs_per_workspace: 1,
             header_read_timeout: std::time::Duration::from_secs(10),
             max_token_lifetime: None,
+            keep_exports: None,
         }
     }
 }
@@ -343,6 +348,27 @@ pub struct WorkspaceConfig {
     /// When the branch was made (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch_created: Option<String>,
+    /// `[workspaces.X.alerts]`: the ages past which the workspace is stale (`tidemark
+    /// status`, the daemon's webhook events). Unset ones are derived from its policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsConfig>,
+}
+
+/// `[workspaces.X.alerts]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AlertsConfig {
+    /// The newest good snapshot may be this old (default: the shortest snapshot interval of
+    /// its policies plus 2h; daily: 26h).
+    #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub max_snapshot_age: Option<std::time::Duration>,
+    /// The newest drill may be this old (default: the shortest drill interval plus a day;
+    /// weekly: 8d).
+    #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub max_drill_age: Option<std::time::Duration>,
+    /// The newest archived WAL may be this old (default: 5m where WAL is archived).
+    #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub max_wal_lag: Option<std::time::Duration>,
 }
 
 impl WorkspaceConfig {
@@ -360,6 +386,7 @@ impl WorkspaceConfig {
             branch_of: None,
             branch_source: None,
             branch_created: None,
+            alerts: None,
         }
     }
 }

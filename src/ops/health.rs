@@ -1,0 +1,366 @@
+//! `status`: is every workspace's backup as fresh as it should be? Per workspace, the newest
+//! good snapshot, drill and archived WAL are held against thresholds
+//! (`[workspaces.X.alerts]`, with defaults derived from its policies); what is late is
+//! *stale*, a failed drill or a job whose newest run failed is *failing*. [`evaluate`] is
+//! pure (a clock is passed in), so the daemon's alerts and the front ends agree.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::Core;
+use super::workspace::{StatusOptions, WorkspaceStatus};
+use crate::actor::Actor;
+use crate::config::{AlertsConfig, LoadedConfig};
+use crate::error::Result;
+use crate::schedule::policy::{self, Action, Policy};
+
+/// A snapshot may be this late after its policy's interval before it is stale.
+const SNAPSHOT_SLACK: Duration = Duration::from_secs(2 * 3600);
+/// A drill may be this late after its policy's interval.
+const DRILL_SLACK: Duration = Duration::from_secs(24 * 3600);
+/// The default for `max-wal-lag` where WAL is archived.
+const WAL_LAG_DEFAULT: Duration = Duration::from_secs(5 * 60);
+
+/// The ages past which a workspace is stale (`None`: not checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Thresholds {
+    pub max_snapshot_age_seconds: Option<u64>,
+    pub max_drill_age_seconds: Option<u64>,
+    pub max_wal_lag_seconds: Option<u64>,
+}
+
+impl Thresholds {
+    /// The workspace's `[workspaces.X.alerts]`, each unset one derived from its policies:
+    /// the shortest snapshot interval plus 2 hours (daily: 26h), the shortest drill interval
+    /// (or snapshot interval of a policy that drills after) plus a day (weekly: 8d), 5
+    /// minutes of WAL lag where WAL is archived (a base-backup policy or `wal-stream`).
+    /// Without such a policy, that age is not checked unless set.
+    ///
+    /// Errors: `Config` for the workspace or its policies.
+    pub fn for_workspace(config: &LoadedConfig, workspace: &str) -> Result<Thresholds> {
+        let ws = config.workspace(workspace)?;
+        let policies = policy::policies_for(config, workspace)?;
+        let set = ws.alerts.clone().unwrap_or_default();
+        Ok(Thresholds::derive(&set, &policies, ws.wal_stream, Utc::now()))
+    }
+
+    fn derive(set: &AlertsConfig, policies: &[Policy], wal_stream: bool, now: DateTime<Utc>) -> Thresholds {
+        let shortest = |wanted: &dyn Fn(&Policy) -> bool| {
+            policies.iter().filter(|p| wanted(p)).filter_map(|p| interval(p, now)).min()
+        };
+        let snapshots = shortest(&|p| p.action == Action::Snapshot);
+        let drills = shortest(&|p| p.action == Action::Drill || (p.action == Action::Snapshot && p.drill_after));
+        let archives = wal_stream || policies.iter().any(|p| p.action == Action::BaseBackup);
+        let secs = |d: Duration| d.as_secs();
+        Thresholds {
+            max_snapshot_age_seconds: set.max_snapshot_age.or(snapshots.map(|i| i + SNAPSHOT_SLACK)).map(secs),
+            max_drill_age_seconds: set.max_drill_age.or(drills.map(|i| i + DRILL_SLACK)).map(secs),
+            max_wal_lag_seconds: set.max_wal_lag.or(archives.then_some(WAL_LAG_DEFAULT)).map(secs),
+        }
+    }
+}
+
+/// The time between a scheduled policy's next two runs.
+fn interval(policy: &Policy, now: DateTime<Utc>) -> Option<Duration> {
+    let first = policy.next_run(now)?;
+    let second = policy.next_run(first)?;
+    (second - first).to_std().ok()
+}
+
+/// What is wrong with a workspace's backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProblemKind {
+    /// The newest good snapshot is older than `max-snapshot-age` (or there is none).
+    SnapshotStale,
+    /// The newest drill is older than `max-drill-age` (or there is none).
+    DrillStale,
+    /// The newest archived WAL is older than `max-wal-lag` (or there is none).
+    WalLag,
+    /// The newest drill failed.
+    DrillFailed,
+    /// A job's newest run failed after its last success.
+    JobFailed,
+}
+
+impl ProblemKind {
+    pub const ALL: [ProblemKind; 5] = [
+        ProblemKind::SnapshotStale,
+        ProblemKind::DrillStale,
+        ProblemKind::WalLag,
+        ProblemKind::DrillFailed,
+        ProblemKind::JobFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemKind::SnapshotStale => "snapshot-stale",
+            ProblemKind::DrillStale => "drill-stale",
+            ProblemKind::WalLag => "wal-lag",
+            ProblemKind::DrillFailed => "drill-failed",
+            ProblemKind::JobFailed => "job-failed",
+        }
+    }
+
+    /// Late (stale), as opposed to failed.
+    pub fn is_stale(self) -> bool {
+        matches!(self, ProblemKind::SnapshotStale | ProblemKind::DrillStale | ProblemKind::WalLag)
+    }
+}
+
+/// One thing wrong, and by how much.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    pub kind: ProblemKind,
+    /// In words: "newest snapshot is 30h old (max 26h)".
+    pub message: String,
+    /// Seconds past the threshold (`None`: there is none at all, or not about an age).
+    pub late_by_seconds: Option<i64>,
+}
+
+/// What [`evaluate`] reads: the catalog's status and the newest recoverable moment.
+#[derive(Debug, Clone)]
+pub struct Observed<'a> {
+    pub status: &'a WorkspaceStatus,
+    /// The end of the point-in-time window (`None`: no WAL, or not read).
+    pub wal_latest: Option<DateTime<Utc>>,
+}
+
+/// The problems of a workspace at `now`, in [`ProblemKind`] order.
+pub fn evaluate(observed: &Observed<'_>, thresholds: &Thresholds, now: DateTime<Utc>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut age_check = |kind: ProblemKind, what: &str, newest: Option<DateTime<Utc>>, max: Option<u64>| {
+        let Some(max) = max else { return };
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        match newest {
+            None => problems.push(Problem { kind, message: format!("no {what} yet"), late_by_seconds: None }),
+            Some(at) => {
+                let age = (now - at).num_seconds();
+                if age > max {
+                    problems.push(Problem {
+                        kind,
+                        message: format!("newest {what} is {} old (max {})", words(age), words(max)),
+                        late_by_seconds: Some(age - max),
+                    });
+                }
+            }
+        }
+    };
+    let status = observed.status;
+    age_check(
+        ProblemKind::SnapshotStale,
+        "snapshot",
+        status.last_snapshot.as_ref().and_then(|j| j.finished_at),
+        thresholds.max_snapshot_age_seconds,
+    );
+    age_check(
+        ProblemKind::DrillStale,
+        "drill",
+        status.last_drill.as_ref().map(|d| d.finished_at),
+        thresholds.max_drill_age_seconds,
+    );
+    age_check(ProblemKind::WalLag, "archived WAL", observed.wal_latest, thresholds.max_wal_lag_seconds);
+    if let Some(drill) = status.last_drill.as_ref().filter(|d| !d.passed) {
+        problems.push(Problem {
+            kind: ProblemKind::DrillFailed,
+            message: format!("newest drill {} failed", drill.id),
+            late_by_seconds: None,
+        });
+    }
+    for job in &status.failing {
+        problems.push(Problem {
+            kind: ProblemKind::JobFailed,
+            message: format!("{} failed (job {}): {}", job.operation, job.job, job.error.as_deref().unwrap_or("")),
+            late_by_seconds: None,
+        });
+    }
+    problems
+}
+
+/// `3h 5m`, `26h`, `8d`, `45s`.
+fn words(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=259_199 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// A workspace's health: its status, thresholds and problems.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub workspace: String,
+    /// `healthy`, `stale` or `failing` (failing wins).
+    pub state: String,
+    pub status: WorkspaceStatus,
+    /// The point-in-time window's first and last recoverable moments.
+    pub pitr_earliest: Option<DateTime<Utc>>,
+    pub pitr_latest: Option<DateTime<Utc>>,
+    /// Seconds of commits a loss now would cost: since the newest recoverable moment (the
+    /// PITR window's end, or the newest snapshot without WAL).
+    pub rpo_seconds: Option<i64>,
+    pub thresholds: Thresholds,
+    pub problems: Vec<Problem>,
+}
+
+/// What `status` reports.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HealthReport {
+    pub at: DateTime<Utc>,
+    /// `healthy`, `stale` or `failing`: the worst of the workspaces.
+    pub state: String,
+    pub workspaces: Vec<Health>,
+}
+
+/// What `status` takes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthOptions {
+    /// One workspace (default: all).
+    pub workspace: Option<String>,
+}
+
+fn state_of(problems: &[Problem]) -> &'static str {
+    if problems.iter().any(|p| !p.kind.is_stale()) {
+        "failing"
+    } else if problems.is_empty() {
+        "healthy"
+    } else {
+        "stale"
+    }
+}
+
+/// The health of one workspace (or all) now: the catalog, and the repository's WAL listing
+/// for workspaces that archive WAL.
+///
+/// Errors: `NotFound` for an unknown workspace; `Config` for its policies; those of the
+/// catalog and the repository.
+pub async fn health(core: &Core, opts: &HealthOptions, actor: &Actor) -> Result<HealthReport> {
+    let names: Vec<String> = match &opts.workspace {
+        Some(w) => {
+            core.workspace(w)?;
+            vec![w.clone()]
+        }
+        None => core.config.config.workspaces.keys().cloned().collect(),
+    };
+    let now = Utc::now();
+    let mut workspaces = Vec::new();
+    for name in names {
+        let status = super::workspace::status(core, &StatusOptions { workspace: name.clone() }, actor).await?;
+        let thresholds = Thresholds::for_workspace(&core.config, &name)?;
+        let (earliest, latest) = if thresholds.max_wal_lag_seconds.is_some() || status.last_base_backup.is_some() {
+            let window = super::pitr::window(core, &super::pitr::WindowOptions { workspace: name.clone() }, actor)
+                .await
+                .map_err(|e| e.context(format!("reading the PITR window of {name}")))?;
+            (window.earliest.map(|m| m.time), window.latest.map(|m| m.time))
+        } else {
+            (None, None)
+        };
+        let problems = evaluate(&Observed { status: &status, wal_latest: latest }, &thresholds, now);
+        let newest_snapshot = status.last_snapshot.as_ref().and_then(|j| j.finished_at);
+        let rpo_seconds = latest.or(newest_snapshot).map(|t| (now - t).num_seconds());
+        workspaces.push(Health {
+            workspace: name,
+            state: state_of(&problems).to_string(),
+            status,
+            pitr_earliest: earliest,
+            pitr_latest: latest,
+            rpo_seconds,
+            thresholds,
+            problems,
+        });
+    }
+    let all: Vec<Problem> = workspaces.iter().flat_map(|w| w.problems.clone()).collect();
+    Ok(HealthReport { at: now, state: state_of(&all).to_string(), workspaces })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::workspace::{LastDrill, LastJob};
+
+    fn policy(name: &str, text: &str) -> Policy {
+        Policy::parse(name, text).unwrap()
+    }
+
+    #[test]
+    fn thresholds_come_from_the_policies_unless_set() {
+        let now = Utc::now();
+        let daily = policy("daily", "cron = \"0 3 * * *\"\nkind = \"automatic\"\n[retention]\nkeep-within = \"3d\"\n");
+        let weekly_drill = policy("drill", "cron = \"0 4 * * 0\"\naction = \"drill\"\n");
+        let t = Thresholds::derive(&AlertsConfig::default(), &[daily.clone(), weekly_drill], false, now);
+        assert_eq!(t.max_snapshot_age_seconds, Some(26 * 3600));
+        assert_eq!(t.max_drill_age_seconds, Some(8 * 86_400));
+        assert_eq!(t.max_wal_lag_seconds, None, "no WAL archived");
+        let t = Thresholds::derive(&AlertsConfig::default(), &[], true, now);
+        assert_eq!((t.max_snapshot_age_seconds, t.max_wal_lag_seconds), (None, Some(300)));
+        let set = AlertsConfig { max_snapshot_age: Some(Duration::from_secs(3600)), ..Default::default() };
+        assert_eq!(Thresholds::derive(&set, &[daily], false, now).max_snapshot_age_seconds, Some(3600));
+    }
+
+    fn status(snapshot_age: Option<i64>, drill: Option<(i64, bool)>, now: DateTime<Utc>) -> WorkspaceStatus {
+        let job = |age: i64| LastJob {
+            job: 7,
+            operation: "snapshot".into(),
+            kind: None,
+            snapshot_id: None,
+            finished_at: Some(now - chrono::Duration::seconds(age)),
+            age_seconds: Some(age),
+            error: None,
+        };
+        WorkspaceStatus {
+            workspace: "shop".into(),
+            at: now,
+            wal_stream: false,
+            media: false,
+            last_snapshot: snapshot_age.map(job),
+            last_base_backup: None,
+            last_drill: drill.map(|(age, passed)| LastDrill {
+                id: 1,
+                source: "snapshot x".into(),
+                passed,
+                finished_at: now - chrono::Duration::seconds(age),
+                age_seconds: age,
+                rto_seconds: 1.0,
+            }),
+            failing: Vec::new(),
+            running: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn what_is_late_is_stale_and_a_failed_drill_is_failing() {
+        let now = Utc::now();
+        let t = Thresholds {
+            max_snapshot_age_seconds: Some(100),
+            max_drill_age_seconds: Some(1000),
+            max_wal_lag_seconds: Some(60),
+        };
+        let fresh = status(Some(50), Some((500, true)), now);
+        let wal = Some(now - chrono::Duration::seconds(10));
+        assert!(evaluate(&Observed { status: &fresh, wal_latest: wal }, &t, now).is_empty());
+        // One second past each threshold.
+        let late = status(Some(101), Some((1001, true)), now);
+        let old_wal = Some(now - chrono::Duration::seconds(61));
+        let problems = evaluate(&Observed { status: &late, wal_latest: old_wal }, &t, now);
+        let kinds: Vec<_> = problems.iter().map(|p| (p.kind, p.late_by_seconds)).collect();
+        assert_eq!(
+            kinds,
+            [(ProblemKind::SnapshotStale, Some(1)), (ProblemKind::DrillStale, Some(1)), (ProblemKind::WalLag, Some(1))]
+        );
+        assert_eq!(state_of(&problems), "stale");
+        // Nothing at all where something is expected; a failed drill.
+        let none = status(None, Some((10, false)), now);
+        let problems = evaluate(&Observed { status: &none, wal_latest: None }, &t, now);
+        let kinds: Vec<_> = problems.iter().map(|p| p.kind).collect();
+        assert_eq!(kinds, [ProblemKind::SnapshotStale, ProblemKind::WalLag, ProblemKind::DrillFailed]);
+        assert_eq!(state_of(&problems), "failing");
+        // Unchecked ages are never a problem.
+        let off = Thresholds { max_snapshot_age_seconds: None, max_drill_age_seconds: None, max_wal_lag_seconds: None };
+        assert!(evaluate(&Observed { status: &none, wal_latest: None }, &off, now).len() == 1);
+    }
+}
