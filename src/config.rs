@@ -184,6 +184,14 @@ pub struct WebhookConfig {
     pub url: Secret,
     #[serde(default)]
     pub on_success: bool,
+    /// `workspace.stale` and `workspace.recovered` events, once per transition (default:
+    /// on).
+    #[serde(default = "yes")]
+    pub on_stale: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Optional durations written as text.

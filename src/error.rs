@@ -128,13 +128,23 @@ pub struct Error {
     /// The command already printed its JSON result (a failed drill's report): `--json`
     /// callers get that one document, not a second one for the error.
     result_printed: bool,
+    /// A command's own exit code instead of the kind's (`status`: the monitoring-plugin
+    /// codes).
+    exit_code: Option<i32>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), context: Vec::new(), source: None, result_printed: false }
+        Error {
+            kind,
+            message: message.into(),
+            context: Vec::new(),
+            source: None,
+            result_printed: false,
+            exit_code: None,
+        }
     }
 
     /// The same error under another kind (when the caller knows better what it is).
@@ -169,6 +179,17 @@ impl Error {
 
     pub fn is_result_printed(&self) -> bool {
         self.result_printed
+    }
+
+    /// Exits the command line with `code` instead of the kind's.
+    pub fn with_exit_code(mut self, code: i32) -> Self {
+        self.exit_code = Some(code);
+        self
+    }
+
+    /// The command line's exit code: the one set, else the kind's.
+    pub fn exit_code(&self) -> i32 {
+        self.exit_code.unwrap_or_else(|| self.kind.exit_code())
     }
 
     /// Adds a line of context ("while restoring table public.users").
@@ -220,7 +241,7 @@ impl Error {
                 "message": self.message,
                 "context": self.context,
                 "temporary": self.kind.is_temporary(),
-                "exit_code": self.kind.exit_code(),
+                "exit_code": self.exit_code(),
             }
         })
     }

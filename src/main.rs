@@ -69,6 +69,6 @@ fn main() {
             println!("{}", serde_json::to_string_pretty(&e.to_json()).expect("serializable"));
         }
         eprintln!("error: {}", e.report());
-        std::process::exit(e.kind().exit_code());
+        std::process::exit(e.exit_code());
     }
 }

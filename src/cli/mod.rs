@@ -19,6 +19,7 @@ pub mod serve;
 pub mod signing;
 pub mod snapshot;
 pub mod stacks;
+pub mod status;
 pub mod token;
 pub mod wal;
 pub mod workspace;
@@ -96,6 +97,8 @@ pub enum Command {
     /// Point-in-time restore: window, restore, restore points
     #[command(subcommand)]
     Pitr(pitr::PitrCommand),
+    /// Is every workspace's backup fresh? One line each; exit 0 healthy, 1 stale, 2 failing, 3 unknown
+    Status(status::StatusArgs),
     /// Verify that every backup of a workspace is whole: objects, media, base backups, WAL continuity
     Check(check::CheckArgs),
     /// Prove a backup restores: restore into a throwaway, check, time, report, remove
@@ -216,6 +219,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Wal(cmd) => wal::run(&global, cmd).await,
         Command::Basebackup(args) => basebackup::run(&global, args).await,
         Command::Pitr(cmd) => pitr::run(&global, cmd).await,
+        Command::Status(args) => status::run(&global, args).await,
         Command::Check(args) => check::run(&global, args).await,
         Command::Drill(args) => drill::run(&global, args).await,
         Command::Serve(args) => serve::run(&global, args).await,

@@ -120,10 +120,14 @@ pub struct Problem {
     pub late_by_seconds: Option<i64>,
 }
 
-/// What [`evaluate`] reads: the catalog's status and the newest recoverable moment.
+/// What [`evaluate`] reads: the catalog's status, the newest snapshot and the newest
+/// recoverable moment.
 #[derive(Debug, Clone)]
 pub struct Observed<'a> {
     pub status: &'a WorkspaceStatus,
+    /// When the newest readable snapshot finished (from the snapshot index, whoever took
+    /// it; else the newest successful snapshot job).
+    pub newest_snapshot: Option<DateTime<Utc>>,
     /// The end of the point-in-time window (`None`: no WAL, or not read).
     pub wal_latest: Option<DateTime<Utc>>,
 }
@@ -149,12 +153,7 @@ pub fn evaluate(observed: &Observed<'_>, thresholds: &Thresholds, now: DateTime<
         }
     };
     let status = observed.status;
-    age_check(
-        ProblemKind::SnapshotStale,
-        "snapshot",
-        status.last_snapshot.as_ref().and_then(|j| j.finished_at),
-        thresholds.max_snapshot_age_seconds,
-    );
+    age_check(ProblemKind::SnapshotStale, "snapshot", observed.newest_snapshot, thresholds.max_snapshot_age_seconds);
     age_check(
         ProblemKind::DrillStale,
         "drill",
@@ -179,8 +178,8 @@ pub fn evaluate(observed: &Observed<'_>, thresholds: &Thresholds, now: DateTime<
     problems
 }
 
-/// `3h 5m`, `26h`, `8d`, `45s`.
-fn words(seconds: i64) -> String {
+/// An age in words: `45s`, `12m`, `26h`, `8d`.
+pub fn words(seconds: i64) -> String {
     let s = seconds.max(0);
     match s {
         0..=119 => format!("{s}s"),
@@ -197,6 +196,9 @@ pub struct Health {
     /// `healthy`, `stale` or `failing` (failing wins).
     pub state: String,
     pub status: WorkspaceStatus,
+    /// The newest readable snapshot and when it finished.
+    pub newest_snapshot: Option<String>,
+    pub newest_snapshot_at: Option<DateTime<Utc>>,
     /// The point-in-time window's first and last recoverable moments.
     pub pitr_earliest: Option<DateTime<Utc>>,
     pub pitr_latest: Option<DateTime<Utc>>,
@@ -240,6 +242,13 @@ fn state_of(problems: &[Problem]) -> &'static str {
 /// Errors: `NotFound` for an unknown workspace; `Config` for its policies; those of the
 /// catalog and the repository.
 pub async fn health(core: &Core, opts: &HealthOptions, actor: &Actor) -> Result<HealthReport> {
+    health_at(core, opts, actor, Utc::now()).await
+}
+
+/// [`health`] as of `now` (the daemon's clock).
+///
+/// Errors: those of [`health`].
+pub async fn health_at(core: &Core, opts: &HealthOptions, actor: &Actor, now: DateTime<Utc>) -> Result<HealthReport> {
     let names: Vec<String> = match &opts.workspace {
         Some(w) => {
             core.workspace(w)?;
@@ -247,7 +256,6 @@ pub async fn health(core: &Core, opts: &HealthOptions, actor: &Actor) -> Result<
         }
         None => core.config.config.workspaces.keys().cloned().collect(),
     };
-    let now = Utc::now();
     let mut workspaces = Vec::new();
     for name in names {
         let status = super::workspace::status(core, &StatusOptions { workspace: name.clone() }, actor).await?;
@@ -260,13 +268,24 @@ pub async fn health(core: &Core, opts: &HealthOptions, actor: &Actor) -> Result<
         } else {
             (None, None)
         };
-        let problems = evaluate(&Observed { status: &status, wal_latest: latest }, &thresholds, now);
-        let newest_snapshot = status.last_snapshot.as_ref().and_then(|j| j.finished_at);
-        let rpo_seconds = latest.or(newest_snapshot).map(|t| (now - t).num_seconds());
+        let listing = super::snapshot::ListOptions { workspace: name.clone(), limit: Some(1), ..Default::default() };
+        let indexed = super::snapshot::list(core, &listing, actor).await?.into_iter().next();
+        let (mut newest_snapshot, mut newest_snapshot_at) =
+            indexed.and_then(|s| s.finished_at.map(|t| (Some(s.id), Some(t)))).unwrap_or_default();
+        if let Some(job) = &status.last_snapshot
+            && job.finished_at > newest_snapshot_at
+        {
+            (newest_snapshot, newest_snapshot_at) = (job.snapshot_id.clone(), job.finished_at);
+        }
+        let observed = Observed { status: &status, newest_snapshot: newest_snapshot_at, wal_latest: latest };
+        let problems = evaluate(&observed, &thresholds, now);
+        let rpo_seconds = latest.or(newest_snapshot_at).map(|t| (now - t).num_seconds());
         workspaces.push(Health {
             workspace: name,
             state: state_of(&problems).to_string(),
             status,
+            newest_snapshot,
+            newest_snapshot_at,
             pitr_earliest: earliest,
             pitr_latest: latest,
             rpo_seconds,
@@ -342,11 +361,12 @@ mod tests {
         };
         let fresh = status(Some(50), Some((500, true)), now);
         let wal = Some(now - chrono::Duration::seconds(10));
-        assert!(evaluate(&Observed { status: &fresh, wal_latest: wal }, &t, now).is_empty());
+        let at = |age: i64| Some(now - chrono::Duration::seconds(age));
+        assert!(evaluate(&Observed { status: &fresh, newest_snapshot: at(50), wal_latest: wal }, &t, now).is_empty());
         // One second past each threshold.
         let late = status(Some(101), Some((1001, true)), now);
         let old_wal = Some(now - chrono::Duration::seconds(61));
-        let problems = evaluate(&Observed { status: &late, wal_latest: old_wal }, &t, now);
+        let problems = evaluate(&Observed { status: &late, newest_snapshot: at(101), wal_latest: old_wal }, &t, now);
         let kinds: Vec<_> = problems.iter().map(|p| (p.kind, p.late_by_seconds)).collect();
         assert_eq!(
             kinds,
@@ -355,12 +375,12 @@ mod tests {
         assert_eq!(state_of(&problems), "stale");
         // Nothing at all where something is expected; a failed drill.
         let none = status(None, Some((10, false)), now);
-        let problems = evaluate(&Observed { status: &none, wal_latest: None }, &t, now);
+        let problems = evaluate(&Observed { status: &none, newest_snapshot: None, wal_latest: None }, &t, now);
         let kinds: Vec<_> = problems.iter().map(|p| p.kind).collect();
         assert_eq!(kinds, [ProblemKind::SnapshotStale, ProblemKind::WalLag, ProblemKind::DrillFailed]);
         assert_eq!(state_of(&problems), "failing");
         // Unchecked ages are never a problem.
         let off = Thresholds { max_snapshot_age_seconds: None, max_drill_age_seconds: None, max_wal_lag_seconds: None };
-        assert!(evaluate(&Observed { status: &none, wal_latest: None }, &off, now).len() == 1);
+        assert!(evaluate(&Observed { status: &none, newest_snapshot: None, wal_latest: None }, &off, now).len() == 1);
     }
 }

@@ -90,7 +90,8 @@ pub async fn issue(
     let done = async {
         let token = actor.token_id.as_deref().ok_or_else(|| Error::usage("links are issued to API tokens only"))?;
         let valid_for = valid_for.unwrap_or(DEFAULT_VALID);
-        if valid_for.is_zero() || valid_for > MAX_VALID {
+        // Whole seconds: a link's expiry is a unix time, and under a second would be dead on issue.
+        if valid_for < Duration::from_secs(1) || valid_for > MAX_VALID {
             return Err(Error::usage("a link works for 1 second to 24 hours"));
         }
         if !export_file(core, workspace, export)?.is_file() {

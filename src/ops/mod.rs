@@ -1,6 +1,7 @@
 //! The core: one file per operation. The CLI (and later the API and the scheduler) turn
 //! their input into the same `*Options` structs, call these functions and render the result.
 
+pub mod alerts;
 pub mod audit;
 pub mod basebackup;
 pub mod branch;
@@ -67,6 +68,8 @@ pub struct Core {
     /// Where local caches (the media hash cache) live; default: `$TIDEMARK_CACHE_DIR`,
     /// `$XDG_CACHE_HOME/tidemark`, `~/.cache/tidemark`.
     pub cache_dir: Option<PathBuf>,
+    /// The daemon's newest health evaluation (`alerts::watch`), read by `/metrics`.
+    pub monitor: alerts::Monitor,
 }
 
 /// A claimed comparison of a workspace's snapshot index, given back when dropped.
@@ -144,6 +147,7 @@ impl Core {
             progress: Progress::hidden(),
             stop: CancellationToken::new(),
             cache_dir: None,
+            monitor: alerts::Monitor::default(),
         }
     }
 

@@ -23,7 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::schedule::clock::Clock;
 use crate::schedule::daemon::{Daemon, DaemonReport, JobOutcome, Runner, Schedule, ScheduledJob};
 use crate::schedule::policy::Action;
-use crate::schedule::webhook::Webhook;
+use crate::schedule::webhook::{Notifier, Webhook};
 
 /// The schedules of every configured workspace: its policies with a cron line.
 ///
@@ -64,8 +64,15 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
             streams.spawn(stream_forever(core.clone(), name.clone(), shutdown.clone()));
         }
     }
+    // Freshness: evaluated every minute, stale/recovered events through the same webhook.
+    let (alert_notifier, alert_delivery) = webhook.clone().filter(|w| w.on_stale).map(Notifier::start).unzip();
+    let watcher = tokio::spawn(super::alerts::watch(core.clone(), clock.clone(), alert_notifier, shutdown.clone()));
     let report = Daemon { clock, catalog, runner, schedules, settings, webhook }.run(shutdown).await;
     while streams.join_next().await.is_some() {}
+    let _ = watcher.await;
+    if let Some(delivery) = alert_delivery {
+        delivery.finish().await;
+    }
     report
 }
 

@@ -710,9 +710,12 @@ mod tests {
                 connections.push(socket);
             }
         });
-        let mut webhook =
-            Webhook::new(&crate::config::WebhookConfig { url: crate::config::Secret::literal(url), on_success: true })
-                .unwrap();
+        let mut webhook = Webhook::new(&crate::config::WebhookConfig {
+            url: crate::config::Secret::literal(url),
+            on_success: true,
+            on_stale: false,
+        })
+        .unwrap();
         webhook.drain = Duration::from_millis(200);
         let schedules: Vec<Schedule> =
             ["a", "b", "c", "d"].iter().map(|w| schedule(w, "daily", "0 2 * * *", "UTC")).collect();

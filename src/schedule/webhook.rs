@@ -37,11 +37,30 @@ pub struct JobEvent {
     pub warning: Option<String>,
 }
 
+/// What a notification says, and what its logs name.
+pub trait Event: Serialize + Send + Sync + 'static {
+    /// `job.failed`, `workspace.stale`, ...
+    fn name(&self) -> &str;
+    fn workspace(&self) -> &str;
+}
+
+impl Event for JobEvent {
+    fn name(&self) -> &str {
+        self.event
+    }
+
+    fn workspace(&self) -> &str {
+        &self.workspace
+    }
+}
+
 /// Where notifications go.
 #[derive(Debug, Clone)]
 pub struct Webhook {
     url: reqwest::Url,
     pub on_success: bool,
+    /// Whether freshness transitions are sent (`workspace.stale`, `workspace.recovered`).
+    pub on_stale: bool,
     client: reqwest::Client,
     /// Deliveries tried per event, and the wait before the first retry (doubling).
     pub attempts: u32,
@@ -69,6 +88,7 @@ impl Webhook {
         Ok(Webhook {
             url,
             on_success: config.on_success,
+            on_stale: config.on_stale,
             client,
             attempts: 4,
             backoff: Duration::from_secs(2),
@@ -78,7 +98,7 @@ impl Webhook {
 
     /// Delivers an event; returns whether a delivery was accepted (2xx). Failures are
     /// logged (without the URL), never raised: a webhook must not fail a backup.
-    pub async fn notify(&self, event: &JobEvent) -> bool {
+    pub async fn notify<E: Event>(&self, event: &E) -> bool {
         let mut wait = self.backoff;
         let body = serde_json::to_vec(event).expect("an event serializes");
         for attempt in 1..=self.attempts.max(1) {
@@ -91,19 +111,19 @@ impl Webhook {
                 .await;
             let problem = match outcome {
                 Ok(response) if response.status().is_success() => {
-                    tracing::debug!(event = event.event, workspace = %event.workspace, "webhook delivered");
+                    tracing::debug!(event = event.name(), workspace = %event.workspace(), "webhook delivered");
                     return true;
                 }
                 Ok(response) => format!("the webhook answered {}", response.status()),
                 Err(e) => format!("the webhook could not be reached: {}", e.without_url()),
             };
-            tracing::warn!(event = event.event, workspace = %event.workspace, attempt, "{problem}");
+            tracing::warn!(event = event.name(), workspace = %event.workspace(), attempt, "{problem}");
             if attempt < self.attempts {
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
         }
-        tracing::error!(event = event.event, workspace = %event.workspace, "webhook notification given up");
+        tracing::error!(event = event.name(), workspace = %event.workspace(), "webhook notification given up");
         false
     }
 }
@@ -114,8 +134,8 @@ const QUEUE: usize = 256;
 /// Delivers notifications off the job slots: jobs hand their event over and go on; one
 /// task delivers them in order, with the webhook's own timeouts and retries, so a slow or
 /// hanging receiver delays only later notifications, never a backup.
-pub struct Notifier {
-    events: tokio::sync::mpsc::Sender<JobEvent>,
+pub struct Notifier<E = JobEvent> {
+    events: tokio::sync::mpsc::Sender<E>,
     pub on_success: bool,
 }
 
@@ -125,9 +145,9 @@ pub struct Delivery {
     drain: Duration,
 }
 
-impl Notifier {
-    pub fn start(webhook: Webhook) -> (Notifier, Delivery) {
-        let (events, mut queue) = tokio::sync::mpsc::channel::<JobEvent>(QUEUE);
+impl<E: Event> Notifier<E> {
+    pub fn start(webhook: Webhook) -> (Notifier<E>, Delivery) {
+        let (events, mut queue) = tokio::sync::mpsc::channel::<E>(QUEUE);
         let (on_success, drain) = (webhook.on_success, webhook.drain);
         let task = tokio::spawn(async move {
             while let Some(event) = queue.recv().await {
@@ -138,13 +158,13 @@ impl Notifier {
     }
 
     /// Queues an event; never waits.
-    pub fn send(&self, event: JobEvent) {
+    pub fn send(&self, event: E) {
         if let Err(e) = self.events.try_send(event) {
             let event = match &e {
                 tokio::sync::mpsc::error::TrySendError::Full(ev)
                 | tokio::sync::mpsc::error::TrySendError::Closed(ev) => ev,
             };
-            tracing::error!(event = event.event, workspace = %event.workspace, "the webhook queue is full or closed; notification dropped");
+            tracing::error!(event = event.name(), workspace = %event.workspace(), "the webhook queue is full or closed; notification dropped");
         }
     }
 }

@@ -515,3 +515,66 @@ fn init_refuses_an_existing_signing_key_and_leaves_nothing() {
         assert!(!dir.path().join(left).exists(), "{left} was left behind");
     }
 }
+
+/// Issue 17.3: `status` as a monitoring-plugin check: 0 healthy, 1 stale, 2 failing, 3 when
+/// it cannot tell; one line per workspace, `--json` the same with thresholds and problems.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_exit_codes_for_healthy_stale_failing_and_unknown() {
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    create_database(&cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    ok(&tidemark(dir.path(), &["--json", "init", "--repo", repo.to_str().unwrap()]));
+    ok(&tidemark(dir.path(), &["workspace", "add", "shop", "--database-url", &cluster.url("shop")]));
+    let status = |args: &[&str]| {
+        let mut all = vec!["--json", "status"];
+        all.extend_from_slice(args);
+        let out = tidemark(dir.path(), &all);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        (out.status.code(), report, String::from_utf8_lossy(&out.stderr).to_string())
+    };
+
+    // The daily policy expects a snapshot: none yet is stale.
+    let (code, report, _) = status(&[]);
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(report["state"], "stale");
+    let shop = &report["workspaces"][0];
+    assert_eq!(shop["problems"][0]["kind"], "snapshot-stale");
+    assert_eq!(shop["thresholds"]["max_snapshot_age_seconds"], 26 * 3600, "daily: 26h");
+    ok(&tidemark(dir.path(), &["snapshot", "create", "-w", "shop"]));
+    let (code, report, stderr) = status(&[]);
+    assert_eq!(code, Some(0), "{report} {stderr}");
+    assert_eq!(report["workspaces"][0]["state"], "healthy");
+    assert!(report["workspaces"][0]["rpo_seconds"].as_i64().unwrap() < 60);
+    // The text: one line per workspace.
+    let text = tidemark(dir.path(), &["status"]);
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(text.starts_with("shop") && text.contains("healthy") && text.contains("snapshot"), "{text}");
+
+    // A threshold set in the config, and crossed.
+    let config = dir.path().join("tidemark.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[workspaces.shop.alerts]\nmax-snapshot-age = \"1s\"\n");
+    std::fs::write(&config, &text).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (code, report, stderr) = status(&["-w", "shop"]);
+    assert_eq!(code, Some(1), "{report}");
+    let problem = &report["workspaces"][0]["problems"][0];
+    assert!(problem["message"].as_str().unwrap().starts_with("newest snapshot is"), "{problem}");
+    assert!(problem["late_by_seconds"].as_i64().unwrap() >= 1);
+    assert!(stderr.contains("stale: shop"), "{stderr}");
+
+    // A job whose newest run failed: failing, which wins over stale.
+    ok(&tidemark(dir.path(), &["workspace", "add", "blog", "--database-url", &cluster.url("no_such_database")]));
+    let failed = tidemark(dir.path(), &["snapshot", "create", "-w", "blog"]);
+    assert!(!failed.status.success());
+    let (code, report, _) = status(&[]);
+    assert_eq!(code, Some(2), "{report}");
+    assert_eq!(report["state"], "failing");
+    let blog = report["workspaces"].as_array().unwrap().iter().find(|w| w["workspace"] == "blog").unwrap();
+    assert!(blog["problems"].as_array().unwrap().iter().any(|p| p["kind"] == "job-failed"), "{blog}");
+
+    // Cannot tell: 3.
+    let (code, _, stderr) = status(&["-w", "nope"]);
+    assert_eq!(code, Some(3), "{stderr}");
+}

@@ -118,7 +118,8 @@ async fn scheduled_snapshots_apply_retention_record_jobs_and_notify() {
     let daemon = &mut w.core.config.config.daemon;
     daemon.retries = 1;
     daemon.retry_backoff = Duration::from_secs(60);
-    daemon.webhook = Some(WebhookConfig { url: Secret::literal(hook.url.clone()), on_success: true });
+    // Freshness events have their own test (they would be deliveries here too).
+    daemon.webhook = Some(WebhookConfig { url: Secret::literal(hook.url.clone()), on_success: true, on_stale: false });
     // A second workspace whose database is down (a closed port), with a password that
     // must never show up anywhere.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -270,7 +271,7 @@ async fn scheduled_drills_run_after_snapshots_and_on_their_own_and_failures_noti
     w.core.config.config.workspaces.get_mut("shop").unwrap().restore_tests = Some(tests.clone());
     let hook = hook().await;
     w.core.config.config.daemon.webhook =
-        Some(WebhookConfig { url: Secret::literal(hook.url.clone()), on_success: false });
+        Some(WebhookConfig { url: Secret::literal(hook.url.clone()), on_success: false, on_stale: false });
 
     let slot = daily_slot(1);
     let clock = ManualClock::new(slot - chrono::Duration::hours(1));
@@ -343,4 +344,102 @@ async fn scheduled_drills_run_after_snapshots_and_on_their_own_and_failures_noti
     assert_eq!((stopped.operation.as_str(), stopped.status()), ("drill", JobStatus::Aborted), "{stopped:?}");
     assert!(stopped.error.as_deref().unwrap().contains("its throwaway was removed"), "{stopped:?}");
     assert_eq!(hook.bodies.lock().unwrap().len(), 2, "an aborted job sends no failure notification");
+}
+
+/// Issue 17.2: the daemon's freshness evaluation on a manual clock. Each threshold crossed
+/// gives exactly one `workspace.stale` event (not one a minute), and each recovery one
+/// `workspace.recovered`; the newest evaluation is what `/metrics` reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freshness_crosses_each_threshold_once_and_recovers_once() {
+    use tidemark::ops::alerts::{Transitions, evaluate_once};
+    use tidemark::ops::drill::{DrillOptions, DrillSource, drill};
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
+    std::fs::set_permissions(w.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    w.core.config.config.drill.scratch_dir = Some(w.dir.path().join("drills"));
+    let shop = w.core.config.config.workspaces.get_mut("shop").unwrap();
+    shop.password = Some(Secret::literal("pw-never-shown"));
+    shop.schedules = Some(Vec::new());
+    shop.alerts = Some(tidemark::config::AlertsConfig {
+        max_snapshot_age: Some(Duration::from_secs(3600)),
+        max_drill_age: Some(Duration::from_secs(2 * 3600)),
+        max_wal_lag: None,
+    });
+    crate::support::snapshot_shop(&w.core).await.unwrap();
+    let report =
+        drill(&w.core, &DrillOptions::new("shop", DrillSource::Snapshot(None)), &crate::support::actor()).await;
+    assert!(report.unwrap().passed);
+    let start = Utc::now();
+    let clock = ManualClock::new(start + chrono::Duration::minutes(10));
+    let mut transitions = Transitions::default();
+    let mut at = async |minutes: i64| {
+        clock.set(start + chrono::Duration::minutes(minutes));
+        evaluate_once(&w.core, &clock, &mut transitions).await
+    };
+    let seen = |events: &[tidemark::ops::alerts::WorkspaceEvent]| -> Vec<(String, String)> {
+        events.iter().map(|e| (e.event.to_string(), e.kind.as_str().to_string())).collect()
+    };
+    let pair = |e: &str, k: &str| (e.to_string(), k.to_string());
+
+    let first = at(10).await;
+    assert!(first.is_empty(), "fresh: {first:?} {:?}", w.core.monitor.latest());
+    assert_eq!(w.core.monitor.latest().unwrap().state, "healthy");
+    let crossed = at(61).await;
+    assert_eq!(seen(&crossed), [pair("workspace.stale", "snapshot-stale")]);
+    assert!(crossed[0].message.contains("max 3600s") || crossed[0].message.contains("max 60m"), "{crossed:?}");
+    assert!(crossed[0].late_by_seconds.unwrap() >= 1);
+    assert!(at(62).await.is_empty(), "still stale: not announced again");
+    assert!(at(90).await.is_empty());
+    assert_eq!(seen(&at(125).await), [pair("workspace.stale", "drill-stale")]);
+    assert!(at(126).await.is_empty());
+    assert_eq!(w.core.monitor.latest().unwrap().workspaces[0].problems.len(), 2, "the monitor has the newest");
+    // As a clock that sees the snapshot and the drill young again (a manual clock never
+    // goes back: another one, the same evaluation state): both recover, once.
+    let young = ManualClock::new(start + chrono::Duration::minutes(5));
+    let recovered = evaluate_once(&w.core, &young, &mut transitions).await;
+    assert_eq!(
+        seen(&recovered),
+        [pair("workspace.recovered", "snapshot-stale"), pair("workspace.recovered", "drill-stale")]
+    );
+    young.set(start + chrono::Duration::minutes(6));
+    assert!(evaluate_once(&w.core, &young, &mut transitions).await.is_empty());
+    let text = serde_json::to_string(&(crossed, recovered)).unwrap();
+    assert!(!text.contains("pw-never-shown"), "{text}");
+}
+
+/// The same transitions through `serve` and a real webhook: a workspace that is stale when
+/// the daemon starts is announced once, and not again on later evaluations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_sends_a_stale_event_to_the_webhook_once() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY);").await;
+    let hook = hook().await;
+    w.core.config.config.daemon.webhook =
+        Some(WebhookConfig { url: Secret::literal(hook.url.clone()), on_success: false, on_stale: true });
+    let shop = w.core.config.config.workspaces.get_mut("shop").unwrap();
+    shop.schedules = Some(Vec::new());
+    shop.alerts = Some(tidemark::config::AlertsConfig {
+        max_snapshot_age: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    });
+    let clock = ManualClock::new(Utc::now());
+    let (shutdown, daemon) = start_daemon(&w.core, &clock);
+    let bodies = wait_for("the stale event", async || {
+        let b = hook.bodies.lock().unwrap().clone();
+        (!b.is_empty()).then_some(b)
+    })
+    .await;
+    assert_eq!(bodies[0]["event"], "workspace.stale");
+    assert_eq!((bodies[0]["workspace"].as_str(), bodies[0]["kind"].as_str()), (Some("shop"), Some("snapshot-stale")));
+    assert_eq!(bodies[0]["message"], "no snapshot yet");
+    // Two more evaluations, a minute apart on the daemon's clock: nothing new to say.
+    for minutes in [1, 2] {
+        let moment = tidemark::schedule::clock::Clock::now(&clock) + chrono::Duration::minutes(minutes);
+        clock.set(moment);
+        wait_for("the next evaluation", async || w.core.monitor.latest().filter(|r| r.at >= moment).map(|_| ())).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(hook.bodies.lock().unwrap().len(), 1, "announced once");
+    shutdown.cancel();
+    daemon.await.unwrap();
 }
