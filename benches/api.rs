@@ -3,7 +3,8 @@
 //! `wrk`) as a second process on loopback, with a viewer token (handed to wrk's Lua script
 //! in its environment, not its arguments) and the rate limits off. Measured in one run:
 //! `GET /healthz` (no token, no catalog: the server's floor), a page of snapshots (the
-//! default 100, newest first), all 1,000 at once, and one job with its progress. Also
+//! default 100, newest first), all 1,000 at once, one job with its progress, and the
+//! Prometheus scrape (`/metrics`, with 10,000 WAL segments in the repository too). Also
 //! the server's resident memory when idle, before and after the load.
 //!
 //! ```text
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use tidemark::pgcluster::{Cluster, ClusterOptions};
 
 const SNAPSHOTS: usize = 1000;
+const WAL_SEGMENTS: usize = 10_000;
 
 fn main() {
     let secs: u64 = std::env::var("BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
@@ -61,6 +63,15 @@ fn main() {
             core.repo.put_sealed(&key, &copy, core.recipients().unwrap()).await.expect("a manifest");
         }
     });
+    // 10,000 WAL segments in the repository (empty objects under real names): a scrape of
+    // /metrics must not read them (it answers from the catalog and the daemon's state).
+    for i in 0..WAL_SEGMENTS {
+        let name = format!("00000001{:08X}{:08X}", i / 256, i % 256);
+        let key = tidemark::repo::layout::wal_object("shop", &name, &"0".repeat(64)).expect("a WAL key");
+        let path = std::path::Path::new(&w).join("repo").join(key.as_ref());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, b"").unwrap();
+    }
     let secret = sh(&format!("{tidemark} --config {config} token create --name bench --role viewer"));
     let secret = secret.trim().to_string();
     let port = free_port();
@@ -115,6 +126,7 @@ fn main() {
         ("GET snapshots, a page of 100", "/v1/workspaces/shop/snapshots"),
         ("GET snapshots, all 1,000", "/v1/workspaces/shop/snapshots?limit=1000"),
         ("GET /v1/jobs/1", "/v1/jobs/1"),
+        ("GET /metrics (1,000 snapshots, 10,000 WAL segments)", "/metrics"),
     ];
     let mut rows = Vec::new();
     for &connections in &levels {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what tidemark's demo and tests need on Debian/Ubuntu, skipping what is there:
 # the PostgreSQL server binaries (initdb, pg_ctl, pg_dump, psql, contrib extensions),
-# the age, zstd, openssl, jq and tar command-line tools, moto (a local S3 server) for the S3 tests, and
-# schemathesis, which tests the served API against its OpenAPI document.
+# the age, zstd, openssl, jq and tar command-line tools, promtool (the prometheus package),
+# moto (a local S3 server) for the S3 tests, and schemathesis, which tests the served API
+# against its OpenAPI document.
 # Run as root (or with sudo). Safe to run again.
 set -euo pipefail
 
@@ -21,6 +22,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v jq >/dev/null 2>&1 || need_apt+=(jq)
 # An export bundle read by hand (README "Export and import"), as a test does.
 command -v tar >/dev/null 2>&1 || need_apt+=(tar)
+# promtool checks the metrics and the contrib alert rules (Debian ships it in prometheus).
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -46,14 +46,21 @@ impl Role {
         match self {
             Role::Admin => true,
             Role::Auditor => matches!(action, A::ReadAudit),
-            Role::Viewer => matches!(action, A::Read),
+            Role::Viewer => matches!(action, A::Read | A::ReadMetrics),
             Role::Operator => {
                 matches!(
                     action,
-                    A::Read | A::Snapshot | A::Drill | A::Restore | A::MarkRestorePoint | A::Pin | A::Export
+                    A::Read
+                        | A::ReadMetrics
+                        | A::Snapshot
+                        | A::Drill
+                        | A::Restore
+                        | A::MarkRestorePoint
+                        | A::Pin
+                        | A::Export
                 )
             }
-            Role::Developer => matches!(action, A::Read | A::WriteStacks),
+            Role::Developer => matches!(action, A::Read | A::ReadMetrics | A::WriteStacks),
         }
     }
 
@@ -112,10 +119,12 @@ pub enum Action {
     Export,
     /// Delete a branch: its database is dropped.
     DeleteBranch,
+    /// Read the Prometheus metrics (they cover every workspace: only a token for all).
+    ReadMetrics,
 }
 
 impl Action {
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::Read,
         Action::Snapshot,
         Action::Drill,
@@ -130,6 +139,7 @@ impl Action {
         Action::ReadAudit,
         Action::Export,
         Action::DeleteBranch,
+        Action::ReadMetrics,
     ];
 }
 
@@ -146,6 +156,12 @@ pub struct Grant {
 pub fn check(grant: &Grant, action: Action, workspace: Option<&str>) -> Result<()> {
     if !grant.role.allows(action) {
         return Err(Error::new(ErrorKind::Forbidden, format!("the role {} may not {}", grant.role, describe(action))));
+    }
+    if action == Action::ReadMetrics && !grant.workspaces.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "the metrics cover every workspace, and this token is limited to some: use a token for all workspaces",
+        ));
     }
     if let Some(ws) = workspace
         && !grant.workspaces.is_empty()
@@ -172,6 +188,7 @@ fn describe(action: Action) -> &'static str {
         Action::ReadAudit => "read the audit trail",
         Action::Export => "export snapshots and hand out download links",
         Action::DeleteBranch => "delete branches",
+        Action::ReadMetrics => "read the metrics",
     }
 }
 
@@ -184,9 +201,12 @@ mod tests {
     fn every_cell_of_the_role_matrix() {
         use Action as A;
         let allowed: &[(Role, &[Action])] = &[
-            (Role::Viewer, &[A::Read]),
-            (Role::Operator, &[A::Read, A::Snapshot, A::Drill, A::Restore, A::MarkRestorePoint, A::Pin, A::Export]),
-            (Role::Developer, &[A::Read, A::WriteStacks]),
+            (Role::Viewer, &[A::Read, A::ReadMetrics]),
+            (
+                Role::Operator,
+                &[A::Read, A::ReadMetrics, A::Snapshot, A::Drill, A::Restore, A::MarkRestorePoint, A::Pin, A::Export],
+            ),
+            (Role::Developer, &[A::Read, A::ReadMetrics, A::WriteStacks]),
             (Role::Admin, &A::ALL),
             (Role::Auditor, &[A::ReadAudit]),
         ];

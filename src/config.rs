@@ -42,6 +42,18 @@ pub struct Config {
     /// The HTTP API `tidemark serve` also serves (off unless `listen` is set).
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus metrics on a listener of their own, without a token (for a
+/// scrape on a private interface). `/metrics` is also on the API listener, for a viewer.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsConfig {
+    /// `127.0.0.1:9187`: plain HTTP, `/metrics` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
 }
 
 /// `[api]`: the HTTP API.
@@ -513,6 +525,7 @@ impl Config {
             daemon: Default::default(),
             drill: Default::default(),
             api: Default::default(),
+            metrics: Default::default(),
         }
     }
 }
@@ -712,6 +725,7 @@ mod tests {
             daemon: DaemonConfig::default(),
             drill: DrillConfig::default(),
             api: Default::default(),
+            metrics: Default::default(),
         };
         config.workspaces.insert(
             "shop".into(),

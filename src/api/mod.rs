@@ -122,7 +122,64 @@ pub fn router(core: Core, rules: AddressRules) -> Router {
         .layer(axum::middleware::from_fn_with_state(app.clone(), admit))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(json_errors))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
         .with_state(app)
+}
+
+/// Counts every request for `/metrics`: its route template (never the path as sent, so a
+/// client cannot make new series), method, final status and latency.
+async fn observe(State(app): State<App>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "PATCH" | "HEAD" | "OPTIONS") => m.to_string(),
+        _ => "other".to_string(),
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status();
+    let metrics = &app.core.metrics;
+    metrics.api_request(&route, &method, status.as_u16(), started.elapsed().as_secs_f64());
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        metrics.api_rate_limited();
+    }
+    response
+}
+
+/// Accepts OpenMetrics (what Prometheus asks for first); else the classic text format.
+pub(crate) fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"))
+}
+
+/// The metrics as the client accepts them.
+pub(crate) async fn metrics_text(core: &Core, headers: &HeaderMap) -> Result<Response, ApiError> {
+    let open = wants_openmetrics(headers);
+    let text = crate::ops::metrics::render(core, open).await?;
+    let kind = if open { crate::ops::metrics::OPENMETRICS } else { crate::ops::metrics::CLASSIC };
+    Ok(([(header::CONTENT_TYPE, kind)], text).into_response())
+}
+
+/// Serves `/metrics` alone, without a token, on `[metrics] listen` until `shutdown` (for a
+/// scrape on a private interface; everything else answers 404).
+///
+/// Errors: `Unavailable` when the server fails.
+pub async fn serve_metrics(core: Core, tcp: tokio::net::TcpListener, shutdown: CancellationToken) -> Result<()> {
+    let router = Router::new().route(
+        "/metrics",
+        axum::routing::get(|State(core): State<Core>, headers: HeaderMap| async move {
+            metrics_text(&core, &headers).await.unwrap_or_else(IntoResponse::into_response)
+        }),
+    );
+    axum::serve(tcp, router.with_state(core))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("the metrics listener failed: {e}")))
 }
 
 /// Every error answer in the error table's JSON body, also those the server gives before a
@@ -235,6 +292,7 @@ fn with_challenge(mut response: Response) -> Response {
 
 /// Audits a refused request (never with a secret: messages name tokens by id only).
 async fn deny(core: &Core, actor: &Actor, path: &str, e: &Error) {
+    core.metrics.api_denied(e.kind().name());
     let refused: Result<()> = Err(Error::new(ErrorKind::Refused, e.message()));
     let details = serde_json::json!({"kind": e.kind().name(), "reason": e.message()});
     crate::ops::audit::record(core, actor, "api.denied", path, &refused, details).await;

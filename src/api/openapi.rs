@@ -95,6 +95,7 @@ async fn openapi_json() {}
         routes::stack_diff,
         routes::stack_publish,
         routes::stack_revert,
+        routes::metrics,
         routes::jobs,
         routes::show_job,
         routes::cancel_job,

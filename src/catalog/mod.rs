@@ -10,6 +10,7 @@ pub mod lock;
 mod replaced;
 mod schedules;
 mod snapshots;
+pub mod stats;
 pub mod tokens;
 
 pub use drills::{DrillRecord, DrillRow};

@@ -40,6 +40,17 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
         }
         None => None,
     };
+    // Metrics on a listener of their own, without a token ([metrics] listen).
+    let metrics = match &core.config.config.metrics.listen {
+        Some(address) => {
+            let tcp = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| tidemark::Error::config(format!("metrics.listen {address:?} cannot be bound: {e}")))?;
+            tracing::info!(%address, "serving /metrics without a token (plain HTTP)");
+            Some(tokio::spawn(tidemark::api::serve_metrics(core.clone(), tcp, shutdown.clone())))
+        }
+        None => None,
+    };
     let listener = tokio::spawn(stop_on_signal(shutdown.clone()));
     let report = if args.api_only {
         shutdown.cancelled().await;
@@ -49,6 +60,9 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
     };
     shutdown.cancel();
     listener.abort();
+    if let Some(metrics) = metrics {
+        metrics.await.map_err(|e| tidemark::Error::internal(format!("the metrics task failed: {e}")))??;
+    }
     if let Some(api) = api {
         api.await.map_err(|e| tidemark::Error::internal(format!("the API task failed: {e}")))??;
     }

@@ -123,6 +123,7 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         daemon: Default::default(),
         drill: Default::default(),
         api: Default::default(),
+        metrics: Default::default(),
     };
     let created = async {
         Repository::init(&config.repository, &parsed).await?;

@@ -18,6 +18,7 @@ pub mod job;
 pub mod link;
 pub mod lock;
 mod media_swap;
+pub mod metrics;
 pub mod pitr;
 pub mod prune;
 pub mod restore;
@@ -70,6 +71,8 @@ pub struct Core {
     pub cache_dir: Option<PathBuf>,
     /// The daemon's newest health evaluation (`alerts::watch`), read by `/metrics`.
     pub monitor: alerts::Monitor,
+    /// This process's metrics (`/metrics`).
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 /// A claimed comparison of a workspace's snapshot index, given back when dropped.
@@ -148,6 +151,7 @@ impl Core {
             stop: CancellationToken::new(),
             cache_dir: None,
             monitor: alerts::Monitor::default(),
+            metrics: Arc::new(metrics::Metrics::new()),
         }
     }
 

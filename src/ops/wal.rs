@@ -67,6 +67,10 @@ pub async fn stream(
         poll: std::time::Duration::from_millis(500),
         report_every: std::time::Duration::from_secs(30),
         partial_every: std::time::Duration::from_secs(1),
+        lag_sink: Some({
+            let (metrics, workspace) = (core.metrics.clone(), opts.workspace.clone());
+            std::sync::Arc::new(move |bytes| metrics.stream_lag(&workspace, bytes))
+        }),
     };
     crate::wal::stream::stream(&core.repo, core.recipients()?, &spec, core.pg_bin_dir().as_deref(), &settings, shutdown)
         .await

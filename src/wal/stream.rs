@@ -21,7 +21,10 @@ use crate::keys::Recipients;
 use crate::pg::ConnSpec;
 use crate::repo::Repository;
 
-#[derive(Debug, Clone)]
+/// Told the lag (bytes) each time it is read.
+pub type LagSink = std::sync::Arc<dyn Fn(i64) + Send + Sync>;
+
+#[derive(Clone)]
 pub struct StreamSettings {
     pub workspace: String,
     pub slot: String,
@@ -33,6 +36,18 @@ pub struct StreamSettings {
     /// How often the unfinished segment is shipped (when it changed): the RPO on a quiet
     /// database, where a segment can take hours to fill.
     pub partial_every: Duration,
+    /// Where the lag goes besides the log (the process's metrics).
+    pub lag_sink: Option<LagSink>,
+}
+
+impl std::fmt::Debug for StreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSettings")
+            .field("workspace", &self.workspace)
+            .field("slot", &self.slot)
+            .field("spool", &self.spool)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -261,8 +276,13 @@ pub async fn stream(
             if last_report.elapsed() >= settings.report_every {
                 last_report = Instant::now();
                 match lag_bytes(spec, &settings.slot).await {
-                    Ok(lag) => tracing::info!(workspace = %settings.workspace, lag_bytes = ?lag,
-                        seconds_since_last_shipped = last_ship.elapsed().as_secs(), "WAL stream lag"),
+                    Ok(lag) => {
+                        if let (Some(sink), Some(bytes)) = (&settings.lag_sink, lag) {
+                            sink(bytes);
+                        }
+                        tracing::info!(workspace = %settings.workspace, lag_bytes = ?lag,
+                            seconds_since_last_shipped = last_ship.elapsed().as_secs(), "WAL stream lag");
+                    }
                     Err(e) => {
                         tracing::warn!(workspace = %settings.workspace, error = %e.report(), "cannot read the lag");
                     }

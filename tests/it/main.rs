@@ -13,6 +13,7 @@ mod drill;
 mod fixture;
 mod inplace;
 mod media;
+mod metrics;
 mod no_lock_in;
 mod object_lock;
 mod one_operation;

@@ -184,3 +184,18 @@ pub(in crate::api) async fn token_revoke(
     let opts = ops::token::TokenRevokeOptions { token };
     Ok(json(&ops::token::revoke(&app.core, &opts, &actor).await?))
 }
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    summary = "Prometheus metrics: OpenMetrics when asked for, else the classic text format (a token for all workspaces)",
+    responses((status = 200, content_type = "text/plain", body = String)),
+)]
+pub(in crate::api) async fn metrics(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    headers: axum::http::HeaderMap,
+) -> Answer {
+    allow(&app.core, &actor, Action::ReadMetrics, None).await?;
+    crate::api::metrics_text(&app.core, &headers).await
+}

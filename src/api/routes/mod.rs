@@ -64,6 +64,7 @@ pub(super) fn table() -> Vec<(&'static str, MethodRouter<App>)> {
         ("/v1/workspaces/{ws}/stacks/{kind}/{name}/diff", get(stack_diff)),
         ("/v1/workspaces/{ws}/stacks/{kind}/{name}/publish", post(stack_publish)),
         ("/v1/workspaces/{ws}/stacks/{kind}/{name}/revert", post(stack_revert)),
+        ("/metrics", get(metrics)),
         ("/v1/jobs", get(jobs)),
         ("/v1/jobs/{id}", get(show_job).delete(cancel_job)),
         ("/v1/audit", get(audit)),

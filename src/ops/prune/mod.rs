@@ -147,7 +147,19 @@ pub async fn set_pin(core: &Core, opts: &PinOptions, actor: &Actor) -> Result<St
 /// repository: manifests go first, so nothing half-deleted looks whole.
 pub async fn prune(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
     // Stopped part-way, what was deleted is consistent: manifests go first.
-    core.until_stopped(apply(core, opts, actor)).await
+    let report = core.until_stopped(apply(core, opts, actor)).await?;
+    if !report.dry_run {
+        let (m, ws) = (&core.metrics, opts.workspace.as_str());
+        m.retention_deleted(ws, "retention", report.deleted_objects);
+        m.retention_deleted(ws, "garbage", report.garbage_objects);
+        m.retention_deleted(ws, "unfinished-upload", report.unfinished_uploads_deleted);
+        m.retention_deleted(ws, "pitr-base-backup", report.pitr.base_backups_deleted.len() as u64);
+        m.retention_deleted(ws, "pitr-wal", report.pitr.wal_files_deleted);
+        m.retention_deleted(ws, "drill-report", report.drill_reports_deleted);
+        m.retention_deleted(ws, "replaced-database", report.replaced_databases_dropped.len() as u64);
+        m.retention_deleted(ws, "export", report.exports_removed.len() as u64);
+    }
+    Ok(report)
 }
 
 async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
