@@ -205,6 +205,9 @@ pub struct Health {
     /// Seconds of commits a loss now would cost: since the newest recoverable moment (the
     /// PITR window's end, or the newest snapshot without WAL).
     pub rpo_seconds: Option<i64>,
+    /// WAL segments the source has finished but not yet archived (`pg_stat_archiver`;
+    /// `None` where WAL is not archived or the source cannot be asked).
+    pub wal_segments_waiting: Option<i64>,
     pub thresholds: Thresholds,
     pub problems: Vec<Problem>,
 }
@@ -277,6 +280,10 @@ pub async fn health_at(core: &Core, opts: &HealthOptions, actor: &Actor, now: Da
         {
             (newest_snapshot, newest_snapshot_at) = (job.snapshot_id.clone(), job.finished_at);
         }
+        let waiting = match thresholds.max_wal_lag_seconds {
+            Some(_) => segments_waiting(core, &name).await,
+            None => None,
+        };
         let observed = Observed { status: &status, newest_snapshot: newest_snapshot_at, wal_latest: latest };
         let problems = evaluate(&observed, &thresholds, now);
         let rpo_seconds = latest.or(newest_snapshot_at).map(|t| (now - t).num_seconds());
@@ -289,12 +296,47 @@ pub async fn health_at(core: &Core, opts: &HealthOptions, actor: &Actor, now: Da
             pitr_earliest: earliest,
             pitr_latest: latest,
             rpo_seconds,
+            wal_segments_waiting: waiting,
             thresholds,
             problems,
         });
     }
     let all: Vec<Problem> = workspaces.iter().flat_map(|w| w.problems.clone()).collect();
     Ok(HealthReport { at: now, state: state_of(&all).to_string(), workspaces })
+}
+
+/// Completed WAL segments the source's archiver has not archived yet: from the segment
+/// `pg_stat_archiver` archived last to the one being written (on the same timeline). A
+/// source that cannot be asked, or has archived nothing yet, says nothing.
+async fn segments_waiting(core: &Core, workspace: &str) -> Option<i64> {
+    let spec = core.workspace(workspace).ok()?.conn().ok()?.clone();
+    let mut conn = spec.connect().await.ok()?;
+    let row: Option<(Option<String>, String)> =
+        sqlx::query_as("SELECT last_archived_wal, pg_walfile_name(pg_current_wal_lsn()) FROM pg_stat_archiver")
+            .fetch_optional(&mut conn)
+            .await
+            .ok()?;
+    crate::pg::ConnSpec::close(conn).await;
+    let (archived, current) = row?;
+    waiting_between(&archived?, &current)
+}
+
+/// Segments after `archived` and before `current` (WAL file names, 16 MiB segments).
+fn waiting_between(archived: &str, current: &str) -> Option<i64> {
+    let number = |name: &str| -> Option<(u32, u64)> {
+        if name.len() < 24 {
+            return None;
+        }
+        let timeline = u32::from_str_radix(&name[0..8], 16).ok()?;
+        let log = u64::from_str_radix(&name[8..16], 16).ok()?;
+        let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
+        Some((timeline, log * 0x100 + seg))
+    };
+    let ((t1, a), (t2, c)) = (number(archived)?, number(current)?);
+    if t1 != t2 {
+        return None;
+    }
+    Some(i64::try_from(c.saturating_sub(a + 1)).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -304,6 +346,16 @@ mod tests {
 
     fn policy(name: &str, text: &str) -> Policy {
         Policy::parse(name, text).unwrap()
+    }
+
+    #[test]
+    fn segments_waiting_between_the_archived_and_the_current_one() {
+        let w = |a: &str, c: &str| waiting_between(a, c);
+        assert_eq!(w("000000010000000000000003", "000000010000000000000004"), Some(0), "only the one being written");
+        assert_eq!(w("000000010000000000000003", "000000010000000000000007"), Some(3));
+        assert_eq!(w("0000000100000000000000FF", "000000010000000100000002"), Some(2), "across a log file");
+        assert_eq!(w("000000010000000000000003", "000000020000000000000007"), None, "another timeline");
+        assert_eq!(w("00000001000000000000000X", "000000010000000000000007"), None);
     }
 
     #[test]

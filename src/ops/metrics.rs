@@ -374,6 +374,13 @@ impl Collector for CatalogCollector {
             )?;
             gauges(
                 &mut encoder,
+                "tidemark_wal_segments_waiting",
+                "WAL segments the source finished but has not archived yet (pg_stat_archiver)",
+                None,
+                &each(&|w| w.wal_segments_waiting.map(|n| n as f64)),
+            )?;
+            gauges(
+                &mut encoder,
                 "tidemark_rpo",
                 "What a loss at the evaluation would cost: seconds since the newest recoverable moment",
                 Some(&Unit::Seconds),

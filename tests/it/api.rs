@@ -140,6 +140,7 @@ async fn every_cell_of_the_role_matrix_over_http() {
             "replace",
         ),
         (Method::GET, format!("{base}/v1/workspaces/shop/branches"), None, "read"),
+        (Method::GET, format!("{base}/metrics"), None, "read"),
         // A branch is a restore into a new database (the job then fails: no such snapshot).
         (
             Method::POST,

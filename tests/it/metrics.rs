@@ -43,8 +43,12 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
     use tidemark::ops::alerts::{Transitions, evaluate_once};
     let mut w = crate::pitr::archiving_world().await;
     w.core.config.config.drill.scratch_dir = Some(w.dir.path().join("drills"));
-    w.core.config.config.workspaces.get_mut("shop").unwrap().password =
-        Some(tidemark::config::Secret::literal("pw-never-shown"));
+    let shop = w.core.config.config.workspaces.get_mut("shop").unwrap();
+    shop.password = Some(tidemark::config::Secret::literal("pw-never-shown"));
+    shop.alerts = Some(tidemark::config::AlertsConfig {
+        max_wal_lag: Some(std::time::Duration::from_secs(3600)),
+        ..Default::default()
+    });
     let live = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY);").await;
     let base = tidemark::ops::basebackup::basebackup_recorded(
         &w.core,
@@ -99,6 +103,8 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
         "{text}"
     );
     assert_eq!(shop("tidemark_workspace_stale", ",kind=\"snapshot-stale\""), Some(0.0), "{text}");
+    assert_eq!(shop("tidemark_workspace_stale", ",kind=\"wal-lag\""), Some(0.0), "{text}");
+    assert_eq!(shop("tidemark_wal_segments_waiting", ""), Some(0.0), "everything was archived: {text}");
     assert!(!text.contains("pw-never-shown") && !text.contains(&snapshot.id), "a secret or an id in a label");
 
     // More snapshots, the same series.
