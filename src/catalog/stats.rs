@@ -80,6 +80,24 @@ impl Catalog {
         Ok(out)
     }
 
+    /// Snapshots and their bytes (stored objects and new media) by workspace and kind, from
+    /// the snapshot index (summed in SQLite, without reading each summary here).
+    ///
+    /// Errors: `Unavailable` for the catalog.
+    pub async fn snapshot_totals(&self) -> Result<Vec<(String, String, u64, u64)>> {
+        let rows: Vec<(String, Option<String>, i64, i64)> = sqlx::query_as(
+            "SELECT workspace, json_extract(summary, '$.kind') AS kind, count(*),                     COALESCE(sum(COALESCE(json_extract(summary, '$.stored_bytes'), 0)                                + COALESCE(json_extract(summary, '$.media_new_bytes'), 0)), 0)              FROM snapshots WHERE json_valid(summary) GROUP BY workspace, kind ORDER BY workspace, kind",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(w, kind, n, bytes)| {
+                (w, kind.unwrap_or_else(|| "unknown".into()), n.max(0) as u64, bytes.max(0) as u64)
+            })
+            .collect())
+    }
+
     /// Every workspace's newest drill.
     ///
     /// Errors: `Unavailable` for the catalog.

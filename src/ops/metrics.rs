@@ -449,18 +449,7 @@ async fn gather(core: &Core, workspaces: &[String]) -> Result<Gathered> {
     let catalog = core.catalog().await?;
     let jobs = catalog.job_stats().await?;
     let drills = catalog.newest_drills().await?;
-    let mut snapshots = Vec::new();
-    for w in workspaces {
-        let mut by_kind: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-        for (_, summary) in catalog.indexed_snapshots(w).await? {
-            let Ok(s) = serde_json::from_str::<super::snapshot::SnapshotSummary>(&summary) else { continue };
-            let kind = s.kind.map_or_else(|| "unknown".to_string(), |k| k.to_string());
-            let entry = by_kind.entry(kind).or_default();
-            entry.0 += 1;
-            entry.1 += s.stored_bytes.unwrap_or(0) + s.media_new_bytes.unwrap_or(0);
-        }
-        snapshots.extend(by_kind.into_iter().map(|(kind, (n, bytes))| (w.clone(), kind, n, bytes)));
-    }
+    let snapshots = catalog.snapshot_totals().await?.into_iter().filter(|(w, ..)| workspaces.contains(w)).collect();
     Ok((jobs, drills, snapshots))
 }
 
