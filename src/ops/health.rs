@@ -208,8 +208,17 @@ pub struct Health {
     /// WAL segments the source has finished but not yet archived (`pg_stat_archiver`;
     /// `None` where WAL is not archived or the source cannot be asked).
     pub wal_segments_waiting: Option<i64>,
+    /// What the repository holds for point-in-time restores (read with the window).
+    pub physical_bytes: Option<PhysicalBytes>,
     pub thresholds: Thresholds,
     pub problems: Vec<Problem>,
+}
+
+/// Stored bytes of base backups and archived WAL.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+pub struct PhysicalBytes {
+    pub base_backups: u64,
+    pub wal: u64,
 }
 
 /// What `status` reports.
@@ -263,14 +272,21 @@ pub async fn health_at(core: &Core, opts: &HealthOptions, actor: &Actor, now: Da
     for name in names {
         let status = super::workspace::status(core, &StatusOptions { workspace: name.clone() }, actor).await?;
         let thresholds = Thresholds::for_workspace(&core.config, &name)?;
-        let (earliest, latest) = if thresholds.max_wal_lag_seconds.is_some() || status.last_base_backup.is_some() {
-            let window = super::pitr::window(core, &super::pitr::WindowOptions { workspace: name.clone() }, actor)
-                .await
-                .map_err(|e| e.context(format!("reading the PITR window of {name}")))?;
-            (window.earliest.map(|m| m.time), window.latest.map(|m| m.time))
-        } else {
-            (None, None)
-        };
+        let (earliest, latest, physical_bytes) =
+            if thresholds.max_wal_lag_seconds.is_some() || status.last_base_backup.is_some() {
+                core.workspace(&name)?;
+                let physical = super::pitr::Physical::load(core, &core.identities()?, &name)
+                    .await
+                    .map_err(|e| e.context(format!("reading the PITR window of {name}")))?;
+                let window = physical.window();
+                let bytes = PhysicalBytes {
+                    base_backups: physical.bases.iter().map(|b| b.tar.stored_size).sum(),
+                    wal: physical.archived.iter().map(|a| a.stored_size).sum(),
+                };
+                (window.earliest.map(|m| m.time), window.latest.map(|m| m.time), Some(bytes))
+            } else {
+                (None, None, None)
+            };
         let listing = super::snapshot::ListOptions { workspace: name.clone(), limit: Some(1), ..Default::default() };
         let indexed = super::snapshot::list(core, &listing, actor).await?.into_iter().next();
         let (mut newest_snapshot, mut newest_snapshot_at) =
@@ -297,6 +313,7 @@ pub async fn health_at(core: &Core, opts: &HealthOptions, actor: &Actor, now: Da
             pitr_latest: latest,
             rpo_seconds,
             wal_segments_waiting: waiting,
+            physical_bytes,
             thresholds,
             problems,
         });

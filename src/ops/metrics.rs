@@ -323,12 +323,23 @@ impl Collector for CatalogCollector {
                 })
                 .collect()
         };
+        let mut bytes = by_kind(&|_, bytes| bytes);
+        if let Some(h) = &s.health {
+            for w in h.workspaces.iter().filter(|w| configured(&w.workspace)) {
+                if let Some(p) = w.physical_bytes {
+                    for (kind, n) in [("basebackup", p.base_backups), ("wal", p.wal)] {
+                        bytes.push((vec![("workspace", w.workspace.clone()), ("kind", kind.to_string())], n as f64));
+                    }
+                }
+            }
+        }
         gauges(
             &mut encoder,
-            "tidemark_repository_snapshot",
-            "Bytes the repository holds for snapshots, by workspace and snapshot kind",
+            "tidemark_repository",
+            "Bytes the repository holds, by workspace and kind (snapshot kinds from the index; basebackup and wal \
+             from the daemon's evaluation)",
             Some(&Unit::Bytes),
-            &by_kind(&|_, bytes| bytes),
+            &bytes,
         )?;
         gauges(
             &mut encoder,

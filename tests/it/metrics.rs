@@ -97,11 +97,23 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
         ts(window.earliest.as_ref().unwrap().time)
     ));
     assert!(shop("tidemark_wal_archive_lag_seconds", "").is_some_and(|l| (0.0..600.0).contains(&l)), "{text}");
-    assert_eq!(
-        shop("tidemark_repository_snapshot_bytes", ",kind=\"manual\""),
-        Some(snapshot.stored_bytes() as f64),
-        "{text}"
-    );
+    assert_eq!(shop("tidemark_repository_bytes", ",kind=\"manual\""), Some(snapshot.stored_bytes() as f64), "{text}");
+    fn stored(dir: &std::path::Path) -> u64 {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| match e.path() {
+                p if p.is_dir() => stored(&p),
+                p if p.to_string_lossy().ends_with(".zst.age") => e.metadata().unwrap().len(),
+                _ => 0,
+            })
+            .sum()
+    }
+    let wal_bytes = stored(&w.repo_dir().join("workspaces/shop/wal"));
+    assert!(wal_bytes > 0);
+    assert_eq!(shop("tidemark_repository_bytes", ",kind=\"wal\""), Some(wal_bytes as f64), "{text}");
+    assert_eq!(shop("tidemark_repository_bytes", ",kind=\"basebackup\""), Some(base.tar.stored_size as f64), "{text}");
     assert_eq!(shop("tidemark_workspace_stale", ",kind=\"snapshot-stale\""), Some(0.0), "{text}");
     assert_eq!(shop("tidemark_workspace_stale", ",kind=\"wal-lag\""), Some(0.0), "{text}");
     assert_eq!(shop("tidemark_wal_segments_waiting", ""), Some(0.0), "everything was archived: {text}");
