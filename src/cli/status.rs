@@ -32,14 +32,23 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<()> {
                 println!("    {}: {}", p.kind.as_str(), p.message);
             }
         }
+        for u in &report.unknown {
+            println!("{:<20} UNKNOWN  {}", u.workspace, u.error);
+        }
     }
     let (code, what) = match report.state.as_str() {
         "healthy" => return Ok(()),
         "stale" => (STALE, "stale"),
+        "unknown" => (UNKNOWN, "cannot tell"),
         _ => (FAILING, "failing"),
     };
-    let names: Vec<&str> =
-        report.workspaces.iter().filter(|w| w.state != "healthy").map(|w| w.workspace.as_str()).collect();
+    let names: Vec<&str> = report
+        .workspaces
+        .iter()
+        .filter(|w| w.state != "healthy")
+        .map(|w| w.workspace.as_str())
+        .chain(report.unknown.iter().map(|u| u.workspace.as_str()))
+        .collect();
     let error = Error::new(ErrorKind::Refused, format!("{what}: {}", names.join(", "))).with_exit_code(code);
     Err(if global.json { error.result_printed() } else { error })
 }

@@ -82,6 +82,12 @@ impl Transitions {
                 now_stale.insert((w.workspace.clone(), p.kind), p.clone());
             }
         }
+        // A workspace that could not be evaluated this time keeps what it was.
+        for ((workspace, kind), p) in &self.stale {
+            if report.unknown.iter().any(|u| &u.workspace == workspace) {
+                now_stale.insert((workspace.clone(), *kind), p.clone());
+            }
+        }
         let mut events = Vec::new();
         for ((workspace, kind), p) in &now_stale {
             if !self.stale.contains_key(&(workspace.clone(), *kind)) {

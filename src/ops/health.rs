@@ -225,9 +225,20 @@ pub struct PhysicalBytes {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
     pub at: DateTime<Utc>,
-    /// `healthy`, `stale` or `failing`: the worst of the workspaces.
+    /// `healthy`, `stale` or `failing`: the worst of the workspaces; `unknown` when all
+    /// that could be read is healthy but some workspace could not be.
     pub state: String,
     pub workspaces: Vec<Health>,
+    /// Workspaces that could not be evaluated (the others still were), and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<Unknown>,
+}
+
+/// A workspace whose health could not be read.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Unknown {
+    pub workspace: String,
+    pub error: String,
 }
 
 /// What `status` takes.
@@ -251,8 +262,9 @@ fn state_of(problems: &[Problem]) -> &'static str {
 /// The health of one workspace (or all) now: the catalog, and the repository's WAL listing
 /// for workspaces that archive WAL.
 ///
-/// Errors: `NotFound` for an unknown workspace; `Config` for its policies; those of the
-/// catalog and the repository.
+/// Errors: `NotFound` for an unknown workspace; for one workspace asked, `Config` for its
+/// policies and those of the catalog and the repository (for all, a workspace that cannot
+/// be read is listed in `unknown` and the others are still evaluated).
 pub async fn health(core: &Core, opts: &HealthOptions, actor: &Actor) -> Result<HealthReport> {
     health_at(core, opts, actor, Utc::now()).await
 }
@@ -269,57 +281,75 @@ pub async fn health_at(core: &Core, opts: &HealthOptions, actor: &Actor, now: Da
         None => core.config.config.workspaces.keys().cloned().collect(),
     };
     let mut workspaces = Vec::new();
+    let mut unknown = Vec::new();
     for name in names {
-        let status = super::workspace::status(core, &StatusOptions { workspace: name.clone() }, actor).await?;
-        let thresholds = Thresholds::for_workspace(&core.config, &name)?;
-        let (earliest, latest, physical_bytes) =
-            if thresholds.max_wal_lag_seconds.is_some() || status.last_base_backup.is_some() {
-                core.workspace(&name)?;
-                let physical = super::pitr::Physical::load(core, &core.identities()?, &name)
-                    .await
-                    .map_err(|e| e.context(format!("reading the PITR window of {name}")))?;
-                let window = physical.window();
-                let bytes = PhysicalBytes {
-                    base_backups: physical.bases.iter().map(|b| b.tar.stored_size).sum(),
-                    wal: physical.archived.iter().map(|a| a.stored_size).sum(),
-                };
-                (window.earliest.map(|m| m.time), window.latest.map(|m| m.time), Some(bytes))
-            } else {
-                (None, None, None)
-            };
-        let listing = super::snapshot::ListOptions { workspace: name.clone(), limit: Some(1), ..Default::default() };
-        let indexed = super::snapshot::list(core, &listing, actor).await?.into_iter().next();
-        let (mut newest_snapshot, mut newest_snapshot_at) =
-            indexed.and_then(|s| s.finished_at.map(|t| (Some(s.id), Some(t)))).unwrap_or_default();
-        if let Some(job) = &status.last_snapshot
-            && job.finished_at > newest_snapshot_at
-        {
-            (newest_snapshot, newest_snapshot_at) = (job.snapshot_id.clone(), job.finished_at);
+        match workspace_health(core, &name, actor, now).await {
+            Ok(health) => workspaces.push(health),
+            // Asked about one: its error is the answer. About all: the others still count.
+            Err(e) if opts.workspace.is_some() => return Err(e),
+            Err(e) => unknown.push(Unknown { workspace: name, error: e.report() }),
         }
-        let waiting = match thresholds.max_wal_lag_seconds {
-            Some(_) => segments_waiting(core, &name).await,
-            None => None,
-        };
-        let observed = Observed { status: &status, newest_snapshot: newest_snapshot_at, wal_latest: latest };
-        let problems = evaluate(&observed, &thresholds, now);
-        let rpo_seconds = latest.or(newest_snapshot_at).map(|t| (now - t).num_seconds());
-        workspaces.push(Health {
-            workspace: name,
-            state: state_of(&problems).to_string(),
-            status,
-            newest_snapshot,
-            newest_snapshot_at,
-            pitr_earliest: earliest,
-            pitr_latest: latest,
-            rpo_seconds,
-            wal_segments_waiting: waiting,
-            physical_bytes,
-            thresholds,
-            problems,
-        });
     }
     let all: Vec<Problem> = workspaces.iter().flat_map(|w| w.problems.clone()).collect();
-    Ok(HealthReport { at: now, state: state_of(&all).to_string(), workspaces })
+    let state = match state_of(&all) {
+        "healthy" if !unknown.is_empty() => "unknown",
+        state => state,
+    };
+    Ok(HealthReport { at: now, state: state.to_string(), workspaces, unknown })
+}
+
+/// One workspace's health at `now`.
+///
+/// Errors: `Config` for its policies; those of the catalog and the repository.
+async fn workspace_health(core: &Core, name: &str, actor: &Actor, now: DateTime<Utc>) -> Result<Health> {
+    let name = name.to_string();
+    let status = super::workspace::status(core, &StatusOptions { workspace: name.clone() }, actor).await?;
+    let thresholds = Thresholds::for_workspace(&core.config, &name)?;
+    let (earliest, latest, physical_bytes) =
+        if thresholds.max_wal_lag_seconds.is_some() || status.last_base_backup.is_some() {
+            core.workspace(&name)?;
+            let physical = super::pitr::Physical::load(core, &core.identities()?, &name)
+                .await
+                .map_err(|e| e.context(format!("reading the PITR window of {name}")))?;
+            let window = physical.window();
+            let bytes = PhysicalBytes {
+                base_backups: physical.bases.iter().map(|b| b.tar.stored_size).sum(),
+                wal: physical.archived.iter().map(|a| a.stored_size).sum(),
+            };
+            (window.earliest.map(|m| m.time), window.latest.map(|m| m.time), Some(bytes))
+        } else {
+            (None, None, None)
+        };
+    let listing = super::snapshot::ListOptions { workspace: name.clone(), limit: Some(1), ..Default::default() };
+    let indexed = super::snapshot::list(core, &listing, actor).await?.into_iter().next();
+    let (mut newest_snapshot, mut newest_snapshot_at) =
+        indexed.and_then(|s| s.finished_at.map(|t| (Some(s.id), Some(t)))).unwrap_or_default();
+    if let Some(job) = &status.last_snapshot
+        && job.finished_at > newest_snapshot_at
+    {
+        (newest_snapshot, newest_snapshot_at) = (job.snapshot_id.clone(), job.finished_at);
+    }
+    let waiting = match thresholds.max_wal_lag_seconds {
+        Some(_) => segments_waiting(core, &name).await,
+        None => None,
+    };
+    let observed = Observed { status: &status, newest_snapshot: newest_snapshot_at, wal_latest: latest };
+    let problems = evaluate(&observed, &thresholds, now);
+    let rpo_seconds = latest.or(newest_snapshot_at).map(|t| (now - t).num_seconds());
+    Ok(Health {
+        workspace: name,
+        state: state_of(&problems).to_string(),
+        status,
+        newest_snapshot,
+        newest_snapshot_at,
+        pitr_earliest: earliest,
+        pitr_latest: latest,
+        rpo_seconds,
+        wal_segments_waiting: waiting,
+        physical_bytes,
+        thresholds,
+        problems,
+    })
 }
 
 /// Completed WAL segments the source's archiver has not archived yet: from the segment

@@ -551,8 +551,22 @@ async fn status_exit_codes_for_healthy_stale_failing_and_unknown() {
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(text.starts_with("shop") && text.contains("healthy") && text.contains("snapshot"), "{text}");
 
-    // A threshold set in the config, and crossed.
+    // A workspace that cannot be evaluated (a schedule that does not exist): the others
+    // still are, and the answer is "cannot tell".
     let config = dir.path().join("tidemark.toml");
+    let good = std::fs::read_to_string(&config).unwrap();
+    let broken =
+        format!("{good}\n[workspaces.broken]\ndatabase-url = \"{}\"\nschedules = [\"nope\"]\n", cluster.url("shop"));
+    std::fs::write(&config, broken).unwrap();
+    let (code, report, _) = status(&[]);
+    assert_eq!(code, Some(3), "{report}");
+    assert_eq!(report["state"], "unknown");
+    assert_eq!(report["unknown"][0]["workspace"], "broken");
+    assert!(report["unknown"][0]["error"].as_str().unwrap().contains("nope"), "{report}");
+    assert_eq!(report["workspaces"][0]["state"], "healthy", "shop is still evaluated");
+    std::fs::write(&config, &good).unwrap();
+
+    // A threshold set in the config, and crossed.
     let mut text = std::fs::read_to_string(&config).unwrap();
     text.push_str("\n[workspaces.shop.alerts]\nmax-snapshot-age = \"1s\"\n");
     std::fs::write(&config, &text).unwrap();
