@@ -81,7 +81,8 @@ pub enum ProblemKind {
     WalLag,
     /// The newest drill failed.
     DrillFailed,
-    /// A job's newest run failed after its last success.
+    /// A backup job's newest run (snapshot, base backup, drill, prune, check) failed after
+    /// its last success.
     JobFailed,
 }
 
@@ -132,6 +133,9 @@ pub struct Observed<'a> {
     pub wal_latest: Option<DateTime<Utc>>,
 }
 
+/// The operations whose failure makes a workspace failing.
+pub const BACKUP_OPERATIONS: [&str; 5] = ["snapshot", "basebackup", "drill", "prune", "check"];
+
 /// The problems of a workspace at `now`, in [`ProblemKind`] order.
 pub fn evaluate(observed: &Observed<'_>, thresholds: &Thresholds, now: DateTime<Utc>) -> Vec<Problem> {
     let mut problems = Vec::new();
@@ -168,7 +172,9 @@ pub fn evaluate(observed: &Observed<'_>, thresholds: &Thresholds, now: DateTime<
             late_by_seconds: None,
         });
     }
-    for job in &status.failing {
+    // The backups' own work; a restore someone asked for and got wrong is not the backups'
+    // health.
+    for job in status.failing.iter().filter(|j| BACKUP_OPERATIONS.contains(&j.operation.as_str())) {
         problems.push(Problem {
             kind: ProblemKind::JobFailed,
             message: format!("{} failed (job {}): {}", job.operation, job.job, job.error.as_deref().unwrap_or("")),
@@ -420,6 +426,18 @@ mod tests {
         assert_eq!(Thresholds::derive(&set, &[daily], false, now).max_snapshot_age_seconds, Some(3600));
     }
 
+    fn fresh_job(now: DateTime<Utc>) -> LastJob {
+        LastJob {
+            job: 9,
+            operation: "snapshot".into(),
+            kind: None,
+            snapshot_id: None,
+            finished_at: Some(now),
+            age_seconds: Some(0),
+            error: None,
+        }
+    }
+
     fn status(snapshot_age: Option<i64>, drill: Option<(i64, bool)>, now: DateTime<Utc>) -> WorkspaceStatus {
         let job = |age: i64| LastJob {
             job: 7,
@@ -478,6 +496,16 @@ mod tests {
         let kinds: Vec<_> = problems.iter().map(|p| p.kind).collect();
         assert_eq!(kinds, [ProblemKind::SnapshotStale, ProblemKind::WalLag, ProblemKind::DrillFailed]);
         assert_eq!(state_of(&problems), "failing");
+        // A failed snapshot job is failing; a failed restore someone asked for is not the
+        // backups' health.
+        let mut jobs = status(Some(50), Some((500, true)), now);
+        let failed = |op: &str| LastJob { operation: op.into(), error: Some("boom".into()), ..fresh_job(now) };
+        jobs.failing = vec![failed("restore")];
+        assert!(evaluate(&Observed { status: &jobs, newest_snapshot: at(50), wal_latest: wal }, &t, now).is_empty());
+        jobs.failing.push(failed("snapshot"));
+        let problems = evaluate(&Observed { status: &jobs, newest_snapshot: at(50), wal_latest: wal }, &t, now);
+        assert_eq!(problems.iter().map(|p| p.kind).collect::<Vec<_>>(), [ProblemKind::JobFailed]);
+        assert!(problems[0].message.starts_with("snapshot failed"), "{problems:?}");
         // Unchecked ages are never a problem.
         let off = Thresholds { max_snapshot_age_seconds: None, max_drill_age_seconds: None, max_wal_lag_seconds: None };
         assert!(evaluate(&Observed { status: &none, newest_snapshot: None, wal_latest: None }, &off, now).len() == 1);

@@ -437,7 +437,7 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         // The media go back with it, when the in-place restore swapped them.
         let mut media = media_beside(core, &opts.workspace, &id).ok().flatten();
         if let Some(m) = &media
-            && !m.swapped().await
+            && !m.swapped().await.map_err(|e| e.context("finding the media the in-place restore moved aside"))?
         {
             media = None;
         }

@@ -186,10 +186,12 @@ impl MediaSwap {
     }
 
     /// Whether an in-place restore swapped these media (their aside copy is whole).
-    pub(super) async fn swapped(&self) -> bool {
+    ///
+    /// Errors: `Unavailable` when the store cannot say (an undo must not go on without).
+    pub(super) async fn swapped(&self) -> Result<bool> {
         match self {
-            MediaSwap::Folders { aside, .. } => aside.exists(),
-            MediaSwap::Store { root, aside, .. } => root.has(&marker(aside)).await.unwrap_or(false),
+            MediaSwap::Folders { aside, .. } => Ok(aside.exists()),
+            MediaSwap::Store { root, aside, .. } => root.has(&marker(aside)).await,
         }
     }
 

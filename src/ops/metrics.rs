@@ -445,7 +445,8 @@ pub async fn render(core: &Core, openmetrics: bool) -> Result<String> {
     let metrics = &core.metrics;
     let mut text = String::new();
     {
-        // One scrape at a time: the collector reads what this one gathered.
+        // The collector encodes the newest gathered data (two scrapes at once may both
+        // answer the later one's: equally fresh).
         let mut current = metrics.scrape.lock().expect("scrape lock");
         *current = scrape;
     }
