@@ -353,9 +353,9 @@ async fn scheduled_drills_run_after_snapshots_and_on_their_own_and_failures_noti
 async fn freshness_crosses_each_threshold_once_and_recovers_once() {
     use tidemark::ops::alerts::{Transitions, evaluate_once};
     use tidemark::ops::drill::{DrillOptions, DrillSource, drill};
-    let mut w = world().await;
-    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
-    std::fs::set_permissions(w.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // A workspace whose cluster archives WAL: snapshot, drill and WAL each have a threshold.
+    let mut w = crate::pitr::archiving_world().await;
+    let live = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY);").await;
     w.core.config.config.drill.scratch_dir = Some(w.dir.path().join("drills"));
     let shop = w.core.config.config.workspaces.get_mut("shop").unwrap();
     shop.password = Some(Secret::literal("pw-never-shown"));
@@ -363,8 +363,11 @@ async fn freshness_crosses_each_threshold_once_and_recovers_once() {
     shop.alerts = Some(tidemark::config::AlertsConfig {
         max_snapshot_age: Some(Duration::from_secs(3600)),
         max_drill_age: Some(Duration::from_secs(2 * 3600)),
-        max_wal_lag: None,
+        max_wal_lag: Some(Duration::from_secs(3 * 3600)),
     });
+    crate::support::basebackup(&w.core).await.unwrap();
+    crate::pitr::commit_marker(&live, "a").await;
+    crate::pitr::archive_everything(&live, &w.core).await;
     crate::support::snapshot_shop(&w.core).await.unwrap();
     let report =
         drill(&w.core, &DrillOptions::new("shop", DrillSource::Snapshot(None)), &crate::support::actor()).await;
@@ -393,13 +396,21 @@ async fn freshness_crosses_each_threshold_once_and_recovers_once() {
     assert_eq!(seen(&at(125).await), [pair("workspace.stale", "drill-stale")]);
     assert!(at(126).await.is_empty());
     assert_eq!(w.core.monitor.latest().unwrap().workspaces[0].problems.len(), 2, "the monitor has the newest");
+    let wal = at(185).await;
+    assert_eq!(seen(&wal), [pair("workspace.stale", "wal-lag")]);
+    assert!(wal[0].message.starts_with("newest archived WAL is"), "{wal:?}");
+    assert!(at(186).await.is_empty());
     // As a clock that sees the snapshot and the drill young again (a manual clock never
     // goes back: another one, the same evaluation state): both recover, once.
     let young = ManualClock::new(start + chrono::Duration::minutes(5));
     let recovered = evaluate_once(&w.core, &young, &mut transitions).await;
     assert_eq!(
         seen(&recovered),
-        [pair("workspace.recovered", "snapshot-stale"), pair("workspace.recovered", "drill-stale")]
+        [
+            pair("workspace.recovered", "snapshot-stale"),
+            pair("workspace.recovered", "drill-stale"),
+            pair("workspace.recovered", "wal-lag")
+        ]
     );
     young.set(start + chrono::Duration::minutes(6));
     assert!(evaluate_once(&w.core, &young, &mut transitions).await.is_empty());
