@@ -64,19 +64,67 @@ impl<F: FnMut() -> Option<std::io::Result<Bytes>>> Read for ChunkReader<F> {
     }
 }
 
-/// Reads the `backup_manifest` out of a base backup tar stream.
-fn find_backup_manifest(reader: impl Read) -> std::io::Result<Option<Vec<u8>>> {
-    let mut archive = tar::Archive::new(reader);
-    let mut found = None;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if entry.path()?.as_ref() == Path::new("backup_manifest") {
-            let mut text = Vec::new();
-            entry.read_to_end(&mut text)?;
-            found = Some(text);
+/// Finds the `backup_manifest` entry of pg_basebackup's tar as the stream goes by: each
+/// 512-byte header is read with the tar crate, every entry's content is skipped in place
+/// (no copy, no second reader) except that one's, which is kept.
+#[derive(Debug, Default)]
+struct ManifestFinder {
+    /// A header that spans two chunks, so far.
+    header: Vec<u8>,
+    /// Bytes of the current entry (content and padding) still to pass over.
+    skip: u64,
+    /// The manifest being collected, and how much of its content is still to come.
+    capture: Option<(Vec<u8>, u64)>,
+    found: Option<Vec<u8>>,
+    /// The end-of-archive block was seen.
+    ended: bool,
+}
+
+impl ManifestFinder {
+    /// Takes the next bytes of the tar.
+    ///
+    /// Errors: `InvalidData` for a header whose size cannot be read.
+    fn feed(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        const BLOCK: usize = 512;
+        while !data.is_empty() && !self.ended {
+            if self.skip > 0 {
+                let n = data.len().min(usize::try_from(self.skip).unwrap_or(usize::MAX));
+                if let Some((text, left)) = &mut self.capture {
+                    let take = n.min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    text.extend_from_slice(&data[..take]);
+                    *left -= take as u64;
+                    if *left == 0 {
+                        self.found = self.capture.take().map(|(text, _)| text);
+                    }
+                }
+                self.skip -= n as u64;
+                data = &data[n..];
+                continue;
+            }
+            let n = (BLOCK - self.header.len()).min(data.len());
+            self.header.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.header.len() < BLOCK {
+                break;
+            }
+            let block: [u8; BLOCK] = std::mem::take(&mut self.header).try_into().expect("a whole block");
+            if block.iter().all(|b| *b == 0) {
+                self.ended = true;
+                break;
+            }
+            let header = tar::Header::from_byte_slice(&block);
+            let size = header.entry_size()?;
+            self.skip = size.div_ceil(BLOCK as u64) * BLOCK as u64;
+            if header.entry_type().is_file() && header.path_bytes().as_ref() == b"backup_manifest" {
+                let capacity = usize::try_from(size).unwrap_or(0).min(64 << 20);
+                self.capture = Some((Vec::with_capacity(capacity), size));
+                if size == 0 {
+                    self.found = self.capture.take().map(|(text, _)| text);
+                }
+            }
         }
+        Ok(())
     }
-    Ok(found)
 }
 
 /// `WAL-Ranges` of a `backup_manifest`: the timeline and the range replay must cover.
@@ -175,12 +223,9 @@ pub async fn take(
         text
     });
 
-    // The tar goes to the repository and, on the side, to a parser that keeps the
-    // backup_manifest (the last entry) for the WAL range.
-    let (tap, mut tapped) = tokio::sync::mpsc::channel::<Bytes>(8);
-    let parser = tokio::task::spawn_blocking(move || {
-        find_backup_manifest(ChunkReader { next: move || tapped.blocking_recv().map(Ok), current: Bytes::new() })
-    });
+    // The tar goes to the repository, and the backup_manifest (the last entry, for the WAL
+    // range) is picked out of it on the way.
+    let mut finder = ManifestFinder::default();
     let mut writer = ObjectWriter::new(repo, layout::base_tar(workspace, &id), "base.tar.zst.age".into(), recipients)?;
     let copied: Result<()> = async {
         let mut buf = vec![0u8; 1 << 20];
@@ -190,13 +235,11 @@ pub async fn take(
                 return Ok(());
             }
             writer.write(&buf[..n]).await?;
+            finder.feed(&buf[..n]).map_err(|e| Error::internal(format!("reading pg_basebackup's tar: {e}")))?;
             progress.add_bytes(n as u64);
-            // A parser that stopped early (it found the end of the tar) needs nothing more.
-            let _ = tap.send(Bytes::copy_from_slice(&buf[..n])).await;
         }
     }
     .await;
-    drop(tap);
     let status = child.wait().await?;
     let stderr = errors.await.unwrap_or_default();
     if let Err(e) = copied {
@@ -220,13 +263,9 @@ pub async fn take(
             format!("pg_basebackup failed ({status}): {}{hint}", tail.join("\n")),
         ));
     }
-    let backup_manifest = parser
-        .await
-        .map_err(|e| Error::internal(format!("tar parser: {e}")))?
-        .map_err(|e| Error::internal(format!("reading pg_basebackup's tar: {e}")))?
-        .ok_or_else(|| {
-            Error::internal("pg_basebackup's tar has no backup_manifest (PostgreSQL 13 or newer is needed)")
-        })?;
+    let backup_manifest = finder.found.ok_or_else(|| {
+        Error::internal("pg_basebackup's tar has no backup_manifest (PostgreSQL 13 or newer is needed)")
+    })?;
     let (timeline, start_lsn, end_lsn) = wal_range(&backup_manifest)?;
     let tar = writer.finish().await?;
     let manifest = BaseManifest {
@@ -371,18 +410,37 @@ mod tests {
     }
 
     #[test]
-    fn the_manifest_is_found_at_the_end_of_a_tar() {
+    fn the_manifest_is_picked_out_of_the_tar_whatever_the_chunks() {
+        let long = format!("base/{}/16384", "x".repeat(120));
+        let big: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let manifest = br#"{"WAL-Ranges": []}"#.to_vec();
         let mut builder = tar::Builder::new(Vec::new());
-        for (name, body) in [("backup_label", &b"START WAL LOCATION"[..]), ("backup_manifest", &b"{\"x\":1}"[..])] {
-            let mut header = tar::Header::new_ustar();
+        let entries: [(&str, &[u8]); 6] = [
+            ("backup_label", b"START WAL LOCATION"),
+            ("empty", b""),
+            (&long, &big),
+            ("global/backup_manifest", b"a decoy in a folder"),
+            ("backup_manifest.old", b"another decoy"),
+            ("backup_manifest", &manifest),
+        ];
+        for (name, body) in entries {
+            let mut header = tar::Header::new_gnu();
             header.set_size(body.len() as u64);
             header.set_mode(0o600);
-            header.set_cksum();
             builder.append_data(&mut header, name, body).unwrap();
         }
         let bytes = builder.into_inner().unwrap();
-        let mut chunks = bytes.chunks(100).map(|c| Ok(Bytes::copy_from_slice(c))).collect::<Vec<_>>().into_iter();
-        let reader = ChunkReader { next: move || chunks.next(), current: Bytes::new() };
-        assert_eq!(find_backup_manifest(reader).unwrap().unwrap(), b"{\"x\":1}");
+        for size in [1, 7, 100, 511, 512, 513, 4096, bytes.len()] {
+            let mut finder = ManifestFinder::default();
+            for chunk in bytes.chunks(size) {
+                finder.feed(chunk).unwrap();
+            }
+            assert!(finder.ended, "the end of the archive, in chunks of {size}");
+            assert_eq!(finder.found.as_deref(), Some(&manifest[..]), "in chunks of {size}");
+        }
+        // A tar without one: nothing found.
+        let mut finder = ManifestFinder::default();
+        finder.feed(&bytes[..1024]).unwrap();
+        assert_eq!(finder.found, None);
     }
 }
