@@ -47,6 +47,13 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
                 .await
                 .map_err(|e| tidemark::Error::config(format!("metrics.listen {address:?} cannot be bound: {e}")))?;
             tracing::info!(%address, "serving /metrics without a token (plain HTTP)");
+            if tcp.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
+                tracing::warn!(
+                    %address,
+                    "metrics.listen is not a loopback address: anyone who reaches it reads every workspace's \
+                     names and backup ages without a token; keep it on a private interface"
+                );
+            }
             Some(tokio::spawn(tidemark::api::serve_metrics(core.clone(), tcp, shutdown.clone())))
         }
         None => None,
