@@ -151,7 +151,11 @@ impl MediaSwap {
                         )),
                     });
                 }
-                root.remove_all(incoming).await?;
+                // The live media are the restored ones now: what is left of the restored prefix
+                // is only clutter, never a reason to call the switch failed.
+                if let Err(e) = root.remove_all(incoming).await {
+                    tracing::warn!(prefix = %incoming, error = %e.report(), "the restored media prefix was not removed");
+                }
                 Ok(())
             }
         }
