@@ -57,9 +57,17 @@ pub fn export_file(core: &Core, workspace: &str, id: &str) -> Result<PathBuf> {
     if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
         return Err(Error::usage("an export id is 32 lowercase hex digits"));
     }
+    Ok(exports_dir(core, workspace)?.join(format!("{id}.tidemark")))
+}
+
+/// The folder of `workspace`'s exports made over the API: `exports/<workspace>/` beside
+/// the config file.
+///
+/// Errors: `Usage` for a name that is not a workspace name.
+pub fn exports_dir(core: &Core, workspace: &str) -> Result<PathBuf> {
     crate::config::validate_workspace_name(workspace)?;
     let base = core.config.path.parent().map(PathBuf::from).unwrap_or_default();
-    Ok(base.join("exports").join(workspace).join(format!("{id}.tidemark")))
+    Ok(base.join("exports").join(workspace))
 }
 
 /// A download link.

@@ -395,10 +395,8 @@ pub const KEEP_EXPORTS_DEFAULT: std::time::Duration = std::time::Duration::from_
 fn prune_exports(core: &Core, opts: &PruneOptions, now: DateTime<Utc>) -> Result<Vec<String>> {
     let keep = core.config.config.api.keep_exports.unwrap_or(KEEP_EXPORTS_DEFAULT);
     let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-    // Any id: only the folder is wanted.
-    let probe = super::link::export_file(core, &opts.workspace, &"0".repeat(32))?;
-    let Some(dir) = probe.parent() else { return Ok(Vec::new()) };
-    let entries = match std::fs::read_dir(dir) {
+    let dir = super::link::exports_dir(core, &opts.workspace)?;
+    let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::from(e).context(format!("reading {}", dir.display()))),
