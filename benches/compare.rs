@@ -9,18 +9,12 @@
 //! Needs the Postgres server binaries, pgbench and GNU time (`apt-get install time`).
 //! Prints a Markdown table: wall time, client CPU time, peak client memory, size, ratios.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+
+use common::{Measured, bench_dir, measure, median_of, sh};
 use tidemark::pgcluster::{Cluster, ClusterOptions};
-
-struct Measured {
-    name: String,
-    wall: f64,
-    cpu: f64,
-    max_rss_mib: f64,
-    bytes: Option<u64>,
-}
 
 fn main() {
     let scale: u32 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
@@ -34,39 +28,11 @@ fn main() {
     let tidemark_bin = env!("CARGO_BIN_EXE_tidemark");
 
     eprintln!("starting a cluster and generating the dataset (pgbench scale {scale})...");
-    let cluster = Cluster::start(&ClusterOptions {
-        bin_dir: None,
-        parent: None,
-        settings: vec![
-            ("shared_buffers".into(), "512MB".into()),
-            ("max_wal_size".into(), "8GB".into()),
-            ("checkpoint_timeout".into(), "30min".into()),
-            ("maintenance_work_mem".into(), "256MB".into()),
-        ],
-    })
-    .expect("start postgres");
+    let cluster = Cluster::start(&ClusterOptions { bin_dir: None, parent: None, settings: common::cluster_settings() })
+        .expect("start postgres");
     let work = tempfile::Builder::new().prefix("tidemark-bench-").tempdir_in(bench_dir()).expect("temp dir");
     let url = cluster.url("bench");
-    sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE bench'", tool("psql"), cluster.url("postgres")));
-    sh(&format!("{} -i -q -s {scale} {url} 2>&1 | tail -1", tool("pgbench")));
-    let rows = scale * 3000;
-    sh(&format!(
-        "{} -X -q -v ON_ERROR_STOP=1 -d {url} <<'SQL'\n\
-         CREATE TABLE docs (id bigint PRIMARY KEY, doc jsonb NOT NULL);\n\
-         INSERT INTO docs SELECT i, jsonb_build_object('user', 'user' || (i % 9973), 'tags', jsonb_build_array('a', 'b', i % 17),\n\
-           'score', random(), 'text', repeat(md5(i::text), 3)) FROM generate_series(1, {rows}) i;\n\
-         CREATE TABLE blobs (id bigint PRIMARY KEY, data bytea NOT NULL);\n\
-         INSERT INTO blobs SELECT i, decode(string_agg(md5(random()::text), ''), 'hex')\n\
-           FROM generate_series(1, {blob_rows}) i, generate_series(1, 64) j GROUP BY i;\n\
-         VACUUM ANALYZE; CHECKPOINT;\n\
-         SQL",
-        tool("psql"),
-        blob_rows = scale * 2000,
-    ));
-    let db_size = sh(&format!("{} -X -At -d {url} -c \"SELECT pg_database_size('bench')\"", tool("psql")))
-        .trim()
-        .parse::<u64>()
-        .unwrap_or(0);
+    let db_size = common::make_dataset(&cluster, scale);
     eprintln!("dataset: {:.2} GB in database bench", db_size as f64 / 1e9);
 
     let tables = sh(&format!(
@@ -88,7 +54,7 @@ fn main() {
                 list.display()
             ),
             None,
-            &work,
+            work.path(),
         )
     }));
 
@@ -109,7 +75,7 @@ fn main() {
                 work.path().display()
             ),
             None,
-            &work,
+            work.path(),
         )
     });
     let snap_json: serde_json::Value =
@@ -123,14 +89,14 @@ fn main() {
         &format!("pg_dump -Fd -j {jobs}"),
         &format!("{} -Fd -j {jobs} -f {} {url}", tool("pg_dump"), fd.display()),
         Some(&fd),
-        &work,
+        work.path(),
     ));
     let fc = work.path().join("dump.fc");
     results.push(measure(
         "pg_dump -Fc",
         &format!("{} -Fc -f {} {url}", tool("pg_dump"), fc.display()),
         Some(&fc),
-        &work,
+        work.path(),
     ));
 
     // Restores alternate, each into a fresh database that is dropped (and checkpointed away)
@@ -146,14 +112,14 @@ fn main() {
                 work.path().display()
             ),
             None,
-            &work,
+            work.path(),
         ));
         sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE restored_pg'", tool("psql"), cluster.url("postgres")));
         theirs.push(measure(
             &format!("pg_restore -j {jobs}"),
             &format!("{} -j {jobs} -d {} {}", tool("pg_restore"), cluster.url("restored_pg"), fd.display()),
             None,
-            &work,
+            work.path(),
         ));
         sh(&format!(
             "{psql} -X -q -d {url} -c 'DROP DATABASE restored_tidemark' -c 'DROP DATABASE restored_pg' -c 'CHECKPOINT'",
@@ -180,7 +146,7 @@ fn main() {
                 file.display()
             ),
             Some(file),
-            &work,
+            work.path(),
         )
     });
     results.push(export);
@@ -193,7 +159,7 @@ fn main() {
             work.path().display()
         ),
         None,
-        &work,
+        work.path(),
     );
     let table: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(work.path().join("table.json")).unwrap_or_default())
@@ -208,7 +174,7 @@ fn main() {
             work.path().display()
         ),
         None,
-        &work,
+        work.path(),
     );
     let inplace: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(work.path().join("inplace.json")).unwrap_or_default())
@@ -227,45 +193,6 @@ fn main() {
     let restore_json = std::fs::read_to_string(work.path().join("restore.json")).unwrap_or_default();
     let restore: serde_json::Value = serde_json::from_str(&restore_json).unwrap_or_default();
     println!("\ntidemark restore phases, last run (ms): {}", restore["timings"]);
-}
-
-/// Where the bench writes (dumps need room): $BENCH_DIR or the system temp dir.
-fn bench_dir() -> PathBuf {
-    std::env::var_os("BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir)
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(format!("set -euo pipefail\n{script}")).output().expect("bash");
-    assert!(out.status.success(), "failed: {script}\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn measure(name: &str, script: &str, output: Option<&Path>, work: &tempfile::TempDir) -> Measured {
-    eprintln!("running {name}...");
-    let stats = work.path().join("time.txt");
-    sh(&format!(
-        "sync; /usr/bin/time -f '%e %U %S %M' -o {} bash -c {}",
-        stats.display(),
-        shell_quote(&format!("set -euo pipefail; {script}"))
-    ));
-    let text = std::fs::read_to_string(&stats).unwrap();
-    let fields: Vec<f64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    let bytes = output.map(|p| sh(&format!("du -sb {} | cut -f1", p.display())).trim().parse().unwrap_or(0));
-    Measured { name: name.into(), wall: fields[0], cpu: fields[1] + fields[2], max_rss_mib: fields[3] / 1024.0, bytes }
-}
-
-/// Runs `f` `n` times and keeps the run with the median wall time (the machine is shared
-/// with the server, so single runs vary by tens of percent).
-fn median_of(n: usize, mut f: impl FnMut() -> Measured) -> Measured {
-    let mut runs: Vec<Measured> = (0..n.max(1)).map(|_| f()).collect();
-    runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
-    let mut median = runs.swap_remove(runs.len() / 2);
-    median.name = if n > 1 { format!("{} (median of {n})", median.name) } else { median.name };
-    median
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn report(results: &[Measured], db_size: u64, scale: u32, jobs: usize) {

@@ -117,6 +117,18 @@ impl Cluster {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
 
+    /// Stops the server without a shutdown checkpoint and removes it with its folder: for
+    /// a cluster nobody will start again (writing its dirty buffers out would be wasted).
+    pub fn discard(mut self) {
+        if self.running {
+            let mut cmd = Command::new(crate::pg::tool(self.bin_dir.as_deref(), "pg_ctl"));
+            cmd.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "stop"]);
+            if run(&mut cmd, self.run_as, self.dir.path()).is_ok() {
+                self.running = false;
+            }
+        }
+    }
+
     /// Stops the server (fast shutdown). Also done on drop.
     pub fn stop(&mut self) {
         if !self.running {

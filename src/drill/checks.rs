@@ -34,11 +34,16 @@ pub async fn create_roles(admin: &ConnSpec, roles: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Tables, sequences, schema fingerprint and function stacks against the manifest.
-pub async fn check_contents(manifest: &Manifest, target: &ConnSpec) -> Vec<Check> {
+/// Tables, sequences, schema fingerprint and function stacks against the manifest; the
+/// tables in `checked` were read back already (while the restore went on).
+pub async fn check_contents(
+    manifest: &Manifest,
+    target: &ConnSpec,
+    checked: Vec<crate::drill::verify::TableCheck>,
+) -> Vec<Check> {
     let mut checks: Vec<Check> = Vec::new();
     let clock = Instant::now();
-    match crate::drill::verify::verify_database(target, manifest).await {
+    match crate::drill::verify::verify_database_after(target, manifest, checked).await {
         Ok(verified) => {
             for t in &verified.tables {
                 let outcome = if t.ok {

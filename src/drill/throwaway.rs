@@ -287,7 +287,7 @@ pub async fn remove(place: Option<Place>, scratch: ScratchDir, bin_dir: Option<P
     };
     let dropped = match place {
         Some(Place::Server(db)) => db.remove().await,
-        Some(Place::Cluster(cluster)) => tokio::task::spawn_blocking(move || drop(cluster))
+        Some(Place::Cluster(cluster)) => tokio::task::spawn_blocking(move || cluster.discard())
             .await
             .map_err(|e| Error::internal(format!("cluster stop task: {e}"))),
         Some(Place::Starting(_)) | None => Ok(()),

@@ -7,8 +7,8 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::error::Result;
 use crate::pg::{ConnSpec, qualified};
-use crate::repo::manifest::Manifest;
-use crate::source::postgres::table_digest;
+use crate::repo::manifest::{Manifest, TableEntry};
+use crate::source::postgres::{BlockRange, table_digest, table_digest_range};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TableCheck {
@@ -42,21 +42,48 @@ pub struct VerifyReport {
 /// Errors: `Unavailable`/`Database` when the database cannot be read (a missing table is an
 /// error, not a failed check, since the schema itself is then wrong).
 pub async fn verify_database(spec: &ConnSpec, manifest: &Manifest) -> Result<VerifyReport> {
+    verify_database_after(spec, manifest, Vec::new()).await
+}
+
+/// Reads one table of a snapshot back and compares its rows and content digest.
+///
+/// Errors: `Database` when it cannot be read.
+pub async fn verify_table(conn: &mut sqlx::PgConnection, t: &TableEntry) -> Result<TableCheck> {
+    let digest = table_digest(conn, &t.schema, &t.name, &t.columns).await?;
+    Ok(table_check(t, &digest))
+}
+
+fn table_check(t: &TableEntry, digest: &crate::source::digest::RowDigest) -> TableCheck {
+    TableCheck {
+        schema: t.schema.clone(),
+        name: t.name.clone(),
+        expected_rows: t.rows,
+        actual_rows: digest.rows(),
+        expected_digest: t.content_digest.clone(),
+        actual_digest: digest.hex(),
+        ok: digest.rows() == t.rows && digest.hex() == t.content_digest,
+    }
+}
+
+/// [`verify_database`] for the tables not in `checked` (read already, while the restore
+/// went on) and every sequence; the report lists the tables in the manifest's order.
+///
+/// Errors: as [`verify_database`].
+pub async fn verify_database_after(
+    spec: &ConnSpec,
+    manifest: &Manifest,
+    checked: Vec<TableCheck>,
+) -> Result<VerifyReport> {
     let mut conn = spec.connect().await?;
     sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut conn).await?;
+    let mut checked: std::collections::HashMap<(String, String), TableCheck> =
+        checked.into_iter().map(|c| ((c.schema.clone(), c.name.clone()), c)).collect();
     let mut tables = Vec::with_capacity(manifest.tables.len());
     for t in &manifest.tables {
-        let digest = table_digest(&mut conn, &t.schema, &t.name, &t.columns).await?;
-        let ok = digest.rows() == t.rows && digest.hex() == t.content_digest;
-        tables.push(TableCheck {
-            schema: t.schema.clone(),
-            name: t.name.clone(),
-            expected_rows: t.rows,
-            actual_rows: digest.rows(),
-            expected_digest: t.content_digest.clone(),
-            actual_digest: digest.hex(),
-            ok,
-        });
+        match checked.remove(&(t.schema.clone(), t.name.clone())) {
+            Some(done) => tables.push(done),
+            None => tables.push(verify_table(&mut conn, t).await?),
+        }
     }
     let mut sequences = Vec::with_capacity(manifest.sequences.len());
     for s in &manifest.sequences {
@@ -173,4 +200,67 @@ async fn contents(spec: &ConnSpec) -> Result<(std::collections::BTreeMap<String,
     sqlx::raw_sql("COMMIT").execute(&mut conn).await?;
     ConnSpec::close(conn).await;
     Ok((out, rows))
+}
+
+/// Reads restored tables back while a restore goes on: `done` names each table (by its
+/// index in the manifest) once its rows and indexes are in, until the restore drops its
+/// end of the channel. A large table is read in block ranges over `jobs` connections at
+/// once (Postgres 14 and later: a TID range scan reads only its range). A table that
+/// cannot be read here is left out, so the pass after the restore reads it again and
+/// reports the error.
+pub async fn verify_tables_as_loaded(
+    manifest: &Manifest,
+    target: &ConnSpec,
+    jobs: usize,
+    mut done: tokio::sync::mpsc::UnboundedReceiver<usize>,
+) -> Vec<TableCheck> {
+    let mut checked = Vec::new();
+    let mut conns: Vec<sqlx::PgConnection> = Vec::new();
+    while let Some(i) = done.recv().await {
+        let Some(table) = manifest.tables.get(i) else { continue };
+        while conns.len() < jobs.max(1) {
+            match target.connect().await {
+                Ok(c) => conns.push(c),
+                Err(_) => break,
+            }
+        }
+        if conns.is_empty() {
+            continue;
+        }
+        if let Ok(check) = verify_table_ranged(&mut conns, table).await {
+            checked.push(check);
+        }
+    }
+    for c in conns {
+        ConnSpec::close(c).await;
+    }
+    checked
+}
+
+/// Tables of more blocks than this are read in ranges, one per connection.
+const RANGED_BLOCKS: i64 = 16_384; // 128 MiB of 8 KiB blocks
+
+async fn verify_table_ranged(conns: &mut [sqlx::PgConnection], t: &TableEntry) -> Result<TableCheck> {
+    let (blocks, version): (i64, i32) = sqlx::query_as(
+        "SELECT (pg_relation_size($1::regclass) / current_setting('block_size')::bigint), \
+                current_setting('server_version_num')::int",
+    )
+    .bind(qualified(&t.schema, &t.name))
+    .fetch_one(&mut conns[0])
+    .await?;
+    let n = conns.len() as i64;
+    if blocks < RANGED_BLOCKS || n < 2 || version < 140_000 {
+        return verify_table(&mut conns[0], t).await;
+    }
+    let step = (blocks + n - 1) / n;
+    let reads = conns.iter_mut().enumerate().map(|(k, conn)| {
+        let k = k as i64;
+        let range = BlockRange { start: k * step, end: (k + 1 < n).then_some((k + 1) * step) };
+        table_digest_range(conn, &t.schema, &t.name, &t.columns, Some(range))
+    });
+    let mut digest = crate::source::digest::RowDigest::new();
+    for part in futures::future::join_all(reads).await {
+        digest.combine(&part?);
+    }
+    Ok(table_check(t, &digest))
 }

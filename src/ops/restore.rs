@@ -67,6 +67,10 @@ pub struct RestoreOptions {
     /// How the recovered server runs `tidemark wal fetch` (default: this binary).
     #[serde(skip)]
     pub tidemark_command: Option<String>,
+    /// Hears of each table of the snapshot (its index in the manifest) once its rows are
+    /// committed, while the restore goes on (a drill checks them meanwhile).
+    #[serde(skip)]
+    pub table_loaded: Option<crate::restore::load::TableLoaded>,
 }
 
 /// What a restore did, with its phases timed.
@@ -280,7 +284,8 @@ async fn restore_database(
     let (bin_dir, jobs) = (core.pg_bin_dir(), jobs_or_default(opts.jobs));
     let work = async {
         database::mark_incomplete(&target, &manifest.id).await?;
-        let mut timings = load::load_database(&from, &target, bin_dir.as_deref(), jobs, progress).await?;
+        let mut timings =
+            load::load_database(&from, &target, bin_dir.as_deref(), jobs, progress, opts.table_loaded.clone()).await?;
         if let Some((media_target, files)) = &media {
             let t = Instant::now();
             load::load_media(&from, media_target, files, jobs, progress).await?;

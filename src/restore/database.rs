@@ -297,14 +297,16 @@ pub async fn copy_in(conn: &mut PgConnection, statement: &str, mut data: ObjectS
     Ok(copy.finish().await?)
 }
 
-/// The `COPY ... FROM STDIN` statement for a table's listed columns.
-pub fn copy_in_statement(schema: &str, name: &str, columns: &[String]) -> String {
+/// The `COPY ... FROM STDIN` statement for a table's listed columns; with `freeze`, rows
+/// are written frozen (only valid in the transaction that created or truncated the table).
+pub fn copy_in_statement(schema: &str, name: &str, columns: &[String], freeze: bool) -> String {
     let table = qualified(schema, name);
+    let options = if freeze { " WITH (FREEZE)" } else { "" };
     if columns.is_empty() {
-        format!("COPY {table} FROM STDIN")
+        format!("COPY {table} FROM STDIN{options}")
     } else {
         let cols: Vec<String> = columns.iter().map(|c| quote_ident(c)).collect();
-        format!("COPY {table} ({}) FROM STDIN", cols.join(", "))
+        format!("COPY {table} ({}) FROM STDIN{options}", cols.join(", "))
     }
 }
 
@@ -386,6 +388,14 @@ pub async fn apply_post_data(bin_dir: Option<&Path>, target: &ConnSpec, sql: Vec
             return Err(e);
         }
     }
+    apply_serial_post_data(target, &split).await
+}
+
+/// The post-data entries that are not indexes or constraints (foreign keys, triggers,
+/// policies, index attachments, comments), in dump order, in one transaction.
+///
+/// Errors: `Database` naming the statement kind that failed.
+pub async fn apply_serial_post_data(target: &ConnSpec, split: &super::postdata::Split) -> Result<()> {
     let mut conn = target.connect().await?;
     sqlx::raw_sql(AssertSqlSafe(split.preamble.clone())).execute(&mut conn).await?;
     sqlx::raw_sql("BEGIN").execute(&mut conn).await?;

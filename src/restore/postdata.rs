@@ -31,6 +31,53 @@ impl Split {
     }
 }
 
+impl Entry {
+    /// The table an index or constraint is built on (`schema`, `name`, unquoted), read
+    /// from `CREATE [UNIQUE] INDEX name ON [ONLY] table` or `ALTER TABLE [ONLY] table`;
+    /// `None` for other entries and for text this does not read.
+    pub fn table(&self) -> Option<(String, String)> {
+        let sql = self.sql.trim_start();
+        let rest = if let Some(rest) = sql.strip_prefix("ALTER TABLE ") {
+            rest
+        } else {
+            let rest = sql.strip_prefix("CREATE ")?;
+            let rest = rest.strip_prefix("UNIQUE ").unwrap_or(rest);
+            let rest = rest.strip_prefix("INDEX ")?;
+            let (_, after_name) = identifier(rest)?;
+            after_name.trim_start().strip_prefix("ON ")?
+        };
+        let rest = rest.trim_start();
+        let rest = rest.strip_prefix("ONLY ").unwrap_or(rest).trim_start();
+        let (schema, rest) = identifier(rest)?;
+        let (name, _) = identifier(rest.strip_prefix('.')?)?;
+        Some((schema, name))
+    }
+}
+
+/// One SQL identifier at the start of `text` (`"quoted ""x"""` or bare), unquoted, and
+/// the text after it.
+fn identifier(text: &str) -> Option<(String, &str)> {
+    if let Some(quoted) = text.strip_prefix('"') {
+        let mut name = String::new();
+        let mut chars = quoted.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c != '"' {
+                name.push(c);
+                continue;
+            }
+            if quoted[i + 1..].starts_with('"') {
+                name.push('"');
+                chars.next();
+                continue;
+            }
+            return Some((name, &quoted[i + 1..]));
+        }
+        return None;
+    }
+    let end = text.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$')).unwrap_or(text.len());
+    (end > 0).then(|| (text[..end].to_string(), &text[end..]))
+}
+
 fn is_parallel(kind: &str) -> bool {
     matches!(kind, "INDEX" | "CONSTRAINT")
 }
@@ -111,6 +158,26 @@ ALTER TABLE ONLY public.u\n    ADD CONSTRAINT u_t_fkey FOREIGN KEY (t) REFERENCE
         assert_eq!(s.parallel().count(), 2);
         let fk = s.serial().next().unwrap();
         assert!(fk.sql.starts_with("ALTER TABLE ONLY public.u"));
+    }
+
+    #[test]
+    fn an_entry_names_the_table_it_builds_on() {
+        let s = split(DUMP).unwrap();
+        let tables: Vec<Option<(String, String)>> = s.entries.iter().map(Entry::table).collect();
+        let t = Some(("public".to_string(), "t".to_string()));
+        assert_eq!(tables, [t.clone(), t, Some(("public".to_string(), "u".to_string()))]);
+        let entry = |sql: &str| Entry { kind: "INDEX".into(), sql: sql.into() };
+        assert_eq!(
+            entry("CREATE UNIQUE INDEX \"Odd \"\"ix\"\"\" ON ONLY \"My Schema\".\"Tab.le\" USING btree (a);").table(),
+            Some(("My Schema".to_string(), "Tab.le".to_string()))
+        );
+        assert_eq!(
+            entry("ALTER TABLE ONLY s.\"x\"\"y\"\n    ADD CONSTRAINT k PRIMARY KEY (id);").table(),
+            Some(("s".to_string(), "x\"y".to_string()))
+        );
+        assert_eq!(entry("CREATE INDEX i ON t USING btree (a);").table(), None, "unqualified: not read");
+        assert_eq!(entry("ALTER INDEX s.i ATTACH PARTITION s.j;").table(), None);
+        assert_eq!(entry("CREATE UNIQUE INDEX \"unterminated ON s.t").table(), None);
     }
 
     #[test]

@@ -531,7 +531,7 @@ async fn load(
         progress.set_tables(0, picks.len() as u64);
         for (i, (p, t)) in picks.iter().zip(tables).enumerate() {
             progress.set_message(format!("table {}.{}", p.to.0, p.to.1));
-            let statement = database::copy_in_statement(&p.to.0, &p.to.1, &t.columns);
+            let statement = database::copy_in_statement(&p.to.0, &p.to.1, &t.columns, false);
             let expected = match (from, source.as_mut()) {
                 (TablesFrom::Snapshot(snapshot), _) => {
                     for part in &t.parts {

@@ -259,7 +259,21 @@ pub async fn table_digest(
     name: &str,
     columns: &[String],
 ) -> Result<super::digest::RowDigest> {
-    let statement = copy_out_statement(schema, name, columns, None);
+    table_digest_range(conn, schema, name, columns, None).await
+}
+
+/// [`table_digest`] of the rows in one block range (digests of the ranges of a table add
+/// up to the table's: see [`super::digest::RowDigest::combine`]).
+///
+/// Errors: `Database` when the table cannot be read.
+pub async fn table_digest_range(
+    conn: &mut PgConnection,
+    schema: &str,
+    name: &str,
+    columns: &[String],
+    range: Option<BlockRange>,
+) -> Result<super::digest::RowDigest> {
+    let statement = copy_out_statement(schema, name, columns, range);
     let mut digest = super::digest::RowDigest::new();
     {
         let mut rows =

@@ -60,8 +60,40 @@ async fn hard_cases_restore_exactly() {
     let verify = verify_database(&target, &manifest).await.unwrap();
     assert!(verify.ok, "{:?}", verify.tables.iter().filter(|t| !t.ok).collect::<Vec<_>>());
 
-    // The trigger did not fire during the load, and identity columns continue where they were.
+    // Every table's phases are reported. Tables loaded whole were written frozen (their
+    // pages all-frozen in the visibility map: nothing rewrites them later to set hint bits);
+    // a table split over connections could not be.
     let mut conn = target.connect().await.unwrap();
+    let phases = &report.timings.tables;
+    assert_eq!(phases.len(), manifest.tables.len());
+    assert!(phases.iter().all(|p| p.load_started_ms <= p.loaded_ms && p.loaded_ms <= p.done_ms), "{phases:?}");
+    assert!(phases.windows(2).all(|w| w[0].plain_bytes >= w[1].plain_bytes), "largest first: {phases:?}");
+    sqlx::raw_sql("CREATE EXTENSION pg_visibility").execute(&mut conn).await.unwrap();
+    let (mut frozen_tables, mut split_tables) = (0, 0);
+    for t in manifest.tables.iter().filter(|t| t.rows > 0) {
+        let phase = phases.iter().find(|p| p.table == format!("{}.{}", t.schema, t.name)).unwrap();
+        let (frozen, pages): (i64, i64) = sqlx::query_as(
+            "SELECT (pg_visibility_map_summary(c)).all_frozen, pg_relation_size(c) / 8192 FROM CAST($1 AS regclass) c",
+        )
+        .bind(tidemark::pg::qualified(&t.schema, &t.name))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if phase.frozen {
+            assert_eq!(frozen, pages, "{}: {frozen} of {pages} pages all-frozen", phase.table);
+            frozen_tables += 1;
+        } else {
+            assert_eq!(frozen, 0, "{} was split over connections", phase.table);
+            split_tables += 1;
+        }
+    }
+    // No table is most of the data here (app.blobs is 90% of it but one part), so all are
+    // whole, app.big with its 6 parts in one transaction.
+    assert_eq!((frozen_tables, split_tables), (manifest.tables.iter().filter(|t| t.rows > 0).count(), 0));
+    assert!(phases.iter().any(|p| p.table == "app.big" && p.parts > 1 && p.frozen), "{phases:?}");
+    sqlx::raw_sql("DROP EXTENSION pg_visibility").execute(&mut conn).await.unwrap();
+
+    // The trigger did not fire during the load, and identity columns continue where they were.
     let log: i64 = sqlx::query_scalar("SELECT count(*) FROM app.account_log").fetch_one(&mut conn).await.unwrap();
     assert_eq!(log, 3);
     let next: i64 = sqlx::query_scalar("INSERT INTO app.tickets (title) VALUES ('third') RETURNING id")

@@ -26,7 +26,9 @@ pub(super) async fn logical(
             let opts = ClusterOptions {
                 bin_dir: ctx.core.pg_bin_dir(),
                 parent: Some(ctx.scratch.to_path_buf()),
-                ..Default::default()
+                // Nothing replicates or archives a throwaway: tables loaded in the
+                // transaction that truncates them write no WAL.
+                settings: vec![("wal_level".into(), "minimal".into()), ("max_wal_senders".into(), "0".into())],
             };
             let starting =
                 done.place.insert(Place::Starting(tokio::task::spawn_blocking(move || Cluster::start(&opts))));
@@ -45,6 +47,8 @@ pub(super) async fn logical(
     done.timings.target_ms = ms(clock);
 
     let media_dir = ctx.scratch.join("media");
+    let (loaded_tx, loaded_rx) = tokio::sync::mpsc::unbounded_channel();
+    let jobs = crate::ops::jobs_or_default(None);
     let restore_opts = RestoreOptions {
         snapshot: manifest.id.clone(),
         workspace: Some(ctx.opts.workspace.clone()),
@@ -55,11 +59,19 @@ pub(super) async fn logical(
         target_password: None,
         target_secret: ctx.core.config.config.drill.scratch_password.clone().filter(|_| scratch_server.is_some()),
         target_conn: None,
+        table_loaded: Some(loaded_tx),
         ..Default::default()
     };
     let clock = Instant::now();
-    let restored = restore(ctx.core, &restore_opts, ctx.actor).await;
-    let restore_ms = ms(clock);
+    // Each table is read back for its digest as soon as it is committed, while the
+    // restore builds indexes and loads the rest.
+    let restoring = async {
+        let restored = restore(ctx.core, &restore_opts, ctx.actor).await;
+        drop(restore_opts);
+        (restored, ms(clock))
+    };
+    let ((restored, restore_ms), checked) =
+        tokio::join!(restoring, crate::drill::verify::verify_tables_as_loaded(manifest, &target, jobs, loaded_rx));
     done.timings.restore_ms = restore_ms;
     let report = match restored {
         Ok(report) => report,
@@ -102,7 +114,7 @@ pub(super) async fn logical(
     let progress = ctx.core.progress();
     progress.set_prefix(format!("drill {}", ctx.opts.workspace));
     progress.set_message(format!("checking {} tables against the snapshot", manifest.tables.len()));
-    done.checks.extend(checks::check_contents(manifest, &target).await);
+    done.checks.extend(checks::check_contents(manifest, &target, checked).await);
     progress.set_message("checking media");
     done.checks.push(checks::check_media(manifest, &media_dir).await);
     progress.set_message(format!("running {} restore-test assertions", ctx.assertions.len()));
