@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::Subcommand;
 use tidemark::Result;
 use tidemark::ops::wal;
+use tidemark::wal::ahead::PushSpool;
 use tidemark::wal::prefetch::Spool;
 
 use super::Global;
@@ -19,6 +20,31 @@ pub enum WalCommand {
         /// Default: the only workspace in the config
         #[arg(long, short)]
         workspace: Option<String>,
+        /// Answer from a background pusher that archives every waiting file ahead, several at once (for a server that writes WAL faster than one push per segment keeps up with)
+        #[arg(long = "async")]
+        asynchronous: bool,
+        /// With --async: the pusher's spool folder (default: tidemark-push-spool in the data directory)
+        #[arg(long, requires = "asynchronous")]
+        spool: Option<PathBuf>,
+        /// With --async: files the pusher stores at once
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64), requires = "asynchronous")]
+        parallel: u16,
+    },
+    /// The background pusher of `wal push --async` (started by it)
+    #[command(hide = true)]
+    PushAhead {
+        /// The cluster's pg_wal folder
+        #[arg(long)]
+        pg_wal: PathBuf,
+        /// The spool folder
+        #[arg(long)]
+        spool: PathBuf,
+        /// The workspace, as named in tidemark.toml (default: the only one configured)
+        #[arg(long, short)]
+        workspace: Option<String>,
+        /// Files stored at once
+        #[arg(long, default_value_t = 4)]
+        parallel: u16,
     },
     /// Stream WAL continuously (pg_receivewal over a replication slot) and ship each completed segment, until SIGTERM/SIGINT
     Stream {
@@ -92,6 +118,11 @@ pub enum WalCommand {
 
 const DEFAULT_SEGMENT_SIZE: u64 = 16 << 20;
 
+/// How long `wal push --async` waits for the pusher before it pushes the file itself.
+const PUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long the pusher waits for more files before it exits.
+const PUSHER_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A WAL segment size Postgres allows: a power of two from 1 MiB to 1 GiB.
 fn parse_segment_size(text: &str) -> std::result::Result<u64, String> {
     let size: u64 = text.parse().map_err(|_| format!("{text:?} is not a number of bytes"))?;
@@ -109,8 +140,22 @@ pub const FETCH_FAILED_EXIT: i32 = 200;
 
 pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
     match cmd {
-        WalCommand::Push { path, workspace } => {
+        WalCommand::Push { path, workspace, asynchronous: false, .. } => {
             let pushed = wal::push(&global.core().await?, workspace.as_deref(), &path).await?;
+            if global.json {
+                global.print_json(&pushed);
+            }
+            Ok(())
+        }
+        WalCommand::Push { path, workspace, asynchronous: true, spool, parallel } => {
+            let pg_wal = std::path::absolute(path.parent().unwrap_or(std::path::Path::new(".")))?;
+            let spool = PushSpool::new(match spool {
+                Some(dir) => std::path::absolute(dir)?,
+                None => PushSpool::beside(&pg_wal).dir().to_path_buf(),
+            });
+            let start = || start_pusher(global, &pg_wal, &spool, workspace.as_deref(), parallel);
+            let core = global.core().await?;
+            let pushed = wal::push_async(&core, workspace.as_deref(), &path, &spool, PUSH_WAIT, start).await?;
             if global.json {
                 global.print_json(&pushed);
             }
@@ -196,6 +241,16 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             global.print_json(&probe);
             Ok(())
         }
+        WalCommand::PushAhead { pg_wal, spool, workspace, parallel } => {
+            let core = global.core().await?;
+            let spool = PushSpool::new(spool);
+            let stored =
+                wal::push_ahead(&core, workspace.as_deref(), &pg_wal, &spool, parallel.into(), PUSHER_IDLE).await?;
+            if global.json {
+                global.print_json(&serde_json::json!({ "stored": stored }));
+            }
+            Ok(())
+        }
         WalCommand::Prefetch { spool, remove: true, .. } => {
             Spool::new(spool).remove(std::time::Duration::from_secs(60))
         }
@@ -222,6 +277,37 @@ fn stderr_if_a_file() -> Option<std::process::Stdio> {
 
 /// Records Postgres' request in the spool and, unless one runs, starts a detached
 /// `wal prefetch` that reads ahead of it. Problems only cost the read-ahead: logged.
+/// Starts `wal push-ahead` for `wal push --async`, detached like the prefetcher.
+fn start_pusher(global: &Global, pg_wal: &std::path::Path, spool: &PushSpool, workspace: Option<&str>, parallel: u16) {
+    let mut args: Vec<std::ffi::OsString> = vec!["wal".into(), "push-ahead".into(), "--pg-wal".into(), pg_wal.into()];
+    args.extend(["--spool".into(), spool.dir().into(), "--parallel".into(), parallel.to_string().into()]);
+    if let Err(e) = spawn_detached(global, args, workspace) {
+        tracing::warn!(error = %e, "cannot start the WAL pusher; the archive_command pushes its file itself after a while");
+    }
+}
+
+/// Runs this binary with `args` (and the config and workspace of this command) in the
+/// background: the command that starts it returns at once, and nobody may wait for the
+/// child's output. Its warnings go to the server log when that is where this command's go.
+fn spawn_detached(global: &Global, args: Vec<std::ffi::OsString>, workspace: Option<&str>) -> std::io::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    if let Some(config) = &global.config {
+        command.arg("--config").arg(std::path::absolute(config)?);
+    }
+    command.args(args);
+    if let Some(workspace) = workspace {
+        command.args(["--workspace", workspace]);
+    }
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr_if_a_file().unwrap_or_else(std::process::Stdio::null))
+        .process_group(0)
+        .spawn()
+        .map(drop)
+}
+
 fn start_prefetcher(
     global: &Global,
     spool: &Spool,
@@ -238,27 +324,9 @@ fn start_prefetcher(
             return;
         }
     }
-    let started = std::env::current_exe().and_then(|exe| {
-        use std::os::unix::process::CommandExt;
-        let mut command = std::process::Command::new(exe);
-        if let Some(config) = &global.config {
-            command.arg("--config").arg(config);
-        }
-        command.args(["wal", "prefetch", "--spool"]).arg(spool.dir());
-        command.args(["--depth", &depth.to_string(), "--segment-size", &segment_size.to_string()]);
-        if let Some(workspace) = workspace {
-            command.args(["--workspace", workspace]);
-        }
-        // Detached: this fetch returns at once, and nobody may wait for the prefetcher's
-        // output. Its warnings go to the server log when that is where this fetch's go.
-        command
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(stderr_if_a_file().unwrap_or_else(std::process::Stdio::null))
-            .process_group(0)
-            .spawn()
-    });
-    if let Err(e) = started {
+    let mut args: Vec<std::ffi::OsString> = vec!["wal".into(), "prefetch".into(), "--spool".into(), spool.dir().into()];
+    args.extend(["--depth".into(), depth.to_string().into(), "--segment-size".into(), segment_size.to_string().into()]);
+    if let Err(e) = spawn_detached(global, args, workspace) {
         tracing::warn!(error = %e, "cannot start the WAL prefetcher");
     }
 }

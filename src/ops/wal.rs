@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::Core;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::wal::archive::{self, Pushed};
@@ -14,6 +14,88 @@ pub async fn push(core: &Core, workspace: Option<&str>, path: &Path) -> Result<P
     let workspace = core.workspace_or_only(workspace)?;
     let core = &super::lock::locking(core, super::lock::pitr_until(core, &workspace)?);
     archive::push(&core.repo, core.recipients()?, &workspace, path).await
+}
+
+/// Archives one WAL file through the pusher of `spool` (`wal push --async`, see
+/// [`crate::wal::ahead`]): answers from the spool once the pusher has stored exactly this
+/// file, starting the pusher (`start_pusher`) when none runs. A file Postgres does not wait
+/// for, a spool that cannot be used, or no answer within `wait` and the file is pushed here,
+/// as `wal push` does: either way this returns only once the file is durable in the
+/// repository.
+///
+/// Errors: those of [`push`]; `Unavailable` with the pusher's message when it failed on
+/// this file (Postgres runs the archive_command again).
+pub async fn push_async(
+    core: &Core,
+    workspace: Option<&str>,
+    path: &Path,
+    spool: &crate::wal::ahead::PushSpool,
+    wait: std::time::Duration,
+    start_pusher: impl Fn(),
+) -> Result<Pushed> {
+    use crate::wal::ahead::Answer;
+    let workspace = core.workspace_or_only(workspace)?;
+    if !crate::wal::ahead::is_waiting(path) {
+        return push(core, Some(&workspace), path).await;
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+    let deadline = std::time::Instant::now() + wait;
+    let mut started: Option<std::time::Instant> = None;
+    loop {
+        match spool.answer(&name, path) {
+            Answer::Stored => {
+                let sha256 = spool.stored_sha256(&name).unwrap_or_default();
+                let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                return Ok(Pushed { name, sha256, bytes, stored: true });
+            }
+            Answer::Failed(message) => {
+                return Err(Error::new(ErrorKind::Unavailable, format!("archiving {name} ahead failed: {message}")));
+            }
+            Answer::Pending => {}
+        }
+        match spool.needs_pusher() {
+            // A pusher just started takes a moment to take its lock.
+            Ok(true) if started.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(2)) => {
+                start_pusher();
+                started = Some(std::time::Instant::now());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(spool = %spool.dir().display(), error = %e, "cannot use the push spool; pushing here");
+                return push(core, Some(&workspace), path).await;
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(file = %name, "the pusher did not answer in time; pushing here");
+            return push(core, Some(&workspace), path).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// The pusher of `wal push --async`: pushes every file waiting in `pg_wal`, `parallel` at
+/// a time, until nothing has waited for `idle`. Returns how many it stored.
+///
+/// Errors: the spool or `pg_wal` cannot be used; the workspace's config.
+pub async fn push_ahead(
+    core: &Core,
+    workspace: Option<&str>,
+    pg_wal: &Path,
+    spool: &crate::wal::ahead::PushSpool,
+    parallel: usize,
+    idle: std::time::Duration,
+) -> Result<usize> {
+    let workspace = core.workspace_or_only(workspace)?;
+    let core = &super::lock::locking(core, super::lock::pitr_until(core, &workspace)?);
+    let (repo, recipients) = (core.repo.clone(), core.recipients()?.clone());
+    spool
+        .run(pg_wal, parallel, idle, |path| {
+            let (repo, recipients, workspace) = (repo.clone(), recipients.clone(), workspace.clone());
+            // A task of its own: compressing and encrypting runs on every core.
+            let pushed = tokio::spawn(async move { archive::push(&repo, &recipients, &workspace, &path).await });
+            async move { pushed.await.unwrap_or_else(|e| Err(Error::internal(format!("a push task failed: {e}")))) }
+        })
+        .await
 }
 
 /// Restores one archived WAL file to `dest`.

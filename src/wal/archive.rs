@@ -39,7 +39,8 @@ pub struct Archived {
 
 const CHUNK: usize = 1 << 20;
 
-async fn sha256_of(path: &Path) -> Result<(String, u64)> {
+/// The SHA-256 (hex) and size of a file.
+pub async fn sha256_of(path: &Path) -> Result<(String, u64)> {
     let mut file = tokio::fs::File::open(path)
         .await
         .map_err(|e| Error::from(e).context(format!("reading the WAL file {}", path.display())))?;
@@ -136,7 +137,17 @@ async fn store_file(
     path: &Path,
     name: String,
 ) -> Result<Pushed> {
-    let (sha256, bytes) = sha256_of(path).await?;
+    // A segment (16 MiB by default) is read once and hashed once; a larger file streams,
+    // hashed before and while it is stored.
+    let size = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| Error::from(e).context(format!("reading the WAL file {}", path.display())))?
+        .len();
+    let whole = if size <= IN_MEMORY { Some(tokio::fs::read(path).await?) } else { None };
+    let (sha256, bytes) = match &whole {
+        Some(content) => (hex::encode(Sha256::digest(content)), content.len() as u64),
+        None => sha256_of(path).await?,
+    };
     let existing = stored_versions(repo, workspace, &name).await?;
     if existing.contains(&sha256) {
         return Ok(Pushed { name, sha256, bytes, stored: false });
@@ -153,6 +164,13 @@ async fn store_file(
     let key = layout::wal_object(workspace, &name, &sha256)?;
     repo.sign(&key, &sha256).await?;
     let mut writer = ObjectWriter::new(repo, key, format!("wal/{name}"), recipients)?;
+    if let Some(content) = whole {
+        if let Err(e) = writer.write(&content).await {
+            writer.abort().await;
+            return Err(e.context(format!("archiving {name}")));
+        }
+        return finish_push(writer, name, sha256, bytes).await;
+    }
     let mut file = tokio::fs::File::open(path).await?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
@@ -175,6 +193,13 @@ async fn store_file(
         writer.abort().await;
         return Err(Error::internal(format!("{name} changed while it was archived; Postgres will retry")));
     }
+    finish_push(writer, name, sha256, bytes).await
+}
+
+/// Files up to this size are read into memory once to be archived.
+const IN_MEMORY: u64 = 64 << 20;
+
+async fn finish_push(writer: ObjectWriter, name: String, sha256: String, bytes: u64) -> Result<Pushed> {
     match writer.finish().await {
         Ok(_) => Ok(Pushed { name, sha256, bytes, stored: true }),
         // The same content landed at the same moment (a stream and archive_command both).

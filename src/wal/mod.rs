@@ -2,6 +2,7 @@
 //! the point-in-time window they give. This module owns WAL file names, LSNs and segment
 //! arithmetic; the submodules own storage and the tools (pg_basebackup) they drive.
 
+pub mod ahead;
 pub mod archive;
 pub mod base;
 pub mod prefetch;

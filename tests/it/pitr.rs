@@ -32,10 +32,22 @@ pub(crate) async fn archiving_world() -> World {
 
 /// `archive`: archive_command pushes WAL; otherwise WAL must be streamed.
 async fn pitr_world(archive: bool) -> World {
+    pitr_world_pushing(archive.then_some("")).await
+}
+
+/// A world whose archive_command is `wal push <push_args> --workspace shop %p` (`None`:
+/// no archive_command).
+async fn pitr_world_pushing(push_args: Option<&str>) -> World {
+    let archive = push_args.is_some();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let config = dir.path().join("tidemark.toml");
-    let push = format!("{} --config {} wal push --workspace shop %p", env!("CARGO_BIN_EXE_tidemark"), config.display());
+    let push = format!(
+        "{} --config {} wal push {} --workspace shop %p",
+        env!("CARGO_BIN_EXE_tidemark"),
+        config.display(),
+        push_args.unwrap_or_default()
+    );
     // A quote and a backslash in a setting: written to postgresql.auto.conf, read back as is.
     let name = r"tidemark's \ pitr";
     let mut settings = vec![("wal_level".to_string(), "replica".to_string()), ("cluster_name".into(), name.into())];
@@ -582,6 +594,42 @@ async fn a_streamed_workspace_survives_a_killed_stream_and_a_crashed_source() {
     assert!(report.shipped > 0);
     let got = markers_after_restore(&w, Target::Latest).await;
     assert_eq!(got, set(&["a", "b", "c", "d", "e"]));
+}
+
+/// `wal push --async`: a background pusher archives what waits, the archive_command answers
+/// from its spool, a record for other content (a spool copied from another cluster) fools
+/// nobody, and everything restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_archive_command_answers_from_a_pusher_and_everything_restores() {
+    let w = pitr_world_pushing(Some("--async --parallel 3")).await;
+    let source = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY);").await;
+    crate::support::basebackup(&w.core).await.unwrap();
+    let spool = w.cluster.data_dir().join("tidemark-push-spool");
+    for label in ["a", "b", "c", "d"] {
+        commit_marker(&source, label).await;
+        let _: String = one_row(&source, "SELECT pg_switch_wal()::text").await;
+    }
+    commit_marker(&source, "e").await;
+    archive_everything(&source, &w.core).await;
+    assert!(spool.join("push.lock").exists(), "the pusher ran in {}", spool.display());
+
+    // A record of the next segment with another content: the archive_command drops it and
+    // the segment is really stored (the marker in it restores).
+    let next: String = one_row(&source, "SELECT pg_walfile_name(pg_current_wal_insert_lsn())").await;
+    std::fs::write(spool.join(format!("{next}.ok")), "0".repeat(64)).unwrap();
+    tidemark::pgcluster::hand_over(&spool.join(format!("{next}.ok"))).unwrap();
+    commit_marker(&source, "f").await;
+    archive_everything(&source, &w.core).await;
+    let (failed, archived): (i64, i64) = {
+        let mut conn = source.connect().await.unwrap();
+        sqlx::query_as("SELECT failed_count, archived_count FROM pg_stat_archiver").fetch_one(&mut conn).await.unwrap()
+    };
+    assert_eq!(failed, 0, "the archive_command never failed");
+    assert!(archived >= 6, "{archived} files archived");
+    let window = crate::support::window(&w.core, "shop").await.unwrap();
+    assert!(window.gaps.is_empty(), "{}", serde_json::to_string(&window).unwrap());
+    let got = markers_after_restore(&w, Target::Latest).await;
+    assert_eq!(got, set(&["a", "b", "c", "d", "e", "f"]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,6 +100,13 @@ impl ObjectWriter {
     /// Appends plaintext. Returns once the data is compressed, encrypted and either buffered
     /// or handed to the uploader with room to spare (this is the back-pressure point).
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
+        if self.batch.is_empty() && data.len() >= BATCH_SIZE {
+            // Large enough on its own: compressed from where it is, not copied first.
+            self.plain.update(data);
+            self.plain_size += data.len() as u64;
+            self.encoder.as_mut().expect("writer not finished").write_all(data)?;
+            return self.ship().await;
+        }
         self.batch.extend_from_slice(data);
         if self.batch.len() >= BATCH_SIZE {
             self.flush_batch().await?;
