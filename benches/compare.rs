@@ -114,7 +114,12 @@ fn main() {
             None,
             work.path(),
         ));
-        sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE restored_pg'", tool("psql"), cluster.url("postgres")));
+        // tidemark's restore left dirty pages: written now, not during pg_restore.
+        sh(&format!(
+            "{} -X -q -d {} -c 'CHECKPOINT' -c 'CREATE DATABASE restored_pg'",
+            tool("psql"),
+            cluster.url("postgres")
+        ));
         theirs.push(measure(
             &format!("pg_restore -j {jobs}"),
             &format!("{} -j {jobs} -d {} {}", tool("pg_restore"), cluster.url("restored_pg"), fd.display()),

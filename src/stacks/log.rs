@@ -82,6 +82,8 @@ pub async fn put(
     message: Option<&str>,
     reverted_to: Option<&str>,
 ) -> Result<PutOutcome> {
+    super::storable("message", message)?;
+    super::storable("author", Some(by.author))?;
     let mut tx = conn.begin().await?;
     let id = lock_stack(&mut tx, stack, true).await?.expect("created above");
     let live: Option<String> = sqlx::query_scalar(
@@ -121,6 +123,8 @@ pub async fn publish(
     by: ChangedBy<'_>,
     message: Option<&str>,
 ) -> Result<Published> {
+    super::storable("message", message)?;
+    super::storable("author", Some(by.author))?;
     let mut tx = conn.begin().await?;
     let id = lock_stack(&mut tx, stack, false).await?.ok_or_else(|| missing(stack))?;
     let live: i64 = sqlx::query_scalar("SELECT max(id) FROM tidemark.stack_changes WHERE stack_id = $1")

@@ -101,9 +101,16 @@ pub struct Document {
 
 impl Document {
     /// Parses JSON text. Errors: `Usage` with the line and column of the problem.
+    /// Errors: also `Usage` for a NUL character (`\u0000`) anywhere in it, which
+    /// Postgres cannot store.
     pub fn parse(text: &str, origin: &str) -> Result<Document> {
         let value: serde_json::Value =
             serde_json::from_str(text).map_err(|e| Error::usage(format!("{origin} is not valid JSON: {e}")))?;
+        if holds_nul(&value) {
+            return Err(Error::usage(format!(
+                "{origin} holds a NUL character (\\u0000), which Postgres cannot store in a stack: remove it"
+            )));
+        }
         Ok(Document::from_value(value))
     }
 
@@ -112,6 +119,27 @@ impl Document {
         let canonical = serde_json::to_string(&value).expect("a Value serializes");
         let sha256 = hex::encode(Sha256::digest(canonical.as_bytes()));
         Document { value, canonical, sha256 }
+    }
+}
+
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
+/// Refuses text Postgres cannot store (a NUL character), naming `what` it is.
+///
+/// Errors: `Usage`.
+pub fn storable(what: &str, text: Option<&str>) -> Result<()> {
+    match text {
+        Some(t) if t.contains('\0') => {
+            Err(Error::usage(format!("the {what} holds a NUL character (\\u0000), which Postgres cannot store")))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -159,5 +187,17 @@ mod tests {
         assert_eq!(a.sha256, b.sha256);
         assert_eq!(a.canonical, "{\"a\":[1,2],\"b\":1}");
         assert!(Document::parse("{oops", "f.json").unwrap_err().message().contains("f.json is not valid JSON"));
+    }
+
+    #[test]
+    fn text_postgres_cannot_store_is_refused_before_anything_is_written() {
+        for json in [r#"{"a": "x\u0000y"}"#, r#"{"k\u0000": 1}"#, r#"[1, {"deep": ["\u0000"]}]"#] {
+            let e = Document::parse(json, "the body").unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Usage, "{json}");
+            assert!(e.message().contains("NUL"), "{}", e.message());
+        }
+        assert!(Document::parse(r#"{"a": "\u0001 is fine"}"#, "b").is_ok());
+        assert_eq!(storable("message", Some("m\0")).unwrap_err().kind(), crate::error::ErrorKind::Usage);
+        assert!(storable("message", Some("fine")).is_ok() && storable("message", None).is_ok());
     }
 }
