@@ -278,11 +278,21 @@ fn stderr_if_a_file() -> Option<std::process::Stdio> {
 /// Records Postgres' request in the spool and, unless one runs, starts a detached
 /// `wal prefetch` that reads ahead of it. Problems only cost the read-ahead: logged.
 /// Starts `wal push-ahead` for `wal push --async`, detached like the prefetcher.
-fn start_pusher(global: &Global, pg_wal: &std::path::Path, spool: &PushSpool, workspace: Option<&str>, parallel: u16) {
+fn start_pusher(
+    global: &Global,
+    pg_wal: &std::path::Path,
+    spool: &PushSpool,
+    workspace: Option<&str>,
+    parallel: u16,
+) -> bool {
     let mut args: Vec<std::ffi::OsString> = vec!["wal".into(), "push-ahead".into(), "--pg-wal".into(), pg_wal.into()];
     args.extend(["--spool".into(), spool.dir().into(), "--parallel".into(), parallel.to_string().into()]);
-    if let Err(e) = spawn_detached(global, args, workspace) {
-        tracing::warn!(error = %e, "cannot start the WAL pusher; the archive_command pushes its file itself after a while");
+    match spawn_detached(global, args, workspace) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the WAL pusher; the archive_command pushes its file itself");
+            false
+        }
     }
 }
 

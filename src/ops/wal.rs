@@ -18,8 +18,9 @@ pub async fn push(core: &Core, workspace: Option<&str>, path: &Path) -> Result<P
 
 /// Archives one WAL file through the pusher of `spool` (`wal push --async`, see
 /// [`crate::wal::ahead`]): answers from the spool once the pusher has stored exactly this
-/// file, starting the pusher (`start_pusher`) when none runs. A file Postgres does not wait
-/// for, a spool that cannot be used, or no answer within `wait` and the file is pushed here,
+/// file, starting the pusher (`start_pusher`, `false` when it could not) when none runs. A
+/// file Postgres does not wait for, a spool that cannot be used, a pusher that cannot be
+/// started, or no answer within `wait` and the file is pushed here,
 /// as `wal push` does: either way this returns only once the file is durable in the
 /// repository.
 ///
@@ -31,7 +32,7 @@ pub async fn push_async(
     path: &Path,
     spool: &crate::wal::ahead::PushSpool,
     wait: std::time::Duration,
-    start_pusher: impl Fn(),
+    start_pusher: impl Fn() -> bool,
 ) -> Result<Pushed> {
     use crate::wal::ahead::Answer;
     let workspace = core.workspace_or_only(workspace)?;
@@ -56,7 +57,9 @@ pub async fn push_async(
         match spool.needs_pusher() {
             // A pusher just started takes a moment to take its lock.
             Ok(true) if started.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(2)) => {
-                start_pusher();
+                if !start_pusher() {
+                    return push(core, Some(&workspace), path).await;
+                }
                 started = Some(std::time::Instant::now());
             }
             Ok(_) => {}

@@ -160,8 +160,9 @@ pub async fn load_database(
 }
 
 /// Settings of every loading connection: no wait for the WAL flush at commit (a restore
-/// that dies is redone whole anyway), memory for the largest index build (never below the
-/// server's own setting), and parallel workers for an index build when cores are free.
+/// that dies is redone whole anyway), memory for the largest index build and parallel
+/// workers for an index build (one per other connection; neither below the server's own
+/// setting).
 fn session_settings(manifest: &crate::repo::manifest::Manifest, jobs: usize) -> String {
     let largest = manifest.tables.iter().map(|t| t.parts.iter().map(|p| p.plain_size).sum::<u64>()).max().unwrap_or(0);
     // A btree's sort holds about a quarter of the table's text for a key of a few columns.
@@ -170,7 +171,8 @@ fn session_settings(manifest: &crate::repo::manifest::Manifest, jobs: usize) -> 
         "SET synchronous_commit = off; \
          SELECT set_config('maintenance_work_mem', \
            greatest(pg_size_bytes(current_setting('maintenance_work_mem')), {bytes})::text || 'B', false); \
-         SET max_parallel_maintenance_workers = {workers};",
+         SELECT set_config('max_parallel_maintenance_workers', \
+           greatest(current_setting('max_parallel_maintenance_workers')::int, {workers})::text, false);",
         bytes = mib * 1_048_576,
         workers = jobs.clamp(1, 8) - 1,
     )
