@@ -72,7 +72,7 @@ fn main() {
          [bench]\npg1-path={data}\npg1-port={port}\npg1-host-user=postgres\npg1-user=postgres\n\
          pg1-socket-path={socket}\n[global:archive-get]\narchive-async=y\nEOF\n\
          mkdir -p {w}/repo/workspaces/bench/wal; chmod 644 {w}/tidemark.toml {w}/pgbackrest.conf\n\
-         if [ \"$(id -u)\" = 0 ]; then chown -R postgres {w}/repo {w}/archive {w}/pgbr {w}/pgbr-run {w}/pgbb {w}/tidemark-identity.txt; fi",
+         if [ \"$(id -u)\" = 0 ]; then chown -R postgres {w}/repo {w}/archive {w}/pgbr {w}/pgbr-run {w}/pgbb {w}/tidemark-identity.txt {w}/tidemark-signing.key; fi",
         socket = cluster.data_dir().parent().unwrap().display()
     ));
     sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE bench'", tool("psql"), cluster.url("postgres")));
@@ -132,6 +132,7 @@ fn main() {
         None,
         &w,
     ));
+    let mut redo = vec![("tidemark (read ahead)", redo_secs(&format!("{w}/r1/tidemark-recovery.log")))];
     sh(&stop(&format!("{w}/r1")));
     let p0 = tidemark::pgcluster::free_port().unwrap();
     results.push(measure(
@@ -142,6 +143,7 @@ fn main() {
         None,
         &w,
     ));
+    redo.push(("tidemark (--prefetch 0)", redo_secs(&format!("{w}/r0/tidemark-recovery.log"))));
     sh(&stop(&format!("{w}/r0")));
     let p2 = tidemark::pgcluster::free_port().unwrap();
     results.push(measure(
@@ -156,6 +158,7 @@ fn main() {
         None,
         &w,
     ));
+    redo.push(("local archive (cp)", redo_secs(&format!("{w}/pgbr-run/r2.log"))));
     sh(&stop(&format!("{w}/r2")));
     let p3 = tidemark::pgcluster::free_port().unwrap();
     results.push(measure(
@@ -171,6 +174,7 @@ fn main() {
         None,
         &w,
     ));
+    redo.push(("pgbackrest (async archive-get)", redo_secs(&format!("{w}/pgbr-run/r3.log"))));
     sh(&stop(&format!("{w}/r3")));
 
     // The stream's RPO: archive_command off, `tidemark wal stream` on, the same load.
@@ -234,6 +238,14 @@ fn main() {
         "| tidemark base backup / pgbackrest backup (size) | {:.2} |",
         tb.bytes.unwrap_or(0) as f64 / pb.bytes.unwrap_or(1) as f64
     );
+    println!("\nReplay: the server's own \"redo done\" time (its log), and the WAL rate it makes.\n");
+    println!("| restore | redo s | WAL MB/s |\n|---|---:|---:|");
+    for (name, secs) in &redo {
+        match secs {
+            Some(s) => println!("| {name} | {s:.2} | {:.0} |", wal_bytes as f64 / 1e6 / s),
+            None => println!("| {name} | - | - |"),
+        }
+    }
     println!("\nRPO under load: WAL not yet in the repository, sampled every second.\n");
     println!("| shipping | median MiB | p95 MiB | max MiB |\n|---|---:|---:|---:|");
     for (name, samples) in
@@ -245,6 +257,13 @@ fn main() {
         println!("| {name} | {:.1} | {:.1} | {:.1} |", p(0.5), p(0.95), p(1.0));
     }
     drop(cluster);
+}
+
+/// The `elapsed` of the server's "redo done at ... system usage: ... elapsed: N s" line.
+fn redo_secs(log: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let line = text.lines().find(|l| l.contains("redo done at"))?;
+    line.rsplit("elapsed: ").next()?.trim().trim_end_matches(" s").trim().parse().ok()
 }
 
 /// pgbench with 2 clients for `secs` seconds, in the background.
