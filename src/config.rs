@@ -343,9 +343,14 @@ pub struct WorkspaceConfig {
     /// this workspace. Default: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedules: Option<Vec<String>>,
-    /// `serve` streams this workspace's WAL continuously (see `tidemark wal stream`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub wal_stream: bool,
+    /// `serve` streams this workspace's WAL continuously (see `tidemark wal stream`):
+    /// `true`, or `"synchronous"` to run the receiver as a synchronous standby.
+    #[serde(default, skip_serializing_if = "WalStream::is_off")]
+    pub wal_stream: WalStream,
+    /// Where the WAL stream keeps what it received and has not shipped yet (default:
+    /// `wal-spool/<workspace>` beside the config); `pitr restore` reads it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_spool: Option<PathBuf>,
     /// How far back a point-in-time restore must stay possible (`7d`); retention keeps the
     /// base backups and WAL that needs. Default: the longest `keep-within` of its policies.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
@@ -374,6 +379,58 @@ pub struct WorkspaceConfig {
     pub alerts: Option<AlertsConfig>,
 }
 
+/// `wal-stream` of a workspace: `false` (the default), `true`, or `"synchronous"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WalStream {
+    #[default]
+    Off,
+    /// Streamed; the source does not wait for it.
+    On,
+    /// Streamed as a synchronous standby: with the receiver's application name in the
+    /// source's `synchronous_standby_names`, a commit returns once its WAL is durable in the
+    /// spool.
+    Synchronous,
+}
+
+impl WalStream {
+    pub fn is_off(&self) -> bool {
+        *self == WalStream::Off
+    }
+
+    pub fn is_on(self) -> bool {
+        self != WalStream::Off
+    }
+}
+
+impl Serialize for WalStream {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            WalStream::Off => s.serialize_bool(false),
+            WalStream::On => s.serialize_bool(true),
+            WalStream::Synchronous => s.serialize_str("synchronous"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for WalStream {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<WalStream, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Flag(bool),
+            Mode(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Flag(false) => Ok(WalStream::Off),
+            Written::Flag(true) => Ok(WalStream::On),
+            Written::Mode(m) if m == "synchronous" => Ok(WalStream::Synchronous),
+            Written::Mode(m) => {
+                Err(serde::de::Error::custom(format!("wal-stream is true, false or \"synchronous\", not {m:?}")))
+            }
+        }
+    }
+}
+
 /// `[workspaces.X.alerts]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -399,7 +456,8 @@ impl WorkspaceConfig {
             password: None,
             media: None,
             schedules: None,
-            wal_stream: false,
+            wal_stream: WalStream::Off,
+            wal_spool: None,
             pitr_window: None,
             restore_tests: None,
             keep_replaced: None,
@@ -419,6 +477,7 @@ impl fmt::Debug for WorkspaceConfig {
             .field("media", &self.media)
             .field("schedules", &self.schedules)
             .field("wal_stream", &self.wal_stream)
+            .field("wal_spool", &self.wal_spool)
             .field("pitr_window", &self.pitr_window)
             .field("restore_tests", &self.restore_tests)
             .finish()
@@ -631,8 +690,13 @@ pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
         let names: Vec<String> = list.iter().map(|n| toml_string(n)).collect();
         out.push_str(&format!("schedules = [{}]\n", names.join(", ")));
     }
-    if ws.wal_stream {
-        out.push_str("wal-stream = true\n");
+    match ws.wal_stream {
+        WalStream::Off => {}
+        WalStream::On => out.push_str("wal-stream = true\n"),
+        WalStream::Synchronous => out.push_str("wal-stream = \"synchronous\"\n"),
+    }
+    if let Some(dir) = &ws.wal_spool {
+        out.push_str(&format!("wal-spool = {}\n", toml_string(&dir.display().to_string())));
     }
     if let Some(w) = ws.pitr_window {
         out.push_str(&format!("pitr-window = {}\n", toml_string(&humantime::format_duration(w).to_string())));

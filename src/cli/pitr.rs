@@ -59,6 +59,9 @@ pub struct RestoreArgs {
     /// WAL segments to read ahead during recovery (0: fetch each when Postgres asks)
     #[arg(long, default_value_t = pitr::DEFAULT_PREFETCH)]
     prefetch: u32,
+    /// Leave out what the workspace's WAL stream received on this host and has not shipped yet (its spool): restore from the repository alone
+    #[arg(long)]
+    repository_only: bool,
 }
 
 pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
@@ -108,6 +111,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
                 port: args.port,
                 tidemark_command: None,
                 prefetch: args.prefetch,
+                repository_only: args.repository_only,
             };
             let core = core.with_progress(global.progress());
             let report = pitr::restore(&core, &opts, &global.actor()).await?;
@@ -130,6 +134,12 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
                     r.last_commit.map(|t| t.to_rfc3339()).unwrap_or_else(|| "unknown".into())
                 ),
                 _ => println!("start it with: pg_ctl -D {} start", report.pgdata),
+            }
+            if !report.from_spool.is_empty() {
+                println!(
+                    "also replayed from the WAL stream's spool on this host (not yet in the repository): {}",
+                    report.from_spool.join(", ")
+                );
             }
             if let Some(note) = &report.note {
                 println!("note: {note}");

@@ -28,8 +28,17 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<()> {
     } else {
         for w in &report.workspaces {
             println!("{}", line(w));
+            if let Some(stream) = &w.wal_stream {
+                println!("    {}", stream_line(stream));
+            }
             for p in &w.problems {
                 println!("    {}: {}", p.kind.as_str(), p.message);
+            }
+            // A synchronous stream's cost is said even when all is well.
+            if let Some(warning) = w.wal_stream.as_ref().and_then(|s| s.warning.as_ref())
+                && !w.problems.iter().any(|p| p.message == *warning)
+            {
+                println!("    warning: {warning}");
             }
         }
         for u in &report.unknown {
@@ -51,6 +60,21 @@ pub async fn run(global: &Global, args: StatusArgs) -> Result<()> {
         .collect();
     let error = Error::new(ErrorKind::Refused, format!("{what}: {}", names.join(", "))).with_exit_code(code);
     Err(if global.json { error.result_printed() } else { error })
+}
+
+/// `WAL stream (synchronous, sync): streamed to 0/3081E50, shipped 1s ago`.
+fn stream_line(s: &health::StreamHealth) -> String {
+    let state = match s.standby.as_ref().map(|st| st.sync_state.as_deref()) {
+        Some(Some(state)) => format!(", {state}"),
+        Some(None) => ", receiver NOT connected".to_string(),
+        None => String::new(),
+    };
+    match (s.streamed_lsn, s.streamed_age_seconds) {
+        (Some(lsn), Some(secs)) => {
+            format!("WAL stream ({}{state}): streamed to {lsn}, shipped {} ago", s.mode, age(secs))
+        }
+        _ => format!("WAL stream ({}{state}): nothing streamed yet", s.mode),
+    }
 }
 
 /// `shop  healthy  snapshot 3h ago  drill passed 2d ago  PITR to 2026-11-29 20:00:12 (RPO 12s)`.

@@ -76,6 +76,9 @@ pub enum WalCommand {
         /// The cluster's WAL segment size in bytes
         #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE, value_parser = parse_segment_size)]
         segment_size: u64,
+        /// A folder of WAL copied from the WAL stream's spool (`pitr restore` sets it): a segment the repository does not hold whole is served from there when it reaches further
+        #[arg(long)]
+        streamed: Option<PathBuf>,
     },
     /// Check, as the OS user the Postgres server runs as, that archive_command (and with --restore, restore_command) can work; print the commands that fix what cannot
     Setup {
@@ -175,7 +178,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             }
             Ok(())
         }
-        WalCommand::Fetch { name, dest, workspace, prefetch, spool, segment_size } => {
+        WalCommand::Fetch { name, dest, workspace, prefetch, spool, segment_size, streamed } => {
             let spool = spool.filter(|_| prefetch > 0).map(Spool::new);
             let mut prefetched = false;
             if let Some(spool) = &spool {
@@ -187,7 +190,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
                 if prefetched {
                     return Ok(std::fs::metadata(&dest)?.len());
                 }
-                wal::fetch(&global.core().await?, workspace.as_deref(), &name, &dest).await
+                wal::fetch(&global.core().await?, workspace.as_deref(), &name, &dest, streamed.as_deref()).await
             }
             .await;
             match fetched {
@@ -198,7 +201,13 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
                     }
                     Ok(())
                 }
-                Err(e) if e.kind() == tidemark::ErrorKind::NotFound => Err(e),
+                // Recovery asks for files that may not exist as a matter of course (the
+                // next timeline's history file, the segment after the last): not an error
+                // in the server's log. Its exit code says "not there".
+                Err(e) if e.kind() == tidemark::ErrorKind::NotFound => {
+                    tracing::debug!(file = %name, "{}", e.report());
+                    std::process::exit(e.exit_code());
+                }
                 Err(e) => {
                     eprintln!(
                         "{}\n(exit {FETCH_FAILED_EXIT}: recovery must stop, not promote)",

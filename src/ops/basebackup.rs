@@ -28,7 +28,7 @@ pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) ->
     let ws = core.workspace(workspace)?;
     let _lock = super::job::take_workspace(core, workspace, "basebackup", actor, opts.wait).await?;
     let spec = ws.conn()?;
-    let slot = ws.config.wal_stream.then(|| crate::wal::stream::default_slot(workspace));
+    let slot = ws.config.wal_stream.is_on().then(|| crate::wal::stream::default_slot(workspace));
     let progress = core.progress();
     progress.set_prefix(format!("base backup {workspace}"));
     let bin_dir = core.pg_bin_dir();

@@ -43,7 +43,7 @@ impl Thresholds {
         let ws = config.workspace(workspace)?;
         let policies = policy::policies_for(config, workspace)?;
         let set = ws.alerts.clone().unwrap_or_default();
-        Ok(Thresholds::derive(&set, &policies, ws.wal_stream, Utc::now()))
+        Ok(Thresholds::derive(&set, &policies, ws.wal_stream.is_on(), Utc::now()))
     }
 
     fn derive(set: &AlertsConfig, policies: &[Policy], wal_stream: bool, now: DateTime<Utc>) -> Thresholds {
@@ -84,15 +84,20 @@ pub enum ProblemKind {
     /// A backup job's newest run (snapshot, base backup, drill, prune, check) failed after
     /// its last success.
     JobFailed,
+    /// `wal-stream = "synchronous"`, and the source does not name the receiver in
+    /// `synchronous_standby_names`, or the receiver is not connected (the source's commits
+    /// wait for it).
+    StreamNotSynchronous,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 5] = [
+    pub const ALL: [ProblemKind; 6] = [
         ProblemKind::SnapshotStale,
         ProblemKind::DrillStale,
         ProblemKind::WalLag,
         ProblemKind::DrillFailed,
         ProblemKind::JobFailed,
+        ProblemKind::StreamNotSynchronous,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +107,7 @@ impl ProblemKind {
             ProblemKind::WalLag => "wal-lag",
             ProblemKind::DrillFailed => "drill-failed",
             ProblemKind::JobFailed => "job-failed",
+            ProblemKind::StreamNotSynchronous => "wal-stream-not-synchronous",
         }
     }
 
@@ -211,13 +217,37 @@ pub struct Health {
     /// Seconds of commits a loss now would cost: since the newest recoverable moment (the
     /// PITR window's end, or the newest snapshot without WAL).
     pub rpo_seconds: Option<i64>,
+    /// Where the newest recoverable moment is in the WAL: with a WAL stream, where the
+    /// streamed WAL in the repository reaches (not only the last completed segment).
+    #[schema(value_type = Option<String>)]
+    pub pitr_latest_lsn: Option<crate::wal::Lsn>,
     /// WAL segments the source has finished but not yet archived (`pg_stat_archiver`;
     /// `None` where WAL is not archived or the source cannot be asked).
     pub wal_segments_waiting: Option<i64>,
+    /// The workspace's WAL stream (`wal-stream`), if it has one.
+    pub wal_stream: Option<StreamHealth>,
     /// What the repository holds for point-in-time restores (read with the window).
     pub physical_bytes: Option<PhysicalBytes>,
     pub thresholds: Thresholds,
     pub problems: Vec<Problem>,
+}
+
+/// A WAL stream as `status` sees it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StreamHealth {
+    /// `on` or `synchronous`.
+    pub mode: String,
+    /// Where the WAL in the repository reaches (the PITR window's end).
+    #[schema(value_type = Option<String>)]
+    pub streamed_lsn: Option<crate::wal::Lsn>,
+    /// Seconds since that WAL was shipped.
+    pub streamed_age_seconds: Option<i64>,
+    /// For a synchronous stream: how the source sees the receiver (`None`: the source
+    /// could not be asked).
+    pub standby: Option<crate::wal::stream::StandbyState>,
+    /// For a synchronous stream: what it costs (the source blocks commits while the
+    /// receiver is down) or why it is not synchronous.
+    pub warning: Option<String>,
 }
 
 /// Stored bytes of base backups and archived WAL.
@@ -322,10 +352,13 @@ async fn workspace_health(core: &Core, name: &str, actor: &Actor, now: DateTime<
                 base_backups: physical.bases.iter().map(|b| b.tar.stored_size).sum(),
                 wal: physical.archived.iter().map(|a| a.stored_size).sum(),
             };
-            (window.earliest.map(|m| m.time), window.latest.map(|m| m.time), Some(bytes))
+            (window.earliest.map(|m| m.time), window.latest, Some(bytes))
         } else {
             (None, None, None)
         };
+    let latest_lsn = latest.as_ref().map(|m| m.lsn);
+    let latest = latest.map(|m| m.time);
+    let wal_stream = stream_health(core, &name, latest_lsn, latest, now).await?;
     let listing = super::snapshot::ListOptions { workspace: name.clone(), limit: Some(1), ..Default::default() };
     let indexed = super::snapshot::list(core, &listing, actor).await?.into_iter().next();
     let (mut newest_snapshot, mut newest_snapshot_at) =
@@ -340,7 +373,17 @@ async fn workspace_health(core: &Core, name: &str, actor: &Actor, now: DateTime<
         None => None,
     };
     let observed = Observed { status: &status, newest_snapshot: newest_snapshot_at, wal_latest: latest };
-    let problems = evaluate(&observed, &thresholds, now);
+    let mut problems = evaluate(&observed, &thresholds, now);
+    if let Some(stream) = &wal_stream
+        && let Some(standby) = &stream.standby
+        && !standby.is_synchronous()
+    {
+        problems.push(Problem {
+            kind: ProblemKind::StreamNotSynchronous,
+            message: standby.warning(),
+            late_by_seconds: None,
+        });
+    }
     let rpo_seconds = latest.or(newest_snapshot_at).map(|t| (now - t).num_seconds());
     Ok(Health {
         workspace: name,
@@ -350,12 +393,51 @@ async fn workspace_health(core: &Core, name: &str, actor: &Actor, now: DateTime<
         newest_snapshot_at,
         pitr_earliest: earliest,
         pitr_latest: latest,
+        pitr_latest_lsn: latest_lsn,
         rpo_seconds,
         wal_segments_waiting: waiting,
+        wal_stream,
         physical_bytes,
         thresholds,
         problems,
     })
+}
+
+/// The workspace's WAL stream: where it reaches, and for a synchronous one how the source
+/// sees the receiver (asked of the source; a source that cannot be asked leaves it out).
+///
+/// Errors: `Config` for an unknown workspace.
+async fn stream_health(
+    core: &Core,
+    workspace: &str,
+    streamed_lsn: Option<crate::wal::Lsn>,
+    streamed_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Result<Option<StreamHealth>> {
+    let ws = core.workspace(workspace)?;
+    let mode = match ws.config.wal_stream {
+        crate::config::WalStream::Off => return Ok(None),
+        crate::config::WalStream::On => "on",
+        crate::config::WalStream::Synchronous => "synchronous",
+    };
+    let standby = match ws.config.wal_stream {
+        crate::config::WalStream::Synchronous => {
+            let app = crate::wal::stream::application_name(workspace);
+            match ws.conn() {
+                Ok(spec) => crate::wal::stream::standby_state(spec, &app).await.ok(),
+                Err(_) => None,
+            }
+        }
+        _ => None,
+    };
+    let warning = standby.as_ref().map(crate::wal::stream::StandbyState::warning);
+    Ok(Some(StreamHealth {
+        mode: mode.into(),
+        streamed_lsn,
+        streamed_age_seconds: streamed_at.map(|t| (now - t).num_seconds()),
+        standby,
+        warning,
+    }))
 }
 
 /// Completed WAL segments the source's archiver has not archived yet: from the segment

@@ -70,6 +70,8 @@ pub struct Metrics {
     api_rate_limited: Counter,
     retention_deleted: Family<DeletionLabels, Counter>,
     stream_lag: Family<WorkspaceLabels, Gauge>,
+    streamed_lsn: Family<WorkspaceLabels, Gauge>,
+    streamed_at: Family<WorkspaceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,6 +98,8 @@ impl Metrics {
         let api_rate_limited = Counter::default();
         let retention_deleted = Family::<DeletionLabels, Counter>::default();
         let stream_lag = Family::<WorkspaceLabels, Gauge>::default();
+        let streamed_lsn = Family::<WorkspaceLabels, Gauge>::default();
+        let streamed_at = Family::<WorkspaceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         registry.register("tidemark_api_requests", "API requests by route, method and status", api_requests.clone());
         registry.register_with_unit(
             "tidemark_api_request_duration",
@@ -120,9 +124,20 @@ impl Metrics {
         );
         registry.register_with_unit(
             "tidemark_wal_stream_lag",
-            "How far the WAL stream's slot is behind the server's current position",
+            "WAL the source has written and the repository does not hold yet (the daemon's WAL stream)",
             Unit::Bytes,
             stream_lag.clone(),
+        );
+        registry.register(
+            "tidemark_wal_streamed_lsn",
+            "Where the WAL the stream shipped to the repository reaches, as a byte position (an LSN)",
+            streamed_lsn.clone(),
+        );
+        registry.register_with_unit(
+            "tidemark_wal_streamed_shipped_timestamp",
+            "When the WAL stream last shipped WAL to the repository",
+            Unit::Seconds,
+            streamed_at.clone(),
         );
         registry.register_collector(Box::new(CatalogCollector { scrape: scrape.clone() }));
         Metrics {
@@ -134,6 +149,8 @@ impl Metrics {
             api_rate_limited,
             retention_deleted,
             stream_lag,
+            streamed_lsn,
+            streamed_at,
         }
     }
 
@@ -164,8 +181,19 @@ impl Metrics {
     }
 
     /// The WAL stream's lag behind the server, in bytes.
-    pub fn stream_lag(&self, workspace: &str, bytes: i64) {
-        self.stream_lag.get_or_create(&WorkspaceLabels { workspace: workspace.into() }).set(bytes);
+    /// Where a WAL stream stands: the bytes the repository lacks, where what it shipped
+    /// reaches and when it shipped last.
+    pub fn stream_progress(&self, workspace: &str, progress: &crate::wal::stream::Progress) {
+        let labels = WorkspaceLabels { workspace: workspace.into() };
+        if let Some(bytes) = progress.lag_bytes {
+            self.stream_lag.get_or_create(&labels).set(bytes);
+        }
+        if let Some(lsn) = progress.streamed {
+            self.streamed_lsn.get_or_create(&labels).set(i64::try_from(lsn.0).unwrap_or(i64::MAX));
+        }
+        if let Some(at) = progress.shipped_at {
+            self.streamed_at.get_or_create(&labels).set(at.timestamp_millis() as f64 / 1000.0);
+        }
     }
 }
 
@@ -378,6 +406,14 @@ impl Collector for CatalogCollector {
             )?;
             gauges(
                 &mut encoder,
+                "tidemark_pitr_window_last_lsn",
+                "Where in the WAL the last restorable moment is, as a byte position (with a WAL stream: where the \
+                 streamed WAL in the repository reaches)",
+                None,
+                &each(&|w| w.pitr_latest_lsn.map(|l| l.0 as f64)),
+            )?;
+            gauges(
+                &mut encoder,
                 "tidemark_wal_archive_lag",
                 "Seconds from the newest archived WAL to the evaluation",
                 Some(&Unit::Seconds),
@@ -410,7 +446,8 @@ impl Collector for CatalogCollector {
             gauges(
                 &mut encoder,
                 "tidemark_workspace_stale",
-                "1 when the workspace has this problem (snapshot-stale, drill-stale, wal-lag, drill-failed, job-failed)",
+                "1 when the workspace has this problem (snapshot-stale, drill-stale, wal-lag, drill-failed, job-failed, \
+                 wal-stream-not-synchronous)",
                 None,
                 &stale,
             )?;

@@ -60,7 +60,7 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
     let runner = Arc::new(SnapshotRunner { core: core.clone(), stop: CancellationToken::new() });
     let mut streams = tokio::task::JoinSet::new();
     for (name, ws) in &core.config.config.workspaces {
-        if ws.wal_stream {
+        if ws.wal_stream.is_on() {
             streams.spawn(stream_forever(core.clone(), name.clone(), shutdown.clone()));
         }
     }

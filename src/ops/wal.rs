@@ -47,7 +47,7 @@ pub async fn push_async(
             Answer::Stored => {
                 let sha256 = spool.stored_sha256(&name).unwrap_or_default();
                 let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-                return Ok(Pushed { name, sha256, bytes, stored: true });
+                return Ok(Pushed { name, sha256, bytes, stored: true, reach: None });
             }
             Answer::Failed(message) => {
                 return Err(Error::new(ErrorKind::Unavailable, format!("archiving {name} ahead failed: {message}")));
@@ -101,10 +101,21 @@ pub async fn push_ahead(
         .await
 }
 
-/// Restores one archived WAL file to `dest`.
-pub async fn fetch(core: &Core, workspace: Option<&str>, name: &str, dest: &Path) -> Result<u64> {
+/// Restores one archived WAL file to `dest`; with `streamed` (a copy of the WAL stream's
+/// spool), a segment not archived whole may come from there (see
+/// [`archive::fetch_with_streamed`]).
+pub async fn fetch(
+    core: &Core,
+    workspace: Option<&str>,
+    name: &str,
+    dest: &Path,
+    streamed: Option<&Path>,
+) -> Result<u64> {
     let workspace = core.workspace_or_only(workspace)?;
-    archive::fetch(&core.repo, &core.identities()?, &workspace, name, dest).await
+    match streamed {
+        Some(dir) => archive::fetch_with_streamed(&core.repo, &core.identities()?, &workspace, name, dest, dir).await,
+        None => archive::fetch(&core.repo, &core.identities()?, &workspace, name, dest).await,
+    }
 }
 
 pub use crate::wal::recovery::{fetch_failure_in, fetch_failure_line};
@@ -128,9 +139,21 @@ pub struct StreamOptions {
     pub workspace: String,
     /// Default: `tidemark_<workspace>`.
     pub slot: Option<String>,
-    /// Default: `wal-spool/<workspace>` beside the config (it holds WAL not yet shipped:
-    /// keep it on durable storage, not in a cache or tmpfs).
+    /// Default: the workspace's `wal-spool`, else `wal-spool/<workspace>` beside the config
+    /// (it holds WAL not yet shipped: keep it on durable storage, not in a cache or tmpfs).
     pub spool: Option<std::path::PathBuf>,
+}
+
+/// Where a workspace's WAL stream keeps what it has not shipped yet: its `wal-spool`, else
+/// `wal-spool/<workspace>` beside the config.
+///
+/// Errors: `Config` for an unknown workspace.
+pub fn stream_spool(core: &Core, workspace: &str) -> Result<std::path::PathBuf> {
+    let ws = core.workspace(workspace)?;
+    Ok(match &ws.config.wal_spool {
+        Some(dir) => core.config.resolve_path(dir),
+        None => core.config.resolve_path(Path::new("wal-spool")).join(workspace),
+    })
 }
 
 /// Streams WAL until `shutdown`. Errors: those of [`crate::wal::stream::stream`].
@@ -145,17 +168,18 @@ pub async fn stream(
     let settings = StreamSettings {
         workspace: opts.workspace.clone(),
         slot: opts.slot.clone().unwrap_or_else(|| default_slot(&opts.workspace)),
-        spool: opts
-            .spool
-            .clone()
-            .unwrap_or_else(|| core.config.resolve_path(Path::new("wal-spool")).join(&opts.workspace)),
+        spool: match &opts.spool {
+            Some(dir) => dir.clone(),
+            None => stream_spool(core, &opts.workspace)?,
+        },
         poll: std::time::Duration::from_millis(500),
         report_every: std::time::Duration::from_secs(30),
         partial_every: std::time::Duration::from_secs(1),
         lag_sink: Some({
             let (metrics, workspace) = (core.metrics.clone(), opts.workspace.clone());
-            std::sync::Arc::new(move |bytes| metrics.stream_lag(&workspace, bytes))
+            std::sync::Arc::new(move |progress| metrics.stream_progress(&workspace, progress))
         }),
+        synchronous: ws.config.wal_stream == crate::config::WalStream::Synchronous,
     };
     crate::wal::stream::stream(&core.repo, core.recipients()?, &spec, core.pg_bin_dir().as_deref(), &settings, shutdown)
         .await

@@ -140,7 +140,7 @@ pub async fn status(core: &Core, opts: &StatusOptions, actor: &Actor) -> Result<
     Ok(WorkspaceStatus {
         workspace: ws.to_string(),
         at: now,
-        wal_stream: config.wal_stream,
+        wal_stream: config.wal_stream.is_on(),
         media: config.media.is_some(),
         last_snapshot: lasts[0].take(),
         last_base_backup: lasts[1].take(),

@@ -128,6 +128,15 @@ pub fn wal_object(workspace: &str, name: &str, sha256: &str) -> Result<Path> {
     Ok(wal_file_dir(workspace, name)?.join(format!("{sha256}.zst.age")))
 }
 
+/// Beside a streamed partial segment's version: an empty object whose name records where
+/// that version's WAL reaches (`<sha256>.reach-<LSN as 16 hex digits>`).
+pub fn wal_reach(workspace: &str, name: &str, sha256: &str, lsn: u64) -> Result<Path> {
+    if !is_sha256_hex(sha256) {
+        return Err(Error::integrity(format!("{sha256:?} is not a WAL content hash")));
+    }
+    Ok(wal_file_dir(workspace, name)?.join(format!("{sha256}.reach-{lsn:016X}")))
+}
+
 /// `workspaces/<ws>/base/`: one folder per base backup id.
 pub fn base_backups(workspace: &str) -> Path {
     Path::from_iter(["workspaces", workspace, "base"])

@@ -250,7 +250,7 @@ mod tests {
     use super::*;
 
     fn pushed(name: &str, sha: &str) -> Pushed {
-        Pushed { name: name.into(), sha256: sha.into(), bytes: 16, stored: true }
+        Pushed { name: name.into(), sha256: sha.into(), bytes: 16, stored: true, reach: None }
     }
 
     #[tokio::test]

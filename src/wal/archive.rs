@@ -25,6 +25,9 @@ pub struct Pushed {
     pub bytes: u64,
     /// `false`: the repository already had this exact file (a repeated push).
     pub stored: bool,
+    /// For a partial segment: where its WAL reaches (see [`super::records::reach`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reach: Option<super::Lsn>,
 }
 
 /// One archived WAL file.
@@ -35,6 +38,11 @@ pub struct Archived {
     pub stored_size: u64,
     /// When it was archived: an upper bound of the time of everything it holds.
     pub archived_at: chrono::DateTime<chrono::Utc>,
+    /// For a streamed partial segment: the end of its last whole record, where recovery
+    /// with it reaches (see [`super::records::reach`]); `None` for other files, and for a
+    /// partial whose first record is not whole yet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reach: Option<super::Lsn>,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -96,14 +104,16 @@ pub async fn push(repo: &Repository, recipients: &Recipients, workspace: &str, p
 /// when this content was shipped already). The file grows while it is read, so it is read once
 /// (one segment in memory) and that copy is hashed and stored: a torn last record is
 /// harmless, recovery stops at the first invalid record. Recovery uses a partial only
-/// when the segment itself is not archived.
+/// when the segment itself is not archived. Where its WAL reaches (the end of its last
+/// whole record) is recorded beside it as an empty object `<sha256>.reach-<LSN>`, so a
+/// listing tells how far the streamed WAL goes without reading it.
 pub async fn push_partial(repo: &Repository, recipients: &Recipients, workspace: &str, path: &Path) -> Result<Pushed> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     let older = stored_versions(repo, workspace, &name).await?;
     let content = tokio::fs::read(path).await?;
     let sha256 = hex::encode(Sha256::digest(&content));
     if older.contains(&sha256) {
-        return Ok(Pushed { name, sha256, bytes: content.len() as u64, stored: false });
+        return Ok(Pushed { name, sha256, bytes: content.len() as u64, stored: false, reach: None });
     }
     let key = layout::wal_object(workspace, &name, &sha256)?;
     repo.sign(&key, &sha256).await?;
@@ -114,17 +124,35 @@ pub async fn push_partial(repo: &Repository, recipients: &Recipients, workspace:
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e.context(format!("shipping {name}"))),
     }
-    for sha in older.iter().filter(|s| **s != sha256) {
-        repo.delete(&layout::wal_object(workspace, &name, sha)?).await?;
+    let segment = name.strip_suffix(".partial").and_then(|s| super::Segment::parse(s, content.len() as u64).ok());
+    let reach = segment.and_then(|s| super::records::reach(&content, s.start(content.len() as u64)));
+    if let Some(reach) = reach {
+        match repo.put_once(&layout::wal_reach(workspace, &name, &sha256, reach.0)?, Vec::new()).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.context(format!("recording where {name} reaches"))),
+        }
     }
-    Ok(Pushed { name, sha256, bytes: content.len() as u64, stored: true })
+    delete_partial_versions(repo, workspace, &name, Some(&sha256)).await?;
+    Ok(Pushed { name, sha256, bytes: content.len() as u64, stored: true, reach })
 }
 
 /// Deletes every shipped version of a partial segment (once the segment is archived).
 pub async fn drop_partials(repo: &Repository, workspace: &str, segment: &str) -> Result<()> {
-    let name = format!("{segment}.partial");
-    for sha in stored_versions(repo, workspace, &name).await? {
-        repo.delete(&layout::wal_object(workspace, &name, &sha)?).await?;
+    delete_partial_versions(repo, workspace, &format!("{segment}.partial"), None).await
+}
+
+/// Deletes the versions of a partial segment (`name` ends in `.partial`) other than
+/// `keep`, and what is recorded about them (where they reach; their signatures go with
+/// them in [`Repository::delete`]).
+async fn delete_partial_versions(repo: &Repository, workspace: &str, name: &str, keep: Option<&str>) -> Result<()> {
+    let dir = layout::wal_file_dir(workspace, name)?;
+    for object in repo.list(&dir).await? {
+        let Some(file) = object.key.filename() else { continue };
+        if layout::is_signature(&object.key) || keep.is_some_and(|k| file.starts_with(k)) {
+            continue;
+        }
+        repo.delete(&object.key).await?;
     }
     Ok(())
 }
@@ -150,7 +178,7 @@ async fn store_file(
     };
     let existing = stored_versions(repo, workspace, &name).await?;
     if existing.contains(&sha256) {
-        return Ok(Pushed { name, sha256, bytes, stored: false });
+        return Ok(Pushed { name, sha256, bytes, stored: false, reach: None });
     }
     if let Some(other) = existing.first() {
         return Err(Error::new(
@@ -201,9 +229,11 @@ const IN_MEMORY: u64 = 64 << 20;
 
 async fn finish_push(writer: ObjectWriter, name: String, sha256: String, bytes: u64) -> Result<Pushed> {
     match writer.finish().await {
-        Ok(_) => Ok(Pushed { name, sha256, bytes, stored: true }),
+        Ok(_) => Ok(Pushed { name, sha256, bytes, stored: true, reach: None }),
         // The same content landed at the same moment (a stream and archive_command both).
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Pushed { name, sha256, bytes, stored: false }),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+            Ok(Pushed { name, sha256, bytes, stored: false, reach: None })
+        }
         Err(e) => Err(e.context(format!("archiving {name}"))),
     }
 }
@@ -215,10 +245,12 @@ async fn newest_partial(repo: &Repository, workspace: &str, name: &str) -> Resul
     }
     let dir = layout::wal_file_dir(workspace, &format!("{name}.partial"))?;
     let listed = repo.list(&dir).await?;
+    // Beside the versions: their signatures and where each reaches.
     Ok(listed
         .iter()
-        .max_by_key(|m| m.modified)
-        .and_then(|m| m.key.filename().and_then(|f| f.strip_suffix(".zst.age")).map(str::to_string)))
+        .filter_map(|m| Some((m.modified, m.key.filename()?.strip_suffix(".zst.age")?.to_string())))
+        .max()
+        .map(|(_, sha)| sha))
 }
 
 /// Restores one archived WAL file to `dest`: written beside it under a temporary name,
@@ -236,6 +268,84 @@ pub async fn fetch(
     dest: &Path,
 ) -> Result<u64> {
     fetch_to(repo, identities, workspace, name, dest, true).await
+}
+
+/// Like [`fetch`], and a segment the repository does not hold under its final name is
+/// served from `streamed` (what the WAL stream's spool held when `pitr restore` began:
+/// segments received and not shipped yet, the unfinished one as `<segment>.partial`) when
+/// the copy there reaches at least as far as the newest shipped partial version.
+///
+/// Errors: those of [`fetch`]; `Integrity` for a file in `streamed` that is not the
+/// segment its name says.
+pub async fn fetch_with_streamed(
+    repo: &Repository,
+    identities: &Identities,
+    workspace: &str,
+    name: &str,
+    dest: &Path,
+    streamed: &Path,
+) -> Result<u64> {
+    if matches!(super::WalFile::parse(name), Ok(super::WalFile::Segment { .. }))
+        && stored_versions(repo, workspace, name).await?.is_empty()
+        && let Some(local) =
+            [streamed.join(name), streamed.join(format!("{name}.partial"))].into_iter().find(|p| p.exists())
+    {
+        match tokio::fs::read(&local).await {
+            Ok(content) => {
+                let size = content.len() as u64;
+                let whole = local.extension().is_none_or(|e| e != "partial");
+                let reach = super::Segment::parse(name, size).ok().and_then(|s| {
+                    if whole { Some(super::Lsn(u64::MAX)) } else { super::records::reach(&content, s.start(size)) }
+                });
+                let shipped = newest_partial_reach(repo, workspace, name).await?;
+                if reach.is_some() && reach >= shipped {
+                    let mut checked = super::SegmentContent::for_name(name).expect("a segment name");
+                    checked.feed(&content);
+                    checked.finish().map_err(|e| e.context(format!("the streamed copy {}", local.display())))?;
+                    write_then_rename(&content, dest).await?;
+                    tracing::info!(file = name, from = %local.display(), "served from the WAL stream's spool");
+                    return Ok(size);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(file = name, from = %local.display(), error = %e, "cannot read the streamed copy; using the repository's");
+            }
+        }
+    }
+    fetch(repo, identities, workspace, name, dest).await
+}
+
+/// Where the newest shipped partial version of segment `name` reaches, if recorded.
+async fn newest_partial_reach(repo: &Repository, workspace: &str, name: &str) -> Result<Option<super::Lsn>> {
+    let Some(sha) = newest_partial(repo, workspace, name).await? else { return Ok(None) };
+    let listed = repo.list(&layout::wal_file_dir(workspace, &format!("{name}.partial"))?).await?;
+    Ok(listed.iter().find_map(|m| {
+        let (s, lsn) = m.key.filename()?.split_once(".reach-")?;
+        (s == sha).then(|| u64::from_str_radix(lsn, 16).ok().map(super::Lsn)).flatten()
+    }))
+}
+
+/// Writes `content` beside `dest` under a temporary name, syncs it and renames it.
+async fn write_then_rename(content: &[u8], dest: &Path) -> Result<()> {
+    let tmp = dest.with_file_name(format!(
+        ".{}.tidemark-{}",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
+        std::process::id()
+    ));
+    let written: Result<()> = async {
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        file.write_all(content).await?;
+        file.sync_all().await?;
+        Ok(())
+    }
+    .await;
+    match written {
+        Ok(()) => Ok(tokio::fs::rename(&tmp, dest).await?),
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            Err(e)
+        }
+    }
 }
 
 /// Like [`fetch`], but only a file archived under its final name: never a streamed partial
@@ -329,14 +439,28 @@ async fn fetch_to(
 /// Errors: `Unavailable` for the store.
 pub async fn list(repo: &Repository, workspace: &str) -> Result<Vec<Archived>> {
     let listed = repo.list(&layout::wal_dir(workspace)).await?;
-    let mut out: Vec<Archived> = listed
-        .into_iter()
+    // workspaces/<ws>/wal/<timeline>/<name>/<sha256>.zst.age, and beside a partial
+    // segment's version <sha256>.reach-<LSN as 16 hex digits>.
+    let name_and_file = |m: &crate::repo::StoredObject| -> Option<(String, String)> {
+        let parts: Vec<String> = m.key.parts().map(|p| p.as_ref().to_string()).collect();
+        let [.., name, file] = parts.as_slice() else { return None };
+        Some((name.clone(), file.clone()))
+    };
+    let reaches: std::collections::HashMap<(String, String), super::Lsn> = listed
+        .iter()
         .filter_map(|m| {
-            let parts: Vec<String> = m.key.parts().map(|p| p.as_ref().to_string()).collect();
-            // workspaces/<ws>/wal/<timeline>/<name>/<sha256>.zst.age
-            let [.., name, file] = parts.as_slice() else { return None };
+            let (name, file) = name_and_file(m)?;
+            let (sha256, lsn) = file.split_once(".reach-")?;
+            Some(((name, sha256.to_string()), super::Lsn(u64::from_str_radix(lsn, 16).ok()?)))
+        })
+        .collect();
+    let mut out: Vec<Archived> = listed
+        .iter()
+        .filter_map(|m| {
+            let (name, file) = name_and_file(m)?;
             let sha256 = file.strip_suffix(".zst.age")?.to_string();
-            Some(Archived { name: name.clone(), sha256, stored_size: m.size, archived_at: m.modified })
+            let reach = reaches.get(&(name.clone(), sha256.clone())).copied();
+            Some(Archived { name, sha256, stored_size: m.size, archived_at: m.modified, reach })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -6,6 +6,7 @@ pub mod ahead;
 pub mod archive;
 pub mod base;
 pub mod prefetch;
+pub mod records;
 pub mod recovery;
 pub mod retention;
 pub mod stream;

@@ -19,6 +19,60 @@ use crate::pg::ConnSpec;
 /// The prefetch folder of a restored data directory (removed at the end of recovery).
 pub const PREFETCH_DIR: &str = "tidemark-prefetch";
 
+/// The folder of a restored data directory that holds what the WAL stream's spool held
+/// when the restore began (see [`copy_streamed`]); removed once recovery is done.
+pub const STREAMED_DIR: &str = "tidemark-streamed";
+
+/// Copies, from the WAL stream's `spool`, the WAL a recovery along `timelines` from
+/// segment `from` may need and the repository may not hold yet: completed segments not
+/// shipped yet and the unfinished one (`<segment>.partial`), into `pgdata`'s
+/// [`STREAMED_DIR`]. Returns the names copied (none: no folder is made). A spool that does
+/// not exist (another host, a stream never run) gives none.
+///
+/// Errors: `Io` when the spool cannot be read or the copy written.
+pub fn copy_streamed(
+    spool: &Path,
+    pgdata: &Path,
+    timelines: &[u32],
+    from: u64,
+    segment_size: u64,
+) -> Result<Vec<String>> {
+    let entries = match std::fs::read_dir(spool) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::from(e).context(format!("reading the WAL stream's spool {}", spool.display()))),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().to_string();
+        let Ok(segment) = super::Segment::parse(name.strip_suffix(".partial").unwrap_or(&name), segment_size) else {
+            continue;
+        };
+        if timelines.contains(&segment.timeline) && segment.number >= from {
+            names.push(name);
+        }
+    }
+    names.sort();
+    if names.is_empty() {
+        return Ok(names);
+    }
+    let dir = pgdata.join(STREAMED_DIR);
+    std::fs::create_dir_all(&dir)?;
+    for name in &names {
+        // pg_receivewal may rename the unfinished file at this moment (its segment is
+        // complete): then the completed one is copied.
+        let copied = match std::fs::copy(spool.join(name), dir.join(name)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name.ends_with(".partial") => {
+                let whole = name.trim_end_matches(".partial");
+                std::fs::copy(spool.join(whole), dir.join(whole)).map(|_| ())
+            }
+            other => other.map(|_| ()),
+        };
+        copied.map_err(|e| Error::from(e).context(format!("copying {name} from the WAL stream's spool")))?;
+    }
+    Ok(names)
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Reached {
     /// The last WAL location replayed.
@@ -139,13 +193,24 @@ pub struct Recovery<'a> {
     pub segment_size: u64,
     /// `wal fetch` accepts unsigned WAL (`--allow-unsigned` of the restore that wrote it).
     pub allow_unsigned: bool,
+    /// [`STREAMED_DIR`] holds WAL from the stream's spool: `wal fetch` reads it too.
+    pub streamed: bool,
 }
 
 /// Appends the recovery settings to a restored data directory's `postgresql.auto.conf`
 /// and writes `recovery.signal`.
 pub fn write_recovery_settings(pgdata: &Path, recovery: &Recovery<'_>) -> Result<()> {
-    let Recovery { workspace, config, tidemark_command, prefetch, target, timeline, segment_size, allow_unsigned } =
-        *recovery;
+    let Recovery {
+        workspace,
+        config,
+        tidemark_command,
+        prefetch,
+        target,
+        timeline,
+        segment_size,
+        allow_unsigned,
+        streamed,
+    } = *recovery;
     let mut exe = match tidemark_command {
         Some(command) => command.replace('%', "%%"),
         None => command_word(&std::env::current_exe()?.display().to_string()),
@@ -155,8 +220,9 @@ pub fn write_recovery_settings(pgdata: &Path, recovery: &Recovery<'_>) -> Result
     }
     let config = std::path::absolute(config)?;
     let spool = (prefetch > 0).then(|| pgdata.join(PREFETCH_DIR));
+    let streamed = streamed.then(|| pgdata.join(STREAMED_DIR));
     let (restore_command, end_command) =
-        recovery_commands(&exe, &config, workspace, spool.as_deref(), prefetch, segment_size);
+        recovery_commands(&exe, &config, workspace, spool.as_deref(), prefetch, segment_size, streamed.as_deref());
     let mut settings: Vec<(&str, String)> = end_command.map(|c| ("recovery_end_command", c)).into_iter().collect();
     settings.extend([
         ("restore_command", restore_command),
@@ -166,6 +232,9 @@ pub fn write_recovery_settings(pgdata: &Path, recovery: &Recovery<'_>) -> Result
         ("recovery_target_timeline", timeline.to_string()),
         // The copy must not archive its own WAL into the source's archive.
         ("archive_mode", "off".to_string()),
+        // Nor wait, for each of its commits, for the source's synchronous standbys (a
+        // synchronous WAL stream's receiver among them), which it never has.
+        ("synchronous_standby_names", String::new()),
         ("listen_addresses", "localhost".to_string()),
         ("unix_socket_directories", String::new()),
     ]);
@@ -196,6 +265,7 @@ fn recovery_commands(
     spool: Option<&Path>,
     prefetch: u32,
     segment_size: u64,
+    streamed: Option<&Path>,
 ) -> (String, Option<String>) {
     let mut restore_command = format!(
         "{exe} --config {} wal fetch --workspace {}",
@@ -207,6 +277,9 @@ fn recovery_commands(
         restore_command.push_str(&format!(" --prefetch {prefetch} --spool {spool} --segment-size {segment_size}"));
         format!("{exe} wal prefetch --spool {spool} --remove")
     });
+    if let Some(dir) = streamed {
+        restore_command.push_str(&format!(" --streamed {}", command_word(&dir.display().to_string())));
+    }
     restore_command.push_str(" %f \"%p\"");
     (restore_command, end_command)
 }
@@ -338,7 +411,7 @@ mod tests {
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let (config, spool) = (odd.join("tidemark.toml"), odd.join("spool"));
         let exe_word = command_word(&exe.display().to_string());
-        let (restore, end) = recovery_commands(&exe_word, &config, "shop", Some(&spool), 8, 16 << 20);
+        let (restore, end) = recovery_commands(&exe_word, &config, "shop", Some(&spool), 8, 16 << 20, None);
         let (config, spool) = (config.display().to_string(), spool.display().to_string());
         let expected = [
             "--config",
@@ -358,7 +431,8 @@ mod tests {
         ];
         assert_eq!(run_as_postgres_does(&restore), expected);
         assert_eq!(run_as_postgres_does(&end.unwrap()), ["wal", "prefetch", "--spool", &spool, "--remove"]);
-        let (plain, none) = recovery_commands(&exe_word, Path::new("/etc/tidemark.toml"), "shop", None, 0, 16 << 20);
+        let (plain, none) =
+            recovery_commands(&exe_word, Path::new("/etc/tidemark.toml"), "shop", None, 0, 16 << 20, None);
         assert!(none.is_none() && !plain.contains("--prefetch"), "{plain}");
     }
 
@@ -376,10 +450,13 @@ mod tests {
                 timeline: 1,
                 segment_size: 16 << 20,
                 allow_unsigned: allow,
+                streamed: allow,
             };
             write_recovery_settings(dir.path(), &recovery).unwrap();
             let conf = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
             assert_eq!(conf.contains("tidemark --allow-unsigned --config"), allow, "{conf}");
+            let streamed = format!("--streamed {}", dir.path().join(STREAMED_DIR).display());
+            assert_eq!(conf.contains(&streamed), allow, "{conf}");
         }
     }
 }

@@ -107,7 +107,13 @@ mod tests {
     fn wal(names: &[String]) -> Vec<Archived> {
         names
             .iter()
-            .map(|n| Archived { name: n.clone(), sha256: "0".repeat(64), stored_size: 1, archived_at: day(0) })
+            .map(|n| Archived {
+                name: n.clone(),
+                sha256: "0".repeat(64),
+                stored_size: 1,
+                archived_at: day(0),
+                reach: None,
+            })
             .collect()
     }
 

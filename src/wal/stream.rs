@@ -14,15 +14,27 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::WalFile;
 use super::archive;
+use super::{Lsn, Segment, WalFile};
 use crate::error::{Error, Result};
 use crate::keys::Recipients;
 use crate::pg::ConnSpec;
 use crate::repo::Repository;
 
-/// Told the lag (bytes) each time it is read.
-pub type LagSink = std::sync::Arc<dyn Fn(i64) + Send + Sync>;
+/// Told where the stream stands each time the lag is read.
+pub type LagSink = std::sync::Arc<dyn Fn(&Progress) + Send + Sync>;
+
+/// Where a stream stands: what the repository holds of the source's WAL.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    /// Where the WAL shipped to the repository reaches (the end of a completed segment,
+    /// or of the last whole record of the unfinished one).
+    pub streamed: Option<Lsn>,
+    /// When that was shipped.
+    pub shipped_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Bytes of WAL the source has written and the repository does not hold yet.
+    pub lag_bytes: Option<i64>,
+}
 
 #[derive(Clone)]
 pub struct StreamSettings {
@@ -38,6 +50,117 @@ pub struct StreamSettings {
     pub partial_every: Duration,
     /// Where the lag goes besides the log (the process's metrics).
     pub lag_sink: Option<LagSink>,
+    /// Run as a synchronous standby named `application_name` (`wal-stream = "synchronous"`).
+    pub synchronous: bool,
+}
+
+/// The application name a workspace's receiver reports to the source (what
+/// `synchronous_standby_names` lists for `wal-stream = "synchronous"`): its slot's name.
+pub fn application_name(workspace: &str) -> String {
+    default_slot(workspace)
+}
+
+/// How the source sees a receiver: whether its `synchronous_standby_names` names it, and
+/// the receiver's replication state while it is connected.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StandbyState {
+    pub application_name: String,
+    /// The source's `synchronous_standby_names`.
+    pub synchronous_standby_names: String,
+    /// Whether that names the receiver (by name or `*`).
+    pub named: bool,
+    /// The source's `synchronous_commit` (as tidemark's role sees it): `off` and `local`
+    /// commits do not wait for any standby.
+    pub synchronous_commit: String,
+    /// `pg_stat_replication.sync_state` (`sync`, `quorum`, `potential`, `async`) while the
+    /// receiver is connected; `None` while it is not.
+    pub sync_state: Option<String>,
+}
+
+impl StandbyState {
+    /// Whether the source's commits wait for the receiver: it names it, commits wait for
+    /// standbys, and the receiver is connected as a synchronous one.
+    pub fn is_synchronous(&self) -> bool {
+        self.named
+            && !matches!(self.synchronous_commit.as_str(), "off" | "local")
+            && matches!(self.sync_state.as_deref(), Some("sync" | "quorum"))
+    }
+
+    /// What a user must know about a synchronous stream in this state: the source blocks
+    /// commits while the receiver is down, or the stream is not synchronous at all.
+    pub fn warning(&self) -> String {
+        let app = &self.application_name;
+        if matches!(self.synchronous_commit.as_str(), "off" | "local") {
+            return format!(
+                "wal-stream = \"synchronous\", but the source runs with synchronous_commit = {}: commits do NOT wait \
+                 for the stream and the last second of them can be lost. Set synchronous_commit = on on the source",
+                self.synchronous_commit
+            );
+        }
+        if !self.named {
+            return format!(
+                "wal-stream = \"synchronous\", but the source's synchronous_standby_names ({:?}) does not name {app}: \
+                 commits do NOT wait for the stream and the last second of them can be lost. Set \
+                 synchronous_standby_names = '{app}' on the source and reload it",
+                self.synchronous_standby_names
+            );
+        }
+        let names = self.synchronous_standby_names.to_ascii_lowercase();
+        let quorum = names.starts_with("any ") || names.contains(',');
+        let down =
+            if self.sync_state.is_none() { "The receiver is NOT connected now: commits are waiting. " } else { "" };
+        if quorum {
+            format!(
+                "{down}synchronous WAL stream {app} in {:?}: a commit waits for the standbys listed there; \
+                 commits acknowledged by another standby alone may not be in tidemark's spool",
+                self.synchronous_standby_names
+            )
+        } else {
+            format!(
+                "{down}synchronous WAL stream: the source blocks EVERY commit while {app} is down (tidemark stopped, its \
+                 host or network gone). The usual remedy is a second synchronous standby: \
+                 synchronous_standby_names = 'ANY 1 ({app}, other_standby)'"
+            )
+        }
+    }
+}
+
+/// Whether `synchronous_standby_names` names `app` (`name, ...`, `FIRST n (...)`,
+/// `ANY n (...)`, `n (...)`; `*` names everyone; names compare without case unless quoted).
+pub fn names_standby(setting: &str, app: &str) -> bool {
+    let list = match (setting.find('('), setting.rfind(')')) {
+        (Some(a), Some(b)) if a < b => &setting[a + 1..b],
+        _ => setting,
+    };
+    list.split(',').map(str::trim).filter(|n| !n.is_empty()).any(|n| match n.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"') == Some(app),
+        None => n == "*" || n.eq_ignore_ascii_case(app),
+    })
+}
+
+/// Reads how the source sees the receiver named `app`.
+///
+/// Errors: `Unavailable`/`Database` when the source cannot be asked.
+pub async fn standby_state(spec: &ConnSpec, app: &str) -> Result<StandbyState> {
+    let mut conn = spec.connect().await?;
+    let (names, commit): (String, String) =
+        sqlx::query_as("SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit')")
+            .fetch_one(&mut conn)
+            .await?;
+    let state: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT sync_state FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming' LIMIT 1",
+    )
+    .bind(app)
+    .fetch_optional(&mut conn)
+    .await?;
+    ConnSpec::close(conn).await;
+    Ok(StandbyState {
+        application_name: app.to_string(),
+        named: names_standby(&names, app),
+        synchronous_standby_names: names,
+        synchronous_commit: commit,
+        sync_state: state.and_then(|s| s.0),
+    })
 }
 
 impl std::fmt::Debug for StreamSettings {
@@ -55,6 +178,43 @@ pub struct StreamReport {
     pub shipped: u64,
     pub bytes: u64,
     pub restarts: u64,
+    /// Where the WAL shipped by this run reaches.
+    pub streamed: Option<Lsn>,
+}
+
+impl Progress {
+    /// Records a shipment that reaches `to` (`None`: nothing new was shipped).
+    fn advance(&mut self, to: Option<Lsn>) {
+        if let Some(to) = to {
+            self.streamed = Some(self.streamed.map_or(to, |s| s.max(to)));
+            self.shipped_at = Some(chrono::Utc::now());
+        }
+    }
+}
+
+/// Said at start: the source blocks commits while a synchronous receiver is down (or, when
+/// the source does not name it, that the stream is not synchronous at all).
+async fn warn_synchronous(spec: &ConnSpec, app: &str, workspace: &str) {
+    match standby_state(spec, app).await {
+        Ok(state) if !state.named || matches!(state.synchronous_commit.as_str(), "off" | "local") => {
+            tracing::error!(workspace, "{}", state.warning());
+        }
+        Ok(state) => tracing::warn!(workspace, "{}", state.warning()),
+        Err(e) => tracing::warn!(workspace, error = %e.report(), "cannot read synchronous_standby_names"),
+    }
+}
+
+/// Said at every lag report while the source does not treat the receiver as synchronous.
+async fn warn_if_not_synchronous(spec: &ConnSpec, app: &str, workspace: &str) {
+    match standby_state(spec, app).await {
+        Ok(state) if !state.named || matches!(state.synchronous_commit.as_str(), "off" | "local") => {
+            tracing::error!(workspace, "{}", state.warning());
+        }
+        Ok(state) if !state.is_synchronous() => {
+            tracing::warn!(workspace, sync_state = ?state.sync_state, "the WAL stream is not a synchronous standby now");
+        }
+        _ => {}
+    }
 }
 
 /// The default replication slot of a workspace.
@@ -99,70 +259,85 @@ fn set_aside_partials(spool: &Path) -> Result<Vec<String>> {
     Ok(moved)
 }
 
-/// Ships the completed WAL files in the spool, oldest first; returns (files, bytes).
-async fn ship_spool(repo: &Repository, recipients: &Recipients, settings: &StreamSettings) -> Result<(u64, u64)> {
+/// Ships the completed WAL files in the spool, oldest first; returns (files, bytes, the
+/// end of the newest segment shipped).
+async fn ship_spool(
+    repo: &Repository,
+    recipients: &Recipients,
+    settings: &StreamSettings,
+) -> Result<(u64, u64, Option<Lsn>)> {
     let mut names: Vec<String> = std::fs::read_dir(&settings.spool)?
         .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().map(str::to_string)))
         .filter(|n| WalFile::parse(n).is_ok())
         .collect();
     names.sort();
-    let (mut files, mut bytes) = (0, 0);
+    let (mut files, mut bytes, mut end) = (0, 0, None);
     for name in names {
         let path = settings.spool.join(&name);
         let pushed = archive::push(repo, recipients, &settings.workspace, &path).await?;
         if matches!(WalFile::parse(&name), Ok(WalFile::Segment { .. })) {
             archive::drop_partials(repo, &settings.workspace, &name).await?;
+            if let Ok(segment) = Segment::parse(&name, pushed.bytes) {
+                end = Some(Lsn(segment.start(pushed.bytes).0 + pushed.bytes));
+            }
         }
         std::fs::remove_file(&path)?;
         tracing::info!(workspace = %settings.workspace, file = %name, stored = pushed.stored, "WAL shipped");
         files += 1;
         bytes += pushed.bytes;
     }
-    Ok((files, bytes))
+    Ok((files, bytes, end))
 }
 
-/// Ships the unfinished segment if it changed since `last` (its name and mtime).
+/// Ships the unfinished segment if it changed since `last` (its name and mtime); returns
+/// where the shipped version reaches when one was stored.
 async fn ship_partial(
     repo: &Repository,
     recipients: &Recipients,
     settings: &StreamSettings,
     last: &mut Option<(String, std::time::SystemTime)>,
-) -> Result<()> {
+) -> Result<Option<Lsn>> {
     let partial = std::fs::read_dir(&settings.spool)?
         .filter_map(std::result::Result::ok)
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".partial")))
         .max_by_key(std::fs::DirEntry::file_name);
-    let Some(entry) = partial else { return Ok(()) };
+    let Some(entry) = partial else { return Ok(None) };
     let name = entry.file_name().to_string_lossy().to_string();
     // pg_receivewal renames the file once its segment is complete, at any moment: then
     // there is nothing unfinished to ship (the completed segment is shipped as such).
     let modified = match entry.metadata().and_then(|m| m.modified()) {
         Ok(modified) => modified,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.into()),
     };
     if last.as_ref().is_some_and(|(n, m)| *n == name && *m == modified) {
-        return Ok(());
+        return Ok(None);
     }
     let pushed = match archive::push_partial(repo, recipients, &settings.workspace, &entry.path()).await {
-        Err(_) if !entry.path().exists() => return Ok(()),
+        Err(_) if !entry.path().exists() => return Ok(None),
         pushed => pushed?,
     };
     if pushed.stored {
-        tracing::debug!(workspace = %settings.workspace, file = %pushed.name, "unfinished WAL segment shipped");
+        tracing::debug!(workspace = %settings.workspace, file = %pushed.name, reach = ?pushed.reach,
+            "unfinished WAL segment shipped");
     }
     *last = Some((name, modified));
-    Ok(())
+    Ok(if pushed.stored { pushed.reach } else { None })
 }
 
-async fn lag_bytes(spec: &ConnSpec, slot: &str) -> Result<Option<i64>> {
+/// Bytes the repository lacks: from `streamed` (else the slot's position) to the source's
+/// current position.
+async fn lag_bytes(spec: &ConnSpec, slot: &str, streamed: Option<Lsn>) -> Result<Option<i64>> {
     let mut conn = spec.connect().await?;
     let row: Option<(Option<i64>,)> = sqlx::query_as(
-        "SELECT (pg_current_wal_lsn() - restart_lsn)::bigint FROM pg_replication_slots WHERE slot_name = $1",
+        "SELECT (pg_current_wal_lsn() - coalesce($2::pg_lsn, restart_lsn))::bigint \
+         FROM pg_replication_slots WHERE slot_name = $1",
     )
     .bind(slot)
+    .bind(streamed.map(|l| l.to_string()))
     .fetch_optional(&mut conn)
     .await?;
+    ConnSpec::close(conn).await;
     Ok(row.and_then(|r| r.0))
 }
 
@@ -182,21 +357,32 @@ pub async fn stream(
     std::fs::create_dir_all(&settings.spool)
         .map_err(|e| Error::from(e).context(format!("creating the WAL spool {}", settings.spool.display())))?;
     let tool = crate::pg::tool(bin_dir, "pg_receivewal");
+    let app = application_name(&settings.workspace);
     let base_cmd = || {
         let mut cmd = tokio::process::Command::new(&tool);
         cmd.args(["--slot", &settings.slot, "--no-password"]).env("LC_ALL", "C").stdin(std::process::Stdio::null());
         spec.apply_to_command(&mut cmd);
+        if settings.synchronous {
+            // The name the source's synchronous_standby_names lists.
+            cmd.env("PGAPPNAME", &app);
+        }
         cmd
     };
     ensure_slot(spec, &settings.slot).await?;
+    if settings.synchronous {
+        warn_synchronous(spec, &app, &settings.workspace).await;
+    }
     let mut report = StreamReport::default();
+    let mut progress = Progress::default();
     // What a previous run left in the spool goes first.
-    let (files, bytes) = ship_spool(repo, recipients, settings).await?;
+    let (files, bytes, end) = ship_spool(repo, recipients, settings).await?;
     report.shipped += files;
     report.bytes += bytes;
+    if end.is_some() {
+        (progress.streamed, progress.shipped_at) = (end, Some(chrono::Utc::now()));
+    }
 
     let mut last_report = Instant::now();
-    let mut last_ship = Instant::now();
     let mut last_partial_push = Instant::now();
     let mut last_partial = None;
     let mut backoff = Duration::from_secs(1);
@@ -262,38 +448,92 @@ pub async fn stream(
                 }
                 () = tokio::time::sleep(settings.poll) => {}
             }
-            let (files, bytes) = ship_spool(repo, recipients, settings).await?;
+            let (files, bytes, end) = ship_spool(repo, recipients, settings).await?;
             if files > 0 {
                 report.shipped += files;
                 report.bytes += bytes;
-                last_ship = Instant::now();
                 backoff = Duration::from_secs(1);
             }
+            progress.advance(end);
             if last_partial_push.elapsed() >= settings.partial_every {
                 last_partial_push = Instant::now();
-                ship_partial(repo, recipients, settings, &mut last_partial).await?;
+                progress.advance(ship_partial(repo, recipients, settings, &mut last_partial).await?);
             }
             if last_report.elapsed() >= settings.report_every {
                 last_report = Instant::now();
-                match lag_bytes(spec, &settings.slot).await {
+                match lag_bytes(spec, &settings.slot, progress.streamed).await {
                     Ok(lag) => {
-                        if let (Some(sink), Some(bytes)) = (&settings.lag_sink, lag) {
-                            sink(bytes);
+                        progress.lag_bytes = lag;
+                        if let Some(sink) = &settings.lag_sink {
+                            sink(&progress);
                         }
+                        let shipped_ago = progress.shipped_at.map(|t| (chrono::Utc::now() - t).num_seconds());
                         tracing::info!(workspace = %settings.workspace, lag_bytes = ?lag,
-                            seconds_since_last_shipped = last_ship.elapsed().as_secs(), "WAL stream lag");
+                            streamed_lsn = %progress.streamed.map(|l| l.to_string()).unwrap_or_default(),
+                            seconds_since_last_shipped = ?shipped_ago, "WAL stream lag");
                     }
                     Err(e) => {
                         tracing::warn!(workspace = %settings.workspace, error = %e.report(), "cannot read the lag");
                     }
                 }
+                if settings.synchronous {
+                    warn_if_not_synchronous(spec, &app, &settings.workspace).await;
+                }
             }
         }
     }
-    let (files, bytes) = ship_spool(repo, recipients, settings).await?;
+    let (files, bytes, end) = ship_spool(repo, recipients, settings).await?;
     report.shipped += files;
     report.bytes += bytes;
-    ship_partial(repo, recipients, settings, &mut last_partial).await?;
+    progress.advance(end);
+    progress.advance(ship_partial(repo, recipients, settings, &mut last_partial).await?);
+    report.streamed = progress.streamed;
     tracing::info!(workspace = %settings.workspace, shipped = report.shipped, "WAL stream stopped");
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synchronous_standby_names_are_read_as_postgres_reads_them() {
+        for named in [
+            "tidemark_shop",
+            "Tidemark_Shop",
+            "other, tidemark_shop",
+            "FIRST 1 (tidemark_shop, other)",
+            "ANY 1 (other, \"tidemark_shop\")",
+            "2 (a, tidemark_shop, b)",
+            "*",
+        ] {
+            assert!(names_standby(named, "tidemark_shop"), "{named}");
+        }
+        for not in ["", "tidemark", "tidemark_shop2", "ANY 1 (a, b)", "\"Tidemark_Shop\""] {
+            assert!(!names_standby(not, "tidemark_shop"), "{not}");
+        }
+    }
+
+    #[test]
+    fn a_stream_is_synchronous_only_when_the_source_waits_for_it() {
+        let state = |names: &str, commit: &str, sync: Option<&str>| StandbyState {
+            application_name: "tidemark_shop".into(),
+            synchronous_standby_names: names.into(),
+            named: names_standby(names, "tidemark_shop"),
+            synchronous_commit: commit.into(),
+            sync_state: sync.map(str::to_string),
+        };
+        assert!(state("tidemark_shop", "on", Some("sync")).is_synchronous());
+        assert!(state("ANY 1 (tidemark_shop, b)", "remote_apply", Some("quorum")).is_synchronous());
+        let alone = state("tidemark_shop", "on", Some("sync")).warning();
+        assert!(alone.contains("blocks EVERY commit") && alone.contains("ANY 1 (tidemark_shop,"), "{alone}");
+        let down = state("tidemark_shop", "on", None);
+        assert!(!down.is_synchronous() && down.warning().contains("NOT connected"), "{}", down.warning());
+        let unnamed = state("other", "on", Some("async"));
+        assert!(!unnamed.is_synchronous() && unnamed.warning().contains("does not name"), "{}", unnamed.warning());
+        let local = state("tidemark_shop", "local", Some("sync"));
+        assert!(!local.is_synchronous() && local.warning().contains("synchronous_commit = local"));
+        let quorum = state("ANY 1 (tidemark_shop, b)", "on", Some("quorum")).warning();
+        assert!(quorum.contains("may not be in tidemark's spool"), "{quorum}");
+    }
 }

@@ -172,7 +172,9 @@ pub fn compute(bases: &[BaseManifest], archived: &[Archived], histories: &Histor
     // versions of unfinished segments: (timeline, size, number) -> ship time.
     let sizes: BTreeSet<u64> = bases.iter().map(|b| b.wal_segment_size).collect();
     let mut segments: BTreeMap<(u32, u64), BTreeMap<u64, DateTime<Utc>>> = BTreeMap::new();
-    let mut partials: BTreeMap<(u32, u64, u64), DateTime<Utc>> = BTreeMap::new();
+    // (timeline, size, number) -> (ship time, where it reaches).
+    type Partials = BTreeMap<(u32, u64, u64), (DateTime<Utc>, Option<Lsn>)>;
+    let mut partials: Partials = BTreeMap::new();
     for &size in &sizes {
         for a in archived {
             if let Ok(seg) = Segment::parse(&a.name, size) {
@@ -180,7 +182,7 @@ pub fn compute(bases: &[BaseManifest], archived: &[Archived], histories: &Histor
             } else if let Some(stem) = a.name.strip_suffix(".partial")
                 && let Ok(seg) = Segment::parse(stem, size)
             {
-                partials.insert((seg.timeline, size, seg.number), a.archived_at);
+                partials.insert((seg.timeline, size, seg.number), (a.archived_at, a.reach));
             }
         }
     }
@@ -204,13 +206,18 @@ pub fn compute(bases: &[BaseManifest], archived: &[Archived], histories: &Histor
             n += 1;
         }
         let from = Moment { lsn: base.end_lsn, time: base.finished_at, timeline: base.timeline };
-        // A streamed partial of the next segment extends the window in time (its LSN is
-        // not known without reading it, so the LSN bound stays at the last whole segment).
+        // A streamed partial of the next segment extends the window to where its WAL
+        // reaches (recorded when it was shipped; a partial whose first record is not
+        // whole yet adds only its ship time).
         let to = last.filter(|l| *l >= needed).map(|l| {
             let partial = partials.get(&(serve(l + 1), size, l + 1)).copied();
+            let end = Segment { timeline: serve(l), number: l + 1 }.start(size);
             Moment {
-                lsn: Segment { timeline: serve(l), number: l + 1 }.start(size),
-                time: [archived_at(l), partial].into_iter().flatten().fold(base.finished_at, DateTime::max),
+                lsn: partial.and_then(|(_, reach)| reach).map_or(end, |reach| reach.max(end)),
+                time: [archived_at(l), partial.map(|(at, _)| at)]
+                    .into_iter()
+                    .flatten()
+                    .fold(base.finished_at, DateTime::max),
                 timeline: serve(l),
             }
         });
@@ -354,6 +361,7 @@ mod tests {
                 sha256: "0".repeat(64),
                 stored_size: 1,
                 archived_at: t(*n as i64),
+                reach: None,
             })
             .collect()
     }
@@ -397,21 +405,29 @@ mod tests {
     fn a_streamed_partial_of_the_next_segment_extends_the_window_in_time() {
         let bases = [base("a", 2, 2, 2)];
         let mut archived = wal(&[2, 3]);
-        archived.push(Archived {
+        let partial = Archived {
             name: format!("{}.partial", Segment { timeline: 1, number: 4 }.name(SEG)),
             sha256: "0".repeat(64),
             stored_size: 1,
             archived_at: t(9),
-        });
+            reach: None,
+        };
+        archived.push(partial.clone());
         let w = compute(&bases, &archived, &Histories::new());
         let latest = w.latest.as_ref().unwrap();
-        assert_eq!((latest.lsn, latest.time), (Lsn(4 * SEG), t(9)));
+        assert_eq!((latest.lsn, latest.time), (Lsn(4 * SEG), t(9)), "its first record is not whole yet");
         assert!(w.gaps.is_empty(), "a partial is not a gap");
         assert_eq!(choose(&w, &bases, &Target::Time(t(8))).unwrap().id, "a");
+        // Where its WAL reaches is the window's end, and a target up to it is served.
+        *archived.last_mut().unwrap() = Archived { reach: Some(Lsn(4 * SEG + 0x81E50)), ..partial };
+        let w = compute(&bases, &archived, &Histories::new());
+        assert_eq!(w.latest.as_ref().unwrap().lsn, Lsn(4 * SEG + 0x81E50));
+        assert_eq!(choose(&w, &bases, &Target::Lsn(Lsn(4 * SEG + 0x80000))).unwrap().id, "a");
+        assert!(choose(&w, &bases, &Target::Lsn(Lsn(4 * SEG + 0x90000))).is_err());
     }
 
     fn archived_at(name: String, minute: i64) -> Archived {
-        Archived { name, sha256: "0".repeat(64), stored_size: 1, archived_at: t(minute) }
+        Archived { name, sha256: "0".repeat(64), stored_size: 1, archived_at: t(minute), reach: None }
     }
 
     /// A failover in segment 4: timeline 1's WAL up to segment 3 and its segment 4 as

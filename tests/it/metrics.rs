@@ -179,7 +179,12 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
 
     // Every metric the contrib rules and dashboard use is one tidemark exports (the stream's
     // lag and retention's deletions appear once there is one: recorded here as those do).
-    w.core.metrics.stream_lag("shop", 0);
+    let streamed = tidemark::wal::stream::Progress {
+        streamed: Some(tidemark::wal::Lsn(0x308_1E50)),
+        shipped_at: Some(chrono::Utc::now()),
+        lag_bytes: Some(0),
+    };
+    w.core.metrics.stream_progress("shop", &streamed);
     w.core.metrics.retention_deleted("shop", "retention", 1);
     let exported: std::collections::BTreeSet<String> = tidemark::ops::metrics::render(&w.core, false)
         .await

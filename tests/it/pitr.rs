@@ -124,6 +124,7 @@ async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
         // The server runs the binary, not this test executable.
         tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
         prefetch,
+        repository_only: false,
     };
     let report = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert!(!pgdata.join(tidemark::wal::recovery::PREFETCH_DIR).exists(), "the end of recovery removes the spool");
@@ -197,6 +198,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
             port: None,
             tidemark_command: None,
             prefetch: tidemark::ops::pitr::DEFAULT_PREFETCH,
+            repository_only: false,
         },
         &crate::support::actor(),
     )
@@ -242,6 +244,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
             port: None,
             tidemark_command: None,
             prefetch: tidemark::ops::pitr::DEFAULT_PREFETCH,
+            repository_only: false,
         },
         &crate::support::actor(),
     )
@@ -537,7 +540,7 @@ async fn a_failover_is_archived_and_followed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_workspace_survives_a_killed_stream_and_a_crashed_source() {
     let mut w = pitr_world(false).await;
-    w.core.config.config.workspaces.get_mut("shop").unwrap().wal_stream = true;
+    w.core.config.config.workspaces.get_mut("shop").unwrap().wal_stream = tidemark::config::WalStream::On;
     let source = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY);").await;
     let spool = w.dir.path().join("spool");
     let start_stream = |core: Core, spool: std::path::PathBuf| {
@@ -596,6 +599,173 @@ async fn a_streamed_workspace_survives_a_killed_stream_and_a_crashed_source() {
     assert_eq!(got, set(&["a", "b", "c", "d", "e"]));
 }
 
+/// Issue 19: `wal-stream = "synchronous"`. The source names the receiver in
+/// `synchronous_standby_names`, so a commit returns only once its WAL is in the spool; the
+/// source (SIGKILL) and the stream die together under an insert load, and `pitr restore
+/// --latest` brings back every acknowledged commit (the part not shipped yet from the
+/// spool) and nothing the source's own crash recovery does not have. On the way: the
+/// window and `status` report where the streamed WAL reaches, not the last whole segment;
+/// a source that does not name the receiver is a problem `status` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_stream_loses_no_acknowledged_commit_when_source_and_stream_die_together() {
+    let mut w = pitr_world(false).await;
+    let spool = w.dir.path().join("spool");
+    {
+        let ws = w.core.config.config.workspaces.get_mut("shop").unwrap();
+        ws.wal_stream = tidemark::config::WalStream::Synchronous;
+        ws.wal_spool = Some(spool.clone());
+    }
+    let source = create_database(&w.cluster, "shop", "CREATE TABLE acked (id int PRIMARY KEY);").await;
+    let postgres = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    let health = |core: Core| async move {
+        let opts = tidemark::ops::health::HealthOptions { workspace: Some("shop".into()) };
+        tidemark::ops::health::health(&core, &opts, &crate::support::actor()).await.unwrap().workspaces.remove(0)
+    };
+    let not_synchronous = |h: &tidemark::ops::health::Health| {
+        h.problems.iter().find(|p| p.kind == tidemark::ops::health::ProblemKind::StreamNotSynchronous).cloned()
+    };
+
+    let set = |sql: &'static str| {
+        let postgres = postgres.clone();
+        async move {
+            let mut conn = postgres.connect().await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+            sqlx::query("SELECT pg_reload_conf()").execute(&mut conn).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    // Commits that do not wait (the test clusters run synchronous_commit = off), then a
+    // source that does not name the receiver: not synchronous, and status says why.
+    let before = health(w.core.clone()).await;
+    let problem = not_synchronous(&before).expect("synchronous_commit = off is a problem");
+    assert!(problem.message.contains("synchronous_commit = off"), "{}", problem.message);
+    assert_eq!(before.state, "failing");
+    set("ALTER SYSTEM SET synchronous_commit = on").await;
+    let problem = not_synchronous(&health(w.core.clone()).await).expect("an unnamed receiver is a problem");
+    assert!(problem.message.contains("does not name tidemark_shop"), "{}", problem.message);
+    set("ALTER SYSTEM SET synchronous_standby_names = 'tidemark_shop'").await;
+    let token = tokio_util::sync::CancellationToken::new();
+    let opts = tidemark::ops::wal::StreamOptions { workspace: "shop".into(), slot: None, spool: None };
+    let (core, t) = (w.core.clone(), token.clone());
+    let stream = tokio::spawn(async move { tidemark::ops::wal::stream(&core, &opts, t).await });
+    crate::support::basebackup(&w.core).await.unwrap();
+    let mut synchronous = false;
+    for _ in 0..100 {
+        let state: Option<String> = {
+            let mut conn = postgres.connect().await.unwrap();
+            sqlx::query_scalar("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'tidemark_shop'")
+                .fetch_optional(&mut conn)
+                .await
+                .unwrap()
+        };
+        if state.as_deref() == Some("sync") {
+            synchronous = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(synchronous, "the receiver became the source's synchronous standby");
+    let now = health(w.core.clone()).await;
+    assert!(not_synchronous(&now).is_none(), "{:?}", now.problems);
+    let stream_health = now.wal_stream.as_ref().unwrap();
+    assert_eq!(stream_health.mode, "synchronous");
+    assert!(stream_health.warning.as_ref().unwrap().contains("blocks EVERY commit"), "{stream_health:?}");
+
+    // One commit; the window ends where the streamed WAL reaches, inside the segment.
+    {
+        let mut conn = source.connect().await.unwrap();
+        sqlx::query("INSERT INTO acked VALUES (0)").execute(&mut conn).await.unwrap();
+    }
+    let flushed: Lsn = one_row::<String>(&source, "SELECT pg_current_wal_flush_lsn()::text").await.parse().unwrap();
+    let mut reached = None;
+    for _ in 0..100 {
+        let window = crate::support::window(&w.core, "shop").await.unwrap();
+        if let Some(latest) = window.latest.filter(|l| l.lsn >= flushed) {
+            reached = Some(latest.lsn);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reached = reached.unwrap_or_else(|| panic!("the window never reached the commit at {flushed}"));
+    let current: Lsn = one_row::<String>(&source, "SELECT pg_current_wal_flush_lsn()::text").await.parse().unwrap();
+    assert!(reached <= current, "the window ({reached}) says more than the source wrote ({current})");
+    assert_ne!(reached.0 % (16 << 20), 0, "{reached} is inside the unfinished segment (commit flushed at {flushed})");
+    let now = health(w.core.clone()).await;
+    assert!(now.pitr_latest_lsn.is_some_and(|l| l >= flushed), "{:?}", now.pitr_latest_lsn);
+    assert_eq!(now.wal_stream.as_ref().unwrap().streamed_lsn, now.pitr_latest_lsn);
+
+    // Inserts, each acknowledged one remembered; then the source gets SIGKILL and the
+    // stream dies with it (its pg_receivewal is killed with the task).
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(vec![0]));
+    let writer = {
+        let (source, acked) = (source.clone(), acked.clone());
+        tokio::spawn(async move {
+            let mut conn = source.connect().await.unwrap();
+            for id in 1.. {
+                if sqlx::query("INSERT INTO acked VALUES ($1)").bind(id).execute(&mut conn).await.is_err() {
+                    break;
+                }
+                acked.lock().unwrap().push(id);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pid = std::fs::read_to_string(w.cluster.data_dir().join("postmaster.pid")).unwrap();
+    let pid: i32 = pid.lines().next().unwrap().trim().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    stream.abort();
+    let _ = stream.await;
+    tokio::time::timeout(Duration::from_secs(30), writer).await.expect("the writer saw the source die").unwrap();
+    let acked: BTreeSet<i32> = acked.lock().unwrap().iter().copied().collect();
+    assert!(acked.len() > 20, "only {} commits under load", acked.len());
+    assert!(spool.read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".partial")));
+
+    // From the repository alone (as a drill restores), recovery reaches where the window
+    // says the shipped WAL reaches.
+    let window = crate::support::window(&w.core, "shop").await.unwrap();
+    let shipped = window.latest.as_ref().unwrap().lsn;
+    let repository_only = w.dir.path().join("repository-only");
+    let opts = PitrRestoreOptions { repository_only: true, ..latest_started(&repository_only) };
+    let report = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap();
+    assert!(report.from_spool.is_empty());
+    let replayed: Lsn = report.reached.as_ref().unwrap().lsn.parse().unwrap();
+    assert!(replayed >= shipped, "recovery reached {replayed}, the window said {shipped}");
+    tokio::task::spawn_blocking(move || tidemark::pgcluster::stop_data_dir(None, &repository_only).unwrap())
+        .await
+        .unwrap();
+
+    let pgdata = w.dir.path().join("restored");
+    let report = pitr::restore(&w.core, &latest_started(&pgdata), &crate::support::actor()).await.unwrap();
+    assert!(!report.from_spool.is_empty(), "the spool's unfinished segment is replayed");
+    assert!(!pgdata.join(tidemark::wal::recovery::STREAMED_DIR).exists(), "the copies go once recovery is done");
+    let restored_spec =
+        ConnSpec::parse(&format!("postgres://postgres@127.0.0.1:{}/shop", report.port.unwrap()), None).unwrap();
+    let restored: BTreeSet<i32> = {
+        let mut conn = restored_spec.connect().await.unwrap();
+        sqlx::query_scalar("SELECT id FROM acked").fetch_all(&mut conn).await.unwrap().into_iter().collect()
+    };
+    let names: String = one_row(&restored_spec, "SHOW synchronous_standby_names").await;
+    assert_eq!(names, "", "the restored copy does not wait for the source's standbys");
+    let pgdata_stop = pgdata.clone();
+    tokio::task::spawn_blocking(move || tidemark::pgcluster::stop_data_dir(None, &pgdata_stop).unwrap()).await.unwrap();
+    let lost: Vec<&i32> = acked.difference(&restored).collect();
+    assert!(lost.is_empty(), "acknowledged commits missing from the restore: {lost:?}");
+
+    // The source's own crash recovery: the restore invented nothing.
+    let data = w.cluster.data_dir().to_path_buf();
+    let log = data.join("restarted.log");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::task::spawn_blocking(move || tidemark::pgcluster::start_data_dir(None, &data, &log, &[]).unwrap())
+        .await
+        .unwrap();
+    let recovered: BTreeSet<i32> = {
+        let mut conn = source.connect().await.unwrap();
+        sqlx::query_scalar("SELECT id FROM acked").fetch_all(&mut conn).await.unwrap().into_iter().collect()
+    };
+    assert!(acked.is_subset(&recovered));
+    assert!(restored.is_subset(&recovered), "the restore has rows the source never had");
+}
+
 /// `wal push --async`: a background pusher archives what waits, the archive_command answers
 /// from its spool, a record for other content (a spool copied from another cluster) fools
 /// nobody, and everything restores.
@@ -635,7 +805,7 @@ async fn an_async_archive_command_answers_from_a_pusher_and_everything_restores(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_and_archive_command_can_ship_the_same_segments() {
     let mut w = pitr_world(true).await;
-    w.core.config.config.workspaces.get_mut("shop").unwrap().wal_stream = true;
+    w.core.config.config.workspaces.get_mut("shop").unwrap().wal_stream = tidemark::config::WalStream::On;
     let source = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY);").await;
     let token = tokio_util::sync::CancellationToken::new();
     let opts = tidemark::ops::wal::StreamOptions {
@@ -820,6 +990,7 @@ fn latest_started(pgdata: &Path) -> PitrRestoreOptions {
         port: None,
         tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
         prefetch: 0,
+        repository_only: false,
     }
 }
 

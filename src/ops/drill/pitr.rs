@@ -15,6 +15,8 @@ pub(super) async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progress
         port: None,
         tidemark_command: ctx.opts.tidemark_command.clone(),
         prefetch: DEFAULT_PREFETCH,
+        // A drill proves what the repository holds.
+        repository_only: true,
     };
     done.source = "base backup".into(); // until the restore says which
     done.target = target.describe();

@@ -41,6 +41,7 @@ pub async fn recover(
         port: None,
         tidemark_command,
         prefetch: DEFAULT_PREFETCH,
+        repository_only: false,
     };
     let recovered = async {
         let report = restore(core, &opts, actor).await?;

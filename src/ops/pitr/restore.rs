@@ -19,6 +19,10 @@ pub struct PitrRestoreOptions {
     pub tidemark_command: Option<String>,
     /// WAL segments read ahead during recovery (`wal fetch --prefetch`); 0: none.
     pub prefetch: u32,
+    /// Leave out what the workspace's WAL stream received and has not shipped yet (its
+    /// spool on this host): restore from the repository alone, as a drill does.
+    #[serde(default)]
+    pub repository_only: bool,
 }
 
 /// Segments `pitr restore` reads ahead by default: 8 x 16 MiB in the spool at most.
@@ -33,6 +37,10 @@ pub struct PitrRestoreReport {
     pub window: String,
     pub port: Option<u16>,
     pub reached: Option<Reached>,
+    /// WAL files taken from the WAL stream's spool on this host (received, not yet in the
+    /// repository): the unfinished segment and any not shipped yet.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub from_spool: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     pub restore_ms: u64,
@@ -99,6 +107,8 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
     }
     let created = !pgdata.exists();
     std::fs::create_dir_all(&pgdata)?;
+    let ws_streams = core.workspace(&opts.workspace)?.config.wal_stream.is_on();
+    let mut from_spool = Vec::new();
     let built: Result<()> = async {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
@@ -107,6 +117,12 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         progress.set_message(format!("base backup {}: pg_verifybackup", chosen.id));
         recovery::verify_backup(core.pg_bin_dir().as_deref(), &pgdata).await?;
         let timeline = legs.last().expect("a path has the base backup's timeline").timeline;
+        if ws_streams && !opts.repository_only {
+            let spool = crate::ops::wal::stream_spool(core, &opts.workspace)?;
+            let timelines: Vec<u32> = legs.iter().map(|l| l.timeline).collect();
+            let from = crate::wal::Segment::of(chosen.timeline, chosen.start_lsn, chosen.wal_segment_size).number;
+            from_spool = recovery::copy_streamed(&spool, &pgdata, &timelines, from, chosen.wal_segment_size)?;
+        }
         let settings = recovery::Recovery {
             workspace: &opts.workspace,
             config: &core.config.path,
@@ -116,6 +132,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
             timeline,
             segment_size: chosen.wal_segment_size,
             allow_unsigned: core.repo.signing().trust.allow_unsigned,
+            streamed: !from_spool.is_empty(),
         };
         recovery::write_recovery_settings(&pgdata, &settings)?;
         crate::pgcluster::hand_over(&pgdata)
@@ -134,6 +151,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         window: window.describe(),
         port: None,
         reached: None,
+        from_spool,
         note: None,
         restore_ms: 0,
         stored_bytes: 0,
@@ -150,6 +168,10 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
                 opts.workspace, chosen.id
             )));
         }
+    }
+    if opts.start && !report.from_spool.is_empty() {
+        // Recovery is over: the copies are not the server's and would go into its backups.
+        let _ = std::fs::remove_dir_all(pgdata.join(recovery::STREAMED_DIR));
     }
     let replayed_to = match &report.reached {
         Some(r) => r.lsn.parse()?,
@@ -230,8 +252,14 @@ async fn recover(
     let lsn: Lsn = reached.lsn.parse()?;
     report.reached = Some(reached);
     let range = window.base_backups.iter().find(|r| r.id == chosen.id).expect("the chosen base backup has a range");
+    let size = chosen.wal_segment_size;
     let wanted = match target {
-        _ if to_the_end => range.to.as_ref().map(|to| Lsn(to.lsn.0.saturating_sub(chosen.wal_segment_size) + 1)),
+        // Where a streamed partial segment reaches, recovery must get to; at the end of a
+        // whole segment, into that segment.
+        _ if to_the_end => range.to.as_ref().map(|to| match to.lsn.0 % size {
+            0 => Lsn(to.lsn.0.saturating_sub(size) + 1),
+            _ => to.lsn,
+        }),
         Target::Lsn(l) | Target::Name(_, Some(l)) => Some(*l),
         _ => None,
     };

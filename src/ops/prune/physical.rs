@@ -57,6 +57,10 @@ pub(super) async fn prune_pitr(
         if !opts.dry_run && !super::delete_unless_locked(core, &key, &mut locked).await? {
             continue;
         }
+        if let (false, Some(reach)) = (opts.dry_run, file.reach) {
+            let marker = layout::wal_reach(&opts.workspace, &file.name, &file.sha256, reach.0)?;
+            super::delete_unless_locked(core, &marker, &mut locked).await?;
+        }
         report.wal_files_deleted += 1;
     }
     // A base backup that never committed (crashed) leaves a tar without a manifest.
