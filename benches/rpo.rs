@@ -128,8 +128,8 @@ fn source(tidemark_bin: &str, shipping: Shipping) -> Source {
                 format!("{tidemark_bin} --config {w}/tidemark.toml wal push --workspace bench %p"),
             ));
         }
-        Shipping::Stream => {}
-        Shipping::Synchronous => settings.push(("synchronous_standby_names".into(), "tidemark_bench".into())),
+        // Synchronous: named once the stream runs (every commit would wait till then).
+        Shipping::Stream | Shipping::Synchronous => {}
     }
     let cluster = Cluster::start(&ClusterOptions { settings, ..Default::default() }).expect("start postgres");
     let bin = tidemark::pg::bin_dir(None).expect("postgres binaries");
@@ -160,6 +160,19 @@ fn source(tidemark_bin: &str, shipping: Shipping) -> Source {
             .expect("wal stream")
     });
     std::thread::sleep(Duration::from_secs(2));
+    if shipping == Shipping::Synchronous {
+        sh(&format!(
+            "{psql} -X -q -d {} -c \"ALTER SYSTEM SET synchronous_standby_names = 'tidemark_bench'\" \
+             -c 'SELECT pg_reload_conf()' >/dev/null",
+            cluster.url("postgres")
+        ));
+        let state = sh(&format!(
+            "for i in $(seq 50); do s=$({psql} -X -At -d {} -c \"SELECT sync_state FROM pg_stat_replication \
+             WHERE application_name = 'tidemark_bench'\"); [ \"$s\" = sync ] && break; sleep 0.2; done; echo $s",
+            cluster.url("postgres")
+        ));
+        assert_eq!(state.trim(), "sync", "the stream became a synchronous standby");
+    }
     sh(&format!("{tidemark_bin} --config {w}/tidemark.toml basebackup --workspace bench >/dev/null"));
     Source { cluster, work, stream }
 }

@@ -106,7 +106,13 @@ impl Spool {
         let mut downloaded = 0;
         let mut served = None;
         loop {
-            let lock = self.lock_file()?;
+            let lock = match self.lock_file() {
+                Ok(lock) => lock,
+                // The end of recovery removed the spool: nothing is left to read ahead for
+                // (not an error in the server's log).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(downloaded),
+                Err(e) => return Err(e.into()),
+            };
             if lock.try_lock().is_err() {
                 return Ok(downloaded);
             }
@@ -132,6 +138,8 @@ impl Spool {
                     match fetched {
                         Ok(_) => downloaded += 1,
                         Err(e) if e.kind() == ErrorKind::NotFound => {}
+                        // Recovery ended and its spool went with it.
+                        Err(_) if !self.dir.exists() => return Ok(downloaded),
                         Err(e) => tracing::warn!(file = %name, error = %e.report(), "prefetching a WAL file failed"),
                     }
                 }

@@ -186,9 +186,10 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
     };
     w.core.metrics.stream_progress("shop", &streamed);
     w.core.metrics.retention_deleted("shop", "retention", 1);
-    let exported: std::collections::BTreeSet<String> = tidemark::ops::metrics::render(&w.core, false)
-        .await
-        .unwrap()
+    let rendered = tidemark::ops::metrics::render(&w.core, false).await.unwrap();
+    // Where the stream's WAL reaches, as a number Prometheus can compare (issue 19).
+    assert_eq!(value(&rendered, "tidemark_wal_streamed_lsn{workspace=\"shop\"}"), Some(f64::from(0x308_1E50)));
+    let exported: std::collections::BTreeSet<String> = rendered
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split(['{', ' ']).next().map(str::to_string))

@@ -128,6 +128,13 @@ async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
     };
     let report = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert!(!pgdata.join(tidemark::wal::recovery::PREFETCH_DIR).exists(), "the end of recovery removes the spool");
+    // Recovery probes for the next timeline's history file and the segment after the
+    // last: normal, and not an error in the server's log (issue 19).
+    let log = std::fs::read_to_string(pgdata.join("tidemark-recovery.log")).unwrap();
+    assert!(log.contains("redo done") || log.contains("archive recovery complete"), "{log}");
+    let errors: Vec<&str> =
+        log.lines().filter(|l| l.contains("is not in the repository") || l.contains("error: ")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
     let spec = ConnSpec::parse(&format!("postgres://postgres@127.0.0.1:{}/shop", report.port.unwrap()), None).unwrap();
     let mut conn = spec.connect().await.unwrap();
     let rows = sqlx::query("SELECT label FROM markers").fetch_all(&mut conn).await.unwrap();
