@@ -39,7 +39,12 @@ fn main() {
         "{tm} init --repo {} >/dev/null && {tm} workspace add bench --database-url {url} >/dev/null",
         w.join("repo").display()
     ));
-    sh(&format!("{tm} --json snapshot create --workspace bench --jobs {jobs} > {}/snap.json", w.display()));
+    let snapshot = measure(
+        "tidemark snapshot create",
+        &format!("{tm} --json snapshot create --workspace bench --jobs {jobs} > {}/snap.json", w.display()),
+        Some(&w.join("repo")),
+        w,
+    );
     let snap: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(w.join("snap.json")).unwrap()).unwrap();
     let id = snap["id"].as_str().unwrap().to_string();
     let fd = w.join("dump.d");
@@ -108,7 +113,7 @@ fn main() {
     );
     println!("| operation | wall s | client CPU s | peak client RSS MiB |");
     println!("|---|---:|---:|---:|");
-    for m in [&ours, &theirs, &drill] {
+    for m in [&snapshot, &ours, &theirs, &drill] {
         println!("| {} | {:.1} | {:.1} | {:.0} |", m.name, m.wall, m.cpu, m.max_rss_mib);
     }
     let ratio = |a: &Measured, b: &Measured| a.wall / b.wall;
@@ -116,6 +121,7 @@ fn main() {
     println!("|---|---:|---|");
     println!("| restore / pg_restore -j {jobs} | {:.2}x | <= 0.7x |", ratio(&ours, &theirs));
     println!("| drill / restore | {:.2}x | <= 1.1x |", ratio(&drill, &ours));
+    println!("| peak snapshot RSS | {:.0} MiB | < 300 MiB |", snapshot.max_rss_mib);
     println!("| peak restore RSS | {:.0} MiB | < 300 MiB |", ours.max_rss_mib);
     println!("| peak drill RSS | {:.0} MiB | < 300 MiB |", drill.max_rss_mib);
     println!("\n{every_run}\ndrills passed: {drill_passed}");

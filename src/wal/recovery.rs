@@ -58,19 +58,29 @@ pub fn copy_streamed(
     }
     let dir = pgdata.join(STREAMED_DIR);
     std::fs::create_dir_all(&dir)?;
-    for name in &names {
-        // pg_receivewal may rename the unfinished file at this moment (its segment is
-        // complete): then the completed one is copied.
-        let copied = match std::fs::copy(spool.join(name), dir.join(name)) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name.ends_with(".partial") => {
-                let whole = name.trim_end_matches(".partial");
-                std::fs::copy(spool.join(whole), dir.join(whole)).map(|_| ())
+    let mut copied = Vec::new();
+    for name in names {
+        // A running stream renames the unfinished file once its segment is complete, and
+        // removes a completed one once it is in the repository, at any moment: the
+        // completed one is copied instead, and one shipped meanwhile is not needed.
+        let candidates = [name.clone(), name.trim_end_matches(".partial").to_string()];
+        for candidate in candidates.iter().take(if name.ends_with(".partial") { 2 } else { 1 }) {
+            match std::fs::copy(spool.join(candidate), dir.join(candidate)) {
+                Ok(_) => {
+                    copied.push(candidate.clone());
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::from(e).context(format!("copying {candidate} from the WAL stream's spool")));
+                }
             }
-            other => other.map(|_| ()),
-        };
-        copied.map_err(|e| Error::from(e).context(format!("copying {name} from the WAL stream's spool")))?;
+        }
     }
-    Ok(names)
+    if copied.is_empty() {
+        let _ = std::fs::remove_dir(&dir);
+    }
+    Ok(copied)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -434,6 +444,32 @@ mod tests {
         let (plain, none) =
             recovery_commands(&exe_word, Path::new("/etc/tidemark.toml"), "shop", None, 0, 16 << 20, None);
         assert!(none.is_none() && !plain.contains("--prefetch"), "{plain}");
+    }
+
+    #[test]
+    fn what_the_stream_has_not_shipped_is_copied_for_the_recovery() {
+        let spool = tempfile::tempdir().unwrap();
+        let pgdata = tempfile::tempdir().unwrap();
+        let size = 16u64 << 20;
+        for name in [
+            "000000010000000000000002",         // before the base backup's start
+            "000000010000000000000005",         // completed, not shipped yet
+            "000000010000000000000006.partial", // being written
+            "000000010000000000000004.partial.lost",
+            "000000030000000000000006.partial", // a timeline the recovery does not follow
+            "00000002.history",
+        ] {
+            std::fs::write(spool.path().join(name), name).unwrap();
+        }
+        let copied = copy_streamed(spool.path(), pgdata.path(), &[1, 2], 3, size).unwrap();
+        assert_eq!(copied, ["000000010000000000000005", "000000010000000000000006.partial"]);
+        let dir = pgdata.path().join(STREAMED_DIR);
+        assert_eq!(std::fs::read_to_string(dir.join(&copied[1])).unwrap(), copied[1]);
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        // No spool here (another host, no stream ever ran): nothing, and no folder.
+        let elsewhere = tempfile::tempdir().unwrap();
+        assert!(copy_streamed(&spool.path().join("none"), elsewhere.path(), &[1], 0, size).unwrap().is_empty());
+        assert!(!elsewhere.path().join(STREAMED_DIR).exists());
     }
 
     #[test]

@@ -73,8 +73,11 @@ pub struct StandbyState {
     /// commits do not wait for any standby.
     pub synchronous_commit: String,
     /// `pg_stat_replication.sync_state` (`sync`, `quorum`, `potential`, `async`) while the
-    /// receiver is connected; `None` while it is not.
+    /// receiver is connected; `None` while it is not (or cannot be seen).
     pub sync_state: Option<String>,
+    /// Whether tidemark's role may see the receivers' state (superuser or
+    /// `pg_read_all_stats`); without it, whether the receiver is connected is unknown.
+    pub state_visible: bool,
 }
 
 impl StandbyState {
@@ -83,7 +86,7 @@ impl StandbyState {
     pub fn is_synchronous(&self) -> bool {
         self.named
             && !matches!(self.synchronous_commit.as_str(), "off" | "local")
-            && matches!(self.sync_state.as_deref(), Some("sync" | "quorum"))
+            && (!self.state_visible || matches!(self.sync_state.as_deref(), Some("sync" | "quorum")))
     }
 
     /// What a user must know about a synchronous stream in this state: the source blocks
@@ -107,8 +110,15 @@ impl StandbyState {
         }
         let names = self.synchronous_standby_names.to_ascii_lowercase();
         let quorum = names.starts_with("any ") || names.contains(',');
-        let down =
-            if self.sync_state.is_none() { "The receiver is NOT connected now: commits are waiting. " } else { "" };
+        let down = match (self.state_visible, &self.sync_state, quorum) {
+            (false, _, _) => {
+                "(tidemark's role cannot see whether the receiver is connected: grant it \
+                              pg_read_all_stats.) "
+            }
+            (true, None, false) => "The receiver is NOT connected now: commits are waiting. ",
+            (true, None, true) => "The receiver is NOT connected now. ",
+            (true, Some(_), _) => "",
+        };
         if quorum {
             format!(
                 "{down}synchronous WAL stream {app} in {:?}: a commit waits for the standbys listed there; \
@@ -143,10 +153,12 @@ pub fn names_standby(setting: &str, app: &str) -> bool {
 /// Errors: `Unavailable`/`Database` when the source cannot be asked.
 pub async fn standby_state(spec: &ConnSpec, app: &str) -> Result<StandbyState> {
     let mut conn = spec.connect().await?;
-    let (names, commit): (String, String) =
-        sqlx::query_as("SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit')")
-            .fetch_one(&mut conn)
-            .await?;
+    let (names, commit, visible): (String, String, bool) = sqlx::query_as(
+        "SELECT current_setting('synchronous_standby_names'), current_setting('synchronous_commit'), \
+         pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')",
+    )
+    .fetch_one(&mut conn)
+    .await?;
     let state: Option<(Option<String>,)> = sqlx::query_as(
         "SELECT sync_state FROM pg_stat_replication WHERE application_name = $1 AND state = 'streaming' LIMIT 1",
     )
@@ -160,6 +172,7 @@ pub async fn standby_state(spec: &ConnSpec, app: &str) -> Result<StandbyState> {
         synchronous_standby_names: names,
         synchronous_commit: commit,
         sync_state: state.and_then(|s| s.0),
+        state_visible: visible,
     })
 }
 
@@ -522,6 +535,7 @@ mod tests {
             named: names_standby(names, "tidemark_shop"),
             synchronous_commit: commit.into(),
             sync_state: sync.map(str::to_string),
+            state_visible: true,
         };
         assert!(state("tidemark_shop", "on", Some("sync")).is_synchronous());
         assert!(state("ANY 1 (tidemark_shop, b)", "remote_apply", Some("quorum")).is_synchronous());
@@ -535,5 +549,10 @@ mod tests {
         assert!(!local.is_synchronous() && local.warning().contains("synchronous_commit = local"));
         let quorum = state("ANY 1 (tidemark_shop, b)", "on", Some("quorum")).warning();
         assert!(quorum.contains("may not be in tidemark's spool"), "{quorum}");
+        // A role that cannot see the receivers: not a problem it cannot know, but said.
+        let unseen = StandbyState { state_visible: false, ..state("tidemark_shop", "on", None) };
+        assert!(unseen.is_synchronous() && unseen.warning().contains("pg_read_all_stats"), "{}", unseen.warning());
+        let unseen_unnamed = StandbyState { state_visible: false, ..state("other", "on", None) };
+        assert!(!unseen_unnamed.is_synchronous());
     }
 }
