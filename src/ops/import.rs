@@ -144,7 +144,8 @@ async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport
                 progress.set_message("indexes, constraints, triggers");
                 let sql = read_to_end(entry.data).await?;
                 let jobs = super::jobs_or_default(opts.jobs);
-                database::apply_post_data(core.pg_bin_dir().as_deref(), &target, sql, jobs).await?;
+                crate::restore::load::apply_post_data(core.pg_bin_dir().as_deref(), &target, sql, jobs, progress)
+                    .await?;
             } else if let Some(t) = manifest.tables.iter().find(|t| t.file.as_deref() == Some(path.as_str())) {
                 progress.set_message(format!("table {}.{}", t.schema, t.name));
                 let statement = database::copy_in_statement(&t.schema, &t.name, &t.columns, false);

@@ -1,16 +1,13 @@
 //! Restoring into a Postgres database: the target's life cycle (create, refuse when not
 //! empty, drop what we created when a restore fails) and the steps that fill it.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::PgConnection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::postdata::Entry;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::{ConnSpec, qualified, quote_ident};
 use crate::repo::manifest::{MatViewEntry, SequenceEntry, SourceInfo};
@@ -345,50 +342,6 @@ pub async fn refresh_materialized_views(conn: &mut PgConnection, views: &[MatVie
         pending = failed;
     }
     Ok(())
-}
-
-/// Applies the post-data section: indexes and constraints built on up to `jobs`
-/// connections at once, then the rest in dump order in one transaction (see
-/// [`super::postdata`]). Text the splitter does not understand goes to psql whole.
-///
-/// Errors: `Database` naming the statement kind that failed.
-pub async fn apply_post_data(bin_dir: Option<&Path>, target: &ConnSpec, sql: Vec<u8>, jobs: usize) -> Result<()> {
-    let split = std::str::from_utf8(&sql).ok().and_then(super::postdata::split);
-    let Some(split) = split else {
-        return apply_sql(bin_dir, target, crate::repo::pipeline::stream_of(sql), "the schema (post-data)").await;
-    };
-    let preamble = Arc::new(split.preamble.clone());
-    let queue: Arc<Mutex<VecDeque<Entry>>> = Arc::new(Mutex::new(split.parallel().cloned().collect()));
-    let workers = jobs.max(1).min(queue.lock().expect("queue lock").len());
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        let (queue, preamble, target) = (queue.clone(), preamble.clone(), target.clone());
-        set.spawn(async move {
-            let mut conn = target.connect().await?;
-            sqlx::raw_sql(AssertSqlSafe(preamble.to_string())).execute(&mut conn).await?;
-            loop {
-                let next = queue.lock().expect("queue lock").pop_front();
-                let Some(entry) = next else { break };
-                sqlx::raw_sql(AssertSqlSafe(entry.sql.clone())).execute(&mut conn).await.map_err(|e| {
-                    Error::from(e).context(format!(
-                        "building {} `{}`",
-                        entry.kind.to_lowercase(),
-                        first_line(&entry.sql)
-                    ))
-                })?;
-            }
-            ConnSpec::close(conn).await;
-            Ok::<_, Error>(())
-        });
-    }
-    while let Some(joined) = set.join_next().await {
-        let outcome = joined.unwrap_or_else(|e| Err(Error::internal(format!("an index build task failed: {e}"))));
-        if let Err(e) = outcome {
-            set.abort_all();
-            return Err(e);
-        }
-    }
-    apply_serial_post_data(target, &split).await
 }
 
 /// The post-data entries that are not indexes or constraints (foreign keys, triggers,

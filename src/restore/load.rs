@@ -133,9 +133,12 @@ pub async fn load_database(
     let wal_level: String = sqlx::query_scalar("SELECT current_setting('wal_level')").fetch_one(&mut conn).await?;
     ConnSpec::close(conn).await;
     let plan = Plan::new(&manifest.tables, split.as_ref(), jobs, wal_level != "minimal");
-    let settings = session_settings(manifest, jobs);
+    // pg_dump's session preamble of the post-data (its builds expect it), then ours.
+    let preamble = split.as_ref().map(|s| s.preamble.as_str()).unwrap_or_default();
+    let settings = format!("{preamble}\n{}", session_settings(manifest, jobs));
     let t = Instant::now();
-    let (phases, loads_done) = run_plan(from, target, plan, jobs, &settings, progress, loaded).await?;
+    let (phases, loads_done) =
+        run_plan(Some(from), manifest.tables.len(), target, plan, jobs, &settings, progress, loaded).await?;
     timings.data_ms = loads_done.as_millis() as u64;
     timings.tables = phases;
 
@@ -157,6 +160,29 @@ pub async fn load_database(
     ConnSpec::close(conn).await;
     timings.finish_ms = t.elapsed().as_millis() as u64;
     Ok(timings)
+}
+
+/// Applies a post-data section on its own, to tables that are loaded already (an import):
+/// indexes and constraints on up to `jobs` connections through the same scheduler as a
+/// restore, then foreign keys, triggers and the rest in dump order in one transaction.
+/// Text the splitter does not understand goes to psql whole.
+///
+/// Errors: `Database` naming the statement kind that failed.
+pub async fn apply_post_data(
+    bin_dir: Option<&Path>,
+    target: &ConnSpec,
+    sql: Vec<u8>,
+    jobs: usize,
+    progress: &Progress,
+) -> Result<()> {
+    let Some(split) = std::str::from_utf8(&sql).ok().and_then(super::postdata::split) else {
+        let stream = crate::repo::pipeline::stream_of(sql);
+        return database::apply_sql(bin_dir, target, stream, "the schema (post-data)").await;
+    };
+    let plan = Plan::new(&[], Some(&split), jobs, false);
+    let settings = format!("{}\nSET synchronous_commit = off;", split.preamble);
+    run_plan(None, 0, target, plan, jobs, &settings, progress, None).await?;
+    database::apply_serial_post_data(target, &split).await
 }
 
 /// Settings of every loading connection: no wait for the WAL flush at commit (a restore
@@ -299,8 +325,12 @@ fn split_table(size: u64, total: u64, parts: usize, jobs: usize) -> bool {
     jobs > 1 && parts > 1 && size > total / jobs as u64
 }
 
+/// Runs `plan` on `jobs` connections; `from` is where its loads read (`None`: a plan of
+/// builds only), `tables` how many tables it loads.
+#[allow(clippy::too_many_arguments)]
 async fn run_plan(
-    from: &SnapshotSource,
+    from: Option<&SnapshotSource>,
+    tables: usize,
     target: &ConnSpec,
     plan: Plan,
     jobs: usize,
@@ -309,8 +339,9 @@ async fn run_plan(
     loaded: Option<TableLoaded>,
 ) -> Result<(Vec<TablePhases>, std::time::Duration)> {
     let clock = Instant::now();
-    let tables = from.manifest.tables.len();
-    progress.set_tables(0, tables as u64);
+    if tables > 0 {
+        progress.set_tables(0, tables as u64);
+    }
     let shared = Arc::new(Shared {
         plan: Mutex::new(plan),
         changed: tokio::sync::Notify::new(),
@@ -324,14 +355,16 @@ async fn run_plan(
         }
     }
     let mut set = JoinSet::new();
-    for _ in 0..jobs.max(1) {
-        let (shared, from, target, progress) = (shared.clone(), from.clone(), target.clone(), progress.clone());
+    let builds = shared.plan.lock().expect("plan lock").ready.len();
+    let workers = if tables > 0 { jobs.max(1) } else { jobs.max(1).min(builds) };
+    for _ in 0..workers {
+        let (shared, from, target, progress) = (shared.clone(), from.cloned(), target.clone(), progress.clone());
         let (settings, loaded) = (settings.to_string(), loaded.clone());
         set.spawn(async move {
             let mut conn = target.connect().await?;
             sqlx::raw_sql(AssertSqlSafe(settings)).execute(&mut conn).await?;
             while let Some(work) = shared.next().await {
-                shared.run(&mut conn, &from, work, &progress, loaded.as_ref()).await?;
+                shared.run(&mut conn, from.as_ref(), work, &progress, loaded.as_ref()).await?;
             }
             ConnSpec::close(conn).await;
             Ok::<_, Error>(())
@@ -385,19 +418,22 @@ impl Shared {
     async fn run(
         &self,
         conn: &mut sqlx::PgConnection,
-        from: &SnapshotSource,
+        from: Option<&SnapshotSource>,
         work: Work,
         progress: &Progress,
         loaded: Option<&TableLoaded>,
     ) -> Result<()> {
-        let manifest = &from.manifest;
         match work {
             Work::Table(i) => {
+                let from = from.expect("a plan with loads has their snapshot");
+                let manifest = &from.manifest;
                 self.plan.lock().expect("plan lock").phase(i).load_started_ms = self.ms();
                 load_table_frozen(conn, from, i, progress).await?;
                 self.loaded(manifest, i, manifest.tables[i].parts.len(), progress, loaded);
             }
             Work::Part(i, p) => {
+                let from = from.expect("a plan with loads has their snapshot");
+                let manifest = &from.manifest;
                 {
                     let mut plan = self.plan.lock().expect("plan lock");
                     let now = self.ms();
@@ -643,6 +679,23 @@ ALTER TABLE ONLY public.small\n    ADD CONSTRAINT small_big_fkey FOREIGN KEY (id
         plan.table_loaded(1);
         assert_eq!(ready(&plan), ["build ALTER TABLE ONLY public.big"]);
         assert_eq!(plan.after_loads.len(), 1, "the parent's index waits for every load");
+    }
+
+    #[test]
+    fn a_plan_without_loads_builds_everything_at_once() {
+        // An import: its tables are in already; every index and constraint is ready, in
+        // dump order, and nothing waits for a load.
+        let plan = Plan::new(&[], Some(&split(POST).unwrap()), 2, false);
+        assert_eq!(plan.loads_left, 0);
+        assert_eq!(
+            ready(&plan),
+            [
+                "build ALTER TABLE ONLY public.big",
+                "build CREATE INDEX small_v ON public.small USING btree (id);",
+                "build CREATE INDEX parent_v ON ONLY public.parent USING btree (id);",
+                "build CREATE INDEX empty_v ON public.empty USING btree (id);",
+            ]
+        );
     }
 
     #[test]
