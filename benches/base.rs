@@ -9,22 +9,17 @@
 //! ```
 //! Needs the Postgres server binaries, pgbench, zstd, age and GNU time.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
+use common::{env_or, measure, median, sh};
 use tidemark::pgcluster::{Cluster, ClusterOptions};
 
-struct Measured {
-    name: String,
-    wall: f64,
-    cpu: f64,
-    max_rss_mib: f64,
-    bytes: u64,
-}
-
 fn main() {
-    let scale: u32 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(100);
-    let repeat: usize = std::env::var("BENCH_REPEAT").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let scale: u32 = env_or("BENCH_SCALE", 100);
+    let repeat: usize = env_or("BENCH_REPEAT", 3);
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     assert!(Path::new("/usr/bin/time").exists(), "GNU time is needed: apt-get install time");
     for tool in ["zstd", "age"] {
@@ -47,7 +42,7 @@ fn main() {
     })
     .expect("start postgres");
     let work = tempfile::Builder::new().prefix("tidemark-base-bench-").tempdir().expect("temp dir");
-    let w = work.path().display().to_string();
+    let (wp, w) = (work.path(), work.path().display().to_string());
     let url = cluster.url("bench");
     sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE bench'", tool("psql"), cluster.url("postgres")));
     sh(&format!("{} -i -q -s {scale} {url} 2>&1 | tail -1", tool("pgbench")));
@@ -71,8 +66,8 @@ fn main() {
         ours.push(measure(
             "tidemark basebackup",
             &format!("{tm} --config {config} basebackup --workspace bench >/dev/null"),
-            &format!("{w}/repo/workspaces/bench/base"),
-            &w,
+            Some(&wp.join("repo/workspaces/bench/base")),
+            wp,
         ));
         theirs.push(measure(
             &format!("pg_basebackup -Ft -X none \\| zstd -3 -T{cores} \\| age"),
@@ -80,11 +75,11 @@ fn main() {
                 "{} -d {url} -D - -Ft -X none -c fast | zstd -q -3 -T{cores} | age -r {recipient} > {w}/piped.tar.zst.age",
                 tool("pg_basebackup")
             ),
-            &format!("{w}/piped.tar.zst.age"),
-            &w,
+            Some(&wp.join("piped.tar.zst.age")),
+            wp,
         ));
     }
-    let (ours, theirs) = (median(ours), median(theirs));
+    let (ours, theirs) = (median(repeat, ours), median(repeat, theirs));
     println!(
         "\nBase backup of {:.2} GB (pgbench scale {scale}), {cores} cores, median of {repeat}:\n",
         size as f64 / 1e9
@@ -98,36 +93,13 @@ fn main() {
             m.wall,
             m.cpu,
             m.max_rss_mib,
-            m.bytes as f64 / 1048576.0
+            m.bytes.unwrap_or(0) as f64 / 1048576.0
         );
     }
     println!(
         "\ntidemark / pipeline: {:.2}x the time, {:.2}x the size",
         ours.wall / theirs.wall,
-        ours.bytes as f64 / theirs.bytes.max(1) as f64
+        ours.bytes.unwrap_or(0) as f64 / theirs.bytes.unwrap_or(0).max(1) as f64
     );
     drop(cluster);
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(format!("set -euo pipefail\n{script}")).output().expect("bash");
-    assert!(out.status.success(), "failed: {script}\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn measure(name: &str, script: &str, output: &str, work: &str) -> Measured {
-    let stats = format!("{work}/time.txt");
-    sh(&format!(
-        "sync; /usr/bin/time -f '%e %U %S %M' -o {stats} bash -c '{}'",
-        format!("set -euo pipefail; {script}").replace('\'', "'\\''")
-    ));
-    let text = std::fs::read_to_string(&stats).unwrap();
-    let fields: Vec<f64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    let bytes = sh(&format!("du -sb {output} | cut -f1")).trim().parse().unwrap_or(0);
-    Measured { name: name.into(), wall: fields[0], cpu: fields[1] + fields[2], max_rss_mib: fields[3] / 1024.0, bytes }
-}
-
-fn median(mut runs: Vec<Measured>) -> Measured {
-    runs.sort_by(|a, b| a.wall.total_cmp(&b.wall));
-    runs.swap_remove(runs.len() / 2)
 }

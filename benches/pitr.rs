@@ -15,10 +15,13 @@
 //! Needs the Postgres server binaries, pgbench, pgbackrest and GNU time; runs as root (the
 //! server as `postgres`) or as a user who may run Postgres.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{Measured, bench_dir, sh};
 use tidemark::pgcluster::{Cluster, ClusterOptions};
 
 fn main() {
@@ -303,30 +306,7 @@ fn segment_end(name: &str) -> i64 {
     (log << 32) + (seg + 1) * 16 * 1024 * 1024
 }
 
-struct Measured {
-    name: String,
-    wall: f64,
-    cpu: f64,
-    max_rss_mib: f64,
-    bytes: Option<u64>,
-}
-
-fn bench_dir() -> std::path::PathBuf {
-    std::env::var_os("BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir)
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(format!("set -euo pipefail\n{script}")).output().expect("bash");
-    assert!(out.status.success(), "failed: {script}\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
+/// `common::measure` with the paths as text (how this bench builds them).
 fn measure(name: &str, script: &str, output: Option<&str>, work: &str) -> Measured {
-    eprintln!("running {name}...");
-    let stats = format!("{work}/time.txt");
-    sh(&format!("sync; /usr/bin/time -f '%e %U %S %M' -o {stats} bash -c '{}'", script.replace('\'', "'\\''")));
-    let text = std::fs::read_to_string(&stats).unwrap();
-    let fields: Vec<f64> = text.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-    let bytes = output.map(|p| sh(&format!("du -sb {p} | cut -f1")).trim().parse().unwrap_or(0));
-    Measured { name: name.into(), wall: fields[0], cpu: fields[1] + fields[2], max_rss_mib: fields[3] / 1024.0, bytes }
+    common::measure(name, script, output.map(Path::new), Path::new(work))
 }

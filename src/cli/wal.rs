@@ -206,6 +206,9 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
                 // in the server's log. Its exit code says "not there".
                 Err(e) if e.kind() == tidemark::ErrorKind::NotFound => {
                     tracing::debug!(file = %name, "{}", e.report());
+                    if global.json {
+                        global.print_json(&e.to_json());
+                    }
                     std::process::exit(e.exit_code());
                 }
                 Err(e) => {
