@@ -23,14 +23,11 @@ fn main() {
     let segments: u64 = env_or("BENCH_SEGMENTS", 120);
     let load_secs: u64 = env_or("BENCH_LOAD_SECS", 60);
     let parallel: u32 = env_or("BENCH_PARALLEL", 4);
-    assert!(
-        std::process::Command::new("pgbackrest").arg("version").output().is_ok(),
-        "pgbackrest is needed: apt-get install pgbackrest"
-    );
+    common::need("pgbackrest", "version");
     let bin = tidemark::pg::bin_dir(None);
     let tool = |name: &str| tidemark::pg::tool(bin.as_deref(), name).display().to_string();
     let tidemark_bin = env!("CARGO_BIN_EXE_tidemark");
-    let as_pg = if nix::unistd::Uid::effective().is_root() { "runuser -u postgres --" } else { "" };
+    let as_pg = common::as_postgres();
 
     let work = tempfile::Builder::new().prefix("tidemark-archive-bench-").tempdir_in(bench_dir()).expect("temp dir");
     let w = work.path().display().to_string();

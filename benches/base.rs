@@ -12,7 +12,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::{env_or, measure, median, sh};
 use tidemark::pgcluster::{Cluster, ClusterOptions};
@@ -23,7 +22,7 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     assert!(Path::new("/usr/bin/time").exists(), "GNU time is needed: apt-get install time");
     for tool in ["zstd", "age"] {
-        assert!(Command::new(tool).arg("--version").output().is_ok(), "{tool} is needed: apt-get install {tool}");
+        common::need(tool, "--version");
     }
     let bin = tidemark::pg::bin_dir(None);
     let tool = |name: &str| tidemark::pg::tool(bin.as_deref(), name).display().to_string();

@@ -28,14 +28,11 @@ fn main() {
     let scale: u32 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     let load_secs: u64 = std::env::var("BENCH_LOAD_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
     assert!(Path::new("/usr/bin/time").exists(), "GNU time is needed: apt-get install time");
-    assert!(
-        Command::new("pgbackrest").arg("version").output().is_ok(),
-        "pgbackrest is needed: apt-get install pgbackrest"
-    );
+    common::need("pgbackrest", "version");
     let bin = tidemark::pg::bin_dir(None).expect("postgres binaries");
     let tool = |name: &str| bin.join(name).display().to_string();
     let tidemark_bin = env!("CARGO_BIN_EXE_tidemark");
-    let as_pg = if nix::unistd::Uid::effective().is_root() { "runuser -u postgres --" } else { "" };
+    let as_pg = common::as_postgres();
 
     let work = tempfile::Builder::new().prefix("tidemark-pitr-bench-").tempdir_in(bench_dir()).expect("temp dir");
     let w = work.path().display().to_string();

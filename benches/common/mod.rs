@@ -21,6 +21,17 @@ pub fn bench_dir() -> PathBuf {
     std::env::var_os("BENCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir)
 }
 
+/// The prefix that runs a command as the server's OS user (`runuser -u postgres --` as
+/// root, nothing otherwise).
+pub fn as_postgres() -> &'static str {
+    if nix::unistd::Uid::effective().is_root() { "runuser -u postgres --" } else { "" }
+}
+
+/// Panics with how to install `tool` when `tool <arg>` cannot run.
+pub fn need(tool: &str, arg: &str) {
+    assert!(Command::new(tool).arg(arg).output().is_ok(), "{tool} is needed: apt-get install {tool}");
+}
+
 /// `BENCH_<NAME>` as a number, else `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default)

@@ -137,6 +137,12 @@ pub fn wal_reach(workspace: &str, name: &str, sha256: &str, lsn: u64) -> Result<
     Ok(wal_file_dir(workspace, name)?.join(format!("{sha256}.reach-{lsn:016X}")))
 }
 
+/// The version and LSN a [`wal_reach`] object's file name records.
+pub fn parse_wal_reach(file: &str) -> Option<(&str, u64)> {
+    let (sha256, lsn) = file.split_once(".reach-")?;
+    Some((sha256, u64::from_str_radix(lsn, 16).ok()?))
+}
+
 /// `workspaces/<ws>/base/`: one folder per base backup id.
 pub fn base_backups(workspace: &str) -> Path {
     Path::from_iter(["workspaces", workspace, "base"])

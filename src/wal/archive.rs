@@ -238,19 +238,39 @@ async fn finish_push(writer: ObjectWriter, name: String, sha256: String, bytes: 
     }
 }
 
-/// The newest shipped version of a segment's partial object, if the name is a segment.
-async fn newest_partial(repo: &Repository, workspace: &str, name: &str) -> Result<Option<String>> {
+/// The newest shipped version of a segment's partial object (its SHA-256) and where it
+/// reaches when that is recorded, if the name is a segment: one listing.
+async fn newest_partial(
+    repo: &Repository,
+    workspace: &str,
+    name: &str,
+) -> Result<Option<(String, Option<super::Lsn>)>> {
     if !matches!(super::WalFile::parse(name), Ok(super::WalFile::Segment { .. })) {
         return Ok(None);
     }
     let dir = layout::wal_file_dir(workspace, &format!("{name}.partial"))?;
     let listed = repo.list(&dir).await?;
     // Beside the versions: their signatures and where each reaches.
-    Ok(listed
+    let Some((_, sha)) =
+        listed.iter().filter_map(|m| Some((m.modified, m.key.filename()?.strip_suffix(".zst.age")?.to_string()))).max()
+    else {
+        return Ok(None);
+    };
+    let reach = listed
         .iter()
-        .filter_map(|m| Some((m.modified, m.key.filename()?.strip_suffix(".zst.age")?.to_string())))
-        .max()
-        .map(|(_, sha)| sha))
+        .filter_map(|m| layout::parse_wal_reach(m.key.filename()?))
+        .find(|(s, _)| *s == sha)
+        .map(|(_, lsn)| super::Lsn(lsn));
+    Ok(Some((sha, reach)))
+}
+
+/// Where a file restored to `dest` is written first (beside it, so the rename is atomic).
+fn temporary_beside(dest: &Path) -> std::path::PathBuf {
+    dest.with_file_name(format!(
+        ".{}.tidemark-{}",
+        dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
+        std::process::id()
+    ))
 }
 
 /// Restores one archived WAL file to `dest`: written beside it under a temporary name,
@@ -297,7 +317,7 @@ pub async fn fetch_with_streamed(
                 let reach = super::Segment::parse(name, size).ok().and_then(|s| {
                     if whole { Some(super::Lsn(u64::MAX)) } else { super::records::reach(&content, s.start(size)) }
                 });
-                let shipped = newest_partial_reach(repo, workspace, name).await?;
+                let shipped = newest_partial(repo, workspace, name).await?.and_then(|(_, reach)| reach);
                 if reach.is_some() && reach >= shipped {
                     let mut checked = super::SegmentContent::for_name(name).expect("a segment name");
                     checked.feed(&content);
@@ -315,23 +335,9 @@ pub async fn fetch_with_streamed(
     fetch(repo, identities, workspace, name, dest).await
 }
 
-/// Where the newest shipped partial version of segment `name` reaches, if recorded.
-async fn newest_partial_reach(repo: &Repository, workspace: &str, name: &str) -> Result<Option<super::Lsn>> {
-    let Some(sha) = newest_partial(repo, workspace, name).await? else { return Ok(None) };
-    let listed = repo.list(&layout::wal_file_dir(workspace, &format!("{name}.partial"))?).await?;
-    Ok(listed.iter().find_map(|m| {
-        let (s, lsn) = m.key.filename()?.split_once(".reach-")?;
-        (s == sha).then(|| u64::from_str_radix(lsn, 16).ok().map(super::Lsn)).flatten()
-    }))
-}
-
 /// Writes `content` beside `dest` under a temporary name, syncs it and renames it.
 async fn write_then_rename(content: &[u8], dest: &Path) -> Result<()> {
-    let tmp = dest.with_file_name(format!(
-        ".{}.tidemark-{}",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
-        std::process::id()
-    ));
+    let tmp = temporary_beside(dest);
     let written: Result<()> = async {
         let mut file = tokio::fs::File::create(&tmp).await?;
         file.write_all(content).await?;
@@ -373,7 +379,7 @@ async fn fetch_to(
         if versions.is_empty() && partial_fallback { newest_partial(repo, workspace, name).await? } else { None };
     let (object_name, sha256) = match versions.as_slice() {
         [] => match partial {
-            Some(sha) => {
+            Some((sha, _)) => {
                 tracing::warn!(file = name, "serving the streamed partial segment: the end of the archived WAL");
                 (format!("{name}.partial"), sha)
             }
@@ -391,11 +397,7 @@ async fn fetch_to(
     let key = layout::wal_object(workspace, &object_name, &sha256)?;
     repo.verify(&key, &sha256).await?;
     let mut stream = read_verified(repo, &key, Expect::Content { sha256, size: None }, identities).await?;
-    let tmp = dest.with_file_name(format!(
-        ".{}.tidemark-{}",
-        dest.file_name().and_then(|n| n.to_str()).unwrap_or("wal"),
-        std::process::id()
-    ));
+    let tmp = temporary_beside(dest);
     let mut content = super::SegmentContent::for_name(&object_name);
     let written: Result<u64> = async {
         let mut file = tokio::fs::File::create(&tmp).await?;
@@ -450,8 +452,8 @@ pub async fn list(repo: &Repository, workspace: &str) -> Result<Vec<Archived>> {
         .iter()
         .filter_map(|m| {
             let (name, file) = name_and_file(m)?;
-            let (sha256, lsn) = file.split_once(".reach-")?;
-            Some(((name, sha256.to_string()), super::Lsn(u64::from_str_radix(lsn, 16).ok()?)))
+            let (sha256, lsn) = layout::parse_wal_reach(&file)?;
+            Some(((name, sha256.to_string()), super::Lsn(lsn)))
         })
         .collect();
     let mut out: Vec<Archived> = listed

@@ -63,11 +63,11 @@ pub fn copy_streamed(
         // A running stream renames the unfinished file once its segment is complete, and
         // removes a completed one once it is in the repository, at any moment: the
         // completed one is copied instead, and one shipped meanwhile is not needed.
-        let candidates = [name.clone(), name.trim_end_matches(".partial").to_string()];
-        for candidate in candidates.iter().take(if name.ends_with(".partial") { 2 } else { 1 }) {
+        let candidates = std::iter::once(name.as_str()).chain(name.strip_suffix(".partial"));
+        for candidate in candidates {
             match std::fs::copy(spool.join(candidate), dir.join(candidate)) {
                 Ok(_) => {
-                    copied.push(candidate.clone());
+                    copied.push(candidate.to_string());
                     break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
