@@ -335,7 +335,9 @@ async fn refusals_bad_input_and_jobs_over_http() {
     assert_eq!(table["status"], "succeeded", "{table}");
     let rows = "SELECT (SELECT count(*) FROM t_back) = (SELECT count(*) FROM t)";
     assert!(sqlx::query_scalar::<_, bool>(rows).fetch_one(&source).await.unwrap());
+    // Started at once: the finished job gave its heavy-job slot back before it said so.
     let started = call(&c2, Method::POST, &restores, Some(&admin), Some(&back("public.t"))).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
     let over = finished(&c2, &base, &started, &admin).await;
     assert_eq!(over["status"], "failed", "{over}");
     let both = format!(r#"{{"snapshot": "{id}", "tables": ["t"], "into_live": true, "as": ["x"], "database": "y"}}"#);

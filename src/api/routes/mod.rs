@@ -296,10 +296,16 @@ where
     };
     app.running.lock().expect("jobs lock").insert(id, stop);
     let running = app.running.clone();
+    // The heavy-job slot is given back when the work ends, before the job's end is
+    // recorded: a client that sees the job finished may start the next one at once.
+    let work = move |core| async move {
+        let result = work(core).await;
+        drop(slot);
+        result
+    };
     tokio::spawn(async move {
         let _ = started.run(work, end).await;
         running.lock().expect("jobs lock").remove(&id);
-        drop(slot);
     });
     let location = format!("/v1/jobs/{id}");
     let started = JobStarted { job: id, location: location.clone() };
