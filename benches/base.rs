@@ -1,7 +1,8 @@
 //! A base backup against the pipeline an operator would build by hand, on the same cluster
-//! in one run: `tidemark basebackup` (pg_basebackup's tar, BLAKE3, zstd level 3 on every
-//! core, age, SHA-256, into a local repository) and `pg_basebackup -Ft -X none -D - | zstd
-//! -3 -T<cores> | age -r <recipient> > file`, alternating, median of `BENCH_REPEAT` runs.
+//! in one run: `tidemark basebackup` (pg_basebackup's tar read on a thread of its own, then
+//! BLAKE3, zstd level 1, age and SHA-256 into a local repository) and `pg_basebackup -Ft -X
+//! none -D - | zstd -3 -T<cores> | age -r <recipient> > file`, alternating, median of
+//! `BENCH_REPEAT` runs.
 //!
 //! ```text
 //! cargo bench --bench base                  # pgbench scale 100 (~1.5 GB)
