@@ -287,8 +287,6 @@ fn stderr_if_a_file() -> Option<std::process::Stdio> {
     file.metadata().ok()?.file_type().is_file().then(|| std::process::Stdio::from(file))
 }
 
-/// Records Postgres' request in the spool and, unless one runs, starts a detached
-/// `wal prefetch` that reads ahead of it. Problems only cost the read-ahead: logged.
 /// Starts `wal push-ahead` for `wal push --async`, detached like the prefetcher.
 fn start_pusher(
     global: &Global,
@@ -330,6 +328,8 @@ fn spawn_detached(global: &Global, args: Vec<std::ffi::OsString>, workspace: Opt
         .map(drop)
 }
 
+/// Records Postgres' request in the spool and, unless one runs, starts a detached
+/// `wal prefetch` that reads ahead of it. Problems only cost the read-ahead: logged.
 fn start_prefetcher(
     global: &Global,
     spool: &Spool,

@@ -91,11 +91,19 @@ pub async fn push_ahead(
     let workspace = core.workspace_or_only(workspace)?;
     let core = &super::lock::locking(core, super::lock::pitr_until(core, &workspace)?);
     let (repo, recipients) = (core.repo.clone(), core.recipients()?.clone());
+    // At most `parallel` segment buffers, reused from push to push.
+    let buffers = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));
     spool
         .run(pg_wal, parallel, idle, |path| {
             let (repo, recipients, workspace) = (repo.clone(), recipients.clone(), workspace.clone());
+            let buffers = buffers.clone();
             // A task of its own: compressing and encrypting runs on every core.
-            let pushed = tokio::spawn(async move { archive::push(&repo, &recipients, &workspace, &path).await });
+            let pushed = tokio::spawn(async move {
+                let mut buffer = buffers.lock().expect("buffer pool").pop().unwrap_or_default();
+                let pushed = archive::push_with(&repo, &recipients, &workspace, &path, &mut buffer).await;
+                buffers.lock().expect("buffer pool").push(buffer);
+                pushed
+            });
             async move { pushed.await.unwrap_or_else(|e| Err(Error::internal(format!("a push task failed: {e}")))) }
         })
         .await

@@ -151,7 +151,7 @@ async fn upload_media(
     progress: &Progress,
 ) -> Result<Uploaded> {
     use sha2::Digest;
-    let mut writer = ObjectWriter::new(&dest.repo, key, format!("media/{sha}"), &dest.recipients)?;
+    let mut writer = ObjectWriter::new(&dest.repo, key, format!("media/{sha}"), &dest.recipients)?.content_addressed();
     let mut hasher = sha2::Sha256::new();
     let copied: Result<(), media::MediaError> = async {
         let mut stream = source.read(file).await?;
@@ -179,8 +179,9 @@ async fn upload_media(
         writer.abort().await;
         return Ok(Uploaded::Skipped(sha.to_string(), "changed while it was backed up".into()));
     }
-    match writer.finish().await {
-        Ok(entry) => Ok(Uploaded::New(sha.to_string(), entry.plain_size, entry.stored_size)),
+    let plain_size = writer.plain_size();
+    match writer.finish_unhashed().await {
+        Ok(stored_size) => Ok(Uploaded::New(sha.to_string(), plain_size, stored_size)),
         // Another snapshot stored the same content at the same moment: it is there.
         Err(e) if e.kind() == crate::error::ErrorKind::AlreadyExists => Ok(Uploaded::Present(sha.to_string(), None)),
         Err(e) => Err(e),

@@ -85,6 +85,20 @@ async fn stored_versions(repo: &Repository, workspace: &str, name: &str) -> Resu
 /// file of that name is archived, `Unavailable` for the store, `Internal` when the file
 /// changes while it is read.
 pub async fn push(repo: &Repository, recipients: &Recipients, workspace: &str, path: &Path) -> Result<Pushed> {
+    push_with(repo, recipients, workspace, path, &mut Vec::new()).await
+}
+
+/// [`push`], reading a file that fits in memory into `buffer`, which is kept for the next
+/// push: a pusher that reads segment after segment (`wal push --async`) reuses a few 16-MiB
+/// buffers instead of allocating one per segment, which the allocator keeps around (the
+/// pusher's peak RSS was 210-280 MiB with 4 pushes in flight).
+pub async fn push_with(
+    repo: &Repository,
+    recipients: &Recipients,
+    workspace: &str,
+    path: &Path,
+    buffer: &mut Vec<u8>,
+) -> Result<Pushed> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -96,7 +110,7 @@ pub async fn push(repo: &Repository, recipients: &Recipients, workspace: &str, p
         return push_partial(repo, recipients, workspace, path).await;
     }
     super::WalFile::parse(&name)?;
-    store_file(repo, recipients, workspace, path, name).await
+    store_file(repo, recipients, workspace, path, name, buffer).await
 }
 
 /// Ships the segment pg_receivewal is still writing (`<segment>.partial`) as the newest
@@ -117,9 +131,9 @@ pub async fn push_partial(repo: &Repository, recipients: &Recipients, workspace:
     }
     let key = layout::wal_object(workspace, &name, &sha256)?;
     repo.sign(&key, &sha256).await?;
-    let mut writer = ObjectWriter::new(repo, key, format!("wal/{name}"), recipients)?;
+    let mut writer = ObjectWriter::new(repo, key, format!("wal/{name}"), recipients)?.content_addressed();
     writer.write(&content).await?;
-    match writer.finish().await {
+    match writer.finish_unhashed().await {
         Ok(_) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e.context(format!("shipping {name}"))),
@@ -164,6 +178,7 @@ async fn store_file(
     workspace: &str,
     path: &Path,
     name: String,
+    buffer: &mut Vec<u8>,
 ) -> Result<Pushed> {
     // A segment (16 MiB by default) is read once and hashed once; a larger file streams,
     // hashed before and while it is stored.
@@ -171,7 +186,12 @@ async fn store_file(
         .await
         .map_err(|e| Error::from(e).context(format!("reading the WAL file {}", path.display())))?
         .len();
-    let whole = if size <= IN_MEMORY { Some(tokio::fs::read(path).await?) } else { None };
+    let whole = if size <= IN_MEMORY {
+        read_into(path, buffer).await?;
+        Some(&buffer[..])
+    } else {
+        None
+    };
     let (sha256, bytes) = match &whole {
         Some(content) => (hex::encode(Sha256::digest(content)), content.len() as u64),
         None => sha256_of(path).await?,
@@ -191,9 +211,9 @@ async fn store_file(
     }
     let key = layout::wal_object(workspace, &name, &sha256)?;
     repo.sign(&key, &sha256).await?;
-    let mut writer = ObjectWriter::new(repo, key, format!("wal/{name}"), recipients)?;
+    let mut writer = ObjectWriter::new(repo, key, format!("wal/{name}"), recipients)?.content_addressed();
     if let Some(content) = whole {
-        if let Err(e) = writer.write(&content).await {
+        if let Err(e) = writer.write(content).await {
             writer.abort().await;
             return Err(e.context(format!("archiving {name}")));
         }
@@ -227,8 +247,24 @@ async fn store_file(
 /// Files up to this size are read into memory once to be archived.
 const IN_MEMORY: u64 = 64 << 20;
 
+/// Reads the file at `path` into `buffer` (its old content replaced), off the runtime.
+async fn read_into(path: &Path, buffer: &mut Vec<u8>) -> Result<()> {
+    use std::io::Read;
+    let (path, mut taken) = (path.to_path_buf(), std::mem::take(buffer));
+    let (read, back) = tokio::task::spawn_blocking(move || {
+        taken.clear();
+        let read = std::fs::File::open(&path).and_then(|mut file| file.read_to_end(&mut taken));
+        (read, taken)
+    })
+    .await
+    .map_err(|e| Error::internal(format!("a read task failed: {e}")))?;
+    *buffer = back;
+    read?;
+    Ok(())
+}
+
 async fn finish_push(writer: ObjectWriter, name: String, sha256: String, bytes: u64) -> Result<Pushed> {
-    match writer.finish().await {
+    match writer.finish_unhashed().await {
         Ok(_) => Ok(Pushed { name, sha256, bytes, stored: true, reach: None }),
         // The same content landed at the same moment (a stream and archive_command both).
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {

@@ -117,6 +117,27 @@ async fn conformance(repo: &Repository, keys: &Keys) {
     assert_eq!(refused.kind(), ErrorKind::AlreadyExists, "{}", refused.report());
     assert_eq!(repo.stored_size(&k("t/big")).await.unwrap(), Some(entry.stored_size));
 
+    // Content-addressed (WAL, media): written without hashes, read back checked against
+    // the SHA-256 its key names; a manifest entry is refused (it would have no hashes).
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&big))
+    };
+    let mut writer =
+        ObjectWriter::new(repo, k("t/content"), "content".into(), &keys.recipients).unwrap().content_addressed();
+    writer.write(&big).await.unwrap();
+    let stored = writer.finish_unhashed().await.unwrap();
+    assert_eq!(repo.stored_size(&k("t/content")).await.unwrap(), Some(stored));
+    let expect = Expect::Content { sha256: sha256.clone(), size: Some(big.len() as u64) };
+    let back =
+        read_to_end(read_verified(repo, &k("t/content"), expect, &keys.identities).await.unwrap()).await.unwrap();
+    assert!(back == big, "the content-addressed object did not read back as written");
+    let mut unhashed =
+        ObjectWriter::new(repo, k("t/unhashed"), "x".into(), &keys.recipients).unwrap().content_addressed();
+    unhashed.write(b"small").await.unwrap();
+    assert_eq!(unhashed.finish().await.unwrap_err().kind(), ErrorKind::Internal);
+    assert_eq!(repo.stored_size(&k("t/unhashed")).await.unwrap(), None, "nothing stored");
+
     // A truncated copy of it fails verification as damage.
     let whole = repo.get(&k("t/big")).await.unwrap().unwrap();
     repo.put_once(&k("t/cut"), whole.slice(..whole.len() / 2)).await.unwrap();

@@ -18,11 +18,17 @@ use crate::repo::manifest::ObjectEntry;
 const PARTS_IN_FLIGHT: usize = 2;
 
 /// The end of the encoder chain: counts and hashes what will be stored and hands it over.
-#[derive(Default)]
 struct Stored {
     pending: Vec<u8>,
-    sha256: Sha256,
+    /// `None`: not hashed (see [`ObjectWriter::content_addressed`]).
+    sha256: Option<Sha256>,
     size: u64,
+}
+
+impl Default for Stored {
+    fn default() -> Stored {
+        Stored { pending: Vec::new(), sha256: Some(Sha256::new()), size: 0 }
+    }
 }
 
 #[derive(Clone, Default)]
@@ -31,7 +37,9 @@ struct StoredSink(Arc<Mutex<Stored>>);
 impl Write for StoredSink {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let mut s = self.0.lock().expect("sink lock");
-        s.sha256.update(buf);
+        if let Some(sha256) = &mut s.sha256 {
+            sha256.update(buf);
+        }
         s.size += buf.len() as u64;
         s.pending.extend_from_slice(buf);
         Ok(buf.len())
@@ -59,7 +67,8 @@ pub struct ObjectWriter {
     part_size: usize,
     encoder: Option<Encoder>,
     sink: StoredSink,
-    plain: blake3::Hasher,
+    /// `None`: not hashed (see [`ObjectWriter::content_addressed`]).
+    plain: Option<blake3::Hasher>,
     plain_size: u64,
     batch: Vec<u8>,
     upload: Upload,
@@ -83,13 +92,24 @@ impl ObjectWriter {
             part_size: repo.part_size(),
             encoder: Some(encoder),
             sink,
-            plain: blake3::Hasher::new(),
+            plain: Some(blake3::Hasher::new()),
             plain_size: 0,
             batch: Vec::with_capacity(BATCH_SIZE),
             upload: Upload::Buffered(Vec::new()),
             repo: repo.clone(),
             in_flight: None,
         })
+    }
+
+    /// For an object whose key names its content's SHA-256, checked against it when read
+    /// (a WAL file `<sha256>.zst.age`, a media file; see `Expect::Content`): neither the
+    /// plaintext's BLAKE3 nor the stored bytes' SHA-256 is computed (nobody reads them;
+    /// 8% of a WAL push's CPU), so [`ObjectWriter::finish`] is refused; use
+    /// [`ObjectWriter::finish_unhashed`].
+    pub fn content_addressed(mut self) -> ObjectWriter {
+        self.plain = None;
+        self.sink.0.lock().expect("sink lock").sha256 = None;
+        self
     }
 
     /// Plaintext bytes written so far.
@@ -102,7 +122,9 @@ impl ObjectWriter {
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
         if self.batch.is_empty() && data.len() >= BATCH_SIZE {
             // Large enough on its own: compressed from where it is, not copied first.
-            self.plain.update(data);
+            if let Some(plain) = &mut self.plain {
+                plain.update(data);
+            }
             self.plain_size += data.len() as u64;
             self.encoder.as_mut().expect("writer not finished").write_all(data)?;
             return self.ship().await;
@@ -116,7 +138,9 @@ impl ObjectWriter {
 
     async fn flush_batch(&mut self) -> Result<()> {
         if !self.batch.is_empty() {
-            self.plain.update(&self.batch);
+            if let Some(plain) = &mut self.plain {
+                plain.update(&self.batch);
+            }
             self.plain_size += self.batch.len() as u64;
             self.encoder.as_mut().expect("writer not finished").write_all(&self.batch)?;
             self.batch.clear();
@@ -132,7 +156,12 @@ impl ObjectWriter {
         }
         let start_multipart = match &mut self.upload {
             Upload::Buffered(buf) => {
-                buf.extend_from_slice(&out);
+                // The first output is taken over, not copied (a small object is all of it).
+                if buf.is_empty() {
+                    *buf = out;
+                } else {
+                    buf.extend_from_slice(&out);
+                }
                 buf.len() >= self.part_size
             }
             Upload::Multipart(writer) => {
@@ -165,10 +194,37 @@ impl ObjectWriter {
         Ok(())
     }
 
-    /// Completes the object and makes it durable.
+    /// Completes the object and makes it durable; returns what a manifest records of it.
     ///
     /// Errors: `Unavailable` when the store fails; the object then does not exist.
+    /// `Internal` for a [`ObjectWriter::content_addressed`] writer (it has no hashes).
     pub async fn finish(mut self) -> Result<ObjectEntry> {
+        if self.plain.is_none() {
+            return Err(Error::internal(format!("{} was written without hashes: nothing to record", self.path)));
+        }
+        // The hashes after the last bytes: the encoders' ends are written in `complete`.
+        let stored_size = self.complete().await?;
+        let plain = self.plain.take().expect("a hashed writer");
+        let stored = self.sink.0.lock().expect("sink lock").sha256.take().expect("a hashed writer");
+        Ok(ObjectEntry {
+            name: self.name.clone(),
+            plain_size: self.plain_size,
+            plain_blake3: plain.finalize().to_hex().to_string(),
+            stored_size,
+            stored_sha256: hex::encode(stored.finalize()),
+        })
+    }
+
+    /// Completes an object written [`ObjectWriter::content_addressed`] and makes it
+    /// durable; returns its stored size.
+    ///
+    /// Errors: `Unavailable` when the store fails; the object then does not exist.
+    pub async fn finish_unhashed(mut self) -> Result<u64> {
+        self.complete().await
+    }
+
+    /// Completes the object and makes it durable; returns its stored size.
+    async fn complete(&mut self) -> Result<u64> {
         self.flush_batch().await?;
         let encoder = self.encoder.take().expect("writer not finished");
         encoder.finish()?.finish()?;
@@ -187,14 +243,7 @@ impl ObjectWriter {
         self.in_flight = None;
         self.repo.make_durable(&self.path)?;
         self.repo.lock_written(&self.path).await?;
-        let stored = self.sink.0.lock().expect("sink lock");
-        Ok(ObjectEntry {
-            name: self.name.clone(),
-            plain_size: self.plain_size,
-            plain_blake3: self.plain.finalize().to_hex().to_string(),
-            stored_size: stored.size,
-            stored_sha256: hex::encode(stored.sha256.clone().finalize()),
-        })
+        Ok(self.sink.0.lock().expect("sink lock").size)
     }
 
     /// Gives up on the object: a started multipart upload is aborted.
