@@ -183,20 +183,12 @@ fn read_tar(stdout: tokio::process::ChildStdout) -> Result<(tokio::sync::mpsc::R
     let reader = tokio::task::spawn_blocking(move || {
         let mut finder = ManifestFinder::default();
         loop {
-            let mut chunk = vec![0u8; TAR_CHUNK];
-            let mut filled = 0;
-            while filled < chunk.len() {
-                match pipe.read(&mut chunk[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if filled == 0 {
+            // A whole chunk unless the tar ends first.
+            let mut chunk = Vec::with_capacity(TAR_CHUNK);
+            (&mut pipe).take(TAR_CHUNK as u64).read_to_end(&mut chunk)?;
+            if chunk.is_empty() {
                 return Ok(finder);
             }
-            chunk.truncate(filled);
             finder.feed(&chunk)?;
             if tx.blocking_send(chunk).is_err() {
                 return Ok(finder);
@@ -288,6 +280,10 @@ pub async fn take(
         Ok(())
     }
     .await;
+    if copied.is_err() {
+        // Nothing takes its output any more.
+        let _ = child.start_kill();
+    }
     // The channel also ends when the reader fails: what it says decides.
     let read = reader.await.unwrap_or_else(|e| Err(std::io::Error::other(format!("the reader failed: {e}"))));
     let status = child.wait().await?;

@@ -321,6 +321,59 @@ async fn snapshots_and_base_backups_meeting_a_failing_store_leave_nothing_visibl
     assert_eq!(failures, tried, "a base backup absorbed a failing store call");
 }
 
+/// A base backup whose upload fails while pg_basebackup still streams (its tar read on a
+/// thread of its own): the failure is reported at once, pg_basebackup is stopped (no
+/// replication connection stays open), and nothing of it is visible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_backup_whose_upload_fails_midway_stops_pg_basebackup() {
+    let mut w = crate::pitr::archiving_world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g").await;
+    let faults = Faults::new();
+    // 1-MiB parts: the tar of a new cluster goes up in many, while pg_basebackup streams.
+    let small_parts = RepositoryConfig { part_size_mib: Some(1), ..w.repo_config.clone() };
+    w.core.repo = Repository::open(&small_parts)
+        .await
+        .unwrap()
+        .with_signing(crate::support::signing_of(&w.repo_config))
+        .with_faults(&faults);
+    let before = faults.calls();
+    crate::support::basebackup(&w.core).await.expect("a base backup without faults");
+    let calls = faults.calls() - before;
+    assert!(calls > 6, "the tar went up in parts: {calls} store calls");
+    let identities = w.identity.identities();
+    let plain =
+        Repository::open(&w.repo_config).await.unwrap().with_signing(crate::support::signing_of(&w.repo_config));
+    let bases = || async { tidemark::wal::base::list(&plain, &identities, "shop").await.unwrap().len() };
+    assert_eq!(bases().await, 1);
+
+    // A failure in the middle of the upload, and every call after it.
+    faults.fail_from(calls / 2);
+    let clock = std::time::Instant::now();
+    let e = crate::support::basebackup(&w.core).await.unwrap_err();
+    faults.clear();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{}", e.report());
+    assert!(e.report().contains("uploading") && e.report().contains("base.tar"), "{}", e.report());
+    assert!(clock.elapsed() < std::time::Duration::from_secs(60), "the failure took {:?}", clock.elapsed());
+    assert_eq!(bases().await, 1, "the failed base backup is visible");
+    let admin = tidemark::pg::ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    let mut conn = admin.connect().await.unwrap();
+    let mut senders = -1i64;
+    for _ in 0..50 {
+        senders = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        if senders == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(senders, 0, "pg_basebackup's replication connection stayed open");
+    // The next one works.
+    crate::support::basebackup(&w.core).await.expect("a base backup after the store recovered");
+    assert_eq!(bases().await, 2);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wal_push_meeting_a_failing_store_leaves_nothing_visible() {
     let dir = tempfile::tempdir().unwrap();
