@@ -361,19 +361,11 @@ async fn a_switch_that_fails_half_way_puts_the_live_database_back() {
     let before = content_fingerprint(&live).await;
     // The superuser sessions above must be gone: swapper may not end them (that would be a
     // different failure, before the first rename).
-    let mut conn = admin.connect().await.unwrap();
-    for _ in 0..100 {
-        let others: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname IN ('shop', 'shop_incoming')")
-                .fetch_one(&mut conn)
-                .await
-                .unwrap();
-        if others == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    ConnSpec::close(conn).await;
+    crate::support::count_until_zero(
+        &admin,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname IN ('shop', 'shop_incoming')",
+    )
+    .await;
 
     let mut url = url::Url::parse(&w.cluster.url("postgres")).unwrap();
     url.set_username("swapper").unwrap();

@@ -356,18 +356,11 @@ async fn a_base_backup_whose_upload_fails_midway_stops_pg_basebackup() {
     assert!(clock.elapsed() < std::time::Duration::from_secs(60), "the failure took {:?}", clock.elapsed());
     assert_eq!(bases().await, 1, "the failed base backup is visible");
     let admin = tidemark::pg::ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
-    let mut conn = admin.connect().await.unwrap();
-    let mut senders = -1i64;
-    for _ in 0..50 {
-        senders = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'")
-            .fetch_one(&mut conn)
-            .await
-            .unwrap();
-        if senders == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let senders = crate::support::count_until_zero(
+        &admin,
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'",
+    )
+    .await;
     assert_eq!(senders, 0, "pg_basebackup's replication connection stayed open");
     // The next one works.
     crate::support::basebackup(&w.core).await.expect("a base backup after the store recovered");

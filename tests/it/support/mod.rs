@@ -316,3 +316,19 @@ pub async fn drill_history(
 pub async fn rebuild(core: &Core, replace_damaged: bool) -> tidemark::Result<tidemark::ops::catalog::RebuildReport> {
     tidemark::ops::catalog::rebuild(core, &tidemark::ops::catalog::RebuildOptions { replace_damaged }, &actor()).await
 }
+
+/// Runs `count_sql` (a `count(*)`) until it says 0, for up to 5 s (sessions that are
+/// ending); returns the last count.
+pub async fn count_until_zero(spec: &ConnSpec, count_sql: &'static str) -> i64 {
+    let mut conn = spec.connect().await.unwrap();
+    let mut count = -1;
+    for _ in 0..100 {
+        count = sqlx::query_scalar(count_sql).fetch_one(&mut conn).await.unwrap();
+        if count == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    ConnSpec::close(conn).await;
+    count
+}
