@@ -68,7 +68,8 @@ pub struct RestoreOptions {
     #[serde(skip)]
     pub tidemark_command: Option<String>,
     /// Hears of each table of the snapshot (its index in the manifest) once its rows are
-    /// committed, while the restore goes on (a drill checks them meanwhile).
+    /// committed and its indexes and constraints built, while the restore goes on (a drill
+    /// checks them meanwhile; see [`crate::restore::load::TableLoaded`]).
     #[serde(skip)]
     pub table_loaded: Option<crate::restore::load::TableLoaded>,
 }

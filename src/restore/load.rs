@@ -137,8 +137,7 @@ pub async fn load_database(
     let preamble = split.as_ref().map(|s| s.preamble.as_str()).unwrap_or_default();
     let settings = format!("{preamble}\n{}", session_settings(manifest, jobs));
     let t = Instant::now();
-    let (phases, loads_done) =
-        run_plan(Some(from), manifest.tables.len(), target, plan, jobs, &settings, progress, loaded).await?;
+    let (phases, loads_done) = run_plan(Some(from), target, plan, jobs, &settings, progress, loaded).await?;
     timings.data_ms = loads_done.as_millis() as u64;
     timings.tables = phases;
 
@@ -181,7 +180,7 @@ pub async fn apply_post_data(
     };
     let plan = Plan::new(&[], Some(&split), jobs, false);
     let settings = format!("{}\nSET synchronous_commit = off;", split.preamble);
-    run_plan(None, 0, target, plan, jobs, &settings, progress, None).await?;
+    run_plan(None, target, plan, jobs, &settings, progress, None).await?;
     database::apply_serial_post_data(target, &split).await
 }
 
@@ -326,11 +325,9 @@ fn split_table(size: u64, total: u64, parts: usize, jobs: usize) -> bool {
 }
 
 /// Runs `plan` on `jobs` connections; `from` is where its loads read (`None`: a plan of
-/// builds only), `tables` how many tables it loads.
-#[allow(clippy::too_many_arguments)]
+/// builds only).
 async fn run_plan(
     from: Option<&SnapshotSource>,
-    tables: usize,
     target: &ConnSpec,
     plan: Plan,
     jobs: usize,
@@ -339,6 +336,7 @@ async fn run_plan(
     loaded: Option<TableLoaded>,
 ) -> Result<(Vec<TablePhases>, std::time::Duration)> {
     let clock = Instant::now();
+    let tables = from.map_or(0, |f| f.manifest.tables.len());
     if tables > 0 {
         progress.set_tables(0, tables as u64);
     }
