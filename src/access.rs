@@ -9,6 +9,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// An address as rules compare it: an IPv4 address that arrives IPv4-mapped on a
+/// dual-stack socket (`::ffff:127.0.0.9`) is that IPv4 address.
+pub fn canonical_ip(address: std::net::IpAddr) -> std::net::IpAddr {
+    address.to_canonical()
+}
+
+/// An address or CIDR range as rules hold it (an IPv4-mapped IPv6 range is its IPv4 range);
+/// `None` for text that is neither.
+pub fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    let net =
+        text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))?;
+    Some(match net {
+        ipnet::IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => ipnet::IpNet::V4(ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok()?),
+            None => net,
+        },
+        _ => net,
+    })
+}
+
 /// A token's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -121,10 +141,13 @@ pub enum Action {
     DeleteBranch,
     /// Read the Prometheus metrics (they cover every workspace: only a token for all).
     ReadMetrics,
+    /// Stop a job another actor started of an operation that needs only `Read` (a check);
+    /// stopping any other job needs the permission to start it (`Operation`).
+    CancelJobs,
 }
 
 impl Action {
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 16] = [
         Action::Read,
         Action::Snapshot,
         Action::Drill,
@@ -140,6 +163,7 @@ impl Action {
         Action::Export,
         Action::DeleteBranch,
         Action::ReadMetrics,
+        Action::CancelJobs,
     ];
 }
 
@@ -148,6 +172,20 @@ impl Action {
 pub struct Grant {
     pub role: Role,
     pub workspaces: Vec<String>,
+}
+
+impl Grant {
+    /// Whether this grant is for every workspace.
+    pub fn is_global(&self) -> bool {
+        self.workspaces.is_empty()
+    }
+
+    /// Whether everything limited to `workspaces` (empty: all of them) lies within this
+    /// grant's own workspaces: what a scoped admin may see and manage of tokens and of
+    /// the audit trail.
+    pub fn covers(&self, workspaces: &[String]) -> bool {
+        self.is_global() || (!workspaces.is_empty() && workspaces.iter().all(|w| self.workspaces.contains(w)))
+    }
 }
 
 /// Whether `grant` may do `action` on `workspace` (`None`: not about one workspace).
@@ -189,6 +227,7 @@ fn describe(action: Action) -> &'static str {
         Action::Export => "export snapshots and hand out download links",
         Action::DeleteBranch => "delete branches",
         Action::ReadMetrics => "read the metrics",
+        Action::CancelJobs => "stop another caller's job",
     }
 }
 
@@ -218,6 +257,26 @@ mod tests {
         // What the issue names, refused.
         let (viewer, operator, auditor) = (Role::Viewer, Role::Operator, Role::Auditor);
         assert!(!viewer.allows(A::Restore) && !operator.allows(A::Prune) && !auditor.allows(A::Read));
+    }
+
+    #[test]
+    fn mapped_addresses_are_their_ipv4_selves() {
+        let mapped: std::net::IpAddr = "::ffff:127.0.0.9".parse().unwrap();
+        assert_eq!(canonical_ip(mapped), "127.0.0.9".parse::<std::net::IpAddr>().unwrap());
+        assert_eq!(parse_net("::ffff:127.0.0.0/104").unwrap().to_string(), "127.0.0.0/8");
+        assert_eq!(parse_net("::ffff:10.1.2.3").unwrap().to_string(), "10.1.2.3/32");
+        assert_eq!(parse_net("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
+        assert!(parse_net("127.0.0.1:80").is_none() && parse_net("example.com").is_none());
+    }
+
+    #[test]
+    fn a_scoped_grant_covers_only_what_lies_within_its_workspaces() {
+        let shop = Grant { role: Role::Admin, workspaces: vec!["shop".into()] };
+        assert!(shop.covers(&["shop".into()]));
+        assert!(!shop.covers(&[]), "everything, or nothing in particular, is not within one workspace");
+        assert!(!shop.covers(&["shop".into(), "blog".into()]));
+        let all = Grant { role: Role::Admin, workspaces: vec![] };
+        assert!(all.covers(&[]) && all.covers(&["blog".into()]));
     }
 
     #[test]

@@ -83,8 +83,10 @@ pub struct ApiConfig {
     /// Failed authentications a client address may make per minute; then it is refused
     /// (429) until the minute has passed.
     pub failed_auth_per_minute: u32,
-    /// Restores and drills the API runs at once per workspace.
+    /// Heavy jobs (restores, drills, branches, exports) the API runs at once per workspace.
     pub heavy_jobs_per_workspace: u32,
+    /// Heavy jobs one token may have running at once, over all workspaces.
+    pub heavy_jobs_per_token: u32,
     /// A client that has not sent a request's headers within this long is cut off.
     #[serde(with = "duration_text")]
     pub header_read_timeout: std::time::Duration,
@@ -111,6 +113,7 @@ impl Default for ApiConfig {
             requests_per_second: 50,
             failed_auth_per_minute: 10,
             heavy_jobs_per_workspace: 1,
+            heavy_jobs_per_token: 2,
             header_read_timeout: std::time::Duration::from_secs(10),
             max_token_lifetime: None,
             keep_exports: None,

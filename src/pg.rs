@@ -53,6 +53,7 @@ impl ConnSpec {
                 URL_PARAMETERS.join(", ")
             )));
         }
+        path_database(&mut parsed)?;
         let password = match password {
             Some(secret) => Some(secret.resolve()?),
             None => url_password.or(query_password),
@@ -69,7 +70,18 @@ impl ConnSpec {
     /// Whether both name the same database of the same server (host, port, database;
     /// users, passwords and parameters aside).
     pub fn same_database(&self, other: &ConnSpec) -> bool {
-        let place = |s: &ConnSpec| (s.url.host_str().map(str::to_string), s.url.port().unwrap_or(5432), s.database());
+        self.same_server(other) && self.database() == other.database()
+    }
+
+    /// Whether both name the same server (host and port; a `host` or `port` parameter
+    /// counts as the URL's own).
+    pub fn same_server(&self, other: &ConnSpec) -> bool {
+        let param = |s: &ConnSpec, key: &str| s.url.query_pairs().find(|(k, _)| k == key).map(|(_, v)| v.into_owned());
+        let place = |s: &ConnSpec| {
+            let host = param(s, "host").or_else(|| s.url.host_str().map(str::to_string));
+            let port = param(s, "port").and_then(|p| p.parse().ok()).or(s.url.port()).unwrap_or(5432u16);
+            (host, port)
+        };
         place(self) == place(other)
     }
 
@@ -88,12 +100,7 @@ impl ConnSpec {
         let mut url = self.url.clone();
         url.set_host(Some(host)).map_err(|e| Error::usage(format!("{host} is not a host name: {e}")))?;
         let _ = url.set_port(Some(port));
-        let kept: Vec<(String, String)> =
-            url.query_pairs().filter(|(k, _)| k != "host").map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-        url.set_query(None);
-        if !kept.is_empty() {
-            url.query_pairs_mut().extend_pairs(kept);
-        }
+        drop_query_parameters(&mut url, |k| k == "host");
         Ok(ConnSpec { url, password: self.password.clone() })
     }
 
@@ -189,6 +196,42 @@ pub const URL_PARAMETERS: [&str; 11] = [
     "sslcert",
     "sslkey",
 ];
+
+/// Removes the query parameters whose names `drop` picks, keeping the others in order.
+pub fn drop_query_parameters(url: &mut Url, drop: impl Fn(&str) -> bool) {
+    let kept: Vec<(String, String)> =
+        url.query_pairs().filter(|(k, _)| !drop(k)).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    url.set_query(None);
+    if !kept.is_empty() {
+        url.query_pairs_mut().extend_pairs(kept);
+    }
+}
+
+/// Moves a `dbname` query parameter into the URL's path, where tidemark reads and replaces
+/// the database (a branch, a restore, the maintenance connection): left in the query, it
+/// would win over the path in sqlx and libpq alike, and send every connection meant for
+/// another database to the one it names.
+///
+/// Errors: `Config` when the path and the parameter name different databases, or the
+/// parameter is given twice.
+fn path_database(url: &mut Url) -> Result<()> {
+    let named: Vec<String> = url.query_pairs().filter(|(k, _)| k == "dbname").map(|(_, v)| v.into_owned()).collect();
+    let Some(db) = named.first().cloned() else { return Ok(()) };
+    let mut shown = url.clone();
+    shown.set_query(None);
+    let path = url.path().trim_start_matches('/').to_string();
+    if named.len() > 1 || (!path.is_empty() && percent_decode(&path) != db) {
+        return Err(Error::config(format!(
+            "the database URL {shown} names its database twice (in its path and a dbname parameter): name it \
+             once, in the path (postgres://host/DATABASE)"
+        )));
+    }
+    drop_query_parameters(url, |k| k == "dbname");
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments.clear().push(&db);
+    }
+    Ok(())
+}
 
 /// Removes every `password` query parameter (in any case: `PASSWORD` too) from the URL
 /// and returns the first one's value.

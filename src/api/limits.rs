@@ -1,7 +1,7 @@
 //! Rate limits (GCRA, the `governor` crate): per client address and per token, a much
 //! stricter bucket for failed authentication (an address that keeps presenting bad tokens
 //! is refused before any lookup), and a cap on heavy jobs (restores and drills) per
-//! workspace. A refusal is `429 Too Many Requests` with `Retry-After`.
+//! workspace and per token. A refusal is `429 Too Many Requests` with `Retry-After`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -24,7 +24,15 @@ pub struct Limits {
     /// Addresses refused after too many failed authentications, until then.
     blocked: Mutex<HashMap<IpAddr, Instant>>,
     heavy_per_workspace: u32,
-    heavy: Mutex<HashMap<String, u32>>,
+    heavy_per_token: u32,
+    /// Heavy jobs running, per workspace and per token.
+    heavy: Mutex<Heavy>,
+}
+
+#[derive(Default)]
+struct Heavy {
+    workspaces: HashMap<String, u32>,
+    tokens: HashMap<String, u32>,
 }
 
 /// Why a request is refused: wait this long.
@@ -53,7 +61,8 @@ impl Limits {
             failed_auth: failed.map(RateLimiter::dashmap),
             blocked: Mutex::new(HashMap::new()),
             heavy_per_workspace: api.heavy_jobs_per_workspace,
-            heavy: Mutex::new(HashMap::new()),
+            heavy_per_token: api.heavy_jobs_per_token,
+            heavy: Mutex::new(Heavy::default()),
         }
     }
 
@@ -95,18 +104,25 @@ impl Limits {
         }
     }
 
-    /// Takes a heavy-job slot of `workspace`; the guard gives it back. Errors: the cap.
-    pub fn heavy(self: &Arc<Self>, workspace: &str) -> Result<HeavyJob, TooMany> {
+    /// Takes a heavy-job slot of `workspace` for `token`; the guard gives it back.
+    /// Errors: the workspace's cap, or the token's.
+    pub fn heavy(self: &Arc<Self>, workspace: &str, token: &str) -> Result<HeavyJob, TooMany> {
         let mut running = self.heavy.lock().expect("limits lock");
-        let count = running.entry(workspace.to_string()).or_insert(0);
-        if *count >= self.heavy_per_workspace {
+        if running.workspaces.get(workspace).copied().unwrap_or(0) >= self.heavy_per_workspace {
             return Err(TooMany(
                 Duration::from_secs(10),
-                "this workspace already runs as many restores and drills as allowed",
+                "this workspace already runs as many restores, drills and exports as allowed",
             ));
         }
-        *count += 1;
-        Ok(HeavyJob { limits: self.clone(), workspace: workspace.to_string() })
+        if running.tokens.get(token).copied().unwrap_or(0) >= self.heavy_per_token {
+            return Err(TooMany(
+                Duration::from_secs(10),
+                "this token already runs as many restores, drills and exports as allowed",
+            ));
+        }
+        *running.workspaces.entry(workspace.to_string()).or_insert(0) += 1;
+        *running.tokens.entry(token.to_string()).or_insert(0) += 1;
+        Ok(HeavyJob { limits: self.clone(), workspace: workspace.to_string(), token: token.to_string() })
     }
 }
 
@@ -114,11 +130,16 @@ impl Limits {
 pub struct HeavyJob {
     limits: Arc<Limits>,
     workspace: String,
+    token: String,
 }
 
 impl Drop for HeavyJob {
     fn drop(&mut self) {
-        if let Some(n) = self.limits.heavy.lock().expect("limits lock").get_mut(&self.workspace) {
+        let mut running = self.limits.heavy.lock().expect("limits lock");
+        if let Some(n) = running.workspaces.get_mut(&self.workspace) {
+            *n = n.saturating_sub(1);
+        }
+        if let Some(n) = running.tokens.get_mut(&self.token) {
             *n = n.saturating_sub(1);
         }
     }

@@ -6,6 +6,7 @@
 
 mod limits;
 pub mod openapi;
+mod refusals;
 mod routes;
 pub mod tls;
 
@@ -38,16 +39,15 @@ pub struct AddressRules {
 }
 
 impl AddressRules {
-    /// Parses `[api]`'s lists.
+    /// Parses `[api]`'s lists (an IPv4-mapped entry is its IPv4 address or range).
     ///
     /// Errors: `Config` naming an entry that is not an address or CIDR range.
     pub fn from_config(api: &ApiConfig) -> Result<AddressRules> {
         let parse = |list: &[String], key: &str| -> Result<Vec<IpNet>> {
             list.iter()
                 .map(|t| {
-                    t.parse::<IpNet>()
-                        .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
-                        .map_err(|_| Error::config(format!("api.{key}: {t:?} is not an address or CIDR range")))
+                    access::parse_net(t)
+                        .ok_or_else(|| Error::config(format!("api.{key}: {t:?} is not an address or CIDR range")))
                 })
                 .collect()
         };
@@ -58,16 +58,36 @@ impl AddressRules {
         })
     }
 
+    fn trusted(&self, address: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&address))
+    }
+
     /// The client: the peer, or, when the peer is a trusted proxy, the nearest address in
-    /// `X-Forwarded-For` that is not one.
-    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.trusted_proxies.iter().any(|n| n.contains(&peer)) {
-            return peer;
+    /// `X-Forwarded-For` that is not one, every address in its IPv4 form when it is
+    /// IPv4-mapped. Each hop read on the way there must parse (`1.2.3.4`, `1.2.3.4:5555`,
+    /// `::1`, `[::1]:80`, `::ffff:1.2.3.4`): one that does not is never skipped, since the
+    /// next one to its left is the client's own choice.
+    ///
+    /// Errors: `Usage` for a hop that is not an address.
+    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> Result<IpAddr> {
+        let peer = access::canonical_ip(peer);
+        if !self.trusted(peer) {
+            return Ok(peer);
         }
-        let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
-        let hops: Vec<IpAddr> =
-            forwarded.flat_map(|v| v.split(',')).filter_map(|h| h.trim().parse::<IpAddr>().ok()).collect();
-        hops.into_iter().rev().find(|a| !self.trusted_proxies.iter().any(|n| n.contains(a))).unwrap_or(peer)
+        let mut hops = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let text = value.to_str().map_err(|_| Error::usage("X-Forwarded-For is not text"))?;
+            hops.extend(text.split(',').map(|h| h.trim().to_string()));
+        }
+        for hop in hops.iter().rev() {
+            let address = forwarded_hop(hop).ok_or_else(|| {
+                Error::usage("X-Forwarded-For has a hop that is not an address; the proxy must send addresses only")
+            })?;
+            if !self.trusted(address) {
+                return Ok(address);
+            }
+        }
+        Ok(peer)
     }
 
     /// Deny wins; an empty allow list allows every address.
@@ -75,6 +95,16 @@ impl AddressRules {
         !self.deny.iter().any(|n| n.contains(&client))
             && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&client)))
     }
+}
+
+/// One hop of `X-Forwarded-For` as an address (see [`AddressRules::client`]).
+fn forwarded_hop(hop: &str) -> Option<IpAddr> {
+    let address = hop
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| hop.strip_prefix('[')?.strip_suffix(']')?.parse::<IpAddr>().ok())?;
+    Some(access::canonical_ip(address))
 }
 
 /// What every handler shares.
@@ -87,6 +117,12 @@ pub(crate) struct App {
     pub limits: Arc<limits::Limits>,
     /// The key of this process's download links (see `ops::link`).
     pub links: crate::ops::link::LinkKey,
+    /// Refusals counted for the audit trail.
+    pub refusals: Arc<refusals::Refusals>,
+    /// The jobs this server started, waited for at shutdown.
+    pub jobs: tokio_util::task::TaskTracker,
+    /// Cancelled when the server stops: no new jobs are taken then.
+    pub closing: CancellationToken,
 }
 
 /// An error as the API answers it: the error table's HTTP status and the `--json` body.
@@ -107,9 +143,18 @@ impl IntoResponse for ApiError {
 
 /// The router, with the address, token and audit checks in front of every `/v1` route.
 pub fn router(core: Core, rules: AddressRules) -> Router {
+    router_of(app(core, rules))
+}
+
+fn app(core: Core, rules: AddressRules) -> App {
     let limits = Arc::new(limits::Limits::from_config(&core.config.config.api));
     let links = crate::ops::link::LinkKey::generate();
-    let app = App { core, rules: Arc::new(rules), running: Default::default(), limits, links };
+    let refusals = Arc::new(refusals::Refusals::default());
+    let (jobs, closing) = (tokio_util::task::TaskTracker::new(), CancellationToken::new());
+    App { core, rules: Arc::new(rules), running: Default::default(), limits, links, refusals, jobs, closing }
+}
+
+fn router_of(app: App) -> Router {
     routes::v1()
         .layer(axum::middleware::from_fn_with_state(app.clone(), authenticate))
         // A download link is its own credential; the address rules still apply.
@@ -225,19 +270,32 @@ async fn json_errors(request: Request, next: Next) -> Response {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Client(pub IpAddr);
 
-/// The address rules, before anything else (also `/healthz`).
+/// The address rules, before anything else (also `/healthz`): the client's address, its
+/// rate limit (before anything is written: a flood of refused requests costs no more than
+/// one of allowed ones), then the allow and deny lists.
 async fn admit(State(app): State<App>, mut request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let Some(peer) = peer else { return ApiError(Error::internal("no peer address")).into_response() };
-    let client = app.rules.client(peer, request.headers());
+    let client = match app.rules.client(peer, request.headers()) {
+        Ok(client) => client,
+        Err(e) => {
+            let peer = access::canonical_ip(peer);
+            if let Err(wait) = app.limits.request(peer) {
+                return wait.into_response();
+            }
+            let who = Actor { address: Some(peer.to_string()), ..Actor::new(ActorKind::Api, "unknown") };
+            deny(&app, &who, request.uri().path(), &e).await;
+            return ApiError(e).into_response();
+        }
+    };
+    if let Err(wait) = app.limits.request(client) {
+        return wait.into_response();
+    }
     if !app.rules.admits(client) {
         let who = Actor { address: Some(client.to_string()), ..Actor::new(ActorKind::Api, "unknown") };
         let e = Error::new(ErrorKind::Forbidden, "this address may not use the API");
-        deny(&app.core, &who, request.uri().path(), &e).await;
+        deny(&app, &who, request.uri().path(), &e).await;
         return ApiError(e).into_response();
-    }
-    if let Err(wait) = app.limits.request(client) {
-        return wait.into_response();
     }
     request.extensions_mut().insert(Client(client));
     next.run(request).await
@@ -261,7 +319,7 @@ async fn authenticate(State(app): State<App>, mut request: Request, next: Next) 
             app.limits.failed(client);
         }
         let e = Error::new(ErrorKind::Unauthenticated, "no token: send Authorization: Bearer tdm_...");
-        deny(&app.core, &anonymous, &path, &e).await;
+        deny(&app, &anonymous, &path, &e).await;
         return with_challenge(ApiError(e).into_response());
     }
     match crate::ops::token::authenticate(&app.core, &secret, client, chrono::Utc::now()).await {
@@ -278,7 +336,7 @@ async fn authenticate(State(app): State<App>, mut request: Request, next: Next) 
             {
                 app.limits.failed(client);
             }
-            deny(&app.core, &anonymous, &path, &e).await;
+            deny(&app, &anonymous, &path, &e).await;
             let response = ApiError(e).into_response();
             if response.status() == StatusCode::UNAUTHORIZED { with_challenge(response) } else { response }
         }
@@ -290,18 +348,36 @@ fn with_challenge(mut response: Response) -> Response {
     response
 }
 
-/// Audits a refused request (never with a secret: messages name tokens by id only).
-async fn deny(core: &Core, actor: &Actor, path: &str, e: &Error) {
-    core.metrics.api_denied(e.kind().name());
-    let refused: Result<()> = Err(Error::new(ErrorKind::Refused, e.message()));
-    let details = serde_json::json!({"kind": e.kind().name(), "reason": e.message()});
-    crate::ops::audit::record(core, actor, "api.denied", path, &refused, details).await;
+/// Audits a refused request (never with a secret: messages name tokens by id only): the
+/// first refusal of an address (or token) for a reason in a minute is one record, with
+/// its path cut to [`refusals::PATH_KEPT`] characters; the rest of that minute are counted
+/// and written as one record when the minute is over (see [`refusals::Refusals`]).
+async fn deny(app: &App, actor: &Actor, path: &str, e: &Error) {
+    app.core.metrics.api_denied(e.kind().name());
+    let closed = app.refusals.refused(actor, e.kind(), std::time::Instant::now());
+    if let Some(repeated) = closed.repeated {
+        refusals::record_repeated(&app.core, &repeated).await;
+    }
+    if closed.first {
+        let refused: Result<()> = Err(Error::new(ErrorKind::Refused, e.message()));
+        let reason = refusals::cut(e.message(), refusals::PATH_KEPT);
+        let details = serde_json::json!({"kind": e.kind().name(), "reason": reason});
+        crate::ops::audit::record(
+            &app.core,
+            actor,
+            "api.denied",
+            &refusals::cut(path, refusals::PATH_KEPT),
+            &refused,
+            details,
+        )
+        .await;
+    }
 }
 
 /// Whether the actor may do `action` (on `workspace`); a refusal is audited.
-pub(crate) async fn allow(core: &Core, actor: &Actor, action: Action, workspace: Option<&str>) -> Result<(), ApiError> {
+pub(crate) async fn allow(app: &App, actor: &Actor, action: Action, workspace: Option<&str>) -> Result<(), ApiError> {
     if let Err(e) = access::check(&actor.grant(), action, workspace) {
-        deny(core, actor, workspace.unwrap_or("-"), &e).await;
+        deny(app, actor, workspace.unwrap_or("-"), &e).await;
         return Err(ApiError(e));
     }
     Ok(())
@@ -345,17 +421,27 @@ impl From<tokio::net::TcpListener> for Listener {
 ///
 /// Errors: `Unavailable` when the server fails, `Internal` when TLS cannot be set up.
 pub async fn serve(core: Core, rules: AddressRules, listener: Listener, shutdown: CancellationToken) -> Result<()> {
-    let app = router(core.clone(), rules);
+    let shared = App { closing: shutdown.clone(), ..app(core.clone(), rules) };
+    let (refused, jobs, running) = (shared.refusals.clone(), shared.jobs.clone(), shared.running.clone());
+    let app = router_of(shared);
     let acceptor = listener.tls.as_ref().map(tls::Certificate::acceptor).transpose()?;
     // The audit trail's head goes to the repository at least every few minutes (refused
     // requests are not checkpointed one by one).
     let periodic = tokio::spawn({
         let (core, stop) = (core.clone(), shutdown.clone());
+        let refused = refused.clone();
         async move {
             let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+            let mut minute = tokio::time::interval(refusals::WINDOW);
             loop {
                 tokio::select! {
                     _ = every.tick() => {}
+                    _ = minute.tick() => {
+                        for repeated in refused.closed(std::time::Instant::now()) {
+                            refusals::record_repeated(&core, &repeated).await;
+                        }
+                        continue;
+                    }
                     () = stop.cancelled() => break,
                 }
                 if let Err(e) = crate::ops::audit::checkpoint(&core).await {
@@ -369,11 +455,39 @@ pub async fn serve(core: Core, rules: AddressRules, listener: Listener, shutdown
     }
     let served = accept(listener.tcp, acceptor, app, core.config.config.api.header_read_timeout, &shutdown).await;
     shutdown.cancel();
+    finish_jobs(&jobs, &running, core.config.config.daemon.shutdown_timeout).await;
     let _ = periodic.await;
+    for repeated in refused.drain() {
+        refusals::record_repeated(&core, &repeated).await;
+    }
     if let Err(e) = crate::ops::audit::checkpoint(&core).await {
         tracing::warn!(error = %e.report(), "the audit trail's checkpoint could not be written");
     }
     served
+}
+
+/// At shutdown, the jobs this server started (no new ones are taken: `closing`): each
+/// gets up to `grace` to end; then the rest are stopped, and each ends as a stopped
+/// operation does (a restore drops what it created, the job is recorded as aborted).
+async fn finish_jobs(
+    jobs: &tokio_util::task::TaskTracker,
+    running: &Mutex<std::collections::HashMap<i64, CancellationToken>>,
+    grace: std::time::Duration,
+) {
+    jobs.close();
+    if jobs.is_empty() {
+        return;
+    }
+    tracing::info!(running = jobs.len(), grace = ?grace, "waiting for the API's jobs");
+    if tokio::time::timeout(grace, jobs.wait()).await.is_ok() {
+        return;
+    }
+    let stops: Vec<CancellationToken> = running.lock().expect("jobs lock").values().cloned().collect();
+    tracing::warn!(running = stops.len(), "the API's jobs did not end in time: stopping them");
+    for stop in stops {
+        stop.cancel();
+    }
+    jobs.wait().await;
 }
 
 /// Loads the certificate again at every SIGHUP until `shutdown`.

@@ -49,6 +49,28 @@ pub struct AuditHead {
     pub hash: String,
 }
 
+impl AuditEntry {
+    /// The workspaces this record is about; empty: none in particular (tokens for every
+    /// workspace, refusals before a workspace was known, the service itself). Read from the
+    /// target (`ws`, `ws/...`, a refused request's path `/v1/workspaces/ws/...`) or, for
+    /// tokens (`token/name`), from the token's workspaces in the details.
+    pub fn workspaces(&self) -> Vec<String> {
+        let target = self.target.as_str();
+        if let Some(rest) = target.strip_prefix("/v1/workspaces/") {
+            let ws = rest.split('/').next().unwrap_or_default();
+            return if ws.is_empty() { Vec::new() } else { vec![ws.to_string()] };
+        }
+        if target.starts_with("token/") {
+            let listed = self.details.get("workspaces").and_then(serde_json::Value::as_array);
+            return listed.into_iter().flatten().filter_map(|w| w.as_str().map(String::from)).collect();
+        }
+        if target.starts_with('/') || target == "-" || target.is_empty() {
+            return Vec::new();
+        }
+        vec![target.split('/').next().unwrap_or_default().to_string()]
+    }
+}
+
 impl AuditRecord {
     /// The hash this record must have: SHA-256 over its fields and the previous hash.
     pub fn expected_hash(&self) -> String {

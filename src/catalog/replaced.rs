@@ -6,15 +6,16 @@ use super::Catalog;
 use crate::error::Result;
 
 impl Catalog {
-    /// Records that `database` of `workspace` was moved aside at `at`.
-    pub async fn record_replaced(&self, workspace: &str, database: &str, at: DateTime<Utc>) -> Result<()> {
+    /// Records that `database` (oid `oid`) of `workspace` was moved aside at `at`.
+    pub async fn record_replaced(&self, workspace: &str, database: &str, oid: u32, at: DateTime<Utc>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO replaced_databases (workspace, database, replaced_at) VALUES (?, ?, ?) \
-             ON CONFLICT (workspace, database) DO UPDATE SET replaced_at = excluded.replaced_at",
+            "INSERT INTO replaced_databases (workspace, database, replaced_at, oid) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (workspace, database) DO UPDATE SET replaced_at = excluded.replaced_at, oid = excluded.oid",
         )
         .bind(workspace)
         .bind(database)
         .bind(at)
+        .bind(i64::from(oid))
         .execute(&self.pool)
         .await
         .map_err(|e| self.err("cannot record a replaced database", e))?;
@@ -30,6 +31,24 @@ impl Catalog {
             .await
             .map_err(|e| self.err("cannot forget a replaced database", e))?;
         Ok(())
+    }
+
+    /// The database of `workspace` moved aside last whose name starts with `prefix`, with
+    /// its oid (`None` for one recorded before oids were).
+    ///
+    /// Errors: `Unavailable` for the catalog.
+    pub async fn newest_replaced(&self, workspace: &str, prefix: &str) -> Result<Option<(String, Option<u32>)>> {
+        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT database, oid FROM replaced_databases WHERE workspace = ? ORDER BY replaced_at DESC",
+        )
+        .bind(workspace)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err("cannot read the replaced databases", e))?;
+        Ok(rows
+            .into_iter()
+            .find(|(db, _)| db.starts_with(prefix))
+            .map(|(db, oid)| (db, oid.and_then(|o| u32::try_from(o).ok()))))
     }
 
     /// The databases of `workspace` moved aside, oldest first.

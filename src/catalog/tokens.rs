@@ -122,10 +122,17 @@ impl Catalog {
         Ok(())
     }
 
-    /// Revokes the live token named `name` or with the display id `name`; returns it.
+    /// Revokes the live token named `name` or with the display id `name` when `may` says
+    /// so of it; returns it.
     ///
-    /// Errors: `NotFound` when no live token has that name or id.
-    pub async fn revoke_token(&self, name: &str, at: DateTime<Utc>) -> Result<TokenRecord> {
+    /// Errors: `NotFound` when no live token has that name or id, or `may` refuses it (the
+    /// caller is not told that a token it may not manage exists).
+    pub async fn revoke_token(
+        &self,
+        name: &str,
+        at: DateTime<Utc>,
+        may: impl Fn(&TokenRecord) -> bool,
+    ) -> Result<TokenRecord> {
         let row = sqlx::query("SELECT * FROM tokens WHERE (name = ?1 OR id = ?1) AND revoked_at IS NULL")
             .bind(name)
             .fetch_optional(&self.pool)
@@ -135,6 +142,9 @@ impl Catalog {
             return Err(Error::not_found(format!("no live token named {name:?}; `tidemark token list` shows them")));
         };
         let (mut token, _) = token_of(&row).map_err(|e| self.err("cannot read the tokens", e))?;
+        if !may(&token) {
+            return Err(Error::not_found(format!("no live token named {name:?}; `tidemark token list` shows them")));
+        }
         sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ?")
             .bind(at)
             .bind(&token.id)

@@ -149,6 +149,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         rename_to: args.rename_to,
         time: args.time,
         tidemark_command: None,
+        reserved_target: false,
         table_loaded: None,
     };
     // Ctrl-C and SIGTERM stop the restore, which then drops a database it created.

@@ -32,7 +32,8 @@ pub async fn record<T>(
             if let Some(map) = d.as_object_mut() {
                 map.insert("error".into(), serde_json::json!({"kind": e.kind().name(), "message": e.message()}));
             }
-            (if e.kind() == ErrorKind::Refused { "denied" } else { "failed" }, d)
+            let denied = matches!(e.kind(), ErrorKind::Refused | ErrorKind::Forbidden);
+            (if denied { "denied" } else { "failed" }, d)
         }
     };
     let entry = AuditEntry {
@@ -70,9 +71,15 @@ pub struct AuditListOptions {
     pub since: Option<DateTime<Utc>>,
 }
 
-/// The trail, oldest first. Errors: `Unavailable` for the catalog.
-pub async fn list(core: &Core, opts: &AuditListOptions, _actor: &Actor) -> Result<Vec<AuditRecord>> {
-    core.catalog().await?.audit_records(opts.since).await
+/// The trail, oldest first: for a token limited to some workspaces, only the records about
+/// those (see `AuditEntry::workspaces`).
+///
+/// Errors: `Forbidden` without the right; `Unavailable` for the catalog.
+pub async fn list(core: &Core, opts: &AuditListOptions, actor: &Actor) -> Result<Vec<AuditRecord>> {
+    let grant = actor.grant();
+    crate::access::check(&grant, crate::access::Action::ReadAudit, None)?;
+    let records = core.catalog().await?.audit_records(opts.since).await?;
+    Ok(records.into_iter().filter(|r| grant.covers(&r.entry.workspaces())).collect())
 }
 
 /// The trail as comma-separated values with a header line (`seq,at,actor,action,target,
@@ -121,9 +128,17 @@ pub struct AuditReport {
 /// Checks the whole trail, and that it still reaches the newest checkpoint of its chain in
 /// the repository.
 ///
-/// Errors: `Integrity` naming the first bad record (edited, deleted, reordered, inserted)
+/// Errors: `Forbidden` for a token limited to some workspaces; `Integrity` naming the first bad record (edited, deleted, reordered, inserted)
 /// or a cut tail; `Key` without the identity (checkpoints are encrypted).
-pub async fn verify(core: &Core, _actor: &Actor) -> Result<AuditReport> {
+pub async fn verify(core: &Core, actor: &Actor) -> Result<AuditReport> {
+    let grant = actor.grant();
+    crate::access::check(&grant, crate::access::Action::ReadAudit, None)?;
+    if !grant.is_global() {
+        return Err(Error::new(
+            ErrorKind::Forbidden,
+            "verifying the audit trail reads every workspace's records: use a token for all workspaces",
+        ));
+    }
     let catalog = core.catalog().await?;
     let records = catalog.audit_records(None).await?;
     let chain = if records.is_empty() { None } else { Some(catalog.audit_chain().await?) };

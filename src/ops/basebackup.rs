@@ -55,7 +55,11 @@ pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) ->
 
 /// [`basebackup`] as a recorded job (see [`super::job::recorded`]).
 pub async fn basebackup_recorded(core: &Core, opts: &BaseBackupOptions, actor: &Actor) -> Result<BaseManifest> {
-    let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "basebackup", kind: None };
+    let spec = super::job::JobSpec {
+        workspace: opts.workspace.clone(),
+        operation: crate::operation::Operation::BaseBackup,
+        kind: None,
+    };
     super::job::recorded(
         core,
         actor,

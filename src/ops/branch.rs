@@ -120,8 +120,11 @@ pub fn check_name(workspace: &str, name: &str) -> Result<()> {
 }
 
 /// The branch's database: `<database>_branch_<name>`, at most 63 bytes.
+/// What a branch's database name has between the live database's name and its own.
+pub(super) const BRANCH: &str = "_branch_";
+
 fn database_name(live: &str, name: &str) -> Result<String> {
-    let db = format!("{live}_branch_{}", name.replace('-', "_"));
+    let db = format!("{live}{BRANCH}{}", name.replace('-', "_"));
     if db.len() > 63 {
         return Err(Error::usage(format!(
             "the branch database {db:?} would be longer than Postgres's 63 bytes: choose a shorter name"
@@ -175,6 +178,8 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
     let mut url = url::Url::parse(&ws.database_url)
         .map_err(|e| Error::config(format!("workspace {}'s database-url: {e}", opts.workspace)))?;
     url.path_segments_mut().map_err(|()| Error::config("the database-url cannot name a database"))?.clear().push(&db);
+    // The database is the path's alone: a `dbname` parameter would name the live one.
+    crate::pg::drop_query_parameters(&mut url, |k| k == "dbname");
     let now = Utc::now();
     let (snapshot, source) = match (&opts.from, &opts.time) {
         (Some(_), Some(_)) => return Err(Error::usage("give a snapshot (--from) or --time, not both")),
@@ -208,6 +213,7 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
         target_conn: Some(target.clone()),
         jobs: opts.jobs,
         no_media: true,
+        reserved_target: true,
         ..Default::default()
     };
     let restored = super::restore::restore(core, &restore_opts, actor).await?;
@@ -320,20 +326,22 @@ pub async fn set_live(core: &Core, opts: &SetLiveOptions, actor: &Actor) -> Resu
         let note = format!("before making branch {} live", opts.name);
         let safety = super::inplace::safety_snapshot(core, &opts.workspace, &note, (None, opts.wait), actor).await?;
         let _lock = super::job::take_workspace(core, &opts.workspace, "branch set-live", actor, opts.wait).await?;
-        let window = database::swap_in(&live, &db, &incoming, &aside)
+        let switched = database::swap_in(&live, &db, &incoming, &aside)
             .await
             .map_err(|e| e.context(format!("switching to branch {} (pre-restore snapshot {})", opts.name, safety)))?;
         crate::config::remove_workspace(&config.path, &entry).map_err(|e| {
             e.context(format!("branch {} is live; remove its entry {entry} from the config by hand", opts.name))
         })?;
-        let previous = super::inplace::keep_or_drop(core, &opts.workspace, &live, aside, opts.drop_previous).await?;
+        let previous =
+            super::inplace::keep_or_drop(core, &opts.workspace, &live, (aside, switched.aside_oid), opts.drop_previous)
+                .await?;
         Ok(SetLiveReport {
             workspace: opts.workspace.clone(),
             branch: opts.name.clone(),
             safety_snapshot: safety,
             database: db,
             previous_database: previous,
-            switch_ms: window.as_millis() as u64,
+            switch_ms: switched.window.as_millis() as u64,
         })
     }
     .await;

@@ -52,7 +52,11 @@ pub fn job_end(r: &CheckReport) -> crate::catalog::JobEnd {
 
 /// [`check`] as a recorded job: problems found make it a failed job.
 pub async fn check_recorded(core: &Core, opts: &CheckOptions, actor: &Actor) -> Result<CheckReport> {
-    let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "check", kind: None };
+    let spec = super::job::JobSpec {
+        workspace: opts.workspace.clone(),
+        operation: crate::operation::Operation::Check,
+        kind: None,
+    };
     super::job::recorded(core, actor, spec, |core| async move { check(&core, opts, actor).await }, job_end).await
 }
 

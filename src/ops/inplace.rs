@@ -106,8 +106,8 @@ pub struct UndoReport {
 }
 
 pub(super) const BEFORE: &str = "_before_";
-const UNDONE: &str = "_undone_";
-const RESTORING: &str = "_restoring_";
+pub(super) const UNDONE: &str = "_undone_";
+pub(super) const RESTORING: &str = "_restoring_";
 
 /// The names beside `live` for snapshot `id`: Postgres names are at most 63 bytes.
 pub(super) fn beside(live: &str, tag: &str, id: &str) -> Result<String> {
@@ -147,17 +147,18 @@ pub(super) async fn safety_snapshot(
     Ok(taken.id)
 }
 
-/// Notes in the catalog that `aside` was moved aside now (prune drops it once older than
-/// the workspace's keep-replaced) and that `live_again` is live again. A catalog that
-/// cannot be written costs only the automatic drop: it is logged, the switch stands.
-pub(super) async fn note_replaced(core: &Core, workspace: &str, aside: Option<&str>, live_again: Option<&str>) {
+/// Notes in the catalog that `aside` (a name and its oid) was moved aside now (prune drops
+/// it once older than the workspace's keep-replaced; undo swaps back exactly it) and that
+/// `live_again` is live again. A catalog that cannot be written costs the automatic drop
+/// and the undo: it is logged, the switch stands.
+pub(super) async fn note_replaced(core: &Core, workspace: &str, aside: Option<(&str, u32)>, live_again: Option<&str>) {
     let noted = async {
         let catalog = core.catalog().await?;
         if let Some(db) = live_again {
             catalog.forget_replaced(workspace, db).await?;
         }
-        if let Some(db) = aside {
-            catalog.record_replaced(workspace, db, chrono::Utc::now()).await?;
+        if let Some((db, oid)) = aside {
+            catalog.record_replaced(workspace, db, oid, chrono::Utc::now()).await?;
         }
         Ok::<_, Error>(())
     }
@@ -175,14 +176,14 @@ pub(super) async fn keep_or_drop(
     core: &Core,
     workspace: &str,
     live: &crate::pg::ConnSpec,
-    aside: String,
+    (aside, oid): (String, u32),
     drop_previous: bool,
 ) -> Result<Option<String>> {
     if drop_previous {
         database::drop_database(&live.with_database(&aside)).await?;
         return Ok(None);
     }
-    note_replaced(core, workspace, Some(&aside), None).await;
+    note_replaced(core, workspace, Some((&aside, oid)), None).await;
     Ok(Some(aside))
 }
 
@@ -306,18 +307,27 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         m.discard_incoming().await;
         return Err(e.context(format!("swapping the media; the live database {db:?} was not touched")));
     }
-    let window = match database::swap_in(&live, &db, &incoming, &aside).await {
-        Ok(window) => window,
+    let switched = match database::swap_in(&live, &db, &incoming, &aside).await {
+        Ok(switched) => switched,
         Err(e) => {
+            // Nothing was switched: the media go back, and the copy and the incoming media
+            // go, so that the next try finds nothing in its way.
             if let Some(m) = &media {
                 m.put_back().await;
+                m.discard_incoming().await;
             }
-            return Err(
-                e.context(format!("switching to the restored copy {incoming:?} (pre-restore snapshot {safety})"))
-            );
+            let dropped = match database::drop_database(&target).await {
+                Ok(()) => format!("the restored copy {incoming:?} was dropped"),
+                Err(d) => format!("the restored copy {incoming:?} could not be dropped ({}): drop it", d.message()),
+            };
+            return Err(e.context(format!(
+                "switching to the restored copy (pre-restore snapshot {safety}); the live database {db:?} is as it \
+                 was, {dropped}"
+            )));
         }
     };
-    let previous = keep_or_drop(core, &workspace, &live, aside, opts.drop_previous).await?;
+    let window = switched.window;
+    let previous = keep_or_drop(core, &workspace, &live, (aside, switched.aside_oid), opts.drop_previous).await?;
     if opts.drop_previous
         && let Some(m) = &media
     {
@@ -364,6 +374,7 @@ async fn from_snapshot(
         no_media: media.is_none(),
         media_target: media.map(MediaSwap::incoming_target),
         target_conn: Some(target.clone()),
+        reserved_target: true,
         ..Default::default()
     };
     let restored = super::restore::restore(core, &restore_opts, actor).await?;
@@ -421,17 +432,40 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
         let _lock = super::job::take_workspace(core, &opts.workspace, "restore undo", actor, opts.wait).await?;
         let prefix = format!("{db}{BEFORE}");
-        // The newest in-place restore's, which is not the newest name (a restore of an older
-        // snapshot, or to a moment, can come later) but the newest database: the one moved
-        // aside last was live, and every live database was created (by a restore) after
-        // every one moved aside before it, or was the newest of them (by an undo).
-        let newest = database::databases_named(&live, &prefix).await?.pop().ok_or_else(|| {
+        // Exactly the database the newest switch moved aside, as the catalog recorded it
+        // (name and oid): never a database that only has a name like it.
+        let nothing = || {
             Error::not_found(format!(
-                "no database {prefix}* on the server: nothing of workspace {} was restored in place, or the \
-                 replaced database was dropped",
+                "no database of workspace {} is recorded as moved aside: nothing was restored in place (or made \
+                 live from a branch), or the replaced database was dropped",
                 opts.workspace
             ))
-        })?;
+        };
+        let (newest, recorded_oid) =
+            core.catalog().await?.newest_replaced(&opts.workspace, &prefix).await?.ok_or_else(nothing)?;
+        let found_oid = database::database_oid(&live, &newest).await?;
+        match (found_oid, recorded_oid) {
+            (None, _) => return Err(nothing().context(format!("database {newest:?} is gone"))),
+            (Some(found), Some(recorded)) if found != recorded => {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "database {newest:?} is not the one the in-place restore moved aside (oid {found}, recorded \
+                         {recorded}): it was dropped and made again; nothing was switched"
+                    ),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "database {newest:?} was moved aside by an older version, which did not record which \
+                         database it was: swap it back by hand (ALTER DATABASE ... RENAME) after checking it"
+                    ),
+                ));
+            }
+            (Some(_), Some(_)) => {}
+        }
         let id = newest.strip_prefix(&prefix).unwrap_or_default().to_string();
         let undone = format!("{db}{UNDONE}{id}");
         // The media go back with it, when the in-place restore swapped them.
@@ -444,8 +478,8 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         if let Some(m) = &media {
             m.switch_back().await?;
         }
-        let window = match database::swap_in(&live, &db, &newest, &undone).await {
-            Ok(window) => window,
+        let switched = match database::swap_in(&live, &db, &newest, &undone).await {
+            Ok(switched) => switched,
             Err(e) => {
                 if let Some(m) = &media {
                     m.put_forward().await;
@@ -456,13 +490,13 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         if let Some(m) = &media {
             m.finish_undo().await;
         }
-        note_replaced(core, &opts.workspace, Some(&undone), Some(&newest)).await;
+        note_replaced(core, &opts.workspace, Some((&undone, switched.aside_oid)), Some(&newest)).await;
         Ok(UndoReport {
             workspace: opts.workspace.clone(),
             database: db,
             restored_from: newest,
             replaced_moved_to: undone,
-            switch_ms: window.as_millis() as u64,
+            switch_ms: switched.window.as_millis() as u64,
         })
     }
     .await;

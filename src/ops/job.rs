@@ -55,12 +55,47 @@ pub async fn take_workspace(
     WorkspaceLock::acquire(&core.config.catalog_path(), workspace, &me, wait.mode(), core.stop()).await
 }
 
+/// Stops a running job on behalf of `actor`: it needs the permission that starting that
+/// exact operation needs (`Operation::cancel_permission`), and a job whose operation this
+/// version does not know is refused, never guessed at. `stop` is the job's stop signal
+/// when this process runs it. The request is audited with the canceller, whatever it got.
+///
+/// Errors: `Forbidden` without the permission or for an unknown operation; `Refused` when
+/// the job is not running here.
+pub async fn cancel(
+    core: &Core,
+    job: &crate::catalog::Job,
+    actor: &Actor,
+    stop: Option<tokio_util::sync::CancellationToken>,
+) -> Result<()> {
+    use crate::error::Error;
+    let operation = crate::operation::Operation::from_job_name(&job.operation);
+    let own = job.actor.as_deref() == Some(actor.to_string().as_str());
+    let allowed = match operation {
+        Some(op) => crate::access::check(&actor.grant(), op.cancel_permission(own), Some(&job.workspace)),
+        None => Err(Error::new(
+            ErrorKind::Forbidden,
+            format!("job {} is a {:?}, which this version cannot stop", job.id, job.operation),
+        )),
+    };
+    let done = allowed.and_then(|()| match stop {
+        Some(stop) => {
+            stop.cancel();
+            Ok(())
+        }
+        None => Err(Error::new(ErrorKind::Refused, format!("job {} is not running in this server", job.id))),
+    });
+    let details = serde_json::json!({"job": job.id, "operation": job.operation, "started_by": job.actor});
+    let target = format!("{}/job/{}", job.workspace, job.id);
+    super::audit::record(core, actor, "job.cancel", &target, &done, details).await;
+    done
+}
+
 /// A job about to run, as the catalog lists it.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub workspace: String,
-    /// "snapshot", "restore", "drill", "check", "prune", "basebackup".
-    pub operation: &'static str,
+    pub operation: crate::operation::Operation,
     /// The snapshot kind, for snapshots.
     pub kind: Option<String>,
 }
@@ -106,7 +141,7 @@ pub async fn begin(core: &Core, actor: &Actor, spec: JobSpec) -> StartedJob {
     };
     let new = NewJob {
         workspace: spec.workspace.clone(),
-        operation: spec.operation.into(),
+        operation: spec.operation.job_name().into(),
         kind: spec.kind.clone(),
         trigger: Trigger::of(actor),
         policy: None,
@@ -164,9 +199,9 @@ impl StartedJob {
             }
             audit_details = Some(audit_details_of(id, status, &ending));
         }
-        if spec.operation != "check" {
+        if spec.operation != crate::operation::Operation::Check {
             let details = audit_details.unwrap_or_else(|| serde_json::json!({}));
-            super::audit::record(&core, &actor, spec.operation, &spec.workspace, &result, details).await;
+            super::audit::record(&core, &actor, spec.operation.job_name(), &spec.workspace, &result, details).await;
         }
         result
     }

@@ -67,6 +67,11 @@ pub struct RestoreOptions {
     /// How the recovered server runs `tidemark wal fetch` (default: this binary).
     #[serde(skip)]
     pub tidemark_command: Option<String>,
+    /// The target is a name the calling operation reserved for itself (an in-place
+    /// restore's copy beside the live database, a branch): set by those operations only,
+    /// never from a request.
+    #[serde(skip)]
+    pub reserved_target: bool,
     /// Hears of each table of the snapshot (its index in the manifest) once its rows are
     /// committed and its indexes and constraints built, while the restore goes on (a drill
     /// checks them meanwhile; see [`crate::restore::load::TableLoaded`]).
@@ -180,7 +185,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
         RestoreFrom::Snapshot(id) => id,
         RestoreFrom::Time(time) => return restore_moment(core, opts, actor, &workspace, time, clock).await,
     };
-    let target = target_of(opts)?;
+    let target = target_of(core, opts, actor)?;
     let own = match core.workspace(&workspace) {
         Ok(ws) => ws.conn().is_ok_and(|spec| spec.same_database(&target)),
         Err(_) => false,
@@ -219,7 +224,7 @@ async fn restore_moment(
     time: DateTime<Utc>,
     clock: Instant,
 ) -> Result<RestoreReport> {
-    let target = target_of(opts)?;
+    let target = target_of(core, opts, actor)?;
     let own = core.workspace(workspace)?.conn().is_ok_and(|spec| spec.same_database(&target));
     let _lock = match own {
         true => Some(super::job::take_workspace(core, workspace, "restore", actor, opts.wait).await?),
@@ -249,18 +254,79 @@ async fn restore_moment(
     })
 }
 
-/// The target as given: resolved already, or a URL with its password reference.
-fn target_of(opts: &RestoreOptions) -> Result<ConnSpec> {
-    match &opts.target_conn {
-        Some(resolved) => Ok(resolved.clone()),
+/// The target as given (resolved already, or a URL with its password reference), once
+/// [`guard_target`] lets `actor` restore into it.
+fn target_of(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<ConnSpec> {
+    let target = match &opts.target_conn {
+        Some(resolved) => resolved.clone(),
         None => {
             let password = match &opts.target_password {
                 Some(text) => Some(crate::secret::Secret::reference("--target-password", text)?),
                 None => opts.target_secret.clone(),
             };
-            ConnSpec::parse(&opts.target, password.as_ref())
+            ConnSpec::parse(&opts.target, password.as_ref())?
+        }
+    };
+    guard_target(core, &target, actor, opts.reserved_target)?;
+    Ok(target)
+}
+
+/// Databases no restore goes into: every later `CREATE DATABASE` copies `template1`, and
+/// the others are the server's own.
+pub const SYSTEM_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
+
+/// Where tidemark keeps databases beside a workspace's live one `db`: an in-place restore's
+/// copy and the database it moved aside, an undone one, branches. No request may name one:
+/// an undo or a prune would take it for tidemark's own.
+pub fn reserved_names(db: &str) -> [String; 4] {
+    [
+        format!("{db}{}", super::inplace::BEFORE),
+        format!("{db}{}", super::inplace::RESTORING),
+        format!("{db}{}", super::inplace::UNDONE),
+        format!("{db}{}", super::branch::BRANCH),
+    ]
+}
+
+/// Whether `actor` may restore into `target`, for every front end: never a server's system
+/// database; never a name reserved beside a workspace's database on the same server
+/// (unless `reserved`: the operation that reserved it); a workspace's live database only
+/// with the right to replace it (the host's command line has it: a lost database is
+/// restored under its own name).
+///
+/// Errors: `Refused` for a system or reserved name; `Forbidden` for a live database.
+pub fn guard_target(core: &Core, target: &ConnSpec, actor: &Actor, reserved: bool) -> Result<()> {
+    let name = target.database().unwrap_or_default();
+    if SYSTEM_DATABASES.contains(&name.as_str()) {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!("{name} is the server's own database: restore into a new database instead"),
+        ));
+    }
+    for (workspace, ws) in &core.config.config.workspaces {
+        let Ok(live) = crate::pg::ConnSpec::parse(&ws.database_url, None) else { continue };
+        if !live.same_server(target) {
+            continue;
+        }
+        if live.same_database(target) {
+            crate::access::check(&actor.grant(), crate::access::Action::ReplaceLive, Some(workspace)).map_err(|e| {
+                Error::new(
+                    ErrorKind::Forbidden,
+                    format!("{name} is workspace {workspace}'s live database: {}", e.message()),
+                )
+            })?;
+        }
+        let db = live.database().unwrap_or_default();
+        if !reserved && !db.is_empty() && reserved_names(&db).iter().any(|prefix| name.starts_with(prefix.as_str())) {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{name} is a name tidemark keeps for databases beside workspace {workspace}'s (in-place \
+                     restores, undo, branches): choose another name"
+                ),
+            ));
         }
     }
+    Ok(())
 }
 
 async fn restore_database(
@@ -356,7 +422,7 @@ async fn restore_tables(
             return Err(Error::usage("--into-live restores into the workspace's database: leave out --target"));
         }
         true => (core.workspace(workspace)?.conn()?.clone(), TablesInto::Existing),
-        false => (target_of(opts)?, TablesInto::NewDatabase),
+        false => (target_of(core, opts, actor)?, TablesInto::NewDatabase),
     };
     let _lock = match opts.into_live {
         true => Some(super::job::take_workspace(core, workspace, "restore", actor, opts.wait).await?),
@@ -461,7 +527,7 @@ pub fn job_end(r: &RestoreReport) -> crate::catalog::JobEnd {
 /// [`restore`] as a recorded job (see [`super::job::recorded`]).
 pub async fn restore_recorded(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
     let (workspace, _) = source_of(core, opts).await?;
-    let spec = super::job::JobSpec { workspace, operation: "restore", kind: None };
+    let spec = super::job::JobSpec { workspace, operation: crate::operation::Operation::Restore, kind: None };
     super::job::recorded(core, actor, spec, |core| async move { restore(&core, opts, actor).await }, job_end).await
 }
 

@@ -170,15 +170,19 @@ pub async fn create(core: &Core, opts: &TokenCreateOptions, actor: &Actor) -> Re
 }
 
 fn parse_net(text: &str) -> Result<ipnet::IpNet> {
-    text.parse::<ipnet::IpNet>()
-        .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| Error::usage(format!("{text:?} is not an address or CIDR range (10.1.0.0/16, 2001:db8::/32)")))
+    access::parse_net(text)
+        .ok_or_else(|| Error::usage(format!("{text:?} is not an address or CIDR range (10.1.0.0/16, 2001:db8::/32)")))
 }
 
-/// Every token, newest first, without secrets. Errors: `Forbidden` without the right.
+/// Every token the actor may manage, newest first, without secrets: a token limited to
+/// some workspaces sees only the tokens limited to some of those.
+///
+/// Errors: `Forbidden` without the right.
 pub async fn list(core: &Core, actor: &Actor) -> Result<Vec<TokenRecord>> {
-    access::check(&actor.grant(), Action::ManageTokens, None)?;
-    core.catalog().await?.tokens().await
+    let grant = actor.grant();
+    access::check(&grant, Action::ManageTokens, None)?;
+    let tokens = core.catalog().await?.tokens().await?;
+    Ok(tokens.into_iter().filter(|t| grant.covers(&t.workspaces)).collect())
 }
 
 /// What `token revoke` takes.
@@ -188,12 +192,20 @@ pub struct TokenRevokeOptions {
     pub token: String,
 }
 
-/// Revokes a token at once. Errors: `NotFound`; `Forbidden` without the right.
+/// Revokes a token at once: one the actor may manage (see [`list`]).
+///
+/// Errors: `NotFound` (also for a token outside the actor's workspaces); `Forbidden`
+/// without the right.
 pub async fn revoke(core: &Core, opts: &TokenRevokeOptions, actor: &Actor) -> Result<TokenRecord> {
-    access::check(&actor.grant(), Action::ManageTokens, None)?;
-    let revoked = core.catalog().await?.revoke_token(&opts.token, Utc::now()).await;
+    let grant = actor.grant();
+    access::check(&grant, Action::ManageTokens, None)?;
+    let revoked = core.catalog().await?.revoke_token(&opts.token, Utc::now(), |t| grant.covers(&t.workspaces)).await;
     let target = format!("token/{}", opts.token);
-    let details = revoked.as_ref().map(|t| serde_json::json!({"id": t.id})).unwrap_or(serde_json::json!({}));
+    let details = match &revoked {
+        Ok(t) => serde_json::json!({"id": t.id, "workspaces": t.workspaces}),
+        // A scoped refusal is recorded in the caller's workspaces (its own admins see it).
+        Err(_) => serde_json::json!({"workspaces": grant.workspaces}),
+    };
     super::audit::record(core, actor, "token.revoke", &target, &revoked, details).await;
     revoked
 }
@@ -222,10 +234,10 @@ pub async fn authenticate(core: &Core, secret: &str, address: Option<IpAddr>, no
     if token.expires_at.is_some_and(|t| t <= now) {
         return Err(unauthenticated(&format!("{} has expired", token.id)));
     }
+    let address = address.map(access::canonical_ip);
     if !token.allow_ips.is_empty() {
-        let allowed = address.is_some_and(|a| {
-            token.allow_ips.iter().filter_map(|n| n.parse::<ipnet::IpNet>().ok()).any(|n| n.contains(&a))
-        });
+        let allowed = address
+            .is_some_and(|a| token.allow_ips.iter().filter_map(|n| access::parse_net(n)).any(|n| n.contains(&a)));
         if !allowed {
             return Err(Error::new(
                 ErrorKind::Forbidden,

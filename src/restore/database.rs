@@ -411,66 +411,96 @@ pub async fn databases_named(server: &ConnSpec, prefix: &str) -> Result<Vec<Stri
     Ok(names)
 }
 
-/// Swaps databases on one server in as short a window as Postgres allows: `live` becomes
-/// `aside` and `incoming` becomes `live`. For the window new connections to `live` are
-/// refused and the open ones are ended; a step that fails puts back what was done, so
-/// `live` is either the old database or the new one, never missing. Returns the window.
+/// What a switch did.
+#[derive(Debug, Clone, Copy)]
+pub struct Switched {
+    /// How long connections to the live name were held off.
+    pub window: std::time::Duration,
+    /// The oid of the database moved aside (what an undo checks before it swaps it back).
+    pub aside_oid: u32,
+}
+
+/// How long a switch keeps trying to end the connections to the databases it renames.
+const SWITCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Swaps databases on one server atomically: `live` becomes `aside` and `incoming` becomes
+/// `live`, in one transaction, so a crash or a failure at any point leaves either the old
+/// names or the new ones, never a server without `live`. The client connections to both
+/// are ended inside it; the first rename locks `live`, so connections arriving meanwhile
+/// wait for the commit. Background workers (autovacuum on a fresh copy) are never ended
+/// (that needs a superuser): the rename waits for them, and the switch tries again until
+/// they are gone.
 ///
 /// Errors: `Database` (the role must own both databases and may end their connections:
 /// superuser, or owner with CREATEDB and pg_signal_backend); `Unavailable` when the
-/// connections to `live` do not go away within 10 s.
-pub async fn swap_in(server: &ConnSpec, live: &str, incoming: &str, aside: &str) -> Result<std::time::Duration> {
+/// connections do not go away within 30 s. Nothing is switched then.
+pub async fn swap_in(server: &ConnSpec, live: &str, incoming: &str, aside: &str) -> Result<Switched> {
+    use sqlx::Connection;
     let mut admin = maintenance_connection(server).await?;
     let (l, i, a) = (quote_ident(live), quote_ident(incoming), quote_ident(aside));
-    let run = |sql: String| sqlx::raw_sql(AssertSqlSafe(sql));
     let started = std::time::Instant::now();
-    run(format!("ALTER DATABASE {l} WITH ALLOW_CONNECTIONS false")).execute(&mut admin).await?;
-    let moved_aside = async {
-        let deadline = started + std::time::Duration::from_secs(10);
-        loop {
-            sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE datname = ANY($1) AND pid <> pg_backend_pid()",
-            )
-            .bind([live, incoming])
-            .execute(&mut admin)
-            .await?;
-            match run(format!("ALTER DATABASE {l} RENAME TO {a}")).execute(&mut admin).await {
-                Ok(_) => return Ok(()),
-                // 55006: "is being accessed by other users": a backend still ending.
-                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") => {
-                    if std::time::Instant::now() > deadline {
-                        return Err(Error::new(
-                            ErrorKind::Unavailable,
-                            format!(
-                                "the connections to database {live:?} did not end within 10 s; nothing was switched"
-                            ),
-                        ));
-                    }
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    loop {
+        let mut tx = admin.begin().await?;
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = ANY($1) AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+        )
+        .bind([live, incoming])
+        .execute(&mut *tx)
+        .await?;
+        let renamed = async {
+            sqlx::raw_sql(AssertSqlSafe(format!("ALTER DATABASE {l} RENAME TO {a}"))).execute(&mut *tx).await?;
+            crate::faults::point("switch-renamed-live-aside");
+            sqlx::raw_sql(AssertSqlSafe(format!("ALTER DATABASE {i} RENAME TO {l}"))).execute(&mut *tx).await?;
+            crate::faults::point("switch-renamed-incoming-live");
+            sqlx::query_scalar::<_, sqlx::postgres::types::Oid>("SELECT oid FROM pg_database WHERE datname = $1")
+                .bind(aside)
+                .fetch_one(&mut *tx)
+                .await
+        }
+        .await;
+        match renamed {
+            Ok(oid) => {
+                tx.commit().await?;
+                ConnSpec::close(admin).await;
+                return Ok(Switched { window: started.elapsed(), aside_oid: oid.0 });
+            }
+            // 55006: "is being accessed by other users": a background worker, or a client
+            // that connected between the ending and the lock.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") => {
+                tx.rollback().await?;
+                if started.elapsed() > SWITCH_PATIENCE {
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "the connections to database {live:?} or {incoming:?} did not end within {} s ({}); \
+                             nothing was switched",
+                            SWITCH_PATIENCE.as_secs(),
+                            e.message()
+                        ),
+                    ));
                 }
-                Err(e) => return Err(Error::from(e)),
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Err(
+                    Error::from(e).context(format!("switching {incoming:?} in as {live:?}; nothing was switched"))
+                );
             }
         }
     }
-    .await;
-    if let Err(e) = moved_aside {
-        let _ = run(format!("ALTER DATABASE {l} WITH ALLOW_CONNECTIONS true")).execute(&mut admin).await;
-        return Err(e.context(format!("moving database {live:?} aside")));
-    }
-    if let Err(e) = run(format!("ALTER DATABASE {i} RENAME TO {l}")).execute(&mut admin).await {
-        let back = run(format!("ALTER DATABASE {a} RENAME TO {l}")).execute(&mut admin).await;
-        let _ = run(format!("ALTER DATABASE {l} WITH ALLOW_CONNECTIONS true")).execute(&mut admin).await;
-        let e = Error::from(e).context(format!("giving database {incoming:?} the name {live:?}"));
-        return Err(match back {
-            Ok(_) => e.context("(the live database was put back)".to_string()),
-            Err(b) => {
-                e.context(format!("(the live database is named {aside:?} now and could not be renamed back: {b})"))
-            }
-        });
-    }
-    let window = started.elapsed();
-    run(format!("ALTER DATABASE {a} WITH ALLOW_CONNECTIONS true")).execute(&mut admin).await?;
+}
+
+/// The oid of database `name` on `server` (`None` when there is none).
+///
+/// Errors: `Database`/`Unavailable` from Postgres.
+pub async fn database_oid(server: &ConnSpec, name: &str) -> Result<Option<u32>> {
+    let mut admin = maintenance_connection(server).await?;
+    let oid = sqlx::query_scalar::<_, sqlx::postgres::types::Oid>("SELECT oid FROM pg_database WHERE datname = $1")
+        .bind(name)
+        .fetch_optional(&mut admin)
+        .await?;
     ConnSpec::close(admin).await;
-    Ok(window)
+    Ok(oid.map(|o| o.0))
 }

@@ -16,9 +16,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{World, actor, create_database, snapshot_shop, world};
 
-struct Server {
-    base: String,
-    stop: CancellationToken,
+pub(crate) struct Server {
+    pub base: String,
+    pub stop: CancellationToken,
 }
 
 impl Drop for Server {
@@ -27,7 +27,7 @@ impl Drop for Server {
     }
 }
 
-async fn start(w: &World, rules: AddressRules) -> Server {
+pub(crate) async fn start(w: &World, rules: AddressRules) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
@@ -35,16 +35,16 @@ async fn start(w: &World, rules: AddressRules) -> Server {
     Server { base, stop }
 }
 
-async fn json(r: reqwest::Response) -> serde_json::Value {
+pub(crate) async fn json(r: reqwest::Response) -> serde_json::Value {
     let text = r.text().await.unwrap();
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
-fn client(from: &str) -> reqwest::Client {
+pub(crate) fn client(from: &str) -> reqwest::Client {
     reqwest::Client::builder().local_address(from.parse::<IpAddr>().unwrap()).build().unwrap()
 }
 
-async fn token(w: &World, name: &str, role: Role, workspaces: &[&str], allow_ips: &[&str]) -> String {
+pub(crate) async fn token(w: &World, name: &str, role: Role, workspaces: &[&str], allow_ips: &[&str]) -> String {
     let opts = TokenCreateOptions {
         name: name.into(),
         role,
@@ -56,7 +56,7 @@ async fn token(w: &World, name: &str, role: Role, workspaces: &[&str], allow_ips
     create(&w.core, &opts, &actor()).await.unwrap().secret
 }
 
-async fn call(
+pub(crate) async fn call(
     c: &reqwest::Client,
     method: Method,
     url: &str,
@@ -75,7 +75,12 @@ async fn call(
 
 /// The job a `202` answer started, polled at its `Location` until it is no longer running
 /// (30 s at most).
-async fn finished(c: &reqwest::Client, base: &str, started: &reqwest::Response, secret: &str) -> serde_json::Value {
+pub(crate) async fn finished(
+    c: &reqwest::Client,
+    base: &str,
+    started: &reqwest::Response,
+    secret: &str,
+) -> serde_json::Value {
     let location = started.headers()["location"].to_str().unwrap().to_string();
     let mut job = serde_json::Value::Null;
     for _ in 0..300 {
@@ -97,6 +102,7 @@ async fn every_cell_of_the_role_matrix_over_http() {
     // Drills and restores of several roles start at once here, and one address asks for
     // every cell: no caps for this test (the limits have their own).
     w.core.config.config.api.heavy_jobs_per_workspace = 100;
+    w.core.config.config.api.heavy_jobs_per_token = 100;
     w.core.config.config.api.requests_per_second = 0;
     let put = tidemark::ops::stacks::StackPutOptions {
         workspace: Some("shop".into()),

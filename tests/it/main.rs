@@ -3,6 +3,7 @@
 
 mod api;
 mod architecture;
+mod attacks;
 mod audit;
 mod bad_input;
 mod branch;

@@ -1114,6 +1114,18 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     let got = markers_after_restore(&w, Target::Latest).await;
     assert_eq!(got, set(&["before-base", "a", "b", "c", "d"]));
 
+    // Issue 30.14: a WAL signature removed (written with the bucket's credentials only) is
+    // `integrity`, also where the restore first checks that the server can fetch WAL (it
+    // said `config`, exit 3).
+    let sig = format!("{}.sig", victim_file.display());
+    let kept_sig = std::fs::read(&sig).unwrap();
+    std::fs::remove_file(&sig).unwrap();
+    let failed = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::Integrity, "{}", failed.report());
+    assert!(!pgdata.exists());
+    std::fs::write(&sig, kept_sig).unwrap();
+    tidemark::pgcluster::hand_over(&victim_dir).unwrap();
+
     // Issue 11.11: a damaged base backup tar is named.
     let tar = w.repo_dir().join("workspaces/shop/base").join(&base.id).join("base.tar.zst.age");
     let mut bytes = std::fs::read(&tar).unwrap();

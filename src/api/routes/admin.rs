@@ -29,7 +29,7 @@ pub(in crate::api) async fn jobs(
         None if grant.workspaces.len() == 1 => grant.workspaces.first().cloned(),
         None => None,
     };
-    allow(&app.core, &actor, Action::Read, ws.as_deref().or(grant.workspaces.first().map(String::as_str))).await?;
+    allow(&app, &actor, Action::Read, ws.as_deref().or(grant.workspaces.first().map(String::as_str))).await?;
     let opts = ops::catalog::JobsOptions { workspace: ws, limit: q.limit.unwrap_or(50).min(1000) };
     let listed = ops::catalog::jobs(&app.core, &opts, &actor).await?;
     let visible: Vec<_> =
@@ -39,7 +39,7 @@ pub(in crate::api) async fn jobs(
 
 pub(in crate::api) async fn job_of(app: &App, actor: &Actor, id: i64) -> Result<crate::catalog::Job, ApiError> {
     let job = app.core.catalog().await?.job(id).await?;
-    allow(&app.core, actor, Action::Read, Some(&job.workspace)).await?;
+    allow(app, actor, Action::Read, Some(&job.workspace)).await?;
     Ok(job)
 }
 
@@ -71,22 +71,9 @@ pub(in crate::api) async fn cancel_job(
     Path(id): Path<i64>,
 ) -> Answer {
     let job = job_of(&app, &actor, id).await?;
-    let action = match job.operation.as_str() {
-        "snapshot" => Action::Snapshot,
-        "drill" => Action::Drill,
-        "restore" => Action::Restore,
-        "prune" => Action::Prune,
-        _ => Action::Read,
-    };
-    allow(&app.core, &actor, action, Some(&job.workspace)).await?;
     let stop = app.running.lock().expect("jobs lock").get(&id).cloned();
-    match stop {
-        Some(stop) => {
-            stop.cancel();
-            Ok((StatusCode::ACCEPTED, json(&Cancelling { job: id, cancelling: true })).into_response())
-        }
-        None => Err(ApiError(Error::new(ErrorKind::Refused, format!("job {id} is not running in this server")))),
-    }
+    ops::job::cancel(&app.core, &job, &actor, stop).await?;
+    Ok((StatusCode::ACCEPTED, json(&Cancelling { job: id, cancelling: true })).into_response())
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -112,7 +99,7 @@ pub(in crate::api) async fn audit(
     Extension(actor): Extension<Actor>,
     Query(q): Query<AuditQuery>,
 ) -> Answer {
-    allow(&app.core, &actor, Action::ReadAudit, None).await?;
+    allow(&app, &actor, Action::ReadAudit, None).await?;
     let since = q.since.as_deref().map(crate::wal::window::parse_time).transpose()?;
     let records = ops::audit::list(&app.core, &ops::audit::AuditListOptions { since }, &actor).await?;
     match q.format.as_deref() {
@@ -131,7 +118,7 @@ pub(in crate::api) async fn audit(
     responses((status = 200, body = ops::audit::AuditReport)),
 )]
 pub(in crate::api) async fn audit_verify(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
-    allow(&app.core, &actor, Action::ReadAudit, None).await?;
+    allow(&app, &actor, Action::ReadAudit, None).await?;
     Ok(json(&ops::audit::verify(&app.core, &actor).await?))
 }
 
@@ -142,7 +129,7 @@ pub(in crate::api) async fn audit_verify(State(app): State<App>, Extension(actor
     responses((status = 200, body = [crate::catalog::tokens::TokenRecord])),
 )]
 pub(in crate::api) async fn tokens(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
-    allow(&app.core, &actor, Action::ManageTokens, None).await?;
+    allow(&app, &actor, Action::ManageTokens, None).await?;
     Ok(json(&ops::token::list(&app.core, &actor).await?))
 }
 
@@ -158,7 +145,7 @@ pub(in crate::api) async fn token_create(
     Extension(actor): Extension<Actor>,
     bytes: Bytes,
 ) -> Answer {
-    allow(&app.core, &actor, Action::ManageTokens, None).await?;
+    allow(&app, &actor, Action::ManageTokens, None).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError(Error::usage("a token needs {\"name\", \"role\"}")));
     }
@@ -180,7 +167,7 @@ pub(in crate::api) async fn token_revoke(
     Extension(actor): Extension<Actor>,
     Path(token): Path<String>,
 ) -> Answer {
-    allow(&app.core, &actor, Action::ManageTokens, None).await?;
+    allow(&app, &actor, Action::ManageTokens, None).await?;
     let opts = ops::token::TokenRevokeOptions { token };
     Ok(json(&ops::token::revoke(&app.core, &opts, &actor).await?))
 }
@@ -196,6 +183,6 @@ pub(in crate::api) async fn metrics(
     Extension(actor): Extension<Actor>,
     headers: axum::http::HeaderMap,
 ) -> Answer {
-    allow(&app.core, &actor, Action::ReadMetrics, None).await?;
+    allow(&app, &actor, Action::ReadMetrics, None).await?;
     crate::api::metrics_text(&app.core, &headers).await
 }

@@ -114,7 +114,7 @@ pub(in crate::api) async fn create_branch(
         jobs: asked.jobs,
         tidemark_command: None,
     };
-    let spec = job::JobSpec { workspace: ws, operation: "restore", kind: None };
+    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::BranchCreate, kind: None };
     let who = actor.clone();
     let end = |r: &ops::branch::BranchCreateReport| JobEnd {
         snapshot_id: Some(r.restore.snapshot.clone()).filter(|s| !s.is_empty()),
@@ -149,7 +149,7 @@ pub(in crate::api) async fn set_live(
         drop_previous: asked.drop_previous,
         ..Default::default()
     };
-    let spec = job::JobSpec { workspace: ws, operation: "branch-set-live", kind: None };
+    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::BranchSetLive, kind: None };
     let who = actor.clone();
     start(
         &app,

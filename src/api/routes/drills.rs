@@ -29,7 +29,7 @@ pub(in crate::api) async fn run_drill(
     let asked: DrillBody = body(&bytes)?;
     let snapshot = snapshot_or_latest(asked.snapshot)?;
     let opts = ops::drill::DrillOptions::new(&ws, ops::drill::DrillSource::Snapshot(Some(snapshot)));
-    let spec = job::JobSpec { workspace: ws, operation: "drill", kind: None };
+    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Drill, kind: None };
     let who = actor.clone();
     start(
         &app,

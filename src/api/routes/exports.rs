@@ -60,7 +60,7 @@ pub(in crate::api) async fn create_export(
         tables: asked.tables,
         ..Default::default()
     };
-    let spec = job::JobSpec { workspace: ws, operation: "export", kind: None };
+    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Export, kind: None };
     let who = actor.clone();
     let work = move |core: Core| async move { ops::export::export(&core, &opts, &who).await };
     let end = |r: &ops::export::ExportReport| JobEnd {
@@ -69,6 +69,9 @@ pub(in crate::api) async fn create_export(
         ..Default::default()
     };
     let started = start(&app, &actor, spec, work, end).await?;
+    if started.status() != StatusCode::ACCEPTED {
+        return Ok(started); // refused (a heavy-job cap): no export was started
+    }
     // The job's answer, with the export's id.
     let location =
         started.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();

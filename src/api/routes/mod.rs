@@ -230,7 +230,7 @@ fn workspace(core: &Core, ws: &str) -> Result<String, ApiError> {
     responses((status = 200, body = WorkspaceList)),
 )]
 pub(super) async fn workspaces(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
-    allow(&app.core, &actor, Action::Read, None).await?;
+    allow(&app, &actor, Action::Read, None).await?;
     let grant = actor.grant();
     let names: Vec<&String> = app
         .core
@@ -262,7 +262,7 @@ pub(super) async fn workspace_status(
 /// The workspace in the path, checked, and the actor allowed to do `action` there.
 pub(super) async fn scoped(app: &App, actor: &Actor, ws: &str, action: Action) -> Result<String, ApiError> {
     let ws = workspace(&app.core, ws)?;
-    allow(&app.core, actor, action, Some(&ws)).await?;
+    allow(app, actor, action, Some(&ws)).await?;
     Ok(ws)
 }
 
@@ -280,13 +280,20 @@ where
     F: FnOnce(Core) -> Fut + Send + 'static,
     Fut: Future<Output = crate::error::Result<T>> + Send + 'static,
 {
-    // Restores and drills are heavy: a few at a time per workspace.
-    let slot = match spec.operation {
-        "restore" | "drill" => match app.limits.heavy(&spec.workspace) {
+    // What the job's operation needs is asked again here, from the operation itself (the
+    // handler asked for its route's action already: they are the same, or this refuses).
+    allow(app, actor, spec.operation.permission(), Some(&spec.workspace)).await?;
+    if app.closing.is_cancelled() {
+        return Err(ApiError(Error::new(ErrorKind::Unavailable, "this server is stopping; start the job again later")));
+    }
+    // Heavy work (restores, drills, branches, exports): a few at a time per workspace and
+    // per token.
+    let slot = match spec.operation.is_heavy() {
+        true => match app.limits.heavy(&spec.workspace, actor.token_id.as_deref().unwrap_or(&actor.name)) {
             Ok(slot) => Some(slot),
             Err(wait) => return Ok(wait.into_response()),
         },
-        _ => None,
+        false => None,
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let core = app.core.with_stop(stop.clone());
@@ -303,7 +310,7 @@ where
         drop(slot);
         result
     };
-    tokio::spawn(async move {
+    app.jobs.spawn(async move {
         let _ = started.run(work, end).await;
         running.lock().expect("jobs lock").remove(&id);
     });

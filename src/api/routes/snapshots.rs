@@ -73,7 +73,11 @@ pub(in crate::api) async fn create_snapshot(
         no_media: asked.no_media,
         ..Default::default()
     };
-    let spec = job::JobSpec { workspace: ws, operation: "snapshot", kind: Some(opts.kind.to_string()) };
+    let spec = job::JobSpec {
+        workspace: ws,
+        operation: crate::operation::Operation::Snapshot,
+        kind: Some(opts.kind.to_string()),
+    };
     let who = actor.clone();
     start(
         &app,
@@ -199,16 +203,9 @@ pub(in crate::api) async fn restore(
                     "database is a new database's name: 1 to 63 letters, digits or '_', not starting with a digit",
                 )));
             }
-            // Into a new database only: never the workspace's own (that is an in-place restore).
-            let own = app.core.workspace(&ws)?.conn()?.clone();
-            let target = own.with_database(&database);
-            if own.same_database(&target) {
-                return Err(ApiError(Error::new(
-                    ErrorKind::Refused,
-                    "the API restores into a new database, not the workspace's",
-                )));
-            }
-            Some(target)
+            // On the workspace's own server; which names it may take is the operation's rule
+            // (`ops::restore::guard_target`: no system, reserved or live database).
+            Some(app.core.workspace(&ws)?.conn()?.with_database(&database))
         }
     };
     let opts = ops::restore::RestoreOptions {
@@ -224,7 +221,7 @@ pub(in crate::api) async fn restore(
         time: asked.time,
         ..Default::default()
     };
-    let spec = job::JobSpec { workspace: ws, operation: "restore", kind: None };
+    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Restore, kind: None };
     let who = actor.clone();
     start(
         &app,
@@ -281,7 +278,7 @@ pub(in crate::api) async fn restore_in_place(
         time: asked.time,
         ..Default::default()
     };
-    let spec = job::JobSpec { workspace: ws, operation: "restore", kind: None };
+    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::RestoreInPlace, kind: None };
     let who = actor.clone();
     start(
         &app,
@@ -319,7 +316,7 @@ pub(in crate::api) async fn restore_undo(
     let asked: UndoBody = body(&bytes)?;
     ops::inplace::confirmed(&ws, &asked.confirm)?;
     let opts = ops::inplace::UndoOptions { workspace: ws.clone(), confirm: asked.confirm, ..Default::default() };
-    let spec = job::JobSpec { workspace: ws, operation: "restore-undo", kind: None };
+    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::RestoreUndo, kind: None };
     let who = actor.clone();
     start(
         &app,
@@ -360,7 +357,7 @@ pub(in crate::api) async fn prune(
         grace: ops::prune::DEFAULT_GRACE,
         ..Default::default()
     };
-    let spec = job::JobSpec { workspace: ws, operation: "prune", kind: None };
+    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Prune, kind: None };
     let who = actor.clone();
     start(
         &app,
@@ -386,7 +383,7 @@ pub(in crate::api) async fn check(
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Read).await?;
     let opts = ops::check::CheckOptions { workspace: ws.clone(), read_data: false };
-    let spec = job::JobSpec { workspace: ws, operation: "check", kind: None };
+    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Check, kind: None };
     let who = actor.clone();
     start(
         &app,

@@ -217,7 +217,11 @@ pub fn job_end(r: &DrillReport) -> crate::catalog::JobEnd {
 /// [`drill`] as a recorded job (see [`super::job::recorded`]): a drill whose checks
 /// failed is a failed job, naming them.
 pub async fn drill_recorded(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<DrillReport> {
-    let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "drill", kind: None };
+    let spec = super::job::JobSpec {
+        workspace: opts.workspace.clone(),
+        operation: crate::operation::Operation::Drill,
+        kind: None,
+    };
     super::job::recorded(core, actor, spec, |core| async move { drill(&core, opts, actor).await }, job_end).await
 }
 

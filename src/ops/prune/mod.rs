@@ -446,6 +446,10 @@ pub fn job_end(r: &PruneReport) -> crate::catalog::JobEnd {
 
 /// [`prune`] as a recorded job (see [`super::job::recorded`]).
 pub async fn prune_recorded(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
-    let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: "prune", kind: None };
+    let spec = super::job::JobSpec {
+        workspace: opts.workspace.clone(),
+        operation: crate::operation::Operation::Prune,
+        kind: None,
+    };
     super::job::recorded(core, actor, spec, |core| async move { prune(&core, opts, actor).await }, job_end).await
 }

@@ -225,7 +225,7 @@ pub fn job_end(m: &Manifest) -> crate::catalog::JobEnd {
 pub async fn create_recorded(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Manifest> {
     let spec = super::job::JobSpec {
         workspace: opts.workspace.clone(),
-        operation: "snapshot",
+        operation: crate::operation::Operation::Snapshot,
         kind: Some(opts.kind.to_string()),
     };
     super::job::recorded(core, actor, spec, |core| async move { create(&core, opts, actor).await }, job_end).await

@@ -1,0 +1,135 @@
+//! The long operations that run as jobs, each named once: its job name (what the catalog
+//! records and `jobs` lists), the permission starting it needs, and whether it is heavy
+//! (a slot of the API's heavy-job cap). Stopping a job asks the same permission as starting
+//! it, so the job's name must say exactly which operation it is: an in-place restore is not
+//! a restore into a new database, and a name this table does not know is refused.
+
+use serde::{Deserialize, Serialize};
+
+use crate::access::Action;
+
+/// An operation that runs as a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Operation {
+    Snapshot,
+    BaseBackup,
+    Drill,
+    /// Into a new database, or tables beside the live ones.
+    Restore,
+    /// Over the workspace's live database, with an undo.
+    RestoreInPlace,
+    /// Swapping back the newest in-place restore.
+    RestoreUndo,
+    BranchCreate,
+    BranchSetLive,
+    Prune,
+    Check,
+    Export,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 11] = [
+        Operation::Snapshot,
+        Operation::BaseBackup,
+        Operation::Drill,
+        Operation::Restore,
+        Operation::RestoreInPlace,
+        Operation::RestoreUndo,
+        Operation::BranchCreate,
+        Operation::BranchSetLive,
+        Operation::Prune,
+        Operation::Check,
+        Operation::Export,
+    ];
+
+    /// The name jobs are recorded under (and their audit action).
+    pub fn job_name(self) -> &'static str {
+        match self {
+            Operation::Snapshot => "snapshot",
+            Operation::BaseBackup => "basebackup",
+            Operation::Drill => "drill",
+            Operation::Restore => "restore",
+            Operation::RestoreInPlace => "restore-in-place",
+            Operation::RestoreUndo => "restore-undo",
+            Operation::BranchCreate => "branch-create",
+            Operation::BranchSetLive => "branch-set-live",
+            Operation::Prune => "prune",
+            Operation::Check => "check",
+            Operation::Export => "export",
+        }
+    }
+
+    /// The operation a job's recorded name stands for; `None` for a name this version does
+    /// not know (callers refuse it, never guess).
+    pub fn from_job_name(name: &str) -> Option<Operation> {
+        Operation::ALL.into_iter().find(|o| o.job_name() == name)
+    }
+
+    /// What starting it needs.
+    pub fn permission(self) -> Action {
+        match self {
+            Operation::Snapshot | Operation::BaseBackup => Action::Snapshot,
+            Operation::Drill => Action::Drill,
+            Operation::Restore | Operation::BranchCreate => Action::Restore,
+            Operation::RestoreInPlace | Operation::RestoreUndo | Operation::BranchSetLive => Action::ReplaceLive,
+            Operation::Prune => Action::Prune,
+            Operation::Check => Action::Read,
+            Operation::Export => Action::Export,
+        }
+    }
+
+    /// What stopping another actor's job of this operation needs: the permission to start
+    /// it, and never less than running work (a reader may stop only its own checks).
+    pub fn cancel_permission(self, own_job: bool) -> Action {
+        match self.permission() {
+            Action::Read if !own_job => Action::CancelJobs,
+            permission => permission,
+        }
+    }
+
+    /// Whether it takes one of the API's heavy-job slots (it restores or writes a whole
+    /// snapshot somewhere).
+    pub fn is_heavy(self) -> bool {
+        matches!(
+            self,
+            Operation::Drill
+                | Operation::Restore
+                | Operation::RestoreInPlace
+                | Operation::BranchCreate
+                | Operation::Export
+        )
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.job_name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_its_own_name_and_reads_back_from_it() {
+        for op in Operation::ALL {
+            assert_eq!(Operation::from_job_name(op.job_name()), Some(op));
+            assert_eq!(Operation::ALL.iter().filter(|o| o.job_name() == op.job_name()).count(), 1, "{op}");
+        }
+        assert_eq!(Operation::from_job_name("restore.in-place"), None);
+        assert_eq!(Operation::from_job_name(""), None);
+    }
+
+    #[test]
+    fn what_replaces_live_data_is_never_stoppable_with_less() {
+        for op in [Operation::RestoreInPlace, Operation::RestoreUndo, Operation::BranchSetLive] {
+            assert_eq!(op.cancel_permission(true), Action::ReplaceLive);
+            assert_eq!(op.cancel_permission(false), Action::ReplaceLive);
+        }
+        assert_eq!(Operation::Check.cancel_permission(true), Action::Read);
+        assert_eq!(Operation::Check.cancel_permission(false), Action::CancelJobs);
+        assert!(Operation::Export.is_heavy() && !Operation::Check.is_heavy());
+    }
+}

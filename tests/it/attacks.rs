@@ -1,0 +1,345 @@
+//! Issue 30, "found by attacking it, round 2": each refusal tested through the front end
+//! where it was found (HTTP on real parts: a server on loopback, clients on distinct
+//! loopback addresses, a dual-stack listener), next to what is still allowed.
+
+use reqwest::{Method, StatusCode};
+use tidemark::access::Role;
+use tidemark::api::AddressRules;
+use tidemark::config::WorkspaceConfig;
+
+use crate::api::{call, client, finished, json, start, token};
+use crate::support::{actor, create_database, databases_like, snapshot_shop, world};
+
+const SHOP: &str = "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);";
+
+fn names(listed: &serde_json::Value) -> Vec<String> {
+    listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// 30.1: a workspace-scoped admin sees and manages only tokens within its workspaces, reads
+/// only its workspaces' audit records, and cannot verify the whole chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_admin_stays_in_its_workspaces() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", SHOP).await;
+    w.core.config.config.workspaces.insert("blog".into(), WorkspaceConfig::at(w.cluster.url("blog")));
+    let server = start(&w, AddressRules::default()).await;
+    let (base, c) = (server.base.clone(), client("127.0.0.2"));
+    let global = token(&w, "global-admin", Role::Admin, &[], &[]).await;
+    let scoped = token(&w, "shop-admin", Role::Admin, &["shop"], &[]).await;
+    let _shop_ci = token(&w, "shop-ci", Role::Operator, &["shop"], &[]).await;
+    let blog = token(&w, "blog-operator", Role::Operator, &["blog"], &[]).await;
+    let _both = token(&w, "both-viewer", Role::Viewer, &["shop", "blog"], &[]).await;
+
+    let listed = json(call(&c, Method::GET, &format!("{base}/v1/tokens"), Some(&scoped), None).await).await;
+    assert_eq!(names(&listed).iter().filter(|n| n.as_str() != "shop-admin").collect::<Vec<_>>(), ["shop-ci"]);
+    let all = json(call(&c, Method::GET, &format!("{base}/v1/tokens"), Some(&global), None).await).await;
+    assert_eq!(names(&all).len(), 5, "a global admin lists every token: {all}");
+    // Revoking a token outside its workspaces: as if there were none; the token still works.
+    for other in ["global-admin", "blog-operator", "both-viewer"] {
+        let r = call(&c, Method::DELETE, &format!("{base}/v1/tokens/{other}"), Some(&scoped), None).await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{other}");
+    }
+    let r = call(&c, Method::GET, &format!("{base}/v1/jobs"), Some(&global), None).await;
+    assert_eq!(r.status(), StatusCode::OK, "the global admin's token was not revoked");
+    let r = call(&c, Method::DELETE, &format!("{base}/v1/tokens/shop-ci"), Some(&scoped), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // A record about blog (a refused prune), one about shop.
+    let r = call(&c, Method::POST, &format!("{base}/v1/workspaces/blog/prune"), Some(&blog), None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    snapshot_shop(&w.core).await.unwrap();
+    let trail = json(call(&c, Method::GET, &format!("{base}/v1/audit"), Some(&scoped), None).await).await;
+    let records = trail.as_array().unwrap();
+    let targets: Vec<&str> = records.iter().map(|r| r["target"].as_str().unwrap()).collect();
+    assert!(targets.contains(&"token/shop-ci"), "its own workspace's token: {targets:?}");
+    assert!(!targets.iter().any(|t| *t == "blog" || t.starts_with("blog/")), "blog's records: {targets:?}");
+    let created: Vec<&str> =
+        records.iter().filter(|r| r["action"] == "token.create").map(|r| r["target"].as_str().unwrap()).collect();
+    assert_eq!(created, ["token/shop-admin", "token/shop-ci"], "tokens for other workspaces are not its business");
+    let everything = json(call(&c, Method::GET, &format!("{base}/v1/audit"), Some(&global), None).await).await;
+    assert!(everything.as_array().unwrap().iter().any(|r| r["target"] == "blog"), "{everything}");
+    let r = call(&c, Method::GET, &format!("{base}/v1/audit/verify"), Some(&scoped), None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = call(&c, Method::GET, &format!("{base}/v1/audit/verify"), Some(&global), None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// 30.2: stopping a job needs what starting that exact operation needs; an operation the
+/// server does not know is refused; every attempt is audited with the canceller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_job_needs_what_starting_it_needs() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", SHOP).await;
+    w.core.config.config.api.heavy_jobs_per_workspace = 10;
+    let server = start(&w, AddressRules::default()).await;
+    let (base, c) = (server.base.clone(), client("127.0.0.2"));
+    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let operator = token(&w, "operator", Role::Operator, &[], &[]).await;
+    let viewer = token(&w, "viewer", Role::Viewer, &[], &[]).await;
+    let missing = "20200101T000000Z-000000";
+    // Jobs of the admin's that end at once (no such snapshot): recorded under their own names.
+    let mut jobs = Vec::new();
+    for (path, body) in [
+        ("restores/in-place", format!(r#"{{"snapshot": "{missing}", "confirm": "shop"}}"#)),
+        ("restores/undo", r#"{"confirm": "shop"}"#.to_string()),
+        ("branches/none/set-live", r#"{"confirm": "shop"}"#.to_string()),
+        ("exports", format!(r#"{{"snapshot": "{missing}"}}"#)),
+        ("check", String::new()),
+    ] {
+        let url = format!("{base}/v1/workspaces/shop/{path}");
+        let started = call(&c, Method::POST, &url, Some(&admin), Some(&body)).await;
+        assert_eq!(started.status(), StatusCode::ACCEPTED, "{path}");
+        let job = finished(&c, &base, &started, &admin).await;
+        jobs.push((path, job["id"].as_i64().unwrap(), job["operation"].as_str().unwrap().to_string()));
+    }
+    let operations: Vec<&str> = jobs.iter().map(|(_, _, op)| op.as_str()).collect();
+    assert_eq!(operations, ["restore-in-place", "restore-undo", "branch-set-live", "export", "check"]);
+    for (path, id, _) in &jobs {
+        let url = format!("{base}/v1/jobs/{id}");
+        for (who, secret) in [("viewer", &viewer), ("operator", &operator)] {
+            let refused = call(&c, Method::DELETE, &url, Some(secret), None).await;
+            let may = who == "operator" && *path == "exports";
+            let want = if may { StatusCode::CONFLICT } else { StatusCode::FORBIDDEN };
+            assert_eq!(refused.status(), want, "{who} stopping the admin's {path}");
+        }
+        // The admin may: the job is over, so there is nothing to stop.
+        assert_eq!(call(&c, Method::DELETE, &url, Some(&admin), None).await.status(), StatusCode::CONFLICT);
+    }
+    // A viewer may stop its own check.
+    let own = call(&c, Method::POST, &format!("{base}/v1/workspaces/shop/check"), Some(&viewer), None).await;
+    let own = finished(&c, &base, &own, &viewer).await;
+    let url = format!("{base}/v1/jobs/{}", own["id"]);
+    assert_eq!(call(&c, Method::DELETE, &url, Some(&viewer), None).await.status(), StatusCode::CONFLICT);
+    // A job of an operation this server does not know: refused, even to an admin.
+    let unknown = tidemark::catalog::NewJob {
+        workspace: "shop".into(),
+        operation: "restore.in-place".into(),
+        kind: None,
+        trigger: tidemark::catalog::Trigger::of(&actor()),
+        policy: None,
+        scheduled_for: None,
+        started_at: chrono::Utc::now(),
+        actor: Some(actor().to_string()),
+    };
+    let id = w.core.catalog().await.unwrap().start_job(&unknown).await.unwrap();
+    let r = call(&c, Method::DELETE, &format!("{base}/v1/jobs/{id}"), Some(&admin), None).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The canceller is in the trail.
+    let trail = json(call(&c, Method::GET, &format!("{base}/v1/audit"), Some(&admin), None).await).await;
+    let cancels: Vec<&serde_json::Value> =
+        trail.as_array().unwrap().iter().filter(|r| r["action"] == "job.cancel").collect();
+    assert!(cancels.iter().any(|r| r["actor"]["name"] == "viewer" && r["outcome"] == "denied"), "{cancels:?}");
+    assert!(cancels.iter().any(|r| r["actor"]["name"] == "operator" && r["outcome"] == "denied"), "{cancels:?}");
+    assert!(cancels.iter().all(|r| r["details"]["job"].is_i64() && r["details"]["operation"].is_string()));
+}
+
+/// 30.3 and 30.4: restores into a server's system databases, a name tidemark keeps beside a
+/// workspace, or a live database are refused (over HTTP, and for the host too where it is
+/// not allowed either); undo swaps back only a database recorded as moved aside.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_stay_out_of_system_reserved_and_live_databases() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", SHOP).await;
+    w.core.config.config.api.heavy_jobs_per_workspace = 10;
+    w.core.config.config.api.heavy_jobs_per_token = 10;
+    let m = snapshot_shop(&w.core).await.unwrap();
+    let server = start(&w, AddressRules::default()).await;
+    let (base, c) = (server.base.clone(), client("127.0.0.2"));
+    let operator = token(&w, "operator", Role::Operator, &["shop"], &[]).await;
+    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let restores = format!("{base}/v1/workspaces/shop/restores");
+    for (database, tables) in [
+        ("template1", false),
+        ("postgres", false),
+        ("template0", true),
+        ("shop_before_evil", false),
+        ("shop_restoring_x", true),
+        ("shop_branch_x", false),
+        ("shop", false),
+    ] {
+        let tables = if tables { r#", "tables": ["public.t"]"# } else { "" };
+        let body = format!(r#"{{"snapshot": "{}", "database": "{database}"{tables}}}"#, m.id);
+        let started = call(&c, Method::POST, &restores, Some(&operator), Some(&body)).await;
+        let refused = match started.status() {
+            StatusCode::ACCEPTED => finished(&c, &base, &started, &operator).await["error"].clone(),
+            status => {
+                assert!(status.is_client_error(), "{database}: {status}");
+                json(started).await["error"]["message"].clone()
+            }
+        };
+        assert!(!refused.is_null(), "{database}: the restore went ahead");
+    }
+    for db in ["template1", "postgres"] {
+        let spec = tidemark::pg::ConnSpec::parse(&w.cluster.url(db), None).unwrap();
+        let mut conn = spec.connect().await.unwrap();
+        let leaked: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relname = 't'").fetch_one(&mut conn).await.unwrap();
+        assert_eq!(leaked, 0, "a table restored into {db}");
+    }
+    assert!(databases_like(&w.cluster, "shop_%").await.is_empty());
+    // The host's command line is refused the system databases too (the same operation).
+    let opts = tidemark::ops::restore::RestoreOptions {
+        snapshot: m.id.clone(),
+        workspace: Some("shop".into()),
+        target: w.cluster.url("template1"),
+        ..Default::default()
+    };
+    let e = tidemark::ops::restore::restore(&w.core, &opts, &actor()).await.unwrap_err();
+    assert_eq!(e.kind(), tidemark::ErrorKind::Refused, "{}", e.report());
+
+    // A database named like one an in-place restore moved aside, made by hand: undo does not
+    // take it for one (nothing is recorded as moved aside).
+    create_database(&w.cluster, "shop_before_20200101t000000z_000000", "CREATE TABLE planted (x int);").await;
+    let undo = call(
+        &c,
+        Method::POST,
+        &format!("{base}/v1/workspaces/shop/restores/undo"),
+        Some(&admin),
+        Some(r#"{"confirm": "shop"}"#),
+    )
+    .await;
+    let job = finished(&c, &base, &undo, &admin).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    let live = tidemark::pg::ConnSpec::parse(&w.cluster.url("shop"), None).unwrap();
+    let mut conn = live.connect().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(rows, 100, "the live database is still the workspace's");
+}
+
+/// 30.5: a `dbname` parameter in a workspace's URL cannot send a branch's restore to the
+/// live database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dbname_parameter_does_not_redirect_a_branch() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", SHOP).await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/?dbname=shop", w.cluster.port());
+    w.core.config.config.workspaces.insert("shop".into(), WorkspaceConfig::at(url));
+    std::fs::write(&w.core.config.path, toml::to_string(&w.core.config.config).unwrap()).unwrap();
+    snapshot_shop(&w.core).await.unwrap();
+    let server = start(&w, AddressRules::default()).await;
+    let (base, c) = (server.base.clone(), client("127.0.0.2"));
+    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let started =
+        call(&c, Method::POST, &format!("{base}/v1/workspaces/shop/branches"), Some(&admin), Some(r#"{"name": "b1"}"#))
+            .await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let job = finished(&c, &base, &started, &admin).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(databases_like(&w.cluster, "shop_branch_b1").await, ["shop_branch_b1"]);
+    // And a URL naming two databases is refused when read.
+    let twice = format!("postgres://postgres@127.0.0.1:{}/shop?dbname=blog", w.cluster.port());
+    let e = tidemark::pg::ConnSpec::parse(&twice, None).unwrap_err();
+    assert_eq!(e.kind(), tidemark::ErrorKind::Config);
+}
+
+/// 30.6 to 30.8: IPv4-mapped addresses meet the deny list (a dual-stack listener, and in
+/// X-Forwarded-For), every hop form through a trusted proxy is parsed or the request is
+/// refused, and a flood of refusals writes one audit record a minute per address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_are_compared_as_themselves_and_refusals_do_not_flood_the_trail() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", SHOP).await;
+    w.core.config.config.api.requests_per_second = 0;
+    let rules = AddressRules {
+        deny: vec![tidemark::access::parse_net("127.0.0.9").unwrap()],
+        trusted_proxies: vec![tidemark::access::parse_net("127.0.0.2").unwrap()],
+        ..Default::default()
+    };
+    // A dual-stack listener: IPv4 clients arrive as ::ffff:a.b.c.d.
+    let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let served = tokio::spawn(tidemark::api::serve(w.core.clone(), rules, listener.into(), stop.clone()));
+    let base = format!("http://127.0.0.1:{port}");
+    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let snapshots = format!("{base}/v1/workspaces/shop/snapshots");
+    let denied = client("127.0.0.9");
+    assert_eq!(call(&denied, Method::GET, &snapshots, Some(&admin), None).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(call(&client("127.0.0.8"), Method::GET, &snapshots, Some(&admin), None).await.status(), StatusCode::OK);
+
+    // Through the trusted proxy (127.0.0.2): every form of the denied address is denied.
+    let proxy = client("127.0.0.2");
+    let via = async |forwarded: &str| {
+        proxy.get(&snapshots).bearer_auth(&admin).header("x-forwarded-for", forwarded).send().await.unwrap().status()
+    };
+    for forwarded in ["::ffff:127.0.0.9", "127.0.0.3, 127.0.0.9:5555", "[::ffff:127.0.0.9]:80", "127.0.0.3, 127.0.0.9"]
+    {
+        assert_eq!(via(forwarded).await, StatusCode::FORBIDDEN, "{forwarded}");
+    }
+    // A hop that is no address is never skipped to reach one the client chose.
+    assert_eq!(via("127.0.0.3, not-an-address").await, StatusCode::BAD_REQUEST);
+    assert_eq!(via("127.0.0.3:4444").await, StatusCode::OK);
+    assert_eq!(via("[::1]:80").await, StatusCode::OK);
+
+    // A flood from a denied address, with long paths: a few records, paths cut.
+    let catalog_file = w.core.config.catalog_path();
+    let size_before = std::fs::metadata(&catalog_file).unwrap().len();
+    let long = format!("{base}/v1/{}", "a".repeat(60_000));
+    for _ in 0..300 {
+        assert_eq!(call(&denied, Method::GET, &long, None, None).await.status(), StatusCode::FORBIDDEN);
+    }
+    let records = w.core.catalog().await.unwrap().audit_records(None).await.unwrap();
+    let from_nine: Vec<_> = records
+        .iter()
+        .filter(|r| r.entry.actor.address.as_deref() == Some("127.0.0.9") && r.entry.action == "api.denied")
+        .collect();
+    assert_eq!(from_nine.len(), 1, "one record for the minute: {from_nine:?}");
+    assert!(records.iter().all(|r| r.entry.target.len() <= 300), "a path is cut");
+    let grown = std::fs::metadata(&catalog_file).unwrap().len().saturating_sub(size_before);
+    assert!(grown < 1024 * 1024, "the catalog grew by {grown} bytes");
+    // At shutdown, the rest of the minute is one record with its count.
+    stop.cancel();
+    served.await.unwrap().unwrap();
+    let records = w.core.catalog().await.unwrap().audit_records(None).await.unwrap();
+    let counted: Vec<_> = records.iter().filter(|r| r.entry.action == "api.denied.repeated").collect();
+    assert!(
+        counted
+            .iter()
+            .any(|r| r.entry.actor.address.as_deref() == Some("127.0.0.9")
+                && r.entry.details["count"].as_u64() >= Some(300)),
+        "{counted:?}"
+    );
+}
+
+/// 30.9: exports are heavy jobs: one at a time per workspace, and a few per token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_take_a_heavy_slot_and_count_against_the_token() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", SHOP).await;
+    snapshot_shop(&w.core).await.unwrap();
+    w.core.config.config.api.requests_per_second = 0;
+    // A slow store: each export runs for seconds, while the others are asked.
+    let faults = tidemark::repo::faults::Faults::new();
+    faults.delay(std::time::Duration::from_millis(300));
+    w.core.repo = w.core.repo.with_faults(&faults);
+    let server = start(&w, AddressRules::default()).await;
+    let (base, c) = (server.base.clone(), client("127.0.0.2"));
+    let operator = token(&w, "operator", Role::Operator, &["shop"], &[]).await;
+    let exports = format!("{base}/v1/workspaces/shop/exports");
+    let asked =
+        futures::future::join_all((0..6).map(|_| call(&c, Method::POST, &exports, Some(&operator), None))).await;
+    let statuses: Vec<StatusCode> = asked.iter().map(reqwest::Response::status).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::ACCEPTED).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count(), 5, "{statuses:?}");
+    let started = asked.iter().find(|r| r.status() == StatusCode::ACCEPTED).unwrap();
+    let job = finished(&c, &base, started, &operator).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    // Its slot is given back.
+    let again = call(&c, Method::POST, &exports, Some(&operator), Some(r#"{"schema_only": true}"#)).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    finished(&c, &base, &again, &operator).await;
+    drop(server);
+
+    // With room in the workspace, the token's own quota (2 by default) holds.
+    w.core.config.config.api.heavy_jobs_per_workspace = 10;
+    let server = start(&w, AddressRules::default()).await;
+    let exports = format!("{}/v1/workspaces/shop/exports", server.base);
+    let asked =
+        futures::future::join_all((0..6).map(|_| call(&c, Method::POST, &exports, Some(&operator), None))).await;
+    let accepted = asked.iter().filter(|r| r.status() == StatusCode::ACCEPTED).count();
+    assert_eq!(accepted, 2, "{:?}", asked.iter().map(reqwest::Response::status).collect::<Vec<_>>());
+    for started in asked.iter().filter(|r| r.status() == StatusCode::ACCEPTED) {
+        finished(&c, &server.base, started, &operator).await;
+    }
+}
