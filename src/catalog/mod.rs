@@ -11,6 +11,7 @@ mod replaced;
 mod schedules;
 mod snapshots;
 pub mod stats;
+pub mod switches;
 pub mod tokens;
 
 pub use drills::{DrillRecord, DrillRow};
@@ -36,6 +37,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (7, "jobs_by_snapshot", include_str!("../../migrations/catalog/0007_jobs_by_snapshot.sql")),
     (8, "snapshot_index", include_str!("../../migrations/catalog/0008_snapshot_index.sql")),
     (9, "replaced_databases", include_str!("../../migrations/catalog/0009_replaced_databases.sql")),
+    (10, "switches", include_str!("../../migrations/catalog/0010_switches.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

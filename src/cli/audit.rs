@@ -1,4 +1,4 @@
-//! `tidemark audit list|verify`: the audit trail of state-changing operations.
+//! `tidemark audit list|verify|new-chain`: the audit trail of state-changing operations.
 
 use clap::Subcommand;
 use tidemark::Result;
@@ -18,8 +18,12 @@ pub enum AuditCommand {
         #[arg(long)]
         csv: bool,
     },
-    /// Check the whole trail and that it still reaches the repository's newest checkpoint
+    /// Check the whole trail, that it still reaches the repository's newest checkpoint, and
+    /// that it continues every audit chain the repository holds
     Verify,
+    /// Start the catalog's audit chain as the continuation of the repository's newest one
+    /// (after `catalog rebuild`, or a lost catalog); audited, and linked in the repository
+    NewChain,
 }
 
 pub async fn run(global: &Global, cmd: AuditCommand) -> Result<()> {
@@ -46,6 +50,20 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> Result<()> {
                 }
             }
         }
+        AuditCommand::NewChain => {
+            let link = audit::new_chain(&core, &global.actor()).await?;
+            if global.json {
+                global.print_json(&link);
+            } else {
+                match &link.follows {
+                    Some(h) => println!(
+                        "audit chain {} continues chain {} from its record {} (its last checkpoint)",
+                        link.chain, h.chain, h.seq
+                    ),
+                    None => println!("audit chain {} is the repository's first", link.chain),
+                }
+            }
+        }
         AuditCommand::Verify => {
             let report = audit::verify(&core, &global.actor()).await?;
             if global.json {
@@ -57,6 +75,9 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> Result<()> {
                         report.records, cp.seq
                     ),
                     None => println!("the audit trail is whole: {} records (no checkpoint yet)", report.records),
+                }
+                for h in &report.continues {
+                    println!("  it continues audit chain {} (to its record {})", h.chain, h.seq);
                 }
             }
         }

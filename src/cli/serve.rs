@@ -60,6 +60,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
     };
     let listener = tokio::spawn(stop_on_signal(shutdown.clone()));
     let report = if args.api_only {
+        tidemark::ops::switch::recover_all(&core).await;
         shutdown.cancelled().await;
         Ok(Default::default())
     } else {

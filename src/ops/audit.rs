@@ -54,9 +54,22 @@ pub async fn record<T>(
 }
 
 /// Writes the chain's head into the repository (once per head; a head already there is
-/// left as it is). Errors: those of the catalog and the repository.
+/// left as it is). A chain is checkpointed only once it is linked (see [`ChainLink`]): the
+/// repository's first chain links itself; any later one only through [`new_chain`].
+///
+/// Errors: `Integrity` for a chain that continues none of the repository's chains; those
+/// of the catalog and the repository.
 pub async fn checkpoint(core: &Core) -> Result<()> {
     let Some(head) = core.catalog().await?.audit_head().await? else { return Ok(()) };
+    if read_link(core, &head.chain).await?.is_none() {
+        let others: Vec<String> =
+            core.repo.list_audit_chains().await?.into_iter().filter(|c| *c != head.chain).collect();
+        if !others.is_empty() {
+            return Err(unlinked(&head.chain, &others));
+        }
+        let first = ChainLink { chain: head.chain.clone(), follows: None, at: Utc::now(), by: "tidemark".into() };
+        put_link(core, &first).await?;
+    }
     let key = layout::audit_checkpoint(&head.chain, head.seq);
     match core.repo.put_sealed(&key, &head, core.recipients()?).await {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
@@ -123,10 +136,104 @@ pub struct AuditReport {
     pub records: usize,
     /// The newest checkpoint in the repository the trail was checked against.
     pub checkpoint: Option<AuditHead>,
+    /// The chains this one continues, newest first, each as far as its checkpoints went
+    /// (a catalog rebuilt, then `audit new-chain`).
+    pub continues: Vec<AuditHead>,
 }
 
-/// Checks the whole trail, and that it still reaches the newest checkpoint of its chain in
-/// the repository.
+/// How an audit chain continues the repository's chain before it: written once into the
+/// repository (`audit-links/<chain>`), so that a catalog whose chain was replaced (a new
+/// chain id, the chain row deleted) cannot pass for the trail it replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ChainLink {
+    pub chain: String,
+    /// The head of the chain it continues, as last checkpointed; `None` for the
+    /// repository's first chain.
+    pub follows: Option<AuditHead>,
+    pub at: DateTime<Utc>,
+    /// Who started it (`tidemark` for the repository's first chain).
+    pub by: String,
+}
+
+async fn read_link(core: &Core, chain: &str) -> Result<Option<ChainLink>> {
+    let what = format!("audit chain {chain}'s link");
+    core.repo.read_sealed(&layout::audit_link(chain), &core.identities()?, &what).await
+}
+
+async fn put_link(core: &Core, link: &ChainLink) -> Result<()> {
+    match core.repo.put_sealed(&layout::audit_link(&link.chain), link, core.recipients()?).await {
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        other => other,
+    }
+}
+
+fn unlinked(chain: &str, others: &[String]) -> Error {
+    Error::integrity(format!(
+        "the catalog's audit chain {chain} does not continue the repository's audit chain(s) {}: the catalog's \
+         chain was replaced (its id changed or its record deleted) or its trail was lost. After `tidemark catalog \
+         rebuild`, `tidemark audit new-chain` starts a chain linked to the old one's last checkpoint; otherwise \
+         the catalog was tampered with",
+        others.join(", ")
+    ))
+}
+
+/// Starts the catalog's chain as the continuation of the repository's newest chain (after
+/// `catalog rebuild`, or a catalog that was lost): writes its link to that chain's last
+/// checkpoint and records `audit.new-chain`. The host's command line only (a global admin).
+///
+/// Errors: `Forbidden` for anyone else; `Refused` when the chain is linked already or the
+/// repository's chains have no single newest one; those of the catalog and the repository.
+pub async fn new_chain(core: &Core, actor: &Actor) -> Result<ChainLink> {
+    let grant = actor.grant();
+    if grant.role != crate::access::Role::Admin || !grant.is_global() {
+        return Err(Error::new(ErrorKind::Forbidden, "starting a new audit chain is for an admin of every workspace"));
+    }
+    let done = async {
+        let chain = core.catalog().await?.audit_chain().await?;
+        if read_link(core, &chain).await?.is_some() {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!("audit chain {chain} is linked already: nothing to do"),
+            ));
+        }
+        let others: Vec<String> = core.repo.list_audit_chains().await?.into_iter().filter(|c| *c != chain).collect();
+        let mut followed = std::collections::BTreeSet::new();
+        for other in &others {
+            if let Some(h) = read_link(core, other).await?.and_then(|l| l.follows) {
+                followed.insert(h.chain);
+            }
+        }
+        let tips: Vec<&String> = others.iter().filter(|c| !followed.contains(*c)).collect();
+        let follows = match tips.as_slice() {
+            [] => None,
+            [tip] => newest_checkpoint(core, tip).await?,
+            many => {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "the repository's audit chains {} are continued by none: it cannot say which one this chain \
+                         continues",
+                        many.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        };
+        let link = ChainLink { chain, follows, at: Utc::now(), by: actor.to_string() };
+        put_link(core, &link).await?;
+        Ok(link)
+    }
+    .await;
+    let details = match &done {
+        Ok(link) => serde_json::json!({"chain": link.chain, "follows": link.follows}),
+        Err(_) => serde_json::json!({}),
+    };
+    record(core, actor, "audit.new-chain", "-", &done, details).await;
+    done
+}
+
+/// Checks the whole trail, that it still reaches the newest checkpoint of its chain in the
+/// repository, and that every chain the repository holds checkpoints of is this one or one
+/// it continues through its links (each to its last checkpoint).
 ///
 /// Errors: `Forbidden` for a token limited to some workspaces; `Integrity` naming the first bad record (edited, deleted, reordered, inserted)
 /// or a cut tail; `Key` without the identity (checkpoints are encrypted).
@@ -142,21 +249,56 @@ pub async fn verify(core: &Core, actor: &Actor) -> Result<AuditReport> {
     let catalog = core.catalog().await?;
     let records = catalog.audit_records(None).await?;
     let chain = if records.is_empty() { None } else { Some(catalog.audit_chain().await?) };
-    let checkpoint = match &chain {
-        Some(chain) => newest_checkpoint(core, chain).await?,
-        None => None,
+    let in_repository = core.repo.list_audit_chains().await?;
+    let Some(chain) = chain else {
+        if !in_repository.is_empty() {
+            return Err(Error::integrity(format!(
+                "the catalog's audit trail is empty, but the repository holds checkpoints of audit chain(s) {}: \
+                 the trail was lost or removed (after `tidemark catalog rebuild`, `tidemark audit new-chain` starts \
+                 a chain linked to them)",
+                in_repository.join(", ")
+            )));
+        }
+        return Ok(AuditReport { chain: None, records: 0, checkpoint: None, continues: Vec::new() });
     };
+    let checkpoint = newest_checkpoint(core, &chain).await?;
     if let Some(cp) = &checkpoint
-        && chain.as_deref() != Some(cp.chain.as_str())
+        && chain != cp.chain
     {
         return Err(Error::integrity("the repository's audit checkpoint belongs to another chain"));
     }
     let n = audit::verify(&records, checkpoint.as_ref())?;
-    Ok(AuditReport { chain, records: n, checkpoint })
+    // Every chain in the repository is this one, or one it continues, each up to its last
+    // checkpoint.
+    let mut continues = Vec::new();
+    let mut seen = std::collections::BTreeSet::from([chain.clone()]);
+    let mut at = chain.clone();
+    while let Some(head) = read_link(core, &at).await?.and_then(|l| l.follows) {
+        if !seen.insert(head.chain.clone()) {
+            return Err(Error::integrity(format!("the audit chains' links go round in a circle at {}", head.chain)));
+        }
+        let last = newest_checkpoint(core, &head.chain).await?;
+        if last.as_ref() != Some(&head) {
+            return Err(Error::integrity(format!(
+                "audit chain {at} continues chain {} from its record {}, but that chain's checkpoints end at {}",
+                head.chain,
+                head.seq,
+                last.map_or("none".to_string(), |l| format!("record {}", l.seq))
+            )));
+        }
+        at.clone_from(&head.chain);
+        continues.push(head);
+    }
+    let unlinked_chains: Vec<String> = in_repository.into_iter().filter(|c| !seen.contains(c)).collect();
+    if !unlinked_chains.is_empty() {
+        return Err(unlinked(&chain, &unlinked_chains));
+    }
+    Ok(AuditReport { chain: Some(chain), records: n, checkpoint, continues })
 }
 
 async fn newest_checkpoint(core: &Core, chain: &str) -> Result<Option<AuditHead>> {
     let mut listed = core.repo.list(&layout::audit_checkpoints(chain)).await?;
+    listed.retain(|o| o.key.as_ref().rsplit('/').next().is_some_and(|n| n.starts_with(|c: char| c.is_ascii_digit())));
     listed.sort_by(|a, b| a.key.cmp(&b.key));
     let Some(newest) = listed.last() else { return Ok(None) };
     let what = format!("audit checkpoint {}", newest.key);

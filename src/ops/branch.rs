@@ -120,11 +120,8 @@ pub fn check_name(workspace: &str, name: &str) -> Result<()> {
 }
 
 /// The branch's database: `<database>_branch_<name>`, at most 63 bytes.
-/// What a branch's database name has between the live database's name and its own.
-pub(super) const BRANCH: &str = "_branch_";
-
 fn database_name(live: &str, name: &str) -> Result<String> {
-    let db = format!("{live}{BRANCH}{}", name.replace('-', "_"));
+    let db = format!("{live}{}{}", database::BRANCH, name.replace('-', "_"));
     if db.len() > 63 {
         return Err(Error::usage(format!(
             "the branch database {db:?} would be longer than Postgres's 63 bytes: choose a shorter name"
@@ -326,7 +323,16 @@ pub async fn set_live(core: &Core, opts: &SetLiveOptions, actor: &Actor) -> Resu
         let note = format!("before making branch {} live", opts.name);
         let safety = super::inplace::safety_snapshot(core, &opts.workspace, &note, (None, opts.wait), actor).await?;
         let _lock = super::job::take_workspace(core, &opts.workspace, "branch set-live", actor, opts.wait).await?;
-        let switched = database::swap_in(&live, &db, &incoming, &aside)
+        super::switch::recover(core, &opts.workspace, actor).await?;
+        let plan = super::switch::Plan {
+            workspace: &opts.workspace,
+            kind: crate::catalog::switches::SwitchKind::SetLive,
+            live: &db,
+            incoming: &incoming,
+            aside: &aside,
+            media: None,
+        };
+        let switched = super::switch::switch(core, &live, &plan, actor)
             .await
             .map_err(|e| e.context(format!("switching to branch {} (pre-restore snapshot {})", opts.name, safety)))?;
         crate::config::remove_workspace(&config.path, &entry).map_err(|e| {

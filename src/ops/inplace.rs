@@ -1,11 +1,13 @@
 //! `restore --in-place` and `restore undo`: put a workspace's database back as a snapshot
 //! had it, with a way back. First a pre-restore snapshot of the live database, then a
 //! restore into a new database beside it, the drill's content checks on that copy, and only
-//! then the switch: the live database is moved aside as `<name>_before_<id>` and the
-//! restored one takes its name (`restore::database::swap_in`); the media are restored
-//! beside the live ones and swapped just before (`super::media_swap`: renames of a folder,
-//! copies between prefixes of an object store). Anything that fails before the switch
-//! leaves the live database and media untouched; `undo` swaps back.
+//! then the switch (`super::switch`): the live database is moved aside as
+//! `<name>_before_<id>` and the restored one takes its name in one transaction; the media,
+//! restored beside the live ones, follow (`super::media_swap`: renames of a folder, copies
+//! between prefixes of an object store). The switch is recorded first, so a crash at any
+//! point is finished or undone by the next switch or `serve`. Anything that fails before
+//! the switch leaves the live database and media untouched; `undo` swaps back exactly the
+//! database the switch moved aside (recorded with its oid).
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,7 @@ use super::media_swap::MediaSwap;
 use super::restore::{RestoreOptions, RestoreReport};
 use super::snapshot::SnapshotOptions;
 use crate::actor::Actor;
+use crate::catalog::switches::SwitchKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::manifest::SnapshotKind;
 use crate::restore::database;
@@ -105,9 +108,7 @@ pub struct UndoReport {
     pub switch_ms: u64,
 }
 
-pub(super) const BEFORE: &str = "_before_";
-pub(super) const UNDONE: &str = "_undone_";
-pub(super) const RESTORING: &str = "_restoring_";
+pub(super) use database::{BEFORE, RESTORING, UNDONE};
 
 /// The names beside `live` for snapshot `id`: Postgres names are at most 63 bytes.
 pub(super) fn beside(live: &str, tag: &str, id: &str) -> Result<String> {
@@ -147,27 +148,6 @@ pub(super) async fn safety_snapshot(
     Ok(taken.id)
 }
 
-/// Notes in the catalog that `aside` (a name and its oid) was moved aside now (prune drops
-/// it once older than the workspace's keep-replaced; undo swaps back exactly it) and that
-/// `live_again` is live again. A catalog that cannot be written costs the automatic drop
-/// and the undo: it is logged, the switch stands.
-pub(super) async fn note_replaced(core: &Core, workspace: &str, aside: Option<(&str, u32)>, live_again: Option<&str>) {
-    let noted = async {
-        let catalog = core.catalog().await?;
-        if let Some(db) = live_again {
-            catalog.forget_replaced(workspace, db).await?;
-        }
-        if let Some((db, oid)) = aside {
-            catalog.record_replaced(workspace, db, oid, chrono::Utc::now()).await?;
-        }
-        Ok::<_, Error>(())
-    }
-    .await;
-    if let Err(e) = noted {
-        tracing::warn!(workspace, error = %e.report(), "the replaced database was not recorded; prune will not drop it");
-    }
-}
-
 /// After a switch: drops the database moved aside (`drop_previous`), or records it for
 /// prune and returns its name (what `restore undo` swaps back).
 ///
@@ -183,7 +163,7 @@ pub(super) async fn keep_or_drop(
         database::drop_database(&live.with_database(&aside)).await?;
         return Ok(None);
     }
-    note_replaced(core, workspace, Some((&aside, oid)), None).await;
+    super::switch::note_replaced(core, workspace, Some((&aside, oid)), None).await;
     Ok(Some(aside))
 }
 
@@ -266,6 +246,7 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         safety_snapshot(core, &workspace, &format!("before restoring {what} in place"), (opts.jobs, opts.wait), actor)
             .await?;
     let _lock = super::job::take_workspace(core, &workspace, "restore --in-place", actor, opts.wait).await?;
+    super::switch::recover(core, &workspace, actor).await?;
     let untouched = format!("the live database {db:?} was not touched (pre-restore snapshot {safety})");
     // 2. The copy, in a new database beside the live one; 3. its checks.
     let target = live.with_database(&incoming);
@@ -289,6 +270,18 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         }
         (Source::Snapshot(_), None) => unreachable!("a snapshot's manifest is read above"),
     };
+    // A stop asked for meanwhile (Ctrl-C, SIGTERM, a cancelled job) ends it here, the last
+    // point before the live database changes.
+    let beside_live = match beside_live {
+        Ok(_) if core.stop().is_cancelled() => {
+            let _ = database::drop_database(&target).await;
+            Err(Error::new(
+                ErrorKind::Interrupted,
+                "the in-place restore was stopped before the switch; its copy was dropped",
+            ))
+        }
+        other => other,
+    };
     let (verified_tables, restored, point_in_time, import) = match beside_live {
         Ok(done) => done,
         Err(e) => {
@@ -298,22 +291,27 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
             return Err(e.context(untouched.clone()));
         }
     };
-    // 4. The switch: the media (two renames of a folder, copies in an object store), then
-    // the database.
-    if let Some(m) = &media
-        && let Err(e) = m.switch().await
-    {
-        let _ = database::drop_database(&target).await;
-        m.discard_incoming().await;
-        return Err(e.context(format!("swapping the media; the live database {db:?} was not touched")));
-    }
-    let switched = match database::swap_in(&live, &db, &incoming, &aside).await {
+    // 4. The switch: the database (one transaction), then the media (two renames of a
+    // folder, copies in an object store), recorded so that a crash finishes or undoes it.
+    let plan = super::switch::Plan {
+        workspace: &workspace,
+        kind: SwitchKind::InPlace,
+        live: &db,
+        incoming: &incoming,
+        aside: &aside,
+        media: media.as_ref().map(|m| (m, id.clone())),
+    };
+    let switched = match super::switch::switch(core, &live, &plan, actor).await {
         Ok(switched) => switched,
+        Err(e) if core.catalog().await?.switch_intent(&workspace).await?.is_some() => {
+            // Switched, and neither finished nor put back: the recorded switch is finished by
+            // the next switch of the workspace (or `serve`), from what is there now.
+            return Err(e);
+        }
         Err(e) => {
-            // Nothing was switched: the media go back, and the copy and the incoming media
-            // go, so that the next try finds nothing in its way.
+            // Nothing was switched: the copy and the incoming media go, so that the next try
+            // finds nothing in its way.
             if let Some(m) = &media {
-                m.put_back().await;
                 m.discard_incoming().await;
             }
             let dropped = match database::drop_database(&target).await {
@@ -431,6 +429,7 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         let live = core.workspace(&opts.workspace)?.conn()?.clone();
         let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
         let _lock = super::job::take_workspace(core, &opts.workspace, "restore undo", actor, opts.wait).await?;
+        super::switch::recover(core, &opts.workspace, actor).await?;
         let prefix = format!("{db}{BEFORE}");
         // Exactly the database the newest switch moved aside, as the catalog recorded it
         // (name and oid): never a database that only has a name like it.
@@ -475,22 +474,16 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         {
             media = None;
         }
-        if let Some(m) = &media {
-            m.switch_back().await?;
-        }
-        let switched = match database::swap_in(&live, &db, &newest, &undone).await {
-            Ok(switched) => switched,
-            Err(e) => {
-                if let Some(m) = &media {
-                    m.put_forward().await;
-                }
-                return Err(e);
-            }
+        let plan = super::switch::Plan {
+            workspace: &opts.workspace,
+            kind: SwitchKind::Undo,
+            live: &db,
+            incoming: &newest,
+            aside: &undone,
+            media: media.as_ref().map(|m| (m, id.clone())),
         };
-        if let Some(m) = &media {
-            m.finish_undo().await;
-        }
-        note_replaced(core, &opts.workspace, Some((&undone, switched.aside_oid)), Some(&newest)).await;
+        let switched = super::switch::switch(core, &live, &plan, actor).await?;
+        super::switch::note_replaced(core, &opts.workspace, Some((&undone, switched.aside_oid)), Some(&newest)).await;
         Ok(UndoReport {
             workspace: opts.workspace.clone(),
             database: db,

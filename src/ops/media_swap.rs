@@ -151,27 +151,63 @@ impl MediaSwap {
                         )),
                     });
                 }
-                // The live media are the restored ones now: what is left of the restored prefix
-                // is only clutter, never a reason to call the switch failed.
-                if let Err(e) = root.remove_all(incoming).await {
-                    tracing::warn!(prefix = %incoming, error = %e.report(), "the restored media prefix was not removed");
-                }
-                Ok(())
+                clear_live(root, incoming).await
             }
         }
     }
 
-    /// Undoes [`MediaSwap::switch`] (the database switch after it failed).
-    pub(super) async fn put_back(&self) {
+    /// Finishes a [`MediaSwap::switch`] that a dead process left at any point (a switch
+    /// whose database was switched): from a state where it has not started, it makes the
+    /// whole switch; from one between its steps, the steps left.
+    ///
+    /// Errors: `Refused` when the folders are in no state a switch leaves; those of the
+    /// switch.
+    pub(super) async fn finish_switch(&self) -> Result<()> {
         match self {
             MediaSwap::Folders { live, incoming, aside, .. } => {
-                let _ = swap_folders(live, aside, incoming);
-            }
-            MediaSwap::Store { root, live, aside, .. } => {
-                if root.mirror(aside, live).await.is_ok() {
-                    let _ = root.remove_all(aside).await;
-                    let _ = root.delete(&marker(aside)).await;
+                match (live.exists(), incoming.exists(), aside.exists()) {
+                    (_, true, false) => self.switch().await,
+                    (false, true, true) => rename(incoming, live),
+                    (true, false, true) => Ok(()),
+                    state => Err(unexpected(&[live, incoming, aside], state)),
                 }
+            }
+            MediaSwap::Store { root, live, incoming, aside, .. } => {
+                if root.has(&live_marker(incoming)).await? {
+                    return clear_live(root, incoming).await;
+                }
+                if !root.has(&marker(aside)).await? {
+                    // The aside copy is not whole: the live objects were only read so far.
+                    return self.switch().await;
+                }
+                root.mirror(incoming, live).await?;
+                clear_live(root, incoming).await
+            }
+        }
+    }
+
+    /// Finishes a [`MediaSwap::switch_back`] (and [`MediaSwap::finish_undo`]) that a dead
+    /// process left at any point (an undo whose database was switched).
+    ///
+    /// Errors: `Refused` when the folders are in no state an undo leaves; those of the undo.
+    pub(super) async fn finish_switch_back(&self) -> Result<()> {
+        match self {
+            MediaSwap::Folders { live, aside, undone, .. } => match (live.exists(), aside.exists(), undone.exists()) {
+                (true, true, false) => self.switch_back().await,
+                (false, true, true) => rename(aside, live),
+                (true, false, true) => Ok(()),
+                state => Err(unexpected(&[live, aside, undone], state)),
+            },
+            MediaSwap::Store { root, live, aside, undone, .. } => {
+                if !root.has(&live_marker(aside)).await? {
+                    if root.has(&marker(undone)).await? {
+                        root.mirror(aside, live).await?;
+                    } else {
+                        self.switch_back().await?;
+                    }
+                }
+                self.finish_undo().await;
+                Ok(())
             }
         }
     }
@@ -208,6 +244,7 @@ impl MediaSwap {
             MediaSwap::Folders { live, aside, undone, .. } => swap_folders(live, aside, undone),
             MediaSwap::Store { root, live, aside, undone, .. } => {
                 root.mirror(live, undone).await.map_err(|e| e.context("copying the live media aside"))?;
+                root.put(&marker(undone), b"tidemark: the media an undo replaced\n").await?;
                 if let Err(e) = root.mirror(aside, live).await {
                     let _ = root.mirror(undone, live).await;
                     return Err(e.context("putting the media from before the restore back"));
@@ -217,24 +254,11 @@ impl MediaSwap {
         }
     }
 
-    /// Undoes [`MediaSwap::switch_back`] (the database switch after it failed).
-    pub(super) async fn put_forward(&self) {
-        match self {
-            MediaSwap::Folders { live, aside, undone, .. } => {
-                let _ = swap_folders(live, undone, aside);
-            }
-            MediaSwap::Store { root, live, undone, .. } => {
-                if root.mirror(undone, live).await.is_ok() {
-                    let _ = root.remove_all(undone).await;
-                }
-            }
-        }
-    }
-
     /// After an undo: the aside copy is live now (a folder was renamed; a prefix is removed).
     pub(super) async fn finish_undo(&self) {
-        if let MediaSwap::Store { root, aside, .. } = self {
-            let _ = root.remove_all(aside).await;
+        if let MediaSwap::Store { root, aside, .. } = self
+            && clear_live(root, aside).await.is_ok()
+        {
             let _ = root.delete(&marker(aside)).await;
         }
     }
@@ -245,16 +269,52 @@ fn marker(prefix: &str) -> String {
     format!("{prefix}.swapped")
 }
 
+/// The marker beside a prefix whose objects are live now: what is left of it is clutter to
+/// remove, never a copy to make live again (a removal cut short leaves part of it).
+fn live_marker(prefix: &str) -> String {
+    format!("{prefix}.live")
+}
+
+/// `prefix` was made live: it is marked so, removed, and the marker with it. A removal that
+/// fails is only clutter, never a reason to call the switch failed.
+async fn clear_live(root: &BucketRoot, prefix: &str) -> Result<()> {
+    root.put(&live_marker(prefix), b"tidemark: these media are live now\n").await?;
+    match root.remove_all(prefix).await {
+        Ok(_) => root.delete(&live_marker(prefix)).await,
+        Err(e) => {
+            tracing::warn!(prefix = %prefix, error = %e.report(), "a media prefix made live was not removed");
+            Ok(())
+        }
+    }
+}
+
+fn rename(from: &Path, to: &Path) -> Result<()> {
+    std::fs::rename(from, to).map_err(|e| {
+        Error::new(ErrorKind::Unavailable, format!("cannot rename {} to {}: {e}", from.display(), to.display()))
+    })
+}
+
+/// Folders in no state a switch leaves: a person looks.
+fn unexpected(folders: &[&PathBuf], state: (bool, bool, bool)) -> Error {
+    let (a, b, c) = state;
+    let shown: Vec<String> = folders
+        .iter()
+        .zip([a, b, c])
+        .map(|(f, there)| format!("{} {}", f.display(), if there { "exists" } else { "is missing" }))
+        .collect();
+    Error::new(
+        ErrorKind::Refused,
+        format!("the media folders are in no state a switch leaves ({}); look at them", shown.join(", ")),
+    )
+}
+
 /// `live` moves to `aside` and `incoming` takes its place (renames in one filesystem); the
 /// first is put back when the second fails.
 ///
-/// Errors: `Internal` naming the folder that could not be renamed.
+/// Errors: `Unavailable` naming the folder that could not be renamed.
 fn swap_folders(live: &Path, incoming: &Path, aside: &Path) -> Result<()> {
-    let rename = |from: &Path, to: &Path| {
-        std::fs::rename(from, to)
-            .map_err(|e| Error::internal(format!("cannot rename {} to {}: {e}", from.display(), to.display())))
-    };
     rename(live, aside)?;
+    crate::faults::point("media-moved-aside");
     if let Err(e) = rename(incoming, live) {
         let _ = std::fs::rename(aside, live);
         return Err(e);

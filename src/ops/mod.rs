@@ -26,6 +26,7 @@ pub mod serve;
 pub mod signing;
 pub mod snapshot;
 pub mod stacks;
+pub mod switch;
 pub mod token;
 
 pub mod wal;

@@ -185,7 +185,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
         RestoreFrom::Snapshot(id) => id,
         RestoreFrom::Time(time) => return restore_moment(core, opts, actor, &workspace, time, clock).await,
     };
-    let target = target_of(core, opts, actor)?;
+    let target = target_of(core, opts, actor).await?;
     let own = match core.workspace(&workspace) {
         Ok(ws) => ws.conn().is_ok_and(|spec| spec.same_database(&target)),
         Err(_) => false,
@@ -224,7 +224,7 @@ async fn restore_moment(
     time: DateTime<Utc>,
     clock: Instant,
 ) -> Result<RestoreReport> {
-    let target = target_of(core, opts, actor)?;
+    let target = target_of(core, opts, actor).await?;
     let own = core.workspace(workspace)?.conn().is_ok_and(|spec| spec.same_database(&target));
     let _lock = match own {
         true => Some(super::job::take_workspace(core, workspace, "restore", actor, opts.wait).await?),
@@ -256,7 +256,7 @@ async fn restore_moment(
 
 /// The target as given (resolved already, or a URL with its password reference), once
 /// [`guard_target`] lets `actor` restore into it.
-fn target_of(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<ConnSpec> {
+async fn target_of(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<ConnSpec> {
     let target = match &opts.target_conn {
         Some(resolved) => resolved.clone(),
         None => {
@@ -267,7 +267,7 @@ fn target_of(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<ConnSp
             ConnSpec::parse(&opts.target, password.as_ref())?
         }
     };
-    guard_target(core, &target, actor, opts.reserved_target)?;
+    guard_target(core, &target, actor, opts.reserved_target).await?;
     Ok(target)
 }
 
@@ -275,26 +275,15 @@ fn target_of(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<ConnSp
 /// the others are the server's own.
 pub const SYSTEM_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
 
-/// Where tidemark keeps databases beside a workspace's live one `db`: an in-place restore's
-/// copy and the database it moved aside, an undone one, branches. No request may name one:
-/// an undo or a prune would take it for tidemark's own.
-pub fn reserved_names(db: &str) -> [String; 4] {
-    [
-        format!("{db}{}", super::inplace::BEFORE),
-        format!("{db}{}", super::inplace::RESTORING),
-        format!("{db}{}", super::inplace::UNDONE),
-        format!("{db}{}", super::branch::BRANCH),
-    ]
-}
-
 /// Whether `actor` may restore into `target`, for every front end: never a server's system
 /// database; never a name reserved beside a workspace's database on the same server
-/// (unless `reserved`: the operation that reserved it); a workspace's live database only
-/// with the right to replace it (the host's command line has it: a lost database is
-/// restored under its own name).
+/// (unless `reserved`: the operation that reserved it); never a workspace's live database
+/// while it exists (that is an in-place restore), and one that is gone (a lost database
+/// restored under its own name) only with the right to replace it.
 ///
-/// Errors: `Refused` for a system or reserved name; `Forbidden` for a live database.
-pub fn guard_target(core: &Core, target: &ConnSpec, actor: &Actor, reserved: bool) -> Result<()> {
+/// Errors: `Refused` for a system, reserved or existing live name; `Forbidden` for a lost
+/// live database without the right; `Database`/`Unavailable` when the server cannot say.
+pub async fn guard_target(core: &Core, target: &ConnSpec, actor: &Actor, reserved: bool) -> Result<()> {
     let name = target.database().unwrap_or_default();
     if SYSTEM_DATABASES.contains(&name.as_str()) {
         return Err(Error::new(
@@ -307,16 +296,11 @@ pub fn guard_target(core: &Core, target: &ConnSpec, actor: &Actor, reserved: boo
         if !live.same_server(target) {
             continue;
         }
-        if live.same_database(target) {
-            crate::access::check(&actor.grant(), crate::access::Action::ReplaceLive, Some(workspace)).map_err(|e| {
-                Error::new(
-                    ErrorKind::Forbidden,
-                    format!("{name} is workspace {workspace}'s live database: {}", e.message()),
-                )
-            })?;
-        }
         let db = live.database().unwrap_or_default();
-        if !reserved && !db.is_empty() && reserved_names(&db).iter().any(|prefix| name.starts_with(prefix.as_str())) {
+        if !reserved
+            && !db.is_empty()
+            && database::reserved_names(&db).iter().any(|prefix| name.starts_with(prefix.as_str()))
+        {
             return Err(Error::new(
                 ErrorKind::Refused,
                 format!(
@@ -324,6 +308,20 @@ pub fn guard_target(core: &Core, target: &ConnSpec, actor: &Actor, reserved: boo
                      restores, undo, branches): choose another name"
                 ),
             ));
+        }
+        if live.same_database(target) {
+            if database::database_oid(target, &name).await?.is_some() {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "{name} is workspace {workspace}'s live database: restore into a new database, or replace \
+                         it with an in-place restore"
+                    ),
+                ));
+            }
+            crate::access::check(&actor.grant(), crate::access::Action::ReplaceLive, Some(workspace)).map_err(|e| {
+                Error::new(ErrorKind::Forbidden, format!("{name} is workspace {workspace}'s database: {}", e.message()))
+            })?;
         }
     }
     Ok(())
@@ -422,7 +420,7 @@ async fn restore_tables(
             return Err(Error::usage("--into-live restores into the workspace's database: leave out --target"));
         }
         true => (core.workspace(workspace)?.conn()?.clone(), TablesInto::Existing),
-        false => (target_of(core, opts, actor)?, TablesInto::NewDatabase),
+        false => (target_of(core, opts, actor).await?, TablesInto::NewDatabase),
     };
     let _lock = match opts.into_live {
         true => Some(super::job::take_workspace(core, workspace, "restore", actor, opts.wait).await?),

@@ -188,6 +188,18 @@ pub fn audit_checkpoints(chain: &str) -> Path {
     Path::from_iter(["audit", chain])
 }
 
+/// `audit/`: the checkpoints of every audit chain, a folder each.
+pub fn audit_chains() -> Path {
+    Path::from("audit")
+}
+
+/// The link of audit chain `chain` to the chain it continues (none for the repository's
+/// first), written once when the chain is first checkpointed or started by `audit
+/// new-chain`: `audit-links/<chain>.json.age`.
+pub fn audit_link(chain: &str) -> Path {
+    Path::from_iter(["audit-links", &format!("{chain}.json.age")])
+}
+
 /// One checkpoint of an audit chain's head, written once: `audit/<chain>/<seq, 12
 /// digits>.json.age`, so names sort by position in the chain.
 pub fn audit_checkpoint(chain: &str, seq: i64) -> Path {

@@ -447,6 +447,15 @@ impl Repository {
         Ok(names)
     }
 
+    /// The audit chains the repository holds checkpoints of.
+    pub async fn list_audit_chains(&self) -> Result<Vec<String>> {
+        let listing = self.store.list_with_delimiter(Some(&layout::audit_chains())).await?;
+        let mut names: Vec<String> =
+            listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// Ids of the committed snapshots of a workspace (those with a manifest), oldest first.
     pub async fn list_snapshot_ids(&self, workspace: &str) -> Result<Vec<String>> {
         let listing: Vec<_> = self.store.list(Some(&layout::snapshots(workspace))).try_collect().await?;

@@ -411,6 +411,20 @@ pub async fn databases_named(server: &ConnSpec, prefix: &str) -> Result<Vec<Stri
     Ok(names)
 }
 
+/// What stands between a live database's name and the names tidemark keeps beside it: the
+/// database an in-place restore moved aside, its restored copy before the switch, the one
+/// an undo moved aside, a branch.
+pub const BEFORE: &str = "_before_";
+pub const RESTORING: &str = "_restoring_";
+pub const UNDONE: &str = "_undone_";
+pub const BRANCH: &str = "_branch_";
+
+/// The prefixes of the names tidemark keeps beside live database `db`. No request may name
+/// one: an undo or a prune would take it for tidemark's own.
+pub fn reserved_names(db: &str) -> [String; 4] {
+    [BEFORE, RESTORING, UNDONE, BRANCH].map(|tag| format!("{db}{tag}"))
+}
+
 /// What a switch did.
 #[derive(Debug, Clone, Copy)]
 pub struct Switched {
@@ -435,6 +449,19 @@ const SWITCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 /// superuser, or owner with CREATEDB and pg_signal_backend); `Unavailable` when the
 /// connections do not go away within 30 s. Nothing is switched then.
 pub async fn swap_in(server: &ConnSpec, live: &str, incoming: &str, aside: &str) -> Result<Switched> {
+    swap_in_within(server, live, incoming, aside, SWITCH_PATIENCE).await
+}
+
+/// [`swap_in`], trying for `patience` at most.
+///
+/// Errors: those of [`swap_in`].
+pub async fn swap_in_within(
+    server: &ConnSpec,
+    live: &str,
+    incoming: &str,
+    aside: &str,
+    patience: std::time::Duration,
+) -> Result<Switched> {
     use sqlx::Connection;
     let mut admin = maintenance_connection(server).await?;
     let (l, i, a) = (quote_ident(live), quote_ident(incoming), quote_ident(aside));
@@ -469,13 +496,13 @@ pub async fn swap_in(server: &ConnSpec, live: &str, incoming: &str, aside: &str)
             // that connected between the ending and the lock.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("55006") => {
                 tx.rollback().await?;
-                if started.elapsed() > SWITCH_PATIENCE {
+                if started.elapsed() > patience {
                     return Err(Error::new(
                         ErrorKind::Unavailable,
                         format!(
                             "the connections to database {live:?} or {incoming:?} did not end within {} s ({}); \
                              nothing was switched",
-                            SWITCH_PATIENCE.as_secs(),
+                            patience.as_secs(),
                             e.message()
                         ),
                     ));

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 /// Lowest first. A module may import its own layer and the ones before it.
 const LAYERS: &[&[&str]] = &[
     &["error"],
-    &["secret", "actor", "access", "progress", "migrations", "wal_name"],
-    &["keys", "signing", "pg"],
+    &["secret", "actor", "access", "progress", "migrations", "wal_name", "faults"],
+    &["keys", "signing", "pg", "operation"],
     &["config"],
     &["pgcluster", "repo", "catalog"],
     &["stacks", "source", "wal", "schedule"],

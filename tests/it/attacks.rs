@@ -343,3 +343,234 @@ async fn exports_take_a_heavy_slot_and_count_against_the_token() {
         finished(&c, &server.base, started, &operator).await;
     }
 }
+
+/// The binary, with `w`'s config, dying at fault point `fault` (or none).
+fn tidemark_at(w: &crate::support::World, fault: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"));
+    cmd.args(["--config", w.core.config.path.to_str().unwrap()]).args(args).env_remove("CI");
+    match fault {
+        Some(point) => cmd.env(tidemark::faults::VARIABLE, point),
+        None => cmd.env_remove(tidemark::faults::VARIABLE),
+    };
+    cmd.output().unwrap()
+}
+
+fn files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| (e.file_name().into_string().unwrap(), std::fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+/// 30.11: an in-place restore killed at each step of its switch leaves a live database that
+/// is whole (the old one or the new one), and the next `restore undo` finishes or undoes
+/// the switch first: afterwards database and media are the ones from before, with nothing
+/// left beside them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_killed_at_any_step_of_its_switch_is_finished_or_undone() {
+    for point in [
+        "switch-intent-recorded",
+        "switch-renamed-live-aside",
+        "switch-database-switched",
+        "media-moved-aside",
+        "switch-media-switched",
+    ] {
+        let mut w = world().await;
+        let media = w.dir.path().join("media");
+        std::fs::create_dir_all(&media).unwrap();
+        std::fs::write(media.join("notes.txt"), b"at the snapshot").unwrap();
+        w.core.config.config.workspaces.get_mut("shop").unwrap().media =
+            Some(url::Url::from_directory_path(&media).unwrap().to_string());
+        std::fs::write(&w.core.config.path, toml::to_string(&w.core.config.config).unwrap()).unwrap();
+        let live = create_database(&w.cluster, "shop", SHOP).await;
+        let snapshot = snapshot_shop(&w.core).await.unwrap();
+        let at_snapshot = crate::support::content_fingerprint(&live).await;
+        // After the snapshot: data and media change.
+        let mut conn = live.connect().await.unwrap();
+        sqlx::raw_sql("DELETE FROM t WHERE id > 50").execute(&mut conn).await.unwrap();
+        drop(conn);
+        std::fs::write(media.join("notes.txt"), b"changed later").unwrap();
+        let before = (crate::support::content_fingerprint(&live).await, files(&media));
+
+        let killed =
+            tidemark_at(&w, Some(point), &["restore", &snapshot.id, "--in-place", "-w", "shop", "--confirm", "shop"]);
+        assert_eq!(killed.status.code(), None, "{point}: not killed: {}", String::from_utf8_lossy(&killed.stderr));
+        // Right after the crash: a live database, whole, the old one or the new one.
+        let now = crate::support::content_fingerprint(&live).await;
+        assert!(now == before.0 || now == at_snapshot, "{point}: the live database is neither");
+
+        let undone = tidemark_at(&w, None, &["restore", "undo", "shop", "--confirm", "shop"]);
+        let stderr = String::from_utf8_lossy(&undone.stderr);
+        match point {
+            // Switched before the crash: finished, then undone.
+            "switch-database-switched" | "media-moved-aside" | "switch-media-switched" => {
+                assert!(undone.status.success(), "{point}: {stderr}");
+            }
+            // Not switched: undone by the recovery, and nothing to swap back.
+            _ => assert_eq!(undone.status.code(), Some(tidemark::ErrorKind::NotFound.exit_code()), "{point}: {stderr}"),
+        }
+        assert_eq!(crate::support::content_fingerprint(&live).await, before.0, "{point}: the database");
+        assert_eq!(files(&media), before.1, "{point}: the media");
+        assert!(databases_like(&w.cluster, "shop_restoring_%").await.is_empty(), "{point}: a copy was left");
+        let beside: Vec<String> = std::fs::read_dir(w.dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with("media.restoring-"))
+            .collect();
+        assert!(beside.is_empty(), "{point}: {beside:?}");
+        assert!(w.core.catalog().await.unwrap().switch_intent("shop").await.unwrap().is_none(), "{point}");
+        let trail = w.core.catalog().await.unwrap().audit_records(None).await.unwrap();
+        assert!(trail.iter().any(|r| r.entry.action == "switch.recover" && r.entry.outcome == "ok"), "{point}");
+    }
+}
+
+/// 30.13: `serve` stopped with SIGTERM while an API in-place restore runs: no new jobs are
+/// taken, the running one is stopped (the shutdown timeout is zero here) and ends as a
+/// stopped restore does (its copy dropped, its media removed), recorded as aborted before
+/// the process exits; the live database is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_serve_stops_an_api_job_with_its_cleanup() {
+    use std::io::{BufRead, BufReader};
+    let mut w = world().await;
+    let live = create_database(
+        &w.cluster,
+        "shop",
+        "CREATE TABLE t (id int PRIMARY KEY, v text); \
+         INSERT INTO t SELECT i, md5(i::text) FROM generate_series(1, 400000) i; CREATE INDEX ON t (v);",
+    )
+    .await;
+    let media = w.dir.path().join("media");
+    std::fs::create_dir_all(&media).unwrap();
+    std::fs::write(media.join("notes.txt"), b"live").unwrap();
+    w.core.config.config.workspaces.get_mut("shop").unwrap().media =
+        Some(url::Url::from_directory_path(&media).unwrap().to_string());
+    let snapshot = snapshot_shop(&w.core).await.unwrap();
+    let before = crate::support::content_fingerprint(&live).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    w.core.config.config.api.listen = Some(format!("127.0.0.1:{port}"));
+    std::fs::write(&w.core.config.path, toml::to_string(&w.core.config.config).unwrap()).unwrap();
+    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap(), "serve", "--api-only", "--shutdown-timeout", "0s"])
+        .args(["--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("serving the API") {
+            break;
+        }
+    }
+    let (base, c) = (format!("http://127.0.0.1:{port}"), client("127.0.0.2"));
+    let body = format!(r#"{{"snapshot": "{}", "confirm": "shop"}}"#, snapshot.id);
+    let url = format!("{base}/v1/workspaces/shop/restores/in-place");
+    let started = call(&c, Method::POST, &url, Some(&admin), Some(&body)).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let job_url = format!("{base}{}", started.headers()["location"].to_str().unwrap());
+    // Stopped once the copy beside the live database is being loaded.
+    let mut phase = String::new();
+    for _ in 0..600 {
+        let job = json(call(&c, Method::GET, &job_url, Some(&admin), None).await).await;
+        phase = job["progress"]["phase"].as_str().unwrap_or_default().to_string();
+        if phase.starts_with("restore") || job["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(phase.starts_with("restore"), "the restore beside the live database never started: {phase:?}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{rest:?}");
+
+    let job_id = job_url.rsplit('/').next().unwrap().parse().unwrap();
+    let job = w.core.catalog().await.unwrap().job(job_id).await.unwrap();
+    assert_eq!(job.status, "aborted", "{job:?} {rest:#?}");
+    assert!(
+        databases_like(&w.cluster, "shop_restoring_%").await.is_empty(),
+        "the copy beside the live database was left"
+    );
+    let left: Vec<String> = std::fs::read_dir(w.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("media.restoring-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    assert_eq!(crate::support::content_fingerprint(&live).await, before, "the live database");
+    assert_eq!(std::fs::read(media.join("notes.txt")).unwrap(), b"live");
+}
+
+/// 30.10: a catalog whose audit chain was replaced (a new chain id, the chain row deleted)
+/// no longer passes `audit verify`, and is never checkpointed as genuine; a catalog that
+/// was lost starts a new chain only through `audit new-chain`, linked to the old chain's
+/// last checkpoint, and verifies then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_audit_chain_fails_verification_and_a_new_one_is_linked() {
+    use sqlx::Connection;
+    use tidemark::ops::audit;
+    let w = world().await;
+    let made = |name: &str| tidemark::ops::token::TokenCreateOptions {
+        name: name.into(),
+        role: Role::Viewer,
+        workspaces: Vec::new(),
+        expires: None,
+        never_expires: false,
+        allow_ips: Vec::new(),
+    };
+    for name in ["one", "two"] {
+        tidemark::ops::token::create(&w.core, &made(name), &actor()).await.unwrap();
+    }
+    let genuine = audit::verify(&w.core, &actor()).await.unwrap();
+    let chain = genuine.chain.clone().unwrap();
+    assert_eq!(genuine.checkpoint.as_ref().map(|c| c.seq), Some(2));
+    let catalog_url = format!("sqlite://{}", w.core.config.catalog_path().display());
+    let mut sql = sqlx::SqliteConnection::connect(&catalog_url).await.unwrap();
+    let chains_in_repo = || async { std::fs::read_dir(w.repo_dir().join("audit")).unwrap().count() };
+
+    for attack in ["UPDATE audit_chain SET id = 'forged0000000000'", "DELETE FROM audit_chain"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(attack)).execute(&mut sql).await.unwrap();
+        let e = audit::verify(&w.core, &actor()).await.unwrap_err();
+        assert_eq!(e.kind(), tidemark::ErrorKind::Integrity, "{attack}: {}", e.report());
+        assert!(e.message().contains(&chain), "{attack}: {}", e.report());
+        // The next audited action is recorded, but its chain is not checkpointed as genuine.
+        tidemark::ops::token::create(&w.core, &made(&format!("after-{}", attack.len())), &actor()).await.unwrap();
+        assert_eq!(chains_in_repo().await, 1, "{attack}: a second chain was checkpointed");
+        assert!(audit::verify(&w.core, &actor()).await.is_err(), "{attack}");
+        sqlx::query("DELETE FROM audit_chain").execute(&mut sql).await.unwrap();
+        sqlx::query("INSERT INTO audit_chain (id, created) VALUES (?, ?)")
+            .bind(&chain)
+            .bind(chrono::Utc::now())
+            .execute(&mut sql)
+            .await
+            .unwrap();
+        audit::verify(&w.core, &actor()).await.unwrap();
+    }
+
+    // The catalog is lost: the empty trail does not verify; `audit new-chain` links a new one.
+    drop(sql);
+    let catalog = w.core.config.catalog_path();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", catalog.display()));
+    }
+    let run = |args: &[&str]| tidemark_at(&w, None, args);
+    let lost = run(&["audit", "verify"]);
+    assert_eq!(lost.status.code(), Some(tidemark::ErrorKind::Integrity.exit_code()));
+    assert!(
+        String::from_utf8_lossy(&lost.stderr).contains("audit new-chain"),
+        "{}",
+        String::from_utf8_lossy(&lost.stderr)
+    );
+    let started = run(&["--json", "audit", "new-chain"]);
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    let link: serde_json::Value = serde_json::from_slice(&started.stdout).unwrap();
+    assert_eq!(link["follows"]["chain"], chain.as_str());
+    let verified = run(&["--json", "audit", "verify"]);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(report["continues"][0]["chain"], chain.as_str(), "{report}");
+    assert_ne!(report["chain"], chain.as_str());
+    let again = run(&["audit", "new-chain"]);
+    assert_eq!(again.status.code(), Some(tidemark::ErrorKind::Refused.exit_code()), "linked already");
+}

@@ -3,6 +3,7 @@
 //! switch leaves it as it was; `undo` swaps back.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use tidemark::ErrorKind;
 use tidemark::ops::inplace::{InPlaceOptions, UndoOptions, restore_in_place, undo};
@@ -339,8 +340,8 @@ async fn a_workspace_goes_back_to_a_moment_in_place_and_undo_takes_the_newest_ba
 }
 
 /// The switch itself failing half-way (the live database moved aside, the restored one
-/// cannot take its name): what was done is put back, so the name belongs to the old
-/// database again and it accepts connections.
+/// cannot take its name): it is one transaction (issue 30.11), so nothing was switched:
+/// the name belongs to the old database and it accepts connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switch_that_fails_half_way_puts_the_live_database_back() {
     let w = world().await;
@@ -372,9 +373,61 @@ async fn a_switch_that_fails_half_way_puts_the_live_database_back() {
     let swapper = ConnSpec::parse(url.as_str(), None).unwrap();
     let err =
         tidemark::restore::database::swap_in(&swapper, "shop", "shop_incoming", "shop_before_x").await.unwrap_err();
-    assert!(err.report().contains("the live database was put back"), "{}", err.report());
+    assert!(err.report().contains("nothing was switched"), "{}", err.report());
     assert_eq!(databases(&w).await, ["shop".to_string(), "shop_incoming".to_string()]);
     assert_eq!(content_fingerprint(&live).await, before, "the live database is the old one, and it takes connections");
+}
+
+/// Issue 30.12: a process the switching role may not end (a superuser's background
+/// process on the database: here a logical walsender, as an autovacuum worker was in the
+/// report) failed the switch at once with "must be a superuser to terminate superuser
+/// process". Only client backends are ended; the switch waits for the rest and says so
+/// when they stay, and goes through once they are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_ends_only_client_backends_and_waits_for_the_rest() {
+    let w = world().await;
+    let admin = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    let mut conn = admin.connect().await.unwrap();
+    for sql in [
+        "CREATE ROLE swapper LOGIN CREATEDB",
+        "GRANT pg_signal_backend TO swapper",
+        "CREATE DATABASE shop OWNER swapper",
+        "CREATE DATABASE shop_incoming OWNER swapper",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    }
+    // A superuser's walsender on the live database, idle (psql waits on its input).
+    let psql = tidemark::pg::tool(w.core.pg_bin_dir().as_deref(), "psql");
+    let dsn = format!("host=127.0.0.1 port={} user=postgres dbname=shop replication=database", w.cluster.port());
+    let mut walsender = std::process::Command::new(psql)
+        .arg(&dsn)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sender = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop' AND backend_type = 'walsender'";
+    let mut waited = 0;
+    while sqlx::query_scalar::<_, i64>(sender).fetch_one(&mut conn).await.unwrap() == 0 {
+        assert!(waited < 600, "the walsender never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    let mut url = url::Url::parse(&w.cluster.url("postgres")).unwrap();
+    url.set_username("swapper").unwrap();
+    let swapper = ConnSpec::parse(url.as_str(), None).unwrap();
+    let patience = Duration::from_secs(2);
+    let err = tidemark::restore::database::swap_in_within(&swapper, "shop", "shop_incoming", "shop_before_x", patience)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
+    assert!(err.report().contains("nothing was switched") && !err.report().contains("superuser"), "{}", err.report());
+    assert_eq!(databases(&w).await, ["shop".to_string(), "shop_incoming".to_string()]);
+    // Once it is gone, the switch goes through.
+    drop(walsender.stdin.take());
+    walsender.wait().unwrap();
+    crate::support::count_until_zero(&admin, sender).await;
+    tidemark::restore::database::swap_in(&swapper, "shop", "shop_incoming", "shop_before_x").await.unwrap();
+    assert_eq!(databases(&w).await, ["shop".to_string(), "shop_before_x".to_string()]);
 }
 
 /// The databases a switch moved aside are dropped by prune once older than keep-replaced,

@@ -208,6 +208,11 @@ pub(in crate::api) async fn restore(
             Some(app.core.workspace(&ws)?.conn()?.with_database(&database))
         }
     };
+    // The operation's rule on where a restore may go, asked now for an answer to this
+    // request (the job asks again).
+    if let Some(target) = &target {
+        ops::restore::guard_target(&app.core, target, &actor, false).await?;
+    }
     let opts = ops::restore::RestoreOptions {
         snapshot,
         workspace: Some(ws.clone()),
