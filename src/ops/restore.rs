@@ -271,60 +271,12 @@ async fn target_of(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<
     Ok(target)
 }
 
-/// Databases no restore goes into: every later `CREATE DATABASE` copies `template1`, and
-/// the others are the server's own.
-pub const SYSTEM_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
-
-/// Whether `actor` may restore into `target`, for every front end: never a server's system
-/// database; never a name reserved beside a workspace's database on the same server
-/// (unless `reserved`: the operation that reserved it); never a workspace's live database
-/// while it exists (that is an in-place restore), and one that is gone (a lost database
-/// restored under its own name) only with the right to replace it.
+/// Whether `actor` may restore into `target`, for every front end (the rule is
+/// `restore::database::guard_target`; the API asks it before it starts the job too).
 ///
-/// Errors: `Refused` for a system, reserved or existing live name; `Forbidden` for a lost
-/// live database without the right; `Database`/`Unavailable` when the server cannot say.
+/// Errors: those of `guard_target`.
 pub async fn guard_target(core: &Core, target: &ConnSpec, actor: &Actor, reserved: bool) -> Result<()> {
-    let name = target.database().unwrap_or_default();
-    if SYSTEM_DATABASES.contains(&name.as_str()) {
-        return Err(Error::new(
-            ErrorKind::Refused,
-            format!("{name} is the server's own database: restore into a new database instead"),
-        ));
-    }
-    for (workspace, ws) in &core.config.config.workspaces {
-        let Ok(live) = crate::pg::ConnSpec::parse(&ws.database_url, None) else { continue };
-        if !live.same_server(target) {
-            continue;
-        }
-        let db = live.database().unwrap_or_default();
-        if !reserved
-            && !db.is_empty()
-            && database::reserved_names(&db).iter().any(|prefix| name.starts_with(prefix.as_str()))
-        {
-            return Err(Error::new(
-                ErrorKind::Refused,
-                format!(
-                    "{name} is a name tidemark keeps for databases beside workspace {workspace}'s (in-place \
-                     restores, undo, branches): choose another name"
-                ),
-            ));
-        }
-        if live.same_database(target) {
-            if database::database_oid(target, &name).await?.is_some() {
-                return Err(Error::new(
-                    ErrorKind::Refused,
-                    format!(
-                        "{name} is workspace {workspace}'s live database: restore into a new database, or replace \
-                         it with an in-place restore"
-                    ),
-                ));
-            }
-            crate::access::check(&actor.grant(), crate::access::Action::ReplaceLive, Some(workspace)).map_err(|e| {
-                Error::new(ErrorKind::Forbidden, format!("{name} is workspace {workspace}'s database: {}", e.message()))
-            })?;
-        }
-    }
-    Ok(())
+    database::guard_target(&core.config.config.workspaces, target, &actor.grant(), reserved).await
 }
 
 async fn restore_database(

@@ -425,6 +425,64 @@ pub fn reserved_names(db: &str) -> [String; 4] {
     [BEFORE, RESTORING, UNDONE, BRANCH].map(|tag| format!("{db}{tag}"))
 }
 
+/// Databases no restore goes into: every later `CREATE DATABASE` copies `template1`, and
+/// the others are the server's own.
+pub const SYSTEM_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
+
+/// Whether `actor` may restore into `target`, for every front end: never a server's system
+/// database; never a name reserved beside a workspace's database on the same server
+/// (unless `reserved`: the operation that reserved it); never a workspace's live database
+/// while it exists (that is an in-place restore), and one that is gone (a lost database
+/// restored under its own name) only with the right to replace it.
+///
+/// Errors: `Refused` for a system, reserved or existing live name; `Forbidden` for a lost
+/// live database without the right; `Database`/`Unavailable` when the server cannot say.
+pub async fn guard_target(
+    workspaces: &std::collections::BTreeMap<String, crate::config::WorkspaceConfig>,
+    target: &ConnSpec,
+    grant: &crate::access::Grant,
+    reserved: bool,
+) -> Result<()> {
+    let name = target.database().unwrap_or_default();
+    if SYSTEM_DATABASES.contains(&name.as_str()) {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!("{name} is the server's own database: restore into a new database instead"),
+        ));
+    }
+    for (workspace, ws) in workspaces {
+        let Ok(live) = ConnSpec::parse(&ws.database_url, None) else { continue };
+        if !live.same_server(target) {
+            continue;
+        }
+        let db = live.database().unwrap_or_default();
+        if !reserved && !db.is_empty() && reserved_names(&db).iter().any(|prefix| name.starts_with(prefix.as_str())) {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "{name} is a name tidemark keeps for databases beside workspace {workspace}'s (in-place \
+                     restores, undo, branches): choose another name"
+                ),
+            ));
+        }
+        if live.same_database(target) {
+            if database_oid(target, &name).await?.is_some() {
+                return Err(Error::new(
+                    ErrorKind::Refused,
+                    format!(
+                        "{name} is workspace {workspace}'s live database: restore into a new database, or replace \
+                         it with an in-place restore"
+                    ),
+                ));
+            }
+            crate::access::check(grant, crate::access::Action::ReplaceLive, Some(workspace)).map_err(|e| {
+                Error::new(ErrorKind::Forbidden, format!("{name} is workspace {workspace}'s database: {}", e.message()))
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// What a switch did.
 #[derive(Debug, Clone, Copy)]
 pub struct Switched {

@@ -205,6 +205,34 @@ async fn restores_stay_out_of_system_reserved_and_live_databases() {
     let mut conn = live.connect().await.unwrap();
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&mut conn).await.unwrap();
     assert_eq!(rows, 100, "the live database is still the workspace's");
+    drop(conn);
+
+    // A real in-place restore; then the database it moved aside is replaced by another of
+    // the same name (dropped and made again): undo refuses it, by its oid.
+    let body = format!(r#"{{"snapshot": "{}", "confirm": "shop"}}"#, m.id);
+    let url = format!("{base}/v1/workspaces/shop/restores/in-place");
+    let job = finished(&c, &base, &call(&c, Method::POST, &url, Some(&admin), Some(&body)).await, &admin).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let aside = format!("shop_before_{}", m.id.to_ascii_lowercase().replace('-', "_"));
+    let server = tidemark::pg::ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    let mut dba = server.connect().await.unwrap();
+    for sql in [format!(r#"ALTER DATABASE "{aside}" RENAME TO elsewhere"#), format!(r#"CREATE DATABASE "{aside}""#)] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut dba).await.unwrap();
+    }
+    let undo = call(
+        &c,
+        Method::POST,
+        &format!("{base}/v1/workspaces/shop/restores/undo"),
+        Some(&admin),
+        Some(r#"{"confirm": "shop"}"#),
+    )
+    .await;
+    let job = finished(&c, &base, &undo, &admin).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("is not the one"), "{job}");
+    let mut conn = live.connect().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&mut conn).await.unwrap();
+    assert_eq!(rows, 100, "the restored database is still live");
 }
 
 /// 30.5: a `dbname` parameter in a workspace's URL cannot send a branch's restore to the
