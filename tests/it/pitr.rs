@@ -1125,6 +1125,19 @@ async fn a_segment_in_another_segments_place_fails_the_restore_check_and_drill()
     assert!(!pgdata.exists());
     std::fs::write(&sig, kept_sig).unwrap();
     tidemark::pgcluster::hand_over(&victim_dir).unwrap();
+    // ... and a damaged base backup manifest: it is left out, and the target it would have
+    // served is `integrity` naming it (it was `refused`, "outside the window").
+    let manifest = w.repo_dir().join("workspaces/shop/base").join(&base.id).join("manifest.json.age");
+    let kept_manifest = std::fs::read(&manifest).unwrap();
+    let mut damaged = kept_manifest.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x01;
+    std::fs::write(&manifest, damaged).unwrap();
+    let failed = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap_err();
+    assert_eq!(failed.kind(), ErrorKind::Integrity, "{}", failed.report());
+    assert!(failed.report().contains(&base.id), "{}", failed.report());
+    assert!(!pgdata.exists());
+    std::fs::write(&manifest, kept_manifest).unwrap();
 
     // Issue 11.11: a damaged base backup tar is named.
     let tar = w.repo_dir().join("workspaces/shop/base").join(&base.id).join("base.tar.zst.age");

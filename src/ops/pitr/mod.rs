@@ -45,6 +45,8 @@ pub(crate) struct Physical {
     pub bases: Vec<base::BaseManifest>,
     pub archived: Vec<archive::Archived>,
     pub histories: Histories,
+    /// Base backups left out, with why: each is named when no other serves a target.
+    pub damaged: Vec<(String, String)>,
 }
 
 impl Physical {
@@ -58,10 +60,11 @@ impl Physical {
         for d in &read.damaged {
             tracing::warn!(workspace, base_backup = %d.id, problem = %d.problem, "a base backup's manifest cannot be read; it is left out");
         }
+        let damaged = read.damaged.iter().map(|d| (d.id.clone(), d.problem.clone())).collect();
         let bases = read.items;
         let archived = archive::list(&core.repo, workspace).await?;
         let histories = archive::histories(&core.repo, identities, workspace, &archived).await?;
-        Ok(Physical { bases, archived, histories })
+        Ok(Physical { bases, archived, histories, damaged })
     }
 
     pub fn window(&self) -> Window {

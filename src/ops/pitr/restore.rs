@@ -95,7 +95,20 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         }
         other => other.clone(),
     };
-    let chosen = window::choose(&window, &physical.bases, &target)?.clone();
+    let chosen = match window::choose(&window, &physical.bases, &target) {
+        Ok(chosen) => chosen.clone(),
+        // Out of reach because a base backup that would serve is damaged: that is the
+        // repository's integrity, not the target's.
+        Err(e) if !physical.damaged.is_empty() => {
+            let named: Vec<String> = physical.damaged.iter().map(|(id, why)| format!("{id} ({why})")).collect();
+            return Err(Error::integrity(format!(
+                "{}; base backups whose manifests cannot be read were left out: {}. `tidemark check` names them",
+                e.message(),
+                named.join("; ")
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     let legs = physical.path(&chosen);
 
     let pgdata = std::path::absolute(&opts.pgdata)?;
