@@ -188,24 +188,23 @@ async fn restores_stay_out_of_system_reserved_and_live_databases() {
     let e = tidemark::ops::restore::restore(&w.core, &opts, &actor()).await.unwrap_err();
     assert_eq!(e.kind(), tidemark::ErrorKind::Refused, "{}", e.report());
 
+    let undo_url = format!("{base}/v1/workspaces/shop/restores/undo");
+    let undo = async || {
+        let asked = call(&c, Method::POST, &undo_url, Some(&admin), Some(r#"{"confirm": "shop"}"#)).await;
+        finished(&c, &base, &asked, &admin).await
+    };
+    let live = tidemark::pg::ConnSpec::parse(&w.cluster.url("shop"), None).unwrap();
+    let live_rows = async || {
+        let mut conn = live.connect().await.unwrap();
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM t").fetch_one(&mut conn).await.unwrap()
+    };
+
     // A database named like one an in-place restore moved aside, made by hand: undo does not
     // take it for one (nothing is recorded as moved aside).
     create_database(&w.cluster, "shop_before_20200101t000000z_000000", "CREATE TABLE planted (x int);").await;
-    let undo = call(
-        &c,
-        Method::POST,
-        &format!("{base}/v1/workspaces/shop/restores/undo"),
-        Some(&admin),
-        Some(r#"{"confirm": "shop"}"#),
-    )
-    .await;
-    let job = finished(&c, &base, &undo, &admin).await;
+    let job = undo().await;
     assert_eq!(job["status"], "failed", "{job}");
-    let live = tidemark::pg::ConnSpec::parse(&w.cluster.url("shop"), None).unwrap();
-    let mut conn = live.connect().await.unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(rows, 100, "the live database is still the workspace's");
-    drop(conn);
+    assert_eq!(live_rows().await, 100, "the live database is still the workspace's");
 
     // A real in-place restore; then the database it moved aside is replaced by another of
     // the same name (dropped and made again): undo refuses it, by its oid.
@@ -219,20 +218,10 @@ async fn restores_stay_out_of_system_reserved_and_live_databases() {
     for sql in [format!(r#"ALTER DATABASE "{aside}" RENAME TO elsewhere"#), format!(r#"CREATE DATABASE "{aside}""#)] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut dba).await.unwrap();
     }
-    let undo = call(
-        &c,
-        Method::POST,
-        &format!("{base}/v1/workspaces/shop/restores/undo"),
-        Some(&admin),
-        Some(r#"{"confirm": "shop"}"#),
-    )
-    .await;
-    let job = finished(&c, &base, &undo, &admin).await;
+    let job = undo().await;
     assert_eq!(job["status"], "failed", "{job}");
     assert!(job["error"].as_str().unwrap().contains("is not the one"), "{job}");
-    let mut conn = live.connect().await.unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM t").fetch_one(&mut conn).await.unwrap();
-    assert_eq!(rows, 100, "the restored database is still live");
+    assert_eq!(live_rows().await, 100, "the restored database is still live");
 }
 
 /// 30.5: a `dbname` parameter in a workspace's URL cannot send a branch's restore to the
