@@ -24,7 +24,9 @@ impl MigrationSource<'static> for Embedded {
                         Cow::Borrowed(*description),
                         MigrationType::Simple,
                         sqlx::SqlSafeStr::into_sql_str(*sql),
-                        false,
+                        // A migration that must run outside a transaction (one that turns
+                        // foreign keys off to make a table again) says so on its first line.
+                        sql.starts_with("-- no-transaction"),
                     )
                 })
                 .collect())

@@ -585,7 +585,8 @@ pub const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs
 /// or neither); plain HTTP only on loopback unless `allow-plain-http`.
 ///
 /// Errors: `Config` for a bad or refused address or a certificate that cannot be used,
-/// `Unavailable` when the address cannot be bound.
+/// `Refused` when another process listens there, `Unavailable` when the address cannot be
+/// bound otherwise.
 pub async fn bind(config: &crate::config::LoadedConfig) -> Result<Option<Listener>> {
     let api = &config.config.api;
     let Some(listen) = &api.listen else { return Ok(None) };
@@ -606,9 +607,13 @@ pub async fn bind(config: &crate::config::LoadedConfig) -> Result<Option<Listene
         }
         tracing::warn!(%addr, "the API is served as plain HTTP on a non-loopback address (api.allow-plain-http)");
     }
-    let tcp = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unavailable, format!("cannot listen on {addr}: {e}")))?;
+    let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => Error::new(
+            ErrorKind::Refused,
+            format!("cannot listen on {addr}: another process listens there (another `tidemark serve`?)"),
+        ),
+        _ => Error::new(ErrorKind::Unavailable, format!("cannot listen on {addr}: {e}")),
+    })?;
     Ok(Some(match certificate {
         Some(certificate) => Listener::tls(tcp, certificate),
         None => tcp.into(),

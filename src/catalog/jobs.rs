@@ -60,6 +60,9 @@ pub enum JobStatus {
     Failed,
     /// Stopped by a shutdown (or a crash of the daemon) before it finished.
     Aborted,
+    /// Refused before it changed anything (another operation held the workspace, a target
+    /// that is not empty): not a failure of the workspace's backups.
+    Refused,
 }
 
 impl JobStatus {
@@ -69,6 +72,7 @@ impl JobStatus {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
             JobStatus::Aborted => "aborted",
+            JobStatus::Refused => "refused",
         }
     }
 
@@ -77,6 +81,7 @@ impl JobStatus {
             "running" => JobStatus::Running,
             "succeeded" => JobStatus::Succeeded,
             "failed" => JobStatus::Failed,
+            "refused" => JobStatus::Refused,
             _ => JobStatus::Aborted,
         }
     }

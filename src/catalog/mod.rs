@@ -38,6 +38,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (8, "snapshot_index", include_str!("../../migrations/catalog/0008_snapshot_index.sql")),
     (9, "replaced_databases", include_str!("../../migrations/catalog/0009_replaced_databases.sql")),
     (10, "switches", include_str!("../../migrations/catalog/0010_switches.sql")),
+    (11, "job_refused", include_str!("../../migrations/catalog/0011_job_refused.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;
@@ -227,6 +228,48 @@ mod tests {
         let aside = Catalog::move_aside(&path).unwrap();
         assert!(aside.exists() && !path.exists());
         Catalog::open(&path).await.unwrap();
+    }
+
+    /// Migration 11 makes the jobs table again (a CHECK constraint cannot change in
+    /// place): the history and the schedules' references to it survive, and a refused job
+    /// can be recorded.
+    #[tokio::test]
+    async fn an_older_catalog_keeps_its_jobs_through_the_refused_status_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("catalog.sqlite");
+        let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true).foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let before = Embedded(&CATALOG_MIGRATIONS.0[..10]);
+        Migrator::new(before).await.unwrap().run(&pool).await.unwrap();
+        for sql in [
+            "INSERT INTO jobs (workspace, operation, trigger, started_at, status) VALUES ('shop', 'snapshot', 'cli', '2026-12-01T00:00:00Z', 'succeeded')",
+            "INSERT INTO schedule_runs (workspace, policy, last_slot, last_status, last_job) VALUES ('shop', 'daily', '2026-12-01T00:00:00Z', 'succeeded', 1)",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let catalog = Catalog::open(&path).await.unwrap();
+        assert_eq!(catalog.job(1).await.unwrap().status(), JobStatus::Succeeded);
+        let referred: i64 =
+            sqlx::query_scalar("SELECT last_job FROM schedule_runs").fetch_one(&catalog.pool).await.unwrap();
+        assert_eq!(referred, 1);
+        let fk: Vec<(String, i64, String, i64)> =
+            sqlx::query_as("PRAGMA foreign_key_check").fetch_all(&catalog.pool).await.unwrap();
+        assert!(fk.is_empty(), "{fk:?}");
+        let job = NewJob {
+            workspace: "shop".into(),
+            operation: "snapshot".into(),
+            kind: None,
+            trigger: Trigger::Cli,
+            policy: None,
+            scheduled_for: None,
+            started_at: Utc::now(),
+            actor: None,
+        };
+        let id = catalog.start_job(&job).await.unwrap();
+        assert_eq!(id, 2, "ids go on from the history");
+        catalog.finish_job(id, JobStatus::Refused, &JobEnd::default()).await.unwrap();
+        assert_eq!(catalog.job(id).await.unwrap().status(), JobStatus::Refused);
     }
 
     fn at(s: &str) -> chrono::DateTime<Utc> {

@@ -44,12 +44,17 @@ pub async fn jobs(global: &Global, args: JobsArgs) -> Result<()> {
             (None, Some(e)) => e.lines().next().unwrap_or_default().to_string(),
             _ => String::new(),
         };
+        // What the job was: its operation, and a snapshot's kind.
+        let what = match &j.kind {
+            Some(kind) => format!("{} {kind}", j.operation),
+            None => j.operation.clone(),
+        };
         println!(
-            "{:>5}  {}  {:<10} {:<9} {:<9} {:<10} attempts {}  {}",
+            "{:>5}  {}  {:<10} {:<18} {:<9} {:<10} attempts {}  {}",
             j.id,
             j.started_at.format("%Y-%m-%d %H:%M:%S"),
             j.workspace,
-            j.kind.as_deref().unwrap_or("-"),
+            what,
             j.trigger,
             j.status,
             j.attempts,

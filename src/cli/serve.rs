@@ -27,6 +27,11 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
         core.config.config.daemon.shutdown_timeout = t;
     }
     let shutdown = CancellationToken::new();
+    // One daemon per catalog: a second one is refused naming the first (exit 6) before it
+    // tries the first one's addresses. The daemon takes the lock for good when it starts.
+    if !args.api_only {
+        drop(tidemark::catalog::Catalog::open(&core.config.catalog_path()).await?.lock_for_daemon()?);
+    }
     // The API (when [api] listen is set) runs beside the scheduler and stops with it.
     let rules = tidemark::api::AddressRules::from_config(&core.config.config.api)?;
     let api = match tidemark::api::bind(&core.config).await? {

@@ -192,6 +192,11 @@ impl StartedJob {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {
                     (JobStatus::Aborted, JobEnd { error: Some(e.report()), ..Default::default() })
                 }
+                // Refused before anything changed (a busy workspace): `status` does not
+                // page anyone for it.
+                Err(e) if e.kind() == ErrorKind::Refused => {
+                    (JobStatus::Refused, JobEnd { error: Some(e.report()), ..Default::default() })
+                }
                 Err(e) => (JobStatus::Failed, JobEnd { error: Some(e.report()), ..Default::default() }),
             };
             if let Err(e) = catalog.finish_job(id, status, &ending).await {

@@ -551,6 +551,24 @@ async fn status_exit_codes_for_healthy_stale_failing_and_unknown() {
     let text = String::from_utf8_lossy(&text.stdout).to_string();
     assert!(text.starts_with("shop") && text.contains("healthy") && text.contains("snapshot"), "{text}");
 
+    // Issue 31.4: a second snapshot refused while another operation holds the workspace is
+    // recorded as refused, not failed, and pages nobody.
+    let holder = tidemark::catalog::lock::Holder::me("snapshot", &crate::support::actor());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let catalog = dir.path().join(tidemark::catalog::DEFAULT_CATALOG_FILE);
+    let wait = tidemark::catalog::lock::Wait::No;
+    let held = tidemark::catalog::lock::WorkspaceLock::acquire(&catalog, "shop", &holder, wait, &stop).await.unwrap();
+    let refused = tidemark(dir.path(), &["snapshot", "create", "-w", "shop"]);
+    assert_eq!(refused.status.code(), Some(ErrorKind::Refused.exit_code()));
+    drop(held);
+    let (code, report, stderr) = status(&[]);
+    assert_eq!(code, Some(0), "a refusal is not a failure: {report} {stderr}");
+    let jobs = ok(&tidemark(dir.path(), &["--json", "jobs"]));
+    assert_eq!(jobs[0]["status"], "refused", "{jobs}");
+    // Issue 31.7: `jobs` says what each job was.
+    let listed = String::from_utf8_lossy(&tidemark(dir.path(), &["jobs"]).stdout).to_string();
+    assert!(listed.lines().all(|l| l.contains("snapshot manual")), "{listed}");
+
     // A workspace that cannot be evaluated (a schedule that does not exist): the others
     // still are, and the answer is "cannot tell".
     let config = dir.path().join("tidemark.toml");
@@ -591,4 +609,40 @@ async fn status_exit_codes_for_healthy_stale_failing_and_unknown() {
     // Cannot tell: 3.
     let (code, _, stderr) = status(&["-w", "nope"]);
     assert_eq!(code, Some(3), "{stderr}");
+}
+
+/// Issue 31.8: a second `serve` on the same config is refused naming the first (exit 6),
+/// not "Address already in use" (exit 9) from the API's address; a second API-only server
+/// on the same address is refused too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_is_refused_naming_the_first() {
+    use std::io::{BufRead, BufReader};
+    let cluster = tokio::task::spawn_blocking(start_cluster).await.unwrap();
+    create_database(&cluster, "shop", "CREATE TABLE t (id int);").await;
+    let dir = tempfile::tempdir().unwrap();
+    ok(&tidemark(dir.path(), &["init", "--repo", dir.path().join("repo").to_str().unwrap()]));
+    ok(&tidemark(dir.path(), &["workspace", "add", "shop", "--database-url", &cluster.url("shop")]));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("tidemark.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[api]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(first.stderr.take().unwrap()).lines();
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l.contains("serving the API")), "the first never served");
+    let second = tidemark(dir.path(), &["serve"]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(ErrorKind::Refused.exit_code()), "{stderr}");
+    assert!(stderr.contains("another `tidemark serve`") && stderr.contains(&format!("pid {}", first.id())), "{stderr}");
+    let api_only = tidemark(dir.path(), &["serve", "--api-only"]);
+    let stderr = String::from_utf8_lossy(&api_only.stderr);
+    assert_eq!(api_only.status.code(), Some(ErrorKind::Refused.exit_code()), "{stderr}");
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let _rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert_eq!(first.wait().unwrap().code(), Some(0));
 }
