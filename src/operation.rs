@@ -24,12 +24,14 @@ pub enum Operation {
     BranchCreate,
     BranchSetLive,
     Prune,
+    /// Retention computed and reported, nothing deleted.
+    PruneDryRun,
     Check,
     Export,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 11] = [
+    pub const ALL: [Operation; 12] = [
         Operation::Snapshot,
         Operation::BaseBackup,
         Operation::Drill,
@@ -39,6 +41,7 @@ impl Operation {
         Operation::BranchCreate,
         Operation::BranchSetLive,
         Operation::Prune,
+        Operation::PruneDryRun,
         Operation::Check,
         Operation::Export,
     ];
@@ -55,6 +58,7 @@ impl Operation {
             Operation::BranchCreate => "branch-create",
             Operation::BranchSetLive => "branch-set-live",
             Operation::Prune => "prune",
+            Operation::PruneDryRun => "prune-dry-run",
             Operation::Check => "check",
             Operation::Export => "export",
         }
@@ -73,7 +77,7 @@ impl Operation {
             Operation::Drill => Action::Drill,
             Operation::Restore | Operation::BranchCreate => Action::Restore,
             Operation::RestoreInPlace | Operation::RestoreUndo | Operation::BranchSetLive => Action::ReplaceLive,
-            Operation::Prune => Action::Prune,
+            Operation::Prune | Operation::PruneDryRun => Action::Prune,
             Operation::Check => Action::Read,
             Operation::Export => Action::Export,
         }

@@ -359,9 +359,9 @@ async fn deny(app: &App, actor: &Actor, path: &str, e: &Error) {
         refusals::record_repeated(&app.core, &repeated).await;
     }
     if closed.first {
-        let refused: Result<()> = Err(Error::new(ErrorKind::Refused, e.message()));
-        let reason = refusals::cut(e.message(), refusals::PATH_KEPT);
-        let details = serde_json::json!({"kind": e.kind().name(), "reason": reason});
+        // One error in the record: the refusal's own kind and reason (cut).
+        let refused: Result<()> = Err(Error::new(e.kind(), refusals::cut(e.message(), refusals::PATH_KEPT)));
+        let details = serde_json::json!({});
         crate::ops::audit::record(
             &app.core,
             actor,

@@ -38,8 +38,11 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> Result<()> {
                 print!("{}", audit::to_csv(&records));
             } else {
                 for r in &records {
+                    // Why it failed or was refused: the error's message, on one line.
+                    let reason = r.entry.details["error"]["message"].as_str().unwrap_or_default();
+                    let reason: String = reason.lines().next().unwrap_or_default().chars().take(100).collect();
                     println!(
-                        "{:>6} {} {:<24} {:<16} {:<32} {}",
+                        "{:>6} {} {:<24} {:<16} {:<32} {:<7} {reason}",
                         r.seq,
                         r.at.format("%Y-%m-%d %H:%M:%S"),
                         r.entry.actor.to_string(),

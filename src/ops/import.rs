@@ -66,8 +66,12 @@ pub struct ImportReport {
 pub async fn import(core: &Core, opts: &ImportOptions, actor: &Actor) -> Result<ImportReport> {
     let done = import_bundle(core, opts).await;
     let details = serde_json::json!({ "file": opts.file, "target": crate::pg::redact_url(&opts.target) });
-    let workspace = done.as_ref().map(|r| r.workspace.clone()).unwrap_or_default();
-    super::audit::record(core, actor, "import", &workspace, &done, details).await;
+    // The bundle's workspace; before the bundle is read (or without one), the target.
+    let target = match done.as_ref().map(|r| r.workspace.clone()) {
+        Ok(ws) if !ws.is_empty() => ws,
+        _ => crate::pg::redact_url(&opts.target),
+    };
+    super::audit::record(core, actor, "import", &target, &done, details).await;
     done
 }
 

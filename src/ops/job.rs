@@ -175,6 +175,23 @@ impl StartedJob {
         };
         let progress = job_core.progress().clone();
         let result = work(job_core).await;
+        let (status, ending) = match &result {
+            // An operation that ran to its end with a failing verdict (a drill whose
+            // checks failed, a check that found problems) says so in `error`.
+            Ok(value) => {
+                let ending = end(value);
+                (if ending.error.is_some() { JobStatus::Failed } else { JobStatus::Succeeded }, ending)
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                (JobStatus::Aborted, JobEnd { error: Some(e.report()), ..Default::default() })
+            }
+            // Refused before anything changed (a busy workspace): `status` does not
+            // page anyone for it.
+            Err(e) if e.kind() == ErrorKind::Refused => {
+                (JobStatus::Refused, JobEnd { error: Some(e.report()), ..Default::default() })
+            }
+            Err(e) => (JobStatus::Failed, JobEnd { error: Some(e.report()), ..Default::default() }),
+        };
         let mut audit_details = None;
         if let (Some(catalog), Some(id)) = (&catalog, id) {
             // The last state, written before the end (the sink's task may not get to it
@@ -182,23 +199,6 @@ impl StartedJob {
             if let Err(e) = catalog.record_progress(id, &job_progress(&progress.state())).await {
                 tracing::debug!(error = %e.report(), "cannot record a job's progress");
             }
-            let (status, ending) = match &result {
-                // An operation that ran to its end with a failing verdict (a drill whose
-                // checks failed, a check that found problems) says so in `error`.
-                Ok(value) => {
-                    let ending = end(value);
-                    (if ending.error.is_some() { JobStatus::Failed } else { JobStatus::Succeeded }, ending)
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {
-                    (JobStatus::Aborted, JobEnd { error: Some(e.report()), ..Default::default() })
-                }
-                // Refused before anything changed (a busy workspace): `status` does not
-                // page anyone for it.
-                Err(e) if e.kind() == ErrorKind::Refused => {
-                    (JobStatus::Refused, JobEnd { error: Some(e.report()), ..Default::default() })
-                }
-                Err(e) => (JobStatus::Failed, JobEnd { error: Some(e.report()), ..Default::default() }),
-            };
             if let Err(e) = catalog.finish_job(id, status, &ending).await {
                 tracing::warn!(error = %e.report(), "cannot record the end of the job in the catalog");
             }
@@ -206,7 +206,13 @@ impl StartedJob {
         }
         if spec.operation != crate::operation::Operation::Check {
             let details = audit_details.unwrap_or_else(|| serde_json::json!({}));
-            super::audit::record(&core, &actor, spec.operation.job_name(), &spec.workspace, &result, details).await;
+            // A failing verdict is a failure in the trail too, not `ok`.
+            let audited: Result<()> = match (&result, &ending.error) {
+                (Ok(_), None) => Ok(()),
+                (Ok(_), Some(verdict)) => Err(crate::error::Error::integrity(verdict.clone())),
+                (Err(e), _) => Err(crate::error::Error::new(e.kind(), e.message().to_string())),
+            };
+            super::audit::record(&core, &actor, spec.operation.job_name(), &spec.workspace, &audited, details).await;
         }
         result
     }

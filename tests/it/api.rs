@@ -345,7 +345,7 @@ async fn refusals_bad_input_and_jobs_over_http() {
     let started = call(&c2, Method::POST, &restores, Some(&admin), Some(&back("public.t"))).await;
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     let over = finished(&c2, &base, &started, &admin).await;
-    assert_eq!(over["status"], "failed", "{over}");
+    assert_eq!(over["status"], "refused", "never over an existing table: refused before anything changed: {over}");
     let both = format!(r#"{{"snapshot": "{id}", "tables": ["t"], "into_live": true, "as": ["x"], "database": "y"}}"#);
     assert_eq!(call(&c2, Method::POST, &restores, Some(&admin), Some(&both)).await.status(), StatusCode::BAD_REQUEST);
     sqlx::query("DROP TABLE t_back").execute(&source).await.unwrap();

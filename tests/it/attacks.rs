@@ -219,7 +219,7 @@ async fn restores_stay_out_of_system_reserved_and_live_databases() {
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut dba).await.unwrap();
     }
     let job = undo().await;
-    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["status"], "refused", "{job}");
     assert!(job["error"].as_str().unwrap().contains("is not the one"), "{job}");
     assert_eq!(live_rows().await, 100, "the restored database is still live");
 }
@@ -302,6 +302,9 @@ async fn addresses_are_compared_as_themselves_and_refusals_do_not_flood_the_trai
         .filter(|r| r.entry.actor.address.as_deref() == Some("127.0.0.9") && r.entry.action == "api.denied")
         .collect();
     assert_eq!(from_nine.len(), 1, "one record for the minute: {from_nine:?}");
+    // Issue 31.6: one error in the record, its own kind (it also said `refused`).
+    assert_eq!(from_nine[0].entry.details["error"]["kind"], "forbidden", "{from_nine:?}");
+    assert!(from_nine[0].entry.details.get("kind").is_none(), "{from_nine:?}");
     assert!(records.iter().all(|r| r.entry.target.len() <= 300), "a path is cut");
     let grown = std::fs::metadata(&catalog_file).unwrap().len().saturating_sub(size_before);
     assert!(grown < 1024 * 1024, "the catalog grew by {grown} bytes");

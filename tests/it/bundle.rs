@@ -295,8 +295,12 @@ async fn prune_removes_server_exports_older_than_keep_exports() {
     }
     w.core.config.config.api.keep_exports = Some(std::time::Duration::from_secs(3600));
     let opts = |dry_run| PruneOptions { workspace: "shop".into(), dry_run, ..Default::default() };
-    let dry = prune(&w.core, &opts(true), &actor()).await.unwrap();
+    let dry = tidemark::ops::prune::prune_recorded(&w.core, &opts(true), &actor()).await.unwrap();
     assert_eq!(dry.exports_removed, [old.clone(), "c".repeat(32)]);
+    // Issue 31.6: a dry run is not recorded as a prune.
+    let trail = w.core.catalog().await.unwrap().audit_records(None).await.unwrap();
+    let actions: Vec<&str> = trail.iter().map(|r| r.entry.action.as_str()).collect();
+    assert!(actions.contains(&"prune-dry-run") && !actions.contains(&"prune"), "{actions:?}");
     assert!(made.iter().all(|p| p.exists()), "a dry run removes nothing");
     let done = prune(&w.core, &opts(false), &actor()).await.unwrap();
     assert_eq!(done.exports_removed, dry.exports_removed);

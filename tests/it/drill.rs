@@ -193,6 +193,11 @@ async fn a_failing_restore_test_fails_the_drill_and_is_named_in_json_and_junit()
     assert!(String::from_utf8_lossy(&out.stderr).contains("every user has an email"));
     let history = crate::support::drill_history(&w.core, Some("shop"), 10).await.unwrap();
     assert_eq!(history.len(), 2, "the CLI drill is recorded too");
+    // Issue 31.6: the CLI drill's audit record says it failed (it said `ok`), with why.
+    let trail = w.core.catalog().await.unwrap().audit_records(None).await.unwrap();
+    let drilled = trail.iter().rev().find(|r| r.entry.action == "drill").unwrap();
+    assert_eq!(drilled.entry.outcome, "failed", "{drilled:?}");
+    assert!(drilled.entry.details["error"]["message"].as_str().unwrap().contains("every user has an email"));
 
     // A drill that cannot run still leaves a JUnit file saying why.
     let out = drill_binary(&w).args(["--snapshot", "20200101T000000Z-000000", "--junit"]).arg(&junit).output().unwrap();

@@ -362,7 +362,11 @@ pub(in crate::api) async fn prune(
         grace: ops::prune::DEFAULT_GRACE,
         ..Default::default()
     };
-    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Prune, kind: None };
+    let operation = match opts.dry_run {
+        true => crate::operation::Operation::PruneDryRun,
+        false => crate::operation::Operation::Prune,
+    };
+    let spec = job::JobSpec { workspace: ws, operation, kind: None };
     let who = actor.clone();
     start(
         &app,

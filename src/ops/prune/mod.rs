@@ -448,7 +448,10 @@ pub fn job_end(r: &PruneReport) -> crate::catalog::JobEnd {
 pub async fn prune_recorded(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
     let spec = super::job::JobSpec {
         workspace: opts.workspace.clone(),
-        operation: crate::operation::Operation::Prune,
+        operation: match opts.dry_run {
+            true => crate::operation::Operation::PruneDryRun,
+            false => crate::operation::Operation::Prune,
+        },
         kind: None,
     };
     super::job::recorded(core, actor, spec, |core| async move { prune(&core, opts, actor).await }, job_end).await
