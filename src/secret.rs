@@ -49,7 +49,7 @@ impl Secret {
     pub fn resolve(&self) -> Result<String> {
         if let Some(var) = self.0.strip_prefix("env:") {
             std::env::var(var)
-                .map_err(|_| Error::config(format!("the environment variable {var} named in tidemark.toml is not set")))
+                .map_err(|_| Error::config(format!("the environment variable {var} (named as env:{var}) is not set")))
         } else if let Some(path) = self.0.strip_prefix("file:") {
             std::fs::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
@@ -81,5 +81,13 @@ mod tests {
         let e = Secret::reference("--password", "hunter2").unwrap_err();
         assert!(!e.report().contains("hunter2") && e.message().contains("--password"), "{}", e.report());
         assert_eq!(format!("{:?}", Secret::literal("hunter2")), "Secret(<redacted>)");
+    }
+
+    /// Issue 31.10: a reference given on the command line is not said to come from the config.
+    #[test]
+    fn an_unset_variable_is_named_wherever_it_was_given() {
+        let e =
+            Secret::reference("--target-password", "env:TIDEMARK_TEST_SURELY_UNSET").unwrap().resolve().unwrap_err();
+        assert!(e.message().contains("TIDEMARK_TEST_SURELY_UNSET") && !e.message().contains("tidemark.toml"), "{e:?}");
     }
 }

@@ -131,11 +131,15 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
             } else if list.is_empty() {
                 println!("workspace {workspace} has no snapshots yet");
             } else {
-                println!("{:<24} {:<11} {:>7} {:>12} {:>10}  note", "id", "kind", "tables", "rows", "stored");
+                println!(
+                    "{:<24} {:<16} {:<11} {:>7} {:>12} {:>10}  note",
+                    "id", "taken (UTC)", "kind", "tables", "rows", "stored"
+                );
                 for s in list {
                     println!(
-                        "{:<24} {:<11} {:>7} {:>12} {:>10}  {}",
+                        "{:<24} {:<16} {:<11} {:>7} {:>12} {:>10}  {}",
                         s.id,
+                        s.finished_at.map_or_else(|| "?".into(), |t| t.format("%Y-%m-%d %H:%M").to_string()),
                         s.kind.map(|k| k.to_string()).unwrap_or_else(|| "?".into()),
                         s.tables.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
                         s.rows.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),

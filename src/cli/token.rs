@@ -78,7 +78,12 @@ pub async fn run(global: &Global, cmd: TokenCommand) -> Result<()> {
                         (None, None) => "never expires".into(),
                     };
                     let workspaces = if t.workspaces.is_empty() { "all".to_string() } else { t.workspaces.join(",") };
-                    println!("{:<14} {:<24} {:<10} {:<20} {state}", t.id, t.name, t.role, workspaces);
+                    let used = match (&t.last_used_at, &t.last_used_address) {
+                        (Some(at), Some(from)) => format!("used {} from {from}", at.format("%Y-%m-%d %H:%M")),
+                        (Some(at), None) => format!("used {}", at.format("%Y-%m-%d %H:%M")),
+                        (None, _) => "never used".into(),
+                    };
+                    println!("{:<14} {:<24} {:<10} {:<20} {state:<18} {used}", t.id, t.name, t.role, workspaces);
                 }
             }
         }

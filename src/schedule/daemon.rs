@@ -309,7 +309,7 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
         }
     };
     tracing::info!(workspace = %job.workspace, policy = %job.policy, trigger = job.trigger.as_str(),
-        slot = %job.slot, job = ?id, "job started");
+        slot = %job.slot, job = %id.map_or_else(|| "not recorded".to_string(), |id| id.to_string()), "job started");
 
     let mut attempt: u32 = 1;
     let (status, end, error) = loop {

@@ -61,6 +61,17 @@ async fn a_scoped_admin_stays_in_its_workspaces() {
     assert!(everything.as_array().unwrap().iter().any(|r| r["target"] == "blog"), "{everything}");
     let r = call(&c, Method::GET, &format!("{base}/v1/audit/verify"), Some(&scoped), None).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // Issue 31.10: an unknown workspace names neither the others nor the config's path; to a
+    // scoped token it is refused like another workspace (which exist is not its business).
+    let r = call(&c, Method::GET, &format!("{base}/v1/workspaces/nope/snapshots"), Some(&global), None).await;
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let message = json(r).await["error"]["message"].as_str().unwrap().to_string();
+    let config = w.core.config.path.display().to_string();
+    assert!(!message.contains("shop") && !message.contains("blog") && !message.contains(&config), "{message}");
+    for other in ["nope", "blog"] {
+        let r = call(&c, Method::GET, &format!("{base}/v1/workspaces/{other}/snapshots"), Some(&scoped), None).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{other}");
+    }
     let r = call(&c, Method::GET, &format!("{base}/v1/audit/verify"), Some(&global), None).await;
     assert_eq!(r.status(), StatusCode::OK);
 }

@@ -568,6 +568,17 @@ async fn status_exit_codes_for_healthy_stale_failing_and_unknown() {
     // Issue 31.7: `jobs` says what each job was.
     let listed = String::from_utf8_lossy(&tidemark(dir.path(), &["jobs"]).stdout).to_string();
     assert!(listed.lines().all(|l| l.contains("snapshot manual")), "{listed}");
+    // Issue 31.10: `snapshot list` says when each was taken; `token list` the last use.
+    let snapshots =
+        String::from_utf8_lossy(&tidemark(dir.path(), &["snapshot", "list", "-w", "shop"]).stdout).to_string();
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    assert!(
+        snapshots.contains("taken (UTC)") && snapshots.lines().nth(1).is_some_and(|l| l.contains(&today)),
+        "{snapshots}"
+    );
+    ok(&tidemark(dir.path(), &["token", "create", "--name", "ci", "--role", "viewer"]));
+    let tokens = String::from_utf8_lossy(&tidemark(dir.path(), &["token", "list"]).stdout).to_string();
+    assert!(tokens.contains("never used"), "{tokens}");
 
     // A workspace that cannot be evaluated (a schedule that does not exist): the others
     // still are, and the answer is "cannot tell".

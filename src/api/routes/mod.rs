@@ -216,10 +216,13 @@ fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError(Error::usage(format!("the request body is not valid: {e}"))))
 }
 
-/// The workspace in the path: configured, or `not-found` (a path never names a file).
+/// The workspace in the path: configured, or `not-found` (a path never names a file). The
+/// answer names neither the other workspaces nor the config's path: they are the host's.
 fn workspace(core: &Core, ws: &str) -> Result<String, ApiError> {
     crate::config::validate_workspace_name(ws)?;
-    core.workspace(ws)?;
+    if core.workspace(ws).is_err() {
+        return Err(ApiError(Error::not_found(format!("no workspace named {ws:?}: GET /v1/workspaces lists yours"))));
+    }
     Ok(ws.to_string())
 }
 
@@ -260,10 +263,12 @@ pub(super) async fn workspace_status(
 }
 
 /// The workspace in the path, checked, and the actor allowed to do `action` there.
+/// A token limited to some workspaces is refused any other name alike, configured or not
+/// (it learns nothing of which exist).
 pub(super) async fn scoped(app: &App, actor: &Actor, ws: &str, action: Action) -> Result<String, ApiError> {
-    let ws = workspace(&app.core, ws)?;
-    allow(app, actor, action, Some(&ws)).await?;
-    Ok(ws)
+    crate::config::validate_workspace_name(ws)?;
+    allow(app, actor, action, Some(ws)).await?;
+    workspace(&app.core, ws)
 }
 
 /// Runs long work as a job: `202 Accepted`, the job's id and `Location`; the work goes on
