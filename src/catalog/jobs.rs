@@ -109,6 +109,8 @@ pub struct JobEnd {
     pub bytes: Option<u64>,
     pub error: Option<String>,
     pub warning: Option<String>,
+    /// What it produced (the operation's report), when small enough to keep.
+    pub result: Option<serde_json::Value>,
 }
 
 /// One row of the job history.
@@ -133,6 +135,11 @@ pub struct Job {
     pub actor: Option<String>,
     /// How far a job is (a running one: updated at most once a second).
     pub progress: Option<JobProgress>,
+    /// What a finished job produced: the operation's report, as `--json` prints it (left
+    /// out when larger than 64 KiB: a snapshot's manifest, say, which `snapshot show` has).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result: Option<serde_json::Value>,
 }
 
 /// A job's progress as its sink records it.
@@ -166,6 +173,7 @@ impl<'r> sqlx::FromRow<'r, SqliteRow> for Job {
             error: row.try_get("error")?,
             warning: row.try_get("warning")?,
             actor: row.try_get("actor")?,
+            result: row.try_get::<Option<String>, _>("result")?.and_then(|t| serde_json::from_str(&t).ok()),
             progress: match row.try_get::<Option<DateTime<Utc>>, _>("progress_at")? {
                 None => None,
                 Some(updated_at) => Some(JobProgress {
@@ -245,7 +253,7 @@ impl Catalog {
     pub async fn finish_job(&self, id: i64, status: JobStatus, end: &JobEnd) -> Result<()> {
         sqlx::query(
             "UPDATE jobs SET status = ?, finished_at = ?, snapshot_id = COALESCE(?, snapshot_id), \
-             bytes = COALESCE(?, bytes), error = COALESCE(?, error), warning = ? WHERE id = ?",
+             bytes = COALESCE(?, bytes), error = COALESCE(?, error), warning = ?, result = ? WHERE id = ?",
         )
         .bind(status.as_str())
         .bind(end.finished_at.unwrap_or_else(Utc::now))
@@ -253,6 +261,7 @@ impl Catalog {
         .bind(end.bytes.map(|b| b as i64))
         .bind(&end.error)
         .bind(&end.warning)
+        .bind(end.result.as_ref().map(serde_json::Value::to_string))
         .bind(id)
         .execute(&self.pool)
         .await

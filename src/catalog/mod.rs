@@ -39,6 +39,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (9, "replaced_databases", include_str!("../../migrations/catalog/0009_replaced_databases.sql")),
     (10, "switches", include_str!("../../migrations/catalog/0010_switches.sql")),
     (11, "job_refused", include_str!("../../migrations/catalog/0011_job_refused.sql")),
+    (12, "job_result", include_str!("../../migrations/catalog/0012_job_result.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

@@ -91,6 +91,9 @@ pub async fn cancel(
     done
 }
 
+/// The largest report a job keeps as its result (JSON bytes).
+const RESULT_KEPT: usize = 64 * 1024;
+
 /// A job about to run, as the catalog lists it.
 #[derive(Debug, Clone)]
 pub struct JobSpec {
@@ -114,6 +117,7 @@ pub async fn recorded<T, F, Fut>(
     end: impl FnOnce(&T) -> JobEnd,
 ) -> Result<T>
 where
+    T: Serialize,
     F: FnOnce(Core) -> Fut,
     Fut: Future<Output = Result<T>>,
 {
@@ -165,6 +169,7 @@ impl StartedJob {
     /// Runs the work: progress into the job's row, then its end and the audit record.
     pub async fn run<T, F, Fut>(self, work: F, end: impl FnOnce(&T) -> JobEnd) -> Result<T>
     where
+        T: Serialize,
         F: FnOnce(Core) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
@@ -179,7 +184,8 @@ impl StartedJob {
             // An operation that ran to its end with a failing verdict (a drill whose
             // checks failed, a check that found problems) says so in `error`.
             Ok(value) => {
-                let ending = end(value);
+                let mut ending = end(value);
+                ending.result = serde_json::to_value(value).ok().filter(|v| v.to_string().len() <= RESULT_KEPT);
                 (if ending.error.is_some() { JobStatus::Failed } else { JobStatus::Succeeded }, ending)
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {

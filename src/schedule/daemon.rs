@@ -333,6 +333,7 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
                     bytes: outcome.bytes,
                     error: None,
                     warning: outcome.warning,
+                    result: None,
                 };
                 break (JobStatus::Succeeded, end, None);
             }

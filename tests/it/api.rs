@@ -323,6 +323,10 @@ async fn refusals_bad_input_and_jobs_over_http() {
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     let restored = finished(&c2, &base, &started, &admin).await;
     assert_eq!(restored["status"], "succeeded", "{restored}");
+    // Issue 31.10: a finished job carries its result, the report `--json` prints.
+    assert_eq!(restored["result"]["snapshot"], job["snapshot_id"], "{restored}");
+    assert_eq!(restored["result"]["rows"], 1000, "{restored}");
+    assert_eq!(job["result"]["id"], job["snapshot_id"], "a small snapshot's manifest is its result: {job}");
     let copy = sqlx::PgPool::connect(&w.cluster.url("shop_copy")).await.unwrap();
     let source = sqlx::PgPool::connect(&w.cluster.url("shop")).await.unwrap();
     let count = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'";

@@ -281,7 +281,7 @@ pub(super) async fn start<T, F, Fut>(
     end: fn(&T) -> JobEnd,
 ) -> Answer
 where
-    T: Send + Sync + 'static,
+    T: Serialize + Send + Sync + 'static,
     F: FnOnce(Core) -> Fut + Send + 'static,
     Fut: Future<Output = crate::error::Result<T>> + Send + 'static,
 {
