@@ -245,4 +245,11 @@ pub fn print_in_place(report: &tidemark::ops::inplace::InPlaceReport) {
         human_ms(report.switch_ms)
     );
     super::print_replaced(report.previous_database.as_deref(), &report.workspace);
+    if let Some(media) = &report.media {
+        let previous = match &media.previous {
+            Some(previous) => format!("the previous ones are in {previous}"),
+            None => "the previous ones were dropped".to_string(),
+        };
+        println!("media swapped too: {} holds the snapshot's files; {previous}", media.live);
+    }
 }

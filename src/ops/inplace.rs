@@ -63,6 +63,10 @@ pub struct InPlaceReport {
     pub database: String,
     /// Where the replaced database is (`None` with `--drop-previous`).
     pub previous_database: Option<String>,
+    /// The media, when they were swapped too: the live folder (or prefix), and where the
+    /// media it held went (`None` with `--drop-previous`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaSwapped>,
     /// Tables compared with the snapshot (or the recovered database) on the restored copy
     /// before the switch (sequences too).
     pub verified_tables: usize,
@@ -77,6 +81,15 @@ pub struct InPlaceReport {
     /// The import of the bundle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import: Option<super::import::ImportReport>,
+}
+
+/// The media an in-place restore swapped.
+#[derive(Debug, Clone, Serialize)]
+pub struct MediaSwapped {
+    /// The live media folder or prefix, now holding the snapshot's files.
+    pub live: String,
+    /// Where the media it held went (`None`: dropped, `--drop-previous`).
+    pub previous: Option<String>,
 }
 
 /// Where an in-place restore takes the workspace back to.
@@ -345,6 +358,10 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         safety_snapshot: safety,
         database: db,
         previous_database: previous,
+        media: media.as_ref().map(|m| {
+            let (live, aside) = m.places();
+            MediaSwapped { live, previous: (!opts.drop_previous).then_some(aside) }
+        }),
         verified_tables,
         switch_ms: window.as_millis() as u64,
         restore: restored,

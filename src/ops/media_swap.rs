@@ -73,6 +73,22 @@ impl MediaSwap {
         }))
     }
 
+    /// The live media and where the ones they replaced went, as a person reads them
+    /// (folders, or URLs of prefixes).
+    pub(super) fn places(&self) -> (String, String) {
+        match self {
+            MediaSwap::Folders { live, aside, .. } => (live.display().to_string(), aside.display().to_string()),
+            MediaSwap::Store { url, live, aside, .. } => {
+                let at = |prefix: &str| {
+                    let mut url = url.clone();
+                    url.set_path(&format!("/{prefix}"));
+                    url.to_string()
+                };
+                (at(live), at(aside))
+            }
+        }
+    }
+
     /// Where the restore writes the snapshot's media: a folder or a URL.
     pub(super) fn incoming_target(&self) -> String {
         match self {

@@ -172,6 +172,9 @@ async fn media_folders_are_swapped_with_the_database_and_back() {
     let tag = snapshot.id.to_ascii_lowercase().replace('-', "_");
     let aside = w.dir.path().join(format!("media.before-{tag}"));
     assert_eq!(std::fs::read(aside.join("new.txt")).unwrap(), b"added later");
+    // Issue 31.10: the report says the media were swapped, and where the old ones went.
+    let swapped = report.media.as_ref().expect("the media swap is reported");
+    assert_eq!(swapped.previous.as_deref(), Some(aside.display().to_string().as_str()));
 
     undo(&w.core, &undo_shop(), &actor()).await.unwrap();
     assert_eq!(std::fs::read(media.join("notes.txt")).unwrap(), b"changed later");
