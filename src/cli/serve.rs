@@ -64,6 +64,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
         None => None,
     };
     let listener = tokio::spawn(stop_on_signal(shutdown.clone()));
+    let hangups = tokio::spawn(say_on_hangup(shutdown.clone()));
     let report = if args.api_only {
         tidemark::ops::switch::recover_all(&core).await;
         shutdown.cancelled().await;
@@ -73,6 +74,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
     };
     shutdown.cancel();
     listener.abort();
+    hangups.abort();
     if let Some(metrics) = metrics {
         metrics.await.map_err(|e| tidemark::Error::internal(format!("the metrics task failed: {e}")))??;
     }
@@ -84,6 +86,22 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
         global.print_json(&report);
     }
     Ok(())
+}
+
+/// SIGHUP does not end the daemon (its default action would), and says what it does: the
+/// config is read once, at start (the API's TLS certificate is what SIGHUP reloads).
+async fn say_on_hangup(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else { return };
+    loop {
+        tokio::select! {
+            _ = hangup.recv() => tracing::warn!(
+                "SIGHUP: tidemark.toml and the schedules are read only when `serve` starts; restart it to apply \
+                 changes (a TLS certificate is reloaded)"
+            ),
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Cancels `shutdown` on the first SIGTERM or SIGINT.

@@ -649,6 +649,13 @@ async fn a_second_serve_is_refused_naming_the_first() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(ErrorKind::Refused.exit_code()), "{stderr}");
     assert!(stderr.contains("another `tidemark serve`") && stderr.contains(&format!("pid {}", first.id())), "{stderr}");
+    // Issue 31.10: SIGHUP says the config is read only at start, and the daemon goes on.
+    let pid = nix::unistd::Pid::from_raw(first.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(
+        lines.by_ref().map_while(Result::ok).any(|l| l.contains("read only when `serve` starts")),
+        "no word on SIGHUP"
+    );
     let api_only = tidemark(dir.path(), &["serve", "--api-only"]);
     let stderr = String::from_utf8_lossy(&api_only.stderr);
     assert_eq!(api_only.status.code(), Some(ErrorKind::Refused.exit_code()), "{stderr}");
