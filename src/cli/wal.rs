@@ -233,7 +233,9 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
                     if report.restore { ", read the identity and fetch WAL" } else { "" }
                 );
             } else {
-                println!("NOT READY: {}", report.problem.as_deref().unwrap_or_default());
+                for problem in &report.problems {
+                    println!("NOT READY: {problem}");
+                }
                 println!("fix (as root):");
                 for fix in &report.fixes {
                     println!("  {fix}");

@@ -246,9 +246,34 @@ pub struct SetupReport {
     pub command: String,
     pub restore: bool,
     pub ok: bool,
+    /// The first problem found (see `problems`).
     pub problem: Option<String>,
-    /// Commands that fix it, to run as root (or the owner of the files).
+    /// Every problem found: the files the server's user must read are checked each, so
+    /// one run says everything to fix.
+    pub problems: Vec<String>,
+    /// Commands that fix them, to run as root (or the owner of the files).
     pub fixes: Vec<String>,
+}
+
+/// The report with its one problem (found by the probe) in `problems` too.
+fn with_problems(mut report: SetupReport) -> SetupReport {
+    if report.problems.is_empty() {
+        report.problems.extend(report.problem.clone());
+    }
+    report
+}
+
+/// Whether the server's OS user (`run_as`; `None`: this process's) passes `test -{flag}`
+/// on `path`: reads it (`r`), runs it (`x`), with every folder on the way searchable.
+async fn user_can(run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>, flag: char, path: &std::path::Path) -> bool {
+    let mut test = tokio::process::Command::new("/bin/sh");
+    test.args(["-c", &format!("test -{flag} \"$1\""), "sh"]).arg(path);
+    test.env_clear().current_dir("/").stdin(std::process::Stdio::null());
+    test.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    if let Some((uid, gid)) = run_as {
+        test.uid(uid.as_raw()).gid(gid.as_raw());
+    }
+    test.status().await.is_ok_and(|s| s.success())
 }
 
 /// Checks, as the OS user the Postgres server runs as, that it can run tidemark, read the
@@ -277,8 +302,51 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
         restore,
         ok: false,
         problem: None,
+        problems: Vec::new(),
         fixes: Vec::new(),
     };
+    let group = format!("$(id -gn {user})");
+    // The files the server's user needs, each checked, so that one run names them all.
+    let repository = &core.config.config.repository;
+    let mut found = Vec::new();
+    if !user_can(run_as, 'x', &exe).await {
+        found.push((
+            format!("{user} cannot run {}", exe.display()),
+            vec![format!(
+                "install -m 755 {} /usr/local/bin/tidemark   # then use /usr/local/bin/tidemark in archive_command and restore_command",
+                exe.display()
+            )],
+        ));
+    }
+    if !user_can(run_as, 'r', &config).await {
+        let mut fixes = vec![format!("chgrp {group} {0} && chmod g+r {0}", config.display())];
+        if let Some(dir) = config.parent() {
+            fixes.push(format!("chmod o+x {}   # each folder on the way must be searchable", dir.display()));
+        }
+        found.push((format!("{user} cannot read the config {}", config.display()), fixes));
+    }
+    // archive_command signs what it pushes; restore_command decrypts with the identity.
+    let keys = [
+        ("signing key", repository.signing_key.as_ref(), true),
+        ("identity", repository.identity_file.as_ref(), restore),
+    ];
+    for (what, file, needed) in keys {
+        let Some(file) = file.filter(|_| needed).map(|f| core.config.resolve_path(f)) else { continue };
+        if !user_can(run_as, 'r', &file).await {
+            found.push((
+                format!("{user} cannot read the {what} {}", file.display()),
+                vec![format!("chgrp {group} {0} && chmod 640 {0}", file.display())],
+            ));
+        }
+    }
+    if !found.is_empty() {
+        report.problem = found.first().map(|(p, _)| p.clone());
+        for (problem, fixes) in found {
+            report.problems.push(problem);
+            report.fixes.extend(fixes);
+        }
+        return Ok(report);
+    }
     let mut child = tokio::process::Command::new(&exe);
     child.arg("--config").arg(&config).args(["--json", "wal", "probe", "--workspace", &workspace]);
     if restore {
@@ -292,7 +360,6 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
     if let Some((uid, gid)) = run_as {
         child.uid(uid.as_raw()).gid(gid.as_raw());
     }
-    let group = format!("$(id -gn {user})");
     let out = match child.output().await {
         Ok(out) => out,
         Err(e) => {
@@ -301,7 +368,7 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
                 "install -m 755 {} /usr/local/bin/tidemark   # then use /usr/local/bin/tidemark in archive_command and restore_command",
                 exe.display()
             ));
-            return Ok(report);
+            return Ok(with_problems(report));
         }
     };
     let probe: Option<Probe> = serde_json::from_slice(&out.stdout).ok();
@@ -314,13 +381,13 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
         {
             let key = core.config.resolve_path(key);
             report.fixes.push(format!("chgrp {group} {0} && chmod 640 {0}", key.display()));
-            return Ok(report);
+            return Ok(with_problems(report));
         }
         report.fixes.push(format!("chgrp {group} {0} && chmod g+r {0}", config.display()));
         if let Some(dir) = config.parent() {
             report.fixes.push(format!("chmod o+x {}   # each folder on the way must be searchable", dir.display()));
         }
-        return Ok(report);
+        return Ok(with_problems(report));
     };
     match probe.failed.as_deref() {
         None => report.ok = true,
@@ -355,5 +422,5 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
             }
         }
     }
-    Ok(report)
+    Ok(with_problems(report))
 }

@@ -1173,17 +1173,36 @@ async fn wal_setup_checks_as_the_servers_user_and_pitr_restore_checks_first() {
     if !nix::unistd::getuid().is_root() {
         return; // the server runs as this user: nothing to take away from it
     }
-    // The identity back to root only, mode 0600: what `init` as root leaves.
+    // The identity and the signing key back to root only, mode 0600: what `init` as root
+    // leaves. Issue 31.5: one run names both (it named one per run).
     let identity = w.identity_file();
-    nix::unistd::chown(&identity, Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(0))).unwrap();
-    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let signing_key = w.dir.path().join("signing.key");
+    let root = (Some(nix::unistd::Uid::from_raw(0)), Some(nix::unistd::Gid::from_raw(0)));
+    let modes =
+        |file: &std::path::Path| (std::fs::metadata(file).unwrap().permissions(), nix::sys::stat::stat(file).unwrap());
+    let (key_mode, key_owner) = modes(&signing_key);
+    for file in [&identity, &signing_key] {
+        nix::unistd::chown(file, root.0, root.1).unwrap();
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
     let report = tidemark::ops::wal::setup(&w.core, Some("shop"), true, Some(exe)).await.unwrap();
     assert!(!report.ok);
     assert_eq!(report.user, "postgres");
-    assert!(
-        report.fixes.iter().any(|f| f.contains("chmod 640") && f.contains(identity.to_str().unwrap())),
-        "{report:?}"
-    );
+    assert_eq!(report.problems.len(), 2, "{report:?}");
+    for file in [&identity, &signing_key] {
+        assert!(
+            report.fixes.iter().any(|f| f.contains("chmod 640") && f.contains(file.to_str().unwrap())),
+            "{report:?}"
+        );
+    }
+    // The signing key as it was: the rest of the test is about the identity.
+    nix::unistd::chown(
+        &signing_key,
+        Some(nix::unistd::Uid::from_raw(key_owner.st_uid)),
+        Some(nix::unistd::Gid::from_raw(key_owner.st_gid)),
+    )
+    .unwrap();
+    std::fs::set_permissions(&signing_key, key_mode).unwrap();
     // Archiving alone does not need the identity.
     assert!(tidemark::ops::wal::setup(&w.core, Some("shop"), false, Some(exe)).await.unwrap().ok);
     let pgdata = w.dir.path().join("never-restored");

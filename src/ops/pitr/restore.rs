@@ -81,7 +81,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
             return Err(Error::config(format!(
                 "the restored server could not fetch WAL: {}. Fix it (as root) with:\n  {}\n(`tidemark wal setup \
                  --restore` checks again)",
-                setup.problem.unwrap_or_default(),
+                setup.problems.join("; "),
                 setup.fixes.join("\n  ")
             )));
         }
