@@ -153,7 +153,7 @@ async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport
             } else if let Some(t) = manifest.tables.iter().find(|t| t.file.as_deref() == Some(path.as_str())) {
                 progress.set_message(format!("table {}.{}", t.schema, t.name));
                 let statement = database::copy_in_statement(&t.schema, &t.name, &t.columns, false);
-                database::copy_in(&mut conn, &statement, entry.data)
+                database::copy_in(&mut conn, &statement, entry.data, None)
                     .await
                     .map_err(|e| e.context(format!("loading {}.{} from {path}", t.schema, t.name)))?;
             } else if let Some(rel) = path.strip_prefix("media/") {

@@ -292,7 +292,10 @@ async fn restore_database(
     let media = media_plan(core, &manifest, opts)?;
     progress.set_prefix(format!("restore {}", manifest.id));
     progress.set_message("checking objects");
-    progress.set_total_bytes(manifest.plain_bytes());
+    // What the restore counts as it goes: table data as it enters COPY, media as written.
+    let table_bytes: u64 = manifest.tables.iter().flat_map(|t| &t.parts).map(|p| p.plain_size).sum();
+    let media_bytes: u64 = media.as_ref().map_or(0, |(_, files)| files.iter().map(|f| f.size).sum());
+    progress.set_total_bytes(table_bytes + media_bytes);
     preflight(core, &manifest, media.is_some()).await?;
     let check_ms = clock.elapsed().as_millis() as u64;
 

@@ -278,12 +278,22 @@ pub async fn apply_sql(bin_dir: Option<&Path>, target: &ConnSpec, mut sql: Objec
 ///
 /// Errors: the stream's error (the COPY is then aborted, so nothing of it is committed) or
 /// `Database` when Postgres rejects the data.
-pub async fn copy_in(conn: &mut PgConnection, statement: &str, mut data: ObjectStream) -> Result<u64> {
+pub async fn copy_in(
+    conn: &mut PgConnection,
+    statement: &str,
+    mut data: ObjectStream,
+    progress: Option<&crate::progress::Progress>,
+) -> Result<u64> {
     let mut copy = conn.copy_in_raw(statement).await?;
     while let Some(chunk) = data.recv().await {
         match chunk {
             Ok(bytes) => {
+                // Counted as it goes in: a large table's restore shows its bytes moving.
+                let n = bytes.len() as u64;
                 copy.send(bytes).await?;
+                if let Some(progress) = progress {
+                    progress.add_bytes(n);
+                }
             }
             Err(e) => {
                 let _ = copy.abort("tidemark: the backup object failed verification").await;

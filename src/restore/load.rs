@@ -444,10 +444,9 @@ impl Shared {
                 let entry = &table.parts[p];
                 let statement = database::copy_in_statement(&table.schema, &table.name, &table.columns, false);
                 let stream = from.open(entry).await?;
-                database::copy_in(conn, &statement, stream).await.map_err(|e| {
+                database::copy_in(conn, &statement, stream, Some(progress)).await.map_err(|e| {
                     e.context(format!("loading table {}.{} ({})", table.schema, table.name, entry.name))
                 })?;
-                progress.add_bytes(entry.plain_size);
                 self.loaded(manifest, i, 1, progress, loaded);
             }
             Work::Build(table, entry) => {
@@ -528,10 +527,9 @@ async fn load_table_frozen(
     let loaded = async {
         for entry in &table.parts {
             let stream = from.open(entry).await?;
-            database::copy_in(conn, &statement, stream)
+            database::copy_in(conn, &statement, stream, Some(progress))
                 .await
                 .map_err(|e| e.context(format!("loading table {}.{} ({})", table.schema, table.name, entry.name)))?;
-            progress.add_bytes(entry.plain_size);
         }
         Ok::<_, Error>(())
     }

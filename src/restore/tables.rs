@@ -535,10 +535,9 @@ async fn load(
             let expected = match (from, source.as_mut()) {
                 (TablesFrom::Snapshot(snapshot), _) => {
                     for part in &t.parts {
-                        database::copy_in(&mut conn, &statement, snapshot.open(part).await?)
+                        database::copy_in(&mut conn, &statement, snapshot.open(part).await?, Some(progress))
                             .await
                             .map_err(|e| e.context(format!("loading {}.{} ({})", t.schema, t.name, part.name)))?;
-                        progress.add_bytes(part.plain_size);
                     }
                     t.expected.clone().expect("a snapshot's table has its digest")
                 }

@@ -104,11 +104,18 @@ pub async fn copy_tables(
     // Largest first, so the long poles start early and the tail is short.
     items.sort_by_key(|w| std::cmp::Reverse(w.estimate));
     let total_items = items.len();
+    // Progress counts tables (a table split into parts is done when its last part is),
+    // never parts.
+    let mut parts_left = vec![0usize; session.tables.len()];
+    for item in &items {
+        parts_left[item.table] += 1;
+    }
+    let table_count = session.tables.len() as u64;
     let queue = Arc::new(Mutex::new(VecDeque::from(items)));
-    let done = Arc::new(Mutex::new(0usize));
+    let done = Arc::new(Mutex::new((parts_left, 0u64)));
     let tables = Arc::new(session.tables.clone());
     let jobs = jobs.max(1).min(total_items.max(1));
-    progress.set_tables(0, total_items as u64);
+    progress.set_tables(0, table_count);
 
     let mut set = JoinSet::new();
     for _ in 0..jobs {
@@ -154,9 +161,13 @@ pub async fn copy_tables(
                 digest.finish();
                 let entry = writer.finish().await?;
                 results.push(PartResult { table: item.table, part: item.part, entry, digest });
-                let mut n = done.lock().expect("done lock");
-                *n += 1;
-                progress.set_tables(*n as u64, total_items as u64);
+                let mut done = done.lock().expect("done lock");
+                let (parts_left, tables_done) = &mut *done;
+                parts_left[item.table] -= 1;
+                if parts_left[item.table] == 0 {
+                    *tables_done += 1;
+                    progress.set_tables(*tables_done, table_count);
+                }
             }
             sqlx::raw_sql("COMMIT").execute(&mut conn).await?;
             ConnSpec::close(conn).await;

@@ -25,9 +25,15 @@ async fn hard_cases_restore_exactly() {
         split_table_mib: 1,
         ..Default::default()
     };
-    let manifest = snapshot::create(&w.core, &opts, &crate::support::actor()).await.unwrap();
+    let progress = tidemark::progress::Progress::hidden();
+    let core = w.core.with_progress(progress.clone());
+    let manifest = snapshot::create(&core, &opts, &crate::support::actor()).await.unwrap();
     let big = manifest.tables.iter().find(|t| t.name == "big").unwrap();
     assert!(big.parts.len() > 1, "app.big should be split into parts, got {}", big.parts.len());
+    // Issue 31.9: progress counts tables, not their parts.
+    let tables = manifest.tables.len() as u64;
+    let counted = progress.state();
+    assert_eq!((counted.tables_done, counted.tables_total), (tables, Some(tables)), "{counted:?}");
     assert_eq!(big.rows, 60000);
     assert!(manifest.tables.iter().all(|t| t.name != "measurements"), "partition parents hold no data");
     assert_eq!(manifest.kind, SnapshotKind::Manual);
@@ -44,8 +50,14 @@ async fn hard_cases_restore_exactly() {
         jobs: Some(3),
         ..Default::default()
     };
-    let report = restore(&w.core, &opts, &crate::support::actor()).await.unwrap();
+    let progress = tidemark::progress::Progress::hidden();
+    let report = restore(&w.core.with_progress(progress.clone()), &opts, &crate::support::actor()).await.unwrap();
     assert!(report.created_database);
+    // Issue 31.9: the bytes it counts reach its total, never more (media and schema were
+    // counted on one side only).
+    let counted = progress.state();
+    assert_eq!(Some(counted.bytes_done), counted.bytes_total, "{counted:?}");
+    assert_eq!((counted.tables_done, counted.tables_total), (tables, Some(tables)), "{counted:?}");
     assert_eq!(report.rows, manifest.total_rows());
 
     let target = ConnSpec::parse(&target_url, None).unwrap();
