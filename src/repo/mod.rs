@@ -440,7 +440,12 @@ impl Repository {
 
     /// The workspaces that have anything in the repository.
     pub async fn list_workspaces(&self) -> Result<Vec<String>> {
-        let listing = self.store.list_with_delimiter(Some(&layout::workspaces())).await?;
+        self.folders_in(&layout::workspaces()).await
+    }
+
+    /// The names of the folders right below `prefix`, sorted.
+    async fn folders_in(&self, prefix: &Path) -> Result<Vec<String>> {
+        let listing = self.store.list_with_delimiter(Some(prefix)).await?;
         let mut names: Vec<String> =
             listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
         names.sort();
@@ -449,11 +454,7 @@ impl Repository {
 
     /// The audit chains the repository holds checkpoints of.
     pub async fn list_audit_chains(&self) -> Result<Vec<String>> {
-        let listing = self.store.list_with_delimiter(Some(&layout::audit_chains())).await?;
-        let mut names: Vec<String> =
-            listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
-        names.sort();
-        Ok(names)
+        self.folders_in(&layout::audit_chains()).await
     }
 
     /// Ids of the committed snapshots of a workspace (those with a manifest), oldest first.

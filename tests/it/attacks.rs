@@ -386,6 +386,12 @@ fn tidemark_at(w: &crate::support::World, fault: Option<&str>, args: &[&str]) ->
     cmd.output().unwrap()
 }
 
+/// The media folders an in-place restore made beside the live one in `dir`.
+fn restoring_media(dir: &std::path::Path) -> Vec<String> {
+    let names = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap());
+    names.filter(|n| n.starts_with("media.restoring-")).collect()
+}
+
 fn files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(dir)
         .unwrap()
@@ -444,11 +450,7 @@ async fn an_in_place_restore_killed_at_any_step_of_its_switch_is_finished_or_und
         assert_eq!(crate::support::content_fingerprint(&live).await, before.0, "{point}: the database");
         assert_eq!(files(&media), before.1, "{point}: the media");
         assert!(databases_like(&w.cluster, "shop_restoring_%").await.is_empty(), "{point}: a copy was left");
-        let beside: Vec<String> = std::fs::read_dir(w.dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.starts_with("media.restoring-"))
-            .collect();
+        let beside = restoring_media(w.dir.path());
         assert!(beside.is_empty(), "{point}: {beside:?}");
         assert!(w.core.catalog().await.unwrap().switch_intent("shop").await.unwrap().is_none(), "{point}");
         let trail = w.core.catalog().await.unwrap().audit_records(None).await.unwrap();
@@ -531,11 +533,7 @@ async fn sigterm_of_serve_stops_an_api_job_with_its_cleanup() {
         databases_like(&w.cluster, "shop_restoring_%").await.is_empty(),
         "the copy beside the live database was left"
     );
-    let left: Vec<String> = std::fs::read_dir(w.dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| n.starts_with("media.restoring-"))
-        .collect();
+    let left = restoring_media(w.dir.path());
     assert!(left.is_empty(), "{left:?}");
     assert_eq!(crate::support::content_fingerprint(&live).await, before, "the live database");
     assert_eq!(std::fs::read(media.join("notes.txt")).unwrap(), b"live");
