@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::Core;
 use super::job::WaitFor;
 use super::media_swap::MediaSwap;
+pub use super::media_swap::MediaSwapped;
 use super::restore::{RestoreOptions, RestoreReport};
 use super::snapshot::SnapshotOptions;
 use crate::actor::Actor;
@@ -81,15 +82,6 @@ pub struct InPlaceReport {
     /// The import of the bundle.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub import: Option<super::import::ImportReport>,
-}
-
-/// The media an in-place restore swapped.
-#[derive(Debug, Clone, Serialize)]
-pub struct MediaSwapped {
-    /// The live media folder or prefix, now holding the snapshot's files.
-    pub live: String,
-    /// Where the media it held went (`None`: dropped, `--drop-previous`).
-    pub previous: Option<String>,
 }
 
 /// Where an in-place restore takes the workspace back to.
@@ -358,10 +350,7 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         safety_snapshot: safety,
         database: db,
         previous_database: previous,
-        media: media.as_ref().map(|m| {
-            let (live, aside) = m.places();
-            MediaSwapped { live, previous: (!opts.drop_previous).then_some(aside) }
-        }),
+        media: media.as_ref().map(|m| m.swapped_report(opts.drop_previous)),
         verified_tables,
         switch_ms: window.as_millis() as u64,
         restore: restored,

@@ -19,6 +19,15 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, ErrorKind, Result};
 use crate::repo::bucket::BucketRoot;
 
+/// The media an in-place restore swapped, as its report says.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MediaSwapped {
+    /// The live media folder or prefix, now holding the snapshot's files.
+    pub live: String,
+    /// Where the media it held went (`None`: dropped, `--drop-previous`).
+    pub previous: Option<String>,
+}
+
 /// Where a workspace's media are during an in-place restore of `id`.
 pub(super) enum MediaSwap {
     Folders { live: PathBuf, incoming: PathBuf, aside: PathBuf, undone: PathBuf },
@@ -73,10 +82,10 @@ impl MediaSwap {
         }))
     }
 
-    /// The live media and where the ones they replaced went, as a person reads them
-    /// (folders, or URLs of prefixes).
-    pub(super) fn places(&self) -> (String, String) {
-        match self {
+    /// What a report says of a switch of these media: the live folder (or prefix URL) and
+    /// where the media it held went (`None` when they were dropped).
+    pub(super) fn swapped_report(&self, dropped: bool) -> MediaSwapped {
+        let (live, aside) = match self {
             MediaSwap::Folders { live, aside, .. } => (live.display().to_string(), aside.display().to_string()),
             MediaSwap::Store { url, live, aside, .. } => {
                 let at = |prefix: &str| {
@@ -86,7 +95,8 @@ impl MediaSwap {
                 };
                 (at(live), at(aside))
             }
-        }
+        };
+        MediaSwapped { live, previous: (!dropped).then_some(aside) }
     }
 
     /// Where the restore writes the snapshot's media: a folder or a URL.
