@@ -255,12 +255,31 @@ pub struct SetupReport {
     pub fixes: Vec<String>,
 }
 
-/// The report with its one problem (found by the probe) in `problems` too.
-fn with_problems(mut report: SetupReport) -> SetupReport {
-    if report.problems.is_empty() {
-        report.problems.extend(report.problem.clone());
-    }
+/// The report as answered: `problem` is the first of `problems`.
+fn finished(mut report: SetupReport) -> SetupReport {
+    report.problem = report.problems.first().cloned();
     report
+}
+
+/// What makes the binary runnable by the server's user.
+fn install_fix(exe: &std::path::Path) -> String {
+    format!(
+        "install -m 755 {} /usr/local/bin/tidemark   # then use /usr/local/bin/tidemark in archive_command and restore_command",
+        exe.display()
+    )
+}
+
+/// What makes a file readable by the server's user's `group`: the config (any mode with
+/// group read, its folder searchable) or a key (mode 640).
+fn read_fixes(group: &str, file: &std::path::Path, key: bool) -> Vec<String> {
+    if key {
+        return vec![format!("chgrp {group} {0} && chmod 640 {0}", file.display())];
+    }
+    let mut fixes = vec![format!("chgrp {group} {0} && chmod g+r {0}", file.display())];
+    if let Some(dir) = file.parent() {
+        fixes.push(format!("chmod o+x {}   # each folder on the way must be searchable", dir.display()));
+    }
+    fixes
 }
 
 /// Whether the server's OS user (`run_as`; `None`: this process's) passes `test -{flag}`
@@ -308,22 +327,13 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
     let group = format!("$(id -gn {user})");
     // The files the server's user needs, each checked, so that one run names them all.
     let repository = &core.config.config.repository;
-    let mut found = Vec::new();
     if !user_can(run_as, 'x', &exe).await {
-        found.push((
-            format!("{user} cannot run {}", exe.display()),
-            vec![format!(
-                "install -m 755 {} /usr/local/bin/tidemark   # then use /usr/local/bin/tidemark in archive_command and restore_command",
-                exe.display()
-            )],
-        ));
+        report.problems.push(format!("{user} cannot run {}", exe.display()));
+        report.fixes.push(install_fix(&exe));
     }
     if !user_can(run_as, 'r', &config).await {
-        let mut fixes = vec![format!("chgrp {group} {0} && chmod g+r {0}", config.display())];
-        if let Some(dir) = config.parent() {
-            fixes.push(format!("chmod o+x {}   # each folder on the way must be searchable", dir.display()));
-        }
-        found.push((format!("{user} cannot read the config {}", config.display()), fixes));
+        report.problems.push(format!("{user} cannot read the config {}", config.display()));
+        report.fixes.extend(read_fixes(&group, &config, false));
     }
     // archive_command signs what it pushes; restore_command decrypts with the identity.
     let keys = [
@@ -333,19 +343,12 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
     for (what, file, needed) in keys {
         let Some(file) = file.filter(|_| needed).map(|f| core.config.resolve_path(f)) else { continue };
         if !user_can(run_as, 'r', &file).await {
-            found.push((
-                format!("{user} cannot read the {what} {}", file.display()),
-                vec![format!("chgrp {group} {0} && chmod 640 {0}", file.display())],
-            ));
+            report.problems.push(format!("{user} cannot read the {what} {}", file.display()));
+            report.fixes.extend(read_fixes(&group, &file, true));
         }
     }
-    if !found.is_empty() {
-        report.problem = found.first().map(|(p, _)| p.clone());
-        for (problem, fixes) in found {
-            report.problems.push(problem);
-            report.fixes.extend(fixes);
-        }
-        return Ok(report);
+    if !report.problems.is_empty() {
+        return Ok(finished(report));
     }
     let mut child = tokio::process::Command::new(&exe);
     child.arg("--config").arg(&config).args(["--json", "wal", "probe", "--workspace", &workspace]);
@@ -363,36 +366,28 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
     let out = match child.output().await {
         Ok(out) => out,
         Err(e) => {
-            report.problem = Some(format!("{user} cannot run {}: {e}", exe.display()));
-            report.fixes.push(format!(
-                "install -m 755 {} /usr/local/bin/tidemark   # then use /usr/local/bin/tidemark in archive_command and restore_command",
-                exe.display()
-            ));
-            return Ok(with_problems(report));
+            report.problems.push(format!("{user} cannot run {}: {e}", exe.display()));
+            report.fixes.push(install_fix(&exe));
+            return Ok(finished(report));
         }
     };
     let probe: Option<Probe> = serde_json::from_slice(&out.stdout).ok();
     let Some(probe) = probe else {
         // No answer: it could not read the config (or is another program).
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        report.problem = Some(format!("{user} cannot use the config {}: {stderr}", config.display()));
+        report.problems.push(format!("{user} cannot use the config {}: {stderr}", config.display()));
         // archive_command signs what it pushes: the server's user reads the signing key.
-        if let Some(key) = core.config.config.repository.signing_key.as_ref().filter(|_| stderr.contains("signing key"))
-        {
-            let key = core.config.resolve_path(key);
-            report.fixes.push(format!("chgrp {group} {0} && chmod 640 {0}", key.display()));
-            return Ok(with_problems(report));
+        let key = repository.signing_key.as_ref().filter(|_| stderr.contains("signing key"));
+        match key {
+            Some(key) => report.fixes.extend(read_fixes(&group, &core.config.resolve_path(key), true)),
+            None => report.fixes.extend(read_fixes(&group, &config, false)),
         }
-        report.fixes.push(format!("chgrp {group} {0} && chmod g+r {0}", config.display()));
-        if let Some(dir) = config.parent() {
-            report.fixes.push(format!("chmod o+x {}   # each folder on the way must be searchable", dir.display()));
-        }
-        return Ok(with_problems(report));
+        return Ok(finished(report));
     };
     match probe.failed.as_deref() {
         None => report.ok = true,
         Some(step) => {
-            report.problem = Some(format!("as {user}, the {step} check failed: {}", probe.error.unwrap_or_default()));
+            report.problems.push(format!("as {user}, the {step} check failed: {}", probe.error.unwrap_or_default()));
             match (step, core.repo.local_root()) {
                 ("repository", Some(root)) => {
                     let wal = root.join("workspaces").join(&workspace).join("wal");
@@ -408,11 +403,8 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
                      or AWS_* variables of the server's service)"
                         .into(),
                 ),
-                ("identity", _) => match &core.config.config.repository.identity_file {
-                    Some(file) => {
-                        let file = core.config.resolve_path(file);
-                        report.fixes.push(format!("chgrp {group} {0} && chmod 640 {0}", file.display()));
-                    }
+                ("identity", _) => match &repository.identity_file {
+                    Some(file) => report.fixes.extend(read_fixes(&group, &core.config.resolve_path(file), true)),
                     None => report.fixes.push(format!(
                         "set repository.identity-file in {} to a file {user} can read (mode 640, group {group})",
                         config.display()
@@ -422,5 +414,5 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
             }
         }
     }
-    Ok(with_problems(report))
+    Ok(finished(report))
 }
