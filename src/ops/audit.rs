@@ -53,6 +53,11 @@ pub async fn record<T>(
     }
 }
 
+/// Chains this process found linked: a link is written once and never removed, so each
+/// audited operation need not read it again (chain ids are random: one names one chain).
+static LINKED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// Writes the chain's head into the repository (once per head; a head already there is
 /// left as it is). A chain is checkpointed only once it is linked (see [`ChainLink`]): the
 /// repository's first chain links itself; any later one only through [`new_chain`].
@@ -61,7 +66,8 @@ pub async fn record<T>(
 /// of the catalog and the repository.
 pub async fn checkpoint(core: &Core) -> Result<()> {
     let Some(head) = core.catalog().await?.audit_head().await? else { return Ok(()) };
-    if read_link(core, &head.chain).await?.is_none() {
+    let known = LINKED.lock().expect("linked chains lock").contains(&head.chain);
+    if !known && read_link(core, &head.chain).await?.is_none() {
         let others: Vec<String> =
             core.repo.list_audit_chains().await?.into_iter().filter(|c| *c != head.chain).collect();
         if !others.is_empty() {
@@ -70,6 +76,7 @@ pub async fn checkpoint(core: &Core) -> Result<()> {
         let first = ChainLink { chain: head.chain.clone(), follows: None, at: Utc::now(), by: "tidemark".into() };
         put_link(core, &first).await?;
     }
+    LINKED.lock().expect("linked chains lock").insert(head.chain.clone());
     let key = layout::audit_checkpoint(&head.chain, head.seq);
     match core.repo.put_sealed(&key, &head, core.recipients()?).await {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
