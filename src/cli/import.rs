@@ -95,6 +95,7 @@ pub async fn run(global: &Global, args: ImportArgs) -> Result<()> {
                 human_ms(report.total_ms)
             ),
         }
+        super::print_skipped_privileges(&report.skipped_privileges);
     }
     Ok(())
 }

@@ -242,6 +242,22 @@ pub fn print_replaced(previous: Option<&str>, workspace: &str) {
     }
 }
 
+/// The snapshot's grants the restoring role could not give (everything else came back).
+pub fn print_skipped_privileges(skipped: &[String]) {
+    if skipped.is_empty() {
+        return;
+    }
+    println!(
+        "{} the restoring role may not give {} skipped; a superuser can apply {}:",
+        count(skipped.len() as u64, "privilege statement"),
+        if skipped.len() == 1 { "was" } else { "were" },
+        if skipped.len() == 1 { "it" } else { "them" }
+    );
+    for statement in skipped {
+        println!("  {statement}");
+    }
+}
+
 /// `1 part`, `2 parts`, `1 base backup`: a count and its noun.
 pub fn count(n: impl Into<u64>, noun: &str) -> String {
     let n = n.into();

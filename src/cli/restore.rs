@@ -224,6 +224,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         if report.media_files > 0 {
             println!("restored {} media files in {}", report.media_files, human_ms(t.media_ms));
         }
+        super::print_skipped_privileges(&report.skipped_privileges);
     }
     Ok(())
 }
@@ -244,6 +245,12 @@ pub fn print_in_place(report: &tidemark::ops::inplace::InPlaceReport) {
         report.verified_tables,
         human_ms(report.switch_ms)
     );
+    let skipped = report
+        .restore
+        .as_ref()
+        .map(|r| &r.skipped_privileges)
+        .or(report.import.as_ref().map(|i| &i.skipped_privileges));
+    super::print_skipped_privileges(skipped.map(Vec::as_slice).unwrap_or_default());
     super::print_replaced(report.previous_database.as_deref(), &report.workspace);
     if let Some(media) = &report.media {
         let previous = match &media.previous {

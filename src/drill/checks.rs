@@ -34,6 +34,60 @@ pub async fn create_roles(admin: &ConnSpec, roles: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Readies the throwaway cluster for a restore as `role` (the snapshot's role, not a
+/// superuser), as a restore into the workspace's own server runs: the role may log in,
+/// is a member of what it was a member of, and owns the empty database `db`. Returns how
+/// to connect as it.
+///
+/// Errors: `Database` naming the role or the database.
+pub async fn restoring_role(
+    admin: &ConnSpec,
+    role: &crate::repo::manifest::RoleInfo,
+    db: &str,
+    locale: &crate::restore::database::Locale,
+) -> Result<ConnSpec> {
+    let mut conn = admin.connect().await?;
+    let name = quote_ident(&role.name);
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(&role.name)
+        .fetch_one(&mut conn)
+        .await?;
+    let mut statements = vec![match exists {
+        true => format!("ALTER ROLE {name} LOGIN NOSUPERUSER"),
+        false => format!("CREATE ROLE {name} LOGIN NOSUPERUSER"),
+    }];
+    statements.extend(role.member_of.iter().map(|m| format!("GRANT {} TO {name}", quote_ident(m))));
+    for statement in statements {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone())).execute(&mut conn).await.map_err(|e| {
+            Error::from(e).context(format!("preparing role {} in the throwaway cluster ({statement})", role.name))
+        })?;
+    }
+    crate::restore::database::create_database(&mut conn, db, locale, Some(&role.name)).await?;
+    ConnSpec::close(conn).await;
+    let mut url = url::Url::parse(&admin.with_database(db).display())
+        .map_err(|e| Error::internal(format!("the throwaway cluster's URL: {e}")))?;
+    url.set_username(&role.name).map_err(|()| Error::internal("the throwaway cluster's URL takes no user"))?;
+    ConnSpec::parse(url.as_str(), None)
+}
+
+/// The drill's word on privileges: which role restored, and what it could not give.
+pub fn privileges_check(role: Option<&str>, skipped: &[String]) -> Check {
+    let who = match role {
+        Some(role) => format!("restored as role {role} (not a superuser), as the snapshot was taken"),
+        None => "restored as a superuser, as the snapshot was taken".to_string(),
+    };
+    let outcome = match skipped {
+        [] => format!("{who}; every privilege statement applied"),
+        _ => format!(
+            "{who}; {} privilege statements the role may not give were skipped, as a real restore skips them \
+             (a superuser can apply them): {}",
+            skipped.len(),
+            skipped.join(" ")
+        ),
+    };
+    Check::new("privileges", Ok(outcome), 0)
+}
+
 /// Tables, sequences, schema fingerprint and function stacks against the manifest; the
 /// tables in `checked` were read back already (while the restore went on).
 pub async fn check_contents(

@@ -54,6 +54,9 @@ pub struct ImportReport {
     pub rows: u64,
     pub media_files: usize,
     pub total_ms: u64,
+    /// Privilege statements the target's role may not give, skipped (see `RestoreReport`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_privileges: Vec<String>,
 }
 
 /// Imports a bundle into a new or empty database.
@@ -96,6 +99,7 @@ async fn import_jsonl(core: &Core, opts: &ImportOptions, table: &str, target: &C
         rows,
         media_files: 0,
         total_ms: clock.elapsed().as_millis() as u64,
+        skipped_privileges: Vec::new(),
     })
 }
 
@@ -138,12 +142,13 @@ async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport
         database::mark_incomplete(&target, &format!("{} (import)", manifest.snapshot)).await?;
         let mut conn = target.connect().await?;
         sqlx::raw_sql("SET synchronous_commit = off").execute(&mut conn).await?;
-        let mut media_files = 0usize;
+        let (mut media_files, mut skipped) = (0usize, Vec::new());
         while let Some(entry) = reader.next().await {
             let path = entry.path.clone();
             if path == "schema.sql" {
                 progress.set_message("schema");
-                database::apply_sql(core.pg_bin_dir().as_deref(), &target, entry.data, "schema.sql").await?;
+                skipped =
+                    database::apply_pre_data(core.pg_bin_dir().as_deref(), &target, entry.data, "schema.sql").await?;
             } else if path == "post-data.sql" {
                 progress.set_message("indexes, constraints, triggers");
                 let sql = read_to_end(entry.data).await?;
@@ -176,7 +181,7 @@ async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport
                 return Err(Error::integrity(format!("{what} holds {path}, which its manifest does not list")));
             }
         }
-        Ok::<_, Error>(media_files)
+        Ok::<_, Error>((media_files, skipped))
     }
     .await;
     // Every byte must match SHA256SUMS (and age's authentication) before anything counts;
@@ -185,11 +190,11 @@ async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport
     let loaded = match (loaded, checked) {
         (_, Err(e)) => Err(e),
         (Err(e), Ok(())) => Err(e),
-        (Ok(media_files), Ok(())) => finish_checks(&target, &manifest).await.map(|()| media_files),
+        (Ok(loaded), Ok(())) => finish_checks(&target, &manifest).await.map(|()| loaded),
     };
     progress.finish();
     match loaded {
-        Ok(media_files) => Ok(ImportReport {
+        Ok((media_files, skipped_privileges)) => Ok(ImportReport {
             file: opts.file.display().to_string(),
             workspace: manifest.workspace.clone(),
             snapshot: manifest.snapshot.clone(),
@@ -199,6 +204,7 @@ async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport
             rows: if manifest.schema_only { 0 } else { manifest.tables.iter().map(|t| t.rows).sum() },
             media_files,
             total_ms: clock.elapsed().as_millis() as u64,
+            skipped_privileges,
         }),
         Err(e) => {
             let e = e.context(format!("importing {} into {}", opts.file.display(), target.display()));

@@ -104,6 +104,10 @@ pub struct RestoreReport {
     /// With `time`: the recovery in the throwaway cluster (removed since).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub point_in_time: Option<PitrRestoreReport>,
+    /// Privilege statements of the snapshot (GRANT, REVOKE) that the restoring role may not
+    /// give, skipped: everything else was restored. A superuser can run them afterwards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_privileges: Vec<String>,
 }
 
 /// Where a restore takes its data from.
@@ -251,6 +255,7 @@ async fn restore_moment(
         table_restore: None,
         time: Some(time),
         point_in_time: Some(copied.recovery),
+        skipped_privileges: Vec::new(),
     })
 }
 
@@ -304,7 +309,7 @@ async fn restore_database(
     let (bin_dir, jobs) = (core.pg_bin_dir(), jobs_or_default(opts.jobs));
     let work = async {
         database::mark_incomplete(&target, &manifest.id).await?;
-        let mut timings =
+        let (mut timings, skipped) =
             load::load_database(&from, &target, bin_dir.as_deref(), jobs, progress, opts.table_loaded.clone()).await?;
         if let Some((media_target, files)) = &media {
             let t = Instant::now();
@@ -312,7 +317,7 @@ async fn restore_database(
             timings.media_ms = t.elapsed().as_millis() as u64;
         }
         database::mark_complete(&target).await?;
-        Ok::<_, Error>(timings)
+        Ok::<_, Error>((timings, skipped))
     };
     let result = tokio::select! {
         r = work => r,
@@ -320,7 +325,7 @@ async fn restore_database(
     };
     progress.finish();
     match result {
-        Ok(mut timings) => {
+        Ok((mut timings, skipped_privileges)) => {
             timings.check_ms = check_ms;
             timings.total_ms = clock.elapsed().as_millis() as u64;
             Ok(RestoreReport {
@@ -337,6 +342,7 @@ async fn restore_database(
                 table_restore: None,
                 time: None,
                 point_in_time: None,
+                skipped_privileges,
             })
         }
         Err(e) => {
@@ -439,6 +445,7 @@ async fn restore_tables(
         table_restore: Some(outcome),
         time,
         point_in_time,
+        skipped_privileges: Vec::new(),
     })
 }
 

@@ -66,6 +66,11 @@ pub struct Manifest {
     /// its throwaway cluster before loading the schema.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The role tidemark connected as when it took the snapshot (`None` in snapshots of
+    /// earlier versions): a drill restores as a role like it, so that it proves what a
+    /// restore by that role can and cannot apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_as: Option<RoleInfo>,
     /// What the snapshot could not carry (e.g. large objects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -73,6 +78,16 @@ pub struct Manifest {
     /// (`None` in snapshots of earlier versions): `check` reports a descriptor edited since.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository_digest: Option<String>,
+}
+
+/// A role as a drill recreates it: its name, whether it is a superuser, and the roles of
+/// [`Manifest::roles`] it is a member of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RoleInfo {
+    pub name: String,
+    pub superuser: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_of: Vec<String>,
 }
 
 /// The database the snapshot was taken from, at the moment it was taken.

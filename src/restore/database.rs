@@ -112,21 +112,32 @@ pub async fn prepare_target_like(target: &ConnSpec, source: &Locale) -> Result<T
         }
         return Ok(TargetState::ExistedEmpty);
     }
-    let create = format!(
-        "CREATE DATABASE {} TEMPLATE template0 ENCODING '{}' LC_COLLATE '{}' LC_CTYPE '{}'",
-        quote_ident(&db),
-        sql_literal_body(&source.encoding),
-        sql_literal_body(&source.collate),
-        sql_literal_body(&source.ctype)
-    );
-    sqlx::raw_sql(AssertSqlSafe(create)).execute(&mut admin).await.map_err(|e| {
-        Error::from(e).context(format!(
-            "creating database {db:?} with encoding {} and locale {}/{} like the source",
-            source.encoding, source.collate, source.ctype
-        ))
-    })?;
+    create_database(&mut admin, &db, source, None).await?;
     ConnSpec::close(admin).await;
     Ok(TargetState::Created)
+}
+
+/// Creates database `db` like `locale` (from `template0`), owned by `owner` (default: the
+/// connected role; another owner needs membership in it).
+///
+/// Errors: `Database` naming the database, the locale and the owner.
+pub async fn create_database(admin: &mut PgConnection, db: &str, locale: &Locale, owner: Option<&str>) -> Result<()> {
+    let create = format!(
+        "CREATE DATABASE {} TEMPLATE template0 ENCODING '{}' LC_COLLATE '{}' LC_CTYPE '{}'{}",
+        quote_ident(db),
+        sql_literal_body(&locale.encoding),
+        sql_literal_body(&locale.collate),
+        sql_literal_body(&locale.ctype),
+        owner.map(|o| format!(" OWNER {}", quote_ident(o))).unwrap_or_default()
+    );
+    sqlx::raw_sql(AssertSqlSafe(create)).execute(admin).await.map_err(|e| {
+        let owned = owner.map(|o| format!(", owned by {o:?},")).unwrap_or_default();
+        Error::from(e).context(format!(
+            "creating database {db:?}{owned} with encoding {} and locale {}/{}",
+            locale.encoding, locale.collate, locale.ctype
+        ))
+    })?;
+    Ok(())
 }
 
 fn sql_literal_body(s: &str) -> String {
@@ -272,6 +283,73 @@ pub async fn apply_sql(bin_dir: Option<&Path>, target: &ConnSpec, mut sql: Objec
         message.push_str("\nThe snapshot names roles that this server lacks: create them first (CREATE ROLE ...)");
     }
     Err(Error::new(ErrorKind::Database, message))
+}
+
+/// Applies a pre-data section: everything but its privileges through psql in one
+/// transaction, then each GRANT/REVOKE in a savepoint of its own. A privilege the
+/// restoring role may not give (`insufficient_privilege`: a grant on a function of
+/// `pg_catalog` that a superuser made, a grant on another role's object) is skipped and
+/// returned, so that a role that can restore everything else does; any other error fails
+/// the restore. This is tidemark's default, where pg_restore has only all
+/// (`--no-privileges` off) or none: a restore that stops on a grant it cannot repeat leaves
+/// the user with nothing, while the skipped statements, named, are one `psql` away for a
+/// superuser.
+///
+/// Errors: those of [`apply_sql`]; `Database` for a privilege statement that fails other
+/// than for want of privilege (named).
+pub async fn apply_pre_data(
+    bin_dir: Option<&Path>,
+    target: &ConnSpec,
+    sql: ObjectStream,
+    what: &str,
+) -> Result<Vec<String>> {
+    let text = crate::repo::pipeline::read_to_end(sql).await.map_err(|e| e.context(format!("reading {what}")))?;
+    let (rest, privileges) = match std::str::from_utf8(&text) {
+        Ok(text) => super::postdata::without_privileges(text),
+        // Not UTF-8 (a database in another encoding): psql takes it whole, as before.
+        Err(_) => {
+            apply_sql(bin_dir, target, crate::repo::pipeline::stream_of(text), what).await?;
+            return Ok(Vec::new());
+        }
+    };
+    apply_sql(bin_dir, target, crate::repo::pipeline::stream_of(rest.into_bytes()), what).await?;
+    apply_privileges(target, &privileges).await
+}
+
+/// Runs privilege statements in one transaction, each in a savepoint; returns those the
+/// connected role may not run (see [`apply_pre_data`]).
+///
+/// Errors: `Database` for any other failure, naming the statement.
+pub async fn apply_privileges(target: &ConnSpec, statements: &[String]) -> Result<Vec<String>> {
+    if statements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut conn = target.connect().await?;
+    sqlx::raw_sql("SELECT pg_catalog.set_config('search_path', '', false); BEGIN").execute(&mut conn).await?;
+    let mut skipped = Vec::new();
+    for statement in statements {
+        sqlx::raw_sql("SAVEPOINT tidemark_privilege").execute(&mut conn).await?;
+        match sqlx::raw_sql(AssertSqlSafe(statement.clone())).execute(&mut conn).await {
+            Ok(_) => {
+                sqlx::raw_sql("RELEASE SAVEPOINT tidemark_privilege").execute(&mut conn).await?;
+            }
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42501") => {
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT tidemark_privilege").execute(&mut conn).await?;
+                skipped.push(statement.clone());
+            }
+            Err(e) => return Err(Error::from(e).context(format!("applying the privilege `{statement}`"))),
+        }
+    }
+    sqlx::raw_sql("COMMIT").execute(&mut conn).await?;
+    ConnSpec::close(conn).await;
+    if !skipped.is_empty() {
+        tracing::warn!(
+            target = %target.display(),
+            skipped = skipped.len(),
+            "privileges the restoring role may not give were skipped"
+        );
+    }
+    Ok(skipped)
 }
 
 /// Loads one object of COPY text into a table.

@@ -103,8 +103,9 @@ pub type TableLoaded = tokio::sync::mpsc::UnboundedSender<usize>;
 /// then the tables and their indexes on `jobs` connections: largest tables first, each
 /// table's indexes and constraints as soon as that table is in, so every connection stays
 /// busy to the end. Then foreign keys, triggers and the rest of post-data, sequence values
-/// and materialized views. Returns the phases' times. `loaded` hears of each table once
-/// its rows and indexes are in.
+/// and materialized views. Returns the phases' times and the privilege statements the
+/// target's role may not give (skipped, see [`database::apply_pre_data`]). `loaded` hears
+/// of each table once its rows and indexes are in.
 ///
 /// Errors: `Integrity`/`Key` for an object that does not verify (named), `Database` from
 /// Postgres.
@@ -115,14 +116,14 @@ pub async fn load_database(
     jobs: usize,
     progress: &Progress,
     loaded: Option<TableLoaded>,
-) -> Result<RestoreTimings> {
+) -> Result<(RestoreTimings, Vec<String>)> {
     let manifest = &from.manifest;
     let mut timings = RestoreTimings::default();
 
     let t = Instant::now();
     progress.set_message("schema (pre-data)");
     let pre = from.open(&manifest.schema_pre).await?;
-    database::apply_sql(bin_dir, target, pre, "the schema (pre-data)").await?;
+    let skipped_privileges = database::apply_pre_data(bin_dir, target, pre, "the schema (pre-data)").await?;
     timings.pre_data_ms = t.elapsed().as_millis() as u64;
 
     let post = read_to_end(from.open(&manifest.schema_post).await?)
@@ -158,7 +159,7 @@ pub async fn load_database(
     database::refresh_materialized_views(&mut conn, &manifest.materialized_views).await?;
     ConnSpec::close(conn).await;
     timings.finish_ms = t.elapsed().as_millis() as u64;
-    Ok(timings)
+    Ok((timings, skipped_privileges))
 }
 
 /// Applies a post-data section on its own, to tables that are loaded already (an import):

@@ -126,6 +126,35 @@ pub fn split(sql: &str) -> Option<Split> {
     Some(Split { preamble, entries })
 }
 
+/// A pre-data section with its privileges apart: the text without the statements of
+/// pg_dump's `ACL` and `DEFAULT ACL` entries (GRANT, REVOKE, ALTER DEFAULT PRIVILEGES, one
+/// line each), and those statements in dump order. Everything else of such an entry (a
+/// `SET` pg_dump puts before the next object, say) stays in the text, so the text is the
+/// section as pg_dump wrote it minus exactly the statements returned. A statement that
+/// does not end its line (an identifier with a line break in it) stays in the text too.
+pub fn without_privileges(sql: &str) -> (String, Vec<String>) {
+    let mut rest = String::with_capacity(sql.len());
+    let mut privileges = Vec::new();
+    let mut in_acl = false;
+    let lines: Vec<&str> = sql.split_inclusive('\n').collect();
+    for (i, line) in lines.iter().enumerate() {
+        let bare = line.trim_end_matches(['\n', '\r']);
+        if bare == "--"
+            && let Some(kind) = lines.get(i + 1).and_then(|l| header_kind(l.trim_end_matches(['\n', '\r'])))
+        {
+            in_acl = matches!(kind, "ACL" | "DEFAULT ACL");
+        }
+        let statement = ["GRANT ", "REVOKE ", "ALTER DEFAULT PRIVILEGES "].iter().any(|p| bare.starts_with(p))
+            && bare.ends_with(';');
+        if in_acl && statement {
+            privileges.push(bare.to_string());
+        } else {
+            rest.push_str(line);
+        }
+    }
+    (rest, privileges)
+}
+
 fn header_kind(line: &str) -> Option<&str> {
     let rest = line.strip_prefix("-- Name: ")?;
     let start = rest.find("; Type: ")? + "; Type: ".len();
@@ -178,6 +207,40 @@ ALTER TABLE ONLY public.u\n    ADD CONSTRAINT u_t_fkey FOREIGN KEY (t) REFERENCE
         assert_eq!(entry("CREATE INDEX i ON t USING btree (a);").table(), None, "unqualified: not read");
         assert_eq!(entry("ALTER INDEX s.i ATTACH PARTITION s.j;").table(), None);
         assert_eq!(entry("CREATE UNIQUE INDEX \"unterminated ON s.t").table(), None);
+    }
+
+    #[test]
+    fn privileges_come_apart_from_the_rest_of_pre_data() {
+        let pre = "SET x = 0;\n\n--\n-- Name: t; Type: TABLE; Schema: public; Owner: app\n--\n\n\
+CREATE TABLE public.t (\n    grant_ integer\n);\n\nALTER TABLE public.t OWNER TO app;\n\n\
+--\n-- Name: FUNCTION pg_create_restore_point(text); Type: ACL; Schema: pg_catalog; Owner: postgres\n--\n\n\
+GRANT ALL ON FUNCTION pg_catalog.pg_create_restore_point(text) TO app;\n\n\n\
+--\n-- Name: TABLE t; Type: ACL; Schema: public; Owner: app\n--\n\n\
+REVOKE ALL ON TABLE public.t FROM PUBLIC;\nGRANT SELECT ON TABLE public.\"odd\nname\" TO r;\n\
+SET default_tablespace = '';\n\n\
+--\n-- Name: DEFAULT PRIVILEGES FOR TABLES; Type: DEFAULT ACL; Schema: public; Owner: app\n--\n\n\
+ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public GRANT SELECT ON TABLES TO r;\n\n\
+--\n-- Name: t2; Type: TABLE; Schema: public; Owner: app\n--\n\nGRANT SELECT ON TABLE public.t TO r;\n";
+        let (rest, privileges) = without_privileges(pre);
+        assert_eq!(
+            privileges,
+            [
+                "GRANT ALL ON FUNCTION pg_catalog.pg_create_restore_point(text) TO app;",
+                "REVOKE ALL ON TABLE public.t FROM PUBLIC;",
+                "ALTER DEFAULT PRIVILEGES FOR ROLE app IN SCHEMA public GRANT SELECT ON TABLES TO r;",
+            ]
+        );
+        // The rest is the text less exactly those lines: what is not an ACL entry's own
+        // one-line statement stays (a split identifier, a SET, a grant outside an ACL entry).
+        let mut expected = pre.to_string();
+        for p in &privileges {
+            expected = expected.replacen(&format!("{p}\n"), "", 1);
+        }
+        assert_eq!(rest, expected);
+        assert!(rest.contains("ALTER TABLE public.t OWNER TO app;"));
+        assert!(rest.contains("GRANT SELECT ON TABLE public.\"odd\nname\" TO r;"));
+        assert!(rest.contains("SET default_tablespace = '';"));
+        assert!(rest.ends_with("GRANT SELECT ON TABLE public.t TO r;\n"));
     }
 
     #[test]

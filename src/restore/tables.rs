@@ -314,7 +314,8 @@ async fn prepare_in_scratch(
             (stream_of(pre.into_bytes()), stream_of(post.into_bytes()))
         }
     };
-    database::apply_sql(bin_dir, scratch, pre, "the schema (pre-data)").await?;
+    // A grant the role may not give is skipped here as in a whole restore.
+    database::apply_pre_data(bin_dir, scratch, pre, "the schema (pre-data)").await?;
     database::apply_sql(bin_dir, scratch, post, "the schema (post-data)").await?;
     let mut conn = scratch.connect().await?;
     let result = shape(&mut conn, picks, into).await;

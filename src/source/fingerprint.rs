@@ -131,6 +131,25 @@ pub async fn referenced_roles(conn: &mut PgConnection) -> Result<Vec<String>> {
     .await?)
 }
 
+/// The connected role: its name, whether it is a superuser, and which of `among` it is a
+/// member of (directly or through other roles).
+///
+/// Errors: `Database`.
+pub async fn connected_role(conn: &mut PgConnection, among: &[String]) -> Result<crate::repo::manifest::RoleInfo> {
+    let (name, superuser): (String, bool) =
+        sqlx::query_as("SELECT rolname::text, rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(&mut *conn)
+            .await?;
+    let member_of: Vec<String> = sqlx::query_scalar(
+        "SELECT r FROM unnest($1::text[]) AS r \
+          WHERE r <> current_user AND pg_has_role(current_user, r::name, 'MEMBER') ORDER BY 1",
+    )
+    .bind(among)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(crate::repo::manifest::RoleInfo { name, superuser, member_of })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -49,6 +49,8 @@ pub struct SnapshotSession {
     /// The schema's fingerprint and the roles it refers to, as of the snapshot.
     pub schema_fingerprint: std::collections::BTreeMap<String, String>,
     pub roles: Vec<String>,
+    /// The role the snapshot is taken as.
+    pub taken_as: crate::repo::manifest::RoleInfo,
 }
 
 const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -172,6 +174,7 @@ impl SnapshotSession {
         let stacks = crate::stacks::log::list_if_installed(&mut conn).await?;
         let schema_fingerprint = super::fingerprint::schema_fingerprint(&mut conn).await?;
         let roles = super::fingerprint::referenced_roles(&mut conn).await?;
+        let taken_as = super::fingerprint::connected_role(&mut conn, &roles).await?;
         Ok(SnapshotSession {
             conn,
             snapshot_name,
@@ -184,6 +187,7 @@ impl SnapshotSession {
             stacks,
             schema_fingerprint,
             roles,
+            taken_as,
         })
     }
 

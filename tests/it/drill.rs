@@ -414,3 +414,83 @@ async fn throwaway_servers_get_a_minimal_environment() {
     let leaked: Vec<&String> = keys.iter().filter(|k| !allowed.contains(&k.as_str()) && ours.contains(k)).collect();
     assert!(leaked.is_empty(), "tidemark's environment reached the server: {leaked:?} (server has {keys:?})");
 }
+
+/// Issue 31.1: a grant a superuser made to the workspace's role (here EXECUTE on
+/// `pg_create_restore_point`, which `pitr mark` asks for) is in every snapshot; a restore as
+/// that role cannot repeat it. The restore skips it and says so, the rest comes back; the
+/// drill restores as the snapshot's role too and reports the same. And where a restore as
+/// the role fails (an object owned by a role it is not a member of), the drill fails with it
+/// instead of passing as a superuser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_restores_as_the_snapshots_role_and_skips_only_what_that_role_cannot_grant() {
+    let mut w = world().await;
+    scratch_in(&mut w);
+    let admin = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    let mut conn = admin.connect().await.unwrap();
+    for sql in ["CREATE ROLE app LOGIN CREATEDB", "CREATE ROLE stranger NOLOGIN", "CREATE DATABASE shop OWNER app"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    }
+    ConnSpec::close(conn).await;
+    // A function's privileges belong to its database: granted in shop, by a superuser.
+    let mut conn = ConnSpec::parse(&w.cluster.url("shop"), None).unwrap().connect().await.unwrap();
+    sqlx::raw_sql("GRANT EXECUTE ON FUNCTION pg_create_restore_point(text) TO app").execute(&mut conn).await.unwrap();
+    ConnSpec::close(conn).await;
+    let as_app = |db: &str| {
+        let mut url = url::Url::parse(&w.cluster.url(db)).unwrap();
+        url.set_username("app").unwrap();
+        url.to_string()
+    };
+    let live = ConnSpec::parse(&as_app("shop"), None).unwrap();
+    let mut conn = live.connect().await.unwrap();
+    sqlx::raw_sql("CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 50) g")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    ConnSpec::close(conn).await;
+    w.core.config.config.workspaces.get_mut("shop").unwrap().database_url = as_app("shop");
+    let manifest = snapshot_shop(&w.core).await.unwrap();
+    let taken_as = manifest.taken_as.clone().expect("the snapshot records its role");
+    assert_eq!((taken_as.name.as_str(), taken_as.superuser), ("app", false));
+
+    // A restore as app into a new database: everything but the grant.
+    let restore = tidemark::ops::restore::RestoreOptions {
+        snapshot: manifest.id.clone(),
+        workspace: Some("shop".into()),
+        target: as_app("shop_copy"),
+        no_media: true,
+        ..Default::default()
+    };
+    let report = tidemark::ops::restore::restore(&w.core, &restore, &crate::support::actor()).await.unwrap();
+    assert_eq!(report.rows, 50);
+    assert_eq!(report.skipped_privileges.len(), 1, "{:?}", report.skipped_privileges);
+    assert!(report.skipped_privileges[0].contains("pg_create_restore_point"), "{:?}", report.skipped_privileges);
+    assert_eq!(
+        content_fingerprint(&ConnSpec::parse(&as_app("shop_copy"), None).unwrap()).await,
+        content_fingerprint(&live).await
+    );
+
+    // The drill restores as app, and says what app could not give.
+    let report = run(&w, DrillSource::Snapshot(None)).await;
+    let failed: Vec<_> = report.checks.iter().filter(|c| c.status != CheckStatus::Pass).collect();
+    assert!(report.passed, "failed or skipped checks: {failed:#?}");
+    assert!(report.restored_into.ends_with("as role app"), "{}", report.restored_into);
+    let privileges = check(&report, "privileges");
+    assert!(privileges.details.contains("restored as role app"), "{}", privileges.details);
+    assert!(privileges.details.contains("pg_create_restore_point"), "{}", privileges.details);
+
+    // A table app may read but not give to its owner: a restore as app fails, and so does
+    // the drill (as a superuser it would pass).
+    let mut conn = ConnSpec::parse(&w.cluster.url("shop"), None).unwrap().connect().await.unwrap();
+    sqlx::raw_sql("CREATE TABLE theirs (id int); ALTER TABLE theirs OWNER TO stranger; GRANT SELECT ON theirs TO app")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    ConnSpec::close(conn).await;
+    snapshot_shop(&w.core).await.unwrap();
+    let report = run(&w, DrillSource::Snapshot(None)).await;
+    assert!(!report.passed);
+    let restore = check(&report, "restore");
+    assert_eq!(restore.status, CheckStatus::Fail, "{restore:?}");
+    assert!(restore.details.contains("stranger"), "{}", restore.details);
+    assert_eq!(check(&report, "privileges").status, CheckStatus::Skip);
+}

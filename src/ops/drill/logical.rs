@@ -16,11 +16,15 @@ pub(super) async fn logical(
     done.stored_bytes = manifest.stored_bytes();
     done.database = database_name(&ctx.opts.workspace, &manifest.id);
     let clock = Instant::now();
-    let target = match scratch_server {
+    // The restore's connection (as the snapshot's role, where it was not a superuser), and
+    // the checks' (a superuser's where there is one: a check reads every table).
+    let mut restoring_role = None;
+    let (target, restore_target) = match scratch_server {
         Some(server) => {
             done.place = Some(Place::Server(ScratchDatabase::claim(server, &done.database).await?));
             done.restored_into = format!("scratch server {}", crate::pg::redact_url(&server.display()));
-            server.with_database(&done.database)
+            let target = server.with_database(&done.database);
+            (target.clone(), target)
         }
         None => {
             let opts = ClusterOptions {
@@ -41,7 +45,17 @@ pub(super) async fn logical(
             let target = ConnSpec::parse(&cluster.url(&done.database), None)?;
             done.place = Some(Place::Cluster(cluster));
             checks::create_roles(&admin, &manifest.roles).await?;
-            target
+            let role = manifest.taken_as.as_ref().filter(|r| !r.superuser && r.name != "postgres");
+            match role {
+                Some(role) => {
+                    let locale = crate::restore::database::Locale::of(&manifest.source);
+                    let as_role = checks::restoring_role(&admin, role, &done.database, &locale).await?;
+                    done.restored_into.push_str(&format!(" as role {}", role.name));
+                    restoring_role = Some(role.name.clone());
+                    (target, as_role)
+                }
+                None => (target.clone(), target),
+            }
         }
     };
     done.timings.target_ms = ms(clock);
@@ -52,13 +66,13 @@ pub(super) async fn logical(
     let restore_opts = RestoreOptions {
         snapshot: manifest.id.clone(),
         workspace: Some(ctx.opts.workspace.clone()),
-        target: target.display(),
+        target: restore_target.display(),
         jobs: None,
         media_target: manifest.media.as_ref().map(|_| media_dir.display().to_string()),
         no_media: manifest.media.is_none(),
         target_password: None,
         target_secret: ctx.core.config.config.drill.scratch_password.clone().filter(|_| scratch_server.is_some()),
-        target_conn: None,
+        target_conn: restoring_role.as_ref().map(|_| restore_target.clone()),
         table_loaded: Some(loaded_tx),
         ..Default::default()
     };
@@ -84,7 +98,7 @@ pub(super) async fn logical(
             };
             done.checks.push(Check::new(failed, Err(e.report()), restore_ms));
             done.checks.push(Check::skipped(skipped, "the restore failed"));
-            for name in ["tables", "schema-fingerprint", "sequences", "function-stacks", "media-hashes"] {
+            for name in ["privileges", "tables", "schema-fingerprint", "sequences", "function-stacks", "media-hashes"] {
                 done.checks.push(Check::skipped(name, "the restore failed"));
             }
             return Ok(());
@@ -110,6 +124,7 @@ pub(super) async fn logical(
         Ok(format!("{} tables, {} rows in {} ms", report.tables, report.rows, restore_ms)),
         restore_ms,
     ));
+    done.checks.push(checks::privileges_check(restoring_role.as_deref(), &report.skipped_privileges));
 
     // The checks' time counts from the end of the restore: the tables still being read
     // back then are part of it.

@@ -174,6 +174,7 @@ async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Mani
     let stacks = session.stacks.clone();
     let schema_fingerprint = session.schema_fingerprint.clone();
     let roles = session.roles.clone();
+    let taken_as = session.taken_as.clone();
     for w in &warnings {
         tracing::warn!(workspace = %opts.workspace, "{w}");
     }
@@ -200,6 +201,7 @@ async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Mani
         media,
         schema_fingerprint,
         roles,
+        taken_as: Some(taken_as),
         warnings,
         repository_digest: Some(core.repo.descriptor().digest()),
     };
