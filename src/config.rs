@@ -338,6 +338,16 @@ pub struct WorkspaceConfig {
     /// The database password: `env:VAR`, `file:/path`, or the literal text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<Secret>,
+    /// The role for what creates, renames or drops the workspace's databases (in-place
+    /// restore, undo, branches): `postgres://restorer@host:port/postgres` on the same
+    /// server. It needs CREATEDB and the privileges of the live database's owner
+    /// (`GRANT <owner> TO restorer`); restored databases belong to that owner. Default:
+    /// `database-url`'s role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_database_url: Option<String>,
+    /// The password of `restore-database-url`: `env:VAR`, `file:/path`, or the literal text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_password: Option<Secret>,
     /// The media store: `file:///srv/shop/media` or `s3://bucket/prefix` (S3 media use the
     /// repository's S3 settings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -457,6 +467,8 @@ impl WorkspaceConfig {
         WorkspaceConfig {
             database_url: database_url.into(),
             password: None,
+            restore_database_url: None,
+            restore_password: None,
             media: None,
             schedules: None,
             wal_stream: WalStream::Off,
@@ -477,6 +489,8 @@ impl fmt::Debug for WorkspaceConfig {
         f.debug_struct("WorkspaceConfig")
             .field("database_url", &crate::pg::redact_url(&self.database_url))
             .field("password", &self.password)
+            .field("restore_database_url", &self.restore_database_url.as_deref().map(crate::pg::redact_url))
+            .field("restore_password", &self.restore_password)
             .field("media", &self.media)
             .field("schedules", &self.schedules)
             .field("wal_stream", &self.wal_stream)
@@ -609,8 +623,18 @@ impl Config {
         }
         for (name, ws) in &self.workspaces {
             validate_workspace_name(name)?;
-            crate::pg::ConnSpec::parse(&ws.database_url, None)
+            let live = crate::pg::ConnSpec::parse(&ws.database_url, None)
                 .map_err(|e| e.context(format!("reading workspaces.{name}.database-url")))?;
+            if let Some(url) = &ws.restore_database_url {
+                let restorer = crate::pg::ConnSpec::parse(url, None)
+                    .map_err(|e| e.context(format!("reading workspaces.{name}.restore-database-url")))?;
+                if !restorer.same_server(&live) {
+                    return Err(Error::config(format!(
+                        "workspaces.{name}.restore-database-url names another server than its database-url: \
+                         the restore role works on the workspace's own server"
+                    )));
+                }
+            }
         }
         if self.daemon.max_concurrent_jobs == 0 {
             return Err(Error::config("daemon.max-concurrent-jobs = 0 would never run a job: use 1 or more"));
@@ -772,6 +796,25 @@ mod tests {
         let err = Config::parse("[repository]\nurl = \"file:///x\"\nrecipiants = []\n").unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config);
         assert!(err.message().contains("recipiants"), "{}", err.message());
+    }
+
+    #[test]
+    fn a_restore_role_works_on_the_workspaces_own_server() {
+        let config = |restore: &str| {
+            format!(
+                "[repository]\nurl = \"file:///x\"\n[workspaces.shop]\ndatabase-url = \"postgres://backup@db1:5432/shop\"\n\
+                 restore-database-url = \"{restore}\"\nrestore-password = \"env:RESTORER_PW\"\n"
+            )
+        };
+        let parsed = Config::parse(&config("postgres://restorer@db1/postgres")).unwrap();
+        let ws = &parsed.workspaces["shop"];
+        assert_eq!(ws.restore_database_url.as_deref(), Some("postgres://restorer@db1/postgres"));
+        assert_eq!(ws.restore_password, Some(Secret::literal("env:RESTORER_PW")));
+        for elsewhere in ["postgres://restorer@db2/postgres", "postgres://restorer@db1:5433/postgres"] {
+            let err = Config::parse(&config(elsewhere)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            assert!(err.message().contains("restore-database-url names another server"), "{}", err.message());
+        }
     }
 
     #[test]

@@ -161,11 +161,12 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
             format!("branch {} of {} exists (workspace {entry})", opts.name, opts.workspace),
         ));
     }
-    let live = core.workspace(&opts.workspace)?.conn()?.clone();
+    let live = core.workspace(&opts.workspace)?.restorer()?;
     let live_db = live
         .database()
         .ok_or_else(|| Error::config(format!("workspace {}'s URL names no database", opts.workspace)))?;
     let db = database_name(&live_db, &opts.name)?;
+    let live_database = database::check_may_replace(&live, &live_db, &opts.workspace).await?;
     if database::databases_named(&live, &db).await?.contains(&db) {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
@@ -201,6 +202,7 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
     Config::parse(&format!("{current}{text}"))?;
 
     let target = live.with_database(&db);
+    let created = database::create_beside(&live, &db, &live_database).await?;
     let restore_opts = RestoreOptions {
         snapshot,
         workspace: Some(opts.workspace.clone()),
@@ -213,7 +215,15 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
         reserved_target: true,
         ..Default::default()
     };
-    let restored = super::restore::restore(core, &restore_opts, actor).await?;
+    let restored = match super::restore::restore(core, &restore_opts, actor).await {
+        Ok(restored) => restored,
+        Err(e) => {
+            if created {
+                let _ = database::drop_database(&target).await;
+            }
+            return Err(e);
+        }
+    };
     let registered = (|| {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new().append(true).open(&config.path)?;
@@ -310,16 +320,18 @@ pub async fn set_live(core: &Core, opts: &SetLiveOptions, actor: &Actor) -> Resu
     super::inplace::confirmed(&opts.workspace, &opts.confirm)?;
     let done = async {
         let (config, entry, branch) = find(core, &opts.workspace, &opts.name)?;
-        let live = core.workspace(&opts.workspace)?.conn()?.clone();
+        let workspace = core.workspace(&opts.workspace)?;
+        let live = workspace.restorer()?;
         let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
         let incoming = branch.database().unwrap_or_default();
-        if !live.with_database(&incoming).same_database(&branch) {
+        if !workspace.conn()?.with_database(&incoming).same_database(&branch) {
             return Err(Error::usage(format!(
                 "branch {} is not on the workspace's server as its role; switch by hand",
                 opts.name
             )));
         }
         let aside = super::inplace::beside(&db, super::inplace::BEFORE, &format!("branch_{}", opts.name))?;
+        database::check_may_replace(&live, &db, &opts.workspace).await?;
         let note = format!("before making branch {} live", opts.name);
         let safety = super::inplace::safety_snapshot(core, &opts.workspace, &note, (None, opts.wait), actor).await?;
         let _lock = super::job::take_workspace(core, &opts.workspace, "branch set-live", actor, opts.wait).await?;
@@ -374,7 +386,14 @@ pub async fn delete(core: &Core, opts: &BranchDeleteOptions, actor: &Actor) -> R
             .find(|b| b.name == opts.name)
             .ok_or_else(|| Error::not_found(format!("workspace {} has no branch {}", opts.workspace, opts.name)))?;
         let (config, entry, branch) = find(core, &opts.workspace, &opts.name)?;
-        database::drop_database(&branch).await?;
+        // Dropped as the workspace's restore role, where one is set.
+        let dropper = match core.workspace(&opts.workspace)?.restorer() {
+            Ok(restorer) if restorer.same_server(&branch) => {
+                restorer.with_database(&branch.database().unwrap_or_default())
+            }
+            _ => branch,
+        };
+        database::drop_database(&dropper).await?;
         crate::config::remove_workspace(&config.path, &entry)?;
         Ok(info)
     }

@@ -228,8 +228,10 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
             (chrono::Utc::now().format("import_%Y%m%dT%H%M%SZ").to_string(), format!("bundle {}", path.display()))
         }
     };
-    let live = core.workspace(&workspace)?.conn()?.clone();
+    let live = core.workspace(&workspace)?.restorer()?;
     let db = live.database().ok_or_else(|| Error::config(format!("workspace {workspace}'s URL names no database")))?;
+    // Before anything is taken: may the role make, rename and drop databases here?
+    let live_db = database::check_may_replace(&live, &db, &workspace).await?;
     let (incoming, aside) = (beside(&db, RESTORING, &id)?, beside(&db, BEFORE, &id)?);
     let manifest = match &source {
         Source::Snapshot(id) => Some(core.repo.read_manifest(&workspace, id, &core.identities()?).await?),
@@ -253,8 +255,10 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
     let _lock = super::job::take_workspace(core, &workspace, "restore --in-place", actor, opts.wait).await?;
     super::switch::recover(core, &workspace, actor).await?;
     let untouched = format!("the live database {db:?} was not touched (pre-restore snapshot {safety})");
-    // 2. The copy, in a new database beside the live one; 3. its checks.
+    // 2. The copy, in a new database beside the live one (its owner and locale), 3. its checks.
     let target = live.with_database(&incoming);
+    let created =
+        database::create_beside(&live, &incoming, &live_db).await.map_err(|e| e.context(untouched.clone()))?;
     let beside_live = match (&source, &manifest) {
         (Source::Snapshot(_), Some(manifest)) => from_snapshot(core, opts, actor, manifest, &target, media.as_ref())
             .await
@@ -292,6 +296,9 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         Err(e) => {
             if let Some(m) = &media {
                 m.discard_incoming().await;
+            }
+            if created {
+                let _ = database::drop_database(&target).await;
             }
             return Err(e.context(untouched.clone()));
         }
@@ -432,8 +439,9 @@ pub fn job_end(r: &InPlaceReport) -> crate::catalog::JobEnd {
 pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<UndoReport> {
     confirmed(&opts.workspace, &opts.confirm)?;
     let done = async {
-        let live = core.workspace(&opts.workspace)?.conn()?.clone();
+        let live = core.workspace(&opts.workspace)?.restorer()?;
         let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
+        database::check_may_replace(&live, &db, &opts.workspace).await?;
         let _lock = super::job::take_workspace(core, &opts.workspace, "restore undo", actor, opts.wait).await?;
         super::switch::recover(core, &opts.workspace, actor).await?;
         let prefix = format!("{db}{BEFORE}");

@@ -109,6 +109,24 @@ impl Workspace {
         let spec = ConnSpec::parse(&self.config.database_url, self.config.password.as_ref())?;
         Ok(self.conn.get_or_init(|| spec))
     }
+
+    /// How to connect for work that creates, renames or drops the workspace's databases:
+    /// `restore-database-url` (its database part replaced by the live database's name),
+    /// or the workspace's own connection.
+    ///
+    /// Errors: `Config` for a malformed URL, an unreadable password, or a URL that names
+    /// no database.
+    pub fn restorer(&self) -> Result<ConnSpec> {
+        let live = self.conn()?;
+        let db =
+            live.database().ok_or_else(|| Error::config(format!("workspace {}'s URL names no database", self.name)))?;
+        match &self.config.restore_database_url {
+            None => Ok(live.clone()),
+            Some(url) => Ok(ConnSpec::parse(url, self.config.restore_password.as_ref())
+                .map_err(|e| e.context(format!("reading workspaces.{}.restore-database-url", self.name)))?
+                .with_database(&db)),
+        }
+    }
 }
 
 impl Core {

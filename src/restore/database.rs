@@ -144,6 +144,81 @@ fn sql_literal_body(s: &str) -> String {
     s.replace('\'', "''")
 }
 
+/// The live database as a replacement must copy it: its owner and locale.
+#[derive(Debug, Clone)]
+pub struct LiveDatabase {
+    pub owner: String,
+    pub locale: Locale,
+}
+
+/// Whether the role of `server` may do what in-place restores, undo and branches do beside
+/// the live database `live`: create a database owned by the live one's owner (CREATEDB,
+/// membership in the owner), rename and drop databases of that owner (its privileges).
+/// Asked before anything is done, so a role that may not is refused with nothing taken.
+///
+/// Errors: `Config` naming what the role lacks and both ways to give it; `NotFound` when
+/// `live` does not exist; `Unavailable`/`Database` from the server.
+pub async fn check_may_replace(server: &ConnSpec, live: &str, workspace: &str) -> Result<LiveDatabase> {
+    let mut conn = maintenance_connection(server).await?;
+    let row: Option<(String, bool, bool, bool, String, String, String, String)> = sqlx::query_as(
+        "SELECT current_user::text, r.rolsuper, r.rolcreatedb, pg_has_role(current_user, d.datdba, 'USAGE'), \
+                pg_get_userbyid(d.datdba)::text, pg_encoding_to_char(d.encoding)::text, d.datcollate::text, \
+                d.datctype::text \
+           FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = $1",
+    )
+    .bind(live)
+    .fetch_optional(&mut conn)
+    .await?;
+    ConnSpec::close(conn).await;
+    let Some((role, superuser, createdb, owners, owner, encoding, collate, ctype)) = row else {
+        return Err(Error::not_found(format!("workspace {workspace}'s database {live:?} does not exist")));
+    };
+    let live_db = LiveDatabase { owner: owner.clone(), locale: Locale { encoding, collate, ctype } };
+    let mut lacks = Vec::new();
+    if !superuser && !createdb {
+        lacks.push("CREATEDB".to_string());
+    }
+    if !superuser && !owners {
+        lacks.push(format!("the privileges of {owner:?}, the owner of {live:?}"));
+    }
+    if lacks.is_empty() {
+        return Ok(live_db);
+    }
+    let mut grants = Vec::new();
+    if !createdb {
+        grants.push(format!("ALTER ROLE {} CREATEDB;", quote_ident(&role)));
+    }
+    if !owners {
+        grants.push(format!("GRANT {} TO {};", quote_ident(&owner), quote_ident(&role)));
+    }
+    Err(Error::config(format!(
+        "in-place restores of workspace {workspace}, their undo and its branches create, rename and drop databases \
+         beside {live:?}: role {role:?} lacks {}. Either give it that (as a superuser: {}) or set \
+         restore-database-url (and restore-password) in [workspaces.{workspace}] to a role that has it; nothing \
+         was changed",
+        lacks.join(" and "),
+        grants.join(" ")
+    )))
+}
+
+/// Creates database `name` beside the live one on `server`, owned and set up like it;
+/// `false` when it exists already (a restore into it then checks that it is empty).
+///
+/// Errors: `Database`/`Unavailable` from the server.
+pub async fn create_beside(server: &ConnSpec, name: &str, live: &LiveDatabase) -> Result<bool> {
+    let mut admin = maintenance_connection(server).await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await?;
+    let created = match exists {
+        true => Ok(false),
+        false => create_database(&mut admin, name, &live.locale, Some(&live.owner)).await.map(|()| true),
+    };
+    ConnSpec::close(admin).await;
+    created
+}
+
 /// Objects in a database beyond what a fresh `CREATE DATABASE` has.
 async fn user_object_count(conn: &mut PgConnection) -> Result<i64> {
     let count: i64 = sqlx::query_scalar(

@@ -462,3 +462,89 @@ async fn prune_drops_replaced_databases_after_keep_replaced() {
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&mut conn).await.unwrap();
     assert_eq!(rows, 3000);
 }
+
+/// Issue 31.3: with a read-only workspace role (as the Privileges section suggests), an
+/// in-place restore is refused before anything is taken (no pre-restore snapshot, no
+/// database made), naming what the role lacks and `restore-database-url`; with a restore
+/// role that has CREATEDB and the owner's privileges, it goes through, the restored
+/// database belongs to the live one's owner, and undo works as that role too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_role_creates_and_switches_databases_the_workspace_role_may_not() {
+    let mut w = world().await;
+    let admin = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    let mut conn = admin.connect().await.unwrap();
+    for sql in [
+        "CREATE ROLE app LOGIN",
+        "CREATE ROLE backup LOGIN",
+        "GRANT pg_read_all_data TO backup",
+        "CREATE ROLE restorer LOGIN CREATEDB",
+        "GRANT app TO restorer",
+        "CREATE DATABASE shop OWNER app",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    }
+    let as_role = |role: &str, db: &str| {
+        let mut url = url::Url::parse(&w.cluster.url(db)).unwrap();
+        url.set_username(role).unwrap();
+        url.to_string()
+    };
+    let live = ConnSpec::parse(&as_role("app", "shop"), None).unwrap();
+    let mut app = live.connect().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(SHOP)).execute(&mut app).await.unwrap();
+    ConnSpec::close(app).await;
+    w.core.config.config.workspaces.get_mut("shop").unwrap().database_url = as_role("backup", "shop");
+    let snapshot = snapshot_shop(&w.core).await.unwrap();
+    let at_snapshot = content_fingerprint(&live).await;
+    let mut app = live.connect().await.unwrap();
+    sqlx::raw_sql("DELETE FROM orders WHERE id > 10").execute(&mut app).await.unwrap();
+    ConnSpec::close(app).await;
+    let damaged = content_fingerprint(&live).await;
+
+    // Refused up front: nothing taken, nothing made.
+    let snapshots = list(&w.core, "shop").await.unwrap().len();
+    let err = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{}", err.report());
+    for expected in [
+        "\"backup\" lacks CREATEDB",
+        "\"app\", the owner of \"shop\"",
+        "restore-database-url",
+        "GRANT \"app\" TO \"backup\"",
+    ] {
+        assert!(err.report().contains(expected), "{expected:?} in {}", err.report());
+    }
+    assert_eq!(list(&w.core, "shop").await.unwrap().len(), snapshots, "no pre-restore snapshot");
+    assert_eq!(databases(&w).await, ["shop".to_string()]);
+    let branch = tidemark::ops::branch::BranchCreateOptions {
+        workspace: "shop".into(),
+        name: "try".into(),
+        from: Some(snapshot.id.clone()),
+        ..Default::default()
+    };
+    let err = tidemark::ops::branch::create(&w.core, &branch, &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{}", err.report());
+    assert_eq!(databases(&w).await, ["shop".to_string()]);
+
+    // With the restore role: restored, owned by app as before, and undone.
+    w.core.config.config.workspaces.get_mut("shop").unwrap().restore_database_url =
+        Some(as_role("restorer", "postgres"));
+    let report = restore_in_place(&w.core, &in_place(&snapshot.id), &actor()).await.unwrap();
+    assert_eq!(content_fingerprint(&live).await, at_snapshot);
+    let mut conn = admin.connect().await.unwrap();
+    let owner: String =
+        sqlx::query_scalar("SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = 'shop'")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!(owner, "app");
+    ConnSpec::close(conn).await;
+    let mut app = live.connect().await.unwrap();
+    let table_owner: String = sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'orders'")
+        .fetch_one(&mut app)
+        .await
+        .unwrap();
+    assert_eq!(table_owner, "app");
+    ConnSpec::close(app).await;
+    assert_eq!(databases(&w).await, ["shop".to_string(), report.previous_database.clone().unwrap()]);
+    undo(&w.core, &undo_shop(), &actor()).await.unwrap();
+    assert_eq!(content_fingerprint(&live).await, damaged);
+}
