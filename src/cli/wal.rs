@@ -222,6 +222,9 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
         }
         WalCommand::Setup { workspace, restore } => {
             let report = wal::setup(&global.core().await?, workspace.as_deref(), restore, None).await?;
+            if let Some(note) = report.note.as_ref().filter(|_| !global.json) {
+                println!("note: {note}");
+            }
             if global.json {
                 global.print_json(&report);
             } else if report.ok {

@@ -1212,3 +1212,44 @@ async fn wal_setup_checks_as_the_servers_user_and_pitr_restore_checks_first() {
     assert!(refused.message().contains("chmod 640"), "{}", refused.message());
     assert!(!pgdata.exists(), "checked before anything is written");
 }
+
+/// Issue 31.2: root's `cargo install` copy (first in root's PATH) is out of the server
+/// user's reach while the copy in a shared folder is not; `wal setup` run from the first
+/// named it as what the server cannot run, with the step already done as the fix. It now
+/// finds both, says the server runs the one it can (the same version), and passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_setup_names_every_installed_copy_and_picks_the_one_the_server_can_run() {
+    if !nix::unistd::getuid().is_root() {
+        return; // the server runs as this user: every copy this user runs, it runs
+    }
+    let w = archiving_world().await;
+    let dirs = tempfile::tempdir().unwrap();
+    let (private, public) = (dirs.path().join("root-cargo-bin"), dirs.path().join("local-bin"));
+    std::fs::set_permissions(dirs.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (dir, mode) in [(&private, 0o700), (&public, 0o755)] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        // A hard link: the same program under two paths, as two installs of one version.
+        std::fs::hard_link(env!("CARGO_BIN_EXE_tidemark"), dir.join("tidemark")).unwrap();
+    }
+    let path = format!("{}:{}:/usr/bin:/bin", private.display(), public.display());
+    let out = std::process::Command::new(private.join("tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap(), "--json", "wal", "setup", "--workspace", "shop"])
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    });
+    let public_copy = public.join("tidemark").display().to_string();
+    assert_eq!(report["command"], public_copy.as_str(), "{report:#}");
+    assert_eq!(report["ok"], true, "{report:#}");
+    let copies: Vec<&str> = report["copies"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+    assert!(
+        copies.contains(&public_copy.as_str()) && copies.iter().any(|c| c.contains("root-cargo-bin")),
+        "{copies:?}"
+    );
+    let note = report["note"].as_str().unwrap();
+    assert!(note.contains("postgres cannot run this one") && note.contains("cargo uninstall tidemark"), "{note}");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

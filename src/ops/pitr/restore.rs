@@ -72,6 +72,8 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions, _actor: &Actor) -> 
 async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progress) -> Result<PitrRestoreReport> {
     let clock = Instant::now();
     core.config.workspace(&opts.workspace)?;
+    // How the server runs tidemark: as given, else the copy `wal setup` finds it can run.
+    let mut tidemark_command = opts.tidemark_command.clone();
     if opts.start {
         // The server runs `tidemark wal fetch` as its own OS user: check, as that user,
         // that it can (before anything is written), and say what to run if not.
@@ -84,6 +86,10 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
                 setup.problems.join("; "),
                 setup.fixes.join("\n  ")
             )));
+        }
+        // Another copy than this one, when this one is out of the server's reach.
+        if std::env::current_exe().ok().is_none_or(|this| this.display().to_string() != setup.command) {
+            tidemark_command.get_or_insert(setup.command);
         }
     }
     let identities = core.identities()?;
@@ -139,7 +145,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         let settings = recovery::Recovery {
             workspace: &opts.workspace,
             config: &core.config.path,
-            tidemark_command: opts.tidemark_command.as_deref(),
+            tidemark_command: tidemark_command.as_deref(),
             prefetch: opts.prefetch,
             target: &target,
             timeline,
