@@ -759,6 +759,14 @@ pub fn remove_workspace(path: &Path, name: &str) -> Result<()> {
     Config::parse(&new)?;
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, &new)?;
+    // The new file is the old one's: its mode and owners (the server's group may read it).
+    let was = std::fs::metadata(path)?;
+    std::fs::set_permissions(&tmp, was.permissions())?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        // Only root may give a file away; anyone else already owns what it writes.
+        let _ = std::os::unix::fs::chown(&tmp, Some(was.uid()), Some(was.gid()));
+    }
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     Ok(())

@@ -64,6 +64,20 @@ pub enum SnapshotCommand {
         #[command(flatten)]
         wait: super::WaitArg,
     },
+    /// Delete one snapshot now (never a pinned or object-locked one); its media no other
+    /// snapshot uses go with the next prune
+    Delete {
+        /// Snapshot id (`tidemark snapshot list`)
+        id: String,
+        /// The snapshot's workspace (default: found in the repository)
+        #[arg(long, short)]
+        workspace: Option<String>,
+        /// The snapshot's id again: this deletes it for good
+        #[arg(long, value_name = "ID", default_value = "")]
+        confirm: String,
+        #[command(flatten)]
+        wait: super::WaitArg,
+    },
 }
 
 /// `snapshot create`'s exit code when the snapshot was committed but media files were
@@ -160,6 +174,21 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
         }
         SnapshotCommand::Unpin { id, workspace, wait } => {
             set_pin(global, &core, PinOptions { id, workspace, pin: false, wait: wait.get() }).await?;
+        }
+        SnapshotCommand::Delete { id, workspace, confirm, wait } => {
+            let opts = tidemark::ops::prune::SnapshotDeleteOptions { id, workspace, confirm, wait: wait.get() };
+            let report = tidemark::ops::prune::delete(&core, &opts, &global.actor()).await?;
+            if global.json {
+                global.print_json(&report);
+            } else {
+                println!(
+                    "deleted snapshot {} of {}: {} ({}); media only it used go with the next prune",
+                    report.id,
+                    report.workspace,
+                    super::count(report.deleted_objects, "object"),
+                    human_bytes(report.deleted_bytes)
+                );
+            }
         }
         SnapshotCommand::Show { id, workspace } => {
             let m = snapshot::show(&core, &snapshot::ShowOptions { id, workspace }, &global.actor()).await?;

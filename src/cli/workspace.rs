@@ -24,6 +24,15 @@ pub enum WorkspaceCommand {
     },
     /// List the configured workspaces
     List,
+    /// Stop backing up a workspace: remove its entry from tidemark.toml (its backups stay
+    /// in the repository, its database is not touched)
+    Remove {
+        /// Workspace name
+        name: String,
+        /// The workspace's name again
+        #[arg(long, value_name = "NAME", default_value = "")]
+        confirm: String,
+    },
 }
 
 pub fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
@@ -36,6 +45,21 @@ pub fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
                 global.print_json(&serde_json::json!({ "added": name, "config": config.path }));
             } else {
                 println!("added workspace {name} to {}", config.path.display());
+            }
+        }
+        WorkspaceCommand::Remove { name, confirm } => {
+            tidemark::ops::workspace::remove(
+                &config,
+                &tidemark::ops::workspace::WorkspaceRemoveOptions { name: name.clone(), confirm },
+            )?;
+            if global.json {
+                global.print_json(&serde_json::json!({ "removed": name, "config": config.path }));
+            } else {
+                println!(
+                    "removed workspace {name} from {}; its backups stay in the repository (add it again to restore \
+                     from them or prune them); a running `tidemark serve` keeps it until restarted",
+                    config.path.display()
+                );
             }
         }
         WorkspaceCommand::List => {

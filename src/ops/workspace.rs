@@ -48,6 +48,53 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
     Ok(())
 }
 
+/// What `workspace remove` takes.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkspaceRemoveOptions {
+    pub name: String,
+    /// The workspace's name again.
+    pub confirm: String,
+}
+
+/// Removes a workspace from the config file (its entry only: comments and the rest stay,
+/// the file keeps its mode and owners). Its backups stay in the repository, and nothing
+/// prunes them until it is added again; its database is not touched.
+///
+/// Errors: `Usage` without the confirmation, for a branch (`branch delete` removes those)
+/// or for a workspace with branches (named); `NotFound` for an unknown name.
+pub fn remove(config: &LoadedConfig, opts: &WorkspaceRemoveOptions) -> Result<()> {
+    let ws = config.workspace(&opts.name)?;
+    if opts.confirm != opts.name {
+        return Err(Error::usage(format!(
+            "this stops backing up workspace {0} (its backups stay in the repository): confirm with its name \
+             (--confirm {0}) to go ahead",
+            opts.name
+        )));
+    }
+    if let Some(of) = &ws.branch_of {
+        return Err(Error::usage(format!(
+            "{} is a branch of {of}: `tidemark branch delete` removes it with its database",
+            opts.name
+        )));
+    }
+    let branches: Vec<&String> = config
+        .config
+        .workspaces
+        .iter()
+        .filter(|(_, w)| w.branch_of.as_deref() == Some(opts.name.as_str()))
+        .map(|(name, _)| name)
+        .collect();
+    if !branches.is_empty() {
+        return Err(Error::usage(format!(
+            "workspace {} has branches ({}): delete them first (`tidemark branch delete`)",
+            opts.name,
+            branches.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    crate::config::remove_workspace(&config.path, &opts.name)
+}
+
 /// What `workspace status` takes.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]

@@ -160,7 +160,7 @@ pub struct LiveDatabase {
 /// `live` does not exist; `Unavailable`/`Database` from the server.
 pub async fn check_may_replace(server: &ConnSpec, live: &str, workspace: &str) -> Result<LiveDatabase> {
     let mut conn = maintenance_connection(server).await?;
-    let row: Option<(String, bool, bool, bool, String, String, String, String)> = sqlx::query_as(
+    let row = sqlx::query(
         "SELECT current_user::text, r.rolsuper, r.rolcreatedb, pg_has_role(current_user, d.datdba, 'USAGE'), \
                 pg_get_userbyid(d.datdba)::text, pg_encoding_to_char(d.encoding)::text, d.datcollate::text, \
                 d.datctype::text \
@@ -170,9 +170,14 @@ pub async fn check_may_replace(server: &ConnSpec, live: &str, workspace: &str) -
     .fetch_optional(&mut conn)
     .await?;
     ConnSpec::close(conn).await;
-    let Some((role, superuser, createdb, owners, owner, encoding, collate, ctype)) = row else {
+    let Some(row) = row else {
         return Err(Error::not_found(format!("workspace {workspace}'s database {live:?} does not exist")));
     };
+    use sqlx::Row;
+    let (role, superuser, createdb, owners): (String, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (owner, encoding, collate, ctype): (String, String, String, String) =
+        (row.get(4), row.get(5), row.get(6), row.get(7));
     let live_db = LiveDatabase { owner: owner.clone(), locale: Locale { encoding, collate, ctype } };
     let mut lacks = Vec::new();
     if !superuser && !createdb {

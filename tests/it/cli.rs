@@ -664,3 +664,53 @@ async fn a_second_serve_is_refused_naming_the_first() {
     let _rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert_eq!(first.wait().unwrap().code(), Some(0));
 }
+
+/// Issue 31.10: `workspace remove` takes a workspace out of the config (confirmed, not a
+/// branch, none of its branches left), keeping the rest of the file, its mode and owners.
+#[test]
+fn workspace_remove_is_confirmed_and_keeps_the_rest_of_the_config() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    ok(&tidemark(dir.path(), &["init", "--repo", repo.to_str().unwrap()]));
+    for name in ["shop", "blog"] {
+        let url = format!("postgres://app@127.0.0.1:1/{name}");
+        ok(&tidemark(dir.path(), &["workspace", "add", name, "--database-url", &url]));
+    }
+    let path = dir.path().join("tidemark.toml");
+    // A branch of shop, as `branch create` records it.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("\n# the try branch\n[workspaces.shop--try]\ndatabase-url = \"postgres://app@127.0.0.1:1/shop_branch_try\"\nbranch-of = \"shop\"\n");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let before = std::fs::read_to_string(&path).unwrap();
+
+    let refused = [
+        (vec!["workspace", "remove", "blog"], "--confirm blog"),
+        (vec!["workspace", "remove", "shop", "--confirm", "shop"], "shop--try"),
+        (vec!["workspace", "remove", "shop--try", "--confirm", "shop--try"], "branch delete"),
+    ];
+    for (args, says) in refused {
+        let out = tidemark(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(ErrorKind::Usage.exit_code()), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), before, "nothing changed");
+    }
+    let unknown = tidemark(dir.path(), &["workspace", "remove", "nope", "--confirm", "nope"]);
+    assert_eq!(unknown.status.code(), Some(ErrorKind::NotFound.exit_code()));
+
+    let out = tidemark(dir.path(), &["workspace", "remove", "blog", "--confirm", "blog"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backups stay in the repository"));
+    let after = std::fs::read_to_string(&path).unwrap();
+    assert!(!after.contains("[workspaces.blog]") && after.contains("[workspaces.shop]"), "{after}");
+    assert!(after.contains("# the try branch"), "comments stay: {after}");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o640);
+    let list = ok(&tidemark(dir.path(), &["--json", "workspace", "list"]));
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["shop", "shop--try"]);
+}

@@ -127,6 +127,17 @@ async fn locked_objects_survive_deletes_and_overwrites_and_the_snapshot_restores
     assert!(decision.keep, "{decision:?}");
     assert!(decision.reasons.iter().any(|r| r.starts_with("kept: locked until")), "{decision:?}");
     assert!(store.head(&manifest).await.is_ok());
+    // Deleting it by hand is refused too, saying until when (issue 31.10).
+    let by_hand = tidemark::ops::prune::SnapshotDeleteOptions {
+        id: m.id.clone(),
+        workspace: Some("shop".into()),
+        confirm: m.id.clone(),
+        ..Default::default()
+    };
+    let err = tidemark::ops::prune::delete(&w.core, &by_hand, &actor()).await.unwrap_err();
+    assert_eq!(err.kind(), tidemark::ErrorKind::Refused, "{}", err.report());
+    assert!(err.message().contains("object lock until"), "{}", err.message());
+    assert!(store.head(&manifest).await.is_ok());
     let checked = check(&w.core, false).await.unwrap();
     assert!(checked.problems.is_empty(), "{:?}", checked.problems);
 

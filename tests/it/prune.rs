@@ -426,3 +426,55 @@ async fn the_snapshot_index_follows_the_repository() {
     let newest = list(&w.core, &opts, &me).await.unwrap();
     assert!(newest[0].id == ids[3] && newest[0].problem.is_some(), "{newest:?}");
 }
+
+/// Issue 31.10: `snapshot delete` removes one snapshot with prune's guards: confirmed by
+/// id, never `latest`, never a pinned one; the manifest and the snapshot's objects go,
+/// the others stay whole and restorable, and the audit trail records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_delete_removes_one_snapshot_with_prunes_guards() {
+    use tidemark::ErrorKind;
+    use tidemark::ops::prune::{SnapshotDeleteOptions, delete};
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 100);").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(crate::support::snapshot_shop(&w.core).await.unwrap().id);
+    }
+    crate::support::set_pin(&w.core, &ids[0], Some("shop"), true).await.unwrap();
+    let opts = |id: &str, confirm: &str| SnapshotDeleteOptions {
+        id: id.into(),
+        workspace: Some("shop".into()),
+        confirm: confirm.into(),
+        ..Default::default()
+    };
+    let actor = crate::support::actor();
+    let folder = |id: &str| w.repo_dir().join("workspaces/shop/snapshots").join(id);
+    for (bad, kind) in [
+        (opts(&ids[1], ""), ErrorKind::Usage),
+        (opts(&ids[1], &ids[2]), ErrorKind::Usage),
+        (opts("latest", "latest"), ErrorKind::Usage),
+        (opts(&ids[0], &ids[0]), ErrorKind::Refused),
+        (opts("20200101T000000Z-000000", "20200101T000000Z-000000"), ErrorKind::NotFound),
+    ] {
+        let err = delete(&w.core, &bad, &actor).await.unwrap_err();
+        assert_eq!(err.kind(), kind, "{bad:?}: {}", err.report());
+    }
+    assert!(ids.iter().all(|id| files_below(&folder(id)) > 0), "nothing was deleted");
+
+    let report = delete(&w.core, &opts(&ids[1], &ids[1]), &actor).await.unwrap();
+    assert_eq!((report.workspace.as_str(), report.id.as_str()), ("shop", ids[1].as_str()));
+    assert!(report.deleted_objects >= 3, "{report:?}");
+    assert_eq!(files_below(&folder(&ids[1])), 0);
+    let listed: Vec<String> = crate::support::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(listed, [ids[0].clone(), ids[2].clone()]);
+    assert!(crate::support::check(&w.core, true).await.unwrap().problems.is_empty());
+    let audit = tidemark::ops::audit::list(&w.core, &Default::default(), &actor).await.unwrap();
+    let deleted = format!("shop/{}", ids[1]);
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.entry.action == "snapshot.delete" && r.entry.target == deleted && r.entry.outcome == "ok"),
+        "{:?}",
+        audit.iter().map(|r| (&r.entry.action, &r.entry.outcome)).collect::<Vec<_>>()
+    );
+}

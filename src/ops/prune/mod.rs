@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+mod delete;
 mod physical;
+
+pub use delete::{SnapshotDeleteOptions, SnapshotDeleteReport, delete};
 
 use super::Core;
 use super::job::WaitFor;
