@@ -60,7 +60,8 @@ impl Role {
         }
     }
 
-    /// Whether this role may do `action`: the whole matrix (README "API" shows it).
+    /// Whether this role may do `action`: the whole matrix (docs/reference/roles.md shows
+    /// it, generated from here).
     pub fn allows(self, action: Action) -> bool {
         use Action as A;
         match self {
@@ -235,7 +236,55 @@ fn describe(action: Action) -> &'static str {
 mod tests {
     use super::*;
 
-    /// The matrix as README states it, cell by cell: a change to one is a change to both.
+    /// The matrix in docs/reference/roles.md, generated from [`Role::allows`] (between its
+    /// markers; `TIDEMARK_WRITE_DOCS=1 cargo test --lib role_matrix` rewrites it).
+    #[test]
+    fn the_role_matrix_in_the_docs_is_the_codes() {
+        fn row(action: Action) -> &'static str {
+            match action {
+                Action::Read => "read workspaces, snapshots, jobs, drills, stacks, PITR window, status; check",
+                Action::ReadMetrics => "read the metrics (`/metrics`; a token for every workspace)",
+                Action::Snapshot => "take a manual snapshot",
+                Action::Drill => "run a drill",
+                Action::Restore => "restore into a new database; create a branch",
+                Action::ReplaceLive => "replace a workspace's live database (in-place restore, undo, branch set-live)",
+                Action::DeleteBranch => "delete a branch (its database is dropped)",
+                Action::Export => "export a snapshot on the server, ask for download links to it",
+                Action::MarkRestorePoint => "mark a restore point",
+                Action::Pin => "pin",
+                Action::Unpin => "unpin",
+                Action::Prune => "prune",
+                Action::WriteStacks => "write, publish, revert function stacks",
+                Action::ManageTokens => "manage tokens",
+                Action::ReadAudit => "read and verify the audit trail",
+                Action::CancelJobs => "stop another caller's job (any job: the right to start it)",
+            }
+        }
+        let mut table = String::from("| action |");
+        for role in Role::ALL {
+            table.push_str(&format!(" {role} |"));
+        }
+        table.push_str("\n|---|");
+        table.push_str(&":-:|".repeat(Role::ALL.len()));
+        for action in Action::ALL {
+            table.push_str(&format!("\n| {} |", row(action)));
+            for role in Role::ALL {
+                table.push_str(if role.allows(action) { " yes |" } else { " - |" });
+            }
+        }
+        let (begin, end) = ("<!-- role-matrix:begin -->\n", "\n<!-- role-matrix:end -->");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/roles.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let (Some(b), Some(e)) = (text.find(begin), text.find(end)) else { panic!("{} lacks the markers", path.display()) };
+        let committed = &text[b + begin.len()..e];
+        if committed != table && std::env::var_os("TIDEMARK_WRITE_DOCS").is_some() {
+            std::fs::write(&path, format!("{}{table}{}", &text[..b + begin.len()], &text[e..])).unwrap();
+            return;
+        }
+        assert_eq!(committed, table, "docs/reference/roles.md: run `TIDEMARK_WRITE_DOCS=1 cargo test --lib role_matrix`");
+    }
+
+    /// The matrix as the issues state it, cell by cell: a change to one is a change to both.
     #[test]
     fn every_cell_of_the_role_matrix() {
         use Action as A;

@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// What went wrong, as a stable table. Each kind maps to one exit code and one HTTP status
-/// and says whether trying again can help. The table is documented in README.md; codes
+/// and says whether trying again can help. The table is in docs/reference/errors.md; codes
 /// never change meaning once released.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -39,7 +39,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Every kind, in table order (used by the docs test that keeps README in sync).
+    /// Every kind, in table order (used by the docs test that keeps docs/reference/errors.md in sync).
     pub const ALL: [ErrorKind; 13] = [
         ErrorKind::Usage,
         ErrorKind::Config,
@@ -378,6 +378,35 @@ mod tests {
         assert_eq!(ErrorKind::Unavailable.http_status(), 503);
         assert!(ErrorKind::Unavailable.is_temporary());
         assert!(!ErrorKind::Integrity.is_temporary());
+    }
+
+    /// docs/reference/errors.md's table is the code's: one row per kind, with its
+    /// exit code, HTTP status and whether it is temporary.
+    #[test]
+    fn the_error_table_in_the_docs_is_the_codes() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/errors.md");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rows: Vec<Vec<String>> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("| kind |"))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect())
+            .collect();
+        let mut documented: Vec<[String; 4]> =
+            rows.iter().map(|r| [r[0].clone(), r[1].clone(), r[2].clone(), r[3].clone()]).collect();
+        let mut code: Vec<[String; 4]> = ErrorKind::ALL
+            .iter()
+            .map(|k| {
+                let temporary = if k.is_temporary() { "yes" } else { "no" };
+                [k.name().to_string(), k.exit_code().to_string(), k.http_status().to_string(), temporary.to_string()]
+            })
+            .collect();
+        // By exit code: the docs put the bug (`internal`, exit 1) first.
+        let by_exit = |row: &[String; 4]| row[1].parse::<i32>().unwrap_or(-1);
+        documented.sort_by_key(by_exit);
+        code.sort_by_key(by_exit);
+        assert_eq!(documented, code, "docs/reference/errors.md's table and ErrorKind differ");
     }
 
     #[test]

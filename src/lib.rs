@@ -5,8 +5,8 @@
 //! - [`config::LoadedConfig`]: `tidemark.toml` (repository, keys, workspaces).
 //! - [`repo::Repository`]: where backups live; [`repo::manifest::Manifest`] makes a snapshot exist.
 //! - [`ops`]: one module per operation; every front end calls `op(core, &Options, &Actor)`
-//!   with the one context [`ops::Core`] and an [`actor::Actor`] saying who asked (README,
-//!   "Architecture", has the layers and what each may import).
+//!   with the one context [`ops::Core`] and an [`actor::Actor`] saying who asked (docs/architecture.md
+//!   has the layers and what each may import).
 //! - [`stacks`]: function stacks, versioned in the workspace database.
 //! - [`schedule`]: policies (cron, zone, retention), the pure retention selection, and the
 //!   daemon loop of `serve` ([`schedule::daemon::Daemon`], driven by a [`schedule::clock::Clock`]).

@@ -15,7 +15,7 @@ pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-/// What went wrong. `kind` is a row of the error table (README "Errors and exit codes").
+/// What went wrong. `kind` is a row of the error table (docs/reference/errors.md).
 #[derive(Debug, serde::Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// `usage`, `config`, `not-found`, `refused`, `integrity`, `unauthenticated`,
@@ -58,7 +58,7 @@ async fn openapi_json() {}
         title = "tidemark",
         description = "Backups, restores and restore drills of Postgres-backed workspaces. \
             Every /v1 route takes `Authorization: Bearer tdm_...`; what a token may do is its role's \
-            (README \"Tokens and roles\"). Long work answers 202 with a job to poll.",
+            (docs/reference/roles.md). Long work answers 202 with a job to poll.",
         license(name = "MIT OR Apache-2.0"),
     ),
     paths(
@@ -192,5 +192,37 @@ mod tests {
         }
         assert!(paths.contains_key("/v1/downloads/{ws}/{export}"), "the download link route");
         assert_eq!(paths.len(), routes.len() + 3, "healthz, the document itself and downloads");
+    }
+
+    /// docs/reference/api.md lists every route of the document (generated from it:
+    /// `TIDEMARK_WRITE_DOCS=1 cargo test --lib openapi` rewrites it).
+    #[test]
+    fn the_api_reference_lists_the_documents_routes() {
+        let doc: serde_json::Value = serde_json::from_str(&super::document()).unwrap();
+        let mut text = String::from(
+            "# HTTP API\n\n<!-- Generated from the OpenAPI document: `TIDEMARK_WRITE_DOCS=1 cargo test --lib openapi` \
+             rewrites it. -->\n\nThe API `tidemark serve` serves on `[api] listen` (see [the \
+             service](../guide/07-service.md#api)). Its full description, with every request and answer \
+             schema, is the OpenAPI 3.1 document it serves at `/v1/openapi.json`, committed as \
+             [docs/openapi.json](../openapi.json). Every `/v1` route takes `Authorization: Bearer tdm_...`; \
+             what a token may do is its role's ([roles](roles.md#roles)); errors are `{\"error\": {\"kind\", \
+             ...}}` with the status of their kind ([errors](errors.md#errors-and-exit-codes)).\n\n\
+             | method | route | what it does |\n|---|---|---|\n",
+        );
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let summary = op["summary"].as_str().unwrap_or_default().replace('|', "\\|");
+                text.push_str(&format!("| {} | `{path}` | {summary} |\n", method.to_uppercase()));
+            }
+        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/api.md");
+        if std::env::var_os("TIDEMARK_WRITE_DOCS").is_some() {
+            std::fs::write(&path, &text).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == text,
+            "docs/reference/api.md differs from the API: run `TIDEMARK_WRITE_DOCS=1 cargo test --lib openapi` and commit it"
+        );
     }
 }

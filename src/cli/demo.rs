@@ -99,7 +99,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
                 );
             }
             println!();
-            println!("next: back up your own database with `tidemark init --repo DIR_OR_S3_URL` (README: Quick start)");
+            println!("next: back up your own database with `tidemark init --repo DIR_OR_S3_URL` (docs/guide/01-first-backup.md)");
         }
         Ok(())
     } else {

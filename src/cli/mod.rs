@@ -8,6 +8,8 @@ pub mod branch;
 pub mod catalog;
 pub mod check;
 pub mod demo;
+#[cfg(test)]
+mod docs_check;
 pub mod drill;
 pub mod export;
 pub mod import;

@@ -14,7 +14,7 @@ pub enum TokenCommand {
         /// A name for it (1-64 of A-Za-z0-9_.-), e.g. ci-drills
         #[arg(long)]
         name: String,
-        /// viewer, operator, developer, admin or auditor (README "API" has the matrix)
+        /// viewer, operator, developer, admin or auditor (docs/reference/roles.md has the matrix)
         #[arg(long)]
         role: Role,
         /// A workspace it may touch (repeat for more; default: all)

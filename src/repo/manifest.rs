@@ -185,7 +185,7 @@ pub struct MediaSummary {
     pub new_bytes: u64,
     /// Files of the media store this snapshot does not have, and why (a symlink, a file
     /// that could not be read or vanished during the run). The snapshot is complete for
-    /// everything else; see README "Media".
+    /// everything else; see docs/guide/03-media-and-stacks.md.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<Skipped>,
 }

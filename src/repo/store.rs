@@ -231,7 +231,7 @@ impl S3Bucket {
 
     /// The stored versions of exactly `key` (ListObjectVersions), newest first, each with
     /// its lock: after an overwrite or a plain delete by someone else, the locked version
-    /// is still there to be made current again (README "Object lock").
+    /// is still there to be made current again (docs/guide/09-security.md, "Object lock").
     ///
     /// Errors: `Unavailable`/`Config` for the bucket.
     pub async fn versions(&self, key: &Path) -> Result<Vec<ObjectVersion>> {

@@ -219,7 +219,7 @@ async fn server_facts(spec: &ConnSpec, wal_streamed: bool) -> Result<ServerFacts
             ErrorKind::Refused,
             "archive_mode is off on the source and the workspace has no WAL stream: a base backup without its WAL \
              cannot be restored. Set archive_mode = on and archive_command = 'tidemark wal push %p', or \
-             wal-stream = true for the workspace and run `tidemark serve` (see the README), then retry",
+             wal-stream = true for the workspace and run `tidemark serve` (see docs/guide/05-point-in-time.md), then retry",
         ));
     }
     Ok(ServerFacts { system_identifier, server_version, wal_segment_size: wal_segment_size as u64 })
@@ -304,7 +304,7 @@ pub async fn take(
         {
             "\nA base backup needs a role with REPLICATION (ALTER ROLE <role> REPLICATION;) and a pg_hba.conf \
              line for the `replication` database (host replication <role> <address>/32 scram-sha-256); see \
-             README \"Privileges\""
+             docs/guide/10-operating.md, Privileges"
         } else {
             ""
         };

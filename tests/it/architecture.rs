@@ -1,6 +1,6 @@
 //! The layers of the crate, checked on its source: every module imports only modules of its
 //! own layer or below, and no two modules import each other (directly or around a cycle),
-//! among the top-level modules and among the operations in `ops/`. README's "Architecture"
+//! among the top-level modules and among the operations in `ops/`. docs/architecture.md
 //! section describes the same table.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -64,7 +64,7 @@ async fn an_exported_workspace_imports_exactly_and_reads_with_standard_tools() {
     assert_eq!(content_fingerprint(&copy).await, content_fingerprint(&source).await);
     assert_eq!(schema_of(&copy).await, schema_of(&source).await);
 
-    // By hand, with age, zstd, tar, sha256sum and psql only (the README's commands).
+    // By hand, with age, zstd, tar, sha256sum and psql only (the commands of docs/guide/04-restores.md).
     let out = w.dir.path().join("by-hand");
     std::fs::create_dir_all(&out).unwrap();
     let psql = tidemark::pg::tool(tidemark::pg::bin_dir(None).as_deref(), "psql");

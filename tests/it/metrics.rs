@@ -210,6 +210,39 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
         }
     }
 
+    // docs/reference/metrics.md names every metric tidemark exports, and only those: each
+    // exported family is in its table, and each name there is registered in the code (some
+    // appear on a scrape only once the daemon has evaluated, so the code is asked).
+    let names_in = |text: &str| -> std::collections::BTreeSet<String> {
+        text.match_indices("tidemark_")
+            .map(|(at, _)| {
+                let rest = &text[at..];
+                rest[..rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())].to_string()
+            })
+            .collect()
+    };
+    let root_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let documented = names_in(&std::fs::read_to_string(root_dir.join("docs/reference/metrics.md")).unwrap());
+    for name in &exported {
+        let family = ["_bucket", "_sum", "_count", "_created"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(name);
+        assert!(
+            documented.contains(family) || documented.contains(&format!("{family}_total")),
+            "{family} is exported but not in docs/reference/metrics.md"
+        );
+    }
+    let code = std::fs::read_to_string(root_dir.join("src/ops/metrics.rs")).unwrap();
+    for name in &documented {
+        let mut stem = name.as_str();
+        while !code.contains(&format!("\"{stem}")) {
+            let shorter = ["_total", "_seconds", "_bytes"].iter().find_map(|s| stem.strip_suffix(s));
+            let Some(shorter) = shorter else { panic!("docs/reference/metrics.md names {name}, which tidemark does not export") };
+            stem = shorter;
+        }
+    }
+
     // [metrics] listen: /metrics without a token, nothing else.
     let own = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let own_url = format!("http://{}", own.local_addr().unwrap());

@@ -25,7 +25,7 @@ async fn a_table_restores_with_age_zstd_and_psql() {
     let target_url = w.cluster.url("by_hand");
     create_database(&w.cluster, "by_hand", "SELECT 1").await;
 
-    // The commands the README gives for a restore by hand.
+    // The commands docs/reference/repository-format.md gives for a restore by hand.
     let script = format!(
         "set -euo pipefail\n\
          age -d -i '{id}' '{dir}/schema-pre.sql.zst.age' | zstd -d | '{psql}' -X -q -v ON_ERROR_STOP=1 -d '{url}'\n\

@@ -87,7 +87,7 @@ async fn locked_objects_survive_deletes_and_overwrites_and_the_snapshot_restores
     let kept = store.get_opts(&manifest, GetOptions { version: Some(version), ..Default::default() }).await.unwrap();
     assert_eq!(kept.bytes().await.unwrap(), original, "the locked version is untouched");
 
-    // Recovery (README "Object lock"): the locked versions made current again, and locked
+    // Recovery (docs/guide/09-security.md, "Object lock"): the locked versions made current again, and locked
     // again to the same date.
     for key in [&manifest, &table] {
         let versions = bucket.versions(key).await.unwrap();

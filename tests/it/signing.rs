@@ -231,7 +231,7 @@ async fn keys_rotate_check_names_the_signers_and_backups_need_a_key() {
     assert_eq!(show(&w.core, &unsigned.id, Some("shop")).await.unwrap().id, unsigned.id);
 }
 
-/// Issue 15.3: a signature checks by hand with standard tools (README "Checking a
+/// Issue 15.3: a signature checks by hand with standard tools (docs/guide/09-security.md "Checking a
 /// signature by hand"): the public key from `trusted-signers`, the statement from the
 /// signature file, `openssl pkeyutl -verify`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -114,7 +114,7 @@ pub async fn mark(core: &Core, opts: &MarkOptions, actor: &Actor) -> Result<Rest
         if e.message().contains("SQLSTATE 42501") {
             e.context(format!(
                 "a restore point needs a superuser, or: GRANT EXECUTE ON FUNCTION pg_create_restore_point(text), \
-                 pg_switch_wal() TO {}; (see README \"Privileges\")",
+                 pg_switch_wal() TO {}; (see docs/guide/10-operating.md, Privileges)",
                 spec_user(&spec)
             ))
         } else {
