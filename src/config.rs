@@ -806,6 +806,44 @@ mod tests {
         assert!(err.message().contains("recipiants"), "{}", err.message());
     }
 
+    /// docs/reference/configuration.md names every key of tidemark.toml: each field of the
+    /// config's kebab-case tables (read from this file) appears there.
+    #[test]
+    fn every_config_key_is_in_the_reference() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let source = std::fs::read_to_string(root.join("src/config.rs")).unwrap();
+        let docs = std::fs::read_to_string(root.join("docs/reference/configuration.md")).unwrap();
+        let mut missing = Vec::new();
+        let mut checked = 0;
+        for table in source.split("rename_all = \"kebab-case\")]").skip(1) {
+            let Some(body) = table.split_once("pub struct ").and_then(|(_, rest)| rest.split_once("\n}")).map(|b| b.0)
+            else {
+                continue;
+            };
+            let mut skipped = false;
+            for line in body.lines().map(str::trim) {
+                if line.starts_with("#[serde(skip)]") {
+                    skipped = true;
+                    continue;
+                }
+                let Some(field) = line.strip_prefix("pub ").and_then(|l| l.split_once(':')).map(|f| f.0) else {
+                    continue;
+                };
+                if std::mem::take(&mut skipped) {
+                    continue;
+                }
+                checked += 1;
+                let key = field.replace('_', "-");
+                let named = [format!("{key} ="), format!("[{key}]"), format!("[{key}."), format!(".{key}]")];
+                if !named.iter().any(|n| docs.contains(n.as_str())) {
+                    missing.push(key);
+                }
+            }
+        }
+        assert!(checked > 50, "only {checked} keys read: is the scan broken?");
+        assert!(missing.is_empty(), "docs/reference/configuration.md lacks {missing:?}");
+    }
+
     #[test]
     fn a_restore_role_works_on_the_workspaces_own_server() {
         let config = |restore: &str| {

@@ -99,7 +99,9 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
                 );
             }
             println!();
-            println!("next: back up your own database with `tidemark init --repo DIR_OR_S3_URL` (docs/guide/01-first-backup.md)");
+            println!(
+                "next: back up your own database with `tidemark init --repo DIR_OR_S3_URL` (docs/guide/01-first-backup.md)"
+            );
         }
         Ok(())
     } else {

@@ -160,7 +160,10 @@ fn every_command_line_in_the_docs_parses_with_the_real_cli() {
                 // Prose may name a command without what it needs (`tidemark restore undo`).
                 Err(e)
                     if !line.whole
-                        && matches!(e.kind(), K::MissingRequiredArgument | K::DisplayHelpOnMissingArgumentOrSubcommand) => {}
+                        && matches!(
+                            e.kind(),
+                            K::MissingRequiredArgument | K::DisplayHelpOnMissingArgumentOrSubcommand
+                        ) => {}
                 Err(e) => failures.push(format!(
                     "{}:{}: `{}`: {}",
                     line.file,

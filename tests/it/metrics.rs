@@ -224,10 +224,8 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
     let root_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let documented = names_in(&std::fs::read_to_string(root_dir.join("docs/reference/metrics.md")).unwrap());
     for name in &exported {
-        let family = ["_bucket", "_sum", "_count", "_created"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .unwrap_or(name);
+        let family =
+            ["_bucket", "_sum", "_count", "_created"].iter().find_map(|s| name.strip_suffix(s)).unwrap_or(name);
         assert!(
             documented.contains(family) || documented.contains(&format!("{family}_total")),
             "{family} is exported but not in docs/reference/metrics.md"
@@ -238,7 +236,9 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
         let mut stem = name.as_str();
         while !code.contains(&format!("\"{stem}")) {
             let shorter = ["_total", "_seconds", "_bytes"].iter().find_map(|s| stem.strip_suffix(s));
-            let Some(shorter) = shorter else { panic!("docs/reference/metrics.md names {name}, which tidemark does not export") };
+            let Some(shorter) = shorter else {
+                panic!("docs/reference/metrics.md names {name}, which tidemark does not export")
+            };
             stem = shorter;
         }
     }
