@@ -2,8 +2,8 @@
 # Builds tidemark (release profile: no debug info) and installs it as
 # $PREFIX/bin/tidemark (default /usr/local/bin), the one place where you, root and the
 # Postgres server's OS user (which runs `tidemark wal push` and `wal fetch`) all find it.
-# As root it installs directly; otherwise through sudo. The build takes about 15 minutes
-# on 2 cores the first time.
+# As root it installs directly; otherwise through sudo. The first build takes 15-25
+# minutes on 2 cores (a binary of about 53 MiB).
 #
 #   scripts/install.sh            # build and install
 #   PREFIX=/opt/tidemark scripts/install.sh
