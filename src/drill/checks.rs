@@ -34,15 +34,17 @@ pub async fn create_roles(admin: &ConnSpec, roles: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// Readies the throwaway cluster for a restore as `role` (the snapshot's role, not a
-/// superuser), as a restore into the workspace's own server runs: the role may log in,
-/// is a member of what it was a member of, and owns the empty database `db`. Returns how
-/// to connect as it.
+/// Readies the throwaway cluster for a restore as `role` (not a superuser), as a restore
+/// into the workspace's own server runs: the role may log in, is a member of what it is a
+/// member of there, and the empty database `db` belongs to `owner` (the source database's,
+/// as an in-place restore gives it; the role's own when it is not a member of that).
+/// Returns how to connect as it.
 ///
 /// Errors: `Database` naming the role or the database.
 pub async fn restoring_role(
     admin: &ConnSpec,
     role: &crate::repo::manifest::RoleInfo,
+    owner: Option<&str>,
     db: &str,
     locale: &crate::restore::database::Locale,
 ) -> Result<ConnSpec> {
@@ -62,7 +64,8 @@ pub async fn restoring_role(
             Error::from(e).context(format!("preparing role {} in the throwaway cluster ({statement})", role.name))
         })?;
     }
-    crate::restore::database::create_database(&mut conn, db, locale, Some(&role.name)).await?;
+    let owner = owner.filter(|o| role.member_of.iter().any(|m| m == o)).unwrap_or(&role.name);
+    crate::restore::database::create_database(&mut conn, db, locale, Some(owner)).await?;
     ConnSpec::close(conn).await;
     let mut url = url::Url::parse(&admin.with_database(db).display())
         .map_err(|e| Error::internal(format!("the throwaway cluster's URL: {e}")))?;
@@ -70,11 +73,13 @@ pub async fn restoring_role(
     ConnSpec::parse(url.as_str(), None)
 }
 
-/// The drill's word on privileges: which role restored, and what it could not give.
-pub fn privileges_check(role: Option<&str>, skipped: &[String]) -> Check {
-    let who = match role {
-        Some(role) => format!("restored as role {role} (not a superuser), as the snapshot was taken"),
-        None => "restored as a superuser, as the snapshot was taken".to_string(),
+/// The drill's word on privileges: which role restored (the one the workspace's restores
+/// run as, when it is not a superuser), and what it could not give.
+pub fn privileges_check(role: Option<&str>, note: Option<&str>, skipped: &[String]) -> Check {
+    let who = match (role, note) {
+        (Some(role), _) => format!("restored as role {role} (not a superuser), as the workspace's restores run"),
+        (None, Some(note)) => format!("restored as a superuser: {note}"),
+        (None, None) => "restored as a superuser, as the workspace's restores run".to_string(),
     };
     let outcome = match skipped {
         [] => format!("{who}; every privilege statement applied"),

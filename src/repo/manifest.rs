@@ -71,6 +71,10 @@ pub struct Manifest {
     /// restore by that role can and cannot apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_as: Option<RoleInfo>,
+    /// The owner of the source database (`None` in snapshots of earlier versions): a drill
+    /// gives its database the same owner, as an in-place restore does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_owner: Option<String>,
     /// What the snapshot could not carry (e.g. large objects).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,

@@ -49,8 +49,9 @@ pub struct SnapshotSession {
     /// The schema's fingerprint and the roles it refers to, as of the snapshot.
     pub schema_fingerprint: std::collections::BTreeMap<String, String>,
     pub roles: Vec<String>,
-    /// The role the snapshot is taken as.
+    /// The role the snapshot is taken as, and the owner of the database.
     pub taken_as: crate::repo::manifest::RoleInfo,
+    pub database_owner: String,
 }
 
 const USER_RELATIONS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
@@ -175,6 +176,11 @@ impl SnapshotSession {
         let schema_fingerprint = super::fingerprint::schema_fingerprint(&mut conn).await?;
         let roles = super::fingerprint::referenced_roles(&mut conn).await?;
         let taken_as = super::fingerprint::connected_role(&mut conn, &roles).await?;
+        let database_owner: String = sqlx::query_scalar(
+            "SELECT pg_get_userbyid(datdba)::text FROM pg_database WHERE datname = current_database()",
+        )
+        .fetch_one(&mut conn)
+        .await?;
         Ok(SnapshotSession {
             conn,
             snapshot_name,
@@ -188,6 +194,7 @@ impl SnapshotSession {
             schema_fingerprint,
             roles,
             taken_as,
+            database_owner,
         })
     }
 

@@ -422,7 +422,7 @@ async fn throwaway_servers_get_a_minimal_environment() {
 /// the role fails (an object owned by a role it is not a member of), the drill fails with it
 /// instead of passing as a superuser.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_drill_restores_as_the_snapshots_role_and_skips_only_what_that_role_cannot_grant() {
+async fn a_drill_restores_as_the_workspaces_restores_run_and_skips_only_what_that_role_cannot_grant() {
     let mut w = world().await;
     scratch_in(&mut w);
     let admin = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
@@ -477,6 +477,21 @@ async fn a_drill_restores_as_the_snapshots_role_and_skips_only_what_that_role_ca
     let privileges = check(&report, "privileges");
     assert!(privileges.details.contains("restored as role app"), "{}", privileges.details);
     assert!(privileges.details.contains("pg_create_restore_point"), "{}", privileges.details);
+
+    // With a restore role of its own, the drill restores as that role, with the privileges
+    // it has on the workspace's server (a member of app, which owns everything).
+    let mut conn = admin.connect().await.unwrap();
+    for sql in ["CREATE ROLE restorer LOGIN CREATEDB", "GRANT app TO restorer"] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+    }
+    ConnSpec::close(conn).await;
+    let mut restorer = url::Url::parse(&w.cluster.url("postgres")).unwrap();
+    restorer.set_username("restorer").unwrap();
+    w.core.config.config.workspaces.get_mut("shop").unwrap().restore_database_url = Some(restorer.to_string());
+    let report = run(&w, DrillSource::Snapshot(None)).await;
+    assert!(report.passed, "{:#?}", report.checks);
+    assert!(report.restored_into.ends_with("as role restorer"), "{}", report.restored_into);
+    w.core.config.config.workspaces.get_mut("shop").unwrap().restore_database_url = None;
 
     // A table app may read but not give to its owner: a restore as app fails, and so does
     // the drill (as a superuser it would pass).

@@ -18,7 +18,7 @@ pub(super) async fn logical(
     let clock = Instant::now();
     // The restore's connection (as the snapshot's role, where it was not a superuser), and
     // the checks' (a superuser's where there is one: a check reads every table).
-    let mut restoring_role = None;
+    let (mut restoring_role, mut restore_note) = (None, None);
     let (target, restore_target) = match scratch_server {
         Some(server) => {
             done.place = Some(Place::Server(ScratchDatabase::claim(server, &done.database).await?));
@@ -45,11 +45,20 @@ pub(super) async fn logical(
             let target = ConnSpec::parse(&cluster.url(&done.database), None)?;
             done.place = Some(Place::Cluster(cluster));
             checks::create_roles(&admin, &manifest.roles).await?;
-            let role = manifest.taken_as.as_ref().filter(|r| !r.superuser && r.name != "postgres");
+            let (role, note) = restore_role(ctx, manifest).await;
+            restore_note = note;
+            let role = role.filter(|r| !r.superuser && r.name != "postgres");
             match role {
                 Some(role) => {
                     let locale = crate::restore::database::Locale::of(&manifest.source);
-                    let as_role = checks::restoring_role(&admin, role, &done.database, &locale).await?;
+                    let as_role = checks::restoring_role(
+                        &admin,
+                        &role,
+                        manifest.database_owner.as_deref(),
+                        &done.database,
+                        &locale,
+                    )
+                    .await?;
                     done.restored_into.push_str(&format!(" as role {}", role.name));
                     restoring_role = Some(role.name.clone());
                     (target, as_role)
@@ -124,7 +133,11 @@ pub(super) async fn logical(
         Ok(format!("{} tables, {} rows in {} ms", report.tables, report.rows, restore_ms)),
         restore_ms,
     ));
-    done.checks.push(checks::privileges_check(restoring_role.as_deref(), &report.skipped_privileges));
+    done.checks.push(checks::privileges_check(
+        restoring_role.as_deref(),
+        restore_note.as_deref(),
+        &report.skipped_privileges,
+    ));
 
     // The checks' time counts from the end of the restore: the tables still being read
     // back then are part of it.
@@ -149,4 +162,29 @@ pub(super) async fn logical(
     progress.finish();
     done.timings.checks_ms = ms(checks_clock);
     Ok(())
+}
+
+/// The role the workspace's own restores run as, as the drill recreates it:
+/// `restore-database-url`'s (its privileges read from the server) where one is set, else
+/// the role the snapshot was taken as (recorded in it). `None` (a superuser's restore) for
+/// snapshots of earlier versions, or when the restore role's privileges cannot be read
+/// (the note says why).
+async fn restore_role(
+    ctx: &Context<'_>,
+    manifest: &Manifest,
+) -> (Option<crate::repo::manifest::RoleInfo>, Option<String>) {
+    let Ok(workspace) = ctx.core.workspace(&ctx.opts.workspace) else { return (manifest.taken_as.clone(), None) };
+    if workspace.config.restore_database_url.is_none() {
+        return (manifest.taken_as.clone(), None);
+    }
+    let read = async {
+        let mut conn = workspace.restorer()?.connect().await?;
+        let role = crate::source::fingerprint::connected_role(&mut conn, &manifest.roles).await;
+        ConnSpec::close(conn).await;
+        role
+    };
+    match read.await {
+        Ok(role) => (Some(role), None),
+        Err(e) => (None, Some(format!("the restore role's privileges could not be read ({})", e.message()))),
+    }
 }

@@ -174,7 +174,7 @@ async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Mani
     let stacks = session.stacks.clone();
     let schema_fingerprint = session.schema_fingerprint.clone();
     let roles = session.roles.clone();
-    let taken_as = session.taken_as.clone();
+    let (taken_as, database_owner) = (session.taken_as.clone(), session.database_owner.clone());
     for w in &warnings {
         tracing::warn!(workspace = %opts.workspace, "{w}");
     }
@@ -202,6 +202,7 @@ async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Mani
         schema_fingerprint,
         roles,
         taken_as: Some(taken_as),
+        database_owner: Some(database_owner),
         warnings,
         repository_digest: Some(core.repo.descriptor().digest()),
     };
