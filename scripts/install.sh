@@ -12,14 +12,16 @@ cd "$(dirname "$0")/.."
 prefix=${PREFIX:-/usr/local}
 target=$prefix/bin/tidemark
 
+built=${CARGO_TARGET_DIR:-target}/release/tidemark
+
 cargo build --release --locked
 
 if [ "$(id -u)" -eq 0 ]; then
     install -d -m 755 "$prefix/bin"
-    install -m 755 target/release/tidemark "$target"
+    install -m 755 "$built" "$target"
 else
     sudo install -d -m 755 "$prefix/bin"
-    sudo install -m 755 target/release/tidemark "$target"
+    sudo install -m 755 "$built" "$target"
 fi
 echo "installed $target ($("$target" --version))"
 

@@ -16,8 +16,9 @@ pub(super) async fn logical(
     done.stored_bytes = manifest.stored_bytes();
     done.database = database_name(&ctx.opts.workspace, &manifest.id);
     let clock = Instant::now();
-    // The restore's connection (as the snapshot's role, where it was not a superuser), and
-    // the checks' (a superuser's where there is one: a check reads every table).
+    // The restore's connection (as the role the workspace's restores run as, where that is
+    // not a superuser), and the checks' (a superuser's where there is one: a check reads
+    // every table).
     let (mut restoring_role, mut restore_note) = (None, None);
     let (target, restore_target) = match scratch_server {
         Some(server) => {
