@@ -120,7 +120,8 @@ pub enum Action {
     Drill,
     /// Restore into a new database (also: create a branch).
     Restore,
-    /// Replace a workspace's live database: an in-place restore, its undo, a branch made live.
+    /// Change a workspace's live database: an in-place restore, its undo, a branch made
+    /// live, tables restored into it beside the live ones.
     ReplaceLive,
     /// Mark a restore point.
     MarkRestorePoint,
@@ -217,7 +218,9 @@ fn describe(action: Action) -> &'static str {
         Action::Snapshot => "take snapshots",
         Action::Drill => "run drills",
         Action::Restore => "restore",
-        Action::ReplaceLive => "replace a workspace's live database (in-place restore, undo, branch set-live)",
+        Action::ReplaceLive => {
+            "change a workspace's live database (in-place restore, undo, branch set-live, tables restored into it)"
+        }
         Action::MarkRestorePoint => "mark restore points",
         Action::Pin => "pin snapshots",
         Action::Unpin => "unpin snapshots",
@@ -247,7 +250,9 @@ mod tests {
                 Action::Snapshot => "take a manual snapshot",
                 Action::Drill => "run a drill",
                 Action::Restore => "restore into a new database; create a branch",
-                Action::ReplaceLive => "replace a workspace's live database (in-place restore, undo, branch set-live)",
+                Action::ReplaceLive => {
+                    "change a workspace's live database (in-place restore, undo, branch set-live, tables restored into it)"
+                }
                 Action::DeleteBranch => "delete a branch (its database is dropped)",
                 Action::Export => "export a snapshot on the server, ask for download links to it",
                 Action::MarkRestorePoint => "mark a restore point",

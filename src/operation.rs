@@ -15,8 +15,10 @@ pub enum Operation {
     Snapshot,
     BaseBackup,
     Drill,
-    /// Into a new database, or tables beside the live ones.
+    /// Into a new database (the whole snapshot, or some tables).
     Restore,
+    /// Tables into the workspace's live database, beside the live ones under new names.
+    RestoreIntoLive,
     /// Over the workspace's live database, with an undo.
     RestoreInPlace,
     /// Swapping back the newest in-place restore.
@@ -31,11 +33,12 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 13] = [
         Operation::Snapshot,
         Operation::BaseBackup,
         Operation::Drill,
         Operation::Restore,
+        Operation::RestoreIntoLive,
         Operation::RestoreInPlace,
         Operation::RestoreUndo,
         Operation::BranchCreate,
@@ -53,6 +56,7 @@ impl Operation {
             Operation::BaseBackup => "basebackup",
             Operation::Drill => "drill",
             Operation::Restore => "restore",
+            Operation::RestoreIntoLive => "restore-into-live",
             Operation::RestoreInPlace => "restore-in-place",
             Operation::RestoreUndo => "restore-undo",
             Operation::BranchCreate => "branch-create",
@@ -76,7 +80,12 @@ impl Operation {
             Operation::Snapshot | Operation::BaseBackup => Action::Snapshot,
             Operation::Drill => Action::Drill,
             Operation::Restore | Operation::BranchCreate => Action::Restore,
-            Operation::RestoreInPlace | Operation::RestoreUndo | Operation::BranchSetLive => Action::ReplaceLive,
+            // Tables beside the live ones write the live database: never with only the right
+            // to make new databases (issue 32).
+            Operation::RestoreIntoLive
+            | Operation::RestoreInPlace
+            | Operation::RestoreUndo
+            | Operation::BranchSetLive => Action::ReplaceLive,
             Operation::Prune | Operation::PruneDryRun => Action::Prune,
             Operation::Check => Action::Read,
             Operation::Export => Action::Export,
@@ -99,6 +108,7 @@ impl Operation {
             self,
             Operation::Drill
                 | Operation::Restore
+                | Operation::RestoreIntoLive
                 | Operation::RestoreInPlace
                 | Operation::BranchCreate
                 | Operation::Export
@@ -128,7 +138,9 @@ mod tests {
 
     #[test]
     fn what_replaces_live_data_is_never_stoppable_with_less() {
-        for op in [Operation::RestoreInPlace, Operation::RestoreUndo, Operation::BranchSetLive] {
+        for op in
+            [Operation::RestoreIntoLive, Operation::RestoreInPlace, Operation::RestoreUndo, Operation::BranchSetLive]
+        {
             assert_eq!(op.cancel_permission(true), Action::ReplaceLive);
             assert_eq!(op.cancel_permission(false), Action::ReplaceLive);
         }

@@ -122,7 +122,7 @@ pub fn check_name(workspace: &str, name: &str) -> Result<()> {
 /// The branch's database: `<database>_branch_<name>`, at most 63 bytes.
 fn database_name(live: &str, name: &str) -> Result<String> {
     let db = format!("{live}{}{}", database::BRANCH, name.replace('-', "_"));
-    if db.len() > 63 {
+    if db.len() > database::MAX_NAME_BYTES {
         return Err(Error::usage(format!(
             "the branch database {db:?} would be longer than Postgres's 63 bytes: choose a shorter name"
         )));
@@ -149,6 +149,7 @@ pub async fn create(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -> R
 }
 
 async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -> Result<BranchCreateReport> {
+    super::check_jobs(opts.jobs)?;
     let config = current_config(core)?;
     let ws = config.workspace(&opts.workspace)?.clone();
     if ws.branch_of.is_some() {

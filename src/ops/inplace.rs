@@ -118,7 +118,7 @@ pub(super) use database::{BEFORE, RESTORING, UNDONE};
 /// The names beside `live` for snapshot `id`: Postgres names are at most 63 bytes.
 pub(super) fn beside(live: &str, tag: &str, id: &str) -> Result<String> {
     let name = format!("{live}{tag}{}", id.to_ascii_lowercase().replace('-', "_"));
-    if name.len() > 63 {
+    if name.len() > database::MAX_NAME_BYTES {
         return Err(Error::usage(format!(
             "database {live:?} has too long a name for an in-place restore: {name:?} would be longer than \
              Postgres's 63 bytes; restore into a new database with --target instead"
@@ -196,6 +196,7 @@ pub fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
 /// back what it did).
 pub async fn restore_in_place(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
     confirmed(&opts.workspace, &opts.confirm)?;
+    super::check_jobs(opts.jobs)?;
     let done = run(core, opts, actor).await;
     let details = serde_json::json!({
         "snapshot": opts.snapshot, "time": opts.time, "bundle": opts.bundle, "drop_previous": opts.drop_previous,

@@ -342,6 +342,35 @@ impl Core {
 }
 
 /// Parallel jobs: the given number, or one per core.
+/// The most parallel connections any operation takes (`jobs`), from any front end: each
+/// is a connection to the workspace's server, which the application shares.
+pub const MAX_JOBS: usize = 32;
+
+/// The most tables one restore or export picks.
+pub const MAX_TABLES: usize = 100;
+
+/// Refuses a `jobs` of 0 or above [`MAX_JOBS`] (none: one per core).
+///
+/// Errors: `Usage`.
+pub fn check_jobs(jobs: Option<usize>) -> Result<()> {
+    match jobs {
+        Some(j) if j == 0 || j > MAX_JOBS => Err(Error::usage(format!(
+            "jobs is 1 to {MAX_JOBS} (each is a connection to the workspace's server), not {j}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses more than [`MAX_TABLES`] tables (or new names for them).
+///
+/// Errors: `Usage`.
+pub fn check_tables(tables: &[String], what: &str) -> Result<()> {
+    match tables.len() > MAX_TABLES {
+        true => Err(Error::usage(format!("at most {MAX_TABLES} {what} at once, not {}", tables.len()))),
+        false => Ok(()),
+    }
+}
+
 pub fn jobs_or_default(jobs: Option<usize>) -> usize {
     jobs.filter(|j| *j > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2))

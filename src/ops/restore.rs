@@ -181,7 +181,12 @@ pub(super) async fn copy_of_moment(
 /// database takes the workspace (`Refused` while another operation holds it).
 pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
     let clock = Instant::now();
+    super::check_jobs(opts.jobs)?;
+    super::check_tables(&opts.tables, "tables")?;
+    super::check_tables(&opts.rename_to, "new table names")?;
     let (workspace, from) = source_of(core, opts).await?;
+    // Who may: decided here for every front end, by the operation this request is.
+    crate::access::check(&actor.grant(), operation_of(opts).permission(), Some(&workspace))?;
     if !opts.tables.is_empty() || opts.into_live || !opts.rename_to.is_empty() {
         return restore_tables(core, opts, actor, &workspace, &from, clock).await;
     }
@@ -199,6 +204,15 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
         false => None,
     };
     restore_database(core, opts, &workspace, &id, target, clock).await
+}
+
+/// The operation a restore request is: tables into the live database, or a restore into a
+/// new one.
+pub fn operation_of(opts: &RestoreOptions) -> crate::operation::Operation {
+    match opts.into_live {
+        true => crate::operation::Operation::RestoreIntoLive,
+        false => crate::operation::Operation::Restore,
+    }
 }
 
 /// The workspace and the snapshot (or moment) a restore starts from.
@@ -487,7 +501,7 @@ pub fn job_end(r: &RestoreReport) -> crate::catalog::JobEnd {
 /// [`restore`] as a recorded job (see [`super::job::recorded`]).
 pub async fn restore_recorded(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
     let (workspace, _) = source_of(core, opts).await?;
-    let spec = super::job::JobSpec { workspace, operation: crate::operation::Operation::Restore, kind: None };
+    let spec = super::job::JobSpec { workspace, operation: operation_of(opts), kind: None };
     super::job::recorded(core, actor, spec, |core| async move { restore(&core, opts, actor).await }, job_end).await
 }
 

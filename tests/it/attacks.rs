@@ -611,3 +611,103 @@ async fn a_replaced_audit_chain_fails_verification_and_a_new_one_is_linked() {
     let again = run(&["audit", "new-chain"]);
     assert_eq!(again.status.code(), Some(tidemark::ErrorKind::Refused.exit_code()), "linked already");
 }
+
+/// Issue 32: the rules are the operation's, so the command line and the API refuse the same
+/// bad inputs with the same kind (the CLI took `--jobs 500` and any number of tables); and
+/// tables restored into the live database are their own operation, which needs the right to
+/// change the live database (an operator could, with "restore into a new database").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_and_the_api_refuse_alike_and_tables_into_live_need_the_live_right() {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", SHOP).await;
+    w.core.config.config.api.heavy_jobs_per_workspace = 10;
+    w.core.config.config.api.heavy_jobs_per_token = 10;
+    let m = snapshot_shop(&w.core).await.unwrap();
+    let server = start(&w, AddressRules::default()).await;
+    let (base, c) = (server.base.clone(), client("127.0.0.2"));
+    let operator = token(&w, "operator", Role::Operator, &["shop"], &[]).await;
+    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let many: Vec<String> = (0..101).map(|i| format!("public.t{i}")).collect();
+    let long_name = "x".repeat(64);
+    let copy_url = w.cluster.url("shop_copy");
+    let long_url = w.cluster.url(&long_name);
+    let mut many_args = vec!["restore", m.id.as_str(), "-w", "shop", "--target", copy_url.as_str()];
+    for t in &many {
+        many_args.extend(["--table", t.as_str()]);
+    }
+    let cases: Vec<(&str, String, String, Vec<&str>)> = vec![
+        (
+            "500 connections",
+            "restores".into(),
+            format!(r#"{{"snapshot": "{}", "database": "shop_copy", "jobs": 500}}"#, m.id),
+            vec!["restore", &m.id, "-w", "shop", "--target", &copy_url, "--jobs", "500"],
+        ),
+        (
+            "101 tables",
+            "restores".into(),
+            format!(r#"{{"snapshot": "{}", "database": "shop_copy", "tables": {}}}"#, m.id, serde_json::json!(many)),
+            many_args.clone(),
+        ),
+        (
+            "a branch on 500 connections",
+            "branches".into(),
+            format!(r#"{{"name": "b", "from": "{}", "jobs": 500}}"#, m.id),
+            vec!["branch", "create", "shop", "b", "--from", &m.id, "--jobs", "500"],
+        ),
+        (
+            "a 64-byte database name",
+            "restores".into(),
+            format!(r#"{{"snapshot": "{}", "database": "{long_name}"}}"#, m.id),
+            vec!["restore", &m.id, "-w", "shop", "--target", &long_url],
+        ),
+    ];
+    for (what, route, body, args) in cases {
+        let url = format!("{base}/v1/workspaces/shop/{route}");
+        let answered = call(&c, Method::POST, &url, Some(&admin), Some(&body)).await;
+        assert_eq!(answered.status(), StatusCode::BAD_REQUEST, "{what} over the API");
+        assert_eq!(json(answered).await["error"]["kind"], "usage", "{what} over the API");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["--config", w.core.config.path.to_str().unwrap()])
+            .args(&args)
+            .env_remove("CI")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(tidemark::ErrorKind::Usage.exit_code()),
+            "{what} on the command line: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(databases_like(&w.cluster, "shop_%").await.is_empty(), "nothing was made");
+    assert!(databases_like(&w.cluster, "xxxx%").await.is_empty(), "nothing was made");
+
+    // Tables beside the live ones: an operator is refused (before any job), an admin not.
+    let url = format!("{base}/v1/workspaces/shop/restores");
+    let body =
+        format!(r#"{{"snapshot": "{}", "tables": ["public.t"], "into_live": true, "as": ["public.t_back"]}}"#, m.id);
+    let refused = call(&c, Method::POST, &url, Some(&operator), Some(&body)).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let started = call(&c, Method::POST, &url, Some(&admin), Some(&body)).await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let job = finished(&c, &base, &started, &admin).await;
+    assert_eq!(
+        (job["status"].as_str(), job["operation"].as_str()),
+        (Some("succeeded"), Some("restore-into-live")),
+        "{job}"
+    );
+    // The operation decides, whichever front end asks: an operator's grant is refused by
+    // the operation itself.
+    let mut as_operator = actor();
+    as_operator.grant = Some(tidemark::access::Grant { role: Role::Operator, workspaces: vec!["shop".into()] });
+    let opts = tidemark::ops::restore::RestoreOptions {
+        snapshot: m.id.clone(),
+        workspace: Some("shop".into()),
+        tables: vec!["public.t".into()],
+        into_live: true,
+        rename_to: vec!["public.t_again".into()],
+        ..Default::default()
+    };
+    let e = tidemark::ops::restore::restore(&w.core, &opts, &as_operator).await.unwrap_err();
+    assert_eq!(e.kind(), tidemark::ErrorKind::Forbidden, "{}", e.report());
+}

@@ -25,7 +25,7 @@ pub(in crate::api) struct BranchBody {
     /// A moment instead of a snapshot (`2026-11-22 10:15:00+00`).
     time: Option<String>,
     /// Parallel connections loading tables (default: one per core).
-    #[schema(minimum = 1, maximum = 64)]
+    #[schema(minimum = 1, maximum = 32)]
     jobs: Option<usize>,
 }
 
@@ -103,9 +103,7 @@ pub(in crate::api) async fn create_branch(
         }
         (from, None) => Some(snapshot_or_latest(from.clone())?),
     };
-    if asked.jobs.is_some_and(|j| !(1..=64).contains(&j)) {
-        return Err(ApiError(Error::usage("jobs must be 1 to 64")));
-    }
+    ops::check_jobs(asked.jobs)?;
     let opts = ops::branch::BranchCreateOptions {
         workspace: ws.clone(),
         name: asked.name,

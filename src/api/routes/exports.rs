@@ -44,9 +44,7 @@ pub(in crate::api) async fn create_export(
 ) -> Answer {
     let ws = scoped(&app, &actor, &ws, Action::Export).await?;
     let asked: ExportBody = body(&bytes)?;
-    if asked.tables.len() > 100 {
-        return Err(ApiError(Error::usage("at most 100 tables at once")));
-    }
+    ops::check_tables(&asked.tables, "tables")?;
     let export = ops::link::new_export_id();
     let file = ops::link::export_file(&app.core, &ws, &export)?;
     if let Some(dir) = file.parent() {

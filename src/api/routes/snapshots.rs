@@ -142,8 +142,8 @@ pub(in crate::api) struct RestoreBody {
     /// when it exists and is not empty. Required unless `into_live`.
     #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,62}$", example = "shop_copy")]
     database: Option<String>,
-    /// Parallel connections loading tables (default: one per core, at most 16).
-    #[schema(minimum = 1, maximum = 16)]
+    /// Parallel connections loading tables (default: one per core, at most 32).
+    #[schema(minimum = 1, maximum = 32)]
     jobs: Option<usize>,
     /// Only these tables (`schema.name`), with their indexes, constraints, defaults, owned
     /// sequences and row-level security; foreign keys to other tables are left out.
@@ -178,15 +178,18 @@ pub(in crate::api) async fn restore(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Restore).await?;
     let asked: RestoreBody = body(&bytes)?;
+    // Tables into the live database are their own operation, with its own permission.
+    let operation = match asked.into_live {
+        true => crate::operation::Operation::RestoreIntoLive,
+        false => crate::operation::Operation::Restore,
+    };
+    let ws = scoped(&app, &actor, &ws, operation.permission()).await?;
     let snapshot = snapshot_or_time(asked.snapshot, asked.time.as_deref())?;
-    if asked.jobs.is_some_and(|j| j == 0 || j > 16) {
-        return Err(ApiError(Error::usage("jobs is 1 to 16")));
-    }
-    if asked.tables.len() > 100 || asked.rename_to.len() > 100 {
-        return Err(ApiError(Error::usage("at most 100 tables at once")));
-    }
+    // The operation's own limits, asked now for an answer to this request.
+    ops::check_jobs(asked.jobs)?;
+    ops::check_tables(&asked.tables, "tables")?;
+    ops::check_tables(&asked.rename_to, "new table names")?;
     let target = match (asked.into_live, asked.database) {
         // Beside the live tables (ops refuses it without tables and new names).
         (true, None) => None,
@@ -226,7 +229,7 @@ pub(in crate::api) async fn restore(
         time: asked.time,
         ..Default::default()
     };
-    let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Restore, kind: None };
+    let spec = job::JobSpec { workspace: ws, operation, kind: None };
     let who = actor.clone();
     start(
         &app,

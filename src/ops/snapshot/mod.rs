@@ -67,6 +67,7 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Resul
 }
 
 async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Manifest> {
+    super::check_jobs(opts.jobs)?;
     // Under object lock, everything it writes is held for its kind's retention.
     let until = super::lock::snapshot_until(core, &opts.workspace, opts.kind, chrono::Utc::now())?;
     let core = &super::lock::locking(core, until);
