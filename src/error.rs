@@ -34,13 +34,19 @@ pub enum ErrorKind {
     /// Valid credentials without the right: a role that does not allow the action, a
     /// workspace outside the token's, an address outside its allow list.
     Forbidden,
+    /// Another operation holds the workspace now (the message names it): the same call
+    /// succeeds once it is done (or with `--wait`).
+    Busy,
+    /// Too many requests from this token or address (the API): try again after the
+    /// `Retry-After` seconds.
+    RateLimited,
     /// A bug or an unexpected condition inside tidemark.
     Internal,
 }
 
 impl ErrorKind {
     /// Every kind, in table order (used by the docs test that keeps docs/reference/errors.md in sync).
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 15] = [
         ErrorKind::Usage,
         ErrorKind::Config,
         ErrorKind::NotFound,
@@ -53,6 +59,8 @@ impl ErrorKind {
         ErrorKind::Interrupted,
         ErrorKind::Unauthenticated,
         ErrorKind::Forbidden,
+        ErrorKind::Busy,
+        ErrorKind::RateLimited,
         ErrorKind::Internal,
     ];
 
@@ -72,6 +80,8 @@ impl ErrorKind {
             ErrorKind::Interrupted => 130,
             ErrorKind::Unauthenticated => 12,
             ErrorKind::Forbidden => 13,
+            ErrorKind::Busy => 14,
+            ErrorKind::RateLimited => 15,
         }
     }
 
@@ -81,7 +91,8 @@ impl ErrorKind {
             ErrorKind::Usage | ErrorKind::Config => 400,
             ErrorKind::Key => 403,
             ErrorKind::NotFound => 404,
-            ErrorKind::AlreadyExists | ErrorKind::Refused => 409,
+            ErrorKind::AlreadyExists | ErrorKind::Refused | ErrorKind::Busy => 409,
+            ErrorKind::RateLimited => 429,
             ErrorKind::Integrity => 422,
             ErrorKind::Database => 502,
             ErrorKind::Unavailable => 503,
@@ -94,7 +105,7 @@ impl ErrorKind {
 
     /// Whether the same call may succeed later without anybody changing anything.
     pub fn is_temporary(self) -> bool {
-        matches!(self, ErrorKind::Unavailable | ErrorKind::Interrupted)
+        matches!(self, ErrorKind::Unavailable | ErrorKind::Interrupted | ErrorKind::Busy | ErrorKind::RateLimited)
     }
 
     /// The kind's stable name, as printed and in JSON.
@@ -112,6 +123,8 @@ impl ErrorKind {
             ErrorKind::Interrupted => "interrupted",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Busy => "busy",
+            ErrorKind::RateLimited => "rate-limited",
             ErrorKind::Internal => "internal",
         }
     }

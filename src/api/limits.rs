@@ -42,7 +42,8 @@ impl IntoResponse for TooMany {
     fn into_response(self) -> Response {
         let seconds = self.0.as_secs().max(1);
         let body = serde_json::json!({"error": {
-            "kind": "rate-limited", "message": self.1, "temporary": true, "retry_after_seconds": seconds,
+            "kind": crate::error::ErrorKind::RateLimited.name(), "message": self.1,
+            "temporary": crate::error::ErrorKind::RateLimited.is_temporary(), "retry_after_seconds": seconds,
         }});
         let mut response = (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));

@@ -137,9 +137,17 @@ impl From<Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.0.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(self.0.to_json())).into_response()
+        let mut response = (status, axum::Json(self.0.to_json())).into_response();
+        // A busy workspace is free again once its operation ends: worth another try soon.
+        if self.0.kind() == crate::error::ErrorKind::Busy {
+            response.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from(BUSY_RETRY_AFTER));
+        }
+        response
     }
 }
+
+/// The seconds a client is told to wait (`Retry-After`) before asking a busy workspace again.
+const BUSY_RETRY_AFTER: u64 = 30;
 
 /// The router, with the address, token and audit checks in front of every `/v1` route.
 pub fn router(core: Core, rules: AddressRules) -> Router {
@@ -249,6 +257,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
         StatusCode::UNAUTHORIZED => ErrorKind::Unauthenticated,
         StatusCode::FORBIDDEN => ErrorKind::Forbidden,
         StatusCode::CONFLICT => ErrorKind::Refused,
+        StatusCode::TOO_MANY_REQUESTS => ErrorKind::RateLimited,
         StatusCode::SERVICE_UNAVAILABLE => ErrorKind::Unavailable,
         s if s.is_server_error() => ErrorKind::Internal,
         _ => ErrorKind::Usage,

@@ -90,7 +90,7 @@ impl WorkspaceLock {
     /// Takes the workspace's lock for `me`, waiting as `wait` says while another process
     /// (or another operation of this one) holds it.
     ///
-    /// Errors: `Refused` naming the holder when it is still held (`Interrupted` when `stop`
+    /// Errors: `Busy` naming the holder when it is still held (`Interrupted` when `stop`
     /// is cancelled while waiting); `Unavailable` when the lock file cannot be created.
     pub async fn acquire(
         catalog: &Path,
@@ -172,7 +172,7 @@ fn busy(workspace: &str, me: &Holder, holder: Option<&Holder>, wait: Wait) -> Er
         _ => String::new(),
     };
     Error::new(
-        ErrorKind::Refused,
+        ErrorKind::Busy,
         format!(
             "workspace {workspace} is busy: {who} is running{waited}; one operation per workspace at a time. \
              Run the {} again with --wait to wait for it, or when it has finished",
@@ -198,7 +198,7 @@ mod tests {
         let first = WorkspaceLock::acquire(&catalog, "shop", &me("snapshot", "ana"), Wait::No, &stop).await.unwrap();
         assert_eq!(holder(&catalog, "shop").unwrap().actor, "cli:ana");
         let e = WorkspaceLock::acquire(&catalog, "shop", &me("prune", "bo"), Wait::No, &stop).await.unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Refused);
+        assert_eq!(e.kind(), ErrorKind::Busy);
         let text = e.message();
         assert!(text.contains("a snapshot asked by cli:ana") && text.contains(&format!("pid {}", std::process::id())));
         assert!(text.contains("--wait"), "{text}");

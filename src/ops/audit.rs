@@ -32,7 +32,10 @@ pub async fn record<T>(
             if let Some(map) = d.as_object_mut() {
                 map.insert("error".into(), serde_json::json!({"kind": e.kind().name(), "message": e.message()}));
             }
-            let denied = matches!(e.kind(), ErrorKind::Refused | ErrorKind::Forbidden | ErrorKind::Unauthenticated);
+            let denied = matches!(
+                e.kind(),
+                ErrorKind::Refused | ErrorKind::Busy | ErrorKind::Forbidden | ErrorKind::Unauthenticated
+            );
             (if denied { "denied" } else { "failed" }, d)
         }
     };

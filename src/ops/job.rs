@@ -42,7 +42,7 @@ impl WaitFor {
 /// lives: snapshot, prune, base backup, pin changes and restores into the workspace's own
 /// database never overlap, whichever process runs them.
 ///
-/// Errors: `Refused` naming who holds it (`--wait` waits instead); `Interrupted` when the
+/// Errors: `Busy` naming who holds it (`--wait` waits instead); `Interrupted` when the
 /// core's stop signal fires while waiting.
 pub async fn take_workspace(
     core: &Core,
@@ -193,7 +193,7 @@ impl StartedJob {
             }
             // Refused before anything changed (a busy workspace): `status` does not
             // page anyone for it.
-            Err(e) if e.kind() == ErrorKind::Refused => {
+            Err(e) if matches!(e.kind(), ErrorKind::Refused | ErrorKind::Busy) => {
                 (JobStatus::Refused, JobEnd { error: Some(e.report()), ..Default::default() })
             }
             Err(e) => (JobStatus::Failed, JobEnd { error: Some(e.report()), ..Default::default() }),

@@ -711,3 +711,51 @@ async fn the_cli_and_the_api_refuse_alike_and_tables_into_live_need_the_live_rig
     let e = tidemark::ops::restore::restore(&w.core, &opts, &as_operator).await.unwrap_err();
     assert_eq!(e.kind(), tidemark::ErrorKind::Forbidden, "{}", e.report());
 }
+
+/// Issue 32.5: a workspace another operation holds is `busy` (temporary: exit 14, HTTP 409
+/// with `Retry-After`), not a permanent refusal; once free, the same call succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_workspace_says_when_to_try_again() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", SHOP).await;
+    let m = snapshot_shop(&w.core).await.unwrap();
+    let server = start(&w, AddressRules::default()).await;
+    let (base, c) = (server.base.clone(), client("127.0.0.2"));
+    let operator = token(&w, "operator", Role::Operator, &["shop"], &[]).await;
+    let holder = tidemark::catalog::lock::Holder::me("prune", &actor());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let wait = tidemark::catalog::lock::Wait::No;
+    let catalog = w.core.config.catalog_path();
+    let held = tidemark::catalog::lock::WorkspaceLock::acquire(&catalog, "shop", &holder, wait, &stop).await.unwrap();
+
+    // Over the API: a pin (answered at once) is 409 `busy` with Retry-After; a snapshot
+    // (a job) is recorded as refused, saying why.
+    let pin = format!("{base}/v1/workspaces/shop/snapshots/{}/pin", m.id);
+    let answered = call(&c, Method::POST, &pin, Some(&operator), None).await;
+    assert_eq!(answered.status(), StatusCode::CONFLICT);
+    assert_eq!(answered.headers()["retry-after"], "30");
+    let error = json(answered).await["error"].clone();
+    assert_eq!((error["kind"].as_str(), error["temporary"].as_bool()), (Some("busy"), Some(true)), "{error}");
+    let url = format!("{base}/v1/workspaces/shop/snapshots");
+    let started = call(&c, Method::POST, &url, Some(&operator), Some("{}")).await;
+    let job = finished(&c, &base, &started, &operator).await;
+    assert_eq!(job["status"], "refused", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("is busy"), "{job}");
+
+    // On the command line: exit 14, `busy`, temporary.
+    let snapshot = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["--config", w.core.config.path.to_str().unwrap(), "--json", "snapshot", "create", "-w", "shop"])
+            .env_remove("CI")
+            .output()
+            .unwrap()
+    };
+    let out = snapshot();
+    assert_eq!(out.status.code(), Some(tidemark::ErrorKind::Busy.exit_code()));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((answer["error"]["kind"].as_str(), answer["error"]["temporary"].as_bool()), (Some("busy"), Some(true)));
+    // Free again: the same calls go through.
+    drop(held);
+    assert!(snapshot().status.success());
+    assert_eq!(call(&c, Method::POST, &pin, Some(&operator), None).await.status(), StatusCode::OK);
+}

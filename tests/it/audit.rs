@@ -29,7 +29,7 @@ async fn operations_are_audited_checkpointed_and_a_cut_trail_is_caught() {
             .unwrap();
     let unpin = tidemark::ops::prune::PinOptions { pin: false, ..pin.clone() };
     let refused = tidemark::ops::prune::set_pin(&w.core, &unpin, &ana).await.unwrap_err();
-    assert_eq!(refused.kind(), ErrorKind::Refused);
+    assert_eq!(refused.kind(), ErrorKind::Busy);
     drop(held);
     // The command line acts as the OS user.
     let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))

@@ -559,7 +559,7 @@ async fn status_exit_codes_for_healthy_stale_failing_and_unknown() {
     let wait = tidemark::catalog::lock::Wait::No;
     let held = tidemark::catalog::lock::WorkspaceLock::acquire(&catalog, "shop", &holder, wait, &stop).await.unwrap();
     let refused = tidemark(dir.path(), &["snapshot", "create", "-w", "shop"]);
-    assert_eq!(refused.status.code(), Some(ErrorKind::Refused.exit_code()));
+    assert_eq!(refused.status.code(), Some(ErrorKind::Busy.exit_code()));
     drop(held);
     let (code, report, stderr) = status(&[]);
     assert_eq!(code, Some(0), "a refusal is not a failure: {report} {stderr}");

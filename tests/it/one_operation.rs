@@ -48,7 +48,7 @@ async fn a_cli_prune_during_a_daemon_snapshot_is_refused_naming_it_or_waits_for_
     assert_eq!(running.actor.as_deref(), Some("schedule:daily"));
 
     let refused = run(&w, &["prune", "--workspace", "shop"]);
-    assert_eq!(refused.status.code(), Some(ErrorKind::Refused.exit_code()), "{}", stderr(&refused));
+    assert_eq!(refused.status.code(), Some(ErrorKind::Busy.exit_code()), "{}", stderr(&refused));
     let text = stderr(&refused);
     assert!(text.contains("a snapshot asked by schedule:daily"), "{text}");
     assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
@@ -106,7 +106,7 @@ async fn a_lock_left_by_a_killed_process_is_taken_over() {
     assert_eq!(line.trim(), "held");
 
     let refused = run(&w, &["snapshot", "create", "--workspace", "shop"]);
-    assert_eq!(refused.status.code(), Some(ErrorKind::Refused.exit_code()), "{}", stderr(&refused));
+    assert_eq!(refused.status.code(), Some(ErrorKind::Busy.exit_code()), "{}", stderr(&refused));
     let text = stderr(&refused);
     assert!(text.contains("a prune asked by cli:ghost") && text.contains(&format!("pid {}", holder.id())), "{text}");
 
