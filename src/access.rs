@@ -279,13 +279,13 @@ mod tests {
         }
         let (begin, end) = ("<!-- role-matrix:begin -->\n", "\n<!-- role-matrix:end -->");
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/roles.md");
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = fs_err::read_to_string(&path).unwrap();
         let (Some(b), Some(e)) = (text.find(begin), text.find(end)) else {
             panic!("{} lacks the markers", path.display())
         };
         let committed = &text[b + begin.len()..e];
         if committed != table && std::env::var_os("TIDEMARK_WRITE_DOCS").is_some() {
-            std::fs::write(&path, format!("{}{table}{}", &text[..b + begin.len()], &text[e..])).unwrap();
+            fs_err::write(&path, format!("{}{table}{}", &text[..b + begin.len()], &text[e..])).unwrap();
             return;
         }
         assert_eq!(

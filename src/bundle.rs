@@ -236,7 +236,7 @@ impl BundleWriter {
                 .and_then(|encryptor| Ok(Sink::Age(encryptor.wrap_output(file)?))),
         };
         let sink = sink.inspect_err(|_| {
-            let _ = std::fs::remove_file(&partial);
+            let _ = fs_err::remove_file(&partial);
         })?;
         let (tx, mut rx) = mpsc::channel::<Piece>(16);
         let thread = tokio::task::spawn_blocking(move || {
@@ -310,11 +310,11 @@ impl BundleWriter {
         };
         match written {
             Ok(size) => {
-                std::fs::rename(&self.partial, &self.path)?;
+                fs_err::rename(&self.partial, &self.path)?;
                 Ok(size)
             }
             Err(e) => {
-                let _ = std::fs::remove_file(&self.partial);
+                let _ = fs_err::remove_file(&self.partial);
                 Err(e.context(format!("writing {}", self.path.display())))
             }
         }
@@ -324,7 +324,7 @@ impl BundleWriter {
     pub async fn abandon(mut self) {
         drop(self.tx.take());
         let _ = (&mut self.thread).await;
-        let _ = std::fs::remove_file(&self.partial);
+        let _ = fs_err::remove_file(&self.partial);
     }
 }
 
@@ -469,11 +469,11 @@ pub async fn export_jsonl(
     let written = writer.await.map_err(|e| Error::internal(format!("jsonl writer: {e}")))?;
     match read.and(written) {
         Ok(()) => {
-            std::fs::rename(&partial, path)?;
+            fs_err::rename(&partial, path)?;
             Ok(n)
         }
         Err(e) => {
-            let _ = std::fs::remove_file(&partial);
+            let _ = fs_err::remove_file(&partial);
             Err(e)
         }
     }

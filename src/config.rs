@@ -525,7 +525,7 @@ impl LoadedConfig {
     /// Errors: `Config` when the file is missing, not TOML, has unknown keys or bad values.
     pub fn load(explicit: Option<&Path>) -> Result<LoadedConfig> {
         let path = config_path(explicit);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let text = fs_err::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::config(format!(
                     "no config file at {}. Run `tidemark init --repo URL` to create one, or pass \
@@ -747,7 +747,7 @@ pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
 /// Errors: `NotFound` when the file has no such workspace; `Config` when the file does not
 /// parse; `Internal` when it cannot be written.
 pub fn remove_workspace(path: &Path, name: &str) -> Result<()> {
-    let text = std::fs::read_to_string(path)?;
+    let text = fs_err::read_to_string(path)?;
     let mut doc: toml_edit::DocumentMut =
         text.parse().map_err(|e| Error::config(format!("{} is not valid TOML: {e}", path.display())))?;
     let removed =
@@ -758,17 +758,17 @@ pub fn remove_workspace(path: &Path, name: &str) -> Result<()> {
     let new = doc.to_string();
     Config::parse(&new)?;
     let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, &new)?;
+    fs_err::write(&tmp, &new)?;
     // The new file is the old one's: its mode and owners (the server's group may read it).
-    let was = std::fs::metadata(path)?;
-    std::fs::set_permissions(&tmp, was.permissions())?;
+    let was = fs_err::metadata(path)?;
+    fs_err::set_permissions(&tmp, was.permissions())?;
     {
         use std::os::unix::fs::MetadataExt;
         // Only root may give a file away; anyone else already owns what it writes.
         let _ = std::os::unix::fs::chown(&tmp, Some(was.uid()), Some(was.gid()));
     }
     std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    fs_err::rename(&tmp, path)?;
     Ok(())
 }
 
@@ -811,8 +811,8 @@ mod tests {
     #[test]
     fn every_config_key_is_in_the_reference() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let source = std::fs::read_to_string(root.join("src/config.rs")).unwrap();
-        let docs = std::fs::read_to_string(root.join("docs/reference/configuration.md")).unwrap();
+        let source = fs_err::read_to_string(root.join("src/config.rs")).unwrap();
+        let docs = fs_err::read_to_string(root.join("docs/reference/configuration.md")).unwrap();
         let mut missing = Vec::new();
         let mut checked = 0;
         for table in source.split("rename_all = \"kebab-case\")]").skip(1) {

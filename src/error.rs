@@ -289,9 +289,23 @@ impl From<std::io::Error> for Error {
             std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
             std::io::ErrorKind::Interrupted => ErrorKind::Interrupted,
-            std::io::ErrorKind::PermissionDenied => return permission_denied(),
+            std::io::ErrorKind::PermissionDenied => {
+                let advice = permission_denied();
+                return Error::new(advice.kind(), format!("{e}; {}", advice.message()));
+            }
+            // The machine, not tidemark: a full disk or quota, a read-only file system.
+            std::io::ErrorKind::StorageFull
+            | std::io::ErrorKind::QuotaExceeded
+            | std::io::ErrorKind::ReadOnlyFilesystem
+            | std::io::ErrorKind::FileTooLarge => {
+                return Error::new(
+                    ErrorKind::Unavailable,
+                    format!("{e}: make room (or write access) there, then retry"),
+                );
+            }
             _ => ErrorKind::Internal,
         };
+        // fs-err's errors name the path ("failed to open file `/x`: ...").
         Error::new(kind, format!("I/O error: {e}"))
     }
 }
@@ -398,7 +412,7 @@ mod tests {
     #[test]
     fn the_error_table_in_the_docs_is_the_codes() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/errors.md");
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = fs_err::read_to_string(&path).unwrap();
         let rows: Vec<Vec<String>> = text
             .lines()
             .skip_while(|l| !l.starts_with("| kind |"))
@@ -420,6 +434,16 @@ mod tests {
         documented.sort_by_key(by_exit);
         code.sort_by_key(by_exit);
         assert_eq!(documented, code, "docs/reference/errors.md's table and ErrorKind differ");
+    }
+
+    #[test]
+    fn io_errors_name_their_path_and_the_machines_kind() {
+        let missing = Error::from(fs_err::read_to_string("/nonexistent-tidemark/x.toml").unwrap_err());
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        assert!(missing.report().contains("/nonexistent-tidemark/x.toml"), "{}", missing.report());
+        let full = Error::from(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert_eq!(full.kind(), ErrorKind::Unavailable);
+        assert_ne!(Error::from(std::io::Error::other("?")).kind(), ErrorKind::Unavailable);
     }
 
     #[test]

@@ -56,7 +56,7 @@ impl Identities {
     pub fn load(source: &IdentitySource) -> Result<Identities> {
         let (text, origin) = match source {
             IdentitySource::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
+                let text = fs_err::read_to_string(path).map_err(|e| {
                     Error::new(ErrorKind::Key, format!("cannot read the age identity file {}: {e}", path.display()))
                 })?;
                 (text, path.display().to_string())

@@ -91,7 +91,7 @@ impl Cluster {
         for (k, v) in &opts.settings {
             conf.push_str(&format!("{k} = {}\n", crate::pg::conf_quote(v)));
         }
-        std::fs::write(self.data.join("postgresql.auto.conf"), conf)?;
+        fs_err::write(self.data.join("postgresql.auto.conf"), conf)?;
         Ok(())
     }
 
@@ -225,7 +225,7 @@ pub fn stop_data_dir_now(bin_dir: Option<&Path>, data: &Path) -> Result<()> {
 
 /// The last lines of a server log, for error messages.
 pub fn log_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let text = fs_err::read_to_string(log).unwrap_or_default();
     let tail: Vec<&str> = text.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
     tail.join("\n")
 }

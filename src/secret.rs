@@ -51,7 +51,7 @@ impl Secret {
             std::env::var(var)
                 .map_err(|_| Error::config(format!("the environment variable {var} (named as env:{var}) is not set")))
         } else if let Some(path) = self.0.strip_prefix("file:") {
-            std::fs::read_to_string(path)
+            fs_err::read_to_string(path)
                 .map(|s| s.trim_end_matches(['\n', '\r']).to_string())
                 .map_err(|e| Error::config(format!("cannot read the secret file {path}: {e}")))
         } else {

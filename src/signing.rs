@@ -100,7 +100,7 @@ impl SigningSecret {
 
     /// Reads a key file (PKCS#8 PEM). Errors: `Key`, naming the file, never its content.
     pub fn load(path: &Path) -> Result<SigningSecret> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = fs_err::read_to_string(path).map_err(|e| {
             Error::new(ErrorKind::Key, format!("cannot read the signing key file {}: {e}", path.display()))
         })?;
         SigningKey::from_pkcs8_pem(text.trim()).map(SigningSecret).map_err(|_| {
@@ -306,12 +306,12 @@ mod tests {
         let key = SigningSecret::generate();
         key.write_new_file(&path).unwrap();
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs_err::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(SigningSecret::load(&path).unwrap().public(), key.public());
         assert_eq!(key.write_new_file(&path).unwrap_err().kind(), ErrorKind::AlreadyExists);
         assert_eq!(SignerKey::parse(&key.public().to_string()).unwrap(), key.public());
         assert!(key.public().to_pem().starts_with("-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEA"));
-        std::fs::write(dir.path().join("bad"), "-----BEGIN PRIVATE KEY-----\nsecretsecret\n").unwrap();
+        fs_err::write(dir.path().join("bad"), "-----BEGIN PRIVATE KEY-----\nsecretsecret\n").unwrap();
         let err = SigningSecret::load(&dir.path().join("bad")).unwrap_err();
         assert!(!err.message().contains("secretsecret"));
         assert_eq!(SignerKey::parse("nope").unwrap_err().kind(), ErrorKind::Key);

@@ -174,9 +174,9 @@ mod tests {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/openapi.json");
         let generated = super::document();
         if std::env::var_os("TIDEMARK_WRITE_OPENAPI").is_some() {
-            std::fs::write(&path, &generated).unwrap();
+            fs_err::write(&path, &generated).unwrap();
         }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        let committed = fs_err::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == generated,
             "docs/openapi.json differs from the API's code: run `TIDEMARK_WRITE_OPENAPI=1 cargo test --lib openapi` \
@@ -217,9 +217,9 @@ mod tests {
         }
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/api.md");
         if std::env::var_os("TIDEMARK_WRITE_DOCS").is_some() {
-            std::fs::write(&path, &text).unwrap();
+            fs_err::write(&path, &text).unwrap();
         }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        let committed = fs_err::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == text,
             "docs/reference/api.md differs from the API: run `TIDEMARK_WRITE_DOCS=1 cargo test --lib openapi` and commit it"

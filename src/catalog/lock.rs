@@ -82,7 +82,7 @@ pub fn lock_path(catalog: &Path, workspace: &str) -> PathBuf {
 
 /// Who holds the lock now, if it says (`None`: free, or a holder that wrote nothing yet).
 pub fn holder(catalog: &Path, workspace: &str) -> Option<Holder> {
-    let text = std::fs::read_to_string(lock_path(catalog, workspace)).ok()?;
+    let text = fs_err::read_to_string(lock_path(catalog, workspace)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
@@ -105,7 +105,7 @@ impl WorkspaceLock {
             Error::new(ErrorKind::Unavailable, format!("cannot use the workspace lock {}: {e}", path.display()))
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(unavailable)?;
+            fs_err::create_dir_all(dir).map_err(unavailable)?;
         }
         let mut file = std::fs::File::options()
             .create(true)

@@ -122,7 +122,7 @@ impl Catalog {
         match locked {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = fs_err::read_to_string(&path).unwrap_or_default();
                 let holder = if holder.trim().is_empty() { "its pid is not recorded" } else { holder.trim() };
                 return Err(Error::new(
                     ErrorKind::Refused,
@@ -151,7 +151,7 @@ impl Catalog {
     /// message names the file).
     pub async fn open(path: &Path) -> Result<Catalog> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| catalog_error(path, "cannot create its folder", e))?;
+            fs_err::create_dir_all(parent).map_err(|e| catalog_error(path, "cannot create its folder", e))?;
         }
         // Creating a catalog (switching it to WAL, creating its tables) must not race with
         // another process opening it at the same moment (the daemon starting while an
@@ -196,11 +196,11 @@ impl Catalog {
     pub fn move_aside(path: &Path) -> Result<PathBuf> {
         let stamp = Utc::now().format("%Y%m%dT%H%M%SZ");
         let aside = PathBuf::from(format!("{}.damaged-{stamp}", path.display()));
-        std::fs::rename(path, &aside).map_err(|e| catalog_error(path, "cannot move it aside", e))?;
+        fs_err::rename(path, &aside).map_err(|e| catalog_error(path, "cannot move it aside", e))?;
         for suffix in ["-wal", "-shm"] {
             let side = PathBuf::from(format!("{}{suffix}", path.display()));
             if side.exists() {
-                let _ = std::fs::rename(&side, format!("{}{suffix}", aside.display()));
+                let _ = fs_err::rename(&side, format!("{}{suffix}", aside.display()));
             }
         }
         Ok(aside)
@@ -223,7 +223,7 @@ mod tests {
     async fn a_damaged_catalog_is_named_and_can_be_moved_aside() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("catalog.sqlite");
-        std::fs::write(&path, vec![b'x'; 8192]).unwrap();
+        fs_err::write(&path, vec![b'x'; 8192]).unwrap();
         let e = Catalog::open(&path).await.map(|_| ()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Integrity, "{}", e.report());
         let aside = Catalog::move_aside(&path).unwrap();
@@ -424,7 +424,7 @@ mod tests {
     #[tokio::test]
     async fn an_unusable_path_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("file"), "x").unwrap();
+        fs_err::write(dir.path().join("file"), "x").unwrap();
         let err = Catalog::open(&dir.path().join("file/catalog.sqlite")).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable);
         assert!(err.message().contains("catalog.sqlite"), "{}", err.message());

@@ -30,7 +30,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
     )
     .await?;
     if let Some(path) = &args.junit {
-        std::fs::write(path, report.drill.junit())
+        fs_err::write(path, report.drill.junit())
             .map_err(|e| Error::internal(format!("cannot write the JUnit report {}: {e}", path.display())))?;
     }
     if json {

@@ -44,7 +44,7 @@ struct Line {
 }
 
 fn command_lines(path: &Path) -> Vec<Line> {
-    let text = std::fs::read_to_string(path).unwrap();
+    let text = fs_err::read_to_string(path).unwrap();
     let file = path.strip_prefix(root()).unwrap().display().to_string();
     let mut lines = Vec::new();
     let mut in_block = false;
@@ -190,7 +190,7 @@ fn slug(heading: &str) -> String {
 }
 
 fn anchors(path: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let text = fs_err::read_to_string(path).unwrap_or_default();
     let mut in_block = false;
     let mut found = Vec::new();
     for line in text.lines() {
@@ -209,7 +209,7 @@ fn every_relative_link_and_anchor_in_the_docs_resolves() {
     let mut broken = Vec::new();
     let mut checked = 0;
     for path in doc_files() {
-        let text = std::fs::read_to_string(&path).unwrap();
+        let text = fs_err::read_to_string(&path).unwrap();
         let file = path.strip_prefix(root()).unwrap().display().to_string();
         for target in link(&text) {
             if target.contains("://") || target.starts_with("mailto:") {
@@ -268,9 +268,9 @@ fn the_cli_reference_is_what_the_definitions_generate() {
     );
     let path = root().join("docs/reference/cli.md");
     if std::env::var_os("TIDEMARK_WRITE_DOCS").is_some() {
-        std::fs::write(&path, &generated).unwrap();
+        fs_err::write(&path, &generated).unwrap();
     }
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let committed = fs_err::read_to_string(&path).unwrap_or_default();
     assert!(
         committed == generated,
         "docs/reference/cli.md differs from the CLI's definitions: run `TIDEMARK_WRITE_DOCS=1 cargo test --bin \

@@ -86,7 +86,7 @@ pub async fn run(global: &Global, args: DrillArgs) -> Result<()> {
     let opts = DrillOptions::new(&workspace, source);
     let report = drill_recorded(&core, &opts, &global.actor()).await;
     let write_junit = |xml: String| match &args.junit {
-        Some(path) => std::fs::write(path, xml)
+        Some(path) => fs_err::write(path, xml)
             .map_err(|e| Error::internal(format!("cannot write the JUnit report {}: {e}", path.display()))),
         None => Ok(()),
     };

@@ -135,7 +135,7 @@ pub async fn run(global: &Global, cmd: StacksCommand) -> Result<()> {
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
                 (text, "standard input".to_string())
             } else {
-                let text = std::fs::read_to_string(&file)
+                let text = fs_err::read_to_string(&file)
                     .map_err(|e| tidemark::Error::usage(format!("cannot read {}: {e}", file.display())))?;
                 (text, file.display().to_string())
             };

@@ -188,7 +188,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             }
             let fetched = async {
                 if prefetched {
-                    return Ok(std::fs::metadata(&dest)?.len());
+                    return Ok(fs_err::metadata(&dest)?.len());
                 }
                 wal::fetch(&global.core().await?, workspace.as_deref(), &name, &dest, streamed.as_deref()).await
             }

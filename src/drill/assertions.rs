@@ -136,7 +136,7 @@ pub fn load_dirs(dirs: &[PathBuf]) -> Result<Vec<Assertion>> {
 }
 
 fn load_file(path: &Path) -> Result<Vec<Assertion>> {
-    let text = std::fs::read_to_string(path)
+    let text = fs_err::read_to_string(path)
         .map_err(|e| Error::config(format!("cannot read the restore test {}: {e}", path.display())))?;
     let label = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     parse(&label, &text)

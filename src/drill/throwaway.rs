@@ -35,7 +35,7 @@ impl ScratchDir {
     ///
     /// Errors: `Internal` when the folder cannot be created or locked.
     pub fn create(root: &Path, label: &str) -> Result<ScratchDir> {
-        std::fs::create_dir_all(root)
+        fs_err::create_dir_all(root)
             .map_err(|e| Error::internal(format!("cannot create the scratch folder {}: {e}", root.display())))?;
         let path = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}-", sanitize(label)))
@@ -44,13 +44,13 @@ impl ScratchDir {
             .keep();
         // The server user (when tidemark is root) must reach the cluster folders inside.
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o711))?;
+        fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o711))?;
         // Locked before it gets its name: another drill looking for leftovers never finds
         // `drill.lock` unlocked in a folder that is just being set up.
         let unnamed = path.join(format!(".{LOCK_FILE}"));
         let lock = File::create(&unnamed)?;
         lock.try_lock().map_err(|e| Error::internal(format!("cannot lock {}: {e}", path.display())))?;
-        std::fs::rename(&unnamed, path.join(LOCK_FILE))?;
+        fs_err::rename(&unnamed, path.join(LOCK_FILE))?;
         Ok(ScratchDir { path, _lock: lock })
     }
 
@@ -63,7 +63,7 @@ impl ScratchDir {
     /// Errors: `Internal` naming the folder when it cannot be deleted.
     pub fn remove(self, bin_dir: Option<&Path>) -> Result<()> {
         stop_everything_below(&self.path, bin_dir);
-        std::fs::remove_dir_all(&self.path).map_err(|e| {
+        fs_err::remove_dir_all(&self.path).map_err(|e| {
             Error::internal(format!("cannot remove the drill folder {}: {e}; delete it by hand", self.path.display()))
         })
     }
@@ -91,7 +91,7 @@ pub fn remove_leftover_dirs(root: &Path, bin_dir: Option<&Path>) -> Vec<String> 
             Err(_) => {}
         }
         stop_everything_below(&path, bin_dir);
-        match std::fs::remove_dir_all(&path) {
+        match fs_err::remove_dir_all(&path) {
             Ok(()) => {
                 tracing::info!(folder = %path.display(), "removed the leftover of a crashed drill");
                 removed.push(path.display().to_string());
@@ -103,7 +103,7 @@ pub fn remove_leftover_dirs(root: &Path, bin_dir: Option<&Path>) -> Vec<String> 
 }
 
 fn older_than(path: &Path, age: std::time::Duration) -> bool {
-    std::fs::metadata(path).and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() > age).unwrap_or(true)
+    fs_err::metadata(path).and_then(|m| m.modified()).map(|t| t.elapsed().unwrap_or_default() > age).unwrap_or(true)
 }
 
 /// Stops every server below `dir`, and waits (up to a minute) until no process works in it
@@ -134,7 +134,7 @@ fn processes_in(dir: &Path) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .filter(|pid| *pid != own)
         .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
+            fs_err::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|cmd| cmd.windows(needle.len()).any(|w| w == needle.as_slice()))
         })
         .collect()
@@ -320,13 +320,13 @@ mod tests {
         // A process that keeps its command line: `sh -c "sleep 30" sh FILE` does not, as the
         // shell may exec sleep in its place.
         let marker = dir.path().join("x");
-        std::fs::write(&marker, "").unwrap();
+        fs_err::write(&marker, "").unwrap();
         let mut child = std::process::Command::new("tail").arg("-f").arg(&marker).spawn().unwrap();
         // spawn() returns when the child has begun its exec, and its new command line may
         // still be unset for a moment on a busy machine.
         let cmdline = format!("/proc/{}/cmdline", child.id());
         for _ in 0..500 {
-            if std::fs::read(&cmdline).is_ok_and(|c| c.starts_with(b"tail")) {
+            if fs_err::read(&cmdline).is_ok_and(|c| c.starts_with(b"tail")) {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -343,7 +343,7 @@ mod tests {
         let running = ScratchDir::create(root.path(), "shop").unwrap();
         let crashed = ScratchDir::create(root.path(), "shop").unwrap();
         let crashed_path = crashed.path().to_path_buf();
-        std::fs::write(crashed_path.join("restored.txt"), "x").unwrap();
+        fs_err::write(crashed_path.join("restored.txt"), "x").unwrap();
         drop(crashed); // its lock is released, as when the process dies
         // A child that another test is forking at this moment holds a copy of the lock's
         // descriptor until its exec closes it: give that moment time to pass.

@@ -199,7 +199,7 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
     };
     // The entry must fit the file before anything is restored.
     let text = render_workspace(&entry, &branch);
-    let current = std::fs::read_to_string(&config.path)?;
+    let current = fs_err::read_to_string(&config.path)?;
     Config::parse(&format!("{current}{text}"))?;
 
     let target = live.with_database(&db);

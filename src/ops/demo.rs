@@ -82,7 +82,7 @@ pub async fn demo(
                     format!("{} is not empty; demo --keep writes a new repository and config there", dir.display()),
                 ));
             }
-            std::fs::create_dir_all(dir)?;
+            fs_err::create_dir_all(dir)?;
             Work::Kept(std::path::absolute(dir)?)
         }
         None => Work::Temp(tempfile::Builder::new().prefix("tidemark-demo-").tempdir()?),
@@ -148,7 +148,7 @@ pub async fn demo(
     };
     if let Some(file) = &identity_file {
         identity.write_new_file(file)?;
-        std::fs::write(&config.path, config.config.render_initial())?;
+        fs_err::write(&config.path, config.config.render_initial())?;
     }
     let mut core =
         Core::from_parts(config, repo, Some(recipients), Some(identity.identities())).with_progress(progress.clone());
@@ -215,8 +215,8 @@ pub async fn demo(
     let media_identical = media_files > 0 && read_tree(&media_dir)? == read_tree(&media_target)?;
 
     say("running a restore drill of the snapshot: a second throwaway cluster, every check, then removed...");
-    std::fs::create_dir_all(work.path().join("shop-restore-tests"))?;
-    std::fs::write(work.path().join("shop-restore-tests/shop.sql"), DEMO_RESTORE_TESTS)?;
+    fs_err::create_dir_all(work.path().join("shop-restore-tests"))?;
+    fs_err::write(work.path().join("shop-restore-tests/shop.sql"), DEMO_RESTORE_TESTS)?;
     let drill_opts = super::drill::DrillOptions {
         record: false,
         ..super::drill::DrillOptions::new("shop", super::drill::DrillSource::Snapshot(Some(manifest.id.clone())))
@@ -258,13 +258,13 @@ pub async fn demo(
 fn write_sample_media(root: &std::path::Path) -> Result<()> {
     for i in 1..=12u32 {
         let dir = root.join("products").join(format!("{i:03}"));
-        std::fs::create_dir_all(&dir)?;
+        fs_err::create_dir_all(&dir)?;
         let bytes: Vec<u8> =
             (0..64 * 1024u32).map(|j| (j.wrapping_mul(2654435761).wrapping_add(i) >> 11) as u8).collect();
-        std::fs::write(dir.join("photo.jpg"), bytes)?;
+        fs_err::write(dir.join("photo.jpg"), bytes)?;
     }
-    std::fs::create_dir_all(root.join("docs"))?;
-    std::fs::write(root.join("docs/terms of service.pdf"), "%PDF-1.4 tidemark demo terms\n".repeat(2000))?;
+    fs_err::create_dir_all(root.join("docs"))?;
+    fs_err::write(root.join("docs/terms of service.pdf"), "%PDF-1.4 tidemark demo terms\n".repeat(2000))?;
     Ok(())
 }
 
@@ -278,7 +278,7 @@ fn read_tree(root: &std::path::Path) -> Result<Vec<(std::path::PathBuf, Vec<u8>)
             if path.is_dir() {
                 folders.push(path);
             } else {
-                let bytes = std::fs::read(&path)?;
+                let bytes = fs_err::read(&path)?;
                 out.push((path.strip_prefix(root).unwrap_or(&path).to_path_buf(), bytes));
             }
         }

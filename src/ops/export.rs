@@ -118,7 +118,7 @@ async fn export_jsonl(core: &Core, opts: &ExportOptions) -> Result<ExportReport>
         workspace: opts.workspace.clone(),
         snapshot: String::new(),
         file: opts.to.display().to_string(),
-        bytes: std::fs::metadata(&opts.to)?.len(),
+        bytes: fs_err::metadata(&opts.to)?.len(),
         encrypted_to,
         tables: 1,
         rows,

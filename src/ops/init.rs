@@ -68,7 +68,7 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
     let mut generated = None;
     let identity_file = match &opts.identity {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
+            let text = fs_err::read_to_string(path).map_err(|e| {
                 Error::new(ErrorKind::Key, format!("cannot read the identity file {}: {e}", path.display()))
             })?;
             crate::keys::Identities::parse(&text, &path.display().to_string())?;
@@ -98,7 +98,7 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         Err(e) => {
             // Nothing is left behind: not the identity generated above either.
             if let Some(path) = &generated {
-                let _ = std::fs::remove_file(path);
+                let _ = fs_err::remove_file(path);
             }
             return Err(e);
         }
@@ -132,10 +132,10 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
     .await;
     if let Err(e) = created {
         if let Some(path) = &generated {
-            let _ = std::fs::remove_file(path);
+            let _ = fs_err::remove_file(path);
         }
         if generated_signing {
-            let _ = std::fs::remove_file(&signing_key);
+            let _ = fs_err::remove_file(&signing_key);
         }
         return Err(e);
     }

@@ -427,7 +427,7 @@ pub fn job_end(r: &InPlaceReport) -> crate::catalog::JobEnd {
     let bytes = match (&r.restore, &r.point_in_time) {
         (Some(restore), _) => restore.stored_bytes,
         (None, Some(pitr)) => pitr.stored_bytes,
-        (None, None) => r.import.as_ref().map_or(0, |i| std::fs::metadata(&i.file).map_or(0, |m| m.len())),
+        (None, None) => r.import.as_ref().map_or(0, |i| fs_err::metadata(&i.file).map_or(0, |m| m.len())),
     };
     crate::catalog::JobEnd { snapshot_id: r.snapshot.clone(), bytes: Some(bytes), ..Default::default() }
 }

@@ -143,7 +143,7 @@ impl MediaSwap {
     pub(super) async fn discard_incoming(&self) {
         match self {
             MediaSwap::Folders { incoming, .. } => {
-                let _ = std::fs::remove_dir_all(incoming);
+                let _ = fs_err::remove_dir_all(incoming);
             }
             MediaSwap::Store { root, incoming, .. } => {
                 let _ = root.remove_all(incoming).await;
@@ -158,7 +158,7 @@ impl MediaSwap {
     pub(super) async fn switch(&self) -> Result<()> {
         match self {
             MediaSwap::Folders { live, incoming, aside, .. } => {
-                std::fs::create_dir_all(live)?;
+                fs_err::create_dir_all(live)?;
                 swap_folders(live, incoming, aside)
             }
             MediaSwap::Store { root, live, incoming, aside, .. } => {
@@ -243,7 +243,7 @@ impl MediaSwap {
     /// Errors: those of the file system or the store.
     pub(super) async fn drop_aside(&self) -> Result<()> {
         match self {
-            MediaSwap::Folders { aside, .. } => Ok(std::fs::remove_dir_all(aside)?),
+            MediaSwap::Folders { aside, .. } => Ok(fs_err::remove_dir_all(aside)?),
             MediaSwap::Store { root, aside, .. } => {
                 root.remove_all(aside).await?;
                 root.delete(&marker(aside)).await
@@ -315,7 +315,7 @@ async fn clear_live(root: &BucketRoot, prefix: &str) -> Result<()> {
 }
 
 fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to).map_err(|e| {
+    fs_err::rename(from, to).map_err(|e| {
         Error::new(ErrorKind::Unavailable, format!("cannot rename {} to {}: {e}", from.display(), to.display()))
     })
 }
@@ -342,7 +342,7 @@ fn swap_folders(live: &Path, incoming: &Path, aside: &Path) -> Result<()> {
     rename(live, aside)?;
     crate::faults::point("media-moved-aside");
     if let Err(e) = rename(incoming, live) {
-        let _ = std::fs::rename(aside, live);
+        let _ = fs_err::rename(aside, live);
         return Err(e);
     }
     Ok(())

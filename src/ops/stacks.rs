@@ -276,7 +276,7 @@ pub async fn import(core: &Core, opts: &StackImportOptions, actor: &Actor) -> Re
                 return Err(Error::usage(format!("{} is not a <name>.json file", path.display())));
             };
             let stack = StackRef::parse(&format!("{kind}/{stem}"))?;
-            let text = std::fs::read_to_string(&path)
+            let text = fs_err::read_to_string(&path)
                 .map_err(|e| Error::usage(format!("cannot read {}: {e}", path.display())))?;
             let doc = Document::parse(&text, &path.display().to_string())?;
             docs.push((path, stack, doc));
@@ -314,11 +314,11 @@ pub async fn export(core: &Core, opts: &StackExportOptions, _actor: &Actor) -> R
         }
         let (_, doc) = log::read(&mut conn, &stack, selector).await?;
         let folder = dir.join(&stack.kind);
-        std::fs::create_dir_all(&folder)?;
+        fs_err::create_dir_all(&folder)?;
         let path = folder.join(format!("{}.json", stack.name));
         let mut text = serde_json::to_string_pretty(&doc.value).expect("a Value serializes");
         text.push('\n');
-        std::fs::write(&path, text)?;
+        fs_err::write(&path, text)?;
         written.push(path);
     }
     Ok(written)

@@ -46,7 +46,7 @@ pub async fn push_async(
         match spool.answer(&name, path) {
             Answer::Stored => {
                 let sha256 = spool.stored_sha256(&name).unwrap_or_default();
-                let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                let bytes = fs_err::metadata(path).map(|m| m.len()).unwrap_or(0);
                 return Ok(Pushed { name, sha256, bytes, stored: true, reach: None });
             }
             Answer::Failed(message) => {
@@ -320,7 +320,7 @@ fn installed_copies(this: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut dirs: Vec<std::path::PathBuf> =
         std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
     dirs.extend(["/usr/local/bin", "/usr/bin"].map(std::path::PathBuf::from));
-    let real = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let real = |p: &std::path::Path| fs_err::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let mut copies = vec![this.to_path_buf()];
     let mut seen = vec![real(this)];
     for dir in dirs {

@@ -40,7 +40,7 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
     let ws = WorkspaceConfig { password, media: opts.media.clone(), ..WorkspaceConfig::at(opts.database_url.clone()) };
     let text = render_workspace(&opts.name, &ws);
     // Validate the whole file as it will be before touching it.
-    let current = std::fs::read_to_string(&config.path)?;
+    let current = fs_err::read_to_string(&config.path)?;
     Config::parse(&format!("{current}{text}"))?;
     let mut file = std::fs::OpenOptions::new().append(true).open(&config.path)?;
     file.write_all(text.as_bytes())?;

@@ -429,7 +429,7 @@ impl Repository {
     /// Removes a leftover found by [`Repository::stale_uploads`] (gone already is fine).
     pub async fn remove_stale_upload(&self, stale: &StaleUpload) -> Result<()> {
         match (&stale.leftover, &self.s3) {
-            (Leftover::File(file), _) => match std::fs::remove_file(file) {
+            (Leftover::File(file), _) => match fs_err::remove_file(file) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
                 _ => Ok(()),
             },

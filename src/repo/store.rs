@@ -338,7 +338,7 @@ pub fn open(cfg: &RepositoryConfig, create: bool) -> Result<OpenedStore> {
                 .to_file_path()
                 .map_err(|()| Error::config(format!("repository.url {:?} is not a local path", cfg.url)))?;
             if create {
-                std::fs::create_dir_all(&root)
+                fs_err::create_dir_all(&root)
                     .map_err(|e| Error::config(format!("cannot create {}: {e}", root.display())))?;
             } else if !root.is_dir() {
                 return Err(Error::not_found(format!(

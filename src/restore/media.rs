@@ -31,7 +31,7 @@ impl MediaTarget {
                 }
                 _ => PathBuf::from(target),
             };
-            std::fs::create_dir_all(&path)
+            fs_err::create_dir_all(&path)
                 .map_err(|e| Error::usage(format!("cannot create the media target {}: {e}", path.display())))?;
             return Ok(MediaTarget::Folder(path));
         }
@@ -104,16 +104,16 @@ fn prepare_folder(root: &Path, rel: &str) -> Result<(PathBuf, PathBuf)> {
     let mut dir = root.to_path_buf();
     for seg in parents {
         dir.push(seg);
-        match std::fs::symlink_metadata(&dir) {
+        match fs_err::symlink_metadata(&dir) {
             Ok(m) if m.file_type().is_symlink() => return Err(refused(rel, &dir, "is a symlink")),
             Ok(m) if !m.is_dir() => return Err(refused(rel, &dir, "is not a folder")),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs_err::create_dir(&dir)?,
             Err(e) => return Err(e.into()),
         }
     }
     let file = dir.join(name);
-    if let Ok(m) = std::fs::symlink_metadata(&file)
+    if let Ok(m) = fs_err::symlink_metadata(&file)
         && (m.file_type().is_symlink() || m.is_dir())
     {
         return Err(refused(rel, &file, "is a symlink or a folder"));

@@ -84,7 +84,7 @@ pub struct Policy {
 impl Policy {
     /// Reads a policy file. Errors: `Config` naming the file, the line and what is wrong.
     pub fn load(path: &Path) -> Result<Policy> {
-        let text = std::fs::read_to_string(path)
+        let text = fs_err::read_to_string(path)
             .map_err(|e| Error::config(format!("cannot read the policy {}: {e}", path.display())))?;
         let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or("policy").to_string();
         Policy::parse(&name, &text).map_err(|e| {

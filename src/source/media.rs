@@ -168,7 +168,7 @@ fn list_folder(root: &std::path::Path) -> Result<Listing> {
             let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
             let skip = |reason: String| Skipped { path: path.clone(), reason };
             // `symlink_metadata`: the entry itself, never what a link points to.
-            let meta = match std::fs::symlink_metadata(entry.path()) {
+            let meta = match fs_err::symlink_metadata(entry.path()) {
                 Ok(m) => m,
                 Err(e) => {
                     listing.skipped.push(skip(format!("cannot be read: {e}")));
@@ -177,7 +177,7 @@ fn list_folder(root: &std::path::Path) -> Result<Listing> {
             };
             let kind = meta.file_type();
             if kind.is_symlink() {
-                let target = std::fs::read_link(entry.path()).map(|t| t.display().to_string()).unwrap_or_default();
+                let target = fs_err::read_link(entry.path()).map(|t| t.display().to_string()).unwrap_or_default();
                 listing.skipped.push(skip(format!("is a symlink (to {target}); symlinks are not followed")));
             } else if kind.is_dir() {
                 match std::fs::read_dir(entry.path()) {
@@ -206,7 +206,7 @@ fn open_inside(root: &std::path::Path, rel: &str) -> std::result::Result<std::fs
     use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
     validate_path(rel).map_err(|e| e.message().to_string())?;
-    let real_root = std::fs::canonicalize(root).map_err(|e| format!("the media folder cannot be read: {e}"))?;
+    let real_root = fs_err::canonicalize(root).map_err(|e| format!("the media folder cannot be read: {e}"))?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
@@ -216,7 +216,7 @@ fn open_inside(root: &std::path::Path, rel: &str) -> std::result::Result<std::fs
             _ if e.kind() == std::io::ErrorKind::NotFound => "was deleted while the snapshot ran".into(),
             _ => format!("cannot be read: {e}"),
         })?;
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+    let real = fs_err::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
         .map_err(|e| format!("cannot be checked: {e}"))?;
     if !real.starts_with(&real_root) {
         return Err(format!("leads outside the media folder (to {}); not read", real.display()));
@@ -254,7 +254,7 @@ impl HashCache {
         let file = dir.map(|d| d.join(repository_id).join(format!("{workspace}.media.json")));
         let mut cache: HashCache = file
             .as_ref()
-            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|f| fs_err::read(f).ok())
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
         cache.file = file;
@@ -282,10 +282,10 @@ impl HashCache {
         self.entries.retain(|k, _| keep.contains(k.as_str()));
         let Some(file) = self.file.clone() else { return };
         let result = (|| -> std::io::Result<()> {
-            std::fs::create_dir_all(file.parent().expect("cache file has a folder"))?;
+            fs_err::create_dir_all(file.parent().expect("cache file has a folder"))?;
             let tmp = file.with_extension("json.tmp");
-            std::fs::write(&tmp, serde_json::to_vec(&self).expect("cache serializes"))?;
-            std::fs::rename(&tmp, &file)
+            fs_err::write(&tmp, serde_json::to_vec(&self).expect("cache serializes"))?;
+            fs_err::rename(&tmp, &file)
         })();
         if let Err(e) = result {
             tracing::warn!("could not write the media hash cache {}: {e}", file.display());
@@ -329,10 +329,10 @@ mod tests {
     fn files_are_opened_only_inside_the_folder_and_never_through_a_link() {
         let dir = tempfile::tempdir().unwrap();
         let (root, outside) = (dir.path().join("media"), dir.path().join("outside"));
-        std::fs::create_dir_all(root.join("real")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(root.join("real/a.txt"), b"inside").unwrap();
-        std::fs::write(outside.join("a.txt"), b"outside").unwrap();
+        fs_err::create_dir_all(root.join("real")).unwrap();
+        fs_err::create_dir_all(&outside).unwrap();
+        fs_err::write(root.join("real/a.txt"), b"inside").unwrap();
+        fs_err::write(outside.join("a.txt"), b"outside").unwrap();
         assert!(open_inside(&root, "real/a.txt").is_ok());
         // A folder on the way that is a link (swapped in after the listing, say).
         std::os::unix::fs::symlink(&outside, root.join("sub")).unwrap();

@@ -68,17 +68,17 @@ impl PushSpool {
     /// has a `.ok` for, so it then pushes this file on its next round).
     pub fn answer(&self, name: &str, path: &Path) -> Answer {
         let ok = self.dir.join(format!("{name}.ok"));
-        if let Ok(text) = std::fs::read_to_string(&ok) {
+        if let Ok(text) = fs_err::read_to_string(&ok) {
             let record = text.split_once(' ').map(|(_, file)| file.trim());
             if record.is_some() && record == FileId::of(path).ok().map(|id| id.0).as_deref() {
                 return Answer::Stored;
             }
-            let _ = std::fs::remove_file(&ok);
+            let _ = fs_err::remove_file(&ok);
         }
         let failed = self.dir.join(format!("{name}.error"));
-        match std::fs::read_to_string(&failed) {
+        match fs_err::read_to_string(&failed) {
             Ok(message) => {
-                let _ = std::fs::remove_file(&failed);
+                let _ = fs_err::remove_file(&failed);
                 Answer::Failed(message)
             }
             Err(_) => Answer::Pending,
@@ -87,7 +87,7 @@ impl PushSpool {
 
     /// The SHA-256 a `.ok` records (what the pusher stored).
     pub fn stored_sha256(&self, name: &str) -> Option<String> {
-        let text = std::fs::read_to_string(self.dir.join(format!("{name}.ok"))).ok()?;
+        let text = fs_err::read_to_string(self.dir.join(format!("{name}.ok"))).ok()?;
         text.split_once(' ').map(|(sha, _)| sha.to_string())
     }
 
@@ -110,8 +110,8 @@ impl PushSpool {
 
     fn record(&self, name: &str, suffix: &str, text: &str) -> std::io::Result<()> {
         let tmp = self.dir.join(format!(".{name}.{suffix}.tmp"));
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, self.dir.join(format!("{name}.{suffix}")))
+        fs_err::write(&tmp, text)?;
+        fs_err::rename(&tmp, self.dir.join(format!("{name}.{suffix}")))
     }
 
     /// Removes what the spool says about files that are no longer waiting (archived, so
@@ -124,7 +124,7 @@ impl PushSpool {
             if let Some(name) = name
                 && !waiting.contains(name)
             {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = fs_err::remove_file(entry.path());
             }
         }
     }
@@ -214,7 +214,7 @@ struct FileId(String);
 impl FileId {
     fn of(path: &Path) -> std::io::Result<FileId> {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(path)?;
+        let m = fs_err::metadata(path)?;
         Ok(FileId(format!("{}:{}:{}:{}.{}", m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec())))
     }
 }
@@ -257,15 +257,15 @@ mod tests {
     async fn the_pusher_pushes_what_waits_and_records_exactly_what_it_stored() {
         let dir = tempfile::tempdir().unwrap();
         let pg_wal = dir.path().join("pg_wal");
-        std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+        fs_err::create_dir_all(pg_wal.join("archive_status")).unwrap();
         let names = ["000000010000000000000003", "000000010000000000000001", "00000002.history"];
         for n in names {
-            std::fs::write(pg_wal.join(n), n).unwrap();
-            std::fs::write(pg_wal.join("archive_status").join(format!("{n}.ready")), "").unwrap();
+            fs_err::write(pg_wal.join(n), n).unwrap();
+            fs_err::write(pg_wal.join("archive_status").join(format!("{n}.ready")), "").unwrap();
         }
         // Done already, and not a WAL file: neither is pushed.
-        std::fs::write(pg_wal.join("archive_status").join("000000010000000000000000.done"), "").unwrap();
-        std::fs::write(pg_wal.join("archive_status").join("notwal.ready"), "").unwrap();
+        fs_err::write(pg_wal.join("archive_status").join("000000010000000000000000.done"), "").unwrap();
+        fs_err::write(pg_wal.join("archive_status").join("notwal.ready"), "").unwrap();
         let spool = PushSpool::beside(&pg_wal);
         assert_eq!(spool.dir(), dir.path().join("tidemark-push-spool"));
         assert!(spool.needs_pusher().unwrap());
@@ -297,13 +297,13 @@ mod tests {
         assert_eq!(spool.answer("00000002.history", &at("00000002.history")), Answer::Stored);
         // Another file of the same name (a copied data directory: another inode): no.
         let copy = dir.path().join("copy");
-        std::fs::copy(at(one), &copy).unwrap();
+        fs_err::copy(at(one), &copy).unwrap();
         assert_eq!(spool.answer(one, &copy), Answer::Pending);
         assert!(!spool.dir().join(format!("{one}.ok")).exists(), "a stale record is dropped");
         // Written since (another size): no.
         spool.record(one, "ok", &format!("sha {}", FileId::of(&at(one)).unwrap().0)).unwrap();
         assert_eq!(spool.answer(one, &at(one)), Answer::Stored);
-        std::fs::write(at(one), "rewritten, and longer").unwrap();
+        fs_err::write(at(one), "rewritten, and longer").unwrap();
         assert_eq!(spool.answer(one, &at(one)), Answer::Pending);
         match spool.answer("000000010000000000000003", &at("000000010000000000000003")) {
             Answer::Failed(m) => assert!(m.contains("the store is down"), "{m}"),
@@ -317,7 +317,7 @@ mod tests {
         spool.record(one, "ok", "sha x").unwrap();
 
         // Once Postgres marks a file done, its record goes; what still waits keeps its own.
-        std::fs::rename(
+        fs_err::rename(
             pg_wal.join("archive_status/000000010000000000000001.ready"),
             pg_wal.join("archive_status/000000010000000000000001.done"),
         )
@@ -332,7 +332,7 @@ mod tests {
     async fn one_pusher_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let pg_wal = dir.path().join("pg_wal");
-        std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+        fs_err::create_dir_all(pg_wal.join("archive_status")).unwrap();
         let spool = PushSpool::beside(&pg_wal);
         assert!(spool.needs_pusher().unwrap());
         let held = spool.lock_file().unwrap();
@@ -349,14 +349,14 @@ mod tests {
     async fn a_file_written_while_it_is_pushed_is_not_recorded_as_stored() {
         let dir = tempfile::tempdir().unwrap();
         let pg_wal = dir.path().join("pg_wal");
-        std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+        fs_err::create_dir_all(pg_wal.join("archive_status")).unwrap();
         let name = "000000010000000000000001";
-        std::fs::write(pg_wal.join(name), "first").unwrap();
-        std::fs::write(pg_wal.join("archive_status").join(format!("{name}.ready")), "").unwrap();
+        fs_err::write(pg_wal.join(name), "first").unwrap();
+        fs_err::write(pg_wal.join("archive_status").join(format!("{name}.ready")), "").unwrap();
         let spool = PushSpool::beside(&pg_wal);
         let stored = spool
             .run(&pg_wal, 1, Duration::from_millis(50), |path| async move {
-                std::fs::write(&path, "first, then more").unwrap();
+                fs_err::write(&path, "first, then more").unwrap();
                 Ok(pushed(name, "sha of the first version"))
             })
             .await
@@ -372,11 +372,11 @@ mod tests {
     fn only_a_waiting_wal_file_is_left_to_the_pusher() {
         let dir = tempfile::tempdir().unwrap();
         let pg_wal = dir.path().join("pg_wal");
-        std::fs::create_dir_all(pg_wal.join("archive_status")).unwrap();
+        fs_err::create_dir_all(pg_wal.join("archive_status")).unwrap();
         let seg = pg_wal.join("000000010000000000000001");
-        std::fs::write(&seg, "x").unwrap();
+        fs_err::write(&seg, "x").unwrap();
         assert!(!is_waiting(&seg), "no .ready");
-        std::fs::write(pg_wal.join("archive_status/000000010000000000000001.ready"), "").unwrap();
+        fs_err::write(pg_wal.join("archive_status/000000010000000000000001.ready"), "").unwrap();
         assert!(is_waiting(&seg));
         assert!(!is_waiting(&dir.path().join("elsewhere/000000010000000000000001")));
         assert!(!is_waiting(&pg_wal.join("archive_status")));

@@ -124,7 +124,7 @@ pub async fn push_with(
 pub async fn push_partial(repo: &Repository, recipients: &Recipients, workspace: &str, path: &Path) -> Result<Pushed> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
     let older = stored_versions(repo, workspace, &name).await?;
-    let content = tokio::fs::read(path).await?;
+    let content = fs_err::tokio::read(path).await?;
     let sha256 = hex::encode(Sha256::digest(&content));
     if older.contains(&sha256) {
         return Ok(Pushed { name, sha256, bytes: content.len() as u64, stored: false, reach: None });
@@ -182,7 +182,7 @@ async fn store_file(
 ) -> Result<Pushed> {
     // A segment (16 MiB by default) is read once and hashed once; a larger file streams,
     // hashed before and while it is stored.
-    let size = tokio::fs::metadata(path)
+    let size = fs_err::tokio::metadata(path)
         .await
         .map_err(|e| Error::from(e).context(format!("reading the WAL file {}", path.display())))?
         .len();
@@ -346,7 +346,7 @@ pub async fn fetch_with_streamed(
         && let Some(local) =
             [streamed.join(name), streamed.join(format!("{name}.partial"))].into_iter().find(|p| p.exists())
     {
-        match tokio::fs::read(&local).await {
+        match fs_err::tokio::read(&local).await {
             Ok(content) => {
                 let size = content.len() as u64;
                 let whole = local.extension().is_none_or(|e| e != "partial");
@@ -382,9 +382,9 @@ async fn write_then_rename(content: &[u8], dest: &Path) -> Result<()> {
     }
     .await;
     match written {
-        Ok(()) => Ok(tokio::fs::rename(&tmp, dest).await?),
+        Ok(()) => Ok(fs_err::tokio::rename(&tmp, dest).await?),
         Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            let _ = fs_err::tokio::remove_file(&tmp).await;
             Err(e)
         }
     }
@@ -462,11 +462,11 @@ async fn fetch_to(
     .await;
     match written {
         Ok(size) => {
-            tokio::fs::rename(&tmp, dest).await?;
+            fs_err::tokio::rename(&tmp, dest).await?;
             Ok(size)
         }
         Err(e) => {
-            let _ = tokio::fs::remove_file(&tmp).await;
+            let _ = fs_err::tokio::remove_file(&tmp).await;
             Err(e.context(format!("restoring WAL file {name} to {}", dest.display())))
         }
     }

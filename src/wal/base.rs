@@ -518,7 +518,7 @@ mod tests {
         }
         let bytes = builder.into_inner().unwrap();
         let file = dir.path().join("base.tar");
-        std::fs::write(&file, &bytes).unwrap();
+        fs_err::write(&file, &bytes).unwrap();
         let mut child = piped(&format!("cat {}", file.display()));
         let (mut chunks, reader) = read_tar(child.stdout.take().unwrap()).unwrap();
         let mut got = Vec::new();

@@ -50,12 +50,12 @@ impl Spool {
             return false;
         }
         let prefetched = self.dir.join(name);
-        match std::fs::rename(&prefetched, dest) {
+        match fs_err::rename(&prefetched, dest) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
             Err(e) => {
                 tracing::warn!(file = name, error = %e, "cannot use the prefetched WAL file; downloading it");
-                let _ = std::fs::remove_file(&prefetched);
+                let _ = fs_err::remove_file(&prefetched);
                 false
             }
         }
@@ -74,8 +74,8 @@ impl Spool {
             _ => {}
         }
         let tmp = self.dir.join(format!(".{REQUESTED_FILE}-{}", std::process::id()));
-        std::fs::write(&tmp, name)?;
-        std::fs::rename(&tmp, self.dir.join(REQUESTED_FILE))?;
+        fs_err::write(&tmp, name)?;
+        fs_err::rename(&tmp, self.dir.join(REQUESTED_FILE))?;
         let lock = self.lock_file()?;
         Ok(lock.try_lock().is_ok())
     }
@@ -85,7 +85,7 @@ impl Spool {
     }
 
     fn requested(&self) -> Option<String> {
-        std::fs::read_to_string(self.dir.join(REQUESTED_FILE)).ok().map(|s| s.trim().to_string())
+        fs_err::read_to_string(self.dir.join(REQUESTED_FILE)).ok().map(|s| s.trim().to_string())
     }
 
     /// Downloads the `depth` archived segments that follow the newest requested one (on
@@ -161,7 +161,7 @@ impl Spool {
             if let Ok(segment) = Segment::parse(&name, segment_size)
                 && (segment.timeline != current.timeline || segment.number <= current.number)
             {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = fs_err::remove_file(entry.path());
             }
         }
     }
@@ -170,7 +170,7 @@ impl Spool {
     fn remove_unfinished(&self) {
         for entry in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             if entry.file_name().to_string_lossy().contains(".tidemark-") {
-                let _ = std::fs::remove_file(entry.path());
+                let _ = fs_err::remove_file(entry.path());
             }
         }
     }
@@ -190,7 +190,7 @@ impl Spool {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        std::fs::remove_dir_all(&self.dir)
+        fs_err::remove_dir_all(&self.dir)
             .map_err(|e| Error::internal(format!("cannot remove the WAL prefetch folder {}: {e}", self.dir.display())))
     }
 }
@@ -206,12 +206,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::new(dir.path().join("spool"));
         assert!(spool.request("000000010000000000000003").unwrap(), "no prefetcher runs yet");
-        std::fs::write(spool.dir().join("000000010000000000000004"), "wal").unwrap();
+        fs_err::write(spool.dir().join("000000010000000000000004"), "wal").unwrap();
         let dest = dir.path().join("RECOVERYXLOG");
         assert!(!spool.take("000000010000000000000005", &dest), "not prefetched");
         assert!(!spool.take("../requested", &dest), "never a path");
         assert!(spool.take("000000010000000000000004", &dest));
-        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "wal");
+        assert_eq!(fs_err::read_to_string(&dest).unwrap(), "wal");
         assert!(!spool.dir().join("000000010000000000000004").exists());
         assert_eq!(spool.requested().as_deref(), Some("000000010000000000000003"));
     }
@@ -227,7 +227,7 @@ mod tests {
             "000000020000000000000005",
             ".000000010000000000000006.tidemark-77",
         ] {
-            std::fs::write(dir.path().join(name), "").unwrap();
+            fs_err::write(dir.path().join(name), "").unwrap();
         }
         spool.forget_up_to(Segment::parse("000000010000000000000003", SIZE).unwrap(), SIZE);
         spool.remove_unfinished();

@@ -57,7 +57,7 @@ pub fn copy_streamed(
         return Ok(names);
     }
     let dir = pgdata.join(STREAMED_DIR);
-    std::fs::create_dir_all(&dir)?;
+    fs_err::create_dir_all(&dir)?;
     let mut copied = Vec::new();
     for name in names {
         // A running stream renames the unfinished file once its segment is complete, and
@@ -65,7 +65,7 @@ pub fn copy_streamed(
         // completed one is copied instead, and one shipped meanwhile is not needed.
         let candidates = std::iter::once(name.as_str()).chain(name.strip_suffix(".partial"));
         for candidate in candidates {
-            match std::fs::copy(spool.join(candidate), dir.join(candidate)) {
+            match fs_err::copy(spool.join(candidate), dir.join(candidate)) {
                 Ok(_) => {
                     copied.push(candidate.to_string());
                     break;
@@ -78,7 +78,7 @@ pub fn copy_streamed(
         }
     }
     if copied.is_empty() {
-        let _ = std::fs::remove_dir(&dir);
+        let _ = fs_err::remove_dir(&dir);
     }
     Ok(copied)
 }
@@ -134,11 +134,11 @@ pub async fn discard(bin_dir: Option<PathBuf>, pgdata: &Path, created: bool) {
     })
     .await;
     if created {
-        let _ = std::fs::remove_dir_all(pgdata);
+        let _ = fs_err::remove_dir_all(pgdata);
     } else if let Ok(entries) = std::fs::read_dir(pgdata) {
         for entry in entries.flatten() {
             let path = entry.path();
-            let _ = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+            let _ = if path.is_dir() { fs_err::remove_dir_all(&path) } else { fs_err::remove_file(&path) };
         }
     }
 }
@@ -262,7 +262,7 @@ pub fn write_recovery_settings(pgdata: &Path, recovery: &Recovery<'_>) -> Result
     for (k, v) in settings {
         append_setting(pgdata, k, &v)?;
     }
-    std::fs::write(pgdata.join("recovery.signal"), "")?;
+    fs_err::write(pgdata.join("recovery.signal"), "")?;
     Ok(())
 }
 
@@ -345,7 +345,7 @@ pub async fn start_and_wait(
         wait_for_promotion(spec, log).await
     };
     started.await.map_err(|e| {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let text = fs_err::read_to_string(log).unwrap_or_default();
         match fetch_failure_in(&text) {
             Some(kind) => e.with_kind(kind),
             None => e,
@@ -415,10 +415,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let odd = dir.path().join("it's 100%restored \"test\" $HOME `x` \\ here");
-        std::fs::create_dir(&odd).unwrap();
+        fs_err::create_dir(&odd).unwrap();
         let exe = odd.join("tidemark");
-        std::fs::write(&exe, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
-        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fs_err::write(&exe, "#!/bin/sh\nprintf '%s\\n' \"$@\"\n").unwrap();
+        fs_err::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let (config, spool) = (odd.join("tidemark.toml"), odd.join("spool"));
         let exe_word = command_word(&exe.display().to_string());
         let (restore, end) = recovery_commands(&exe_word, &config, "shop", Some(&spool), 8, 16 << 20, None);
@@ -459,12 +459,12 @@ mod tests {
             "000000030000000000000006.partial", // a timeline the recovery does not follow
             "00000002.history",
         ] {
-            std::fs::write(spool.path().join(name), name).unwrap();
+            fs_err::write(spool.path().join(name), name).unwrap();
         }
         let copied = copy_streamed(spool.path(), pgdata.path(), &[1, 2], 3, size).unwrap();
         assert_eq!(copied, ["000000010000000000000005", "000000010000000000000006.partial"]);
         let dir = pgdata.path().join(STREAMED_DIR);
-        assert_eq!(std::fs::read_to_string(dir.join(&copied[1])).unwrap(), copied[1]);
+        assert_eq!(fs_err::read_to_string(dir.join(&copied[1])).unwrap(), copied[1]);
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
         // No spool here (another host, no stream ever ran): nothing, and no folder.
         let elsewhere = tempfile::tempdir().unwrap();
@@ -476,7 +476,7 @@ mod tests {
     fn a_restore_that_allows_unsigned_wal_passes_it_to_its_restore_command() {
         let dir = tempfile::tempdir().unwrap();
         for allow in [false, true] {
-            std::fs::write(dir.path().join("postgresql.auto.conf"), "").unwrap();
+            fs_err::write(dir.path().join("postgresql.auto.conf"), "").unwrap();
             let recovery = Recovery {
                 workspace: "shop",
                 config: Path::new("/etc/tidemark.toml"),
@@ -489,7 +489,7 @@ mod tests {
                 streamed: allow,
             };
             write_recovery_settings(dir.path(), &recovery).unwrap();
-            let conf = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+            let conf = fs_err::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
             assert_eq!(conf.contains("tidemark --allow-unsigned --config"), allow, "{conf}");
             let streamed = format!("--streamed {}", dir.path().join(STREAMED_DIR).display());
             assert_eq!(conf.contains(&streamed), allow, "{conf}");

@@ -265,7 +265,7 @@ fn set_aside_partials(spool: &Path) -> Result<Vec<String>> {
     for entry in std::fs::read_dir(spool)? {
         let name = entry?.file_name().to_string_lossy().to_string();
         if name.ends_with(".partial") {
-            std::fs::rename(spool.join(&name), spool.join(format!("{name}.lost")))?;
+            fs_err::rename(spool.join(&name), spool.join(format!("{name}.lost")))?;
             moved.push(name);
         }
     }
@@ -294,7 +294,7 @@ async fn ship_spool(
                 end = Some(Lsn(segment.start(pushed.bytes).0 + pushed.bytes));
             }
         }
-        std::fs::remove_file(&path)?;
+        fs_err::remove_file(&path)?;
         tracing::info!(workspace = %settings.workspace, file = %name, stored = pushed.stored, "WAL shipped");
         files += 1;
         bytes += pushed.bytes;
@@ -367,7 +367,7 @@ pub async fn stream(
     settings: &StreamSettings,
     shutdown: CancellationToken,
 ) -> Result<StreamReport> {
-    std::fs::create_dir_all(&settings.spool)
+    fs_err::create_dir_all(&settings.spool)
         .map_err(|e| Error::from(e).context(format!("creating the WAL spool {}", settings.spool.display())))?;
     let tool = crate::pg::tool(bin_dir, "pg_receivewal");
     let app = application_name(&settings.workspace);

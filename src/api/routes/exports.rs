@@ -48,7 +48,7 @@ pub(in crate::api) async fn create_export(
     let export = ops::link::new_export_id();
     let file = ops::link::export_file(&app.core, &ws, &export)?;
     if let Some(dir) = file.parent() {
-        std::fs::create_dir_all(dir).map_err(Error::from)?;
+        fs_err::create_dir_all(dir).map_err(Error::from)?;
     }
     let opts = ops::export::ExportOptions {
         workspace: ws.clone(),

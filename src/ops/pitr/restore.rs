@@ -125,12 +125,12 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         ));
     }
     let created = !pgdata.exists();
-    std::fs::create_dir_all(&pgdata)?;
+    fs_err::create_dir_all(&pgdata)?;
     let ws_streams = core.workspace(&opts.workspace)?.config.wal_stream.is_on();
     let mut from_spool = Vec::new();
     let built: Result<()> = async {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
+        fs_err::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
         progress.set_message(format!("base backup {}: extracting", chosen.id));
         base::extract(&core.repo, &identities, &chosen, &pgdata, progress).await?;
         progress.set_message(format!("base backup {}: pg_verifybackup", chosen.id));
@@ -190,7 +190,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
     }
     if opts.start && !report.from_spool.is_empty() {
         // Recovery is over: the copies are not the server's and would go into its backups.
-        let _ = std::fs::remove_dir_all(pgdata.join(recovery::STREAMED_DIR));
+        let _ = fs_err::remove_dir_all(pgdata.join(recovery::STREAMED_DIR));
     }
     let replayed_to = match &report.reached {
         Some(r) => r.lsn.parse()?,
@@ -245,7 +245,7 @@ async fn recover(
         // the state at the target: recover to the end instead (checked below to get there).
         Err(e)
             if matches!(target, Target::Time(_) | Target::Lsn(_))
-                && std::fs::read_to_string(&log).is_ok_and(|l| l.contains("before configured recovery target")) =>
+                && fs_err::read_to_string(&log).is_ok_and(|l| l.contains("before configured recovery target")) =>
         {
             tracing::info!(error = %e.report(), "no transaction after the target is archived; recovering to the end");
             let setting =

@@ -417,7 +417,7 @@ fn prune_exports(core: &Core, opts: &PruneOptions, now: DateTime<Utc>) -> Result
             continue;
         }
         if !opts.dry_run {
-            std::fs::remove_file(entry.path())?;
+            fs_err::remove_file(entry.path())?;
             tracing::info!(workspace = %opts.workspace, export = id, "removed an export (keep-exports)");
         }
         removed.push(id.to_string());
