@@ -157,7 +157,7 @@ async fn prune_never_runs_beside_a_snapshot_and_a_snapshot_never_commits_missing
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let refused = prune(&w.core, &opts, &crate::support::actor()).await.unwrap_err();
-    assert_eq!(refused.kind(), tidemark::ErrorKind::Refused, "{}", refused.report());
+    assert_eq!(refused.kind(), tidemark::ErrorKind::Busy, "{}", refused.report());
     assert!(refused.message().contains("a snapshot asked by cli:tester"), "{}", refused.message());
     // A dry run deletes nothing, so it does not wait.
     prune(&w.core, &PruneOptions { dry_run: true, ..opts.clone() }, &crate::support::actor()).await.unwrap();
