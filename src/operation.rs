@@ -68,6 +68,16 @@ impl Operation {
         }
     }
 
+    /// The action its audit records carry: the job's name, one spelling everywhere.
+    pub fn audit_action(self) -> &'static str {
+        self.job_name()
+    }
+
+    /// How a busy workspace names it to the next caller (the workspace lock's holder).
+    pub fn lock_label(self) -> &'static str {
+        self.job_name()
+    }
+
     /// The operation a job's recorded name stands for; `None` for a name this version does
     /// not know (callers refuse it, never guess).
     pub fn from_job_name(name: &str) -> Option<Operation> {

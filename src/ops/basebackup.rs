@@ -26,7 +26,14 @@ pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) ->
     let until = super::lock::pitr_until(core, workspace)?;
     let core = &super::lock::locking(core, until);
     let ws = core.workspace(workspace)?;
-    let _lock = super::job::take_workspace(core, workspace, "basebackup", actor, opts.wait).await?;
+    let _lock = super::job::take_workspace(
+        core,
+        workspace,
+        crate::operation::Operation::BaseBackup.lock_label(),
+        actor,
+        opts.wait,
+    )
+    .await?;
     let spec = ws.conn()?;
     let slot = ws.config.wal_stream.is_on().then(|| crate::wal::stream::default_slot(workspace));
     let progress = core.progress();

@@ -15,6 +15,7 @@ use super::restore::{RestoreOptions, RestoreReport};
 use crate::actor::Actor;
 use crate::config::{Config, LoadedConfig, WorkspaceConfig, render_workspace, validate_workspace_name};
 use crate::error::{Error, ErrorKind, Result};
+use crate::operation::Operation;
 use crate::pg::ConnSpec;
 use crate::restore::database;
 
@@ -144,7 +145,7 @@ fn current_config(core: &Core) -> Result<LoadedConfig> {
 pub async fn create(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -> Result<BranchCreateReport> {
     let done = create_branch(core, opts, actor).await;
     let details = serde_json::json!({ "branch": opts.name, "from": opts.from, "time": opts.time });
-    super::audit::record(core, actor, "branch.create", &opts.workspace, &done, details).await;
+    super::audit::record(core, actor, Operation::BranchCreate.audit_action(), &opts.workspace, &done, details).await;
     done
 }
 
@@ -335,7 +336,9 @@ pub async fn set_live(core: &Core, opts: &SetLiveOptions, actor: &Actor) -> Resu
         database::check_may_replace(&live, &db, &opts.workspace).await?;
         let note = format!("before making branch {} live", opts.name);
         let safety = super::inplace::safety_snapshot(core, &opts.workspace, &note, (None, opts.wait), actor).await?;
-        let _lock = super::job::take_workspace(core, &opts.workspace, "branch set-live", actor, opts.wait).await?;
+        let _lock =
+            super::job::take_workspace(core, &opts.workspace, Operation::BranchSetLive.lock_label(), actor, opts.wait)
+                .await?;
         super::switch::recover(core, &opts.workspace, actor).await?;
         let plan = super::switch::Plan {
             workspace: &opts.workspace,
@@ -365,7 +368,7 @@ pub async fn set_live(core: &Core, opts: &SetLiveOptions, actor: &Actor) -> Resu
     }
     .await;
     let details = serde_json::json!({ "branch": opts.name, "drop_previous": opts.drop_previous });
-    super::audit::record(core, actor, "branch.set-live", &opts.workspace, &done, details).await;
+    super::audit::record(core, actor, Operation::BranchSetLive.audit_action(), &opts.workspace, &done, details).await;
     done
 }
 

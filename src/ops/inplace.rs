@@ -20,6 +20,7 @@ use super::snapshot::SnapshotOptions;
 use crate::actor::Actor;
 use crate::catalog::switches::SwitchKind;
 use crate::error::{Error, ErrorKind, Result};
+use crate::operation::Operation;
 use crate::repo::manifest::SnapshotKind;
 use crate::restore::database;
 
@@ -201,7 +202,7 @@ pub async fn restore_in_place(core: &Core, opts: &InPlaceOptions, actor: &Actor)
     let details = serde_json::json!({
         "snapshot": opts.snapshot, "time": opts.time, "bundle": opts.bundle, "drop_previous": opts.drop_previous,
     });
-    super::audit::record(core, actor, "restore.in-place", &opts.workspace, &done, details).await;
+    super::audit::record(core, actor, Operation::RestoreInPlace.audit_action(), &opts.workspace, &done, details).await;
     done
 }
 
@@ -253,7 +254,8 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
     let safety =
         safety_snapshot(core, &workspace, &format!("before restoring {what} in place"), (opts.jobs, opts.wait), actor)
             .await?;
-    let _lock = super::job::take_workspace(core, &workspace, "restore --in-place", actor, opts.wait).await?;
+    let _lock =
+        super::job::take_workspace(core, &workspace, Operation::RestoreInPlace.lock_label(), actor, opts.wait).await?;
     super::switch::recover(core, &workspace, actor).await?;
     let untouched = format!("the live database {db:?} was not touched (pre-restore snapshot {safety})");
     // 2. The copy, in a new database beside the live one (its owner and locale), 3. its checks.
@@ -443,7 +445,9 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         let live = core.workspace(&opts.workspace)?.restorer()?;
         let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
         database::check_may_replace(&live, &db, &opts.workspace).await?;
-        let _lock = super::job::take_workspace(core, &opts.workspace, "restore undo", actor, opts.wait).await?;
+        let _lock =
+            super::job::take_workspace(core, &opts.workspace, Operation::RestoreUndo.lock_label(), actor, opts.wait)
+                .await?;
         super::switch::recover(core, &opts.workspace, actor).await?;
         let prefix = format!("{db}{BEFORE}");
         // Exactly the database the newest switch moved aside, as the catalog recorded it
@@ -508,7 +512,15 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         })
     }
     .await;
-    super::audit::record(core, actor, "restore.undo", &opts.workspace, &done, serde_json::json!({})).await;
+    super::audit::record(
+        core,
+        actor,
+        Operation::RestoreUndo.audit_action(),
+        &opts.workspace,
+        &done,
+        serde_json::json!({}),
+    )
+    .await;
     done
 }
 

@@ -200,7 +200,9 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
         Err(_) => false,
     };
     let _lock = match own {
-        true => Some(super::job::take_workspace(core, &workspace, "restore", actor, opts.wait).await?),
+        true => {
+            Some(super::job::take_workspace(core, &workspace, operation_of(opts).lock_label(), actor, opts.wait).await?)
+        }
         false => None,
     };
     restore_database(core, opts, &workspace, &id, target, clock).await
@@ -245,7 +247,9 @@ async fn restore_moment(
     let target = target_of(core, opts, actor).await?;
     let own = core.workspace(workspace)?.conn().is_ok_and(|spec| spec.same_database(&target));
     let _lock = match own {
-        true => Some(super::job::take_workspace(core, workspace, "restore", actor, opts.wait).await?),
+        true => {
+            Some(super::job::take_workspace(core, workspace, operation_of(opts).lock_label(), actor, opts.wait).await?)
+        }
         false => None,
     };
     let copy = copy_of_moment(core, workspace, time, opts.tidemark_command.clone(), &target, actor);
@@ -398,7 +402,9 @@ async fn restore_tables(
         false => (target_of(core, opts, actor).await?, TablesInto::NewDatabase),
     };
     let _lock = match opts.into_live {
-        true => Some(super::job::take_workspace(core, workspace, "restore", actor, opts.wait).await?),
+        true => {
+            Some(super::job::take_workspace(core, workspace, operation_of(opts).lock_label(), actor, opts.wait).await?)
+        }
         false => None,
     };
     let progress = core.progress();

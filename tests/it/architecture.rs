@@ -127,3 +127,34 @@ fn layers_import_downward_only_and_nothing_imports_in_a_circle() {
     assert!(top["ops"].contains("repo") && !top["repo"].contains("wal"), "{top:?}");
     assert!(ops.get("catalog").is_some_and(|d| d.contains("drill")), "{ops:?}");
 }
+
+/// Issue 32: every operation is named once, in `operation::Operation`; its job name, audit
+/// action and lock label derive from there. No code outside it spells an operation's
+/// compound name (its job name, or the older spellings it replaced) as a string literal.
+#[test]
+fn operations_are_spelled_only_in_the_operation_enum() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut all = Vec::new();
+    files(&src, &mut all);
+    let mut spellings: Vec<String> = tidemark::operation::Operation::ALL
+        .iter()
+        .map(|o| o.job_name().to_string())
+        .filter(|name| name.contains('-'))
+        .collect();
+    // What they replaced: a second and third spelling of one operation.
+    for older in ["restore.in-place", "restore --in-place", "restore undo", "restore.undo", "branch.create"] {
+        spellings.push(older.to_string());
+    }
+    spellings.extend(["branch set-live", "branch.set-live"].map(String::from));
+    assert!(spellings.len() > 8, "{spellings:?}");
+    let mut found = Vec::new();
+    for path in all.iter().filter(|p| !p.ends_with("operation.rs")) {
+        let text = code(path);
+        for name in &spellings {
+            if text.contains(&format!("\"{name}\"")) {
+                found.push(format!("{}: \"{name}\"", path.strip_prefix(&src).unwrap().display()));
+            }
+        }
+    }
+    assert!(found.is_empty(), "operations named outside Operation:\n{}", found.join("\n"));
+}

@@ -171,7 +171,16 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     // objects are committed by no manifest yet. (A dry run deletes nothing.)
     let _lock = match opts.dry_run {
         true => None,
-        false => Some(super::job::take_workspace(core, &opts.workspace, "prune", actor, opts.wait).await?),
+        false => Some(
+            super::job::take_workspace(
+                core,
+                &opts.workspace,
+                crate::operation::Operation::Prune.lock_label(),
+                actor,
+                opts.wait,
+            )
+            .await?,
+        ),
     };
     let identities = core.identities()?;
     let progress = core.progress();

@@ -74,7 +74,14 @@ async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Mani
     let ws = core.workspace(&opts.workspace)?;
     // Never beside another operation on this workspace (a prune would collect this
     // snapshot's objects, which no manifest commits yet).
-    let _lock = super::job::take_workspace(core, &opts.workspace, "snapshot", actor, opts.wait).await?;
+    let _lock = super::job::take_workspace(
+        core,
+        &opts.workspace,
+        crate::operation::Operation::Snapshot.lock_label(),
+        actor,
+        opts.wait,
+    )
+    .await?;
     let spec = ws.conn()?.clone();
     let progress = core.progress();
     let recipients = core.recipients()?.clone();
