@@ -446,32 +446,27 @@ async fn stream_health(
 async fn segments_waiting(core: &Core, workspace: &str) -> Option<i64> {
     let spec = core.workspace(workspace).ok()?.conn().ok()?.clone();
     let mut conn = spec.connect().await.ok()?;
-    let row: Option<(Option<String>, String)> =
-        sqlx::query_as("SELECT last_archived_wal, pg_walfile_name(pg_current_wal_lsn()) FROM pg_stat_archiver")
-            .fetch_optional(&mut conn)
-            .await
-            .ok()?;
+    let row: Option<(Option<String>, String, i64)> = sqlx::query_as(
+        "SELECT last_archived_wal, pg_walfile_name(pg_current_wal_lsn()), \
+                (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size') FROM pg_stat_archiver",
+    )
+    .fetch_optional(&mut conn)
+    .await
+    .ok()?;
     crate::pg::ConnSpec::close(conn).await;
-    let (archived, current) = row?;
-    waiting_between(&archived?, &current)
+    let (archived, current, segment_size) = row?;
+    waiting_between(&archived?, &current, u64::try_from(segment_size).ok()?)
 }
 
-/// Segments after `archived` and before `current` (WAL file names, 16 MiB segments).
-fn waiting_between(archived: &str, current: &str) -> Option<i64> {
-    let number = |name: &str| -> Option<(u32, u64)> {
-        if name.len() < 24 {
-            return None;
-        }
-        let timeline = u32::from_str_radix(&name[0..8], 16).ok()?;
-        let log = u64::from_str_radix(&name[8..16], 16).ok()?;
-        let seg = u64::from_str_radix(&name[16..24], 16).ok()?;
-        Some((timeline, log * 0x100 + seg))
-    };
-    let ((t1, a), (t2, c)) = (number(archived)?, number(current)?);
-    if t1 != t2 {
+/// Segments after `archived` and before `current` (WAL file names of `segment_size`-byte
+/// segments, read by the one WAL-name parser).
+fn waiting_between(archived: &str, current: &str, segment_size: u64) -> Option<i64> {
+    let archived = crate::wal::Segment::parse(archived, segment_size).ok()?;
+    let current = crate::wal::Segment::parse(current, segment_size).ok()?;
+    if archived.timeline != current.timeline {
         return None;
     }
-    Some(i64::try_from(c.saturating_sub(a + 1)).unwrap_or(i64::MAX))
+    Some(i64::try_from(current.number.saturating_sub(archived.number + 1)).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]
@@ -485,12 +480,16 @@ mod tests {
 
     #[test]
     fn segments_waiting_between_the_archived_and_the_current_one() {
-        let w = |a: &str, c: &str| waiting_between(a, c);
+        let w = |a: &str, c: &str| waiting_between(a, c, 16 << 20);
         assert_eq!(w("000000010000000000000003", "000000010000000000000004"), Some(0), "only the one being written");
         assert_eq!(w("000000010000000000000003", "000000010000000000000007"), Some(3));
         assert_eq!(w("0000000100000000000000FF", "000000010000000100000002"), Some(2), "across a log file");
         assert_eq!(w("000000010000000000000003", "000000020000000000000007"), None, "another timeline");
         assert_eq!(w("00000001000000000000000X", "000000010000000000000007"), None);
+        // 64 MiB segments: 64 per log file, and a number past that is no segment of theirs.
+        let big = |a: &str, c: &str| waiting_between(a, c, 64 << 20);
+        assert_eq!(big("00000001000000000000003F", "000000010000000100000001"), Some(1), "across a log file");
+        assert_eq!(big("0000000100000000000000FF", "000000010000000100000002"), None);
     }
 
     #[test]
