@@ -12,6 +12,30 @@ use crate::support::{actor, create_database, databases_like, snapshot_shop, worl
 
 const SHOP: &str = "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);";
 
+/// Workspace shop (SHOP) with a snapshot, served over HTTP with room for several heavy
+/// jobs, a client on 127.0.0.2, an operator's token for shop and an admin's for all.
+struct Served {
+    w: crate::support::World,
+    m: tidemark::repo::manifest::Manifest,
+    server: crate::api::Server,
+    c: reqwest::Client,
+    operator: String,
+    admin: String,
+}
+
+async fn served() -> Served {
+    let mut w = world().await;
+    create_database(&w.cluster, "shop", SHOP).await;
+    w.core.config.config.api.heavy_jobs_per_workspace = 10;
+    w.core.config.config.api.heavy_jobs_per_token = 10;
+    let m = snapshot_shop(&w.core).await.unwrap();
+    let server = start(&w, AddressRules::default()).await;
+    let c = client("127.0.0.2");
+    let operator = token(&w, "operator", Role::Operator, &["shop"], &[]).await;
+    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    Served { w, m, server, c, operator, admin }
+}
+
 fn names(listed: &serde_json::Value) -> Vec<String> {
     listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect()
 }
@@ -150,15 +174,8 @@ async fn stopping_a_job_needs_what_starting_it_needs() {
 /// not allowed either); undo swaps back only a database recorded as moved aside.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_stay_out_of_system_reserved_and_live_databases() {
-    let mut w = world().await;
-    create_database(&w.cluster, "shop", SHOP).await;
-    w.core.config.config.api.heavy_jobs_per_workspace = 10;
-    w.core.config.config.api.heavy_jobs_per_token = 10;
-    let m = snapshot_shop(&w.core).await.unwrap();
-    let server = start(&w, AddressRules::default()).await;
-    let (base, c) = (server.base.clone(), client("127.0.0.2"));
-    let operator = token(&w, "operator", Role::Operator, &["shop"], &[]).await;
-    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let Served { w, m, server, c, operator, admin } = served().await;
+    let base = server.base.clone();
     let restores = format!("{base}/v1/workspaces/shop/restores");
     for (database, tables) in [
         ("template1", false),
@@ -618,15 +635,8 @@ async fn a_replaced_audit_chain_fails_verification_and_a_new_one_is_linked() {
 /// change the live database (an operator could, with "restore into a new database").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_and_the_api_refuse_alike_and_tables_into_live_need_the_live_right() {
-    let mut w = world().await;
-    create_database(&w.cluster, "shop", SHOP).await;
-    w.core.config.config.api.heavy_jobs_per_workspace = 10;
-    w.core.config.config.api.heavy_jobs_per_token = 10;
-    let m = snapshot_shop(&w.core).await.unwrap();
-    let server = start(&w, AddressRules::default()).await;
-    let (base, c) = (server.base.clone(), client("127.0.0.2"));
-    let operator = token(&w, "operator", Role::Operator, &["shop"], &[]).await;
-    let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
+    let Served { w, m, server, c, operator, admin } = served().await;
+    let base = server.base.clone();
     let many: Vec<String> = (0..101).map(|i| format!("public.t{i}")).collect();
     let long_name = "x".repeat(64);
     let copy_url = w.cluster.url("shop_copy");
