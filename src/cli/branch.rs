@@ -62,7 +62,7 @@ pub async fn run(global: &Global, cmd: BranchCommand) -> Result<()> {
     match cmd {
         BranchCommand::Create { workspace, name, from, time, jobs } => {
             let opts = BranchCreateOptions { workspace, name, from, time, jobs, tidemark_command: None };
-            let report = branch::create(&core, &opts, &actor).await?;
+            let report = branch::create_recorded(&core, &opts, &actor).await?;
             if global.json {
                 global.print_json(&report);
             } else {
@@ -105,7 +105,7 @@ pub async fn run(global: &Global, cmd: BranchCommand) -> Result<()> {
         }
         BranchCommand::SetLive { workspace, name, confirm, drop_previous, wait } => {
             let opts = SetLiveOptions { workspace, name, confirm, drop_previous, wait: wait.get() };
-            let report = branch::set_live(&core, &opts, &actor).await?;
+            let report = branch::set_live_recorded(&core, &opts, &actor).await?;
             if global.json {
                 global.print_json(&report);
             } else {

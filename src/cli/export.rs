@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use tidemark::Result;
-use tidemark::ops::export::{ExportOptions, export};
+use tidemark::ops::export::{ExportOptions, export_recorded};
 
 use super::{Global, human_bytes, human_ms};
 
@@ -51,7 +51,7 @@ pub async fn run(global: &Global, args: ExportArgs) -> Result<()> {
         plain: args.plain,
         format: args.format,
     };
-    let report = export(&core, &opts, &global.actor()).await?;
+    let report = export_recorded(&core, &opts, &global.actor()).await?;
     if let Some(w) = &report.warning {
         eprintln!("warning: {w}");
     }

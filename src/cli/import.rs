@@ -53,7 +53,7 @@ pub async fn run(global: &Global, args: ImportArgs) -> Result<()> {
             drop_previous: args.drop_previous,
             ..Default::default()
         };
-        let report = tidemark::ops::inplace::restore_in_place(&core, &opts, &global.actor()).await?;
+        let report = tidemark::ops::inplace::restore_in_place_recorded(&core, &opts, &global.actor()).await?;
         if global.json {
             global.print_json(&report);
         } else {

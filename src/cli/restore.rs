@@ -2,7 +2,7 @@
 
 use clap::Args;
 use tidemark::Result;
-use tidemark::ops::inplace::{InPlaceOptions, UndoOptions, restore_in_place, undo};
+use tidemark::ops::inplace::{InPlaceOptions, UndoOptions, restore_in_place_recorded, undo_recorded};
 use tidemark::ops::restore::{RestoreOptions, restore_recorded};
 
 use super::{Global, human_bytes, human_ms};
@@ -78,7 +78,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
             confirm: args.confirm.unwrap_or_default(),
             wait: args.wait.get(),
         };
-        let report = undo(&core, &opts, &actor).await?;
+        let report = undo_recorded(&core, &opts, &actor).await?;
         if global.json {
             global.print_json(&report);
         } else {
@@ -105,7 +105,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
             drop_previous: args.drop_previous,
             wait: args.wait.get(),
         };
-        let report = restore_in_place(&core, &opts, &actor).await?;
+        let report = restore_in_place_recorded(&core, &opts, &actor).await?;
         if global.json {
             global.print_json(&report);
         } else {

@@ -252,6 +252,31 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
     Ok(BranchCreateReport { branch: info, restore: restored })
 }
 
+/// What a branch's creation records as its job's end.
+pub fn create_job_end(r: &BranchCreateReport) -> crate::catalog::JobEnd {
+    crate::catalog::JobEnd {
+        snapshot_id: Some(r.restore.snapshot.clone()).filter(|s| !s.is_empty()),
+        bytes: Some(r.restore.stored_bytes),
+        ..Default::default()
+    }
+}
+
+/// [`create`] as a recorded job, whichever front end asks.
+pub async fn create_recorded(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -> Result<BranchCreateReport> {
+    let spec =
+        super::job::JobSpec { workspace: opts.workspace.clone(), operation: Operation::BranchCreate, kind: None };
+    let work = |core: Core| async move { create(&core, opts, actor).await };
+    super::job::recorded(core, actor, spec, work, create_job_end).await
+}
+
+/// [`set_live`] as a recorded job.
+pub async fn set_live_recorded(core: &Core, opts: &SetLiveOptions, actor: &Actor) -> Result<SetLiveReport> {
+    let spec =
+        super::job::JobSpec { workspace: opts.workspace.clone(), operation: Operation::BranchSetLive, kind: None };
+    let work = |core: Core| async move { set_live(&core, opts, actor).await };
+    super::job::recorded(core, actor, spec, work, |_| crate::catalog::JobEnd::default()).await
+}
+
 async fn database_size(server: &ConnSpec, db: &str) -> Option<i64> {
     let mut conn = server.connect().await.ok()?;
     let size = sqlx::query_scalar("SELECT pg_database_size($1::text::name)").bind(db).fetch_one(&mut conn).await.ok();

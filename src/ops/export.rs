@@ -62,6 +62,21 @@ pub struct ExportReport {
 pub const PLAIN_WARNING: &str = "the bundle is NOT encrypted: anyone who gets the file can read every row in it; \
      it is checked for damage (SHA256SUMS), not protected against changes";
 
+/// What an export records as its job's end.
+pub fn job_end(r: &ExportReport) -> crate::catalog::JobEnd {
+    crate::catalog::JobEnd { snapshot_id: Some(r.snapshot.clone()), bytes: Some(r.bytes), ..Default::default() }
+}
+
+/// [`export`] as a recorded job, whichever front end asks.
+pub async fn export_recorded(core: &Core, opts: &ExportOptions, actor: &Actor) -> Result<ExportReport> {
+    let spec = super::job::JobSpec {
+        workspace: opts.workspace.clone(),
+        operation: crate::operation::Operation::Export,
+        kind: None,
+    };
+    super::job::recorded(core, actor, spec, |core| async move { export(&core, opts, actor).await }, job_end).await
+}
+
 /// Writes a snapshot of `workspace` as a bundle.
 ///
 /// Errors: `Usage` for `plain` with recipients, or an unknown table; `AlreadyExists` when

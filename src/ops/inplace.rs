@@ -434,6 +434,22 @@ pub fn job_end(r: &InPlaceReport) -> crate::catalog::JobEnd {
     crate::catalog::JobEnd { snapshot_id: r.snapshot.clone(), bytes: Some(bytes), ..Default::default() }
 }
 
+/// [`restore_in_place`] as a recorded job, whichever front end asks (see
+/// [`super::job::recorded`]).
+pub async fn restore_in_place_recorded(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
+    let spec =
+        super::job::JobSpec { workspace: opts.workspace.clone(), operation: Operation::RestoreInPlace, kind: None };
+    let work = |core: Core| async move { restore_in_place(&core, opts, actor).await };
+    super::job::recorded(core, actor, spec, work, job_end).await
+}
+
+/// [`undo`] as a recorded job.
+pub async fn undo_recorded(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<UndoReport> {
+    let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: Operation::RestoreUndo, kind: None };
+    let work = |core: Core| async move { undo(&core, opts, actor).await };
+    super::job::recorded(core, actor, spec, work, |_| crate::catalog::JobEnd::default()).await
+}
+
 /// Swaps back the newest in-place restore of a workspace: the database it moved aside
 /// becomes live again, and the restored one is moved aside as `<name>_undone_<id>`.
 ///

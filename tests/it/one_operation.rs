@@ -150,3 +150,39 @@ async fn checks_and_drills_are_jobs_with_who_asked_and_their_verdict() {
     assert!(checks[0].error.as_deref().unwrap().contains("public.t.copy.zst.age"), "{:?}", checks[0]);
     assert_eq!(checks[1].status(), JobStatus::Succeeded);
 }
+
+/// Issue 32.3: every long operation records itself as a job whichever front end starts it:
+/// an export, an in-place restore, its undo, a branch made and made live, from the command
+/// line, are in `jobs` under their operations' names (they were only over the API).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_records_its_long_operations_as_jobs() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 50);").await;
+    let ok = |args: &[&str]| {
+        let out = run(&w, args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    };
+    ok(&["snapshot", "create", "-w", "shop"]);
+    let bundle = w.dir.path().join("shop.tidemark");
+    ok(&["export", "shop", "--to", bundle.to_str().unwrap()]);
+    ok(&["restore", "latest", "--in-place", "-w", "shop", "--confirm", "shop"]);
+    ok(&["restore", "undo", "shop", "--confirm", "shop"]);
+    ok(&["branch", "create", "shop", "try"]);
+    ok(&["branch", "set-live", "shop", "try", "--confirm", "shop"]);
+    let out = run(&w, &["--json", "jobs", "--workspace", "shop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut operations: Vec<(String, String)> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| (j["operation"].as_str().unwrap().to_string(), j["status"].as_str().unwrap().to_string()))
+        .collect();
+    operations.sort();
+    for operation in ["export", "restore-in-place", "restore-undo", "branch-create", "branch-set-live"] {
+        assert!(
+            operations.iter().any(|(o, status)| o == operation && status == "succeeded"),
+            "{operation} is not a succeeded job: {operations:?}"
+        );
+    }
+}

@@ -114,11 +114,7 @@ pub(in crate::api) async fn create_branch(
     };
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::BranchCreate, kind: None };
     let who = actor.clone();
-    let end = |r: &ops::branch::BranchCreateReport| JobEnd {
-        snapshot_id: Some(r.restore.snapshot.clone()).filter(|s| !s.is_empty()),
-        bytes: Some(r.restore.stored_bytes),
-        ..Default::default()
-    };
+    let end = ops::branch::create_job_end;
     start(&app, &actor, spec, move |core| async move { ops::branch::create(&core, &opts, &who).await }, end).await
 }
 

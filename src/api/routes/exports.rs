@@ -61,12 +61,7 @@ pub(in crate::api) async fn create_export(
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Export, kind: None };
     let who = actor.clone();
     let work = move |core: Core| async move { ops::export::export(&core, &opts, &who).await };
-    let end = |r: &ops::export::ExportReport| JobEnd {
-        snapshot_id: Some(r.snapshot.clone()),
-        bytes: Some(r.bytes),
-        ..Default::default()
-    };
-    let started = start(&app, &actor, spec, work, end).await?;
+    let started = start(&app, &actor, spec, work, ops::export::job_end).await?;
     if started.status() != StatusCode::ACCEPTED {
         return Ok(started); // refused (a heavy-job cap): no export was started
     }
