@@ -360,6 +360,21 @@ pub(crate) fn has_io_kind(e: &(dyn std::error::Error + 'static), kind: std::io::
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match &e {
+            // tidemark's own catalog, not a workspace's Postgres.
+            sqlx::Error::Database(db) if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() => {
+                let code = db.code().map(std::borrow::Cow::into_owned).unwrap_or_default();
+                // The primary result code is the low byte of an extended one.
+                let kind = match code.parse::<i32>().map(|c| c & 0xff) {
+                    // SQLITE_BUSY, LOCKED, IOERR, FULL, CANTOPEN: the machine or another process.
+                    Ok(5 | 6 | 10 | 13 | 14) => ErrorKind::Unavailable,
+                    // SQLITE_CORRUPT, NOTADB: the file is damaged (`catalog rebuild` makes a new one).
+                    Ok(11 | 26) => ErrorKind::Integrity,
+                    // SQLITE_PERM, READONLY: who may write the file.
+                    Ok(3 | 8) => ErrorKind::Config,
+                    _ => ErrorKind::Internal,
+                };
+                Error::new(kind, format!("the catalog (SQLite) said: {} (code {code})", db.message()))
+            }
             sqlx::Error::Database(db) => {
                 let code = db.code().map(std::borrow::Cow::into_owned).unwrap_or_default();
                 // Class 08 = connection exception, 57P0x = server shutting down.
@@ -444,6 +459,16 @@ mod tests {
         let full = Error::from(std::io::Error::from(std::io::ErrorKind::StorageFull));
         assert_eq!(full.kind(), ErrorKind::Unavailable);
         assert_ne!(Error::from(std::io::Error::other("?")).kind(), ErrorKind::Unavailable);
+    }
+
+    #[tokio::test]
+    async fn the_catalogs_errors_name_the_catalog_not_postgres() {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect("sqlite::memory:").await.unwrap();
+        let e = Error::from(sqlx::query("SELEC 1").execute(&mut conn).await.unwrap_err());
+        assert!(e.message().starts_with("the catalog (SQLite) said:"), "{}", e.message());
+        assert!(!e.message().contains("postgres"), "{}", e.message());
+        assert_eq!(e.kind(), ErrorKind::Internal, "a malformed statement is a bug");
     }
 
     #[test]
