@@ -83,10 +83,11 @@ pub async fn export_recorded(core: &Core, opts: &ExportOptions, actor: &Actor) -
 /// the file exists; `NotFound` for an unknown snapshot; `Integrity`/`Key` for objects that
 /// do not verify (the partial file is removed).
 pub async fn export(core: &Core, opts: &ExportOptions, actor: &Actor) -> Result<ExportReport> {
-    let done = match super::check_tables(&opts.tables, "tables") {
-        Ok(()) => export_bundle(core, opts).await,
-        Err(e) => Err(e),
-    };
+    let done = async {
+        super::check_tables(&opts.tables, "tables")?;
+        export_bundle(core, opts).await
+    }
+    .await;
     let details = serde_json::json!({
         "file": opts.to, "snapshot": opts.snapshot, "plain": opts.plain, "tables": opts.tables,
         "schema_only": opts.schema_only, "with_media": opts.with_media,

@@ -67,10 +67,11 @@ pub struct ImportReport {
 /// `Refused` for a target that is not empty; `Database` from Postgres. The database made
 /// for it is dropped again on any failure.
 pub async fn import(core: &Core, opts: &ImportOptions, actor: &Actor) -> Result<ImportReport> {
-    let done = match super::check_jobs(opts.jobs) {
-        Ok(()) => import_bundle(core, opts).await,
-        Err(e) => Err(e),
-    };
+    let done = async {
+        super::check_jobs(opts.jobs)?;
+        import_bundle(core, opts).await
+    }
+    .await;
     let details = serde_json::json!({ "file": opts.file, "target": crate::pg::redact_url(&opts.target) });
     // The bundle's workspace; before the bundle is read (or without one), the target.
     let target = match done.as_ref().map(|r| r.workspace.clone()) {

@@ -96,11 +96,9 @@ async fn delete_snapshot(core: &Core, opts: &SnapshotDeleteOptions, actor: &Acto
         tracing::warn!(error = %e.report(), "the deleted snapshot stays in the catalog's index until the next listing");
         let _ = catalog.set_snapshot_index_synced(&ws, None).await;
     }
-    let folder = layout::snapshots(&ws);
-    for object in core.repo.list_all(&folder).await? {
-        if object.key.parts().nth(3).is_some_and(|part| part.as_ref() == id)
-            && super::delete_unless_locked(core, &object.key, &mut locked).await?
-        {
+    // Its own folder only (the manifest is gone already, so it is listed no more).
+    for object in core.repo.list_all(&layout::snapshot_dir(&ws, &id)).await? {
+        if super::delete_unless_locked(core, &object.key, &mut locked).await? {
             report.deleted_objects += 1;
             report.deleted_bytes += object.size;
         }
