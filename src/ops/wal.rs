@@ -268,81 +268,6 @@ fn finished(mut report: SetupReport) -> SetupReport {
     report
 }
 
-/// The tidemark the server's user will run: this binary when that user can run it, else
-/// another installed copy of the same version that it can (a `cargo install` in root's
-/// home comes first in root's PATH, while the server needs the copy in `/usr/local/bin`).
-/// Returns it, every copy found when there are several, and a note saying which one the
-/// server runs.
-///
-/// Errors: `Internal` when this binary's own path is unknown.
-pub async fn server_binary(
-    run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
-    user: &str,
-) -> Result<(std::path::PathBuf, Vec<std::path::PathBuf>, Option<String>)> {
-    let this =
-        std::env::current_exe().map_err(|e| Error::internal(format!("the path of this tidemark binary: {e}")))?;
-    let copies = installed_copies(&this);
-    if user_can(run_as, 'x', &this).await {
-        let note = (copies.len() > 1).then(|| {
-            format!("{} copies of tidemark are installed; the server runs this one, {}", copies.len(), this.display())
-        });
-        return Ok((this, if copies.len() > 1 { copies } else { Vec::new() }, note));
-    }
-    let ours = version_of(&this).await;
-    for copy in copies.iter().filter(|c| **c != this) {
-        if user_can(run_as, 'x', copy).await && version_of(copy).await == ours && ours.is_some() {
-            let note = format!(
-                "{} copies of tidemark are installed; {user} cannot run this one ({}), so the server runs {} (the \
-                 same version). `tidemark` in your shell is {}: remove it (`cargo uninstall tidemark`) or put {} \
-                 first in PATH so both are the same",
-                copies.len(),
-                this.display(),
-                copy.display(),
-                this.display(),
-                copy.parent().map(|p| p.display().to_string()).unwrap_or_default()
-            );
-            return Ok((copy.clone(), copies.clone(), Some(note)));
-        }
-    }
-    let note = (copies.len() > 1).then(|| {
-        format!(
-            "{} copies of tidemark are installed and {user} can run none of version {}: install this one",
-            copies.len(),
-            ours.as_deref().unwrap_or("(unknown)")
-        )
-    });
-    Ok((this, if copies.len() > 1 { copies } else { Vec::new() }, note))
-}
-
-/// This binary and every other `tidemark` on PATH or in the usual places, each once
-/// (by its real path), this one first.
-fn installed_copies(this: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut dirs: Vec<std::path::PathBuf> =
-        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
-    dirs.extend(["/usr/local/bin", "/usr/bin"].map(std::path::PathBuf::from));
-    let real = |p: &std::path::Path| fs_err::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let mut copies = vec![this.to_path_buf()];
-    let mut seen = vec![real(this)];
-    for dir in dirs {
-        let candidate = dir.join("tidemark");
-        if !candidate.is_file() {
-            continue;
-        }
-        let canonical = real(&candidate);
-        if !seen.contains(&canonical) {
-            seen.push(canonical);
-            copies.push(candidate);
-        }
-    }
-    copies
-}
-
-/// What `<binary> --version` prints (`tidemark X.Y.Z`), or `None` when it does not run.
-async fn version_of(binary: &std::path::Path) -> Option<String> {
-    let out = tokio::process::Command::new(binary).arg("--version").stdin(std::process::Stdio::null()).output().await;
-    out.ok().filter(|o| o.status.success()).map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
-
 /// What makes the binary runnable by the server's user.
 fn install_fix(exe: &std::path::Path) -> String {
     format!(
@@ -364,19 +289,6 @@ fn read_fixes(group: &str, file: &std::path::Path, key: bool) -> Vec<String> {
     fixes
 }
 
-/// Whether the server's OS user (`run_as`; `None`: this process's) passes `test -{flag}`
-/// on `path`: reads it (`r`), runs it (`x`), with every folder on the way searchable.
-async fn user_can(run_as: Option<(nix::unistd::Uid, nix::unistd::Gid)>, flag: char, path: &std::path::Path) -> bool {
-    let mut test = tokio::process::Command::new("/bin/sh");
-    test.args(["-c", &format!("test -{flag} \"$1\""), "sh"]).arg(path);
-    test.env_clear().current_dir("/").stdin(std::process::Stdio::null());
-    test.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-    if let Some((uid, gid)) = run_as {
-        test.uid(uid.as_raw()).gid(gid.as_raw());
-    }
-    test.status().await.is_ok_and(|s| s.success())
-}
-
 /// Checks, as the OS user the Postgres server runs as, that it can run tidemark, read the
 /// config, write the repository's WAL (push) and, with `restore`, read the identity and
 /// the WAL (fetch): what `archive_command` and `restore_command` need. `command`: how the
@@ -393,7 +305,7 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
     };
     let (exe, copies, note) = match command {
         Some(c) => (std::path::PathBuf::from(c), Vec::new(), None),
-        None => server_binary(run_as, &user).await?,
+        None => crate::wal::server_user::server_binary(run_as, &user).await?,
     };
     let config = std::path::absolute(&core.config.path)?;
     let mut report = SetupReport {
@@ -411,11 +323,11 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
     let group = format!("$(id -gn {user})");
     // The files the server's user needs, each checked, so that one run names them all.
     let repository = &core.config.config.repository;
-    if !user_can(run_as, 'x', &exe).await {
+    if !crate::wal::server_user::can(run_as, 'x', &exe).await {
         report.problems.push(format!("{user} cannot run {}", exe.display()));
         report.fixes.push(install_fix(&exe));
     }
-    if !user_can(run_as, 'r', &config).await {
+    if !crate::wal::server_user::can(run_as, 'r', &config).await {
         report.problems.push(format!("{user} cannot read the config {}", config.display()));
         report.fixes.extend(read_fixes(&group, &config, false));
     }
@@ -426,7 +338,7 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
     ];
     for (what, file, needed) in keys {
         let Some(file) = file.filter(|_| needed).map(|f| core.config.resolve_path(f)) else { continue };
-        if !user_can(run_as, 'r', &file).await {
+        if !crate::wal::server_user::can(run_as, 'r', &file).await {
             report.problems.push(format!("{user} cannot read the {what} {}", file.display()));
             report.fixes.extend(read_fixes(&group, &file, true));
         }

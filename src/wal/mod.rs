@@ -9,6 +9,7 @@ pub mod prefetch;
 pub mod records;
 pub mod recovery;
 pub mod retention;
+pub mod server_user;
 pub mod stream;
 pub mod timeline;
 pub mod window;
