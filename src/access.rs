@@ -149,6 +149,28 @@ pub enum Action {
 }
 
 impl Action {
+    /// Its name in the docs (docs/reference/roles.md, the API reference's `needs`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Snapshot => "snapshot",
+            Action::Drill => "drill",
+            Action::Restore => "restore",
+            Action::ReplaceLive => "replace-live",
+            Action::MarkRestorePoint => "mark-restore-point",
+            Action::Pin => "pin",
+            Action::Unpin => "unpin",
+            Action::Prune => "prune",
+            Action::WriteStacks => "write-stacks",
+            Action::ManageTokens => "manage-tokens",
+            Action::ReadAudit => "read-audit",
+            Action::Export => "export",
+            Action::DeleteBranch => "delete-branch",
+            Action::ReadMetrics => "read-metrics",
+            Action::CancelJobs => "cancel-jobs",
+        }
+    }
+
     pub const ALL: [Action; 16] = [
         Action::Read,
         Action::Snapshot,
@@ -265,14 +287,14 @@ mod tests {
                 Action::CancelJobs => "stop another caller's job (any job: the right to start it)",
             }
         }
-        let mut table = String::from("| action |");
+        let mut table = String::from("| right | what it allows |");
         for role in Role::ALL {
             table.push_str(&format!(" {role} |"));
         }
-        table.push_str("\n|---|");
+        table.push_str("\n|---|---|");
         table.push_str(&":-:|".repeat(Role::ALL.len()));
         for action in Action::ALL {
-            table.push_str(&format!("\n| {} |", row(action)));
+            table.push_str(&format!("\n| `{}` | {} |", action.as_str(), row(action)));
             for role in Role::ALL {
                 table.push_str(if role.allows(action) { " yes |" } else { " - |" });
             }
@@ -316,6 +338,10 @@ mod tests {
         // What the issue names, refused.
         let (viewer, operator, auditor) = (Role::Viewer, Role::Operator, Role::Auditor);
         assert!(!viewer.allows(A::Restore) && !operator.allows(A::Prune) && !auditor.allows(A::Read));
+        // Each right has its own name, as serde spells it too.
+        for action in Action::ALL {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.as_str(), "{action:?}");
+        }
     }
 
     #[test]

@@ -49,6 +49,11 @@ impl Operation {
         Operation::Export,
     ];
 
+    /// A restore of tables into the live database (beside the live ones), or into a new one.
+    pub fn restore(into_live: bool) -> Operation {
+        if into_live { Operation::RestoreIntoLive } else { Operation::Restore }
+    }
+
     /// The name jobs are recorded under (and their audit action).
     pub fn job_name(self) -> &'static str {
         match self {

@@ -8,6 +8,7 @@ mod limits;
 pub mod openapi;
 mod refusals;
 mod routes;
+pub use routes::{Gate, Route, gates};
 pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
@@ -123,6 +124,8 @@ pub(crate) struct App {
     pub jobs: tokio_util::task::TaskTracker,
     /// Cancelled when the server stops: no new jobs are taken then.
     pub closing: CancellationToken,
+    /// What each route needs (`routes::table`).
+    pub gates: Arc<routes::Gates>,
 }
 
 /// An error as the API answers it: the error table's HTTP status and the `--json` body.
@@ -159,11 +162,12 @@ fn app(core: Core, rules: AddressRules) -> App {
     let links = crate::ops::link::LinkKey::generate();
     let refusals = Arc::new(refusals::Refusals::default());
     let (jobs, closing) = (tokio_util::task::TaskTracker::new(), CancellationToken::new());
-    App { core, rules: Arc::new(rules), running: Default::default(), limits, links, refusals, jobs, closing }
+    let gates = Arc::new(routes::gate_map());
+    App { core, rules: Arc::new(rules), running: Default::default(), limits, links, refusals, jobs, closing, gates }
 }
 
 fn router_of(app: App) -> Router {
-    routes::v1()
+    routes::v1(app.clone())
         .layer(axum::middleware::from_fn_with_state(app.clone(), authenticate))
         // A download link is its own credential; the address rules still apply.
         .route("/v1/downloads/{ws}/{export}", axum::routing::get(routes::download))

@@ -186,12 +186,17 @@ mod tests {
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"), "OpenAPI 3.1");
         // Every route the router serves is documented.
         let paths = doc["paths"].as_object().unwrap();
-        let routes = super::super::routes::table();
-        for (route, _) in &routes {
-            assert!(paths.contains_key(*route), "{route} is not in the document");
+        let routes = super::super::routes::gates();
+        for route in &routes {
+            let method = route.method.as_str().to_lowercase();
+            assert!(
+                paths.get(route.path).is_some_and(|p| p.get(&method).is_some()),
+                "{route:?} is not in the document"
+            );
         }
         assert!(paths.contains_key("/v1/downloads/{ws}/{export}"), "the download link route");
-        assert_eq!(paths.len(), routes.len() + 3, "healthz, the document itself and downloads");
+        let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(documented, routes.len() + 3, "healthz, the document itself and downloads");
     }
 
     /// docs/reference/api.md lists every route of the document (generated from it:
@@ -205,14 +210,24 @@ mod tests {
              service](../guide/07-service.md#api)). Its full description, with every request and answer \
              schema, is the OpenAPI 3.1 document it serves at `/v1/openapi.json`, committed as \
              [docs/openapi.json](../openapi.json). Every `/v1` route takes `Authorization: Bearer tdm_...`; \
-             what a token may do is its role's ([roles](roles.md#roles)); errors are `{\"error\": {\"kind\", \
-             ...}}` with the status of their kind ([errors](errors.md#errors-and-exit-codes)).\n\n\
-             | method | route | what it does |\n|---|---|---|\n",
+             what a token may do is its role's: a route needs the right in its `needs` column \
+             ([roles](roles.md#roles) says which role has which), on the route's workspace; \
+             `/healthz`, `/v1/openapi.json` and download links need no token. Errors are \
+             `{\"error\": {\"kind\", ...}}` with the status of their kind \
+             ([errors](errors.md#errors-and-exit-codes)).\n\n\
+             | method | route | needs | what it does |\n|---|---|---|---|\n",
         );
+        let gates = super::super::routes::gates();
         for (path, item) in doc["paths"].as_object().unwrap() {
             for (method, op) in item.as_object().unwrap() {
                 let summary = op["summary"].as_str().unwrap_or_default().replace('|', "\\|");
-                text.push_str(&format!("| {} | `{path}` | {summary} |\n", method.to_uppercase()));
+                let gate = gates.iter().find(|r| r.path == path && r.method.as_str().eq_ignore_ascii_case(method));
+                let needs = match gate.map(|r| r.gate) {
+                    None => "no token".to_string(),
+                    Some(super::super::Gate::Needs(action)) => format!("`{}`", action.as_str()),
+                    Some(super::super::Gate::AtLeast(action, more)) => format!("`{}`; {more}", action.as_str()),
+                };
+                text.push_str(&format!("| {} | `{path}` | {needs} | {summary} |\n", method.to_uppercase()));
             }
         }
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference/api.md");

@@ -211,10 +211,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
 /// The operation a restore request is: tables into the live database, or a restore into a
 /// new one.
 pub fn operation_of(opts: &RestoreOptions) -> crate::operation::Operation {
-    match opts.into_live {
-        true => crate::operation::Operation::RestoreIntoLive,
-        false => crate::operation::Operation::Restore,
-    }
+    crate::operation::Operation::restore(opts.into_live)
 }
 
 /// The workspace and the snapshot (or moment) a restore starts from.

@@ -72,7 +72,7 @@ pub(in crate::api) async fn branches(
     Extension(actor): Extension<Actor>,
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let ws = scoped(&app, &ws)?;
     Ok(json(&BranchList { branches: ops::branch::list(&app.core, Some(&ws), &actor).await? }))
 }
 
@@ -90,7 +90,7 @@ pub(in crate::api) async fn create_branch(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Restore).await?;
+    let ws = scoped(&app, &ws)?;
     let asked: BranchBody = body(&bytes)?;
     // Refused here rather than in the job: a bad name, both a snapshot and a time, a moment
     // that is none, too many connections.
@@ -132,7 +132,7 @@ pub(in crate::api) async fn set_live(
     Path(BranchPath { ws, name }): Path<BranchPath>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::ReplaceLive).await?;
+    let ws = scoped(&app, &ws)?;
     let asked: SetLiveBody = body(&bytes)?;
     ops::branch::check_name(&ws, &name)?;
     ops::inplace::confirmed(&ws, &asked.confirm)?;
@@ -168,7 +168,7 @@ pub(in crate::api) async fn delete_branch(
     Path(BranchPath { ws, name }): Path<BranchPath>,
     Query(q): Query<DeleteBranchQuery>,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::DeleteBranch).await?;
+    let ws = scoped(&app, &ws)?;
     ops::branch::check_name(&ws, &name)?;
     let opts = ops::branch::BranchDeleteOptions { workspace: ws, name, confirm: q.confirm.unwrap_or_default() };
     Ok(json(&ops::branch::delete(&app.core, &opts, &actor).await?))

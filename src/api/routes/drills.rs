@@ -25,7 +25,7 @@ pub(in crate::api) async fn run_drill(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Drill).await?;
+    let ws = scoped(&app, &ws)?;
     let asked: DrillBody = body(&bytes)?;
     let snapshot = snapshot_or_latest(asked.snapshot)?;
     let opts = ops::drill::DrillOptions::new(&ws, ops::drill::DrillSource::Snapshot(Some(snapshot)));
@@ -60,7 +60,7 @@ pub(in crate::api) async fn drills(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     Query(q): Query<Limit>,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let ws = scoped(&app, &ws)?;
     let opts = ops::drill::HistoryOptions { workspace: Some(ws), limit: q.limit.unwrap_or(50).min(1000) };
     Ok(json(&ops::drill::history(&app.core, &opts, &actor).await?))
 }
@@ -86,7 +86,7 @@ pub(in crate::api) async fn drill_report(
     Path((ws, id)): Path<(String, i64)>,
     Query(q): Query<Format>,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let ws = scoped(&app, &ws)?;
     let opts = ops::drill::HistoryOptions { workspace: Some(ws.clone()), limit: 100_000 };
     let entry = ops::drill::history(&app.core, &opts, &actor)
         .await?

@@ -6,10 +6,11 @@ use std::future::Future;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::FromRequestParts;
 use axum::extract::{Extension, Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodFilter, MethodRouter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -36,46 +37,140 @@ pub(super) use stacks::*;
 
 type Answer = Result<Response, ApiError>;
 
-/// The `/v1` routes and their handlers (the OpenAPI test checks each is documented).
-pub(super) fn table() -> Vec<(&'static str, MethodRouter<App>)> {
+/// What a route asks of the token before its handler runs (`authorize`, the one check of
+/// the API's routes; the operation asks again what depends on what it is asked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// This right, on the path's workspace when the path names one.
+    Needs(Action),
+    /// This right to ask at all; the operation then decides from what is asked, with the
+    /// reason here (a restore into the live database needs more than one into a new one;
+    /// stopping a job needs the right to start it).
+    AtLeast(Action, &'static str),
+}
+
+impl Gate {
+    /// The right every caller needs.
+    pub fn action(self) -> Action {
+        match self {
+            Gate::Needs(action) | Gate::AtLeast(action, _) => action,
+        }
+    }
+}
+
+/// One method-route of `/v1` (and `/metrics`) with what it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub method: Method,
+    /// The route's template (`{ws}` names the workspace).
+    pub path: &'static str,
+    pub gate: Gate,
+}
+
+fn route<H, T>(method: Method, path: &'static str, gate: Gate, handler: H) -> (Route, MethodRouter<App>)
+where
+    H: axum::handler::Handler<T, App>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a route's method is one axum routes");
+    (Route { method, path, gate }, axum::routing::on(filter, handler))
+}
+
+/// The routes that need a token, each with its gate and handler: the one table the router,
+/// the authorization, docs/reference/roles.md and the role x route test are made from
+/// (the OpenAPI test checks each is documented).
+pub(super) fn table() -> Vec<(Route, MethodRouter<App>)> {
+    use Action as A;
+    use Gate::{AtLeast, Needs};
+    use Method as M;
+    const W: &str = "/v1/workspaces/{ws}";
+    let live = "tables into the live database (`into_live`) need `replace-live`";
+    let stop = "stopping a job needs the right to start it; another caller's check needs `cancel-jobs`";
     vec![
-        ("/v1/workspaces", get(workspaces)),
-        ("/v1/workspaces/{ws}", get(workspace_status)),
-        ("/v1/workspaces/{ws}/snapshots", get(list_snapshots).post(create_snapshot)),
-        ("/v1/workspaces/{ws}/snapshots/{id}", get(show_snapshot)),
-        ("/v1/workspaces/{ws}/snapshots/{id}/pin", post(pin).delete(unpin)),
-        ("/v1/workspaces/{ws}/drills", get(drills).post(run_drill)),
-        ("/v1/workspaces/{ws}/drills/{id}", get(drill_report)),
-        ("/v1/workspaces/{ws}/restores", post(restore)),
-        ("/v1/workspaces/{ws}/restores/in-place", post(restore_in_place)),
-        ("/v1/workspaces/{ws}/restores/undo", post(restore_undo)),
-        ("/v1/workspaces/{ws}/branches", get(branches).post(create_branch)),
-        ("/v1/workspaces/{ws}/branches/{name}", axum::routing::delete(delete_branch)),
-        ("/v1/workspaces/{ws}/branches/{name}/set-live", post(set_live)),
-        ("/v1/workspaces/{ws}/exports", post(create_export)),
-        ("/v1/workspaces/{ws}/exports/{export}/links", post(create_link)),
-        ("/v1/workspaces/{ws}/prune", post(prune)),
-        ("/v1/workspaces/{ws}/check", post(check)),
-        ("/v1/workspaces/{ws}/pitr", get(window)),
-        ("/v1/workspaces/{ws}/restore-points", post(mark)),
-        ("/v1/workspaces/{ws}/stacks", get(stacks)),
-        ("/v1/workspaces/{ws}/stacks/{kind}/{name}", get(stack_show).put(stack_put)),
-        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/history", get(stack_history)),
-        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/diff", get(stack_diff)),
-        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/publish", post(stack_publish)),
-        ("/v1/workspaces/{ws}/stacks/{kind}/{name}/revert", post(stack_revert)),
-        ("/metrics", get(metrics)),
-        ("/v1/jobs", get(jobs)),
-        ("/v1/jobs/{id}", get(show_job).delete(cancel_job)),
-        ("/v1/audit", get(audit)),
-        ("/v1/audit/verify", get(audit_verify)),
-        ("/v1/tokens", get(tokens).post(token_create)),
-        ("/v1/tokens/{token}", axum::routing::delete(token_revoke)),
+        route(M::GET, "/v1/workspaces", Needs(A::Read), workspaces),
+        route(M::GET, W, Needs(A::Read), workspace_status),
+        route(M::GET, "/v1/workspaces/{ws}/snapshots", Needs(A::Read), list_snapshots),
+        route(M::POST, "/v1/workspaces/{ws}/snapshots", Needs(A::Snapshot), create_snapshot),
+        route(M::GET, "/v1/workspaces/{ws}/snapshots/{id}", Needs(A::Read), show_snapshot),
+        route(M::POST, "/v1/workspaces/{ws}/snapshots/{id}/pin", Needs(A::Pin), pin),
+        route(M::DELETE, "/v1/workspaces/{ws}/snapshots/{id}/pin", Needs(A::Unpin), unpin),
+        route(M::GET, "/v1/workspaces/{ws}/drills", Needs(A::Read), drills),
+        route(M::POST, "/v1/workspaces/{ws}/drills", Needs(A::Drill), run_drill),
+        route(M::GET, "/v1/workspaces/{ws}/drills/{id}", Needs(A::Read), drill_report),
+        route(M::POST, "/v1/workspaces/{ws}/restores", AtLeast(A::Restore, live), restore),
+        route(M::POST, "/v1/workspaces/{ws}/restores/in-place", Needs(A::ReplaceLive), restore_in_place),
+        route(M::POST, "/v1/workspaces/{ws}/restores/undo", Needs(A::ReplaceLive), restore_undo),
+        route(M::GET, "/v1/workspaces/{ws}/branches", Needs(A::Read), branches),
+        route(M::POST, "/v1/workspaces/{ws}/branches", Needs(A::Restore), create_branch),
+        route(M::DELETE, "/v1/workspaces/{ws}/branches/{name}", Needs(A::DeleteBranch), delete_branch),
+        route(M::POST, "/v1/workspaces/{ws}/branches/{name}/set-live", Needs(A::ReplaceLive), set_live),
+        route(M::POST, "/v1/workspaces/{ws}/exports", Needs(A::Export), create_export),
+        route(M::POST, "/v1/workspaces/{ws}/exports/{export}/links", Needs(A::Export), create_link),
+        route(M::POST, "/v1/workspaces/{ws}/prune", Needs(A::Prune), prune),
+        route(M::POST, "/v1/workspaces/{ws}/check", Needs(A::Read), check),
+        route(M::GET, "/v1/workspaces/{ws}/pitr", Needs(A::Read), window),
+        route(M::POST, "/v1/workspaces/{ws}/restore-points", Needs(A::MarkRestorePoint), mark),
+        route(M::GET, "/v1/workspaces/{ws}/stacks", Needs(A::Read), stacks),
+        route(M::GET, "/v1/workspaces/{ws}/stacks/{kind}/{name}", Needs(A::Read), stack_show),
+        route(M::PUT, "/v1/workspaces/{ws}/stacks/{kind}/{name}", Needs(A::WriteStacks), stack_put),
+        route(M::GET, "/v1/workspaces/{ws}/stacks/{kind}/{name}/history", Needs(A::Read), stack_history),
+        route(M::GET, "/v1/workspaces/{ws}/stacks/{kind}/{name}/diff", Needs(A::Read), stack_diff),
+        route(M::POST, "/v1/workspaces/{ws}/stacks/{kind}/{name}/publish", Needs(A::WriteStacks), stack_publish),
+        route(M::POST, "/v1/workspaces/{ws}/stacks/{kind}/{name}/revert", Needs(A::WriteStacks), stack_revert),
+        route(M::GET, "/metrics", Needs(A::ReadMetrics), metrics),
+        route(M::GET, "/v1/jobs", Needs(A::Read), jobs),
+        route(M::GET, "/v1/jobs/{id}", Needs(A::Read), show_job),
+        route(M::DELETE, "/v1/jobs/{id}", AtLeast(A::Read, stop), cancel_job),
+        route(M::GET, "/v1/audit", Needs(A::ReadAudit), audit),
+        route(M::GET, "/v1/audit/verify", Needs(A::ReadAudit), audit_verify),
+        route(M::GET, "/v1/tokens", Needs(A::ManageTokens), tokens),
+        route(M::POST, "/v1/tokens", Needs(A::ManageTokens), token_create),
+        route(M::DELETE, "/v1/tokens/{token}", Needs(A::ManageTokens), token_revoke),
     ]
 }
 
-pub(super) fn v1() -> Router<App> {
-    table().into_iter().fold(Router::new(), |router, (path, handler)| router.route(path, handler))
+/// The routes that need a token and what each needs (for docs and tests).
+pub fn gates() -> Vec<Route> {
+    table().into_iter().map(|(route, _)| route).collect()
+}
+
+/// The router of the token's routes, each behind `authorize`.
+pub(super) fn v1(app: App) -> Router<App> {
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, (route, handler)| router.route(route.path, handler))
+        .route_layer(axum::middleware::from_fn_with_state(app, authorize))
+}
+
+/// The gates by (method, route template).
+pub(super) type Gates = std::collections::HashMap<(Method, String), Gate>;
+
+pub(super) fn gate_map() -> Gates {
+    gates().into_iter().map(|r| ((r.method, r.path.to_string()), r.gate)).collect()
+}
+
+/// The route's gate, asked of the token before the handler runs. A `HEAD` is its `GET` (the
+/// router answers it with the `GET` handler). A method the table lacks for this route goes on
+/// to the router, which answers `405` (every handler comes from the table, so none runs
+/// ungated).
+async fn authorize(State(app): State<App>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let Some(template) = parts.extensions.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_string()) else {
+        return ApiError(Error::internal("a route without its template")).into_response();
+    };
+    let method = if parts.method == Method::HEAD { Method::GET } else { parts.method.clone() };
+    let Some(gate) = app.gates.get(&(method, template)).copied() else {
+        return next.run(axum::extract::Request::from_parts(parts, body)).await;
+    };
+    let Some(actor) = parts.extensions.get::<Actor>().cloned() else {
+        return ApiError(Error::internal("a route reached without its token's actor")).into_response();
+    };
+    let params = axum::extract::RawPathParams::from_request_parts(&mut parts, &()).await;
+    let ws = params.ok().and_then(|p| p.iter().find(|(k, _)| *k == "ws").map(|(_, v)| v.to_string()));
+    if let Err(e) = allow(&app, &actor, gate.action(), ws.as_deref()).await {
+        return e.into_response();
+    }
+    next.run(axum::extract::Request::from_parts(parts, body)).await
 }
 
 /// A workspace in a path (the rules of `config::validate_workspace_name`).
@@ -233,7 +328,6 @@ fn workspace(core: &Core, ws: &str) -> Result<String, ApiError> {
     responses((status = 200, body = WorkspaceList)),
 )]
 pub(super) async fn workspaces(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
-    allow(&app, &actor, Action::Read, None).await?;
     let grant = actor.grant();
     let names: Vec<&String> = app
         .core
@@ -258,16 +352,14 @@ pub(super) async fn workspace_status(
     Extension(actor): Extension<Actor>,
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let ws = scoped(&app, &ws)?;
     Ok(json(&ops::workspace::status(&app.core, &ops::workspace::StatusOptions { workspace: ws }, &actor).await?))
 }
 
-/// The workspace in the path, checked, and the actor allowed to do `action` there.
-/// A token limited to some workspaces is refused any other name alike, configured or not
-/// (it learns nothing of which exist).
-pub(super) async fn scoped(app: &App, actor: &Actor, ws: &str, action: Action) -> Result<String, ApiError> {
-    crate::config::validate_workspace_name(ws)?;
-    allow(app, actor, action, Some(ws)).await?;
+/// The workspace in the path, configured (the route's gate has let the token in: a token
+/// limited to some workspaces is refused any other name alike, configured or not, and
+/// learns nothing of which exist).
+pub(super) fn scoped(app: &App, ws: &str) -> Result<String, ApiError> {
     workspace(&app.core, ws)
 }
 

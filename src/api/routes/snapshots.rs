@@ -17,7 +17,7 @@ pub(in crate::api) async fn list_snapshots(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     Query(q): Query<Page>,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let ws = scoped(&app, &ws)?;
     let opts = ops::snapshot::ListOptions {
         workspace: ws,
         limit: Some(q.limit.unwrap_or(100).clamp(1, 1000)),
@@ -40,7 +40,7 @@ pub(in crate::api) async fn show_snapshot(
     Extension(actor): Extension<Actor>,
     Path(SnapshotOrLatestPath { ws, id }): Path<SnapshotOrLatestPath>,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let ws = scoped(&app, &ws)?;
     if id != "latest" {
         crate::repo::layout::validate_snapshot_id(&id)?;
     }
@@ -62,7 +62,7 @@ pub(in crate::api) async fn create_snapshot(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Snapshot).await?;
+    let ws = scoped(&app, &ws)?;
     let asked: SnapshotBody = body(&bytes)?;
     // The API takes manual snapshots of the workspace in its path, nothing else; how many
     // connections it opens is the host's to say.
@@ -90,7 +90,7 @@ pub(in crate::api) async fn create_snapshot(
 }
 
 pub(in crate::api) async fn set_pin(app: &App, actor: &Actor, ws: &str, id: String, pin: bool) -> Answer {
-    let ws = scoped(app, actor, ws, if pin { Action::Pin } else { Action::Unpin }).await?;
+    let ws = scoped(app, ws)?;
     crate::repo::layout::validate_snapshot_id(&id)?;
     let opts = ops::prune::PinOptions { id: id.clone(), workspace: Some(ws.clone()), pin, wait: Default::default() };
     ops::prune::set_pin(&app.core, &opts, actor).await?;
@@ -179,12 +179,12 @@ pub(in crate::api) async fn restore(
     bytes: Bytes,
 ) -> Answer {
     let asked: RestoreBody = body(&bytes)?;
-    // Tables into the live database are their own operation, with its own permission.
-    let operation = match asked.into_live {
-        true => crate::operation::Operation::RestoreIntoLive,
-        false => crate::operation::Operation::Restore,
-    };
-    let ws = scoped(&app, &actor, &ws, operation.permission()).await?;
+    // Tables into the live database are their own operation, with its own permission: the
+    // route's gate let in who may restore at all, the operation asks for more (again in
+    // `start`, and in `ops::restore`).
+    let operation = crate::operation::Operation::restore(asked.into_live);
+    let ws = scoped(&app, &ws)?;
+    allow(&app, &actor, operation.permission(), Some(&ws)).await?;
     let snapshot = snapshot_or_time(asked.snapshot, asked.time.as_deref())?;
     // The operation's own limits, asked now for an answer to this request.
     ops::check_jobs(asked.jobs)?;
@@ -274,7 +274,7 @@ pub(in crate::api) async fn restore_in_place(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::ReplaceLive).await?;
+    let ws = scoped(&app, &ws)?;
     let asked: InPlaceBody = body(&bytes)?;
     let snapshot = snapshot_or_time(asked.snapshot, asked.time.as_deref())?;
     ops::inplace::confirmed(&ws, &asked.confirm)?;
@@ -320,7 +320,7 @@ pub(in crate::api) async fn restore_undo(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::ReplaceLive).await?;
+    let ws = scoped(&app, &ws)?;
     let asked: UndoBody = body(&bytes)?;
     ops::inplace::confirmed(&ws, &asked.confirm)?;
     let opts = ops::inplace::UndoOptions { workspace: ws.clone(), confirm: asked.confirm, ..Default::default() };
@@ -357,7 +357,7 @@ pub(in crate::api) async fn prune(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Prune).await?;
+    let ws = scoped(&app, &ws)?;
     let asked: PruneBody = body(&bytes)?;
     let opts = ops::prune::PruneOptions {
         workspace: ws.clone(),
@@ -393,7 +393,7 @@ pub(in crate::api) async fn check(
     Extension(actor): Extension<Actor>,
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let ws = scoped(&app, &ws)?;
     let opts = ops::check::CheckOptions { workspace: ws.clone(), read_data: false };
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Check, kind: None };
     let who = actor.clone();
@@ -419,7 +419,7 @@ pub(in crate::api) async fn window(
     Extension(actor): Extension<Actor>,
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let ws = scoped(&app, &ws)?;
     Ok(json(&ops::pitr::window(&app.core, &ops::pitr::WindowOptions { workspace: ws }, &actor).await?))
 }
 
@@ -443,7 +443,7 @@ pub(in crate::api) async fn mark(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::MarkRestorePoint).await?;
+    let ws = scoped(&app, &ws)?;
     let asked: MarkBody = body(&bytes)?;
     let opts = ops::pitr::MarkOptions { workspace: ws, name: asked.name };
     Ok(json(&ops::pitr::mark(&app.core, &opts, &actor).await?))

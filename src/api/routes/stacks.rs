@@ -15,21 +15,14 @@ pub(in crate::api) async fn stacks(
     Extension(actor): Extension<Actor>,
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
 ) -> Answer {
-    let ws = scoped(&app, &actor, &ws, Action::Read).await?;
+    let ws = scoped(&app, &ws)?;
     let opts = ops::stacks::StackListOptions { workspace: Some(ws) };
     Ok(json(&ops::stacks::list(&app.core, &opts, &actor).await?))
 }
 
-/// A stack route's workspace and `kind/name`, after the workspace and role checks.
-pub(in crate::api) async fn stack_route(
-    app: &App,
-    actor: &Actor,
-    ws: &str,
-    kind: &str,
-    name: &str,
-    action: Action,
-) -> Result<(String, String), ApiError> {
-    Ok((scoped(app, actor, ws, action).await?, format!("{kind}/{name}")))
+/// A stack route's workspace (configured) and `kind/name`.
+pub(in crate::api) fn stack_route(app: &App, ws: &str, kind: &str, name: &str) -> Result<(String, String), ApiError> {
+    Ok((scoped(app, ws)?, format!("{kind}/{name}")))
 }
 
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
@@ -53,7 +46,7 @@ pub(in crate::api) async fn stack_show(
     Path(StackPath { ws, kind, name }): Path<StackPath>,
     Query(q): Query<StateQuery>,
 ) -> Answer {
-    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
+    let (ws, stack) = stack_route(&app, &ws, &kind, &name)?;
     let opts =
         ops::stacks::StackShowOptions { workspace: Some(ws), stack, state: q.state.unwrap_or_else(|| "live".into()) };
     Ok(json(&ops::stacks::show(&app.core, &opts, &actor).await?))
@@ -71,7 +64,7 @@ pub(in crate::api) async fn stack_history(
     Extension(actor): Extension<Actor>,
     Path(StackPath { ws, kind, name }): Path<StackPath>,
 ) -> Answer {
-    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
+    let (ws, stack) = stack_route(&app, &ws, &kind, &name)?;
     let opts = ops::stacks::StackOptions { workspace: Some(ws), stack };
     Ok(json(&ops::stacks::history(&app.core, &opts, &actor).await?))
 }
@@ -100,7 +93,7 @@ pub(in crate::api) async fn stack_diff(
     Path(StackPath { ws, kind, name }): Path<StackPath>,
     Query(q): Query<DiffQuery>,
 ) -> Answer {
-    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::Read).await?;
+    let (ws, stack) = stack_route(&app, &ws, &kind, &name)?;
     let opts = ops::stacks::StackDiffOptions {
         workspace: Some(ws),
         stack,
@@ -137,7 +130,7 @@ pub(in crate::api) async fn stack_put(
     Path(StackPath { ws, kind, name }): Path<StackPath>,
     bytes: Bytes,
 ) -> Answer {
-    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
+    let (ws, stack) = stack_route(&app, &ws, &kind, &name)?;
     let change: StackChange = body(&bytes)?;
     let content = change.content.ok_or_else(|| ApiError(Error::usage("put needs {\"content\": ...}")))?;
     let opts = ops::stacks::StackPutOptions {
@@ -166,7 +159,7 @@ pub(in crate::api) async fn stack_publish(
     Path(StackPath { ws, kind, name }): Path<StackPath>,
     bytes: Bytes,
 ) -> Answer {
-    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
+    let (ws, stack) = stack_route(&app, &ws, &kind, &name)?;
     let change: StackChange = body(&bytes)?;
     let opts = ops::stacks::StackPublishOptions { workspace: Some(ws), stack, author: None, message: change.message };
     Ok(json(&ops::stacks::publish(&app.core, &opts, &actor).await?))
@@ -186,7 +179,7 @@ pub(in crate::api) async fn stack_revert(
     Path(StackPath { ws, kind, name }): Path<StackPath>,
     bytes: Bytes,
 ) -> Answer {
-    let (ws, stack) = stack_route(&app, &actor, &ws, &kind, &name, Action::WriteStacks).await?;
+    let (ws, stack) = stack_route(&app, &ws, &kind, &name)?;
     let change: StackChange = body(&bytes)?;
     let to = change
         .to
