@@ -704,7 +704,7 @@ impl Config {
     }
 }
 
-/// The TOML text of one `[workspaces.NAME]` table, as `workspace add` appends it.
+/// The TOML text of one `[workspaces.NAME]` table, as `workspace add` adds it.
 pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
     let mut out = format!("\n[workspaces.{name}]\ndatabase-url = {}\n", toml_string(&ws.database_url));
     if let Some(p) = &ws.password {
@@ -742,19 +742,68 @@ pub fn render_workspace(name: &str, ws: &WorkspaceConfig) -> String {
 }
 
 /// Removes workspace `name`'s table from the config file at `path`, keeping everything
-/// else (comments, layout) as it is; the file is replaced atomically.
+/// else (comments, layout) as it is (see [`edit_workspaces`]).
 ///
-/// Errors: `NotFound` when the file has no such workspace; `Config` when the file does not
-/// parse; `Internal` when it cannot be written.
+/// Errors: `NotFound` when the file has no such workspace; those of [`edit_workspaces`].
 pub fn remove_workspace(path: &Path, name: &str) -> Result<()> {
+    edit_workspaces(path, |workspaces| match workspaces.remove(name) {
+        Some(_) => Ok(()),
+        None => Err(Error::not_found(format!("{} has no workspace {name}", path.display()))),
+    })
+}
+
+/// Adds `[workspaces.NAME]` to the config file at `path`, keeping everything else as it is
+/// (see [`edit_workspaces`]).
+///
+/// Errors: `AlreadyExists` for a name the file has; those of [`edit_workspaces`].
+pub fn add_workspace(path: &Path, name: &str, ws: &WorkspaceConfig) -> Result<()> {
+    let table: toml_edit::DocumentMut = render_workspace(name, ws)
+        .parse()
+        .map_err(|e| Error::internal(format!("a workspace's table does not parse as TOML: {e}")))?;
+    let mut entry = table["workspaces"][name].clone();
+    // At the end of the file, after every table there is (not beside the other workspaces,
+    // which may be anywhere).
+    if let Some(t) = entry.as_table_mut() {
+        t.set_position(Some(isize::MAX / 2));
+    }
+    edit_workspaces(path, |workspaces| {
+        if workspaces.contains_key(name) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("workspace {name} is already in {}", path.display()),
+            ));
+        }
+        workspaces.insert(name, entry);
+        Ok(())
+    })
+}
+
+/// The one way tidemark changes the operator's config file, for `workspace add|remove`
+/// (a running server never does): under an exclusive lock of `<path>.lock` (two commands
+/// at once apply one after the other, neither loses the other's change), read now, the
+/// `[workspaces]` table changed by `change` with `toml_edit` (every other key, comment and
+/// the layout kept), the result parsed as a config before it replaces the file atomically
+/// with the old file's mode and owners.
+///
+/// Errors: `Config` when the file does not parse before or after; those of `change`;
+/// `Unavailable`/`Io` kinds for the file system, naming the path.
+pub fn edit_workspaces(path: &Path, change: impl FnOnce(&mut dyn toml_edit::TableLike) -> Result<()>) -> Result<()> {
+    let lock_path = path.with_extension("toml.lock");
+    let lock = fs_err::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+    lock.file().lock().map_err(|e| Error::from(e).context(format!("locking {}", lock_path.display())))?;
     let text = fs_err::read_to_string(path)?;
     let mut doc: toml_edit::DocumentMut =
         text.parse().map_err(|e| Error::config(format!("{} is not valid TOML: {e}", path.display())))?;
-    let removed =
-        doc.get_mut("workspaces").and_then(toml_edit::Item::as_table_like_mut).and_then(|t| t.remove(name)).is_some();
-    if !removed {
-        return Err(Error::not_found(format!("{} has no workspace {name}", path.display())));
+    if doc.get("workspaces").is_none() {
+        let mut implicit = toml_edit::Table::new();
+        implicit.set_implicit(true);
+        doc.insert("workspaces", toml_edit::Item::Table(implicit));
     }
+    let workspaces = doc
+        .get_mut("workspaces")
+        .and_then(toml_edit::Item::as_table_like_mut)
+        .ok_or_else(|| Error::config(format!("{}: `workspaces` is not a table", path.display())))?;
+    change(workspaces)?;
     let new = doc.to_string();
     Config::parse(&new)?;
     let tmp = path.with_extension("toml.tmp");
@@ -767,7 +816,7 @@ pub fn remove_workspace(path: &Path, name: &str) -> Result<()> {
         // Only root may give a file away; anyone else already owns what it writes.
         let _ = std::os::unix::fs::chown(&tmp, Some(was.uid()), Some(was.gid()));
     }
-    std::fs::File::open(&tmp)?.sync_all()?;
+    fs_err::File::open(&tmp)?.sync_all()?;
     fs_err::rename(&tmp, path)?;
     Ok(())
 }
@@ -798,6 +847,57 @@ pub fn validate_workspace_name(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The documented config with every key (docs/reference/configuration.md's first block).
+    fn documented_config() -> String {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let docs = fs_err::read_to_string(root.join("docs/reference/configuration.md")).unwrap();
+        let start = docs.find("```toml\n").unwrap() + 8;
+        let mut text = docs[start..start + docs[start..].find("```").unwrap()].to_string();
+        // Its placeholder keys (`"age1..."`, `"age1...breakglass"`) as real ones.
+        while let Some(at) = text.find("\"age1...") {
+            let end = at + 1 + text[at + 1..].find('"').unwrap();
+            let recipient = age::x25519::Identity::generate().to_public().to_string();
+            text.replace_range(at..=end, &format!("{recipient:?}"));
+        }
+        text
+    }
+
+    /// `workspace add` then `workspace remove` (issue 32): the file is the same byte for
+    /// byte, every key kept in between (alerts, keep-replaced, comments); eight adds at once
+    /// all land.
+    #[test]
+    fn adding_and_removing_a_workspace_keeps_every_other_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tidemark.toml");
+        let original = documented_config();
+        let before = Config::parse(&original).unwrap();
+        fs_err::write(&path, &original).unwrap();
+        let ws = WorkspaceConfig {
+            media: Some("file:///srv/media".into()),
+            ..WorkspaceConfig::at("postgres://app@db:5432/added")
+        };
+        add_workspace(&path, "added", &ws).unwrap();
+        let added = fs_err::read_to_string(&path).unwrap();
+        assert!(added.starts_with(original.trim_end()), "{added}");
+        let mut after = Config::parse(&added).unwrap();
+        assert_eq!(after.workspaces.remove("added"), Some(ws.clone()));
+        assert_eq!(serde_json::to_value(&after).unwrap(), serde_json::to_value(&before).unwrap());
+        let again = add_workspace(&path, "added", &ws).unwrap_err();
+        assert_eq!(again.kind(), ErrorKind::AlreadyExists);
+        remove_workspace(&path, "added").unwrap();
+        assert_eq!(fs_err::read_to_string(&path).unwrap(), original);
+
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let (path, ws) = (path.clone(), ws.clone());
+                std::thread::spawn(move || add_workspace(&path, &format!("w{i}"), &ws).unwrap())
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let all = Config::parse(&fs_err::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(all.workspaces.len(), before.workspaces.len() + 8);
+    }
 
     #[test]
     fn unknown_keys_are_refused_with_their_name() {

@@ -1,14 +1,15 @@
-//! The long operations that run as jobs, each named once: its job name (what the catalog
-//! records and `jobs` lists), the permission starting it needs, and whether it is heavy
-//! (a slot of the API's heavy-job cap). Stopping a job asks the same permission as starting
-//! it, so the job's name must say exactly which operation it is: an in-place restore is not
-//! a restore into a new database, and a name this table does not know is refused.
+//! Every operation tidemark does for a caller, each named once: its job name (what the
+//! catalog records and `jobs` lists, for those that run as jobs), its audit action, its
+//! workspace-lock label, the permission it needs, and whether it is heavy (a slot of the
+//! API's heavy-job cap). Stopping a job asks the same permission as starting it, so the
+//! job's name must say exactly which operation it is: an in-place restore is not a restore
+//! into a new database, and a name this table does not know is refused.
 
 use serde::{Deserialize, Serialize};
 
 use crate::access::Action;
 
-/// An operation that runs as a job.
+/// An operation (the first thirteen run as jobs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Operation {
@@ -30,10 +31,39 @@ pub enum Operation {
     PruneDryRun,
     Check,
     Export,
+    /// Dropping a branch's database.
+    BranchDelete,
+    Pin,
+    Unpin,
+    /// Deleting one snapshot by hand.
+    SnapshotDelete,
+    /// Stopping a job.
+    JobCancel,
+    TokenCreate,
+    TokenRevoke,
+    /// Marking a restore point.
+    RestorePoint,
+    /// A download link to an export.
+    ExportLink,
+    /// An export downloaded through a link.
+    ExportDownload,
+    /// A bundle imported into a new database.
+    Import,
+    StackPut,
+    StackPublish,
+    StackRevert,
+    /// Function stacks taken from a bundle.
+    StackImport,
+    /// Function stacks restored from a snapshot into the live database.
+    RestoreStacks,
+    /// A switch a dead process left half done, finished or undone.
+    SwitchRecover,
+    /// A new audit chain begun (a new catalog), linked to the repository's last one.
+    AuditNewChain,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 13] = [
+    pub const ALL: [Operation; 31] = [
         Operation::Snapshot,
         Operation::BaseBackup,
         Operation::Drill,
@@ -47,6 +77,24 @@ impl Operation {
         Operation::PruneDryRun,
         Operation::Check,
         Operation::Export,
+        Operation::BranchDelete,
+        Operation::Pin,
+        Operation::Unpin,
+        Operation::SnapshotDelete,
+        Operation::JobCancel,
+        Operation::TokenCreate,
+        Operation::TokenRevoke,
+        Operation::RestorePoint,
+        Operation::ExportLink,
+        Operation::ExportDownload,
+        Operation::Import,
+        Operation::StackPut,
+        Operation::StackPublish,
+        Operation::StackRevert,
+        Operation::StackImport,
+        Operation::RestoreStacks,
+        Operation::SwitchRecover,
+        Operation::AuditNewChain,
     ];
 
     /// A restore of tables into the live database (beside the live ones), or into a new one.
@@ -54,7 +102,7 @@ impl Operation {
         if into_live { Operation::RestoreIntoLive } else { Operation::Restore }
     }
 
-    /// The name jobs are recorded under (and their audit action).
+    /// Its name: what its jobs are recorded under, and its audit action.
     pub fn job_name(self) -> &'static str {
         match self {
             Operation::Snapshot => "snapshot",
@@ -70,7 +118,31 @@ impl Operation {
             Operation::PruneDryRun => "prune-dry-run",
             Operation::Check => "check",
             Operation::Export => "export",
+            // The names the audit trail has used for these since they were first recorded.
+            Operation::BranchDelete => "branch.delete",
+            Operation::Pin => "pin",
+            Operation::Unpin => "unpin",
+            Operation::SnapshotDelete => "snapshot.delete",
+            Operation::JobCancel => "job.cancel",
+            Operation::TokenCreate => "token.create",
+            Operation::TokenRevoke => "token.revoke",
+            Operation::RestorePoint => "restore-point",
+            Operation::ExportLink => "export.link",
+            Operation::ExportDownload => "export.download",
+            Operation::Import => "import",
+            Operation::StackPut => "stacks.put",
+            Operation::StackPublish => "stacks.publish",
+            Operation::StackRevert => "stacks.revert",
+            Operation::StackImport => "stacks.import",
+            Operation::RestoreStacks => "restore.stacks",
+            Operation::SwitchRecover => "switch.recover",
+            Operation::AuditNewChain => "audit.new-chain",
         }
+    }
+
+    /// Whether it runs as a job (the catalog lists it, `jobs` shows its progress).
+    pub fn is_job(self) -> bool {
+        Operation::ALL[..13].contains(&self)
     }
 
     /// The action its audit records carry: the job's name, one spelling everywhere.
@@ -86,7 +158,7 @@ impl Operation {
     /// The operation a job's recorded name stands for; `None` for a name this version does
     /// not know (callers refuse it, never guess).
     pub fn from_job_name(name: &str) -> Option<Operation> {
-        Operation::ALL.into_iter().find(|o| o.job_name() == name)
+        Operation::ALL.into_iter().find(|o| o.is_job() && o.job_name() == name)
     }
 
     /// What starting it needs.
@@ -103,7 +175,23 @@ impl Operation {
             | Operation::BranchSetLive => Action::ReplaceLive,
             Operation::Prune | Operation::PruneDryRun => Action::Prune,
             Operation::Check => Action::Read,
-            Operation::Export => Action::Export,
+            Operation::Export | Operation::ExportLink => Action::Export,
+            // The link stands in for the right of whoever asked for it (who had `Export`).
+            Operation::ExportDownload => Action::Export,
+            Operation::BranchDelete => Action::DeleteBranch,
+            Operation::Pin => Action::Pin,
+            Operation::Unpin => Action::Unpin,
+            Operation::SnapshotDelete => Action::Prune,
+            // Each job asks more: `cancel_permission` of its operation.
+            Operation::JobCancel => Action::Read,
+            Operation::TokenCreate | Operation::TokenRevoke => Action::ManageTokens,
+            Operation::RestorePoint => Action::MarkRestorePoint,
+            Operation::Import => Action::Restore,
+            Operation::StackPut | Operation::StackPublish | Operation::StackRevert | Operation::StackImport => {
+                Action::WriteStacks
+            }
+            Operation::RestoreStacks | Operation::SwitchRecover => Action::ReplaceLive,
+            Operation::AuditNewChain => Action::ReadAudit,
         }
     }
 
@@ -142,12 +230,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_operation_has_its_own_name_and_reads_back_from_it() {
+    fn every_operation_has_its_own_name_and_jobs_read_back_from_it() {
         for op in Operation::ALL {
-            assert_eq!(Operation::from_job_name(op.job_name()), Some(op));
+            let back = if op.is_job() { Some(op) } else { None };
+            assert_eq!(Operation::from_job_name(op.job_name()), back, "{op}");
             assert_eq!(Operation::ALL.iter().filter(|o| o.job_name() == op.job_name()).count(), 1, "{op}");
         }
         assert_eq!(Operation::from_job_name("restore.in-place"), None);
+        assert_eq!(Operation::ALL.iter().filter(|o| o.is_job()).count(), 13);
+        assert!(Operation::Check.is_job() && !Operation::BranchDelete.is_job());
         assert_eq!(Operation::from_job_name(""), None);
     }
 

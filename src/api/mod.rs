@@ -375,7 +375,7 @@ async fn deny(app: &App, actor: &Actor, path: &str, e: &Error) {
         // One error in the record: the refusal's own kind and reason (cut).
         let refused: Result<()> = Err(Error::new(e.kind(), refusals::cut(e.message(), refusals::PATH_KEPT)));
         let details = serde_json::json!({});
-        crate::ops::audit::record(
+        crate::ops::audit::record_event(
             &app.core,
             actor,
             "api.denied",

@@ -114,7 +114,7 @@ pub async fn record_repeated(core: &Core, repeated: &Repeated) {
     let details = serde_json::json!({
         "kind": repeated.kind, "count": repeated.count, "since": repeated.since, "until": Utc::now(),
     });
-    crate::ops::audit::record(core, &repeated.actor, "api.denied.repeated", "-", &refused, details).await;
+    crate::ops::audit::record_event(core, &repeated.actor, "api.denied.repeated", "-", &refused, details).await;
 }
 
 /// `text` cut to at most `most` characters (on a character boundary), marked when cut.

@@ -4,6 +4,7 @@
 //! repository, and commands that only need the repository never open it.
 
 pub mod audit;
+pub mod branches;
 mod drills;
 mod jobs;
 pub mod lock;
@@ -40,6 +41,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (10, "switches", include_str!("../../migrations/catalog/0010_switches.sql")),
     (11, "job_refused", include_str!("../../migrations/catalog/0011_job_refused.sql")),
     (12, "job_result", include_str!("../../migrations/catalog/0012_job_result.sql")),
+    (13, "branches", include_str!("../../migrations/catalog/0013_branches.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

@@ -44,7 +44,7 @@ pub enum BranchCommand {
         #[command(flatten)]
         wait: super::WaitArg,
     },
-    /// Drop a branch's database and remove it from tidemark.toml
+    /// Drop a branch's database and forget the branch
     Delete {
         /// The workspace the branch belongs to
         workspace: String,
@@ -68,8 +68,7 @@ pub async fn run(global: &Global, cmd: BranchCommand) -> Result<()> {
             } else {
                 let b = &report.branch;
                 println!(
-                    "branch {} of {} created from {}: database {} ({} rows, {}), workspace {} in tidemark.toml \
-                     (no schedules)",
+                    "branch {} of {} created from {}: database {} ({} rows, {}), workspace {} (no schedules)",
                     b.name,
                     b.branch_of,
                     b.source,

@@ -20,6 +20,18 @@ use crate::repo::layout;
 pub async fn record<T>(
     core: &Core,
     actor: &Actor,
+    operation: crate::operation::Operation,
+    target: &str,
+    result: &Result<T>,
+    details: serde_json::Value,
+) {
+    record_event(core, actor, operation.audit_action(), target, result, details).await;
+}
+
+/// Records what is no operation: a refused request (`api.denied`), or their count.
+pub async fn record_event<T>(
+    core: &Core,
+    actor: &Actor,
     action: &str,
     target: &str,
     result: &Result<T>,
@@ -237,7 +249,7 @@ pub async fn new_chain(core: &Core, actor: &Actor) -> Result<ChainLink> {
         Ok(link) => serde_json::json!({"chain": link.chain, "follows": link.follows}),
         Err(_) => serde_json::json!({}),
     };
-    record(core, actor, "audit.new-chain", "-", &done, details).await;
+    record(core, actor, crate::operation::Operation::AuditNewChain, "-", &done, details).await;
     done
 }
 

@@ -1,10 +1,13 @@
 //! `branch create|list|set-live|delete`: a copy of a workspace's database, from a snapshot
-//! or a moment, next to the live one on the same server, registered in tidemark.toml as a
-//! workspace of its own (`<workspace>--<name>`, `branch-of = "<workspace>"`, no schedules,
-//! so nothing backs it up or drills it unless you say so). `set-live` makes the branch the
-//! workspace's database with the in-place restore's guarded switch (a pre-restore snapshot
-//! first, `restore undo` swaps back); `delete` drops it. Function stacks live in the
-//! database, so they come along; `stacks diff --to-workspace <workspace>--<name>` compares.
+//! or a moment, next to the live one on the same server. A branch is a row in the catalog
+//! (claimed before its database is made, so of two creates of one name one wins; moved to
+//! `deleting` before its database is dropped, so of two deletes one drops) and a record in
+//! the repository; the process never writes tidemark.toml. It answers to the workspace
+//! name `<workspace>--<name>` where one workspace is asked for (stacks), with no schedules:
+//! nothing backs it up or drills it. `set-live` makes the branch the workspace's database
+//! with the in-place restore's guarded switch (a pre-restore snapshot first, `restore undo`
+//! swaps back); `delete` drops it. Branches that earlier versions wrote into tidemark.toml
+//! (`branch-of = ...`) are listed and usable; the operator removes their entries.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -13,7 +16,8 @@ use super::Core;
 use super::job::WaitFor;
 use super::restore::{RestoreOptions, RestoreReport};
 use crate::actor::Actor;
-use crate::config::{Config, LoadedConfig, WorkspaceConfig, render_workspace, validate_workspace_name};
+use crate::catalog::branches::{BranchRow, BranchState};
+use crate::config::{WorkspaceConfig, validate_workspace_name};
 use crate::error::{Error, ErrorKind, Result};
 use crate::operation::Operation;
 use crate::pg::ConnSpec;
@@ -51,6 +55,11 @@ pub struct BranchInfo {
     pub age_seconds: Option<i64>,
     /// `pg_database_size`, when the database could be reached.
     pub size_bytes: Option<i64>,
+    /// `creating` while its database is restored, `deleting` while it is dropped.
+    pub state: BranchState,
+    /// An entry in tidemark.toml (made by an earlier version), not a catalog row: tidemark
+    /// does not change it; the operator removes it.
+    pub in_config: bool,
 }
 
 /// What `branch create` did.
@@ -131,58 +140,65 @@ fn database_name(live: &str, name: &str) -> Result<String> {
     Ok(db)
 }
 
-/// The config as it is on disk now (branches are added and removed while a core runs).
-fn current_config(core: &Core) -> Result<LoadedConfig> {
-    LoadedConfig::load(Some(&core.config.path))
+/// The branch's connection URL: the workspace's, naming the branch's database (the path's
+/// alone: a `dbname` parameter would name the live one).
+fn branch_url(workspace: &str, ws: &WorkspaceConfig, db: &str) -> Result<String> {
+    let mut url = url::Url::parse(&ws.database_url)
+        .map_err(|e| Error::config(format!("workspace {workspace}'s database-url: {e}")))?;
+    url.path_segments_mut().map_err(|()| Error::config("the database-url cannot name a database"))?.clear().push(db);
+    crate::pg::drop_query_parameters(&mut url, |k| k == "dbname");
+    Ok(url.to_string())
+}
+
+/// Branch `name` of `workspace` as a workspace of its own: the workspace's connection on
+/// the branch's database, no schedules.
+pub(crate) fn as_workspace(workspace: &str, ws: &WorkspaceConfig, row: &BranchRow) -> Result<WorkspaceConfig> {
+    Ok(WorkspaceConfig {
+        password: ws.password.clone(),
+        restore_database_url: ws.restore_database_url.clone(),
+        restore_password: ws.restore_password.clone(),
+        schedules: Some(Vec::new()),
+        branch_of: Some(workspace.to_string()),
+        branch_source: Some(row.source.clone()),
+        branch_created: Some(row.created_at.to_rfc3339()),
+        ..WorkspaceConfig::at(branch_url(workspace, ws, &row.database)?)
+    })
 }
 
 /// Restores a snapshot (or a moment) of `workspace` into a new database beside it and
-/// registers it as a branch.
+/// records it as a branch.
 ///
 /// Errors: `Usage` for a bad name or both a snapshot and a time; `AlreadyExists` for a
 /// branch or database of that name; those of the restore (the new database is then dropped
-/// again, and nothing is registered).
+/// again, and the name is free again).
 pub async fn create(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -> Result<BranchCreateReport> {
     let done = create_branch(core, opts, actor).await;
     let details = serde_json::json!({ "branch": opts.name, "from": opts.from, "time": opts.time });
-    super::audit::record(core, actor, Operation::BranchCreate.audit_action(), &opts.workspace, &done, details).await;
+    super::audit::record(core, actor, Operation::BranchCreate, &opts.workspace, &done, details).await;
     done
 }
 
 async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -> Result<BranchCreateReport> {
     super::check_jobs(opts.jobs)?;
-    let config = current_config(core)?;
-    let ws = config.workspace(&opts.workspace)?.clone();
-    if ws.branch_of.is_some() {
+    let ws = core.workspace(&opts.workspace)?;
+    if ws.config.branch_of.is_some() {
         return Err(Error::usage(format!("{} is a branch itself: branch its workspace instead", opts.workspace)));
     }
     let entry = entry_name(&opts.workspace, &opts.name)?;
-    if config.config.workspaces.contains_key(&entry) {
+    if core.config.config.workspaces.contains_key(&entry) {
         return Err(Error::new(
             ErrorKind::AlreadyExists,
-            format!("branch {} of {} exists (workspace {entry})", opts.name, opts.workspace),
+            format!("{entry} is a workspace in the config: choose another branch name"),
         ));
     }
-    let live = core.workspace(&opts.workspace)?.restorer()?;
+    let live = ws.restorer()?;
     let live_db = live
         .database()
         .ok_or_else(|| Error::config(format!("workspace {}'s URL names no database", opts.workspace)))?;
     let db = database_name(&live_db, &opts.name)?;
     let live_database = database::check_may_replace(&live, &live_db, &opts.workspace).await?;
-    if database::databases_named(&live, &db).await?.contains(&db) {
-        return Err(Error::new(
-            ErrorKind::AlreadyExists,
-            format!("database {db:?} exists on the workspace's server; drop it or choose another name"),
-        ));
-    }
-    let mut url = url::Url::parse(&ws.database_url)
-        .map_err(|e| Error::config(format!("workspace {}'s database-url: {e}", opts.workspace)))?;
-    url.path_segments_mut().map_err(|()| Error::config("the database-url cannot name a database"))?.clear().push(&db);
-    // The database is the path's alone: a `dbname` parameter would name the live one.
-    crate::pg::drop_query_parameters(&mut url, |k| k == "dbname");
-    let now = Utc::now();
     let (snapshot, source) = match (&opts.from, &opts.time) {
-        (Some(_), Some(_)) => return Err(Error::usage("give a snapshot (--from) or --time, not both")),
+        (Some(_), Some(_)) => return Err(Error::usage("give a snapshot or a time to branch from, not both")),
         (_, Some(time)) => (String::new(), format!("time {}", crate::wal::window::parse_time(time)?.to_rfc3339())),
         (from, None) => {
             let asked = from.clone().unwrap_or_else(|| "latest".into());
@@ -190,21 +206,55 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
             (id.clone(), format!("snapshot {id}"))
         }
     };
-    let branch = WorkspaceConfig {
-        password: ws.password.clone(),
-        schedules: Some(Vec::new()),
-        branch_of: Some(opts.workspace.clone()),
-        branch_source: Some(source.clone()),
-        branch_created: Some(now.to_rfc3339()),
-        ..WorkspaceConfig::at(url.to_string())
+    let row = BranchRow {
+        workspace: opts.workspace.clone(),
+        name: opts.name.clone(),
+        database: db.clone(),
+        source: source.clone(),
+        state: BranchState::Creating,
+        created_at: Utc::now(),
+        actor: Some(actor.to_string()),
     };
-    // The entry must fit the file before anything is restored.
-    let text = render_workspace(&entry, &branch);
-    let current = fs_err::read_to_string(&config.path)?;
-    Config::parse(&format!("{current}{text}"))?;
+    branch_workspace_fits(&opts.workspace, &ws.config, &row)?;
+    let catalog = core.catalog().await?;
+    // The name is this call's from here on: a second create of it is refused, not raced.
+    catalog.claim_branch(&row).await?;
+    let made = restore_branch(core, opts, actor, (&live, &live_database, &db), snapshot).await;
+    let restored = match made {
+        Ok(restored) => restored,
+        Err(e) => {
+            let _ = catalog.forget_branch(&opts.workspace, &opts.name).await;
+            return Err(e);
+        }
+    };
+    catalog.move_branch(&opts.workspace, &opts.name, BranchState::Creating, BranchState::Ready).await?;
+    write_record(core, &row).await;
+    let _ = core.know_branch(&row);
+    let info = info_of(&row, BranchState::Ready, database_size(&live, &db).await);
+    Ok(BranchCreateReport { branch: info, restore: restored })
+}
 
-    let target = live.with_database(&db);
-    let created = database::create_beside(&live, &db, &live_database).await?;
+/// That the branch's connection can be made from the workspace's (before anything is made).
+fn branch_workspace_fits(workspace: &str, ws: &WorkspaceConfig, row: &BranchRow) -> Result<()> {
+    as_workspace(workspace, ws, row).map(|_| ())
+}
+
+/// The branch's database: made beside the live one, restored; dropped again on failure.
+async fn restore_branch(
+    core: &Core,
+    opts: &BranchCreateOptions,
+    actor: &Actor,
+    (live, live_database, db): (&ConnSpec, &database::LiveDatabase, &str),
+    snapshot: String,
+) -> Result<RestoreReport> {
+    if database::databases_named(live, db).await?.contains(&db.to_string()) {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("database {db:?} exists on the workspace's server; drop it or choose another name"),
+        ));
+    }
+    let target = live.with_database(db);
+    let created = database::create_beside(live, db, live_database).await?;
     let restore_opts = RestoreOptions {
         snapshot,
         workspace: Some(opts.workspace.clone()),
@@ -217,39 +267,43 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
         reserved_target: true,
         ..Default::default()
     };
-    let restored = match super::restore::restore(core, &restore_opts, actor).await {
-        Ok(restored) => restored,
-        Err(e) => {
-            if created {
-                let _ = database::drop_database(&target).await;
-            }
-            return Err(e);
-        }
-    };
-    let registered = (|| {
-        use std::io::Write;
-        let mut file = std::fs::OpenOptions::new().append(true).open(&config.path)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    })();
-    if let Err(e) = registered {
+    let restored = super::restore::restore(core, &restore_opts, actor).await;
+    if restored.is_err() && created {
         let _ = database::drop_database(&target).await;
-        return Err(Error::from(e).context(format!(
-            "registering branch {entry} in {}; its database was dropped again",
-            config.path.display()
-        )));
     }
-    let info = BranchInfo {
-        workspace: entry,
-        branch_of: opts.workspace.clone(),
-        name: opts.name.clone(),
-        database: db,
-        source,
-        created_at: Some(now),
-        age_seconds: Some(0),
-        size_bytes: database_size(&live, &target.database().unwrap_or_default()).await,
+    restored
+}
+
+/// The branch's record in the repository (sealed, as restore points are): what a catalog
+/// rebuilt from the repository finds. A record that cannot be written is logged; the
+/// catalog's row is the branch.
+async fn write_record(core: &Core, row: &BranchRow) {
+    let key = crate::repo::layout::branch(&row.workspace, &row.name);
+    let written = match core.recipients() {
+        Ok(recipients) => {
+            let _ = core.repo.delete(&key).await;
+            core.repo.put_sealed(&key, row, recipients).await
+        }
+        Err(e) => Err(e),
     };
-    Ok(BranchCreateReport { branch: info, restore: restored })
+    if let Err(e) = written {
+        tracing::warn!(error = %e.report(), branch = %row.name, "the branch's record was not written to the repository");
+    }
+}
+
+fn info_of(row: &BranchRow, state: BranchState, size_bytes: Option<i64>) -> BranchInfo {
+    BranchInfo {
+        workspace: format!("{}--{}", row.workspace, row.name),
+        branch_of: row.workspace.clone(),
+        name: row.name.clone(),
+        database: row.database.clone(),
+        source: row.source.clone(),
+        created_at: Some(row.created_at),
+        age_seconds: Some((Utc::now() - row.created_at).num_seconds()),
+        size_bytes,
+        state,
+        in_config: false,
+    }
 }
 
 /// What a branch's creation records as its job's end.
@@ -284,17 +338,23 @@ async fn database_size(server: &ConnSpec, db: &str) -> Option<i64> {
     size
 }
 
-/// The branches of `workspace` (all, when `None`), from the config file as it is now.
+/// The branches of `workspace` (all, when `None`): the catalog's, and those an earlier
+/// version wrote into tidemark.toml.
 ///
-/// Errors: `Config` for the file; `NotFound` for an unknown workspace.
+/// Errors: `NotFound` for an unknown workspace; `Unavailable` for the catalog.
 pub async fn list(core: &Core, workspace: Option<&str>, _actor: &Actor) -> Result<Vec<BranchInfo>> {
-    let config = current_config(core)?;
     if let Some(w) = workspace {
-        config.workspace(w)?;
+        core.workspace(w)?;
     }
-    let now = Utc::now();
     let mut out = Vec::new();
-    for (entry, ws) in &config.config.workspaces {
+    for row in core.catalog().await?.branches(workspace).await? {
+        let size = match core.workspace(&row.workspace).and_then(|w| w.conn().cloned()) {
+            Ok(server) => database_size(&server, &row.database).await,
+            Err(_) => None,
+        };
+        out.push(info_of(&row, row.state, size));
+    }
+    for (entry, ws) in &core.config.config.workspaces {
         let Some(of) = &ws.branch_of else { continue };
         if workspace.is_some_and(|w| w != of) {
             continue;
@@ -317,90 +377,122 @@ pub async fn list(core: &Core, workspace: Option<&str>, _actor: &Actor) -> Resul
             database,
             source: ws.branch_source.clone().unwrap_or_default(),
             created_at,
-            age_seconds: created_at.map(|c| (now - c).num_seconds()),
+            age_seconds: created_at.map(|c| (Utc::now() - c).num_seconds()),
             size_bytes: size,
+            state: BranchState::Ready,
+            in_config: true,
         });
     }
     Ok(out)
 }
 
-/// The branch `name` of `workspace` in the config as it is now, with its connection.
-fn find(core: &Core, workspace: &str, name: &str) -> Result<(LoadedConfig, String, ConnSpec)> {
-    let config = current_config(core)?;
+/// Takes branch `name` of `workspace` for work that ends it (set-live, delete): its row
+/// moves from `ready` to `deleting`, so no second caller takes it; with its connection.
+///
+/// Errors: `NotFound` for an unknown branch; `Busy` for one being made or ended;
+/// `Refused` for one declared in tidemark.toml (the operator's file: tidemark does not
+/// change it).
+async fn take(core: &Core, workspace: &str, name: &str) -> Result<(BranchRow, ConnSpec)> {
     let entry = entry_name(workspace, name)?;
-    let ws = config.config.workspaces.get(&entry).filter(|w| w.branch_of.as_deref() == Some(workspace)).ok_or_else(
-        || Error::not_found(format!("workspace {workspace} has no branch {name} (`tidemark branch list` shows them)")),
-    )?;
-    let spec = ConnSpec::parse(&ws.database_url, ws.password.as_ref())?;
-    Ok((config, entry, spec))
+    if core.config.config.workspaces.get(&entry).is_some_and(|w| w.branch_of.as_deref() == Some(workspace)) {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "branch {name} is declared in the config ([workspaces.{entry}], written by an earlier version); \
+                 tidemark does not change that file: drop its database and remove the entry by hand"
+            ),
+        ));
+    }
+    let catalog = core.catalog().await?;
+    let missing = || Error::not_found(format!("workspace {workspace} has no branch {name} (`branch list` shows them)"));
+    let row = catalog.branch(workspace, name).await?.ok_or_else(missing)?;
+    if !catalog.move_branch(workspace, name, BranchState::Ready, BranchState::Deleting).await? {
+        return Err(Error::new(ErrorKind::Busy, format!("branch {name} is being made or ended by another caller")));
+    }
+    let ws = core.workspace(workspace)?;
+    let spec = ConnSpec::parse(&as_workspace(workspace, &ws.config, &row)?.database_url, ws.config.password.as_ref())?;
+    Ok((row, spec))
+}
+
+/// Gives a taken branch back (what ended it failed), or forgets it (it ended).
+async fn give_back(core: &Core, row: &BranchRow, ended: bool) -> Result<()> {
+    let catalog = core.catalog().await?;
+    if !ended {
+        catalog.move_branch(&row.workspace, &row.name, BranchState::Deleting, BranchState::Ready).await?;
+        return Ok(());
+    }
+    catalog.forget_branch(&row.workspace, &row.name).await?;
+    core.forget_branch(&row.workspace, &row.name);
+    if let Err(e) = core.repo.delete(&crate::repo::layout::branch(&row.workspace, &row.name)).await {
+        tracing::warn!(error = %e.report(), branch = %row.name, "the branch's record stays in the repository");
+    }
+    Ok(())
 }
 
 /// Makes branch `name` the workspace's live database: a pre-restore snapshot of the live
 /// one, then the guarded switch (the live database moves aside as
-/// `<database>_before_branch_<name>`, which `restore undo` swaps back); the branch's entry
-/// is removed from the config, since its database is the workspace's now.
+/// `<database>_before_branch_<name>`, which `restore undo` swaps back); the branch is no
+/// longer one, since its database is the workspace's now.
 ///
 /// Errors: `Usage` without the confirmation; `NotFound` for an unknown branch; `Usage` for
 /// a branch on another server; those of the snapshot and the switch (which puts back what
-/// it did).
+/// it did; the branch stays).
 pub async fn set_live(core: &Core, opts: &SetLiveOptions, actor: &Actor) -> Result<SetLiveReport> {
     super::inplace::confirmed(&opts.workspace, &opts.confirm)?;
     let done = async {
-        let (config, entry, branch) = find(core, &opts.workspace, &opts.name)?;
-        let workspace = core.workspace(&opts.workspace)?;
-        let live = workspace.restorer()?;
-        let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
-        let incoming = branch.database().unwrap_or_default();
-        if !workspace.conn()?.with_database(&incoming).same_database(&branch) {
-            return Err(Error::usage(format!(
-                "branch {} is not on the workspace's server as its role; switch by hand",
-                opts.name
-            )));
-        }
-        let aside = super::inplace::beside(&db, super::inplace::BEFORE, &format!("branch_{}", opts.name))?;
-        database::check_may_replace(&live, &db, &opts.workspace).await?;
-        let note = format!("before making branch {} live", opts.name);
-        let safety = super::inplace::safety_snapshot(core, &opts.workspace, &note, (None, opts.wait), actor).await?;
-        let _lock =
-            super::job::take_workspace(core, &opts.workspace, Operation::BranchSetLive.lock_label(), actor, opts.wait)
-                .await?;
-        super::switch::recover(core, &opts.workspace, actor).await?;
-        let plan = super::switch::Plan {
-            workspace: &opts.workspace,
-            kind: crate::catalog::switches::SwitchKind::SetLive,
-            live: &db,
-            incoming: &incoming,
-            aside: &aside,
-            media: None,
-        };
-        let switched = super::switch::switch(core, &live, &plan, actor)
-            .await
-            .map_err(|e| e.context(format!("switching to branch {} (pre-restore snapshot {})", opts.name, safety)))?;
-        crate::config::remove_workspace(&config.path, &entry).map_err(|e| {
-            e.context(format!("branch {} is live; remove its entry {entry} from the config by hand", opts.name))
-        })?;
-        let previous =
-            super::inplace::keep_or_drop(core, &opts.workspace, &live, (aside, switched.aside_oid), opts.drop_previous)
-                .await?;
-        Ok(SetLiveReport {
-            workspace: opts.workspace.clone(),
-            branch: opts.name.clone(),
-            safety_snapshot: safety,
-            database: db,
-            previous_database: previous,
-            switch_ms: switched.window.as_millis() as u64,
-        })
+        let (row, branch) = take(core, &opts.workspace, &opts.name).await?;
+        let switched = switch_to(core, opts, &branch, actor).await;
+        give_back(core, &row, switched.is_ok()).await?;
+        switched
     }
     .await;
     let details = serde_json::json!({ "branch": opts.name, "drop_previous": opts.drop_previous });
-    super::audit::record(core, actor, Operation::BranchSetLive.audit_action(), &opts.workspace, &done, details).await;
+    super::audit::record(core, actor, Operation::BranchSetLive, &opts.workspace, &done, details).await;
     done
 }
 
-/// Drops a branch's database and removes its entry from the config.
+async fn switch_to(core: &Core, opts: &SetLiveOptions, branch: &ConnSpec, actor: &Actor) -> Result<SetLiveReport> {
+    let workspace = core.workspace(&opts.workspace)?;
+    let live = workspace.restorer()?;
+    let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
+    let incoming = branch.database().unwrap_or_default();
+    let aside = super::inplace::beside(&db, super::inplace::BEFORE, &format!("branch_{}", opts.name))?;
+    database::check_may_replace(&live, &db, &opts.workspace).await?;
+    let note = format!("before making branch {} live", opts.name);
+    let safety = super::inplace::safety_snapshot(core, &opts.workspace, &note, (None, opts.wait), actor).await?;
+    let _lock =
+        super::job::take_workspace(core, &opts.workspace, Operation::BranchSetLive.lock_label(), actor, opts.wait)
+            .await?;
+    super::switch::recover(core, &opts.workspace, actor).await?;
+    let plan = super::switch::Plan {
+        workspace: &opts.workspace,
+        kind: crate::catalog::switches::SwitchKind::SetLive,
+        live: &db,
+        incoming: &incoming,
+        aside: &aside,
+        media: None,
+    };
+    let switched = super::switch::switch(core, &live, &plan, actor)
+        .await
+        .map_err(|e| e.context(format!("switching to branch {} (pre-restore snapshot {})", opts.name, safety)))?;
+    let previous =
+        super::inplace::keep_or_drop(core, &opts.workspace, &live, (aside, switched.aside_oid), opts.drop_previous)
+            .await?;
+    Ok(SetLiveReport {
+        workspace: opts.workspace.clone(),
+        branch: opts.name.clone(),
+        safety_snapshot: safety,
+        database: db,
+        previous_database: previous,
+        switch_ms: switched.window.as_millis() as u64,
+    })
+}
+
+/// Drops a branch's database and forgets the branch.
 ///
 /// Errors: `Usage` when `confirm` does not repeat the branch's name; `NotFound` for an
-/// unknown branch; `Database` when the database cannot be dropped (the entry then stays).
+/// unknown branch; `Busy` for one another caller is making or ending; `Database` when the
+/// database cannot be dropped (the branch then stays).
 pub async fn delete(core: &Core, opts: &BranchDeleteOptions, actor: &Actor) -> Result<BranchInfo> {
     let done = async {
         if opts.confirm != opts.name {
@@ -409,32 +501,19 @@ pub async fn delete(core: &Core, opts: &BranchDeleteOptions, actor: &Actor) -> R
                 opts.name, opts.name
             )));
         }
-        let info = list(core, Some(&opts.workspace), actor)
-            .await?
-            .into_iter()
-            .find(|b| b.name == opts.name)
-            .ok_or_else(|| Error::not_found(format!("workspace {} has no branch {}", opts.workspace, opts.name)))?;
-        let (config, entry, branch) = find(core, &opts.workspace, &opts.name)?;
+        let (row, branch) = take(core, &opts.workspace, &opts.name).await?;
         // Dropped as the workspace's restore role, where one is set.
         let dropper = match core.workspace(&opts.workspace)?.restorer() {
-            Ok(restorer) if restorer.same_server(&branch) => {
-                restorer.with_database(&branch.database().unwrap_or_default())
-            }
-            _ => branch,
+            Ok(restorer) if restorer.same_server(&branch) => restorer.with_database(&row.database),
+            _ => branch.clone(),
         };
-        database::drop_database(&dropper).await?;
-        crate::config::remove_workspace(&config.path, &entry)?;
-        Ok(info)
+        let size = database_size(&branch, &row.database).await;
+        let dropped = database::drop_database(&dropper).await;
+        give_back(core, &row, dropped.is_ok()).await?;
+        dropped.map(|()| info_of(&row, BranchState::Deleting, size))
     }
     .await;
-    super::audit::record(
-        core,
-        actor,
-        "branch.delete",
-        &opts.workspace,
-        &done,
-        serde_json::json!({ "branch": opts.name }),
-    )
-    .await;
+    let details = serde_json::json!({ "branch": opts.name });
+    super::audit::record(core, actor, Operation::BranchDelete, &opts.workspace, &done, details).await;
     done
 }

@@ -92,15 +92,7 @@ pub async fn export(core: &Core, opts: &ExportOptions, actor: &Actor) -> Result<
         "file": opts.to, "snapshot": opts.snapshot, "plain": opts.plain, "tables": opts.tables,
         "schema_only": opts.schema_only, "with_media": opts.with_media,
     });
-    super::audit::record(
-        core,
-        actor,
-        crate::operation::Operation::Export.audit_action(),
-        &opts.workspace,
-        &done,
-        details,
-    )
-    .await;
+    super::audit::record(core, actor, crate::operation::Operation::Export, &opts.workspace, &done, details).await;
     done
 }
 

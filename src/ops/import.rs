@@ -78,7 +78,7 @@ pub async fn import(core: &Core, opts: &ImportOptions, actor: &Actor) -> Result<
         Ok(ws) if !ws.is_empty() => ws,
         _ => crate::pg::redact_url(&opts.target),
     };
-    super::audit::record(core, actor, "import", &target, &done, details).await;
+    super::audit::record(core, actor, crate::operation::Operation::Import, &target, &done, details).await;
     done
 }
 

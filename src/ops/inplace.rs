@@ -202,7 +202,7 @@ pub async fn restore_in_place(core: &Core, opts: &InPlaceOptions, actor: &Actor)
     let details = serde_json::json!({
         "snapshot": opts.snapshot, "time": opts.time, "bundle": opts.bundle, "drop_previous": opts.drop_previous,
     });
-    super::audit::record(core, actor, Operation::RestoreInPlace.audit_action(), &opts.workspace, &done, details).await;
+    super::audit::record(core, actor, Operation::RestoreInPlace, &opts.workspace, &done, details).await;
     done
 }
 
@@ -528,15 +528,7 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         })
     }
     .await;
-    super::audit::record(
-        core,
-        actor,
-        Operation::RestoreUndo.audit_action(),
-        &opts.workspace,
-        &done,
-        serde_json::json!({}),
-    )
-    .await;
+    super::audit::record(core, actor, Operation::RestoreUndo, &opts.workspace, &done, serde_json::json!({})).await;
     done
 }
 

@@ -87,7 +87,7 @@ pub async fn cancel(
     });
     let details = serde_json::json!({"job": job.id, "operation": job.operation, "started_by": job.actor});
     let target = format!("{}/job/{}", job.workspace, job.id);
-    super::audit::record(core, actor, "job.cancel", &target, &done, details).await;
+    super::audit::record(core, actor, crate::operation::Operation::JobCancel, &target, &done, details).await;
     done
 }
 
@@ -218,7 +218,7 @@ impl StartedJob {
                 (Ok(_), Some(verdict)) => Err(crate::error::Error::integrity(verdict.clone())),
                 (Err(e), _) => Err(crate::error::Error::new(e.kind(), e.message().to_string())),
             };
-            super::audit::record(&core, &actor, spec.operation.job_name(), &spec.workspace, &audited, details).await;
+            super::audit::record(&core, &actor, spec.operation, &spec.workspace, &audited, details).await;
         }
         result
     }

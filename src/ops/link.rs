@@ -120,7 +120,7 @@ pub async fn issue(
         Ok(link) => serde_json::json!({ "export": export, "expires_at": link.expires_at }),
         Err(_) => serde_json::json!({ "export": export }),
     };
-    super::audit::record(core, actor, "export.link", workspace, &done, details).await;
+    super::audit::record(core, actor, crate::operation::Operation::ExportLink, workspace, &done, details).await;
     done
 }
 
@@ -183,7 +183,7 @@ pub async fn redeem(core: &Core, key: &LinkKey, link: &Presented, address: Optio
     super::audit::record(
         core,
         &actor,
-        "export.download",
+        crate::operation::Operation::ExportDownload,
         &link.workspace,
         &done,
         serde_json::json!({ "export": link.export }),

@@ -147,7 +147,15 @@ impl Core {
             Some(Recipients::parse(&config.config.repository.recipients)?)
         };
         let identity_source = config.identity_source();
-        Ok(Core::assemble(config, repo, recipients, identity_source, OnceLock::new()))
+        let core = Core::assemble(config, repo, recipients, identity_source, OnceLock::new());
+        // The branches the catalog holds answer as workspaces of their own from here on (a
+        // catalog that does not exist yet holds none, and is not made for it).
+        if core.config.catalog_path().exists()
+            && let Err(e) = core.load_branches().await
+        {
+            tracing::warn!(error = %e.report(), "branches are not served as workspaces");
+        }
+        Ok(core)
     }
 
     fn assemble(
@@ -242,7 +250,14 @@ impl Core {
     ///
     /// Errors: `NotFound` naming the configured ones.
     pub fn workspace(&self, name: &str) -> Result<Arc<Workspace>> {
-        let config = self.config.workspace(name)?;
+        let config = match self.config.workspace(name) {
+            Ok(config) => config,
+            // A branch (`<workspace>--<name>`) this core knows of.
+            Err(e) => {
+                let resolved = self.workspaces.lock().expect("workspaces lock");
+                return resolved.get(name).filter(|w| w.config.branch_of.is_some()).cloned().ok_or(e);
+            }
+        };
         let mut resolved = self.workspaces.lock().expect("workspaces lock");
         if let Some(ws) = resolved.get(name).filter(|ws| ws.config == *config) {
             return Ok(ws.clone());
@@ -292,9 +307,55 @@ impl Core {
     ///
     /// Errors: `NotFound` for a name the config does not have; `Usage` when none is named
     /// and the config has several (or none).
+    /// Workspace `name` from the config, or a ready branch (`<workspace>--<branch>`) from
+    /// the catalog as it is now, as a workspace of its own (no schedules); the branch is
+    /// then known to [`Core::workspace`] too.
+    ///
+    /// Errors: as [`Core::workspace`] for a name that is neither; `Unavailable` for the
+    /// catalog.
+    pub async fn workspace_or_branch(&self, name: &str) -> Result<Arc<Workspace>> {
+        let unknown = match self.workspace(name) {
+            Ok(ws) => return Ok(ws),
+            Err(e) => e,
+        };
+        let Some((of, branch)) = name.split_once("--") else { return Err(unknown) };
+        let ready = crate::catalog::branches::BranchState::Ready;
+        let Some(row) = self.catalog().await?.branch(of, branch).await?.filter(|b| b.state == ready) else {
+            return Err(unknown);
+        };
+        self.know_branch(&row)
+    }
+
+    /// Every ready branch of the catalog, known to [`Core::workspace`] as a workspace.
+    ///
+    /// Errors: `Unavailable` for the catalog.
+    pub async fn load_branches(&self) -> Result<()> {
+        let ready = crate::catalog::branches::BranchState::Ready;
+        for row in self.catalog().await?.branches(None).await?.into_iter().filter(|b| b.state == ready) {
+            if let Err(e) = self.know_branch(&row) {
+                tracing::warn!(error = %e.report(), branch = %row.name, "a branch is not served as a workspace");
+            }
+        }
+        Ok(())
+    }
+
+    /// A branch as a workspace of this core (`forget`: no longer).
+    pub(crate) fn know_branch(&self, row: &crate::catalog::branches::BranchRow) -> Result<Arc<Workspace>> {
+        let name = format!("{}--{}", row.workspace, row.name);
+        let config = branch::as_workspace(&row.workspace, &self.workspace(&row.workspace)?.config, row)?;
+        let ws = Arc::new(Workspace { name: name.clone(), config, conn: OnceLock::new() });
+        self.workspaces.lock().expect("workspaces lock").insert(name, ws.clone());
+        Ok(ws)
+    }
+
+    /// Forgets branch `name` of `workspace` as a workspace of this core.
+    pub(crate) fn forget_branch(&self, workspace: &str, name: &str) {
+        self.workspaces.lock().expect("workspaces lock").remove(&format!("{workspace}--{name}"));
+    }
+
     pub fn workspace_or_only(&self, workspace: Option<&str>) -> Result<String> {
         if let Some(ws) = workspace {
-            self.config.workspace(ws)?;
+            self.workspace(ws)?;
             return Ok(ws.to_string());
         }
         let names: Vec<&String> = self.config.config.workspaces.keys().collect();

@@ -582,6 +582,6 @@ pub async fn restore_stacks(
     ConnSpec::close(conn).await;
     let result = Ok(out);
     let details = serde_json::json!({"snapshot": snapshot, "stacks": live.len()});
-    super::audit::record(core, actor, "restore.stacks", &workspace, &result, details).await;
+    super::audit::record(core, actor, crate::operation::Operation::RestoreStacks, &workspace, &result, details).await;
     result
 }

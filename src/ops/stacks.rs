@@ -64,7 +64,7 @@ fn changed_by<'a>(author: Option<&'a str>, actor: &'a Actor) -> ChangedBy<'a> {
 }
 
 async fn connect(core: &Core, workspace: &str, write: bool) -> Result<Option<PgConnection>> {
-    let mut conn = core.workspace(workspace)?.conn()?.connect().await?;
+    let mut conn = core.workspace_or_branch(workspace).await?.conn()?.connect().await?;
     if write {
         stk::install(&mut conn).await?;
         return Ok(Some(conn));
@@ -90,7 +90,7 @@ pub async fn put(core: &Core, opts: &StackPutOptions, actor: &Actor) -> Result<P
     let out =
         log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), opts.message.as_deref(), None)
             .await;
-    audited(core, actor, "stacks.put", &workspace, &stack, &out).await;
+    audited(core, actor, crate::operation::Operation::StackPut, &workspace, &stack, &out).await;
     out
 }
 
@@ -98,7 +98,7 @@ pub async fn put(core: &Core, opts: &StackPutOptions, actor: &Actor) -> Result<P
 async fn audited<T: Serialize>(
     core: &Core,
     actor: &Actor,
-    action: &str,
+    action: crate::operation::Operation,
     workspace: &str,
     stack: &StackRef,
     out: &Result<T>,
@@ -185,7 +185,7 @@ pub async fn publish(core: &Core, opts: &StackPublishOptions, actor: &Actor) -> 
     let stack = StackRef::parse(&opts.stack)?;
     let mut conn = connect(core, &workspace, true).await?.expect("installed");
     let out = log::publish(&mut conn, &stack, changed_by(opts.author.as_deref(), actor), opts.message.as_deref()).await;
-    audited(core, actor, "stacks.publish", &workspace, &stack, &out).await;
+    audited(core, actor, crate::operation::Operation::StackPublish, &workspace, &stack, &out).await;
     out
 }
 
@@ -234,7 +234,7 @@ pub async fn revert(core: &Core, opts: &StackRevertOptions, actor: &Actor) -> Re
     let message = format!("revert to {to}");
     let by = changed_by(opts.author.as_deref(), actor);
     let out = log::put(&mut conn, &stack, &doc, by, Some(&message), Some(&to.to_string())).await;
-    audited(core, actor, "stacks.revert", &workspace, &stack, &out).await;
+    audited(core, actor, crate::operation::Operation::StackRevert, &workspace, &stack, &out).await;
     out
 }
 
@@ -288,7 +288,7 @@ pub async fn import(core: &Core, opts: &StackImportOptions, actor: &Actor) -> Re
         let message = format!("import {}", file.display());
         let outcome =
             log::put(&mut conn, &stack, &doc, changed_by(opts.author.as_deref(), actor), Some(&message), None).await;
-        audited(core, actor, "stacks.import", &workspace, &stack, &outcome).await;
+        audited(core, actor, crate::operation::Operation::StackImport, &workspace, &stack, &outcome).await;
         let outcome = outcome?;
         out.push(ImportedFile { file, stack: stack.to_string(), change: outcome.change });
     }

@@ -168,7 +168,7 @@ pub async fn recover(core: &Core, workspace: &str, actor: &Actor) -> Result<Opti
         "started_at": intent.started_at, "started_by": intent.actor,
         "finished": done.as_ref().ok().map(|r| r.finished),
     });
-    super::audit::record(core, actor, "switch.recover", workspace, &done, details).await;
+    super::audit::record(core, actor, crate::operation::Operation::SwitchRecover, workspace, &done, details).await;
     match &done {
         Ok(r) => tracing::warn!(
             workspace,

@@ -165,7 +165,15 @@ pub async fn create(core: &Core, opts: &TokenCreateOptions, actor: &Actor) -> Re
     };
     let stored = core.catalog().await?.insert_token(&token, &hash(&secret)).await;
     let details = serde_json::json!({"id": token.id, "role": token.role, "workspaces": token.workspaces});
-    super::audit::record(core, actor, "token.create", &format!("token/{}", token.name), &stored, details).await;
+    super::audit::record(
+        core,
+        actor,
+        crate::operation::Operation::TokenCreate,
+        &format!("token/{}", token.name),
+        &stored,
+        details,
+    )
+    .await;
     stored.map(|()| TokenCreated { secret, token })
 }
 
@@ -206,7 +214,7 @@ pub async fn revoke(core: &Core, opts: &TokenRevokeOptions, actor: &Actor) -> Re
         // A scoped refusal is recorded in the caller's workspaces (its own admins see it).
         Err(_) => serde_json::json!({"workspaces": grant.workspaces}),
     };
-    super::audit::record(core, actor, "token.revoke", &target, &revoked, details).await;
+    super::audit::record(core, actor, crate::operation::Operation::TokenRevoke, &target, &revoked, details).await;
     revoked
 }
 

@@ -1,8 +1,6 @@
 //! `workspace add` / `workspace list`: the workspaces tidemark backs up, kept in tidemark.toml;
 //! and a workspace's status, from the catalog alone (cheap enough to ask often).
 
-use std::io::Write;
-
 use serde::{Deserialize, Serialize};
 
 use chrono::{DateTime, Utc};
@@ -10,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::Core;
 use crate::actor::Actor;
 use crate::catalog::{Job, JobStatus};
-use crate::config::{Config, LoadedConfig, Secret, WorkspaceConfig, render_workspace, validate_workspace_name};
+use crate::config::{LoadedConfig, Secret, WorkspaceConfig, validate_workspace_name};
 use crate::error::{Error, ErrorKind, Result};
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -24,7 +22,8 @@ pub struct WorkspaceAddOptions {
     pub media: Option<String>,
 }
 
-/// Adds a workspace to the config file, keeping the file's comments and layout.
+/// Adds a workspace to the config file, keeping every other key, the file's comments and
+/// its layout (under the config's lock: `config::edit_workspaces`).
 ///
 /// Errors: `Usage` for a bad name or a password given as is (not `env:`/`file:`),
 /// `AlreadyExists` for a taken one, `Config` for a bad URL.
@@ -38,14 +37,7 @@ pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
         ));
     }
     let ws = WorkspaceConfig { password, media: opts.media.clone(), ..WorkspaceConfig::at(opts.database_url.clone()) };
-    let text = render_workspace(&opts.name, &ws);
-    // Validate the whole file as it will be before touching it.
-    let current = fs_err::read_to_string(&config.path)?;
-    Config::parse(&format!("{current}{text}"))?;
-    let mut file = std::fs::OpenOptions::new().append(true).open(&config.path)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
+    crate::config::add_workspace(&config.path, &opts.name, &ws)
 }
 
 /// What `workspace remove` takes.

@@ -14,6 +14,7 @@
 //! workspaces/<ws>/base/<id>/base.tar.zst.age
 //! workspaces/<ws>/base/<id>/manifest.json.age
 //! workspaces/<ws>/restore-points/<name>.json.age
+//! workspaces/<ws>/branches/<name>.json.age
 //! <any signed object>.sig      (its Ed25519 signature, see `crate::signing`)
 //! ```
 //!
@@ -167,6 +168,12 @@ pub fn restore_points(workspace: &str) -> Path {
 /// pick the right base backup. `workspaces/<ws>/restore-points/<encoded name>.json.age`.
 pub fn restore_point(workspace: &str, name: &str) -> Path {
     Path::from_iter(["workspaces", workspace, "restore-points", &format!("{}.json.age", encode_segment(name))])
+}
+
+/// A branch's record (`branch create`): its database, source and creation.
+/// `workspaces/<ws>/branches/<name>.json.age`.
+pub fn branch(workspace: &str, name: &str) -> Path {
+    Path::from_iter(["workspaces", workspace, "branches", &format!("{}.json.age", encode_segment(name))])
 }
 
 fn is_sha256_hex(s: &str) -> bool {

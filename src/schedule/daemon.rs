@@ -49,12 +49,12 @@ pub struct ScheduledJob {
 }
 
 impl ScheduledJob {
-    /// The job's operation, as recorded in the catalog.
-    pub fn operation(&self) -> &'static str {
+    /// The job's operation.
+    pub fn operation(&self) -> crate::operation::Operation {
         match self.action {
-            super::policy::Action::Snapshot => "snapshot",
-            super::policy::Action::BaseBackup => "basebackup",
-            super::policy::Action::Drill => "drill",
+            super::policy::Action::Snapshot => crate::operation::Operation::Snapshot,
+            super::policy::Action::BaseBackup => crate::operation::Operation::BaseBackup,
+            super::policy::Action::Drill => crate::operation::Operation::Drill,
         }
     }
 }
@@ -292,7 +292,7 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
     let started_at = shared.clock.now();
     let new = NewJob {
         workspace: job.workspace.clone(),
-        operation: job.operation().into(),
+        operation: job.operation().job_name().into(),
         kind: job.kind.map(|k| k.to_string()),
         trigger: job.trigger,
         policy: Some(job.policy.clone()),
@@ -397,7 +397,7 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
             job_id: id,
             workspace: job.workspace.clone(),
             policy: job.policy.clone(),
-            operation: job.operation(),
+            operation: job.operation().job_name(),
             kind: job.kind.map(|k| k.to_string()),
             trigger: job.trigger.as_str(),
             slot: job.slot,

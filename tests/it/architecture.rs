@@ -139,7 +139,7 @@ fn operations_are_spelled_only_in_the_operation_enum() {
     let mut spellings: Vec<String> = tidemark::operation::Operation::ALL
         .iter()
         .map(|o| o.job_name().to_string())
-        .filter(|name| name.contains('-'))
+        .filter(|name| name.contains('-') || name.contains('.'))
         .collect();
     // What they replaced: a second and third spelling of one operation.
     for older in ["restore.in-place", "restore --in-place", "restore undo", "restore.undo", "branch.create"] {

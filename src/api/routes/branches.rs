@@ -158,7 +158,7 @@ pub(in crate::api) async fn set_live(
 #[utoipa::path(
     delete,
     path = "/v1/workspaces/{ws}/branches/{name}",
-    summary = "Drops a branch's database and removes it from the config (admin)",
+    summary = "Drops a branch's database and forgets the branch (admin)",
     params(BranchPath, DeleteBranchQuery),
     responses((status = 200, body = ops::branch::BranchInfo)),
 )]

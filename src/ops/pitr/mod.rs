@@ -132,7 +132,15 @@ pub async fn mark(core: &Core, opts: &MarkOptions, actor: &Actor) -> Result<Rest
     // Write-once: a restore point recorded under this name at the same moment is not replaced.
     let stored = core.repo.put_sealed(&key, &point, core.recipients()?).await.map_err(|e| used_name(e, name));
     let details = serde_json::json!({"lsn": point.lsn.to_string(), "time": point.time});
-    super::audit::record(core, actor, "restore-point", &format!("{workspace}/{name}"), &stored, details).await;
+    super::audit::record(
+        core,
+        actor,
+        crate::operation::Operation::RestorePoint,
+        &format!("{workspace}/{name}"),
+        &stored,
+        details,
+    )
+    .await;
     stored.map(|()| point)
 }
 

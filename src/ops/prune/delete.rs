@@ -45,7 +45,15 @@ pub async fn delete(core: &Core, opts: &SnapshotDeleteOptions, actor: &Actor) ->
         Ok(r) => format!("{}/{}", r.workspace, r.id),
         Err(_) => format!("{}/{}", opts.workspace.as_deref().unwrap_or("?"), opts.id),
     };
-    super::super::audit::record(core, actor, "snapshot.delete", &target, &done, serde_json::json!({})).await;
+    super::super::audit::record(
+        core,
+        actor,
+        crate::operation::Operation::SnapshotDelete,
+        &target,
+        &done,
+        serde_json::json!({}),
+    )
+    .await;
     done
 }
 

@@ -137,7 +137,7 @@ pub async fn set_pin(core: &Core, opts: &PinOptions, actor: &Actor) -> Result<St
         Ok(())
     }
     .await;
-    let action = if opts.pin { "pin" } else { "unpin" };
+    let action = if opts.pin { crate::operation::Operation::Pin } else { crate::operation::Operation::Unpin };
     super::audit::record(core, actor, action, &format!("{ws}/{id}"), &done, serde_json::json!({})).await;
     done.map(|()| ws)
 }
