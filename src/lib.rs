@@ -29,6 +29,7 @@ pub mod error;
 pub mod faults;
 pub mod keys;
 pub mod migrations;
+pub mod monitor;
 pub mod operation;
 pub mod ops;
 pub mod pg;

@@ -23,8 +23,8 @@ pub struct BaseBackupOptions {
 /// operation holds the workspace.
 pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) -> Result<BaseManifest> {
     let workspace = opts.workspace.as_str();
-    let until = super::lock::pitr_until(core, workspace)?;
-    let core = &super::lock::locking(core, until);
+    let until = super::hold::pitr_until(core, workspace)?;
+    let core = &super::hold::locking(core, until);
     let ws = core.workspace(workspace)?;
     let _lock = super::job::take_workspace(
         core,
@@ -54,7 +54,7 @@ pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) ->
     progress.finish();
     let taken = taken.map_err(|e| e.context(format!("base backup of workspace {workspace}")))?;
     if let Some(until) = until {
-        let moved = super::lock::extend_for_base(core, workspace, &taken.id, until).await?;
+        let moved = super::hold::extend_for_base(core, workspace, &taken.id, until).await?;
         tracing::info!(workspace, locks = moved, "object lock: the previous base backup and its WAL extended");
     }
     Ok(taken)

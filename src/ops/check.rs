@@ -234,7 +234,7 @@ pub async fn check(core: &Core, opts: &CheckOptions, _actor: &Actor) -> Result<C
     }
     objects_checked += archived.len() as u64;
     if core.repo.object_lock().is_some() {
-        let wanted = pitr_lock_needs(workspace, super::lock::pitr_window(core, workspace)?, &bases, &archived)?;
+        let wanted = pitr_lock_needs(workspace, super::hold::pitr_window(core, workspace)?, &bases, &archived)?;
         problems.extend(pitr_locks_short(core.repo.clone(), workspace.to_string(), wanted).await?);
     }
     // Signatures: who signed each record and WAL file (manifests that did not verify are
@@ -310,7 +310,7 @@ async fn locks_short(
     problems: &mut Vec<String>,
 ) -> Result<()> {
     let Some(lock) = core.repo.object_lock() else { return Ok(()) };
-    let Some(needed) = super::lock::snapshot_until(core, &manifest.workspace, manifest.kind, manifest.started_at)?
+    let Some(needed) = super::hold::snapshot_until(core, &manifest.workspace, manifest.kind, manifest.started_at)?
     else {
         return Ok(());
     };

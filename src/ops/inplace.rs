@@ -13,8 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use super::Core;
 use super::job::WaitFor;
-use super::media_swap::MediaSwap;
-pub use super::media_swap::MediaSwapped;
 use super::restore::{RestoreOptions, RestoreReport};
 use super::snapshot::SnapshotOptions;
 use crate::actor::Actor;
@@ -23,6 +21,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::operation::Operation;
 use crate::repo::manifest::SnapshotKind;
 use crate::restore::database;
+use crate::restore::media_swap::MediaSwap;
+pub use crate::restore::media_swap::MediaSwapped;
 
 /// What `restore --in-place` takes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

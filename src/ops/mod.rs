@@ -11,13 +11,12 @@ pub mod demo;
 pub mod drill;
 pub mod export;
 pub mod health;
+pub mod hold;
 pub mod import;
 pub mod init;
 pub mod inplace;
 pub mod job;
 pub mod link;
-pub mod lock;
-mod media_swap;
 pub mod metrics;
 pub mod pitr;
 pub mod prune;
@@ -140,7 +139,7 @@ impl Core {
             &repo_config.trusted_signers,
             repo_config.allow_unsigned,
         )?;
-        let repo = Repository::open(repo_config).await?.with_signing(signing).with_object_lock(lock::settings(&config));
+        let repo = Repository::open(repo_config).await?.with_signing(signing).with_object_lock(hold::settings(&config));
         let recipients = if config.config.repository.recipients.is_empty() {
             None
         } else {

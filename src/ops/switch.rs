@@ -15,12 +15,12 @@
 //! and the media are both the old ones or both the new ones.
 
 use super::Core;
-use super::media_swap::MediaSwap;
 use crate::actor::Actor;
 use crate::catalog::switches::{SwitchIntent, SwitchKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::ConnSpec;
 use crate::restore::database::{self, Switched};
+use crate::restore::media_swap::MediaSwap;
 
 /// A switch about to be made: `live` becomes `aside` and `incoming` becomes `live`.
 pub(super) struct Plan<'a> {

@@ -12,7 +12,7 @@ use crate::wal::archive::{self, Pushed};
 /// Archives one WAL file; succeeds only once it is durable in the repository.
 pub async fn push(core: &Core, workspace: Option<&str>, path: &Path) -> Result<Pushed> {
     let workspace = core.workspace_or_only(workspace)?;
-    let core = &super::lock::locking(core, super::lock::pitr_until(core, &workspace)?);
+    let core = &super::hold::locking(core, super::hold::pitr_until(core, &workspace)?);
     archive::push(&core.repo, core.recipients()?, &workspace, path).await
 }
 
@@ -89,7 +89,7 @@ pub async fn push_ahead(
     idle: std::time::Duration,
 ) -> Result<usize> {
     let workspace = core.workspace_or_only(workspace)?;
-    let core = &super::lock::locking(core, super::lock::pitr_until(core, &workspace)?);
+    let core = &super::hold::locking(core, super::hold::pitr_until(core, &workspace)?);
     let (repo, recipients) = (core.repo.clone(), core.recipients()?.clone());
     // At most `parallel` segment buffers, reused from push to push.
     let buffers = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<u8>>::new()));

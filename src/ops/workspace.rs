@@ -3,13 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::Core;
 use crate::actor::Actor;
-use crate::catalog::{Job, JobStatus};
+use crate::catalog::JobStatus;
 use crate::config::{LoadedConfig, Secret, WorkspaceConfig, validate_workspace_name};
 use crate::error::{Error, ErrorKind, Result};
+pub use crate::monitor::status::{LastDrill, LastJob, WorkspaceStatus};
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -94,62 +95,6 @@ pub struct StatusOptions {
     pub workspace: String,
 }
 
-/// A workspace's state as this host's catalog knows it: the newest good snapshot, base
-/// backup and drill, the newest failure after them, and what runs now. The repository is
-/// not read (a `check` does that).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct WorkspaceStatus {
-    pub workspace: String,
-    /// When this status was read (ages count to it).
-    pub at: DateTime<Utc>,
-    pub wal_stream: bool,
-    pub media: bool,
-    pub last_snapshot: Option<LastJob>,
-    pub last_base_backup: Option<LastJob>,
-    pub last_drill: Option<LastDrill>,
-    /// The newest failed job of each operation that failed after its last success.
-    pub failing: Vec<LastJob>,
-    pub running: Vec<Job>,
-}
-
-/// A finished job, in short.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct LastJob {
-    pub job: i64,
-    pub operation: String,
-    pub kind: Option<String>,
-    pub snapshot_id: Option<String>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub age_seconds: Option<i64>,
-    pub error: Option<String>,
-}
-
-impl LastJob {
-    fn of(job: &Job, now: DateTime<Utc>) -> LastJob {
-        LastJob {
-            job: job.id,
-            operation: job.operation.clone(),
-            kind: job.kind.clone(),
-            snapshot_id: job.snapshot_id.clone(),
-            finished_at: job.finished_at,
-            age_seconds: job.finished_at.map(|t| (now - t).num_seconds()),
-            error: job.error.clone(),
-        }
-    }
-}
-
-/// The newest drill, in short.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct LastDrill {
-    pub id: i64,
-    pub source: String,
-    pub passed: bool,
-    pub finished_at: DateTime<Utc>,
-    pub age_seconds: i64,
-    /// The restore's time: the recovery time this drill proves.
-    pub rto_seconds: f64,
-}
-
 /// The status of one configured workspace.
 ///
 /// Errors: `NotFound` for a workspace not in the config, `Unavailable` for the catalog.
@@ -160,9 +105,11 @@ pub async fn status(core: &Core, opts: &StatusOptions, actor: &Actor) -> Result<
     let ws = opts.workspace.as_str();
     let mut failing = Vec::new();
     let mut lasts = Vec::new();
-    for op in ["snapshot", "basebackup", "drill", "restore", "prune", "check"] {
-        let good = catalog.newest_job(ws, op, JobStatus::Succeeded).await?;
-        let bad = catalog.newest_job(ws, op, JobStatus::Failed).await?;
+    // The first two are the newest good snapshot and base backup.
+    use crate::operation::Operation as O;
+    for op in [O::Snapshot, O::BaseBackup, O::Drill, O::Restore, O::Prune, O::Check] {
+        let good = catalog.newest_job(ws, op.job_name(), JobStatus::Succeeded).await?;
+        let bad = catalog.newest_job(ws, op.job_name(), JobStatus::Failed).await?;
         let newer_failure = bad.filter(|b| good.as_ref().is_none_or(|g| b.started_at > g.started_at));
         failing.extend(newer_failure.map(|j| LastJob::of(&j, now)));
         lasts.push(good.map(|j| LastJob::of(&j, now)));

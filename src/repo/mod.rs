@@ -6,8 +6,8 @@ pub mod bucket;
 mod error;
 pub mod faults;
 pub mod layout;
-mod lock;
 pub mod manifest;
+mod object_lock;
 mod objects;
 mod pins;
 pub mod pipeline;
@@ -26,8 +26,8 @@ use crate::config::RepositoryConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{Identities, Recipients};
 use crate::repo::pipeline::{decrypt_small, encrypt_small};
-pub use lock::ObjectLock;
 use manifest::Manifest;
+pub use object_lock::ObjectLock;
 pub use objects::{StoredObject, when_taken};
 
 /// The name of an object in the repository (a `/`-separated path below its root); built by
@@ -83,7 +83,7 @@ impl Repository {
     pub async fn init(cfg: &RepositoryConfig, recipients: &Recipients) -> Result<Repository> {
         let opened = store::open(cfg, true)?;
         if cfg.object_lock.is_some() {
-            lock::lock_enabled(opened.s3.as_ref(), &cfg.url).await?;
+            object_lock::lock_enabled(opened.s3.as_ref(), &cfg.url).await?;
         }
         let descriptor = Descriptor {
             format: REPOSITORY_FORMAT.into(),

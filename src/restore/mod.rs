@@ -6,5 +6,6 @@ pub mod copytext;
 pub mod database;
 pub mod load;
 pub mod media;
+pub mod media_swap;
 pub mod postdata;
 pub mod tables;

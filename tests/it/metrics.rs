@@ -231,7 +231,7 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
             "{family} is exported but not in docs/reference/metrics.md"
         );
     }
-    let code = std::fs::read_to_string(root_dir.join("src/ops/metrics.rs")).unwrap();
+    let code = std::fs::read_to_string(root_dir.join("src/monitor/metrics.rs")).unwrap();
     for name in &documented {
         let mut stem = name.as_str();
         while !code.contains(&format!("\"{stem}")) {

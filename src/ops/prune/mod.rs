@@ -132,7 +132,7 @@ pub async fn set_pin(core: &Core, opts: &PinOptions, actor: &Actor) -> Result<St
                 Ok(ids) => Some(core.repo.read_manifest(&ws, &id, &ids).await?),
                 Err(_) => None,
             };
-            super::lock::extend_snapshot(core, manifest.as_ref(), &ws, &id, until).await?;
+            super::hold::extend_snapshot(core, manifest.as_ref(), &ws, &id, until).await?;
         }
         Ok(())
     }

@@ -69,8 +69,8 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Resul
 async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Manifest> {
     super::check_jobs(opts.jobs)?;
     // Under object lock, everything it writes is held for its kind's retention.
-    let until = super::lock::snapshot_until(core, &opts.workspace, opts.kind, chrono::Utc::now())?;
-    let core = &super::lock::locking(core, until);
+    let until = super::hold::snapshot_until(core, &opts.workspace, opts.kind, chrono::Utc::now())?;
+    let core = &super::hold::locking(core, until);
     let ws = core.workspace(&opts.workspace)?;
     // Never beside another operation on this workspace (a prune would collect this
     // snapshot's objects, which no manifest commits yet).
@@ -216,7 +216,7 @@ async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Mani
     };
     if let Some(until) = until {
         // Media it shares with older snapshots, and repository.json, are needed as long.
-        super::lock::extend_snapshot(core, Some(&manifest), &opts.workspace, &id, until).await?;
+        super::hold::extend_snapshot(core, Some(&manifest), &opts.workspace, &id, until).await?;
     }
     core.repo.commit_manifest(&manifest, &recipients).await?;
     list::index_committed(core, &manifest).await;

@@ -29,7 +29,7 @@ pub struct MediaSwapped {
 }
 
 /// Where a workspace's media are during an in-place restore of `id`.
-pub(super) enum MediaSwap {
+pub enum MediaSwap {
     Folders { live: PathBuf, incoming: PathBuf, aside: PathBuf, undone: PathBuf },
     Store { root: BucketRoot, url: url::Url, live: String, incoming: String, aside: String, undone: String },
 }
@@ -40,7 +40,7 @@ impl MediaSwap {
     ///
     /// Errors: `Usage` for media at an object store's root (there is no prefix beside it);
     /// `Config` for a URL that cannot be opened.
-    pub(super) fn beside(
+    pub fn beside(
         url: Option<&str>,
         repository: &crate::config::RepositoryConfig,
         id: &str,
@@ -84,7 +84,7 @@ impl MediaSwap {
 
     /// What a report says of a switch of these media: the live folder (or prefix URL) and
     /// where the media it held went (`None` when they were dropped).
-    pub(super) fn swapped_report(&self, dropped: bool) -> MediaSwapped {
+    pub fn swapped_report(&self, dropped: bool) -> MediaSwapped {
         let (live, aside) = match self {
             MediaSwap::Folders { live, aside, .. } => (live.display().to_string(), aside.display().to_string()),
             MediaSwap::Store { url, live, aside, .. } => {
@@ -100,7 +100,7 @@ impl MediaSwap {
     }
 
     /// Where the restore writes the snapshot's media: a folder or a URL.
-    pub(super) fn incoming_target(&self) -> String {
+    pub fn incoming_target(&self) -> String {
         match self {
             MediaSwap::Folders { incoming, .. } => incoming.display().to_string(),
             MediaSwap::Store { url, incoming, .. } => {
@@ -114,7 +114,7 @@ impl MediaSwap {
     /// Refuses to start when an earlier in-place restore of the same id left something.
     ///
     /// Errors: `AlreadyExists` naming it; `Unavailable` for the store.
-    pub(super) async fn ensure_clear(&self) -> Result<()> {
+    pub async fn ensure_clear(&self) -> Result<()> {
         let left = match self {
             MediaSwap::Folders { incoming, aside, .. } => {
                 [incoming, aside].into_iter().find(|p| p.exists()).map(|p| p.display().to_string())
@@ -140,7 +140,7 @@ impl MediaSwap {
     }
 
     /// Removes what the restore wrote (after a failure before the switch).
-    pub(super) async fn discard_incoming(&self) {
+    pub async fn discard_incoming(&self) {
         match self {
             MediaSwap::Folders { incoming, .. } => {
                 let _ = fs_err::remove_dir_all(incoming);
@@ -155,7 +155,7 @@ impl MediaSwap {
     /// failure the live media are as they were (put back from the aside copy for a store).
     ///
     /// Errors: `Internal` for a rename; `Unavailable` for the store.
-    pub(super) async fn switch(&self) -> Result<()> {
+    pub async fn switch(&self) -> Result<()> {
         match self {
             MediaSwap::Folders { live, incoming, aside, .. } => {
                 fs_err::create_dir_all(live)?;
@@ -188,7 +188,7 @@ impl MediaSwap {
     ///
     /// Errors: `Refused` when the folders are in no state a switch leaves; those of the
     /// switch.
-    pub(super) async fn finish_switch(&self) -> Result<()> {
+    pub async fn finish_switch(&self) -> Result<()> {
         match self {
             MediaSwap::Folders { live, incoming, aside, .. } => {
                 match (live.exists(), incoming.exists(), aside.exists()) {
@@ -216,7 +216,7 @@ impl MediaSwap {
     /// process left at any point (an undo whose database was switched).
     ///
     /// Errors: `Refused` when the folders are in no state an undo leaves; those of the undo.
-    pub(super) async fn finish_switch_back(&self) -> Result<()> {
+    pub async fn finish_switch_back(&self) -> Result<()> {
         match self {
             MediaSwap::Folders { live, aside, undone, .. } => match (live.exists(), aside.exists(), undone.exists()) {
                 (true, true, false) => self.switch_back().await,
@@ -241,7 +241,7 @@ impl MediaSwap {
     /// Drops the media moved aside (`--drop-previous`).
     ///
     /// Errors: those of the file system or the store.
-    pub(super) async fn drop_aside(&self) -> Result<()> {
+    pub async fn drop_aside(&self) -> Result<()> {
         match self {
             MediaSwap::Folders { aside, .. } => Ok(fs_err::remove_dir_all(aside)?),
             MediaSwap::Store { root, aside, .. } => {
@@ -254,7 +254,7 @@ impl MediaSwap {
     /// Whether an in-place restore swapped these media (their aside copy is whole).
     ///
     /// Errors: `Unavailable` when the store cannot say (an undo must not go on without).
-    pub(super) async fn swapped(&self) -> Result<bool> {
+    pub async fn swapped(&self) -> Result<bool> {
         match self {
             MediaSwap::Folders { aside, .. } => Ok(aside.exists()),
             MediaSwap::Store { root, aside, .. } => root.has(&marker(aside)).await,
@@ -265,7 +265,7 @@ impl MediaSwap {
     ///
     /// Errors: `Internal` for a rename; `Unavailable` for the store (the live media are then
     /// put back).
-    pub(super) async fn switch_back(&self) -> Result<()> {
+    pub async fn switch_back(&self) -> Result<()> {
         match self {
             MediaSwap::Folders { live, aside, undone, .. } => swap_folders(live, aside, undone),
             MediaSwap::Store { root, live, aside, undone, .. } => {
@@ -281,7 +281,7 @@ impl MediaSwap {
     }
 
     /// After an undo: the aside copy is live now (a folder was renamed; a prefix is removed).
-    pub(super) async fn finish_undo(&self) {
+    pub async fn finish_undo(&self) {
         if let MediaSwap::Store { root, aside, .. } = self
             && clear_live(root, aside).await.is_ok()
         {

@@ -1,7 +1,7 @@
 //! How long object lock holds what an operation writes: a snapshot's objects for the
 //! `keep-within` of the policy that keeps its kind, WAL and base backups for the PITR
 //! window, anything else for the longest `keep-within` of any policy; each plus
-//! `repository.lock-margin`. The repository applies the locks (see `repo::lock`).
+//! `repository.lock-margin`. The repository applies the locks (see `repo::object_lock`).
 
 use chrono::{DateTime, Duration, Utc};
 
