@@ -374,6 +374,62 @@ pub fn tool_spawn_error(path: &Path, e: &std::io::Error) -> Error {
     )
 }
 
+/// Postgres' limit on a name (NAMEDATALEN - 1), in bytes.
+pub const MAX_NAME_BYTES: usize = 63;
+
+/// That `name` fits Postgres' limit on names.
+///
+/// Errors: `Usage` naming `what` and the length.
+pub fn check_name_length(name: &str, what: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_NAME_BYTES {
+        return Err(Error::usage(format!(
+            "{what} {name:?} has {} bytes: Postgres takes names of 1 to {MAX_NAME_BYTES} bytes",
+            name.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The name of a database a caller asks tidemark to create: ASCII letters, digits and
+/// `_`, not starting with a digit, at most [`MAX_NAME_BYTES`] (no quoting surprises on
+/// any front end). Validated once, here; every front end takes this type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
+pub struct DatabaseName(String);
+
+impl DatabaseName {
+    /// Errors: `Usage` saying what a database name may be.
+    pub fn new(name: &str) -> Result<DatabaseName> {
+        let ok = (1..=MAX_NAME_BYTES).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            && !name.starts_with(|c: char| c.is_ascii_digit());
+        if !ok {
+            return Err(Error::usage(format!(
+                "{name:?} is not a new database's name: 1 to {MAX_NAME_BYTES} letters, digits or '_', not \
+                 starting with a digit"
+            )));
+        }
+        Ok(DatabaseName(name.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DatabaseName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<DatabaseName, D::Error> {
+        let text = String::deserialize(d)?;
+        DatabaseName::new(&text).map_err(|e| serde::de::Error::custom(e.message()))
+    }
+}
+
+impl std::fmt::Display for DatabaseName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -3,6 +3,8 @@
 //! chain's head is checkpointed into the repository (write-once, encrypted) after each, so
 //! a catalog edited or rolled back behind tidemark's back is found. `audit list` and
 //! `audit verify` read it back.
+//!
+//! Longer than ~300 lines: recording, listing, verifying and checkpointing the trail share one chain format.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -68,6 +68,7 @@ impl Work {
 ///
 /// Errors: `Config` when the Postgres server binaries are missing, `Refused` for a `keep`
 /// folder that is not empty, and whatever a step hits.
+// Longer than ~100 lines: the demo is one script a newcomer reads top to bottom; each step prints what it shows.
 pub async fn demo(
     actor: &crate::actor::Actor,
     progress: &Progress,

@@ -99,7 +99,11 @@ pub async fn export(core: &Core, opts: &ExportOptions, actor: &Actor) -> Result<
 /// The protection asked for, and the recipients it names.
 fn protection_of(core: &Core, opts: &ExportOptions) -> Result<(Protection, Vec<String>)> {
     Ok(match (opts.plain, opts.recipients.is_empty()) {
-        (true, false) => return Err(Error::usage("--plain and --recipient contradict each other: choose one")),
+        (true, false) => {
+            return Err(Error::usage(
+                "a plain export and recipients to encrypt it to contradict each other: choose one",
+            ));
+        }
         (true, true) => (Protection::Plain, Vec::new()),
         (false, false) => {
             let r = Recipients::parse(&opts.recipients)?;
@@ -116,7 +120,7 @@ fn protection_of(core: &Core, opts: &ExportOptions) -> Result<(Protection, Vec<S
 async fn export_jsonl(core: &Core, opts: &ExportOptions) -> Result<ExportReport> {
     let clock = Instant::now();
     let [table] = opts.tables.as_slice() else {
-        return Err(Error::usage("--format jsonl exports one table: give exactly one --table"));
+        return Err(Error::usage("the jsonl format exports one table: name exactly one"));
     };
     if opts.snapshot.is_some() || opts.with_media || opts.schema_only {
         return Err(Error::usage(
@@ -145,11 +149,12 @@ async fn export_jsonl(core: &Core, opts: &ExportOptions) -> Result<ExportReport>
     })
 }
 
+// Longer than ~100 lines: the bundle is written in one pass (manifest, tables, media, stacks) into one archive that is removed on any failure.
 async fn export_bundle(core: &Core, opts: &ExportOptions) -> Result<ExportReport> {
     match opts.format.as_deref() {
         None | Some("bundle") => {}
         Some("jsonl") => return export_jsonl(core, opts).await,
-        Some(other) => return Err(Error::usage(format!("--format {other:?}: bundle or jsonl"))),
+        Some(other) => return Err(Error::usage(format!("the format is bundle or jsonl, not {other:?}"))),
     }
     let clock = Instant::now();
     let asked = opts.snapshot.clone().unwrap_or_else(|| "latest".into());

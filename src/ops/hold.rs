@@ -69,7 +69,7 @@ pub fn pitr_window(core: &Core, workspace: &str) -> Result<Duration> {
 /// `core` with its writes locked until `until` (unchanged for `None`).
 pub fn locking(core: &Core, until: Option<DateTime<Utc>>) -> Core {
     match until {
-        Some(t) => Core { repo: core.repo.locking_until(t), ..core.clone() },
+        Some(t) => core.with_repo(core.repo.locking_until(t)),
         None => core.clone(),
     }
 }

@@ -107,12 +107,13 @@ async fn import_jsonl(core: &Core, opts: &ImportOptions, table: &str, target: &C
     })
 }
 
+// Longer than ~100 lines: an import reads the bundle's parts in their order into one new database and drops it on any failure.
 async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport> {
     let clock = Instant::now();
     let password = opts
         .target_password
         .as_deref()
-        .map(|p| crate::secret::Secret::reference("--target-password", p))
+        .map(|p| crate::secret::Secret::reference("the target's password", p))
         .transpose()?;
     let target = match &opts.target_conn {
         Some(resolved) => resolved.clone(),

@@ -1,6 +1,8 @@
 //! Function stacks of a workspace: put, list, show, history, publish, diff, revert, import,
 //! export. Each opens the workspace database and works on the change log in its
 //! `tidemark` schema (installed on first write).
+//!
+//! Longer than ~300 lines: each stacks command is a few lines over the same connection and audit helpers.
 
 use std::path::PathBuf;
 
@@ -303,7 +305,7 @@ pub async fn export(core: &Core, opts: &StackExportOptions, _actor: &Actor) -> R
     let selector = match opts.state.as_str() {
         "live" => Selector::Live,
         "published" => Selector::Published,
-        other => return Err(Error::usage(format!("--version takes live or published, not {other:?}"))),
+        other => return Err(Error::usage(format!("the state to export is live or published, not {other:?}"))),
     };
     let Some(mut conn) = connect(core, &workspace, false).await? else { return Ok(Vec::new()) };
     let mut written = Vec::new();

@@ -131,7 +131,7 @@ pub async fn create(core: &Core, opts: &TokenCreateOptions, actor: &Actor) -> Re
     let policy = core.config.config.api.max_token_lifetime;
     let longest = policy.unwrap_or(MAX_LIFETIME).min(MAX_LIFETIME);
     let expires_at = match (opts.never_expires, opts.expires) {
-        (true, Some(_)) => return Err(Error::usage("give --expires or --never-expires, not both")),
+        (true, Some(_)) => return Err(Error::usage("give a lifetime or never-expires, not both")),
         (true, None) if policy.is_some() => {
             return Err(Error::new(
                 ErrorKind::Refused,
@@ -143,7 +143,7 @@ pub async fn create(core: &Core, opts: &TokenCreateOptions, actor: &Actor) -> Re
             // The default lifetime, shortened to the configured maximum.
             let lifetime = lifetime.unwrap_or(DEFAULT_LIFETIME.min(longest));
             if lifetime.is_zero() || lifetime > longest {
-                let never = if policy.is_some() { "" } else { " (or give --never-expires)" };
+                let never = if policy.is_some() { "" } else { " (or never-expires)" };
                 return Err(Error::usage(format!("a token lives up to {}{never}", spoken(longest))));
             }
             Some(now + chrono::Duration::from_std(lifetime).expect("at most a year"))

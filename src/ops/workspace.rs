@@ -30,7 +30,7 @@ pub struct WorkspaceAddOptions {
 /// `AlreadyExists` for a taken one, `Config` for a bad URL.
 pub fn add(config: &LoadedConfig, opts: &WorkspaceAddOptions) -> Result<()> {
     validate_workspace_name(&opts.name)?;
-    let password = opts.password.as_deref().map(|p| Secret::reference("--password", p)).transpose()?;
+    let password = opts.password.as_deref().map(|p| Secret::reference("the password", p)).transpose()?;
     if config.config.workspaces.contains_key(&opts.name) {
         return Err(Error::new(
             ErrorKind::AlreadyExists,

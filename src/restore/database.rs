@@ -597,8 +597,7 @@ pub fn reserved_names(db: &str) -> [String; 4] {
 /// the others are the server's own.
 pub const SYSTEM_DATABASES: [&str; 3] = ["postgres", "template0", "template1"];
 
-/// Postgres' limit on a name (NAMEDATALEN - 1).
-pub const MAX_NAME_BYTES: usize = 63;
+pub use crate::pg::MAX_NAME_BYTES;
 
 /// Whether `actor` may restore into `target`, for every front end: never a server's system
 /// database; never a name reserved beside a workspace's database on the same server
@@ -616,12 +615,7 @@ pub async fn guard_target(
 ) -> Result<()> {
     let name = target.database().unwrap_or_default();
     // Postgres would cut a longer name short and restore into the name that leaves.
-    if name.len() > MAX_NAME_BYTES {
-        return Err(Error::usage(format!(
-            "a database name is at most {MAX_NAME_BYTES} bytes; {name:?} has {}",
-            name.len()
-        )));
-    }
+    crate::pg::check_name_length(&name, "the database name")?;
     if SYSTEM_DATABASES.contains(&name.as_str()) {
         return Err(Error::new(
             ErrorKind::Refused,

@@ -158,3 +158,42 @@ fn operations_are_spelled_only_in_the_operation_enum() {
     }
     assert!(found.is_empty(), "operations named outside Operation:\n{}", found.join("\n"));
 }
+
+/// Issue 32: `ops/` orchestrates. No file there is longer than ~300 lines of code (its unit
+/// tests aside), and no function longer than ~100, without the reason written beside it:
+/// a `//! Longer than ~300 lines: ...` line in the file, a `// Longer than ~100 lines: ...`
+/// comment in the lines just above the function.
+#[test]
+fn ops_files_and_functions_stay_short_or_say_why() {
+    let ops = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ops");
+    let mut all = Vec::new();
+    files(&ops, &mut all);
+    assert!(all.len() > 30, "{all:?}");
+    let mut unexplained = Vec::new();
+    for path in &all {
+        let text = code(path);
+        let lines: Vec<&str> = text.lines().collect();
+        let name = path.strip_prefix(&ops).unwrap().display().to_string();
+        if lines.len() > 300 && !lines.iter().any(|l| l.starts_with("//! Longer than ~300 lines: ")) {
+            unexplained.push(format!("{name}: {} lines", lines.len()));
+        }
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let is_fn = ["fn ", "async fn ", "pub fn ", "pub async fn ", "pub(super) fn ", "pub(super) async fn "]
+                .iter()
+                .any(|p| trimmed.starts_with(p) || trimmed.starts_with(&format!("pub(crate) {p}")));
+            if !is_fn || line.trim_end().ends_with(';') {
+                continue;
+            }
+            let indent = &line[..line.len() - trimmed.len()];
+            let close = format!("{indent}}}");
+            let Some(end) = lines[i..].iter().position(|l| *l == close) else { continue };
+            let said = lines[i.saturating_sub(12)..i].iter().any(|l| l.contains("// Longer than ~100 lines: "));
+            if end + 1 > 100 && !said {
+                let function = trimmed.split("fn ").nth(1).and_then(|f| f.split(['(', '<']).next()).unwrap_or(trimmed);
+                unexplained.push(format!("{name}: fn {function} is {} lines", end + 1));
+            }
+        }
+    }
+    assert!(unexplained.is_empty(), "over the limit without a reason:\n{}", unexplained.join("\n"));
+}

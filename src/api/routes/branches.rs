@@ -95,14 +95,9 @@ pub(in crate::api) async fn create_branch(
     // Refused here rather than in the job: a bad name, both a snapshot and a time, a moment
     // that is none, too many connections.
     ops::branch::check_name(&ws, &asked.name)?;
-    let from = match (&asked.from, &asked.time) {
-        (Some(_), Some(_)) => return Err(ApiError(Error::usage("give a snapshot (from) or a time, not both"))),
-        (_, Some(time)) => {
-            crate::wal::window::parse_time(time)?;
-            None
-        }
-        (from, None) => Some(snapshot_or_latest(from.clone())?),
-    };
+    let from = crate::restore::RestoreSource::from_options(asked.from.as_deref(), asked.time.as_deref())?
+        .snapshot()
+        .map(str::to_string);
     ops::check_jobs(asked.jobs)?;
     let opts = ops::branch::BranchCreateOptions {
         workspace: ws.clone(),

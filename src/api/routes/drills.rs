@@ -27,7 +27,7 @@ pub(in crate::api) async fn run_drill(
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
     let asked: DrillBody = body(&bytes)?;
-    let snapshot = snapshot_or_latest(asked.snapshot)?;
+    let snapshot = snapshot_or_latest(asked.snapshot.as_deref())?;
     let opts = ops::drill::DrillOptions::new(&ws, ops::drill::DrillSource::Snapshot(Some(snapshot)));
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Drill, kind: None };
     let who = actor.clone();

@@ -52,7 +52,7 @@ pub(in crate::api) async fn create_export(
     }
     let opts = ops::export::ExportOptions {
         workspace: ws.clone(),
-        snapshot: Some(snapshot_or_latest(asked.snapshot)?),
+        snapshot: Some(snapshot_or_latest(asked.snapshot.as_deref())?),
         to: file,
         schema_only: asked.schema_only,
         tables: asked.tables,

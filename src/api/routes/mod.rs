@@ -186,24 +186,17 @@ pub(super) struct WorkspacePath {
 /// or `latest` (also when left out).
 ///
 /// Errors: `Usage` for anything else.
-pub(super) fn snapshot_or_latest(asked: Option<String>) -> crate::error::Result<String> {
-    let snapshot = asked.unwrap_or_else(|| "latest".into());
-    if snapshot != "latest" {
-        crate::repo::layout::validate_snapshot_id(&snapshot)?;
-    }
-    Ok(snapshot)
+pub(super) fn snapshot_or_latest(asked: Option<&str>) -> crate::error::Result<String> {
+    snapshot_or_time(asked, None)
 }
 
 /// A snapshot as [`snapshot_or_latest`], or none (an empty id) when the body names a
-/// moment instead.
+/// moment instead (`restore::RestoreSource`: one of the two).
 ///
 /// Errors: `Usage` for both, or a time that is not one.
-pub(super) fn snapshot_or_time(asked: Option<String>, time: Option<&str>) -> crate::error::Result<String> {
-    match (time, asked) {
-        (Some(_), Some(_)) => Err(crate::error::Error::usage("give a snapshot or a time, not both")),
-        (Some(time), None) => crate::wal::window::parse_time(time).map(|_| String::new()),
-        (None, asked) => snapshot_or_latest(asked),
-    }
+pub(super) fn snapshot_or_time(asked: Option<&str>, time: Option<&str>) -> crate::error::Result<String> {
+    let source = crate::restore::RestoreSource::from_options(asked, time)?;
+    Ok(source.snapshot().unwrap_or_default().to_string())
 }
 
 /// A snapshot in a path (the rules of `repo::layout::validate_snapshot_id`).

@@ -185,7 +185,7 @@ pub(in crate::api) async fn restore(
     let operation = crate::operation::Operation::restore(asked.into_live);
     let ws = scoped(&app, &ws)?;
     allow(&app, &actor, operation.permission(), Some(&ws)).await?;
-    let snapshot = snapshot_or_time(asked.snapshot, asked.time.as_deref())?;
+    let snapshot = snapshot_or_time(asked.snapshot.as_deref(), asked.time.as_deref())?;
     // The operation's own limits, asked now for an answer to this request.
     ops::check_jobs(asked.jobs)?;
     ops::check_tables(&asked.tables, "tables")?;
@@ -198,17 +198,10 @@ pub(in crate::api) async fn restore(
         }
         (false, None) => return Err(ApiError(Error::usage("database: the new database's name is required"))),
         (false, Some(database)) => {
-            let name_ok = (1..=63).contains(&database.len())
-                && database.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !database.starts_with(|c: char| c.is_ascii_digit());
-            if !name_ok {
-                return Err(ApiError(Error::usage(
-                    "database is a new database's name: 1 to 63 letters, digits or '_', not starting with a digit",
-                )));
-            }
+            let database = crate::pg::DatabaseName::new(&database)?;
             // On the workspace's own server; which names it may take is the operation's rule
             // (`ops::restore::guard_target`: no system, reserved or live database).
-            Some(app.core.workspace(&ws)?.conn()?.with_database(&database))
+            Some(app.core.workspace(&ws)?.conn()?.with_database(database.as_str()))
         }
     };
     // The operation's rule on where a restore may go, asked now for an answer to this
@@ -276,7 +269,7 @@ pub(in crate::api) async fn restore_in_place(
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
     let asked: InPlaceBody = body(&bytes)?;
-    let snapshot = snapshot_or_time(asked.snapshot, asked.time.as_deref())?;
+    let snapshot = snapshot_or_time(asked.snapshot.as_deref(), asked.time.as_deref())?;
     ops::inplace::confirmed(&ws, &asked.confirm)?;
     let opts = ops::inplace::InPlaceOptions {
         snapshot,

@@ -5,6 +5,7 @@
 use super::*;
 
 /// The logical drill's work: throwaway database, restore, checks.
+// Longer than ~100 lines: the logical drill's sequence (throwaway, restore with each table checked as it lands, fingerprints, privileges, the record), with its cleanup on every path.
 pub(super) async fn logical(
     ctx: &Context<'_>,
     manifest: &Manifest,

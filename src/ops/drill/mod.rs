@@ -5,6 +5,8 @@
 //! sequences, function stacks, media, and the restore-tests assertions), times every
 //! phase, records the report in the catalog, and removes the throwaway: also on failure,
 //! timeout or Ctrl-C. Nothing of a drill touches the source database.
+//!
+//! Longer than ~300 lines: a drill's options and report, and the run every kind shares (the kinds are logical.rs and physical.rs).
 
 use std::path::Path;
 use std::time::Instant;
@@ -85,6 +87,7 @@ pub(super) struct Progressed {
 /// unknown snapshot; `Unavailable`/`Config` when the throwaway cannot be set up;
 /// `Interrupted` when the core's stop signal fires. A restore or check that fails is a
 /// failed check in the report, not an error.
+// Longer than ~100 lines: checks of what was asked, then the kind's run and the record, with the throwaway's cleanup on every path.
 pub async fn drill(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<DrillReport> {
     let cancel = core.stop();
     let started_at = Utc::now();

@@ -69,6 +69,7 @@ pub async fn restore(core: &Core, opts: &PitrRestoreOptions, _actor: &Actor) -> 
     restored
 }
 
+// Longer than ~100 lines: a point-in-time restore's sequence (base backup, WAL source, recovery, promotion, verification) with its cleanup on every path.
 async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progress) -> Result<PitrRestoreReport> {
     let clock = Instant::now();
     core.config.workspace(&opts.workspace)?;

@@ -12,6 +12,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 mod delete;
+mod pass;
+
+use pass::Pass;
 mod physical;
 
 pub use delete::{SnapshotDeleteOptions, SnapshotDeleteReport, delete};
@@ -25,6 +28,8 @@ use crate::repo::{Key, StoredObject, layout};
 use crate::schedule::policy::{self, Policy};
 use crate::schedule::retention::{self, Candidate, Decision, Retention};
 use physical::prune_pitr;
+mod aside;
+use aside::{prune_exports, prune_replaced};
 
 /// Objects younger than this are never collected as garbage (a snapshot may be writing them).
 pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
@@ -191,20 +196,16 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     // and its folder is no garbage; while one exists, no media are collected (what it
     // references is unknown).
     let read = core.repo.read_manifests(&opts.workspace, &identities).await?;
-    let damaged: HashSet<String> = read.damaged.iter().map(|d| d.id.clone()).collect();
-    let manifests: BTreeMap<String, crate::repo::manifest::Manifest> =
-        read.items.into_iter().map(|m| (m.id.clone(), m)).collect();
-    let candidates: Vec<Candidate> = manifests
-        .values()
-        .map(|m| Candidate { id: m.id.clone(), kind: m.kind, taken_at: m.started_at, pinned: pins.contains(&m.id) })
-        .collect();
-    let retention_of = |kind: SnapshotKind| -> Option<(Retention, chrono_tz::Tz)> {
-        policies.iter().find(|p| p.kind == Some(kind)).map(|p| (p.retention.clone(), p.time_zone))
-    };
-    let mut decisions = retention::select(&candidates, retention_of, opts.as_of.unwrap_or_else(chrono::Utc::now));
-    // Garbage ages are compared with the objects' own (real) modification times.
     let now = chrono::Utc::now();
-
+    let pass = Pass {
+        core,
+        opts,
+        damaged: read.damaged.iter().map(|d| d.id.clone()).collect(),
+        manifests: read.items.into_iter().map(|m| (m.id.clone(), m)).collect(),
+        // Garbage ages are compared with the objects' own (real) modification times.
+        now,
+        grace: chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX),
+    };
     let mut report = PruneReport {
         workspace: opts.workspace.clone(),
         dry_run: opts.dry_run,
@@ -219,116 +220,13 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
         replaced_databases_dropped: Vec::new(),
         exports_removed: Vec::new(),
         locked_objects: 0,
-        damaged: Vec::new(),
+        damaged: read.damaged.clone(),
     };
-    // Under object lock, a snapshot retention would delete but whose manifest is still
-    // locked is kept, saying until when (S3 would refuse the delete).
-    for d in decisions.iter_mut().filter(|d| !d.keep) {
-        if let Some(until) = core.repo.locked_until(&layout::manifest(&opts.workspace, &d.id)).await? {
-            d.keep = true;
-            d.reasons.push(format!("kept: locked until {}", until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
-        }
-    }
-    let mut doomed: HashSet<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.id.clone()).collect();
-    for d in &read.damaged {
-        decisions.push(Decision {
-            id: d.id.clone(),
-            keep: true,
-            reasons: vec![format!("its manifest cannot be read, so nothing decides about it: {}", d.problem)],
-        });
-    }
-    decisions.sort_by(|a, b| a.id.cmp(&b.id));
-    report.decisions = decisions;
-    report.damaged = read.damaged.clone();
-    let mut kept_locked = Vec::new();
-    for id in &doomed {
-        let manifest = layout::manifest(&opts.workspace, id);
-        if !opts.dry_run && !delete_unless_locked(core, &manifest, &mut report.locked_objects).await? {
-            // Locked after all (its lock moved meanwhile): the snapshot stays whole.
-            kept_locked.push(id.clone());
-        }
-    }
-    for id in kept_locked {
-        doomed.remove(&id);
-        if let Some(d) = report.decisions.iter_mut().find(|d| d.id == id) {
-            d.keep = true;
-            d.reasons.push("kept: its manifest is locked".into());
-        }
-    }
-    if !opts.dry_run
-        && !doomed.is_empty()
-        && let Ok(catalog) = core.catalog().await
-    {
-        let gone: Vec<String> = doomed.iter().cloned().collect();
-        if let Err(e) = catalog.unindex_snapshots(&opts.workspace, &gone).await {
-            tracing::warn!(error = %e.report(), "deleted snapshots stay in the catalog's index until the next listing");
-            let _ = catalog.set_snapshot_index_synced(&opts.workspace, None).await;
-        }
-    }
-
-    // Everything under snapshots/: objects of deleted snapshots go now (nobody else uses
-    // them); objects of snapshots that never committed go once the whole folder is older
-    // than the grace period.
-    let grace = chrono::Duration::from_std(opts.grace).unwrap_or(chrono::Duration::MAX);
-    let listing = core.repo.list_all(&layout::snapshots(&opts.workspace)).await?;
-    let mut by_snapshot: BTreeMap<String, Vec<StoredObject>> = BTreeMap::new();
-    for object in listing {
-        if let Some(id) = object.key.parts().nth(3) {
-            by_snapshot.entry(id.as_ref().to_string()).or_default().push(object);
-        }
-    }
-    let mut writing_now = false;
-    for (id, objects) in &by_snapshot {
-        let committed = manifests.contains_key(id) && !doomed.contains(id.as_str());
-        if committed || damaged.contains(id) {
-            continue;
-        }
-        let garbage = !manifests.contains_key(id);
-        let newest = objects.iter().map(|o| o.modified).max().unwrap_or(now);
-        if garbage && now.signed_duration_since(newest) < grace {
-            writing_now = true;
-            report.garbage_in_grace += objects.len() as u64;
-            continue;
-        }
-        for o in objects {
-            if !opts.dry_run && !delete_unless_locked(core, &o.key, &mut report.locked_objects).await? {
-                continue;
-            }
-            report.deleted_objects += 1;
-            report.deleted_bytes += o.size;
-            if garbage {
-                report.garbage_objects += 1;
-            }
-        }
-    }
-
-    // Media no remaining snapshot references. While a snapshot may be writing (an
-    // uncommitted folder inside the grace period), media are left alone entirely: its
-    // media objects are referenced by no manifest yet.
-    let referenced: HashSet<String> = manifests
-        .values()
-        .filter(|m| !doomed.contains(m.id.as_str()))
-        .flat_map(|m| m.media.iter().flat_map(|media| media.files.iter().map(|f| f.sha256.clone())))
-        .collect();
-    for o in core.repo.list(&layout::media_dir(&opts.workspace)).await? {
-        let sha = o.key.filename().and_then(|f| f.strip_suffix(".zst.age")).unwrap_or_default().to_string();
-        if referenced.contains(&sha) {
-            continue;
-        }
-        if writing_now || !damaged.is_empty() || now.signed_duration_since(o.modified) < grace {
-            report.garbage_in_grace += 1;
-            continue;
-        }
-        if !opts.dry_run && !delete_unless_locked(core, &o.key, &mut report.locked_objects).await? {
-            continue;
-        }
-        report.deleted_objects += 1;
-        report.deleted_bytes += o.size;
-        report.garbage_objects += 1;
-    }
+    let doomed = pass.decide(&policies, &pins, &mut report).await?;
+    let writing_now = pass.snapshot_folders(&doomed, &mut report).await?;
+    pass.media(&doomed, writing_now, &mut report).await?;
     // Uploads a killed process never finished (staging files, incomplete multipart uploads).
-    let unfinished_before = now - grace;
-    for stale in core.repo.stale_uploads(&layout::workspace(&opts.workspace), unfinished_before).await? {
+    for stale in core.repo.stale_uploads(&layout::workspace(&opts.workspace), now - pass.grace).await? {
         if !opts.dry_run {
             core.repo.remove_stale_upload(&stale).await?;
         }
@@ -337,30 +235,14 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     }
     let as_of = opts.as_of.unwrap_or(now);
     progress.set_message("base backups and WAL");
-    report.pitr = prune_pitr(core, opts, &policies, &identities, as_of, grace, now).await?;
-
+    report.pitr = prune_pitr(core, opts, &policies, &identities, as_of, pass.grace, now).await?;
     progress.set_message("drill reports and pins");
-    // Drill reports: kept as long as the longest-kept snapshots, the newest always.
-    let horizon = policies
-        .iter()
-        .filter_map(|p| p.retention.keep_within)
-        .max()
-        .unwrap_or(chrono::Duration::days(retention::DRILL_REPORTS_DEFAULT_DAYS));
-    let reports = core.repo.list(&layout::drill_reports(&opts.workspace)).await?;
-    let reports: Vec<(Key, DateTime<Utc>)> = reports.into_iter().map(|o| (o.key, o.modified)).collect();
-    for key in retention::drill_reports_to_delete(&reports, horizon, as_of) {
-        if !opts.dry_run && !delete_unless_locked(core, &key, &mut report.locked_objects).await? {
-            continue;
-        }
-        report.drill_reports_deleted += 1;
-    }
-
+    pass.drill_reports(&policies, as_of, &mut report).await?;
     progress.set_message("replaced databases");
     report.replaced_databases_dropped = prune_replaced(core, opts, now).await?;
     report.exports_removed = prune_exports(core, opts, now)?;
-
     // Pins of snapshots that no longer exist.
-    for id in pins.iter().filter(|id| !manifests.contains_key(*id)) {
+    for id in pins.iter().filter(|id| !pass.manifests.contains_key(*id)) {
         if !opts.dry_run {
             core.repo.delete(&layout::pin(&opts.workspace, id)).await?;
         }
@@ -372,68 +254,8 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
 /// How long a replaced database is kept by default.
 pub const KEEP_REPLACED_DEFAULT: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-/// Drops the databases switches moved aside longer ago than the workspace's keep-replaced
-/// (on the workspace's server; one that is gone already is only forgotten).
-async fn prune_replaced(core: &Core, opts: &PruneOptions, now: DateTime<Utc>) -> Result<Vec<String>> {
-    let ws = core.workspace(&opts.workspace)?;
-    let keep = ws.config.keep_replaced.unwrap_or(KEEP_REPLACED_DEFAULT);
-    let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-    let catalog = core.catalog().await?;
-    let mut dropped = Vec::new();
-    let live = ws.conn()?.database().unwrap_or_default();
-    for (database, replaced_at) in catalog.replaced(&opts.workspace).await? {
-        // Never the live one, whatever the catalog says.
-        if database == live || now.signed_duration_since(replaced_at) < keep {
-            continue;
-        }
-        if !opts.dry_run {
-            let server = ws.conn()?;
-            crate::restore::database::drop_database(&server.with_database(&database)).await?;
-            catalog.forget_replaced(&opts.workspace, &database).await?;
-            tracing::info!(workspace = %opts.workspace, database, "dropped a replaced database (keep-replaced)");
-        }
-        dropped.push(database);
-    }
-    Ok(dropped)
-}
-
 /// How long an export made over the API is kept by default.
 pub const KEEP_EXPORTS_DEFAULT: std::time::Duration = std::time::Duration::from_secs(3 * 24 * 3600);
-
-/// Removes the workspace's exports made over the API whose file is older than
-/// `[api] keep-exports` (a link to one then answers 404); returns their ids.
-///
-/// Errors: `Internal` for a folder that cannot be read or a file that cannot be removed.
-fn prune_exports(core: &Core, opts: &PruneOptions, now: DateTime<Utc>) -> Result<Vec<String>> {
-    let keep = core.config.config.api.keep_exports.unwrap_or(KEEP_EXPORTS_DEFAULT);
-    let keep = chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
-    let dir = super::link::exports_dir(core, &opts.workspace)?;
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::from(e).context(format!("reading {}", dir.display()))),
-    };
-    let mut removed = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        // Finished exports and the partial files of ones that were stopped.
-        let Some(id) = name.strip_suffix(".tidemark").or_else(|| name.strip_suffix(".tidemark.partial")) else {
-            continue;
-        };
-        let modified: DateTime<Utc> = entry.metadata()?.modified()?.into();
-        if now.signed_duration_since(modified) < keep {
-            continue;
-        }
-        if !opts.dry_run {
-            fs_err::remove_file(entry.path())?;
-            tracing::info!(workspace = %opts.workspace, export = id, "removed an export (keep-exports)");
-        }
-        removed.push(id.to_string());
-    }
-    removed.sort();
-    Ok(removed)
-}
 
 /// Deletes an object unless object lock holds it (then counts it in `locked` and returns
 /// false: S3 refuses, and the object is kept until its date).

@@ -1,5 +1,7 @@
 //! `snapshot list` and `snapshot show`, and how a snapshot id (or `latest`) given by a
 //! person is resolved to a workspace and an id.
+//!
+//! Longer than ~300 lines: listing, showing and resolving snapshots share the index-or-repository reads and their paging.
 
 #[allow(clippy::wildcard_imports)]
 use super::*;

@@ -66,6 +66,7 @@ pub async fn create(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Resul
     core.until_stopped(take(core, opts, actor)).await
 }
 
+// Longer than ~100 lines: a snapshot's steps in their order (exported snapshot, schema, tables in parallel, media, commit); each is an engine call, and splitting them would hide the order.
 async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Manifest> {
     super::check_jobs(opts.jobs)?;
     // Under object lock, everything it writes is held for its kind's retention.

@@ -8,6 +8,8 @@
 //! point is finished or undone by the next switch or `serve`. Anything that fails before
 //! the switch leaves the live database and media untouched; `undo` swaps back exactly the
 //! database the switch moved aside (recorded with its oid).
+//!
+//! Longer than ~300 lines: the in-place restore's run, and the steps branch set-live and undo take from it.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,101 +22,21 @@ use crate::catalog::switches::SwitchKind;
 use crate::error::{Error, ErrorKind, Result};
 use crate::operation::Operation;
 use crate::repo::manifest::SnapshotKind;
+use crate::restore::RestoreSource;
 use crate::restore::database;
 use crate::restore::media_swap::MediaSwap;
 pub use crate::restore::media_swap::MediaSwapped;
 
-/// What `restore --in-place` takes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct InPlaceOptions {
-    /// A snapshot id, or `latest`.
-    pub snapshot: String,
-    pub workspace: String,
-    /// Must repeat the workspace's name: this replaces its live database.
-    pub confirm: String,
-    /// Parallel connections loading tables (default: one per core).
-    pub jobs: Option<usize>,
-    /// Drop the replaced database after the switch (no undo then).
-    pub drop_previous: bool,
-    #[serde(default)]
-    pub wait: WaitFor,
-    /// A moment instead of a snapshot (`2026-11-22 10:15:00+00`): the workspace is
-    /// recovered to it in a throwaway cluster and its database copied from there. Media
-    /// are not in WAL: they stay as they are.
-    #[serde(default)]
-    pub time: Option<String>,
-    /// How the recovered server runs `tidemark wal fetch` (default: this binary).
-    #[serde(skip)]
-    pub tidemark_command: Option<String>,
-    /// A bundle from `export` instead of a snapshot (`import --replace`).
-    #[serde(default)]
-    pub bundle: Option<std::path::PathBuf>,
-}
-
-/// What an in-place restore did.
-#[derive(Debug, Clone, Serialize)]
-pub struct InPlaceReport {
-    pub workspace: String,
-    /// The snapshot restored (`None` when restored to a moment).
-    pub snapshot: Option<String>,
-    /// The moment restored to (`None` when restored from a snapshot).
-    pub time: Option<chrono::DateTime<chrono::Utc>>,
-    /// The snapshot of the live database taken first (kind `pre-restore`).
-    pub safety_snapshot: String,
-    /// The live database's name (now the restored one).
-    pub database: String,
-    /// Where the replaced database is (`None` with `--drop-previous`).
-    pub previous_database: Option<String>,
-    /// The media, when they were swapped too: the live folder (or prefix), and where the
-    /// media it held went (`None` with `--drop-previous`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub media: Option<MediaSwapped>,
-    /// Tables compared with the snapshot (or the recovered database) on the restored copy
-    /// before the switch (sequences too).
-    pub verified_tables: usize,
-    /// How long the live database was unavailable.
-    pub switch_ms: u64,
-    /// The restore from the snapshot.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub restore: Option<RestoreReport>,
-    /// The recovery to the moment (in a throwaway cluster, removed since).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub point_in_time: Option<super::pitr::PitrRestoreReport>,
-    /// The import of the bundle.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub import: Option<super::import::ImportReport>,
-}
-
-/// Where an in-place restore takes the workspace back to.
-enum Source {
-    Snapshot(String),
-    Time(chrono::DateTime<chrono::Utc>),
-    Bundle(std::path::PathBuf),
-}
-
-/// What `restore undo` takes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct UndoOptions {
-    pub workspace: String,
-    /// Must repeat the workspace's name.
-    pub confirm: String,
-    #[serde(default)]
-    pub wait: WaitFor,
-}
-
-/// What an undo did.
-#[derive(Debug, Clone, Serialize)]
-pub struct UndoReport {
-    pub workspace: String,
-    pub database: String,
-    /// The database that is live again (its name before the undo).
-    pub restored_from: String,
-    /// Where the database the undo replaced went.
-    pub replaced_moved_to: String,
-    pub switch_ms: u64,
-}
-
 pub(super) use database::{BEFORE, RESTORING, UNDONE};
+
+mod incoming;
+mod options;
+mod undo;
+
+use incoming::{from_snapshot, from_time};
+pub use options::*;
+use undo::media_beside;
+pub use undo::undo;
 
 /// The names beside `live` for snapshot `id`: Postgres names are at most 63 bytes.
 pub(super) fn beside(live: &str, tag: &str, id: &str) -> Result<String> {
@@ -206,21 +128,24 @@ pub async fn restore_in_place(core: &Core, opts: &InPlaceOptions, actor: &Actor)
     done
 }
 
+// Longer than ~100 lines: the in-place restore's guarded sequence (safety snapshot, incoming copy, its checks, the switch, media) reads in order: each step's failure undoes the ones before it.
 async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
-    let (workspace, source) = match (&opts.time, opts.snapshot.as_str()) {
-        _ if opts.bundle.is_some() && (opts.time.is_some() || !opts.snapshot.is_empty()) => {
-            return Err(Error::usage("a bundle replaces the database by itself: no snapshot or --time with it"));
+    let (workspace, source) = match &opts.bundle {
+        Some(_) if opts.time.is_some() || !opts.snapshot.is_empty() => {
+            return Err(Error::usage("a bundle replaces the database by itself: no snapshot or time with it"));
         }
-        (None, "") if opts.bundle.is_some() => {
+        Some(bundle) => {
             core.workspace(&opts.workspace)?;
-            (opts.workspace.clone(), Source::Bundle(opts.bundle.clone().expect("checked")))
+            (opts.workspace.clone(), Source::Bundle(bundle.clone()))
         }
-        (Some(time), "") => (opts.workspace.clone(), Source::Time(crate::wal::window::parse_time(time)?)),
-        (Some(_), _) => return Err(Error::usage("give a snapshot or --time, not both")),
-        (None, snapshot) => {
-            let (workspace, id) = super::snapshot::resolve(core, snapshot, Some(&opts.workspace)).await?;
-            (workspace, Source::Snapshot(id))
-        }
+        None => match RestoreSource::from_options(Some(&opts.snapshot), opts.time.as_deref())? {
+            RestoreSource::Time(time) => (opts.workspace.clone(), Source::Time(time)),
+            asked => {
+                let snapshot = asked.snapshot().unwrap_or("latest");
+                let (workspace, id) = super::snapshot::resolve(core, snapshot, Some(&opts.workspace)).await?;
+                (workspace, Source::Snapshot(id))
+            }
+        },
     };
     // Names beside the live database carry the snapshot id or the moment.
     let (id, what) = match &source {
@@ -369,61 +294,6 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
     })
 }
 
-/// The snapshot restored into `target` (media into the incoming folder), then the drill's
-/// content checks. Returns the tables and sequences checked. A copy that fails or differs
-/// is dropped again.
-async fn from_snapshot(
-    core: &Core,
-    opts: &InPlaceOptions,
-    actor: &Actor,
-    manifest: &crate::repo::manifest::Manifest,
-    target: &crate::pg::ConnSpec,
-    media: Option<&MediaSwap>,
-) -> Result<(usize, RestoreReport)> {
-    let restore_opts = RestoreOptions {
-        snapshot: manifest.id.clone(),
-        workspace: Some(manifest.workspace.clone()),
-        target: target.display(),
-        jobs: opts.jobs,
-        no_media: media.is_none(),
-        media_target: media.map(MediaSwap::incoming_target),
-        target_conn: Some(target.clone()),
-        reserved_target: true,
-        ..Default::default()
-    };
-    let restored = super::restore::restore(core, &restore_opts, actor).await?;
-    let verified = crate::drill::verify::verify_database(target, manifest).await;
-    match verified {
-        Ok(v) if v.ok => Ok((v.tables.len(), restored)),
-        outcome => {
-            let _ = database::drop_database(target).await;
-            let why = match outcome {
-                Ok(v) => {
-                    let bad: Vec<String> =
-                        v.tables.iter().filter(|t| !t.ok).map(|t| format!("{}.{}", t.schema, t.name)).collect();
-                    format!("the restored copy differs from the snapshot in {}", bad.join(", "))
-                }
-                Err(e) => format!("the restored copy could not be checked: {}", e.message()),
-            };
-            Err(Error::integrity(format!("{why}; it was dropped")))
-        }
-    }
-}
-
-/// The workspace recovered to `time`, its database copied into `target` and checked (see
-/// [`super::restore::copy_of_moment`]).
-async fn from_time(
-    core: &Core,
-    opts: &InPlaceOptions,
-    actor: &Actor,
-    workspace: &str,
-    time: chrono::DateTime<chrono::Utc>,
-    target: &crate::pg::ConnSpec,
-) -> Result<(usize, super::pitr::PitrRestoreReport)> {
-    let copied = super::restore::copy_of_moment(core, workspace, time, opts.tidemark_command.clone(), target, actor);
-    copied.await.map(|c| (c.compared, c.recovery))
-}
-
 /// What an in-place restore job records as its end.
 pub fn job_end(r: &InPlaceReport) -> crate::catalog::JobEnd {
     let bytes = match (&r.restore, &r.point_in_time) {
@@ -448,95 +318,4 @@ pub async fn undo_recorded(core: &Core, opts: &UndoOptions, actor: &Actor) -> Re
     let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: Operation::RestoreUndo, kind: None };
     let work = |core: Core| async move { undo(&core, opts, actor).await };
     super::job::recorded(core, actor, spec, work, |_| crate::catalog::JobEnd::default()).await
-}
-
-/// Swaps back the newest in-place restore of a workspace: the database it moved aside
-/// becomes live again, and the restored one is moved aside as `<name>_undone_<id>`.
-///
-/// Errors: `Usage` without the confirmation; `NotFound` when no replaced database is left
-/// (none was restored in place, or it was dropped); those of the switch.
-pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<UndoReport> {
-    confirmed(&opts.workspace, &opts.confirm)?;
-    let done = async {
-        let live = core.workspace(&opts.workspace)?.restorer()?;
-        let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
-        database::check_may_replace(&live, &db, &opts.workspace).await?;
-        let _lock =
-            super::job::take_workspace(core, &opts.workspace, Operation::RestoreUndo.lock_label(), actor, opts.wait)
-                .await?;
-        super::switch::recover(core, &opts.workspace, actor).await?;
-        let prefix = format!("{db}{BEFORE}");
-        // Exactly the database the newest switch moved aside, as the catalog recorded it
-        // (name and oid): never a database that only has a name like it.
-        let nothing = || {
-            Error::not_found(format!(
-                "no database of workspace {} is recorded as moved aside: nothing was restored in place (or made \
-                 live from a branch), or the replaced database was dropped",
-                opts.workspace
-            ))
-        };
-        let (newest, recorded_oid) =
-            core.catalog().await?.newest_replaced(&opts.workspace, &prefix).await?.ok_or_else(nothing)?;
-        let found_oid = database::database_oid(&live, &newest).await?;
-        match (found_oid, recorded_oid) {
-            (None, _) => return Err(nothing().context(format!("database {newest:?} is gone"))),
-            (Some(found), Some(recorded)) if found != recorded => {
-                return Err(Error::new(
-                    ErrorKind::Refused,
-                    format!(
-                        "database {newest:?} is not the one the in-place restore moved aside (oid {found}, recorded \
-                         {recorded}): it was dropped and made again; nothing was switched"
-                    ),
-                ));
-            }
-            (Some(_), None) => {
-                return Err(Error::new(
-                    ErrorKind::Refused,
-                    format!(
-                        "database {newest:?} was moved aside by an older version, which did not record which \
-                         database it was: swap it back by hand (ALTER DATABASE ... RENAME) after checking it"
-                    ),
-                ));
-            }
-            (Some(_), Some(_)) => {}
-        }
-        let id = newest.strip_prefix(&prefix).unwrap_or_default().to_string();
-        let undone = format!("{db}{UNDONE}{id}");
-        // The media go back with it, when the in-place restore swapped them.
-        let mut media = media_beside(core, &opts.workspace, &id).ok().flatten();
-        if let Some(m) = &media
-            && !m.swapped().await.map_err(|e| e.context("finding the media the in-place restore moved aside"))?
-        {
-            media = None;
-        }
-        let plan = super::switch::Plan {
-            workspace: &opts.workspace,
-            kind: SwitchKind::Undo,
-            live: &db,
-            incoming: &newest,
-            aside: &undone,
-            media: media.as_ref().map(|m| (m, id.clone())),
-        };
-        let switched = super::switch::switch(core, &live, &plan, actor).await?;
-        super::switch::note_replaced(core, &opts.workspace, Some((&undone, switched.aside_oid)), Some(&newest)).await;
-        Ok(UndoReport {
-            workspace: opts.workspace.clone(),
-            database: db,
-            restored_from: newest,
-            replaced_moved_to: undone,
-            switch_ms: switched.window.as_millis() as u64,
-        })
-    }
-    .await;
-    super::audit::record(core, actor, Operation::RestoreUndo, &opts.workspace, &done, serde_json::json!({})).await;
-    done
-}
-
-/// The places beside the workspace's media store for an in-place restore tagged `id`
-/// (`None` without a media store).
-///
-/// Errors: those of [`MediaSwap::beside`].
-fn media_beside(core: &Core, workspace: &str, id: &str) -> Result<Option<MediaSwap>> {
-    let ws = core.workspace(workspace)?;
-    MediaSwap::beside(ws.config.media.as_deref(), &core.config.config.repository, id)
 }

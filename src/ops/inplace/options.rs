@@ -1,0 +1,94 @@
+//! What an in-place restore and its undo take and report.
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+
+/// What `restore --in-place` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InPlaceOptions {
+    /// A snapshot id, or `latest`.
+    pub snapshot: String,
+    pub workspace: String,
+    /// Must repeat the workspace's name: this replaces its live database.
+    pub confirm: String,
+    /// Parallel connections loading tables (default: one per core).
+    pub jobs: Option<usize>,
+    /// Drop the replaced database after the switch (no undo then).
+    pub drop_previous: bool,
+    #[serde(default)]
+    pub wait: WaitFor,
+    /// A moment instead of a snapshot (`2026-11-22 10:15:00+00`): the workspace is
+    /// recovered to it in a throwaway cluster and its database copied from there. Media
+    /// are not in WAL: they stay as they are.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// How the recovered server runs `tidemark wal fetch` (default: this binary).
+    #[serde(skip)]
+    pub tidemark_command: Option<String>,
+    /// A bundle from `export` instead of a snapshot (`import --replace`).
+    #[serde(default)]
+    pub bundle: Option<std::path::PathBuf>,
+}
+
+/// What an in-place restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct InPlaceReport {
+    pub workspace: String,
+    /// The snapshot restored (`None` when restored to a moment).
+    pub snapshot: Option<String>,
+    /// The moment restored to (`None` when restored from a snapshot).
+    pub time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The snapshot of the live database taken first (kind `pre-restore`).
+    pub safety_snapshot: String,
+    /// The live database's name (now the restored one).
+    pub database: String,
+    /// Where the replaced database is (`None` with `--drop-previous`).
+    pub previous_database: Option<String>,
+    /// The media, when they were swapped too: the live folder (or prefix), and where the
+    /// media it held went (`None` with `--drop-previous`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaSwapped>,
+    /// Tables compared with the snapshot (or the recovered database) on the restored copy
+    /// before the switch (sequences too).
+    pub verified_tables: usize,
+    /// How long the live database was unavailable.
+    pub switch_ms: u64,
+    /// The restore from the snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreReport>,
+    /// The recovery to the moment (in a throwaway cluster, removed since).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<super::super::pitr::PitrRestoreReport>,
+    /// The import of the bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<super::super::import::ImportReport>,
+}
+
+/// Where an in-place restore takes the workspace back to.
+pub(super) enum Source {
+    Snapshot(String),
+    Time(chrono::DateTime<chrono::Utc>),
+    Bundle(std::path::PathBuf),
+}
+
+/// What `restore undo` takes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UndoOptions {
+    pub workspace: String,
+    /// Must repeat the workspace's name.
+    pub confirm: String,
+    #[serde(default)]
+    pub wait: WaitFor,
+}
+
+/// What an undo did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UndoReport {
+    pub workspace: String,
+    pub database: String,
+    /// The database that is live again (its name before the undo).
+    pub restored_from: String,
+    /// Where the database the undo replaced went.
+    pub replaced_moved_to: String,
+    pub switch_ms: u64,
+}
