@@ -39,6 +39,7 @@ pub mod repo;
 pub mod restore;
 pub mod schedule;
 pub mod secret;
+pub mod service;
 pub mod signing;
 pub mod source;
 pub mod stacks;

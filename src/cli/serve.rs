@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use clap::Args;
 use tidemark::Result;
-use tidemark::ops::serve::serve;
 use tidemark::schedule::clock::SystemClock;
 use tokio_util::sync::CancellationToken;
 
@@ -26,61 +25,23 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
     if let Some(t) = args.shutdown_timeout {
         core.config.config.daemon.shutdown_timeout = t;
     }
+    let scheduler: Option<Arc<dyn tidemark::schedule::clock::Clock>> = match args.api_only {
+        true => None,
+        false => Some(Arc::new(SystemClock)),
+    };
+    let service = tidemark::service::bind(&core, scheduler).await.map_err(|e| match args.api_only {
+        // The one spelling of the API-alone mode this front end has.
+        true if e.kind() == tidemark::ErrorKind::Config && e.message().starts_with("serving the API alone") => {
+            tidemark::Error::config("--api-only needs [api] listen = \"host:port\" in tidemark.toml")
+        }
+        _ => e,
+    })?;
     let shutdown = CancellationToken::new();
-    // One daemon per catalog: a second one is refused naming the first (exit 6) before it
-    // tries the first one's addresses. The daemon takes the lock for good when it starts.
-    if !args.api_only {
-        drop(tidemark::catalog::Catalog::open(&core.config.catalog_path()).await?.lock_for_daemon()?);
-    }
-    // The API (when [api] listen is set) runs beside the scheduler and stops with it.
-    let rules = tidemark::api::AddressRules::from_config(&core.config.config.api)?;
-    let api = match tidemark::api::bind(&core.config).await? {
-        Some(bound) => {
-            let address = bound.local_addr().map(|a| a.to_string()).unwrap_or_default();
-            tracing::info!(%address, tls = bound.is_tls(), "serving the API");
-            Some(tokio::spawn(tidemark::api::serve(core.clone(), rules, bound, shutdown.clone())))
-        }
-        None if args.api_only => {
-            return Err(tidemark::Error::config("--api-only needs [api] listen = \"host:port\" in tidemark.toml"));
-        }
-        None => None,
-    };
-    // Metrics on a listener of their own, without a token ([metrics] listen).
-    let metrics = match &core.config.config.metrics.listen {
-        Some(address) => {
-            let tcp = tokio::net::TcpListener::bind(address)
-                .await
-                .map_err(|e| tidemark::Error::config(format!("metrics.listen {address:?} cannot be bound: {e}")))?;
-            tracing::info!(%address, "serving /metrics without a token (plain HTTP)");
-            if tcp.local_addr().is_ok_and(|a| !a.ip().is_loopback()) {
-                tracing::warn!(
-                    %address,
-                    "metrics.listen is not a loopback address: anyone who reaches it reads every workspace's \
-                     names and backup ages without a token; keep it on a private interface"
-                );
-            }
-            Some(tokio::spawn(tidemark::api::serve_metrics(core.clone(), tcp, shutdown.clone())))
-        }
-        None => None,
-    };
     let listener = tokio::spawn(stop_on_signal(shutdown.clone()));
     let hangups = tokio::spawn(say_on_hangup(shutdown.clone()));
-    let report = if args.api_only {
-        tidemark::ops::switch::recover_all(&core).await;
-        shutdown.cancelled().await;
-        Ok(Default::default())
-    } else {
-        serve(&core, Arc::new(SystemClock), shutdown.clone()).await
-    };
-    shutdown.cancel();
+    let report = tidemark::service::run(core, service, shutdown).await;
     listener.abort();
     hangups.abort();
-    if let Some(metrics) = metrics {
-        metrics.await.map_err(|e| tidemark::Error::internal(format!("the metrics task failed: {e}")))??;
-    }
-    if let Some(api) = api {
-        api.await.map_err(|e| tidemark::Error::internal(format!("the API task failed: {e}")))??;
-    }
     let report = report?;
     if global.json {
         global.print_json(&report);

@@ -15,6 +15,7 @@ use tidemark::ops::token::{TokenCreateOptions, create};
 use tokio_util::sync::CancellationToken;
 
 use crate::support::{World, actor, create_database, snapshot_shop, world};
+use tidemark::service::Service;
 
 pub(crate) struct Server {
     pub base: String,
@@ -31,7 +32,7 @@ pub(crate) async fn start(w: &World, rules: AddressRules) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    tokio::spawn(tidemark::api::serve(w.core.clone(), rules, listener.into(), stop.clone()));
+    tokio::spawn(tidemark::service::run(w.core.clone(), Service::api_only(listener.into(), rules), stop.clone()));
     Server { base, stop }
 }
 
@@ -827,7 +828,11 @@ async fn https_with_a_certificate_reloaded_on_sighup() {
     let port = listener.local_addr().unwrap().port();
     let stop = CancellationToken::new();
     let _server = Server { base: String::new(), stop: stop.clone() };
-    tokio::spawn(tidemark::api::serve(w.core.clone(), AddressRules::default(), listener, stop.clone()));
+    tokio::spawn(tidemark::service::run(
+        w.core.clone(),
+        Service::api_only(listener, AddressRules::default()),
+        stop.clone(),
+    ));
     let healthz = format!("https://localhost:{port}/healthz");
 
     // HTTPS works, and the routes behind it with a token; plain HTTP on the port does not.

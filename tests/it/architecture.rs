@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["restore", "drill", "bundle", "monitor"],
     &["ops"],
     &["api"],
+    &["service"],
 ];
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -9,6 +9,7 @@ use tidemark::config::WorkspaceConfig;
 
 use crate::api::{call, client, finished, json, start, token};
 use crate::support::{actor, create_database, databases_like, snapshot_shop, world};
+use tidemark::service::Service;
 
 const SHOP: &str = "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 100);";
 
@@ -295,7 +296,8 @@ async fn addresses_are_compared_as_themselves_and_refusals_do_not_flood_the_trai
     let listener = tokio::net::TcpListener::bind("[::]:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let stop = tokio_util::sync::CancellationToken::new();
-    let served = tokio::spawn(tidemark::api::serve(w.core.clone(), rules, listener.into(), stop.clone()));
+    let served =
+        tokio::spawn(tidemark::service::run(w.core.clone(), Service::api_only(listener.into(), rules), stop.clone()));
     let base = format!("http://127.0.0.1:{port}");
     let admin = token(&w, "admin", Role::Admin, &[], &[]).await;
     let snapshots = format!("{base}/v1/workspaces/shop/snapshots");

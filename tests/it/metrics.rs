@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pitr::{archive_everything, commit_marker};
 use crate::support::{actor, create_database};
+use tidemark::service::Service;
 
 /// The value of the series `name{labels}` (labels as printed), if present.
 fn value(text: &str, series: &str) -> Option<f64> {
@@ -135,7 +136,11 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
-    tokio::spawn(tidemark::api::serve(w.core.clone(), Default::default(), listener.into(), stop.clone()));
+    tokio::spawn(tidemark::service::run(
+        w.core.clone(),
+        Service::api_only(listener.into(), Default::default()),
+        stop.clone(),
+    ));
     let token = async |name: &str, workspaces: &[&str]| {
         let opts = TokenCreateOptions {
             name: name.into(),
@@ -246,7 +251,8 @@ async fn metrics_carry_the_values_keep_to_promtool_and_stay_bounded() {
     // [metrics] listen: /metrics without a token, nothing else.
     let own = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let own_url = format!("http://{}", own.local_addr().unwrap());
-    tokio::spawn(tidemark::api::serve_metrics(w.core.clone(), own, stop.clone()));
+    let metrics_only = Service { scheduler: None, api: None, metrics: Some(own) };
+    tokio::spawn(tidemark::service::run(w.core.clone(), metrics_only, stop.clone()));
     let scraped = client.get(format!("{own_url}/metrics")).send().await.unwrap();
     assert_eq!(scraped.status(), StatusCode::OK);
     assert!(scraped.text().await.unwrap().contains("tidemark_jobs_total"));
