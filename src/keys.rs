@@ -121,7 +121,7 @@ impl GeneratedIdentity {
                         ),
                     )
                 } else {
-                    Error::new(ErrorKind::Internal, format!("cannot create {}: {e}", path.display()))
+                    Error::from(e).context(format!("creating {}", path.display()))
                 }
             })?;
         file.write_all(self.file_text().as_bytes())?;

@@ -53,7 +53,7 @@ impl Cluster {
         };
         if let Some((uid, gid)) = run_as {
             nix::unistd::chown(dir.path(), Some(uid), Some(gid))
-                .map_err(|e| Error::internal(format!("cannot hand {} to postgres: {e}", dir.path().display())))?;
+                .map_err(|e| Error::from(std::io::Error::from(e)).context(format!("handing {} to postgres", dir.path().display())))?;
         }
         let data = dir.path().join("data");
         let mut cmd = Command::new(&initdb);
@@ -171,7 +171,7 @@ pub fn hand_over(path: &Path) -> Result<()> {
     let Some((uid, gid)) = server_user()? else { return Ok(()) };
     let chown = |p: &Path| {
         nix::unistd::chown(p, Some(uid), Some(gid))
-            .map_err(|e| Error::internal(format!("cannot hand {} to postgres: {e}", p.display())))
+            .map_err(|e| Error::from(std::io::Error::from(e)).context(format!("handing {} to postgres", p.display())))
     };
     chown(path)?;
     if path.is_dir() {
@@ -184,7 +184,7 @@ pub fn hand_over(path: &Path) -> Result<()> {
 
 fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
+    for entry in fs_err::read_dir(dir)? {
         let path = entry?.path();
         if path.is_dir() && !path.is_symlink() {
             out.extend(walk(&path)?);
@@ -270,13 +270,13 @@ fn run_with(cmd: &mut Command, run_as: Option<(Uid, Gid)>, cwd: &Path, extra: &[
         }
     }
     let out = cmd.output().map_err(|e| {
-        let kind = if e.kind() == std::io::ErrorKind::NotFound { ErrorKind::NotFound } else { ErrorKind::Internal };
-        Error::new(kind, format!("cannot run {}: {e}", cmd.get_program().display()))
+        Error::from(e).context(format!("running {}", cmd.get_program().display()))
     })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(Error::internal(format!(
+        // The server's own tools refused (initdb, pg_ctl): what they said, as Postgres's.
+        Err(Error::new(ErrorKind::Database, format!(
             "{} failed ({}): {}{}",
             cmd.get_program().display(),
             out.status,

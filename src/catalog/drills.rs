@@ -94,7 +94,7 @@ impl Catalog {
         rows.into_iter()
             .map(|(id, trigger, actor, report)| {
                 let report = serde_json::from_str(&report)
-                    .map_err(|e| Error::internal(format!("the catalog's drill {id} has an unreadable report: {e}")))?;
+                    .map_err(|e| Error::integrity(format!("the catalog's drill {id} has an unreadable report: {e}")))?;
                 Ok(DrillRecord { id, trigger, actor, report })
             })
             .collect()

@@ -31,7 +31,7 @@ pub async fn run(global: &Global, args: DemoArgs) -> Result<()> {
     .await?;
     if let Some(path) = &args.junit {
         fs_err::write(path, report.drill.junit())
-            .map_err(|e| Error::internal(format!("cannot write the JUnit report {}: {e}", path.display())))?;
+            .map_err(|e| Error::from(e).context(format!("writing the JUnit report {}", path.display())))?;
     }
     if json {
         global.print_json(&report);

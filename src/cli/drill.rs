@@ -87,7 +87,7 @@ pub async fn run(global: &Global, args: DrillArgs) -> Result<()> {
     let report = drill_recorded(&core, &opts, &global.actor()).await;
     let write_junit = |xml: String| match &args.junit {
         Some(path) => fs_err::write(path, xml)
-            .map_err(|e| Error::internal(format!("cannot write the JUnit report {}: {e}", path.display()))),
+            .map_err(|e| tidemark::Error::from(e).context(format!("writing the JUnit report {}", path.display()))),
         None => Ok(()),
     };
     let report = match report {

@@ -33,14 +33,15 @@ pub struct ScratchDir {
 impl ScratchDir {
     /// Creates and locks a new folder for a drill of `label` below `root`.
     ///
-    /// Errors: `Internal` when the folder cannot be created or locked.
+    /// Errors: the file system's kinds naming the folder when it cannot be created; `Busy`
+    /// when it cannot be locked.
     pub fn create(root: &Path, label: &str) -> Result<ScratchDir> {
         fs_err::create_dir_all(root)
-            .map_err(|e| Error::internal(format!("cannot create the scratch folder {}: {e}", root.display())))?;
+            .map_err(|e| Error::from(e).context(format!("creating the scratch folder {}", root.display())))?;
         let path = tempfile::Builder::new()
             .prefix(&format!("{DIR_PREFIX}{}-", sanitize(label)))
             .tempdir_in(root)
-            .map_err(|e| Error::internal(format!("cannot create a drill folder in {}: {e}", root.display())))?
+            .map_err(|e| Error::from(e).context(format!("creating a drill folder in {}", root.display())))?
             .keep();
         // The server user (when tidemark is root) must reach the cluster folders inside.
         use std::os::unix::fs::PermissionsExt;
@@ -49,7 +50,7 @@ impl ScratchDir {
         // `drill.lock` unlocked in a folder that is just being set up.
         let unnamed = path.join(format!(".{LOCK_FILE}"));
         let lock = File::create(&unnamed)?;
-        lock.try_lock().map_err(|e| Error::internal(format!("cannot lock {}: {e}", path.display())))?;
+        lock.try_lock().map_err(|e| Error::new(ErrorKind::Busy, format!("cannot lock {}: {e}", path.display())))?;
         fs_err::rename(&unnamed, path.join(LOCK_FILE))?;
         Ok(ScratchDir { path, _lock: lock })
     }
@@ -60,11 +61,11 @@ impl ScratchDir {
 
     /// Stops any server still running below the folder and deletes it.
     ///
-    /// Errors: `Internal` naming the folder when it cannot be deleted.
+    /// Errors: the file system's kind naming the folder when it cannot be deleted.
     pub fn remove(self, bin_dir: Option<&Path>) -> Result<()> {
         stop_everything_below(&self.path, bin_dir);
         fs_err::remove_dir_all(&self.path).map_err(|e| {
-            Error::internal(format!("cannot remove the drill folder {}: {e}; delete it by hand", self.path.display()))
+            Error::from(e).context(format!("removing the drill folder {} (delete it by hand)", self.path.display()))
         })
     }
 }

@@ -77,7 +77,7 @@ pub async fn demo(
 ) -> Result<DemoReport> {
     let work = match keep {
         Some(dir) => {
-            if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+            if dir.exists() && fs_err::read_dir(dir)?.next().is_some() {
                 return Err(Error::new(
                     crate::error::ErrorKind::Refused,
                     format!("{} is not empty; demo --keep writes a new repository and config there", dir.display()),
@@ -274,7 +274,7 @@ fn read_tree(root: &std::path::Path) -> Result<Vec<(std::path::PathBuf, Vec<u8>)
     let mut out = Vec::new();
     let mut folders = vec![root.to_path_buf()];
     while let Some(dir) = folders.pop() {
-        for entry in std::fs::read_dir(&dir)? {
+        for entry in fs_err::read_dir(&dir)? {
             let path = entry?.path();
             if path.is_dir() {
                 folders.push(path);

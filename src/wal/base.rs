@@ -314,7 +314,7 @@ pub async fn take(
         ));
     }
     let backup_manifest = finder.found.ok_or_else(|| {
-        Error::internal("pg_basebackup's tar has no backup_manifest (PostgreSQL 13 or newer is needed)")
+        Error::new(ErrorKind::Refused, "pg_basebackup's tar has no backup_manifest (PostgreSQL 13 or newer is needed)")
     })?;
     let (timeline, start_lsn, end_lsn) = wal_range(&backup_manifest)?;
     let tar = writer.finish().await?;

@@ -191,7 +191,7 @@ impl Spool {
             std::thread::sleep(Duration::from_millis(100));
         }
         fs_err::remove_dir_all(&self.dir)
-            .map_err(|e| Error::internal(format!("cannot remove the WAL prefetch folder {}: {e}", self.dir.display())))
+            .map_err(|e| Error::from(e).context(format!("removing the WAL prefetch folder {}", self.dir.display())))
     }
 }
 

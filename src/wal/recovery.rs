@@ -184,7 +184,7 @@ pub async fn verify_backup(bin_dir: Option<&Path>, pgdata: &Path) -> Result<()> 
 
 pub fn append_setting(pgdata: &Path, key: &str, value: &str) -> Result<()> {
     use std::io::Write;
-    let mut file = std::fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.auto.conf"))?;
+    let mut file = fs_err::OpenOptions::new().append(true).open(pgdata.join("postgresql.auto.conf"))?;
     writeln!(file, "{key} = {}", crate::pg::conf_quote(value))?;
     Ok(())
 }
@@ -256,7 +256,7 @@ pub fn write_recovery_settings(pgdata: &Path, recovery: &Recovery<'_>) -> Result
     }
     {
         use std::io::Write;
-        let mut file = std::fs::OpenOptions::new().append(true).open(pgdata.join("postgresql.auto.conf"))?;
+        let mut file = fs_err::OpenOptions::new().append(true).open(pgdata.join("postgresql.auto.conf"))?;
         writeln!(file, "\n# tidemark pitr restore of workspace {workspace} to {}", target.describe())?;
     }
     for (k, v) in settings {

@@ -28,7 +28,7 @@ pub async fn server_binary(
     user: &str,
 ) -> Result<(std::path::PathBuf, Vec<std::path::PathBuf>, Option<String>)> {
     let this =
-        std::env::current_exe().map_err(|e| Error::internal(format!("the path of this tidemark binary: {e}")))?;
+        std::env::current_exe().map_err(|e| Error::from(e).context("finding the path of this tidemark binary"))?;
     let copies = installed_copies(&this);
     if can(run_as, 'x', &this).await {
         let note = (copies.len() > 1).then(|| {

@@ -262,7 +262,7 @@ pub async fn ensure_slot(spec: &ConnSpec, slot: &str) -> Result<()> {
 /// stream can go on from the slot; the gap shows in `pitr window` and `check`.
 fn set_aside_partials(spool: &Path) -> Result<Vec<String>> {
     let mut moved = Vec::new();
-    for entry in std::fs::read_dir(spool)? {
+    for entry in fs_err::read_dir(spool)? {
         let name = entry?.file_name().to_string_lossy().to_string();
         if name.ends_with(".partial") {
             fs_err::rename(spool.join(&name), spool.join(format!("{name}.lost")))?;
@@ -279,7 +279,7 @@ async fn ship_spool(
     recipients: &Recipients,
     settings: &StreamSettings,
 ) -> Result<(u64, u64, Option<Lsn>)> {
-    let mut names: Vec<String> = std::fs::read_dir(&settings.spool)?
+    let mut names: Vec<String> = fs_err::read_dir(&settings.spool)?
         .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().map(str::to_string)))
         .filter(|n| WalFile::parse(n).is_ok())
         .collect();
@@ -310,10 +310,10 @@ async fn ship_partial(
     settings: &StreamSettings,
     last: &mut Option<(String, std::time::SystemTime)>,
 ) -> Result<Option<Lsn>> {
-    let partial = std::fs::read_dir(&settings.spool)?
+    let partial = fs_err::read_dir(&settings.spool)?
         .filter_map(std::result::Result::ok)
         .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".partial")))
-        .max_by_key(std::fs::DirEntry::file_name);
+        .max_by_key(fs_err::DirEntry::file_name);
     let Some(entry) = partial else { return Ok(None) };
     let name = entry.file_name().to_string_lossy().to_string();
     // pg_receivewal renames the file once its segment is complete, at any moment: then

@@ -667,6 +667,36 @@ async fn the_cli_and_the_api_refuse_alike_and_tables_into_live_need_the_live_rig
             vec!["branch", "create", "shop", "b", "--from", &m.id, "--jobs", "500"],
         ),
         (
+            "a snapshot and a moment",
+            "restores".into(),
+            format!(r#"{{"snapshot": "{}", "time": "2026-11-22 10:15:00+00", "database": "shop_copy"}}"#, m.id),
+            vec!["restore", &m.id, "-w", "shop", "--target", &copy_url, "--time", "2026-11-22 10:15:00+00"],
+        ),
+        (
+            "a moment that is none",
+            "restores".into(),
+            r#"{"time": "around lunch", "database": "shop_copy"}"#.into(),
+            vec!["restore", "-w", "shop", "--target", &copy_url, "--time", "around lunch"],
+        ),
+        (
+            "a snapshot id that is none",
+            "restores".into(),
+            r#"{"snapshot": "../../etc", "database": "shop_copy"}"#.into(),
+            vec!["restore", "../../etc", "-w", "shop", "--target", &copy_url],
+        ),
+        (
+            "a branch from a snapshot and a moment",
+            "branches".into(),
+            format!(r#"{{"name": "b", "from": "{}", "time": "2026-11-22 10:15:00+00"}}"#, m.id),
+            vec!["branch", "create", "shop", "b", "--from", &m.id, "--time", "2026-11-22 10:15:00+00"],
+        ),
+        (
+            "a branch name that is none",
+            "branches".into(),
+            r#"{"name": "Not A Name"}"#.into(),
+            vec!["branch", "create", "shop", "Not A Name"],
+        ),
+        (
             "a 64-byte database name",
             "restores".into(),
             format!(r#"{{"snapshot": "{}", "database": "{long_name}"}}"#, m.id),

@@ -245,7 +245,7 @@ pub async fn history(core: &Core, opts: &HistoryOptions, _actor: &Actor) -> Resu
         .into_iter()
         .map(|r| {
             let report = serde_json::from_value(r.report)
-                .map_err(|e| Error::internal(format!("the catalog's drill {} has an unreadable report: {e}", r.id)))?;
+                .map_err(|e| Error::integrity(format!("the catalog's drill {} has an unreadable report: {e}", r.id)))?;
             Ok(DrillEntry { id: r.id, trigger: r.trigger, actor: r.actor, report })
         })
         .collect()

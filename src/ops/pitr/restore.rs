@@ -119,7 +119,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
     let legs = physical.path(&chosen);
 
     let pgdata = std::path::absolute(&opts.pgdata)?;
-    if pgdata.exists() && std::fs::read_dir(&pgdata)?.next().is_some() {
+    if pgdata.exists() && fs_err::read_dir(&pgdata)?.next().is_some() {
         return Err(Error::new(
             ErrorKind::Refused,
             format!("{} is not empty; pitr restore writes a new data directory", pgdata.display()),
