@@ -210,7 +210,7 @@ pub async fn run(cli: Cli) -> Result<()> {
     };
     match cli.command {
         Command::Init(args) => init::run(&global, args).await,
-        Command::Workspace(cmd) => workspace::run(&global, cmd),
+        Command::Workspace(cmd) => workspace::run(&global, cmd).await,
         Command::Snapshot(cmd) => snapshot::run(&global, cmd).await,
         Command::Restore(args) => restore::run(&global, args).await,
         Command::Branch(cmd) => branch::run(&global, cmd).await,

@@ -35,7 +35,7 @@ pub enum WorkspaceCommand {
     },
 }
 
-pub fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
+pub async fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
     let config = global.load_config()?;
     match cmd {
         WorkspaceCommand::Add { name, database_url, password, media } => {
@@ -51,7 +51,8 @@ pub fn run(global: &Global, cmd: WorkspaceCommand) -> Result<()> {
             tidemark::ops::workspace::remove(
                 &config,
                 &tidemark::ops::workspace::WorkspaceRemoveOptions { name: name.clone(), confirm },
-            )?;
+            )
+            .await?;
             if global.json {
                 global.print_json(&serde_json::json!({ "removed": name, "config": config.path }));
             } else {

@@ -56,7 +56,7 @@ pub struct WorkspaceRemoveOptions {
 ///
 /// Errors: `Usage` without the confirmation, for a branch (`branch delete` removes those)
 /// or for a workspace with branches (named); `NotFound` for an unknown name.
-pub fn remove(config: &LoadedConfig, opts: &WorkspaceRemoveOptions) -> Result<()> {
+pub async fn remove(config: &LoadedConfig, opts: &WorkspaceRemoveOptions) -> Result<()> {
     let ws = config.workspace(&opts.name)?;
     if opts.confirm != opts.name {
         return Err(Error::usage(format!(
@@ -71,18 +71,24 @@ pub fn remove(config: &LoadedConfig, opts: &WorkspaceRemoveOptions) -> Result<()
             opts.name
         )));
     }
-    let branches: Vec<&String> = config
+    let mut branches: Vec<String> = config
         .config
         .workspaces
         .iter()
         .filter(|(_, w)| w.branch_of.as_deref() == Some(opts.name.as_str()))
-        .map(|(name, _)| name)
+        .map(|(name, _)| name.clone())
         .collect();
+    // The catalog's branches (a catalog not made yet holds none, and is not made for it).
+    let catalog = config.catalog_path();
+    if catalog.exists() {
+        let rows = crate::catalog::Catalog::open(&catalog).await?.branches(Some(&opts.name)).await?;
+        branches.extend(rows.into_iter().map(|b| format!("{}--{}", b.workspace, b.name)));
+    }
     if !branches.is_empty() {
         return Err(Error::usage(format!(
             "workspace {} has branches ({}): delete them first (`tidemark branch delete`)",
             opts.name,
-            branches.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(", ")
+            branches.join(", ")
         )));
     }
     crate::config::remove_workspace(&config.path, &opts.name)

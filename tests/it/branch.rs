@@ -68,6 +68,11 @@ async fn a_branch_is_made_listed_compared_set_live_undone_and_deleted() {
     let as_workspace = w.core.workspace_or_branch("shop--try-migration").await.unwrap();
     assert_eq!(as_workspace.config.branch_of.as_deref(), Some("shop"));
     assert_eq!(as_workspace.config.schedules.as_deref(), Some(&[][..]));
+    // The workspace cannot be removed while it has a branch (its database would be left).
+    let remove = tidemark::ops::workspace::WorkspaceRemoveOptions { name: "shop".into(), confirm: "shop".into() };
+    let kept = tidemark::ops::workspace::remove(&w.core.config, &remove).await.unwrap_err();
+    assert!(kept.kind() == ErrorKind::Usage && kept.message().contains("shop--try-migration"), "{}", kept.report());
+    assert_eq!(std::fs::read(&w.core.config.path).unwrap(), config_before);
     let listed = branch::list(&w.core, Some("shop"), &actor()).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert!(listed[0].size_bytes.unwrap() > 0 && listed[0].age_seconds.unwrap() >= 0, "{listed:?}");
