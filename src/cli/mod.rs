@@ -147,7 +147,14 @@ impl Global {
         Ok(loaded)
     }
 
+    /// The core, with the catalog's branches as workspaces (`-w shop--try`).
     pub async fn core(&self) -> Result<Core> {
+        Ok(self.bare_core().await?.with_branches().await)
+    }
+
+    /// The core without touching the catalog: what `wal push`/`wal fetch` run as the
+    /// server's OS user (the catalog is tidemark's, not theirs to open).
+    pub async fn bare_core(&self) -> Result<Core> {
         Core::open(self.load_config()?).await
     }
 

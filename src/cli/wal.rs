@@ -144,7 +144,7 @@ pub const FETCH_FAILED_EXIT: i32 = 200;
 pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
     match cmd {
         WalCommand::Push { path, workspace, asynchronous: false, .. } => {
-            let pushed = wal::push(&global.core().await?, workspace.as_deref(), &path).await?;
+            let pushed = wal::push(&global.bare_core().await?, workspace.as_deref(), &path).await?;
             if global.json {
                 global.print_json(&pushed);
             }
@@ -157,7 +157,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
                 None => PushSpool::beside(&pg_wal).dir().to_path_buf(),
             });
             let start = || start_pusher(global, &pg_wal, &spool, workspace.as_deref(), parallel);
-            let core = global.core().await?;
+            let core = global.bare_core().await?;
             let pushed = wal::push_async(&core, workspace.as_deref(), &path, &spool, PUSH_WAIT, start).await?;
             if global.json {
                 global.print_json(&pushed);
@@ -165,7 +165,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             Ok(())
         }
         WalCommand::Stream { workspace, slot, spool } => {
-            let core = global.core().await?;
+            let core = global.bare_core().await?;
             let workspace = core.workspace_or_only(workspace.as_deref())?;
             let shutdown = tokio_util::sync::CancellationToken::new();
             let listener = tokio::spawn(super::serve::stop_on_signal(shutdown.clone()));
@@ -190,7 +190,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
                 if prefetched {
                     return Ok(fs_err::metadata(&dest)?.len());
                 }
-                wal::fetch(&global.core().await?, workspace.as_deref(), &name, &dest, streamed.as_deref()).await
+                wal::fetch(&global.bare_core().await?, workspace.as_deref(), &name, &dest, streamed.as_deref()).await
             }
             .await;
             match fetched {
@@ -221,7 +221,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             }
         }
         WalCommand::Setup { workspace, restore } => {
-            let report = wal::setup(&global.core().await?, workspace.as_deref(), restore, None).await?;
+            let report = wal::setup(&global.bare_core().await?, workspace.as_deref(), restore, None).await?;
             if let Some(note) = report.note.as_ref().filter(|_| !global.json) {
                 println!("note: {note}");
             }
@@ -254,12 +254,12 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             }
         }
         WalCommand::Probe { workspace, restore } => {
-            let probe = wal::probe(&global.core().await?, workspace.as_deref(), restore).await;
+            let probe = wal::probe(&global.bare_core().await?, workspace.as_deref(), restore).await;
             global.print_json(&probe);
             Ok(())
         }
         WalCommand::PushAhead { pg_wal, spool, workspace, parallel } => {
-            let core = global.core().await?;
+            let core = global.bare_core().await?;
             let spool = PushSpool::new(spool);
             let stored =
                 wal::push_ahead(&core, workspace.as_deref(), &pg_wal, &spool, parallel.into(), PUSHER_IDLE).await?;
@@ -273,7 +273,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
         }
         WalCommand::Prefetch { spool, workspace, depth, segment_size, remove: false } => {
             let downloaded =
-                wal::prefetch(&global.core().await?, workspace.as_deref(), &Spool::new(spool), depth, segment_size)
+                wal::prefetch(&global.bare_core().await?, workspace.as_deref(), &Spool::new(spool), depth, segment_size)
                     .await?;
             if global.json {
                 global.print_json(&serde_json::json!({ "downloaded": downloaded }));

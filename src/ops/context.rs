@@ -126,15 +126,7 @@ impl Core {
             Some(Recipients::parse(&config.config.repository.recipients)?)
         };
         let identity_source = config.identity_source();
-        let core = Core::assemble(config, repo, recipients, identity_source, OnceLock::new());
-        // The branches the catalog holds answer as workspaces of their own from here on (a
-        // catalog that does not exist yet holds none, and is not made for it).
-        if core.config.catalog_path().exists()
-            && let Err(e) = core.load_branches().await
-        {
-            tracing::warn!(error = %e.report(), "branches are not served as workspaces");
-        }
-        Ok(core)
+        Ok(Core::assemble(config, repo, recipients, identity_source, OnceLock::new()))
     }
 
     fn assemble(
@@ -303,6 +295,19 @@ impl Core {
             return Err(unknown);
         };
         self.know_branch(&row)
+    }
+
+    /// This core, with the catalog's branches answering as workspaces of their own (what
+    /// the command line and `serve` open; `wal push`/`wal fetch`, run by the server's OS
+    /// user, never touch the catalog). A catalog that does not exist yet holds none, and is
+    /// not made for it; one that cannot be read is logged, and branches are then not served.
+    pub async fn with_branches(self) -> Core {
+        if self.config.catalog_path().exists()
+            && let Err(e) = self.load_branches().await
+        {
+            tracing::warn!(error = %e.report(), "branches are not served as workspaces");
+        }
+        self
     }
 
     /// Every ready branch of the catalog, known to [`Core::workspace`] as a workspace.

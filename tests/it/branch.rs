@@ -92,7 +92,7 @@ async fn a_branch_is_made_listed_compared_set_live_undone_and_deleted() {
         tidemark::ops::snapshot::SnapshotOptions { workspace: "shop--try-migration".into(), ..Default::default() };
     let taken = tidemark::ops::snapshot::create(&w.core, &of_branch, &actor()).await.unwrap();
     assert_eq!(taken.workspace, "shop--try-migration");
-    let next = tidemark::ops::Core::open(w.core.config.clone()).await.unwrap();
+    let next = tidemark::ops::Core::open(w.core.config.clone()).await.unwrap().with_branches().await;
     assert_eq!(next.workspace("shop--try-migration").unwrap().config.branch_of.as_deref(), Some("shop"));
 
     // Refused: the same name again, a bad name, a snapshot and a time together.
