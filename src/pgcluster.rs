@@ -52,8 +52,9 @@ impl Cluster {
             None => tempfile::Builder::new().prefix("tidemark-pg-").tempdir()?,
         };
         if let Some((uid, gid)) = run_as {
-            nix::unistd::chown(dir.path(), Some(uid), Some(gid))
-                .map_err(|e| Error::from(std::io::Error::from(e)).context(format!("handing {} to postgres", dir.path().display())))?;
+            nix::unistd::chown(dir.path(), Some(uid), Some(gid)).map_err(|e| {
+                Error::from(std::io::Error::from(e)).context(format!("handing {} to postgres", dir.path().display()))
+            })?;
         }
         let data = dir.path().join("data");
         let mut cmd = Command::new(&initdb);
@@ -269,19 +270,20 @@ fn run_with(cmd: &mut Command, run_as: Option<(Uid, Gid)>, cwd: &Path, extra: &[
             }
         }
     }
-    let out = cmd.output().map_err(|e| {
-        Error::from(e).context(format!("running {}", cmd.get_program().display()))
-    })?;
+    let out = cmd.output().map_err(|e| Error::from(e).context(format!("running {}", cmd.get_program().display())))?;
     if out.status.success() {
         Ok(())
     } else {
         // The server's own tools refused (initdb, pg_ctl): what they said, as Postgres's.
-        Err(Error::new(ErrorKind::Database, format!(
-            "{} failed ({}): {}{}",
-            cmd.get_program().display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )))
+        Err(Error::new(
+            ErrorKind::Database,
+            format!(
+                "{} failed ({}): {}{}",
+                cmd.get_program().display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
     }
 }

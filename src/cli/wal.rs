@@ -272,9 +272,14 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             Spool::new(spool).remove(std::time::Duration::from_secs(60))
         }
         WalCommand::Prefetch { spool, workspace, depth, segment_size, remove: false } => {
-            let downloaded =
-                wal::prefetch(&global.bare_core().await?, workspace.as_deref(), &Spool::new(spool), depth, segment_size)
-                    .await?;
+            let downloaded = wal::prefetch(
+                &global.bare_core().await?,
+                workspace.as_deref(),
+                &Spool::new(spool),
+                depth,
+                segment_size,
+            )
+            .await?;
             if global.json {
                 global.print_json(&serde_json::json!({ "downloaded": downloaded }));
             }

@@ -177,7 +177,9 @@ impl PushSpool {
                     let after = FileId::of(&path);
                     let outcome = match (outcome, before, after) {
                         (Ok(p), Ok(before), Ok(after)) if before == after => Ok((p, before)),
-                        (Ok(_), _, _) => Err(Error::new(ErrorKind::Unavailable, format!("{name} changed while it was archived"))),
+                        (Ok(_), _, _) => {
+                            Err(Error::new(ErrorKind::Unavailable, format!("{name} changed while it was archived")))
+                        }
                         (Err(e), _, _) => Err(e),
                     };
                     (name, outcome)

@@ -239,7 +239,10 @@ async fn store_file(
     }
     if hex::encode(hasher.finalize()) != sha256 {
         writer.abort().await;
-        return Err(Error::new(ErrorKind::Unavailable, format!("{name} changed while it was archived; Postgres will retry")));
+        return Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("{name} changed while it was archived; Postgres will retry"),
+        ));
     }
     finish_push(writer, name, sha256, bytes).await
 }

@@ -83,12 +83,11 @@ pub(super) fn table() -> Vec<(Route, MethodRouter<App>)> {
     use Action as A;
     use Gate::{AtLeast, Needs};
     use Method as M;
-    const W: &str = "/v1/workspaces/{ws}";
     let live = "tables into the live database (`into_live`) need `replace-live`";
     let stop = "stopping a job needs the right to start it; another caller's check needs `cancel-jobs`";
     vec![
         route(M::GET, "/v1/workspaces", Needs(A::Read), workspaces),
-        route(M::GET, W, Needs(A::Read), workspace_status),
+        route(M::GET, "/v1/workspaces/{ws}", Needs(A::Read), workspace_status),
         route(M::GET, "/v1/workspaces/{ws}/snapshots", Needs(A::Read), list_snapshots),
         route(M::POST, "/v1/workspaces/{ws}/snapshots", Needs(A::Snapshot), create_snapshot),
         route(M::GET, "/v1/workspaces/{ws}/snapshots/{id}", Needs(A::Read), show_snapshot),

@@ -175,7 +175,9 @@ pub async fn list(core: &Core, opts: &ListOptions, _actor: &Actor) -> Result<Vec
     let rows = catalog.snapshot_summaries(workspace, opts.before.as_deref(), opts.limit.unwrap_or(u32::MAX)).await?;
     let mut out = rows
         .iter()
-        .map(|row| serde_json::from_str(row).map_err(|e| Error::integrity(format!("the catalog's snapshot index: {e}"))))
+        .map(|row| {
+            serde_json::from_str(row).map_err(|e| Error::integrity(format!("the catalog's snapshot index: {e}")))
+        })
         .collect::<Result<Vec<SnapshotSummary>>>()?;
     if opts.limit.is_none() {
         out.reverse();
