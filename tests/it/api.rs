@@ -235,6 +235,12 @@ async fn every_route_for_every_role_and_scope_as_the_docs_say() {
     let blog = token(&w, "blog-operator", Role::Operator, &["blog"], &[]).await;
     let listed = json(call(&c, Method::GET, &format!("{}/v1/workspaces", server.base), Some(&blog), None).await).await;
     assert_eq!(listed["workspaces"], serde_json::json!(["blog"]));
+    // A workspace in the path that is not text is refused before any handler, never taken
+    // for "no workspace" (which a token for some workspaces would pass).
+    let garbled = format!("{}/v1/workspaces/%FF%FE/snapshots", server.base);
+    let refused = call(&c, Method::GET, &garbled, Some(&blog), None).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json(refused).await["error"]["kind"], "usage");
 }
 
 /// Stopping a job, for every operation, started by another caller or by the same token,

@@ -164,8 +164,19 @@ async fn authorize(State(app): State<App>, request: axum::extract::Request, next
     let Some(actor) = parts.extensions.get::<Actor>().cloned() else {
         return ApiError(Error::internal("a route reached without its token's actor")).into_response();
     };
-    let params = axum::extract::RawPathParams::from_request_parts(&mut parts, &()).await;
-    let ws = params.ok().and_then(|p| p.iter().find(|(k, _)| *k == "ws").map(|(_, v)| v.to_string()));
+    // A route about a workspace is asked about that workspace: one whose name cannot be
+    // read is refused here, never let through as "no workspace".
+    let ws = match template.contains("{ws}") {
+        false => None,
+        true => {
+            let params = axum::extract::RawPathParams::from_request_parts(&mut parts, &()).await;
+            let ws = params.ok().and_then(|p| p.iter().find(|(k, _)| *k == "ws").map(|(_, v)| v.to_string()));
+            match ws {
+                Some(ws) => Some(ws),
+                None => return ApiError(Error::usage("the workspace in the path is not a name")).into_response(),
+            }
+        }
+    };
     if let Err(e) = allow(&app, &actor, gate.action(), ws.as_deref()).await {
         return e.into_response();
     }
