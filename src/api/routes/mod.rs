@@ -158,6 +158,7 @@ async fn authorize(State(app): State<App>, request: axum::extract::Request, next
         return ApiError(Error::internal("a route without its template")).into_response();
     };
     let method = if parts.method == Method::HEAD { Method::GET } else { parts.method.clone() };
+    let about_workspace = template.contains("{ws}");
     let Some(gate) = app.gates.get(&(method, template)).copied() else {
         return next.run(axum::extract::Request::from_parts(parts, body)).await;
     };
@@ -166,7 +167,7 @@ async fn authorize(State(app): State<App>, request: axum::extract::Request, next
     };
     // A route about a workspace is asked about that workspace: one whose name cannot be
     // read is refused here, never let through as "no workspace".
-    let ws = match template.contains("{ws}") {
+    let ws = match about_workspace {
         false => None,
         true => {
             let params = axum::extract::RawPathParams::from_request_parts(&mut parts, &()).await;
