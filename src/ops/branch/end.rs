@@ -4,13 +4,22 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// Takes branch `name` of `workspace` for work that ends it (set-live, delete): its row
-/// moves from `ready` to `deleting`, so no second caller takes it; with its connection.
+/// Takes branch `name` of `workspace` for work that ends it (set-live, delete): the
+/// branch's lock, then its row moves from `ready` to `deleting`; with its connection and
+/// the lock, held until the work ends. A row a process that died left `deleting` is taken
+/// as it is (the work is done again: the database dropped if it is still there, a switch
+/// finished or undone first); one left `creating` is cleared away.
 ///
-/// Errors: `NotFound` for an unknown branch; `Busy` for one being made or ended;
-/// `Refused` for one declared in tidemark.toml (the operator's file: tidemark does not
-/// change it).
-pub(super) async fn take(core: &Core, workspace: &str, name: &str) -> Result<(BranchRow, ConnSpec)> {
+/// Errors: `NotFound` for an unknown branch (or one left half made, now cleared); `Busy`
+/// for one another caller is making or ending; `Refused` for one declared in tidemark.toml
+/// (the operator's file: tidemark does not change it).
+pub(super) async fn take(
+    core: &Core,
+    workspace: &str,
+    name: &str,
+    operation: Operation,
+    actor: &Actor,
+) -> Result<(BranchRow, ConnSpec, crate::catalog::lock::WorkspaceLock)> {
     let entry = entry_name(workspace, name)?;
     if core.config.config.workspaces.get(&entry).is_some_and(|w| w.branch_of.as_deref() == Some(workspace)) {
         return Err(Error::new(
@@ -21,15 +30,27 @@ pub(super) async fn take(core: &Core, workspace: &str, name: &str) -> Result<(Br
             ),
         ));
     }
+    let lock = super::lock(core, workspace, name, operation, actor).await?;
     let catalog = core.catalog().await?;
     let missing = || Error::not_found(format!("workspace {workspace} has no branch {name} (`branch list` shows them)"));
     let row = catalog.branch(workspace, name).await?.ok_or_else(missing)?;
-    if !catalog.move_branch(workspace, name, BranchState::Ready, BranchState::Deleting).await? {
-        return Err(Error::new(ErrorKind::Busy, format!("branch {name} is being made or ended by another caller")));
+    match row.state {
+        BranchState::Ready => {
+            if !catalog.move_branch(workspace, name, BranchState::Ready, BranchState::Deleting).await? {
+                return Err(Error::new(ErrorKind::Busy, format!("branch {name} is being ended by another caller")));
+            }
+        }
+        BranchState::Deleting => {}
+        BranchState::Creating => {
+            super::clear_unfinished(core, &row).await?;
+            return Err(Error::not_found(format!(
+                "branch {name} of {workspace} was never finished (its maker stopped); what it left was removed"
+            )));
+        }
     }
     let ws = core.workspace(workspace)?;
     let spec = ConnSpec::parse(&as_workspace(workspace, &ws.config, &row)?.database_url, ws.config.password.as_ref())?;
-    Ok((row, spec))
+    Ok((row, spec, lock))
 }
 
 /// Gives a taken branch back (what ended it failed), or forgets it (it ended).
@@ -58,7 +79,7 @@ pub(super) async fn give_back(core: &Core, row: &BranchRow, ended: bool) -> Resu
 pub async fn set_live(core: &Core, opts: &SetLiveOptions, actor: &Actor) -> Result<SetLiveReport> {
     super::super::inplace::confirmed(&opts.workspace, &opts.confirm)?;
     let done = async {
-        let (row, branch) = take(core, &opts.workspace, &opts.name).await?;
+        let (row, branch, _lock) = take(core, &opts.workspace, &opts.name, Operation::BranchSetLive, actor).await?;
         let switched = switch_to(core, opts, &branch, actor).await;
         give_back(core, &row, switched.is_ok()).await?;
         switched
@@ -134,7 +155,7 @@ pub async fn delete(core: &Core, opts: &BranchDeleteOptions, actor: &Actor) -> R
                 opts.name, opts.name
             )));
         }
-        let (row, branch) = take(core, &opts.workspace, &opts.name).await?;
+        let (row, branch, _lock) = take(core, &opts.workspace, &opts.name, Operation::BranchDelete, actor).await?;
         // Dropped as the workspace's restore role, where one is set.
         let dropper = match core.workspace(&opts.workspace)?.restorer() {
             Ok(restorer) if restorer.same_server(&branch) => restorer.with_database(&row.database),

@@ -141,7 +141,23 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
         actor: Some(actor.to_string()),
     };
     branch_workspace_fits(&opts.workspace, &ws.config, &row)?;
+    // The branch's own lock first: whoever holds it is the only one working on the name,
+    // so a row left unfinished while it is free was left by a process that died.
+    let _lock = lock(core, &opts.workspace, &opts.name, Operation::BranchCreate, actor).await?;
     let catalog = core.catalog().await?;
+    match catalog.branch(&opts.workspace, &opts.name).await? {
+        Some(left) if left.state == BranchState::Creating => clear_unfinished(core, &left).await?,
+        Some(left) if left.state == BranchState::Deleting => {
+            return Err(Error::new(
+                ErrorKind::Refused,
+                format!(
+                    "a delete or set-live of branch {} stopped part-way: finish it with `branch delete` first",
+                    opts.name
+                ),
+            ));
+        }
+        _ => {}
+    }
     // The name is this call's from here on: a second create of it is refused, not raced.
     catalog.claim_branch(&row).await?;
     let made = restore_branch(core, opts, actor, (&live, &live_database, &db), snapshot).await;
@@ -157,6 +173,30 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
     let _ = core.know_branch(&row);
     let info = info_of(&row, BranchState::Ready, database_size(&live, &db).await);
     Ok(BranchCreateReport { branch: info, restore: restored })
+}
+
+/// The branch's own lock (a file lock like the workspace's, named `<workspace>--<name>`),
+/// held while its database is made, dropped or switched; one whose holder died is free.
+///
+/// Errors: `Busy` naming the holder.
+pub(super) async fn lock(
+    core: &Core,
+    workspace: &str,
+    name: &str,
+    operation: Operation,
+    actor: &Actor,
+) -> Result<crate::catalog::lock::WorkspaceLock> {
+    let entry = entry_name(workspace, name)?;
+    super::job::take_workspace(core, &entry, operation.lock_label(), actor, super::job::WaitFor::NO).await
+}
+
+/// A branch a process that died left `creating` (the caller holds the branch's lock, so
+/// nobody works on it): the database it was making dropped, the row forgotten.
+pub(super) async fn clear_unfinished(core: &Core, row: &BranchRow) -> Result<()> {
+    tracing::warn!(branch = %row.name, workspace = %row.workspace, "a branch left half made is cleared away");
+    let live = core.workspace(&row.workspace)?.restorer()?;
+    database::drop_database(&live.with_database(&row.database)).await?;
+    core.catalog().await?.forget_branch(&row.workspace, &row.name).await
 }
 
 /// That the branch's connection can be made from the workspace's (before anything is made).
