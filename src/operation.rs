@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::Action;
 
-/// An operation (the first thirteen run as jobs).
+/// An operation ([`Operation::is_job`] says which run as jobs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Operation {
@@ -142,7 +142,22 @@ impl Operation {
 
     /// Whether it runs as a job (the catalog lists it, `jobs` shows its progress).
     pub fn is_job(self) -> bool {
-        Operation::ALL[..13].contains(&self)
+        matches!(
+            self,
+            Operation::Snapshot
+                | Operation::BaseBackup
+                | Operation::Drill
+                | Operation::Restore
+                | Operation::RestoreIntoLive
+                | Operation::RestoreInPlace
+                | Operation::RestoreUndo
+                | Operation::BranchCreate
+                | Operation::BranchSetLive
+                | Operation::Prune
+                | Operation::PruneDryRun
+                | Operation::Check
+                | Operation::Export
+        )
     }
 
     /// The action its audit records carry: the job's name, one spelling everywhere.

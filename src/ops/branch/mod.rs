@@ -140,7 +140,8 @@ async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -
         created_at: Utc::now(),
         actor: Some(actor.to_string()),
     };
-    branch_workspace_fits(&opts.workspace, &ws.config, &row)?;
+    // The branch's connection must be one the workspace's can make, before anything is made.
+    as_workspace(&opts.workspace, &ws.config, &row)?;
     // The branch's own lock first: whoever holds it is the only one working on the name,
     // so a row left unfinished while it is free was left by a process that died.
     let _lock = lock(core, &opts.workspace, &opts.name, Operation::BranchCreate, actor).await?;
@@ -197,11 +198,6 @@ pub(super) async fn clear_unfinished(core: &Core, row: &BranchRow) -> Result<()>
     let live = core.workspace(&row.workspace)?.restorer()?;
     database::drop_database(&live.with_database(&row.database)).await?;
     core.catalog().await?.forget_branch(&row.workspace, &row.name).await
-}
-
-/// That the branch's connection can be made from the workspace's (before anything is made).
-fn branch_workspace_fits(workspace: &str, ws: &WorkspaceConfig, row: &BranchRow) -> Result<()> {
-    as_workspace(workspace, ws, row).map(|_| ())
 }
 
 /// The branch's database: made beside the live one, restored; dropped again on failure.
