@@ -52,7 +52,9 @@ pub async fn bind(core: &Core, scheduler: Option<Arc<dyn Clock>>) -> Result<Serv
     let rules = AddressRules::from_config(&core.config.config.api)?;
     let api = api::bind(&core.config).await?.map(|bound| (bound, rules));
     if api.is_none() && scheduler.is_none() {
-        return Err(Error::config("serving the API alone needs [api] listen = \"host:port\" in tidemark.toml"));
+        return Err(Error::config(
+            "serving the API alone (serve --api-only) needs [api] listen = \"host:port\" in tidemark.toml",
+        ));
     }
     let metrics = match &core.config.config.metrics.listen {
         Some(address) => {

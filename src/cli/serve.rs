@@ -29,13 +29,7 @@ pub async fn run(global: &Global, args: ServeArgs) -> Result<()> {
         true => None,
         false => Some(Arc::new(SystemClock)),
     };
-    let service = tidemark::service::bind(&core, scheduler).await.map_err(|e| match args.api_only {
-        // The one spelling of the API-alone mode this front end has.
-        true if e.kind() == tidemark::ErrorKind::Config && e.message().starts_with("serving the API alone") => {
-            tidemark::Error::config("--api-only needs [api] listen = \"host:port\" in tidemark.toml")
-        }
-        _ => e,
-    })?;
+    let service = tidemark::service::bind(&core, scheduler).await?;
     let shutdown = CancellationToken::new();
     let listener = tokio::spawn(stop_on_signal(shutdown.clone()));
     let hangups = tokio::spawn(say_on_hangup(shutdown.clone()));
