@@ -235,6 +235,19 @@ async fn every_route_for_every_role_and_scope_as_the_docs_say() {
     let blog = token(&w, "blog-operator", Role::Operator, &["blog"], &[]).await;
     let listed = json(call(&c, Method::GET, &format!("{}/v1/workspaces", server.base), Some(&blog), None).await).await;
     assert_eq!(listed["workspaces"], serde_json::json!(["blog"]));
+    // The operations' own option types are the bodies: what the path says (the workspace,
+    // the branch) and what only the host may set (how long to wait) are no request's.
+    for (path, body) in [
+        ("branches", r#"{"name": "x", "workspace": "blog"}"#),
+        ("branches/none/set-live", r#"{"confirm": "shop", "name": "other"}"#),
+        ("restores/undo", r#"{"confirm": "shop", "wait": "1h"}"#),
+        ("restore-points", r#"{"name": "p", "workspace": "blog"}"#),
+    ] {
+        let url = format!("{}/v1/workspaces/shop/{path}", server.base);
+        let refused = call(&c, Method::POST, &url, Some(&admin_secret), Some(body)).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{path} {body}");
+        assert_eq!(json(refused).await["error"]["kind"], "usage", "{path} {body}");
+    }
     // A workspace in the path that is not text is refused before any handler, never taken
     // for "no workspace" (which a token for some workspaces would pass).
     let garbled = format!("{}/v1/workspaces/%FF%FE/snapshots", server.base);

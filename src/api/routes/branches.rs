@@ -11,24 +11,6 @@ pub(in crate::api) struct BranchList {
     branches: Vec<ops::branch::BranchInfo>,
 }
 
-/// A branch asked over the API: a snapshot (or a moment) of the workspace restored into a
-/// new database beside it.
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct BranchBody {
-    /// The branch's name: lowercase letters, digits, `_` and `-`.
-    #[schema(pattern = "^[a-z0-9_-]{1,40}$", example = "try-42")]
-    name: String,
-    /// A snapshot id, or `latest` (the default unless `time`).
-    #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
-    from: Option<String>,
-    /// A moment instead of a snapshot (`2026-11-22 10:15:00+00`).
-    time: Option<String>,
-    /// Parallel connections loading tables (default: one per core).
-    #[schema(minimum = 1, maximum = 32)]
-    jobs: Option<usize>,
-}
-
 /// A branch in a path.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -39,17 +21,6 @@ pub(in crate::api) struct BranchPath {
     /// A branch name
     #[param(pattern = "^[a-z0-9_-]{1,40}$", example = "try-42")]
     name: String,
-}
-
-/// Making a branch live: the workspace's name repeated (admin only).
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct SetLiveBody {
-    /// The workspace's name again: its live database is replaced.
-    confirm: String,
-    /// Drop the replaced database after the switch (no undo then).
-    #[serde(default)]
-    drop_previous: bool,
 }
 
 /// Deleting a branch: its name repeated.
@@ -81,7 +52,7 @@ pub(in crate::api) async fn branches(
     path = "/v1/workspaces/{ws}/branches",
     summary = "Restores a snapshot (or a moment) into a new database beside the workspace's, as its branch (a job)",
     params(WorkspacePath),
-    request_body(content = BranchBody, content_type = "application/json"),
+    request_body(content = ops::branch::BranchCreateOptions, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn create_branch(
@@ -91,22 +62,10 @@ pub(in crate::api) async fn create_branch(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let asked: BranchBody = body(&bytes)?;
-    // Refused here rather than in the job: a bad name, both a snapshot and a time, a moment
-    // that is none, too many connections.
-    ops::branch::check_name(&ws, &asked.name)?;
-    let from = crate::restore::RestoreSource::from_options(asked.from.as_deref(), asked.time.as_deref())?
-        .snapshot()
-        .map(str::to_string);
-    ops::check_jobs(asked.jobs)?;
-    let opts = ops::branch::BranchCreateOptions {
-        workspace: ws.clone(),
-        name: asked.name,
-        from,
-        time: asked.time,
-        jobs: asked.jobs,
-        tidemark_command: None,
-    };
+    let mut opts: ops::branch::BranchCreateOptions = body(&bytes)?;
+    opts.workspace = ws.clone();
+    // Refused here rather than in the job (the operation asks again).
+    opts.check()?;
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::BranchCreate, kind: None };
     let who = actor.clone();
     let end = ops::branch::create_job_end;
@@ -118,7 +77,7 @@ pub(in crate::api) async fn create_branch(
     path = "/v1/workspaces/{ws}/branches/{name}/set-live",
     summary = "Makes a branch the workspace's live database, after a pre-restore snapshot; undo swaps back (a job; admin)",
     params(BranchPath),
-    request_body(content = SetLiveBody, content_type = "application/json"),
+    request_body(content = ops::branch::SetLiveOptions, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn set_live(
@@ -128,16 +87,10 @@ pub(in crate::api) async fn set_live(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let asked: SetLiveBody = body(&bytes)?;
+    let mut opts: ops::branch::SetLiveOptions = body(&bytes)?;
     ops::branch::check_name(&ws, &name)?;
-    ops::inplace::confirmed(&ws, &asked.confirm)?;
-    let opts = ops::branch::SetLiveOptions {
-        workspace: ws.clone(),
-        name,
-        confirm: asked.confirm,
-        drop_previous: asked.drop_previous,
-        ..Default::default()
-    };
+    (opts.workspace, opts.name) = (ws.clone(), name);
+    ops::inplace::confirmed(&ws, &opts.confirm)?;
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::BranchSetLive, kind: None };
     let who = actor.clone();
     start(

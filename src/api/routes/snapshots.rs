@@ -291,20 +291,12 @@ pub(in crate::api) async fn restore_in_place(
     .await
 }
 
-/// Swapping back the newest in-place restore (admin only).
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct UndoBody {
-    /// The workspace's name again: the live database is replaced.
-    confirm: String,
-}
-
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{ws}/restores/undo",
     summary = "Swaps back the newest in-place restore of the workspace (a job; admin)",
     params(WorkspacePath),
-    request_body(content = UndoBody, content_type = "application/json"),
+    request_body(content = ops::inplace::UndoOptions, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn restore_undo(
@@ -314,9 +306,9 @@ pub(in crate::api) async fn restore_undo(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let asked: UndoBody = body(&bytes)?;
-    ops::inplace::confirmed(&ws, &asked.confirm)?;
-    let opts = ops::inplace::UndoOptions { workspace: ws.clone(), confirm: asked.confirm, ..Default::default() };
+    let mut opts: ops::inplace::UndoOptions = body(&bytes)?;
+    opts.workspace = ws.clone();
+    ops::inplace::confirmed(&ws, &opts.confirm)?;
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::RestoreUndo, kind: None };
     let who = actor.clone();
     start(
@@ -416,18 +408,12 @@ pub(in crate::api) async fn window(
     Ok(json(&ops::pitr::window(&app.core, &ops::pitr::WindowOptions { workspace: ws }, &actor).await?))
 }
 
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct MarkBody {
-    name: String,
-}
-
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{ws}/restore-points",
     summary = "Marks a named restore point",
     params(WorkspacePath),
-    request_body(content = MarkBody, content_type = "application/json"),
+    request_body(content = ops::pitr::MarkOptions, content_type = "application/json"),
     responses((status = 200, body = ops::pitr::RestorePoint)),
 )]
 pub(in crate::api) async fn mark(
@@ -437,7 +423,7 @@ pub(in crate::api) async fn mark(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let asked: MarkBody = body(&bytes)?;
-    let opts = ops::pitr::MarkOptions { workspace: ws, name: asked.name };
+    let mut opts: ops::pitr::MarkOptions = body(&bytes)?;
+    opts.workspace = ws;
     Ok(json(&ops::pitr::mark(&app.core, &opts, &actor).await?))
 }

@@ -105,7 +105,7 @@ pub async fn create(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -> R
 }
 
 async fn create_branch(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -> Result<BranchCreateReport> {
-    super::check_jobs(opts.jobs)?;
+    opts.check()?;
     let ws = core.workspace(&opts.workspace)?;
     if ws.config.branch_of.is_some() {
         return Err(Error::usage(format!("{} is a branch itself: branch its workspace instead", opts.workspace)));

@@ -71,13 +71,18 @@ pub(super) enum Source {
     Bundle(std::path::PathBuf),
 }
 
-/// What `restore undo` takes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What `restore undo` takes; the API's request body (`POST .../restores/undo`) as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct UndoOptions {
+    /// The workspace (the API's path names it).
+    #[serde(skip)]
     pub workspace: String,
     /// Must repeat the workspace's name.
+    #[schema(required = true)]
     pub confirm: String,
-    #[serde(default)]
+    /// How long to wait for a busy workspace (the command line's).
+    #[serde(skip)]
     pub wait: WaitFor,
 }
 

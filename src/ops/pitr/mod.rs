@@ -85,11 +85,15 @@ pub struct RestorePoint {
     pub time: DateTime<Utc>,
 }
 
-/// What `pitr mark` takes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What `pitr mark` takes; the API's request body (`POST .../restore-points`) as it is.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct MarkOptions {
+    /// The workspace (the API's path names it).
+    #[serde(skip)]
     pub workspace: String,
     /// The restore point's name (1 to 63 characters; never reused).
+    #[schema(required = true)]
     pub name: String,
 }
 
