@@ -153,6 +153,23 @@ pub struct Recovered {
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// The workspace's lock for a switch of its live database (`operation`: an in-place
+/// restore, its undo, a branch made live), with any switch a dead process left finished or
+/// undone first: what every switch starts with.
+///
+/// Errors: those of the lock (`Busy`) and of [`recover`].
+pub async fn take_for_switch(
+    core: &Core,
+    workspace: &str,
+    operation: crate::operation::Operation,
+    actor: &Actor,
+    wait: super::job::WaitFor,
+) -> Result<crate::catalog::lock::WorkspaceLock> {
+    let lock = super::job::take_workspace(core, workspace, operation.lock_label(), actor, wait).await?;
+    recover(core, workspace, actor).await?;
+    Ok(lock)
+}
+
 /// Finishes or undoes the switch of `workspace` a dead process left (see the module docs);
 /// `None` when none is recorded. Audited as `switch.recover`. The caller holds the
 /// workspace's lock.

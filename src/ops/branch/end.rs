@@ -104,15 +104,9 @@ pub(super) async fn switch_to(
     database::check_may_replace(&live, &db, &opts.workspace).await?;
     let note = format!("before making branch {} live", opts.name);
     let safety = super::super::inplace::safety_snapshot(core, &opts.workspace, &note, (None, opts.wait), actor).await?;
-    let _lock = super::super::job::take_workspace(
-        core,
-        &opts.workspace,
-        Operation::BranchSetLive.lock_label(),
-        actor,
-        opts.wait,
-    )
-    .await?;
-    super::super::switch::recover(core, &opts.workspace, actor).await?;
+    let _lock =
+        super::super::switch::take_for_switch(core, &opts.workspace, Operation::BranchSetLive, actor, opts.wait)
+            .await?;
     let plan = super::super::switch::Plan {
         workspace: &opts.workspace,
         kind: crate::catalog::switches::SwitchKind::SetLive,

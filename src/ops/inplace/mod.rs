@@ -179,9 +179,7 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
     let safety =
         safety_snapshot(core, &workspace, &format!("before restoring {what} in place"), (opts.jobs, opts.wait), actor)
             .await?;
-    let _lock =
-        super::job::take_workspace(core, &workspace, Operation::RestoreInPlace.lock_label(), actor, opts.wait).await?;
-    super::switch::recover(core, &workspace, actor).await?;
+    let _lock = super::switch::take_for_switch(core, &workspace, Operation::RestoreInPlace, actor, opts.wait).await?;
     let untouched = format!("the live database {db:?} was not touched (pre-restore snapshot {safety})");
     // 2. The copy, in a new database beside the live one (its owner and locale), 3. its checks.
     let target = live.with_database(&incoming);

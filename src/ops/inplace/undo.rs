@@ -14,15 +14,9 @@ pub async fn undo(core: &Core, opts: &UndoOptions, actor: &Actor) -> Result<Undo
         let live = core.workspace(&opts.workspace)?.restorer()?;
         let db = live.database().ok_or_else(|| Error::config("the workspace's URL names no database"))?;
         database::check_may_replace(&live, &db, &opts.workspace).await?;
-        let _lock = super::super::job::take_workspace(
-            core,
-            &opts.workspace,
-            Operation::RestoreUndo.lock_label(),
-            actor,
-            opts.wait,
-        )
-        .await?;
-        super::super::switch::recover(core, &opts.workspace, actor).await?;
+        let _lock =
+            super::super::switch::take_for_switch(core, &opts.workspace, Operation::RestoreUndo, actor, opts.wait)
+                .await?;
         let prefix = format!("{db}{BEFORE}");
         // Exactly the database the newest switch moved aside, as the catalog recorded it
         // (name and oid): never a database that only has a name like it.
