@@ -3,7 +3,7 @@
 use clap::Args;
 use tidemark::Result;
 use tidemark::ops::inplace::{InPlaceOptions, UndoOptions, restore_in_place_recorded, undo_recorded};
-use tidemark::ops::restore::{RestoreOptions, restore_recorded};
+use tidemark::ops::restore::{RestoreOptions, RestoreTarget, restore_recorded};
 
 use super::{Global, human_bytes, human_ms};
 
@@ -136,20 +136,15 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
     let opts = RestoreOptions {
         snapshot: args.snapshot.unwrap_or_default(),
         workspace: args.workspace,
-        target: args.target.unwrap_or_default(),
+        target: RestoreTarget::from_options(args.target, args.target_password, None, args.into_live)?,
         jobs: args.jobs,
         media_target: args.media_target,
         no_media: args.no_media,
-        target_password: args.target_password,
-        target_secret: None,
-        target_conn: None,
         wait: args.wait.get(),
         tables: args.table,
-        into_live: args.into_live,
         rename_to: args.rename_to,
         time: args.time,
         tidemark_command: None,
-        reserved_target: false,
         table_loaded: None,
     };
     // Ctrl-C and SIGTERM stop the restore, which then drops a database it created.

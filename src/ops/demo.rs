@@ -196,7 +196,7 @@ pub async fn demo(
     let media_target = work.path().join("media-restored");
     let restore_opts = RestoreOptions {
         snapshot: manifest.id.clone(),
-        target: target.clone(),
+        target: target.clone().into(),
         media_target: Some(media_target.display().to_string()),
         ..Default::default()
     };

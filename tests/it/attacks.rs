@@ -211,7 +211,7 @@ async fn restores_stay_out_of_system_reserved_and_live_databases() {
     let opts = tidemark::ops::restore::RestoreOptions {
         snapshot: m.id.clone(),
         workspace: Some("shop".into()),
-        target: w.cluster.url("template1"),
+        target: w.cluster.url("template1").into(),
         ..Default::default()
     };
     let e = tidemark::ops::restore::restore(&w.core, &opts, &actor()).await.unwrap_err();
@@ -746,7 +746,7 @@ async fn the_cli_and_the_api_refuse_alike_and_tables_into_live_need_the_live_rig
         snapshot: m.id.clone(),
         workspace: Some("shop".into()),
         tables: vec!["public.t".into()],
-        into_live: true,
+        target: tidemark::ops::restore::RestoreTarget::BesideLive,
         rename_to: vec!["public.t_again".into()],
         ..Default::default()
     };

@@ -29,7 +29,7 @@ async fn world_with_snapshot() -> (World, Manifest) {
 }
 
 async fn restore_into(core: &Core, m: &Manifest, url: &str) -> Result<(), Error> {
-    let opts = RestoreOptions { snapshot: m.id.clone(), target: url.into(), ..Default::default() };
+    let opts = RestoreOptions { snapshot: m.id.clone(), target: url.to_string().into(), ..Default::default() };
     restore(core, &opts, &crate::support::actor()).await.map(|_| ())
 }
 

@@ -456,7 +456,7 @@ async fn a_drill_restores_as_the_workspaces_restores_run_and_skips_only_what_tha
     let restore = tidemark::ops::restore::RestoreOptions {
         snapshot: manifest.id.clone(),
         workspace: Some("shop".into()),
-        target: as_app("shop_copy"),
+        target: as_app("shop_copy").into(),
         no_media: true,
         ..Default::default()
     };

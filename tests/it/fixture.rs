@@ -78,7 +78,7 @@ async fn a_repository_written_by_the_previous_version_restores_checks_and_drills
     let opts = RestoreOptions {
         snapshot: "latest".into(),
         workspace: Some("shop".into()),
-        target: cluster.url("restored"),
+        target: cluster.url("restored").into(),
         media_target: Some(media_target.display().to_string()),
         ..Default::default()
     };

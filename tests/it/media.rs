@@ -64,7 +64,7 @@ fn s3_store(url: &str, repo: &tidemark::config::RepositoryConfig) -> std::sync::
 }
 
 fn restore_opts(m: &Manifest, target: String, media: Option<String>) -> RestoreOptions {
-    RestoreOptions { snapshot: m.id.clone(), target, media_target: media, ..Default::default() }
+    RestoreOptions { snapshot: m.id.clone(), target: target.into(), media_target: media, ..Default::default() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

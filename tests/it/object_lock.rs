@@ -78,7 +78,7 @@ async fn locked_objects_survive_deletes_and_overwrites_and_the_snapshot_restores
     store.delete(&table).await.unwrap();
     let err = restore(
         &w.core,
-        &RestoreOptions { snapshot: m.id.clone(), target: w.cluster.url("r1"), ..Default::default() },
+        &RestoreOptions { snapshot: m.id.clone(), target: w.cluster.url("r1").into(), ..Default::default() },
         &actor(),
     )
     .await
@@ -104,7 +104,7 @@ async fn locked_objects_survive_deletes_and_overwrites_and_the_snapshot_restores
     }
     restore(
         &w.core,
-        &RestoreOptions { snapshot: m.id.clone(), target: w.cluster.url("r2"), ..Default::default() },
+        &RestoreOptions { snapshot: m.id.clone(), target: w.cluster.url("r2").into(), ..Default::default() },
         &actor(),
     )
     .await

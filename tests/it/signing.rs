@@ -37,7 +37,7 @@ async fn attacker(w: &World, database: &str) -> Core {
 }
 
 fn restore_into(id: &str, w: &World, db: &str) -> RestoreOptions {
-    RestoreOptions { snapshot: id.into(), target: w.cluster.url(db), ..Default::default() }
+    RestoreOptions { snapshot: id.into(), target: w.cluster.url(db).into(), ..Default::default() }
 }
 
 fn manifest_file(w: &World, ws: &str, id: &str) -> std::path::PathBuf {

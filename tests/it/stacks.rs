@@ -237,7 +237,7 @@ async fn a_restored_snapshot_brings_stacks_back_as_they_were() {
     publish(c, "shop", s, "bo", None).await.unwrap();
 
     let url = w.cluster.url("shop_restored");
-    let opts = RestoreOptions { snapshot: manifest.id.clone(), target: url.clone(), ..Default::default() };
+    let opts = RestoreOptions { snapshot: manifest.id.clone(), target: url.clone().into(), ..Default::default() };
     restore(c, &opts, &crate::support::actor()).await.unwrap();
     let mut config = c.config.clone();
     config.config.workspaces.insert("copy".into(), WorkspaceConfig::at(url));

@@ -5,7 +5,7 @@
 
 use sqlx::Row;
 use tidemark::ErrorKind;
-use tidemark::ops::restore::{RestoreOptions, restore};
+use tidemark::ops::restore::{RestoreOptions, RestoreTarget, restore};
 use tidemark::pg::ConnSpec;
 use tidemark::repo::layout;
 
@@ -88,7 +88,7 @@ async fn one_table_comes_back_into_a_new_database_with_what_belongs_to_it() {
     let target = w.cluster.url("only_orders");
     let report = restore(
         &w.core,
-        &RestoreOptions { target: target.clone(), ..tables(&snapshot.id, &["public.orders"]) },
+        &RestoreOptions { target: target.clone().into(), ..tables(&snapshot.id, &["public.orders"]) },
         &actor(),
     )
     .await
@@ -153,7 +153,7 @@ async fn one_table_comes_back_into_a_new_database_with_what_belongs_to_it() {
 
     // Into a database that is not empty: refused, nothing changed.
     let before = content_fingerprint(&spec).await;
-    let err = restore(&w.core, &RestoreOptions { target, ..tables(&snapshot.id, &["public.customers"]) }, &actor())
+    let err = restore(&w.core, &RestoreOptions { target: target.into(), ..tables(&snapshot.id, &["public.customers"]) }, &actor())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Refused, "{}", err.report());
@@ -162,7 +162,7 @@ async fn one_table_comes_back_into_a_new_database_with_what_belongs_to_it() {
     let both = w.cluster.url("two_tables");
     let report = restore(
         &w.core,
-        &RestoreOptions { target: both.clone(), ..tables(&snapshot.id, &["orders", "customers"]) },
+        &RestoreOptions { target: both.clone().into(), ..tables(&snapshot.id, &["orders", "customers"]) },
         &actor(),
     )
     .await
@@ -194,7 +194,7 @@ async fn a_table_comes_back_beside_the_live_one_and_never_over_it() {
     let damaged = content_fingerprint(&live).await;
 
     let into_live = |name: &str| RestoreOptions {
-        into_live: true,
+        target: RestoreTarget::BesideLive,
         rename_to: vec![name.to_string()],
         ..tables(&snapshot.id, &["public.orders"])
     };
@@ -253,7 +253,7 @@ async fn a_table_comes_back_beside_the_live_one_and_never_over_it() {
     // Into a new database: it is dropped again.
     let target = w.cluster.url("gone_again");
     let err =
-        restore(&w.core, &RestoreOptions { target, ..tables(&snapshot.id, &["orders"]) }, &actor()).await.unwrap_err();
+        restore(&w.core, &RestoreOptions { target: target.into(), ..tables(&snapshot.id, &["orders"]) }, &actor()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{}", err.report());
     assert_eq!(databases(&w).await, ["postgres", "shop"]);
 }
@@ -287,7 +287,7 @@ async fn a_table_and_a_database_come_back_from_a_moment() {
     // One table as it was, beside the live one.
     let table = RestoreOptions {
         tables: vec!["public.orders".into()],
-        into_live: true,
+        target: RestoreTarget::BesideLive,
         rename_to: vec!["public.orders_then".into()],
         ..at.clone()
     };
@@ -302,16 +302,16 @@ async fn a_table_and_a_database_come_back_from_a_moment() {
     assert_ne!(now.get("r public.orders"), then.get("r public.orders"), "the live table is left as it is");
 
     // The whole database as it was, into a new one.
-    let whole = RestoreOptions { target: w.cluster.url("shop_then"), ..at.clone() };
+    let whole = RestoreOptions { target: w.cluster.url("shop_then").into(), ..at.clone() };
     let report = restore(&w.core, &whole, &actor()).await.unwrap();
     assert!(report.created_database && report.tables > 5 && report.rows > 22_000, "{report:?}");
     let copy = ConnSpec::parse(&w.cluster.url("shop_then"), None).unwrap();
     assert_eq!(content_fingerprint(&copy).await, then);
 
     // Both a snapshot and a moment, or a moment outside the window: refused, nothing made.
-    let both = RestoreOptions { snapshot: "latest".into(), target: w.cluster.url("nope"), ..at.clone() };
+    let both = RestoreOptions { snapshot: "latest".into(), target: w.cluster.url("nope").into(), ..at.clone() };
     assert_eq!(restore(&w.core, &both, &actor()).await.unwrap_err().kind(), ErrorKind::Usage);
-    let early = RestoreOptions { time: Some("2001-01-01T00:00:00Z".into()), target: w.cluster.url("nope"), ..at };
+    let early = RestoreOptions { time: Some("2001-01-01T00:00:00Z".into()), target: w.cluster.url("nope").into(), ..at };
     assert_eq!(restore(&w.core, &early, &actor()).await.unwrap_err().kind(), ErrorKind::Refused);
     assert!(!crate::support::databases_like(&w.cluster, "nope").await.iter().any(|d| d == "nope"));
 }

@@ -306,12 +306,13 @@ fn json(value: &impl Serialize) -> Response {
     axum::Json(value).into_response()
 }
 
-/// A JSON body as an operation's options (empty: the defaults). Unknown fields and bad
+/// A JSON body as an operation's options (empty: `{}`, the defaults). Unknown fields and bad
 /// values are `usage` errors (400), never a partial read.
-fn body<T: DeserializeOwned + Default>(bytes: &Bytes) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
+    let bytes: &[u8] = match bytes.iter().all(u8::is_ascii_whitespace) {
+        true => b"{}",
+        false => bytes,
+    };
     serde_json::from_slice(bytes).map_err(|e| ApiError(Error::usage(format!("the request body is not valid: {e}"))))
 }
 

@@ -127,49 +127,12 @@ pub(in crate::api) async fn unpin(
     set_pin(&app, &actor, &ws, id, false).await
 }
 
-/// A restore asked over the API: into a new database on the workspace's own server, with
-/// the workspace's credentials. Neither a server nor a password nor a media folder comes
-/// from the request: a token must not make the backup host connect to a server of its
-/// choosing with a password read from the host's files or environment (`file:`/`env:`),
-/// nor write files where it says.
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct RestoreBody {
-    /// A snapshot id, or `latest` (default).
-    #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
-    snapshot: Option<String>,
-    /// The new database's name (letters, digits, `_`; at most 63): created, or refused
-    /// when it exists and is not empty. Required unless `into_live`.
-    #[schema(pattern = "^[A-Za-z_][A-Za-z0-9_]{0,62}$", example = "shop_copy")]
-    database: Option<String>,
-    /// Parallel connections loading tables (default: one per core, at most 32).
-    #[schema(minimum = 1, maximum = 32)]
-    jobs: Option<usize>,
-    /// Only these tables (`schema.name`), with their indexes, constraints, defaults, owned
-    /// sequences and row-level security; foreign keys to other tables are left out.
-    #[serde(default)]
-    #[schema(max_items = 100, example = json!(["public.orders"]))]
-    tables: Vec<String>,
-    /// With `tables`: into the workspace's live database beside the live tables, under the
-    /// names in `as` (never over an existing table), instead of a new database.
-    #[serde(default)]
-    into_live: bool,
-    /// With `tables`: the names they get, one per table in the same order.
-    #[serde(default, rename = "as")]
-    #[schema(max_items = 100, example = json!(["public.orders_restored"]))]
-    rename_to: Vec<String>,
-    /// A moment instead of a snapshot (RFC 3339, with a zone): the workspace is recovered
-    /// to it in a throwaway cluster and the database (or `tables`) copied from there.
-    #[schema(example = "2026-11-22T10:15:00Z")]
-    time: Option<String>,
-}
-
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{ws}/restores",
     summary = "Restores a snapshot into a new database on the workspace's server (a job)",
     params(WorkspacePath),
-    request_body(content = RestoreBody, content_type = "application/json"),
+    request_body(content = ops::restore::RestoreRequest, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn restore(
@@ -178,50 +141,17 @@ pub(in crate::api) async fn restore(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
     bytes: Bytes,
 ) -> Answer {
-    let asked: RestoreBody = body(&bytes)?;
+    let ws = scoped(&app, &ws)?;
+    let mut opts: ops::restore::RestoreOptions = body(&bytes)?;
+    opts.workspace = Some(ws.clone());
     // Tables into the live database are their own operation, with its own permission: the
     // route's gate let in who may restore at all, the operation asks for more (again in
     // `start`, and in `ops::restore`).
-    let operation = crate::operation::Operation::restore(asked.into_live);
-    let ws = scoped(&app, &ws)?;
+    let operation = ops::restore::operation_of(&opts);
     allow(&app, &actor, operation.permission(), Some(&ws)).await?;
-    let snapshot = snapshot_or_time(asked.snapshot.as_deref(), asked.time.as_deref())?;
-    // The operation's own limits, asked now for an answer to this request.
-    ops::check_jobs(asked.jobs)?;
-    ops::check_tables(&asked.tables, "tables")?;
-    ops::check_tables(&asked.rename_to, "new table names")?;
-    let target = match (asked.into_live, asked.database) {
-        // Beside the live tables (ops refuses it without tables and new names).
-        (true, None) => None,
-        (true, Some(_)) => {
-            return Err(ApiError(Error::usage("into_live restores into the workspace's database: leave out database")));
-        }
-        (false, None) => return Err(ApiError(Error::usage("database: the new database's name is required"))),
-        (false, Some(database)) => {
-            let database = crate::pg::DatabaseName::new(&database)?;
-            // On the workspace's own server; which names it may take is the operation's rule
-            // (`ops::restore::guard_target`: no system, reserved or live database).
-            Some(app.core.workspace(&ws)?.conn()?.with_database(database.as_str()))
-        }
-    };
-    // The operation's rule on where a restore may go, asked now for an answer to this
+    // What the restore would refuse before any work, asked now for an answer to this
     // request (the job asks again).
-    if let Some(target) = &target {
-        ops::restore::guard_target(&app.core, target, &actor, false).await?;
-    }
-    let opts = ops::restore::RestoreOptions {
-        snapshot,
-        workspace: Some(ws.clone()),
-        target: target.as_ref().map(crate::pg::ConnSpec::display).unwrap_or_default(),
-        target_conn: target,
-        jobs: asked.jobs,
-        no_media: true,
-        tables: asked.tables,
-        into_live: asked.into_live,
-        rename_to: asked.rename_to,
-        time: asked.time,
-        ..Default::default()
-    };
+    ops::restore::check_request(&app.core, &opts, &actor).await?;
     let spec = job::JobSpec { workspace: ws, operation, kind: None };
     let who = actor.clone();
     start(

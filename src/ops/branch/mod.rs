@@ -221,11 +221,9 @@ async fn restore_branch(
         workspace: Some(opts.workspace.clone()),
         time: opts.time.clone(),
         tidemark_command: opts.tidemark_command.clone(),
-        target: target.display(),
-        target_conn: Some(target.clone()),
+        target: super::restore::RestoreTarget::Resolved { conn: target.clone(), reserved: true },
         jobs: opts.jobs,
         no_media: true,
-        reserved_target: true,
         ..Default::default()
     };
     let restored = super::restore::restore(core, &restore_opts, actor).await;

@@ -74,16 +74,22 @@ pub(super) async fn logical(
     let media_dir = ctx.scratch.join("media");
     let (loaded_tx, loaded_rx) = tokio::sync::mpsc::unbounded_channel();
     let jobs = crate::ops::jobs_or_default(None);
+    // As the restoring role, or as the throwaway's owner (a scratch server's configured
+    // password).
+    let restore_conn = match &restoring_role {
+        Some(_) => restore_target.clone(),
+        None => {
+            let password = ctx.core.config.config.drill.scratch_password.as_ref().filter(|_| scratch_server.is_some());
+            ConnSpec::parse(&restore_target.display(), password)?
+        }
+    };
     let restore_opts = RestoreOptions {
         snapshot: manifest.id.clone(),
         workspace: Some(ctx.opts.workspace.clone()),
-        target: restore_target.display(),
+        target: crate::restore::RestoreTarget::Resolved { conn: restore_conn, reserved: false },
         jobs: None,
         media_target: manifest.media.as_ref().map(|_| media_dir.display().to_string()),
         no_media: manifest.media.is_none(),
-        target_password: None,
-        target_secret: ctx.core.config.config.drill.scratch_password.clone().filter(|_| scratch_server.is_some()),
-        target_conn: restoring_role.as_ref().map(|_| restore_target.clone()),
         table_loaded: Some(loaded_tx),
         ..Default::default()
     };

@@ -18,12 +18,10 @@ pub(super) async fn from_snapshot(
     let restore_opts = RestoreOptions {
         snapshot: manifest.id.clone(),
         workspace: Some(manifest.workspace.clone()),
-        target: target.display(),
+        target: crate::restore::RestoreTarget::Resolved { conn: target.clone(), reserved: true },
         jobs: opts.jobs,
         no_media: media.is_none(),
         media_target: media.map(MediaSwap::incoming_target),
-        target_conn: Some(target.clone()),
-        reserved_target: true,
         ..Default::default()
     };
     let restored = super::super::restore::restore(core, &restore_opts, actor).await?;

@@ -26,6 +26,7 @@ mod options;
 mod some_tables;
 mod stacks;
 
+pub use crate::restore::RestoreTarget;
 pub use crate::restore::tables::TablesOutcome;
 use crate::restore::tables::{self, TablePick, TablesFrom, TablesInto};
 pub(in crate::ops) use moment::copy_of_moment;
@@ -50,20 +51,18 @@ enum RestoreFrom {
 /// database takes the workspace (`Refused` while another operation holds it).
 pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
     let clock = Instant::now();
-    super::check_jobs(opts.jobs)?;
-    super::check_tables(&opts.tables, "tables")?;
-    super::check_tables(&opts.rename_to, "new table names")?;
+    check_request(core, opts, actor).await?;
     let (workspace, from) = source_of(core, opts).await?;
     // Who may: decided here for every front end, by the operation this request is.
     crate::access::check(&actor.grant(), operation_of(opts).permission(), Some(&workspace))?;
-    if !opts.tables.is_empty() || opts.into_live || !opts.rename_to.is_empty() {
+    if !opts.tables.is_empty() || opts.target.is_live() || !opts.rename_to.is_empty() {
         return restore_tables(core, opts, actor, &workspace, &from, clock).await;
     }
     let id = match from {
         RestoreFrom::Snapshot(id) => id,
         RestoreFrom::Time(time) => return restore_moment(core, opts, actor, &workspace, time, clock).await,
     };
-    let target = target_of(core, opts, actor).await?;
+    let target = target_of(core, opts, &workspace, actor).await?;
     let own = match core.workspace(&workspace) {
         Ok(ws) => ws.conn().is_ok_and(|spec| spec.same_database(&target)),
         Err(_) => false,
@@ -77,10 +76,26 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
     restore_database(core, opts, &workspace, &id, target, clock).await
 }
 
+/// What a restore may be refused for before any work, for every front end (the API asks
+/// before it starts the job, and the restore asks again): its limits, its source's
+/// spelling, and, when the workspace is known, its target (`guard_target`).
+///
+/// Errors: `Usage` for limits and spellings, those of `guard_target`.
+pub async fn check_request(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<()> {
+    super::check_jobs(opts.jobs)?;
+    super::check_tables(&opts.tables, "tables")?;
+    super::check_tables(&opts.rename_to, "new table names")?;
+    crate::restore::RestoreSource::from_options(Some(&opts.snapshot), opts.time.as_deref())?;
+    match (&opts.workspace, opts.target.is_live()) {
+        (Some(workspace), false) => target_of(core, opts, workspace, actor).await.map(drop),
+        _ => Ok(()),
+    }
+}
+
 /// The operation a restore request is: tables into the live database, or a restore into a
 /// new one.
 pub fn operation_of(opts: &RestoreOptions) -> crate::operation::Operation {
-    crate::operation::Operation::restore(opts.into_live)
+    crate::operation::Operation::restore(opts.target.is_live())
 }
 
 /// The workspace and the snapshot (or moment) a restore starts from.
@@ -100,20 +115,11 @@ async fn source_of(core: &Core, opts: &RestoreOptions) -> Result<(String, Restor
     }
 }
 
-/// The target as given (resolved already, or a URL with its password reference), once
-/// [`guard_target`] lets `actor` restore into it.
-async fn target_of(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<ConnSpec> {
-    let target = match &opts.target_conn {
-        Some(resolved) => resolved.clone(),
-        None => {
-            let password = match &opts.target_password {
-                Some(text) => Some(crate::secret::Secret::reference("the target's password", text)?),
-                None => opts.target_secret.clone(),
-            };
-            ConnSpec::parse(&opts.target, password.as_ref())?
-        }
-    };
-    guard_target(core, &target, actor, opts.reserved_target).await?;
+/// The target's database with its credentials, once [`guard_target`] lets `actor`
+/// restore into it (`workspace`: the workspace restored, whose server a named target is on).
+async fn target_of(core: &Core, opts: &RestoreOptions, workspace: &str, actor: &Actor) -> Result<ConnSpec> {
+    let (target, reserved) = opts.target.resolve(|| Ok(core.workspace(workspace)?.conn()?.clone()))?;
+    guard_target(core, &target, actor, reserved).await?;
     Ok(target)
 }
 

@@ -68,7 +68,7 @@ pub(super) async fn restore_moment(
     time: DateTime<Utc>,
     clock: Instant,
 ) -> Result<RestoreReport> {
-    let target = target_of(core, opts, actor).await?;
+    let target = target_of(core, opts, workspace, actor).await?;
     let own = core.workspace(workspace)?.conn().is_ok_and(|spec| spec.same_database(&target));
     let _lock = match own {
         true => Some(

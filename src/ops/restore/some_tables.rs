@@ -19,17 +19,12 @@ pub(super) async fn restore_tables(
             "new table names and a restore into the live database go with the tables to restore: name them",
         ));
     }
-    let picks = table_picks(&opts.tables, &opts.rename_to, opts.into_live)?;
-    let (target, into) = match opts.into_live {
-        true if !opts.target.is_empty() || opts.target_conn.is_some() => {
-            return Err(Error::usage(
-                "tables restored into the live database go into the workspace's database: leave out the target",
-            ));
-        }
+    let picks = table_picks(&opts.tables, &opts.rename_to, opts.target.is_live())?;
+    let (target, into) = match opts.target.is_live() {
         true => (core.workspace(workspace)?.conn()?.clone(), TablesInto::Existing),
-        false => (target_of(core, opts, actor).await?, TablesInto::NewDatabase),
+        false => (target_of(core, opts, workspace, actor).await?, TablesInto::NewDatabase),
     };
-    let _lock = match opts.into_live {
+    let _lock = match opts.target.is_live() {
         true => Some(
             super::super::job::take_workspace(core, workspace, operation_of(opts).lock_label(), actor, opts.wait)
                 .await?,
