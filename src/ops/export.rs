@@ -15,27 +15,39 @@ use crate::keys::Recipients;
 use crate::repo::pipeline::{Expect, read_verified};
 use crate::restore::load::{self, SnapshotSource};
 
-/// What `export` takes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+/// What `export` takes; the API's request body (`POST .../exports`) as it is: a request
+/// picks the snapshot and the tables, and gets a bundle encrypted to the repository's
+/// recipients, kept on the server (where it goes, what it is encrypted to, media and
+/// formats are the host's to say).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct ExportOptions {
+    /// The workspace (the API's path names it).
+    #[serde(skip)]
     pub workspace: String,
     /// A snapshot id, or `latest` (the default).
+    #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
     pub snapshot: Option<String>,
     /// The bundle file to write (refused if it exists).
+    #[serde(skip)]
     pub to: PathBuf,
     /// The schema only, no table data.
     pub schema_only: bool,
     /// Only these tables' data (`schema.name`); the schema stays whole.
+    #[schema(max_items = 100)]
     pub tables: Vec<String>,
     /// The snapshot's media files too.
+    #[serde(skip)]
     pub with_media: bool,
     /// Encrypt to these age recipients instead of the repository's.
+    #[serde(skip)]
     pub recipients: Vec<String>,
     /// Not encrypted at all (zstd only).
+    #[serde(skip)]
     pub plain: bool,
     /// `bundle` (the default) or `jsonl`: one table's rows as JSON lines, read from the
     /// live database (with exactly one `tables` entry).
+    #[serde(skip)]
     pub format: Option<String>,
 }
 
@@ -84,7 +96,7 @@ pub async fn export_recorded(core: &Core, opts: &ExportOptions, actor: &Actor) -
 /// do not verify (the partial file is removed).
 pub async fn export(core: &Core, opts: &ExportOptions, actor: &Actor) -> Result<ExportReport> {
     let done = async {
-        super::check_tables(&opts.tables, "tables")?;
+        check_request(opts)?;
         export_bundle(core, opts).await
     }
     .await;
@@ -94,6 +106,19 @@ pub async fn export(core: &Core, opts: &ExportOptions, actor: &Actor) -> Result<
     });
     super::audit::record(core, actor, crate::operation::Operation::Export, &opts.workspace, &done, details).await;
     done
+}
+
+/// What an export may be refused for before any work, for every front end (the API asks
+/// before it starts the job, and the export asks again): its limits and its snapshot's
+/// spelling.
+///
+/// Errors: `Usage`.
+pub fn check_request(opts: &ExportOptions) -> Result<()> {
+    super::check_tables(&opts.tables, "tables")?;
+    match opts.snapshot.as_deref() {
+        None | Some("latest") => Ok(()),
+        Some(id) => crate::repo::layout::validate_snapshot_id(id),
+    }
 }
 
 /// The protection asked for, and the recipients it names.
@@ -124,8 +149,8 @@ async fn export_jsonl(core: &Core, opts: &ExportOptions) -> Result<ExportReport>
     };
     if opts.snapshot.is_some() || opts.with_media || opts.schema_only {
         return Err(Error::usage(
-            "--format jsonl reads the live table: leave out --snapshot, --with-media and --schema-only \
-             (restore the table from a snapshot with `restore --table` first to export that)",
+            "the jsonl format reads the live table: leave out the snapshot, media and schema-only options \
+             (restore the table from a snapshot first to export that)",
         ));
     }
     let (protection, encrypted_to) = protection_of(core, opts)?;

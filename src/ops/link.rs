@@ -83,18 +83,42 @@ fn statement(workspace: &str, export: &str, token: &str, expires: i64) -> String
     format!("tidemark-link-1\n{workspace}\n{export}\n{token}\n{expires}\n")
 }
 
-/// Issues a link to export `export` of `workspace` for the token `actor` came with.
+/// What issuing a link takes; the API's request body (`POST .../exports/{export}/links`)
+/// as it is (the workspace and the export are the path's).
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LinkOptions {
+    #[serde(skip)]
+    pub workspace: String,
+    /// The export's id.
+    #[serde(skip)]
+    pub export: String,
+    /// How long the link works: `15m` (the default), at most `24h`.
+    #[serde(with = "crate::config::optional_duration_text")]
+    #[schema(value_type = Option<String>, example = "15m")]
+    pub valid_for: Option<Duration>,
+}
+
+/// A new export kept on the server for links: its id, with `opts.to` set to its file
+/// (its folder made).
+///
+/// Errors: `Usage` for a workspace name that is not one; `Unavailable`/`Refused` (named)
+/// when the folder cannot be made.
+pub fn place_on_server(core: &Core, opts: &mut super::export::ExportOptions) -> Result<String> {
+    let id = new_export_id();
+    opts.to = export_file(core, &opts.workspace, &id)?;
+    if let Some(dir) = opts.to.parent() {
+        fs_err::create_dir_all(dir)?;
+    }
+    Ok(id)
+}
+
+/// Issues a link to an export for the token `actor` came with.
 ///
 /// Errors: `Usage` for an actor without a token, or a time of 0 or over [`MAX_VALID`];
 /// `NotFound` when the export is not (or not yet) on the server.
-pub async fn issue(
-    core: &Core,
-    key: &LinkKey,
-    actor: &Actor,
-    workspace: &str,
-    export: &str,
-    valid_for: Option<Duration>,
-) -> Result<Link> {
+pub async fn issue(core: &Core, key: &LinkKey, actor: &Actor, opts: &LinkOptions) -> Result<Link> {
+    let (workspace, export, valid_for) = (opts.workspace.as_str(), opts.export.as_str(), opts.valid_for);
     let done = async {
         let token = actor.token_id.as_deref().ok_or_else(|| Error::usage("links are issued to API tokens only"))?;
         let valid_for = valid_for.unwrap_or(DEFAULT_VALID);

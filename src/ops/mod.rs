@@ -74,3 +74,9 @@ pub fn jobs_or_default(jobs: Option<usize>) -> usize {
     jobs.filter(|j| *j > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(2))
 }
+
+/// A snapshot option as a request sends it: an id, `latest`, or left out or `null` (both:
+/// the default, an empty id).
+pub(crate) fn snapshot_or_empty<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    <Option<String> as serde::Deserialize>::deserialize(d).map(Option::unwrap_or_default)
+}

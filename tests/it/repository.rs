@@ -53,7 +53,8 @@ async fn s3_round_trip_with_multipart_and_only_ciphertext() {
     let fresh = tidemark::ops::Core::open(w.core.config.clone()).await.unwrap();
     assert_eq!(crate::support::list(&fresh, "shop").await.unwrap().len(), 1);
     let target_url = w.cluster.url("restored");
-    let opts = RestoreOptions { snapshot: manifest.id.clone(), target: target_url.clone().into(), ..Default::default() };
+    let opts =
+        RestoreOptions { snapshot: manifest.id.clone(), target: target_url.clone().into(), ..Default::default() };
     restore(&fresh, &opts, &crate::support::actor()).await.unwrap();
     let target = ConnSpec::parse(&target_url, None).unwrap();
     assert_eq!(content_fingerprint(&source).await, content_fingerprint(&target).await);

@@ -159,7 +159,8 @@ async fn snapshot_is_consistent_under_concurrent_writes() {
     assert!(during > 0, "the workload must overlap the snapshot for this test to mean anything");
 
     let target_url = w.cluster.url("copy");
-    let opts = RestoreOptions { snapshot: manifest.id.clone(), target: target_url.clone().into(), ..Default::default() };
+    let opts =
+        RestoreOptions { snapshot: manifest.id.clone(), target: target_url.clone().into(), ..Default::default() };
     restore(&w.core, &opts, &crate::support::actor()).await.unwrap();
     let mut conn = ConnSpec::parse(&target_url, None).unwrap().connect().await.unwrap();
     let total: i64 = sqlx::query_scalar("SELECT ((SELECT sum(balance) FROM a) + (SELECT sum(balance) FROM b))::int8")

@@ -153,9 +153,13 @@ async fn one_table_comes_back_into_a_new_database_with_what_belongs_to_it() {
 
     // Into a database that is not empty: refused, nothing changed.
     let before = content_fingerprint(&spec).await;
-    let err = restore(&w.core, &RestoreOptions { target: target.into(), ..tables(&snapshot.id, &["public.customers"]) }, &actor())
-        .await
-        .unwrap_err();
+    let err = restore(
+        &w.core,
+        &RestoreOptions { target: target.into(), ..tables(&snapshot.id, &["public.customers"]) },
+        &actor(),
+    )
+    .await
+    .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Refused, "{}", err.report());
     assert_eq!(content_fingerprint(&spec).await, before);
     // Two tables together keep the key between them.
@@ -253,7 +257,9 @@ async fn a_table_comes_back_beside_the_live_one_and_never_over_it() {
     // Into a new database: it is dropped again.
     let target = w.cluster.url("gone_again");
     let err =
-        restore(&w.core, &RestoreOptions { target: target.into(), ..tables(&snapshot.id, &["orders"]) }, &actor()).await.unwrap_err();
+        restore(&w.core, &RestoreOptions { target: target.into(), ..tables(&snapshot.id, &["orders"]) }, &actor())
+            .await
+            .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Integrity, "{}", err.report());
     assert_eq!(databases(&w).await, ["postgres", "shop"]);
 }
@@ -311,7 +317,8 @@ async fn a_table_and_a_database_come_back_from_a_moment() {
     // Both a snapshot and a moment, or a moment outside the window: refused, nothing made.
     let both = RestoreOptions { snapshot: "latest".into(), target: w.cluster.url("nope").into(), ..at.clone() };
     assert_eq!(restore(&w.core, &both, &actor()).await.unwrap_err().kind(), ErrorKind::Usage);
-    let early = RestoreOptions { time: Some("2001-01-01T00:00:00Z".into()), target: w.cluster.url("nope").into(), ..at };
+    let early =
+        RestoreOptions { time: Some("2001-01-01T00:00:00Z".into()), target: w.cluster.url("nope").into(), ..at };
     assert_eq!(restore(&w.core, &early, &actor()).await.unwrap_err().kind(), ErrorKind::Refused);
     assert!(!crate::support::databases_like(&w.cluster, "nope").await.iter().any(|d| d == "nope"));
 }

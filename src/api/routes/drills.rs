@@ -3,20 +3,12 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct DrillBody {
-    /// A snapshot id, or `latest` (default).
-    #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
-    snapshot: Option<String>,
-}
-
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{ws}/drills",
     summary = "Runs a restore drill in a throwaway (a job)",
     params(WorkspacePath),
-    request_body(content = DrillBody, content_type = "application/json"),
+    request_body(content = ops::drill::DrillOptions, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn run_drill(
@@ -26,9 +18,8 @@ pub(in crate::api) async fn run_drill(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let asked: DrillBody = body(&bytes)?;
-    let snapshot = snapshot_or_latest(asked.snapshot.as_deref())?;
-    let opts = ops::drill::DrillOptions::new(&ws, ops::drill::DrillSource::Snapshot(Some(snapshot)));
+    let mut opts: ops::drill::DrillOptions = body(&bytes)?;
+    opts.workspace.clone_from(&ws);
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Drill, kind: None };
     let who = actor.clone();
     start(

@@ -3,23 +3,6 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// An export asked over the API: a snapshot as a bundle encrypted to the repository's
-/// recipients, kept on the server until downloaded through a link.
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct ExportBody {
-    /// A snapshot id, or `latest` (default).
-    #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
-    snapshot: Option<String>,
-    /// The schema only, no table data.
-    #[serde(default)]
-    schema_only: bool,
-    /// Only these tables' data (`schema.name`).
-    #[serde(default)]
-    #[schema(max_items = 100)]
-    tables: Vec<String>,
-}
-
 /// A started export: its job, and the export's id for links once the job has succeeded.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(in crate::api) struct ExportStarted {
@@ -33,7 +16,7 @@ pub(in crate::api) struct ExportStarted {
     path = "/v1/workspaces/{ws}/exports",
     summary = "Exports a snapshot as an encrypted bundle kept on the server (a job; operator, admin)",
     params(WorkspacePath),
-    request_body(content = ExportBody, content_type = "application/json"),
+    request_body(content = ops::export::ExportOptions, content_type = "application/json"),
     responses((status = 202, body = ExportStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn create_export(
@@ -43,21 +26,11 @@ pub(in crate::api) async fn create_export(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let asked: ExportBody = body(&bytes)?;
-    ops::check_tables(&asked.tables, "tables")?;
-    let export = ops::link::new_export_id();
-    let file = ops::link::export_file(&app.core, &ws, &export)?;
-    if let Some(dir) = file.parent() {
-        fs_err::create_dir_all(dir).map_err(Error::from)?;
-    }
-    let opts = ops::export::ExportOptions {
-        workspace: ws.clone(),
-        snapshot: Some(snapshot_or_latest(asked.snapshot.as_deref())?),
-        to: file,
-        schema_only: asked.schema_only,
-        tables: asked.tables,
-        ..Default::default()
-    };
+    let mut opts: ops::export::ExportOptions = body(&bytes)?;
+    opts.workspace.clone_from(&ws);
+    // What the export would refuse before any work, asked now (the job asks again).
+    ops::export::check_request(&opts)?;
+    let export = ops::link::place_on_server(&app.core, &mut opts)?;
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Export, kind: None };
     let who = actor.clone();
     let work = move |core: Core| async move { ops::export::export(&core, &opts, &who).await };
@@ -77,15 +50,6 @@ pub(in crate::api) async fn create_export(
     Ok(response)
 }
 
-/// How long a link works.
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct LinkBody {
-    /// `15m` (the default), at most `24h`.
-    #[schema(example = "15m")]
-    valid_for: Option<String>,
-}
-
 /// An export in a path.
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -103,7 +67,7 @@ pub(in crate::api) struct ExportPath {
     path = "/v1/workspaces/{ws}/exports/{export}/links",
     summary = "A private download link to an export, bound to this token, expiring (operator, admin)",
     params(ExportPath),
-    request_body(content = LinkBody, content_type = "application/json"),
+    request_body(content = ops::link::LinkOptions, content_type = "application/json"),
     responses((status = 201, body = ops::link::Link)),
 )]
 pub(in crate::api) async fn create_link(
@@ -113,14 +77,9 @@ pub(in crate::api) async fn create_link(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let asked: LinkBody = body(&bytes)?;
-    let valid_for = match asked.valid_for {
-        Some(text) => Some(
-            humantime::parse_duration(&text).map_err(|_| ApiError(Error::usage("valid_for is a duration: 15m, 1h")))?,
-        ),
-        None => None,
-    };
-    let link = ops::link::issue(&app.core, &app.links, &actor, &ws, &export, valid_for).await?;
+    let mut opts: ops::link::LinkOptions = body(&bytes)?;
+    (opts.workspace, opts.export) = (ws, export);
+    let link = ops::link::issue(&app.core, &app.links, &actor, &opts).await?;
     Ok((StatusCode::CREATED, json(&link)).into_response())
 }
 

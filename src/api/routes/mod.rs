@@ -193,23 +193,6 @@ pub(super) struct WorkspacePath {
     ws: String,
 }
 
-/// A snapshot named in a body: an id (checked like `repo::layout::validate_snapshot_id`),
-/// or `latest` (also when left out).
-///
-/// Errors: `Usage` for anything else.
-pub(super) fn snapshot_or_latest(asked: Option<&str>) -> crate::error::Result<String> {
-    snapshot_or_time(asked, None)
-}
-
-/// A snapshot as [`snapshot_or_latest`], or none (an empty id) when the body names a
-/// moment instead (`restore::RestoreSource`: one of the two).
-///
-/// Errors: `Usage` for both, or a time that is not one.
-pub(super) fn snapshot_or_time(asked: Option<&str>, time: Option<&str>) -> crate::error::Result<String> {
-    let source = crate::restore::RestoreSource::from_options(asked, time)?;
-    Ok(source.snapshot().unwrap_or_default().to_string())
-}
-
 /// A snapshot in a path (the rules of `repo::layout::validate_snapshot_id`).
 #[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -288,17 +271,6 @@ pub(super) struct PinState {
 pub(super) struct Cancelling {
     job: i64,
     cancelling: bool,
-}
-
-/// A manual snapshot asked over the API.
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SnapshotBody {
-    /// Why it was taken ("before migration 42").
-    note: Option<String>,
-    /// Leave the media store out.
-    #[serde(default)]
-    no_media: bool,
 }
 
 /// A report as the JSON answer, serialized once, straight into the body.

@@ -53,7 +53,7 @@ pub(in crate::api) async fn show_snapshot(
     path = "/v1/workspaces/{ws}/snapshots",
     summary = "Takes a manual snapshot (a job)",
     params(WorkspacePath),
-    request_body(content = SnapshotBody, content_type = "application/json"),
+    request_body(content = ops::snapshot::SnapshotOptions, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn create_snapshot(
@@ -63,16 +63,10 @@ pub(in crate::api) async fn create_snapshot(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let asked: SnapshotBody = body(&bytes)?;
-    // The API takes manual snapshots of the workspace in its path, nothing else; how many
-    // connections it opens is the host's to say.
-    let opts = ops::snapshot::SnapshotOptions {
-        workspace: ws.clone(),
-        kind: crate::repo::manifest::SnapshotKind::Manual,
-        note: asked.note,
-        no_media: asked.no_media,
-        ..Default::default()
-    };
+    // A manual snapshot of the workspace in the path, nothing else (what a request may
+    // set is the options' to say); how many connections it opens is the host's.
+    let mut opts: ops::snapshot::SnapshotOptions = body(&bytes)?;
+    opts.workspace.clone_from(&ws);
     let spec = job::JobSpec {
         workspace: ws,
         operation: crate::operation::Operation::Snapshot,
@@ -164,31 +158,12 @@ pub(in crate::api) async fn restore(
     .await
 }
 
-/// An in-place restore asked over the API (admin only): the workspace's live database is
-/// replaced after a pre-restore snapshot, a restore beside it and its checks.
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct InPlaceBody {
-    /// A snapshot id, or `latest` (default).
-    #[schema(pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
-    snapshot: Option<String>,
-    /// The workspace's name again: the live database is replaced.
-    confirm: String,
-    /// Drop the replaced database after the switch (no undo then).
-    #[serde(default)]
-    drop_previous: bool,
-    /// A moment instead of a snapshot (RFC 3339, with a zone): the workspace is recovered
-    /// to it in a throwaway cluster and its database copied from there.
-    #[schema(example = "2026-11-22T10:15:00Z")]
-    time: Option<String>,
-}
-
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{ws}/restores/in-place",
     summary = "Restores a snapshot over the workspace's live database, with an undo (a job; admin)",
     params(WorkspacePath),
-    request_body(content = InPlaceBody, content_type = "application/json"),
+    request_body(content = ops::inplace::InPlaceOptions, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn restore_in_place(
@@ -198,17 +173,10 @@ pub(in crate::api) async fn restore_in_place(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let asked: InPlaceBody = body(&bytes)?;
-    let snapshot = snapshot_or_time(asked.snapshot.as_deref(), asked.time.as_deref())?;
-    ops::inplace::confirmed(&ws, &asked.confirm)?;
-    let opts = ops::inplace::InPlaceOptions {
-        snapshot,
-        workspace: ws.clone(),
-        confirm: asked.confirm,
-        drop_previous: asked.drop_previous,
-        time: asked.time,
-        ..Default::default()
-    };
+    let mut opts: ops::inplace::InPlaceOptions = body(&bytes)?;
+    opts.workspace.clone_from(&ws);
+    // What the restore would refuse before any work, asked now (the job asks again).
+    ops::inplace::check_request(&opts)?;
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::RestoreInPlace, kind: None };
     let who = actor.clone();
     start(
@@ -251,19 +219,12 @@ pub(in crate::api) async fn restore_undo(
     .await
 }
 
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct PruneBody {
-    #[serde(default)]
-    dry_run: bool,
-}
-
 #[utoipa::path(
     post,
     path = "/v1/workspaces/{ws}/prune",
     summary = "Applies retention, or says what it would do (a job)",
     params(WorkspacePath),
-    request_body(content = PruneBody, content_type = "application/json"),
+    request_body(content = ops::prune::PruneOptions, content_type = "application/json"),
     responses((status = 202, body = JobStarted, headers(("Location" = String, description = "The job")))),
 )]
 pub(in crate::api) async fn prune(
@@ -273,18 +234,9 @@ pub(in crate::api) async fn prune(
     bytes: Bytes,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let asked: PruneBody = body(&bytes)?;
-    let opts = ops::prune::PruneOptions {
-        workspace: ws.clone(),
-        dry_run: asked.dry_run,
-        grace: ops::prune::DEFAULT_GRACE,
-        ..Default::default()
-    };
-    let operation = match opts.dry_run {
-        true => crate::operation::Operation::PruneDryRun,
-        false => crate::operation::Operation::Prune,
-    };
-    let spec = job::JobSpec { workspace: ws, operation, kind: None };
+    let mut opts: ops::prune::PruneOptions = body(&bytes)?;
+    opts.workspace.clone_from(&ws);
+    let spec = job::JobSpec { workspace: ws, operation: ops::prune::operation_of(&opts), kind: None };
     let who = actor.clone();
     start(
         &app,

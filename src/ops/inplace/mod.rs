@@ -109,6 +109,20 @@ pub fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
     Ok(())
 }
 
+/// What an in-place restore may be refused for before any work, for every front end (the
+/// API asks before it starts the job, and the restore asks again): the confirmation, the
+/// limits, the source's spelling.
+///
+/// Errors: `Usage`.
+pub fn check_request(opts: &InPlaceOptions) -> Result<()> {
+    confirmed(&opts.workspace, &opts.confirm)?;
+    super::check_jobs(opts.jobs)?;
+    match opts.bundle {
+        Some(_) => Ok(()),
+        None => RestoreSource::from_options(Some(&opts.snapshot), opts.time.as_deref()).map(drop),
+    }
+}
+
 /// Restores a snapshot over a workspace's live database; see the module docs.
 ///
 /// Errors: `Usage` without the confirmation, for media at an object store's root (no
@@ -118,8 +132,7 @@ pub fn confirmed(workspace: &str, confirm: &str) -> Result<()> {
 /// (dropped again, live untouched); `Database`/`Unavailable` from the switch (which puts
 /// back what it did).
 pub async fn restore_in_place(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
-    confirmed(&opts.workspace, &opts.confirm)?;
-    super::check_jobs(opts.jobs)?;
+    check_request(opts)?;
     let done = run(core, opts, actor).await;
     let details = serde_json::json!({
         "snapshot": opts.snapshot, "time": opts.time, "bundle": opts.bundle, "drop_previous": opts.drop_previous,

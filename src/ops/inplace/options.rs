@@ -3,30 +3,41 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// What `restore --in-place` takes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What `restore --in-place` takes; the API's request body (`POST .../restores/in-place`)
+/// as it is: a request names the snapshot or moment, confirms, and may drop the replaced
+/// database (the workspace is the path's; connections, waiting and bundles the host's).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct InPlaceOptions {
-    /// A snapshot id, or `latest`.
+    /// A snapshot id, or `latest` (default, unless `time`).
+    #[serde(deserialize_with = "crate::ops::snapshot_or_empty")]
+    #[schema(value_type = Option<String>, pattern = "^([0-9]{8}T[0-9]{6}Z-[0-9a-f]{6}|latest)$")]
     pub snapshot: String,
+    /// The workspace (the API's path names it).
+    #[serde(skip)]
     pub workspace: String,
-    /// Must repeat the workspace's name: this replaces its live database.
+    /// The workspace's name again: this replaces its live database.
+    #[schema(required = true)]
     pub confirm: String,
     /// Parallel connections loading tables (default: one per core).
+    #[serde(skip)]
     pub jobs: Option<usize>,
     /// Drop the replaced database after the switch (no undo then).
     pub drop_previous: bool,
-    #[serde(default)]
+    /// When another operation holds the workspace: refuse (default) or wait.
+    #[serde(skip)]
     pub wait: WaitFor,
-    /// A moment instead of a snapshot (`2026-11-22 10:15:00+00`): the workspace is
-    /// recovered to it in a throwaway cluster and its database copied from there. Media
-    /// are not in WAL: they stay as they are.
-    #[serde(default)]
+    /// A moment instead of a snapshot (`2026-11-22 10:15:00+00`, RFC 3339 with a zone):
+    /// the workspace is recovered to it in a throwaway cluster and its database copied
+    /// from there. Media are not in WAL: they stay as they are.
+    #[schema(example = "2026-11-22T10:15:00Z")]
     pub time: Option<String>,
     /// How the recovered server runs `tidemark wal fetch` (default: this binary).
     #[serde(skip)]
     pub tidemark_command: Option<String>,
-    /// A bundle from `export` instead of a snapshot (`import --replace`).
-    #[serde(default)]
+    /// A bundle from `export` instead of a snapshot (`import --replace`): a file of the
+    /// host's, never a request's.
+    #[serde(skip)]
     pub bundle: Option<std::path::PathBuf>,
 }
 

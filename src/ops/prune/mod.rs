@@ -34,18 +34,31 @@ use aside::{prune_exports, prune_replaced};
 /// Objects younger than this are never collected as garbage (a snapshot may be writing them).
 pub const DEFAULT_GRACE: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What `prune` takes; the API's request body (`POST .../prune`) as it is: a request says
+/// only whether to delete (the grace, the moment and the wait are the host's).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PruneOptions {
+    /// The workspace (the API's path names it).
+    #[serde(skip)]
     pub workspace: String,
     /// Decide and report, delete nothing.
+    #[serde(default)]
     pub dry_run: bool,
-    #[serde(with = "crate::config::duration_text")]
+    /// Objects younger than this are never collected as garbage (a request gets
+    /// [`DEFAULT_GRACE`]).
+    #[serde(skip, default = "default_grace")]
     pub grace: std::time::Duration,
     /// Apply retention as of this moment (default: now); the daemon passes its clock's time.
+    #[serde(skip)]
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,
     /// When another operation holds the workspace: refuse (default) or wait.
-    #[serde(default)]
+    #[serde(skip)]
     pub wait: WaitFor,
+}
+
+fn default_grace() -> std::time::Duration {
+    DEFAULT_GRACE
 }
 
 /// What `snapshot pin` and `snapshot unpin` take.
@@ -278,15 +291,16 @@ pub fn job_end(r: &PruneReport) -> crate::catalog::JobEnd {
     crate::catalog::JobEnd { bytes: Some(r.deleted_bytes), ..Default::default() }
 }
 
+/// The operation a prune request is: deleting, or only saying what it would delete.
+pub fn operation_of(opts: &PruneOptions) -> crate::operation::Operation {
+    match opts.dry_run {
+        true => crate::operation::Operation::PruneDryRun,
+        false => crate::operation::Operation::Prune,
+    }
+}
+
 /// [`prune`] as a recorded job (see [`super::job::recorded`]).
 pub async fn prune_recorded(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
-    let spec = super::job::JobSpec {
-        workspace: opts.workspace.clone(),
-        operation: match opts.dry_run {
-            true => crate::operation::Operation::PruneDryRun,
-            false => crate::operation::Operation::Prune,
-        },
-        kind: None,
-    };
+    let spec = super::job::JobSpec { workspace: opts.workspace.clone(), operation: operation_of(opts), kind: None };
     super::job::recorded(core, actor, spec, |core| async move { prune(&core, opts, actor).await }, job_end).await
 }

@@ -23,20 +23,30 @@ use crate::source::{copy, media_backup};
 /// Tables larger than this (heap bytes) are split into parts copied in parallel.
 pub const DEFAULT_SPLIT_TABLE_MIB: u64 = 256;
 
-/// What `snapshot create` takes, from the CLI, the API or a schedule.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+/// What `snapshot create` takes, from the CLI, the API or a schedule; the API's request
+/// body (`POST .../snapshots`) as it is: a request sets only a note and `no_media` (the
+/// rest is the path's, the host's or a schedule's).
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct SnapshotOptions {
+    /// The workspace (the API's path names it).
+    #[serde(skip)]
     pub workspace: String,
+    /// Why it was taken ("before migration 42").
     pub note: Option<String>,
+    /// Manual (a person's or a request's) or automatic (a schedule's).
+    #[serde(skip)]
     pub kind: SnapshotKind,
     /// Parallel connections copying tables (default: one per core).
+    #[serde(skip)]
     pub jobs: Option<usize>,
     /// Split tables larger than this many MiB into parts (0: never split).
+    #[serde(skip)]
     pub split_table_mib: u64,
     /// Leave the media store out of this snapshot.
     pub no_media: bool,
     /// When another operation holds the workspace: refuse (default) or wait.
+    #[serde(skip)]
     pub wait: WaitFor,
 }
 
