@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use tidemark::Result;
 use tidemark::ops::import::{ImportOptions, import};
+use tidemark::ops::restore::RestoreTarget;
 
 use super::{Global, human_ms};
 
@@ -63,9 +64,7 @@ pub async fn run(global: &Global, args: ImportArgs) -> Result<()> {
     }
     let opts = ImportOptions {
         file: args.file,
-        target: args.target.unwrap_or_default(),
-        target_conn: None,
-        target_password: args.target_password,
+        target: RestoreTarget::from_options(args.target, args.target_password, None, false)?,
         media_target: args.media_target,
         jobs: args.jobs,
         table: args.table,

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::Core;
 use crate::actor::Actor;
@@ -18,15 +18,13 @@ use crate::repo::pipeline::read_to_end;
 use crate::restore::database::{self, TargetState};
 
 /// What `import` takes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
     /// The bundle file.
     pub file: PathBuf,
-    /// `postgres://.../new_db`: created if missing, refused if not empty.
-    pub target: String,
-    /// The target's password when the URL carries none: `env:VARIABLE` or `file:/path`.
-    pub target_password: Option<String>,
+    /// A new database (created if missing, refused if not empty) by URL, or one the calling
+    /// operation resolved (an in-place import: a database beside the workspace's).
+    pub target: crate::restore::RestoreTarget,
     /// Where the bundle's media files go (a folder, `file://` or `s3://` URL); without it
     /// they are checked and skipped.
     pub media_target: Option<String>,
@@ -35,10 +33,6 @@ pub struct ImportOptions {
     /// The file is JSON lines (`export --format jsonl`): its rows go into this existing
     /// table of the target, in one transaction.
     pub table: Option<String>,
-    /// The target already resolved, with its credentials (an in-place import: a database
-    /// beside the workspace's); wins over `target`.
-    #[serde(skip)]
-    pub target_conn: Option<ConnSpec>,
 }
 
 /// What an import did.
@@ -72,11 +66,11 @@ pub async fn import(core: &Core, opts: &ImportOptions, actor: &Actor) -> Result<
         import_bundle(core, opts).await
     }
     .await;
-    let details = serde_json::json!({ "file": opts.file, "target": crate::pg::redact_url(&opts.target) });
+    let details = serde_json::json!({ "file": opts.file, "target": opts.target.describe() });
     // The bundle's workspace; before the bundle is read (or without one), the target.
     let target = match done.as_ref().map(|r| r.workspace.clone()) {
         Ok(ws) if !ws.is_empty() => ws,
-        _ => crate::pg::redact_url(&opts.target),
+        _ => opts.target.describe(),
     };
     super::audit::record(core, actor, crate::operation::Operation::Import, &target, &done, details).await;
     done
@@ -110,15 +104,9 @@ async fn import_jsonl(core: &Core, opts: &ImportOptions, table: &str, target: &C
 // Longer than ~100 lines: an import reads the bundle's parts in their order into one new database and drops it on any failure.
 async fn import_bundle(core: &Core, opts: &ImportOptions) -> Result<ImportReport> {
     let clock = Instant::now();
-    let password = opts
-        .target_password
-        .as_deref()
-        .map(|p| crate::secret::Secret::reference("the target's password", p))
-        .transpose()?;
-    let target = match &opts.target_conn {
-        Some(resolved) => resolved.clone(),
-        None => ConnSpec::parse(&opts.target, password.as_ref())?,
-    };
+    let (target, _) = opts.target.resolve(|| {
+        Err(Error::usage("an import goes into a new database (or, replacing the live one, beside it): name it"))
+    })?;
     if let Some(table) = &opts.table {
         return import_jsonl(core, opts, table, &target).await;
     }

@@ -123,6 +123,16 @@ impl RestoreTarget {
         }
     }
 
+    /// The target as a report or the audit trail shows it: never with a password.
+    pub fn describe(&self) -> String {
+        match self {
+            RestoreTarget::Url { url, .. } => crate::pg::redact_url(url),
+            RestoreTarget::OnWorkspaceServer(name) => format!("database {name} on the workspace's server"),
+            RestoreTarget::BesideLive => "the workspace's live database".to_string(),
+            RestoreTarget::Resolved { conn, .. } => conn.display(),
+        }
+    }
+
     /// Into the workspace's live database (beside its tables).
     pub fn is_live(&self) -> bool {
         matches!(self, RestoreTarget::BesideLive)
@@ -198,6 +208,8 @@ mod tests {
             assert_eq!(e.kind(), crate::error::ErrorKind::Usage, "{database:?} {into_live}");
             assert!(!e.message().contains("--") && !e.message().contains("hunter2"), "{}", e.message());
         }
+        let with_password = RestoreTarget::from("postgres://u:hunter2@h/db".to_string());
+        assert!(!with_password.describe().contains("hunter2"), "{}", with_password.describe());
         let e = RestoreTarget::default().resolve(|| Ok(live.clone())).unwrap_err();
         assert!(e.message().contains("needs a target"), "{}", e.message());
     }

@@ -109,7 +109,7 @@ impl Target {
             (Some(t), None, None) => Ok(Target::Time(parse_time(t)?)),
             (None, Some(l), None) => Ok(Target::Lsn(l.parse()?)),
             (None, None, Some(n)) => Ok(Target::Name(n.to_string(), None)),
-            _ => Err(crate::error::Error::usage("give at most one of --time, --lsn and --name")),
+            _ => Err(crate::error::Error::usage("give at most one of a time, an LSN and a restore point's name")),
         }
     }
 

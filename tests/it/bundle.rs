@@ -21,7 +21,7 @@ fn export_opts(to: &std::path::Path) -> ExportOptions {
 }
 
 fn import_opts(w: &World, file: &std::path::Path, db: &str) -> ImportOptions {
-    ImportOptions { file: file.to_path_buf(), target: w.cluster.url(db), ..Default::default() }
+    ImportOptions { file: file.to_path_buf(), target: w.cluster.url(db).into(), ..Default::default() }
 }
 
 fn sh(script: &str) -> String {

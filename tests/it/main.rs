@@ -12,6 +12,7 @@ mod cli;
 mod daemon;
 mod drill;
 mod fixture;
+mod front_ends;
 mod inplace;
 mod media;
 mod metrics;

@@ -92,11 +92,11 @@ async fn media_round_trip_and_incremental_snapshots() {
     let third = take(&w.core).await;
     assert_eq!(third.media.as_ref().unwrap().new_bytes, 12);
 
-    // Restore the first snapshot's media byte for byte; --media-target or --no-media is required.
+    // Restore the first snapshot's media byte for byte; a media target or no media is required.
     let err =
         restore(&w.core, &restore_opts(&first, w.cluster.url("c1"), None), &crate::support::actor()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Usage);
-    assert!(err.message().contains("--media-target"));
+    assert!(err.message().contains("give a media target"), "{}", err.message());
     let target = w.dir.path().join("restored-media");
     let report = restore(
         &w.core,

@@ -276,6 +276,7 @@ pub fn create_job_end(r: &BranchCreateReport) -> crate::catalog::JobEnd {
 
 /// [`create`] as a recorded job, whichever front end asks.
 pub async fn create_recorded(core: &Core, opts: &BranchCreateOptions, actor: &Actor) -> Result<BranchCreateReport> {
+    opts.check()?;
     let spec =
         super::job::JobSpec { workspace: opts.workspace.clone(), operation: Operation::BranchCreate, kind: None };
     let work = |core: Core| async move { create(&core, opts, actor).await };

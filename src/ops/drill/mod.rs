@@ -69,6 +69,17 @@ pub struct DrillOptions {
     pub record: bool,
 }
 
+/// What a drill may be refused for before any work, for every front end: a snapshot id
+/// that is not one.
+///
+/// Errors: `Usage`.
+pub fn check_request(opts: &DrillOptions) -> Result<()> {
+    match &opts.source {
+        DrillSource::Snapshot(Some(id)) if id != "latest" => crate::repo::layout::validate_snapshot_id(id),
+        _ => Ok(()),
+    }
+}
+
 fn newest() -> DrillSource {
     DrillSource::Snapshot(None)
 }
@@ -116,6 +127,7 @@ pub(super) struct Progressed {
 /// failed check in the report, not an error.
 // Longer than ~100 lines: checks of what was asked, then the kind's run and the record, with the throwaway's cleanup on every path.
 pub async fn drill(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<DrillReport> {
+    check_request(opts)?;
     let cancel = core.stop();
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -247,6 +259,7 @@ pub fn job_end(r: &DrillReport) -> crate::catalog::JobEnd {
 /// [`drill`] as a recorded job (see [`super::job::recorded`]): a drill whose checks
 /// failed is a failed job, naming them.
 pub async fn drill_recorded(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<DrillReport> {
+    check_request(opts)?;
     let spec = super::job::JobSpec {
         workspace: opts.workspace.clone(),
         operation: crate::operation::Operation::Drill,

@@ -208,8 +208,7 @@ async fn run(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlac
         (Source::Bundle(path), _) => {
             let import = super::import::ImportOptions {
                 file: path.clone(),
-                target: target.display(),
-                target_conn: Some(target.clone()),
+                target: crate::restore::RestoreTarget::Resolved { conn: target.clone(), reserved: true },
                 jobs: opts.jobs,
                 ..Default::default()
             };
@@ -318,6 +317,7 @@ pub fn job_end(r: &InPlaceReport) -> crate::catalog::JobEnd {
 /// [`restore_in_place`] as a recorded job, whichever front end asks (see
 /// [`super::job::recorded`]).
 pub async fn restore_in_place_recorded(core: &Core, opts: &InPlaceOptions, actor: &Actor) -> Result<InPlaceReport> {
+    check_request(opts)?;
     let spec =
         super::job::JobSpec { workspace: opts.workspace.clone(), operation: Operation::RestoreInPlace, kind: None };
     let work = |core: Core| async move { restore_in_place(&core, opts, actor).await };

@@ -63,7 +63,7 @@ async fn delete_snapshot(core: &Core, opts: &SnapshotDeleteOptions, actor: &Acto
     }
     if opts.confirm != opts.id {
         return Err(Error::usage(format!(
-            "this deletes snapshot {0} for good: confirm with its id (--confirm {0}) to go ahead",
+            "this deletes snapshot {0} for good: confirm with its id ({0}) to go ahead",
             opts.id
         )));
     }

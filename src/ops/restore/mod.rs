@@ -55,7 +55,7 @@ pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Resul
     let (workspace, from) = source_of(core, opts).await?;
     // Who may: decided here for every front end, by the operation this request is.
     crate::access::check(&actor.grant(), operation_of(opts).permission(), Some(&workspace))?;
-    if !opts.tables.is_empty() || opts.target.is_live() || !opts.rename_to.is_empty() {
+    if some_tables_asked(opts) {
         return restore_tables(core, opts, actor, &workspace, &from, clock).await;
     }
     let id = match from {
@@ -86,10 +86,18 @@ pub async fn check_request(core: &Core, opts: &RestoreOptions, actor: &Actor) ->
     super::check_tables(&opts.tables, "tables")?;
     super::check_tables(&opts.rename_to, "new table names")?;
     crate::restore::RestoreSource::from_options(Some(&opts.snapshot), opts.time.as_deref())?;
+    if some_tables_asked(opts) {
+        some_tables::table_picks(opts)?;
+    }
     match (&opts.workspace, opts.target.is_live()) {
         (Some(workspace), false) => target_of(core, opts, workspace, actor).await.map(drop),
         _ => Ok(()),
     }
+}
+
+/// Whether the request is for some tables (into a new database, or beside the live ones).
+fn some_tables_asked(opts: &RestoreOptions) -> bool {
+    !opts.tables.is_empty() || opts.target.is_live() || !opts.rename_to.is_empty()
 }
 
 /// The operation a restore request is: tables into the live database, or a restore into a
@@ -217,6 +225,7 @@ pub fn job_end(r: &RestoreReport) -> crate::catalog::JobEnd {
 
 /// [`restore`] as a recorded job (see [`super::job::recorded`]).
 pub async fn restore_recorded(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
+    check_request(core, opts, actor).await?;
     let (workspace, _) = source_of(core, opts).await?;
     let spec = super::job::JobSpec { workspace, operation: operation_of(opts), kind: None };
     super::job::recorded(core, actor, spec, |core| async move { restore(&core, opts, actor).await }, job_end).await
@@ -248,8 +257,8 @@ fn media_plan(
     }
     let Some(target) = &opts.media_target else {
         return Err(Error::usage(format!(
-            "snapshot {} has {} media files: pass --media-target DIR (or an s3:// URL) to restore them, \
-             or --no-media to restore only the database",
+            "snapshot {} has {} media files: give a media target (a folder or an s3:// URL) to restore them, \
+             or leave the media out to restore only the database",
             manifest.id,
             files.len()
         )));

@@ -14,12 +14,7 @@ pub(super) async fn restore_tables(
     from: &RestoreFrom,
     clock: Instant,
 ) -> Result<RestoreReport> {
-    if opts.tables.is_empty() {
-        return Err(Error::usage(
-            "new table names and a restore into the live database go with the tables to restore: name them",
-        ));
-    }
-    let picks = table_picks(&opts.tables, &opts.rename_to, opts.target.is_live())?;
+    let picks = table_picks(opts)?;
     let (target, into) = match opts.target.is_live() {
         true => (core.workspace(workspace)?.conn()?.clone(), TablesInto::Existing),
         false => (target_of(core, opts, workspace, actor).await?, TablesInto::NewDatabase),
@@ -94,11 +89,21 @@ pub(super) async fn restore_tables(
     })
 }
 
-/// `--table` names paired with their `--as` names.
-pub(super) fn table_picks(tables: &[String], rename_to: &[String], into_live: bool) -> Result<Vec<TablePick>> {
-    if into_live && rename_to.len() != tables.len() {
+/// The tables asked for, paired with their new names (what every front end's tables and
+/// new names become, checked before any work).
+///
+/// Errors: `Usage` for new names or the live database without tables, a new name missing
+/// for the live database, counts that differ, or a name that is not a table's.
+pub(super) fn table_picks(opts: &RestoreOptions) -> Result<Vec<TablePick>> {
+    let (tables, rename_to) = (&opts.tables, &opts.rename_to);
+    if tables.is_empty() {
         return Err(Error::usage(
-            "--into-live needs a new name for each table (--as schema.name, in the order of --table): \
+            "new table names and a restore into the live database go with the tables to restore: name them",
+        ));
+    }
+    if opts.target.is_live() && rename_to.len() != tables.len() {
+        return Err(Error::usage(
+            "a restore into the live database needs a new name for each table, in the order of the tables: \
              a restore never goes over the live table",
         ));
     }
