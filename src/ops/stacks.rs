@@ -16,38 +16,67 @@ use crate::stacks::diff::{self, Change};
 use crate::stacks::log::{self, ChangeInfo, ChangedBy, Published, PutOutcome, StackSummary};
 use crate::stacks::{self as stk, Document, KINDS, Selector, StackRef};
 
-/// What `stacks put` takes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What `stacks put` takes; the API's request body (`PUT .../stacks/{kind}/{name}`) as it
+/// is: the content and a message (the workspace and the stack are the path's, the author
+/// is the token's name).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StackPutOptions {
     /// The workspace (may be left out when the config has one).
+    #[serde(skip)]
     pub workspace: Option<String>,
     /// `kind/name`.
+    #[serde(skip)]
     pub stack: String,
-    /// The new content, JSON text.
+    /// The new content, JSON text (a request sends the JSON itself, as `content`).
+    #[serde(rename = "content", deserialize_with = "json_text")]
+    #[schema(value_type = serde_json::Value)]
     pub json: String,
     /// Where the text came from, for errors ("standard input", a file name).
+    #[serde(skip, default = "request_body")]
     pub origin: String,
     /// Who the change is recorded as written by; default: the actor's name.
+    #[serde(skip)]
     pub author: Option<String>,
+    /// Why it changed.
+    #[serde(default)]
     pub message: Option<String>,
 }
 
-/// What `stacks publish` takes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+fn json_text<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<String, D::Error> {
+    serde_json::Value::deserialize(d).map(|content| content.to_string())
+}
+
+fn request_body() -> String {
+    "the request body".to_string()
+}
+
+/// What `stacks publish` takes; the API's request body (`POST .../publish`) as it is.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
 pub struct StackPublishOptions {
+    #[serde(skip)]
     pub workspace: Option<String>,
+    #[serde(skip)]
     pub stack: String,
+    #[serde(skip)]
     pub author: Option<String>,
+    /// Why it was published.
     pub message: Option<String>,
 }
 
-/// What `stacks revert` takes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// What `stacks revert` takes; the API's request body (`POST .../revert`) as it is.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StackRevertOptions {
+    #[serde(skip)]
     pub workspace: Option<String>,
+    #[serde(skip)]
     pub stack: String,
     /// The state to go back to: `published`, `version:N`, `change:N`.
+    #[schema(pattern = "^(live|published|version:[1-9][0-9]{0,17}|change:[1-9][0-9]{0,17})$")]
     pub to: String,
+    #[serde(skip)]
     pub author: Option<String>,
 }
 

@@ -147,18 +147,29 @@ async fn the_command_line_and_the_api_refuse_the_same_bad_input_with_the_same_ki
             r#"{"snapshot": "../x"}"#,
             ErrorKind::Usage,
         ),
-        case("a workspace that is not configured", &["snapshot", "create", "-w", "nope"], "nope/snapshots", "{}", {
-            ErrorKind::NotFound
-        }),
+        case(
+            "a workspace that is not configured",
+            &["snapshot", "create", "-w", "nope"],
+            "nope/snapshots",
+            "{}",
+            ErrorKind::NotFound,
+        ),
+        case(
+            "a stack revert to a state that is not one",
+            &["stacks", "revert", "api/checkout", "--to", "yesterday", "-w", "shop"],
+            "shop/stacks/api/checkout/revert",
+            r#"{"to": "yesterday"}"#,
+            ErrorKind::Usage,
+        ),
     ];
     // More tables than a restore or an export picks at once.
     let mut restore_many =
-        case("too many tables", &restore(&["latest", "-w", "shop", "--target", &copy]), "", "", { ErrorKind::Usage });
+        case("too many tables", &restore(&["latest", "-w", "shop", "--target", &copy]), "", "", ErrorKind::Usage);
     restore_many.cli.extend(table_flags.iter().cloned());
     restore_many.route = "shop/restores";
     restore_many.body = format!(r#"{{"database": "copy", "tables": {table_list}}}"#);
     let mut export_many =
-        case("too many tables to export", &["export", "-w", "shop", "--to", &bundle], "", "", { ErrorKind::Usage });
+        case("too many tables to export", &["export", "-w", "shop", "--to", &bundle], "", "", ErrorKind::Usage);
     export_many.cli.extend(table_flags);
     export_many.route = "shop/exports";
     export_many.body = format!(r#"{{"tables": {table_list}}}"#);

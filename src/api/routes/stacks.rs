@@ -105,23 +105,12 @@ pub(in crate::api) async fn stack_diff(
     Ok(json(&ops::stacks::diff(&app.core, &opts, &actor).await?))
 }
 
-#[derive(Debug, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub(in crate::api) struct StackChange {
-    /// The new content (put).
-    content: Option<serde_json::Value>,
-    /// The state to go back to (revert): `published`, `version:N`, `change:N`.
-    #[schema(pattern = "^(live|published|version:[1-9][0-9]{0,17}|change:[1-9][0-9]{0,17})$")]
-    to: Option<String>,
-    message: Option<String>,
-}
-
 #[utoipa::path(
     put,
     path = "/v1/workspaces/{ws}/stacks/{kind}/{name}",
     summary = "Writes a stack's live state",
     params(StackPath),
-    request_body(content = StackChange, content_type = "application/json"),
+    request_body(content = ops::stacks::StackPutOptions, content_type = "application/json"),
     responses((status = 200, body = crate::stacks::log::PutOutcome)),
 )]
 pub(in crate::api) async fn stack_put(
@@ -131,17 +120,9 @@ pub(in crate::api) async fn stack_put(
     bytes: Bytes,
 ) -> Answer {
     let (ws, stack) = stack_route(&app, &ws, &kind, &name)?;
-    let change: StackChange = body(&bytes)?;
-    let content = change.content.ok_or_else(|| ApiError(Error::usage("put needs {\"content\": ...}")))?;
-    let opts = ops::stacks::StackPutOptions {
-        workspace: Some(ws),
-        stack,
-        json: content.to_string(),
-        origin: "the request body".into(),
-        // The API records the token's name as the author: nobody else can be claimed.
-        author: None,
-        message: change.message,
-    };
+    // The API records the token's name as the author: nobody else can be claimed.
+    let mut opts: ops::stacks::StackPutOptions = body(&bytes)?;
+    (opts.workspace, opts.stack) = (Some(ws), stack);
     Ok(json(&ops::stacks::put(&app.core, &opts, &actor).await?))
 }
 
@@ -150,7 +131,7 @@ pub(in crate::api) async fn stack_put(
     path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/publish",
     summary = "Publishes a stack's live state",
     params(StackPath),
-    request_body(content = StackChange, content_type = "application/json"),
+    request_body(content = ops::stacks::StackPublishOptions, content_type = "application/json"),
     responses((status = 200, body = crate::stacks::log::Published)),
 )]
 pub(in crate::api) async fn stack_publish(
@@ -160,8 +141,8 @@ pub(in crate::api) async fn stack_publish(
     bytes: Bytes,
 ) -> Answer {
     let (ws, stack) = stack_route(&app, &ws, &kind, &name)?;
-    let change: StackChange = body(&bytes)?;
-    let opts = ops::stacks::StackPublishOptions { workspace: Some(ws), stack, author: None, message: change.message };
+    let mut opts: ops::stacks::StackPublishOptions = body(&bytes)?;
+    (opts.workspace, opts.stack) = (Some(ws), stack);
     Ok(json(&ops::stacks::publish(&app.core, &opts, &actor).await?))
 }
 
@@ -170,7 +151,7 @@ pub(in crate::api) async fn stack_publish(
     path = "/v1/workspaces/{ws}/stacks/{kind}/{name}/revert",
     summary = "Makes an earlier state live again",
     params(StackPath),
-    request_body(content = StackChange, content_type = "application/json"),
+    request_body(content = ops::stacks::StackRevertOptions, content_type = "application/json"),
     responses((status = 200, body = crate::stacks::log::PutOutcome)),
 )]
 pub(in crate::api) async fn stack_revert(
@@ -180,10 +161,7 @@ pub(in crate::api) async fn stack_revert(
     bytes: Bytes,
 ) -> Answer {
     let (ws, stack) = stack_route(&app, &ws, &kind, &name)?;
-    let change: StackChange = body(&bytes)?;
-    let to = change
-        .to
-        .ok_or_else(|| ApiError(Error::usage("revert needs {\"to\": \"published\"|\"version:N\"|\"change:N\"}")))?;
-    let opts = ops::stacks::StackRevertOptions { workspace: Some(ws), stack, to, author: None };
+    let mut opts: ops::stacks::StackRevertOptions = body(&bytes)?;
+    (opts.workspace, opts.stack) = (Some(ws), stack);
     Ok(json(&ops::stacks::revert(&app.core, &opts, &actor).await?))
 }
