@@ -109,7 +109,7 @@ impl ConnSpec {
         self.url.to_string()
     }
 
-    fn connect_options(&self) -> Result<PgConnectOptions> {
+    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions> {
         let mut opts = PgConnectOptions::from_str(self.url.as_str())
             .map_err(|e| Error::config(format!("{} is not usable: {e}", self.display())))?
             .application_name("tidemark")

@@ -7,9 +7,8 @@
 use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sqlx::Row;
 
-use super::Catalog;
+use super::{BeginSerial, Catalog, Get, on_pool};
 use crate::actor::Actor;
 use crate::error::{Error, Result};
 
@@ -92,65 +91,68 @@ impl AuditRecord {
     }
 }
 
-fn record_of(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<AuditRecord, sqlx::Error> {
-    let kind: String = row.try_get("actor_kind")?;
-    let details: String = row.try_get("details")?;
+fn record_of(row: &impl Get) -> std::result::Result<AuditRecord, sqlx::Error> {
+    let kind: String = row.get("actor_kind")?;
+    let details: String = row.get("details")?;
     let actor = Actor {
         kind: serde_json::from_value(serde_json::Value::String(kind)).unwrap_or(crate::actor::ActorKind::Cli),
-        name: row.try_get("actor_name")?,
-        token_id: row.try_get("token_prefix")?,
-        address: row.try_get("address")?,
+        name: row.get("actor_name")?,
+        token_id: row.get("token_prefix")?,
+        address: row.get("address")?,
         grant: None,
     };
     Ok(AuditRecord {
-        seq: row.try_get("seq")?,
-        at: row.try_get("at")?,
+        seq: row.get("seq")?,
+        at: row.get("at")?,
         entry: AuditEntry {
             actor,
-            action: row.try_get("action")?,
-            target: row.try_get("target")?,
-            outcome: row.try_get("outcome")?,
+            action: row.get("action")?,
+            target: row.get("target")?,
+            outcome: row.get("outcome")?,
             // A details text that is not JSON (edited by hand) keeps its text, and fails the hash.
             details: serde_json::from_str(&details).unwrap_or(serde_json::Value::String(details)),
         },
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
+        prev_hash: row.get("prev_hash")?,
+        hash: row.get("hash")?,
     })
 }
+
+super::from_row!(AuditRecord, record_of);
 
 impl Catalog {
     /// The id of this catalog's audit chain, made on first use.
     ///
     /// Errors: `Unavailable` for the catalog.
     pub async fn audit_chain(&self) -> Result<String> {
-        let existing: Option<String> = sqlx::query_scalar("SELECT id FROM audit_chain LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot read the audit chain", e))?;
+        let existing: Option<String> =
+            on_pool!(&self.pool, |p| sqlx::query_scalar("SELECT id FROM audit_chain LIMIT 1").fetch_optional(p).await)
+                .map_err(|e| self.err("cannot read the audit chain", e))?;
         if let Some(id) = existing {
             return Ok(id);
         }
-        let mut tx =
-            self.pool.begin_with("BEGIN IMMEDIATE").await.map_err(|e| self.err("cannot start the audit chain", e))?;
-        let raced: Option<String> = sqlx::query_scalar("SELECT id FROM audit_chain LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.err("cannot read the audit chain", e))?;
-        let id = match raced {
-            Some(id) => id,
-            None => {
-                let id = format!("{:016x}", rand::random::<u64>());
-                sqlx::query("INSERT INTO audit_chain (id, created) VALUES (?, ?)")
-                    .bind(&id)
-                    .bind(Utc::now())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.err("cannot start the audit chain", e))?;
-                id
-            }
-        };
-        tx.commit().await.map_err(|e| self.err("cannot start the audit chain", e))?;
-        Ok(id)
+        on_pool!(&self.pool, |p| {
+            let mut tx =
+                p.begin_serial("audit_chain").await.map_err(|e| self.err("cannot start the audit chain", e))?;
+            let raced: Option<String> = sqlx::query_scalar("SELECT id FROM audit_chain LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.err("cannot read the audit chain", e))?;
+            let id = match raced {
+                Some(id) => id,
+                None => {
+                    let id = format!("{:016x}", rand::random::<u64>());
+                    sqlx::query("INSERT INTO audit_chain (id, created) VALUES ($1, $2)")
+                        .bind(&id)
+                        .bind(Utc::now())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.err("cannot start the audit chain", e))?;
+                    id
+                }
+            };
+            tx.commit().await.map_err(|e| self.err("cannot start the audit chain", e))?;
+            Ok(id)
+        })
     }
 
     /// Appends a record to the trail (one writer at a time, across processes).
@@ -158,68 +160,68 @@ impl Catalog {
     /// Errors: `Unavailable` for the catalog.
     pub async fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord> {
         self.audit_chain().await?;
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
+        on_pool!(&self.pool, |p| {
+            let mut tx = p.begin_serial("audit").await.map_err(|e| self.err("cannot append to the audit trail", e))?;
+            let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(|e| self.err("cannot read the audit trail", e))?;
+            let (seq, prev_hash) = match last {
+                Some((seq, hash)) => (seq + 1, hash),
+                None => (1, GENESIS.to_string()),
+            };
+            let mut record = AuditRecord {
+                seq,
+                at: Utc::now().trunc_subsecs(6),
+                entry: entry.clone(),
+                prev_hash,
+                hash: String::new(),
+            };
+            record.hash = record.expected_hash();
+            let a = &record.entry.actor;
+            sqlx::query(
+                "INSERT INTO audit (seq, at, actor_kind, actor_name, token_prefix, address, action, target, outcome, \
+             details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(record.seq)
+            .bind(record.at)
+            .bind(a.kind.as_str())
+            .bind(&a.name)
+            .bind(&a.token_id)
+            .bind(&a.address)
+            .bind(&record.entry.action)
+            .bind(&record.entry.target)
+            .bind(&record.entry.outcome)
+            .bind(record.entry.details.to_string())
+            .bind(&record.prev_hash)
+            .bind(&record.hash)
+            .execute(&mut *tx)
             .await
             .map_err(|e| self.err("cannot append to the audit trail", e))?;
-        let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(|e| self.err("cannot read the audit trail", e))?;
-        let (seq, prev_hash) = match last {
-            Some((seq, hash)) => (seq + 1, hash),
-            None => (1, GENESIS.to_string()),
-        };
-        let mut record =
-            AuditRecord { seq, at: Utc::now().trunc_subsecs(6), entry: entry.clone(), prev_hash, hash: String::new() };
-        record.hash = record.expected_hash();
-        let a = &record.entry.actor;
-        sqlx::query(
-            "INSERT INTO audit (seq, at, actor_kind, actor_name, token_prefix, address, action, target, outcome, \
-             details, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(record.seq)
-        .bind(record.at)
-        .bind(a.kind.as_str())
-        .bind(&a.name)
-        .bind(&a.token_id)
-        .bind(&a.address)
-        .bind(&record.entry.action)
-        .bind(&record.entry.target)
-        .bind(&record.entry.outcome)
-        .bind(record.entry.details.to_string())
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.err("cannot append to the audit trail", e))?;
-        tx.commit().await.map_err(|e| self.err("cannot append to the audit trail", e))?;
-        Ok(record)
+            tx.commit().await.map_err(|e| self.err("cannot append to the audit trail", e))?;
+            Ok(record)
+        })
     }
 
     /// Records in order, from `since` on (all without).
     ///
     /// Errors: `Unavailable` for the catalog.
     pub async fn audit_records(&self, since: Option<DateTime<Utc>>) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query("SELECT * FROM audit WHERE (?1 IS NULL OR at >= ?1) ORDER BY seq")
+        on_pool!(&self.pool, |p| sqlx::query_as("SELECT * FROM audit WHERE ($1 IS NULL OR at >= $1) ORDER BY seq")
             .bind(since)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot read the audit trail", e))?;
-        rows.iter()
-            .map(record_of)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| self.err("cannot read the audit trail", e))
+            .fetch_all(p)
+            .await)
+        .map_err(|e| self.err("cannot read the audit trail", e))
     }
 
     /// The chain's head, `None` before the first record.
     ///
     /// Errors: `Unavailable` for the catalog.
     pub async fn audit_head(&self) -> Result<Option<AuditHead>> {
-        let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await
+        let last: Option<(i64, String)> =
+            on_pool!(&self.pool, |p| sqlx::query_as("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(p)
+                .await)
             .map_err(|e| self.err("cannot read the audit trail", e))?;
         match last {
             Some((seq, hash)) => Ok(Some(AuditHead { chain: self.audit_chain().await?, seq, hash })),
@@ -281,6 +283,7 @@ pub fn verify(records: &[AuditRecord], checkpoint: Option<&AuditHead>) -> Result
 mod tests {
     use super::*;
     use crate::actor::ActorKind;
+    use crate::catalog::testing::exec;
 
     fn entry(action: &str, target: &str) -> AuditEntry {
         AuditEntry {
@@ -292,24 +295,25 @@ mod tests {
         }
     }
 
-    async fn trail() -> (tempfile::TempDir, Catalog, Vec<AuditRecord>) {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&dir.path().join("catalog.sqlite")).await.unwrap();
+    async fn trail(catalog: &Catalog) -> Vec<AuditRecord> {
         for (i, action) in ["snapshot", "pin", "prune", "restore", "stacks.put"].iter().enumerate() {
             let r = catalog.append_audit(&entry(action, &format!("shop/{i}"))).await.unwrap();
             assert_eq!(r.seq, i as i64 + 1);
         }
-        let records = catalog.audit_records(None).await.unwrap();
-        (dir, catalog, records)
-    }
-
-    async fn exec(catalog: &Catalog, sql: &str) {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&catalog.pool).await.unwrap();
+        catalog.audit_records(None).await.unwrap()
     }
 
     #[tokio::test]
     async fn a_whole_trail_verifies_and_every_kind_of_tampering_is_named() {
-        let (_dir, catalog, records) = trail().await;
+        let engines = crate::catalog::testing::Engines::start().await;
+        for catalog in engines.catalogs().await {
+            tampering_is_named_on(&catalog).await;
+        }
+    }
+
+    async fn tampering_is_named_on(catalog: &Catalog) {
+        let catalog = catalog.clone();
+        let records = trail(&catalog).await;
         let head = catalog.audit_head().await.unwrap().unwrap();
         assert_eq!(verify(&records, Some(&head)).unwrap(), 5);
         assert_eq!(records[1].prev_hash, records[0].hash);

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::Catalog;
+use super::{Catalog, on_pool};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Where a branch is in its life.
@@ -64,9 +64,9 @@ impl Catalog {
     ///
     /// Errors: `AlreadyExists` when the name is taken (by a branch in any state).
     pub async fn claim_branch(&self, branch: &BranchRow) -> Result<()> {
-        let inserted = sqlx::query(
+        let inserted = on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO branches (workspace, name, database, source, state, created_at, actor) \
-             VALUES (?, ?, ?, ?, 'creating', ?, ?) ON CONFLICT (workspace, name) DO NOTHING",
+             VALUES ($1, $2, $3, $4, 'creating', $5, $6) ON CONFLICT (workspace, name) DO NOTHING",
         )
         .bind(&branch.workspace)
         .bind(&branch.name)
@@ -74,10 +74,11 @@ impl Catalog {
         .bind(&branch.source)
         .bind(branch.created_at)
         .bind(&branch.actor)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot record a branch", e))?;
-        if inserted.rows_affected() == 0 {
+        if inserted == 0 {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
                 format!("branch {} of {} exists (or is being made or deleted)", branch.name, branch.workspace),
@@ -89,51 +90,55 @@ impl Catalog {
     /// Moves a branch from state `from` to `to`; `false` when it is not in `from` (another
     /// caller got there first, or it is gone).
     pub async fn move_branch(&self, workspace: &str, name: &str, from: BranchState, to: BranchState) -> Result<bool> {
-        let moved = sqlx::query("UPDATE branches SET state = ? WHERE workspace = ? AND name = ? AND state = ?")
-            .bind(to.as_str())
-            .bind(workspace)
-            .bind(name)
-            .bind(from.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot change a branch's state", e))?;
-        Ok(moved.rows_affected() == 1)
+        let moved = on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE branches SET state = $1 WHERE workspace = $2 AND name = $3 AND state = $4"
+        )
+        .bind(to.as_str())
+        .bind(workspace)
+        .bind(name)
+        .bind(from.as_str())
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot change a branch's state", e))?;
+        Ok(moved == 1)
     }
 
     /// Forgets a branch (its database is dropped, or is the workspace's now).
     pub async fn forget_branch(&self, workspace: &str, name: &str) -> Result<()> {
-        sqlx::query("DELETE FROM branches WHERE workspace = ? AND name = ?")
+        on_pool!(&self.pool, |p| sqlx::query("DELETE FROM branches WHERE workspace = $1 AND name = $2")
             .bind(workspace)
             .bind(name)
-            .execute(&self.pool)
+            .execute(p)
             .await
-            .map_err(|e| self.err("cannot forget a branch", e))?;
+            .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot forget a branch", e))?;
         Ok(())
     }
 
     /// The branches of `workspace` (all, when `None`), by workspace and name.
     pub async fn branches(&self, workspace: Option<&str>) -> Result<Vec<BranchRow>> {
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<Row> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT workspace, name, database, source, state, created_at, actor FROM branches \
-             WHERE (?1 IS NULL OR workspace = ?1) ORDER BY workspace, name",
+             WHERE ($1 IS NULL OR workspace = $1) ORDER BY workspace, name",
         )
         .bind(workspace)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(p)
+        .await)
         .map_err(|e| self.err("cannot read the branches", e))?;
         rows.into_iter().map(row).collect()
     }
 
     /// One branch, in any state.
     pub async fn branch(&self, workspace: &str, name: &str) -> Result<Option<BranchRow>> {
-        let found: Option<Row> = sqlx::query_as(
+        let found: Option<Row> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT workspace, name, database, source, state, created_at, actor FROM branches \
-             WHERE workspace = ? AND name = ?",
+             WHERE workspace = $1 AND name = $2",
         )
         .bind(workspace)
         .bind(name)
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(p)
+        .await)
         .map_err(|e| self.err("cannot read a branch", e))?;
         found.map(row).transpose()
     }
@@ -145,8 +150,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_is_claimed_once_and_moves_through_its_states_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&dir.path().join("catalog.sqlite")).await.unwrap();
+        let engines = crate::catalog::testing::Engines::start().await;
+        for catalog in engines.catalogs().await {
+            claimed_once_on(&catalog).await;
+        }
+    }
+
+    async fn claimed_once_on(catalog: &Catalog) {
         let branch = BranchRow {
             workspace: "shop".into(),
             name: "try".into(),

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{Catalog, Trigger};
+use super::{Catalog, Trigger, on_pool};
 use crate::error::{Error, Result};
 
 /// A drill as the catalog keeps it: its id, what started it, who asked, and the report.
@@ -38,10 +38,10 @@ pub struct DrillRow {
 impl Catalog {
     /// Records a finished drill with its whole report; returns its id.
     pub async fn record_drill(&self, row: &DrillRow, trigger: Trigger, actor: Option<&str>) -> Result<i64> {
-        let row: (i64,) = sqlx::query_as(
+        let row: (i64,) = on_pool!(&self.pool, |p| sqlx::query_as(
             "INSERT INTO drills (workspace, kind, source, trigger, started_at, finished_at, passed, checks, \
              failed_checks, restore_ms, stored_bytes, report, actor) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
         )
         .bind(&row.workspace)
         .bind(&row.kind)
@@ -56,8 +56,8 @@ impl Catalog {
         .bind(row.stored_bytes as i64)
         .bind(row.report.to_string())
         .bind(actor)
-        .fetch_one(&self.pool)
-        .await
+        .fetch_one(p)
+        .await)
         .map_err(|e| self.err("cannot record a drill", e))?;
         Ok(row.0)
     }
@@ -65,14 +65,15 @@ impl Catalog {
     /// Records a drill read back from the repository unless the catalog has it (same
     /// workspace, start and source); returns whether it was added.
     pub async fn insert_rebuilt_drill(&self, row: &DrillRow, trigger: Trigger) -> Result<bool> {
-        let known: Option<(i64,)> =
-            sqlx::query_as("SELECT id FROM drills WHERE workspace = ? AND started_at = ? AND source = ?")
-                .bind(&row.workspace)
-                .bind(row.started_at)
-                .bind(&row.source)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|e| self.err("cannot read the drills", e))?;
+        let known: Option<(i64,)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT id FROM drills WHERE workspace = $1 AND started_at = $2 AND source = $3"
+        )
+        .bind(&row.workspace)
+        .bind(row.started_at)
+        .bind(&row.source)
+        .fetch_optional(p)
+        .await)
+        .map_err(|e| self.err("cannot read the drills", e))?;
         if known.is_some() {
             return Ok(false);
         }
@@ -82,14 +83,14 @@ impl Catalog {
 
     /// The newest drills first, optionally of one workspace, with their reports.
     pub async fn drills(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<DrillRecord>> {
-        let rows: Vec<(i64, String, Option<String>, String)> = sqlx::query_as(
-            "SELECT id, trigger, actor, report FROM drills WHERE (?1 IS NULL OR workspace = ?1) \
-             ORDER BY started_at DESC, id DESC LIMIT ?2",
+        let rows: Vec<(i64, String, Option<String>, String)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT id, trigger, actor, report FROM drills WHERE ($1 IS NULL OR workspace = $1) \
+             ORDER BY started_at DESC, id DESC LIMIT $2",
         )
         .bind(workspace)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await)
         .map_err(|e| self.err("cannot list drills", e))?;
         rows.into_iter()
             .map(|(id, trigger, actor, report)| {

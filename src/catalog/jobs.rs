@@ -2,10 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
 
-use super::{Catalog, host_name, process_alive};
+use super::{Catalog, Get, host_name, on_pool, process_alive};
 use crate::actor::{Actor, ActorKind};
 use crate::error::{Error, Result};
 
@@ -154,40 +152,43 @@ pub struct JobProgress {
     pub updated_at: DateTime<Utc>,
 }
 
-impl<'r> sqlx::FromRow<'r, SqliteRow> for Job {
-    fn from_row(row: &'r SqliteRow) -> std::result::Result<Self, sqlx::Error> {
+/// A job from a row of either engine.
+fn job_of(row: &impl Get) -> std::result::Result<Job, sqlx::Error> {
+    {
         Ok(Job {
-            id: row.try_get("id")?,
-            workspace: row.try_get("workspace")?,
-            operation: row.try_get("operation")?,
-            kind: row.try_get("kind")?,
-            trigger: row.try_get("trigger")?,
-            policy: row.try_get("policy")?,
-            scheduled_for: row.try_get("scheduled_for")?,
-            started_at: row.try_get("started_at")?,
-            finished_at: row.try_get("finished_at")?,
-            status: row.try_get("status")?,
-            attempts: row.try_get("attempts")?,
-            snapshot_id: row.try_get("snapshot_id")?,
-            bytes: row.try_get("bytes")?,
-            error: row.try_get("error")?,
-            warning: row.try_get("warning")?,
-            actor: row.try_get("actor")?,
-            result: row.try_get::<Option<String>, _>("result")?.and_then(|t| serde_json::from_str(&t).ok()),
-            progress: match row.try_get::<Option<DateTime<Utc>>, _>("progress_at")? {
+            id: row.get("id")?,
+            workspace: row.get("workspace")?,
+            operation: row.get("operation")?,
+            kind: row.get("kind")?,
+            trigger: row.get("trigger")?,
+            policy: row.get("policy")?,
+            scheduled_for: row.get("scheduled_for")?,
+            started_at: row.get("started_at")?,
+            finished_at: row.get("finished_at")?,
+            status: row.get("status")?,
+            attempts: row.get("attempts")?,
+            snapshot_id: row.get("snapshot_id")?,
+            bytes: row.get("bytes")?,
+            error: row.get("error")?,
+            warning: row.get("warning")?,
+            actor: row.get("actor")?,
+            result: row.get::<Option<String>>("result")?.and_then(|t| serde_json::from_str(&t).ok()),
+            progress: match row.get::<Option<DateTime<Utc>>>("progress_at")? {
                 None => None,
                 Some(updated_at) => Some(JobProgress {
-                    phase: row.try_get::<Option<String>, _>("phase")?.unwrap_or_default(),
-                    bytes_done: row.try_get::<Option<i64>, _>("bytes_done")?.unwrap_or(0) as u64,
-                    bytes_total: row.try_get::<Option<i64>, _>("bytes_total")?.map(|b| b as u64),
-                    tables_done: row.try_get::<Option<i64>, _>("tables_done")?.unwrap_or(0) as u64,
-                    tables_total: row.try_get::<Option<i64>, _>("tables_total")?.map(|b| b as u64),
+                    phase: row.get::<Option<String>>("phase")?.unwrap_or_default(),
+                    bytes_done: row.get::<Option<i64>>("bytes_done")?.unwrap_or(0) as u64,
+                    bytes_total: row.get::<Option<i64>>("bytes_total")?.map(|b| b as u64),
+                    tables_done: row.get::<Option<i64>>("tables_done")?.unwrap_or(0) as u64,
+                    tables_total: row.get::<Option<i64>>("tables_total")?.map(|b| b as u64),
                     updated_at,
                 }),
             },
         })
     }
 }
+
+super::from_row!(Job, job_of);
 
 impl Job {
     pub fn status(&self) -> JobStatus {
@@ -198,9 +199,11 @@ impl Job {
 impl Catalog {
     /// Records a job as running and returns its id.
     pub async fn start_job(&self, job: &NewJob) -> Result<i64> {
-        let row: (i64,) = sqlx::query_as(
+        let row: (i64,) =
+            on_pool!(&self.pool, |p| {
+                sqlx::query_as(
             "INSERT INTO jobs (workspace, operation, kind, trigger, policy, scheduled_for, started_at, status, pid, \
-             host, actor) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, ?) RETURNING id",
+             host, actor) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10) RETURNING id",
         )
         .bind(&job.workspace)
         .bind(&job.operation)
@@ -209,20 +212,21 @@ impl Catalog {
         .bind(&job.policy)
         .bind(job.scheduled_for)
         .bind(job.started_at)
-        .bind(std::process::id())
+        .bind(i64::from(std::process::id()))
         .bind(host_name())
         .bind(&job.actor)
-        .fetch_one(&self.pool)
+        .fetch_one(p)
         .await
-        .map_err(|e| self.err("cannot record a job", e))?;
+            })
+            .map_err(|e| self.err("cannot record a job", e))?;
         Ok(row.0)
     }
 
     /// Records a running job's progress (its sink calls this at most once a second).
     pub async fn record_progress(&self, id: i64, progress: &JobProgress) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET phase = ?, bytes_done = ?, bytes_total = ?, tables_done = ?, tables_total = ?, \
-             progress_at = ? WHERE id = ?",
+        on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE jobs SET phase = $1, bytes_done = $2, bytes_total = $3, tables_done = $4, tables_total = $5, \
+             progress_at = $6 WHERE id = $7",
         )
         .bind(&progress.phase)
         .bind(progress.bytes_done as i64)
@@ -231,29 +235,31 @@ impl Catalog {
         .bind(progress.tables_total.map(|b| b as i64))
         .bind(progress.updated_at)
         .bind(id)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot record a job's progress", e))?;
         Ok(())
     }
 
     /// Records that a job is on its `attempts`-th attempt, with the last attempt's error.
     pub async fn record_attempt(&self, id: i64, attempts: u32, error: &str) -> Result<()> {
-        sqlx::query("UPDATE jobs SET attempts = ?, error = ? WHERE id = ?")
-            .bind(attempts)
+        on_pool!(&self.pool, |p| sqlx::query("UPDATE jobs SET attempts = $1, error = $2 WHERE id = $3")
+            .bind(i64::from(attempts))
             .bind(error)
             .bind(id)
-            .execute(&self.pool)
+            .execute(p)
             .await
-            .map_err(|e| self.err("cannot record a retry", e))?;
+            .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot record a retry", e))?;
         Ok(())
     }
 
     /// Records how a job ended.
     pub async fn finish_job(&self, id: i64, status: JobStatus, end: &JobEnd) -> Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET status = ?, finished_at = ?, snapshot_id = COALESCE(?, snapshot_id), \
-             bytes = COALESCE(?, bytes), error = COALESCE(?, error), warning = ?, result = ? WHERE id = ?",
+        on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE jobs SET status = $1, finished_at = $2, snapshot_id = COALESCE($3, snapshot_id), \
+             bytes = COALESCE($4, bytes), error = COALESCE($5, error), warning = $6, result = $7 WHERE id = $8",
         )
         .bind(status.as_str())
         .bind(end.finished_at.unwrap_or_else(Utc::now))
@@ -263,8 +269,9 @@ impl Catalog {
         .bind(&end.warning)
         .bind(end.result.as_ref().map(serde_json::Value::to_string))
         .bind(id)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot record the end of a job", e))?;
         Ok(())
     }
@@ -272,99 +279,102 @@ impl Catalog {
     /// Marks jobs a previous daemon left `running` (it crashed or was killed) as aborted.
     /// Jobs started from the command line are left alone: they may still be running.
     pub async fn abort_orphaned_daemon_jobs(&self, now: DateTime<Utc>, reason: &str) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE jobs SET status = 'aborted', finished_at = ?, error = ? \
+        let done = on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE jobs SET status = 'aborted', finished_at = $1, error = $2 \
              WHERE status = 'running' AND trigger IN ('schedule', 'catch-up')",
         )
         .bind(now)
         .bind(reason)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot clean up jobs of a stopped daemon", e))?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
 
     /// Marks jobs left `running` by a process of this host that no longer exists (killed
     /// with SIGKILL, or the machine went down) as aborted, and returns how many. A job of
     /// another host, or whose process id is alive (perhaps reused), is left alone.
     pub async fn abort_jobs_of_dead_processes(&self, now: DateTime<Utc>) -> Result<u64> {
-        let running: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT id, pid FROM jobs WHERE status = 'running' AND pid IS NOT NULL AND host = ?")
-                .bind(host_name())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.err("cannot read the running jobs", e))?;
+        let running: Vec<(i64, i64)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT id, pid FROM jobs WHERE status = 'running' AND pid IS NOT NULL AND host = $1"
+        )
+        .bind(host_name())
+        .fetch_all(p)
+        .await)
+        .map_err(|e| self.err("cannot read the running jobs", e))?;
         let mut aborted = 0;
         for (id, pid) in running {
             if process_alive(pid) {
                 continue;
             }
             let reason = format!("the tidemark process (pid {pid}) ended before the job finished");
-            aborted += sqlx::query(
-                "UPDATE jobs SET status = 'aborted', finished_at = ?, error = ? WHERE id = ? AND status = 'running'",
+            aborted +=
+                on_pool!(&self.pool, |p| {
+                    sqlx::query(
+                "UPDATE jobs SET status = 'aborted', finished_at = $1, error = $2 WHERE id = $3 AND status = 'running'",
             )
             .bind(now)
             .bind(reason)
             .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot record an aborted job", e))?
-            .rows_affected();
+            .execute(p)
+            .await.map(|r| r.rows_affected())
+                })
+                .map_err(|e| self.err("cannot record an aborted job", e))?;
         }
         Ok(aborted)
     }
 
     /// One job by id.
     pub async fn job(&self, id: i64) -> Result<Job> {
-        sqlx::query_as("SELECT * FROM jobs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+        on_pool!(&self.pool, |p| sqlx::query_as("SELECT * FROM jobs WHERE id = $1").bind(id).fetch_optional(p).await)
             .map_err(|e| self.err("cannot read a job", e))?
             .ok_or_else(|| Error::not_found(format!("the catalog has no job {id}")))
     }
 
     /// The newest job of `operation` in `workspace` that ended with `status`.
     pub async fn newest_job(&self, workspace: &str, operation: &str, status: JobStatus) -> Result<Option<Job>> {
-        sqlx::query_as(
-            "SELECT * FROM jobs WHERE workspace = ? AND operation = ? AND status = ? \
+        on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT * FROM jobs WHERE workspace = $1 AND operation = $2 AND status = $3 \
              ORDER BY started_at DESC, id DESC LIMIT 1",
         )
         .bind(workspace)
         .bind(operation)
         .bind(status.as_str())
-        .fetch_optional(&self.pool)
-        .await
+        .fetch_optional(p)
+        .await)
         .map_err(|e| self.err("cannot read the job history", e))
     }
 
     /// The jobs of `workspace` still running, oldest first.
     pub async fn running_jobs(&self, workspace: &str) -> Result<Vec<Job>> {
-        sqlx::query_as("SELECT * FROM jobs WHERE workspace = ? AND status = 'running' ORDER BY started_at, id")
-            .bind(workspace)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot read the job history", e))
+        on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT * FROM jobs WHERE workspace = $1 AND status = 'running' ORDER BY started_at, id"
+        )
+        .bind(workspace)
+        .fetch_all(p)
+        .await)
+        .map_err(|e| self.err("cannot read the job history", e))
     }
 
     /// The newest jobs first, optionally of one workspace.
     pub async fn jobs(&self, workspace: Option<&str>, limit: u32) -> Result<Vec<Job>> {
-        sqlx::query_as(
-            "SELECT * FROM jobs WHERE (?1 IS NULL OR workspace = ?1) ORDER BY started_at DESC, id DESC LIMIT ?2",
+        on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT * FROM jobs WHERE ($1 IS NULL OR workspace = $1) ORDER BY started_at DESC, id DESC LIMIT $2",
         )
         .bind(workspace)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await)
         .map_err(|e| self.err("cannot list jobs", e))
     }
 
     /// Adds a finished snapshot job recreated from the repository, unless the catalog
     /// already knows that snapshot. Returns whether a row was added.
     pub async fn insert_rebuilt_job(&self, job: &NewJob, end: &JobEnd) -> Result<bool> {
-        let done = sqlx::query(
+        let done = on_pool!(&self.pool, |p| sqlx::query(
             "INSERT OR IGNORE INTO jobs (workspace, operation, kind, trigger, started_at, finished_at, status, \
-             snapshot_id, bytes, actor) VALUES (?, ?, ?, ?, ?, ?, 'succeeded', ?, ?, ?)",
+             snapshot_id, bytes, actor) VALUES ($1, $2, $3, $4, $5, $6, 'succeeded', $7, $8, $9)",
         )
         .bind(&job.workspace)
         .bind(&job.operation)
@@ -375,9 +385,10 @@ impl Catalog {
         .bind(&end.snapshot_id)
         .bind(end.bytes.map(|b| b as i64))
         .bind(&job.actor)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot record a rebuilt job", e))?;
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 }

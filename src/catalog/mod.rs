@@ -1,7 +1,11 @@
-//! The catalog: tidemark's own state in SQLite (sqlx, migrations/catalog): the job history
-//! and the schedules' last runs. It is a cache plus history, never the truth about
-//! backups: the repository is. `ops::catalog::rebuild` recreates what it can from the
-//! repository, and commands that only need the repository never open it.
+//! The catalog: tidemark's own state (jobs, schedules' last runs, drills, tokens, the audit
+//! trail, the snapshot index, branches, ...) in SQLite (a file: the embedded default, one
+//! host) or PostgreSQL (`catalog = "postgres://..."`: one catalog several tidemark
+//! processes share). Both engines run the same queries (`$1`-style parameters, which both
+//! read; [`on_pool!`] compiles each once per engine) and migrations of the same versions
+//! (`migrations/catalog`, `migrations/catalog-postgres`). It is a cache plus history, never
+//! the truth about backups: the repository is. `ops::catalog::rebuild` recreates what it
+//! can from the repository, and commands that only need the repository never open it.
 
 pub mod audit;
 pub mod branches;
@@ -23,7 +27,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::migrations::Embedded;
@@ -44,17 +49,159 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (13, "branches", include_str!("../../migrations/catalog/0013_branches.sql")),
 ]);
 
+/// The same versions for PostgreSQL: what each SQLite migration made, in PostgreSQL's
+/// types (`BIGINT`, `TIMESTAMPTZ`, `BOOLEAN`), so a catalog is at the same version on
+/// either engine.
+const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
+    (1, "jobs", include_str!("../../migrations/catalog-postgres/0001_jobs.sql")),
+    (2, "drills", include_str!("../../migrations/catalog-postgres/0002_drills.sql")),
+    (3, "job_owner", include_str!("../../migrations/catalog-postgres/0003_job_owner.sql")),
+    (4, "actor_progress", include_str!("../../migrations/catalog-postgres/0004_actor_progress.sql")),
+    (5, "audit", include_str!("../../migrations/catalog-postgres/0005_audit.sql")),
+    (6, "tokens", include_str!("../../migrations/catalog-postgres/0006_tokens.sql")),
+    (7, "jobs_by_snapshot", include_str!("../../migrations/catalog-postgres/0007_jobs_by_snapshot.sql")),
+    (8, "snapshot_index", include_str!("../../migrations/catalog-postgres/0008_snapshot_index.sql")),
+    (9, "replaced_databases", include_str!("../../migrations/catalog-postgres/0009_replaced_databases.sql")),
+    (10, "switches", include_str!("../../migrations/catalog-postgres/0010_switches.sql")),
+    (11, "job_refused", include_str!("../../migrations/catalog-postgres/0011_job_refused.sql")),
+    (12, "job_result", include_str!("../../migrations/catalog-postgres/0012_job_result.sql")),
+    (13, "branches", include_str!("../../migrations/catalog-postgres/0013_branches.sql")),
+]);
+
 pub use crate::config::DEFAULT_CATALOG_FILE;
+
+/// Where the catalog lives.
+#[derive(Debug, Clone)]
+pub enum CatalogLocation {
+    /// A SQLite file (the embedded default: one host).
+    File(PathBuf),
+    /// A PostgreSQL database several tidemark processes share: its URL (without a
+    /// password) and the password as a secret (`env:`/`file:`). `side` is the host's path
+    /// for what stays on the host (the file locks beside the catalog).
+    Postgres { url: String, password: Option<crate::secret::Secret>, side: PathBuf },
+}
+
+/// The catalog's engine and its pool.
+#[derive(Debug, Clone)]
+pub(crate) enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$p` bound to the catalog's pool, compiled once per engine: the same
+/// query text serves both (`$1`-style parameters; what differs is spelled per engine by
+/// matching on the pool instead).
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            $crate::catalog::Pool::Sqlite($p) => $body,
+            $crate::catalog::Pool::Postgres($p) => $body,
+        }
+    };
+}
+pub(crate) use on_pool;
+
+/// A transaction that writers of one table take one at a time, across processes: SQLite's
+/// `BEGIN IMMEDIATE` (the whole file), PostgreSQL's lock on the table (readers go on).
+pub(crate) trait BeginSerial {
+    type Db: sqlx::Database;
+    async fn begin_serial(
+        &self,
+        table: &'static str,
+    ) -> std::result::Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>;
+}
+
+impl BeginSerial for SqlitePool {
+    type Db = sqlx::Sqlite;
+    async fn begin_serial(
+        &self,
+        _table: &'static str,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginSerial for PgPool {
+    type Db = sqlx::Postgres;
+    async fn begin_serial(
+        &self,
+        table: &'static str,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = self.begin().await?;
+        let lock = format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE");
+        sqlx::query(sqlx::AssertSqlSafe(lock)).execute(&mut *tx).await?;
+        Ok(tx)
+    }
+}
+
+/// A value both engines store and read alike (text, integers, floats, booleans, times,
+/// and `Option`s of them).
+pub(crate) trait Both:
+    for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+    + sqlx::Type<sqlx::Sqlite>
+    + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+    + sqlx::Type<sqlx::Postgres>
+{
+}
+
+impl<T> Both for T where
+    T: for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+{
+}
+
+/// A row of either engine, read by column name.
+pub(crate) trait Get {
+    fn get<T: Both>(&self, column: &str) -> std::result::Result<T, sqlx::Error>;
+}
+
+impl Get for SqliteRow {
+    fn get<T: Both>(&self, column: &str) -> std::result::Result<T, sqlx::Error> {
+        sqlx::Row::try_get(self, column)
+    }
+}
+
+impl Get for PgRow {
+    fn get<T: Both>(&self, column: &str) -> std::result::Result<T, sqlx::Error> {
+        sqlx::Row::try_get(self, column)
+    }
+}
+
+/// `FromRow` for both engines' rows, from one function over [`Get`].
+macro_rules! from_row {
+    ($ty:ty, $read:path) => {
+        impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for $ty {
+            fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> std::result::Result<Self, sqlx::Error> {
+                $read(row)
+            }
+        }
+        impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for $ty {
+            fn from_row(row: &'r sqlx::postgres::PgRow) -> std::result::Result<Self, sqlx::Error> {
+                $read(row)
+            }
+        }
+    };
+}
+pub(crate) use from_row;
 
 /// The catalog database.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: Pool,
+    /// The SQLite file, or (PostgreSQL) the host's path the file locks go beside.
     path: PathBuf,
+    /// What messages call it: the file, or the URL without a password.
+    name: String,
 }
 
 pub(crate) fn catalog_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
-    Error::new(ErrorKind::Unavailable, format!("catalog {}: {what}: {e}", path.display()))
+    named_error(&path.display().to_string(), what, e)
+}
+
+fn named_error(name: &str, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Unavailable, format!("catalog {name}: {what}: {e}"))
 }
 
 /// A file that is not an SQLite database or is corrupt (`SQLITE_NOTADB`, `SQLITE_CORRUPT`)
@@ -188,7 +335,7 @@ impl Catalog {
             sqlx::migrate::MigrateError::Execute(e) => damaged_or(path, "cannot bring its schema up to date", e),
             other => catalog_error(path, "cannot bring its schema up to date", other),
         })?;
-        Ok(Catalog { pool, path: path.to_path_buf() })
+        Ok(Catalog { pool: Pool::Sqlite(pool), path: path.to_path_buf(), name: path.display().to_string() })
     }
 
     /// Moves a damaged catalog (and its `-wal`/`-shm` files) aside as
@@ -212,13 +359,111 @@ impl Catalog {
         &self.path
     }
 
+    /// What messages call the catalog: its file, or its URL without a password.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the catalog is a PostgreSQL database (shared), not a SQLite file.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
+    }
+
     pub(crate) fn err(&self, what: &str, e: sqlx::Error) -> Error {
-        catalog_error(&self.path, what, e)
+        named_error(&self.name, what, e)
+    }
+
+    /// Opens the catalog where the config says: a SQLite file ([`Catalog::open`]) or a
+    /// PostgreSQL database ([`Catalog::open_postgres`]).
+    ///
+    /// Errors: those of either.
+    pub async fn open_at(location: &CatalogLocation) -> Result<Catalog> {
+        match location {
+            CatalogLocation::File(path) => Catalog::open(path).await,
+            CatalogLocation::Postgres { url, password, side } => {
+                Catalog::open_postgres(url, password.as_ref(), side).await
+            }
+        }
+    }
+
+    /// Opens a PostgreSQL catalog and brings its schema up to date (sqlx's migrator takes
+    /// an advisory lock, so several processes starting at once migrate it once).
+    ///
+    /// Errors: `Unavailable` naming the server (never its password) when it cannot be
+    /// reached or migrated; `Config` for a URL that is not one or a password reference
+    /// that cannot be read.
+    pub async fn open_postgres(url: &str, password: Option<&crate::secret::Secret>, side: &Path) -> Result<Catalog> {
+        let spec = crate::pg::ConnSpec::parse(url, password).map_err(|e| e.context("the catalog's URL"))?;
+        let name = crate::pg::redact_url(url);
+        let options = spec.connect_options().map_err(|e| e.context("the catalog's URL"))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|e| named_error(&name, "cannot connect", e))?;
+        let migrator = Migrator::new(POSTGRES_MIGRATIONS)
+            .await
+            .map_err(|e| Error::internal(format!("embedded catalog migrations: {e}")))?;
+        migrator.run(&pool).await.map_err(|e| named_error(&name, "cannot bring its schema up to date", e))?;
+        Ok(Catalog { pool: Pool::Postgres(pool), path: side.to_path_buf(), name })
+    }
+}
+
+/// The catalog on each engine, for the tests that must hold on both (one suite, as the
+/// storage conformance suite is for stores).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::pgcluster::{Cluster, ClusterOptions};
+
+    /// Where a test's catalogs live: a SQLite file, and a throwaway PostgreSQL cluster
+    /// (stopped and removed when this is dropped).
+    pub(crate) struct Engines {
+        pub(crate) dir: tempfile::TempDir,
+        _cluster: Cluster,
+        url: String,
+    }
+
+    impl Engines {
+        pub(crate) async fn start() -> Engines {
+            let dir = tempfile::tempdir().unwrap();
+            let cluster = tokio::task::spawn_blocking(|| Cluster::start(&ClusterOptions::default()))
+                .await
+                .unwrap()
+                .expect("a throwaway postgres for the catalog");
+            let url = cluster.url("postgres");
+            Engines { dir, _cluster: cluster, url }
+        }
+
+        /// Where each engine's catalog is.
+        pub(crate) fn locations(&self) -> Vec<CatalogLocation> {
+            vec![
+                CatalogLocation::File(self.dir.path().join("sub/catalog.sqlite")),
+                CatalogLocation::Postgres { url: self.url.clone(), password: None, side: self.dir.path().join("pg") },
+            ]
+        }
+
+        /// A catalog on each engine.
+        pub(crate) async fn catalogs(&self) -> Vec<Catalog> {
+            let mut out = Vec::new();
+            for location in self.locations() {
+                out.push(Catalog::open_at(&location).await.unwrap());
+            }
+            out
+        }
+    }
+
+    /// Runs SQL on a catalog as it is (tests that tamper with it).
+    pub(crate) async fn exec(catalog: &Catalog, sql: &str) {
+        on_pool!(&catalog.pool, |p| sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(p).await.map(drop))
+            .unwrap();
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::testing::{Engines, exec};
     use super::*;
 
     #[tokio::test]
@@ -253,11 +498,11 @@ mod tests {
         pool.close().await;
         let catalog = Catalog::open(&path).await.unwrap();
         assert_eq!(catalog.job(1).await.unwrap().status(), JobStatus::Succeeded);
-        let referred: i64 =
-            sqlx::query_scalar("SELECT last_job FROM schedule_runs").fetch_one(&catalog.pool).await.unwrap();
+        let Pool::Sqlite(sqlite) = &catalog.pool else { unreachable!("a file is SQLite") };
+        let referred: i64 = sqlx::query_scalar("SELECT last_job FROM schedule_runs").fetch_one(sqlite).await.unwrap();
         assert_eq!(referred, 1);
         let fk: Vec<(String, i64, String, i64)> =
-            sqlx::query_as("PRAGMA foreign_key_check").fetch_all(&catalog.pool).await.unwrap();
+            sqlx::query_as("PRAGMA foreign_key_check").fetch_all(sqlite).await.unwrap();
         assert!(fk.is_empty(), "{fk:?}");
         let job = NewJob {
             workspace: "shop".into(),
@@ -281,8 +526,14 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_are_recorded_listed_and_orphans_aborted() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&dir.path().join("sub/catalog.sqlite")).await.unwrap();
+        let engines = Engines::start().await;
+        for location in engines.locations() {
+            jobs_are_recorded_on(&location).await;
+        }
+    }
+
+    async fn jobs_are_recorded_on(location: &CatalogLocation) {
+        let catalog = Catalog::open_at(location).await.unwrap();
         let new = |ws: &str, trigger, started: &str| NewJob {
             workspace: ws.into(),
             operation: "snapshot".into(),
@@ -340,14 +591,19 @@ mod tests {
 
         // Reopening keeps everything (migrations are not re-applied).
         drop(catalog);
-        let catalog = Catalog::open(&dir.path().join("sub/catalog.sqlite")).await.unwrap();
-        assert_eq!(catalog.jobs(None, 10).await.unwrap().len(), 6);
+        let catalog = Catalog::open_at(location).await.unwrap();
+        assert_eq!(catalog.jobs(None, 10).await.unwrap().len(), 6, "{}", catalog.name());
     }
 
     #[tokio::test]
     async fn jobs_of_dead_processes_are_aborted_and_others_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&dir.path().join("c.sqlite")).await.unwrap();
+        let engines = Engines::start().await;
+        for catalog in engines.catalogs().await {
+            jobs_of_dead_processes_on(&catalog).await;
+        }
+    }
+
+    async fn jobs_of_dead_processes_on(catalog: &Catalog) {
         let job = NewJob {
             workspace: "shop".into(),
             operation: "snapshot".into(),
@@ -364,13 +620,10 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead_pid = child.id();
         child.wait().unwrap();
-        let set = |sql: &'static str, value: String, id: i64| {
-            let pool = catalog.pool.clone();
-            async move { sqlx::query(sql).bind(value).bind(id).execute(&pool).await.unwrap() }
-        };
-        set("UPDATE jobs SET pid = ? WHERE id = ?", dead_pid.to_string(), killed).await;
-        set("UPDATE jobs SET pid = ? WHERE id = ?", dead_pid.to_string(), elsewhere).await;
-        set("UPDATE jobs SET host = ? WHERE id = ?", "another-machine".into(), elsewhere).await;
+        for id in [killed, elsewhere] {
+            exec(catalog, &format!("UPDATE jobs SET pid = {dead_pid} WHERE id = {id}")).await;
+        }
+        exec(catalog, &format!("UPDATE jobs SET host = 'another-machine' WHERE id = {elsewhere}")).await;
 
         assert_eq!(catalog.abort_jobs_of_dead_processes(Utc::now()).await.unwrap(), 1);
         let aborted = catalog.job(killed).await.unwrap();
@@ -402,8 +655,13 @@ mod tests {
 
     #[tokio::test]
     async fn last_slots_move_forward_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let catalog = Catalog::open(&dir.path().join("c.sqlite")).await.unwrap();
+        let engines = Engines::start().await;
+        for catalog in engines.catalogs().await {
+            last_slots_move_forward_on(&catalog).await;
+        }
+    }
+
+    async fn last_slots_move_forward_on(catalog: &Catalog) {
         assert_eq!(catalog.last_slot("shop", "daily").await.unwrap(), None);
         catalog.set_last_slot("shop", "daily", at("2026-11-05T02:00:00Z"), "succeeded", None).await.unwrap();
         catalog.set_last_slot("shop", "daily", at("2026-11-03T02:00:00Z"), "rebuilt", None).await.unwrap();

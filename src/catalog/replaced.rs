@@ -2,34 +2,36 @@
 
 use chrono::{DateTime, Utc};
 
-use super::Catalog;
+use super::{Catalog, on_pool};
 use crate::error::Result;
 
 impl Catalog {
     /// Records that `database` (oid `oid`) of `workspace` was moved aside at `at`.
     pub async fn record_replaced(&self, workspace: &str, database: &str, oid: u32, at: DateTime<Utc>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO replaced_databases (workspace, database, replaced_at, oid) VALUES (?, ?, ?, ?) \
+        on_pool!(&self.pool, |p| sqlx::query(
+            "INSERT INTO replaced_databases (workspace, database, replaced_at, oid) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (workspace, database) DO UPDATE SET replaced_at = excluded.replaced_at, oid = excluded.oid",
         )
         .bind(workspace)
         .bind(database)
         .bind(at)
         .bind(i64::from(oid))
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot record a replaced database", e))?;
         Ok(())
     }
 
     /// Forgets `database` (it is live again, or dropped).
     pub async fn forget_replaced(&self, workspace: &str, database: &str) -> Result<()> {
-        sqlx::query("DELETE FROM replaced_databases WHERE workspace = ? AND database = ?")
+        on_pool!(&self.pool, |p| sqlx::query("DELETE FROM replaced_databases WHERE workspace = $1 AND database = $2")
             .bind(workspace)
             .bind(database)
-            .execute(&self.pool)
+            .execute(p)
             .await
-            .map_err(|e| self.err("cannot forget a replaced database", e))?;
+            .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot forget a replaced database", e))?;
         Ok(())
     }
 
@@ -38,12 +40,12 @@ impl Catalog {
     ///
     /// Errors: `Unavailable` for the catalog.
     pub async fn newest_replaced(&self, workspace: &str, prefix: &str) -> Result<Option<(String, Option<u32>)>> {
-        let rows: Vec<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT database, oid FROM replaced_databases WHERE workspace = ? ORDER BY replaced_at DESC",
+        let rows: Vec<(String, Option<i64>)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT database, oid FROM replaced_databases WHERE workspace = $1 ORDER BY replaced_at DESC",
         )
         .bind(workspace)
-        .fetch_all(&self.pool)
-        .await
+        .fetch_all(p)
+        .await)
         .map_err(|e| self.err("cannot read the replaced databases", e))?;
         Ok(rows
             .into_iter()
@@ -53,10 +55,12 @@ impl Catalog {
 
     /// The databases of `workspace` moved aside, oldest first.
     pub async fn replaced(&self, workspace: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
-        sqlx::query_as("SELECT database, replaced_at FROM replaced_databases WHERE workspace = ? ORDER BY replaced_at")
-            .bind(workspace)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot read the replaced databases", e))
+        on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT database, replaced_at FROM replaced_databases WHERE workspace = $1 ORDER BY replaced_at"
+        )
+        .bind(workspace)
+        .fetch_all(p)
+        .await)
+        .map_err(|e| self.err("cannot read the replaced databases", e))
     }
 }

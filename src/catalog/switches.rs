@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::Catalog;
+use super::{Catalog, on_pool};
 use crate::error::Result;
 
 /// Which switch it is: what a recovery does with each side.
@@ -52,9 +52,9 @@ impl Catalog {
     ///
     /// Errors: `Unavailable` for the catalog, `Refused` when one is recorded already.
     pub async fn record_switch(&self, intent: &SwitchIntent) -> Result<()> {
-        let inserted = sqlx::query(
+        let inserted = on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO switch_intents (workspace, kind, live, incoming, aside, media_tag, started_at, actor) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&intent.workspace)
         .bind(intent.kind.as_str())
@@ -64,8 +64,9 @@ impl Catalog {
         .bind(&intent.media_tag)
         .bind(intent.started_at)
         .bind(&intent.actor)
-        .execute(&self.pool)
-        .await;
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()));
         match inserted {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(crate::error::Error::new(
@@ -81,13 +82,16 @@ impl Catalog {
     /// Errors: `Unavailable` for the catalog; `Integrity` for a kind this version does not know.
     pub async fn switch_intent(&self, workspace: &str) -> Result<Option<SwitchIntent>> {
         type Row = (String, String, String, String, Option<String>, DateTime<Utc>, Option<String>);
-        let row: Option<Row> = sqlx::query_as(
-            "SELECT kind, live, incoming, aside, media_tag, started_at, actor FROM switch_intents WHERE workspace = ?",
+        let row: Option<Row> =
+            on_pool!(&self.pool, |p| {
+                sqlx::query_as(
+            "SELECT kind, live, incoming, aside, media_tag, started_at, actor FROM switch_intents WHERE workspace = $1",
         )
         .bind(workspace)
-        .fetch_optional(&self.pool)
+        .fetch_optional(p)
         .await
-        .map_err(|e| self.err("cannot read the switches under way", e))?;
+            })
+            .map_err(|e| self.err("cannot read the switches under way", e))?;
         let Some((kind, live, incoming, aside, media_tag, started_at, actor)) = row else { return Ok(None) };
         let kind = SwitchKind::parse(&kind).ok_or_else(|| {
             crate::error::Error::integrity(format!("the switch of workspace {workspace} under way is a {kind:?}"))
@@ -108,11 +112,12 @@ impl Catalog {
     ///
     /// Errors: `Unavailable` for the catalog.
     pub async fn forget_switch(&self, workspace: &str) -> Result<()> {
-        sqlx::query("DELETE FROM switch_intents WHERE workspace = ?")
+        on_pool!(&self.pool, |p| sqlx::query("DELETE FROM switch_intents WHERE workspace = $1")
             .bind(workspace)
-            .execute(&self.pool)
+            .execute(p)
             .await
-            .map_err(|e| self.err("cannot forget a switch", e))?;
+            .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot forget a switch", e))?;
         Ok(())
     }
 }

@@ -3,9 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
-use super::Catalog;
+use super::{Catalog, Get, on_pool};
 use crate::access::Role;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -28,37 +27,42 @@ pub struct TokenRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-fn token_of(row: &sqlx::sqlite::SqliteRow) -> std::result::Result<(TokenRecord, String), sqlx::Error> {
+/// A stored token: the record and the SHA-256 of its secret.
+struct Stored(TokenRecord, String);
+
+fn token_of(row: &impl Get) -> std::result::Result<Stored, sqlx::Error> {
     let list = |col: &str| -> std::result::Result<Vec<String>, sqlx::Error> {
-        let text: String = row.try_get(col)?;
+        let text: String = row.get(col)?;
         Ok(serde_json::from_str(&text).unwrap_or_default())
     };
-    let role: String = row.try_get("role")?;
+    let role: String = row.get("role")?;
     let record = TokenRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
+        id: row.get("id")?,
+        name: row.get("name")?,
         // An unknown role (edited by hand) grants nothing useful: read as the least.
         role: role.parse().unwrap_or(Role::Viewer),
         workspaces: list("workspaces")?,
         allow_ips: list("allow_ips")?,
-        created_by: row.try_get("created_by")?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        last_used_address: row.try_get("last_used_address")?,
-        revoked_at: row.try_get("revoked_at")?,
+        created_by: row.get("created_by")?,
+        created_at: row.get("created_at")?,
+        expires_at: row.get("expires_at")?,
+        last_used_at: row.get("last_used_at")?,
+        last_used_address: row.get("last_used_address")?,
+        revoked_at: row.get("revoked_at")?,
     };
-    Ok((record, row.try_get("secret_sha256")?))
+    Ok(Stored(record, row.get("secret_sha256")?))
 }
+
+super::from_row!(Stored, token_of);
 
 impl Catalog {
     /// Stores a new token.
     ///
     /// Errors: `AlreadyExists` for a name a live token has; `Unavailable` for the catalog.
     pub async fn insert_token(&self, token: &TokenRecord, secret_sha256: &str) -> Result<()> {
-        let inserted = sqlx::query(
+        let inserted = on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO tokens (id, name, secret_sha256, role, workspaces, allow_ips, created_by, created_at, \
-             expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&token.id)
         .bind(&token.name)
@@ -69,8 +73,9 @@ impl Catalog {
         .bind(&token.created_by)
         .bind(token.created_at)
         .bind(token.expires_at)
-        .execute(&self.pool)
-        .await;
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()));
         match inserted {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(db)) if db.is_unique_violation() => Err(Error::new(
@@ -85,14 +90,12 @@ impl Catalog {
     ///
     /// Errors: `Unavailable` for the catalog.
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let rows = sqlx::query("SELECT * FROM tokens ORDER BY created_at DESC")
-            .fetch_all(&self.pool)
-            .await
+        let rows: Vec<Stored> =
+            on_pool!(&self.pool, |p| sqlx::query_as("SELECT * FROM tokens ORDER BY created_at DESC")
+                .fetch_all(p)
+                .await)
             .map_err(|e| self.err("cannot read the tokens", e))?;
-        rows.iter()
-            .map(|r| token_of(r).map(|(t, _)| t))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| self.err("cannot read the tokens", e))
+        Ok(rows.into_iter().map(|Stored(t, _)| t).collect())
     }
 
     /// The token whose secret has this SHA-256, with the stored hash (for a constant-time
@@ -100,25 +103,29 @@ impl Catalog {
     ///
     /// Errors: `Unavailable` for the catalog.
     pub async fn token_by_hash(&self, secret_sha256: &str) -> Result<Option<(TokenRecord, String)>> {
-        let row = sqlx::query("SELECT * FROM tokens WHERE secret_sha256 = ?")
-            .bind(secret_sha256)
-            .fetch_optional(&self.pool)
-            .await
+        let row: Option<Stored> =
+            on_pool!(&self.pool, |p| sqlx::query_as("SELECT * FROM tokens WHERE secret_sha256 = $1")
+                .bind(secret_sha256)
+                .fetch_optional(p)
+                .await)
             .map_err(|e| self.err("cannot read the tokens", e))?;
-        row.as_ref().map(token_of).transpose().map_err(|e| self.err("cannot read the tokens", e))
+        Ok(row.map(|Stored(t, hash)| (t, hash)))
     }
 
     /// Records a use of a token.
     ///
     /// Errors: `Unavailable` for the catalog.
     pub async fn token_used(&self, id: &str, at: DateTime<Utc>, address: Option<&str>) -> Result<()> {
-        sqlx::query("UPDATE tokens SET last_used_at = ?, last_used_address = ? WHERE id = ?")
-            .bind(at)
-            .bind(address)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot record a token's use", e))?;
+        on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE tokens SET last_used_at = $1, last_used_address = $2 WHERE id = $3"
+        )
+        .bind(at)
+        .bind(address)
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot record a token's use", e))?;
         Ok(())
     }
 
@@ -133,24 +140,26 @@ impl Catalog {
         at: DateTime<Utc>,
         may: impl Fn(&TokenRecord) -> bool,
     ) -> Result<TokenRecord> {
-        let row = sqlx::query("SELECT * FROM tokens WHERE (name = ?1 OR id = ?1) AND revoked_at IS NULL")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err("cannot read the tokens", e))?;
-        let Some(row) = row else {
+        let row: Option<Stored> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT * FROM tokens WHERE (name = $1 OR id = $1) AND revoked_at IS NULL"
+        )
+        .bind(name)
+        .fetch_optional(p)
+        .await)
+        .map_err(|e| self.err("cannot read the tokens", e))?;
+        let Some(Stored(mut token, _)) = row else {
             return Err(Error::not_found(format!("no live token named {name:?}; `tidemark token list` shows them")));
         };
-        let (mut token, _) = token_of(&row).map_err(|e| self.err("cannot read the tokens", e))?;
         if !may(&token) {
             return Err(Error::not_found(format!("no live token named {name:?}; `tidemark token list` shows them")));
         }
-        sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ?")
+        on_pool!(&self.pool, |p| sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2")
             .bind(at)
             .bind(&token.id)
-            .execute(&self.pool)
+            .execute(p)
             .await
-            .map_err(|e| self.err("cannot revoke a token", e))?;
+            .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot revoke a token", e))?;
         token.revoked_at = Some(at);
         Ok(token)
     }
