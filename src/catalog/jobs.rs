@@ -199,9 +199,8 @@ impl Job {
 impl Catalog {
     /// Records a job as running and returns its id.
     pub async fn start_job(&self, job: &NewJob) -> Result<i64> {
-        let row: (i64,) =
-            on_pool!(&self.pool, |p| {
-                sqlx::query_as(
+        let row: (i64,) = on_pool!(&self.pool, |p| {
+            sqlx::query_as(
             "INSERT INTO jobs (workspace, operation, kind, trigger, policy, scheduled_for, started_at, status, pid, \
              host, actor) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10) RETURNING id",
         )
@@ -217,8 +216,8 @@ impl Catalog {
         .bind(&job.actor)
         .fetch_one(p)
         .await
-            })
-            .map_err(|e| self.err("cannot record a job", e))?;
+        })
+        .map_err(|e| self.err("cannot record a job", e))?;
         Ok(row.0)
     }
 
@@ -309,9 +308,8 @@ impl Catalog {
                 continue;
             }
             let reason = format!("the tidemark process (pid {pid}) ended before the job finished");
-            aborted +=
-                on_pool!(&self.pool, |p| {
-                    sqlx::query(
+            aborted += on_pool!(&self.pool, |p| {
+                sqlx::query(
                 "UPDATE jobs SET status = 'aborted', finished_at = $1, error = $2 WHERE id = $3 AND status = 'running'",
             )
             .bind(now)
@@ -319,8 +317,8 @@ impl Catalog {
             .bind(id)
             .execute(p)
             .await.map(|r| r.rows_affected())
-                })
-                .map_err(|e| self.err("cannot record an aborted job", e))?;
+            })
+            .map_err(|e| self.err("cannot record an aborted job", e))?;
         }
         Ok(aborted)
     }

@@ -9,6 +9,8 @@
 
 pub mod audit;
 pub mod branches;
+#[cfg(test)]
+mod conformance;
 mod drills;
 mod jobs;
 pub mod lock;

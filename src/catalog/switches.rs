@@ -82,16 +82,15 @@ impl Catalog {
     /// Errors: `Unavailable` for the catalog; `Integrity` for a kind this version does not know.
     pub async fn switch_intent(&self, workspace: &str) -> Result<Option<SwitchIntent>> {
         type Row = (String, String, String, String, Option<String>, DateTime<Utc>, Option<String>);
-        let row: Option<Row> =
-            on_pool!(&self.pool, |p| {
-                sqlx::query_as(
+        let row: Option<Row> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(
             "SELECT kind, live, incoming, aside, media_tag, started_at, actor FROM switch_intents WHERE workspace = $1",
         )
         .bind(workspace)
         .fetch_optional(p)
         .await
-            })
-            .map_err(|e| self.err("cannot read the switches under way", e))?;
+        })
+        .map_err(|e| self.err("cannot read the switches under way", e))?;
         let Some((kind, live, incoming, aside, media_tag, started_at, actor)) = row else { return Ok(None) };
         let kind = SwitchKind::parse(&kind).ok_or_else(|| {
             crate::error::Error::integrity(format!("the switch of workspace {workspace} under way is a {kind:?}"))

@@ -1,0 +1,199 @@
+//! One suite for both catalog engines: everything the catalog keeps, written and read back
+//! on a SQLite file and on a PostgreSQL database, with the same answers (what the job,
+//! audit, branch and schedule tests in the other modules do for theirs).
+
+use chrono::{DateTime, Duration, SubsecRound, Utc};
+
+use super::testing::Engines;
+use super::*;
+use crate::access::Role;
+use crate::catalog::switches::{SwitchIntent, SwitchKind};
+use crate::catalog::tokens::TokenRecord;
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+}
+
+#[tokio::test]
+async fn every_table_answers_alike_on_both_engines() {
+    let engines = Engines::start().await;
+    for catalog in engines.catalogs().await {
+        let engine = catalog.name().to_string();
+        tokens(&catalog).await;
+        drills(&catalog).await;
+        snapshot_index(&catalog).await;
+        replaced_and_switches(&catalog).await;
+        stats(&catalog).await;
+        // Every step above ran on this engine.
+        assert!(!catalog.tokens().await.unwrap().is_empty(), "{engine}");
+    }
+}
+
+async fn tokens(catalog: &Catalog) {
+    let now = Utc::now().trunc_subsecs(6);
+    let token = TokenRecord {
+        id: "tdm_abcd1234".into(),
+        name: "ci".into(),
+        role: Role::Operator,
+        workspaces: vec!["shop".into()],
+        allow_ips: vec!["10.0.0.0/8".into()],
+        created_by: "cli:ana".into(),
+        created_at: now,
+        expires_at: Some(now + Duration::days(7)),
+        last_used_at: None,
+        last_used_address: None,
+        revoked_at: None,
+    };
+    catalog.insert_token(&token, "hash-1").await.unwrap();
+    let twice = catalog.insert_token(&TokenRecord { id: "tdm_other".into(), ..token.clone() }, "hash-2").await;
+    assert_eq!(twice.unwrap_err().kind(), ErrorKind::AlreadyExists, "a live name is taken once");
+    let (found, hash) = catalog.token_by_hash("hash-1").await.unwrap().unwrap();
+    assert_eq!((found, hash.as_str()), (token.clone(), "hash-1"));
+    assert!(catalog.token_by_hash("hash-2").await.unwrap().is_none());
+    catalog.token_used(&token.id, now, Some("127.0.0.2")).await.unwrap();
+    let refused = catalog.revoke_token("ci", now, |_| false).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::NotFound, "who may not manage it is not told it exists");
+    let revoked = catalog.revoke_token("tdm_abcd1234", now, |_| true).await.unwrap();
+    assert_eq!((revoked.revoked_at, revoked.last_used_address.as_deref()), (Some(now), Some("127.0.0.2")));
+    // Revoked, its name is free again.
+    catalog.insert_token(&TokenRecord { id: "tdm_new".into(), ..token }, "hash-3").await.unwrap();
+    assert_eq!(catalog.tokens().await.unwrap().len(), 2);
+}
+
+fn drill_row(workspace: &str, started: &str, passed: bool) -> DrillRow {
+    DrillRow {
+        workspace: workspace.into(),
+        kind: "logical".into(),
+        source: format!("snapshot of {started}"),
+        started_at: at(started),
+        finished_at: at(started) + Duration::seconds(90),
+        passed,
+        checks: 24,
+        failed_checks: usize::from(!passed),
+        restore_ms: 1500,
+        stored_bytes: 4096,
+        report: serde_json::json!({"workspace": workspace, "passed": passed}),
+    }
+}
+
+async fn drills(catalog: &Catalog) {
+    let (passed, failed) =
+        (drill_row("shop", "2026-11-01T03:00:00Z", true), drill_row("shop", "2026-11-02T03:00:00Z", false));
+    let first = catalog.record_drill(&passed, Trigger::Cli, Some("cli:ana")).await.unwrap();
+    let second = catalog.record_drill(&failed, Trigger::Schedule, None).await.unwrap();
+    assert!(second > first);
+    assert!(
+        !catalog
+            .insert_rebuilt_drill(&drill_row("shop", "2026-11-01T03:00:00Z", true), Trigger::Rebuilt)
+            .await
+            .unwrap()
+    );
+    assert!(
+        catalog.insert_rebuilt_drill(&drill_row("blog", "2026-11-01T03:00:00Z", true), Trigger::Rebuilt).await.unwrap()
+    );
+    let shop = catalog.drills(Some("shop"), 10).await.unwrap();
+    assert_eq!(shop.iter().map(|d| d.id).collect::<Vec<_>>(), vec![second, first], "newest first");
+    assert_eq!(shop[1].actor.as_deref(), Some("cli:ana"));
+    assert_eq!(shop[0].report["passed"], false);
+    assert_eq!(catalog.drills(None, 1).await.unwrap().len(), 1, "the limit holds");
+}
+
+async fn snapshot_index(catalog: &Catalog) {
+    for (id, kind, bytes) in [("20261101T000000Z-aaaaaa", "manual", 100), ("20261102T000000Z-bbbbbb", "automatic", 200)]
+    {
+        let summary = serde_json::json!({"id": id, "kind": kind, "stored_bytes": bytes, "media_new_bytes": 1});
+        catalog.index_snapshot("shop", id, &summary.to_string()).await.unwrap();
+    }
+    // Replaced in place, and one summary that is not JSON (left out of the sums).
+    let replaced = serde_json::json!({"kind": "manual", "stored_bytes": 150, "media_new_bytes": 0});
+    catalog.index_snapshot("shop", "20261101T000000Z-aaaaaa", &replaced.to_string()).await.unwrap();
+    catalog.index_snapshot("shop", "20261103T000000Z-cccccc", "not json").await.unwrap();
+    let ids = catalog.indexed_snapshot_ids("shop").await.unwrap();
+    assert_eq!(ids.len(), 3);
+    let page = catalog.snapshot_summaries("shop", Some("20261103T000000Z-cccccc"), 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(page[0].contains("automatic"), "newest first, before the given id: {page:?}");
+    assert_eq!(catalog.snapshot_summaries("shop", None, 10).await.unwrap().len(), 3);
+    let totals = catalog.snapshot_totals().await.unwrap();
+    assert_eq!(
+        totals,
+        vec![("shop".into(), "automatic".into(), 1, 201), ("shop".into(), "manual".into(), 1, 150)],
+        "{}",
+        catalog.name()
+    );
+    catalog.unindex_snapshots("shop", &["20261103T000000Z-cccccc".to_string()]).await.unwrap();
+    assert_eq!(catalog.indexed_snapshots("shop").await.unwrap().len(), 2);
+    let synced = Utc::now().trunc_subsecs(6);
+    assert_eq!(catalog.snapshot_index_synced("shop").await.unwrap(), None);
+    catalog.set_snapshot_index_synced("shop", Some(synced)).await.unwrap();
+    catalog.set_snapshot_index_synced("shop", Some(synced)).await.unwrap();
+    assert_eq!(catalog.snapshot_index_synced("shop").await.unwrap(), Some(synced));
+    catalog.set_snapshot_index_synced("shop", None).await.unwrap();
+    assert_eq!(catalog.snapshot_index_synced("shop").await.unwrap(), None);
+}
+
+async fn replaced_and_switches(catalog: &Catalog) {
+    catalog.record_replaced("shop", "shop_before_1", 16384, at("2026-11-01T00:00:00Z")).await.unwrap();
+    catalog.record_replaced("shop", "shop_before_2", u32::MAX, at("2026-11-02T00:00:00Z")).await.unwrap();
+    assert_eq!(
+        catalog.newest_replaced("shop", "shop_before").await.unwrap(),
+        Some(("shop_before_2".into(), Some(u32::MAX))),
+        "an oid keeps all of its 32 bits"
+    );
+    catalog.forget_replaced("shop", "shop_before_2").await.unwrap();
+    let left = catalog.replaced("shop").await.unwrap();
+    assert_eq!(left, vec![("shop_before_1".to_string(), at("2026-11-01T00:00:00Z"))]);
+
+    let intent = SwitchIntent {
+        workspace: "shop".into(),
+        kind: SwitchKind::InPlace,
+        live: "shop".into(),
+        incoming: "shop_restoring".into(),
+        aside: "shop_before".into(),
+        media_tag: None,
+        started_at: Utc::now().trunc_subsecs(6),
+        actor: Some("cli:ana".into()),
+    };
+    catalog.record_switch(&intent).await.unwrap();
+    assert!(catalog.record_switch(&intent).await.is_err(), "one switch per workspace at a time");
+    assert_eq!(catalog.switch_intent("shop").await.unwrap(), Some(intent));
+    catalog.forget_switch("shop").await.unwrap();
+    assert_eq!(catalog.switch_intent("shop").await.unwrap(), None);
+}
+
+async fn stats(catalog: &Catalog) {
+    let job = |started: &str| NewJob {
+        workspace: "shop".into(),
+        operation: "snapshot".into(),
+        kind: Some("manual".into()),
+        trigger: Trigger::Cli,
+        policy: None,
+        scheduled_for: None,
+        started_at: at(started),
+        actor: None,
+    };
+    for (started, seconds, status) in
+        [("2026-11-01T00:00:00Z", 3, JobStatus::Succeeded), ("2026-11-02T00:00:00Z", 100, JobStatus::Succeeded)]
+    {
+        let id = catalog.start_job(&job(started)).await.unwrap();
+        let end = JobEnd { finished_at: Some(at(started) + Duration::seconds(seconds)), ..Default::default() };
+        catalog.finish_job(id, status, &end).await.unwrap();
+    }
+    catalog.start_job(&job("2026-11-03T00:00:00Z")).await.unwrap();
+    let stats = catalog.job_stats().await.unwrap();
+    assert_eq!(stats.len(), 1, "running jobs are not counted: {stats:?}");
+    let s = &stats[0];
+    assert_eq!((s.count, s.outcome.as_str()), (2, "succeeded"));
+    assert!((s.seconds_sum - 103.0).abs() < 0.01, "{}", s.seconds_sum);
+    let mut expected = vec![0; stats::JOB_BUCKETS.len() + 1];
+    (expected[0], expected[1], expected[4]) = (0, 1, 1);
+    assert_eq!(s.buckets, expected, "3 s in (1, 5], 100 s in (60, 300]");
+    let newest = at("2026-11-02T00:01:40Z").timestamp() as f64;
+    assert!((s.newest_end.unwrap() - newest).abs() < 0.01, "{:?}", s.newest_end);
+
+    let drills = catalog.newest_drills().await.unwrap();
+    let shop = drills.iter().find(|d| d.workspace == "shop").unwrap();
+    assert!(!shop.passed && (shop.restore_seconds - 1.5).abs() < 1e-9, "{shop:?}");
+    let finished = at("2026-11-02T03:01:30Z").timestamp() as f64;
+    assert!((shop.finished - finished).abs() < 0.01, "{}", shop.finished);
+}
