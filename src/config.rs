@@ -29,10 +29,14 @@ pub struct Config {
     /// config file, else the built-in `daily` and `manual` policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedules_dir: Option<PathBuf>,
-    /// The catalog, a SQLite file (job history, the schedules' last runs). Default:
-    /// `tidemark-catalog.sqlite` beside the config file.
+    /// The catalog (job history, the schedules' last runs, tokens, the audit trail, ...): a
+    /// SQLite file (default: `tidemark-catalog.sqlite` beside the config file), or a
+    /// PostgreSQL database (`postgres://user@host/db`) several tidemark processes share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalog: Option<PathBuf>,
+    /// A PostgreSQL catalog's password: `env:VARIABLE` or `file:/path` (never in the URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catalog_password: Option<Secret>,
     /// How `tidemark serve` runs its jobs.
     #[serde(default)]
     pub daemon: DaemonConfig,
@@ -501,6 +505,23 @@ impl fmt::Debug for WorkspaceConfig {
     }
 }
 
+/// Where the catalog lives.
+#[derive(Debug, Clone)]
+pub enum CatalogLocation {
+    /// A SQLite file (the embedded default: one host).
+    File(PathBuf),
+    /// A PostgreSQL database several tidemark processes share: its URL (without a
+    /// password) and the password as a secret (`env:`/`file:`). `side` is the host's path
+    /// for what stays on the host (the file locks beside the catalog).
+    Postgres { url: String, password: Option<Secret>, side: PathBuf },
+}
+
+/// Whether the config's `catalog` names a PostgreSQL database rather than a file.
+fn is_postgres_url(catalog: &Path) -> bool {
+    let text = catalog.to_string_lossy();
+    text.starts_with("postgres://") || text.starts_with("postgresql://")
+}
+
 /// A loaded config and the file it came from (relative paths in it are relative to that file).
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
@@ -561,10 +582,36 @@ impl LoadedConfig {
         dirs
     }
 
-    /// The catalog file: `catalog` from the config, else `tidemark-catalog.sqlite` beside it.
+    /// The catalog file: `catalog` from the config, else `tidemark-catalog.sqlite` beside it;
+    /// with a PostgreSQL catalog, `tidemark-catalog` beside the config, the path the host's
+    /// own files go beside (the workspace locks, the daemon's lock file).
     pub fn catalog_path(&self) -> PathBuf {
-        let default = Path::new(DEFAULT_CATALOG_FILE);
-        self.resolve_path(self.config.catalog.as_deref().unwrap_or(default))
+        match self.config.catalog.as_deref() {
+            Some(url) if is_postgres_url(url) => self.resolve_path(Path::new("tidemark-catalog")),
+            Some(path) => self.resolve_path(path),
+            None => self.resolve_path(Path::new(DEFAULT_CATALOG_FILE)),
+        }
+    }
+
+    /// Where the catalog is: a file, or a PostgreSQL database with its password.
+    pub fn catalog_location(&self) -> CatalogLocation {
+        match self.config.catalog.as_deref() {
+            Some(url) if is_postgres_url(url) => CatalogLocation::Postgres {
+                url: url.to_string_lossy().into_owned(),
+                password: self.config.catalog_password.clone(),
+                side: self.catalog_path(),
+            },
+            _ => CatalogLocation::File(self.catalog_path()),
+        }
+    }
+
+    /// Whether the catalog may hold anything yet: a file that exists, or any PostgreSQL
+    /// catalog (opening one that is empty makes its tables, which costs nothing).
+    pub fn catalog_may_exist(&self) -> bool {
+        match self.catalog_location() {
+            CatalogLocation::File(path) => path.exists(),
+            CatalogLocation::Postgres { .. } => true,
+        }
     }
 
     /// The workspace named `name`. Errors: `NotFound` listing the configured names.
@@ -598,6 +645,7 @@ impl Config {
             workspaces,
             schedules_dir: None,
             catalog: None,
+            catalog_password: None,
             daemon: Default::default(),
             drill: Default::default(),
             api: Default::default(),
@@ -617,6 +665,27 @@ impl Config {
     fn validate(&self) -> Result<()> {
         if self.repository.url.trim().is_empty() {
             return Err(Error::config("repository.url is empty"));
+        }
+        match self.catalog.as_deref() {
+            Some(url) if is_postgres_url(url) => {
+                let text = url.to_string_lossy();
+                let parsed = url::Url::parse(&text).map_err(|e| {
+                    Error::config(format!("catalog: {} is not a URL: {e}", crate::pg::redact_url(&text)))
+                })?;
+                if parsed.password().is_some() || text.to_ascii_lowercase().contains("password=") {
+                    return Err(Error::config(
+                        "catalog: the URL carries a password; give it as catalog-password = \"env:VARIABLE\" or \
+                         \"file:/path\" instead (the config is no place for a secret)",
+                    ));
+                }
+                crate::pg::ConnSpec::parse(&text, None).map_err(|e| e.context("reading catalog"))?;
+            }
+            Some(_) if self.catalog_password.is_some() => {
+                return Err(Error::config(
+                    "catalog-password goes with a PostgreSQL catalog (catalog = \"postgres://...\")",
+                ));
+            }
+            _ => {}
         }
         for r in &self.repository.recipients {
             crate::keys::parse_recipient(r)?;
@@ -978,6 +1047,7 @@ mod tests {
             workspaces: BTreeMap::new(),
             schedules_dir: None,
             catalog: None,
+            catalog_password: None,
             daemon: DaemonConfig::default(),
             drill: DrillConfig::default(),
             api: Default::default(),

@@ -47,7 +47,8 @@ pub async fn bind(core: &Core, scheduler: Option<Arc<dyn Clock>>) -> Result<Serv
     // One daemon per catalog: a second one is refused naming the first before it tries the
     // first one's addresses. The daemon takes the lock for good when it starts.
     if scheduler.is_some() {
-        drop(crate::catalog::Catalog::open(&core.config.catalog_path()).await?.lock_for_daemon()?);
+        let catalog = crate::catalog::Catalog::open_at(&core.config.catalog_location()).await?;
+        drop(catalog.lock_for_daemon().await?);
     }
     let rules = AddressRules::from_config(&core.config.config.api)?;
     let api = api::bind(&core.config).await?.map(|bound| (bound, rules));

@@ -72,16 +72,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
 
 pub use crate::config::DEFAULT_CATALOG_FILE;
 
-/// Where the catalog lives.
-#[derive(Debug, Clone)]
-pub enum CatalogLocation {
-    /// A SQLite file (the embedded default: one host).
-    File(PathBuf),
-    /// A PostgreSQL database several tidemark processes share: its URL (without a
-    /// password) and the password as a secret (`env:`/`file:`). `side` is the host's path
-    /// for what stays on the host (the file locks beside the catalog).
-    Postgres { url: String, password: Option<crate::secret::Secret>, side: PathBuf },
-}
+pub use crate::config::CatalogLocation;
 
 /// The catalog's engine and its pool.
 #[derive(Debug, Clone)]
@@ -233,21 +224,80 @@ pub(crate) fn process_alive(pid: i64) -> bool {
     !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
 }
 
-/// Held by the one `serve` that uses a catalog, for as long as it runs (a file lock: it
-/// dies with the process).
+/// Held by the one `serve` that uses a catalog, for as long as it runs: a file lock beside
+/// a SQLite catalog, a session's advisory lock in a PostgreSQL one. Either dies with the
+/// process (and, in PostgreSQL, with its host or its connection).
 #[derive(Debug)]
 pub struct DaemonLock {
-    _file: std::fs::File,
+    _held: Held,
 }
+
+#[derive(Debug)]
+enum Held {
+    File(#[allow(dead_code)] std::fs::File),
+    Session(#[allow(dead_code)] sqlx::PgConnection),
+}
+
+/// The advisory lock key of "the daemon of this catalog" (`tdm_serv` in ASCII).
+const DAEMON_LOCK_KEY: i64 = 0x7464_6d5f_7365_7276;
 
 impl Catalog {
     /// Makes this process the catalog's only daemon. A second `serve` on the same catalog
-    /// would take every scheduled snapshot twice and record the first daemon's running
-    /// jobs as aborted.
+    /// (on this host or, with a PostgreSQL catalog, any other) would take every scheduled
+    /// snapshot twice and record the first daemon's running jobs as aborted.
     ///
     /// Errors: `Refused` naming the process that holds the catalog; `Unavailable` when the
-    /// lock file beside the catalog cannot be written.
-    pub fn lock_for_daemon(&self) -> Result<DaemonLock> {
+    /// lock file beside the catalog cannot be written or the catalog's server is away.
+    pub async fn lock_for_daemon(&self) -> Result<DaemonLock> {
+        match &self.pool {
+            Pool::Sqlite(_) => self.lock_file_for_daemon(),
+            Pool::Postgres(pool) => self.lock_session_for_daemon(pool).await,
+        }
+    }
+
+    /// PostgreSQL: a session advisory lock on a connection of its own, named after this
+    /// process (`application_name`), so a refusal can say who holds it.
+    async fn lock_session_for_daemon(&self, pool: &PgPool) -> Result<DaemonLock> {
+        let me = format!("tidemark serve: pid {} on {}", std::process::id(), host_name());
+        let failed = |e| self.err("cannot take the daemon lock", e);
+        let mut session = pool.acquire().await.map_err(failed)?.detach();
+        sqlx::query("SELECT set_config('application_name', $1, false)")
+            .bind(&me)
+            .execute(&mut session)
+            .await
+            .map_err(failed)?;
+        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(DAEMON_LOCK_KEY)
+            .fetch_one(&mut session)
+            .await
+            .map_err(failed)?;
+        if taken {
+            return Ok(DaemonLock { _held: Held::Session(session) });
+        }
+        let holder: Option<String> = sqlx::query_scalar(
+            "SELECT a.application_name || COALESCE(' from ' || host(a.client_addr), '') FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 \
+             LIMIT 1",
+        )
+        .bind(DAEMON_LOCK_KEY)
+        .fetch_optional(&mut session)
+        .await
+        .map_err(failed)?;
+        let _ = sqlx::Connection::close(session).await;
+        Err(Error::new(
+            ErrorKind::Refused,
+            format!(
+                "another `tidemark serve` is running with the catalog {} ({}); one daemon per catalog for now: \
+                 stop it first, or give this daemon its own catalog",
+                self.name,
+                holder.as_deref().unwrap_or("its process is not known")
+            ),
+        ))
+    }
+
+    /// SQLite: a file lock beside the catalog, holding who took it.
+    fn lock_file_for_daemon(&self) -> Result<DaemonLock> {
         use std::io::Write;
         let path = self.path.with_extension("serve.lock");
         let mut file = std::fs::File::options()
@@ -292,7 +342,7 @@ impl Catalog {
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "cannot record the daemon's pid beside the catalog");
         }
-        Ok(DaemonLock { _file: file })
+        Ok(DaemonLock { _held: Held::File(file) })
     }
 
     /// Opens the catalog file, creating it (and its folder) if missing, and brings its
@@ -643,8 +693,8 @@ mod tests {
         let path = dir.path().join("c.sqlite");
         let first = Catalog::open(&path).await.unwrap();
         let second = Catalog::open(&path).await.unwrap();
-        let lock = first.lock_for_daemon().unwrap();
-        let refused = second.lock_for_daemon().unwrap_err();
+        let lock = first.lock_for_daemon().await.unwrap();
+        let refused = second.lock_for_daemon().await.unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::Refused);
         let message = refused.message();
         assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
@@ -652,7 +702,37 @@ mod tests {
         drop(lock);
         // At once, even while another test of this binary spawns a child holding a copy of
         // the lock's descriptor for a moment.
-        second.lock_for_daemon().expect("the lock is free once the first daemon is gone");
+        second.lock_for_daemon().await.expect("the lock is free once the first daemon is gone");
+    }
+
+    /// A PostgreSQL catalog has one daemon across hosts: the second is refused naming the
+    /// first (its pid and host, from the session that holds the lock), and gets it once
+    /// the first is gone.
+    #[tokio::test]
+    async fn one_daemon_per_shared_catalog() {
+        let engines = Engines::start().await;
+        let location = engines.locations().pop().unwrap();
+        let (first, second) = (Catalog::open_at(&location).await.unwrap(), Catalog::open_at(&location).await.unwrap());
+        let lock = first.lock_for_daemon().await.unwrap();
+        let refused = second.lock_for_daemon().await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Refused);
+        assert!(
+            refused.message().contains(&format!("pid {} on {}", std::process::id(), host_name())),
+            "{}",
+            refused.message()
+        );
+        drop(lock);
+        // The server lets go once it sees the session's connection closed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match second.lock_for_daemon().await {
+                Ok(_) => break,
+                Err(e) if std::time::Instant::now() < deadline && e.kind() == ErrorKind::Refused => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("the lock stays held after its daemon is gone: {}", e.report()),
+            }
+        }
     }
 
     #[tokio::test]

@@ -32,7 +32,7 @@ pub struct RebuildReport {
 /// Opens the catalog named by the config (creating it if missing), anew: `rebuild`
 /// repairs it, so it must see the file as it is now, not a pool opened earlier.
 pub async fn open(core: &Core) -> Result<Catalog> {
-    Catalog::open(&core.config.catalog_path()).await
+    Catalog::open_at(&core.config.catalog_location()).await
 }
 
 /// The job history, newest first. A job still `running` whose process is gone from this

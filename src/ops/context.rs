@@ -213,8 +213,8 @@ impl Core {
     ///
     /// Errors: `Unavailable` when the catalog cannot be opened, `Integrity` when damaged.
     pub async fn catalog(&self) -> Result<&Catalog> {
-        let path = self.config.catalog_path();
-        self.catalog.get_or_try_init(|| async move { Catalog::open(&path).await }).await
+        let location = self.config.catalog_location();
+        self.catalog.get_or_try_init(|| async move { Catalog::open_at(&location).await }).await
     }
 
     /// A configured workspace, resolved.
@@ -302,7 +302,7 @@ impl Core {
     /// user, never touch the catalog). A catalog that does not exist yet holds none, and is
     /// not made for it; one that cannot be read is logged, and branches are then not served.
     pub async fn with_branches(self) -> Core {
-        if self.config.catalog_path().exists()
+        if self.config.catalog_may_exist()
             && let Err(e) = self.load_branches().await
         {
             tracing::warn!(error = %e.report(), "branches are not served as workspaces");

@@ -120,6 +120,7 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         workspaces: Default::default(),
         schedules_dir: None,
         catalog: None,
+        catalog_password: None,
         daemon: Default::default(),
         drill: Default::default(),
         api: Default::default(),

@@ -49,8 +49,8 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
     let schedules = schedules(core)?;
     let settings = core.config.config.daemon.clone();
     let webhook = settings.webhook.as_ref().map(Webhook::new).transpose()?;
-    let catalog = Catalog::open(&core.config.catalog_path()).await?;
-    let _only_daemon = catalog.lock_for_daemon()?;
+    let catalog = Catalog::open_at(&core.config.catalog_location()).await?;
+    let _only_daemon = catalog.lock_for_daemon().await?;
     super::switch::recover_all(core).await;
     if schedules.is_empty() {
         tracing::warn!("no workspace has a schedule with a cron line: nothing will run");

@@ -79,9 +79,9 @@ pub async fn remove(config: &LoadedConfig, opts: &WorkspaceRemoveOptions) -> Res
         .map(|(name, _)| name.clone())
         .collect();
     // The catalog's branches (a catalog not made yet holds none, and is not made for it).
-    let catalog = config.catalog_path();
-    if catalog.exists() {
-        let rows = crate::catalog::Catalog::open(&catalog).await?.branches(Some(&opts.name)).await?;
+    if config.catalog_may_exist() {
+        let catalog = crate::catalog::Catalog::open_at(&config.catalog_location()).await?;
+        let rows = catalog.branches(Some(&opts.name)).await?;
         branches.extend(rows.into_iter().map(|b| format!("{}--{}", b.workspace, b.name)));
     }
     if !branches.is_empty() {

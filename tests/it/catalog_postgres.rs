@@ -1,0 +1,84 @@
+//! Issue 33.1: a catalog on PostgreSQL, named in the config as a URL with its password as a
+//! secret: the command line records its jobs, tokens and audit trail there (no SQLite file
+//! appears), the daemon's place is taken in it, and a password in the URL is refused.
+
+use std::process::{Command, Output};
+
+use tidemark::ErrorKind;
+
+use crate::support::{World, create_database, world};
+
+fn tidemark(w: &World, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap()])
+        .args(args)
+        .env("TDM_CATALOG_PASSWORD", "catalog-secret-7f3a")
+        .env_remove("CI")
+        .output()
+        .expect("run tidemark")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// Puts `lines` at the top of the world's config (top-level keys come before any table).
+fn with_catalog(w: &World, lines: &str) {
+    let path = &w.core.config.path;
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, format!("{lines}\n{text}")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_keeps_its_state_in_a_postgres_catalog() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1), (2);").await;
+    let admin = tidemark::pg::ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    let mut conn = admin.connect().await.unwrap();
+    for sql in [
+        "CREATE ROLE tidemark_catalog LOGIN PASSWORD 'catalog-secret-7f3a'",
+        "CREATE DATABASE tidemark_catalog OWNER tidemark_catalog",
+    ] {
+        sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+    }
+    let url = w.cluster.url("tidemark_catalog").replace("postgres@", "tidemark_catalog@");
+
+    // A password in the URL is refused before anything: the config is no place for it.
+    let config_text = std::fs::read_to_string(&w.core.config.path).unwrap();
+    let leaky = url.replace("tidemark_catalog@", "tidemark_catalog:hunter2@");
+    with_catalog(&w, &format!("catalog = \"{leaky}\""));
+    let refused = tidemark(&w, &["jobs"]);
+    assert_eq!(refused.status.code(), Some(ErrorKind::Config.exit_code()));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("catalog-password") && !said.contains("hunter2"), "{said}");
+    std::fs::write(&w.core.config.path, &config_text).unwrap();
+
+    with_catalog(&w, &format!("catalog = \"{url}\"\ncatalog-password = \"env:TDM_CATALOG_PASSWORD\""));
+    ok(&tidemark(&w, &["snapshot", "create", "-w", "shop", "--note", "into the shared catalog"]));
+    let jobs: serde_json::Value = serde_json::from_str(&ok(&tidemark(&w, &["--json", "jobs"]))).unwrap();
+    assert_eq!(jobs[0]["operation"], "snapshot", "{jobs}");
+    assert_eq!(jobs[0]["status"], "succeeded", "{jobs}");
+    ok(&tidemark(&w, &["token", "create", "--name", "ci", "--role", "operator"]));
+    let tokens = ok(&tidemark(&w, &["--json", "token", "list"]));
+    assert!(tokens.contains("\"ci\""), "{tokens}");
+    ok(&tidemark(&w, &["audit", "verify"]));
+
+    // It all went to PostgreSQL, under the catalog's own role; no SQLite file appeared.
+    let catalog = tidemark::pg::ConnSpec::parse(&w.cluster.url("tidemark_catalog"), None).unwrap();
+    let mut conn = catalog.connect().await.unwrap();
+    let (jobs, tokens, audited): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM tokens), (SELECT count(*) FROM audit)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(jobs >= 1 && tokens == 1 && audited >= 2, "{jobs} jobs, {tokens} tokens, {audited} audit records");
+    let owner: String = sqlx::query_scalar("SELECT tableowner::text FROM pg_tables WHERE tablename = 'jobs'")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(owner, "tidemark_catalog");
+    assert!(!w.dir.path().join(tidemark::catalog::DEFAULT_CATALOG_FILE).exists());
+}
