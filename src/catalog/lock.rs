@@ -1,11 +1,15 @@
 //! One operation per workspace, across every tidemark process of a host (the daemon, the
-//! command line, later the API): snapshot, prune, base backup, pin changes and restores
-//! into the workspace's own database take the workspace's lock, a file lock beside the
-//! catalog. The holder writes who it is into the file (operation, actor, pid, host, since),
-//! so a second operation that finds it held can say who holds it. A file lock dies with its
-//! process: a holder killed with SIGKILL leaves nothing to clean up, and the next operation
-//! takes the lock over at once. Hosts that share a repository are protected by prune's
-//! grace period and by the snapshot's last look at its objects before it commits.
+//! command line, the API): snapshot, prune, base backup, pin changes and restores into the
+//! workspace's own database take the workspace's lock, a file lock beside the catalog. The
+//! holder writes who it is into the file (operation, actor, pid, host, since), so a second
+//! operation that finds it held can say who holds it. A file lock dies with its process: a
+//! holder killed with SIGKILL leaves nothing to clean up, and the next operation takes the
+//! lock over at once. With a PostgreSQL catalog the lock is a session advisory lock in it
+//! instead ([`WorkspaceLock::acquire_shared`]), so the rule holds across hosts; the server
+//! drops it with the holder's connection (a process killed, a host gone), and the holder
+//! writes who it is into `workspace_locks`. Hosts that share a repository without sharing
+//! a catalog are protected by prune's grace period and by the snapshot's last look at its
+//! objects before it commits.
 
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -72,7 +76,33 @@ pub enum Wait {
 /// Held for as long as the operation runs.
 #[derive(Debug)]
 pub struct WorkspaceLock {
-    _file: std::fs::File,
+    _held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    File(#[allow(dead_code)] std::fs::File),
+    Session(#[allow(dead_code)] sqlx::PgConnection),
+}
+
+/// How long to look before refusing, as `wait` says.
+fn patience(wait: Wait) -> Option<Duration> {
+    match wait {
+        Wait::No => Some(Duration::from_secs(1)),
+        Wait::Up(d) => Some(d.max(Duration::from_secs(1))),
+        Wait::Forever => None,
+    }
+}
+
+/// Waits a moment before the next look, or says that the operation was stopped.
+async fn pause(workspace: &str, stop: &CancellationToken) -> Result<()> {
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(100)) => Ok(()),
+        () = stop.cancelled() => Err(Error::new(
+            ErrorKind::Interrupted,
+            format!("stopped while waiting for workspace {workspace} to be free"),
+        )),
+    }
 }
 
 /// The lock file of a workspace: `<catalog>.locks/<workspace>.lock`.
@@ -114,12 +144,7 @@ impl WorkspaceLock {
             .write(true)
             .open(&path)
             .map_err(unavailable)?;
-        let started = Instant::now();
-        let patience = match wait {
-            Wait::No => Some(Duration::from_secs(1)),
-            Wait::Up(d) => Some(d.max(Duration::from_secs(1))),
-            Wait::Forever => None,
-        };
+        let (started, patience) = (Instant::now(), patience(wait));
         let mut logged = false;
         loop {
             match file.try_lock() {
@@ -136,15 +161,7 @@ impl WorkspaceLock {
                 tracing::info!(workspace, "waiting for {holder} to finish");
                 logged = true;
             }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(100)) => {}
-                () = stop.cancelled() => {
-                    return Err(Error::new(
-                        ErrorKind::Interrupted,
-                        format!("stopped while waiting for workspace {workspace} to be free"),
-                    ));
-                }
-            }
+            pause(workspace, stop).await?;
         }
         let written = file
             .set_len(0)
@@ -154,7 +171,68 @@ impl WorkspaceLock {
         if let Err(e) = written {
             tracing::warn!(error = %e, "cannot record who holds the workspace lock");
         }
-        Ok(WorkspaceLock { _file: file })
+        Ok(WorkspaceLock { _held: Held::File(file) })
+    }
+
+    /// Takes the workspace's lock in a PostgreSQL catalog: an advisory lock of a session of
+    /// its own, held until the lock is dropped (or the process, its host or its connection
+    /// goes), waiting as `wait` says. Falls back to the file lock beside a SQLite catalog.
+    ///
+    /// Errors: as [`WorkspaceLock::acquire`]; `Unavailable` naming the catalog when it
+    /// cannot be reached.
+    pub async fn acquire_shared(
+        catalog: &super::Catalog,
+        workspace: &str,
+        me: &Holder,
+        wait: Wait,
+        stop: &CancellationToken,
+    ) -> Result<WorkspaceLock> {
+        let super::Pool::Postgres(pool) = &catalog.pool else {
+            return WorkspaceLock::acquire(catalog.path(), workspace, me, wait, stop).await;
+        };
+        crate::config::validate_workspace_name(workspace)?;
+        let failed = |e| catalog.err("cannot take the workspace lock", e);
+        let mut session = pool.acquire().await.map_err(failed)?.detach();
+        let key = format!("tidemark workspace {workspace}");
+        let (started, patience) = (Instant::now(), patience(wait));
+        let mut logged = false;
+        loop {
+            let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
+                .bind(&key)
+                .fetch_one(&mut session)
+                .await
+                .map_err(failed)?;
+            if taken {
+                break;
+            }
+            let holder: Option<String> = sqlx::query_scalar("SELECT holder FROM workspace_locks WHERE workspace = $1")
+                .bind(workspace)
+                .fetch_optional(&mut session)
+                .await
+                .map_err(failed)?;
+            let holder = holder.and_then(|text| serde_json::from_str::<Holder>(&text).ok());
+            if patience.is_some_and(|p| started.elapsed() >= p) {
+                return Err(busy(workspace, me, holder.as_ref(), wait));
+            }
+            if !logged && wait != Wait::No {
+                let holder = holder.map(|h| h.to_string()).unwrap_or_else(|| "another operation".into());
+                tracing::info!(workspace, "waiting for {holder} to finish");
+                logged = true;
+            }
+            pause(workspace, stop).await?;
+        }
+        let written = sqlx::query(
+            "INSERT INTO workspace_locks (workspace, holder) VALUES ($1, $2) \
+             ON CONFLICT (workspace) DO UPDATE SET holder = excluded.holder",
+        )
+        .bind(workspace)
+        .bind(serde_json::to_string(me).expect("a holder serializes"))
+        .execute(&mut session)
+        .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot record who holds the workspace lock");
+        }
+        Ok(WorkspaceLock { _held: Held::Session(session) })
     }
 }
 
@@ -223,5 +301,30 @@ mod tests {
         stop_waiting.cancel();
         assert_eq!(waiting.await.unwrap().unwrap_err().kind(), ErrorKind::Interrupted);
         drop(held);
+    }
+
+    /// With a PostgreSQL catalog the lock holds for every process that shares it (two
+    /// catalogs opened apart stand for two hosts): the second is refused naming the first,
+    /// and gets it once the first lets go.
+    #[tokio::test]
+    async fn one_operation_per_workspace_across_hosts_with_a_shared_catalog() {
+        let engines = crate::catalog::testing::Engines::start().await;
+        let location = engines.locations().pop().unwrap();
+        let a = crate::catalog::Catalog::open_at(&location).await.unwrap();
+        let b = crate::catalog::Catalog::open_at(&location).await.unwrap();
+        let stop = CancellationToken::new();
+        let first = WorkspaceLock::acquire_shared(&a, "shop", &me("snapshot", "ana"), Wait::No, &stop).await.unwrap();
+        let e = WorkspaceLock::acquire_shared(&b, "shop", &me("prune", "bo"), Wait::No, &stop).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Busy);
+        assert!(e.message().contains("a snapshot asked by cli:ana"), "{}", e.message());
+        WorkspaceLock::acquire_shared(&b, "blog", &me("prune", "bo"), Wait::No, &stop).await.unwrap();
+        let later = tokio::spawn({
+            let (b, stop) = (b.clone(), stop.clone());
+            async move { WorkspaceLock::acquire_shared(&b, "shop", &me("prune", "bo"), Wait::Forever, &stop).await }
+        });
+        drop(first);
+        later.await.unwrap().expect("the lock is free once its holder lets go");
+        // No file lock was involved: nothing beside the catalog's side path.
+        assert!(!lock_path(a.path(), "shop").exists());
     }
 }

@@ -49,6 +49,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (11, "job_refused", include_str!("../../migrations/catalog/0011_job_refused.sql")),
     (12, "job_result", include_str!("../../migrations/catalog/0012_job_result.sql")),
     (13, "branches", include_str!("../../migrations/catalog/0013_branches.sql")),
+    (14, "workspace_locks", include_str!("../../migrations/catalog/0014_workspace_locks.sql")),
 ]);
 
 /// The same versions for PostgreSQL: what each SQLite migration made, in PostgreSQL's
@@ -68,6 +69,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (11, "job_refused", include_str!("../../migrations/catalog-postgres/0011_job_refused.sql")),
     (12, "job_result", include_str!("../../migrations/catalog-postgres/0012_job_result.sql")),
     (13, "branches", include_str!("../../migrations/catalog-postgres/0013_branches.sql")),
+    (14, "workspace_locks", include_str!("../../migrations/catalog-postgres/0014_workspace_locks.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

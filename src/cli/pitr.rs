@@ -21,7 +21,7 @@ pub enum PitrCommand {
     Restore(RestoreArgs),
     /// Create a named restore point on the workspace's server
     Mark {
-        /// The restore point name (1 to 63 characters)
+        /// The restore point name (1 to 63 bytes, no control characters)
         name: String,
         /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]

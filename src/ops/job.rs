@@ -52,7 +52,15 @@ pub async fn take_workspace(
     wait: WaitFor,
 ) -> Result<WorkspaceLock> {
     let me = Holder::me(operation, actor);
-    WorkspaceLock::acquire(&core.config.catalog_path(), workspace, &me, wait.mode(), core.stop()).await
+    match core.config.catalog_location() {
+        crate::config::CatalogLocation::File(path) => {
+            WorkspaceLock::acquire(&path, workspace, &me, wait.mode(), core.stop()).await
+        }
+        // Every host's processes share the lock: it lives in the catalog.
+        crate::config::CatalogLocation::Postgres { .. } => {
+            WorkspaceLock::acquire_shared(core.catalog().await?, workspace, &me, wait.mode(), core.stop()).await
+        }
+    }
 }
 
 /// Stops a running job on behalf of `actor`: it needs the permission that starting that

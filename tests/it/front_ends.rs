@@ -155,6 +155,13 @@ async fn the_command_line_and_the_api_refuse_the_same_bad_input_with_the_same_ki
             ErrorKind::NotFound,
         ),
         case(
+            "a restore point name with a control character",
+            &["pitr", "mark", "before\u{1}deploy", "-w", "shop"],
+            "shop/restore-points",
+            r#"{"name": "before\u0001deploy"}"#,
+            ErrorKind::Usage,
+        ),
+        case(
             "a stack revert to a state that is not one",
             &["stacks", "revert", "api/checkout", "--to", "yesterday", "-w", "shop"],
             "shop/stacks/api/checkout/revert",

@@ -92,8 +92,8 @@ pub struct MarkOptions {
     /// The workspace (the API's path names it).
     #[serde(skip)]
     pub workspace: String,
-    /// The restore point's name (1 to 63 characters; never reused).
-    #[schema(required = true)]
+    /// The restore point's name (1 to 63 bytes, no control characters; never reused).
+    #[schema(required = true, pattern = "^[^\\u0000-\\u001f\\u007f]{1,63}$")]
     pub name: String,
 }
 
@@ -104,8 +104,8 @@ pub struct MarkOptions {
 /// the role may not (superuser or an explicit grant is needed).
 pub async fn mark(core: &Core, opts: &MarkOptions, actor: &Actor) -> Result<RestorePoint> {
     let (workspace, name) = (opts.workspace.as_str(), opts.name.as_str());
-    if name.is_empty() || name.len() > 63 {
-        return Err(Error::usage("a restore point name has 1 to 63 characters"));
+    if name.is_empty() || name.len() > 63 || name.chars().any(char::is_control) {
+        return Err(Error::usage("a restore point name has 1 to 63 bytes and no control characters"));
     }
     let ws = core.workspace(workspace)?;
     // A name already recorded is refused before the server gets a second point of that name.
