@@ -11,6 +11,7 @@ pub mod audit;
 pub mod branches;
 #[cfg(test)]
 mod conformance;
+mod copy;
 mod drills;
 mod jobs;
 pub mod lock;

@@ -25,6 +25,15 @@ pub enum CatalogCommand {
         #[arg(long)]
         replace: bool,
     },
+    /// Copy this SQLite catalog into an empty PostgreSQL one (then name it in tidemark.toml)
+    Migrate {
+        /// The PostgreSQL catalog: postgres://user@host/db (no password in it)
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Its password
+        #[arg(long, value_name = "env:VAR|file:PATH")]
+        password: Option<String>,
+    },
 }
 
 pub async fn jobs(global: &Global, args: JobsArgs) -> Result<()> {
@@ -70,6 +79,27 @@ pub async fn jobs(global: &Global, args: JobsArgs) -> Result<()> {
 pub async fn run(global: &Global, cmd: CatalogCommand) -> Result<()> {
     let core = global.core().await?;
     match cmd {
+        CatalogCommand::Migrate { to, password } => {
+            let opts = catalog::MigrateOptions { to, password };
+            let report = catalog::migrate(&core, &opts, &global.actor()).await?;
+            if global.json {
+                global.print_json(&report);
+            } else {
+                let rows: u64 = report.tables.iter().map(|(_, n)| n).sum();
+                println!(
+                    "copied {rows} rows of {} tables from {} into {}; the audit trail's {} records verify",
+                    report.tables.len(),
+                    report.from,
+                    report.to,
+                    report.audit_records
+                );
+                println!(
+                    "next: set catalog = \"{}\" (and catalog-password) in tidemark.toml, then restart `tidemark serve`",
+                    report.to
+                );
+            }
+            Ok(())
+        }
         CatalogCommand::Rebuild { replace } => {
             let opts = catalog::RebuildOptions { replace_damaged: replace };
             let report = catalog::rebuild(&core, &opts, &global.actor()).await?;

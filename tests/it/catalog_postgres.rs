@@ -82,3 +82,39 @@ async fn the_command_line_keeps_its_state_in_a_postgres_catalog() {
     assert_eq!(owner, "tidemark_catalog");
     assert!(!w.dir.path().join(tidemark::catalog::DEFAULT_CATALOG_FILE).exists());
 }
+
+/// Issue 33.1: `catalog migrate` copies the SQLite catalog a host has been using into an
+/// empty PostgreSQL one; named in the config, it answers as the file did (jobs, tokens, an
+/// audit trail that verifies). A second copy into it is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_catalog_moves_into_postgres_with_its_history() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
+    create_database(&w.cluster, "tidemark_catalog", "SELECT 1").await;
+    ok(&tidemark(&w, &["snapshot", "create", "-w", "shop"]));
+    ok(&tidemark(&w, &["token", "create", "--name", "ci", "--role", "viewer"]));
+    let before: serde_json::Value = serde_json::from_str(&ok(&tidemark(&w, &["--json", "jobs"]))).unwrap();
+
+    let url = w.cluster.url("tidemark_catalog");
+    let moved =
+        ok(&tidemark(&w, &["--json", "catalog", "migrate", "--to", &url, "--password", "env:TDM_CATALOG_PASSWORD"]));
+    let report: serde_json::Value = serde_json::from_str(&moved).unwrap();
+    assert!(report["audit_records"].as_u64().unwrap() >= 2, "{report}");
+    let again = tidemark(&w, &["catalog", "migrate", "--to", &url]);
+    assert_eq!(again.status.code(), Some(ErrorKind::Refused.exit_code()), "{}", String::from_utf8_lossy(&again.stderr));
+
+    with_catalog(&w, &format!("catalog = \"{url}\""));
+    let after: serde_json::Value = serde_json::from_str(&ok(&tidemark(&w, &["--json", "jobs"]))).unwrap();
+    let job = |jobs: &serde_json::Value, key: &str| jobs[0][key].clone();
+    for key in ["id", "operation", "status", "snapshot_id", "bytes", "actor", "result"] {
+        assert_eq!(job(&after, key), job(&before, key), "{key}: the same job history");
+    }
+    // Times keep their microseconds (PostgreSQL's precision; SQLite's text kept nanoseconds).
+    let micros = |jobs: &serde_json::Value| {
+        let at = chrono::DateTime::parse_from_rfc3339(jobs[0]["started_at"].as_str().unwrap()).unwrap();
+        chrono::SubsecRound::trunc_subsecs(at, 6)
+    };
+    assert_eq!(micros(&after), micros(&before));
+    assert!(ok(&tidemark(&w, &["--json", "token", "list"])).contains("\"ci\""));
+    ok(&tidemark(&w, &["audit", "verify"]));
+}
