@@ -451,12 +451,16 @@ impl Catalog {
         let spec = crate::pg::ConnSpec::parse(url, password).map_err(|e| e.context("the catalog's URL"))?;
         let name = crate::pg::redact_url(url);
         let options = spec.connect_options().map_err(|e| e.context("the catalog's URL"))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await
-            .map_err(|e| named_error(&name, "cannot connect", e))?;
+        // One connection first, so that a server away is said as the server said it
+        // (refused, unknown host, bad password), not as a pool's timeout.
+        let first = tokio::time::timeout(Duration::from_secs(10), sqlx::ConnectOptions::connect(&options)).await;
+        match first {
+            Ok(Ok(conn)) => drop(sqlx::Connection::close(conn).await),
+            Ok(Err(e)) => return Err(named_error(&name, "cannot connect", e)),
+            Err(_) => return Err(named_error(&name, "cannot connect", "no answer within 10 s")),
+        }
+        let pool =
+            PgPoolOptions::new().max_connections(4).acquire_timeout(Duration::from_secs(10)).connect_lazy_with(options);
         let migrator = Migrator::new(POSTGRES_MIGRATIONS)
             .await
             .map_err(|e| Error::internal(format!("embedded catalog migrations: {e}")))?;

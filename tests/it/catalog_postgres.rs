@@ -118,3 +118,21 @@ async fn a_sqlite_catalog_moves_into_postgres_with_its_history() {
     assert!(ok(&tidemark(&w, &["--json", "token", "list"])).contains("\"ci\""));
     ok(&tidemark(&w, &["audit", "verify"]));
 }
+
+/// Issue 33.8: a PostgreSQL catalog that is away: `status` cannot tell (exit 3) and names
+/// the catalog and what its server said, at once rather than after a pool's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_that_is_away_is_named_and_status_cannot_tell() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "SELECT 1").await;
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    with_catalog(&w, &format!("catalog = \"postgres://tidemark@127.0.0.1:{port}/tidemark\""));
+    let started = std::time::Instant::now();
+    let out = tidemark(&w, &["status"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(&format!("catalog postgres://tidemark@127.0.0.1:{port}/tidemark")), "{said}");
+    assert!(said.contains("refused"), "what the server said: {said}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
+}
