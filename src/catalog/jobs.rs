@@ -323,6 +323,32 @@ impl Catalog {
         Ok(aborted)
     }
 
+    /// Asks the process that runs job `id` to stop it (see [`Catalog::cancel_requested`]);
+    /// returns whether the job was running.
+    pub async fn request_cancel(&self, id: i64, at: DateTime<Utc>) -> Result<bool> {
+        let asked = on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE jobs SET cancel_requested_at = COALESCE(cancel_requested_at, $1) WHERE id = $2 AND status = 'running'",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot ask for a job to stop", e))?;
+        Ok(asked == 1)
+    }
+
+    /// Whether a stop of job `id` was asked for by another process.
+    pub async fn cancel_requested(&self, id: i64) -> Result<bool> {
+        let asked: Option<Option<DateTime<Utc>>> =
+            on_pool!(&self.pool, |p| sqlx::query_scalar("SELECT cancel_requested_at FROM jobs WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await)
+            .map_err(|e| self.err("cannot read the job history", e))?;
+        Ok(asked.flatten().is_some())
+    }
+
     /// One job by id.
     pub async fn job(&self, id: i64) -> Result<Job> {
         on_pool!(&self.pool, |p| sqlx::query_as("SELECT * FROM jobs WHERE id = $1").bind(id).fetch_optional(p).await)

@@ -51,6 +51,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (12, "job_result", include_str!("../../migrations/catalog/0012_job_result.sql")),
     (13, "branches", include_str!("../../migrations/catalog/0013_branches.sql")),
     (14, "workspace_locks", include_str!("../../migrations/catalog/0014_workspace_locks.sql")),
+    (15, "job_cancel", include_str!("../../migrations/catalog/0015_job_cancel.sql")),
 ]);
 
 /// The same versions for PostgreSQL: what each SQLite migration made, in PostgreSQL's
@@ -71,6 +72,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (12, "job_result", include_str!("../../migrations/catalog-postgres/0012_job_result.sql")),
     (13, "branches", include_str!("../../migrations/catalog-postgres/0013_branches.sql")),
     (14, "workspace_locks", include_str!("../../migrations/catalog-postgres/0014_workspace_locks.sql")),
+    (15, "job_cancel", include_str!("../../migrations/catalog-postgres/0015_job_cancel.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

@@ -86,13 +86,19 @@ pub async fn cancel(
             format!("job {} is a {:?}, which this version cannot stop", job.id, job.operation),
         )),
     };
-    let done = allowed.and_then(|()| match stop {
-        Some(stop) => {
+    let done = match (allowed, stop) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(stop)) => {
             stop.cancel();
             Ok(())
         }
-        None => Err(Error::new(ErrorKind::Refused, format!("job {} is not running in this server", job.id))),
-    });
+        // Run by another process (another API server, a command line, the daemon): asked
+        // through the catalog, which that process reads while the job runs.
+        (Ok(()), None) => match core.catalog().await?.request_cancel(job.id, chrono::Utc::now()).await? {
+            true => Ok(()),
+            false => Err(Error::new(ErrorKind::Refused, format!("job {} is not running", job.id))),
+        },
+    };
     let details = serde_json::json!({"job": job.id, "operation": job.operation, "started_by": job.actor});
     let target = format!("{}/job/{}", job.workspace, job.id);
     super::audit::record(core, actor, crate::operation::Operation::JobCancel, &target, &done, details).await;
@@ -182,12 +188,21 @@ impl StartedJob {
         Fut: Future<Output = Result<T>>,
     {
         let StartedJob { core, actor, spec, catalog, id } = self;
-        let job_core = match (&catalog, id) {
-            (Some(c), Some(id)) => core.with_progress(core.progress().with_sink(JobRecord::start(c.clone(), id))),
-            _ => core.clone(),
+        // The job's own stop: the core's (Ctrl-C, a stopping server) or a stop another
+        // process asked for through the catalog.
+        let stop = core.stop().child_token();
+        let (job_core, watcher) = match (&catalog, id) {
+            (Some(c), Some(id)) => (
+                core.with_stop(stop.clone()).with_progress(core.progress().with_sink(JobRecord::start(c.clone(), id))),
+                Some(tokio::spawn(watch_for_cancel(c.clone(), id, stop.clone()))),
+            ),
+            _ => (core.with_stop(stop.clone()), None),
         };
         let progress = job_core.progress().clone();
         let result = work(job_core).await;
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         let (status, ending) = match &result {
             // An operation that ran to its end with a failing verdict (a drill whose
             // checks failed, a check that found problems) says so in `error`.
@@ -229,6 +244,29 @@ impl StartedJob {
             super::audit::record(&core, &actor, spec.operation, &spec.workspace, &audited, details).await;
         }
         result
+    }
+}
+
+/// How often a running job looks for a stop asked through the catalog.
+const CANCEL_POLL: Duration = Duration::from_secs(2);
+
+/// Stops job `id` when another process asks for it through the catalog (until `stop`
+/// fires for another reason, or the job ends and this task is aborted).
+async fn watch_for_cancel(catalog: Catalog, id: i64, stop: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(CANCEL_POLL) => {}
+            () = stop.cancelled() => return,
+        }
+        match catalog.cancel_requested(id).await {
+            Ok(true) => {
+                tracing::info!(job = id, "stopping the job: another process asked for it");
+                stop.cancel();
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e.report(), "cannot look for a stop of the job"),
+        }
     }
 }
 

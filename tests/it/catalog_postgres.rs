@@ -136,3 +136,36 @@ async fn a_catalog_that_is_away_is_named_and_status_cannot_tell() {
     assert!(said.contains("refused"), "what the server said: {said}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "{:?}", started.elapsed());
 }
+
+/// Issue 33.6: a job is stopped from a process that does not run it (another API server,
+/// a command line): the stop is asked through the catalog, and the process that runs the
+/// job reads it and stops it; a job that is not running cannot be asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_is_stopped_from_another_process_through_the_catalog() {
+    use tidemark::catalog::{Catalog, JobEnd, JobStatus};
+    use tidemark::ops::job::{JobSpec, begin, cancel};
+    let mut w = world().await;
+    create_database(&w.cluster, "tidemark_catalog", "SELECT 1").await;
+    w.core.config.config.catalog = Some(w.cluster.url("tidemark_catalog").into());
+    let spec = JobSpec { workspace: "shop".into(), operation: tidemark::operation::Operation::Drill, kind: None };
+    let started = begin(&w.core, &crate::support::actor(), spec).await;
+    let id = started.id().expect("recorded in the catalog");
+    // The work runs until its job is stopped.
+    let running = tokio::spawn(started.run(
+        |core| async move {
+            core.stop().cancelled().await;
+            Err::<(), _>(tidemark::Error::new(ErrorKind::Interrupted, "the drill was stopped"))
+        },
+        |()| JobEnd::default(),
+    ));
+    // Another process: its own connection to the catalog, no stop of the job's in hand.
+    let elsewhere = Catalog::open_at(&w.core.config.catalog_location()).await.unwrap();
+    let job = elsewhere.job(id).await.unwrap();
+    cancel(&w.core, &job, &crate::support::actor(), None).await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(30), running).await.expect("stopped in time");
+    assert_eq!(ended.unwrap().unwrap_err().kind(), ErrorKind::Interrupted);
+    assert_eq!(elsewhere.job(id).await.unwrap().status(), JobStatus::Aborted);
+    let ended = elsewhere.job(id).await.unwrap();
+    let again = cancel(&w.core, &ended, &crate::support::actor(), None).await.unwrap_err();
+    assert_eq!(again.kind(), ErrorKind::Refused, "{}", again.report());
+}

@@ -61,7 +61,7 @@ pub(in crate::api) async fn show_job(
 #[utoipa::path(
     delete,
     path = "/v1/jobs/{id}",
-    summary = "Stops a job this server runs",
+    summary = "Stops a running job (run by this server or, through the catalog, by another process)",
     params(("id" = i64, Path, description = "A job's id")),
     responses((status = 202, body = Cancelling)),
 )]
