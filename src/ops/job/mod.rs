@@ -18,6 +18,10 @@ use crate::catalog::{Catalog, JobEnd, JobProgress, JobStatus, NewJob, Trigger};
 use crate::error::{ErrorKind, Result};
 use crate::progress::{ProgressSink, ProgressState};
 
+mod cancel;
+pub use cancel::cancel;
+use cancel::watch_for_cancel;
+
 /// How long an operation waits for a busy workspace: `None` refuses at once,
 /// `Some(ZERO)` waits as long as it takes, else up to that long (`--wait [DURATION]`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,48 +65,6 @@ pub async fn take_workspace(
             WorkspaceLock::acquire_shared(core.catalog().await?, workspace, &me, wait.mode(), core.stop()).await
         }
     }
-}
-
-/// Stops a running job on behalf of `actor`: it needs the permission that starting that
-/// exact operation needs (`Operation::cancel_permission`), and a job whose operation this
-/// version does not know is refused, never guessed at. `stop` is the job's stop signal
-/// when this process runs it. The request is audited with the canceller, whatever it got.
-///
-/// Errors: `Forbidden` without the permission or for an unknown operation; `Refused` when
-/// the job is not running here.
-pub async fn cancel(
-    core: &Core,
-    job: &crate::catalog::Job,
-    actor: &Actor,
-    stop: Option<tokio_util::sync::CancellationToken>,
-) -> Result<()> {
-    use crate::error::Error;
-    let operation = crate::operation::Operation::from_job_name(&job.operation);
-    let own = job.actor.as_deref() == Some(actor.to_string().as_str());
-    let allowed = match operation {
-        Some(op) => crate::access::check(&actor.grant(), op.cancel_permission(own), Some(&job.workspace)),
-        None => Err(Error::new(
-            ErrorKind::Forbidden,
-            format!("job {} is a {:?}, which this version cannot stop", job.id, job.operation),
-        )),
-    };
-    let done = match (allowed, stop) {
-        (Err(e), _) => Err(e),
-        (Ok(()), Some(stop)) => {
-            stop.cancel();
-            Ok(())
-        }
-        // Run by another process (another API server, a command line, the daemon): asked
-        // through the catalog, which that process reads while the job runs.
-        (Ok(()), None) => match core.catalog().await?.request_cancel(job.id, chrono::Utc::now()).await? {
-            true => Ok(()),
-            false => Err(Error::new(ErrorKind::Refused, format!("job {} is not running", job.id))),
-        },
-    };
-    let details = serde_json::json!({"job": job.id, "operation": job.operation, "started_by": job.actor});
-    let target = format!("{}/job/{}", job.workspace, job.id);
-    super::audit::record(core, actor, crate::operation::Operation::JobCancel, &target, &done, details).await;
-    done
 }
 
 /// The largest report a job keeps as its result (JSON bytes).
@@ -247,29 +209,6 @@ impl StartedJob {
     }
 }
 
-/// How often a running job looks for a stop asked through the catalog.
-const CANCEL_POLL: Duration = Duration::from_secs(2);
-
-/// Stops job `id` when another process asks for it through the catalog (until `stop`
-/// fires for another reason, or the job ends and this task is aborted).
-async fn watch_for_cancel(catalog: Catalog, id: i64, stop: tokio_util::sync::CancellationToken) {
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(CANCEL_POLL) => {}
-            () = stop.cancelled() => return,
-        }
-        match catalog.cancel_requested(id).await {
-            Ok(true) => {
-                tracing::info!(job = id, "stopping the job: another process asked for it");
-                stop.cancel();
-                return;
-            }
-            Ok(false) => {}
-            Err(e) => tracing::debug!(error = %e.report(), "cannot look for a stop of the job"),
-        }
-    }
-}
-
 /// What the audit trail keeps of a job's end: its id, status and what it produced.
 fn audit_details_of(id: i64, status: JobStatus, ending: &JobEnd) -> serde_json::Value {
     let mut details = serde_json::json!({"job": id, "status": status.as_str()});
@@ -331,76 +270,5 @@ fn job_progress(state: &ProgressState) -> JobProgress {
 impl ProgressSink for JobRecord {
     fn update(&self, state: &ProgressState) {
         let _ = self.tx.send(state.clone());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The options are the requests' bodies: each takes what a request may set, with the
-    /// host's defaults for the rest, and refuses every field that is the path's, the
-    /// host's or a schedule's (unknown fields are refused, never ignored).
-    #[test]
-    fn options_come_as_json_with_only_what_a_request_may_set() {
-        use crate::ops::{drill, export, inplace, link, prune, restore, snapshot};
-        let opts: snapshot::SnapshotOptions =
-            serde_json::from_str(r#"{"note": "before 42", "no_media": true}"#).unwrap();
-        assert_eq!((opts.note.as_deref(), opts.no_media), (Some("before 42"), true));
-        assert_eq!(opts.kind, crate::repo::manifest::SnapshotKind::Manual, "defaults fill the rest");
-        assert_eq!(opts.split_table_mib, snapshot::SnapshotOptions::default().split_table_mib);
-        let prune: prune::PruneOptions = serde_json::from_str(r#"{"dry_run": true}"#).unwrap();
-        assert_eq!((prune.dry_run, prune.grace, prune.wait), (true, prune::DEFAULT_GRACE, WaitFor::NO));
-        let drill: drill::DrillOptions = serde_json::from_str("{}").unwrap();
-        assert!(matches!(drill.source, drill::DrillSource::Snapshot(None)) && drill.record);
-        let drill: drill::DrillOptions = serde_json::from_str(r#"{"snapshot": "20261129T101500Z-1a2b3c"}"#).unwrap();
-        assert!(matches!(drill.source, drill::DrillSource::Snapshot(Some(_))));
-        let link: link::LinkOptions = serde_json::from_str(r#"{"valid_for": "1h"}"#).unwrap();
-        assert_eq!(link.valid_for, Some(Duration::from_secs(3600)));
-        let restore: restore::RestoreOptions =
-            serde_json::from_str(r#"{"database": "shop_copy", "tables": ["public.t"]}"#).unwrap();
-        assert!(matches!(restore.target, restore::RestoreTarget::OnWorkspaceServer(_)) && restore.no_media);
-        let refused = [
-            ("snapshot", r#"{"workspace": "other"}"#),
-            ("snapshot", r#"{"kind": "automatic"}"#),
-            ("snapshot", r#"{"jobs": 500}"#),
-            ("snapshot", r#"{"wait": "10m"}"#),
-            ("prune", r#"{"grace": "0s"}"#),
-            ("prune", r#"{"as_of": "2001-01-01T00:00:00Z"}"#),
-            ("prune", r#"{"workspace": "other"}"#),
-            ("drill", r#"{"source": {"pitr": "latest"}}"#),
-            ("drill", r#"{"record": false}"#),
-            ("drill", r#"{"snapshot": "../etc"}"#),
-            ("export", r#"{"to": "/etc/passwd"}"#),
-            ("export", r#"{"plain": true}"#),
-            ("export", r#"{"recipients": ["age1..."]}"#),
-            ("export", r#"{"format": "jsonl"}"#),
-            ("export", r#"{"with_media": true}"#),
-            ("in-place", r#"{"confirm": "shop", "bundle": "/tmp/x"}"#),
-            ("in-place", r#"{"confirm": "shop", "jobs": 500}"#),
-            ("in-place", r#"{"confirm": "shop", "workspace": "other"}"#),
-            ("link", r#"{"valid_for": "soon"}"#),
-            ("link", r#"{"export": "00000000000000000000000000000000"}"#),
-            ("restore", r#"{"database": "copy", "target": "postgres://evil.example/db"}"#),
-            ("restore", r#"{"database": "copy", "target_password": "file:/etc/shadow"}"#),
-            ("restore", r#"{"database": "copy", "media_target": "/etc"}"#),
-            ("restore", r#"{"database": "copy", "no_media": false}"#),
-            ("restore", r#"{"database": "copy; DROP DATABASE shop"}"#),
-            ("restore", r#"{"database": "copy", "into_live": true}"#),
-            ("restore", r#"{}"#),
-        ];
-        for (what, json) in refused {
-            let parsed = match what {
-                "snapshot" => serde_json::from_str::<snapshot::SnapshotOptions>(json).map(drop),
-                "prune" => serde_json::from_str::<prune::PruneOptions>(json).map(drop),
-                "drill" => serde_json::from_str::<drill::DrillOptions>(json).map(drop),
-                "export" => serde_json::from_str::<export::ExportOptions>(json).map(drop),
-                "in-place" => serde_json::from_str::<inplace::InPlaceOptions>(json).map(drop),
-                "link" => serde_json::from_str::<link::LinkOptions>(json).map(drop),
-                _ => serde_json::from_str::<restore::RestoreOptions>(json).map(drop),
-            };
-            assert!(parsed.is_err(), "{what} took {json}");
-        }
-        assert_eq!(serde_json::to_value(WaitFor::FOREVER).unwrap(), serde_json::json!("0s"));
     }
 }
