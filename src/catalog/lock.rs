@@ -85,23 +85,45 @@ enum Held {
     Session(#[allow(dead_code)] sqlx::PgConnection),
 }
 
-/// How long to look before refusing, as `wait` says.
-fn patience(wait: Wait) -> Option<Duration> {
-    match wait {
-        Wait::No => Some(Duration::from_secs(1)),
-        Wait::Up(d) => Some(d.max(Duration::from_secs(1))),
-        Wait::Forever => None,
-    }
+/// An operation waiting for a busy workspace, either kind of lock: how long it looks
+/// before it refuses (as `wait` says), and what it says meanwhile.
+struct Waiting<'a> {
+    workspace: &'a str,
+    me: &'a Holder,
+    wait: Wait,
+    stop: &'a CancellationToken,
+    started: Instant,
+    logged: bool,
 }
 
-/// Waits a moment before the next look, or says that the operation was stopped.
-async fn pause(workspace: &str, stop: &CancellationToken) -> Result<()> {
-    tokio::select! {
-        () = tokio::time::sleep(Duration::from_millis(100)) => Ok(()),
-        () = stop.cancelled() => Err(Error::new(
-            ErrorKind::Interrupted,
-            format!("stopped while waiting for workspace {workspace} to be free"),
-        )),
+impl<'a> Waiting<'a> {
+    fn new(workspace: &'a str, me: &'a Holder, wait: Wait, stop: &'a CancellationToken) -> Waiting<'a> {
+        Waiting { workspace, me, wait, stop, started: Instant::now(), logged: false }
+    }
+
+    /// After a look that found the lock held by `holder`: `Busy` once patience is over,
+    /// else a moment's pause before the next look (`Interrupted` when stopped meanwhile).
+    async fn again(&mut self, holder: Option<Holder>) -> Result<()> {
+        let patience = match self.wait {
+            Wait::No => Some(Duration::from_secs(1)),
+            Wait::Up(d) => Some(d.max(Duration::from_secs(1))),
+            Wait::Forever => None,
+        };
+        if patience.is_some_and(|p| self.started.elapsed() >= p) {
+            return Err(busy(self.workspace, self.me, holder.as_ref(), self.wait));
+        }
+        if !self.logged && self.wait != Wait::No {
+            let holder = holder.map(|h| h.to_string()).unwrap_or_else(|| "another operation".into());
+            tracing::info!(workspace = self.workspace, "waiting for {holder} to finish");
+            self.logged = true;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => Ok(()),
+            () = self.stop.cancelled() => Err(Error::new(
+                ErrorKind::Interrupted,
+                format!("stopped while waiting for workspace {} to be free", self.workspace),
+            )),
+        }
     }
 }
 
@@ -144,8 +166,7 @@ impl WorkspaceLock {
             .write(true)
             .open(&path)
             .map_err(unavailable)?;
-        let (started, patience) = (Instant::now(), patience(wait));
-        let mut logged = false;
+        let mut waiting = Waiting::new(workspace, me, wait, stop);
         loop {
             match file.try_lock() {
                 Ok(()) => break,
@@ -153,15 +174,7 @@ impl WorkspaceLock {
                 Err(std::fs::TryLockError::WouldBlock) => {}
             }
             let holder = read_holder(&mut file);
-            if patience.is_some_and(|p| started.elapsed() >= p) {
-                return Err(busy(workspace, me, holder.as_ref(), wait));
-            }
-            if !logged && wait != Wait::No {
-                let holder = holder.map(|h| h.to_string()).unwrap_or_else(|| "another operation".into());
-                tracing::info!(workspace, "waiting for {holder} to finish");
-                logged = true;
-            }
-            pause(workspace, stop).await?;
+            waiting.again(holder).await?;
         }
         let written = file
             .set_len(0)
@@ -194,8 +207,7 @@ impl WorkspaceLock {
         let failed = |e| catalog.err("cannot take the workspace lock", e);
         let mut session = pool.acquire().await.map_err(failed)?.detach();
         let key = format!("tidemark workspace {workspace}");
-        let (started, patience) = (Instant::now(), patience(wait));
-        let mut logged = false;
+        let mut waiting = Waiting::new(workspace, me, wait, stop);
         loop {
             let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
                 .bind(&key)
@@ -211,15 +223,7 @@ impl WorkspaceLock {
                 .await
                 .map_err(failed)?;
             let holder = holder.and_then(|text| serde_json::from_str::<Holder>(&text).ok());
-            if patience.is_some_and(|p| started.elapsed() >= p) {
-                return Err(busy(workspace, me, holder.as_ref(), wait));
-            }
-            if !logged && wait != Wait::No {
-                let holder = holder.map(|h| h.to_string()).unwrap_or_else(|| "another operation".into());
-                tracing::info!(workspace, "waiting for {holder} to finish");
-                logged = true;
-            }
-            pause(workspace, stop).await?;
+            waiting.again(holder).await?;
         }
         let written = sqlx::query(
             "INSERT INTO workspace_locks (workspace, holder) VALUES ($1, $2) \
