@@ -522,6 +522,20 @@ fn is_postgres_url(catalog: &Path) -> bool {
     text.starts_with("postgres://") || text.starts_with("postgresql://")
 }
 
+/// A PostgreSQL catalog's URL as tidemark takes it: a `postgres://` URL without a password
+/// (in its user part or a `password=` parameter). The config and process arguments are no
+/// place for a secret; the password comes as a secret reference.
+///
+/// Errors: `Config` naming what is wrong, never echoing a password.
+pub fn check_catalog_url(text: &str) -> Result<()> {
+    let parsed = url::Url::parse(text)
+        .map_err(|e| Error::config(format!("{} is not a URL: {e}", crate::pg::redact_url(text))))?;
+    if parsed.password().is_some() || text.to_ascii_lowercase().contains("password=") {
+        return Err(Error::config(format!("the URL {} carries a password", crate::pg::redact_url(text))));
+    }
+    crate::pg::ConnSpec::parse(text, None).map(drop)
+}
+
 /// A loaded config and the file it came from (relative paths in it are relative to that file).
 #[derive(Debug, Clone)]
 pub struct LoadedConfig {
@@ -668,17 +682,13 @@ impl Config {
         }
         match self.catalog.as_deref() {
             Some(url) if is_postgres_url(url) => {
-                let text = url.to_string_lossy();
-                let parsed = url::Url::parse(&text).map_err(|e| {
-                    Error::config(format!("catalog: {} is not a URL: {e}", crate::pg::redact_url(&text)))
+                check_catalog_url(&url.to_string_lossy()).map_err(|e| {
+                    Error::config(format!(
+                        "catalog: {}; give its password as catalog-password = \"env:VARIABLE\" or \"file:/path\" \
+                         (the config is no place for a secret)",
+                        e.message()
+                    ))
                 })?;
-                if parsed.password().is_some() || text.to_ascii_lowercase().contains("password=") {
-                    return Err(Error::config(
-                        "catalog: the URL carries a password; give it as catalog-password = \"env:VARIABLE\" or \
-                         \"file:/path\" instead (the config is no place for a secret)",
-                    ));
-                }
-                crate::pg::ConnSpec::parse(&text, None).map_err(|e| e.context("reading catalog"))?;
             }
             Some(_) if self.catalog_password.is_some() => {
                 return Err(Error::config(

@@ -178,6 +178,13 @@ pub async fn migrate(core: &Core, opts: &MigrateOptions, _actor: &Actor) -> Resu
             "the config's catalog is PostgreSQL already: `catalog migrate` copies a SQLite catalog into one",
         ));
     };
+    // A password on the command line would be in the process list and the shell's history.
+    crate::config::check_catalog_url(&opts.to).map_err(|e| {
+        crate::error::Error::usage(format!(
+            "{}: give the password as a secret reference (env:VARIABLE or file:/path)",
+            e.message()
+        ))
+    })?;
     let password = match &opts.password {
         Some(text) => Some(crate::secret::Secret::reference("the catalog's password", text)?),
         None => None,

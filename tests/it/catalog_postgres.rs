@@ -96,6 +96,11 @@ async fn a_sqlite_catalog_moves_into_postgres_with_its_history() {
     let before: serde_json::Value = serde_json::from_str(&ok(&tidemark(&w, &["--json", "jobs"]))).unwrap();
 
     let url = w.cluster.url("tidemark_catalog");
+    // Never a password on the command line (process lists, shell history).
+    let leaky = url.replace("postgres@", "postgres:hunter2@");
+    let refused = tidemark(&w, &["catalog", "migrate", "--to", &leaky]);
+    assert_eq!(refused.status.code(), Some(ErrorKind::Usage.exit_code()));
+    assert!(!String::from_utf8_lossy(&refused.stderr).contains("hunter2"));
     let moved =
         ok(&tidemark(&w, &["--json", "catalog", "migrate", "--to", &url, "--password", "env:TDM_CATALOG_PASSWORD"]));
     let report: serde_json::Value = serde_json::from_str(&moved).unwrap();
