@@ -682,6 +682,10 @@ impl Config {
         }
         match self.catalog.as_deref() {
             Some(url) if is_postgres_url(url) => {
+                if let Some(password) = &self.catalog_password {
+                    Secret::reference("catalog-password", password.as_written())
+                        .map_err(|e| Error::config(e.message().to_string()))?;
+                }
                 check_catalog_url(&url.to_string_lossy()).map_err(|e| {
                     Error::config(format!(
                         "catalog: {}; give its password as catalog-password = \"env:VARIABLE\" or \"file:/path\" \
@@ -976,6 +980,38 @@ mod tests {
         threads.into_iter().for_each(|t| t.join().unwrap());
         let all = Config::parse(&fs_err::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(all.workspaces.len(), before.workspaces.len() + 8);
+    }
+
+    /// A PostgreSQL catalog: its URL without a password, the password by reference only;
+    /// a file catalog takes no password. No message repeats a password.
+    #[test]
+    fn a_postgres_catalog_takes_its_password_by_reference_only() {
+        let with = |top: &str| Config::parse(&format!("{top}\n[repository]\nurl = \"file:///tmp/r\"\n"));
+        let ok = with("catalog = \"postgres://tidemark@db/tidemark\"\ncatalog-password = \"env:TDM_PW\"").unwrap();
+        let loaded = LoadedConfig { config: ok, path: PathBuf::from("/etc/tidemark/tidemark.toml") };
+        match loaded.catalog_location() {
+            CatalogLocation::Postgres { url, password, side } => {
+                assert_eq!(url, "postgres://tidemark@db/tidemark");
+                assert_eq!(password.unwrap().env_var(), Some("TDM_PW"));
+                assert_eq!(side, PathBuf::from("/etc/tidemark/tidemark-catalog"), "the host's locks beside the config");
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "catalog = \"postgres://tidemark:hunter2@db/tidemark\"",
+            "catalog = \"postgres://tidemark@db/tidemark?password=hunter2\"",
+            "catalog = \"postgres://tidemark@db/tidemark\"\ncatalog-password = \"hunter2\"",
+            "catalog = \"/var/lib/tidemark/catalog.sqlite\"\ncatalog-password = \"env:TDM_PW\"",
+        ] {
+            let e = with(bad).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Config, "{bad}");
+            assert!(!e.report().contains("hunter2") && e.report().contains("catalog"), "{}", e.report());
+        }
+        let file = with("catalog = \"catalog.sqlite\"").unwrap();
+        let loaded = LoadedConfig { config: file, path: PathBuf::from("/etc/tidemark/tidemark.toml") };
+        assert!(
+            matches!(loaded.catalog_location(), CatalogLocation::File(p) if p == Path::new("/etc/tidemark/catalog.sqlite"))
+        );
     }
 
     #[test]

@@ -10,7 +10,8 @@ use super::*;
 /// when this process runs it. The request is audited with the canceller, whatever it got.
 ///
 /// Errors: `Forbidden` without the permission or for an unknown operation; `Refused` when
-/// the job is not running here.
+/// the job is not running; `Unavailable` when another process runs it and the catalog
+/// cannot take the request.
 pub async fn cancel(
     core: &Core,
     job: &crate::catalog::Job,
@@ -35,10 +36,14 @@ pub async fn cancel(
         }
         // Run by another process (another API server, a command line, the daemon): asked
         // through the catalog, which that process reads while the job runs.
-        (Ok(()), None) => match core.catalog().await?.request_cancel(job.id, chrono::Utc::now()).await? {
-            true => Ok(()),
-            false => Err(Error::new(ErrorKind::Refused, format!("job {} is not running", job.id))),
-        },
+        (Ok(()), None) => {
+            let asked = async { core.catalog().await?.request_cancel(job.id, chrono::Utc::now()).await }.await;
+            match asked {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Error::new(ErrorKind::Refused, format!("job {} is not running", job.id))),
+                Err(e) => Err(e),
+            }
+        }
     };
     let details = serde_json::json!({"job": job.id, "operation": job.operation, "started_by": job.actor});
     let target = format!("{}/job/{}", job.workspace, job.id);
