@@ -79,8 +79,10 @@ pub struct WorkspaceLock {
     _held: Held,
 }
 
+/// What keeps a lock (a workspace's, or the daemon's) for as long as it is alive: a file
+/// lock, or a PostgreSQL session holding an advisory lock. Dropped, it lets go.
 #[derive(Debug)]
-enum Held {
+pub(super) enum Held {
     File(#[allow(dead_code)] std::fs::File),
     Session(#[allow(dead_code)] sqlx::PgConnection),
 }

@@ -234,13 +234,7 @@ pub(crate) fn process_alive(pid: i64) -> bool {
 /// process (and, in PostgreSQL, with its host or its connection).
 #[derive(Debug)]
 pub struct DaemonLock {
-    _held: Held,
-}
-
-#[derive(Debug)]
-enum Held {
-    File(#[allow(dead_code)] std::fs::File),
-    Session(#[allow(dead_code)] sqlx::PgConnection),
+    _held: lock::Held,
 }
 
 /// The advisory lock key of "the daemon of this catalog" (`tdm_serv` in ASCII).
@@ -277,7 +271,7 @@ impl Catalog {
             .await
             .map_err(failed)?;
         if taken {
-            return Ok(DaemonLock { _held: Held::Session(session) });
+            return Ok(DaemonLock { _held: lock::Held::Session(session) });
         }
         let holder: Option<String> = sqlx::query_scalar(
             "SELECT a.application_name || COALESCE(' from ' || host(a.client_addr), '') FROM pg_locks l \
@@ -347,7 +341,7 @@ impl Catalog {
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "cannot record the daemon's pid beside the catalog");
         }
-        Ok(DaemonLock { _held: Held::File(file) })
+        Ok(DaemonLock { _held: lock::Held::File(file) })
     }
 
     /// Opens the catalog file, creating it (and its folder) if missing, and brings its

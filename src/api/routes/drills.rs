@@ -20,7 +20,6 @@ pub(in crate::api) async fn run_drill(
     let ws = scoped(&app, &ws)?;
     let mut opts: ops::drill::DrillOptions = body(&bytes)?;
     opts.workspace.clone_from(&ws);
-    ops::drill::check_request(&opts)?;
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Drill, kind: None };
     let who = actor.clone();
     start(
