@@ -48,6 +48,40 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// Several tidemark processes sharing a PostgreSQL catalog.
+    #[serde(default)]
+    pub fleet: FleetConfig,
+}
+
+/// `[fleet]`: how the processes that share a catalog see each other die.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FleetConfig {
+    /// A process whose heartbeat (every third of this) stops for this long is dead: what it
+    /// held (a workspace, a WAL stream, a scheduled slot) is taken over by another.
+    #[serde(with = "duration_text")]
+    pub lease_timeout: std::time::Duration,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig { lease_timeout: std::time::Duration::from_secs(30) }
+    }
+}
+
+impl FleetConfig {
+    /// Refuses a lease timeout a heartbeat cannot keep (under 3 s) or that would leave a
+    /// dead process's work waiting for more than an hour.
+    pub fn check(&self) -> Result<()> {
+        let t = self.lease_timeout;
+        if t < std::time::Duration::from_secs(3) || t > std::time::Duration::from_secs(3600) {
+            return Err(Error::config(format!(
+                "fleet.lease-timeout = {:?} is out of range: give between \"3s\" and \"1h\" (default \"30s\")",
+                humantime::format_duration(t).to_string()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// `[metrics]`: Prometheus metrics on a listener of their own, without a token (for a
@@ -664,6 +698,7 @@ impl Config {
             drill: Default::default(),
             api: Default::default(),
             metrics: Default::default(),
+            fleet: Default::default(),
         }
     }
 }
@@ -680,6 +715,7 @@ impl Config {
         if self.repository.url.trim().is_empty() {
             return Err(Error::config("repository.url is empty"));
         }
+        self.fleet.check()?;
         match self.catalog.as_deref() {
             Some(url) if is_postgres_url(url) => {
                 if let Some(password) = &self.catalog_password {
@@ -1098,6 +1134,7 @@ mod tests {
             drill: DrillConfig::default(),
             api: Default::default(),
             metrics: Default::default(),
+            fleet: Default::default(),
         };
         config.workspaces.insert(
             "shop".into(),

@@ -63,6 +63,8 @@ fn main() {
     // Uploads an interrupted or failed command left unfinished are aborted (no staging
     // file, no incomplete multipart upload stays behind); then spawned work is dropped.
     runtime.block_on(tidemark::repo::pipeline::finish_aborts(std::time::Duration::from_secs(10)));
+    // Workspace leases let go of are freed, and the process leaves the fleet.
+    runtime.block_on(tidemark::catalog::fleet::finish(std::time::Duration::from_secs(10)));
     runtime.shutdown_timeout(std::time::Duration::from_secs(10));
     if let Err(e) = result {
         if json && !e.is_result_printed() {

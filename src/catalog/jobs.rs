@@ -199,10 +199,16 @@ impl Job {
 impl Catalog {
     /// Records a job as running and returns its id.
     pub async fn start_job(&self, job: &NewJob) -> Result<i64> {
+        // In a shared catalog every job has a member, so that when its process dies (on
+        // any host) another member records the job as aborted.
+        let member = match self.is_shared() {
+            true => Some(self.join(super::fleet::Role::Cli).await?),
+            false => self.member_id(),
+        };
         let row: (i64,) = on_pool!(&self.pool, |p| {
             sqlx::query_as(
             "INSERT INTO jobs (workspace, operation, kind, trigger, policy, scheduled_for, started_at, status, pid, \
-             host, actor) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10) RETURNING id",
+             host, actor, member) VALUES ($1, $2, $3, $4, $5, $6, $7, 'running', $8, $9, $10, $11) RETURNING id",
         )
         .bind(&job.workspace)
         .bind(&job.operation)
@@ -214,6 +220,7 @@ impl Catalog {
         .bind(i64::from(std::process::id()))
         .bind(host_name())
         .bind(&job.actor)
+        .bind(member)
         .fetch_one(p)
         .await
         })
@@ -278,12 +285,22 @@ impl Catalog {
     /// Marks jobs a previous daemon left `running` (it crashed or was killed) as aborted.
     /// Jobs started from the command line are left alone: they may still be running.
     pub async fn abort_orphaned_daemon_jobs(&self, now: DateTime<Utc>, reason: &str) -> Result<u64> {
+        // A shared catalog's other daemons run scheduled jobs too: only this one's are its
+        // business (a dead daemon's are aborted by whoever reaps it).
+        let mine = match self.is_shared() {
+            true => match self.member_id() {
+                Some(id) => Some(id),
+                None => return Ok(0),
+            },
+            false => None,
+        };
         let done = on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE jobs SET status = 'aborted', finished_at = $1, error = $2 \
-             WHERE status = 'running' AND trigger IN ('schedule', 'catch-up')",
+             WHERE status = 'running' AND trigger IN ('schedule', 'catch-up') AND ($3 IS NULL OR member = $3)",
         )
         .bind(now)
         .bind(reason)
+        .bind(mine)
         .execute(p)
         .await
         .map(|r| r.rows_affected()))

@@ -4,12 +4,13 @@
 //! holder writes who it is into the file (operation, actor, pid, host, since), so a second
 //! operation that finds it held can say who holds it. A file lock dies with its process: a
 //! holder killed with SIGKILL leaves nothing to clean up, and the next operation takes the
-//! lock over at once. With a PostgreSQL catalog the lock is a session advisory lock in it
-//! instead ([`WorkspaceLock::acquire_shared`]), so the rule holds across hosts; the server
-//! drops it with the holder's connection (a process killed, a host gone), and the holder
-//! writes who it is into `workspace_locks`. Hosts that share a repository without sharing
-//! a catalog are protected by prune's grace period and by the snapshot's last look at its
-//! objects before it commits.
+//! lock over at once. With a PostgreSQL catalog the lock is a lease in it instead
+//! ([`WorkspaceLock::acquire_shared`], [`super::fleet`]), so the rule holds across hosts: a
+//! holder that stops renewing its heartbeat (killed, its host gone, cut off, paused) loses
+//! it after the lease timeout, and checks that it still holds it ([`fence`]) right before
+//! an irreversible step. Hosts that share a repository without sharing a catalog are
+//! protected by prune's grace period and by the snapshot's last look at its objects before
+//! it commits.
 
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use super::fleet::Lease;
 use crate::actor::Actor;
 use crate::error::{Error, ErrorKind, Result};
 
@@ -80,11 +82,11 @@ pub struct WorkspaceLock {
 }
 
 /// What keeps a lock (a workspace's, or the daemon's) for as long as it is alive: a file
-/// lock, or a PostgreSQL session holding an advisory lock. Dropped, it lets go.
+/// lock, or a lease in a PostgreSQL catalog. Dropped, it lets go.
 #[derive(Debug)]
 pub(super) enum Held {
     File(#[allow(dead_code)] std::fs::File),
-    Session(#[allow(dead_code)] sqlx::PgConnection),
+    Lease(#[allow(dead_code)] LeaseGuard),
 }
 
 /// An operation waiting for a busy workspace, either kind of lock: how long it looks
@@ -189,9 +191,11 @@ impl WorkspaceLock {
         Ok(WorkspaceLock { _held: Held::File(file) })
     }
 
-    /// Takes the workspace's lock in a PostgreSQL catalog: an advisory lock of a session of
-    /// its own, held until the lock is dropped (or the process, its host or its connection
-    /// goes), waiting as `wait` says. Falls back to the file lock beside a SQLite catalog.
+    /// Takes the workspace's lock in a PostgreSQL catalog: the lease `workspace NAME` (see
+    /// [`super::fleet`]), held until the lock is dropped, or until this process stops
+    /// renewing its heartbeat for the lease timeout (killed, its host gone, cut off,
+    /// paused), waiting as `wait` says. Falls back to the file lock beside a SQLite catalog.
+    /// Before an irreversible step, its holder asks [`fence`].
     ///
     /// Errors: as [`WorkspaceLock::acquire`]; `Unavailable` naming the catalog when it
     /// cannot be reached.
@@ -202,44 +206,95 @@ impl WorkspaceLock {
         wait: Wait,
         stop: &CancellationToken,
     ) -> Result<WorkspaceLock> {
-        let super::Pool::Postgres(pool) = &catalog.pool else {
+        if !catalog.is_shared() {
             return WorkspaceLock::acquire(catalog.path(), workspace, me, wait, stop).await;
-        };
+        }
         crate::config::validate_workspace_name(workspace)?;
-        let failed = |e| catalog.err("cannot take the workspace lock", e);
-        let mut session = pool.acquire().await.map_err(failed)?.detach();
-        let key = format!("tidemark workspace {workspace}");
+        let name = lease_name(workspace);
+        let text = serde_json::to_string(me).expect("a holder serializes");
         let mut waiting = Waiting::new(workspace, me, wait, stop);
-        loop {
-            let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended($1, 0))")
-                .bind(&key)
-                .fetch_one(&mut session)
-                .await
-                .map_err(failed)?;
-            if taken {
-                break;
+        let lease = loop {
+            match catalog.take_lease(super::fleet::Role::Cli, &name, &text).await? {
+                Ok(lease) => break lease,
+                Err(holder) => {
+                    let holder = holder.and_then(|text| serde_json::from_str::<Holder>(&text).ok());
+                    waiting.again(holder).await?;
+                }
             }
-            let holder: Option<String> = sqlx::query_scalar("SELECT holder FROM workspace_locks WHERE workspace = $1")
-                .bind(workspace)
-                .fetch_optional(&mut session)
-                .await
-                .map_err(failed)?;
-            let holder = holder.and_then(|text| serde_json::from_str::<Holder>(&text).ok());
-            waiting.again(holder).await?;
-        }
-        let written = sqlx::query(
-            "INSERT INTO workspace_locks (workspace, holder) VALUES ($1, $2) \
-             ON CONFLICT (workspace) DO UPDATE SET holder = excluded.holder",
-        )
-        .bind(workspace)
-        .bind(serde_json::to_string(me).expect("a holder serializes"))
-        .execute(&mut session)
-        .await;
-        if let Err(e) = written {
-            tracing::warn!(error = %e, "cannot record who holds the workspace lock");
-        }
-        Ok(WorkspaceLock { _held: Held::Session(session) })
+        };
+        held_leases().insert(workspace.to_string(), (catalog.clone(), lease.clone()));
+        Ok(WorkspaceLock {
+            _held: Held::Lease(LeaseGuard { catalog: catalog.clone(), workspace: workspace.into(), lease }),
+        })
     }
+}
+
+/// The lease of a workspace's lock in a PostgreSQL catalog.
+pub fn lease_name(workspace: &str) -> String {
+    format!("workspace {workspace}")
+}
+
+/// The workspace leases this process holds now, for [`fence`].
+fn held_leases() -> std::sync::MutexGuard<'static, std::collections::HashMap<String, (super::Catalog, Lease)>> {
+    static HELD: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, (super::Catalog, Lease)>>> =
+        std::sync::LazyLock::new(Default::default);
+    HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The fencing check before an irreversible step of an operation on `workspace` (`what`:
+/// "committing snapshot X"): with a PostgreSQL catalog, whether this process still holds
+/// the workspace's lease (and, if so, its heartbeat renewed); with a file lock, which its
+/// holder cannot lose while it runs, nothing to check.
+///
+/// Errors: `Refused` when the lease was lost (this process was paused or cut off past its
+/// lease timeout and another may have taken the workspace) or the catalog cannot confirm it.
+pub async fn fence(workspace: &str, what: &str) -> Result<()> {
+    let held = held_leases().get(workspace).cloned();
+    match held {
+        Some((catalog, lease)) => catalog.fence(&lease, what).await,
+        None => Ok(()),
+    }
+}
+
+/// Frees a lease when its lock is dropped: at once when the runtime can (a task tracked
+/// until [`finish_releases`]); if not, the lease expires with this process's heartbeat.
+#[derive(Debug)]
+pub(super) struct LeaseGuard {
+    catalog: super::Catalog,
+    workspace: String,
+    lease: Lease,
+}
+
+static RELEASES: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        {
+            let mut held = held_leases();
+            if held.get(&self.workspace).is_some_and(|(_, l)| *l == self.lease) {
+                held.remove(&self.workspace);
+            }
+        }
+        let (catalog, lease) = (self.catalog.clone(), self.lease.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            RELEASES.spawn_on(
+                async move {
+                    if let Err(e) = catalog.release_lease(&lease).await {
+                        tracing::warn!(lease = %lease.name, error = %e.report(),
+                            "cannot free a lease; it expires with this process's heartbeat");
+                    }
+                },
+                &runtime,
+            );
+        }
+    }
+}
+
+/// Waits for the leases dropped so far to be freed (see [`super::fleet::finish`]).
+pub(super) async fn finish_releases() {
+    RELEASES.close();
+    RELEASES.wait().await;
 }
 
 fn read_holder(file: &mut std::fs::File) -> Option<Holder> {

@@ -13,6 +13,7 @@ pub mod branches;
 mod conformance;
 mod copy;
 mod drills;
+pub mod fleet;
 mod jobs;
 pub mod lock;
 mod replaced;
@@ -52,6 +53,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (13, "branches", include_str!("../../migrations/catalog/0013_branches.sql")),
     (14, "workspace_locks", include_str!("../../migrations/catalog/0014_workspace_locks.sql")),
     (15, "job_cancel", include_str!("../../migrations/catalog/0015_job_cancel.sql")),
+    (16, "fleet", include_str!("../../migrations/catalog/0016_fleet.sql")),
 ]);
 
 /// The same versions for PostgreSQL: what each SQLite migration made, in PostgreSQL's
@@ -73,6 +75,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (13, "branches", include_str!("../../migrations/catalog-postgres/0013_branches.sql")),
     (14, "workspace_locks", include_str!("../../migrations/catalog-postgres/0014_workspace_locks.sql")),
     (15, "job_cancel", include_str!("../../migrations/catalog-postgres/0015_job_cancel.sql")),
+    (16, "fleet", include_str!("../../migrations/catalog-postgres/0016_fleet.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;
@@ -192,6 +195,8 @@ pub struct Catalog {
     path: PathBuf,
     /// What messages call it: the file, or the URL without a password.
     name: String,
+    /// This process's place in the fleet (shared by the handle's clones).
+    pub(crate) fleet: std::sync::Arc<fleet::Membership>,
 }
 
 pub(crate) fn catalog_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
@@ -229,70 +234,26 @@ pub(crate) fn process_alive(pid: i64) -> bool {
     !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
 }
 
-/// Held by the one `serve` that uses a catalog, for as long as it runs: a file lock beside
-/// a SQLite catalog, a session's advisory lock in a PostgreSQL one. Either dies with the
-/// process (and, in PostgreSQL, with its host or its connection).
+/// Held by the one `serve` that uses a SQLite catalog, for as long as it runs: a file lock
+/// beside it, which dies with the process. A PostgreSQL catalog has none: the daemons that
+/// share it are a fleet ([`fleet`]), claiming each scheduled slot once.
 #[derive(Debug)]
 pub struct DaemonLock {
-    _held: lock::Held,
+    _held: Option<lock::Held>,
 }
 
-/// The advisory lock key of "the daemon of this catalog" (`tdm_serv` in ASCII).
-const DAEMON_LOCK_KEY: i64 = 0x7464_6d5f_7365_7276;
-
 impl Catalog {
-    /// Makes this process the catalog's only daemon. A second `serve` on the same catalog
-    /// (on this host or, with a PostgreSQL catalog, any other) would take every scheduled
-    /// snapshot twice and record the first daemon's running jobs as aborted.
+    /// Makes this process the only daemon of a SQLite catalog: a second `serve` on the same
+    /// file would take every scheduled snapshot twice. With a PostgreSQL catalog, several
+    /// daemons are welcome (each slot is claimed once; see [`fleet`]).
     ///
     /// Errors: `Refused` naming the process that holds the catalog; `Unavailable` when the
-    /// lock file beside the catalog cannot be written or the catalog's server is away.
+    /// lock file beside the catalog cannot be written.
     pub async fn lock_for_daemon(&self) -> Result<DaemonLock> {
         match &self.pool {
             Pool::Sqlite(_) => self.lock_file_for_daemon(),
-            Pool::Postgres(pool) => self.lock_session_for_daemon(pool).await,
+            Pool::Postgres(_) => Ok(DaemonLock { _held: None }),
         }
-    }
-
-    /// PostgreSQL: a session advisory lock on a connection of its own, named after this
-    /// process (`application_name`), so a refusal can say who holds it.
-    async fn lock_session_for_daemon(&self, pool: &PgPool) -> Result<DaemonLock> {
-        let me = format!("tidemark serve: pid {} on {}", std::process::id(), host_name());
-        let failed = |e| self.err("cannot take the daemon lock", e);
-        let mut session = pool.acquire().await.map_err(failed)?.detach();
-        sqlx::query("SELECT set_config('application_name', $1, false)")
-            .bind(&me)
-            .execute(&mut session)
-            .await
-            .map_err(failed)?;
-        let taken: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(DAEMON_LOCK_KEY)
-            .fetch_one(&mut session)
-            .await
-            .map_err(failed)?;
-        if taken {
-            return Ok(DaemonLock { _held: lock::Held::Session(session) });
-        }
-        let holder: Option<String> = sqlx::query_scalar(
-            "SELECT a.application_name || COALESCE(' from ' || host(a.client_addr), '') FROM pg_locks l \
-             JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = $1 \
-             LIMIT 1",
-        )
-        .bind(DAEMON_LOCK_KEY)
-        .fetch_optional(&mut session)
-        .await
-        .map_err(failed)?;
-        let _ = sqlx::Connection::close(session).await;
-        Err(Error::new(
-            ErrorKind::Refused,
-            format!(
-                "another `tidemark serve` is running with the catalog {} ({}); one daemon per catalog for now: \
-                 stop it first, or give this daemon its own catalog",
-                self.name,
-                holder.as_deref().unwrap_or("its process is not known")
-            ),
-        ))
     }
 
     /// SQLite: a file lock beside the catalog, holding who took it.
@@ -341,7 +302,7 @@ impl Catalog {
         if let Err(e) = recorded {
             tracing::warn!(error = %e, "cannot record the daemon's pid beside the catalog");
         }
-        Ok(DaemonLock { _held: lock::Held::File(file) })
+        Ok(DaemonLock { _held: Some(lock::Held::File(file)) })
     }
 
     /// Opens the catalog file, creating it (and its folder) if missing, and brings its
@@ -386,7 +347,12 @@ impl Catalog {
             sqlx::migrate::MigrateError::Execute(e) => damaged_or(path, "cannot bring its schema up to date", e),
             other => catalog_error(path, "cannot bring its schema up to date", other),
         })?;
-        Ok(Catalog { pool: Pool::Sqlite(pool), path: path.to_path_buf(), name: path.display().to_string() })
+        Ok(Catalog {
+            pool: Pool::Sqlite(pool),
+            path: path.to_path_buf(),
+            name: path.display().to_string(),
+            fleet: fleet::new_membership(),
+        })
     }
 
     /// Moves a damaged catalog (and its `-wal`/`-shm` files) aside as
@@ -461,7 +427,7 @@ impl Catalog {
             .await
             .map_err(|e| Error::internal(format!("embedded catalog migrations: {e}")))?;
         migrator.run(&pool).await.map_err(|e| named_error(&name, "cannot bring its schema up to date", e))?;
-        Ok(Catalog { pool: Pool::Postgres(pool), path: side.to_path_buf(), name })
+        Ok(Catalog { pool: Pool::Postgres(pool), path: side.to_path_buf(), name, fleet: fleet::new_membership() })
     }
 }
 
@@ -706,36 +672,6 @@ mod tests {
         // At once, even while another test of this binary spawns a child holding a copy of
         // the lock's descriptor for a moment.
         second.lock_for_daemon().await.expect("the lock is free once the first daemon is gone");
-    }
-
-    /// A PostgreSQL catalog has one daemon across hosts: the second is refused naming the
-    /// first (its pid and host, from the session that holds the lock), and gets it once
-    /// the first is gone.
-    #[tokio::test]
-    async fn one_daemon_per_shared_catalog() {
-        let engines = Engines::start().await;
-        let location = engines.locations().pop().unwrap();
-        let (first, second) = (Catalog::open_at(&location).await.unwrap(), Catalog::open_at(&location).await.unwrap());
-        let lock = first.lock_for_daemon().await.unwrap();
-        let refused = second.lock_for_daemon().await.unwrap_err();
-        assert_eq!(refused.kind(), ErrorKind::Refused);
-        assert!(
-            refused.message().contains(&format!("pid {} on {}", std::process::id(), host_name())),
-            "{}",
-            refused.message()
-        );
-        drop(lock);
-        // The server lets go once it sees the session's connection closed.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        loop {
-            match second.lock_for_daemon().await {
-                Ok(_) => break,
-                Err(e) if std::time::Instant::now() < deadline && e.kind() == ErrorKind::Refused => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("the lock stays held after its daemon is gone: {}", e.report()),
-            }
-        }
     }
 
     #[tokio::test]

@@ -214,7 +214,14 @@ impl Core {
     /// Errors: `Unavailable` when the catalog cannot be opened, `Integrity` when damaged.
     pub async fn catalog(&self) -> Result<&Catalog> {
         let location = self.config.catalog_location();
-        self.catalog.get_or_try_init(|| async move { Catalog::open_at(&location).await }).await
+        let lease_timeout = self.config.config.fleet.lease_timeout;
+        self.catalog
+            .get_or_try_init(|| async move {
+                let catalog = Catalog::open_at(&location).await?;
+                catalog.set_lease_timeout(lease_timeout);
+                Ok(catalog)
+            })
+            .await
     }
 
     /// A configured workspace, resolved.

@@ -125,6 +125,7 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         drill: Default::default(),
         api: Default::default(),
         metrics: Default::default(),
+        fleet: Default::default(),
     };
     let created = async {
         Repository::init(&config.repository, &parsed).await?;

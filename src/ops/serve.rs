@@ -17,7 +17,6 @@ use super::job::WaitFor;
 use super::prune::{DEFAULT_GRACE, PruneOptions, policies_for, prune};
 use super::snapshot::{SnapshotOptions, create};
 use crate::actor::Actor;
-use crate::catalog::Catalog;
 use crate::drill::DrillReport;
 use crate::error::{Error, ErrorKind, Result};
 use crate::schedule::clock::Clock;
@@ -49,7 +48,8 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
     let schedules = schedules(core)?;
     let settings = core.config.config.daemon.clone();
     let webhook = settings.webhook.as_ref().map(Webhook::new).transpose()?;
-    let catalog = Catalog::open_at(&core.config.catalog_location()).await?;
+    // One pool and one fleet member for the daemon and the operations it runs.
+    let catalog = core.catalog().await?.clone();
     let _only_daemon = catalog.lock_for_daemon().await?;
     super::switch::recover_all(core).await;
     if schedules.is_empty() {
@@ -78,13 +78,15 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
 }
 
 /// A workspace's WAL stream for as long as the daemon runs: restarted with backoff when
-/// it fails (the spool and the slot make a restart lose nothing).
+/// it fails (the spool and the slot make a restart lose nothing). With a shared catalog,
+/// exactly one daemon of the fleet streams a workspace: the one holding its `wal-stream`
+/// lease; the others look again every third of the lease timeout and take the stream over
+/// when its daemon dies (the replication slot keeps the WAL meanwhile).
 async fn stream_forever(core: Core, workspace: String, shutdown: CancellationToken) {
-    let opts = super::wal::StreamOptions { workspace: workspace.clone(), ..Default::default() };
     let mut wait = std::time::Duration::from_secs(5);
     loop {
-        match super::wal::stream(&core, &opts, shutdown.clone()).await {
-            Ok(_) => return,
+        match stream_while_held(&core, &workspace, &shutdown).await {
+            Ok(()) => return,
             Err(e) => {
                 tracing::error!(workspace = %workspace, error = %e.report(), retry_in = ?wait, "WAL stream failed");
             }
@@ -94,6 +96,57 @@ async fn stream_forever(core: Core, workspace: String, shutdown: CancellationTok
             () = shutdown.cancelled() => return,
         }
         wait = (wait * 2).min(std::time::Duration::from_secs(300));
+    }
+}
+
+/// Streams `workspace`'s WAL until `shutdown` (`Ok`) or a failure; with a shared catalog,
+/// first waits for its lease, and stops streaming (to take it again) if the lease is lost.
+async fn stream_while_held(core: &Core, workspace: &str, shutdown: &CancellationToken) -> Result<()> {
+    let opts = super::wal::StreamOptions { workspace: workspace.to_string(), ..Default::default() };
+    let catalog = core.catalog().await?;
+    if !catalog.is_shared() {
+        return super::wal::stream(core, &opts, shutdown.clone()).await.map(drop);
+    }
+    let name = format!("wal-stream {workspace}");
+    let holder = serde_json::json!({"operation": "wal-stream", "pid": std::process::id()}).to_string();
+    let every = catalog.lease_timeout() / 3;
+    let lease = loop {
+        match catalog.take_lease(crate::catalog::fleet::Role::Daemon, &name, &holder).await? {
+            Ok(lease) => break lease,
+            Err(_) => tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = shutdown.cancelled() => return Ok(()),
+            },
+        }
+    };
+    tracing::info!(workspace, generation = lease.generation, "this daemon streams the workspace's WAL");
+    let lost = shutdown.child_token();
+    let watch = {
+        let (catalog, lease, lost) = (catalog.clone(), lease.clone(), lost.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = lost.cancelled() => return,
+                }
+                // A catalog that cannot answer is asked again; a lease that is gone is gone.
+                if let Ok(false) = catalog.still_holds(&lease).await {
+                    tracing::error!(lease = %lease.name,
+                        "lost the WAL stream's lease (paused or cut off past the lease timeout): stopping the stream");
+                    lost.cancel();
+                    return;
+                }
+            }
+        })
+    };
+    let streamed = super::wal::stream(core, &opts, lost.clone()).await;
+    let was_lost = lost.is_cancelled() && !shutdown.is_cancelled();
+    lost.cancel();
+    let _ = watch.await;
+    let _ = catalog.release_lease(&lease).await;
+    match (streamed, was_lost) {
+        (_, true) => Err(Error::new(ErrorKind::Refused, format!("the WAL stream of {workspace} lost its lease"))),
+        (result, false) => result.map(drop),
     }
 }
 

@@ -51,6 +51,8 @@ pub(super) async fn switch(core: &Core, server: &ConnSpec, plan: &Plan<'_>, acto
         started_at: chrono::Utc::now(),
         actor: Some(actor.to_string()),
     };
+    // A process paused past its lease must not switch what another may be switching.
+    crate::catalog::lock::fence(plan.workspace, "switching the live database").await?;
     catalog.record_switch(&intent).await?;
     crate::faults::point("switch-intent-recorded");
     let switched = match database::swap_in(server, plan.live, plan.incoming, plan.aside).await {

@@ -45,6 +45,9 @@ pub struct ScheduledJob {
     pub drill_after: bool,
     /// The cron slot served (for a catch-up: the moment the daemon caught up).
     pub slot: DateTime<Utc>,
+    /// The cron slot it is due for (for a catch-up: the first one missed): what daemons
+    /// sharing a catalog claim, so that one of them runs it.
+    pub due: DateTime<Utc>,
     pub trigger: Trigger,
 }
 
@@ -115,8 +118,8 @@ struct Shared {
 
 struct Entry {
     schedule: Schedule,
-    /// When it runs next and why; `None` while its job runs.
-    next: Option<(DateTime<Utc>, Trigger)>,
+    /// When it runs next, why, and the cron slot it serves; `None` while its job runs.
+    next: Option<(DateTime<Utc>, Trigger, DateTime<Utc>)>,
 }
 
 impl Daemon {
@@ -125,6 +128,9 @@ impl Daemon {
     /// Errors: `Unavailable` when the catalog cannot be read at start; later catalog
     /// errors are logged and do not stop backups.
     pub async fn run(self, shutdown: CancellationToken) -> Result<DaemonReport> {
+        // A member of the catalog's fleet: its slots are claimed under this member, and it
+        // reaps the members that die (with a SQLite catalog, the only one).
+        self.catalog.join(crate::catalog::fleet::Role::Daemon).await?;
         let now = self.clock.now();
         let orphans =
             self.catalog.abort_orphaned_daemon_jobs(now, "the daemon stopped before the job finished").await?;
@@ -139,7 +145,7 @@ impl Daemon {
         for schedule in self.schedules {
             let next = first_run(&self.catalog, &schedule, now).await?;
             match next {
-                Some((at, trigger)) => tracing::info!(
+                Some((at, trigger, _)) => tracing::info!(
                     workspace = %schedule.workspace, policy = %schedule.policy.name, next = %at,
                     trigger = trigger.as_str(), "schedule loaded"
                 ),
@@ -160,12 +166,16 @@ impl Daemon {
             shutdown: shutdown.clone(),
         });
 
-        let mut running: JoinSet<usize> = JoinSet::new();
+        // Jobs of the schedules (their entry's index) and slots taken over from a dead daemon.
+        let mut running: JoinSet<Option<usize>> = JoinSet::new();
         let mut busy: HashSet<String> = HashSet::new();
+        // Every third of the lease timeout: look for dead members of the fleet.
+        let mut fleet_tick = tokio::time::interval(shared.catalog.lease_timeout() / 3);
+        fleet_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = self.clock.now();
             for (index, entry) in entries.iter_mut().enumerate() {
-                let Some((at, trigger)) = entry.next else { continue };
+                let Some((at, trigger, due)) = entry.next else { continue };
                 if at > now || busy.contains(&entry.schedule.workspace) {
                     continue;
                 }
@@ -178,19 +188,20 @@ impl Daemon {
                     kind: entry.schedule.policy.kind,
                     drill_after: entry.schedule.policy.drill_after,
                     slot: if trigger == Trigger::CatchUp { now } else { at },
+                    due,
                     trigger,
                 };
                 report.jobs_started += 1;
                 let shared = shared.clone();
                 running.spawn(async move {
-                    execute(&shared, job).await;
-                    index
+                    execute(&shared, job, false).await;
+                    Some(index)
                 });
             }
             let wake = entries
                 .iter()
                 .filter(|e| !busy.contains(&e.schedule.workspace))
-                .filter_map(|e| e.next.map(|(at, _)| at))
+                .filter_map(|e| e.next.map(|(at, _, _)| at))
                 .min();
             let sleep = match wake {
                 Some(at) => self.clock.sleep_until(at),
@@ -200,14 +211,25 @@ impl Daemon {
                 () = shutdown.cancelled() => break,
                 done = running.join_next(), if !running.is_empty() => {
                     let index = match done {
-                        Some(Ok(index)) => index,
+                        Some(Ok(Some(index))) => index,
+                        Some(Ok(None)) | None => continue,
                         Some(Err(e)) => return Err(Error::internal(format!("a scheduled job panicked: {e}"))),
-                        None => continue,
                     };
                     let entry = &mut entries[index];
                     busy.remove(&entry.schedule.workspace);
                     // Strictly after now: a job that overran its next slots does not pile up.
-                    entry.next = entry.schedule.policy.next_run(self.clock.now()).map(|at| (at, Trigger::Schedule));
+                    entry.next =
+                        entry.schedule.policy.next_run(self.clock.now()).map(|at| (at, Trigger::Schedule, at));
+                }
+                _ = fleet_tick.tick() => {
+                    for job in take_over(&shared, &entries).await {
+                        report.jobs_started += 1;
+                        let shared = shared.clone();
+                        running.spawn(async move {
+                            execute(&shared, job, true).await;
+                            None
+                        });
+                    }
                 }
                 () = sleep => {}
             }
@@ -258,6 +280,7 @@ impl Daemon {
         if let Some(delivery) = delivery {
             delivery.finish().await;
         }
+        self.catalog.leave("the daemon stopped").await;
         tracing::info!("stopped");
         Ok(report)
     }
@@ -270,7 +293,7 @@ async fn first_run(
     catalog: &Catalog,
     schedule: &Schedule,
     now: DateTime<Utc>,
-) -> Result<Option<(DateTime<Utc>, Trigger)>> {
+) -> Result<Option<(DateTime<Utc>, Trigger, DateTime<Utc>)>> {
     let (workspace, policy) = (&schedule.workspace, &schedule.policy);
     let last = match catalog.last_slot(workspace, &policy.name).await? {
         Some(last) => last,
@@ -279,16 +302,107 @@ async fn first_run(
             now
         }
     };
-    Ok(policy.next_run(last).map(|at| if at <= now { (now, Trigger::CatchUp) } else { (at, Trigger::Schedule) }))
+    Ok(policy
+        .next_run(last)
+        .map(|at| if at <= now { (now, Trigger::CatchUp, at) } else { (at, Trigger::Schedule, at) }))
 }
 
-/// Runs one job to its end: waits for a slot under the global limit, records it, retries
-/// temporary failures with backoff, records the outcome and notifies.
-async fn execute(shared: &Shared, job: ScheduledJob) {
+/// The fleet's watch, every third of the lease timeout: members whose heartbeat stopped
+/// are reaped (their running jobs recorded as aborted), and the slots they (or a daemon
+/// that stopped mid-job) claimed without finishing are taken over: returned to run now,
+/// as catch-ups of their slot.
+async fn take_over(shared: &Shared, entries: &[Entry]) -> Vec<ScheduledJob> {
+    let Some(me) = shared.catalog.member_id() else { return Vec::new() };
+    match shared.catalog.reap(me).await {
+        Ok(reaped) => {
+            for dead in reaped {
+                tracing::warn!(member = dead.id, host = %dead.host, pid = dead.pid, jobs_aborted = dead.jobs_aborted,
+                    "a member of the fleet stopped renewing its lease: its running jobs are recorded as aborted");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e.report(), "cannot look for dead members of the fleet; retrying"),
+    }
+    let claims = match shared.catalog.take_over_slots(me).await {
+        Ok(claims) => claims,
+        Err(e) => {
+            tracing::warn!(error = %e.report(), "cannot take over a dead member's slots; retrying");
+            return Vec::new();
+        }
+    };
+    let now = shared.clock.now();
+    let mut jobs = Vec::new();
+    for claim in claims {
+        let known =
+            entries.iter().find(|e| e.schedule.workspace == claim.workspace && e.schedule.policy.name == claim.policy);
+        let Some(entry) = known else {
+            tracing::error!(workspace = %claim.workspace, policy = %claim.policy, slot = %claim.slot,
+                "took over the slot of a schedule this daemon does not have; it is not run here \
+                 (the daemons of one catalog must share their config)");
+            let _ = shared.catalog.finish_slot(&claim.workspace, &claim.policy, claim.slot).await;
+            continue;
+        };
+        tracing::warn!(workspace = %claim.workspace, policy = %claim.policy, slot = %claim.slot,
+            "taking over a slot its daemon did not finish");
+        let policy = &entry.schedule.policy;
+        jobs.push(ScheduledJob {
+            workspace: claim.workspace,
+            policy: claim.policy,
+            action: policy.action,
+            kind: policy.kind,
+            drill_after: policy.drill_after,
+            slot: now,
+            due: claim.slot,
+            trigger: Trigger::CatchUp,
+        });
+    }
+    jobs
+}
+
+/// Claims `job`'s slot for this daemon. `false`: another daemon of the fleet has it. A
+/// catalog that cannot be written is asked again until it answers (a shared catalog: a slot
+/// run unclaimed could run twice) or run unclaimed (SQLite: this daemon is the only one).
+async fn claim(shared: &Shared, job: &ScheduledJob) -> bool {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let Some(me) = shared.catalog.member_id() else {
+            // Not in the fleet (it could not be joined): the only daemon of its catalog.
+            return !shared.catalog.is_shared();
+        };
+        match shared.catalog.claim_slot(me, &job.workspace, &job.policy, job.due).await {
+            Ok(true) => return true,
+            Ok(false) => {
+                tracing::info!(workspace = %job.workspace, policy = %job.policy, slot = %job.due,
+                    "another daemon of the fleet runs this slot");
+                return false;
+            }
+            Err(e) if !shared.catalog.is_shared() => {
+                tracing::warn!(error = %e.report(), "cannot claim the slot in the catalog; running it anyway");
+                return true;
+            }
+            Err(e) => tracing::warn!(workspace = %job.workspace, error = %e.report(), retry_in = ?wait,
+                "cannot claim the slot in the catalog; asking again"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.shutdown.cancelled() => return false,
+        }
+        wait = (wait * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Runs one job to its end: waits for a slot under the global limit, claims its slot
+/// (unless `claimed`: taken over), records it, retries temporary failures with backoff,
+/// records the outcome and notifies.
+async fn execute(shared: &Shared, job: ScheduledJob, claimed: bool) {
     let _permit = tokio::select! {
         permit = shared.limit.acquire() => permit.expect("the semaphore is never closed"),
         () = shared.shutdown.cancelled() => return,
     };
+    // Claimed only with a free job slot in hand, so that a busy daemon leaves the slot to
+    // an idle one.
+    if !claimed && !claim(shared, &job).await {
+        return;
+    }
     let started_at = shared.clock.now();
     let new = NewJob {
         workspace: job.workspace.clone(),
@@ -381,10 +495,15 @@ async fn execute(shared: &Shared, job: ScheduledJob) {
     {
         tracing::error!(error = %e.report(), "cannot record the end of a job in the catalog");
     }
-    if status != JobStatus::Aborted
-        && let Err(e) = shared.catalog.set_last_slot(&job.workspace, &job.policy, job.slot, status.as_str(), id).await
-    {
-        tracing::error!(error = %e.report(), "cannot record the schedule's last run in the catalog");
+    if status != JobStatus::Aborted {
+        if let Err(e) = shared.catalog.set_last_slot(&job.workspace, &job.policy, job.slot, status.as_str(), id).await {
+            tracing::error!(error = %e.report(), "cannot record the schedule's last run in the catalog");
+        }
+        // Served: not taken over by another daemon. (An aborted job's slot is left claimed
+        // and unfinished: another daemon takes it over once this one has stopped.)
+        if let Err(e) = shared.catalog.finish_slot(&job.workspace, &job.policy, job.due).await {
+            tracing::error!(error = %e.report(), "cannot record the slot as served in the catalog");
+        }
     }
     let notify = match status {
         JobStatus::Failed => true,

@@ -145,6 +145,10 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
         damaged: read.damaged.clone(),
     };
     let doomed = pass.decide(&policies, &pins, &mut report).await?;
+    // A process paused past its lease deletes nothing another may be writing or keeping.
+    if !opts.dry_run {
+        crate::catalog::lock::fence(&opts.workspace, "deleting snapshots and garbage").await?;
+    }
     let writing_now = pass.snapshot_folders(&doomed, &mut report).await?;
     pass.media(&doomed, writing_now, &mut report).await?;
     // Uploads a killed process never finished (staging files, incomplete multipart uploads).
@@ -157,6 +161,9 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     }
     let as_of = opts.as_of.unwrap_or(now);
     progress.set_message("base backups and WAL");
+    if !opts.dry_run {
+        crate::catalog::lock::fence(&opts.workspace, "deleting base backups and WAL").await?;
+    }
     report.pitr = prune_pitr(core, opts, &policies, &identities, as_of, pass.grace, now).await?;
     progress.set_message("drill reports and pins");
     pass.drill_reports(&policies, as_of, &mut report).await?;

@@ -229,6 +229,8 @@ async fn take(core: &Core, opts: &SnapshotOptions, actor: &Actor) -> Result<Mani
         // Media it shares with older snapshots, and repository.json, are needed as long.
         super::hold::extend_snapshot(core, Some(&manifest), &opts.workspace, &id, until).await?;
     }
+    // A process paused past its lease must not commit what another may be taking now.
+    crate::catalog::lock::fence(&opts.workspace, &format!("committing snapshot {id}")).await?;
     core.repo.commit_manifest(&manifest, &recipients).await?;
     list::index_committed(core, &manifest).await;
     progress.finish();
