@@ -120,6 +120,8 @@ struct Entry {
     schedule: Schedule,
     /// When it runs next, why, and the cron slot it serves; `None` while its job runs.
     next: Option<(DateTime<Utc>, Trigger, DateTime<Utc>)>,
+    /// The cron slot of its last job, and why it ran.
+    last_due: (DateTime<Utc>, Trigger),
 }
 
 impl Daemon {
@@ -152,7 +154,7 @@ impl Daemon {
                 None => tracing::warn!(workspace = %schedule.workspace, policy = %schedule.policy.name,
                     "schedule has no future run"),
             }
-            entries.push(Entry { schedule, next });
+            entries.push(Entry { schedule, next, last_due: (now, Trigger::Schedule) });
         }
         let mut report = DaemonReport { schedules: entries.len(), ..Default::default() };
         let (notifier, delivery) = self.webhook.map(Notifier::start).unzip();
@@ -166,8 +168,9 @@ impl Daemon {
             shutdown: shutdown.clone(),
         });
 
-        // Jobs of the schedules (their entry's index) and slots taken over from a dead daemon.
-        let mut running: JoinSet<Option<usize>> = JoinSet::new();
+        // Jobs of the schedules (their entry's index, and whether this daemon ran the slot)
+        // and slots taken over from a dead daemon.
+        let mut running: JoinSet<Option<(usize, bool)>> = JoinSet::new();
         let mut busy: HashSet<String> = HashSet::new();
         // Every third of the lease timeout: look for dead members of the fleet.
         let mut fleet_tick = tokio::time::interval(shared.catalog.lease_timeout() / 3);
@@ -181,6 +184,7 @@ impl Daemon {
                 }
                 busy.insert(entry.schedule.workspace.clone());
                 entry.next = None;
+                entry.last_due = (due, trigger);
                 let job = ScheduledJob {
                     workspace: entry.schedule.workspace.clone(),
                     policy: entry.schedule.policy.name.clone(),
@@ -194,8 +198,8 @@ impl Daemon {
                 report.jobs_started += 1;
                 let shared = shared.clone();
                 running.spawn(async move {
-                    execute(&shared, job, false).await;
-                    Some(index)
+                    let ran = execute(&shared, job, false).await;
+                    Some((index, ran))
                 });
             }
             let wake = entries
@@ -210,16 +214,22 @@ impl Daemon {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 done = running.join_next(), if !running.is_empty() => {
-                    let index = match done {
-                        Some(Ok(Some(index))) => index,
+                    let (index, ran, due) = match done {
+                        Some(Ok(Some((index, ran)))) => (index, ran, entries[index].last_due),
                         Some(Ok(None)) | None => continue,
                         Some(Err(e)) => return Err(Error::internal(format!("a scheduled job panicked: {e}"))),
                     };
                     let entry = &mut entries[index];
                     busy.remove(&entry.schedule.workspace);
-                    // Strictly after now: a job that overran its next slots does not pile up.
-                    entry.next =
-                        entry.schedule.policy.next_run(self.clock.now()).map(|at| (at, Trigger::Schedule, at));
+                    // Ran it (or another daemon caught up): the next slot strictly after now (a
+                    // job that overran its next slots does not pile up). Another daemon has
+                    // it: the slot after it, even if that has come meanwhile (a daemon of the
+                    // fleet may be free for it).
+                    let after = match due {
+                        (due, Trigger::Schedule) if !ran => due,
+                        _ => self.clock.now(),
+                    };
+                    entry.next = entry.schedule.policy.next_run(after).map(|at| (at, Trigger::Schedule, at));
                 }
                 _ = fleet_tick.tick() => {
                     for job in take_over(&shared, &entries).await {
@@ -392,16 +402,17 @@ async fn claim(shared: &Shared, job: &ScheduledJob) -> bool {
 
 /// Runs one job to its end: waits for a slot under the global limit, claims its slot
 /// (unless `claimed`: taken over), records it, retries temporary failures with backoff,
-/// records the outcome and notifies.
-async fn execute(shared: &Shared, job: ScheduledJob, claimed: bool) {
+/// records the outcome and notifies. `false`: not run here (another daemon claimed the
+/// slot, or this one is shutting down).
+async fn execute(shared: &Shared, job: ScheduledJob, claimed: bool) -> bool {
     let _permit = tokio::select! {
         permit = shared.limit.acquire() => permit.expect("the semaphore is never closed"),
-        () = shared.shutdown.cancelled() => return,
+        () = shared.shutdown.cancelled() => return false,
     };
     // Claimed only with a free job slot in hand, so that a busy daemon leaves the slot to
     // an idle one.
     if !claimed && !claim(shared, &job).await {
-        return;
+        return false;
     }
     let started_at = shared.clock.now();
     let new = NewJob {
@@ -530,6 +541,7 @@ async fn execute(shared: &Shared, job: ScheduledJob, claimed: bool) {
         };
         notifier.send(event);
     }
+    true
 }
 
 #[cfg(test)]
@@ -960,5 +972,89 @@ mod tests {
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].status(), JobStatus::Aborted, "{jobs:?}");
         assert!(jobs[0].error.as_deref().unwrap().contains("it was stopped"), "{jobs:?}");
+    }
+
+    /// Waits (up to 30 s) for `probe` to say yes.
+    async fn until(what: &str, mut probe: impl AsyncFnMut() -> Option<()>) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while probe().await.is_none() {
+            assert!(std::time::Instant::now() < deadline, "waited 30 s for: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Who ran which slot, for the fleet test: each run takes a moment of real time, so a
+    /// daemon with its job slots full leaves the next slots to the others.
+    struct FleetRunner {
+        daemon: usize,
+        runs: Arc<Mutex<Vec<(usize, String, DateTime<Utc>)>>>,
+    }
+
+    impl Runner for FleetRunner {
+        fn run(&self, job: &ScheduledJob, _now: DateTime<Utc>) -> BoxFuture<'static, Result<JobOutcome>> {
+            let (runs, record) = (self.runs.clone(), (self.daemon, job.workspace.clone(), job.due));
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                runs.lock().unwrap().push(record);
+                Ok(JobOutcome::default())
+            })
+        }
+    }
+
+    /// Three daemons on one PostgreSQL catalog, twelve workspaces, a schedule every minute:
+    /// over three slots every (workspace, slot) runs exactly once, counted by the runners
+    /// and in the catalog, and each daemon runs some of them.
+    #[tokio::test]
+    async fn three_daemons_on_one_catalog_run_each_slot_exactly_once() {
+        let _ = tracing_subscriber::fmt().with_env_filter("tidemark=info").with_test_writer().try_init();
+        let engines = crate::catalog::testing::Engines::start().await;
+        let location = engines.locations().pop().unwrap();
+        let clock = ManualClock::new(at("2026-12-07T10:00:30Z"));
+        let schedules: Vec<Schedule> =
+            (0..12).map(|i| schedule(&format!("w{i:02}"), "minutely", "* * * * *", "UTC")).collect();
+        let runs = Arc::new(Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let mut daemons = Vec::new();
+        for daemon in 0..3 {
+            let catalog = Catalog::open_at(&location).await.unwrap();
+            let settings = DaemonConfig { max_concurrent_jobs: 2, ..DaemonConfig::default() };
+            let runner = Arc::new(FleetRunner { daemon, runs: runs.clone() });
+            let d = Daemon { clock: Arc::new(clock.clone()), catalog, runner, schedules: schedules.clone(), settings, webhook: None };
+            daemons.push(tokio::spawn(d.run(shutdown.clone())));
+        }
+        let catalog = Catalog::open_at(&location).await.unwrap();
+        // Every daemon has joined and every schedule is registered before the clock moves.
+        until("three daemons joined", async || {
+            let members = catalog.members(Duration::ZERO).await.unwrap();
+            let registered = catalog.last_slot("w11", "minutely").await.unwrap().is_some();
+            (members.iter().filter(|m| m.alive).count() == 3 && registered).then_some(())
+        })
+        .await;
+        for minute in 1..=3 {
+            clock.set(at("2026-12-07T10:00:30Z") + chrono::Duration::minutes(minute));
+            let want = 12 * minute as usize;
+            until("every slot of the minute ran", async || {
+                (runs.lock().unwrap().len() >= want).then_some(())
+            })
+            .await;
+        }
+        shutdown.cancel();
+        for d in daemons {
+            d.await.unwrap().unwrap();
+        }
+        let runs = runs.lock().unwrap().clone();
+        let mut once: HashSet<(String, DateTime<Utc>)> = HashSet::new();
+        for (_, workspace, due) in &runs {
+            assert!(once.insert((workspace.clone(), *due)), "{workspace} at {due} ran twice: {runs:?}");
+        }
+        assert_eq!(once.len(), 36, "12 workspaces x 3 slots: {runs:?}");
+        for daemon in 0..3 {
+            assert!(runs.iter().any(|r| r.0 == daemon), "daemon {daemon} ran nothing: {runs:?}");
+        }
+        let jobs = catalog.jobs(None, 1000).await.unwrap();
+        assert_eq!(jobs.len(), 36, "one job row per slot");
+        assert!(jobs.iter().all(|j| j.status() == JobStatus::Succeeded), "{jobs:?}");
+        let left: Vec<_> = catalog.members(Duration::from_secs(60)).await.unwrap();
+        assert!(left.iter().all(|m| !m.alive), "every daemon left the fleet: {left:?}");
     }
 }
