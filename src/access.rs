@@ -66,7 +66,7 @@ impl Role {
         use Action as A;
         match self {
             Role::Admin => true,
-            Role::Auditor => matches!(action, A::ReadAudit),
+            Role::Auditor => matches!(action, A::ReadAudit | A::ReadFleet),
             Role::Viewer => matches!(action, A::Read | A::ReadMetrics),
             Role::Operator => {
                 matches!(
@@ -137,6 +137,8 @@ pub enum Action {
     ManageTokens,
     /// Read and verify the audit trail.
     ReadAudit,
+    /// See the fleet: the tidemark processes sharing the catalog and what each holds.
+    ReadFleet,
     /// Export a snapshot as a bundle on the server and ask for download links to it.
     Export,
     /// Delete a branch: its database is dropped.
@@ -164,6 +166,7 @@ impl Action {
             Action::WriteStacks => "write-stacks",
             Action::ManageTokens => "manage-tokens",
             Action::ReadAudit => "read-audit",
+            Action::ReadFleet => "read-fleet",
             Action::Export => "export",
             Action::DeleteBranch => "delete-branch",
             Action::ReadMetrics => "read-metrics",
@@ -171,7 +174,7 @@ impl Action {
         }
     }
 
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 17] = [
         Action::Read,
         Action::Snapshot,
         Action::Drill,
@@ -184,6 +187,7 @@ impl Action {
         Action::WriteStacks,
         Action::ManageTokens,
         Action::ReadAudit,
+        Action::ReadFleet,
         Action::Export,
         Action::DeleteBranch,
         Action::ReadMetrics,
@@ -250,6 +254,7 @@ fn describe(action: Action) -> &'static str {
         Action::WriteStacks => "change function stacks",
         Action::ManageTokens => "manage tokens",
         Action::ReadAudit => "read the audit trail",
+        Action::ReadFleet => "see the fleet's members and what each holds",
         Action::Export => "export snapshots and hand out download links",
         Action::DeleteBranch => "delete branches",
         Action::ReadMetrics => "read the metrics",

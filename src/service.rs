@@ -101,6 +101,15 @@ pub async fn run(core: Core, service: Service, shutdown: CancellationToken) -> R
     let report = match service.scheduler {
         Some(clock) => crate::ops::serve::serve(&core, clock, shutdown.clone()).await,
         None => {
+            // An API server alone is a member of the fleet too (`tidemark fleet` lists it).
+            match core.catalog().await {
+                Ok(catalog) => {
+                    if let Err(e) = catalog.join(crate::catalog::fleet::Role::Api).await {
+                        tracing::warn!(error = %e.report(), "cannot join the fleet; the API serves anyway");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e.report(), "the catalog is not available"),
+            }
             crate::ops::switch::recover_all(&core).await;
             shutdown.cancelled().await;
             Ok(DaemonReport::default())
@@ -115,6 +124,9 @@ pub async fn run(core: Core, service: Service, shutdown: CancellationToken) -> R
     metrics_stop.cancel();
     if let Some(metrics) = metrics {
         metrics.await.map_err(|e| Error::internal(format!("the metrics task failed: {e}")))??;
+    }
+    if let Ok(catalog) = core.catalog().await {
+        catalog.leave("the service stopped").await;
     }
     served?;
     report

@@ -101,6 +101,7 @@ async fn openapi_json() {}
         routes::cancel_job,
         routes::audit,
         routes::audit_verify,
+        routes::fleet,
         routes::tokens,
         routes::token_create,
         routes::token_revoke,

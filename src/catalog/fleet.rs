@@ -60,7 +60,8 @@ pub(crate) struct Membership {
     /// The member id (0: not joined). A member that found itself dead joins again under a
     /// new id; leases taken under the old one are lost.
     id: AtomicI64,
-    joined: tokio::sync::Mutex<Option<CancellationToken>>,
+    /// The heartbeat's stop, and the role joined as.
+    joined: tokio::sync::Mutex<Option<(CancellationToken, Role)>>,
     /// Times this process found itself declared dead (a pause or partition past its lease).
     pub(crate) lost: AtomicU64,
 }
@@ -193,16 +194,28 @@ impl Catalog {
     /// Errors: `Unavailable` when the catalog cannot be written.
     pub async fn join(&self, role: Role) -> Result<i64> {
         let mut joined = self.fleet.joined.lock().await;
-        if joined.is_some()
+        if let Some((_, was)) = joined.as_mut()
             && let Some(id) = self.member_id()
         {
+            // A process that held a workspace before it started serving is a daemon (or an
+            // API server) now.
+            if *was != role && role != Role::Cli {
+                on_pool!(&self.pool, |p| sqlx::query("UPDATE fleet_members SET role = $1 WHERE id = $2")
+                    .bind(role.as_str())
+                    .bind(id)
+                    .execute(p)
+                    .await
+                    .map(|r| r.rows_affected()))
+                .map_err(|e| self.err("cannot record this member's role", e))?;
+                *was = role;
+            }
             return Ok(id);
         }
         let id = self.register(role).await?;
         self.fleet.id.store(id, Ordering::SeqCst);
         let stop = CancellationToken::new();
         tokio::spawn(heartbeat_forever(self.clone(), role, stop.clone()));
-        *joined = Some(stop);
+        *joined = Some((stop, role));
         joined_here().push(self.clone());
         tracing::info!(member = id, role = role.as_str(), timeout = ?self.lease_timeout(), "joined the fleet");
         Ok(id)
@@ -211,7 +224,7 @@ impl Catalog {
     /// Leaves the fleet: the heartbeat stops, the member is recorded as stopped (with
     /// `reason`) and its leases are freed, so nobody waits for its timeout.
     pub async fn leave(&self, reason: &str) {
-        let Some(stop) = self.fleet.joined.lock().await.take() else { return };
+        let Some((stop, _)) = self.fleet.joined.lock().await.take() else { return };
         stop.cancel();
         let Some(id) = self.member_id() else { return };
         self.fleet.id.store(0, Ordering::SeqCst);
@@ -531,6 +544,7 @@ async fn heartbeat_forever(catalog: Catalog, role: Role, stop: CancellationToken
                 tracing::error!(member = id, timeout = ?catalog.lease_timeout(),
                     "this process was declared dead (paused or cut off from the catalog for longer than the lease \
                      timeout): what it held is lost, and its running work gives up at its next fencing check");
+                let role = catalog.fleet.joined.lock().await.as_ref().map_or(role, |(_, r)| *r);
                 match catalog.register(role).await {
                     Ok(new) => {
                         catalog.fleet.id.store(new, Ordering::SeqCst);

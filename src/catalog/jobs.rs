@@ -262,10 +262,13 @@ impl Catalog {
     }
 
     /// Records how a job ended.
+    /// A job no longer running (recorded as aborted by another member that took its
+    /// process for dead) keeps the end it was given.
     pub async fn finish_job(&self, id: i64, status: JobStatus, end: &JobEnd) -> Result<()> {
         on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE jobs SET status = $1, finished_at = $2, snapshot_id = COALESCE($3, snapshot_id), \
-             bytes = COALESCE($4, bytes), error = COALESCE($5, error), warning = $6, result = $7 WHERE id = $8",
+             bytes = COALESCE($4, bytes), error = COALESCE($5, error), warning = $6, result = $7 \
+             WHERE id = $8 AND status = 'running'",
         )
         .bind(status.as_str())
         .bind(end.finished_at.unwrap_or_else(Utc::now))

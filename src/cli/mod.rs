@@ -12,6 +12,7 @@ pub mod demo;
 mod docs_check;
 pub mod drill;
 pub mod export;
+pub mod fleet;
 pub mod import;
 pub mod init;
 pub mod pitr;
@@ -109,6 +110,8 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// The job history from the catalog, newest first
     Jobs(catalog::JobsArgs),
+    /// The tidemark processes sharing the catalog: daemons, API servers, their heartbeats and what each holds
+    Fleet(fleet::FleetArgs),
     /// The catalog (tidemark's own state; the repository stays the truth)
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
@@ -233,6 +236,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Drill(args) => drill::run(&global, args).await,
         Command::Serve(args) => serve::run(&global, args).await,
         Command::Jobs(args) => catalog::jobs(&global, args).await,
+        Command::Fleet(args) => fleet::run(&global, args).await,
         Command::Catalog(cmd) => catalog::run(&global, cmd).await,
         Command::Audit(cmd) => audit::run(&global, cmd).await,
         Command::Token(cmd) => token::run(&global, cmd).await,

@@ -13,6 +13,7 @@ pub mod check;
 pub mod demo;
 pub mod drill;
 pub mod export;
+pub mod fleet;
 pub mod health;
 pub mod hold;
 pub mod import;

@@ -51,6 +51,7 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
     // One pool and one fleet member for the daemon and the operations it runs.
     let catalog = core.catalog().await?.clone();
     let _only_daemon = catalog.lock_for_daemon().await?;
+    catalog.join(crate::catalog::fleet::Role::Daemon).await?;
     super::switch::recover_all(core).await;
     if schedules.is_empty() {
         tracing::warn!("no workspace has a schedule with a cron line: nothing will run");

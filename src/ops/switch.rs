@@ -128,6 +128,11 @@ async fn forget(core: &Core, workspace: &str) {
 ///
 /// Errors: `Refused` when another operation holds the workspace; those of [`recover`].
 pub async fn recover_workspace(core: &Core, workspace: &str, actor: &Actor) -> Result<Option<Recovered>> {
+    // Nothing recorded: nothing to take the workspace for (with many workspaces and several
+    // daemons starting, most have none).
+    if core.catalog().await?.switch_intent(workspace).await?.is_none() {
+        return Ok(None);
+    }
     let _lock = super::job::take_workspace(core, workspace, "switch recovery", actor, super::job::WaitFor::NO).await?;
     recover(core, workspace, actor).await
 }

@@ -1019,7 +1019,14 @@ mod tests {
             let catalog = Catalog::open_at(&location).await.unwrap();
             let settings = DaemonConfig { max_concurrent_jobs: 2, ..DaemonConfig::default() };
             let runner = Arc::new(FleetRunner { daemon, runs: runs.clone() });
-            let d = Daemon { clock: Arc::new(clock.clone()), catalog, runner, schedules: schedules.clone(), settings, webhook: None };
+            let d = Daemon {
+                clock: Arc::new(clock.clone()),
+                catalog,
+                runner,
+                schedules: schedules.clone(),
+                settings,
+                webhook: None,
+            };
             daemons.push(tokio::spawn(d.run(shutdown.clone())));
         }
         let catalog = Catalog::open_at(&location).await.unwrap();
@@ -1033,10 +1040,7 @@ mod tests {
         for minute in 1..=3 {
             clock.set(at("2026-12-07T10:00:30Z") + chrono::Duration::minutes(minute));
             let want = 12 * minute as usize;
-            until("every slot of the minute ran", async || {
-                (runs.lock().unwrap().len() >= want).then_some(())
-            })
-            .await;
+            until("every slot of the minute ran", async || (runs.lock().unwrap().len() >= want).then_some(())).await;
         }
         shutdown.cancel();
         for d in daemons {

@@ -13,6 +13,7 @@ mod cli;
 mod daemon;
 mod drill;
 mod fixture;
+mod fleet;
 mod front_ends;
 mod inplace;
 mod media;

@@ -122,6 +122,16 @@ pub(in crate::api) async fn audit_verify(State(app): State<App>, Extension(actor
 
 #[utoipa::path(
     get,
+    path = "/v1/fleet",
+    summary = "The tidemark processes sharing the catalog, their heartbeats and what each holds",
+    responses((status = 200, body = ops::fleet::FleetReport)),
+)]
+pub(in crate::api) async fn fleet(State(app): State<App>, Extension(actor): Extension<Actor>) -> Answer {
+    Ok(json(&ops::fleet::fleet(&app.core, &actor).await?))
+}
+
+#[utoipa::path(
+    get,
     path = "/v1/tokens",
     summary = "Tokens (never a secret)",
     responses((status = 200, body = [crate::catalog::tokens::TokenRecord])),

@@ -122,6 +122,7 @@ pub(super) fn table() -> Vec<(Route, MethodRouter<App>)> {
         route(M::DELETE, "/v1/jobs/{id}", AtLeast(A::Read, stop), cancel_job),
         route(M::GET, "/v1/audit", Needs(A::ReadAudit), audit),
         route(M::GET, "/v1/audit/verify", Needs(A::ReadAudit), audit_verify),
+        route(M::GET, "/v1/fleet", Needs(A::ReadFleet), fleet),
         route(M::GET, "/v1/tokens", Needs(A::ManageTokens), tokens),
         route(M::POST, "/v1/tokens", Needs(A::ManageTokens), token_create),
         route(M::DELETE, "/v1/tokens/{token}", Needs(A::ManageTokens), token_revoke),

@@ -1,0 +1,235 @@
+//! Issue 33.3–5: `tidemark serve` processes sharing one PostgreSQL catalog, with real
+//! signals. A daemon killed (SIGKILL) in the middle of a scheduled snapshot: another one
+//! aborts its job within the lease timeout and does the slot's work once; nothing is half
+//! visible and prune works after. A daemon paused (SIGSTOP) past its lease while it holds
+//! the workspace: another takes over; resumed (SIGCONT), the first commits nothing and says
+//! so in its log (fencing).
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnection;
+
+use crate::support::{World, create_database, world};
+
+/// The lease timeout of these fleets: short, so a takeover comes within seconds.
+const LEASE: Duration = Duration::from_secs(3);
+
+fn tidemark(w: &World, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap()])
+        .args(args)
+        .env_remove("CI")
+        .output()
+        .expect("run tidemark")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout
+}
+
+/// A `tidemark serve` whose log goes to a file of its own.
+struct Daemon {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(w: &World, name: &str) -> Daemon {
+        let log = w.dir.path().join(format!("serve-{name}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["--config", w.core.config.path.to_str().unwrap(), "serve"])
+            .env("TIDEMARK_LOG", "tidemark=info")
+            .env_remove("CI")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start tidemark serve");
+        Daemon { child, log }
+    }
+
+    fn pid(&self) -> i64 {
+        i64::from(self.child.id())
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- log of daemon pid {} ---\n{}", self.child.id(), self.log());
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A workspace whose table a test can hold (a snapshot waits for it), a PostgreSQL
+/// catalog with a short lease, and the daily slot missed three days ago (so a daemon
+/// catches up at once).
+async fn fleet_world() -> (World, PgConnection) {
+    let w = world().await;
+    create_database(
+        &w.cluster,
+        "shop",
+        "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 500);",
+    )
+    .await;
+    let catalog = create_database(&w.cluster, "tidemark_catalog", "SELECT 1").await;
+    let path = &w.core.config.path;
+    let text = std::fs::read_to_string(path).unwrap();
+    let url = w.cluster.url("tidemark_catalog");
+    std::fs::write(path, format!("catalog = \"{url}\"\n{text}\n[fleet]\nlease-timeout = \"{}s\"\n", LEASE.as_secs()))
+        .unwrap();
+    ok(&tidemark(&w, &["jobs"]));
+    let mut conn = catalog.connect().await.unwrap();
+    sqlx::query(
+        "INSERT INTO schedule_runs (workspace, policy, last_slot, last_status) \
+         VALUES ('shop', 'daily', now() - interval '3 days', 'succeeded')",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    (w, conn)
+}
+
+/// Holds table `t` of the workspace: a snapshot waits for it until the returned
+/// transaction ends.
+async fn hold_table(w: &World) -> PgConnection {
+    let spec = tidemark::pg::ConnSpec::parse(&w.cluster.url("shop"), None).unwrap();
+    let mut conn = spec.connect().await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE").execute(&mut conn).await.unwrap();
+    conn
+}
+
+async fn wait_for<T>(what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "waited {limit:?} for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The status of the newest job of process `pid`.
+async fn job_of(conn: &mut PgConnection, pid: i64) -> Option<String> {
+    sqlx::query_scalar("SELECT status FROM jobs WHERE pid = $1 ORDER BY id DESC LIMIT 1")
+        .bind(pid)
+        .fetch_optional(conn)
+        .await
+        .unwrap()
+}
+
+async fn live_members(conn: &mut PgConnection) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM fleet_members WHERE stopped_at IS NULL AND role = 'daemon'")
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+fn snapshots(w: &World) -> Vec<serde_json::Value> {
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&tidemark(w, &["--json", "snapshot", "list", "-w", "shop"]))).unwrap();
+    listed.as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_daemons_slot_is_done_once_by_another() {
+    let (w, mut catalog) = fleet_world().await;
+    let mut held = hold_table(&w).await;
+    let a = Daemon::start(&w, "a");
+    wait_for("daemon a runs the missed slot", Duration::from_secs(30), async || {
+        (job_of(&mut catalog, a.pid()).await.as_deref() == Some("running")).then_some(())
+    })
+    .await;
+    let b = Daemon::start(&w, "b");
+    wait_for("daemon b joins", Duration::from_secs(30), async || (live_members(&mut catalog).await == 2).then_some(()))
+        .await;
+
+    a.signal(nix::sys::signal::Signal::SIGKILL);
+    let killed = Instant::now();
+    wait_for("daemon b aborts a's job", LEASE + Duration::from_secs(10), async || {
+        (job_of(&mut catalog, a.pid()).await.as_deref() == Some("aborted")).then_some(())
+    })
+    .await;
+    let failover = killed.elapsed();
+    wait_for("daemon b takes the slot over", Duration::from_secs(30), async || {
+        job_of(&mut catalog, b.pid()).await.map(drop)
+    })
+    .await;
+    eprintln!("failover: a's job aborted {failover:?} after SIGKILL (lease timeout {LEASE:?})");
+    assert!(failover <= LEASE + Duration::from_secs(5), "failover took {failover:?}");
+    let error: String = sqlx::query_scalar("SELECT error FROM jobs WHERE pid = $1")
+        .bind(a.pid())
+        .fetch_one(&mut catalog)
+        .await
+        .unwrap();
+    assert!(error.contains("stopped renewing its lease"), "{error}");
+
+    sqlx::raw_sql("COMMIT").execute(&mut held).await.unwrap();
+    wait_for("daemon b's snapshot succeeds", Duration::from_secs(60), async || {
+        (job_of(&mut catalog, b.pid()).await.as_deref() == Some("succeeded")).then_some(())
+    })
+    .await;
+    // The slot's work was done once: one snapshot, one claim, served.
+    assert_eq!(snapshots(&w).len(), 1, "one snapshot for the slot");
+    let claims: Vec<(String, bool)> =
+        sqlx::query_as("SELECT policy, done FROM slot_claims").fetch_all(&mut catalog).await.unwrap();
+    assert_eq!(claims, vec![("daily".to_string(), true)]);
+    // What a's job left is garbage for prune, which works as before (b holds nothing now).
+    ok(&tidemark(&w, &["prune", "-w", "shop", "--wait", "30s"]));
+    assert_eq!(snapshots(&w).len(), 1);
+    let fleet: serde_json::Value = serde_json::from_str(&ok(&tidemark(&w, &["--json", "fleet"]))).unwrap();
+    let dead = fleet["members"].as_array().unwrap().iter().find(|m| m["pid"] == a.pid()).expect("a is listed");
+    assert_eq!(dead["alive"], false, "{fleet}");
+    let alive = fleet["members"].as_array().unwrap().iter().find(|m| m["pid"] == b.pid()).expect("b is listed");
+    assert_eq!((alive["alive"].as_bool(), alive["takeovers"].as_i64()), (Some(true), Some(1)), "{fleet}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_daemon_commits_nothing_when_it_comes_back() {
+    let (w, mut catalog) = fleet_world().await;
+    let mut held = hold_table(&w).await;
+    let a = Daemon::start(&w, "a");
+    wait_for("daemon a runs the missed slot", Duration::from_secs(30), async || {
+        (job_of(&mut catalog, a.pid()).await.as_deref() == Some("running")).then_some(())
+    })
+    .await;
+    let b = Daemon::start(&w, "b");
+    wait_for("daemon b joins", Duration::from_secs(30), async || (live_members(&mut catalog).await == 2).then_some(()))
+        .await;
+
+    // Paused past its lease while it holds the workspace: b takes over.
+    a.signal(nix::sys::signal::Signal::SIGSTOP);
+    wait_for("daemon b aborts a's job", LEASE + Duration::from_secs(10), async || {
+        (job_of(&mut catalog, a.pid()).await.as_deref() == Some("aborted")).then_some(())
+    })
+    .await;
+    sqlx::raw_sql("COMMIT").execute(&mut held).await.unwrap();
+    wait_for("daemon b's snapshot succeeds", Duration::from_secs(60), async || {
+        (job_of(&mut catalog, b.pid()).await.as_deref() == Some("succeeded")).then_some(())
+    })
+    .await;
+    assert_eq!(snapshots(&w).len(), 1);
+
+    // Resumed, a finishes reading and reaches its commit: fenced, it commits nothing.
+    a.signal(nix::sys::signal::Signal::SIGCONT);
+    wait_for("daemon a says it was fenced", Duration::from_secs(60), async || a.log().contains("fenced").then_some(()))
+        .await;
+    let log = a.log();
+    assert!(log.contains("not committing snapshot"), "{log}");
+    assert_eq!(snapshots(&w).len(), 1, "the paused daemon committed nothing");
+    assert_eq!(job_of(&mut catalog, a.pid()).await.as_deref(), Some("aborted"), "its job keeps the end b gave it");
+    drop(b);
+}
