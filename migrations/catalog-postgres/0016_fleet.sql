@@ -10,7 +10,8 @@ CREATE TABLE fleet_members (
     heartbeat_at TIMESTAMPTZ NOT NULL,
     stopped_at   TIMESTAMPTZ,
     stop_reason  TEXT,
-    takeovers    BIGINT NOT NULL DEFAULT 0
+    takeovers    BIGINT NOT NULL DEFAULT 0,
+    serves       TEXT
 );
 CREATE INDEX fleet_members_live ON fleet_members (stopped_at, heartbeat_at);
 

@@ -14,7 +14,8 @@ CREATE TABLE fleet_members (
     heartbeat_at TEXT NOT NULL,
     stopped_at   TEXT,
     stop_reason  TEXT,
-    takeovers    INTEGER NOT NULL DEFAULT 0      -- dead members this one reaped
+    takeovers    INTEGER NOT NULL DEFAULT 0,     -- dead members this one reaped
+    serves       TEXT                            -- a daemon's scheduled workspaces (JSON array)
 );
 CREATE INDEX fleet_members_live ON fleet_members (stopped_at, heartbeat_at);
 

@@ -99,6 +99,8 @@ pub struct Member {
     pub stop_reason: Option<String>,
     /// Dead members this one took over.
     pub takeovers: i64,
+    /// A daemon's workspaces with a schedule.
+    pub serves: Vec<String>,
     /// Alive: heartbeat within the lease timeout and not stopped.
     pub alive: bool,
     /// The leases it holds now (`workspace shop`, `wal-stream shop`).
@@ -117,6 +119,10 @@ fn read_member(row: &impl Get) -> std::result::Result<Member, sqlx::Error> {
         stopped_at: row.get("stopped_at")?,
         stop_reason: row.get("stop_reason")?,
         takeovers: row.get("takeovers")?,
+        serves: row
+            .get::<Option<String>>("serves")?
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default(),
         alive: false,
         holds: Vec::new(),
     })
@@ -267,6 +273,20 @@ impl Catalog {
         .map_err(|e| self.err("cannot join the fleet", e))
     }
 
+    /// Records which workspaces' schedules daemon `id` serves (`tidemark fleet`, and the
+    /// alert for a schedule no live daemon serves).
+    pub async fn set_serves(&self, id: i64, workspaces: &[String]) -> Result<()> {
+        let text = serde_json::to_string(workspaces).expect("names serialize");
+        on_pool!(&self.pool, |p| sqlx::query("UPDATE fleet_members SET serves = $1 WHERE id = $2")
+            .bind(text)
+            .bind(id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot record what this daemon serves", e))?;
+        Ok(())
+    }
+
     /// Renews member `id`'s heartbeat. `false`: it is dead already (stopped by another
     /// member, or its heartbeat older than the timeout), and stays dead.
     pub async fn heartbeat(&self, id: i64) -> Result<bool> {
@@ -303,6 +323,18 @@ impl Catalog {
         .fetch_all(p)
         .await)
         .map_err(|e| self.err("cannot look for dead members", e))?;
+        // Command lines join for as long as they hold something: a day after they stopped,
+        // nothing refers to them any more.
+        let day_ago = now - chrono::Duration::days(1);
+        on_pool!(&self.pool, |p| sqlx::query(
+            "DELETE FROM fleet_members WHERE role = 'cli' AND stopped_at < $1 AND takeovers = 0 \
+             AND id NOT IN (SELECT member FROM slot_claims WHERE done = FALSE)"
+        )
+        .bind(day_ago)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot forget old members", e))?;
         let mut reaped = Vec::with_capacity(dead.len());
         for (id, host, pid) in dead {
             let error = format!("aborted: its tidemark process (pid {pid} on {host}) stopped renewing its lease");
@@ -502,14 +534,17 @@ impl Catalog {
     pub async fn members(&self, stopped_within: Duration) -> Result<Vec<Member>> {
         let (now, cutoff) = self.cutoff().await?;
         let since = now - chrono::Duration::from_std(stopped_within).unwrap_or(chrono::Duration::MAX);
-        let rows: Vec<Member> = on_pool!(&self.pool, |p| sqlx::query_as(
-            "SELECT id, role, host, pid, version, started_at, heartbeat_at, stopped_at, stop_reason, takeovers \
+        let rows: Vec<Member> =
+            on_pool!(&self.pool, |p| {
+                sqlx::query_as(
+            "SELECT id, role, host, pid, version, started_at, heartbeat_at, stopped_at, stop_reason, takeovers, serves \
              FROM fleet_members WHERE stopped_at IS NULL OR stopped_at >= $1 ORDER BY id"
         )
         .bind(since)
         .fetch_all(p)
-        .await)
-        .map_err(|e| self.err("cannot read the fleet", e))?;
+        .await
+            })
+            .map_err(|e| self.err("cannot read the fleet", e))?;
         let held: Vec<(i64, String)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT member, name FROM leases WHERE member IS NOT NULL ORDER BY name"
         )

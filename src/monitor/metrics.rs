@@ -210,6 +210,21 @@ pub struct Scrape {
     pub health: Option<HealthReport>,
     /// When it was gathered (Unix seconds).
     pub now: f64,
+    /// The fleet sharing the catalog (empty when the catalog cannot be read).
+    pub fleet: FleetFigures,
+}
+
+/// What the catalog says of the fleet, for a scrape.
+#[derive(Debug, Clone, Default)]
+pub struct FleetFigures {
+    /// Live members by role (`daemon`, `api`, `cli`; each role present, 0 when none).
+    pub members: Vec<(String, u64)>,
+    /// Dead members taken over, ever.
+    pub takeovers: u64,
+    /// How long after its due time a slot was claimed, over the last day: p50 and p99.
+    pub claim_delay: Option<(f64, f64)>,
+    /// Live daemons serving each configured workspace's schedules.
+    pub schedule_daemons: Vec<(String, u64)>,
 }
 
 impl Metrics {
@@ -239,6 +254,44 @@ struct CatalogCollector {
 /// A moment as Unix seconds.
 pub fn unix(t: chrono::DateTime<Utc>) -> f64 {
     t.timestamp_micros() as f64 / 1e6
+}
+
+/// The fleet's figures (see [`FleetFigures`]).
+fn fleet(encoder: &mut DescriptorEncoder, s: &Scrape) -> std::fmt::Result {
+    if !s.catalog_up {
+        return Ok(());
+    }
+    let f = &s.fleet;
+    gauges(
+        encoder,
+        "tidemark_fleet_members",
+        "Live members of the fleet sharing the catalog, by role (daemon, api, cli)",
+        None,
+        &f.members.iter().map(|(role, n)| (vec![("role", role.clone())], *n as f64)).collect::<Vec<_>>(),
+    )?;
+    let mut metric = encoder.encode_descriptor(
+        "tidemark_fleet_takeovers",
+        "Members found dead (heartbeat older than the lease timeout) and taken over by a daemon",
+        None,
+        MetricType::Counter,
+    )?;
+    metric.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&f.takeovers, None)?;
+    if let Some((p50, p99)) = f.claim_delay {
+        gauges(
+            encoder,
+            "tidemark_fleet_claim_delay",
+            "How long after its due time a scheduled slot was claimed, over the last day (quantile 0.5, 0.99)",
+            Some(&Unit::Seconds),
+            &[(vec![("quantile", "0.5".to_string())], p50), (vec![("quantile", "0.99".to_string())], p99)],
+        )?;
+    }
+    gauges(
+        encoder,
+        "tidemark_workspace_schedule_daemons",
+        "Live daemons serving the workspace's schedules (0: no scheduled backup will run)",
+        None,
+        &f.schedule_daemons.iter().map(|(w, n)| (vec![("workspace", w.clone())], *n as f64)).collect::<Vec<_>>(),
+    )
 }
 
 /// One gauge family from `(labels, value)` pairs.
@@ -271,6 +324,7 @@ impl Collector for CatalogCollector {
             &[(Vec::new(), f64::from(u8::from(s.catalog_up)))],
         )?;
         let configured = |w: &str| s.workspaces.iter().any(|c| c == w);
+        fleet(&mut encoder, &s)?;
 
         // Jobs: a counter by outcome, a duration histogram, the newest success.
         let jobs: Vec<&JobStats> = s.jobs.iter().filter(|j| configured(&j.workspace)).collect();

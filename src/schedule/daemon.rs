@@ -132,7 +132,11 @@ impl Daemon {
     pub async fn run(self, shutdown: CancellationToken) -> Result<DaemonReport> {
         // A member of the catalog's fleet: its slots are claimed under this member, and it
         // reaps the members that die (with a SQLite catalog, the only one).
-        self.catalog.join(crate::catalog::fleet::Role::Daemon).await?;
+        let me = self.catalog.join(crate::catalog::fleet::Role::Daemon).await?;
+        let mut serves: Vec<String> = self.schedules.iter().map(|s| s.workspace.clone()).collect();
+        serves.sort();
+        serves.dedup();
+        self.catalog.set_serves(me, &serves).await?;
         let now = self.clock.now();
         let orphans =
             self.catalog.abort_orphaned_daemon_jobs(now, "the daemon stopped before the job finished").await?;
