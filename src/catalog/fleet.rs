@@ -534,17 +534,16 @@ impl Catalog {
     pub async fn members(&self, stopped_within: Duration) -> Result<Vec<Member>> {
         let (now, cutoff) = self.cutoff().await?;
         let since = now - chrono::Duration::from_std(stopped_within).unwrap_or(chrono::Duration::MAX);
-        let rows: Vec<Member> =
-            on_pool!(&self.pool, |p| {
-                sqlx::query_as(
+        let rows: Vec<Member> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(
             "SELECT id, role, host, pid, version, started_at, heartbeat_at, stopped_at, stop_reason, takeovers, serves \
              FROM fleet_members WHERE stopped_at IS NULL OR stopped_at >= $1 ORDER BY id"
         )
         .bind(since)
         .fetch_all(p)
         .await
-            })
-            .map_err(|e| self.err("cannot read the fleet", e))?;
+        })
+        .map_err(|e| self.err("cannot read the fleet", e))?;
         let held: Vec<(i64, String)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT member, name FROM leases WHERE member IS NOT NULL ORDER BY name"
         )

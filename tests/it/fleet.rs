@@ -233,3 +233,137 @@ async fn a_paused_daemon_commits_nothing_when_it_comes_back() {
     assert_eq!(job_of(&mut catalog, a.pid()).await.as_deref(), Some("aborted"), "its job keeps the end b gave it");
     drop(b);
 }
+
+/// A `tidemark serve --api-only` of its own config (the same repository and catalog, its
+/// own listener): one of several stateless API servers.
+fn api_server(w: &World, name: &str) -> (Daemon, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&w.core.config.path).unwrap();
+    let config = w.dir.path().join(format!("tidemark-{name}.toml"));
+    std::fs::write(&config, format!("{text}\n[api]\nlisten = \"127.0.0.1:{port}\"\nrequests-per-second = 20\n"))
+        .unwrap();
+    let log = w.dir.path().join(format!("serve-{name}.log"));
+    let child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", config.to_str().unwrap(), "serve", "--api-only"])
+        .env("TIDEMARK_LOG", "tidemark=info")
+        .env_remove("CI")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start tidemark serve --api-only");
+    (Daemon { child, log }, format!("http://127.0.0.1:{port}"))
+}
+
+async fn get(base: &str, path: &str, secret: &str) -> reqwest::Response {
+    reqwest::Client::new().get(format!("{base}{path}")).bearer_auth(secret).send().await.unwrap()
+}
+
+fn created_token(w: &World, name: &str) -> (String, String) {
+    let made: serde_json::Value =
+        serde_json::from_str(&ok(&tidemark(w, &["--json", "token", "create", "--name", name, "--role", "admin"])))
+            .unwrap();
+    (made["id"].as_str().unwrap().to_string(), made["secret"].as_str().unwrap().to_string())
+}
+
+/// Issue 33.6: two API servers on one catalog answer alike. A job started through one is
+/// followed and stopped through the other; a token revoked on one is refused by the other
+/// at once; concurrent audited writes through both leave one audit chain that verifies;
+/// rate limits are per server (one refusing a token does not make the other refuse it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_api_servers_share_jobs_tokens_and_one_audit_chain() {
+    let (w, mut catalog) = fleet_world().await;
+    // No daemon here: the slot missed long ago stays missed.
+    sqlx::query("DELETE FROM schedule_runs").execute(&mut catalog).await.unwrap();
+    let (admin_id, admin) = created_token(&w, "admin-a");
+    let (a, base_a) = api_server(&w, "a");
+    let (b, base_b) = api_server(&w, "b");
+    for base in [&base_a, &base_b] {
+        wait_for("the API server answers", Duration::from_secs(30), async || {
+            let r =
+                reqwest::Client::new().get(format!("{base}/v1/workspaces")).bearer_auth(&admin).send().await.ok()?;
+            (r.status() == reqwest::StatusCode::OK).then_some(())
+        })
+        .await;
+    }
+    let fleet = crate::api::json(get(&base_b, "/v1/fleet", &admin).await).await;
+    assert_eq!(fleet["api_servers_alive"], 2, "{fleet}");
+
+    // A snapshot started on A waits for the table; B lists it and stops it.
+    let mut held = hold_table(&w).await;
+    let started = reqwest::Client::new()
+        .post(format!("{base_a}/v1/workspaces/shop/snapshots"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), reqwest::StatusCode::ACCEPTED);
+    let location = started.headers()["location"].to_str().unwrap().to_string();
+    let seen = crate::api::json(get(&base_b, &location, &admin).await).await;
+    assert_eq!(seen["status"], "running", "{seen}");
+    let stop = reqwest::Client::new().delete(format!("{base_b}{location}")).bearer_auth(&admin).send().await.unwrap();
+    assert!(stop.status().is_success(), "{}", stop.text().await.unwrap());
+    wait_for("the job on A stops", Duration::from_secs(30), async || {
+        let job = crate::api::json(get(&base_b, &location, &admin).await).await;
+        (job["status"] == "aborted").then_some(())
+    })
+    .await;
+    sqlx::raw_sql("COMMIT").execute(&mut held).await.unwrap();
+    assert!(snapshots(&w).is_empty(), "the stopped snapshot committed nothing");
+
+    // A token revoked through A is refused by B at once.
+    let (other_id, other) = created_token(&w, "other");
+    assert_eq!(get(&base_b, "/v1/workspaces", &other).await.status(), reqwest::StatusCode::OK);
+    let revoked = reqwest::Client::new()
+        .delete(format!("{base_a}/v1/tokens/{other_id}"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(revoked.status().is_success());
+    assert_eq!(get(&base_b, "/v1/workspaces", &other).await.status(), reqwest::StatusCode::UNAUTHORIZED);
+
+    // Audited writes through both at once: one chain, and it verifies.
+    let writes = (0..12).map(|i| {
+        let (base, admin) = (if i % 2 == 0 { base_a.clone() } else { base_b.clone() }, admin.clone());
+        async move {
+            reqwest::Client::new()
+                .post(format!("{base}/v1/tokens"))
+                .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body(format!("{{\"name\": \"t{i}\", \"role\": \"viewer\"}}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    });
+    let answers = futures::future::join_all(writes).await;
+    assert!(answers.iter().all(|s| s.is_success()), "{answers:?}");
+    let made = answers.len();
+    let verified: serde_json::Value = serde_json::from_str(&ok(&tidemark(&w, &["--json", "audit", "verify"]))).unwrap();
+    let listed = ok(&tidemark(&w, &["--json", "audit", "list"]));
+    let audited = serde_json::from_str::<serde_json::Value>(&listed)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r.to_string().contains("token.create"))
+        .count();
+    assert!(audited >= made + 2, "{audited} token.create records for {made} tokens made over the API: {listed}");
+    assert!(verified["records"].as_u64().unwrap() >= audited as u64, "{verified}");
+
+    // Rate limits are per server: A refusing the admin token leaves B answering it.
+    let mut limited = false;
+    for _ in 0..200 {
+        if get(&base_a, "/v1/workspaces", &admin).await.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "A limits a token that floods it");
+    assert_eq!(get(&base_b, "/v1/workspaces", &admin).await.status(), reqwest::StatusCode::OK, "B has its own limit");
+    let _ = admin_id;
+    drop((a, b));
+}
