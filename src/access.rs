@@ -289,6 +289,7 @@ mod tests {
                 Action::WriteStacks => "write, publish, revert function stacks",
                 Action::ManageTokens => "manage tokens",
                 Action::ReadAudit => "read and verify the audit trail",
+                Action::ReadFleet => "see the fleet (`tidemark fleet`, `/v1/fleet`): members and what each holds",
                 Action::CancelJobs => "stop another caller's job (any job: the right to start it)",
             }
         }
@@ -333,7 +334,7 @@ mod tests {
             ),
             (Role::Developer, &[A::Read, A::ReadMetrics, A::WriteStacks]),
             (Role::Admin, &A::ALL),
-            (Role::Auditor, &[A::ReadAudit]),
+            (Role::Auditor, &[A::ReadAudit, A::ReadFleet]),
         ];
         for (role, actions) in allowed {
             for action in Action::ALL {

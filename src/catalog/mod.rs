@@ -465,6 +465,23 @@ pub(crate) mod testing {
             ]
         }
 
+        /// Restarts the PostgreSQL catalog's server: down for `down`, then up again on the
+        /// same port (what a failover or an upgrade of the catalog looks like to tidemark).
+        pub(crate) async fn restart_postgres(&self, down: std::time::Duration) {
+            let data = self._cluster.data_dir().to_path_buf();
+            let stopped = data.clone();
+            tokio::task::spawn_blocking(move || crate::pgcluster::stop_data_dir(None, &stopped))
+                .await
+                .unwrap()
+                .unwrap();
+            tokio::time::sleep(down).await;
+            let log = data.with_file_name("restarted.log");
+            tokio::task::spawn_blocking(move || crate::pgcluster::start_data_dir(None, &data, &log, &[]))
+                .await
+                .unwrap()
+                .unwrap();
+        }
+
         /// A catalog on each engine.
         pub(crate) async fn catalogs(&self) -> Vec<Catalog> {
             let mut out = Vec::new();

@@ -1010,6 +1010,17 @@ mod tests {
     /// and in the catalog, and each daemon runs some of them.
     #[tokio::test]
     async fn three_daemons_on_one_catalog_run_each_slot_exactly_once() {
+        fleet_of_three(false).await;
+    }
+
+    /// The same while the catalog's server restarts as the second slot comes: the daemons
+    /// ask again until it is back, and no slot is lost or doubled.
+    #[tokio::test]
+    async fn a_catalog_restart_loses_no_slot_and_doubles_none() {
+        fleet_of_three(true).await;
+    }
+
+    async fn fleet_of_three(restart: bool) {
         let _ = tracing_subscriber::fmt().with_env_filter("tidemark=info").with_test_writer().try_init();
         let engines = crate::catalog::testing::Engines::start().await;
         let location = engines.locations().pop().unwrap();
@@ -1042,6 +1053,17 @@ mod tests {
         })
         .await;
         for minute in 1..=3 {
+            if restart && minute == 2 {
+                // Down as the slot comes: every claim fails until the server is back.
+                let moved = {
+                    let clock = clock.clone();
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        clock.set(at("2026-12-07T10:00:30Z") + chrono::Duration::minutes(2));
+                    }
+                };
+                tokio::join!(engines.restart_postgres(Duration::from_secs(3)), moved);
+            }
             clock.set(at("2026-12-07T10:00:30Z") + chrono::Duration::minutes(minute));
             let want = 12 * minute as usize;
             until("every slot of the minute ran", async || (runs.lock().unwrap().len() >= want).then_some(())).await;
