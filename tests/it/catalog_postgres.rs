@@ -26,9 +26,7 @@ fn ok(out: &Output) -> String {
 
 /// Puts `lines` at the top of the world's config (top-level keys come before any table).
 fn with_catalog(w: &World, lines: &str) {
-    let path = &w.core.config.path;
-    let text = std::fs::read_to_string(path).unwrap();
-    std::fs::write(path, format!("{lines}\n{text}")).unwrap();
+    crate::support::set_catalog_lines(&w.core.config.path, lines);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

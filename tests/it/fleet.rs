@@ -86,10 +86,10 @@ async fn fleet_world() -> (World, PgConnection) {
     .await;
     let catalog = create_database(&w.cluster, "tidemark_catalog", "SELECT 1").await;
     let path = &w.core.config.path;
-    let text = std::fs::read_to_string(path).unwrap();
     let url = w.cluster.url("tidemark_catalog");
-    std::fs::write(path, format!("catalog = \"{url}\"\n{text}\n[fleet]\nlease-timeout = \"{}s\"\n", LEASE.as_secs()))
-        .unwrap();
+    crate::support::set_catalog_lines(path, &format!("catalog = \"{url}\""));
+    let text = std::fs::read_to_string(path).unwrap();
+    std::fs::write(path, format!("{text}\n[fleet]\nlease-timeout = \"{}s\"\n", LEASE.as_secs())).unwrap();
     ok(&tidemark(&w, &["jobs"]));
     let mut conn = catalog.connect().await.unwrap();
     sqlx::query(

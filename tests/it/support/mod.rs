@@ -86,8 +86,16 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
     let repo = Repository::init(&repo_config, &recipients).await.unwrap().with_signing(signing_of(&repo_config));
     let mut workspaces = BTreeMap::new();
     workspaces.insert("shop".to_string(), WorkspaceConfig::at(cluster.url("shop")));
-    let config =
+    let mut config =
         LoadedConfig { config: Config::new(repo_config.clone(), workspaces), path: dir.path().join("tidemark.toml") };
+    // `TIDEMARK_TEST_CATALOG=postgres`: the whole suite on a PostgreSQL catalog (a database
+    // of the world's own cluster) instead of the SQLite file.
+    if std::env::var("TIDEMARK_TEST_CATALOG").is_ok_and(|v| v == "postgres") {
+        let admin = ConnSpec::parse(&cluster.url("postgres"), None).unwrap();
+        let mut conn = admin.connect().await.unwrap();
+        sqlx::raw_sql("CREATE DATABASE tidemark_test_catalog").execute(&mut conn).await.unwrap();
+        config.config.catalog = Some(cluster.url("tidemark_test_catalog").into());
+    }
     std::fs::write(&config.path, config.config.render_initial()).unwrap();
     let mut core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
     core.cache_dir = Some(dir.path().join("cache"));
@@ -331,4 +339,13 @@ pub async fn count_until_zero(spec: &ConnSpec, count_sql: &'static str) -> i64 {
     }
     ConnSpec::close(conn).await;
     count
+}
+
+/// Puts top-level `lines` (`catalog = ...`) at the top of a config file, replacing the
+/// catalog keys it had (a suite run on a PostgreSQL catalog wrote one).
+pub fn set_catalog_lines(path: &std::path::Path, lines: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let kept: Vec<&str> =
+        text.lines().filter(|l| !l.starts_with("catalog =") && !l.starts_with("catalog-password =")).collect();
+    std::fs::write(path, format!("{lines}\n{}\n", kept.join("\n"))).unwrap();
 }
