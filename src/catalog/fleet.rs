@@ -311,7 +311,29 @@ impl Catalog {
     /// Errors: `Unavailable` for the catalog.
     pub async fn reap(&self, me: i64) -> Result<Vec<Reaped>> {
         let (now, cutoff) = self.cutoff().await?;
+        // Members of this host whose process is gone are dead now, not after the timeout.
+        let here: Vec<(i64, i64)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT id, pid FROM fleet_members WHERE stopped_at IS NULL AND host = $1 AND id <> $2"
+        )
+        .bind(host_name())
+        .bind(me)
+        .fetch_all(p)
+        .await)
+        .map_err(|e| self.err("cannot look for dead members", e))?;
+        let gone: Vec<i64> = here.iter().filter(|(_, pid)| !super::process_alive(*pid)).map(|(id, _)| *id).collect();
         let reason = format!("its heartbeat stopped for longer than the lease timeout ({:?})", self.lease_timeout());
+        // Their heartbeat is set past the timeout, so the reaping below takes them.
+        for id in &gone {
+            on_pool!(&self.pool, |p| sqlx::query(
+                "UPDATE fleet_members SET heartbeat_at = $1 WHERE id = $2 AND stopped_at IS NULL"
+            )
+            .bind(cutoff - chrono::Duration::seconds(1))
+            .bind(*id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+            .map_err(|e| self.err("cannot record a dead member", e))?;
+        }
         let dead: Vec<(i64, String, i64)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "UPDATE fleet_members SET stopped_at = $1, stop_reason = $2 \
              WHERE stopped_at IS NULL AND heartbeat_at <= $3 AND id <> $4 RETURNING id, host, pid"
@@ -456,6 +478,11 @@ impl Catalog {
         if let Some(generation) = taken {
             return Ok(Ok(Lease { name: name.to_string(), generation, member: me }));
         }
+        // A holder that was a process of this host and is gone (killed, crashed) is dead now,
+        // not after the timeout: stopped here, the next look takes the lease.
+        if self.stop_dead_holder_here(name, now).await? {
+            return Box::pin(self.take_lease(role, name, holder)).await;
+        }
         let holder: Option<Option<String>> =
             on_pool!(&self.pool, |p| sqlx::query_scalar("SELECT holder FROM leases WHERE name = $1")
                 .bind(name)
@@ -463,6 +490,44 @@ impl Catalog {
                 .await)
             .map_err(|e| self.err("cannot read a lease's holder", e))?;
         Ok(Err(holder.flatten()))
+    }
+
+    /// Whether the holder of lease `name` was a process of this host that no longer exists;
+    /// if so it is recorded as stopped (its running jobs aborted by whoever reaps next).
+    async fn stop_dead_holder_here(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
+        let holder: Option<(i64, i64)> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT m.id, m.pid FROM leases l JOIN fleet_members m ON m.id = l.member \
+             WHERE l.name = $1 AND m.stopped_at IS NULL AND m.host = $2"
+        )
+        .bind(name)
+        .bind(host_name())
+        .fetch_optional(p)
+        .await)
+        .map_err(|e| self.err("cannot read a lease's holder", e))?;
+        let Some((id, pid)) = holder.filter(|(_, pid)| !super::process_alive(*pid)) else { return Ok(false) };
+        let error =
+            format!("aborted: its tidemark process (pid {pid} on {}) ended before the job finished", host_name());
+        let stopped = on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE fleet_members SET stopped_at = $1, stop_reason = $2 WHERE id = $3 AND stopped_at IS NULL"
+        )
+        .bind(now)
+        .bind(format!("its process (pid {pid}) is gone from this host"))
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot record a dead member", e))?;
+        on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE jobs SET status = 'aborted', finished_at = $1, error = $2 WHERE member = $3 AND status = 'running'"
+        )
+        .bind(now)
+        .bind(error)
+        .bind(id)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot abort a dead member's jobs", e))?;
+        Ok(stopped == 1)
     }
 
     /// The fencing check: whether this process still holds `lease` (its member alive, the

@@ -417,8 +417,9 @@ impl Catalog {
     /// already knows that snapshot. Returns whether a row was added.
     pub async fn insert_rebuilt_job(&self, job: &NewJob, end: &JobEnd) -> Result<bool> {
         let done = on_pool!(&self.pool, |p| sqlx::query(
-            "INSERT OR IGNORE INTO jobs (workspace, operation, kind, trigger, started_at, finished_at, status, \
-             snapshot_id, bytes, actor) VALUES ($1, $2, $3, $4, $5, $6, 'succeeded', $7, $8, $9)",
+            "INSERT INTO jobs (workspace, operation, kind, trigger, started_at, finished_at, status, \
+             snapshot_id, bytes, actor) VALUES ($1, $2, $3, $4, $5, $6, 'succeeded', $7, $8, $9) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(&job.workspace)
         .bind(&job.operation)

@@ -320,8 +320,7 @@ async fn addresses_are_compared_as_themselves_and_refusals_do_not_flood_the_trai
     assert_eq!(via("[::1]:80").await, StatusCode::OK);
 
     // A flood from a denied address, with long paths: a few records, paths cut.
-    let catalog_file = w.core.config.catalog_path();
-    let size_before = std::fs::metadata(&catalog_file).unwrap().len();
+    let size_before = crate::support::catalog_bytes(&w).await;
     let long = format!("{base}/v1/{}", "a".repeat(60_000));
     for _ in 0..300 {
         assert_eq!(call(&denied, Method::GET, &long, None, None).await.status(), StatusCode::FORBIDDEN);
@@ -336,7 +335,7 @@ async fn addresses_are_compared_as_themselves_and_refusals_do_not_flood_the_trai
     assert_eq!(from_nine[0].entry.details["error"]["kind"], "forbidden", "{from_nine:?}");
     assert!(from_nine[0].entry.details.get("kind").is_none(), "{from_nine:?}");
     assert!(records.iter().all(|r| r.entry.target.len() <= 300), "a path is cut");
-    let grown = std::fs::metadata(&catalog_file).unwrap().len().saturating_sub(size_before);
+    let grown = crate::support::catalog_bytes(&w).await.saturating_sub(size_before);
     assert!(grown < 1024 * 1024, "the catalog grew by {grown} bytes");
     // At shutdown, the rest of the minute is one record with its count.
     stop.cancel();
@@ -564,7 +563,6 @@ async fn sigterm_of_serve_stops_an_api_job_with_its_cleanup() {
 /// last checkpoint, and verifies then.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_audit_chain_fails_verification_and_a_new_one_is_linked() {
-    use sqlx::Connection;
     use tidemark::ops::audit;
     let w = world().await;
     let made = |name: &str| tidemark::ops::token::TokenCreateOptions {
@@ -581,12 +579,10 @@ async fn a_replaced_audit_chain_fails_verification_and_a_new_one_is_linked() {
     let genuine = audit::verify(&w.core, &actor()).await.unwrap();
     let chain = genuine.chain.clone().unwrap();
     assert_eq!(genuine.checkpoint.as_ref().map(|c| c.seq), Some(2));
-    let catalog_url = format!("sqlite://{}", w.core.config.catalog_path().display());
-    let mut sql = sqlx::SqliteConnection::connect(&catalog_url).await.unwrap();
     let chains_in_repo = || async { std::fs::read_dir(w.repo_dir().join("audit")).unwrap().count() };
 
     for attack in ["UPDATE audit_chain SET id = 'forged0000000000'", "DELETE FROM audit_chain"] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(attack)).execute(&mut sql).await.unwrap();
+        crate::support::catalog_sql(&w, attack).await;
         let e = audit::verify(&w.core, &actor()).await.unwrap_err();
         assert_eq!(e.kind(), tidemark::ErrorKind::Integrity, "{attack}: {}", e.report());
         assert!(e.message().contains(&chain), "{attack}: {}", e.report());
@@ -594,22 +590,17 @@ async fn a_replaced_audit_chain_fails_verification_and_a_new_one_is_linked() {
         tidemark::ops::token::create(&w.core, &made(&format!("after-{}", attack.len())), &actor()).await.unwrap();
         assert_eq!(chains_in_repo().await, 1, "{attack}: a second chain was checkpointed");
         assert!(audit::verify(&w.core, &actor()).await.is_err(), "{attack}");
-        sqlx::query("DELETE FROM audit_chain").execute(&mut sql).await.unwrap();
-        sqlx::query("INSERT INTO audit_chain (id, created) VALUES (?, ?)")
-            .bind(&chain)
-            .bind(chrono::Utc::now())
-            .execute(&mut sql)
-            .await
-            .unwrap();
+        let created = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        crate::support::catalog_sql(
+            &w,
+            &format!("DELETE FROM audit_chain; INSERT INTO audit_chain (id, created) VALUES ('{chain}', '{created}')"),
+        )
+        .await;
         audit::verify(&w.core, &actor()).await.unwrap();
     }
 
     // The catalog is lost: the empty trail does not verify; `audit new-chain` links a new one.
-    drop(sql);
-    let catalog = w.core.config.catalog_path();
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", catalog.display()));
-    }
+    crate::support::lose_catalog(&w).await;
     let run = |args: &[&str]| tidemark_at(&w, None, args);
     let lost = run(&["audit", "verify"]);
     assert_eq!(lost.status.code(), Some(tidemark::ErrorKind::Integrity.exit_code()));
@@ -767,8 +758,9 @@ async fn a_busy_workspace_says_when_to_try_again() {
     let holder = tidemark::catalog::lock::Holder::me("prune", &actor());
     let stop = tokio_util::sync::CancellationToken::new();
     let wait = tidemark::catalog::lock::Wait::No;
-    let catalog = w.core.config.catalog_path();
-    let held = tidemark::catalog::lock::WorkspaceLock::acquire(&catalog, "shop", &holder, wait, &stop).await.unwrap();
+    let catalog = w.core.catalog().await.unwrap();
+    let held =
+        tidemark::catalog::lock::WorkspaceLock::acquire_shared(catalog, "shop", &holder, wait, &stop).await.unwrap();
 
     // Over the API: a pin (answered at once) is 409 `busy` with Retry-After; a snapshot
     // (a job) is recorded as refused, saying why.

@@ -23,10 +23,9 @@ async fn operations_are_audited_checkpointed_and_a_cut_trail_is_caught() {
     let me = tidemark::catalog::lock::Holder::me("prune", &Actor::new(ActorKind::Cli, "bo"));
     let stop = tokio_util::sync::CancellationToken::new();
     let lock_wait = tidemark::catalog::lock::Wait::No;
+    let catalog = w.core.catalog().await.unwrap();
     let held =
-        tidemark::catalog::lock::WorkspaceLock::acquire(&w.core.config.catalog_path(), "shop", &me, lock_wait, &stop)
-            .await
-            .unwrap();
+        tidemark::catalog::lock::WorkspaceLock::acquire_shared(catalog, "shop", &me, lock_wait, &stop).await.unwrap();
     let unpin = tidemark::ops::prune::PinOptions { pin: false, ..pin.clone() };
     let refused = tidemark::ops::prune::set_pin(&w.core, &unpin, &ana).await.unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::Busy);
@@ -83,12 +82,9 @@ async fn operations_are_audited_checkpointed_and_a_cut_trail_is_caught() {
     assert_eq!((names.len(), signed), (8, 4), "one signed checkpoint per record but the refused one: {names:?}");
 
     // Someone removes the last record from the catalog behind tidemark's back.
-    let catalog = tidemark::catalog::Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    let catalog = tidemark::catalog::Catalog::open_at(&w.core.config.catalog_location()).await.unwrap();
     drop(catalog);
-    let db = w.core.config.catalog_path();
-    let pool = sqlx::sqlite::SqlitePool::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-    sqlx::query("DELETE FROM audit WHERE seq = 5").execute(&pool).await.unwrap();
-    pool.close().await;
+    crate::support::catalog_sql(&w, "DELETE FROM audit WHERE seq = 5").await;
     let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["--config", w.core.config.path.to_str().unwrap(), "audit", "verify"])
         .output()

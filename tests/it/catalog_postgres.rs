@@ -8,7 +8,7 @@ use tidemark::ErrorKind;
 
 use crate::support::{World, create_database, world};
 
-fn tidemark(w: &World, args: &[&str]) -> Output {
+pub(crate) fn tidemark(w: &World, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["--config", w.core.config.path.to_str().unwrap()])
         .args(args)
@@ -18,7 +18,7 @@ fn tidemark(w: &World, args: &[&str]) -> Output {
         .expect("run tidemark")
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     stdout

@@ -142,7 +142,7 @@ async fn scheduled_snapshots_apply_retention_record_jobs_and_notify() {
     let slot = daily_slot(5);
     let clock = ManualClock::new(slot - chrono::Duration::hours(1));
     let (shutdown, daemon) = start_daemon(&w.core, &clock);
-    let catalog = Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    let catalog = Catalog::open_at(&w.core.config.catalog_location()).await.unwrap();
     wait_for("the schedules to register", async || catalog.last_slot("down", "daily").await.unwrap()).await;
     wait_for("the schedules to register", async || catalog.last_slot("shop", "daily").await.unwrap()).await;
     clock.set(slot);
@@ -219,7 +219,7 @@ async fn a_shutdown_mid_snapshot_leaves_no_snapshot_and_the_next_run_succeeds() 
     let slot = daily_slot(1);
     let clock = ManualClock::new(slot - chrono::Duration::hours(1));
     let (shutdown, daemon) = start_daemon(&w.core, &clock);
-    let catalog = Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    let catalog = Catalog::open_at(&w.core.config.catalog_location()).await.unwrap();
     wait_for("the schedule to register", async || catalog.last_slot("shop", "daily").await.unwrap()).await;
     clock.set(slot);
     wait_for("the snapshot to wait for the lock", async || (lock_waiters().await > 0).then_some(())).await;
@@ -276,7 +276,7 @@ async fn scheduled_drills_run_after_snapshots_and_on_their_own_and_failures_noti
     let slot = daily_slot(1);
     let clock = ManualClock::new(slot - chrono::Duration::hours(1));
     let (shutdown, daemon) = start_daemon(&w.core, &clock);
-    let catalog = Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    let catalog = Catalog::open_at(&w.core.config.catalog_location()).await.unwrap();
     wait_for("the schedules to register", async || catalog.last_slot("shop", "drill").await.unwrap()).await;
     clock.set(slot);
     let failed = wait_for("the snapshot job", async || job_of(&catalog, "shop", JobStatus::Failed).await).await;

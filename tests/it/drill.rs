@@ -123,7 +123,7 @@ async fn a_drill_of_a_real_workspace_passes_every_check_and_leaves_nothing() {
     let sealed = std::fs::read(reports.join(&stored[0])).unwrap();
     assert!(sealed.starts_with(b"age-encryption.org/v1"));
     assert!(!String::from_utf8_lossy(&sealed).contains("object-hashes"), "only ciphertext in the repository");
-    std::fs::remove_file(w.core.config.catalog_path()).unwrap();
+    crate::support::lose_catalog(&w).await;
     // A new process (the core keeps its catalog open): the catalog is gone.
     let ids = w.identity.identities();
     let fresh = tidemark::ops::Core::from_parts(w.core.config.clone(), w.core.repo.clone(), None, Some(ids));

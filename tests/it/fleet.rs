@@ -5,30 +5,16 @@
 //! the workspace: another takes over; resumed (SIGCONT), the first commits nothing and says
 //! so in its log (fencing).
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnection;
 
+use crate::catalog_postgres::{ok, tidemark};
 use crate::support::{World, create_database, world};
 
 /// The lease timeout of these fleets: short, so a takeover comes within seconds.
 const LEASE: Duration = Duration::from_secs(3);
-
-fn tidemark(w: &World, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["--config", w.core.config.path.to_str().unwrap()])
-        .args(args)
-        .env_remove("CI")
-        .output()
-        .expect("run tidemark")
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
 
 /// A `tidemark serve` whose log goes to a file of its own.
 struct Daemon {
@@ -138,6 +124,22 @@ async fn live_members(conn: &mut PgConnection) -> i64 {
         .unwrap()
 }
 
+/// Waits until the newest job of process `pid` has `status`.
+async fn wait_for_job(conn: &mut PgConnection, pid: i64, status: &str, what: &str, limit: Duration) {
+    wait_for(what, limit, async || (job_of(conn, pid).await.as_deref() == Some(status)).then_some(())).await;
+}
+
+/// Daemon `a` running the missed slot (its snapshot waiting for the held table), and
+/// daemon `b` joined beside it.
+async fn a_running_b_beside(w: &World, catalog: &mut PgConnection) -> (Daemon, Daemon) {
+    let a = Daemon::start(w, "a");
+    wait_for_job(catalog, a.pid(), "running", "daemon a runs the missed slot", Duration::from_secs(30)).await;
+    let b = Daemon::start(w, "b");
+    wait_for("daemon b joins", Duration::from_secs(30), async || (live_members(catalog).await == 2).then_some(()))
+        .await;
+    (a, b)
+}
+
 fn snapshots(w: &World) -> Vec<serde_json::Value> {
     let listed: serde_json::Value =
         serde_json::from_str(&ok(&tidemark(w, &["--json", "snapshot", "list", "-w", "shop"]))).unwrap();
@@ -148,21 +150,11 @@ fn snapshots(w: &World) -> Vec<serde_json::Value> {
 async fn a_killed_daemons_slot_is_done_once_by_another() {
     let (w, mut catalog) = fleet_world().await;
     let mut held = hold_table(&w).await;
-    let a = Daemon::start(&w, "a");
-    wait_for("daemon a runs the missed slot", Duration::from_secs(30), async || {
-        (job_of(&mut catalog, a.pid()).await.as_deref() == Some("running")).then_some(())
-    })
-    .await;
-    let b = Daemon::start(&w, "b");
-    wait_for("daemon b joins", Duration::from_secs(30), async || (live_members(&mut catalog).await == 2).then_some(()))
-        .await;
+    let (a, b) = a_running_b_beside(&w, &mut catalog).await;
 
     a.signal(nix::sys::signal::Signal::SIGKILL);
     let killed = Instant::now();
-    wait_for("daemon b aborts a's job", LEASE + Duration::from_secs(10), async || {
-        (job_of(&mut catalog, a.pid()).await.as_deref() == Some("aborted")).then_some(())
-    })
-    .await;
+    wait_for_job(&mut catalog, a.pid(), "aborted", "daemon b aborts a's job", LEASE + Duration::from_secs(10)).await;
     let failover = killed.elapsed();
     wait_for("daemon b takes the slot over", Duration::from_secs(30), async || {
         job_of(&mut catalog, b.pid()).await.map(drop)
@@ -178,10 +170,7 @@ async fn a_killed_daemons_slot_is_done_once_by_another() {
     assert!(error.contains("stopped renewing its lease"), "{error}");
 
     sqlx::raw_sql("COMMIT").execute(&mut held).await.unwrap();
-    wait_for("daemon b's snapshot succeeds", Duration::from_secs(60), async || {
-        (job_of(&mut catalog, b.pid()).await.as_deref() == Some("succeeded")).then_some(())
-    })
-    .await;
+    wait_for_job(&mut catalog, b.pid(), "succeeded", "daemon b's snapshot succeeds", Duration::from_secs(60)).await;
     // The slot's work was done once: one snapshot, one claim, served.
     assert_eq!(snapshots(&w).len(), 1, "one snapshot for the slot");
     let claims: Vec<(String, bool)> =
@@ -201,26 +190,13 @@ async fn a_killed_daemons_slot_is_done_once_by_another() {
 async fn a_paused_daemon_commits_nothing_when_it_comes_back() {
     let (w, mut catalog) = fleet_world().await;
     let mut held = hold_table(&w).await;
-    let a = Daemon::start(&w, "a");
-    wait_for("daemon a runs the missed slot", Duration::from_secs(30), async || {
-        (job_of(&mut catalog, a.pid()).await.as_deref() == Some("running")).then_some(())
-    })
-    .await;
-    let b = Daemon::start(&w, "b");
-    wait_for("daemon b joins", Duration::from_secs(30), async || (live_members(&mut catalog).await == 2).then_some(()))
-        .await;
+    let (a, b) = a_running_b_beside(&w, &mut catalog).await;
 
     // Paused past its lease while it holds the workspace: b takes over.
     a.signal(nix::sys::signal::Signal::SIGSTOP);
-    wait_for("daemon b aborts a's job", LEASE + Duration::from_secs(10), async || {
-        (job_of(&mut catalog, a.pid()).await.as_deref() == Some("aborted")).then_some(())
-    })
-    .await;
+    wait_for_job(&mut catalog, a.pid(), "aborted", "daemon b aborts a's job", LEASE + Duration::from_secs(10)).await;
     sqlx::raw_sql("COMMIT").execute(&mut held).await.unwrap();
-    wait_for("daemon b's snapshot succeeds", Duration::from_secs(60), async || {
-        (job_of(&mut catalog, b.pid()).await.as_deref() == Some("succeeded")).then_some(())
-    })
-    .await;
+    wait_for_job(&mut catalog, b.pid(), "succeeded", "daemon b's snapshot succeeds", Duration::from_secs(60)).await;
     assert_eq!(snapshots(&w).len(), 1);
 
     // Resumed, a finishes reading and reaches its commit: fenced, it commits nothing.

@@ -41,7 +41,7 @@ async fn a_cli_prune_during_a_daemon_snapshot_is_refused_naming_it_or_waits_for_
     let slot = daily_slot(1);
     let clock = ManualClock::new(slot - chrono::Duration::hours(1));
     let (shutdown, daemon) = start_daemon(&w.core, &clock);
-    let catalog = Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    let catalog = Catalog::open_at(&w.core.config.catalog_location()).await.unwrap();
     wait_for("the schedule to register", async || catalog.last_slot("shop", "daily").await.unwrap()).await;
     clock.set(slot);
     let running = wait_for("the daemon's snapshot", async || job_of(&catalog, "shop", JobStatus::Running).await).await;
@@ -85,6 +85,9 @@ async fn a_cli_prune_during_a_daemon_snapshot_is_refused_naming_it_or_waits_for_
 async fn a_lock_left_by_a_killed_process_is_taken_over() {
     let w = world().await;
     create_database(&w.cluster, "shop", "CREATE TABLE t (id int); INSERT INTO t VALUES (1);").await;
+    if crate::support::on_postgres_catalog() {
+        return a_lease_left_by_a_killed_process_is_taken_over(&w).await;
+    }
     // Another process holds the workspace, as a tidemark process would, then is killed.
     let lock = tidemark::catalog::lock::lock_path(&w.core.config.catalog_path(), "shop");
     std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
@@ -137,7 +140,7 @@ async fn checks_and_drills_are_jobs_with_who_asked_and_their_verdict() {
     let found = tidemark::ops::check::check_recorded(&w.core, &check, &actor).await.unwrap();
     assert!(!found.problems.is_empty());
 
-    let catalog = Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    let catalog = Catalog::open_at(&w.core.config.catalog_location()).await.unwrap();
     let jobs = catalog.jobs(Some("shop"), 10).await.unwrap();
     let by = |op: &str| jobs.iter().filter(|j| j.operation == op).collect::<Vec<_>>();
     let (drills, checks) = (by("drill"), by("check"));
@@ -185,4 +188,47 @@ async fn the_command_line_records_its_long_operations_as_jobs() {
             "{operation} is not a succeeded job: {operations:?}"
         );
     }
+}
+
+/// With a PostgreSQL catalog the workspace's lock is a lease: a tidemark process of this
+/// host holding it (a snapshot waiting for a table) and killed with SIGKILL leaves it to
+/// the next operation at once, not after the lease timeout (its pid is gone from here).
+async fn a_lease_left_by_a_killed_process_is_taken_over(w: &crate::support::World) {
+    let spec = tidemark::pg::ConnSpec::parse(&w.cluster.url("shop"), None).unwrap();
+    let mut held = spec.connect().await.unwrap();
+    sqlx::raw_sql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE").execute(&mut held).await.unwrap();
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap(), "snapshot", "create", "--workspace", "shop"])
+        .env_remove("CI")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let catalog = tidemark::catalog::Catalog::open_at(&w.core.config.catalog_location()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !catalog
+        .jobs(Some("shop"), 5)
+        .await
+        .unwrap()
+        .iter()
+        .any(|j| j.status() == tidemark::catalog::JobStatus::Running)
+    {
+        assert!(std::time::Instant::now() < deadline, "the holder never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refused = run(w, &["snapshot", "create", "--workspace", "shop"]);
+    assert_eq!(refused.status.code(), Some(ErrorKind::Busy.exit_code()), "{}", stderr(&refused));
+    let text = stderr(&refused);
+    assert!(text.contains("a snapshot asked by cli:") && text.contains(&format!("pid {}", holder.id())), "{text}");
+
+    holder.kill().unwrap(); // SIGKILL: it frees nothing
+    holder.wait().unwrap();
+    sqlx::raw_sql("COMMIT").execute(&mut held).await.unwrap();
+    let started = std::time::Instant::now();
+    let taken = run(w, &["--json", "snapshot", "create", "--workspace", "shop"]);
+    assert!(taken.status.success(), "{}", stderr(&taken));
+    let lease = catalog.lease_timeout();
+    assert!(started.elapsed() < lease, "taken at once, not after the lease timeout {lease:?}: {:?}", started.elapsed());
+    let jobs = catalog.jobs(Some("shop"), 5).await.unwrap();
+    assert_eq!(jobs.iter().filter(|j| j.status() == tidemark::catalog::JobStatus::Aborted).count(), 1, "{jobs:?}");
 }

@@ -916,7 +916,7 @@ async fn the_daemon_takes_base_backups_on_their_schedule() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (core, c, t) = (w.core.clone(), clock.clone(), shutdown.clone());
     let daemon = tokio::spawn(async move { tidemark::ops::serve::serve(&core, std::sync::Arc::new(c), t).await });
-    let catalog = tidemark::catalog::Catalog::open(&w.core.config.catalog_path()).await.unwrap();
+    let catalog = tidemark::catalog::Catalog::open_at(&w.core.config.catalog_location()).await.unwrap();
     for _ in 0..100 {
         if catalog.last_slot("shop", "weekly-base").await.unwrap().is_some() {
             break;

@@ -75,7 +75,11 @@ async fn relations(spec: &ConnSpec) -> Vec<String> {
 }
 
 async fn databases(w: &World) -> Vec<String> {
-    crate::support::databases_like(&w.cluster, "%").await.into_iter().filter(|d| !d.starts_with("template")).collect()
+    crate::support::databases_like(&w.cluster, "%")
+        .await
+        .into_iter()
+        .filter(|d| !d.starts_with("template") && d != "tidemark_test_catalog")
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

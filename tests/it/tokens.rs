@@ -97,11 +97,9 @@ async fn tokens_are_shown_once_kept_as_hashes_and_refused_when_they_should_be() 
 
     // The secret is nowhere but in the creator's hands: not in the catalog's files, the
     // token list, or the audit trail.
-    let catalog = w.core.config.catalog_path();
-    for suffix in ["", "-wal", "-shm"] {
-        let path = format!("{}{suffix}", catalog.display());
+    for path in crate::support::catalog_files(&w).await {
         if let Ok(bytes) = std::fs::read(&path) {
-            assert!(!bytes.windows(secret.len()).any(|win| win == secret.as_bytes()), "{path} holds the secret");
+            assert!(!bytes.windows(secret.len()).any(|win| win == secret.as_bytes()), "{path:?} holds the secret");
         }
     }
     let everything =
@@ -149,7 +147,8 @@ async fn token_lifetimes_default_maximum_and_never() {
         (t.last_used_at, t.last_used_address)
     };
     let (a, b) = ("127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap());
-    let t0 = chrono::Utc::now();
+    // Microseconds: what either catalog engine keeps.
+    let t0 = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
     token::authenticate(&w.core, &used.secret, Some(a), t0).await.unwrap();
     assert_eq!(last_use().await, (Some(t0), Some("127.0.0.2".into())));
     let t1 = t0 + chrono::Duration::seconds(10);

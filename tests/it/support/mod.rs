@@ -90,13 +90,16 @@ pub async fn world_with_repo(cluster: Cluster, dir: tempfile::TempDir, mut repo_
         LoadedConfig { config: Config::new(repo_config.clone(), workspaces), path: dir.path().join("tidemark.toml") };
     // `TIDEMARK_TEST_CATALOG=postgres`: the whole suite on a PostgreSQL catalog (a database
     // of the world's own cluster) instead of the SQLite file.
-    if std::env::var("TIDEMARK_TEST_CATALOG").is_ok_and(|v| v == "postgres") {
+    if on_postgres_catalog() {
         let admin = ConnSpec::parse(&cluster.url("postgres"), None).unwrap();
         let mut conn = admin.connect().await.unwrap();
         sqlx::raw_sql("CREATE DATABASE tidemark_test_catalog").execute(&mut conn).await.unwrap();
         config.config.catalog = Some(cluster.url("tidemark_test_catalog").into());
     }
     std::fs::write(&config.path, config.config.render_initial()).unwrap();
+    if let Some(url) = config.config.catalog.as_ref().filter(|_| on_postgres_catalog()) {
+        set_catalog_lines(&config.path, &format!("catalog = \"{}\"", url.display()));
+    }
     let mut core = Core::from_parts(config, repo, Some(recipients), Some(identity.identities()));
     core.cache_dir = Some(dir.path().join("cache"));
     World { cluster, dir, identity, core, repo_config }
@@ -348,4 +351,73 @@ pub fn set_catalog_lines(path: &std::path::Path, lines: &str) {
     let kept: Vec<&str> =
         text.lines().filter(|l| !l.starts_with("catalog =") && !l.starts_with("catalog-password =")).collect();
     std::fs::write(path, format!("{lines}\n{}\n", kept.join("\n"))).unwrap();
+}
+
+/// Whether this run keeps the worlds' catalogs in PostgreSQL (`TIDEMARK_TEST_CATALOG=postgres`).
+pub fn on_postgres_catalog() -> bool {
+    std::env::var("TIDEMARK_TEST_CATALOG").is_ok_and(|v| v == "postgres")
+}
+
+/// The test catalog's database in a PostgreSQL run.
+const TEST_CATALOG: &str = "tidemark_test_catalog";
+
+/// Runs `sql` on the world's catalog as it is, behind tidemark's back (attacks on it).
+pub async fn catalog_sql(w: &World, sql: &str) {
+    if on_postgres_catalog() {
+        let mut conn = ConnSpec::parse(&w.cluster.url(TEST_CATALOG), None).unwrap().connect().await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(sql.to_string())).execute(&mut conn).await.unwrap();
+    } else {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", w.core.config.catalog_path().display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(sql.to_string())).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// Loses the world's catalog (its file, or its PostgreSQL database made anew and empty).
+pub async fn lose_catalog(w: &World) {
+    if on_postgres_catalog() {
+        let mut conn = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap().connect().await.unwrap();
+        for sql in [format!("DROP DATABASE {TEST_CATALOG} WITH (FORCE)"), format!("CREATE DATABASE {TEST_CATALOG}")] {
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut conn).await.unwrap();
+        }
+    } else {
+        let catalog = w.core.config.catalog_path();
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", catalog.display()));
+        }
+    }
+}
+
+/// How many bytes the world's catalog takes (its file, or its PostgreSQL database).
+pub async fn catalog_bytes(w: &World) -> u64 {
+    if on_postgres_catalog() {
+        let mut conn = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap().connect().await.unwrap();
+        let size: i64 =
+            sqlx::query_scalar("SELECT pg_database_size($1)").bind(TEST_CATALOG).fetch_one(&mut conn).await.unwrap();
+        size as u64
+    } else {
+        std::fs::metadata(w.core.config.catalog_path()).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+/// The files the world's catalog is kept in: the SQLite file and its journal, or (after a
+/// checkpoint) every file of the PostgreSQL cluster's data directory.
+pub async fn catalog_files(w: &World) -> Vec<PathBuf> {
+    if on_postgres_catalog() {
+        let mut conn = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap().connect().await.unwrap();
+        sqlx::raw_sql("CHECKPOINT").execute(&mut conn).await.unwrap();
+        let mut files = Vec::new();
+        let mut dirs = vec![w.cluster.data_dir().to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() { dirs.push(path) } else { files.push(path) }
+            }
+        }
+        files
+    } else {
+        let catalog = w.core.config.catalog_path();
+        ["", "-wal", "-shm"].iter().map(|s| PathBuf::from(format!("{}{s}", catalog.display()))).collect()
+    }
 }
