@@ -104,10 +104,12 @@ async fn stream_forever(core: Core, workspace: String, shutdown: CancellationTok
 /// first waits for its lease, and stops streaming (to take it again) if the lease is lost.
 async fn stream_while_held(core: &Core, workspace: &str, shutdown: &CancellationToken) -> Result<()> {
     let opts = super::wal::StreamOptions { workspace: workspace.to_string(), ..Default::default() };
-    let catalog = core.catalog().await?;
-    if !catalog.is_shared() {
+    // One daemon per SQLite catalog: nobody to share the stream with, and the stream never
+    // needed the catalog.
+    if matches!(core.config.catalog_location(), crate::config::CatalogLocation::File(_)) {
         return super::wal::stream(core, &opts, shutdown.clone()).await.map(drop);
     }
+    let catalog = core.catalog().await?;
     let name = format!("wal-stream {workspace}");
     let holder = serde_json::json!({"operation": "wal-stream", "pid": std::process::id()}).to_string();
     let every = catalog.lease_timeout() / 3;
