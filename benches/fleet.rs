@@ -59,7 +59,7 @@ fn main() {
     std::fs::write(
         format!("{w}/schedules/daily.toml"),
         format!(
-            "kind = \"automatic\"\ncron = \"{} {} * * *\"\ntime-zone = \"UTC\"\nkeep-within = \"3d\"\n",
+            "kind = \"automatic\"\ncron = \"{} {} * * *\"\ntime-zone = \"UTC\"\n\n[retention]\nkeep-within = \"3d\"\n",
             due.minute(),
             due.hour()
         ),
@@ -120,6 +120,15 @@ fn main() {
         })
         .collect();
     let pids: Vec<u32> = daemons.iter().map(|d| d.as_ref().unwrap().0.id()).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    for (i, d) in daemons.iter_mut().enumerate() {
+        if let Ok(Some(status)) = d.as_mut().unwrap().0.try_wait() {
+            panic!(
+                "daemon {i} ended at start ({status}): {}",
+                std::fs::read_to_string(format!("{w}/daemon-{i}.log")).unwrap()
+            );
+        }
+    }
     let q = |sql: &str| sh(&format!("psql -qAt -d '{}' -c \"{sql}\"", cluster.url("tidemark"))).trim().to_string();
     while chrono::Utc::now() < due {
         std::thread::sleep(Duration::from_millis(200));
@@ -138,7 +147,7 @@ fn main() {
         assert!(killed.elapsed() < Duration::from_secs(120), "the dead daemon's jobs were never aborted");
         std::thread::sleep(Duration::from_millis(100));
     };
-    eprintln!("failover: {} running job(s) of the killed daemon aborted after {failover:?}", running_before);
+    eprintln!("failover: {running_before} running job(s) of the killed daemon aborted after {failover:?}");
     let burst_start = Instant::now();
     loop {
         let served = q(&format!("SELECT count(*) FROM slot_claims WHERE done AND slot = '{}'", due.to_rfc3339()));
@@ -161,10 +170,8 @@ fn main() {
         .iter()
         .map(|pid| q(&format!("SELECT count(*) FROM jobs WHERE status = 'succeeded' AND pid = {pid}")))
         .collect();
-    let doubled = q(&format!(
-        "SELECT count(*) FROM (SELECT workspace FROM jobs WHERE status = 'succeeded' AND scheduled_for IS NOT NULL \
-         GROUP BY workspace HAVING count(*) > 1) d"
-    ));
+    let doubled = q("SELECT count(*) FROM (SELECT workspace FROM jobs WHERE status = 'succeeded' \
+         AND scheduled_for IS NOT NULL GROUP BY workspace HAVING count(*) > 1) d");
 
     // Idle: the catalog's transactions over a minute, and the daemons' CPU and memory.
     let xacts = || {

@@ -48,7 +48,7 @@ pub async fn bind(core: &Core, scheduler: Option<Arc<dyn Clock>>) -> Result<Serv
     // first one's addresses. The daemon takes the lock for good when it starts.
     if scheduler.is_some() {
         let catalog = crate::catalog::Catalog::open_at(&core.config.catalog_location()).await?;
-        drop(catalog.lock_for_daemon().await?);
+        drop(catalog.lock_for_daemon()?);
     }
     let rules = AddressRules::from_config(&core.config.config.api)?;
     let api = api::bind(&core.config).await?.map(|bound| (bound, rules));

@@ -249,7 +249,7 @@ impl Catalog {
     ///
     /// Errors: `Refused` naming the process that holds the catalog; `Unavailable` when the
     /// lock file beside the catalog cannot be written.
-    pub async fn lock_for_daemon(&self) -> Result<DaemonLock> {
+    pub fn lock_for_daemon(&self) -> Result<DaemonLock> {
         match &self.pool {
             Pool::Sqlite(_) => self.lock_file_for_daemon(),
             Pool::Postgres(_) => Ok(DaemonLock { _held: None }),
@@ -679,8 +679,8 @@ mod tests {
         let path = dir.path().join("c.sqlite");
         let first = Catalog::open(&path).await.unwrap();
         let second = Catalog::open(&path).await.unwrap();
-        let lock = first.lock_for_daemon().await.unwrap();
-        let refused = second.lock_for_daemon().await.unwrap_err();
+        let lock = first.lock_for_daemon().unwrap();
+        let refused = second.lock_for_daemon().unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::Refused);
         let message = refused.message();
         assert!(message.contains(&format!("pid {}", std::process::id())), "{message}");
@@ -688,7 +688,7 @@ mod tests {
         drop(lock);
         // At once, even while another test of this binary spawns a child holding a copy of
         // the lock's descriptor for a moment.
-        second.lock_for_daemon().await.expect("the lock is free once the first daemon is gone");
+        second.lock_for_daemon().expect("the lock is free once the first daemon is gone");
     }
 
     #[tokio::test]

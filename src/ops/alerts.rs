@@ -41,7 +41,7 @@ pub async fn evaluate_once(core: &Core, clock: &dyn Clock, transitions: &mut Tra
 pub async fn watch(
     core: Core,
     clock: Arc<dyn Clock>,
-    notifier: Option<Notifier<WorkspaceEvent>>,
+    notifier: Option<Arc<Notifier<WorkspaceEvent>>>,
     shutdown: CancellationToken,
 ) {
     let mut transitions = Transitions::default();

@@ -50,7 +50,7 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
     let webhook = settings.webhook.as_ref().map(Webhook::new).transpose()?;
     // One pool and one fleet member for the daemon and the operations it runs.
     let catalog = core.catalog().await?.clone();
-    let _only_daemon = catalog.lock_for_daemon().await?;
+    let _only_daemon = catalog.lock_for_daemon()?;
     catalog.join(crate::catalog::fleet::Role::Daemon).await?;
     super::switch::recover_all(core).await;
     if schedules.is_empty() {
@@ -68,7 +68,7 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
     }
     // Freshness: evaluated every minute, stale/recovered events through the same webhook.
     let (alert_notifier, alert_delivery) = webhook.clone().filter(|w| w.on_stale).map(Notifier::start).unzip();
-    let watcher = tokio::spawn(super::alerts::watch(core.clone(), clock.clone(), alert_notifier, shutdown.clone()));
+    let watcher = tokio::spawn(watch_forever(core.clone(), clock.clone(), alert_notifier, shutdown.clone()));
     let report = Daemon { clock, catalog, runner, schedules, settings, webhook }.run(shutdown).await;
     while streams.join_next().await.is_some() {}
     let _ = watcher.await;
@@ -100,56 +100,40 @@ async fn stream_forever(core: Core, workspace: String, shutdown: CancellationTok
     }
 }
 
-/// Streams `workspace`'s WAL until `shutdown` (`Ok`) or a failure; with a shared catalog,
-/// first waits for its lease, and stops streaming (to take it again) if the lease is lost.
+/// Streams `workspace`'s WAL until `shutdown` (`Ok`) or a failure, while this daemon holds
+/// the fleet's `wal-stream` lease of it.
 async fn stream_while_held(core: &Core, workspace: &str, shutdown: &CancellationToken) -> Result<()> {
     let opts = super::wal::StreamOptions { workspace: workspace.to_string(), ..Default::default() };
-    // One daemon per SQLite catalog: nobody to share the stream with, and the stream never
-    // needed the catalog.
-    if matches!(core.config.catalog_location(), crate::config::CatalogLocation::File(_)) {
-        return super::wal::stream(core, &opts, shutdown.clone()).await.map(drop);
-    }
-    let catalog = core.catalog().await?;
-    let name = format!("wal-stream {workspace}");
-    let holder = serde_json::json!({"operation": "wal-stream", "pid": std::process::id()}).to_string();
-    let every = catalog.lease_timeout() / 3;
-    let lease = loop {
-        match catalog.take_lease(crate::catalog::fleet::Role::Daemon, &name, &holder).await? {
-            Ok(lease) => break lease,
-            Err(_) => tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                () = shutdown.cancelled() => return Ok(()),
-            },
-        }
-    };
-    tracing::info!(workspace, generation = lease.generation, "this daemon streams the workspace's WAL");
-    let lost = shutdown.child_token();
-    let watch = {
-        let (catalog, lease, lost) = (catalog.clone(), lease.clone(), lost.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = tokio::time::sleep(every) => {}
-                    () = lost.cancelled() => return,
-                }
-                // A catalog that cannot answer is asked again; a lease that is gone is gone.
-                if let Ok(false) = catalog.still_holds(&lease).await {
-                    tracing::error!(lease = %lease.name,
-                        "lost the WAL stream's lease (paused or cut off past the lease timeout): stopping the stream");
-                    lost.cancel();
-                    return;
-                }
+    let stream = |stop| async move { super::wal::stream(core, &opts, stop).await.map(drop) };
+    super::fleet::while_holding(core, &format!("wal-stream {workspace}"), shutdown, stream).await.map(drop)
+}
+
+/// The freshness watch, run by one daemon of the fleet (the holder of `health-watch`), so
+/// that a stale workspace is told once and the catalog read once a minute, not once per
+/// daemon; another daemon takes it over when that one dies.
+async fn watch_forever(
+    core: Core,
+    clock: Arc<dyn Clock>,
+    notifier: Option<Notifier<crate::monitor::alerts::WorkspaceEvent>>,
+    shutdown: CancellationToken,
+) {
+    let notifier = notifier.map(Arc::new);
+    loop {
+        let watch = |stop| {
+            let (core, clock, notifier) = (core.clone(), clock.clone(), notifier.clone());
+            async move {
+                super::alerts::watch(core, clock, notifier, stop).await;
+                Ok(())
             }
-        })
-    };
-    let streamed = super::wal::stream(core, &opts, lost.clone()).await;
-    let was_lost = lost.is_cancelled() && !shutdown.is_cancelled();
-    lost.cancel();
-    let _ = watch.await;
-    let _ = catalog.release_lease(&lease).await;
-    match (streamed, was_lost) {
-        (_, true) => Err(Error::new(ErrorKind::Refused, format!("the WAL stream of {workspace} lost its lease"))),
-        (result, false) => result.map(drop),
+        };
+        match super::fleet::while_holding(&core, "health-watch", &shutdown, watch).await {
+            Ok(_) => return,
+            Err(e) => tracing::warn!(error = %e.report(), "the freshness watch stopped; taking it again"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            () = shutdown.cancelled() => return,
+        }
     }
 }
 

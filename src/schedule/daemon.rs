@@ -991,8 +991,11 @@ mod tests {
     /// daemon with its job slots full leaves the next slots to the others.
     struct FleetRunner {
         daemon: usize,
-        runs: Arc<Mutex<Vec<(usize, String, DateTime<Utc>)>>>,
+        runs: Runs,
     }
+
+    /// (daemon, workspace, slot) of each run.
+    type Runs = Arc<Mutex<Vec<(usize, String, DateTime<Utc>)>>>;
 
     impl Runner for FleetRunner {
         fn run(&self, job: &ScheduledJob, _now: DateTime<Utc>) -> BoxFuture<'static, Result<JobOutcome>> {

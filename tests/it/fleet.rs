@@ -316,7 +316,7 @@ async fn two_api_servers_share_jobs_tokens_and_one_audit_chain() {
         }
     });
     let answers = futures::future::join_all(writes).await;
-    assert!(answers.iter().all(|s| s.is_success()), "{answers:?}");
+    assert!(answers.iter().all(reqwest::StatusCode::is_success), "{answers:?}");
     let made = answers.len();
     let verified: serde_json::Value = serde_json::from_str(&ok(&tidemark(&w, &["--json", "audit", "verify"]))).unwrap();
     let listed = ok(&tidemark(&w, &["--json", "audit", "list"]));
