@@ -343,3 +343,116 @@ async fn two_api_servers_share_jobs_tokens_and_one_audit_chain() {
     let _ = admin_id;
     drop((a, b));
 }
+
+/// Issue 33.3 with real processes and a real clock: three `serve` on one catalog, thirteen
+/// workspaces, a schedule every minute. Over two slots each (workspace, slot) is
+/// snapshotted exactly once — counted in the catalog and in the repository — and each
+/// daemon ran some of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_daemons_snapshot_each_slot_of_each_workspace_once() {
+    let (w, mut catalog) = fleet_world().await;
+    sqlx::query("DELETE FROM schedule_runs").execute(&mut catalog).await.unwrap();
+    let schedules = w.dir.path().join("schedules");
+    std::fs::create_dir_all(&schedules).unwrap();
+    std::fs::write(schedules.join("minutely.toml"), "kind = \"automatic\"\ncron = \"* * * * *\"\n").unwrap();
+    let path = &w.core.config.path;
+    let mut text = std::fs::read_to_string(path).unwrap();
+    text = format!("schedules-dir = \"{}\"\n{text}", schedules.display());
+    let names: Vec<String> = (0..12).map(|i| format!("w{i:02}")).collect();
+    for name in &names {
+        create_database(&w.cluster, name, "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
+        text.push_str(&format!("\n[workspaces.{name}]\ndatabase-url = \"{}\"\n", w.cluster.url(name)));
+    }
+    std::fs::write(path, text).unwrap();
+    std::fs::write(path, format!("{}\n[daemon]\nshutdown-timeout = \"30s\"\n", std::fs::read_to_string(path).unwrap()))
+        .unwrap();
+    let mut daemons: Vec<Daemon> = ["a", "b", "c"].iter().map(|n| Daemon::start(&w, n)).collect();
+    let workspaces = names.len() as i64 + 1; // and shop
+    let slots: Vec<chrono::DateTime<chrono::Utc>> =
+        wait_for("two slots served everywhere", Duration::from_secs(240), async || {
+            let served: Vec<(chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+                "SELECT slot, count(*) FROM slot_claims WHERE done GROUP BY slot HAVING count(*) = $1 ORDER BY slot",
+            )
+            .bind(workspaces)
+            .fetch_all(&mut catalog)
+            .await
+            .unwrap();
+            (served.len() >= 2).then(|| served.into_iter().take(2).map(|(slot, _)| slot).collect())
+        })
+        .await;
+    // Stopped, with whatever they were running ended, before anything is counted.
+    for d in &daemons {
+        d.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+    for d in &mut daemons {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while d.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "a daemon did not stop");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let runs: Vec<(String, chrono::DateTime<chrono::Utc>, i64)> = sqlx::query_as(
+        "SELECT workspace, scheduled_for, pid FROM jobs WHERE status = 'succeeded' AND scheduled_for = ANY($1)",
+    )
+    .bind(&slots)
+    .fetch_all(&mut catalog)
+    .await
+    .unwrap();
+    let mut once = std::collections::HashSet::new();
+    for (workspace, slot, _) in &runs {
+        assert!(once.insert((workspace.clone(), *slot)), "{workspace} at {slot} ran twice: {runs:?}");
+    }
+    assert_eq!(once.len() as i64, 2 * workspaces, "{runs:?}");
+    for d in &daemons {
+        assert!(runs.iter().any(|r| r.2 == d.pid()), "daemon {} ran nothing: {runs:?}", d.pid());
+    }
+    // The repository holds one snapshot per slot served (and no more: none ran twice).
+    for name in names.iter().chain(["shop".to_string()].iter()) {
+        let listed: serde_json::Value =
+            serde_json::from_str(&ok(&tidemark(&w, &["--json", "snapshot", "list", "-w", name]))).unwrap();
+        let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE workspace = $1 AND status = 'succeeded'")
+            .bind(name)
+            .fetch_one(&mut catalog)
+            .await
+            .unwrap();
+        assert_eq!(listed.as_array().unwrap().len() as i64, jobs, "{name}: one snapshot per job");
+    }
+}
+
+/// Issue 33.4: a workspace's WAL stream is held by one daemon of the fleet (its
+/// `wal-stream` lease), and another daemon takes it over when that one is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_daemon_streams_a_workspace_and_another_takes_the_stream_over() {
+    let (w, mut catalog) = fleet_world().await;
+    sqlx::query("DELETE FROM schedule_runs").execute(&mut catalog).await.unwrap();
+    let path = &w.core.config.path;
+    let text =
+        std::fs::read_to_string(path).unwrap().replace("[workspaces.shop]\n", "[workspaces.shop]\nwal-stream = true\n");
+    assert!(text.contains("wal-stream = true"), "{text}");
+    std::fs::write(path, text).unwrap();
+    let a = Daemon::start(&w, "a");
+    let b = Daemon::start(&w, "b");
+    let holder = async |conn: &mut PgConnection| -> Vec<i64> {
+        sqlx::query_scalar(
+            "SELECT m.pid FROM leases l JOIN fleet_members m ON m.id = l.member \
+             WHERE l.name = 'wal-stream shop' AND m.stopped_at IS NULL",
+        )
+        .fetch_all(conn)
+        .await
+        .unwrap()
+    };
+    let first = wait_for("one daemon streams shop", Duration::from_secs(30), async || {
+        let held = holder(&mut catalog).await;
+        (held.len() == 1).then(|| held[0])
+    })
+    .await;
+    let (gone, other) = if first == a.pid() { (&a, &b) } else { (&b, &a) };
+    assert!([a.pid(), b.pid()].contains(&first));
+    gone.signal(nix::sys::signal::Signal::SIGKILL);
+    wait_for("the other daemon takes the stream over", LEASE + Duration::from_secs(10), async || {
+        (holder(&mut catalog).await == vec![other.pid()]).then_some(())
+    })
+    .await;
+    let log = other.log();
+    assert!(log.contains("wal-stream shop") && log.contains("this daemon holds it for the fleet"), "{log}");
+}
