@@ -647,6 +647,19 @@ async fn heartbeat_forever(catalog: Catalog, role: Role, stop: CancellationToken
                 match catalog.register(role).await {
                     Ok(new) => {
                         catalog.fleet.id.store(new, Ordering::SeqCst);
+                        // What it serves is still what it serves.
+                        let carried = on_pool!(&catalog.pool, |p| sqlx::query(
+                            "UPDATE fleet_members SET serves = (SELECT serves FROM fleet_members WHERE id = $1) \
+                             WHERE id = $2"
+                        )
+                        .bind(id)
+                        .bind(new)
+                        .execute(p)
+                        .await
+                        .map(|r| r.rows_affected()));
+                        if let Err(e) = carried {
+                            tracing::warn!(error = %e, "cannot record what this daemon serves under its new id");
+                        }
                         tracing::info!(member = new, "joined the fleet again");
                     }
                     Err(e) => tracing::error!(error = %e.report(), "cannot join the fleet again; retrying"),
