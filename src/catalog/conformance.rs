@@ -24,6 +24,7 @@ async fn every_table_answers_alike_on_both_engines() {
         snapshot_index(&catalog).await;
         replaced_and_switches(&catalog).await;
         stats(&catalog).await;
+        newest_jobs(&catalog).await;
         // Every step above ran on this engine.
         assert!(!catalog.tokens().await.unwrap().is_empty(), "{engine}");
     }
@@ -196,4 +197,41 @@ async fn stats(catalog: &Catalog) {
     assert!(!shop.passed && (shop.restore_seconds - 1.5).abs() < 1e-9, "{shop:?}");
     let finished = at("2026-11-02T03:01:30Z").timestamp() as f64;
     assert!((shop.finished - finished).abs() < 0.01, "{}", shop.finished);
+}
+
+/// The newest good and failed job of each operation, in one statement, is what the
+/// statement per operation and status says.
+async fn newest_jobs(catalog: &Catalog) {
+    let mut at = at("2026-12-01T00:00:00Z");
+    for (operation, status) in [
+        ("snapshot", JobStatus::Succeeded),
+        ("snapshot", JobStatus::Failed),
+        ("snapshot", JobStatus::Succeeded),
+        ("drill", JobStatus::Failed),
+        ("prune", JobStatus::Succeeded),
+        ("prune", JobStatus::Aborted),
+    ] {
+        at += Duration::minutes(1);
+        let new = NewJob {
+            workspace: "newest".into(),
+            operation: operation.into(),
+            kind: None,
+            trigger: Trigger::Cli,
+            policy: None,
+            scheduled_for: None,
+            started_at: at,
+            actor: None,
+        };
+        let id = catalog.start_job(&new).await.unwrap();
+        catalog.finish_job(id, status, &JobEnd { finished_at: Some(at), ..Default::default() }).await.unwrap();
+    }
+    let all = catalog.newest_jobs("newest").await.unwrap();
+    assert_eq!(all.len(), 4, "{all:?}");
+    for operation in ["snapshot", "drill", "prune"] {
+        for status in [JobStatus::Succeeded, JobStatus::Failed] {
+            let one = catalog.newest_job("newest", operation, status).await.unwrap().map(|j| j.id);
+            let found = all.iter().find(|j| j.operation == operation && j.status() == status).map(|j| j.id);
+            assert_eq!(found, one, "{operation} {status:?}");
+        }
+    }
 }

@@ -390,6 +390,21 @@ impl Catalog {
         .map_err(|e| self.err("cannot read the job history", e))
     }
 
+    /// The newest succeeded and the newest failed job of each operation of `workspace`, in
+    /// one statement (what [`Catalog::newest_job`] gives for one operation and status; the
+    /// freshness watch asks it for every workspace every minute).
+    pub async fn newest_jobs(&self, workspace: &str) -> Result<Vec<Job>> {
+        on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT * FROM (SELECT jobs.*, ROW_NUMBER() OVER \
+             (PARTITION BY operation, status ORDER BY started_at DESC, id DESC) AS newest \
+             FROM jobs WHERE workspace = $1 AND status IN ('succeeded', 'failed')) ranked WHERE newest = 1",
+        )
+        .bind(workspace)
+        .fetch_all(p)
+        .await)
+        .map_err(|e| self.err("cannot read the job history", e))
+    }
+
     /// The jobs of `workspace` still running, oldest first.
     pub async fn running_jobs(&self, workspace: &str) -> Result<Vec<Job>> {
         on_pool!(&self.pool, |p| sqlx::query_as(

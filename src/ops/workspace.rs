@@ -113,9 +113,12 @@ pub async fn status(core: &Core, opts: &StatusOptions, actor: &Actor) -> Result<
     let mut lasts = Vec::new();
     // The first two are the newest good snapshot and base backup.
     use crate::operation::Operation as O;
+    let newest = catalog.newest_jobs(ws).await?;
+    let pick = |op: O, status: JobStatus| {
+        newest.iter().find(|j| j.operation == op.job_name() && j.status() == status).cloned()
+    };
     for op in [O::Snapshot, O::BaseBackup, O::Drill, O::Restore, O::Prune, O::Check] {
-        let good = catalog.newest_job(ws, op.job_name(), JobStatus::Succeeded).await?;
-        let bad = catalog.newest_job(ws, op.job_name(), JobStatus::Failed).await?;
+        let (good, bad) = (pick(op, JobStatus::Succeeded), pick(op, JobStatus::Failed));
         let newer_failure = bad.filter(|b| good.as_ref().is_none_or(|g| b.started_at > g.started_at));
         failing.extend(newer_failure.map(|j| LastJob::of(&j, now)));
         lasts.push(good.map(|j| LastJob::of(&j, now)));
