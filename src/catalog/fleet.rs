@@ -360,16 +360,7 @@ impl Catalog {
         let mut reaped = Vec::with_capacity(dead.len());
         for (id, host, pid) in dead {
             let error = format!("aborted: its tidemark process (pid {pid} on {host}) stopped renewing its lease");
-            let jobs_aborted = on_pool!(&self.pool, |p| sqlx::query(
-                "UPDATE jobs SET status = 'aborted', finished_at = $1, error = $2 WHERE member = $3 AND status = 'running'"
-            )
-            .bind(now)
-            .bind(&error)
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
-            .map_err(|e| self.err("cannot abort a dead member's jobs", e))?;
+            let jobs_aborted = self.abort_jobs_of(id, now, &error).await?;
             on_pool!(&self.pool, |p| sqlx::query("UPDATE fleet_members SET takeovers = takeovers + 1 WHERE id = $1")
                 .bind(me)
                 .execute(p)
@@ -493,7 +484,7 @@ impl Catalog {
     }
 
     /// Whether the holder of lease `name` was a process of this host that no longer exists;
-    /// if so it is recorded as stopped (its running jobs aborted by whoever reaps next).
+    /// if so it is recorded as stopped and its running jobs as aborted.
     async fn stop_dead_holder_here(&self, name: &str, now: DateTime<Utc>) -> Result<bool> {
         let holder: Option<(i64, i64)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT m.id, m.pid FROM leases l JOIN fleet_members m ON m.id = l.member \
@@ -517,6 +508,12 @@ impl Catalog {
         .await
         .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot record a dead member", e))?;
+        self.abort_jobs_of(id, now, &error).await?;
+        Ok(stopped == 1)
+    }
+
+    /// Records the running jobs of dead member `id` as aborted, with `error`; how many.
+    async fn abort_jobs_of(&self, id: i64, now: DateTime<Utc>, error: &str) -> Result<u64> {
         on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE jobs SET status = 'aborted', finished_at = $1, error = $2 WHERE member = $3 AND status = 'running'"
         )
@@ -526,8 +523,7 @@ impl Catalog {
         .execute(p)
         .await
         .map(|r| r.rows_affected()))
-        .map_err(|e| self.err("cannot abort a dead member's jobs", e))?;
-        Ok(stopped == 1)
+        .map_err(|e| self.err("cannot abort a dead member's jobs", e))
     }
 
     /// The fencing check: whether this process still holds `lease` (its member alive, the
