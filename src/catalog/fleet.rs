@@ -320,20 +320,13 @@ impl Catalog {
         .fetch_all(p)
         .await)
         .map_err(|e| self.err("cannot look for dead members", e))?;
-        let gone: Vec<i64> = here.iter().filter(|(_, pid)| !super::process_alive(*pid)).map(|(id, _)| *id).collect();
-        let reason = format!("its heartbeat stopped for longer than the lease timeout ({:?})", self.lease_timeout());
-        // Their heartbeat is set past the timeout, so the reaping below takes them.
-        for id in &gone {
-            on_pool!(&self.pool, |p| sqlx::query(
-                "UPDATE fleet_members SET heartbeat_at = $1 WHERE id = $2 AND stopped_at IS NULL"
-            )
-            .bind(cutoff - chrono::Duration::seconds(1))
-            .bind(*id)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()))
-            .map_err(|e| self.err("cannot record a dead member", e))?;
+        let mut reaped = Vec::new();
+        for (id, pid) in here.into_iter().filter(|(_, pid)| !super::process_alive(*pid)) {
+            if let Some(jobs_aborted) = self.declare_dead_here(id, pid, now).await? {
+                reaped.push(Reaped { id, host: host_name(), pid, jobs_aborted });
+            }
         }
+        let reason = format!("its heartbeat stopped for longer than the lease timeout ({:?})", self.lease_timeout());
         let dead: Vec<(i64, String, i64)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "UPDATE fleet_members SET stopped_at = $1, stop_reason = $2 \
              WHERE stopped_at IS NULL AND heartbeat_at <= $3 AND id <> $4 RETURNING id, host, pid"
@@ -357,17 +350,19 @@ impl Catalog {
         .await
         .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot forget old members", e))?;
-        let mut reaped = Vec::with_capacity(dead.len());
         for (id, host, pid) in dead {
             let error = format!("aborted: its tidemark process (pid {pid} on {host}) stopped renewing its lease");
             let jobs_aborted = self.abort_jobs_of(id, now, &error).await?;
-            on_pool!(&self.pool, |p| sqlx::query("UPDATE fleet_members SET takeovers = takeovers + 1 WHERE id = $1")
+            reaped.push(Reaped { id, host, pid, jobs_aborted });
+        }
+        if !reaped.is_empty() {
+            on_pool!(&self.pool, |p| sqlx::query("UPDATE fleet_members SET takeovers = takeovers + $1 WHERE id = $2")
+                .bind(reaped.len() as i64)
                 .bind(me)
                 .execute(p)
                 .await
                 .map(|r| r.rows_affected()))
             .map_err(|e| self.err("cannot record a takeover", e))?;
-            reaped.push(Reaped { id, host, pid, jobs_aborted });
         }
         Ok(reaped)
     }
@@ -496,8 +491,13 @@ impl Catalog {
         .await)
         .map_err(|e| self.err("cannot read a lease's holder", e))?;
         let Some((id, pid)) = holder.filter(|(_, pid)| !super::process_alive(*pid)) else { return Ok(false) };
-        let error =
-            format!("aborted: its tidemark process (pid {pid} on {}) ended before the job finished", host_name());
+        Ok(self.declare_dead_here(id, pid, now).await?.is_some())
+    }
+
+    /// Records member `id`, a process of this host (`pid`) that no longer exists, as
+    /// stopped and its running jobs as aborted. `Some(jobs aborted)` when this call stopped
+    /// it; `None` when another member had already.
+    async fn declare_dead_here(&self, id: i64, pid: i64, now: DateTime<Utc>) -> Result<Option<u64>> {
         let stopped = on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE fleet_members SET stopped_at = $1, stop_reason = $2 WHERE id = $3 AND stopped_at IS NULL"
         )
@@ -508,8 +508,12 @@ impl Catalog {
         .await
         .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot record a dead member", e))?;
-        self.abort_jobs_of(id, now, &error).await?;
-        Ok(stopped == 1)
+        if stopped == 0 {
+            return Ok(None);
+        }
+        let error =
+            format!("aborted: its tidemark process (pid {pid} on {}) ended before the job finished", host_name());
+        self.abort_jobs_of(id, now, &error).await.map(Some)
     }
 
     /// Records the running jobs of dead member `id` as aborted, with `error`; how many.
