@@ -25,6 +25,7 @@ async fn every_table_answers_alike_on_both_engines() {
         replaced_and_switches(&catalog).await;
         stats(&catalog).await;
         newest_jobs(&catalog).await;
+        status_rows(&catalog).await;
         // Every step above ran on this engine.
         assert!(!catalog.tokens().await.unwrap().is_empty(), "{engine}");
     }
@@ -233,5 +234,72 @@ async fn newest_jobs(catalog: &Catalog) {
             let found = all.iter().find(|j| j.operation == operation && j.status() == status).map(|j| j.id);
             assert_eq!(found, one, "{operation} {status:?}");
         }
+    }
+}
+
+/// The status rows of every workspace, four statements for all, are what the statements
+/// per workspace say (the job history, the drills, the snapshot index); a job that started
+/// earlier but ended later, and a rebuilt job older than the newest, do not take its place.
+async fn status_rows(catalog: &Catalog) {
+    let start = |workspace: &str, operation: &str, started: DateTime<Utc>| NewJob {
+        workspace: workspace.into(),
+        operation: operation.into(),
+        kind: None,
+        trigger: Trigger::Cli,
+        policy: None,
+        scheduled_for: None,
+        started_at: started,
+        actor: None,
+    };
+    let t0 = at("2026-12-02T00:00:00Z");
+    let early = catalog.start_job(&start("rows", "snapshot", t0)).await.unwrap();
+    let late = catalog.start_job(&start("rows", "snapshot", t0 + Duration::minutes(5))).await.unwrap();
+    let end = |id: &str| JobEnd { snapshot_id: Some(id.into()), finished_at: Some(t0), ..Default::default() };
+    catalog.finish_job(late, JobStatus::Succeeded, &end("s-late")).await.unwrap();
+    catalog.finish_job(early, JobStatus::Succeeded, &end("s-early")).await.unwrap();
+    let running = catalog.start_job(&start("rows", "prune", t0 + Duration::minutes(6))).await.unwrap();
+    let rebuilt = |started| (start("rows", "snapshot", started), end("s-rebuilt"));
+    let (older, its_end) = rebuilt(t0 - Duration::days(1));
+    assert!(catalog.insert_rebuilt_job(&NewJob { trigger: Trigger::Rebuilt, ..older }, &its_end).await.unwrap());
+    let (only, its_end) = (start("rows-rebuilt", "snapshot", t0), end("s-only"));
+    assert!(catalog.insert_rebuilt_job(&NewJob { trigger: Trigger::Rebuilt, ..only }, &its_end).await.unwrap());
+    catalog.record_drill(&drill_row("rows", "2026-12-02T03:00:00Z", true), Trigger::Cli, None).await.unwrap();
+    catalog.record_drill(&drill_row("rows", "2026-12-01T03:00:00Z", false), Trigger::Cli, None).await.unwrap();
+    catalog.index_snapshot("rows", "20261202T000000Z-bbbbbb", r#"{"id": "b"}"#).await.unwrap();
+    catalog.index_snapshot("rows", "20261201T000000Z-aaaaaa", r#"{"id": "a"}"#).await.unwrap();
+    let synced = t0.trunc_subsecs(6);
+    catalog.set_snapshot_index_synced("rows-synced", Some(synced)).await.unwrap();
+
+    let all = catalog.status_rows(None).await.unwrap();
+    let rows = &all["rows"];
+    let newest_snapshot = rows.newest_jobs.iter().find(|j| j.operation == "snapshot").map(|j| j.id);
+    assert_eq!(newest_snapshot, Some(late), "{:?}", rows.newest_jobs);
+    assert_eq!(rows.running.iter().map(|j| j.id).collect::<Vec<_>>(), vec![running]);
+    assert_eq!(rows.newest_drill.as_ref().unwrap().report["passed"], true, "the newest by start");
+    assert_eq!(rows.newest_snapshot.as_deref(), Some(r#"{"id": "b"}"#));
+    let only = &all["rows-rebuilt"].newest_jobs;
+    assert_eq!(only.iter().map(|j| j.snapshot_id.as_deref()).collect::<Vec<_>>(), vec![Some("s-only")]);
+    assert_eq!(all["rows-synced"].index_synced, Some(synced));
+    // Every workspace, as the statements of one workspace say.
+    for (workspace, rows) in &all {
+        let newest_drill = catalog.drills(Some(workspace), 1).await.unwrap().pop().map(|d| d.id);
+        assert_eq!(rows.newest_drill.as_ref().map(|d| d.id), newest_drill, "{workspace}");
+        let summary = catalog.snapshot_summaries(workspace, None, 1).await.unwrap().pop();
+        assert_eq!(rows.newest_snapshot, summary, "{workspace}");
+        assert_eq!(rows.index_synced, catalog.snapshot_index_synced(workspace).await.unwrap(), "{workspace}");
+        let running: Vec<i64> = catalog.running_jobs(workspace).await.unwrap().iter().map(|j| j.id).collect();
+        assert_eq!(rows.running.iter().map(|j| j.id).collect::<Vec<_>>(), running, "{workspace}");
+        for operation in ["snapshot", "prune", "drill", "restore", "check"] {
+            for status in [JobStatus::Succeeded, JobStatus::Failed] {
+                let truth = catalog.newest_job(workspace, operation, status).await.unwrap().map(|j| j.id);
+                let kept = rows.newest_jobs.iter().find(|j| j.operation == operation && j.status() == status);
+                assert_eq!(kept.map(|j| j.id), truth, "{workspace} {operation} {status:?}");
+            }
+        }
+        let one = catalog.status_rows(Some(workspace)).await.unwrap();
+        assert_eq!(one.keys().collect::<Vec<_>>(), vec![workspace], "one workspace asked");
+    }
+    for workspace in ["shop", "blog", "newest", "rows", "rows-rebuilt", "rows-synced"] {
+        assert!(all.contains_key(workspace), "{workspace}: {:?}", all.keys());
     }
 }

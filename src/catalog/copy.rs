@@ -12,8 +12,9 @@ use crate::error::{Error, ErrorKind, Result};
 /// Every table the catalog keeps, referenced ones first (`schedule_runs` refers to `jobs`).
 /// The fleet's tables (members, leases, slot claims) are not copied: they describe the
 /// processes of the old catalog, which are stopped while it is copied.
-pub const TABLES: [&str; 11] = [
+pub const TABLES: [&str; 12] = [
     "jobs",
+    "job_newest",
     "schedule_runs",
     "drills",
     "audit_chain",
@@ -163,6 +164,11 @@ mod tests {
             serde_json::to_value(jobs).unwrap()
         };
         assert_eq!(as_json(postgres.jobs(None, 10).await.unwrap()), as_json(sqlite.jobs(None, 10).await.unwrap()));
+        let newest = as_json(postgres.newest_jobs("shop").await.unwrap());
+        assert_eq!(
+            (newest.as_array().map(Vec::len), &newest),
+            (Some(1), &as_json(sqlite.newest_jobs("shop").await.unwrap()))
+        );
         let records = postgres.audit_records(None).await.unwrap();
         assert_eq!(records, sqlite.audit_records(None).await.unwrap());
         let head = sqlite.audit_head().await.unwrap().unwrap();

@@ -64,7 +64,17 @@ pub(crate) struct Membership {
     joined: tokio::sync::Mutex<Option<(CancellationToken, Role)>>,
     /// Times this process found itself declared dead (a pause or partition past its lease).
     pub(crate) lost: AtomicU64,
+    /// The database server's clock as last read, and when (this process's monotonic clock).
+    clock: std::sync::Mutex<Option<(DateTime<Utc>, std::time::Instant)>>,
+    /// When this process last forgot old command-line members (once an hour is enough).
+    forgot: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How often the database server's clock is read; in between, the last reading is advanced
+/// by this process's monotonic clock (which never jumps, and does not run while a virtual
+/// machine is suspended: a process's time can only lag, which makes it look older, never
+/// younger, to the rest of the fleet).
+const CLOCK_READ_EVERY: Duration = Duration::from_secs(30);
 
 impl Default for Membership {
     fn default() -> Self {
@@ -73,6 +83,8 @@ impl Default for Membership {
             id: AtomicI64::new(0),
             joined: tokio::sync::Mutex::new(None),
             lost: AtomicU64::new(0),
+            clock: std::sync::Mutex::new(None),
+            forgot: std::sync::Mutex::new(None),
         }
     }
 }
@@ -164,20 +176,37 @@ impl Catalog {
     }
 
     /// The catalog's time: the database server's clock for PostgreSQL (the same for every
-    /// host), this host's for SQLite.
+    /// host; read at most every [`CLOCK_READ_EVERY`]), this host's for SQLite.
     pub async fn now(&self) -> Result<DateTime<Utc>> {
-        match &self.pool {
-            Pool::Sqlite(_) => Ok(Utc::now()),
-            Pool::Postgres(p) => sqlx::query_scalar("SELECT clock_timestamp()")
-                .fetch_one(p)
-                .await
-                .map_err(|e| self.err("cannot read the server's clock", e)),
+        self.clock(false).await
+    }
+
+    /// [`Catalog::now`], the server's clock read now when `fresh`.
+    async fn clock(&self, fresh: bool) -> Result<DateTime<Utc>> {
+        let Pool::Postgres(p) = &self.pool else { return Ok(Utc::now()) };
+        let read = *self.fleet.clock.lock().expect("the clock's lock");
+        if let Some((at, when)) = read
+            && !fresh
+            && when.elapsed() < CLOCK_READ_EVERY
+        {
+            return Ok(at + chrono::Duration::from_std(when.elapsed()).unwrap_or_default());
         }
+        let at: DateTime<Utc> = sqlx::query_scalar("SELECT clock_timestamp()")
+            .fetch_one(p)
+            .await
+            .map_err(|e| self.err("cannot read the server's clock", e))?;
+        // The server read its clock somewhere in the round trip: counting from the answer
+        // makes this process's time lag by at most the round trip, never run ahead.
+        *self.fleet.clock.lock().expect("the clock's lock") = Some((at, std::time::Instant::now()));
+        Ok(at)
     }
 
     /// The moment before which a heartbeat is too old: `now - timeout`.
     async fn cutoff(&self) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
-        let now = self.now().await?;
+        self.cutoff_at(self.now().await?)
+    }
+
+    fn cutoff_at(&self, now: DateTime<Utc>) -> Result<(DateTime<Utc>, DateTime<Utc>)> {
         Ok((now, now - chrono::Duration::from_std(self.lease_timeout()).unwrap_or(chrono::Duration::MAX)))
     }
 
@@ -339,17 +368,26 @@ impl Catalog {
         .await)
         .map_err(|e| self.err("cannot look for dead members", e))?;
         // Command lines join for as long as they hold something: a day after they stopped,
-        // nothing refers to them any more.
-        let day_ago = now - chrono::Duration::days(1);
-        on_pool!(&self.pool, |p| sqlx::query(
-            "DELETE FROM fleet_members WHERE role = 'cli' AND stopped_at < $1 AND takeovers = 0 \
-             AND id NOT IN (SELECT member FROM slot_claims WHERE done = FALSE)"
-        )
-        .bind(day_ago)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))
-        .map_err(|e| self.err("cannot forget old members", e))?;
+        // nothing refers to them any more (looked for once an hour).
+        let forget = {
+            let mut forgot = self.fleet.forgot.lock().expect("the lock of forgetting");
+            let due = forgot.is_none_or(|at| at.elapsed() >= Duration::from_secs(3600));
+            if due {
+                *forgot = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if forget {
+            on_pool!(&self.pool, |p| sqlx::query(
+                "DELETE FROM fleet_members WHERE role = 'cli' AND stopped_at < $1 AND takeovers = 0 \
+                 AND id NOT IN (SELECT member FROM slot_claims WHERE done = FALSE)"
+            )
+            .bind(now - chrono::Duration::days(1))
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
+            .map_err(|e| self.err("cannot forget old members", e))?;
+        }
         for (id, host, pid) in dead {
             let error = format!("aborted: its tidemark process (pid {pid} on {host}) stopped renewing its lease");
             let jobs_aborted = self.abort_jobs_of(id, now, &error).await?;
@@ -536,7 +574,9 @@ impl Catalog {
     ///
     /// Errors: `Unavailable` for the catalog (the caller cannot know: it must not act).
     pub async fn still_holds(&self, lease: &Lease) -> Result<bool> {
-        let (now, cutoff) = self.cutoff().await?;
+        // Before an irreversible step, the server's clock itself (not advanced by this
+        // process's, which a suspended virtual machine stops).
+        let (now, cutoff) = self.cutoff_at(self.clock(true).await?)?;
         let renewed = on_pool!(&self.pool, |p| sqlx::query(
             "UPDATE fleet_members SET heartbeat_at = $1 WHERE id = $2 AND stopped_at IS NULL AND heartbeat_at > $3 \
              AND EXISTS (SELECT 1 FROM leases WHERE name = $4 AND generation = $5 AND member = $2)"

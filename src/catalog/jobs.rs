@@ -152,6 +152,22 @@ pub struct JobProgress {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Makes the job with id `$1` its workspace's newest of its operation and outcome, when
+/// it ended succeeded or failed and started after the one recorded (ties: the higher id).
+const NEWEST_BY_ID: &str = "INSERT INTO job_newest (workspace, operation, status, job, started_at) \
+     SELECT workspace, operation, status, id, started_at FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed') \
+     ON CONFLICT (workspace, operation, status) DO UPDATE SET job = excluded.job, started_at = excluded.started_at \
+     WHERE excluded.started_at > job_newest.started_at \
+        OR (excluded.started_at = job_newest.started_at AND excluded.job > job_newest.job)";
+
+/// [`NEWEST_BY_ID`] for the job of workspace `$1` that made snapshot `$2`.
+const NEWEST_BY_SNAPSHOT: &str = "INSERT INTO job_newest (workspace, operation, status, job, started_at) \
+     SELECT workspace, operation, status, id, started_at FROM jobs \
+     WHERE workspace = $1 AND snapshot_id = $2 AND status IN ('succeeded', 'failed') \
+     ON CONFLICT (workspace, operation, status) DO UPDATE SET job = excluded.job, started_at = excluded.started_at \
+     WHERE excluded.started_at > job_newest.started_at \
+        OR (excluded.started_at = job_newest.started_at AND excluded.job > job_newest.job)";
+
 /// A job from a row of either engine.
 fn job_of(row: &impl Get) -> std::result::Result<Job, sqlx::Error> {
     {
@@ -261,28 +277,33 @@ impl Catalog {
         Ok(())
     }
 
-    /// Records how a job ended.
+    /// Records how a job ended (and, when it is its workspace's newest of its operation
+    /// and outcome, in `job_newest`, in the same transaction).
     /// A job no longer running (recorded as aborted by another member that took its
     /// process for dead) keeps the end it was given.
     pub async fn finish_job(&self, id: i64, status: JobStatus, end: &JobEnd) -> Result<()> {
-        on_pool!(&self.pool, |p| sqlx::query(
-            "UPDATE jobs SET status = $1, finished_at = $2, snapshot_id = COALESCE($3, snapshot_id), \
-             bytes = COALESCE($4, bytes), error = COALESCE($5, error), warning = $6, result = $7 \
-             WHERE id = $8 AND status = 'running'",
-        )
-        .bind(status.as_str())
-        .bind(end.finished_at.unwrap_or_else(Utc::now))
-        .bind(&end.snapshot_id)
-        .bind(end.bytes.map(|b| b as i64))
-        .bind(&end.error)
-        .bind(&end.warning)
-        .bind(end.result.as_ref().map(serde_json::Value::to_string))
-        .bind(id)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))
-        .map_err(|e| self.err("cannot record the end of a job", e))?;
-        Ok(())
+        let failed = |e| self.err("cannot record the end of a job", e);
+        on_pool!(&self.pool, |p| {
+            let mut tx = p.begin().await.map_err(failed)?;
+            sqlx::query(
+                "UPDATE jobs SET status = $1, finished_at = $2, snapshot_id = COALESCE($3, snapshot_id), \
+                 bytes = COALESCE($4, bytes), error = COALESCE($5, error), warning = $6, result = $7 \
+                 WHERE id = $8 AND status = 'running'",
+            )
+            .bind(status.as_str())
+            .bind(end.finished_at.unwrap_or_else(Utc::now))
+            .bind(&end.snapshot_id)
+            .bind(end.bytes.map(|b| b as i64))
+            .bind(&end.error)
+            .bind(&end.warning)
+            .bind(end.result.as_ref().map(serde_json::Value::to_string))
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+            sqlx::query(NEWEST_BY_ID).bind(id).execute(&mut *tx).await.map_err(failed)?;
+            tx.commit().await.map_err(failed)
+        })
     }
 
     /// Marks jobs a previous daemon left `running` (it crashed or was killed) as aborted.
@@ -390,14 +411,12 @@ impl Catalog {
         .map_err(|e| self.err("cannot read the job history", e))
     }
 
-    /// The newest succeeded and the newest failed job of each operation of `workspace`, in
-    /// one statement (what [`Catalog::newest_job`] gives for one operation and status; the
-    /// freshness watch asks it for every workspace every minute).
+    /// The newest succeeded and the newest failed job of each operation of `workspace`
+    /// (what [`Catalog::newest_job`] gives for one operation and status), as `job_newest`
+    /// keeps them.
     pub async fn newest_jobs(&self, workspace: &str) -> Result<Vec<Job>> {
         on_pool!(&self.pool, |p| sqlx::query_as(
-            "SELECT * FROM (SELECT jobs.*, ROW_NUMBER() OVER \
-             (PARTITION BY operation, status ORDER BY started_at DESC, id DESC) AS newest \
-             FROM jobs WHERE workspace = $1 AND status IN ('succeeded', 'failed')) ranked WHERE newest = 1",
+            "SELECT jobs.* FROM job_newest JOIN jobs ON jobs.id = job_newest.job WHERE job_newest.workspace = $1",
         )
         .bind(workspace)
         .fetch_all(p)
@@ -449,6 +468,15 @@ impl Catalog {
         .await
         .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot record a rebuilt job", e))?;
+        if done > 0 {
+            on_pool!(&self.pool, |p| sqlx::query(NEWEST_BY_SNAPSHOT)
+                .bind(&job.workspace)
+                .bind(&end.snapshot_id)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected()))
+            .map_err(|e| self.err("cannot record a rebuilt job", e))?;
+        }
         Ok(done > 0)
     }
 }

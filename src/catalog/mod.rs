@@ -20,6 +20,7 @@ mod replaced;
 mod schedules;
 mod snapshots;
 pub mod stats;
+pub mod status;
 pub mod switches;
 pub mod tokens;
 
@@ -54,6 +55,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (14, "workspace_locks", include_str!("../../migrations/catalog/0014_workspace_locks.sql")),
     (15, "job_cancel", include_str!("../../migrations/catalog/0015_job_cancel.sql")),
     (16, "fleet", include_str!("../../migrations/catalog/0016_fleet.sql")),
+    (17, "job_newest", include_str!("../../migrations/catalog/0017_job_newest.sql")),
 ]);
 
 /// The same versions for PostgreSQL: what each SQLite migration made, in PostgreSQL's
@@ -76,6 +78,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (14, "workspace_locks", include_str!("../../migrations/catalog-postgres/0014_workspace_locks.sql")),
     (15, "job_cancel", include_str!("../../migrations/catalog-postgres/0015_job_cancel.sql")),
     (16, "fleet", include_str!("../../migrations/catalog-postgres/0016_fleet.sql")),
+    (17, "job_newest", include_str!("../../migrations/catalog-postgres/0017_job_newest.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;
@@ -560,6 +563,50 @@ mod tests {
 
     fn at(s: &str) -> chrono::DateTime<Utc> {
         chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    /// Migration 17 fills `job_newest` from the job history a catalog already has, on
+    /// both engines (here: the history is written, the migration undone, and the catalog
+    /// opened again).
+    #[tokio::test]
+    async fn the_newest_jobs_migration_fills_them_from_the_history() {
+        let engines = Engines::start().await;
+        for location in engines.locations() {
+            let catalog = Catalog::open_at(&location).await.unwrap();
+            let mut ids = Vec::new();
+            for (started, status) in [
+                ("2026-12-01T00:00:00Z", JobStatus::Succeeded),
+                ("2026-12-02T00:00:00Z", JobStatus::Succeeded),
+                ("2026-12-03T00:00:00Z", JobStatus::Failed),
+                ("2026-12-04T00:00:00Z", JobStatus::Aborted),
+            ] {
+                let job = NewJob {
+                    workspace: "shop".into(),
+                    operation: "snapshot".into(),
+                    kind: None,
+                    trigger: Trigger::Cli,
+                    policy: None,
+                    scheduled_for: None,
+                    started_at: at(started),
+                    actor: None,
+                };
+                let id = catalog.start_job(&job).await.unwrap();
+                catalog.finish_job(id, status, &JobEnd::default()).await.unwrap();
+                ids.push(id);
+            }
+            exec(
+                &catalog,
+                "DROP TABLE job_newest; DROP INDEX jobs_running; DELETE FROM _sqlx_migrations WHERE version = 17",
+            )
+            .await;
+            assert!(catalog.newest_jobs("shop").await.is_err(), "{}: the table is gone", catalog.name());
+            drop(catalog);
+            let catalog = Catalog::open_at(&location).await.unwrap();
+            let mut newest: Vec<(i64, String)> =
+                catalog.newest_jobs("shop").await.unwrap().into_iter().map(|j| (j.id, j.status)).collect();
+            newest.sort();
+            assert_eq!(newest, vec![(ids[1], "succeeded".into()), (ids[2], "failed".into())], "{}", catalog.name());
+        }
     }
 
     #[tokio::test]

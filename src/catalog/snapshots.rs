@@ -26,6 +26,9 @@ impl Catalog {
 
     /// Removes snapshots from the index (deleted from the repository).
     pub async fn unindex_snapshots(&self, workspace: &str, ids: &[String]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
         on_pool!(&self.pool, |p| {
             let mut tx = p.begin().await.map_err(|e| self.err("cannot update the snapshot index", e))?;
             for id in ids {

@@ -2,12 +2,15 @@
 //! the PITR window and the source's archiver, and judged by the monitor engine
 //! ([`crate::monitor::health`], pure: the daemon's alerts and the front ends agree).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 
 use super::Core;
-use super::workspace::StatusOptions;
+pub use super::snapshot::INDEX_RECHECK;
 use crate::actor::Actor;
-use crate::error::Result;
+use crate::catalog::status::StatusRows;
+use crate::error::{Error, Result};
 pub use crate::monitor::health::*;
 
 /// The health of one workspace (or all) now: the catalog, and the repository's WAL listing
@@ -20,10 +23,13 @@ pub async fn health(core: &Core, opts: &HealthOptions, actor: &Actor) -> Result<
     health_at(core, opts, actor, Utc::now()).await
 }
 
-/// [`health`] as of `now` (the daemon's clock).
+/// [`health`] as of `now` (the daemon's clock). The catalog is read once for every
+/// workspace (a few statements, whatever their number: the freshness watch asks every
+/// minute); a snapshot index never compared with the repository is compared first, one
+/// compared longer than [`INDEX_RECHECK`] ago is compared again in the background.
 ///
 /// Errors: those of [`health`].
-pub async fn health_at(core: &Core, opts: &HealthOptions, actor: &Actor, now: DateTime<Utc>) -> Result<HealthReport> {
+pub async fn health_at(core: &Core, opts: &HealthOptions, _actor: &Actor, now: DateTime<Utc>) -> Result<HealthReport> {
     let names: Vec<String> = match &opts.workspace {
         Some(w) => {
             core.workspace(w)?;
@@ -33,12 +39,26 @@ pub async fn health_at(core: &Core, opts: &HealthOptions, actor: &Actor, now: Da
     };
     let mut workspaces = Vec::new();
     let mut unknown = Vec::new();
+    let mut rows = match read_rows(core, opts.workspace.as_deref(), &names).await {
+        Ok(rows) => rows,
+        // Asked about one: its error is the answer. About all: none can be told.
+        Err(e) if opts.workspace.is_some() => return Err(e),
+        Err(e) => {
+            let error = e.report();
+            unknown = names.into_iter().map(|workspace| Unknown { workspace, error: error.clone() }).collect();
+            return Ok(HealthReport { at: now, state: "unknown".into(), workspaces, unknown });
+        }
+    };
     for name in names {
-        match workspace_health(core, &name, actor, now).await {
-            Ok(health) => workspaces.push(health),
-            // Asked about one: its error is the answer. About all: the others still count.
+        let read = rows.remove(&name).unwrap_or_else(|| Ok(StatusRows::default()));
+        match read.and_then(|rows| super::workspace::status_of(core, &name, &rows, now).map(|s| (rows, s))) {
             Err(e) if opts.workspace.is_some() => return Err(e),
             Err(e) => unknown.push(Unknown { workspace: name, error: e.report() }),
+            Ok((rows, status)) => match workspace_health(core, status, &rows, now).await {
+                Ok(health) => workspaces.push(health),
+                Err(e) if opts.workspace.is_some() => return Err(e),
+                Err(e) => unknown.push(Unknown { workspace: name, error: e.report() }),
+            },
         }
     }
     let all: Vec<Problem> = workspaces.iter().flat_map(|w| w.problems.clone()).collect();
@@ -49,16 +69,50 @@ pub async fn health_at(core: &Core, opts: &HealthOptions, actor: &Actor, now: Da
     Ok(HealthReport { at: now, state: state.to_string(), workspaces, unknown })
 }
 
-/// One workspace's health at `now`.
+/// The catalog's status rows of `names` (`workspace`: the one asked), their snapshot
+/// indexes compared with the repository where they never were (a workspace whose
+/// repository cannot be read then is an `Err`).
 ///
-/// Errors: `Config` for its policies; those of the catalog and the repository.
-async fn workspace_health(core: &Core, name: &str, actor: &Actor, now: DateTime<Utc>) -> Result<Health> {
-    let name = name.to_string();
-    let status = super::workspace::status(core, &StatusOptions { workspace: name.clone() }, actor).await?;
+/// Errors: `Unavailable` for the catalog.
+async fn read_rows(
+    core: &Core,
+    workspace: Option<&str>,
+    names: &[String],
+) -> Result<BTreeMap<String, Result<StatusRows>>> {
+    let catalog = core.catalog().await?;
+    let rows = catalog.status_rows(workspace).await?;
+    let synced: Vec<(String, Option<DateTime<Utc>>)> =
+        names.iter().map(|n| (n.clone(), rows.get(n).and_then(|r| r.index_synced))).collect();
+    let compared = super::snapshot::compare_indexes(core, catalog, &synced).await;
+    let mut out: BTreeMap<String, Result<StatusRows>> = rows.into_iter().map(|(ws, r)| (ws, Ok(r))).collect();
+    for (ws, result) in compared {
+        let newest = match result {
+            Ok(()) => catalog.snapshot_summaries(&ws, None, 1).await.map(|mut s| s.pop()),
+            Err(e) => Err(e),
+        };
+        let entry = out.entry(ws).or_insert_with(|| Ok(StatusRows::default()));
+        match (newest, entry) {
+            (Ok(newest), Ok(rows)) => rows.newest_snapshot = newest,
+            (Err(e), entry) => *entry = Err(e),
+            (Ok(_), Err(_)) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// One workspace's health at `now`, from its status and catalog rows.
+///
+/// Errors: `Config` for its policies; those of the repository (its PITR window).
+async fn workspace_health(
+    core: &Core,
+    status: super::workspace::WorkspaceStatus,
+    rows: &StatusRows,
+    now: DateTime<Utc>,
+) -> Result<Health> {
+    let name = status.workspace.clone();
     let thresholds = Thresholds::for_workspace(&core.config, &name)?;
     let (earliest, latest, physical_bytes) =
         if thresholds.max_wal_lag_seconds.is_some() || status.last_base_backup.is_some() {
-            core.workspace(&name)?;
             let physical = super::pitr::Physical::load(core, &core.identities()?, &name)
                 .await
                 .map_err(|e| e.context(format!("reading the PITR window of {name}")))?;
@@ -74,8 +128,12 @@ async fn workspace_health(core: &Core, name: &str, actor: &Actor, now: DateTime<
     let latest_lsn = latest.as_ref().map(|m| m.lsn);
     let latest = latest.map(|m| m.time);
     let wal_stream = stream_health(core, &name, latest_lsn, latest, now).await?;
-    let listing = super::snapshot::ListOptions { workspace: name.clone(), limit: Some(1), ..Default::default() };
-    let indexed = super::snapshot::list(core, &listing, actor).await?.into_iter().next();
+    let indexed: Option<super::snapshot::SnapshotSummary> = match &rows.newest_snapshot {
+        Some(row) => Some(
+            serde_json::from_str(row).map_err(|e| Error::integrity(format!("the catalog's snapshot index: {e}")))?,
+        ),
+        None => None,
+    };
     let (mut newest_snapshot, mut newest_snapshot_at) =
         indexed.and_then(|s| s.finished_at.map(|t| (Some(s.id), Some(t)))).unwrap_or_default();
     if let Some(job) = &status.last_snapshot

@@ -3,11 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::Core;
 use crate::actor::Actor;
 use crate::catalog::JobStatus;
+use crate::catalog::status::StatusRows;
 use crate::config::{LoadedConfig, Secret, WorkspaceConfig, validate_workspace_name};
 use crate::error::{Error, ErrorKind, Result};
 pub use crate::monitor::status::{LastDrill, LastJob, WorkspaceStatus};
@@ -104,18 +105,25 @@ pub struct StatusOptions {
 /// The status of one configured workspace.
 ///
 /// Errors: `NotFound` for a workspace not in the config, `Unavailable` for the catalog.
-pub async fn status(core: &Core, opts: &StatusOptions, actor: &Actor) -> Result<WorkspaceStatus> {
-    let config = core.config.workspace(&opts.workspace)?;
-    let catalog = core.catalog().await?;
-    let now = Utc::now();
-    let ws = opts.workspace.as_str();
+pub async fn status(core: &Core, opts: &StatusOptions, _actor: &Actor) -> Result<WorkspaceStatus> {
+    core.config.workspace(&opts.workspace)?;
+    let mut rows = core.catalog().await?.status_rows(Some(&opts.workspace)).await?;
+    status_of(core, &opts.workspace, &rows.remove(&opts.workspace).unwrap_or_default(), Utc::now())
+}
+
+/// A workspace's status at `now` from its rows in the catalog (read for every workspace
+/// at once by [`crate::catalog::Catalog::status_rows`]).
+///
+/// Errors: `NotFound` for a workspace not in the config; `Integrity` for a drill report
+/// the catalog holds that is not one.
+pub fn status_of(core: &Core, ws: &str, rows: &StatusRows, now: DateTime<Utc>) -> Result<WorkspaceStatus> {
+    let config = core.config.workspace(ws)?;
     let mut failing = Vec::new();
     let mut lasts = Vec::new();
     // The first two are the newest good snapshot and base backup.
     use crate::operation::Operation as O;
-    let newest = catalog.newest_jobs(ws).await?;
     let pick = |op: O, status: JobStatus| {
-        newest.iter().find(|j| j.operation == op.job_name() && j.status() == status).cloned()
+        rows.newest_jobs.iter().find(|j| j.operation == op.job_name() && j.status() == status).cloned()
     };
     for op in [O::Snapshot, O::BaseBackup, O::Drill, O::Restore, O::Prune, O::Check] {
         let (good, bad) = (pick(op, JobStatus::Succeeded), pick(op, JobStatus::Failed));
@@ -123,8 +131,8 @@ pub async fn status(core: &Core, opts: &StatusOptions, actor: &Actor) -> Result<
         failing.extend(newer_failure.map(|j| LastJob::of(&j, now)));
         lasts.push(good.map(|j| LastJob::of(&j, now)));
     }
-    let history = super::drill::HistoryOptions { workspace: Some(ws.to_string()), limit: 1 };
-    let last_drill = super::drill::history(core, &history, actor).await?.into_iter().next().map(|d| LastDrill {
+    let drill = rows.newest_drill.clone().map(super::drill::DrillEntry::of).transpose()?;
+    let last_drill = drill.map(|d| LastDrill {
         id: d.id,
         source: d.report.source.clone(),
         passed: d.report.passed,
@@ -141,6 +149,6 @@ pub async fn status(core: &Core, opts: &StatusOptions, actor: &Actor) -> Result<
         last_base_backup: lasts[1].take(),
         last_drill,
         failing,
-        running: catalog.running_jobs(ws).await?,
+        running: rows.running.clone(),
     })
 }

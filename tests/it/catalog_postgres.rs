@@ -174,3 +174,54 @@ async fn a_job_is_stopped_from_another_process_through_the_catalog() {
     let again = cancel(&w.core, &ended, &crate::support::actor(), None).await.unwrap_err();
     assert_eq!(again.kind(), ErrorKind::Refused, "{}", again.report());
 }
+
+/// Issue 33 (idle catalog load): `status` — what the daemon's freshness watch evaluates
+/// every minute — reads the catalog in as many statements for twelve workspaces as for
+/// one (every workspace's rows at once), once their snapshot indexes have been compared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_the_catalog_alike_for_one_workspace_or_twelve() {
+    let w = world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);").await;
+    create_database(&w.cluster, "status_catalog", "SELECT 1").await;
+    with_catalog(&w, &format!("catalog = \"{}\"", w.cluster.url("status_catalog")));
+    ok(&tidemark(&w, &["snapshot", "create", "-w", "shop"]));
+    let admin = tidemark::pg::ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
+    let mut conn = admin.connect().await.unwrap();
+    // The catalog's transactions, as the server counts them once the process has gone
+    // (each backend reports its own when it ends: read until the count stays put).
+    let mut statements_of_status = async || {
+        let mut read = async || -> i64 {
+            sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&mut conn).await.unwrap();
+            sqlx::query_scalar(
+                "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = 'status_catalog'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .unwrap()
+        };
+        let before = read().await;
+        let out = tidemark(&w, &["--json", "status"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut seen = read().await;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            match read().await {
+                now if now == seen => break,
+                now => seen = now,
+            }
+        }
+        (seen - before, report)
+    };
+    // The first status compares the snapshot index with the repository (once).
+    statements_of_status().await;
+    let (one, report) = statements_of_status().await;
+    assert_eq!(report["workspaces"].as_array().unwrap().len(), 1, "{report}");
+    for n in 1..12 {
+        let url = w.cluster.url("shop");
+        ok(&tidemark(&w, &["workspace", "add", &format!("shop{n}"), "--database-url", &url]));
+    }
+    statements_of_status().await;
+    let (twelve, report) = statements_of_status().await;
+    assert_eq!(report["workspaces"].as_array().unwrap().len(), 12, "{report}");
+    assert_eq!(twelve, one, "the catalog's statements for one workspace and for twelve");
+}

@@ -212,14 +212,7 @@ pub async fn stored_reports(core: &Core, workspace: &str) -> Result<Vec<StoredDr
 /// Errors: `Unavailable` when the catalog cannot be opened.
 pub async fn history(core: &Core, opts: &HistoryOptions, _actor: &Actor) -> Result<Vec<DrillEntry>> {
     let records = core.catalog().await?.drills(opts.workspace.as_deref(), opts.limit).await?;
-    records
-        .into_iter()
-        .map(|r| {
-            let report = serde_json::from_value(r.report)
-                .map_err(|e| Error::integrity(format!("the catalog's drill {} has an unreadable report: {e}", r.id)))?;
-            Ok(DrillEntry { id: r.id, trigger: r.trigger, actor: r.actor, report })
-        })
-        .collect()
+    records.into_iter().map(DrillEntry::of).collect()
 }
 
 /// What `drill history` takes.
@@ -240,6 +233,18 @@ pub struct DrillEntry {
     pub actor: Option<String>,
     #[serde(flatten)]
     pub report: DrillReport,
+}
+
+impl DrillEntry {
+    /// A drill as the catalog keeps it, its report read.
+    ///
+    /// Errors: `Integrity` for a report that is not a drill's.
+    pub fn of(record: crate::catalog::DrillRecord) -> Result<DrillEntry> {
+        let report = serde_json::from_value(record.report).map_err(|e| {
+            Error::integrity(format!("the catalog's drill {} has an unreadable report: {e}", record.id))
+        })?;
+        Ok(DrillEntry { id: record.id, trigger: record.trigger, actor: record.actor, report })
+    }
 }
 
 pub(super) struct Context<'a> {

@@ -258,6 +258,66 @@ pub async fn sync_index(core: &Core, catalog: &crate::catalog::Catalog, workspac
     catalog.set_snapshot_index_synced(workspace, Some(started)).await
 }
 
+/// How long `status` and the freshness watch trust a workspace's snapshot index before it
+/// is compared with the repository again. What any member of the fleet commits or deletes
+/// is in the index at once; the comparison finds what changed behind the catalog's back
+/// (a manifest damaged or deleted by hand), at the cost of listing the repository.
+pub const INDEX_RECHECK: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Compares the snapshot indexes of `synced` (workspace, when its index was last compared)
+/// with the repository: those never compared now, 4 at once, returning each one's result;
+/// those compared longer than [`INDEX_RECHECK`] ago in the background. Without an identity
+/// (manifests cannot be read), none.
+pub async fn compare_indexes(
+    core: &Core,
+    catalog: &crate::catalog::Catalog,
+    synced: &[(String, Option<chrono::DateTime<Utc>>)],
+) -> Vec<(String, Result<()>)> {
+    if !core.has_identities() {
+        return Vec::new();
+    }
+    let now = Utc::now();
+    let old = |at: &chrono::DateTime<Utc>| (now - *at).to_std().is_ok_and(|age| age > INDEX_RECHECK);
+    let recheck: Vec<(String, _)> = synced
+        .iter()
+        .filter(|(_, at)| at.as_ref().is_some_and(old))
+        .filter_map(|(ws, _)| core.claim_index_sync(ws).map(|claim| (ws.clone(), claim)))
+        .collect();
+    if !recheck.is_empty() {
+        let core = core.clone();
+        tokio::spawn(async move {
+            let Ok(catalog) = core.catalog().await else { return };
+            for chunk in recheck.chunks(4) {
+                let runs = chunk.iter().map(|(workspace, _claim)| compare_one(&core, catalog, workspace));
+                for (workspace, result) in futures::future::join_all(runs).await {
+                    if let Err(e) = result {
+                        tracing::warn!(workspace = %workspace, error = %e.report(),
+                            "the snapshot index was not compared with the repository");
+                    }
+                }
+            }
+        });
+    }
+    let never: Vec<&String> = synced.iter().filter(|(_, at)| at.is_none()).map(|(ws, _)| ws).collect();
+    let mut compared = Vec::new();
+    for chunk in never.chunks(4) {
+        let runs = chunk.iter().map(|workspace| {
+            let claim = core.claim_index_sync(workspace);
+            async move {
+                let _claim = claim;
+                compare_one(core, catalog, workspace).await
+            }
+        });
+        compared.extend(futures::future::join_all(runs).await);
+    }
+    compared
+}
+
+/// [`sync_index`] of one workspace, named.
+async fn compare_one(core: &Core, catalog: &crate::catalog::Catalog, workspace: &str) -> (String, Result<()>) {
+    (workspace.to_string(), sync_index(core, catalog, workspace).await)
+}
+
 /// Adds a snapshot this host just committed to the catalog's index (when there is a catalog).
 pub async fn index_committed(core: &Core, manifest: &Manifest) {
     if let Ok(catalog) = core.catalog().await {

@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 
 mod list;
 
-pub use list::{INDEX_FRESH, ListOptions, ShowOptions, SnapshotSummary, list, manifest, resolve, show, sync_index};
+pub use list::{
+    INDEX_FRESH, INDEX_RECHECK, ListOptions, ShowOptions, SnapshotSummary, compare_indexes, list, manifest, resolve,
+    show, sync_index,
+};
 
 use super::job::WaitFor;
 use super::{Core, jobs_or_default};
