@@ -119,6 +119,21 @@ fn record_of(row: &impl Get) -> std::result::Result<AuditRecord, sqlx::Error> {
 
 super::from_row!(AuditRecord, record_of);
 
+/// A checkpoint this process took on to write ([`Catalog::claim_audit_checkpoint`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditClaim {
+    pub seq: i64,
+    /// The newest record checkpointed before (`None`: this is the chain's first).
+    pub before: Option<i64>,
+}
+
+impl AuditClaim {
+    /// The chain's first checkpoint.
+    pub fn is_first(&self) -> bool {
+        self.before.is_none()
+    }
+}
+
 impl Catalog {
     /// The id of this catalog's audit chain, made on first use.
     ///
@@ -212,6 +227,55 @@ impl Catalog {
             .fetch_all(p)
             .await)
         .map_err(|e| self.err("cannot read the audit trail", e))
+    }
+
+    /// Takes on writing the checkpoint of `head` (one process of the fleet per record):
+    /// `None` when another has taken this record's or a newer one's; `Some(first)` when
+    /// this process is to write it, `first` for the chain's first checkpoint. Give it back
+    /// with [`Catalog::release_audit_checkpoint`] when the checkpoint was not written.
+    ///
+    /// Errors: `Unavailable` for the catalog.
+    pub async fn claim_audit_checkpoint(&self, head: &AuditHead) -> Result<Option<AuditClaim>> {
+        let failed = |e| self.err("cannot claim an audit checkpoint", e);
+        let before: Option<Option<i64>> =
+            on_pool!(&self.pool, |p| sqlx::query_scalar("SELECT checkpointed FROM audit_chain WHERE id = $1")
+                .bind(&head.chain)
+                .fetch_optional(p)
+                .await)
+            .map_err(failed)?;
+        let Some(before) = before else { return Ok(None) };
+        if before.is_some_and(|seq| seq >= head.seq) {
+            return Ok(None);
+        }
+        // Compare and set: of the processes that read the same `before`, one sets it.
+        let claimed = on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE audit_chain SET checkpointed = $1 WHERE id = $2 AND COALESCE(checkpointed, -1) = $3"
+        )
+        .bind(head.seq)
+        .bind(&head.chain)
+        .bind(before.unwrap_or(-1))
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(failed)?;
+        Ok((claimed == 1).then(|| AuditClaim { seq: head.seq, before }))
+    }
+
+    /// Gives back a claim whose checkpoint was not written (another process may write it).
+    ///
+    /// Errors: `Unavailable` for the catalog.
+    pub async fn release_audit_checkpoint(&self, chain: &str, claim: &AuditClaim) -> Result<()> {
+        on_pool!(&self.pool, |p| sqlx::query(
+            "UPDATE audit_chain SET checkpointed = $1 WHERE id = $2 AND checkpointed = $3"
+        )
+        .bind(claim.before)
+        .bind(chain)
+        .bind(claim.seq)
+        .execute(p)
+        .await
+        .map(|r| r.rows_affected()))
+        .map_err(|e| self.err("cannot give back an audit checkpoint", e))?;
+        Ok(())
     }
 
     /// The chain's head, `None` before the first record.

@@ -26,6 +26,7 @@ async fn every_table_answers_alike_on_both_engines() {
         stats(&catalog).await;
         newest_jobs(&catalog).await;
         status_rows(&catalog).await;
+        audit_checkpoint_claims(&catalog, &engines).await;
         // Every step above ran on this engine.
         assert!(!catalog.tokens().await.unwrap().is_empty(), "{engine}");
     }
@@ -302,4 +303,41 @@ async fn status_rows(catalog: &Catalog) {
     for workspace in ["shop", "blog", "newest", "rows", "rows-rebuilt", "rows-synced"] {
         assert!(all.contains_key(workspace), "{workspace}: {:?}", all.keys());
     }
+}
+
+/// Each audit checkpoint is taken on by one process (two handles here, as two servers):
+/// a record's checkpoint once, an older record's not after a newer one's, and a claim
+/// given back can be taken again.
+async fn audit_checkpoint_claims(catalog: &Catalog, engines: &Engines) {
+    use crate::actor::Actor;
+    use crate::catalog::audit::{AuditEntry, AuditHead};
+    let location = match matches!(catalog.pool, Pool::Postgres(_)) {
+        true => engines.locations().pop().unwrap(),
+        false => engines.locations().remove(0),
+    };
+    let other = Catalog::open_at(&location).await.unwrap();
+    let entry = AuditEntry {
+        actor: Actor::schedule("daily"),
+        action: "token.create".into(),
+        target: "t".into(),
+        outcome: "ok".into(),
+        details: serde_json::json!({}),
+    };
+    let mut heads: Vec<AuditHead> = Vec::new();
+    for _ in 0..3 {
+        catalog.append_audit(&entry).await.unwrap();
+        heads.push(catalog.audit_head().await.unwrap().unwrap());
+    }
+    let (one, both) = (catalog.claim_audit_checkpoint(&heads[1]), other.claim_audit_checkpoint(&heads[1]));
+    let (one, both) = futures::join!(one, both);
+    let claims: Vec<_> = [one.unwrap(), both.unwrap()].into_iter().flatten().collect();
+    assert_eq!(claims.len(), 1, "{}: one writer of a checkpoint: {claims:?}", catalog.name());
+    assert!(claims[0].is_first(), "the chain's first");
+    assert_eq!(other.claim_audit_checkpoint(&heads[1]).await.unwrap(), None, "taken");
+    assert_eq!(other.claim_audit_checkpoint(&heads[0]).await.unwrap(), None, "older than one taken");
+    let newer = other.claim_audit_checkpoint(&heads[2]).await.unwrap().expect("a newer record's");
+    assert!(!newer.is_first());
+    other.release_audit_checkpoint(&heads[2].chain, &newer).await.unwrap();
+    let again = catalog.claim_audit_checkpoint(&heads[2]).await.unwrap();
+    assert_eq!(again, Some(newer), "given back, taken again");
 }

@@ -616,7 +616,11 @@ impl Catalog {
                     self.lease_timeout()
                 )))
             }
-            Err(e) => Err(refused(format!("the catalog cannot confirm it: {}", e.report()))),
+            Err(e) => {
+                tracing::error!(lease = %lease.name, generation = lease.generation, error = %e.report(),
+                    "fenced: the catalog cannot confirm the lease; {what} is refused");
+                Err(refused(format!("the catalog cannot confirm it: {}", e.report())))
+            }
         }
     }
 

@@ -56,6 +56,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (15, "job_cancel", include_str!("../../migrations/catalog/0015_job_cancel.sql")),
     (16, "fleet", include_str!("../../migrations/catalog/0016_fleet.sql")),
     (17, "job_newest", include_str!("../../migrations/catalog/0017_job_newest.sql")),
+    (18, "audit_checkpointed", include_str!("../../migrations/catalog/0018_audit_checkpointed.sql")),
 ]);
 
 /// The same versions for PostgreSQL: what each SQLite migration made, in PostgreSQL's
@@ -79,6 +80,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (15, "job_cancel", include_str!("../../migrations/catalog-postgres/0015_job_cancel.sql")),
     (16, "fleet", include_str!("../../migrations/catalog-postgres/0016_fleet.sql")),
     (17, "job_newest", include_str!("../../migrations/catalog-postgres/0017_job_newest.sql")),
+    (18, "audit_checkpointed", include_str!("../../migrations/catalog-postgres/0018_audit_checkpointed.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

@@ -45,16 +45,15 @@ impl Catalog {
         for job in newest {
             rows.entry(job.workspace.clone()).or_default().newest_jobs.push(job);
         }
-        let running: Vec<Job> =
-            on_pool!(&self.pool, |p| {
-                sqlx::query_as(
+        let running: Vec<Job> = on_pool!(&self.pool, |p| {
+            sqlx::query_as(
             "SELECT * FROM jobs WHERE status = 'running' AND ($1 IS NULL OR workspace = $1) ORDER BY started_at, id",
         )
         .bind(workspace)
         .fetch_all(p)
         .await
-            })
-            .map_err(failed)?;
+        })
+        .map_err(failed)?;
         for job in running {
             rows.entry(job.workspace.clone()).or_default().running.push(job);
         }

@@ -75,14 +75,30 @@ pub async fn record_event<T>(
 static LINKED: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());
 
-/// Writes the chain's head into the repository (once per head; a head already there is
-/// left as it is). A chain is checkpointed only once it is linked (see [`ChainLink`]): the
-/// repository's first chain links itself; any later one only through [`new_chain`].
+/// Writes the chain's head into the repository, unless another process of the fleet took
+/// it (or a newer head) on: each checkpoint has one writer, since two would leave the
+/// object of one with the signature of the other (the content is encrypted anew by
+/// each). A chain is linked (see [`ChainLink`]) before its checkpoints: the repository's
+/// first chain links itself, by the writer of its first checkpoint; any later one only
+/// through [`new_chain`].
 ///
 /// Errors: `Integrity` for a chain that continues none of the repository's chains; those
 /// of the catalog and the repository.
 pub async fn checkpoint(core: &Core) -> Result<()> {
-    let Some(head) = core.catalog().await?.audit_head().await? else { return Ok(()) };
+    let catalog = core.catalog().await?;
+    let Some(head) = catalog.audit_head().await? else { return Ok(()) };
+    let Some(claim) = catalog.claim_audit_checkpoint(&head).await? else { return Ok(()) };
+    let written = write_checkpoint(core, &head, claim.is_first()).await;
+    if written.is_err()
+        && let Err(e) = catalog.release_audit_checkpoint(&head.chain, &claim).await
+    {
+        tracing::warn!(error = %e.report(), "an audit checkpoint not written stays claimed until a newer record");
+    }
+    written
+}
+
+/// [`checkpoint`]'s writing, once claimed.
+async fn write_checkpoint(core: &Core, head: &AuditHead, first: bool) -> Result<()> {
     let known = LINKED.lock().expect("linked chains lock").contains(&head.chain);
     if !known && read_link(core, &head.chain).await?.is_none() {
         let others: Vec<String> =
@@ -90,12 +106,14 @@ pub async fn checkpoint(core: &Core) -> Result<()> {
         if !others.is_empty() {
             return Err(unlinked(&head.chain, &others));
         }
-        let first = ChainLink { chain: head.chain.clone(), follows: None, at: Utc::now(), by: "tidemark".into() };
-        put_link(core, &first).await?;
+        if first {
+            let link = ChainLink { chain: head.chain.clone(), follows: None, at: Utc::now(), by: "tidemark".into() };
+            put_link(core, &link).await?;
+        }
     }
     LINKED.lock().expect("linked chains lock").insert(head.chain.clone());
     let key = layout::audit_checkpoint(&head.chain, head.seq);
-    match core.repo.put_sealed(&key, &head, core.recipients()?).await {
+    match core.repo.put_sealed(&key, head, core.recipients()?).await {
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
         other => other,
     }

@@ -201,10 +201,9 @@ async fn a_paused_daemon_commits_nothing_when_it_comes_back() {
 
     // Resumed, a finishes reading and reaches its commit: fenced, it commits nothing.
     a.signal(nix::sys::signal::Signal::SIGCONT);
-    wait_for("daemon a says it was fenced", Duration::from_secs(60), async || a.log().contains("fenced").then_some(()))
-        .await;
-    let log = a.log();
-    assert!(log.contains("not committing snapshot"), "{log}");
+    // The fencing check logs first, then the job its refusal ends.
+    let fenced = |log: &str| log.contains("fenced") && log.contains("not committing snapshot");
+    wait_for("daemon a says it was fenced", Duration::from_secs(60), async || fenced(&a.log()).then_some(())).await;
     assert_eq!(snapshots(&w).len(), 1, "the paused daemon committed nothing");
     assert_eq!(job_of(&mut catalog, a.pid()).await.as_deref(), Some("aborted"), "its job keeps the end b gave it");
     drop(b);
