@@ -258,7 +258,7 @@ impl Catalog {
         .await
         .map(|r| r.rows_affected()))
         .map_err(failed)?;
-        Ok((claimed == 1).then(|| AuditClaim { seq: head.seq, before }))
+        Ok((claimed == 1).then_some(AuditClaim { seq: head.seq, before }))
     }
 
     /// Gives back a claim whose checkpoint was not written (another process may write it).
