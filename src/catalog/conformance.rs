@@ -318,7 +318,7 @@ async fn audit_checkpoint_claims(catalog: &Catalog, engines: &Engines) {
     let other = Catalog::open_at(&location).await.unwrap();
     let entry = AuditEntry {
         actor: Actor::schedule("daily"),
-        action: "token.create".into(),
+        action: "test.claims".into(),
         target: "t".into(),
         outcome: "ok".into(),
         details: serde_json::json!({}),
