@@ -46,7 +46,15 @@ fn main() {
     let w = work.path().display().to_string();
     let config = format!("{w}/tidemark.toml");
     let cluster = Cluster::start(&ClusterOptions {
-        settings: vec![("max_connections".into(), "200".into())],
+        settings: match std::env::var_os("BENCH_LOG_STATEMENTS") {
+            // Every statement in the server's log, to see where the idle ones go.
+            Some(_) => vec![
+                ("max_connections".into(), "200".into()),
+                ("log_statement".into(), "all".into()),
+                ("log_line_prefix".into(), "%m [%p] ".into()),
+            ],
+            None => vec![("max_connections".into(), "200".into())],
+        },
         ..ClusterOptions::default()
     })
     .expect("a throwaway cluster");
@@ -95,9 +103,10 @@ fn main() {
         let mut claims = Vec::new();
         let mut floor = Vec::new();
         let base = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z").unwrap().to_utc();
+        let bare = sqlx::PgPool::connect(&cluster.url("tidemark")).await.expect("a pool of the catalog");
         for i in 0..1000 {
             let t = Instant::now();
-            catalog.now().await.unwrap();
+            sqlx::query("SELECT 1").execute(&bare).await.unwrap();
             floor.push(t.elapsed().as_secs_f64() * 1000.0);
             let t = Instant::now();
             assert!(catalog.claim_slot(me, "bench", "p", base + chrono::Duration::minutes(i)).await.unwrap());
@@ -186,6 +195,7 @@ fn main() {
     let live: Vec<u32> = pids[1..].to_vec();
     let cpu_before: Vec<u64> = live.iter().map(|p| cpu_ticks(*p)).collect();
     let (x0, t0) = (xacts(), Instant::now());
+    let idle_from = chrono::Utc::now();
     std::thread::sleep(Duration::from_secs(60));
     let (x1, idle_secs) = (xacts(), t0.elapsed().as_secs_f64());
     let cpu: Vec<f64> =
@@ -222,6 +232,11 @@ fn main() {
         cpu.iter().map(|c| format!("{c:.2}%")).collect::<Vec<_>>().join(", "),
         rss.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
     );
+    if std::env::var_os("BENCH_LOG_STATEMENTS").is_some() {
+        let log = cluster.data_dir().with_file_name("server.log");
+        std::fs::copy(&log, "/tmp/fleet-bench-server.log").expect("the server's log");
+        eprintln!("the server's log: /tmp/fleet-bench-server.log (idle from {idle_from})");
+    }
     drop(daemons);
 }
 
