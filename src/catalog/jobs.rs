@@ -152,21 +152,28 @@ pub struct JobProgress {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Makes the job with id `$1` its workspace's newest of its operation and outcome, when
-/// it ended succeeded or failed and started after the one recorded (ties: the higher id).
-const NEWEST_BY_ID: &str = "INSERT INTO job_newest (workspace, operation, status, job, started_at) \
-     SELECT workspace, operation, status, id, started_at FROM jobs WHERE id = $1 AND status IN ('succeeded', 'failed') \
-     ON CONFLICT (workspace, operation, status) DO UPDATE SET job = excluded.job, started_at = excluded.started_at \
-     WHERE excluded.started_at > job_newest.started_at \
-        OR (excluded.started_at = job_newest.started_at AND excluded.job > job_newest.job)";
+/// Makes the jobs `$where` selects their workspace's newest of their operation and
+/// outcome, when they ended succeeded or failed and started after the one recorded (ties:
+/// the higher id).
+macro_rules! newest_where {
+    ($where:literal) => {
+        concat!(
+            "INSERT INTO job_newest (workspace, operation, status, job, started_at) \
+             SELECT workspace, operation, status, id, started_at FROM jobs WHERE ",
+            $where,
+            " AND status IN ('succeeded', 'failed') \
+             ON CONFLICT (workspace, operation, status) DO UPDATE SET job = excluded.job, started_at = excluded.started_at \
+             WHERE excluded.started_at > job_newest.started_at \
+                OR (excluded.started_at = job_newest.started_at AND excluded.job > job_newest.job)"
+        )
+    };
+}
 
-/// [`NEWEST_BY_ID`] for the job of workspace `$1` that made snapshot `$2`.
-const NEWEST_BY_SNAPSHOT: &str = "INSERT INTO job_newest (workspace, operation, status, job, started_at) \
-     SELECT workspace, operation, status, id, started_at FROM jobs \
-     WHERE workspace = $1 AND snapshot_id = $2 AND status IN ('succeeded', 'failed') \
-     ON CONFLICT (workspace, operation, status) DO UPDATE SET job = excluded.job, started_at = excluded.started_at \
-     WHERE excluded.started_at > job_newest.started_at \
-        OR (excluded.started_at = job_newest.started_at AND excluded.job > job_newest.job)";
+/// The job with id `$1`, made its workspace's newest (see [`newest_where`]).
+const NEWEST_BY_ID: &str = newest_where!("id = $1");
+
+/// The job of workspace `$1` that made snapshot `$2`, made its workspace's newest.
+const NEWEST_BY_SNAPSHOT: &str = newest_where!("workspace = $1 AND snapshot_id = $2");
 
 /// A job from a row of either engine.
 fn job_of(row: &impl Get) -> std::result::Result<Job, sqlx::Error> {
