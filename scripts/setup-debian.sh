@@ -2,8 +2,10 @@
 # Installs what tidemark's demo and tests need on Debian/Ubuntu, skipping what is there:
 # the PostgreSQL server binaries (initdb, pg_ctl, pg_dump, psql, contrib extensions),
 # the age, zstd, openssl, jq and tar command-line tools, promtool (the prometheus package),
-# moto (a local S3 server) for the S3 tests, and schemathesis, which tests the served API
-# against its OpenAPI document.
+# moto (a local S3 server) for the S3 tests, schemathesis, which tests the served API
+# against its OpenAPI document, and for the web console's browser tests Debian's chromium,
+# Playwright for Python (driving that chromium: its own browser download is never used)
+# and axe-core (accessibility checks, from npm into /opt/tidemark-test).
 # Run as root (or with sudo). Safe to run again.
 set -euo pipefail
 
@@ -25,6 +27,8 @@ command -v tar >/dev/null 2>&1 || need_apt+=(tar)
 # promtool checks the metrics and the contrib alert rules (Debian ships it in prometheus).
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
@@ -40,6 +44,17 @@ fi
 if ! command -v schemathesis >/dev/null 2>&1; then
   echo "installing schemathesis (checks the served API against its OpenAPI document)"
   python3 -m pip install --quiet 'schemathesis>=4,<5' || python3 -m pip install --quiet --break-system-packages 'schemathesis>=4,<5'
+fi
+
+if ! python3 -c 'import playwright' >/dev/null 2>&1; then
+  echo "installing playwright for Python (drives Debian's chromium in the console's browser tests)"
+  python3 -m pip install --quiet playwright || python3 -m pip install --quiet --break-system-packages playwright
+fi
+
+if [ ! -s /opt/tidemark-test/node_modules/axe-core/axe.min.js ]; then
+  echo "installing axe-core into /opt/tidemark-test (accessibility checks of the console)"
+  $SUDO mkdir -p /opt/tidemark-test
+  (cd /opt/tidemark-test && $SUDO npm install --silent --no-audit --no-fund axe-core@4 >/dev/null)
 fi
 
 # Postgres refuses to run as root; tidemark then runs it as the `postgres` OS user.

@@ -66,8 +66,8 @@ impl Role {
         use Action as A;
         match self {
             Role::Admin => true,
-            Role::Auditor => matches!(action, A::ReadAudit | A::ReadFleet),
-            Role::Viewer => matches!(action, A::Read | A::ReadMetrics),
+            Role::Auditor => matches!(action, A::ReadAudit | A::ReadFleet | A::SignIn),
+            Role::Viewer => matches!(action, A::Read | A::ReadMetrics | A::SignIn),
             Role::Operator => {
                 matches!(
                     action,
@@ -79,9 +79,10 @@ impl Role {
                         | A::MarkRestorePoint
                         | A::Pin
                         | A::Export
+                        | A::SignIn
                 )
             }
-            Role::Developer => matches!(action, A::Read | A::ReadMetrics | A::WriteStacks),
+            Role::Developer => matches!(action, A::Read | A::ReadMetrics | A::WriteStacks | A::SignIn),
         }
     }
 
@@ -148,6 +149,8 @@ pub enum Action {
     /// Stop a job another actor started of an operation that needs only `Read` (a check);
     /// stopping any other job needs the permission to start it (`Operation`).
     CancelJobs,
+    /// Sign in to the web console (every role: the pages then show what the role may see).
+    SignIn,
 }
 
 impl Action {
@@ -171,10 +174,11 @@ impl Action {
             Action::DeleteBranch => "delete-branch",
             Action::ReadMetrics => "read-metrics",
             Action::CancelJobs => "cancel-jobs",
+            Action::SignIn => "sign-in",
         }
     }
 
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 18] = [
         Action::Read,
         Action::Snapshot,
         Action::Drill,
@@ -192,6 +196,7 @@ impl Action {
         Action::DeleteBranch,
         Action::ReadMetrics,
         Action::CancelJobs,
+        Action::SignIn,
     ];
 }
 
@@ -259,6 +264,7 @@ fn describe(action: Action) -> &'static str {
         Action::DeleteBranch => "delete branches",
         Action::ReadMetrics => "read the metrics",
         Action::CancelJobs => "stop another caller's job",
+        Action::SignIn => "sign in to the web console",
     }
 }
 
@@ -291,6 +297,7 @@ mod tests {
                 Action::ReadAudit => "read and verify the audit trail",
                 Action::ReadFleet => "see the fleet (`tidemark fleet`, `/v1/fleet`): members and what each holds",
                 Action::CancelJobs => "stop another caller's job (any job: the right to start it)",
+                Action::SignIn => "sign in to the web console (which shows what the role may see and do)",
             }
         }
         let mut table = String::from("| right | what it allows |");
@@ -327,14 +334,24 @@ mod tests {
     fn every_cell_of_the_role_matrix() {
         use Action as A;
         let allowed: &[(Role, &[Action])] = &[
-            (Role::Viewer, &[A::Read, A::ReadMetrics]),
+            (Role::Viewer, &[A::Read, A::ReadMetrics, A::SignIn]),
             (
                 Role::Operator,
-                &[A::Read, A::ReadMetrics, A::Snapshot, A::Drill, A::Restore, A::MarkRestorePoint, A::Pin, A::Export],
+                &[
+                    A::Read,
+                    A::ReadMetrics,
+                    A::Snapshot,
+                    A::Drill,
+                    A::Restore,
+                    A::MarkRestorePoint,
+                    A::Pin,
+                    A::Export,
+                    A::SignIn,
+                ],
             ),
-            (Role::Developer, &[A::Read, A::ReadMetrics, A::WriteStacks]),
+            (Role::Developer, &[A::Read, A::ReadMetrics, A::WriteStacks, A::SignIn]),
             (Role::Admin, &A::ALL),
-            (Role::Auditor, &[A::ReadAudit, A::ReadFleet]),
+            (Role::Auditor, &[A::ReadAudit, A::ReadFleet, A::SignIn]),
         ];
         for (role, actions) in allowed {
             for action in Action::ALL {

@@ -136,6 +136,13 @@ pub struct ApiConfig {
     /// config) before `prune` of its workspace removes it (default: 3 days).
     #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
     pub keep_exports: Option<std::time::Duration>,
+    /// A web console session with no request from its person for this long ends (the
+    /// pages' own refreshes do not count).
+    #[serde(with = "duration_text")]
+    pub console_idle_timeout: std::time::Duration,
+    /// A web console session ends this long after sign-in, however active.
+    #[serde(with = "duration_text")]
+    pub console_session_lifetime: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -155,6 +162,8 @@ impl Default for ApiConfig {
             header_read_timeout: std::time::Duration::from_secs(10),
             max_token_lifetime: None,
             keep_exports: None,
+            console_idle_timeout: std::time::Duration::from_secs(3600),
+            console_session_lifetime: std::time::Duration::from_secs(12 * 3600),
         }
     }
 }
@@ -716,6 +725,12 @@ impl Config {
             return Err(Error::config("repository.url is empty"));
         }
         self.fleet.check()?;
+        let api = &self.api;
+        if api.console_idle_timeout.is_zero() || api.console_idle_timeout > api.console_session_lifetime {
+            return Err(Error::config(
+                "api.console-idle-timeout must be more than 0 and at most api.console-session-lifetime",
+            ));
+        }
         match self.catalog.as_deref() {
             Some(url) if is_postgres_url(url) => {
                 if let Some(password) = &self.catalog_password {

@@ -60,10 +60,14 @@ pub enum Operation {
     SwitchRecover,
     /// A new audit chain begun (a new catalog), linked to the repository's last one.
     AuditNewChain,
+    /// A browser signed in to the web console (a session begun).
+    SignIn,
+    /// A console session ended by its browser.
+    SignOut,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 31] = [
+    pub const ALL: [Operation; 33] = [
         Operation::Snapshot,
         Operation::BaseBackup,
         Operation::Drill,
@@ -95,6 +99,8 @@ impl Operation {
         Operation::RestoreStacks,
         Operation::SwitchRecover,
         Operation::AuditNewChain,
+        Operation::SignIn,
+        Operation::SignOut,
     ];
 
     /// A restore of tables into the live database (beside the live ones), or into a new one.
@@ -137,6 +143,8 @@ impl Operation {
             Operation::RestoreStacks => "restore.stacks",
             Operation::SwitchRecover => "switch.recover",
             Operation::AuditNewChain => "audit.new-chain",
+            Operation::SignIn => "console.sign-in",
+            Operation::SignOut => "console.sign-out",
         }
     }
 
@@ -207,6 +215,7 @@ impl Operation {
             }
             Operation::RestoreStacks | Operation::SwitchRecover => Action::ReplaceLive,
             Operation::AuditNewChain => Action::ReadAudit,
+            Operation::SignIn | Operation::SignOut => Action::SignIn,
         }
     }
 

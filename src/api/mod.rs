@@ -4,6 +4,7 @@
 //! request (address, token, role) is audited; long work answers `202` with a job whose
 //! progress the catalog keeps.
 
+mod console;
 mod limits;
 pub mod openapi;
 mod refusals;
@@ -126,6 +127,9 @@ pub(crate) struct App {
     pub closing: CancellationToken,
     /// What each route needs (`routes::table`).
     pub gates: Arc<routes::Gates>,
+    /// Browsers reach this server over HTTPS (its own TLS, or a TLS proxy in front with
+    /// `allow-plain-http`): the console's cookies are `Secure`.
+    pub https: bool,
 }
 
 /// An error as the API answers it: the error table's HTTP status and the `--json` body.
@@ -163,7 +167,8 @@ fn app(core: Core, rules: AddressRules) -> App {
     let refusals = Arc::new(refusals::Refusals::default());
     let (jobs, closing) = (tokio_util::task::TaskTracker::new(), CancellationToken::new());
     let gates = Arc::new(routes::gate_map());
-    App { core, rules: Arc::new(rules), running: Default::default(), limits, links, refusals, jobs, closing, gates }
+    let https = core.config.config.api.allow_plain_http;
+    App { core, rules: Arc::new(rules), running: Default::default(), limits, links, refusals, jobs, closing, gates, https }
 }
 
 fn router_of(app: App) -> Router {
@@ -176,6 +181,7 @@ fn router_of(app: App) -> Router {
             "/v1/openapi.json",
             axum::routing::get(|| async { ([(header::CONTENT_TYPE, "application/json")], openapi::document()) }),
         )
+        .merge(console::router(app.clone()))
         .layer(axum::middleware::from_fn_with_state(app.clone(), admit))
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(json_errors))
@@ -250,7 +256,13 @@ async fn json_errors(request: Request, next: Next) -> Response {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if json || !(status.is_client_error() || status.is_server_error()) {
+    // The console's pages answer errors as pages.
+    let page = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if json || page || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -434,7 +446,8 @@ impl From<tokio::net::TcpListener> for Listener {
 ///
 /// Errors: `Unavailable` when the server fails, `Internal` when TLS cannot be set up.
 pub async fn serve(core: Core, rules: AddressRules, listener: Listener, shutdown: CancellationToken) -> Result<()> {
-    let shared = App { closing: shutdown.clone(), ..app(core.clone(), rules) };
+    let base = app(core.clone(), rules);
+    let shared = App { closing: shutdown.clone(), https: base.https || listener.tls.is_some(), ..base };
     let (refused, jobs, running) = (shared.refusals.clone(), shared.jobs.clone(), shared.running.clone());
     let app = router_of(shared);
     let acceptor = listener.tls.as_ref().map(tls::Certificate::acceptor).transpose()?;

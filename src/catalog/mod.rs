@@ -18,6 +18,7 @@ mod jobs;
 pub mod lock;
 mod replaced;
 mod schedules;
+pub mod sessions;
 mod snapshots;
 pub mod stats;
 pub mod status;
@@ -57,6 +58,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (16, "fleet", include_str!("../../migrations/catalog/0016_fleet.sql")),
     (17, "job_newest", include_str!("../../migrations/catalog/0017_job_newest.sql")),
     (18, "audit_checkpointed", include_str!("../../migrations/catalog/0018_audit_checkpointed.sql")),
+    (19, "console_sessions", include_str!("../../migrations/catalog/0019_console_sessions.sql")),
 ]);
 
 /// The same versions for PostgreSQL: what each SQLite migration made, in PostgreSQL's
@@ -81,6 +83,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (16, "fleet", include_str!("../../migrations/catalog-postgres/0016_fleet.sql")),
     (17, "job_newest", include_str!("../../migrations/catalog-postgres/0017_job_newest.sql")),
     (18, "audit_checkpointed", include_str!("../../migrations/catalog-postgres/0018_audit_checkpointed.sql")),
+    (19, "console_sessions", include_str!("../../migrations/catalog-postgres/0019_console_sessions.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

@@ -112,6 +112,18 @@ impl Catalog {
         Ok(row.map(|Stored(t, hash)| (t, hash)))
     }
 
+    /// The token with the display id `id` (revoked or expired too: the caller decides).
+    ///
+    /// Errors: `Unavailable` for the catalog.
+    pub async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let row: Option<Stored> = on_pool!(&self.pool, |p| sqlx::query_as("SELECT * FROM tokens WHERE id = $1")
+            .bind(id)
+            .fetch_optional(p)
+            .await)
+        .map_err(|e| self.err("cannot read the tokens", e))?;
+        Ok(row.map(|Stored(t, _)| t))
+    }
+
     /// Records a use of a token.
     ///
     /// Errors: `Unavailable` for the catalog.

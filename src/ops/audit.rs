@@ -124,6 +124,26 @@ async fn write_checkpoint(core: &Core, head: &AuditHead, first: bool) -> Result<
 pub struct AuditListOptions {
     /// Records from this moment on (default: all).
     pub since: Option<DateTime<Utc>>,
+    /// Records before this moment (default: all).
+    pub until: Option<DateTime<Utc>>,
+    /// Records whose actor (`kind:name`, or the token's id) contains this text.
+    pub actor: Option<String>,
+    /// Records of this action (`snapshot`, `api.denied`, ...).
+    pub action: Option<String>,
+    /// Records about this workspace.
+    pub workspace: Option<String>,
+}
+
+impl AuditListOptions {
+    fn keeps(&self, r: &AuditRecord) -> bool {
+        let actor = |text: &str| {
+            r.entry.actor.to_string().contains(text) || r.entry.actor.token_id.as_deref().is_some_and(|t| t.contains(text))
+        };
+        self.until.is_none_or(|t| r.at < t)
+            && self.actor.as_deref().is_none_or(actor)
+            && self.action.as_deref().is_none_or(|a| r.entry.action == a)
+            && self.workspace.as_deref().is_none_or(|w| r.entry.workspaces().iter().any(|x| x == w))
+    }
 }
 
 /// The trail, oldest first: for a token limited to some workspaces, only the records about
@@ -134,7 +154,7 @@ pub async fn list(core: &Core, opts: &AuditListOptions, actor: &Actor) -> Result
     let grant = actor.grant();
     crate::access::check(&grant, crate::access::Action::ReadAudit, None)?;
     let records = core.catalog().await?.audit_records(opts.since).await?;
-    Ok(records.into_iter().filter(|r| grant.covers(&r.entry.workspaces())).collect())
+    Ok(records.into_iter().filter(|r| grant.covers(&r.entry.workspaces()) && opts.keeps(r)).collect())
 }
 
 /// The trail as comma-separated values with a header line (`seq,at,actor,action,target,

@@ -236,6 +236,16 @@ pub async fn authenticate(core: &Core, secret: &str, address: Option<IpAddr>, no
     if !bool::from(stored.as_bytes().ct_eq(presented.as_bytes())) {
         return Err(unauthenticated("is not known"));
     }
+    admit(core, &token, address, now).await
+}
+
+/// The actor `token` stands for, if it may be used now from `address`: not revoked, not
+/// expired, an allowed address (also what a console session asks of its token at every
+/// request). Its last use is recorded.
+///
+/// Errors: those of [`authenticate`] (never naming a secret).
+pub async fn admit(core: &Core, token: &TokenRecord, address: Option<IpAddr>, now: DateTime<Utc>) -> Result<Actor> {
+    let unauthenticated = |why: &str| Error::new(ErrorKind::Unauthenticated, format!("the token {why}"));
     if token.revoked_at.is_some() {
         return Err(unauthenticated(&format!("{} was revoked", token.id)));
     }

@@ -8,6 +8,7 @@ mod audit;
 mod bad_input;
 mod branch;
 mod bundle;
+mod console;
 mod catalog_postgres;
 mod cli;
 mod daemon;

@@ -82,6 +82,15 @@ pub(in crate::api) struct AuditQuery {
     /// Records from this moment on (RFC 3339).
     #[param(value_type = Option<String>, format = DateTime)]
     since: Option<String>,
+    /// Records before this moment (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    until: Option<String>,
+    /// Records whose actor (`kind:name`, or the token's id) contains this text.
+    actor: Option<String>,
+    /// Records of this action (`snapshot`, `api.denied`, ...).
+    action: Option<String>,
+    /// Records about this workspace.
+    workspace: Option<String>,
     /// `json` (default) or `csv`.
     #[param(pattern = "^(json|csv)$")]
     format: Option<String>,
@@ -100,7 +109,8 @@ pub(in crate::api) async fn audit(
     Query(q): Query<AuditQuery>,
 ) -> Answer {
     let since = q.since.as_deref().map(crate::wal::window::parse_time).transpose()?;
-    let records = ops::audit::list(&app.core, &ops::audit::AuditListOptions { since }, &actor).await?;
+    let until = q.until.as_deref().map(crate::wal::window::parse_time).transpose()?;
+    let records = ops::audit::list(&app.core, &ops::audit::AuditListOptions { since, until, actor: q.actor, action: q.action, workspace: q.workspace }, &actor).await?;
     match q.format.as_deref() {
         None | Some("json") => Ok(json(&records)),
         Some("csv") => {

@@ -88,6 +88,7 @@ pub(super) fn table() -> Vec<(Route, MethodRouter<App>)> {
     vec![
         route(M::GET, "/v1/workspaces", Needs(A::Read), workspaces),
         route(M::GET, "/v1/workspaces/{ws}", Needs(A::Read), workspace_status),
+        route(M::GET, "/v1/overview", Needs(A::Read), overview),
         route(M::GET, "/v1/workspaces/{ws}/snapshots", Needs(A::Read), list_snapshots),
         route(M::POST, "/v1/workspaces/{ws}/snapshots", Needs(A::Snapshot), create_snapshot),
         route(M::GET, "/v1/workspaces/{ws}/snapshots/{id}", Needs(A::Read), show_snapshot),
@@ -108,6 +109,7 @@ pub(super) fn table() -> Vec<(Route, MethodRouter<App>)> {
         route(M::POST, "/v1/workspaces/{ws}/prune", Needs(A::Prune), prune),
         route(M::POST, "/v1/workspaces/{ws}/check", Needs(A::Read), check),
         route(M::GET, "/v1/workspaces/{ws}/pitr", Needs(A::Read), window),
+        route(M::GET, "/v1/workspaces/{ws}/restore-points", Needs(A::Read), restore_points),
         route(M::POST, "/v1/workspaces/{ws}/restore-points", Needs(A::MarkRestorePoint), mark),
         route(M::GET, "/v1/workspaces/{ws}/stacks", Needs(A::Read), stacks),
         route(M::GET, "/v1/workspaces/{ws}/stacks/{kind}/{name}", Needs(A::Read), stack_show),
@@ -332,6 +334,32 @@ pub(super) async fn workspace_status(
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
     Ok(json(&ops::workspace::status(&app.core, &ops::workspace::StatusOptions { workspace: ws }, &actor).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/overview",
+    summary = "Every workspace this token may see: health, newest snapshot and drill, PITR window, size, next run; worst first",
+    params(OverviewQuery),
+    responses((status = 200, body = ops::overview::Overview)),
+)]
+pub(super) async fn overview(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Query(q): Query<OverviewQuery>,
+) -> Answer {
+    let workspace = q.workspace.map(|ws| scoped(&app, &ws)).transpose()?;
+    let opts = ops::overview::OverviewOptions { workspace };
+    Ok(json(&ops::overview::overview(&app.core, &opts, &actor, chrono::Utc::now()).await?))
+}
+
+/// One workspace of the overview.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct OverviewQuery {
+    /// One workspace's line (default: every one this token may see)
+    #[param(pattern = "^[a-z0-9][a-z0-9_-]{0,47}$", example = "shop")]
+    workspace: Option<String>,
 }
 
 /// The workspace in the path, configured (the route's gate has let the token in: a token

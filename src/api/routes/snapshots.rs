@@ -25,7 +25,7 @@ pub(in crate::api) async fn list_snapshots(
         // From the catalog's index (compared with the repository once a minute).
         from_repository: false,
     };
-    Ok(json(&ops::snapshot::list(&app.core, &opts, &actor).await?))
+    Ok(json(&ops::snapshot::list_pinned(&app.core, &opts, &actor).await?))
 }
 
 #[utoipa::path(
@@ -288,6 +288,22 @@ pub(in crate::api) async fn window(
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
     Ok(json(&ops::pitr::window(&app.core, &ops::pitr::WindowOptions { workspace: ws }, &actor).await?))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/workspaces/{ws}/restore-points",
+    summary = "The named restore points, oldest first",
+    params(WorkspacePath),
+    responses((status = 200, body = [ops::pitr::RestorePoint])),
+)]
+pub(in crate::api) async fn restore_points(
+    State(app): State<App>,
+    Extension(actor): Extension<Actor>,
+    Path(WorkspacePath { ws }): Path<WorkspacePath>,
+) -> Answer {
+    let ws = scoped(&app, &ws)?;
+    Ok(json(&ops::pitr::points(&app.core, &ws, &actor).await?))
 }
 
 #[utoipa::path(

@@ -175,3 +175,19 @@ async fn recorded_point(core: &Core, workspace: &str, name: &str) -> Result<Opti
     let key = layout::restore_point(workspace, name);
     core.repo.read_sealed(&key, &core.identities()?, &format!("restore point {name}")).await
 }
+
+/// The restore points recorded for a workspace, oldest first (the console's timeline).
+///
+/// Errors: those of the repository; `Integrity` for a point that cannot be read.
+pub async fn points(core: &Core, workspace: &str, _actor: &Actor) -> Result<Vec<RestorePoint>> {
+    core.workspace(workspace)?;
+    let identities = core.identities()?;
+    let mut points = Vec::new();
+    for object in core.repo.list(&layout::restore_points(workspace)).await? {
+        if let Some(point) = core.repo.read_sealed(&object.key, &identities, "a restore point").await? {
+            points.push(point);
+        }
+    }
+    points.sort_by_key(|p: &RestorePoint| p.time);
+    Ok(points)
+}

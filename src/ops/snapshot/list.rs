@@ -33,6 +33,9 @@ pub struct SnapshotSummary {
     /// snapshot cannot be restored, and retention never deletes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Whether it is pinned (retention keeps it): said by [`list_pinned`] only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
 }
 
 impl SnapshotSummary {
@@ -51,6 +54,7 @@ impl SnapshotSummary {
             media_new_bytes: None,
             warnings: Vec::new(),
             problem,
+            pinned: None,
         }
     }
 
@@ -68,6 +72,7 @@ impl SnapshotSummary {
             media_new_bytes: manifest.media.as_ref().map(|m| m.new_bytes),
             warnings: manifest.warnings.clone(),
             problem: None,
+            pinned: None,
         }
     }
 }
@@ -99,6 +104,19 @@ pub struct ShowOptions {
     /// The snapshot's workspace (default: found in the repository; for `latest`, the
     /// only one configured).
     pub workspace: Option<String>,
+}
+
+/// `snapshot list`'s answer (see [`list`]), each snapshot saying whether it is pinned (one
+/// listing of the repository's pins more).
+///
+/// Errors: those of [`list`], and of the repository.
+pub async fn list_pinned(core: &Core, opts: &ListOptions, actor: &Actor) -> Result<Vec<SnapshotSummary>> {
+    let mut page = list(core, opts, actor).await?;
+    let pins = core.repo.pinned(&opts.workspace).await?;
+    for s in &mut page {
+        s.pinned = Some(pins.contains(&s.id));
+    }
+    Ok(page)
 }
 
 /// The committed snapshots of a workspace: all, oldest first, or a page, newest first

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 mod list;
 
 pub use list::{
-    INDEX_FRESH, INDEX_RECHECK, ListOptions, ShowOptions, SnapshotSummary, compare_indexes, list, manifest, resolve,
+    INDEX_FRESH, INDEX_RECHECK, ListOptions, ShowOptions, SnapshotSummary, compare_indexes, list, list_pinned, manifest, resolve,
     show, sync_index,
 };
 
