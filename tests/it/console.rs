@@ -196,10 +196,11 @@ async fn the_console_in_a_real_browser_by_role() {
     }
     let mut w = world().await;
     // shop: healthy, and large enough that a snapshot's progress is seen moving.
-    let rows = "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 600000) g;";
+    let copies: String = (2..=20).map(|n| format!("CREATE TABLE big{n} AS SELECT * FROM big;")).collect();
     let sql = format!(
-        "CREATE TABLE big (id int PRIMARY KEY, pad text); {rows} CREATE TABLE small (x int); INSERT INTO small VALUES (1); \
-         CREATE TABLE big2 (LIKE big); INSERT INTO big2 SELECT * FROM big;"
+        "CREATE TABLE big (id int PRIMARY KEY, pad text); \
+         INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 250000) g; {copies} \
+         CREATE TABLE small (x int); INSERT INTO small VALUES (1);"
     );
     create_database(&w.cluster, "shop", &sql).await;
     // blog: stale (no snapshot within its bound); gone: failing (its snapshot failed).
@@ -209,7 +210,9 @@ async fn the_console_in_a_real_browser_by_role() {
     w.core.config.config.workspaces.insert("blog".into(), blog);
     w.core.config.config.workspaces.insert("gone".into(), WorkspaceConfig::at(w.cluster.url("gone_missing_db")));
     w.core.config.config.api.requests_per_second = 0;
+    let took = std::time::Instant::now();
     snapshot_shop(&w.core).await.unwrap();
+    eprintln!("a snapshot of shop took {:?}", took.elapsed());
     let failed = tidemark::ops::snapshot::SnapshotOptions { workspace: "gone".into(), ..Default::default() };
     assert!(tidemark::ops::snapshot::create_recorded(&w.core, &failed, &actor()).await.is_err());
     let server = start(&w, AddressRules::default()).await;

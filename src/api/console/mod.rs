@@ -72,7 +72,7 @@ pub(super) fn router(app: App) -> Router<App> {
         .route("/tokens", axum::routing::get(pages::tokens))
         .route("/act/{action}", axum::routing::post(actions::act))
         .route("/sign-out", axum::routing::post(sign_out))
-        .layer(axum::middleware::from_fn_with_state(console.clone(), signed_in));
+        .route_layer(axum::middleware::from_fn_with_state(console.clone(), signed_in));
     Router::new()
         .merge(signed)
         .route("/sign-in", axum::routing::post(sign_in))
@@ -202,7 +202,8 @@ async fn signed_in(State(console): State<Console>, mut request: Request, next: N
         }
         (Err(e), _) if request.method() == Method::GET && request.uri().path() == "/" => {
             let notice = secret_notice(&e);
-            pages::sign_in_page(&console, notice, StatusCode::OK)
+            let pre = cookie(request.headers(), console.pre_name()).map(str::to_string);
+            pages::sign_in_page(&console, pre, notice, StatusCode::OK)
         }
         (Err(_), _) if request.method() == Method::GET => {
             let mut response = StatusCode::SEE_OTHER.into_response();
@@ -235,11 +236,12 @@ async fn sign_in(State(console): State<Console>, request: Request) -> Response {
     let pre = cookie(request.headers(), console.pre_name()).unwrap_or_default().to_string();
     let bytes = axum::body::to_bytes(request.into_body(), super::BODY_LIMIT).await.unwrap_or_default();
     let Ok(form) = serde_urlencoded_form::<SignInForm>(&bytes) else {
-        return pages::sign_in_page(&console, Some("the sign-in form was incomplete: try again".into()), StatusCode::BAD_REQUEST);
+        return pages::sign_in_page(&console, None, Some("the sign-in form was incomplete: try again".into()), StatusCode::BAD_REQUEST);
     };
     if pre.is_empty() || !constant_eq(&pre, &form.csrf) {
         return pages::sign_in_page(
             &console,
+            None,
             Some("the sign-in form had expired or came from another site: try again".into()),
             StatusCode::FORBIDDEN,
         );
@@ -262,7 +264,7 @@ async fn sign_in(State(console): State<Console>, request: Request) -> Response {
                 console.app.limits.failed(client);
             }
             let status = StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            pages::sign_in_page(&console, Some(e.message().to_string()), status)
+            pages::sign_in_page(&console, None, Some(e.message().to_string()), status)
         }
     }
 }

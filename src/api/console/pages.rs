@@ -82,9 +82,12 @@ pub(crate) fn failed(signed: Option<&Signed>, status: StatusCode, body: &Value) 
     answer(status, page)
 }
 
-/// The sign-in page, with a fresh double-submit CSRF value (cookie and field).
-pub(crate) fn sign_in_page(console: &Console, notice: Option<String>, status: StatusCode) -> Response {
-    let pre = hex::encode(rand::random::<[u8; 16]>());
+/// The sign-in page, with its double-submit CSRF value (cookie and field): the browser's
+/// own when it has one (another tab's form stays good), else a new one.
+pub(crate) fn sign_in_page(console: &Console, pre: Option<String>, notice: Option<String>, status: StatusCode) -> Response {
+    let pre = pre
+        .filter(|p| p.len() == 32 && p.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
     let page = layout(
         "Sign in",
         None,
