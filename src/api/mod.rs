@@ -168,7 +168,18 @@ fn app(core: Core, rules: AddressRules) -> App {
     let (jobs, closing) = (tokio_util::task::TaskTracker::new(), CancellationToken::new());
     let gates = Arc::new(routes::gate_map());
     let https = core.config.config.api.allow_plain_http;
-    App { core, rules: Arc::new(rules), running: Default::default(), limits, links, refusals, jobs, closing, gates, https }
+    App {
+        core,
+        rules: Arc::new(rules),
+        running: Default::default(),
+        limits,
+        links,
+        refusals,
+        jobs,
+        closing,
+        gates,
+        https,
+    }
 }
 
 fn router_of(app: App) -> Router {

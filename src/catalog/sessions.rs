@@ -48,13 +48,11 @@ impl Catalog {
     /// Errors: `Unavailable` for the catalog.
     pub async fn insert_session(&self, id_sha256: &str, session: &SessionRecord) -> Result<()> {
         let old = session.created_at - KEPT_AFTER_END;
-        on_pool!(&self.pool, |p| sqlx::query(
-            "DELETE FROM console_sessions WHERE expires_at < $1 OR ended_at < $1"
-        )
-        .bind(old)
-        .execute(p)
-        .await
-        .map(|r| r.rows_affected()))
+        on_pool!(&self.pool, |p| sqlx::query("DELETE FROM console_sessions WHERE expires_at < $1 OR ended_at < $1")
+            .bind(old)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()))
         .map_err(|e| self.err("cannot forget old console sessions", e))?;
         on_pool!(&self.pool, |p| sqlx::query(
             "INSERT INTO console_sessions (id_sha256, method, token_id, address, created_at, last_seen_at, \

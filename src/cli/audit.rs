@@ -31,7 +31,8 @@ pub async fn run(global: &Global, cmd: AuditCommand) -> Result<()> {
     match cmd {
         AuditCommand::List { since, csv } => {
             let since = since.as_deref().map(tidemark::wal::window::parse_time).transpose()?;
-            let records = audit::list(&core, &audit::AuditListOptions { since, ..Default::default() }, &global.actor()).await?;
+            let records =
+                audit::list(&core, &audit::AuditListOptions { since, ..Default::default() }, &global.actor()).await?;
             if global.json {
                 global.print_json(&records);
             } else if csv {

@@ -137,7 +137,8 @@ pub struct AuditListOptions {
 impl AuditListOptions {
     fn keeps(&self, r: &AuditRecord) -> bool {
         let actor = |text: &str| {
-            r.entry.actor.to_string().contains(text) || r.entry.actor.token_id.as_deref().is_some_and(|t| t.contains(text))
+            r.entry.actor.to_string().contains(text)
+                || r.entry.actor.token_id.as_deref().is_some_and(|t| t.contains(text))
         };
         self.until.is_none_or(|t| r.at < t)
             && self.actor.as_deref().is_none_or(actor)

@@ -88,14 +88,12 @@ fn short(id_sha256: &str) -> String {
 /// the token's list); `Forbidden` for a role without `sign-in`; `Unavailable` for the
 /// catalog.
 pub async fn sign_in(core: &Core, opts: &SignInOptions, now: DateTime<Utc>) -> Result<SessionStarted> {
-    let anonymous =
-        Actor { address: opts.address.map(|a| a.to_string()), ..Actor::new(ActorKind::Api, "unknown") };
+    let anonymous = Actor { address: opts.address.map(|a| a.to_string()), ..Actor::new(ActorKind::Api, "unknown") };
     let actor = match super::token::authenticate(core, opts.secret.trim(), opts.address, now).await {
         Ok(actor) => actor,
         Err(e) => {
             let refused: Result<()> = Err(e);
-            super::audit::record(core, &anonymous, Operation::SignIn, "console", &refused, serde_json::json!({}))
-                .await;
+            super::audit::record(core, &anonymous, Operation::SignIn, "console", &refused, serde_json::json!({})).await;
             return Err(refused.unwrap_err());
         }
     };

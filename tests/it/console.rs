@@ -52,7 +52,8 @@ async fn sign_in(c: &reqwest::Client, base: &str, secret: &str) -> Browser {
     let signed = c
         .post(format!("{base}/sign-in"))
         .header("cookie", format!("tidemark-signin={pre}"))
-        .header("content-type", FORM).body(encode(&[("token", secret), ("csrf", &csrf)]))
+        .header("content-type", FORM)
+        .body(encode(&[("token", secret), ("csrf", &csrf)]))
         .send()
         .await
         .unwrap();
@@ -73,7 +74,14 @@ impl Browser {
     }
 
     async fn post(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        self.c.post(format!("{}{path}", self.base)).header("cookie", &self.cookie).header("content-type", FORM).body(encode(form)).send().await.unwrap()
+        self.c
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .header("content-type", FORM)
+            .body(encode(form))
+            .send()
+            .await
+            .unwrap()
     }
 }
 
@@ -101,7 +109,9 @@ async fn sessions_csrf_and_refusals_over_http() {
     let page = c.get(format!("{}/", server.base)).send().await.unwrap();
     let h = page.headers();
     let csp = h["content-security-policy"].to_str().unwrap();
-    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'") && !csp.contains("unsafe-inline")
+    );
     assert_eq!(h["x-frame-options"], "DENY");
     assert_eq!(h["referrer-policy"], "no-referrer");
     assert_eq!(h["cache-control"], "no-store");
@@ -113,7 +123,8 @@ async fn sessions_csrf_and_refusals_over_http() {
     let bad = c
         .post(format!("{}/sign-in", server.base))
         .header("cookie", format!("tidemark-signin={pre}"))
-        .header("content-type", FORM).body(encode(&[("token", "tdm_nope"), ("csrf", pre.as_str())]))
+        .header("content-type", FORM)
+        .body(encode(&[("token", "tdm_nope"), ("csrf", pre.as_str())]))
         .send()
         .await
         .unwrap();
@@ -121,7 +132,13 @@ async fn sessions_csrf_and_refusals_over_http() {
     assert!(cookie_of(&bad, "tidemark-session").is_none());
     assert!(audit_has(&w, "console.sign-in", "unknown", "denied").await);
     // A sign-in posted from elsewhere (no double-submit cookie): refused.
-    let forged = c.post(format!("{}/sign-in", server.base)).header("content-type", FORM).body(encode(&[("token", operator.as_str()), ("csrf", "x")])).send().await.unwrap();
+    let forged = c
+        .post(format!("{}/sign-in", server.base))
+        .header("content-type", FORM)
+        .body(encode(&[("token", operator.as_str()), ("csrf", "x")]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
 
     // A viewer sees no form, and a forged form of a viewer is refused by the API's gate
@@ -147,7 +164,9 @@ async fn sessions_csrf_and_refusals_over_http() {
     let job = started.headers()["location"].to_str().unwrap().to_string();
     assert!(job.starts_with("/jobs/"), "{job}");
     // An open redirect is not one: `back` stays on this server.
-    let pinless = o.post("/act/restore-point", &[("csrf", &o.csrf), ("ws", "shop"), ("name", "x"), ("back", "//evil.example")]).await;
+    let pinless = o
+        .post("/act/restore-point", &[("csrf", &o.csrf), ("ws", "shop"), ("name", "x"), ("back", "//evil.example")])
+        .await;
     assert_ne!(pinless.headers().get("location").map(|l| l.to_str().unwrap()), Some("//evil.example"));
 
     // Sign-out ends the session for every request.
@@ -191,7 +210,10 @@ const AXE: &str = "/opt/tidemark-test/node_modules/axe-core/axe.min.js";
 /// Every role in a real browser (see tests/console/browser.py).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_in_a_real_browser_by_role() {
-    for (what, ok) in [("chromium", std::path::Path::new("/usr/bin/chromium").exists()), ("axe-core", std::path::Path::new(AXE).exists())] {
+    for (what, ok) in [
+        ("chromium", std::path::Path::new("/usr/bin/chromium").exists()),
+        ("axe-core", std::path::Path::new(AXE).exists()),
+    ] {
         assert!(ok, "{what} is not installed: run scripts/setup-debian.sh");
     }
     let mut w = world().await;
@@ -206,7 +228,10 @@ async fn the_console_in_a_real_browser_by_role() {
     // blog: stale (no snapshot within its bound); gone: failing (its snapshot failed).
     create_database(&w.cluster, "blog", "CREATE TABLE t (x int);").await;
     let mut blog = WorkspaceConfig::at(w.cluster.url("blog"));
-    blog.alerts = Some(tidemark::config::AlertsConfig { max_snapshot_age: Some(Duration::from_secs(3600)), ..Default::default() });
+    blog.alerts = Some(tidemark::config::AlertsConfig {
+        max_snapshot_age: Some(Duration::from_secs(3600)),
+        ..Default::default()
+    });
     w.core.config.config.workspaces.insert("blog".into(), blog);
     w.core.config.config.workspaces.insert("gone".into(), WorkspaceConfig::at(w.cluster.url("gone_missing_db")));
     w.core.config.config.api.requests_per_second = 0;
@@ -230,9 +255,13 @@ async fn the_console_in_a_real_browser_by_role() {
         .env("CONSOLE_OUT", &out)
         .env("AXE_JS", AXE)
         .output();
-    let run = tokio::time::timeout(Duration::from_secs(420), run).await.expect("the browser test took over 7 minutes").unwrap();
+    let run = tokio::time::timeout(Duration::from_secs(420), run)
+        .await
+        .expect("the browser test took over 7 minutes")
+        .unwrap();
     let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap_or_else(|_| "{}".into())).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap_or_else(|_| "{}".into()))
+            .unwrap();
     assert!(
         run.status.success(),
         "the browser test failed:\n{}\n{}\nreport: {report:#}",

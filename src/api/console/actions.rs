@@ -196,11 +196,22 @@ mod tests {
         let restore = action("restore").unwrap();
         let (path, body) = request_of(
             restore,
-            &form(&[("ws", "shop"), ("csrf", "x"), ("back", "/w/shop"), ("tables", "public.a, public.b"), ("into_live", "on"), ("database", ""), ("snapshot", " latest ")]),
+            &form(&[
+                ("ws", "shop"),
+                ("csrf", "x"),
+                ("back", "/w/shop"),
+                ("tables", "public.a, public.b"),
+                ("into_live", "on"),
+                ("database", ""),
+                ("snapshot", " latest "),
+            ]),
         )
         .unwrap();
         assert_eq!(path, "/v1/workspaces/shop/restores");
-        assert_eq!(body, serde_json::json!({"tables": ["public.a", "public.b"], "into_live": true, "snapshot": "latest"}));
+        assert_eq!(
+            body,
+            serde_json::json!({"tables": ["public.a", "public.b"], "into_live": true, "snapshot": "latest"})
+        );
         // A parameter is encoded: it cannot climb out of its place in the path.
         let (path, _) = request_of(action("pin").unwrap(), &form(&[("ws", "../tokens"), ("id", "a/b?c")])).unwrap();
         assert_eq!(path, "/v1/workspaces/%2E%2E%2Ftokens/snapshots/a%2Fb%3Fc/pin");

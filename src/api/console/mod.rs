@@ -125,7 +125,13 @@ impl Console {
 
     /// Asks the API: `method path` with `body` (JSON), as `signed`'s actor. The answer's
     /// status and JSON (`Null` for an empty or non-JSON body).
-    pub(crate) async fn ask(&self, actor: &Actor, method: Method, path: &str, body: Option<&Value>) -> (StatusCode, Value) {
+    pub(crate) async fn ask(
+        &self,
+        actor: &Actor,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
         let bytes = body.map(|b| serde_json::to_vec(b).expect("JSON serializes")).unwrap_or_default();
         let mut request = Request::builder()
             .method(method)
@@ -236,7 +242,12 @@ async fn sign_in(State(console): State<Console>, request: Request) -> Response {
     let pre = cookie(request.headers(), console.pre_name()).unwrap_or_default().to_string();
     let bytes = axum::body::to_bytes(request.into_body(), super::BODY_LIMIT).await.unwrap_or_default();
     let Ok(form) = serde_urlencoded_form::<SignInForm>(&bytes) else {
-        return pages::sign_in_page(&console, None, Some("the sign-in form was incomplete: try again".into()), StatusCode::BAD_REQUEST);
+        return pages::sign_in_page(
+            &console,
+            None,
+            Some("the sign-in form was incomplete: try again".into()),
+            StatusCode::BAD_REQUEST,
+        );
     };
     if pre.is_empty() || !constant_eq(&pre, &form.csrf) {
         return pages::sign_in_page(

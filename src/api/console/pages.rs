@@ -84,7 +84,12 @@ pub(crate) fn failed(signed: Option<&Signed>, status: StatusCode, body: &Value) 
 
 /// The sign-in page, with its double-submit CSRF value (cookie and field): the browser's
 /// own when it has one (another tab's form stays good), else a new one.
-pub(crate) fn sign_in_page(console: &Console, pre: Option<String>, notice: Option<String>, status: StatusCode) -> Response {
+pub(crate) fn sign_in_page(
+    console: &Console,
+    pre: Option<String>,
+    notice: Option<String>,
+    status: StatusCode,
+) -> Response {
     let pre = pre
         .filter(|p| p.len() == 32 && p.bytes().all(|b| b.is_ascii_hexdigit()))
         .unwrap_or_else(|| hex::encode(rand::random::<[u8; 16]>()));
@@ -347,7 +352,13 @@ pub(crate) async fn audit(
 ) -> Response {
     let path = {
         let mut query = url::form_urlencoded::Serializer::new(String::new());
-        let filters = [("actor", &q.actor), ("action", &q.action), ("workspace", &q.workspace), ("since", &q.since), ("until", &q.until)];
+        let filters = [
+            ("actor", &q.actor),
+            ("action", &q.action),
+            ("workspace", &q.workspace),
+            ("since", &q.since),
+            ("until", &q.until),
+        ];
         for (k, v) in filters {
             if let Some(v) = v.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
                 query.append_pair(k, v);
@@ -383,7 +394,10 @@ fn q_fields(q: &AuditQuery) -> [(&'static str, &'static str, String); 5] {
 }
 
 /// `GET /tokens`: the tokens the actor may manage, a form to make one.
-pub(crate) async fn tokens(State(console): State<Console>, axum::Extension(signed): axum::Extension<Signed>) -> Response {
+pub(crate) async fn tokens(
+    State(console): State<Console>,
+    axum::Extension(signed): axum::Extension<Signed>,
+) -> Response {
     let tokens = match console.read(&signed, "/v1/tokens").await {
         Ok(v) => v,
         Err(page) => return page,
@@ -406,4 +420,3 @@ pub(crate) fn token_created(signed: &Signed, created: &Value) -> Response {
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
-

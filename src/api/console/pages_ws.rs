@@ -120,9 +120,8 @@ fn progress(job: &Value) -> Markup {
 fn cancel(console: &Console, s: &Signed, back: &str, job: &Value) -> Markup {
     let ws = text(job, "workspace");
     let may = console.may(&s.actor, &Method::DELETE, "/v1/jobs/{id}", None)
-        && crate::operation::Operation::from_job_name(text(job, "operation")).is_some_and(|op| {
-            crate::access::check(&s.actor.grant(), op.cancel_permission(false), Some(ws)).is_ok()
-        });
+        && crate::operation::Operation::from_job_name(text(job, "operation"))
+            .is_some_and(|op| crate::access::check(&s.actor.grant(), op.cancel_permission(false), Some(ws)).is_ok());
     html! {
         @if may && text(job, "status") == "running" {
             (form(s, "cancel", back, "Cancel", html! { input type="hidden" name="id" value=(job["id"]); }))
@@ -203,17 +202,33 @@ pub(super) fn snapshots(console: &Console, s: &Signed, ws: &str, back: &str, lis
 /// The point-in-time window drawn as a line from its earliest to its latest moment, with
 /// base backups, restore points and snapshots as markers (each also listed as text).
 pub(super) fn timeline(window: Option<&Value>, points: Option<&Value>, snapshots: &[Value]) -> Markup {
-    let (Some(w), Some(from), Some(to)) = (window, window.and_then(|w| time_of(&w["earliest"]["time"])), window.and_then(|w| time_of(&w["latest"]["time"]))) else {
+    let (Some(w), Some(from), Some(to)) = (
+        window,
+        window.and_then(|w| time_of(&w["earliest"]["time"])),
+        window.and_then(|w| time_of(&w["latest"]["time"])),
+    ) else {
         return html! { section #pitr aria-labelledby="pitr-h" { h2 #pitr-h { "Point-in-time window" } p { "No window: this workspace archives no WAL, or has no base backup yet." } } };
     };
     let width = (to - from).num_seconds().max(1) as f64;
     let x = |t: DateTime<Utc>| 10.0 + 980.0 * ((t - from).num_seconds() as f64 / width).clamp(0.0, 1.0);
-    let bases: Vec<(String, DateTime<Utc>)> = w["base_backups"].as_array().into_iter().flatten()
-        .filter_map(|b| time_of(&b["from"]["time"]).map(|t| (text(b, "id").to_string(), t))).collect();
-    let marks: Vec<(String, DateTime<Utc>)> = points.and_then(Value::as_array).into_iter().flatten()
-        .filter_map(|p| time_of(&p["time"]).map(|t| (text(p, "name").to_string(), t))).collect();
-    let snaps: Vec<(String, DateTime<Utc>)> = snapshots.iter()
-        .filter_map(|v| time_of(&v["finished_at"]).filter(|t| *t >= from && *t <= to).map(|t| (text(v, "id").to_string(), t))).collect();
+    let bases: Vec<(String, DateTime<Utc>)> = w["base_backups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| time_of(&b["from"]["time"]).map(|t| (text(b, "id").to_string(), t)))
+        .collect();
+    let marks: Vec<(String, DateTime<Utc>)> = points
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| time_of(&p["time"]).map(|t| (text(p, "name").to_string(), t)))
+        .collect();
+    let snaps: Vec<(String, DateTime<Utc>)> = snapshots
+        .iter()
+        .filter_map(|v| {
+            time_of(&v["finished_at"]).filter(|t| *t >= from && *t <= to).map(|t| (text(v, "id").to_string(), t))
+        })
+        .collect();
     html! {
         section #pitr aria-labelledby="pitr-h" {
             h2 #pitr-h { "Point-in-time window" }
@@ -239,7 +254,7 @@ pub(super) fn drills(drills: Option<&Value>, now: DateTime<Utc>) -> Markup {
         section #drills aria-labelledby="drills-h" {
             h2 #drills-h { "Drills" }
             @if list.is_empty() { p { "No drills yet." } }
-            div.scroll { table {
+            @if !list.is_empty() { div.scroll { table {
                 thead { tr { th scope="col" { "Drill" } th scope="col" { "Finished" } th scope="col" { "Source" } th scope="col" { "Result" } th scope="col" { "Checks" } th scope="col" { "RTO" } } }
                 tbody { @for d in &list { tr {
                     th scope="row" { "#" (d["id"]) }
@@ -251,7 +266,7 @@ pub(super) fn drills(drills: Option<&Value>, now: DateTime<Utc>) -> Markup {
                     } } }
                     td { (format!("{:.1} s", d["timings"]["restore_ms"].as_f64().unwrap_or(0.0) / 1000.0)) }
                 } } }
-            } }
+            } } }
         }
     }
 }
@@ -270,7 +285,15 @@ pub(super) fn stacks(ws: &str, stacks: Option<&Value>) -> Markup {
     }
 }
 
-pub(super) fn stack_page(ws: &str, kind: &str, name: &str, history: &Value, diff: Option<&Value>, from: &str, to: &str) -> Markup {
+pub(super) fn stack_page(
+    ws: &str,
+    kind: &str,
+    name: &str,
+    history: &Value,
+    diff: Option<&Value>,
+    from: &str,
+    to: &str,
+) -> Markup {
     html! {
         h1 { (kind) "/" (name) " of " a href={"/w/" (ws)} { (ws) } }
         section aria-labelledby="versions-h" {
@@ -301,7 +324,12 @@ pub(super) fn stack_page(ws: &str, kind: &str, name: &str, history: &Value, diff
     }
 }
 
-pub(super) fn audit_page(fields: &[(&str, &str, String)], records: &[Value], total: usize, verified: Option<Result<Value, axum::response::Response>>) -> Markup {
+pub(super) fn audit_page(
+    fields: &[(&str, &str, String)],
+    records: &[Value],
+    total: usize,
+    verified: Option<Result<Value, axum::response::Response>>,
+) -> Markup {
     html! {
         h1 { "Audit trail" }
         form.filters method="get" action="/audit" {

@@ -110,7 +110,12 @@ pub(in crate::api) async fn audit(
 ) -> Answer {
     let since = q.since.as_deref().map(crate::wal::window::parse_time).transpose()?;
     let until = q.until.as_deref().map(crate::wal::window::parse_time).transpose()?;
-    let records = ops::audit::list(&app.core, &ops::audit::AuditListOptions { since, until, actor: q.actor, action: q.action, workspace: q.workspace }, &actor).await?;
+    let records = ops::audit::list(
+        &app.core,
+        &ops::audit::AuditListOptions { since, until, actor: q.actor, action: q.action, workspace: q.workspace },
+        &actor,
+    )
+    .await?;
     match q.format.as_deref() {
         None | Some("json") => Ok(json(&records)),
         Some("csv") => {
