@@ -68,7 +68,7 @@ fn main() {
             match c.get(format!("{base}/")).send().await {
                 Ok(r) => break r,
                 Err(_) if started.elapsed() < Duration::from_secs(30) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => panic!("the server did not start: {e}"),
             }

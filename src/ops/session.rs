@@ -89,14 +89,12 @@ fn short(id_sha256: &str) -> String {
 /// catalog.
 pub async fn sign_in(core: &Core, opts: &SignInOptions, now: DateTime<Utc>) -> Result<SessionStarted> {
     let anonymous = Actor { address: opts.address.map(|a| a.to_string()), ..Actor::new(ActorKind::Api, "unknown") };
-    let actor = match super::token::authenticate(core, opts.secret.trim(), opts.address, now).await {
-        Ok(actor) => actor,
-        Err(e) => {
-            let refused: Result<()> = Err(e);
-            super::audit::record(core, &anonymous, Operation::SignIn, "console", &refused, serde_json::json!({})).await;
-            return Err(refused.unwrap_err());
-        }
-    };
+    let authenticated = super::token::authenticate(core, opts.secret.trim(), opts.address, now).await;
+    if authenticated.is_err() {
+        super::audit::record(core, &anonymous, Operation::SignIn, "console", &authenticated, serde_json::json!({}))
+            .await;
+    }
+    let actor = authenticated?;
     let started = begin(core, &actor, opts.address, now).await;
     let target = started.as_ref().map_or_else(|_| "console".to_string(), |s| s.session.id.clone());
     let details = serde_json::json!({"token": actor.token_id, "method": BY_TOKEN});

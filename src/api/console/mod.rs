@@ -209,7 +209,7 @@ async fn signed_in(State(console): State<Console>, mut request: Request, next: N
         (Err(e), _) if request.method() == Method::GET && request.uri().path() == "/" => {
             let notice = secret_notice(&e);
             let pre = cookie(request.headers(), console.pre_name()).map(str::to_string);
-            pages::sign_in_page(&console, pre, notice, StatusCode::OK)
+            pages::sign_in_page(&console, pre, notice.as_deref(), StatusCode::OK)
         }
         (Err(_), _) if request.method() == Method::GET => {
             let mut response = StatusCode::SEE_OTHER.into_response();
@@ -245,7 +245,7 @@ async fn sign_in(State(console): State<Console>, request: Request) -> Response {
         return pages::sign_in_page(
             &console,
             None,
-            Some("the sign-in form was incomplete: try again".into()),
+            Some("the sign-in form was incomplete: try again"),
             StatusCode::BAD_REQUEST,
         );
     };
@@ -253,7 +253,7 @@ async fn sign_in(State(console): State<Console>, request: Request) -> Response {
         return pages::sign_in_page(
             &console,
             None,
-            Some("the sign-in form had expired or came from another site: try again".into()),
+            Some("the sign-in form had expired or came from another site: try again"),
             StatusCode::FORBIDDEN,
         );
     }
@@ -275,7 +275,7 @@ async fn sign_in(State(console): State<Console>, request: Request) -> Response {
                 console.app.limits.failed(client);
             }
             let status = StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            pages::sign_in_page(&console, None, Some(e.message().to_string()), status)
+            pages::sign_in_page(&console, None, Some(e.message()), status)
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::access::Action;
 
 /// The page around every page: a skip link, the navigation the actor may use, sign-out.
 fn layout(title: &str, signed: Option<&Signed>, body: Markup) -> Markup {
+    let body = maud::PreEscaped(body.into_string());
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -56,6 +57,7 @@ fn allowed(signed: &Signed, action: Action) -> bool {
 
 /// A form posting to `/act/{name}` with the session's CSRF token and the page to come back to.
 pub(crate) fn form(signed: &Signed, name: &str, back: &str, label: &str, fields: Markup) -> Markup {
+    let fields = maud::PreEscaped(fields.into_string());
     html! {
         form.action method="post" action={"/act/" (name)} {
             input type="hidden" name="csrf" value=(signed.csrf);
@@ -87,7 +89,7 @@ pub(crate) fn failed(signed: Option<&Signed>, status: StatusCode, body: &Value) 
 pub(crate) fn sign_in_page(
     console: &Console,
     pre: Option<String>,
-    notice: Option<String>,
+    notice: Option<&str>,
     status: StatusCode,
 ) -> Response {
     let pre = pre
@@ -98,7 +100,7 @@ pub(crate) fn sign_in_page(
         None,
         html! {
             h1 { "Sign in" }
-            @if let Some(n) = &notice { p.error role="alert" { (n) } }
+            @if let Some(n) = notice { p.error role="alert" { (n) } }
             form.signin method="post" action="/sign-in" {
                 input type="hidden" name="csrf" value=(pre);
                 label for="token" { "API token" }
