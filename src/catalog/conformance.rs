@@ -27,6 +27,7 @@ async fn every_table_answers_alike_on_both_engines() {
         newest_jobs(&catalog).await;
         status_rows(&catalog).await;
         audit_checkpoint_claims(&catalog, &engines).await;
+        sessions(&catalog).await;
         // Every step above ran on this engine.
         assert!(!catalog.tokens().await.unwrap().is_empty(), "{engine}");
     }
@@ -61,6 +62,39 @@ async fn tokens(catalog: &Catalog) {
     // Revoked, its name is free again.
     catalog.insert_token(&TokenRecord { id: "tdm_new".into(), ..token }, "hash-3").await.unwrap();
     assert_eq!(catalog.tokens().await.unwrap().len(), 2);
+}
+
+async fn sessions(catalog: &Catalog) {
+    use crate::catalog::sessions::SessionRecord;
+    let now = Utc::now().trunc_subsecs(6);
+    let session = SessionRecord {
+        method: "token".into(),
+        token_id: "tdm_abcd1234".into(),
+        address: Some("127.0.0.2".into()),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + Duration::hours(12),
+        ended_at: None,
+    };
+    catalog.insert_session("digest-1", &session).await.unwrap();
+    assert_eq!(catalog.token_by_id("tdm_abcd1234").await.unwrap().map(|t| t.name), Some("ci".into()));
+    assert!(catalog.token_by_id("tdm_none").await.unwrap().is_none());
+    assert_eq!(catalog.session("digest-1").await.unwrap(), Some(session.clone()));
+    assert!(catalog.session("digest-2").await.unwrap().is_none());
+    // A person's request moves the last activity forward, never back.
+    catalog.session_seen("digest-1", now + Duration::minutes(5)).await.unwrap();
+    catalog.session_seen("digest-1", now + Duration::minutes(1)).await.unwrap();
+    let seen = catalog.session("digest-1").await.unwrap().unwrap();
+    assert_eq!(seen.last_seen_at, now + Duration::minutes(5));
+    // Ended once; a second end says it was ended already.
+    assert!(catalog.end_session("digest-1", now + Duration::minutes(6)).await.unwrap());
+    assert!(!catalog.end_session("digest-1", now + Duration::minutes(7)).await.unwrap());
+    assert_eq!(catalog.session("digest-1").await.unwrap().unwrap().ended_at, Some(now + Duration::minutes(6)));
+    // A session begun two days later forgets the one that ended more than a day before it.
+    let later = SessionRecord { created_at: now + Duration::days(2), ..session };
+    catalog.insert_session("digest-3", &later).await.unwrap();
+    assert!(catalog.session("digest-1").await.unwrap().is_none());
+    assert!(catalog.session("digest-3").await.unwrap().is_some());
 }
 
 fn drill_row(workspace: &str, started: &str, passed: bool) -> DrillRow {

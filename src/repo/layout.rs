@@ -308,6 +308,15 @@ pub fn new_snapshot_id(now: chrono::DateTime<chrono::Utc>) -> String {
     format!("{}-{micros:05x}{random:x}", now.format("%Y%m%dT%H%M%SZ"))
 }
 
+/// When the snapshot (or base backup) `id` began, to the microsecond, as
+/// [`new_snapshot_id`] wrote it; `None` for an id of another shape.
+pub fn snapshot_started(id: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (at, rest) = id.split_once('-')?;
+    let second = chrono::NaiveDateTime::parse_from_str(at, "%Y%m%dT%H%M%SZ").ok()?.and_utc();
+    let micros = u32::from_str_radix(rest.get(..5)?, 16).ok().filter(|m| *m < 1_000_000)?;
+    Some(second + chrono::TimeDelta::microseconds(i64::from(micros)))
+}
+
 /// Errors: `Usage` when `id` does not look like a snapshot id (it may end up in a key).
 pub fn validate_snapshot_id(id: &str) -> Result<()> {
     let bytes = id.as_bytes();
@@ -360,6 +369,10 @@ mod tests {
         let t1 = chrono::DateTime::parse_from_rfc3339("2026-11-23T00:45:12Z").unwrap().to_utc();
         let t2 = t1 + chrono::Duration::seconds(1);
         let (a, b) = (new_snapshot_id(t1), new_snapshot_id(t2));
+        let t3 = t1 + chrono::Duration::microseconds(654_321);
+        assert_eq!(snapshot_started(&a), Some(t1), "{a}");
+        assert_eq!(snapshot_started(&new_snapshot_id(t3)), Some(t3));
+        assert_eq!(snapshot_started("20261207T155755Z"), None);
         assert!(a < b);
         // Issue 11.11: two snapshots in the same second sort by time too.
         for (earlier, later) in [(0, 1), (9, 10), (999, 1000), (123_456, 999_999)] {

@@ -104,6 +104,20 @@ def main():
         assert viewer.get_by_role("button", name=re.compile("Take a snapshot|Pin|Restore|Run a drill")).count() == 0
         axe(viewer, "workspace (viewer)")
 
+        step("viewer: a function stack's versions and its diff; a refusal's page")
+        viewer.get_by_role("link", name="api/checkout").click()
+        expect(viewer.get_by_role("heading", name="Versions")).to_be_visible()
+        expect(viewer.locator("ul.diff")).to_contain_text("ship")
+        axe(viewer, "stack")
+        viewer.goto(BASE + "/w/nope")
+        expect(viewer.get_by_role("alert")).to_be_visible()
+        axe(viewer, "refusal")
+
+        step("developer: reads, and has no backup action")
+        developer = sign_in(browser, "developer")
+        developer.goto(BASE + "/w/shop")
+        assert developer.locator("form[action^='/act/']").count() == 0, "a developer takes no backup action here"
+
         step("operator: a snapshot from the page, its progress seen moving, to success")
         operator = sign_in(browser, "operator")
         operator.goto(BASE + "/w/shop")
@@ -127,6 +141,8 @@ def main():
         axe(operator, "job")
         operator.goto(BASE + "/w/shop")
         expect(operator.locator("#snapshots")).to_contain_text("from the console")
+        expect(operator.locator("#snapshots")).to_contain_text("verified")
+        expect(operator.locator("#snapshots")).to_contain_text("kept")
 
         step("admin: in place needs the typed name; then undo")
         admin = sign_in(browser, "admin")
@@ -160,6 +176,7 @@ def main():
         admin.get_by_role("button", name="Make the token").click()
         secret = admin.get_by_label("Secret").input_value()
         assert secret.startswith("tdm_"), "the new token's secret is shown"
+        axe(admin, "token made")
         report["made_token_shown"] = True
         admin.goto(BASE + "/tokens")
         assert secret not in admin.content(), "the secret is shown only once"

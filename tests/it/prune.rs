@@ -63,6 +63,19 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
     let verdict: Vec<(String, bool)> = dry.decisions.iter().map(|d| (d.id.clone(), d.keep)).collect();
     assert_eq!(verdict, vec![(ids[0].clone(), true), (ids[1].clone(), false), (ids[2].clone(), true)]);
     assert!(dry.decisions[0].reasons.contains(&"pinned".to_string()));
+    // The annotated listing (the API's and the console's) says what the dry run decided,
+    // with the same reasons, each snapshot's pin and its signature checked.
+    let listing =
+        tidemark::ops::snapshot::ListOptions { workspace: "shop".into(), limit: Some(10), ..Default::default() };
+    let listed = tidemark::ops::prune::list_annotated(&w.core, &listing, &crate::support::actor()).await.unwrap();
+    assert_eq!(listed.len(), 3);
+    for s in &listed {
+        let decided = dry.decisions.iter().find(|d| d.id == s.id).unwrap();
+        let said = s.retention.as_ref().unwrap();
+        assert_eq!((said.keep, &said.reasons), (decided.keep, &decided.reasons), "{}", s.id);
+        assert_eq!(s.pinned, Some(s.id == ids[0]));
+        assert_eq!(s.signature.as_deref(), Some("verified"));
+    }
     assert_eq!(crate::support::list(&w.core, "shop").await.unwrap().len(), 3, "a dry run deletes nothing");
 
     let done = prune(&w.core, &opts(false, Duration::ZERO), &crate::support::actor()).await.unwrap();

@@ -72,7 +72,7 @@ pub(super) fn actions(console: &Console, s: &Signed, ws: &str, back: &str, snaps
                     (form(s, "export", back, "Export", html! { (ws_field) (pick("Snapshot", "export-snapshot")) }))
                 }
                 @if may("/v1/workspaces/{ws}/restore-points") {
-                    (form(s, "restore-point", back, "Mark a restore point", html! { (ws_field)
+                    (form(s, "mark", back, "Mark a restore point", html! { (ws_field)
                         label for="point-name" { "Name" } input #point-name type="text" name="name" required maxlength="63"; }))
                 }
                 @if console.may(&s.actor, &Method::POST, "/v1/workspaces/{ws}/restores/in-place", Some(ws)) {
@@ -81,7 +81,7 @@ pub(super) fn actions(console: &Console, s: &Signed, ws: &str, back: &str, snaps
                         label for="table-name" { "Table (schema.name)" } input #table-name type="text" name="tables" required;
                         label for="table-as" { "Restored as (schema.new_name)" } input #table-as type="text" name="as" required; }))
                     div.danger {
-                        (form(s, "restore-in-place", back, "Restore in place", html! { (ws_field) (pick("Snapshot", "inplace-snapshot"))
+                        (form(s, "in-place", back, "Restore in place", html! { (ws_field) (pick("Snapshot", "inplace-snapshot"))
                             label for="inplace-confirm" { "Type the workspace's name, " strong { (ws) } ", to replace its live database" }
                             input #inplace-confirm type="text" name="confirm" required autocomplete="off" data-confirm=(ws); }))
                         (form(s, "undo", back, "Undo the last in-place restore", html! { (ws_field)
@@ -174,7 +174,8 @@ pub(super) fn snapshots(console: &Console, s: &Signed, ws: &str, back: &str, lis
             @if list.is_empty() { p { "No snapshots." } }
             div.scroll { table {
                 thead { tr { th scope="col" { "Snapshot" } th scope="col" { "Kind" } th scope="col" { "Taken" }
-                    th scope="col" { "Size" } th scope="col" { "Rows" } th scope="col" { "Pinned" } th scope="col" { "State" } } }
+                    th scope="col" { "Size" } th scope="col" { "Rows" } th scope="col" { "Pinned" } th scope="col" { "Retention" }
+                    th scope="col" { "Signature" } th scope="col" { "State" } } }
                 tbody { @for v in list { tr {
                     th scope="row" { code { (text(v, "id")) } @if let Some(n) = v["note"].as_str() { div.note { (n) } } }
                     td { (text(v, "kind")) } td { (when(&v["finished_at"])) } td { (mib(&v["stored_bytes"])) }
@@ -186,6 +187,14 @@ pub(super) fn snapshots(console: &Console, s: &Signed, ws: &str, back: &str, lis
                         @if pinned && may_unpin { (form(s, "unpin", back, "Unpin", hidden)) }
                         @else if !pinned && may_pin { (form(s, "pin", back, "Pin", hidden)) }
                     }
+                    td {
+                        @let r = &v["retention"];
+                        @if r.is_object() {
+                            (if r["keep"].as_bool() == Some(true) { "kept" } else { "deleted at the next prune" })
+                            ul.reasons { @for why in r["reasons"].as_array().into_iter().flatten() { li { (why.as_str().unwrap_or("")) } } }
+                        } @else { "—" }
+                    }
+                    td { (text(v, "signature")) }
                     td { @if let Some(p) = v["problem"].as_str() { span.error { "damaged: " (p) } }
                          @else if v["warnings"].as_array().is_some_and(|w| !w.is_empty()) { "warnings: " (v["warnings"].as_array().map_or(0, Vec::len)) }
                          @else { "readable" } }
@@ -278,8 +287,12 @@ pub(super) fn stacks(ws: &str, stacks: Option<&Value>) -> Markup {
             h2 #stacks-h { "Function stacks" }
             @if list.is_empty() { p { "No function stacks." } }
             ul { @for v in &list {
-                @let (kind, name) = (text(v, "kind"), text(v, "name"));
-                li { a href={"/w/" (ws) "/stacks/" (kind) "/" (name)} { (kind) "/" (name) } }
+                @let stack = text(v, "stack");
+                li {
+                    a href={"/w/" (ws) "/stacks/" (stack)} { (stack) }
+                    " · " (v["changes"]) " changes"
+                    @if let Some(version) = v["latest_version"].as_i64() { " · published version " (version) }
+                }
             } }
         }
     }
@@ -299,9 +312,10 @@ pub(super) fn stack_page(
         section aria-labelledby="versions-h" {
             h2 #versions-h { "Versions" }
             div.scroll { table {
-                thead { tr { th scope="col" { "Change" } th scope="col" { "When" } th scope="col" { "Author" } th scope="col" { "Message" } } }
+                thead { tr { th scope="col" { "Change" } th scope="col" { "When" } th scope="col" { "Author" } th scope="col" { "Message" } th scope="col" { "Published as" } } }
                 tbody { @for c in history.as_array().into_iter().flatten() { tr {
                     th scope="row" { (c["id"]) } td { (when(&c["at"])) } td { (text(c, "author")) } td { (text(c, "message")) }
+                    td { @for v in c["versions"].as_array().into_iter().flatten() { "version " (v) " " } }
                 } } }
             } }
         }
@@ -316,7 +330,12 @@ pub(super) fn stack_page(
                 Some(d) => {
                     @let changes = d["changes"].as_array().cloned().unwrap_or_default();
                     @if changes.is_empty() { p { "No differences." } }
-                    ul.diff { @for c in &changes { li { code { (serde_json::to_string(c).unwrap_or_default()) } } } }
+                    ul.diff { @for c in &changes { li class={"change " (text(c, "op"))} {
+                        strong { (text(c, "op")) } " " code { (text(c, "path")) } ": "
+                        @if c["op"] == "changed" {
+                            code { (c["from"].to_string()) } " → " code { (c["to"].to_string()) }
+                        } @else { code { (c["value"].to_string()) } }
+                    } } }
                 }
                 None => p { "These two states cannot be compared (a state that does not exist?)." },
             }

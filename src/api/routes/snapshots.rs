@@ -25,7 +25,7 @@ pub(in crate::api) async fn list_snapshots(
         // From the catalog's index (compared with the repository once a minute).
         from_repository: false,
     };
-    Ok(json(&ops::snapshot::list_pinned(&app.core, &opts, &actor).await?))
+    Ok(json(&ops::prune::list_annotated(&app.core, &opts, &actor).await?))
 }
 
 #[utoipa::path(

@@ -6,7 +6,7 @@
 //! loses objects. The physical side too: base backups and WAL outside the point-in-time
 //! window (see `wal::retention`). Also `snapshot pin|unpin`: pins live in the repository.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -41,6 +41,45 @@ pub fn policies_for(core: &Core, workspace: &str) -> Result<Vec<Policy>> {
 /// Pinned snapshot ids of a workspace.
 pub async fn pinned(core: &Core, workspace: &str) -> Result<HashSet<String>> {
     core.repo.pinned(workspace).await
+}
+
+/// A page of snapshots as `snapshot list` gives it (see [`super::snapshot::list`]), each
+/// saying whether it is pinned, what retention decides of it now (as `prune` would, from
+/// the catalog's index of every snapshot of the workspace and the repository's pins) and
+/// its signature's state. One listing of the pins and a read of the whole index more.
+///
+/// Errors: those of the listing; `Config` for the workspace's policies.
+pub async fn list_annotated(
+    core: &Core,
+    opts: &super::snapshot::ListOptions,
+    actor: &Actor,
+) -> Result<Vec<super::snapshot::SnapshotSummary>> {
+    let mut page = super::snapshot::list(core, opts, actor).await?;
+    let pins = pinned(core, &opts.workspace).await?;
+    let every = super::snapshot::ListOptions { workspace: opts.workspace.clone(), ..Default::default() };
+    let all = super::snapshot::list(core, &every, actor).await?;
+    let policies = policies_for(core, &opts.workspace)?;
+    let candidates: Vec<Candidate> = all
+        .iter()
+        .filter(|s| s.problem.is_none())
+        .filter_map(|s| {
+            let taken_at = layout::snapshot_started(&s.id).or(s.finished_at)?;
+            Some(Candidate { id: s.id.clone(), kind: s.kind?, taken_at, pinned: pins.contains(&s.id) })
+        })
+        .collect();
+    let retention_of = |kind: SnapshotKind| -> Option<(Retention, chrono_tz::Tz)> {
+        policies.iter().find(|p| p.kind == Some(kind)).map(|p| (p.retention.clone(), p.time_zone))
+    };
+    let decisions: HashMap<String, Decision> =
+        retention::select(&candidates, retention_of, Utc::now()).into_iter().map(|d| (d.id.clone(), d)).collect();
+    let signature = if core.repo.signing().trust.allow_unsigned { "not-required" } else { "verified" };
+    for s in &mut page {
+        s.pinned = Some(pins.contains(&s.id));
+        s.retention =
+            decisions.get(&s.id).map(|d| super::snapshot::Retained { keep: d.keep, reasons: d.reasons.clone() });
+        s.signature = s.problem.is_none().then(|| signature.to_string());
+    }
+    Ok(page)
 }
 
 /// Pins (or unpins) a snapshot; returns its workspace. Errors: `NotFound` for a snapshot

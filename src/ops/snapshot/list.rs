@@ -33,9 +33,26 @@ pub struct SnapshotSummary {
     /// snapshot cannot be restored, and retention never deletes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
-    /// Whether it is pinned (retention keeps it): said by [`list_pinned`] only.
+    /// Whether it is pinned (retention keeps it). This and the next two are said by a
+    /// listing that asks the repository and retention (`list_annotated` of the prune operation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<bool>,
+    /// What retention decides of it now, as `prune` would (object lock, which may keep it
+    /// longer, is `prune`'s to add).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retained>,
+    /// Its manifest's signature: `verified` (read through the signature check against
+    /// `repository.trusted-signers`), `not-required` (`--allow-unsigned`); none when the
+    /// manifest cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// Retention's decision about a snapshot, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Retained {
+    pub keep: bool,
+    pub reasons: Vec<String>,
 }
 
 impl SnapshotSummary {
@@ -55,6 +72,8 @@ impl SnapshotSummary {
             warnings: Vec::new(),
             problem,
             pinned: None,
+            retention: None,
+            signature: None,
         }
     }
 
@@ -73,6 +92,8 @@ impl SnapshotSummary {
             warnings: manifest.warnings.clone(),
             problem: None,
             pinned: None,
+            retention: None,
+            signature: None,
         }
     }
 }
@@ -104,19 +125,6 @@ pub struct ShowOptions {
     /// The snapshot's workspace (default: found in the repository; for `latest`, the
     /// only one configured).
     pub workspace: Option<String>,
-}
-
-/// `snapshot list`'s answer (see [`list`]), each snapshot saying whether it is pinned (one
-/// listing of the repository's pins more).
-///
-/// Errors: those of [`list`], and of the repository.
-pub async fn list_pinned(core: &Core, opts: &ListOptions, actor: &Actor) -> Result<Vec<SnapshotSummary>> {
-    let mut page = list(core, opts, actor).await?;
-    let pins = core.repo.pinned(&opts.workspace).await?;
-    for s in &mut page {
-        s.pinned = Some(pins.contains(&s.id));
-    }
-    Ok(page)
 }
 
 /// The committed snapshots of a workspace: all, oldest first, or a page, newest first

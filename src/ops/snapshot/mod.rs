@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 mod list;
 
 pub use list::{
-    INDEX_FRESH, INDEX_RECHECK, ListOptions, ShowOptions, SnapshotSummary, compare_indexes, list, list_pinned,
-    manifest, resolve, show, sync_index,
+    INDEX_FRESH, INDEX_RECHECK, ListOptions, Retained, ShowOptions, SnapshotSummary, compare_indexes, list, manifest,
+    resolve, show, sync_index,
 };
 
 use super::job::WaitFor;
