@@ -195,37 +195,31 @@ async fn signed_in(State(console): State<Console>, mut request: Request, next: N
         true => Activity::Refresh,
         false => Activity::Person,
     };
-    let resumed = match &secret {
-        None => Err(Error::new(ErrorKind::Unauthenticated, "not signed in")),
-        Some(secret) => session::resume(&console.app.core, secret, client, chrono::Utc::now(), activity).await,
+    // No cookie: not signed in (nothing to say); a cookie refused: why (signed out, idle,
+    // revoked, ...).
+    let refused = match &secret {
+        None => None,
+        Some(secret) => match session::resume(&console.app.core, secret, client, chrono::Utc::now(), activity).await {
+            Ok(session) => {
+                let csrf = session::derived(secret, "csrf");
+                request.extensions_mut().insert(Signed { actor: session.actor, csrf });
+                return next.run(request).await;
+            }
+            Err(e) => Some(e),
+        },
     };
-    match (resumed, secret) {
-        (Ok(session), secret) => {
-            let secret = secret.unwrap_or_default();
-            let csrf = session::derived(&secret, "csrf");
-            request.extensions_mut().insert(Signed { actor: session.actor, csrf });
-            next.run(request).await
-        }
-        (Err(e), _) if request.method() == Method::GET && request.uri().path() == "/" => {
-            let notice = secret_notice(&e);
-            let pre = cookie(request.headers(), console.pre_name()).map(str::to_string);
-            pages::sign_in_page(&console, pre, notice.as_deref(), StatusCode::OK)
-        }
-        (Err(_), _) if request.method() == Method::GET => {
-            let mut response = StatusCode::SEE_OTHER.into_response();
-            response.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/"));
-            response
-        }
-        (Err(e), _) => {
-            let status = StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            pages::failed(None, status, &e.to_json())
-        }
+    if request.method() == Method::GET && request.uri().path() == "/" {
+        let pre = cookie(request.headers(), console.pre_name()).map(str::to_string);
+        return pages::sign_in_page(&console, pre, refused.as_ref().map(Error::message), StatusCode::OK);
     }
-}
-
-/// What the sign-in page says of a session that ended (nothing when there was none).
-fn secret_notice(e: &Error) -> Option<String> {
-    (e.message() != "not signed in").then(|| e.message().to_string())
+    if request.method() == Method::GET {
+        let mut response = StatusCode::SEE_OTHER.into_response();
+        response.headers_mut().insert(header::LOCATION, HeaderValue::from_static("/"));
+        return response;
+    }
+    let e = refused.unwrap_or_else(|| Error::new(ErrorKind::Unauthenticated, "not signed in: sign in at /"));
+    let status = StatusCode::from_u16(e.kind().http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    pages::failed(None, status, &e.to_json())
 }
 
 /// The sign-in form's fields.

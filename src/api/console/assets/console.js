@@ -11,6 +11,10 @@ function refresh(section) {
   setTimeout(async () => {
     try {
       const answer = await fetch(location.href, { headers: { "x-tidemark-refresh": "1" }, credentials: "same-origin", redirect: "manual" });
+      if (answer.type === "opaqueredirect" || answer.status === 401) {
+        location.reload(); // the session ended: the page says so, and offers sign-in
+        return;
+      }
       if (answer.ok) {
         const page = new DOMParser().parseFromString(await answer.text(), "text/html");
         const fresh = page.getElementById(section.id);
