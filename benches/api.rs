@@ -12,9 +12,12 @@
 //! BENCH_SECS=30 BENCH_CONNECTIONS=64 cargo bench --bench api
 //! ```
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{Server, field, millis, sh};
 use tidemark::pgcluster::{Cluster, ClusterOptions};
 
 const SNAPSHOTS: usize = 1000;
@@ -170,23 +173,6 @@ fn main() {
     drop(cluster);
 }
 
-struct Server(Child);
-
-impl Server {
-    fn stop(&mut self) {
-        let _ =
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -196,29 +182,6 @@ fn rss_mib(pid: u32) -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
-fn field(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.trim().strip_prefix(name)).and_then(|v| v.trim().parse().ok())
-}
-
-/// A wrk duration (`850.00us`, `1.23ms`, `2.00s`) in milliseconds.
-fn millis(text: &str) -> Option<f64> {
-    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic())?);
-    let value: f64 = number.parse().ok()?;
-    Some(match unit {
-        "us" => value / 1000.0,
-        "ms" => value,
-        "s" => value * 1000.0,
-        "m" => value * 60_000.0,
-        _ => return None,
-    })
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(format!("set -euo pipefail\n{script}")).output().expect("bash");
-    assert!(out.status.success(), "failed: {script}\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -111,3 +111,40 @@ pub fn make_dataset(cluster: &Cluster, scale: u32) -> u64 {
     ));
     sh(&format!("{} -X -At -d {url} -c \"SELECT pg_database_size('bench')\"", tool("psql"))).trim().parse().unwrap_or(0)
 }
+
+/// A `tidemark serve` (or other server) process of a bench: SIGTERM by `stop`, killed when
+/// dropped.
+pub struct Server(pub std::process::Child);
+
+impl Server {
+    pub fn stop(&mut self) {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The number after `name` on a line of wrk's output (`Requests/sec:`).
+pub fn field(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.trim().strip_prefix(name)).and_then(|v| v.trim().parse().ok())
+}
+
+/// A wrk duration (`850.00us`, `1.23ms`, `2.00s`) in milliseconds.
+pub fn millis(text: &str) -> Option<f64> {
+    let (number, unit) = text.split_at(text.find(|c: char| c.is_ascii_alphabetic())?);
+    let value: f64 = number.parse().ok()?;
+    Some(match unit {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        "m" => value * 60_000.0,
+        _ => return None,
+    })
+}
