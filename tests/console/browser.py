@@ -205,6 +205,17 @@ def main():
         small.keyboard.press("Tab")
         assert small.evaluate("() => document.activeElement.textContent") == "Skip to content"
 
+        step("without JavaScript: the read pages read the same")
+        plain_ctx = browser.new_context(java_script_enabled=False, bypass_csp=True)
+        plain = plain_ctx.new_page()
+        plain.goto(BASE + "/")
+        plain.get_by_label("API token").fill(TOKENS["viewer"])
+        plain.get_by_role("button", name="Sign in").click()
+        expect(plain.locator("table.overview tbody tr")).to_have_count(3)
+        plain.goto(BASE + "/w/shop")
+        expect(plain.locator("#snapshots tbody tr").first).to_be_visible()
+        expect(plain.locator("#jobs")).to_contain_text("snapshot")
+
         step("sign-out ends the session")
         admin.get_by_role("button", name="Sign out").click()
         admin.goto(BASE + "/w/shop")

@@ -167,6 +167,10 @@ async fn sessions_csrf_and_refusals_over_http() {
     let v = sign_in(&c, &server.base, &viewer).await;
     let shop = v.get("/w/shop").await.text().await.unwrap();
     assert!(!shop.contains("action=\"/act/"), "a viewer's page has no action");
+    assert!(shop.contains("id=\"jobs\"") && shop.contains("id=\"snapshots\""));
+    // A section refreshing itself gets that section only (the rest is not read).
+    let part = v.get("/w/shop?part=jobs").await.text().await.unwrap();
+    assert!(part.contains("id=\"jobs\"") && !part.contains("id=\"snapshots\"") && !part.contains("id=\"summary\""));
     let refused = v.post("/act/snapshot", &[("csrf", &v.csrf), ("ws", "shop")]).await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert!(audit_has(&w, "api.denied", "web-viewer", "denied").await, "the forged request is in the trail");

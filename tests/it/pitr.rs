@@ -799,8 +799,13 @@ async fn an_async_archive_command_answers_from_a_pusher_and_everything_restores(
     // A record of the next segment with another content: the archive_command drops it and
     // the segment is really stored (the marker in it restores).
     let next: String = one_row(&source, "SELECT pg_walfile_name(pg_current_wal_insert_lsn())").await;
-    std::fs::write(spool.join(format!("{next}.ok")), "0".repeat(64)).unwrap();
-    tidemark::pgcluster::hand_over(&spool.join(format!("{next}.ok"))).unwrap();
+    // Made beside the spool and moved in whole, already the server's: the archive_command
+    // (a segment switch by archive_timeout may run it at any moment) never meets it
+    // half-made or root's.
+    let staged = w.cluster.data_dir().join(format!("{next}.ok.staged"));
+    std::fs::write(&staged, "0".repeat(64)).unwrap();
+    tidemark::pgcluster::hand_over(&staged).unwrap();
+    std::fs::rename(&staged, spool.join(format!("{next}.ok"))).unwrap();
     commit_marker(&source, "f").await;
     archive_everything(&source, &w.core).await;
     let (failed, archived): (i64, i64) = {

@@ -116,21 +116,21 @@ pub(crate) fn sign_in_page(
     response
 }
 
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+pub(super) fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
-fn time_of(v: &Value) -> Option<DateTime<Utc>> {
+pub(super) fn time_of(v: &Value) -> Option<DateTime<Utc>> {
     v.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc))
 }
 
-/// `2026-12-07 15:04 UTC`.
-fn when(v: &Value) -> String {
-    time_of(v).map_or_else(|| "—".into(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+/// `2026-12-07 15:04:05 UTC`.
+pub(super) fn when(v: &Value) -> String {
+    time_of(v).map_or_else(|| "—".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
 }
 
 /// A duration as people read it: `42 s`, `7 min`, `3 h`, `2 d`.
-fn span(seconds: i64) -> String {
+pub(super) fn span(seconds: i64) -> String {
     let s = seconds.max(0);
     match s {
         0..60 => format!("{s} s"),
@@ -140,11 +140,11 @@ fn span(seconds: i64) -> String {
     }
 }
 
-fn ago(v: &Value, now: DateTime<Utc>) -> String {
+pub(super) fn ago(v: &Value, now: DateTime<Utc>) -> String {
     time_of(v).map_or_else(|| "never".into(), |t| format!("{} ago", span((now - t).num_seconds())))
 }
 
-fn size(v: &Value) -> String {
+pub(super) fn size(v: &Value) -> String {
     let Some(n) = v.as_u64() else { return "—".into() };
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let (mut x, mut unit) = (n as f64, 0);
@@ -155,7 +155,7 @@ fn size(v: &Value) -> String {
     if unit == 0 { format!("{n} B") } else { format!("{x:.1} {}", UNITS[unit]) }
 }
 
-fn badge(state: &str) -> Markup {
+pub(super) fn badge(state: &str) -> Markup {
     html! { span class={"badge " (state)} { (state) } }
 }
 
@@ -221,10 +221,24 @@ pub(crate) async fn home(State(console): State<Console>, axum::Extension(signed)
     answer(StatusCode::OK, layout("Overview", Some(&signed), body))
 }
 
-/// The query of a workspace's page: the snapshot page to show.
+/// The query of a workspace's page: the snapshot page to show; `part`: only the section
+/// a page refreshing itself asks for (what that section needs is all that is read).
 #[derive(serde::Deserialize)]
 pub(crate) struct WorkspaceQuery {
     before: Option<String>,
+    part: Option<String>,
+}
+
+/// A workspace's health line.
+fn summary(overview: &Value) -> Markup {
+    let row = overview["workspaces"].get(0).cloned().unwrap_or(Value::Null);
+    let now = time_of(&overview["at"]).unwrap_or_else(Utc::now);
+    html! {
+        section #summary data-refresh="15" aria-live="polite" {
+            p { (badge(text(&row, "state"))) " newest snapshot " (ago(&row["newest_snapshot_at"], now)) " · " (size(&row["repository_bytes"])) " in the repository" }
+            @for p in row["problems"].as_array().into_iter().flatten() { p.problem { (p.as_str().unwrap_or("")) } }
+        }
+    }
 }
 
 /// `GET /w/{ws}`: one workspace.
@@ -237,6 +251,24 @@ pub(crate) async fn workspace(
     if crate::config::validate_workspace_name(&ws).is_err() {
         return failed(Some(&signed), StatusCode::NOT_FOUND, &Value::String("no such workspace".into()));
     }
+    let back = format!("/w/{ws}");
+    let overview_path = format!("/v1/overview?workspace={ws}");
+    let jobs_path = format!("/v1/jobs?workspace={ws}&limit=15");
+    match q.part.as_deref() {
+        Some("jobs") => {
+            let jobs = console.read(&signed, &jobs_path).await;
+            let part = super::pages_ws::jobs(&console, &signed, &back, jobs.ok().as_ref());
+            return answer(StatusCode::OK, layout(&ws, Some(&signed), part));
+        }
+        Some("summary") => {
+            let part = match console.read(&signed, &overview_path).await {
+                Ok(overview) => summary(&overview),
+                Err(page) => return page,
+            };
+            return answer(StatusCode::OK, layout(&ws, Some(&signed), part));
+        }
+        _ => {}
+    }
     let before = q.before.filter(|b| crate::repo::layout::validate_snapshot_id(b).is_ok());
     let page = format!(
         "/v1/workspaces/{ws}/snapshots?limit={PAGE}{}",
@@ -244,8 +276,8 @@ pub(crate) async fn workspace(
     );
     let base = format!("/v1/workspaces/{ws}");
     let paths = [
-        format!("/v1/overview?workspace={ws}"),
-        format!("/v1/jobs?workspace={ws}&limit=15"),
+        overview_path,
+        jobs_path,
         format!("{base}/drills?limit=10"),
         format!("{base}/pitr"),
         format!("{base}/restore-points"),
@@ -264,16 +296,11 @@ pub(crate) async fn workspace(
         Ok(v) => v,
         Err(page) => return page,
     };
-    let row = overview["workspaces"].get(0).cloned().unwrap_or(Value::Null);
     let now = time_of(&overview["at"]).unwrap_or_else(Utc::now);
     let snapshots = snapshots.ok().and_then(|v| v.as_array().cloned()).unwrap_or_default();
-    let back = format!("/w/{ws}");
     let body = html! {
         h1 { "Workspace " (ws) }
-        section #summary data-refresh="15" aria-live="polite" {
-            p { (badge(text(&row, "state"))) " newest snapshot " (ago(&row["newest_snapshot_at"], now)) " · " (size(&row["repository_bytes"])) " in the repository" }
-            @for p in row["problems"].as_array().into_iter().flatten() { p.problem { (p.as_str().unwrap_or("")) } }
-        }
+        (summary(&overview))
         (super::pages_ws::actions(&console, &signed, &ws, &back, &snapshots))
         (super::pages_ws::jobs(&console, &signed, &back, jobs.ok().as_ref()))
         (super::pages_ws::snapshots(&console, &signed, &ws, &back, &snapshots, before.is_some()))

@@ -8,25 +8,9 @@ use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use serde_json::Value;
 
-use super::pages::{PAGE, form};
+use super::pages::{PAGE, ago, form, size, text, time_of, when};
 use super::{Console, Signed};
 use crate::access::Role;
-
-fn text<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("")
-}
-
-fn time_of(v: &Value) -> Option<DateTime<Utc>> {
-    v.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()).map(|t| t.with_timezone(&Utc))
-}
-
-fn when(v: &Value) -> String {
-    time_of(v).map_or_else(|| "—".into(), |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
-}
-
-fn mib(v: &Value) -> String {
-    v.as_u64().map_or_else(|| "—".into(), |n| format!("{:.1} MiB", n as f64 / 1_048_576.0))
-}
 
 /// The workspace's actions the actor may take: each shown only when the API's gate for its
 /// route lets the actor through (the API refuses the rest anyway).
@@ -178,7 +162,7 @@ pub(super) fn snapshots(console: &Console, s: &Signed, ws: &str, back: &str, lis
                     th scope="col" { "Signature" } th scope="col" { "State" } } }
                 tbody { @for v in list { tr {
                     th scope="row" { code { (text(v, "id")) } @if let Some(n) = v["note"].as_str() { div.note { (n) } } }
-                    td { (text(v, "kind")) } td { (when(&v["finished_at"])) } td { (mib(&v["stored_bytes"])) }
+                    td { (text(v, "kind")) } td { (when(&v["finished_at"])) } td { (size(&v["stored_bytes"])) }
                     td { (v["rows"].as_u64().map(|r| r.to_string()).unwrap_or_default()) }
                     td {
                         @let pinned = v["pinned"].as_bool() == Some(true);
@@ -267,7 +251,7 @@ pub(super) fn drills(drills: Option<&Value>, now: DateTime<Utc>) -> Markup {
                 thead { tr { th scope="col" { "Drill" } th scope="col" { "Finished" } th scope="col" { "Source" } th scope="col" { "Result" } th scope="col" { "Checks" } th scope="col" { "RTO" } } }
                 tbody { @for d in &list { tr {
                     th scope="row" { "#" (d["id"]) }
-                    td { (when(&d["finished_at"])) " (" (time_of(&d["finished_at"]).map(|t| format!("{} h ago", (now - t).num_hours())).unwrap_or_default()) ")" }
+                    td { (when(&d["finished_at"])) " (" (ago(&d["finished_at"], now)) ")" }
                     td { code { (text(d, "source")) } }
                     td { (if d["passed"].as_bool() == Some(true) { "passed" } else { "FAILED" }) }
                     td { ul.checks { @for c in d["checks"].as_array().into_iter().flatten() {
@@ -400,5 +384,57 @@ pub(super) fn tokens_page(s: &Signed, tokens: &Value, can_revoke: bool) -> Marku
                 } } }
             } }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::Lsn;
+    use crate::wal::window::{BaseRange, Moment, Window};
+
+    fn moment(t: &str) -> Moment {
+        Moment { lsn: Lsn(0x1000), time: DateTime::parse_from_rfc3339(t).unwrap().to_utc(), timeline: 1 }
+    }
+
+    /// The timeline, from the API's own types: a marker per base backup, restore point and
+    /// snapshot inside the window, each named for a screen reader and listed as text.
+    #[test]
+    fn the_point_in_time_window_is_drawn_with_its_markers_and_said_in_words() {
+        let window = Window {
+            earliest: Some(moment("2026-12-01T00:00:00Z")),
+            latest: Some(moment("2026-12-02T00:00:00Z")),
+            base_backups: vec![BaseRange {
+                id: "20261201T000000Z-000001".into(),
+                from: moment("2026-12-01T00:00:00Z"),
+                to: Some(moment("2026-12-01T00:05:00Z")),
+                timelines: vec![1],
+            }],
+            gaps: Vec::new(),
+            wal_files: 3,
+            unfollowed_timelines: Vec::new(),
+        };
+        let points = serde_json::to_value(vec![crate::ops::pitr::RestorePoint {
+            name: "before-migration".into(),
+            lsn: Lsn(0x2000),
+            time: DateTime::parse_from_rfc3339("2026-12-01T12:00:00Z").unwrap().to_utc(),
+        }])
+        .unwrap();
+        let snapshots = [
+            serde_json::json!({"id": "20261201T060000Z-000002", "finished_at": "2026-12-01T06:00:10Z"}),
+            serde_json::json!({"id": "20261130T060000Z-000003", "finished_at": "2026-11-30T06:00:10Z"}),
+        ];
+        let html = timeline(Some(&serde_json::to_value(&window).unwrap()), Some(&points), &snapshots).into_string();
+        assert!(html.contains("<svg") && html.contains("aria-label=\"The point-in-time window"), "{html}");
+        assert_eq!(html.matches("<rect").count(), 1, "one base backup");
+        assert_eq!(html.matches("<polygon").count(), 1, "one restore point");
+        assert_eq!(html.matches("<circle").count(), 1, "the snapshot before the window is not on it");
+        // The restore point half-way: at the middle of the line (x 500 of 10..990).
+        assert!(html.contains("points=\"500,14 "), "{html}");
+        assert!(html.contains("restore point <strong>before-migration</strong>"));
+        assert!(html.contains("Restorable from 2026-12-01 00:00:00 UTC to 2026-12-02 00:00:00 UTC"));
+        // No window: said, not drawn.
+        let none = timeline(None, None, &snapshots).into_string();
+        assert!(none.contains("No window") && !none.contains("<svg"));
     }
 }

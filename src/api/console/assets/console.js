@@ -1,6 +1,7 @@
 // tidemark console: progressive enhancement only (every page works without it).
-// 1. A section with data-refresh="N" is fetched again every N seconds and replaced in
-//    place (the request says it is a refresh: it does not keep the session alive).
+// 1. A section with data-refresh="N" is fetched again every N seconds (the page's address
+//    with part=<its id>) and replaced in place; the request says it is a refresh, which
+//    does not keep the session alive.
 // 2. A field with data-confirm="NAME" keeps its form's button disabled until NAME is typed
 //    (the server checks the name again).
 "use strict";
@@ -10,7 +11,9 @@ function refresh(section) {
   if (!section.id || !(seconds > 0)) return;
   setTimeout(async () => {
     try {
-      const answer = await fetch(location.href, { headers: { "x-tidemark-refresh": "1" }, credentials: "same-origin", redirect: "manual" });
+      const url = new URL(location.href);
+      url.searchParams.set("part", section.id); // a page may read only what this section needs
+      const answer = await fetch(url, { headers: { "x-tidemark-refresh": "1" }, credentials: "same-origin", redirect: "manual" });
       if (answer.type === "opaqueredirect" || answer.status === 401) {
         location.reload(); // the session ended: the page says so, and offers sign-in
         return;
