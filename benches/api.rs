@@ -87,15 +87,7 @@ fn main() {
     )
     .unwrap();
 
-    let mut server = Server(
-        Command::new(tidemark)
-            .args(["--config", &config, "serve", "--api-only"])
-            .env_remove("CI")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tidemark serve"),
-    );
+    let mut server = Server::api_only(tidemark, &config);
     let base = format!("http://127.0.0.1:{port}");
     let started = Instant::now();
     while Command::new("curl").args(["-sf", &format!("{base}/healthz")]).output().map_or(true, |o| !o.status.success())

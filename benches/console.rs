@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Server, field, millis, sh};
@@ -53,15 +53,7 @@ fn main() {
         "\n[api]\nlisten = \"127.0.0.1:{port}\"\nrequests-per-second = 0\nfailed-auth-per-minute = 0\n"
     ));
     std::fs::write(&config, text).unwrap();
-    let mut server = Server(
-        Command::new(tidemark)
-            .args(["--config", &config, "serve", "--api-only"])
-            .env_remove("CI")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tidemark serve"),
-    );
+    let mut server = Server::api_only(tidemark, &config);
     let base = format!("http://127.0.0.1:{port}");
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let (cookie, page_bytes, asset_bytes) = runtime.block_on(async {

@@ -117,6 +117,19 @@ pub fn make_dataset(cluster: &Cluster, scale: u32) -> u64 {
 pub struct Server(pub std::process::Child);
 
 impl Server {
+    /// `tidemark --config CONFIG serve --api-only`, quiet, outside any CI (its actor).
+    pub fn api_only(tidemark: &str, config: &str) -> Server {
+        Server(
+            Command::new(tidemark)
+                .args(["--config", config, "serve", "--api-only"])
+                .env_remove("CI")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("tidemark serve"),
+        )
+    }
+
     pub fn stop(&mut self) {
         let _ =
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
