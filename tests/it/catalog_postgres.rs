@@ -223,5 +223,11 @@ async fn status_reads_the_catalog_alike_for_one_workspace_or_twelve() {
     statements_of_status().await;
     let (twelve, report) = statements_of_status().await;
     assert_eq!(report["workspaces"].as_array().unwrap().len(), 12, "{report}");
-    assert_eq!(twelve, one, "the catalog's statements for one workspace and for twelve");
+    // Equal, within the pool's own noise: under load a run may open one more connection
+    // than another (its setup is a transaction the server counts; seen: 25 against 26 both
+    // ways round). A statement per workspace would add eleven.
+    assert!(
+        twelve.abs_diff(one) <= 2,
+        "the catalog's transactions for one workspace ({one}) and for twelve ({twelve})"
+    );
 }
