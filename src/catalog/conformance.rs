@@ -300,6 +300,9 @@ async fn status_rows(catalog: &Catalog) {
     assert!(catalog.insert_rebuilt_job(&NewJob { trigger: Trigger::Rebuilt, ..only }, &its_end).await.unwrap());
     catalog.record_drill(&drill_row("rows", "2026-12-02T03:00:00Z", true), Trigger::Cli, None).await.unwrap();
     catalog.record_drill(&drill_row("rows", "2026-12-01T03:00:00Z", false), Trigger::Cli, None).await.unwrap();
+    // Its newest drill failed; an older one passed.
+    catalog.record_drill(&drill_row("rows-drills", "2026-12-01T03:00:00Z", true), Trigger::Cli, None).await.unwrap();
+    catalog.record_drill(&drill_row("rows-drills", "2026-12-02T03:00:00Z", false), Trigger::Cli, None).await.unwrap();
     catalog.index_snapshot("rows", "20261202T000000Z-bbbbbb", r#"{"id": "b"}"#).await.unwrap();
     catalog.index_snapshot("rows", "20261201T000000Z-aaaaaa", r#"{"id": "a"}"#).await.unwrap();
     let synced = t0.trunc_subsecs(6);
@@ -311,6 +314,9 @@ async fn status_rows(catalog: &Catalog) {
     assert_eq!(newest_snapshot, Some(late), "{:?}", rows.newest_jobs);
     assert_eq!(rows.running.iter().map(|j| j.id).collect::<Vec<_>>(), vec![running]);
     assert_eq!(rows.newest_drill.as_ref().unwrap().report["passed"], true, "the newest by start");
+    let failed_last = &all["rows-drills"];
+    assert_eq!(failed_last.newest_drill.as_ref().unwrap().report["passed"], false);
+    assert_eq!(failed_last.newest_passing_drill.as_ref().unwrap().report["passed"], true);
     assert_eq!(rows.newest_snapshot.as_deref(), Some(r#"{"id": "b"}"#));
     let only = &all["rows-rebuilt"].newest_jobs;
     assert_eq!(only.iter().map(|j| j.snapshot_id.as_deref()).collect::<Vec<_>>(), vec![Some("s-only")]);
@@ -319,6 +325,9 @@ async fn status_rows(catalog: &Catalog) {
     for (workspace, rows) in &all {
         let newest_drill = catalog.drills(Some(workspace), 1).await.unwrap().pop().map(|d| d.id);
         assert_eq!(rows.newest_drill.as_ref().map(|d| d.id), newest_drill, "{workspace}");
+        let drills = catalog.drills(Some(workspace), 100).await.unwrap();
+        let passing = drills.into_iter().find(|d| d.report["passed"] == true).map(|d| d.id);
+        assert_eq!(rows.newest_passing_drill.as_ref().map(|d| d.id), passing, "{workspace}");
         let summary = catalog.snapshot_summaries(workspace, None, 1).await.unwrap().pop();
         assert_eq!(rows.newest_snapshot, summary, "{workspace}");
         assert_eq!(rows.index_synced, catalog.snapshot_index_synced(workspace).await.unwrap(), "{workspace}");

@@ -20,6 +20,8 @@ pub struct StatusRows {
     pub running: Vec<Job>,
     /// Its newest drill (by start; ties: the newest recorded).
     pub newest_drill: Option<DrillRecord>,
+    /// Its newest drill that passed (the same as `newest_drill` when that one passed).
+    pub newest_passing_drill: Option<DrillRecord>,
     /// The summary (JSON) of the newest snapshot in the snapshot index.
     pub newest_snapshot: Option<String>,
     /// When its snapshot index was last compared with the repository (`None`: never).
@@ -57,21 +59,33 @@ impl Catalog {
         for job in running {
             rows.entry(job.workspace.clone()).or_default().running.push(job);
         }
-        let drills: Vec<(String, i64, String, Option<String>, String)> = on_pool!(&self.pool, |p| sqlx::query_as(
-            "SELECT d.workspace, d.id, d.trigger, d.actor, d.report FROM drills d \
-             JOIN (SELECT workspace, MAX(started_at) AS newest FROM drills \
-                   WHERE ($1 IS NULL OR workspace = $1) GROUP BY workspace) n \
-             ON d.workspace = n.workspace AND d.started_at = n.newest ORDER BY d.id",
-        )
-        .bind(workspace)
-        .fetch_all(p)
-        .await)
-        .map_err(failed)?;
-        for (ws, id, trigger, actor, report) in drills {
+        // The newest drill and the newest passing one, in one statement (`passing` says which
+        // a row is; the same drill may be both).
+        let drills: Vec<(String, i64, String, Option<String>, String, bool)> =
+            on_pool!(&self.pool, |p| sqlx::query_as(
+                "SELECT d.workspace, d.id, d.trigger, d.actor, d.report, n.passing FROM drills d \
+             JOIN (SELECT workspace, MAX(started_at) AS newest, FALSE AS passing FROM drills \
+                   WHERE ($1 IS NULL OR workspace = $1) GROUP BY workspace \
+                   UNION ALL \
+                   SELECT workspace, MAX(started_at), TRUE FROM drills \
+                   WHERE passed AND ($1 IS NULL OR workspace = $1) GROUP BY workspace) n \
+             ON d.workspace = n.workspace AND d.started_at = n.newest AND (d.passed OR NOT n.passing) \
+             ORDER BY d.id",
+            )
+            .bind(workspace)
+            .fetch_all(p)
+            .await)
+            .map_err(failed)?;
+        for (ws, id, trigger, actor, report, passing) in drills {
             let report = serde_json::from_str(&report)
                 .map_err(|e| Error::integrity(format!("the catalog's drill {id} has an unreadable report: {e}")))?;
             // Ordered by id: of drills that started at once, the newest recorded stays.
-            rows.entry(ws).or_default().newest_drill = Some(DrillRecord { id, trigger, actor, report });
+            let entry = rows.entry(ws).or_default();
+            let drill = Some(DrillRecord { id, trigger, actor, report });
+            match passing {
+                true => entry.newest_passing_drill = drill,
+                false => entry.newest_drill = drill,
+            }
         }
         let snapshots: Vec<(String, Option<String>, Option<DateTime<Utc>>)> = on_pool!(&self.pool, |p| sqlx::query_as(
             "SELECT w.workspace, \

@@ -383,6 +383,7 @@ mod tests {
                 age_seconds: age,
                 rto_seconds: 1.0,
             }),
+            last_passing_drill: None,
             failing: Vec::new(),
             running: Vec::new(),
         }

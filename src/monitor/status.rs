@@ -19,6 +19,9 @@ pub struct WorkspaceStatus {
     pub last_snapshot: Option<LastJob>,
     pub last_base_backup: Option<LastJob>,
     pub last_drill: Option<LastDrill>,
+    /// The newest drill that passed (the recovery time last proved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_passing_drill: Option<LastDrill>,
     /// The newest failed job of each operation that failed after its last success.
     pub failing: Vec<LastJob>,
     pub running: Vec<Job>,

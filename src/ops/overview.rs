@@ -22,8 +22,10 @@ pub struct OverviewRow {
     pub problems: Vec<String>,
     pub newest_snapshot: Option<String>,
     pub newest_snapshot_at: Option<DateTime<Utc>>,
-    /// The newest drill (passed or not) and the restore time it proved.
+    /// The newest drill (passed or not).
     pub last_drill: Option<LastDrill>,
+    /// The newest drill that passed, and the restore time (RTO) it proved.
+    pub last_passing_drill: Option<LastDrill>,
     /// The point-in-time window, for workspaces that archive WAL.
     pub pitr_earliest: Option<DateTime<Utc>>,
     pub pitr_latest: Option<DateTime<Utc>>,
@@ -105,6 +107,7 @@ pub async fn overview(core: &Core, opts: &OverviewOptions, actor: &Actor, now: D
                 newest_snapshot: h.newest_snapshot.clone(),
                 newest_snapshot_at: h.newest_snapshot_at,
                 last_drill: h.status.last_drill.clone(),
+                last_passing_drill: h.status.last_passing_drill.clone(),
                 pitr_earliest: h.pitr_earliest,
                 pitr_latest: h.pitr_latest,
                 rpo_seconds: h.rpo_seconds,
@@ -121,6 +124,7 @@ pub async fn overview(core: &Core, opts: &OverviewOptions, actor: &Actor, now: D
                 newest_snapshot: None,
                 newest_snapshot_at: None,
                 last_drill: None,
+                last_passing_drill: None,
                 pitr_earliest: None,
                 pitr_latest: None,
                 rpo_seconds: None,

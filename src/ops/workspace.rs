@@ -131,15 +131,18 @@ pub fn status_of(core: &Core, ws: &str, rows: &StatusRows, now: DateTime<Utc>) -
         failing.extend(newer_failure.map(|j| LastJob::of(&j, now)));
         lasts.push(good.map(|j| LastJob::of(&j, now)));
     }
-    let drill = rows.newest_drill.clone().map(super::drill::DrillEntry::of).transpose()?;
-    let last_drill = drill.map(|d| LastDrill {
-        id: d.id,
-        source: d.report.source.clone(),
-        passed: d.report.passed,
-        finished_at: d.report.finished_at,
-        age_seconds: (now - d.report.finished_at).num_seconds(),
-        rto_seconds: d.report.timings.restore_ms as f64 / 1000.0,
-    });
+    let last = |record: &Option<crate::catalog::DrillRecord>| -> Result<Option<LastDrill>> {
+        let drill = record.clone().map(super::drill::DrillEntry::of).transpose()?;
+        Ok(drill.map(|d| LastDrill {
+            id: d.id,
+            source: d.report.source.clone(),
+            passed: d.report.passed,
+            finished_at: d.report.finished_at,
+            age_seconds: (now - d.report.finished_at).num_seconds(),
+            rto_seconds: d.report.timings.restore_ms as f64 / 1000.0,
+        }))
+    };
+    let (last_drill, last_passing_drill) = (last(&rows.newest_drill)?, last(&rows.newest_passing_drill)?);
     Ok(WorkspaceStatus {
         workspace: ws.to_string(),
         at: now,
@@ -148,6 +151,7 @@ pub fn status_of(core: &Core, ws: &str, rows: &StatusRows, now: DateTime<Utc>) -
         last_snapshot: lasts[0].take(),
         last_base_backup: lasts[1].take(),
         last_drill,
+        last_passing_drill,
         failing,
         running: rows.running.clone(),
     })

@@ -182,7 +182,7 @@ pub(crate) async fn home(State(console): State<Console>, axum::Extension(signed)
             table.overview {
                 thead { tr {
                     th scope="col" { "Workspace" } th scope="col" { "Health" } th scope="col" { "Newest snapshot" }
-                    th scope="col" { "Newest drill" } th scope="col" { "Point-in-time window" }
+                    th scope="col" { "Newest passing drill" } th scope="col" { "Point-in-time window" }
                     th scope="col" { "Size" } th scope="col" { "Next run" }
                 } }
                 tbody {
@@ -195,12 +195,12 @@ pub(crate) async fn home(State(console): State<Console>, axum::Extension(signed)
                                 @for j in r["running"].as_array().into_iter().flatten() { div.running { "running: " (j.as_str().unwrap_or("")) } }
                             }
                             td data-label="Newest snapshot" { (ago(&r["newest_snapshot_at"], now)) }
-                            td data-label="Newest drill" {
-                                @let d = &r["last_drill"];
+                            td data-label="Newest passing drill" {
+                                @let d = &r["last_passing_drill"];
                                 @if d.is_object() {
-                                    (if d["passed"].as_bool() == Some(true) { "passed" } else { "FAILED" })
-                                    ", RTO " (format!("{:.1} s", d["rto_seconds"].as_f64().unwrap_or(0.0))) ", " (ago(&d["finished_at"], now))
+                                    "RTO " (format!("{:.1} s", d["rto_seconds"].as_f64().unwrap_or(0.0))) ", " (ago(&d["finished_at"], now))
                                 } @else { "none" }
+                                @if r["last_drill"]["passed"] == false { div.problem { "the newest drill failed " (ago(&r["last_drill"]["finished_at"], now)) } }
                             }
                             td data-label="Point-in-time window" {
                                 @if r["pitr_latest"].is_string() {
