@@ -76,6 +76,13 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
         assert_eq!(s.pinned, Some(s.id == ids[0]));
         assert_eq!(s.signature.as_deref(), Some("verified"));
     }
+    // A page of it: newest first, before the one named, as the plain listing pages.
+    let one = tidemark::ops::snapshot::ListOptions { limit: Some(1), before: Some(ids[2].clone()), ..listing };
+    let paged = tidemark::ops::prune::list_annotated(&w.core, &one, &crate::support::actor()).await.unwrap();
+    assert_eq!(paged.iter().map(|s| s.id.clone()).collect::<Vec<_>>(), vec![ids[1].clone()]);
+    assert_eq!(paged[0].retention.as_ref().map(|r| r.keep), Some(false), "decided over all, not over the page");
+    let bad = tidemark::ops::snapshot::ListOptions { before: Some("../x".into()), ..one };
+    assert!(tidemark::ops::prune::list_annotated(&w.core, &bad, &crate::support::actor()).await.is_err());
     assert_eq!(crate::support::list(&w.core, "shop").await.unwrap().len(), 3, "a dry run deletes nothing");
 
     let done = prune(&w.core, &opts(false, Duration::ZERO), &crate::support::actor()).await.unwrap();

@@ -46,7 +46,8 @@ pub async fn pinned(core: &Core, workspace: &str) -> Result<HashSet<String>> {
 /// A page of snapshots as `snapshot list` gives it (see [`super::snapshot::list`]), each
 /// saying whether it is pinned, what retention decides of it now (as `prune` would, from
 /// the catalog's index of every snapshot of the workspace and the repository's pins) and
-/// its signature's state. One listing of the pins and a read of the whole index more.
+/// its signature's state. The whole index is read (retention decides over all of it) and
+/// the repository's pins listed.
 ///
 /// Errors: those of the listing; `Config` for the workspace's policies.
 pub async fn list_annotated(
@@ -54,10 +55,14 @@ pub async fn list_annotated(
     opts: &super::snapshot::ListOptions,
     actor: &Actor,
 ) -> Result<Vec<super::snapshot::SnapshotSummary>> {
-    let mut page = super::snapshot::list(core, opts, actor).await?;
-    let pins = pinned(core, &opts.workspace).await?;
-    let every = super::snapshot::ListOptions { workspace: opts.workspace.clone(), ..Default::default() };
+    // Retention decides over every snapshot: read them all once, and the page from them.
+    if let Some(before) = &opts.before {
+        layout::validate_snapshot_id(before)?;
+    }
+    let every = super::snapshot::ListOptions { limit: None, before: None, ..opts.clone() };
     let all = super::snapshot::list(core, &every, actor).await?;
+    let mut page = super::snapshot::page(all.clone(), opts);
+    let pins = pinned(core, &opts.workspace).await?;
     let policies = policies_for(core, &opts.workspace)?;
     let candidates: Vec<Candidate> = all
         .iter()

@@ -229,8 +229,9 @@ async fn reindex(
     catalog.set_snapshot_index_synced(workspace, Some(read_at)).await
 }
 
-/// A page of `all` (oldest first) as `opts` asks.
-fn page(mut all: Vec<SnapshotSummary>, opts: &ListOptions) -> Vec<SnapshotSummary> {
+/// The page `opts` asks for of `all` (oldest first): newest first, before `opts.before`, at
+/// most `opts.limit`; all of them, oldest first, without a limit.
+pub fn page(mut all: Vec<SnapshotSummary>, opts: &ListOptions) -> Vec<SnapshotSummary> {
     let Some(limit) = opts.limit else { return all };
     all.retain(|s| opts.before.as_ref().is_none_or(|b| s.id < *b));
     all.reverse();

@@ -10,7 +10,7 @@ mod list;
 
 pub use list::{
     INDEX_FRESH, INDEX_RECHECK, ListOptions, Retained, ShowOptions, SnapshotSummary, compare_indexes, list, manifest,
-    resolve, show, sync_index,
+    page, resolve, show, sync_index,
 };
 
 use super::job::WaitFor;
