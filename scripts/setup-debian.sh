@@ -5,7 +5,8 @@
 # moto (a local S3 server) for the S3 tests, schemathesis, which tests the served API
 # against its OpenAPI document, and for the web console's browser tests Debian's chromium,
 # Playwright for Python (driving that chromium: its own browser download is never used)
-# and axe-core (accessibility checks, from npm into /opt/tidemark-test).
+# and axe-core (accessibility checks, from npm into /opt/tidemark-test), and Azurite (a
+# local Azure Blob Storage server, from npm into /opt/tidemark-test, linked as azurite-blob).
 # Run as root (or with sudo). Safe to run again.
 set -euo pipefail
 
@@ -55,6 +56,15 @@ if [ ! -s /opt/tidemark-test/node_modules/axe-core/axe.min.js ]; then
   echo "installing axe-core into /opt/tidemark-test (accessibility checks of the console)"
   $SUDO mkdir -p /opt/tidemark-test
   (cd /opt/tidemark-test && $SUDO npm install --silent --no-audit --no-fund axe-core@4 >/dev/null)
+fi
+
+if [ ! -x /opt/tidemark-test/node_modules/.bin/azurite-blob ]; then
+  echo "installing Azurite into /opt/tidemark-test (a local Azure Blob Storage server for the tests)"
+  $SUDO mkdir -p /opt/tidemark-test
+  (cd /opt/tidemark-test && $SUDO npm install --silent --no-audit --no-fund azurite@3 >/dev/null)
+fi
+if ! command -v azurite-blob >/dev/null 2>&1; then
+  $SUDO ln -sf /opt/tidemark-test/node_modules/.bin/azurite-blob /usr/local/bin/azurite-blob
 fi
 
 # Postgres refuses to run as root; tidemark then runs it as the `postgres` OS user.

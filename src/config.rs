@@ -21,6 +21,13 @@ pub const DEFAULT_CONFIG_FILE: &str = "tidemark.toml";
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub repository: RepositoryConfig,
+    /// Copies of the repository (`[copies.NAME]`): the same keys as `[repository]`;
+    /// `tidemark copy` fills them with what the primary holds, verified, and restores,
+    /// checks and drills can read from one (`--repository NAME`). A copy holds the
+    /// primary's objects byte for byte: the primary's recipients, identity and signing
+    /// key are its own (it may trust other signers).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub copies: BTreeMap<String, RepositoryConfig>,
     #[serde(default)]
     pub postgres: PostgresConfig,
     #[serde(default)]
@@ -294,7 +301,7 @@ pub mod duration_text {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RepositoryConfig {
-    /// `file:///path`, `s3://bucket/prefix`.
+    /// `file:///path`, `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`.
     pub url: String,
     /// age recipients (`age1...`) every object is encrypted to. Backing up needs only these.
     #[serde(default)]
@@ -319,6 +326,19 @@ pub struct RepositoryConfig {
     pub access_key_id: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<Secret>,
+    /// Google Cloud Storage: the service account's JSON key (`file:/path/key.json` or
+    /// `env:VARIABLE`); default: Google's application default credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<Secret>,
+    /// Azure Blob Storage: the storage account's name (default: `AZURE_STORAGE_ACCOUNT_NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// Azure Blob Storage: the account's access key, or a SAS token (one of the two; default:
+    /// the standard `AZURE_STORAGE_*` environment variables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sas_token: Option<Secret>,
     /// Size of each multipart upload part, in MiB (S3 needs at least 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part_size_mib: Option<usize>,
@@ -361,6 +381,94 @@ impl LockMode {
             LockMode::Compliance => "COMPLIANCE",
         }
     }
+}
+
+/// The name `--repository` gives `[repository]` (copies cannot take it).
+pub const PRIMARY: &str = "primary";
+
+/// The rules every repository table follows, `[repository]` or a copy (`section` names it).
+fn validate_repository(section: &str, r: &RepositoryConfig) -> Result<()> {
+    if r.url.trim().is_empty() {
+        return Err(Error::config(format!("{section}.url is empty")));
+    }
+    let scheme = r.url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+    if r.object_lock.is_some() && scheme != "s3" {
+        return Err(Error::config(format!(
+            "{section}.object-lock is set, but tidemark sets per-object locks on S3 only and {section} is not s3://: \
+             remove the setting. On Google Cloud Storage use a bucket retention policy, on Azure a container's \
+             time-based immutability policy (tidemark never overwrites an object; prune's deletes of objects \
+             still under the policy are then refused by the provider and reported)"
+        )));
+    }
+    let keys_of = |keys: &[(&str, bool)], provider: &str, scheme_ok: bool| -> Result<()> {
+        match keys.iter().find(|(_, set)| *set) {
+            Some((key, _)) if !scheme_ok => Err(Error::config(format!(
+                "{section}.{key} is a {provider} setting, but {section}.url is not a {provider} URL: remove it"
+            ))),
+            _ => Ok(()),
+        }
+    };
+    keys_of(
+        &[("service-account", r.service_account.is_some())],
+        "Google Cloud Storage",
+        matches!(scheme, "gs" | "gcs"),
+    )?;
+    let azure = matches!(scheme, "az" | "azure" | "abfs" | "abfss" | "https");
+    keys_of(
+        &[
+            ("account", r.account.is_some()),
+            ("access-key", r.access_key.is_some()),
+            ("sas-token", r.sas_token.is_some()),
+        ],
+        "Azure",
+        azure,
+    )?;
+    if r.access_key.is_some() && r.sas_token.is_some() {
+        return Err(Error::config(format!("{section}: give access-key or sas-token, not both")));
+    }
+    for (key, secret) in
+        [("service-account", &r.service_account), ("access-key", &r.access_key), ("sas-token", &r.sas_token)]
+    {
+        if let Some(secret) = secret {
+            Secret::reference(&format!("{section}.{key}"), secret.as_written())
+                .map_err(|e| Error::config(e.message().to_string()))?;
+        }
+    }
+    if let Some(mib) = r.part_size_mib
+        && !(5..=5 * 1024).contains(&mib)
+    {
+        return Err(Error::config(format!("{section}.part-size-mib = {mib} is out of range: S3 needs 5 to 5120 MiB")));
+    }
+    Ok(())
+}
+
+/// A `[copies.NAME]` table: a repository's rules, a name `--repository` can take, and none
+/// of what a copy takes from the primary (it holds the primary's objects byte for byte).
+fn validate_copy(name: &str, copy: &RepositoryConfig, primary: &RepositoryConfig) -> Result<()> {
+    let section = format!("copies.{name}");
+    if name == PRIMARY || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') || name.len() > 40 {
+        return Err(Error::config(format!(
+            "[{section}]: a copy's name is letters, digits, '-' and '_' (at most 40), and not {PRIMARY:?}"
+        )));
+    }
+    validate_repository(&section, copy)?;
+    if !copy.recipients.is_empty() && copy.recipients != primary.recipients {
+        return Err(Error::config(format!(
+            "{section}.recipients differ from repository.recipients: a copy holds the primary's encrypted objects \
+             byte for byte, so it is read with the same keys. Remove {section}.recipients"
+        )));
+    }
+    for (key, set) in [("identity-file", copy.identity_file.is_some()), ("signing-key", copy.signing_key.is_some())] {
+        if set {
+            return Err(Error::config(format!(
+                "{section}.{key}: a copy uses the primary's (repository.{key}); remove it here"
+            )));
+        }
+    }
+    if copy.url.trim_end_matches('/') == primary.url.trim_end_matches('/') {
+        return Err(Error::config(format!("{section}.url is the primary's own URL: a copy must be elsewhere")));
+    }
+    Ok(())
 }
 
 /// Default of `repository.lock-margin`.
@@ -698,6 +806,7 @@ impl Config {
     pub fn new(repository: RepositoryConfig, workspaces: BTreeMap<String, WorkspaceConfig>) -> Config {
         Config {
             repository,
+            copies: BTreeMap::new(),
             postgres: Default::default(),
             workspaces,
             schedules_dir: None,
@@ -773,20 +882,37 @@ impl Config {
         if self.daemon.max_concurrent_jobs == 0 {
             return Err(Error::config("daemon.max-concurrent-jobs = 0 would never run a job: use 1 or more"));
         }
-        if self.repository.object_lock.is_some() && !self.repository.url.starts_with("s3://") {
-            return Err(Error::config(
-                "repository.object-lock is set, but object lock is an S3 feature and the repository is not s3://: \
-                 remove the setting, or use an S3 bucket with object lock enabled",
-            ));
-        }
-        if let Some(mib) = self.repository.part_size_mib
-            && !(5..=5 * 1024).contains(&mib)
-        {
-            return Err(Error::config(format!(
-                "repository.part-size-mib = {mib} is out of range: S3 needs 5 to 5120 MiB"
-            )));
+        validate_repository("repository", &self.repository)?;
+        for (name, copy) in &self.copies {
+            validate_copy(name, copy, &self.repository)?;
         }
         Ok(())
+    }
+
+    /// The repository called `name`: `None` (or the word `primary`) is `[repository]`, any
+    /// other name a `[copies.NAME]`, completed with what copies take from the primary
+    /// (recipients, identity, signing key, and the trusted signers when it names none).
+    ///
+    /// Errors: `Usage` for a name that is not configured, naming those that are.
+    pub fn repository_named(&self, name: Option<&str>) -> Result<RepositoryConfig> {
+        let Some(name) = name.filter(|n| *n != PRIMARY) else { return Ok(self.repository.clone()) };
+        let Some(copy) = self.copies.get(name) else {
+            let known: Vec<_> = std::iter::once(PRIMARY).chain(self.copies.keys().map(String::as_str)).collect();
+            return Err(Error::usage(format!(
+                "there is no repository called {name:?}: the config has {} (a copy is a [copies.NAME] table)",
+                known.join(", ")
+            )));
+        };
+        let primary = &self.repository;
+        let mut out = copy.clone();
+        out.recipients = primary.recipients.clone();
+        out.identity_file = primary.identity_file.clone();
+        out.signing_key = primary.signing_key.clone();
+        if out.trusted_signers.is_empty() {
+            out.trusted_signers = primary.trusted_signers.clone();
+        }
+        out.allow_unsigned = primary.allow_unsigned;
+        Ok(out)
     }
 
     /// The config file text `init` writes: commented, so the operator can edit it.

@@ -104,6 +104,7 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
         }
     };
     let config = Config {
+        copies: Default::default(),
         repository: RepositoryConfig {
             url: normalize_repo_url(&opts.repo)?,
             recipients: parsed.to_strings(),

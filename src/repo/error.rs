@@ -4,9 +4,11 @@
 use crate::error::{Error, ErrorKind, chain_text, has_io_kind, permission_denied};
 
 /// Whether an object store error says the bucket does not exist (S3's `NoSuchBucket`,
-/// which object_store reports as a missing object).
+/// which object_store reports as a missing object; Azure's `ContainerNotFound`; Google's
+/// "bucket does not exist").
 pub fn is_missing_bucket(e: &object_store::Error) -> bool {
-    chain_text(e).contains("NoSuchBucket")
+    let text = chain_text(e);
+    text.contains("NoSuchBucket") || text.contains("ContainerNotFound") || text.contains("bucket does not exist")
 }
 
 impl From<object_store::Error> for Error {
@@ -16,8 +18,25 @@ impl From<object_store::Error> for Error {
         if is_missing_bucket(&e) {
             return Error::new(
                 ErrorKind::Config,
-                "the bucket does not exist: create it first (e.g. `aws s3 mb s3://BUCKET`), or check the bucket \
-                 name in the repository URL",
+                "the bucket (or Azure container) does not exist: create it first (e.g. `aws s3 mb s3://BUCKET`, \
+                 `gcloud storage buckets create gs://BUCKET`, `az storage container create`), or check its name in \
+                 the repository URL",
+            );
+        }
+        if text.contains("metadata.google.internal") || (text.contains("169.254.169.254") && text.contains("oauth")) {
+            return Error::new(
+                ErrorKind::Config,
+                "no Google Cloud credentials found: set repository.service-account = \"file:/path/key.json\" (a \
+                 service account's JSON key) or GOOGLE_APPLICATION_CREDENTIALS; looked at the config, the \
+                 environment and the instance metadata service",
+            );
+        }
+        if text.contains("169.254.169.254") && text.contains("msi") {
+            return Error::new(
+                ErrorKind::Config,
+                "no Azure credentials found: set repository.account and repository.access-key (or sas-token) as \
+                 env:VARIABLE or file:/path, or AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY; looked at \
+                 the config, the environment and the managed identity endpoint",
             );
         }
         if text.contains("169.254.169.254") {

@@ -1,6 +1,7 @@
-//! Opening the object store behind a repository URL: `file://` (local folder) and `s3://`
-//! (AWS or any S3-compatible server), with retries bounded so an unreachable bucket fails
-//! in seconds, not minutes.
+//! Opening the object store behind a repository URL: `file://` (local folder), `s3://`
+//! (AWS or any S3-compatible server), `gs://` (Google Cloud Storage) and `az://` (Azure
+//! Blob Storage), with retries bounded so an unreachable bucket fails in seconds, not
+//! minutes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use object_store::ObjectStore;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::azure::MicrosoftAzureBuilder;
+use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
@@ -360,16 +363,8 @@ pub fn open(cfg: &RepositoryConfig, create: bool) -> Result<OpenedStore> {
                 .ok_or_else(|| Error::config(format!("repository.url {:?} names no bucket", cfg.url)))?;
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
-                .with_retry(RetryConfig {
-                    backoff: BackoffConfig::default(),
-                    max_retries: 4,
-                    retry_timeout: Duration::from_secs(60),
-                })
-                .with_client_options(
-                    ClientOptions::new()
-                        .with_connect_timeout(Duration::from_secs(10))
-                        .with_allow_http(cfg.allow_http.unwrap_or(false)),
-                );
+                .with_retry(retries())
+                .with_client_options(client_options(cfg));
             if let Some(endpoint) = &cfg.endpoint {
                 builder = builder.with_endpoint(endpoint);
             }
@@ -421,8 +416,92 @@ pub fn open(cfg: &RepositoryConfig, create: bool) -> Result<OpenedStore> {
                 if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
             Ok(OpenedStore { store, local_root: None, s3: Some(bucket) })
         }
-        other => {
-            Err(Error::config(format!("repository.url scheme {other}:// is not supported yet; use file:// or s3://")))
+        "gs" | "gcs" => {
+            let bucket = bucket_of(&url, cfg)?;
+            let mut builder = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retries())
+                .with_client_options(client_options(cfg));
+            if let Some(key) = &cfg.service_account {
+                builder = builder.with_service_account_key(key.resolve()?);
+            }
+            if let Some(endpoint) = &cfg.endpoint {
+                builder = builder.with_base_url(endpoint);
+            }
+            let gcs = builder.build().map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "cannot set up Google Cloud Storage for {}: {}. Give repository.service-account as \
+                         file:/path/key.json (a service account's JSON key), or set GOOGLE_APPLICATION_CREDENTIALS",
+                        cfg.url,
+                        crate::error::chain_text(&e)
+                    ),
+                )
+            })?;
+            Ok(prefixed(gcs, &url))
         }
+        "az" | "azure" => {
+            let container = bucket_of(&url, cfg)?;
+            let mut builder = MicrosoftAzureBuilder::from_env()
+                .with_container_name(container)
+                .with_retry(retries())
+                .with_client_options(client_options(cfg));
+            if let Some(account) = &cfg.account {
+                builder = builder.with_account(account);
+            }
+            if let Some(key) = &cfg.access_key {
+                builder = builder.with_access_key(key.resolve()?);
+            }
+            if let Some(sas) = &cfg.sas_token {
+                let sas = sas.resolve()?;
+                let pairs: Vec<(String, String)> = url::form_urlencoded::parse(sas.trim_start_matches('?').as_bytes())
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect();
+                builder = builder.with_sas_authorization(pairs);
+            }
+            if let Some(endpoint) = &cfg.endpoint {
+                builder = builder.with_endpoint(endpoint.clone());
+            }
+            let azure = builder.build().map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    format!(
+                        "cannot set up Azure Blob Storage for {}: {}. Give repository.account and \
+                         repository.access-key (or sas-token) as env:VARIABLE or file:/path",
+                        cfg.url,
+                        crate::error::chain_text(&e)
+                    ),
+                )
+            })?;
+            Ok(prefixed(azure, &url))
+        }
+        other => Err(Error::config(format!(
+            "repository.url scheme {other}:// is not supported; use file://, s3://, gs:// or az://"
+        ))),
     }
+}
+
+/// The bucket (or container) a cloud URL names.
+fn bucket_of<'u>(url: &'u url::Url, cfg: &RepositoryConfig) -> Result<&'u str> {
+    url.host_str()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| Error::config(format!("repository.url {:?} names no bucket or container", cfg.url)))
+}
+
+/// Retries bounded so an unreachable store fails in about a minute at most.
+fn retries() -> RetryConfig {
+    RetryConfig { backoff: BackoffConfig::default(), max_retries: 4, retry_timeout: Duration::from_secs(60) }
+}
+
+fn client_options(cfg: &RepositoryConfig) -> ClientOptions {
+    ClientOptions::new().with_connect_timeout(Duration::from_secs(10)).with_allow_http(cfg.allow_http.unwrap_or(false))
+}
+
+/// A cloud store below the URL's path (the repository's prefix inside the bucket).
+fn prefixed(store: impl ObjectStore, url: &url::Url) -> OpenedStore {
+    let prefix = url.path().trim_matches('/');
+    let store: Arc<dyn ObjectStore> =
+        if prefix.is_empty() { Arc::new(store) } else { Arc::new(PrefixStore::new(store, prefix)) };
+    OpenedStore { store, local_root: None, s3: None }
 }

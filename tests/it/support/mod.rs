@@ -220,6 +220,98 @@ impl Drop for S3Server {
     }
 }
 
+/// Waits until something listens on `port`.
+async fn listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Azurite's well-known development account and key (public, in Microsoft's docs).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A local Azure Blob Storage emulator (Azurite, from npm; `scripts/setup-debian.sh`
+/// installs it) on a free port, in memory, killed on drop.
+pub struct AzureServer {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl AzureServer {
+    pub async fn start() -> AzureServer {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = Command::new("azurite-blob")
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--silent", "--inMemoryPersistence"])
+            .args(["--skipApiVersionCheck", "--disableTelemetry", "--loose"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("azurite-blob must be installed (scripts/setup-debian.sh); .ci/run installs it");
+        listening(port, "azurite-blob").await;
+        AzureServer { child, port, _dir: dir }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+    }
+
+    /// Creates a container (a SharedKey-signed `PUT ?restype=container`).
+    pub async fn create_container(&self, container: &str) {
+        use base64::Engine;
+        use hmac::Mac;
+        let date = chrono::Utc::now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let version = "2021-08-06";
+        let to_sign = format!(
+            "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n\
+             /{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{container}\nrestype:container"
+        );
+        let key = base64::engine::general_purpose::STANDARD.decode(AZURITE_KEY).unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(to_sign.as_bytes());
+        let signature = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let response = reqwest::Client::new()
+            .put(format!("{}/{container}?restype=container", self.endpoint()))
+            .header("x-ms-date", date)
+            .header("x-ms-version", version)
+            .header("Authorization", format!("SharedKey {AZURITE_ACCOUNT}:{signature}"))
+            .header("Content-Length", "0")
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        assert!(status.is_success(), "create container: {status} {}", response.text().await.unwrap_or_default());
+    }
+
+    /// Repository settings for `az://container/prefix` on this server, the account key as
+    /// a `file:` secret in `dir`.
+    pub fn repo_config(&self, container: &str, prefix: &str, dir: &std::path::Path) -> RepositoryConfig {
+        let key = dir.join(format!("azure-{container}-key"));
+        std::fs::write(&key, AZURITE_KEY).unwrap();
+        RepositoryConfig {
+            url: format!("az://{container}/{prefix}"),
+            endpoint: Some(self.endpoint()),
+            allow_http: Some(true),
+            account: Some(AZURITE_ACCOUNT.into()),
+            access_key: Some(Secret::reference("access-key", &format!("file:{}", key.display())).unwrap()),
+            part_size_mib: Some(5),
+            ..Default::default()
+        }
+    }
+}
+
+impl Drop for AzureServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Every object in the repository as (key, bytes).
 pub async fn all_objects(core: &Core) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
