@@ -24,6 +24,7 @@ pub mod api;
 pub mod bundle;
 pub mod catalog;
 pub mod config;
+pub mod copies;
 pub mod drill;
 pub mod error;
 pub mod faults;

@@ -64,10 +64,12 @@ pub enum Operation {
     SignIn,
     /// A console session ended by its browser.
     SignOut,
+    /// What the primary repository holds and a copy lacks, sent to the copy.
+    Copy,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 33] = [
+    pub const ALL: [Operation; 34] = [
         Operation::Snapshot,
         Operation::BaseBackup,
         Operation::Drill,
@@ -101,6 +103,7 @@ impl Operation {
         Operation::AuditNewChain,
         Operation::SignIn,
         Operation::SignOut,
+        Operation::Copy,
     ];
 
     /// A restore of tables into the live database (beside the live ones), or into a new one.
@@ -145,6 +148,7 @@ impl Operation {
             Operation::AuditNewChain => "audit.new-chain",
             Operation::SignIn => "console.sign-in",
             Operation::SignOut => "console.sign-out",
+            Operation::Copy => "copy",
         }
     }
 
@@ -165,6 +169,7 @@ impl Operation {
                 | Operation::PruneDryRun
                 | Operation::Check
                 | Operation::Export
+                | Operation::Copy
         )
     }
 
@@ -216,6 +221,8 @@ impl Operation {
             Operation::RestoreStacks | Operation::SwitchRecover => Action::ReplaceLive,
             Operation::AuditNewChain => Action::ReadAudit,
             Operation::SignIn | Operation::SignOut => Action::SignIn,
+            // Backups written to another repository: what writing them to the primary needs.
+            Operation::Copy => Action::Snapshot,
         }
     }
 
@@ -239,6 +246,7 @@ impl Operation {
                 | Operation::RestoreInPlace
                 | Operation::BranchCreate
                 | Operation::Export
+                | Operation::Copy
         )
     }
 }

@@ -87,6 +87,8 @@ async fn openapi_json() {}
         routes::download,
         routes::prune,
         routes::check,
+        routes::copies,
+        routes::run_copy,
         routes::window,
         routes::restore_points,
         routes::mark,

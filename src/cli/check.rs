@@ -13,13 +13,17 @@ pub struct CheckArgs {
     /// Also download, decrypt and hash every object (slow; reads the whole repository)
     #[arg(long)]
     read_data: bool,
+    /// Check a copy ([copies.NAME]) instead of the primary repository
+    #[arg(long, value_name = "NAME")]
+    repository: Option<String>,
 }
 
 pub async fn run(global: &Global, args: CheckArgs) -> Result<()> {
-    let (core, _stop) = global.job_core().await?;
+    let (core, _stop) = global.job_core_on(args.repository.as_deref()).await?;
     let opts = tidemark::ops::check::CheckOptions {
         workspace: core.workspace_or_only(args.workspace.as_deref())?,
         read_data: args.read_data,
+        repository: args.repository,
     };
     let report = tidemark::ops::check::check_recorded(&core, &opts, &global.actor()).await?;
     if global.json {

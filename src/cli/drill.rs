@@ -29,6 +29,9 @@ pub struct DrillArgs {
     /// Also write the report as JUnit XML to this file (for CI systems)
     #[arg(long, value_name = "FILE")]
     junit: Option<std::path::PathBuf>,
+    /// Drill a copy ([copies.NAME]) instead of the primary repository
+    #[arg(long, value_name = "NAME")]
+    repository: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -45,8 +48,8 @@ pub enum DrillCommand {
 }
 
 pub async fn run(global: &Global, args: DrillArgs) -> Result<()> {
-    let core = global.core().await?;
     if let Some(DrillCommand::History { workspace, limit }) = args.command {
+        let core = global.core().await?;
         let drills = history(&core, &HistoryOptions { workspace, limit }, &global.actor()).await?;
         if global.json {
             global.print_json(&drills);
@@ -79,11 +82,11 @@ pub async fn run(global: &Global, args: DrillArgs) -> Result<()> {
         (None, Some(time)) => DrillSource::Pitr(Target::Time(tidemark::wal::window::parse_time(&time)?)),
         (None, None) => DrillSource::Snapshot(args.snapshot),
     };
-    let (core, _stop) = global.job_core().await?;
+    let (core, _stop) = global.job_core_on(args.repository.as_deref()).await?;
     if !global.json {
         eprintln!("drilling workspace {workspace}: restoring into a throwaway, then checking...");
     }
-    let opts = DrillOptions::new(&workspace, source);
+    let opts = DrillOptions { repository: args.repository, ..DrillOptions::new(&workspace, source) };
     let report = drill_recorded(&core, &opts, &global.actor()).await;
     let write_junit = |xml: String| match &args.junit {
         Some(path) => fs_err::write(path, xml)

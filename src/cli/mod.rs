@@ -7,6 +7,7 @@ pub mod basebackup;
 pub mod branch;
 pub mod catalog;
 pub mod check;
+pub mod copy;
 pub mod demo;
 #[cfg(test)]
 mod docs_check;
@@ -106,6 +107,8 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Prove a backup restores: restore into a throwaway, check, time, report, remove
     Drill(drill::DrillArgs),
+    /// Copy what the primary repository holds to the copies ([copies.NAME]), checked on the way
+    Copy(copy::CopyArgs),
     /// Run the daemon: scheduled snapshots and retention, until SIGTERM/SIGINT
     Serve(serve::ServeArgs),
     /// The job history from the catalog, newest first
@@ -152,7 +155,20 @@ impl Global {
 
     /// The core, with the catalog's branches as workspaces (`-w shop--try`).
     pub async fn core(&self) -> Result<Core> {
-        Ok(self.bare_core().await?.with_branches().await)
+        self.core_on(None).await
+    }
+
+    /// [`Self::core`] reading the repository called `repository` (`--repository NAME`:
+    /// a copy), which works while the primary is away.
+    pub async fn core_on(&self, repository: Option<&str>) -> Result<Core> {
+        Ok(Core::open_at(self.load_config()?, repository).await?.with_branches().await)
+    }
+
+    /// The core `wal fetch` and its prefetcher read: the copy a restored server was started
+    /// from (`TIDEMARK_REPOSITORY`, set by `pitr restore --repository`), else the primary.
+    pub async fn fetch_core(&self) -> Result<Core> {
+        let copy = std::env::var(tidemark::wal::recovery::REPOSITORY_ENV).ok();
+        Core::open_at(self.load_config()?, copy.as_deref().filter(|c| !c.is_empty())).await
     }
 
     /// The core without touching the catalog: what `wal push`/`wal fetch` run as the
@@ -174,8 +190,13 @@ impl Global {
     /// Ctrl-C / SIGTERM stopping it (while the returned guard lives) so that it ends
     /// cleanly and is recorded as interrupted.
     pub async fn job_core(&self) -> Result<(Core, StopOnSignal)> {
+        self.job_core_on(None).await
+    }
+
+    /// [`Self::job_core`] reading the repository called `repository` (see [`Self::core_on`]).
+    pub async fn job_core_on(&self, repository: Option<&str>) -> Result<(Core, StopOnSignal)> {
         let stop = tokio_util::sync::CancellationToken::new();
-        let core = self.core().await?.with_progress(self.progress()).with_stop(stop.clone());
+        let core = self.core_on(repository).await?.with_progress(self.progress()).with_stop(stop.clone());
         Ok((core, StopOnSignal(tokio::spawn(serve::stop_on_signal(stop)))))
     }
 
@@ -234,6 +255,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => status::run(&global, args).await,
         Command::Check(args) => check::run(&global, args).await,
         Command::Drill(args) => drill::run(&global, args).await,
+        Command::Copy(args) => copy::run(&global, args).await,
         Command::Serve(args) => serve::run(&global, args).await,
         Command::Jobs(args) => catalog::jobs(&global, args).await,
         Command::Fleet(args) => fleet::run(&global, args).await,

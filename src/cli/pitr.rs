@@ -62,10 +62,17 @@ pub struct RestoreArgs {
     /// Leave out what the workspace's WAL stream received on this host and has not shipped yet (its spool): restore from the repository alone
     #[arg(long)]
     repository_only: bool,
+    /// Restore from a copy ([copies.NAME]) instead of the primary repository: its base
+    /// backups and its WAL (the restored server's `wal fetch` reads the copy too)
+    #[arg(long, value_name = "NAME")]
+    repository: Option<String>,
 }
 
 pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
-    let core = global.core().await?;
+    let core = match &cmd {
+        PitrCommand::Restore(args) => global.core_on(args.repository.as_deref()).await?,
+        _ => global.core().await?,
+    };
     match cmd {
         PitrCommand::Window { workspace } => {
             let workspace = core.workspace_or_only(workspace.as_deref())?;
@@ -112,6 +119,7 @@ pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
                 tidemark_command: None,
                 prefetch: args.prefetch,
                 repository_only: args.repository_only,
+                repository: args.repository,
             };
             let core = core.with_progress(global.progress());
             let report = pitr::restore(&core, &opts, &global.actor()).await?;

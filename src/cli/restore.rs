@@ -60,12 +60,16 @@ pub struct RestoreArgs {
     /// The target's password, for creating and filling it (else the URL, PGPASSWORD or ~/.pgpass)
     #[arg(long, value_name = "env:VAR|file:PATH")]
     target_password: Option<String>,
+    /// Restore from a copy ([copies.NAME]) instead of the primary repository (into a new
+    /// database, or tables beside the live ones)
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["in_place", "stacks_only", "undo_workspace"])]
+    repository: Option<String>,
     #[command(flatten)]
     wait: super::WaitArg,
 }
 
 pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
-    let (core, _stop) = global.job_core().await?;
+    let (core, _stop) = global.job_core_on(args.repository.as_deref()).await?;
     let actor = global.actor();
     if let Some(workspace) = &args.undo_workspace {
         if args.snapshot.as_deref() != Some("undo") {
@@ -146,6 +150,7 @@ pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
         time: args.time,
         tidemark_command: None,
         table_loaded: None,
+        repository: args.repository,
     };
     // Ctrl-C and SIGTERM stop the restore, which then drops a database it created.
     let report = restore_recorded(&core, &opts, &actor).await?;

@@ -190,7 +190,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
                 if prefetched {
                     return Ok(fs_err::metadata(&dest)?.len());
                 }
-                wal::fetch(&global.bare_core().await?, workspace.as_deref(), &name, &dest, streamed.as_deref()).await
+                wal::fetch(&global.fetch_core().await?, workspace.as_deref(), &name, &dest, streamed.as_deref()).await
             }
             .await;
             match fetched {
@@ -273,7 +273,7 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
         }
         WalCommand::Prefetch { spool, workspace, depth, segment_size, remove: false } => {
             let downloaded = wal::prefetch(
-                &global.bare_core().await?,
+                &global.fetch_core().await?,
                 workspace.as_deref(),
                 &Spool::new(spool),
                 depth,

@@ -29,6 +29,9 @@ use super::{alerts, metrics};
 pub struct Core {
     pub config: LoadedConfig,
     pub repo: Repository,
+    /// The copy `repo` is (`[copies.NAME]`), `None` for the primary: listings then read the
+    /// copy itself, never the catalog's index of the primary.
+    copy: Option<String>,
     recipients: Option<Recipients>,
     identity_source: Option<IdentitySource>,
     identities: Arc<OnceLock<Identities>>,
@@ -112,21 +115,75 @@ impl Core {
     ///
     /// Errors: those of [`Repository::open`], and `Key`/`Config` for malformed keys.
     pub async fn open(config: LoadedConfig) -> Result<Core> {
-        let repo_config = &config.config.repository;
-        let signing = crate::signing::Signing::from_config(
-            repo_config.signing_key.as_ref().map(|p| config.resolve_path(p)).as_deref(),
-            &repo_config.trusted_signers,
-            repo_config.allow_unsigned,
-        )?;
-        let repo =
-            Repository::open(repo_config).await?.with_signing(signing).with_object_lock(super::hold::settings(&config));
+        Core::open_at(config, None).await
+    }
+
+    /// Opens the repository called `name` (see [`Self::open_repository`]; `None`: the
+    /// primary) and parses the keys: a restore, check or drill from a copy works while the
+    /// primary is away. When the primary cannot be reached, the error names the copies.
+    ///
+    /// Errors: those of [`Self::open`]; `Usage` for a name the config does not have.
+    pub async fn open_at(config: LoadedConfig, name: Option<&str>) -> Result<Core> {
+        let name = name.filter(|n| *n != crate::config::PRIMARY);
+        let repo_config = config.config.repository_named(name)?;
+        let repo = match open_repository(&config, &repo_config).await {
+            Ok(repo) => repo,
+            Err(e) if name.is_none() && !config.config.copies.is_empty() && e.kind() != ErrorKind::Key => {
+                let copies: Vec<String> =
+                    config.config.copies.iter().map(|(n, c)| format!("{n} ({})", c.url)).collect();
+                return Err(e.context(format!(
+                    "the primary repository ({}) cannot be used; the config has copies: {}. `restore`, \
+                     `pitr restore`, `drill` and `check` read one with --repository NAME",
+                    repo_config.url,
+                    copies.join(", ")
+                )));
+            }
+            Err(e) => return Err(e.context(format!("opening copy {} ({})", name.unwrap_or_default(), repo_config.url))),
+        };
         let recipients = if config.config.repository.recipients.is_empty() {
             None
         } else {
             Some(Recipients::parse(&config.config.repository.recipients)?)
         };
         let identity_source = config.identity_source();
-        Ok(Core::assemble(config, repo, recipients, identity_source, OnceLock::new()))
+        let mut core = Core::assemble(config, repo, recipients, identity_source, OnceLock::new());
+        core.copy = name.map(str::to_string);
+        Ok(core)
+    }
+
+    /// The repository called `name` (`None` or `primary`: this core's own; else a
+    /// `[copies.NAME]`), opened with its own trusted signers and object-lock settings.
+    ///
+    /// Errors: `Usage` for a name the config does not have; those of [`Repository::open`].
+    pub async fn open_repository(&self, name: Option<&str>) -> Result<Repository> {
+        match name.filter(|n| *n != crate::config::PRIMARY) {
+            None if self.copy.is_none() => Ok(self.repo.clone()),
+            name => {
+                let cfg = self.config.config.repository_named(name)?;
+                open_repository(&self.config, &cfg).await.map_err(|e| match name {
+                    Some(n) => e.context(format!("opening copy {n} ({})", cfg.url)),
+                    None => e,
+                })
+            }
+        }
+    }
+
+    /// This core reading from the repository called `name` (see [`Self::open_repository`]):
+    /// what `--repository` gives restores, checks and drills.
+    ///
+    /// Errors: those of [`Self::open_repository`].
+    pub async fn on_repository(&self, name: Option<&str>) -> Result<Core> {
+        let name = name.filter(|n| *n != crate::config::PRIMARY);
+        if name.map(str::to_string) == self.copy {
+            return Ok(self.clone());
+        }
+        let repo = self.open_repository(name).await?;
+        Ok(Core { repo, copy: name.map(str::to_string), ..self.clone() })
+    }
+
+    /// The copy this core reads from (`[copies.NAME]`), `None` for the primary.
+    pub fn copy_name(&self) -> Option<&str> {
+        self.copy.as_deref()
     }
 
     fn assemble(
@@ -137,6 +194,7 @@ impl Core {
         identities: OnceLock<Identities>,
     ) -> Core {
         Core {
+            copy: None,
             workspaces: Default::default(),
             index_syncs: Default::default(),
             config,
@@ -391,4 +449,15 @@ impl Core {
             None => std::env::temp_dir(),
         }
     }
+}
+
+/// Opens a repository with the config's signing key, the table's own trusted signers and
+/// its object-lock settings.
+async fn open_repository(config: &LoadedConfig, cfg: &crate::config::RepositoryConfig) -> Result<Repository> {
+    let signing = crate::signing::Signing::from_config(
+        cfg.signing_key.as_ref().map(|p| config.resolve_path(p)).as_deref(),
+        &cfg.trusted_signers,
+        cfg.allow_unsigned,
+    )?;
+    Ok(Repository::open(cfg).await?.with_signing(signing).with_object_lock(super::hold::settings_of(config, cfg)))
 }

@@ -169,8 +169,13 @@ async fn extend_all(core: &Core, keys: Vec<crate::repo::Key>, until: DateTime<Ut
 
 /// The object-lock settings a config asks for, with the repository-wide hold.
 pub fn settings(config: &LoadedConfig) -> Option<ObjectLock> {
-    let mode = config.config.repository.object_lock?;
-    let margin = Duration::from_std(config.config.repository.lock_margin.unwrap_or(crate::config::DEFAULT_LOCK_MARGIN))
+    settings_of(config, &config.config.repository)
+}
+
+/// [`settings`] of one repository table (`[repository]` or a copy's).
+pub fn settings_of(config: &LoadedConfig, repository: &crate::config::RepositoryConfig) -> Option<ObjectLock> {
+    let mode = repository.object_lock?;
+    let margin = Duration::from_std(repository.lock_margin.unwrap_or(crate::config::DEFAULT_LOCK_MARGIN))
         .unwrap_or(Duration::days(7));
     Some(ObjectLock { mode, hold: default_hold(config, margin), margin })
 }

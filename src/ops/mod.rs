@@ -10,6 +10,7 @@ pub mod basebackup;
 pub mod branch;
 pub mod catalog;
 pub mod check;
+pub mod copy;
 pub mod demo;
 pub mod drill;
 pub mod export;

@@ -96,4 +96,29 @@ impl Repository {
     pub async fn verify_bytes(&self, key: &Key, bytes: &[u8]) -> Result<Signed> {
         self.verify(key, &hex::encode(Sha256::digest(bytes))).await
     }
+
+    /// Copies the signature of the object at `key` (content `sha256`) from `from`, after
+    /// checking it against *this* repository's trusted signers (a copy may trust fewer):
+    /// written before the object, as [`Self::sign`] does. Unsigned objects pass only where
+    /// unsigned ones are allowed, and then nothing is written.
+    ///
+    /// Errors: `Integrity` naming the object and the repository it came from when its
+    /// signature is missing, forged or by a signer this repository does not trust; those
+    /// of the stores.
+    pub async fn copy_signature_from(&self, from: &Repository, key: &Key, sha256: &str) -> Result<()> {
+        let sig_key = layout::signature(key);
+        let sig = from.get(&sig_key).await?;
+        self.signing
+            .trust
+            .verify(key.as_ref(), sha256, sig.as_deref())
+            .map_err(|e| e.context(format!("in {}: not copied", from.url())))?;
+        let Some(sig) = sig else { return Ok(()) };
+        match self.put_once(&sig_key, sig).await {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                // A copy that stopped after the signature: the one there must hold as well.
+                self.verify(key, sha256).await.map(drop)
+            }
+            other => other,
+        }
+    }
 }

@@ -12,7 +12,6 @@ use serde::Serialize;
 use super::timeline::{self, Leg};
 use super::window::{self, Target};
 use super::{Lsn, Segment, archive, base};
-use crate::config::RepositoryConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::ConnSpec;
 
@@ -313,16 +312,35 @@ fn shell_quote(s: &str) -> String {
 /// variables tidemark reads, the object store's own (`AWS_*`), and the variables the
 /// repository settings name as `env:` secrets. Database passwords, webhook URLs and the
 /// rest stay out of the server's environment.
-pub fn restore_command_env(repository: &RepositoryConfig) -> Vec<(String, String)> {
-    let named: Vec<&str> = [&repository.access_key_id, &repository.secret_access_key]
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.env_var())
+///
+/// `copy`: the copy (`[copies.NAME]`) the restore reads, passed on as
+/// `TIDEMARK_REPOSITORY` so `wal fetch` reads the same one.
+pub fn restore_command_env(config: &crate::config::Config, copy: Option<&str>) -> Vec<(String, String)> {
+    let Ok(repository) = config.repository_named(copy) else { return Vec::new() };
+    let named: Vec<&str> = [
+        &repository.access_key_id,
+        &repository.secret_access_key,
+        &repository.service_account,
+        &repository.access_key,
+        &repository.sas_token,
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|s| s.env_var())
+    .collect();
+    let cloud = ["TIDEMARK_", "AWS_", "AZURE_", "GOOGLE_"];
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k != REPOSITORY_ENV)
+        .filter(|(k, _)| cloud.iter().any(|p| k.starts_with(p)) || named.contains(&k.as_str()))
         .collect();
-    std::env::vars()
-        .filter(|(k, _)| k.starts_with("TIDEMARK_") || k.starts_with("AWS_") || named.contains(&k.as_str()))
-        .collect()
+    if let Some(copy) = copy {
+        env.push((REPOSITORY_ENV.to_string(), copy.to_string()));
+    }
+    env
 }
+
+/// The variable that tells `wal fetch` (run by a restored server) which copy to read.
+pub const REPOSITORY_ENV: &str = "TIDEMARK_REPOSITORY";
 
 /// Starts the restored server and waits until it is promoted. When a WAL file tidemark
 /// could not serve stopped recovery, the error has that failure's kind (a damaged object

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["pgcluster", "repo", "catalog"],
     &["stacks", "source", "wal", "schedule"],
-    &["restore", "drill", "bundle", "monitor"],
+    &["restore", "drill", "bundle", "monitor", "copies"],
     &["ops"],
     &["api"],
     &["service"],

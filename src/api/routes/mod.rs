@@ -23,6 +23,7 @@ use crate::ops::{self, Core, job};
 
 mod admin;
 mod branches;
+mod copies;
 mod drills;
 mod exports;
 mod snapshots;
@@ -30,6 +31,7 @@ mod stacks;
 
 pub(super) use admin::*;
 pub(super) use branches::*;
+pub(super) use copies::*;
 pub(super) use drills::*;
 pub(super) use exports::*;
 pub(super) use snapshots::*;
@@ -108,6 +110,8 @@ pub(super) fn table() -> Vec<(Route, MethodRouter<App>)> {
         route(M::POST, "/v1/workspaces/{ws}/exports/{export}/links", Needs(A::Export), create_link),
         route(M::POST, "/v1/workspaces/{ws}/prune", Needs(A::Prune), prune),
         route(M::POST, "/v1/workspaces/{ws}/check", Needs(A::Read), check),
+        route(M::GET, "/v1/workspaces/{ws}/copies", Needs(A::Read), copies),
+        route(M::POST, "/v1/workspaces/{ws}/copies", Needs(A::Snapshot), run_copy),
         route(M::GET, "/v1/workspaces/{ws}/pitr", Needs(A::Read), window),
         route(M::GET, "/v1/workspaces/{ws}/restore-points", Needs(A::Read), restore_points),
         route(M::POST, "/v1/workspaces/{ws}/restore-points", Needs(A::MarkRestorePoint), mark),

@@ -261,7 +261,7 @@ pub(in crate::api) async fn check(
     Path(WorkspacePath { ws }): Path<WorkspacePath>,
 ) -> Answer {
     let ws = scoped(&app, &ws)?;
-    let opts = ops::check::CheckOptions { workspace: ws.clone(), read_data: false };
+    let opts = ops::check::CheckOptions { workspace: ws.clone(), ..Default::default() };
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Check, kind: None };
     let who = actor.clone();
     start(

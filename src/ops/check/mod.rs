@@ -48,6 +48,9 @@ pub struct CheckOptions {
     pub workspace: String,
     /// Also download, decrypt and hash every object.
     pub read_data: bool,
+    /// A copy (`[copies.NAME]`) to check instead of the primary.
+    #[serde(default)]
+    pub repository: Option<String>,
 }
 
 /// What a check job records as its end: problems found make it a failed job.
@@ -114,6 +117,7 @@ async fn drain(stream: Result<ObjectStream>) -> Result<()> {
 /// Checks a workspace's backups. Problems are collected, not raised: the report names
 /// each one. Errors: `Key` without an identity, `Unavailable` for the store.
 pub async fn check(core: &Core, opts: &CheckOptions, _actor: &Actor) -> Result<CheckReport> {
+    let core = &core.on_repository(opts.repository.as_deref()).await?;
     let workspace = opts.workspace.as_str();
     core.workspace(workspace)?;
     let identities = core.identities()?.clone();

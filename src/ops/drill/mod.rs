@@ -58,6 +58,7 @@ pub(super) struct Progressed {
 /// failed check in the report, not an error.
 // Longer than ~100 lines: checks of what was asked, then the kind's run and the record, with the throwaway's cleanup on every path.
 pub async fn drill(core: &Core, opts: &DrillOptions, actor: &Actor) -> Result<DrillReport> {
+    let core = &core.on_repository(opts.repository.as_deref()).await?;
     check_request(opts)?;
     let cancel = core.stop();
     let started_at = Utc::now();

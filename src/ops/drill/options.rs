@@ -35,6 +35,11 @@ pub struct DrillOptions {
     /// Record the report in the catalog (the default; off for the demo).
     #[serde(skip, default = "yes")]
     pub record: bool,
+    /// A copy (`[copies.NAME]`) to drill instead of the primary: a copy nobody restores
+    /// is not a backup.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,40}$")]
+    pub repository: Option<String>,
 }
 
 /// What a drill may be refused for before any work, for every front end: a snapshot id
@@ -69,6 +74,13 @@ fn snapshot_source<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Resul
 
 impl DrillOptions {
     pub fn new(workspace: &str, source: DrillSource) -> DrillOptions {
-        DrillOptions { workspace: workspace.to_string(), source, trigger: None, tidemark_command: None, record: true }
+        DrillOptions {
+            workspace: workspace.to_string(),
+            source,
+            trigger: None,
+            tidemark_command: None,
+            record: true,
+            repository: None,
+        }
     }
 }

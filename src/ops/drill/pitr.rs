@@ -17,6 +17,7 @@ pub(super) async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progress
         prefetch: DEFAULT_PREFETCH,
         // A drill proves what the repository holds.
         repository_only: true,
+        repository: ctx.core.copy_name().map(str::to_string),
     };
     done.source = "base backup".into(); // until the restore says which
     done.target = target.describe();

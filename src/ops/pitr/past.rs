@@ -42,6 +42,7 @@ pub async fn recover(
         tidemark_command,
         prefetch: DEFAULT_PREFETCH,
         repository_only: false,
+        repository: core.copy_name().map(str::to_string),
     };
     let recovered = async {
         let report = restore(core, &opts, actor).await?;

@@ -23,6 +23,9 @@ pub struct PitrRestoreOptions {
     /// spool on this host): restore from the repository alone, as a drill does.
     #[serde(default)]
     pub repository_only: bool,
+    /// A copy (`[copies.NAME]`) to restore from instead of the primary.
+    #[serde(default)]
+    pub repository: Option<String>,
 }
 
 /// Segments `pitr restore` reads ahead by default: 8 x 16 MiB in the spool at most.
@@ -62,6 +65,7 @@ pub struct PitrRestoreReport {
 /// otherwise. A failed restore stops the server it started and removes what it wrote (the
 /// data directory, when this call created it).
 pub async fn restore(core: &Core, opts: &PitrRestoreOptions, _actor: &Actor) -> Result<PitrRestoreReport> {
+    let core = &core.on_repository(opts.repository.as_deref()).await?;
     let progress = core.progress();
     progress.set_prefix(format!("pitr restore {}", opts.workspace));
     let restored = restore_with(core, opts, progress).await;
@@ -232,7 +236,7 @@ async fn recover(
     let mut to_the_end = matches!(target, Target::Latest);
     let reached = match recovery::start_and_wait(
         core.pg_bin_dir(),
-        recovery::restore_command_env(&core.config.config.repository),
+        recovery::restore_command_env(&core.config.config, core.copy_name()),
         pgdata,
         &spec,
         &log,
@@ -260,7 +264,7 @@ async fn recover(
             to_the_end = true;
             recovery::start_and_wait(
                 core.pg_bin_dir(),
-                recovery::restore_command_env(&core.config.config.repository),
+                recovery::restore_command_env(&core.config.config, core.copy_name()),
                 pgdata,
                 &spec,
                 &log,

@@ -50,6 +50,7 @@ enum RestoreFrom {
 /// SIGTERM) ends it as a failure does (`Interrupted`). A restore into the workspace's own
 /// database takes the workspace (`Refused` while another operation holds it).
 pub async fn restore(core: &Core, opts: &RestoreOptions, actor: &Actor) -> Result<RestoreReport> {
+    let core = &core.on_repository(opts.repository.as_deref()).await?;
     let clock = Instant::now();
     check_request(core, opts, actor).await?;
     let (workspace, from) = source_of(core, opts).await?;

@@ -35,6 +35,8 @@ pub struct RestoreOptions {
     pub time: Option<String>,
     /// How the recovered server runs `tidemark wal fetch` (default: this binary).
     pub tidemark_command: Option<String>,
+    /// A copy (`[copies.NAME]`) to restore from instead of the primary.
+    pub repository: Option<String>,
     /// Hears of each table of the snapshot (its index in the manifest) once its rows are
     /// committed and its indexes and constraints built, while the restore goes on (a drill
     /// checks them meanwhile; see [`crate::restore::load::TableLoaded`]).
@@ -75,6 +77,10 @@ pub struct RestoreRequest {
     /// to it in a throwaway cluster and the database (or `tables`) copied from there.
     #[schema(example = "2026-11-22T10:15:00Z")]
     time: Option<String>,
+    /// A copy (`[copies.NAME]` of the server's config) to restore from instead of the
+    /// primary repository.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,40}$", example = "offsite")]
+    repository: Option<String>,
 }
 
 impl TryFrom<RestoreRequest> for RestoreOptions {
@@ -91,6 +97,7 @@ impl TryFrom<RestoreRequest> for RestoreOptions {
             tables: asked.tables,
             rename_to: asked.rename_to,
             time: asked.time,
+            repository: asked.repository,
             ..Default::default()
         })
     }

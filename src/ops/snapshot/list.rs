@@ -145,8 +145,10 @@ pub async fn list(core: &Core, opts: &ListOptions, _actor: &Actor) -> Result<Vec
         let all = ids.into_iter().map(|id| SnapshotSummary::unread(id, workspace, None)).collect();
         return Ok(page(all, opts));
     }
-    // From the catalog's index; from the repository when asked or when there is no catalog.
+    // From the catalog's index; from the repository when asked or when there is no catalog
+    // (and from a copy itself: the index is the primary's).
     let catalog = match core.catalog().await {
+        Ok(_) if core.copy_name().is_some() => None,
         Ok(catalog) => Some(catalog),
         Err(e) => {
             tracing::debug!(error = %e.report(), "no catalog: snapshots are listed from the repository");

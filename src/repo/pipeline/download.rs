@@ -93,7 +93,7 @@ pub async fn read_verified(
     Ok(rx)
 }
 
-fn decode(
+pub(super) fn decode(
     source: impl Read,
     expect: &Expect,
     identities: &Identities,

@@ -3,9 +3,11 @@
 //! count when the stream is drained, never in a second pass; memory stays bounded.
 
 mod download;
+mod transfer;
 mod upload;
 
 pub use download::{Expect, ObjectStream, read_object, read_to_end, read_verified, stream_of, verify_tail};
+pub use transfer::{Check, copy_object};
 pub use upload::{ObjectWriter, finish_aborts};
 
 use std::io::{Read, Write};

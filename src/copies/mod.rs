@@ -1,0 +1,313 @@
+//! Copies (3-2-1): what the primary repository holds of a workspace and a copy lacks goes
+//! over, each object checked on the way (`repo::pipeline::copy_object`) and in the order
+//! that keeps the copy whole at every moment: a WAL file after its signature, a base
+//! backup's manifest after its tar, a snapshot's manifest after its media and objects, a
+//! record after its signature. What is already in the copy is not sent again, so a copy
+//! that was stopped resumes where it was; a damaged source object is named, and what needs
+//! it (its snapshot or base backup) is not committed in the copy.
+
+use std::collections::HashSet;
+
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::keys::Identities;
+use crate::progress::Progress;
+use crate::repo::layout::{self, SnapshotObject};
+use crate::repo::pipeline::{Check, copy_object};
+use crate::repo::{Key, Repository};
+use crate::wal::{archive, base};
+
+/// Objects copied at once.
+const PARALLEL: usize = 4;
+
+/// What one copy of a workspace did.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct CopyTally {
+    /// Snapshots, base backups and WAL files the copy received now.
+    pub snapshots: u64,
+    pub base_backups: u64,
+    pub wal_files: u64,
+    /// Restore points and pins.
+    pub records: u64,
+    /// Objects written, and their bytes (stored, encrypted).
+    pub objects: u64,
+    pub bytes: u64,
+    /// Objects the copy already had (not sent again).
+    pub already_there: u64,
+    /// What could not be copied, one line each (a damaged source object is named).
+    pub problems: Vec<String>,
+}
+
+/// One copy run of a workspace: the repositories, what the copy has, and the tally.
+struct Run<'a> {
+    from: &'a Repository,
+    to: &'a Repository,
+    identities: &'a Identities,
+    workspace: &'a str,
+    progress: &'a Progress,
+    stop: &'a CancellationToken,
+    have: HashSet<String>,
+    tally: CopyTally,
+}
+
+/// Copies what `from` holds of `workspace` and `to` lacks. Problems with single objects
+/// are collected in the tally; only a store failing (or the stop signal) is an error.
+///
+/// Errors: `Unavailable` for either store; `Interrupted` when stopped; `Key` when the
+/// identity cannot read the source's manifests.
+pub async fn copy_workspace(
+    from: &Repository,
+    to: &Repository,
+    identities: &Identities,
+    workspace: &str,
+    progress: &Progress,
+    stop: &CancellationToken,
+) -> Result<CopyTally> {
+    let have = to.list(&layout::workspace(workspace)).await?.into_iter().map(|o| o.key.to_string()).collect();
+    let mut run = Run { from, to, identities, workspace, progress, stop, have, tally: CopyTally::default() };
+    progress.set_message("WAL");
+    run.wal().await?;
+    progress.set_message("base backups");
+    run.base_backups().await?;
+    progress.set_message("snapshots");
+    run.snapshots().await?;
+    progress.set_message("restore points and pins");
+    run.records().await?;
+    Ok(run.tally)
+}
+
+impl Run<'_> {
+    fn stopped(&self) -> Result<()> {
+        if self.stop.is_cancelled() {
+            return Err(Error::new(ErrorKind::Interrupted, "the copy was stopped; run it again to resume"));
+        }
+        Ok(())
+    }
+
+    /// Copies objects (at most [`PARALLEL`] at once) that the copy lacks. Returns the
+    /// problems (damaged or missing source objects); counts what went over.
+    async fn objects(&mut self, wanted: Vec<(Key, Check)>) -> Result<Vec<String>> {
+        self.stopped()?;
+        let (from, to, identities) = (self.from, self.to, self.identities);
+        let asked = wanted.len();
+        let missing: Vec<_> = wanted.into_iter().filter(|(k, _)| !self.have.contains(k.as_ref())).collect();
+        self.tally.already_there += (asked - missing.len()) as u64;
+        let mut results = futures::stream::iter(missing)
+            .map(|(key, check)| async move {
+                let result = copy_object(from, to, &key, &check, Some(identities)).await;
+                (key, result)
+            })
+            .buffer_unordered(PARALLEL);
+        let mut problems = Vec::new();
+        while let Some((key, result)) = results.next().await {
+            match result {
+                Ok(bytes) => {
+                    self.tally.objects += 1;
+                    self.tally.bytes += bytes;
+                    self.progress.add_bytes(bytes);
+                    self.have.insert(key.to_string());
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    self.have.insert(key.to_string());
+                }
+                Err(e) if e.kind() == ErrorKind::Integrity => problems.push(e.report()),
+                Err(e) => return Err(e),
+            }
+            if self.stop.is_cancelled() {
+                break;
+            }
+        }
+        drop(results);
+        self.stopped()?;
+        Ok(problems)
+    }
+
+    /// A signed record (a manifest, a restore point): its signature, checked against the
+    /// copy's trusted signers, then the record. `None` when it went over or was there.
+    async fn record(&mut self, key: &Key) -> Result<Option<String>> {
+        if self.have.contains(key.as_ref()) {
+            self.tally.already_there += 1;
+            return Ok(None);
+        }
+        let Some(bytes) = self.from.get(key).await? else {
+            return Ok(Some(format!("{key} vanished from {} while it was copied", self.from.url())));
+        };
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        match self.to.copy_signature_from(self.from, key, &sha256).await {
+            Err(e) if e.kind() == ErrorKind::Integrity => return Ok(Some(e.report())),
+            other => other?,
+        }
+        let size = bytes.len() as u64;
+        match self.to.put_once(key, bytes).await {
+            Ok(()) => {
+                self.tally.objects += 1;
+                self.tally.bytes += size;
+            }
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        self.have.insert(key.to_string());
+        Ok(None)
+    }
+
+    /// Every archived WAL file (and history file, and streamed partial) the copy lacks:
+    /// its signature (over the content its key names), the file, checked by decrypting it,
+    /// and a partial's reach marker.
+    async fn wal(&mut self) -> Result<()> {
+        let archived = archive::list(self.from, self.workspace).await?;
+        let mut files = Vec::new();
+        let mut reaches = Vec::new();
+        for a in &archived {
+            let key = layout::wal_object(self.workspace, &a.name, &a.sha256)?;
+            if self.have.contains(key.as_ref()) {
+                self.tally.already_there += 1;
+                continue;
+            }
+            match self.to.copy_signature_from(self.from, &key, &a.sha256).await {
+                Err(e) if e.kind() == ErrorKind::Integrity => {
+                    self.tally.problems.push(e.report());
+                    continue;
+                }
+                other => other?,
+            }
+            files.push((key, Check::Content { sha256: a.sha256.clone(), size: None }));
+            if let Some(lsn) = a.reach {
+                reaches.push((layout::wal_reach(self.workspace, &a.name, &a.sha256, lsn.0)?, Check::Empty));
+            }
+        }
+        let before = self.tally.objects;
+        let problems = self.objects(files).await?;
+        self.tally.wal_files += self.tally.objects - before;
+        self.tally.problems.extend(problems);
+        let problems = self.objects(reaches).await?;
+        self.tally.problems.extend(problems);
+        Ok(())
+    }
+
+    /// Every base backup the copy lacks: its tar (checked against the manifest), then the
+    /// manifest. A damaged manifest or tar is named and that base backup left out.
+    async fn base_backups(&mut self) -> Result<()> {
+        let read = base::read_all(self.from, self.identities, self.workspace).await?;
+        for d in read.damaged {
+            self.tally.problems.push(format!("base backup {}: its manifest cannot be read: {}", d.id, d.problem));
+        }
+        for b in read.items {
+            let manifest = layout::base_manifest(self.workspace, &b.id);
+            if self.have.contains(manifest.as_ref()) {
+                self.tally.already_there += 1;
+                continue;
+            }
+            let tar = layout::base_tar(self.workspace, &b.id);
+            let check = Check::Stored { sha256: b.tar.stored_sha256.clone(), size: b.tar.stored_size };
+            let problems = self.objects(vec![(tar, check)]).await?;
+            if !problems.is_empty() {
+                self.tally.problems.push(format!("base backup {} was not copied: {}", b.id, problems.join("; ")));
+                continue;
+            }
+            match self.record(&manifest).await? {
+                Some(problem) => self.tally.problems.push(format!("base backup {}: {problem}", b.id)),
+                None => self.tally.base_backups += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Every snapshot the copy lacks: its media, its objects (each checked against the
+    /// manifest), then the manifest.
+    async fn snapshots(&mut self) -> Result<()> {
+        let read = self.from.read_manifests(self.workspace, self.identities).await?;
+        for d in read.damaged {
+            self.tally.problems.push(format!("snapshot {}: its manifest cannot be read: {}", d.id, d.problem));
+        }
+        for m in read.items {
+            let manifest = layout::manifest(self.workspace, &m.id);
+            if self.have.contains(manifest.as_ref()) {
+                self.tally.already_there += 1;
+                continue;
+            }
+            let mut wanted = Vec::new();
+            for file in m.media.iter().flat_map(|media| media.files.iter()) {
+                let key = layout::media_object(self.workspace, &file.sha256)?;
+                wanted.push((key, Check::Content { sha256: file.sha256.clone(), size: Some(file.size) }));
+            }
+            for entry in m.objects() {
+                let key = SnapshotObject::key_for_name(self.workspace, &m.id, &entry.name)?;
+                wanted.push((key, Check::Stored { sha256: entry.stored_sha256.clone(), size: entry.stored_size }));
+            }
+            let mut seen = HashSet::new();
+            wanted.retain(|(k, _)| seen.insert(k.to_string()));
+            let problems = self.objects(wanted).await?;
+            if !problems.is_empty() {
+                self.tally.problems.push(format!("snapshot {} was not copied: {}", m.id, problems.join("; ")));
+                continue;
+            }
+            match self.record(&manifest).await? {
+                Some(problem) => self.tally.problems.push(format!("snapshot {}: {problem}", m.id)),
+                None => self.tally.snapshots += 1,
+            }
+        }
+        Ok(())
+    }
+
+    /// Restore points (signed records) and pins (empty markers).
+    async fn records(&mut self) -> Result<()> {
+        for object in self.from.list(&layout::restore_points(self.workspace)).await? {
+            if layout::is_signature(&object.key) {
+                continue;
+            }
+            match self.record(&object.key).await? {
+                Some(problem) => self.tally.problems.push(problem),
+                None => self.tally.records += 1,
+            }
+        }
+        let pins: Vec<_> =
+            self.from.list(&layout::pins(self.workspace)).await?.into_iter().map(|o| (o.key, Check::Empty)).collect();
+        let before = self.tally.objects;
+        let problems = self.objects(pins).await?;
+        self.tally.records += self.tally.objects - before;
+        self.tally.problems.extend(problems);
+        Ok(())
+    }
+}
+
+/// How far a copy is behind the primary for a workspace: the oldest object the primary
+/// has and the copy lacks (signatures, and what is still being written, not counted: a
+/// snapshot's objects count once its manifest is committed, through the manifest).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Lag {
+    /// Objects of the primary the copy does not have.
+    pub missing_objects: u64,
+    /// When the oldest of them was written; `None` when the copy has everything.
+    pub oldest_missing: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl Lag {
+    /// Seconds since the oldest missing object was written (0 when none is missing).
+    pub fn seconds(&self, now: chrono::DateTime<chrono::Utc>) -> u64 {
+        self.oldest_missing.map_or(0, |t| (now - t).num_seconds().max(0) as u64)
+    }
+}
+
+/// Compares what the two repositories hold of `workspace` (one listing each).
+///
+/// Errors: `Unavailable` for either store.
+pub async fn lag(from: &Repository, to: &Repository, workspace: &str) -> Result<Lag> {
+    let prefix = layout::workspace(workspace);
+    let have: HashSet<String> = to.list(&prefix).await?.into_iter().map(|o| o.key.to_string()).collect();
+    let mut lag = Lag { missing_objects: 0, oldest_missing: None };
+    for object in from.list(&prefix).await? {
+        let key = object.key.as_ref();
+        // Drill reports and branch records stay with the repository they were made on.
+        let own = key.contains("/drills/") || key.contains("/branches/");
+        if own || layout::is_signature(&object.key) || have.contains(key) {
+            continue;
+        }
+        lag.missing_objects += 1;
+        lag.oldest_missing = Some(lag.oldest_missing.map_or(object.modified, |t| t.min(object.modified)));
+    }
+    Ok(lag)
+}
