@@ -403,7 +403,7 @@ fn validate_repository(section: &str, r: &RepositoryConfig) -> Result<()> {
     let keys_of = |keys: &[(&str, bool)], provider: &str, scheme_ok: bool| -> Result<()> {
         match keys.iter().find(|(_, set)| *set) {
             Some((key, _)) if !scheme_ok => Err(Error::config(format!(
-                "{section}.{key} is a {provider} setting, but {section}.url is not a {provider} URL: remove it"
+                "{section}.{key} is a setting for {provider}, but {section}.url is not a {provider} URL: remove it"
             ))),
             _ => Ok(()),
         }
@@ -413,14 +413,14 @@ fn validate_repository(section: &str, r: &RepositoryConfig) -> Result<()> {
         "Google Cloud Storage",
         matches!(scheme, "gs" | "gcs"),
     )?;
-    let azure = matches!(scheme, "az" | "azure" | "abfs" | "abfss" | "https");
+    let azure = matches!(scheme, "az" | "azure");
     keys_of(
         &[
             ("account", r.account.is_some()),
             ("access-key", r.access_key.is_some()),
             ("sas-token", r.sas_token.is_some()),
         ],
-        "Azure",
+        "Azure Blob Storage",
         azure,
     )?;
     if r.access_key.is_some() && r.sas_token.is_some() {
@@ -905,11 +905,11 @@ impl Config {
         };
         let primary = &self.repository;
         let mut out = copy.clone();
-        out.recipients = primary.recipients.clone();
-        out.identity_file = primary.identity_file.clone();
-        out.signing_key = primary.signing_key.clone();
+        out.recipients.clone_from(&primary.recipients);
+        out.identity_file.clone_from(&primary.identity_file);
+        out.signing_key.clone_from(&primary.signing_key);
         if out.trusted_signers.is_empty() {
-            out.trusted_signers = primary.trusted_signers.clone();
+            out.trusted_signers.clone_from(&primary.trusted_signers);
         }
         out.allow_unsigned = primary.allow_unsigned;
         Ok(out)
@@ -1256,8 +1256,52 @@ mod tests {
     }
 
     #[test]
+    fn copies_take_the_primary_keys_and_refuse_what_cannot_be_right() {
+        let base = "[repository]\nurl = \"file:///p\"\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n\
+                    identity-file = \"id.txt\"\nsigning-key = \"s.key\"\ntrusted-signers = [\"AAA\"]\n";
+        let config = Config::parse(&format!(
+            "{base}[copies.offsite]\nurl = \"az://backups/t\"\naccount = \"acct\"\naccess-key = \"env:AZ_KEY\"\n\
+             [copies.gcs]\nurl = \"gs://b/t\"\nservice-account = \"file:/k.json\"\ntrusted-signers = [\"BBB\"]\n"
+        ))
+        .unwrap();
+        let copy = config.repository_named(Some("offsite")).unwrap();
+        assert_eq!(copy.url, "az://backups/t");
+        assert_eq!(copy.recipients, config.repository.recipients);
+        assert_eq!(copy.identity_file, config.repository.identity_file);
+        assert_eq!(copy.signing_key, config.repository.signing_key);
+        assert_eq!(copy.trusted_signers, vec!["AAA".to_string()], "the primary's signers by default");
+        assert_eq!(config.repository_named(Some("gcs")).unwrap().trusted_signers, vec!["BBB".to_string()]);
+        assert_eq!(config.repository_named(Some("primary")).unwrap().url, "file:///p");
+        assert_eq!(config.repository_named(None).unwrap().url, "file:///p");
+        let e = config.repository_named(Some("elsewhere")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Usage);
+        assert!(e.message().contains("primary, gcs, offsite"), "{}", e.message());
+
+        for (table, said) in [
+            ("[copies.x]\nurl = \"file:///c\"\nrecipients = [\"age1xyz\"]\n", "byte for byte"),
+            ("[copies.x]\nurl = \"file:///c\"\nidentity-file = \"other.txt\"\n", "copies.x.identity-file"),
+            ("[copies.x]\nurl = \"file:///c\"\nsigning-key = \"other.key\"\n", "copies.x.signing-key"),
+            ("[copies.primary]\nurl = \"file:///c\"\n", "not \"primary\""),
+            ("[copies.\"a b\"]\nurl = \"file:///c\"\n", "letters, digits"),
+            ("[copies.x]\nurl = \"file:///p/\"\n", "primary's own URL"),
+            ("[copies.x]\nurl = \"\"\n", "copies.x.url is empty"),
+            ("[copies.x]\nurl = \"az://c/t\"\nobject-lock = \"compliance\"\n", "immutability policy"),
+            ("[copies.x]\nurl = \"s3://b/t\"\naccount = \"acct\"\n", "setting for Azure Blob Storage"),
+            ("[copies.x]\nurl = \"s3://b/t\"\nservice-account = \"file:/k\"\n", "setting for Google Cloud Storage"),
+            ("[copies.x]\nurl = \"az://c/t\"\naccess-key = \"plain-key-text\"\n", "env:VARIABLE or file:/path"),
+            ("[copies.x]\nurl = \"az://c/t\"\naccess-key = \"env:A\"\nsas-token = \"env:B\"\n", "not both"),
+        ] {
+            let e = Config::parse(&format!("{base}{table}")).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Config, "{table}");
+            assert!(e.message().contains(said), "{table}: {}", e.message());
+            assert!(!e.message().contains("plain-key-text"), "a secret in an error: {}", e.message());
+        }
+    }
+
+    #[test]
     fn rendered_config_parses_back() {
         let mut config = Config {
+            copies: BTreeMap::new(),
             repository: RepositoryConfig {
                 url: "s3://bucket/prefix".into(),
                 recipients: vec!["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into()],

@@ -18,10 +18,8 @@ pub struct CopyArgs {
 
 pub async fn run(global: &Global, args: CopyArgs) -> Result<()> {
     let (core, _stop) = global.job_core().await?;
-    let opts = tidemark::ops::copy::CopyOptions {
-        workspace: core.workspace_or_only(args.workspace.as_deref())?,
-        to: args.to,
-    };
+    let opts =
+        tidemark::ops::copy::CopyOptions { workspace: core.workspace_or_only(args.workspace.as_deref())?, to: args.to };
     let report = tidemark::ops::copy::copy_recorded(&core, &opts, &global.actor()).await?;
     let problems: Vec<String> = report.problems().collect();
     if global.json {

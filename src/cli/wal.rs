@@ -254,7 +254,9 @@ pub async fn run(global: &Global, cmd: WalCommand) -> Result<()> {
             }
         }
         WalCommand::Probe { workspace, restore } => {
-            let probe = wal::probe(&global.bare_core().await?, workspace.as_deref(), restore).await;
+            // A restore's probe reads what its `wal fetch` will: the copy it restores from.
+            let core = if restore { global.fetch_core().await? } else { global.bare_core().await? };
+            let probe = wal::probe(&core, workspace.as_deref(), restore).await;
             global.print_json(&probe);
             Ok(())
         }

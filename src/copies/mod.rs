@@ -36,10 +36,19 @@ pub struct CopyTally {
     /// Objects written, and their bytes (stored, encrypted).
     pub objects: u64,
     pub bytes: u64,
-    /// Objects the copy already had (not sent again).
+    /// What the copy already had and was not sent again: objects, and snapshots, base
+    /// backups and WAL files (each counted once, however many objects it has).
     pub already_there: u64,
     /// What could not be copied, one line each (a damaged source object is named).
     pub problems: Vec<String>,
+}
+
+/// What became of one record.
+enum Sent {
+    Now,
+    There,
+    /// It could not be copied: why.
+    Not(String),
 }
 
 /// One copy run of a workspace: the repositories, what the copy has, and the tally.
@@ -127,18 +136,18 @@ impl Run<'_> {
     }
 
     /// A signed record (a manifest, a restore point): its signature, checked against the
-    /// copy's trusted signers, then the record. `None` when it went over or was there.
-    async fn record(&mut self, key: &Key) -> Result<Option<String>> {
+    /// copy's trusted signers, then the record.
+    async fn record(&mut self, key: &Key) -> Result<Sent> {
         if self.have.contains(key.as_ref()) {
             self.tally.already_there += 1;
-            return Ok(None);
+            return Ok(Sent::There);
         }
         let Some(bytes) = self.from.get(key).await? else {
-            return Ok(Some(format!("{key} vanished from {} while it was copied", self.from.url())));
+            return Ok(Sent::Not(format!("{key} vanished from {} while it was copied", self.from.url())));
         };
         let sha256 = hex::encode(Sha256::digest(&bytes));
         match self.to.copy_signature_from(self.from, key, &sha256).await {
-            Err(e) if e.kind() == ErrorKind::Integrity => return Ok(Some(e.report())),
+            Err(e) if e.kind() == ErrorKind::Integrity => return Ok(Sent::Not(e.report())),
             other => other?,
         }
         let size = bytes.len() as u64;
@@ -151,7 +160,7 @@ impl Run<'_> {
             Err(e) => return Err(e),
         }
         self.have.insert(key.to_string());
-        Ok(None)
+        Ok(Sent::Now)
     }
 
     /// Every archived WAL file (and history file, and streamed partial) the copy lacks:
@@ -209,8 +218,9 @@ impl Run<'_> {
                 continue;
             }
             match self.record(&manifest).await? {
-                Some(problem) => self.tally.problems.push(format!("base backup {}: {problem}", b.id)),
-                None => self.tally.base_backups += 1,
+                Sent::Not(problem) => self.tally.problems.push(format!("base backup {}: {problem}", b.id)),
+                Sent::Now => self.tally.base_backups += 1,
+                Sent::There => {}
             }
         }
         Ok(())
@@ -246,8 +256,9 @@ impl Run<'_> {
                 continue;
             }
             match self.record(&manifest).await? {
-                Some(problem) => self.tally.problems.push(format!("snapshot {}: {problem}", m.id)),
-                None => self.tally.snapshots += 1,
+                Sent::Not(problem) => self.tally.problems.push(format!("snapshot {}: {problem}", m.id)),
+                Sent::Now => self.tally.snapshots += 1,
+                Sent::There => {}
             }
         }
         Ok(())
@@ -260,8 +271,9 @@ impl Run<'_> {
                 continue;
             }
             match self.record(&object.key).await? {
-                Some(problem) => self.tally.problems.push(problem),
-                None => self.tally.records += 1,
+                Sent::Not(problem) => self.tally.problems.push(problem),
+                Sent::Now => self.tally.records += 1,
+                Sent::There => {}
             }
         }
         let pins: Vec<_> =

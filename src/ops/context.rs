@@ -138,7 +138,16 @@ impl Core {
                     copies.join(", ")
                 )));
             }
-            Err(e) => return Err(e.context(format!("opening copy {} ({})", name.unwrap_or_default(), repo_config.url))),
+            Err(e) => match name {
+                Some(name) if e.kind() == ErrorKind::NotFound => {
+                    return Err(Error::not_found(format!(
+                        "copy {name} ({}) holds no repository yet: `tidemark copy --to {name}` fills it",
+                        repo_config.url
+                    )));
+                }
+                Some(name) => return Err(e.context(format!("opening copy {name} ({})", repo_config.url))),
+                None => return Err(e),
+            },
         };
         let recipients = if config.config.repository.recipients.is_empty() {
             None
@@ -151,13 +160,15 @@ impl Core {
         Ok(core)
     }
 
-    /// The repository called `name` (`None` or `primary`: this core's own; else a
-    /// `[copies.NAME]`), opened with its own trusted signers and object-lock settings.
+    /// The repository called `name` (`None`: this core's own; `primary`: `[repository]`;
+    /// else a `[copies.NAME]`), opened with its own trusted signers and object-lock settings.
     ///
     /// Errors: `Usage` for a name the config does not have; those of [`Repository::open`].
     pub async fn open_repository(&self, name: Option<&str>) -> Result<Repository> {
-        match name.filter(|n| *n != crate::config::PRIMARY) {
+        let Some(asked) = name else { return Ok(self.repo.clone()) };
+        match Some(asked).filter(|n| *n != crate::config::PRIMARY) {
             None if self.copy.is_none() => Ok(self.repo.clone()),
+            Some(n) if self.copy.as_deref() == Some(n) => Ok(self.repo.clone()),
             name => {
                 let cfg = self.config.config.repository_named(name)?;
                 open_repository(&self.config, &cfg).await.map_err(|e| match name {
@@ -168,17 +179,18 @@ impl Core {
         }
     }
 
-    /// This core reading from the repository called `name` (see [`Self::open_repository`]):
-    /// what `--repository` gives restores, checks and drills.
+    /// This core reading from the repository called `name` (see [`Self::open_repository`];
+    /// `None`: this core as it is): what `--repository` gives restores, checks and drills.
     ///
     /// Errors: those of [`Self::open_repository`].
     pub async fn on_repository(&self, name: Option<&str>) -> Result<Core> {
-        let name = name.filter(|n| *n != crate::config::PRIMARY);
-        if name.map(str::to_string) == self.copy {
+        let Some(asked) = name else { return Ok(self.clone()) };
+        let copy = Some(asked).filter(|n| *n != crate::config::PRIMARY).map(str::to_string);
+        if copy == self.copy {
             return Ok(self.clone());
         }
-        let repo = self.open_repository(name).await?;
-        Ok(Core { repo, copy: name.map(str::to_string), ..self.clone() })
+        let repo = self.open_repository(Some(asked)).await?;
+        Ok(Core { repo, copy, ..self.clone() })
     }
 
     /// The copy this core reads from (`[copies.NAME]`), `None` for the primary.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Core;
 use crate::actor::Actor;
 use crate::copies::{CopyTally, Lag};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// What `copy` takes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -96,19 +96,26 @@ pub async fn copy(core: &Core, opts: &CopyOptions, _actor: &Actor) -> Result<Cop
     let names = targets(core, opts.to.as_deref())?;
     let identities = core.identities()?;
     let mut copies = Vec::new();
+    if core.copy_name().is_some() {
+        return Err(Error::usage("copies are made from the primary repository, not from a copy"));
+    }
     for name in names {
-        let to = core.open_repository(Some(&name)).await?;
+        let to = match core.open_repository(Some(&name)).await {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let cfg = core.config.config.repository_named(Some(&name))?;
+                crate::repo::Repository::seed_copy(&cfg, &core.repo).await?;
+                core.open_repository(Some(&name)).await?
+            }
+            other => other?,
+        };
+        to.same_repository_as(&core.repo)?;
         core.progress().set_prefix(format!("copy {name}"));
-        let tally = crate::copies::copy_workspace(
-            &core.repo,
-            &to,
-            &identities,
-            &opts.workspace,
-            core.progress(),
-            core.stop(),
-        )
-        .await
-        .map_err(|e| e.context(format!("copying workspace {} to copy {name} ({})", opts.workspace, to.url())))?;
+        let tally =
+            crate::copies::copy_workspace(&core.repo, &to, &identities, &opts.workspace, core.progress(), core.stop())
+                .await
+                .map_err(|e| {
+                    e.context(format!("copying workspace {} to copy {name} ({})", opts.workspace, to.url()))
+                })?;
         let lag = crate::copies::lag(&core.repo, &to, &opts.workspace).await?;
         let lag_seconds = lag.seconds(chrono::Utc::now());
         copies.push(CopiedTo { name, url: to.url().to_string(), tally, lag, lag_seconds });

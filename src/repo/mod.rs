@@ -160,6 +160,44 @@ impl Repository {
         Ok(repo)
     }
 
+    /// Makes the empty location `cfg` names a copy of `primary`: its `repository.json`,
+    /// byte for byte (the same id, recipients and options: snapshots' records of it hold in
+    /// the copy too). A location that already holds the same repository is left as it is.
+    ///
+    /// Errors: `Config` when it holds another repository; those of the store.
+    pub async fn seed_copy(cfg: &RepositoryConfig, primary: &Repository) -> Result<()> {
+        let opened = store::open(cfg, true)?;
+        let bytes = primary
+            .get(&layout::descriptor())
+            .await?
+            .ok_or_else(|| Error::integrity(format!("{}/repository.json is gone from the primary", primary.url())))?;
+        let put = opened
+            .store
+            .put_opts(&layout::descriptor(), PutPayload::from(bytes), PutOptions::from(PutMode::Create))
+            .await;
+        match put {
+            Ok(_) | Err(object_store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(Error::from(e).context(format!("creating the copy at {}", cfg.url))),
+        }
+        let copy = Repository::open(cfg).await?;
+        copy.make_durable(&layout::descriptor())?;
+        copy.same_repository_as(primary)
+    }
+
+    /// Whether this is a copy of `primary` (the same repository id).
+    ///
+    /// Errors: `Config` naming both ids when it is not.
+    pub fn same_repository_as(&self, primary: &Repository) -> Result<()> {
+        if self.descriptor.id != primary.descriptor.id {
+            return Err(Error::config(format!(
+                "{} holds another tidemark repository (id {}) than the primary (id {}): a copy is made by \
+                 `tidemark copy` from its primary; point the copy at an empty location",
+                self.url, self.descriptor.id, primary.descriptor.id
+            )));
+        }
+        Ok(())
+    }
+
     fn from_parts(cfg: &RepositoryConfig, opened: store::OpenedStore, descriptor: Descriptor) -> Repository {
         Repository {
             store: opened.store,

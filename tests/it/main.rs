@@ -11,6 +11,7 @@ mod bundle;
 mod catalog_postgres;
 mod cli;
 mod console;
+mod copies;
 mod daemon;
 mod drill;
 mod fixture;

@@ -132,7 +132,7 @@ async fn checks_and_drills_are_jobs_with_who_asked_and_their_verdict() {
     let opts = tidemark::ops::drill::DrillOptions::new("shop", tidemark::ops::drill::DrillSource::Snapshot(None));
     let report = tidemark::ops::drill::drill_recorded(&w.core, &opts, &actor).await.unwrap();
     assert!(report.passed);
-    let check = tidemark::ops::check::CheckOptions { workspace: "shop".into(), read_data: false };
+    let check = tidemark::ops::check::CheckOptions { workspace: "shop".into(), ..Default::default() };
     assert!(tidemark::ops::check::check_recorded(&w.core, &check, &actor).await.unwrap().problems.is_empty());
     // An object goes missing: the next check runs to its end and is a failed job.
     let table = w.repo_dir().join(format!("workspaces/shop/snapshots/{}/tables/public.t.copy.zst.age", m.id));

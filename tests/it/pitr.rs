@@ -125,6 +125,7 @@ async fn markers_after_restore(w: &World, target: Target) -> BTreeSet<String> {
         tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
         prefetch,
         repository_only: false,
+        repository: None,
     };
     let report = pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert!(!pgdata.join(tidemark::wal::recovery::PREFETCH_DIR).exists(), "the end of recovery removes the spool");
@@ -206,6 +207,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
             tidemark_command: None,
             prefetch: tidemark::ops::pitr::DEFAULT_PREFETCH,
             repository_only: false,
+            repository: None,
         },
         &crate::support::actor(),
     )
@@ -252,6 +254,7 @@ async fn restores_bring_back_exactly_what_was_committed_before_the_target() {
             tidemark_command: None,
             prefetch: tidemark::ops::pitr::DEFAULT_PREFETCH,
             repository_only: false,
+            repository: None,
         },
         &crate::support::actor(),
     )
@@ -1009,6 +1012,7 @@ fn latest_started(pgdata: &Path) -> PitrRestoreOptions {
         tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
         prefetch: 0,
         repository_only: false,
+        repository: None,
     }
 }
 

@@ -40,12 +40,6 @@ pub(in crate::api) async fn run_copy(
     ops::copy::targets(&app.core, opts.to.as_deref())?;
     let spec = job::JobSpec { workspace: ws, operation: crate::operation::Operation::Copy, kind: None };
     let who = actor.clone();
-    start(
-        &app,
-        &actor,
-        spec,
-        move |core| async move { ops::copy::copy(&core, &opts, &who).await },
-        ops::copy::job_end,
-    )
-    .await
+    start(&app, &actor, spec, move |core| async move { ops::copy::copy(&core, &opts, &who).await }, ops::copy::job_end)
+        .await
 }

@@ -164,7 +164,7 @@ pub async fn setup(core: &Core, workspace: Option<&str>, restore: bool, command:
     }
     child
         .env_clear()
-        .envs(crate::wal::recovery::restore_command_env(&core.config.config, None))
+        .envs(crate::wal::recovery::restore_command_env(&core.config.config, core.copy_name()))
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     child.current_dir("/").stdin(std::process::Stdio::null());
     if let Some((uid, gid)) = run_as {

@@ -348,7 +348,7 @@ pub async fn snapshot_shop(core: &Core) -> tidemark::Result<tidemark::repo::mani
 
 /// `check` of workspace `shop`.
 pub async fn check(core: &Core, read_data: bool) -> tidemark::Result<tidemark::ops::check::CheckReport> {
-    let opts = tidemark::ops::check::CheckOptions { workspace: "shop".into(), read_data };
+    let opts = tidemark::ops::check::CheckOptions { workspace: "shop".into(), read_data, ..Default::default() };
     tidemark::ops::check::check(core, &opts, &actor()).await
 }
 

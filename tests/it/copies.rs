@@ -1,0 +1,233 @@
+//! Copies (3-2-1, issue #35): a workspace whose primary repository is a local folder and
+//! whose copies are on S3 (moto) and Azure Blob Storage (Azurite). After `copy`, the primary
+//! is deleted: a restore, a point-in-time restore, a drill and a check from each copy are
+//! exact. A copy that failed mid-way resumes without sending again what arrived; a damaged
+//! source object is named and never reaches the copy.
+
+use std::collections::BTreeSet;
+
+use tidemark::ErrorKind;
+use tidemark::config::RepositoryConfig;
+use tidemark::ops::Core;
+use tidemark::ops::copy::{CopyOptions, CopyReport};
+use tidemark::ops::pitr::PitrRestoreOptions;
+use tidemark::ops::restore::{RestoreOptions, RestoreTarget};
+use tidemark::pg::ConnSpec;
+use tidemark::repo::Key;
+use tidemark::wal::window::Target;
+
+use crate::pitr::{archive_everything, commit_marker};
+use crate::support::{AzureServer, S3Server, World, actor, content_fingerprint, create_database};
+
+/// Adds `[copies.NAME]` tables to the world's config, in memory and in its file (which
+/// the restored server's `wal fetch` reads).
+fn add_copies(w: &mut World, copies: Vec<(&str, RepositoryConfig)>) {
+    let mut text = std::fs::read_to_string(&w.core.config.path).unwrap();
+    for (name, cfg) in copies {
+        text.push_str(&format!("\n[copies.{name}]\n{}", toml::to_string(&cfg).unwrap()));
+        w.core.config.config.copies.insert(name.to_string(), cfg);
+    }
+    tidemark::config::Config::parse(&text).expect("the config with copies parses");
+    std::fs::write(&w.core.config.path, text).unwrap();
+}
+
+async fn copy(core: &Core, to: Option<&str>) -> tidemark::Result<CopyReport> {
+    let opts = CopyOptions { workspace: "shop".into(), to: to.map(str::to_string) };
+    tidemark::ops::copy::copy_recorded(core, &opts, &actor()).await
+}
+
+/// Every object key of a repository folder below `workspaces/shop/` (what a local copy holds).
+async fn keys_of(core: &Core, repository: Option<&str>) -> BTreeSet<String> {
+    let repo = core.open_repository(repository).await.unwrap();
+    repo.list(&Key::from("workspaces/shop")).await.unwrap().into_iter().map(|o| o.key.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_on_s3_and_azure_restore_exactly_after_the_primary_is_gone() {
+    let mut w = crate::pitr::archiving_world().await;
+    let (s3, azure) = (S3Server::start().await, AzureServer::start().await);
+    s3.create_bucket("offsite").await;
+    azure.create_container("offsite").await;
+    let azure_cfg = azure.repo_config("offsite", "tidemark", w.dir.path());
+    add_copies(&mut w, vec![("s3", s3.repo_config("offsite", "tidemark")), ("azure", azure_cfg)]);
+    let shop = create_database(
+        &w.cluster,
+        "shop",
+        "CREATE TABLE markers (label text PRIMARY KEY, at timestamptz DEFAULT clock_timestamp());
+         CREATE TABLE t AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 20000) g;",
+    )
+    .await;
+    crate::support::basebackup(&w.core).await.unwrap();
+    commit_marker(&shop, "before-snapshot").await;
+    let snapshot = crate::support::snapshot_shop(&w.core).await.unwrap();
+    let at_snapshot = content_fingerprint(&shop).await;
+    commit_marker(&shop, "before-point").await;
+    crate::support::mark(&w.core, "point-a").await.unwrap();
+    let at_point = content_fingerprint(&shop).await;
+    commit_marker(&shop, "after-point").await;
+    archive_everything(&shop, &w.core).await;
+
+    // A copy before any exists is refused by name; then every copy receives everything.
+    let e = copy(&w.core, Some("elsewhere")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Usage, "{}", e.report());
+    assert!(e.report().contains("s3") && e.report().contains("azure"), "{}", e.report());
+    let report = copy(&w.core, None).await.unwrap();
+    assert_eq!(report.copies.len(), 2);
+    for c in &report.copies {
+        let t = &c.tally;
+        assert!(t.problems.is_empty(), "copy {}: {:?}", c.name, t.problems);
+        assert_eq!((t.snapshots, t.base_backups, t.records), (1, 1, 1), "copy {}: {t:?}", c.name);
+        assert!(t.wal_files >= 2 && t.objects > 10 && t.bytes > 100_000, "copy {}: {t:?}", c.name);
+    }
+    // Again: nothing is sent twice (WAL archived meanwhile may go over).
+    let again = copy(&w.core, None).await.unwrap();
+    for c in &again.copies {
+        let t = &c.tally;
+        assert_eq!((t.snapshots, t.base_backups, t.records), (0, 0, 0), "copy {}: {t:?}", c.name);
+        assert!(t.objects == t.wal_files && t.already_there >= 3, "copy {}: {t:?}", c.name);
+        assert!(t.problems.is_empty(), "{:?}", t.problems);
+    }
+    let states = tidemark::ops::copy::states(&w.core, "shop").await.unwrap();
+    assert!(states.iter().all(|s| s.error.is_none()), "{states:?}");
+
+    // The primary is gone.
+    std::fs::remove_dir_all(w.repo_dir()).unwrap();
+    let e = Core::open(w.core.config.clone()).await.err().expect("the primary is gone");
+    for said in ["s3 (s3://offsite/tidemark)", "azure (az://offsite/tidemark)", "--repository"] {
+        assert!(e.report().contains(said), "{said:?} not in: {}", e.report());
+    }
+
+    for name in ["s3", "azure"] {
+        let core = Core::open_at(w.core.config.clone(), Some(name)).await.unwrap();
+        let core = core.with_progress(tidemark::progress::Progress::hidden());
+        // A restore of the snapshot into a new database.
+        let db = format!("restored_{name}");
+        let opts = RestoreOptions {
+            snapshot: snapshot.id.clone(),
+            workspace: Some("shop".into()),
+            target: RestoreTarget::Url { url: w.cluster.url(&db), password: None },
+            repository: Some(name.into()),
+            ..Default::default()
+        };
+        tidemark::ops::restore::restore(&core, &opts, &actor()).await.unwrap();
+        let restored = ConnSpec::parse(&w.cluster.url(&db), None).unwrap();
+        assert_eq!(content_fingerprint(&restored).await, at_snapshot, "restore from copy {name}");
+
+        // A point-in-time restore to the restore point: base backup and WAL from the copy.
+        let pgdata = w.dir.path().join(format!("pitr-{name}"));
+        let opts = PitrRestoreOptions {
+            workspace: "shop".into(),
+            pgdata: pgdata.clone(),
+            target: Target::Name("point-a".into(), None),
+            start: true,
+            port: None,
+            tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+            prefetch: 0,
+            repository_only: true,
+            repository: Some(name.into()),
+        };
+        let report = tidemark::ops::pitr::restore(&core, &opts, &actor()).await.unwrap();
+        let recovered =
+            w.core.workspace("shop").unwrap().conn().unwrap().with_host_port("127.0.0.1", report.port.unwrap());
+        assert_eq!(content_fingerprint(&recovered.unwrap()).await, at_point, "pitr restore from copy {name}");
+        tokio::task::spawn_blocking(move || tidemark::pgcluster::stop_data_dir(None, &pgdata).unwrap()).await.unwrap();
+
+        // A drill and a check of the copy pass.
+        let drill = tidemark::ops::drill::DrillOptions {
+            repository: Some(name.into()),
+            record: false,
+            ..tidemark::ops::drill::DrillOptions::new("shop", tidemark::ops::drill::DrillSource::Snapshot(None))
+        };
+        let report = tidemark::ops::drill::drill(&core, &drill, &actor()).await.unwrap();
+        assert!(report.passed, "the drill of copy {name} failed: {:?}", report.checks);
+        let check = tidemark::ops::check::CheckOptions {
+            workspace: "shop".into(),
+            repository: Some(name.into()),
+            ..Default::default()
+        };
+        let checked = tidemark::ops::check::check(&core, &check, &actor()).await.unwrap();
+        assert!(checked.problems.is_empty(), "check of copy {name}: {:?}", checked.problems);
+        assert_eq!(checked.snapshots, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_failed_midway_resumes_and_a_damaged_object_is_named_not_copied() {
+    let mut w = crate::support::world().await;
+    let copy_dir = w.dir.path().join("copy");
+    let url = url::Url::from_directory_path(&copy_dir).unwrap().to_string();
+    let scratch = url::Url::from_directory_path(w.dir.path().join("scratch")).unwrap().to_string();
+    add_copies(
+        &mut w,
+        vec![
+            ("local", RepositoryConfig { url, ..Default::default() }),
+            ("scratch", RepositoryConfig { url: scratch, ..Default::default() }),
+        ],
+    );
+    create_database(
+        &w.cluster,
+        "shop",
+        "CREATE TABLE a AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 5000) g;
+         CREATE TABLE b AS SELECT g AS id FROM generate_series(1, 100) g;
+         CREATE TABLE c AS SELECT g AS id FROM generate_series(1, 100) g;",
+    )
+    .await;
+    for _ in 0..3 {
+        crate::support::snapshot_shop(&w.core).await.unwrap();
+    }
+    let primary = keys_of(&w.core, None).await;
+
+    // The source fails part of the way through: the copy stops with the error...
+    let faults = tidemark::repo::faults::Faults::new();
+    let plain = w.core.clone();
+    w.core.repo = w.core.repo.with_faults(&faults);
+    let before = faults.calls();
+    copy(&w.core, Some("scratch")).await.unwrap();
+    let calls = faults.calls() - before;
+    faults.fail_from(calls * 2 / 3);
+    let e = copy(&w.core, Some("local")).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{}", e.report());
+    faults.clear();
+    let arrived = keys_of(&plain, Some("local")).await;
+    assert!(!arrived.is_empty() && arrived.len() < primary.len(), "{} of {}", arrived.len(), primary.len());
+    // ... and a snapshot is in the copy only whole: a manifest only with all its objects.
+    let copy_core = plain.on_repository(Some("local")).await.unwrap();
+    for id in copy_core.repo.list_snapshot_ids("shop").await.unwrap() {
+        let m = copy_core.repo.read_manifest("shop", &id, &w.core.identities().unwrap()).await.unwrap();
+        copy_core.repo.verify_present(&m, true).await.unwrap();
+    }
+
+    // The next run sends only what is missing.
+    let report = copy(&w.core, Some("local")).await.unwrap();
+    let t = &report.copies[0].tally;
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    let data = |keys: &BTreeSet<String>| keys.iter().filter(|k| !k.ends_with(".sig")).count();
+    assert_eq!(t.objects as usize, data(&primary) - data(&arrived), "{t:?} after {} arrived", arrived.len());
+    assert_eq!(keys_of(&plain, Some("local")).await, primary, "the copy holds what the primary holds");
+    assert_eq!(report.copies[0].lag.missing_objects, 0);
+
+    // A table object of a new snapshot is damaged in the primary: named, not copied, and
+    // its snapshot not committed in the copy; the rest still goes over.
+    let damaged_snapshot = crate::support::snapshot_shop(&w.core).await.unwrap();
+    let entry = damaged_snapshot.tables.iter().find(|t| t.name == "a").unwrap().parts[0].clone();
+    let key = tidemark::repo::layout::SnapshotObject::key_for_name("shop", &damaged_snapshot.id, &entry.name).unwrap();
+    let path = w.repo_dir().join(key.as_ref());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    let first = plain.repo.list_snapshot_ids("shop").await.unwrap()[0].clone();
+    crate::support::set_pin(&plain, &first, Some("shop"), true).await.unwrap();
+    let report = copy(&w.core, Some("local")).await.unwrap_or_else(|e| panic!("{}", e.report()));
+    let t = &report.copies[0].tally;
+    assert_eq!(t.problems.len(), 1, "{:?}", t.problems);
+    assert!(t.problems[0].contains(key.as_ref()) && t.problems[0].contains(&damaged_snapshot.id), "{:?}", t.problems);
+    let in_copy = keys_of(&plain, Some("local")).await;
+    assert!(!in_copy.contains(key.as_ref()), "the damaged object reached the copy");
+    let manifest = tidemark::repo::layout::manifest("shop", &damaged_snapshot.id);
+    assert!(!in_copy.contains(manifest.as_ref()), "the damaged snapshot was committed in the copy");
+    assert_eq!(t.records, 1, "the pin went over: {t:?}");
+    // The job failed, naming the object.
+    let jobs = w.core.catalog().await.unwrap().jobs(Some("shop"), 1).await.unwrap();
+    assert!(jobs[0].error.as_deref().is_some_and(|e| e.contains(key.as_ref())), "{:?}", jobs[0]);
+}
