@@ -614,6 +614,11 @@ pub struct AlertsConfig {
     /// The newest archived WAL may be this old (default: 5m where WAL is archived).
     #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
     pub max_wal_lag: Option<std::time::Duration>,
+    /// Each copy (`[copies.NAME]`) may be this far behind the primary (default: the
+    /// shortest interval of its copy policies, or snapshot policies with `copy-after`, plus
+    /// 2h).
+    #[serde(skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub max_copy_lag: Option<std::time::Duration>,
 }
 
 impl WorkspaceConfig {

@@ -269,7 +269,7 @@ mod tests {
             assert_eq!(Operation::ALL.iter().filter(|o| o.job_name() == op.job_name()).count(), 1, "{op}");
         }
         assert_eq!(Operation::from_job_name("restore.in-place"), None);
-        assert_eq!(Operation::ALL.iter().filter(|o| o.is_job()).count(), 13);
+        assert_eq!(Operation::ALL.iter().filter(|o| o.is_job()).count(), 14);
         assert!(Operation::Check.is_job() && !Operation::BranchDelete.is_job());
         assert_eq!(Operation::from_job_name(""), None);
     }

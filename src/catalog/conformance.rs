@@ -28,6 +28,7 @@ async fn every_table_answers_alike_on_both_engines() {
         status_rows(&catalog).await;
         audit_checkpoint_claims(&catalog, &engines).await;
         sessions(&catalog).await;
+        copy_states(&catalog).await;
         // Every step above ran on this engine.
         assert!(!catalog.tokens().await.unwrap().is_empty(), "{engine}");
     }
@@ -95,6 +96,30 @@ async fn sessions(catalog: &Catalog) {
     catalog.insert_session("digest-3", &later).await.unwrap();
     assert!(catalog.session("digest-1").await.unwrap().is_none());
     assert!(catalog.session("digest-3").await.unwrap().is_some());
+}
+
+async fn copy_states(catalog: &Catalog) {
+    use crate::catalog::copy_states::CopyStateRow;
+    let now = Utc::now().trunc_subsecs(6);
+    let state = CopyStateRow {
+        workspace: "shop".into(),
+        copy: "offsite".into(),
+        caught_up_to: now - Duration::minutes(3),
+        copied_at: now,
+        missing_objects: 0,
+        snapshots: 4,
+    };
+    catalog.record_copy_state(&state).await.unwrap();
+    let other = CopyStateRow { copy: "azure".into(), missing_objects: 2, ..state.clone() };
+    catalog.record_copy_state(&other).await.unwrap();
+    assert_eq!(catalog.copy_states().await.unwrap(), vec![other.clone(), state.clone()]);
+    assert_eq!(state.lag_seconds(now), 180);
+    // A later copy replaces the state; an earlier one (that ended before) does not.
+    let later =
+        CopyStateRow { caught_up_to: now, copied_at: now + Duration::minutes(1), snapshots: 5, ..state.clone() };
+    catalog.record_copy_state(&later).await.unwrap();
+    catalog.record_copy_state(&state).await.unwrap();
+    assert_eq!(catalog.copy_states().await.unwrap(), vec![other, later]);
 }
 
 fn drill_row(workspace: &str, started: &str, passed: bool) -> DrillRow {

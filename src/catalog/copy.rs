@@ -12,7 +12,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// Every table the catalog keeps, referenced ones first (`schedule_runs` refers to `jobs`).
 /// The fleet's tables (members, leases, slot claims) are not copied: they describe the
 /// processes of the old catalog, which are stopped while it is copied.
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 13] = [
     "jobs",
     "job_newest",
     "schedule_runs",
@@ -25,6 +25,7 @@ pub const TABLES: [&str; 12] = [
     "replaced_databases",
     "switch_intents",
     "branches",
+    "copy_states",
 ];
 
 /// Tables whose ids PostgreSQL makes: their next id follows the copied ones.

@@ -12,6 +12,7 @@ pub mod branches;
 #[cfg(test)]
 mod conformance;
 mod copy;
+pub mod copy_states;
 mod drills;
 pub mod fleet;
 mod jobs;
@@ -59,6 +60,7 @@ const CATALOG_MIGRATIONS: Embedded = Embedded(&[
     (17, "job_newest", include_str!("../../migrations/catalog/0017_job_newest.sql")),
     (18, "audit_checkpointed", include_str!("../../migrations/catalog/0018_audit_checkpointed.sql")),
     (19, "console_sessions", include_str!("../../migrations/catalog/0019_console_sessions.sql")),
+    (20, "copy_states", include_str!("../../migrations/catalog/0020_copy_states.sql")),
 ]);
 
 /// The same versions for PostgreSQL: what each SQLite migration made, in PostgreSQL's
@@ -84,6 +86,7 @@ const POSTGRES_MIGRATIONS: Embedded = Embedded(&[
     (17, "job_newest", include_str!("../../migrations/catalog-postgres/0017_job_newest.sql")),
     (18, "audit_checkpointed", include_str!("../../migrations/catalog-postgres/0018_audit_checkpointed.sql")),
     (19, "console_sessions", include_str!("../../migrations/catalog-postgres/0019_console_sessions.sql")),
+    (20, "copy_states", include_str!("../../migrations/catalog-postgres/0020_copy_states.sql")),
 ]);
 
 pub use crate::config::DEFAULT_CATALOG_FILE;

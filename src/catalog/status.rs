@@ -26,6 +26,8 @@ pub struct StatusRows {
     pub newest_snapshot: Option<String>,
     /// When its snapshot index was last compared with the repository (`None`: never).
     pub index_synced: Option<DateTime<Utc>>,
+    /// How far each of its copies is, as their last copy left them.
+    pub copies: Vec<super::copy_states::CopyStateRow>,
 }
 
 impl Catalog {
@@ -101,6 +103,16 @@ impl Catalog {
         for (ws, summary, synced) in snapshots {
             let entry = rows.entry(ws).or_default();
             (entry.newest_snapshot, entry.index_synced) = (summary, synced);
+        }
+        let copies: Vec<super::copy_states::CopyStateRow> = on_pool!(&self.pool, |p| sqlx::query_as(
+            "SELECT * FROM copy_states WHERE ($1 IS NULL OR workspace = $1) ORDER BY workspace, copy"
+        )
+        .bind(workspace)
+        .fetch_all(p)
+        .await)
+        .map_err(failed)?;
+        for copy in copies {
+            rows.entry(copy.workspace.clone()).or_default().copies.push(copy);
         }
         Ok(rows)
     }

@@ -28,6 +28,7 @@ pub struct Thresholds {
     pub max_snapshot_age_seconds: Option<u64>,
     pub max_drill_age_seconds: Option<u64>,
     pub max_wal_lag_seconds: Option<u64>,
+    pub max_copy_lag_seconds: Option<u64>,
 }
 
 impl Thresholds {
@@ -52,11 +53,13 @@ impl Thresholds {
         let snapshots = shortest(&|p| p.action == Action::Snapshot);
         let drills = shortest(&|p| p.action == Action::Drill || (p.action == Action::Snapshot && p.drill_after));
         let archives = wal_stream || policies.iter().any(|p| p.action == Action::BaseBackup);
+        let copies = shortest(&|p| p.action == Action::Copy || (p.action == Action::Snapshot && p.copy_after));
         let secs = |d: Duration| d.as_secs();
         Thresholds {
             max_snapshot_age_seconds: set.max_snapshot_age.or(snapshots.map(|i| i + SNAPSHOT_SLACK)).map(secs),
             max_drill_age_seconds: set.max_drill_age.or(drills.map(|i| i + DRILL_SLACK)).map(secs),
             max_wal_lag_seconds: set.max_wal_lag.or(archives.then_some(WAL_LAG_DEFAULT)).map(secs),
+            max_copy_lag_seconds: set.max_copy_lag.or(copies.map(|i| i + SNAPSHOT_SLACK)).map(secs),
         }
     }
 }
@@ -87,16 +90,20 @@ pub enum ProblemKind {
     /// `synchronous_standby_names`, or the receiver is not connected (the source's commits
     /// wait for it).
     StreamNotSynchronous,
+    /// A copy (`[copies.NAME]`) is further behind the primary than `max-copy-lag` (or has
+    /// never been copied to).
+    CopyStale,
 }
 
 impl ProblemKind {
-    pub const ALL: [ProblemKind; 6] = [
+    pub const ALL: [ProblemKind; 7] = [
         ProblemKind::SnapshotStale,
         ProblemKind::DrillStale,
         ProblemKind::WalLag,
         ProblemKind::DrillFailed,
         ProblemKind::JobFailed,
         ProblemKind::StreamNotSynchronous,
+        ProblemKind::CopyStale,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -107,12 +114,16 @@ impl ProblemKind {
             ProblemKind::DrillFailed => "drill-failed",
             ProblemKind::JobFailed => "job-failed",
             ProblemKind::StreamNotSynchronous => "wal-stream-not-synchronous",
+            ProblemKind::CopyStale => "copy-stale",
         }
     }
 
     /// Late (stale), as opposed to failed.
     pub fn is_stale(self) -> bool {
-        matches!(self, ProblemKind::SnapshotStale | ProblemKind::DrillStale | ProblemKind::WalLag)
+        matches!(
+            self,
+            ProblemKind::SnapshotStale | ProblemKind::DrillStale | ProblemKind::WalLag | ProblemKind::CopyStale
+        )
     }
 }
 
@@ -136,6 +147,21 @@ pub struct Observed<'a> {
     pub newest_snapshot: Option<DateTime<Utc>>,
     /// The end of the point-in-time window (`None`: no WAL, or not read).
     pub wal_latest: Option<DateTime<Utc>>,
+    /// Each configured copy and how far it is.
+    pub copies: &'a [CopyHealth],
+}
+
+/// A copy (`[copies.NAME]`) of a workspace as `status` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct CopyHealth {
+    pub name: String,
+    /// Everything the primary held before this moment is in the copy (`None`: never
+    /// copied to).
+    pub caught_up_to: Option<DateTime<Utc>>,
+    /// Seconds it is behind now.
+    pub lag_seconds: Option<i64>,
+    /// The snapshots it holds, as its last copy found.
+    pub snapshots: Option<i64>,
 }
 
 /// The operations whose failure makes a workspace failing.
@@ -171,6 +197,19 @@ pub fn evaluate(observed: &Observed<'_>, thresholds: &Thresholds, now: DateTime<
         thresholds.max_drill_age_seconds,
     );
     age_check(ProblemKind::WalLag, "archived WAL", observed.wal_latest, thresholds.max_wal_lag_seconds);
+    for copy in observed.copies {
+        let Some(max) = thresholds.max_copy_lag_seconds else { break };
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let (message, late_by_seconds) = match copy.caught_up_to {
+            None => (format!("copy {} has never been copied to", copy.name), None),
+            Some(at) if (now - at).num_seconds() > max => {
+                let lag = (now - at).num_seconds();
+                (format!("copy {} is {} behind (max {})", copy.name, words(lag), words(max)), Some(lag - max))
+            }
+            Some(_) => continue,
+        };
+        problems.push(Problem { kind: ProblemKind::CopyStale, message, late_by_seconds });
+    }
     if let Some(drill) = status.last_drill.as_ref().filter(|d| !d.passed) {
         problems.push(Problem {
             kind: ProblemKind::DrillFailed,
@@ -229,6 +268,8 @@ pub struct Health {
     pub wal_stream: Option<StreamHealth>,
     /// What the repository holds for point-in-time restores (read with the window).
     pub physical_bytes: Option<PhysicalBytes>,
+    /// Its copies (`[copies.NAME]`) and how far each is behind.
+    pub copies: Vec<CopyHealth>,
     pub thresholds: Thresholds,
     pub problems: Vec<Problem>,
 }
@@ -396,15 +437,20 @@ mod tests {
             max_snapshot_age_seconds: Some(100),
             max_drill_age_seconds: Some(1000),
             max_wal_lag_seconds: Some(60),
+            max_copy_lag_seconds: None,
         };
         let fresh = status(Some(50), Some((500, true)), now);
         let wal = Some(now - chrono::Duration::seconds(10));
         let at = |age: i64| Some(now - chrono::Duration::seconds(age));
-        assert!(evaluate(&Observed { status: &fresh, newest_snapshot: at(50), wal_latest: wal }, &t, now).is_empty());
+        assert!(
+            evaluate(&Observed { status: &fresh, newest_snapshot: at(50), wal_latest: wal, copies: &[] }, &t, now)
+                .is_empty()
+        );
         // One second past each threshold.
         let late = status(Some(101), Some((1001, true)), now);
         let old_wal = Some(now - chrono::Duration::seconds(61));
-        let problems = evaluate(&Observed { status: &late, newest_snapshot: at(101), wal_latest: old_wal }, &t, now);
+        let problems =
+            evaluate(&Observed { status: &late, newest_snapshot: at(101), wal_latest: old_wal, copies: &[] }, &t, now);
         let kinds: Vec<_> = problems.iter().map(|p| (p.kind, p.late_by_seconds)).collect();
         assert_eq!(
             kinds,
@@ -413,7 +459,8 @@ mod tests {
         assert_eq!(state_of(&problems), "stale");
         // Nothing at all where something is expected; a failed drill.
         let none = status(None, Some((10, false)), now);
-        let problems = evaluate(&Observed { status: &none, newest_snapshot: None, wal_latest: None }, &t, now);
+        let problems =
+            evaluate(&Observed { status: &none, newest_snapshot: None, wal_latest: None, copies: &[] }, &t, now);
         let kinds: Vec<_> = problems.iter().map(|p| p.kind).collect();
         assert_eq!(kinds, [ProblemKind::SnapshotStale, ProblemKind::WalLag, ProblemKind::DrillFailed]);
         assert_eq!(state_of(&problems), "failing");
@@ -422,13 +469,68 @@ mod tests {
         let mut jobs = status(Some(50), Some((500, true)), now);
         let failed = |op: &str| LastJob { operation: op.into(), error: Some("boom".into()), ..fresh_job(now) };
         jobs.failing = vec![failed("restore")];
-        assert!(evaluate(&Observed { status: &jobs, newest_snapshot: at(50), wal_latest: wal }, &t, now).is_empty());
+        assert!(
+            evaluate(&Observed { status: &jobs, newest_snapshot: at(50), wal_latest: wal, copies: &[] }, &t, now)
+                .is_empty()
+        );
         jobs.failing.push(failed("snapshot"));
-        let problems = evaluate(&Observed { status: &jobs, newest_snapshot: at(50), wal_latest: wal }, &t, now);
+        let problems =
+            evaluate(&Observed { status: &jobs, newest_snapshot: at(50), wal_latest: wal, copies: &[] }, &t, now);
         assert_eq!(problems.iter().map(|p| p.kind).collect::<Vec<_>>(), [ProblemKind::JobFailed]);
         assert!(problems[0].message.starts_with("snapshot failed"), "{problems:?}");
         // Unchecked ages are never a problem.
-        let off = Thresholds { max_snapshot_age_seconds: None, max_drill_age_seconds: None, max_wal_lag_seconds: None };
-        assert!(evaluate(&Observed { status: &none, newest_snapshot: None, wal_latest: None }, &off, now).len() == 1);
+        let off = Thresholds {
+            max_snapshot_age_seconds: None,
+            max_drill_age_seconds: None,
+            max_wal_lag_seconds: None,
+            max_copy_lag_seconds: None,
+        };
+        assert!(
+            evaluate(&Observed { status: &none, newest_snapshot: None, wal_latest: None, copies: &[] }, &off, now)
+                .len()
+                == 1
+        );
+    }
+
+    #[test]
+    fn a_copy_further_behind_than_its_bound_or_never_copied_to_is_stale() {
+        let now = Utc::now();
+        let t = Thresholds {
+            max_snapshot_age_seconds: None,
+            max_drill_age_seconds: None,
+            max_wal_lag_seconds: None,
+            max_copy_lag_seconds: Some(3600),
+        };
+        let fresh = status(Some(50), Some((500, true)), now);
+        let copy = |name: &str, behind: Option<i64>| CopyHealth {
+            name: name.into(),
+            caught_up_to: behind.map(|s| now - chrono::Duration::seconds(s)),
+            lag_seconds: behind,
+            snapshots: behind.map(|_| 3),
+        };
+        let observe = |copies: &[CopyHealth]| {
+            evaluate(&Observed { status: &fresh, newest_snapshot: None, wal_latest: None, copies }, &t, now)
+        };
+        assert!(observe(&[copy("near", Some(3600))]).is_empty());
+        let problems = observe(&[copy("near", Some(60)), copy("far", Some(3601)), copy("new", None)]);
+        let got: Vec<_> = problems.iter().map(|p| (p.kind, p.message.as_str(), p.late_by_seconds)).collect();
+        assert_eq!(
+            got,
+            [
+                (ProblemKind::CopyStale, "copy far is 60m behind (max 60m)", Some(1)),
+                (ProblemKind::CopyStale, "copy new has never been copied to", None),
+            ]
+        );
+        assert_eq!(state_of(&problems), "stale");
+        // The bound comes from the copy policies (or copy-after) when not set.
+        let daily_copy = policy("offsite", "cron = \"0 3 * * *\"\naction = \"copy\"\n");
+        let derived = Thresholds::derive(&AlertsConfig::default(), &[daily_copy], false, now);
+        assert_eq!(derived.max_copy_lag_seconds, Some(26 * 3600));
+        let after = policy("daily", "cron = \"0 2 * * *\"\nkind = \"automatic\"\ncopy-after = true\n");
+        assert_eq!(
+            Thresholds::derive(&AlertsConfig::default(), &[after], false, now).max_copy_lag_seconds,
+            Some(26 * 3600)
+        );
+        assert_eq!(Thresholds::derive(&AlertsConfig::default(), &[], false, now).max_copy_lag_seconds, None);
     }
 }

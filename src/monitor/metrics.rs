@@ -212,6 +212,8 @@ pub struct Scrape {
     pub now: f64,
     /// The fleet sharing the catalog (empty when the catalog cannot be read).
     pub fleet: FleetFigures,
+    /// (workspace, copy, seconds behind the primary) of each copy its last copy recorded.
+    pub copies: Vec<(String, String, f64)>,
 }
 
 /// What the catalog says of the fleet, for a scrape.
@@ -451,6 +453,20 @@ impl Collector for CatalogCollector {
             "Snapshots in the repository, by workspace and kind",
             None,
             &by_kind(&|n, _| n),
+        )?;
+        let copies: Vec<_> = s
+            .copies
+            .iter()
+            .filter(|(w, ..)| configured(w))
+            .map(|(w, copy, lag)| (vec![("workspace", w.clone()), ("copy", copy.clone())], *lag))
+            .collect();
+        gauges(
+            &mut encoder,
+            "tidemark_copy_lag",
+            "How far each copy ([copies.NAME]) is behind the primary: since the moment before which everything \
+             the primary held is in the copy, as its last copy recorded",
+            Some(&Unit::Seconds),
+            &copies,
         )?;
 
         // The daemon's newest health evaluation.

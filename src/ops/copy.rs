@@ -116,8 +116,21 @@ pub async fn copy(core: &Core, opts: &CopyOptions, _actor: &Actor) -> Result<Cop
                 .map_err(|e| {
                     e.context(format!("copying workspace {} to copy {name} ({})", opts.workspace, to.url()))
                 })?;
+        let listed_at = chrono::Utc::now();
         let lag = crate::copies::lag(&core.repo, &to, &opts.workspace).await?;
         let lag_seconds = lag.seconds(chrono::Utc::now());
+        let state = crate::catalog::copy_states::CopyStateRow {
+            workspace: opts.workspace.clone(),
+            copy: name.clone(),
+            caught_up_to: lag.oldest_missing.map_or(listed_at, |t| t.min(listed_at)),
+            copied_at: chrono::Utc::now(),
+            missing_objects: lag.missing_objects as i64,
+            snapshots: to.list_snapshot_ids(&opts.workspace).await?.len() as i64,
+        };
+        match core.catalog().await {
+            Ok(catalog) => catalog.record_copy_state(&state).await?,
+            Err(e) => tracing::warn!(error = %e.report(), "no catalog: the copy's state is not recorded"),
+        }
         copies.push(CopiedTo { name, url: to.url().to_string(), tally, lag, lag_seconds });
     }
     Ok(CopyReport { workspace: opts.workspace.clone(), copies })

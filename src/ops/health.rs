@@ -145,7 +145,23 @@ async fn workspace_health(
         Some(_) => segments_waiting(core, &name).await,
         None => None,
     };
-    let observed = Observed { status: &status, newest_snapshot: newest_snapshot_at, wal_latest: latest };
+    let copies: Vec<CopyHealth> = core
+        .config
+        .config
+        .copies
+        .keys()
+        .map(|name| {
+            let state = rows.copies.iter().find(|c| &c.copy == name);
+            CopyHealth {
+                name: name.clone(),
+                caught_up_to: state.map(|s| s.caught_up_to),
+                lag_seconds: state.map(|s| (now - s.caught_up_to).num_seconds().max(0)),
+                snapshots: state.map(|s| s.snapshots),
+            }
+        })
+        .collect();
+    let observed =
+        Observed { status: &status, newest_snapshot: newest_snapshot_at, wal_latest: latest, copies: &copies };
     let mut problems = evaluate(&observed, &thresholds, now);
     if let Some(stream) = &wal_stream
         && let Some(standby) = &stream.standby
@@ -171,6 +187,7 @@ async fn workspace_health(
         wal_segments_waiting: waiting,
         wal_stream,
         physical_bytes,
+        copies,
         thresholds,
         problems,
     })

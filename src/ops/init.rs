@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, PostgresConfig, RepositoryConfig};
+use crate::config::{Config, RepositoryConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{GeneratedIdentity, Recipients};
 use crate::repo::Repository;
@@ -103,9 +103,8 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
             return Err(e);
         }
     };
-    let config = Config {
-        copies: Default::default(),
-        repository: RepositoryConfig {
+    let config = Config::new(
+        RepositoryConfig {
             url: normalize_repo_url(&opts.repo)?,
             recipients: parsed.to_strings(),
             identity_file: identity_file.clone(),
@@ -117,17 +116,8 @@ pub async fn init(opts: &InitOptions) -> Result<InitReport> {
             trusted_signers: vec![signer.to_string()],
             ..Default::default()
         },
-        postgres: PostgresConfig::default(),
-        workspaces: Default::default(),
-        schedules_dir: None,
-        catalog: None,
-        catalog_password: None,
-        daemon: Default::default(),
-        drill: Default::default(),
-        api: Default::default(),
-        metrics: Default::default(),
-        fleet: Default::default(),
-    };
+        Default::default(),
+    );
     let created = async {
         Repository::init(&config.repository, &parsed).await?;
         write_new_file(&opts.config_path, &config.render_initial())

@@ -4,6 +4,7 @@
 use chrono::Utc;
 
 use super::Core;
+use crate::catalog::copy_states::CopyStateRow;
 use crate::catalog::stats::{JobStats, NewestDrill};
 use crate::error::Result;
 pub use crate::monitor::metrics::*;
@@ -19,9 +20,15 @@ pub async fn render(core: &Core, openmetrics: bool) -> Result<String> {
         ..Default::default()
     };
     match gather(core, &scrape.workspaces).await {
-        Ok(((jobs, drills, snapshots), fleet)) => {
+        Ok(((jobs, drills, snapshots), fleet, copies)) => {
             (scrape.catalog_up, scrape.jobs, scrape.drills, scrape.snapshots) = (true, jobs, drills, snapshots);
             scrape.fleet = fleet;
+            let now = Utc::now();
+            scrape.copies = copies
+                .into_iter()
+                .filter(|c| core.config.config.copies.contains_key(&c.copy))
+                .map(|c| (c.workspace.clone(), c.copy.clone(), c.lag_seconds(now) as f64))
+                .collect();
         }
         Err(e) => tracing::warn!(error = %e.report(), "metrics: the catalog cannot be read"),
     }
@@ -30,12 +37,12 @@ pub async fn render(core: &Core, openmetrics: bool) -> Result<String> {
 
 type Gathered = (Vec<JobStats>, Vec<NewestDrill>, Vec<(String, String, u64, u64)>);
 
-async fn gather(core: &Core, workspaces: &[String]) -> Result<(Gathered, FleetFigures)> {
+async fn gather(core: &Core, workspaces: &[String]) -> Result<(Gathered, FleetFigures, Vec<CopyStateRow>)> {
     let catalog = core.catalog().await?;
     let jobs = catalog.job_stats().await?;
     let drills = catalog.newest_drills().await?;
     let snapshots = catalog.snapshot_totals().await?.into_iter().filter(|(w, ..)| workspaces.contains(w)).collect();
-    Ok(((jobs, drills, snapshots), fleet(core, catalog).await?))
+    Ok(((jobs, drills, snapshots), fleet(core, catalog).await?, catalog.copy_states().await?))
 }
 
 /// The fleet's figures: live members by role, takeovers, the last day's claim delays, and

@@ -172,6 +172,14 @@ impl Runner for SnapshotRunner {
 /// a base backup, or a drill.
 async fn scheduled(core: &Core, job: &ScheduledJob, actor: &Actor, now: DateTime<Utc>) -> Result<JobOutcome> {
     let (id, bytes) = match (job.action, job.kind) {
+        (Action::Copy, _) => {
+            let report = scheduled_copy(core, job, actor).await?;
+            return Ok(JobOutcome {
+                snapshot_id: None,
+                bytes: Some(report.copies.iter().map(|c| c.tally.bytes).sum()),
+                warning: None,
+            });
+        }
         (Action::Drill, _) => {
             let report = scheduled_drill(core, job, None, actor).await?;
             return Ok(JobOutcome {
@@ -236,7 +244,44 @@ async fn scheduled(core: &Core, job: &ScheduledJob, actor: &Actor, now: DateTime
             Error::new(kind, format!("snapshot {id} was taken, but {}", e.report()))
         })?;
     }
+    let mut warning = warning;
+    if job.copy_after && job.action == Action::Snapshot {
+        // The snapshot stays whatever happens to its copy. A copy store away is the job's
+        // warning, not a retry (which would take another snapshot): the next copy sends
+        // everything missing, and the copy's lag shows in status and metrics meanwhile.
+        match scheduled_copy(core, job, actor).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => return Err(e),
+            Err(e) if e.kind().is_temporary() => {
+                let said = format!("the copy failed (the next one sends what is missing): {}", e.report());
+                warning = Some(warning.map_or(said.clone(), |w| format!("{w}; {said}")));
+            }
+            Err(e) => {
+                return Err(Error::new(
+                    e.kind(),
+                    format!("snapshot {id} was taken, but its copy failed: {}", e.report()),
+                ));
+            }
+        }
+    }
     Ok(JobOutcome { snapshot_id: Some(id), bytes: Some(bytes), warning })
+}
+
+/// A copy run by the daemon (to the policy's `to`, else every copy).
+///
+/// Errors: what kept the copy from running, and `Integrity` naming what could not be copied.
+async fn scheduled_copy(core: &Core, job: &ScheduledJob, actor: &Actor) -> Result<super::copy::CopyReport> {
+    let opts = super::copy::CopyOptions { workspace: job.workspace.clone(), to: job.to.clone() };
+    let report = super::copy::copy(core, &opts, actor).await?;
+    let problems: Vec<String> = report.problems().collect();
+    if !problems.is_empty() {
+        return Err(Error::integrity(format!(
+            "{} objects could not be copied: {}",
+            problems.len(),
+            problems.join("; ")
+        )));
+    }
+    Ok(report)
 }
 
 /// A drill run by the daemon (of `snapshot`, else the newest), recorded in the catalog.
@@ -250,6 +295,7 @@ async fn scheduled_drill(
 ) -> Result<DrillReport> {
     let opts = DrillOptions {
         trigger: Some(job.trigger),
+        repository: job.repository.clone(),
         ..DrillOptions::new(&job.workspace, DrillSource::Snapshot(snapshot))
     };
     let report = drill(core, &opts, actor).await?;

@@ -18,9 +18,9 @@ impl From<object_store::Error> for Error {
         if is_missing_bucket(&e) {
             return Error::new(
                 ErrorKind::Config,
-                "the bucket (or Azure container) does not exist: create it first (e.g. `aws s3 mb s3://BUCKET`, \
-                 `gcloud storage buckets create gs://BUCKET`, `az storage container create`), or check its name in \
-                 the repository URL",
+                "the bucket does not exist (on Azure: the container): create it first (e.g. `aws s3 mb \
+                 s3://BUCKET`, `gcloud storage buckets create gs://BUCKET`, `az storage container create`), or check \
+                 its name in the repository URL",
             );
         }
         if text.contains("metadata.google.internal") || (text.contains("169.254.169.254") && text.contains("oauth")) {

@@ -43,6 +43,12 @@ pub struct ScheduledJob {
     pub kind: Option<crate::repo::manifest::SnapshotKind>,
     /// Drill the snapshot right after taking it.
     pub drill_after: bool,
+    /// Copy it to the copies right after (see [`super::policy::Policy::copy_after`]).
+    pub copy_after: bool,
+    /// The copy a copy sends to (`None`: every copy).
+    pub to: Option<String>,
+    /// The copy a drill drills (`None`: the primary).
+    pub repository: Option<String>,
     /// The cron slot served (for a catch-up: the moment the daemon caught up).
     pub slot: DateTime<Utc>,
     /// The cron slot it is due for (for a catch-up: the first one missed): what daemons
@@ -58,6 +64,7 @@ impl ScheduledJob {
             super::policy::Action::Snapshot => crate::operation::Operation::Snapshot,
             super::policy::Action::BaseBackup => crate::operation::Operation::BaseBackup,
             super::policy::Action::Drill => crate::operation::Operation::Drill,
+            super::policy::Action::Copy => crate::operation::Operation::Copy,
         }
     }
 }
@@ -195,6 +202,9 @@ impl Daemon {
                     action: entry.schedule.policy.action,
                     kind: entry.schedule.policy.kind,
                     drill_after: entry.schedule.policy.drill_after,
+                    copy_after: entry.schedule.policy.copy_after,
+                    to: entry.schedule.policy.to.clone(),
+                    repository: entry.schedule.policy.repository.clone(),
                     slot: if trigger == Trigger::CatchUp { now } else { at },
                     due,
                     trigger,
@@ -364,6 +374,9 @@ async fn take_over(shared: &Shared, entries: &[Entry]) -> Vec<ScheduledJob> {
             action: policy.action,
             kind: policy.kind,
             drill_after: policy.drill_after,
+            copy_after: policy.copy_after,
+            to: policy.to.clone(),
+            repository: policy.repository.clone(),
             slot: now,
             due: claim.slot,
             trigger: Trigger::CatchUp,

@@ -7,6 +7,9 @@
 //! # action = "base-backup"    # instead of kind: a scheduled base backup (no [retention])
 //! # action = "drill"          # instead of kind: a restore drill of the newest snapshot
 //! drill-after = true          # a restore drill of every snapshot this policy takes
+//! copy-after = true           # then copy it to the copies ([copies.NAME]; `to` names one)
+//! # action = "copy"           # instead of kind: copy to the copies (`to = "offsite"`: one)
+//! # repository = "offsite"    # in a drill policy: drill that copy instead of the primary
 //! [retention]
 //! keep-within = "3d"          # and/or keep-last, keep-daily, keep-weekly, keep-monthly
 //! ```
@@ -38,6 +41,10 @@ struct PolicyFile {
     #[serde(default)]
     drill_after: bool,
     #[serde(default)]
+    copy_after: bool,
+    to: Option<String>,
+    repository: Option<String>,
+    #[serde(default)]
     retention: RetentionFile,
 }
 
@@ -62,6 +69,8 @@ pub enum Action {
     BaseBackup,
     /// A restore drill of the workspace's newest snapshot.
     Drill,
+    /// What the primary holds and the copies lack, sent to them.
+    Copy,
 }
 
 /// A loaded, validated policy.
@@ -78,6 +87,12 @@ pub struct Policy {
     pub kind: Option<SnapshotKind>,
     /// Drill every snapshot this policy takes, right after it (a failed drill fails the job).
     pub drill_after: bool,
+    /// Copy every snapshot this policy takes to the copies, right after it (and its drill).
+    pub copy_after: bool,
+    /// The copy a copy policy (or `copy-after`) sends to; `None`: every copy.
+    pub to: Option<String>,
+    /// The copy a drill policy drills; `None`: the primary.
+    pub repository: Option<String>,
     pub retention: Retention,
 }
 
@@ -166,9 +181,27 @@ impl Policy {
                 return Err(Error::config(": a drill policy needs a cron line"));
             }
             (Action::Drill, _) => None,
+            (Action::Copy, kind) if kind.is_some() || retention != Retention::default() => {
+                return Err(Error::config(
+                    ": a copy policy has no kind and no [retention] (a copy keeps what the primary keeps)",
+                ));
+            }
+            (Action::Copy, _) if cron.is_none() => {
+                return Err(Error::config(": a copy policy needs a cron line"));
+            }
+            (Action::Copy, _) => None,
         };
         if file.drill_after && file.action != Action::Snapshot {
             return Err(Error::config(": drill-after belongs in a snapshot policy (it drills what the policy takes)"));
+        }
+        if file.copy_after && file.action != Action::Snapshot {
+            return Err(Error::config(": copy-after belongs in a snapshot policy (it copies what the policy takes)"));
+        }
+        if file.to.is_some() && !(file.action == Action::Copy || file.copy_after) {
+            return Err(Error::config(": `to` names the copy of a copy policy or of copy-after"));
+        }
+        if file.repository.is_some() && file.action != Action::Drill {
+            return Err(Error::config(": `repository` names the copy a drill policy drills"));
         }
         Ok(Policy {
             name: name.to_string(),
@@ -178,6 +211,9 @@ impl Policy {
             action: file.action,
             kind,
             drill_after: file.drill_after,
+            copy_after: file.copy_after,
+            to: file.to,
+            repository: file.repository,
             retention,
         })
     }
@@ -236,6 +272,18 @@ pub fn policies_for(config: &LoadedConfig, workspace: &str) -> Result<Vec<Policy
     };
     let mut kinds = std::collections::HashSet::new();
     for p in &chosen {
+        for copy in [&p.to, &p.repository].into_iter().flatten() {
+            config
+                .config
+                .repository_named(Some(copy))
+                .map_err(|e| Error::config(format!("policy {} names the copy {copy:?}: {}", p.name, e.message())))?;
+        }
+        if (p.action == Action::Copy || p.copy_after) && config.config.copies.is_empty() {
+            return Err(Error::config(format!(
+                "policy {} copies, but the config has no copies: add a [copies.NAME] table",
+                p.name
+            )));
+        }
         let Some(kind) = p.kind else { continue };
         if !kinds.insert(kind) {
             return Err(Error::config(format!(

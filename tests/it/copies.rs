@@ -31,6 +31,11 @@ fn add_copies(w: &mut World, copies: Vec<(&str, RepositoryConfig)>) {
     std::fs::write(&w.core.config.path, text).unwrap();
 }
 
+async fn health(core: &Core) -> tidemark::ops::health::Health {
+    let opts = tidemark::ops::health::HealthOptions { workspace: Some("shop".into()) };
+    tidemark::ops::health::health(core, &opts, &actor()).await.unwrap().workspaces.remove(0)
+}
+
 async fn copy(core: &Core, to: Option<&str>) -> tidemark::Result<CopyReport> {
     let opts = CopyOptions { workspace: "shop".into(), to: to.map(str::to_string) };
     tidemark::ops::copy::copy_recorded(core, &opts, &actor()).await
@@ -176,6 +181,15 @@ async fn a_copy_that_failed_midway_resumes_and_a_damaged_object_is_named_not_cop
         crate::support::snapshot_shop(&w.core).await.unwrap();
     }
     let primary = keys_of(&w.core, None).await;
+    // With a bound on copy lag, copies never copied to make the workspace stale.
+    w.core.config.config.workspaces.get_mut("shop").unwrap().alerts = Some(tidemark::config::AlertsConfig {
+        max_copy_lag: Some(std::time::Duration::from_secs(3600)),
+        ..Default::default()
+    });
+    let never = health(&w.core).await;
+    let stale: Vec<_> = never.problems.iter().filter(|p| p.kind.as_str() == "copy-stale").collect();
+    assert_eq!(stale.len(), 2, "{:?}", never.problems);
+    assert!(stale[0].message.contains("local has never been copied to"), "{stale:?}");
 
     // The source fails part of the way through: the copy stops with the error...
     let faults = tidemark::repo::faults::Faults::new();
@@ -205,6 +219,14 @@ async fn a_copy_that_failed_midway_resumes_and_a_damaged_object_is_named_not_cop
     assert_eq!(t.objects as usize, data(&primary) - data(&arrived), "{t:?} after {} arrived", arrived.len());
     assert_eq!(keys_of(&plain, Some("local")).await, primary, "the copy holds what the primary holds");
     assert_eq!(report.copies[0].lag.missing_objects, 0);
+    // The catalog knows how far each copy is: status and /metrics say so.
+    let h = health(&w.core).await;
+    let local = h.copies.iter().find(|c| c.name == "local").unwrap();
+    assert!(local.lag_seconds.is_some_and(|s| s < 60) && local.snapshots == Some(3), "{local:?}");
+    assert_eq!(h.problems.len(), 0, "both copies are caught up: {:?}", h.problems);
+    let metrics = tidemark::ops::metrics::render(&w.core, false).await.unwrap();
+    let line = metrics.lines().find(|l| l.starts_with("tidemark_copy_lag_seconds{") && l.contains("copy=\"local\""));
+    assert!(line.is_some_and(|l| l.contains("workspace=\"shop\"")), "{metrics}");
 
     // A table object of a new snapshot is damaged in the primary: named, not copied, and
     // its snapshot not committed in the copy; the rest still goes over.

@@ -364,6 +364,7 @@ async fn freshness_crosses_each_threshold_once_and_recovers_once() {
         max_snapshot_age: Some(Duration::from_secs(3600)),
         max_drill_age: Some(Duration::from_secs(2 * 3600)),
         max_wal_lag: Some(Duration::from_secs(3 * 3600)),
+        max_copy_lag: None,
     });
     crate::support::basebackup(&w.core).await.unwrap();
     crate::pitr::commit_marker(&live, "a").await;

@@ -32,7 +32,7 @@ async fn a_bucket_without_object_lock_is_refused_when_the_config_asks_for_it() {
     // A local folder cannot lock: the config itself is refused.
     let text = "[repository]\nurl = \"file:///tmp/x\"\nrecipients = []\nobject-lock = \"governance\"\n";
     let err = tidemark::config::Config::parse(text).unwrap_err();
-    assert!(err.message().contains("object lock is an S3 feature"), "{}", err.report());
+    assert!(err.message().contains("per-object locks on S3 only"), "{}", err.report());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
