@@ -357,6 +357,14 @@ pub struct RepositoryConfig {
     /// Added to every lock beyond the retention that needs the object (default 7 days).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
     pub lock_margin: Option<std::time::Duration>,
+    /// A copy's own retention: in the copy, a snapshot of any kind is kept while younger
+    /// than this (pins always). Default: what the primary's policies keep. Copies only.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub keep_within: Option<std::time::Duration>,
+    /// A copy's own point-in-time window: its base backups and WAL are kept for this long.
+    /// Default: the workspace's `pitr-window` (or its policies'). Copies only.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub pitr_window: Option<std::time::Duration>,
     /// Accept unsigned records (repositories written before tidemark signed) and write
     /// unsigned ones when there is no signing key. Only from `--allow-unsigned`, never the
     /// config file.
@@ -888,6 +896,17 @@ impl Config {
             return Err(Error::config("daemon.max-concurrent-jobs = 0 would never run a job: use 1 or more"));
         }
         validate_repository("repository", &self.repository)?;
+        for (key, set) in [
+            ("keep-within", self.repository.keep_within.is_some()),
+            ("pitr-window", self.repository.pitr_window.is_some()),
+        ] {
+            if set {
+                return Err(Error::config(format!(
+                    "repository.{key} is a copy's own retention ([copies.NAME]); the primary's is its policies' \
+                     [retention] and the workspace's pitr-window"
+                )));
+            }
+        }
         for (name, copy) in &self.copies {
             validate_copy(name, copy, &self.repository)?;
         }
@@ -1301,6 +1320,13 @@ mod tests {
             assert!(e.message().contains(said), "{table}: {}", e.message());
             assert!(!e.message().contains("plain-key-text"), "a secret in an error: {}", e.message());
         }
+        // A copy's own retention is a copy's: the primary's is its policies'.
+        let with_copy_retention =
+            format!("{base}[copies.x]\nurl = \"file:///c\"\nkeep-within = \"90d\"\npitr-window = \"30d\"\n");
+        let copy = Config::parse(&with_copy_retention).unwrap().repository_named(Some("x")).unwrap();
+        assert_eq!(copy.keep_within, Some(std::time::Duration::from_secs(90 * 86_400)));
+        let e = Config::parse(&base.replace("[repository]\n", "[repository]\nkeep-within = \"90d\"\n")).unwrap_err();
+        assert!(e.message().contains("a copy's own retention"), "{}", e.message());
     }
 
     #[test]

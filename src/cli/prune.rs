@@ -18,18 +18,22 @@ pub struct PruneArgs {
     /// [default: 6h]
     #[arg(long, value_parser = humantime::parse_duration)]
     grace: Option<std::time::Duration>,
+    /// Apply a copy's own retention ([copies.NAME] keep-within, pitr-window) to that copy
+    #[arg(long, value_name = "NAME")]
+    repository: Option<String>,
     #[command(flatten)]
     wait: super::WaitArg,
 }
 
 pub async fn run(global: &Global, args: PruneArgs) -> Result<()> {
-    let (core, _stop) = global.job_core().await?;
+    let (core, _stop) = global.job_core_on(args.repository.as_deref()).await?;
     let opts = PruneOptions {
         workspace: core.workspace_or_only(args.workspace.as_deref())?,
         dry_run: args.dry_run,
         grace: args.grace.unwrap_or(DEFAULT_GRACE),
         as_of: None,
         wait: args.wait.get(),
+        repository: args.repository,
     };
     let report = prune_recorded(&core, &opts, &global.actor()).await?;
     if global.json {

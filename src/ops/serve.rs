@@ -218,6 +218,7 @@ async fn scheduled(core: &Core, job: &ScheduledJob, actor: &Actor, now: DateTime
         grace: DEFAULT_GRACE,
         as_of: Some(now),
         wait: WaitFor::FOREVER,
+        repository: None,
     };
     let warning = match prune(core, &prune_opts, actor).await {
         Ok(report) => {
@@ -267,12 +268,26 @@ async fn scheduled(core: &Core, job: &ScheduledJob, actor: &Actor, now: DateTime
     Ok(JobOutcome { snapshot_id: Some(id), bytes: Some(bytes), warning })
 }
 
-/// A copy run by the daemon (to the policy's `to`, else every copy).
+/// A copy run by the daemon (to the policy's `to`, else every copy), then each copy's
+/// retention (`keep-within`, `pitr-window` of `[copies.NAME]`; its failure is logged: the
+/// copy is whole, only larger).
 ///
 /// Errors: what kept the copy from running, and `Integrity` naming what could not be copied.
 async fn scheduled_copy(core: &Core, job: &ScheduledJob, actor: &Actor) -> Result<super::copy::CopyReport> {
     let opts = super::copy::CopyOptions { workspace: job.workspace.clone(), to: job.to.clone() };
     let report = super::copy::copy(core, &opts, actor).await?;
+    for copy in &report.copies {
+        let prune_opts = PruneOptions {
+            workspace: job.workspace.clone(),
+            grace: DEFAULT_GRACE,
+            wait: WaitFor::FOREVER,
+            repository: Some(copy.name.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = prune(core, &prune_opts, actor).await {
+            tracing::warn!(workspace = %job.workspace, copy = %copy.name, error = %e.report(), "the copy's retention failed");
+        }
+    }
     let problems: Vec<String> = report.problems().collect();
     if !problems.is_empty() {
         return Err(Error::integrity(format!(

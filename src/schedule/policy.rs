@@ -303,6 +303,26 @@ mod tests {
     }
 
     #[test]
+    fn copy_policies_and_what_belongs_to_them() {
+        let copy = Policy::parse("offsite", "cron = \"0 3 * * *\"\naction = \"copy\"\nto = \"offsite\"\n").unwrap();
+        assert_eq!((copy.action, copy.to.as_deref(), copy.kind), (Action::Copy, Some("offsite"), None));
+        let after = Policy::parse("daily", "cron = \"0 2 * * *\"\nkind = \"automatic\"\ncopy-after = true\n").unwrap();
+        assert!(after.copy_after && after.to.is_none());
+        let drill = Policy::parse("d", "cron = \"0 4 * * 0\"\naction = \"drill\"\nrepository = \"offsite\"\n").unwrap();
+        assert_eq!(drill.repository.as_deref(), Some("offsite"));
+        for (text, said) in [
+            ("action = \"copy\"\n", "needs a cron line"),
+            ("cron = \"@daily\"\naction = \"copy\"\nkind = \"manual\"\n", "no kind and no [retention]"),
+            ("cron = \"@daily\"\naction = \"drill\"\ncopy-after = true\n", "copy-after belongs in a snapshot policy"),
+            ("cron = \"@daily\"\nkind = \"automatic\"\nto = \"x\"\n", "`to` names the copy"),
+            ("cron = \"@daily\"\nkind = \"automatic\"\nrepository = \"x\"\n", "`repository` names the copy"),
+        ] {
+            let e = Policy::parse("p", text).unwrap_err();
+            assert!(e.message().contains(said), "{text}: {}", e.message());
+        }
+    }
+
+    #[test]
     fn every_shipped_policy_loads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schedules");
         let policies = load_dir(&dir).unwrap();

@@ -260,6 +260,7 @@ async fn a_damaged_manifest_is_named_and_the_rest_still_works() {
         grace: std::time::Duration::ZERO,
         as_of: None,
         wait: Default::default(),
+        repository: None,
     };
     let dry = prune(&w.core, &opts(true), &crate::support::actor()).await.unwrap();
     let verdict: Vec<(String, bool)> = dry.decisions.iter().map(|d| (d.id.clone(), d.keep)).collect();

@@ -252,4 +252,38 @@ async fn a_copy_that_failed_midway_resumes_and_a_damaged_object_is_named_not_cop
     // The job failed, naming the object.
     let jobs = w.core.catalog().await.unwrap().jobs(Some("shop"), 1).await.unwrap();
     assert!(jobs[0].error.as_deref().is_some_and(|e| e.contains(key.as_ref())), "{:?}", jobs[0]);
+
+    // Each repository keeps by its own retention: the primary's manual snapshots live 90
+    // days (its policy), the copy's 200 (its keep-within); neither prune touches the other,
+    // and the catalog's index stays the primary's.
+    w.core = plain.clone();
+    w.core.config.config.copies.get_mut("local").unwrap().keep_within =
+        Some(std::time::Duration::from_secs(200 * 86_400));
+    let prune = |repository: Option<&str>, days: i64| {
+        let opts = tidemark::ops::prune::PruneOptions {
+            workspace: "shop".into(),
+            as_of: Some(chrono::Utc::now() + chrono::Duration::days(days)),
+            repository: repository.map(str::to_string),
+            ..Default::default()
+        };
+        let core = w.core.clone();
+        async move { tidemark::ops::prune::prune(&core, &opts, &actor()).await.unwrap() }
+    };
+    let ids = |core: &Core, repository: Option<&'static str>| {
+        let core = core.clone();
+        async move { core.on_repository(repository).await.unwrap().repo.list_snapshot_ids("shop").await.unwrap() }
+    };
+    let kept = prune(Some("local"), 100).await;
+    assert!(kept.decisions.iter().all(|d| d.keep), "{:?}", kept.decisions);
+    assert_eq!(ids(&w.core, Some("local")).await.len(), 3);
+    // (Retention always keeps the newest snapshot, and pinned ones.)
+    prune(None, 100).await;
+    let primary_left = ids(&w.core, None).await;
+    assert_eq!(primary_left, vec![first.clone(), damaged_snapshot.id.clone()], "the primary: its pin and newest");
+    assert_eq!(ids(&w.core, Some("local")).await.len(), 3, "the primary's prune touched the copy");
+    prune(Some("local"), 250).await;
+    let copy_left = ids(&w.core, Some("local")).await;
+    assert!(copy_left.len() == 2 && copy_left[0] == first, "the copy: its pin and newest: {copy_left:?}");
+    let listed: Vec<String> = crate::support::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(listed, primary_left, "the catalog's index is the primary's");
 }

@@ -121,6 +121,7 @@ async fn locked_objects_survive_deletes_and_overwrites_and_the_snapshot_restores
         grace: tidemark::ops::prune::DEFAULT_GRACE,
         as_of: Some(chrono::Utc::now() + chrono::Duration::days(365)),
         wait: Default::default(),
+        repository: None,
     };
     let report = prune(&w.core, &opts, &actor()).await.unwrap();
     let decision = report.decisions.iter().find(|d| d.id == m.id).unwrap();

@@ -868,6 +868,7 @@ async fn prune_drops_base_backups_and_wal_outside_the_window_and_the_rest_still_
         grace: Duration::ZERO,
         as_of: Some(Utc::now() + chrono::Duration::days(30)),
         wait: Default::default(),
+        repository: None,
     };
 
     // Issue 11.7: the newer base backup's manifest damaged. It blocked every restore; now

@@ -58,6 +58,7 @@ async fn prune_keeps_what_policies_pins_and_references_need() {
         grace,
         as_of: None,
         wait: Default::default(),
+        repository: None,
     };
     let dry = prune(&w.core, &opts(true, Duration::ZERO), &crate::support::actor()).await.unwrap();
     let verdict: Vec<(String, bool)> = dry.decisions.iter().map(|d| (d.id.clone(), d.keep)).collect();
@@ -155,6 +156,7 @@ async fn prune_never_runs_beside_a_snapshot_and_a_snapshot_never_commits_missing
         grace: Duration::ZERO,
         as_of: None,
         wait: Default::default(),
+        repository: None,
     };
 
     // A snapshot held up inside its run: its table is locked by another transaction.
@@ -300,6 +302,7 @@ async fn a_killed_snapshots_unfinished_uploads_are_reported_and_collected() {
         grace: Duration::from_secs(3600),
         as_of: None,
         wait: Default::default(),
+        repository: None,
     };
     assert_eq!(
         prune(&w.core, &opts, &crate::support::actor()).await.unwrap().unfinished_uploads_deleted,
@@ -370,6 +373,7 @@ async fn an_interrupted_snapshot_leaves_no_multipart_upload_on_s3() {
         grace: Duration::ZERO,
         as_of: None,
         wait: Default::default(),
+        repository: None,
     };
     let done = prune(&w.core, &opts, &crate::support::actor()).await.unwrap();
     assert_eq!(done.unfinished_uploads_deleted, stale.len() as u64);
@@ -412,6 +416,7 @@ async fn the_snapshot_index_follows_the_repository() {
         grace: Duration::ZERO,
         as_of: None,
         wait: Default::default(),
+        repository: None,
     };
     prune(&w.core, &opts, &me).await.unwrap();
     assert_eq!(indexed(&w, None, None).await, ids[1..]);

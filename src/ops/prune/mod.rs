@@ -33,9 +33,19 @@ mod options;
 use aside::{prune_exports, prune_replaced};
 pub use options::*;
 
-/// The policies that apply to a workspace (see [`crate::schedule::policy::policies_for`]).
+/// The policies that apply to a workspace (see [`crate::schedule::policy::policies_for`]);
+/// in a copy with its own `keep-within`, that is every kind's retention.
 pub fn policies_for(core: &Core, workspace: &str) -> Result<Vec<Policy>> {
-    policy::policies_for(&core.config, workspace)
+    let mut policies = policy::policies_for(&core.config, workspace)?;
+    if let Some(keep) =
+        core.copy_name().map(|c| core.config.config.repository_named(Some(c))).transpose()?.and_then(|c| c.keep_within)
+    {
+        let keep_within = Some(chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX));
+        for p in policies.iter_mut().filter(|p| p.kind.is_some()) {
+            p.retention = crate::schedule::retention::Retention { keep_within, ..Default::default() };
+        }
+    }
+    Ok(policies)
 }
 
 /// Pinned snapshot ids of a workspace.
@@ -120,6 +130,7 @@ pub async fn set_pin(core: &Core, opts: &PinOptions, actor: &Actor) -> Result<St
 /// another process. A failure part-way leaves a consistent
 /// repository: manifests go first, so nothing half-deleted looks whole.
 pub async fn prune(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneReport> {
+    let core = &core.on_repository(opts.repository.as_deref()).await?;
     // Stopped part-way, what was deleted is consistent: manifests go first.
     let report = core.until_stopped(apply(core, opts, actor)).await?;
     if !report.dry_run {
@@ -211,9 +222,13 @@ async fn apply(core: &Core, opts: &PruneOptions, actor: &Actor) -> Result<PruneR
     report.pitr = prune_pitr(core, opts, &policies, &identities, as_of, pass.grace, now).await?;
     progress.set_message("drill reports and pins");
     pass.drill_reports(&policies, as_of, &mut report).await?;
-    progress.set_message("replaced databases");
-    report.replaced_databases_dropped = prune_replaced(core, opts, now).await?;
-    report.exports_removed = prune_exports(core, opts, now)?;
+    // The live server's replaced databases and this host's exports are the primary's to
+    // collect, never a copy's.
+    if core.copy_name().is_none() {
+        progress.set_message("replaced databases");
+        report.replaced_databases_dropped = prune_replaced(core, opts, now).await?;
+        report.exports_removed = prune_exports(core, opts, now)?;
+    }
     // Pins of snapshots that no longer exist.
     for id in pins.iter().filter(|id| !pass.manifests.contains_key(*id)) {
         if !opts.dry_run {

@@ -27,6 +27,10 @@ pub struct PruneOptions {
     /// When another operation holds the workspace: refuse (default) or wait.
     #[serde(skip)]
     pub wait: WaitFor,
+    /// A copy (`[copies.NAME]`) to apply its own retention to, instead of the primary.
+    #[serde(default)]
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,40}$")]
+    pub repository: Option<String>,
 }
 
 fn default_grace() -> std::time::Duration {

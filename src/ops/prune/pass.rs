@@ -70,8 +70,10 @@ impl Pass<'_> {
                 d.reasons.push("kept: its manifest is locked".into());
             }
         }
+        // The catalog indexes the primary's snapshots only.
         if !opts.dry_run
             && !doomed.is_empty()
+            && core.copy_name().is_none()
             && let Ok(catalog) = core.catalog().await
         {
             let gone: Vec<String> = doomed.iter().cloned().collect();

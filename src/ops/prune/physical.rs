@@ -18,7 +18,8 @@ pub(super) async fn prune_pitr(
 ) -> Result<PitrPruneReport> {
     use crate::wal::{archive, base};
     let ws = core.config.workspace(&opts.workspace)?;
-    let window = match ws.pitr_window {
+    let copy_window = core.copy_name().map(|c| core.config.config.repository_named(Some(c))).transpose()?;
+    let window = match copy_window.and_then(|c| c.pitr_window).or(ws.pitr_window) {
         Some(w) => chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX),
         None => policies.iter().filter_map(|p| p.retention.keep_within).max().unwrap_or(chrono::Duration::days(3)),
     };
