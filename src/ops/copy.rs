@@ -177,3 +177,35 @@ pub async fn states(core: &Core, workspace: &str) -> Result<Vec<CopyState>> {
     }
     Ok(out)
 }
+
+/// A copy run by the daemon (to `to`, else every copy), then each copy's retention
+/// (`keep-within`, `pitr-window` of `[copies.NAME]`; its failure is logged: the copy is
+/// whole, only larger).
+///
+/// Errors: what kept the copy from running, and `Integrity` naming what could not be copied.
+pub async fn scheduled(core: &Core, workspace: &str, to: Option<String>, actor: &Actor) -> Result<CopyReport> {
+    use super::prune::{DEFAULT_GRACE, PruneOptions, prune};
+    let opts = CopyOptions { workspace: workspace.to_string(), to };
+    let report = copy(core, &opts, actor).await?;
+    for c in &report.copies {
+        let prune_opts = PruneOptions {
+            workspace: workspace.to_string(),
+            grace: DEFAULT_GRACE,
+            wait: super::job::WaitFor::FOREVER,
+            repository: Some(c.name.clone()),
+            ..Default::default()
+        };
+        if let Err(e) = prune(core, &prune_opts, actor).await {
+            tracing::warn!(workspace, copy = %c.name, error = %e.report(), "the copy's retention failed");
+        }
+    }
+    let problems: Vec<String> = report.problems().collect();
+    if !problems.is_empty() {
+        return Err(Error::integrity(format!(
+            "{} objects could not be copied: {}",
+            problems.len(),
+            problems.join("; ")
+        )));
+    }
+    Ok(report)
+}

@@ -38,6 +38,8 @@ pub struct OverviewRow {
     pub next_run: Option<NextRun>,
     /// Operations running now.
     pub running: Vec<String>,
+    /// Its copies (`[copies.NAME]`) and how far each is behind.
+    pub copies: Vec<crate::monitor::health::CopyHealth>,
 }
 
 /// A policy's next run.
@@ -114,6 +116,7 @@ pub async fn overview(core: &Core, opts: &OverviewOptions, actor: &Actor, now: D
                 repository_bytes: snapshot_bytes(&h.workspace) + physical,
                 next_run: next_run(core, &h.workspace, now),
                 running: h.status.running.iter().map(|j| j.operation.clone()).collect(),
+                copies: h.copies,
                 workspace: h.workspace,
             });
         }
@@ -131,6 +134,7 @@ pub async fn overview(core: &Core, opts: &OverviewOptions, actor: &Actor, now: D
                 repository_bytes: snapshot_bytes(&u.workspace),
                 next_run: next_run(core, &u.workspace, now),
                 running: Vec::new(),
+                copies: Vec::new(),
                 workspace: u.workspace,
             });
         }

@@ -173,7 +173,7 @@ impl Runner for SnapshotRunner {
 async fn scheduled(core: &Core, job: &ScheduledJob, actor: &Actor, now: DateTime<Utc>) -> Result<JobOutcome> {
     let (id, bytes) = match (job.action, job.kind) {
         (Action::Copy, _) => {
-            let report = scheduled_copy(core, job, actor).await?;
+            let report = super::copy::scheduled(core, &job.workspace, job.to.clone(), actor).await?;
             return Ok(JobOutcome {
                 snapshot_id: None,
                 bytes: Some(report.copies.iter().map(|c| c.tally.bytes).sum()),
@@ -250,7 +250,7 @@ async fn scheduled(core: &Core, job: &ScheduledJob, actor: &Actor, now: DateTime
         // The snapshot stays whatever happens to its copy. A copy store away is the job's
         // warning, not a retry (which would take another snapshot): the next copy sends
         // everything missing, and the copy's lag shows in status and metrics meanwhile.
-        match scheduled_copy(core, job, actor).await {
+        match super::copy::scheduled(core, &job.workspace, job.to.clone(), actor).await {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::Interrupted => return Err(e),
             Err(e) if e.kind().is_temporary() => {
@@ -266,37 +266,6 @@ async fn scheduled(core: &Core, job: &ScheduledJob, actor: &Actor, now: DateTime
         }
     }
     Ok(JobOutcome { snapshot_id: Some(id), bytes: Some(bytes), warning })
-}
-
-/// A copy run by the daemon (to the policy's `to`, else every copy), then each copy's
-/// retention (`keep-within`, `pitr-window` of `[copies.NAME]`; its failure is logged: the
-/// copy is whole, only larger).
-///
-/// Errors: what kept the copy from running, and `Integrity` naming what could not be copied.
-async fn scheduled_copy(core: &Core, job: &ScheduledJob, actor: &Actor) -> Result<super::copy::CopyReport> {
-    let opts = super::copy::CopyOptions { workspace: job.workspace.clone(), to: job.to.clone() };
-    let report = super::copy::copy(core, &opts, actor).await?;
-    for copy in &report.copies {
-        let prune_opts = PruneOptions {
-            workspace: job.workspace.clone(),
-            grace: DEFAULT_GRACE,
-            wait: WaitFor::FOREVER,
-            repository: Some(copy.name.clone()),
-            ..Default::default()
-        };
-        if let Err(e) = prune(core, &prune_opts, actor).await {
-            tracing::warn!(workspace = %job.workspace, copy = %copy.name, error = %e.report(), "the copy's retention failed");
-        }
-    }
-    let problems: Vec<String> = report.problems().collect();
-    if !problems.is_empty() {
-        return Err(Error::integrity(format!(
-            "{} objects could not be copied: {}",
-            problems.len(),
-            problems.join("; ")
-        )));
-    }
-    Ok(report)
 }
 
 /// A drill run by the daemon (of `snapshot`, else the newest), recorded in the catalog.

@@ -237,6 +237,12 @@ fn summary(overview: &Value) -> Markup {
         section #summary data-refresh="15" aria-live="polite" {
             p { (badge(text(&row, "state"))) " newest snapshot " (ago(&row["newest_snapshot_at"], now)) " · " (size(&row["repository_bytes"])) " in the repository" }
             @for p in row["problems"].as_array().into_iter().flatten() { p.problem { (p.as_str().unwrap_or("")) } }
+            @for c in row["copies"].as_array().into_iter().flatten() {
+                p.copy { "copy " strong { (text(c, "name")) } ": "
+                    @if c["caught_up_to"].is_null() { "never copied to" }
+                    @else { "holds everything before " (when(&c["caught_up_to"])) " (" (ago(&c["caught_up_to"], now)) ") · " (c["snapshots"]) " snapshots" }
+                }
+            }
         }
     }
 }
@@ -448,4 +454,28 @@ pub(crate) fn token_created(signed: &Signed, created: &Value) -> Response {
     let mut response = answer(StatusCode::OK, layout("Token made", Some(signed), body));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_workspace_summary_says_how_far_each_copy_is() {
+        let overview = serde_json::json!({
+            "at": "2026-12-07T12:00:00Z",
+            "workspaces": [{
+                "state": "stale", "newest_snapshot_at": "2026-12-07T11:00:00Z", "repository_bytes": 1000,
+                "problems": ["copy azure has never been copied to"],
+                "copies": [
+                    {"name": "offsite", "caught_up_to": "2026-12-07T10:00:00Z", "lag_seconds": 7200, "snapshots": 4},
+                    {"name": "azure", "caught_up_to": null, "lag_seconds": null, "snapshots": null},
+                ],
+            }],
+        });
+        let page = summary(&overview).into_string();
+        assert!(page.contains("copy <strong>offsite</strong>: holds everything before"), "{page}");
+        assert!(page.contains("(2 h ago) · 4 snapshots"), "{page}");
+        assert!(page.contains("copy <strong>azure</strong>: never copied to"), "{page}");
+    }
 }
