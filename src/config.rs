@@ -365,6 +365,11 @@ pub struct RepositoryConfig {
     /// Default: the workspace's `pitr-window` (or its policies'). Copies only.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
     pub pitr_window: Option<std::time::Duration>,
+    /// A copy's WAL between copies: `serve` sends each workspace's newly archived WAL to
+    /// this copy this often (and records its lag), so its point-in-time window follows the
+    /// primary's within about this. Default: WAL goes over with each copy only. Copies only.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration_text")]
+    pub wal_interval: Option<std::time::Duration>,
     /// Accept unsigned records (repositories written before tidemark signed) and write
     /// unsigned ones when there is no signing key. Only from `--allow-unsigned`, never the
     /// config file.
@@ -899,6 +904,7 @@ impl Config {
         for (key, set) in [
             ("keep-within", self.repository.keep_within.is_some()),
             ("pitr-window", self.repository.pitr_window.is_some()),
+            ("wal-interval", self.repository.wal_interval.is_some()),
         ] {
             if set {
                 return Err(Error::config(format!(

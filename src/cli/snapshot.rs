@@ -35,6 +35,9 @@ pub enum SnapshotCommand {
         /// The workspace, as named in tidemark.toml (default: the only one configured)
         #[arg(long, short)]
         workspace: Option<String>,
+        /// List a copy ([copies.NAME]) instead of the primary repository
+        #[arg(long, value_name = "NAME")]
+        repository: Option<String>,
     },
     /// Show one snapshot: tables, sizes, digests, timings
     Show {
@@ -85,7 +88,10 @@ pub enum SnapshotCommand {
 pub const MEDIA_SKIPPED_EXIT: i32 = 11;
 
 pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
-    let core = global.core().await?;
+    let core = match &cmd {
+        SnapshotCommand::List { repository, .. } => global.core_on(repository.as_deref()).await?,
+        _ => global.core().await?,
+    };
     match cmd {
         SnapshotCommand::Create { workspace, note, jobs, split_table_mib, no_media, wait } => {
             let workspace = core.workspace_or_only(workspace.as_deref())?;
@@ -132,13 +138,17 @@ pub async fn run(global: &Global, cmd: SnapshotCommand) -> Result<()> {
                 std::process::exit(MEDIA_SKIPPED_EXIT);
             }
         }
-        SnapshotCommand::List { workspace } => {
+        SnapshotCommand::List { workspace, repository } => {
             let workspace = match workspace {
                 Some(w) => w,
                 None => core.workspace_or_only(None)?,
             };
-            let opts =
-                snapshot::ListOptions { workspace: workspace.clone(), from_repository: true, ..Default::default() };
+            let opts = snapshot::ListOptions {
+                workspace: workspace.clone(),
+                from_repository: true,
+                repository,
+                ..Default::default()
+            };
             let list = snapshot::list(&core, &opts, &global.actor()).await?;
             if global.json {
                 global.print_json(&list);

@@ -89,6 +89,24 @@ pub async fn copy_workspace(
     Ok(run.tally)
 }
 
+/// Only the archived WAL (and history files, and streamed partials) `to` lacks: what keeps
+/// a copy's point-in-time window close to the primary's between copies.
+///
+/// Errors: those of [`copy_workspace`].
+pub async fn copy_wal(
+    from: &Repository,
+    to: &Repository,
+    identities: &Identities,
+    workspace: &str,
+    progress: &Progress,
+    stop: &CancellationToken,
+) -> Result<CopyTally> {
+    let have = to.list(&layout::wal_dir(workspace)).await?.into_iter().map(|o| o.key.to_string()).collect();
+    let mut run = Run { from, to, identities, workspace, progress, stop, have, tally: CopyTally::default() };
+    run.wal().await?;
+    Ok(run.tally)
+}
+
 impl Run<'_> {
     fn stopped(&self) -> Result<()> {
         if self.stop.is_cancelled() {
@@ -163,6 +181,24 @@ impl Run<'_> {
         Ok(Sent::Now)
     }
 
+    /// Whether the copy's trusted signers vouch for the record at `key` as the source holds
+    /// it (checked before what the record commits is sent, so a record the copy would refuse
+    /// leaves nothing behind): the problem when they do not.
+    async fn vouched(&self, key: &Key) -> Result<Option<String>> {
+        let Some(bytes) = self.from.get(key).await? else {
+            return Ok(Some(format!("{key} vanished from {} while it was copied", self.from.url())));
+        };
+        let sig = self.from.get(&layout::signature(key)).await?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        match self.to.signing().trust.verify(key.as_ref(), &sha256, sig.as_deref()) {
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::Integrity => {
+                Ok(Some(e.context(format!("in {}: not copied", self.from.url())).report()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every archived WAL file (and history file, and streamed partial) the copy lacks:
     /// its signature (over the content its key names), the file, checked by decrypting it,
     /// and a partial's reach marker.
@@ -210,6 +246,10 @@ impl Run<'_> {
                 self.tally.already_there += 1;
                 continue;
             }
+            if let Some(problem) = self.vouched(&manifest).await? {
+                self.tally.problems.push(format!("base backup {}: {problem}", b.id));
+                continue;
+            }
             let tar = layout::base_tar(self.workspace, &b.id);
             let check = Check::Stored { sha256: b.tar.stored_sha256.clone(), size: b.tar.stored_size };
             let problems = self.objects(vec![(tar, check)]).await?;
@@ -237,6 +277,10 @@ impl Run<'_> {
             let manifest = layout::manifest(self.workspace, &m.id);
             if self.have.contains(manifest.as_ref()) {
                 self.tally.already_there += 1;
+                continue;
+            }
+            if let Some(problem) = self.vouched(&manifest).await? {
+                self.tally.problems.push(format!("snapshot {}: {problem}", m.id));
                 continue;
             }
             let mut wanted = Vec::new();

@@ -100,15 +100,7 @@ pub async fn copy(core: &Core, opts: &CopyOptions, _actor: &Actor) -> Result<Cop
         return Err(Error::usage("copies are made from the primary repository, not from a copy"));
     }
     for name in names {
-        let to = match core.open_repository(Some(&name)).await {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let cfg = core.config.config.repository_named(Some(&name))?;
-                crate::repo::Repository::seed_copy(&cfg, &core.repo).await?;
-                core.open_repository(Some(&name)).await?
-            }
-            other => other?,
-        };
-        to.same_repository_as(&core.repo)?;
+        let to = open_copy(core, &name).await?;
         core.progress().set_prefix(format!("copy {name}"));
         let tally =
             crate::copies::copy_workspace(&core.repo, &to, &identities, &opts.workspace, core.progress(), core.stop())
@@ -116,21 +108,8 @@ pub async fn copy(core: &Core, opts: &CopyOptions, _actor: &Actor) -> Result<Cop
                 .map_err(|e| {
                     e.context(format!("copying workspace {} to copy {name} ({})", opts.workspace, to.url()))
                 })?;
-        let listed_at = chrono::Utc::now();
-        let lag = crate::copies::lag(&core.repo, &to, &opts.workspace).await?;
+        let lag = record_lag(core, &opts.workspace, &name, &to).await?;
         let lag_seconds = lag.seconds(chrono::Utc::now());
-        let state = crate::catalog::copy_states::CopyStateRow {
-            workspace: opts.workspace.clone(),
-            copy: name.clone(),
-            caught_up_to: lag.oldest_missing.map_or(listed_at, |t| t.min(listed_at)),
-            copied_at: chrono::Utc::now(),
-            missing_objects: lag.missing_objects as i64,
-            snapshots: to.list_snapshot_ids(&opts.workspace).await?.len() as i64,
-        };
-        match core.catalog().await {
-            Ok(catalog) => catalog.record_copy_state(&state).await?,
-            Err(e) => tracing::warn!(error = %e.report(), "no catalog: the copy's state is not recorded"),
-        }
         copies.push(CopiedTo { name, url: to.url().to_string(), tally, lag, lag_seconds });
     }
     Ok(CopyReport { workspace: opts.workspace.clone(), copies })
@@ -208,4 +187,80 @@ pub async fn scheduled(core: &Core, workspace: &str, to: Option<String>, actor: 
         )));
     }
     Ok(report)
+}
+
+/// Copy `name`, made a copy of the primary first if its location is empty.
+///
+/// Errors: `Config` when it holds another repository; those of the store.
+async fn open_copy(core: &Core, name: &str) -> Result<crate::repo::Repository> {
+    let to = match core.open_repository(Some(name)).await {
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let cfg = core.config.config.repository_named(Some(name))?;
+            crate::repo::Repository::seed_copy(&cfg, &core.repo).await?;
+            core.open_repository(Some(name)).await?
+        }
+        other => other?,
+    };
+    to.same_repository_as(&core.repo)?;
+    Ok(to)
+}
+
+/// Compares the copy with the primary and records in the catalog how far it is.
+///
+/// Errors: `Unavailable` for either store or the catalog.
+async fn record_lag(core: &Core, workspace: &str, name: &str, to: &crate::repo::Repository) -> Result<Lag> {
+    let listed_at = chrono::Utc::now();
+    let lag = crate::copies::lag(&core.repo, to, workspace).await?;
+    let state = crate::catalog::copy_states::CopyStateRow {
+        workspace: workspace.to_string(),
+        copy: name.to_string(),
+        caught_up_to: lag.oldest_missing.map_or(listed_at, |t| t.min(listed_at)),
+        copied_at: chrono::Utc::now(),
+        missing_objects: lag.missing_objects as i64,
+        snapshots: to.list_snapshot_ids(workspace).await?.len() as i64,
+    };
+    match core.catalog().await {
+        Ok(catalog) => catalog.record_copy_state(&state).await?,
+        Err(e) => tracing::warn!(error = %e.report(), "no catalog: the copy's state is not recorded"),
+    }
+    Ok(lag)
+}
+
+/// The WAL of `workspace` that copy `name` lacks, sent (see [`crate::copies::copy_wal`]),
+/// and the copy's lag recorded: one round of what `serve` does every `wal-interval`.
+///
+/// Errors: those of [`copy`].
+pub async fn wal_once(core: &Core, workspace: &str, name: &str) -> Result<CopyTally> {
+    let to = open_copy(core, name).await?;
+    let identities = core.identities()?;
+    let tally = crate::copies::copy_wal(&core.repo, &to, &identities, workspace, core.progress(), core.stop()).await?;
+    record_lag(core, workspace, name, &to).await?;
+    Ok(tally)
+}
+
+/// WAL to the copies that ask for it (`wal-interval`), for as long as the daemon runs:
+/// every interval, each workspace's newly archived WAL; a round that fails is logged and
+/// the next one sends what is missing. (Every daemon of a fleet does it; what one sent,
+/// the others find there.)
+pub async fn wal_forever(core: Core, shutdown: tokio_util::sync::CancellationToken) {
+    let rounds = core.config.config.copies.iter().filter_map(|(name, c)| c.wal_interval.map(|i| (name.clone(), i)));
+    let loops = rounds.map(|(name, every)| {
+        let (core, shutdown) = (core.clone(), shutdown.clone());
+        async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(every) => {}
+                }
+                for workspace in core.config.config.workspaces.keys() {
+                    match wal_once(&core, workspace, &name).await {
+                        Ok(t) if t.problems.is_empty() => {}
+                        Ok(t) => tracing::warn!(workspace, copy = %name, problems = ?t.problems, "WAL not copied"),
+                        Err(e) => tracing::warn!(workspace, copy = %name, error = %e.report(), "WAL not copied"),
+                    }
+                }
+            }
+        }
+    });
+    futures::future::join_all(loops).await;
 }

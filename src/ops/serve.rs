@@ -69,9 +69,11 @@ pub async fn serve(core: &Core, clock: Arc<dyn Clock>, shutdown: CancellationTok
     // Freshness: evaluated every minute, stale/recovered events through the same webhook.
     let (alert_notifier, alert_delivery) = webhook.clone().filter(|w| w.on_stale).map(Notifier::start).unzip();
     let watcher = tokio::spawn(watch_forever(core.clone(), clock.clone(), alert_notifier, shutdown.clone()));
+    let wal_copier = tokio::spawn(super::copy::wal_forever(core.clone(), shutdown.clone()));
     let report = Daemon { clock, catalog, runner, schedules, settings, webhook }.run(shutdown).await;
     while streams.join_next().await.is_some() {}
     let _ = watcher.await;
+    let _ = wal_copier.await;
     if let Some(delivery) = alert_delivery {
         delivery.finish().await;
     }

@@ -396,8 +396,13 @@ async fn the_snapshot_index_follows_the_repository() {
     }
     let me = crate::support::actor();
     let indexed = async |w: &crate::support::World, limit: Option<u32>, before: Option<&str>| -> Vec<String> {
-        let opts =
-            ListOptions { workspace: "shop".into(), limit, before: before.map(Into::into), from_repository: false };
+        let opts = ListOptions {
+            workspace: "shop".into(),
+            limit,
+            before: before.map(Into::into),
+            from_repository: false,
+            repository: None,
+        };
         list(&w.core, &opts, &me).await.unwrap().into_iter().map(|s| s.id).collect()
     };
     // All of them, oldest first; pages newest first.

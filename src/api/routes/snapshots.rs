@@ -24,6 +24,7 @@ pub(in crate::api) async fn list_snapshots(
         before: q.before,
         // From the catalog's index (compared with the repository once a minute).
         from_repository: false,
+        repository: None,
     };
     Ok(json(&ops::prune::list_annotated(&app.core, &opts, &actor).await?))
 }

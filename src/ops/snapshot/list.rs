@@ -111,6 +111,8 @@ pub struct ListOptions {
     /// was read) instead of trusting the index: a manifest damaged since it was indexed
     /// shows. The command line lists this way; the API lists from the index.
     pub from_repository: bool,
+    /// A copy (`[copies.NAME]`) to list instead of the primary (read from the copy).
+    pub repository: Option<String>,
 }
 
 /// How long the catalog's index of a workspace's snapshots is trusted before a listing
@@ -135,6 +137,7 @@ pub struct ShowOptions {
 /// Errors: `Usage` for a malformed `before`; `Unavailable` for an unreachable store or
 /// catalog; `Key` when no manifest can be read with the configured identity.
 pub async fn list(core: &Core, opts: &ListOptions, _actor: &Actor) -> Result<Vec<SnapshotSummary>> {
+    let core = &core.on_repository(opts.repository.as_deref()).await?;
     let workspace = opts.workspace.as_str();
     core.known_workspace(workspace).await?;
     if let Some(before) = &opts.before {
