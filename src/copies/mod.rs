@@ -330,12 +330,15 @@ impl Run<'_> {
     }
 }
 
-/// How far a copy is behind the primary for a workspace: the oldest object the primary
-/// has and the copy lacks (signatures, and what is still being written, not counted: a
-/// snapshot's objects count once its manifest is committed, through the manifest).
+/// How far a copy is behind the primary for a workspace: the oldest of the primary's
+/// committing objects the copy lacks — snapshot and base backup manifests, WAL files,
+/// restore points and pins (what a copy run enumerates; a manifest stands for the objects
+/// it commits, so a snapshot still being written, or garbage prune has not collected yet,
+/// never counts).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Lag {
-    /// Objects of the primary the copy does not have.
+    /// The primary's committing objects (manifests, WAL files, restore points, pins) the
+    /// copy does not have.
     pub missing_objects: u64,
     /// When the oldest of them was written; `None` when the copy has everything.
     pub oldest_missing: Option<chrono::DateTime<chrono::Utc>>,
@@ -357,9 +360,11 @@ pub async fn lag(from: &Repository, to: &Repository, workspace: &str) -> Result<
     let mut lag = Lag { missing_objects: 0, oldest_missing: None };
     for object in from.list(&prefix).await? {
         let key = object.key.as_ref();
-        // Drill reports and branch records stay with the repository they were made on.
-        let own = key.contains("/drills/") || key.contains("/branches/");
-        if own || layout::is_signature(&object.key) || have.contains(key) {
+        let committing = key.ends_with("/manifest.json.age")
+            || (key.contains("/wal/") && key.ends_with(".zst.age"))
+            || (key.contains("/restore-points/") && key.ends_with(".json.age"))
+            || key.contains("/pins/");
+        if !committing || have.contains(key) {
             continue;
         }
         lag.missing_objects += 1;
