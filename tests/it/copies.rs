@@ -104,6 +104,18 @@ async fn copies_on_s3_and_azure_restore_exactly_after_the_primary_is_gone() {
     let states = tidemark::ops::copy::states(&w.core, "shop").await.unwrap();
     assert!(states.iter().all(|s| s.error.is_none()), "{states:?}");
 
+    // The copy's own retention, forty days on with a 30-day window: nothing a restore of a
+    // moment in its window needs goes (the point-in-time restore below reaches point-a).
+    w.core.config.config.copies.get_mut("s3").unwrap().pitr_window = Some(std::time::Duration::from_secs(30 * 86_400));
+    let prune = tidemark::ops::prune::PruneOptions {
+        workspace: "shop".into(),
+        as_of: Some(chrono::Utc::now() + chrono::Duration::days(40)),
+        repository: Some("s3".into()),
+        ..Default::default()
+    };
+    let pruned = tidemark::ops::prune::prune(&w.core, &prune, &actor()).await.unwrap();
+    assert!(pruned.pitr.base_backups_deleted.is_empty(), "{:?}", pruned.pitr);
+
     // The primary is gone.
     std::fs::remove_dir_all(w.repo_dir()).unwrap();
     let e = Core::open(w.core.config.clone()).await.err().expect("the primary is gone");
