@@ -246,24 +246,34 @@ impl Run<'_> {
                 self.tally.already_there += 1;
                 continue;
             }
-            if let Some(problem) = self.vouched(&manifest).await? {
-                self.tally.problems.push(format!("base backup {}: {problem}", b.id));
-                continue;
-            }
             let tar = layout::base_tar(self.workspace, &b.id);
             let check = Check::Stored { sha256: b.tar.stored_sha256.clone(), size: b.tar.stored_size };
-            let problems = self.objects(vec![(tar, check)]).await?;
-            if !problems.is_empty() {
-                self.tally.problems.push(format!("base backup {} was not copied: {}", b.id, problems.join("; ")));
-                continue;
-            }
-            match self.record(&manifest).await? {
-                Sent::Not(problem) => self.tally.problems.push(format!("base backup {}: {problem}", b.id)),
-                Sent::Now => self.tally.base_backups += 1,
-                Sent::There => {}
+            if self.committed(&format!("base backup {}", b.id), &manifest, vec![(tar, check)]).await? {
+                self.tally.base_backups += 1;
             }
         }
         Ok(())
+    }
+
+    /// What one manifest commits (`wanted`), then the manifest: nothing when the copy's
+    /// signers would refuse the manifest, and no manifest when an object failed its check
+    /// (each problem named after `what`). Whether the manifest went over now.
+    async fn committed(&mut self, what: &str, manifest: &Key, wanted: Vec<(Key, Check)>) -> Result<bool> {
+        if let Some(problem) = self.vouched(manifest).await? {
+            self.tally.problems.push(format!("{what}: {problem}"));
+            return Ok(false);
+        }
+        let problems = self.objects(wanted).await?;
+        if !problems.is_empty() {
+            self.tally.problems.push(format!("{what} was not copied: {}", problems.join("; ")));
+            return Ok(false);
+        }
+        match self.record(manifest).await? {
+            Sent::Not(problem) => self.tally.problems.push(format!("{what}: {problem}")),
+            Sent::Now => return Ok(true),
+            Sent::There => {}
+        }
+        Ok(false)
     }
 
     /// Every snapshot the copy lacks: its media, its objects (each checked against the
@@ -279,10 +289,6 @@ impl Run<'_> {
                 self.tally.already_there += 1;
                 continue;
             }
-            if let Some(problem) = self.vouched(&manifest).await? {
-                self.tally.problems.push(format!("snapshot {}: {problem}", m.id));
-                continue;
-            }
             let mut wanted = Vec::new();
             for file in m.media.iter().flat_map(|media| media.files.iter()) {
                 let key = layout::media_object(self.workspace, &file.sha256)?;
@@ -294,15 +300,8 @@ impl Run<'_> {
             }
             let mut seen = HashSet::new();
             wanted.retain(|(k, _)| seen.insert(k.to_string()));
-            let problems = self.objects(wanted).await?;
-            if !problems.is_empty() {
-                self.tally.problems.push(format!("snapshot {} was not copied: {}", m.id, problems.join("; ")));
-                continue;
-            }
-            match self.record(&manifest).await? {
-                Sent::Not(problem) => self.tally.problems.push(format!("snapshot {}: {problem}", m.id)),
-                Sent::Now => self.tally.snapshots += 1,
-                Sent::There => {}
+            if self.committed(&format!("snapshot {}", m.id), &manifest, wanted).await? {
+                self.tally.snapshots += 1;
             }
         }
         Ok(())

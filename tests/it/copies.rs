@@ -13,7 +13,7 @@ use tidemark::ops::copy::{CopyOptions, CopyReport};
 use tidemark::ops::pitr::PitrRestoreOptions;
 use tidemark::ops::restore::{RestoreOptions, RestoreTarget};
 use tidemark::pg::ConnSpec;
-use tidemark::repo::Key;
+use tidemark::repo::{Key, Repository};
 use tidemark::wal::window::Target;
 
 use crate::pitr::{archive_everything, commit_marker};
@@ -343,4 +343,79 @@ async fn a_copy_that_failed_midway_resumes_and_a_damaged_object_is_named_not_cop
     assert!(copy_left.len() == 2 && copy_left[0] == first, "the copy: its pin and newest: {copy_left:?}");
     let listed: Vec<String> = crate::support::list(&w.core, "shop").await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(listed, primary_left, "the catalog's index is the primary's");
+}
+
+/// A `tidemark copy` process killed (SIGKILL) while it sends to S3: what arrived whole stays
+/// and is not sent again; no snapshot is in the copy without all its objects; the upload it
+/// left unfinished is collected by the copy's prune; the copy then checks clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_copy_resumes_without_sending_again_what_arrived() {
+    let mut w = crate::support::world().await;
+    let s3 = S3Server::start().await;
+    s3.create_bucket("killed").await;
+    add_copies(&mut w, vec![("s3", s3.repo_config("killed", "tidemark"))]);
+    // Incompressible rows: about 24 MB stored per snapshot, several multipart uploads.
+    create_database(
+        &w.cluster,
+        "shop",
+        "CREATE TABLE big AS SELECT i AS id, decode(string_agg(md5(random()::text), ''), 'hex') AS data \
+         FROM generate_series(1, 24000) i, generate_series(1, 64) j GROUP BY i;
+         CREATE TABLE small AS SELECT g AS id FROM generate_series(1, 100) g;",
+    )
+    .await;
+    for _ in 0..2 {
+        crate::support::snapshot_shop(&w.core).await.unwrap();
+    }
+    let primary = keys_of(&w.core, None).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap(), "copy", "--workspace", "shop", "--to", "s3"])
+        .env_remove("CI")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the first objects of a snapshot have arrived.
+    let copy_repo = || async { Repository::open(&w.core.config.config.repository_named(Some("s3")).unwrap()).await };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(child.try_wait().unwrap().is_none(), "the copy ended before it could be killed");
+        assert!(std::time::Instant::now() < deadline, "nothing arrived in the copy");
+        if let Ok(repo) = copy_repo().await
+            && repo.list(&Key::from("workspaces/shop/snapshots")).await.unwrap().len() >= 2
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let arrived = keys_of(&w.core, Some("s3")).await;
+    assert!(arrived.len() < primary.len(), "{} of {} arrived", arrived.len(), primary.len());
+    let copy_core = w.core.on_repository(Some("s3")).await.unwrap();
+    for id in copy_core.repo.list_snapshot_ids("shop").await.unwrap() {
+        let m = copy_core.repo.read_manifest("shop", &id, &w.core.identities().unwrap()).await.unwrap();
+        copy_core.repo.verify_present(&m, true).await.unwrap();
+    }
+
+    let report = copy(&w.core, Some("s3")).await.unwrap();
+    let t = &report.copies[0].tally;
+    let data = |keys: &BTreeSet<String>| keys.iter().filter(|k| !k.ends_with(".sig")).count();
+    assert_eq!(t.objects as usize, data(&primary) - data(&arrived), "{t:?} after {} arrived", arrived.len());
+    assert_eq!(keys_of(&w.core, Some("s3")).await, primary);
+    // The copy's prune collects what the killed process left unfinished; a check reads
+    // every object back.
+    let prune = tidemark::ops::prune::PruneOptions {
+        workspace: "shop".into(),
+        repository: Some("s3".into()),
+        ..Default::default()
+    };
+    tidemark::ops::prune::prune(&w.core, &prune, &actor()).await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let left = copy_core.repo.stale_uploads(&Key::from("workspaces/shop"), later).await.unwrap();
+    assert!(left.is_empty(), "unfinished uploads left: {:?}", left.iter().map(|l| &l.what).collect::<Vec<_>>());
+    let check =
+        tidemark::ops::check::CheckOptions { workspace: "shop".into(), read_data: true, repository: Some("s3".into()) };
+    let checked = tidemark::ops::check::check(&w.core, &check, &actor()).await.unwrap();
+    assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+    assert_eq!(checked.snapshots, 2);
 }
