@@ -419,3 +419,76 @@ async fn a_killed_copy_resumes_without_sending_again_what_arrived() {
     assert!(checked.problems.is_empty(), "{:?}", checked.problems);
     assert_eq!(checked.snapshots, 2);
 }
+
+/// The daemon on a manual clock: a snapshot policy with `copy-after` copies each snapshot it
+/// takes to one copy, a copy policy fills another at its own hour, a drill policy drills a
+/// copy; each is a job in the catalog, and the catalog knows how far each copy is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_copies_and_a_drill_of_a_copy() {
+    use crate::daemon::{daily_slot, start_daemon, wait_for};
+    let mut w = crate::support::world().await;
+    create_database(&w.cluster, "shop", "CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 500) g;").await;
+    let folder = |name: &str| url::Url::from_directory_path(w.dir.path().join(name)).unwrap().to_string();
+    let (near, far) = (folder("near"), folder("far"));
+    add_copies(
+        &mut w,
+        vec![
+            ("near", RepositoryConfig { url: near, ..Default::default() }),
+            ("far", RepositoryConfig { url: far, ..Default::default() }),
+        ],
+    );
+    std::fs::set_permissions(w.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    w.core.config.config.drill.scratch_dir = Some(w.dir.path().join("drills"));
+    let schedules = w.dir.path().join("schedules");
+    std::fs::create_dir_all(&schedules).unwrap();
+    let policies = [
+        ("daily", "kind = \"automatic\"\ncron = \"0 2 * * *\"\ncopy-after = true\nto = \"near\"\n"),
+        ("offsite", "action = \"copy\"\ncron = \"0 4 * * *\"\nto = \"far\"\n"),
+        ("drill-near", "action = \"drill\"\ncron = \"0 5 * * *\"\nrepository = \"near\"\n"),
+    ];
+    for (name, text) in policies {
+        std::fs::write(schedules.join(format!("{name}.toml")), text).unwrap();
+    }
+    w.core.config.config.schedules_dir = Some(schedules);
+    let slot = daily_slot(1);
+    let clock = tidemark::schedule::clock::ManualClock::new(slot - chrono::Duration::hours(1));
+    let (shutdown, daemon) = start_daemon(&w.core, &clock);
+    let catalog = w.core.catalog().await.unwrap().clone();
+    wait_for("the schedules to register", async || catalog.last_slot("shop", "drill-near").await.unwrap()).await;
+    let ids = |name: &'static str| {
+        let core = w.core.clone();
+        async move { core.on_repository(Some(name)).await.ok()?.repo.list_snapshot_ids("shop").await.ok() }
+    };
+    let finished = |operation: &'static str| {
+        let catalog = catalog.clone();
+        async move {
+            catalog
+                .jobs(Some("shop"), 20)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|j| j.operation == operation && j.status != "running")
+        }
+    };
+
+    clock.set(slot);
+    let snapshot = wait_for("the snapshot job", async || finished("snapshot").await).await;
+    assert_eq!(snapshot.status, "succeeded", "{snapshot:?}");
+    assert_eq!(ids("near").await.map(|i| i.len()), Some(1), "copy-after copied the snapshot");
+    assert_eq!(ids("far").await, None, "the far copy waits for its own policy");
+
+    clock.set(slot + chrono::Duration::hours(2));
+    let copied = wait_for("the copy job", async || finished("copy").await).await;
+    assert_eq!(copied.status, "succeeded", "{copied:?}");
+    assert_eq!(ids("far").await.map(|i| i.len()), Some(1));
+
+    clock.set(slot + chrono::Duration::hours(3));
+    let drilled = wait_for("the drill job", async || finished("drill").await).await;
+    assert_eq!(drilled.status, "succeeded", "{drilled:?}");
+    let drills = catalog.drills(Some("shop"), 10).await.unwrap();
+    assert!(drills.iter().any(|d| d.trigger == "schedule" && d.report["passed"] == true), "{drills:?}");
+    let states = catalog.copy_states().await.unwrap();
+    assert_eq!(states.iter().map(|s| (s.copy.as_str(), s.snapshots)).collect::<Vec<_>>(), [("far", 1), ("near", 1)]);
+    shutdown.cancel();
+    daemon.await.unwrap();
+}
