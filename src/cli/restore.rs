@@ -69,7 +69,22 @@ pub struct RestoreArgs {
 }
 
 pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
-    let (core, _stop) = global.job_core_on(args.repository.as_deref()).await?;
+    let (core, _stop) = match global.job_core_on(args.repository.as_deref()).await {
+        // The primary cannot be used: which copies hold what was asked.
+        Err(e) if args.repository.is_none() && args.undo_workspace.is_none() => {
+            let config = global.load_config()?;
+            let held = tidemark::ops::copy::holders(&config, args.workspace.as_deref(), args.snapshot.as_deref()).await;
+            return Err(match held.is_empty() {
+                true => e,
+                false => e.context(format!(
+                    "copies that hold it: {} (restore from one with --repository {})",
+                    held.join(", "),
+                    held[0]
+                )),
+            });
+        }
+        other => other?,
+    };
     let actor = global.actor();
     if let Some(workspace) = &args.undo_workspace {
         if args.snapshot.as_deref() != Some("undo") {

@@ -122,6 +122,19 @@ async fn copies_on_s3_and_azure_restore_exactly_after_the_primary_is_gone() {
     for said in ["s3 (s3://offsite/tidemark)", "azure (az://offsite/tidemark)", "--repository"] {
         assert!(e.report().contains(said), "{said:?} not in: {}", e.report());
     }
+    // A restore names the copies that hold what it asked for.
+    let held = tidemark::ops::copy::holders(&w.core.config, Some("shop"), Some(&snapshot.id)).await;
+    assert_eq!(held, ["azure", "s3"]);
+    let none = tidemark::ops::copy::holders(&w.core.config, Some("shop"), Some("20200101T000000Z-000000")).await;
+    assert!(none.is_empty(), "{none:?}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["--config", w.core.config.path.to_str().unwrap(), "restore", &snapshot.id, "--workspace", "shop"])
+        .args(["--target", &w.cluster.url("never_made")])
+        .env_remove("CI")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("copies that hold it: azure, s3"), "{said}");
 
     for name in ["s3", "azure"] {
         let core = Core::open_at(w.core.config.clone(), Some(name)).await.unwrap();
