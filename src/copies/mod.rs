@@ -63,48 +63,53 @@ struct Run<'a> {
     tally: CopyTally,
 }
 
-/// Copies what `from` holds of `workspace` and `to` lacks. Problems with single objects
-/// are collected in the tally; only a store failing (or the stop signal) is an error.
-///
-/// Errors: `Unavailable` for either store; `Interrupted` when stopped; `Key` when the
-/// identity cannot read the source's manifests.
-pub async fn copy_workspace(
-    from: &Repository,
-    to: &Repository,
-    identities: &Identities,
-    workspace: &str,
-    progress: &Progress,
-    stop: &CancellationToken,
-) -> Result<CopyTally> {
-    let have = to.list(&layout::workspace(workspace)).await?.into_iter().map(|o| o.key.to_string()).collect();
-    let mut run = Run { from, to, identities, workspace, progress, stop, have, tally: CopyTally::default() };
-    progress.set_message("WAL");
-    run.wal().await?;
-    progress.set_message("base backups");
-    run.base_backups().await?;
-    progress.set_message("snapshots");
-    run.snapshots().await?;
-    progress.set_message("restore points and pins");
-    run.records().await?;
-    Ok(run.tally)
+/// A copy of one workspace: where from, where to, the identity that reads the source's
+/// manifests, and where it reports and hears it should stop.
+pub struct Transfer<'a> {
+    pub from: &'a Repository,
+    pub to: &'a Repository,
+    pub identities: &'a Identities,
+    pub workspace: &'a str,
+    pub progress: &'a Progress,
+    pub stop: &'a CancellationToken,
 }
 
-/// Only the archived WAL (and history files, and streamed partials) `to` lacks: what keeps
-/// a copy's point-in-time window close to the primary's between copies.
-///
-/// Errors: those of [`copy_workspace`].
-pub async fn copy_wal(
-    from: &Repository,
-    to: &Repository,
-    identities: &Identities,
-    workspace: &str,
-    progress: &Progress,
-    stop: &CancellationToken,
-) -> Result<CopyTally> {
-    let have = to.list(&layout::wal_dir(workspace)).await?.into_iter().map(|o| o.key.to_string()).collect();
-    let mut run = Run { from, to, identities, workspace, progress, stop, have, tally: CopyTally::default() };
-    run.wal().await?;
-    Ok(run.tally)
+impl<'a> Transfer<'a> {
+    /// Copies what `from` holds of the workspace and `to` lacks. Problems with single
+    /// objects are collected in the tally; only a store failing (or the stop signal) is an
+    /// error.
+    ///
+    /// Errors: `Unavailable` for either store; `Interrupted` when stopped; `Key` when the
+    /// identity cannot read the source's manifests.
+    pub async fn everything(self) -> Result<CopyTally> {
+        let mut run = self.start(layout::workspace(self.workspace)).await?;
+        self.progress.set_message("WAL");
+        run.wal().await?;
+        self.progress.set_message("base backups");
+        run.base_backups().await?;
+        self.progress.set_message("snapshots");
+        run.snapshots().await?;
+        self.progress.set_message("restore points and pins");
+        run.records().await?;
+        Ok(run.tally)
+    }
+
+    /// Only the archived WAL (and history files, and streamed partials) `to` lacks: what
+    /// keeps a copy's point-in-time window close to the primary's between copies.
+    ///
+    /// Errors: those of [`Self::everything`].
+    pub async fn wal(self) -> Result<CopyTally> {
+        let mut run = self.start(layout::wal_dir(self.workspace)).await?;
+        run.wal().await?;
+        Ok(run.tally)
+    }
+
+    /// A run knowing what the copy holds below `prefix`.
+    async fn start(&self, prefix: Key) -> Result<Run<'a>> {
+        let have = self.to.list(&prefix).await?.into_iter().map(|o| o.key.to_string()).collect();
+        let Transfer { from, to, identities, workspace, progress, stop } = *self;
+        Ok(Run { from, to, identities, workspace, progress, stop, have, tally: CopyTally::default() })
+    }
 }
 
 impl Run<'_> {

@@ -5,9 +5,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::Core;
+
+mod wal;
 use crate::actor::Actor;
 use crate::copies::{CopyTally, Lag};
 use crate::error::{Error, ErrorKind, Result};
+
+mod wal;
+pub use wal::{wal_forever, wal_once};
+pub use wal::{wal_forever, wal_once};
 
 /// What `copy` takes.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
@@ -102,12 +108,10 @@ pub async fn copy(core: &Core, opts: &CopyOptions, _actor: &Actor) -> Result<Cop
     for name in names {
         let to = open_copy(core, &name).await?;
         core.progress().set_prefix(format!("copy {name}"));
-        let tally =
-            crate::copies::copy_workspace(&core.repo, &to, &identities, &opts.workspace, core.progress(), core.stop())
-                .await
-                .map_err(|e| {
-                    e.context(format!("copying workspace {} to copy {name} ({})", opts.workspace, to.url()))
-                })?;
+        let tally = between(core, &to, &identities, &opts.workspace)
+            .everything()
+            .await
+            .map_err(|e| e.context(format!("copying workspace {} to copy {name} ({})", opts.workspace, to.url())))?;
         let lag = record_lag(core, &opts.workspace, &name, &to).await?;
         let lag_seconds = lag.seconds(chrono::Utc::now());
         copies.push(CopiedTo { name, url: to.url().to_string(), tally, lag, lag_seconds });
@@ -189,6 +193,23 @@ pub async fn scheduled(core: &Core, workspace: &str, to: Option<String>, actor: 
     Ok(report)
 }
 
+/// A copy of `workspace` from this core's repository to `to`.
+fn between<'a>(
+    core: &'a Core,
+    to: &'a crate::repo::Repository,
+    identities: &'a crate::keys::Identities,
+    workspace: &'a str,
+) -> crate::copies::Transfer<'a> {
+    crate::copies::Transfer {
+        from: &core.repo,
+        to,
+        identities,
+        workspace,
+        progress: core.progress(),
+        stop: core.stop(),
+    }
+}
+
 /// Copy `name`, made a copy of the primary first if its location is empty.
 ///
 /// Errors: `Config` when it holds another repository; those of the store.
@@ -224,45 +245,6 @@ async fn record_lag(core: &Core, workspace: &str, name: &str, to: &crate::repo::
         Err(e) => tracing::warn!(error = %e.report(), "no catalog: the copy's state is not recorded"),
     }
     Ok(lag)
-}
-
-/// The WAL of `workspace` that copy `name` lacks, sent (see [`crate::copies::copy_wal`]),
-/// and the copy's lag recorded: one round of what `serve` does every `wal-interval`.
-///
-/// Errors: those of [`copy`].
-pub async fn wal_once(core: &Core, workspace: &str, name: &str) -> Result<CopyTally> {
-    let to = open_copy(core, name).await?;
-    let identities = core.identities()?;
-    let tally = crate::copies::copy_wal(&core.repo, &to, &identities, workspace, core.progress(), core.stop()).await?;
-    record_lag(core, workspace, name, &to).await?;
-    Ok(tally)
-}
-
-/// WAL to the copies that ask for it (`wal-interval`), for as long as the daemon runs:
-/// every interval, each workspace's newly archived WAL; a round that fails is logged and
-/// the next one sends what is missing. (Every daemon of a fleet does it; what one sent,
-/// the others find there.)
-pub async fn wal_forever(core: Core, shutdown: tokio_util::sync::CancellationToken) {
-    let rounds = core.config.config.copies.iter().filter_map(|(name, c)| c.wal_interval.map(|i| (name.clone(), i)));
-    let loops = rounds.map(|(name, every)| {
-        let (core, shutdown) = (core.clone(), shutdown.clone());
-        async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(every) => {}
-                }
-                for workspace in core.config.config.workspaces.keys() {
-                    match wal_once(&core, workspace, &name).await {
-                        Ok(t) if t.problems.is_empty() => {}
-                        Ok(t) => tracing::warn!(workspace, copy = %name, problems = ?t.problems, "WAL not copied"),
-                        Err(e) => tracing::warn!(workspace, copy = %name, error = %e.report(), "WAL not copied"),
-                    }
-                }
-            }
-        }
-    });
-    futures::future::join_all(loops).await;
 }
 
 /// The copies that hold snapshot `snapshot` of `workspace` (`latest` or none: any snapshot
