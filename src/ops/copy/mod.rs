@@ -5,14 +5,11 @@
 use serde::{Deserialize, Serialize};
 
 use super::Core;
-
-mod wal;
 use crate::actor::Actor;
 use crate::copies::{CopyTally, Lag};
 use crate::error::{Error, ErrorKind, Result};
 
 mod wal;
-pub use wal::{wal_forever, wal_once};
 pub use wal::{wal_forever, wal_once};
 
 /// What `copy` takes.
