@@ -357,10 +357,7 @@ pub fn open(cfg: &RepositoryConfig, create: bool) -> Result<OpenedStore> {
             Ok(OpenedStore { store: Arc::new(store), local_root: Some(root), s3: None })
         }
         "s3" => {
-            let bucket = url
-                .host_str()
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| Error::config(format!("repository.url {:?} names no bucket", cfg.url)))?;
+            let bucket = bucket_of(&url, cfg)?;
             let mut builder = AmazonS3Builder::from_env()
                 .with_bucket_name(bucket)
                 .with_retry(retries())
