@@ -82,7 +82,8 @@ pub async fn run(global: &Global, args: DrillArgs) -> Result<()> {
         (None, Some(time)) => DrillSource::Pitr(Target::Time(tidemark::wal::window::parse_time(&time)?)),
         (None, None) => DrillSource::Snapshot(args.snapshot),
     };
-    let (core, _stop) = global.job_core_on(args.repository.as_deref()).await?;
+    let wanted = tidemark::ops::copy::Wanted::drill(&workspace, &source);
+    let (core, _stop) = global.job_core_for(args.repository.as_deref(), wanted).await?;
     if !global.json {
         eprintln!("drilling workspace {workspace}: restoring into a throwaway, then checking...");
     }

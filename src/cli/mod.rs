@@ -200,6 +200,21 @@ impl Global {
         Ok((core, StopOnSignal(tokio::spawn(serve::stop_on_signal(stop)))))
     }
 
+    /// [`Self::job_core_on`]; when the primary was asked for and cannot be used, the error
+    /// names the copies that hold what the command wants.
+    pub async fn job_core_for(
+        &self,
+        repository: Option<&str>,
+        wanted: tidemark::ops::copy::Wanted<'_>,
+    ) -> Result<(Core, StopOnSignal)> {
+        match self.job_core_on(repository).await {
+            Err(e) if repository.is_none() && e.kind() != tidemark::ErrorKind::Usage => {
+                Err(tidemark::ops::copy::primary_away(&self.load_config()?, wanted, e).await)
+            }
+            other => other,
+        }
+    }
+
     /// Prints a value as pretty JSON on stdout.
     #[allow(clippy::unused_self, reason = "--json output has one place, beside the flag that asks for it")]
     pub fn print_json(&self, value: &impl serde::Serialize) {

@@ -70,7 +70,12 @@ pub struct RestoreArgs {
 
 pub async fn run(global: &Global, cmd: PitrCommand) -> Result<()> {
     let core = match &cmd {
-        PitrCommand::Restore(args) => global.core_on(args.repository.as_deref()).await?,
+        PitrCommand::Restore(args) => {
+            let target = Target::from_flags(args.time.as_deref(), args.lsn.as_deref(), args.name.as_deref())?;
+            let wanted =
+                tidemark::ops::copy::Wanted::PointInTime { workspace: args.workspace.as_deref(), target: &target };
+            global.job_core_for(args.repository.as_deref(), wanted).await?.0
+        }
         _ => global.core().await?,
     };
     match cmd {

@@ -2,6 +2,7 @@
 
 use clap::Args;
 use tidemark::Result;
+use tidemark::ops::copy::Wanted;
 use tidemark::ops::inplace::{InPlaceOptions, UndoOptions, restore_in_place_recorded, undo_recorded};
 use tidemark::ops::restore::{RestoreOptions, RestoreTarget, restore_recorded};
 
@@ -69,21 +70,12 @@ pub struct RestoreArgs {
 }
 
 pub async fn run(global: &Global, args: RestoreArgs) -> Result<()> {
-    let (core, _stop) = match global.job_core_on(args.repository.as_deref()).await {
-        // The primary cannot be used: which copies hold what was asked.
-        Err(e) if args.repository.is_none() && args.undo_workspace.is_none() => {
-            let config = global.load_config()?;
-            let held = tidemark::ops::copy::holders(&config, args.workspace.as_deref(), args.snapshot.as_deref()).await;
-            return Err(match held.is_empty() {
-                true => e,
-                false => e.context(format!(
-                    "copies that hold it: {} (restore from one with --repository {})",
-                    held.join(", "),
-                    held[0]
-                )),
-            });
+    let (core, _stop) = match &args.undo_workspace {
+        Some(_) => global.job_core_on(None).await?,
+        None => {
+            let wanted = Wanted::Snapshot { workspace: args.workspace.as_deref(), snapshot: args.snapshot.as_deref() };
+            global.job_core_for(args.repository.as_deref(), wanted).await?
         }
-        other => other?,
     };
     let actor = global.actor();
     if let Some(workspace) = &args.undo_workspace {

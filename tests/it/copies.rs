@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use tidemark::ErrorKind;
 use tidemark::config::RepositoryConfig;
 use tidemark::ops::Core;
-use tidemark::ops::copy::{CopyOptions, CopyReport};
+use tidemark::ops::copy::{CopyOptions, CopyReport, Wanted};
 use tidemark::ops::pitr::PitrRestoreOptions;
 use tidemark::ops::restore::{RestoreOptions, RestoreTarget};
 use tidemark::pg::ConnSpec;
@@ -122,19 +122,39 @@ async fn copies_on_s3_and_azure_restore_exactly_after_the_primary_is_gone() {
     for said in ["s3 (s3://offsite/tidemark)", "azure (az://offsite/tidemark)", "--repository"] {
         assert!(e.report().contains(said), "{said:?} not in: {}", e.report());
     }
-    // A restore names the copies that hold what it asked for.
-    let held = tidemark::ops::copy::holders(&w.core.config, Some("shop"), Some(&snapshot.id)).await;
-    assert_eq!(held, ["azure", "s3"]);
-    let none = tidemark::ops::copy::holders(&w.core.config, Some("shop"), Some("20200101T000000Z-000000")).await;
-    assert!(none.is_empty(), "{none:?}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args(["--config", w.core.config.path.to_str().unwrap(), "restore", &snapshot.id, "--workspace", "shop"])
-        .args(["--target", &w.cluster.url("never_made")])
-        .env_remove("CI")
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && said.contains("copies that hold it: azure, s3"), "{said}");
+    // A restore, a point-in-time restore and a drill name the copies that hold what they
+    // asked for (the S3 copy's prune above kept point-a; a moment before the first base
+    // backup is in no copy).
+    let held = |wanted| tidemark::ops::copy::holders(&w.core.config, wanted);
+    let snapshot_wanted = Wanted::Snapshot { workspace: Some("shop"), snapshot: Some(&snapshot.id) };
+    assert_eq!(held(snapshot_wanted).await, ["azure", "s3"]);
+    let unknown = Wanted::Snapshot { workspace: Some("shop"), snapshot: Some("20200101T000000Z-000000") };
+    assert!(held(unknown).await.is_empty());
+    let point = Target::Name("point-a".into(), None);
+    assert_eq!(held(Wanted::PointInTime { workspace: None, target: &point }).await, ["azure", "s3"]);
+    let long_ago_at = chrono::Utc::now() - chrono::Duration::days(400);
+    let long_ago = Target::Time(long_ago_at);
+    assert!(held(Wanted::PointInTime { workspace: Some("shop"), target: &long_ago }).await.is_empty());
+    let tidemark = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["--config", w.core.config.path.to_str().unwrap()])
+            .args(args)
+            .env_remove("CI")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded with the primary gone");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    let said = tidemark(&["restore", &snapshot.id, "--workspace", "shop", "--target", &w.cluster.url("never_made")]);
+    assert!(said.contains("copies that hold it: azure, s3 (read one with --repository azure)"), "{said}");
+    let pgdata = w.dir.path().join("never-restored");
+    let said = tidemark(&["pitr", "restore", "--name", "point-a", "--pgdata", pgdata.to_str().unwrap()]);
+    assert!(said.contains("copies that hold it: azure, s3") && !pgdata.exists(), "{said}");
+    let said =
+        tidemark(&["pitr", "restore", "--time", &long_ago_at.to_rfc3339(), "--pgdata", pgdata.to_str().unwrap()]);
+    assert!(said.contains("no copy holds it either"), "{said}");
+    let said = tidemark(&["drill", "--workspace", "shop", "--snapshot", &snapshot.id]);
+    assert!(said.contains("copies that hold it: azure, s3"), "{said}");
 
     for name in ["s3", "azure"] {
         let core = Core::open_at(w.core.config.clone(), Some(name)).await.unwrap();
@@ -504,4 +524,48 @@ async fn scheduled_copies_and_a_drill_of_a_copy() {
     assert_eq!(states.iter().map(|s| (s.copy.as_str(), s.snapshots)).collect::<Vec<_>>(), [("far", 1), ("near", 1)]);
     shutdown.cancel();
     daemon.await.unwrap();
+}
+
+/// What `serve` runs for copies with `wal-interval`: every interval, the WAL the copy lacks
+/// goes over (round after round, as it is archived), the copy's lag is recorded, and the
+/// loop ends when the daemon shuts down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_reaches_a_copy_every_interval_until_shutdown() {
+    let mut w = crate::pitr::archiving_world().await;
+    let url = url::Url::from_directory_path(w.dir.path().join("near")).unwrap().to_string();
+    let every = std::time::Duration::from_millis(200);
+    add_copies(&mut w, vec![("near", RepositoryConfig { url, wal_interval: Some(every), ..Default::default() })]);
+    let shop = create_database(&w.cluster, "shop", "CREATE TABLE markers (label text PRIMARY KEY)").await;
+    crate::support::basebackup(&w.core).await.unwrap();
+    let wal_of = |keys: BTreeSet<String>| -> BTreeSet<String> {
+        keys.into_iter().filter(|k| k.contains("/wal/") && !k.ends_with(".sig")).collect()
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let copier = tokio::spawn(tidemark::ops::copy::wal_forever(w.core.clone(), shutdown.clone()));
+    for round in ["first", "second"] {
+        commit_marker(&shop, round).await;
+        archive_everything(&shop, &w.core).await;
+        let archived = wal_of(keys_of(&w.core, None).await);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            // (The first round seeds the copy's folder.)
+            let copied = match w.core.open_repository(Some("near")).await {
+                Ok(_) => wal_of(keys_of(&w.core, Some("near")).await),
+                Err(e) if e.kind() == ErrorKind::NotFound => BTreeSet::new(),
+                Err(e) => panic!("{}", e.report()),
+            };
+            if archived.is_subset(&copied) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{round}: never copied: {:?}", archived.difference(&copied));
+            tokio::time::sleep(every / 2).await;
+        }
+    }
+    let states = w.core.catalog().await.unwrap().copy_states().await.unwrap();
+    assert!(states.iter().any(|s| s.copy == "near" && s.workspace == "shop"), "{states:?}");
+    shutdown.cancel();
+    tokio::time::timeout(std::time::Duration::from_secs(30), copier)
+        .await
+        .expect("the WAL copier ends when the daemon shuts down")
+        .unwrap();
 }

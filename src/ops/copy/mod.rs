@@ -9,7 +9,9 @@ use crate::actor::Actor;
 use crate::copies::{CopyTally, Lag};
 use crate::error::{Error, ErrorKind, Result};
 
+mod holders;
 mod wal;
+pub use holders::{Wanted, holders, primary_away};
 pub use wal::{wal_forever, wal_once};
 
 /// What `copy` takes.
@@ -242,29 +244,4 @@ async fn record_lag(core: &Core, workspace: &str, name: &str, to: &crate::repo::
         Err(e) => tracing::warn!(error = %e.report(), "no catalog: the copy's state is not recorded"),
     }
     Ok(lag)
-}
-
-/// The copies that hold snapshot `snapshot` of `workspace` (`latest` or none: any snapshot
-/// of it), each opened and asked directly: what a restore says when the primary cannot be
-/// used. A copy that cannot be asked is left out.
-pub async fn holders(
-    config: &crate::config::LoadedConfig,
-    workspace: Option<&str>,
-    snapshot: Option<&str>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for name in config.config.copies.keys() {
-        let Ok(core) = Core::open_at(config.clone(), Some(name)).await else { continue };
-        let held = match (workspace, snapshot.filter(|s| *s != "latest")) {
-            (_, Some(id)) => core.repo.find_snapshot(id).await.is_ok_and(|ws| workspace.is_none_or(|w| w == ws)),
-            (ws, None) => match core.workspace_or_only(ws) {
-                Ok(ws) => core.repo.list_snapshot_ids(&ws).await.is_ok_and(|ids| !ids.is_empty()),
-                Err(_) => false,
-            },
-        };
-        if held {
-            out.push(name.clone());
-        }
-    }
-    out
 }

@@ -171,6 +171,22 @@ fn spec_user(spec: &ConnSpec) -> String {
         .unwrap_or_else(|| "<role>".into())
 }
 
+/// Whether this core's repository holds what a point-in-time restore of `workspace` to
+/// `target` needs: a readable base backup and the WAL from it to the target (what a
+/// command asks of each copy when the primary is away).
+///
+/// Errors: `Key` without the identity; those of the store.
+pub async fn reaches(core: &Core, workspace: &str, target: &Target) -> Result<bool> {
+    let physical = Physical::load(core, &core.identities()?, workspace).await?;
+    let target = match target {
+        Target::Name(name, None) => {
+            Target::Name(name.clone(), recorded_point(core, workspace, name).await?.map(|p| p.lsn))
+        }
+        other => other.clone(),
+    };
+    Ok(window::choose(&physical.window(), &physical.bases, &target).is_ok())
+}
+
 async fn recorded_point(core: &Core, workspace: &str, name: &str) -> Result<Option<RestorePoint>> {
     let key = layout::restore_point(workspace, name);
     core.repo.read_sealed(&key, &core.identities()?, &format!("restore point {name}")).await
