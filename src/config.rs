@@ -465,18 +465,19 @@ fn validate_copy(name: &str, copy: &RepositoryConfig, primary: &RepositoryConfig
         )));
     }
     validate_repository(&section, copy)?;
-    if !copy.recipients.is_empty() && copy.recipients != primary.recipients {
+    let own_keys = !copy.recipients.is_empty() && copy.recipients != primary.recipients;
+    if copy.identity_file.is_some() && !own_keys {
         return Err(Error::config(format!(
-            "{section}.recipients differ from repository.recipients: a copy holds the primary's encrypted objects \
-             byte for byte, so it is read with the same keys. Remove {section}.recipients"
+            "{section}.identity-file: a copy without recipients of its own holds the primary's objects byte for \
+             byte and is read with the primary's identity (repository.identity-file); remove it here, or give the \
+             copy its own {section}.recipients"
         )));
     }
-    for (key, set) in [("identity-file", copy.identity_file.is_some()), ("signing-key", copy.signing_key.is_some())] {
-        if set {
-            return Err(Error::config(format!(
-                "{section}.{key}: a copy uses the primary's (repository.{key}); remove it here"
-            )));
-        }
+    if copy.signing_key.is_some() {
+        return Err(Error::config(format!(
+            "{section}.signing-key: a copy is signed with the primary's key (repository.signing-key); remove it \
+             here (a copy may trust other signers: {section}.trusted-signers)"
+        )));
     }
     if copy.url.trim_end_matches('/') == primary.url.trim_end_matches('/') {
         return Err(Error::config(format!("{section}.url is the primary's own URL: a copy must be elsewhere")));
@@ -813,9 +814,14 @@ impl LoadedConfig {
     /// Where the identity comes from: `$TIDEMARK_IDENTITY`, `$TIDEMARK_IDENTITY_FILE`, or
     /// `repository.identity-file`.
     pub fn identity_source(&self) -> Option<IdentitySource> {
-        identity_source_from_env().or_else(|| {
-            self.config.repository.identity_file.as_ref().map(|p| IdentitySource::File(self.resolve_path(p)))
-        })
+        self.identity_source_for(&self.config.repository)
+    }
+
+    /// [`Self::identity_source`] of a repository table (a copy with keys of its own has its
+    /// own `identity-file`; see [`Config::repository_named`]).
+    pub fn identity_source_for(&self, repository: &RepositoryConfig) -> Option<IdentitySource> {
+        identity_source_from_env()
+            .or_else(|| repository.identity_file.as_ref().map(|p| IdentitySource::File(self.resolve_path(p))))
     }
 }
 
@@ -919,9 +925,17 @@ impl Config {
         Ok(())
     }
 
+    /// The recipients of copy `name` when they are its own (not the primary's): `copy`
+    /// re-seals every object to them, and the copy's own `identity-file` reads it.
+    pub fn own_keys(&self, name: &str) -> Option<&[String]> {
+        let copy = self.copies.get(name)?;
+        (!copy.recipients.is_empty() && copy.recipients != self.repository.recipients).then_some(&copy.recipients[..])
+    }
+
     /// The repository called `name`: `None` (or the word `primary`) is `[repository]`, any
-    /// other name a `[copies.NAME]`, completed with what copies take from the primary
-    /// (recipients, identity, signing key, and the trusted signers when it names none).
+    /// other name a `[copies.NAME]`, completed with what copies take from the primary (the
+    /// signing key; recipients and identity unless it has recipients of its own; the
+    /// trusted signers when it names none).
     ///
     /// Errors: `Usage` for a name that is not configured, naming those that are.
     pub fn repository_named(&self, name: Option<&str>) -> Result<RepositoryConfig> {
@@ -935,8 +949,10 @@ impl Config {
         };
         let primary = &self.repository;
         let mut out = copy.clone();
-        out.recipients.clone_from(&primary.recipients);
-        out.identity_file.clone_from(&primary.identity_file);
+        if self.own_keys(name).is_none() {
+            out.recipients.clone_from(&primary.recipients);
+            out.identity_file.clone_from(&primary.identity_file);
+        }
         out.signing_key.clone_from(&primary.signing_key);
         if out.trusted_signers.is_empty() {
             out.trusted_signers.clone_from(&primary.trusted_signers);
@@ -1306,10 +1322,29 @@ mod tests {
         let e = config.repository_named(Some("elsewhere")).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Usage);
         assert!(e.message().contains("primary, gcs, offsite"), "{}", e.message());
+        assert!(config.own_keys("offsite").is_none() && config.own_keys("primary").is_none());
+
+        // A copy with recipients of its own is read with its own identity (and signed with
+        // the primary's key); one whose recipients are the primary's is not "its own".
+        let own = Config::parse(&format!(
+            "{base}[copies.vault]\nurl = \"file:///v\"\nrecipients = [\"age1other\"]\nidentity-file = \"vault.txt\"\n\
+             [copies.same]\nurl = \"file:///s\"\nrecipients = {:?}\n",
+            config.repository.recipients
+        ))
+        .unwrap();
+        assert_eq!(own.own_keys("vault"), Some(&["age1other".to_string()][..]));
+        let vault = own.repository_named(Some("vault")).unwrap();
+        assert_eq!(vault.identity_file, Some(PathBuf::from("vault.txt")));
+        assert_eq!(
+            (vault.recipients, vault.signing_key),
+            (vec!["age1other".to_string()], config.repository.signing_key.clone())
+        );
+        assert!(own.own_keys("same").is_none());
+        assert_eq!(own.repository_named(Some("same")).unwrap().identity_file, config.repository.identity_file);
 
         for (table, said) in [
-            ("[copies.x]\nurl = \"file:///c\"\nrecipients = [\"age1xyz\"]\n", "byte for byte"),
             ("[copies.x]\nurl = \"file:///c\"\nidentity-file = \"other.txt\"\n", "copies.x.identity-file"),
+            ("[copies.x]\nurl = \"file:///c\"\nidentity-file = \"other.txt\"\n", "its own copies.x.recipients"),
             ("[copies.x]\nurl = \"file:///c\"\nsigning-key = \"other.key\"\n", "copies.x.signing-key"),
             ("[copies.primary]\nurl = \"file:///c\"\n", "not \"primary\""),
             ("[copies.\"a b\"]\nurl = \"file:///c\"\n", "letters, digits"),

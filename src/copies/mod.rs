@@ -5,8 +5,13 @@
 //! record after its signature. What is already in the copy is not sent again, so a copy
 //! that was stopped resumes where it was; a damaged source object is named, and what needs
 //! it (its snapshot or base backup) is not committed in the copy.
+//!
+//! A copy with recipients of its own gets every object decrypted and encrypted again to
+//! them (`repo::pipeline::reseal_object`), and manifests and records written anew, with
+//! what the copy stores recorded and signed by the signing key: a stolen primary identity
+//! does not open it, and its own identity reads it alone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
 use serde::Serialize;
@@ -14,10 +19,11 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::keys::Identities;
+use crate::keys::{Identities, Recipients};
 use crate::progress::Progress;
 use crate::repo::layout::{self, SnapshotObject};
-use crate::repo::pipeline::{Check, copy_object};
+use crate::repo::manifest::{Manifest, ObjectEntry};
+use crate::repo::pipeline::{Check, Resealed, copy_object, reseal_object};
 use crate::repo::{Key, Repository};
 use crate::wal::{archive, base};
 
@@ -59,17 +65,32 @@ struct Run<'a> {
     workspace: &'a str,
     progress: &'a Progress,
     stop: &'a CancellationToken,
+    reseal: Option<&'a Recipients>,
     have: HashSet<String>,
+    /// Re-sealing: what the copy's manifests record of the objects it received, and the
+    /// stored sizes of media it received.
+    entries: HashMap<String, ObjectEntry>,
+    sizes: HashMap<String, u64>,
     tally: CopyTally,
 }
 
+/// A manifest a copy commits once what it names is there.
+enum Commit {
+    Snapshot(Box<Manifest>),
+    Base(Box<base::BaseManifest>),
+}
+
 /// A copy of one workspace: where from, where to, the identity that reads the source's
-/// manifests, and where it reports and hears it should stop.
+/// manifests, the copy's own recipients if it has them, and where it reports and hears it
+/// should stop.
 pub struct Transfer<'a> {
     pub from: &'a Repository,
     pub to: &'a Repository,
     pub identities: &'a Identities,
     pub workspace: &'a str,
+    /// `Some`: the copy's own recipients, to which every object is re-sealed; `None`: the
+    /// copy holds the source's objects byte for byte.
+    pub reseal: Option<&'a Recipients>,
     pub progress: &'a Progress,
     pub stop: &'a CancellationToken,
 }
@@ -107,8 +128,9 @@ impl<'a> Transfer<'a> {
     /// A run knowing what the copy holds below `prefix`.
     async fn start(&self, prefix: Key) -> Result<Run<'a>> {
         let have = self.to.list(&prefix).await?.into_iter().map(|o| o.key.to_string()).collect();
-        let Transfer { from, to, identities, workspace, progress, stop } = *self;
-        Ok(Run { from, to, identities, workspace, progress, stop, have, tally: CopyTally::default() })
+        let Transfer { from, to, identities, workspace, reseal, progress, stop } = *self;
+        let (entries, sizes, tally) = (HashMap::new(), HashMap::new(), CopyTally::default());
+        Ok(Run { from, to, identities, workspace, progress, stop, reseal, have, entries, sizes, tally })
     }
 }
 
@@ -124,20 +146,37 @@ impl Run<'_> {
     /// problems (damaged or missing source objects); counts what went over.
     async fn objects(&mut self, wanted: Vec<(Key, Check)>) -> Result<Vec<String>> {
         self.stopped()?;
-        let (from, to, identities) = (self.from, self.to, self.identities);
+        let (from, to, identities, reseal) = (self.from, self.to, self.identities, self.reseal);
         let asked = wanted.len();
-        let missing: Vec<_> = wanted.into_iter().filter(|(k, _)| !self.have.contains(k.as_ref())).collect();
+        let (there, missing): (Vec<_>, Vec<_>) = wanted.into_iter().partition(|(k, _)| self.have.contains(k.as_ref()));
         self.tally.already_there += (asked - missing.len()) as u64;
         let mut results = futures::stream::iter(missing)
             .map(|(key, check)| async move {
-                let result = copy_object(from, to, &key, &check, Some(identities)).await;
-                (key, result)
+                let result = match (reseal, &check) {
+                    (Some(recipients), Check::Stored(_) | Check::Content { .. }) => {
+                        reseal_object(from, to, &key, &check, identities, recipients).await
+                    }
+                    _ => copy_object(from, to, &key, &check, Some(identities)).await.map(Resealed::Unhashed),
+                };
+                (key, check, result)
             })
             .buffer_unordered(PARALLEL);
         let mut problems = Vec::new();
-        while let Some((key, result)) = results.next().await {
+        let mut arrived_before = there;
+        while let Some((key, check, result)) = results.next().await {
             match result {
-                Ok(bytes) => {
+                Ok(done) => {
+                    let bytes = match done {
+                        Resealed::Entry(entry) => {
+                            let bytes = entry.stored_size;
+                            self.entries.insert(key.to_string(), entry);
+                            bytes
+                        }
+                        Resealed::Unhashed(bytes) => {
+                            self.sizes.insert(key.to_string(), bytes);
+                            bytes
+                        }
+                    };
                     self.tally.objects += 1;
                     self.tally.bytes += bytes;
                     self.progress.add_bytes(bytes);
@@ -145,6 +184,7 @@ impl Run<'_> {
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
                     self.have.insert(key.to_string());
+                    arrived_before.push((key, check));
                 }
                 Err(e) if e.kind() == ErrorKind::Integrity => problems.push(e.report()),
                 Err(e) => return Err(e),
@@ -155,7 +195,29 @@ impl Run<'_> {
         }
         drop(results);
         self.stopped()?;
+        self.entries_of(arrived_before).await?;
         Ok(problems)
+    }
+
+    /// Re-sealing: what the copy's manifest records of objects a run that stopped re-sealed
+    /// already (read off the copy: their stored bytes are the copy's own; their plaintext
+    /// is still checked against the source manifest's BLAKE3 when restored or `check
+    /// --read-data`).
+    async fn entries_of(&mut self, arrived: Vec<(Key, Check)>) -> Result<()> {
+        if self.reseal.is_none() {
+            return Ok(());
+        }
+        for (key, check) in arrived {
+            let Check::Stored(entry) = check else { continue };
+            if self.entries.contains_key(key.as_ref()) {
+                continue;
+            }
+            let Some((stored_sha256, stored_size)) = self.to.stored_digest(&key).await? else {
+                return Err(Error::integrity(format!("{key} vanished from {} while it was copied", self.to.url())));
+            };
+            self.entries.insert(key.to_string(), ObjectEntry { stored_sha256, stored_size, ..entry });
+        }
+        Ok(())
     }
 
     /// A signed record (a manifest, a restore point): its signature, checked against the
@@ -164,6 +226,21 @@ impl Run<'_> {
         if self.have.contains(key.as_ref()) {
             self.tally.already_there += 1;
             return Ok(Sent::There);
+        }
+        if let Some(recipients) = self.reseal {
+            if let Some(problem) = self.vouched(key).await? {
+                return Ok(Sent::Not(problem));
+            }
+            let read = self.from.read_sealed::<serde_json::Value>(key, self.identities, &format!("record {key}")).await;
+            let value = match read {
+                Ok(Some(value)) => value,
+                Ok(None) => {
+                    return Ok(Sent::Not(format!("{key} vanished from {} while it was copied", self.from.url())));
+                }
+                Err(e) if e.kind() == ErrorKind::Integrity => return Ok(Sent::Not(e.report())),
+                Err(e) => return Err(e),
+            };
+            return self.sent(key, self.to.put_sealed(key, &value, recipients).await, 0);
         }
         let Some(bytes) = self.from.get(key).await? else {
             return Ok(Sent::Not(format!("{key} vanished from {} while it was copied", self.from.url())));
@@ -174,7 +251,13 @@ impl Run<'_> {
             other => other?,
         }
         let size = bytes.len() as u64;
-        match self.to.put_once(key, bytes).await {
+        let put = self.to.put_once(key, bytes).await;
+        self.sent(key, put, size)
+    }
+
+    /// What became of a record written to the copy (`size` bytes, when known).
+    fn sent(&mut self, key: &Key, put: Result<()>, size: u64) -> Result<Sent> {
+        match put {
             Ok(()) => {
                 self.tally.objects += 1;
                 self.tally.bytes += size;
@@ -184,6 +267,40 @@ impl Run<'_> {
         }
         self.have.insert(key.to_string());
         Ok(Sent::Now)
+    }
+
+    /// Re-sealing: the manifest as the copy holds it (what it stores of each object, read
+    /// from what this run and earlier ones wrote), sealed to the copy's recipients and
+    /// signed.
+    async fn commit_resealed(&mut self, key: &Key, commit: Commit, recipients: &Recipients) -> Result<Sent> {
+        let own = |entries: &HashMap<String, ObjectEntry>, object: &Key| {
+            entries.get(object.as_ref()).cloned().ok_or_else(|| {
+                Error::internal(format!("{object} was re-sealed into the copy, but what it became was not kept"))
+            })
+        };
+        let put = match commit {
+            Commit::Snapshot(mut m) => {
+                let (workspace, id) = (m.workspace.clone(), m.id.clone());
+                for entry in m.objects_mut() {
+                    *entry = own(&self.entries, &SnapshotObject::key_for_name(&workspace, &id, &entry.name)?)?;
+                }
+                for file in m.media.iter_mut().flat_map(|media| media.files.iter_mut()) {
+                    if file.stored_size.is_some() {
+                        let key = layout::media_object(&workspace, &file.sha256)?;
+                        file.stored_size = match self.sizes.get(key.as_ref()) {
+                            Some(size) => Some(*size),
+                            None => self.to.stored_size(&key).await?,
+                        };
+                    }
+                }
+                self.to.commit_manifest(&m, recipients).await
+            }
+            Commit::Base(mut b) => {
+                b.tar = own(&self.entries, &layout::base_tar(&b.workspace, &b.id))?;
+                self.to.put_sealed(key, &b, recipients).await
+            }
+        };
+        self.sent(key, put, 0)
     }
 
     /// Whether the copy's trusted signers vouch for the record at `key` as the source holds
@@ -252,8 +369,8 @@ impl Run<'_> {
                 continue;
             }
             let tar = layout::base_tar(self.workspace, &b.id);
-            let check = Check::Stored { sha256: b.tar.stored_sha256.clone(), size: b.tar.stored_size };
-            if self.committed(&format!("base backup {}", b.id), &manifest, vec![(tar, check)]).await? {
+            let (what, check) = (format!("base backup {}", b.id), Check::Stored(b.tar.clone()));
+            if self.committed(&what, &manifest, vec![(tar, check)], Commit::Base(Box::new(b))).await? {
                 self.tally.base_backups += 1;
             }
         }
@@ -263,7 +380,13 @@ impl Run<'_> {
     /// What one manifest commits (`wanted`), then the manifest: nothing when the copy's
     /// signers would refuse the manifest, and no manifest when an object failed its check
     /// (each problem named after `what`). Whether the manifest went over now.
-    async fn committed(&mut self, what: &str, manifest: &Key, wanted: Vec<(Key, Check)>) -> Result<bool> {
+    async fn committed(
+        &mut self,
+        what: &str,
+        manifest: &Key,
+        wanted: Vec<(Key, Check)>,
+        commit: Commit,
+    ) -> Result<bool> {
         if let Some(problem) = self.vouched(manifest).await? {
             self.tally.problems.push(format!("{what}: {problem}"));
             return Ok(false);
@@ -273,7 +396,13 @@ impl Run<'_> {
             self.tally.problems.push(format!("{what} was not copied: {}", problems.join("; ")));
             return Ok(false);
         }
-        match self.record(manifest).await? {
+        let sent = match self.reseal {
+            Some(recipients) if !self.have.contains(manifest.as_ref()) => {
+                self.commit_resealed(manifest, commit, recipients).await?
+            }
+            _ => self.record(manifest).await?,
+        };
+        match sent {
             Sent::Not(problem) => self.tally.problems.push(format!("{what}: {problem}")),
             Sent::Now => return Ok(true),
             Sent::There => {}
@@ -301,11 +430,12 @@ impl Run<'_> {
             }
             for entry in m.objects() {
                 let key = SnapshotObject::key_for_name(self.workspace, &m.id, &entry.name)?;
-                wanted.push((key, Check::Stored { sha256: entry.stored_sha256.clone(), size: entry.stored_size }));
+                wanted.push((key, Check::Stored(entry.clone())));
             }
             let mut seen = HashSet::new();
             wanted.retain(|(k, _)| seen.insert(k.to_string()));
-            if self.committed(&format!("snapshot {}", m.id), &manifest, wanted).await? {
+            let what = format!("snapshot {}", m.id);
+            if self.committed(&what, &manifest, wanted, Commit::Snapshot(Box::new(m))).await? {
                 self.tally.snapshots += 1;
             }
         }

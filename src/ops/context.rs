@@ -149,12 +149,7 @@ impl Core {
                 None => return Err(e),
             },
         };
-        let recipients = if config.config.repository.recipients.is_empty() {
-            None
-        } else {
-            Some(Recipients::parse(&config.config.repository.recipients)?)
-        };
-        let identity_source = config.identity_source();
+        let (recipients, identity_source) = keys_of(&config, &repo_config)?;
         let mut core = Core::assemble(config, repo, recipients, identity_source, OnceLock::new());
         core.copy = name.map(str::to_string);
         Ok(core)
@@ -190,7 +185,17 @@ impl Core {
             return Ok(self.clone());
         }
         let repo = self.open_repository(Some(asked)).await?;
-        Ok(Core { repo, copy, ..self.clone() })
+        let (old, new) = (
+            self.config.config.repository_named(self.copy.as_deref())?,
+            self.config.config.repository_named(copy.as_deref())?,
+        );
+        if old.recipients == new.recipients {
+            return Ok(Core { repo, copy, ..self.clone() });
+        }
+        // A copy with keys of its own is read with its own identity.
+        let (recipients, identity_source) = keys_of(&self.config, &new)?;
+        let identities = Arc::new(OnceLock::new());
+        Ok(Core { repo, copy, recipients, identity_source, identities, ..self.clone() })
     }
 
     /// The copy this core reads from (`[copies.NAME]`), `None` for the primary.
@@ -330,11 +335,15 @@ impl Core {
             return Ok(ids.clone());
         }
         let source = self.identity_source.as_ref().ok_or_else(|| {
+            let table = match self.copy.as_deref() {
+                Some(copy) if self.config.config.own_keys(copy).is_some() => format!("copies.{copy}"),
+                _ => "repository".to_string(),
+            };
             Error::new(
                 ErrorKind::Key,
                 format!(
-                    "reading the repository needs its age identity: set repository.identity-file in \
-                     tidemark.toml, or {} / {}",
+                    "reading the repository needs its age identity: set {table}.identity-file in tidemark.toml, or \
+                     {} / {}",
                     crate::config::IDENTITY_FILE_ENV,
                     crate::config::IDENTITY_ENV
                 ),
@@ -472,4 +481,18 @@ async fn open_repository(config: &LoadedConfig, cfg: &crate::config::RepositoryC
         cfg.allow_unsigned,
     )?;
     Ok(Repository::open(cfg).await?.with_signing(signing).with_object_lock(super::hold::settings_of(config, cfg)))
+}
+
+/// The recipients a repository is written to and where its identity is read from.
+///
+/// Errors: `Key`/`Config` for a malformed recipient.
+fn keys_of(
+    config: &LoadedConfig,
+    repository: &crate::config::RepositoryConfig,
+) -> Result<(Option<Recipients>, Option<IdentitySource>)> {
+    let recipients = match repository.recipients.is_empty() {
+        true => None,
+        false => Some(Recipients::parse(&repository.recipients)?),
+    };
+    Ok((recipients, config.identity_source_for(repository)))
 }

@@ -163,6 +163,13 @@ impl Manifest {
         [&self.schema_pre, &self.schema_post].into_iter().chain(self.tables.iter().flat_map(|t| t.parts.iter()))
     }
 
+    /// [`Self::objects`], to change (a copy with its own keys records its own stored bytes).
+    pub fn objects_mut(&mut self) -> impl Iterator<Item = &mut ObjectEntry> {
+        [&mut self.schema_pre, &mut self.schema_post]
+            .into_iter()
+            .chain(self.tables.iter_mut().flat_map(|t| t.parts.iter_mut()))
+    }
+
     pub fn stored_bytes(&self) -> u64 {
         self.objects().map(|o| o.stored_size).sum()
     }

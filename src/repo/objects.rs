@@ -49,6 +49,28 @@ impl Repository {
         self.put_once(key, stored).await
     }
 
+    /// The SHA-256 and size of an object's stored bytes (read through), or `None` when it is
+    /// not stored.
+    ///
+    /// Errors: `Unavailable` for the store (also for a read cut short).
+    pub async fn stored_digest(&self, key: &Key) -> Result<Option<(String, u64)>> {
+        use futures::StreamExt;
+        use sha2::{Digest, Sha256};
+        let got = match self.store.get(key).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let (mut sha, mut size) = (Sha256::new(), 0u64);
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::from(e).context(format!("reading {key}")))?;
+            sha.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok(Some((hex::encode(sha.finalize()), size)))
+    }
+
     /// An object's bytes, or `None` when it is not stored.
     ///
     /// Errors: `Unavailable` for the store (also for a read cut short).

@@ -569,3 +569,128 @@ async fn wal_reaches_a_copy_every_interval_until_shutdown() {
         .expect("the WAL copier ends when the daemon shuts down")
         .unwrap();
 }
+
+/// A copy with recipients of its own: every object is re-sealed to them, manifests and
+/// records written anew and signed; the primary's identity cannot read it, its own reads it
+/// alone (restore, point-in-time restore, `check --read-data`). A copy stopped after its
+/// objects and before a manifest commits that manifest on the next run from what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_with_its_own_keys_is_read_with_them_alone() {
+    let mut w = crate::pitr::archiving_world().await;
+    let vault_key = tidemark::keys::GeneratedIdentity::generate();
+    let vault_identity = w.dir.path().join("vault-identity.txt");
+    vault_key.write_new_file(&vault_identity).unwrap();
+    tidemark::pgcluster::hand_over(&vault_identity).unwrap();
+    let url = url::Url::from_directory_path(w.dir.path().join("vault")).unwrap().to_string();
+    let vault = RepositoryConfig {
+        url,
+        recipients: vec![vault_key.recipient.clone()],
+        identity_file: Some(vault_identity.clone()),
+        ..Default::default()
+    };
+    add_copies(&mut w, vec![("vault", vault)]);
+    let shop = create_database(
+        &w.cluster,
+        "shop",
+        "CREATE TABLE markers (label text PRIMARY KEY, at timestamptz DEFAULT clock_timestamp());
+         CREATE TABLE t AS SELECT g AS id, md5(g::text) AS body FROM generate_series(1, 20000) g;",
+    )
+    .await;
+    let media = w.dir.path().join("media");
+    std::fs::create_dir_all(media.join("img")).unwrap();
+    std::fs::write(media.join("img/logo.png"), vec![9u8; 40_000]).unwrap();
+    w.core.config.config.workspaces.get_mut("shop").unwrap().media =
+        Some(url::Url::from_directory_path(&media).unwrap().to_string());
+    crate::support::basebackup(&w.core).await.unwrap();
+    let snapshot = crate::support::snapshot_shop(&w.core).await.unwrap();
+    let at_snapshot = content_fingerprint(&shop).await;
+    commit_marker(&shop, "before-point").await;
+    crate::support::mark(&w.core, "point-a").await.unwrap();
+    let at_point = content_fingerprint(&shop).await;
+    commit_marker(&shop, "after-point").await;
+    archive_everything(&shop, &w.core).await;
+
+    let report = copy(&w.core, Some("vault")).await.unwrap();
+    let t = &report.copies[0].tally;
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    assert_eq!((t.snapshots, t.base_backups, t.records), (1, 1, 1), "{t:?}");
+    assert!(t.wal_files >= 2, "{t:?}");
+    // Nothing in the copy is the primary's bytes: every object was sealed anew (only the
+    // repository's descriptor, signatures of WAL and empty markers are the same).
+    let (primary_dir, vault_dir) = (w.repo_dir(), w.dir.path().join("vault"));
+    let mut compared = 0;
+    for key in keys_of(&w.core, Some("vault")).await {
+        let (ours, theirs) =
+            (std::fs::read(vault_dir.join(&key)).unwrap(), std::fs::read(primary_dir.join(&key)).unwrap());
+        let same_allowed = ours.is_empty() || (key.contains("/wal/") && key.ends_with(".sig"));
+        assert!(same_allowed || ours != theirs, "{key} was copied byte for byte");
+        compared += 1;
+    }
+    assert!(compared > 8, "{compared}");
+
+    // The primary's identity does not open the copy; the copy's own does.
+    let vault_repo = w.core.open_repository(Some("vault")).await.unwrap();
+    let primary_ids = w.core.identities().unwrap();
+    let e = vault_repo.read_manifest("shop", &snapshot.id, &primary_ids).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Key, "{}", e.report());
+    let core = Core::open_at(w.core.config.clone(), Some("vault")).await.unwrap();
+    let core = core.with_progress(tidemark::progress::Progress::hidden());
+    assert!(core.repo.read_manifest("shop", &snapshot.id, &core.identities().unwrap()).await.is_ok());
+
+    // A run stopped after the snapshot's objects, before its manifest: the next run commits
+    // the manifest from what the copy holds, and sends nothing again.
+    let manifest_key = tidemark::repo::layout::manifest("shop", &snapshot.id);
+    std::fs::remove_file(vault_dir.join(manifest_key.as_ref())).unwrap();
+    std::fs::remove_file(vault_dir.join(format!("{manifest_key}.sig"))).unwrap();
+    let again = copy(&w.core, Some("vault")).await.unwrap();
+    let t = &again.copies[0].tally;
+    assert!(t.problems.is_empty(), "{:?}", t.problems);
+    assert_eq!((t.snapshots, t.objects - t.wal_files), (1, 1), "only the manifest again: {t:?}");
+
+    // Read with its own identity alone: check of every byte, restore, point-in-time restore
+    // (the restored server's `wal fetch` reads the copy with the copy's identity).
+    let check = tidemark::ops::check::CheckOptions {
+        workspace: "shop".into(),
+        read_data: true,
+        repository: Some("vault".into()),
+    };
+    let checked = tidemark::ops::check::check(&core, &check, &actor()).await.unwrap();
+    assert!(checked.problems.is_empty(), "{:?}", checked.problems);
+    let opts = RestoreOptions {
+        snapshot: snapshot.id.clone(),
+        workspace: Some("shop".into()),
+        target: RestoreTarget::Url { url: w.cluster.url("from_vault"), password: None },
+        repository: Some("vault".into()),
+        media_target: Some(w.dir.path().join("media-back").display().to_string()),
+        ..Default::default()
+    };
+    tidemark::ops::restore::restore(&core, &opts, &actor()).await.unwrap();
+    let restored = ConnSpec::parse(&w.cluster.url("from_vault"), None).unwrap();
+    assert_eq!(content_fingerprint(&restored).await, at_snapshot);
+    assert_eq!(std::fs::read(w.dir.path().join("media-back/img/logo.png")).unwrap(), vec![9u8; 40_000]);
+    // (A local copy's WAL folder is the server user's, as `wal setup` says of any.)
+    tidemark::pgcluster::hand_over(&vault_dir.join("workspaces/shop/wal")).unwrap();
+    let pgdata = w.dir.path().join("pitr-vault");
+    let opts = PitrRestoreOptions {
+        workspace: "shop".into(),
+        pgdata: pgdata.clone(),
+        target: Target::Name("point-a".into(), None),
+        start: true,
+        port: None,
+        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+        prefetch: 0,
+        repository_only: true,
+        repository: Some("vault".into()),
+    };
+    let report = tidemark::ops::pitr::restore(&core, &opts, &actor()).await.unwrap();
+    let recovered = w.core.workspace("shop").unwrap().conn().unwrap().with_host_port("127.0.0.1", report.port.unwrap());
+    assert_eq!(content_fingerprint(&recovered.unwrap()).await, at_point);
+    tokio::task::spawn_blocking(move || tidemark::pgcluster::stop_data_dir(None, &pgdata).unwrap()).await.unwrap();
+
+    // Without its identity, reading the copy says which setting is missing.
+    let mut config = w.core.config.clone();
+    config.config.copies.get_mut("vault").unwrap().identity_file = None;
+    let blind = Core::open_at(config, Some("vault")).await.unwrap();
+    let e = blind.identities().err().expect("no identity for the copy");
+    assert!(e.message().contains("copies.vault.identity-file"), "{}", e.report());
+}

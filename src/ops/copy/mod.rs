@@ -107,7 +107,8 @@ pub async fn copy(core: &Core, opts: &CopyOptions, _actor: &Actor) -> Result<Cop
     for name in names {
         let to = open_copy(core, &name).await?;
         core.progress().set_prefix(format!("copy {name}"));
-        let tally = between(core, &to, &identities, &opts.workspace)
+        let reseal = own_recipients(core, &name)?;
+        let tally = between(core, &to, &identities, &opts.workspace, reseal.as_ref())
             .everything()
             .await
             .map_err(|e| e.context(format!("copying workspace {} to copy {name} ({})", opts.workspace, to.url())))?;
@@ -192,20 +193,32 @@ pub async fn scheduled(core: &Core, workspace: &str, to: Option<String>, actor: 
     Ok(report)
 }
 
-/// A copy of `workspace` from this core's repository to `to`.
+/// A copy of `workspace` from this core's repository to `to` (re-sealed to `reseal`).
 fn between<'a>(
     core: &'a Core,
     to: &'a crate::repo::Repository,
     identities: &'a crate::keys::Identities,
     workspace: &'a str,
+    reseal: Option<&'a crate::keys::Recipients>,
 ) -> crate::copies::Transfer<'a> {
     crate::copies::Transfer {
         from: &core.repo,
         to,
         identities,
         workspace,
+        reseal,
         progress: core.progress(),
         stop: core.stop(),
+    }
+}
+
+/// The recipients of copy `name` when it has its own (its objects are re-sealed to them).
+///
+/// Errors: `Key`/`Config` for a malformed recipient.
+fn own_recipients(core: &Core, name: &str) -> Result<Option<crate::keys::Recipients>> {
+    match core.config.config.own_keys(name) {
+        Some(recipients) => crate::keys::Recipients::parse(recipients).map(Some),
+        None => Ok(None),
     }
 }
 

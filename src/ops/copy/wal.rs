@@ -1,6 +1,6 @@
 //! WAL between copies: what `serve` sends to the copies with `wal-interval`.
 
-use super::{between, open_copy, record_lag};
+use super::{between, open_copy, own_recipients, record_lag};
 use crate::copies::CopyTally;
 use crate::error::Result;
 use crate::ops::Core;
@@ -12,7 +12,8 @@ use crate::ops::Core;
 pub async fn wal_once(core: &Core, workspace: &str, name: &str) -> Result<CopyTally> {
     let to = open_copy(core, name).await?;
     let identities = core.identities()?;
-    let tally = between(core, &to, &identities, workspace).wal().await?;
+    let reseal = own_recipients(core, name)?;
+    let tally = between(core, &to, &identities, workspace, reseal.as_ref()).wal().await?;
     record_lag(core, workspace, name, &to).await?;
     Ok(tally)
 }

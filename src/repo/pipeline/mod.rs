@@ -7,7 +7,7 @@ mod transfer;
 mod upload;
 
 pub use download::{Expect, ObjectStream, read_object, read_to_end, read_verified, stream_of, verify_tail};
-pub use transfer::{Check, copy_object};
+pub use transfer::{Check, Resealed, copy_object, reseal_object};
 pub use upload::{ObjectWriter, finish_aborts};
 
 use std::io::{Read, Write};

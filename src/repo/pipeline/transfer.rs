@@ -1,7 +1,8 @@
 //! Copying one object from a repository into another (a copy) byte for byte, checked on
 //! the way: the stored bytes' SHA-256 and size against a manifest, or the decrypted
 //! content against the SHA-256 its key names. Nothing that fails its check becomes
-//! visible in the copy; nothing is decrypted that need not be.
+//! visible in the copy; nothing is decrypted that need not be. A copy with its own
+//! recipients gets each object re-sealed instead ([`reseal_object`]).
 
 use bytes::{Buf, Bytes};
 use futures::StreamExt;
@@ -10,17 +11,19 @@ use object_store::{ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipa
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::download::{Expect, decode};
+use super::download::{Expect, decode, read_verified};
+use super::upload::ObjectWriter;
 use crate::error::{Error, ErrorKind, Result};
-use crate::keys::Identities;
+use crate::keys::{Identities, Recipients};
 use crate::repo::Repository;
+use crate::repo::manifest::ObjectEntry;
 
 /// What a copied object is checked against.
 #[derive(Debug, Clone)]
 pub enum Check {
-    /// The stored bytes' SHA-256 and size (a snapshot object, a base backup's tar: their
-    /// manifest records both; no decryption needed).
-    Stored { sha256: String, size: u64 },
+    /// What its manifest records (a snapshot object, a base backup's tar): the stored
+    /// bytes' SHA-256 and size are checked (no decryption needed).
+    Stored(ObjectEntry),
     /// The decrypted content's SHA-256 (and size when known): media and WAL, whose keys
     /// name their content.
     Content { sha256: String, size: Option<u64> },
@@ -151,9 +154,10 @@ pub async fn copy_object(
     .await;
     let checked = match (failed, check) {
         (Err(e), _) => Err(e),
-        (Ok(()), Check::Stored { sha256, size: want }) => {
+        (Ok(()), Check::Stored(entry)) => {
+            let (sha256, want) = (&entry.stored_sha256, entry.stored_size);
             let got = hex::encode(sha.finalize());
-            if &got == sha256 && size == *want {
+            if &got == sha256 && size == want {
                 Ok(())
             } else {
                 Err(Error::integrity(format!(
@@ -191,6 +195,66 @@ pub async fn copy_object(
     to.make_durable(key)?;
     to.lock_written(key).await?;
     Ok(size)
+}
+
+/// What a re-sealed object is in the copy.
+#[derive(Debug)]
+pub enum Resealed {
+    /// A snapshot object or a tar: what the copy's manifest records of it (the same
+    /// plaintext, new stored bytes).
+    Entry(ObjectEntry),
+    /// A content-addressed object (media, WAL): its stored size.
+    Unhashed(u64),
+}
+
+/// Copies `key` from `from` into `to` decrypted and encrypted again to `recipients` (a copy
+/// with keys of its own): the source is read verified as `check` says, with `identities`,
+/// and written anew (recompressed, since the stored form is compressed then encrypted).
+/// Nothing that fails its check becomes visible in the copy.
+///
+/// Errors: `Integrity` naming the object and the repository it came from when it is
+/// missing or fails its check; `Key` for a wrong identity or recipient; `Internal` for an
+/// empty marker (copied as is, with [`copy_object`]); those of either store.
+pub async fn reseal_object(
+    from: &Repository,
+    to: &Repository,
+    key: &Path,
+    check: &Check,
+    identities: &Identities,
+    recipients: &Recipients,
+) -> Result<Resealed> {
+    let (expect, name) = match check {
+        Check::Stored(entry) => (Expect::Entry(entry.clone()), entry.name.clone()),
+        Check::Content { sha256, size } => (Expect::Content { sha256: sha256.clone(), size: *size }, key.to_string()),
+        Check::Empty => return Err(Error::internal(format!("{key} is an empty marker: it is copied, not re-sealed"))),
+    };
+    let in_source = |e: Error| e.context(format!("in {}: not copied", from.url()));
+    let mut plain = read_verified(from, key, expect, identities).await.map_err(in_source)?;
+    let mut writer = ObjectWriter::new(to, key.clone(), name, recipients)?;
+    if matches!(check, Check::Content { .. }) {
+        writer = writer.content_addressed();
+    }
+    // The last item of the stream is its verdict: nothing is finished before it.
+    while let Some(chunk) = plain.recv().await {
+        let written = match chunk {
+            Ok(bytes) => writer.write(&bytes).await,
+            Err(e) => Err(in_source(e)),
+        };
+        if let Err(e) = written {
+            writer.abort().await;
+            return Err(e);
+        }
+    }
+    match check {
+        Check::Stored(entry) => {
+            let written = writer.finish().await?;
+            if (written.plain_size, &written.plain_blake3) != (entry.plain_size, &entry.plain_blake3) {
+                return Err(Error::internal(format!("{key} was re-sealed with other content than its manifest's")));
+            }
+            Ok(Resealed::Entry(written))
+        }
+        _ => Ok(Resealed::Unhashed(writer.finish_unhashed().await?)),
+    }
 }
 
 fn already(key: &Path) -> Error {
