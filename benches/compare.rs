@@ -28,7 +28,7 @@ fn main() {
     let tidemark_bin = env!("CARGO_BIN_EXE_tidemark");
 
     eprintln!("starting a cluster and generating the dataset (pgbench scale {scale})...");
-    let cluster = Cluster::start(&ClusterOptions { bin_dir: None, parent: None, settings: common::cluster_settings() })
+    let cluster = Cluster::start(&ClusterOptions { settings: common::cluster_settings(), ..Default::default() })
         .expect("start postgres");
     let work = tempfile::Builder::new().prefix("tidemark-bench-").tempdir_in(bench_dir()).expect("temp dir");
     let url = cluster.url("bench");

@@ -48,6 +48,7 @@ fn main() {
     let cluster = Cluster::start(&ClusterOptions {
         bin_dir: None,
         parent: None,
+        data_checksums: false,
         settings: vec![
             ("wal_level".into(), "replica".into()),
             ("archive_mode".into(), "on".into()),

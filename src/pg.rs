@@ -147,6 +147,16 @@ impl ConnSpec {
         cmd.env("PGAPPNAME", "tidemark");
     }
 
+    /// [`Self::apply_to_command`] for a tool that takes the connection as its last argument
+    /// (pg_amcheck's `dbname`, which may be a connection string).
+    pub fn apply_as_argument(&self, cmd: &mut tokio::process::Command) {
+        cmd.arg(self.url.as_str());
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        cmd.env("PGAPPNAME", "tidemark");
+    }
+
     /// Closes a connection, ignoring errors (the work is already done or failed).
     pub async fn close(conn: PgConnection) {
         let _ = conn.close().await;

@@ -20,6 +20,9 @@ pub struct ClusterOptions {
     pub settings: Vec<(String, String)>,
     /// Where the cluster's temp folder goes (default: the system temp folder).
     pub parent: Option<PathBuf>,
+    /// Data checksums on every page (`initdb --data-checksums`): what a drill's throwaway
+    /// has, so a page damaged on its way back is found.
+    pub data_checksums: bool,
 }
 
 /// A running throwaway cluster, superuser `postgres`, trust authentication on 127.0.0.1.
@@ -59,6 +62,9 @@ impl Cluster {
         let data = dir.path().join("data");
         let mut cmd = Command::new(&initdb);
         cmd.arg("-D").arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
+        if opts.data_checksums {
+            cmd.arg("--data-checksums");
+        }
         run(&mut cmd, run_as, dir.path()).map_err(|e| match e.kind() {
             ErrorKind::NotFound => {
                 crate::pg::tool_spawn_error(&initdb, &std::io::Error::from(std::io::ErrorKind::NotFound))
@@ -224,6 +230,56 @@ pub fn stop_data_dir_now(bin_dir: Option<&Path>, data: &Path) -> Result<()> {
     run(&mut cmd, run_as, data)
 }
 
+/// What `pg_checksums --check` found in a stopped data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksumScan {
+    pub files: u64,
+    pub blocks: u64,
+    /// `(file relative to the data directory, block)` of each page whose checksum failed.
+    pub bad: Vec<(String, u64)>,
+}
+
+/// Checks every page's checksum of a stopped data directory (`pg_checksums --check`, as the
+/// server's user).
+///
+/// Errors: `Config` when pg_checksums is missing; `Database` with what it said when it
+/// cannot check (a running server, a cluster without checksums).
+pub fn verify_checksums(bin_dir: Option<&Path>, data: &Path) -> Result<ChecksumScan> {
+    let tool = crate::pg::tool(bin_dir, "pg_checksums");
+    let mut cmd = Command::new(&tool);
+    cmd.arg("--check").arg("-D").arg(data);
+    let out = output_of(&mut cmd, server_user()?, data).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => crate::pg::tool_spawn_error(&tool, &std::io::Error::from(std::io::ErrorKind::NotFound)),
+        _ => e,
+    })?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let scan = parse_checksum_scan(&stdout, &stderr, data);
+    match (out.status.code(), &scan) {
+        (Some(0), _) => Ok(scan),
+        (Some(1), scan) if !scan.bad.is_empty() => Ok(scan.clone()),
+        _ => Err(Error::new(ErrorKind::Database, format!("pg_checksums failed ({}): {stdout}{stderr}", out.status))),
+    }
+}
+
+/// Reads pg_checksums' totals (stdout) and failures (stderr: `checksum verification failed
+/// in file "DATA/base/5/16389", block 1: ...`).
+fn parse_checksum_scan(stdout: &str, stderr: &str, data: &Path) -> ChecksumScan {
+    let total = |label: &str| -> u64 {
+        stdout.lines().find_map(|l| l.strip_prefix(label)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    };
+    let prefix = format!("{}/", data.display());
+    let bad = stderr
+        .lines()
+        .filter_map(|line| {
+            let rest = line.split_once("checksum verification failed in file \"")?.1;
+            let (file, rest) = rest.split_once('"')?;
+            let block = rest.split_once("block ")?.1.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
+            Some((file.strip_prefix(&prefix).unwrap_or(file).to_string(), block))
+        })
+        .collect();
+    ChecksumScan { files: total("Files scanned:"), blocks: total("Blocks scanned:"), bad }
+}
+
 /// The last lines of a server log, for error messages.
 pub fn log_tail(log: &Path) -> String {
     let text = fs_err::read_to_string(log).unwrap_or_default();
@@ -251,6 +307,36 @@ fn run(cmd: &mut Command, run_as: Option<(Uid, Gid)>, cwd: &Path) -> Result<()> 
 pub const SERVER_ENV: [&str; 2] = ["PATH", "TZ"];
 
 fn run_with(cmd: &mut Command, run_as: Option<(Uid, Gid)>, cwd: &Path, extra: &[(String, String)]) -> Result<()> {
+    let out = output_with(cmd, run_as, cwd, extra)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        // The server's own tools refused (initdb, pg_ctl): what they said, as Postgres's.
+        Err(Error::new(
+            ErrorKind::Database,
+            format!(
+                "{} failed ({}): {}{}",
+                cmd.get_program().display(),
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ))
+    }
+}
+
+fn output_of(cmd: &mut Command, run_as: Option<(Uid, Gid)>, cwd: &Path) -> Result<std::process::Output> {
+    output_with(cmd, run_as, cwd, &[])
+}
+
+/// Runs a server tool with only [`SERVER_ENV`] of tidemark's environment (and `extra`), as
+/// `run_as`, and returns what it did.
+fn output_with(
+    cmd: &mut Command,
+    run_as: Option<(Uid, Gid)>,
+    cwd: &Path,
+    extra: &[(String, String)],
+) -> Result<std::process::Output> {
     use std::os::unix::process::CommandExt;
     cmd.env_clear();
     for key in SERVER_ENV {
@@ -270,20 +356,23 @@ fn run_with(cmd: &mut Command, run_as: Option<(Uid, Gid)>, cwd: &Path, extra: &[
             }
         }
     }
-    let out = cmd.output().map_err(|e| Error::from(e).context(format!("running {}", cmd.get_program().display())))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        // The server's own tools refused (initdb, pg_ctl): what they said, as Postgres's.
-        Err(Error::new(
-            ErrorKind::Database,
-            format!(
-                "{} failed ({}): {}{}",
-                cmd.get_program().display(),
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        ))
+    cmd.output().map_err(|e| Error::from(e).context(format!("running {}", cmd.get_program().display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checksum_scan_names_each_failed_page_relative_to_the_data_directory() {
+        let stdout = "Checksum operation completed\nFiles scanned:   950\nBlocks scanned:  3023\nBad checksums:  2\n";
+        let stderr = "pg_checksums: error: checksum verification failed in file \"/srv/d/base/5/16389\", block 1: \
+                      calculated checksum A71E but block contains F7C9\n\
+                      pg_checksums: error: checksum verification failed in file \"/srv/d/base/5/16390.1\", block 131072: x\n";
+        let scan = parse_checksum_scan(stdout, stderr, Path::new("/srv/d"));
+        assert_eq!((scan.files, scan.blocks), (950, 3023));
+        assert_eq!(scan.bad, vec![("base/5/16389".to_string(), 1), ("base/5/16390.1".to_string(), 131_072)]);
+        let clean = parse_checksum_scan("Files scanned:  3\nBlocks scanned:  9\n", "", Path::new("/srv/d"));
+        assert!(clean.bad.is_empty() && clean.blocks == 9);
     }
 }

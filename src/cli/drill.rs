@@ -32,6 +32,10 @@ pub struct DrillArgs {
     /// Drill a copy ([copies.NAME]) instead of the primary repository
     #[arg(long, value_name = "NAME")]
     repository: Option<String>,
+    /// Also check that every table row is in each of its indexes (pg_amcheck
+    /// --heapallindexed; slower)
+    #[arg(long)]
+    heapallindexed: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,7 +91,11 @@ pub async fn run(global: &Global, args: DrillArgs) -> Result<()> {
     if !global.json {
         eprintln!("drilling workspace {workspace}: restoring into a throwaway, then checking...");
     }
-    let opts = DrillOptions { repository: args.repository, ..DrillOptions::new(&workspace, source) };
+    let opts = DrillOptions {
+        repository: args.repository,
+        heapallindexed: args.heapallindexed,
+        ..DrillOptions::new(&workspace, source)
+    };
     let report = drill_recorded(&core, &opts, &global.actor()).await;
     let write_junit = |xml: String| match &args.junit {
         Some(path) => fs_err::write(path, xml)

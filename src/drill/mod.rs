@@ -5,6 +5,7 @@
 
 pub mod assertions;
 pub mod checks;
+pub mod deep;
 pub mod record;
 pub mod throwaway;
 pub mod verify;

@@ -282,6 +282,7 @@ async fn scheduled_drill(
     let opts = DrillOptions {
         trigger: Some(job.trigger),
         repository: job.repository.clone(),
+        heapallindexed: job.heapallindexed,
         ..DrillOptions::new(&job.workspace, DrillSource::Snapshot(snapshot))
     };
     let report = drill(core, &opts, actor).await?;

@@ -49,6 +49,8 @@ pub struct ScheduledJob {
     pub to: Option<String>,
     /// The copy a drill drills (`None`: the primary).
     pub repository: Option<String>,
+    /// Its drill also checks every row is in each index (see [`super::policy::Policy::heapallindexed`]).
+    pub heapallindexed: bool,
     /// The cron slot served (for a catch-up: the moment the daemon caught up).
     pub slot: DateTime<Utc>,
     /// The cron slot it is due for (for a catch-up: the first one missed): what daemons
@@ -205,6 +207,7 @@ impl Daemon {
                     copy_after: entry.schedule.policy.copy_after,
                     to: entry.schedule.policy.to.clone(),
                     repository: entry.schedule.policy.repository.clone(),
+                    heapallindexed: entry.schedule.policy.heapallindexed,
                     slot: if trigger == Trigger::CatchUp { now } else { at },
                     due,
                     trigger,
@@ -377,6 +380,7 @@ async fn take_over(shared: &Shared, entries: &[Entry]) -> Vec<ScheduledJob> {
             copy_after: policy.copy_after,
             to: policy.to.clone(),
             repository: policy.repository.clone(),
+            heapallindexed: policy.heapallindexed,
             slot: now,
             due: claim.slot,
             trigger: Trigger::CatchUp,

@@ -45,6 +45,8 @@ struct PolicyFile {
     to: Option<String>,
     repository: Option<String>,
     #[serde(default)]
+    heapallindexed: bool,
+    #[serde(default)]
     retention: RetentionFile,
 }
 
@@ -93,6 +95,8 @@ pub struct Policy {
     pub to: Option<String>,
     /// The copy a drill policy drills; `None`: the primary.
     pub repository: Option<String>,
+    /// Its drills also check that every row is in each index (`pg_amcheck --heapallindexed`).
+    pub heapallindexed: bool,
     pub retention: Retention,
 }
 
@@ -203,6 +207,9 @@ impl Policy {
         if file.repository.is_some() && file.action != Action::Drill {
             return Err(Error::config(": `repository` names the copy a drill policy drills"));
         }
+        if file.heapallindexed && !(file.action == Action::Drill || file.drill_after) {
+            return Err(Error::config(": heapallindexed belongs in a drill policy or one with drill-after"));
+        }
         Ok(Policy {
             name: name.to_string(),
             cron,
@@ -214,6 +221,7 @@ impl Policy {
             copy_after: file.copy_after,
             to: file.to,
             repository: file.repository,
+            heapallindexed: file.heapallindexed,
             retention,
         })
     }
@@ -310,12 +318,16 @@ mod tests {
         assert!(after.copy_after && after.to.is_none());
         let drill = Policy::parse("d", "cron = \"0 4 * * 0\"\naction = \"drill\"\nrepository = \"offsite\"\n").unwrap();
         assert_eq!(drill.repository.as_deref(), Some("offsite"));
+        assert!(!drill.heapallindexed);
+        let deep = Policy::parse("d", "cron = \"0 4 * * 0\"\naction = \"drill\"\nheapallindexed = true\n").unwrap();
+        assert!(deep.heapallindexed);
         for (text, said) in [
             ("action = \"copy\"\n", "needs a cron line"),
             ("cron = \"@daily\"\naction = \"copy\"\nkind = \"manual\"\n", "no kind and no [retention]"),
             ("cron = \"@daily\"\naction = \"drill\"\ncopy-after = true\n", "copy-after belongs in a snapshot policy"),
             ("cron = \"@daily\"\nkind = \"automatic\"\nto = \"x\"\n", "`to` names the copy"),
             ("cron = \"@daily\"\nkind = \"automatic\"\nrepository = \"x\"\n", "`repository` names the copy"),
+            ("cron = \"@daily\"\nkind = \"automatic\"\nheapallindexed = true\n", "heapallindexed belongs"),
         ] {
             let e = Policy::parse("p", text).unwrap_err();
             assert!(e.message().contains(said), "{text}: {}", e.message());

@@ -13,6 +13,7 @@ mod cli;
 mod console;
 mod copies;
 mod daemon;
+mod deep_verification;
 mod drill;
 mod fixture;
 mod fleet;

@@ -38,6 +38,15 @@ async fn pitr_world(archive: bool) -> World {
 /// A world whose archive_command is `wal push <push_args> --workspace shop %p` (`None`:
 /// no archive_command).
 async fn pitr_world_pushing(push_args: Option<&str>) -> World {
+    pitr_world_with(push_args, false).await
+}
+
+/// An archiving world whose cluster has data checksums (`initdb --data-checksums`).
+pub(crate) async fn checksummed_archiving_world() -> World {
+    pitr_world_with(Some(""), true).await
+}
+
+async fn pitr_world_with(push_args: Option<&str>, data_checksums: bool) -> World {
     let archive = push_args.is_some();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -55,11 +64,12 @@ async fn pitr_world_pushing(push_args: Option<&str>) -> World {
         settings.push(("archive_mode".to_string(), "on".to_string()));
         settings.push(("archive_command".to_string(), push));
     }
-    let cluster =
-        tokio::task::spawn_blocking(move || Cluster::start(&ClusterOptions { settings, ..Default::default() }))
-            .await
-            .unwrap()
-            .unwrap();
+    let cluster = tokio::task::spawn_blocking(move || {
+        Cluster::start(&ClusterOptions { settings, data_checksums, ..Default::default() })
+    })
+    .await
+    .unwrap()
+    .unwrap();
     let url = url::Url::from_directory_path(dir.path().join("repo")).unwrap().to_string();
     let w = world_with_repo(cluster, dir, RepositoryConfig { url, ..Default::default() }).await;
     let postgres = ConnSpec::parse(&w.cluster.url("postgres"), None).unwrap();
@@ -953,7 +963,7 @@ async fn the_daemon_takes_base_backups_on_their_schedule() {
 async fn a_pitr_drill_recovers_into_a_throwaway_cluster_and_runs_the_assertions() {
     use tidemark::drill::CheckStatus;
     use tidemark::ops::drill::{DrillOptions, DrillSource, drill};
-    let mut w = archiving_world().await;
+    let mut w = checksummed_archiving_world().await;
     let source = create_database(&w.cluster, "shop", MARKERS_BEFORE_BASE).await;
     crate::support::basebackup(&w.core).await.unwrap();
     commit_marker(&source, "after-base").await;
@@ -982,10 +992,15 @@ async fn a_pitr_drill_recovers_into_a_throwaway_cluster_and_runs_the_assertions(
             "base-backup",
             "recovery",
             "connect",
-            "restore-test markers.sql: the row committed after the base backup was replayed"
+            "restore-test markers.sql: the row committed after the base backup was replayed",
+            "amcheck tables",
+            "amcheck indexes",
+            "data-checksums",
         ]
     );
-    assert!(report.checks.iter().all(|c| c.status == CheckStatus::Pass));
+    assert!(report.checks.iter().all(|c| c.status == CheckStatus::Pass), "{:#?}", report.checks);
+    let checksums = report.checks.last().unwrap();
+    assert!(checksums.details.contains("every page's checksum matches"), "{}", checksums.details);
     assert_eq!(report.kind, tidemark::drill::DrillKind::Pitr);
     assert!(report.timings.restore_ms > 0);
     // What it read: the base backup, and WAL at least up to the row committed after it.

@@ -35,6 +35,8 @@ pub(super) async fn logical(
                 // Nothing replicates or archives a throwaway: tables loaded in the
                 // transaction that truncates them write no WAL.
                 settings: vec![("wal_level".into(), "minimal".into()), ("max_wal_senders".into(), "0".into())],
+                // A page damaged on its way back fails its checksum when read.
+                data_checksums: true,
             };
             let starting =
                 done.place.insert(Place::Starting(tokio::task::spawn_blocking(move || Cluster::start(&opts))));
@@ -118,6 +120,7 @@ pub(super) async fn logical(
             for name in ["privileges", "tables", "schema-fingerprint", "sequences", "function-stacks", "media-hashes"] {
                 done.checks.push(Check::skipped(name, "the restore failed"));
             }
+            done.checks.extend(crate::drill::deep::amcheck_skipped("the restore failed"));
             return Ok(());
         }
     };
@@ -167,6 +170,9 @@ pub(super) async fn logical(
         }
         Err(e) => done.checks.push(Check::new("restore-tests", Err(e.report()), 0)),
     }
+    progress.set_message("pg_amcheck: tables and indexes");
+    let bin_dir = ctx.core.pg_bin_dir();
+    done.checks.extend(crate::drill::deep::amcheck(bin_dir.as_deref(), &target, ctx.opts.heapallindexed).await);
     progress.finish();
     done.timings.checks_ms = ms(checks_clock);
     Ok(())

@@ -40,6 +40,10 @@ pub struct DrillOptions {
     #[serde(default)]
     #[schema(pattern = "^[A-Za-z0-9_-]{1,40}$")]
     pub repository: Option<String>,
+    /// Also check that every table row is in each of its indexes (`pg_amcheck
+    /// --heapallindexed`: slower, it reads every index entry).
+    #[serde(default)]
+    pub heapallindexed: bool,
 }
 
 /// What a drill may be refused for before any work, for every front end: a snapshot id
@@ -81,6 +85,7 @@ impl DrillOptions {
             tidemark_command: None,
             record: true,
             repository: None,
+            heapallindexed: false,
         }
     }
 }

@@ -3,13 +3,15 @@
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::drill::deep;
+use std::collections::HashMap;
 
 /// The PITR drill's work: recover into a throwaway cluster, check, run the assertions.
 pub(super) async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progressed) -> Result<()> {
     let pgdata = ctx.scratch.join("pgdata");
     let opts = PitrRestoreOptions {
         workspace: ctx.opts.workspace.clone(),
-        pgdata,
+        pgdata: pgdata.clone(),
         target: target.clone(),
         start: true,
         port: None,
@@ -35,6 +37,8 @@ pub(super) async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progress
             };
             done.checks.push(Check::new(failed, Err(e.report()), done.timings.restore_ms));
             done.checks.push(Check::skipped(skipped, "the point-in-time restore failed"));
+            done.checks.extend(deep::amcheck_skipped("the point-in-time restore failed"));
+            done.checks.push(Check::skipped(deep::DATA_CHECKSUMS, "the point-in-time restore failed"));
             return Ok(());
         }
     };
@@ -69,15 +73,52 @@ pub(super) async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progress
     let clock = Instant::now();
     let spec = ctx.core.workspace(&ctx.opts.workspace)?.conn()?.with_host_port("127.0.0.1", port)?;
     done.database = spec.database().unwrap_or_default();
+    // Whether its pages carry checksums, and which relation each file is (to name a page
+    // pg_checksums finds damaged once the server is stopped).
+    let (mut checksummed, mut files) = (false, HashMap::new());
     match spec.connect().await {
         Ok(mut conn) => {
             done.checks.push(Check::new("connect", Ok(format!("connected to {}", spec.display())), ms(clock)));
             let timeout = ctx.core.config.config.drill.assertion_timeout;
             done.checks.extend(checks::run_assertions(&mut conn, ctx.assertions, &[], timeout).await);
+            checksummed = sqlx::query_scalar::<_, String>("SHOW data_checksums")
+                .fetch_one(&mut conn)
+                .await
+                .is_ok_and(|on| on == "on");
+            files = relation_files(&mut conn).await.unwrap_or_default();
             ConnSpec::close(conn).await;
+            let bin_dir = ctx.core.pg_bin_dir();
+            done.checks.extend(deep::amcheck(bin_dir.as_deref(), &spec, ctx.opts.heapallindexed).await);
         }
-        Err(e) => done.checks.push(Check::new("connect", Err(e.report()), ms(clock))),
+        Err(e) => {
+            done.checks.push(Check::new("connect", Err(e.report()), ms(clock)));
+            done.checks.extend(deep::amcheck_skipped("the restored server could not be reached"));
+        }
     }
+    // pg_checksums reads a stopped data directory.
+    let (bin_dir, data) = (ctx.core.pg_bin_dir(), pgdata.clone());
+    let stopped = tokio::task::spawn_blocking(move || crate::pgcluster::stop_data_dir(bin_dir.as_deref(), &data))
+        .await
+        .map_err(|e| Error::internal(format!("server stop task: {e}")))
+        .and_then(|r| r);
+    done.checks.push(match stopped {
+        Ok(()) => deep::checksums(ctx.core.pg_bin_dir(), &pgdata, checksummed, &files).await,
+        Err(e) => Check::new(deep::DATA_CHECKSUMS, Err(format!("the restored server did not stop: {}", e.report())), 0),
+    });
     done.timings.checks_ms = ms(clock);
     Ok(())
+}
+
+/// Each relation's main file (relative to the data directory) and name, of the database
+/// `conn` is in.
+///
+/// Errors: `Database`.
+async fn relation_files(conn: &mut sqlx::PgConnection) -> Result<HashMap<String, String>> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT pg_relation_filepath(c.oid)::text, c.oid::regclass::text FROM pg_class c \
+         WHERE pg_relation_filepath(c.oid) IS NOT NULL",
+    )
+    .fetch_all(conn)
+    .await?;
+    Ok(rows.into_iter().collect())
 }
