@@ -522,18 +522,21 @@ async fn execute(shared: &Shared, job: ScheduledJob, claimed: bool) -> bool {
         }
         _ => tracing::warn!(workspace = %job.workspace, "job aborted at shutdown"),
     }
+    // The end of a job outlasts a catalog restart or failover: a lost finish would leave
+    // its row `running`, a lost served slot would let another daemon run it again.
     if let Some(id) = id
-        && let Err(e) = shared.catalog.finish_job(id, status, &end).await
+        && let Err(e) = recorded(|| shared.catalog.finish_job(id, status, &end)).await
     {
         tracing::error!(error = %e.report(), "cannot record the end of a job in the catalog");
     }
     if status != JobStatus::Aborted {
-        if let Err(e) = shared.catalog.set_last_slot(&job.workspace, &job.policy, job.slot, status.as_str(), id).await {
+        let last = || shared.catalog.set_last_slot(&job.workspace, &job.policy, job.slot, status.as_str(), id);
+        if let Err(e) = recorded(last).await {
             tracing::error!(error = %e.report(), "cannot record the schedule's last run in the catalog");
         }
         // Served: not taken over by another daemon. (An aborted job's slot is left claimed
         // and unfinished: another daemon takes it over once this one has stopped.)
-        if let Err(e) = shared.catalog.finish_slot(&job.workspace, &job.policy, job.due).await {
+        if let Err(e) = recorded(|| shared.catalog.finish_slot(&job.workspace, &job.policy, job.due)).await {
             tracing::error!(error = %e.report(), "cannot record the slot as served in the catalog");
         }
     }
@@ -563,6 +566,32 @@ async fn execute(shared: &Shared, job: ScheduledJob, claimed: bool) -> bool {
         notifier.send(event);
     }
     true
+}
+
+/// How long the end of a job is retried while the catalog is away (a restart, a failover).
+const RECORD_PATIENCE: Duration = Duration::from_secs(120);
+
+/// `write`, again while it fails because the catalog cannot be reached (waiting in real
+/// time, doubling from 100 ms up to 5 s), for up to [`RECORD_PATIENCE`].
+///
+/// Errors: the last error of `write` (a permanent one at once).
+async fn recorded<F, Fut>(mut write: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let deadline = tokio::time::Instant::now() + RECORD_PATIENCE;
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match write().await {
+            Err(e) if e.kind().is_temporary() && tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(error = %e.report(), retry_in = ?wait, "the catalog is away; recording the job's end again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1033,8 +1062,32 @@ mod tests {
         fleet_of_three(false).await;
     }
 
+    /// The end of a job is written again while the catalog is away, and not for an error
+    /// that another try cannot mend.
+    #[tokio::test]
+    async fn a_jobs_end_is_recorded_again_while_the_catalog_is_away() {
+        let tries = std::sync::atomic::AtomicU32::new(0);
+        let away_twice = || {
+            let outcome = match tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 | 1 => Err(Error::new(ErrorKind::Unavailable, "connection refused")),
+                _ => Ok(()),
+            };
+            std::future::ready(outcome)
+        };
+        recorded(away_twice).await.unwrap();
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let refused = std::sync::atomic::AtomicU32::new(0);
+        let broken = || {
+            refused.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::future::ready(Err(Error::new(ErrorKind::Database, "violates a constraint")))
+        };
+        assert_eq!(recorded(broken).await.unwrap_err().kind(), ErrorKind::Database);
+        assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
     /// The same while the catalog's server restarts as the second slot comes: the daemons
-    /// ask again until it is back, and no slot is lost or doubled.
+    /// ask again until it is back, and no slot is lost or doubled (a job that ends while it
+    /// is away is recorded once it is back).
     #[tokio::test]
     async fn a_catalog_restart_loses_no_slot_and_doubles_none() {
         fleet_of_three(true).await;

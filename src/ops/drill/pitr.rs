@@ -95,18 +95,28 @@ pub(super) async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progress
             done.checks.extend(deep::amcheck_skipped("the restored server could not be reached"));
         }
     }
-    // pg_checksums reads a stopped data directory.
-    let (bin_dir, data) = (ctx.core.pg_bin_dir(), pgdata.clone());
+    done.checks.push(checksums_when_stopped(ctx, &pgdata, checksummed, &files).await);
+    done.timings.checks_ms = ms(clock);
+    Ok(())
+}
+
+/// The `data-checksums` check: the recovered server stopped (pg_checksums reads a stopped
+/// data directory), then every page read.
+async fn checksums_when_stopped(
+    ctx: &Context<'_>,
+    pgdata: &std::path::Path,
+    checksummed: bool,
+    files: &HashMap<String, String>,
+) -> Check {
+    let (bin_dir, data) = (ctx.core.pg_bin_dir(), pgdata.to_path_buf());
     let stopped = tokio::task::spawn_blocking(move || crate::pgcluster::stop_data_dir(bin_dir.as_deref(), &data))
         .await
         .map_err(|e| Error::internal(format!("server stop task: {e}")))
         .and_then(|r| r);
-    done.checks.push(match stopped {
-        Ok(()) => deep::checksums(ctx.core.pg_bin_dir(), &pgdata, checksummed, &files).await,
+    match stopped {
+        Ok(()) => deep::checksums(ctx.core.pg_bin_dir(), pgdata, checksummed, files).await,
         Err(e) => Check::new(deep::DATA_CHECKSUMS, Err(format!("the restored server did not stop: {}", e.report())), 0),
-    });
-    done.timings.checks_ms = ms(clock);
-    Ok(())
+    }
 }
 
 /// Each relation's main file (relative to the data directory) and name, of the database
