@@ -18,6 +18,7 @@ mod drill;
 mod fixture;
 mod fleet;
 mod front_ends;
+mod incremental;
 mod inplace;
 mod media;
 mod metrics;
