@@ -16,6 +16,17 @@ pub struct BaseBackupOptions {
     /// When another operation holds the workspace: refuse (default) or wait.
     #[serde(default)]
     pub wait: WaitFor,
+    /// Only what changed since the newest base backup (see `wal::incremental`): read from
+    /// the data directory itself, on the database host.
+    #[serde(default)]
+    pub incremental: bool,
+    /// The data directory an incremental one reads (default: the server's `data_directory`).
+    #[serde(default)]
+    pub pgdata: Option<std::path::PathBuf>,
+    /// Incremental: when the newest base backup's chain already has this many incrementals,
+    /// a full one is taken instead (none: no bound).
+    #[serde(default)]
+    pub max_chain: Option<u32>,
 }
 
 /// Takes a base backup, showing the bytes copied on the core's progress. Errors: those
@@ -40,8 +51,28 @@ pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) ->
     progress.set_prefix(format!("base backup {workspace}"));
     let bin_dir = core.pg_bin_dir();
     // Stopped, it is dropped before its manifest: nothing of it is visible.
-    let taken = core
-        .until_stopped(base::take(
+    // Incremental to the newest base backup; a full one when there is none yet, or when
+    // its chain is at its bound (as pgBackRest does).
+    let parent = match opts.incremental {
+        true => newest_base(core, workspace).await?,
+        false => None,
+    };
+    let parent = parent.filter(|(_, links)| opts.max_chain.is_none_or(|max| *links < max as usize));
+    if opts.incremental && parent.is_none() {
+        tracing::info!(workspace, "no base backup to be incremental to, or its chain is at max-chain: a full one");
+    }
+    let taken = if let Some((parent, _)) = parent {
+        core.until_stopped(crate::wal::chain::take(
+            &core.repo,
+            core.recipients()?,
+            spec,
+            opts.pgdata.as_deref(),
+            &parent,
+            progress,
+        ))
+        .await
+    } else {
+        core.until_stopped(base::take(
             &core.repo,
             core.recipients()?,
             spec,
@@ -50,7 +81,8 @@ pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) ->
             slot.as_deref(),
             progress,
         ))
-        .await;
+        .await
+    };
     progress.finish();
     let taken = taken.map_err(|e| e.context(format!("base backup of workspace {workspace}")))?;
     if let Some(until) = until {
@@ -58,6 +90,17 @@ pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) ->
         tracing::info!(workspace, locks = moved, "object lock: the previous base backup and its WAL extended");
     }
     Ok(taken)
+}
+
+/// The parent of an incremental base backup: the workspace's newest one whose chain is
+/// whole, and the incrementals in that chain (`None`: it has none).
+///
+/// Errors: `Key` without the identity; those of the store.
+async fn newest_base(core: &super::Core, workspace: &str) -> Result<Option<(BaseManifest, usize)>> {
+    let physical = super::pitr::Physical::load(core, &core.identities()?, workspace).await?;
+    let newest = physical.bases.iter().max_by_key(|b| b.end_lsn);
+    let links = |b: &BaseManifest| crate::wal::chain::chain_of(b, &physical.bases).map_or(0, |c| c.len() - 1);
+    Ok(newest.map(|b| (b.clone(), links(b))))
 }
 
 /// [`basebackup`] as a recorded job (see [`super::job::recorded`]).

@@ -51,6 +51,9 @@ pub struct ScheduledJob {
     pub repository: Option<String>,
     /// Its drill also checks every row is in each index (see [`super::policy::Policy::heapallindexed`]).
     pub heapallindexed: bool,
+    /// A base backup incremental, with chains up to `max_chain` (see [`super::policy::Policy::incremental`]).
+    pub incremental: bool,
+    pub max_chain: Option<u32>,
     /// The cron slot served (for a catch-up: the moment the daemon caught up).
     pub slot: DateTime<Utc>,
     /// The cron slot it is due for (for a catch-up: the first one missed): what daemons
@@ -208,6 +211,8 @@ impl Daemon {
                     to: entry.schedule.policy.to.clone(),
                     repository: entry.schedule.policy.repository.clone(),
                     heapallindexed: entry.schedule.policy.heapallindexed,
+                    incremental: entry.schedule.policy.incremental,
+                    max_chain: entry.schedule.policy.max_chain,
                     slot: if trigger == Trigger::CatchUp { now } else { at },
                     due,
                     trigger,
@@ -381,6 +386,8 @@ async fn take_over(shared: &Shared, entries: &[Entry]) -> Vec<ScheduledJob> {
             to: policy.to.clone(),
             repository: policy.repository.clone(),
             heapallindexed: policy.heapallindexed,
+            incremental: policy.incremental,
+            max_chain: policy.max_chain,
             slot: now,
             due: claim.slot,
             trigger: Trigger::CatchUp,

@@ -47,6 +47,9 @@ struct PolicyFile {
     #[serde(default)]
     heapallindexed: bool,
     #[serde(default)]
+    incremental: bool,
+    max_chain: Option<u32>,
+    #[serde(default)]
     retention: RetentionFile,
 }
 
@@ -97,6 +100,10 @@ pub struct Policy {
     pub repository: Option<String>,
     /// Its drills also check that every row is in each index (`pg_amcheck --heapallindexed`).
     pub heapallindexed: bool,
+    /// A base-backup policy's backups are incremental (on the database host), up to
+    /// `max_chain` incrementals after a full one (then a full one).
+    pub incremental: bool,
+    pub max_chain: Option<u32>,
     pub retention: Retention,
 }
 
@@ -210,6 +217,15 @@ impl Policy {
         if file.heapallindexed && !(file.action == Action::Drill || file.drill_after) {
             return Err(Error::config(": heapallindexed belongs in a drill policy or one with drill-after"));
         }
+        if (file.incremental || file.max_chain.is_some()) && file.action != Action::BaseBackup {
+            return Err(Error::config(": incremental and max-chain belong in a base-backup policy"));
+        }
+        if file.max_chain.is_some() && !file.incremental {
+            return Err(Error::config(": max-chain bounds the chains of an incremental policy (incremental = true)"));
+        }
+        if file.max_chain == Some(0) {
+            return Err(Error::config(": max-chain is at least 1 (the incrementals after each full base backup)"));
+        }
         Ok(Policy {
             name: name.to_string(),
             cron,
@@ -222,6 +238,8 @@ impl Policy {
             to: file.to,
             repository: file.repository,
             heapallindexed: file.heapallindexed,
+            incremental: file.incremental,
+            max_chain: file.max_chain,
             retention,
         })
     }
@@ -321,6 +339,10 @@ mod tests {
         assert!(!drill.heapallindexed);
         let deep = Policy::parse("d", "cron = \"0 4 * * 0\"\naction = \"drill\"\nheapallindexed = true\n").unwrap();
         assert!(deep.heapallindexed);
+        let daily =
+            Policy::parse("i", "cron = \"0 1 * * *\"\naction = \"base-backup\"\nincremental = true\nmax-chain = 6\n")
+                .unwrap();
+        assert_eq!((daily.incremental, daily.max_chain), (true, Some(6)));
         for (text, said) in [
             ("action = \"copy\"\n", "needs a cron line"),
             ("cron = \"@daily\"\naction = \"copy\"\nkind = \"manual\"\n", "no kind and no [retention]"),
@@ -328,6 +350,9 @@ mod tests {
             ("cron = \"@daily\"\nkind = \"automatic\"\nto = \"x\"\n", "`to` names the copy"),
             ("cron = \"@daily\"\nkind = \"automatic\"\nrepository = \"x\"\n", "`repository` names the copy"),
             ("cron = \"@daily\"\nkind = \"automatic\"\nheapallindexed = true\n", "heapallindexed belongs"),
+            ("cron = \"@daily\"\nkind = \"automatic\"\nincremental = true\n", "belong in a base-backup policy"),
+            ("cron = \"@daily\"\naction = \"base-backup\"\nmax-chain = 3\n", "max-chain bounds"),
+            ("cron = \"@daily\"\naction = \"base-backup\"\nincremental = true\nmax-chain = 0\n", "at least 1"),
         ] {
             let e = Policy::parse("p", text).unwrap_err();
             assert!(e.message().contains(said), "{text}: {}", e.message());

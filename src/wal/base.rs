@@ -42,12 +42,36 @@ pub struct BaseManifest {
     /// ...and the copy is consistent from here on: the earliest moment it can restore to.
     pub end_lsn: Lsn,
     pub tar: ObjectEntry,
+    /// An incremental base backup's parent (a full one or another incremental): its tar
+    /// holds only what changed since the parent started (see `wal::incremental`), and a
+    /// restore assembles the chain. `None`: a full base backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 /// Feeds chunks from a channel to a blocking reader (the tar parser).
-struct ChunkReader<F> {
+pub(super) struct ChunkReader<F> {
     next: F,
     current: Bytes,
+}
+
+impl<F> ChunkReader<F> {
+    pub(super) fn new(next: F) -> ChunkReader<F> {
+        ChunkReader { next, current: Bytes::new() }
+    }
+}
+
+/// An error reading a base backup's tar: the stream's own (hash, authentication, key) when
+/// tar passes it on, tar's verdict on the content otherwise. Both name `object`.
+pub(super) fn stream_error(e: &std::io::Error, object: &str) -> Error {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|inner| inner as _);
+    while let Some(current) = source {
+        if let Some(inner) = current.downcast_ref::<Error>() {
+            return Error::new(inner.kind(), inner.report());
+        }
+        source = current.source();
+    }
+    Error::integrity(format!("the base backup object {object} is damaged: {e}"))
 }
 
 impl<F: FnMut() -> Option<std::io::Result<Bytes>>> Read for ChunkReader<F> {
@@ -332,6 +356,7 @@ pub async fn take(
         start_lsn,
         end_lsn,
         tar,
+        parent: None,
     };
     let path = layout::base_manifest(workspace, &id);
     repo.put_sealed(&path, &manifest, recipients)
@@ -409,18 +434,7 @@ pub async fn extract(
         };
         let mut archive = tar::Archive::new(reader);
         archive.set_preserve_permissions(true);
-        // The stream's own error (hash, authentication, key) when tar passes it on; tar's
-        // verdict on the content otherwise. Both name the object.
-        let io = |e: std::io::Error| {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = e.get_ref().map(|inner| inner as _);
-            while let Some(current) = source {
-                if let Some(inner) = current.downcast_ref::<Error>() {
-                    return Error::new(inner.kind(), inner.report());
-                }
-                source = current.source();
-            }
-            Error::integrity(format!("the base backup object {object} is damaged: {e}"))
-        };
+        let io = |e: std::io::Error| stream_error(&e, &object);
         for entry in archive.entries().map_err(io)? {
             let mut entry = entry.map_err(io)?;
             let path = entry.path().map_err(io)?.into_owned();

@@ -100,6 +100,7 @@ pub fn classify(path: &str, unlogged: bool) -> FileClass {
         _ => false,
     };
     match (in_relation_dir, relation_fork(name)) {
+        (true, Some(Fork::Temp)) => FileClass::Excluded,
         (true, Some(Fork::Main)) if unlogged => FileClass::Excluded,
         (true, Some(Fork::Main)) => FileClass::RelationPages,
         _ => FileClass::Whole,
@@ -110,6 +111,7 @@ pub fn classify(path: &str, unlogged: bool) -> FileClass {
 enum Fork {
     Main,
     Other,
+    Temp,
 }
 
 /// The fork of a relation file name (`16384`, `16384.1`, `16384_vm`, `16384_fsm.2`,
@@ -122,6 +124,8 @@ fn relation_fork(name: &str) -> Option<Fork> {
     };
     match base.split_once('_') {
         None if is_oid(base) => Some(Fork::Main),
+        // A temporary relation (`t<backend>_<node>`): Postgres removes them at start.
+        Some((backend, node)) if backend.starts_with('t') && is_oid(&backend[1..]) && is_oid(node) => Some(Fork::Temp),
         Some((node, "fsm" | "vm" | "init")) if is_oid(node) => Some(Fork::Other),
         _ => None,
     }
@@ -216,8 +220,13 @@ pub fn write_incremental(changed: &ChangedPages, mut out: impl Write) -> std::io
 /// system's.
 pub fn apply_incremental(mut incremental: impl Read, target: &mut std::fs::File, what: &str) -> Result<()> {
     let damaged = |why: &str| Error::integrity(format!("the incremental file of {what} is damaged: {why}"));
+    // Cut short, or the object under it failed its check (which names the object).
+    let short = |e: std::io::Error| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => damaged("it is cut short"),
+        _ => super::base::stream_error(&e, what),
+    };
     let mut head = [0u8; 16];
-    incremental.read_exact(&mut head).map_err(|_| damaged("it is cut short"))?;
+    incremental.read_exact(&mut head).map_err(short)?;
     if &head[..8] != MAGIC {
         return Err(damaged("it does not start as one"));
     }
@@ -227,7 +236,7 @@ pub fn apply_incremental(mut incremental: impl Read, target: &mut std::fs::File,
         return Err(damaged(&format!("{count} pages of a file of {blocks} blocks")));
     }
     let mut numbers = vec![0u8; count * 4];
-    incremental.read_exact(&mut numbers).map_err(|_| damaged("it is cut short"))?;
+    incremental.read_exact(&mut numbers).map_err(short)?;
     let numbers: Vec<u32> =
         numbers.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))).collect();
     if numbers.iter().any(|b| *b >= blocks) || numbers.windows(2).any(|w| w[0] >= w[1]) {
@@ -236,12 +245,12 @@ pub fn apply_incremental(mut incremental: impl Read, target: &mut std::fs::File,
     target.set_len(u64::from(blocks) * BLOCK as u64)?;
     let mut page = vec![0u8; BLOCK];
     for block in numbers {
-        incremental.read_exact(&mut page).map_err(|_| damaged("it is cut short"))?;
+        incremental.read_exact(&mut page).map_err(short)?;
         target.seek(SeekFrom::Start(u64::from(block) * BLOCK as u64))?;
         target.write_all(&page)?;
     }
     let mut rest = [0u8; 1];
-    if incremental.read(&mut rest)? != 0 {
+    if incremental.read(&mut rest).map_err(short)? != 0 {
         return Err(damaged("it has bytes after its last page"));
     }
     Ok(())
@@ -286,6 +295,8 @@ mod tests {
             ("postgresql.auto.conf", false, FileClass::Whole),
             ("base/5/16384.x", false, FileClass::Whole),
             ("base/5/16384_other", false, FileClass::Whole),
+            ("base/5/t3_16390", false, FileClass::Excluded),
+            ("base/5/t3_16390.1", false, FileClass::Excluded),
         ] {
             assert_eq!(classify(path, unlogged), class, "{path} (unlogged: {unlogged})");
         }

@@ -5,6 +5,7 @@
 pub mod ahead;
 pub mod archive;
 pub mod base;
+pub mod chain;
 pub mod incremental;
 pub mod prefetch;
 pub mod records;

@@ -6,7 +6,10 @@
 //! (moments at the window's start replay from it); the newest base backup in any case.
 //! WAL is kept from the start segment of the oldest kept base backup on; older segments
 //! of that timeline and earlier ones go. Timeline history files are always kept (tiny,
-//! and recovery reads them). With no base backup at all, nothing is deleted.
+//! and recovery reads them). With no base backup at all, nothing is deleted. Every parent
+//! of a kept incremental base backup is kept too (a restore assembles the chain); a chain
+//! nothing kept needs goes as one. The WAL a parent alone would need is not kept for it
+//! (a restore replays from the newest link on).
 
 use std::collections::BTreeSet;
 
@@ -39,6 +42,14 @@ pub fn plan(bases: &[BaseManifest], archived: &[Archived], window: chrono::Durat
     }
     keep.insert(newest.id.as_str());
     let oldest_kept = sorted.iter().find(|b| keep.contains(b.id.as_str())).expect("the newest is kept");
+    // The parents the kept incrementals are assembled from.
+    let by_id: std::collections::HashMap<&str, &BaseManifest> = sorted.iter().map(|b| (b.id.as_str(), *b)).collect();
+    for id in keep.clone() {
+        let mut next = by_id.get(id).and_then(|b| b.parent.as_deref());
+        while let Some(parent) = next.filter(|p| keep.insert(p)) {
+            next = by_id.get(parent).and_then(|b| b.parent.as_deref());
+        }
+    }
     let size = oldest_kept.wal_segment_size;
     let first_needed = Segment::of(oldest_kept.timeline, oldest_kept.start_lsn, size);
     // The segment a WAL file belongs to: its own name, the segment a backup label
@@ -101,6 +112,7 @@ mod tests {
                 stored_size: 0,
                 stored_sha256: String::new(),
             },
+            parent: None,
         }
     }
 
@@ -141,6 +153,26 @@ mod tests {
         let mut expected = expected;
         expected.sort();
         assert_eq!(got, expected, "WAL from d14's start on is kept, history files always");
+    }
+
+    #[test]
+    fn the_parents_of_a_kept_incremental_stay_and_an_unneeded_chain_goes_as_one() {
+        // Chain a (full, day 1) <- b (day 2) <- c (day 3); chain d (full, day 10) <- e (day 11).
+        let mut bases = vec![base("a", 1, 1), base("b", 2, 2), base("c", 3, 3), base("d", 10, 10), base("e", 11, 11)];
+        bases[1].parent = Some("a".into());
+        bases[2].parent = Some("b".into());
+        bases[4].parent = Some("d".into());
+        // On day 12 with a 1.5-day window: e (in it) and d (before it) stay; the whole
+        // first chain goes.
+        let first = plan(&bases, &wal(&[seg(1, 1), seg(1, 10)]), chrono::Duration::hours(36), day(12));
+        assert_eq!(first.base_backups, vec!["a", "b", "c"]);
+        // A window starting just before day 3 keeps c and, for the window's first moments,
+        // b; b's parent a stays with them, but not for its own WAL: WAL from b's start on.
+        let window = chrono::Duration::days(9) + chrono::Duration::hours(1);
+        let second = plan(&bases, &wal(&[seg(1, 1), seg(1, 2), seg(1, 10)]), window, day(12));
+        assert!(second.base_backups.is_empty(), "{:?}", second.base_backups);
+        assert_eq!(second.oldest_wal_kept, Some(seg(1, 2)));
+        assert_eq!(second.wal_files, vec![seg(1, 1)]);
     }
 
     #[test]

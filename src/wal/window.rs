@@ -349,6 +349,7 @@ mod tests {
                 stored_size: 0,
                 stored_sha256: String::new(),
             },
+            parent: None,
         }
     }
 

@@ -47,11 +47,15 @@ pub(super) async fn pitr(ctx: &Context<'_>, target: &Target, done: &mut Progress
     (done.stored_bytes, done.plain_bytes) = (report.stored_bytes, report.plain_bytes);
     let port = report.port.unwrap_or_default();
     done.restored_into = format!("throwaway cluster on 127.0.0.1:{port}");
-    done.checks.push(Check::new(
-        "base-backup",
-        Ok(format!("base backup {}: pg_verifybackup found every file as its manifest says", report.base_backup)),
-        0,
-    ));
+    let verified = match report.chain.is_empty() {
+        true => format!("base backup {}: pg_verifybackup found every file as its manifest says", report.base_backup),
+        false => format!(
+            "incremental base backup {} on {}: every link matched its manifest's SHA-256 as it was applied",
+            report.base_backup,
+            report.chain.join(" <- ")
+        ),
+    };
+    done.checks.push(Check::new("base-backup", Ok(verified), 0));
     let reached = report.reached.clone();
     let outcome = match (&reached, target) {
         (None, _) => Err("the server did not report where recovery stopped".to_string()),

@@ -60,8 +60,20 @@ impl Physical {
         for d in &read.damaged {
             tracing::warn!(workspace, base_backup = %d.id, problem = %d.problem, "a base backup's manifest cannot be read; it is left out");
         }
-        let damaged = read.damaged.iter().map(|d| (d.id.clone(), d.problem.clone())).collect();
-        let bases = read.items;
+        let mut damaged: Vec<(String, String)> =
+            read.damaged.iter().map(|d| (d.id.clone(), d.problem.clone())).collect();
+        // An incremental one whose chain is broken serves nothing: an older one serves.
+        let all = read.items;
+        let mut bases = Vec::new();
+        for b in &all {
+            match crate::wal::chain::chain_of(b, &all) {
+                Ok(_) => bases.push(b.clone()),
+                Err(e) => {
+                    tracing::warn!(workspace, base_backup = %b.id, problem = %e.message(), "left out: its chain is broken");
+                    damaged.push((b.id.clone(), e.message().to_string()));
+                }
+            }
+        }
         let archived = archive::list(&core.repo, workspace).await?;
         let histories = archive::histories(&core.repo, identities, workspace, &archived).await?;
         Ok(Physical { bases, archived, histories, damaged })

@@ -36,6 +36,10 @@ pub struct PitrRestoreReport {
     pub workspace: String,
     pub pgdata: String,
     pub base_backup: String,
+    /// When `base_backup` is incremental: the links it was assembled from before it, the
+    /// full one first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
     pub target: String,
     pub window: String,
     pub port: Option<u16>,
@@ -122,6 +126,12 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
     };
     let legs = physical.path(&chosen);
 
+    // An incremental base backup is restored from its chain, which must be whole (checked
+    // before anything is written).
+    let chain = match chosen.parent {
+        Some(_) => crate::wal::chain::chain_of(&chosen, &physical.bases)?,
+        None => Vec::new(),
+    };
     let pgdata = std::path::absolute(&opts.pgdata)?;
     if pgdata.exists() && fs_err::read_dir(&pgdata)?.next().is_some() {
         return Err(Error::new(
@@ -137,9 +147,16 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         use std::os::unix::fs::PermissionsExt;
         fs_err::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
         progress.set_message(format!("base backup {}: extracting", chosen.id));
-        base::extract(&core.repo, &identities, &chosen, &pgdata, progress).await?;
-        progress.set_message(format!("base backup {}: pg_verifybackup", chosen.id));
-        recovery::verify_backup(core.pg_bin_dir().as_deref(), &pgdata).await?;
+        if chain.is_empty() {
+            base::extract(&core.repo, &identities, &chosen, &pgdata, progress).await?;
+            progress.set_message(format!("base backup {}: pg_verifybackup", chosen.id));
+            recovery::verify_backup(core.pg_bin_dir().as_deref(), &pgdata).await?;
+        } else {
+            // An incremental one: its chain, each link verified as it is read (the full
+            // one's backup_manifest describes the full one alone, so pg_verifybackup does
+            // not apply).
+            crate::wal::chain::extract_chain(&core.repo, &identities, &chain, &pgdata, progress).await?;
+        }
         let timeline = legs.last().expect("a path has the base backup's timeline").timeline;
         if ws_streams && !opts.repository_only {
             let spool = crate::ops::wal::stream_spool(core, &opts.workspace)?;
@@ -171,6 +188,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         workspace: opts.workspace.clone(),
         pgdata: pgdata.display().to_string(),
         base_backup: chosen.id.clone(),
+        chain: chain.iter().take(chain.len().saturating_sub(1)).map(|b| b.id.clone()).collect(),
         target: target.describe(),
         window: window.describe(),
         port: None,
@@ -202,6 +220,10 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         None => chosen.end_lsn,
     };
     (report.stored_bytes, report.plain_bytes) = recovery::bytes_read(&chosen, &legs, &physical.archived, replayed_to);
+    for link in chain.iter().take(chain.len().saturating_sub(1)) {
+        report.stored_bytes += link.tar.stored_size;
+        report.plain_bytes += link.tar.plain_size;
+    }
     report.restore_ms = clock.elapsed().as_millis() as u64;
     Ok(report)
 }
