@@ -125,14 +125,17 @@ fn write_tar(pgdata: &Path, since: Lsn, tar: &mut tar::Builder<ChannelWriter>) -
     fn io(path: &str) -> impl Fn(std::io::Error) -> Error + '_ {
         move |e| Error::from(e).context(format!("reading {path} of the data directory"))
     }
+    // A tablespace is a link in pg_tblspc (which the walk below does not follow): its files
+    // would be missing, so it is refused, as a full base backup refuses it.
+    let tablespaces = std::fs::read_dir(pgdata.join("pg_tblspc")).map(|mut d| d.next().is_some()).unwrap_or(false);
+    if tablespaces {
+        return Err(Error::new(
+            ErrorKind::Refused,
+            "the cluster has tablespaces (pg_tblspc is not empty): base backups do not support them",
+        ));
+    }
     let mut present = Vec::new();
     for rel in files_below(pgdata).map_err(|e| Error::from(e).context(format!("listing {}", pgdata.display())))? {
-        if rel.starts_with("pg_tblspc/") {
-            return Err(Error::new(
-                ErrorKind::Refused,
-                format!("{rel}: tablespaces are not supported by base backups (a full one refuses them too)"),
-            ));
-        }
         let class = classify(&rel, unlogged(pgdata, &rel));
         match class {
             FileClass::Excluded | FileClass::Control => continue,
@@ -166,8 +169,8 @@ fn write_tar(pgdata: &Path, since: Lsn, tar: &mut tar::Builder<ChannelWriter>) -
 
 /// Takes an incremental base backup of the cluster whose data directory is `pgdata` (none:
 /// the server's `data_directory`; read directly: run where it is, as its owner or root),
-/// holding what changed since `parent` started. One session runs `pg_backup_start`/`pg_backup_stop` (non-exclusive) around
-/// the copy.
+/// holding what changed since `parent` started. One session runs `pg_backup_start` and
+/// `pg_backup_stop` (non-exclusive) around the copy.
 ///
 /// Errors: `Refused` when it cannot be right: `full_page_writes` off, another cluster or
 /// timeline than the parent's, a block size other than 8 KiB, tablespaces, PostgreSQL

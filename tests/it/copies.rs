@@ -47,6 +47,29 @@ async fn keys_of(core: &Core, repository: Option<&str>) -> BTreeSet<String> {
     repo.list(&Key::from("workspaces/shop")).await.unwrap().into_iter().map(|o| o.key.to_string()).collect()
 }
 
+/// The content of a point-in-time restore of restore point `point-a` from copy `name` (its
+/// base backup and, through the restored server's `wal fetch`, its WAL), started, read,
+/// stopped.
+async fn point_a_from(w: &World, core: &Core, name: &str) -> std::collections::BTreeMap<String, String> {
+    let pgdata = w.dir.path().join(format!("pitr-{name}"));
+    let opts = PitrRestoreOptions {
+        workspace: "shop".into(),
+        pgdata: pgdata.clone(),
+        target: Target::Name("point-a".into(), None),
+        start: true,
+        port: None,
+        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
+        prefetch: 0,
+        repository_only: true,
+        repository: Some(name.into()),
+    };
+    let report = tidemark::ops::pitr::restore(core, &opts, &actor()).await.unwrap();
+    let recovered = w.core.workspace("shop").unwrap().conn().unwrap().with_host_port("127.0.0.1", report.port.unwrap());
+    let content = content_fingerprint(&recovered.unwrap()).await;
+    tokio::task::spawn_blocking(move || tidemark::pgcluster::stop_data_dir(None, &pgdata).unwrap()).await.unwrap();
+    content
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_on_s3_and_azure_restore_exactly_after_the_primary_is_gone() {
     let mut w = crate::pitr::archiving_world().await;
@@ -186,23 +209,7 @@ async fn copies_on_s3_and_azure_restore_exactly_after_the_primary_is_gone() {
         assert_eq!(content_fingerprint(&restored).await, at_snapshot, "restore from copy {name}");
 
         // A point-in-time restore to the restore point: base backup and WAL from the copy.
-        let pgdata = w.dir.path().join(format!("pitr-{name}"));
-        let opts = PitrRestoreOptions {
-            workspace: "shop".into(),
-            pgdata: pgdata.clone(),
-            target: Target::Name("point-a".into(), None),
-            start: true,
-            port: None,
-            tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
-            prefetch: 0,
-            repository_only: true,
-            repository: Some(name.into()),
-        };
-        let report = tidemark::ops::pitr::restore(&core, &opts, &actor()).await.unwrap();
-        let recovered =
-            w.core.workspace("shop").unwrap().conn().unwrap().with_host_port("127.0.0.1", report.port.unwrap());
-        assert_eq!(content_fingerprint(&recovered.unwrap()).await, at_point, "pitr restore from copy {name}");
-        tokio::task::spawn_blocking(move || tidemark::pgcluster::stop_data_dir(None, &pgdata).unwrap()).await.unwrap();
+        assert_eq!(point_a_from(&w, &core, name).await, at_point, "pitr restore from copy {name}");
 
         // A drill and a check of the copy pass.
         let drill = tidemark::ops::drill::DrillOptions {
@@ -670,22 +677,7 @@ async fn a_copy_with_its_own_keys_is_read_with_them_alone() {
     assert_eq!(std::fs::read(w.dir.path().join("media-back/img/logo.png")).unwrap(), vec![9u8; 40_000]);
     // (A local copy's WAL folder is the server user's, as `wal setup` says of any.)
     tidemark::pgcluster::hand_over(&vault_dir.join("workspaces/shop/wal")).unwrap();
-    let pgdata = w.dir.path().join("pitr-vault");
-    let opts = PitrRestoreOptions {
-        workspace: "shop".into(),
-        pgdata: pgdata.clone(),
-        target: Target::Name("point-a".into(), None),
-        start: true,
-        port: None,
-        tidemark_command: Some(env!("CARGO_BIN_EXE_tidemark").to_string()),
-        prefetch: 0,
-        repository_only: true,
-        repository: Some("vault".into()),
-    };
-    let report = tidemark::ops::pitr::restore(&core, &opts, &actor()).await.unwrap();
-    let recovered = w.core.workspace("shop").unwrap().conn().unwrap().with_host_port("127.0.0.1", report.port.unwrap());
-    assert_eq!(content_fingerprint(&recovered.unwrap()).await, at_point);
-    tokio::task::spawn_blocking(move || tidemark::pgcluster::stop_data_dir(None, &pgdata).unwrap()).await.unwrap();
+    assert_eq!(point_a_from(&w, &core, "vault").await, at_point);
 
     // Without its identity, reading the copy says which setting is missing.
     let mut config = w.core.config.clone();
