@@ -29,6 +29,20 @@ pub struct BaseBackupOptions {
     pub max_chain: Option<u32>,
 }
 
+impl BaseBackupOptions {
+    /// What a base-backup policy's job takes: full or incremental as the policy says,
+    /// waiting for the workspace.
+    pub fn scheduled(job: &crate::schedule::daemon::ScheduledJob) -> BaseBackupOptions {
+        BaseBackupOptions {
+            workspace: job.workspace.clone(),
+            wait: WaitFor::FOREVER,
+            incremental: job.incremental,
+            max_chain: job.max_chain,
+            pgdata: None,
+        }
+    }
+}
+
 /// Takes a base backup, showing the bytes copied on the core's progress. Errors: those
 /// of [`base::take`], `NotFound` for an unknown workspace, `Refused` while another
 /// operation holds the workspace.

@@ -204,14 +204,7 @@ async fn scheduled(core: &Core, job: &ScheduledJob, actor: &Actor, now: DateTime
             (manifest.id.clone(), manifest.stored_bytes())
         }
         (Action::BaseBackup, _) => {
-            let opts = BaseBackupOptions {
-                workspace: job.workspace.clone(),
-                wait: WaitFor::FOREVER,
-                incremental: job.incremental,
-                max_chain: job.max_chain,
-                pgdata: None,
-            };
-            let manifest = super::basebackup::basebackup(core, &opts, actor).await?;
+            let manifest = super::basebackup::basebackup(core, &BaseBackupOptions::scheduled(job), actor).await?;
             (manifest.id, manifest.tar.stored_size)
         }
         (Action::Snapshot, None) => {

@@ -342,6 +342,30 @@ pub async fn take(
     Ok(manifest)
 }
 
+/// Restores a base backup's chain (see [`chain_of`]) into the empty folder `dest`: a full
+/// one extracted and checked with `pg_verifybackup` against the manifest pg_basebackup put
+/// in it; an incremental one's chain assembled by [`extract_chain`], each link verified as
+/// it is read (the full one's `backup_manifest` describes the full one alone).
+///
+/// Errors: those of [`base::extract`], [`super::recovery::verify_backup`] and [`extract_chain`].
+pub async fn extract_verified(
+    repo: &Repository,
+    identities: &Identities,
+    chain: &[BaseManifest],
+    dest: &Path,
+    progress: &Progress,
+    bin_dir: Option<&Path>,
+) -> Result<()> {
+    match chain {
+        [full] => {
+            base::extract(repo, identities, full, dest, progress).await?;
+            progress.set_message(format!("base backup {}: pg_verifybackup", full.id));
+            super::recovery::verify_backup(bin_dir, dest).await
+        }
+        _ => extract_chain(repo, identities, chain, dest, progress).await,
+    }
+}
+
 /// Restores the chain (oldest first; see [`chain_of`]) into the empty folder `dest`: the
 /// full base backup extracted, then each incremental applied (an incremental file onto the
 /// file as the chain left it, other files replaced), then the files the newest did not

@@ -8,10 +8,12 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+mod options;
 pub mod past;
 mod restore;
 
-pub use restore::{DEFAULT_PREFETCH, PitrRestoreOptions, PitrRestoreReport, RECOVERY_CONTEXT, restore};
+pub use options::{DEFAULT_PREFETCH, PitrRestoreOptions, PitrRestoreReport};
+pub use restore::{RECOVERY_CONTEXT, restore};
 
 use super::Core;
 use crate::actor::Actor;

@@ -4,61 +4,6 @@
 #[allow(clippy::wildcard_imports)]
 use super::*;
 
-/// What `pitr restore` takes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PitrRestoreOptions {
-    pub workspace: String,
-    /// The new data directory: must not exist, or be empty.
-    pub pgdata: PathBuf,
-    pub target: Target,
-    /// Start the server and wait until the target is reached.
-    pub start: bool,
-    /// The port of the started server (default: a free one).
-    pub port: Option<u16>,
-    /// How tidemark is invoked by the server's `restore_command` (default: this binary).
-    pub tidemark_command: Option<String>,
-    /// WAL segments read ahead during recovery (`wal fetch --prefetch`); 0: none.
-    pub prefetch: u32,
-    /// Leave out what the workspace's WAL stream received and has not shipped yet (its
-    /// spool on this host): restore from the repository alone, as a drill does.
-    #[serde(default)]
-    pub repository_only: bool,
-    /// A copy (`[copies.NAME]`) to restore from instead of the primary.
-    #[serde(default)]
-    pub repository: Option<String>,
-}
-
-/// Segments `pitr restore` reads ahead by default: 8 x 16 MiB in the spool at most.
-pub const DEFAULT_PREFETCH: u32 = 8;
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PitrRestoreReport {
-    pub workspace: String,
-    pub pgdata: String,
-    pub base_backup: String,
-    /// When `base_backup` is incremental: the links it was assembled from before it, the
-    /// full one first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub chain: Vec<String>,
-    pub target: String,
-    pub window: String,
-    pub port: Option<u16>,
-    pub reached: Option<Reached>,
-    /// WAL files taken from the WAL stream's spool on this host (received, not yet in the
-    /// repository): the unfinished segment and any not shipped yet.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub from_spool: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
-    pub restore_ms: u64,
-    /// What the restore reads, stored and plain: the base backup's tar and the WAL
-    /// segments along its timelines from its start to the one recovery stopped in (without
-    /// `--start`, to the one where the copy becomes consistent), as archived when the
-    /// restore began.
-    pub stored_bytes: u64,
-    pub plain_bytes: u64,
-}
-
 /// Builds a data directory restored to the target (the base backup checked with
 /// `pg_verifybackup` before recovery is configured), and optionally starts it.
 ///
@@ -126,12 +71,9 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
     };
     let legs = physical.path(&chosen);
 
-    // An incremental base backup is restored from its chain, which must be whole (checked
+    // What the base backup is restored from (an incremental one: its whole chain, checked
     // before anything is written).
-    let chain = match chosen.parent {
-        Some(_) => crate::wal::chain::chain_of(&chosen, &physical.bases)?,
-        None => Vec::new(),
-    };
+    let chain = crate::wal::chain::chain_of(&chosen, &physical.bases)?;
     let pgdata = std::path::absolute(&opts.pgdata)?;
     if pgdata.exists() && fs_err::read_dir(&pgdata)?.next().is_some() {
         return Err(Error::new(
@@ -147,16 +89,9 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         use std::os::unix::fs::PermissionsExt;
         fs_err::set_permissions(&pgdata, std::fs::Permissions::from_mode(0o700))?;
         progress.set_message(format!("base backup {}: extracting", chosen.id));
-        if chain.is_empty() {
-            base::extract(&core.repo, &identities, &chosen, &pgdata, progress).await?;
-            progress.set_message(format!("base backup {}: pg_verifybackup", chosen.id));
-            recovery::verify_backup(core.pg_bin_dir().as_deref(), &pgdata).await?;
-        } else {
-            // An incremental one: its chain, each link verified as it is read (the full
-            // one's backup_manifest describes the full one alone, so pg_verifybackup does
-            // not apply).
-            crate::wal::chain::extract_chain(&core.repo, &identities, &chain, &pgdata, progress).await?;
-        }
+        let bin_dir = core.pg_bin_dir();
+        crate::wal::chain::extract_verified(&core.repo, &identities, &chain, &pgdata, progress, bin_dir.as_deref())
+            .await?;
         let timeline = legs.last().expect("a path has the base backup's timeline").timeline;
         if ws_streams && !opts.repository_only {
             let spool = crate::ops::wal::stream_spool(core, &opts.workspace)?;
