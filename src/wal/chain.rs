@@ -5,7 +5,7 @@
 //! removed). The page-level rules and why they are safe: [`super::incremental`].
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Lsn;
 use super::base::{self, BASE_MANIFEST_FORMAT, BaseManifest};
-use super::incremental::{FileClass, changed_pages, classify, write_incremental};
+use super::incremental::{BLOCK, FileClass, changed_pages, classify, incremental_head};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keys::{Identities, Recipients};
 use crate::pg::ConnSpec;
@@ -24,7 +24,7 @@ use crate::repo::pipeline::{ObjectWriter, read_object};
 
 /// The tar entry that lists every file the data directory had (what a restore keeps).
 pub const FILE_LIST: &str = "tidemark_incremental.json";
-/// The suffix of an incremental file in the tar (see [`super::incremental::write_incremental`]).
+/// The suffix of an incremental file in the tar (see [`super::incremental::incremental_head`]).
 pub const SUFFIX: &str = ".tmincr";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,9 +110,16 @@ fn unlogged(pgdata: &Path, rel: &str) -> bool {
     pgdata.join(dir).join(format!("{node}_init")).exists()
 }
 
+/// Kept pages of one relation file held in memory before they spill to a temporary file.
+const KEPT_IN_MEMORY: usize = 64 << 20;
+
 fn append(tar: &mut tar::Builder<ChannelWriter>, path: &str, data: &[u8]) -> std::io::Result<()> {
+    append_reader(tar, path, data.len() as u64, data)
+}
+
+fn append_reader(tar: &mut tar::Builder<ChannelWriter>, path: &str, size: u64, data: impl Read) -> std::io::Result<()> {
     let mut header = tar::Header::new_gnu();
-    header.set_size(data.len() as u64);
+    header.set_size(size);
     header.set_mode(0o600);
     header.set_mtime(Utc::now().timestamp() as u64);
     header.set_entry_type(tar::EntryType::Regular);
@@ -153,10 +160,15 @@ fn write_tar(pgdata: &Path, since: Lsn, tar: &mut tar::Builder<ChannelWriter>) -
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(io(&rel)(e)),
                 };
-                let changed = changed_pages(std::io::BufReader::new(file), since).map_err(io(&rel))?;
-                let mut encoded = Vec::with_capacity(16 + changed.pages.len() * (super::incremental::BLOCK + 4));
-                write_incremental(&changed, &mut encoded).map_err(io(&rel))?;
-                append(tar, &format!("{rel}{SUFFIX}"), &encoded).map_err(io(&rel))?;
+                // The kept pages wait in memory up to 64 MiB, on disk beyond (a new 1 GiB
+                // segment is all kept): the tar needs the entry's size before its bytes.
+                let mut kept = tempfile::SpooledTempFile::new(KEPT_IN_MEMORY);
+                let changed = changed_pages(std::io::BufReader::new(file), since, &mut kept).map_err(io(&rel))?;
+                kept.seek(std::io::SeekFrom::Start(0)).map_err(io(&rel))?;
+                let head = incremental_head(&changed);
+                let size = (head.len() + changed.numbers.len() * BLOCK) as u64;
+                append_reader(tar, &format!("{rel}{SUFFIX}"), size, std::io::Cursor::new(head).chain(kept))
+                    .map_err(io(&rel))?;
             }
         }
         present.push(rel);

@@ -154,23 +154,25 @@ fn header_unreadable(page: &[u8]) -> bool {
     !sane && page.iter().any(|b| *b != 0)
 }
 
-/// What an incremental backup keeps of one relation file: its size now, and the pages
-/// newer than `since` (and the all-zero ones, and those whose header cannot be read).
+/// What an incremental backup keeps of one relation file: its size now, and which pages
+/// (newer than `since`, all-zero, or with a header that cannot be read); the pages
+/// themselves go to a writer as they are read (see [`changed_pages`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangedPages {
     /// The file's size in blocks when it was read.
     pub blocks: u32,
-    /// Each kept page, by block number, in order.
-    pub pages: Vec<(u32, Vec<u8>)>,
+    /// The block numbers of the kept pages, in order.
+    pub numbers: Vec<u32>,
 }
 
-/// Reads a relation file to its end and keeps the pages newer than `since`, the all-zero
-/// ones (see the module's notes) and those whose header cannot be read. A last, partial
+/// Reads a relation file to its end, writes the pages it keeps to `kept` (newer than
+/// `since`, all-zero — see the module's notes — or with a header that cannot be read), and
+/// says which they were. Memory stays one page, whatever the file's size. A last, partial
 /// page (the file was being extended) is left to the WAL.
 ///
-/// Errors: the file system's, naming nothing (the caller names the file).
-pub fn changed_pages(mut file: impl Read, since: Lsn) -> std::io::Result<ChangedPages> {
-    let mut pages = Vec::new();
+/// Errors: the file system's and `kept`'s, naming nothing (the caller names the file).
+pub fn changed_pages(mut file: impl Read, since: Lsn, kept: &mut impl Write) -> std::io::Result<ChangedPages> {
+    let mut numbers = Vec::new();
     let mut page = vec![0u8; BLOCK];
     let mut block: u32 = 0;
     loop {
@@ -182,10 +184,11 @@ pub fn changed_pages(mut file: impl Read, since: Lsn) -> std::io::Result<Changed
             }
         }
         if filled < BLOCK {
-            return Ok(ChangedPages { blocks: block, pages });
+            return Ok(ChangedPages { blocks: block, numbers });
         }
         if page_lsn(&page) > since || header_unreadable(&page) || page.iter().all(|b| *b == 0) {
-            pages.push((block, page.clone()));
+            kept.write_all(&page)?;
+            numbers.push(block);
         }
         block += 1;
     }
@@ -194,21 +197,17 @@ pub fn changed_pages(mut file: impl Read, since: Lsn) -> std::io::Result<Changed
 /// The magic at the start of an incremental file (`<path>.tmincr` in the backup's tar).
 const MAGIC: &[u8; 8] = b"TMINCR1\0";
 
-/// Writes `changed` as an incremental file: the magic, the file's size in blocks, the
-/// number of pages, their block numbers, then the pages.
-///
-/// Errors: those of `out`.
-pub fn write_incremental(changed: &ChangedPages, mut out: impl Write) -> std::io::Result<()> {
-    out.write_all(MAGIC)?;
-    out.write_all(&changed.blocks.to_le_bytes())?;
-    out.write_all(&(changed.pages.len() as u32).to_le_bytes())?;
-    for (block, _) in &changed.pages {
-        out.write_all(&block.to_le_bytes())?;
+/// The head of an incremental file: the magic, the file's size in blocks, the number of
+/// kept pages and their block numbers. The kept pages follow it, in order.
+pub fn incremental_head(changed: &ChangedPages) -> Vec<u8> {
+    let mut head = Vec::with_capacity(16 + 4 * changed.numbers.len());
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&changed.blocks.to_le_bytes());
+    head.extend_from_slice(&(changed.numbers.len() as u32).to_le_bytes());
+    for block in &changed.numbers {
+        head.extend_from_slice(&block.to_le_bytes());
     }
-    for (_, page) in &changed.pages {
-        out.write_all(page)?;
-    }
-    Ok(())
+    head
 }
 
 /// Applies an incremental file to the file of the older backup it follows (`target`, as
@@ -314,10 +313,19 @@ mod tests {
         file.extend(&torn);
         file.extend(page(0x2_0000_0000, 4)); // newer in the high half
         file.extend(vec![9u8; 100]); // a page being added as it was read: the WAL's
-        let changed = changed_pages(&file[..], since).unwrap();
+        let mut kept = Vec::new();
+        let changed = changed_pages(&file[..], since, &mut kept).unwrap();
         assert_eq!(changed.blocks, 5);
-        assert_eq!(changed.pages.iter().map(|(b, _)| *b).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-        assert_eq!(changed.pages[0].1, page(0x1_0000_0600, 2));
+        assert_eq!(changed.numbers, vec![1, 2, 3, 4]);
+        assert_eq!(kept.len(), 4 * BLOCK);
+        assert_eq!(kept[..BLOCK], page(0x1_0000_0600, 2));
+    }
+
+    /// The incremental file of `file` as a backup writes it: the head, then the kept pages.
+    fn encoded(file: &[u8], since: Lsn) -> Vec<u8> {
+        let mut kept = Vec::new();
+        let changed = changed_pages(file, since, &mut kept).unwrap();
+        [incremental_head(&changed), kept].concat()
     }
 
     #[test]
@@ -330,9 +338,7 @@ mod tests {
         let parent: Vec<u8> = [page(100, 1), page(100, 2), page(100, 3), page(100, 4)].concat();
         let now: Vec<u8> =
             [page(100, 1), page(600, 7), page(100, 3), vec![0; BLOCK], vec![0; BLOCK], page(700, 8)].concat();
-        let changed = changed_pages(&now[..], since).unwrap();
-        let mut incremental = Vec::new();
-        write_incremental(&changed, &mut incremental).unwrap();
+        let incremental = encoded(&now, since);
         assert!(incremental.len() < now.len());
         let path = dir.path().join("16384");
         std::fs::write(&path, &parent).unwrap();
@@ -343,8 +349,7 @@ mod tests {
 
         // Shorter now: truncated.
         let short: Vec<u8> = [page(100, 1), page(900, 5)].concat();
-        let mut incremental = Vec::new();
-        write_incremental(&changed_pages(&short[..], since).unwrap(), &mut incremental).unwrap();
+        let incremental = encoded(&short, since);
         let mut target = std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
         apply_incremental(&incremental[..], &mut target, "base/5/16384").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), short);

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use tidemark::wal::Lsn;
-use tidemark::wal::incremental::{BLOCK, FileClass, apply_incremental, changed_pages, classify, write_incremental};
+use tidemark::wal::incremental::{BLOCK, FileClass, apply_incremental, changed_pages, classify, incremental_head};
 
 use crate::pitr::one_row;
 use crate::support::{content_fingerprint, create_database};
@@ -40,15 +40,15 @@ async fn the_pages_an_update_changed_are_exactly_those_newer_than_the_lsn_before
     let now = std::fs::read(&file).unwrap();
     let relative = file.strip_prefix(w.cluster.data_dir()).unwrap().to_str().unwrap().to_string();
     assert_eq!(classify(&relative, false), FileClass::RelationPages, "{relative}");
-    let changed = changed_pages(&now[..], since).unwrap();
-    let kept: BTreeSet<u32> = changed.pages.iter().map(|(b, _)| *b).collect();
+    let mut pages = Vec::new();
+    let changed = changed_pages(&now[..], since, &mut pages).unwrap();
+    let kept: BTreeSet<u32> = changed.numbers.iter().copied().collect();
     assert_eq!(kept, touched, "the kept pages are the updated rows' pages");
     assert_eq!(changed.blocks as usize, now.len() / BLOCK);
     assert!(kept.len() * 10 < changed.blocks as usize, "{} of {} pages", kept.len(), changed.blocks);
 
     // The older copy with the kept pages applied is the file as it is now.
-    let mut incremental = Vec::new();
-    write_incremental(&changed, &mut incremental).unwrap();
+    let incremental = [incremental_head(&changed), pages].concat();
     let copy = w.dir.path().join("t-copy");
     std::fs::write(&copy, &before).unwrap();
     let mut target = std::fs::OpenOptions::new().read(true).write(true).open(&copy).unwrap();
