@@ -82,6 +82,7 @@ pub async fn basebackup(core: &Core, opts: &BaseBackupOptions, actor: &Actor) ->
             spec,
             opts.pgdata.as_deref(),
             &parent,
+            slot.is_some(),
             progress,
         ))
         .await

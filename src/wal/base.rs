@@ -238,6 +238,15 @@ async fn server_facts(spec: &ConnSpec, wal_streamed: bool) -> Result<ServerFacts
         )
         .fetch_one(&mut conn)
         .await?;
+    wal_kept(&archive_mode, wal_streamed)?;
+    Ok(ServerFacts { system_identifier, server_version, wal_segment_size: wal_segment_size as u64 })
+}
+
+/// Refuses a base backup whose WAL nothing keeps: `archive_mode` off on the source and no
+/// WAL stream for the workspace.
+///
+/// Errors: `Refused`, saying how to keep it.
+pub(super) fn wal_kept(archive_mode: &str, wal_streamed: bool) -> Result<()> {
     if archive_mode == "off" && !wal_streamed {
         return Err(Error::new(
             ErrorKind::Refused,
@@ -246,7 +255,7 @@ async fn server_facts(spec: &ConnSpec, wal_streamed: bool) -> Result<ServerFacts
              wal-stream = true for the workspace and run `tidemark serve` (see docs/guide/05-point-in-time.md), then retry",
         ));
     }
-    Ok(ServerFacts { system_identifier, server_version, wal_segment_size: wal_segment_size as u64 })
+    Ok(())
 }
 
 /// Takes a base backup of the workspace's cluster. `stream_slot`: the workspace's WAL is

@@ -182,11 +182,14 @@ fn write_tar(pgdata: &Path, since: Lsn, tar: &mut tar::Builder<ChannelWriter>) -
 /// Takes an incremental base backup of the cluster whose data directory is `pgdata` (none:
 /// the server's `data_directory`; read directly: run where it is, as its owner or root),
 /// holding what changed since `parent` started. One session runs `pg_backup_start` and
-/// `pg_backup_stop` (non-exclusive) around the copy.
+/// `pg_backup_stop` (non-exclusive) around the copy; with archiving on, the stop waits
+/// until the WAL the backup needs is archived, as `pg_basebackup -X none` does (a backup
+/// that completes can be restored). `wal_streamed`: the workspace's WAL is streamed
+/// instead (its slot was made by the full base backup).
 ///
 /// Errors: `Refused` when it cannot be right: `full_page_writes` off, another cluster or
 /// timeline than the parent's, a block size other than 8 KiB, tablespaces, PostgreSQL
-/// before 15; `Config` when `pgdata` is not the server's data directory; `Database` for
+/// before 15, WAL neither archived nor streamed; `Config` when `pgdata` is not the server's data directory; `Database` for
 /// the session (`pg_backup_start` needs a superuser or a grant); those of the store.
 /// Nothing is visible unless it completes.
 // Longer than ~100 lines: one backup session's sequence (checks, start, the copy streamed to the store, stop, the label, the manifest) with what each failure leaves behind.
@@ -196,23 +199,17 @@ pub async fn take(
     spec: &ConnSpec,
     pgdata: Option<&Path>,
     parent: &BaseManifest,
+    wal_streamed: bool,
     progress: &Progress,
 ) -> Result<BaseManifest> {
     let mut conn = spec.connect().await?;
-    let (fpw, system_identifier, timeline, data_directory, block_size, version, server_version, segment): (
-        String,
-        String,
-        i32,
-        String,
-        String,
-        i32,
-        String,
-        i64,
-    ) = sqlx::query_as(
+    type Settings = (String, String, i32, String, String, i32, String, i64, String);
+    let (fpw, system_identifier, timeline, data_directory, block_size, version, server_version, segment, archive_mode): Settings =
+        sqlx::query_as(
         "SELECT current_setting('full_page_writes'), (SELECT system_identifier::text FROM pg_control_system()), \
          (SELECT timeline_id FROM pg_control_checkpoint()), current_setting('data_directory'), \
          current_setting('block_size'), current_setting('server_version_num')::int, current_setting('server_version'), \
-         pg_size_bytes(current_setting('wal_segment_size'))",
+         pg_size_bytes(current_setting('wal_segment_size')), current_setting('archive_mode')",
     )
     .fetch_one(&mut conn)
     .await
@@ -220,6 +217,7 @@ pub async fn take(
         Error::from(e)
             .context("reading the server's settings (data_directory needs a superuser or pg_read_all_settings)")
     })?;
+    base::wal_kept(&archive_mode, wal_streamed)?;
     let refuse = |why: String| Err(Error::new(ErrorKind::Refused, why));
     if fpw != "on" {
         return refuse(
@@ -311,9 +309,11 @@ pub async fn take(
     };
     let control = async {
         let files = files_rx.await.unwrap_or_else(|_| Err(Error::internal("the incremental copy ended early")));
-        // The session ends the backup in any case (a failed one too: nothing of it is kept).
+        // The session ends the backup in any case (a failed one too: nothing of it is kept),
+        // waiting for the archive only for one that is kept.
+        let wait = files.is_ok() && archive_mode != "off";
         let stopped: std::result::Result<(String, String), sqlx::Error> =
-            sqlx::query_as("SELECT lsn::text, labelfile FROM pg_backup_stop(false)").fetch_one(&mut conn).await;
+            sqlx::query_as("SELECT lsn::text, labelfile FROM pg_backup_stop($1)").bind(wait).fetch_one(&mut conn).await;
         let stopped = stopped.map_err(|e| Error::from(e).context("ending the backup (pg_backup_stop)"));
         let _ = label_tx.send(match (&files, &stopped) {
             (Ok(_), Ok((_, label))) => Some(label.clone()),

@@ -118,7 +118,9 @@ async fn a_chain_of_incrementals_restores_each_named_point_exactly() {
     ];
     let mut points = Vec::new();
     for (i, ddl) in rounds.iter().enumerate() {
-        pgbench(&url, &["-T", "2", "-c", "2", "-n"]);
+        // A count of transactions, not a duration: how many pages they touch (each updates a
+        // random row) does not depend on the machine's speed.
+        pgbench(&url, &["-t", "1000", "-c", "2", "-n"]);
         run(ddl).await;
         let link = incremental(&w.core).await;
         let want = if i == 0 { &full.id } else { &points.last().map(|p: &(String, String, _)| p.1.clone()).unwrap() };
@@ -126,7 +128,7 @@ async fn a_chain_of_incrementals_restores_each_named_point_exactly() {
         // (Round 2 builds a new index on the largest table: the whole index is new.)
         let (got, of) = (link.tar.plain_size, full.tar.plain_size);
         assert!(got * 2 < of, "link {i}: {got} of {of} bytes");
-        pgbench(&url, &["-T", "1", "-c", "2", "-n"]);
+        pgbench(&url, &["-t", "300", "-c", "2", "-n"]);
         let name = format!("after-link-{i}");
         crate::support::mark(&w.core, &name).await.unwrap();
         let fingerprint = content_fingerprint(&shop).await;
@@ -195,4 +197,43 @@ async fn a_chain_of_incrementals_restores_each_named_point_exactly() {
     let e = tidemark::ops::pitr::restore(&w.core, &opts, &crate::support::actor()).await.unwrap_err();
     assert_eq!(e.kind(), tidemark::ErrorKind::Integrity, "{}", e.report());
     assert!(e.report().contains(middle.as_str()), "{}", e.report());
+}
+
+/// An incremental base backup ends when the WAL it needs is archived, as a full one does
+/// (`pg_basebackup -X none` waits too): while archiving fails it waits, nothing of it
+/// visible, and once the archive works again it completes with its WAL already there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_ends_once_its_wal_is_archived() {
+    let w = crate::pitr::archiving_world().await;
+    let shop = create_database(&w.cluster, "shop", "CREATE TABLE t AS SELECT g FROM generate_series(1, 5000) g").await;
+    let run = async |sql: &str| {
+        let mut conn = shop.connect().await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string())).execute(&mut conn).await.unwrap();
+    };
+    run("ALTER SYSTEM SET full_page_writes = on").await;
+    run("SELECT pg_reload_conf()").await;
+    let full = crate::support::basebackup(&w.core).await.unwrap();
+    let push: String = one_row(&shop, "SELECT current_setting('archive_command')").await;
+    run("ALTER SYSTEM SET archive_command = 'exit 1'").await;
+    run("SELECT pg_reload_conf()").await;
+    run("UPDATE t SET g = g + 1").await;
+
+    let watch = async {
+        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'BackupWaitWalArchive'";
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while one_row::<i64>(&shop, waiting).await == 0 {
+            assert!(std::time::Instant::now() < deadline, "the incremental never waited for the archive");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let bases = tidemark::wal::base::list(&w.core.repo, &w.core.identities().unwrap(), "shop").await.unwrap();
+        let ids: Vec<_> = bases.iter().map(|b| b.id.clone()).collect();
+        assert_eq!(ids, vec![full.id.clone()], "an incremental whose WAL is not archived is visible");
+        run(&format!("ALTER SYSTEM SET archive_command = '{}'", push.replace('\'', "''"))).await;
+        run("SELECT pg_reload_conf()").await;
+    };
+    let (link, ()) = tokio::join!(incremental(&w.core), watch);
+    assert_eq!(link.parent.as_ref(), Some(&full.id));
+    let window = crate::support::window(&w.core, "shop").await.unwrap();
+    let latest = window.latest.map(|l| l.lsn);
+    assert!(latest.is_some_and(|l| l >= link.end_lsn), "its WAL to {} is not archived: {latest:?}", link.end_lsn);
 }
