@@ -106,6 +106,8 @@ fn main() {
         Backup { measured, stored: newest["info"]["repository"]["delta"].as_u64().expect("repository delta") }
     };
 
+    // The load's WAL archived first: the first backups measure themselves, not the archive.
+    wait_archived(&psql);
     let full = ours("tidemark basebackup (full)", false);
     let their_full = theirs("pgbackrest backup --type=full", "full");
     let rows = u64::from(scale) * 100_000;

@@ -182,9 +182,9 @@ fn write_tar(pgdata: &Path, since: Lsn, tar: &mut tar::Builder<ChannelWriter>) -
 /// Takes an incremental base backup of the cluster whose data directory is `pgdata` (none:
 /// the server's `data_directory`; read directly: run where it is, as its owner or root),
 /// holding what changed since `parent` started. One session runs `pg_backup_start` and
-/// `pg_backup_stop` (non-exclusive) around the copy; with archiving on, the stop waits
-/// until the WAL the backup needs is archived, as `pg_basebackup -X none` does (a backup
-/// that completes can be restored). `wal_streamed`: the workspace's WAL is streamed
+/// `pg_backup_stop` (non-exclusive) around the copy; with archiving on, it completes only
+/// once the WAL it needs is archived, as `pg_basebackup -X none` does (a backup that
+/// completes can be restored). `wal_streamed`: the workspace's WAL is streamed
 /// instead (its slot was made by the full base backup).
 ///
 /// Errors: `Refused` when it cannot be right: `full_page_writes` off, another cluster or
@@ -309,11 +309,10 @@ pub async fn take(
     };
     let control = async {
         let files = files_rx.await.unwrap_or_else(|_| Err(Error::internal("the incremental copy ended early")));
-        // The session ends the backup in any case (a failed one too: nothing of it is kept),
-        // waiting for the archive only for one that is kept.
-        let wait = files.is_ok() && archive_mode != "off";
+        // The session ends the backup in any case (a failed one too: nothing of it is kept);
+        // the wait for the archive is below (the server's own sleeps a second at a time).
         let stopped: std::result::Result<(String, String), sqlx::Error> =
-            sqlx::query_as("SELECT lsn::text, labelfile FROM pg_backup_stop($1)").bind(wait).fetch_one(&mut conn).await;
+            sqlx::query_as("SELECT lsn::text, labelfile FROM pg_backup_stop(false)").fetch_one(&mut conn).await;
         let stopped = stopped.map_err(|e| Error::from(e).context("ending the backup (pg_backup_stop)"));
         let _ = label_tx.send(match (&files, &stopped) {
             (Ok(_), Ok((_, label))) => Some(label.clone()),
@@ -323,10 +322,23 @@ pub async fn take(
     };
     let (uploaded, stopped) = tokio::join!(upload, control);
     let copied = copier.await.map_err(|e| Error::internal(format!("incremental copy task: {e}"))).and_then(|r| r);
-    ConnSpec::close(conn).await;
     let end = match (uploaded, copied, stopped) {
-        (Ok(()), Ok(()), Ok((end, _))) => end,
-        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+        (Ok(()), Ok(()), Ok((end, _))) => end.parse::<Lsn>(),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => Err(e),
+    };
+    // Complete only once the WAL it needs is archived, as `pg_basebackup -X none` does.
+    let archived = match &end {
+        Ok(end) if archive_mode != "off" => {
+            let last = super::Segment::of(timeline as u32, *end, segment as u64).name(segment as u64);
+            progress.set_message(format!("waiting until WAL segment {last} is archived"));
+            wait_archived(&mut conn, &last).await
+        }
+        _ => Ok(()),
+    };
+    ConnSpec::close(conn).await;
+    let end = match end.and_then(|end| archived.map(|()| end)) {
+        Ok(end) => end,
+        Err(e) => {
             writer.abort().await;
             return Err(e.context(format!("taking incremental base backup {id}")));
         }
@@ -344,7 +356,7 @@ pub async fn take(
         wal_segment_size: segment as u64,
         timeline: timeline as u32,
         start_lsn,
-        end_lsn: end.parse()?,
+        end_lsn: end,
         tar,
         parent: Some(parent.id.clone()),
     };
@@ -352,6 +364,46 @@ pub async fn take(
         .await
         .map_err(|e| e.context(format!("committing base backup {id}")))?;
     Ok(manifest)
+}
+
+/// Whether `pg_stat_archiver`'s `last_archived_wal` shows that `segment` is archived: it
+/// is the segment, a later one, or a backup history file of the segment or a later one
+/// (`<segment>.<offset>.backup`: written after the switch that completes its segment, and
+/// after it by name, it is archived after it; the archiver takes the oldest ready file
+/// first).
+fn archived(last: Option<&str>, segment: &str) -> bool {
+    last.and_then(|last| last.get(..24))
+        .is_some_and(|prefix| prefix.bytes().all(|b| b.is_ascii_hexdigit()) && prefix >= segment)
+}
+
+/// Waits until the server's archiver has archived `segment` (see [`archived`]), looking ten
+/// times a second; warns each minute it has not, with the archiver's last failure.
+///
+/// Errors: `Database` when the server cannot be asked.
+async fn wait_archived(conn: &mut sqlx::PgConnection, segment: &str) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut warned = started;
+    loop {
+        // One statement, one transaction: the statistics are read anew each time.
+        let (last, failed): (Option<String>, Option<String>) =
+            sqlx::query_as("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver")
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(|e| Error::from(e).context("reading pg_stat_archiver"))?;
+        if archived(last.as_deref(), segment) {
+            return Ok(());
+        }
+        if warned.elapsed() >= std::time::Duration::from_secs(60) {
+            warned = std::time::Instant::now();
+            tracing::warn!(
+                segment,
+                last_failed = failed.as_deref().unwrap_or("none"),
+                waited_s = started.elapsed().as_secs(),
+                "an incremental base backup waits until its WAL is archived: check archive_command"
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Restores a base backup's chain (see [`chain_of`]) into the empty folder `dest`: a full
@@ -479,4 +531,24 @@ fn remove_absent(dest: &Path, present: &BTreeSet<String>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::archived;
+
+    #[test]
+    fn a_segment_is_archived_once_it_or_a_later_segment_is_the_last_archived() {
+        let segment = "000000010000000000000050";
+        assert!(archived(Some(segment), segment));
+        assert!(archived(Some("000000010000000000000051"), segment));
+        assert!(archived(Some("000000020000000000000050"), segment), "a later timeline");
+        assert!(archived(Some("000000010000000000000051.00000028.backup"), segment));
+        // The backup's own history file, archived after its last segment.
+        assert!(archived(Some("000000010000000000000050.00000028.backup"), segment));
+        assert!(!archived(None, segment), "nothing archived yet");
+        assert!(!archived(Some("00000001000000000000004F"), segment));
+        assert!(!archived(Some("00000001000000000000004F.00000028.backup"), segment));
+        assert!(!archived(Some("00000002.history"), segment), "a timeline's history names no segment");
+    }
 }

@@ -218,20 +218,29 @@ async fn an_incremental_ends_once_its_wal_is_archived() {
     run("SELECT pg_reload_conf()").await;
     run("UPDATE t SET g = g + 1").await;
 
+    // The first archive to fail is of the backup's last segment (pg_backup_stop is past):
+    // the backup has not completed, and nothing of it is visible, until the archive works.
+    let failed_before: i64 = one_row(&shop, "SELECT failed_count FROM pg_stat_archiver").await;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let backup = async {
+        let link = incremental(&w.core).await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        link
+    };
     let watch = async {
-        let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'BackupWaitWalArchive'";
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while one_row::<i64>(&shop, waiting).await == 0 {
-            assert!(std::time::Instant::now() < deadline, "the incremental never waited for the archive");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        while one_row::<i64>(&shop, "SELECT failed_count FROM pg_stat_archiver").await == failed_before {
+            assert!(std::time::Instant::now() < deadline, "the archive never failed");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
         let bases = tidemark::wal::base::list(&w.core.repo, &w.core.identities().unwrap(), "shop").await.unwrap();
         let ids: Vec<_> = bases.iter().map(|b| b.id.clone()).collect();
         assert_eq!(ids, vec![full.id.clone()], "an incremental whose WAL is not archived is visible");
+        assert!(!done.load(std::sync::atomic::Ordering::SeqCst), "the incremental completed without its WAL");
         run(&format!("ALTER SYSTEM SET archive_command = '{}'", push.replace('\'', "''"))).await;
         run("SELECT pg_reload_conf()").await;
     };
-    let (link, ()) = tokio::join!(incremental(&w.core), watch);
+    let (link, ()) = tokio::join!(backup, watch);
     assert_eq!(link.parent.as_ref(), Some(&full.id));
     let window = crate::support::window(&w.core, "shop").await.unwrap();
     let latest = window.latest.map(|l| l.lsn);
