@@ -6,10 +6,11 @@
 //! - three rounds, each updating 5 % of `pgbench_accounts` (a range of `aid` of its own per
 //!   round, as a day's changes cluster on recent rows), each followed by `tidemark
 //!   basebackup --incremental` and `pgbackrest backup --type=incr`;
-//! - the restore of the newest state from tidemark's chain (full + 3 incrementals), then a
-//!   full base backup of the same state and its restore: both `pitr restore --latest
-//!   --start`, waited for until promoted, their content checked against the source's;
-//!   pgBackRest's restore of its incremental beside them;
+//! - the restore of the newest state from tidemark's chain (full + 3 incrementals) and from
+//!   a full base backup of the same state, alternating, median of `BENCH_REPEAT`: `pitr
+//!   restore --start` (to the chain's end, and to the latest moment), waited for until
+//!   promoted, the content checked against the source's; pgBackRest's restore of its
+//!   incremental beside them, once;
 //! - one more round that updates 5 % of rows spread over the whole table (every 20th row:
 //!   every page changes), the worst case of any page-level incremental.
 //!
@@ -24,17 +25,19 @@ mod common;
 
 use std::path::Path;
 
-use common::{Measured, bench_dir, env_or, sh};
+use common::{Measured, bench_dir, env_or, median, sh};
 use tidemark::pgcluster::{Cluster, ClusterOptions};
 
 /// One backup: its time and what it stored.
 struct Backup {
     measured: Measured,
     stored: u64,
+    end_lsn: String,
 }
 
 fn main() {
     let scale: u32 = env_or("BENCH_SCALE", 100);
+    let repeat: usize = env_or("BENCH_REPEAT", 3);
     assert!(Path::new("/usr/bin/time").exists(), "GNU time is needed: apt-get install time");
     common::need("pgbackrest", "version");
     let bin = tidemark::pg::bin_dir(None).expect("postgres binaries");
@@ -95,7 +98,8 @@ fn main() {
             serde_json::from_str(&std::fs::read_to_string(wp.join("manifest.json")).unwrap())
                 .expect("basebackup --json");
         assert_eq!(manifest["parent"].is_string(), incremental, "{name}: {manifest}");
-        Backup { measured, stored: manifest["tar"]["stored_size"].as_u64().expect("stored_size") }
+        let end_lsn = manifest["end_lsn"].as_str().expect("end_lsn").to_string();
+        Backup { measured, stored: manifest["tar"]["stored_size"].as_u64().expect("stored_size"), end_lsn }
     };
     let theirs = |name: &str, kind: &str| -> Backup {
         let measured = measure(name, &format!("{pgbr} --type={kind} backup"), wp);
@@ -103,7 +107,8 @@ fn main() {
             serde_json::from_str(&sh(&format!("{pgbr} --output=json info"))).expect("pgbackrest info");
         let newest = info[0]["backup"].as_array().and_then(|b| b.last()).cloned().expect("a pgbackrest backup");
         assert_eq!(newest["type"], kind, "{name}: {newest}");
-        Backup { measured, stored: newest["info"]["repository"]["delta"].as_u64().expect("repository delta") }
+        let stored = newest["info"]["repository"]["delta"].as_u64().expect("repository delta");
+        Backup { measured, stored, end_lsn: String::new() }
     };
 
     // The load's WAL archived first: the first backups measure themselves, not the archive.
@@ -144,14 +149,6 @@ fn main() {
         sh(&format!("rm -rf {w}/{dir}"));
         measured
     };
-    let tidemark_restore = |name: &str, dir: &str| {
-        restore(
-            name,
-            dir,
-            format!("{tm} pitr restore --workspace bench --pgdata {{dir}} --latest --start --port {{port}} >/dev/null"),
-        )
-    };
-    let chain_restore = tidemark_restore("tidemark pitr restore (full + 3 incrementals)", "r-chain");
     let their_restore = restore(
         "pgbackrest restore (full + 3 incrementals)",
         "r-pgbr",
@@ -164,7 +161,26 @@ fn main() {
     );
     let same_state = ours("tidemark basebackup (full, the same state)", false);
     wait_archived(&psql);
-    let full_restore = tidemark_restore("tidemark pitr restore (full of the same state)", "r-full");
+    // Alternating: the chain (to the newest link's end, which the full one of the same state
+    // cannot serve) and the full one (to the latest moment); each report names its chain.
+    let tidemark_restore = |name: &str, target: &str, links: usize| {
+        let script = format!(
+            "{tm} pitr restore --workspace bench --pgdata {{dir}} {target} --start --port {{port}} > {w}/restore.json"
+        );
+        let measured = restore(name, "r-tidemark", script);
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(wp.join("restore.json")).unwrap())
+                .expect("pitr restore --json");
+        assert_eq!(report["chain"].as_array().map_or(0, Vec::len), links, "{name}: {report}");
+        measured
+    };
+    let (mut chains, mut fulls) = (Vec::new(), Vec::new());
+    for _ in 0..repeat.max(1) {
+        let target = format!("--lsn {}", rounds[2].0.end_lsn);
+        chains.push(tidemark_restore("tidemark pitr restore (full + 3 incrementals)", &target, 3));
+        fulls.push(tidemark_restore("tidemark pitr restore (full of the same state)", "--latest", 0));
+    }
+    let (chain_restore, full_restore) = (median(repeat, chains), median(repeat, fulls));
 
     eprintln!("round 4: 5 % of pgbench_accounts updated, every 20th row...");
     psql("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid % 20 = 0");
@@ -196,12 +212,16 @@ fn main() {
             b.stored as f64 / 1048576.0
         );
     }
-    println!("\n| incremental / its tool's full | tidemark time | tidemark size | pgBackRest time | pgBackRest size |");
+    println!(
+        "\n| incremental / its tool's full before it | tidemark time | tidemark size | pgBackRest time | pgBackRest size |"
+    );
     println!("|---|---:|---:|---:|---:|");
     let ratio = |b: &Backup, f: &Backup| (b.measured.wall / f.measured.wall, b.stored as f64 / f.stored.max(1) as f64);
     let named = rounds.iter().enumerate().map(|(i, r)| (format!("round {} (a range of aid)", i + 1), r));
-    for (name, (a, b)) in named.chain([("round 4 (every 20th row)".to_string(), &spread)]) {
-        let (t, s) = ratio(a, &full);
+    // Round 4's parent is the full one of the same state, taken just before it.
+    let parents = [&full, &full, &full, &same_state];
+    for ((name, (a, b)), parent) in named.chain([("round 4 (every 20th row)".to_string(), &spread)]).zip(parents) {
+        let (t, s) = ratio(a, parent);
         let (pt, ps) = ratio(b, &their_full);
         println!("| {name} | {t:.2}x | {s:.3}x | {pt:.2}x | {ps:.3}x |");
     }
