@@ -70,17 +70,12 @@ fn main() {
         ..Default::default()
     })
     .expect("start postgres");
-    let (data, port, url) = (cluster.data_dir().display().to_string(), cluster.port(), cluster.url("bench"));
+    let (data, url) = (cluster.data_dir().display().to_string(), cluster.url("bench"));
+    common::pgbackrest_conf(&w, &cluster);
     sh(&format!(
         "{tidemark_bin} --config {w}/tidemark.toml workspace add bench --database-url {url} >/dev/null\n\
-         cat > {w}/pgbackrest.conf <<EOF\n[global]\nrepo1-path={w}/pgbr\nrepo1-retention-full=2\n\
-         compress-type=zst\ncompress-level=1\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=bench-only-passphrase\n\
-         log-level-console=warn\nlog-path={w}/pgbr-run\nlock-path={w}/pgbr-run\nspool-path={w}/pgbr-run\nprocess-max=2\n\
-         [bench]\npg1-path={data}\npg1-port={port}\npg1-host-user=postgres\npg1-user=postgres\n\
-         pg1-socket-path={socket}\n[global:archive-get]\narchive-async=y\nEOF\n\
-         mkdir -p {w}/repo/workspaces/bench/wal; chmod 644 {w}/tidemark.toml {w}/pgbackrest.conf\n\
-         if [ \"$(id -u)\" = 0 ]; then chown -R postgres {w}/repo {w}/pgbr {w}/pgbr-run {w}/tidemark-identity.txt {w}/tidemark-signing.key; fi",
-        socket = cluster.data_dir().parent().unwrap().display()
+         mkdir -p {w}/repo/workspaces/bench/wal; chmod 644 {w}/tidemark.toml\n\
+         if [ \"$(id -u)\" = 0 ]; then chown -R postgres {w}/repo {w}/pgbr {w}/pgbr-run {w}/tidemark-identity.txt {w}/tidemark-signing.key; fi"
     ));
     let psql = |sql: &str| sh(&format!("{} -X -q -At -v ON_ERROR_STOP=1 -d {url} -c \"{sql}\"", tool("psql")));
     sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE bench'", tool("psql"), cluster.url("postgres")));
@@ -138,36 +133,28 @@ fn main() {
 
     // The newest state restored: from the chain, from pgBackRest's incremental, and (after
     // taking it) from a full base backup of the same state.
-    let restore = |name: &str, dir: &str, script: String| -> Measured {
-        let p = tidemark::pgcluster::free_port().unwrap();
-        let script = script.replace("{dir}", &format!("{w}/{dir}")).replace("{port}", &p.to_string());
-        let measured = measure(name, &format!("{script} && {}", wait_promoted(&tool("psql"), p)), wp);
+    let restore = |name: &str, dir: &str, script: &dyn Fn(&str, u16) -> String| -> Measured {
+        let (p, dir) = (tidemark::pgcluster::free_port().unwrap(), format!("{w}/{dir}"));
+        let measured = measure(name, &format!("{} && {}", script(&dir, p), common::wait_promoted(p)), wp);
         let got =
             sh(&format!("{} -X -q -At -h 127.0.0.1 -p {p} -U postgres -d bench -c \"{fingerprint}\"", tool("psql")));
         assert_eq!(got, expected, "{name}: the restored content differs from the source's");
-        sh(&format!("{as_pg} {} -D {w}/{dir} -m fast -w stop >/dev/null", tool("pg_ctl")));
-        sh(&format!("rm -rf {w}/{dir}"));
+        sh(&format!("{as_pg} {} -D {dir} -m fast -w stop >/dev/null; rm -rf {dir}", tool("pg_ctl")));
         measured
     };
-    let their_restore = restore(
-        "pgbackrest restore (full + 3 incrementals)",
-        "r-pgbr",
-        format!(
-            "mkdir -m 700 {{dir}} && chown postgres {{dir}} 2>/dev/null || true; {pgbr} --pg1-path={{dir}} --type=default restore && \
-             printf \"port = {{port}}\\narchive_mode = off\\nunix_socket_directories = ''\\nlisten_addresses = 'localhost'\\nrecovery_target_action = promote\\n\" >> {{dir}}/postgresql.auto.conf && \
-             {as_pg} {} -D {{dir}} -l {w}/pgbr-run/restore.log -w -t 3600 start >/dev/null",
-            tool("pg_ctl")
-        ),
-    );
+    let their_restore = restore("pgbackrest restore (full + 3 incrementals)", "r-pgbr", &|dir, port| {
+        common::pgbackrest_restore(&w, dir, port, "restore.log")
+    });
     let same_state = ours("tidemark basebackup (full, the same state)", false);
     wait_archived(&psql);
     // Alternating: the chain (to the newest link's end, which the full one of the same state
     // cannot serve) and the full one (to the latest moment); each report names its chain.
     let tidemark_restore = |name: &str, target: &str, links: usize| {
-        let script = format!(
-            "{tm} pitr restore --workspace bench --pgdata {{dir}} {target} --start --port {{port}} > {w}/restore.json"
-        );
-        let measured = restore(name, "r-tidemark", script);
+        let measured = restore(name, "r-tidemark", &|dir, port| {
+            format!(
+                "{tm} pitr restore --workspace bench --pgdata {dir} {target} --start --port {port} > {w}/restore.json"
+            )
+        });
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(wp.join("restore.json")).unwrap())
                 .expect("pitr restore --json");
@@ -255,14 +242,6 @@ fn wait_archived(psql: &impl Fn(&str) -> String) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     panic!("WAL segment {segment} was not archived in 5 minutes");
-}
-
-/// A shell loop that waits until the server on `port` has left recovery.
-fn wait_promoted(psql: &str, port: u16) -> String {
-    format!(
-        "for i in $(seq 1 3600); do r=$({psql} -X -At -h 127.0.0.1 -p {port} -U postgres -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null || true); \
-         [ \"$r\" = f ] && break; sleep 0.2; done; [ \"$r\" = f ]"
-    )
 }
 
 fn measure(name: &str, script: &str, work: &Path) -> Measured {

@@ -62,19 +62,12 @@ fn main() {
         ],
     })
     .expect("start postgres");
-    let data = cluster.data_dir().display().to_string();
-    let port = cluster.port();
     let url = cluster.url("bench");
+    common::pgbackrest_conf(&w, &cluster);
     sh(&format!(
         "{tidemark_bin} --config {w}/tidemark.toml workspace add bench --database-url {url} >/dev/null\n\
-         cat > {w}/pgbackrest.conf <<EOF\n[global]\nrepo1-path={w}/pgbr\nrepo1-retention-full=2\n\
-         compress-type=zst\ncompress-level=1\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=bench-only-passphrase\n\
-         log-level-console=warn\nlog-path={w}/pgbr-run\nlock-path={w}/pgbr-run\nspool-path={w}/pgbr-run\nprocess-max=2\n\
-         [bench]\npg1-path={data}\npg1-port={port}\npg1-host-user=postgres\npg1-user=postgres\n\
-         pg1-socket-path={socket}\n[global:archive-get]\narchive-async=y\nEOF\n\
-         mkdir -p {w}/repo/workspaces/bench/wal; chmod 644 {w}/tidemark.toml {w}/pgbackrest.conf\n\
-         if [ \"$(id -u)\" = 0 ]; then chown -R postgres {w}/repo {w}/archive {w}/pgbr {w}/pgbr-run {w}/pgbb {w}/tidemark-identity.txt {w}/tidemark-signing.key; fi",
-        socket = cluster.data_dir().parent().unwrap().display()
+         mkdir -p {w}/repo/workspaces/bench/wal; chmod 644 {w}/tidemark.toml\n\
+         if [ \"$(id -u)\" = 0 ]; then chown -R postgres {w}/repo {w}/archive {w}/pgbr {w}/pgbr-run {w}/pgbb {w}/tidemark-identity.txt {w}/tidemark-signing.key; fi"
     ));
     sh(&format!("{} -X -q -d {} -c 'CREATE DATABASE bench'", tool("psql"), cluster.url("postgres")));
     sh(&format!("{} -i -q -s {scale} {url} 2>&1 | tail -1", tool("pgbench")));
@@ -118,13 +111,6 @@ fn main() {
     let wal_bytes = sh(&format!("du -sb {w}/archive | cut -f1")).trim().parse::<u64>().unwrap_or(0);
 
     // Restores to the latest moment, each started and waited for until promoted.
-    let wait_promoted = |port: u16| {
-        format!(
-            "for i in $(seq 1 3600); do r=$({} -X -At -h 127.0.0.1 -p {port} -U postgres -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null || true); \
-             [ \"$r\" = f ] && break; sleep 0.2; done; [ \"$r\" = f ]",
-            tool("psql")
-        )
-    };
     let stop = |dir: &str| format!("{as_pg} {} -D {dir} -m fast -w stop >/dev/null", tool("pg_ctl"));
     let p1 = tidemark::pgcluster::free_port().unwrap();
     results.push(measure(
@@ -154,7 +140,7 @@ fn main() {
              printf \"restore_command = 'cp {w}/archive/%%f %%p'\\nport = {p2}\\narchive_mode = off\\nrecovery_target_action = promote\\nunix_socket_directories = ''\\nlisten_addresses = 'localhost'\\n\" >> {w}/r2/postgresql.auto.conf && \
              chown -R postgres {w}/r2 2>/dev/null || true; {as_pg} {} -D {w}/r2 -l {w}/pgbr-run/r2.log -w -t 3600 start >/dev/null && {}",
             tool("pg_ctl"),
-            wait_promoted(p2)
+            common::wait_promoted(p2)
         ),
         None,
         &w,
@@ -165,12 +151,9 @@ fn main() {
     results.push(measure(
         "pgbackrest restore + recovery",
         &format!(
-            "mkdir -m 700 {w}/r3 && chown postgres {w}/r3 2>/dev/null || true; \
-             {as_pg} pgbackrest --config={w}/pgbackrest.conf --stanza=bench --pg1-path={w}/r3 --type=default restore && \
-             printf \"port = {p3}\\narchive_mode = off\\nunix_socket_directories = ''\\nlisten_addresses = 'localhost'\\nrecovery_target_action = promote\\n\" >> {w}/r3/postgresql.auto.conf && \
-             {as_pg} {} -D {w}/r3 -l {w}/pgbr-run/r3.log -w -t 3600 start >/dev/null && {}",
-            tool("pg_ctl"),
-            wait_promoted(p3)
+            "{} && {}",
+            common::pgbackrest_restore(&w, &format!("{w}/r3"), p3, "r3.log"),
+            common::wait_promoted(p3)
         ),
         None,
         &w,

@@ -77,6 +77,45 @@ pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Writes `{work}/pgbackrest.conf`: stanza `bench` of `cluster`, repository `{work}/pgbr`
+/// (zstd level 1, AES-256), two processes, asynchronous archive-get, its run files in
+/// `{work}/pgbr-run`; readable by the server's user.
+pub fn pgbackrest_conf(work: &str, cluster: &Cluster) {
+    let (data, port, socket) =
+        (cluster.data_dir().display(), cluster.port(), cluster.data_dir().parent().unwrap().display());
+    sh(&format!(
+        "cat > {work}/pgbackrest.conf <<EOF\n[global]\nrepo1-path={work}/pgbr\nrepo1-retention-full=2\n\
+         compress-type=zst\ncompress-level=1\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass=bench-only-passphrase\n\
+         log-level-console=warn\nlog-path={work}/pgbr-run\nlock-path={work}/pgbr-run\nspool-path={work}/pgbr-run\nprocess-max=2\n\
+         [bench]\npg1-path={data}\npg1-port={port}\npg1-host-user=postgres\npg1-user=postgres\n\
+         pg1-socket-path={socket}\n[global:archive-get]\narchive-async=y\nEOF\n\
+         chmod 644 {work}/pgbackrest.conf"
+    ));
+}
+
+/// The script that restores pgBackRest's newest backup of stanza `bench` into `dir` and
+/// starts it on `port` (recovery to the end of the archive, then promotion; its log in
+/// `{work}/pgbr-run/<log>`).
+pub fn pgbackrest_restore(work: &str, dir: &str, port: u16, log: &str) -> String {
+    let pg_ctl = tidemark::pg::tool(tidemark::pg::bin_dir(None).as_deref(), "pg_ctl").display().to_string();
+    let as_pg = as_postgres();
+    format!(
+        "mkdir -m 700 {dir} && chown postgres {dir} 2>/dev/null || true; \
+         {as_pg} pgbackrest --config={work}/pgbackrest.conf --stanza=bench --pg1-path={dir} --type=default restore && \
+         printf \"port = {port}\\narchive_mode = off\\nunix_socket_directories = ''\\nlisten_addresses = 'localhost'\\nrecovery_target_action = promote\\n\" >> {dir}/postgresql.auto.conf && \
+         {as_pg} {pg_ctl} -D {dir} -l {work}/pgbr-run/{log} -w -t 3600 start >/dev/null"
+    )
+}
+
+/// A shell loop that waits (an hour at most) until the server on `port` has left recovery.
+pub fn wait_promoted(port: u16) -> String {
+    let psql = tidemark::pg::tool(tidemark::pg::bin_dir(None).as_deref(), "psql").display().to_string();
+    format!(
+        "for i in $(seq 1 18000); do r=$({psql} -X -At -h 127.0.0.1 -p {port} -U postgres -d postgres -c 'SELECT pg_is_in_recovery()' 2>/dev/null || true); \
+         [ \"$r\" = f ] && break; sleep 0.2; done; [ \"$r\" = f ]"
+    )
+}
+
 /// Server settings of the benchmark cluster (the same for every tool measured).
 pub fn cluster_settings() -> Vec<(String, String)> {
     vec![
