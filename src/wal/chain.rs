@@ -189,8 +189,9 @@ fn write_tar(pgdata: &Path, since: Lsn, tar: &mut tar::Builder<ChannelWriter>) -
 ///
 /// Errors: `Refused` when it cannot be right: `full_page_writes` off, another cluster or
 /// timeline than the parent's, a block size other than 8 KiB, tablespaces, PostgreSQL
-/// before 15, WAL neither archived nor streamed; `Config` when `pgdata` is not the server's data directory; `Database` for
-/// the session (`pg_backup_start` needs a superuser or a grant); those of the store.
+/// before 15, WAL neither archived nor streamed; `Config` when `pgdata` is not the
+/// server's data directory; `Database` for the session (`pg_backup_start` needs a
+/// superuser or a grant) and `pg_stat_archiver`; those of the store.
 /// Nothing is visible unless it completes.
 // Longer than ~100 lines: one backup session's sequence (checks, start, the copy streamed to the store, stop, the label, the manifest) with what each failure leaves behind.
 pub async fn take(
@@ -329,7 +330,9 @@ pub async fn take(
     // Complete only once the WAL it needs is archived, as `pg_basebackup -X none` does.
     let archived = match &end {
         Ok(end) if archive_mode != "off" => {
-            let last = super::Segment::of(timeline as u32, *end, segment as u64).name(segment as u64);
+            // The segment that holds the WAL just before the end (a recovery reads to it).
+            let before_end = Lsn(end.0.saturating_sub(1));
+            let last = super::Segment::of(timeline as u32, before_end, segment as u64).name(segment as u64);
             progress.set_message(format!("waiting until WAL segment {last} is archived"));
             wait_archived(&mut conn, &last).await
         }
