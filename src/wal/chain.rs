@@ -148,11 +148,17 @@ fn write_tar(pgdata: &Path, since: Lsn, tar: &mut tar::Builder<ChannelWriter>) -
             FileClass::Excluded | FileClass::Control => continue,
             FileClass::Whole => {
                 // A file removed since it was listed (a dropped relation): not in this backup.
-                match std::fs::read(pgdata.join(&rel)) {
-                    Ok(data) => append(tar, &rel, &data).map_err(io(&rel))?,
+                let file = match std::fs::File::open(pgdata.join(&rel)) {
+                    Ok(file) => file,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                     Err(e) => return Err(io(&rel)(e)),
-                }
+                };
+                // Streamed at the size it had when opened (a free space map grows with its
+                // table): cut if it grew, zero-padded if it shrank, as pg_basebackup does;
+                // the WAL from the backup's start repairs either.
+                let size = file.metadata().map_err(io(&rel))?.len();
+                let data = file.take(size).chain(std::io::repeat(0)).take(size);
+                append_reader(tar, &rel, size, std::io::BufReader::new(data)).map_err(io(&rel))?;
             }
             FileClass::RelationPages => {
                 let file = match std::fs::File::open(pgdata.join(&rel)) {

@@ -74,6 +74,8 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
     // What the base backup is restored from (an incremental one: its whole chain, checked
     // before anything is written).
     let chain = crate::wal::chain::chain_of(&chosen, &physical.bases)?;
+    // The links before the chosen one (none for a full one).
+    let links = &chain[..chain.len() - 1];
     let pgdata = std::path::absolute(&opts.pgdata)?;
     if pgdata.exists() && fs_err::read_dir(&pgdata)?.next().is_some() {
         return Err(Error::new(
@@ -123,7 +125,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         workspace: opts.workspace.clone(),
         pgdata: pgdata.display().to_string(),
         base_backup: chosen.id.clone(),
-        chain: chain.iter().take(chain.len().saturating_sub(1)).map(|b| b.id.clone()).collect(),
+        chain: links.iter().map(|b| b.id.clone()).collect(),
         target: target.describe(),
         window: window.describe(),
         port: None,
@@ -155,7 +157,7 @@ async fn restore_with(core: &Core, opts: &PitrRestoreOptions, progress: &Progres
         None => chosen.end_lsn,
     };
     (report.stored_bytes, report.plain_bytes) = recovery::bytes_read(&chosen, &legs, &physical.archived, replayed_to);
-    for link in chain.iter().take(chain.len().saturating_sub(1)) {
+    for link in links {
         report.stored_bytes += link.tar.stored_size;
         report.plain_bytes += link.tar.plain_size;
     }
